@@ -1,0 +1,40 @@
+# The README's two commands. Both install what they need on Debian 12 first.
+#   make run   build and start onaird on conf.d/onair.yaml (SQLite, stock plugins)
+#   make test  install test dependencies, build, run every test (ctest)
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev libyaml-dev \
+	libjansson-dev libjwt-dev libssl-dev
+TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest \
+	python3-websockets curl clang-format
+
+.PHONY: run test build deps-run deps-test sanitize clean format
+
+run: deps-run build
+	ONAIR_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugins ./$(BUILD)/core/onaird -c conf.d/onair.yaml
+
+test: deps-test build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+build:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j$(JOBS)
+
+# ASan + UBSan build of everything, then the whole suite (used by .ci/run).
+sanitize: deps-test
+	$(MAKE) build BUILD=build-asan CMAKE_FLAGS="-DONAIR_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
+	cd build-asan && ctest --output-on-failure -j$(JOBS)
+
+deps-run:
+	@./packaging/install-deps.sh $(RUN_PACKAGES)
+
+deps-test:
+	@./packaging/install-deps.sh $(TEST_PACKAGES)
+
+format:
+	git ls-files '*.c' '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) build-asan

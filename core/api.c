@@ -1,0 +1,1010 @@
+#include "api.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "config.h"
+#include "log.h"
+#include "problem.h"
+
+struct host *g_host;
+static auth_t *g_auth;
+
+/* ---- pending requests and messages ------------------------------------------------------ */
+typedef struct query_pair {
+    char *name, *value;
+} query_pair_t;
+
+struct onair_req {
+    struct onair_req *next, *prev; /* pending list */
+    net_request_t *nr;
+    onair_user_t *user;
+    query_pair_t *query;
+    size_t nquery;
+    int query_parsed;
+    char **hdrs; /* name, value, ..., NULL */
+    size_t nhdrs;
+    int in_handler;
+    int answered;
+};
+
+struct onair_wsmsg {
+    struct onair_wsmsg *next, *prev;
+    onair_conn_t conn;
+    const wstype_entry_t *type;
+    json_t *id;
+    json_t *data;
+    onair_user_t *user;
+    int in_handler;
+    int answered;
+};
+
+static struct onair_req *g_reqs;
+static struct onair_wsmsg *g_msgs;
+static size_t g_npending;
+
+#define LIST_ADD(head, x)                                                                          \
+    do {                                                                                           \
+        (x)->prev = NULL;                                                                          \
+        (x)->next = (head);                                                                        \
+        if (head)                                                                                  \
+            (head)->prev = (x);                                                                    \
+        (head) = (x);                                                                              \
+    } while (0)
+#define LIST_DEL(head, x)                                                                          \
+    do {                                                                                           \
+        if ((x)->prev)                                                                             \
+            (x)->prev->next = (x)->next;                                                           \
+        else                                                                                       \
+            (head) = (x)->next;                                                                    \
+        if ((x)->next)                                                                             \
+            (x)->next->prev = (x)->prev;                                                           \
+    } while (0)
+
+/* ---- WebSocket connections (core side) ------------------------------------------------------ */
+typedef struct conn_entry {
+    struct conn_entry *next;
+    onair_conn_t id;
+    onair_user_t *user;
+} conn_entry_t;
+
+struct conn_table {
+    conn_entry_t **buckets;
+    size_t nbuckets, count;
+};
+
+static size_t conn_hash(onair_conn_t id, size_t n)
+{
+    uint64_t x = id * 0x9E3779B97F4A7C15ull;
+    return (size_t)(x >> 32) & (n - 1);
+}
+
+static conn_entry_t *conn_find(onair_conn_t id)
+{
+    struct conn_table *t = g_host ? g_host->conns : NULL;
+    if (!t || !id)
+        return NULL;
+    for (conn_entry_t *e = t->buckets[conn_hash(id, t->nbuckets)]; e; e = e->next)
+        if (e->id == id)
+            return e;
+    return NULL;
+}
+
+static int conn_add(onair_conn_t id, onair_user_t *user)
+{
+    struct conn_table *t = g_host->conns;
+    if (t->count >= t->nbuckets) {
+        size_t nb = t->nbuckets * 2;
+        conn_entry_t **b = calloc(nb, sizeof(*b));
+        if (!b)
+            return ONAIR_ENOMEM;
+        for (size_t i = 0; i < t->nbuckets; i++) {
+            conn_entry_t *e = t->buckets[i];
+            while (e) {
+                conn_entry_t *next = e->next;
+                size_t k = conn_hash(e->id, nb);
+                e->next = b[k];
+                b[k] = e;
+                e = next;
+            }
+        }
+        free(t->buckets);
+        t->buckets = b;
+        t->nbuckets = nb;
+    }
+    conn_entry_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return ONAIR_ENOMEM;
+    e->id = id;
+    e->user = user;
+    size_t k = conn_hash(id, t->nbuckets);
+    e->next = t->buckets[k];
+    t->buckets[k] = e;
+    t->count++;
+    return ONAIR_OK;
+}
+
+static void conn_remove(onair_conn_t id)
+{
+    struct conn_table *t = g_host->conns;
+    conn_entry_t **pp = &t->buckets[conn_hash(id, t->nbuckets)];
+    for (; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            conn_entry_t *e = *pp;
+            *pp = e->next;
+            auth_user_unref(e->user);
+            free(e);
+            t->count--;
+            return;
+        }
+    }
+}
+
+/* ---- logging, errors, plugin state ------------------------------------------------------ */
+static void api_vlog(onair_plugin_t *p, int level, const char *fmt, va_list ap)
+{
+    log_vmsg(p ? p->name : "plugin", level, fmt, ap);
+}
+
+static void api_log(onair_plugin_t *p, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    api_vlog(p, level, fmt, ap);
+    va_end(ap);
+}
+
+static const char *api_strerror(int status)
+{
+    return problem_strerror(status);
+}
+
+static const char *api_plugin_name(onair_plugin_t *p)
+{
+    return p ? p->name : NULL;
+}
+
+static void api_set_state(onair_plugin_t *p, void *state)
+{
+    if (p)
+        p->user_state = state;
+}
+
+static void *api_state(onair_plugin_t *p)
+{
+    return p ? p->user_state : NULL;
+}
+
+/* ---- config --------------------------------------------------------------------------- */
+static json_t *api_config(onair_plugin_t *p)
+{
+    return p ? p->config : NULL;
+}
+
+static json_t *config_value(onair_plugin_t *p, const char *key)
+{
+    return p && p->config && key ? cfg_json_get(p->config, key) : NULL;
+}
+
+static int64_t api_config_int(onair_plugin_t *p, const char *key)
+{
+    json_t *v = config_value(p, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+static double api_config_double(onair_plugin_t *p, const char *key)
+{
+    json_t *v = config_value(p, key);
+    return json_is_number(v) ? json_number_value(v) : 0.0;
+}
+
+static int api_config_bool(onair_plugin_t *p, const char *key)
+{
+    return json_is_true(config_value(p, key));
+}
+
+static const char *api_config_string(onair_plugin_t *p, const char *key)
+{
+    return json_string_value(config_value(p, key));
+}
+
+/* ---- registration ------------------------------------------------------------------------ */
+static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
+{
+    if (!p || !p->in_init) {
+        log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "route_add outside init refused");
+        return ONAIR_ESTATE;
+    }
+    char err[256];
+    int rc = router_add(p->host->router, route, p, err, sizeof err);
+    if (rc < 0)
+        log_msg(p->name, ONAIR_LOG_ERROR, "route refused: %s", err);
+    return rc;
+}
+
+static int api_ws_type_add(onair_plugin_t *p, const onair_ws_type_t *t)
+{
+    if (!p || !p->in_init) {
+        log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "ws_type_add outside init refused");
+        return ONAIR_ESTATE;
+    }
+    char err[256];
+    int rc = wstypes_add(p->host->wstypes, t, p, err, sizeof err);
+    if (rc < 0)
+        log_msg(p->name, ONAIR_LOG_ERROR, "message type refused: %s", err);
+    return rc;
+}
+
+/* ---- requests --------------------------------------------------------------------------- */
+static const char *api_req_method(const onair_req_t *r)
+{
+    return r->nr->method;
+}
+
+static const char *api_req_path(const onair_req_t *r)
+{
+    return r->nr->path;
+}
+
+static const char *api_req_param(const onair_req_t *r, const char *name)
+{
+    for (size_t i = 0; name && i < r->nr->match.nparams; i++)
+        if (!strcmp(r->nr->match.params[i].name, name))
+            return r->nr->match.params[i].value;
+    return NULL;
+}
+
+static int hexv(int c)
+{
+    if (isdigit(c))
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* application/x-www-form-urlencoded decoding: '+' is a space. */
+static char *form_decode(const char *s, size_t len)
+{
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        int h, l;
+        if (s[i] == '+')
+            out[o++] = ' ';
+        else if (s[i] == '%' && i + 2 < len && (h = hexv((unsigned char)s[i + 1])) >= 0 &&
+                 (l = hexv((unsigned char)s[i + 2])) >= 0) {
+            out[o++] = (char)(h * 16 + l);
+            i += 2;
+        } else
+            out[o++] = s[i];
+    }
+    out[o] = 0;
+    return out;
+}
+
+static void parse_query(onair_req_t *r)
+{
+    r->query_parsed = 1;
+    const char *q = r->nr->query;
+    if (!q || !*q)
+        return;
+    size_t n = 1;
+    for (const char *c = q; *c; c++)
+        n += *c == '&';
+    r->query = calloc(n, sizeof(query_pair_t));
+    if (!r->query)
+        return;
+    const char *p = q;
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len) {
+            const char *eq = memchr(p, '=', len);
+            size_t nlen = eq ? (size_t)(eq - p) : len;
+            query_pair_t *qp = &r->query[r->nquery];
+            qp->name = form_decode(p, nlen);
+            qp->value = eq ? form_decode(eq + 1, len - nlen - 1) : strdup("");
+            if (qp->name && qp->value)
+                r->nquery++;
+            else {
+                free(qp->name);
+                free(qp->value);
+            }
+        }
+        if (!amp)
+            break;
+        p = amp + 1;
+    }
+}
+
+static const char *api_req_query(const onair_req_t *cr, const char *name)
+{
+    onair_req_t *r = (onair_req_t *)cr; /* parsed lazily, once */
+    if (!r->query_parsed)
+        parse_query(r);
+    for (size_t i = 0; name && i < r->nquery; i++)
+        if (!strcmp(r->query[i].name, name))
+            return r->query[i].value;
+    return NULL;
+}
+
+static const char *api_req_header(const onair_req_t *r, const char *name)
+{
+    return name ? net_request_header(r->nr, name) : NULL;
+}
+
+static const void *api_req_body(const onair_req_t *r, size_t *len)
+{
+    if (len)
+        *len = r->nr->body_len;
+    return r->nr->body;
+}
+
+static json_t *api_req_json(const onair_req_t *r)
+{
+    return r->nr->json;
+}
+
+static const char *api_req_remote_addr(const onair_req_t *r)
+{
+    return r->nr->remote;
+}
+
+static const char *api_req_id(const onair_req_t *r)
+{
+    return r->nr->request_id;
+}
+
+static const onair_user_t *api_req_user(const onair_req_t *r)
+{
+    return r->user;
+}
+
+/* ---- responses -------------------------------------------------------------------------- */
+static void req_free(onair_req_t *r)
+{
+    LIST_DEL(g_reqs, r);
+    g_npending--;
+    for (size_t i = 0; i < r->nquery; i++) {
+        free(r->query[i].name);
+        free(r->query[i].value);
+    }
+    free(r->query);
+    for (size_t i = 0; i < r->nhdrs; i++)
+        free(r->hdrs[i]);
+    free(r->hdrs);
+    auth_user_unref(r->user);
+    net_request_free(r->nr);
+    free(r);
+}
+
+static int header_ok(const char *s)
+{
+    for (; s && *s; s++)
+        if (*s == '\r' || *s == '\n')
+            return 0;
+    return s != NULL;
+}
+
+static int api_resp_header(onair_req_t *r, const char *name, const char *value)
+{
+    if (!r || r->answered)
+        return ONAIR_ESTATE;
+    if (!header_ok(name) || !*name || !header_ok(value))
+        return ONAIR_EINVAL;
+    char **h = realloc(r->hdrs, (r->nhdrs + 3) * sizeof(char *));
+    if (!h)
+        return ONAIR_ENOMEM;
+    r->hdrs = h;
+    h[r->nhdrs] = strdup(name);
+    h[r->nhdrs + 1] = strdup(value);
+    if (!h[r->nhdrs] || !h[r->nhdrs + 1]) {
+        free(h[r->nhdrs]);
+        free(h[r->nhdrs + 1]);
+        return ONAIR_ENOMEM;
+    }
+    r->nhdrs += 2;
+    h[r->nhdrs] = NULL;
+    return ONAIR_OK;
+}
+
+/* Send and release. While the handler runs, the request is freed when it returns. */
+static int send_response(onair_req_t *r, int status, const char *ctype, const void *body,
+                         size_t len)
+{
+    if (!r || r->answered)
+        return ONAIR_ESTATE;
+    if (status < 100 || status > 599)
+        status = 500;
+    r->answered = 1;
+    int rc = ONAIR_OK;
+    if (g_host && g_host->net)
+        rc = net_respond(g_host->net, r->nr->id, status, (const char *const *)r->hdrs, ctype,
+                         body, len);
+    if (!r->in_handler)
+        req_free(r);
+    return rc;
+}
+
+static int api_reply_raw(onair_req_t *r, int status, const char *ctype, const void *data,
+                         size_t len)
+{
+    return send_response(r, status, ctype, data, data ? len : 0);
+}
+
+static int api_reply_json(onair_req_t *r, int status, json_t *body)
+{
+    if (!body)
+        return send_response(r, status, NULL, NULL, 0);
+    char *s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(body);
+    if (!s)
+        return send_response(r, 500, PROBLEM_CONTENT_TYPE, NULL, 0);
+    int rc = send_response(r, status, "application/json", s, strlen(s));
+    free(s);
+    return rc;
+}
+
+static int api_reply_problem(onair_req_t *r, int status, const char *code, const char *detail)
+{
+    if (!r || r->answered)
+        return ONAIR_ESTATE;
+    size_t len = 0;
+    char *s = problem_render(status, code ? code : "error", detail, r->nr->path,
+                             r->nr->request_id, &len);
+    int rc = send_response(r, status, PROBLEM_CONTENT_TYPE, s, s ? len : 0);
+    free(s);
+    return rc;
+}
+
+static int api_reply_error(onair_req_t *r, int status, const char *detail)
+{
+    if (status == ONAIR_EUNAVAILABLE)
+        api_resp_header(r, "Retry-After", "5");
+    return api_reply_problem(r, problem_http_status(status), problem_code(status),
+                             detail ? detail : problem_strerror(status));
+}
+
+/* ---- WebSocket messages ----------------------------------------------------------------- */
+static onair_conn_t api_msg_conn(const onair_wsmsg_t *m)
+{
+    return m->conn;
+}
+
+static const char *api_msg_type(const onair_wsmsg_t *m)
+{
+    return m->type->t.type;
+}
+
+static json_t *api_msg_data(const onair_wsmsg_t *m)
+{
+    return m->data;
+}
+
+static const onair_user_t *api_msg_user(const onair_wsmsg_t *m)
+{
+    return m->user;
+}
+
+static void msg_free(onair_wsmsg_t *m)
+{
+    LIST_DEL(g_msgs, m);
+    g_npending--;
+    json_decref(m->id);
+    json_decref(m->data);
+    auth_user_unref(m->user);
+    free(m);
+}
+
+/* Serialize an envelope and queue it on one connection. Steals env. */
+static int send_envelope(onair_conn_t conn, json_t *env)
+{
+    if (!env)
+        return ONAIR_ENOMEM;
+    if (!conn_find(conn)) {
+        json_decref(env);
+        return ONAIR_ESTALE;
+    }
+    if (!g_host->net) {
+        json_decref(env);
+        return ONAIR_EUNAVAILABLE;
+    }
+    net_msg_t *nm = net_msg_from_json(env);
+    json_decref(env);
+    if (!nm)
+        return ONAIR_ENOMEM;
+    int rc = net_ws_send(g_host->net, conn, nm);
+    net_msg_unref(nm);
+    return rc;
+}
+
+static json_t *envelope(const char *type, json_t *id, json_t *data)
+{
+    json_t *env = json_object();
+    if (!env) {
+        json_decref(data);
+        return NULL;
+    }
+    json_object_set_new(env, "type", json_string(type));
+    if (id)
+        json_object_set(env, "id", id);
+    json_object_set_new(env, "data", data ? data : json_object());
+    return env;
+}
+
+static int finish_msg(onair_wsmsg_t *m, json_t *env)
+{
+    if (!m || m->answered) {
+        json_decref(env);
+        return ONAIR_ESTATE;
+    }
+    m->answered = 1;
+    int rc = send_envelope(m->conn, env);
+    if (!m->in_handler)
+        msg_free(m);
+    return rc;
+}
+
+static int api_msg_reply(onair_wsmsg_t *m, json_t *data)
+{
+    if (!m || m->answered) {
+        json_decref(data);
+        return ONAIR_ESTATE;
+    }
+    return finish_msg(m, envelope("result", m->id ? m->id : json_null(), data));
+}
+
+static json_t *error_data(int http, const char *code, const char *detail)
+{
+    json_t *d = json_object();
+    if (d) {
+        json_object_set_new(d, "code", json_string(code));
+        json_object_set_new(d, "status", json_integer(http));
+        if (detail)
+            json_object_set_new(d, "detail", json_string(detail));
+    }
+    return d;
+}
+
+static int api_msg_reply_error(onair_wsmsg_t *m, int status, const char *code, const char *detail)
+{
+    if (!m || m->answered)
+        return ONAIR_ESTATE;
+    int http = status < 0 ? problem_http_status(status) : (status >= 400 ? status : 400);
+    if (!code)
+        code = status < 0 ? problem_code(status) : "error";
+    if (!detail && status < 0)
+        detail = problem_strerror(status);
+    return finish_msg(m, envelope("error", m->id ? m->id : json_null(),
+                                  error_data(http, code, detail)));
+}
+
+static int valid_type_name(const char *t)
+{
+    size_t n = t ? strlen(t) : 0;
+    return n > 0 && n <= 64;
+}
+
+static int api_ws_send(onair_conn_t conn, const char *type, json_t *data)
+{
+    if (!valid_type_name(type)) {
+        json_decref(data);
+        return ONAIR_EINVAL;
+    }
+    return send_envelope(conn, envelope(type, NULL, data));
+}
+
+static int api_ws_subscribe(onair_conn_t conn, const char *topic)
+{
+    if (!bus_topic_valid(topic))
+        return ONAIR_EINVAL;
+    if (!conn_find(conn))
+        return ONAIR_ESTALE;
+    return g_host->net ? net_ws_subscribe(g_host->net, conn, topic) : ONAIR_EUNAVAILABLE;
+}
+
+static int api_ws_unsubscribe(onair_conn_t conn, const char *topic)
+{
+    if (!bus_topic_valid(topic))
+        return ONAIR_EINVAL;
+    if (!conn_find(conn))
+        return ONAIR_ESTALE;
+    return g_host->net ? net_ws_unsubscribe(g_host->net, conn, topic) : ONAIR_EUNAVAILABLE;
+}
+
+static int api_ws_publish(const char *topic, const char *type, json_t *data)
+{
+    if (!bus_topic_valid(topic) || !valid_type_name(type)) {
+        json_decref(data);
+        return ONAIR_EINVAL;
+    }
+    if (!g_host || !g_host->net) {
+        json_decref(data);
+        return ONAIR_EUNAVAILABLE;
+    }
+    json_t *env = envelope(type, NULL, data);
+    if (!env)
+        return ONAIR_ENOMEM;
+    json_object_set_new(env, "topic", json_string(topic));
+    net_msg_t *nm = net_msg_from_json(env);
+    json_decref(env);
+    if (!nm)
+        return ONAIR_ENOMEM;
+    int rc = net_ws_publish(g_host->net, topic, nm);
+    net_msg_unref(nm);
+    return rc;
+}
+
+static int api_ws_close(onair_conn_t conn, int code, const char *reason)
+{
+    if (!conn_find(conn))
+        return ONAIR_ESTALE;
+    if (code < 1000 || code > 4999)
+        return ONAIR_EINVAL;
+    return g_host->net ? net_ws_close(g_host->net, conn, code, reason) : ONAIR_EUNAVAILABLE;
+}
+
+/* ---- bus, timers, work ------------------------------------------------------------------ */
+static int api_bus_subscribe(onair_plugin_t *p, const char *pattern, onair_bus_fn fn, void *ud,
+                             onair_sub_t *out)
+{
+    if (!p)
+        return ONAIR_EINVAL;
+    return bus_subscribe(p->host->bus, p, pattern, fn, ud, out);
+}
+
+static int api_bus_unsubscribe(onair_plugin_t *p, onair_sub_t sub)
+{
+    return p ? bus_unsubscribe(p->host->bus, p, sub) : ONAIR_EINVAL;
+}
+
+static int api_bus_publish(onair_plugin_t *p, const char *topic, json_t *payload)
+{
+    if (!p) {
+        json_decref(payload);
+        return ONAIR_EINVAL;
+    }
+    return bus_publish(p->host->bus, topic, payload);
+}
+
+static onair_timer_t api_timer_start(onair_plugin_t *p, uint64_t delay_ms, uint64_t repeat_ms,
+                                     onair_timer_fn fn, void *ud)
+{
+    return p ? timers_start(p->host->timers, p, delay_ms, repeat_ms, fn, ud) : 0;
+}
+
+static int api_timer_cancel(onair_plugin_t *p, onair_timer_t t)
+{
+    return p ? timers_cancel(p->host->timers, p, t) : ONAIR_EINVAL;
+}
+
+static int64_t api_now_ms(onair_plugin_t *p)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static int api_work_submit(onair_plugin_t *p, onair_work_fn fn, onair_done_fn done, void *ud)
+{
+    if (!p || !p->host->pool)
+        return ONAIR_EUNAVAILABLE;
+    return workpool_submit(p->host->pool, p, fn, done, ud);
+}
+
+static const onair_api_t g_api = {
+    .size = sizeof(onair_api_t),
+    .abi_major = ONAIR_ABI_MAJOR,
+    .abi_minor = ONAIR_ABI_MINOR,
+    .host_version = ONAIR_VERSION,
+    .log = api_log,
+    .vlog = api_vlog,
+    .strerror = api_strerror,
+    .plugin_name = api_plugin_name,
+    .set_state = api_set_state,
+    .state = api_state,
+    .config = api_config,
+    .config_int = api_config_int,
+    .config_double = api_config_double,
+    .config_bool = api_config_bool,
+    .config_string = api_config_string,
+    .route_add = api_route_add,
+    .req_method = api_req_method,
+    .req_path = api_req_path,
+    .req_param = api_req_param,
+    .req_query = api_req_query,
+    .req_header = api_req_header,
+    .req_body = api_req_body,
+    .req_json = api_req_json,
+    .req_remote_addr = api_req_remote_addr,
+    .req_id = api_req_id,
+    .req_user = api_req_user,
+    .resp_header = api_resp_header,
+    .reply_json = api_reply_json,
+    .reply_raw = api_reply_raw,
+    .reply_problem = api_reply_problem,
+    .reply_error = api_reply_error,
+    .ws_type_add = api_ws_type_add,
+    .msg_conn = api_msg_conn,
+    .msg_type = api_msg_type,
+    .msg_data = api_msg_data,
+    .msg_user = api_msg_user,
+    .msg_reply = api_msg_reply,
+    .msg_reply_error = api_msg_reply_error,
+    .ws_send = api_ws_send,
+    .ws_subscribe = api_ws_subscribe,
+    .ws_unsubscribe = api_ws_unsubscribe,
+    .ws_publish = api_ws_publish,
+    .ws_close = api_ws_close,
+    .bus_subscribe = api_bus_subscribe,
+    .bus_unsubscribe = api_bus_unsubscribe,
+    .bus_publish = api_bus_publish,
+    .timer_start = api_timer_start,
+    .timer_cancel = api_timer_cancel,
+    .now_ms = api_now_ms,
+    .work_submit = api_work_submit,
+};
+
+const onair_api_t *host_api(void)
+{
+    return &g_api;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+/* The access rule shared by routes and message types: 0 or a status with code. */
+static int check_access(uint32_t access, const char *role, const onair_user_t *user,
+                        const char **code, char *detail, size_t dlen)
+{
+    if (!(access & ONAIR_ACCESS_USER) && !role)
+        return 0;
+    if (!user) {
+        *code = "unauthorized";
+        snprintf(detail, dlen, "this endpoint needs an access token (Authorization: Bearer ...)");
+        return 401;
+    }
+    if (role && !auth_user_has_role(user, role)) {
+        *code = "forbidden";
+        snprintf(detail, dlen, "this endpoint needs the '%s' role", role);
+        return 403;
+    }
+    if ((access & ONAIR_ACCESS_VERIFIED) && !user->verified) {
+        *code = "verification_required";
+        snprintf(detail, dlen, "this endpoint needs a verified account");
+        return 403;
+    }
+    return 0;
+}
+
+void api_on_request(net_request_t *nr, void *ud)
+{
+    struct host *h = ud;
+    onair_req_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        net_respond(h->net, nr->id, 503, NULL, NULL, NULL, 0);
+        net_request_free(nr);
+        return;
+    }
+    r->nr = nr;
+    LIST_ADD(g_reqs, r);
+    g_npending++;
+    const route_entry_t *route = nr->route;
+    if (atomic_load(&h->draining)) {
+        api_resp_header(r, "Connection", "close");
+        api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
+    const char *authz = net_request_header(nr, "authorization");
+    if (authz) {
+        const char *token = auth_bearer(authz);
+        const char *why = "the Authorization header must be 'Bearer <token>'";
+        if (!token || auth_verify(g_auth, token, &r->user, &why) != ONAIR_OK) {
+            api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\", error=\"invalid_token\"");
+            api_reply_problem(r, 401, "invalid_token", why);
+            return;
+        }
+    }
+    const char *code = NULL;
+    char detail[160];
+    int st = check_access(route->r.access, route->r.role, r->user, &code, detail, sizeof detail);
+    if (st) {
+        if (st == 401)
+            api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        api_reply_problem(r, st, code, detail);
+        return;
+    }
+    r->in_handler = 1;
+    int rc = route->r.handler(r, route->r.ud);
+    r->in_handler = 0;
+    if (r->answered) {
+        req_free(r);
+        return;
+    }
+    if (rc == ONAIR_PENDING)
+        return;
+    if (rc < 0) {
+        api_reply_error(r, rc, NULL);
+        return;
+    }
+    log_msg(route->owner ? route->owner->name : "core", ONAIR_LOG_ERROR,
+            "handler of %s returned %d without answering", route->label, rc);
+    api_reply_problem(r, 500, "internal", "the handler did not answer");
+}
+
+static void ws_error(onair_conn_t conn, json_t *id, int http, const char *code, const char *detail)
+{
+    send_envelope(conn, envelope("error", id ? id : json_null(), error_data(http, code, detail)));
+}
+
+void api_on_ws_open(onair_conn_t conn, const net_header_t *headers, size_t nheaders,
+                    const char *remote, void *ud)
+{
+    struct host *h = ud;
+    onair_user_t *user = NULL;
+    const char *authz = NULL;
+    for (size_t i = 0; i < nheaders; i++)
+        if (!strcmp(headers[i].name, "authorization"))
+            authz = headers[i].value;
+    int bad_token = 0;
+    if (authz) {
+        const char *why;
+        const char *token = auth_bearer(authz);
+        if (!token || auth_verify(g_auth, token, &user, &why) != ONAIR_OK)
+            bad_token = 1;
+    }
+    if (conn_add(conn, user) < 0) {
+        auth_user_unref(user);
+        net_ws_close(h->net, conn, 1011, "out of memory");
+        return;
+    }
+    if (bad_token) {
+        net_ws_close(h->net, conn, 1008, "invalid access token");
+        return;
+    }
+    json_t *ev = json_pack("{s:I,s:s}", "conn", (json_int_t)conn, "remote", remote ? remote : "");
+    if (ev && user)
+        json_object_set_new(ev, "user", json_string(user->id));
+    bus_publish(h->bus, "core.ws.opened", ev);
+}
+
+void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id, json_t *data,
+                       void *ud)
+{
+    conn_entry_t *c = conn_find(conn);
+    if (!c) { /* closed meanwhile */
+        json_decref(id);
+        json_decref(data);
+        return;
+    }
+    const char *code = NULL;
+    char detail[160];
+    int st = check_access(type->t.access, type->t.role, c->user, &code, detail, sizeof detail);
+    if (st) {
+        ws_error(conn, id, st, code, detail);
+        json_decref(id);
+        json_decref(data);
+        return;
+    }
+    onair_wsmsg_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        json_decref(id);
+        json_decref(data);
+        return;
+    }
+    m->conn = conn;
+    m->type = type;
+    m->id = id;
+    m->data = data ? data : json_object();
+    m->user = auth_user_ref(c->user);
+    LIST_ADD(g_msgs, m);
+    g_npending++;
+    m->in_handler = 1;
+    int rc = type->t.handler(m, type->t.ud);
+    m->in_handler = 0;
+    if (m->answered) {
+        msg_free(m);
+        return;
+    }
+    if (rc == ONAIR_PENDING)
+        return;
+    if (rc < 0) {
+        api_msg_reply_error(m, rc, NULL, NULL);
+        return;
+    }
+    msg_free(m); /* OK without a reply: the handler wanted none */
+}
+
+void api_on_ws_closed(onair_conn_t conn, void *ud)
+{
+    struct host *h = ud;
+    conn_entry_t *c = conn_find(conn);
+    if (!c)
+        return;
+    json_t *ev = json_pack("{s:I}", "conn", (json_int_t)conn);
+    if (ev && c->user)
+        json_object_set_new(ev, "user", json_string(c->user->id));
+    conn_remove(conn);
+    bus_publish(h->bus, "core.ws.closed", ev);
+}
+
+/* Built-in "auth" message: {"type":"auth","data":{"token":"..."}} for clients that
+ * cannot set headers on the upgrade request. */
+static int core_auth_message(onair_wsmsg_t *m, void *ud)
+{
+    const char *token = json_string_value(json_object_get(m->data, "token"));
+    if (!token)
+        return api_msg_reply_error(m, ONAIR_EINVAL, "invalid_message", "data.token is required");
+    onair_user_t *user = NULL;
+    const char *why;
+    if (auth_verify(g_auth, token, &user, &why) != ONAIR_OK)
+        return api_msg_reply_error(m, ONAIR_EAUTH, "invalid_token", why);
+    conn_entry_t *c = conn_find(m->conn);
+    if (!c) {
+        auth_user_unref(user);
+        return ONAIR_ESTALE;
+    }
+    auth_user_unref(c->user);
+    c->user = user;
+    return api_msg_reply(m, json_pack("{s:s,s:b}", "user", user->id, "verified", user->verified));
+}
+
+int api_register_core_types(struct host *h)
+{
+    onair_ws_type_t t = {.size = sizeof t, .type = "auth", .handler = core_auth_message};
+    char err[128];
+    return wstypes_add(h->wstypes, &t, NULL, err, sizeof err);
+}
+
+size_t api_pending(void)
+{
+    return g_npending;
+}
+
+void api_fail_pending(void)
+{
+    while (g_reqs) {
+        onair_req_t *r = g_reqs;
+        r->in_handler = 0;
+        if (!r->answered)
+            api_reply_problem(r, 503, "shutting_down", "the server stopped before answering");
+        else
+            req_free(r);
+    }
+    while (g_msgs)
+        msg_free(g_msgs);
+}
+
+void api_setup(struct host *h, auth_t *auth)
+{
+    g_host = h;
+    g_auth = auth;
+    h->conns = calloc(1, sizeof(struct conn_table));
+    if (h->conns) {
+        h->conns->nbuckets = 1024;
+        h->conns->buckets = calloc(h->conns->nbuckets, sizeof(conn_entry_t *));
+    }
+}
+
+void api_teardown(struct host *h)
+{
+    api_fail_pending();
+    if (h->conns) {
+        for (size_t i = 0; h->conns->buckets && i < h->conns->nbuckets; i++) {
+            conn_entry_t *e = h->conns->buckets[i];
+            while (e) {
+                conn_entry_t *next = e->next;
+                auth_user_unref(e->user);
+                free(e);
+                e = next;
+            }
+        }
+        free(h->conns->buckets);
+        free(h->conns);
+        h->conns = NULL;
+    }
+    g_auth = NULL;
+}

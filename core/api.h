@@ -1,0 +1,29 @@
+/* The host side of onair_api_t: request and message dispatch, access checks,
+ * the WebSocket connection table. Runs on the core loop thread. */
+#ifndef ONAIR_CORE_API_H
+#define ONAIR_CORE_API_H
+
+#include "auth.h"
+#include "host.h"
+#include "net.h"
+
+void api_setup(struct host *h, auth_t *auth);
+void api_teardown(struct host *h);
+
+/* net_handlers_t callbacks */
+void api_on_request(net_request_t *nr, void *ud);
+void api_on_ws_open(onair_conn_t conn, const net_header_t *headers, size_t nheaders,
+                    const char *remote, void *ud);
+void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id, json_t *data,
+                       void *ud);
+void api_on_ws_closed(onair_conn_t conn, void *ud);
+
+/* Requests and messages handed to plugins and not answered yet. */
+size_t api_pending(void);
+/* Answer every pending request with 503 and drop pending messages (shutdown,
+ * after all plugins stopped). */
+void api_fail_pending(void);
+/* Register the core's own message types ("auth"). Call before plugins init. */
+int api_register_core_types(struct host *h);
+
+#endif

@@ -1,0 +1,303 @@
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "api.h"
+#include "auth.h"
+#include "host_run.h"
+#include "loader.h"
+#include "log.h"
+#include "metrics.h"
+#include "problem.h"
+
+static auth_t *g_host_auth;
+static struct event *g_sig_term, *g_sig_int, *g_drain_tick;
+static struct timeval g_drain_deadline;
+static time_t g_started_at;
+
+/* ---- built-in endpoints ---------------------------------------------------------------- */
+static void healthz(void *ud, int *status, const char **ctype, char **body, size_t *len)
+{
+    *status = 200;
+    *ctype = "application/json";
+    *body = strdup("{\"status\":\"ok\"}");
+    *len = *body ? strlen(*body) : 0;
+}
+
+static void readyz(void *ud, int *status, const char **ctype, char **body, size_t *len)
+{
+    struct host *h = ud;
+    int ready = atomic_load(&h->ready), draining = atomic_load(&h->draining);
+    *status = ready && !draining ? 200 : 503;
+    *ctype = "application/json";
+    *body = strdup(draining ? "{\"status\":\"draining\"}"
+                   : ready  ? "{\"status\":\"ready\"}"
+                            : "{\"status\":\"starting\"}");
+    *len = *body ? strlen(*body) : 0;
+}
+
+static void metrics_route(void *ud, int *status, const char **ctype, char **body, size_t *len)
+{
+    *status = 200;
+    *ctype = "text/plain; version=0.0.4; charset=utf-8";
+    *body = metrics_render(len);
+    if (!*body)
+        *status = 500;
+}
+
+static int server_info(onair_req_t *req, void *ud)
+{
+    struct host *h = ud;
+    const onair_api_t *api = host_api();
+    json_t *plugins = json_array();
+    for (size_t i = 0; i < h->nplugins; i++) {
+        struct onair_plugin *p = h->plugins[i];
+        json_t *o = json_pack("{s:s,s:s,s:b,s:b}", "name", p->name, "state",
+                              loader_state_name(p->state), "enabled", p->enabled, "required",
+                              p->required);
+        if (!o)
+            continue;
+        if (p->desc.version)
+            json_object_set_new(o, "version", json_string(p->desc.version));
+        if (p->desc.description)
+            json_object_set_new(o, "description", json_string(p->desc.description));
+        if (p->error)
+            json_object_set_new(o, "error", json_string(p->error));
+        json_array_append_new(plugins, o);
+    }
+    json_t *body = json_pack("{s:s,s:s,s:{s:i,s:i},s:I,s:o}", "name", "onair", "version",
+                             ONAIR_VERSION, "abi", "major", ONAIR_ABI_MAJOR, "minor",
+                             ONAIR_ABI_MINOR, "uptime_s", (json_int_t)(time(NULL) - g_started_at),
+                             "plugins", plugins);
+    return api->reply_json(req, 200, body);
+}
+
+static int add_builtin_routes(struct host *h)
+{
+    if (router_add_inline(h->router, "GET", "/healthz", healthz, h) < 0 ||
+        router_add_inline(h->router, "GET", "/readyz", readyz, h) < 0 ||
+        router_add_inline(h->router, "GET", "/metrics", metrics_route, h) < 0)
+        return -1;
+    onair_route_t r = {.size = sizeof r, .method = "GET", .path = "/api/v1/server",
+                       .handler = server_info, .ud = h};
+    char err[256];
+    if (router_add(h->router, &r, NULL, err, sizeof err) < 0) {
+        LOG_ERROR("core", "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- start ---------------------------------------------------------------------------- */
+static char *join_list(json_t *arr)
+{
+    if (!json_is_array(arr) || json_array_size(arr) == 0)
+        return NULL;
+    size_t len = 1, i;
+    json_t *v;
+    json_array_foreach(arr, i, v) len += strlen(json_string_value(v) ? json_string_value(v) : "") + 2;
+    char *out = calloc(1, len);
+    if (!out)
+        return NULL;
+    json_array_foreach(arr, i, v)
+    {
+        if (i)
+            strcat(out, ", ");
+        strcat(out, json_string_value(v) ? json_string_value(v) : "");
+    }
+    return out;
+}
+
+int host_start(struct host *h, settings_t *s)
+{
+    g_started_at = time(NULL);
+    signal(SIGPIPE, SIG_IGN);
+    h->config = s->core;
+    h->config_path = s->path;
+    h->base = event_base_new();
+    metrics_init();
+    h->router = router_new();
+    h->wstypes = wstypes_new();
+    if (!h->base || !h->router || !h->wstypes)
+        return -1;
+    h->bus = bus_new(h->base);
+    h->timers = timers_new(h->base);
+    h->pool = workpool_new(h->base, (int)settings_int(s, "server.work_threads"));
+    if (!h->bus || !h->timers || !h->pool)
+        return -1;
+    const char *secret = settings_string(s, "auth.jwt_secret");
+    g_host_auth = auth_new(settings_string(s, "auth.issuer"), secret,
+                           (int)settings_int(s, "auth.leeway"));
+    if (!g_host_auth)
+        return -1;
+    if (!auth_enabled(g_host_auth))
+        LOG_WARN("auth", "auth.jwt_secret is not set: routes that need a user answer 401");
+    api_setup(h, g_host_auth);
+    if (add_builtin_routes(h) < 0 || api_register_core_types(h) < 0)
+        return -1;
+
+    cfg_errors_t errs = {0};
+    int rc = loader_load(h, s, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        LOG_ERROR("config", "%s", errs.msgs[i]);
+    cfg_errors_free(&errs);
+    if (rc < 0) {
+        LOG_ERROR("core", "startup aborted: configuration or required plugin errors above");
+        return -1;
+    }
+    if (loader_init_all(h) < 0) {
+        LOG_ERROR("core", "startup aborted: a required plugin failed to initialize");
+        return -1;
+    }
+    /* Registration is over: the network thread reads these tables without locks. */
+    router_freeze(h->router, 1);
+    wstypes_freeze(h->wstypes, 1);
+    if (loader_start_all(h) < 0) {
+        LOG_ERROR("core", "startup aborted: a required plugin failed to start");
+        return -1;
+    }
+    int loaded = 0, failed = 0;
+    for (size_t i = 0; i < h->nplugins; i++) {
+        loaded += h->plugins[i]->state == PLUGIN_STARTED;
+        failed += h->plugins[i]->state == PLUGIN_FAILED;
+    }
+    metrics_set_plugins(loaded, failed);
+
+    char *cors = join_list(cfg_json_get(s->core, "server.cors_origins"));
+    net_config_t nc = {
+        .host = settings_string(s, "server.host"),
+        .port = (int)settings_int(s, "server.port"),
+        .tls_cert = settings_string(s, "server.tls.cert"),
+        .tls_key = settings_string(s, "server.tls.key"),
+        .max_header_bytes = (size_t)settings_int(s, "server.max_header_bytes"),
+        .max_body_bytes = (size_t)settings_int(s, "server.max_body_bytes"),
+        .max_json_depth = (int)settings_int(s, "server.max_json_depth"),
+        .ws_max_message_bytes = (size_t)settings_int(s, "server.ws_max_message_bytes"),
+        .ws_send_queue_bytes = (size_t)settings_int(s, "server.ws_send_queue_bytes"),
+        .ws_ping_interval_s = (int)settings_int(s, "server.ws_ping_interval"),
+        .keepalive_timeout_s = (int)settings_int(s, "server.keepalive_timeout"),
+        .cors_origins = cors,
+        .access_log = settings_bool(s, "logging.access_log"),
+    };
+    net_handlers_t handlers = {
+        .on_request = api_on_request,
+        .on_ws_open = api_on_ws_open,
+        .on_ws_message = api_on_ws_message,
+        .on_ws_closed = api_on_ws_closed,
+        .ud = h,
+    };
+    h->net = net_new(h->base, &nc, h->router, h->wstypes, &handlers);
+    free(cors);
+    if (!h->net || net_start(h->net) < 0) {
+        LOG_ERROR("core", "cannot serve on %s:%d", nc.host ? nc.host : "*", nc.port);
+        return -1;
+    }
+    atomic_store(&h->ready, 1);
+    LOG_INFO("core", "onaird %s listening on %s://%s:%d (%d plugins started, %d failed)",
+             ONAIR_VERSION, nc.tls_cert ? "https" : "http",
+             nc.host && *nc.host ? nc.host : "0.0.0.0", net_port(h->net), loaded, failed);
+    return 0;
+}
+
+/* ---- graceful shutdown ------------------------------------------------------------------ */
+static void finish_shutdown(struct host *h)
+{
+    if (g_drain_tick) {
+        event_free(g_drain_tick);
+        g_drain_tick = NULL;
+    }
+    size_t left = api_pending();
+    if (left)
+        LOG_WARN("core", "shutdown deadline: %zu requests still pending", left);
+    loader_stop_all(h);
+    bus_drain(h->bus);
+    api_fail_pending(); /* after plugins stopped nobody can answer them */
+    event_base_loopexit(h->base, NULL);
+}
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct host *h = arg;
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    if (api_pending() == 0 || !timercmp(&now, &g_drain_deadline, <))
+        finish_shutdown(h);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct host *h = arg;
+    if (atomic_load(&h->draining)) {
+        LOG_WARN("core", "second signal: stopping now");
+        gettimeofday(&g_drain_deadline, NULL);
+        return;
+    }
+    LOG_INFO("core", "%s: shutting down gracefully", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    atomic_store(&h->draining, 1);
+    net_begin_shutdown(h->net);
+    struct timeval now, limit = {.tv_sec = (time_t)json_integer_value(
+                                     cfg_json_get(h->config, "server.shutdown_timeout"))};
+    gettimeofday(&now, NULL);
+    timeradd(&now, &limit, &g_drain_deadline);
+    /* In-flight requests finish on their own; checking every 20 ms while draining
+     * keeps shutdown simple (this runs only after a signal). */
+    g_drain_tick = event_new(h->base, -1, EV_PERSIST, drain_check, h);
+    struct timeval tick = {.tv_sec = 0, .tv_usec = 20000};
+    event_add(g_drain_tick, &tick);
+    drain_check(-1, 0, h);
+}
+
+int host_run(struct host *h)
+{
+    g_sig_term = evsignal_new(h->base, SIGTERM, on_signal, h);
+    g_sig_int = evsignal_new(h->base, SIGINT, on_signal, h);
+    if (!g_sig_term || !g_sig_int || evsignal_add(g_sig_term, NULL) < 0 ||
+        evsignal_add(g_sig_int, NULL) < 0)
+        return -1;
+    event_base_dispatch(h->base);
+    LOG_INFO("core", "stopped");
+    return 0;
+}
+
+void host_destroy(struct host *h)
+{
+    if (h->nstarted)
+        loader_stop_all(h);
+    if (h->conns)
+        api_fail_pending();
+    if (h->net) {
+        net_free(h->net);
+        h->net = NULL;
+    }
+    if (h->conns)
+        api_teardown(h);
+    if (g_sig_term)
+        event_free(g_sig_term);
+    if (g_sig_int)
+        event_free(g_sig_int);
+    if (g_drain_tick)
+        event_free(g_drain_tick);
+    g_sig_term = g_sig_int = g_drain_tick = NULL;
+    workpool_free(h->pool);
+    h->pool = NULL;
+    if (h->bus)
+        bus_free(h->bus);
+    timers_free(h->timers);
+    h->bus = NULL;
+    h->timers = NULL;
+    loader_free_all(h);
+    router_free(h->router);
+    wstypes_free(h->wstypes);
+    h->router = NULL;
+    h->wstypes = NULL;
+    auth_free(g_host_auth);
+    g_host_auth = NULL;
+    metrics_shutdown();
+    if (h->base)
+        event_base_free(h->base);
+    h->base = NULL;
+}

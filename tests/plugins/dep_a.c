@@ -1,0 +1,25 @@
+/* Requires dep_b: must start after it and stop before it. Records the order. */
+#include <onair/plugin.h>
+#include <stdio.h>
+
+static const onair_api_t *g_api;
+
+static int init(onair_plugin_t *self, const onair_api_t *api)
+{
+    g_api = api;
+    return 0;
+}
+
+static int start(onair_plugin_t *self)
+{
+    g_api->log(self, ONAIR_LOG_INFO, "order: start dep_a");
+    return 0;
+}
+
+static void stop(onair_plugin_t *self)
+{
+    g_api->log(self, ONAIR_LOG_INFO, "order: stop dep_a");
+}
+
+ONAIR_PLUGIN(.name = "dep_a", .version = "1.0.0", .requires = (const char *const[]){"dep_b", NULL},
+             .init = init, .start = start, .stop = stop)
