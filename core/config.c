@@ -1,0 +1,1375 @@
+/*
+ * YAML configuration: libyaml events -> cfg_node_t tree (with positions), then
+ * validation of a tree against a size-strided schema into a json_t.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+/* Deep nesting is never needed in a config file; the limit keeps recursion bounded. */
+#define CFG_MAX_DEPTH 64
+/* Config files are small; refuse anything absurd instead of eating memory. */
+#define CFG_MAX_FILE_BYTES (16u * 1024 * 1024)
+/* How much of a bad value is echoed back in an error message. */
+#define CFG_SHOW_MAX 60
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+void cfg_errors_add(cfg_errors_t *e, const char *file, int line, int col, const char *fmt, ...)
+{
+    if (!e)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    char *full = NULL;
+    int r;
+    if (file && line > 0)
+        r = asprintf(&full, "%s:%d:%d: %s", file, line, col > 0 ? col : 1, msg);
+    else if (file)
+        r = asprintf(&full, "%s: %s", file, msg);
+    else
+        r = asprintf(&full, "%s", msg);
+    if (r < 0)
+        return;
+    char **grown = realloc(e->msgs, (e->n + 1) * sizeof *grown);
+    if (!grown) {
+        free(full);
+        return;
+    }
+    e->msgs = grown;
+    e->msgs[e->n++] = full;
+}
+
+void cfg_errors_free(cfg_errors_t *e)
+{
+    if (!e)
+        return;
+    for (size_t i = 0; i < e->n; i++)
+        free(e->msgs[i]);
+    free(e->msgs);
+    e->msgs = NULL;
+    e->n = 0;
+}
+
+/* ---- nodes ---------------------------------------------------------------------------- */
+
+void cfg_node_free(cfg_node_t *node)
+{
+    if (!node)
+        return;
+    free(node->scalar);
+    for (size_t i = 0; i < node->n; i++) {
+        if (node->keys)
+            free(node->keys[i]);
+        cfg_node_free(node->items[i]);
+    }
+    free(node->keys);
+    free(node->key_line);
+    free(node->key_col);
+    free(node->items);
+    free(node);
+}
+
+static int map_index(const cfg_node_t *map, const char *key)
+{
+    if (!map || map->kind != CFG_NODE_MAP || !key)
+        return -1;
+    for (size_t i = 0; i < map->n; i++)
+        if (strcmp(map->keys[i], key) == 0)
+            return (int)i;
+    return -1;
+}
+
+const cfg_node_t *cfg_map_get(const cfg_node_t *map, const char *key)
+{
+    int i = map_index(map, key);
+    return i < 0 ? NULL : map->items[i];
+}
+
+/* YAML null: a plain (unquoted) empty scalar, "~" or "null". */
+static int node_is_null(const cfg_node_t *n)
+{
+    if (!n || n->kind != CFG_NODE_SCALAR || n->quoted)
+        return 0;
+    const char *s = n->scalar;
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+static const char *kind_name(const cfg_node_t *n)
+{
+    return n->kind == CFG_NODE_MAP   ? "a mapping"
+           : n->kind == CFG_NODE_SEQ ? "a sequence"
+                                     : "a value";
+}
+
+/* Room for one more child. The capacity is not stored: it is 4 and then doubles, so
+ * it is full exactly when n is 0 or a power of two >= 4. */
+static int node_grow(cfg_node_t *node)
+{
+    size_t n = node->n;
+    if (n != 0 && (n < 4 || (n & (n - 1)) != 0))
+        return 0;
+    size_t cap = n ? n * 2 : 4;
+    cfg_node_t **items = realloc(node->items, cap * sizeof *items);
+    if (!items)
+        return -1;
+    node->items = items;
+    if (node->kind == CFG_NODE_MAP) {
+        char **keys = realloc(node->keys, cap * sizeof *keys);
+        if (!keys)
+            return -1;
+        node->keys = keys;
+        int *kl = realloc(node->key_line, cap * sizeof *kl);
+        if (!kl)
+            return -1;
+        node->key_line = kl;
+        int *kc = realloc(node->key_col, cap * sizeof *kc);
+        if (!kc)
+            return -1;
+        node->key_col = kc;
+    }
+    return 0;
+}
+
+/* ---- parsing -------------------------------------------------------------------------- */
+
+typedef struct parse_ctx {
+    yaml_parser_t parser;
+    const char *name;
+    const char *text;
+    size_t len;
+    cfg_errors_t *errs;
+    int fatal; /* libyaml failed or out of memory: stop */
+    int bad;   /* a semantic error (duplicate key, alias): keep going, fail at the end */
+} parse_ctx;
+
+static int mark_int(size_t v)
+{
+    return v >= INT_MAX ? INT_MAX : (int)v + 1;
+}
+
+static void syntax_error(parse_ctx *c)
+{
+    yaml_parser_t *p = &c->parser;
+    int line = mark_int(p->problem_mark.line), col = mark_int(p->problem_mark.column);
+    if (p->error == YAML_MEMORY_ERROR) {
+        cfg_errors_add(c->errs, c->name, 0, 0, "out of memory while parsing");
+        return;
+    }
+    if (p->error == YAML_READER_ERROR) {
+        /* Reader errors only carry a byte offset: turn it into line:col. */
+        line = 1;
+        col = 1;
+        for (size_t i = 0; i < p->problem_offset && i < c->len; i++) {
+            if (c->text[i] == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+        }
+    }
+    const char *problem = p->problem ? p->problem : "invalid YAML";
+    if (p->context && p->error != YAML_READER_ERROR)
+        cfg_errors_add(c->errs, c->name, line, col, "%s (%s at %d:%d)", problem, p->context,
+                       mark_int(p->context_mark.line), mark_int(p->context_mark.column));
+    else
+        cfg_errors_add(c->errs, c->name, line, col, "%s", problem);
+}
+
+static int next_event(parse_ctx *c, yaml_event_t *ev)
+{
+    if (!yaml_parser_parse(&c->parser, ev)) {
+        syntax_error(c);
+        c->fatal = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static cfg_node_t *node_new(cfg_node_kind kind, const yaml_event_t *ev)
+{
+    cfg_node_t *n = calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->kind = kind;
+    n->line = mark_int(ev->start_mark.line);
+    n->col = mark_int(ev->start_mark.column);
+    return n;
+}
+
+static cfg_node_t *parse_node(parse_ctx *c, yaml_event_t *ev, int depth);
+
+/* Reads key/value events until MAPPING_END. */
+static int parse_map_body(parse_ctx *c, cfg_node_t *map, int depth)
+{
+    for (;;) {
+        yaml_event_t kev;
+        if (next_event(c, &kev) < 0)
+            return -1;
+        if (kev.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&kev);
+            return 0;
+        }
+        char *key = NULL;
+        int kline = mark_int(kev.start_mark.line), kcol = mark_int(kev.start_mark.column);
+        if (kev.type == YAML_SCALAR_EVENT) {
+            if (memchr(kev.data.scalar.value, 0, kev.data.scalar.length)) {
+                cfg_errors_add(c->errs, c->name, kline, kcol, "NUL character in a key");
+                c->bad = 1;
+            } else if (!(key = strdup((const char *)kev.data.scalar.value))) {
+                cfg_errors_add(c->errs, c->name, kline, kcol, "out of memory while parsing");
+                c->fatal = 1;
+            }
+            yaml_event_delete(&kev);
+        } else {
+            /* A sequence or mapping used as a key: parse it to skip it, then drop it
+             * (an alias reports itself). */
+            if (kev.type != YAML_ALIAS_EVENT)
+                cfg_errors_add(c->errs, c->name, kline, kcol,
+                               "a mapping key must be a plain value");
+            c->bad = 1;
+            cfg_node_free(parse_node(c, &kev, depth + 1));
+        }
+        if (c->fatal) {
+            free(key);
+            return -1;
+        }
+
+        yaml_event_t vev;
+        if (next_event(c, &vev) < 0) {
+            free(key);
+            return -1;
+        }
+        cfg_node_t *val = parse_node(c, &vev, depth + 1);
+        if (c->fatal) {
+            free(key);
+            cfg_node_free(val);
+            return -1;
+        }
+        if (!key || !val) {
+            free(key);
+            cfg_node_free(val);
+            continue;
+        }
+        int dup = map_index(map, key);
+        if (dup >= 0) {
+            cfg_errors_add(c->errs, c->name, kline, kcol, "duplicate key '%s' (first at %d:%d)",
+                           key, map->key_line[dup], map->key_col[dup]);
+            c->bad = 1;
+            free(key);
+            cfg_node_free(val);
+            continue;
+        }
+        if (node_grow(map) < 0) {
+            free(key);
+            cfg_node_free(val);
+            c->fatal = 1;
+            cfg_errors_add(c->errs, c->name, 0, 0, "out of memory while parsing");
+            return -1;
+        }
+        map->keys[map->n] = key;
+        map->key_line[map->n] = kline;
+        map->key_col[map->n] = kcol;
+        map->items[map->n] = val;
+        map->n++;
+    }
+}
+
+static int parse_seq_body(parse_ctx *c, cfg_node_t *seq, int depth)
+{
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(c, &ev) < 0)
+            return -1;
+        if (ev.type == YAML_SEQUENCE_END_EVENT) {
+            yaml_event_delete(&ev);
+            return 0;
+        }
+        cfg_node_t *item = parse_node(c, &ev, depth + 1);
+        if (c->fatal) {
+            cfg_node_free(item);
+            return -1;
+        }
+        if (!item)
+            continue;
+        if (node_grow(seq) < 0) {
+            cfg_node_free(item);
+            c->fatal = 1;
+            cfg_errors_add(c->errs, c->name, 0, 0, "out of memory while parsing");
+            return -1;
+        }
+        seq->items[seq->n++] = item;
+    }
+}
+
+/* Builds the node that starts with `ev` (consumed and deleted here). Returns NULL on
+ * error: c->fatal tells whether parsing must stop. */
+static cfg_node_t *parse_node(parse_ctx *c, yaml_event_t *ev, int depth)
+{
+    cfg_node_t *n = NULL;
+    int line = mark_int(ev->start_mark.line), col = mark_int(ev->start_mark.column);
+
+    if (depth > CFG_MAX_DEPTH) {
+        cfg_errors_add(c->errs, c->name, line, col, "nesting deeper than %d levels", CFG_MAX_DEPTH);
+        c->fatal = 1;
+        yaml_event_delete(ev);
+        return NULL;
+    }
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        if (memchr(ev->data.scalar.value, 0, ev->data.scalar.length)) {
+            cfg_errors_add(c->errs, c->name, line, col, "NUL character in a value");
+            c->bad = 1;
+            break;
+        }
+        if (!(n = node_new(CFG_NODE_SCALAR, ev)) ||
+            !(n->scalar = strdup((const char *)ev->data.scalar.value))) {
+            cfg_node_free(n);
+            n = NULL;
+            cfg_errors_add(c->errs, c->name, line, col, "out of memory while parsing");
+            c->fatal = 1;
+            break;
+        }
+        n->quoted = ev->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
+                    ev->data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+        break;
+    case YAML_ALIAS_EVENT:
+        cfg_errors_add(c->errs, c->name, line, col,
+                       "aliases ('*%s') are not supported; repeat the value instead",
+                       ev->data.alias.anchor ? (const char *)ev->data.alias.anchor : "");
+        c->bad = 1;
+        break;
+    case YAML_MAPPING_START_EVENT:
+    case YAML_SEQUENCE_START_EVENT: {
+        int is_map = ev->type == YAML_MAPPING_START_EVENT;
+        if (!(n = node_new(is_map ? CFG_NODE_MAP : CFG_NODE_SEQ, ev))) {
+            cfg_errors_add(c->errs, c->name, line, col, "out of memory while parsing");
+            c->fatal = 1;
+            break;
+        }
+        yaml_event_delete(ev);
+        int r = is_map ? parse_map_body(c, n, depth) : parse_seq_body(c, n, depth);
+        if (r < 0) {
+            cfg_node_free(n);
+            return NULL;
+        }
+        return n;
+    }
+    default:
+        cfg_errors_add(c->errs, c->name, line, col, "unexpected YAML event");
+        c->fatal = 1;
+        break;
+    }
+    yaml_event_delete(ev);
+    return n;
+}
+
+static cfg_node_t *empty_map(void)
+{
+    cfg_node_t *n = calloc(1, sizeof *n);
+    if (n) {
+        n->kind = CFG_NODE_MAP;
+        n->line = 1;
+        n->col = 1;
+    }
+    return n;
+}
+
+static cfg_node_t *parse_buffer(const char *name, const char *text, size_t len, cfg_errors_t *errs)
+{
+    parse_ctx c = {.name = name ? name : "<config>", .text = text, .len = len, .errs = errs};
+    if (!yaml_parser_initialize(&c.parser)) {
+        cfg_errors_add(errs, c.name, 0, 0, "out of memory");
+        return NULL;
+    }
+    yaml_parser_set_input_string(&c.parser, (const unsigned char *)text, len);
+
+    cfg_node_t *root = NULL;
+    yaml_event_t ev;
+    int have_doc = 0;
+    while (!c.fatal) {
+        if (next_event(&c, &ev) < 0)
+            break;
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_STREAM_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (t == YAML_DOCUMENT_START_EVENT && have_doc) {
+            cfg_errors_add(errs, c.name, mark_int(ev.start_mark.line),
+                           mark_int(ev.start_mark.column), "only one YAML document is allowed");
+            c.bad = 1;
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (t == YAML_DOCUMENT_START_EVENT) {
+            have_doc = 1;
+            yaml_event_delete(&ev);
+            if (next_event(&c, &ev) < 0)
+                break;
+            root = parse_node(&c, &ev, 0);
+            continue;
+        }
+        yaml_event_delete(&ev); /* STREAM_START, DOCUMENT_END */
+    }
+    yaml_parser_delete(&c.parser);
+
+    if (c.fatal || c.bad) {
+        cfg_node_free(root);
+        return NULL;
+    }
+    if (!root || node_is_null(root)) {
+        /* No document, or one holding only null: an empty configuration. */
+        cfg_node_free(root);
+        if (!(root = empty_map()))
+            cfg_errors_add(errs, c.name, 0, 0, "out of memory");
+        return root;
+    }
+    if (root->kind != CFG_NODE_MAP) {
+        cfg_errors_add(errs, c.name, root->line, root->col,
+                       "the top level must be a mapping of keys to values, got %s",
+                       root->kind == CFG_NODE_SEQ ? "a sequence" : "a plain value");
+        cfg_node_free(root);
+        return NULL;
+    }
+    return root;
+}
+
+cfg_node_t *cfg_parse_string(const char *name, const char *text, cfg_errors_t *errs)
+{
+    if (!text)
+        text = "";
+    return parse_buffer(name, text, strlen(text), errs);
+}
+
+cfg_node_t *cfg_parse_file(const char *path, cfg_errors_t *errs)
+{
+    if (!path) {
+        cfg_errors_add(errs, "<config>", 0, 0, "no file name given");
+        return NULL;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cfg_errors_add(errs, path, 0, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    int err = 0;
+    while (buf) {
+        if (len == cap) {
+            if (cap >= CFG_MAX_FILE_BYTES) {
+                if (fgetc(f) != EOF)
+                    err = EFBIG;
+                break;
+            }
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) {
+                err = ENOMEM;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f))
+                err = errno ? errno : EIO;
+            break;
+        }
+    }
+    if (!buf)
+        err = ENOMEM;
+    fclose(f);
+    if (err) {
+        cfg_errors_add(errs, path, 0, 0, "cannot read: %s", strerror(err));
+        free(buf);
+        return NULL;
+    }
+    cfg_node_t *root = parse_buffer(path, buf, len, errs);
+    free(buf);
+    return root;
+}
+
+/* ---- environment expansion ------------------------------------------------------------ */
+
+typedef struct strbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} strbuf;
+
+static void sb_add(strbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...) ONAIR_PRINTF(3, 4);
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (!err || !err_len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+char *cfg_expand_env(const char *in, char *err, size_t err_len)
+{
+    strbuf b = {0};
+    sb_add(&b, "", 0); /* an empty input still gives "" */
+    if (!in)
+        in = "";
+    const char *s = in;
+    while (*s) {
+        const char *dollar = strchr(s, '$');
+        if (!dollar) {
+            sb_add(&b, s, strlen(s));
+            break;
+        }
+        sb_add(&b, s, (size_t)(dollar - s));
+        if (dollar[1] == '$') { /* "$$" is a literal "$" */
+            sb_add(&b, "$", 1);
+            s = dollar + 2;
+            continue;
+        }
+        if (dollar[1] != '{') { /* a lone "$" stays as it is */
+            sb_add(&b, "$", 1);
+            s = dollar + 1;
+            continue;
+        }
+        const char *name = dollar + 2;
+        const char *close = strchr(name, '}');
+        if (!close) {
+            set_err(err, err_len, "unterminated '${' (write '$$' for a literal '$')");
+            free(b.p);
+            return NULL;
+        }
+        size_t nlen = 0;
+        while (name[nlen] == '_' || isalnum((unsigned char)name[nlen]))
+            nlen++;
+        const char *rest = name + nlen;
+        int has_default = rest[0] == ':' && rest[1] == '-';
+        if (nlen == 0 || isdigit((unsigned char)name[0]) || (rest != close && !has_default)) {
+            set_err(err, err_len,
+                    "bad variable reference '%.*s' (expected ${NAME} or ${NAME:-default})",
+                    (int)(close - dollar + 1), dollar);
+            free(b.p);
+            return NULL;
+        }
+        char var[256];
+        if (nlen >= sizeof var) {
+            set_err(err, err_len, "environment variable name too long");
+            free(b.p);
+            return NULL;
+        }
+        memcpy(var, name, nlen);
+        var[nlen] = 0;
+        const char *val = getenv(var);
+        if (has_default && (!val || !*val)) {
+            /* Like the shell: ":-" also replaces a variable that is set but empty. */
+            sb_add(&b, rest + 2, (size_t)(close - (rest + 2)));
+        } else if (val) {
+            sb_add(&b, val, strlen(val));
+        } else {
+            set_err(err, err_len, "environment variable '%s' is not set", var);
+            free(b.p);
+            return NULL;
+        }
+        s = close + 1;
+    }
+    if (b.oom) {
+        set_err(err, err_len, "out of memory");
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ---- schema access -------------------------------------------------------------------- */
+
+static const char *type_name(int type)
+{
+    switch (type) {
+    case ONAIR_CFG_BOOL:
+        return "a boolean (true or false)";
+    case ONAIR_CFG_INT:
+        return "an integer";
+    case ONAIR_CFG_DOUBLE:
+        return "a number";
+    case ONAIR_CFG_STRING:
+        return "a string";
+    case ONAIR_CFG_STRING_LIST:
+        return "a list of strings";
+    default:
+        return "a value of an unknown type";
+    }
+}
+
+/* Copies the size-strided schema into full-size zeroed entries (older plugins have
+ * smaller structs). Entries after a broken one cannot be located, so loading stops
+ * there with an error. Returns -1 on a broken entry (what was loaded is kept). */
+static int schema_load(const onair_config_key_t *schema, const char *who, cfg_errors_t *errs,
+                       onair_config_key_t **out, size_t *nout)
+{
+    *out = NULL;
+    *nout = 0;
+    if (!schema)
+        return 0;
+    size_t n = 0, cap = 0;
+    onair_config_key_t *keys = NULL;
+    int rc = 0;
+    for (const onair_config_key_t *k = schema; k->key; k = CFG_SCHEMA_NEXT(k)) {
+        if (k->size == 0 || k->size < offsetof(onair_config_key_t, doc)) {
+            cfg_errors_add(errs, who, 0, 0,
+                           "schema key '%s': entry size %zu is too small (set .size = "
+                           "sizeof(onair_config_key_t))",
+                           k->key, k->size);
+            rc = -1;
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            onair_config_key_t *grown = realloc(keys, cap * sizeof *grown);
+            if (!grown) {
+                cfg_errors_add(errs, who, 0, 0, "out of memory");
+                rc = -1;
+                break;
+            }
+            keys = grown;
+        }
+        memset(&keys[n], 0, sizeof keys[n]);
+        memcpy(&keys[n], k, k->size < sizeof *k ? k->size : sizeof *k);
+        n++;
+    }
+    *out = keys;
+    *nout = n;
+    return rc;
+}
+
+static const onair_config_key_t *schema_find(const onair_config_key_t *keys, size_t n,
+                                             const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i].key, key) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* Does some schema key start with "prefix."? */
+static int schema_has_prefix(const onair_config_key_t *keys, size_t n, const char *prefix)
+{
+    size_t len = strlen(prefix);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(keys[i].key, prefix, len) == 0 && keys[i].key[len] == '.')
+            return 1;
+    return 0;
+}
+
+/* Is `s` (length len) one of the "a|b|c" choices? */
+static int in_choices(const char *choices, const char *s)
+{
+    size_t len = strlen(s);
+    const char *p = choices;
+    for (;;) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == len && strncmp(p, s, n) == 0)
+            return 1;
+        if (!bar)
+            return 0;
+        p = bar + 1;
+    }
+}
+
+/* "a|b|c" -> "a, b, c" for messages. */
+static void choices_text(const char *choices, char *out, size_t out_len)
+{
+    size_t o = 0;
+    for (const char *p = choices; *p && o + 3 < out_len; p++) {
+        if (*p == '|') {
+            out[o++] = ',';
+            out[o++] = ' ';
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = 0;
+}
+
+/* ---- value conversion ----------------------------------------------------------------- */
+
+/* What an error message may echo of a value: nothing of a secret. */
+static const char *shown(const onair_config_key_t *k, const char *text)
+{
+    return (k->flags & ONAIR_CFG_SECRET) ? "***" : text;
+}
+
+#define SHOW_FMT        "'%.*s%s'"
+#define SHOW_ARGS(k, t) CFG_SHOW_MAX, shown(k, t), strlen(shown(k, t)) > CFG_SHOW_MAX ? "..." : ""
+
+static int parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"true", "yes", "on"};
+    static const char *const no[] = {"false", "no", "off"};
+    for (size_t i = 0; i < 3; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Decimal or 0x-hex int64 with optional sign; nothing else (no floats, no spaces). */
+static int parse_int(const char *s, int64_t *out)
+{
+    int neg = 0;
+    if (*s == '+' || *s == '-')
+        neg = *s++ == '-';
+    unsigned base = 10;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    if (!*s)
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        unsigned d;
+        if (isdigit((unsigned char)*s))
+            d = (unsigned)(*s - '0');
+        else if (base == 16 && isxdigit((unsigned char)*s))
+            d = (unsigned)(tolower((unsigned char)*s) - 'a' + 10);
+        else
+            return -1;
+        if (v > (UINT64_MAX - d) / base)
+            return -1;
+        v = v * base + d;
+    }
+    if (neg) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return -1;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return -1;
+        *out = (int64_t)v;
+    }
+    return 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    if (!*s || isspace((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (*end || errno == ERANGE || !isfinite(d))
+        return -1;
+    *out = d;
+    return 0;
+}
+
+/* min/max check of a number (value, length or count); `what` is NULL for a value. */
+static int check_range(const onair_config_key_t *k, double v, const char *text, const char *what,
+                       char *err, size_t err_len)
+{
+    int low = (k->flags & ONAIR_CFG_HAS_MIN) && v < k->min;
+    int high = (k->flags & ONAIR_CFG_HAS_MAX) && v > k->max;
+    if (!low && !high)
+        return 0;
+    if (what)
+        set_err(err, err_len, "%s: %s %.15g is %s the %s %.15g", k->key, what, v,
+                low ? "below" : "above", low ? "minimum" : "maximum", low ? k->min : k->max);
+    else
+        set_err(err, err_len, "%s: %.*s is %s the %s %.15g", k->key, CFG_SHOW_MAX, shown(k, text),
+                low ? "below" : "above", low ? "minimum" : "maximum", low ? k->min : k->max);
+    return -1;
+}
+
+static int check_choice(const onair_config_key_t *k, const char *s, char *err, size_t err_len)
+{
+    if (!k->choices || in_choices(k->choices, s))
+        return 0;
+    char list[512];
+    choices_text(k->choices, list, sizeof list);
+    set_err(err, err_len, "%s: " SHOW_FMT " is not one of %s", k->key, SHOW_ARGS(k, s), list);
+    return -1;
+}
+
+/* Item count and choices of a finished list. */
+static int check_list(const onair_config_key_t *k, json_t *arr, char *err, size_t err_len)
+{
+    if (check_range(k, (double)json_array_size(arr), NULL, "item count", err, err_len) < 0)
+        return -1;
+    size_t i;
+    json_t *it;
+    json_array_foreach(arr, i, it)
+    {
+        if (check_choice(k, json_string_value(it), err, err_len) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Appends "a, b ,c" items (trimmed, empty ones dropped) to arr. */
+static int split_list(const char *s, json_t *arr)
+{
+    while (*s) {
+        while (isspace((unsigned char)*s))
+            s++;
+        const char *comma = strchr(s, ',');
+        const char *end = comma ? comma : s + strlen(s);
+        const char *e = end;
+        while (e > s && isspace((unsigned char)e[-1]))
+            e--;
+        if (e > s && json_array_append_new(arr, json_stringn(s, (size_t)(e - s))) < 0)
+            return -1;
+        if (!comma)
+            break;
+        s = comma + 1;
+    }
+    return 0;
+}
+
+/* Converts scalar text (already expanded) to the key's type and checks it. */
+static json_t *convert_text(const onair_config_key_t *k, const char *text, char *err,
+                            size_t err_len)
+{
+    switch (k->type) {
+    case ONAIR_CFG_BOOL: {
+        int b;
+        if (parse_bool(text, &b) < 0)
+            break;
+        return json_boolean(b);
+    }
+    case ONAIR_CFG_INT: {
+        int64_t v;
+        if (parse_int(text, &v) < 0)
+            break;
+        if (check_range(k, (double)v, text, NULL, err, err_len) < 0)
+            return NULL;
+        return json_integer((json_int_t)v);
+    }
+    case ONAIR_CFG_DOUBLE: {
+        double d;
+        if (parse_double(text, &d) < 0)
+            break;
+        if (check_range(k, d, text, NULL, err, err_len) < 0)
+            return NULL;
+        return json_real(d);
+    }
+    case ONAIR_CFG_STRING:
+        if (check_range(k, (double)strlen(text), NULL, "length", err, err_len) < 0 ||
+            check_choice(k, text, err, err_len) < 0)
+            return NULL;
+        return json_string(text);
+    case ONAIR_CFG_STRING_LIST: {
+        json_t *arr = json_array();
+        if (!arr || split_list(text, arr) < 0) {
+            json_decref(arr);
+            set_err(err, err_len, "%s: out of memory", k->key);
+            return NULL;
+        }
+        if (check_list(k, arr, err, err_len) < 0) {
+            json_decref(arr);
+            return NULL;
+        }
+        return arr;
+    }
+    default:
+        set_err(err, err_len, "%s: the schema gives an unknown type %d", k->key, k->type);
+        return NULL;
+    }
+    set_err(err, err_len, "%s: expected %s, got " SHOW_FMT, k->key, type_name(k->type),
+            SHOW_ARGS(k, text));
+    return NULL;
+}
+
+/* ---- validation ----------------------------------------------------------------------- */
+
+typedef struct vctx {
+    const char *file;
+    cfg_errors_t *errs;
+    const onair_config_key_t *keys;
+    size_t nkeys;
+    const char *const *ignore;
+    int oom;
+} vctx;
+
+/* Optimal string alignment distance (a swap of two letters counts 1), for did-you-mean. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return SIZE_MAX;
+    unsigned short d[65][65]; /* distances are at most 64 */
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (unsigned short)i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = (unsigned short)j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            unsigned cost = a[i - 1] != b[j - 1];
+            unsigned best = d[i - 1][j] + 1u;
+            if (d[i][j - 1] + 1u < best)
+                best = d[i][j - 1] + 1u;
+            if (d[i - 1][j - 1] + cost < best)
+                best = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1u < best)
+                best = d[i - 2][j - 2] + 1u;
+            d[i][j] = (unsigned short)best;
+        }
+    }
+    return d[la][lb];
+}
+
+/* Considers `cand` (length clen) as a suggestion for `key`. */
+static void consider(const char *key, const char *cand, size_t clen, char *best, size_t best_len,
+                     size_t *best_d)
+{
+    char tmp[65];
+    if (clen >= sizeof tmp)
+        return;
+    memcpy(tmp, cand, clen);
+    tmp[clen] = 0;
+    size_t d = edit_distance(key, tmp);
+    size_t len = strlen(key);
+    /* Short keys get few suggestions, or every one-letter key would match. */
+    size_t limit = len <= 2 ? 0 : len == 3 ? 1 : len / 3 > 2 ? len / 3 : 2;
+    if (d > 0 && d <= limit && d < *best_d && clen < best_len) {
+        *best_d = d;
+        memcpy(best, tmp, clen + 1);
+    }
+}
+
+/* The closest key allowed next to `key` under `prefix` ("" = top level), or "". */
+static void suggest(const vctx *v, const char *prefix, const char *key, char *best, size_t best_len)
+{
+    size_t best_d = SIZE_MAX, plen = strlen(prefix);
+    best[0] = 0;
+    for (size_t i = 0; i < v->nkeys; i++) {
+        const char *s = v->keys[i].key;
+        if (plen) {
+            if (strncmp(s, prefix, plen) != 0 || s[plen] != '.')
+                continue;
+            s += plen + 1;
+        }
+        const char *dot = strchr(s, '.');
+        consider(key, s, dot ? (size_t)(dot - s) : strlen(s), best, best_len, &best_d);
+    }
+    if (!plen && v->ignore)
+        for (const char *const *ig = v->ignore; *ig; ig++)
+            consider(key, *ig, strlen(*ig), best, best_len, &best_d);
+}
+
+static int ignored(const vctx *v, const char *key)
+{
+    if (!v->ignore)
+        return 0;
+    for (const char *const *ig = v->ignore; *ig; ig++)
+        if (strcmp(*ig, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Reports unknown keys and non-mapping sections below `map` (whose dotted path is
+ * `prefix`, "" at the top). Values of known keys are checked later, per schema key. */
+static void check_keys(vctx *v, const cfg_node_t *map, const char *prefix)
+{
+    for (size_t i = 0; i < map->n; i++) {
+        const char *key = map->keys[i];
+        if (!*prefix && ignored(v, key))
+            continue;
+        char *full = NULL;
+        if (asprintf(&full, "%s%s%s", prefix, *prefix ? "." : "", key) < 0) {
+            v->oom = 1;
+            return;
+        }
+        /* A dotted YAML key would alias a nested one: only nesting is allowed. */
+        int known = !strchr(key, '.') && *key;
+        if (known && schema_find(v->keys, v->nkeys, full)) {
+            /* a leaf: checked by validate_key */
+        } else if (known && schema_has_prefix(v->keys, v->nkeys, full)) {
+            const cfg_node_t *child = map->items[i];
+            if (child->kind == CFG_NODE_MAP)
+                check_keys(v, child, full);
+            else if (!node_is_null(child))
+                cfg_errors_add(v->errs, v->file, child->line, child->col,
+                               "%s: expected a mapping of keys, got %s", full,
+                               child->kind == CFG_NODE_SEQ ? "a sequence" : "a plain value");
+        } else if (strchr(key, '.') && (schema_find(v->keys, v->nkeys, full) ||
+                                        schema_has_prefix(v->keys, v->nkeys, full))) {
+            cfg_errors_add(v->errs, v->file, map->key_line[i], map->key_col[i],
+                           "unknown key '%s': write dotted keys as nested mappings", key);
+        } else {
+            char best[65];
+            suggest(v, prefix, key, best, sizeof best);
+            char in[300] = "";
+            if (*prefix)
+                snprintf(in, sizeof in, " in '%s'", prefix);
+            if (*best)
+                cfg_errors_add(v->errs, v->file, map->key_line[i], map->key_col[i],
+                               "unknown key '%s'%s (did you mean '%s'?)", key, in, best);
+            else
+                cfg_errors_add(v->errs, v->file, map->key_line[i], map->key_col[i],
+                               "unknown key '%s'%s", key, in);
+        }
+        free(full);
+    }
+}
+
+/* Sets root[a][b][c] = val for "a.b.c" (steals val). Returns 0, -1 when out of
+ * memory, -2 when a path segment is already a value (a schema that declares both
+ * "a" and "a.b"; cfg_schema_check reports that). */
+static int json_set_dotted(json_t *root, const char *key, json_t *val)
+{
+    json_t *obj = root;
+    const char *s = key;
+    for (;;) {
+        const char *dot = strchr(s, '.');
+        if (!dot)
+            break;
+        char seg[256];
+        size_t n = (size_t)(dot - s);
+        if (n >= sizeof seg) {
+            json_decref(val);
+            return -2;
+        }
+        memcpy(seg, s, n);
+        seg[n] = 0;
+        json_t *child = json_object_get(obj, seg);
+        if (!child) {
+            child = json_object();
+            if (!child || json_object_set_new(obj, seg, child) < 0) {
+                json_decref(val);
+                return -1;
+            }
+        } else if (!json_is_object(child)) {
+            json_decref(val);
+            return -2;
+        }
+        obj = child;
+        s = dot + 1;
+    }
+    return json_object_set_new(obj, s, val);
+}
+
+/* Finds the node for dotted `key` below `block`. Returns it or NULL; (*pl, *pc) is the
+ * position of the key itself when found, else of its deepest present ancestor key. */
+static const cfg_node_t *lookup(const cfg_node_t *block, const char *key, int *pl, int *pc)
+{
+    const cfg_node_t *node = block;
+    const char *s = key;
+    for (;;) {
+        if (!node || node->kind != CFG_NODE_MAP)
+            return NULL;
+        const char *dot = strchr(s, '.');
+        size_t n = dot ? (size_t)(dot - s) : strlen(s);
+        char seg[256];
+        if (n >= sizeof seg)
+            return NULL;
+        memcpy(seg, s, n);
+        seg[n] = 0;
+        int i = map_index(node, seg);
+        if (i < 0)
+            return NULL;
+        *pl = node->key_line[i];
+        *pc = node->key_col[i];
+        node = node->items[i];
+        if (!dot)
+            return node;
+        s = dot + 1;
+    }
+}
+
+/* The effective value of one schema key from its node (not null). */
+static json_t *convert_node(vctx *v, const onair_config_key_t *k, const cfg_node_t *node)
+{
+    char err[512];
+    if (node->kind == CFG_NODE_SCALAR) {
+        char *text = cfg_expand_env(node->scalar, err, sizeof err);
+        if (!text) {
+            cfg_errors_add(v->errs, v->file, node->line, node->col, "%s: %s", k->key, err);
+            return NULL;
+        }
+        json_t *val = convert_text(k, text, err, sizeof err);
+        if (!val) /* convert_text's messages start with the key */
+            cfg_errors_add(v->errs, v->file, node->line, node->col, "%s", err);
+        free(text);
+        return val;
+    }
+    if (node->kind == CFG_NODE_SEQ && k->type == ONAIR_CFG_STRING_LIST) {
+        json_t *arr = json_array();
+        int bad = !arr;
+        for (size_t i = 0; arr && i < node->n; i++) {
+            const cfg_node_t *it = node->items[i];
+            if (it->kind != CFG_NODE_SCALAR || node_is_null(it)) {
+                cfg_errors_add(v->errs, v->file, it->line, it->col,
+                               "%s: item %zu: expected a string, got %s", k->key, i + 1,
+                               it->kind == CFG_NODE_SCALAR ? "an empty value" : kind_name(it));
+                bad = 1;
+                continue;
+            }
+            char *text = cfg_expand_env(it->scalar, err, sizeof err);
+            if (!text) {
+                cfg_errors_add(v->errs, v->file, it->line, it->col, "%s: %s", k->key, err);
+                bad = 1;
+                continue;
+            }
+            if (json_array_append_new(arr, json_string(text)) < 0)
+                v->oom = 1;
+            free(text);
+        }
+        if (!bad && check_list(k, arr, err, sizeof err) < 0) {
+            cfg_errors_add(v->errs, v->file, node->line, node->col, "%s", err);
+            bad = 1;
+        }
+        if (bad) {
+            json_decref(arr);
+            return NULL;
+        }
+        return arr;
+    }
+    cfg_errors_add(v->errs, v->file, node->line, node->col, "%s: expected %s, got %s", k->key,
+                   type_name(k->type), kind_name(node));
+    return NULL;
+}
+
+json_t *cfg_validate(const cfg_node_t *block, const char *file, int parent_line, int parent_col,
+                     const onair_config_key_t *schema, const char *const *ignore,
+                     cfg_errors_t *errs)
+{
+    vctx v = {.file = file ? file : "<config>", .errs = errs, .ignore = ignore};
+    onair_config_key_t *keys;
+    size_t nkeys;
+    schema_load(schema, v.file, errs, &keys, &nkeys);
+    v.keys = keys;
+    v.nkeys = nkeys;
+
+    json_t *out = json_object();
+    if (!out) {
+        free(keys);
+        return NULL;
+    }
+    if (block && block->kind != CFG_NODE_MAP && !node_is_null(block)) {
+        cfg_errors_add(errs, v.file, block->line, block->col, "expected a mapping of keys, got %s",
+                       block->kind == CFG_NODE_SEQ ? "a sequence" : "a plain value");
+        block = NULL;
+    }
+    if (block && block->kind != CFG_NODE_MAP)
+        block = NULL;
+    if (block)
+        check_keys(&v, block, "");
+
+    for (size_t i = 0; i < nkeys; i++) {
+        const onair_config_key_t *k = &keys[i];
+        int pl = parent_line, pc = parent_col;
+        const cfg_node_t *node = lookup(block, k->key, &pl, &pc);
+        json_t *val = NULL;
+        if (node && !node_is_null(node)) {
+            val = convert_node(&v, k, node);
+            if (!val)
+                continue;
+        } else if (k->flags & ONAIR_CFG_REQUIRED) {
+            cfg_errors_add(errs, v.file, pl, pc, "missing required key '%s'", k->key);
+            continue;
+        } else if (k->default_value) {
+            char err[512];
+            /* Defaults are literal: no ${} expansion. */
+            val = convert_text(k, k->default_value, err, sizeof err);
+            if (!val) {
+                cfg_errors_add(errs, v.file, 0, 0, "schema key '%s': bad default: %s", k->key, err);
+                continue;
+            }
+        } else {
+            continue;
+        }
+        if (json_set_dotted(out, k->key, val) == -1)
+            v.oom = 1;
+    }
+    free(keys);
+    if (v.oom) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ---- schema check --------------------------------------------------------------------- */
+
+static int key_syntax_ok(const char *key)
+{
+    if (!*key)
+        return 0;
+    size_t seg = 0;
+    for (const char *p = key; *p; p++) {
+        if (*p == '.') {
+            if (seg == 0)
+                return 0;
+            seg = 0;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_') {
+            seg++;
+        } else {
+            return 0;
+        }
+    }
+    return seg > 0 && strlen(key) < 256;
+}
+
+static int choices_ok(const char *c)
+{
+    if (!*c || *c == '|')
+        return 0;
+    for (const char *p = c; *p; p++)
+        if (*p == '|' && (p[1] == '|' || p[1] == 0))
+            return 0;
+    return 1;
+}
+
+int cfg_schema_check(const onair_config_key_t *schema, const char *who, cfg_errors_t *errs)
+{
+    if (!who)
+        who = "<schema>";
+    size_t before = errs ? errs->n : 0;
+    int bad = 0;
+    onair_config_key_t *keys;
+    size_t n;
+    if (schema_load(schema, who, errs, &keys, &n) < 0)
+        bad = 1;
+
+    for (size_t i = 0; i < n; i++) {
+        const onair_config_key_t *k = &keys[i];
+        int ok = 1;
+#define SCHEMA_ERR(...)                                                                            \
+    do {                                                                                           \
+        cfg_errors_add(errs, who, 0, 0, __VA_ARGS__);                                              \
+        ok = 0;                                                                                    \
+        bad = 1;                                                                                   \
+    } while (0)
+        if (!key_syntax_ok(k->key))
+            SCHEMA_ERR("schema key '%s': a key is lower-case [a-z0-9_] words joined by dots",
+                       k->key);
+        if (k->type < ONAIR_CFG_BOOL || k->type > ONAIR_CFG_STRING_LIST)
+            SCHEMA_ERR("schema key '%s': unknown type %d", k->key, k->type);
+        if (k->choices && (k->type == ONAIR_CFG_STRING || k->type == ONAIR_CFG_STRING_LIST) &&
+            !choices_ok(k->choices))
+            SCHEMA_ERR("schema key '%s': choices must look like \"a|b|c\"", k->key);
+        if (k->choices && k->type != ONAIR_CFG_STRING && k->type != ONAIR_CFG_STRING_LIST)
+            SCHEMA_ERR("schema key '%s': choices apply only to strings and string lists", k->key);
+        if ((k->flags & ONAIR_CFG_HAS_MIN) && (k->flags & ONAIR_CFG_HAS_MAX) && k->min > k->max)
+            SCHEMA_ERR("schema key '%s': min %.15g is above max %.15g", k->key, k->min, k->max);
+        if (ok && k->default_value) {
+            char err[512];
+            json_t *val = convert_text(k, k->default_value, err, sizeof err);
+            if (!val)
+                SCHEMA_ERR("schema key '%s': bad default: %s", k->key, err);
+            json_decref(val);
+        }
+        for (size_t j = 0; j < i; j++) {
+            const char *o = keys[j].key;
+            size_t lo = strlen(o), lk = strlen(k->key);
+            if (strcmp(o, k->key) == 0)
+                SCHEMA_ERR("schema key '%s': declared twice", k->key);
+            else if ((lo < lk && strncmp(o, k->key, lo) == 0 && k->key[lo] == '.') ||
+                     (lk < lo && strncmp(o, k->key, lk) == 0 && o[lk] == '.'))
+                SCHEMA_ERR("schema key '%s': '%s' is both a value and a section", k->key,
+                           lo < lk ? o : k->key);
+        }
+#undef SCHEMA_ERR
+    }
+    free(keys);
+    if (errs && errs->n == before && bad)
+        cfg_errors_add(errs, who, 0, 0, "invalid configuration schema");
+    return bad ? -1 : 0;
+}
+
+/* ---- JSON access ---------------------------------------------------------------------- */
+
+json_t *cfg_json_get(json_t *values, const char *dotted_key)
+{
+    if (!values || !dotted_key)
+        return NULL;
+    json_t *cur = values;
+    const char *s = dotted_key;
+    for (;;) {
+        if (!json_is_object(cur))
+            return NULL;
+        const char *dot = strchr(s, '.');
+        if (!dot)
+            return json_object_get(cur, s);
+        char seg[256];
+        size_t n = (size_t)(dot - s);
+        if (n >= sizeof seg)
+            return NULL;
+        memcpy(seg, s, n);
+        seg[n] = 0;
+        cur = json_object_get(cur, seg);
+        s = dot + 1;
+    }
+}
+
+json_t *cfg_redact(json_t *values, const onair_config_key_t *schema)
+{
+    if (!values)
+        return NULL;
+    json_t *copy = json_deep_copy(values);
+    if (!copy)
+        return NULL;
+    onair_config_key_t *keys;
+    size_t n;
+    schema_load(schema, "<schema>", NULL, &keys, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (!(keys[i].flags & ONAIR_CFG_SECRET) || !cfg_json_get(copy, keys[i].key))
+            continue;
+        json_t *stars = json_string("***");
+        if (!stars || json_set_dotted(copy, keys[i].key, stars) < 0) {
+            /* Never hand out a copy that may still hold a secret. */
+            json_decref(copy);
+            free(keys);
+            return NULL;
+        }
+    }
+    free(keys);
+    return copy;
+}

@@ -1,0 +1,165 @@
+"""REST against a real onaird: plugin routes, host-rendered problems, limits, auth."""
+import json
+import time
+
+from onair_harness import make_token, request
+
+
+def problem(r, status, code):
+    assert r.status == status, r
+    assert r.header("Content-Type").startswith("application/problem+json"), r.headers
+    body = r.json()
+    assert body["status"] == status
+    assert body["code"] == code, body
+    assert body["type"] == "urn:onair:problem:" + code
+    assert body["title"]
+    assert body["request_id"] == r.header("X-Request-Id")
+    return body
+
+
+def test_builtin_endpoints(server):
+    r = server.http("GET", "/healthz")
+    assert r.status == 200 and r.json() == {"status": "ok"}
+    r = server.http("GET", "/readyz")
+    assert r.status == 200 and r.json()["status"] == "ready"
+    info = server.http("GET", "/api/v1/server").json()
+    assert info["abi"] == {"major": 1, "minor": 0}
+    names = {p["name"]: p for p in info["plugins"]}
+    assert names["testkit"]["state"] == "started"
+    assert names["hello"]["state"] == "started" and names["hello"]["version"] == "1.0.0"
+
+
+def test_plugin_routes_and_config(server):
+    r = server.http("GET", "/api/v1/hello/ada")
+    assert r.status == 200 and r.json()["message"] == "Hello, ada!"
+    assert r.header("Content-Type") == "application/json"
+    r = server.http("GET", "/api/v1/testkit/config")
+    assert r.json() == {"label": "testkit", "limit": 10}
+    r = server.http("GET", "/api/v1/testkit/raw?q=a%20b+c")
+    assert r.status == 200 and r.body == "a b c"
+    assert r.header("X-Testkit") == "yes"
+    assert r.header("Content-Type").startswith("text/plain")
+
+
+def test_request_id(server):
+    r = server.http("GET", "/healthz", headers={"X-Request-Id": "my-id.1"})
+    assert r.header("X-Request-Id") == "my-id.1"
+    r = server.http("GET", "/healthz", headers={"X-Request-Id": "bad id with spaces"})
+    generated = r.header("X-Request-Id")
+    assert generated and generated != "bad id with spaces"
+
+
+def test_problems_404_405(server):
+    problem(server.http("GET", "/api/v1/nothing/here"), 404, "not_found")
+    body = problem(server.http("DELETE", "/api/v1/testkit/config"), 405, "method_not_allowed")
+    r = server.http("DELETE", "/api/v1/testkit/config")
+    assert "GET" in r.header("Allow")
+    assert body["instance"] == "/api/v1/testkit/config"
+
+
+def test_problems_from_handlers(server):
+    problem(server.http("GET", "/api/v1/testkit/conflict"), 409, "conflict")
+    problem(server.http("GET", "/api/v1/testkit/noreply"), 500, "internal")
+    problem(server.http("GET", "/api/v1/hello/" + "x" * 100), 400, "name_too_long")
+
+
+def test_json_body_validation(server):
+    r = server.http("POST", "/api/v1/testkit/json", body={"a": [1, 2, {"b": None}]})
+    assert r.status == 200 and r.json() == {"echo": {"a": [1, 2, {"b": None}]}}
+    body = problem(server.http("POST", "/api/v1/testkit/json", body='{"a": ',
+                               headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    assert "detail" in body
+    problem(server.http("POST", "/api/v1/testkit/json", body="[1,2]",
+                        headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    problem(server.http("POST", "/api/v1/testkit/json", body="{}",
+                        headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    bomb = '{"a":' * 5000 + "1" + "}" * 5000
+    problem(server.http("POST", "/api/v1/testkit/json", body=bomb,
+                        headers={"Content-Type": "application/json"}), 400, "json_too_deep")
+    # the server is still fine
+    assert server.http("GET", "/healthz").status == 200
+
+
+def test_body_limits(server):
+    assert server.http("POST", "/api/v1/testkit/small", body="x" * 16).json() == {"bytes": 16}
+    problem(server.http("POST", "/api/v1/testkit/small", body="x" * 17), 413, "payload_too_large")
+    # the server default (1 MiB) on a route without its own limit
+    assert server.http("POST", "/api/v1/testkit/body", body="y" * 100000).json() == {"bytes": 100000}
+    problem(server.http("POST", "/api/v1/testkit/body", body="y" * (1024 * 1024 + 1)), 413,
+            "payload_too_large")
+    assert server.http("GET", "/healthz").status == 200
+
+
+def test_auth_requirements(server):
+    r = server.http("GET", "/api/v1/testkit/user")
+    problem(r, 401, "unauthorized")
+    assert r.header("WWW-Authenticate").startswith("Bearer")
+    assert server.http("GET", "/api/v1/testkit/user", token=make_token()).status == 200
+    # role
+    problem(server.http("GET", "/api/v1/testkit/admin", token=make_token(roles=["viewer"])), 403,
+            "forbidden")
+    assert server.http("GET", "/api/v1/testkit/admin",
+                       token=make_token(roles=["viewer", "admin"])).status == 200
+    # verified
+    problem(server.http("GET", "/api/v1/testkit/verified", token=make_token()), 403,
+            "verification_required")
+    assert server.http("GET", "/api/v1/testkit/verified",
+                       token=make_token(verified=True)).status == 200
+    # the plugin sees the user
+    me = server.http("GET", "/api/v1/hello/me", token=make_token(sub="u42", roles=["streamer"]))
+    assert me.json() == {"id": "u42", "roles": ["streamer"], "verified": False}
+
+
+def test_bad_tokens(server):
+    bad = [
+        make_token(secret="wrong-secret-wrong-secret-wrong"),  # forged
+        make_token(exp_in=-3600),                               # expired
+        make_token(alg="none"),                                 # alg none
+        make_token(iss="someone-else"),                         # wrong issuer
+        make_token(nbf=int(time.time()) + 3600),               # not yet valid
+        "not.a.jwt",
+        "garbage",
+    ]
+    for t in bad:
+        problem(server.http("GET", "/api/v1/testkit/user", token=t), 401, "invalid_token")
+    problem(server.http("GET", "/api/v1/testkit/user", headers={"Authorization": "Basic abc"}),
+            401, "invalid_token")
+
+
+def test_keep_alive_and_metrics(server):
+    conn = server.connection()
+    for i in range(5):
+        r = request(conn, "GET", "/api/v1/hello/k%d" % i)
+        assert r.status == 200 and r.json()["message"] == "Hello, k%d!" % i
+    conn.close()
+    m = server.http("GET", "/metrics")
+    assert m.status == 200
+    assert m.header("Content-Type").startswith("text/plain")
+    assert 'onair_http_requests_total{route="GET /api/v1/hello/{name}",status="200"}' in m.body
+    assert "onair_http_request_duration_seconds_bucket" in m.body
+    assert "onair_plugins_loaded 2" in m.body
+
+
+def test_cors(server_factory):
+    s = server_factory(plugins={"testkit": {}},
+                       core={"server": {"cors_origins": ["https://app.example"]}}).start()
+    r = s.http("GET", "/api/v1/testkit/config", headers={"Origin": "https://app.example"})
+    assert r.header("Access-Control-Allow-Origin") == "https://app.example"
+    assert "Location" in r.header("Access-Control-Expose-Headers")
+    r = s.http("GET", "/api/v1/testkit/config", headers={"Origin": "https://evil.example"})
+    assert r.header("Access-Control-Allow-Origin") is None
+    r = s.http("OPTIONS", "/api/v1/testkit/json",
+               headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert r.status == 204
+    assert "POST" in r.header("Access-Control-Allow-Methods")
+
+
+def test_malformed_http_keeps_serving(server):
+    for junk in [b"GARBAGE\r\n\r\n", b"GET\r\n\r\n", b"\x00\x01\x02\x03" * 100,
+                 b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+                 b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n"]:
+        server.raw(junk, timeout=2)
+    big_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n"
+    answer = server.raw(big_header, timeout=2)
+    assert not answer.startswith(b"HTTP/1.1 200")
+    assert server.http("GET", "/healthz").status == 200
