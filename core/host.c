@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -116,6 +117,12 @@ int host_start(struct host *h, settings_t *s)
 {
     g_started_at = time(NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Every WebSocket is a descriptor: use the hard limit, not the default 1024. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     h->config = s->core;
     h->config_path = s->path;
     h->base = event_base_new();

@@ -280,8 +280,8 @@ static int visit(struct host *h, struct onair_plugin *p, int *mark, struct onair
         return -1;
     }
     mark[idx] = 1;
-    for (size_t i = 0; p->desc.requires && p->desc.requires[i]; i++) {
-        const char *dep = p->desc.requires[i];
+    for (size_t i = 0; p->desc.dependencies && p->desc.dependencies[i]; i++) {
+        const char *dep = p->desc.dependencies[i];
         struct onair_plugin *d = find(h, dep);
         if (!d || d->state == PLUGIN_DISABLED) {
             refuse(p, "requires plugin '%s', which is not enabled", dep);
@@ -319,8 +319,8 @@ int loader_init_all(struct host *h)
     for (size_t i = 0; i < n; i++) {
         struct onair_plugin *p = order[i];
         int dep_failed = 0;
-        for (size_t j = 0; p->desc.requires && p->desc.requires[j]; j++) {
-            struct onair_plugin *d = find(h, p->desc.requires[j]);
+        for (size_t j = 0; p->desc.dependencies && p->desc.dependencies[j]; j++) {
+            struct onair_plugin *d = find(h, p->desc.dependencies[j]);
             if (!d || d->state != PLUGIN_INITIALIZED)
                 dep_failed = 1;
         }
@@ -358,8 +358,8 @@ int loader_start_all(struct host *h)
     for (size_t i = 0; i < h->nstarted; i++) {
         struct onair_plugin *p = h->start_order[i];
         int dep_failed = 0;
-        for (size_t j = 0; p->desc.requires && p->desc.requires[j]; j++) {
-            struct onair_plugin *d = find(h, p->desc.requires[j]);
+        for (size_t j = 0; p->desc.dependencies && p->desc.dependencies[j]; j++) {
+            struct onair_plugin *d = find(h, p->desc.dependencies[j]);
             if (!d || d->state != PLUGIN_STARTED)
                 dep_failed = 1;
         }

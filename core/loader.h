@@ -23,7 +23,7 @@ int loader_load(struct host *h, const settings_t *s, cfg_errors_t *errs);
  * FAILED, error set). Not added to the host. */
 struct onair_plugin *loader_open(struct host *h, const char *name, const char *file);
 
-/* Order enabled, loaded plugins by `requires`, then init each (registration
+/* Order enabled, loaded plugins by `dependencies`, then init each (registration
  * window open) and roll back the registrations of a failing one. Plugins whose
  * requirement is missing or failed fail too. Returns -1 if a required plugin
  * failed. */

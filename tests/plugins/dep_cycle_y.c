@@ -7,4 +7,4 @@ static int init(onair_plugin_t *self, const onair_api_t *api)
 }
 
 ONAIR_PLUGIN(.name = "dep_cycle_y", .version = "1.0.0",
-             .requires = (const char *const[]){"dep_cycle_x", NULL}, .init = init)
+             .dependencies = (const char *const[]){"dep_cycle_x", NULL}, .init = init)

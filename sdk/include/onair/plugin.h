@@ -109,7 +109,9 @@ enum onair_config_flags {
     ONAIR_CFG_HAS_MAX = 1u << 3,  /* max applies likewise */
 };
 
-/* One key of a plugin's `config:` block. `key` may be dotted ("smtp.host") for nested
+/* One key of a plugin's `config:` block; set `.size = sizeof(onair_config_key_t)` in
+ * every entry (the host walks the array with it) and end with a {0} entry.
+ * `key` may be dotted ("smtp.host") for nested
  * mappings. `default_value` is YAML scalar text ("10", "true", "a, b" for a list) or
  * NULL; it is checked like a value from the file. `choices` is "a|b|c" or NULL. */
 typedef struct onair_config_key {
@@ -136,7 +138,7 @@ typedef struct onair_plugin_desc {
     const char *name;        /* [a-z][a-z0-9_]{0,31}; equals its YAML file's name */
     const char *version;
     const char *description;
-    const char *const *requires;      /* NULL-terminated plugin names, or NULL */
+    const char *const *dependencies;  /* plugins that must start first: NULL-terminated, or NULL */
     const onair_config_key_t *config; /* terminated by an entry with key == NULL, or NULL */
     /* init: register routes, message types, subscriptions; nothing else may register
      * later. A non-zero return rolls back everything this plugin registered. */

@@ -1,0 +1,43 @@
+# Shared by the benchmark scripts: start an onaird built in $BUILD with the hello
+# plugin, access log off, on a free port; stop it on exit.
+BUILD=${BUILD:-build}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/onair-bench-XXXXXX)
+mkdir -p "$WORK/plugins"
+cat > "$WORK/onair.yaml" <<YAML
+server:
+  host: 127.0.0.1
+  port: 0
+  ws_send_queue_bytes: 4194304
+logging:
+  level: ${BENCH_LOG_LEVEL:-warn}
+  access_log: false
+plugins:
+  dir: $ROOT/$BUILD/plugins
+  conf_dir: plugins
+YAML
+echo "enabled: true" > "$WORK/plugins/hello.yaml"
+
+start_onaird() {
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    "$ROOT/$BUILD/core/onaird" -c "$WORK/onair.yaml" --log-level info > "$WORK/onaird.log" 2>&1 &
+    ONAIRD_PID=$!
+    for _ in $(seq 100); do
+        PORT=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$WORK/onaird.log")
+        [ -n "$PORT" ] && break
+        sleep 0.1
+    done
+    [ -n "$PORT" ] || { cat "$WORK/onaird.log"; exit 1; }
+    trap 'kill $ONAIRD_PID 2>/dev/null; wait $ONAIRD_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+}
+
+# Print the median of the numbers on stdin.
+median() {
+    sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
+}
+
+# CPU seconds (user+sys) and RSS (KiB) of a pid.
+proc_stats() {
+    awk '{printf "cpu_s=%.2f ", ($14+$15)/100}' /proc/$1/stat
+    awk '/VmRSS/ {printf "rss_kib=%d\n", $2}' /proc/$1/status
+}

@@ -1,0 +1,175 @@
+/*
+ * Compile-time pins of the SDK ABI: the layout of every public struct on LP64
+ * (x86_64, aarch64) and the value of every public constant. If one of these fails,
+ * a change to <onair/plugin.h> broke plugins built against an older SDK: undo it.
+ * Only appending to onair_api_t (or to a size-prefixed struct) is allowed; then add
+ * the new member's offset here, update the sizeof, bump ONAIR_ABI_MINOR and
+ * regenerate onair-sdk.abi (see README.md).
+ */
+#include <onair/plugin.h>
+
+#define ONAIR_ASSERT_OFFSET(type, field, off)                                                      \
+    _Static_assert(offsetof(type, field) == (off), #type "." #field " moved")
+#define ONAIR_ASSERT_SIZE(type, sz)                                                                \
+    _Static_assert(sizeof(type) == (sz), "sizeof(" #type ") changed")
+#define ONAIR_ASSERT_VALUE(name, v) _Static_assert((name) == (v), #name " changed value")
+
+/* ---- constants (every platform) ------------------------------------------------------ */
+ONAIR_ASSERT_VALUE(ONAIR_ABI_MAJOR, 1);
+ONAIR_ASSERT_VALUE(ONAIR_PLUGIN_MAGIC, 0x4F4E4150u);
+
+ONAIR_ASSERT_VALUE(ONAIR_OK, 0);
+ONAIR_ASSERT_VALUE(ONAIR_PENDING, 1);
+ONAIR_ASSERT_VALUE(ONAIR_EINVAL, -1);
+ONAIR_ASSERT_VALUE(ONAIR_EAUTH, -2);
+ONAIR_ASSERT_VALUE(ONAIR_EPERM, -3);
+ONAIR_ASSERT_VALUE(ONAIR_ENOTFOUND, -4);
+ONAIR_ASSERT_VALUE(ONAIR_EEXIST, -5);
+ONAIR_ASSERT_VALUE(ONAIR_ECONFLICT, -6);
+ONAIR_ASSERT_VALUE(ONAIR_ETOOBIG, -7);
+ONAIR_ASSERT_VALUE(ONAIR_ERATE, -8);
+ONAIR_ASSERT_VALUE(ONAIR_ENOMEM, -9);
+ONAIR_ASSERT_VALUE(ONAIR_EINTERNAL, -10);
+ONAIR_ASSERT_VALUE(ONAIR_ENOTSUP, -11);
+ONAIR_ASSERT_VALUE(ONAIR_EUNAVAILABLE, -12);
+ONAIR_ASSERT_VALUE(ONAIR_ETIMEDOUT, -13);
+ONAIR_ASSERT_VALUE(ONAIR_ECANCELED, -14);
+ONAIR_ASSERT_VALUE(ONAIR_ESTALE, -15);
+ONAIR_ASSERT_VALUE(ONAIR_ESTATE, -16);
+
+ONAIR_ASSERT_VALUE(ONAIR_LOG_ERROR, 3);
+ONAIR_ASSERT_VALUE(ONAIR_LOG_WARN, 4);
+ONAIR_ASSERT_VALUE(ONAIR_LOG_INFO, 6);
+ONAIR_ASSERT_VALUE(ONAIR_LOG_DEBUG, 7);
+
+ONAIR_ASSERT_VALUE(ONAIR_CFG_BOOL, 1);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_INT, 2);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_DOUBLE, 3);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_STRING, 4);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_STRING_LIST, 5);
+
+ONAIR_ASSERT_VALUE(ONAIR_CFG_REQUIRED, 1u);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_SECRET, 2u);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_HAS_MIN, 4u);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_HAS_MAX, 8u);
+
+ONAIR_ASSERT_VALUE(ONAIR_ACCESS_PUBLIC, 0);
+ONAIR_ASSERT_VALUE(ONAIR_ACCESS_USER, 1u);
+ONAIR_ASSERT_VALUE(ONAIR_ACCESS_VERIFIED, 2u);
+
+ONAIR_ASSERT_VALUE(ONAIR_ROUTE_JSON_BODY, 1u);
+
+ONAIR_ASSERT_SIZE(onair_conn_t, 8);
+ONAIR_ASSERT_SIZE(onair_timer_t, 8);
+ONAIR_ASSERT_SIZE(onair_sub_t, 8);
+
+/* ---- struct layouts (LP64) ------------------------------------------------------------ */
+#if defined(__x86_64__) || defined(__aarch64__)
+
+ONAIR_ASSERT_OFFSET(onair_config_key_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, key, 8);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, type, 16);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, default_value, 24);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, min, 32);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, max, 40);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, flags, 48);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, choices, 56);
+ONAIR_ASSERT_OFFSET(onair_config_key_t, doc, 64);
+ONAIR_ASSERT_SIZE(onair_config_key_t, 72);
+
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, magic, 0);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, size, 4);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, abi_major, 8);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, min_host_minor, 10);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, build_sig, 12);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, name, 16);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, version, 24);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, description, 32);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, dependencies, 40);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, config, 48);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, init, 56);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, start, 64);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, stop, 72);
+ONAIR_ASSERT_OFFSET(onair_plugin_desc_t, reconfigure, 80);
+ONAIR_ASSERT_SIZE(onair_plugin_desc_t, 88);
+
+ONAIR_ASSERT_OFFSET(onair_user_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_user_t, id, 8);
+ONAIR_ASSERT_OFFSET(onair_user_t, roles, 16);
+ONAIR_ASSERT_OFFSET(onair_user_t, verified, 24);
+ONAIR_ASSERT_SIZE(onair_user_t, 32);
+
+ONAIR_ASSERT_OFFSET(onair_route_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_route_t, method, 8);
+ONAIR_ASSERT_OFFSET(onair_route_t, path, 16);
+ONAIR_ASSERT_OFFSET(onair_route_t, handler, 24);
+ONAIR_ASSERT_OFFSET(onair_route_t, ud, 32);
+ONAIR_ASSERT_OFFSET(onair_route_t, access, 40);
+ONAIR_ASSERT_OFFSET(onair_route_t, role, 48);
+ONAIR_ASSERT_OFFSET(onair_route_t, max_body, 56);
+ONAIR_ASSERT_OFFSET(onair_route_t, flags, 64);
+ONAIR_ASSERT_SIZE(onair_route_t, 72);
+
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, type, 8);
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, handler, 16);
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, ud, 24);
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, access, 32);
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, role, 40);
+ONAIR_ASSERT_SIZE(onair_ws_type_t, 48);
+
+/* onair_api_t: the header, then one pointer per function in declaration order. */
+ONAIR_ASSERT_OFFSET(onair_api_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_api_t, abi_major, 8);
+ONAIR_ASSERT_OFFSET(onair_api_t, abi_minor, 10);
+ONAIR_ASSERT_OFFSET(onair_api_t, host_version, 16);
+ONAIR_ASSERT_OFFSET(onair_api_t, log, 24);
+ONAIR_ASSERT_OFFSET(onair_api_t, vlog, 32);
+ONAIR_ASSERT_OFFSET(onair_api_t, strerror, 40);
+ONAIR_ASSERT_OFFSET(onair_api_t, plugin_name, 48);
+ONAIR_ASSERT_OFFSET(onair_api_t, set_state, 56);
+ONAIR_ASSERT_OFFSET(onair_api_t, state, 64);
+ONAIR_ASSERT_OFFSET(onair_api_t, config, 72);
+ONAIR_ASSERT_OFFSET(onair_api_t, config_int, 80);
+ONAIR_ASSERT_OFFSET(onair_api_t, config_double, 88);
+ONAIR_ASSERT_OFFSET(onair_api_t, config_bool, 96);
+ONAIR_ASSERT_OFFSET(onair_api_t, config_string, 104);
+ONAIR_ASSERT_OFFSET(onair_api_t, route_add, 112);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_method, 120);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_path, 128);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_param, 136);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_query, 144);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_header, 152);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_body, 160);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_json, 168);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_remote_addr, 176);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_id, 184);
+ONAIR_ASSERT_OFFSET(onair_api_t, req_user, 192);
+ONAIR_ASSERT_OFFSET(onair_api_t, resp_header, 200);
+ONAIR_ASSERT_OFFSET(onair_api_t, reply_json, 208);
+ONAIR_ASSERT_OFFSET(onair_api_t, reply_raw, 216);
+ONAIR_ASSERT_OFFSET(onair_api_t, reply_problem, 224);
+ONAIR_ASSERT_OFFSET(onair_api_t, reply_error, 232);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_type_add, 240);
+ONAIR_ASSERT_OFFSET(onair_api_t, msg_conn, 248);
+ONAIR_ASSERT_OFFSET(onair_api_t, msg_type, 256);
+ONAIR_ASSERT_OFFSET(onair_api_t, msg_data, 264);
+ONAIR_ASSERT_OFFSET(onair_api_t, msg_user, 272);
+ONAIR_ASSERT_OFFSET(onair_api_t, msg_reply, 280);
+ONAIR_ASSERT_OFFSET(onair_api_t, msg_reply_error, 288);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_send, 296);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_subscribe, 304);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_unsubscribe, 312);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_publish, 320);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_close, 328);
+ONAIR_ASSERT_OFFSET(onair_api_t, bus_subscribe, 336);
+ONAIR_ASSERT_OFFSET(onair_api_t, bus_unsubscribe, 344);
+ONAIR_ASSERT_OFFSET(onair_api_t, bus_publish, 352);
+ONAIR_ASSERT_OFFSET(onair_api_t, timer_start, 360);
+ONAIR_ASSERT_OFFSET(onair_api_t, timer_cancel, 368);
+ONAIR_ASSERT_OFFSET(onair_api_t, now_ms, 376);
+ONAIR_ASSERT_OFFSET(onair_api_t, work_submit, 384); /* the last function of ABI 1.0 */
+/* Grows with every appended function (then add its offset above). */
+ONAIR_ASSERT_SIZE(onair_api_t, 392);
+
+#endif

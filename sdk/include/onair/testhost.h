@@ -1,0 +1,160 @@
+/*
+ * onair test host: run one plugin inside a unit test, without the server.
+ *
+ * The test host implements the whole onair_api_t table in memory, single-threaded
+ * and deterministic:
+ *   - a fake clock (starts at ONAIR_TEST_EPOCH_MS); timers fire only from
+ *     onair_test_advance();
+ *   - the bus only queues; onair_test_run() delivers queued events;
+ *   - work_submit() only queues; onair_test_run() runs the work function (on the
+ *     calling thread) and then its done callback;
+ *   - HTTP requests are routed like the real server ({param}s, access checks,
+ *     ONAIR_ROUTE_JSON_BODY parsing, problem+json for negative returns);
+ *   - WebSocket connections are fake: every frame the host would send to a
+ *     connection is recorded and popped with onair_test_ws_next();
+ *   - mistakes the server might not notice are logged as errors (and counted by
+ *     onair_test_log_count()): using a request or message after answering it,
+ *     answering twice, a handler returning without answering, registering outside
+ *     init, reading an undeclared config key.
+ *
+ * Link with the static library onair_testhost (in tree: the CMake target; installed:
+ * <libdir>/libonair_testhost.a) and jansson. Compile the plugin's sources into the
+ * test program and pass its descriptor (onair_plugin_entry_v1()).
+ *
+ * Not thread-safe: use one host from one thread.
+ */
+#ifndef ONAIR_TESTHOST_H
+#define ONAIR_TESTHOST_H
+
+#include <onair/plugin.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ONAIR_TEST_EPOCH_MS INT64_C(1700000000000) /* the fake clock's start */
+
+typedef struct onair_test_host onair_test_host_t;
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+/* Check the descriptor like the loader does, validate config_json (a JSON object text,
+ * the plugin's `config:` block; NULL = {}) against the descriptor's schema and fill in
+ * defaults. Returns NULL on failure and writes the reason to err (may be NULL). The
+ * plugin is not initialized yet. */
+onair_test_host_t *onair_test_host_new(const onair_plugin_desc_t *desc, const char *config_json,
+                                       char *err, size_t err_len);
+onair_test_host_t *onair_test_host_new_entry(onair_plugin_entry_fn entry, const char *config_json,
+                                             char *err, size_t err_len);
+/* Call the plugin's init; on failure everything it registered is rolled back. */
+int onair_test_init(onair_test_host_t *h);
+/* Call the plugin's start (after a successful init). If it fails, the plugin's stop
+ * runs (so it can free what init allocated) and the host refuses further use. */
+int onair_test_start(onair_test_host_t *h);
+/* new + init + start; NULL (and the reason on stderr) if any step fails. */
+onair_test_host_t *onair_test_boot(const onair_plugin_desc_t *desc, const char *config_json);
+/* Replace the config (validated like at creation) and call the plugin's reconfigure,
+ * if it has one. On a validation error the old config stays. */
+int onair_test_reconfigure(onair_test_host_t *h, const char *config_json, char *err,
+                           size_t err_len);
+/* Stop the plugin like the server does: queued work completes with ONAIR_ECANCELED,
+ * then stop() runs, then its timers, subscriptions, routes and message types are
+ * dropped. Idempotent. */
+void onair_test_stop(onair_test_host_t *h);
+/* Stop (if needed) and free everything. Requests the plugin never answered are
+ * reported on stderr. */
+void onair_test_host_free(onair_test_host_t *h);
+
+/* The handle and table the plugin received (e.g. to call api functions directly). */
+onair_plugin_t *onair_test_plugin(onair_test_host_t *h);
+const onair_api_t *onair_test_api(onair_test_host_t *h);
+
+/* ---- time, bus, work ------------------------------------------------------------------- */
+
+int64_t onair_test_now_ms(const onair_test_host_t *h);
+/* Move the fake clock forward by ms, firing due timers in due order (a repeating timer
+ * is re-armed and may fire several times), with onair_test_run() after each. */
+void onair_test_advance(onair_test_host_t *h, uint64_t ms);
+/* Deliver queued bus events and run queued work (work, then done) until nothing is
+ * left. Returns how many events and jobs were processed. */
+int onair_test_run(onair_test_host_t *h);
+/* Queue a bus event as if another plugin published it (steals payload; NULL = {}). */
+int onair_test_publish(onair_test_host_t *h, const char *topic, json_t *payload);
+/* Pop the oldest event the plugin published: a new reference to
+ * {"topic": ..., "payload": ...}, or NULL when none is left. */
+json_t *onair_test_published_next(onair_test_host_t *h);
+
+size_t onair_test_timer_count(const onair_test_host_t *h);  /* active timers */
+size_t onair_test_sub_count(const onair_test_host_t *h);    /* bus subscriptions */
+size_t onair_test_work_pending(const onair_test_host_t *h); /* queued jobs */
+
+/* ---- logging --------------------------------------------------------------------------- */
+
+/* Lines at or above (numerically <=) level are printed to stderr; default
+ * ONAIR_LOG_INFO. Every line is recorded regardless. */
+void onair_test_set_log_level(onair_test_host_t *h, int level);
+/* How many recorded lines have exactly this level (or any level when level is 0) and
+ * contain `contains` (NULL = any). */
+size_t onair_test_log_count(const onair_test_host_t *h, int level, const char *contains);
+
+/* ---- HTTP ------------------------------------------------------------------------------ */
+
+typedef struct onair_test_response {
+    int pending;        /* 1 while the plugin has not answered yet */
+    int status;         /* HTTP status */
+    char *content_type; /* e.g. "application/json"; NULL if none */
+    char *body;         /* NUL-terminated copy of the body ("" if none) */
+    size_t body_len;
+    json_t *json;    /* parsed body when it is JSON (also problem+json), else NULL */
+    json_t *headers; /* object: lower-case header name -> value (resp_header + Allow) */
+} onair_test_response_t;
+
+/* Issue a request. query is "a=1&b=x%20y" (no '?'; decoded like a form) or NULL;
+ * headers are NULL-terminated name/value pairs or NULL; body may be NULL; user is the
+ * authenticated user or NULL (copied). The host answers itself like the server does
+ * (404 not_found, 405 method_not_allowed, 401 unauthorized, 403 forbidden or
+ * verification_required, 413, 415 unsupported_media_type, 400 invalid_json for
+ * ONAIR_ROUTE_JSON_BODY, 503 before start); otherwise the handler runs and then
+ * onair_test_run() (unless autorun is off). If the plugin has not answered by then,
+ * the response stays `pending` and is filled in when it answers later (after
+ * onair_test_run() or onair_test_advance()). Free with onair_test_response_free()
+ * (allowed while pending). Returns NULL only when out of memory. */
+onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *method,
+                                          const char *path, const char *query,
+                                          const char *const *headers, const char *body,
+                                          const onair_user_t *user);
+void onair_test_response_free(onair_test_response_t *r);
+/* 0 to make onair_test_request()/onair_test_ws_send() return right after the handler
+ * without running queued work and events (to observe a pending reply); default 1. */
+void onair_test_set_autorun(onair_test_host_t *h, int on);
+
+/* ---- WebSocket ------------------------------------------------------------------------- */
+
+/* A fake connection of user (copied; NULL = anonymous). Never returns 0 unless out
+ * of memory. */
+onair_conn_t onair_test_ws_connect(onair_test_host_t *h, const onair_user_t *user);
+/* The client disconnects: subscriptions are dropped, frames discarded. */
+void onair_test_ws_disconnect(onair_test_host_t *h, onair_conn_t conn);
+/* The client sends {"type": type, "id": id, "data": data}: id is a string or number
+ * (borrowed, may be NULL), data is stolen (NULL = {}). Unknown types and access
+ * failures are answered with an error frame like the server does. Returns the
+ * handler's status (or the host's refusal). */
+int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type, json_t *id,
+                       json_t *data);
+/* Pop the oldest frame sent to conn (new reference; NULL when none is left), as the
+ * server writes them ("id" is the message's id, null when it had none):
+ *   {"type":"result","id":..,"data":..}                        msg_reply
+ *   {"type":"error","id":..,"data":{"code","status","detail"}} msg_reply_error, refusals
+ *   {"type":<type>,"data":..}                                  ws_send
+ *   {"type":<type>,"data":..,"topic":<topic>}                  ws_publish */
+json_t *onair_test_ws_next(onair_test_host_t *h, onair_conn_t conn);
+size_t onair_test_ws_pending_frames(const onair_test_host_t *h, onair_conn_t conn);
+/* 1 if conn is subscribed to topic. */
+int onair_test_ws_subscribed(const onair_test_host_t *h, onair_conn_t conn, const char *topic);
+/* The close code the plugin closed conn with (ws_close), 0 while open, -1 if unknown. */
+int onair_test_ws_close_code(const onair_test_host_t *h, onair_conn_t conn);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ONAIR_TESTHOST_H */

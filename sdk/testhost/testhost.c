@@ -1,0 +1,2531 @@
+/*
+ * The onair test host: an in-memory, single-threaded implementation of onair_api_t
+ * for plugin unit tests (see <onair/testhost.h>). It mirrors the server's rules
+ * (registration only in init, route matching, access checks, problem+json codes)
+ * so a plugin that passes here behaves the same when loaded by onaird.
+ */
+#ifndef _GNU_SOURCE
+#define _POSIX_C_SOURCE 200809L /* strcasecmp */
+#endif
+#include <onair/testhost.h>
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "problem.h"
+
+#define DEFAULT_MAX_BODY (1024u * 1024u) /* the server's default server.max_body_bytes */
+#define RUN_LIMIT        1000000         /* steps per onair_test_run(): a plugin loop */
+#define MAX_SEGMENTS     32
+
+enum host_state { ST_NEW, ST_INITING, ST_INITED, ST_STARTED, ST_STOPPING, ST_STOPPED, ST_FAILED };
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static char *xstrdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+static void lower(char *s)
+{
+    for (; s && *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decode n bytes; '+' becomes a space when plus_space is set (query strings). */
+static char *pct_decode(const char *s, size_t n, int plus_space)
+{
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)s[i + 1])) >= 0 &&
+            (lo = hexval((unsigned char)s[i + 2])) >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (plus_space && s[i] == '+') {
+            out[o++] = ' ';
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* Same rule as the server's bus: 1..255 chars of [A-Za-z0-9_-:] separated by dots. */
+static int topic_valid(const char *t)
+{
+    size_t n = t ? strlen(t) : 0;
+    if (n == 0 || n > 255 || t[0] == '.' || t[n - 1] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (c == '.' && t[i + 1] == '.')
+            return 0;
+        if (!(isalnum((unsigned char)c) || c == '_' || c == '-' || c == ':' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* A pattern is a topic whose segments may also be `*`, and `**` as the last one. */
+static int pattern_valid(const char *p)
+{
+    size_t n = p ? strlen(p) : 0;
+    if (n == 0 || n > 255 || p[0] == '.' || p[n - 1] == '.')
+        return 0;
+    const char *s = p;
+    for (;;) {
+        const char *dot = strchr(s, '.');
+        size_t len = dot ? (size_t)(dot - s) : strlen(s);
+        if (len == 0)
+            return 0;
+        int star = len == 1 && s[0] == '*';
+        int globstar = len == 2 && s[0] == '*' && s[1] == '*';
+        if (globstar && dot)
+            return 0;
+        if (!star && !globstar) {
+            for (size_t i = 0; i < len; i++) {
+                char c = s[i];
+                if (!(isalnum((unsigned char)c) || c == '_' || c == '-' || c == ':'))
+                    return 0;
+            }
+        }
+        if (!dot)
+            return 1;
+        s = dot + 1;
+    }
+}
+
+static int topic_match(const char *pattern, const char *topic)
+{
+    const char *p = pattern, *t = topic;
+    for (;;) {
+        const char *pd = strchr(p, '.');
+        size_t pl = pd ? (size_t)(pd - p) : strlen(p);
+        if (!pd && pl == 2 && p[0] == '*' && p[1] == '*')
+            return 1;
+        if (!*t)
+            return 0;
+        const char *td = strchr(t, '.');
+        size_t tl = td ? (size_t)(td - t) : strlen(t);
+        if (!(pl == 1 && p[0] == '*') && (pl != tl || memcmp(p, t, pl) != 0))
+            return 0;
+        if (!pd)
+            return td == NULL;
+        p = pd + 1;
+        if (!td)
+            return strcmp(p, "**") == 0;
+        t = td + 1;
+    }
+}
+
+/* ---- users ----------------------------------------------------------------------------- */
+
+typedef struct tuser {
+    onair_user_t u;
+    char *id;
+    char **roles; /* NULL-terminated */
+} tuser_t;
+
+static void tuser_free(tuser_t *u)
+{
+    if (!u)
+        return;
+    free(u->id);
+    for (size_t i = 0; u->roles && u->roles[i]; i++)
+        free(u->roles[i]);
+    free(u->roles);
+    free(u);
+}
+
+static tuser_t *tuser_copy(const onair_user_t *src)
+{
+    if (!src)
+        return NULL;
+    tuser_t *u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    size_t n = 0;
+    while (src->roles && src->roles[n])
+        n++;
+    u->id = xstrdup(src->id ? src->id : "");
+    u->roles = calloc(n + 1, sizeof(char *));
+    if (!u->id || !u->roles) {
+        tuser_free(u);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(u->roles[i] = xstrdup(src->roles[i]))) {
+            tuser_free(u);
+            return NULL;
+        }
+    u->u.size = sizeof(onair_user_t);
+    u->u.id = u->id;
+    u->u.roles = (const char *const *)u->roles;
+    u->u.verified = src->verified;
+    return u;
+}
+
+static int user_has_role(const tuser_t *u, const char *role)
+{
+    for (size_t i = 0; u && u->roles[i]; i++)
+        if (!strcmp(u->roles[i], role))
+            return 1;
+    return 0;
+}
+
+/* The server's access rule, shared by routes and message types (registration turns
+ * a role or ONAIR_ACCESS_VERIFIED into ONAIR_ACCESS_USER too): 0, or the HTTP status
+ * to refuse with, its problem code and a detail. */
+static int check_access(uint32_t access, const char *role, const tuser_t *u, const char **code,
+                        char *detail, size_t dlen)
+{
+    if (!(access & ONAIR_ACCESS_USER) && !role)
+        return 0;
+    if (!u) {
+        *code = "unauthorized";
+        snprintf(detail, dlen, "this endpoint needs an access token (Authorization: Bearer ...)");
+        return 401;
+    }
+    if (role && !user_has_role(u, role)) {
+        *code = "forbidden";
+        snprintf(detail, dlen, "this endpoint needs the '%s' role", role);
+        return 403;
+    }
+    if ((access & ONAIR_ACCESS_VERIFIED) && !u->u.verified) {
+        *code = "verification_required";
+        snprintf(detail, dlen, "this endpoint needs a verified account");
+        return 403;
+    }
+    return 0;
+}
+
+/* ---- host structures ------------------------------------------------------------------- */
+
+typedef struct troute {
+    onair_route_t r; /* copy; method and path owned */
+    char **seg;
+    size_t nseg;
+} troute_t;
+
+typedef struct twstype {
+    onair_ws_type_t t; /* copy; type and role owned */
+} twstype_t;
+
+typedef struct tsub {
+    onair_sub_t id;
+    char *pattern;
+    onair_bus_fn fn;
+    void *ud;
+    int removed;
+} tsub_t;
+
+typedef struct tevent {
+    struct tevent *next;
+    char *topic;
+    json_t *payload;
+} tevent_t;
+
+typedef struct tjob {
+    struct tjob *next;
+    onair_work_fn fn;
+    onair_done_fn done;
+    void *ud;
+} tjob_t;
+
+typedef struct ttimer {
+    struct ttimer *next;
+    onair_timer_t id;
+    int64_t due;
+    uint64_t repeat;
+    uint64_t seq;
+    onair_timer_fn fn;
+    void *ud;
+} ttimer_t;
+
+typedef struct tconn {
+    struct tconn *next;
+    onair_conn_t id;
+    tuser_t *user;
+    json_t *frames; /* array, oldest first */
+    json_t *topics; /* object: topic -> true */
+    int close_code;
+} tconn_t;
+
+typedef struct tlog {
+    int level;
+    char *msg;
+} tlog_t;
+
+struct onair_plugin {
+    onair_test_host_t *h;
+};
+
+typedef struct resp_priv {
+    onair_test_response_t pub; /* first: the public pointer is this struct */
+    struct onair_req *req;     /* while pending */
+} resp_priv_t;
+
+struct onair_req {
+    struct onair_req *next;
+    onair_test_host_t *h;
+    char *method, *path;
+    json_t *query;   /* name -> decoded value */
+    json_t *headers; /* lower-case name -> value */
+    json_t *params;  /* {param} name -> decoded value */
+    char *body;
+    size_t body_len;
+    json_t *json;
+    tuser_t *user;
+    char req_id[40];
+    json_t *resp_headers;
+    resp_priv_t *resp;
+    int in_handler; /* answered while in the handler: freed when it returns */
+    int answered;
+};
+
+struct onair_wsmsg {
+    struct onair_wsmsg *next;
+    onair_test_host_t *h;
+    onair_conn_t conn;
+    char *type;
+    json_t *id;
+    json_t *data;
+    tuser_t *user;
+    int in_handler;
+    int answered;
+};
+
+struct onair_test_host {
+    struct onair_test_host *next_host;
+    onair_plugin_desc_t desc; /* copy, zero-filled beyond the plugin's size */
+    struct onair_plugin self;
+    onair_api_t api;
+    enum host_state st;
+    json_t *config;
+    void *state;
+    int64_t now;
+    int log_level;
+    int autorun;
+    uint64_t next_id;
+
+    troute_t *routes;
+    size_t nroutes;
+    twstype_t *wstypes;
+    size_t nwstypes;
+    tsub_t *subs;
+    size_t nsubs;
+    int delivering;
+    tevent_t *ev_head, *ev_tail;
+    tjob_t *job_head, *job_tail;
+    size_t njobs;
+    ttimer_t *timers;
+    json_t *published; /* array of {"topic","payload"} */
+    tlog_t *logs;
+    size_t nlogs;
+    tconn_t *conns;
+    struct onair_req *reqs;   /* pending requests */
+    struct onair_wsmsg *msgs; /* pending messages */
+};
+
+static onair_test_host_t *g_hosts;   /* every live host */
+static onair_test_host_t *g_current; /* the host whose plugin code is running */
+static uint64_t g_next_conn = 1;
+
+static onair_test_host_t *enter(onair_test_host_t *h)
+{
+    onair_test_host_t *prev = g_current;
+    g_current = h;
+    return prev;
+}
+
+static void leave(onair_test_host_t *prev)
+{
+    g_current = prev;
+}
+
+static onair_test_host_t *host_of(onair_plugin_t *p)
+{
+    return p ? p->h : NULL;
+}
+
+/* ---- logging --------------------------------------------------------------------------- */
+
+static const char *level_name(int level)
+{
+    switch (level) {
+    case ONAIR_LOG_ERROR:
+        return "ERROR";
+    case ONAIR_LOG_WARN:
+        return "WARN";
+    case ONAIR_LOG_INFO:
+        return "INFO";
+    case ONAIR_LOG_DEBUG:
+        return "DEBUG";
+    default:
+        return "LOG";
+    }
+}
+
+static void host_vlog(onair_test_host_t *h, const char *who, int level, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    char *msg = malloc(n > 0 ? (size_t)n + 1 : 1);
+    if (!msg)
+        return;
+    if (n > 0)
+        vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    else
+        msg[0] = 0;
+    if (level <= h->log_level)
+        fprintf(stderr, "[%s] %s: %s\n", who, level_name(level), msg);
+    tlog_t *nl = realloc(h->logs, (h->nlogs + 1) * sizeof *nl);
+    if (!nl) {
+        free(msg);
+        return;
+    }
+    h->logs = nl;
+    h->logs[h->nlogs].level = level;
+    h->logs[h->nlogs].msg = msg;
+    h->nlogs++;
+}
+
+static void hlog(onair_test_host_t *h, int level, const char *fmt, ...) ONAIR_PRINTF(3, 4);
+static void hlog(onair_test_host_t *h, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    host_vlog(h, "testhost", level, fmt, ap);
+    va_end(ap);
+}
+
+static void api_vlog(onair_plugin_t *p, int level, const char *fmt, va_list ap)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h || !fmt)
+        return;
+    host_vlog(h, h->desc.name, level, fmt, ap);
+}
+
+static void api_log(onair_plugin_t *p, int level, const char *fmt, ...) ONAIR_PRINTF(3, 4);
+static void api_log(onair_plugin_t *p, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    api_vlog(p, level, fmt, ap);
+    va_end(ap);
+}
+
+static const char *api_strerror(int status)
+{
+    return problem_strerror(status);
+}
+
+/* ---- the plugin itself ----------------------------------------------------------------- */
+
+static const char *api_plugin_name(onair_plugin_t *p)
+{
+    onair_test_host_t *h = host_of(p);
+    return h ? h->desc.name : NULL;
+}
+
+static void api_set_state(onair_plugin_t *p, void *state)
+{
+    onair_test_host_t *h = host_of(p);
+    if (h)
+        h->state = state;
+}
+
+static void *api_state(onair_plugin_t *p)
+{
+    onair_test_host_t *h = host_of(p);
+    return h ? h->state : NULL;
+}
+
+/* ---- configuration --------------------------------------------------------------------- */
+
+static json_t *get_dotted(json_t *obj, const char *key)
+{
+    const char *s = key;
+    while (obj && json_is_object(obj)) {
+        const char *dot = strchr(s, '.');
+        if (!dot)
+            return json_object_get(obj, s);
+        char part[256];
+        size_t n = (size_t)(dot - s);
+        if (n >= sizeof part)
+            return NULL;
+        memcpy(part, s, n);
+        part[n] = 0;
+        obj = json_object_get(obj, part);
+        s = dot + 1;
+    }
+    return NULL;
+}
+
+/* Steals value. */
+static int set_dotted(json_t *obj, const char *key, json_t *value)
+{
+    const char *s = key;
+    for (;;) {
+        const char *dot = strchr(s, '.');
+        if (!dot)
+            return json_object_set_new(obj, s, value) == 0 ? 0 : -1;
+        char part[256];
+        size_t n = (size_t)(dot - s);
+        if (n >= sizeof part) {
+            json_decref(value);
+            return -1;
+        }
+        memcpy(part, s, n);
+        part[n] = 0;
+        json_t *child = json_object_get(obj, part);
+        if (!json_is_object(child)) {
+            child = json_object();
+            if (!child || json_object_set_new(obj, part, child) != 0) {
+                json_decref(value);
+                return -1;
+            }
+        }
+        obj = child;
+        s = dot + 1;
+    }
+}
+
+#define SCHEMA_NEXT(k) ((const onair_config_key_t *)((const char *)(k) + (k)->size))
+#define KEY_MIN_SIZE   offsetof(onair_config_key_t, doc) /* the server's minimum */
+
+/* Read one schema entry (its own size) into a full-size, zero-filled copy. */
+static void schema_entry(const onair_config_key_t *k, onair_config_key_t *out)
+{
+    memset(out, 0, sizeof *out);
+    memcpy(out, k, k->size < sizeof *out ? k->size : sizeof *out);
+}
+
+static const onair_config_key_t *schema_find(const onair_config_key_t *schema, const char *key,
+                                             onair_config_key_t *out)
+{
+    for (const onair_config_key_t *k = schema; k && k->key; k = SCHEMA_NEXT(k)) {
+        if (k->size < KEY_MIN_SIZE)
+            return NULL;
+        if (!strcmp(k->key, key)) {
+            schema_entry(k, out);
+            return k;
+        }
+    }
+    return NULL;
+}
+
+typedef struct errbuf {
+    char *buf;
+    size_t len;
+    int n;
+} errbuf_t;
+
+static void err_add(errbuf_t *e, const char *fmt, ...) ONAIR_PRINTF(2, 3);
+static void err_add(errbuf_t *e, const char *fmt, ...)
+{
+    e->n++;
+    if (!e->buf || !e->len)
+        return;
+    size_t used = strlen(e->buf);
+    if (used && used + 2 < e->len) {
+        strcat(e->buf, "; ");
+        used += 2;
+    }
+    if (used + 1 >= e->len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->buf + used, e->len - used, fmt, ap);
+    va_end(ap);
+}
+
+static size_t utf8_len(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+static int in_choices(const char *choices, const char *v)
+{
+    size_t vl = strlen(v);
+    const char *s = choices;
+    for (;;) {
+        const char *bar = strchr(s, '|');
+        size_t n = bar ? (size_t)(bar - s) : strlen(s);
+        if (n == vl && !memcmp(s, v, n))
+            return 1;
+        if (!bar)
+            return 0;
+        s = bar + 1;
+    }
+}
+
+static int check_range(const onair_config_key_t *k, double v, const char *what, errbuf_t *e)
+{
+    if ((k->flags & ONAIR_CFG_HAS_MIN) && v < k->min) {
+        err_add(e, "%s: %s %g is below the minimum %g", k->key, what, v, k->min);
+        return -1;
+    }
+    if ((k->flags & ONAIR_CFG_HAS_MAX) && v > k->max) {
+        err_add(e, "%s: %s %g is above the maximum %g", k->key, what, v, k->max);
+        return -1;
+    }
+    return 0;
+}
+
+/* Check a value of key k; returns a new reference to the typed value, or NULL. */
+static json_t *check_value(const onair_config_key_t *k, json_t *v, errbuf_t *e)
+{
+    switch (k->type) {
+    case ONAIR_CFG_BOOL:
+        if (!json_is_boolean(v))
+            break;
+        return json_incref(v);
+    case ONAIR_CFG_INT:
+        if (!json_is_integer(v))
+            break;
+        if (check_range(k, (double)json_integer_value(v), "value", e) < 0)
+            return NULL;
+        return json_incref(v);
+    case ONAIR_CFG_DOUBLE:
+        if (!json_is_number(v))
+            break;
+        if (check_range(k, json_number_value(v), "value", e) < 0)
+            return NULL;
+        return json_real(json_number_value(v));
+    case ONAIR_CFG_STRING:
+        if (!json_is_string(v))
+            break;
+        if (check_range(k, (double)utf8_len(json_string_value(v)), "length", e) < 0)
+            return NULL;
+        if (k->choices && !in_choices(k->choices, json_string_value(v))) {
+            err_add(e, "%s: '%s' is not one of %s", k->key, json_string_value(v), k->choices);
+            return NULL;
+        }
+        return json_incref(v);
+    case ONAIR_CFG_STRING_LIST: {
+        if (!json_is_array(v))
+            break;
+        size_t i;
+        json_t *it;
+        json_array_foreach(v, i, it)
+        {
+            if (!json_is_string(it)) {
+                err_add(e, "%s: item %zu is not a string", k->key, i);
+                return NULL;
+            }
+            if (k->choices && !in_choices(k->choices, json_string_value(it))) {
+                err_add(e, "%s: '%s' is not one of %s", k->key, json_string_value(it), k->choices);
+                return NULL;
+            }
+        }
+        if (check_range(k, (double)json_array_size(v), "list length", e) < 0)
+            return NULL;
+        return json_incref(v);
+    }
+    default:
+        err_add(e, "%s: unknown type %d in the schema", k->key, k->type);
+        return NULL;
+    }
+    static const char *const names[] = {"?",        "a boolean", "an integer",
+                                        "a number", "a string",  "a list of strings"};
+    err_add(e, "%s: expected %s", k->key, names[k->type]);
+    return NULL;
+}
+
+static int ieq(const char *a, const char *b)
+{
+    return strcasecmp(a, b) == 0;
+}
+
+/* Convert a default's YAML scalar text by type (new reference, NULL on bad text). */
+static json_t *parse_default(const onair_config_key_t *k)
+{
+    const char *s = k->default_value;
+    char *end;
+    switch (k->type) {
+    case ONAIR_CFG_BOOL:
+        if (ieq(s, "true") || ieq(s, "yes") || ieq(s, "on"))
+            return json_true();
+        if (ieq(s, "false") || ieq(s, "no") || ieq(s, "off"))
+            return json_false();
+        return NULL;
+    case ONAIR_CFG_INT: {
+        long long v = strtoll(s, &end, 10);
+        return end != s && !*end ? json_integer(v) : NULL;
+    }
+    case ONAIR_CFG_DOUBLE: {
+        double v = strtod(s, &end);
+        return end != s && !*end ? json_real(v) : NULL;
+    }
+    case ONAIR_CFG_STRING:
+        return json_string(s);
+    case ONAIR_CFG_STRING_LIST: {
+        json_t *a = json_array();
+        const char *p = s;
+        while (a && *p) {
+            const char *comma = strchr(p, ',');
+            size_t n = comma ? (size_t)(comma - p) : strlen(p);
+            const char *b = p;
+            while (n && isspace((unsigned char)*b)) {
+                b++;
+                n--;
+            }
+            while (n && isspace((unsigned char)b[n - 1]))
+                n--;
+            if (n)
+                json_array_append_new(a, json_stringn(b, n));
+            if (!comma)
+                break;
+            p = comma + 1;
+        }
+        return a;
+    }
+    default:
+        return NULL;
+    }
+}
+
+static int schema_has_prefix(const onair_config_key_t *schema, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const onair_config_key_t *k = schema; k && k->key; k = SCHEMA_NEXT(k)) {
+        if (k->size < KEY_MIN_SIZE)
+            return 0;
+        if (!strncmp(k->key, prefix, n) && k->key[n] == '.')
+            return 1;
+    }
+    return 0;
+}
+
+static void check_unknown(const onair_config_key_t *schema, json_t *obj, const char *prefix,
+                          errbuf_t *e)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach(obj, name, v)
+    {
+        char full[512];
+        snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", name);
+        onair_config_key_t k;
+        if (schema_find(schema, full, &k))
+            continue;
+        if (json_is_object(v) && schema_has_prefix(schema, full))
+            check_unknown(schema, v, full, e);
+        else
+            err_add(e, "unknown key '%s'", full);
+    }
+}
+
+/* Validate config text against the descriptor's schema; a new object or NULL. */
+static json_t *config_build(const onair_plugin_desc_t *d, const char *text, errbuf_t *e)
+{
+    json_t *in;
+    if (text && *text) {
+        json_error_t jerr;
+        in = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+        if (!in) {
+            err_add(e, "config is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+            return NULL;
+        }
+        if (!json_is_object(in)) {
+            err_add(e, "config must be a JSON object");
+            json_decref(in);
+            return NULL;
+        }
+    } else {
+        in = json_object();
+    }
+    json_t *out = json_object();
+    if (!in || !out) {
+        json_decref(in);
+        json_decref(out);
+        err_add(e, "out of memory");
+        return NULL;
+    }
+    int before = e->n;
+    for (const onair_config_key_t *k = d->config; k && k->key; k = SCHEMA_NEXT(k)) {
+        if (k->size < KEY_MIN_SIZE) {
+            err_add(e, "schema entry '%s' has size %zu: set .size = sizeof(onair_config_key_t)",
+                    k->key, k->size);
+            break;
+        }
+        onair_config_key_t key;
+        schema_entry(k, &key);
+        json_t *v = get_dotted(in, key.key);
+        json_t *typed = NULL;
+        if (v) {
+            typed = check_value(&key, v, e);
+        } else if (key.default_value) {
+            json_t *dv = parse_default(&key);
+            if (!dv) {
+                err_add(e, "%s: bad default '%s' in the schema", key.key, key.default_value);
+            } else {
+                typed = check_value(&key, dv, e);
+                json_decref(dv);
+            }
+        } else if (key.flags & ONAIR_CFG_REQUIRED) {
+            err_add(e, "%s: required key is missing", key.key);
+        }
+        if (typed)
+            set_dotted(out, key.key, typed);
+    }
+    if (e->n == before)
+        check_unknown(d->config, in, "", e);
+    json_decref(in);
+    if (e->n != before) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+static json_t *config_lookup(onair_plugin_t *p, const char *key)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h || !key)
+        return NULL;
+    onair_config_key_t k;
+    if (!schema_find(h->desc.config, key, &k))
+        hlog(h, ONAIR_LOG_WARN, "config key '%s' is not declared in the schema", key);
+    return get_dotted(h->config, key);
+}
+
+static json_t *api_config(onair_plugin_t *p)
+{
+    onair_test_host_t *h = host_of(p);
+    return h ? h->config : NULL;
+}
+
+static int64_t api_config_int(onair_plugin_t *p, const char *key)
+{
+    json_t *v = config_lookup(p, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+static double api_config_double(onair_plugin_t *p, const char *key)
+{
+    return json_number_value(config_lookup(p, key));
+}
+
+static int api_config_bool(onair_plugin_t *p, const char *key)
+{
+    return json_is_true(config_lookup(p, key));
+}
+
+static const char *api_config_string(onair_plugin_t *p, const char *key)
+{
+    return json_string_value(config_lookup(p, key));
+}
+
+/* ---- routes ---------------------------------------------------------------------------- */
+
+static int split_path(const char *path, char ***out, size_t *nout)
+{
+    *out = NULL;
+    *nout = 0;
+    if (!path || path[0] != '/')
+        return -1;
+    if (!path[1])
+        return 0;
+    char **seg = calloc(MAX_SEGMENTS, sizeof(char *));
+    if (!seg)
+        return -1;
+    size_t n = 0;
+    const char *p = path + 1;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (len == 0 || n == MAX_SEGMENTS || !(seg[n] = xstrndup(p, len))) {
+            for (size_t i = 0; i < n; i++)
+                free(seg[i]);
+            free(seg);
+            return -1;
+        }
+        n++;
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+    *out = seg;
+    *nout = n;
+    return 0;
+}
+
+static int is_param(const char *seg)
+{
+    size_t n = strlen(seg);
+    return n >= 3 && seg[0] == '{' && seg[n - 1] == '}';
+}
+
+static int segment_ok(const char *seg)
+{
+    if (is_param(seg)) {
+        for (size_t i = 1; seg[i + 1]; i++)
+            if (!(isalnum((unsigned char)seg[i]) || seg[i] == '_'))
+                return 0;
+        return 1;
+    }
+    for (const char *p = seg; *p; p++)
+        if (!(isalnum((unsigned char)*p) || strchr("-._~:@!$&'()*+,;=", *p)))
+            return 0;
+    return 1;
+}
+
+static void troute_clear(troute_t *r)
+{
+    free((char *)r->r.method);
+    free((char *)r->r.path);
+    free((char *)r->r.role);
+    for (size_t i = 0; i < r->nseg; i++)
+        free(r->seg[i]);
+    free(r->seg);
+}
+
+static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h)
+        return ONAIR_EINVAL;
+    if (h->st != ST_INITING) {
+        hlog(h, ONAIR_LOG_ERROR, "route_add outside init");
+        return ONAIR_ESTATE;
+    }
+    if (!route || route->size < offsetof(onair_route_t, handler) + sizeof(route->handler)) {
+        hlog(h, ONAIR_LOG_ERROR, "route descriptor too small (set .size)");
+        return ONAIR_EINVAL;
+    }
+    onair_route_t c;
+    memset(&c, 0, sizeof c);
+    memcpy(&c, route, route->size < sizeof c ? route->size : sizeof c);
+    static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (c.method && !strcmp(c.method, methods[i]))
+            known = 1;
+    if (!known || !c.handler || !c.path || strncmp(c.path, "/api/", 5) != 0) {
+        hlog(h, ONAIR_LOG_ERROR,
+             "bad route %s %s: needs a method (GET POST PUT PATCH DELETE), "
+             "a handler and a path under /api/",
+             c.method ? c.method : "(null)", c.path ? c.path : "(null)");
+        return ONAIR_EINVAL;
+    }
+    troute_t t = {.r = c};
+    if (split_path(c.path, &t.seg, &t.nseg) < 0) {
+        hlog(h, ONAIR_LOG_ERROR, "malformed path '%s'", c.path);
+        return ONAIR_EINVAL;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < t.nseg && !bad; i++) {
+        bad = !segment_ok(t.seg[i]);
+        for (size_t j = 0; j < i && !bad; j++)
+            bad = is_param(t.seg[i]) && !strcmp(t.seg[i], t.seg[j]);
+    }
+    int status = bad ? ONAIR_EINVAL : ONAIR_OK;
+    for (size_t i = 0; i < h->nroutes && status == ONAIR_OK; i++) {
+        const troute_t *o = &h->routes[i];
+        if (strcmp(o->r.method, c.method) || o->nseg != t.nseg)
+            continue;
+        size_t k = 0;
+        for (; k < t.nseg; k++) {
+            int pa = is_param(o->seg[k]), pb = is_param(t.seg[k]);
+            if (pa != pb || (!pa && strcmp(o->seg[k], t.seg[k])))
+                break;
+        }
+        if (k == t.nseg)
+            status = ONAIR_EEXIST;
+    }
+    if (status != ONAIR_OK) {
+        hlog(h, ONAIR_LOG_ERROR, "route %s %s: %s", c.method, c.path,
+             status == ONAIR_EEXIST ? "already registered" : "malformed path");
+        t.r.method = t.r.path = t.r.role = NULL;
+        troute_clear(&t);
+        return status;
+    }
+    t.r.size = sizeof(onair_route_t);
+    t.r.method = xstrdup(c.method);
+    t.r.path = xstrdup(c.path);
+    t.r.role = c.role ? xstrdup(c.role) : NULL;
+    if (c.role || (c.access & ONAIR_ACCESS_VERIFIED))
+        t.r.access |= ONAIR_ACCESS_USER;
+    troute_t *nr = realloc(h->routes, (h->nroutes + 1) * sizeof *nr);
+    if (!t.r.method || !t.r.path || (c.role && !t.r.role) || !nr) {
+        if (nr)
+            h->routes = nr;
+        troute_clear(&t);
+        return ONAIR_ENOMEM;
+    }
+    h->routes = nr;
+    h->routes[h->nroutes++] = t;
+    return ONAIR_OK;
+}
+
+enum { MATCH_FOUND, MATCH_NOT_FOUND, MATCH_BAD_METHOD };
+
+/* Like the server's router: one trailing slash tolerated, HEAD uses GET routes, a
+ * literal in an earlier segment beats a {param}. Fills params; allow gets the
+ * methods registered for the path on MATCH_BAD_METHOD. */
+static int route_match(onair_test_host_t *h, const char *method, const char *path,
+                       const troute_t **out, json_t *params, char *allow, size_t allow_len)
+{
+    *out = NULL;
+    allow[0] = 0;
+    if (!path || path[0] != '/')
+        return MATCH_NOT_FOUND;
+    size_t plen = strlen(path);
+    if (plen > 1 && path[plen - 1] == '/')
+        plen--;
+    const char *segp[MAX_SEGMENTS];
+    size_t segl[MAX_SEGMENTS], nseg = 0;
+    if (plen > 1) {
+        const char *p = path + 1, *end = path + plen;
+        for (;;) {
+            const char *slash = memchr(p, '/', (size_t)(end - p));
+            size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
+            if (len == 0 || nseg == MAX_SEGMENTS)
+                return MATCH_NOT_FOUND;
+            segp[nseg] = p;
+            segl[nseg++] = len;
+            if (!slash)
+                break;
+            p = slash + 1;
+        }
+    }
+    const char *want = strcmp(method, "HEAD") ? method : "GET";
+    const troute_t *best = NULL;
+    uint64_t best_score = 0;
+    int path_found = 0;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        const troute_t *r = &h->routes[i];
+        if (r->nseg != nseg)
+            continue;
+        uint64_t score = 1;
+        size_t k = 0;
+        for (; k < nseg; k++) {
+            if (is_param(r->seg[k]))
+                continue;
+            if (strlen(r->seg[k]) != segl[k] || memcmp(r->seg[k], segp[k], segl[k]))
+                break;
+            score |= 1ull << (63 - k);
+        }
+        if (k < nseg)
+            continue;
+        path_found = 1;
+        if (strcmp(r->r.method, want)) {
+            if (!strstr(allow, r->r.method)) {
+                size_t used = strlen(allow);
+                snprintf(allow + used, allow_len - used, "%s%s", used ? ", " : "", r->r.method);
+            }
+            continue;
+        }
+        if (!best || score > best_score) {
+            best = r;
+            best_score = score;
+        }
+    }
+    if (!best)
+        return path_found ? MATCH_BAD_METHOD : MATCH_NOT_FOUND;
+    for (size_t k = 0; k < nseg; k++) {
+        if (!is_param(best->seg[k]))
+            continue;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)strlen(best->seg[k]) - 2, best->seg[k] + 1);
+        char *v = pct_decode(segp[k], segl[k], 0);
+        if (v)
+            json_object_set_new(params, name, json_string_nocheck(v));
+        free(v);
+    }
+    *out = best;
+    return MATCH_FOUND;
+}
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+/* A request is gone once answered. The server frees it when the handler returns, so
+ * a use in between goes unnoticed there: here it is an error (and NULL). */
+static int req_gone(const onair_req_t *req, const char *fn)
+{
+    if (!req->answered)
+        return 0;
+    hlog(req->h, ONAIR_LOG_ERROR, "%s() on a request that was already answered", fn);
+    return 1;
+}
+
+static const char *api_req_method(const onair_req_t *req)
+{
+    return req_gone(req, "req_method") ? NULL : req->method;
+}
+
+static const char *api_req_path(const onair_req_t *req)
+{
+    return req_gone(req, "req_path") ? NULL : req->path;
+}
+
+static const char *api_req_param(const onair_req_t *req, const char *name)
+{
+    if (req_gone(req, "req_param") || !name)
+        return NULL;
+    return json_string_value(json_object_get(req->params, name));
+}
+
+static const char *api_req_query(const onair_req_t *req, const char *name)
+{
+    if (req_gone(req, "req_query") || !name)
+        return NULL;
+    return json_string_value(json_object_get(req->query, name));
+}
+
+static const char *header_get(const onair_req_t *req, const char *name)
+{
+    if (!name)
+        return NULL;
+    char key[128];
+    snprintf(key, sizeof key, "%s", name);
+    lower(key);
+    return json_string_value(json_object_get(req->headers, key));
+}
+
+static const char *api_req_header(const onair_req_t *req, const char *name)
+{
+    return req_gone(req, "req_header") ? NULL : header_get(req, name);
+}
+
+static const void *api_req_body(const onair_req_t *req, size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (req_gone(req, "req_body"))
+        return NULL;
+    if (len)
+        *len = req->body_len;
+    return req->body_len ? req->body : NULL;
+}
+
+static json_t *api_req_json(const onair_req_t *req)
+{
+    return req_gone(req, "req_json") ? NULL : req->json;
+}
+
+static const char *api_req_remote_addr(const onair_req_t *req)
+{
+    return req_gone(req, "req_remote_addr") ? NULL : "127.0.0.1";
+}
+
+static const char *api_req_id(const onair_req_t *req)
+{
+    return req_gone(req, "req_id") ? NULL : req->req_id;
+}
+
+static const onair_user_t *api_req_user(const onair_req_t *req)
+{
+    if (req_gone(req, "req_user"))
+        return NULL;
+    return req->user ? &req->user->u : NULL;
+}
+
+static void req_free(struct onair_req *r)
+{
+    if (r->resp)
+        r->resp->req = NULL;
+    free(r->method);
+    free(r->path);
+    json_decref(r->query);
+    json_decref(r->headers);
+    json_decref(r->params);
+    free(r->body);
+    json_decref(r->json);
+    tuser_free(r->user);
+    json_decref(r->resp_headers);
+    free(r);
+}
+
+static void req_unlink(struct onair_req *r)
+{
+    for (struct onair_req **pp = &r->h->reqs; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+}
+
+/* Answer: fill the response (takes `body`, malloc'd or NULL) and free the request
+ * (when the handler returns, if it is running). */
+static int req_finish(struct onair_req *r, int status, const char *content_type, char *body,
+                      size_t len)
+{
+    if (r->answered) {
+        hlog(r->h, ONAIR_LOG_ERROR, "a request was answered twice");
+        free(body);
+        return ONAIR_ESTATE;
+    }
+    if (status < 100 || status > 599) {
+        hlog(r->h, ONAIR_LOG_ERROR, "reply with invalid HTTP status %d (answered 500)", status);
+        status = 500;
+    }
+    r->answered = 1;
+    req_unlink(r);
+    resp_priv_t *rp = r->resp;
+    if (rp) {
+        onair_test_response_t *o = &rp->pub;
+        o->pending = 0;
+        o->status = status;
+        o->content_type = xstrdup(content_type);
+        if (!strcmp(r->method, "HEAD")) {
+            free(body);
+            body = NULL;
+            len = 0;
+        }
+        o->body = body ? body : xstrdup("");
+        o->body_len = body ? len : 0;
+        body = NULL;
+        if (content_type && strstr(content_type, "json") && o->body && o->body_len)
+            o->json = json_loadb(o->body, o->body_len, JSON_DECODE_ANY, NULL);
+        o->headers = r->resp_headers;
+        r->resp_headers = NULL;
+        rp->req = NULL;
+        r->resp = NULL;
+    }
+    free(body);
+    if (!r->in_handler)
+        req_free(r);
+    return ONAIR_OK;
+}
+
+static int api_resp_header(onair_req_t *req, const char *name, const char *value)
+{
+    if (req_gone(req, "resp_header"))
+        return ONAIR_ESTATE;
+    if (!name || !value || !*name || strpbrk(name, "\r\n") || strpbrk(value, "\r\n"))
+        return ONAIR_EINVAL;
+    char *key = xstrdup(name);
+    if (!key)
+        return ONAIR_ENOMEM;
+    lower(key);
+    json_object_set_new(req->resp_headers, key, json_string(value));
+    free(key);
+    return ONAIR_OK;
+}
+
+static int api_reply_json(onair_req_t *req, int http_status, json_t *body)
+{
+    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(body);
+    return req_finish(req, http_status, s ? "application/json" : NULL, s, s ? strlen(s) : 0);
+}
+
+static int api_reply_raw(onair_req_t *req, int http_status, const char *content_type,
+                         const void *data, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy) {
+        if (len)
+            memcpy(copy, data, len);
+        copy[len] = 0;
+    }
+    return req_finish(req, http_status, content_type, copy, copy ? len : 0);
+}
+
+static int problem_reply(onair_req_t *req, int http_status, const char *code, const char *detail)
+{
+    size_t len = 0;
+    char *s = problem_render(http_status, code, detail, req->path, req->req_id, &len);
+    return req_finish(req, http_status, PROBLEM_CONTENT_TYPE, s, len);
+}
+
+static int api_reply_problem(onair_req_t *req, int http_status, const char *code,
+                             const char *detail)
+{
+    return problem_reply(req, http_status, code, detail);
+}
+
+static int api_reply_error(onair_req_t *req, int status, const char *detail)
+{
+    if (status == ONAIR_EUNAVAILABLE && !req->answered)
+        api_resp_header(req, "Retry-After", "5");
+    return problem_reply(req, problem_http_status(status), problem_code(status),
+                         detail ? detail : problem_strerror(status));
+}
+
+/* ---- WebSocket ------------------------------------------------------------------------- */
+
+static tconn_t *conn_find(onair_conn_t id, onair_test_host_t **owner)
+{
+    for (onair_test_host_t *h = g_hosts; h; h = h->next_host)
+        for (tconn_t *c = h->conns; c; c = c->next)
+            if (c->id == id) {
+                if (owner)
+                    *owner = h;
+                return c;
+            }
+    return NULL;
+}
+
+static int conn_push(tconn_t *c, json_t *frame)
+{
+    if (!frame)
+        return ONAIR_ENOMEM;
+    if (c->close_code) {
+        json_decref(frame);
+        return ONAIR_ESTALE;
+    }
+    return json_array_append_new(c->frames, frame) == 0 ? ONAIR_OK : ONAIR_ENOMEM;
+}
+
+static int twstype_add_checked(onair_test_host_t *h, const onair_ws_type_t *t)
+{
+    if (h->st != ST_INITING) {
+        hlog(h, ONAIR_LOG_ERROR, "ws_type_add outside init");
+        return ONAIR_ESTATE;
+    }
+    if (!t || t->size < offsetof(onair_ws_type_t, ud) + sizeof(t->ud)) {
+        hlog(h, ONAIR_LOG_ERROR, "message type descriptor too small (set .size)");
+        return ONAIR_EINVAL;
+    }
+    onair_ws_type_t c;
+    memset(&c, 0, sizeof c);
+    memcpy(&c, t, t->size < sizeof c ? t->size : sizeof c);
+    size_t nl = strlen(h->desc.name);
+    int ok = c.type && c.handler && strlen(c.type) <= 64 && !strncmp(c.type, h->desc.name, nl) &&
+             c.type[nl] == '.' && c.type[strlen(c.type) - 1] != '.';
+    for (const char *p = c.type; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' ||
+             *p == '-';
+    if (!ok) {
+        hlog(h, ONAIR_LOG_ERROR,
+             "message type '%s' is malformed, has no handler or does not start with '%s.'",
+             c.type ? c.type : "(null)", h->desc.name);
+        return ONAIR_EINVAL;
+    }
+    for (size_t i = 0; i < h->nwstypes; i++)
+        if (!strcmp(h->wstypes[i].t.type, c.type)) {
+            hlog(h, ONAIR_LOG_ERROR, "message type '%s' already registered", c.type);
+            return ONAIR_EEXIST;
+        }
+    twstype_t w = {.t = c};
+    w.t.size = sizeof(onair_ws_type_t);
+    w.t.type = xstrdup(c.type);
+    w.t.role = c.role ? xstrdup(c.role) : NULL;
+    if (c.role || (c.access & ONAIR_ACCESS_VERIFIED))
+        w.t.access |= ONAIR_ACCESS_USER;
+    twstype_t *nw = realloc(h->wstypes, (h->nwstypes + 1) * sizeof *nw);
+    if (nw)
+        h->wstypes = nw;
+    if (!w.t.type || (c.role && !w.t.role) || !nw) {
+        free((char *)w.t.type);
+        free((char *)w.t.role);
+        return ONAIR_ENOMEM;
+    }
+    h->wstypes[h->nwstypes++] = w;
+    return ONAIR_OK;
+}
+
+static int api_ws_type_add(onair_plugin_t *p, const onair_ws_type_t *type)
+{
+    onair_test_host_t *h = host_of(p);
+    return h ? twstype_add_checked(h, type) : ONAIR_EINVAL;
+}
+
+static int msg_gone(const onair_wsmsg_t *msg, const char *fn)
+{
+    if (!msg->answered)
+        return 0;
+    hlog(msg->h, ONAIR_LOG_ERROR, "%s() on a message that was already answered", fn);
+    return 1;
+}
+
+static onair_conn_t api_msg_conn(const onair_wsmsg_t *msg)
+{
+    return msg_gone(msg, "msg_conn") ? 0 : msg->conn;
+}
+
+static const char *api_msg_type(const onair_wsmsg_t *msg)
+{
+    return msg_gone(msg, "msg_type") ? NULL : msg->type;
+}
+
+static json_t *api_msg_data(const onair_wsmsg_t *msg)
+{
+    return msg_gone(msg, "msg_data") ? NULL : msg->data;
+}
+
+static const onair_user_t *api_msg_user(const onair_wsmsg_t *msg)
+{
+    if (msg_gone(msg, "msg_user"))
+        return NULL;
+    return msg->user ? &msg->user->u : NULL;
+}
+
+static void msg_free(onair_wsmsg_t *m)
+{
+    free(m->type);
+    json_decref(m->id);
+    json_decref(m->data);
+    tuser_free(m->user);
+    free(m);
+}
+
+/* Send the reply frame (stolen; NULL: no reply) to the message's connection and free
+ * the message (when the handler returns, if it is running). */
+static int msg_finish(onair_wsmsg_t *m, json_t *frame)
+{
+    if (m->answered) {
+        hlog(m->h, ONAIR_LOG_ERROR, "a message was answered twice");
+        json_decref(frame);
+        return ONAIR_ESTATE;
+    }
+    m->answered = 1;
+    for (onair_wsmsg_t **pp = &m->h->msgs; *pp; pp = &(*pp)->next)
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    if (frame) /* replies carry the request's id, null when it had none */
+        json_object_set_new(frame, "id", m->id ? json_incref(m->id) : json_null());
+    tconn_t *c = frame ? conn_find(m->conn, NULL) : NULL;
+    int rc = !frame ? ONAIR_OK : c ? conn_push(c, frame) : ONAIR_ESTALE;
+    if (frame && !c)
+        json_decref(frame);
+    if (!m->in_handler)
+        msg_free(m);
+    return rc;
+}
+
+/* status: ONAIR_E* or an HTTP status >= 400 (then code defaults to "error"). */
+static json_t *error_frame(int status, const char *code, const char *detail)
+{
+    int http = status < 0 ? problem_http_status(status) : status >= 400 ? status : 400;
+    if (!code)
+        code = status < 0 ? problem_code(status) : "error";
+    if (!detail && status < 0)
+        detail = problem_strerror(status);
+    json_t *data = json_pack("{s:s, s:i}", "code", code, "status", http);
+    if (data && detail)
+        json_object_set_new(data, "detail", json_string(detail));
+    return json_pack("{s:s, s:o*}", "type", "error", "data", data);
+}
+
+static int api_msg_reply(onair_wsmsg_t *msg, json_t *data)
+{
+    if (msg->answered) {
+        json_decref(data);
+        return msg_finish(msg, NULL);
+    }
+    json_t *frame = json_pack("{s:s, s:o}", "type", "result", "data", data ? data : json_object());
+    return msg_finish(msg, frame);
+}
+
+static int api_msg_reply_error(onair_wsmsg_t *msg, int status, const char *code, const char *detail)
+{
+    return msg_finish(msg, error_frame(status, code, detail));
+}
+
+static int type_valid(const char *type)
+{
+    size_t n = type ? strlen(type) : 0;
+    return n > 0 && n <= 64;
+}
+
+static int api_ws_send(onair_conn_t conn, const char *type, json_t *data)
+{
+    tconn_t *c = conn_find(conn, NULL);
+    if (!c || !type_valid(type)) {
+        json_decref(data);
+        return type_valid(type) ? ONAIR_ESTALE : ONAIR_EINVAL;
+    }
+    return conn_push(c, json_pack("{s:s, s:o}", "type", type, "data", data ? data : json_object()));
+}
+
+static int api_ws_subscribe(onair_conn_t conn, const char *topic)
+{
+    if (!topic_valid(topic))
+        return ONAIR_EINVAL;
+    tconn_t *c = conn_find(conn, NULL);
+    if (!c || c->close_code)
+        return ONAIR_ESTALE;
+    return json_object_set(c->topics, topic, json_true()) == 0 ? ONAIR_OK : ONAIR_ENOMEM;
+}
+
+static int api_ws_unsubscribe(onair_conn_t conn, const char *topic)
+{
+    if (!topic_valid(topic))
+        return ONAIR_EINVAL;
+    tconn_t *c = conn_find(conn, NULL);
+    if (!c)
+        return ONAIR_ESTALE;
+    json_object_del(c->topics, topic); /* not subscribed: nothing to do */
+    return ONAIR_OK;
+}
+
+static int api_ws_publish(const char *topic, const char *type, json_t *data)
+{
+    onair_test_host_t *h = g_current;
+    if (!h && g_hosts && !g_hosts->next_host)
+        h = g_hosts;
+    if (!h || !topic_valid(topic) || !type_valid(type)) {
+        json_decref(data);
+        return h ? ONAIR_EINVAL : ONAIR_ESTATE;
+    }
+    if (!data)
+        data = json_object();
+    for (tconn_t *c = h->conns; c; c = c->next)
+        if (json_object_get(c->topics, topic))
+            conn_push(c, json_pack("{s:s, s:s, s:O}", "type", type, "topic", topic, "data", data));
+    json_decref(data);
+    return ONAIR_OK;
+}
+
+static int api_ws_close(onair_conn_t conn, int code, const char *reason)
+{
+    (void)reason;
+    tconn_t *c = conn_find(conn, NULL);
+    if (!c || c->close_code)
+        return ONAIR_ESTALE;
+    if (code < 1000 || code > 4999)
+        return ONAIR_EINVAL;
+    c->close_code = code;
+    json_object_clear(c->topics);
+    return ONAIR_OK;
+}
+
+/* ---- bus ------------------------------------------------------------------------------- */
+
+static void subs_compact(onair_test_host_t *h)
+{
+    if (h->delivering)
+        return;
+    size_t o = 0;
+    for (size_t i = 0; i < h->nsubs; i++) {
+        if (h->subs[i].removed)
+            free(h->subs[i].pattern);
+        else
+            h->subs[o++] = h->subs[i];
+    }
+    h->nsubs = o;
+}
+
+static int api_bus_subscribe(onair_plugin_t *p, const char *pattern, onair_bus_fn fn, void *ud,
+                             onair_sub_t *out)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h || !fn || !pattern_valid(pattern))
+        return ONAIR_EINVAL;
+    if (h->st < ST_INITING || h->st > ST_STARTED)
+        return ONAIR_ESTATE;
+    tsub_t *ns = realloc(h->subs, (h->nsubs + 1) * sizeof *ns);
+    if (!ns)
+        return ONAIR_ENOMEM;
+    h->subs = ns;
+    tsub_t s = {.id = ++h->next_id, .pattern = xstrdup(pattern), .fn = fn, .ud = ud};
+    if (!s.pattern)
+        return ONAIR_ENOMEM;
+    h->subs[h->nsubs++] = s;
+    if (out)
+        *out = s.id;
+    return ONAIR_OK;
+}
+
+static int api_bus_unsubscribe(onair_plugin_t *p, onair_sub_t sub)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h)
+        return ONAIR_EINVAL;
+    for (size_t i = 0; i < h->nsubs; i++)
+        if (h->subs[i].id == sub && !h->subs[i].removed) {
+            h->subs[i].removed = 1;
+            subs_compact(h);
+            return ONAIR_OK;
+        }
+    return ONAIR_ESTALE;
+}
+
+static int bus_queue(onair_test_host_t *h, const char *topic, json_t *payload, int record)
+{
+    if (!topic_valid(topic)) {
+        json_decref(payload);
+        return ONAIR_EINVAL;
+    }
+    if (h->st >= ST_STOPPED) {
+        json_decref(payload);
+        return ONAIR_ESTATE;
+    }
+    if (!payload)
+        payload = json_object();
+    tevent_t *e = calloc(1, sizeof *e);
+    if (!e || !payload || !(e->topic = xstrdup(topic))) {
+        free(e);
+        json_decref(payload);
+        return ONAIR_ENOMEM;
+    }
+    e->payload = payload;
+    if (record)
+        json_array_append_new(h->published,
+                              json_pack("{s:s, s:O}", "topic", topic, "payload", payload));
+    if (h->ev_tail)
+        h->ev_tail->next = e;
+    else
+        h->ev_head = e;
+    h->ev_tail = e;
+    return ONAIR_OK;
+}
+
+static int api_bus_publish(onair_plugin_t *p, const char *topic, json_t *payload)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h) {
+        json_decref(payload);
+        return ONAIR_EINVAL;
+    }
+    return bus_queue(h, topic, payload, 1);
+}
+
+static void event_free(tevent_t *e)
+{
+    free(e->topic);
+    json_decref(e->payload);
+    free(e);
+}
+
+static void bus_deliver(onair_test_host_t *h, tevent_t *e)
+{
+    size_t n = h->nsubs; /* subscriptions added while delivering miss this event */
+    h->delivering++;
+    for (size_t i = 0; i < n; i++) {
+        if (h->subs[i].removed || !topic_match(h->subs[i].pattern, e->topic))
+            continue;
+        onair_bus_fn fn = h->subs[i].fn;
+        void *ud = h->subs[i].ud;
+        fn(e->topic, e->payload, ud);
+    }
+    h->delivering--;
+    subs_compact(h);
+}
+
+/* ---- timers ---------------------------------------------------------------------------- */
+
+static onair_timer_t api_timer_start(onair_plugin_t *p, uint64_t delay_ms, uint64_t repeat_ms,
+                                     onair_timer_fn fn, void *ud)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h || !fn || h->st < ST_INITING || h->st > ST_STARTED)
+        return 0;
+    ttimer_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return 0;
+    t->id = ++h->next_id;
+    t->due = h->now + (int64_t)delay_ms;
+    t->repeat = repeat_ms;
+    t->seq = ++h->next_id;
+    t->fn = fn;
+    t->ud = ud;
+    t->next = h->timers;
+    h->timers = t;
+    return t->id;
+}
+
+static int api_timer_cancel(onair_plugin_t *p, onair_timer_t timer)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h)
+        return ONAIR_EINVAL;
+    for (ttimer_t **pp = &h->timers; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == timer) {
+            ttimer_t *t = *pp;
+            *pp = t->next;
+            free(t);
+            return ONAIR_OK;
+        }
+    return ONAIR_ESTALE;
+}
+
+static int64_t api_now_ms(onair_plugin_t *p)
+{
+    onair_test_host_t *h = host_of(p);
+    return h ? h->now : 0;
+}
+
+static ttimer_t *timer_next_due(onair_test_host_t *h, int64_t limit)
+{
+    ttimer_t *best = NULL;
+    for (ttimer_t *t = h->timers; t; t = t->next)
+        if (t->due <= limit &&
+            (!best || t->due < best->due || (t->due == best->due && t->seq < best->seq)))
+            best = t;
+    return best;
+}
+
+static void timer_fire(onair_test_host_t *h, ttimer_t *t)
+{
+    onair_timer_t id = t->id;
+    onair_timer_fn fn = t->fn;
+    void *ud = t->ud;
+    if (t->repeat) {
+        t->due += (int64_t)t->repeat;
+        t->seq = ++h->next_id;
+    } else {
+        api_timer_cancel(&h->self, id);
+    }
+    fn(id, ud);
+}
+
+/* ---- work ------------------------------------------------------------------------------ */
+
+static int api_work_submit(onair_plugin_t *p, onair_work_fn fn, onair_done_fn done, void *ud)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h || !fn)
+        return ONAIR_EINVAL;
+    if (h->st < ST_INITING || h->st > ST_STARTED)
+        return ONAIR_ECANCELED;
+    tjob_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return ONAIR_ENOMEM;
+    j->fn = fn;
+    j->done = done;
+    j->ud = ud;
+    if (h->job_tail)
+        h->job_tail->next = j;
+    else
+        h->job_head = j;
+    h->job_tail = j;
+    h->njobs++;
+    return ONAIR_OK;
+}
+
+static tjob_t *job_pop(onair_test_host_t *h)
+{
+    tjob_t *j = h->job_head;
+    if (j) {
+        h->job_head = j->next;
+        if (!h->job_head)
+            h->job_tail = NULL;
+        h->njobs--;
+    }
+    return j;
+}
+
+/* ---- the run loop ---------------------------------------------------------------------- */
+
+static int run_once(onair_test_host_t *h)
+{
+    tevent_t *e = h->ev_head;
+    if (e) {
+        h->ev_head = e->next;
+        if (!h->ev_head)
+            h->ev_tail = NULL;
+        bus_deliver(h, e);
+        event_free(e);
+        return 1;
+    }
+    tjob_t *j = job_pop(h);
+    if (j) {
+        j->fn(j->ud);
+        if (j->done)
+            j->done(ONAIR_OK, j->ud);
+        free(j);
+        return 1;
+    }
+    ttimer_t *t = timer_next_due(h, h->now);
+    if (t) {
+        timer_fire(h, t);
+        return 1;
+    }
+    return 0;
+}
+
+int onair_test_run(onair_test_host_t *h)
+{
+    if (!h)
+        return 0;
+    onair_test_host_t *prev = enter(h);
+    int n = 0;
+    while (run_once(h))
+        if (++n >= RUN_LIMIT) {
+            hlog(h, ONAIR_LOG_ERROR, "onair_test_run: still busy after %d steps (a loop?)", n);
+            break;
+        }
+    leave(prev);
+    return n;
+}
+
+void onair_test_advance(onair_test_host_t *h, uint64_t ms)
+{
+    if (!h)
+        return;
+    onair_test_host_t *prev = enter(h);
+    int64_t target = h->now + (int64_t)ms;
+    onair_test_run(h);
+    ttimer_t *t;
+    while ((t = timer_next_due(h, target))) {
+        if (t->due > h->now)
+            h->now = t->due;
+        timer_fire(h, t);
+        onair_test_run(h);
+    }
+    h->now = target;
+    onair_test_run(h);
+    leave(prev);
+}
+
+int64_t onair_test_now_ms(const onair_test_host_t *h)
+{
+    return h ? h->now : 0;
+}
+
+int onair_test_publish(onair_test_host_t *h, const char *topic, json_t *payload)
+{
+    if (!h) {
+        json_decref(payload);
+        return ONAIR_EINVAL;
+    }
+    return bus_queue(h, topic, payload, 0);
+}
+
+json_t *onair_test_published_next(onair_test_host_t *h)
+{
+    if (!h || !json_array_size(h->published))
+        return NULL;
+    json_t *e = json_incref(json_array_get(h->published, 0));
+    json_array_remove(h->published, 0);
+    return e;
+}
+
+size_t onair_test_timer_count(const onair_test_host_t *h)
+{
+    size_t n = 0;
+    for (const ttimer_t *t = h ? h->timers : NULL; t; t = t->next)
+        n++;
+    return n;
+}
+
+size_t onair_test_sub_count(const onair_test_host_t *h)
+{
+    size_t n = 0;
+    for (size_t i = 0; h && i < h->nsubs; i++)
+        n += !h->subs[i].removed;
+    return n;
+}
+
+size_t onair_test_work_pending(const onair_test_host_t *h)
+{
+    return h ? h->njobs : 0;
+}
+
+void onair_test_set_log_level(onair_test_host_t *h, int level)
+{
+    if (h)
+        h->log_level = level;
+}
+
+size_t onair_test_log_count(const onair_test_host_t *h, int level, const char *contains)
+{
+    size_t n = 0;
+    for (size_t i = 0; h && i < h->nlogs; i++)
+        if ((!level || h->logs[i].level == level) &&
+            (!contains || strstr(h->logs[i].msg, contains)))
+            n++;
+    return n;
+}
+
+void onair_test_set_autorun(onair_test_host_t *h, int on)
+{
+    if (h)
+        h->autorun = on;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static void fill_api(onair_api_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->size = sizeof *a;
+    a->abi_major = ONAIR_ABI_MAJOR;
+    a->abi_minor = ONAIR_ABI_MINOR;
+    a->host_version = "testhost";
+    a->log = api_log;
+    a->vlog = api_vlog;
+    a->strerror = api_strerror;
+    a->plugin_name = api_plugin_name;
+    a->set_state = api_set_state;
+    a->state = api_state;
+    a->config = api_config;
+    a->config_int = api_config_int;
+    a->config_double = api_config_double;
+    a->config_bool = api_config_bool;
+    a->config_string = api_config_string;
+    a->route_add = api_route_add;
+    a->req_method = api_req_method;
+    a->req_path = api_req_path;
+    a->req_param = api_req_param;
+    a->req_query = api_req_query;
+    a->req_header = api_req_header;
+    a->req_body = api_req_body;
+    a->req_json = api_req_json;
+    a->req_remote_addr = api_req_remote_addr;
+    a->req_id = api_req_id;
+    a->req_user = api_req_user;
+    a->resp_header = api_resp_header;
+    a->reply_json = api_reply_json;
+    a->reply_raw = api_reply_raw;
+    a->reply_problem = api_reply_problem;
+    a->reply_error = api_reply_error;
+    a->ws_type_add = api_ws_type_add;
+    a->msg_conn = api_msg_conn;
+    a->msg_type = api_msg_type;
+    a->msg_data = api_msg_data;
+    a->msg_user = api_msg_user;
+    a->msg_reply = api_msg_reply;
+    a->msg_reply_error = api_msg_reply_error;
+    a->ws_send = api_ws_send;
+    a->ws_subscribe = api_ws_subscribe;
+    a->ws_unsubscribe = api_ws_unsubscribe;
+    a->ws_publish = api_ws_publish;
+    a->ws_close = api_ws_close;
+    a->bus_subscribe = api_bus_subscribe;
+    a->bus_unsubscribe = api_bus_unsubscribe;
+    a->bus_publish = api_bus_publish;
+    a->timer_start = api_timer_start;
+    a->timer_cancel = api_timer_cancel;
+    a->now_ms = api_now_ms;
+    a->work_submit = api_work_submit;
+}
+
+static int name_valid(const char *n)
+{
+    if (!n || !(n[0] >= 'a' && n[0] <= 'z') || strlen(n) > 32)
+        return 0;
+    for (const char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return 0;
+    return 1;
+}
+
+onair_test_host_t *onair_test_host_new(const onair_plugin_desc_t *desc, const char *config_json,
+                                       char *err, size_t err_len)
+{
+    errbuf_t e = {err, err_len, 0};
+    if (err && err_len)
+        err[0] = 0;
+    /* the loader's checks, in its order */
+    if (!desc) {
+        err_add(&e, "no descriptor");
+        return NULL;
+    }
+    if (desc->magic != ONAIR_PLUGIN_MAGIC) {
+        err_add(&e, "bad magic 0x%08x", (unsigned)desc->magic);
+        return NULL;
+    }
+    if (desc->size < offsetof(onair_plugin_desc_t, stop) + sizeof desc->stop) {
+        err_add(&e, "descriptor too small (%u bytes)", (unsigned)desc->size);
+        return NULL;
+    }
+    if (desc->abi_major != ONAIR_ABI_MAJOR || desc->min_host_minor > ONAIR_ABI_MINOR) {
+        err_add(&e, "needs ABI %u.%u, host has %d.%d", (unsigned)desc->abi_major,
+                (unsigned)desc->min_host_minor, ONAIR_ABI_MAJOR, ONAIR_ABI_MINOR);
+        return NULL;
+    }
+    if (desc->build_sig != ONAIR_BUILD_SIG) {
+        err_add(&e, "build signature 0x%08x differs from the host's 0x%08x",
+                (unsigned)desc->build_sig, (unsigned)ONAIR_BUILD_SIG);
+        return NULL;
+    }
+    if (!name_valid(desc->name)) {
+        err_add(&e, "bad plugin name '%s' (want [a-z][a-z0-9_]{0,31})",
+                desc->name ? desc->name : "(null)");
+        return NULL;
+    }
+    if (!desc->init) {
+        err_add(&e, "descriptor has no init");
+        return NULL;
+    }
+    onair_test_host_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        err_add(&e, "out of memory");
+        return NULL;
+    }
+    memcpy(&h->desc, desc, desc->size < sizeof h->desc ? desc->size : sizeof h->desc);
+    h->self.h = h;
+    fill_api(&h->api);
+    h->now = ONAIR_TEST_EPOCH_MS;
+    h->log_level = ONAIR_LOG_INFO;
+    h->autorun = 1;
+    h->published = json_array();
+    h->config = config_build(&h->desc, config_json, &e);
+    if (!h->config || !h->published) {
+        json_decref(h->published);
+        json_decref(h->config);
+        free(h);
+        return NULL;
+    }
+    h->next_host = g_hosts;
+    g_hosts = h;
+    return h;
+}
+
+onair_test_host_t *onair_test_host_new_entry(onair_plugin_entry_fn entry, const char *config_json,
+                                             char *err, size_t err_len)
+{
+    if (!entry) {
+        if (err && err_len)
+            snprintf(err, err_len, "no entry function");
+        return NULL;
+    }
+    return onair_test_host_new(entry(), config_json, err, err_len);
+}
+
+onair_plugin_t *onair_test_plugin(onair_test_host_t *h)
+{
+    return h ? &h->self : NULL;
+}
+
+const onair_api_t *onair_test_api(onair_test_host_t *h)
+{
+    return h ? &h->api : NULL;
+}
+
+static void drop_registrations(onair_test_host_t *h, int warn)
+{
+    size_t ntimers = onair_test_timer_count(h), nsubs = onair_test_sub_count(h);
+    if (warn && (ntimers || nsubs))
+        hlog(h, ONAIR_LOG_WARN, "plugin left %zu timer(s) and %zu subscription(s); dropped",
+             ntimers, nsubs);
+    while (h->timers) {
+        ttimer_t *t = h->timers;
+        h->timers = t->next;
+        free(t);
+    }
+    for (size_t i = 0; i < h->nsubs; i++)
+        free(h->subs[i].pattern);
+    free(h->subs);
+    h->subs = NULL;
+    h->nsubs = 0;
+    for (size_t i = 0; i < h->nroutes; i++)
+        troute_clear(&h->routes[i]);
+    free(h->routes);
+    h->routes = NULL;
+    h->nroutes = 0;
+    for (size_t i = 0; i < h->nwstypes; i++) {
+        free((char *)h->wstypes[i].t.type);
+        free((char *)h->wstypes[i].t.role);
+    }
+    free(h->wstypes);
+    h->wstypes = NULL;
+    h->nwstypes = 0;
+    while (h->ev_head) {
+        tevent_t *e = h->ev_head;
+        h->ev_head = e->next;
+        event_free(e);
+    }
+    h->ev_tail = NULL;
+}
+
+int onair_test_init(onair_test_host_t *h)
+{
+    if (!h)
+        return ONAIR_EINVAL;
+    if (h->st != ST_NEW)
+        return ONAIR_ESTATE;
+    onair_test_host_t *prev = enter(h);
+    h->st = ST_INITING;
+    int rc = h->desc.init(&h->self, &h->api);
+    if (rc != 0) {
+        hlog(h, ONAIR_LOG_ERROR, "init failed: %d (%s); registrations rolled back", rc,
+             problem_strerror(rc));
+        h->st = ST_FAILED;
+        while (h->job_head) {
+            tjob_t *j = job_pop(h);
+            if (j->done)
+                j->done(ONAIR_ECANCELED, j->ud);
+            free(j);
+        }
+        drop_registrations(h, 0);
+    } else {
+        h->st = ST_INITED;
+    }
+    leave(prev);
+    return rc;
+}
+
+int onair_test_start(onair_test_host_t *h)
+{
+    if (!h)
+        return ONAIR_EINVAL;
+    if (h->st != ST_INITED)
+        return ONAIR_ESTATE;
+    onair_test_host_t *prev = enter(h);
+    h->st = ST_STARTED;
+    int rc = h->desc.start ? h->desc.start(&h->self) : ONAIR_OK;
+    if (rc != 0) {
+        hlog(h, ONAIR_LOG_ERROR, "start failed: %d (%s); stopping", rc, problem_strerror(rc));
+        onair_test_stop(h);
+        h->st = ST_FAILED;
+    }
+    leave(prev);
+    return rc;
+}
+
+onair_test_host_t *onair_test_boot(const onair_plugin_desc_t *desc, const char *config_json)
+{
+    char err[512];
+    onair_test_host_t *h = onair_test_host_new(desc, config_json, err, sizeof err);
+    if (!h) {
+        fprintf(stderr, "[testhost] ERROR: %s\n", err);
+        return NULL;
+    }
+    if (onair_test_init(h) != 0 || onair_test_start(h) != 0) {
+        onair_test_host_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+int onair_test_reconfigure(onair_test_host_t *h, const char *config_json, char *err, size_t err_len)
+{
+    if (!h)
+        return ONAIR_EINVAL;
+    if (h->st != ST_INITED && h->st != ST_STARTED)
+        return ONAIR_ESTATE;
+    errbuf_t e = {err, err_len, 0};
+    if (err && err_len)
+        err[0] = 0;
+    json_t *c = config_build(&h->desc, config_json, &e);
+    if (!c)
+        return ONAIR_EINVAL;
+    json_decref(h->config);
+    h->config = c;
+    if (!h->desc.reconfigure)
+        return ONAIR_OK;
+    onair_test_host_t *prev = enter(h);
+    int rc = h->desc.reconfigure(&h->self);
+    leave(prev);
+    return rc;
+}
+
+void onair_test_stop(onair_test_host_t *h)
+{
+    if (!h || (h->st != ST_INITED && h->st != ST_STARTED))
+        return;
+    onair_test_host_t *prev = enter(h);
+    h->st = ST_STOPPING;
+    /* Like the server's workpool_drain_owner(): queued jobs complete with ECANCELED. */
+    while (h->job_head) {
+        tjob_t *j = job_pop(h);
+        if (j->done)
+            j->done(ONAIR_ECANCELED, j->ud);
+        free(j);
+    }
+    if (h->desc.stop)
+        h->desc.stop(&h->self);
+    h->st = ST_STOPPED;
+    drop_registrations(h, 1);
+    size_t nreq = 0, nmsg = 0;
+    while (h->reqs) {
+        nreq++;
+        api_reply_error(h->reqs, ONAIR_ECANCELED, "the plugin stopped");
+    }
+    while (h->msgs) {
+        nmsg++;
+        api_msg_reply_error(h->msgs, ONAIR_ECANCELED, NULL, "the plugin stopped");
+    }
+    if (nreq || nmsg)
+        hlog(h, ONAIR_LOG_WARN,
+             "plugin stopped with %zu request(s) and %zu message(s) unanswered (answered 503)",
+             nreq, nmsg);
+    leave(prev);
+}
+
+static void conn_free(tconn_t *c)
+{
+    tuser_free(c->user);
+    json_decref(c->frames);
+    json_decref(c->topics);
+    free(c);
+}
+
+void onair_test_host_free(onair_test_host_t *h)
+{
+    if (!h)
+        return;
+    onair_test_stop(h);
+    drop_registrations(h, 0);
+    while (h->job_head) /* init failed or never started: nothing of the plugin runs now */
+        free(job_pop(h));
+    while (h->reqs) {
+        struct onair_req *r = h->reqs;
+        h->reqs = r->next;
+        req_free(r);
+    }
+    while (h->msgs) {
+        onair_wsmsg_t *m = h->msgs;
+        h->msgs = m->next;
+        msg_free(m);
+    }
+    while (h->conns) {
+        tconn_t *c = h->conns;
+        h->conns = c->next;
+        conn_free(c);
+    }
+    for (size_t i = 0; i < h->nlogs; i++)
+        free(h->logs[i].msg);
+    free(h->logs);
+    json_decref(h->published);
+    json_decref(h->config);
+    for (onair_test_host_t **pp = &g_hosts; *pp; pp = &(*pp)->next_host)
+        if (*pp == h) {
+            *pp = h->next_host;
+            break;
+        }
+    if (g_current == h)
+        g_current = NULL;
+    free(h);
+}
+
+/* ---- HTTP entry point ------------------------------------------------------------------ */
+
+static void parse_query(json_t *q, const char *query)
+{
+    const char *p = query;
+    while (p && *p) {
+        const char *amp = strchr(p, '&');
+        size_t n = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', n);
+        size_t kl = eq ? (size_t)(eq - p) : n;
+        if (kl) {
+            char *k = pct_decode(p, kl, 1);
+            char *v = eq ? pct_decode(eq + 1, n - kl - 1, 1) : xstrdup("");
+            if (k && v && !json_object_get(q, k)) /* the first occurrence wins */
+                json_object_set_new_nocheck(q, k, json_string_nocheck(v));
+            free(k);
+            free(v);
+        }
+        if (!amp)
+            break;
+        p = amp + 1;
+    }
+}
+
+static int is_json_type(const char *ct)
+{
+    if (!ct)
+        return 1; /* no Content-Type: take the body as JSON */
+    size_t n = strcspn(ct, ";");
+    while (n && isspace((unsigned char)ct[n - 1]))
+        n--;
+    return (n == 16 && !strncasecmp(ct, "application/json", 16)) ||
+           (n > 5 && !strncasecmp(ct + n - 5, "+json", 5));
+}
+
+onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *method,
+                                          const char *path, const char *query,
+                                          const char *const *headers, const char *body,
+                                          const onair_user_t *user)
+{
+    if (!h || !method || !path)
+        return NULL;
+    resp_priv_t *rp = calloc(1, sizeof *rp);
+    struct onair_req *r = calloc(1, sizeof *r);
+    if (!rp || !r) {
+        free(rp);
+        free(r);
+        return NULL;
+    }
+    r->h = h;
+    r->method = xstrdup(method);
+    r->path = xstrdup(path);
+    r->query = json_object();
+    r->headers = json_object();
+    r->params = json_object();
+    r->resp_headers = json_object();
+    r->body_len = body ? strlen(body) : 0;
+    r->body = xstrdup(body ? body : "");
+    r->user = tuser_copy(user);
+    rp->pub.pending = 1;
+    rp->req = r;
+    r->resp = rp;
+    if (!r->method || !r->path || !r->query || !r->headers || !r->params || !r->resp_headers ||
+        !r->body || (user && !r->user)) {
+        req_free(r);
+        free(rp);
+        return NULL;
+    }
+    parse_query(r->query, query);
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2) {
+        char *k = xstrdup(headers[i]);
+        lower(k);
+        if (k)
+            json_object_set_new_nocheck(r->headers, k, json_string_nocheck(headers[i + 1]));
+        free(k);
+    }
+    const char *xid = api_req_header(r, "x-request-id");
+    if (xid)
+        snprintf(r->req_id, sizeof r->req_id, "%s", xid);
+    else
+        snprintf(r->req_id, sizeof r->req_id, "test-%llu", (unsigned long long)++h->next_id);
+    r->next = h->reqs;
+    h->reqs = r;
+
+    onair_test_host_t *prev = enter(h);
+    if (h->st != ST_STARTED) {
+        api_reply_problem(r, 503, "unavailable", "the plugin is not started");
+        leave(prev);
+        return &rp->pub;
+    }
+    const troute_t *route;
+    char allow[96];
+    int m = route_match(h, method, path, &route, r->params, allow, sizeof allow);
+    if (m == MATCH_NOT_FOUND) {
+        char detail[300];
+        snprintf(detail, sizeof detail, "no route for %s %s", method, path);
+        api_reply_problem(r, 404, "not_found", detail);
+        leave(prev);
+        return &rp->pub;
+    }
+    if (m == MATCH_BAD_METHOD) {
+        api_resp_header(r, "Allow", allow);
+        api_reply_problem(r, 405, "method_not_allowed", NULL);
+        leave(prev);
+        return &rp->pub;
+    }
+    const char *code = NULL;
+    char why[160];
+    int st = check_access(route->r.access, route->r.role, r->user, &code, why, sizeof why);
+    if (st) {
+        if (st == 401)
+            api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        api_reply_problem(r, st, code, why);
+        leave(prev);
+        return &rp->pub;
+    }
+    size_t max_body = route->r.max_body ? route->r.max_body : DEFAULT_MAX_BODY;
+    if (r->body_len > max_body) {
+        api_reply_error(r, ONAIR_ETOOBIG, NULL);
+        leave(prev);
+        return &rp->pub;
+    }
+    const char *ct = api_req_header(r, "content-type");
+    if (route->r.flags & ONAIR_ROUTE_JSON_BODY) {
+        if (!is_json_type(ct)) {
+            api_reply_problem(r, 415, "unsupported_media_type", "the body must be JSON");
+            leave(prev);
+            return &rp->pub;
+        }
+        json_error_t jerr;
+        r->json = r->body_len ? json_loadb(r->body, r->body_len, 0, &jerr) : NULL;
+        if (!json_is_object(r->json)) {
+            char detail[256] = "the body must be a JSON object";
+            if (!r->json && r->body_len)
+                snprintf(detail, sizeof detail, "the body is not valid JSON: %s", jerr.text);
+            api_reply_problem(r, 400, "invalid_json", detail);
+            leave(prev);
+            return &rp->pub;
+        }
+    }
+
+    r->in_handler = 1;
+    int rc = route->r.handler(r, route->r.ud);
+    r->in_handler = 0;
+    if (r->answered) {
+        req_free(r);
+    } else if (rc < 0) {
+        api_reply_error(r, rc, NULL);
+    } else if (rc != ONAIR_PENDING) {
+        hlog(h, ONAIR_LOG_ERROR, "%s %s: handler returned %d without answering", method, path, rc);
+        api_reply_problem(r, 500, "internal", "the handler did not answer");
+    }
+    if (h->autorun) /* like the server's next loop turns: events, work, their replies */
+        onair_test_run(h);
+    leave(prev);
+    return &rp->pub;
+}
+
+void onair_test_response_free(onair_test_response_t *r)
+{
+    if (!r)
+        return;
+    resp_priv_t *rp = (resp_priv_t *)r;
+    if (rp->req)
+        rp->req->resp = NULL;
+    free(r->content_type);
+    free(r->body);
+    json_decref(r->json);
+    json_decref(r->headers);
+    free(rp);
+}
+
+/* ---- WebSocket entry points ------------------------------------------------------------ */
+
+onair_conn_t onair_test_ws_connect(onair_test_host_t *h, const onair_user_t *user)
+{
+    if (!h)
+        return 0;
+    tconn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return 0;
+    c->user = tuser_copy(user);
+    c->frames = json_array();
+    c->topics = json_object();
+    if ((user && !c->user) || !c->frames || !c->topics) {
+        conn_free(c);
+        return 0;
+    }
+    c->id = g_next_conn++;
+    c->next = h->conns;
+    h->conns = c;
+    return c->id;
+}
+
+void onair_test_ws_disconnect(onair_test_host_t *h, onair_conn_t conn)
+{
+    for (tconn_t **pp = h ? &h->conns : NULL; pp && *pp; pp = &(*pp)->next)
+        if ((*pp)->id == conn) {
+            tconn_t *c = *pp;
+            *pp = c->next;
+            conn_free(c);
+            return;
+        }
+}
+
+int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type, json_t *id,
+                       json_t *data)
+{
+    onair_test_host_t *owner = NULL;
+    tconn_t *c = conn_find(conn, &owner);
+    if (!h || !c || owner != h || c->close_code || !type) {
+        json_decref(data);
+        return ONAIR_ESTALE;
+    }
+    onair_test_host_t *prev = enter(h);
+    int rc;
+    json_t *frame = NULL;
+    const twstype_t *t = NULL;
+    for (size_t i = 0; i < h->nwstypes && h->st == ST_STARTED; i++)
+        if (!strcmp(h->wstypes[i].t.type, type))
+            t = &h->wstypes[i];
+    const char *code = NULL;
+    char why[160];
+    int http = 0;
+    if (h->st != ST_STARTED) {
+        rc = ONAIR_EUNAVAILABLE;
+        frame = error_frame(rc, NULL, "the plugin is not started");
+    } else if (!t) {
+        rc = ONAIR_ENOTFOUND;
+        frame = error_frame(rc, "unknown_type", "unknown message type");
+    } else if (data && !json_is_object(data)) {
+        rc = ONAIR_EINVAL;
+        frame = error_frame(rc, NULL, "data must be an object");
+    } else if ((http = check_access(t->t.access, t->t.role, c->user, &code, why, sizeof why))) {
+        rc = http == 401 ? ONAIR_EAUTH : ONAIR_EPERM;
+        frame = error_frame(http, code, why);
+    }
+    if (frame) {
+        json_object_set_new(frame, "id", id ? json_incref(id) : json_null());
+        conn_push(c, frame);
+        json_decref(data);
+        leave(prev);
+        return rc;
+    }
+    onair_wsmsg_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        json_decref(data);
+        leave(prev);
+        return ONAIR_ENOMEM;
+    }
+    m->h = h;
+    m->conn = conn;
+    m->type = xstrdup(type);
+    m->id = json_incref(id);
+    m->data = data ? data : json_object();
+    m->user = tuser_copy(c->user ? &c->user->u : NULL);
+    if (!m->type || !m->data || (c->user && !m->user)) {
+        msg_free(m);
+        leave(prev);
+        return ONAIR_ENOMEM;
+    }
+    m->next = h->msgs;
+    h->msgs = m;
+    m->in_handler = 1;
+    rc = t->t.handler(m, t->t.ud);
+    m->in_handler = 0;
+    if (m->answered)
+        msg_free(m);
+    else if (rc < 0)
+        api_msg_reply_error(m, rc, NULL, NULL);
+    else if (rc != ONAIR_PENDING)
+        msg_finish(m, NULL); /* OK without a reply: the handler wanted none */
+    if (h->autorun)
+        onair_test_run(h);
+    leave(prev);
+    return rc;
+}
+
+json_t *onair_test_ws_next(onair_test_host_t *h, onair_conn_t conn)
+{
+    (void)h;
+    tconn_t *c = conn_find(conn, NULL);
+    if (!c || !json_array_size(c->frames))
+        return NULL;
+    json_t *f = json_incref(json_array_get(c->frames, 0));
+    json_array_remove(c->frames, 0);
+    return f;
+}
+
+size_t onair_test_ws_pending_frames(const onair_test_host_t *h, onair_conn_t conn)
+{
+    (void)h;
+    tconn_t *c = conn_find(conn, NULL);
+    return c ? json_array_size(c->frames) : 0;
+}
+
+int onair_test_ws_subscribed(const onair_test_host_t *h, onair_conn_t conn, const char *topic)
+{
+    (void)h;
+    tconn_t *c = conn_find(conn, NULL);
+    return c && topic && json_object_get(c->topics, topic) != NULL;
+}
+
+int onair_test_ws_close_code(const onair_test_host_t *h, onair_conn_t conn)
+{
+    (void)h;
+    tconn_t *c = conn_find(conn, NULL);
+    return c ? c->close_code : -1;
+}

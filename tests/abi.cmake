@@ -1,0 +1,29 @@
+# Included by tests/CMakeLists.txt: the example plugin's unit test, the ABI guard
+# (sdk/abi/README.md) and the example built out of tree against the installed SDK.
+
+# test_hello is built in sdk/examples/hello; it is registered here because testing is
+# enabled only after the sdk directory was added.
+if(TARGET test_hello)
+  add_test(NAME unit.example_hello COMMAND test_hello)
+  set_tests_properties(unit.example_hello PROPERTIES TIMEOUT 120)
+endif()
+
+# abidiff exits non-zero on any change of the anchor library's ABI against the
+# committed baseline (4: changed, 8: incompatible change, 12: both).
+find_program(ONAIR_ABIDIFF abidiff)
+if(ONAIR_ABIDIFF)
+  add_test(NAME abi.abidiff
+    COMMAND ${ONAIR_ABIDIFF} ${CMAKE_SOURCE_DIR}/sdk/abi/onair-sdk.abi
+            $<TARGET_FILE:onair_abi_anchor>)
+else()
+  add_test(NAME abi.abidiff
+    COMMAND sh -c "echo 'abidiff not found: apt-get install abigail-tools' >&2; exit 1")
+endif()
+set_tests_properties(abi.abidiff PROPERTIES TIMEOUT 120)
+
+# Install this build into a temp prefix, build sdk/examples/hello against it with
+# pkg-config onair-sdk, check its exports and run its unit test.
+add_test(NAME abi.example_out_of_tree
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/abi_out_of_tree.sh ${CMAKE_BINARY_DIR}
+          ${CMAKE_SOURCE_DIR})
+set_tests_properties(abi.example_out_of_tree PROPERTIES TIMEOUT 600)
