@@ -424,8 +424,8 @@ static int send_response(onair_req_t *r, int status, const char *ctype, const vo
     r->answered = 1;
     int rc = ONAIR_OK;
     if (g_host && g_host->net)
-        rc = net_respond(g_host->net, r->nr->id, status, (const char *const *)r->hdrs, ctype,
-                         body, len);
+        rc = net_respond(g_host->net, r->nr->id, status, (const char *const *)r->hdrs, ctype, body,
+                         len);
     if (!r->in_handler)
         req_free(r);
     return rc;
@@ -455,8 +455,8 @@ static int api_reply_problem(onair_req_t *r, int status, const char *code, const
     if (!r || r->answered)
         return ONAIR_ESTATE;
     size_t len = 0;
-    char *s = problem_render(status, code ? code : "error", detail, r->nr->path,
-                             r->nr->request_id, &len);
+    char *s =
+        problem_render(status, code ? code : "error", detail, r->nr->path, r->nr->request_id, &len);
     int rc = send_response(r, status, PROBLEM_CONTENT_TYPE, s, s ? len : 0);
     free(s);
     return rc;
@@ -580,8 +580,8 @@ static int api_msg_reply_error(onair_wsmsg_t *m, int status, const char *code, c
         code = status < 0 ? problem_code(status) : "error";
     if (!detail && status < 0)
         detail = problem_strerror(status);
-    return finish_msg(m, envelope("error", m->id ? m->id : json_null(),
-                                  error_data(http, code, detail)));
+    return finish_msg(
+        m, envelope("error", m->id ? m->id : json_null(), error_data(http, code, detail)));
 }
 
 static int valid_type_name(const char *t)
@@ -803,7 +803,8 @@ void api_on_request(net_request_t *nr, void *ud)
         const char *token = auth_bearer(authz);
         const char *why = "the Authorization header must be 'Bearer <token>'";
         if (!token || auth_verify(g_auth, token, &r->user, &why) != ONAIR_OK) {
-            api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\", error=\"invalid_token\"");
+            api_resp_header(r, "WWW-Authenticate",
+                            "Bearer realm=\"onair\", error=\"invalid_token\"");
             api_reply_problem(r, 401, "invalid_token", why);
             return;
         }

@@ -19,9 +19,9 @@ typedef enum { CFG_NODE_SCALAR, CFG_NODE_MAP, CFG_NODE_SEQ } cfg_node_kind;
 typedef struct cfg_node cfg_node_t;
 struct cfg_node {
     cfg_node_kind kind;
-    int line, col;     /* 1-based position of the value */
-    char *scalar;      /* CFG_NODE_SCALAR: raw text (before ${} expansion) */
-    int quoted;        /* scalar was quoted in YAML ('x' or "x") */
+    int line, col; /* 1-based position of the value */
+    char *scalar;  /* CFG_NODE_SCALAR: raw text (before ${} expansion) */
+    int quoted;    /* scalar was quoted in YAML ('x' or "x") */
     /* CFG_NODE_MAP: keys[i] -> items[i]; CFG_NODE_SEQ: items[i] */
     size_t n;
     char **keys;

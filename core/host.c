@@ -57,9 +57,9 @@ static int server_info(onair_req_t *req, void *ud)
     json_t *plugins = json_array();
     for (size_t i = 0; i < h->nplugins; i++) {
         struct onair_plugin *p = h->plugins[i];
-        json_t *o = json_pack("{s:s,s:s,s:b,s:b}", "name", p->name, "state",
-                              loader_state_name(p->state), "enabled", p->enabled, "required",
-                              p->required);
+        json_t *o =
+            json_pack("{s:s,s:s,s:b,s:b}", "name", p->name, "state", loader_state_name(p->state),
+                      "enabled", p->enabled, "required", p->required);
         if (!o)
             continue;
         if (p->desc.version)
@@ -70,10 +70,10 @@ static int server_info(onair_req_t *req, void *ud)
             json_object_set_new(o, "error", json_string(p->error));
         json_array_append_new(plugins, o);
     }
-    json_t *body = json_pack("{s:s,s:s,s:{s:i,s:i},s:I,s:o}", "name", "onair", "version",
-                             ONAIR_VERSION, "abi", "major", ONAIR_ABI_MAJOR, "minor",
-                             ONAIR_ABI_MINOR, "uptime_s", (json_int_t)(time(NULL) - g_started_at),
-                             "plugins", plugins);
+    json_t *body =
+        json_pack("{s:s,s:s,s:{s:i,s:i},s:I,s:o}", "name", "onair", "version", ONAIR_VERSION, "abi",
+                  "major", ONAIR_ABI_MAJOR, "minor", ONAIR_ABI_MINOR, "uptime_s",
+                  (json_int_t)(time(NULL) - g_started_at), "plugins", plugins);
     return api->reply_json(req, 200, body);
 }
 
@@ -83,8 +83,11 @@ static int add_builtin_routes(struct host *h)
         router_add_inline(h->router, "GET", "/readyz", readyz, h) < 0 ||
         router_add_inline(h->router, "GET", "/metrics", metrics_route, h) < 0)
         return -1;
-    onair_route_t r = {.size = sizeof r, .method = "GET", .path = "/api/v1/server",
-                       .handler = server_info, .ud = h};
+    onair_route_t r = {.size = sizeof r,
+                       .method = "GET",
+                       .path = "/api/v1/server",
+                       .handler = server_info,
+                       .ud = h};
     char err[256];
     if (router_add(h->router, &r, NULL, err, sizeof err) < 0) {
         LOG_ERROR("core", "%s", err);
@@ -100,7 +103,8 @@ static char *join_list(json_t *arr)
         return NULL;
     size_t len = 1, i;
     json_t *v;
-    json_array_foreach(arr, i, v) len += strlen(json_string_value(v) ? json_string_value(v) : "") + 2;
+    json_array_foreach(arr, i, v) len +=
+        strlen(json_string_value(v) ? json_string_value(v) : "") + 2;
     char *out = calloc(1, len);
     if (!out)
         return NULL;
@@ -137,8 +141,8 @@ int host_start(struct host *h, settings_t *s)
     if (!h->bus || !h->timers || !h->pool)
         return -1;
     const char *secret = settings_string(s, "auth.jwt_secret");
-    g_host_auth = auth_new(settings_string(s, "auth.issuer"), secret,
-                           (int)settings_int(s, "auth.leeway"));
+    g_host_auth =
+        auth_new(settings_string(s, "auth.issuer"), secret, (int)settings_int(s, "auth.leeway"));
     if (!g_host_auth)
         return -1;
     if (!auth_enabled(g_host_auth))

@@ -26,23 +26,23 @@ enum plugin_state {
 struct onair_plugin {
     struct host *host;
     char *name;
-    char *file;       /* resolved .so path */
-    char *conf_file;  /* conf.d/plugins/<name>.yaml */
+    char *file;      /* resolved .so path */
+    char *conf_file; /* conf.d/plugins/<name>.yaml */
     int enabled;
     int required;
     enum plugin_state state;
-    char *error;      /* why it failed, NULL otherwise */
+    char *error; /* why it failed, NULL otherwise */
     void *dl;
     onair_plugin_desc_t desc; /* copy, zero-filled beyond the plugin's size */
     json_t *config;           /* validated block with defaults */
     void *user_state;
-    int in_init;      /* registration allowed */
-    int start_order;  /* position in start order, -1 if never started */
+    int in_init;     /* registration allowed */
+    int start_order; /* position in start order, -1 if never started */
 };
 
 struct host {
     struct event_base *base;
-    json_t *config;        /* effective core config (see settings.h) */
+    json_t *config; /* effective core config (see settings.h) */
     const char *config_path;
     router_t *router;
     wstypes_t *wstypes;
@@ -54,8 +54,8 @@ struct host {
     size_t nplugins;
     struct onair_plugin **start_order; /* started plugins in start order */
     size_t nstarted;
-    atomic_int ready;    /* every required plugin started and net serving */
-    atomic_int draining; /* shutting down */
+    atomic_int ready;         /* every required plugin started and net serving */
+    atomic_int draining;      /* shutting down */
     struct conn_table *conns; /* open WebSocket connections (core side) */
 };
 

@@ -13,12 +13,18 @@
 const char *loader_state_name(enum plugin_state s)
 {
     switch (s) {
-    case PLUGIN_DISABLED: return "disabled";
-    case PLUGIN_LOADED: return "loaded";
-    case PLUGIN_INITIALIZED: return "initialized";
-    case PLUGIN_STARTED: return "started";
-    case PLUGIN_FAILED: return "failed";
-    case PLUGIN_STOPPED: return "stopped";
+    case PLUGIN_DISABLED:
+        return "disabled";
+    case PLUGIN_LOADED:
+        return "loaded";
+    case PLUGIN_INITIALIZED:
+        return "initialized";
+    case PLUGIN_STARTED:
+        return "started";
+    case PLUGIN_FAILED:
+        return "failed";
+    case PLUGIN_STOPPED:
+        return "stopped";
     }
     return "unknown";
 }

@@ -62,11 +62,21 @@ static void json_escape(FILE *f, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
+        case '"':
+            fputs("\\\"", f);
+            break;
+        case '\\':
+            fputs("\\\\", f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\t':
+            fputs("\\t", f);
+            break;
         default:
             if (*p < 0x20)
                 fprintf(f, "\\u%04x", *p);
@@ -125,13 +135,13 @@ void log_access(const char *method, const char *path, int status, uint64_t bytes
     timestamp(ts, sizeof ts);
     pthread_mutex_lock(&g_lock);
     if (g_format == LOG_FORMAT_JSON) {
-        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"info\",\"component\":\"access\",\"method\":\"",
-                ts);
+        fprintf(stderr,
+                "{\"time\":\"%s\",\"level\":\"info\",\"component\":\"access\",\"method\":\"", ts);
         json_escape(stderr, method);
         fputs("\",\"path\":\"", stderr);
         json_escape(stderr, path);
-        fprintf(stderr, "\",\"status\":%d,\"bytes\":%llu,\"duration_us\":%llu,\"remote\":\"", status,
-                (unsigned long long)bytes, (unsigned long long)duration_us);
+        fprintf(stderr, "\",\"status\":%d,\"bytes\":%llu,\"duration_us\":%llu,\"remote\":\"",
+                status, (unsigned long long)bytes, (unsigned long long)duration_us);
         json_escape(stderr, remote ? remote : "");
         fputs("\",\"request_id\":\"", stderr);
         json_escape(stderr, request_id ? request_id : "");

@@ -23,8 +23,8 @@ void log_access(const char *method, const char *path, int status, uint64_t bytes
                 uint64_t duration_us, const char *remote, const char *request_id);
 
 #define LOG_ERROR(comp, ...) log_msg(comp, ONAIR_LOG_ERROR, __VA_ARGS__)
-#define LOG_WARN(comp, ...) log_msg(comp, ONAIR_LOG_WARN, __VA_ARGS__)
-#define LOG_INFO(comp, ...) log_msg(comp, ONAIR_LOG_INFO, __VA_ARGS__)
+#define LOG_WARN(comp, ...)  log_msg(comp, ONAIR_LOG_WARN, __VA_ARGS__)
+#define LOG_INFO(comp, ...)  log_msg(comp, ONAIR_LOG_INFO, __VA_ARGS__)
 #define LOG_DEBUG(comp, ...)                                                                       \
     do {                                                                                           \
         if (log_get_level() >= ONAIR_LOG_DEBUG)                                                    \

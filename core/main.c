@@ -61,8 +61,7 @@ static int print_config(settings_t *s, struct host *h)
     json_decref(out);
     if (!txt)
         return 1;
-    printf("# effective configuration (JSON is valid YAML); secrets shown as \"***\"\n%s\n",
-           txt);
+    printf("# effective configuration (JSON is valid YAML); secrets shown as \"***\"\n%s\n", txt);
     free(txt);
     return 0;
 }
@@ -74,7 +73,9 @@ static void list_plugins(struct host *h)
         struct onair_plugin *p = h->plugins[i];
         printf("%-16s %-8s %-10s %-10s %s\n", p->name, p->enabled ? "yes" : "no",
                p->desc.version ? p->desc.version : "-", loader_state_name(p->state),
-               p->error ? p->error : p->file ? p->file : "-");
+               p->error  ? p->error
+               : p->file ? p->file
+                         : "-");
     }
 }
 
@@ -96,18 +97,30 @@ int main(int argc, char **argv)
     int mode = 0, c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
+        case 'c':
+            config = optarg;
+            break;
         case OPT_CHECK:
         case OPT_PRINT:
-        case OPT_LIST: mode = c; break;
+        case OPT_LIST:
+            mode = c;
+            break;
         case OPT_VERSION:
             printf("onaird %s (plugin ABI %d.%d)\n", ONAIR_VERSION, ONAIR_ABI_MAJOR,
                    ONAIR_ABI_MINOR);
             return 0;
-        case OPT_LEVEL: level = optarg; break;
-        case OPT_FORMAT: format = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case OPT_LEVEL:
+            level = optarg;
+            break;
+        case OPT_FORMAT:
+            format = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {

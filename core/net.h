@@ -28,8 +28,8 @@
 typedef struct net net_t;
 
 typedef struct net_config {
-    const char *host; /* bind address; NULL or "" = all */
-    int port;         /* 0 = pick a free port (see net_port) */
+    const char *host;     /* bind address; NULL or "" = all */
+    int port;             /* 0 = pick a free port (see net_port) */
     const char *tls_cert; /* PEM paths; both NULL = plain HTTP */
     const char *tls_key;
     size_t max_header_bytes;     /* whole request head; 431 above */
@@ -84,8 +84,8 @@ typedef struct net_handlers {
                        const char *remote, void *ud);
     /* a parsed, valid envelope whose type is registered. id may be NULL; both json
      * values are references owned by the callee. */
-    void (*on_ws_message)(onair_conn_t conn, const wstype_entry_t *type, json_t *id,
-                          json_t *data, void *ud);
+    void (*on_ws_message)(onair_conn_t conn, const wstype_entry_t *type, json_t *id, json_t *data,
+                          void *ud);
     void (*on_ws_closed)(onair_conn_t conn, void *ud);
     void *ud;
 } net_handlers_t;

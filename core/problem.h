@@ -18,7 +18,7 @@ const char *problem_strerror(int onair_status);
 /* malloc'd JSON body: {"type":"urn:onair:problem:<code>","title":<reason>,
  * "status":<status>,"code":<code>,"detail":<detail>,"instance":<path>,
  * "request_id":<id>}. detail/instance/request_id may be NULL (omitted). */
-char *problem_render(int http_status, const char *code, const char *detail,
-                     const char *instance, const char *request_id, size_t *len);
+char *problem_render(int http_status, const char *code, const char *detail, const char *instance,
+                     const char *request_id, size_t *len);
 
 #endif

@@ -13,7 +13,7 @@ struct router {
     int frozen;
 };
 
-static const char *const known_methods[] = {"GET",   "POST", "PUT",     "PATCH",
+static const char *const known_methods[] = {"GET",    "POST", "PUT",     "PATCH",
                                             "DELETE", "HEAD", "OPTIONS", NULL};
 
 router_t *router_new(void)

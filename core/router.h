@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ROUTER_MAX_PARAMS 8
+#define ROUTER_MAX_PARAMS   8
 #define ROUTER_MAX_SEGMENTS 32
 
 struct onair_plugin;
@@ -21,15 +21,15 @@ typedef void (*route_inline_fn)(void *ud, int *status, const char **content_type
                                 size_t *len);
 
 typedef struct route_entry {
-    onair_route_t r; /* copy; method and path are owned strings */
+    onair_route_t r;            /* copy; method and path are owned strings */
     struct onair_plugin *owner; /* NULL for core routes */
     char *label;                /* "GET /api/v1/hello/{name}": metrics and logs */
     size_t nseg;
-    char **seg;                  /* path segments; "{x}" segments are parameters */
-    char **pnames;               /* per segment: parameter name without braces, or NULL */
-    route_inline_fn inline_fn;   /* non-NULL: answered on the network thread */
+    char **seg;                /* path segments; "{x}" segments are parameters */
+    char **pnames;             /* per segment: parameter name without braces, or NULL */
+    route_inline_fn inline_fn; /* non-NULL: answered on the network thread */
     void *inline_ud;
-    void *metrics;               /* owned by metrics.c, created on first use */
+    void *metrics; /* owned by metrics.c, created on first use */
 } route_entry_t;
 
 typedef struct route_param {

@@ -20,20 +20,20 @@
 extern const onair_config_key_t core_schema[];
 
 typedef struct plugin_conf {
-    char *name;       /* from the file name: <name>.yaml */
-    char *yaml_path;  /* the plugin's YAML file */
+    char *name;      /* from the file name: <name>.yaml */
+    char *yaml_path; /* the plugin's YAML file */
     int enabled;
     int required;
-    char *so_path;    /* resolved: `path` or <plugins.dir>/<name>.so */
-    cfg_node_t *doc;  /* the parsed file (owns config_block) */
+    char *so_path;                  /* resolved: `path` or <plugins.dir>/<name>.so */
+    cfg_node_t *doc;                /* the parsed file (owns config_block) */
     const cfg_node_t *config_block; /* `config:` mapping or NULL */
     int config_line, config_col;    /* where `config:` is (or 1:1) */
 } plugin_conf_t;
 
 typedef struct settings {
-    char *path;         /* onair.yaml */
+    char *path; /* onair.yaml */
     cfg_node_t *doc;
-    json_t *core;       /* effective core config (defaults filled in) */
+    json_t *core;           /* effective core config (defaults filled in) */
     plugin_conf_t *plugins; /* sorted by name */
     size_t nplugins;
 } settings_t;

@@ -27,9 +27,9 @@ struct workpool {
     pthread_cond_t work_cv; /* jobs queued or stopping */
     pthread_cond_t idle_cv; /* a job finished (drain waits on it) */
     job_list_t queued;
-    job_list_t finished;   /* done callbacks waiting for the loop */
+    job_list_t finished;           /* done callbacks waiting for the loop */
     struct onair_plugin **running; /* owner of the job each thread runs, or NULL */
-    size_t pending;        /* queued + running + finished */
+    size_t pending;                /* queued + running + finished */
     int stopping;
     int efd;
     struct event *wake;
@@ -166,8 +166,8 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int workpool_submit(workpool_t *w, struct onair_plugin *owner, onair_work_fn fn,
-                    onair_done_fn done, void *ud)
+int workpool_submit(workpool_t *w, struct onair_plugin *owner, onair_work_fn fn, onair_done_fn done,
+                    void *ud)
 {
     if (!fn)
         return ONAIR_EINVAL;

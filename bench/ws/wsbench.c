@@ -166,11 +166,21 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt(argc, argv, "p:n:m:i:")) != -1) {
         switch (opt) {
-        case 'p': g_port = atoi(optarg); break;
-        case 'n': g_n = atoi(optarg); break;
-        case 'm': g_m = atoi(optarg); break;
-        case 'i': g_interval_ms = atoi(optarg); break;
-        default: fprintf(stderr, "usage: wsbench -p PORT [-n subs] [-m msgs] [-i ms]\n"); return 2;
+        case 'p':
+            g_port = atoi(optarg);
+            break;
+        case 'n':
+            g_n = atoi(optarg);
+            break;
+        case 'm':
+            g_m = atoi(optarg);
+            break;
+        case 'i':
+            g_interval_ms = atoi(optarg);
+            break;
+        default:
+            fprintf(stderr, "usage: wsbench -p PORT [-n subs] [-m msgs] [-i ms]\n");
+            return 2;
         }
     }
     if (g_m > MAX_MSGS)
@@ -252,14 +262,15 @@ int main(int argc, char **argv)
             lat[complete++] = g_last_at[s] - g_sent_at[s];
     }
     qsort(lat, (size_t)complete, sizeof(double), cmp_double);
-    printf("messages: %d sent, %d fully delivered, %ld deliveries (expected %ld)\n", g_m,
-           complete, total, (long)g_m * (g_n + 1));
+    printf("messages: %d sent, %d fully delivered, %ld deliveries (expected %ld)\n", g_m, complete,
+           total, (long)g_m * (g_n + 1));
     if (complete) {
         double sum = 0;
         for (int i = 0; i < complete; i++)
             sum += lat[i];
         printf("time to last subscriber: p50 %.2f ms, p99 %.2f ms, max %.2f ms, mean %.2f ms\n",
-               lat[complete / 2], lat[(complete * 99) / 100 >= complete ? complete - 1 : (complete * 99) / 100],
+               lat[complete / 2],
+               lat[(complete * 99) / 100 >= complete ? complete - 1 : (complete * 99) / 100],
                lat[complete - 1], sum / complete);
         printf("delivery rate during a fan-out: %.0f deliveries/s\n",
                (g_n + 1) / (lat[complete / 2] / 1000.0));

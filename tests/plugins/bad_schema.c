@@ -7,8 +7,13 @@ static int init(onair_plugin_t *self, const onair_api_t *api)
 }
 
 static const onair_config_key_t config[] = {
-    {.size = sizeof(onair_config_key_t), .key = "limit", .type = ONAIR_CFG_INT,
-     .default_value = "500", .max = 100, .flags = ONAIR_CFG_HAS_MAX, .doc = "a limit"},
+    {.size = sizeof(onair_config_key_t),
+     .key = "limit",
+     .type = ONAIR_CFG_INT,
+     .default_value = "500",
+     .max = 100,
+     .flags = ONAIR_CFG_HAS_MAX,
+     .doc = "a limit"},
     {0},
 };
 

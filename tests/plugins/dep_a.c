@@ -21,5 +21,6 @@ static void stop(onair_plugin_t *self)
     g_api->log(self, ONAIR_LOG_INFO, "order: stop dep_a");
 }
 
-ONAIR_PLUGIN(.name = "dep_a", .version = "1.0.0", .dependencies = (const char *const[]){"dep_b", NULL},
-             .init = init, .start = start, .stop = stop)
+ONAIR_PLUGIN(.name = "dep_a", .version = "1.0.0",
+             .dependencies = (const char *const[]){"dep_b", NULL}, .init = init, .start = start,
+             .stop = stop)

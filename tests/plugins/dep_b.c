@@ -21,5 +21,4 @@ static void stop(onair_plugin_t *self)
     g_api->log(self, ONAIR_LOG_INFO, "order: stop dep_b");
 }
 
-ONAIR_PLUGIN(.name = "dep_b", .version = "1.0.0",
-             .init = init, .start = start, .stop = stop)
+ONAIR_PLUGIN(.name = "dep_b", .version = "1.0.0", .init = init, .start = start, .stop = stop)

@@ -12,18 +12,14 @@ static int ws_handler(onair_wsmsg_t *msg, void *ud)
     return ONAIR_OK;
 }
 
-static void on_event(const char *topic, json_t *payload, void *ud)
-{
-}
+static void on_event(const char *topic, json_t *payload, void *ud) {}
 
-static void on_timer(onair_timer_t t, void *ud)
-{
-}
+static void on_timer(onair_timer_t t, void *ud) {}
 
 static int init(onair_plugin_t *self, const onair_api_t *api)
 {
-    onair_route_t r = {.size = sizeof r, .method = "GET", .path = "/api/v1/failing_init",
-                       .handler = handler};
+    onair_route_t r = {
+        .size = sizeof r, .method = "GET", .path = "/api/v1/failing_init", .handler = handler};
     onair_ws_type_t t = {.size = sizeof t, .type = "failing_init.x", .handler = ws_handler};
     if (api->route_add(self, &r) || api->ws_type_add(self, &t) ||
         api->bus_subscribe(self, "failing_init.*", on_event, NULL, NULL) ||

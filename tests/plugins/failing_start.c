@@ -13,8 +13,8 @@ static int init(onair_plugin_t *self, const onair_api_t *api)
 {
     g_api = api;
     api->set_state(self, malloc(16)); /* freed in stop: a leak if stop is skipped */
-    onair_route_t r = {.size = sizeof r, .method = "GET", .path = "/api/v1/failing_start",
-                       .handler = handler};
+    onair_route_t r = {
+        .size = sizeof r, .method = "GET", .path = "/api/v1/failing_start", .handler = handler};
     return api->route_add(self, &r);
 }
 

@@ -24,8 +24,8 @@ static router_t *make(void)
     };
     char err[256];
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        onair_route_t rt = {.size = sizeof rt, .method = routes[i][0], .path = routes[i][1],
-                            .handler = h};
+        onair_route_t rt = {
+            .size = sizeof rt, .method = routes[i][0], .path = routes[i][1], .handler = h};
         assert_int_equal(router_add(r, &rt, NULL, err, sizeof err), ONAIR_OK);
     }
     return r;
@@ -83,12 +83,12 @@ static void test_conflicts_and_bad_paths(void **state)
 {
     router_t *r = make();
     char err[256];
-    onair_route_t rt = {.size = sizeof rt, .method = "GET", .path = "/api/v1/streams/{other}",
-                        .handler = h};
+    onair_route_t rt = {
+        .size = sizeof rt, .method = "GET", .path = "/api/v1/streams/{other}", .handler = h};
     assert_int_equal(router_add(r, &rt, NULL, err, sizeof err), ONAIR_EEXIST);
     assert_non_null(strstr(err, "conflicts"));
-    const char *bad[] = {"api/v1/x", "/api//x", "/api/v1/{}", "/api/v1/{a}/{a}", "/api/v1/a b",
-                         "/api/v1/{a-b}"};
+    const char *bad[] = {"api/v1/x",        "/api//x",     "/api/v1/{}",
+                         "/api/v1/{a}/{a}", "/api/v1/a b", "/api/v1/{a-b}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rt.path = bad[i];
         assert_int_equal(router_add(r, &rt, NULL, err, sizeof err), ONAIR_EINVAL);

@@ -31,8 +31,8 @@
 extern "C" {
 #endif
 
-#define ONAIR_ABI_MAJOR 1
-#define ONAIR_ABI_MINOR 0
+#define ONAIR_ABI_MAJOR    1
+#define ONAIR_ABI_MINOR    0
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -48,7 +48,7 @@ extern "C" {
      ((uint32_t)JANSSON_MAJOR_VERSION << 24))
 
 #if defined(__GNUC__)
-#define ONAIR_EXPORT __attribute__((visibility("default")))
+#define ONAIR_EXPORT            __attribute__((visibility("default")))
 #define ONAIR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #define ONAIR_EXPORT
@@ -176,9 +176,9 @@ typedef const onair_plugin_desc_t *(*onair_plugin_entry_fn)(void);
 /* ---- users and access requirements ------------------------------------------------------ */
 typedef struct onair_user {
     size_t size;
-    const char *id;            /* the token's subject */
-    const char *const *roles;  /* NULL-terminated */
-    int verified;              /* non-zero when the account is verified */
+    const char *id;           /* the token's subject */
+    const char *const *roles; /* NULL-terminated */
+    int verified;             /* non-zero when the account is verified */
 } onair_user_t;
 
 enum onair_access {
@@ -230,7 +230,7 @@ typedef struct onair_ws_type {
  * in publish order, never from inside bus_publish(). */
 typedef void (*onair_bus_fn)(const char *topic, json_t *payload, void *ud);
 typedef void (*onair_timer_fn)(onair_timer_t timer, void *ud);
-typedef void (*onair_work_fn)(void *ud);            /* pool thread */
+typedef void (*onair_work_fn)(void *ud);             /* pool thread */
 typedef void (*onair_done_fn)(int status, void *ud); /* loop thread: ONAIR_OK or ECANCELED */
 
 /* ---- the host API table: append only ---------------------------------------------------- */
@@ -271,16 +271,15 @@ struct onair_api {
     const void *(*req_body)(const onair_req_t *req, size_t *len);
     json_t *(*req_json)(const onair_req_t *req); /* borrowed; NULL without JSON body */
     const char *(*req_remote_addr)(const onair_req_t *req);
-    const char *(*req_id)(const onair_req_t *req); /* X-Request-Id */
+    const char *(*req_id)(const onair_req_t *req);           /* X-Request-Id */
     const onair_user_t *(*req_user)(const onair_req_t *req); /* NULL when anonymous */
 
     /* answering: each frees the request; exactly one per request */
     int (*resp_header)(onair_req_t *req, const char *name, const char *value);
     int (*reply_json)(onair_req_t *req, int http_status, json_t *body); /* steals body */
-    int (*reply_raw)(onair_req_t *req, int http_status, const char *content_type,
-                     const void *data, size_t len);
-    int (*reply_problem)(onair_req_t *req, int http_status, const char *code,
-                         const char *detail);
+    int (*reply_raw)(onair_req_t *req, int http_status, const char *content_type, const void *data,
+                     size_t len);
+    int (*reply_problem)(onair_req_t *req, int http_status, const char *code, const char *detail);
     int (*reply_error)(onair_req_t *req, int status, const char *detail); /* ONAIR_E* */
 
     /* WebSocket (type registration: init only) */
