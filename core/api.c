@@ -881,6 +881,12 @@ void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id
         json_decref(data);
         return;
     }
+    if (atomic_load(&g_host->draining)) { /* plugins may already be stopped */
+        ws_error(conn, id, 503, "shutting_down", "the server is shutting down");
+        json_decref(id);
+        json_decref(data);
+        return;
+    }
     const char *code = NULL;
     char detail[160];
     int st = check_access(type->t.access, type->t.role, c->user, &code, detail, sizeof detail);

@@ -218,19 +218,25 @@ int loader_load(struct host *h, const settings_t *s, cfg_errors_t *errs)
             }
             continue;
         }
-        size_t before = errs->n;
-        if (p->desc.config && cfg_schema_check(p->desc.config, p->file, errs) < 0) {
-            refuse(p, "invalid config schema (see above)");
-            rc = -1;
-            continue;
-        }
+        /* A plugin's config errors are reported with file:line:column (they make
+         * --check-config fail); at startup they fail only that plugin, unless it is
+         * required. */
+        cfg_errors_t own = {0};
         static const onair_config_key_t no_keys[] = {{0}};
-        p->config = cfg_validate(c->config_block, c->yaml_path, c->config_line, c->config_col,
-                                 p->desc.config ? p->desc.config : no_keys, NULL, errs);
-        if (errs->n > before || !p->config) {
-            refuse(p, "invalid configuration in %s", c->yaml_path);
-            rc = -1;
+        if (p->desc.config && cfg_schema_check(p->desc.config, p->file, &own) < 0) {
+            refuse(p, "invalid config schema: %s", own.n ? own.msgs[0] : "?");
+        } else {
+            p->config = cfg_validate(c->config_block, c->yaml_path, c->config_line,
+                                     c->config_col, p->desc.config ? p->desc.config : no_keys,
+                                     NULL, &own);
+            if (own.n || !p->config)
+                refuse(p, "invalid configuration: %s", own.n ? own.msgs[0] : "out of memory");
         }
+        for (size_t k = 0; k < own.n; k++)
+            cfg_errors_add(errs, NULL, 0, 0, "%s", own.msgs[k]);
+        if (own.n && p->required)
+            rc = -1;
+        cfg_errors_free(&own);
     }
     return rc;
 }
@@ -245,9 +251,14 @@ static struct onair_plugin *find(struct host *h, const char *name)
 
 void loader_drop_registrations(struct host *h, struct onair_plugin *p)
 {
-    if (h->router)
+    /* Once frozen, the network thread reads the route and message-type tables without
+     * locks, so a stopping plugin's entries stay until the tables are freed after the
+     * network thread is gone. They are never called again: the core refuses requests
+     * and messages while draining, and a plugin that failed start had its entries
+     * removed before the network thread started (tables unfrozen for it). */
+    if (h->router && !router_frozen(h->router))
         router_remove_owner(h->router, p);
-    if (h->wstypes)
+    if (h->wstypes && !wstypes_frozen(h->wstypes))
         wstypes_remove_owner(h->wstypes, p);
     if (h->bus)
         bus_remove_owner(h->bus, p);
@@ -371,7 +382,18 @@ int loader_start_all(struct host *h)
         }
         int rc = dep_failed ? ONAIR_ESTATE : p->desc.start ? p->desc.start(p) : ONAIR_OK;
         if (rc != 0) {
+            /* The network thread has not started yet: the tables may still change. */
+            int rf = h->router && router_frozen(h->router);
+            int wf = h->wstypes && wstypes_frozen(h->wstypes);
+            if (rf)
+                router_freeze(h->router, 0);
+            if (wf)
+                wstypes_freeze(h->wstypes, 0);
             stop_one(h, p);
+            if (rf)
+                router_freeze(h->router, 1);
+            if (wf)
+                wstypes_freeze(h->wstypes, 1);
             if (dep_failed)
                 refuse(p, "a required plugin failed to start");
             else

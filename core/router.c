@@ -54,6 +54,11 @@ void router_freeze(router_t *r, int frozen)
     r->frozen = frozen;
 }
 
+int router_frozen(const router_t *r)
+{
+    return r->frozen;
+}
+
 size_t router_count(const router_t *r)
 {
     return r->n;

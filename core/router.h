@@ -58,6 +58,7 @@ int router_add_inline(router_t *r, const char *method, const char *path, route_i
                       void *ud);
 void router_remove_owner(router_t *r, struct onair_plugin *owner);
 void router_freeze(router_t *r, int frozen);
+int router_frozen(const router_t *r);
 /* Match a decoded-or-not path (no query string). Literal segments win over {params}.
  * Parameter values are percent-decoded; free with route_match_clear(). */
 int router_match(const router_t *r, const char *method, const char *path, route_match_t *m);

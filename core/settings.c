@@ -25,7 +25,7 @@
 const onair_config_key_t core_schema[] = {
     /* server */
     KEY(.key = "server.host", .type = ONAIR_CFG_STRING, .default_value = "0.0.0.0",
-        .doc = "Address to listen on for HTTP, WebSocket, WHIP and WHEP."),
+        .doc = "Address to listen on for HTTP and WebSocket."),
     KEY(.key = "server.port", .type = ONAIR_CFG_INT, .default_value = "8080", RANGE(0, 65535),
         .doc = "TCP port to listen on (0 picks a free port)."),
     KEY(.key = "server.tls.cert", .type = ONAIR_CFG_STRING,

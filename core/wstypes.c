@@ -40,6 +40,11 @@ void wstypes_freeze(wstypes_t *w, int frozen)
     w->frozen = frozen;
 }
 
+int wstypes_frozen(const wstypes_t *w)
+{
+    return w->frozen;
+}
+
 static int valid_type(const char *t)
 {
     size_t n = strlen(t);

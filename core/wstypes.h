@@ -21,6 +21,7 @@ int wstypes_add(wstypes_t *w, const onair_ws_type_t *t, struct onair_plugin *own
                 size_t err_len);
 void wstypes_remove_owner(wstypes_t *w, struct onair_plugin *owner);
 void wstypes_freeze(wstypes_t *w, int frozen);
+int wstypes_frozen(const wstypes_t *w);
 const wstype_entry_t *wstypes_find(const wstypes_t *w, const char *type);
 
 #endif

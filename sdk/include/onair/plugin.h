@@ -140,14 +140,17 @@ typedef struct onair_plugin_desc {
     const char *description;
     const char *const *dependencies;  /* plugins that must start first: NULL-terminated, or NULL */
     const onair_config_key_t *config; /* terminated by an entry with key == NULL, or NULL */
-    /* init: register routes, message types, subscriptions; nothing else may register
-     * later. A non-zero return rolls back everything this plugin registered. */
+    /* init: register routes and message types (only possible here). A non-zero return
+     * rolls back everything this plugin registered; free your own allocations first.
+     * Bus subscriptions and timers may be made here or at any later time. */
     int (*init)(onair_plugin_t *self, const onair_api_t *api);
     /* start: the server is about to serve; config, timers and the bus are usable. */
     int (*start)(onair_plugin_t *self);
-    /* stop: free everything. Called once, in reverse start order. */
+    /* stop: free everything. Called exactly once for every plugin whose init
+     * succeeded (also when its start failed), in reverse start order. */
     void (*stop)(onair_plugin_t *self);
-    /* reconfigure: the config block changed (optional, may be NULL). */
+    /* reconfigure: the config block changed (optional, may be NULL). Reserved: this
+     * host version does not reload configuration yet, so it is never called. */
     int (*reconfigure)(onair_plugin_t *self);
 } onair_plugin_desc_t;
 
@@ -209,7 +212,7 @@ typedef struct onair_route {
 } onair_route_t;
 
 /* ---- WebSocket message types ------------------------------------------------------------ */
-/* Client envelope: {"type": "hello.say", "id": <string|number, optional>, "data": {...}}.
+/* Client envelope: {"type": "hello.say", "id": <string|integer, optional>, "data": {...}}.
  * Replies carry the same id: {"type":"result","id":..,"data":..} or
  * {"type":"error","id":..,"data":{"code":..,"status":..,"detail":..}}.
  * Return as for routes: ONAIR_OK after replying (or when no reply is wanted),
