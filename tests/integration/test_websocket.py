@@ -15,17 +15,27 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+# Messages received while waiting for something else, per connection, in order.
+_stash = {}
+
+
 async def call(ws, type_, data=None, id_=None):
-    """Send a message and wait for the reply with the same id (skipping others)."""
+    """Send a message and wait for the reply with the same id (others are kept)."""
     id_ = id_ or os.urandom(4).hex()
     await ws.send(json.dumps({"type": type_, "id": id_, "data": data or {}}))
     while True:
         msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if msg.get("id") == id_:
             return msg
+        _stash.setdefault(id(ws), []).append(msg)
 
 
 async def next_of(ws, type_):
+    """The next message of a type, including ones stashed by call()."""
+    stash = _stash.setdefault(id(ws), [])
+    for i, msg in enumerate(stash):
+        if msg["type"] == type_:
+            return stash.pop(i)
     while True:
         msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if msg["type"] == type_:
