@@ -971,6 +971,11 @@ size_t api_pending(void)
     return g_npending;
 }
 
+size_t api_ws_open(void)
+{
+    return g_host && g_host->conns ? g_host->conns->count : 0;
+}
+
 void api_fail_pending(void)
 {
     while (g_reqs) {

@@ -20,6 +20,8 @@ void api_on_ws_closed(onair_conn_t conn, void *ud);
 
 /* Requests and messages handed to plugins and not answered yet. */
 size_t api_pending(void);
+/* WebSocket connections open (as the core knows them). */
+size_t api_ws_open(void);
 /* Answer every pending request with 503 and drop pending messages (shutdown,
  * after all plugins stopped). */
 void api_fail_pending(void);

@@ -221,9 +221,10 @@ static void finish_shutdown(struct host *h)
         event_free(g_drain_tick);
         g_drain_tick = NULL;
     }
-    size_t left = api_pending();
-    if (left)
-        LOG_WARN("core", "shutdown deadline: %zu requests still pending", left);
+    size_t left = api_pending(), ws = api_ws_open();
+    if (left || ws)
+        LOG_WARN("core", "shutdown deadline: %zu requests pending, %zu WebSockets open", left,
+                 ws);
     loader_stop_all(h);
     bus_drain(h->bus);
     api_fail_pending(); /* after plugins stopped nobody can answer them */
@@ -235,7 +236,9 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     struct host *h = arg;
     struct timeval now;
     gettimeofday(&now, NULL);
-    if (api_pending() == 0 || !timercmp(&now, &g_drain_deadline, <))
+    /* Done when every request is answered and every WebSocket got its 1001 close
+     * and is gone (so the close frames are on the wire before the context dies). */
+    if ((api_pending() == 0 && api_ws_open() == 0) || !timercmp(&now, &g_drain_deadline, <))
         finish_shutdown(h);
 }
 

@@ -83,6 +83,7 @@ static int slow(onair_req_t *req, void *ud)
         return api->reply_problem(req, 400, "bad_ms", "ms must be 0..60000");
     if (!api->timer_start(self_p, (uint64_t)v, 0, slow_done, req))
         return ONAIR_ENOMEM;
+    api->log(self_p, ONAIR_LOG_DEBUG, "slow request pending for %ld ms", v);
     return ONAIR_PENDING;
 }
 

@@ -151,6 +151,7 @@ typedef struct slow_job {
 static void slow_work(void *ud) /* pool thread: may call only api->log() */
 {
     slow_job_t *job = ud;
+    api->log(NULL, ONAIR_LOG_DEBUG, "hello: slow job sleeping %ld ms", job->ms);
     struct timespec ts = {.tv_sec = job->ms / 1000, .tv_nsec = (job->ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
