@@ -223,8 +223,7 @@ static void finish_shutdown(struct host *h)
     }
     size_t left = api_pending(), ws = api_ws_open();
     if (left || ws)
-        LOG_WARN("core", "shutdown deadline: %zu requests pending, %zu WebSockets open", left,
-                 ws);
+        LOG_WARN("core", "shutdown deadline: %zu requests pending, %zu WebSockets open", left, ws);
     loader_stop_all(h);
     bus_drain(h->bus);
     api_fail_pending(); /* after plugins stopped nobody can answer them */

@@ -226,9 +226,8 @@ int loader_load(struct host *h, const settings_t *s, cfg_errors_t *errs)
         if (p->desc.config && cfg_schema_check(p->desc.config, p->file, &own) < 0) {
             refuse(p, "invalid config schema: %s", own.n ? own.msgs[0] : "?");
         } else {
-            p->config = cfg_validate(c->config_block, c->yaml_path, c->config_line,
-                                     c->config_col, p->desc.config ? p->desc.config : no_keys,
-                                     NULL, &own);
+            p->config = cfg_validate(c->config_block, c->yaml_path, c->config_line, c->config_col,
+                                     p->desc.config ? p->desc.config : no_keys, NULL, &own);
             if (own.n || !p->config)
                 refuse(p, "invalid configuration: %s", own.n ? own.msgs[0] : "out of memory");
         }
