@@ -1,7 +1,7 @@
 # Shared by the benchmark scripts: start an onaird built in $BUILD with the hello
 # plugin, access log off, on a free port; stop it on exit.
 BUILD=${BUILD:-build}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/onair-bench-XXXXXX)
 mkdir -p "$WORK/plugins"
 cat > "$WORK/onair.yaml" <<YAML
