@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
 RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev libyaml-dev \
-	libjansson-dev libjwt-dev libssl-dev
+	libjansson-dev libjwt-dev libssl-dev libsqlite3-dev libmongoc-dev libbson-dev
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest \
 	python3-websockets curl clang-format
 
@@ -32,6 +32,10 @@ deps-run:
 
 deps-test:
 	@./packaging/install-deps.sh $(TEST_PACKAGES)
+	@command -v npm >/dev/null || ./packaging/install-deps.sh nodejs npm
+	@# CongoDB, the MongoDB-compatible server the storage tests run against
+	@cd tests/mongo && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
+		npm ci --no-audit --no-fund --loglevel=error; }
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i

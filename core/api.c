@@ -9,6 +9,7 @@
 #include "config.h"
 #include "log.h"
 #include "problem.h"
+#include "store/store.h"
 
 struct host *g_host;
 static auth_t *g_auth;
@@ -748,6 +749,15 @@ static const onair_api_t g_api = {
     .timer_cancel = api_timer_cancel,
     .now_ms = api_now_ms,
     .work_submit = api_work_submit,
+    .store_open = store_api_open,
+    .store_insert = store_api_insert,
+    .store_find = store_api_find,
+    .store_find_one = store_api_find_one,
+    .store_count = store_api_count,
+    .store_update = store_api_update,
+    .store_find_and_modify = store_api_find_and_modify,
+    .store_delete = store_api_delete,
+    .store_aggregate = store_api_aggregate,
 };
 
 const onair_api_t *host_api(void)

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "problem.h"
+#include "store/store.h"
 
 static auth_t *g_host_auth;
 static struct event *g_sig_term, *g_sig_int, *g_drain_tick;
@@ -33,11 +34,13 @@ static void readyz(void *ud, int *status, const char **ctype, char **body, size_
 {
     struct host *h = ud;
     int ready = atomic_load(&h->ready), draining = atomic_load(&h->draining);
-    *status = ready && !draining ? 200 : 503;
+    int storage = store_healthy();
+    *status = ready && !draining && storage ? 200 : 503;
     *ctype = "application/json";
-    *body = strdup(draining ? "{\"status\":\"draining\"}"
-                   : ready  ? "{\"status\":\"ready\"}"
-                            : "{\"status\":\"starting\"}");
+    *body = strdup(draining   ? "{\"status\":\"draining\"}"
+                   : !ready   ? "{\"status\":\"starting\"}"
+                   : !storage ? "{\"status\":\"storage_unavailable\"}"
+                              : "{\"status\":\"ready\"}");
     *len = *body ? strlen(*body) : 0;
 }
 
@@ -148,6 +151,11 @@ int host_start(struct host *h, settings_t *s)
     if (!auth_enabled(g_host_auth))
         LOG_WARN("auth", "auth.jwt_secret is not set: routes that need a user answer 401");
     api_setup(h, g_host_auth);
+    char serr[600];
+    if (store_setup(h, cfg_json_get(s->core, "storage"), serr, sizeof serr) < 0) {
+        LOG_ERROR("core", "%s", serr);
+        return -1;
+    }
     if (add_builtin_routes(h) < 0 || api_register_core_types(h) < 0)
         return -1;
 
@@ -207,6 +215,7 @@ int host_start(struct host *h, settings_t *s)
         LOG_ERROR("core", "cannot serve on %s:%d", nc.host ? nc.host : "*", nc.port);
         return -1;
     }
+    store_start_timers(h);
     atomic_store(&h->ready, 1);
     LOG_INFO("core", "onaird %s listening on %s://%s:%d (%d plugins started, %d failed)",
              ONAIR_VERSION, nc.tls_cert ? "https" : "http",
@@ -295,8 +304,9 @@ void host_destroy(struct host *h)
     if (g_drain_tick)
         event_free(g_drain_tick);
     g_sig_term = g_sig_int = g_drain_tick = NULL;
-    workpool_free(h->pool);
+    workpool_free(h->pool); /* no storage job runs after this */
     h->pool = NULL;
+    store_teardown(h);
     if (h->bus)
         bus_free(h->bus);
     timers_free(h->timers);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "store/store.h"
 
 const char *loader_state_name(enum plugin_state s)
 {
@@ -263,6 +264,7 @@ void loader_drop_registrations(struct host *h, struct onair_plugin *p)
         bus_remove_owner(h->bus, p);
     if (h->timers)
         timers_remove_owner(h->timers, p);
+    store_remove_owner(p);
 }
 
 int loader_init_one(struct host *h, struct onair_plugin *p)
@@ -379,7 +381,12 @@ int loader_start_all(struct host *h)
             if (!d || d->state != PLUGIN_STARTED)
                 dep_failed = 1;
         }
-        int rc = dep_failed ? ONAIR_ESTATE : p->desc.start ? p->desc.start(p) : ONAIR_OK;
+        char serr[512] = "";
+        int rc = dep_failed ? ONAIR_ESTATE : ONAIR_OK;
+        if (rc == ONAIR_OK && store_prepare_plugin(p, serr, sizeof serr) < 0)
+            rc = ONAIR_EUNAVAILABLE;
+        else if (rc == ONAIR_OK && p->desc.start)
+            rc = p->desc.start(p);
         if (rc != 0) {
             /* The network thread has not started yet: the tables may still change. */
             int rf = h->router && router_frozen(h->router);
@@ -395,6 +402,8 @@ int loader_start_all(struct host *h)
                 wstypes_freeze(h->wstypes, 1);
             if (dep_failed)
                 refuse(p, "a required plugin failed to start");
+            else if (serr[0])
+                refuse(p, "storage: %s", serr);
             else
                 refuse(p, "start failed: %s (%d)", host_api()->strerror(rc), rc);
             continue;

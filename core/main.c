@@ -9,6 +9,7 @@
 #include "loader.h"
 #include "log.h"
 #include "settings.h"
+#include "store/store.h"
 
 #define DEFAULT_CONFIG "/etc/onair/onair.yaml"
 
@@ -21,6 +22,8 @@ static void usage(FILE *f)
                "  --check-config      validate every file and enabled plugin, exit 0 or 1\n"
                "  --print-config      print the effective configuration, secrets redacted\n"
                "  --list-plugins      list configured plugins and whether they load\n"
+               "  --export DIR        write every stored collection to DIR/<name>.jsonl\n"
+               "  --import DIR        load DIR/*.jsonl into the configured storage\n"
                "  --log-level LEVEL   override logging.level\n"
                "  --log-format FMT    override logging.format\n");
 }
@@ -81,7 +84,16 @@ static void list_plugins(struct host *h)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_CHECK = 256, OPT_PRINT, OPT_LIST, OPT_VERSION, OPT_LEVEL, OPT_FORMAT };
+    enum {
+        OPT_CHECK = 256,
+        OPT_PRINT,
+        OPT_LIST,
+        OPT_VERSION,
+        OPT_LEVEL,
+        OPT_FORMAT,
+        OPT_EXPORT,
+        OPT_IMPORT
+    };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, OPT_CHECK},
@@ -90,10 +102,12 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, OPT_VERSION},
         {"log-level", required_argument, NULL, OPT_LEVEL},
         {"log-format", required_argument, NULL, OPT_FORMAT},
+        {"export", required_argument, NULL, OPT_EXPORT},
+        {"import", required_argument, NULL, OPT_IMPORT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = DEFAULT_CONFIG, *level = NULL, *format = NULL;
+    const char *config = DEFAULT_CONFIG, *level = NULL, *format = NULL, *data_dir = NULL;
     int mode = 0, c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (c) {
@@ -114,6 +128,11 @@ int main(int argc, char **argv)
             break;
         case OPT_FORMAT:
             format = optarg;
+            break;
+        case OPT_EXPORT:
+        case OPT_IMPORT:
+            mode = c;
+            data_dir = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -145,6 +164,20 @@ int main(int argc, char **argv)
     cfg_errors_t errs = {0};
     static struct host h;
     int rc = 1;
+    if (mode == OPT_EXPORT || mode == OPT_IMPORT) {
+        if (settings_load(config, &s, &errs) < 0) {
+            print_errors(&errs);
+        } else {
+            json_t *storage = cfg_json_get(s.core, "storage");
+            rc = (mode == OPT_EXPORT ? store_export(storage, data_dir)
+                                     : store_import(storage, data_dir)) == 0
+                     ? 0
+                     : 1;
+        }
+        cfg_errors_free(&errs);
+        settings_free(&s);
+        return rc;
+    }
     if (mode) {
         int ok = load_for_inspection(config, &s, &h, &errs) == 0 && errs.n == 0;
         print_errors(&errs);

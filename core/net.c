@@ -36,6 +36,17 @@
  *     at every HTTP transaction end and at the WebSocket upgrade; the unbind callbacks
  *     (HTTP_DROP_PROTOCOL, WS_SERVER_DROP_PROTOCOL, CLOSED, CLOSED_HTTP) release what
  *     it points to.
+ *   - Right after LWS_CALLBACK_HTTP, lws_http_action() drains input it had buffered
+ *     in a loop that only ends when that buffer is empty; it can spin forever when a
+ *     request body and more pipelined bytes sit in it: after a transaction we
+ *     completed (it then "consumes" nothing in DEFERRING_ACTION) or after the body
+ *     (HTTP_BODY_COMPLETION is re-issued for the extra bytes, consuming nothing).
+ *     So requests with a body are never completed from LWS_CALLBACK_HTTP (immediate
+ *     answers close the connection instead), a complete body is handed over from
+ *     the next writable callback, and a re-issued completion before that (the only
+ *     way out of lws' loop is an error) answers 400 and closes the connection.
+ *   - While a request is in progress lws does not read its connection but keeps
+ *     polling it: see rx_pause().
  *   - A WebSocket upgrade offering a Sec-WebSocket-Protocol list is only accepted by
  *     lws when the list contains a protocol it knows: ours is named "onair". Without
  *     the header the upgrade is bound to it by default.
@@ -232,7 +243,7 @@ typedef struct cmd {
 /* ---- per-session state --------------------------------------------------- */
 
 enum { PSS_NONE = 0, PSS_HTTP, PSS_WS };
-enum { H_IDLE = 0, H_BODY, H_CORE, H_SEND };
+enum { H_IDLE = 0, H_BODY, H_READY, H_CORE, H_SEND };
 enum {
     CK_SIZE = 0,
     CK_EXT,
@@ -277,7 +288,7 @@ struct pss {
     size_t rx_len, rx_cap;
     uint8_t rx_active, opened, closing, drop_queue;
     int close_code;
-    char close_reason[96];
+    char close_reason[124]; /* a close frame has room for 123 bytes of reason */
     struct sub **subs;
     size_t nsubs, subcap;
 };
@@ -928,7 +939,7 @@ static void http_cleanup(net_t *n, struct pss *p)
         atomic_fetch_sub(&n->inflight, 1);
         p->in_core = 0;
     }
-    if (p->hstate == H_CORE || p->hstate == H_SEND)
+    if (p->hstate == H_READY || p->hstate == H_CORE || p->hstate == H_SEND)
         http_account(n, p, 499, 0); /* the client went away before the answer */
     if (p->id) {
         id_release(n, p->id);
@@ -1273,10 +1284,13 @@ static int http_on_request(net_t *n, struct lws *wsi, struct pss *p, const char 
     } else if (body_method && !cl_present) {
         /* lws would read the rest of the connection as the body: no keep-alive */
         p->close_after = 1;
-    } else if (cl_present && cl > n->cfg.max_body_bytes) {
-        /* whatever the answer, don't make lws read and discard a huge body */
-        p->close_after = 1;
     }
+    /* Answers given right here, before a Content-Length body was read, close the
+     * connection: completing the transaction would make lws discard the body inside
+     * lws_http_action()'s loop, which spins on pipelined bytes after it (see top). */
+    uint8_t keep_close_after = p->close_after;
+    if (cl_present && cl > 0)
+        p->close_after = 1;
 
     if (atomic_load(&n->shutting_down)) {
         p->close_after = 1;
@@ -1398,6 +1412,7 @@ static int http_on_request(net_t *n, struct lws *wsi, struct pss *p, const char 
         /* lws delivers the body (an explicit empty POST body too) */
         if (cl_present && cl > 0 && body_reserve(p, (size_t)cl) < 0)
             return -1;
+        p->close_after = keep_close_after;
         p->hstate = H_BODY;
         /* curl and others wait (about a second) for this before sending a body */
         char ex[32];
@@ -1442,11 +1457,27 @@ static int http_on_body(net_t *n, struct lws *wsi, struct pss *p, const void *in
     return r < 0 ? -1 : 0;
 }
 
+/* The body is complete: hand it over from the next writable callback, outside
+ * lws_http_action()'s loop (see top). */
 static int http_on_body_done(net_t *n, struct lws *wsi, struct pss *p)
 {
-    if (!p || p->kind != PSS_HTTP || p->hstate != H_BODY || p->chunked)
+    if (!p || p->kind != PSS_HTTP || p->chunked)
         return 0;
-    return http_dispatch(n, wsi, p);
+    if (p->hstate == H_BODY) {
+        p->hstate = H_READY;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (p->hstate == H_READY) {
+        /* re-issued: pipelined bytes follow the body and lws would loop on them */
+        p->close_after = 1;
+        http_problem(n, wsi, p, 400, "invalid_request",
+                     "a request pipelined after a request body is not supported: send it "
+                     "on its own",
+                     NULL);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- WebSocket: send queue, topics, close -------------------------------- */
@@ -1471,7 +1502,14 @@ static void ws_request_close(struct pss *p, int code, const char *reason, int dr
         return;
     p->closing = 1;
     p->close_code = code;
-    snprintf(p->close_reason, sizeof p->close_reason, "%s", reason ? reason : "");
+    size_t rl = reason ? strlen(reason) : 0;
+    if (rl > sizeof p->close_reason - 1)
+        rl = sizeof p->close_reason - 1;
+    while (rl && ((unsigned char)reason[rl] & 0xC0) == 0x80)
+        rl--; /* cut on a UTF-8 boundary */
+    if (rl)
+        memcpy(p->close_reason, reason, rl);
+    p->close_reason[rl] = 0;
     if (drop)
         ws_queue_clear(p);
     lws_callback_on_writable(p->wsi);
@@ -2044,7 +2082,11 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         return http_on_body_done(n, wsi, p);
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        if (!p || p->kind != PSS_HTTP || p->hstate != H_SEND)
+        if (!p || p->kind != PSS_HTTP)
+            return 0;
+        if (p->hstate == H_READY)
+            return http_dispatch(n, wsi, p);
+        if (p->hstate != H_SEND)
             return 0;
         return http_write(n, wsi, p);
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:

@@ -169,7 +169,31 @@ ONAIR_ASSERT_OFFSET(onair_api_t, timer_start, 360);
 ONAIR_ASSERT_OFFSET(onair_api_t, timer_cancel, 368);
 ONAIR_ASSERT_OFFSET(onair_api_t, now_ms, 376);
 ONAIR_ASSERT_OFFSET(onair_api_t, work_submit, 384); /* the last function of ABI 1.0 */
+/* ABI 1.1: the document store */
+ONAIR_ASSERT_OFFSET(onair_api_t, store_open, 392);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_insert, 400);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_find, 408);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_find_one, 416);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_count, 424);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_update, 432);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_find_and_modify, 440);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_delete, 448);
+ONAIR_ASSERT_OFFSET(onair_api_t, store_aggregate, 456); /* the last function of ABI 1.1 */
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 392);
+ONAIR_ASSERT_SIZE(onair_api_t, 464);
+/* ABI 1.1 structs */
+ONAIR_ASSERT_OFFSET(onair_index_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_index_t, keys, 8);
+ONAIR_ASSERT_OFFSET(onair_index_t, flags, 16);
+ONAIR_ASSERT_OFFSET(onair_index_t, ttl_seconds, 20);
+ONAIR_ASSERT_SIZE(onair_index_t, 24);
+ONAIR_ASSERT_OFFSET(onair_collection_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_collection_t, name, 8);
+ONAIR_ASSERT_OFFSET(onair_collection_t, version, 16);
+ONAIR_ASSERT_OFFSET(onair_collection_t, migrate, 24);
+ONAIR_ASSERT_OFFSET(onair_collection_t, migrate_ud, 32);
+ONAIR_ASSERT_OFFSET(onair_collection_t, indexes, 40);
+ONAIR_ASSERT_SIZE(onair_collection_t, 48);
+_Static_assert(ONAIR_INDEX_UNIQUE == 1, "enum onair_index_flags value changed");
 
 #endif

@@ -17,7 +17,7 @@ def onaird(*args, env=None):
 
 def test_version_and_help():
     r = onaird("--version")
-    assert r.returncode == 0 and re.match(r"onaird \d+\.\d+\.\d+ \(plugin ABI 1\.0\)", r.stdout)
+    assert r.returncode == 0 and re.match(r"onaird \d+\.\d+\.\d+ \(plugin ABI 1\.1\)", r.stdout)
     assert onaird("--help").returncode == 0
     assert onaird("--bogus").returncode == 2
 
@@ -179,3 +179,12 @@ def test_graceful_shutdown_finishes_in_flight_request(server_factory):
     log = s.log()
     assert "shutting down gracefully" in log
     s.check_sanitizers()
+
+
+def test_plugin_built_against_previous_sdk_loads(server_factory):
+    """old_abi.so is compiled against the ABI 1.0 headers (tests/abi/sdk-1.0): its API
+    table view is shorter, and it must load and work in this 1.1 host."""
+    s = server_factory(plugins={"old_abi": {}}).start()
+    r = s.http("GET", "/api/v1/old_abi")
+    assert r.status == 200
+    assert r.json() == {"built_for_minor": 0, "host_minor": 1}

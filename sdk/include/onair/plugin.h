@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    0
+#define ONAIR_ABI_MINOR    1
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -236,6 +236,48 @@ typedef void (*onair_timer_fn)(onair_timer_t timer, void *ud);
 typedef void (*onair_work_fn)(void *ud);             /* pool thread */
 typedef void (*onair_done_fn)(int status, void *ud); /* loop thread: ONAIR_OK or ECANCELED */
 
+/* ---- document store (ABI 1.1) ------------------------------------------------------------
+ * Documents are JSON objects with a string "_id" (24 hex digits, an ObjectId made by
+ * the store). Filters, updates, sorts and projections use a subset of MongoDB's
+ * language (docs/storage.md); anything outside it fails with ONAIR_EINVAL naming the
+ * operator. Every operation is asynchronous: if the call returns ONAIR_OK, the
+ * callback runs exactly once, later, on the loop thread; a negative return means it
+ * was not started (and the callback never runs). */
+typedef struct onair_coll onair_coll_t; /* an open collection, owned by the host */
+
+enum onair_index_flags {
+    ONAIR_INDEX_UNIQUE = 1u << 0,
+};
+
+/* keys: comma-separated dotted field names, "-" before a name for descending
+ * ("owner,-created_at"). ttl_seconds > 0 (single-field indexes only): documents whose
+ * field (a number, ms since the epoch) is older than ttl_seconds are deleted. */
+typedef struct onair_index {
+    size_t size;
+    const char *keys;
+    uint32_t flags; /* enum onair_index_flags */
+    uint32_t ttl_seconds;
+} onair_index_t;
+
+/* Pool thread, once per stored document when the collection's stored version is
+ * older than the declared one. Return the document to keep (a new reference; the
+ * argument itself with json_incref is fine) or NULL to delete it. */
+typedef json_t *(*onair_migrate_fn)(json_t *doc, int from_version, void *ud);
+
+typedef struct onair_collection {
+    size_t size;
+    const char *name; /* [a-z][a-z0-9_]{0,47}; stored as "<plugin>.<name>" */
+    int version;      /* schema version, >= 1 */
+    onair_migrate_fn migrate;
+    void *migrate_ud;
+    const onair_index_t *indexes; /* terminated by an entry with keys == NULL, or NULL */
+} onair_collection_t;
+
+/* status: ONAIR_OK or a negative status (ONAIR_EINVAL, ONAIR_EEXIST for a unique index,
+ * ONAIR_ETOOBIG, ONAIR_EUNAVAILABLE when the database cannot be reached, ...).
+ * result (borrowed, never NULL) holds the operation's result, or {"error": "..."}. */
+typedef void (*onair_store_fn)(int status, json_t *result, void *ud);
+
 /* ---- the host API table: append only ---------------------------------------------------- */
 struct onair_api {
     size_t size; /* sizeof(onair_api_t) as the host was built */
@@ -315,6 +357,33 @@ struct onair_api {
 
     /* work pool: fn on a pool thread, then done on the loop thread */
     int (*work_submit)(onair_plugin_t *p, onair_work_fn fn, onair_done_fn done, void *ud);
+
+    /* ---- ABI 1.1: document store ---- */
+    /* Open (create if needed) a collection; init only. Indexes are created and
+     * migrations run before start. */
+    int (*store_open)(onair_plugin_t *p, const onair_collection_t *desc, onair_coll_t **out);
+    /* docs: one object or an array of objects (steals); "_id" is assigned unless the
+     * object already has a valid one. result {"ids": [...]} */
+    int (*store_insert)(onair_coll_t *c, json_t *docs, onair_store_fn cb, void *ud);
+    /* spec (steals): {"filter", "sort", "skip", "limit", "projection", "after"};
+     * result {"docs": [...], "next": cursor or null}: pass "next" as "after" to get the
+     * following page (stable for a fixed sort). */
+    int (*store_find)(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud);
+    /* spec as for find (limit ignored); result {"doc": object or null} */
+    int (*store_find_one)(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud);
+    /* spec {"filter"}; result {"count": n} */
+    int (*store_count)(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud);
+    /* spec {"filter", "update", "upsert": bool, "multi": bool};
+     * result {"matched": n, "modified": n, "upserted_id": id or null} */
+    int (*store_update)(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud);
+    /* spec {"filter", "sort", "update", "upsert": bool, "return": "before"|"after"};
+     * result {"doc": object or null} */
+    int (*store_find_and_modify)(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud);
+    /* spec {"filter", "multi": bool}; result {"deleted": n} */
+    int (*store_delete)(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud);
+    /* pipeline (steals): array of stages $match, $group ($sum $avg $min $max $count),
+     * $sort, $limit; result {"docs": [...]} */
+    int (*store_aggregate)(onair_coll_t *c, json_t *pipeline, onair_store_fn cb, void *ud);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };

@@ -1,0 +1,329 @@
+/*
+ * onair plugin SDK: the whole ABI a plugin may use.
+ *
+ * A plugin includes this header, links nothing of onair and exports exactly one
+ * function, onair_plugin_entry_v1(), best written with the ONAIR_PLUGIN() macro.
+ *
+ * ABI rules (see docs/plugin-sdk.md):
+ *   - the major version is part of the entry function's name; it changes only when
+ *     something below is removed, reordered or retyped, which we avoid;
+ *   - onair_api_t and every struct starting with `size` only grow at the end; a new
+ *     host function bumps ONAIR_ABI_MINOR, and ONAIR_HAS(api, fn) tells a plugin
+ *     whether the running host has it;
+ *   - everything the host owns is an opaque handle; ids carry a generation so a
+ *     stale id fails with ONAIR_ESTALE instead of touching freed memory;
+ *   - JSON is jansson's json_t. Functions documented as "steals" take over the
+ *     caller's reference (also on failure); "borrowed" results must not be
+ *     decref'd and are valid for the duration documented.
+ *
+ * Threads: every callback runs on the core loop thread, except a work function
+ * passed to work_submit(), which runs on a pool thread and may call only log().
+ */
+#ifndef ONAIR_PLUGIN_H
+#define ONAIR_PLUGIN_H
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ONAIR_ABI_MAJOR    1
+#define ONAIR_ABI_MINOR    0
+#define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
+#define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
+
+/* Build signature: pointer size, long size, byte order and the jansson major.
+ * A plugin built for another machine shape is refused at load. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define ONAIR_BUILD_BIG_ENDIAN 1u
+#else
+#define ONAIR_BUILD_BIG_ENDIAN 0u
+#endif
+#define ONAIR_BUILD_SIG                                                                            \
+    ((uint32_t)sizeof(void *) | ((uint32_t)sizeof(long) << 8) | (ONAIR_BUILD_BIG_ENDIAN << 16) |   \
+     ((uint32_t)JANSSON_MAJOR_VERSION << 24))
+
+#if defined(__GNUC__)
+#define ONAIR_EXPORT            __attribute__((visibility("default")))
+#define ONAIR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define ONAIR_EXPORT
+#define ONAIR_PRINTF(fmt, args)
+#endif
+
+/* ---- status codes: fixed values, never renumbered ---------------------------------- */
+enum onair_status {
+    ONAIR_OK = 0,
+    ONAIR_PENDING = 1,        /* handler will answer later */
+    ONAIR_EINVAL = -1,        /* 400 invalid_request */
+    ONAIR_EAUTH = -2,         /* 401 unauthorized */
+    ONAIR_EPERM = -3,         /* 403 forbidden */
+    ONAIR_ENOTFOUND = -4,     /* 404 not_found */
+    ONAIR_EEXIST = -5,        /* 409 already_exists */
+    ONAIR_ECONFLICT = -6,     /* 409 conflict (wrong state) */
+    ONAIR_ETOOBIG = -7,       /* 413 payload_too_large */
+    ONAIR_ERATE = -8,         /* 429 rate_limited */
+    ONAIR_ENOMEM = -9,        /* 500 out_of_memory */
+    ONAIR_EINTERNAL = -10,    /* 500 internal */
+    ONAIR_ENOTSUP = -11,      /* 501 not_supported */
+    ONAIR_EUNAVAILABLE = -12, /* 503 unavailable */
+    ONAIR_ETIMEDOUT = -13,    /* 504 timeout */
+    ONAIR_ECANCELED = -14,    /* the operation was canceled (shutdown, plugin stop) */
+    ONAIR_ESTALE = -15,       /* the handle or id no longer exists */
+    ONAIR_ESTATE = -16,       /* called at the wrong time (e.g. registration outside init) */
+};
+
+/* ---- opaque handles ------------------------------------------------------------------- */
+typedef struct onair_plugin onair_plugin_t; /* this plugin, as the host knows it */
+typedef struct onair_req onair_req_t;       /* one HTTP request; valid until answered */
+typedef struct onair_wsmsg onair_wsmsg_t;   /* one WebSocket message; valid until answered */
+typedef uint64_t onair_conn_t;              /* a WebSocket connection id (0 = none) */
+typedef uint64_t onair_timer_t;             /* a timer id (0 = none) */
+typedef uint64_t onair_sub_t;               /* a bus subscription id (0 = none) */
+
+/* ---- logging --------------------------------------------------------------------------- */
+enum onair_log_level {
+    ONAIR_LOG_ERROR = 3,
+    ONAIR_LOG_WARN = 4,
+    ONAIR_LOG_INFO = 6,
+    ONAIR_LOG_DEBUG = 7,
+};
+
+/* ---- configuration schema ------------------------------------------------------------- */
+enum onair_config_type {
+    ONAIR_CFG_BOOL = 1,
+    ONAIR_CFG_INT = 2,
+    ONAIR_CFG_DOUBLE = 3,
+    ONAIR_CFG_STRING = 4,
+    ONAIR_CFG_STRING_LIST = 5,
+};
+
+enum onair_config_flags {
+    ONAIR_CFG_REQUIRED = 1u << 0, /* must be present in the YAML */
+    ONAIR_CFG_SECRET = 1u << 1,   /* redacted by --print-config and in logs */
+    ONAIR_CFG_HAS_MIN = 1u << 2,  /* min applies: value, string length or list length */
+    ONAIR_CFG_HAS_MAX = 1u << 3,  /* max applies likewise */
+};
+
+/* One key of a plugin's `config:` block; set `.size = sizeof(onair_config_key_t)` in
+ * every entry (the host walks the array with it) and end with a {0} entry.
+ * `key` may be dotted ("smtp.host") for nested
+ * mappings. `default_value` is YAML scalar text ("10", "true", "a, b" for a list) or
+ * NULL; it is checked like a value from the file. `choices` is "a|b|c" or NULL. */
+typedef struct onair_config_key {
+    size_t size;
+    const char *key;
+    int type; /* enum onair_config_type */
+    const char *default_value;
+    double min;
+    double max;
+    uint32_t flags; /* enum onair_config_flags */
+    const char *choices;
+    const char *doc;
+} onair_config_key_t;
+
+/* ---- the plugin descriptor -------------------------------------------------------------- */
+typedef struct onair_api onair_api_t;
+
+typedef struct onair_plugin_desc {
+    uint32_t magic; /* ONAIR_PLUGIN_MAGIC */
+    uint32_t size;  /* sizeof(onair_plugin_desc_t) as the plugin was built */
+    uint16_t abi_major;
+    uint16_t min_host_minor; /* the oldest host minor this plugin can run on */
+    uint32_t build_sig;      /* ONAIR_BUILD_SIG */
+    const char *name;        /* [a-z][a-z0-9_]{0,31}; equals its YAML file's name */
+    const char *version;
+    const char *description;
+    const char *const *dependencies;  /* plugins that must start first: NULL-terminated, or NULL */
+    const onair_config_key_t *config; /* terminated by an entry with key == NULL, or NULL */
+    /* init: register routes and message types (only possible here). A non-zero return
+     * rolls back everything this plugin registered; free your own allocations first.
+     * Bus subscriptions and timers may be made here or at any later time. */
+    int (*init)(onair_plugin_t *self, const onair_api_t *api);
+    /* start: the server is about to serve; config, timers and the bus are usable. */
+    int (*start)(onair_plugin_t *self);
+    /* stop: free everything. Called exactly once for every plugin whose init
+     * succeeded (also when its start failed), in reverse start order. */
+    void (*stop)(onair_plugin_t *self);
+    /* reconfigure: the config block changed (optional, may be NULL). Reserved: this
+     * host version does not reload configuration yet, so it is never called. */
+    int (*reconfigure)(onair_plugin_t *self);
+} onair_plugin_desc_t;
+
+typedef const onair_plugin_desc_t *(*onair_plugin_entry_fn)(void);
+
+#ifndef ONAIR_PLUGIN_MIN_HOST_MINOR
+#define ONAIR_PLUGIN_MIN_HOST_MINOR ONAIR_ABI_MINOR
+#endif
+
+/* ONAIR_PLUGIN(.name = "hello", .version = "1.0.0", .init = hello_init, ...)
+ * defines the descriptor and the one exported entry function. */
+#define ONAIR_PLUGIN(...)                                                                          \
+    static const onair_plugin_desc_t onair_plugin_desc_ = {                                        \
+        .magic = ONAIR_PLUGIN_MAGIC,                                                               \
+        .size = (uint32_t)sizeof(onair_plugin_desc_t),                                             \
+        .abi_major = ONAIR_ABI_MAJOR,                                                              \
+        .min_host_minor = ONAIR_PLUGIN_MIN_HOST_MINOR,                                             \
+        .build_sig = ONAIR_BUILD_SIG,                                                              \
+        __VA_ARGS__};                                                                              \
+    ONAIR_EXPORT const onair_plugin_desc_t *onair_plugin_entry_v1(void);                           \
+    ONAIR_EXPORT const onair_plugin_desc_t *onair_plugin_entry_v1(void)                            \
+    {                                                                                              \
+        return &onair_plugin_desc_;                                                                \
+    }
+
+/* ---- users and access requirements ------------------------------------------------------ */
+typedef struct onair_user {
+    size_t size;
+    const char *id;           /* the token's subject */
+    const char *const *roles; /* NULL-terminated */
+    int verified;             /* non-zero when the account is verified */
+} onair_user_t;
+
+enum onair_access {
+    ONAIR_ACCESS_PUBLIC = 0,
+    ONAIR_ACCESS_USER = 1u << 0,     /* a valid token is required (401 otherwise) */
+    ONAIR_ACCESS_VERIFIED = 1u << 1, /* ... of a verified account (403 verification_required) */
+};
+
+/* ---- REST routes ---------------------------------------------------------------------- */
+/* Return ONAIR_OK after answering, ONAIR_PENDING to answer later with one of the
+ * reply functions, or a negative status for the host to answer with problem+json. */
+typedef int (*onair_route_fn)(onair_req_t *req, void *ud);
+
+enum onair_route_flags {
+    ONAIR_ROUTE_JSON_BODY = 1u << 0, /* body must be a JSON object; else 400/415 by the host */
+};
+
+typedef struct onair_route {
+    size_t size;
+    const char *method; /* GET POST PUT PATCH DELETE */
+    const char *path;   /* "/api/v1/hello/{name}"; a {param} matches one segment */
+    onair_route_fn handler;
+    void *ud;
+    uint32_t access;  /* enum onair_access */
+    const char *role; /* if set, the user must have this role (403 forbidden) */
+    size_t max_body;  /* bytes; 0 = server.max_body_bytes */
+    uint32_t flags;   /* enum onair_route_flags */
+} onair_route_t;
+
+/* ---- WebSocket message types ------------------------------------------------------------ */
+/* Client envelope: {"type": "hello.say", "id": <string|integer, optional>, "data": {...}}.
+ * Replies carry the same id: {"type":"result","id":..,"data":..} or
+ * {"type":"error","id":..,"data":{"code":..,"status":..,"detail":..}}.
+ * Return as for routes: ONAIR_OK after replying (or when no reply is wanted),
+ * ONAIR_PENDING to reply later, or a negative status for the host to send an error. */
+typedef int (*onair_ws_fn)(onair_wsmsg_t *msg, void *ud);
+
+typedef struct onair_ws_type {
+    size_t size;
+    const char *type; /* must start with "<plugin name>." */
+    onair_ws_fn handler;
+    void *ud;
+    uint32_t access; /* enum onair_access */
+    const char *role;
+} onair_ws_type_t;
+
+/* ---- bus, timers, work ------------------------------------------------------------------ */
+/* payload is borrowed for the duration of the call. Delivered on a later loop turn,
+ * in publish order, never from inside bus_publish(). */
+typedef void (*onair_bus_fn)(const char *topic, json_t *payload, void *ud);
+typedef void (*onair_timer_fn)(onair_timer_t timer, void *ud);
+typedef void (*onair_work_fn)(void *ud);             /* pool thread */
+typedef void (*onair_done_fn)(int status, void *ud); /* loop thread: ONAIR_OK or ECANCELED */
+
+/* ---- the host API table: append only ---------------------------------------------------- */
+struct onair_api {
+    size_t size; /* sizeof(onair_api_t) as the host was built */
+    uint16_t abi_major;
+    uint16_t abi_minor;
+    const char *host_version;
+
+    /* logging and errors */
+    void (*log)(onair_plugin_t *p, int level, const char *fmt, ...) ONAIR_PRINTF(3, 4);
+    void (*vlog)(onair_plugin_t *p, int level, const char *fmt, va_list ap);
+    const char *(*strerror)(int status);
+
+    /* the plugin itself */
+    const char *(*plugin_name)(onair_plugin_t *p);
+    void (*set_state)(onair_plugin_t *p, void *state);
+    void *(*state)(onair_plugin_t *p);
+
+    /* configuration: the validated `config:` block with defaults filled in.
+     * Borrowed; valid until stop or the next reconfigure. Typed getters take a
+     * dotted key declared in the schema. */
+    json_t *(*config)(onair_plugin_t *p);
+    int64_t (*config_int)(onair_plugin_t *p, const char *key);
+    double (*config_double)(onair_plugin_t *p, const char *key);
+    int (*config_bool)(onair_plugin_t *p, const char *key);
+    const char *(*config_string)(onair_plugin_t *p, const char *key);
+
+    /* REST (registration: init only) */
+    int (*route_add)(onair_plugin_t *p, const onair_route_t *route);
+
+    /* request accessors; strings are borrowed until the request is answered */
+    const char *(*req_method)(const onair_req_t *req);
+    const char *(*req_path)(const onair_req_t *req);
+    const char *(*req_param)(const onair_req_t *req, const char *name);  /* path {param} */
+    const char *(*req_query)(const onair_req_t *req, const char *name);  /* decoded */
+    const char *(*req_header)(const onair_req_t *req, const char *name); /* any case */
+    const void *(*req_body)(const onair_req_t *req, size_t *len);
+    json_t *(*req_json)(const onair_req_t *req); /* borrowed; NULL without JSON body */
+    const char *(*req_remote_addr)(const onair_req_t *req);
+    const char *(*req_id)(const onair_req_t *req);           /* X-Request-Id */
+    const onair_user_t *(*req_user)(const onair_req_t *req); /* NULL when anonymous */
+
+    /* answering: each frees the request; exactly one per request */
+    int (*resp_header)(onair_req_t *req, const char *name, const char *value);
+    int (*reply_json)(onair_req_t *req, int http_status, json_t *body); /* steals body */
+    int (*reply_raw)(onair_req_t *req, int http_status, const char *content_type, const void *data,
+                     size_t len);
+    int (*reply_problem)(onair_req_t *req, int http_status, const char *code, const char *detail);
+    int (*reply_error)(onair_req_t *req, int status, const char *detail); /* ONAIR_E* */
+
+    /* WebSocket (type registration: init only) */
+    int (*ws_type_add)(onair_plugin_t *p, const onair_ws_type_t *type);
+    onair_conn_t (*msg_conn)(const onair_wsmsg_t *msg);
+    const char *(*msg_type)(const onair_wsmsg_t *msg);
+    json_t *(*msg_data)(const onair_wsmsg_t *msg); /* borrowed; never NULL (empty object) */
+    const onair_user_t *(*msg_user)(const onair_wsmsg_t *msg);
+    int (*msg_reply)(onair_wsmsg_t *msg, json_t *data); /* steals; frees msg */
+    int (*msg_reply_error)(onair_wsmsg_t *msg, int status, const char *code,
+                           const char *detail); /* code NULL: from status; frees msg */
+    int (*ws_send)(onair_conn_t conn, const char *type, json_t *data); /* steals */
+    int (*ws_subscribe)(onair_conn_t conn, const char *topic);
+    int (*ws_unsubscribe)(onair_conn_t conn, const char *topic);
+    int (*ws_publish)(const char *topic, const char *type, json_t *data); /* steals */
+    int (*ws_close)(onair_conn_t conn, int code, const char *reason);
+
+    /* event bus: topics are dot-separated; in patterns `*` matches one segment and a
+     * trailing `**` matches any number of remaining segments (zero included). */
+    int (*bus_subscribe)(onair_plugin_t *p, const char *pattern, onair_bus_fn fn, void *ud,
+                         onair_sub_t *out);
+    int (*bus_unsubscribe)(onair_plugin_t *p, onair_sub_t sub);
+    int (*bus_publish)(onair_plugin_t *p, const char *topic, json_t *payload); /* steals */
+
+    /* timers: repeat_ms 0 = one-shot. Returns 0 on failure. */
+    onair_timer_t (*timer_start)(onair_plugin_t *p, uint64_t delay_ms, uint64_t repeat_ms,
+                                 onair_timer_fn fn, void *ud);
+    int (*timer_cancel)(onair_plugin_t *p, onair_timer_t timer);
+    int64_t (*now_ms)(onair_plugin_t *p); /* wall clock, ms since the Unix epoch */
+
+    /* work pool: fn on a pool thread, then done on the loop thread */
+    int (*work_submit)(onair_plugin_t *p, onair_work_fn fn, onair_done_fn done, void *ud);
+
+    /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
+};
+
+/* Does the running host provide api->fn? */
+#define ONAIR_HAS(api, fn)                                                                         \
+    ((api)->size >= offsetof(onair_api_t, fn) + sizeof((api)->fn) && (api)->fn != NULL)
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ONAIR_PLUGIN_H */
