@@ -224,19 +224,26 @@ int host_start(struct host *h, settings_t *s)
 }
 
 /* ---- graceful shutdown ------------------------------------------------------------------ */
-static void finish_shutdown(struct host *h)
+/* Shutdown phases, driven by drain_check every 20 ms after the signal:
+ *   1. draining: new work refused; wait for pending requests, open WebSockets and
+ *      unwritten answers, up to server.shutdown_timeout;
+ *   2. stop plugins in reverse order, answer what is left with 503;
+ *   3. flushing: wait (at most 2 s) until those last answers are written, then exit. */
+static int g_flushing;
+static struct timeval g_flush_deadline;
+
+static void stop_plugins(struct host *h)
 {
-    if (g_drain_tick) {
-        event_free(g_drain_tick);
-        g_drain_tick = NULL;
-    }
     size_t left = api_pending(), ws = api_ws_open();
     if (left || ws)
         LOG_WARN("core", "shutdown deadline: %zu requests pending, %zu WebSockets open", left, ws);
     loader_stop_all(h);
     bus_drain(h->bus);
     api_fail_pending(); /* after plugins stopped nobody can answer them */
-    event_base_loopexit(h->base, NULL);
+    g_flushing = 1;
+    struct timeval now, two = {.tv_sec = 2};
+    gettimeofday(&now, NULL);
+    timeradd(&now, &two, &g_flush_deadline);
 }
 
 static void drain_check(evutil_socket_t fd, short what, void *arg)
@@ -244,10 +251,20 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     struct host *h = arg;
     struct timeval now;
     gettimeofday(&now, NULL);
-    /* Done when every request is answered and every WebSocket got its 1001 close
-     * and is gone (so the close frames are on the wire before the context dies). */
-    if ((api_pending() == 0 && api_ws_open() == 0) || !timercmp(&now, &g_drain_deadline, <))
-        finish_shutdown(h);
+    if (!g_flushing) {
+        /* Every request answered and written, every WebSocket closed with 1001 (so
+         * the close frames are on the wire before the context dies)? */
+        if ((api_pending() == 0 && api_ws_open() == 0 && net_inflight(h->net) == 0) ||
+            !timercmp(&now, &g_drain_deadline, <))
+            stop_plugins(h);
+    }
+    if (g_flushing && (net_inflight(h->net) == 0 || !timercmp(&now, &g_flush_deadline, <))) {
+        if (g_drain_tick) {
+            event_free(g_drain_tick);
+            g_drain_tick = NULL;
+        }
+        event_base_loopexit(h->base, NULL);
+    }
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

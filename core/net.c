@@ -264,6 +264,8 @@ struct pss {
     uint8_t kind;
     /* http */
     uint8_t hstate;
+    /* in_core: counted in n->inflight, from the hand-over to the core until the
+     * answer is written or the connection is gone */
     uint8_t is_head, close_after, cors_ok, in_core, chunked, ck_state, ck_digits, rx_paused;
     uint8_t http10_keepalive;
     uint64_t ck_remain;
@@ -887,6 +889,10 @@ static int http_write(net_t *n, struct lws *wsi, struct pss *p)
         }
     }
     http_account(n, p, p->resp_status, p->resp_body_len);
+    if (p->in_core) {
+        p->in_core = 0;
+        atomic_fetch_sub(&n->inflight, 1);
+    }
     p->hstate = H_IDLE;
     cmd_free(p->resp);
     p->resp = NULL;
@@ -2001,8 +2007,8 @@ static void run_cmd(net_t *n, cmd_t *c)
         p = id_lookup(n, c->id);
         if (!p || p->kind != PSS_HTTP || p->hstate != H_CORE || p->id != c->id)
             break; /* stale: the client went away (or answered twice) */
-        p->in_core = 0;
-        atomic_fetch_sub(&n->inflight, 1);
+        /* still counted in inflight until the answer is written (http_write): a
+         * graceful shutdown must not free the connection before that */
         cmd_free(p->resp);
         p->resp = c;
         p->resp_start = NULL;

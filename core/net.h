@@ -111,7 +111,7 @@ int net_ws_close(net_t *n, onair_conn_t conn, int code, const char *reason);
 /* Graceful shutdown, phase 1: refuse new connections and requests (503 +
  * Connection: close), close WebSockets with 1001. Returns at once. */
 void net_begin_shutdown(net_t *n);
-/* Number of HTTP requests handed to the core and not yet answered. */
+/* HTTP requests handed to the core whose answer is not written yet (any thread). */
 size_t net_inflight(net_t *n);
 /* Phase 2: stop the thread, close everything, free. */
 void net_free(net_t *n);

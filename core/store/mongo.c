@@ -1199,8 +1199,20 @@ static int m_ensure_index(store_backend_t *b, const char *coll, const store_inde
         BSON_APPEND_INT32(&key, idx->fields[i], idx->directions[i] < 0 ? -1 : 1);
     bson_append_document_end(&spec, &key);
     BSON_APPEND_UTF8(&spec, "name", idx->name);
-    if (idx->unique)
+    if (idx->unique) {
         BSON_APPEND_BOOL(&spec, "unique", true);
+        /* Documents without the field do not take part, as on the sqlite backend
+         * (SQLite NULLs are distinct): without this MongoDB lets only one document
+         * miss a unique field. */
+        bson_t partial, exists;
+        BSON_APPEND_DOCUMENT_BEGIN(&spec, "partialFilterExpression", &partial);
+        for (size_t i = 0; i < idx->nkeys; i++) {
+            BSON_APPEND_DOCUMENT_BEGIN(&partial, idx->fields[i], &exists);
+            BSON_APPEND_BOOL(&exists, "$exists", true);
+            bson_append_document_end(&partial, &exists);
+        }
+        bson_append_document_end(&spec, &partial);
+    }
     bson_append_document_end(&arr, &spec);
     bson_append_array_end(&cmd, &arr);
 

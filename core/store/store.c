@@ -17,6 +17,7 @@
 
 #define MAX_INSERT_BATCH   100000
 #define HEALTH_INTERVAL_MS 2000
+#define VERSIONS_FILE      "_versions.json" /* written by --export next to the .jsonl files */
 
 struct onair_coll {
     struct onair_coll *next;
@@ -433,6 +434,10 @@ static int unavailable_fast(store_op_t *op)
 static void run_insert(store_op_t *op)
 {
     json_t *docs = op->arg;
+    if (!json_is_array(docs) && !json_is_object(docs)) {
+        set_err(op, ONAIR_EINVAL, "insert needs a document or an array of documents");
+        return;
+    }
     json_t *arr = json_is_array(docs) ? json_incref(docs) : json_pack("[O]", docs);
     if (!arr) {
         set_err(op, ONAIR_ENOMEM, "out of memory");
@@ -736,7 +741,7 @@ static int submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_store_f
     }
     op->kind = kind;
     op->coll = c;
-    op->arg = arg ? arg : json_object();
+    op->arg = arg || kind == OP_INSERT ? arg : json_object(); /* a missing spec = {} */
     op->cb = cb;
     op->ud = ud;
     op->queued_at = mono_ms();
@@ -1048,9 +1053,13 @@ int store_export(json_t *cfg, const char *dir)
     }
     size_t i;
     json_t *nv;
+    json_t *versions = json_object();
     json_array_foreach(names, i, nv)
     {
         const char *name = json_string_value(nv);
+        int version = 0;
+        if (g_ops->ensure_collection(g_backend, name, &version, e) == 0)
+            json_object_set_new(versions, name, json_integer(version));
         store_find_spec_t all = {.filter = json_object()};
         json_t *docs = NULL;
         int frc = g_ops->find(g_backend, name, &all, &docs, e);
@@ -1087,6 +1096,15 @@ int store_export(json_t *cfg, const char *dir)
         LOG_INFO("store", "exported %s: %zu documents", name, json_array_size(docs));
         json_decref(docs);
     }
+    /* schema versions, so an import does not look like a new collection */
+    char vpath[4096];
+    snprintf(vpath, sizeof vpath, "%s/%s", dir, VERSIONS_FILE);
+    if (json_dump_file(versions, vpath, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
+        LOG_ERROR("store", "cannot write %s", vpath);
+        json_decref(versions);
+        goto out;
+    }
+    json_decref(versions);
     rc = 0;
 out:
     json_decref(names);
@@ -1094,7 +1112,7 @@ out:
     return rc;
 }
 
-static int import_file(const char *dir, const char *file)
+static int import_file(const char *dir, const char *file, json_t *versions)
 {
     char name[256];
     size_t fl = strlen(file);
@@ -1158,6 +1176,12 @@ static int import_file(const char *dir, const char *file)
     free(line);
     fclose(f);
     json_decref(batch);
+    json_t *v = json_object_get(versions, name);
+    if (rc == 0 && json_is_integer(v) &&
+        g_ops->set_version(g_backend, name, (int)json_integer_value(v), e) != 0) {
+        LOG_ERROR("store", "%s: cannot record schema version: %s", name, e);
+        rc = -1;
+    }
     if (rc == 0)
         LOG_INFO("store", "imported %s: %zu documents", name, total);
     return rc;
@@ -1175,12 +1199,21 @@ int store_import(json_t *cfg, const char *dir)
         return -1;
     }
     int rc = 0;
+    char vpath[4096];
+    snprintf(vpath, sizeof vpath, "%s/%s", dir, VERSIONS_FILE);
+    json_error_t je;
+    json_t *versions = json_load_file(vpath, 0, &je);
+    if (!versions)
+        LOG_WARN("store", "%s: %s; collections are imported without schema versions", vpath,
+                 je.text);
     struct dirent *ent;
     while ((ent = readdir(d))) {
         size_t l = strlen(ent->d_name);
-        if (l > 6 && !strcmp(ent->d_name + l - 6, ".jsonl") && import_file(dir, ent->d_name) < 0)
+        if (l > 6 && !strcmp(ent->d_name + l - 6, ".jsonl") &&
+            import_file(dir, ent->d_name, versions) < 0)
             rc = -1;
     }
+    json_decref(versions);
     closedir(d);
     close_standalone();
     return rc;

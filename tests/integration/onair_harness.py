@@ -140,6 +140,8 @@ class Server:
         env = dict(os.environ)
         env.update(self.env)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        with self._log_lock:  # a restart starts a fresh log (the old one was checked at stop)
+            self.log_lines = []
         self.proc = subprocess.Popen([ONAIRD, "-c", self.config_path, *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, text=True, errors="replace")

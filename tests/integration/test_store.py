@@ -77,6 +77,9 @@ def test_insert_one_and_many(st):
         assert st.get("items", _id) == {"_id": _id, "name": f"m{i}", "n": i}
     # the collections are separate
     assert st.count("other") == 0
+    # no document at all is an error, not an empty document
+    st.error("items", "insert", {}, 400, "invalid_request")
+    assert st.count("items") == 11
 
 
 def test_insert_keeps_values(st):

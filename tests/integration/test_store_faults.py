@@ -204,6 +204,9 @@ def test_export_sqlite_import_mongodb(server_factory, congo, tmp_path):
         path = out / f"storetest.{c}.jsonl"
         lines = path.read_text().splitlines()
         assert sorted(json.loads(l)["_id"] for l in lines) == [d["_id"] for d in before[c]], c
+    # schema versions travel with the data
+    versions = json.loads((out / "_versions.json").read_text())
+    assert versions["storetest.items"] == 1 and versions["storetest.other"] == 1
 
     m = server_factory(plugins={"storetest": {}},
                        core={"storage": storage_config("mongodb", uri=congo.uri,
@@ -215,6 +218,13 @@ def test_export_sqlite_import_mongodb(server_factory, congo, tmp_path):
     mt = StoreClient(assert_storetest_started(m))
     for c in ("items", "other", "events"):
         assert mt.find(c, sort={"_id": 1}) == before[c], c
+    # the imported items are at version 1: a version 2 start migrates them
+    assert m.stop() == 0
+    m.plugins["storetest"] = {"config": {"items_version": 2}}
+    m.write_config()
+    m.start()
+    mt = StoreClient(assert_storetest_started(m))
+    assert all(d.get("migrated_from") == 1 for d in mt.find("items"))
     # the imported collections work as usual (indexes, queries)
     assert [d["name"] for d in mt.find("items", filter={"n": {"$gte": 4}}, sort={"n": 1})] == \
         [VARIED[3]["name"], "given id"]
