@@ -166,3 +166,44 @@ def test_malformed_http_keeps_serving(server):
     answer = server.raw(big_header, timeout=2)
     assert not answer.startswith(b"HTTP/1.1 200")
     assert server.http("GET", "/healthz").status == 200
+
+
+def test_tls(server_factory, tmp_path):
+    """server.tls.cert/key: the same port speaks HTTPS and WSS."""
+    import asyncio
+    import http.client
+    import ssl
+    import subprocess
+
+    import websockets
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    s = server_factory(plugins={"testkit": {}},
+                       core={"server": {"tls": {"cert": str(cert), "key": str(key)}}}).start()
+    assert s.wait_log(r"listening on https://", 5)
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=ctx, timeout=10)
+    r = request(conn, "GET", "/api/v1/testkit/config")
+    assert r.status == 200 and r.json()["label"] == "testkit"
+    conn.close()
+
+    async def wss():
+        async with websockets.connect(f"wss://127.0.0.1:{s.port}/ws", ssl=ctx) as ws:
+            await ws.send(json.dumps({"type": "testkit.whoami", "id": 1}))
+            return json.loads(await ws.recv())
+
+    assert asyncio.run(wss())["data"] == {"user": None}
+    # plain HTTP on the TLS port gets no HTTP answer (the connection is refused or reset)
+    try:
+        answer = s.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+    except ConnectionError:
+        answer = b""
+    assert not answer.startswith(b"HTTP/1.1 200")
+    conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=ctx, timeout=10)
+    assert request(conn, "GET", "/healthz").status == 200
+    conn.close()
