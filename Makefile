@@ -7,7 +7,7 @@ CMAKE_FLAGS ?=
 
 RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev libyaml-dev \
 	libjansson-dev libjwt-dev libssl-dev libsqlite3-dev libmongoc-dev libbson-dev
-TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest \
+TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest openssl \
 	python3-websockets curl clang-format
 
 .PHONY: run test build deps-run deps-test sanitize clean format
