@@ -7,6 +7,11 @@ if(TARGET test_hello)
   add_test(NAME unit.example_hello COMMAND test_hello)
   set_tests_properties(unit.example_hello PROPERTIES TIMEOUT 120)
 endif()
+# The test host's own store tests (sdk/testhost/test_testhost_store.c), likewise.
+if(TARGET test_testhost_store)
+  add_test(NAME unit.testhost_store COMMAND test_testhost_store)
+  set_tests_properties(unit.testhost_store PROPERTIES TIMEOUT 120)
+endif()
 
 # abidiff exits non-zero on any change of the anchor library's ABI against the
 # committed baseline (4: changed, 8: incompatible change, 12: both).

@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "problem.h"
+#include "store/doc.h"
 
 #define DEFAULT_MAX_BODY (1024u * 1024u) /* the server's default server.max_body_bytes */
 #define RUN_LIMIT        1000000         /* steps per onair_test_run(): a plugin loop */
@@ -359,6 +360,8 @@ struct onair_test_host {
     tconn_t *conns;
     struct onair_req *reqs;   /* pending requests */
     struct onair_wsmsg *msgs; /* pending messages */
+    struct onair_coll *colls; /* the in-memory document store */
+    int store_down;           /* onair_test_store_set_available(h, 0) */
 };
 
 static onair_test_host_t *g_hosts;   /* every live host */
@@ -1744,6 +1747,1504 @@ static tjob_t *job_pop(onair_test_host_t *h)
     return j;
 }
 
+/* ---- document store -------------------------------------------------------------------- */
+/*
+ * The server's store (core/store/store.c: spec checks, results, errors) on an
+ * in-memory backend that evaluates everything with the core's doc.c, like the sqlite
+ * backend. Writes are all or nothing. Unique indexes follow MongoDB: a missing field
+ * indexes as null, an array field as each of its elements. Operations are queued
+ * like work_submit() jobs and run by onair_test_run(), in submission order.
+ */
+
+#define STORE_ERR_LEN    512
+#define MAX_INSERT_BATCH 100000
+
+typedef struct tindex {
+    char *name; /* "owner_1_created_at_-1" */
+    char *list; /* "owner, created_at" (messages) */
+    size_t nkeys;
+    char **fields;
+    int *dirs;
+    int unique;
+    uint32_t ttl_seconds;
+} tindex_t;
+
+/* A collection: its documents live as long as the host; the open state (version,
+ * migrate, indexes) belongs to the plugin's store_open(). */
+struct onair_coll {
+    struct onair_coll *next;
+    onair_test_host_t *h;
+    char *name;         /* "<plugin>.<name>" */
+    json_t *docs;       /* array, sorted by _id */
+    int stored_version; /* 0: never recorded */
+    int opened;         /* store_open() succeeded (and init did not fail) */
+    int ix_on;          /* indexes in force */
+    int prepared;       /* indexes and migrations done (before start) */
+    int version;
+    onair_migrate_fn migrate;
+    void *migrate_ud;
+    tindex_t *ix;
+    size_t nix;
+};
+
+static void tindex_free(tindex_t *ix)
+{
+    free(ix->name);
+    free(ix->list);
+    for (size_t i = 0; i < ix->nkeys; i++)
+        free(ix->fields[i]);
+    free(ix->fields);
+    free(ix->dirs);
+    memset(ix, 0, sizeof *ix);
+}
+
+static void coll_close(struct onair_coll *c)
+{
+    for (size_t i = 0; i < c->nix; i++)
+        tindex_free(&c->ix[i]);
+    free(c->ix);
+    c->ix = NULL;
+    c->nix = 0;
+    c->opened = c->ix_on = c->prepared = 0;
+    c->migrate = NULL;
+    c->migrate_ud = NULL;
+}
+
+static void colls_free(onair_test_host_t *h)
+{
+    while (h->colls) {
+        struct onair_coll *c = h->colls;
+        h->colls = c->next;
+        coll_close(c);
+        json_decref(c->docs);
+        free(c->name);
+        free(c);
+    }
+}
+
+static struct onair_coll *coll_find(const onair_test_host_t *h, const char *name)
+{
+    for (struct onair_coll *c = h ? h->colls : NULL; c; c = c->next)
+        if (!strcmp(c->name, name))
+            return c;
+    return NULL;
+}
+
+static struct onair_coll *coll_get(onair_test_host_t *h, const char *name)
+{
+    struct onair_coll *c = coll_find(h, name);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (!c || !(c->name = xstrdup(name)) || !(c->docs = json_array())) {
+        if (c)
+            free(c->name);
+        free(c);
+        return NULL;
+    }
+    c->h = h;
+    c->next = h->colls;
+    h->colls = c;
+    return c;
+}
+
+static int valid_coll_name(const char *n)
+{
+    size_t len = n ? strlen(n) : 0;
+    if (len == 0 || len > 48 || !(n[0] >= 'a' && n[0] <= 'z'))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '_'))
+            return 0;
+    return 1;
+}
+
+static int valid_field_path(const char *f)
+{
+    size_t len = strlen(f);
+    if (len == 0 || len > 128 || f[0] == '.' || f[len - 1] == '.')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = f[i];
+        if (ch == '.' && f[i + 1] == '.')
+            return 0;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* "owner,-created_at" -> index, as the server parses it. 0 or -1 with err. */
+static int parse_index(const onair_index_t *in, tindex_t *out, char *err, size_t elen)
+{
+    memset(out, 0, sizeof *out);
+    char *keys = xstrdup(in->keys);
+    if (!keys)
+        return -1;
+    size_t cap = 1;
+    for (const char *p = keys; *p; p++)
+        cap += *p == ',';
+    size_t text_len = strlen(in->keys) * 2 + 16;
+    out->fields = calloc(cap, sizeof(char *));
+    out->dirs = calloc(cap, sizeof(int));
+    out->name = calloc(1, text_len);
+    out->list = calloc(1, text_len);
+    if (!out->fields || !out->dirs || !out->name || !out->list) {
+        snprintf(err, elen, "out of memory");
+        goto fail;
+    }
+    char *save = NULL;
+    for (char *tok = strtok_r(keys, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        int dir = 1;
+        if (*tok == '-') {
+            dir = -1;
+            tok++;
+        } else if (*tok == '+') {
+            tok++;
+        }
+        size_t tl = strlen(tok);
+        while (tl && tok[tl - 1] == ' ')
+            tok[--tl] = 0;
+        if (!valid_field_path(tok) || !strcmp(tok, "_id")) {
+            snprintf(err, elen, "index keys '%s': '%s' is not a valid field", in->keys, tok);
+            goto fail;
+        }
+        if (!(out->fields[out->nkeys] = xstrdup(tok))) {
+            snprintf(err, elen, "out of memory");
+            goto fail;
+        }
+        out->dirs[out->nkeys] = dir;
+        size_t nl = strlen(out->name), ll = strlen(out->list);
+        snprintf(out->name + nl, text_len - nl, "%s%s_%d", out->nkeys ? "_" : "", tok, dir);
+        snprintf(out->list + ll, text_len - ll, "%s%s", out->nkeys ? ", " : "", tok);
+        out->nkeys++;
+    }
+    if (out->nkeys == 0) {
+        snprintf(err, elen, "index keys '%s' name no field", in->keys);
+        goto fail;
+    }
+    out->unique = (in->flags & ONAIR_INDEX_UNIQUE) != 0;
+    out->ttl_seconds = in->ttl_seconds;
+    if (out->ttl_seconds && out->nkeys != 1) {
+        snprintf(err, elen, "index keys '%s': a TTL index has exactly one field", in->keys);
+        goto fail;
+    }
+    free(keys);
+    return 0;
+fail:
+    free(keys);
+    tindex_free(out);
+    return -1;
+}
+
+static void serr(char *err, const char *fmt, ...) ONAIR_PRINTF(2, 3);
+static void serr(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, STORE_ERR_LEN, fmt, ap);
+    va_end(ap);
+}
+
+static const char *doc_id_of(json_t *doc)
+{
+    return json_string_value(json_object_get(doc, "_id"));
+}
+
+/* ---- the in-memory backend: unique indexes ---- */
+
+/* The values a document holds for an index field, as MongoDB indexes them: missing
+ * is null, an array contributes each element ([] itself when empty), a path through
+ * an array of objects collects the field of each element. Appends to out. */
+static void index_values(json_t *v, const char *path, json_t *out, int depth)
+{
+    if (depth > 100) {
+        json_array_append_new(out, json_null());
+        return;
+    }
+    if (!*path) {
+        if (json_is_array(v) && json_array_size(v)) {
+            size_t i;
+            json_t *e;
+            json_array_foreach(v, i, e) json_array_append(out, e);
+        } else {
+            json_array_append_new(out, v ? json_incref(v) : json_null());
+        }
+        return;
+    }
+    const char *dot = strchr(path, '.');
+    size_t n = dot ? (size_t)(dot - path) : strlen(path);
+    const char *rest = dot ? dot + 1 : "";
+    char seg[160];
+    snprintf(seg, sizeof seg, "%.*s", (int)n, path);
+    if (json_is_object(v)) {
+        json_t *child = json_object_get(v, seg);
+        if (child)
+            index_values(child, rest, out, depth + 1);
+        else
+            json_array_append_new(out, json_null());
+    } else if (json_is_array(v)) {
+        char *end;
+        unsigned long k = strtoul(seg, &end, 10);
+        if (seg[0] >= '0' && seg[0] <= '9' && !*end && k < json_array_size(v)) {
+            index_values(json_array_get(v, k), rest, out, depth + 1);
+        } else if (json_array_size(v) == 0) {
+            json_array_append_new(out, json_null());
+        } else {
+            size_t i;
+            json_t *e;
+            json_array_foreach(v, i, e)
+            {
+                if (json_is_object(e))
+                    index_values(e, path, out, depth + 1);
+                else
+                    json_array_append_new(out, json_null());
+            }
+        }
+    } else {
+        json_array_append_new(out, json_null());
+    }
+}
+
+typedef struct ukey {
+    json_t *tuple; /* one value per index field */
+    size_t doc;    /* position in the candidate array */
+} ukey_t;
+
+static int ukey_cmp_values(const ukey_t *x, const ukey_t *y)
+{
+    size_t n = json_array_size(x->tuple);
+    for (size_t i = 0; i < n; i++) {
+        int c = doc_compare_values(json_array_get(x->tuple, i), json_array_get(y->tuple, i));
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+static int ukey_cmp(const void *a, const void *b)
+{
+    const ukey_t *x = a, *y = b;
+    int c = ukey_cmp_values(x, y);
+    if (c)
+        return c;
+    return x->doc < y->doc ? -1 : x->doc > y->doc;
+}
+
+static void ukeys_free(ukey_t *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        json_decref(k[i].tuple);
+    free(k);
+}
+
+/* Every key tuple of doc (the product of each field's values). 0 or -1 (memory). */
+static int ukeys_add(ukey_t **keys, size_t *n, size_t *cap, const tindex_t *ix, json_t *doc,
+                     size_t pos)
+{
+    /* As on both server backends, a document without one of the indexed fields does
+     * not take part in a unique index (MongoDB: a partial index on $exists). */
+    for (size_t f = 0; f < ix->nkeys; f++)
+        if (!doc_get_path(doc, ix->fields[f]))
+            return 0;
+    json_t *lists = json_array();
+    size_t total = 1;
+    for (size_t f = 0; lists && f < ix->nkeys; f++) {
+        json_t *vals = json_array();
+        if (!vals)
+            break;
+        index_values(doc, ix->fields[f], vals, 0);
+        total *= json_array_size(vals);
+        json_array_append_new(lists, vals);
+    }
+    if (!lists || json_array_size(lists) != ix->nkeys) {
+        json_decref(lists);
+        return -1;
+    }
+    size_t *odo = calloc(ix->nkeys, sizeof *odo);
+    int rc = odo ? 0 : -1;
+    for (size_t t = 0; rc == 0 && t < total; t++) {
+        json_t *tuple = json_array();
+        for (size_t f = 0; tuple && f < ix->nkeys; f++)
+            json_array_append(tuple, json_array_get(json_array_get(lists, f), odo[f]));
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 64;
+            ukey_t *nk = realloc(*keys, nc * sizeof *nk);
+            if (!nk) {
+                json_decref(tuple);
+                rc = -1;
+                break;
+            }
+            *keys = nk;
+            *cap = nc;
+        }
+        if (!tuple) {
+            rc = -1;
+            break;
+        }
+        (*keys)[*n].tuple = tuple;
+        (*keys)[(*n)++].doc = pos;
+        for (size_t f = ix->nkeys; f-- > 0;) { /* next combination */
+            if (++odo[f] < json_array_size(json_array_get(lists, f)))
+                break;
+            odo[f] = 0;
+        }
+    }
+    free(odo);
+    json_decref(lists);
+    return rc;
+}
+
+/* The unique indexes of c over the candidate documents: a value held by two documents,
+ * one of them changed (changed == NULL: all), is ONAIR_EEXIST. creating: the message
+ * of a failed index creation. */
+static int check_unique(struct onair_coll *c, json_t *cand, const unsigned char *changed,
+                        int creating, char *err)
+{
+    if (!c->ix_on && !creating)
+        return 0;
+    size_t n = json_array_size(cand);
+    for (size_t x = 0; x < c->nix; x++) {
+        const tindex_t *ix = &c->ix[x];
+        if (!ix->unique)
+            continue;
+        ukey_t *keys = NULL;
+        size_t nk = 0, cap = 0;
+        int oom = 0;
+        for (size_t i = 0; i < n && !oom; i++)
+            oom = ukeys_add(&keys, &nk, &cap, ix, json_array_get(cand, i), i) < 0;
+        if (oom) {
+            ukeys_free(keys, nk);
+            serr(err, "write in collection %s failed: out of memory", c->name);
+            return ONAIR_ENOMEM;
+        }
+        if (nk > 1)
+            qsort(keys, nk, sizeof *keys, ukey_cmp);
+        for (size_t k = 1; k < nk; k++) {
+            const ukey_t *a = &keys[k - 1], *b = &keys[k];
+            if (a->doc == b->doc || ukey_cmp_values(a, b) != 0)
+                continue;
+            if (changed && !changed[a->doc] && !changed[b->doc])
+                continue;
+            size_t culprit = !changed || changed[b->doc] ? b->doc : a->doc;
+            const char *id = doc_id_of(json_array_get(cand, culprit));
+            if (creating)
+                serr(err,
+                     "cannot create unique index %s on collection %s: existing documents have "
+                     "duplicate values of (%s)",
+                     ix->name, c->name, ix->list);
+            else
+                serr(err,
+                     "duplicate key in collection %s: unique index %s (%s) already holds this "
+                     "value (document \"%s\")",
+                     c->name, ix->name, ix->list, id ? id : "");
+            ukeys_free(keys, nk);
+            return ONAIR_EEXIST;
+        }
+        ukeys_free(keys, nk);
+    }
+    return 0;
+}
+
+/* ---- the in-memory backend: operations (the contract of core/store/backend.h) ---- */
+
+static int size_cb(const char *buf, size_t size, void *data)
+{
+    (void)buf;
+    *(size_t *)data += size;
+    return 0;
+}
+
+static int check_size(struct onair_coll *c, json_t *doc, char *err)
+{
+    size_t n = 0;
+    json_dump_callback(doc, size_cb, &n, JSON_COMPACT);
+    if (n > DOC_MAX_BYTES) {
+        const char *id = doc_id_of(doc);
+        serr(err,
+             "document \"%s\" in collection %s is %zu bytes, over the limit of %d bytes (16 MiB)",
+             id ? id : "", c->name, n, DOC_MAX_BYTES);
+        return ONAIR_ETOOBIG;
+    }
+    return 0;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Commit a candidate array (changed: one flag per element): ids unique (checked when
+ * documents were added: resort), then unique indexes; the store keeps _id order. */
+static int commit(struct onair_coll *c, json_t *cand, const unsigned char *changed, int resort,
+                  char *err)
+{
+    size_t n = json_array_size(cand);
+    if (resort && n > 1) {
+        const char **ids = malloc(n * sizeof *ids);
+        if (!ids) {
+            serr(err, "write in collection %s failed: out of memory", c->name);
+            return ONAIR_ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *id = doc_id_of(json_array_get(cand, i));
+            ids[i] = id ? id : "";
+        }
+        qsort(ids, n, sizeof *ids, id_cmp);
+        for (size_t i = 1; i < n; i++)
+            if (!strcmp(ids[i - 1], ids[i])) {
+                serr(err,
+                     "duplicate key in collection %s: a document with _id \"%s\" already exists",
+                     c->name, ids[i]);
+                free(ids);
+                return ONAIR_EEXIST;
+            }
+        free(ids);
+    }
+    int s = check_unique(c, cand, changed, 0, err);
+    if (s)
+        return s;
+    if (resort)
+        doc_sort(cand, NULL);
+    json_array_clear(c->docs);
+    json_array_extend(c->docs, cand);
+    return 0;
+}
+
+/* A candidate: the stored documents (shared) plus room for flags. */
+static json_t *cand_new(struct onair_coll *c, size_t extra, unsigned char **changed)
+{
+    json_t *cand = json_array();
+    *changed = calloc(json_array_size(c->docs) + extra + 1, 1);
+    if (!cand || !*changed) {
+        json_decref(cand);
+        free(*changed);
+        *changed = NULL;
+        return NULL;
+    }
+    json_array_extend(cand, c->docs);
+    return cand;
+}
+
+/* docs: complete documents (with _id), already copies owned by the store. */
+static int mem_insert(struct onair_coll *c, json_t *docs, char *err)
+{
+    unsigned char *changed;
+    json_t *cand = cand_new(c, json_array_size(docs), &changed);
+    if (!cand) {
+        serr(err, "insert into collection %s: out of memory", c->name);
+        return ONAIR_ENOMEM;
+    }
+    size_t i;
+    json_t *d;
+    json_array_foreach(docs, i, d)
+    {
+        changed[json_array_size(cand)] = 1;
+        json_array_append(cand, d);
+    }
+    int s = commit(c, cand, changed, 1, err);
+    json_decref(cand);
+    free(changed);
+    return s;
+}
+
+/* Matching documents (stored references) in sort order, skip and limit applied. */
+static json_t *mem_select(struct onair_coll *c, json_t *filter, json_t *sort, int64_t skip,
+                          int64_t limit)
+{
+    json_t *res = json_array();
+    size_t i;
+    json_t *d;
+    json_array_foreach(c->docs, i, d) if (doc_match(d, filter)) json_array_append(res, d);
+    if (json_object_size(sort))
+        doc_sort(res, sort);
+    size_t n = json_array_size(res);
+    size_t from = skip > 0 ? (size_t)skip : 0;
+    if (from > n)
+        from = n;
+    size_t to = n;
+    if (limit > 0 && (uint64_t)limit < (uint64_t)(n - from))
+        to = from + (size_t)limit;
+    if (from > 0 || to < n) {
+        json_t *slice = json_array();
+        for (size_t k = from; slice && k < to; k++)
+            json_array_append(slice, json_array_get(res, k));
+        json_decref(res);
+        res = slice;
+    }
+    return res;
+}
+
+/* Apply update to a copy of doc: 1 changed, 0 unchanged (*after set either way), < 0
+ * status. The copy shares nothing with the update. */
+static int apply_one(struct onair_coll *c, json_t *doc, json_t *update, json_t **after, char *err)
+{
+    char uerr[STORE_ERR_LEN] = "";
+    const char *id = doc_id_of(doc);
+    *after = json_deep_copy(doc);
+    if (!*after) {
+        serr(err, "update in collection %s: out of memory", c->name);
+        return ONAIR_ENOMEM;
+    }
+    int r = doc_apply_update(*after, update, 0, uerr, sizeof uerr);
+    if (r < 0) {
+        serr(err, "update of document \"%s\" in collection %s failed: %s", id ? id : "?", c->name,
+             uerr[0] ? uerr : "invalid update");
+        json_decref(*after);
+        *after = NULL;
+        return ONAIR_EINVAL;
+    }
+    if (r == 0)
+        return 0;
+    const char *nid = doc_id_of(*after);
+    int s = 0;
+    if (!id || !nid || strcmp(id, nid) != 0) {
+        serr(err, "update of document \"%s\" in collection %s failed: _id cannot change",
+             id ? id : "?", c->name);
+        s = ONAIR_EINVAL;
+    } else {
+        s = check_size(c, *after, err);
+    }
+    json_t *detached = s ? NULL : json_deep_copy(*after);
+    json_decref(*after);
+    *after = detached;
+    if (!s && !detached) {
+        serr(err, "update in collection %s: out of memory", c->name);
+        s = ONAIR_ENOMEM;
+    }
+    return s ? s : 1;
+}
+
+static int mem_update(struct onair_coll *c, json_t *filter, json_t *update, int multi,
+                      json_t *upsert_doc, int64_t *matched, int64_t *modified, char *upserted_id,
+                      char *err)
+{
+    *matched = *modified = 0;
+    upserted_id[0] = 0;
+    unsigned char *changed;
+    json_t *cand = cand_new(c, 1, &changed);
+    if (!cand) {
+        serr(err, "update in collection %s: out of memory", c->name);
+        return ONAIR_ENOMEM;
+    }
+    int s = 0, resort = 0;
+    size_t n = json_array_size(cand);
+    for (size_t i = 0; i < n && !s; i++) {
+        json_t *d = json_array_get(cand, i);
+        if (!doc_match(d, filter))
+            continue;
+        (*matched)++;
+        json_t *after;
+        int r = apply_one(c, d, update, &after, err);
+        if (r < 0)
+            s = r;
+        if (r == 1) {
+            json_array_set(cand, i, after);
+            changed[i] = 1;
+            (*modified)++;
+        }
+        json_decref(after);
+        if (!multi)
+            break;
+    }
+    if (!s && *matched == 0 && upsert_doc) {
+        json_t *copy = json_deep_copy(upsert_doc);
+        changed[json_array_size(cand)] = 1;
+        json_array_append_new(cand, copy);
+        resort = 1;
+        snprintf(upserted_id, DOC_ID_LEN + 1, "%s", doc_id_of(upsert_doc));
+    }
+    if (!s)
+        s = commit(c, cand, changed, resort, err);
+    json_decref(cand);
+    free(changed);
+    if (s) {
+        *matched = *modified = 0;
+        upserted_id[0] = 0;
+    }
+    return s;
+}
+
+/* One document: the first matching in sort order is updated (update NULL: removed). */
+static int mem_find_and_modify(struct onair_coll *c, json_t *filter, json_t *sort, json_t *update,
+                               json_t *upsert_doc, int return_after, json_t **doc, char *err)
+{
+    *doc = NULL;
+    size_t best = (size_t)-1;
+    size_t i;
+    json_t *d;
+    json_array_foreach(c->docs, i, d)
+    {
+        if (!doc_match(d, filter))
+            continue;
+        if (best == (size_t)-1 || (json_object_size(sort) &&
+                                   doc_compare_sorted(d, json_array_get(c->docs, best), sort) < 0))
+            best = i;
+        if (!json_object_size(sort))
+            break; /* stored in _id order */
+    }
+    unsigned char *changed;
+    json_t *cand = cand_new(c, 1, &changed);
+    if (!cand) {
+        serr(err, "find_and_modify in collection %s: out of memory", c->name);
+        return ONAIR_ENOMEM;
+    }
+    int s = 0, resort = 0;
+    json_t *result = NULL;
+    if (best != (size_t)-1) {
+        json_t *found = json_array_get(cand, best);
+        if (!update) {
+            result = json_deep_copy(found);
+            json_array_remove(cand, best);
+        } else {
+            json_t *after;
+            int r = apply_one(c, found, update, &after, err);
+            if (r < 0)
+                s = r;
+            else
+                result = json_deep_copy(return_after ? after : found);
+            if (r == 1) {
+                json_array_set(cand, best, after);
+                changed[best] = 1;
+            }
+            json_decref(after);
+        }
+    } else if (upsert_doc && update) {
+        changed[json_array_size(cand)] = 1;
+        json_array_append_new(cand, json_deep_copy(upsert_doc));
+        resort = 1;
+        if (return_after)
+            result = json_deep_copy(upsert_doc);
+    }
+    if (!s)
+        s = commit(c, cand, changed, resort, err);
+    json_decref(cand);
+    free(changed);
+    if (s)
+        json_decref(result);
+    else
+        *doc = result;
+    return s;
+}
+
+static int mem_remove(struct onair_coll *c, json_t *filter, int multi, int64_t *deleted)
+{
+    *deleted = 0;
+    for (size_t i = 0; i < json_array_size(c->docs);) {
+        if (doc_match(json_array_get(c->docs, i), filter)) {
+            json_array_remove(c->docs, i);
+            (*deleted)++;
+            if (!multi)
+                break;
+        } else {
+            i++;
+        }
+    }
+    return 0;
+}
+
+/* ---- operations (core/store/store.c) ---- */
+
+enum op_kind { OP_INSERT, OP_FIND, OP_FIND_ONE, OP_COUNT, OP_UPDATE, OP_FAM, OP_DELETE, OP_AGG };
+
+typedef struct store_op {
+    enum op_kind kind;
+    struct onair_coll *coll;
+    json_t *arg; /* docs, spec or pipeline (owned) */
+    onair_store_fn cb;
+    void *ud;
+    int status;
+    json_t *result;
+    char err[STORE_ERR_LEN];
+} store_op_t;
+
+static void set_err(store_op_t *op, int status, const char *msg)
+{
+    op->status = status;
+    size_t n = strlen(msg); /* truncation of a long message is fine */
+    if (n >= sizeof op->err)
+        n = sizeof op->err - 1;
+    memcpy(op->err, msg, n);
+    op->err[n] = 0;
+}
+
+/* The simulated outage: checked where the server would reach the database. */
+static int store_down(store_op_t *op)
+{
+    if (!op->coll->h->store_down)
+        return 0;
+    snprintf(op->err, sizeof op->err,
+             "storage unavailable: the database cannot be reached (simulated by "
+             "onair_test_store_set_available)");
+    op->status = ONAIR_EUNAVAILABLE;
+    return 1;
+}
+
+static json_t *spec_get(json_t *spec, const char *key)
+{
+    return json_is_object(spec) ? json_object_get(spec, key) : NULL;
+}
+
+static int check_spec_keys(store_op_t *op, json_t *spec, const char *const *allowed)
+{
+    if (spec && !json_is_object(spec)) {
+        set_err(op, ONAIR_EINVAL, "the operation's argument must be a JSON object");
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(spec, key, v)
+    {
+        int ok = 0;
+        for (size_t i = 0; allowed[i]; i++)
+            ok |= !strcmp(key, allowed[i]);
+        if (!ok) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "unknown option '%s'", key);
+            set_err(op, ONAIR_EINVAL, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int get_filter(store_op_t *op, json_t *spec, json_t **out)
+{
+    json_t *f = spec_get(spec, "filter");
+    if (!f || json_is_null(f)) {
+        *out = json_object();
+        return 0;
+    }
+    char e[STORE_ERR_LEN];
+    if (!json_is_object(f) || doc_validate_filter(f, e, sizeof e) < 0) {
+        set_err(op, ONAIR_EINVAL, json_is_object(f) ? e : "filter must be an object");
+        return -1;
+    }
+    *out = json_incref(f);
+    return 0;
+}
+
+static int get_bool(store_op_t *op, json_t *spec, const char *key, int *out)
+{
+    json_t *v = spec_get(spec, key);
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_boolean(v)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "'%s' must be true or false", key);
+        set_err(op, ONAIR_EINVAL, msg);
+        return -1;
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int get_count(store_op_t *op, json_t *spec, const char *key, int64_t *out)
+{
+    json_t *v = spec_get(spec, key);
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "'%s' must be a non-negative integer", key);
+        set_err(op, ONAIR_EINVAL, msg);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int get_sort(store_op_t *op, json_t *spec, json_t **out)
+{
+    json_t *s = spec_get(spec, "sort");
+    *out = NULL;
+    if (!s || json_is_null(s))
+        return 0;
+    char e[STORE_ERR_LEN];
+    if (doc_validate_sort(s, e, sizeof e) < 0) {
+        set_err(op, ONAIR_EINVAL, e);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+/* Updates must use operators, as MongoDB's updateOne / updateMany require. */
+static int get_update(store_op_t *op, json_t *spec, json_t **out)
+{
+    json_t *u = spec_get(spec, "update");
+    char e[STORE_ERR_LEN];
+    if (!json_is_object(u) || json_object_size(u) == 0) {
+        set_err(op, ONAIR_EINVAL, "'update' must be a non-empty object of update operators");
+        return -1;
+    }
+    if (doc_validate_update(u, e, sizeof e) < 0) {
+        set_err(op, ONAIR_EINVAL, e);
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(u, key, v)
+    {
+        if (key[0] != '$') {
+            set_err(op, ONAIR_EINVAL,
+                    "'update' must use operators ($set, $inc, ...); whole-document "
+                    "replacement is not supported");
+            return -1;
+        }
+    }
+    *out = u;
+    return 0;
+}
+
+static void run_insert(store_op_t *op)
+{
+    json_t *docs = op->arg;
+    json_t *arr = json_is_array(docs) ? json_incref(docs) : json_pack("[O]", docs);
+    if (!arr) {
+        set_err(op, ONAIR_ENOMEM, "out of memory");
+        return;
+    }
+    size_t n = json_array_size(arr);
+    if (n == 0 || n > MAX_INSERT_BATCH) {
+        set_err(op, ONAIR_EINVAL,
+                n ? "too many documents in one insert (max 100000)" : "nothing to insert");
+        json_decref(arr);
+        return;
+    }
+    json_t *ids = json_array();
+    json_t *prepared = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *d = json_array_get(arr, i);
+        char e[STORE_ERR_LEN];
+        int v = json_is_object(d) ? doc_validate_document(d, e, sizeof e) : -1;
+        if (v < 0) {
+            char msg[STORE_ERR_LEN + 32];
+            snprintf(msg, sizeof msg, "document %zu: %s", i,
+                     json_is_object(d) ? e : "documents must be objects");
+            set_err(op, v == -2 ? ONAIR_ETOOBIG : ONAIR_EINVAL, msg);
+            goto out;
+        }
+        json_t *copy = json_deep_copy(d);
+        if (!json_object_get(copy, "_id")) {
+            char id[DOC_ID_LEN + 1];
+            doc_new_id(id);
+            json_object_set_new(copy, "_id", json_string(id));
+        }
+        json_array_append(ids, json_object_get(copy, "_id"));
+        json_array_append_new(prepared, copy);
+    }
+    if (store_down(op))
+        goto out;
+    op->status = mem_insert(op->coll, prepared, op->err);
+    if (op->status == 0)
+        op->result = json_pack("{s:O}", "ids", ids);
+out:
+    json_decref(prepared);
+    json_decref(ids);
+    json_decref(arr);
+}
+
+/* New, detached documents (projected when asked). */
+static json_t *detach(json_t *docs, json_t *proj)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *d;
+    json_array_foreach(docs, i, d)
+    {
+        json_t *p = proj ? doc_project(d, proj) : json_incref(d);
+        json_array_append_new(out, json_deep_copy(p));
+        json_decref(p);
+    }
+    return out;
+}
+
+static void run_find(store_op_t *op, int one)
+{
+    static const char *const keys[] = {"filter",     "sort",  "skip", "limit",
+                                       "projection", "after", NULL};
+    json_t *spec = op->arg, *filter = NULL, *sort = NULL, *docs = NULL;
+    int64_t skip, limit;
+    if (check_spec_keys(op, spec, keys) < 0 || get_filter(op, spec, &filter) < 0 ||
+        get_sort(op, spec, &sort) < 0 || get_count(op, spec, "skip", &skip) < 0 ||
+        get_count(op, spec, "limit", &limit) < 0)
+        goto out;
+    json_t *proj = spec_get(spec, "projection");
+    char e[STORE_ERR_LEN];
+    if (proj && !json_is_null(proj) && doc_validate_projection(proj, e, sizeof e) < 0) {
+        set_err(op, ONAIR_EINVAL, e);
+        goto out;
+    }
+    if (json_is_null(proj))
+        proj = NULL;
+    json_t *after = spec_get(spec, "after");
+    if (after && !json_is_null(after)) {
+        if (!json_is_string(after)) {
+            set_err(op, ONAIR_EINVAL, "'after' must be a cursor string");
+            goto out;
+        }
+        json_t *cf = doc_cursor_filter(json_string_value(after), sort, e, sizeof e);
+        if (!cf) {
+            set_err(op, ONAIR_EINVAL, e);
+            goto out;
+        }
+        if (json_object_size(filter)) {
+            filter = json_pack("{s:[o,o]}", "$and", filter, cf);
+        } else {
+            json_decref(filter);
+            filter = cf;
+        }
+    }
+    if (one)
+        limit = 1;
+    if (store_down(op))
+        goto out;
+    docs = mem_select(op->coll, filter, sort, skip, limit);
+    size_t n = json_array_size(docs);
+    json_t *next = json_null();
+    if (!one && limit > 0 && n == (size_t)limit && n > 0) {
+        char *cur = doc_cursor_encode(json_array_get(docs, n - 1), sort);
+        if (cur) {
+            next = json_string(cur);
+            free(cur);
+        }
+    }
+    json_t *out = detach(docs, proj);
+    if (one)
+        op->result = json_pack("{s:O}", "doc", n ? json_array_get(out, 0) : json_null());
+    else
+        op->result = json_pack("{s:O,s:o}", "docs", out, "next", next);
+    json_decref(out);
+out:
+    json_decref(filter);
+    json_decref(docs);
+}
+
+static void run_count(store_op_t *op)
+{
+    static const char *const keys[] = {"filter", NULL};
+    json_t *filter = NULL;
+    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0)
+        return;
+    if (!store_down(op)) {
+        json_t *docs = mem_select(op->coll, filter, NULL, 0, 0);
+        op->result = json_pack("{s:I}", "count", (json_int_t)json_array_size(docs));
+        json_decref(docs);
+    }
+    json_decref(filter);
+}
+
+static json_t *make_upsert_doc(store_op_t *op, json_t *filter, json_t *update)
+{
+    char e[STORE_ERR_LEN];
+    json_t *d = doc_upsert_base(filter, update, e, sizeof e);
+    if (!d) {
+        set_err(op, ONAIR_EINVAL, e);
+        return NULL;
+    }
+    int v = doc_validate_document(d, e, sizeof e);
+    if (v < 0) {
+        set_err(op, v == -2 ? ONAIR_ETOOBIG : ONAIR_EINVAL, e);
+        json_decref(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void run_update(store_op_t *op)
+{
+    static const char *const keys[] = {"filter", "update", "upsert", "multi", NULL};
+    json_t *filter = NULL, *update, *upsert_doc = NULL;
+    int upsert, multi;
+    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
+        get_update(op, op->arg, &update) < 0 || get_bool(op, op->arg, "upsert", &upsert) < 0 ||
+        get_bool(op, op->arg, "multi", &multi) < 0)
+        goto out;
+    if (upsert && !(upsert_doc = make_upsert_doc(op, filter, update)))
+        goto out;
+    if (store_down(op))
+        goto out;
+    int64_t matched = 0, modified = 0;
+    char upserted[DOC_ID_LEN + 1] = "";
+    op->status = mem_update(op->coll, filter, update, multi, upsert_doc, &matched, &modified,
+                            upserted, op->err);
+    if (op->status == 0)
+        op->result = json_pack("{s:I,s:I,s:o}", "matched", (json_int_t)matched, "modified",
+                               (json_int_t)modified, "upserted_id",
+                               upserted[0] ? json_string(upserted) : json_null());
+out:
+    json_decref(filter);
+    json_decref(upsert_doc);
+}
+
+static void run_fam(store_op_t *op)
+{
+    static const char *const keys[] = {"filter", "sort",   "update", "upsert",
+                                       "return", "remove", NULL};
+    json_t *filter = NULL, *sort, *update = NULL, *upsert_doc = NULL, *doc = NULL;
+    int upsert, remove;
+    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
+        get_sort(op, op->arg, &sort) < 0 || get_bool(op, op->arg, "upsert", &upsert) < 0 ||
+        get_bool(op, op->arg, "remove", &remove) < 0)
+        goto out;
+    if (!remove && get_update(op, op->arg, &update) < 0)
+        goto out;
+    if (remove && (spec_get(op->arg, "update") || upsert)) {
+        set_err(op, ONAIR_EINVAL, "'remove' cannot be combined with 'update' or 'upsert'");
+        goto out;
+    }
+    json_t *ret = spec_get(op->arg, "return");
+    const char *rs = json_string_value(ret);
+    if (ret && !json_is_null(ret) && (!rs || (strcmp(rs, "before") && strcmp(rs, "after")))) {
+        set_err(op, ONAIR_EINVAL, "'return' must be \"before\" or \"after\"");
+        goto out;
+    }
+    int after = rs && !strcmp(rs, "after");
+    if (upsert && !(upsert_doc = make_upsert_doc(op, filter, update)))
+        goto out;
+    if (store_down(op))
+        goto out;
+    op->status =
+        mem_find_and_modify(op->coll, filter, sort, update, upsert_doc, after, &doc, op->err);
+    if (op->status == 0)
+        op->result = json_pack("{s:o}", "doc", doc ? doc : json_null());
+    else
+        json_decref(doc);
+out:
+    json_decref(filter);
+    json_decref(upsert_doc);
+}
+
+static void run_delete(store_op_t *op)
+{
+    static const char *const keys[] = {"filter", "multi", NULL};
+    json_t *filter = NULL;
+    int multi;
+    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
+        get_bool(op, op->arg, "multi", &multi) < 0)
+        goto out;
+    if (store_down(op))
+        goto out;
+    int64_t deleted = 0;
+    op->status = mem_remove(op->coll, filter, multi, &deleted);
+    if (op->status == 0)
+        op->result = json_pack("{s:I}", "deleted", (json_int_t)deleted);
+out:
+    json_decref(filter);
+}
+
+static void run_aggregate(store_op_t *op)
+{
+    char e[STORE_ERR_LEN];
+    if (!json_is_array(op->arg) || doc_validate_pipeline(op->arg, e, sizeof e) < 0) {
+        set_err(op, ONAIR_EINVAL, json_is_array(op->arg) ? e : "a pipeline is an array");
+        return;
+    }
+    if (store_down(op))
+        return;
+    e[0] = 0;
+    json_t *res = doc_aggregate(op->coll->docs, op->arg, e, sizeof e);
+    if (!res) {
+        char msg[STORE_ERR_LEN + 128];
+        snprintf(msg, sizeof msg, "aggregate in collection %s failed: %s", op->coll->name,
+                 e[0] ? e : "invalid pipeline");
+        set_err(op, ONAIR_EINVAL, msg);
+        return;
+    }
+    op->result = json_pack("{s:o}", "docs", detach(res, NULL));
+    json_decref(res);
+}
+
+static void store_op_free(store_op_t *op)
+{
+    json_decref(op->result);
+    json_decref(op->arg);
+    free(op);
+}
+
+static void store_op_work(void *ud)
+{
+    store_op_t *op = ud;
+    switch (op->kind) {
+    case OP_INSERT:
+        run_insert(op);
+        break;
+    case OP_FIND:
+        run_find(op, 0);
+        break;
+    case OP_FIND_ONE:
+        run_find(op, 1);
+        break;
+    case OP_COUNT:
+        run_count(op);
+        break;
+    case OP_UPDATE:
+        run_update(op);
+        break;
+    case OP_FAM:
+        run_fam(op);
+        break;
+    case OP_DELETE:
+        run_delete(op);
+        break;
+    case OP_AGG:
+        run_aggregate(op);
+        break;
+    }
+}
+
+static void store_op_done(int status, void *ud)
+{
+    store_op_t *op = ud;
+    if (status != ONAIR_OK) { /* canceled before it ran (plugin stop, failed init) */
+        op->status = status;
+        snprintf(op->err, sizeof op->err, "canceled");
+    }
+    if (op->status != 0 && !op->result)
+        op->result = json_pack("{s:s}", "error", op->err[0] ? op->err : "storage error");
+    if (!op->result)
+        op->result = json_object();
+    op->cb(op->status, op->result, op->ud);
+    store_op_free(op);
+}
+
+static int store_submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_store_fn cb,
+                        void *ud)
+{
+    if (!c || !cb) {
+        json_decref(arg);
+        return ONAIR_EINVAL;
+    }
+    onair_test_host_t *h = c->h;
+    if (!c->opened) {
+        hlog(h, ONAIR_LOG_ERROR, "store operation on collection %s, which is not open", c->name);
+        json_decref(arg);
+        return ONAIR_ESTALE;
+    }
+    store_op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        json_decref(arg);
+        return ONAIR_ENOMEM;
+    }
+    op->kind = kind;
+    op->coll = c;
+    op->arg = arg ? arg : json_object();
+    op->cb = cb;
+    op->ud = ud;
+    int rc = api_work_submit(&h->self, store_op_work, store_op_done, op);
+    if (rc != ONAIR_OK)
+        store_op_free(op);
+    return rc;
+}
+
+static int api_store_insert(onair_coll_t *c, json_t *docs, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_INSERT, docs, cb, ud);
+}
+
+static int api_store_find(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_FIND, spec, cb, ud);
+}
+
+static int api_store_find_one(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_FIND_ONE, spec, cb, ud);
+}
+
+static int api_store_count(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_COUNT, spec, cb, ud);
+}
+
+static int api_store_update(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_UPDATE, spec, cb, ud);
+}
+
+static int api_store_find_and_modify(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_FAM, spec, cb, ud);
+}
+
+static int api_store_delete(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_DELETE, spec, cb, ud);
+}
+
+static int api_store_aggregate(onair_coll_t *c, json_t *pipeline, onair_store_fn cb, void *ud)
+{
+    return store_submit(c, OP_AGG, pipeline, cb, ud);
+}
+
+/* ---- collections ---- */
+
+static int api_store_open(onair_plugin_t *p, const onair_collection_t *desc, onair_coll_t **out)
+{
+    onair_test_host_t *h = host_of(p);
+    if (out)
+        *out = NULL;
+    if (!h)
+        return ONAIR_EINVAL;
+    if (h->st != ST_INITING) {
+        hlog(h, ONAIR_LOG_ERROR, "store_open outside init refused");
+        return ONAIR_ESTATE;
+    }
+    if (!desc || desc->size < offsetof(onair_collection_t, indexes) + sizeof(desc->indexes) ||
+        !out) {
+        hlog(h, ONAIR_LOG_ERROR, "store_open: collection descriptor too small");
+        return ONAIR_EINVAL;
+    }
+    onair_collection_t d;
+    memset(&d, 0, sizeof d);
+    memcpy(&d, desc, desc->size < sizeof d ? desc->size : sizeof d);
+    if (!valid_coll_name(d.name) || d.version < 1) {
+        hlog(h, ONAIR_LOG_ERROR,
+             "store_open: invalid collection '%s' (name [a-z][a-z0-9_]{0,47}, version >= 1)",
+             d.name ? d.name : "(null)");
+        return ONAIR_EINVAL;
+    }
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", h->desc.name, d.name);
+    struct onair_coll *c = coll_get(h, full);
+    if (!c)
+        return ONAIR_ENOMEM;
+    if (c->opened) {
+        hlog(h, ONAIR_LOG_ERROR, "store_open: collection '%s' opened twice", full);
+        return ONAIR_EEXIST;
+    }
+    const onair_index_t *ix = d.indexes;
+    const size_t ix_min = offsetof(onair_index_t, ttl_seconds) + sizeof(uint32_t);
+    while (ix && ix->keys) {
+        onair_index_t one;
+        memset(&one, 0, sizeof one);
+        memcpy(&one, ix, ix->size < sizeof one ? ix->size : sizeof one);
+        char err[256] = "out of memory";
+        tindex_t *ni = realloc(c->ix, (c->nix + 1) * sizeof *ni);
+        if (ni)
+            c->ix = ni;
+        if (!ni || ix->size < ix_min || parse_index(&one, &c->ix[c->nix], err, sizeof err) < 0) {
+            hlog(h, ONAIR_LOG_ERROR, "store_open %s: %s", full,
+                 ix->size < ix_min ? "index descriptor too small" : err);
+            coll_close(c);
+            return ONAIR_EINVAL;
+        }
+        c->nix++;
+        ix = (const onair_index_t *)((const char *)ix + ix->size);
+    }
+    c->opened = 1;
+    c->version = d.version;
+    c->migrate = d.migrate;
+    c->migrate_ud = d.migrate_ud;
+    *out = c;
+    return ONAIR_OK;
+}
+
+/* Rewrite every document through the plugin's migrate function, as the server does
+ * ($set the fields of the new version, $unset those it dropped; NULL deletes). */
+static int migrate_collection(struct onair_coll *c, int from, char *err)
+{
+    json_t *docs = json_deep_copy(c->docs);
+    size_t i, changed = 0, removed = 0;
+    json_t *d;
+    int rc = 0;
+    json_array_foreach(docs, i, d)
+    {
+        const char *id = doc_id_of(d);
+        json_t *old = json_deep_copy(d);
+        json_t *nd = c->migrate(d, from, c->migrate_ud);
+        json_t *idf = json_pack("{s:s}", "_id", id ? id : "");
+        int64_t n1 = 0, n2 = 0;
+        char upserted[DOC_ID_LEN + 1];
+        char e[STORE_ERR_LEN] = "";
+        if (!nd) {
+            rc = mem_remove(c, idf, 0, &n1);
+            removed++;
+        } else if (!json_equal(nd, old)) {
+            json_t *set = json_deep_copy(nd), *unset = json_object();
+            json_object_del(set, "_id");
+            const char *k;
+            json_t *v;
+            json_object_foreach(old, k, v) if (!json_object_get(nd, k))
+                json_object_set_new(unset, k, json_string(""));
+            json_t *upd = json_object();
+            if (json_object_size(set))
+                json_object_set(upd, "$set", set);
+            if (json_object_size(unset))
+                json_object_set(upd, "$unset", unset);
+            rc =
+                json_object_size(upd) ? mem_update(c, idf, upd, 0, NULL, &n1, &n2, upserted, e) : 0;
+            json_decref(set);
+            json_decref(unset);
+            json_decref(upd);
+            changed++;
+        }
+        json_decref(nd);
+        json_decref(old);
+        json_decref(idf);
+        if (rc != 0) {
+            serr(err, "%s: migration write failed: %s", c->name, e);
+            json_decref(docs);
+            return -1;
+        }
+    }
+    hlog(c->h, ONAIR_LOG_INFO,
+         "%s: migrated from version %d to %d (%zu documents changed, %zu removed)", c->name, from,
+         c->version, changed, removed);
+    json_decref(docs);
+    return 0;
+}
+
+/* Before start, like store_prepare_plugin(): indexes, then migrations, then the
+ * recorded version. 0, or -1 with err. */
+static int store_prepare(onair_test_host_t *h, char *err)
+{
+    for (struct onair_coll *c = h->colls; c; c = c->next) {
+        if (!c->opened || c->prepared)
+            continue;
+        if (h->store_down) {
+            snprintf(err, STORE_ERR_LEN,
+                     "collection %s: the database cannot be reached (simulated by "
+                     "onair_test_store_set_available)",
+                     c->name);
+            return -1;
+        }
+        char e[STORE_ERR_LEN] = "";
+        if (check_unique(c, c->docs, NULL, 1, e) != 0) {
+            serr(err, "collection %s: %s", c->name, e);
+            return -1;
+        }
+        c->ix_on = 1;
+        int stored = c->stored_version;
+        if (stored > c->version) {
+            snprintf(err, STORE_ERR_LEN,
+                     "collection %s has schema version %d but the plugin declares %d "
+                     "(a downgrade is not supported)",
+                     c->name, stored, c->version);
+            return -1;
+        }
+        if (stored > 0 && stored < c->version && c->migrate &&
+            migrate_collection(c, stored, err) < 0)
+            return -1;
+        c->stored_version = c->version;
+        c->prepared = 1;
+    }
+    return 0;
+}
+
+/* Like the server's TTL purge (every storage.ttl_purge_interval there), on the fake
+ * clock: documents whose TTL field is older than ttl_seconds are deleted. */
+static void store_purge_ttl(onair_test_host_t *h)
+{
+    if (h->store_down)
+        return;
+    for (struct onair_coll *c = h->colls; c; c = c->next) {
+        if (!c->prepared)
+            continue;
+        for (size_t i = 0; i < c->nix; i++) {
+            const tindex_t *ix = &c->ix[i];
+            if (!ix->ttl_seconds)
+                continue;
+            json_t *filter = json_pack("{s:{s:I}}", ix->fields[0], "$lt",
+                                       (json_int_t)(h->now - (int64_t)ix->ttl_seconds * 1000));
+            int64_t n = 0;
+            mem_remove(c, filter, 1, &n);
+            json_decref(filter);
+            if (n)
+                hlog(h, ONAIR_LOG_DEBUG, "TTL purge deleted %lld documents from %s", (long long)n,
+                     c->name);
+        }
+    }
+}
+
+/* ---- test helpers ---- */
+
+static int full_name_valid(const char *n)
+{
+    size_t len = n ? strlen(n) : 0;
+    if (len == 0 || len > 127 || !strchr(n, '.') || n[0] == '.' || n[len - 1] == '.')
+        return 0;
+    for (const char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.'))
+            return 0;
+    return 1;
+}
+
+int onair_test_store_seed(onair_test_host_t *h, const char *collection, json_t *docs, int version)
+{
+    if (!h || !full_name_valid(collection) || version < 0) {
+        json_decref(docs);
+        return ONAIR_EINVAL;
+    }
+    struct onair_coll *c = coll_get(h, collection);
+    if (!c) {
+        json_decref(docs);
+        return ONAIR_ENOMEM;
+    }
+    json_t *arr = !docs                 ? json_array()
+                  : json_is_array(docs) ? json_incref(docs)
+                                        : json_pack("[O]", docs);
+    json_decref(docs);
+    json_t *prepared = json_array();
+    char err[STORE_ERR_LEN] = "";
+    int s = arr && prepared ? 0 : ONAIR_ENOMEM;
+    size_t i;
+    json_t *d;
+    json_array_foreach(arr, i, d)
+    {
+        if (s)
+            break;
+        char e[STORE_ERR_LEN];
+        int v = json_is_object(d) ? doc_validate_document(d, e, sizeof e) : -1;
+        if (v < 0) {
+            serr(err, "document %zu: %s", i, json_is_object(d) ? e : "documents must be objects");
+            s = v == -2 ? ONAIR_ETOOBIG : ONAIR_EINVAL;
+            break;
+        }
+        json_t *copy = json_deep_copy(d);
+        if (!json_object_get(copy, "_id")) {
+            char id[DOC_ID_LEN + 1];
+            doc_new_id(id);
+            json_object_set_new(copy, "_id", json_string(id));
+        }
+        json_array_append_new(prepared, copy);
+    }
+    if (!s && json_array_size(prepared))
+        s = mem_insert(c, prepared, err);
+    if (s)
+        hlog(h, ONAIR_LOG_WARN, "onair_test_store_seed %s: %s", collection,
+             err[0] ? err : "out of memory");
+    else if (version > 0)
+        c->stored_version = version;
+    json_decref(prepared);
+    json_decref(arr);
+    return s;
+}
+
+json_t *onair_test_store_dump(onair_test_host_t *h, const char *collection)
+{
+    struct onair_coll *c = collection ? coll_find(h, collection) : NULL;
+    return c ? json_deep_copy(c->docs) : NULL;
+}
+
+int onair_test_store_version(const onair_test_host_t *h, const char *collection)
+{
+    struct onair_coll *c = collection ? coll_find(h, collection) : NULL;
+    return c ? c->stored_version : -1;
+}
+
+void onair_test_store_set_available(onair_test_host_t *h, int available)
+{
+    if (h)
+        h->store_down = !available;
+}
+
 /* ---- the run loop ---------------------------------------------------------------------- */
 
 static int run_once(onair_test_host_t *h)
@@ -1803,6 +3304,7 @@ void onair_test_advance(onair_test_host_t *h, uint64_t ms)
         onair_test_run(h);
     }
     h->now = target;
+    store_purge_ttl(h);
     onair_test_run(h);
     leave(prev);
 }
@@ -1928,6 +3430,15 @@ static void fill_api(onair_api_t *a)
     a->timer_cancel = api_timer_cancel;
     a->now_ms = api_now_ms;
     a->work_submit = api_work_submit;
+    a->store_open = api_store_open;
+    a->store_insert = api_store_insert;
+    a->store_find = api_store_find;
+    a->store_find_one = api_store_find_one;
+    a->store_count = api_store_count;
+    a->store_update = api_store_update;
+    a->store_find_and_modify = api_store_find_and_modify;
+    a->store_delete = api_store_delete;
+    a->store_aggregate = api_store_aggregate;
 }
 
 static int name_valid(const char *n)
@@ -2079,6 +3590,8 @@ int onair_test_init(onair_test_host_t *h)
             free(j);
         }
         drop_registrations(h, 0);
+        for (struct onair_coll *c = h->colls; c; c = c->next)
+            coll_close(c); /* the documents stay, like in the server's database */
     } else {
         h->st = ST_INITED;
     }
@@ -2093,6 +3606,14 @@ int onair_test_start(onair_test_host_t *h)
     if (h->st != ST_INITED)
         return ONAIR_ESTATE;
     onair_test_host_t *prev = enter(h);
+    char serr_buf[STORE_ERR_LEN] = "";
+    if (store_prepare(h, serr_buf) < 0) { /* like the loader: the plugin is stopped */
+        hlog(h, ONAIR_LOG_ERROR, "storage: %s; stopping", serr_buf);
+        onair_test_stop(h);
+        h->st = ST_FAILED;
+        leave(prev);
+        return ONAIR_EUNAVAILABLE;
+    }
     h->st = ST_STARTED;
     int rc = h->desc.start ? h->desc.start(&h->self) : ONAIR_OK;
     if (rc != 0) {
@@ -2188,8 +3709,12 @@ void onair_test_host_free(onair_test_host_t *h)
         return;
     onair_test_stop(h);
     drop_registrations(h, 0);
-    while (h->job_head) /* init failed or never started: nothing of the plugin runs now */
-        free(job_pop(h));
+    while (h->job_head) { /* init failed or never started: nothing of the plugin runs now */
+        tjob_t *j = job_pop(h);
+        if (j->fn == store_op_work)
+            store_op_free(j->ud);
+        free(j);
+    }
     while (h->reqs) {
         struct onair_req *r = h->reqs;
         h->reqs = r->next;
@@ -2208,6 +3733,7 @@ void onair_test_host_free(onair_test_host_t *h)
     for (size_t i = 0; i < h->nlogs; i++)
         free(h->logs[i].msg);
     free(h->logs);
+    colls_free(h);
     json_decref(h->published);
     json_decref(h->config);
     for (onair_test_host_t **pp = &g_hosts; *pp; pp = &(*pp)->next_host)

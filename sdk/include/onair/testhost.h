@@ -8,6 +8,11 @@
  *   - the bus only queues; onair_test_run() delivers queued events;
  *   - work_submit() only queues; onair_test_run() runs the work function (on the
  *     calling thread) and then its done callback;
+ *   - the document store (store_*, ABI 1.1) is in memory and behaves like the
+ *     server's: same spec checks, results and error statuses, the same filter,
+ *     update, sort, projection, cursor and aggregation code (the core's doc.c).
+ *     Operations are queued like work and completed by onair_test_run(), in the
+ *     order they were made, never inside the call (see "document store" below);
  *   - HTTP requests are routed like the real server ({param}s, access checks,
  *     ONAIR_ROUTE_JSON_BODY parsing, problem+json for negative returns);
  *   - WebSocket connections are fake: every frame the host would send to a
@@ -86,7 +91,7 @@ json_t *onair_test_published_next(onair_test_host_t *h);
 
 size_t onair_test_timer_count(const onair_test_host_t *h);  /* active timers */
 size_t onair_test_sub_count(const onair_test_host_t *h);    /* bus subscriptions */
-size_t onair_test_work_pending(const onair_test_host_t *h); /* queued jobs */
+size_t onair_test_work_pending(const onair_test_host_t *h); /* queued jobs and store ops */
 
 /* ---- logging --------------------------------------------------------------------------- */
 
@@ -153,6 +158,43 @@ size_t onair_test_ws_pending_frames(const onair_test_host_t *h, onair_conn_t con
 int onair_test_ws_subscribed(const onair_test_host_t *h, onair_conn_t conn, const char *topic);
 /* The close code the plugin closed conn with (ws_close), 0 while open, -1 if unknown. */
 int onair_test_ws_close_code(const onair_test_host_t *h, onair_conn_t conn);
+
+/* ---- document store -------------------------------------------------------------------- */
+
+/* The in-memory store follows the server (core/store/store.c) with these rules:
+ *   - store_open() only inside init; before the plugin's start the host applies the
+ *     collections' indexes and, when a collection was seeded with an older version and
+ *     the descriptor has a migrate function, migrates its documents (then records the
+ *     declared version). A failure (duplicate values for a unique index, a downgrade,
+ *     the store unavailable) fails onair_test_start() with ONAIR_EUNAVAILABLE and an
+ *     error log line starting with "storage:", as the server refuses the plugin.
+ *   - Writes are all or nothing (like the sqlite backend). Unique indexes: documents
+ *     without an indexed field do not take part (as on both server backends); an
+ *     array counts as each of its elements.
+ *   - Documents are kept in _id order; results are copies the plugin may keep.
+ *   - TTL indexes purge on the fake clock at the end of every onair_test_advance()
+ *     (the server purges every storage.ttl_purge_interval seconds).
+ *   - Operations queued when the plugin stops complete with ONAIR_ECANCELED and
+ *     {"error": "canceled"}; after stop, operations are refused (ONAIR_ECANCELED).
+ * Collections and their documents live as long as the host, also after stop.
+ * Collection names below are full names, "<plugin>.<name>". */
+
+/* Add documents to a collection directly (created if needed; no callback, no
+ * outage): docs is an object or an array of objects (stolen; NULL = none), given an
+ * "_id" unless they have one, checked like store_insert() (unique indexes too once
+ * they are in force). version > 0 records that schema version, as if an older
+ * plugin had written the documents: seed before onair_test_start() to test a
+ * migration. Returns ONAIR_OK or the status store_insert() would give. */
+int onair_test_store_seed(onair_test_host_t *h, const char *collection, json_t *docs, int version);
+/* A new array with a copy of every document of the collection in _id order, or NULL
+ * when there is no such collection. */
+json_t *onair_test_store_dump(onair_test_host_t *h, const char *collection);
+/* The recorded schema version of a collection (0: none yet), -1 if it does not exist. */
+int onair_test_store_version(const onair_test_host_t *h, const char *collection);
+/* 0 simulates a database outage: operations are still accepted, but complete with
+ * ONAIR_EUNAVAILABLE (invalid specs still fail with ONAIR_EINVAL first, as on the
+ * server), and TTL purges pause. 1 (the default) restores service. */
+void onair_test_store_set_available(onair_test_host_t *h, int available);
 
 #ifdef __cplusplus
 }
