@@ -6,14 +6,20 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
 RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev libyaml-dev \
-	libjansson-dev libjwt-dev libssl-dev libsqlite3-dev libmongoc-dev libbson-dev
+	libjansson-dev libjwt-dev libssl-dev libsqlite3-dev libmongoc-dev libbson-dev libsodium-dev \
+	libcurl4-openssl-dev
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest openssl \
-	python3-websockets curl clang-format
+	python3-websockets python3-aiosmtpd python3-cryptography curl clang-format
 
 .PHONY: run test build deps-run deps-test sanitize clean format
 
+# A development token secret is made once under data/ (git-ignored) unless
+# ONAIR_JWT_SECRET is set; production sets its own (docs/auth.md).
 run: deps-run build
-	ONAIR_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugins ./$(BUILD)/core/onaird -c conf.d/onair.yaml
+	@mkdir -p data && [ -s data/.dev-jwt-secret ] || \
+		(umask 077 && head -c 32 /dev/urandom | base64 > data/.dev-jwt-secret)
+	ONAIR_JWT_SECRET=$${ONAIR_JWT_SECRET:-$$(cat data/.dev-jwt-secret)} \
+		ONAIR_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugins ./$(BUILD)/core/onaird -c conf.d/onair.yaml
 
 test: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

@@ -6,9 +6,12 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "accounts.h"
 #include "config.h"
 #include "log.h"
 #include "problem.h"
+#include "ratelimit.h"
+#include "ws_ticket.h"
 #include "store/store.h"
 
 struct host *g_host;
@@ -19,10 +22,20 @@ typedef struct query_pair {
     char *name, *value;
 } query_pair_t;
 
+/* A request or message waiting for accounts_authenticate(): detached (r/m = NULL)
+ * when they are freed meanwhile (shutdown), so the late answer is dropped. */
+typedef struct auth_wait {
+    struct onair_req *r;
+    struct onair_wsmsg *m;
+    onair_conn_t conn; /* WebSocket open: the connection */
+    char remote[64];
+} auth_wait_t;
+
 struct onair_req {
     struct onair_req *next, *prev; /* pending list */
     net_request_t *nr;
     onair_user_t *user;
+    auth_wait_t *auth_wait;
     query_pair_t *query;
     size_t nquery;
     int query_parsed;
@@ -39,6 +52,7 @@ struct onair_wsmsg {
     json_t *id;
     json_t *data;
     onair_user_t *user;
+    auth_wait_t *auth_wait;
     int in_handler;
     int answered;
 };
@@ -66,11 +80,37 @@ static size_t g_npending;
     } while (0)
 
 /* ---- WebSocket connections (core side) ------------------------------------------------------ */
+/* A message that arrived while the connection's upgrade token was being checked. */
+typedef struct held_msg {
+    struct held_msg *next;
+    const wstype_entry_t *type;
+    json_t *id, *data;
+} held_msg_t;
+
+#define MAX_HELD_MSGS 64
+
 typedef struct conn_entry {
     struct conn_entry *next;
     onair_conn_t id;
     onair_user_t *user;
+    char remote[64]; /* the client address: rate-limit keys */
+    int authing;     /* upgrade token being checked: messages are held */
+    held_msg_t *held, *held_tail;
+    size_t nheld;
 } conn_entry_t;
+
+static void held_free(conn_entry_t *e)
+{
+    while (e->held) {
+        held_msg_t *h = e->held;
+        e->held = h->next;
+        json_decref(h->id);
+        json_decref(h->data);
+        free(h);
+    }
+    e->held_tail = NULL;
+    e->nheld = 0;
+}
 
 struct conn_table {
     conn_entry_t **buckets;
@@ -137,6 +177,7 @@ static void conn_remove(onair_conn_t id)
             conn_entry_t *e = *pp;
             *pp = e->next;
             auth_user_unref(e->user);
+            held_free(e);
             free(e);
             t->count--;
             return;
@@ -379,6 +420,8 @@ static void req_free(onair_req_t *r)
     for (size_t i = 0; i < r->nhdrs; i++)
         free(r->hdrs[i]);
     free(r->hdrs);
+    if (r->auth_wait)
+        r->auth_wait->r = NULL;
     auth_user_unref(r->user);
     net_request_free(r->nr);
     free(r);
@@ -498,6 +541,8 @@ static void msg_free(onair_wsmsg_t *m)
     g_npending--;
     json_decref(m->id);
     json_decref(m->data);
+    if (m->auth_wait)
+        m->auth_wait->m = NULL;
     auth_user_unref(m->user);
     free(m);
 }
@@ -698,6 +743,29 @@ static int api_work_submit(onair_plugin_t *p, onair_work_fn fn, onair_done_fn do
     return workpool_submit(p->host->pool, p, fn, done, ud);
 }
 
+static int api_ratelimit_add(onair_plugin_t *p, const onair_ratelimit_t *limit)
+{
+    if (!p || !p->in_init) {
+        log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "ratelimit_add outside init refused");
+        return ONAIR_ESTATE;
+    }
+    char err[256];
+    int rc = ratelimit_declare(limit, p, err, sizeof err);
+    if (rc < 0)
+        log_msg(p->name, ONAIR_LOG_ERROR, "rate limit refused: %s", err);
+    return rc;
+}
+
+static int api_ratelimit_hit(onair_plugin_t *p, const char *name, const char *key,
+                             int64_t *retry_after_ms)
+{
+    ratelimit_result_t r;
+    int rc = ratelimit_hit(name, key, &r);
+    if (retry_after_ms)
+        *retry_after_ms = rc == ONAIR_ERATE ? r.retry_after_ms : 0;
+    return rc;
+}
+
 static const onair_api_t g_api = {
     .size = sizeof(onair_api_t),
     .abi_major = ONAIR_ABI_MAJOR,
@@ -758,11 +826,25 @@ static const onair_api_t g_api = {
     .store_find_and_modify = store_api_find_and_modify,
     .store_delete = store_api_delete,
     .store_aggregate = store_api_aggregate,
+    .ratelimit_add = api_ratelimit_add,
+    .ratelimit_hit = api_ratelimit_hit,
+    .user_get = accounts_user_get,
+    .user_set_verified = accounts_user_set_verified,
 };
 
 const onair_api_t *host_api(void)
 {
     return &g_api;
+}
+
+/* Is the verification plugin serving (to tell a 403 where to start)? */
+static int verification_available(void)
+{
+    for (size_t i = 0; g_host && i < g_host->nplugins; i++)
+        if (!strcmp(g_host->plugins[i]->name, "verification") &&
+            g_host->plugins[i]->state == PLUGIN_STARTED)
+            return 1;
+    return 0;
 }
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
@@ -784,40 +866,54 @@ static int check_access(uint32_t access, const char *role, const onair_user_t *u
     }
     if ((access & ONAIR_ACCESS_VERIFIED) && !user->verified) {
         *code = "verification_required";
-        snprintf(detail, dlen, "this endpoint needs a verified account");
+        if (verification_available())
+            snprintf(detail, dlen,
+                     "this endpoint needs a verified account: start verification with "
+                     "POST /api/v1/verification/start");
+        else
+            snprintf(detail, dlen,
+                     "this endpoint needs a verified account: an administrator can verify it");
         return 403;
     }
     return 0;
 }
 
-void api_on_request(net_request_t *nr, void *ud)
+/* Count a request against a route's limit: RateLimit-* headers on the answer, and
+ * 429 with Retry-After when over (returns 1: answered). */
+static int request_over_limit(onair_req_t *r, const char *name)
 {
-    struct host *h = ud;
-    onair_req_t *r = calloc(1, sizeof *r);
-    if (!r) {
-        net_respond(h->net, nr->id, 503, NULL, NULL, NULL, 0);
-        net_request_free(nr);
-        return;
+    char key[400];
+    ratelimit_result_t res;
+    if (ratelimit_key_for(name, r->user ? r->user->id : NULL, r->nr->remote, key, sizeof key) < 0 ||
+        ratelimit_hit(name, key, &res) == ONAIR_ENOTFOUND) {
+        log_msg("core", ONAIR_LOG_ERROR, "%s names an undeclared rate limit '%s'",
+                r->nr->route->label, name);
+        return 0;
     }
-    r->nr = nr;
-    LIST_ADD(g_reqs, r);
-    g_npending++;
-    const route_entry_t *route = nr->route;
-    if (atomic_load(&h->draining)) {
-        api_resp_header(r, "Connection", "close");
+    char v[32];
+    snprintf(v, sizeof v, "%u", res.limit);
+    api_resp_header(r, "RateLimit-Limit", v);
+    snprintf(v, sizeof v, "%u", res.remaining);
+    api_resp_header(r, "RateLimit-Remaining", v);
+    snprintf(v, sizeof v, "%lld", (long long)res.reset_s);
+    api_resp_header(r, "RateLimit-Reset", v);
+    if (res.allowed)
+        return 0;
+    snprintf(v, sizeof v, "%lld", (long long)ratelimit_retry_after_s(&res));
+    api_resp_header(r, "Retry-After", v);
+    char detail[128];
+    snprintf(detail, sizeof detail, "too many requests: retry in %s s", v);
+    api_reply_problem(r, 429, "rate_limited", detail);
+    return 1;
+}
+
+/* After authentication: access checks, then the handler. */
+static void request_dispatch(onair_req_t *r)
+{
+    const route_entry_t *route = r->nr->route;
+    if (route->owner && route->owner->state != PLUGIN_STARTED) { /* stopped meanwhile */
         api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
         return;
-    }
-    const char *authz = net_request_header(nr, "authorization");
-    if (authz) {
-        const char *token = auth_bearer(authz);
-        const char *why = "the Authorization header must be 'Bearer <token>'";
-        if (!token || auth_verify(g_auth, token, &r->user, &why) != ONAIR_OK) {
-            api_resp_header(r, "WWW-Authenticate",
-                            "Bearer realm=\"onair\", error=\"invalid_token\"");
-            api_reply_problem(r, 401, "invalid_token", why);
-            return;
-        }
     }
     const char *code = NULL;
     char detail[160];
@@ -828,6 +924,8 @@ void api_on_request(net_request_t *nr, void *ud)
         api_reply_problem(r, st, code, detail);
         return;
     }
+    if (route->r.ratelimit && request_over_limit(r, route->r.ratelimit))
+        return;
     r->in_handler = 1;
     int rc = route->r.handler(r, route->r.ud);
     r->in_handler = 0;
@@ -846,40 +944,247 @@ void api_on_request(net_request_t *nr, void *ud)
     api_reply_problem(r, 500, "internal", "the handler did not answer");
 }
 
+/* A 401/503 for a token that did not authenticate. */
+static void reply_auth_failure(onair_req_t *r, int status, const char *code, const char *why)
+{
+    if (status == ONAIR_EAUTH) {
+        api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\", error=\"invalid_token\"");
+        api_reply_problem(r, 401, code ? code : "invalid_token", why);
+    } else {
+        if (status == ONAIR_EUNAVAILABLE)
+            api_resp_header(r, "Retry-After", "5");
+        api_reply_problem(r, problem_http_status(status), code ? code : problem_code(status), why);
+    }
+}
+
+static void request_authenticated(int status, onair_user_t *user, const char *code, const char *why,
+                                  void *ud)
+{
+    auth_wait_t *w = ud;
+    onair_req_t *r = w->r;
+    free(w);
+    if (!r) { /* answered (shutdown) and freed meanwhile */
+        auth_user_unref(user);
+        return;
+    }
+    r->auth_wait = NULL;
+    if (status != ONAIR_OK) {
+        auth_user_unref(user);
+        reply_auth_failure(r, status, code, why);
+        return;
+    }
+    r->user = user;
+    request_dispatch(r);
+}
+
+void api_on_request(net_request_t *nr, void *ud)
+{
+    struct host *h = ud;
+    onair_req_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        net_respond(h->net, nr->id, 503, NULL, NULL, NULL, 0);
+        net_request_free(nr);
+        return;
+    }
+    r->nr = nr;
+    LIST_ADD(g_reqs, r);
+    g_npending++;
+    if (atomic_load(&h->draining)) {
+        api_resp_header(r, "Connection", "close");
+        api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
+    const char *authz = net_request_header(nr, "authorization");
+    if (!authz) {
+        request_dispatch(r);
+        return;
+    }
+    const char *token = auth_bearer(authz);
+    if (!token) {
+        reply_auth_failure(r, ONAIR_EAUTH, "invalid_token",
+                           "the Authorization header must be 'Bearer <token>'");
+        return;
+    }
+    auth_wait_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        api_reply_error(r, ONAIR_ENOMEM, NULL);
+        return;
+    }
+    w->r = r;
+    r->auth_wait = w;
+    /* The request stays pending while the account status is read (if it must be). */
+    accounts_authenticate(token, nr->remote, request_authenticated, w);
+}
+
 static void ws_error(onair_conn_t conn, json_t *id, int http, const char *code, const char *detail)
 {
     send_envelope(conn, envelope("error", id ? id : json_null(), error_data(http, code, detail)));
+}
+
+/* The token of a WebSocket upgrade: "Authorization: Bearer X", or the browser form
+ * "Sec-WebSocket-Protocol: onair, access_token.X". NULL without one; *bad when a
+ * header is there but malformed. */
+static const char *ws_upgrade_token(const net_header_t *headers, size_t nheaders, char **owned,
+                                    int *bad)
+{
+    *owned = NULL;
+    *bad = 0;
+    for (size_t i = 0; i < nheaders; i++)
+        if (!strcmp(headers[i].name, "authorization")) {
+            const char *t = auth_bearer(headers[i].value);
+            *bad = t == NULL;
+            return t;
+        }
+    for (size_t i = 0; i < nheaders; i++) {
+        if (strcmp(headers[i].name, "sec-websocket-protocol") != 0)
+            continue;
+        const char *p = headers[i].value;
+        while (p && *p) {
+            while (*p == ' ' || *p == '\t' || *p == ',')
+                p++;
+            size_t n = strcspn(p, ", \t");
+            if (n > 13 && !strncmp(p, "access_token.", 13)) {
+                *owned = strndup(p + 13, n - 13);
+                *bad = *owned == NULL;
+                return *owned;
+            }
+            if (n > 7 && n < 64 && !strncmp(p, "ticket.", 7)) { /* see ws_ticket.h */
+                char t[64];
+                memcpy(t, p + 7, n - 7);
+                t[n - 7] = 0;
+                *owned = ws_ticket_redeem(t);
+                *bad = *owned == NULL;
+                return *owned;
+            }
+            p += n;
+        }
+    }
+    return NULL;
+}
+
+static void ws_publish_opened(struct host *h, onair_conn_t conn, const char *remote,
+                              const onair_user_t *user)
+{
+    json_t *ev = json_pack("{s:I,s:s}", "conn", (json_int_t)conn, "remote", remote ? remote : "");
+    if (ev && user)
+        json_object_set_new(ev, "user", json_string(user->id));
+    bus_publish(h->bus, "core.ws.opened", ev);
+}
+
+static void ws_authenticated(int status, onair_user_t *user, const char *code, const char *why,
+                             void *ud)
+{
+    auth_wait_t *w = ud;
+    onair_conn_t conn = w->conn;
+    char remote[64];
+    memcpy(remote, w->remote, sizeof remote);
+    free(w);
+    conn_entry_t *c = conn_find(conn);
+    if (!c || !g_host) { /* closed meanwhile */
+        auth_user_unref(user);
+        return;
+    }
+    c->authing = 0;
+    if (status != ONAIR_OK) {
+        auth_user_unref(user);
+        held_free(c);
+        const char *reason = !code || !strcmp(code, "invalid_token") ? "invalid access token"
+                             : !strcmp(code, "account_disabled")     ? "account disabled"
+                             : !strcmp(code, "token_revoked")        ? "access token revoked"
+                                                                     : "authentication unavailable";
+        net_ws_close(g_host->net, conn, status == ONAIR_EAUTH ? 1008 : 1011, reason);
+        return;
+    }
+    c->user = user;
+    ws_publish_opened(g_host, conn, remote, user);
+    /* replay what arrived meanwhile, in order (a handler may close the connection) */
+    held_msg_t *h = c->held;
+    c->held = c->held_tail = NULL;
+    c->nheld = 0;
+    while (h) {
+        held_msg_t *next = h->next;
+        if (conn_find(conn))
+            api_on_ws_message(conn, h->type, h->id, h->data, g_host);
+        else {
+            json_decref(h->id);
+            json_decref(h->data);
+        }
+        free(h);
+        h = next;
+    }
 }
 
 void api_on_ws_open(onair_conn_t conn, const net_header_t *headers, size_t nheaders,
                     const char *remote, void *ud)
 {
     struct host *h = ud;
-    onair_user_t *user = NULL;
-    const char *authz = NULL;
-    for (size_t i = 0; i < nheaders; i++)
-        if (!strcmp(headers[i].name, "authorization"))
-            authz = headers[i].value;
-    int bad_token = 0;
-    if (authz) {
-        const char *why;
-        const char *token = auth_bearer(authz);
-        if (!token || auth_verify(g_auth, token, &user, &why) != ONAIR_OK)
-            bad_token = 1;
-    }
-    if (conn_add(conn, user) < 0) {
-        auth_user_unref(user);
+    char *owned;
+    int bad;
+    const char *token = ws_upgrade_token(headers, nheaders, &owned, &bad);
+    if (conn_add(conn, NULL) < 0) {
+        free(owned);
         net_ws_close(h->net, conn, 1011, "out of memory");
         return;
     }
-    if (bad_token) {
+    conn_entry_t *ce = conn_find(conn);
+    if (ce && remote)
+        snprintf(ce->remote, sizeof ce->remote, "%s", remote);
+    if (bad) {
+        free(owned);
         net_ws_close(h->net, conn, 1008, "invalid access token");
         return;
     }
-    json_t *ev = json_pack("{s:I,s:s}", "conn", (json_int_t)conn, "remote", remote ? remote : "");
-    if (ev && user)
-        json_object_set_new(ev, "user", json_string(user->id));
-    bus_publish(h->bus, "core.ws.opened", ev);
+    if (!token) {
+        ws_publish_opened(h, conn, remote, NULL);
+        return;
+    }
+    auth_wait_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        free(owned);
+        net_ws_close(h->net, conn, 1011, "out of memory");
+        return;
+    }
+    w->conn = conn;
+    snprintf(w->remote, sizeof w->remote, "%s", remote ? remote : "");
+    conn_find(conn)->authing = 1;
+    accounts_authenticate(token, remote, ws_authenticated, w);
+    free(owned);
+}
+
+/* An account changed on this node: its WebSockets get the new roles/verified, or are
+ * closed (user NULL: disabled, or every token revoked). */
+void api_ws_user_changed(const char *user_id, onair_user_t *user)
+{
+    struct conn_table *t = g_host ? g_host->conns : NULL;
+    if (!t || !user_id)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (conn_entry_t *e = t->buckets[i]; e; e = e->next) {
+            if (!e->user || strcmp(e->user->id, user_id) != 0)
+                continue;
+            if (user) {
+                auth_user_unref(e->user);
+                e->user = auth_user_ref(user);
+            } else if (g_host->net) {
+                net_ws_close(g_host->net, e->id, 1008, "account disabled or signed out");
+            }
+        }
+}
+
+/* Over a message type's limit: an error reply with retry_after_ms; the connection
+ * stays open. Returns 1 when over. */
+static int ws_over_limit(conn_entry_t *c, const wstype_entry_t *type, json_t *id)
+{
+    char key[400];
+    ratelimit_result_t res;
+    const char *name = type->t.ratelimit;
+    if (ratelimit_key_for(name, c->user ? c->user->id : NULL, c->remote, key, sizeof key) < 0 ||
+        ratelimit_hit(name, key, &res) != ONAIR_ERATE)
+        return 0;
+    json_t *d = error_data(429, "rate_limited", "too many messages of this type");
+    json_object_set_new(d, "retry_after_ms", json_integer(res.retry_after_ms));
+    send_envelope(c->id, envelope("error", id ? id : json_null(), d));
+    return 1;
 }
 
 void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id, json_t *data,
@@ -889,6 +1194,25 @@ void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id
     if (!c) { /* closed meanwhile */
         json_decref(id);
         json_decref(data);
+        return;
+    }
+    if (c->authing) { /* the upgrade token is being checked: hold it */
+        held_msg_t *hm = c->nheld < MAX_HELD_MSGS ? calloc(1, sizeof *hm) : NULL;
+        if (!hm) {
+            ws_error(conn, id, 503, "busy", "too many messages before authentication finished");
+            json_decref(id);
+            json_decref(data);
+            return;
+        }
+        hm->type = type;
+        hm->id = id;
+        hm->data = data;
+        if (c->held_tail)
+            c->held_tail->next = hm;
+        else
+            c->held = hm;
+        c->held_tail = hm;
+        c->nheld++;
         return;
     }
     if (atomic_load(&g_host->draining)) { /* plugins may already be stopped */
@@ -902,6 +1226,11 @@ void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id
     int st = check_access(type->t.access, type->t.role, c->user, &code, detail, sizeof detail);
     if (st) {
         ws_error(conn, id, st, code, detail);
+        json_decref(id);
+        json_decref(data);
+        return;
+    }
+    if (type->t.ratelimit && ws_over_limit(c, type, id)) {
         json_decref(id);
         json_decref(data);
         return;
@@ -948,6 +1277,34 @@ void api_on_ws_closed(onair_conn_t conn, void *ud)
     bus_publish(h->bus, "core.ws.closed", ev);
 }
 
+static void msg_authenticated(int status, onair_user_t *user, const char *code, const char *why,
+                              void *ud)
+{
+    auth_wait_t *w = ud;
+    onair_wsmsg_t *m = w->m;
+    free(w);
+    if (!m) { /* dropped meanwhile (shutdown) */
+        auth_user_unref(user);
+        return;
+    }
+    m->auth_wait = NULL;
+    if (status != ONAIR_OK) {
+        auth_user_unref(user);
+        api_msg_reply_error(m, status == ONAIR_EAUTH ? 401 : problem_http_status(status),
+                            code ? code : "invalid_token", why);
+        return;
+    }
+    conn_entry_t *c = conn_find(m->conn);
+    if (!c) {
+        auth_user_unref(user);
+        api_msg_reply_error(m, ONAIR_ESTALE, "closed", "the connection is closed");
+        return;
+    }
+    auth_user_unref(c->user);
+    c->user = user;
+    api_msg_reply(m, json_pack("{s:s,s:b}", "user", user->id, "verified", user->verified));
+}
+
 /* Built-in "auth" message: {"type":"auth","data":{"token":"..."}} for clients that
  * cannot set headers on the upgrade request. */
 static int core_auth_message(onair_wsmsg_t *m, void *ud)
@@ -955,18 +1312,13 @@ static int core_auth_message(onair_wsmsg_t *m, void *ud)
     const char *token = json_string_value(json_object_get(m->data, "token"));
     if (!token)
         return api_msg_reply_error(m, ONAIR_EINVAL, "invalid_message", "data.token is required");
-    onair_user_t *user = NULL;
-    const char *why;
-    if (auth_verify(g_auth, token, &user, &why) != ONAIR_OK)
-        return api_msg_reply_error(m, ONAIR_EAUTH, "invalid_token", why);
-    conn_entry_t *c = conn_find(m->conn);
-    if (!c) {
-        auth_user_unref(user);
-        return ONAIR_ESTALE;
-    }
-    auth_user_unref(c->user);
-    c->user = user;
-    return api_msg_reply(m, json_pack("{s:s,s:b}", "user", user->id, "verified", user->verified));
+    auth_wait_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return ONAIR_ENOMEM;
+    w->m = m;
+    m->auth_wait = w;
+    accounts_authenticate(token, NULL, msg_authenticated, w);
+    return m->answered ? ONAIR_OK : ONAIR_PENDING;
 }
 
 int api_register_core_types(struct host *h)
@@ -1020,6 +1372,7 @@ void api_teardown(struct host *h)
             while (e) {
                 conn_entry_t *next = e->next;
                 auth_user_unref(e->user);
+                held_free(e);
                 free(e);
                 e = next;
             }

@@ -25,6 +25,9 @@ size_t api_ws_open(void);
 /* Answer every pending request with 503 and drop pending messages (shutdown,
  * after all plugins stopped). */
 void api_fail_pending(void);
+/* An account changed on this node (accounts.c): its open WebSockets get the new
+ * user (roles, verified), or are closed when user is NULL (disabled, signed out). */
+void api_ws_user_changed(const char *user_id, onair_user_t *user);
 /* Register the core's own message types ("auth"). Call before plugins init. */
 int api_register_core_types(struct host *h);
 

@@ -7,6 +7,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "accounts.h"
 #include "api.h"
 #include "auth.h"
 #include "host_run.h"
@@ -14,6 +15,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "problem.h"
+#include "ratelimit.h"
+#include "ws_ticket.h"
 #include "store/store.h"
 
 static auth_t *g_host_auth;
@@ -91,8 +94,16 @@ static int add_builtin_routes(struct host *h)
                        .path = "/api/v1/server",
                        .handler = server_info,
                        .ud = h};
+    /* a short-lived ticket for browsers' WebSocket upgrades (ws_ticket.h) */
+    onair_route_t ticket = {.size = sizeof ticket,
+                            .method = "POST",
+                            .path = "/api/v1/auth/ws-ticket",
+                            .handler = ws_ticket_route,
+                            .access = ONAIR_ACCESS_USER,
+                            .ratelimit = "auth.refresh"};
     char err[256];
-    if (router_add(h->router, &r, NULL, err, sizeof err) < 0) {
+    if (router_add(h->router, &r, NULL, err, sizeof err) < 0 ||
+        router_add(h->router, &ticket, NULL, err, sizeof err) < 0) {
         LOG_ERROR("core", "%s", err);
         return -1;
     }
@@ -143,17 +154,26 @@ int host_start(struct host *h, settings_t *s)
     h->pool = workpool_new(h->base, (int)settings_int(s, "server.work_threads"));
     if (!h->bus || !h->timers || !h->pool)
         return -1;
-    const char *secret = settings_string(s, "auth.jwt_secret");
-    g_host_auth =
-        auth_new(settings_string(s, "auth.issuer"), secret, (int)settings_int(s, "auth.leeway"));
-    if (!g_host_auth)
-        return -1;
-    if (!auth_enabled(g_host_auth))
-        LOG_WARN("auth", "auth.jwt_secret is not set: routes that need a user answer 401");
-    api_setup(h, g_host_auth);
     char serr[600];
+    g_host_auth = auth_new_from_config(s->core, serr, sizeof serr);
+    if (!g_host_auth) {
+        LOG_ERROR("auth", "%s", serr);
+        return -1;
+    }
+    const char *secret = settings_string(s, "auth.jwt_secret");
+    if (!auth_enabled(g_host_auth))
+        LOG_WARN("auth", "no signing key (auth.signing_keys, auth.jwt_secret): no access token "
+                         "can be issued or accepted; register and login answer 503");
+    else if (secret && *secret && strlen(secret) < 32)
+        LOG_WARN("auth", "auth.jwt_secret is shorter than 32 characters: use a long random one");
+    api_setup(h, g_host_auth);
     if (store_setup(h, cfg_json_get(s->core, "storage"), serr, sizeof serr) < 0) {
         LOG_ERROR("core", "%s", serr);
+        return -1;
+    }
+    if (accounts_setup(h, s->core, g_host_auth, serr, sizeof serr) < 0 ||
+        accounts_prepare(serr, sizeof serr) < 0) {
+        LOG_ERROR("auth", "%s", serr);
         return -1;
     }
     if (add_builtin_routes(h) < 0 || api_register_core_types(h) < 0)
@@ -172,6 +192,16 @@ int host_start(struct host *h, settings_t *s)
         LOG_ERROR("core", "startup aborted: a required plugin failed to initialize");
         return -1;
     }
+    /* Every limit is declared now (core and plugins): apply the overrides. */
+    cfg_errors_t rl_errs = {0};
+    if (ratelimit_apply_config(s->rate_limits, s->path, &rl_errs) < 0 || rl_errs.n) {
+        for (size_t i = 0; i < rl_errs.n; i++)
+            LOG_ERROR("config", "%s", rl_errs.msgs[i]);
+        cfg_errors_free(&rl_errs);
+        LOG_ERROR("core", "startup aborted: invalid rate_limits");
+        return -1;
+    }
+    cfg_errors_free(&rl_errs);
     /* Registration is over: the network thread reads these tables without locks. */
     router_freeze(h->router, 1);
     wstypes_freeze(h->wstypes, 1);
@@ -239,6 +269,7 @@ static void stop_plugins(struct host *h)
         LOG_WARN("core", "shutdown deadline: %zu requests pending, %zu WebSockets open", left, ws);
     loader_stop_all(h);
     bus_drain(h->bus);
+    accounts_stop(h);   /* the core's own store and hashing work answers now */
     api_fail_pending(); /* after plugins stopped nobody can answer them */
     g_flushing = 1;
     struct timeval now, two = {.tv_sec = 2};
@@ -306,6 +337,7 @@ void host_destroy(struct host *h)
 {
     if (h->nstarted)
         loader_stop_all(h);
+    accounts_stop(h);
     if (h->conns)
         api_fail_pending();
     if (h->net) {
@@ -323,7 +355,10 @@ void host_destroy(struct host *h)
     g_sig_term = g_sig_int = g_drain_tick = NULL;
     workpool_free(h->pool); /* no storage job runs after this */
     h->pool = NULL;
+    accounts_teardown();
     store_teardown(h);
+    ratelimit_teardown();
+    ws_ticket_teardown();
     if (h->bus)
         bus_free(h->bus);
     timers_free(h->timers);

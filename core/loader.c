@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "ratelimit.h"
 #include "store/store.h"
 
 const char *loader_state_name(enum plugin_state s)
@@ -265,6 +266,7 @@ void loader_drop_registrations(struct host *h, struct onair_plugin *p)
     if (h->timers)
         timers_remove_owner(h->timers, p);
     store_remove_owner(p);
+    ratelimit_remove_owner(p);
 }
 
 int loader_init_one(struct host *h, struct onair_plugin *p)

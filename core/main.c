@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accounts.h"
 #include "config.h"
 #include "host_run.h"
 #include "loader.h"
@@ -24,6 +25,9 @@ static void usage(FILE *f)
                "  --list-plugins      list configured plugins and whether they load\n"
                "  --export DIR        write every stored collection to DIR/<name>.jsonl\n"
                "  --import DIR        load DIR/*.jsonl into the configured storage\n"
+               "  --create-admin NAME create (or promote) an admin account; password from\n"
+               "                      ONAIR_ADMIN_PASSWORD or the first line of stdin\n"
+               "  --email ADDRESS     with --create-admin (default NAME@localhost)\n"
                "  --log-level LEVEL   override logging.level\n"
                "  --log-format FMT    override logging.format\n");
 }
@@ -82,6 +86,37 @@ static void list_plugins(struct host *h)
     }
 }
 
+/* onaird --create-admin NAME [--email ADDRESS]: the password from ONAIR_ADMIN_PASSWORD
+ * or the first line of stdin. */
+static int create_admin(const char *config, const char *name, const char *email)
+{
+    char line[1100];
+    const char *pw = getenv("ONAIR_ADMIN_PASSWORD");
+    if (!pw || !*pw) {
+        if (!fgets(line, sizeof line, stdin)) {
+            fprintf(stderr, "onaird: --create-admin reads the password from ONAIR_ADMIN_PASSWORD "
+                            "or the first line of stdin\n");
+            return 1;
+        }
+        line[strcspn(line, "\r\n")] = 0;
+        pw = line;
+    }
+    settings_t s;
+    memset(&s, 0, sizeof s);
+    cfg_errors_t errs = {0};
+    int rc = 1;
+    if (settings_load(config, &s, &errs) < 0) {
+        print_errors(&errs);
+        fprintf(stderr, "%s: configuration has errors\n", config);
+    } else {
+        rc = accounts_create_admin(s.core, name, email, pw);
+    }
+    memset(line, 0, sizeof line);
+    cfg_errors_free(&errs);
+    settings_free(&s);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -92,7 +127,9 @@ int main(int argc, char **argv)
         OPT_LEVEL,
         OPT_FORMAT,
         OPT_EXPORT,
-        OPT_IMPORT
+        OPT_IMPORT,
+        OPT_CREATE_ADMIN,
+        OPT_EMAIL
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -104,10 +141,13 @@ int main(int argc, char **argv)
         {"log-format", required_argument, NULL, OPT_FORMAT},
         {"export", required_argument, NULL, OPT_EXPORT},
         {"import", required_argument, NULL, OPT_IMPORT},
+        {"create-admin", required_argument, NULL, OPT_CREATE_ADMIN},
+        {"email", required_argument, NULL, OPT_EMAIL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = DEFAULT_CONFIG, *level = NULL, *format = NULL, *data_dir = NULL;
+    const char *admin_name = NULL, *admin_email = NULL;
     int mode = 0, c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (c) {
@@ -133,6 +173,13 @@ int main(int argc, char **argv)
         case OPT_IMPORT:
             mode = c;
             data_dir = optarg;
+            break;
+        case OPT_CREATE_ADMIN:
+            mode = c;
+            admin_name = optarg;
+            break;
+        case OPT_EMAIL:
+            admin_email = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -164,6 +211,12 @@ int main(int argc, char **argv)
     cfg_errors_t errs = {0};
     static struct host h;
     int rc = 1;
+    if (admin_email && mode != OPT_CREATE_ADMIN) {
+        fprintf(stderr, "onaird: --email goes with --create-admin\n");
+        return 2;
+    }
+    if (mode == OPT_CREATE_ADMIN)
+        return create_admin(config, admin_name, admin_email);
     if (mode == OPT_EXPORT || mode == OPT_IMPORT) {
         if (settings_load(config, &s, &errs) < 0) {
             print_errors(&errs);

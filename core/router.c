@@ -28,6 +28,7 @@ static void entry_free(route_entry_t *e)
     free((char *)e->r.method);
     free((char *)e->r.path);
     free((char *)e->r.role);
+    free((char *)e->r.ratelimit);
     free(e->label);
     for (size_t i = 0; i < e->nseg; i++) {
         free(e->seg[i]);
@@ -275,6 +276,10 @@ int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *own
     e->r.access = copy.access;
     e->r.max_body = copy.max_body;
     e->r.flags = copy.flags;
+    if (copy.ratelimit && !(e->r.ratelimit = strdup(copy.ratelimit))) {
+        entry_free(e);
+        return ONAIR_ENOMEM;
+    }
     if (copy.role) {
         e->r.role = strdup(copy.role);
         e->r.access |= ONAIR_ACCESS_USER;

@@ -56,10 +56,35 @@ const onair_config_key_t core_schema[] = {
     KEY(.key = "auth.issuer", .type = ONAIR_CFG_STRING, .default_value = "onair",
         .doc = "`iss` claim of issued tokens, and the one required in accepted tokens."),
     KEY(.key = "auth.jwt_secret", .type = ONAIR_CFG_STRING, .flags = ONAIR_CFG_SECRET,
-        .doc = "HS256 secret for access tokens; put ${ONAIR_JWT_SECRET} in the file. "
-               "Empty or unset: no token is accepted."),
+        .doc = "HS256 secret for access tokens (kid \"default\"); put ${ONAIR_JWT_SECRET} in the "
+               "file. With no key at all, no token is issued or accepted."),
     KEY(.key = "auth.leeway", .type = ONAIR_CFG_INT, .default_value = "30", RANGE(0, 600),
         .doc = "Seconds of clock skew tolerated on token exp and nbf."),
+    KEY(.key = "auth.signing_keys", .type = ONAIR_CFG_STRING_LIST, .default_value = "",
+        .flags = ONAIR_CFG_SECRET,
+        .doc = "Access-token keys: \"kid:HS256:secret\", \"kid:RS256:/private.pem[:/public.pem]\" "
+               "or \"kid:ES256:...\" (\"kid:ALG::/public.pem\" verifies only). The first signs, "
+               "all verify (rotation); auth.jwt_secret's key (kid default) comes after them."),
+    KEY(.key = "auth.access_ttl", .type = ONAIR_CFG_INT, .default_value = "900", RANGE(30, 86400),
+        .doc = "Lifetime of issued access tokens, in seconds."),
+    KEY(.key = "auth.refresh_ttl", .type = ONAIR_CFG_INT, .default_value = "2592000",
+        RANGE(60, 31536000), .doc = "Lifetime of refresh tokens, in seconds."),
+    KEY(.key = "auth.api_keys", .type = ONAIR_CFG_STRING_LIST, .default_value = "",
+        .flags = ONAIR_CFG_SECRET,
+        .doc = "\"key:secret\" pairs: a backend signs HS256 tokens with the secret and iss = key "
+               "(their roles and verified claims are trusted)."),
+    KEY(.key = "auth.default_roles", .type = ONAIR_CFG_STRING_LIST,
+        .default_value = "viewer, streamer", .choices = "viewer|streamer|moderator|admin",
+        .doc = "Roles of a newly registered account."),
+    KEY(.key = "auth.password_hash", .type = ONAIR_CFG_STRING, .default_value = "moderate",
+        .choices = "moderate|interactive",
+        .doc = "argon2id cost of password hashes: moderate (256 MiB, production) or interactive "
+               "(64 MiB, faster: tests and small machines)."),
+    KEY(.key = "auth.status_cache_ttl", .type = ONAIR_CFG_INT, .default_value = "30",
+        RANGE(0, 3600),
+        .doc = "Seconds a node trusts its cached account status (disabled, roles, verified, "
+               "revocations) of a user before reading it again: the staleness bound across "
+               "nodes for changes made on another node."),
     /* storage */
     KEY(.key = "storage.backend", .type = ONAIR_CFG_STRING, .default_value = "sqlite",
         .choices = "sqlite|mongodb",
@@ -131,6 +156,8 @@ static const onair_config_key_t plugin_file_schema[] = {
 };
 
 static const char *const plugin_file_ignore[] = {"config", NULL};
+/* Validated later against the declared limits (ratelimit_apply_config). */
+static const char *const core_file_ignore[] = {"rate_limits", NULL};
 
 /* ---- paths ---------------------------------------------------------------------------- */
 
@@ -340,10 +367,11 @@ int settings_load(const char *path, settings_t *out, cfg_errors_t *errs)
     }
     if (!(out->doc = cfg_parse_file(path, errs)))
         goto done;
-    if (!(out->core = cfg_validate(out->doc, path, 1, 1, core_schema, NULL, errs))) {
+    if (!(out->core = cfg_validate(out->doc, path, 1, 1, core_schema, core_file_ignore, errs))) {
         cfg_errors_add(errs, path, 0, 0, "out of memory");
         goto done;
     }
+    out->rate_limits = cfg_map_get(out->doc, "rate_limits");
     /* Plugin files are read even after core errors, to report everything at once;
      * the defaults stand in for bad plugins.* values. */
     const char *cd = json_string_value(cfg_json_get(out->core, "plugins.conf_dir"));

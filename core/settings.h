@@ -36,6 +36,9 @@ typedef struct settings {
     json_t *core;           /* effective core config (defaults filled in) */
     plugin_conf_t *plugins; /* sorted by name */
     size_t nplugins;
+    /* `rate_limits:` of the core file (in doc) or NULL: ratelimit_apply_config(rate_limits,
+     * path, ...) once plugins have declared their limits */
+    const cfg_node_t *rate_limits;
 } settings_t;
 
 /* Load and validate the core file and every plugin file's own keys (not the

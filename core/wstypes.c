@@ -22,6 +22,7 @@ static void entry_free(wstype_entry_t *e)
 {
     free((char *)e->t.type);
     free((char *)e->t.role);
+    free((char *)e->t.ratelimit);
     free(e);
 }
 
@@ -105,10 +106,11 @@ int wstypes_add(wstypes_t *w, const onair_ws_type_t *t, struct onair_plugin *own
     e->t.size = sizeof(onair_ws_type_t);
     e->t.type = strdup(copy.type);
     e->t.role = copy.role ? strdup(copy.role) : NULL;
+    e->t.ratelimit = copy.ratelimit ? strdup(copy.ratelimit) : NULL;
     if (e->t.role || (copy.access & ONAIR_ACCESS_VERIFIED))
         e->t.access |= ONAIR_ACCESS_USER;
     e->owner = owner;
-    if (!e->t.type || (copy.role && !e->t.role)) {
+    if (!e->t.type || (copy.role && !e->t.role) || (copy.ratelimit && !e->t.ratelimit)) {
         entry_free(e);
         return ONAIR_ENOMEM;
     }

@@ -18,7 +18,8 @@ onair_abi_anchor(onair_api_t *api, onair_plugin_desc_t *desc, onair_route_t *rou
                  enum onair_config_type config_type, enum onair_config_flags config_flags,
                  enum onair_access access, enum onair_route_flags route_flags, onair_coll_t *coll,
                  onair_index_t *index, onair_collection_t *collection, onair_migrate_fn migrate_fn,
-                 onair_store_fn store_fn, enum onair_index_flags index_flags);
+                 onair_store_fn store_fn, enum onair_index_flags index_flags,
+                 onair_ratelimit_t *ratelimit, enum onair_ratelimit_key ratelimit_key);
 
 ONAIR_EXPORT void
 onair_abi_anchor(onair_api_t *api, onair_plugin_desc_t *desc, onair_route_t *route,
@@ -31,12 +32,13 @@ onair_abi_anchor(onair_api_t *api, onair_plugin_desc_t *desc, onair_route_t *rou
                  enum onair_config_type config_type, enum onair_config_flags config_flags,
                  enum onair_access access, enum onair_route_flags route_flags, onair_coll_t *coll,
                  onair_index_t *index, onair_collection_t *collection, onair_migrate_fn migrate_fn,
-                 onair_store_fn store_fn, enum onair_index_flags index_flags)
+                 onair_store_fn store_fn, enum onair_index_flags index_flags,
+                 onair_ratelimit_t *ratelimit, enum onair_ratelimit_key ratelimit_key)
 {
     (void)api, (void)desc, (void)route, (void)ws_type, (void)config_key, (void)user;
     (void)plugin, (void)req, (void)msg, (void)conn, (void)timer, (void)sub, (void)entry;
     (void)route_fn, (void)ws_fn, (void)bus_fn, (void)timer_fn, (void)work_fn, (void)done_fn;
     (void)status, (void)level, (void)config_type, (void)config_flags, (void)access;
     (void)route_flags, (void)coll, (void)index, (void)collection, (void)migrate_fn;
-    (void)store_fn, (void)index_flags;
+    (void)store_fn, (void)index_flags, (void)ratelimit, (void)ratelimit_key;
 }

@@ -108,7 +108,8 @@ ONAIR_ASSERT_OFFSET(onair_route_t, access, 40);
 ONAIR_ASSERT_OFFSET(onair_route_t, role, 48);
 ONAIR_ASSERT_OFFSET(onair_route_t, max_body, 56);
 ONAIR_ASSERT_OFFSET(onair_route_t, flags, 64);
-ONAIR_ASSERT_SIZE(onair_route_t, 72);
+ONAIR_ASSERT_OFFSET(onair_route_t, ratelimit, 72); /* ABI 1.2 */
+ONAIR_ASSERT_SIZE(onair_route_t, 80);
 
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, type, 8);
@@ -116,7 +117,8 @@ ONAIR_ASSERT_OFFSET(onair_ws_type_t, handler, 16);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, ud, 24);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, access, 32);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, role, 40);
-ONAIR_ASSERT_SIZE(onair_ws_type_t, 48);
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, ratelimit, 48); /* ABI 1.2 */
+ONAIR_ASSERT_SIZE(onair_ws_type_t, 56);
 
 /* onair_api_t: the header, then one pointer per function in declaration order. */
 ONAIR_ASSERT_OFFSET(onair_api_t, size, 0);
@@ -179,8 +181,22 @@ ONAIR_ASSERT_OFFSET(onair_api_t, store_update, 432);
 ONAIR_ASSERT_OFFSET(onair_api_t, store_find_and_modify, 440);
 ONAIR_ASSERT_OFFSET(onair_api_t, store_delete, 448);
 ONAIR_ASSERT_OFFSET(onair_api_t, store_aggregate, 456); /* the last function of ABI 1.1 */
+/* ABI 1.2: accounts and rate limits */
+ONAIR_ASSERT_OFFSET(onair_api_t, user_get, 464);
+ONAIR_ASSERT_OFFSET(onair_api_t, user_set_verified, 472);
+ONAIR_ASSERT_OFFSET(onair_api_t, ratelimit_add, 480);
+ONAIR_ASSERT_OFFSET(onair_api_t, ratelimit_hit, 488); /* the last function of ABI 1.2 */
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 464);
+ONAIR_ASSERT_SIZE(onair_api_t, 496);
+ONAIR_ASSERT_OFFSET(onair_ratelimit_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_ratelimit_t, name, 8);
+ONAIR_ASSERT_OFFSET(onair_ratelimit_t, limit, 16);
+ONAIR_ASSERT_OFFSET(onair_ratelimit_t, window_s, 20);
+ONAIR_ASSERT_OFFSET(onair_ratelimit_t, key, 24);
+ONAIR_ASSERT_SIZE(onair_ratelimit_t, 32);
+_Static_assert(ONAIR_RATELIMIT_BY_USER == 1 && ONAIR_RATELIMIT_BY_IP == 2 &&
+                   ONAIR_RATELIMIT_BY_USER_AND_IP == 3,
+               "enum onair_ratelimit_key values changed");
 /* ABI 1.1 structs */
 ONAIR_ASSERT_OFFSET(onair_index_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_index_t, keys, 8);

@@ -179,6 +179,14 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
 {
     api = host;
     self_p = self;
+    /* 3 per minute per address: GET /api/v1/testkit/limited and testkit.limited */
+    const onair_ratelimit_t burst = {.size = sizeof burst,
+                                     .name = "testkit.burst",
+                                     .limit = 3,
+                                     .window_s = 60,
+                                     .key = ONAIR_RATELIMIT_BY_IP};
+    if (api->ratelimit_add(self, &burst))
+        return ONAIR_EINTERNAL;
     const onair_route_t routes[] = {
         {.size = sizeof(onair_route_t),
          .method = "GET",
@@ -229,6 +237,11 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
          .method = "GET",
          .path = "/api/v1/testkit/slow",
          .handler = slow},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/testkit/limited",
+         .handler = ok,
+         .ratelimit = "testkit.burst"},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (api->route_add(self, &routes[i]))
@@ -244,6 +257,10 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
          .type = "testkit.private",
          .handler = ws_whoami,
          .access = ONAIR_ACCESS_USER},
+        {.size = sizeof(onair_ws_type_t),
+         .type = "testkit.limited",
+         .handler = ws_whoami,
+         .ratelimit = "testkit.burst"},
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (api->ws_type_add(self, &types[i]))

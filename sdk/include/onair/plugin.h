@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    1
+#define ONAIR_ABI_MINOR    2
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -209,6 +209,10 @@ typedef struct onair_route {
     const char *role; /* if set, the user must have this role (403 forbidden) */
     size_t max_body;  /* bytes; 0 = server.max_body_bytes */
     uint32_t flags;   /* enum onair_route_flags */
+    /* ABI 1.2: a rate limit declared with ratelimit_add (any plugin's, or the core's),
+     * checked by the host before the handler: 429 with Retry-After and RateLimit-*
+     * headers. NULL = none. */
+    const char *ratelimit;
 } onair_route_t;
 
 /* ---- WebSocket message types ------------------------------------------------------------ */
@@ -226,6 +230,9 @@ typedef struct onair_ws_type {
     void *ud;
     uint32_t access; /* enum onair_access */
     const char *role;
+    /* ABI 1.2: as for routes; over the limit the sender gets an error reply with code
+     * "rate_limited" and retry_after_ms, and the connection stays open. */
+    const char *ratelimit;
 } onair_ws_type_t;
 
 /* ---- bus, timers, work ------------------------------------------------------------------ */
@@ -277,6 +284,26 @@ typedef struct onair_collection {
  * ONAIR_ETOOBIG, ONAIR_EUNAVAILABLE when the database cannot be reached, ...).
  * result (borrowed, never NULL) holds the operation's result, or {"error": "..."}. */
 typedef void (*onair_store_fn)(int status, json_t *result, void *ud);
+
+/* ---- rate limits (ABI 1.2) -----------------------------------------------------------------
+ * A named limit: at most `limit` hits per `window_s` seconds per key (GCRA: smooth, no
+ * burst at window edges). Admins override limit and window in onair.yaml:
+ *   rate_limits:
+ *     hello.greet: 20/1m        # N/Ns, N/Nm, N/Nh
+ * Limits live in each node's memory. */
+enum onair_ratelimit_key {
+    ONAIR_RATELIMIT_BY_USER = 1,        /* the signed-in user (anonymous: the address) */
+    ONAIR_RATELIMIT_BY_IP = 2,          /* the client address */
+    ONAIR_RATELIMIT_BY_USER_AND_IP = 3, /* both together */
+};
+
+typedef struct onair_ratelimit {
+    size_t size;
+    const char *name; /* "<plugin>.<what>", [a-z0-9_.]{3,64} */
+    uint32_t limit;   /* >= 1 */
+    uint32_t window_s;
+    uint32_t key; /* enum onair_ratelimit_key: used when routes and message types name it */
+} onair_ratelimit_t;
 
 /* ---- the host API table: append only ---------------------------------------------------- */
 struct onair_api {
@@ -384,6 +411,24 @@ struct onair_api {
     /* pipeline (steals): array of stages $match, $group ($sum $avg $min $max $count),
      * $sort, $limit; result {"docs": [...]} */
     int (*store_aggregate)(onair_coll_t *c, json_t *pipeline, onair_store_fn cb, void *ud);
+
+    /* ---- ABI 1.2: accounts and rate limits ---- */
+    /* A user account: result {"user": {"id", "username", "email", "display_name",
+     * "roles", "verified", "disabled", "created_at", "updated_at"}}; ONAIR_ENOTFOUND
+     * when there is none. */
+    int (*user_get)(onair_plugin_t *p, const char *user_id, onair_store_fn cb, void *ud);
+    /* Mark an account verified (or not). Publishes "user.verified" {"user"} on the bus;
+     * tokens issued afterwards carry verified: true, and the host's access checks use
+     * the new state at once. result {"user": {...}} */
+    int (*user_set_verified)(onair_plugin_t *p, const char *user_id, int verified,
+                             onair_store_fn cb, void *ud);
+    /* Declare a limit (init only). */
+    int (*ratelimit_add)(onair_plugin_t *p, const onair_ratelimit_t *limit);
+    /* Count one hit for `key` (any string, e.g. a user id, an address or both joined).
+     * ONAIR_OK, or ONAIR_ERATE when over the limit with the wait in *retry_after_ms
+     * (may be NULL). ONAIR_ENOTFOUND for an undeclared name. */
+    int (*ratelimit_hit)(onair_plugin_t *p, const char *name, const char *key,
+                         int64_t *retry_after_ms);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };

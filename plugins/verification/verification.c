@@ -1,0 +1,1189 @@
+/*
+ * verification: the verified-account gate's way in.
+ *
+ * A signed-in user asks for verification (POST /api/v1/verification/start); we mail a
+ * 6-digit code and a one-click link over SMTP (libcurl, on the work pool). Either one,
+ * used once within code_ttl_s, verifies the account through the host's
+ * user_set_verified(): the host then publishes "user.verified", issues tokens with
+ * verified: true and lets the user through ONAIR_ACCESS_VERIFIED routes at once.
+ *
+ * Stored: collection "verification.challenges", one document per mail sent, holding
+ * only hashes of the code (salted per challenge) and of the link token. Codes allow
+ * max_attempts guesses; every guess consumes an attempt *before* it is compared, so
+ * concurrent guessing gains nothing. Codes, tokens and the SMTP password are never
+ * logged.
+ *
+ * Endpoints (plugins/verification/README.md):
+ *   POST /api/v1/verification/start          user   mail a code and a link (202)
+ *   POST /api/v1/verification/verify         user   {"code": "123456"}
+ *   GET  /api/v1/verification/link?token=..  public the link in the mail
+ *   GET  /api/v1/verification/status         user   {verified, pending, expires_at, attempts_left}
+ *   POST /api/v1/verification/users/{id}     admin  {"verified": bool}: set by hand
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* asprintf, explicit_bzero, getrandom */
+#endif
+#include <onair/plugin.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define CODE_DIGITS   6
+#define TOKEN_BYTES   32
+#define TOKEN_CHARS   43 /* base64url of 32 bytes, unpadded */
+#define SALT_BYTES    16
+#define RESEND_LIMIT  "verification.resend"
+#define MAIL_SUBJECT  "Your onair verification code"
+#define PROBLEM_CTYPE "application/problem+json"
+
+static const onair_api_t *api;
+
+typedef struct ver {
+    onair_plugin_t *self;
+    onair_coll_t *coll; /* verification.challenges */
+    onair_sub_t sub;    /* user.verified */
+    int curl_ready;
+} ver_t;
+
+static const onair_config_key_t ver_config[] = {
+    {.size = sizeof(onair_config_key_t),
+     .key = "smtp.url",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "smtp://127.0.0.1:25",
+     .doc = "The mail server: smtp://host:port (STARTTLS per smtp.starttls) or smtps://host:port "
+            "(implicit TLS)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "smtp.username",
+     .type = ONAIR_CFG_STRING,
+     .doc = "SMTP AUTH user name (empty: no authentication)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "smtp.password",
+     .type = ONAIR_CFG_STRING,
+     .flags = ONAIR_CFG_SECRET,
+     .doc = "SMTP AUTH password; write ${ENV_VAR} to take it from the environment."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "smtp.starttls",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "try",
+     .choices = "off|try|required",
+     .doc = "STARTTLS on smtp:// URLs: off, try (use it when offered) or required."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "smtp.timeout_ms",
+     .type = ONAIR_CFG_INT,
+     .default_value = "10000",
+     .min = 100,
+     .max = 120000,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "Give up on the mail server after this long (connect and whole transfer)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "from",
+     .type = ONAIR_CFG_STRING,
+     .min = 3,
+     .max = 256,
+     .flags = ONAIR_CFG_REQUIRED | ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "The sender: \"Name <address>\" or a bare address."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "link_base_url",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "http://localhost:8080/api/v1/verification/link",
+     .min = 8,
+     .max = 512,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "The link in the mail is <link_base_url>?token=<token>: the public URL of GET "
+            "/api/v1/verification/link (or of a page of yours that calls it)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "code_ttl_s",
+     .type = ONAIR_CFG_INT,
+     .default_value = "900",
+     .min = 1,
+     .max = 86400,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "How long a code and a link stay valid, in seconds."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "max_attempts",
+     .type = ONAIR_CFG_INT,
+     .default_value = "5",
+     .min = 1,
+     .max = 20,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "Wrong codes allowed before the code is burnt."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "resend_per_hour",
+     .type = ONAIR_CFG_INT,
+     .default_value = "3",
+     .min = 1,
+     .max = 100,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "Verification mails per user per hour (the rate limit verification.resend; "
+            "rate_limits: in onair.yaml overrides it)."},
+    {0},
+};
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static int random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* A uniform 6-digit code, leading zeros kept. */
+static int make_code(char out[CODE_DIGITS + 1])
+{
+    uint32_t v;
+    do { /* 4294000000 is the largest multiple of 10^6 below 2^32 */
+        if (random_bytes(&v, sizeof v))
+            return -1;
+    } while (v >= 4294000000u);
+    snprintf(out, CODE_DIGITS + 1, "%06u", (unsigned)(v % 1000000u));
+    return 0;
+}
+
+static void b64url(const unsigned char *in, size_t n, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0, i = 0;
+    for (; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = a[v >> 18 & 63];
+        out[o++] = a[v >> 12 & 63];
+        out[o++] = a[v >> 6 & 63];
+        out[o++] = a[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = a[v >> 18 & 63];
+        out[o++] = a[v >> 12 & 63];
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = a[v >> 18 & 63];
+        out[o++] = a[v >> 12 & 63];
+        out[o++] = a[v >> 6 & 63];
+    }
+    out[o] = 0;
+}
+
+/* sha256 of "a:b:c" (NULL parts left out) as 64 hex digits. */
+static int sha256_hex(const char *a, const char *b, const char *c, char out[65])
+{
+    const char *parts[3] = {a, b, c};
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (int i = 0, first = 1; ok && i < 3; i++) {
+        if (!parts[i])
+            continue;
+        if (!first)
+            ok = EVP_DigestUpdate(ctx, ":", 1);
+        ok = ok && EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]));
+        first = 0;
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 32;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -1;
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+static int hex_equal(const char *a, const char *b)
+{
+    if (!a || !b || strlen(a) != 64 || strlen(b) != 64)
+        return 0;
+    return CRYPTO_memcmp(a, b, 64) == 0;
+}
+
+static int all_digits(const char *s, size_t n)
+{
+    if (!s || strlen(s) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+static int token_valid(const char *s)
+{
+    if (!s || strlen(s) != TOKEN_CHARS)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_'))
+            return 0;
+    return 1;
+}
+
+/* An address we can put in a header and an SMTP envelope: no spaces, controls,
+ * brackets, quotes or commas; one '@' with text on both sides. */
+static int address_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n < 3 || n > 254)
+        return 0;
+    const char *at = strchr(s, '@');
+    if (!at || at == s || !at[1] || strchr(at + 1, '@'))
+        return 0;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f || strchr("<>()[]\\,;:\"", *p))
+            return 0;
+    return 1;
+}
+
+/* The URL without user:password@ for logs. */
+static void url_for_log(const char *url, char *out, size_t len)
+{
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    const char *end = host + strcspn(host, "/?#");
+    const char *at = NULL;
+    for (const char *p = host; p < end; p++)
+        if (*p == '@')
+            at = p;
+    snprintf(out, len, "%.*s%s", scheme ? (int)(scheme + 3 - url) : 0, url, at ? at + 1 : host);
+}
+
+static int no_ctl(const char *s)
+{
+    for (; s && *s; s++)
+        if ((unsigned char)*s < ' ' || *s == 0x7f)
+            return 0;
+    return s != NULL;
+}
+
+/* The bare address of "Name <addr>" or "addr" into out; 0 or -1. */
+static int from_address(const char *from, char *out, size_t len)
+{
+    const char *lt = strrchr(from, '<');
+    const char *start = from, *end = from + strlen(from);
+    if (lt) {
+        const char *gt = strchr(lt, '>');
+        if (!gt || gt[1])
+            return -1;
+        start = lt + 1;
+        end = gt;
+    }
+    if ((size_t)(end - start) >= len)
+        return -1;
+    memcpy(out, start, (size_t)(end - start));
+    out[end - start] = 0;
+    return address_ok(out) ? 0 : -1;
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 409:
+        return "Conflict";
+    case 429:
+        return "Too Many Requests";
+    case 502:
+        return "Bad Gateway";
+    default:
+        return "Error";
+    }
+}
+
+/* problem+json as the host renders it, plus extra members (stolen, may be NULL). */
+static int problem_ext(onair_req_t *req, int status, const char *code, const char *detail,
+                       json_t *extra)
+{
+    json_t *o = json_pack("{s:s+,s:s,s:i,s:s,s:s,s:s}", "type", "urn:onair:problem:", code, "title",
+                          reason(status), "status", status, "code", code, "detail", detail,
+                          "instance", api->req_path(req));
+    const char *rid = api->req_id(req);
+    if (o && rid)
+        json_object_set_new(o, "request_id", json_string(rid));
+    if (o && extra)
+        json_object_update(o, extra);
+    json_decref(extra);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return api->reply_problem(req, status, code, detail);
+    int rc = api->reply_raw(req, status, PROBLEM_CTYPE, s, strlen(s));
+    free(s);
+    return rc;
+}
+
+static const char *store_error(json_t *result)
+{
+    return json_string_value(json_object_get(result, "error"));
+}
+
+/* 400 unknown_field for the first key of `body` not in `allowed` (NULL-terminated). */
+static int reject_unknown(onair_req_t *req, json_t *body, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        int ok = 0;
+        for (size_t i = 0; allowed[i] && !ok; i++)
+            ok = !strcmp(key, allowed[i]);
+        if (!ok) {
+            char d[160];
+            snprintf(d, sizeof d, "unknown field '%.80s'", key);
+            api->reply_problem(req, 400, "unknown_field", d);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void ignore_result(int status, json_t *result, void *ud)
+{
+    ver_t *st = ud;
+    if (status != ONAIR_OK)
+        api->log(st->self, ONAIR_LOG_WARN, "store update failed: %s", store_error(result));
+}
+
+/* Mark every open challenge of a user used (fire and forget). */
+static void close_challenges(ver_t *st, const char *user_id)
+{
+    json_t *spec = json_pack("{s:{s:s,s:b},s:{s:{s:b}},s:b}", "filter", "user_id", user_id, "used",
+                             0, "update", "$set", "used", 1, "multi", 1);
+    if (api->store_update(st->coll, spec, ignore_result, st) != ONAIR_OK)
+        api->log(st->self, ONAIR_LOG_WARN, "could not close the challenges of user %s", user_id);
+}
+
+static void close_challenge(ver_t *st, const char *id)
+{
+    json_t *spec =
+        json_pack("{s:{s:s},s:{s:{s:b}}}", "filter", "_id", id, "update", "$set", "used", 1);
+    if (api->store_update(st->coll, spec, ignore_result, st) != ONAIR_OK)
+        api->log(st->self, ONAIR_LOG_WARN, "could not close challenge %s", id);
+}
+
+/* ---- one request's state across async steps ------------------------------------------- */
+
+typedef struct op {
+    ver_t *st;
+    onair_req_t *req;
+    char *user_id;
+    char *email;
+    char *challenge_id;
+    int want_json;
+    int verified; /* admin: the state to set */
+    int64_t ttl_s;
+    char code[CODE_DIGITS + 1];
+    char token[TOKEN_CHARS + 1];
+    /* the mail job: copies, the pool thread must not read config */
+    char *smtp_url, *smtp_user, *smtp_pass, *from, *link_base;
+    long use_ssl, timeout_ms;
+    int mail_ok;
+    char mail_err[CURL_ERROR_SIZE + 64];
+} op_t;
+
+static op_t *op_new(ver_t *st, onair_req_t *req, const char *user_id)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->st = st;
+    op->req = req;
+    if (user_id && !(op->user_id = strdup(user_id))) {
+        free(op);
+        return NULL;
+    }
+    return op;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+static void op_free(op_t *op)
+{
+    if (!op)
+        return;
+    free(op->user_id);
+    free(op->email);
+    free(op->challenge_id);
+    free(op->smtp_url);
+    free(op->smtp_user);
+    free_secret(op->smtp_pass);
+    free(op->from);
+    free(op->link_base);
+    explicit_bzero(op->code, sizeof op->code);
+    explicit_bzero(op->token, sizeof op->token);
+    free(op);
+}
+
+/* Answer with a store/host failure and free the op. */
+static void op_fail(op_t *op, int status, const char *detail)
+{
+    api->reply_error(op->req, status, detail);
+    op_free(op);
+}
+
+/* ---- mail (pool thread) ---------------------------------------------------------------- */
+
+typedef struct payload {
+    const char *data;
+    size_t len, pos;
+} payload_t;
+
+static size_t read_payload(char *buf, size_t size, size_t nmemb, void *ud)
+{
+    payload_t *p = ud;
+    size_t n = size * nmemb;
+    if (n > p->len - p->pos)
+        n = p->len - p->pos;
+    memcpy(buf, p->data + p->pos, n);
+    p->pos += n;
+    return n;
+}
+
+static char *build_message(const op_t *op, const char *from_addr)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char date[64];
+    snprintf(date, sizeof date, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday],
+             tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    unsigned char rnd[12];
+    char mid[20];
+    if (random_bytes(rnd, sizeof rnd))
+        return NULL;
+    b64url(rnd, sizeof rnd, mid);
+    const char *domain = strchr(from_addr, '@') + 1;
+    char expiry[48];
+    if (op->ttl_s % 60 == 0)
+        snprintf(expiry, sizeof expiry, "%lld minute%s", (long long)(op->ttl_s / 60),
+                 op->ttl_s == 60 ? "" : "s");
+    else
+        snprintf(expiry, sizeof expiry, "%lld seconds", (long long)op->ttl_s);
+    const char *sep = strchr(op->link_base, '?') ? "&" : "?";
+    char *msg = NULL;
+    int n = asprintf(&msg,
+                     "Date: %s\r\n"
+                     "From: %s\r\n"
+                     "To: <%s>\r\n"
+                     "Subject: " MAIL_SUBJECT "\r\n"
+                     "Message-ID: <%s.verification@%s>\r\n"
+                     "MIME-Version: 1.0\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Transfer-Encoding: 8bit\r\n"
+                     "Auto-Submitted: auto-generated\r\n"
+                     "\r\n"
+                     "Your verification code is: %s\r\n"
+                     "\r\n"
+                     "Or open this link to verify your account:\r\n"
+                     "%s%stoken=%s\r\n"
+                     "\r\n"
+                     "The code and the link work once and expire in %s.\r\n"
+                     "If you did not ask for this, you can ignore this mail.\r\n",
+                     date, op->from, op->email, mid, domain, op->code, op->link_base, sep,
+                     op->token, expiry);
+    return n < 0 ? NULL : msg;
+}
+
+static void mail_work(void *ud)
+{
+    op_t *op = ud;
+    char from_addr[300];
+    if (from_address(op->from, from_addr, sizeof from_addr)) {
+        snprintf(op->mail_err, sizeof op->mail_err, "the configured sender is not an address");
+        return;
+    }
+    char *msg = build_message(op, from_addr);
+    CURL *c = curl_easy_init();
+    struct curl_slist *rcpt = NULL;
+    char rcpt_buf[300], from_buf[sizeof from_addr + 2];
+    snprintf(rcpt_buf, sizeof rcpt_buf, "<%s>", op->email);
+    snprintf(from_buf, sizeof from_buf, "<%s>", from_addr);
+    rcpt = curl_slist_append(NULL, rcpt_buf);
+    if (!msg || !c || !rcpt) {
+        snprintf(op->mail_err, sizeof op->mail_err, "out of memory");
+        goto out;
+    }
+    payload_t p = {msg, strlen(msg), 0};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, op->smtp_url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+#endif
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USE_SSL, op->use_ssl);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, op->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, op->timeout_ms);
+    if (op->smtp_user && *op->smtp_user) {
+        curl_easy_setopt(c, CURLOPT_USERNAME, op->smtp_user);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, op->smtp_pass ? op->smtp_pass : "");
+    }
+    curl_easy_setopt(c, CURLOPT_MAIL_FROM, from_buf);
+    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, read_payload);
+    curl_easy_setopt(c, CURLOPT_READDATA, &p);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK) {
+        op->mail_ok = 1;
+    } else {
+        long smtp_code = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &smtp_code);
+        if (smtp_code)
+            snprintf(op->mail_err, sizeof op->mail_err, "%s (SMTP %ld)",
+                     *errbuf ? errbuf : curl_easy_strerror(rc), smtp_code);
+        else
+            snprintf(op->mail_err, sizeof op->mail_err, "%s",
+                     *errbuf ? errbuf : curl_easy_strerror(rc));
+    }
+out:
+    curl_slist_free_all(rcpt);
+    if (c)
+        curl_easy_cleanup(c);
+    if (msg) {
+        explicit_bzero(msg, strlen(msg));
+        free(msg);
+    }
+}
+
+/* ---- POST /api/v1/verification/start ------------------------------------------------- */
+
+static void start_mailed(int status, void *ud)
+{
+    op_t *op = ud;
+    ver_t *st = op->st;
+    if (status != ONAIR_OK) { /* shutting down before the mail went out */
+        close_challenge(st, op->challenge_id);
+        op_fail(op, status, "the server stopped before the mail was sent");
+        return;
+    }
+    if (op->mail_ok) {
+        char where[256];
+        url_for_log(op->smtp_url, where, sizeof where);
+        api->log(st->self, ONAIR_LOG_INFO, "verification mail for user %s accepted by %s",
+                 op->user_id, where);
+        api->reply_json(op->req, 202,
+                        json_pack("{s:b,s:I}", "sent", 1, "expires_in", (json_int_t)op->ttl_s));
+    } else {
+        close_challenge(st, op->challenge_id);
+        char where[256];
+        url_for_log(op->smtp_url, where, sizeof where);
+        api->log(st->self, ONAIR_LOG_WARN, "verification mail for user %s via %s failed: %s",
+                 op->user_id, where, op->mail_err);
+        char d[sizeof op->mail_err + 64];
+        snprintf(d, sizeof d, "the mail server did not take the message: %s", op->mail_err);
+        api->reply_problem(op->req, 502, "mail_failed", d);
+    }
+    op_free(op);
+}
+
+static char *dup_config(ver_t *st, const char *key)
+{
+    const char *v = api->config_string(st->self, key);
+    return strdup(v ? v : "");
+}
+
+static void start_inserted(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    ver_t *st = op->st;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
+    op->challenge_id = strdup(id ? id : "");
+    const char *tls = api->config_string(st->self, "smtp.starttls");
+    op->use_ssl = !strcmp(tls, "off")        ? (long)CURLUSESSL_NONE
+                  : !strcmp(tls, "required") ? (long)CURLUSESSL_ALL
+                                             : (long)CURLUSESSL_TRY;
+    op->timeout_ms = (long)api->config_int(st->self, "smtp.timeout_ms");
+    op->smtp_url = dup_config(st, "smtp.url");
+    op->smtp_user = dup_config(st, "smtp.username");
+    op->smtp_pass = dup_config(st, "smtp.password");
+    op->from = dup_config(st, "from");
+    op->link_base = dup_config(st, "link_base_url");
+    if (!op->challenge_id || !op->smtp_url || !op->smtp_user || !op->smtp_pass || !op->from ||
+        !op->link_base) {
+        if (op->challenge_id)
+            close_challenge(st, op->challenge_id);
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    }
+    int rc = api->work_submit(st->self, mail_work, start_mailed, op);
+    if (rc != ONAIR_OK) {
+        close_challenge(st, op->challenge_id);
+        op_fail(op, rc, "could not queue the mail");
+    }
+}
+
+static void start_closed_old(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    ver_t *st = op->st;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    unsigned char raw[TOKEN_BYTES], salt_raw[SALT_BYTES];
+    char salt[SALT_BYTES * 2], code_hash[65], link_hash[65];
+    if (make_code(op->code) || random_bytes(raw, sizeof raw) ||
+        random_bytes(salt_raw, sizeof salt_raw))
+        return op_fail(op, ONAIR_EINTERNAL, "no randomness available");
+    b64url(raw, sizeof raw, op->token);
+    b64url(salt_raw, sizeof salt_raw, salt);
+    explicit_bzero(raw, sizeof raw);
+    if (sha256_hex(salt, op->user_id, op->code, code_hash) ||
+        sha256_hex(op->token, NULL, NULL, link_hash))
+        return op_fail(op, ONAIR_EINTERNAL, "hashing failed");
+    int64_t now = api->now_ms(st->self);
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:b,s:I,s:I}", "user_id", op->user_id,
+                            "email", op->email, "salt", salt, "code_hash", code_hash, "link_hash",
+                            link_hash, "attempts", 0, "used", 0, "created_at", (json_int_t)now,
+                            "expires_at", (json_int_t)(now + op->ttl_s * 1000));
+    int rc = api->store_insert(st->coll, doc, start_inserted, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, "could not store the challenge");
+}
+
+static void start_user(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    ver_t *st = op->st;
+    if (status == ONAIR_ENOTFOUND) {
+        api->reply_problem(op->req, 404, "user_not_found", "the account does not exist");
+        return op_free(op);
+    }
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    json_t *user = json_object_get(result, "user");
+    if (json_is_true(json_object_get(user, "verified"))) {
+        api->reply_problem(op->req, 409, "already_verified", "the account is already verified");
+        return op_free(op);
+    }
+    const char *email = json_string_value(json_object_get(user, "email"));
+    if (!address_ok(email)) {
+        api->reply_problem(op->req, 409, "no_email",
+                           "the account has no usable email address to send a code to");
+        return op_free(op);
+    }
+    int64_t retry_ms = 0;
+    int rc = api->ratelimit_hit(st->self, RESEND_LIMIT, op->user_id, &retry_ms);
+    if (rc == ONAIR_ERATE) {
+        int64_t secs = retry_ms > 0 ? (retry_ms + 999) / 1000 : 1;
+        char ra[24], d[128];
+        snprintf(ra, sizeof ra, "%lld", (long long)secs);
+        snprintf(d, sizeof d, "too many verification mails: try again in %lld s", (long long)secs);
+        api->resp_header(op->req, "Retry-After", ra);
+        problem_ext(op->req, 429, "rate_limited", d,
+                    json_pack("{s:I}", "retry_after_s", (json_int_t)secs));
+        return op_free(op);
+    }
+    if (rc != ONAIR_OK)
+        return op_fail(op, rc, "rate limit check failed");
+    if (!(op->email = strdup(email)))
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    op->ttl_s = api->config_int(st->self, "code_ttl_s");
+    /* One open challenge per user: a new mail makes the older codes and links useless. */
+    json_t *spec = json_pack("{s:{s:s,s:b},s:{s:{s:b}},s:b}", "filter", "user_id", op->user_id,
+                             "used", 0, "update", "$set", "used", 1, "multi", 1);
+    rc = api->store_update(st->coll, spec, start_closed_old, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, "could not update challenges");
+}
+
+/* The body is optional; if present it must be an empty JSON object. */
+static int post_start(onair_req_t *req, void *ud)
+{
+    ver_t *st = ud;
+    size_t len = 0;
+    const char *body = api->req_body(req, &len);
+    if (body && len) {
+        json_error_t err;
+        json_t *j = json_loadb(body, len, 0, &err);
+        if (!json_is_object(j)) {
+            json_decref(j);
+            return api->reply_problem(req, 400, "invalid_json",
+                                      "the body must be empty or a JSON object");
+        }
+        static const char *const none[] = {NULL};
+        int bad = reject_unknown(req, j, none);
+        json_decref(j);
+        if (bad)
+            return ONAIR_OK;
+    }
+    op_t *op = op_new(st, req, api->req_user(req)->id);
+    if (!op)
+        return ONAIR_ENOMEM;
+    int rc = api->user_get(st->self, op->user_id, start_user, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- POST /api/v1/verification/verify ------------------------------------------------ */
+
+static void verify_user_set(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status == ONAIR_ENOTFOUND) {
+        api->reply_problem(op->req, 404, "user_not_found", "the account does not exist");
+        return op_free(op);
+    }
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    api->log(op->st->self, ONAIR_LOG_INFO, "user %s verified by %s", op->user_id,
+             op->code[0] ? "code" : "link");
+    if (op->want_json)
+        api->reply_json(op->req, 200, json_pack("{s:b}", "verified", 1));
+    else {
+        static const char page[] =
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Account verified</title>"
+            "</head><body><h1>Your account is verified</h1><p>You can close this page and go "
+            "back to the app.</p></body></html>\n";
+        api->reply_raw(op->req, 200, "text/html; charset=utf-8", page, sizeof page - 1);
+    }
+    op_free(op);
+}
+
+static void set_verified(op_t *op)
+{
+    int rc = api->user_set_verified(op->st->self, op->user_id, 1, verify_user_set, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, "could not mark the account verified");
+}
+
+static void verify_claimed(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    if (!json_is_object(json_object_get(result, "doc"))) { /* lost a race with a new start */
+        api->reply_problem(op->req, 400, "no_active_code",
+                           "no active verification code: start verification again");
+        return op_free(op);
+    }
+    set_verified(op);
+}
+
+static void verify_burnt(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    api->reply_problem(op->req, 400, "code_burnt",
+                       "too many wrong codes: this code and its link no longer work; start "
+                       "verification again");
+    op_free(op);
+}
+
+static void verify_counted(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    ver_t *st = op->st;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    json_t *doc = json_object_get(result, "doc");
+    if (!json_is_object(doc)) {
+        api->reply_problem(op->req, 400, "no_active_code",
+                           "no active verification code (none sent, expired, used or burnt): "
+                           "start verification again");
+        return op_free(op);
+    }
+    const char *id = json_string_value(json_object_get(doc, "_id"));
+    const char *salt = json_string_value(json_object_get(doc, "salt"));
+    char hash[65] = "";
+    if (!id || !salt || sha256_hex(salt, op->user_id, op->code, hash))
+        return op_fail(op, ONAIR_EINTERNAL, "malformed challenge");
+    int64_t now = api->now_ms(st->self);
+    if (hex_equal(hash, json_string_value(json_object_get(doc, "code_hash")))) {
+        /* Single use: only the request that flips used wins. */
+        json_t *spec =
+            json_pack("{s:{s:s,s:b},s:{s:{s:b,s:I}},s:s}", "filter", "_id", id, "used", 0, "update",
+                      "$set", "used", 1, "verified_at", (json_int_t)now, "return", "after");
+        int rc = api->store_find_and_modify(st->coll, spec, verify_claimed, op);
+        if (rc != ONAIR_OK)
+            op_fail(op, rc, "could not update the challenge");
+        return;
+    }
+    int64_t max = api->config_int(st->self, "max_attempts");
+    int64_t left = max - json_integer_value(json_object_get(doc, "attempts"));
+    if (left <= 0) {
+        json_t *spec =
+            json_pack("{s:{s:s},s:{s:{s:b}}}", "filter", "_id", id, "update", "$set", "used", 1);
+        int rc = api->store_update(st->coll, spec, verify_burnt, op);
+        if (rc != ONAIR_OK)
+            op_fail(op, rc, "could not update the challenge");
+        return;
+    }
+    char d[96];
+    snprintf(d, sizeof d, "wrong code: %lld attempt%s left", (long long)left, left == 1 ? "" : "s");
+    problem_ext(op->req, 400, "invalid_code", d,
+                json_pack("{s:I}", "attempts_left", (json_int_t)left));
+    op_free(op);
+}
+
+static int post_verify(onair_req_t *req, void *ud)
+{
+    ver_t *st = ud;
+    json_t *body = api->req_json(req);
+    static const char *const allowed[] = {"code", NULL};
+    if (reject_unknown(req, body, allowed))
+        return ONAIR_OK;
+    json_t *jc = json_object_get(body, "code");
+    const char *code = json_string_value(jc);
+    if (!jc)
+        return api->reply_problem(req, 400, "invalid_request", "the field 'code' is required");
+    if (!all_digits(code, CODE_DIGITS))
+        return api->reply_problem(req, 400, "invalid_request",
+                                  "'code' must be a string of 6 digits");
+    op_t *op = op_new(st, req, api->req_user(req)->id);
+    if (!op)
+        return ONAIR_ENOMEM;
+    memcpy(op->code, code, CODE_DIGITS + 1);
+    op->want_json = 1;
+    /* Count the attempt before comparing: concurrent guesses cannot exceed max_attempts. */
+    int64_t now = api->now_ms(st->self);
+    json_t *spec =
+        json_pack("{s:{s:s,s:b,s:{s:I},s:{s:I}},s:{s:i,s:i},s:{s:{s:i}},s:s}", "filter", "user_id",
+                  op->user_id, "used", 0, "expires_at", "$gt", (json_int_t)now, "attempts", "$lt",
+                  (json_int_t)api->config_int(st->self, "max_attempts"), "sort", "created_at", -1,
+                  "_id", -1, "update", "$inc", "attempts", 1, "return", "after");
+    int rc = api->store_find_and_modify(st->coll, spec, verify_counted, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- GET /api/v1/verification/link?token= -------------------------------------------- */
+
+static void link_claimed(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    json_t *doc = json_object_get(result, "doc");
+    const char *uid = json_string_value(json_object_get(doc, "user_id"));
+    if (!uid) {
+        api->reply_problem(op->req, 400, "invalid_link",
+                           "this verification link is invalid, used or expired: start "
+                           "verification again");
+        return op_free(op);
+    }
+    if (!(op->user_id = strdup(uid)))
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    set_verified(op);
+}
+
+static int get_link(onair_req_t *req, void *ud)
+{
+    ver_t *st = ud;
+    const char *token = api->req_query(req, "token");
+    char hash[65];
+    if (!token_valid(token) || sha256_hex(token, NULL, NULL, hash))
+        return api->reply_problem(req, 400, "invalid_link",
+                                  "this verification link is invalid, used or expired: start "
+                                  "verification again");
+    op_t *op = op_new(st, req, NULL);
+    if (!op)
+        return ONAIR_ENOMEM;
+    const char *accept = api->req_header(req, "Accept");
+    op->want_json = accept && strstr(accept, "application/json") && !strstr(accept, "text/html");
+    int64_t now = api->now_ms(st->self);
+    json_t *spec = json_pack("{s:{s:s,s:b,s:{s:I}},s:{s:{s:b,s:I}},s:s}", "filter", "link_hash",
+                             hash, "used", 0, "expires_at", "$gt", (json_int_t)now, "update",
+                             "$set", "used", 1, "verified_at", (json_int_t)now, "return", "after");
+    int rc = api->store_find_and_modify(st->coll, spec, link_claimed, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- GET /api/v1/verification/status ------------------------------------------------- */
+
+static void status_found(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    json_t *doc = json_object_get(result, "doc");
+    json_t *out = json_pack("{s:b,s:b}", "verified", op->verified, "pending",
+                            !op->verified && json_is_object(doc));
+    if (!op->verified && json_is_object(doc)) {
+        int64_t max = api->config_int(op->st->self, "max_attempts");
+        json_int_t left = max - json_integer_value(json_object_get(doc, "attempts"));
+        json_object_set(out, "expires_at", json_object_get(doc, "expires_at"));
+        json_object_set_new(out, "attempts_left", json_integer(left < 0 ? 0 : left));
+    } else {
+        json_object_set_new(out, "expires_at", json_null());
+        json_object_set_new(out, "attempts_left", json_null());
+    }
+    api->reply_json(op->req, 200, out);
+    op_free(op);
+}
+
+static void status_user(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    ver_t *st = op->st;
+    if (status == ONAIR_ENOTFOUND) {
+        api->reply_problem(op->req, 404, "user_not_found", "the account does not exist");
+        return op_free(op);
+    }
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    op->verified = json_is_true(json_object_get(json_object_get(result, "user"), "verified"));
+    json_t *spec = json_pack(
+        "{s:{s:s,s:b,s:{s:I},s:{s:I}},s:{s:i,s:i}}", "filter", "user_id", op->user_id, "used", 0,
+        "expires_at", "$gt", (json_int_t)api->now_ms(st->self), "attempts", "$lt",
+        (json_int_t)api->config_int(st->self, "max_attempts"), "sort", "created_at", -1, "_id", -1);
+    int rc = api->store_find_one(st->coll, spec, status_found, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, "could not read challenges");
+}
+
+static int get_status(onair_req_t *req, void *ud)
+{
+    ver_t *st = ud;
+    op_t *op = op_new(st, req, api->req_user(req)->id);
+    if (!op)
+        return ONAIR_ENOMEM;
+    int rc = api->user_get(st->self, op->user_id, status_user, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- POST /api/v1/verification/users/{id} (admin) ------------------------------------- */
+
+static void admin_set(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status == ONAIR_ENOTFOUND) {
+        api->reply_problem(op->req, 404, "user_not_found", "no such account");
+        return op_free(op);
+    }
+    if (status != ONAIR_OK)
+        return op_fail(op, status, store_error(result));
+    api->log(op->st->self, ONAIR_LOG_INFO, "user %s marked %s by an admin", op->user_id,
+             op->verified ? "verified" : "unverified");
+    if (op->verified)
+        close_challenges(op->st, op->user_id);
+    api->reply_json(op->req, 200,
+                    json_pack("{s:s,s:b}", "id", op->user_id, "verified", op->verified));
+    op_free(op);
+}
+
+static int post_admin(onair_req_t *req, void *ud)
+{
+    ver_t *st = ud;
+    json_t *body = api->req_json(req);
+    static const char *const allowed[] = {"verified", NULL};
+    if (reject_unknown(req, body, allowed))
+        return ONAIR_OK;
+    json_t *v = json_object_get(body, "verified");
+    if (!json_is_boolean(v))
+        return api->reply_problem(req, 400, "invalid_request",
+                                  "'verified' (true or false) is required");
+    const char *id = api->req_param(req, "id");
+    if (!id || !*id || strlen(id) > 128 || !no_ctl(id))
+        return api->reply_problem(req, 404, "user_not_found", "no such account");
+    op_t *op = op_new(st, req, id);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->verified = json_is_true(v);
+    int rc = api->user_set_verified(st->self, op->user_id, op->verified, admin_set, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- bus: a user verified some other way (admin, another plugin) ----------------------- */
+
+static void on_user_verified(const char *topic, json_t *payload, void *ud)
+{
+    ver_t *st = ud;
+    (void)topic;
+    json_t *u = json_object_get(payload, "user");
+    const char *id =
+        json_is_string(u) ? json_string_value(u) : json_string_value(json_object_get(u, "id"));
+    json_t *v = json_is_object(u) ? json_object_get(u, "verified") : NULL;
+    if (id && !json_is_false(v))
+        close_challenges(st, id);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static int check_config(onair_plugin_t *self)
+{
+    const char *url = api->config_string(self, "smtp.url");
+    if (!url || !no_ctl(url) ||
+        (strncmp(url, "smtp://", 7) != 0 && strncmp(url, "smtps://", 8) != 0)) {
+        api->log(self, ONAIR_LOG_ERROR, "smtp.url must start with smtp:// or smtps://");
+        return ONAIR_EINVAL;
+    }
+    char addr[300];
+    const char *from = api->config_string(self, "from");
+    if (!from || !no_ctl(from) || from_address(from, addr, sizeof addr)) {
+        api->log(self, ONAIR_LOG_ERROR,
+                 "from must be \"Name <address@domain>\" or \"address@domain\"");
+        return ONAIR_EINVAL;
+    }
+    const char *link = api->config_string(self, "link_base_url");
+    if (!link || !no_ctl(link) || strchr(link, ' ') ||
+        (strncmp(link, "http://", 7) != 0 && strncmp(link, "https://", 8) != 0)) {
+        api->log(self, ONAIR_LOG_ERROR, "link_base_url must be an http:// or https:// URL");
+        return ONAIR_EINVAL;
+    }
+    return ONAIR_OK;
+}
+
+static int ver_init(onair_plugin_t *self, const onair_api_t *host_api)
+{
+    api = host_api;
+    if (!ONAIR_HAS(api, store_open) || !ONAIR_HAS(api, user_get) ||
+        !ONAIR_HAS(api, user_set_verified) || !ONAIR_HAS(api, ratelimit_add) ||
+        !ONAIR_HAS(api, ratelimit_hit)) {
+        api->log(self, ONAIR_LOG_ERROR,
+                 "this host lacks accounts or rate limits (needs user_get, user_set_verified, "
+                 "ratelimit_add and ratelimit_hit of ABI 1.2)");
+        return ONAIR_ENOTSUP;
+    }
+    int rc = check_config(self);
+    if (rc != ONAIR_OK)
+        return rc;
+    ver_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return ONAIR_ENOMEM;
+    st->self = self;
+
+    static const onair_index_t indexes[] = {
+        {.size = sizeof(onair_index_t), .keys = "user_id,-created_at"},
+        {.size = sizeof(onair_index_t), .keys = "link_hash"},
+        {.size = sizeof(onair_index_t), .keys = "expires_at", .ttl_seconds = 1},
+        {0},
+    };
+    const onair_collection_t coll = {
+        .size = sizeof coll, .name = "challenges", .version = 1, .indexes = indexes};
+    const onair_ratelimit_t limit = {
+        .size = sizeof limit,
+        .name = RESEND_LIMIT,
+        .limit = (uint32_t)api->config_int(self, "resend_per_hour"),
+        .window_s = 3600,
+        .key = ONAIR_RATELIMIT_BY_USER,
+    };
+    const onair_route_t routes[] = {
+        {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/verification/start",
+         .handler = post_start,
+         .ud = st,
+         .access = ONAIR_ACCESS_USER,
+         .max_body = 1024},
+        {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/verification/verify",
+         .handler = post_verify,
+         .ud = st,
+         .access = ONAIR_ACCESS_USER,
+         .max_body = 1024,
+         .flags = ONAIR_ROUTE_JSON_BODY},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/verification/link",
+         .handler = get_link,
+         .ud = st},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/verification/status",
+         .handler = get_status,
+         .ud = st,
+         .access = ONAIR_ACCESS_USER},
+        {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/verification/users/{id}",
+         .handler = post_admin,
+         .ud = st,
+         .access = ONAIR_ACCESS_USER,
+         .role = "admin",
+         .max_body = 1024,
+         .flags = ONAIR_ROUTE_JSON_BODY},
+    };
+    rc = api->store_open(self, &coll, &st->coll);
+    if (rc == ONAIR_OK)
+        rc = api->ratelimit_add(self, &limit);
+    for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
+        rc = api->route_add(self, &routes[i]);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "user.verified", on_user_verified, st, &st->sub);
+    if (rc == ONAIR_OK && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        api->log(self, ONAIR_LOG_ERROR, "libcurl failed to initialize");
+        rc = ONAIR_EINTERNAL;
+    }
+    if (rc != ONAIR_OK) {
+        free(st);
+        return rc;
+    }
+    st->curl_ready = 1;
+    api->set_state(self, st);
+    return ONAIR_OK;
+}
+
+static int ver_start(onair_plugin_t *self)
+{
+    char where[256];
+    url_for_log(api->config_string(self, "smtp.url"), where, sizeof where);
+    api->log(self, ONAIR_LOG_INFO, "mail via %s, codes valid %lld s, %lld mails per hour", where,
+             (long long)api->config_int(self, "code_ttl_s"),
+             (long long)api->config_int(self, "resend_per_hour"));
+    return ONAIR_OK;
+}
+
+static void ver_stop(onair_plugin_t *self)
+{
+    ver_t *st = api->state(self);
+    if (!st)
+        return;
+    if (st->sub)
+        api->bus_unsubscribe(self, st->sub);
+    if (st->curl_ready)
+        curl_global_cleanup();
+    free(st);
+    api->set_state(self, NULL);
+}
+
+ONAIR_PLUGIN(.name = "verification", .version = "1.0.0",
+             .description = "Verified accounts: email code or link over SMTP, rate-limited",
+             .config = ver_config, .init = ver_init, .start = ver_start, .stop = ver_stop)
