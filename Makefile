@@ -7,9 +7,10 @@ CMAKE_FLAGS ?=
 
 RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev libyaml-dev \
 	libjansson-dev libjwt-dev libssl-dev libsqlite3-dev libmongoc-dev libbson-dev libsodium-dev \
-	libcurl4-openssl-dev
+	libcurl4-openssl-dev tzdata
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest openssl \
-	python3-websockets python3-aiosmtpd python3-cryptography curl clang-format
+	python3-websockets python3-aiosmtpd python3-cryptography python3-icalendar curl \
+	clang-format
 
 .PHONY: run test build deps-run deps-test sanitize clean format
 

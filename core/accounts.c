@@ -889,9 +889,16 @@ static int route_login(onair_req_t *r, void *ud)
     char key[EMAIL_MAX + 96];
     snprintf(key, sizeof key, "%s|%s", A()->req_remote_addr(r), c->ident);
     ratelimit_result_t rl;
-    if (ratelimit_hit("auth.login", key, &rl) == ONAIR_ERATE) {
+    int over = ratelimit_hit("auth.login", key, &rl) == ONAIR_ERATE;
+    char v[32];
+    snprintf(v, sizeof v, "%u", rl.limit);
+    A()->resp_header(r, "RateLimit-Limit", v);
+    snprintf(v, sizeof v, "%u", rl.remaining);
+    A()->resp_header(r, "RateLimit-Remaining", v);
+    snprintf(v, sizeof v, "%lld", (long long)rl.reset_s);
+    A()->resp_header(r, "RateLimit-Reset", v);
+    if (over) {
         actx_free(c);
-        char v[32];
         snprintf(v, sizeof v, "%lld", (long long)ratelimit_retry_after_s(&rl));
         A()->resp_header(r, "Retry-After", v);
         return problem(r, 429, "rate_limited", "too many login attempts: try again later");

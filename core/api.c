@@ -1071,6 +1071,16 @@ static void ws_publish_opened(struct host *h, onair_conn_t conn, const char *rem
     bus_publish(h->bus, "core.ws.opened", ev);
 }
 
+/* Every signed-in connection hears its account's topic "user.<id>": plugins notify a
+ * user with ws_publish("user.<id>", ...) wherever they are connected. */
+static void subscribe_user_topic(onair_conn_t conn, const onair_user_t *user)
+{
+    char topic[160];
+    snprintf(topic, sizeof topic, "user.%s", user->id);
+    if (g_host && g_host->net && bus_topic_valid(topic))
+        net_ws_subscribe(g_host->net, conn, topic);
+}
+
 static void ws_authenticated(int status, onair_user_t *user, const char *code, const char *why,
                              void *ud)
 {
@@ -1096,6 +1106,7 @@ static void ws_authenticated(int status, onair_user_t *user, const char *code, c
         return;
     }
     c->user = user;
+    subscribe_user_topic(conn, user);
     ws_publish_opened(g_host, conn, remote, user);
     /* replay what arrived meanwhile, in order (a handler may close the connection) */
     held_msg_t *h = c->held;
@@ -1300,8 +1311,15 @@ static void msg_authenticated(int status, onair_user_t *user, const char *code, 
         api_msg_reply_error(m, ONAIR_ESTALE, "closed", "the connection is closed");
         return;
     }
+    if (c->user && strcmp(c->user->id, user->id) != 0) { /* another account now */
+        char topic[160];
+        snprintf(topic, sizeof topic, "user.%s", c->user->id);
+        if (bus_topic_valid(topic))
+            net_ws_unsubscribe(g_host->net, c->id, topic);
+    }
     auth_user_unref(c->user);
     c->user = user;
+    subscribe_user_topic(c->id, user);
     api_msg_reply(m, json_pack("{s:s,s:b}", "user", user->id, "verified", user->verified));
 }
 

@@ -16,7 +16,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: onaird [-c FILE] [--check-config | --print-config | --list-plugins]\n"
+    fprintf(f, "usage: onaird [-c FILE] [--check-config | --print-config | --list-plugins |\n"
+               "               --export DIR | --import DIR | --create-admin NAME [--email ADDR]]\n"
                "              [--log-level error|warn|info|debug] [--log-format text|json]\n"
                "              [--version] [--help]\n"
                "  -c, --config FILE   main configuration (default " DEFAULT_CONFIG ")\n"

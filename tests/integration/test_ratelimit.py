@@ -89,6 +89,7 @@ def test_login_attempts_are_limited_per_address_and_account(server_factory):
     r = s.http("POST", "/api/v1/auth/login", body={"username": "limited", "password": pw})
     assert r.status == 429 and r.json()["code"] == "rate_limited"  # even the right password
     assert int(r.header("Retry-After")) >= 1
+    assert r.header("RateLimit-Limit") == "3" and r.header("RateLimit-Remaining") == "0"
     # another account name from the same address has its own budget
     r = s.http("POST", "/api/v1/auth/login", body={"username": "someone", "password": pw})
     assert r.status == 401
