@@ -239,3 +239,27 @@ def test_websocket_only_on_ws_path(server):
     s, head = raw_ws(server.port, path="/api/v1/testkit/config")
     assert not head.startswith(b"HTTP/1.1 101")
     s.close()
+
+
+def test_signed_in_connections_hear_their_user_topic(server):
+    async def scenario():
+        hdr = {"Authorization": "Bearer " + make_token(sub="u-one")}
+        async with websockets.connect(server.ws_url, extra_headers=hdr) as one, \
+                websockets.connect(server.ws_url) as two, \
+                websockets.connect(server.ws_url) as anon:
+            # two signs in with the auth message as u-two
+            r = await call(two, "auth", {"token": make_token(sub="u-two")})
+            assert r["type"] == "result"
+            r = await call(anon, "testkit.notify_user", {"user": "u-one"})
+            assert r["data"] == {"sent": True}
+            msg = await next_of(one, "testkit.note")
+            assert msg["topic"] == "user.u-one" and msg["data"] == {"for": "u-one"}
+            await call(anon, "testkit.notify_user", {"user": "u-two"})
+            assert (await next_of(two, "testkit.note"))["data"] == {"for": "u-two"}
+            # nobody else hears them
+            try:
+                await asyncio.wait_for(anon.recv(), 0.5)
+                raise AssertionError("an anonymous connection heard a user topic")
+            except asyncio.TimeoutError:
+                pass
+    run(scenario())

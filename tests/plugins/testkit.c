@@ -157,6 +157,19 @@ static int ws_bus(onair_wsmsg_t *m, void *ud)
     return api->msg_reply(m, json_pack("{s:I}", "published", n));
 }
 
+/* Publish to an account's topic (the host subscribes signed-in connections to it). */
+static int ws_notify_user(onair_wsmsg_t *m, void *ud)
+{
+    const char *user = json_string_value(json_object_get(api->msg_data(m), "user"));
+    char topic[160];
+    if (!user || snprintf(topic, sizeof topic, "user.%s", user) >= (int)sizeof topic)
+        return ONAIR_EINVAL;
+    int rc = api->ws_publish(topic, "testkit.note", json_pack("{s:s}", "for", user));
+    if (rc)
+        return rc;
+    return api->msg_reply(m, json_pack("{s:b}", "sent", 1));
+}
+
 static int ws_whoami(onair_wsmsg_t *m, void *ud)
 {
     const onair_user_t *u = api->msg_user(m);
@@ -257,6 +270,7 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
          .type = "testkit.private",
          .handler = ws_whoami,
          .access = ONAIR_ACCESS_USER},
+        {.size = sizeof(onair_ws_type_t), .type = "testkit.notify_user", .handler = ws_notify_user},
         {.size = sizeof(onair_ws_type_t),
          .type = "testkit.limited",
          .handler = ws_whoami,
