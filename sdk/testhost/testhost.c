@@ -22,6 +22,13 @@
 #define DEFAULT_MAX_BODY (1024u * 1024u) /* the server's default server.max_body_bytes */
 #define RUN_LIMIT        1000000         /* steps per onair_test_run(): a plugin loop */
 #define MAX_SEGMENTS     32
+#define REMOTE_MAX       64 /* bytes of a fake client address, NUL included */
+#define RL_NAME_MIN      3  /* the server's core/ratelimit.h */
+#define RL_NAME_MAX      64
+#define RL_MAX_LIMIT     1000000u
+#define RL_MAX_WINDOW_S  86400u
+#define RL_KEY_MAX       256
+#define DEFAULT_REMOTE   "127.0.0.1"
 
 enum host_state { ST_NEW, ST_INITING, ST_INITED, ST_STARTED, ST_STOPPING, ST_STOPPED, ST_FAILED };
 
@@ -237,13 +244,13 @@ static int check_access(uint32_t access, const char *role, const tuser_t *u, con
 /* ---- host structures ------------------------------------------------------------------- */
 
 typedef struct troute {
-    onair_route_t r; /* copy; method and path owned */
+    onair_route_t r; /* copy; method, path, role and ratelimit owned */
     char **seg;
     size_t nseg;
 } troute_t;
 
 typedef struct twstype {
-    onair_ws_type_t t; /* copy; type and role owned */
+    onair_ws_type_t t; /* copy; type, role and ratelimit owned */
 } twstype_t;
 
 typedef struct tsub {
@@ -281,6 +288,7 @@ typedef struct tconn {
     struct tconn *next;
     onair_conn_t id;
     tuser_t *user;
+    char remote[REMOTE_MAX];
     json_t *frames; /* array, oldest first */
     json_t *topics; /* object: topic -> true */
     int close_code;
@@ -311,6 +319,7 @@ struct onair_req {
     size_t body_len;
     json_t *json;
     tuser_t *user;
+    char remote[REMOTE_MAX];
     char req_id[40];
     json_t *resp_headers;
     resp_priv_t *resp;
@@ -362,6 +371,11 @@ struct onair_test_host {
     struct onair_wsmsg *msgs; /* pending messages */
     struct onair_coll *colls; /* the in-memory document store */
     int store_down;           /* onair_test_store_set_available(h, 0) */
+    struct trl *limits;       /* rate limits (ABI 1.2) */
+    size_t nlimits;
+    struct trl_entry *rl_entries;
+    json_t *users;           /* seeded accounts: id -> the public user object */
+    char remote[REMOTE_MAX]; /* address of the next requests and connections */
 };
 
 static onair_test_host_t *g_hosts;   /* every live host */
@@ -921,6 +935,7 @@ static void troute_clear(troute_t *r)
     free((char *)r->r.method);
     free((char *)r->r.path);
     free((char *)r->r.role);
+    free((char *)r->r.ratelimit);
     for (size_t i = 0; i < r->nseg; i++)
         free(r->seg[i]);
     free(r->seg);
@@ -982,7 +997,7 @@ static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
     if (status != ONAIR_OK) {
         hlog(h, ONAIR_LOG_ERROR, "route %s %s: %s", c.method, c.path,
              status == ONAIR_EEXIST ? "already registered" : "malformed path");
-        t.r.method = t.r.path = t.r.role = NULL;
+        t.r.method = t.r.path = t.r.role = t.r.ratelimit = NULL;
         troute_clear(&t);
         return status;
     }
@@ -990,10 +1005,12 @@ static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
     t.r.method = xstrdup(c.method);
     t.r.path = xstrdup(c.path);
     t.r.role = c.role ? xstrdup(c.role) : NULL;
+    t.r.ratelimit = c.ratelimit ? xstrdup(c.ratelimit) : NULL;
     if (c.role || (c.access & ONAIR_ACCESS_VERIFIED))
         t.r.access |= ONAIR_ACCESS_USER;
     troute_t *nr = realloc(h->routes, (h->nroutes + 1) * sizeof *nr);
-    if (!t.r.method || !t.r.path || (c.role && !t.r.role) || !nr) {
+    if (!t.r.method || !t.r.path || (c.role && !t.r.role) || (c.ratelimit && !t.r.ratelimit) ||
+        !nr) {
         if (nr)
             h->routes = nr;
         troute_clear(&t);
@@ -1152,7 +1169,7 @@ static json_t *api_req_json(const onair_req_t *req)
 
 static const char *api_req_remote_addr(const onair_req_t *req)
 {
-    return req_gone(req, "req_remote_addr") ? NULL : "127.0.0.1";
+    return req_gone(req, "req_remote_addr") ? NULL : req->remote;
 }
 
 static const char *api_req_id(const onair_req_t *req)
@@ -1349,14 +1366,16 @@ static int twstype_add_checked(onair_test_host_t *h, const onair_ws_type_t *t)
     w.t.size = sizeof(onair_ws_type_t);
     w.t.type = xstrdup(c.type);
     w.t.role = c.role ? xstrdup(c.role) : NULL;
+    w.t.ratelimit = c.ratelimit ? xstrdup(c.ratelimit) : NULL;
     if (c.role || (c.access & ONAIR_ACCESS_VERIFIED))
         w.t.access |= ONAIR_ACCESS_USER;
     twstype_t *nw = realloc(h->wstypes, (h->nwstypes + 1) * sizeof *nw);
     if (nw)
         h->wstypes = nw;
-    if (!w.t.type || (c.role && !w.t.role) || !nw) {
+    if (!w.t.type || (c.role && !w.t.role) || (c.ratelimit && !w.t.ratelimit) || !nw) {
         free((char *)w.t.type);
         free((char *)w.t.role);
+        free((char *)w.t.ratelimit);
         return ONAIR_ENOMEM;
     }
     h->wstypes[h->nwstypes++] = w;
@@ -3245,6 +3264,468 @@ void onair_test_store_set_available(onair_test_host_t *h, int available)
         h->store_down = !available;
 }
 
+/* ---- rate limits (ABI 1.2, core/ratelimit.c) -------------------------------------------- */
+
+/* A declared limit: GCRA on the fake clock, like the server's. */
+typedef struct trl {
+    char *name;
+    uint32_t limit, window_s, key;
+    uint32_t def_limit, def_window_s; /* as declared (onair_test_ratelimit_set overrides) */
+    int64_t t_us;                     /* emission interval T = window / limit */
+    int64_t bound_us;                 /* T * limit: how far TAT may run ahead of now */
+} trl_t;
+
+typedef struct trl_entry {
+    struct trl_entry *next;
+    char *limit; /* the limit's name */
+    char *key;
+    int64_t tat; /* theoretical arrival time, fake clock in µs */
+} trl_entry_t;
+
+typedef struct rl_result {
+    int allowed;
+    uint32_t limit, remaining;
+    int64_t reset_s, retry_after_ms;
+} rl_result_t;
+
+static void rl_set(trl_t *l, uint32_t limit, uint32_t window_s)
+{
+    l->limit = limit;
+    l->window_s = window_s;
+    l->t_us = (int64_t)window_s * 1000000 / limit;
+    l->bound_us = l->t_us * limit;
+}
+
+static trl_t *rl_find(const onair_test_host_t *h, const char *name)
+{
+    for (size_t i = 0; name && i < h->nlimits; i++)
+        if (!strcmp(h->limits[i].name, name))
+            return &h->limits[i];
+    return NULL;
+}
+
+static void rl_entries_free(onair_test_host_t *h, const char *only)
+{
+    for (trl_entry_t **pp = &h->rl_entries; *pp;) {
+        trl_entry_t *e = *pp;
+        if (only && strcmp(e->limit, only)) {
+            pp = &e->next;
+            continue;
+        }
+        *pp = e->next;
+        free(e->limit);
+        free(e->key);
+        free(e);
+    }
+}
+
+/* The plugin's limits go with its registrations (the loader's ratelimit_remove_owner). */
+static void rl_clear(onair_test_host_t *h)
+{
+    rl_entries_free(h, NULL);
+    for (size_t i = 0; i < h->nlimits; i++)
+        free(h->limits[i].name);
+    free(h->limits);
+    h->limits = NULL;
+    h->nlimits = 0;
+}
+
+static int rl_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < RL_NAME_MIN || n > RL_NAME_MAX)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static int api_ratelimit_add(onair_plugin_t *p, const onair_ratelimit_t *limit)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h)
+        return ONAIR_EINVAL;
+    if (h->st != ST_INITING) {
+        hlog(h, ONAIR_LOG_ERROR, "ratelimit_add outside init refused");
+        return ONAIR_ESTATE;
+    }
+    if (!limit) {
+        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit: no descriptor");
+        return ONAIR_EINVAL;
+    }
+    onair_ratelimit_t d;
+    memset(&d, 0, sizeof d);
+    size_t sz = limit->size < sizeof d ? limit->size : sizeof d;
+    memcpy(&d, limit, sz);
+    if (sz < offsetof(onair_ratelimit_t, name) + sizeof d.name)
+        d.name = NULL;
+    const char *pn = h->desc.name;
+    size_t pl = strlen(pn);
+    if (!d.name || !rl_name_valid(d.name)) {
+        hlog(h, ONAIR_LOG_ERROR,
+             "rate limit refused: rate limit '%s': the name must be 3 to 64 of [a-z0-9_.]",
+             d.name ? d.name : "(null)");
+        return ONAIR_EINVAL;
+    }
+    if (strncmp(d.name, pn, pl) != 0 || d.name[pl] != '.' || d.name[pl + 1] == 0) {
+        hlog(h, ONAIR_LOG_ERROR,
+             "rate limit refused: rate limit '%s': the name must start with '%s.'", d.name, pn);
+        return ONAIR_EINVAL;
+    }
+    if (d.limit < 1 || d.limit > RL_MAX_LIMIT) {
+        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit '%s': limit %u is not in 1..%u",
+             d.name, d.limit, RL_MAX_LIMIT);
+        return ONAIR_EINVAL;
+    }
+    if (d.window_s < 1 || d.window_s > RL_MAX_WINDOW_S) {
+        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit '%s': window_s %u is not in 1..%u",
+             d.name, d.window_s, RL_MAX_WINDOW_S);
+        return ONAIR_EINVAL;
+    }
+    if (d.key < ONAIR_RATELIMIT_BY_USER || d.key > ONAIR_RATELIMIT_BY_USER_AND_IP) {
+        hlog(h, ONAIR_LOG_ERROR,
+             "rate limit refused: rate limit '%s': key %u is not one of ONAIR_RATELIMIT_BY_*",
+             d.name, d.key);
+        return ONAIR_EINVAL;
+    }
+    if (rl_find(h, d.name)) {
+        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit '%s' is already declared", d.name);
+        return ONAIR_EEXIST;
+    }
+    trl_t *nl = realloc(h->limits, (h->nlimits + 1) * sizeof *nl);
+    if (!nl)
+        return ONAIR_ENOMEM;
+    h->limits = nl;
+    trl_t l = {
+        .name = xstrdup(d.name), .key = d.key, .def_limit = d.limit, .def_window_s = d.window_s};
+    if (!l.name)
+        return ONAIR_ENOMEM;
+    rl_set(&l, d.limit, d.window_s);
+    h->limits[h->nlimits++] = l;
+    return ONAIR_OK;
+}
+
+static uint64_t rl_fnv1a(const char *s, size_t n)
+{
+    uint64_t x = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        x ^= (unsigned char)s[i];
+        x *= 1099511628211ull;
+    }
+    return x;
+}
+
+/* The server's ratelimit_hit(), on the fake clock (entries never expire here: a full
+ * bucket is an entry whose TAT is in the past). */
+static int rl_hit(onair_test_host_t *h, const char *name, const char *key, rl_result_t *out)
+{
+    rl_result_t r = {0};
+    *out = r;
+    if (!name || !key)
+        return ONAIR_EINVAL;
+    trl_t *l = rl_find(h, name);
+    if (!l)
+        return ONAIR_ENOTFOUND;
+    char shortened[RL_KEY_MAX + 1];
+    size_t klen = strlen(key);
+    if (klen > RL_KEY_MAX) {
+        snprintf(shortened, sizeof shortened, "%.*s#%016llx", RL_KEY_MAX - 17, key,
+                 (unsigned long long)rl_fnv1a(key, klen));
+        key = shortened;
+    }
+    int64_t now = h->now * 1000;
+    trl_entry_t *e = h->rl_entries;
+    while (e && (strcmp(e->limit, name) || strcmp(e->key, key)))
+        e = e->next;
+    int64_t tat = e && e->tat > now ? e->tat : now;
+    int64_t new_tat = tat + l->t_us;
+    if (new_tat - now <= l->bound_us) {
+        r.allowed = 1;
+        if (!e && (e = calloc(1, sizeof *e)) != NULL) {
+            e->limit = xstrdup(name);
+            e->key = xstrdup(key);
+            if (!e->limit || !e->key) {
+                free(e->limit);
+                free(e->key);
+                free(e);
+                e = NULL;
+            } else {
+                e->next = h->rl_entries;
+                h->rl_entries = e;
+            }
+        }
+        if (e)
+            e->tat = new_tat;
+        tat = new_tat;
+    } else {
+        r.retry_after_ms = (new_tat - l->bound_us - now + 999) / 1000;
+        if (r.retry_after_ms < 1)
+            r.retry_after_ms = 1;
+    }
+    int64_t ahead = tat - now;
+    r.limit = l->limit;
+    r.remaining = ahead < l->bound_us ? (uint32_t)((l->bound_us - ahead) / l->t_us) : 0;
+    r.reset_s = (ahead + 999999) / 1000000;
+    *out = r;
+    return r.allowed ? ONAIR_OK : ONAIR_ERATE;
+}
+
+static int api_ratelimit_hit(onair_plugin_t *p, const char *name, const char *key,
+                             int64_t *retry_after_ms)
+{
+    onair_test_host_t *h = host_of(p);
+    rl_result_t r = {0};
+    int rc = h ? rl_hit(h, name, key, &r) : ONAIR_EINVAL;
+    if (retry_after_ms)
+        *retry_after_ms = rc == ONAIR_ERATE ? r.retry_after_ms : 0;
+    return rc;
+}
+
+/* The server's ratelimit_key_for(). */
+static int rl_key_for(const trl_t *l, const tuser_t *u, const char *remote, char *out,
+                      size_t out_len)
+{
+    const char *user = u && u->id ? u->id : "";
+    int n;
+    switch (l->key) {
+    case ONAIR_RATELIMIT_BY_USER:
+        n = *user ? snprintf(out, out_len, "%s", user) : snprintf(out, out_len, "ip:%s", remote);
+        break;
+    case ONAIR_RATELIMIT_BY_IP:
+        n = snprintf(out, out_len, "%s", remote);
+        break;
+    default:
+        n = snprintf(out, out_len, "%s|%s", user, remote);
+        break;
+    }
+    return n < 0 || (size_t)n >= out_len ? ONAIR_ETOOBIG : ONAIR_OK;
+}
+
+/* The server's request_over_limit(): RateLimit-* headers on the answer, 429 with
+ * Retry-After when over (returns 1: answered). */
+static int request_over_limit(onair_test_host_t *h, struct onair_req *r, const char *name)
+{
+    char key[400];
+    rl_result_t res;
+    const trl_t *l = rl_find(h, name);
+    if (!l || rl_key_for(l, r->user, r->remote, key, sizeof key) < 0 ||
+        rl_hit(h, name, key, &res) == ONAIR_ENOTFOUND) {
+        hlog(h, ONAIR_LOG_ERROR, "%s %s names an undeclared rate limit '%s'", r->method, r->path,
+             name);
+        return 0;
+    }
+    char v[32];
+    snprintf(v, sizeof v, "%u", res.limit);
+    api_resp_header(r, "RateLimit-Limit", v);
+    snprintf(v, sizeof v, "%u", res.remaining);
+    api_resp_header(r, "RateLimit-Remaining", v);
+    snprintf(v, sizeof v, "%lld", (long long)res.reset_s);
+    api_resp_header(r, "RateLimit-Reset", v);
+    if (res.allowed)
+        return 0;
+    int64_t s = (res.retry_after_ms + 999) / 1000;
+    snprintf(v, sizeof v, "%lld", (long long)(s < 1 ? 1 : s));
+    api_resp_header(r, "Retry-After", v);
+    char detail[128];
+    snprintf(detail, sizeof detail, "too many requests: retry in %s s", v);
+    api_reply_problem(r, 429, "rate_limited", detail);
+    return 1;
+}
+
+/* The server's ws_over_limit(): an error frame with retry_after_ms (returns 1), the
+ * connection stays open. */
+static int ws_over_limit(onair_test_host_t *h, tconn_t *c, const char *name, json_t *id)
+{
+    char key[400];
+    rl_result_t res;
+    const trl_t *l = rl_find(h, name);
+    if (!l || rl_key_for(l, c->user, c->remote, key, sizeof key) < 0 ||
+        rl_hit(h, name, key, &res) != ONAIR_ERATE)
+        return 0;
+    json_t *frame = error_frame(429, "rate_limited", "too many messages of this type");
+    json_object_set_new(json_object_get(frame, "data"), "retry_after_ms",
+                        json_integer(res.retry_after_ms));
+    json_object_set_new(frame, "id", id ? json_incref(id) : json_null());
+    conn_push(c, frame);
+    return 1;
+}
+
+int onair_test_ratelimit_set(onair_test_host_t *h, const char *name, uint32_t limit,
+                             uint32_t window_s)
+{
+    trl_t *l = h ? rl_find(h, name) : NULL;
+    if (!l)
+        return ONAIR_ENOTFOUND;
+    if (!limit && !window_s) {
+        rl_set(l, l->def_limit, l->def_window_s);
+        return ONAIR_OK;
+    }
+    if (limit < 1 || limit > RL_MAX_LIMIT || window_s < 1 || window_s > RL_MAX_WINDOW_S)
+        return ONAIR_EINVAL;
+    rl_set(l, limit, window_s);
+    return ONAIR_OK;
+}
+
+void onair_test_set_remote_addr(onair_test_host_t *h, const char *addr)
+{
+    if (h)
+        snprintf(h->remote, sizeof h->remote, "%s", addr && *addr ? addr : DEFAULT_REMOTE);
+}
+
+/* ---- accounts (ABI 1.2, core/accounts.c) ------------------------------------------------- */
+
+/* The seeded account `id` as the user of a request or message: the server checks
+ * tokens against the account's current state, so roles and verified come from it. */
+static void user_refresh(onair_test_host_t *h, tuser_t **pu)
+{
+    json_t *acct = *pu && h->users ? json_object_get(h->users, (*pu)->id) : NULL;
+    if (!acct)
+        return;
+    json_t *roles = json_object_get(acct, "roles");
+    size_t n = json_array_size(roles);
+    const char **rv = calloc(n + 1, sizeof *rv);
+    if (!rv)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (json_is_string(json_array_get(roles, i)))
+            rv[k++] = json_string_value(json_array_get(roles, i));
+    onair_user_t u = {.size = sizeof u,
+                      .id = (*pu)->id,
+                      .roles = rv,
+                      .verified = json_is_true(json_object_get(acct, "verified"))};
+    tuser_t *nu = tuser_copy(&u);
+    free(rv);
+    if (nu) {
+        tuser_free(*pu);
+        *pu = nu;
+    }
+}
+
+int onair_test_user_add(onair_test_host_t *h, const char *id, const char *username,
+                        const char *email, const char *const *roles, int verified)
+{
+    if (!h || !id || !*id)
+        return ONAIR_EINVAL;
+    if (!h->users && !(h->users = json_object()))
+        return ONAIR_ENOMEM;
+    if (json_object_get(h->users, id))
+        return ONAIR_EEXIST;
+    const char *k;
+    json_t *v;
+    json_object_foreach(h->users, k, v)
+    {
+        const char *un = json_string_value(json_object_get(v, "username"));
+        const char *em = json_string_value(json_object_get(v, "email"));
+        if ((username && un && !strcmp(un, username)) || (email && em && !strcmp(em, email)))
+            return ONAIR_EEXIST; /* the server's unique indexes */
+    }
+    json_t *rl = json_array();
+    for (size_t i = 0; rl && roles && roles[i]; i++)
+        json_array_append_new(rl, json_string(roles[i]));
+    json_t *u = json_pack("{s:s, s:s?, s:s?, s:s?, s:o, s:b, s:b, s:I, s:I}", "id", id, "username",
+                          username, "email", email, "display_name", username, "roles", rl,
+                          "verified", verified ? 1 : 0, "disabled", 0, "created_at",
+                          (json_int_t)h->now, "updated_at", (json_int_t)h->now);
+    if (!u || json_object_set_new(h->users, id, u) != 0)
+        return ONAIR_ENOMEM;
+    return ONAIR_OK;
+}
+
+typedef struct user_op {
+    onair_test_host_t *h;
+    char *id;
+    int set, verified;
+    onair_store_fn cb;
+    void *ud;
+    int status;
+    json_t *result;
+} user_op_t;
+
+static void user_op_free(user_op_t *op)
+{
+    free(op->id);
+    json_decref(op->result);
+    free(op);
+}
+
+/* Runs in onair_test_run(), reading (and changing) the account then, like the server. */
+static void user_op_work(void *ud)
+{
+    user_op_t *op = ud;
+    onair_test_host_t *h = op->h;
+    json_t *acct = h->users ? json_object_get(h->users, op->id) : NULL;
+    if (!acct) {
+        op->status = ONAIR_ENOTFOUND;
+        op->result = json_pack("{s:s}", "error", "no such user");
+        return;
+    }
+    if (op->set) {
+        int was = json_is_true(json_object_get(acct, "verified"));
+        json_object_set_new(acct, "verified", json_boolean(op->verified));
+        json_object_set_new(acct, "updated_at", json_integer((json_int_t)h->now));
+        if (op->verified && !was)
+            bus_queue(h, "user.verified", json_pack("{s:s}", "user", op->id), 0);
+    }
+    op->status = ONAIR_OK;
+    op->result = json_pack("{s:O}", "user", acct);
+    if (op->result) { /* a copy the plugin may keep */
+        json_t *copy = json_deep_copy(op->result);
+        json_decref(op->result);
+        op->result = copy;
+    }
+}
+
+static void user_op_done(int status, void *ud)
+{
+    user_op_t *op = ud;
+    if (status != ONAIR_OK) { /* canceled before it ran (plugin stop, failed init) */
+        op->status = status;
+        json_decref(op->result);
+        op->result = json_pack("{s:s}", "error", "canceled");
+    }
+    if (!op->result) {
+        op->status = op->status ? op->status : ONAIR_ENOMEM;
+        op->result = json_object();
+    }
+    op->cb(op->status, op->result, op->ud);
+    user_op_free(op);
+}
+
+static int user_op_submit(onair_plugin_t *p, const char *id, int set, int verified,
+                          onair_store_fn cb, void *ud)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h || !id || !cb)
+        return ONAIR_EINVAL;
+    user_op_t *op = calloc(1, sizeof *op);
+    if (!op || !(op->id = xstrdup(id))) {
+        free(op);
+        return ONAIR_ENOMEM;
+    }
+    op->h = h;
+    op->set = set;
+    op->verified = verified ? 1 : 0;
+    op->cb = cb;
+    op->ud = ud;
+    int rc = api_work_submit(p, user_op_work, user_op_done, op);
+    if (rc != ONAIR_OK)
+        user_op_free(op);
+    return rc;
+}
+
+static int api_user_get(onair_plugin_t *p, const char *user_id, onair_store_fn cb, void *ud)
+{
+    return user_op_submit(p, user_id, 0, 0, cb, ud);
+}
+
+static int api_user_set_verified(onair_plugin_t *p, const char *user_id, int verified,
+                                 onair_store_fn cb, void *ud)
+{
+    return user_op_submit(p, user_id, 1, verified, cb, ud);
+}
+
 /* ---- the run loop ---------------------------------------------------------------------- */
 
 static int run_once(onair_test_host_t *h)
@@ -3439,6 +3920,10 @@ static void fill_api(onair_api_t *a)
     a->store_find_and_modify = api_store_find_and_modify;
     a->store_delete = api_store_delete;
     a->store_aggregate = api_store_aggregate;
+    a->user_get = api_user_get;
+    a->user_set_verified = api_user_set_verified;
+    a->ratelimit_add = api_ratelimit_add;
+    a->ratelimit_hit = api_ratelimit_hit;
 }
 
 static int name_valid(const char *n)
@@ -3500,6 +3985,7 @@ onair_test_host_t *onair_test_host_new(const onair_plugin_desc_t *desc, const ch
     h->now = ONAIR_TEST_EPOCH_MS;
     h->log_level = ONAIR_LOG_INFO;
     h->autorun = 1;
+    snprintf(h->remote, sizeof h->remote, "%s", DEFAULT_REMOTE);
     h->published = json_array();
     h->config = config_build(&h->desc, config_json, &e);
     if (!h->config || !h->published) {
@@ -3558,7 +4044,9 @@ static void drop_registrations(onair_test_host_t *h, int warn)
     for (size_t i = 0; i < h->nwstypes; i++) {
         free((char *)h->wstypes[i].t.type);
         free((char *)h->wstypes[i].t.role);
+        free((char *)h->wstypes[i].t.ratelimit);
     }
+    rl_clear(h);
     free(h->wstypes);
     h->wstypes = NULL;
     h->nwstypes = 0;
@@ -3713,6 +4201,8 @@ void onair_test_host_free(onair_test_host_t *h)
         tjob_t *j = job_pop(h);
         if (j->fn == store_op_work)
             store_op_free(j->ud);
+        else if (j->fn == user_op_work)
+            user_op_free(j->ud);
         free(j);
     }
     while (h->reqs) {
@@ -3734,6 +4224,8 @@ void onair_test_host_free(onair_test_host_t *h)
         free(h->logs[i].msg);
     free(h->logs);
     colls_free(h);
+    rl_clear(h);
+    json_decref(h->users);
     json_decref(h->published);
     json_decref(h->config);
     for (onair_test_host_t **pp = &g_hosts; *pp; pp = &(*pp)->next_host)
@@ -3805,6 +4297,7 @@ onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *meth
     r->body_len = body ? strlen(body) : 0;
     r->body = xstrdup(body ? body : "");
     r->user = tuser_copy(user);
+    snprintf(r->remote, sizeof r->remote, "%s", h->remote);
     rp->pub.pending = 1;
     rp->req = r;
     r->resp = rp;
@@ -3852,6 +4345,7 @@ onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *meth
         leave(prev);
         return &rp->pub;
     }
+    user_refresh(h, &r->user);
     const char *code = NULL;
     char why[160];
     int st = check_access(route->r.access, route->r.role, r->user, &code, why, sizeof why);
@@ -3887,6 +4381,12 @@ onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *meth
         }
     }
 
+    if (route->r.ratelimit && request_over_limit(h, r, route->r.ratelimit)) {
+        if (h->autorun)
+            onair_test_run(h);
+        leave(prev);
+        return &rp->pub;
+    }
     r->in_handler = 1;
     int rc = route->r.handler(r, route->r.ud);
     r->in_handler = 0;
@@ -3928,6 +4428,7 @@ onair_conn_t onair_test_ws_connect(onair_test_host_t *h, const onair_user_t *use
     if (!c)
         return 0;
     c->user = tuser_copy(user);
+    snprintf(c->remote, sizeof c->remote, "%s", h->remote);
     c->frames = json_array();
     c->topics = json_object();
     if ((user && !c->user) || !c->frames || !c->topics) {
@@ -3970,6 +4471,7 @@ int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type
     const char *code = NULL;
     char why[160];
     int http = 0;
+    user_refresh(h, &c->user);
     if (h->st != ST_STARTED) {
         rc = ONAIR_EUNAVAILABLE;
         frame = error_frame(rc, NULL, "the plugin is not started");
@@ -3982,6 +4484,10 @@ int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type
     } else if ((http = check_access(t->t.access, t->t.role, c->user, &code, why, sizeof why))) {
         rc = http == 401 ? ONAIR_EAUTH : ONAIR_EPERM;
         frame = error_frame(http, code, why);
+    } else if (t->t.ratelimit && ws_over_limit(h, c, t->t.ratelimit, id)) {
+        json_decref(data);
+        leave(prev);
+        return ONAIR_ERATE;
     }
     if (frame) {
         json_object_set_new(frame, "id", id ? json_incref(id) : json_null());

@@ -14,7 +14,10 @@
  *     Operations are queued like work and completed by onair_test_run(), in the
  *     order they were made, never inside the call (see "document store" below);
  *   - HTTP requests are routed like the real server ({param}s, access checks,
- *     ONAIR_ROUTE_JSON_BODY parsing, problem+json for negative returns);
+ *     ONAIR_ROUTE_JSON_BODY parsing, problem+json for negative returns, rate limits);
+ *   - rate limits (ratelimit_*, ABI 1.2) use the server's algorithm on the fake clock;
+ *     accounts (user_get, user_set_verified) are an in-memory table the test seeds
+ *     with onair_test_user_add() (see "rate limits and accounts" below);
  *   - WebSocket connections are fake: every frame the host would send to a
  *     connection is recorded and popped with onair_test_ws_next();
  *   - mistakes the server might not notice are logged as errors (and counted by
@@ -114,16 +117,18 @@ typedef struct onair_test_response {
     json_t *headers; /* object: lower-case header name -> value (resp_header + Allow) */
 } onair_test_response_t;
 
-/* Issue a request. query is "a=1&b=x%20y" (no '?'; decoded like a form) or NULL;
+/* Issue a request from the address set with onair_test_set_remote_addr() (default
+ * "127.0.0.1"). query is "a=1&b=x%20y" (no '?'; decoded like a form) or NULL;
  * headers are NULL-terminated name/value pairs or NULL; body may be NULL; user is the
  * authenticated user or NULL (copied). The host answers itself like the server does
  * (404 not_found, 405 method_not_allowed, 401 unauthorized, 403 forbidden or
  * verification_required, 413, 415 unsupported_media_type, 400 invalid_json for
- * ONAIR_ROUTE_JSON_BODY, 503 before start); otherwise the handler runs and then
- * onair_test_run() (unless autorun is off). If the plugin has not answered by then,
- * the response stays `pending` and is filled in when it answers later (after
- * onair_test_run() or onair_test_advance()). Free with onair_test_response_free()
- * (allowed while pending). Returns NULL only when out of memory. */
+ * ONAIR_ROUTE_JSON_BODY, 503 before start, 429 rate_limited for a route's `ratelimit`);
+ * otherwise the handler runs and then onair_test_run() (unless autorun is off). If
+ * the plugin has not answered by then, the response stays `pending` and is filled in
+ * when it answers later (after onair_test_run() or onair_test_advance()). Free with
+ * onair_test_response_free() (allowed while pending). Returns NULL only when out of
+ * memory. */
 onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *method,
                                           const char *path, const char *query,
                                           const char *const *headers, const char *body,
@@ -135,8 +140,8 @@ void onair_test_set_autorun(onair_test_host_t *h, int on);
 
 /* ---- WebSocket ------------------------------------------------------------------------- */
 
-/* A fake connection of user (copied; NULL = anonymous). Never returns 0 unless out
- * of memory. */
+/* A fake connection of user (copied; NULL = anonymous) from the address set with
+ * onair_test_set_remote_addr(). Never returns 0 unless out of memory. */
 onair_conn_t onair_test_ws_connect(onair_test_host_t *h, const onair_user_t *user);
 /* The client disconnects: subscriptions are dropped, frames discarded. */
 void onair_test_ws_disconnect(onair_test_host_t *h, onair_conn_t conn);
@@ -195,6 +200,53 @@ int onair_test_store_version(const onair_test_host_t *h, const char *collection)
  * ONAIR_EUNAVAILABLE (invalid specs still fail with ONAIR_EINVAL first, as on the
  * server), and TTL purges pause. 1 (the default) restores service. */
 void onair_test_store_set_available(onair_test_host_t *h, int available);
+
+/* ---- rate limits and accounts (ABI 1.2) ------------------------------------------------ */
+
+/* Rate limits follow the server (core/ratelimit.c, core/api.c):
+ *   - ratelimit_add() only inside init, validated like the server (ONAIR_EINVAL for a
+ *     bad name, one not starting with "<plugin>.", limit not in 1..1000000, window_s
+ *     not in 1..86400, an unknown key; ONAIR_ESTATE outside init; ONAIR_EEXIST for a
+ *     name declared twice); refusals are logged as errors. Limits are dropped with the
+ *     plugin's other registrations (stop, failed init).
+ *   - ratelimit_hit() is the server's GCRA on the fake clock: `limit` hits at once,
+ *     then one more every window_s/limit; onair_test_advance() refills.
+ *   - a route's `ratelimit` is checked right before the handler (after the access and
+ *     body checks): every answer carries RateLimit-Limit/-Remaining/-Reset; over the
+ *     limit the host answers 429 rate_limited with Retry-After (seconds). A message
+ *     type's `ratelimit` answers {"type":"error","id":..,"data":{"code":"rate_limited",
+ *     "status":429,"detail",..,"retry_after_ms":N}}, onair_test_ws_send() returns
+ *     ONAIR_ERATE and the connection stays open. The key is built like the server's:
+ *     BY_USER the user id ("ip:<addr>" when anonymous), BY_IP the address,
+ *     BY_USER_AND_IP "<user id>|<addr>". Naming an undeclared limit (e.g. a core one
+ *     such as "auth.login") logs an error and does not limit, like the server.
+ * Accounts: user_get() and user_set_verified() are queued like store operations and
+ * complete in onair_test_run() (ONAIR_ECANCELED and {"error": "canceled"} when the
+ * plugin stops first); the result is {"user": {"id", "username", "email",
+ * "display_name", "roles", "verified", "disabled", "created_at", "updated_at"}}, or
+ * ONAIR_ENOTFOUND and {"error": "no such user"}. When set_verified turns an account
+ * verified, "user.verified" {"user": id} is queued on the bus (as the server publishes
+ * it: not recorded by onair_test_published_next()). A request or connection whose
+ * user id is a seeded account's is checked (and seen by req_user()/msg_user()) with
+ * the account's current roles and verified flag, as the server does. */
+
+/* The client address of the following onair_test_request() calls and new
+ * onair_test_ws_connect() connections (what req_remote_addr() returns and rate limits
+ * key on); NULL restores "127.0.0.1". At most 63 bytes are kept. */
+void onair_test_set_remote_addr(onair_test_host_t *h, const char *addr);
+/* Override a declared limit like an admin's `rate_limits:` entry in onair.yaml
+ * (limit 0 and window_s 0: back to the declared values). ONAIR_ENOTFOUND for an
+ * undeclared name, ONAIR_EINVAL for values out of range. */
+int onair_test_ratelimit_set(onair_test_host_t *h, const char *name, uint32_t limit,
+                             uint32_t window_s);
+/* Seed an account for user_get()/user_set_verified() and the access checks: id (any
+ * non-empty string; the server's are 24 hex digits), username and email (may be
+ * NULL), roles NULL-terminated (NULL = none), verified 0/1. display_name is the
+ * username, created_at and updated_at the fake clock. Returns ONAIR_OK, ONAIR_EINVAL
+ * (no id) or ONAIR_EEXIST (id, username or email already seeded). May be called at
+ * any time. */
+int onair_test_user_add(onair_test_host_t *h, const char *id, const char *username,
+                        const char *email, const char *const *roles, int verified);
 
 #ifdef __cplusplus
 }
