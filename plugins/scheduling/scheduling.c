@@ -1,0 +1,1956 @@
+/*
+ * scheduling: scheduled streams, one-off or weekly, with reminders and an ICS feed.
+ *
+ * A schedule is a start instant (RFC 3339) in an IANA time zone, a duration, a title, a
+ * category and tags, optionally repeated weekly on some days until a date. A weekly
+ * series keeps its local wall time: 19:00 in Europe/Berlin is 18:00Z in winter and
+ * 17:00Z in summer (tz.c converts with the system's TZif files).
+ *
+ * Stored: "scheduling.schedules" (one document per schedule or series) and
+ * "scheduling.notifications" (one marker per reminder or due notice sent, unique on
+ * schedule+occurrence+kind), so a restart never sends one twice.
+ *
+ * Notifications: one one-shot timer is armed for the next pending reminder or due time
+ * across all schedules, and re-armed after every change and after it fires. When it
+ * fires, every notice whose time has come and that has no marker yet gets a marker and
+ * is sent: reminders only while the occurrence has not started, due notices only while
+ * the occurrence is running (so after downtime they are sent once, late, or not at all).
+ *   reminder: bus "streams.notify_followers" {user, type: "schedule.reminder", data}
+ *             (the streams plugin fans it out to every follower's "user.<id>" topic);
+ *   due:      WebSocket "schedule.due" to "user.<owner>" and bus "schedule.due".
+ *
+ * Endpoints: plugins/scheduling/README.md.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <onair/plugin.h>
+
+#include "tz.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INF_MS        INT64_C(253402300799000) /* 9999-12-31T23:59:59Z: a series without end */
+#define MIN_MS        INT64_C(60000)
+#define DAY_S         INT64_C(86400)
+#define MAX_OFFSETS   8
+#define MAX_TAGS      10
+#define MAX_ICS_ITEMS 1000
+#define RETRY_REAL_MS 5000
+#define MAX_ARM_MS    INT64_C(3600000) /* rescan at least hourly */
+
+static const onair_api_t *api;
+
+typedef struct zone_ent {
+    struct zone_ent *next;
+    tz_t *tz;
+} zone_ent_t;
+
+typedef struct sched {
+    onair_plugin_t *self;
+    onair_coll_t *coll;  /* scheduling.schedules */
+    onair_coll_t *notes; /* scheduling.notifications */
+    zone_ent_t *zones;
+    int64_t offsets[MAX_OFFSETS]; /* reminder offsets, minutes */
+    int n_offsets;
+    int64_t max_offset_min;
+    /* test clock (clock.*): now = vorigin + (real - origin) * scale */
+    int clock_on;
+    int64_t clock_origin, clock_vorigin;
+    double clock_scale;
+    /* the notification engine */
+    onair_timer_t timer;
+    int scanning, scan_again, started;
+} sched_t;
+
+static const onair_config_key_t sched_config[] = {
+    {.size = sizeof(onair_config_key_t),
+     .key = "reminder_offsets_min",
+     .type = ONAIR_CFG_STRING_LIST,
+     .default_value = "10",
+     .max = MAX_OFFSETS,
+     .flags = ONAIR_CFG_HAS_MAX,
+     .doc = "Minutes before an occurrence at which followers get schedule.reminder (each "
+            "1..10080; at most 8 values; empty: no reminders)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "upcoming_horizon_days",
+     .type = ONAIR_CFG_INT,
+     .default_value = "90",
+     .min = 1,
+     .max = 732,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "How far ahead GET /api/v1/schedules/upcoming expands series, in days."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "zoneinfo_dir",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "/usr/share/zoneinfo",
+     .min = 1,
+     .max = 256,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "Where the TZif zone files are (Debian tzdata)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "resume_delay_ms",
+     .type = ONAIR_CFG_INT,
+     .default_value = "3000",
+     .min = 0,
+     .max = 600000,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "After a start, wait this long (real ms) before sending notices that fell due "
+            "while the server was down, so clients have reconnected."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "clock.origin_ms",
+     .type = ONAIR_CFG_INT,
+     .default_value = "0",
+     .doc = "TEST ONLY. Real wall-clock ms at which the plugin's clock reads "
+            "clock.virtual_origin (0: the real clock, unless virtual_origin is set, then the "
+            "plugin's start time)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "clock.virtual_origin",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "",
+     .doc = "TEST ONLY. RFC 3339 instant the plugin's clock reads at clock.origin_ms (empty: "
+            "the real clock)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "clock.scale",
+     .type = ONAIR_CFG_DOUBLE,
+     .default_value = "1",
+     .min = 0.001,
+     .max = 1000000,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "TEST ONLY. Virtual ms per real ms of the test clock (600: 10 minutes a second)."},
+    {0},
+};
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+static int64_t now_v(sched_t *st)
+{
+    int64_t real = api->now_ms(st->self);
+    if (!st->clock_on)
+        return real;
+    return st->clock_vorigin +
+           (int64_t)llround((double)(real - st->clock_origin) * st->clock_scale);
+}
+
+static int64_t real_delay(sched_t *st, int64_t virt_ms)
+{
+    if (virt_ms <= 0)
+        return 0;
+    if (!st->clock_on)
+        return virt_ms;
+    return (int64_t)ceil((double)virt_ms / st->clock_scale);
+}
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+static int has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < ' ' || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
+static int id_valid(const char *s)
+{
+    if (!s || strlen(s) != 24)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return 0;
+    return 1;
+}
+
+static int is_admin(const onair_user_t *u)
+{
+    for (size_t i = 0; u && u->roles && u->roles[i]; i++)
+        if (!strcmp(u->roles[i], "admin"))
+            return 1;
+    return 0;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static int64_t jint(json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+static const char *store_error(json_t *result)
+{
+    const char *e = jstr(result, "error");
+    return e ? e : "store error";
+}
+
+/* ---- time text --------------------------------------------------------------------------- */
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* "YYYY-MM-DD" -> days since the epoch */
+static int parse_date(const char *s, int64_t *days)
+{
+    int y, m, d;
+    if (!s || strlen(s) < 10 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &m) ||
+        s[7] != '-' || digits(s + 8, 2, &d) || m < 1 || m > 12 || d < 1 ||
+        d > tz_days_in_month(y, (unsigned)m) || y < 1970)
+        return -1;
+    *days = tz_days_from_civil(y, (unsigned)m, (unsigned)d);
+    return 0;
+}
+
+/* "HH:MM[:SS]" at s -> seconds; *len = characters used */
+static int parse_clock(const char *s, int with_secs_optional, int *secs, int *len)
+{
+    int h, m, sec = 0;
+    if (digits(s, 2, &h) || s[2] != ':' || digits(s + 3, 2, &m) || h > 23 || m > 59)
+        return -1;
+    *len = 5;
+    if (s[5] == ':') {
+        if (digits(s + 6, 2, &sec) || sec > 59)
+            return -1;
+        *len = 8;
+    } else if (!with_secs_optional) {
+        return -1;
+    }
+    *secs = h * 3600 + m * 60 + sec;
+    return 0;
+}
+
+/* RFC 3339 date-time ("2027-03-20T19:00:00+01:00", fractions allowed) -> ms */
+static int parse_rfc3339(const char *s, int64_t *ms)
+{
+    int64_t days;
+    int secs, len, frac_ms = 0;
+    if (!s || parse_date(s, &days) || (s[10] != 'T' && s[10] != 't') ||
+        parse_clock(s + 11, 0, &secs, &len))
+        return -1;
+    const char *p = s + 11 + len;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return -1;
+        for (int scale = 100; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            frac_ms += (*p - '0') * scale;
+    }
+    int off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return -1;
+        off = (oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    *ms = ((days * DAY_S) + secs - off) * 1000 + frac_ms;
+    return 0;
+}
+
+/* "YYYY-MM-DDTHH:MM[:SS]" (local wall time) -> seconds */
+static int parse_local(const char *s, int64_t *local)
+{
+    int64_t days;
+    int secs, len;
+    if (!s || parse_date(s, &days) || s[10] != 'T' || parse_clock(s + 11, 1, &secs, &len) ||
+        s[11 + len])
+        return -1;
+    *local = days * DAY_S + secs;
+    return 0;
+}
+
+typedef enum { FMT_UTC, FMT_LOCAL, FMT_ICS_LOCAL, FMT_ICS_UTC } fmt_t;
+
+static void fmt_time(int64_t secs, fmt_t how, char *out, size_t len)
+{
+    int64_t days = floor_div(secs, DAY_S), sod = secs - days * DAY_S, y;
+    unsigned m, d;
+    tz_civil_from_days(days, &y, &m, &d);
+    int hh = (int)(sod / 3600), mm = (int)(sod / 60 % 60), ss = (int)(sod % 60);
+    switch (how) {
+    case FMT_UTC:
+        snprintf(out, len, "%04lld-%02u-%02uT%02d:%02d:%02dZ", (long long)y, m, d, hh, mm, ss);
+        break;
+    case FMT_LOCAL:
+        if (ss)
+            snprintf(out, len, "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d, hh, mm, ss);
+        else
+            snprintf(out, len, "%04lld-%02u-%02uT%02d:%02d", (long long)y, m, d, hh, mm);
+        break;
+    case FMT_ICS_LOCAL:
+        snprintf(out, len, "%04lld%02u%02uT%02d%02d%02d", (long long)y, m, d, hh, mm, ss);
+        break;
+    case FMT_ICS_UTC:
+        snprintf(out, len, "%04lld%02u%02uT%02d%02d%02dZ", (long long)y, m, d, hh, mm, ss);
+        break;
+    }
+}
+
+static json_t *utc_json(int64_t ms)
+{
+    char b[40];
+    fmt_time(floor_div(ms, 1000), FMT_UTC, b, sizeof b);
+    return json_string(b);
+}
+
+/* ---- zones ------------------------------------------------------------------------------ */
+
+/* A loaded zone (cached for the plugin's life; zone files are small and few) or NULL. */
+static const tz_t *zone_get(sched_t *st, const char *name)
+{
+    if (!tz_name_valid(name))
+        return NULL;
+    for (zone_ent_t *e = st->zones; e; e = e->next)
+        if (!strcmp(tz_name(e->tz), name))
+            return e->tz;
+    tz_t *z = tz_load(api->config_string(st->self, "zoneinfo_dir"), name);
+    zone_ent_t *e = z ? malloc(sizeof *e) : NULL;
+    if (!e) {
+        tz_free(z);
+        return NULL;
+    }
+    e->tz = z;
+    e->next = st->zones;
+    st->zones = e;
+    return z;
+}
+
+/* ---- a schedule's occurrences ---------------------------------------------------------- */
+
+static const char *const day_names[7] = {"SU", "MO", "TU", "WE", "TH", "FR", "SA"};
+
+typedef struct sdef {
+    const tz_t *tz;
+    int64_t start_ms;    /* the start instant */
+    int64_t local_start; /* its local wall time, seconds */
+    int dur_min;
+    unsigned days;     /* weekday bits (1 << 0 = Sunday); 0 = one-off */
+    int64_t until_day; /* last local day of the series (days since the epoch) */
+} sdef_t;
+
+static int def_from_doc(sched_t *st, json_t *doc, sdef_t *def)
+{
+    memset(def, 0, sizeof *def);
+    def->tz = zone_get(st, jstr(doc, "tz"));
+    if (!def->tz || parse_rfc3339(jstr(doc, "start"), &def->start_ms) ||
+        parse_local(jstr(doc, "start_local"), &def->local_start))
+        return -1;
+    def->dur_min = (int)jint(doc, "duration_min");
+    def->until_day = INT64_MAX;
+    json_t *rec = json_object_get(doc, "recurrence");
+    if (json_is_object(rec)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(rec, "days"), i, v)
+        {
+            for (int k = 0; k < 7; k++)
+                if (json_is_string(v) && !strcmp(json_string_value(v), day_names[k]))
+                    def->days |= 1u << k;
+        }
+        const char *until = jstr(rec, "until");
+        if (until && parse_date(until, &def->until_day))
+            return -1;
+        if (!def->days)
+            return -1;
+    }
+    return 0;
+}
+
+/* Call fn for every occurrence starting in [from, to), in order; fn returns non-zero to
+ * stop. */
+typedef int (*occ_fn)(int64_t occ_ms, void *ud);
+
+static void expand(const sdef_t *def, int64_t from, int64_t to, occ_fn fn, void *ud)
+{
+    if (!def->days) {
+        if (def->start_ms >= from && def->start_ms < to)
+            fn(def->start_ms, ud);
+        return;
+    }
+    int64_t day0 = floor_div(def->local_start, DAY_S), tod = def->local_start - day0 * DAY_S;
+    int64_t d = floor_div(floor_div(from, 1000), DAY_S) - 2;
+    if (d < day0)
+        d = day0;
+    for (; d <= def->until_day; d++) {
+        if (!(def->days & (1u << tz_weekday(d))))
+            continue;
+        int64_t u = tz_local_to_utc(def->tz, d * DAY_S + tod) * 1000;
+        if (u >= to)
+            break;
+        if (u >= from && fn(u, ud))
+            break;
+    }
+}
+
+static int take_first(int64_t occ, void *ud)
+{
+    *(int64_t *)ud = occ;
+    return 1;
+}
+
+static int64_t first_occurrence(const sdef_t *def, int64_t from)
+{
+    int64_t out = -1;
+    expand(def, from, INF_MS, take_first, &out);
+    return out;
+}
+
+static int64_t last_occurrence(const sdef_t *def)
+{
+    if (!def->days)
+        return def->start_ms;
+    if (def->until_day == INT64_MAX)
+        return INF_MS;
+    int64_t day0 = floor_div(def->local_start, DAY_S), tod = def->local_start - day0 * DAY_S;
+    for (int64_t d = def->until_day; d >= day0 && d > def->until_day - 7; d--)
+        if (def->days & (1u << tz_weekday(d)))
+            return tz_local_to_utc(def->tz, d * DAY_S + tod) * 1000;
+    return -1;
+}
+
+static int is_cancelled_occ(json_t *doc, int64_t occ)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(doc, "cancelled_occurrences"), i, v)
+    {
+        if (json_integer_value(v) == occ)
+            return 1;
+    }
+    return 0;
+}
+
+typedef struct next_ctx {
+    json_t *doc;
+    int64_t found;
+} next_ctx_t;
+
+static int take_uncancelled(int64_t occ, void *ud)
+{
+    next_ctx_t *c = ud;
+    if (is_cancelled_occ(c->doc, occ))
+        return 0;
+    c->found = occ;
+    return 1;
+}
+
+/* ---- rendering ------------------------------------------------------------------------- */
+
+static json_t *local_json(const tz_t *z, int64_t occ_ms)
+{
+    char b[40];
+    int64_t s = floor_div(occ_ms, 1000);
+    fmt_time(s + tz_offset_at(z, s), FMT_LOCAL, b, sizeof b);
+    return json_string(b);
+}
+
+/* The API view of a stored schedule. */
+static json_t *render(sched_t *st, json_t *doc)
+{
+    json_t *o = json_object();
+    json_object_set(o, "id", json_object_get(doc, "_id"));
+    static const char *const copy[] = {"owner",      "title",     "category",    "tags",
+                                       "start",      "tz",        "start_local", "duration_min",
+                                       "recurrence", "cancelled", "created_at",  "updated_at"};
+    for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
+        json_t *v = json_object_get(doc, copy[i]);
+        json_object_set_new(o, copy[i], v ? json_incref(v) : json_null());
+    }
+    json_t *co = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(doc, "cancelled_occurrences"), i, v)
+    {
+        json_array_append_new(co, utc_json(json_integer_value(v)));
+    }
+    json_object_set_new(o, "cancelled_occurrences", co);
+    sdef_t def;
+    json_t *next = json_null();
+    if (!json_is_true(json_object_get(doc, "cancelled")) && def_from_doc(st, doc, &def) == 0) {
+        next_ctx_t c = {doc, -1};
+        expand(&def, now_v(st), INF_MS, take_uncancelled, &c);
+        if (c.found >= 0) {
+            json_decref(next);
+            next = utc_json(c.found);
+        }
+    }
+    json_object_set_new(o, "next_occurrence", next);
+    return o;
+}
+
+/* ---- validation ------------------------------------------------------------------------- */
+
+typedef struct verr {
+    const char *code;
+    char detail[240];
+} verr_t;
+
+#define VFAIL(e, c, ...)                                                                           \
+    do {                                                                                           \
+        (e)->code = (c);                                                                           \
+        snprintf((e)->detail, sizeof(e)->detail, __VA_ARGS__);                                     \
+        goto fail;                                                                                 \
+    } while (0)
+
+/* The stored fields of a schedule made from body (POST) or body over old (PATCH): a new
+ * object with title, category, tags, start, tz, start_local, duration_min, recurrence,
+ * first_ms and last_ms; NULL with *e filled in on bad input. */
+static json_t *validate(sched_t *st, json_t *body, json_t *old, int64_t now, verr_t *e)
+{
+    static const char *const allowed[] = {"title", "category",     "tags",       "start",
+                                          "tz",    "duration_min", "recurrence", NULL};
+    json_t *d = json_object();
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        int ok = 0;
+        for (size_t i = 0; allowed[i] && !ok; i++)
+            ok = !strcmp(key, allowed[i]);
+        if (!ok)
+            VFAIL(e, "unknown_field", "unknown field '%.80s'", key);
+    }
+#define FIELD(name)                                                                                \
+    (json_object_get(body, name) ? json_object_get(body, name) : json_object_get(old, name))
+
+    v = FIELD("title");
+    if (!json_is_string(v) || utf8_chars(json_string_value(v)) < 1 ||
+        utf8_chars(json_string_value(v)) > 140 || has_ctl(json_string_value(v)))
+        VFAIL(e, "invalid_title", "title must be a string of 1..140 characters");
+    json_object_set(d, "title", v);
+
+    v = FIELD("category");
+    if (v && !json_is_null(v) &&
+        (!json_is_string(v) || utf8_chars(json_string_value(v)) < 1 ||
+         utf8_chars(json_string_value(v)) > 64 || has_ctl(json_string_value(v))))
+        VFAIL(e, "invalid_category", "category must be a string of 1..64 characters or null");
+    json_object_set_new(d, "category", v ? json_incref(v) : json_null());
+
+    v = FIELD("tags");
+    if (v && !json_is_null(v)) {
+        if (!json_is_array(v) || json_array_size(v) > MAX_TAGS)
+            VFAIL(e, "invalid_tags", "tags must be an array of at most %d strings", MAX_TAGS);
+        size_t i;
+        json_t *t;
+        json_array_foreach(v, i, t)
+        {
+            if (!json_is_string(t) || utf8_chars(json_string_value(t)) < 1 ||
+                utf8_chars(json_string_value(t)) > 32 || has_ctl(json_string_value(t)))
+                VFAIL(e, "invalid_tags", "every tag must be a string of 1..32 characters");
+        }
+        json_object_set(d, "tags", v);
+    } else {
+        json_object_set_new(d, "tags", json_array());
+    }
+
+    v = FIELD("duration_min");
+    if (!v)
+        v = json_integer(60), json_object_set_new(d, "duration_min", v);
+    else if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1440)
+        VFAIL(e, "invalid_duration", "duration_min must be an integer of 1..1440 minutes");
+    else
+        json_object_set(d, "duration_min", v);
+
+    v = FIELD("tz");
+    const char *zone = v ? json_string_value(v) : "UTC";
+    const tz_t *z = zone ? zone_get(st, zone) : NULL;
+    if (!z)
+        VFAIL(e, "invalid_time_zone", "tz must be an IANA time zone name such as Europe/Berlin%s",
+              zone ? " (unknown zone)" : "");
+    json_object_set_new(d, "tz", json_string(zone));
+
+    v = FIELD("start");
+    int64_t start_ms;
+    if (!v)
+        VFAIL(e, "invalid_start", "start is required: an RFC 3339 date-time");
+    if (!json_is_string(v) || parse_rfc3339(json_string_value(v), &start_ms))
+        VFAIL(e, "invalid_start",
+              "start must be an RFC 3339 date-time such as 2027-03-20T19:00:00+01:00");
+    if (start_ms < 0 || start_ms >= INF_MS)
+        VFAIL(e, "invalid_start", "start is out of range");
+    if ((!old || json_object_get(body, "start")) && start_ms <= now) {
+        char nb[40];
+        fmt_time(floor_div(now, 1000), FMT_UTC, nb, sizeof nb);
+        VFAIL(e, "start_in_past", "start %.60s is not in the future (now is %s)",
+              json_string_value(v), nb);
+    }
+    json_object_set(d, "start", v);
+    {
+        int64_t s = floor_div(start_ms, 1000);
+        char b[40];
+        fmt_time(s + tz_offset_at(z, s), FMT_LOCAL, b, sizeof b);
+        json_object_set_new(d, "start_local", json_string(b));
+    }
+
+    v = FIELD("recurrence");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v))
+            VFAIL(
+                e, "invalid_recurrence",
+                "recurrence must be null or {\"days\": [\"MO\", ...], \"until\": \"YYYY-MM-DD\"}");
+        json_t *rv;
+        json_object_foreach(v, key, rv)
+        {
+            if (strcmp(key, "days") && strcmp(key, "until"))
+                VFAIL(e, "invalid_recurrence", "unknown recurrence field '%.80s'", key);
+        }
+        json_t *days = json_object_get(v, "days");
+        if (!days || json_is_null(days) || (json_is_array(days) && json_array_size(days) == 0))
+            VFAIL(e, "recurrence_without_days",
+                  "a weekly recurrence needs days: a non-empty list of MO TU WE TH FR SA SU");
+        if (!json_is_array(days))
+            VFAIL(e, "invalid_recurrence",
+                  "recurrence.days must be a list of MO TU WE TH FR SA SU");
+        unsigned mask = 0;
+        size_t i;
+        json_t *dv;
+        json_t *norm = json_array();
+        json_array_foreach(days, i, dv)
+        {
+            int k = -1;
+            for (int j = 0; j < 7 && json_is_string(dv); j++)
+                if (!strcmp(json_string_value(dv), day_names[j]))
+                    k = j;
+            if (k < 0 || (mask & (1u << k))) {
+                json_decref(norm);
+                VFAIL(e, "invalid_recurrence",
+                      "recurrence.days: item %zu must be one of MO TU WE TH FR SA SU, once", i + 1);
+            }
+            mask |= 1u << k;
+        }
+        for (int j = 1; j <= 7; j++) /* MO..SU order */
+            if (mask & (1u << (j % 7)))
+                json_array_append_new(norm, json_string(day_names[j % 7]));
+        json_t *rec = json_pack("{s:o}", "days", norm);
+        json_t *until = json_object_get(v, "until");
+        if (until && !json_is_null(until)) {
+            int64_t uday;
+            if (!json_is_string(until) || strlen(json_string_value(until)) != 10 ||
+                parse_date(json_string_value(until), &uday)) {
+                json_decref(rec);
+                VFAIL(e, "invalid_recurrence", "recurrence.until must be a date YYYY-MM-DD");
+            }
+            int64_t local;
+            parse_local(jstr(d, "start_local"), &local);
+            if (uday < floor_div(local, DAY_S)) {
+                json_decref(rec);
+                VFAIL(e, "until_before_start",
+                      "recurrence.until %s is before the local start date %.10s",
+                      json_string_value(until), jstr(d, "start_local"));
+            }
+            json_object_set(rec, "until", until);
+        } else {
+            json_object_set_new(rec, "until", json_null());
+        }
+        json_object_set_new(d, "recurrence", rec);
+    } else {
+        json_object_set_new(d, "recurrence", json_null());
+    }
+
+    sdef_t def;
+    if (def_from_doc(st, d, &def))
+        VFAIL(e, "invalid_request", "the schedule is inconsistent");
+    int64_t first = first_occurrence(&def, def.days ? INT64_MIN / 4 : def.start_ms);
+    int64_t last = last_occurrence(&def);
+    if (first < 0 || last < first)
+        VFAIL(e, "no_occurrences",
+              "the series has no occurrence: no listed weekday between start and until");
+    json_object_set_new(d, "first_ms", json_integer(first));
+    json_object_set_new(d, "last_ms", json_integer(last));
+    return d;
+#undef FIELD
+fail:
+    json_decref(d);
+    return NULL;
+}
+
+/* ---- the notification engine -------------------------------------------------------------- */
+
+static void request_scan(sched_t *st);
+
+typedef struct scan {
+    sched_t *st;
+    int64_t now;
+    int64_t next;  /* the earliest future notice time, or INF_MS */
+    json_t *cands; /* notices to send now: [{doc, occ, kind, minutes}] */
+    size_t pos;
+    int retry; /* something failed: look again soon */
+} scan_t;
+
+static void on_timer(onair_timer_t t, void *ud)
+{
+    sched_t *st = ud;
+    (void)t;
+    st->timer = 0;
+    st->started = 1;
+    request_scan(st);
+}
+
+static void arm(sched_t *st, int64_t real_ms)
+{
+    if (st->timer)
+        api->timer_cancel(st->self, st->timer);
+    if (real_ms < 1)
+        real_ms = 1;
+    if (real_ms > MAX_ARM_MS)
+        real_ms = MAX_ARM_MS;
+    st->timer = api->timer_start(st->self, (uint64_t)real_ms, 0, on_timer, st);
+    if (!st->timer)
+        api->log(st->self, ONAIR_LOG_ERROR, "could not arm the notification timer");
+}
+
+static void scan_finish(scan_t *sc)
+{
+    sched_t *st = sc->st;
+    int64_t delay = sc->next >= INF_MS ? MAX_ARM_MS : real_delay(st, sc->next - sc->now) + 1;
+    if (sc->retry && delay > RETRY_REAL_MS)
+        delay = RETRY_REAL_MS;
+    json_decref(sc->cands);
+    free(sc);
+    st->scanning = 0;
+    if (st->scan_again) {
+        st->scan_again = 0;
+        request_scan(st);
+        return;
+    }
+    arm(st, delay);
+}
+
+static void scan_step(scan_t *sc);
+
+static json_t *occ_summary(json_t *doc)
+{
+    return json_pack("{s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "id", json_object_get(doc, "_id"), "owner",
+                     json_object_get(doc, "owner"), "title", json_object_get(doc, "title"),
+                     "category", json_object_get(doc, "category"), "tags",
+                     json_object_get(doc, "tags"), "tz", json_object_get(doc, "tz"), "duration_min",
+                     json_object_get(doc, "duration_min"));
+}
+
+static void send_notice(sched_t *st, json_t *c, int64_t now)
+{
+    json_t *doc = json_object_get(c, "doc");
+    const char *owner = jstr(doc, "owner");
+    const char *sid = jstr(doc, "_id");
+    int64_t occ = jint(c, "occ");
+    const char *kind = jstr(c, "kind");
+    char when[40];
+    fmt_time(floor_div(occ, 1000), FMT_UTC, when, sizeof when);
+    if (!strncmp(kind, "reminder:", 9)) {
+        int minutes = (int)jint(c, "minutes");
+        json_t *data = json_pack("{s:o,s:s,s:s,s:s,s:i}", "schedule", occ_summary(doc),
+                                 "schedule_id", sid, "occurrence_start", when, "title",
+                                 jstr(doc, "title"), "minutes_before", minutes);
+        api->bus_publish(
+            st->self, "streams.notify_followers",
+            json_pack("{s:s,s:s,s:o}", "user", owner, "type", "schedule.reminder", "data", data));
+        api->bus_publish(st->self, "schedule.reminder",
+                         json_pack("{s:s,s:s,s:s,s:i}", "owner", owner, "schedule_id", sid,
+                                   "occurrence_start", when, "minutes_before", minutes));
+        api->log(st->self, ONAIR_LOG_INFO, "reminder %d min before %s of schedule %s sent%s",
+                 minutes, when, sid, now > occ - minutes * MIN_MS + 60000 ? " (late)" : "");
+    } else {
+        char topic[160];
+        snprintf(topic, sizeof topic, "user.%s", owner);
+        int late = now > occ + 60000;
+        int rc = api->ws_publish(topic, "schedule.due",
+                                 json_pack("{s:s,s:s,s:O,s:O,s:O,s:s,s:O,s:b}", "schedule_id", sid,
+                                           "owner", owner, "title", json_object_get(doc, "title"),
+                                           "category", json_object_get(doc, "category"), "tags",
+                                           json_object_get(doc, "tags"), "occurrence_start", when,
+                                           "duration_min", json_object_get(doc, "duration_min"),
+                                           "late", late));
+        if (rc != ONAIR_OK)
+            api->log(st->self, ONAIR_LOG_DEBUG, "schedule.due to %s: %s", topic, api->strerror(rc));
+        api->bus_publish(st->self, "schedule.due",
+                         json_pack("{s:s,s:s,s:O,s:O,s:O,s:s}", "owner", owner, "schedule_id", sid,
+                                   "title", json_object_get(doc, "title"), "category",
+                                   json_object_get(doc, "category"), "tags",
+                                   json_object_get(doc, "tags"), "occurrence_start", when));
+        api->log(st->self, ONAIR_LOG_INFO, "schedule %s due at %s%s", sid, when,
+                 late ? " (late)" : "");
+    }
+}
+
+static void marker_inserted(int status, json_t *result, void *ud)
+{
+    scan_t *sc = ud;
+    if (status == ONAIR_ECANCELED) /* stopping */
+        return scan_finish(sc);
+    json_t *c = json_array_get(sc->cands, sc->pos);
+    if (status == ONAIR_OK) {
+        send_notice(sc->st, c, sc->now);
+    } else if (status != ONAIR_EEXIST) { /* EEXIST: another node or an earlier run sent it */
+        api->log(sc->st->self, ONAIR_LOG_WARN, "could not record a notification: %s",
+                 store_error(result));
+        sc->retry = 1;
+    }
+    sc->pos++;
+    scan_step(sc);
+}
+
+static json_t *marker_filter(json_t *c)
+{
+    return json_pack("{s:O,s:O,s:O}", "schedule", json_object_get(json_object_get(c, "doc"), "_id"),
+                     "occurrence", json_object_get(c, "occ"), "kind", json_object_get(c, "kind"));
+}
+
+static void marker_found(int status, json_t *result, void *ud)
+{
+    scan_t *sc = ud;
+    if (status == ONAIR_ECANCELED) /* stopping */
+        return scan_finish(sc);
+    json_t *c = json_array_get(sc->cands, sc->pos);
+    if (status != ONAIR_OK || !json_is_null(json_object_get(result, "doc"))) {
+        if (status != ONAIR_OK) {
+            api->log(sc->st->self, ONAIR_LOG_WARN, "could not look up a notification: %s",
+                     store_error(result));
+            sc->retry = 1;
+        }
+        sc->pos++;
+        return scan_step(sc);
+    }
+    json_t *m = marker_filter(c);
+    json_object_set_new(m, "sent_at", json_integer(sc->now));
+    if (api->store_insert(sc->st->notes, m, marker_inserted, sc) != ONAIR_OK) {
+        sc->retry = 1;
+        sc->pos++;
+        scan_step(sc);
+    }
+}
+
+static void scan_step(scan_t *sc)
+{
+    while (sc->pos < json_array_size(sc->cands)) {
+        json_t *spec =
+            json_pack("{s:o}", "filter", marker_filter(json_array_get(sc->cands, sc->pos)));
+        if (api->store_find_one(sc->st->notes, spec, marker_found, sc) == ONAIR_OK)
+            return;
+        sc->retry = 1;
+        sc->pos++;
+    }
+    scan_finish(sc);
+}
+
+typedef struct cand_ctx {
+    scan_t *sc;
+    json_t *doc;
+    int64_t created;
+} cand_ctx_t;
+
+static void add_cand(scan_t *sc, json_t *doc, int64_t occ, const char *kind, int minutes)
+{
+    json_array_append_new(sc->cands, json_pack("{s:O,s:I,s:s,s:i}", "doc", doc, "occ",
+                                               (json_int_t)occ, "kind", kind, "minutes", minutes));
+}
+
+static int collect(int64_t occ, void *ud)
+{
+    cand_ctx_t *cc = ud;
+    scan_t *sc = cc->sc;
+    sched_t *st = sc->st;
+    if (is_cancelled_occ(cc->doc, occ))
+        return 0;
+    for (int i = 0; i < st->n_offsets; i++) {
+        int64_t due = occ - st->offsets[i] * MIN_MS;
+        if (due > sc->now) {
+            if (due < sc->next)
+                sc->next = due;
+        } else if (sc->now < occ && due >= cc->created) {
+            char kind[32];
+            snprintf(kind, sizeof kind, "reminder:%lld", (long long)st->offsets[i]);
+            add_cand(sc, cc->doc, occ, kind, (int)st->offsets[i]);
+        }
+    }
+    int64_t end = occ + jint(cc->doc, "duration_min") * MIN_MS;
+    if (occ > sc->now) {
+        if (occ < sc->next)
+            sc->next = occ;
+    } else if (sc->now < end) {
+        add_cand(sc, cc->doc, occ, "due", 0);
+    }
+    return 0;
+}
+
+static void scan_found(int status, json_t *result, void *ud)
+{
+    scan_t *sc = ud;
+    sched_t *st = sc->st;
+    if (status != ONAIR_OK) {
+        if (status != ONAIR_ECANCELED)
+            api->log(st->self, ONAIR_LOG_WARN, "could not load schedules: %s", store_error(result));
+        sc->retry = 1;
+        return scan_finish(sc);
+    }
+    int64_t from = sc->now - 1441 * MIN_MS;
+    int64_t to = sc->now + st->max_offset_min * MIN_MS + 8 * DAY_S * 1000;
+    size_t i;
+    json_t *doc;
+    json_array_foreach(json_object_get(result, "docs"), i, doc)
+    {
+        sdef_t def;
+        if (def_from_doc(st, doc, &def)) {
+            api->log(st->self, ONAIR_LOG_WARN, "schedule %s is unreadable: skipped",
+                     jstr(doc, "_id"));
+            continue;
+        }
+        cand_ctx_t cc = {sc, doc, jint(doc, "created_at")};
+        expand(&def, from, to, collect, &cc);
+    }
+    scan_step(sc);
+}
+
+static void request_scan(sched_t *st)
+{
+    if (!st->started)
+        return;
+    if (st->scanning) {
+        st->scan_again = 1;
+        return;
+    }
+    scan_t *sc = calloc(1, sizeof *sc);
+    if (!sc || !(sc->cands = json_array())) {
+        free(sc);
+        arm(st, RETRY_REAL_MS);
+        return;
+    }
+    sc->st = st;
+    sc->now = now_v(st);
+    sc->next = INF_MS;
+    st->scanning = 1;
+    json_t *spec = json_pack("{s:{s:b,s:{s:I}}}", "filter", "cancelled", 0, "last_ms", "$gte",
+                             (json_int_t)(sc->now - 1441 * MIN_MS));
+    if (api->store_find(st->coll, spec, scan_found, sc) != ONAIR_OK) {
+        sc->retry = 1;
+        scan_finish(sc);
+    }
+}
+
+/* ---- request state ------------------------------------------------------------------------ */
+
+typedef struct op op_t;
+typedef void (*loaded_fn)(op_t *op);
+
+struct op {
+    sched_t *st;
+    onair_req_t *req;
+    char *user_id;
+    int admin;
+    json_t *body;  /* PATCH fields / POST doc / cancel occurrence */
+    json_t *doc;   /* the schedule being changed */
+    json_t *extra; /* paging and feed parameters */
+    loaded_fn then;
+    int need_owner;
+};
+
+static op_t *op_new(sched_t *st, onair_req_t *req)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->st = st;
+    op->req = req;
+    const onair_user_t *u = api->req_user(req);
+    if (u) {
+        op->user_id = strdup(u->id);
+        op->admin = is_admin(u);
+        if (!op->user_id) {
+            free(op);
+            return NULL;
+        }
+    }
+    return op;
+}
+
+static void op_free(op_t *op)
+{
+    if (!op)
+        return;
+    free(op->user_id);
+    json_decref(op->body);
+    json_decref(op->doc);
+    json_decref(op->extra);
+    free(op);
+}
+
+static void op_fail(op_t *op, int status, json_t *result)
+{
+    api->reply_error(op->req, status, result ? store_error(result) : NULL);
+    op_free(op);
+}
+
+static int verr_reply(onair_req_t *req, const verr_t *e)
+{
+    return api->reply_problem(req, 400, e->code, e->detail);
+}
+
+/* ---- POST /api/v1/schedules ------------------------------------------------------------------ */
+
+static void created(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
+    json_object_set_new(op->doc, "_id", json_string(id ? id : ""));
+    char loc[96];
+    snprintf(loc, sizeof loc, "/api/v1/schedules/%s", id ? id : "");
+    api->resp_header(op->req, "Location", loc);
+    api->reply_json(op->req, 201, render(op->st, op->doc));
+    request_scan(op->st);
+    op_free(op);
+}
+
+static int post_schedule(onair_req_t *req, void *ud)
+{
+    sched_t *st = ud;
+    verr_t e;
+    int64_t now = now_v(st);
+    json_t *d = validate(st, api->req_json(req), NULL, now, &e);
+    if (!d)
+        return verr_reply(req, &e);
+    op_t *op = op_new(st, req);
+    if (!op) {
+        json_decref(d);
+        return ONAIR_ENOMEM;
+    }
+    json_object_set_new(d, "owner", json_string(op->user_id));
+    json_object_set_new(d, "cancelled", json_false());
+    json_object_set_new(d, "cancelled_occurrences", json_array());
+    json_object_set_new(d, "created_at", json_integer(now));
+    json_object_set_new(d, "updated_at", json_integer(now));
+    op->doc = d;
+    int rc = api->store_insert(st->coll, json_incref(d), created, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- one schedule: load, then act ------------------------------------------------------------ */
+
+static void loaded(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    json_t *doc = json_object_get(result, "doc");
+    if (!json_is_object(doc)) {
+        api->reply_problem(op->req, 404, "schedule_not_found", "no schedule with this id");
+        return op_free(op);
+    }
+    op->doc = json_incref(doc);
+    if (op->need_owner && !op->admin &&
+        (!op->user_id || strcmp(op->user_id, jstr(doc, "owner") ? jstr(doc, "owner") : ""))) {
+        api->reply_problem(op->req, 403, "forbidden",
+                           "only the schedule's owner or an admin may change it");
+        return op_free(op);
+    }
+    op->then(op);
+}
+
+/* Load {id} into op->doc and call fn (404 / 403 answered here). */
+static int load_then(sched_t *st, onair_req_t *req, json_t *body, int need_owner, loaded_fn fn)
+{
+    const char *id = api->req_param(req, "id");
+    if (!id_valid(id))
+        return api->reply_problem(req, 404, "schedule_not_found", "no schedule with this id");
+    op_t *op = op_new(st, req);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->then = fn;
+    op->need_owner = need_owner;
+    op->body = json_incref(body);
+    int rc = api->store_find_one(st->coll, json_pack("{s:{s:s}}", "filter", "_id", id), loaded, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+static void reply_doc(op_t *op)
+{
+    api->reply_json(op->req, 200, render(op->st, op->doc));
+}
+
+static void got_one(op_t *op)
+{
+    reply_doc(op);
+    op_free(op);
+}
+
+static int get_schedule(onair_req_t *req, void *ud)
+{
+    return load_then(ud, req, NULL, 0, got_one);
+}
+
+/* After a store_update of op->doc (already changed in memory): answer and rescan. */
+static void updated(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    if (json_integer_value(json_object_get(result, "matched")) == 0) {
+        api->reply_problem(op->req, 404, "schedule_not_found", "no schedule with this id");
+        return op_free(op);
+    }
+    reply_doc(op);
+    request_scan(op->st);
+    op_free(op);
+}
+
+static void save_set(op_t *op, json_t *set)
+{
+    json_t *spec = json_pack("{s:{s:O},s:{s:O}}", "filter", "_id", json_object_get(op->doc, "_id"),
+                             "update", "$set", set);
+    json_decref(set);
+    int rc = api->store_update(op->st->coll, spec, updated, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, NULL);
+}
+
+static void do_patch(op_t *op)
+{
+    if (json_is_true(json_object_get(op->doc, "cancelled"))) {
+        api->reply_problem(op->req, 409, "schedule_cancelled", "the schedule is cancelled");
+        return op_free(op);
+    }
+    verr_t e;
+    int64_t now = now_v(op->st);
+    json_t *set = validate(op->st, op->body, op->doc, now, &e);
+    if (!set) {
+        verr_reply(op->req, &e);
+        return op_free(op);
+    }
+    json_object_set_new(set, "updated_at", json_integer(now));
+    json_object_update(op->doc, set);
+    save_set(op, set);
+}
+
+static int patch_schedule(onair_req_t *req, void *ud)
+{
+    return load_then(ud, req, api->req_json(req), 1, do_patch);
+}
+
+static void do_delete(op_t *op)
+{
+    int64_t now = now_v(op->st);
+    json_t *set = json_pack("{s:b,s:I}", "cancelled", 1, "updated_at", (json_int_t)now);
+    json_object_update(op->doc, set);
+    save_set(op, set);
+}
+
+static int delete_schedule(onair_req_t *req, void *ud)
+{
+    return load_then(ud, req, NULL, 1, do_delete);
+}
+
+static int match_occ(int64_t occ, void *ud)
+{
+    *(int *)ud = 1;
+    (void)occ;
+    return 1;
+}
+
+static void do_cancel_occ(op_t *op)
+{
+    if (json_is_true(json_object_get(op->doc, "cancelled"))) {
+        api->reply_problem(op->req, 409, "schedule_cancelled", "the schedule is cancelled");
+        return op_free(op);
+    }
+    int64_t occ = jint(op->body, "occ");
+    sdef_t def;
+    int found = 0;
+    if (def_from_doc(op->st, op->doc, &def) == 0)
+        expand(&def, occ, occ + 1, match_occ, &found);
+    if (!found) {
+        api->reply_problem(op->req, 400, "not_an_occurrence",
+                           "occurrence is not a start time of this schedule (give it in RFC 3339, "
+                           "e.g. as listed by /api/v1/schedules/upcoming)");
+        return op_free(op);
+    }
+    int64_t now = now_v(op->st);
+    if (!is_cancelled_occ(op->doc, occ))
+        json_array_append_new(json_object_get(op->doc, "cancelled_occurrences"), json_integer(occ));
+    json_object_set_new(op->doc, "updated_at", json_integer(now));
+    json_t *spec =
+        json_pack("{s:{s:O},s:{s:{s:I},s:{s:I}}}", "filter", "_id", json_object_get(op->doc, "_id"),
+                  "update", "$addToSet", "cancelled_occurrences", (json_int_t)occ, "$set",
+                  "updated_at", (json_int_t)now);
+    int rc = api->store_update(op->st->coll, spec, updated, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, NULL);
+}
+
+static int post_cancel_occ(onair_req_t *req, void *ud)
+{
+    json_t *body = api->req_json(req);
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "occurrence")) {
+            char d[160];
+            snprintf(d, sizeof d, "unknown field '%.80s'", key);
+            return api->reply_problem(req, 400, "unknown_field", d);
+        }
+    }
+    int64_t occ;
+    if (parse_rfc3339(jstr(body, "occurrence"), &occ))
+        return api->reply_problem(req, 400, "invalid_occurrence",
+                                  "occurrence must be the RFC 3339 start of one occurrence");
+    json_t *b = json_pack("{s:I}", "occ", (json_int_t)occ);
+    int rc = load_then(ud, req, b, 1, do_cancel_occ);
+    json_decref(b);
+    return rc;
+}
+
+/* ---- lists -------------------------------------------------------------------------------- */
+
+static int parse_limit(onair_req_t *req, int *limit)
+{
+    const char *q = api->req_query(req, "limit");
+    *limit = 20;
+    if (!q)
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(q, &end, 10);
+    if (end == q || *end || errno || v < 1 || v > 100)
+        return -1;
+    *limit = (int)v;
+    return 0;
+}
+
+static void listed(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    json_t *items = json_array();
+    size_t i;
+    json_t *doc;
+    json_array_foreach(json_object_get(result, "docs"), i, doc)
+    {
+        json_array_append_new(items, render(op->st, doc));
+    }
+    json_t *next = json_object_get(result, "next");
+    api->reply_json(op->req, 200,
+                    json_pack("{s:o,s:O}", "items", items, "next", next ? next : json_null()));
+    op_free(op);
+}
+
+static int get_schedules(onair_req_t *req, void *ud)
+{
+    sched_t *st = ud;
+    const char *mine = api->req_query(req, "mine");
+    const char *owner = api->req_query(req, "owner");
+    const onair_user_t *u = api->req_user(req);
+    if (mine && strcmp(mine, "0") && strcmp(mine, "false")) {
+        if (!u)
+            return api->reply_error(req, ONAIR_EAUTH, "mine=1 needs a signed-in user");
+        owner = u->id;
+    }
+    if (!owner || !*owner || strlen(owner) > 128)
+        return api->reply_problem(req, 400, "invalid_request",
+                                  "give mine=1 or owner=<user id> (platform-wide: "
+                                  "/api/v1/schedules/upcoming)");
+    int limit;
+    if (parse_limit(req, &limit))
+        return api->reply_problem(req, 400, "invalid_limit", "limit must be an integer 1..100");
+    const char *inc = api->req_query(req, "include_cancelled");
+    json_t *filter = json_pack("{s:s}", "owner", owner);
+    if (!inc || !strcmp(inc, "0") || !strcmp(inc, "false"))
+        json_object_set_new(filter, "cancelled", json_false());
+    json_t *spec =
+        json_pack("{s:o,s:{s:i},s:i}", "filter", filter, "sort", "first_ms", 1, "limit", limit);
+    const char *after = api->req_query(req, "after");
+    if (after)
+        json_object_set_new(spec, "after", json_string(after));
+    op_t *op = op_new(st, req);
+    if (!op) {
+        json_decref(spec);
+        return ONAIR_ENOMEM;
+    }
+    int rc = api->store_find(st->coll, spec, listed, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* upcoming: every occurrence of every active schedule in [from, from + horizon), sorted
+ * by (start, schedule id); the cursor is "<start ms>.<schedule id>" of the last item. */
+typedef struct occ_item {
+    int64_t occ;
+    json_t *doc; /* borrowed */
+    const tz_t *tz;
+} occ_item_t;
+
+typedef struct up_ctx {
+    occ_item_t *items;
+    size_t n, cap;
+    json_t *doc;
+    const tz_t *tz;
+    int oom;
+} up_ctx_t;
+
+static int up_collect(int64_t occ, void *ud)
+{
+    up_ctx_t *u = ud;
+    if (is_cancelled_occ(u->doc, occ))
+        return 0;
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 64;
+        occ_item_t *p = realloc(u->items, cap * sizeof *p);
+        if (!p) {
+            u->oom = 1;
+            return 1;
+        }
+        u->items = p;
+        u->cap = cap;
+    }
+    u->items[u->n++] = (occ_item_t){occ, u->doc, u->tz};
+    return 0;
+}
+
+static int occ_cmp(const void *a, const void *b)
+{
+    const occ_item_t *x = a, *y = b;
+    if (x->occ != y->occ)
+        return x->occ < y->occ ? -1 : 1;
+    return strcmp(jstr(x->doc, "_id"), jstr(y->doc, "_id"));
+}
+
+static json_t *occ_json(const occ_item_t *it)
+{
+    json_t *o = occ_summary(it->doc);
+    json_object_set(o, "schedule_id", json_object_get(it->doc, "_id"));
+    json_object_del(o, "id");
+    json_object_set_new(o, "start", utc_json(it->occ));
+    json_object_set_new(o, "start_local", local_json(it->tz, it->occ));
+    json_object_set_new(o, "end", utc_json(it->occ + jint(it->doc, "duration_min") * MIN_MS));
+    json_object_set_new(o, "recurring",
+                        json_boolean(json_is_object(json_object_get(it->doc, "recurrence"))));
+    return o;
+}
+
+static void upcoming_found(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    int64_t from = jint(op->extra, "from"), to = jint(op->extra, "to");
+    int64_t after_ms = jint(op->extra, "after_ms");
+    const char *after_id = jstr(op->extra, "after_id");
+    int limit = (int)jint(op->extra, "limit");
+    up_ctx_t u = {0};
+    size_t i;
+    json_t *doc;
+    json_array_foreach(json_object_get(result, "docs"), i, doc)
+    {
+        sdef_t def;
+        if (def_from_doc(op->st, doc, &def))
+            continue;
+        u.doc = doc;
+        u.tz = def.tz;
+        expand(&def, from, to, up_collect, &u);
+        if (u.oom)
+            break;
+    }
+    if (u.oom) {
+        free(u.items);
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    }
+    if (u.n)
+        qsort(u.items, u.n, sizeof *u.items, occ_cmp);
+    json_t *items = json_array();
+    json_t *next = json_null();
+    for (i = 0; i < u.n; i++) {
+        occ_item_t *it = &u.items[i];
+        if (after_id && (it->occ < after_ms ||
+                         (it->occ == after_ms && strcmp(jstr(it->doc, "_id"), after_id) <= 0)))
+            continue;
+        if ((int)json_array_size(items) == limit) {
+            occ_item_t *last = &u.items[i - 1];
+            json_decref(next);
+            next = json_sprintf("%lld.%s", (long long)last->occ, jstr(last->doc, "_id"));
+            break;
+        }
+        json_array_append_new(items, occ_json(it));
+    }
+    free(u.items);
+    api->reply_json(op->req, 200,
+                    json_pack("{s:o,s:o,s:o,s:o}", "items", items, "next", next, "from",
+                              utc_json(from), "to", utc_json(to)));
+    op_free(op);
+}
+
+static int get_upcoming(onair_req_t *req, void *ud)
+{
+    sched_t *st = ud;
+    int64_t from = now_v(st);
+    const char *q = api->req_query(req, "from");
+    if (q && parse_rfc3339(q, &from))
+        return api->reply_problem(req, 400, "invalid_from", "from must be an RFC 3339 date-time");
+    int limit;
+    if (parse_limit(req, &limit))
+        return api->reply_problem(req, 400, "invalid_limit", "limit must be an integer 1..100");
+    int64_t after_ms = 0;
+    const char *after_id = NULL;
+    const char *after = api->req_query(req, "after");
+    if (after) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(after, &end, 10);
+        if (end == after || *end != '.' || errno || !id_valid(end + 1))
+            return api->reply_problem(req, 400, "invalid_cursor",
+                                      "after must be the `next` value of a previous page");
+        after_ms = v;
+        after_id = end + 1;
+    }
+    int64_t to = from + api->config_int(st->self, "upcoming_horizon_days") * DAY_S * 1000;
+    op_t *op = op_new(st, req);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->extra = json_pack("{s:I,s:I,s:I,s:i,s:s?}", "from", (json_int_t)from, "to", (json_int_t)to,
+                          "after_ms", (json_int_t)after_ms, "limit", limit, "after_id", after_id);
+    json_t *spec = json_pack("{s:{s:b,s:{s:I},s:{s:I}}}", "filter", "cancelled", 0, "last_ms",
+                             "$gte", (json_int_t)from, "first_ms", "$lt", (json_int_t)to);
+    int rc = op->extra ? api->store_find(st->coll, spec, upcoming_found, op) : ONAIR_ENOMEM;
+    if (rc != ONAIR_OK) {
+        if (!op->extra)
+            json_decref(spec);
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- ICS feed (RFC 5545) ------------------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf_t;
+
+static void sb_add(sbuf_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+/* One content line: folded at 75 octets (never inside a UTF-8 sequence), CRLF. */
+static void ics_line(sbuf_t *b, const char *line)
+{
+    size_t n = strlen(line), pos = 0, max = 75;
+    while (n - pos > max) {
+        size_t cut = pos + max;
+        while (cut > pos && ((unsigned char)line[cut] & 0xC0) == 0x80)
+            cut--;
+        sb_add(b, line + pos, cut - pos);
+        sb_add(b, "\r\n ", 3);
+        pos = cut;
+        max = 74; /* the leading space counts */
+    }
+    sb_add(b, line + pos, n - pos);
+    sb_add(b, "\r\n", 2);
+}
+
+static void ics_prop(sbuf_t *b, const char *fmt, ...) ONAIR_PRINTF(2, 3);
+static void ics_prop(sbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = 1;
+        return;
+    }
+    ics_line(b, s);
+    free(s);
+}
+
+/* TEXT value escaping: \ ; , and newlines; other control characters are dropped. */
+static char *ics_text(const char *s)
+{
+    sbuf_t b = {0};
+    sb_add(&b, "", 0);
+    for (; s && *s; s++) {
+        if (*s == '\\' || *s == ';' || *s == ',') {
+            char e[2] = {'\\', *s};
+            sb_add(&b, e, 2);
+        } else if (*s == '\n') {
+            sb_add(&b, "\\n", 2);
+        } else if ((unsigned char)*s >= ' ' && *s != 0x7f) {
+            sb_add(&b, s, 1);
+        }
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+static void fmt_offset(int32_t off, char *out, size_t len)
+{
+    int32_t a = off < 0 ? -off : off;
+    if (a % 60)
+        snprintf(out, len, "%c%02d%02d%02d", off < 0 ? '-' : '+', a / 3600, a / 60 % 60, a % 60);
+    else
+        snprintf(out, len, "%c%02d%02d", off < 0 ? '-' : '+', a / 3600, a / 60 % 60);
+}
+
+static int rule_ics(const tz_rule_t *r, char *rrule, size_t len, int64_t *local1970)
+{
+    if (r->kind != 'M' || r->time < 0 || r->time >= DAY_S)
+        return -1;
+    if (r->week == 5)
+        snprintf(rrule, len, "FREQ=YEARLY;BYMONTH=%d;BYDAY=-1%s", r->month, day_names[r->day]);
+    else
+        snprintf(rrule, len, "FREQ=YEARLY;BYMONTH=%d;BYDAY=%d%s", r->month, r->week,
+                 day_names[r->day]);
+    *local1970 = tz_rule_local(r, 1970);
+    return 0;
+}
+
+static void ics_vtimezone(sbuf_t *b, const tz_t *z, int64_t at_ms)
+{
+    const tz_posix_t *f = tz_footer(z);
+    char from[16], to[16], dt[32], rs[96], re[96];
+    int64_t ls, le;
+    ics_prop(b, "BEGIN:VTIMEZONE");
+    ics_prop(b, "TZID:%s", tz_name(z));
+    if (f->valid && f->has_dst && !rule_ics(&f->start, rs, sizeof rs, &ls) &&
+        !rule_ics(&f->end, re, sizeof re, &le)) {
+        ics_prop(b, "BEGIN:DAYLIGHT");
+        fmt_offset(f->std_off, from, sizeof from);
+        fmt_offset(f->dst_off, to, sizeof to);
+        fmt_time(ls, FMT_ICS_LOCAL, dt, sizeof dt);
+        ics_prop(b, "TZOFFSETFROM:%s", from);
+        ics_prop(b, "TZOFFSETTO:%s", to);
+        ics_prop(b, "TZNAME:%s", f->dst_name);
+        ics_prop(b, "DTSTART:%s", dt);
+        ics_prop(b, "RRULE:%s", rs);
+        ics_prop(b, "END:DAYLIGHT");
+        ics_prop(b, "BEGIN:STANDARD");
+        fmt_time(le, FMT_ICS_LOCAL, dt, sizeof dt);
+        ics_prop(b, "TZOFFSETFROM:%s", to);
+        ics_prop(b, "TZOFFSETTO:%s", from);
+        ics_prop(b, "TZNAME:%s", f->std_name);
+        ics_prop(b, "DTSTART:%s", dt);
+        ics_prop(b, "RRULE:%s", re);
+        ics_prop(b, "END:STANDARD");
+    } else {
+        int64_t s = floor_div(at_ms, 1000);
+        int32_t off = f->valid && !f->has_dst ? f->std_off : tz_offset_at(z, s);
+        fmt_offset(off, from, sizeof from);
+        ics_prop(b, "BEGIN:STANDARD");
+        ics_prop(b, "TZOFFSETFROM:%s", from);
+        ics_prop(b, "TZOFFSETTO:%s", from);
+        ics_prop(b, "TZNAME:%s", f->valid && !f->has_dst ? f->std_name : tz_abbr_at(z, s));
+        ics_prop(b, "DTSTART:19700101T000000");
+        ics_prop(b, "END:STANDARD");
+    }
+    ics_prop(b, "END:VTIMEZONE");
+}
+
+static void ics_local(const tz_t *z, int64_t ms, char *out, size_t len)
+{
+    int64_t s = floor_div(ms, 1000);
+    fmt_time(s + tz_offset_at(z, s), FMT_ICS_LOCAL, out, len);
+}
+
+static void ics_event(sched_t *st, sbuf_t *b, json_t *doc)
+{
+    sdef_t def;
+    if (def_from_doc(st, doc, &def))
+        return;
+    char dt[40], stamp[40];
+    const char *zone = tz_name(def.tz);
+    int64_t first = jint(doc, "first_ms");
+    ics_prop(b, "BEGIN:VEVENT");
+    ics_prop(b, "UID:%s@onair.scheduling", jstr(doc, "_id"));
+    fmt_time(floor_div(jint(doc, "updated_at"), 1000), FMT_ICS_UTC, stamp, sizeof stamp);
+    ics_prop(b, "DTSTAMP:%s", stamp);
+    ics_prop(b, "LAST-MODIFIED:%s", stamp);
+    fmt_time(floor_div(jint(doc, "created_at"), 1000), FMT_ICS_UTC, dt, sizeof dt);
+    ics_prop(b, "CREATED:%s", dt);
+    ics_local(def.tz, first, dt, sizeof dt);
+    ics_prop(b, "DTSTART;TZID=%s:%s", zone, dt);
+    ics_prop(b, "DURATION:PT%dM", def.dur_min);
+    char *t = ics_text(jstr(doc, "title"));
+    ics_prop(b, "SUMMARY:%s", t ? t : "");
+    free(t);
+    if (jstr(doc, "category")) {
+        t = ics_text(jstr(doc, "category"));
+        ics_prop(b, "CATEGORIES:%s", t ? t : "");
+        free(t);
+    }
+    if (def.days) {
+        char rr[128] = "FREQ=WEEKLY;BYDAY=";
+        int n = 0;
+        for (int j = 1; j <= 7; j++)
+            if (def.days & (1u << (j % 7))) {
+                if (n++)
+                    strcat(rr, ",");
+                strcat(rr, day_names[j % 7]);
+            }
+        if (def.until_day != INT64_MAX) {
+            /* UNTIL in UTC (DTSTART has a TZID): the end of the until day, local time */
+            int64_t u = tz_local_to_utc(def.tz, def.until_day * DAY_S + DAY_S - 1);
+            char ub[40];
+            fmt_time(u, FMT_ICS_UTC, ub, sizeof ub);
+            strcat(rr, ";UNTIL=");
+            strcat(rr, ub);
+        }
+        ics_prop(b, "RRULE:%s", rr);
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(doc, "cancelled_occurrences"), i, v)
+        {
+            ics_local(def.tz, json_integer_value(v), dt, sizeof dt);
+            ics_prop(b, "EXDATE;TZID=%s:%s", zone, dt);
+        }
+        ics_prop(b, "STATUS:CONFIRMED");
+    } else {
+        ics_prop(b, "STATUS:%s", is_cancelled_occ(doc, first) ? "CANCELLED" : "CONFIRMED");
+    }
+    ics_prop(b, "TRANSP:OPAQUE");
+    ics_prop(b, "END:VEVENT");
+}
+
+static void ics_found(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    sched_t *st = op->st;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    sbuf_t b = {0};
+    ics_prop(&b, "BEGIN:VCALENDAR");
+    ics_prop(&b, "VERSION:2.0");
+    ics_prop(&b, "PRODID:-//onair//scheduling 1.0//EN");
+    ics_prop(&b, "CALSCALE:GREGORIAN");
+    ics_prop(&b, "METHOD:PUBLISH");
+    const char *name = jstr(op->extra, "name");
+    char *t = ics_text(name ? name : "");
+    ics_prop(&b, "X-WR-CALNAME:%s", t ? t : "");
+    free(t);
+    json_t *docs = json_object_get(result, "docs");
+    json_t *zones = json_object();
+    size_t i;
+    json_t *doc;
+    json_array_foreach(docs, i, doc)
+    {
+        sdef_t def;
+        if (def_from_doc(st, doc, &def) || json_object_get(zones, tz_name(def.tz)))
+            continue;
+        json_object_set_new(zones, tz_name(def.tz), json_true());
+        ics_vtimezone(&b, def.tz, jint(doc, "first_ms"));
+    }
+    json_decref(zones);
+    json_array_foreach(docs, i, doc)
+    {
+        ics_event(st, &b, doc);
+    }
+    ics_prop(&b, "END:VCALENDAR");
+    if (b.oom) {
+        free(b.p);
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    }
+    api->reply_raw(op->req, 200, "text/calendar; charset=utf-8", b.p, b.len);
+    free(b.p);
+    op_free(op);
+}
+
+static void ics_user(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status == ONAIR_ENOTFOUND) {
+        api->reply_problem(op->req, 404, "user_not_found", "no user with this id");
+        return op_free(op);
+    }
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    json_t *user = json_object_get(result, "user");
+    const char *name = jstr(user, "display_name");
+    if (!name || !*name)
+        name = jstr(user, "username");
+    json_t *cal = name ? json_sprintf("%s: scheduled streams", name) : json_string("Schedule");
+    json_object_set_new(op->extra, "name", cal ? cal : json_string("Schedule"));
+    json_t *spec = json_pack("{s:{s:O,s:b},s:{s:i},s:i}", "filter", "owner",
+                             json_object_get(op->extra, "owner"), "cancelled", 0, "sort",
+                             "first_ms", 1, "limit", MAX_ICS_ITEMS);
+    int rc = api->store_find(op->st->coll, spec, ics_found, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, NULL);
+}
+
+static int get_ics(onair_req_t *req, void *ud)
+{
+    sched_t *st = ud;
+    const char *id = api->req_param(req, "id");
+    if (!id || !*id || strlen(id) > 128)
+        return api->reply_problem(req, 404, "user_not_found", "no user with this id");
+    op_t *op = op_new(st, req);
+    if (!op || !(op->extra = json_pack("{s:s}", "owner", id))) {
+        op_free(op);
+        return ONAIR_ENOMEM;
+    }
+    int rc = api->user_get(st->self, id, ics_user, op);
+    if (rc == ONAIR_ENOTFOUND) {
+        op_free(op);
+        return api->reply_problem(req, 404, "user_not_found", "no user with this id");
+    }
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static int read_config(onair_plugin_t *self, sched_t *st)
+{
+    json_t *list = json_object_get(api->config(self), "reminder_offsets_min");
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        const char *s = json_string_value(v);
+        char *end;
+        errno = 0;
+        long m = s ? strtol(s, &end, 10) : 0;
+        if (!s || end == s || *end || errno || m < 1 || m > 10080) {
+            api->log(self, ONAIR_LOG_ERROR,
+                     "reminder_offsets_min: item %zu (\"%s\") must be a whole number of minutes "
+                     "1..10080",
+                     i + 1, s ? s : "");
+            return ONAIR_EINVAL;
+        }
+        for (int k = 0; k < st->n_offsets; k++)
+            if (st->offsets[k] == m)
+                m = 0;
+        if (!m)
+            continue;
+        st->offsets[st->n_offsets++] = m;
+        if (m > st->max_offset_min)
+            st->max_offset_min = m;
+    }
+    const char *vo = api->config_string(self, "clock.virtual_origin");
+    int64_t origin = api->config_int(self, "clock.origin_ms");
+    st->clock_scale = api->config_double(self, "clock.scale");
+    if (vo && *vo) {
+        if (parse_rfc3339(vo, &st->clock_vorigin)) {
+            api->log(self, ONAIR_LOG_ERROR, "clock.virtual_origin must be an RFC 3339 date-time");
+            return ONAIR_EINVAL;
+        }
+        st->clock_on = 1;
+        st->clock_origin = origin ? origin : api->now_ms(self);
+    } else if (origin) {
+        api->log(self, ONAIR_LOG_ERROR, "clock.origin_ms needs clock.virtual_origin");
+        return ONAIR_EINVAL;
+    }
+    return ONAIR_OK;
+}
+
+static int sched_init(onair_plugin_t *self, const onair_api_t *host_api)
+{
+    api = host_api;
+    if (!ONAIR_HAS(api, store_open) || !ONAIR_HAS(api, user_get)) {
+        api->log(self, ONAIR_LOG_ERROR, "this host lacks the document store or accounts (ABI 1.2)");
+        return ONAIR_ENOTSUP;
+    }
+    sched_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return ONAIR_ENOMEM;
+    st->self = self;
+    int rc = read_config(self, st);
+    if (rc != ONAIR_OK) {
+        free(st);
+        return rc;
+    }
+    static const onair_index_t sidx[] = {
+        {.size = sizeof(onair_index_t), .keys = "owner,first_ms"},
+        {.size = sizeof(onair_index_t), .keys = "cancelled,last_ms"},
+        {0},
+    };
+    static const onair_index_t nidx[] = {
+        {.size = sizeof(onair_index_t),
+         .keys = "schedule,occurrence,kind",
+         .flags = ONAIR_INDEX_UNIQUE},
+        {0},
+    };
+    const onair_collection_t scoll = {
+        .size = sizeof scoll, .name = "schedules", .version = 1, .indexes = sidx};
+    const onair_collection_t ncoll = {
+        .size = sizeof ncoll, .name = "notifications", .version = 1, .indexes = nidx};
+    const uint32_t user = ONAIR_ACCESS_USER;
+    const onair_route_t routes[] = {
+        {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/schedules",
+         .handler = post_schedule,
+         .ud = st,
+         .access = user,
+         /* a schedule becomes a stream (with a key) when due: the same role as
+          * POST /api/v1/streams */
+         .role = "streamer",
+         .max_body = 16 * 1024,
+         .flags = ONAIR_ROUTE_JSON_BODY},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/schedules",
+         .handler = get_schedules,
+         .ud = st},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/schedules/upcoming",
+         .handler = get_upcoming,
+         .ud = st},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/schedules/{id}",
+         .handler = get_schedule,
+         .ud = st},
+        {.size = sizeof(onair_route_t),
+         .method = "PATCH",
+         .path = "/api/v1/schedules/{id}",
+         .handler = patch_schedule,
+         .ud = st,
+         .access = user,
+         .max_body = 16 * 1024,
+         .flags = ONAIR_ROUTE_JSON_BODY},
+        {.size = sizeof(onair_route_t),
+         .method = "DELETE",
+         .path = "/api/v1/schedules/{id}",
+         .handler = delete_schedule,
+         .ud = st,
+         .access = user},
+        {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/schedules/{id}/cancel",
+         .handler = post_cancel_occ,
+         .ud = st,
+         .access = user,
+         .max_body = 4 * 1024,
+         .flags = ONAIR_ROUTE_JSON_BODY},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/users/{id}/schedule.ics",
+         .handler = get_ics,
+         .ud = st},
+    };
+    rc = api->store_open(self, &scoll, &st->coll);
+    if (rc == ONAIR_OK)
+        rc = api->store_open(self, &ncoll, &st->notes);
+    for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
+        rc = api->route_add(self, &routes[i]);
+    if (rc != ONAIR_OK) {
+        free(st);
+        return rc;
+    }
+    api->set_state(self, st);
+    return ONAIR_OK;
+}
+
+static int sched_start(onair_plugin_t *self)
+{
+    sched_t *st = api->state(self);
+    char offs[128] = "";
+    for (int i = 0; i < st->n_offsets; i++)
+        snprintf(offs + strlen(offs), sizeof offs - strlen(offs), "%s%lld", i ? "," : "",
+                 (long long)st->offsets[i]);
+    if (st->clock_on) {
+        char b[40];
+        fmt_time(floor_div(now_v(st), 1000), FMT_UTC, b, sizeof b);
+        api->log(self, ONAIR_LOG_WARN, "TEST CLOCK: virtual now %s, x%g", b, st->clock_scale);
+    }
+    api->log(self, ONAIR_LOG_INFO, "ready: reminders %s min before", *offs ? offs : "(none)");
+    /* the first scan re-arms from storage and sends what fell due while we were down */
+    int64_t delay = api->config_int(self, "resume_delay_ms");
+    if (delay <= 0) {
+        st->started = 1;
+        request_scan(st);
+    } else {
+        arm(st, delay);
+    }
+    return ONAIR_OK;
+}
+
+static void sched_stop(onair_plugin_t *self)
+{
+    sched_t *st = api->state(self);
+    if (!st)
+        return;
+    if (st->timer)
+        api->timer_cancel(self, st->timer);
+    while (st->zones) {
+        zone_ent_t *e = st->zones;
+        st->zones = e->next;
+        tz_free(e->tz);
+        free(e);
+    }
+    free(st);
+    api->set_state(self, NULL);
+}
+
+ONAIR_PLUGIN(.name = "scheduling", .version = "1.0.0",
+             .description = "Scheduled streams: one-off and weekly, reminders, ICS feed",
+             .dependencies = (const char *const[]){"streams", NULL}, .config = sched_config,
+             .init = sched_init, .start = sched_start, .stop = sched_stop)

@@ -1,0 +1,670 @@
+"""Streams plugin end to end against a real onaird, on both storage backends (sqlite and
+CongoDB for mongodb): create / get / update / delete / start / end / browse, stream keys
+and the media test route, viewers, stream moderators, follows, reports, and the
+WebSocket scenario (a follower hears stream.started, watchers see viewer.count).
+
+Every route with a requirement is called as anonymous, viewer, owner, other streamer,
+stream moderator and admin. Accounts are real (POST /api/v1/auth/register); the admin
+and the global moderator are API-key tokens (auth.api_keys)."""
+import asyncio
+import base64
+import json
+import os
+import time
+
+import pytest
+import websockets
+
+from onair_harness import PLUGIN_DIR, Server, make_token
+from store_support import Congo, storage_config, unique_db
+
+BACKENDS = ["sqlite", "mongodb"]
+PW = "correct horse battery staple"
+API_KEY = "backend1"
+API_SECRET = "api-secret-0123456789-abcdefghijklmnop"
+CATEGORIES = ["gaming", "music", "talk"]
+
+
+def api_token(roles=("admin",), sub="backend-admin"):
+    return make_token(sub=sub, roles=roles, secret=API_SECRET, iss=API_KEY)
+
+
+ADMIN = None  # set per call: api_token() is cheap
+
+
+def streams_plugin(**config):
+    cfg = {"categories": CATEGORIES, "test_routes": True}
+    cfg.update(config)
+    return {"path": os.path.join(PLUGIN_DIR, "streams.so"), "config": cfg}
+
+
+def core(backend):
+    return {"auth": {"password_hash": "interactive", "api_keys": [f"{API_KEY}:{API_SECRET}"]},
+            "storage": backend}
+
+
+@pytest.fixture(scope="module")
+def congo():
+    c = Congo().start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request):
+    if request.param == "mongodb":
+        backend = storage_config("mongodb", uri=request.getfixturevalue("congo").uri,
+                                 database=unique_db())
+    else:
+        backend = {"backend": "sqlite"}
+    s = Server(plugins={"streams": streams_plugin()}, core=core(backend)).start()
+    s.backend = request.param
+    yield s
+    try:
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def claims(token):
+    p = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+class Account:
+    def __init__(self, srv, name, roles=None):
+        self.srv = srv
+        self.username = name + base64.b32encode(os.urandom(5)).decode().lower()
+        r = srv.http("POST", "/api/v1/auth/register",
+                     {"username": self.username, "email": self.username + "@example.org",
+                      "password": PW})
+        assert r.status == 201, r
+        self.token = r.json()["access_token"]
+        self.id = claims(self.token)["sub"]
+        if roles is not None:
+            r = srv.http("PATCH", f"/api/v1/admin/users/{self.id}", {"roles": list(roles)},
+                         token=api_token())
+            assert r.status == 200, r
+
+    def call(self, method, path, body=None, **kw):
+        return self.srv.http(method, path, body, token=self.token, **kw)
+
+
+class Anon:
+    def __init__(self, srv, token=None):
+        self.srv, self.token = srv, token
+
+    def call(self, method, path, body=None, **kw):
+        return self.srv.http(method, path, body, token=self.token, **kw)
+
+
+def problem(r, status, code, field=None):
+    assert r.status == status, f"want {status} {code}, got {r!r}"
+    assert (r.header("Content-Type") or "").startswith("application/problem+json"), r
+    body = r.json()
+    assert body["code"] == code, body
+    assert body.get("detail"), body
+    if field:
+        assert body.get("field") == field, body
+    return body
+
+
+def create(acct, **fields):
+    body = {"title": "A stream"}
+    body.update(fields)
+    r = acct.call("POST", "/api/v1/streams", body)
+    assert r.status == 201, r
+    return r.json()
+
+
+class Cast:
+    """The authorization matrix: one of each around one stream."""
+
+    def __init__(self, srv, **fields):
+        self.srv = srv
+        self.anon = Anon(srv)
+        self.viewer = Account(srv, "viewer", roles=["viewer"])
+        self.owner = Account(srv, "owner")
+        self.other = Account(srv, "other")
+        self.smod = Account(srv, "smod")
+        self.admin = Anon(srv, api_token())
+        made = create(self.owner, **fields)
+        self.stream, self.key = made["stream"], made["stream_key"]
+        self.sid = self.stream["id"]
+        r = self.owner.call("PUT", f"/api/v1/streams/{self.sid}/moderators/{self.smod.id}")
+        assert r.status == 200, r
+
+    def path(self, tail=""):
+        return f"/api/v1/streams/{self.sid}{tail}"
+
+
+# ---- create / get ------------------------------------------------------------------------------
+def test_create_and_get(srv):
+    c = Cast(srv, description="hello there", category="gaming", tags=["Speedrun", "speedrun", "pb"],
+             settings={"chat_slow_mode_s": 10, "max_viewers": 50})
+    s = c.stream
+    assert c.key.startswith("sk_") and len(c.key) == 46
+    assert s["owner"] == c.owner.id and s["status"] == "created" and s["visibility"] == "public"
+    assert s["tags"] == ["speedrun", "pb"]  # lower-cased, deduplicated
+    assert s["settings"] == {"chat_slow_mode_s": 10, "chat_followers_only": False,
+                             "chat_verified_only": False, "max_viewers": 50,
+                             "record_on_start": False}
+    assert s["created_at"] > 0 and s["started_at"] is None and s["ended_at"] is None
+    assert "key_hash" not in s and "search" not in s
+    # the key is never shown again
+    for who in (c.anon, c.viewer, c.owner, c.other, c.smod, c.admin):
+        r = who.call("GET", c.path())
+        assert r.status == 200, r
+        assert c.key not in r.body and "key_hash" not in r.body
+    # moderators are shown to the owner, stream moderators and admins only
+    assert c.owner.call("GET", c.path()).json()["stream"]["moderators"] == [c.smod.id]
+    assert "moderators" not in c.anon.call("GET", c.path()).json()["stream"]
+    assert "moderators" not in c.other.call("GET", c.path()).json()["stream"]
+    # who may create: a signed-in account with the streamer role
+    problem(c.anon.call("POST", "/api/v1/streams", {"title": "x"}), 401, "unauthorized")
+    problem(c.viewer.call("POST", "/api/v1/streams", {"title": "x"}), 403, "forbidden")
+    problem(c.admin.call("POST", "/api/v1/streams", {"title": "x"}), 403, "forbidden")
+    problem(c.anon.call("GET", "/api/v1/streams/" + "0" * 24), 404, "stream_not_found")
+    problem(c.anon.call("GET", "/api/v1/streams/nope"), 404, "stream_not_found")
+    r = c.anon.call("GET", "/api/v1/streams/categories")
+    assert r.status == 200 and r.json() == {"categories": CATEGORIES, "any": False}
+
+
+@pytest.mark.parametrize("body,status,code,field", [
+    ({"title": "x" * 141}, 400, "invalid_field", "title"),
+    ({"title": ""}, 400, "invalid_field", "title"),
+    ({"title": 5}, 400, "invalid_field", "title"),
+    ({"title": "a\u0001b"}, 400, "invalid_field", "title"),
+    ({}, 400, "missing_field", "title"),
+    ({"title": "ok", "bogus": 1}, 400, "unknown_field", "bogus"),
+    ({"title": "ok", "description": "d" * 2001}, 400, "invalid_field", "description"),
+    ({"title": "ok", "category": "cooking"}, 400, "unknown_category", "category"),
+    ({"title": "ok", "tags": [str(i) for i in range(11)]}, 400, "invalid_field", "tags"),
+    ({"title": "ok", "tags": ["t" * 26]}, 400, "invalid_field", "tags"),
+    ({"title": "ok", "tags": "a,b"}, 400, "invalid_field", "tags"),
+    ({"title": "ok", "visibility": "secret"}, 400, "invalid_field", "visibility"),
+    ({"title": "ok", "allowed_viewers": "x"}, 400, "invalid_field", "allowed_viewers"),
+    ({"title": "ok", "settings": {"chat_slow_mode_s": 1}}, 400, "invalid_field",
+     "settings.chat_slow_mode_s"),
+    ({"title": "ok", "settings": {"max_viewers": -1}}, 400, "invalid_field",
+     "settings.max_viewers"),
+    ({"title": "ok", "settings": {"record_on_start": "yes"}}, 400, "invalid_field",
+     "settings.record_on_start"),
+    ({"title": "ok", "settings": {"colour": 1}}, 400, "unknown_field", "settings.colour"),
+])
+def test_create_validation(srv, body, status, code, field):
+    acct = getattr(srv, "_val_acct", None) or Account(srv, "val")
+    srv._val_acct = acct
+    problem(acct.call("POST", "/api/v1/streams", body), status, code, field)
+
+
+def test_create_limits_accepted(srv):
+    acct = Account(srv, "limits")
+    s = create(acct, title="é" * 140, description="d" * 2000, tags=["t" * 25] * 1 +
+               [str(i) for i in range(9)], category=None)["stream"]
+    assert len(s["title"]) == 140 and len(s["tags"]) == 10 and s["category"] is None
+    r = acct.call("POST", "/api/v1/streams", "{not json",
+                  headers={"Content-Type": "application/json"})
+    assert r.status == 400, r
+
+
+# ---- update ------------------------------------------------------------------------------------
+def test_update_matrix(srv):
+    c = Cast(srv, category="talk")
+    p = c.path()
+    problem(c.anon.call("PATCH", p, {"title": "t"}), 401, "unauthorized")
+    problem(c.viewer.call("PATCH", p, {"title": "t"}), 403, "forbidden")
+    problem(c.other.call("PATCH", p, {"title": "t"}), 403, "forbidden")
+    # stream moderators: title, category and tags only
+    r = c.smod.call("PATCH", p, {"title": "Mod title", "category": "music", "tags": ["x"]})
+    assert r.status == 200, r
+    s = r.json()["stream"]
+    assert (s["title"], s["category"], s["tags"]) == ("Mod title", "music", ["x"])
+    problem(c.smod.call("PATCH", p, {"description": "no"}), 403, "field_not_allowed",
+            "description")
+    problem(c.smod.call("PATCH", p, {"visibility": "private"}), 403, "field_not_allowed",
+            "visibility")
+    # the owner: everything
+    r = c.owner.call("PATCH", p, {"description": "new", "visibility": "unlisted",
+                                  "settings": {"record_on_start": True}})
+    assert r.status == 200, r
+    s = r.json()["stream"]
+    assert s["description"] == "new" and s["visibility"] == "unlisted"
+    assert s["settings"]["record_on_start"] is True and s["settings"]["chat_slow_mode_s"] == 0
+    assert s["updated_at"] >= s["created_at"]
+    # admins too
+    r = c.admin.call("PATCH", p, {"title": "Admin title", "visibility": "public"})
+    assert r.status == 200 and r.json()["stream"]["title"] == "Admin title", r
+    problem(c.owner.call("PATCH", p, {"title": "x" * 141}), 400, "invalid_field", "title")
+    problem(c.owner.call("PATCH", p, {"category": "nope"}), 400, "unknown_category", "category")
+    problem(c.owner.call("PATCH", p, {"nope": 1}), 400, "unknown_field", "nope")
+    problem(c.owner.call("PATCH", p, {}), 400, "invalid_request")
+    problem(c.owner.call("PATCH", "/api/v1/streams/" + "0" * 24, {"title": "t"}), 404,
+            "stream_not_found")
+    assert c.anon.call("GET", p).json()["stream"]["title"] == "Admin title"
+
+
+# ---- private streams ---------------------------------------------------------------------------
+def test_private_stream_is_404_for_others(srv):
+    c = Cast(srv, title="Secret stream", visibility="private")
+    allowed = Account(srv, "allowed")
+    r = c.owner.call("PATCH", c.path(), {"allowed_viewers": [allowed.id]})
+    assert r.status == 200 and r.json()["stream"]["allowed_viewers"] == [allowed.id]
+    for who in (c.anon, c.viewer, c.other):
+        problem(who.call("GET", c.path()), 404, "stream_not_found")
+        problem(who.call("GET", c.path("/viewers/count")), 404, "stream_not_found")
+        if who is not c.anon:
+            problem(who.call("POST", c.path("/join")), 404, "stream_not_found")
+            problem(who.call("POST", c.path("/report"), {"reason": "spam"}), 404,
+                    "stream_not_found")
+            problem(who.call("PATCH", c.path(), {"title": "t"}), 404, "stream_not_found")
+            problem(who.call("DELETE", c.path()), 404, "stream_not_found")
+    for who in (c.owner, c.smod, c.admin, allowed):
+        assert who.call("GET", c.path()).status == 200, who
+    assert allowed.call("POST", c.path("/join")).status == 200
+    # listed for those allowed only
+    q = "/api/v1/streams?q=secret&limit=100"
+    for who, listed in ((c.anon, False), (c.other, False), (allowed, True), (c.owner, True),
+                        (c.smod, True), (c.admin, True)):
+        ids = [s["id"] for s in who.call("GET", q).json()["streams"]]
+        assert (c.sid in ids) == listed, (who, ids)
+
+
+# ---- start / end / delete ----------------------------------------------------------------------
+def test_lifecycle(srv):
+    c = Cast(srv)
+    for who, status, code in ((c.anon, 401, "unauthorized"), (c.viewer, 403, "forbidden"),
+                              (c.other, 403, "forbidden"), (c.smod, 403, "forbidden"),
+                              (c.admin, 403, "forbidden")):
+        problem(who.call("POST", c.path("/start")), status, code)
+    problem(c.owner.call("POST", c.path("/end")), 409, "not_live")
+    r = c.owner.call("POST", c.path("/start"))
+    assert r.status == 200, r
+    s = r.json()["stream"]
+    assert s["status"] == "live" and s["started_at"] > 0
+    problem(c.owner.call("POST", c.path("/start")), 409, "already_live")
+    # the live limit (default 1)
+    second = create(c.owner, title="Second")["stream"]
+    problem(c.owner.call("POST", f"/api/v1/streams/{second['id']}/start"), 409, "live_limit")
+    # not while live
+    problem(c.owner.call("DELETE", c.path()), 409, "stream_live")
+    problem(c.admin.call("DELETE", c.path()), 409, "stream_live")
+    for who, status, code in ((c.anon, 401, "unauthorized"), (c.viewer, 403, "forbidden"),
+                              (c.other, 403, "forbidden"), (c.smod, 403, "forbidden")):
+        problem(who.call("POST", c.path("/end")), status, code)
+        problem(who.call("DELETE", c.path()), status, code)
+    r = c.owner.call("POST", c.path("/end"))
+    assert r.status == 200 and r.json()["stream"]["status"] == "ended", r
+    ended_at = r.json()["stream"]["ended_at"]
+    assert ended_at >= s["started_at"]
+    r = c.owner.call("POST", c.path("/end"))  # idempotent
+    assert r.status == 200 and r.json()["stream"]["ended_at"] == ended_at, r
+    # the limit counts live streams only; an admin may end someone's stream
+    r = c.owner.call("POST", f"/api/v1/streams/{second['id']}/start")
+    assert r.status == 200, r
+    r = c.admin.call("POST", f"/api/v1/streams/{second['id']}/end")
+    assert r.status == 200 and r.json()["stream"]["status"] == "ended", r
+    # an ended stream may go live again
+    assert c.owner.call("POST", c.path("/start")).json()["stream"]["status"] == "live"
+    assert c.owner.call("POST", c.path("/end")).status == 200
+    r = c.owner.call("DELETE", c.path())
+    assert r.status == 204, r
+    problem(c.anon.call("GET", c.path()), 404, "stream_not_found")
+    problem(c.owner.call("DELETE", c.path()), 404, "stream_not_found")
+    r = c.admin.call("DELETE", f"/api/v1/streams/{second['id']}")
+    assert r.status == 204, r
+
+
+def test_live_limit_config_and_verified(server_factory):
+    s = server_factory(plugins={"streams": streams_plugin(max_live_per_user=2,
+                                                          require_verified_to_stream=True,
+                                                          test_routes=False)},
+                       core=core({"backend": "sqlite"})).start()
+    a = Account(s, "ver")
+    ids = [create(a, title=f"S{i}")["stream"]["id"] for i in range(3)]
+    problem(a.call("POST", f"/api/v1/streams/{ids[0]}/start"), 403, "verification_required")
+    r = s.http("PATCH", f"/api/v1/admin/users/{a.id}", {"verified": True}, token=api_token())
+    assert r.status == 200, r
+    for sid in ids[:2]:
+        assert a.call("POST", f"/api/v1/streams/{sid}/start").status == 200
+    problem(a.call("POST", f"/api/v1/streams/{ids[2]}/start"), 409, "live_limit")
+    # the media test route is off unless test_routes is set
+    problem(s.http("POST", "/api/v1/streams/_media", {"event": "publish", "stream_key": "sk_x"}),
+            404, "not_found")
+
+
+# ---- browse ------------------------------------------------------------------------------------
+def test_browse(srv):
+    tag = "t" + os.urandom(4).hex()
+    a, b = Account(srv, "browsea"), Account(srv, "browseb")
+    made = []
+    for i, (acct, cat) in enumerate(((a, "gaming"), (a, "music"), (b, "gaming"), (b, "talk"),
+                                     (a, "talk"))):
+        made.append(create(acct, title=f"Browse {tag} number{i}", category=cat,
+                           tags=[tag, f"n{i}"])["stream"])
+    hidden = create(a, title=f"Hidden {tag}", tags=[tag], visibility="unlisted")["stream"]
+    live = made[1]
+    assert a.call("POST", f"/api/v1/streams/{live['id']}/start").status == 200
+
+    def ids(who, query):
+        r = who.call("GET", "/api/v1/streams?" + query)
+        assert r.status == 200, r
+        return [s["id"] for s in r.json()["streams"]]
+
+    anon = Anon(srv)
+    # live first, then newest
+    want = [live["id"]] + [s["id"] for s in reversed(made) if s is not live]
+    assert ids(anon, f"tag={tag}&limit=100") == want
+    assert hidden["id"] not in ids(b, f"tag={tag}")  # unlisted: never listed ...
+    assert hidden["id"] in ids(a, f"tag={tag}")  # ... except to its owner
+    assert ids(anon, f"tag={tag}&status=live") == [live["id"]]
+    assert ids(anon, f"tag={tag}&status=created&category=gaming") == [made[2]["id"],
+                                                                      made[0]["id"]]
+    assert ids(anon, f"tag={tag}&owner={b.id}") == [made[3]["id"], made[2]["id"]]
+    assert ids(anon, f"tag=N3&owner={b.id}") == [made[3]["id"]]  # tags match lower-cased
+    assert ids(anon, f"q=number4+{tag}") == [made[4]["id"]]
+    assert set(ids(anon, f"q=BROW+{tag[:6]}&limit=100")) >= {s["id"] for s in made}
+    assert ids(anon, f"q={tag}+missingword") == []
+    # paging: stable, no repeats, no gaps
+    seen, after = [], None
+    while True:
+        r = anon.call("GET", f"/api/v1/streams?tag={tag}&limit=2" + (f"&after={after}" if after
+                                                                     else ""))
+        assert r.status == 200, r
+        page = r.json()
+        seen += [s["id"] for s in page["streams"]]
+        after = page["next"]
+        if not after:
+            break
+    assert seen == want
+    for q in ("limit=0", "limit=101", "limit=x", "status=paused", "q=", "tag=" + "x" * 26):
+        problem(anon.call("GET", "/api/v1/streams?" + q), 400, "invalid_query")
+    assert a.call("POST", f"/api/v1/streams/{live['id']}/end").status == 200
+
+
+# ---- viewers and stream moderators -----------------------------------------------------------
+def test_viewers(srv):
+    c = Cast(srv, settings={"max_viewers": 2})
+    problem(c.anon.call("POST", c.path("/join")), 401, "unauthorized")
+    r = c.viewer.call("POST", c.path("/join"))
+    assert r.status == 200 and r.json() == {"joined": True, "viewer_count": 1}, r
+    assert c.viewer.call("POST", c.path("/join")).json()["viewer_count"] == 1  # idempotent
+    assert c.other.call("POST", c.path("/join")).json()["viewer_count"] == 2
+    third = Account(srv, "third")
+    problem(third.call("POST", c.path("/join")), 409, "stream_full")
+    assert c.smod.call("POST", c.path("/join")).status == 200  # staff get in anyway
+    r = c.anon.call("GET", c.path("/viewers/count"))
+    assert r.status == 200 and r.json()["viewer_count"] == 3 and r.json()["peak_viewers"] == 3
+    for who, status, code in ((c.anon, 401, "unauthorized"), (c.viewer, 403, "forbidden"),
+                              (c.other, 403, "forbidden")):
+        problem(who.call("GET", c.path("/viewers")), status, code)
+    for who in (c.owner, c.smod, c.admin):
+        r = who.call("GET", c.path("/viewers"))
+        assert r.status == 200, r
+        assert sorted(r.json()["users"]) == sorted([c.viewer.id, c.other.id, c.smod.id])
+        assert r.json()["anonymous"] == 0
+    r = c.viewer.call("POST", c.path("/leave"))
+    assert r.status == 200 and r.json() == {"joined": False, "viewer_count": 2}, r
+    assert c.viewer.call("POST", c.path("/leave")).json()["viewer_count"] == 2
+    assert c.anon.call("GET", c.path("/viewers/count")).json()["peak_viewers"] == 3
+
+
+def test_stream_moderators(srv):
+    c = Cast(srv)
+    m = f"/moderators/{c.other.id}"
+    for who, status, code in ((c.anon, 401, "unauthorized"), (c.viewer, 403, "forbidden"),
+                              (c.other, 403, "forbidden"), (c.smod, 403, "forbidden")):
+        problem(who.call("PUT", c.path(m)), status, code)
+        problem(who.call("DELETE", c.path(f"/moderators/{c.smod.id}")), status, code)
+        problem(who.call("GET", c.path("/moderators")), status, code)
+    r = c.admin.call("PUT", c.path(m))
+    assert r.status == 200 and sorted(r.json()["moderators"]) == sorted([c.smod.id, c.other.id])
+    assert c.owner.call("PUT", c.path(m)).status == 200  # idempotent
+    assert c.owner.call("GET", c.path("/moderators")).json()["moderators"].count(c.other.id) == 1
+    # the new moderator may now edit the title
+    assert c.other.call("PATCH", c.path(), {"title": "By other"}).status == 200
+    problem(c.owner.call("PUT", c.path("/moderators/" + "0" * 24)), 404, "user_not_found")
+    problem(c.owner.call("PUT", c.path(f"/moderators/{c.owner.id}")), 400, "invalid_request")
+    r = c.owner.call("DELETE", c.path(m))
+    assert r.status == 200 and r.json()["moderators"] == [c.smod.id], r
+    problem(c.owner.call("DELETE", c.path(m)), 404, "not_moderator")
+    problem(c.other.call("PATCH", c.path(), {"title": "again"}), 403, "forbidden")
+
+
+# ---- stream keys and the media hook ----------------------------------------------------------
+def test_key_rotation_and_media_hook(srv):
+    c = Cast(srv)
+    media = "/api/v1/streams/_media"
+    problem(c.anon.call("POST", media, {"event": "publish", "stream_key": "sk_nope"}), 404,
+            "invalid_stream_key")
+    problem(c.anon.call("POST", media, {"event": "play", "stream_key": c.key}), 400,
+            "invalid_field", "event")
+    problem(c.anon.call("POST", media, {"event": "publish", "stream_key": c.key, "x": 1}), 400,
+            "unknown_field")
+    r = c.anon.call("POST", media, {"event": "publish", "stream_key": c.key})
+    assert r.status == 200 and r.json()["stream"]["status"] == "live", r
+    assert c.anon.call("POST", media, {"event": "publish", "stream_key": c.key}).status == 200
+    for who, status, code in ((c.anon, 401, "unauthorized"), (c.viewer, 403, "forbidden"),
+                              (c.other, 403, "forbidden"), (c.smod, 403, "forbidden"),
+                              (c.admin, 403, "forbidden")):
+        problem(who.call("POST", c.path("/key/rotate")), status, code)
+    r = c.owner.call("POST", c.path("/key/rotate"))
+    assert r.status == 200, r
+    new = r.json()["stream_key"]
+    assert new.startswith("sk_") and new != c.key and len(new) == 46
+    problem(c.anon.call("POST", media, {"event": "unpublish", "stream_key": c.key}), 404,
+            "invalid_stream_key")
+    r = c.anon.call("POST", media, {"event": "unpublish", "stream_key": new})
+    assert r.status == 200 and r.json()["stream"]["status"] == "ended", r
+    r = c.anon.call("POST", media, {"event": "unpublish", "stream_key": new})
+    assert r.status == 200 and r.json()["stream"]["status"] == "ended", r
+    assert new not in srv.log() and c.key not in srv.log()
+
+
+# ---- follows -----------------------------------------------------------------------------------
+def test_follows(srv):
+    a, b, c = Account(srv, "fa"), Account(srv, "fb"), Account(srv, "fc")
+    problem(Anon(srv).call("POST", f"/api/v1/users/{a.id}/follow"), 401, "unauthorized")
+    problem(a.call("POST", f"/api/v1/users/{a.id}/follow"), 400, "cannot_follow_self")
+    problem(a.call("POST", "/api/v1/users/" + "0" * 24 + "/follow"), 404, "user_not_found")
+    r = b.call("POST", f"/api/v1/users/{a.id}/follow")
+    assert r.status == 201 and r.json()["follower"] == b.id and r.json()["followee"] == a.id, r
+    problem(b.call("POST", f"/api/v1/users/{a.id}/follow"), 409, "already_following")
+    assert c.call("POST", f"/api/v1/users/{a.id}/follow").status == 201
+    assert c.call("POST", f"/api/v1/users/{b.id}/follow").status == 201
+    r = Anon(srv).call("GET", f"/api/v1/users/{a.id}/followers")
+    assert r.status == 200, r
+    assert [f["user"] for f in r.json()["followers"]] == [c.id, b.id]  # newest first
+    r = Anon(srv).call("GET", f"/api/v1/users/{a.id}/followers?limit=1")
+    page = r.json()
+    assert [f["user"] for f in page["followers"]] == [c.id] and page["next"]
+    r = Anon(srv).call("GET", f"/api/v1/users/{a.id}/followers?limit=1&after={page['next']}")
+    assert [f["user"] for f in r.json()["followers"]] == [b.id]
+    r = Anon(srv).call("GET", f"/api/v1/users/{c.id}/following")
+    assert sorted(f["user"] for f in r.json()["following"]) == sorted([a.id, b.id])
+    problem(Anon(srv).call("GET", f"/api/v1/users/{a.id}/followers?limit=500"), 400,
+            "invalid_query")
+    r = b.call("DELETE", f"/api/v1/users/{a.id}/follow")
+    assert r.status == 204, r
+    problem(b.call("DELETE", f"/api/v1/users/{a.id}/follow"), 404, "not_following")
+    assert [f["user"] for f in Anon(srv).call(
+        "GET", f"/api/v1/users/{a.id}/followers").json()["followers"]] == [c.id]
+
+
+# ---- reports -----------------------------------------------------------------------------------
+def test_reports(srv):
+    c = Cast(srv)
+    rp = c.path("/report")
+    problem(c.anon.call("POST", rp, {"reason": "spam"}), 401, "unauthorized")
+    problem(c.viewer.call("POST", rp, {"reason": "boring"}), 400, "invalid_field", "reason")
+    problem(c.viewer.call("POST", rp, {"reason": "spam", "text": "x" * 1001}), 400,
+            "invalid_field", "text")
+    problem(c.viewer.call("POST", rp, {"reason": "spam", "extra": 1}), 400, "unknown_field")
+    r = c.viewer.call("POST", rp, {"reason": "harassment", "text": "rude"})
+    assert r.status == 201, r
+    rep = r.json()["report"]
+    assert (rep["stream"], rep["reporter"], rep["reason"], rep["status"]) == (
+        c.sid, c.viewer.id, "harassment", "open")
+    problem(c.viewer.call("POST", rp, {"reason": "spam"}), 409, "already_reported")
+    r2 = c.other.call("POST", rp, {"reason": "spam", "text": "x" * 1000})
+    assert r2.status == 201, r2
+    # the queue: global moderators and admins only (stream moderators are not enough)
+    q = f"/api/v1/streams/reports?stream={c.sid}"
+    problem(c.anon.call("GET", q), 401, "unauthorized")
+    for who in (c.viewer, c.owner, c.other, c.smod):
+        problem(who.call("GET", q), 403, "forbidden")
+    gmod = Anon(srv, api_token(roles=["moderator"], sub="global-mod"))
+    r = gmod.call("GET", q)
+    assert r.status == 200, r
+    assert [x["id"] for x in r.json()["reports"]] == [rep["id"], r2.json()["report"]["id"]]
+    resolve = f"/api/v1/streams/reports/{rep['id']}/resolve"
+    problem(c.owner.call("POST", resolve), 403, "forbidden")
+    problem(gmod.call("POST", resolve, {"note": "n" * 1001}), 400, "invalid_field", "note")
+    r = gmod.call("POST", resolve, {"note": "warned"})
+    assert r.status == 200, r
+    done = r.json()["report"]
+    assert (done["status"], done["resolved_by"], done["note"]) == ("resolved", "global-mod",
+                                                                    "warned")
+    problem(gmod.call("POST", resolve), 409, "report_closed")
+    problem(c.admin.call("POST", f"/api/v1/streams/reports/{rep['id']}/dismiss"), 409,
+            "report_closed")
+    problem(c.admin.call("POST", "/api/v1/streams/reports/" + "0" * 24 + "/dismiss"), 404,
+            "report_not_found")
+    r = c.admin.call("POST", f"/api/v1/streams/reports/{r2.json()['report']['id']}/dismiss")
+    assert r.status == 200 and r.json()["report"]["status"] == "dismissed", r
+    assert c.admin.call("GET", q).json()["reports"] == []  # open only, by default
+    r = c.admin.call("GET", q + "&status=resolved")
+    assert [x["id"] for x in r.json()["reports"]] == [rep["id"]]
+    problem(c.admin.call("GET", q + "&status=weird"), 400, "invalid_query")
+    # once closed, the same user may report again
+    assert c.viewer.call("POST", rp, {"reason": "spam"}).status == 201
+
+
+# ---- WebSocket ---------------------------------------------------------------------------------
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+class Client:
+    """One WebSocket client that keeps what it received while waiting for something else."""
+
+    def __init__(self, ws):
+        self.ws, self.seen = ws, []
+
+    async def call(self, type_, data):
+        id_ = os.urandom(4).hex()
+        await self.ws.send(json.dumps({"type": type_, "id": id_, "data": data}))
+        while True:
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            if m.get("id") == id_:
+                return m
+            self.seen.append(m)
+
+    async def wait(self, pred, timeout=10):
+        for i, m in enumerate(self.seen):
+            if pred(m):
+                return self.seen.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"not received; saw {self.seen[-10:]}"
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), left))
+            if pred(m):
+                return m
+            self.seen.append(m)
+
+
+def test_websocket_follow_start_and_viewer_count(srv):
+    owner, fan, viewer, stranger = (Account(srv, n) for n in ("wso", "wsf", "wsv", "wss"))
+    assert fan.call("POST", f"/api/v1/users/{owner.id}/follow").status == 201
+    sid = create(owner, title="WS stream")["stream"]["id"]
+    secret = create(owner, title="WS private", visibility="private")["stream"]["id"]
+    topic = f"stream.{sid}"
+
+    def hdr(acct):
+        return {"Authorization": "Bearer " + acct.token}
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=hdr(fan)) as f, \
+                websockets.connect(srv.ws_url) as a, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(viewer)) as v, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(stranger)) as s:
+            F, A, V, S = Client(f), Client(a), Client(v), Client(s)
+            r = await A.call("streams.watch", {"stream_id": sid})  # anonymous watcher
+            assert r["type"] == "result" and r["data"]["stream"]["id"] == sid, r
+            assert r["data"]["viewer_count"] == 1
+            r = await S.call("streams.watch", {"stream_id": secret})
+            assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+            r = await S.call("streams.watch", {"stream_id": "zz"})
+            assert r["type"] == "error" and r["data"]["status"] == 404, r
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 1)
+
+            # the owner goes live: the follower hears it on its own user topic
+            assert owner.call("POST", f"/api/v1/streams/{sid}/start").status == 200
+            m = await F.wait(lambda m: m["type"] == "stream.started")
+            assert m["topic"] == f"user.{fan.id}" and m["data"]["stream"]["id"] == sid
+            assert m["data"]["stream"]["status"] == "live"
+            m = await A.wait(lambda m: m["type"] == "stream.started")
+            assert m["topic"] == topic
+
+            # a second watcher changes the count the first one sees
+            r = await V.call("streams.watch", {"stream_id": sid})
+            assert r["data"]["viewer_count"] == 2, r
+            m = await A.wait(lambda m: m["type"] == "viewer.joined" and m["data"]["user"])
+            assert m["data"] == {"stream": sid, "user": viewer.id, "anonymous": False}
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 2)
+            # the owner sees who watches
+            r = owner.call("GET", f"/api/v1/streams/{sid}/viewers")
+            assert r.json()["users"] == [viewer.id] and r.json()["anonymous"] == 1, r
+            r = await V.call("streams.unwatch", {"stream_id": sid})
+            assert r["data"] == {"unwatched": True}
+            await A.wait(lambda m: m["type"] == "viewer.left")
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 1)
+            # closing a connection counts as leaving
+            await V.call("streams.watch", {"stream_id": sid})
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 2)
+            await v.close()
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 1)
+            # updates and the end reach the watcher
+            assert owner.call("PATCH", f"/api/v1/streams/{sid}", {"title": "New"}).status == 200
+            m = await A.wait(lambda m: m["type"] == "stream.updated")
+            assert m["data"]["stream"]["title"] == "New"
+            assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
+            m = await A.wait(lambda m: m["type"] == "stream.ended")
+            assert m["data"]["stream"]["status"] == "ended"
+            assert m["data"]["stream"]["peak_viewers"] == 2
+
+    run(scenario())
+
+
+def test_private_stream_start_notifies_allowed_followers_only(srv):
+    owner, allowed, other = (Account(srv, n) for n in ("pno", "pna", "pnx"))
+    for f in (allowed, other):
+        assert f.call("POST", f"/api/v1/users/{owner.id}/follow").status == 201
+    sid = create(owner, title="Private live", visibility="private",
+                 allowed_viewers=[allowed.id])["stream"]["id"]
+    pub = create(owner, title="Public live")["stream"]["id"]
+
+    async def scenario():
+        async with websockets.connect(
+                srv.ws_url, extra_headers={"Authorization": "Bearer " + allowed.token}) as a, \
+                websockets.connect(
+                    srv.ws_url, extra_headers={"Authorization": "Bearer " + other.token}) as o:
+            A, O = Client(a), Client(o)
+            await A.call("streams.unwatch", {"stream_id": sid})  # connection is ready
+            await O.call("streams.unwatch", {"stream_id": sid})
+            assert owner.call("POST", f"/api/v1/streams/{sid}/start").status == 200
+            m = await A.wait(lambda m: m["type"] == "stream.started")
+            assert m["data"]["stream"]["id"] == sid
+            assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
+            # the public one reaches both; the other follower never heard of the private one
+            assert owner.call("POST", f"/api/v1/streams/{pub}/start").status == 200
+            m = await O.wait(lambda m: m["type"] == "stream.started")
+            assert m["data"]["stream"]["id"] == pub
+            assert not any(x["type"] == "stream.started" for x in O.seen)
+            await A.wait(lambda m: m["type"] == "stream.started"
+                         and m["data"]["stream"]["id"] == pub)
+            assert owner.call("POST", f"/api/v1/streams/{pub}/end").status == 200
+
+    run(scenario())
