@@ -9,6 +9,7 @@
 #include "accounts.h"
 #include "config.h"
 #include "log.h"
+#include "hooks.h"
 #include "problem.h"
 #include "ratelimit.h"
 #include "ws_ticket.h"
@@ -766,6 +767,24 @@ static int api_ratelimit_hit(onair_plugin_t *p, const char *name, const char *ke
     return rc;
 }
 
+static int api_hook_add(onair_plugin_t *p, const onair_hook_t *hook)
+{
+    int rc = hooks_add(p, hook);
+    if (rc == ONAIR_ESTATE)
+        log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "hook_add outside init refused");
+    return rc;
+}
+
+static int api_service_add(onair_plugin_t *p, const onair_service_t *service)
+{
+    int rc = services_add(p, service);
+    if (rc == ONAIR_ESTATE)
+        log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "service_add outside init refused");
+    else if (rc == ONAIR_EEXIST)
+        log_msg(p->name, ONAIR_LOG_ERROR, "service_add: the name is already offered");
+    return rc;
+}
+
 static const onair_api_t g_api = {
     .size = sizeof(onair_api_t),
     .abi_major = ONAIR_ABI_MAJOR,
@@ -828,6 +847,16 @@ static const onair_api_t g_api = {
     .store_aggregate = store_api_aggregate,
     .ratelimit_add = api_ratelimit_add,
     .ratelimit_hit = api_ratelimit_hit,
+    .hook_add = api_hook_add,
+    .hook_run = hooks_run,
+    .hook_data = hooks_call_data,
+    .hook_context = hooks_call_context,
+    .hook_answer = hooks_answer,
+    .service_add = api_service_add,
+    .service_call = services_call,
+    .service_args = services_args,
+    .service_caller = services_caller,
+    .service_answer = services_answer,
     .user_get = accounts_user_get,
     .user_set_verified = accounts_user_set_verified,
 };

@@ -14,6 +14,7 @@
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
+#include "hooks.h"
 #include "problem.h"
 #include "ratelimit.h"
 #include "ws_ticket.h"
@@ -149,6 +150,7 @@ int host_start(struct host *h, settings_t *s)
     h->wstypes = wstypes_new();
     if (!h->base || !h->router || !h->wstypes)
         return -1;
+    hooks_setup(h->base);
     h->bus = bus_new(h->base);
     h->timers = timers_new(h->base);
     h->pool = workpool_new(h->base, (int)settings_int(s, "server.work_threads"));
@@ -359,6 +361,7 @@ void host_destroy(struct host *h)
     store_teardown(h);
     ratelimit_teardown();
     ws_ticket_teardown();
+    hooks_teardown();
     if (h->bus)
         bus_free(h->bus);
     timers_free(h->timers);

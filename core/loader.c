@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "hooks.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "store/store.h"
@@ -267,6 +268,7 @@ void loader_drop_registrations(struct host *h, struct onair_plugin *p)
         timers_remove_owner(h->timers, p);
     store_remove_owner(p);
     ratelimit_remove_owner(p);
+    hooks_remove_owner(p);
 }
 
 int loader_init_one(struct host *h, struct onair_plugin *p)

@@ -186,8 +186,33 @@ ONAIR_ASSERT_OFFSET(onair_api_t, user_get, 464);
 ONAIR_ASSERT_OFFSET(onair_api_t, user_set_verified, 472);
 ONAIR_ASSERT_OFFSET(onair_api_t, ratelimit_add, 480);
 ONAIR_ASSERT_OFFSET(onair_api_t, ratelimit_hit, 488); /* the last function of ABI 1.2 */
+/* ABI 1.3: hook chains and service calls */
+ONAIR_ASSERT_OFFSET(onair_api_t, hook_add, 496);
+ONAIR_ASSERT_OFFSET(onair_api_t, hook_run, 504);
+ONAIR_ASSERT_OFFSET(onair_api_t, hook_data, 512);
+ONAIR_ASSERT_OFFSET(onair_api_t, hook_context, 520);
+ONAIR_ASSERT_OFFSET(onair_api_t, hook_answer, 528);
+ONAIR_ASSERT_OFFSET(onair_api_t, service_add, 536);
+ONAIR_ASSERT_OFFSET(onair_api_t, service_call, 544);
+ONAIR_ASSERT_OFFSET(onair_api_t, service_args, 552);
+ONAIR_ASSERT_OFFSET(onair_api_t, service_caller, 560);
+ONAIR_ASSERT_OFFSET(onair_api_t, service_answer, 568); /* the last function of ABI 1.3 */
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 496);
+ONAIR_ASSERT_SIZE(onair_api_t, 576);
+ONAIR_ASSERT_OFFSET(onair_hook_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_hook_t, chain, 8);
+ONAIR_ASSERT_OFFSET(onair_hook_t, priority, 16);
+ONAIR_ASSERT_OFFSET(onair_hook_t, fn, 24);
+ONAIR_ASSERT_OFFSET(onair_hook_t, ud, 32);
+ONAIR_ASSERT_SIZE(onair_hook_t, 40);
+ONAIR_ASSERT_OFFSET(onair_service_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_service_t, name, 8);
+ONAIR_ASSERT_OFFSET(onair_service_t, fn, 16);
+ONAIR_ASSERT_OFFSET(onair_service_t, ud, 24);
+ONAIR_ASSERT_SIZE(onair_service_t, 32);
+_Static_assert(ONAIR_HOOK_ALLOW == 0 && ONAIR_HOOK_DENY == 1 && ONAIR_HOOK_HOLD == 2 &&
+                   ONAIR_HOOK_REWRITE == 3,
+               "enum onair_verdict values changed");
 ONAIR_ASSERT_OFFSET(onair_ratelimit_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_ratelimit_t, name, 8);
 ONAIR_ASSERT_OFFSET(onair_ratelimit_t, limit, 16);

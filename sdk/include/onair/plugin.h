@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    2
+#define ONAIR_ABI_MINOR    3
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -305,6 +305,62 @@ typedef struct onair_ratelimit {
     uint32_t key; /* enum onair_ratelimit_key: used when routes and message types name it */
 } onair_ratelimit_t;
 
+/* ---- hook chains (ABI 1.3) ------------------------------------------------------------------
+ * A named chain of filters that any plugin may join. The plugin that owns an action (chat
+ * accepting a message, reactions accepting a reaction) runs the chain before accepting it;
+ * filters (moderation, a spam filter, a translation bot) run in priority order, lower
+ * first, and each answers allow, deny (with a reason the sender sees), hold (keep it for
+ * review) or rewrite (replace the data for the filters after it and for the owner). The
+ * first deny or hold ends the run. */
+enum onair_verdict {
+    ONAIR_HOOK_ALLOW = 0,
+    ONAIR_HOOK_DENY = 1,
+    ONAIR_HOOK_HOLD = 2,
+    ONAIR_HOOK_REWRITE = 3,
+};
+
+typedef struct onair_hook_call onair_hook_call_t; /* one filter's turn in one run */
+
+/* Answer with hook_answer() and return ONAIR_OK, or return ONAIR_PENDING and answer later
+ * (within the host's hook timeout, else the run is denied with reason "timeout"). A
+ * negative return denies the run (reason "filter error"): filters fail closed. */
+typedef int (*onair_hook_fn)(onair_hook_call_t *call, void *ud);
+
+typedef struct onair_hook {
+    size_t size;
+    const char *chain; /* "chat.message": [a-z0-9_.]{3,64} */
+    int priority;      /* lower runs first; equal priorities run in registration order */
+    onair_hook_fn fn;
+    void *ud;
+} onair_hook_t;
+
+/* The run's outcome, on the loop thread, exactly once: verdict ALLOW (data possibly
+ * rewritten: check `rewritten`), DENY or HOLD with the deciding plugin and its reason.
+ * data and reason are borrowed for the call. */
+typedef void (*onair_hook_done_fn)(int verdict, json_t *data, int rewritten, const char *reason,
+                                   const char *decided_by, void *ud);
+
+/* ---- service calls (ABI 1.3) --------------------------------------------------------------
+ * A plugin offers named functions to other plugins ("streams.access": may this user see
+ * that stream, and is she its owner or moderator?). The caller declares the provider in
+ * its descriptor's dependencies so it starts first. Answers come through a callback. */
+typedef struct onair_service_call onair_service_call_t;
+
+/* Answer with service_answer() and return ONAIR_OK, or ONAIR_PENDING and answer later;
+ * a negative return answers that status. */
+typedef int (*onair_service_fn)(onair_service_call_t *call, void *ud);
+
+typedef struct onair_service {
+    size_t size;
+    const char *name; /* "<plugin>.<function>" */
+    onair_service_fn fn;
+    void *ud;
+} onair_service_t;
+
+/* status ONAIR_OK and the result (borrowed), or a negative status (ONAIR_ENOTFOUND when
+ * no plugin offers the name) with result {"error": "..."}. */
+typedef void (*onair_service_done_fn)(int status, json_t *result, void *ud);
+
 /* ---- the host API table: append only ---------------------------------------------------- */
 struct onair_api {
     size_t size; /* sizeof(onair_api_t) as the host was built */
@@ -429,6 +485,29 @@ struct onair_api {
      * (may be NULL). ONAIR_ENOTFOUND for an undeclared name. */
     int (*ratelimit_hit)(onair_plugin_t *p, const char *name, const char *key,
                          int64_t *retry_after_ms);
+
+    /* ---- ABI 1.3: hook chains and service calls ---- */
+    /* Join a chain (init only). */
+    int (*hook_add)(onair_plugin_t *p, const onair_hook_t *hook);
+    /* Run a chain over data (steals) with a context for the filters (steals; may be
+     * NULL), e.g. {"stream": id, "user": id, "conn": n}. done runs later, once; with no
+     * filter on the chain the verdict is ALLOW. */
+    int (*hook_run)(onair_plugin_t *p, const char *chain, json_t *data, json_t *context,
+                    onair_hook_done_fn done, void *ud);
+    json_t *(*hook_data)(onair_hook_call_t *call);    /* borrowed: data as rewritten so far */
+    json_t *(*hook_context)(onair_hook_call_t *call); /* borrowed */
+    /* verdict: enum onair_verdict; data: the replacement for REWRITE (steals), else NULL;
+     * reason: shown to the sender for DENY, recorded for HOLD (copied; may be NULL). */
+    int (*hook_answer)(onair_hook_call_t *call, int verdict, json_t *data, const char *reason);
+    /* Offer a service (init only); the name must start with "<plugin>.". */
+    int (*service_add)(onair_plugin_t *p, const onair_service_t *service);
+    /* Call a service with args (steals; may be NULL). done runs later, once. */
+    int (*service_call)(onair_plugin_t *p, const char *name, json_t *args,
+                        onair_service_done_fn done, void *ud);
+    json_t *(*service_args)(onair_service_call_t *call);       /* borrowed; never NULL */
+    const char *(*service_caller)(onair_service_call_t *call); /* calling plugin's name */
+    /* status ONAIR_OK with a result (steals), or a negative status with result NULL. */
+    int (*service_answer)(onair_service_call_t *call, int status, json_t *result);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };
