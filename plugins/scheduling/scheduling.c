@@ -662,7 +662,7 @@ static json_t *validate(sched_t *st, json_t *body, json_t *old, int64_t now, ver
                 json_decref(rec);
                 VFAIL(e, "invalid_recurrence", "recurrence.until must be a date YYYY-MM-DD");
             }
-            int64_t local;
+            int64_t local = 0; /* set by the parse below; 0 keeps -O3 quiet */
             parse_local(jstr(d, "start_local"), &local);
             if (uday < floor_div(local, DAY_S)) {
                 json_decref(rec);

@@ -2235,6 +2235,112 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
     }
 }
 
+/* ---- service "streams.access" (ABI 1.3) ------------------------------------------------
+ * args {"stream": id, "user": id or null, "roles": [...]?}: what chat, reactions and Q&A
+ * need to check a stream. Without "roles" a signed-in user's roles are read from the
+ * account. Answers {"found", "visible", "status", "owner", "is_owner", "is_moderator",
+ * "settings"}; a private stream the user may not see is found but not visible (the caller
+ * answers 404 as the streams routes do). */
+#define ACCESS_ROLES_MAX 16
+
+typedef struct access {
+    streams_t *st;
+    onair_service_call_t *call;
+    json_t *roles; /* the user's roles (array) */
+} access_t;
+
+static void access_answer(access_t *a, json_t *doc)
+{
+    json_t *args = api->service_args(a->call);
+    const char *uid = sget(args, "user");
+    const char *roles[ACCESS_ROLES_MAX + 1] = {0};
+    size_t i, n = 0;
+    json_t *r;
+    json_array_foreach(a->roles, i, r)
+    {
+        if (n < ACCESS_ROLES_MAX && json_is_string(r))
+            roles[n++] = json_string_value(r);
+    }
+    onair_user_t user = {.size = sizeof user, .id = uid, .roles = roles};
+    const onair_user_t *u = uid ? &user : NULL;
+    json_t *res;
+    if (!json_is_object(doc)) {
+        res = json_pack("{s:b,s:b}", "found", 0, "visible", 0);
+    } else {
+        json_t *settings = json_object_get(doc, "settings");
+        int mod = is_smod(u, doc) || has_role(u, "moderator") || is_admin(u);
+        res = json_pack("{s:b,s:b,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible", can_see(u, doc),
+                        "status", sget(doc, "status"), "owner", sget(doc, "owner"), "is_owner",
+                        is_owner(u, doc), "is_moderator", mod, "settings",
+                        json_is_object(settings) ? json_incref(settings) : json_object());
+    }
+    api->service_answer(a->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
+    json_decref(a->roles);
+    free(a);
+}
+
+static void access_loaded(int status, json_t *result, void *ud)
+{
+    access_t *a = ud;
+    if (status != ONAIR_OK) {
+        api->service_answer(a->call, status, NULL);
+        json_decref(a->roles);
+        free(a);
+        return;
+    }
+    access_answer(a, json_object_get(result, "doc"));
+}
+
+static void access_find(access_t *a)
+{
+    const char *sid = sget(api->service_args(a->call), "stream");
+    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", sid);
+    int rc = api->store_find_one(a->st->streams, spec, access_loaded, a);
+    if (rc != ONAIR_OK) {
+        api->service_answer(a->call, rc, NULL);
+        json_decref(a->roles);
+        free(a);
+    }
+}
+
+static void access_user(int status, json_t *result, void *ud)
+{
+    access_t *a = ud;
+    json_t *roles = json_object_get(json_object_get(result, "user"), "roles");
+    if (status == ONAIR_OK && json_is_array(roles)) {
+        json_decref(a->roles);
+        a->roles = json_incref(roles);
+    }
+    access_find(a); /* unknown account: no roles */
+}
+
+static int svc_access(onair_service_call_t *call, void *ud)
+{
+    json_t *args = api->service_args(call);
+    const char *sid = sget(args, "stream");
+    json_t *user = json_object_get(args, "user");
+    json_t *roles = json_object_get(args, "roles");
+    if (!sid || (user && !json_is_null(user) && !id_ok(json_string_value(user))) ||
+        (roles && !json_is_array(roles)))
+        return ONAIR_EINVAL;
+    if (!hex24(sid))
+        return api->service_answer(call, ONAIR_OK,
+                                   json_pack("{s:b,s:b}", "found", 0, "visible", 0));
+    access_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return ONAIR_ENOMEM;
+    a->st = ud;
+    a->call = call;
+    a->roles = roles ? json_incref(roles) : json_array();
+    if (json_is_string(user) && !roles) {
+        if (api->user_get(a->st->self, json_string_value(user), access_user, a) == ONAIR_OK)
+            return ONAIR_PENDING;
+        /* no such account (or no way to ask): no roles */
+    }
+    access_find(a);
+    return ONAIR_PENDING;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 #define ROUTE(m, p, h, ...)                                                                        \
@@ -2371,6 +2477,11 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     };
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof subs / sizeof subs[0]; i++)
         rc = api->bus_subscribe(self, subs[i].pattern, subs[i].fn, st, &st->subs[st->nsubs++]);
+    if (rc == ONAIR_OK && ONAIR_HAS(api, service_add)) {
+        const onair_service_t access = {
+            .size = sizeof access, .name = "streams.access", .fn = svc_access, .ud = st};
+        rc = api->service_add(self, &access);
+    }
     if (rc != ONAIR_OK) {
         json_decref(st->rooms);
         json_decref(st->conns);

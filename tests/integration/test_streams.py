@@ -668,3 +668,72 @@ def test_private_stream_start_notifies_allowed_followers_only(srv):
             assert owner.call("POST", f"/api/v1/streams/{pub}/end").status == 200
 
     run(scenario())
+
+
+# ---- service streams.access (ABI 1.3), called through the test plugin hooktest ---------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_access_service(request, backend):
+    if backend == "mongodb":
+        storage = storage_config("mongodb", uri=request.getfixturevalue("congo").uri,
+                                 database=unique_db())
+    else:
+        storage = {"backend": "sqlite"}
+    # hooktest does not depend on streams: it calls the service after startup
+    s = Server(plugins={"streams": streams_plugin(), "hooktest": {}}, core=core(storage)).start()
+    try:
+        c = Cast(s)
+        gmod = Account(s, "gmod", roles=["moderator"])
+        secret = create(c.owner, title="Secret", visibility="private",
+                        allowed_viewers=[c.viewer.id])["stream"]["id"]
+
+        def access(stream, user=None, **kw):
+            body = {"stream": stream, "user": user}
+            body.update(kw)
+            r = s.http("POST", "/api/v1/hooktest/access", body)
+            assert r.status == 200, r
+            return r.json()
+
+        def ok(stream, user=None, **kw):
+            out = access(stream, user, **kw)
+            assert out["status"] == 0, out
+            return out["result"]
+
+        r = ok(c.sid)  # anonymous, public stream
+        assert r["found"] and r["visible"] and r["status"] == "created", r
+        assert r["owner"] == c.owner.id and not r["is_owner"] and not r["is_moderator"]
+        assert r["settings"]["chat_slow_mode_s"] == 0 and "max_viewers" in r["settings"], r
+        r = ok(c.sid, c.owner.id)
+        assert r["is_owner"] and not r["is_moderator"], r
+        assert ok(c.sid, c.smod.id)["is_moderator"]  # stream moderator
+        assert not ok(c.sid, c.other.id)["is_moderator"]
+        # global moderator: from the account's roles, or from the roles given
+        assert ok(c.sid, gmod.id)["is_moderator"]
+        assert ok(c.sid, c.other.id, roles=["moderator"])["is_moderator"]
+        assert not ok(c.sid, gmod.id, roles=["viewer"])["is_moderator"]  # given roles win
+
+        # private: found, but visible only to owner, moderators, allowed viewers and admins
+        r = ok(secret, c.other.id)
+        assert r["found"] and not r["visible"], r
+        assert not ok(secret)["visible"]  # anonymous
+        assert ok(secret, c.viewer.id)["visible"]
+        assert ok(secret, c.owner.id)["visible"]
+        r = ok(secret, "backend-admin", roles=["admin"])
+        assert r["visible"] and r["is_moderator"] and not r["is_owner"], r
+        assert not ok(secret, c.smod.id)["visible"]  # moderator of another stream only
+
+        # live status is current
+        assert c.owner.call("POST", c.path("/start")).status == 200
+        assert ok(c.sid)["status"] == "live"
+
+        # no such stream
+        assert ok("0123456789abcdef01234567") == {"found": False, "visible": False}
+        assert ok("zz") == {"found": False, "visible": False}
+        # bad arguments: ONAIR_EINVAL
+        assert access(c.sid, roles="admin")["status"] == -1
+        assert access(c.sid, user=5)["status"] == -1
+        assert s.http("GET", c.path()).status == 200  # still serving
+    finally:
+        try:
+            assert s.stop() == 0
+        finally:
+            s.kill()
