@@ -334,6 +334,11 @@ static const onair_config_key_t config[] = {
      .max = MAX_FILTERS,
      .flags = ONAIR_CFG_HAS_MAX,
      .doc = "filters on hooktest.chain, \"<priority>:<kind>\" in registration order"},
+    {.size = sizeof(onair_config_key_t),
+     .key = "chain",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "hooktest.chain",
+     .doc = "the chain the filters join (another plugin's, e.g. reactions.send, to test it)"},
     {0},
 };
 
@@ -380,7 +385,7 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
             return ONAIR_EINVAL;
         }
         const onair_hook_t h = {.size = sizeof h,
-                                .chain = "hooktest.chain",
+                                .chain = api->config_string(self, "chain"),
                                 .priority = specs[nspecs].priority,
                                 .fn = filter,
                                 .ud = &specs[nspecs]};

@@ -1,0 +1,535 @@
+"""Q&A plugin end to end against a real onaird with the streams plugin, on both storage
+backends (sqlite and CongoDB for mongodb): asking (limits, UTF-8, rate limit), listing
+(by votes / newest, status filter, paging, pinned first), votes (once per user, toggle
+off), the authorization matrix for answer / pin / dismiss, one pinned question at a time,
+live events on stream.<id>.qa over WebSocket, private streams, persistence across a
+restart and WebSocket errors that keep the connection open."""
+import asyncio
+import base64
+import json
+import os
+import time
+
+import pytest
+import websockets
+
+from onair_harness import PLUGIN_DIR, Server, make_token
+from store_support import Congo, storage_config, unique_db
+
+BACKENDS = ["sqlite", "mongodb"]
+PW = "correct horse battery staple"
+API_KEY = "backend1"
+API_SECRET = "api-secret-0123456789-abcdefghijklmnop"
+
+
+def api_token(roles=("admin",), sub="backend-admin"):
+    return make_token(sub=sub, roles=roles, secret=API_SECRET, iss=API_KEY)
+
+
+def plugins():
+    return {"streams": {"path": os.path.join(PLUGIN_DIR, "streams.so")},
+            "qa": {"path": os.path.join(PLUGIN_DIR, "qa.so")}}
+
+
+def core(backend, ask_limit="100000/1m"):
+    c = {"auth": {"password_hash": "interactive", "api_keys": [f"{API_KEY}:{API_SECRET}"]},
+         "storage": backend}
+    if ask_limit:
+        c["rate_limits"] = {"qa.ask": ask_limit}
+    return c
+
+
+@pytest.fixture(scope="module")
+def congo():
+    c = Congo().start()
+    yield c
+    c.stop()
+
+
+def backend_config(request, name):
+    if name == "mongodb":
+        return storage_config("mongodb", uri=request.getfixturevalue("congo").uri,
+                              database=unique_db())
+    return {"backend": "sqlite"}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request):
+    s = Server(plugins=plugins(), core=core(backend_config(request, request.param))).start()
+    s.backend = request.param
+    yield s
+    try:
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def claims(token):
+    p = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+class Account:
+    def __init__(self, srv, name, roles=None):
+        self.srv = srv
+        self.username = name + base64.b32encode(os.urandom(5)).decode().lower()
+        r = srv.http("POST", "/api/v1/auth/register",
+                     {"username": self.username, "email": self.username + "@example.org",
+                      "password": PW})
+        assert r.status == 201, r
+        self.token = r.json()["access_token"]
+        self.id = claims(self.token)["sub"]
+        if roles is not None:
+            r = srv.http("PATCH", f"/api/v1/admin/users/{self.id}", {"roles": list(roles)},
+                         token=api_token())
+            assert r.status == 200, r
+
+    def call(self, method, path, body=None, **kw):
+        return self.srv.http(method, path, body, token=self.token, **kw)
+
+
+class Anon:
+    def __init__(self, srv, token=None):
+        self.srv, self.token = srv, token
+
+    def call(self, method, path, body=None, **kw):
+        return self.srv.http(method, path, body, token=self.token, **kw)
+
+
+def problem(r, status, code):
+    assert r.status == status, f"want {status} {code}, got {r!r}"
+    assert (r.header("Content-Type") or "").startswith("application/problem+json"), r
+    body = r.json()
+    assert body["code"] == code, body
+    assert body.get("detail"), body
+    return body
+
+
+class Cast:
+    """One stream with an owner, a stream moderator, a viewer, an anonymous caller and an
+    admin (API-key token)."""
+
+    def __init__(self, srv, **fields):
+        self.srv = srv
+        self.anon = Anon(srv)
+        self.viewer = Account(srv, "viewer", roles=["viewer"])
+        self.owner = Account(srv, "owner")
+        self.smod = Account(srv, "smod")
+        self.admin = Anon(srv, api_token())
+        body = {"title": "Q&A stream"}
+        body.update(fields)
+        r = self.owner.call("POST", "/api/v1/streams", body)
+        assert r.status == 201, r
+        self.sid = r.json()["stream"]["id"]
+        r = self.owner.call("PUT", f"/api/v1/streams/{self.sid}/moderators/{self.smod.id}")
+        assert r.status == 200, r
+
+    def q(self, tail=""):
+        return f"/api/v1/streams/{self.sid}/questions{tail}"
+
+
+def ask(acct, cast, text):
+    r = acct.call("POST", cast.q(), {"text": text})
+    assert r.status == 201, r
+    return r.json()["question"]
+
+
+# ---- asking ------------------------------------------------------------------------------------
+def test_ask_and_get(srv):
+    c = Cast(srv)
+    q = ask(c.viewer, c, "  What is the plan for today?  ")
+    assert q["text"] == "What is the plan for today?"  # trimmed
+    assert q["author"] == c.viewer.id and q["author_name"] == c.viewer.username
+    assert q["status"] == "open" and q["pinned"] is False and q["votes"] == 0
+    assert q["stream"] == c.sid and len(q["id"]) == 24 and "voters" not in q
+    assert q["created_at"] > 0 and q["answer_text"] is None and q["voted"] is False
+    r = c.anon.call("GET", c.q("/" + q["id"]))
+    assert r.status == 200 and r.json()["question"]["text"] == q["text"], r
+    problem(c.anon.call("GET", c.q("/" + "0" * 24)), 404, "question_not_found")
+    problem(c.anon.call("GET", c.q("/nope")), 404, "question_not_found")
+    # limits: 300 characters (not bytes) is fine, 301 is not
+    assert ask(c.viewer, c, "é" * 300)["text"] == "é" * 300
+    for text in ("", "   ", "x" * 301, "a\u0001b", 5, None):
+        problem(c.viewer.call("POST", c.q(), {"text": text}), 400, "invalid_text")
+    problem(c.viewer.call("POST", c.q(), {}), 400, "invalid_text")
+    problem(c.viewer.call("POST", c.q(), {"text": "ok", "extra": 1}), 400, "invalid_request")
+    # invalid UTF-8 never reaches the plugin: the host refuses the JSON
+    r = c.viewer.call("POST", c.q(), b'{"text": "bad \xff\xfe bytes"}',
+                      headers={"Content-Type": "application/json"})
+    problem(r, 400, "invalid_json")
+    # who may ask: any signed-in user, on a stream that exists
+    problem(c.anon.call("POST", c.q(), {"text": "hi"}), 401, "unauthorized")
+    problem(c.viewer.call("POST", "/api/v1/streams/" + "0" * 24 + "/questions", {"text": "hi"}),
+            404, "stream_not_found")
+    problem(c.viewer.call("POST", "/api/v1/streams/zz/questions", {"text": "hi"}), 404,
+            "stream_not_found")
+    assert ask(c.admin, c, "From the backend")["author"] == "backend-admin"
+
+
+def test_ask_rate_limit(server_factory):
+    s = server_factory(plugins=plugins(), core=core({"backend": "sqlite"}, ask_limit=None))
+    s.start()
+    c = Cast(s)
+    for i in range(5):
+        ask(c.viewer, c, f"question {i}")
+    r = c.viewer.call("POST", c.q(), {"text": "one too many"})
+    problem(r, 429, "rate_limited")
+    assert r.header("Retry-After"), r
+    ask(c.owner, c, "another user is not limited")
+
+
+# ---- listing -------------------------------------------------------------------------------
+def test_list_sort_filter_paging(srv):
+    c = Cast(srv)
+    voters = [Account(srv, f"v{i}") for i in range(3)]
+    qs = [ask(c.viewer, c, f"Question {i}") for i in range(5)]
+    # votes: q1 gets 3, q3 gets 2, q0 gets 1
+    for q, n in ((qs[1], 3), (qs[3], 2), (qs[0], 1)):
+        for v in voters[:n]:
+            r = v.call("PUT", c.q(f"/{q['id']}/vote"))
+            assert r.status == 200, r
+
+    def ids(who, query=""):
+        r = who.call("GET", c.q("?" + query))
+        assert r.status == 200, r
+        return [q["id"] for q in r.json()["questions"]]
+
+    by_votes = [qs[1]["id"], qs[3]["id"], qs[0]["id"], qs[4]["id"], qs[2]["id"]]
+    newest = [q["id"] for q in reversed(qs)]
+    assert ids(c.anon) == by_votes  # default: by votes, open
+    assert ids(c.anon, "sort=votes") == by_votes
+    assert ids(c.anon, "sort=newest") == newest
+    # the caller's own votes are marked
+    r = voters[2].call("GET", c.q())
+    assert [q["voted"] for q in r.json()["questions"]] == [True, False, False, False, False]
+    # status filter
+    assert c.owner.call("POST", c.q(f"/{qs[3]['id']}/answer"), {"text": "Yes"}).status == 200
+    assert c.owner.call("POST", c.q(f"/{qs[4]['id']}/dismiss")).status == 200
+    open_ = [i for i in by_votes if i not in (qs[3]["id"], qs[4]["id"])]
+    assert ids(c.anon, "status=open") == open_
+    assert ids(c.anon, "status=answered") == [qs[3]["id"]]
+    assert ids(c.anon, "status=dismissed") == [qs[4]["id"]]
+    assert ids(c.anon, "status=all") == by_votes
+    # pinned first, whatever the sort
+    assert c.smod.call("POST", c.q(f"/{qs[2]['id']}/pin")).status == 200
+    assert ids(c.anon, "status=all")[0] == qs[2]["id"]
+    assert ids(c.anon, "sort=newest&status=all")[0] == qs[2]["id"]
+    want = ids(c.anon, "status=all&sort=votes")
+    # paging: stable, no repeats, no gaps
+    for sort in ("votes", "newest"):
+        full = ids(c.anon, f"status=all&sort={sort}")
+        seen, after = [], None
+        while True:
+            r = c.anon.call("GET", c.q(f"?status=all&sort={sort}&limit=2" +
+                                       (f"&after={after}" if after else "")))
+            assert r.status == 200, r
+            page = r.json()
+            assert len(page["questions"]) <= 2
+            seen += [q["id"] for q in page["questions"]]
+            after = page["next"]
+            if not after:
+                break
+        assert seen == full, sort
+    assert len(want) == 5
+    for query in ("sort=best", "status=closed", "limit=0", "limit=101", "limit=x",
+                  "after=notacursor"):
+        problem(c.anon.call("GET", c.q("?" + query)), 400, "invalid_query")
+    problem(c.anon.call("GET", "/api/v1/streams/" + "0" * 24 + "/questions"), 404,
+            "stream_not_found")
+
+
+# ---- votes ---------------------------------------------------------------------------------
+def test_votes_once_per_user(srv):
+    c = Cast(srv)
+    q = ask(c.viewer, c, "Vote for me")
+    path = c.q(f"/{q['id']}/vote")
+    problem(c.anon.call("PUT", path), 401, "unauthorized")
+    r = c.owner.call("PUT", path)
+    assert r.status == 200 and r.json()["question"]["votes"] == 1, r
+    assert r.json()["question"]["voted"] is True
+    problem(c.owner.call("PUT", path), 409, "already_voted")
+    r = c.smod.call("PUT", path)
+    assert r.status == 200 and r.json()["question"]["votes"] == 2, r
+    r = c.owner.call("DELETE", path)  # toggle off
+    assert r.status == 200 and r.json()["question"]["votes"] == 1, r
+    assert r.json()["question"]["voted"] is False
+    problem(c.owner.call("DELETE", path), 409, "not_voted")
+    r = c.owner.call("PUT", path)  # and on again
+    assert r.status == 200 and r.json()["question"]["votes"] == 2, r
+    assert c.anon.call("GET", c.q(f"/{q['id']}")).json()["question"]["votes"] == 2
+    problem(c.owner.call("PUT", c.q("/" + "0" * 24 + "/vote")), 404, "question_not_found")
+    problem(c.owner.call("DELETE", c.q("/" + "0" * 24 + "/vote")), 404, "question_not_found")
+    # many voters at once: every vote counted exactly once
+    voters = [Account(srv, f"cv{i}") for i in range(6)]
+    q2 = ask(c.viewer, c, "Concurrent")
+
+    async def burst():
+        loop = asyncio.get_running_loop()
+        calls = [loop.run_in_executor(None, v.call, "PUT", c.q(f"/{q2['id']}/vote"))
+                 for v in voters for _ in range(2)]
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(burst())
+    assert sorted(r.status for r in results) == [200] * 6 + [409] * 6, results
+    assert c.anon.call("GET", c.q(f"/{q2['id']}")).json()["question"]["votes"] == 6
+    # closed questions take no new votes
+    assert c.owner.call("POST", c.q(f"/{q['id']}/dismiss")).status == 200
+    problem(c.viewer.call("PUT", path), 409, "question_closed")
+
+
+# ---- moderation ------------------------------------------------------------------------------
+def test_moderation_matrix(srv):
+    c = Cast(srv)
+    other = Account(srv, "other")
+    gmod = Account(srv, "gmod", roles=["moderator"])
+    for action in ("answer", "pin", "unpin", "dismiss"):
+        q = ask(c.viewer, c, f"To {action}")
+        path = c.q(f"/{q['id']}/{action}")
+        problem(c.anon.call("POST", path), 401, "unauthorized")
+        problem(c.viewer.call("POST", path), 403, "forbidden")  # the author, even
+        problem(other.call("POST", path), 403, "forbidden")
+        for who in (c.owner, c.smod, c.admin, gmod):
+            r = who.call("POST", path)
+            assert r.status == 200, (action, who, r)
+        problem(c.owner.call("POST", c.q("/" + "0" * 24 + f"/{action}")), 404,
+                "question_not_found")
+    q = ask(c.viewer, c, "Answer me")
+    r = c.smod.call("POST", c.q(f"/{q['id']}/answer"), {"text": "  Here it is  "})
+    assert r.status == 200, r
+    a = r.json()["question"]
+    assert a["status"] == "answered" and a["answer_text"] == "Here it is"
+    assert a["answered_by"] == c.smod.id and a["answered_at"] > 0
+    r = c.owner.call("POST", c.q(f"/{q['id']}/answer"))  # no text: fine
+    assert r.status == 200 and r.json()["question"]["answer_text"] is None, r
+    problem(c.owner.call("POST", c.q(f"/{q['id']}/answer"), {"text": "x" * 2001}), 400,
+            "invalid_text")
+    problem(c.owner.call("POST", c.q(f"/{q['id']}/answer"), "not json",
+                         headers={"Content-Type": "application/json"}), 400, "invalid_request")
+    r = c.owner.call("POST", c.q(f"/{q['id']}/dismiss"))
+    assert r.json()["question"]["status"] == "dismissed"
+    problem(c.owner.call("POST", c.q(f"/{q['id']}/pin")), 409, "question_dismissed")
+
+
+def test_one_pinned_at_a_time(srv):
+    c = Cast(srv)
+    a, b = ask(c.viewer, c, "First"), ask(c.viewer, c, "Second")
+    assert c.owner.call("POST", c.q(f"/{a['id']}/pin")).json()["question"]["pinned"] is True
+    r = c.smod.call("POST", c.q(f"/{b['id']}/pin"))
+    assert r.status == 200 and r.json()["question"]["pinned"] is True, r
+    qs = c.anon.call("GET", c.q("?status=all")).json()["questions"]
+    assert [q["id"] for q in qs if q["pinned"]] == [b["id"]]
+    assert qs[0]["id"] == b["id"]
+    r = c.owner.call("POST", c.q(f"/{b['id']}/pin"))  # pinning again: still the only one
+    assert r.status == 200
+    r = c.owner.call("POST", c.q(f"/{b['id']}/unpin"))
+    assert r.status == 200 and r.json()["question"]["pinned"] is False
+    qs = c.anon.call("GET", c.q("?status=all")).json()["questions"]
+    assert not any(q["pinned"] for q in qs)
+    # dismissing the pinned question unpins it
+    assert c.owner.call("POST", c.q(f"/{a['id']}/pin")).status == 200
+    r = c.owner.call("POST", c.q(f"/{a['id']}/dismiss"))
+    assert r.json()["question"]["pinned"] is False
+
+
+# ---- private streams -------------------------------------------------------------------------
+def test_private_stream_is_404(srv):
+    c = Cast(srv, visibility="private")
+    allowed = Account(srv, "allowed")
+    r = c.owner.call("PATCH", f"/api/v1/streams/{c.sid}", {"allowed_viewers": [allowed.id]})
+    assert r.status == 200, r
+    q = ask(allowed, c, "Private question")
+    for who in (c.anon, c.viewer):
+        problem(who.call("GET", c.q()), 404, "stream_not_found")
+        problem(who.call("GET", c.q(f"/{q['id']}")), 404, "stream_not_found")
+    problem(c.viewer.call("POST", c.q(), {"text": "hi"}), 404, "stream_not_found")
+    problem(c.viewer.call("PUT", c.q(f"/{q['id']}/vote")), 404, "stream_not_found")
+    problem(c.viewer.call("POST", c.q(f"/{q['id']}/pin")), 404, "stream_not_found")
+    for who in (c.owner, c.smod, c.admin, allowed):
+        r = who.call("GET", c.q())
+        assert r.status == 200 and [x["id"] for x in r.json()["questions"]] == [q["id"]], r
+    # a question of another stream is not found through this one
+    other = Cast(srv)
+    problem(c.owner.call("GET", other.q(f"/{q['id']}")), 404, "question_not_found")
+    problem(other.owner.call("POST", other.q(f"/{q['id']}/pin")), 404, "question_not_found")
+
+
+# ---- WebSocket -------------------------------------------------------------------------------
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+class Client:
+    """One WebSocket client that keeps what it received while waiting for something else."""
+
+    def __init__(self, ws):
+        self.ws, self.seen = ws, []
+
+    async def call(self, type_, data):
+        id_ = os.urandom(4).hex()
+        await self.ws.send(json.dumps({"type": type_, "id": id_, "data": data}))
+        while True:
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            if m.get("id") == id_:
+                return m
+            self.seen.append(m)
+
+    async def wait(self, pred, timeout=10):
+        for i, m in enumerate(self.seen):
+            if pred(m):
+                return self.seen.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"not received; saw {self.seen[-10:]}"
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), left))
+            if pred(m):
+                return m
+            self.seen.append(m)
+
+
+def hdr(acct):
+    return {"Authorization": "Bearer " + acct.token}
+
+
+def test_websocket_live_updates_and_errors(srv):
+    c = Cast(srv)
+    secret = Cast(srv, visibility="private")
+    topic = f"stream.{c.sid}.qa"
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=hdr(c.viewer)) as v, \
+                websockets.connect(srv.ws_url) as w:
+            V, W = Client(v), Client(w)
+            r = await W.call("qa.watch", {"stream_id": c.sid})  # anonymous watcher
+            assert r["type"] == "result" and r["data"]["watching"] == c.sid, r
+            # errors answer the message and keep the connection open
+            for type_, data, code in (
+                    ("qa.watch", {"stream_id": secret.sid}, "stream_not_found"),
+                    ("qa.watch", {"stream_id": "zz"}, "stream_not_found"),
+                    ("qa.watch", {}, "invalid_request"),
+                    ("qa.ask", {"stream_id": c.sid, "text": ""}, "invalid_text"),
+                    ("qa.ask", {"stream_id": c.sid, "text": "x" * 301}, "invalid_text"),
+                    ("qa.ask", {"stream_id": secret.sid, "text": "hi"}, "stream_not_found"),
+                    ("qa.vote", {"stream_id": c.sid}, "invalid_request"),
+                    ("qa.vote", {"stream_id": c.sid, "question_id": "0" * 24},
+                     "question_not_found"),
+                    ("qa.vote", {"stream_id": c.sid, "question_id": "0" * 24, "on": "yes"},
+                     "invalid_request")):
+                r = await V.call(type_, data)
+                assert r["type"] == "error" and r["data"]["code"] == code, (type_, data, r)
+            r = await W.call("qa.ask", {"stream_id": c.sid, "text": "anonymous?"})
+            assert r["type"] == "error" and r["data"]["status"] == 401, r
+
+            # ask over WebSocket: the watcher hears it
+            r = await V.call("qa.ask", {"stream_id": c.sid, "text": "Live question"})
+            assert r["type"] == "result", r
+            qid = r["data"]["question"]["id"]
+            m = await W.wait(lambda m: m["type"] == "qa.asked")
+            assert m["topic"] == topic and m["data"]["question"]["id"] == qid
+            assert m["data"]["question"]["text"] == "Live question"
+            # a REST ask too
+            q2 = ask(c.owner, c, "Another one")
+            m = await W.wait(lambda m: m["type"] == "qa.asked")
+            assert m["data"]["question"]["id"] == q2["id"]
+
+            # votes: once, then already_voted, then off
+            r = await V.call("qa.vote", {"stream_id": c.sid, "question_id": qid, "on": True})
+            assert r["type"] == "result" and r["data"]["question"]["votes"] == 1, r
+            m = await W.wait(lambda m: m["type"] == "qa.voted")
+            assert m["data"] == {"stream": c.sid, "question": qid, "votes": 1}
+            r = await V.call("qa.vote", {"stream_id": c.sid, "question_id": qid})
+            assert r["type"] == "error" and r["data"]["code"] == "already_voted", r
+            assert r["data"]["status"] == 409
+            r = await V.call("qa.vote", {"stream_id": c.sid, "question_id": qid, "on": False})
+            assert r["type"] == "result" and r["data"]["question"]["votes"] == 0, r
+            m = await W.wait(lambda m: m["type"] == "qa.voted")
+            assert m["data"]["votes"] == 0
+            r = await V.call("qa.vote", {"stream_id": c.sid, "question_id": qid, "on": False})
+            assert r["type"] == "error" and r["data"]["code"] == "not_voted", r
+
+            # moderation events
+            assert c.owner.call("POST", c.q(f"/{qid}/pin")).status == 200
+            m = await W.wait(lambda m: m["type"] == "qa.pinned")
+            assert m["data"]["question"]["id"] == qid and m["data"]["question"]["pinned"]
+            assert c.smod.call("POST", c.q(f"/{q2['id']}/pin")).status == 200
+            m = await W.wait(lambda m: m["type"] == "qa.unpinned")
+            assert m["data"]["question"]["id"] == qid and not m["data"]["question"]["pinned"]
+            m = await W.wait(lambda m: m["type"] == "qa.pinned")
+            assert m["data"]["question"]["id"] == q2["id"]
+            assert c.owner.call("POST", c.q(f"/{qid}/answer"), {"text": "Done"}).status == 200
+            m = await W.wait(lambda m: m["type"] == "qa.answered")
+            assert m["data"]["question"]["answer_text"] == "Done"
+            assert c.owner.call("POST", c.q(f"/{q2['id']}/dismiss")).status == 200
+            m = await W.wait(lambda m: m["type"] == "qa.dismissed")
+            assert m["data"]["question"]["status"] == "dismissed"
+            assert "voters" not in json.dumps(m)
+            # unwatch: no more events
+            r = await W.call("qa.unwatch", {"stream_id": c.sid})
+            assert r["data"] == {"unwatched": True}, r
+            # the sender's connection is still fine after all those errors
+            r = await V.call("qa.watch", {"stream_id": c.sid})
+            assert r["type"] == "result", r
+            ask(c.owner, c, "After unwatch")
+            await V.wait(lambda m: m["type"] == "qa.asked")
+            W.seen.clear()
+            await asyncio.sleep(0.3)
+            assert not [m for m in W.seen if m["type"] == "qa.asked"]
+
+    run(scenario())
+
+
+# ---- persistence -----------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_questions_survive_restart(request, backend):
+    storage = backend_config(request, backend)
+    s = Server(plugins=plugins(), core=core(storage)).start()
+    try:
+        c = Cast(s)
+        q = ask(c.viewer, c, "Still there?")
+        assert c.owner.call("PUT", c.q(f"/{q['id']}/vote")).status == 200
+        assert c.owner.call("POST", c.q(f"/{q['id']}/pin")).status == 200
+        assert s.stop() == 0
+        s.start()
+        r = c.anon.call("GET", c.q())
+        assert r.status == 200, r
+        got = r.json()["questions"]
+        assert [x["id"] for x in got] == [q["id"]]
+        assert got[0]["votes"] == 1 and got[0]["pinned"] is True
+        problem(c.owner.call("PUT", c.q(f"/{q['id']}/vote")), 409, "already_voted")
+        # deleting the stream deletes its questions
+        r = c.owner.call("DELETE", f"/api/v1/streams/{c.sid}")
+        assert r.status == 204, r
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            r = c.admin.call("GET", c.q())
+            if r.status == 404:
+                break
+            time.sleep(0.05)
+        problem(r, 404, "stream_not_found")
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+def test_filters_on_the_qa_chains(server_factory):
+    """Moderation (and any plugin) joins qa.ask and qa.vote: a deny or hold reaches the
+    asker as 403 denied with the filter's reason, and nothing is stored or counted."""
+    for chain in ("qa.ask", "qa.vote"):
+        for verdict in ("deny", "hold"):
+            p = plugins()
+            p["hooktest"] = {"config": {"chain": chain, "filters": [f"10:{verdict}"]}}
+            s = server_factory(plugins=p, core=core({"backend": "sqlite"})).start()
+            c = Cast(s)
+            if chain == "qa.ask":
+                body = problem(c.viewer.call("POST", c.q(), {"text": "filtered?"}), 403,
+                               "denied")
+                assert "by" in body["detail"], body  # the filter's reason
+                r = c.owner.call("GET", c.q("?status=all"))
+                assert r.status == 200 and r.json()["questions"] == [], r
+            else:
+                qid = ask(c.viewer, c, "vote for me")["id"]
+                problem(c.owner.call("PUT", c.q(f"/{qid}/vote")), 403, "denied")
+                r = c.owner.call("GET", c.q(f"/{qid}"))
+                assert r.status == 200 and r.json()["question"]["votes"] == 0, r
+            s.stop()
