@@ -2341,6 +2341,37 @@ static int svc_access(onair_service_call_t *call, void *ud)
     return ONAIR_PENDING;
 }
 
+/* ---- service "streams.follow" (ABI 1.3) ------------------------------------------------
+ * args {"follower": id, "followee": id}: does follower follow followee, and since when?
+ * Answers {"following": bool, "since": ms since the epoch or null}. Chat uses it for its
+ * followers-only mode. */
+static void follow_svc_loaded(int status, json_t *result, void *ud)
+{
+    onair_service_call_t *call = ud;
+    if (status != ONAIR_OK) {
+        api->service_answer(call, status, NULL);
+        return;
+    }
+    json_t *doc = json_object_get(result, "doc");
+    json_t *since = json_object_get(doc, "created_at");
+    json_t *res = json_pack("{s:b,s:O}", "following", json_is_object(doc), "since",
+                            json_is_integer(since) ? since : json_null());
+    api->service_answer(call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
+}
+
+static int svc_follow(onair_service_call_t *call, void *ud)
+{
+    streams_t *st = ud;
+    json_t *args = api->service_args(call);
+    const char *follower = sget(args, "follower");
+    const char *followee = sget(args, "followee");
+    if (!id_ok(follower) || !id_ok(followee))
+        return ONAIR_EINVAL;
+    json_t *spec = json_pack("{s:{s:s,s:s}}", "filter", "follower", follower, "followee", followee);
+    int rc = api->store_find_one(st->follows, spec, follow_svc_loaded, call);
+    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 #define ROUTE(m, p, h, ...)                                                                        \
@@ -2481,6 +2512,10 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
         const onair_service_t access = {
             .size = sizeof access, .name = "streams.access", .fn = svc_access, .ud = st};
         rc = api->service_add(self, &access);
+        const onair_service_t follow = {
+            .size = sizeof follow, .name = "streams.follow", .fn = svc_follow, .ud = st};
+        if (rc == ONAIR_OK)
+            rc = api->service_add(self, &follow);
     }
     if (rc != ONAIR_OK) {
         json_decref(st->rooms);

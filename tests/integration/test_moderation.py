@@ -1,0 +1,466 @@
+"""Moderation plugin end to end against a real onaird with the streams, reactions and qa
+plugins, on both storage backends (sqlite and CongoDB for mongodb): stream bans and
+timeouts enforced on reactions.send, qa.ask and qa.vote at the moment of the action
+(unban and expiry allow again), platform bans by admins, the rights matrix, precise
+errors (cannot_moderate_owner, invalid_pattern, invalid_duration, user_not_found),
+blocked terms CRUD, chat_unavailable without the chat plugin, and the audit log."""
+import asyncio
+import base64
+import json
+import os
+import time
+import urllib.parse
+
+import pytest
+import websockets
+
+from onair_harness import PLUGIN_DIR, Server, make_token
+from store_support import Congo, storage_config, unique_db
+
+BACKENDS = ["sqlite", "mongodb"]
+PW = "correct horse battery staple"
+API_KEY = "backend1"
+API_SECRET = "api-secret-0123456789-abcdefghijklmnop"
+
+
+def api_token(roles=("admin",), sub="backend-admin"):
+    return make_token(sub=sub, roles=roles, secret=API_SECRET, iss=API_KEY)
+
+
+def plugins():
+    return {"streams": {"path": os.path.join(PLUGIN_DIR, "streams.so"),
+                        "config": {"max_live_per_user": 10}},
+            "reactions": {"path": os.path.join(PLUGIN_DIR, "reactions.so")},
+            "qa": {"path": os.path.join(PLUGIN_DIR, "qa.so")},
+            "moderation": {"path": os.path.join(PLUGIN_DIR, "moderation.so")}}
+
+
+def core(backend):
+    return {"auth": {"password_hash": "interactive", "api_keys": [f"{API_KEY}:{API_SECRET}"]},
+            "storage": backend, "rate_limits": {"qa.ask": "100000/1m"}}
+
+
+@pytest.fixture(scope="module")
+def congo():
+    c = Congo().start()
+    yield c
+    c.stop()
+
+
+def backend_config(request, name):
+    if name == "mongodb":
+        return storage_config("mongodb", uri=request.getfixturevalue("congo").uri,
+                              database=unique_db())
+    return {"backend": "sqlite"}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request):
+    s = Server(plugins=plugins(), core=core(backend_config(request, request.param))).start()
+    s.backend = request.param
+    yield s
+    try:
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def claims(token):
+    p = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+class Account:
+    def __init__(self, srv, name, roles=None):
+        self.srv = srv
+        self.username = name + base64.b32encode(os.urandom(5)).decode().lower()
+        r = srv.http("POST", "/api/v1/auth/register",
+                     {"username": self.username, "email": self.username + "@example.org",
+                      "password": PW})
+        assert r.status == 201, r
+        self.token = r.json()["access_token"]
+        self.id = claims(self.token)["sub"]
+        if roles is not None:
+            r = srv.http("PATCH", f"/api/v1/admin/users/{self.id}", {"roles": list(roles)},
+                         token=api_token())
+            assert r.status == 200, r
+            r = srv.http("POST", "/api/v1/auth/login",
+                         {"username": self.username, "password": PW})
+            assert r.status == 200, r
+            self.token = r.json()["access_token"]
+
+    def call(self, method, path, body=None, **kw):
+        return self.srv.http(method, path, body, token=self.token, **kw)
+
+    def headers(self):
+        return {"Authorization": "Bearer " + self.token}
+
+
+class Anon:
+    def __init__(self, srv, token=None):
+        self.srv, self.token = srv, token
+
+    def call(self, method, path, body=None, **kw):
+        return self.srv.http(method, path, body, token=self.token, **kw)
+
+
+def problem(r, status, code):
+    assert r.status == status, f"want {status} {code}, got {r!r}"
+    body = r.json()
+    assert body["code"] == code, body
+    assert body.get("detail"), body
+    return body
+
+
+class Cast:
+    """One live stream with an owner, a stream moderator, two viewers, an anonymous caller
+    and an admin (API-key token)."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.anon = Anon(srv)
+        self.viewer = Account(srv, "viewer")
+        self.other = Account(srv, "other")
+        self.owner = Account(srv, "owner")
+        self.smod = Account(srv, "smod")
+        self.admin = Anon(srv, api_token())
+        r = self.owner.call("POST", "/api/v1/streams", {"title": "Moderated"})
+        assert r.status == 201, r
+        self.sid = r.json()["stream"]["id"]
+        r = self.owner.call("POST", f"/api/v1/streams/{self.sid}/start")
+        assert r.status == 200, r
+        r = self.owner.call("PUT", f"/api/v1/streams/{self.sid}/moderators/{self.smod.id}")
+        assert r.status == 200, r
+
+    def m(self, tail=""):
+        return f"/api/v1/streams/{self.sid}/moderation{tail}"
+
+    def ask(self, acct, text="a question?"):
+        return acct.call("POST", f"/api/v1/streams/{self.sid}/questions", {"text": text})
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def ws_call(ws, type_, data):
+    id_ = os.urandom(4).hex()
+    await ws.send(json.dumps({"type": type_, "id": id_, "data": data}))
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if m.get("id") == id_:
+            return m
+
+
+def react(srv, acct, sid):
+    async def go():
+        async with websockets.connect(srv.ws_url, extra_headers=acct.headers()) as w:
+            return await ws_call(w, "reactions.send", {"stream_id": sid, "reaction": "heart"})
+    return run(go())
+
+
+def assert_denied(m, reason_part):
+    assert m["type"] == "error", m
+    assert m["data"]["code"] == "denied" and m["data"]["status"] == 403, m
+    assert reason_part in m["data"]["detail"], m
+
+
+def allowed(srv, acct, cast):
+    """Can acct react, ask and vote on cast's stream? Returns the three outcomes."""
+    r = react(srv, acct, cast.sid)
+    reacted = r["type"] == "result"
+    a = cast.ask(acct)
+    asked = a.status == 201
+    q = cast.ask(cast.owner, "owner question")
+    assert q.status == 201, q
+    qid = q.json()["question"]["id"]
+    v = acct.call("PUT", f"/api/v1/streams/{cast.sid}/questions/{qid}/vote")
+    voted = v.status == 200
+    return reacted, asked, voted, r, a, v
+
+
+# ---- enforcement -------------------------------------------------------------------------------
+def test_ban_blocks_react_ask_vote_and_unban_allows(srv):
+    c = Cast(srv)
+    assert allowed(srv, c.viewer, c)[:3] == (True, True, True)
+    r = c.smod.call("POST", c.m("/bans"), {"user": c.viewer.id, "reason": "spam"})
+    assert r.status == 201, r
+    s = r.json()["sanction"]
+    assert s["kind"] == "ban" and s["user"] == c.viewer.id and s["reason"] == "spam", s
+    assert s["stream"] == c.sid and s["by"] == c.smod.id and s["expires_at"] is None, s
+    reacted, asked, voted, rr, a, v = allowed(srv, c.viewer, c)
+    assert (reacted, asked, voted) == (False, False, False)
+    assert_denied(rr, "you are banned from this stream")
+    assert a.status == 403 and a.json()["code"] == "denied", a
+    assert "you are banned from this stream" in a.json()["detail"], a.json()
+    assert v.status == 403, v
+    # other viewers and other streams are unaffected
+    assert allowed(srv, c.other, c)[:3] == (True, True, True)
+    c2 = Cast(srv)
+    assert react(srv, c.viewer, c2.sid)["type"] == "result"
+    r = c.owner.call("GET", c.m("/sanctions"))
+    assert r.status == 200 and [x["user"] for x in r.json()["sanctions"]] == [c.viewer.id], r
+    r = c.owner.call("DELETE", c.m(f"/bans/{c.viewer.id}"))
+    assert r.status == 200, r
+    assert allowed(srv, c.viewer, c)[:3] == (True, True, True)
+    problem(c.owner.call("DELETE", c.m(f"/bans/{c.viewer.id}")), 404, "not_banned")
+
+
+def test_timeout_and_expiry(srv):
+    c = Cast(srv)
+    r = c.owner.call("POST", c.m("/timeouts"), {"user": c.viewer.id, "duration_s": 2})
+    assert r.status == 201, r
+    s = r.json()["sanction"]
+    assert s["kind"] == "timeout" and s["expires_at"] > time.time() * 1000, s
+    rr = react(srv, c.viewer, c.sid)
+    assert_denied(rr, "you are timed out for")
+    assert "more seconds" in rr["data"]["detail"], rr
+    a = c.ask(c.viewer)
+    assert a.status == 403 and "timed out" in a.json()["detail"], a
+    deadline = time.time() + 10
+    while c.ask(c.viewer).status != 201:
+        assert time.time() < deadline, "the timeout did not expire"
+        time.sleep(0.2)
+    assert react(srv, c.viewer, c.sid)["type"] == "result"
+    # expired timeouts are not listed
+    r = c.owner.call("GET", c.m("/sanctions"))
+    assert r.status == 200 and r.json()["sanctions"] == [], r
+    # lifting a timeout early
+    r = c.owner.call("POST", c.m("/timeouts"), {"user": c.viewer.id, "duration_s": 600,
+                                                "reason": "cool down"})
+    assert r.status == 201, r
+    assert c.ask(c.viewer).status == 403
+    r = c.smod.call("DELETE", c.m(f"/timeouts/{c.viewer.id}"))
+    assert r.status == 200, r
+    assert c.ask(c.viewer).status == 201
+    problem(c.smod.call("DELETE", c.m(f"/timeouts/{c.viewer.id}")), 404, "not_timed_out")
+
+
+def test_platform_ban(srv):
+    c = Cast(srv)
+    c2 = Cast(srv)
+    problem(c.owner.call("POST", "/api/v1/moderation/bans", {"user": c.viewer.id}), 403,
+            "forbidden")
+    problem(c.anon.call("POST", "/api/v1/moderation/bans", {"user": c.viewer.id}), 401,
+            "unauthorized")
+    r = c.admin.call("POST", "/api/v1/moderation/bans", {"user": c.viewer.id, "reason": "abuse"})
+    assert r.status == 201, r
+    assert r.json()["sanction"]["stream"] is None, r.json()
+    for cast in (c, c2):
+        assert_denied(react(srv, c.viewer, cast.sid), "you are banned from the platform")
+        assert cast.ask(c.viewer).status == 403
+    r = c.admin.call("GET", "/api/v1/moderation/bans")
+    assert r.status == 200 and c.viewer.id in [x["user"] for x in r.json()["sanctions"]], r
+    problem(c.admin.call("POST", "/api/v1/moderation/bans", {"user": "nosuchuser"}), 404,
+            "user_not_found")
+    r = c.admin.call("DELETE", f"/api/v1/moderation/bans/{c.viewer.id}")
+    assert r.status == 200, r
+    assert c2.ask(c.viewer).status == 201
+    problem(c.admin.call("DELETE", f"/api/v1/moderation/bans/{c.viewer.id}"), 404, "not_banned")
+    r = c.admin.call("GET", "/api/v1/moderation/log")
+    assert r.status == 200, r
+    actions = [(e["action"], e["target"]) for e in r.json()["entries"]]
+    assert ("platform_ban", c.viewer.id) in actions and ("platform_unban", c.viewer.id) in actions
+
+
+# ---- rights and errors -------------------------------------------------------------------------
+def test_rights_matrix_and_errors(srv):
+    c = Cast(srv)
+    body = {"user": c.other.id, "reason": "x"}
+    problem(c.anon.call("POST", c.m("/bans"), body), 401, "unauthorized")
+    problem(c.viewer.call("POST", c.m("/bans"), body), 403, "forbidden")
+    problem(c.viewer.call("GET", c.m("/sanctions")), 403, "forbidden")
+    problem(c.viewer.call("GET", c.m("/log")), 403, "forbidden")
+    problem(c.viewer.call("POST", c.m("/terms"), {"pattern": "spam"}), 403, "forbidden")
+    for who in (c.owner, c.smod, c.admin):
+        r = who.call("POST", c.m("/bans"), body)
+        assert r.status == 201, (who, r)
+        r = who.call("DELETE", c.m(f"/bans/{c.other.id}"))
+        assert r.status == 200, (who, r)
+    # the owner can never be sanctioned
+    for who in (c.smod, c.admin):
+        problem(who.call("POST", c.m("/bans"), {"user": c.owner.id}), 400,
+                "cannot_moderate_owner")
+        problem(who.call("POST", c.m("/timeouts"), {"user": c.owner.id, "duration_s": 60}), 400,
+                "cannot_moderate_owner")
+    # a moderator cannot sanction another moderator; the owner can
+    smod2 = Account(srv, "smod2")
+    assert c.owner.call("PUT", f"/api/v1/streams/{c.sid}/moderators/{smod2.id}").status == 200
+    problem(c.smod.call("POST", c.m("/bans"), {"user": smod2.id}), 403, "forbidden")
+    r = c.owner.call("POST", c.m("/timeouts"), {"user": smod2.id, "duration_s": 60})
+    assert r.status == 201, r
+    assert c.ask(smod2).status == 403  # moderators are not exempt from timeouts
+    problem(c.owner.call("POST", c.m("/bans"), {"user": c.owner.id}), 400, "cannot_moderate_self")
+    # input errors
+    for d in (0, 1209601, "60", 1.5, None):
+        problem(c.owner.call("POST", c.m("/timeouts"), {"user": c.viewer.id, "duration_s": d}),
+                400, "invalid_duration")
+    problem(c.owner.call("POST", c.m("/timeouts"),
+                         {"user": c.viewer.id, "duration_s": 60, "reason": "x" * 501}), 400,
+            "invalid_reason")
+    r = c.owner.call("POST", c.m("/timeouts"),
+                     {"user": c.viewer.id, "duration_s": 1209600, "reason": "y" * 500})
+    assert r.status == 201, r
+    problem(c.owner.call("POST", c.m("/bans"), {"user": "nosuchuser"}), 404, "user_not_found")
+    problem(c.owner.call("POST", c.m("/bans"), {"user": c.viewer.id, "extra": 1}), 400,
+            "invalid_request")
+    problem(c.owner.call("POST", "/api/v1/streams/000000000000000000000000/moderation/bans",
+                         {"user": c.viewer.id}), 404, "stream_not_found")
+
+
+# ---- blocked terms -----------------------------------------------------------------------------
+def test_terms_crud_and_invalid_patterns(srv):
+    c = Cast(srv)
+    for bad in ("a", "*", "**", "***", "*a*", "a*", "b*d", "*", "", " ", "x" * 501):
+        problem(c.owner.call("POST", c.m("/terms"), {"pattern": bad}), 400, "invalid_pattern")
+    problem(c.owner.call("POST", c.m("/terms"), {"pattern": 5}), 400, "invalid_pattern")
+    for bad, why in (("*", "only wildcards"), ("***", "only wildcards"), ("b*d", "start or the end"),
+                     ("*a*", "besides the wildcards"), ("a", "2..500")):
+        d = problem(c.owner.call("POST", c.m("/terms"), {"pattern": bad}), 400, "invalid_pattern")
+        assert why in d["detail"], (bad, d)
+    problem(c.owner.call("POST", c.m("/terms"), {"pattern": "spam", "action": "ban"}), 400,
+            "invalid_action")
+    r = c.owner.call("POST", c.m("/terms"), {"pattern": "SpAm*"})
+    assert r.status == 201, r
+    t = r.json()["term"]
+    assert t["pattern"] == "spam*" and t["action"] == "deny" and t["stream"] == c.sid, t
+    r = c.smod.call("POST", c.m("/terms"), {"pattern": "*scam*", "action": "hold"})
+    assert r.status == 201, r
+    problem(c.owner.call("POST", c.m("/terms"), {"pattern": "spam*"}), 409, "term_exists")
+    r = c.smod.call("GET", c.m("/terms"))
+    assert r.status == 200, r
+    assert [(x["pattern"], x["action"]) for x in r.json()["terms"]] == [("spam*", "deny"),
+                                                                      ("*scam*", "hold")]
+    r = c.owner.call("DELETE", c.m(f"/terms/{t['id']}"))
+    assert r.status == 200, r
+    problem(c.owner.call("DELETE", c.m(f"/terms/{t['id']}")), 404, "term_not_found")
+    r = c.owner.call("GET", c.m("/terms"))
+    assert [x["pattern"] for x in r.json()["terms"]] == ["*scam*"], r
+
+
+def test_chat_actions_without_chat_plugin(srv):
+    c = Cast(srv)
+    mid = "0123456789abcdef01234567"
+    problem(c.owner.call("DELETE", f"/api/v1/streams/{c.sid}/chat/messages/{mid}"), 503,
+            "chat_unavailable")
+    problem(c.owner.call("POST", c.m(f"/held/{mid}/approve")), 503, "chat_unavailable")
+    problem(c.smod.call("POST", c.m(f"/held/{mid}/deny")), 503, "chat_unavailable")
+    problem(c.viewer.call("POST", c.m(f"/held/{mid}/deny")), 403, "forbidden")
+
+
+# ---- audit log ---------------------------------------------------------------------------------
+def test_audit_log(srv):
+    c = Cast(srv)
+    assert c.smod.call("POST", c.m("/timeouts"),
+                       {"user": c.viewer.id, "duration_s": 30, "reason": "calm"}).status == 201
+    assert c.owner.call("POST", c.m("/bans"), {"user": c.other.id}).status == 201
+    assert c.owner.call("DELETE", c.m(f"/bans/{c.other.id}")).status == 200
+    assert c.owner.call("POST", c.m("/terms"), {"pattern": "*bad*"}).status == 201
+    r = c.owner.call("GET", c.m("/log"))
+    assert r.status == 200, r
+    entries = r.json()["entries"]
+    got = [(e["action"], e["actor"], e["target"]) for e in entries]
+    assert got == [("term_add", c.owner.id, "*bad*"), ("unban", c.owner.id, c.other.id),
+                   ("ban", c.owner.id, c.other.id), ("timeout", c.smod.id, c.viewer.id)], got
+    t = entries[-1]
+    assert t["reason"] == "calm" and t["details"] == {"duration_s": 30}, t
+    assert t["stream"] == c.sid and isinstance(t["at"], int) and t["id"], t
+    # paging
+    r = c.owner.call("GET", c.m("/log?limit=3"))
+    page = r.json()
+    assert len(page["entries"]) == 3 and page["next"], page
+    r = c.owner.call("GET", c.m("/log?limit=3&after=" + urllib.parse.quote(page["next"], safe="")))
+    assert r.status == 200 and [e["action"] for e in r.json()["entries"]] == ["timeout"], r
+    problem(c.owner.call("GET", c.m("/log?limit=0")), 400, "invalid_query")
+    problem(c.viewer.call("GET", c.m("/log")), 403, "forbidden")
+
+
+# ---- with the chat plugin ----------------------------------------------------------------------
+CHAT_SO = os.path.join(PLUGIN_DIR, "chat.so")
+
+
+@pytest.mark.skipif(not os.path.exists(CHAT_SO), reason="the chat plugin is not built")
+def test_chat_terms_held_queue_and_delete(server_factory):
+    p = plugins()
+    p["chat"] = {"path": CHAT_SO}
+    s = server_factory(plugins=p, core=core({"backend": "sqlite"})).start()
+    c = Cast(s)
+    chat = f"/api/v1/streams/{c.sid}/chat"
+
+    def say(acct, text):
+        return acct.call("POST", chat, {"text": text})
+
+    assert say(c.viewer, "hello spam world").status == 201  # no terms yet
+    assert c.owner.call("POST", c.m("/terms"), {"pattern": "spam*"}).status == 201
+    assert c.owner.call("POST", c.m("/terms"), {"pattern": "*scam*", "action": "hold"}).status == 201
+    assert c.owner.call("POST", c.m("/terms"), {"pattern": "bad"}).status == 201
+    # the very next message is checked
+    r = say(c.viewer, "buy SPAMcoins now")
+    assert r.status == 403 and r.json()["code"] == "denied", r
+    assert "blocked term" in r.json()["detail"], r.json()
+    assert say(c.viewer, "nospam").status == 201       # spam* = a word starting with spam
+    assert say(c.viewer, "a badge").status == 201      # bad = whole word only
+    assert say(c.viewer, "so BAD!").status == 403
+    assert say(c.owner, "spam is fine for me").status == 201  # owner and moderators exempt
+    assert say(c.smod, "so bad").status == 201
+    r = say(c.viewer, "this is a Scammer link")
+    assert r.status == 202 and r.json()["held"] is True, r
+    held = r.json()["id"]
+    r = say(c.viewer, "another scam")
+    assert r.status == 202, r
+    held2 = r.json()["id"]
+
+    async def scenario():
+        async with websockets.connect(s.ws_url) as w:
+            r = await ws_call(w, "chat.join", {"stream_id": c.sid})
+            assert r["type"] == "result", r
+            seen = []
+
+            async def wait(pred):
+                for m in seen:
+                    if pred(m):
+                        return m
+                while True:
+                    m = json.loads(await asyncio.wait_for(w.recv(), 10))
+                    if pred(m):
+                        return m
+                    seen.append(m)
+
+            r = await asyncio.to_thread(c.smod.call, "POST", c.m(f"/held/{held}/approve"))
+            assert r.status == 200, r
+            m = await wait(lambda m: m["type"] == "chat.message" and m["data"]["id"] == held)
+            assert "Scammer" in m["data"]["text"], m
+            r = await asyncio.to_thread(c.owner.call, "DELETE", f"{chat}/messages/{held}")
+            assert r.status == 200, r
+            m = await wait(lambda m: m["type"] == "chat.deleted")
+            assert m["data"]["id"] == held, m
+    run(scenario())
+    problem(c.owner.call("POST", c.m(f"/held/{held}/approve")), 409, "not_held")
+    problem(c.owner.call("DELETE", f"{chat}/messages/{held}"), 404, "message_not_found")
+    assert c.owner.call("POST", c.m(f"/held/{held2}/deny")).status == 200
+    problem(c.owner.call("POST", c.m(f"/held/{held2}/approve")), 409, "not_held")
+    problem(c.viewer.call("POST", c.m(f"/held/{held2}/approve")), 403, "forbidden")
+    problem(c.owner.call("POST", c.m("/held/0123456789abcdef01234567/approve")), 404,
+            "message_not_found")
+    # a message of another stream is not found through this stream
+    c2 = Cast(s)
+    r = c2.viewer.call("POST", f"/api/v1/streams/{c2.sid}/chat", {"text": "hi"})
+    assert r.status == 201, r
+    problem(c.owner.call("DELETE", f"{chat}/messages/{r.json()['message']['id']}"), 404,
+            "message_not_found")
+    # bans and timeouts apply to chat at once
+    assert c.owner.call("POST", c.m("/bans"), {"user": c.viewer.id}).status == 201
+    r = say(c.viewer, "hello")
+    assert r.status == 403 and "banned from this stream" in r.json()["detail"], r
+    assert c.owner.call("DELETE", c.m(f"/bans/{c.viewer.id}")).status == 200
+    assert say(c.viewer, "hello again").status == 201
+    assert c.smod.call("POST", c.m("/timeouts"), {"user": c.viewer.id, "duration_s": 60}).status == 201
+    r = say(c.viewer, "hello")
+    assert r.status == 403 and "timed out" in r.json()["detail"], r
+    r = c.owner.call("GET", c.m("/log"))
+    actions = [e["action"] for e in r.json()["entries"]]
+    for a in ("held_approve", "held_deny", "message_delete", "term_add"):
+        assert a in actions, actions
+    e = next(e for e in r.json()["entries"] if e["action"] == "held_approve")
+    assert e["target"] == c.viewer.id and e["details"] == {"message": held}, e
