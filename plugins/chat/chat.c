@@ -9,12 +9,14 @@
  *   - Who may see a stream and who moderates it comes from the streams plugin's service
  *     "streams.access"; follows come from "streams.follow".
  *   - Modes (slow, followers-only, verified-only) are set by the owner or a moderator; both
- *     are exempt. They live in this node's memory; a stream without chat modes set here
- *     uses its streams settings (chat_slow_mode_s, chat_followers_only, chat_verified_only).
+ *     are exempt. They are stored (collection chat.modes) and read on a stream's first use
+ *     on this node; a stream without chat modes set uses its streams settings
+ *     (chat_slow_mode_s, chat_followers_only, chat_verified_only).
  *   - Before a message is accepted the hook chain "chat.message" runs: deny refuses it (403
  *     denied with the filter's reason), hold stores it as "held" (not published), rewrite
  *     replaces the text.
- *   - Services for moderation: chat.get, chat.delete, chat.release.
+ *   - Services for moderation: chat.get, chat.delete, chat.release, chat.held (the held
+ *     queue of a stream, oldest first, paged with after/next).
  */
 #include <onair/plugin.h>
 
@@ -38,9 +40,14 @@ static const onair_api_t *api;
 typedef struct chat {
     onair_plugin_t *self;
     onair_coll_t *messages;
-    onair_sub_t sub; /* stream.deleted */
-    json_t *modes;   /* {stream id: {slow_s, followers_only_min, verified_only}} */
-    json_t *last;    /* {"<stream>/<user>": ms of the last accepted send} (slow mode) */
+    onair_coll_t *modes_coll; /* chat.modes {stream, slow_s, followers_only_min, verified_only} */
+    json_t *loaded;           /* {stream id: true}: modes read from the store on this node */
+    onair_sub_t sub;          /* stream.deleted */
+    onair_sub_t sub_closed;   /* core.ws.closed */
+    onair_sub_t sub_banned;   /* moderation.banned */
+    json_t *joins;            /* {conn id: {stream id: user id}}: signed-in chat.join */
+    json_t *modes;            /* {stream id: {slow_s, followers_only_min, verified_only}} */
+    json_t *last;             /* {"<stream>/<user>": ms of the last accepted send} (slow mode) */
     int history_on_join;
 } chat_t;
 
@@ -660,6 +667,16 @@ static void find_history(op_t *op)
           op);
 }
 
+static void modes_saved(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    json_t *m = json_object_get(op->st->modes, op->sid);
+    json_t *copy = m ? json_deep_copy(m) : NULL;
+    op_reply(op, 200, copy ? json_pack("{s:o}", "modes", copy) : NULL);
+}
+
 static void put_modes(op_t *op, json_t *access, int staff)
 {
     if (!staff)
@@ -678,9 +695,16 @@ static void put_modes(op_t *op, json_t *access, int staff)
     json_t *ev = json_deep_copy(m);
     json_object_set_new(ev, "stream", json_string(op->sid));
     api->ws_publish(topic, "chat.modes", ev);
-    json_t *copy = json_deep_copy(m);
+    json_t *set = json_deep_copy(m);
     json_decref(m); /* the map keeps it */
-    op_reply(op, 200, copy ? json_pack("{s:o}", "modes", copy) : NULL);
+    if (!set)
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    json_object_set_new(set, "stream", json_string(op->sid));
+    STORE(api->store_update(op->st->modes_coll,
+                            json_pack("{s:{s:s},s:{s:o},s:b}", "filter", "stream", op->sid,
+                                      "update", "$set", set, "upsert", 1),
+                            modes_saved, op),
+          op);
 }
 
 static void access_done(int status, json_t *result, void *ud)
@@ -702,6 +726,16 @@ static void access_done(int status, json_t *result, void *ud)
         int rc = api->ws_subscribe(op->conn, topic);
         if (rc != ONAIR_OK)
             return op_fail(op, rc, NULL);
+        if (op->uid) {
+            char ckey[32];
+            snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)op->conn);
+            json_t *w = json_object_get(op->st->joins, ckey);
+            if (!w) {
+                w = json_object();
+                json_object_set_new(op->st->joins, ckey, w);
+            }
+            json_object_set_new(w, op->sid, json_string(op->uid));
+        }
         return find_history(op);
     }
     case OP_HISTORY:
@@ -717,11 +751,47 @@ static void access_done(int status, json_t *result, void *ud)
 
 /* ---- entry points ----------------------------------------------------------------------- */
 
-static int check_access(op_t *op)
+static int call_access(op_t *op)
 {
     json_t *args =
         json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
     int rc = api->service_call(op->st->self, "streams.access", args, access_done, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+static void modes_loaded(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    json_t *doc = json_object_get(result, "doc");
+    if (json_is_object(doc) && !json_object_get(op->st->modes, op->sid)) {
+        json_t *fo = json_object_get(doc, "followers_only_min");
+        json_object_set_new(
+            op->st->modes, op->sid,
+            json_pack("{s:I,s:O,s:b}", "slow_s", json_integer_value(json_object_get(doc, "slow_s")),
+                      "followers_only_min", json_is_integer(fo) ? fo : json_null(), "verified_only",
+                      json_is_true(json_object_get(doc, "verified_only"))));
+    }
+    json_object_set_new(op->st->loaded, op->sid, json_true());
+    json_t *args =
+        json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
+    int rc = api->service_call(op->st->self, "streams.access", args, access_done, op);
+    if (rc != ONAIR_OK)
+        op_fail(op, rc, NULL);
+}
+
+/* Modes are read from the store on a stream's first use on this node. */
+static int check_access(op_t *op)
+{
+    if (json_object_get(op->st->loaded, op->sid) || json_object_get(op->st->modes, op->sid))
+        return call_access(op);
+    int rc = api->store_find_one(
+        op->st->modes_coll, json_pack("{s:{s:s}}", "filter", "stream", op->sid), modes_loaded, op);
     if (rc != ONAIR_OK) {
         op_free(op);
         return rc;
@@ -888,12 +958,17 @@ static int ws_join(onair_wsmsg_t *msg, void *ud)
 /* chat.leave {stream_id} -> {left} */
 static int ws_leave(onair_wsmsg_t *msg, void *ud)
 {
-    (void)ud;
+    chat_t *st = ud;
     const char *sid = sget(api->msg_data(msg), "stream_id");
     if (!hex24(sid))
         return api->msg_reply_error(msg, ONAIR_EINVAL, "invalid_request", "stream_id is required");
-    char topic[64];
+    char topic[64], ckey[32];
     topic_of(sid, topic, sizeof topic);
+    snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)api->msg_conn(msg));
+    json_t *w = json_object_get(st->joins, ckey);
+    json_object_del(w, sid);
+    if (w && json_object_size(w) == 0)
+        json_object_del(st->joins, ckey);
     int rc = api->ws_unsubscribe(api->msg_conn(msg), topic);
     return api->msg_reply(msg, json_pack("{s:b}", "left", rc == ONAIR_OK));
 }
@@ -1007,6 +1082,69 @@ static int svc_release(onair_service_call_t *call, void *ud)
     return svc_start(call, ud, SVC_RELEASE);
 }
 
+/* chat.held {stream, limit (1..100), after?} -> {messages: [held, oldest first], next} */
+typedef struct held_call {
+    onair_service_call_t *call;
+    int limit;
+} held_call_t;
+
+static void held_listed(int status, json_t *result, void *ud)
+{
+    held_call_t *h = ud;
+    if (status != ONAIR_OK) {
+        api->service_answer(h->call, status, NULL);
+        free(h);
+        return;
+    }
+    json_t *list = json_array();
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(result, "docs"), i, d)
+    {
+        json_t *v = view(d, 1);
+        if (v && json_object_get(d, "held_reason"))
+            json_object_set(v, "held_reason", json_object_get(d, "held_reason"));
+        json_array_append_new(list, v);
+    }
+    json_t *next = json_object_get(result, "next");
+    json_t *res = list ? json_pack("{s:o,s:O}", "messages", list, "next",
+                                   next && json_array_size(list) ? next : json_null())
+                       : NULL;
+    api->service_answer(h->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
+    free(h);
+}
+
+static int svc_held(onair_service_call_t *call, void *ud)
+{
+    chat_t *st = ud;
+    json_t *args = api->service_args(call);
+    const char *sid = sget(args, "stream");
+    if (!hex24(sid))
+        return ONAIR_EINVAL;
+    json_t *l = json_object_get(args, "limit");
+    json_int_t limit = l ? json_integer_value(l) : LIMIT_DEF;
+    if ((l && !json_is_integer(l)) || limit < 1 || limit > LIMIT_MAX)
+        return ONAIR_EINVAL;
+    json_t *after = json_object_get(args, "after");
+    if (after && !json_is_null(after) && !json_is_string(after))
+        return ONAIR_EINVAL;
+    held_call_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return ONAIR_ENOMEM;
+    h->call = call;
+    h->limit = (int)limit;
+    json_t *spec = json_pack("{s:{s:s,s:s},s:{s:i},s:I}", "filter", "stream", sid, "status", "held",
+                             "sort", "_id", 1, "limit", limit);
+    if (spec && json_is_string(after))
+        json_object_set(spec, "after", after);
+    int rc = api->store_find(st->messages, spec, held_listed, h);
+    if (rc != ONAIR_OK) {
+        free(h);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
 /* ---- the stream goes away: so does its chat ----------------------------------------------- */
 
 static void purged(int status, json_t *result, void *ud)
@@ -1025,14 +1163,113 @@ static void on_stream_deleted(const char *topic, json_t *payload, void *ud)
     if (!hex24(sid))
         return;
     json_object_del(st->modes, sid);
+    json_object_del(st->loaded, sid);
+    api->store_delete(st->modes_coll, json_pack("{s:{s:s}}", "filter", "stream", sid), purged, st);
     api->store_delete(st->messages, json_pack("{s:{s:s},s:b}", "filter", "stream", sid, "multi", 1),
                       purged, st);
+}
+
+/* ---- connections: closed, banned ---------------------------------------------------------- */
+
+static void on_ws_closed(const char *topic, json_t *payload, void *ud)
+{
+    chat_t *st = ud;
+    (void)topic;
+    char ckey[32];
+    snprintf(ckey, sizeof ckey, "%llu",
+             (unsigned long long)json_integer_value(json_object_get(payload, "conn")));
+    json_object_del(st->joins, ckey);
+}
+
+typedef struct kick {
+    chat_t *st;
+    char sid[25];
+    char *uid;
+} kick_t;
+
+/* A ban ends the user's chat subscriptions to a private stream. */
+static void kick_checked(int status, json_t *result, void *ud)
+{
+    kick_t *k = ud;
+    const char *vis = sget(result, "visibility");
+    if (status == ONAIR_OK && vis && !strcmp(vis, "private")) {
+        char topic[64];
+        topic_of(k->sid, topic, sizeof topic);
+        const char *ckey;
+        json_t *w, *tmp;
+        json_object_foreach_safe(k->st->joins, tmp, ckey, w)
+        {
+            const char *u = sget(w, k->sid);
+            if (!u || strcmp(u, k->uid))
+                continue;
+            onair_conn_t conn = (onair_conn_t)strtoull(ckey, NULL, 10);
+            api->ws_send(conn, "moderation.banned", json_pack("{s:s}", "stream", k->sid));
+            api->ws_unsubscribe(conn, topic);
+            json_object_del(w, k->sid);
+            if (json_object_size(w) == 0)
+                json_object_del(k->st->joins, ckey);
+        }
+    }
+    free(k->uid);
+    free(k);
+}
+
+static void kick(chat_t *st, const char *sid, const char *uid)
+{
+    kick_t *k = calloc(1, sizeof *k);
+    if (!k)
+        return;
+    k->st = st;
+    memcpy(k->sid, sid, 25);
+    k->uid = dupstr(uid);
+    if (!k->uid || api->service_call(st->self, "streams.access",
+                                     json_pack("{s:s,s:s}", "stream", sid, "user", uid),
+                                     kick_checked, k) != ONAIR_OK) {
+        free(k->uid);
+        free(k);
+    }
+}
+
+/* moderation.banned {stream (null: the platform), user} */
+static void on_banned(const char *topic, json_t *payload, void *ud)
+{
+    chat_t *st = ud;
+    (void)topic;
+    const char *uid = sget(payload, "user");
+    const char *sid = sget(payload, "stream");
+    if (!uid)
+        return;
+    if (sid) {
+        if (hex24(sid))
+            kick(st, sid, uid);
+        return;
+    }
+    json_t *seen = json_object();
+    const char *ckey, *s2;
+    json_t *w, *u;
+    json_object_foreach(st->joins, ckey, w)
+    {
+        json_object_foreach(w, s2, u)
+        {
+            if (!strcmp(json_string_value(u) ? json_string_value(u) : "", uid) &&
+                !json_object_get(seen, s2)) {
+                json_object_set_new(seen, s2, json_true());
+                kick(st, s2, uid);
+            }
+        }
+    }
+    json_decref(seen);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
 static const onair_index_t indexes[] = {
     {.size = sizeof(onair_index_t), .keys = "stream,-created_at"},
+    {0},
+};
+
+static const onair_index_t mode_indexes[] = {
+    {.size = sizeof(onair_index_t), .keys = "stream", .flags = ONAIR_INDEX_UNIQUE},
     {0},
 };
 
@@ -1066,6 +1303,8 @@ static int chat_init(onair_plugin_t *self, const onair_api_t *host_api)
         return ONAIR_ENOMEM;
     st->self = self;
     st->modes = json_object();
+    st->loaded = json_object();
+    st->joins = json_object();
     st->last = json_object();
     const uint32_t U = ONAIR_ACCESS_USER;
     const onair_ratelimit_t send_limit = {.size = sizeof send_limit,
@@ -1097,12 +1336,17 @@ static int chat_init(onair_plugin_t *self, const onair_api_t *host_api)
         {.size = sizeof(onair_service_t), .name = "chat.get", .fn = svc_get, .ud = st},
         {.size = sizeof(onair_service_t), .name = "chat.delete", .fn = svc_delete, .ud = st},
         {.size = sizeof(onair_service_t), .name = "chat.release", .fn = svc_release, .ud = st},
+        {.size = sizeof(onair_service_t), .name = "chat.held", .fn = svc_held, .ud = st},
     };
-    int rc = st->modes && st->last ? ONAIR_OK : ONAIR_ENOMEM;
+    const onair_collection_t modes_coll = {
+        .size = sizeof modes_coll, .name = "modes", .version = 1, .indexes = mode_indexes};
+    int rc = st->modes && st->loaded && st->joins && st->last ? ONAIR_OK : ONAIR_ENOMEM;
     if (rc == ONAIR_OK)
         rc = api->ratelimit_add(self, &send_limit);
     if (rc == ONAIR_OK)
         rc = api->store_open(self, &coll, &st->messages);
+    if (rc == ONAIR_OK)
+        rc = api->store_open(self, &modes_coll, &st->modes_coll);
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
         rc = api->route_add(self, &routes[i]);
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof types / sizeof types[0]; i++)
@@ -1111,8 +1355,14 @@ static int chat_init(onair_plugin_t *self, const onair_api_t *host_api)
         rc = api->service_add(self, &services[i]);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.deleted", on_stream_deleted, st, &st->sub);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "core.ws.closed", on_ws_closed, st, &st->sub_closed);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "moderation.banned", on_banned, st, &st->sub_banned);
     if (rc != ONAIR_OK) {
         json_decref(st->modes);
+        json_decref(st->loaded);
+        json_decref(st->joins);
         json_decref(st->last);
         free(st);
         return rc;
@@ -1135,7 +1385,13 @@ static void chat_stop(onair_plugin_t *self)
         return;
     if (st->sub)
         api->bus_unsubscribe(self, st->sub);
+    if (st->sub_closed)
+        api->bus_unsubscribe(self, st->sub_closed);
+    if (st->sub_banned)
+        api->bus_unsubscribe(self, st->sub_banned);
     json_decref(st->modes);
+    json_decref(st->loaded);
+    json_decref(st->joins);
     json_decref(st->last);
     free(st);
     api->set_state(self, NULL);

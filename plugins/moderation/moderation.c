@@ -11,7 +11,8 @@
  *   - Rights come from the streams plugin's "streams.access" (is_owner / is_moderator);
  *     platform bans need the admin role. Every action writes an audit entry.
  *   - Message deletion and held messages use the chat plugin's services "chat.get",
- *     "chat.delete" and "chat.release" when chat is loaded (503 chat_unavailable if not).
+ *     "chat.delete", "chat.release" and "chat.held" (the queue listing) when chat is loaded
+ *     (503 chat_unavailable if not).
  */
 #include <onair/plugin.h>
 
@@ -27,6 +28,8 @@
 #define DURATION_MAX   1209600
 #define LOG_LIMIT_DEF  50
 #define LOG_LIMIT_MAX  200
+#define HELD_LIMIT_DEF 50
+#define HELD_LIMIT_MAX 100
 #define TERMS_MAX      500
 #define PLATFORM_SCOPE "platform"
 
@@ -57,6 +60,7 @@ enum op_kind {
     OP_DENY,
     OP_LOG,
     OP_PLOG,
+    OP_HELD,
 };
 
 typedef struct op {
@@ -594,6 +598,10 @@ static void sanction_written(int status, json_t *result, void *ud)
     int timeout = op->kind == OP_TIMEOUT;
     if (timeout)
         op->audit_details = json_pack("{s:I}", "duration_s", (json_int_t)op->duration);
+    else /* streams and chat end the user's subscriptions to private streams */
+        api->bus_publish(
+            op->st->self, "moderation.banned",
+            json_pack("{s:s?,s:s}", "stream", op->platform ? NULL : op->sid, "user", op->target));
     audit_then_reply(op,
                      timeout        ? "timeout"
                      : op->platform ? "platform_ban"
@@ -837,6 +845,24 @@ static void chat_got(int status, json_t *result, void *ud)
 
 static void log_listed(int status, json_t *result, void *ud);
 
+static void held_listed(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (chat_missing(status, result))
+        return op_problem(op, ONAIR_EUNAVAILABLE, "chat_unavailable",
+                          "the chat plugin is not loaded");
+    if (status == ONAIR_EINVAL)
+        return op_problem(op, ONAIR_EINVAL, "invalid_query", "after is not a valid cursor");
+    if (status != ONAIR_OK)
+        return op_fail(op, status, result);
+    json_t *list = json_object_get(result, "messages");
+    json_t *next = json_object_get(result, "next");
+    op_reply(op, 200,
+             json_pack("{s:o,s:O}", "messages",
+                       json_is_array(list) ? json_incref(list) : json_array(), "next",
+                       next ? next : json_null()));
+}
+
 static void access_done(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
@@ -895,6 +921,15 @@ static void access_done(int status, json_t *result, void *ud)
     case OP_DENY: {
         int rc = api->service_call(op->st->self, "chat.get", json_pack("{s:s}", "message", op->id2),
                                    chat_got, op);
+        if (rc != ONAIR_OK)
+            op_fail(op, rc, NULL);
+        return;
+    }
+    case OP_HELD: {
+        json_t *args = op->spec;
+        op->spec = NULL;
+        json_object_set_new(args, "stream", json_string(op->sid));
+        int rc = api->service_call(op->st->self, "chat.held", args, held_listed, op);
         if (rc != ONAIR_OK)
             op_fail(op, rc, NULL);
         return;
@@ -1127,6 +1162,34 @@ static int post_deny(onair_req_t *req, void *ud)
     return message_op(req, ud, OP_DENY);
 }
 
+/* GET .../moderation/held?limit=1..100&after= -> {messages, next} (chat.held) */
+static int get_held(onair_req_t *req, void *ud)
+{
+    op_t *op = stream_op(req, ud, OP_HELD);
+    if (!op)
+        return ONAIR_OK;
+    const char *limit_s = api->req_query(req, "limit");
+    const char *after = api->req_query(req, "after");
+    long limit = HELD_LIMIT_DEF;
+    if (limit_s) {
+        char *end;
+        errno = 0;
+        limit = strtol(limit_s, &end, 10);
+        if (end == limit_s || *end || errno || limit < 1 || limit > HELD_LIMIT_MAX)
+            return bad(op, "invalid_query", "limit must be an integer 1..100");
+    }
+    if (after && (!*after || strlen(after) > 1024))
+        return bad(op, "invalid_query", "after is not a valid cursor");
+    op->spec = json_pack("{s:i}", "limit", (int)limit);
+    if (op->spec && after)
+        json_object_set_new(op->spec, "after", json_string(after));
+    if (!op->spec) {
+        op_fail(op, ONAIR_ENOMEM, NULL);
+        return ONAIR_OK;
+    }
+    return check_access(op);
+}
+
 /* ---- audit log (paged) ---------------------------------------------------------------- */
 
 static void log_listed(int status, json_t *result, void *ud)
@@ -1330,6 +1393,7 @@ static int mod_init(onair_plugin_t *self, const onair_api_t *host_api)
         ROUTE("GET", S "/terms", get_terms),
         ROUTE("POST", S "/terms", post_term, .flags = J, .max_body = 8192),
         ROUTE("DELETE", S "/terms/{tid}", delete_term),
+        ROUTE("GET", S "/held", get_held),
         ROUTE("POST", S "/held/{mid}/approve", post_approve),
         ROUTE("POST", S "/held/{mid}/deny", post_deny),
         ROUTE("GET", S "/log", get_log),

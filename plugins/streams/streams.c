@@ -60,7 +60,7 @@ struct streams {
     json_t *rooms;
     /* {conn id: {stream id: viewer key}}: what each WebSocket connection watches */
     json_t *conns;
-    onair_sub_t subs[6];
+    onair_sub_t subs[7];
     size_t nsubs;
     onair_timer_t timer;
 };
@@ -393,6 +393,91 @@ static void on_ws_closed(const char *topic, json_t *payload, void *ud)
     json_t *vk;
     json_object_foreach(w, sid, vk) viewer_unref(st, sid, json_string_value(vk));
     json_object_del(st->conns, ckey);
+}
+
+/* ---- a ban ends the user's watch of a private stream ----------------------------------- */
+
+typedef struct kick {
+    streams_t *st;
+    char sid[ID_MAX + 1];
+    char vkey[ID_MAX + 3];
+} kick_t;
+
+static void kick_loaded(int status, json_t *result, void *ud)
+{
+    kick_t *k = ud;
+    streams_t *st = k->st;
+    json_t *doc = json_object_get(result, "doc");
+    const char *vis = sget(doc, "visibility");
+    if (status == ONAIR_OK && vis && !strcmp(vis, "private")) {
+        char topic[64];
+        snprintf(topic, sizeof topic, "stream.%s", k->sid);
+        const char *ckey;
+        json_t *w, *tmp;
+        json_object_foreach_safe(st->conns, tmp, ckey, w)
+        {
+            const char *vk = json_string_value(json_object_get(w, k->sid));
+            if (!vk || strcmp(vk, k->vkey))
+                continue;
+            onair_conn_t conn = (onair_conn_t)strtoull(ckey, NULL, 10);
+            api->ws_send(conn, "moderation.banned", json_pack("{s:s}", "stream", k->sid));
+            api->ws_unsubscribe(conn, topic);
+            viewer_unref(st, k->sid, k->vkey);
+            json_object_del(w, k->sid);
+            if (json_object_size(w) == 0)
+                json_object_del(st->conns, ckey);
+        }
+    } else if (status != ONAIR_OK) {
+        log_store(status, result, st);
+    }
+    free(k);
+}
+
+static void kick(streams_t *st, const char *sid, const char *vkey)
+{
+    kick_t *k = calloc(1, sizeof *k);
+    if (!k)
+        return;
+    k->st = st;
+    snprintf(k->sid, sizeof k->sid, "%s", sid);
+    snprintf(k->vkey, sizeof k->vkey, "%s", vkey);
+    if (api->store_find_one(st->streams, json_pack("{s:{s:s}}", "filter", "_id", sid), kick_loaded,
+                            k) != ONAIR_OK)
+        free(k);
+}
+
+/* moderation.banned {stream (null: the platform), user} */
+static void on_banned(const char *topic, json_t *payload, void *ud)
+{
+    streams_t *st = ud;
+    (void)topic;
+    const char *uid = sget(payload, "user");
+    const char *sid = sget(payload, "stream");
+    if (!uid || strlen(uid) > ID_MAX)
+        return;
+    char vkey[ID_MAX + 3];
+    snprintf(vkey, sizeof vkey, "u:%s", uid);
+    if (sid) {
+        if (hex24(sid))
+            kick(st, sid, vkey);
+        return;
+    }
+    /* a platform ban: every stream the user watches on this node */
+    json_t *seen = json_object();
+    const char *ckey, *s2;
+    json_t *w, *vk;
+    json_object_foreach(st->conns, ckey, w)
+    {
+        json_object_foreach(w, s2, vk)
+        {
+            if (!strcmp(json_string_value(vk) ? json_string_value(vk) : "", vkey) &&
+                !json_object_get(seen, s2)) {
+                json_object_set_new(seen, s2, json_true());
+                kick(st, s2, vkey);
+            }
+        }
+    }
+    json_decref(seen);
 }
 
 /* ---- stream documents ---------------------------------------------------------------- */
@@ -2269,8 +2354,9 @@ static void access_answer(access_t *a, json_t *doc)
     } else {
         json_t *settings = json_object_get(doc, "settings");
         int mod = is_smod(u, doc) || has_role(u, "moderator") || is_admin(u);
-        res = json_pack("{s:b,s:b,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible", can_see(u, doc),
-                        "status", sget(doc, "status"), "owner", sget(doc, "owner"), "is_owner",
+        res = json_pack("{s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible",
+                        can_see(u, doc), "status", sget(doc, "status"), "visibility",
+                        sget(doc, "visibility"), "owner", sget(doc, "owner"), "is_owner",
                         is_owner(u, doc), "is_moderator", mod, "settings",
                         json_is_object(settings) ? json_incref(settings) : json_object());
     }
@@ -2504,7 +2590,7 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     } subs[] = {
         {"core.ws.closed", on_ws_closed},  {"streams.notify_followers", on_notify_followers},
         {"schedule.due", on_schedule_due}, {"media.publish", on_media},
-        {"media.unpublish", on_media},
+        {"media.unpublish", on_media},     {"moderation.banned", on_banned},
     };
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof subs / sizeof subs[0]; i++)
         rc = api->bus_subscribe(self, subs[i].pattern, subs[i].fn, st, &st->subs[st->nsubs++]);

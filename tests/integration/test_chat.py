@@ -555,3 +555,36 @@ def test_follow_service(server_factory):
             assert r["data"]["status"] == -1, r  # ONAIR_EINVAL
 
     run(scenario())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_modes_survive_restart(request, backend):
+    s = Server(plugins=plugins(), core=core(backend_config(request, backend))).start()
+    try:
+        c = Cast(s)
+        other = Cast(s)
+        assert c.modes(slow_s=5, verified_only=True) == {"slow_s": 5, "followers_only_min": None,
+                                                         "verified_only": True}
+        assert other.modes(followers_only_min=7)["followers_only_min"] == 7
+        assert s.stop() == 0
+        s.start()
+        r = c.anon.call("GET", c.c("/modes"))
+        assert r.status == 200, r
+        assert r.json()["modes"] == {"slow_s": 5, "followers_only_min": None,
+                                     "verified_only": True}, r
+        # enforced after the restart, also on a first use that is a send
+        problem(other.viewer.call("POST", other.c(), {"text": "hi"}), 403, "followers_only")
+        problem(c.viewer.call("POST", c.c(), {"text": "hi"}), 403, "verified_only")
+        c.viewer.verify()
+        send(c.viewer, c, "verified")
+        problem(c.viewer.call("POST", c.c(), {"text": "again"}), 429, "slow_mode")
+        # a later change is stored too
+        assert c.modes(slow_s=0, verified_only=False)["slow_s"] == 0
+        assert s.stop() == 0
+        s.start()
+        r = c.anon.call("GET", c.c("/modes"))
+        assert r.json()["modes"] == {"slow_s": 0, "followers_only_min": None,
+                                     "verified_only": False}, r
+        assert s.stop() == 0
+    finally:
+        s.kill()

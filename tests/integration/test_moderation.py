@@ -464,3 +464,162 @@ def test_chat_terms_held_queue_and_delete(server_factory):
         assert a in actions, actions
     e = next(e for e in r.json()["entries"] if e["action"] == "held_approve")
     assert e["target"] == c.viewer.id and e["details"] == {"message": held}, e
+
+
+def test_held_queue_listing(server_factory):
+    p = plugins()
+    p["chat"] = {"path": CHAT_SO}
+    s = server_factory(plugins=p, core=core({"backend": "sqlite"})).start()
+    c = Cast(s)
+    chat = f"/api/v1/streams/{c.sid}/chat"
+    assert c.owner.call("POST", c.m("/terms"), {"pattern": "*scam*", "action": "hold"}).status == 201
+    r = c.owner.call("GET", c.m("/held"))
+    assert r.status == 200 and r.json() == {"messages": [], "next": None}, r
+    ids = []
+    for text in ("a scam one", "scam two", "scam three"):
+        r = c.viewer.call("POST", chat, {"text": text})
+        assert r.status == 202, r
+        ids.append(r.json()["id"])
+    assert c.viewer.call("POST", chat, {"text": "visible"}).status == 201
+    r = c.smod.call("GET", c.m("/held"))
+    assert r.status == 200, r
+    msgs = r.json()["messages"]
+    assert [m["id"] for m in msgs] == ids, msgs  # oldest first
+    assert msgs[0]["status"] == "held" and msgs[0]["text"] == "a scam one", msgs
+    assert msgs[0]["user"] == c.viewer.id and msgs[0]["held_reason"], msgs
+    # paged
+    r = c.owner.call("GET", c.m("/held?limit=2"))
+    assert [m["id"] for m in r.json()["messages"]] == ids[:2] and r.json()["next"], r.json()
+    r = c.owner.call("GET", c.m(f"/held?limit=2&after={r.json()['next']}"))
+    assert [m["id"] for m in r.json()["messages"]] == ids[2:], r.json()
+    # approve and deny take messages out of the queue
+    assert c.owner.call("POST", c.m(f"/held/{ids[0]}/approve")).status == 200
+    assert c.owner.call("POST", c.m(f"/held/{ids[1]}/deny")).status == 200
+    r = c.owner.call("GET", c.m("/held"))
+    assert [m["id"] for m in r.json()["messages"]] == ids[2:], r.json()
+    # same rights as approve / deny; bad queries
+    problem(c.viewer.call("GET", c.m("/held")), 403, "forbidden")
+    problem(c.owner.call("GET", c.m("/held?limit=101")), 400, "invalid_query")
+    problem(c.owner.call("GET", c.m("/held?limit=0")), 400, "invalid_query")
+
+
+def test_held_queue_without_chat_plugin(srv):
+    c = Cast(srv)
+    problem(c.owner.call("GET", c.m("/held")), 503, "chat_unavailable")
+
+
+def test_ban_ends_private_stream_watch(srv):
+    c = Cast(srv)
+    base = f"/api/v1/streams/{c.sid}"
+    r = c.owner.call("PATCH", base, {"visibility": "private",
+                                      "allowed_viewers": [c.viewer.id, c.other.id]})
+    assert r.status == 200, r
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=c.viewer.headers()) as v, \
+                websockets.connect(srv.ws_url, extra_headers=c.other.headers()) as o:
+            for w in (v, o):
+                r = await ws_call(w, "streams.watch", {"stream_id": c.sid})
+                assert r["type"] == "result", r
+            r = await asyncio.to_thread(c.smod.call, "POST", c.m("/bans"), {"user": c.viewer.id})
+            assert r.status == 201, r
+            while True:
+                m = json.loads(await asyncio.wait_for(v.recv(), 10))
+                if m["type"] == "moderation.banned":
+                    break
+            assert m["data"] == {"stream": c.sid}, m
+            r = await asyncio.to_thread(c.owner.call, "PATCH", base, {"title": "Renamed"})
+            assert r.status == 200, r
+            while True:  # the other viewer still gets the stream's events
+                m = json.loads(await asyncio.wait_for(o.recv(), 10))
+                if m["type"] == "stream.updated":
+                    break
+            assert m["data"]["stream"]["title"] == "Renamed", m
+            try:  # the banned one does not
+                while True:
+                    m = json.loads(await asyncio.wait_for(v.recv(), 1.0))
+                    assert m["type"] != "stream.updated", m
+                    assert not m["type"].startswith("viewer."), m
+            except asyncio.TimeoutError:
+                pass
+            r = await asyncio.to_thread(c.owner.call, "GET", f"{base}/viewers/count")
+            assert r.status == 200 and r.json()["viewer_count"] == 1, r
+
+    run(scenario())
+
+
+def test_platform_ban_ends_private_stream_watch(srv):
+    c = Cast(srv)
+    base = f"/api/v1/streams/{c.sid}"
+    r = c.owner.call("PATCH", base, {"visibility": "private", "allowed_viewers": [c.viewer.id]})
+    assert r.status == 200, r
+    pub = Cast(srv)  # a public stream: its watch goes on
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=c.viewer.headers()) as v:
+            for sid in (c.sid, pub.sid):
+                r = await ws_call(v, "streams.watch", {"stream_id": sid})
+                assert r["type"] == "result", r
+            r = await asyncio.to_thread(c.admin.call, "POST", "/api/v1/moderation/bans",
+                                        {"user": c.viewer.id})
+            assert r.status == 201, r
+            while True:
+                m = json.loads(await asyncio.wait_for(v.recv(), 10))
+                if m["type"] == "moderation.banned":
+                    break
+            assert m["data"] == {"stream": c.sid}, m
+            r = await asyncio.to_thread(c.owner.call, "PATCH", base, {"title": "Renamed"})
+            assert r.status == 200, r
+            r = await asyncio.to_thread(pub.owner.call, "PATCH", f"/api/v1/streams/{pub.sid}",
+                                        {"title": "Public renamed"})
+            assert r.status == 200, r
+            while True:
+                m = json.loads(await asyncio.wait_for(v.recv(), 10))
+                if m["type"] == "stream.updated":
+                    break
+            assert m["data"]["stream"]["id"] == pub.sid, m
+
+    run(scenario())
+
+
+def test_ban_ends_private_stream_chat(server_factory):
+    p = plugins()
+    p["chat"] = {"path": CHAT_SO}
+    s = server_factory(plugins=p, core=core({"backend": "sqlite"})).start()
+    c = Cast(s)
+    base = f"/api/v1/streams/{c.sid}"
+    r = c.owner.call("PATCH", base, {"visibility": "private",
+                                      "allowed_viewers": [c.viewer.id, c.other.id]})
+    assert r.status == 200, r
+
+    async def scenario():
+        async with websockets.connect(s.ws_url, extra_headers=c.viewer.headers()) as v, \
+                websockets.connect(s.ws_url, extra_headers=c.other.headers()) as o:
+            for w in (v, o):
+                r = await ws_call(w, "chat.join", {"stream_id": c.sid})
+                assert r["type"] == "result", r
+            r = await asyncio.to_thread(c.owner.call, "POST", c.m("/bans"), {"user": c.viewer.id})
+            assert r.status == 201, r
+            while True:
+                m = json.loads(await asyncio.wait_for(v.recv(), 10))
+                if m["type"] == "moderation.banned":
+                    break
+            assert m["data"] == {"stream": c.sid}, m
+            r = await asyncio.to_thread(c.other.call, "POST", f"{base}/chat", {"text": "still here"})
+            assert r.status == 201, r
+            while True:
+                m = json.loads(await asyncio.wait_for(o.recv(), 10))
+                if m["type"] == "chat.message":
+                    break
+            assert m["data"]["text"] == "still here", m
+            try:
+                while True:
+                    m = json.loads(await asyncio.wait_for(v.recv(), 1.0))
+                    assert m["type"] != "chat.message", m
+            except asyncio.TimeoutError:
+                pass
+            # leaving after the kick is harmless
+            r = await ws_call(v, "chat.leave", {"stream_id": c.sid})
+            assert r["type"] == "result", r
+
+    run(scenario())
