@@ -70,6 +70,15 @@ static const char *const reasons[] = {"spam",      "harassment", "hate",      "v
 
 static const onair_config_key_t streams_config[] = {
     {.size = sizeof(onair_config_key_t),
+     .key = "viewer_events_max",
+     .type = ONAIR_CFG_INT,
+     .default_value = "100",
+     .min = 0,
+     .max = 1000000,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "viewer.joined / viewer.left go to a stream's watchers only while it has at most "
+            "this many viewers (viewer.count always does, at most once a second)."},
+    {.size = sizeof(onair_config_key_t),
      .key = "max_live_per_user",
      .type = ONAIR_CFG_INT,
      .default_value = "1",
@@ -304,15 +313,24 @@ static int room_has(streams_t *st, const char *sid, const char *vkey)
     return json_object_get(json_object_get(json_object_get(st->rooms, sid), "v"), vkey) != NULL;
 }
 
-static void publish_viewer(streams_t *st, const char *sid, const char *type, const char *vkey)
+/* Per-viewer events go on the bus always, but to the stream's WebSocket topic only while
+ * it has at most viewer_events_max viewers: announcing every join to every watcher costs
+ * n^2 frames (50 million for 10,000 viewers); beyond that the coalesced viewer.count
+ * tells watchers how many there are. */
+static void publish_viewer(streams_t *st, const char *sid, const char *type, const char *vkey,
+                           json_int_t viewers)
 {
     char topic[64];
     snprintf(topic, sizeof topic, "stream.%s", sid);
     const char *uid = !strncmp(vkey, "u:", 2) ? vkey + 2 : NULL;
     json_t *ev = json_pack("{s:s,s:s?,s:b}", "stream", sid, "user", uid, "anonymous", uid == NULL);
-    if (ev)
-        api->bus_publish(st->self, type, json_incref(ev));
-    api->ws_publish(topic, type, ev);
+    if (!ev)
+        return;
+    api->bus_publish(st->self, type, json_incref(ev));
+    if (viewers <= api->config_int(st->self, "viewer_events_max"))
+        api->ws_publish(topic, type, ev);
+    else
+        json_decref(ev);
 }
 
 static void viewer_ref(streams_t *st, const char *sid, const char *vkey)
@@ -327,7 +345,7 @@ static void viewer_ref(streams_t *st, const char *sid, const char *vkey)
         json_int_t n = (json_int_t)json_object_size(v);
         if (n > json_integer_value(json_object_get(r, "peak")))
             json_object_set_new(r, "peak", json_integer(n));
-        publish_viewer(st, sid, "viewer.joined", vkey);
+        publish_viewer(st, sid, "viewer.joined", vkey, n);
     }
 }
 
@@ -342,7 +360,7 @@ static void viewer_unref(streams_t *st, const char *sid, const char *vkey)
         return;
     }
     json_object_del(v, vkey);
-    publish_viewer(st, sid, "viewer.left", vkey);
+    publish_viewer(st, sid, "viewer.left", vkey, (json_int_t)json_object_size(v));
 }
 
 /* The coalesced viewer.count: at most once per second per stream, only on change. */
