@@ -586,6 +586,31 @@ static void audit_then_reply(op_t *op, const char *action, const char *target, i
     STORE(api->store_insert(op->st->audit, entry, audited, op), op);
 }
 
+/* Stream moderators are managed by the streams plugin; their changes go into this
+ * audit log too (from its "streams.moderator_changed" bus event). */
+static void moderator_change_logged(int status, json_t *result, void *ud)
+{
+    mod_t *st = ud;
+    if (status != ONAIR_OK)
+        api->log(st->self, ONAIR_LOG_WARN, "could not log a moderator change: %s",
+                 sget(result, "error") ? sget(result, "error") : "?");
+}
+
+static void on_moderator_changed(const char *topic, json_t *payload, void *ud)
+{
+    mod_t *st = ud;
+    const char *sid = sget(payload, "stream");
+    if (!sid)
+        return;
+    json_t *entry = json_pack("{s:s,s:s,s:s,s:s,s:s?,s:n,s:n,s:I}", "scope", sid, "stream", sid,
+                              "actor", sget(payload, "by") ? sget(payload, "by") : "", "action",
+                              sget(payload, "action") ? sget(payload, "action") : "moderator",
+                              "target", sget(payload, "user"), "reason", "details", "at",
+                              (json_int_t)api->now_ms(st->self));
+    if (entry)
+        api->store_insert(st->audit, entry, moderator_change_logged, st);
+}
+
 /* ---- sanctions ------------------------------------------------------------------------------ */
 
 static void sanction_written(int status, json_t *result, void *ud)
@@ -1422,6 +1447,8 @@ static int mod_init(onair_plugin_t *self, const onair_api_t *host_api)
     }
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.deleted", on_stream_deleted, st, &st->sub);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "streams.moderator_changed", on_moderator_changed, st, NULL);
     if (rc != ONAIR_OK) {
         free(st);
         return rc;

@@ -1796,6 +1796,12 @@ static void mods_updated(int status, json_t *result, void *ud)
     if (!json_is_object(doc))
         return not_found(op);
     publish_stream(op->st, doc, "stream.updated");
+    /* for the moderation plugin's audit log: who added or removed whom */
+    int added = in_array(json_object_get(doc, "moderators"), op->arg);
+    api->bus_publish(op->st->self, "streams.moderator_changed",
+                     json_pack("{s:s,s:s,s:s,s:s?}", "stream", op->id, "user", op->arg, "action",
+                               added ? "moderator_added" : "moderator_removed", "by",
+                               op->user ? op->user->id : NULL));
     mods_reply(op, doc);
 }
 

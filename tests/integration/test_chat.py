@@ -485,6 +485,25 @@ def test_filter_rewrite(server_factory):
     assert m["text"] == "rewritten?" and "trace" not in m and m["status"] == "visible", m
 
 
+def test_filter_rewrites_the_text(server_factory):
+    # a filter that changes the text (hooktest "shout": upper case, like a translation bot):
+    # the rewritten text is what is stored, broadcast and kept in history
+    s = hook_server(server_factory, "10:shout")
+    c = Cast(s)
+
+    async def scenario():
+        async with websockets.connect(s.ws_url) as w:
+            W = Client(w)
+            await W.call("chat.join", {"stream_id": c.sid})
+            m = send(c.viewer, c, "hello there")
+            assert m["text"] == "HELLO THERE", m
+            ev = await W.wait(lambda x: x["type"] == "chat.message")
+            assert ev["data"]["text"] == "HELLO THERE", ev
+    run(scenario())
+    r = c.anon.call("GET", c.c())
+    assert [m["text"] for m in r.json()["messages"]] == ["HELLO THERE"], r
+
+
 def test_filter_hold_release_delete(server_factory):
     s = hook_server(server_factory, "10:hold")
     c = Cast(s)

@@ -361,9 +361,11 @@ def test_audit_log(srv):
     assert r.status == 200, r
     entries = r.json()["entries"]
     got = [(e["action"], e["actor"], e["target"]) for e in entries]
+    # newest first; the oldest entry is the owner adding the stream moderator (Cast)
     assert got == [("term_add", c.owner.id, "*bad*"), ("unban", c.owner.id, c.other.id),
-                   ("ban", c.owner.id, c.other.id), ("timeout", c.smod.id, c.viewer.id)], got
-    t = entries[-1]
+                   ("ban", c.owner.id, c.other.id), ("timeout", c.smod.id, c.viewer.id),
+                   ("moderator_added", c.owner.id, c.smod.id)], got
+    t = entries[-2]
     assert t["reason"] == "calm" and t["details"] == {"duration_s": 30}, t
     assert t["stream"] == c.sid and isinstance(t["at"], int) and t["id"], t
     # paging
@@ -371,7 +373,8 @@ def test_audit_log(srv):
     page = r.json()
     assert len(page["entries"]) == 3 and page["next"], page
     r = c.owner.call("GET", c.m("/log?limit=3&after=" + urllib.parse.quote(page["next"], safe="")))
-    assert r.status == 200 and [e["action"] for e in r.json()["entries"]] == ["timeout"], r
+    assert r.status == 200 and [e["action"] for e in r.json()["entries"]] == \
+        ["timeout", "moderator_added"], r
     problem(c.owner.call("GET", c.m("/log?limit=0")), 400, "invalid_query")
     problem(c.viewer.call("GET", c.m("/log")), 403, "forbidden")
 
@@ -623,3 +626,43 @@ def test_ban_ends_private_stream_chat(server_factory):
             assert r["type"] == "result", r
 
     run(scenario())
+
+
+def test_moderation_state_survives_restart(server_factory):
+    s = server_factory(plugins=plugins(), core=core({"backend": "sqlite"})).start()
+    c = Cast(s)
+    r = c.owner.call("POST", c.m("/bans"), {"user": c.viewer.id, "reason": "spam"})
+    assert r.status == 201, r
+    r = c.owner.call("POST", c.m("/timeouts"), {"user": c.other.id, "duration_s": 3600})
+    assert r.status == 201, r
+    r = c.owner.call("POST", c.m("/terms"), {"pattern": "forbidden*", "action": "deny"})
+    assert r.status == 201, r
+    assert s.stop() == 0
+    s.start()
+    # the ban and the timeout still apply at the next action, the term is still there
+    for acct in (c.viewer, c.other):
+        a = c.ask(acct)
+        assert a.status == 403 and a.json()["code"] == "denied", a
+    r = c.owner.call("GET", c.m("/terms"))
+    assert r.status == 200 and [t["pattern"] for t in r.json()["terms"]] == ["forbidden*"], r
+    r = c.owner.call("GET", c.m("/sanctions"))
+    assert r.status == 200 and len(r.json()["sanctions"]) == 2, r
+    r = c.owner.call("GET", c.m("/log"))
+    assert r.status == 200 and len(r.json()["entries"]) >= 3, r
+
+
+def test_moderator_changes_are_audited(srv):
+    # stream moderators are managed by the streams plugin; their changes reach the audit log
+    c = Cast(srv)  # the owner added c.smod as a moderator
+    r = c.owner.call("DELETE", f"/api/v1/streams/{c.sid}/moderators/{c.smod.id}")
+    assert r.status == 200, r
+    deadline = time.time() + 10
+    while True:
+        r = c.owner.call("GET", c.m("/log"))
+        assert r.status == 200, r
+        acts = [(e["action"], e["actor"], e["target"]) for e in r.json()["entries"]]
+        if ("moderator_removed", c.owner.id, c.smod.id) in acts:
+            break
+        assert time.time() < deadline, acts
+        time.sleep(0.1)
+    assert ("moderator_added", c.owner.id, c.smod.id) in acts, acts

@@ -148,11 +148,31 @@ static void async_fire(onair_timer_t t, void *ud)
     pend_free(p);
 }
 
+/* "shout": rewrite data.text to upper case (ASCII), as a text-changing filter would. */
+static int shout(onair_hook_call_t *call)
+{
+    json_t *d = json_deep_copy(api->hook_data(call));
+    const char *text = json_string_value(json_object_get(d, "text"));
+    if (!text) {
+        json_decref(d);
+        return api->hook_answer(call, ONAIR_HOOK_ALLOW, NULL, NULL);
+    }
+    char *up = strdup(text);
+    for (char *c = up; c && *c; c++)
+        if (*c >= 'a' && *c <= 'z')
+            *c = (char)(*c - 'a' + 'A');
+    json_object_set_new(d, "text", json_string(up ? up : text));
+    free(up);
+    return api->hook_answer(call, ONAIR_HOOK_REWRITE, d, NULL);
+}
+
 static int filter(onair_hook_call_t *call, void *ud)
 {
     const spec_t *s = ud;
     record(call, s);
     const char *k = s->kind;
+    if (!strcmp(k, "shout"))
+        return shout(call);
     if (!strcmp(k, "allow") || !strcmp(k, "deny") || !strcmp(k, "hold") || !strcmp(k, "rewrite"))
         return answer_as(call, s, k);
     if (!strncmp(k, "async_", 6) || !strcmp(k, "late")) {
@@ -356,7 +376,7 @@ static int parse_spec(const char *s, spec_t *out)
     out->priority = (int)prio;
     static const char *const kinds[] = {
         "allow", "deny", "hold",  "rewrite",  "async_allow", "async_deny", "async_rewrite",
-        "never", "late", "error", "noanswer", "badverdict",  NULL};
+        "never", "late", "error", "noanswer", "badverdict",  "shout",      NULL};
     for (size_t i = 0; kinds[i]; i++)
         if (!strcmp(kinds[i], out->kind))
             return 0;
