@@ -383,7 +383,6 @@ def test_audit_log(srv):
 CHAT_SO = os.path.join(PLUGIN_DIR, "chat.so")
 
 
-@pytest.mark.skipif(not os.path.exists(CHAT_SO), reason="the chat plugin is not built")
 def test_chat_terms_held_queue_and_delete(server_factory):
     p = plugins()
     p["chat"] = {"path": CHAT_SO}
