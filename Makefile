@@ -7,10 +7,10 @@ CMAKE_FLAGS ?=
 
 RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev libyaml-dev \
 	libjansson-dev libjwt-dev libssl-dev libsqlite3-dev libmongoc-dev libbson-dev libsodium-dev \
-	libcurl4-openssl-dev tzdata
+	libcurl4-openssl-dev libsrtp2-dev tzdata
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest openssl \
 	python3-websockets python3-aiosmtpd python3-cryptography python3-icalendar curl \
-	clang-format
+	clang-format chromium
 
 .PHONY: run test build deps-run deps-test sanitize clean format
 
@@ -43,6 +43,9 @@ deps-test:
 	@# CongoDB, the MongoDB-compatible server the storage tests run against
 	@cd tests/mongo && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
 		npm ci --no-audit --no-fund --loglevel=error; }
+	@# playwright-core drives Debian's chromium in the browser tests (no browser download)
+	@cd tests/e2e && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
+		PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error; }
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i

@@ -261,6 +261,10 @@ static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
         log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "route_add outside init refused");
         return ONAIR_ESTATE;
     }
+    if (route && route->size >= sizeof *route && (route->flags & ROUTE_CORE_OWN_AUTH)) {
+        log_msg(p->name, ONAIR_LOG_ERROR, "route refused: unknown flags");
+        return ONAIR_EINVAL;
+    }
     char err[256];
     int rc = router_add(p->host->router, route, p, err, sizeof err);
     if (rc < 0)
@@ -1024,7 +1028,7 @@ void api_on_request(net_request_t *nr, void *ud)
         return;
     }
     const char *authz = net_request_header(nr, "authorization");
-    if (!authz) {
+    if (!authz || (nr->route->r.flags & ROUTE_CORE_OWN_AUTH)) {
         request_dispatch(r);
         return;
     }

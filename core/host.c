@@ -14,6 +14,8 @@
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
+#include "media/media.h"
+#include "media/whip.h"
 #include "hooks.h"
 #include "problem.h"
 #include "ratelimit.h"
@@ -180,6 +182,11 @@ int host_start(struct host *h, settings_t *s)
     }
     if (add_builtin_routes(h) < 0 || api_register_core_types(h) < 0)
         return -1;
+    if (media_setup(h, serr, sizeof serr) < 0) {
+        LOG_ERROR("media", "%s", serr);
+        return -1;
+    }
+    metrics_set_extra(media_metrics);
 
     cfg_errors_t errs = {0};
     int rc = loader_load(h, s, &errs);
@@ -247,6 +254,10 @@ int host_start(struct host *h, settings_t *s)
         LOG_ERROR("core", "cannot serve on %s:%d", nc.host ? nc.host : "*", nc.port);
         return -1;
     }
+    if (media_start(h, serr, sizeof serr) < 0) {
+        LOG_ERROR("media", "%s", serr);
+        return -1;
+    }
     store_start_timers(h);
     atomic_store(&h->ready, 1);
     LOG_INFO("core", "onaird %s listening on %s://%s:%d (%d plugins started, %d failed)",
@@ -271,8 +282,9 @@ static void stop_plugins(struct host *h)
         LOG_WARN("core", "shutdown deadline: %zu requests pending, %zu WebSockets open", left, ws);
     loader_stop_all(h);
     bus_drain(h->bus);
-    accounts_stop(h);   /* the core's own store and hashing work answers now */
-    api_fail_pending(); /* after plugins stopped nobody can answer them */
+    accounts_stop(h);    /* the core's own store and hashing work answers now */
+    whip_fail_pending(); /* WHIP/WHEP requests waiting on a plugin service */
+    api_fail_pending();  /* after plugins stopped nobody can answer them */
     g_flushing = 1;
     struct timeval now, two = {.tv_sec = 2};
     gettimeofday(&now, NULL);
@@ -340,12 +352,15 @@ void host_destroy(struct host *h)
     if (h->nstarted)
         loader_stop_all(h);
     accounts_stop(h);
+    whip_fail_pending();
     if (h->conns)
         api_fail_pending();
     if (h->net) {
         net_free(h->net);
         h->net = NULL;
     }
+    metrics_set_extra(NULL);
+    media_shutdown(h); /* after the network thread: no request or /metrics reads it now */
     if (h->conns)
         api_teardown(h);
     if (g_sig_term)

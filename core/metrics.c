@@ -54,6 +54,7 @@ static atomic_int_fast64_t g_ws_connections;
 static atomic_uint_fast64_t g_ws_in, g_ws_out, g_ws_slow, g_bus_events;
 static atomic_int g_plugins_loaded, g_plugins_failed;
 static double g_start_time;
+static char *(*_Atomic g_extra)(void); /* metrics_set_extra */
 
 static double wall_now(void)
 {
@@ -292,6 +293,11 @@ static long resident_bytes(void)
     return rss * (page > 0 ? page : 4096);
 }
 
+void metrics_set_extra(char *(*fn)(void))
+{
+    atomic_store(&g_extra, fn);
+}
+
 char *metrics_render(size_t *len)
 {
     sbuf_t s = {0};
@@ -396,6 +402,11 @@ char *metrics_render(size_t *len)
                   "# TYPE process_start_time_seconds gauge\n"
                   "process_start_time_seconds %.3f\n",
                   start);
+    char *(*extra)(void) = atomic_load(&g_extra);
+    char *more = extra ? extra() : NULL;
+    if (more)
+        sb_printf(&s, "%s", more);
+    free(more);
     if (s.oom) {
         free(s.p);
         if (len)

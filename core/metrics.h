@@ -18,6 +18,9 @@ void metrics_ws_messages_out(uint64_t n);
 void metrics_ws_slow_closed(void);
 void metrics_bus_events(uint64_t n);
 void metrics_set_plugins(int loaded, int failed);
+/* A subsystem's own section (the media relay): fn returns malloc'd exposition text or
+ * NULL; it is called from the network thread while rendering. NULL removes it. */
+void metrics_set_extra(char *(*fn)(void));
 /* malloc'd text, *len set */
 char *metrics_render(size_t *len);
 

@@ -20,6 +20,10 @@ struct onair_plugin;
 typedef void (*route_inline_fn)(void *ud, int *status, const char **content_type, char **body,
                                 size_t *len);
 
+/* A core-only route flag (never accepted from plugins): the handler reads the
+ * Authorization header itself (WHIP takes a stream key there, not only a token). */
+#define ROUTE_CORE_OWN_AUTH (1u << 30)
+
 typedef struct route_entry {
     onair_route_t r;            /* copy; method and path are owned strings */
     struct onair_plugin *owner; /* NULL for core routes */

@@ -7,8 +7,8 @@ if(TARGET test_hello)
   add_test(NAME unit.example_hello COMMAND test_hello)
   set_tests_properties(unit.example_hello PROPERTIES TIMEOUT 120)
 endif()
-# The test host's own tests (sdk/testhost/test_testhost_store.c and
-# test_testhost_accounts.c), likewise.
+# The test host's own tests (sdk/testhost/test_testhost_store.c,
+# test_testhost_accounts.c and test_testhost_hooks.c), likewise.
 if(TARGET test_testhost_store)
   add_test(NAME unit.testhost_store COMMAND test_testhost_store)
   set_tests_properties(unit.testhost_store PROPERTIES TIMEOUT 120)
@@ -16,6 +16,10 @@ endif()
 if(TARGET test_testhost_accounts)
   add_test(NAME unit.testhost_accounts COMMAND test_testhost_accounts)
   set_tests_properties(unit.testhost_accounts PROPERTIES TIMEOUT 120)
+endif()
+if(TARGET test_testhost_hooks)
+  add_test(NAME unit.testhost_hooks COMMAND test_testhost_hooks)
+  set_tests_properties(unit.testhost_hooks PROPERTIES TIMEOUT 120)
 endif()
 
 # abidiff exits non-zero on any change of the anchor library's ABI against the

@@ -10,6 +10,8 @@
  *     new term takes effect on the very next action, on every node.
  *   - Rights come from the streams plugin's "streams.access" (is_owner / is_moderator);
  *     platform bans need the admin role. Every action writes an audit entry.
+ *   - The service "moderation.check" ({stream, user} -> {banned, platform_banned,
+ *     timed_out_until}) lets the streams plugin refuse a banned user a private stream.
  *   - Message deletion and held messages use the chat plugin's services "chat.get",
  *     "chat.delete", "chat.release" and "chat.held" (the queue listing) when chat is loaded
  *     (503 chat_unavailable if not).
@@ -468,6 +470,90 @@ static int filter_chat(onair_hook_call_t *call, void *ud)
                              filter_sanctions, f);
     if (rc != ONAIR_OK) {
         fop_free(f);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+/* ---- service "moderation.check" ------------------------------------------------------------
+ * args {"stream": id, "user": id}: is this user banned or timed out in the stream, or banned
+ * from the platform, right now? Answers {"banned": bool (in this stream), "platform_banned":
+ * bool, "timed_out_until": ms since the epoch or null}. Reads the store at the moment of the
+ * call (no cache), like the filters, so a ban or an unban counts on the very next check. The
+ * streams plugin asks it before it lets a user see a private stream. "stream" may be omitted
+ * (platform ban only). */
+typedef struct check {
+    onair_service_call_t *call;
+    mod_t *st;
+    char sid[25];
+} check_t;
+
+static void check_loaded(int status, json_t *result, void *ud)
+{
+    check_t *c = ud;
+    if (status != ONAIR_OK) {
+        api->service_answer(c->call, status, NULL);
+        free(c);
+        return;
+    }
+    int64_t now = api->now_ms(c->st->self);
+    int banned = 0, pbanned = 0;
+    int64_t until = 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(result, "docs"), i, d)
+    {
+        const char *scope = sget(d, "scope");
+        const char *kind = sget(d, "kind");
+        if (!scope || !kind)
+            continue;
+        int platform = !strcmp(scope, PLATFORM_SCOPE);
+        if (!platform && (!c->sid[0] || strcmp(scope, c->sid)))
+            continue;
+        if (!strcmp(kind, "ban")) {
+            if (platform)
+                pbanned = 1;
+            else
+                banned = 1;
+            continue;
+        }
+        json_int_t exp = json_integer_value(json_object_get(d, "expires_at"));
+        if (!platform && !strcmp(kind, "timeout") && exp > now && exp > until)
+            until = exp;
+    }
+    json_t *res = json_pack("{s:b,s:b,s:o}", "banned", banned, "platform_banned", pbanned,
+                            "timed_out_until", until ? json_integer(until) : json_null());
+    api->service_answer(c->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
+    free(c);
+}
+
+static int svc_check(onair_service_call_t *call, void *ud)
+{
+    json_t *args = api->service_args(call);
+    json_t *stream = json_object_get(args, "stream");
+    const char *uid = sget(args, "user");
+    if (!uid || !*uid || strlen(uid) > 64 ||
+        (stream && !json_is_null(stream) && !json_is_string(stream)))
+        return ONAIR_EINVAL;
+    check_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return ONAIR_ENOMEM;
+    c->call = call;
+    c->st = ud;
+    const char *sid = json_string_value(stream);
+    if (sid && !hex24(sid)) { /* no such stream: nothing can be banned in it */
+        free(c);
+        return api->service_answer(
+            call, ONAIR_OK,
+            json_pack("{s:b,s:b,s:n}", "banned", 0, "platform_banned", 0, "timed_out_until"));
+    }
+    if (sid)
+        memcpy(c->sid, sid, 25);
+    int rc = api->store_find(c->st->sanctions,
+                             json_pack("{s:{s:s},s:i}", "filter", "user", uid, "limit", 1000),
+                             check_loaded, c);
+    if (rc != ONAIR_OK) {
+        free(c);
         return rc;
     }
     return ONAIR_PENDING;
@@ -1444,6 +1530,11 @@ static int mod_init(onair_plugin_t *self, const onair_api_t *host_api)
         const onair_hook_t h = {
             .size = sizeof h, .chain = chains[i], .priority = 0, .fn = filter, .ud = st};
         rc = api->hook_add(self, &h);
+    }
+    if (rc == ONAIR_OK) {
+        const onair_service_t check = {
+            .size = sizeof check, .name = "moderation.check", .fn = svc_check, .ud = st};
+        rc = api->service_add(self, &check);
     }
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.deleted", on_stream_deleted, st, &st->sub);

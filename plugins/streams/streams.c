@@ -60,7 +60,8 @@ struct streams {
     json_t *rooms;
     /* {conn id: {stream id: viewer key}}: what each WebSocket connection watches */
     json_t *conns;
-    onair_sub_t subs[7];
+    json_t *webrtc; /* {stream id: WHEP viewers} as the media relay reports them */
+    onair_sub_t subs[8];
     size_t nsubs;
     onair_timer_t timer;
 };
@@ -300,7 +301,8 @@ static json_t *room_get(streams_t *st, const char *sid, int create)
 static json_int_t room_count(streams_t *st, const char *sid)
 {
     json_t *r = json_object_get(st->rooms, sid);
-    return r ? (json_int_t)json_object_size(json_object_get(r, "v")) : 0;
+    json_int_t webrtc = json_integer_value(json_object_get(st->webrtc, sid));
+    return (r ? (json_int_t)json_object_size(json_object_get(r, "v")) : 0) + webrtc;
 }
 
 static json_int_t room_peak(streams_t *st, const char *sid)
@@ -445,6 +447,12 @@ static void kick_loaded(int status, json_t *result, void *ud)
             if (json_object_size(w) == 0)
                 json_object_del(st->conns, ckey);
         }
+        /* a REST join (POST .../join) ends too */
+        json_t *rest = json_object_get(room_get(st, k->sid, 0), "rest");
+        if (!strncmp(k->vkey, "u:", 2) && json_object_get(rest, k->vkey + 2)) {
+            json_object_del(rest, k->vkey + 2);
+            viewer_unref(st, k->sid, k->vkey);
+        }
     } else if (status != ONAIR_OK) {
         log_store(status, result, st);
     }
@@ -524,6 +532,61 @@ static int can_see(const onair_user_t *u, json_t *doc)
         return 1;
     return u && (is_owner(u, doc) || is_admin(u) || is_smod(u, doc) ||
                  in_array(json_object_get(doc, "allowed_viewers"), u->id));
+}
+
+/* ---- bans: a banned user cannot see a private stream ----------------------------------
+ * The moderation plugin keeps bans and answers "moderation.check" {stream, user} ->
+ * {banned, platform_banned, timed_out_until}. It is asked at the moment of every access
+ * (no cache), so a ban counts on the next watch, join or GET and an unban restores access
+ * at once. Only private streams are closed to banned users (like Twitch, a banned user
+ * may still watch a public stream; chatting, reacting and Q&A are refused by the
+ * moderation plugin's filters). The owner and admins are never refused. Timeouts limit
+ * interaction only, not viewing. Without the moderation plugin nobody is banned. */
+typedef void (*ban_done_fn)(int status, int banned, int platform, void *ud);
+
+typedef struct ban_check {
+    ban_done_fn done;
+    void *ud;
+} ban_check_t;
+
+/* Must the ban check run for u on doc (a private stream u could see otherwise)? */
+static int ban_applies(const onair_user_t *u, json_t *doc)
+{
+    const char *vis = sget(doc, "visibility");
+    return u && vis && !strcmp(vis, "private") && can_see(u, doc) && !is_owner(u, doc) &&
+           !is_admin(u);
+}
+
+static void ban_checked(int status, json_t *result, void *ud)
+{
+    ban_check_t *b = ud;
+    const char *err = sget(result, "error");
+    if (status == ONAIR_ENOTFOUND && err && strstr(err, "no plugin offers the service"))
+        b->done(ONAIR_OK, 0, 0, b->ud); /* moderation not loaded: nobody is banned */
+    else if (status != ONAIR_OK)
+        b->done(status, 0, 0, b->ud);
+    else
+        b->done(ONAIR_OK, json_is_true(json_object_get(result, "banned")),
+                json_is_true(json_object_get(result, "platform_banned")), b->ud);
+    free(b);
+}
+
+/* Ask moderation whether uid is banned from sid; done runs later, exactly once, unless
+ * this returns non-zero (then it never runs). */
+static int ban_check(streams_t *st, const char *sid, const char *uid, ban_done_fn done, void *ud)
+{
+    if (!ONAIR_HAS(api, service_call)) /* an older host: no moderation plugin either */
+        return ONAIR_ENOTSUP;
+    ban_check_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return ONAIR_ENOMEM;
+    b->done = done;
+    b->ud = ud;
+    int rc = api->service_call(st->self, "moderation.check",
+                               json_pack("{s:s,s:s}", "stream", sid, "user", uid), ban_checked, b);
+    if (rc != ONAIR_OK)
+        free(b);
+    return rc;
 }
 
 /* The stream as an API client sees it (full: with moderators and allowed viewers). */
@@ -681,6 +744,25 @@ static void not_found(op_t *op)
     op_problem(op, 404, "stream_not_found", "no such stream");
 }
 
+/* A user who may see the private stream is banned from it (or from the platform): 403,
+ * not 404, since the stream's existence is no secret to someone who could watch it. */
+static void banned_problem(op_t *op, int platform)
+{
+    op_problem(op, 403, "banned",
+               platform ? "you are banned from the platform" : "you are banned from this stream");
+}
+
+static void stream_ban_checked(int status, int banned, int platform, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op_problem(op, 503, "moderation_unavailable",
+                          "could not check whether you are banned from this stream");
+    if (banned || platform)
+        return banned_problem(op, !banned);
+    op->next(op);
+}
+
 static void stream_loaded(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
@@ -690,6 +772,13 @@ static void stream_loaded(int status, json_t *result, void *ud)
     if (!json_is_object(doc) || !can_see(op->user, doc))
         return not_found(op); /* private streams do not exist for others: 404, not 403 */
     op->doc = json_incref(doc);
+    if (ban_applies(op->user, doc)) {
+        int rc = ban_check(op->st, op->id, op->user->id, stream_ban_checked, op);
+        if (rc == ONAIR_OK)
+            return;
+        if (rc != ONAIR_ENOTSUP)
+            return op_fail(op, rc, NULL);
+    }
     op->next(op);
 }
 
@@ -1455,6 +1544,124 @@ static void on_media(const char *topic, json_t *payload, void *ud)
     int publish = !strcmp(topic, "media.publish");
     if (!key || media_event(ud, key, publish, media_logged, ud) != ONAIR_OK)
         api->log(((streams_t *)ud)->self, ONAIR_LOG_WARN, "%s without a usable stream_key", topic);
+}
+
+/* ---- services for the core's media relay (WHIP) -------------------------------------------
+ * "streams.media_publish" {"stream": id, "stream_key": "sk_..."} or {"stream": id, "user":
+ * id}: the key must be the stream's, or the user its owner; the stream then goes live as
+ * POST /start does (live limit, verified-account rule, events), and a live stream stays
+ * live (a reconnecting publisher). "streams.media_unpublish" {"stream": id}: ends it
+ * (idempotent). Answers {"stream": ...}, or an error status with {"status", "code",
+ * "detail"}: what the REST routes would answer. */
+static int status_of_http(int http)
+{
+    switch (http) {
+    case 400:
+        return ONAIR_EINVAL;
+    case 401:
+        return ONAIR_EAUTH;
+    case 403:
+        return ONAIR_EPERM;
+    case 404:
+        return ONAIR_ENOTFOUND;
+    case 409:
+        return ONAIR_ECONFLICT;
+    case 503:
+        return ONAIR_EUNAVAILABLE;
+    default:
+        return ONAIR_EINTERNAL;
+    }
+}
+
+static void svc_media_done(op_t *op, int status, const char *code, const char *detail)
+{
+    onair_service_call_t *call = op->media_ud;
+    if (status == 200)
+        api->service_answer(
+            call, ONAIR_OK,
+            json_pack("{s:o}", "stream", op->doc ? stream_view(op->st, op->doc, 1) : json_null()));
+    else
+        api->service_answer(call, status_of_http(status),
+                            json_pack("{s:i,s:s,s:s}", "status", status, "code",
+                                      code ? code : "internal", "detail", detail ? detail : ""));
+    op_free(op);
+}
+
+static void svc_media_loaded(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (status != ONAIR_OK)
+        return op->done(op, store_http(status), store_code(status), store_error(result));
+    json_t *doc = json_object_get(result, "doc");
+    if (!json_is_object(doc))
+        return op->done(op, 404, "not_found", "no such stream");
+    op->doc = json_incref(doc);
+    if (!op->flag)
+        return end_live(op);
+    json_t *args = api->service_args(op->media_ud);
+    const char *key = sget(args, "stream_key"), *user = sget(args, "user");
+    if (key) {
+        char hash[65];
+        const char *want = sget(doc, "key_hash");
+        if (sha256_hex(key, hash) || !want || strcmp(hash, want) != 0)
+            return op->done(op, 403, "invalid_stream_key", "this is not the stream's key");
+    } else if (!user || strcmp(user, sget(doc, "owner")) != 0) {
+        return op->done(op, 403, "forbidden",
+                        "only the stream's owner (or its stream key) may publish");
+    }
+    if (!strcmp(sget(doc, "status"), "live")) /* a reconnecting or replacing publisher */
+        return op->done(op, 200, NULL, NULL);
+    int rc = api->user_get(op->st->self, sget(doc, "owner"), media_owner, op);
+    if (rc != ONAIR_OK)
+        op->done(op, store_http(rc), store_code(rc), api->strerror(rc));
+}
+
+static int svc_media(onair_service_call_t *call, streams_t *st, int publish)
+{
+    const char *sid = sget(api->service_args(call), "stream");
+    if (!sid)
+        return ONAIR_EINVAL;
+    if (!hex24(sid))
+        return api->service_answer(call, ONAIR_ENOTFOUND,
+                                   json_pack("{s:i,s:s,s:s}", "status", 404, "code", "not_found",
+                                             "detail", "no such stream"));
+    op_t *op = op_new(st, NULL, sid);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->flag = publish;
+    op->done = svc_media_done;
+    op->media_ud = call;
+    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", op->id);
+    int rc = api->store_find_one(st->streams, spec, svc_media_loaded, op);
+    if (rc != ONAIR_OK) {
+        op_free(op);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
+static int svc_media_publish(onair_service_call_t *call, void *ud)
+{
+    return svc_media(call, ud, 1);
+}
+
+static int svc_media_unpublish(onair_service_call_t *call, void *ud)
+{
+    return svc_media(call, ud, 0);
+}
+
+/* "media.viewers" {"stream": id, "count": n}: WHEP viewers count as viewers. */
+static void on_media_viewers(const char *topic, json_t *payload, void *ud)
+{
+    streams_t *st = ud;
+    const char *sid = sget(payload, "stream");
+    json_t *n = json_object_get(payload, "count");
+    if (!sid || !json_is_integer(n))
+        return;
+    if (json_integer_value(n) > 0)
+        json_object_set_new(st->webrtc, sid, json_integer(json_integer_value(n)));
+    else
+        json_object_del(st->webrtc, sid);
 }
 
 static void media_replied(int http_status, const char *code, const char *detail, json_t *stream,
@@ -2347,46 +2554,76 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
 /* ---- service "streams.access" (ABI 1.3) ------------------------------------------------
  * args {"stream": id, "user": id or null, "roles": [...]?}: what chat, reactions and Q&A
  * need to check a stream. Without "roles" a signed-in user's roles are read from the
- * account. Answers {"found", "visible", "status", "owner", "is_owner", "is_moderator",
- * "settings"}; a private stream the user may not see is found but not visible (the caller
- * answers 404 as the streams routes do). */
+ * account. Answers {"found", "visible", "banned", "status", "owner", "is_owner",
+ * "is_moderator", "settings"}; a private stream the user may not see is found but not
+ * visible (the caller answers 404 as the streams routes do). A user banned from a private
+ * stream she could otherwise see (moderation.check) gets "visible": false and "banned":
+ * true (callers answer 403 banned); "banned" is false (absent for a stream not found) in
+ * every other case. */
 #define ACCESS_ROLES_MAX 16
 
 typedef struct access {
     streams_t *st;
     onair_service_call_t *call;
     json_t *roles; /* the user's roles (array) */
+    json_t *doc;   /* the stream, while moderation is asked */
+    const char *roles_v[ACCESS_ROLES_MAX + 1];
+    onair_user_t user;
 } access_t;
 
-static void access_answer(access_t *a, json_t *doc)
+static void access_free(access_t *a)
 {
-    json_t *args = api->service_args(a->call);
-    const char *uid = sget(args, "user");
-    const char *roles[ACCESS_ROLES_MAX + 1] = {0};
+    json_decref(a->roles);
+    json_decref(a->doc);
+    free(a);
+}
+
+/* The user the call is about (NULL: anonymous), valid while a lives. */
+static const onair_user_t *access_user_of(access_t *a)
+{
+    const char *uid = sget(api->service_args(a->call), "user");
     size_t i, n = 0;
     json_t *r;
+    memset(a->roles_v, 0, sizeof a->roles_v);
     json_array_foreach(a->roles, i, r)
     {
         if (n < ACCESS_ROLES_MAX && json_is_string(r))
-            roles[n++] = json_string_value(r);
+            a->roles_v[n++] = json_string_value(r);
     }
-    onair_user_t user = {.size = sizeof user, .id = uid, .roles = roles};
-    const onair_user_t *u = uid ? &user : NULL;
+    a->user = (onair_user_t){.size = sizeof a->user, .id = uid, .roles = a->roles_v};
+    return uid ? &a->user : NULL;
+}
+
+static void access_answer(access_t *a, json_t *doc, int banned)
+{
+    const onair_user_t *u = access_user_of(a);
     json_t *res;
     if (!json_is_object(doc)) {
         res = json_pack("{s:b,s:b}", "found", 0, "visible", 0);
     } else {
         json_t *settings = json_object_get(doc, "settings");
         int mod = is_smod(u, doc) || has_role(u, "moderator") || is_admin(u);
-        res = json_pack("{s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible",
-                        can_see(u, doc), "status", sget(doc, "status"), "visibility",
-                        sget(doc, "visibility"), "owner", sget(doc, "owner"), "is_owner",
-                        is_owner(u, doc), "is_moderator", mod, "settings",
+        res = json_pack("{s:b,s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible",
+                        can_see(u, doc) && !banned, "banned", banned, "status", sget(doc, "status"),
+                        "visibility", sget(doc, "visibility"), "owner", sget(doc, "owner"),
+                        "is_owner", is_owner(u, doc), "is_moderator", mod, "settings",
                         json_is_object(settings) ? json_incref(settings) : json_object());
     }
     api->service_answer(a->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
-    json_decref(a->roles);
-    free(a);
+    access_free(a);
+}
+
+static void access_ban_checked(int status, int banned, int platform, void *ud)
+{
+    access_t *a = ud;
+    if (status != ONAIR_OK) { /* fail closed: the caller cannot tell a banned user apart */
+        api->service_answer(a->call, ONAIR_EUNAVAILABLE, NULL);
+        access_free(a);
+        return;
+    }
+    json_t *doc = json_incref(a->doc);
+    access_answer(a, doc, banned || platform);
+    json_decref(doc);
 }
 
 static void access_loaded(int status, json_t *result, void *ud)
@@ -2394,11 +2631,23 @@ static void access_loaded(int status, json_t *result, void *ud)
     access_t *a = ud;
     if (status != ONAIR_OK) {
         api->service_answer(a->call, status, NULL);
-        json_decref(a->roles);
-        free(a);
+        access_free(a);
         return;
     }
-    access_answer(a, json_object_get(result, "doc"));
+    json_t *doc = json_object_get(result, "doc");
+    const onair_user_t *u = access_user_of(a);
+    if (json_is_object(doc) && ban_applies(u, doc)) {
+        a->doc = json_incref(doc);
+        int rc = ban_check(a->st, sget(doc, "_id"), u->id, access_ban_checked, a);
+        if (rc == ONAIR_OK)
+            return;
+        if (rc != ONAIR_ENOTSUP) {
+            api->service_answer(a->call, rc, NULL);
+            access_free(a);
+            return;
+        }
+    }
+    access_answer(a, doc, 0);
 }
 
 static void access_find(access_t *a)
@@ -2408,8 +2657,7 @@ static void access_find(access_t *a)
     int rc = api->store_find_one(a->st->streams, spec, access_loaded, a);
     if (rc != ONAIR_OK) {
         api->service_answer(a->call, rc, NULL);
-        json_decref(a->roles);
-        free(a);
+        access_free(a);
     }
 }
 
@@ -2503,6 +2751,7 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->self = self;
     st->rooms = json_object();
     st->conns = json_object();
+    st->webrtc = json_object();
 
     static const onair_index_t stream_idx[] = {
         {.size = sizeof(onair_index_t), .keys = "owner,status"},
@@ -2612,9 +2861,10 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
         const char *pattern;
         onair_bus_fn fn;
     } subs[] = {
-        {"core.ws.closed", on_ws_closed},  {"streams.notify_followers", on_notify_followers},
-        {"schedule.due", on_schedule_due}, {"media.publish", on_media},
-        {"media.unpublish", on_media},     {"moderation.banned", on_banned},
+        {"core.ws.closed", on_ws_closed},    {"streams.notify_followers", on_notify_followers},
+        {"schedule.due", on_schedule_due},   {"media.publish", on_media},
+        {"media.unpublish", on_media},       {"moderation.banned", on_banned},
+        {"media.viewers", on_media_viewers},
     };
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof subs / sizeof subs[0]; i++)
         rc = api->bus_subscribe(self, subs[i].pattern, subs[i].fn, st, &st->subs[st->nsubs++]);
@@ -2626,10 +2876,21 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
             .size = sizeof follow, .name = "streams.follow", .fn = svc_follow, .ud = st};
         if (rc == ONAIR_OK)
             rc = api->service_add(self, &follow);
+        const onair_service_t pub = {
+            .size = sizeof pub, .name = "streams.media_publish", .fn = svc_media_publish, .ud = st};
+        const onair_service_t unpub = {.size = sizeof unpub,
+                                       .name = "streams.media_unpublish",
+                                       .fn = svc_media_unpublish,
+                                       .ud = st};
+        if (rc == ONAIR_OK)
+            rc = api->service_add(self, &pub);
+        if (rc == ONAIR_OK)
+            rc = api->service_add(self, &unpub);
     }
     if (rc != ONAIR_OK) {
         json_decref(st->rooms);
         json_decref(st->conns);
+        json_decref(st->webrtc);
         free(st);
         return rc;
     }
@@ -2665,6 +2926,7 @@ static void streams_stop(onair_plugin_t *self)
             api->bus_unsubscribe(self, st->subs[i]);
     json_decref(st->rooms);
     json_decref(st->conns);
+    json_decref(st->webrtc);
     free(st);
     api->set_state(self, NULL);
 }

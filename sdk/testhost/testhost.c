@@ -16,8 +16,13 @@
 #include <string.h>
 #include <strings.h>
 
+/* core/hooks.h without libevent: it only names struct event_base */
+#define EVENT2_EVENT_H_INCLUDED_
+struct event_base;
+#include "hooks.h"
 #include "problem.h"
 #include "store/doc.h"
+#include "testhost_priv.h"
 
 #define DEFAULT_MAX_BODY (1024u * 1024u) /* the server's default server.max_body_bytes */
 #define RUN_LIMIT        1000000         /* steps per onair_test_run(): a plugin loop */
@@ -299,10 +304,6 @@ typedef struct tlog {
     char *msg;
 } tlog_t;
 
-struct onair_plugin {
-    onair_test_host_t *h;
-};
-
 typedef struct resp_priv {
     onair_test_response_t pub; /* first: the public pointer is this struct */
     struct onair_req *req;     /* while pending */
@@ -374,8 +375,11 @@ struct onair_test_host {
     struct trl *limits;       /* rate limits (ABI 1.2) */
     size_t nlimits;
     struct trl_entry *rl_entries;
-    json_t *users;           /* seeded accounts: id -> the public user object */
-    char remote[REMOTE_MAX]; /* address of the next requests and connections */
+    json_t *users;               /* seeded accounts: id -> the public user object */
+    char remote[REMOTE_MAX];     /* address of the next requests and connections */
+    struct onair_plugin **peers; /* stand-ins for other plugins (hooks and services) */
+    size_t npeers;
+    struct sync_run *abandoned; /* onair_test_hook_verdict() runs left pending */
 };
 
 static onair_test_host_t *g_hosts;   /* every live host */
@@ -450,6 +454,23 @@ static void hlog(onair_test_host_t *h, int level, const char *fmt, ...)
     va_start(ap, fmt);
     host_vlog(h, "testhost", level, fmt, ap);
     va_end(ap);
+}
+
+/* For hooks.c (testhost_hooks.c): the host being run. */
+void onair_testhost_current_vlog(const char *who, int level, const char *fmt, va_list ap)
+{
+    if (g_current) {
+        host_vlog(g_current, who, level, fmt, ap);
+        return;
+    }
+    fprintf(stderr, "[%s] %s: ", who, level_name(level));
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+int64_t onair_testhost_current_now(void)
+{
+    return g_current ? g_current->now : ONAIR_TEST_EPOCH_MS;
 }
 
 static void api_vlog(onair_plugin_t *p, int level, const char *fmt, va_list ap)
@@ -3747,6 +3768,8 @@ static int run_once(onair_test_host_t *h)
         free(j);
         return 1;
     }
+    if (onair_testhost_events_step(h->now)) /* hook runs and service calls */
+        return 1;
     ttimer_t *t = timer_next_due(h, h->now);
     if (t) {
         timer_fire(h, t);
@@ -3777,8 +3800,17 @@ void onair_test_advance(onair_test_host_t *h, uint64_t ms)
     onair_test_host_t *prev = enter(h);
     int64_t target = h->now + (int64_t)ms;
     onair_test_run(h);
-    ttimer_t *t;
-    while ((t = timer_next_due(h, target))) {
+    for (;;) {
+        ttimer_t *t = timer_next_due(h, target);
+        int64_t hd = onair_testhost_events_next_due(); /* hook and service timeouts */
+        if (hd <= target && (!t || hd < t->due)) {
+            if (hd > h->now)
+                h->now = hd;
+            onair_test_run(h);
+            continue;
+        }
+        if (!t)
+            break;
         if (t->due > h->now)
             h->now = t->due;
         timer_fire(h, t);
@@ -3831,7 +3863,7 @@ size_t onair_test_sub_count(const onair_test_host_t *h)
 
 size_t onair_test_work_pending(const onair_test_host_t *h)
 {
-    return h ? h->njobs : 0;
+    return h ? h->njobs + onair_testhost_events_active() : 0;
 }
 
 void onair_test_set_log_level(onair_test_host_t *h, int level)
@@ -3854,6 +3886,168 @@ void onair_test_set_autorun(onair_test_host_t *h, int on)
 {
     if (h)
         h->autorun = on;
+}
+
+/* ---- hook chains and services (ABI 1.3): the core's hooks.c ------------------------------ */
+
+static int api_hook_add(onair_plugin_t *p, const onair_hook_t *hook)
+{
+    int rc = hooks_add(p, hook);
+    if (rc == ONAIR_ESTATE && host_of(p))
+        hlog(host_of(p), ONAIR_LOG_ERROR, "hook_add outside init refused");
+    return rc;
+}
+
+static int api_service_add(onair_plugin_t *p, const onair_service_t *service)
+{
+    int rc = services_add(p, service);
+    if (rc == ONAIR_ESTATE && host_of(p))
+        hlog(host_of(p), ONAIR_LOG_ERROR, "service_add outside init refused");
+    else if (rc == ONAIR_EEXIST && host_of(p))
+        hlog(host_of(p), ONAIR_LOG_ERROR, "service_add: the name is already offered");
+    return rc;
+}
+
+typedef struct sync_run {
+    struct sync_run *next; /* abandoned runs, freed with the host */
+    int finished, abandoned;
+    json_t *out;
+} sync_run_t;
+
+/* The peer standing in for plugin `name` (created on first use). */
+static struct onair_plugin *peer_get(onair_test_host_t *h, const char *name, size_t len)
+{
+    for (size_t i = 0; i < h->npeers; i++)
+        if (strlen(h->peers[i]->name) == len && !memcmp(h->peers[i]->name, name, len))
+            return h->peers[i];
+    struct onair_plugin **np = realloc(h->peers, (h->npeers + 1) * sizeof *np);
+    if (!np)
+        return NULL;
+    h->peers = np;
+    struct onair_plugin *p = calloc(1, sizeof *p);
+    char *n = p ? xstrndup(name, len) : NULL;
+    if (!n) {
+        free(p);
+        return NULL;
+    }
+    p->h = h;
+    p->name = n;
+    h->peers[h->npeers++] = p;
+    return p;
+}
+
+static void peers_free(onair_test_host_t *h)
+{
+    for (size_t i = 0; i < h->npeers; i++) {
+        hooks_remove_owner(h->peers[i]);
+        free((char *)h->peers[i]->name);
+        free(h->peers[i]);
+    }
+    free(h->peers);
+    h->peers = NULL;
+    h->npeers = 0;
+    while (h->abandoned) {
+        struct sync_run *r = h->abandoned;
+        h->abandoned = r->next;
+        free(r);
+    }
+}
+
+int onair_test_hook_add(onair_test_host_t *h, const char *chain, int priority, onair_hook_fn fn,
+                        void *ud)
+{
+    if (!h)
+        return ONAIR_EINVAL;
+    struct onair_plugin *p = peer_get(h, ONAIR_TEST_PEER, strlen(ONAIR_TEST_PEER));
+    if (!p)
+        return ONAIR_ENOMEM;
+    const onair_hook_t hk = {
+        .size = sizeof hk, .chain = chain, .priority = priority, .fn = fn, .ud = ud};
+    p->in_init = 1;
+    int rc = hooks_add(p, &hk);
+    p->in_init = 0;
+    return rc;
+}
+
+int onair_test_hook_run(onair_test_host_t *h, const char *chain, json_t *data, json_t *context,
+                        onair_hook_done_fn done, void *ud)
+{
+    struct onair_plugin *p = h ? peer_get(h, ONAIR_TEST_PEER, strlen(ONAIR_TEST_PEER)) : NULL;
+    if (!p) {
+        json_decref(data);
+        json_decref(context);
+        return h ? ONAIR_ENOMEM : ONAIR_EINVAL;
+    }
+    return hooks_run(p, chain, data, context, done, ud);
+}
+
+static void sync_done(int verdict, json_t *data, int rewritten, const char *reason,
+                      const char *decided_by, void *ud)
+{
+    sync_run_t *r = ud;
+    r->finished = 1;
+    if (r->abandoned)
+        return;
+    r->out = json_pack("{s:i,s:O,s:b,s:s?,s:s?}", "verdict", verdict, "data", data, "rewritten",
+                       rewritten, "reason", reason, "decided_by", decided_by);
+}
+
+int onair_test_hook_verdict(onair_test_host_t *h, const char *chain, json_t *data, json_t *context,
+                            json_t **out)
+{
+    if (out)
+        *out = NULL;
+    sync_run_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        json_decref(data);
+        json_decref(context);
+        return ONAIR_ENOMEM;
+    }
+    int rc = onair_test_hook_run(h, chain, data, context, sync_done, r);
+    if (rc != ONAIR_OK) {
+        free(r);
+        return rc;
+    }
+    onair_test_run(h);
+    if (!r->finished) { /* a filter is still pending: the run goes on without us */
+        r->abandoned = 1;
+        r->next = h->abandoned;
+        h->abandoned = r;
+        return ONAIR_PENDING;
+    }
+    rc = r->out ? (int)json_integer_value(json_object_get(r->out, "verdict")) : ONAIR_ENOMEM;
+    if (out)
+        *out = r->out;
+    else
+        json_decref(r->out);
+    free(r);
+    return rc;
+}
+
+int onair_test_service_add(onair_test_host_t *h, const char *name, onair_service_fn fn, void *ud)
+{
+    const char *dot = name ? strchr(name, '.') : NULL;
+    if (!h || !dot || dot == name)
+        return ONAIR_EINVAL;
+    struct onair_plugin *p = peer_get(h, name, (size_t)(dot - name));
+    if (!p)
+        return ONAIR_ENOMEM;
+    const onair_service_t sv = {.size = sizeof sv, .name = name, .fn = fn, .ud = ud};
+    p->in_init = 1;
+    int rc = services_add(p, &sv);
+    p->in_init = 0;
+    return rc;
+}
+
+int onair_test_service_call(onair_test_host_t *h, const char *name, json_t *args,
+                            onair_service_done_fn done, void *ud)
+{
+    struct onair_plugin *p = h ? peer_get(h, ONAIR_TEST_PEER, strlen(ONAIR_TEST_PEER)) : NULL;
+    if (!p) {
+        json_decref(args);
+        return h ? ONAIR_ENOMEM : ONAIR_EINVAL;
+    }
+    return services_call(p, name, args, done, ud);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -3924,6 +4118,16 @@ static void fill_api(onair_api_t *a)
     a->user_set_verified = api_user_set_verified;
     a->ratelimit_add = api_ratelimit_add;
     a->ratelimit_hit = api_ratelimit_hit;
+    a->hook_add = api_hook_add;
+    a->hook_run = hooks_run;
+    a->hook_data = hooks_call_data;
+    a->hook_context = hooks_call_context;
+    a->hook_answer = hooks_answer;
+    a->service_add = api_service_add;
+    a->service_call = services_call;
+    a->service_args = services_args;
+    a->service_caller = services_caller;
+    a->service_answer = services_answer;
 }
 
 static int name_valid(const char *n)
@@ -3994,6 +4198,9 @@ onair_test_host_t *onair_test_host_new(const onair_plugin_desc_t *desc, const ch
         free(h);
         return NULL;
     }
+    if (!g_hosts)
+        onair_testhost_events_setup();
+    h->self.name = h->desc.name;
     h->next_host = g_hosts;
     g_hosts = h;
     return h;
@@ -4056,6 +4263,8 @@ static void drop_registrations(onair_test_host_t *h, int warn)
         event_free(e);
     }
     h->ev_tail = NULL;
+    /* filters and services; runs and calls the plugin started are canceled */
+    hooks_remove_owner(&h->self);
 }
 
 int onair_test_init(onair_test_host_t *h)
@@ -4066,7 +4275,9 @@ int onair_test_init(onair_test_host_t *h)
         return ONAIR_ESTATE;
     onair_test_host_t *prev = enter(h);
     h->st = ST_INITING;
+    h->self.in_init = 1;
     int rc = h->desc.init(&h->self, &h->api);
+    h->self.in_init = 0;
     if (rc != 0) {
         hlog(h, ONAIR_LOG_ERROR, "init failed: %d (%s); registrations rolled back", rc,
              problem_strerror(rc));
@@ -4223,6 +4434,7 @@ void onair_test_host_free(onair_test_host_t *h)
     for (size_t i = 0; i < h->nlogs; i++)
         free(h->logs[i].msg);
     free(h->logs);
+    peers_free(h);
     colls_free(h);
     rl_clear(h);
     json_decref(h->users);
@@ -4236,6 +4448,8 @@ void onair_test_host_free(onair_test_host_t *h)
     if (g_current == h)
         g_current = NULL;
     free(h);
+    if (!g_hosts) /* the last host: free the hook chains' state */
+        onair_testhost_events_teardown();
 }
 
 /* ---- HTTP entry point ------------------------------------------------------------------ */

@@ -113,6 +113,8 @@ class Server:
             "storage": {"data_dir": os.path.join(self.dir, "data")},
             "logging": {"level": "info"},
             "plugins": {"dir": PLUGIN_DIR, "conf_dir": "plugins"},
+            # a free media port per daemon (tests run in parallel); one worker is enough
+            "media": {"udp_port": 0, "workers": 1, "public_addresses": ["127.0.0.1"]},
             # tests register and log in many accounts from one address
             "rate_limits": {"auth.register": "100000/1m", "auth.login": "100000/1m"},
         }

@@ -627,6 +627,166 @@ def test_ban_ends_private_stream_chat(server_factory):
     run(scenario())
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv_chat(request):
+    """streams, reactions, qa, moderation and chat on each backend."""
+    p = plugins()
+    p["chat"] = {"path": CHAT_SO}
+    s = Server(plugins=p, core=core(backend_config(request, request.param))).start()
+    s.backend = request.param
+    yield s
+    try:
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+def ws_error(m, status, code):
+    assert m["type"] == "error", m
+    assert m["data"]["status"] == status and m["data"]["code"] == code, m
+    assert m["data"].get("detail"), m
+    return m
+
+
+async def until_type(ws, type_):
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if m["type"] == type_:
+            return m
+
+
+def test_banned_user_cannot_rewatch_or_rejoin_private_stream(srv_chat):
+    """A ban ends the watch and the chat subscription of a private stream, and from then on
+    every way back in is refused with 403 banned (same connection, no reconnect): watch,
+    chat.join, GET, REST join. An unban restores access at once."""
+    srv = srv_chat
+    c = Cast(srv)
+    base = f"/api/v1/streams/{c.sid}"
+    r = c.owner.call("PATCH", base, {"visibility": "private",
+                                      "allowed_viewers": [c.viewer.id, c.other.id]})
+    assert r.status == 200, r
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=c.viewer.headers()) as v:
+            r = await ws_call(v, "streams.watch", {"stream_id": c.sid})
+            assert r["type"] == "result", r
+            r = await ws_call(v, "chat.join", {"stream_id": c.sid})
+            assert r["type"] == "result", r
+            r = await asyncio.to_thread(c.viewer.call, "POST", f"{base}/join")
+            assert r.status == 200, r
+            r = await asyncio.to_thread(c.smod.call, "POST", c.m("/bans"), {"user": c.viewer.id})
+            assert r.status == 201, r
+            await until_type(v, "moderation.banned")
+            # the REST join ended with the ban: only the WebSocket watchers of others count
+            r = await asyncio.to_thread(c.owner.call, "GET", f"{base}/viewers")
+            assert r.status == 200 and c.viewer.id not in r.json()["users"], r
+            # every way back in, on the same connection
+            ws_error(await ws_call(v, "streams.watch", {"stream_id": c.sid}), 403, "banned")
+            ws_error(await ws_call(v, "chat.join", {"stream_id": c.sid}), 403, "banned")
+            for method, path in (("GET", base), ("POST", f"{base}/join"),
+                                 ("GET", f"{base}/chat")):
+                r = await asyncio.to_thread(c.viewer.call, method, path)
+                b = problem(r, 403, "banned")
+                assert "banned from this stream" in b["detail"], b
+            # reactions and Q&A (streams.access consumers) refuse too
+            r = await ws_call(v, "reactions.send", {"stream_id": c.sid, "reaction": "heart"})
+            assert r["type"] == "error" and r["data"]["status"] in (403, 404), r
+            r = await asyncio.to_thread(c.ask, c.viewer)
+            assert r.status in (403, 404), r
+            # the other allowed viewer is unaffected
+            r = await asyncio.to_thread(c.other.call, "GET", base)
+            assert r.status == 200, r
+            # unban: access comes back at once, still on the same connection
+            r = await asyncio.to_thread(c.owner.call, "DELETE", c.m(f"/bans/{c.viewer.id}"))
+            assert r.status == 200, r
+            r = await ws_call(v, "streams.watch", {"stream_id": c.sid})
+            assert r["type"] == "result" and r["data"]["stream"]["id"] == c.sid, r
+            r = await ws_call(v, "chat.join", {"stream_id": c.sid})
+            assert r["type"] == "result", r
+            r = await asyncio.to_thread(c.viewer.call, "GET", base)
+            assert r.status == 200, r
+            r = await asyncio.to_thread(c.other.call, "POST", f"{base}/chat", {"text": "welcome"})
+            assert r.status == 201, r
+            m = await until_type(v, "chat.message")
+            assert m["data"]["text"] == "welcome", m
+
+    run(scenario())
+
+
+def test_ban_does_not_reveal_or_close_other_streams(srv_chat):
+    """A banned user who could not see the private stream anyway still gets 404 (its
+    existence stays hidden); a stream ban closes only that stream; a public stream stays
+    watchable for a banned user (Twitch's rule) while chatting there is denied; a timeout
+    limits interaction, not viewing."""
+    srv = srv_chat
+    c = Cast(srv)
+    base = f"/api/v1/streams/{c.sid}"
+    r = c.owner.call("PATCH", base, {"visibility": "private", "allowed_viewers": [c.viewer.id]})
+    assert r.status == 200, r
+    for acct in (c.other, c.viewer):
+        r = c.owner.call("POST", c.m("/bans"), {"user": acct.id})
+        assert r.status == 201, r
+    problem(c.other.call("GET", base), 404, "stream_not_found")  # never allowed: hidden
+    problem(c.viewer.call("GET", base), 403, "banned")
+    # the stream moderator and the owner are not banned and keep access
+    for acct in (c.owner, c.smod):
+        assert acct.call("GET", base).status == 200
+    pub = Cast(srv)
+    r = pub.owner.call("POST", pub.m("/bans"), {"user": c.viewer.id})
+    assert r.status == 201, r
+    assert c.viewer.call("GET", f"/api/v1/streams/{pub.sid}").status == 200
+    r = c.viewer.call("POST", f"/api/v1/streams/{pub.sid}/chat", {"text": "hi"})
+    assert r.status == 403 and r.json()["code"] == "denied", r
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=c.viewer.headers()) as v:
+            r = await ws_call(v, "streams.watch", {"stream_id": pub.sid})
+            assert r["type"] == "result", r
+            r = await ws_call(v, "chat.join", {"stream_id": pub.sid})
+            assert r["type"] == "result", r
+
+    run(scenario())
+    # a timed-out allowed viewer of a private stream still watches
+    priv = Cast(srv)
+    r = priv.owner.call("PATCH", f"/api/v1/streams/{priv.sid}",
+                        {"visibility": "private", "allowed_viewers": [priv.viewer.id]})
+    assert r.status == 200, r
+    r = priv.owner.call("POST", priv.m("/timeouts"), {"user": priv.viewer.id, "duration_s": 600})
+    assert r.status == 201, r
+    assert priv.viewer.call("GET", f"/api/v1/streams/{priv.sid}").status == 200
+    r = priv.viewer.call("POST", f"/api/v1/streams/{priv.sid}/chat", {"text": "hi"})
+    assert r.status == 403 and r.json()["code"] == "denied", r
+
+
+def test_platform_ban_refuses_private_streams_until_lifted(srv_chat):
+    srv = srv_chat
+    c = Cast(srv)
+    base = f"/api/v1/streams/{c.sid}"
+    r = c.owner.call("PATCH", base, {"visibility": "private", "allowed_viewers": [c.viewer.id]})
+    assert r.status == 200, r
+    pub = Cast(srv)
+    r = c.admin.call("POST", "/api/v1/moderation/bans", {"user": c.viewer.id})
+    assert r.status == 201, r
+    b = problem(c.viewer.call("GET", base), 403, "banned")
+    assert "platform" in b["detail"], b
+    assert c.viewer.call("GET", f"/api/v1/streams/{pub.sid}").status == 200
+
+    async def scenario(expect_ok):
+        async with websockets.connect(srv.ws_url, extra_headers=c.viewer.headers()) as v:
+            for t in ("streams.watch", "chat.join"):
+                r = await ws_call(v, t, {"stream_id": c.sid})
+                if expect_ok:
+                    assert r["type"] == "result", r
+                else:
+                    ws_error(r, 403, "banned")
+
+    run(scenario(False))
+    r = c.admin.call("DELETE", f"/api/v1/moderation/bans/{c.viewer.id}")
+    assert r.status == 200, r
+    assert c.viewer.call("GET", base).status == 200
+    run(scenario(True))
+
+
 def test_moderation_state_survives_restart(server_factory):
     s = server_factory(plugins=plugins(), core=core({"backend": "sqlite"})).start()
     c = Cast(s)

@@ -20,6 +20,8 @@
  *     with onair_test_user_add() (see "rate limits and accounts" below);
  *   - WebSocket connections are fake: every frame the host would send to a
  *     connection is recorded and popped with onair_test_ws_next();
+ *   - hook chains and service calls (ABI 1.3) are the server's code (see "hook chains"
+ *     below); their steps run in onair_test_run() too;
  *   - mistakes the server might not notice are logged as errors (and counted by
  *     onair_test_log_count()): using a request or message after answering it,
  *     answering twice, a handler returning without answering, registering outside
@@ -247,6 +249,59 @@ int onair_test_ratelimit_set(onair_test_host_t *h, const char *name, uint32_t li
  * any time. */
 int onair_test_user_add(onair_test_host_t *h, const char *id, const char *username,
                         const char *email, const char *const *roles, int verified);
+
+/* ---- hook chains and service calls (ABI 1.3) ------------------------------------------- */
+
+/* hook_add, hook_run, hook_data, hook_context, hook_answer, service_add, service_call,
+ * service_args, service_caller and service_answer are the server's own code (core/hooks.c
+ * compiled in), so they behave exactly as on the server:
+ *   - hook_add and service_add only inside init (ONAIR_ESTATE and an error log line
+ *     outside); chain names [a-z0-9_.]{3,64}; a service name must be "<plugin>.<fn>" and
+ *     offered once (ONAIR_EEXIST);
+ *   - filters run in priority order, lower first, equal priorities in registration order;
+ *     ALLOW goes on, REWRITE replaces the data for the filters after it and the owner,
+ *     the first DENY or HOLD ends the run; a negative return, a return without an answer
+ *     or an unknown verdict denies with reason "filter error" (filters fail closed);
+ *   - nothing completes inside the call: filters, services and the done callbacks run in
+ *     onair_test_run() (which requests, messages and onair_test_advance() call), one step
+ *     per loop turn like the server's event loop;
+ *   - a filter that returns ONAIR_PENDING and does not answer within 5 s of the fake clock
+ *     denies the run with reason "timeout"; a service that does not answer within 30 s
+ *     completes with ONAIR_ETIMEDOUT (onair_test_advance() fires both);
+ *   - a service nobody offers completes with ONAIR_ENOTFOUND and {"error": "no plugin
+ *     offers the service <name>"}, as when the providing plugin is not enabled;
+ *   - when the plugin stops, its filters and services go away, the runs and calls it
+ *     started are canceled (no callback), and a run waiting on its filter is denied.
+ * Chains and services are shared by every live host of the process (as plugins share
+ * them in one server), so two hosts can hold two plugins that talk to each other. Time
+ * outs follow the fake clock of the host being run.
+ *
+ * To test a plugin alone, the test stands in for the other plugins through a peer plugin
+ * handle: "test" (ONAIR_TEST_PEER) for chains and calls, and "<plugin>" for a service
+ * "<plugin>.<fn>" (so service_caller() names "test"). */
+#define ONAIR_TEST_PEER "test"
+
+/* Join chain with a filter of the peer "test", as another plugin's init would. */
+int onair_test_hook_add(onair_test_host_t *h, const char *chain, int priority, onair_hook_fn fn,
+                        void *ud);
+/* Run chain as its owning plugin would (data and context stolen; NULL = {}): done runs in
+ * a later onair_test_run(). */
+int onair_test_hook_run(onair_test_host_t *h, const char *chain, json_t *data, json_t *context,
+                        onair_hook_done_fn done, void *ud);
+/* Run chain and onair_test_run() until it is decided: returns the verdict (enum
+ * onair_verdict) and, if out is not NULL, a new object {"verdict", "data" (as rewritten),
+ * "rewritten", "reason", "decided_by"}; ONAIR_PENDING when a filter is still pending
+ * (advance the clock and it times out; the outcome is then dropped), or a negative status
+ * when the run could not start. */
+int onair_test_hook_verdict(onair_test_host_t *h, const char *chain, json_t *data, json_t *context,
+                            json_t **out);
+/* Offer a service of another plugin (name "<plugin>.<fn>"), e.g. "streams.access" for a
+ * plugin that calls it. May be called at any time. ONAIR_EEXIST if already offered. */
+int onair_test_service_add(onair_test_host_t *h, const char *name, onair_service_fn fn, void *ud);
+/* Call a service (usually the plugin's own) as the peer "test" (args stolen; NULL = {}):
+ * done runs in a later onair_test_run(). */
+int onair_test_service_call(onair_test_host_t *h, const char *name, json_t *args,
+                            onair_service_done_fn done, void *ud);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,899 @@
+/*
+ * The media relay's transport: worker threads, each with its own event base and its own
+ * SO_REUSEPORT UDP socket on the one media port; the session tables; the demultiplexing
+ * of every datagram (RFC 7983: STUN, DTLS, SRTP/SRTCP); ICE-lite binding responses and
+ * consent freshness; DTLS handshakes; batched sends (sendmmsg).
+ *
+ * Forwarding itself is in relay.c, signaling (WHIP/WHEP over HTTP) in whip.c.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "media_engine.h"
+#include "media_internal.h"
+#include "stun.h"
+
+struct media g_media;
+
+#define TICK_MS    50
+#define RX_BATCH   32
+#define HASH_SLOTS 4096
+
+const char *const media_ext_uri[EXT_COUNT] = {
+    [EXT_MID] = "urn:ietf:params:rtp-hdrext:sdes:mid",
+    [EXT_RID] = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    [EXT_RRID] = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    [EXT_AUDIO_LEVEL] = "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    [EXT_ABS_SEND_TIME] = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    [EXT_TRANSPORT_CC] =
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+    [EXT_VIDEO_ORIENTATION] = "urn:3gpp:video-orientation",
+    [EXT_PLAYOUT_DELAY] = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+};
+
+int media_ext_forwarded(int ext)
+{
+    /* mid/rid describe the publisher's transport; transport-cc needs feedback we do not
+     * compute per viewer. The rest describes the media and passes through. */
+    return ext == EXT_AUDIO_LEVEL || ext == EXT_ABS_SEND_TIME || ext == EXT_VIDEO_ORIENTATION ||
+           ext == EXT_PLAYOUT_DELAY;
+}
+
+uint64_t media_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t media_now_ms(void)
+{
+    return media_now_us() / 1000u;
+}
+
+void media_random_string(char *out, size_t len)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    uint8_t rnd[64];
+    if (len > sizeof rnd)
+        len = sizeof rnd;
+    if (RAND_bytes(rnd, (int)len) != 1)
+        abort(); /* no randomness: credentials would be guessable */
+    for (size_t i = 0; i < len; i++)
+        out[i] = alphabet[rnd[i] % 62];
+    out[len] = 0;
+}
+
+/* ---- tables (g_media.lock) ------------------------------------------------------------ */
+
+static unsigned hash_str(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % HASH_SLOTS;
+}
+
+void media_table_add(session_t *s)
+{
+    unsigned hu = hash_str(s->ufrag), hi = hash_str(s->id);
+    s->hnext_ufrag = g_media.by_ufrag[hu];
+    g_media.by_ufrag[hu] = s;
+    s->hnext_id = g_media.by_id[hi];
+    g_media.by_id[hi] = s;
+    g_media.nsessions++;
+    session_ref(s);
+}
+
+void media_table_remove(session_t *s)
+{
+    int found = 0;
+    for (session_t **pp = &g_media.by_ufrag[hash_str(s->ufrag)]; *pp; pp = &(*pp)->hnext_ufrag)
+        if (*pp == s) {
+            *pp = s->hnext_ufrag;
+            found = 1;
+            break;
+        }
+    for (session_t **pp = &g_media.by_id[hash_str(s->id)]; *pp; pp = &(*pp)->hnext_id)
+        if (*pp == s) {
+            *pp = s->hnext_id;
+            break;
+        }
+    if (found) {
+        g_media.nsessions--;
+        session_unref(s);
+    }
+}
+
+/* Re-key a session under a new ufrag (ICE restart). */
+void media_table_rekey(session_t *s, const char *ufrag)
+{
+    for (session_t **pp = &g_media.by_ufrag[hash_str(s->ufrag)]; *pp; pp = &(*pp)->hnext_ufrag)
+        if (*pp == s) {
+            *pp = s->hnext_ufrag;
+            break;
+        }
+    snprintf(s->ufrag, sizeof s->ufrag, "%s", ufrag);
+    unsigned hu = hash_str(s->ufrag);
+    s->hnext_ufrag = g_media.by_ufrag[hu];
+    g_media.by_ufrag[hu] = s;
+}
+
+session_t *media_find_id(const char *id)
+{
+    for (session_t *s = g_media.by_id[hash_str(id)]; s; s = s->hnext_id)
+        if (!strcmp(s->id, id))
+            return s;
+    return NULL;
+}
+
+/* The session of a STUN USERNAME's first part, referenced, with its current ICE password
+ * copied (an ICE restart changes it under the lock). */
+static session_t *find_ufrag_ref(const char *ufrag, size_t len, char pwd[40])
+{
+    char key[16];
+    if (len == 0 || len >= sizeof key)
+        return NULL;
+    memcpy(key, ufrag, len);
+    key[len] = 0;
+    pthread_mutex_lock(&g_media.lock);
+    session_t *s = g_media.by_ufrag[hash_str(key)];
+    for (; s; s = s->hnext_ufrag)
+        if (!strcmp(s->ufrag, key))
+            break;
+    if (s) {
+        session_ref(s);
+        memcpy(pwd, s->pwd, 40);
+    }
+    pthread_mutex_unlock(&g_media.lock);
+    return s;
+}
+
+/* ---- sessions ----------------------------------------------------------------------------- */
+
+session_t *media_session_new(int role, const char *stream_id)
+{
+    session_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->closed, 0);
+    atomic_init(&s->media_ready, 0);
+    s->role = role;
+    snprintf(s->stream_id, sizeof s->stream_id, "%s", stream_id);
+    media_random_string(s->id, 22);
+    media_random_string(s->ufrag, 8);
+    media_random_string(s->pwd, 24);
+    pthread_mutex_init(&s->bind_lock, NULL);
+    s->created_ms = media_now_ms();
+    s->max_layer = -1;
+    uint8_t r[4];
+    RAND_bytes(r, 4);
+    s->our_ssrc = (uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 | r[3];
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        s->view[k].source_layer = -1;
+    return s;
+}
+
+void session_ref(session_t *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+}
+
+void session_unref(session_t *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    if (s->dtls)
+        dtls_peer_free(s->dtls);
+    if (s->srtp_in)
+        srtp_session_free(s->srtp_in);
+    if (s->srtp_out)
+        srtp_session_free(s->srtp_out);
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        for (int l = 0; l < MEDIA_MAX_LAYERS; l++)
+            if (s->pub[k].layers[l].buf)
+                rtx_buffer_free(s->pub[k].layers[l].buf);
+    pthread_mutex_destroy(&s->bind_lock);
+    free(s);
+}
+
+/* ---- worker -> core reports ------------------------------------------------------------- */
+
+void media_report_closed(session_t *s, const char *reason)
+{
+    pthread_mutex_lock(&g_media.qlock);
+    if (s->close_reported) {
+        pthread_mutex_unlock(&g_media.qlock);
+        return;
+    }
+    s->close_reported = 1;
+    snprintf(s->close_reason, sizeof s->close_reason, "%s", reason);
+    session_ref(s);
+    session_t **grown = realloc(g_media.reports, (g_media.nreports + 1) * sizeof *grown);
+    if (!grown) {
+        pthread_mutex_unlock(&g_media.qlock);
+        session_unref(s);
+        return;
+    }
+    g_media.reports = grown;
+    g_media.reports[g_media.nreports++] = s;
+    pthread_mutex_unlock(&g_media.qlock);
+    uint64_t one = 1;
+    if (write(g_media.report_fd, &one, sizeof one) < 0) {
+        /* the counter is saturated only if the core loop stopped: nothing to wake */
+    }
+}
+
+static void on_reports(evutil_socket_t fd, short what, void *ud)
+{
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0) {
+        /* spurious wake-up */
+    }
+    pthread_mutex_lock(&g_media.qlock);
+    session_t **list = g_media.reports;
+    size_t n = g_media.nreports;
+    g_media.reports = NULL;
+    g_media.nreports = 0;
+    pthread_mutex_unlock(&g_media.qlock);
+    for (size_t i = 0; i < n; i++) {
+        media_session_close(list[i], list[i]->close_reason);
+        session_unref(list[i]);
+    }
+    free(list);
+}
+
+/* ---- sending -------------------------------------------------------------------------------- */
+
+void worker_flush(media_worker_t *w)
+{
+    if (!w->ntx)
+        return;
+    struct mmsghdr msgs[MEDIA_BATCH];
+    struct iovec iov[MEDIA_BATCH];
+    size_t n = w->ntx, done = 0;
+    for (size_t i = 0; i < n; i++) {
+        iov[i].iov_base = w->tx[i].buf;
+        iov[i].iov_len = w->tx[i].len;
+        memset(&msgs[i], 0, sizeof msgs[i]);
+        msgs[i].msg_hdr.msg_name = &w->tx[i].to;
+        msgs[i].msg_hdr.msg_namelen = w->tx[i].tolen;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    while (done < n) {
+        int sent = sendmmsg(w->fd, msgs + done, (unsigned)(n - done), 0);
+        if (sent <= 0) {
+            if (sent < 0 && errno == EINTR)
+                continue;
+            /* a full socket buffer or an unreachable peer: UDP drops the rest */
+            atomic_fetch_add(&w->drops, n - done);
+            break;
+        }
+        for (int i = 0; i < sent; i++)
+            atomic_fetch_add(&w->bytes_out, w->tx[done + (size_t)i].len);
+        atomic_fetch_add(&w->pkts_out, (uint64_t)sent);
+        done += (size_t)sent;
+    }
+    w->ntx = 0;
+}
+
+void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, size_t len)
+{
+    if (len > sizeof w->tx[0].buf || !s->addrlen)
+        return;
+    if (w->ntx == MEDIA_BATCH)
+        worker_flush(w);
+    tx_slot_t *t = &w->tx[w->ntx++];
+    memcpy(t->buf, data, len);
+    t->len = len;
+    memcpy(&t->to, &s->addr, s->addrlen);
+    t->tolen = s->addrlen;
+}
+
+/* Where the next datagram for s may be written in place (saves a copy on the hot path);
+ * commit it with worker_commit. */
+uint8_t *worker_slot(media_worker_t *w, const session_t *s)
+{
+    if (!s->addrlen)
+        return NULL;
+    if (w->ntx == MEDIA_BATCH)
+        worker_flush(w);
+    tx_slot_t *t = &w->tx[w->ntx];
+    memcpy(&t->to, &s->addr, s->addrlen);
+    t->tolen = s->addrlen;
+    return t->buf;
+}
+
+void worker_commit(media_worker_t *w, size_t len)
+{
+    w->tx[w->ntx].len = len;
+    w->ntx++;
+}
+
+/* ---- the worker's address map ------------------------------------------------------------ */
+
+static int addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16);
+}
+
+static size_t addr_hash(const struct sockaddr_storage *a)
+{
+    uint64_t h = 1469598103934665603ull;
+    const uint8_t *p;
+    size_t n;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const void *)a;
+        p = (const uint8_t *)&v4->sin_addr;
+        n = 4;
+        h = (h ^ v4->sin_port) * 1099511628211ull;
+    } else {
+        const struct sockaddr_in6 *v6 = (const void *)a;
+        p = (const uint8_t *)&v6->sin6_addr;
+        n = 16;
+        h = (h ^ v6->sin6_port) * 1099511628211ull;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return (size_t)h;
+}
+
+static session_t *amap_find(media_worker_t *w, const struct sockaddr_storage *a)
+{
+    if (!w->amap_n)
+        return NULL;
+    size_t mask = w->amap_cap - 1;
+    for (size_t i = addr_hash(a) & mask;; i = (i + 1) & mask) {
+        if (!w->amap_s[i])
+            return NULL;
+        if (addr_eq(&w->amap_a[i], a))
+            return w->amap_s[i];
+    }
+}
+
+static void amap_remove(media_worker_t *w, const struct sockaddr_storage *a);
+
+static int amap_put(media_worker_t *w, const struct sockaddr_storage *a, session_t *s)
+{
+    if ((w->amap_n + 1) * 2 > w->amap_cap) {
+        size_t ncap = w->amap_cap ? w->amap_cap * 2 : 256;
+        session_t **ns = calloc(ncap, sizeof *ns);
+        struct sockaddr_storage *na = calloc(ncap, sizeof *na);
+        if (!ns || !na) {
+            free(ns);
+            free(na);
+            return -1;
+        }
+        for (size_t i = 0; i < w->amap_cap; i++) {
+            if (!w->amap_s[i])
+                continue;
+            size_t j = addr_hash(&w->amap_a[i]) & (ncap - 1);
+            while (ns[j])
+                j = (j + 1) & (ncap - 1);
+            ns[j] = w->amap_s[i];
+            na[j] = w->amap_a[i];
+        }
+        free(w->amap_s);
+        free(w->amap_a);
+        w->amap_s = ns;
+        w->amap_a = na;
+        w->amap_cap = ncap;
+    }
+    if (amap_find(w, a))
+        amap_remove(w, a);
+    size_t mask = w->amap_cap - 1, i = addr_hash(a) & mask;
+    while (w->amap_s[i])
+        i = (i + 1) & mask;
+    w->amap_s[i] = s;
+    w->amap_a[i] = *a;
+    w->amap_n++;
+    return 0;
+}
+
+/* Linear probing deletion: re-insert the rest of the cluster. */
+static void amap_remove(media_worker_t *w, const struct sockaddr_storage *a)
+{
+    if (!w->amap_n)
+        return;
+    size_t mask = w->amap_cap - 1, i = addr_hash(a) & mask;
+    while (w->amap_s[i] && !addr_eq(&w->amap_a[i], a))
+        i = (i + 1) & mask;
+    if (!w->amap_s[i])
+        return;
+    w->amap_s[i] = NULL;
+    w->amap_n--;
+    for (size_t j = (i + 1) & mask; w->amap_s[j]; j = (j + 1) & mask) {
+        session_t *s = w->amap_s[j];
+        struct sockaddr_storage k = w->amap_a[j];
+        w->amap_s[j] = NULL;
+        size_t t = addr_hash(&k) & mask;
+        while (w->amap_s[t])
+            t = (t + 1) & mask;
+        w->amap_s[t] = s;
+        w->amap_a[t] = k;
+    }
+}
+
+/* ---- per-datagram handling ------------------------------------------------------------------ */
+
+static void dtls_out(const uint8_t *data, size_t len, void *ud)
+{
+    session_t *s = ud;
+    if (s->worker)
+        worker_send(s->worker, s, data, len);
+}
+
+/* Bind s to this worker and address (first valid check, or a nominated new address). */
+static void session_bind(media_worker_t *w, session_t *s, const struct sockaddr_storage *from,
+                         socklen_t fromlen, int nominate)
+{
+    pthread_mutex_lock(&s->bind_lock);
+    if (!s->worker) {
+        s->worker = w;
+        s->addr = *from;
+        s->addrlen = fromlen;
+        if (amap_put(w, from, s) == 0) {
+            session_ref(s);
+            s->next_in_worker = w->sessions;
+            w->sessions = s;
+            session_ref(s);
+        }
+        s->dtls =
+            dtls_peer_new(g_media.cert, DTLS_ROLE_SERVER,
+                          s->remote_fingerprint[0] ? s->remote_fingerprint : NULL, dtls_out, s);
+        s->dtls_state = DTLS_HANDSHAKING;
+        if (!s->dtls)
+            media_report_closed(s, "dtls_setup_failed");
+    } else if (s->worker == w && nominate && !addr_eq(&s->addr, from)) {
+        /* The controlling agent nominated another pair on this worker: move there. The
+         * relay lock keeps forwarders from reading the address mid-update. */
+        pthread_mutex_lock(&s->relay->lock);
+        amap_remove(w, &s->addr);
+        s->addr = *from;
+        s->addrlen = fromlen;
+        pthread_mutex_unlock(&s->relay->lock);
+        if (amap_put(w, from, s) < 0)
+            media_report_closed(s, "out_of_memory");
+    }
+    if (nominate)
+        s->nominated = 1;
+    pthread_mutex_unlock(&s->bind_lock);
+}
+
+static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
+                        const struct sockaddr_storage *from, socklen_t fromlen)
+{
+    stun_msg_t m;
+    if (stun_parse(buf, len, &m) < 0 || m.type != STUN_BINDING_REQUEST || !m.username) {
+        atomic_fetch_add(&w->drops, 1);
+        return;
+    }
+    const uint8_t *colon = memchr(m.username, ':', m.username_len);
+    if (!colon) {
+        atomic_fetch_add(&w->drops, 1);
+        return;
+    }
+    char pwd[40];
+    session_t *s = find_ufrag_ref((const char *)m.username, (size_t)(colon - m.username), pwd);
+    if (!s) {
+        atomic_fetch_add(&w->drops, 1);
+        return;
+    }
+    uint8_t out[256];
+    size_t n;
+    if (!stun_verify_integrity(buf, len, &m, pwd, strlen(pwd)) ||
+        (m.has_fingerprint && !stun_verify_fingerprint(buf, len, &m))) {
+        stun_builder_t b;
+        stun_begin(&b, out, sizeof out, STUN_BINDING_ERROR, m.txid);
+        stun_add_error(&b, 401, "Unauthorized");
+        n = stun_finish(&b, NULL, 0, 1);
+        if (n) {
+            session_t tmp = {.addrlen = fromlen};
+            tmp.addr = *from;
+            worker_send(w, &tmp, out, n);
+        }
+        atomic_fetch_add(&w->drops, 1);
+        session_unref(s);
+        return;
+    }
+    if (atomic_load(&s->closed)) {
+        session_unref(s);
+        return;
+    }
+    s->last_stun_ms = media_now_ms();
+    n = stun_binding_success(out, sizeof out, m.txid, (const struct sockaddr *)from, pwd);
+    if (n) {
+        session_t tmp = {.addrlen = fromlen};
+        tmp.addr = *from;
+        worker_send(w, &tmp, out, n);
+    }
+    /* The controlling agent may check several pairs (each 4-tuple can hash to another
+     * worker's socket); media flows on the one it nominates, so that is where we bind. */
+    if (m.use_candidate)
+        session_bind(w, s, from, fromlen, 1);
+    session_unref(s);
+}
+
+static void dtls_connected(media_worker_t *w, session_t *s)
+{
+    dtls_srtp_keys_t k;
+    if (dtls_peer_srtp_keys(s->dtls, &k) < 0) {
+        media_report_closed(s, "dtls_no_srtp");
+        return;
+    }
+    srtp_session_t *in =
+        srtp_session_new(k.profile, k.remote, k.key_salt_len, SRTP_SESSION_INBOUND);
+    srtp_session_t *out =
+        srtp_session_new(k.profile, k.local, k.key_salt_len, SRTP_SESSION_OUTBOUND);
+    memset(&k, 0, sizeof k);
+    if (!in || !out) {
+        if (in)
+            srtp_session_free(in);
+        if (out)
+            srtp_session_free(out);
+        media_report_closed(s, "srtp_setup_failed");
+        return;
+    }
+    s->srtp_in = in;
+    pthread_mutex_lock(&s->relay->lock);
+    s->srtp_out = out;
+    atomic_store(&s->media_ready, 1);
+    relay_session_ready(w, s);
+    pthread_mutex_unlock(&s->relay->lock);
+}
+
+static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
+                            const struct sockaddr_storage *from, socklen_t fromlen)
+{
+    atomic_fetch_add(&w->pkts_in, 1);
+    atomic_fetch_add(&w->bytes_in, len);
+    if (len < 1)
+        return;
+    uint8_t b0 = buf[0];
+    if (b0 <= 3) {
+        if (stun_looks_like(buf, len))
+            handle_stun(w, buf, len, from, fromlen);
+        else
+            atomic_fetch_add(&w->drops, 1);
+        return;
+    }
+    session_t *s = amap_find(w, from);
+    if (!s || atomic_load(&s->closed)) {
+        atomic_fetch_add(&w->drops, 1); /* unknown address: never a new session */
+        return;
+    }
+    s->last_rx_ms = media_now_ms();
+    s->rx_packets++;
+    s->rx_bytes += len;
+    if (b0 >= 20 && b0 <= 63) {
+        if (!s->dtls)
+            return;
+        int st = dtls_peer_feed(s->dtls, buf, len);
+        if (st == DTLS_CONNECTED && s->dtls_state != DTLS_CONNECTED) {
+            s->dtls_state = DTLS_CONNECTED;
+            dtls_connected(w, s);
+        } else if (st == DTLS_FAILED) {
+            log_msg("media", ONAIR_LOG_INFO, "session %s: DTLS failed: %s", s->id,
+                    dtls_peer_error(s->dtls));
+            s->dtls_state = DTLS_FAILED;
+            media_report_closed(s, "dtls_failed");
+        } else if (st == DTLS_CLOSED) {
+            s->dtls_state = DTLS_CLOSED;
+            media_report_closed(s, "peer_closed");
+        }
+        return;
+    }
+    if (b0 >= 128 && b0 <= 191 && atomic_load(&s->media_ready)) {
+        size_t n = len;
+        if (rtp_looks_like_rtcp(buf, len)) {
+            int rc = srtp_session_unprotect_rtcp(s->srtp_in, buf, &n);
+            if (rc < 0) {
+                atomic_fetch_add(&w->srtp_errors, 1);
+                s->srtp_errors++;
+                return;
+            }
+            relay_on_rtcp(w, s, buf, n);
+        } else {
+            int rc = srtp_session_unprotect_rtp(s->srtp_in, buf, &n);
+            if (rc < 0) {
+                atomic_fetch_add(&w->srtp_errors, 1);
+                s->srtp_errors++;
+                return;
+            }
+            relay_on_rtp(w, s, buf, n);
+        }
+        return;
+    }
+    atomic_fetch_add(&w->drops, 1);
+}
+
+static void on_rx(evutil_socket_t fd, short what, void *ud)
+{
+    media_worker_t *w = ud;
+    static __thread uint8_t bufs[RX_BATCH][MEDIA_SLOT];
+    struct mmsghdr msgs[RX_BATCH];
+    struct iovec iov[RX_BATCH];
+    struct sockaddr_storage from[RX_BATCH];
+    uint64_t t0 = media_now_us();
+    for (int round = 0; round < 8; round++) {
+        for (int i = 0; i < RX_BATCH; i++) {
+            iov[i].iov_base = bufs[i];
+            iov[i].iov_len = MEDIA_MTU;
+            memset(&msgs[i], 0, sizeof msgs[i]);
+            msgs[i].msg_hdr.msg_name = &from[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = recvmmsg(fd, msgs, RX_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                atomic_fetch_add(&w->drops, 1);
+                continue;
+            }
+            handle_datagram(w, bufs[i], msgs[i].msg_len, &from[i], msgs[i].msg_hdr.msg_namelen);
+        }
+        worker_flush(w);
+        if (n < RX_BATCH)
+            break;
+    }
+    worker_flush(w);
+    atomic_fetch_add(&w->busy_us, media_now_us() - t0);
+}
+
+/* ---- housekeeping ---------------------------------------------------------------------- */
+
+static void drop_from_worker(media_worker_t *w, session_t *s)
+{
+    if (s->dtls && s->dtls_state == DTLS_CONNECTED)
+        dtls_peer_close(s->dtls); /* close_notify: the peer's transport ends at once */
+    if (amap_find(w, &s->addr) == s) {
+        amap_remove(w, &s->addr);
+        session_unref(s);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *ud)
+{
+    media_worker_t *w = ud;
+    uint64_t t0 = media_now_us(), now = t0 / 1000u;
+    for (session_t **pp = &w->sessions; *pp;) {
+        session_t *s = *pp;
+        if (atomic_load(&s->closed)) {
+            *pp = s->next_in_worker;
+            drop_from_worker(w, s);
+            worker_flush(w);
+            session_unref(s);
+            continue;
+        }
+        if (s->dtls && s->dtls_state == DTLS_HANDSHAKING) {
+            long t = dtls_peer_timeout_ms(s->dtls);
+            if (t == 0 && dtls_peer_handle_timeout(s->dtls) < 0)
+                media_report_closed(s, "dtls_timeout");
+        }
+        if (now - s->last_stun_ms > (uint64_t)g_media.consent_timeout_ms)
+            media_report_closed(s, "ice_timeout");
+        else if (atomic_load(&s->media_ready))
+            relay_tick(w, s, now);
+        pp = &s->next_in_worker;
+    }
+    worker_flush(w);
+    atomic_fetch_add(&w->busy_us, media_now_us() - t0);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *ud)
+{
+    media_worker_t *w = ud;
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0) {
+        /* nothing to do */
+    }
+    /* Viewers and publishers get a close_notify before the process goes away. */
+    for (session_t *s = w->sessions; s; s = s->next_in_worker)
+        if (s->dtls && s->dtls_state == DTLS_CONNECTED)
+            dtls_peer_close(s->dtls);
+    worker_flush(w);
+    event_base_loopbreak(w->base);
+}
+
+static void *worker_main(void *ud)
+{
+    media_worker_t *w = ud;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+/* ---- setup ------------------------------------------------------------------------------- */
+
+static int bind_socket(int port, int *bound, char *err, size_t elen)
+{
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int v6 = fd >= 0;
+    if (!v6)
+        fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, elen, "media: socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1, zero = 0, size = 4 * 1024 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    int rc;
+    if (v6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+        a.sin6_addr = in6addr_any;
+        rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+    } else {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    if (rc < 0) {
+        snprintf(err, elen, "media: cannot bind UDP port %d: %s", port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                            : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+int media_engine_setup(char *err, size_t elen)
+{
+    pthread_mutex_init(&g_media.lock, NULL);
+    pthread_mutex_init(&g_media.qlock, NULL);
+    if (srtp_session_global_init() < 0) {
+        snprintf(err, elen, "media: libsrtp2 initialization failed");
+        return -1;
+    }
+    g_media.by_ufrag = calloc(HASH_SLOTS, sizeof *g_media.by_ufrag);
+    g_media.by_id = calloc(HASH_SLOTS, sizeof *g_media.by_id);
+    g_media.relays = calloc(HASH_SLOTS, sizeof *g_media.relays);
+    g_media.workers = calloc((size_t)g_media.nworkers, sizeof *g_media.workers);
+    if (!g_media.by_ufrag || !g_media.by_id || !g_media.relays || !g_media.workers) {
+        snprintf(err, elen, "media: out of memory");
+        return -1;
+    }
+    int port = g_media.config_port;
+    for (int i = 0; i < g_media.nworkers; i++) {
+        media_worker_t *w = &g_media.workers[i];
+        w->index = i;
+        w->fd = -1;
+        w->stop_fd = -1;
+        int bound = 0;
+        if ((w->fd = bind_socket(port, &bound, err, elen)) < 0)
+            return -1;
+        port = bound; /* port 0: the first socket picks, the others share it */
+        w->base = event_base_new();
+        w->tx = calloc(MEDIA_BATCH, sizeof *w->tx);
+        w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (!w->base || !w->tx || w->stop_fd < 0) {
+            snprintf(err, elen, "media: out of memory");
+            return -1;
+        }
+        w->rx = event_new(w->base, w->fd, EV_READ | EV_PERSIST, on_rx, w);
+        w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+        w->stop = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
+        struct timeval tv = {0, TICK_MS * 1000};
+        if (!w->rx || !w->tick || !w->stop || event_add(w->rx, NULL) < 0 ||
+            event_add(w->tick, &tv) < 0 || event_add(w->stop, NULL) < 0) {
+            snprintf(err, elen, "media: cannot set up worker events");
+            return -1;
+        }
+    }
+    g_media.port = port;
+    g_media.report_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (g_media.report_fd < 0) {
+        snprintf(err, elen, "media: eventfd: %s", strerror(errno));
+        return -1;
+    }
+    g_media.report_ev =
+        event_new(g_media.core_base, g_media.report_fd, EV_READ | EV_PERSIST, on_reports, NULL);
+    if (!g_media.report_ev || event_add(g_media.report_ev, NULL) < 0) {
+        snprintf(err, elen, "media: cannot set up the report queue");
+        return -1;
+    }
+    return 0;
+}
+
+int media_engine_start(char *err, size_t elen)
+{
+    for (int i = 0; i < g_media.nworkers; i++) {
+        media_worker_t *w = &g_media.workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            snprintf(err, elen, "media: cannot start worker %d", i);
+            return -1;
+        }
+        w->running = 1;
+    }
+    return 0;
+}
+
+void media_engine_stop(void)
+{
+    for (int i = 0; i < g_media.nworkers; i++) {
+        media_worker_t *w = &g_media.workers[i];
+        if (!w->running)
+            continue;
+        uint64_t one = 1;
+        if (write(w->stop_fd, &one, sizeof one) < 0) {
+            /* the worker is gone already */
+        }
+        pthread_join(w->thread, NULL);
+        w->running = 0;
+    }
+}
+
+void media_engine_free(void)
+{
+    /* Workers are stopped: their lists and maps hold the last worker-side references. */
+    for (int i = 0; g_media.workers && i < g_media.nworkers; i++) {
+        media_worker_t *w = &g_media.workers[i];
+        while (w->sessions) {
+            session_t *s = w->sessions;
+            w->sessions = s->next_in_worker;
+            if (amap_find(w, &s->addr) == s) {
+                amap_remove(w, &s->addr);
+                session_unref(s);
+            }
+            session_unref(s);
+        }
+        if (w->rx)
+            event_free(w->rx);
+        if (w->tick)
+            event_free(w->tick);
+        if (w->stop)
+            event_free(w->stop);
+        if (w->base)
+            event_base_free(w->base);
+        if (w->fd >= 0)
+            close(w->fd);
+        if (w->stop_fd >= 0)
+            close(w->stop_fd);
+        free(w->amap_s);
+        free(w->amap_a);
+        free(w->tx);
+    }
+    free(g_media.workers);
+    g_media.workers = NULL;
+    pthread_mutex_lock(&g_media.qlock);
+    for (size_t i = 0; i < g_media.nreports; i++)
+        session_unref(g_media.reports[i]);
+    free(g_media.reports);
+    g_media.reports = NULL;
+    g_media.nreports = 0;
+    pthread_mutex_unlock(&g_media.qlock);
+    if (g_media.report_ev)
+        event_free(g_media.report_ev);
+    if (g_media.report_fd > 0)
+        close(g_media.report_fd);
+    free(g_media.by_ufrag);
+    free(g_media.by_id);
+    free(g_media.relays);
+    g_media.by_ufrag = g_media.by_id = NULL;
+    g_media.relays = NULL;
+}

@@ -1,0 +1,238 @@
+/*
+ * The media relay's shared structures: sessions (one WebRTC peer: a WHIP publisher or a
+ * WHEP viewer), relays (one per live stream: its publisher's tracks and its viewers) and
+ * the media workers (one thread, event base and SO_REUSEPORT UDP socket each).
+ *
+ * Locking, in one place:
+ * - g_media.lock guards the tables: sessions by ICE ufrag and by id, relays by stream id.
+ * - relay->lock guards everything media of the relay's sessions: track state, rewriters,
+ *   the retransmission buffers and every OUTBOUND SRTP context (a viewer's outbound context
+ *   is used by whichever worker forwards the publisher's packets). Never take g_media.lock
+ *   while holding a relay lock.
+ * - ICE, DTLS and the INBOUND SRTP context of a session are touched only by the worker the
+ *   session is bound to (the worker that receives its packets: the kernel hashes a 4-tuple
+ *   to one SO_REUSEPORT socket).
+ * - The core loop thread creates and closes sessions; workers report back through a queue
+ *   woken by an eventfd (the core's libevent has no thread support enabled).
+ */
+#ifndef ONAIR_MEDIA_INTERNAL_H
+#define ONAIR_MEDIA_INTERNAL_H
+
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "dtls.h"
+#include "rtcp.h"
+#include "rtp.h"
+#include "sdp.h"
+#include "simulcast.h"
+#include "srtp_session.h"
+
+#define MEDIA_MAX_LAYERS    3
+#define MEDIA_MTU           1500
+#define MEDIA_SLOT          (MEDIA_MTU + SRTP_SESSION_MAX_TRAILER + 8) /* a datagram with room for SRTP */
+#define MEDIA_RTX_SLOTS     1024 /* per published layer: ~1 s of 1 Mbit/s video */
+#define MEDIA_SEQMAP        1024 /* per viewer track: outgoing seq -> source packet */
+#define MEDIA_BATCH         64   /* datagrams per sendmmsg */
+#define MEDIA_ID_LEN        24
+#define MEDIA_STREAM_ID_LEN 64
+
+enum media_kind { MEDIA_AUDIO = 0, MEDIA_VIDEO = 1, MEDIA_KINDS = 2 };
+enum media_role { ROLE_PUBLISHER = 1, ROLE_VIEWER = 2 };
+
+/* The header extensions we understand, by URI; ids differ per peer. */
+enum media_ext {
+    EXT_MID = 0,
+    EXT_RID,
+    EXT_RRID,
+    EXT_AUDIO_LEVEL,
+    EXT_ABS_SEND_TIME,
+    EXT_TRANSPORT_CC,
+    EXT_VIDEO_ORIENTATION,
+    EXT_PLAYOUT_DELAY,
+    EXT_COUNT
+};
+extern const char *const media_ext_uri[EXT_COUNT];
+/* Extensions passed through from publisher to viewers (id translated). */
+int media_ext_forwarded(int ext);
+
+/* One simulcast layer (or the only layer) of a published track. */
+typedef struct pub_layer {
+    char rid[16];
+    uint32_t ssrc, rtx_ssrc;
+    rtx_buffer_t *buf; /* decrypted packets, for viewers' NACKs */
+    rtp_stats_t stats; /* receive statistics for our RR */
+    rtp_loss_t loss;   /* what we NACK to the publisher */
+    uint64_t last_packet_ms;
+    uint64_t window_start_ms, window_bytes;
+    uint64_t bitrate_bps; /* over the last window */
+    uint64_t last_pli_ms; /* keyframe requests to the publisher are rate-limited */
+    uint32_t fir_seq;
+    uint64_t keyframes;
+    int active;
+    /* the publisher's last sender report: NTP <-> RTP mapping */
+    uint64_t sr_ntp;
+    uint32_t sr_rtp;
+    uint64_t sr_at_ms;
+} pub_layer_t;
+
+typedef struct pub_track {
+    int present;
+    int kind;
+    char mid[32];
+    int codec; /* RTP_CODEC_* */
+    sdp_codec_t desc;
+    int pt, rtx_pt;
+    uint32_t clock;
+    int simulcast;
+    pub_layer_t layers[MEDIA_MAX_LAYERS];
+    int nlayers;
+    uint8_t ext_id[EXT_COUNT]; /* the publisher's id per extension, 0 = not negotiated */
+} pub_track_t;
+
+/* What a viewer receives of one kind. */
+typedef struct view_track {
+    int present;
+    int kind;
+    int pt, rtx_pt;
+    int nack, pli, fir; /* feedback the viewer negotiated */
+    uint32_t ssrc, rtx_ssrc;
+    uint16_t rtx_seq;
+    rtp_rewriter_t rw;
+    simulcast_sel_t sel;
+    int source_layer;   /* layer the last forwarded packet came from, -1 none */
+    const void *source; /* that layer's identity: a new publisher is a new source */
+    uint8_t ext_id[EXT_COUNT];
+    uint8_t ext_map[16]; /* publisher id -> viewer id (0 drops it) */
+    uint16_t seq_src[MEDIA_SEQMAP];
+    uint32_t seq_ts[MEDIA_SEQMAP];
+    int8_t seq_layer[MEDIA_SEQMAP];
+    uint64_t packets, octets;
+    uint32_t last_ts;
+    uint64_t last_send_us;
+    uint64_t nacks, plis;
+} view_track_t;
+
+struct media_worker;
+struct relay;
+
+typedef struct session {
+    atomic_int refs;
+    atomic_int closed; /* set once; the bound worker drops it on its next tick */
+    char id[MEDIA_ID_LEN];
+    int role;
+    struct relay *relay;
+    char stream_id[MEDIA_STREAM_ID_LEN];
+    uint8_t token_hash[32]; /* SHA-256 of the bearer token that created it (DELETE/PATCH) */
+    int has_token;
+
+    /* ICE (lite): our credentials, the remote's ufrag */
+    char ufrag[16], pwd[40];
+    char remote_ufrag[260], remote_pwd[260];
+    uint32_t etag; /* bumped on ICE restart */
+
+    /* transport: set by the bound worker */
+    pthread_mutex_t bind_lock; /* guards worker/addr against two workers racing */
+    struct media_worker *worker;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint64_t created_ms, last_stun_ms, last_rx_ms;
+    int nominated;
+
+    /* DTLS and SRTP */
+    char remote_fingerprint[200];
+    dtls_peer_t *dtls;
+    int dtls_state;           /* DTLS_HANDSHAKING ... */
+    srtp_session_t *srtp_in;  /* bound worker only */
+    srtp_session_t *srtp_out; /* under relay->lock */
+    atomic_int media_ready;
+
+    /* media (under relay->lock) */
+    pub_track_t pub[MEDIA_KINDS]; /* role publisher */
+    view_track_t view[MEDIA_KINDS];
+    uint64_t estimate_bps; /* viewer: REMB, capped by its SDP b= line */
+    uint64_t sdp_max_bps;  /* viewer: b=TIAS/AS of its offer, 0 = none */
+    int max_layer;         /* viewer: ?layer= hint, -1 = none */
+    uint32_t our_ssrc;     /* sender SSRC of our RTCP to this peer */
+    uint64_t last_rtcp_ms;
+    uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, srtp_errors, rtt_ms;
+
+    struct session *next_in_worker; /* the bound worker's list */
+    struct session *hnext_ufrag, *hnext_id;
+    int close_reported;
+    char close_reason[64];
+} session_t;
+
+typedef struct relay {
+    pthread_mutex_t lock;
+    char stream_id[MEDIA_STREAM_ID_LEN];
+    int refs; /* sessions pointing here; under g_media.lock */
+    session_t *publisher;
+    session_t **viewers;
+    size_t nviewers, cap;
+    uint64_t started_ms;
+    struct relay *hnext;
+} relay_t;
+
+/* A datagram waiting in a worker's send batch. */
+typedef struct tx_slot {
+    uint8_t buf[MEDIA_SLOT];
+    size_t len;
+    struct sockaddr_storage to;
+    socklen_t tolen;
+} tx_slot_t;
+
+typedef struct media_worker {
+    int index;
+    pthread_t thread;
+    struct event_base *base;
+    int fd;
+    struct event *rx, *tick, *stop;
+    int running;
+    int stop_fd;
+    /* address -> session for sessions bound here (open hash, worker-local) */
+    session_t **amap_s;
+    struct sockaddr_storage *amap_a;
+    size_t amap_cap, amap_n;
+    session_t *sessions; /* bound here */
+    tx_slot_t *tx;
+    size_t ntx;
+    uint8_t scratch[MEDIA_SLOT];
+    /* counters (read by /metrics from another thread) */
+    atomic_uint_fast64_t pkts_in, bytes_in, pkts_out, bytes_out, drops, srtp_errors, nacks, plis,
+        retransmits;
+    atomic_uint_fast64_t busy_us; /* time spent handling packets and ticks */
+} media_worker_t;
+
+/* ---- engine.c ---- */
+uint64_t media_now_ms(void);
+uint64_t media_now_us(void);
+void media_random_string(char *out, size_t len); /* len chars of [A-Za-z0-9] + NUL */
+session_t *media_session_new(int role, const char *stream_id);
+void session_ref(session_t *s);
+void session_unref(session_t *s);
+/* Queue a datagram to a session (any worker thread). Flushed at the end of the batch. */
+void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, size_t len);
+void worker_flush(media_worker_t *w);
+/* Worker -> core: a session ended for a reason of the worker's (timeout, DTLS failure). */
+void media_report_closed(session_t *s, const char *reason);
+
+/* ---- relay.c (forwarding; every function here is called with relay->lock held) ---- */
+relay_t *relay_get(const char *stream_id);  /* with g_media.lock held; creates */
+relay_t *relay_find(const char *stream_id); /* with g_media.lock held; no reference */
+void relay_put(relay_t *r);                 /* with g_media.lock held */
+void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len);
+void relay_on_rtcp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len);
+void relay_tick(media_worker_t *w, session_t *s, uint64_t now_ms);
+void relay_session_ready(media_worker_t *w, session_t *s);
+/* Send an RTCP compound to s protected with its outbound context. */
+void relay_send_rtcp(media_worker_t *w, session_t *s, uint8_t *buf, size_t len);
+/* Ask the publisher for a keyframe of one layer (rate-limited). */
+void relay_request_keyframe(media_worker_t *w, session_t *pub, int kind, int layer,
+                            uint64_t now_ms);
+
+#endif

@@ -1,0 +1,574 @@
+/*
+ * Forwarding: a publisher's decrypted RTP goes to every viewer of its stream, rewritten
+ * per viewer (SSRC, payload type, sequence numbers and timestamps continuous across
+ * simulcast switches and publisher hand-overs, header extension ids) and encrypted with
+ * the viewer's own SRTP context. Viewers' RTCP is answered here: NACKs from the per-layer
+ * retransmission buffer (RTX when negotiated), PLI/FIR relayed to the publisher at most
+ * twice a second per layer, REMB feeding simulcast layer selection. Publishers get receiver
+ * reports, NACKs for what they lost and a REMB allowing the configured bitrate.
+ *
+ * Every function here runs on a media worker with relay->lock held (see media_internal.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "media_engine.h"
+#include "media_internal.h"
+
+#define PLI_INTERVAL_MS  500
+#define RTX_MAX_AGE_MS   1500
+#define LAYER_IDLE_MS    1000
+#define RTCP_INTERVAL_MS 1000
+#define HASH_SLOTS       4096
+
+/* ---- relays (with g_media.lock held) ---------------------------------------------------- */
+
+static unsigned relay_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % HASH_SLOTS;
+}
+
+relay_t *relay_get(const char *stream_id)
+{
+    unsigned hs = relay_hash(stream_id);
+    for (relay_t *r = g_media.relays[hs]; r; r = r->hnext)
+        if (!strcmp(r->stream_id, stream_id)) {
+            r->refs++;
+            return r;
+        }
+    relay_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    pthread_mutex_init(&r->lock, NULL);
+    snprintf(r->stream_id, sizeof r->stream_id, "%s", stream_id);
+    r->refs = 1;
+    r->started_ms = media_now_ms();
+    r->hnext = g_media.relays[hs];
+    g_media.relays[hs] = r;
+    return r;
+}
+
+relay_t *relay_find(const char *stream_id)
+{
+    for (relay_t *r = g_media.relays[relay_hash(stream_id)]; r; r = r->hnext)
+        if (!strcmp(r->stream_id, stream_id))
+            return r;
+    return NULL;
+}
+
+void relay_put(relay_t *r)
+{
+    if (--r->refs > 0)
+        return;
+    for (relay_t **pp = &g_media.relays[relay_hash(r->stream_id)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == r) {
+            *pp = r->hnext;
+            break;
+        }
+    pthread_mutex_destroy(&r->lock);
+    free(r->viewers);
+    free(r);
+}
+
+/* ---- time ---------------------------------------------------------------------------------- */
+
+static uint64_t ntp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t sec = (uint64_t)ts.tv_sec + 2208988800ull;
+    uint64_t frac = ((uint64_t)ts.tv_nsec << 32) / 1000000000ull;
+    return sec << 32 | frac;
+}
+
+/* ---- sending RTCP -------------------------------------------------------------------------- */
+
+void relay_send_rtcp(media_worker_t *w, session_t *s, uint8_t *buf, size_t len)
+{
+    if (!s->srtp_out || !atomic_load(&s->media_ready))
+        return;
+    uint8_t *out = worker_slot(w, s);
+    if (!out || len > MEDIA_MTU)
+        return;
+    memcpy(out, buf, len);
+    size_t n = len;
+    if (srtp_session_protect_rtcp(s->srtp_out, out, &n, MEDIA_SLOT) < 0)
+        return;
+    worker_commit(w, n);
+    s->tx_packets++;
+    s->tx_bytes += n;
+}
+
+void relay_request_keyframe(media_worker_t *w, session_t *pub, int kind, int layer, uint64_t now_ms)
+{
+    if (!pub || kind != MEDIA_VIDEO)
+        return;
+    pub_track_t *t = &pub->pub[MEDIA_VIDEO];
+    if (!t->present)
+        return;
+    for (int l = 0; l < t->nlayers; l++) {
+        if (layer >= 0 && l != layer)
+            continue;
+        pub_layer_t *L = &t->layers[l];
+        if (!L->ssrc || now_ms - L->last_pli_ms < PLI_INTERVAL_MS)
+            continue;
+        uint8_t buf[64];
+        size_t n = rtcp_build_pli(buf, sizeof buf, pub->our_ssrc, L->ssrc);
+        if (n) {
+            relay_send_rtcp(w, pub, buf, n);
+            L->last_pli_ms = now_ms;
+            atomic_fetch_add(&w->plis, 1);
+        }
+    }
+}
+
+/* ---- publisher RTP ------------------------------------------------------------------------- */
+
+/* Which track and layer an SSRC belongs to; learns new SSRCs from the payload type and,
+ * for simulcast, from the rid / repaired-rid header extensions. */
+static int classify(session_t *s, uint8_t *pkt, const rtp_header_t *h, int *kind, int *layer,
+                    int *is_rtx)
+{
+    for (int k = 0; k < MEDIA_KINDS; k++) {
+        pub_track_t *t = &s->pub[k];
+        if (!t->present)
+            continue;
+        for (int l = 0; l < t->nlayers; l++) {
+            if (t->layers[l].ssrc == h->ssrc || (t->layers[l].rtx_ssrc == h->ssrc)) {
+                *kind = k;
+                *layer = l;
+                *is_rtx = t->layers[l].ssrc != h->ssrc;
+                return 0;
+            }
+        }
+    }
+    for (int k = 0; k < MEDIA_KINDS; k++) {
+        pub_track_t *t = &s->pub[k];
+        if (!t->present || (h->pt != t->pt && (!t->rtx_pt || h->pt != t->rtx_pt)))
+            continue;
+        int rtx = t->rtx_pt && h->pt == t->rtx_pt;
+        int l = 0;
+        if (t->simulcast) {
+            int id = t->ext_id[rtx ? EXT_RRID : EXT_RID];
+            const uint8_t *v;
+            size_t vlen;
+            if (!id || rtp_ext_find(pkt, h, id, &v, &vlen) < 0)
+                return -1;
+            for (l = 0; l < t->nlayers; l++)
+                if (strlen(t->layers[l].rid) == vlen && !memcmp(t->layers[l].rid, v, vlen))
+                    break;
+            if (l == t->nlayers)
+                return -1;
+        }
+        pub_layer_t *L = &t->layers[l];
+        if (rtx) {
+            if (L->rtx_ssrc)
+                return -1;
+            L->rtx_ssrc = h->ssrc;
+        } else {
+            if (L->ssrc)
+                return -1; /* a second SSRC for one layer: not ours to guess */
+            L->ssrc = h->ssrc;
+            rtp_stats_init(&L->stats, h->ssrc, t->clock);
+            rtp_loss_init(&L->loss, 1000, 100, 10);
+        }
+        *kind = k;
+        *layer = l;
+        *is_rtx = rtx;
+        return 0;
+    }
+    return -1;
+}
+
+/* One packet to one viewer. */
+static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const pub_track_t *t,
+                        int layer, const uint8_t *pkt, size_t len, const rtp_header_t *h,
+                        uint64_t now_us)
+{
+    uint8_t *out = worker_slot(w, v);
+    if (!out)
+        return;
+    memcpy(out, pkt, len);
+    uint16_t seq;
+    uint32_t ts;
+    rtp_rewrite(&vt->rw, h->seq, h->ts, now_us, t->clock, &seq, &ts);
+    rtp_set_seq(out, seq);
+    rtp_set_ts(out, ts);
+    rtp_set_pt(out, (uint8_t)vt->pt);
+    rtp_set_ssrc(out, vt->ssrc);
+    if (h->ext_profile && rtp_ext_remap(out, h, vt->ext_map) < 0)
+        return;
+    vt->seq_src[seq % MEDIA_SEQMAP] = h->seq;
+    vt->seq_ts[seq % MEDIA_SEQMAP] = ts;
+    vt->seq_layer[seq % MEDIA_SEQMAP] = (int8_t)layer;
+    size_t n = len;
+    if (srtp_session_protect_rtp(v->srtp_out, out, &n, MEDIA_SLOT) < 0)
+        return;
+    worker_commit(w, n);
+    vt->packets++;
+    vt->octets += len - h->header_len;
+    vt->last_ts = ts;
+    vt->last_send_us = now_us;
+    v->tx_packets++;
+    v->tx_bytes += n;
+}
+
+void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
+{
+    rtp_header_t h;
+    if (s->role != ROLE_PUBLISHER || rtp_parse(pkt, len, &h) < 0) {
+        atomic_fetch_add(&w->drops, 1);
+        return;
+    }
+    relay_t *r = s->relay;
+    pthread_mutex_lock(&r->lock);
+    int kind, layer, is_rtx;
+    if (r->publisher != s || classify(s, pkt, &h, &kind, &layer, &is_rtx) < 0) {
+        pthread_mutex_unlock(&r->lock);
+        atomic_fetch_add(&w->drops, 1); /* unknown SSRC, or a replaced publisher */
+        return;
+    }
+    pub_track_t *t = &s->pub[kind];
+    pub_layer_t *L = &t->layers[layer];
+    if (is_rtx) {
+        /* RFC 4588: the original sequence number leads the payload; restore the packet. */
+        size_t n = h.payload_len >= 2 ? rtp_unwrap_rtx(pkt, len, (uint8_t)t->pt, L->ssrc) : 0;
+        if (!n || rtp_parse(pkt, n, &h) < 0) { /* malformed, or a padding-only probe */
+            pthread_mutex_unlock(&r->lock);
+            return;
+        }
+        len = n;
+    }
+    uint64_t now_us = media_now_us(), now_ms = now_us / 1000u;
+    rtp_stats_update(&L->stats, h.seq, h.ts, h.payload_len, now_us);
+    rtp_loss_update(&L->loss, h.seq, now_ms);
+    if (now_ms - L->window_start_ms >= 1000) {
+        L->bitrate_bps =
+            L->window_start_ms ? L->window_bytes * 8000 / (now_ms - L->window_start_ms) : 0;
+        L->window_start_ms = now_ms;
+        L->window_bytes = 0;
+    }
+    L->window_bytes += len;
+    L->last_packet_ms = now_ms;
+    L->active = 1;
+    if (L->buf)
+        rtx_buffer_put(L->buf, h.seq, pkt, len, now_ms);
+    int key = kind == MEDIA_VIDEO && rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);
+    if (key)
+        L->keyframes++;
+
+    for (size_t i = 0; i < r->nviewers; i++) {
+        session_t *v = r->viewers[i];
+        view_track_t *vt = &v->view[kind];
+        if (!vt->present || !atomic_load(&v->media_ready))
+            continue;
+        if (t->simulcast) {
+            if (!simulcast_accept(&vt->sel, layer, key))
+                continue;
+        } else if (vt->source != L && kind == MEDIA_VIDEO && !key && vt->source) {
+            /* a new publisher: keep the old picture until the new one starts cleanly */
+            continue;
+        }
+        if (vt->source != L) {
+            if (vt->source)
+                rtp_rewriter_switch(&vt->rw);
+            vt->source = L;
+            vt->source_layer = layer;
+        }
+        forward_one(w, v, vt, t, layer, pkt, len, &h, now_us);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- RTCP ---------------------------------------------------------------------------------- */
+
+static void resend(media_worker_t *w, session_t *v, view_track_t *vt, session_t *pub, int kind,
+                   uint16_t seq, uint64_t now_ms)
+{
+    int layer = vt->seq_layer[seq % MEDIA_SEQMAP];
+    if (!pub || layer < 0 || layer >= pub->pub[kind].nlayers)
+        return;
+    pub_layer_t *L = &pub->pub[kind].layers[layer];
+    size_t plen;
+    const uint8_t *orig = L->buf ? rtx_buffer_get(L->buf, vt->seq_src[seq % MEDIA_SEQMAP], &plen,
+                                                  now_ms, RTX_MAX_AGE_MS)
+                                 : NULL;
+    if (!orig)
+        return; /* lost upstream too: our own NACK to the publisher covers it */
+    rtp_header_t h;
+    if (rtp_parse(orig, plen, &h) < 0)
+        return;
+    /* the packet as the viewer first got it, then (RTX) wrapped */
+    uint8_t *pkt = w->scratch;
+    memcpy(pkt, orig, plen);
+    rtp_set_seq(pkt, seq);
+    rtp_set_ts(pkt, vt->seq_ts[seq % MEDIA_SEQMAP]);
+    rtp_set_pt(pkt, (uint8_t)vt->pt);
+    rtp_set_ssrc(pkt, vt->ssrc);
+    if (h.ext_profile && rtp_ext_remap(pkt, &h, vt->ext_map) < 0)
+        return;
+    uint8_t *out = worker_slot(w, v);
+    if (!out)
+        return;
+    size_t n;
+    if (vt->rtx_pt) {
+        n = rtp_build_rtx(out, MEDIA_MTU, pkt, plen, (uint8_t)vt->rtx_pt, vt->rtx_ssrc,
+                          vt->rtx_seq++);
+        if (!n)
+            return;
+    } else {
+        memcpy(out, pkt, plen);
+        n = plen;
+    }
+    if (srtp_session_protect_rtp(v->srtp_out, out, &n, MEDIA_SLOT) < 0)
+        return;
+    worker_commit(w, n);
+    atomic_fetch_add(&w->retransmits, 1);
+}
+
+typedef struct nack_ctx {
+    media_worker_t *w;
+    session_t *v, *pub;
+    view_track_t *vt;
+    int kind;
+    uint64_t now_ms;
+} nack_ctx_t;
+
+static void on_nack_seq(void *ud, uint16_t seq)
+{
+    nack_ctx_t *c = ud;
+    resend(c->w, c->v, c->vt, c->pub, c->kind, seq, c->now_ms);
+}
+
+static view_track_t *view_by_ssrc(session_t *v, uint32_t ssrc, int *kind)
+{
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        if (v->view[k].present && (v->view[k].ssrc == ssrc || v->view[k].rtx_ssrc == ssrc)) {
+            *kind = k;
+            return &v->view[k];
+        }
+    return NULL;
+}
+
+static void viewer_rtcp(media_worker_t *w, session_t *v, relay_t *r, const rtcp_packet_t *p,
+                        uint64_t now_ms)
+{
+    int kind;
+    view_track_t *vt;
+    uint32_t sender, media;
+    if (rtcp_is_pli(p) || rtcp_is_fir(p)) {
+        rtcp_fir_entry_t fir[4];
+        if (rtcp_is_fir(p)) {
+            if (rtcp_parse_fir(p, &sender, fir, 4) < 1)
+                return;
+            media = fir[0].ssrc; /* FIR names its target in the entry (RFC 5104 4.3.1) */
+        } else if (rtcp_parse_fb(p, &sender, &media) < 0) {
+            return;
+        }
+        vt = view_by_ssrc(v, media, &kind);
+        if (vt && kind == MEDIA_VIDEO) {
+            vt->plis++;
+            int layer = r->publisher && r->publisher->pub[MEDIA_VIDEO].simulcast ? vt->sel.target
+                                                                                 : vt->source_layer;
+            relay_request_keyframe(w, r->publisher, MEDIA_VIDEO, layer, now_ms);
+        }
+    } else if (rtcp_is_nack(p)) {
+        if (rtcp_parse_fb(p, &sender, &media) < 0 || !(vt = view_by_ssrc(v, media, &kind)))
+            return;
+        nack_ctx_t c = {w, v, r->publisher, vt, kind, now_ms};
+        vt->nacks++;
+        atomic_fetch_add(&w->nacks, 1);
+        rtcp_nack_foreach(p, on_nack_seq, &c);
+    } else if (rtcp_is_remb(p)) {
+        rtcp_remb_t remb;
+        if (rtcp_parse_remb(p, &remb) < 0)
+            return;
+        uint64_t bps = remb.bitrate_bps;
+        if (v->sdp_max_bps && bps > v->sdp_max_bps)
+            bps = v->sdp_max_bps;
+        v->estimate_bps = bps ? bps : 1;
+    } else if (p->pt == RTCP_RR || p->pt == RTCP_SR) {
+        rtcp_rr_t rr;
+        rtcp_sr_t sr;
+        const rtcp_report_block_t *rb;
+        unsigned n;
+        if (p->pt == RTCP_RR) {
+            if (rtcp_parse_rr(p, &rr) < 0)
+                return;
+            rb = rr.reports;
+            n = rr.n_reports;
+        } else {
+            if (rtcp_parse_sr(p, &sr) < 0)
+                return;
+            rb = sr.reports;
+            n = sr.n_reports;
+        }
+        for (unsigned i = 0; i < n; i++) {
+            if (!rb[i].lsr)
+                continue;
+            uint32_t now32 = (uint32_t)(ntp_now() >> 16);
+            uint32_t rtt = now32 - rb[i].lsr - rb[i].dlsr; /* 1/65536 s */
+            if (rtt < 65536u * 10u)
+                v->rtt_ms = (uint64_t)rtt * 1000u / 65536u;
+        }
+    }
+}
+
+static void publisher_rtcp(session_t *s, const rtcp_packet_t *p, uint64_t now_ms)
+{
+    rtcp_sr_t sr;
+    if (p->pt != RTCP_SR || rtcp_parse_sr(p, &sr) < 0)
+        return;
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        for (int l = 0; l < s->pub[k].nlayers; l++) {
+            pub_layer_t *L = &s->pub[k].layers[l];
+            if (L->ssrc && L->ssrc == sr.ssrc) {
+                L->sr_ntp = sr.ntp;
+                L->sr_rtp = sr.rtp_ts;
+                L->sr_at_ms = now_ms;
+                rtp_stats_on_sr(&L->stats, sr.ntp, media_now_us());
+            }
+        }
+}
+
+void relay_on_rtcp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
+{
+    relay_t *r = s->relay;
+    uint64_t now_ms = media_now_ms();
+    pthread_mutex_lock(&r->lock);
+    size_t off = 0;
+    rtcp_packet_t p;
+    int rc;
+    while ((rc = rtcp_next(pkt, len, &off, &p)) > 0) {
+        if (s->role == ROLE_VIEWER)
+            viewer_rtcp(w, s, r, &p, now_ms);
+        else
+            publisher_rtcp(s, &p, now_ms);
+    }
+    if (rc < 0)
+        atomic_fetch_add(&w->drops, 1);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- periodic work -------------------------------------------------------------------------- */
+
+static void publisher_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
+{
+    uint8_t buf[MEDIA_MTU];
+    /* NACK what the publisher lost (the loss tracker spaces the retries) */
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        for (int l = 0; l < s->pub[k].nlayers; l++) {
+            pub_layer_t *L = &s->pub[k].layers[l];
+            if (L->active && now_ms - L->last_packet_ms > LAYER_IDLE_MS)
+                L->active = 0;
+            if (!L->ssrc)
+                continue;
+            uint16_t seqs[64];
+            size_t n = rtp_loss_collect(&L->loss, now_ms, seqs, 64);
+            if (n) {
+                size_t len = rtcp_build_nack(buf, sizeof buf, s->our_ssrc, L->ssrc, seqs, n);
+                if (len)
+                    relay_send_rtcp(w, s, buf, len);
+            }
+        }
+    if (now_ms - s->last_rtcp_ms < RTCP_INTERVAL_MS)
+        return;
+    s->last_rtcp_ms = now_ms;
+    rtcp_report_block_t rb[8];
+    uint32_t ssrcs[8];
+    int nrb = 0;
+    uint64_t now_us = media_now_us();
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        for (int l = 0; l < s->pub[k].nlayers && nrb < 8; l++) {
+            pub_layer_t *L = &s->pub[k].layers[l];
+            if (!L->ssrc)
+                continue;
+            rtp_stats_report(&L->stats, now_us, &rb[nrb]);
+            ssrcs[nrb] = L->ssrc;
+            nrb++;
+        }
+    if (!nrb)
+        return;
+    size_t len = rtcp_build_rr(buf, sizeof buf, s->our_ssrc, rb, (size_t)nrb);
+    if (len) {
+        size_t m = rtcp_build_remb(buf + len, sizeof buf - len, s->our_ssrc,
+                                   g_media.max_publisher_bps, ssrcs, (size_t)nrb);
+        relay_send_rtcp(w, s, buf, len + m);
+    }
+}
+
+static void viewer_tick(media_worker_t *w, session_t *v, relay_t *r, uint64_t now_ms)
+{
+    session_t *pub = r->publisher;
+    view_track_t *vt = &v->view[MEDIA_VIDEO];
+    if (pub && vt->present && pub->pub[MEDIA_VIDEO].simulcast) {
+        pub_track_t *t = &pub->pub[MEDIA_VIDEO];
+        simulcast_layer_t layers[MEDIA_MAX_LAYERS];
+        memset(layers, 0, sizeof layers);
+        for (int l = 0; l < t->nlayers; l++) {
+            layers[l].active = t->layers[l].active;
+            layers[l].bitrate_bps = t->layers[l].bitrate_bps;
+        }
+        /* no REMB yet and no b= line: nothing says the viewer is constrained */
+        uint64_t est =
+            v->estimate_bps ? v->estimate_bps : (v->sdp_max_bps ? v->sdp_max_bps : UINT64_MAX);
+        simulcast_choose_target(&vt->sel, layers, est, v->max_layer, now_ms);
+        if (simulcast_needs_keyframe(&vt->sel, now_ms))
+            relay_request_keyframe(w, pub, MEDIA_VIDEO, vt->sel.target, now_ms);
+    }
+    if (now_ms - v->last_rtcp_ms < RTCP_INTERVAL_MS)
+        return;
+    v->last_rtcp_ms = now_ms;
+    uint8_t buf[512];
+    size_t len = 0;
+    uint64_t ntp = ntp_now(), now_us = media_now_us();
+    for (int k = 0; k < MEDIA_KINDS; k++) {
+        view_track_t *x = &v->view[k];
+        if (!x->present || !x->packets || !pub || !pub->pub[k].present)
+            continue;
+        /* the RTP time of "now" on the timeline the viewer has been given */
+        uint32_t rtp =
+            x->last_ts + (uint32_t)((now_us - x->last_send_us) * pub->pub[k].clock / 1000000u);
+        size_t n = rtcp_build_sr(buf + len, sizeof buf - len, x->ssrc, ntp, rtp,
+                                 (uint32_t)x->packets, (uint32_t)x->octets, NULL, 0);
+        len += n;
+    }
+    if (len)
+        relay_send_rtcp(w, v, buf, len);
+}
+
+void relay_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
+{
+    relay_t *r = s->relay;
+    pthread_mutex_lock(&r->lock);
+    if (s->role == ROLE_PUBLISHER) {
+        if (r->publisher == s)
+            publisher_tick(w, s, now_ms);
+    } else {
+        viewer_tick(w, s, r, now_ms);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+void relay_session_ready(media_worker_t *w, session_t *s)
+{
+    if (s->role == ROLE_VIEWER && s->relay->publisher) {
+        /* a picture for the new viewer now, not at the publisher's next periodic keyframe */
+        int layer = -1;
+        view_track_t *vt = &s->view[MEDIA_VIDEO];
+        if (s->relay->publisher->pub[MEDIA_VIDEO].simulcast)
+            layer = vt->sel.target;
+        pub_track_t *t = &s->relay->publisher->pub[MEDIA_VIDEO];
+        if (layer >= 0 && layer < t->nlayers)
+            t->layers[layer].last_pli_ms = 0;
+        else
+            for (int l = 0; l < t->nlayers; l++)
+                t->layers[l].last_pli_ms = 0;
+        relay_request_keyframe(w, s->relay->publisher, MEDIA_VIDEO, layer, media_now_ms());
+    }
+}

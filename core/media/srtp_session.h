@@ -1,0 +1,57 @@
+/*
+ * SRTP/SRTCP protection with libsrtp2: a thin wrapper so the rest of the relay never
+ * includes <srtp2/srtp.h> (whose srtp_* names would clash with ours, hence the
+ * srtp_session_ prefix). A session is one direction of one DTLS-SRTP association:
+ * OUTBOUND protects what we send with our key, INBOUND unprotects what the remote sends
+ * with its key (dtls_peer_srtp_keys() gives both), for any SSRC (BUNDLE).
+ *
+ * Replay window 1024 packets; repeated transmission of an already protected sequence
+ * number is allowed on outbound sessions (the relay resends packets for NACK).
+ *
+ * Threads: srtp_session_global_init() is thread-safe and idempotent. One srtp_session_t
+ * must be used by one thread at a time (libsrtp keeps per-stream state: ROC, replay
+ * window); different sessions may be used concurrently.
+ */
+#ifndef ONAIR_MEDIA_SRTP_SESSION_H
+#define ONAIR_MEDIA_SRTP_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Profiles: the DTLS-SRTP protection profile ids (RFC 5764, RFC 7714). */
+#define SRTP_SESSION_AES128_CM_SHA1_80  1
+#define SRTP_SESSION_AEAD_AES_128_GCM   7
+#define SRTP_SESSION_AES128_CM_KEY_SALT 30 /* 16-byte key + 14-byte salt */
+#define SRTP_SESSION_AEAD_GCM_KEY_SALT  28 /* 16-byte key + 12-byte salt */
+
+#define SRTP_SESSION_INBOUND  0
+#define SRTP_SESSION_OUTBOUND 1
+
+/* Room protect needs after the packet (tag, MKI, SRTCP index), both RTP and RTCP. */
+#define SRTP_SESSION_MAX_TRAILER 148
+
+/* Errors (negative). */
+#define SRTP_SESSION_EOTHER  -1 /* bad packet, bad arguments, too small buffer, ... */
+#define SRTP_SESSION_EAUTH   -2 /* authentication tag did not verify */
+#define SRTP_SESSION_EREPLAY -3 /* replayed or too old for the replay window */
+
+typedef struct srtp_session srtp_session_t;
+
+/* srtp_init() once (pthread_once). 0 or SRTP_SESSION_EOTHER. */
+int srtp_session_global_init(void);
+
+/* key_salt/len: master key || master salt for the profile (30 or 28 bytes). Calls
+ * srtp_session_global_init() itself. NULL on failure. */
+srtp_session_t *srtp_session_new(int profile, const uint8_t *key_salt, size_t len, int direction);
+
+/* In place. Protect: *len is the RTP/RTCP packet length in, SRTP/SRTCP length out; cap
+ * (the buffer size) must be >= *len + SRTP_SESSION_MAX_TRAILER. Unprotect: *len shrinks.
+ * 0 or a negative SRTP_SESSION_E* code; on error the buffer content is unspecified. */
+int srtp_session_protect_rtp(srtp_session_t *s, uint8_t *buf, size_t *len, size_t cap);
+int srtp_session_unprotect_rtp(srtp_session_t *s, uint8_t *buf, size_t *len);
+int srtp_session_protect_rtcp(srtp_session_t *s, uint8_t *buf, size_t *len, size_t cap);
+int srtp_session_unprotect_rtcp(srtp_session_t *s, uint8_t *buf, size_t *len);
+
+void srtp_session_free(srtp_session_t *s);
+
+#endif

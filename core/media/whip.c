@@ -1,0 +1,1142 @@
+/*
+ * Signaling: WHIP publish (POST /api/v1/whip/{stream}) and WHEP playback
+ * (POST /api/v1/whep/{stream}) with an SDP offer; the answer comes back as 201 Created with
+ * Location (the session resource), ETag and Accept-Patch. DELETE on the resource ends the
+ * session; PATCH with a trickle-ice-sdpfrag does ICE restarts (our side is ICE-lite, so
+ * the client's candidates need no action). GET /api/v1/streams/{id}/media gives the owner
+ * the relay's view of the stream.
+ *
+ * Who may publish and watch belongs to the streams plugin, asked through services:
+ * "streams.media_publish" (stream key or owner token; the stream goes live),
+ * "streams.media_unpublish" (the stream ends) and "streams.access" (may this user watch).
+ * Viewer counts go out on the bus as "media.viewers".
+ *
+ * Runs on the core loop thread.
+ */
+#include <ctype.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accounts.h"
+#include "auth.h"
+#include "bus.h"
+#include "hooks.h"
+#include "host.h"
+#include "log.h"
+#include "media_engine.h"
+#include "media_internal.h"
+#include "router.h"
+#include "whip.h"
+
+#define MAX_OFFER_BYTES (64 * 1024)
+
+static const onair_api_t *api;
+static struct onair_plugin g_owner; /* the caller of services: "media" */
+
+typedef struct op {
+    onair_req_t *req; /* NULL once answered by whip_fail_pending */
+    int role;
+    char stream_id[MEDIA_STREAM_ID_LEN];
+    sdp_t *offer;
+    session_t *s;
+    sdp_answer_opts_t *opts;
+    char token_hash[32];
+    int has_token;
+    char user_id[64];
+    struct op *next;
+} op_t;
+
+static op_t *g_ops; /* waiting for auth or a service */
+static int g_closing;
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static op_t *op_new(onair_req_t *req, int role, const char *stream_id)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->req = req;
+    op->role = role;
+    snprintf(op->stream_id, sizeof op->stream_id, "%s", stream_id);
+    op->next = g_ops;
+    g_ops = op;
+    return op;
+}
+
+static void op_free(op_t *op)
+{
+    for (op_t **pp = &g_ops; *pp; pp = &(*pp)->next)
+        if (*pp == op) {
+            *pp = op->next;
+            break;
+        }
+    free(op->offer);
+    free(op->opts);
+    if (op->s)
+        session_unref(op->s);
+    free(op);
+}
+
+static void op_problem(op_t *op, int status, const char *code, const char *detail)
+{
+    if (op->req) {
+        if (status == 401)
+            api->resp_header(op->req, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        if (status == 503)
+            api->resp_header(op->req, "Retry-After", "5");
+        api->reply_problem(op->req, status, code, detail);
+        op->req = NULL;
+    }
+    op_free(op);
+}
+
+static int stream_id_ok(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n >= MEDIA_STREAM_ID_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && id[i] != '-' && id[i] != '_')
+            return 0;
+    return 1;
+}
+
+static void hash_token(const char *token, uint8_t out[32])
+{
+    SHA256((const unsigned char *)token, strlen(token), out);
+}
+
+static uint32_t random_u32(void)
+{
+    uint8_t r[4];
+    RAND_bytes(r, 4);
+    uint32_t v = (uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 | r[3];
+    return v ? v : 1;
+}
+
+static int ext_index(const char *uri)
+{
+    for (int e = 0; e < EXT_COUNT; e++)
+        if (!strcmp(media_ext_uri[e], uri))
+            return e;
+    return -1;
+}
+
+static int kind_of(const sdp_media_t *m)
+{
+    return m->kind == SDP_KIND_AUDIO ? MEDIA_AUDIO : m->kind == SDP_KIND_VIDEO ? MEDIA_VIDEO : -1;
+}
+
+static int codec_fits_kind(const sdp_codec_t *c, int kind)
+{
+    int codec = rtp_codec_from_name(c->name);
+    return kind == MEDIA_AUDIO ? codec == RTP_CODEC_OPUS
+                               : codec != RTP_CODEC_OPUS && codec != RTP_CODEC_UNKNOWN;
+}
+
+/* Common answer options: our ICE credentials, fingerprint, candidates. */
+static sdp_answer_opts_t *answer_opts(const session_t *s, sdp_host_cand_t *cands, int ncands)
+{
+    sdp_answer_opts_t *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    o->ice_ufrag = s->ufrag;
+    o->ice_pwd = s->pwd;
+    o->fingerprint = dtls_cert_fingerprint(g_media.cert);
+    o->ice_lite = 1;
+    o->end_of_candidates = 1;
+    o->extmap_allow_mixed = 1;
+    uint64_t sid = (uint64_t)random_u32() << 31 | random_u32();
+    o->session_id = sid & 0x7fffffffffffffffull;
+    o->session_version = 1;
+    o->n_cands = ncands;
+    o->cands = cands;
+    return o;
+}
+
+/* The offer's DTLS fingerprint (sha-256 only: that is what we can check). */
+static int take_fingerprint(session_t *s, const sdp_media_t *m, char *err, size_t elen)
+{
+    if (strcmp(m->fingerprint.algorithm, "sha-256") != 0) {
+        snprintf(err, elen, "the offer needs an a=fingerprint:sha-256 (got '%s')",
+                 m->fingerprint.algorithm[0] ? m->fingerprint.algorithm : "none");
+        return -1;
+    }
+    snprintf(s->remote_fingerprint, sizeof s->remote_fingerprint, "%s", m->fingerprint.value);
+    snprintf(s->remote_ufrag, sizeof s->remote_ufrag, "%s", m->ice_ufrag);
+    snprintf(s->remote_pwd, sizeof s->remote_pwd, "%s", m->ice_pwd);
+    return 0;
+}
+
+/* Layer order for simulcast: the rids' max-width when given, else well-known names, else
+ * the offer's order; index 0 must be the lowest. */
+static int rid_rank(const sdp_media_t *m, const char *rid, int fallback)
+{
+    for (int i = 0; i < m->n_rids; i++) {
+        if (strcmp(m->rids[i].id, rid) != 0)
+            continue;
+        const char *w = strstr(m->rids[i].restrictions, "max-width=");
+        if (w)
+            return 100000 + atoi(w + 10);
+    }
+    static const char *const names[][2] = {{"q", "0"}, {"l", "0"},   {"low", "0"}, {"h", "1"},
+                                           {"m", "1"}, {"mid", "1"}, {"f", "2"},   {"high", "2"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(rid, names[i][0]))
+            return atoi(names[i][1]) * 10;
+    return fallback * 10 + 1;
+}
+
+/* ---- planning: which m-lines we take and how ------------------------------------------- */
+
+static int plan_publisher(op_t *op, char *err, size_t elen)
+{
+    sdp_t *o = op->offer;
+    session_t *s = op->s;
+    int have[MEDIA_KINDS] = {0};
+    int fp_taken = 0;
+    op->opts->n_media = o->n_media;
+    static const char *const uris[] = {
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "urn:3gpp:video-orientation",
+        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+    };
+    op->opts->extmap_uris = uris;
+    op->opts->n_extmap_uris = (int)(sizeof uris / sizeof uris[0]);
+    for (int i = 0; i < o->n_media; i++) {
+        const sdp_media_t *m = &o->media[i];
+        sdp_answer_media_t *am = &op->opts->media[i];
+        int kind = kind_of(m);
+        sdp_dir_t dir = sdp_media_dir(m);
+        if (!m->port && !m->bundle_only)
+            continue;
+        if (kind < 0 || !m->is_rtp || have[kind] ||
+            (dir != SDP_DIR_SENDONLY && dir != SDP_DIR_SENDRECV))
+            continue;
+        const sdp_codec_t *c = NULL;
+        for (int j = 0; j < m->n_codecs && !c; j++)
+            if (sdp_codec_supported(&m->codecs[j]) && codec_fits_kind(&m->codecs[j], kind))
+                c = &m->codecs[j];
+        if (!c)
+            continue;
+        if (!fp_taken) {
+            if (take_fingerprint(s, m, err, elen) < 0)
+                return -1;
+            fp_taken = 1;
+        }
+        have[kind] = 1;
+        am->accept = 1;
+        am->dir = SDP_DIR_RECVONLY;
+        am->n_pts = 1;
+        am->pts[0] = c->pt;
+        am->keep_rtx = kind == MEDIA_VIDEO && c->rtx_pt >= 0;
+        /* REMB (not transport-cc): we tell the publisher what it may send */
+        am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB;
+        am->simulcast_recv = kind == MEDIA_VIDEO && m->simulcast.present && m->simulcast.n_send > 1;
+
+        pub_track_t *t = &s->pub[kind];
+        t->present = 1;
+        t->kind = kind;
+        snprintf(t->mid, sizeof t->mid, "%s", m->mid);
+        t->codec = rtp_codec_from_name(c->name);
+        t->desc = *c;
+        t->pt = c->pt;
+        t->rtx_pt = am->keep_rtx ? c->rtx_pt : 0;
+        t->clock = c->clock;
+        for (int e = 0; e < m->n_extmaps; e++) {
+            int x = ext_index(m->extmaps[e].uri);
+            if (x >= 0 && m->extmaps[e].id < 256)
+                t->ext_id[x] = (uint8_t)m->extmaps[e].id;
+        }
+        if (am->simulcast_recv) {
+            int n = 0, rank[MEDIA_MAX_LAYERS];
+            for (int k = 0; k < m->simulcast.n_send && n < MEDIA_MAX_LAYERS; k++) {
+                const sdp_sim_stream_t *ss = &m->simulcast.send[k];
+                if (ss->n_alts < 1)
+                    continue;
+                snprintf(t->layers[n].rid, sizeof t->layers[n].rid, "%s", ss->rid[0]);
+                rank[n] = rid_rank(m, ss->rid[0], k);
+                n++;
+            }
+            /* insertion sort, lowest first */
+            for (int a = 1; a < n; a++)
+                for (int b = a; b > 0 && rank[b] < rank[b - 1]; b--) {
+                    int tr = rank[b];
+                    rank[b] = rank[b - 1];
+                    rank[b - 1] = tr;
+                    char tmp[16];
+                    memcpy(tmp, t->layers[b].rid, sizeof tmp);
+                    memcpy(t->layers[b].rid, t->layers[b - 1].rid, sizeof tmp);
+                    memcpy(t->layers[b - 1].rid, tmp, sizeof tmp);
+                }
+            t->nlayers = n;
+            t->simulcast = n > 1;
+        } else {
+            t->nlayers = 1;
+        }
+        if (kind == MEDIA_VIDEO)
+            for (int l = 0; l < t->nlayers; l++)
+                if (!(t->layers[l].buf = rtx_buffer_new(MEDIA_RTX_SLOTS, MEDIA_MTU))) {
+                    snprintf(err, elen, "out of memory");
+                    return -1;
+                }
+    }
+    if (!have[MEDIA_AUDIO] && !have[MEDIA_VIDEO]) {
+        snprintf(err, elen,
+                 "the offer sends no media the relay can forward (audio: opus; video: VP8, VP9, "
+                 "H264 packetization-mode=1, AV1)");
+        return -1;
+    }
+    return 0;
+}
+
+/* A viewer's m-lines, matched to what the stream's publisher sends (relay lock held). */
+static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
+{
+    sdp_t *o = op->offer;
+    session_t *s = op->s;
+    int have[MEDIA_KINDS] = {0}, fp_taken = 0;
+    static const char *const uris[] = {
+        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "urn:3gpp:video-orientation",
+        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+    };
+    op->opts->extmap_uris = uris;
+    op->opts->n_extmap_uris = (int)(sizeof uris / sizeof uris[0]);
+    op->opts->n_media = o->n_media;
+    for (int i = 0; i < o->n_media; i++) {
+        const sdp_media_t *m = &o->media[i];
+        sdp_answer_media_t *am = &op->opts->media[i];
+        int kind = kind_of(m);
+        sdp_dir_t dir = sdp_media_dir(m);
+        if (!m->port && !m->bundle_only)
+            continue;
+        if (kind < 0 || !m->is_rtp || have[kind] || !pub->pub[kind].present ||
+            (dir != SDP_DIR_RECVONLY && dir != SDP_DIR_SENDRECV))
+            continue;
+        const pub_track_t *t = &pub->pub[kind];
+        const sdp_codec_t *c = NULL;
+        for (int j = 0; j < m->n_codecs && !c; j++)
+            if (sdp_codec_same(&m->codecs[j], &t->desc))
+                c = &m->codecs[j];
+        if (!c)
+            continue;
+        if (!fp_taken) {
+            if (take_fingerprint(s, m, err, elen) < 0)
+                return -1;
+            fp_taken = 1;
+        }
+        have[kind] = 1;
+        view_track_t *vt = &s->view[kind];
+        vt->present = 1;
+        vt->kind = kind;
+        vt->pt = c->pt;
+        vt->rtx_pt = kind == MEDIA_VIDEO && c->rtx_pt >= 0 ? c->rtx_pt : 0;
+        vt->nack = !!(c->fb & SDP_FB_NACK);
+        vt->pli = !!(c->fb & SDP_FB_NACK_PLI);
+        vt->fir = !!(c->fb & SDP_FB_CCM_FIR);
+        vt->ssrc = random_u32();
+        vt->rtx_ssrc = vt->rtx_pt ? random_u32() : 0;
+        vt->source_layer = -1;
+        rtp_rewriter_init(&vt->rw);
+        simulcast_init(&vt->sel);
+        for (int e = 0; e < m->n_extmaps; e++) {
+            int x = ext_index(m->extmaps[e].uri);
+            if (x < 0 || !media_ext_forwarded(x) || m->extmaps[e].id > 14)
+                continue;
+            vt->ext_id[x] = (uint8_t)m->extmaps[e].id;
+            if (t->ext_id[x] && t->ext_id[x] < 16)
+                vt->ext_map[t->ext_id[x]] = (uint8_t)m->extmaps[e].id;
+        }
+        am->accept = 1;
+        am->dir = SDP_DIR_SENDONLY;
+        am->n_pts = 1;
+        am->pts[0] = c->pt;
+        am->keep_rtx = vt->rtx_pt != 0;
+        am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB;
+        am->ssrc = vt->ssrc;
+        am->rtx_ssrc = vt->rtx_ssrc;
+        am->cname = "onair";
+        am->msid_stream = "onair";
+        am->msid_track = kind == MEDIA_AUDIO ? "audio" : "video";
+        if (m->bandwidth_bps && (!s->sdp_max_bps || m->bandwidth_bps < s->sdp_max_bps))
+            s->sdp_max_bps = m->bandwidth_bps;
+    }
+    if (!have[MEDIA_AUDIO] && !have[MEDIA_VIDEO]) {
+        snprintf(err, elen,
+                 "the offer receives none of the stream's tracks in a codec it "
+                 "sends (the publisher's codecs must be offered)");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- answering ---------------------------------------------------------------------------- */
+
+static void arm_connect_timeout(session_t *s);
+
+static void reply_created(op_t *op, const char *answer)
+{
+    char loc[160], etag[40];
+    snprintf(loc, sizeof loc, "/api/v1/%s/%s/%s", op->role == ROLE_PUBLISHER ? "whip" : "whep",
+             op->stream_id, op->s->id);
+    snprintf(etag, sizeof etag, "\"%s\"", op->s->ufrag);
+    api->resp_header(op->req, "Location", loc);
+    api->resp_header(op->req, "ETag", etag);
+    api->resp_header(op->req, "Accept-Patch", "application/trickle-ice-sdpfrag");
+    api->reply_raw(op->req, 201, "application/sdp", answer, strlen(answer));
+    op->req = NULL;
+}
+
+static void publish_viewers(relay_t *r)
+{
+    pthread_mutex_lock(&r->lock);
+    size_t n = r->nviewers;
+    pthread_mutex_unlock(&r->lock);
+    bus_publish(g_media.h->bus, "media.viewers",
+                json_pack("{s:s,s:I}", "stream", r->stream_id, "count", (json_int_t)n));
+}
+
+/* Tables, relay, answer, 201. */
+static void register_session(op_t *op)
+{
+    session_t *s = op->s;
+    char err[256];
+    sdp_host_cand_t cands[16];
+    int nc = 0;
+    for (size_t i = 0; i < g_media.naddresses && nc < 16; i++)
+        cands[nc++] = (sdp_host_cand_t){.ip = g_media.addresses[i], .port = (uint16_t)g_media.port};
+    op->opts->cands = cands;
+    op->opts->n_cands = nc;
+
+    pthread_mutex_lock(&g_media.lock);
+    relay_t *r = relay_get(op->stream_id);
+    pthread_mutex_unlock(&g_media.lock);
+    if (!r)
+        return op_problem(op, 500, "out_of_memory", "out of memory");
+    s->relay = r;
+
+    session_t *replaced = NULL;
+    pthread_mutex_lock(&r->lock);
+    if (op->role == ROLE_PUBLISHER) {
+        if (r->publisher && !g_media.replace_publisher) {
+            pthread_mutex_unlock(&r->lock);
+            return op_problem(op, 409, "already_publishing",
+                              "the stream has a publisher; DELETE its WHIP resource first");
+        }
+        replaced = r->publisher;
+    } else {
+        if (!r->publisher) {
+            pthread_mutex_unlock(&r->lock);
+            return op_problem(op, 409, "not_live", "the stream has no publisher right now");
+        }
+        if (r->nviewers >= (size_t)g_media.max_viewers) {
+            pthread_mutex_unlock(&r->lock);
+            return op_problem(op, 503, "viewer_limit",
+                              "the stream has as many WebRTC viewers as this server allows");
+        }
+        if (plan_viewer(op, r->publisher, err, sizeof err) < 0) {
+            pthread_mutex_unlock(&r->lock);
+            return op_problem(op, 400, "unsupported_offer", err);
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+
+    char *answer = sdp_answer(op->offer, op->opts, err, sizeof err);
+    if (!answer)
+        return op_problem(op, 400, "invalid_sdp", err);
+
+    pthread_mutex_lock(&r->lock);
+    if (op->role == ROLE_PUBLISHER) {
+        r->publisher = s;
+        session_ref(s);
+    } else {
+        if (r->nviewers == r->cap) {
+            size_t ncap = r->cap ? r->cap * 2 : 8;
+            session_t **grown = realloc(r->viewers, ncap * sizeof *grown);
+            if (!grown) {
+                pthread_mutex_unlock(&r->lock);
+                free(answer);
+                return op_problem(op, 500, "out_of_memory", "out of memory");
+            }
+            r->viewers = grown;
+            r->cap = ncap;
+        }
+        r->viewers[r->nviewers++] = s;
+        session_ref(s);
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (replaced && replaced != s) {
+        /* the hand-over: viewers stay, the old publisher's transport ends */
+        session_ref(replaced);
+        media_session_close(replaced, "replaced");
+        session_unref(replaced);
+    }
+    pthread_mutex_lock(&g_media.lock);
+    media_table_add(s);
+    pthread_mutex_unlock(&g_media.lock);
+    atomic_fetch_add(op->role == ROLE_PUBLISHER ? &g_media.publishes : &g_media.plays, 1);
+    arm_connect_timeout(s);
+    reply_created(op, answer);
+    free(answer);
+    if (op->role == ROLE_VIEWER)
+        publish_viewers(r);
+    LOG_INFO("media", "%s session %s for stream %s", op->role == ROLE_PUBLISHER ? "WHIP" : "WHEP",
+             s->id, op->stream_id);
+    op_free(op);
+}
+
+/* ---- closing ---------------------------------------------------------------------------- */
+
+static void unpublished(int status, json_t *result, void *ud)
+{
+    if (status != ONAIR_OK)
+        LOG_WARN("media", "stream %s: ending it failed: %s", (char *)ud,
+                 json_string_value(json_object_get(result, "detail"))
+                     ? json_string_value(json_object_get(result, "detail"))
+                     : "?");
+    free(ud);
+}
+
+void media_session_close(session_t *s, const char *reason)
+{
+    if (atomic_exchange(&s->closed, 1))
+        return;
+    session_ref(s);
+    pthread_mutex_lock(&g_media.lock);
+    media_table_remove(s);
+    pthread_mutex_unlock(&g_media.lock);
+    relay_t *r = s->relay;
+    int was_publisher = 0, was_viewer = 0;
+    session_t **ended = NULL;
+    size_t nended = 0;
+    if (r) {
+        pthread_mutex_lock(&r->lock);
+        if (r->publisher == s) {
+            r->publisher = NULL;
+            was_publisher = 1;
+            if (strcmp(reason, "replaced") != 0 && r->nviewers) {
+                /* the stream is over: its viewers' sessions end too */
+                ended = malloc(r->nviewers * sizeof *ended);
+                if (ended) {
+                    memcpy(ended, r->viewers, r->nviewers * sizeof *ended);
+                    nended = r->nviewers;
+                    for (size_t i = 0; i < nended; i++)
+                        session_ref(ended[i]);
+                }
+            }
+        }
+        for (size_t i = 0; i < r->nviewers; i++)
+            if (r->viewers[i] == s) {
+                r->viewers[i] = r->viewers[--r->nviewers];
+                was_viewer = 1;
+                break;
+            }
+        pthread_mutex_unlock(&r->lock);
+        if (was_publisher || was_viewer)
+            session_unref(s); /* the relay's reference */
+    }
+    LOG_INFO("media", "%s session %s of stream %s closed: %s",
+             s->role == ROLE_PUBLISHER ? "WHIP" : "WHEP", s->id, s->stream_id, reason);
+    for (size_t i = 0; i < nended; i++) {
+        media_session_close(ended[i], "stream_ended");
+        session_unref(ended[i]);
+    }
+    free(ended);
+    if (!g_closing && was_publisher && strcmp(reason, "replaced") != 0) {
+        char *id = strdup(s->stream_id);
+        if (id &&
+            services_call(&g_owner, "streams.media_unpublish",
+                          json_pack("{s:s}", "stream", s->stream_id), unpublished, id) != ONAIR_OK)
+            free(id);
+    }
+    if (!g_closing && was_viewer && r)
+        publish_viewers(r);
+    session_unref(s);
+}
+
+/* A session that never connected is dropped after media.connect_timeout. */
+typedef struct conn_timer {
+    struct event *ev;
+    session_t *s;
+    struct conn_timer *next;
+} conn_timer_t;
+
+static conn_timer_t *g_timers;
+
+static void timer_free(conn_timer_t *t)
+{
+    for (conn_timer_t **pp = &g_timers; *pp; pp = &(*pp)->next)
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    session_unref(t->s);
+    event_free(t->ev);
+    free(t);
+}
+
+static void connect_check(evutil_socket_t fd, short what, void *ud)
+{
+    conn_timer_t *t = ud;
+    if (!atomic_load(&t->s->media_ready) && !atomic_load(&t->s->closed))
+        media_session_close(t->s, "connect_timeout");
+    timer_free(t);
+}
+
+static void arm_connect_timeout(session_t *s)
+{
+    conn_timer_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return;
+    t->s = s;
+    t->ev = evtimer_new(g_media.core_base, connect_check, t);
+    if (!t->ev) {
+        free(t);
+        return;
+    }
+    session_ref(s);
+    t->next = g_timers;
+    g_timers = t;
+    struct timeval tv = {g_media.connect_timeout_ms / 1000,
+                         (g_media.connect_timeout_ms % 1000) * 1000};
+    evtimer_add(t->ev, &tv);
+}
+
+/* ---- service answers ---------------------------------------------------------------------- */
+
+/* A service error as an HTTP problem: {"status", "code", "detail"} when the provider gave
+ * them, else from the status. */
+static void service_problem(op_t *op, int status, json_t *result, const char *what)
+{
+    int http = (int)json_integer_value(json_object_get(result, "status"));
+    const char *code = json_string_value(json_object_get(result, "code"));
+    const char *detail = json_string_value(json_object_get(result, "detail"));
+    if (status == ONAIR_ENOTFOUND && !code) {
+        op_problem(op, 503, "streams_unavailable",
+                   "the streams plugin is not running: streams cannot be published or played");
+        return;
+    }
+    if (http < 400 || http > 599)
+        http = status == ONAIR_ETIMEDOUT ? 504 : 503;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s failed", what);
+    op_problem(op, http, code ? code : "unavailable", detail ? detail : msg);
+}
+
+static void published(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (!op->req)
+        return op_free(op);
+    if (status != ONAIR_OK)
+        return service_problem(op, status, result, "publishing");
+    register_session(op);
+}
+
+static void access_checked(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (!op->req)
+        return op_free(op);
+    if (status != ONAIR_OK)
+        return service_problem(op, status, result, "the access check");
+    if (!json_is_true(json_object_get(result, "found")))
+        return op_problem(op, 404, "not_found", "no such stream");
+    if (!json_is_true(json_object_get(result, "visible"))) {
+        if (json_is_true(json_object_get(result, "banned")))
+            return op_problem(op, 403, "banned", "you are banned from this stream");
+        if (!op->user_id[0])
+            return op_problem(op, 401, "unauthorized",
+                              "this stream is private: send an access token");
+        return op_problem(op, 404, "not_found", "no such stream");
+    }
+    register_session(op);
+}
+
+static void start_service(op_t *op)
+{
+    json_t *args;
+    if (op->role == ROLE_PUBLISHER) {
+        args = json_pack("{s:s,s:s}", "stream", op->stream_id, "user", op->user_id);
+        if (services_call(&g_owner, "streams.media_publish", args, published, op) != ONAIR_OK)
+            op_problem(op, 500, "internal", "cannot ask the streams plugin");
+    } else {
+        args = json_pack("{s:s,s:o}", "stream", op->stream_id, "user",
+                         op->user_id[0] ? json_string(op->user_id) : json_null());
+        if (services_call(&g_owner, "streams.access", args, access_checked, op) != ONAIR_OK)
+            op_problem(op, 500, "internal", "cannot ask the streams plugin");
+    }
+}
+
+static void authenticated(int status, onair_user_t *user, const char *code, const char *why,
+                          void *ud)
+{
+    op_t *op = ud;
+    if (!op->req) {
+        auth_user_unref(user);
+        return op_free(op);
+    }
+    if (status != ONAIR_OK) {
+        auth_user_unref(user);
+        if (status == ONAIR_EAUTH)
+            return op_problem(op, 401, code ? code : "invalid_token", why);
+        return op_problem(op, 503, "unavailable", why ? why : "cannot check the token now");
+    }
+    snprintf(op->user_id, sizeof op->user_id, "%s", user->id);
+    auth_user_unref(user);
+    start_service(op);
+}
+
+/* ---- routes -------------------------------------------------------------------------------- */
+
+static int content_type_is(onair_req_t *req, const char *want)
+{
+    const char *ct = api->req_header(req, "content-type");
+    size_t n = strlen(want);
+    return ct && !strncasecmp(ct, want, n) && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
+}
+
+static int post_offer(onair_req_t *req, int role)
+{
+    const char *stream = api->req_param(req, "stream");
+    if (g_closing)
+        return api->reply_problem(req, 503, "shutting_down", "the server is shutting down");
+    if (!stream_id_ok(stream))
+        return api->reply_problem(req, 404, "not_found", "no such stream");
+    if (!content_type_is(req, "application/sdp"))
+        return api->reply_problem(req, 415, "unsupported_media_type",
+                                  "the body must be an SDP offer (Content-Type: application/sdp)");
+    size_t len;
+    const char *body = api->req_body(req, &len);
+    if (!body || !len)
+        return api->reply_problem(req, 400, "invalid_sdp", "the SDP offer is empty");
+    pthread_mutex_lock(&g_media.lock);
+    int full = g_media.nsessions >= (size_t)g_media.max_sessions;
+    pthread_mutex_unlock(&g_media.lock);
+    if (full) {
+        api->resp_header(req, "Retry-After", "10");
+        return api->reply_problem(req, 503, "media_capacity",
+                                  "this server has as many media sessions as it allows");
+    }
+    const char *authz = api->req_header(req, "authorization");
+    const char *token = authz ? auth_bearer(authz) : NULL;
+    if (authz && !token) {
+        api->resp_header(req, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        return api->reply_problem(req, 401, "invalid_token",
+                                  "the Authorization header must be 'Bearer <token>'");
+    }
+    if (role == ROLE_PUBLISHER && !token) {
+        api->resp_header(req, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        return api->reply_problem(req, 401, "unauthorized",
+                                  "publishing needs the stream key or the owner's access token "
+                                  "(Authorization: Bearer ...)");
+    }
+
+    op_t *op = op_new(req, role, stream);
+    if (!op || !(op->offer = malloc(sizeof *op->offer)) ||
+        !(op->s = media_session_new(role, stream))) {
+        if (op)
+            op_free(op);
+        return ONAIR_ENOMEM;
+    }
+    char err[256];
+    if (sdp_parse(body, len, op->offer, err, sizeof err) < 0) {
+        op_problem(op, 400, "invalid_sdp", err);
+        return ONAIR_OK;
+    }
+    if (!(op->opts = answer_opts(op->s, NULL, 0))) {
+        op_problem(op, 500, "out_of_memory", "out of memory");
+        return ONAIR_OK;
+    }
+    /* a publisher's offer is checked before the stream goes live */
+    if (role == ROLE_PUBLISHER && plan_publisher(op, err, sizeof err) < 0) {
+        op_problem(op, 400, "unsupported_offer", err);
+        return ONAIR_OK;
+    }
+    const char *max_layer = api->req_query(req, "max_layer");
+    if (max_layer) {
+        if (strlen(max_layer) != 1 || max_layer[0] < '0' || max_layer[0] > '2') {
+            op_problem(op, 400, "invalid_request", "max_layer must be 0, 1 or 2");
+            return ONAIR_OK;
+        }
+        op->s->max_layer = max_layer[0] - '0';
+    }
+    if (token) {
+        hash_token(token, op->s->token_hash);
+        op->s->has_token = 1;
+    }
+    if (token && !strncmp(token, "sk_", 3)) {
+        /* a stream key: the streams plugin checks it against the stream */
+        json_t *args = json_pack("{s:s,s:s}", "stream", stream, "stream_key", token);
+        if (role != ROLE_PUBLISHER) {
+            json_decref(args);
+            op_problem(op, 401, "invalid_token", "a stream key can only publish");
+            return ONAIR_OK;
+        }
+        if (services_call(&g_owner, "streams.media_publish", args, published, op) != ONAIR_OK)
+            op_problem(op, 500, "internal", "cannot ask the streams plugin");
+        return ONAIR_PENDING;
+    }
+    if (token) {
+        accounts_authenticate(token, api->req_remote_addr(req), authenticated, op);
+        return ONAIR_PENDING;
+    }
+    start_service(op);
+    return ONAIR_PENDING;
+}
+
+static int route_whip(onair_req_t *req, void *ud)
+{
+    return post_offer(req, ROLE_PUBLISHER);
+}
+
+static int route_whep(onair_req_t *req, void *ud)
+{
+    return post_offer(req, ROLE_VIEWER);
+}
+
+/* The session of a resource URL, checked against the token that created it. */
+static session_t *resource(onair_req_t *req, int role, int *status, const char **code,
+                           const char **detail)
+{
+    const char *stream = api->req_param(req, "stream");
+    const char *id = api->req_param(req, "session");
+    pthread_mutex_lock(&g_media.lock);
+    session_t *s = id ? media_find_id(id) : NULL;
+    if (s && (s->role != role || strcmp(s->stream_id, stream) != 0))
+        s = NULL;
+    if (s)
+        session_ref(s);
+    pthread_mutex_unlock(&g_media.lock);
+    if (!s) {
+        *status = 404;
+        *code = "not_found";
+        *detail = "no such session (it may have ended)";
+        return NULL;
+    }
+    if (s->has_token) {
+        const char *authz = api->req_header(req, "authorization");
+        const char *token = authz ? auth_bearer(authz) : NULL;
+        uint8_t h[32];
+        if (token)
+            hash_token(token, h);
+        if (!token || memcmp(h, s->token_hash, 32) != 0) {
+            session_unref(s);
+            *status = token ? 403 : 401;
+            *code = token ? "forbidden" : "unauthorized";
+            *detail = "send the token that created the session";
+            return NULL;
+        }
+    }
+    return s;
+}
+
+static int delete_resource(onair_req_t *req, int role)
+{
+    int status;
+    const char *code, *detail;
+    session_t *s = resource(req, role, &status, &code, &detail);
+    if (!s)
+        return api->reply_problem(req, status, code, detail);
+    media_session_close(s, "deleted");
+    session_unref(s);
+    return api->reply_raw(req, 200, "text/plain", "", 0);
+}
+
+static int patch_resource(onair_req_t *req, int role)
+{
+    int status;
+    const char *code, *detail;
+    if (!content_type_is(req, "application/trickle-ice-sdpfrag"))
+        return api->reply_problem(req, 415, "unsupported_media_type",
+                                  "PATCH takes application/trickle-ice-sdpfrag");
+    session_t *s = resource(req, role, &status, &code, &detail);
+    if (!s)
+        return api->reply_problem(req, status, code, detail);
+    char etag[40];
+    snprintf(etag, sizeof etag, "\"%s\"", s->ufrag);
+    const char *match = api->req_header(req, "if-match");
+    if (match && strcmp(match, "*") != 0 && strcmp(match, etag) != 0) {
+        session_unref(s);
+        return api->reply_problem(req, 412, "precondition_failed",
+                                  "If-Match does not name the session's current ICE session");
+    }
+    size_t len;
+    const char *body = api->req_body(req, &len);
+    sdp_frag_t *f = calloc(1, sizeof *f);
+    char err[256];
+    if (!f) {
+        session_unref(s);
+        return ONAIR_ENOMEM;
+    }
+    if (sdp_parse_frag(body ? body : "", body ? len : 0, f, err, sizeof err) < 0) {
+        free(f);
+        session_unref(s);
+        return api->reply_problem(req, 400, "invalid_sdpfrag", err);
+    }
+    if (!sdp_frag_is_restart(f, s->remote_ufrag, s->remote_pwd)) {
+        /* new remote candidates: an ICE-lite agent only answers checks, nothing to do */
+        free(f);
+        session_unref(s);
+        return api->reply_raw(req, 204, NULL, NULL, 0);
+    }
+    /* ICE restart: new credentials on both sides, same DTLS and media */
+    char ufrag[16], pwd[40];
+    media_random_string(ufrag, 8);
+    media_random_string(pwd, 24);
+    pthread_mutex_lock(&g_media.lock);
+    media_table_rekey(s, ufrag);
+    snprintf(s->pwd, sizeof s->pwd, "%s", pwd);
+    snprintf(s->remote_ufrag, sizeof s->remote_ufrag, "%s", f->ice_ufrag);
+    snprintf(s->remote_pwd, sizeof s->remote_pwd, "%s", f->ice_pwd);
+    pthread_mutex_unlock(&g_media.lock);
+    free(f);
+    char frag[1024];
+    size_t off = (size_t)snprintf(frag, sizeof frag,
+                                  "a=ice-lite\r\na=ice-ufrag:%s\r\na=ice-pwd:%s\r\n", ufrag, pwd);
+    for (size_t i = 0; i < g_media.naddresses && off < sizeof frag; i++)
+        off += (size_t)snprintf(frag + off, sizeof frag - off,
+                                "a=candidate:%zu 1 udp %u %s %d typ host\r\n", i + 1,
+                                2130706431u - (unsigned)i, g_media.addresses[i], g_media.port);
+    if (off < sizeof frag)
+        off += (size_t)snprintf(frag + off, sizeof frag - off, "a=end-of-candidates\r\n");
+    snprintf(etag, sizeof etag, "\"%s\"", ufrag);
+    session_unref(s);
+    api->resp_header(req, "ETag", etag);
+    return api->reply_raw(req, 200, "application/trickle-ice-sdpfrag", frag,
+                          off < sizeof frag ? off : sizeof frag - 1);
+}
+
+static int route_whip_delete(onair_req_t *req, void *ud)
+{
+    return delete_resource(req, ROLE_PUBLISHER);
+}
+
+static int route_whep_delete(onair_req_t *req, void *ud)
+{
+    return delete_resource(req, ROLE_VIEWER);
+}
+
+static int route_whip_patch(onair_req_t *req, void *ud)
+{
+    return patch_resource(req, ROLE_PUBLISHER);
+}
+
+static int route_whep_patch(onair_req_t *req, void *ud)
+{
+    return patch_resource(req, ROLE_VIEWER);
+}
+
+/* ---- GET /api/v1/streams/{id}/media ------------------------------------------------------- */
+
+static json_t *layer_json(const pub_layer_t *L)
+{
+    return json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I}", "rid", L->rid, "ssrc",
+                     (json_int_t)L->ssrc, "active", L->active, "bitrate_bps",
+                     (json_int_t)L->bitrate_bps, "packets", (json_int_t)L->stats.packets, "lost",
+                     (json_int_t)rtp_stats_lost(&L->stats), "jitter",
+                     (json_int_t)(L->stats.jitter_q4 >> 4), "keyframes", (json_int_t)L->keyframes);
+}
+
+static json_t *relay_json(relay_t *r)
+{
+    json_t *out = json_object();
+    pthread_mutex_lock(&r->lock);
+    session_t *p = r->publisher;
+    if (p) {
+        json_t *tracks = json_array();
+        for (int k = 0; k < MEDIA_KINDS; k++) {
+            const pub_track_t *t = &p->pub[k];
+            if (!t->present)
+                continue;
+            json_t *layers = json_array();
+            for (int l = 0; l < t->nlayers; l++)
+                json_array_append_new(layers, layer_json(&t->layers[l]));
+            json_array_append_new(tracks,
+                                  json_pack("{s:s,s:s,s:s,s:i,s:b,s:o}", "kind",
+                                            k == MEDIA_AUDIO ? "audio" : "video", "mid", t->mid,
+                                            "codec", t->desc.name, "payload_type", t->pt,
+                                            "simulcast", t->simulcast, "layers", layers));
+        }
+        json_object_set_new(out, "publisher",
+                            json_pack("{s:s,s:b,s:I,s:I,s:I,s:o}", "session", p->id, "connected",
+                                      atomic_load(&p->media_ready), "packets_received",
+                                      (json_int_t)p->rx_packets, "bytes_received",
+                                      (json_int_t)p->rx_bytes, "srtp_errors",
+                                      (json_int_t)p->srtp_errors, "tracks", tracks));
+    } else {
+        json_object_set_new(out, "publisher", json_null());
+    }
+    json_t *viewers = json_array();
+    for (size_t i = 0; i < r->nviewers; i++) {
+        session_t *v = r->viewers[i];
+        const view_track_t *vt = &v->view[MEDIA_VIDEO];
+        json_array_append_new(viewers,
+                              json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:i,s:I,s:I}", "session", v->id,
+                                        "connected", atomic_load(&v->media_ready), "packets_sent",
+                                        (json_int_t)v->tx_packets, "bytes_sent",
+                                        (json_int_t)v->tx_bytes, "rtt_ms", (json_int_t)v->rtt_ms,
+                                        "estimate_bps", (json_int_t)v->estimate_bps, "video_layer",
+                                        vt->present ? vt->source_layer : -1, "nacks",
+                                        (json_int_t)vt->nacks, "plis", (json_int_t)vt->plis));
+    }
+    json_object_set_new(out, "viewer_count", json_integer((json_int_t)r->nviewers));
+    json_object_set_new(out, "viewers", viewers);
+    pthread_mutex_unlock(&r->lock);
+    return out;
+}
+
+static void media_access(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (!op->req)
+        return op_free(op);
+    if (status != ONAIR_OK)
+        return service_problem(op, status, result, "the access check");
+    if (!json_is_true(json_object_get(result, "found")) ||
+        !json_is_true(json_object_get(result, "visible")))
+        return op_problem(op, 404, "not_found", "no such stream");
+    if (!json_is_true(json_object_get(result, "is_owner")) && !op->has_token)
+        return op_problem(op, 403, "forbidden", "only the stream's owner sees its media");
+    pthread_mutex_lock(&g_media.lock);
+    relay_t *r = relay_find(op->stream_id);
+    if (r)
+        r->refs++;
+    pthread_mutex_unlock(&g_media.lock);
+    json_t *body;
+    if (r) {
+        body = relay_json(r);
+        pthread_mutex_lock(&g_media.lock);
+        relay_put(r);
+        pthread_mutex_unlock(&g_media.lock);
+    } else {
+        body = json_pack("{s:n,s:i,s:[]}", "publisher", "viewer_count", 0, "viewers");
+    }
+    json_object_set_new(body, "stream", json_string(op->stream_id));
+    api->reply_json(op->req, 200, body);
+    op->req = NULL;
+    op_free(op);
+}
+
+static int route_media_stats(onair_req_t *req, void *ud)
+{
+    const char *stream = api->req_param(req, "id");
+    const onair_user_t *u = api->req_user(req);
+    if (!stream_id_ok(stream))
+        return api->reply_problem(req, 404, "not_found", "no such stream");
+    op_t *op = op_new(req, 0, stream);
+    if (!op)
+        return ONAIR_ENOMEM;
+    snprintf(op->user_id, sizeof op->user_id, "%s", u->id);
+    /* admins see every stream's media */
+    for (const char *const *r = u->roles; r && *r; r++)
+        if (!strcmp(*r, "admin"))
+            op->has_token = 1;
+    json_t *args = json_pack("{s:s,s:s}", "stream", stream, "user", u->id);
+    if (services_call(&g_owner, "streams.access", args, media_access, op) != ONAIR_OK)
+        op_problem(op, 500, "internal", "cannot ask the streams plugin");
+    return ONAIR_PENDING;
+}
+
+/* ---- setup -------------------------------------------------------------------------------- */
+
+int whip_setup(struct host *h, char *err, size_t elen)
+{
+    api = host_api();
+    memset(&g_owner, 0, sizeof g_owner);
+    g_owner.host = h;
+    g_owner.name = "media";
+    g_owner.state = PLUGIN_STARTED;
+    g_closing = 0;
+    const unsigned own = ROUTE_CORE_OWN_AUTH;
+    const onair_route_t routes[] = {
+        {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/whip/{stream}",
+         .handler = route_whip,
+         .max_body = MAX_OFFER_BYTES,
+         .flags = own},
+        {.size = sizeof(onair_route_t),
+         .method = "DELETE",
+         .path = "/api/v1/whip/{stream}/{session}",
+         .handler = route_whip_delete,
+         .flags = own},
+        {.size = sizeof(onair_route_t),
+         .method = "PATCH",
+         .path = "/api/v1/whip/{stream}/{session}",
+         .handler = route_whip_patch,
+         .max_body = MAX_OFFER_BYTES,
+         .flags = own},
+        {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/whep/{stream}",
+         .handler = route_whep,
+         .max_body = MAX_OFFER_BYTES,
+         .flags = own},
+        {.size = sizeof(onair_route_t),
+         .method = "DELETE",
+         .path = "/api/v1/whep/{stream}/{session}",
+         .handler = route_whep_delete,
+         .flags = own},
+        {.size = sizeof(onair_route_t),
+         .method = "PATCH",
+         .path = "/api/v1/whep/{stream}/{session}",
+         .handler = route_whep_patch,
+         .max_body = MAX_OFFER_BYTES,
+         .flags = own},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/streams/{id}/media",
+         .handler = route_media_stats,
+         .access = ONAIR_ACCESS_USER},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (router_add(h->router, &routes[i], NULL, err, elen) < 0)
+            return -1;
+    return 0;
+}
+
+void whip_fail_pending(void)
+{
+    g_closing = 1;
+    for (op_t *op = g_ops; op; op = op->next)
+        if (op->req) {
+            api->resp_header(op->req, "Retry-After", "5");
+            api->reply_problem(op->req, 503, "shutting_down", "the server is shutting down");
+            op->req = NULL;
+        }
+}
+
+void whip_shutdown(void)
+{
+    g_closing = 1;
+    hooks_remove_owner(&g_owner); /* pending service calls: their callbacks never run */
+    while (g_ops)
+        op_free(g_ops);
+    while (g_timers)
+        timer_free(g_timers);
+    /* every session still in the tables */
+    for (;;) {
+        session_t *s = NULL;
+        pthread_mutex_lock(&g_media.lock);
+        for (size_t i = 0; i < 4096 && !s; i++)
+            s = g_media.by_id[i];
+        if (s)
+            session_ref(s);
+        pthread_mutex_unlock(&g_media.lock);
+        if (!s)
+            break;
+        media_session_close(s, "shutdown");
+        session_unref(s);
+    }
+}

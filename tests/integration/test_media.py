@@ -1,0 +1,359 @@
+"""Media relay signaling against a real onaird: WHIP publish and WHEP play over HTTP
+(status codes, problem+json, Location/ETag/Accept-Patch, the SDP answer), authorization
+(stream key, owner token, private streams), DELETE ending the stream, PATCH (trickle and ICE
+restart), and ICE-lite checked for real with STUN Binding requests sent from Python (RFC
+5389 with MESSAGE-INTEGRITY and FINGERPRINT), plus garbage datagrams at the media port.
+
+Frames decoded end to end are the browser tests' job (tests/e2e)."""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import socket
+import struct
+import time
+import zlib
+
+import pytest
+
+from onair_harness import PLUGIN_DIR, Server
+
+PW = "correct horse battery staple"
+FP = ":".join(["AB"] * 32)
+
+
+def offer(direction="sendonly", audio=True, video=True, ufrag="cli1", pwd="clientpassword0123456789",
+          video_codecs=("VP8",), fingerprint=FP, bandwidth=None):
+    mids = []
+    lines = ["v=0", "o=- 4611731400430051336 2 IN IP4 127.0.0.1", "s=-", "t=0 0"]
+    body = []
+    if audio:
+        mids.append("0")
+        body += ["m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0",
+                 f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}", "a=ice-options:trickle",
+                 f"a=fingerprint:sha-256 {fingerprint}", "a=setup:actpass", "a=mid:0",
+                 "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+                 f"a={direction}", "a=rtcp-mux", "a=rtpmap:111 opus/48000/2",
+                 "a=fmtp:111 minptime=10;useinbandfec=1"]
+        if direction == "sendonly":
+            body += ["a=ssrc:1001 cname:test"]
+    if video:
+        mids.append("1")
+        pts = []
+        maps = []
+        pt = 96
+        for c in video_codecs:
+            pts += [str(pt), str(pt + 1)]
+            fmtp = ";packetization-mode=1;profile-level-id=42e01f" if c == "H264" else ""
+            maps += [f"a=rtpmap:{pt} {c}/90000", f"a=rtcp-fb:{pt} nack", f"a=rtcp-fb:{pt} nack pli",
+                     f"a=rtcp-fb:{pt} goog-remb"]
+            if fmtp:
+                maps.append(f"a=fmtp:{pt} level-asymmetry-allowed=1{fmtp}")
+            maps += [f"a=rtpmap:{pt + 1} rtx/90000", f"a=fmtp:{pt + 1} apt={pt}"]
+            pt += 2
+        body += [f"m=video 9 UDP/TLS/RTP/SAVPF {' '.join(pts)}", "c=IN IP4 0.0.0.0"]
+        if bandwidth:
+            body.append(f"b=TIAS:{bandwidth}")
+        body += [f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}", "a=ice-options:trickle",
+                 f"a=fingerprint:sha-256 {fingerprint}", "a=setup:actpass", "a=mid:1",
+                 "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+                 f"a={direction}", "a=rtcp-mux", "a=rtcp-rsize"] + maps
+        if direction == "sendonly":
+            body += ["a=ssrc-group:FID 2001 2002", "a=ssrc:2001 cname:test", "a=ssrc:2002 cname:test"]
+    lines.append("a=group:BUNDLE " + " ".join(mids))
+    return "\r\n".join(lines + body) + "\r\n"
+
+
+@pytest.fixture(scope="module")
+def srv():
+    s = Server(plugins={"streams": {"path": os.path.join(PLUGIN_DIR, "streams.so"),
+                                    "config": {"categories": ["talk"]}}},
+               core={"auth": {"password_hash": "interactive"},
+                     "media": {"connect_timeout": 3, "consent_timeout": 5}}).start()
+    yield s
+    try:
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+def claims(token):
+    p = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+class Account:
+    def __init__(self, srv, name):
+        self.srv = srv
+        u = name + base64.b32encode(os.urandom(5)).decode().lower()
+        r = srv.http("POST", "/api/v1/auth/register",
+                     {"username": u, "email": u + "@example.org", "password": PW})
+        assert r.status == 201, r
+        self.token = r.json()["access_token"]
+        self.id = claims(self.token)["sub"]
+
+    def stream(self, **fields):
+        body = {"title": "Media test"}
+        body.update(fields)
+        r = self.srv.http("POST", "/api/v1/streams", body, token=self.token)
+        assert r.status == 201, r
+        return r.json()["stream"]["id"], r.json()["stream_key"]
+
+
+def problem(r, status, code):
+    assert r.status == status, f"want {status} {code}, got {r!r}"
+    assert (r.header("Content-Type") or "").startswith("application/problem+json"), r
+    assert r.json()["code"] == code, r.json()
+    return r.json()
+
+
+def post_sdp(srv, path, sdp, token=None, ctype="application/sdp"):
+    return srv.http("POST", path, sdp, headers={"Content-Type": ctype}, token=token)
+
+
+def stream_status(srv, sid, token):
+    r = srv.http("GET", f"/api/v1/streams/{sid}", token=token)
+    assert r.status == 200, r
+    return r.json()["stream"]["status"]
+
+
+def answer_ice(answer):
+    ufrag = re.search(r"a=ice-ufrag:(\S+)", answer).group(1)
+    pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)
+    cand = re.search(r"a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", answer)
+    return ufrag, pwd, (cand.group(1), int(cand.group(2)))
+
+
+# ---- STUN (RFC 5389) from scratch, to check the server's ICE-lite answers ---------------------
+def stun_request(username, pwd, txid, use_candidate=True):
+    attrs = b""
+
+    def attr(t, v):
+        return struct.pack("!HH", t, len(v)) + v + b"\0" * (-len(v) % 4)
+
+    attrs += attr(0x0006, username.encode())
+    attrs += attr(0x0024, struct.pack("!I", 1853824767))
+    attrs += attr(0x802A, os.urandom(8))
+    if use_candidate:
+        attrs += attr(0x0025, b"")
+    # MESSAGE-INTEGRITY over the message with the length including it
+    hdr = struct.pack("!HHI", 0x0001, len(attrs) + 24, 0x2112A442) + txid
+    mac = hmac.new(pwd.encode(), hdr + attrs, hashlib.sha1).digest()
+    attrs += attr(0x0008, mac)
+    hdr = struct.pack("!HHI", 0x0001, len(attrs) + 8, 0x2112A442) + txid
+    crc = (zlib.crc32(hdr + attrs) ^ 0x5354554E) & 0xFFFFFFFF
+    attrs += attr(0x8028, struct.pack("!I", crc))
+    return hdr + attrs
+
+
+def stun_parse(data):
+    mtype, length, cookie = struct.unpack("!HHI", data[:8])
+    assert cookie == 0x2112A442 and length + 20 == len(data)
+    attrs, off = {}, 20
+    while off < len(data):
+        t, l = struct.unpack("!HH", data[off:off + 4])
+        attrs[t] = (off, data[off + 4:off + 4 + l])
+        off += 4 + l + (-l % 4)
+    return mtype, data[8:20], attrs
+
+
+def check_integrity(data, attrs, pwd):
+    off, mac = attrs[0x0008]
+    hdr = bytearray(data[:off])
+    struct.pack_into("!H", hdr, 2, off + 24 - 20)
+    return hmac.compare_digest(hmac.new(pwd.encode(), bytes(hdr), hashlib.sha1).digest(), mac)
+
+
+# ---- tests ------------------------------------------------------------------------------------
+def test_whip_needs_auth_and_sdp(srv):
+    owner = Account(srv, "owner")
+    sid, key = owner.stream()
+    path = f"/api/v1/whip/{sid}"
+    r = problem(post_sdp(srv, path, offer()), 401, "unauthorized")
+    r = post_sdp(srv, path, offer(), token=key, ctype="application/json")
+    problem(r, 415, "unsupported_media_type")
+    problem(post_sdp(srv, path, "hello", token=key), 400, "invalid_sdp")
+    body = problem(post_sdp(srv, path, "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", token=key),
+                   400, "invalid_sdp")
+    assert body["detail"].startswith("line "), body
+    problem(post_sdp(srv, path, offer(), token="sk_wrong"), 403, "invalid_stream_key")
+    other = Account(srv, "other")
+    problem(post_sdp(srv, path, offer(), token=other.token), 403, "forbidden")
+    problem(post_sdp(srv, path, offer(), token="not-a-jwt"), 401, "invalid_token")
+    problem(post_sdp(srv, "/api/v1/whip/0123456789abcdef01234567", offer(), token=key), 404,
+            "not_found")
+    # nothing the relay can forward
+    problem(post_sdp(srv, path, offer(audio=False, video_codecs=("H265",)), token=key), 400,
+            "unsupported_offer")
+    # a receive-only offer is no publish
+    problem(post_sdp(srv, path, offer(direction="recvonly"), token=key), 400, "unsupported_offer")
+    assert stream_status(srv, sid, owner.token) == "created"
+    assert srv.http("GET", "/healthz").status == 200
+
+
+def test_whip_publish_answer_and_delete(srv):
+    owner = Account(srv, "owner")
+    sid, key = owner.stream()
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(), token=key)
+    assert r.status == 201, r
+    assert r.header("Content-Type").startswith("application/sdp")
+    loc = r.header("Location")
+    assert re.fullmatch(rf"/api/v1/whip/{sid}/[A-Za-z0-9]+", loc), loc
+    assert r.header("ETag") and r.header("Accept-Patch") == "application/trickle-ice-sdpfrag"
+    a = r.body
+    for line in ("a=ice-lite", "a=setup:passive", "a=group:BUNDLE 0 1", "a=rtcp-mux",
+                 "a=recvonly", "a=rtpmap:111 opus/48000/2", "a=rtpmap:96 VP8/90000",
+                 "a=rtpmap:97 rtx/90000", "a=rtcp-fb:96 nack pli", "a=rtcp-fb:96 goog-remb",
+                 "a=end-of-candidates"):
+        assert line in a, (line, a)
+    assert re.search(r"a=fingerprint:sha-256 ([0-9A-F]{2}:){31}[0-9A-F]{2}", a), a
+    ufrag, pwd, (ip, port) = answer_ice(a)
+    assert ip == "127.0.0.1" and port > 0
+    assert stream_status(srv, sid, owner.token) == "live"
+    # the owner's token publishes too (replacing the first publisher)
+    r2 = post_sdp(srv, f"/api/v1/whip/{sid}", offer(), token=owner.token)
+    assert r2.status == 201, r2
+    # the first resource is gone, the stream still live
+    problem(srv.http("DELETE", loc, token=key), 404, "not_found")
+    assert stream_status(srv, sid, owner.token) == "live"
+    loc2 = r2.header("Location")
+    problem(srv.http("DELETE", loc2), 401, "unauthorized")
+    problem(srv.http("DELETE", loc2, token=key), 403, "forbidden")
+    r = srv.http("DELETE", loc2, token=owner.token)
+    assert r.status == 200, r
+    deadline = time.time() + 5
+    while stream_status(srv, sid, owner.token) == "live" and time.time() < deadline:
+        time.sleep(0.05)
+    assert stream_status(srv, sid, owner.token) == "ended"
+
+
+def test_whep_rules(srv):
+    owner = Account(srv, "owner")
+    viewer = Account(srv, "viewer")
+    sid, key = owner.stream()
+    rec = offer(direction="recvonly")
+    problem(post_sdp(srv, f"/api/v1/whep/{sid}", rec), 409, "not_live")
+    problem(post_sdp(srv, "/api/v1/whep/0123456789abcdef01234567", rec), 404, "not_found")
+    assert post_sdp(srv, f"/api/v1/whip/{sid}", offer(), token=key).status == 201
+    r = post_sdp(srv, f"/api/v1/whep/{sid}", rec)
+    assert r.status == 201, r
+    a = r.body
+    for line in ("a=sendonly", "a=rtpmap:96 VP8/90000", "a=ssrc-group:FID", "a=msid:onair video"):
+        assert line in a, (line, a)
+    # a viewer whose offer lacks the publisher's codec
+    problem(post_sdp(srv, f"/api/v1/whep/{sid}", offer(direction="recvonly", audio=False,
+                                                       video_codecs=("H264",))),
+            400, "unsupported_offer")
+    # the viewer is counted
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        s = srv.http("GET", f"/api/v1/streams/{sid}").json()["stream"]
+        if s["viewer_count"] == 1:
+            break
+        time.sleep(0.05)
+    assert s["viewer_count"] == 1, s
+    # a private stream needs a token that may see it (another owner: one live stream each)
+    owner = Account(srv, "owner2")
+    psid, pkey = owner.stream(visibility="private")
+    assert post_sdp(srv, f"/api/v1/whip/{psid}", offer(), token=pkey).status == 201
+    problem(post_sdp(srv, f"/api/v1/whep/{psid}", rec), 401, "unauthorized")
+    problem(post_sdp(srv, f"/api/v1/whep/{psid}", rec, token=viewer.token), 404, "not_found")
+    problem(post_sdp(srv, f"/api/v1/whep/{psid}", rec, token=pkey), 401, "invalid_token")
+    assert post_sdp(srv, f"/api/v1/whep/{psid}", rec, token=owner.token).status == 201
+    # the owner sees the relay's view
+    first = owner
+    r = srv.http("GET", f"/api/v1/streams/{psid}/media", token=first.token)
+    assert r.status == 200, r
+    m = r.json()
+    assert m["publisher"]["tracks"][0]["codec"] == "opus", m
+    assert [t["kind"] for t in m["publisher"]["tracks"]] == ["audio", "video"]
+    assert m["viewer_count"] == 1
+    problem(srv.http("GET", f"/api/v1/streams/{sid}/media", token=viewer.token), 403, "forbidden")
+    problem(srv.http("GET", f"/api/v1/streams/{sid}/media"), 401, "unauthorized")
+
+
+def test_ice_lite_stun_and_garbage(srv):
+    owner = Account(srv, "owner")
+    sid, key = owner.stream()
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(ufrag="pyth"), token=key)
+    assert r.status == 201, r
+    ufrag, pwd, addr = answer_ice(r.body)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    try:
+        # garbage first: random bytes, truncated STUN, fake DTLS and RTP from an unknown address
+        for n in range(200):
+            sock.sendto(os.urandom(n % 300 + 1), addr)
+        sock.sendto(stun_request(f"{ufrag}:pyth", pwd, os.urandom(12))[:30], addr)
+        sock.sendto(bytes([22, 254, 253]) + os.urandom(40), addr)
+        sock.sendto(bytes([0x80, 96]) + os.urandom(100), addr)
+        # a wrong password gets 401, a right one a success with our address
+        txid = os.urandom(12)
+        sock.sendto(stun_request(f"{ufrag}:pyth", "wrongpassword", txid), addr)
+        data = sock.recv(2048)
+        mtype, rtx, attrs = stun_parse(data)
+        assert mtype == 0x0111 and rtx == txid and 0x0009 in attrs
+        code = struct.unpack("!I", attrs[0x0009][1][:4])[0]
+        assert ((code >> 8) & 7) * 100 + (code & 0xFF) == 401
+        txid = os.urandom(12)
+        sock.sendto(stun_request(f"{ufrag}:pyth", pwd, txid), addr)
+        data = sock.recv(2048)
+        mtype, rtx, attrs = stun_parse(data)
+        assert mtype == 0x0101 and rtx == txid, data
+        assert check_integrity(data, attrs, pwd)
+        xport = struct.unpack("!H", attrs[0x0020][1][2:4])[0] ^ 0x2112
+        assert xport == sock.getsockname()[1]
+        # an unknown ufrag gets nothing
+        sock.sendto(stun_request("nobody:pyth", pwd, os.urandom(12)), addr)
+        with pytest.raises(socket.timeout):
+            sock.recv(2048)
+    finally:
+        sock.close()
+    assert srv.http("GET", "/healthz").status == 200
+    metrics = srv.http("GET", "/metrics").body
+    dropped = sum(int(v) for v in re.findall(r'onair_media_dropped_total\{worker="\d+"\} (\d+)',
+                                             metrics))
+    assert dropped >= 200, metrics
+
+
+def test_connect_timeout_ends_the_stream(srv):
+    owner = Account(srv, "owner")
+    sid, key = owner.stream()
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(), token=key)
+    assert r.status == 201
+    assert stream_status(srv, sid, owner.token) == "live"
+    # media.connect_timeout is 3 s in this server: no ICE, no DTLS -> the session and the
+    # stream end
+    deadline = time.time() + 10
+    while stream_status(srv, sid, owner.token) == "live" and time.time() < deadline:
+        time.sleep(0.2)
+    assert stream_status(srv, sid, owner.token) == "ended"
+    problem(srv.http("DELETE", r.header("Location"), token=key), 404, "not_found")
+
+
+def test_patch_trickle_and_restart(srv):
+    owner = Account(srv, "owner")
+    sid, key = owner.stream()
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(ufrag="tri1", pwd="p" * 24), token=key)
+    assert r.status == 201
+    loc, etag = r.header("Location"), r.header("ETag")
+    frag = "a=ice-ufrag:tri1\r\na=ice-pwd:" + "p" * 24 + "\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n" \
+           "a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"
+    hdr = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": etag}
+    r2 = srv.http("PATCH", loc, frag, headers=hdr, token=key)
+    assert r2.status == 204, r2
+    problem(srv.http("PATCH", loc, frag, headers={"Content-Type": "text/plain"}, token=key), 415,
+            "unsupported_media_type")
+    problem(srv.http("PATCH", loc, frag, headers=dict(hdr, **{"If-Match": '"nope"'}), token=key),
+            412, "precondition_failed")
+    problem(srv.http("PATCH", loc, "a=candidate:x", headers=hdr, token=key), 400,
+            "invalid_sdpfrag")
+    restart = "a=ice-ufrag:tri2\r\na=ice-pwd:" + "q" * 24 + "\r\n"
+    r3 = srv.http("PATCH", loc, restart, headers=hdr, token=key)
+    assert r3.status == 200, r3
+    assert r3.header("ETag") != etag
+    new_ufrag = re.search(r"a=ice-ufrag:(\S+)", r3.body).group(1)
+    assert new_ufrag != answer_ice(r.body)[0]
+    assert "a=candidate:" in r3.body
