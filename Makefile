@@ -10,7 +10,8 @@ RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev l
 	libcurl4-openssl-dev libsrtp2-dev tzdata
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev abigail-tools python3 python3-pytest openssl \
 	python3-websockets python3-aiosmtpd python3-cryptography python3-icalendar curl \
-	clang-format chromium
+	clang-format chromium simple-whip-client gstreamer1.0-nice gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-base iproute2 util-linux
 
 .PHONY: run test build deps-run deps-test sanitize clean format
 

@@ -13,6 +13,7 @@
 #include "problem.h"
 #include "ratelimit.h"
 #include "ws_ticket.h"
+#include "media/taps.h"
 #include "store/store.h"
 
 struct host *g_host;
@@ -863,6 +864,11 @@ static const onair_api_t g_api = {
     .service_answer = services_answer,
     .user_get = accounts_user_get,
     .user_set_verified = accounts_user_set_verified,
+    .media_track_watch = media_track_watch,
+    .media_request_keyframe = media_request_keyframe,
+    .media_tap_open = media_tap_open,
+    .media_tap_stats = media_tap_stats,
+    .media_tap_close = media_tap_close,
 };
 
 const onair_api_t *host_api(void)

@@ -11,6 +11,7 @@
 #include "hooks.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "media/taps.h"
 #include "store/store.h"
 
 const char *loader_state_name(enum plugin_state s)
@@ -269,6 +270,7 @@ void loader_drop_registrations(struct host *h, struct onair_plugin *p)
     store_remove_owner(p);
     ratelimit_remove_owner(p);
     hooks_remove_owner(p);
+    media_remove_owner(p);
 }
 
 int loader_init_one(struct host *h, struct onair_plugin *p)

@@ -21,12 +21,12 @@
 #include "media_engine.h"
 #include "media_internal.h"
 #include "stun.h"
+#include "taps.h"
 
 struct media g_media;
 
-#define TICK_MS    50
-#define RX_BATCH   32
-#define HASH_SLOTS 4096
+#define TICK_MS  50
+#define RX_BATCH 32
 
 const char *const media_ext_uri[EXT_COUNT] = {
     [EXT_MID] = "urn:ietf:params:rtp-hdrext:sdes:mid",
@@ -75,17 +75,17 @@ void media_random_string(char *out, size_t len)
 
 /* ---- tables (g_media.lock) ------------------------------------------------------------ */
 
-static unsigned hash_str(const char *s)
+unsigned media_hash_str(const char *s)
 {
-    unsigned h = 2166136261u;
+    unsigned h = 2166136261u; /* FNV-1a */
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % HASH_SLOTS;
+    return h % MEDIA_HASH_SLOTS;
 }
 
 void media_table_add(session_t *s)
 {
-    unsigned hu = hash_str(s->ufrag), hi = hash_str(s->id);
+    unsigned hu = media_hash_str(s->ufrag), hi = media_hash_str(s->id);
     s->hnext_ufrag = g_media.by_ufrag[hu];
     g_media.by_ufrag[hu] = s;
     s->hnext_id = g_media.by_id[hi];
@@ -94,43 +94,44 @@ void media_table_add(session_t *s)
     session_ref(s);
 }
 
-void media_table_remove(session_t *s)
+int media_table_remove(session_t *s)
 {
     int found = 0;
-    for (session_t **pp = &g_media.by_ufrag[hash_str(s->ufrag)]; *pp; pp = &(*pp)->hnext_ufrag)
+    for (session_t **pp = &g_media.by_ufrag[media_hash_str(s->ufrag)]; *pp;
+         pp = &(*pp)->hnext_ufrag)
         if (*pp == s) {
             *pp = s->hnext_ufrag;
             found = 1;
             break;
         }
-    for (session_t **pp = &g_media.by_id[hash_str(s->id)]; *pp; pp = &(*pp)->hnext_id)
+    for (session_t **pp = &g_media.by_id[media_hash_str(s->id)]; *pp; pp = &(*pp)->hnext_id)
         if (*pp == s) {
             *pp = s->hnext_id;
             break;
         }
-    if (found) {
+    if (found)
         g_media.nsessions--;
-        session_unref(s);
-    }
+    return found;
 }
 
 /* Re-key a session under a new ufrag (ICE restart). */
 void media_table_rekey(session_t *s, const char *ufrag)
 {
-    for (session_t **pp = &g_media.by_ufrag[hash_str(s->ufrag)]; *pp; pp = &(*pp)->hnext_ufrag)
+    for (session_t **pp = &g_media.by_ufrag[media_hash_str(s->ufrag)]; *pp;
+         pp = &(*pp)->hnext_ufrag)
         if (*pp == s) {
             *pp = s->hnext_ufrag;
             break;
         }
     snprintf(s->ufrag, sizeof s->ufrag, "%s", ufrag);
-    unsigned hu = hash_str(s->ufrag);
+    unsigned hu = media_hash_str(s->ufrag);
     s->hnext_ufrag = g_media.by_ufrag[hu];
     g_media.by_ufrag[hu] = s;
 }
 
 session_t *media_find_id(const char *id)
 {
-    for (session_t *s = g_media.by_id[hash_str(id)]; s; s = s->hnext_id)
+    for (session_t *s = g_media.by_id[media_hash_str(id)]; s; s = s->hnext_id)
         if (!strcmp(s->id, id))
             return s;
     return NULL;
@@ -146,7 +147,7 @@ static session_t *find_ufrag_ref(const char *ufrag, size_t len, char pwd[40])
     memcpy(key, ufrag, len);
     key[len] = 0;
     pthread_mutex_lock(&g_media.lock);
-    session_t *s = g_media.by_ufrag[hash_str(key)];
+    session_t *s = g_media.by_ufrag[media_hash_str(key)];
     for (; s; s = s->hnext_ufrag)
         if (!strcmp(s->ufrag, key))
             break;
@@ -204,6 +205,11 @@ void session_unref(session_t *s)
             if (s->pub[k].layers[l].buf)
                 rtx_buffer_free(s->pub[k].layers[l].buf);
     pthread_mutex_destroy(&s->bind_lock);
+    if (s->relay) {
+        pthread_mutex_lock(&g_media.lock);
+        relay_put(s->relay);
+        pthread_mutex_unlock(&g_media.lock);
+    }
     free(s);
 }
 
@@ -234,6 +240,24 @@ void media_report_closed(session_t *s, const char *reason)
     }
 }
 
+void media_report_ready(session_t *s)
+{
+    pthread_mutex_lock(&g_media.qlock);
+    session_t **grown =
+        s->ready_reported ? NULL : realloc(g_media.ready, (g_media.nready + 1) * sizeof *grown);
+    if (grown) {
+        s->ready_reported = 1;
+        session_ref(s);
+        g_media.ready = grown;
+        g_media.ready[g_media.nready++] = s;
+    }
+    pthread_mutex_unlock(&g_media.qlock);
+    uint64_t one = 1;
+    if (grown && write(g_media.report_fd, &one, sizeof one) < 0) {
+        /* saturated: the core is awake anyway */
+    }
+}
+
 static void on_reports(evutil_socket_t fd, short what, void *ud)
 {
     uint64_t v;
@@ -241,11 +265,20 @@ static void on_reports(evutil_socket_t fd, short what, void *ud)
         /* spurious wake-up */
     }
     pthread_mutex_lock(&g_media.qlock);
-    session_t **list = g_media.reports;
-    size_t n = g_media.nreports;
-    g_media.reports = NULL;
-    g_media.nreports = 0;
+    session_t **list = g_media.reports, **ready = g_media.ready;
+    size_t n = g_media.nreports, nready = g_media.nready;
+    g_media.reports = g_media.ready = NULL;
+    g_media.nreports = g_media.nready = 0;
     pthread_mutex_unlock(&g_media.qlock);
+    for (size_t i = 0; i < nready; i++) {
+        session_t *s = ready[i];
+        if (s->role == ROLE_PUBLISHER && !atomic_load(&s->closed) && !s->tracks_announced) {
+            s->tracks_announced = 1;
+            taps_track_event(s, 1);
+        }
+        session_unref(s);
+    }
+    free(ready);
     for (size_t i = 0; i < n; i++) {
         media_session_close(list[i], list[i]->close_reason);
         session_unref(list[i]);
@@ -558,6 +591,7 @@ static void dtls_connected(media_worker_t *w, session_t *s)
     atomic_store(&s->media_ready, 1);
     relay_session_ready(w, s);
     pthread_mutex_unlock(&s->relay->lock);
+    media_report_ready(s);
 }
 
 static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
@@ -735,10 +769,12 @@ static int bind_socket(int port, int *bound, char *err, size_t elen)
         snprintf(err, elen, "media: socket: %s", strerror(errno));
         return -1;
     }
-    int one = 1, zero = 0, size = 4 * 1024 * 1024;
+    /* A worker that falls behind should drop, not queue seconds of media (and the STUN
+     * checks behind it): about 0.5 s of a busy worker's input. Sends are bursts of fan-out. */
+    int one = 1, zero = 0, rcv = 1024 * 1024, snd = 4 * 1024 * 1024;
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
     int rc;
     if (v6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
@@ -770,9 +806,9 @@ int media_engine_setup(char *err, size_t elen)
         snprintf(err, elen, "media: libsrtp2 initialization failed");
         return -1;
     }
-    g_media.by_ufrag = calloc(HASH_SLOTS, sizeof *g_media.by_ufrag);
-    g_media.by_id = calloc(HASH_SLOTS, sizeof *g_media.by_id);
-    g_media.relays = calloc(HASH_SLOTS, sizeof *g_media.relays);
+    g_media.by_ufrag = calloc(MEDIA_HASH_SLOTS, sizeof *g_media.by_ufrag);
+    g_media.by_id = calloc(MEDIA_HASH_SLOTS, sizeof *g_media.by_id);
+    g_media.relays = calloc(MEDIA_HASH_SLOTS, sizeof *g_media.relays);
     g_media.workers = calloc((size_t)g_media.nworkers, sizeof *g_media.workers);
     if (!g_media.by_ufrag || !g_media.by_id || !g_media.relays || !g_media.workers) {
         snprintf(err, elen, "media: out of memory");
@@ -883,9 +919,12 @@ void media_engine_free(void)
     pthread_mutex_lock(&g_media.qlock);
     for (size_t i = 0; i < g_media.nreports; i++)
         session_unref(g_media.reports[i]);
+    for (size_t i = 0; i < g_media.nready; i++)
+        session_unref(g_media.ready[i]);
     free(g_media.reports);
-    g_media.reports = NULL;
-    g_media.nreports = 0;
+    free(g_media.ready);
+    g_media.reports = g_media.ready = NULL;
+    g_media.nreports = g_media.nready = 0;
     pthread_mutex_unlock(&g_media.qlock);
     if (g_media.report_ev)
         event_free(g_media.report_ev);

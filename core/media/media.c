@@ -16,6 +16,7 @@
 #include "log.h"
 #include "media.h"
 #include "media_engine.h"
+#include "taps.h"
 #include "whip.h"
 
 static int add_address(const char *ip)
@@ -122,7 +123,8 @@ int media_setup(struct host *h, char *err, size_t elen)
         snprintf(err, elen, "media: DTLS certificate: %s", cerr);
         return -1;
     }
-    if (media_engine_setup(err, elen) < 0 || whip_setup(h, err, elen) < 0)
+    if (media_engine_setup(err, elen) < 0 || taps_setup(err, elen) < 0 ||
+        whip_setup(h, err, elen) < 0)
         return -1;
     return 0;
 }
@@ -149,6 +151,7 @@ void media_shutdown(struct host *h)
         return;
     whip_shutdown();
     media_engine_stop();
+    taps_teardown();
     media_engine_free();
     for (size_t i = 0; i < g_media.naddresses; i++)
         free(g_media.addresses[i]);

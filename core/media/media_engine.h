@@ -31,8 +31,8 @@ struct media {
 
     /* worker -> core reports */
     pthread_mutex_t qlock;
-    session_t **reports;
-    size_t nreports;
+    session_t **reports, **ready;
+    size_t nreports, nready;
     int report_fd;
     struct event *report_ev;
 
@@ -42,8 +42,8 @@ struct media {
 extern struct media g_media;
 
 /* tables: call with g_media.lock held */
-void media_table_add(session_t *s); /* takes a reference */
-void media_table_remove(session_t *s);
+void media_table_add(session_t *s);   /* takes a reference */
+int media_table_remove(session_t *s); /* 1 when it was there: drop the table's reference */
 void media_table_rekey(session_t *s, const char *ufrag);
 session_t *media_find_id(const char *id); /* borrowed */
 

@@ -40,6 +40,7 @@
 #define MEDIA_BATCH         64   /* datagrams per sendmmsg */
 #define MEDIA_ID_LEN        24
 #define MEDIA_STREAM_ID_LEN 64
+#define MEDIA_HASH_SLOTS    4096 /* buckets of the session and relay tables */
 
 enum media_kind { MEDIA_AUDIO = 0, MEDIA_VIDEO = 1, MEDIA_KINDS = 2 };
 enum media_role { ROLE_PUBLISHER = 1, ROLE_VIEWER = 2 };
@@ -120,7 +121,8 @@ typedef struct view_track {
 struct media_worker;
 struct relay;
 
-typedef struct session {
+typedef struct session session_t;
+struct session {
     atomic_int refs;
     atomic_int closed; /* set once; the bound worker drops it on its next tick */
     char id[MEDIA_ID_LEN];
@@ -163,9 +165,9 @@ typedef struct session {
 
     struct session *next_in_worker; /* the bound worker's list */
     struct session *hnext_ufrag, *hnext_id;
-    int close_reported;
+    int close_reported, ready_reported, tracks_announced;
     char close_reason[64];
-} session_t;
+};
 
 typedef struct relay {
     pthread_mutex_t lock;
@@ -175,6 +177,8 @@ typedef struct relay {
     session_t **viewers;
     size_t nviewers, cap;
     uint64_t started_ms;
+    struct onair_rtp_tap *taps; /* plugins' taps on this stream (taps.c) */
+    atomic_int keyframe_wanted; /* a plugin asked: the publisher's worker sends a PLI */
     struct relay *hnext;
 } relay_t;
 
@@ -209,6 +213,7 @@ typedef struct media_worker {
 } media_worker_t;
 
 /* ---- engine.c ---- */
+unsigned media_hash_str(const char *s); /* a table bucket */
 uint64_t media_now_ms(void);
 uint64_t media_now_us(void);
 void media_random_string(char *out, size_t len); /* len chars of [A-Za-z0-9] + NUL */
@@ -220,6 +225,9 @@ void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, siz
 void worker_flush(media_worker_t *w);
 /* Worker -> core: a session ended for a reason of the worker's (timeout, DTLS failure). */
 void media_report_closed(session_t *s, const char *reason);
+/* Worker -> core: a session's media is ready (DTLS done): a publisher's tracks are
+ * announced to plugins. */
+void media_report_ready(session_t *s);
 
 /* ---- relay.c (forwarding; every function here is called with relay->lock held) ---- */
 relay_t *relay_get(const char *stream_id);  /* with g_media.lock held; creates */

@@ -16,26 +16,18 @@
 
 #include "media_engine.h"
 #include "media_internal.h"
+#include "taps.h"
 
 #define PLI_INTERVAL_MS  500
 #define RTX_MAX_AGE_MS   1500
 #define LAYER_IDLE_MS    1000
 #define RTCP_INTERVAL_MS 1000
-#define HASH_SLOTS       4096
 
 /* ---- relays (with g_media.lock held) ---------------------------------------------------- */
 
-static unsigned relay_hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % HASH_SLOTS;
-}
-
 relay_t *relay_get(const char *stream_id)
 {
-    unsigned hs = relay_hash(stream_id);
+    unsigned hs = media_hash_str(stream_id);
     for (relay_t *r = g_media.relays[hs]; r; r = r->hnext)
         if (!strcmp(r->stream_id, stream_id)) {
             r->refs++;
@@ -55,7 +47,7 @@ relay_t *relay_get(const char *stream_id)
 
 relay_t *relay_find(const char *stream_id)
 {
-    for (relay_t *r = g_media.relays[relay_hash(stream_id)]; r; r = r->hnext)
+    for (relay_t *r = g_media.relays[media_hash_str(stream_id)]; r; r = r->hnext)
         if (!strcmp(r->stream_id, stream_id))
             return r;
     return NULL;
@@ -65,7 +57,7 @@ void relay_put(relay_t *r)
 {
     if (--r->refs > 0)
         return;
-    for (relay_t **pp = &g_media.relays[relay_hash(r->stream_id)]; *pp; pp = &(*pp)->hnext)
+    for (relay_t **pp = &g_media.relays[media_hash_str(r->stream_id)]; *pp; pp = &(*pp)->hnext)
         if (*pp == r) {
             *pp = r->hnext;
             break;
@@ -258,6 +250,8 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     L->active = 1;
     if (L->buf)
         rtx_buffer_put(L->buf, h.seq, pkt, len, now_ms);
+    if (r->taps)
+        taps_feed(r, kind, layer, pkt, len);
     int key = kind == MEDIA_VIDEO && rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);
     if (key)
         L->keyframes++;
@@ -547,6 +541,8 @@ void relay_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
     relay_t *r = s->relay;
     pthread_mutex_lock(&r->lock);
     if (s->role == ROLE_PUBLISHER) {
+        if (r->publisher == s && atomic_exchange(&r->keyframe_wanted, 0))
+            relay_request_keyframe(w, s, MEDIA_VIDEO, -1, now_ms);
         if (r->publisher == s)
             publisher_tick(w, s, now_ms);
     } else {
@@ -563,12 +559,8 @@ void relay_session_ready(media_worker_t *w, session_t *s)
         view_track_t *vt = &s->view[MEDIA_VIDEO];
         if (s->relay->publisher->pub[MEDIA_VIDEO].simulcast)
             layer = vt->sel.target;
-        pub_track_t *t = &s->relay->publisher->pub[MEDIA_VIDEO];
-        if (layer >= 0 && layer < t->nlayers)
-            t->layers[layer].last_pli_ms = 0;
-        else
-            for (int l = 0; l < t->nlayers; l++)
-                t->layers[l].last_pli_ms = 0;
+        /* rate-limited like every request: a burst of joins costs the publisher at most two
+         * keyframes a second, and each joiner gets the next one */
         relay_request_keyframe(w, s->relay->publisher, MEDIA_VIDEO, layer, media_now_ms());
     }
 }

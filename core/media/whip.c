@@ -29,6 +29,7 @@
 #include "media_engine.h"
 #include "media_internal.h"
 #include "router.h"
+#include "taps.h"
 #include "whip.h"
 
 #define MAX_OFFER_BYTES (64 * 1024)
@@ -476,8 +477,8 @@ static void register_session(op_t *op)
     }
     pthread_mutex_unlock(&r->lock);
     if (replaced && replaced != s) {
-        /* the hand-over: viewers stay, the old publisher's transport ends */
-        session_ref(replaced);
+        /* the hand-over: viewers stay, the old publisher's transport ends; the relay's
+         * reference to it is ours now */
         media_session_close(replaced, "replaced");
         session_unref(replaced);
     }
@@ -513,8 +514,10 @@ void media_session_close(session_t *s, const char *reason)
         return;
     session_ref(s);
     pthread_mutex_lock(&g_media.lock);
-    media_table_remove(s);
+    int in_table = media_table_remove(s);
     pthread_mutex_unlock(&g_media.lock);
+    if (in_table)
+        session_unref(s); /* the table's reference */
     relay_t *r = s->relay;
     int was_publisher = 0, was_viewer = 0;
     session_t **ended = NULL;
@@ -544,6 +547,10 @@ void media_session_close(session_t *s, const char *reason)
         pthread_mutex_unlock(&r->lock);
         if (was_publisher || was_viewer)
             session_unref(s); /* the relay's reference */
+    }
+    if (s->role == ROLE_PUBLISHER && s->tracks_announced && !g_closing) {
+        s->tracks_announced = 0;
+        taps_track_event(s, 0);
     }
     LOG_INFO("media", "%s session %s of stream %s closed: %s",
              s->role == ROLE_PUBLISHER ? "WHIP" : "WHEP", s->id, s->stream_id, reason);
@@ -1129,7 +1136,7 @@ void whip_shutdown(void)
     for (;;) {
         session_t *s = NULL;
         pthread_mutex_lock(&g_media.lock);
-        for (size_t i = 0; i < 4096 && !s; i++)
+        for (size_t i = 0; i < MEDIA_HASH_SLOTS && !s; i++)
             s = g_media.by_id[i];
         if (s)
             session_ref(s);

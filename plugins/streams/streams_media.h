@@ -1,13 +1,14 @@
 /*
- * streams: the media relay's way into streams (placeholder until the relay calls it).
+ * streams: going live and ending by stream key, for ingest that knows only the key.
  *
- * When a publisher connects with a stream key (WHIP, later RTMP), the relay calls
- * streams_media_publish(); when it disconnects, streams_media_unpublish(). Both look the
- * stream up by the SHA-256 of the key (keys are stored hashed) and then go live or end
- * exactly as POST /api/v1/streams/{id}/start and /end do: same live limit, same
- * verified-account rule, same events and follower notifications.
+ * The core's WebRTC relay (WHIP) uses the services "streams.media_publish" and
+ * "streams.media_unpublish" (streams.c), which check a key or the owner against a stream
+ * id. These functions serve ingest that has only a key (RTMP, later): they look the stream
+ * up by the SHA-256 of the key (keys are stored hashed) and then go live or end exactly as
+ * POST /api/v1/streams/{id}/start and /end do: same live limit, same verified-account
+ * rule, same events and follower notifications.
  *
- * Today they are reached through the bus topics "media.publish" / "media.unpublish"
+ * They are reached through the bus topics "media.publish" / "media.unpublish"
  * {"stream_key": "sk_..."} and, when the plugin's test_routes config is true, through
  * POST /api/v1/streams/_media {"event": "publish"|"unpublish", "stream_key": "sk_..."}.
  *

@@ -197,8 +197,29 @@ ONAIR_ASSERT_OFFSET(onair_api_t, service_call, 544);
 ONAIR_ASSERT_OFFSET(onair_api_t, service_args, 552);
 ONAIR_ASSERT_OFFSET(onair_api_t, service_caller, 560);
 ONAIR_ASSERT_OFFSET(onair_api_t, service_answer, 568); /* the last function of ABI 1.3 */
+ONAIR_ASSERT_OFFSET(onair_api_t, media_track_watch, 576);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_request_keyframe, 584);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_tap_open, 592);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_tap_stats, 600);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_tap_close, 608); /* the last function of ABI 1.4 */
+
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 576);
+ONAIR_ASSERT_SIZE(onair_api_t, 616);
+
+/* media hooks (ABI 1.4) */
+ONAIR_ASSERT_OFFSET(onair_media_track_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, stream, 8);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, kind, 16);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, codec, 24);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, fmtp, 32);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, clock_rate, 40);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, payload_type, 44);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, layers, 48);
+ONAIR_ASSERT_SIZE(onair_media_track_t, 56);
+ONAIR_ASSERT_OFFSET(onair_tap_stats_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_tap_stats_t, delivered, 8);
+ONAIR_ASSERT_OFFSET(onair_tap_stats_t, dropped, 16);
+ONAIR_ASSERT_SIZE(onair_tap_stats_t, 24);
 ONAIR_ASSERT_OFFSET(onair_hook_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_hook_t, chain, 8);
 ONAIR_ASSERT_OFFSET(onair_hook_t, priority, 16);

@@ -72,7 +72,9 @@ static void test_abi_minor(void **state)
     (void)state;
     onair_test_host_t *h = boot("[]");
     const onair_api_t *api = onair_test_api(h);
-    assert_int_equal(api->abi_minor, 3);
+    assert_int_equal(api->abi_minor, ONAIR_ABI_MINOR);
+    /* no media relay in the test host (ABI 1.4): plugins see the functions missing */
+    assert_false(ONAIR_HAS(api, media_tap_open));
     assert_true(ONAIR_HAS(api, hook_add) && ONAIR_HAS(api, hook_run) && ONAIR_HAS(api, hook_data) &&
                 ONAIR_HAS(api, hook_context) && ONAIR_HAS(api, hook_answer) &&
                 ONAIR_HAS(api, service_add) && ONAIR_HAS(api, service_call) &&

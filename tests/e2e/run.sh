@@ -13,5 +13,5 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefer-offline --no-audit --no-fund
 fi
-if [ "$#" -eq 0 ]; then set -- selftest.test.mjs whip_whep.test.mjs; fi
+if [ "$#" -eq 0 ]; then set -- *.test.mjs; fi
 exec node --test --test-concurrency=1 "$@"

@@ -17,7 +17,7 @@ def onaird(*args, env=None):
 
 def test_version_and_help():
     r = onaird("--version")
-    assert r.returncode == 0 and re.match(r"onaird \d+\.\d+\.\d+ \(plugin ABI 1\.3\)", r.stdout)
+    assert r.returncode == 0 and re.match(r"onaird \d+\.\d+\.\d+ \(plugin ABI 1\.4\)", r.stdout)
     assert onaird("--help").returncode == 0
     assert onaird("--bogus").returncode == 2
 
@@ -187,4 +187,4 @@ def test_plugin_built_against_previous_sdk_loads(server_factory):
     s = server_factory(plugins={"old_abi": {}}).start()
     r = s.http("GET", "/api/v1/old_abi")
     assert r.status == 200
-    assert r.json() == {"built_for_minor": 0, "host_minor": 3}
+    assert r.json() == {"built_for_minor": 0, "host_minor": 4}

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    3
+#define ONAIR_ABI_MINOR    4
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -361,6 +361,39 @@ typedef struct onair_service {
  * no plugin offers the name) with result {"error": "..."}. */
 typedef void (*onair_service_done_fn)(int status, json_t *result, void *ud);
 
+/* ---- media hooks (ABI 1.4) ------------------------------------------------------------------
+ * The media relay tells plugins when a publisher's tracks start and stop, lets them ask the
+ * publisher for a keyframe, and hands them a copy of a track's decrypted RTP through a tap:
+ * a bounded queue filled by the forwarding thread and drained on the core loop. A tap that
+ * falls behind drops packets (counted) and never slows the forwarding path. */
+typedef struct onair_media_track {
+    size_t size;
+    const char *stream;  /* stream id */
+    const char *kind;    /* "audio" or "video" */
+    const char *codec;   /* "opus", "VP8", "VP9", "H264", "AV1" */
+    const char *fmtp;    /* the publisher's fmtp parameters ("" when none) */
+    uint32_t clock_rate; /* RTP clock, Hz */
+    int payload_type;    /* of the packets a tap delivers */
+    int layers;          /* simulcast layers (1 without simulcast) */
+} onair_media_track_t;
+
+/* A track started (published = 1: the publisher's media flows) or stopped (0). Runs on the
+ * loop thread; track is borrowed for the call. */
+typedef void (*onair_track_fn)(const onair_media_track_t *track, int published, void *ud);
+
+typedef struct onair_rtp_tap onair_rtp_tap_t;
+/* Decrypted RTP packets of a tapped track, in arrival order, on the loop thread: n packets,
+ * each borrowed for the call. For a simulcast track the tap gets the lowest layer unless
+ * opened with a layer. */
+typedef void (*onair_tap_fn)(onair_rtp_tap_t *tap, const uint8_t *const *packets,
+                             const size_t *lengths, size_t n, void *ud);
+
+typedef struct onair_tap_stats {
+    size_t size;
+    uint64_t delivered; /* packets handed to the callback */
+    uint64_t dropped;   /* packets lost because the queue was full */
+} onair_tap_stats_t;
+
 /* ---- the host API table: append only ---------------------------------------------------- */
 struct onair_api {
     size_t size; /* sizeof(onair_api_t) as the host was built */
@@ -508,6 +541,21 @@ struct onair_api {
     const char *(*service_caller)(onair_service_call_t *call); /* calling plugin's name */
     /* status ONAIR_OK with a result (steals), or a negative status with result NULL. */
     int (*service_answer)(onair_service_call_t *call, int status, json_t *result);
+
+    /* ---- ABI 1.4: media hooks ---- */
+    /* Hear every track published and unpublished (init only). */
+    int (*media_track_watch)(onair_plugin_t *p, onair_track_fn fn, void *ud);
+    /* Ask the stream's publisher for a keyframe now (rate-limited by the relay).
+     * ONAIR_ENOTFOUND when the stream has no publisher. */
+    int (*media_request_keyframe)(onair_plugin_t *p, const char *stream);
+    /* Tap a stream's "audio" or "video" track: its packets go to fn through a queue of
+     * queue_packets (16..65536) packets. layer: simulcast layer (0 = lowest; -1 = 0). The tap
+     * stays open across publisher changes until media_tap_close (or the plugin stops).
+     * ONAIR_EUNAVAILABLE when the relay is off. */
+    int (*media_tap_open)(onair_plugin_t *p, const char *stream, const char *kind, int layer,
+                          size_t queue_packets, onair_tap_fn fn, void *ud, onair_rtp_tap_t **out);
+    int (*media_tap_stats)(onair_rtp_tap_t *tap, onair_tap_stats_t *out);
+    void (*media_tap_close)(onair_rtp_tap_t *tap);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };

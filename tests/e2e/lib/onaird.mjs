@@ -219,3 +219,55 @@ export async function probeWhip(target) {
 }
 
 export const haveOnaird = () => existsSync(ONAIRD) && existsSync(join(PLUGIN_DIR, 'streams.so'));
+
+// The start-up of whip_whep.test.mjs as a function, for the other media test files:
+// use ONAIR_URL or start an onaird, and probe the WHIP route. -> {server, target, skip}:
+// `server` is the Onaird we started (null with ONAIR_URL or on a skip), `skip` the reason there
+// is no relay to test (no binary, config rejects the media keys, no WHIP route), else null.
+export async function startTarget() {
+  let server = null;
+  let target = null;
+  if (process.env.ONAIR_URL) {
+    target = await onairTarget(process.env.ONAIR_URL.replace(/\/+$/, ''));
+  } else if (!haveOnaird()) {
+    return {server, target, skip: `no onaird: ${ONAIRD} or ${PLUGIN_DIR}/streams.so missing (set ONAIRD, ONAIR_PLUGIN_DIR or ONAIR_URL)`};
+  } else {
+    server = new Onaird();
+    try {
+      await server.start();
+    } catch (e) {
+      const log = e.onairdLog || '';
+      if (/unknown key[^\n]*media|media[^\n]*unknown key/.test(log))
+        return {server: null, target, skip: `onaird has no media relay yet (config: ${log.match(/[^\n]*unknown key[^\n]*/)[0].trim()})`};
+      throw e;
+    }
+    target = await onairTarget(server.base);
+  }
+  let skip = null;
+  try {
+    skip = await probeWhip(target);
+  } catch (e) {
+    await server?.stop();
+    throw e;
+  }
+  if (skip && server) {
+    await server.stop();
+    server = null;
+  }
+  return {server, target, skip};
+}
+
+// GET /metrics of `base` -> {name{labels}: value} plus sum(name) over all label sets.
+export async function metrics(base) {
+  const r = await fetch(base + '/metrics');
+  const text = await r.text();
+  if (r.status !== 200) throw new Error(`GET /metrics: ${r.status} ${text.slice(0, 300)}`);
+  const all = {};
+  for (const l of text.split('\n')) {
+    const m = l.match(/^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/);
+    if (m) all[m[1] + (m[2] || '')] = Number(m[3]);
+  }
+  const sum = (name) => Object.entries(all)
+    .filter(([k]) => k === name || k.startsWith(name + '{')).reduce((a, [, v]) => a + v, 0);
+  return {all, sum, text};
+}
