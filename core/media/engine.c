@@ -321,17 +321,23 @@ void worker_flush(media_worker_t *w)
     w->ntx = 0;
 }
 
-void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, size_t len)
+void worker_send_to(media_worker_t *w, const struct sockaddr_storage *to, socklen_t tolen,
+                    const uint8_t *data, size_t len)
 {
-    if (len > sizeof w->tx[0].buf || !s->addrlen)
+    if (len > sizeof w->tx[0].buf || !tolen)
         return;
     if (w->ntx == MEDIA_BATCH)
         worker_flush(w);
     tx_slot_t *t = &w->tx[w->ntx++];
     memcpy(t->buf, data, len);
     t->len = len;
-    memcpy(&t->to, &s->addr, s->addrlen);
-    t->tolen = s->addrlen;
+    memcpy(&t->to, to, tolen);
+    t->tolen = tolen;
+}
+
+void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, size_t len)
+{
+    worker_send_to(w, &s->addr, s->addrlen, data, len);
 }
 
 /* Where the next datagram for s may be written in place (saves a copy on the hot path);
@@ -538,11 +544,8 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
         stun_begin(&b, out, sizeof out, STUN_BINDING_ERROR, m.txid);
         stun_add_error(&b, 401, "Unauthorized");
         n = stun_finish(&b, NULL, 0, 1);
-        if (n) {
-            session_t tmp = {.addrlen = fromlen};
-            tmp.addr = *from;
-            worker_send(w, &tmp, out, n);
-        }
+        if (n)
+            worker_send_to(w, from, fromlen, out, n);
         atomic_fetch_add(&w->drops, 1);
         session_unref(s);
         return;
@@ -553,11 +556,8 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
     }
     s->last_stun_ms = media_now_ms();
     n = stun_binding_success(out, sizeof out, m.txid, (const struct sockaddr *)from, pwd);
-    if (n) {
-        session_t tmp = {.addrlen = fromlen};
-        tmp.addr = *from;
-        worker_send(w, &tmp, out, n);
-    }
+    if (n)
+        worker_send_to(w, from, fromlen, out, n);
     /* The controlling agent may check several pairs (each 4-tuple can hash to another
      * worker's socket); media flows on the one it nominates, so that is where we bind. */
     if (m.use_candidate)

@@ -222,6 +222,8 @@ void session_ref(session_t *s);
 void session_unref(session_t *s);
 /* Queue a datagram to a session (any worker thread). Flushed at the end of the batch. */
 void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, size_t len);
+void worker_send_to(media_worker_t *w, const struct sockaddr_storage *to, socklen_t tolen,
+                    const uint8_t *data, size_t len);
 void worker_flush(media_worker_t *w);
 /* Worker -> core: a session ended for a reason of the worker's (timeout, DTLS failure). */
 void media_report_closed(session_t *s, const char *reason);
