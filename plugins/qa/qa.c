@@ -384,6 +384,10 @@ static void access_done(int status, json_t *result, void *ud)
     op_t *op = ud;
     if (status != ONAIR_OK)
         return op_fail(op, status, result);
+    /* banned from a private stream she could otherwise see (streams.access asks moderation) */
+    if (json_is_true(json_object_get(result, "banned")) &&
+        !json_is_true(json_object_get(result, "visible")))
+        return op_problem(op, ONAIR_EPERM, "banned", "you are banned from this stream");
     if (!json_is_true(json_object_get(result, "found")) ||
         !json_is_true(json_object_get(result, "visible")))
         return op_problem(op, ONAIR_ENOTFOUND, "stream_not_found", "no such stream");

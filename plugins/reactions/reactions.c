@@ -525,6 +525,16 @@ static int access_check(op_t *op, int status, json_t *res, int need_live)
                  "the streams service did not answer");
         return -1;
     }
+    if (json_is_true(json_object_get(res, "banned")) &&
+        !json_is_true(json_object_get(res, "visible"))) {
+        /* banned from a private stream she could otherwise see */
+        if (op->req)
+            api->reply_problem(op->req, 403, "banned", "you are banned from this stream");
+        else
+            api->msg_reply_error(op->msg, ONAIR_EPERM, "banned", "you are banned from this stream");
+        op_free(op);
+        return -1;
+    }
     if (!json_is_true(json_object_get(res, "found")) ||
         !json_is_true(json_object_get(res, "visible"))) {
         if (op->req)
