@@ -144,6 +144,9 @@ const onair_config_key_t core_schema[] = {
         RANGE(1, 1000000), .doc = "WHEP viewers of one stream."),
     KEY(.key = "media.max_publisher_bitrate", .type = ONAIR_CFG_INT, .default_value = "8000",
         RANGE(100, 1000000), .doc = "kbit/s a publisher is allowed to send (REMB)."),
+    KEY(.key = "media.transport_cc", .type = ONAIR_CFG_BOOL, .default_value = "true",
+        .doc = "Negotiate transport-cc with WHIP publishers and send them transport-wide "
+               "congestion control feedback (their send-side estimate); false: REMB only."),
     KEY(.key = "media.on_second_publisher", .type = ONAIR_CFG_STRING, .default_value = "replace",
         .choices = "replace|reject",
         .doc = "A WHIP publish to a stream that has one: replace it (hand-over) or answer 409."),

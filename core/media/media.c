@@ -87,6 +87,7 @@ int media_setup(struct host *h, char *err, size_t elen)
         (uint64_t)json_integer_value(cfg_json_get(c, "media.max_publisher_bitrate")) * 1000u;
     g_media.replace_publisher =
         !strcmp(json_string_value(cfg_json_get(c, "media.on_second_publisher")), "replace");
+    g_media.transport_cc = json_is_true(cfg_json_get(c, "media.transport_cc"));
 
     json_t *addrs = cfg_json_get(c, "media.public_addresses");
     size_t i;

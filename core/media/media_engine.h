@@ -21,6 +21,7 @@ struct media {
     int max_sessions, max_viewers;
     uint64_t max_publisher_bps;
     int replace_publisher; /* a second WHIP publish replaces the first (else 409) */
+    int transport_cc;      /* negotiate transport-cc with publishers and send them feedback */
 
     pthread_mutex_t lock; /* the tables below */
     session_t **by_ufrag, **by_id;

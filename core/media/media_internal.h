@@ -41,6 +41,7 @@
 #define MEDIA_ID_LEN        24
 #define MEDIA_STREAM_ID_LEN 64
 #define MEDIA_HASH_SLOTS    4096 /* buckets of the session and relay tables */
+#define MEDIA_TCC_RING      1024 /* publisher: transport-wide seqs awaiting feedback (50 ms) */
 
 enum media_kind { MEDIA_AUDIO = 0, MEDIA_VIDEO = 1, MEDIA_KINDS = 2 };
 enum media_role { ROLE_PUBLISHER = 1, ROLE_VIEWER = 2 };
@@ -162,6 +163,17 @@ struct session {
     uint32_t our_ssrc;     /* sender SSRC of our RTCP to this peer */
     uint64_t last_rtcp_ms;
     uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, srtp_errors, rtt_ms;
+
+    /* publisher with transport-cc (draft-holmer-rmcat-transport-wide-cc-extensions-01), under
+     * relay->lock: arrivals of the transport-wide seqs from tcc_next on, reported each tick */
+    uint8_t tcc_ext_id;   /* the extension's id in its packets, 0 = not negotiated (REMB then) */
+    uint8_t tcc_fb_count; /* feedback packet count (wraps) */
+    uint8_t tcc_started, tcc_pending;
+    uint16_t tcc_next; /* first seq not reported yet */
+    uint16_t tcc_max;  /* highest seq received (when pending) */
+    uint64_t tcc_feedback_sent;
+    uint32_t tcc_arrival[MEDIA_TCC_RING]; /* by seq % ring: low 32 bits of the arrival us | 1,
+                                           * 0 = not received */
 
     struct session *next_in_worker; /* the bound worker's list */
     struct session *hnext_ufrag, *hnext_id;

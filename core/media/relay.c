@@ -5,7 +5,9 @@
  * the viewer's own SRTP context. Viewers' RTCP is answered here: NACKs from the per-layer
  * retransmission buffer (RTX when negotiated), PLI/FIR relayed to the publisher at most
  * twice a second per layer, REMB feeding simulcast layer selection. Publishers get receiver
- * reports, NACKs for what they lost and a REMB allowing the configured bitrate.
+ * reports, NACKs for what they lost and either transport-wide congestion control feedback
+ * every tick (when transport-cc was negotiated: their send-side estimate runs on it) or a
+ * REMB allowing the configured bitrate.
  *
  * Every function here runs on a media worker with relay->lock held (see media_internal.h).
  */
@@ -119,6 +121,90 @@ void relay_request_keyframe(media_worker_t *w, session_t *pub, int kind, int lay
     }
 }
 
+/* ---- transport-cc ------------------------------------------------------------------------ */
+
+#define TCC_FEEDBACK_MAX   1200 /* bytes per feedback packet (room for SRTCP in a datagram) */
+#define TCC_FEEDBACKS_TICK 4    /* feedback packets per tick at most */
+
+/* Forgets the arrivals of seqs [from, to). */
+static void tcc_clear(session_t *s, uint16_t from, uint16_t to)
+{
+    uint16_t n = (uint16_t)(to - from);
+    if (n >= MEDIA_TCC_RING) {
+        memset(s->tcc_arrival, 0, sizeof s->tcc_arrival);
+        return;
+    }
+    for (uint16_t i = 0; i < n; i++)
+        s->tcc_arrival[(uint16_t)(from + i) % MEDIA_TCC_RING] = 0;
+}
+
+/* A publisher's packet (any SSRC, RTX and padding probes too): its transport-wide seq. */
+static void tcc_record(session_t *s, const uint8_t *pkt, const rtp_header_t *h, uint64_t now_us)
+{
+    const uint8_t *v;
+    size_t vlen;
+    if (!h->ext_profile || rtp_ext_find(pkt, h, s->tcc_ext_id, &v, &vlen) < 0 || vlen != 2)
+        return;
+    uint16_t seq = (uint16_t)(v[0] << 8 | v[1]);
+    if (!s->tcc_started) {
+        s->tcc_started = 1;
+        s->tcc_next = seq;
+    }
+    uint16_t ahead = (uint16_t)(seq - s->tcc_next);
+    if (ahead >= 0x8000)
+        return; /* reported already (as lost): too late */
+    if (ahead >= MEDIA_TCC_RING) {
+        /* more than the ring holds between two ticks, or a jump: the oldest go unreported */
+        uint16_t next = (uint16_t)(seq - (MEDIA_TCC_RING - 1));
+        tcc_clear(s, s->tcc_next, next);
+        s->tcc_next = next;
+        if (s->tcc_pending && (int16_t)(s->tcc_max - next) < 0)
+            s->tcc_pending = 0;
+    }
+    uint32_t *slot = &s->tcc_arrival[seq % MEDIA_TCC_RING];
+    if (!*slot) /* a duplicate keeps the first arrival */
+        *slot = (uint32_t)now_us | 1u;
+    if (!s->tcc_pending || (int16_t)(seq - s->tcc_max) > 0)
+        s->tcc_max = seq;
+    s->tcc_pending = 1;
+}
+
+/* Feedback for everything from tcc_next to the highest seq received (the gaps: lost). */
+static void tcc_feedback(media_worker_t *w, session_t *s, uint64_t now_us)
+{
+    if (!s->tcc_pending || !atomic_load(&s->media_ready))
+        return;
+    uint32_t media = s->pub[MEDIA_VIDEO].layers[0].ssrc;
+    if (!media)
+        media = s->pub[MEDIA_AUDIO].layers[0].ssrc;
+    uint32_t now32 = (uint32_t)now_us;
+    int64_t arr[MEDIA_TCC_RING];
+    uint8_t buf[TCC_FEEDBACK_MAX];
+    for (int k = 0; k < TCC_FEEDBACKS_TICK && s->tcc_pending; k++) {
+        size_t n = (size_t)(uint16_t)(s->tcc_max - s->tcc_next) + 1;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t a = s->tcc_arrival[(uint16_t)(s->tcc_next + i) % MEDIA_TCC_RING];
+            arr[i] = a ? (int64_t)(now_us - (uint32_t)(now32 - a)) : RTCP_TCC_NOT_RECEIVED;
+        }
+        size_t covered = 0;
+        size_t len = rtcp_build_tcc(buf, sizeof buf, s->our_ssrc, media, s->tcc_next, arr, n,
+                                    s->tcc_fb_count, &covered);
+        if (!len) { /* cannot happen with n >= 1: never get stuck on it */
+            tcc_clear(s, s->tcc_next, (uint16_t)(s->tcc_max + 1));
+            s->tcc_next = (uint16_t)(s->tcc_max + 1);
+            s->tcc_pending = 0;
+            break;
+        }
+        relay_send_rtcp(w, s, buf, len);
+        s->tcc_fb_count++;
+        s->tcc_feedback_sent++;
+        tcc_clear(s, s->tcc_next, (uint16_t)(s->tcc_next + covered));
+        s->tcc_next = (uint16_t)(s->tcc_next + covered);
+        if (covered >= n)
+            s->tcc_pending = 0;
+    }
+}
+
 /* ---- publisher RTP ------------------------------------------------------------------------- */
 
 /* Which track and layer an SSRC belongs to; learns new SSRCs from the payload type and,
@@ -218,8 +304,11 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         return;
     }
     relay_t *r = s->relay;
+    uint64_t now_us = media_now_us(), now_ms = now_us / 1000u;
     pthread_mutex_lock(&r->lock);
     int kind, layer, is_rtx;
+    if (r->publisher == s && s->tcc_ext_id)
+        tcc_record(s, pkt, &h, now_us); /* every packet counts for the sender's estimate */
     if (r->publisher != s || classify(s, pkt, &h, &kind, &layer, &is_rtx) < 0) {
         pthread_mutex_unlock(&r->lock);
         atomic_fetch_add(&w->drops, 1); /* unknown SSRC, or a replaced publisher */
@@ -236,7 +325,6 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         }
         len = n;
     }
-    uint64_t now_us = media_now_us(), now_ms = now_us / 1000u;
     rtp_stats_update(&L->stats, h.seq, h.ts, h.payload_len, now_us);
     rtp_loss_update(&L->loss, h.seq, now_ms);
     if (now_ms - L->window_start_ms >= 1000) {
@@ -454,6 +542,8 @@ void relay_on_rtcp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
 static void publisher_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
 {
     uint8_t buf[MEDIA_MTU];
+    if (s->tcc_ext_id)
+        tcc_feedback(w, s, media_now_us());
     /* NACK what the publisher lost (the loss tracker spaces the retries) */
     for (int k = 0; k < MEDIA_KINDS; k++)
         for (int l = 0; l < s->pub[k].nlayers; l++) {
@@ -490,6 +580,8 @@ static void publisher_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
         return;
     size_t len = rtcp_build_rr(buf, sizeof buf, s->our_ssrc, rb, (size_t)nrb);
     if (len) {
+        /* REMB tells the publisher media.max_publisher_bitrate; with transport-cc it
+         * estimates from our feedback and Chrome still caps that estimate at the REMB */
         size_t m = rtcp_build_remb(buf + len, sizeof buf - len, s->our_ssrc,
                                    g_media.max_publisher_bps, ssrcs, (size_t)nrb);
         relay_send_rtcp(w, s, buf, len + m);

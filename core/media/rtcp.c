@@ -188,6 +188,76 @@ int rtcp_parse_tcc(const rtcp_packet_t *p, rtcp_tcc_t *t)
     return 0;
 }
 
+/* Walks the packet status chunks one status at a time. */
+typedef struct {
+    const uint8_t *b;
+    size_t len, off;
+    uint16_t chunk;
+    unsigned left, pos;
+} tcc_walk_t;
+
+/* The next status (0..3), -1 when the chunks end before it. */
+static int tcc_walk_next(tcc_walk_t *w)
+{
+    while (!w->left) {
+        if (w->off + 2 > w->len)
+            return -1;
+        w->chunk = rd16(w->b + w->off);
+        w->off += 2;
+        w->pos = 0;
+        if (!(w->chunk & 0x8000))
+            w->left = w->chunk & 0x1FFFu; /* run length (0: an empty run, read on) */
+        else
+            w->left = (w->chunk & 0x4000) ? 7 : 14;
+    }
+    int st;
+    if (!(w->chunk & 0x8000))
+        st = (w->chunk >> 13) & 3;
+    else if (w->chunk & 0x4000)
+        st = (w->chunk >> (2 * (6 - w->pos))) & 3;
+    else
+        st = (w->chunk >> (13 - w->pos)) & 1;
+    w->pos++;
+    w->left--;
+    return st;
+}
+
+int rtcp_parse_tcc_full(const rtcp_packet_t *p, rtcp_tcc_t *t, int64_t *arrival_us, size_t max)
+{
+    if (rtcp_parse_tcc(p, t) < 0)
+        return -1;
+    /* first pass: where the chunks end and the deltas start */
+    tcc_walk_t w = {.b = p->body, .len = p->body_len, .off = 16};
+    for (unsigned i = 0; i < t->status_count; i++) {
+        int st = tcc_walk_next(&w);
+        if (st < 0 || st == 3)
+            return -1;
+    }
+    size_t d = w.off;
+    tcc_walk_t v = {.b = p->body, .len = p->body_len, .off = 16};
+    int64_t ticks = (int64_t)t->ref_time * 256; /* 64 ms = 256 * 250 us */
+    for (unsigned i = 0; i < t->status_count; i++) {
+        int st = tcc_walk_next(&v);
+        int64_t at = RTCP_TCC_NOT_RECEIVED;
+        if (st == 1) {
+            if (d + 1 > p->body_len)
+                return -1;
+            ticks += p->body[d];
+            d += 1;
+            at = ticks * 250;
+        } else if (st == 2) {
+            if (d + 2 > p->body_len)
+                return -1;
+            ticks += (int16_t)rd16(p->body + d);
+            d += 2;
+            at = ticks * 250;
+        }
+        if (arrival_us && i < max)
+            arrival_us[i] = at;
+    }
+    return t->status_count;
+}
+
 int rtcp_parse_fir(const rtcp_packet_t *p, uint32_t *sender_ssrc, rtcp_fir_entry_t *e, size_t max)
 {
     if (!rtcp_is_fir(p) || p->body_len < 8 || (p->body_len - 8) % 8)
@@ -356,6 +426,137 @@ size_t rtcp_build_remb(uint8_t *out, size_t cap, uint32_t sender_ssrc, uint64_t 
     out[19] = (uint8_t)mant;
     for (size_t i = 0; i < n; i++)
         wr32(out + 20 + i * 4, ssrcs[i]);
+    return total;
+}
+
+#define TCC_MAX_RUN 8191 /* 13-bit run length */
+
+/* A packet's status from its arrival: 0 not received, 1 small delta, 2 large delta, -1 the
+ * delta does not fit 16 bits. Moves *prev (250 us ticks) on when received. */
+static int tcc_status(int64_t arrival_us, int64_t *prev)
+{
+    if (arrival_us < 0) /* RTCP_TCC_NOT_RECEIVED */
+        return 0;
+    int64_t t = arrival_us / 250, d = t - *prev;
+    if (d < INT16_MIN || d > INT16_MAX)
+        return -1;
+    *prev = t;
+    return d <= 255 && d >= 0 ? 1 : 2;
+}
+
+/* Delta bytes of a status. */
+static size_t tcc_cost(int st)
+{
+    return st == 1 ? 1 : st == 2 ? 2 : 0;
+}
+
+size_t rtcp_build_tcc(uint8_t *out, size_t cap, uint32_t sender_ssrc, uint32_t media_ssrc,
+                      uint16_t base_seq, const int64_t *arrival_us, size_t n, uint8_t fb_count,
+                      size_t *covered)
+{
+    if (covered)
+        *covered = 0;
+    cap &= ~(size_t)3; /* the packet is a whole number of words */
+    if (n == 0 || n > 65535 || cap < 24)
+        return 0;
+    int64_t ref = 0;
+    for (size_t i = 0; i < n; i++)
+        if (arrival_us[i] >= 0) {
+            ref = arrival_us[i] / 64000; /* the first received: its delta is 0..255 */
+            break;
+        }
+    /* status chunks, deciding what each covers; the deltas follow once we know how many */
+    size_t off = 20, dbytes = 0, i = 0;
+    int64_t prev = ref * 256;
+    while (i < n) {
+        uint8_t sym[14];
+        size_t m = 0;
+        int64_t p = prev;
+        for (; m < 14 && i + m < n; m++) {
+            int st = tcc_status(arrival_us[i + m], &p);
+            if (st < 0)
+                break;
+            sym[m] = (uint8_t)st;
+        }
+        if (!m)
+            break; /* a delta beyond 16 bits: the next feedback starts here */
+        size_t run = 0;
+        p = prev;
+        while (run < TCC_MAX_RUN && i + run < n) {
+            int64_t q = p;
+            if (tcc_status(arrival_us[i + run], &q) != sym[0])
+                break;
+            p = q;
+            run++;
+        }
+        int large = 0;
+        for (size_t j = 0; j < m; j++)
+            large |= sym[j] == 2;
+        uint16_t chunk;
+        size_t c, cost = 0;
+        if (run >= 14 || run == m || (large && run >= 7)) {
+            /* run length: as much of the run as fits */
+            size_t each = tcc_cost(sym[0]);
+            if (each && off + 2 + dbytes + run * each > cap)
+                run = off + 2 + dbytes < cap ? (cap - off - 2 - dbytes) / each : 0;
+            if (!run)
+                break;
+            c = run;
+            cost = run * each;
+            chunk = (uint16_t)((unsigned)sym[0] << 13 | (unsigned)run);
+        } else {
+            /* a status vector: 14 one-bit statuses, or 7 two-bit ones when a large delta is
+             * among them (the last chunk may cover fewer: the rest are ignored) */
+            c = large ? (m < 7 ? m : 7) : m;
+            chunk = large ? 0xC000 : 0x8000;
+            for (size_t j = 0; j < c; j++) {
+                chunk |=
+                    large ? (uint16_t)(sym[j] << (2 * (6 - j))) : (uint16_t)(sym[j] << (13 - j));
+                cost += tcc_cost(sym[j]);
+            }
+            if (off + 2 + dbytes + cost > cap)
+                break;
+        }
+        wr16(out + off, chunk);
+        off += 2;
+        dbytes += cost;
+        for (size_t j = 0; j < c; j++)
+            tcc_status(arrival_us[i + j], &prev);
+        i += c;
+    }
+    if (!i)
+        return 0;
+    /* receive deltas */
+    prev = ref * 256;
+    for (size_t j = 0; j < i; j++) {
+        int64_t before = prev;
+        int st = tcc_status(arrival_us[j], &prev);
+        if (st == 1)
+            out[off++] = (uint8_t)(prev - before);
+        else if (st == 2) {
+            wr16(out + off, (uint16_t)(int16_t)(prev - before));
+            off += 2;
+        }
+    }
+    size_t total = (off + 3) & ~(size_t)3, pad = total - off;
+    if (pad) {
+        memset(out + off, 0, pad);
+        out[total - 1] = (uint8_t)pad;
+    }
+    wr_hdr(out, RTCP_FMT_TCC, RTCP_RTPFB, total);
+    if (pad)
+        out[0] |= 0x20;
+    wr32(out + 4, sender_ssrc);
+    wr32(out + 8, media_ssrc);
+    wr16(out + 12, base_seq);
+    wr16(out + 14, (uint16_t)i);
+    uint32_t rt = (uint32_t)ref & 0xFFFFFFu;
+    out[16] = (uint8_t)(rt >> 16);
+    out[17] = (uint8_t)(rt >> 8);
+    out[18] = (uint8_t)rt;
+    out[19] = fb_count;
+    if (covered)
+        *covered = i;
     return total;
 }
 

@@ -1,8 +1,8 @@
 /*
  * RTCP (RFC 3550, RFC 4585, RFC 5104) for the media relay: iterating a compound packet,
- * decoding SR, RR, BYE, generic NACK, transport-wide CC (header only), PLI, FIR and REMB,
- * building PLI, FIR, NACK, RR, SR, REMB and SDES CNAME, and per-stream receive statistics
- * (RFC 3550 A.1/A.3/A.8) that fill the report blocks of an RR.
+ * decoding SR, RR, BYE, generic NACK, transport-wide CC, PLI, FIR and REMB, building PLI,
+ * FIR, NACK, RR, SR, REMB, transport-wide CC and SDES CNAME, and per-stream receive
+ * statistics (RFC 3550 A.1/A.3/A.8) that fill the report blocks of an RR.
  *
  * No global mutable state; parsing never reads outside the given buffer; no allocation.
  * Builders return the number of bytes written, 0 when `cap` is too small.
@@ -118,6 +118,16 @@ typedef struct {
 } rtcp_tcc_t;
 int rtcp_parse_tcc(const rtcp_packet_t *p, rtcp_tcc_t *t);
 
+/* "Not received" in the arrival lists below. */
+#define RTCP_TCC_NOT_RECEIVED INT64_MIN
+
+/* Full transport-cc decode: the header as above, then for the packets base_seq + i
+ * (i < status_count, the first `max` written) the arrival time in microseconds on the
+ * sender's reference clock (ref_time * 64 ms plus the receive deltas, 250 us units), or
+ * RTCP_TCC_NOT_RECEIVED. Returns status_count, -1 when malformed (chunks or deltas run
+ * past the packet, or a reserved status). */
+int rtcp_parse_tcc_full(const rtcp_packet_t *p, rtcp_tcc_t *t, int64_t *arrival_us, size_t max);
+
 typedef struct {
     uint32_t ssrc;
     uint8_t seqnr;
@@ -151,6 +161,18 @@ size_t rtcp_build_sr(uint8_t *out, size_t cap, uint32_t ssrc, uint64_t ntp, uint
 /* bitrate is encoded as 18-bit mantissa and 6-bit exponent (rounded down). n <= 255. */
 size_t rtcp_build_remb(uint8_t *out, size_t cap, uint32_t sender_ssrc, uint64_t bitrate_bps,
                        const uint32_t *ssrcs, size_t n);
+/* Transport-wide congestion control feedback (draft-holmer-rmcat-transport-wide-cc-
+ * extensions-01, 3.1): arrival_us[i] is when packet base_seq + i arrived (microseconds, any
+ * clock >= 0) or RTCP_TCC_NOT_RECEIVED; the seq wraps at 16 bits. Reference time: the first
+ * received packet's time in 64 ms units (24 bits, wrapping); receive deltas in 250 us units,
+ * one byte (0..255) or two (signed); status chunks run-length where a run is long, else
+ * 1-bit or 2-bit status vectors; padded to 32 bits with the P bit (as libwebrtc does).
+ * Packets are covered in order until the list ends, `cap` is full or a delta does not fit
+ * 16 bits (8 s); *covered (optional) gets how many (the status count): send the rest in a
+ * new feedback starting at base_seq + *covered. n <= 65535. 0 when nothing fits. */
+size_t rtcp_build_tcc(uint8_t *out, size_t cap, uint32_t sender_ssrc, uint32_t media_ssrc,
+                      uint16_t base_seq, const int64_t *arrival_us, size_t n, uint8_t fb_count,
+                      size_t *covered);
 /* One chunk with a CNAME item (len <= 255). */
 size_t rtcp_build_sdes_cname(uint8_t *out, size_t cap, uint32_t ssrc, const char *cname);
 

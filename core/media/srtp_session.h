@@ -1,16 +1,26 @@
 /*
- * SRTP/SRTCP protection with libsrtp2: a thin wrapper so the rest of the relay never
- * includes <srtp2/srtp.h> (whose srtp_* names would clash with ours, hence the
- * srtp_session_ prefix). A session is one direction of one DTLS-SRTP association:
+ * SRTP/SRTCP protection (RFC 3711, RFC 7714) implemented on OpenSSL 3 EVP (libsrtp2 is not
+ * used at runtime; Debian's is built on NSS, whose per-packet PK11_Encrypt overhead cost
+ * ~45 % of a media worker). Names keep the srtp_session_ prefix so that code (e.g. the
+ * unit test, which uses libsrtp2 as the reference) can include <srtp2/srtp.h> next to this
+ * header without clashes. A session is one direction of one DTLS-SRTP association:
  * OUTBOUND protects what we send with our key, INBOUND unprotects what the remote sends
  * with its key (dtls_peer_srtp_keys() gives both), for any SSRC (BUNDLE).
  *
  * Replay window 1024 packets; repeated transmission of an already protected sequence
  * number is allowed on outbound sessions (the relay resends packets for NACK).
  *
+ * Per SSRC a session keeps a stream (ROC and replay window, SRTCP index and window),
+ * created on the first packet of that SSRC (inbound: once it authenticated), at most
+ * SRTP_SESSION_MAX_STREAMS: beyond that an inbound session forgets its least recently used
+ * stream, an outbound one fails with SRTP_SESSION_EOTHER (forgetting a sent ROC could
+ * reuse keystream). SRTCP: the E bit is always set on protect; unprotect also accepts
+ * E=0 (authenticated only). No MKI. Outbound SRTCP indexes start at 1 (as libsrtp).
+ *
  * Threads: srtp_session_global_init() is thread-safe and idempotent. One srtp_session_t
- * must be used by one thread at a time (libsrtp keeps per-stream state: ROC, replay
- * window); different sessions may be used concurrently.
+ * must be used by one thread at a time (it keeps per-stream state: ROC, replay window,
+ * and its cipher contexts); different sessions may be used concurrently. No allocation
+ * per packet (only when a new SSRC appears).
  */
 #ifndef ONAIR_MEDIA_SRTP_SESSION_H
 #define ONAIR_MEDIA_SRTP_SESSION_H
@@ -30,6 +40,9 @@
 /* Room protect needs after the packet (tag, MKI, SRTCP index), both RTP and RTCP. */
 #define SRTP_SESSION_MAX_TRAILER 148
 
+/* SSRCs (streams) per session, see above. */
+#define SRTP_SESSION_MAX_STREAMS 256
+
 /* Errors (negative). */
 #define SRTP_SESSION_EOTHER  -1 /* bad packet, bad arguments, too small buffer, ... */
 #define SRTP_SESSION_EAUTH   -2 /* authentication tag did not verify */
@@ -37,7 +50,7 @@
 
 typedef struct srtp_session srtp_session_t;
 
-/* srtp_init() once (pthread_once). 0 or SRTP_SESSION_EOTHER. */
+/* Fetches the OpenSSL algorithms once (pthread_once). 0 or SRTP_SESSION_EOTHER. */
 int srtp_session_global_init(void);
 
 /* key_salt/len: master key || master salt for the profile (30 or 28 bytes). Calls
@@ -53,5 +66,13 @@ int srtp_session_protect_rtcp(srtp_session_t *s, uint8_t *buf, size_t *len, size
 int srtp_session_unprotect_rtcp(srtp_session_t *s, uint8_t *buf, size_t *len);
 
 void srtp_session_free(srtp_session_t *s);
+
+/* The SRTP key derivation (RFC 3711 4.3.1, AES-CM PRF, key_derivation_rate 0, index 0):
+ * out_len bytes of keystream for `label` (0 RTP cipher key, 1 RTP auth key, 2 RTP salt,
+ * 3-5 the same for SRTCP). master_key 16 bytes; master_salt up to 14 bytes (a 12-byte
+ * GCM salt is zero-padded at the end, RFC 7714 section 11). 0 or SRTP_SESSION_EOTHER.
+ * Exposed for the RFC 3711 B.3 test vectors. */
+int srtp_session_kdf(const uint8_t *master_key, size_t key_len, const uint8_t *master_salt,
+                     size_t salt_len, uint8_t label, uint8_t *out, size_t out_len);
 
 #endif

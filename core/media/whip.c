@@ -201,6 +201,7 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
     int have[MEDIA_KINDS] = {0};
     int fp_taken = 0;
     op->opts->n_media = o->n_media;
+    /* transport-wide-cc last: media.transport_cc off leaves it out */
     static const char *const uris[] = {
         "urn:ietf:params:rtp-hdrext:sdes:mid",
         "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
@@ -209,9 +210,11 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
         "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
         "urn:3gpp:video-orientation",
         "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
     };
+    int tcc = g_media.transport_cc;
     op->opts->extmap_uris = uris;
-    op->opts->n_extmap_uris = (int)(sizeof uris / sizeof uris[0]);
+    op->opts->n_extmap_uris = (int)(sizeof uris / sizeof uris[0]) - (tcc ? 0 : 1);
     for (int i = 0; i < o->n_media; i++) {
         const sdp_media_t *m = &o->media[i];
         sdp_answer_media_t *am = &op->opts->media[i];
@@ -239,8 +242,11 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
         am->n_pts = 1;
         am->pts[0] = c->pt;
         am->keep_rtx = kind == MEDIA_VIDEO && c->rtx_pt >= 0;
-        /* REMB (not transport-cc): we tell the publisher what it may send */
+        /* transport-cc when offered (and media.transport_cc): the publisher estimates its
+         * bandwidth from our feedback; else REMB: we tell it what it may send */
         am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB;
+        if (tcc)
+            am->fb |= SDP_FB_TRANSPORT_CC;
         am->simulcast_recv = kind == MEDIA_VIDEO && m->simulcast.present && m->simulcast.n_send > 1;
 
         pub_track_t *t = &s->pub[kind];
@@ -254,9 +260,14 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
         t->clock = c->clock;
         for (int e = 0; e < m->n_extmaps; e++) {
             int x = ext_index(m->extmaps[e].uri);
-            if (x >= 0 && m->extmaps[e].id < 256)
+            if (x >= 0 && m->extmaps[e].id > 0 && m->extmaps[e].id < 256 &&
+                (x != EXT_TRANSPORT_CC || tcc))
                 t->ext_id[x] = (uint8_t)m->extmaps[e].id;
         }
+        /* transport-cc is on when the answer has both its extmap and its rtcp-fb (the seqs
+         * are transport-wide: with BUNDLE every m-line uses the same id) */
+        if (t->ext_id[EXT_TRANSPORT_CC] && (c->fb & SDP_FB_TRANSPORT_CC) && !s->tcc_ext_id)
+            s->tcc_ext_id = t->ext_id[EXT_TRANSPORT_CC];
         if (am->simulcast_recv) {
             int n = 0, rank[MEDIA_MAX_LAYERS];
             for (int k = 0; k < m->simulcast.n_send && n < MEDIA_MAX_LAYERS; k++) {
@@ -975,12 +986,13 @@ static json_t *relay_json(relay_t *r)
                                             "codec", t->desc.name, "payload_type", t->pt,
                                             "simulcast", t->simulcast, "layers", layers));
         }
-        json_object_set_new(out, "publisher",
-                            json_pack("{s:s,s:b,s:I,s:I,s:I,s:o}", "session", p->id, "connected",
-                                      atomic_load(&p->media_ready), "packets_received",
-                                      (json_int_t)p->rx_packets, "bytes_received",
-                                      (json_int_t)p->rx_bytes, "srtp_errors",
-                                      (json_int_t)p->srtp_errors, "tracks", tracks));
+        json_object_set_new(
+            out, "publisher",
+            json_pack("{s:s,s:b,s:I,s:I,s:I,s:b,s:I,s:o}", "session", p->id, "connected",
+                      atomic_load(&p->media_ready), "packets_received", (json_int_t)p->rx_packets,
+                      "bytes_received", (json_int_t)p->rx_bytes, "srtp_errors",
+                      (json_int_t)p->srtp_errors, "transport_cc", p->tcc_ext_id != 0,
+                      "feedback_sent", (json_int_t)p->tcc_feedback_sent, "tracks", tracks));
     } else {
         json_object_set_new(out, "publisher", json_null());
     }

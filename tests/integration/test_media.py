@@ -24,8 +24,11 @@ PW = "correct horse battery staple"
 FP = ":".join(["AB"] * 32)
 
 
+TCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
 def offer(direction="sendonly", audio=True, video=True, ufrag="cli1", pwd="clientpassword0123456789",
-          video_codecs=("VP8",), fingerprint=FP, bandwidth=None):
+          video_codecs=("VP8",), fingerprint=FP, bandwidth=None, transport_cc=False):
     mids = []
     lines = ["v=0", "o=- 4611731400430051336 2 IN IP4 127.0.0.1", "s=-", "t=0 0"]
     body = []
@@ -37,6 +40,8 @@ def offer(direction="sendonly", audio=True, video=True, ufrag="cli1", pwd="clien
                  "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
                  f"a={direction}", "a=rtcp-mux", "a=rtpmap:111 opus/48000/2",
                  "a=fmtp:111 minptime=10;useinbandfec=1"]
+        if transport_cc:  # as Chrome offers it: the extension and the feedback on every m-line
+            body += [f"a=extmap:5 {TCC_URI}", "a=rtcp-fb:111 transport-cc"]
         if direction == "sendonly":
             body += ["a=ssrc:1001 cname:test"]
     if video:
@@ -49,6 +54,8 @@ def offer(direction="sendonly", audio=True, video=True, ufrag="cli1", pwd="clien
             fmtp = ";packetization-mode=1;profile-level-id=42e01f" if c == "H264" else ""
             maps += [f"a=rtpmap:{pt} {c}/90000", f"a=rtcp-fb:{pt} nack", f"a=rtcp-fb:{pt} nack pli",
                      f"a=rtcp-fb:{pt} goog-remb"]
+            if transport_cc:
+                maps.append(f"a=rtcp-fb:{pt} transport-cc")
             if fmtp:
                 maps.append(f"a=fmtp:{pt} level-asymmetry-allowed=1{fmtp}")
             maps += [f"a=rtpmap:{pt + 1} rtx/90000", f"a=fmtp:{pt + 1} apt={pt}"]
@@ -60,6 +67,8 @@ def offer(direction="sendonly", audio=True, video=True, ufrag="cli1", pwd="clien
                  f"a=fingerprint:sha-256 {fingerprint}", "a=setup:actpass", "a=mid:1",
                  "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
                  f"a={direction}", "a=rtcp-mux", "a=rtcp-rsize"] + maps
+        if transport_cc:
+            body.append(f"a=extmap:5 {TCC_URI}")
         if direction == "sendonly":
             body += ["a=ssrc-group:FID 2001 2002", "a=ssrc:2001 cname:test", "a=ssrc:2002 cname:test"]
     lines.append("a=group:BUNDLE " + " ".join(mids))
@@ -331,6 +340,71 @@ def test_connect_timeout_ends_the_stream(srv):
         time.sleep(0.2)
     assert stream_status(srv, sid, owner.token) == "ended"
     problem(srv.http("DELETE", r.header("Location"), token=key), 404, "not_found")
+
+
+def publisher_media(srv, sid, token):
+    r = srv.http("GET", f"/api/v1/streams/{sid}/media", token=token)
+    assert r.status == 200, r
+    return r.json()["publisher"]
+
+
+def test_transport_cc(srv):
+    """A publisher offering transport-cc gets it (the extension and the feedback), REMB stays
+    for the others; viewers never get it (the relay does not estimate per viewer)."""
+    owner = Account(srv, "tcc")
+    sid, key = owner.stream()
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(transport_cc=True), token=key)
+    assert r.status == 201, r
+    a = r.body
+    for line in (f"a=extmap:5 {TCC_URI}", "a=rtcp-fb:96 transport-cc", "a=rtcp-fb:111 transport-cc",
+                 "a=rtcp-fb:96 goog-remb", "a=rtcp-fb:96 nack pli"):
+        assert line in a, (line, a)
+    assert "a=rtcp-fb:97" not in a, a  # rtx gets no feedback of its own
+    pub = publisher_media(srv, sid, owner.token)
+    assert pub["transport_cc"] is True, pub
+    assert pub["feedback_sent"] == 0, pub  # no media: DTLS never came up
+    # a viewer offering it too: REMB only
+    r = post_sdp(srv, f"/api/v1/whep/{sid}", offer(direction="recvonly", transport_cc=True))
+    assert r.status == 201, r
+    assert "transport-cc" not in r.body and TCC_URI not in r.body, r.body
+    assert "a=rtcp-fb:96 goog-remb" in r.body, r.body
+    # a publisher without it: no transport-cc in the answer, REMB
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(), token=key)
+    assert r.status == 201, r
+    assert "transport-cc" not in r.body and "a=rtcp-fb:96 goog-remb" in r.body, r.body
+    pub = publisher_media(srv, sid, owner.token)
+    assert pub["transport_cc"] is False and pub["feedback_sent"] == 0, pub
+    # the extension without the feedback (or the reverse) is not transport-cc
+    half = offer(transport_cc=True).replace("a=rtcp-fb:96 transport-cc\r\n", "") \
+        .replace("a=rtcp-fb:111 transport-cc\r\n", "")
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", half, token=key)
+    assert r.status == 201, r
+    assert "a=rtcp-fb:96 transport-cc" not in r.body, r.body
+    assert publisher_media(srv, sid, owner.token)["transport_cc"] is False
+    assert srv.http("DELETE", r.header("Location"), token=key).status == 200
+
+
+def test_transport_cc_switched_off():
+    """media.transport_cc: false answers a transport-cc offer with REMB only."""
+    s = Server(plugins={"streams": {"path": os.path.join(PLUGIN_DIR, "streams.so"),
+                                    "config": {"categories": ["talk"]}}},
+               core={"auth": {"password_hash": "interactive"},
+                     "media": {"transport_cc": False}}).start()
+    try:
+        owner = Account(s, "tccoff")
+        sid, key = owner.stream()
+        r = post_sdp(s, f"/api/v1/whip/{sid}", offer(transport_cc=True), token=key)
+        assert r.status == 201, r
+        assert "transport-cc" not in r.body and TCC_URI not in r.body, r.body
+        for line in ("a=rtcp-fb:96 goog-remb", "a=rtcp-fb:96 nack pli",
+                     "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"):
+            assert line in r.body, (line, r.body)
+        pub = publisher_media(s, sid, owner.token)
+        assert pub["transport_cc"] is False, pub
+        assert s.http("DELETE", r.header("Location"), token=key).status == 200
+        assert s.stop() == 0
+    finally:
+        s.kill()
 
 
 def test_patch_trickle_and_restart(srv):

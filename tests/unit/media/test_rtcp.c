@@ -1,5 +1,6 @@
 /* Unit tests for core/media/rtcp.c: compound iteration (incl. a bad length in the middle and
- * every truncation), NACK/PLI/FIR/REMB/SR/RR/SDES round trips, transport-cc header, and
+ * every truncation), NACK/PLI/FIR/REMB/SR/RR/SDES round trips, transport-cc feedback (a
+ * hand-computed packet; round trips with gaps, reordering, large deltas, seq wrap), and
  * receive statistics (loss, wraparound, jitter, LSR/DLSR). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -164,6 +165,184 @@ static void test_pli_fir_tcc(void **state)
     assert_int_equal(t.fb_count, 7);
 }
 
+/* ---- transport-cc feedback ---------------------------------------------------------------- */
+
+#define NR RTCP_TCC_NOT_RECEIVED
+
+/* Builds feedback for arr[0..n), parses it back, and checks every status and arrival (the
+ * decoded times are on the 250 us grid, relative to the reference time's origin). Returns
+ * how many packets the feedback covered. */
+static size_t tcc_roundtrip(uint16_t base, const int64_t *arr, size_t n, size_t cap)
+{
+    uint8_t *buf = malloc(cap);
+    size_t covered = 0;
+    size_t len = rtcp_build_tcc(buf, cap, 0xAAAA, 0xBBBB, base, arr, n, 42, &covered);
+    assert_true(len > 0);
+    assert_true(len <= (cap & ~(size_t)3));
+    assert_int_equal(len % 4, 0);
+    assert_true(covered >= 1 && covered <= n);
+    rtcp_packet_t p;
+    size_t off = 0;
+    assert_int_equal(rtcp_next(buf, len, &off, &p), 1);
+    assert_int_equal(off, len);
+    assert_true(rtcp_is_tcc(&p));
+    rtcp_tcc_t t;
+    int64_t *got = calloc(covered, sizeof *got);
+    assert_int_equal(rtcp_parse_tcc_full(&p, &t, got, covered), (int)covered);
+    assert_int_equal(t.sender_ssrc, 0xAAAA);
+    assert_int_equal(t.media_ssrc, 0xBBBB);
+    assert_int_equal(t.base_seq, base);
+    assert_int_equal(t.status_count, covered);
+    assert_int_equal(t.fb_count, 42);
+    /* the origin: the first received packet sits 0..63.75 ms after the reference time */
+    int64_t first = -1, origin = 0;
+    for (size_t i = 0; i < covered && first < 0; i++)
+        if (arr[i] != NR) {
+            first = arr[i];
+            origin = first / 64000 * 64000 - (int64_t)t.ref_time * 64000;
+        }
+    for (size_t i = 0; i < covered; i++) {
+        if (arr[i] == NR) {
+            assert_true(got[i] == NR);
+        } else {
+            assert_true(got[i] != NR);
+            assert_int_equal(got[i] + origin, arr[i] / 250 * 250);
+        }
+    }
+    /* every truncation parses or fails cleanly (ASan) */
+    for (size_t cut = 16; cut < p.body_len; cut++) {
+        rtcp_packet_t q = p;
+        q.body_len = cut;
+        int r = rtcp_parse_tcc_full(&q, &t, got, covered);
+        assert_true(r == -1 || r == (int)covered);
+    }
+    free(got);
+    free(buf);
+    return covered;
+}
+
+static void test_tcc_vector(void **state)
+{
+    /* hand-computed: ref time 5 (320 ms); +4 ticks, lost, +300 ticks, -2 ticks: statuses
+     * small, none, large, large -> one 2-bit status vector 11 01 00 10 10 00 00 00 = 0xD280;
+     * deltas 04 | 01 2C | FF FE; 27 bytes -> one byte of padding (P bit, count 1) */
+    const int64_t arr[] = {321000, NR, 396000, 395500};
+    const uint8_t want[] = {0xAF, 205,  0x00, 0x06, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                            0x07, 0x08, 0x00, 0x64, 0x00, 0x04, 0x00, 0x00, 0x05, 0x09,
+                            0xD2, 0x80, 0x04, 0x01, 0x2C, 0xFF, 0xFE, 0x01};
+    uint8_t buf[64];
+    size_t covered;
+    size_t n = rtcp_build_tcc(buf, sizeof buf, 0x01020304, 0x05060708, 100, arr, 4, 9, &covered);
+    assert_int_equal(n, sizeof want);
+    assert_int_equal(covered, 4);
+    assert_memory_equal(buf, want, sizeof want);
+    assert_int_equal(tcc_roundtrip(100, arr, 4, 64), 4);
+    /* the existing header-only parser reads it too */
+    rtcp_packet_t p;
+    assert_int_equal(first_packet(buf, n, &p), 1);
+    rtcp_tcc_t t;
+    assert_int_equal(rtcp_parse_tcc(&p, &t), 0);
+    assert_int_equal(t.status_count, 4);
+    assert_int_equal(t.ref_time, 5);
+
+    /* a run: 20 packets 1 tick apart -> run-length chunk 0x2014 (small x 20), the first
+     * delta 0 (exactly on the reference time), then 19 x 01; 42 bytes + 2 padding */
+    int64_t run[20];
+    for (int i = 0; i < 20; i++)
+        run[i] = 640000 + i * 250;
+    n = rtcp_build_tcc(buf, sizeof buf, 1, 2, 0xFFF0, run, 20, 0, &covered);
+    assert_int_equal(n, 44);
+    assert_int_equal(covered, 20);
+    assert_int_equal(buf[0], 0xAF);
+    assert_int_equal(buf[3], 10);
+    assert_int_equal(buf[12], 0xFF);
+    assert_int_equal(buf[13], 0xF0);
+    assert_int_equal(buf[15], 20);
+    assert_int_equal(buf[18], 10); /* 640 ms / 64 ms */
+    assert_int_equal(buf[20], 0x20);
+    assert_int_equal(buf[21], 0x14);
+    assert_int_equal(buf[22], 0x00);
+    for (int i = 23; i < 42; i++)
+        assert_int_equal(buf[i], 0x01);
+    assert_int_equal(buf[42], 0);
+    assert_int_equal(buf[43], 2);
+
+    /* one-bit vector: received/lost alternating, all small: 0x8000 | 10101010101010 */
+    int64_t alt[14];
+    for (int i = 0; i < 14; i++)
+        alt[i] = i % 2 ? NR : 64000 + i * 1000;
+    n = rtcp_build_tcc(buf, sizeof buf, 1, 2, 7, alt, 14, 0, &covered);
+    assert_int_equal(covered, 14);
+    assert_int_equal(buf[20], 0xAA);
+    assert_int_equal(buf[21], 0xAA);
+    assert_int_equal(n, 20 + 2 + 7 + 3);
+
+    /* nothing to build */
+    assert_int_equal(rtcp_build_tcc(buf, sizeof buf, 1, 2, 0, alt, 0, 0, &covered), 0);
+    assert_int_equal(covered, 0);
+    assert_int_equal(rtcp_build_tcc(buf, 23, 1, 2, 0, alt, 14, 0, &covered), 0);
+}
+
+static void test_tcc_roundtrip(void **state)
+{
+    /* gaps (single losses, a burst of 30 lost), reordering (negative deltas), large
+     * forward deltas (100 ms, 2 s), packets in the same 250 us tick, base seq wrapping */
+    int64_t arr[400];
+    int64_t t = 5000000123;
+    for (int i = 0; i < 400; i++) {
+        if (i % 17 == 5 || (i >= 100 && i < 130)) {
+            arr[i] = NR;
+            continue;
+        }
+        t += i % 3 == 0 ? 1000 : 37;
+        if (i == 60)
+            t += 100000;
+        if (i == 200)
+            t += 2000000;
+        arr[i] = t;
+        if (i % 23 == 7)
+            arr[i] = t - 3000; /* arrived before the previous one */
+    }
+    assert_int_equal(tcc_roundtrip(0xFF00, arr, 400, 1500), 400);
+    assert_int_equal(tcc_roundtrip(65530, arr, 40, 1500), 40);
+    /* lost packets first: the reference comes from the first received one */
+    int64_t lead[] = {NR, NR, NR, 7777777, 7777000, NR, 7900000};
+    assert_int_equal(tcc_roundtrip(3, lead, 7, 64), 7);
+    /* long runs: 9000 received alike (more than one 13-bit run), 20 lost, 3 large */
+    size_t big = 9023;
+    int64_t *b = malloc(big * sizeof *b);
+    for (size_t i = 0; i < big; i++)
+        b[i] = i < 9000   ? (int64_t)i * 500
+               : i < 9020 ? NR
+                          : 9000 * 500 + (int64_t)(i - 9019) * 80000;
+    assert_int_equal(tcc_roundtrip(1, b, big, 20000), big);
+    /* a small cap: covered in parts, each part a valid feedback */
+    size_t done = 0, parts = 0;
+    while (done < big) {
+        done += tcc_roundtrip((uint16_t)(1 + done), b + done, big - done, 300);
+        parts++;
+    }
+    assert_true(parts > 10);
+    free(b);
+    /* a delta beyond 16 bits (10 s): the feedback stops before it */
+    int64_t gap[] = {1000000, 1000250, 11000000, 11000250};
+    assert_int_equal(tcc_roundtrip(9, gap, 4, 64), 2);
+    assert_int_equal(tcc_roundtrip(11, gap + 2, 2, 64), 2);
+    /* a reserved status (3) or chunks past the end: rejected */
+    const int64_t one[] = {64000};
+    uint8_t buf[32];
+    size_t n = rtcp_build_tcc(buf, sizeof buf, 1, 2, 0, one, 1, 0, NULL);
+    assert_int_equal(n, 24);
+    buf[20] = 0x60; /* run of status 3 */
+    rtcp_packet_t p;
+    rtcp_tcc_t tt;
+    assert_int_equal(first_packet(buf, n, &p), 1);
+    assert_int_equal(rtcp_parse_tcc_full(&p, &tt, NULL, 0), -1);
+    buf[20] = 0x20;
+    buf[14] = 0x01; /* status count 257: the chunks end first */
+    assert_int_equal(rtcp_parse_tcc_full(&p, &tt, NULL, 0), -1);
+}
+
 static void test_remb(void **state)
 {
     uint8_t buf[64];
@@ -309,10 +488,11 @@ static void test_sdes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_compound),    cmocka_unit_test(test_nack_roundtrip),
-        cmocka_unit_test(test_pli_fir_tcc), cmocka_unit_test(test_remb),
-        cmocka_unit_test(test_sr_rr),       cmocka_unit_test(test_stats),
-        cmocka_unit_test(test_sdes),
+        cmocka_unit_test(test_compound),      cmocka_unit_test(test_nack_roundtrip),
+        cmocka_unit_test(test_pli_fir_tcc),   cmocka_unit_test(test_remb),
+        cmocka_unit_test(test_sr_rr),         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_sdes),          cmocka_unit_test(test_tcc_vector),
+        cmocka_unit_test(test_tcc_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
