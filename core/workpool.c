@@ -199,27 +199,42 @@ static int owner_running(workpool_t *w, struct onair_plugin *owner)
     return 0;
 }
 
+static int owner_queued(workpool_t *w, struct onair_plugin *owner)
+{
+    for (job_t *j = w->queued.head; j; j = j->next)
+        if (j->owner == owner)
+            return 1;
+    return 0;
+}
+
 void workpool_drain_owner(workpool_t *w, struct onair_plugin *owner)
 {
-    pthread_mutex_lock(&w->lock);
-    /* queued jobs of owner are canceled: moved to finished with ECANCELED */
-    job_list_t keep = {0}, canceled = {0};
-    job_t *j;
-    while ((j = pop(&w->queued))) {
-        if (j->owner == owner) {
-            j->status = ONAIR_ECANCELED;
-            push(&canceled, j);
-        } else {
-            push(&keep, j);
+    /* Completions may submit new work for the same owner (a store callback that starts the
+     * next step): repeat until none is left, so nothing of owner runs after this. */
+    for (int more = 1; more;) {
+        pthread_mutex_lock(&w->lock);
+        /* queued jobs of owner are canceled: moved to finished with ECANCELED */
+        job_list_t keep = {0}, canceled = {0};
+        job_t *j;
+        while ((j = pop(&w->queued))) {
+            if (j->owner == owner) {
+                j->status = ONAIR_ECANCELED;
+                push(&canceled, j);
+            } else {
+                push(&keep, j);
+            }
         }
+        w->queued = keep;
+        while ((j = pop(&canceled)))
+            push(&w->finished, j);
+        while (owner_running(w, owner))
+            pthread_cond_wait(&w->idle_cv, &w->lock);
+        pthread_mutex_unlock(&w->lock);
+        run_finished(w);
+        pthread_mutex_lock(&w->lock);
+        more = owner_queued(w, owner) || owner_running(w, owner);
+        pthread_mutex_unlock(&w->lock);
     }
-    w->queued = keep;
-    while ((j = pop(&canceled)))
-        push(&w->finished, j);
-    while (owner_running(w, owner))
-        pthread_cond_wait(&w->idle_cv, &w->lock);
-    pthread_mutex_unlock(&w->lock);
-    run_finished(w);
 }
 
 size_t workpool_pending(workpool_t *w)
