@@ -58,7 +58,7 @@ struct srtp_session {
     uint8_t rtp_salt[14], rtcp_salt[14];
     stream_t **streams; /* sorted by ssrc */
     size_t n, cap;
-    stream_t *last; /* last used stream */
+    stream_t *last, *prev; /* the two streams used last: a viewer's audio and video alternate */
     uint64_t tick;
 };
 
@@ -196,9 +196,16 @@ static stream_t *stream_find(srtp_session_t *s, uint32_t ssrc)
 {
     if (s->last && s->last->ssrc == ssrc)
         return s->last;
+    if (s->prev && s->prev->ssrc == ssrc) {
+        stream_t *t = s->prev;
+        s->prev = s->last;
+        return s->last = t;
+    }
     size_t i = stream_pos(s, ssrc);
-    if (i < s->n && s->streams[i]->ssrc == ssrc)
+    if (i < s->n && s->streams[i]->ssrc == ssrc) {
+        s->prev = s->last;
         return s->last = s->streams[i];
+    }
     return NULL;
 }
 
@@ -206,6 +213,8 @@ static void stream_remove_at(srtp_session_t *s, size_t i)
 {
     if (s->last == s->streams[i])
         s->last = NULL;
+    if (s->prev == s->streams[i])
+        s->prev = NULL;
     free(s->streams[i]);
     memmove(&s->streams[i], &s->streams[i + 1], (s->n - i - 1) * sizeof *s->streams);
     s->n--;
@@ -243,6 +252,7 @@ static stream_t *stream_add(srtp_session_t *s, const stream_t *init)
     memmove(&s->streams[i + 1], &s->streams[i], (s->n - i) * sizeof *s->streams);
     s->streams[i] = st;
     s->n++;
+    s->prev = s->last;
     return s->last = st;
 }
 
