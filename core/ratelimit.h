@@ -31,23 +31,9 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "ratelimit_table.h" /* limits, ratelimit_result_t, ratelimit_retry_after_s */
 
 struct onair_plugin;
-
-#define RATELIMIT_NAME_MIN         3
-#define RATELIMIT_NAME_MAX         64
-#define RATELIMIT_MAX_LIMIT        1000000u /* N in N/W */
-#define RATELIMIT_MAX_WINDOW_S     86400u   /* 24 h */
-#define RATELIMIT_DEFAULT_CAPACITY 1000000u /* stored (limit, key) entries */
-#define RATELIMIT_KEY_MAX          256      /* longer keys are shortened (prefix + hash) */
-
-typedef struct ratelimit_result {
-    int allowed;            /* 1 = the hit was counted and may proceed */
-    uint32_t limit;         /* N of the effective limit */
-    uint32_t remaining;     /* hits still allowed right now (after this one) */
-    int64_t reset_s;        /* seconds until the key's bucket is full again (ceil) */
-    int64_t retry_after_ms; /* denied: wait before the next hit can pass (> 0); else 0 */
-} ratelimit_result_t;
 
 /* Declare a limit. The descriptor is read with its own `size` (zero-filled beyond).
  * name: [a-z0-9_.]{3,64}; with an owner it must start with "<owner name>." (core limits
@@ -89,10 +75,6 @@ const onair_ratelimit_t *ratelimit_find(const char *name);
  * ONAIR_ENOTFOUND (undeclared), ONAIR_ETOOBIG (out too small; out holds ""). */
 int ratelimit_key_for(const char *name, const char *user_id, const char *remote, char *out,
                       size_t out_len);
-
-/* Retry-After in whole seconds: ceil(retry_after_ms / 1000), at least 1 when denied,
- * 0 when allowed. */
-int64_t ratelimit_retry_after_s(const ratelimit_result_t *r);
 
 /* Number of stored (limit, key) entries (metrics, tests). */
 size_t ratelimit_entries(void);

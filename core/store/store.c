@@ -14,8 +14,8 @@
 #include "log.h"
 #include "store/backend.h"
 #include "store/doc.h"
+#include "store/spec.h"
 
-#define MAX_INSERT_BATCH   100000
 #define HEALTH_INTERVAL_MS 2000
 #define VERSIONS_FILE      "_versions.json" /* written by --export next to the .jsonl files */
 
@@ -73,110 +73,13 @@ static const store_backend_ops_t *backend_for(const char *name)
     return &store_sqlite_ops;
 }
 
-static void index_free(store_index_spec_t *ix)
-{
-    free(ix->name);
-    for (size_t i = 0; i < ix->nkeys; i++)
-        free(ix->fields[i]);
-    free(ix->fields);
-    free(ix->directions);
-}
-
 static void coll_free(struct onair_coll *c)
 {
     for (size_t i = 0; i < c->nindexes; i++)
-        index_free(&c->indexes[i]);
+        store_spec_index_free(&c->indexes[i]);
     free(c->indexes);
     free(c->full_name);
     free(c);
-}
-
-static int valid_coll_name(const char *n)
-{
-    size_t len = n ? strlen(n) : 0;
-    if (len == 0 || len > 48 || !(n[0] >= 'a' && n[0] <= 'z'))
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '_'))
-            return 0;
-    return 1;
-}
-
-static int valid_field_path(const char *f)
-{
-    size_t len = strlen(f);
-    if (len == 0 || len > 128 || f[0] == '.' || f[len - 1] == '.')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = f[i];
-        if (ch == '.' && f[i + 1] == '.')
-            return 0;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '.'))
-            return 0;
-    }
-    return 1;
-}
-
-/* "owner,-created_at" -> spec. 0 or -1 with err. */
-static int parse_index(const onair_index_t *in, store_index_spec_t *out, char *err, size_t elen)
-{
-    memset(out, 0, sizeof *out);
-    char *keys = strdup(in->keys);
-    if (!keys)
-        return -1;
-    size_t cap = 1;
-    for (const char *p = keys; *p; p++)
-        cap += *p == ',';
-    out->fields = calloc(cap, sizeof(char *));
-    out->directions = calloc(cap, sizeof(int));
-    size_t name_len = strlen(in->keys) * 2 + 16;
-    out->name = calloc(1, name_len);
-    if (!out->fields || !out->directions || !out->name)
-        goto fail;
-    char *save = NULL;
-    for (char *tok = strtok_r(keys, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        int dir = 1;
-        if (*tok == '-') {
-            dir = -1;
-            tok++;
-        } else if (*tok == '+') {
-            tok++;
-        }
-        size_t tl = strlen(tok);
-        while (tl && tok[tl - 1] == ' ')
-            tok[--tl] = 0;
-        if (!valid_field_path(tok) || !strcmp(tok, "_id")) {
-            snprintf(err, elen, "index keys '%s': '%s' is not a valid field", in->keys, tok);
-            goto fail;
-        }
-        out->fields[out->nkeys] = strdup(tok);
-        out->directions[out->nkeys] = dir;
-        if (!out->fields[out->nkeys])
-            goto fail;
-        size_t nl = strlen(out->name);
-        snprintf(out->name + nl, name_len - nl, "%s%s_%d", out->nkeys ? "_" : "", tok, dir);
-        out->nkeys++;
-    }
-    if (out->nkeys == 0) {
-        snprintf(err, elen, "index keys '%s' name no field", in->keys);
-        goto fail;
-    }
-    out->unique = (in->flags & ONAIR_INDEX_UNIQUE) != 0;
-    out->ttl_seconds = in->ttl_seconds;
-    if (out->ttl_seconds && out->nkeys != 1) {
-        snprintf(err, elen, "index keys '%s': a TTL index has exactly one field", in->keys);
-        goto fail;
-    }
-    free(keys);
-    return 0;
-fail:
-    free(keys);
-    index_free(out);
-    memset(out, 0, sizeof *out);
-    return -1;
 }
 
 /* ---- setup ------------------------------------------------------------------------------ */
@@ -276,458 +179,57 @@ static void health_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- operations --------------------------------------------------------------------- */
-enum op_kind { OP_INSERT, OP_FIND, OP_FIND_ONE, OP_COUNT, OP_UPDATE, OP_FAM, OP_DELETE, OP_AGG };
-
 typedef struct store_op {
-    enum op_kind kind;
+    enum store_op_kind kind;
     struct onair_coll *coll;
     char *coll_name; /* copy: the op may outlive nothing, but keep it simple */
     json_t *arg;     /* docs, spec or pipeline (owned) */
     onair_store_fn cb;
     void *ud;
     int64_t queued_at;
-    int status;
-    json_t *result;
-    char err[STORE_ERR_LEN];
+    store_exec_t x; /* status, result and error (store/spec.h) */
 } store_op_t;
-
-static void set_err(store_op_t *op, int status, const char *msg)
-{
-    op->status = status;
-    size_t n = strlen(msg); /* truncation of a long message is fine */
-    if (n >= sizeof op->err)
-        n = sizeof op->err - 1;
-    memcpy(op->err, msg, n);
-    op->err[n] = 0;
-}
-
-static json_t *spec_get(json_t *spec, const char *key)
-{
-    return json_is_object(spec) ? json_object_get(spec, key) : NULL;
-}
-
-/* Only keys in `allowed` may appear in a spec: a typo must not silently widen a
- * delete or an update. */
-static int check_spec_keys(store_op_t *op, json_t *spec, const char *const *allowed)
-{
-    if (spec && !json_is_object(spec)) {
-        set_err(op, ONAIR_EINVAL, "the operation's argument must be a JSON object");
-        return -1;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(spec, key, v)
-    {
-        int ok = 0;
-        for (size_t i = 0; allowed[i]; i++)
-            ok |= !strcmp(key, allowed[i]);
-        if (!ok) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "unknown option '%s'", key);
-            set_err(op, ONAIR_EINVAL, msg);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int get_filter(store_op_t *op, json_t *spec, json_t **out)
-{
-    json_t *f = spec_get(spec, "filter");
-    if (!f || json_is_null(f)) {
-        *out = json_object();
-        return 0;
-    }
-    char e[STORE_ERR_LEN];
-    if (!json_is_object(f) || doc_validate_filter(f, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, json_is_object(f) ? e : "filter must be an object");
-        return -1;
-    }
-    *out = json_incref(f);
-    return 0;
-}
-
-static int get_bool(store_op_t *op, json_t *spec, const char *key, int *out)
-{
-    json_t *v = spec_get(spec, key);
-    *out = 0;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_boolean(v)) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "'%s' must be true or false", key);
-        set_err(op, ONAIR_EINVAL, msg);
-        return -1;
-    }
-    *out = json_is_true(v);
-    return 0;
-}
-
-static int get_count(store_op_t *op, json_t *spec, const char *key, int64_t *out)
-{
-    json_t *v = spec_get(spec, key);
-    *out = 0;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "'%s' must be a non-negative integer", key);
-        set_err(op, ONAIR_EINVAL, msg);
-        return -1;
-    }
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int get_sort(store_op_t *op, json_t *spec, json_t **out)
-{
-    json_t *s = spec_get(spec, "sort");
-    *out = NULL;
-    if (!s || json_is_null(s))
-        return 0;
-    char e[STORE_ERR_LEN];
-    if (doc_validate_sort(s, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, e);
-        return -1;
-    }
-    *out = s;
-    return 0;
-}
-
-/* Updates must use operators, as MongoDB's updateOne / updateMany require. */
-static int get_update(store_op_t *op, json_t *spec, json_t **out)
-{
-    json_t *u = spec_get(spec, "update");
-    char e[STORE_ERR_LEN];
-    if (!json_is_object(u) || json_object_size(u) == 0) {
-        set_err(op, ONAIR_EINVAL, "'update' must be a non-empty object of update operators");
-        return -1;
-    }
-    if (doc_validate_update(u, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, e);
-        return -1;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(u, key, v)
-    {
-        if (key[0] != '$') {
-            set_err(op, ONAIR_EINVAL,
-                    "'update' must use operators ($set, $inc, ...); whole-document "
-                    "replacement is not supported");
-            return -1;
-        }
-    }
-    *out = u;
-    return 0;
-}
 
 static int unavailable_fast(store_op_t *op)
 {
     if (mono_ms() - op->queued_at > g_timeout_ms) {
-        set_err(op, ONAIR_EUNAVAILABLE, "timed out waiting for a storage worker");
+        store_spec_set_err(&op->x, ONAIR_EUNAVAILABLE, "timed out waiting for a storage worker");
         return 1;
     }
     return 0;
-}
-
-static void run_insert(store_op_t *op)
-{
-    json_t *docs = op->arg;
-    if (!json_is_array(docs) && !json_is_object(docs)) {
-        set_err(op, ONAIR_EINVAL, "insert needs a document or an array of documents");
-        return;
-    }
-    json_t *arr = json_is_array(docs) ? json_incref(docs) : json_pack("[O]", docs);
-    if (!arr) {
-        set_err(op, ONAIR_ENOMEM, "out of memory");
-        return;
-    }
-    size_t n = json_array_size(arr);
-    if (n == 0 || n > MAX_INSERT_BATCH) {
-        set_err(op, ONAIR_EINVAL,
-                n ? "too many documents in one insert (max 100000)" : "nothing to insert");
-        json_decref(arr);
-        return;
-    }
-    json_t *ids = json_array();
-    json_t *prepared = json_array();
-    for (size_t i = 0; i < n; i++) {
-        json_t *d = json_array_get(arr, i);
-        char e[STORE_ERR_LEN];
-        int v = json_is_object(d) ? doc_validate_document(d, e, sizeof e) : -1;
-        if (v < 0) {
-            char msg[STORE_ERR_LEN + 32];
-            snprintf(msg, sizeof msg, "document %zu: %s", i,
-                     json_is_object(d) ? e : "documents must be objects");
-            set_err(op, v == -2 ? ONAIR_ETOOBIG : ONAIR_EINVAL, msg);
-            goto out;
-        }
-        json_t *copy = json_deep_copy(d);
-        if (!json_object_get(copy, "_id")) {
-            char id[DOC_ID_LEN + 1];
-            doc_new_id(id);
-            json_object_set_new(copy, "_id", json_string(id));
-        }
-        json_array_append(ids, json_object_get(copy, "_id"));
-        json_array_append_new(prepared, copy);
-    }
-    op->status = g_ops->insert(g_backend, op->coll_name, prepared, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:O}", "ids", ids);
-out:
-    json_decref(prepared);
-    json_decref(ids);
-    json_decref(arr);
-}
-
-static void run_find(store_op_t *op, int one)
-{
-    static const char *const keys[] = {"filter",     "sort",  "skip", "limit",
-                                       "projection", "after", NULL};
-    json_t *spec = op->arg, *filter = NULL, *sort = NULL, *docs = NULL;
-    int64_t skip, limit;
-    if (check_spec_keys(op, spec, keys) < 0 || get_filter(op, spec, &filter) < 0 ||
-        get_sort(op, spec, &sort) < 0 || get_count(op, spec, "skip", &skip) < 0 ||
-        get_count(op, spec, "limit", &limit) < 0)
-        goto out;
-    json_t *proj = spec_get(spec, "projection");
-    char e[STORE_ERR_LEN];
-    if (proj && !json_is_null(proj) && doc_validate_projection(proj, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, e);
-        goto out;
-    }
-    json_t *after = spec_get(spec, "after");
-    if (after && !json_is_null(after)) {
-        if (!json_is_string(after)) {
-            set_err(op, ONAIR_EINVAL, "'after' must be a cursor string");
-            goto out;
-        }
-        json_t *cf = doc_cursor_filter(json_string_value(after), sort, e, sizeof e);
-        if (!cf) {
-            set_err(op, ONAIR_EINVAL, e);
-            goto out;
-        }
-        if (json_object_size(filter)) {
-            filter = json_pack("{s:[o,o]}", "$and", filter, cf);
-        } else {
-            json_decref(filter);
-            filter = cf;
-        }
-    }
-    if (one)
-        limit = 1;
-    /* Projection is applied here, after the cursor of the last document is taken. */
-    store_find_spec_t fs = {.filter = filter, .sort = sort, .skip = skip, .limit = limit};
-    op->status = g_ops->find(g_backend, op->coll_name, &fs, &docs, op->err);
-    if (op->status != 0)
-        goto out;
-    size_t n = json_array_size(docs);
-    json_t *next = json_null();
-    if (!one && limit > 0 && n == (size_t)limit && n > 0) {
-        char *cur = doc_cursor_encode(json_array_get(docs, n - 1), sort);
-        if (cur) {
-            next = json_string(cur);
-            free(cur);
-        }
-    }
-    if (proj && !json_is_null(proj)) {
-        json_t *projected = json_array();
-        size_t i;
-        json_t *d;
-        json_array_foreach(docs, i, d) json_array_append_new(projected, doc_project(d, proj));
-        json_decref(docs);
-        docs = projected;
-    }
-    if (one)
-        op->result = json_pack("{s:O}", "doc", n ? json_array_get(docs, 0) : json_null());
-    else
-        op->result = json_pack("{s:O,s:o}", "docs", docs, "next", next);
-out:
-    json_decref(filter);
-    json_decref(docs);
-}
-
-static void run_count(store_op_t *op)
-{
-    static const char *const keys[] = {"filter", NULL};
-    json_t *filter = NULL;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0)
-        return;
-    int64_t n = 0;
-    op->status = g_ops->count(g_backend, op->coll_name, filter, &n, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:I}", "count", (json_int_t)n);
-    json_decref(filter);
-}
-
-static json_t *make_upsert_doc(store_op_t *op, json_t *filter, json_t *update)
-{
-    char e[STORE_ERR_LEN];
-    json_t *d = doc_upsert_base(filter, update, e, sizeof e);
-    if (!d) {
-        set_err(op, ONAIR_EINVAL, e);
-        return NULL;
-    }
-    int v = doc_validate_document(d, e, sizeof e);
-    if (v < 0) {
-        set_err(op, v == -2 ? ONAIR_ETOOBIG : ONAIR_EINVAL, e);
-        json_decref(d);
-        return NULL;
-    }
-    return d;
-}
-
-static void run_update(store_op_t *op)
-{
-    static const char *const keys[] = {"filter", "update", "upsert", "multi", NULL};
-    json_t *filter = NULL, *update, *upsert_doc = NULL;
-    int upsert, multi;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
-        get_update(op, op->arg, &update) < 0 || get_bool(op, op->arg, "upsert", &upsert) < 0 ||
-        get_bool(op, op->arg, "multi", &multi) < 0)
-        goto out;
-    if (upsert && !(upsert_doc = make_upsert_doc(op, filter, update)))
-        goto out;
-    int64_t matched = 0, modified = 0;
-    char upserted[DOC_ID_LEN + 1] = "";
-    op->status = g_ops->update(g_backend, op->coll_name, filter, update, multi, upsert_doc,
-                               &matched, &modified, upserted, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:I,s:I,s:o}", "matched", (json_int_t)matched, "modified",
-                               (json_int_t)modified, "upserted_id",
-                               upserted[0] ? json_string(upserted) : json_null());
-out:
-    json_decref(filter);
-    json_decref(upsert_doc);
-}
-
-static void run_fam(store_op_t *op)
-{
-    static const char *const keys[] = {"filter", "sort",   "update", "upsert",
-                                       "return", "remove", NULL};
-    json_t *filter = NULL, *sort, *update = NULL, *upsert_doc = NULL, *doc = NULL;
-    int upsert, remove;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
-        get_sort(op, op->arg, &sort) < 0 || get_bool(op, op->arg, "upsert", &upsert) < 0 ||
-        get_bool(op, op->arg, "remove", &remove) < 0)
-        goto out;
-    if (!remove && get_update(op, op->arg, &update) < 0)
-        goto out;
-    if (remove && (spec_get(op->arg, "update") || upsert)) {
-        set_err(op, ONAIR_EINVAL, "'remove' cannot be combined with 'update' or 'upsert'");
-        goto out;
-    }
-    json_t *ret = spec_get(op->arg, "return");
-    const char *rs = json_string_value(ret);
-    if (ret && !json_is_null(ret) && (!rs || (strcmp(rs, "before") && strcmp(rs, "after")))) {
-        set_err(op, ONAIR_EINVAL, "'return' must be \"before\" or \"after\"");
-        goto out;
-    }
-    int after = rs && !strcmp(rs, "after");
-    if (upsert && !(upsert_doc = make_upsert_doc(op, filter, update)))
-        goto out;
-    op->status = g_ops->find_and_modify(g_backend, op->coll_name, filter, sort, update, upsert_doc,
-                                        after, &doc, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:o}", "doc", doc ? doc : json_null());
-    else
-        json_decref(doc);
-out:
-    json_decref(filter);
-    json_decref(upsert_doc);
-}
-
-static void run_delete(store_op_t *op)
-{
-    static const char *const keys[] = {"filter", "multi", NULL};
-    json_t *filter = NULL;
-    int multi;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
-        get_bool(op, op->arg, "multi", &multi) < 0)
-        goto out;
-    int64_t deleted = 0;
-    op->status = g_ops->remove(g_backend, op->coll_name, filter, multi, &deleted, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:I}", "deleted", (json_int_t)deleted);
-out:
-    json_decref(filter);
-}
-
-static void run_aggregate(store_op_t *op)
-{
-    char e[STORE_ERR_LEN];
-    if (!json_is_array(op->arg) || doc_validate_pipeline(op->arg, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, json_is_array(op->arg) ? e : "a pipeline is an array");
-        return;
-    }
-    json_t *docs = NULL;
-    op->status = g_ops->aggregate(g_backend, op->coll_name, op->arg, &docs, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:o}", "docs", docs ? docs : json_array());
-    else
-        json_decref(docs);
 }
 
 static void op_work(void *ud)
 {
     store_op_t *op = ud;
     if (!g_backend) {
-        set_err(op, ONAIR_EUNAVAILABLE, "no storage backend");
+        store_spec_set_err(&op->x, ONAIR_EUNAVAILABLE, "no storage backend");
         return;
     }
     if (unavailable_fast(op))
         return;
-    switch (op->kind) {
-    case OP_INSERT:
-        run_insert(op);
-        break;
-    case OP_FIND:
-        run_find(op, 0);
-        break;
-    case OP_FIND_ONE:
-        run_find(op, 1);
-        break;
-    case OP_COUNT:
-        run_count(op);
-        break;
-    case OP_UPDATE:
-        run_update(op);
-        break;
-    case OP_FAM:
-        run_fam(op);
-        break;
-    case OP_DELETE:
-        run_delete(op);
-        break;
-    case OP_AGG:
-        run_aggregate(op);
-        break;
-    }
-    if (op->status == ONAIR_EUNAVAILABLE)
+    op->x.ops = g_ops;
+    op->x.backend = g_backend;
+    op->x.coll = op->coll_name;
+    store_spec_run(&op->x, op->kind, op->arg);
+    if (op->x.status == ONAIR_EUNAVAILABLE)
         atomic_store(&g_healthy, 0); /* readyz reports it; the health check restores it */
 }
 
 static void op_done(int status, void *ud)
 {
     store_op_t *op = ud;
-    if (status != ONAIR_OK) { /* canceled before it ran (shutdown, plugin stop) */
-        op->status = status;
-        snprintf(op->err, sizeof op->err, "canceled");
-    }
-    if (op->status != 0 && !op->result)
-        op->result = json_pack("{s:s}", "error", op->err[0] ? op->err : "storage error");
-    if (!op->result)
-        op->result = json_object();
+    json_t *result = store_spec_finish(&op->x, status);
     if (op->cb)
-        op->cb(op->status, op->result, op->ud);
-    json_decref(op->result);
+        op->cb(op->x.status, result, op->ud);
+    json_decref(op->x.result);
     json_decref(op->arg);
     free(op->coll_name);
     free(op);
 }
 
-static int submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_store_fn cb, void *ud)
+static int submit(onair_coll_t *c, enum store_op_kind kind, json_t *arg, onair_store_fn cb,
+                  void *ud)
 {
     if (!c || !cb || !g_store_host) {
         json_decref(arg);
@@ -741,7 +243,7 @@ static int submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_store_f
     }
     op->kind = kind;
     op->coll = c;
-    op->arg = arg || kind == OP_INSERT ? arg : json_object(); /* a missing spec = {} */
+    op->arg = store_spec_arg(kind, arg);
     op->cb = cb;
     op->ud = ud;
     op->queued_at = mono_ms();
@@ -756,42 +258,42 @@ static int submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_store_f
 
 int store_api_insert(onair_coll_t *c, json_t *docs, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_INSERT, docs, cb, ud);
+    return submit(c, STORE_OP_INSERT, docs, cb, ud);
 }
 
 int store_api_find(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_FIND, spec, cb, ud);
+    return submit(c, STORE_OP_FIND, spec, cb, ud);
 }
 
 int store_api_find_one(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_FIND_ONE, spec, cb, ud);
+    return submit(c, STORE_OP_FIND_ONE, spec, cb, ud);
 }
 
 int store_api_count(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_COUNT, spec, cb, ud);
+    return submit(c, STORE_OP_COUNT, spec, cb, ud);
 }
 
 int store_api_update(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_UPDATE, spec, cb, ud);
+    return submit(c, STORE_OP_UPDATE, spec, cb, ud);
 }
 
 int store_api_find_and_modify(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_FAM, spec, cb, ud);
+    return submit(c, STORE_OP_FAM, spec, cb, ud);
 }
 
 int store_api_delete(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_DELETE, spec, cb, ud);
+    return submit(c, STORE_OP_DELETE, spec, cb, ud);
 }
 
 int store_api_aggregate(onair_coll_t *c, json_t *pipeline, onair_store_fn cb, void *ud)
 {
-    return submit(c, OP_AGG, pipeline, cb, ud);
+    return submit(c, STORE_OP_AGG, pipeline, cb, ud);
 }
 
 /* ---- collections ------------------------------------------------------------------------ */
@@ -815,7 +317,7 @@ int store_api_open(struct onair_plugin *p, const onair_collection_t *desc, onair
     onair_collection_t d;
     memset(&d, 0, sizeof d);
     memcpy(&d, desc, desc->size < sizeof d ? desc->size : sizeof d);
-    if (!valid_coll_name(d.name) || d.version < 1) {
+    if (!store_spec_coll_name_valid(d.name) || d.version < 1) {
         log_msg(p->name, ONAIR_LOG_ERROR,
                 "store_open: invalid collection '%s' (name [a-z][a-z0-9_]{0,47}, version >= 1)",
                 d.name ? d.name : "(null)");
@@ -845,7 +347,8 @@ int store_api_open(struct onair_plugin *p, const onair_collection_t *desc, onair
         char err[256];
         store_index_spec_t *ni = realloc(c->indexes, (c->nindexes + 1) * sizeof(*ni));
         if (!ni || ix->size < offsetof(onair_index_t, ttl_seconds) + sizeof(uint32_t) ||
-            (c->indexes = ni, parse_index(&one, &c->indexes[c->nindexes], err, sizeof err)) < 0) {
+            (c->indexes = ni,
+             store_spec_index_parse(&one, &c->indexes[c->nindexes], err, sizeof err)) < 0) {
             if (ni)
                 c->indexes = ni;
             log_msg(p->name, ONAIR_LOG_ERROR, "store_open %s: %s", full,
@@ -869,63 +372,12 @@ int store_api_open(struct onair_plugin *p, const onair_collection_t *desc, onair
 /* Rewrite every document through the plugin's migrate function (blocking). */
 static int migrate_collection(struct onair_coll *c, int from, char *err, size_t elen)
 {
-    store_find_spec_t all = {0};
-    json_t *filter = json_object();
-    all.filter = filter;
-    json_t *docs = NULL;
-    char e[STORE_ERR_LEN] = "";
-    int rc = g_ops->find(g_backend, c->full_name, &all, &docs, e);
-    json_decref(filter);
-    if (rc != 0) {
-        snprintf(err, elen, "%s: migration read failed: %s", c->full_name, e);
+    size_t changed, removed;
+    if (store_spec_migrate(g_ops, g_backend, c->full_name, from, c->migrate, c->migrate_ud,
+                           &changed, &removed, err, elen) < 0)
         return -1;
-    }
-    size_t i, changed = 0, removed = 0;
-    json_t *d;
-    json_array_foreach(docs, i, d)
-    {
-        const char *id = json_string_value(json_object_get(d, "_id"));
-        json_t *old = json_deep_copy(d);
-        json_t *nd = c->migrate(d, from, c->migrate_ud);
-        json_t *idf = json_pack("{s:s}", "_id", id ? id : "");
-        int64_t n1 = 0, n2 = 0;
-        char upserted[DOC_ID_LEN + 1];
-        if (!nd) {
-            rc = g_ops->remove(g_backend, c->full_name, idf, 0, &n1, e);
-            removed++;
-        } else if (!json_equal(nd, old)) {
-            /* $set every field of the new version, $unset those it dropped */
-            json_t *set = json_deep_copy(nd), *unset = json_object();
-            json_object_del(set, "_id");
-            const char *k;
-            json_t *v;
-            json_object_foreach(old, k, v) if (!json_object_get(nd, k))
-                json_object_set_new(unset, k, json_string(""));
-            json_t *upd = json_object();
-            if (json_object_size(set))
-                json_object_set(upd, "$set", set);
-            if (json_object_size(unset))
-                json_object_set(upd, "$unset", unset);
-            rc = json_object_size(upd) ? g_ops->update(g_backend, c->full_name, idf, upd, 0, NULL,
-                                                       &n1, &n2, upserted, e)
-                                       : 0;
-            json_decref(set);
-            json_decref(unset);
-            json_decref(upd);
-            changed++;
-        }
-        json_decref(nd);
-        json_decref(old);
-        json_decref(idf);
-        if (rc != 0) {
-            snprintf(err, elen, "%s: migration write failed: %s", c->full_name, e);
-            json_decref(docs);
-            return -1;
-        }
-    }
     LOG_INFO("store", "%s: migrated from version %d to %d (%zu documents changed, %zu removed)",
              c->full_name, from, c->version, changed, removed);
-    json_decref(docs);
     return 0;
 }
 

@@ -287,6 +287,9 @@ static void test_insert_find(void **unused)
     op_status(h, api->store_insert, "{\"$bad\":1}", ONAIR_EINVAL, "$bad");
     op_status(h, api->store_insert, "[1]", ONAIR_EINVAL, "documents must be objects");
     op_status(h, api->store_insert, "[]", ONAIR_EINVAL, "nothing to insert");
+    /* the server's spec layer (core/store/spec.c): no document at all is refused */
+    op_status(h, api->store_insert, NULL, ONAIR_EINVAL, "insert needs a document");
+    op_status(h, api->store_insert, "\"text\"", ONAIR_EINVAL, "insert needs a document");
     op_status(h, api->store_find, "{\"filtre\":{}}", ONAIR_EINVAL, "unknown option 'filtre'");
     op_status(h, api->store_find, "{\"filter\":{\"a\":{\"$regex\":\"x\"}}}", ONAIR_EINVAL,
               "$regex");

@@ -21,18 +21,16 @@
 struct event_base;
 #include "hooks.h"
 #include "problem.h"
+#include "ratelimit_table.h"
+#include "store/backend.h"
 #include "store/doc.h"
+#include "store/spec.h"
 #include "testhost_priv.h"
 
 #define DEFAULT_MAX_BODY (1024u * 1024u) /* the server's default server.max_body_bytes */
 #define RUN_LIMIT        1000000         /* steps per onair_test_run(): a plugin loop */
 #define MAX_SEGMENTS     32
 #define REMOTE_MAX       64 /* bytes of a fake client address, NUL included */
-#define RL_NAME_MIN      3  /* the server's core/ratelimit.h */
-#define RL_NAME_MAX      64
-#define RL_MAX_LIMIT     1000000u
-#define RL_MAX_WINDOW_S  86400u
-#define RL_KEY_MAX       256
 #define DEFAULT_REMOTE   "127.0.0.1"
 
 enum host_state { ST_NEW, ST_INITING, ST_INITED, ST_STARTED, ST_STOPPING, ST_STOPPED, ST_FAILED };
@@ -368,13 +366,11 @@ struct onair_test_host {
     tlog_t *logs;
     size_t nlogs;
     tconn_t *conns;
-    struct onair_req *reqs;   /* pending requests */
-    struct onair_wsmsg *msgs; /* pending messages */
-    struct onair_coll *colls; /* the in-memory document store */
-    int store_down;           /* onair_test_store_set_available(h, 0) */
-    struct trl *limits;       /* rate limits (ABI 1.2) */
-    size_t nlimits;
-    struct trl_entry *rl_entries;
+    struct onair_req *reqs;      /* pending requests */
+    struct onair_wsmsg *msgs;    /* pending messages */
+    struct onair_coll *colls;    /* the in-memory document store */
+    int store_down;              /* onair_test_store_set_available(h, 0) */
+    rl_table_t rl;               /* rate limits (ABI 1.2): the core's ratelimit_table.c */
     json_t *users;               /* seeded accounts: id -> the public user object */
     char remote[REMOTE_MAX];     /* address of the next requests and connections */
     struct onair_plugin **peers; /* stand-ins for other plugins (hooks and services) */
@@ -1796,19 +1792,6 @@ static tjob_t *job_pop(onair_test_host_t *h)
  * like work_submit() jobs and run by onair_test_run(), in submission order.
  */
 
-#define STORE_ERR_LEN    512
-#define MAX_INSERT_BATCH 100000
-
-typedef struct tindex {
-    char *name; /* "owner_1_created_at_-1" */
-    char *list; /* "owner, created_at" (messages) */
-    size_t nkeys;
-    char **fields;
-    int *dirs;
-    int unique;
-    uint32_t ttl_seconds;
-} tindex_t;
-
 /* A collection: its documents live as long as the host; the open state (version,
  * migrate, indexes) belongs to the plugin's store_open(). */
 struct onair_coll {
@@ -1823,25 +1806,14 @@ struct onair_coll {
     int version;
     onair_migrate_fn migrate;
     void *migrate_ud;
-    tindex_t *ix;
+    store_index_spec_t *ix;
     size_t nix;
 };
-
-static void tindex_free(tindex_t *ix)
-{
-    free(ix->name);
-    free(ix->list);
-    for (size_t i = 0; i < ix->nkeys; i++)
-        free(ix->fields[i]);
-    free(ix->fields);
-    free(ix->dirs);
-    memset(ix, 0, sizeof *ix);
-}
 
 static void coll_close(struct onair_coll *c)
 {
     for (size_t i = 0; i < c->nix; i++)
-        tindex_free(&c->ix[i]);
+        store_spec_index_free(&c->ix[i]);
     free(c->ix);
     c->ix = NULL;
     c->nix = 0;
@@ -1886,98 +1858,6 @@ static struct onair_coll *coll_get(onair_test_host_t *h, const char *name)
     c->next = h->colls;
     h->colls = c;
     return c;
-}
-
-static int valid_coll_name(const char *n)
-{
-    size_t len = n ? strlen(n) : 0;
-    if (len == 0 || len > 48 || !(n[0] >= 'a' && n[0] <= 'z'))
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '_'))
-            return 0;
-    return 1;
-}
-
-static int valid_field_path(const char *f)
-{
-    size_t len = strlen(f);
-    if (len == 0 || len > 128 || f[0] == '.' || f[len - 1] == '.')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = f[i];
-        if (ch == '.' && f[i + 1] == '.')
-            return 0;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '.'))
-            return 0;
-    }
-    return 1;
-}
-
-/* "owner,-created_at" -> index, as the server parses it. 0 or -1 with err. */
-static int parse_index(const onair_index_t *in, tindex_t *out, char *err, size_t elen)
-{
-    memset(out, 0, sizeof *out);
-    char *keys = xstrdup(in->keys);
-    if (!keys)
-        return -1;
-    size_t cap = 1;
-    for (const char *p = keys; *p; p++)
-        cap += *p == ',';
-    size_t text_len = strlen(in->keys) * 2 + 16;
-    out->fields = calloc(cap, sizeof(char *));
-    out->dirs = calloc(cap, sizeof(int));
-    out->name = calloc(1, text_len);
-    out->list = calloc(1, text_len);
-    if (!out->fields || !out->dirs || !out->name || !out->list) {
-        snprintf(err, elen, "out of memory");
-        goto fail;
-    }
-    char *save = NULL;
-    for (char *tok = strtok_r(keys, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        int dir = 1;
-        if (*tok == '-') {
-            dir = -1;
-            tok++;
-        } else if (*tok == '+') {
-            tok++;
-        }
-        size_t tl = strlen(tok);
-        while (tl && tok[tl - 1] == ' ')
-            tok[--tl] = 0;
-        if (!valid_field_path(tok) || !strcmp(tok, "_id")) {
-            snprintf(err, elen, "index keys '%s': '%s' is not a valid field", in->keys, tok);
-            goto fail;
-        }
-        if (!(out->fields[out->nkeys] = xstrdup(tok))) {
-            snprintf(err, elen, "out of memory");
-            goto fail;
-        }
-        out->dirs[out->nkeys] = dir;
-        size_t nl = strlen(out->name), ll = strlen(out->list);
-        snprintf(out->name + nl, text_len - nl, "%s%s_%d", out->nkeys ? "_" : "", tok, dir);
-        snprintf(out->list + ll, text_len - ll, "%s%s", out->nkeys ? ", " : "", tok);
-        out->nkeys++;
-    }
-    if (out->nkeys == 0) {
-        snprintf(err, elen, "index keys '%s' name no field", in->keys);
-        goto fail;
-    }
-    out->unique = (in->flags & ONAIR_INDEX_UNIQUE) != 0;
-    out->ttl_seconds = in->ttl_seconds;
-    if (out->ttl_seconds && out->nkeys != 1) {
-        snprintf(err, elen, "index keys '%s': a TTL index has exactly one field", in->keys);
-        goto fail;
-    }
-    free(keys);
-    return 0;
-fail:
-    free(keys);
-    tindex_free(out);
-    return -1;
 }
 
 static void serr(char *err, const char *fmt, ...) ONAIR_PRINTF(2, 3);
@@ -2082,8 +1962,8 @@ static void ukeys_free(ukey_t *k, size_t n)
 }
 
 /* Every key tuple of doc (the product of each field's values). 0 or -1 (memory). */
-static int ukeys_add(ukey_t **keys, size_t *n, size_t *cap, const tindex_t *ix, json_t *doc,
-                     size_t pos)
+static int ukeys_add(ukey_t **keys, size_t *n, size_t *cap, const store_index_spec_t *ix,
+                     json_t *doc, size_t pos)
 {
     /* As on both server backends, a document without one of the indexed fields does
      * not take part in a unique index (MongoDB: a partial index on $exists). */
@@ -2138,6 +2018,20 @@ static int ukeys_add(ukey_t **keys, size_t *n, size_t *cap, const tindex_t *ix, 
     return rc;
 }
 
+/* "owner, created_at": an index's fields, for messages (NULL: out of memory). */
+static char *index_list(const store_index_spec_t *ix)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < ix->nkeys; i++)
+        len += strlen(ix->fields[i]) + 2;
+    char *list = calloc(1, len);
+    for (size_t i = 0; list && i < ix->nkeys; i++) {
+        size_t used = strlen(list);
+        snprintf(list + used, len - used, "%s%s", i ? ", " : "", ix->fields[i]);
+    }
+    return list;
+}
+
 /* The unique indexes of c over the candidate documents: a value held by two documents,
  * one of them changed (changed == NULL: all), is ONAIR_EEXIST. creating: the message
  * of a failed index creation. */
@@ -2148,7 +2042,7 @@ static int check_unique(struct onair_coll *c, json_t *cand, const unsigned char 
         return 0;
     size_t n = json_array_size(cand);
     for (size_t x = 0; x < c->nix; x++) {
-        const tindex_t *ix = &c->ix[x];
+        const store_index_spec_t *ix = &c->ix[x];
         if (!ix->unique)
             continue;
         ukey_t *keys = NULL;
@@ -2171,16 +2065,18 @@ static int check_unique(struct onair_coll *c, json_t *cand, const unsigned char 
                 continue;
             size_t culprit = !changed || changed[b->doc] ? b->doc : a->doc;
             const char *id = doc_id_of(json_array_get(cand, culprit));
+            char *list = index_list(ix);
             if (creating)
                 serr(err,
                      "cannot create unique index %s on collection %s: existing documents have "
                      "duplicate values of (%s)",
-                     ix->name, c->name, ix->list);
+                     ix->name, c->name, list ? list : "");
             else
                 serr(err,
                      "duplicate key in collection %s: unique index %s (%s) already holds this "
                      "value (document \"%s\")",
-                     c->name, ix->name, ix->list, id ? id : "");
+                     c->name, ix->name, list ? list : "", id ? id : "");
+            free(list);
             ukeys_free(keys, nk);
             return ONAIR_EEXIST;
         }
@@ -2486,208 +2382,20 @@ static int mem_remove(struct onair_coll *c, json_t *filter, int multi, int64_t *
     return 0;
 }
 
-/* ---- operations (core/store/store.c) ---- */
+/* The backend interface (core/store/backend.h) over the in-memory collections: the
+ * simulated outage is answered where the server would reach the database. */
+struct store_backend {
+    onair_test_host_t *h;
+};
 
-enum op_kind { OP_INSERT, OP_FIND, OP_FIND_ONE, OP_COUNT, OP_UPDATE, OP_FAM, OP_DELETE, OP_AGG };
-
-typedef struct store_op {
-    enum op_kind kind;
-    struct onair_coll *coll;
-    json_t *arg; /* docs, spec or pipeline (owned) */
-    onair_store_fn cb;
-    void *ud;
-    int status;
-    json_t *result;
-    char err[STORE_ERR_LEN];
-} store_op_t;
-
-static void set_err(store_op_t *op, int status, const char *msg)
+static struct onair_coll *mem_coll(store_backend_t *b, const char *coll, char *err)
 {
-    op->status = status;
-    size_t n = strlen(msg); /* truncation of a long message is fine */
-    if (n >= sizeof op->err)
-        n = sizeof op->err - 1;
-    memcpy(op->err, msg, n);
-    op->err[n] = 0;
-}
-
-/* The simulated outage: checked where the server would reach the database. */
-static int store_down(store_op_t *op)
-{
-    if (!op->coll->h->store_down)
-        return 0;
-    snprintf(op->err, sizeof op->err,
-             "storage unavailable: the database cannot be reached (simulated by "
-             "onair_test_store_set_available)");
-    op->status = ONAIR_EUNAVAILABLE;
-    return 1;
-}
-
-static json_t *spec_get(json_t *spec, const char *key)
-{
-    return json_is_object(spec) ? json_object_get(spec, key) : NULL;
-}
-
-static int check_spec_keys(store_op_t *op, json_t *spec, const char *const *allowed)
-{
-    if (spec && !json_is_object(spec)) {
-        set_err(op, ONAIR_EINVAL, "the operation's argument must be a JSON object");
-        return -1;
+    if (b->h->store_down) {
+        serr(err, "storage unavailable: the database cannot be reached (simulated by "
+                  "onair_test_store_set_available)");
+        return NULL;
     }
-    const char *key;
-    json_t *v;
-    json_object_foreach(spec, key, v)
-    {
-        int ok = 0;
-        for (size_t i = 0; allowed[i]; i++)
-            ok |= !strcmp(key, allowed[i]);
-        if (!ok) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "unknown option '%s'", key);
-            set_err(op, ONAIR_EINVAL, msg);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int get_filter(store_op_t *op, json_t *spec, json_t **out)
-{
-    json_t *f = spec_get(spec, "filter");
-    if (!f || json_is_null(f)) {
-        *out = json_object();
-        return 0;
-    }
-    char e[STORE_ERR_LEN];
-    if (!json_is_object(f) || doc_validate_filter(f, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, json_is_object(f) ? e : "filter must be an object");
-        return -1;
-    }
-    *out = json_incref(f);
-    return 0;
-}
-
-static int get_bool(store_op_t *op, json_t *spec, const char *key, int *out)
-{
-    json_t *v = spec_get(spec, key);
-    *out = 0;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_boolean(v)) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "'%s' must be true or false", key);
-        set_err(op, ONAIR_EINVAL, msg);
-        return -1;
-    }
-    *out = json_is_true(v);
-    return 0;
-}
-
-static int get_count(store_op_t *op, json_t *spec, const char *key, int64_t *out)
-{
-    json_t *v = spec_get(spec, key);
-    *out = 0;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "'%s' must be a non-negative integer", key);
-        set_err(op, ONAIR_EINVAL, msg);
-        return -1;
-    }
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int get_sort(store_op_t *op, json_t *spec, json_t **out)
-{
-    json_t *s = spec_get(spec, "sort");
-    *out = NULL;
-    if (!s || json_is_null(s))
-        return 0;
-    char e[STORE_ERR_LEN];
-    if (doc_validate_sort(s, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, e);
-        return -1;
-    }
-    *out = s;
-    return 0;
-}
-
-/* Updates must use operators, as MongoDB's updateOne / updateMany require. */
-static int get_update(store_op_t *op, json_t *spec, json_t **out)
-{
-    json_t *u = spec_get(spec, "update");
-    char e[STORE_ERR_LEN];
-    if (!json_is_object(u) || json_object_size(u) == 0) {
-        set_err(op, ONAIR_EINVAL, "'update' must be a non-empty object of update operators");
-        return -1;
-    }
-    if (doc_validate_update(u, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, e);
-        return -1;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(u, key, v)
-    {
-        if (key[0] != '$') {
-            set_err(op, ONAIR_EINVAL,
-                    "'update' must use operators ($set, $inc, ...); whole-document "
-                    "replacement is not supported");
-            return -1;
-        }
-    }
-    *out = u;
-    return 0;
-}
-
-static void run_insert(store_op_t *op)
-{
-    json_t *docs = op->arg;
-    json_t *arr = json_is_array(docs) ? json_incref(docs) : json_pack("[O]", docs);
-    if (!arr) {
-        set_err(op, ONAIR_ENOMEM, "out of memory");
-        return;
-    }
-    size_t n = json_array_size(arr);
-    if (n == 0 || n > MAX_INSERT_BATCH) {
-        set_err(op, ONAIR_EINVAL,
-                n ? "too many documents in one insert (max 100000)" : "nothing to insert");
-        json_decref(arr);
-        return;
-    }
-    json_t *ids = json_array();
-    json_t *prepared = json_array();
-    for (size_t i = 0; i < n; i++) {
-        json_t *d = json_array_get(arr, i);
-        char e[STORE_ERR_LEN];
-        int v = json_is_object(d) ? doc_validate_document(d, e, sizeof e) : -1;
-        if (v < 0) {
-            char msg[STORE_ERR_LEN + 32];
-            snprintf(msg, sizeof msg, "document %zu: %s", i,
-                     json_is_object(d) ? e : "documents must be objects");
-            set_err(op, v == -2 ? ONAIR_ETOOBIG : ONAIR_EINVAL, msg);
-            goto out;
-        }
-        json_t *copy = json_deep_copy(d);
-        if (!json_object_get(copy, "_id")) {
-            char id[DOC_ID_LEN + 1];
-            doc_new_id(id);
-            json_object_set_new(copy, "_id", json_string(id));
-        }
-        json_array_append(ids, json_object_get(copy, "_id"));
-        json_array_append_new(prepared, copy);
-    }
-    if (store_down(op))
-        goto out;
-    op->status = mem_insert(op->coll, prepared, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:O}", "ids", ids);
-out:
-    json_decref(prepared);
-    json_decref(ids);
-    json_decref(arr);
+    return coll_find(b->h, coll);
 }
 
 /* New, detached documents (projected when asked). */
@@ -2705,205 +2413,105 @@ static json_t *detach(json_t *docs, json_t *proj)
     return out;
 }
 
-static void run_find(store_op_t *op, int one)
+static int mb_insert(store_backend_t *b, const char *coll, json_t *docs, char *err)
 {
-    static const char *const keys[] = {"filter",     "sort",  "skip", "limit",
-                                       "projection", "after", NULL};
-    json_t *spec = op->arg, *filter = NULL, *sort = NULL, *docs = NULL;
-    int64_t skip, limit;
-    if (check_spec_keys(op, spec, keys) < 0 || get_filter(op, spec, &filter) < 0 ||
-        get_sort(op, spec, &sort) < 0 || get_count(op, spec, "skip", &skip) < 0 ||
-        get_count(op, spec, "limit", &limit) < 0)
-        goto out;
-    json_t *proj = spec_get(spec, "projection");
-    char e[STORE_ERR_LEN];
-    if (proj && !json_is_null(proj) && doc_validate_projection(proj, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, e);
-        goto out;
-    }
-    if (json_is_null(proj))
-        proj = NULL;
-    json_t *after = spec_get(spec, "after");
-    if (after && !json_is_null(after)) {
-        if (!json_is_string(after)) {
-            set_err(op, ONAIR_EINVAL, "'after' must be a cursor string");
-            goto out;
-        }
-        json_t *cf = doc_cursor_filter(json_string_value(after), sort, e, sizeof e);
-        if (!cf) {
-            set_err(op, ONAIR_EINVAL, e);
-            goto out;
-        }
-        if (json_object_size(filter)) {
-            filter = json_pack("{s:[o,o]}", "$and", filter, cf);
-        } else {
-            json_decref(filter);
-            filter = cf;
-        }
-    }
-    if (one)
-        limit = 1;
-    if (store_down(op))
-        goto out;
-    docs = mem_select(op->coll, filter, sort, skip, limit);
-    size_t n = json_array_size(docs);
-    json_t *next = json_null();
-    if (!one && limit > 0 && n == (size_t)limit && n > 0) {
-        char *cur = doc_cursor_encode(json_array_get(docs, n - 1), sort);
-        if (cur) {
-            next = json_string(cur);
-            free(cur);
-        }
-    }
-    json_t *out = detach(docs, proj);
-    if (one)
-        op->result = json_pack("{s:O}", "doc", n ? json_array_get(out, 0) : json_null());
-    else
-        op->result = json_pack("{s:O,s:o}", "docs", out, "next", next);
-    json_decref(out);
-out:
-    json_decref(filter);
-    json_decref(docs);
+    struct onair_coll *c = mem_coll(b, coll, err);
+    return c ? mem_insert(c, docs, err) : ONAIR_EUNAVAILABLE;
 }
 
-static void run_count(store_op_t *op)
+static int mb_find(store_backend_t *b, const char *coll, const store_find_spec_t *spec,
+                   json_t **docs, char *err)
 {
-    static const char *const keys[] = {"filter", NULL};
-    json_t *filter = NULL;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0)
-        return;
-    if (!store_down(op)) {
-        json_t *docs = mem_select(op->coll, filter, NULL, 0, 0);
-        op->result = json_pack("{s:I}", "count", (json_int_t)json_array_size(docs));
-        json_decref(docs);
-    }
-    json_decref(filter);
+    struct onair_coll *c = mem_coll(b, coll, err);
+    if (!c)
+        return ONAIR_EUNAVAILABLE;
+    json_t *sel = mem_select(c, spec->filter, spec->sort, spec->skip, spec->limit);
+    *docs = detach(sel, NULL);
+    json_decref(sel);
+    return 0;
 }
 
-static json_t *make_upsert_doc(store_op_t *op, json_t *filter, json_t *update)
+static int mb_count(store_backend_t *b, const char *coll, json_t *filter, int64_t *n, char *err)
 {
-    char e[STORE_ERR_LEN];
-    json_t *d = doc_upsert_base(filter, update, e, sizeof e);
-    if (!d) {
-        set_err(op, ONAIR_EINVAL, e);
-        return NULL;
-    }
-    int v = doc_validate_document(d, e, sizeof e);
-    if (v < 0) {
-        set_err(op, v == -2 ? ONAIR_ETOOBIG : ONAIR_EINVAL, e);
-        json_decref(d);
-        return NULL;
-    }
-    return d;
+    struct onair_coll *c = mem_coll(b, coll, err);
+    if (!c)
+        return ONAIR_EUNAVAILABLE;
+    json_t *sel = mem_select(c, filter, NULL, 0, 0);
+    *n = (int64_t)json_array_size(sel);
+    json_decref(sel);
+    return 0;
 }
 
-static void run_update(store_op_t *op)
+static int mb_update(store_backend_t *b, const char *coll, json_t *filter, json_t *update,
+                     int multi, json_t *upsert_doc, int64_t *matched, int64_t *modified,
+                     char *upserted_id, char *err)
 {
-    static const char *const keys[] = {"filter", "update", "upsert", "multi", NULL};
-    json_t *filter = NULL, *update, *upsert_doc = NULL;
-    int upsert, multi;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
-        get_update(op, op->arg, &update) < 0 || get_bool(op, op->arg, "upsert", &upsert) < 0 ||
-        get_bool(op, op->arg, "multi", &multi) < 0)
-        goto out;
-    if (upsert && !(upsert_doc = make_upsert_doc(op, filter, update)))
-        goto out;
-    if (store_down(op))
-        goto out;
-    int64_t matched = 0, modified = 0;
-    char upserted[DOC_ID_LEN + 1] = "";
-    op->status = mem_update(op->coll, filter, update, multi, upsert_doc, &matched, &modified,
-                            upserted, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:I,s:I,s:o}", "matched", (json_int_t)matched, "modified",
-                               (json_int_t)modified, "upserted_id",
-                               upserted[0] ? json_string(upserted) : json_null());
-out:
-    json_decref(filter);
-    json_decref(upsert_doc);
+    struct onair_coll *c = mem_coll(b, coll, err);
+    return c ? mem_update(c, filter, update, multi, upsert_doc, matched, modified, upserted_id, err)
+             : ONAIR_EUNAVAILABLE;
 }
 
-static void run_fam(store_op_t *op)
+static int mb_find_and_modify(store_backend_t *b, const char *coll, json_t *filter, json_t *sort,
+                              json_t *update, json_t *upsert_doc, int return_after, json_t **doc,
+                              char *err)
 {
-    static const char *const keys[] = {"filter", "sort",   "update", "upsert",
-                                       "return", "remove", NULL};
-    json_t *filter = NULL, *sort, *update = NULL, *upsert_doc = NULL, *doc = NULL;
-    int upsert, remove;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
-        get_sort(op, op->arg, &sort) < 0 || get_bool(op, op->arg, "upsert", &upsert) < 0 ||
-        get_bool(op, op->arg, "remove", &remove) < 0)
-        goto out;
-    if (!remove && get_update(op, op->arg, &update) < 0)
-        goto out;
-    if (remove && (spec_get(op->arg, "update") || upsert)) {
-        set_err(op, ONAIR_EINVAL, "'remove' cannot be combined with 'update' or 'upsert'");
-        goto out;
-    }
-    json_t *ret = spec_get(op->arg, "return");
-    const char *rs = json_string_value(ret);
-    if (ret && !json_is_null(ret) && (!rs || (strcmp(rs, "before") && strcmp(rs, "after")))) {
-        set_err(op, ONAIR_EINVAL, "'return' must be \"before\" or \"after\"");
-        goto out;
-    }
-    int after = rs && !strcmp(rs, "after");
-    if (upsert && !(upsert_doc = make_upsert_doc(op, filter, update)))
-        goto out;
-    if (store_down(op))
-        goto out;
-    op->status =
-        mem_find_and_modify(op->coll, filter, sort, update, upsert_doc, after, &doc, op->err);
-    if (op->status == 0)
-        op->result = json_pack("{s:o}", "doc", doc ? doc : json_null());
-    else
-        json_decref(doc);
-out:
-    json_decref(filter);
-    json_decref(upsert_doc);
+    struct onair_coll *c = mem_coll(b, coll, err);
+    return c ? mem_find_and_modify(c, filter, sort, update, upsert_doc, return_after, doc, err)
+             : ONAIR_EUNAVAILABLE;
 }
 
-static void run_delete(store_op_t *op)
+static int mb_remove(store_backend_t *b, const char *coll, json_t *filter, int multi,
+                     int64_t *deleted, char *err)
 {
-    static const char *const keys[] = {"filter", "multi", NULL};
-    json_t *filter = NULL;
-    int multi;
-    if (check_spec_keys(op, op->arg, keys) < 0 || get_filter(op, op->arg, &filter) < 0 ||
-        get_bool(op, op->arg, "multi", &multi) < 0)
-        goto out;
-    if (store_down(op))
-        goto out;
-    int64_t deleted = 0;
-    op->status = mem_remove(op->coll, filter, multi, &deleted);
-    if (op->status == 0)
-        op->result = json_pack("{s:I}", "deleted", (json_int_t)deleted);
-out:
-    json_decref(filter);
+    struct onair_coll *c = mem_coll(b, coll, err);
+    return c ? mem_remove(c, filter, multi, deleted) : ONAIR_EUNAVAILABLE;
 }
 
-static void run_aggregate(store_op_t *op)
+static int mb_aggregate(store_backend_t *b, const char *coll, json_t *pipeline, json_t **docs,
+                        char *err)
 {
-    char e[STORE_ERR_LEN];
-    if (!json_is_array(op->arg) || doc_validate_pipeline(op->arg, e, sizeof e) < 0) {
-        set_err(op, ONAIR_EINVAL, json_is_array(op->arg) ? e : "a pipeline is an array");
-        return;
-    }
-    if (store_down(op))
-        return;
-    e[0] = 0;
-    json_t *res = doc_aggregate(op->coll->docs, op->arg, e, sizeof e);
+    struct onair_coll *c = mem_coll(b, coll, err);
+    if (!c)
+        return ONAIR_EUNAVAILABLE;
+    char e[STORE_ERR_LEN] = "";
+    json_t *res = doc_aggregate(c->docs, pipeline, e, sizeof e);
     if (!res) {
-        char msg[STORE_ERR_LEN + 128];
-        snprintf(msg, sizeof msg, "aggregate in collection %s failed: %s", op->coll->name,
-                 e[0] ? e : "invalid pipeline");
-        set_err(op, ONAIR_EINVAL, msg);
-        return;
+        serr(err, "aggregate in collection %s failed: %s", c->name, e[0] ? e : "invalid pipeline");
+        return ONAIR_EINVAL;
     }
-    op->result = json_pack("{s:o}", "docs", detach(res, NULL));
+    *docs = detach(res, NULL);
     json_decref(res);
+    return 0;
 }
+
+/* Only what the spec layer (core/store/spec.c) calls: collections, indexes and
+ * migrations are the test host's own (store_prepare). */
+static const store_backend_ops_t mem_ops = {
+    .name = "memory",
+    .insert = mb_insert,
+    .find = mb_find,
+    .count = mb_count,
+    .update = mb_update,
+    .find_and_modify = mb_find_and_modify,
+    .remove = mb_remove,
+    .aggregate = mb_aggregate,
+};
+
+/* ---- operations: the server's spec layer (core/store/spec.c) ---- */
+
+typedef struct store_op {
+    enum store_op_kind kind;
+    struct onair_coll *coll;
+    json_t *arg; /* docs, spec or pipeline (owned) */
+    onair_store_fn cb;
+    void *ud;
+    struct store_backend backend;
+    store_exec_t x;
+} store_op_t;
 
 static void store_op_free(store_op_t *op)
 {
-    json_decref(op->result);
+    json_decref(op->x.result);
     json_decref(op->arg);
     free(op);
 }
@@ -2911,50 +2519,22 @@ static void store_op_free(store_op_t *op)
 static void store_op_work(void *ud)
 {
     store_op_t *op = ud;
-    switch (op->kind) {
-    case OP_INSERT:
-        run_insert(op);
-        break;
-    case OP_FIND:
-        run_find(op, 0);
-        break;
-    case OP_FIND_ONE:
-        run_find(op, 1);
-        break;
-    case OP_COUNT:
-        run_count(op);
-        break;
-    case OP_UPDATE:
-        run_update(op);
-        break;
-    case OP_FAM:
-        run_fam(op);
-        break;
-    case OP_DELETE:
-        run_delete(op);
-        break;
-    case OP_AGG:
-        run_aggregate(op);
-        break;
-    }
+    op->backend.h = op->coll->h;
+    op->x.ops = &mem_ops;
+    op->x.backend = &op->backend;
+    op->x.coll = op->coll->name;
+    store_spec_run(&op->x, op->kind, op->arg);
 }
 
 static void store_op_done(int status, void *ud)
 {
     store_op_t *op = ud;
-    if (status != ONAIR_OK) { /* canceled before it ran (plugin stop, failed init) */
-        op->status = status;
-        snprintf(op->err, sizeof op->err, "canceled");
-    }
-    if (op->status != 0 && !op->result)
-        op->result = json_pack("{s:s}", "error", op->err[0] ? op->err : "storage error");
-    if (!op->result)
-        op->result = json_object();
-    op->cb(op->status, op->result, op->ud);
+    json_t *result = store_spec_finish(&op->x, status); /* canceled: plugin stop, failed init */
+    op->cb(op->x.status, result, op->ud);
     store_op_free(op);
 }
 
-static int store_submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_store_fn cb,
+static int store_submit(onair_coll_t *c, enum store_op_kind kind, json_t *arg, onair_store_fn cb,
                         void *ud)
 {
     if (!c || !cb) {
@@ -2974,7 +2554,7 @@ static int store_submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_s
     }
     op->kind = kind;
     op->coll = c;
-    op->arg = arg ? arg : json_object();
+    op->arg = store_spec_arg(kind, arg);
     op->cb = cb;
     op->ud = ud;
     int rc = api_work_submit(&h->self, store_op_work, store_op_done, op);
@@ -2985,42 +2565,42 @@ static int store_submit(onair_coll_t *c, enum op_kind kind, json_t *arg, onair_s
 
 static int api_store_insert(onair_coll_t *c, json_t *docs, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_INSERT, docs, cb, ud);
+    return store_submit(c, STORE_OP_INSERT, docs, cb, ud);
 }
 
 static int api_store_find(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_FIND, spec, cb, ud);
+    return store_submit(c, STORE_OP_FIND, spec, cb, ud);
 }
 
 static int api_store_find_one(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_FIND_ONE, spec, cb, ud);
+    return store_submit(c, STORE_OP_FIND_ONE, spec, cb, ud);
 }
 
 static int api_store_count(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_COUNT, spec, cb, ud);
+    return store_submit(c, STORE_OP_COUNT, spec, cb, ud);
 }
 
 static int api_store_update(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_UPDATE, spec, cb, ud);
+    return store_submit(c, STORE_OP_UPDATE, spec, cb, ud);
 }
 
 static int api_store_find_and_modify(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_FAM, spec, cb, ud);
+    return store_submit(c, STORE_OP_FAM, spec, cb, ud);
 }
 
 static int api_store_delete(onair_coll_t *c, json_t *spec, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_DELETE, spec, cb, ud);
+    return store_submit(c, STORE_OP_DELETE, spec, cb, ud);
 }
 
 static int api_store_aggregate(onair_coll_t *c, json_t *pipeline, onair_store_fn cb, void *ud)
 {
-    return store_submit(c, OP_AGG, pipeline, cb, ud);
+    return store_submit(c, STORE_OP_AGG, pipeline, cb, ud);
 }
 
 /* ---- collections ---- */
@@ -3044,7 +2624,7 @@ static int api_store_open(onair_plugin_t *p, const onair_collection_t *desc, ona
     onair_collection_t d;
     memset(&d, 0, sizeof d);
     memcpy(&d, desc, desc->size < sizeof d ? desc->size : sizeof d);
-    if (!valid_coll_name(d.name) || d.version < 1) {
+    if (!store_spec_coll_name_valid(d.name) || d.version < 1) {
         hlog(h, ONAIR_LOG_ERROR,
              "store_open: invalid collection '%s' (name [a-z][a-z0-9_]{0,47}, version >= 1)",
              d.name ? d.name : "(null)");
@@ -3066,10 +2646,11 @@ static int api_store_open(onair_plugin_t *p, const onair_collection_t *desc, ona
         memset(&one, 0, sizeof one);
         memcpy(&one, ix, ix->size < sizeof one ? ix->size : sizeof one);
         char err[256] = "out of memory";
-        tindex_t *ni = realloc(c->ix, (c->nix + 1) * sizeof *ni);
+        store_index_spec_t *ni = realloc(c->ix, (c->nix + 1) * sizeof *ni);
         if (ni)
             c->ix = ni;
-        if (!ni || ix->size < ix_min || parse_index(&one, &c->ix[c->nix], err, sizeof err) < 0) {
+        if (!ni || ix->size < ix_min ||
+            store_spec_index_parse(&one, &c->ix[c->nix], err, sizeof err) < 0) {
             hlog(h, ONAIR_LOG_ERROR, "store_open %s: %s", full,
                  ix->size < ix_min ? "index descriptor too small" : err);
             coll_close(c);
@@ -3087,57 +2668,18 @@ static int api_store_open(onair_plugin_t *p, const onair_collection_t *desc, ona
 }
 
 /* Rewrite every document through the plugin's migrate function, as the server does
- * ($set the fields of the new version, $unset those it dropped; NULL deletes). */
+ * (core/store/spec.c: $set the fields of the new version, $unset those it dropped;
+ * NULL deletes). */
 static int migrate_collection(struct onair_coll *c, int from, char *err)
 {
-    json_t *docs = json_deep_copy(c->docs);
-    size_t i, changed = 0, removed = 0;
-    json_t *d;
-    int rc = 0;
-    json_array_foreach(docs, i, d)
-    {
-        const char *id = doc_id_of(d);
-        json_t *old = json_deep_copy(d);
-        json_t *nd = c->migrate(d, from, c->migrate_ud);
-        json_t *idf = json_pack("{s:s}", "_id", id ? id : "");
-        int64_t n1 = 0, n2 = 0;
-        char upserted[DOC_ID_LEN + 1];
-        char e[STORE_ERR_LEN] = "";
-        if (!nd) {
-            rc = mem_remove(c, idf, 0, &n1);
-            removed++;
-        } else if (!json_equal(nd, old)) {
-            json_t *set = json_deep_copy(nd), *unset = json_object();
-            json_object_del(set, "_id");
-            const char *k;
-            json_t *v;
-            json_object_foreach(old, k, v) if (!json_object_get(nd, k))
-                json_object_set_new(unset, k, json_string(""));
-            json_t *upd = json_object();
-            if (json_object_size(set))
-                json_object_set(upd, "$set", set);
-            if (json_object_size(unset))
-                json_object_set(upd, "$unset", unset);
-            rc =
-                json_object_size(upd) ? mem_update(c, idf, upd, 0, NULL, &n1, &n2, upserted, e) : 0;
-            json_decref(set);
-            json_decref(unset);
-            json_decref(upd);
-            changed++;
-        }
-        json_decref(nd);
-        json_decref(old);
-        json_decref(idf);
-        if (rc != 0) {
-            serr(err, "%s: migration write failed: %s", c->name, e);
-            json_decref(docs);
-            return -1;
-        }
-    }
+    struct store_backend b = {.h = c->h};
+    size_t changed, removed;
+    if (store_spec_migrate(&mem_ops, &b, c->name, from, c->migrate, c->migrate_ud, &changed,
+                           &removed, err, STORE_ERR_LEN) < 0)
+        return -1;
     hlog(c->h, ONAIR_LOG_INFO,
          "%s: migrated from version %d to %d (%zu documents changed, %zu removed)", c->name, from,
          c->version, changed, removed);
-    json_decref(docs);
     return 0;
 }
 
@@ -3188,7 +2730,7 @@ static void store_purge_ttl(onair_test_host_t *h)
         if (!c->prepared)
             continue;
         for (size_t i = 0; i < c->nix; i++) {
-            const tindex_t *ix = &c->ix[i];
+            const store_index_spec_t *ix = &c->ix[i];
             if (!ix->ttl_seconds)
                 continue;
             json_t *filter = json_pack("{s:{s:I}}", ix->fields[0], "$lt",
@@ -3287,81 +2829,16 @@ void onair_test_store_set_available(onair_test_host_t *h, int available)
 
 /* ---- rate limits (ABI 1.2, core/ratelimit.c) -------------------------------------------- */
 
-/* A declared limit: GCRA on the fake clock, like the server's. */
-typedef struct trl {
-    char *name;
-    uint32_t limit, window_s, key;
-    uint32_t def_limit, def_window_s; /* as declared (onair_test_ratelimit_set overrides) */
-    int64_t t_us;                     /* emission interval T = window / limit */
-    int64_t bound_us;                 /* T * limit: how far TAT may run ahead of now */
-} trl_t;
-
-typedef struct trl_entry {
-    struct trl_entry *next;
-    char *limit; /* the limit's name */
-    char *key;
-    int64_t tat; /* theoretical arrival time, fake clock in µs */
-} trl_entry_t;
-
-typedef struct rl_result {
-    int allowed;
-    uint32_t limit, remaining;
-    int64_t reset_s, retry_after_ms;
-} rl_result_t;
-
-static void rl_set(trl_t *l, uint32_t limit, uint32_t window_s)
-{
-    l->limit = limit;
-    l->window_s = window_s;
-    l->t_us = (int64_t)window_s * 1000000 / limit;
-    l->bound_us = l->t_us * limit;
-}
-
-static trl_t *rl_find(const onair_test_host_t *h, const char *name)
-{
-    for (size_t i = 0; name && i < h->nlimits; i++)
-        if (!strcmp(h->limits[i].name, name))
-            return &h->limits[i];
-    return NULL;
-}
-
-static void rl_entries_free(onair_test_host_t *h, const char *only)
-{
-    for (trl_entry_t **pp = &h->rl_entries; *pp;) {
-        trl_entry_t *e = *pp;
-        if (only && strcmp(e->limit, only)) {
-            pp = &e->next;
-            continue;
-        }
-        *pp = e->next;
-        free(e->limit);
-        free(e->key);
-        free(e);
-    }
-}
+/* The core's limits and GCRA counters (core/ratelimit_table.c, as ratelimit.c uses
+ * them), one table per host, on the fake clock. */
 
 /* The plugin's limits go with its registrations (the loader's ratelimit_remove_owner). */
 static void rl_clear(onair_test_host_t *h)
 {
-    rl_entries_free(h, NULL);
-    for (size_t i = 0; i < h->nlimits; i++)
-        free(h->limits[i].name);
-    free(h->limits);
-    h->limits = NULL;
-    h->nlimits = 0;
+    rl_table_clear(&h->rl);
 }
 
-static int rl_name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < RL_NAME_MIN || n > RL_NAME_MAX)
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '.'))
-            return 0;
-    return 1;
-}
-
+/* The server's api_ratelimit_add() and ratelimit_declare(). */
 static int api_ratelimit_add(onair_plugin_t *p, const onair_ratelimit_t *limit)
 {
     onair_test_host_t *h = host_of(p);
@@ -3371,156 +2848,28 @@ static int api_ratelimit_add(onair_plugin_t *p, const onair_ratelimit_t *limit)
         hlog(h, ONAIR_LOG_ERROR, "ratelimit_add outside init refused");
         return ONAIR_ESTATE;
     }
-    if (!limit) {
-        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit: no descriptor");
-        return ONAIR_EINVAL;
-    }
-    onair_ratelimit_t d;
-    memset(&d, 0, sizeof d);
-    size_t sz = limit->size < sizeof d ? limit->size : sizeof d;
-    memcpy(&d, limit, sz);
-    if (sz < offsetof(onair_ratelimit_t, name) + sizeof d.name)
-        d.name = NULL;
-    const char *pn = h->desc.name;
-    size_t pl = strlen(pn);
-    if (!d.name || !rl_name_valid(d.name)) {
-        hlog(h, ONAIR_LOG_ERROR,
-             "rate limit refused: rate limit '%s': the name must be 3 to 64 of [a-z0-9_.]",
-             d.name ? d.name : "(null)");
-        return ONAIR_EINVAL;
-    }
-    if (strncmp(d.name, pn, pl) != 0 || d.name[pl] != '.' || d.name[pl + 1] == 0) {
-        hlog(h, ONAIR_LOG_ERROR,
-             "rate limit refused: rate limit '%s': the name must start with '%s.'", d.name, pn);
-        return ONAIR_EINVAL;
-    }
-    if (d.limit < 1 || d.limit > RL_MAX_LIMIT) {
-        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit '%s': limit %u is not in 1..%u",
-             d.name, d.limit, RL_MAX_LIMIT);
-        return ONAIR_EINVAL;
-    }
-    if (d.window_s < 1 || d.window_s > RL_MAX_WINDOW_S) {
-        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit '%s': window_s %u is not in 1..%u",
-             d.name, d.window_s, RL_MAX_WINDOW_S);
-        return ONAIR_EINVAL;
-    }
-    if (d.key < ONAIR_RATELIMIT_BY_USER || d.key > ONAIR_RATELIMIT_BY_USER_AND_IP) {
-        hlog(h, ONAIR_LOG_ERROR,
-             "rate limit refused: rate limit '%s': key %u is not one of ONAIR_RATELIMIT_BY_*",
-             d.name, d.key);
-        return ONAIR_EINVAL;
-    }
-    if (rl_find(h, d.name)) {
-        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: rate limit '%s' is already declared", d.name);
-        return ONAIR_EEXIST;
-    }
-    trl_t *nl = realloc(h->limits, (h->nlimits + 1) * sizeof *nl);
-    if (!nl)
-        return ONAIR_ENOMEM;
-    h->limits = nl;
-    trl_t l = {
-        .name = xstrdup(d.name), .key = d.key, .def_limit = d.limit, .def_window_s = d.window_s};
-    if (!l.name)
-        return ONAIR_ENOMEM;
-    rl_set(&l, d.limit, d.window_s);
-    h->limits[h->nlimits++] = l;
-    return ONAIR_OK;
+    char err[256];
+    int rc = rl_table_declare(&h->rl, limit, &h->self, h->desc.name, err, sizeof err);
+    if (rc < 0)
+        hlog(h, ONAIR_LOG_ERROR, "rate limit refused: %s", err);
+    return rc;
 }
 
-static uint64_t rl_fnv1a(const char *s, size_t n)
+/* The server's ratelimit_hit(), on the fake clock. */
+static int rl_hit(onair_test_host_t *h, const char *name, const char *key, ratelimit_result_t *out)
 {
-    uint64_t x = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        x ^= (unsigned char)s[i];
-        x *= 1099511628211ull;
-    }
-    return x;
-}
-
-/* The server's ratelimit_hit(), on the fake clock (entries never expire here: a full
- * bucket is an entry whose TAT is in the past). */
-static int rl_hit(onair_test_host_t *h, const char *name, const char *key, rl_result_t *out)
-{
-    rl_result_t r = {0};
-    *out = r;
-    if (!name || !key)
-        return ONAIR_EINVAL;
-    trl_t *l = rl_find(h, name);
-    if (!l)
-        return ONAIR_ENOTFOUND;
-    char shortened[RL_KEY_MAX + 1];
-    size_t klen = strlen(key);
-    if (klen > RL_KEY_MAX) {
-        snprintf(shortened, sizeof shortened, "%.*s#%016llx", RL_KEY_MAX - 17, key,
-                 (unsigned long long)rl_fnv1a(key, klen));
-        key = shortened;
-    }
-    int64_t now = h->now * 1000;
-    trl_entry_t *e = h->rl_entries;
-    while (e && (strcmp(e->limit, name) || strcmp(e->key, key)))
-        e = e->next;
-    int64_t tat = e && e->tat > now ? e->tat : now;
-    int64_t new_tat = tat + l->t_us;
-    if (new_tat - now <= l->bound_us) {
-        r.allowed = 1;
-        if (!e && (e = calloc(1, sizeof *e)) != NULL) {
-            e->limit = xstrdup(name);
-            e->key = xstrdup(key);
-            if (!e->limit || !e->key) {
-                free(e->limit);
-                free(e->key);
-                free(e);
-                e = NULL;
-            } else {
-                e->next = h->rl_entries;
-                h->rl_entries = e;
-            }
-        }
-        if (e)
-            e->tat = new_tat;
-        tat = new_tat;
-    } else {
-        r.retry_after_ms = (new_tat - l->bound_us - now + 999) / 1000;
-        if (r.retry_after_ms < 1)
-            r.retry_after_ms = 1;
-    }
-    int64_t ahead = tat - now;
-    r.limit = l->limit;
-    r.remaining = ahead < l->bound_us ? (uint32_t)((l->bound_us - ahead) / l->t_us) : 0;
-    r.reset_s = (ahead + 999999) / 1000000;
-    *out = r;
-    return r.allowed ? ONAIR_OK : ONAIR_ERATE;
+    return rl_table_hit(&h->rl, name, key, h->now * 1000, out);
 }
 
 static int api_ratelimit_hit(onair_plugin_t *p, const char *name, const char *key,
                              int64_t *retry_after_ms)
 {
     onair_test_host_t *h = host_of(p);
-    rl_result_t r = {0};
+    ratelimit_result_t r = {0};
     int rc = h ? rl_hit(h, name, key, &r) : ONAIR_EINVAL;
     if (retry_after_ms)
         *retry_after_ms = rc == ONAIR_ERATE ? r.retry_after_ms : 0;
     return rc;
-}
-
-/* The server's ratelimit_key_for(). */
-static int rl_key_for(const trl_t *l, const tuser_t *u, const char *remote, char *out,
-                      size_t out_len)
-{
-    const char *user = u && u->id ? u->id : "";
-    int n;
-    switch (l->key) {
-    case ONAIR_RATELIMIT_BY_USER:
-        n = *user ? snprintf(out, out_len, "%s", user) : snprintf(out, out_len, "ip:%s", remote);
-        break;
-    case ONAIR_RATELIMIT_BY_IP:
-        n = snprintf(out, out_len, "%s", remote);
-        break;
-    default:
-        n = snprintf(out, out_len, "%s|%s", user, remote);
-        break;
-    }
-    return n < 0 || (size_t)n >= out_len ? ONAIR_ETOOBIG : ONAIR_OK;
 }
 
 /* The server's request_over_limit(): RateLimit-* headers on the answer, 429 with
@@ -3528,9 +2877,9 @@ static int rl_key_for(const trl_t *l, const tuser_t *u, const char *remote, char
 static int request_over_limit(onair_test_host_t *h, struct onair_req *r, const char *name)
 {
     char key[400];
-    rl_result_t res;
-    const trl_t *l = rl_find(h, name);
-    if (!l || rl_key_for(l, r->user, r->remote, key, sizeof key) < 0 ||
+    ratelimit_result_t res;
+    if (rl_table_key_for(&h->rl, name, r->user ? r->user->id : NULL, r->remote, key, sizeof key) <
+            0 ||
         rl_hit(h, name, key, &res) == ONAIR_ENOTFOUND) {
         hlog(h, ONAIR_LOG_ERROR, "%s %s names an undeclared rate limit '%s'", r->method, r->path,
              name);
@@ -3545,8 +2894,7 @@ static int request_over_limit(onair_test_host_t *h, struct onair_req *r, const c
     api_resp_header(r, "RateLimit-Reset", v);
     if (res.allowed)
         return 0;
-    int64_t s = (res.retry_after_ms + 999) / 1000;
-    snprintf(v, sizeof v, "%lld", (long long)(s < 1 ? 1 : s));
+    snprintf(v, sizeof v, "%lld", (long long)ratelimit_retry_after_s(&res));
     api_resp_header(r, "Retry-After", v);
     char detail[128];
     snprintf(detail, sizeof detail, "too many requests: retry in %s s", v);
@@ -3559,9 +2907,9 @@ static int request_over_limit(onair_test_host_t *h, struct onair_req *r, const c
 static int ws_over_limit(onair_test_host_t *h, tconn_t *c, const char *name, json_t *id)
 {
     char key[400];
-    rl_result_t res;
-    const trl_t *l = rl_find(h, name);
-    if (!l || rl_key_for(l, c->user, c->remote, key, sizeof key) < 0 ||
+    ratelimit_result_t res;
+    if (rl_table_key_for(&h->rl, name, c->user ? c->user->id : NULL, c->remote, key, sizeof key) <
+            0 ||
         rl_hit(h, name, key, &res) != ONAIR_ERATE)
         return 0;
     json_t *frame = error_frame(429, "rate_limited", "too many messages of this type");
@@ -3575,16 +2923,17 @@ static int ws_over_limit(onair_test_host_t *h, tconn_t *c, const char *name, jso
 int onair_test_ratelimit_set(onair_test_host_t *h, const char *name, uint32_t limit,
                              uint32_t window_s)
 {
-    trl_t *l = h ? rl_find(h, name) : NULL;
+    rl_limit *l = h && name ? rl_table_find(&h->rl, name) : NULL;
     if (!l)
         return ONAIR_ENOTFOUND;
     if (!limit && !window_s) {
-        rl_set(l, l->def_limit, l->def_window_s);
+        rl_table_set_rate(l, l->def_limit, l->def_window_s);
         return ONAIR_OK;
     }
-    if (limit < 1 || limit > RL_MAX_LIMIT || window_s < 1 || window_s > RL_MAX_WINDOW_S)
+    if (limit < 1 || limit > RATELIMIT_MAX_LIMIT || window_s < 1 ||
+        window_s > RATELIMIT_MAX_WINDOW_S)
         return ONAIR_EINVAL;
-    rl_set(l, limit, window_s);
+    rl_table_set_rate(l, limit, window_s);
     return ONAIR_OK;
 }
 
