@@ -132,6 +132,8 @@ static void on_track(const onair_media_track_t *track, int published, void *ud)
     }
     t->next = st->taps;
     st->taps = t;
+    /* the tap sees packets from now on: start it with a keyframe */
+    api->media_request_keyframe(st->self, track->stream);
 }
 
 static int get_stats(onair_req_t *req, void *ud)
