@@ -226,7 +226,9 @@ function spoofProbe() {
 }
 
 test('(2) junk from the publisher\'s and the player\'s own address and port (raw socket): nothing breaks',
-     {timeout: 60_000, skip: skip || (!skip && spoofProbe()) || false}, (t) => underFire(t, async (ctx) => {
+     {timeout: 60_000, skip: skip || (!REQUIRE && spoofProbe()) || false}, (t) => underFire(t, async (ctx) => {
+  const noRaw = spoofProbe(); // under ONAIR_E2E_REQUIRE=1 a missing raw socket is a failure
+  assert.ok(!noRaw, noRaw);
   const ports = [...ctx.pubPorts, ...ctx.playerPorts];
   assert.ok(ctx.pubPorts.length && ctx.playerPorts.length, `both sessions' ports: ${JSON.stringify(ctx)}`);
   const proc = spawn(PYTHON, [SPOOF, String(ctx.cand.port), ports.join(','), String(BURST_MS / 1000), String(RATE)],

@@ -56,6 +56,7 @@ if (!inNetns()) {
     const lines = r.out.split('\n');
     const skipped = r.out.match(/^\W*skipped (\d+)/m);
     if (skipped && Number(skipped[1]) > 0) {
+      assert.ok(!REQUIRE, `the namespaced run skipped: ${r.out.slice(-500)}`);
       t.skip(`inside the namespace: ${lines.find((l) => / # /.test(l)) || r.out.slice(-500)}`);
       return;
     }

@@ -2,57 +2,26 @@
 //
 //   ONAIR_URL=http://127.0.0.1:8080  use a running onaird (media on, server.cors_origins "*")
 //   otherwise start one: ONAIRD (build/core/onaird), ONAIR_PLUGIN_DIR (build/plugins)
-//   ONAIR_E2E_REQUIRE=1  fail instead of skipping when there is no onaird, or it has no media
-//                        relay yet (its config rejects the media keys, or no WHIP route)
+//   ONAIR_E2E_REQUIRE=1  fail instead of skipping when there is no onaird (ctest sets it)
 // See README.md for what each scenario checks and what it assumes about the server.
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {launch} from './lib/browser.mjs';
-import {Onaird, onairTarget, probeWhip, haveOnaird, ONAIRD, PLUGIN_DIR} from './lib/onaird.mjs';
+import {startTarget} from './lib/onaird.mjs';
 import * as sc from './lib/scenarios.mjs';
 
 const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
 const T = {timeout: 60_000};
 const SANITIZER = ['ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:'];
 
-let server = null; // the onaird we started, if any
-let target = null;
-let skip = null;
-
 // ---- find or start the server (top-level: a skip must be known when the tests are declared) --
-if (process.env.ONAIR_URL) {
-  target = await onairTarget(process.env.ONAIR_URL.replace(/\/+$/, ''));
-} else if (!haveOnaird()) {
-  skip = `no onaird: ${ONAIRD} or ${PLUGIN_DIR}/streams.so missing (set ONAIRD, ONAIR_PLUGIN_DIR or ONAIR_URL)`;
-} else {
-  server = new Onaird();
-  try {
-    await server.start();
-    target = await onairTarget(server.base);
-  } catch (e) {
-    const log = e.onairdLog || '';
-    // today's core validates media.* and knows no media.enabled: no relay yet
-    if (/unknown key[^\n]*media|media[^\n]*unknown key/.test(log))
-      skip = `onaird has no media relay yet (config: ${log.match(/[^\n]*unknown key[^\n]*/)[0].trim()})`;
-    else throw e;
-    server = null;
-  }
-}
-if (target && !skip) {
-  try {
-    skip = await probeWhip(target);
-  } catch (e) {
-    await server?.stop();
-    throw e;
-  }
-}
-if (skip && server) {
-  await server.stop();
-  server = null;
-}
+const started = await startTarget();
+const server = started.server; // the onaird we started, if any
+const target = started.target;
+let skip = started.skip;
 if (skip && REQUIRE) {
   const reason = skip;
-  test('the media relay is there (ONAIR_E2E_REQUIRE=1)', () => assert.fail(reason));
+  test('onaird is there (ONAIR_E2E_REQUIRE=1)', () => assert.fail(reason));
   skip = 'see the failure above';
 }
 

@@ -109,10 +109,10 @@ export async function lateJoiner(browser, target, log = () => {}) {
 // How a player asks for the low simulcast layer. Chromium has no API to cap what it
 // receives (b=AS in the answer it is given only caps what it would send), so the player tells
 // the server, both ways by default:
-//   query : ?max_layer=0 on the WHEP POST URL (0 = lowest layer; what core/media/whip.c, being
-//           written, parses: 0, 1 or 2). ONAIR_E2E_LOW_LAYER_QUERY replaces the query.
+//   query : ?max_layer=0 on the WHEP POST URL (0 = lowest layer; 0, 1 or 2).
+//           ONAIR_E2E_LOW_LAYER_QUERY replaces the query.
 //   sdp   : b=AS:<kbps> and b=TIAS:<bps> on the video m-line of the WHEP *offer* (the
-//           receiver saying how much it wants, RFC 3556/3890); the relay does not read it yet.
+//           receiver saying how much it wants, RFC 3556/3890); the relay caps its choice by it.
 //   ONAIR_E2E_LOW_LAYER = query | sdp | both (default)
 export function lowLayerOptions(kbps = 300) {
   const mode = process.env.ONAIR_E2E_LOW_LAYER || 'both';
