@@ -310,12 +310,12 @@ void worker_flush(media_worker_t *w)
             if (sent < 0 && errno == EINTR)
                 continue;
             /* a full socket buffer or an unreachable peer: UDP drops the rest */
-            atomic_fetch_add(&w->drops, n - done);
+            worker_count(&w->drops, n - done);
             break;
         }
         for (int i = 0; i < sent; i++)
-            atomic_fetch_add(&w->bytes_out, w->tx[done + (size_t)i].len);
-        atomic_fetch_add(&w->pkts_out, (uint64_t)sent);
+            worker_count(&w->bytes_out, w->tx[done + (size_t)i].len);
+        worker_count(&w->pkts_out, (uint64_t)sent);
         done += (size_t)sent;
     }
     w->ntx = 0;
@@ -522,18 +522,18 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
 {
     stun_msg_t m;
     if (stun_parse(buf, len, &m) < 0 || m.type != STUN_BINDING_REQUEST || !m.username) {
-        atomic_fetch_add(&w->drops, 1);
+        worker_count(&w->drops, 1);
         return;
     }
     const uint8_t *colon = memchr(m.username, ':', m.username_len);
     if (!colon) {
-        atomic_fetch_add(&w->drops, 1);
+        worker_count(&w->drops, 1);
         return;
     }
     char pwd[40];
     session_t *s = find_ufrag_ref((const char *)m.username, (size_t)(colon - m.username), pwd);
     if (!s) {
-        atomic_fetch_add(&w->drops, 1);
+        worker_count(&w->drops, 1);
         return;
     }
     uint8_t out[256];
@@ -546,7 +546,7 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
         n = stun_finish(&b, NULL, 0, 1);
         if (n)
             worker_send_to(w, from, fromlen, out, n);
-        atomic_fetch_add(&w->drops, 1);
+        worker_count(&w->drops, 1);
         session_unref(s);
         return;
     }
@@ -597,8 +597,8 @@ static void dtls_connected(media_worker_t *w, session_t *s)
 static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
                             const struct sockaddr_storage *from, socklen_t fromlen)
 {
-    atomic_fetch_add(&w->pkts_in, 1);
-    atomic_fetch_add(&w->bytes_in, len);
+    worker_count(&w->pkts_in, 1);
+    worker_count(&w->bytes_in, len);
     if (len < 1)
         return;
     uint8_t b0 = buf[0];
@@ -606,12 +606,12 @@ static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
         if (stun_looks_like(buf, len))
             handle_stun(w, buf, len, from, fromlen);
         else
-            atomic_fetch_add(&w->drops, 1);
+            worker_count(&w->drops, 1);
         return;
     }
     session_t *s = amap_find(w, from);
     if (!s || atomic_load(&s->closed)) {
-        atomic_fetch_add(&w->drops, 1); /* unknown address: never a new session */
+        worker_count(&w->drops, 1); /* unknown address: never a new session */
         return;
     }
     s->last_rx_ms = media_now_ms();
@@ -640,7 +640,7 @@ static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
         if (rtp_looks_like_rtcp(buf, len)) {
             int rc = srtp_session_unprotect_rtcp(s->srtp_in, buf, &n);
             if (rc < 0) {
-                atomic_fetch_add(&w->srtp_errors, 1);
+                worker_count(&w->srtp_errors, 1);
                 s->srtp_errors++;
                 return;
             }
@@ -648,7 +648,7 @@ static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
         } else {
             int rc = srtp_session_unprotect_rtp(s->srtp_in, buf, &n);
             if (rc < 0) {
-                atomic_fetch_add(&w->srtp_errors, 1);
+                worker_count(&w->srtp_errors, 1);
                 s->srtp_errors++;
                 return;
             }
@@ -656,7 +656,7 @@ static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
         }
         return;
     }
-    atomic_fetch_add(&w->drops, 1);
+    worker_count(&w->drops, 1);
 }
 
 static void on_rx(evutil_socket_t fd, short what, void *ud)
@@ -682,7 +682,7 @@ static void on_rx(evutil_socket_t fd, short what, void *ud)
             break;
         for (int i = 0; i < n; i++) {
             if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                atomic_fetch_add(&w->drops, 1);
+                worker_count(&w->drops, 1);
                 continue;
             }
             handle_datagram(w, bufs[i], msgs[i].msg_len, &from[i], msgs[i].msg_hdr.msg_namelen);
@@ -692,7 +692,7 @@ static void on_rx(evutil_socket_t fd, short what, void *ud)
             break;
     }
     worker_flush(w);
-    atomic_fetch_add(&w->busy_us, media_now_us() - t0);
+    worker_count(&w->busy_us, media_now_us() - t0);
 }
 
 /* ---- housekeeping ---------------------------------------------------------------------- */
@@ -732,7 +732,7 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
         pp = &s->next_in_worker;
     }
     worker_flush(w);
-    atomic_fetch_add(&w->busy_us, media_now_us() - t0);
+    worker_count(&w->busy_us, media_now_us() - t0);
 }
 
 static void on_stop(evutil_socket_t fd, short what, void *ud)

@@ -224,6 +224,14 @@ typedef struct media_worker {
     atomic_uint_fast64_t busy_us; /* time spent handling packets and ticks */
 } media_worker_t;
 
+/* A worker's counters have one writer (the worker itself) and are read by /metrics: a
+ * relaxed load and store, no locked read-modify-write on the per-packet path. */
+static inline void worker_count(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 /* ---- engine.c ---- */
 unsigned media_hash_str(const char *s); /* a table bucket */
 uint64_t media_now_ms(void);

@@ -116,7 +116,7 @@ void relay_request_keyframe(media_worker_t *w, session_t *pub, int kind, int lay
         if (n) {
             relay_send_rtcp(w, pub, buf, n);
             L->last_pli_ms = now_ms;
-            atomic_fetch_add(&w->plis, 1);
+            worker_count(&w->plis, 1);
         }
     }
 }
@@ -300,7 +300,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
 {
     rtp_header_t h;
     if (s->role != ROLE_PUBLISHER || rtp_parse(pkt, len, &h) < 0) {
-        atomic_fetch_add(&w->drops, 1);
+        worker_count(&w->drops, 1);
         return;
     }
     relay_t *r = s->relay;
@@ -311,7 +311,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         tcc_record(s, pkt, &h, now_us); /* every packet counts for the sender's estimate */
     if (r->publisher != s || classify(s, pkt, &h, &kind, &layer, &is_rtx) < 0) {
         pthread_mutex_unlock(&r->lock);
-        atomic_fetch_add(&w->drops, 1); /* unknown SSRC, or a replaced publisher */
+        worker_count(&w->drops, 1); /* unknown SSRC, or a replaced publisher */
         return;
     }
     pub_track_t *t = &s->pub[kind];
@@ -410,7 +410,7 @@ static void resend(media_worker_t *w, session_t *v, view_track_t *vt, session_t 
     if (srtp_session_protect_rtp(v->srtp_out, out, &n, MEDIA_SLOT) < 0)
         return;
     worker_commit(w, n);
-    atomic_fetch_add(&w->retransmits, 1);
+    worker_count(&w->retransmits, 1);
 }
 
 typedef struct nack_ctx {
@@ -464,7 +464,7 @@ static void viewer_rtcp(media_worker_t *w, session_t *v, relay_t *r, const rtcp_
             return;
         nack_ctx_t c = {w, v, r->publisher, vt, kind, now_ms};
         vt->nacks++;
-        atomic_fetch_add(&w->nacks, 1);
+        worker_count(&w->nacks, 1);
         rtcp_nack_foreach(p, on_nack_seq, &c);
     } else if (rtcp_is_remb(p)) {
         rtcp_remb_t remb;
@@ -533,7 +533,7 @@ void relay_on_rtcp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
             publisher_rtcp(s, &p, now_ms);
     }
     if (rc < 0)
-        atomic_fetch_add(&w->drops, 1);
+        worker_count(&w->drops, 1);
     pthread_mutex_unlock(&r->lock);
 }
 
