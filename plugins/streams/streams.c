@@ -19,6 +19,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* getrandom */
 #endif
+#include "../common/plugin_util.h"
 #include "streams_media.h"
 
 #include <openssl/evp.h>
@@ -116,22 +117,9 @@ static const onair_config_key_t streams_config[] = {
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static int hex24(const char *s)
+static size_t str_chars(const char *s)
 {
-    if (!s || strlen(s) != 24)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-            return 0;
-    return 1;
-}
-
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
+    return utf8_chars(s, strlen(s));
 }
 
 static int has_ctl(const char *s, int allow_newlines)
@@ -168,11 +156,6 @@ static int in_array(json_t *arr, const char *s)
             return 1;
     }
     return 0;
-}
-
-static const char *sget(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
 }
 
 static int random_bytes(void *buf, size_t n)
@@ -1048,7 +1031,7 @@ static int validate_stream(streams_t *st, onair_req_t *req, json_t *body, json_t
     json_t *t = json_object_get(body, "title");
     if (t) {
         const char *s = json_string_value(t);
-        size_t n = s ? utf8_chars(s) : 0;
+        size_t n = s ? str_chars(s) : 0;
         if (!s || n < 1 || n > TITLE_MAX || has_ctl(s, 0))
             return bad_field(req, "title",
                              "title must be 1..140 characters without control characters");
@@ -1060,7 +1043,7 @@ static int validate_stream(streams_t *st, onair_req_t *req, json_t *body, json_t
     }
     if ((t = json_object_get(body, "description"))) {
         const char *s = json_string_value(t);
-        if (!s || utf8_chars(s) > DESC_MAX || has_ctl(s, 1))
+        if (!s || str_chars(s) > DESC_MAX || has_ctl(s, 1))
             return bad_field(req, "description",
                              "description must be text of at most 2000 characters");
         json_object_set(set, "description", t);
@@ -1068,7 +1051,7 @@ static int validate_stream(streams_t *st, onair_req_t *req, json_t *body, json_t
     if ((t = json_object_get(body, "category"))) {
         const char *s = json_string_value(t);
         if (!json_is_null(t)) {
-            size_t n = s ? utf8_chars(s) : 0;
+            size_t n = s ? str_chars(s) : 0;
             if (!s || n < 1 || n > CATEGORY_MAX || has_ctl(s, 0))
                 return bad_field(req, "category",
                                  "category must be 1..64 characters (or null for none)");
@@ -1093,7 +1076,7 @@ static int validate_stream(streams_t *st, onair_req_t *req, json_t *body, json_t
         json_array_foreach(t, i, x)
         {
             const char *s = json_string_value(x);
-            size_t n = s ? utf8_chars(s) : 0;
+            size_t n = s ? str_chars(s) : 0;
             if (!s || n < 1 || n > TAG_MAX || has_ctl(s, 0)) {
                 json_decref(tags);
                 char d[120];
@@ -1750,7 +1733,7 @@ static int get_browse(onair_req_t *req, void *ud)
             json_array_append_new(and, json_pack("{s:s}", simple[i], q));
         }
     if ((q = api->req_query(req, "tag"))) {
-        if (!*q || utf8_chars(q) > TAG_MAX || has_ctl(q, 0)) {
+        if (!*q || str_chars(q) > TAG_MAX || has_ctl(q, 0)) {
             json_decref(and);
             return api->reply_problem(req, 400, "invalid_query", "tag must be 1..25 characters");
         }
@@ -2315,7 +2298,7 @@ static void report_step(op_t *op)
     }
     json_t *text = json_object_get(body, "text");
     const char *s = json_string_value(text);
-    if (text && !json_is_null(text) && (!s || utf8_chars(s) > REPORT_TEXT_MAX || has_ctl(s, 1))) {
+    if (text && !json_is_null(text) && (!s || str_chars(s) > REPORT_TEXT_MAX || has_ctl(s, 1))) {
         problem_field(op->req, 400, "invalid_field", "text",
                       "text must be at most 1000 characters");
         op->req = NULL;
@@ -2460,7 +2443,7 @@ static int close_report(onair_req_t *req, void *ud, const char *to)
     }
     json_t *note = json_object_get(body, "note");
     const char *s = json_string_value(note);
-    if (note && !json_is_null(note) && (!s || utf8_chars(s) > NOTE_MAX || has_ctl(s, 1))) {
+    if (note && !json_is_null(note) && (!s || str_chars(s) > NOTE_MAX || has_ctl(s, 1))) {
         json_decref(body);
         return problem_field(req, 400, "invalid_field", "note",
                              "note must be at most 1000 characters");
@@ -2510,7 +2493,7 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
     }
     json_t *set = json_object();
     json_object_set_new(set, "title", json_string(title));
-    size_t n = utf8_chars(title);
+    size_t n = str_chars(title);
     json_t *cat = json_object_get(payload, "category");
     const char *cs = json_string_value(cat);
     json_t *tags = json_object_get(payload, "tags");
@@ -2520,7 +2503,7 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
         return;
     }
     json_object_set_new(set, "search", search_terms(title));
-    if (cs && *cs && utf8_chars(cs) <= CATEGORY_MAX && category_allowed(st, cs))
+    if (cs && *cs && str_chars(cs) <= CATEGORY_MAX && category_allowed(st, cs))
         json_object_set(set, "category", cat);
     if (json_is_array(tags) && json_array_size(tags) <= TAGS_MAX) {
         json_t *clean = json_array();
@@ -2529,7 +2512,7 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
         json_array_foreach(tags, i, x)
         {
             const char *s = json_string_value(x);
-            if (s && *s && utf8_chars(s) <= TAG_MAX && !has_ctl(s, 0) && !in_array(clean, s))
+            if (s && *s && str_chars(s) <= TAG_MAX && !has_ctl(s, 0) && !in_array(clean, s))
                 json_array_append(clean, x);
         }
         json_object_set_new(set, "tags", clean);
