@@ -134,6 +134,22 @@ static char *join_list(json_t *arr)
     return out;
 }
 
+/* "core.started" (bus): where this server listens, so plugins can build links to
+ * themselves. A wildcard address (0.0.0.0, ::) becomes localhost; port is the bound one. */
+static void publish_started(struct host *h, const char *addr, int port, int tls,
+                            const char *data_dir)
+{
+    const char *name = addr && *addr ? addr : "0.0.0.0";
+    int any = !strcmp(name, "0.0.0.0") || !strcmp(name, "::") || !strcmp(name, "[::]");
+    int v6 = !any && strchr(name, ':') && name[0] != '[';
+    char url[320];
+    snprintf(url, sizeof url, "%s://%s%s%s:%d", tls ? "https" : "http", v6 ? "[" : "",
+             any ? "localhost" : name, v6 ? "]" : "", port);
+    bus_publish(h->bus, "core.started",
+                json_pack("{s:s,s:s,s:i,s:b,s:s}", "url", url, "host", name, "port", port, "tls",
+                          tls, "data_dir", data_dir && *data_dir ? data_dir : "./data"));
+}
+
 int host_start(struct host *h, settings_t *s)
 {
     g_started_at = time(NULL);
@@ -263,6 +279,8 @@ int host_start(struct host *h, settings_t *s)
     LOG_INFO("core", "onaird %s listening on %s://%s:%d (%d plugins started, %d failed)",
              ONAIR_VERSION, nc.tls_cert ? "https" : "http",
              nc.host && *nc.host ? nc.host : "0.0.0.0", net_port(h->net), loaded, failed);
+    publish_started(h, nc.host, net_port(h->net), nc.tls_cert != NULL,
+                    settings_string(s, "storage.data_dir"));
     return 0;
 }
 
