@@ -7,11 +7,17 @@
  * user_set_verified(): the host then publishes "user.verified", issues tokens with
  * verified: true and lets the user through ONAIR_ACCESS_VERIFIED routes at once.
  *
+ * Development transports (config `transport`): `maildir` writes each mail as a file
+ * <maildir>/<ms>-<challenge id>.eml (default <storage.data_dir>/mail) from the work pool;
+ * `log` writes To, Subject, the code and the link to the server log. Neither delivers
+ * anything; both warn at start. The link's default base is derived from where the server
+ * listens (the core's "core.started" event) unless public_url or link_base_url is set.
+ *
  * Stored: collection "verification.challenges", one document per mail sent, holding
  * only hashes of the code (salted per challenge) and of the link token. Codes allow
  * max_attempts guesses; every guess consumes an attempt *before* it is compared, so
- * concurrent guessing gains nothing. Codes, tokens and the SMTP password are never
- * logged.
+ * concurrent guessing gains nothing. Codes and tokens are logged only by the `log`
+ * transport (development only); the SMTP password never is.
  *
  * Endpoints (plugins/verification/README.md):
  *   POST /api/v1/verification/start          user   mail a code and a link (202)
@@ -30,11 +36,14 @@
 #include <openssl/evp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CODE_DIGITS   6
 #define TOKEN_BYTES   32
@@ -43,17 +52,39 @@
 #define RESEND_LIMIT  "verification.resend"
 #define MAIL_SUBJECT  "Your onair verification code"
 #define PROBLEM_CTYPE "application/problem+json"
+#define LINK_PATH     "/api/v1/verification/link"
+
+enum transport { MAIL_SMTP, MAIL_LOG, MAIL_MAILDIR };
 
 static const onair_api_t *api;
 
 typedef struct ver {
     onair_plugin_t *self;
-    onair_coll_t *coll; /* verification.challenges */
-    onair_sub_t sub;    /* user.verified */
+    onair_coll_t *coll;   /* verification.challenges */
+    onair_sub_t sub;      /* user.verified */
+    onair_sub_t sub_core; /* core.started */
+    char *server_url;     /* from core.started: "http://localhost:8080" */
+    char *data_dir;       /* from core.started: storage.data_dir */
     int curl_ready;
 } ver_t;
 
 static const onair_config_key_t ver_config[] = {
+    {.size = sizeof(onair_config_key_t),
+     .key = "transport",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "smtp",
+     .choices = "smtp|log|maildir",
+     .doc = "How mails go out: smtp (deliver through smtp.url), or for development only: "
+            "maildir (write each mail as a .eml file under `maildir`) or log (write To, "
+            "Subject, the code and the link to the server log)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "maildir",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "",
+     .max = 1024,
+     .flags = ONAIR_CFG_HAS_MAX,
+     .doc = "Directory of the maildir transport's .eml files (relative: to the working "
+            "directory); empty: <storage.data_dir>/mail."},
     {.size = sizeof(onair_config_key_t),
      .key = "smtp.url",
      .type = ONAIR_CFG_STRING,
@@ -91,14 +122,23 @@ static const onair_config_key_t ver_config[] = {
      .flags = ONAIR_CFG_REQUIRED | ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
      .doc = "The sender: \"Name <address>\" or a bare address."},
     {.size = sizeof(onair_config_key_t),
+     .key = "public_url",
+     .type = ONAIR_CFG_STRING,
+     .default_value = "",
+     .max = 512,
+     .flags = ONAIR_CFG_HAS_MAX,
+     .doc = "This server's public base URL (https://live.example.com); the link is "
+            "<public_url>/api/v1/verification/link. Empty: derived from server.host and the "
+            "port the server listens on (0.0.0.0 and :: become localhost)."},
+    {.size = sizeof(onair_config_key_t),
      .key = "link_base_url",
      .type = ONAIR_CFG_STRING,
-     .default_value = "http://localhost:8080/api/v1/verification/link",
-     .min = 8,
+     .default_value = "",
      .max = 512,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .flags = ONAIR_CFG_HAS_MAX,
      .doc = "The link in the mail is <link_base_url>?token=<token>: the public URL of GET "
-            "/api/v1/verification/link (or of a page of yours that calls it)."},
+            "/api/v1/verification/link (or of a page of yours that calls it). Empty: "
+            "<public_url>/api/v1/verification/link."},
     {.size = sizeof(onair_config_key_t),
      .key = "code_ttl_s",
      .type = ONAIR_CFG_INT,
@@ -393,9 +433,12 @@ typedef struct op {
     char code[CODE_DIGITS + 1];
     char token[TOKEN_CHARS + 1];
     /* the mail job: copies, the pool thread must not read config */
-    char *smtp_url, *smtp_user, *smtp_pass, *from, *link_base;
+    int transport; /* enum transport */
+    char *smtp_url, *smtp_user, *smtp_pass, *from, *link_base, *mail_dir;
     long use_ssl, timeout_ms;
+    int64_t sent_ms;
     int mail_ok;
+    char *mail_file; /* maildir: the file written */
     char mail_err[CURL_ERROR_SIZE + 64];
 } op_t;
 
@@ -433,6 +476,8 @@ static void op_free(op_t *op)
     free_secret(op->smtp_pass);
     free(op->from);
     free(op->link_base);
+    free(op->mail_dir);
+    free(op->mail_file);
     explicit_bzero(op->code, sizeof op->code);
     explicit_bzero(op->token, sizeof op->token);
     free(op);
@@ -511,22 +556,112 @@ static char *build_message(const op_t *op, const char *from_addr)
     return n < 0 ? NULL : msg;
 }
 
-static void mail_work(void *ud)
+/* mkdir -p with mode 0700 for the parts it creates. */
+static int make_dirs(const char *path)
 {
-    op_t *op = ud;
-    char from_addr[300];
-    if (from_address(op->from, from_addr, sizeof from_addr)) {
-        snprintf(op->mail_err, sizeof op->mail_err, "the configured sender is not an address");
+    char buf[1100];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+        return -1;
+    struct stat sb;
+    if (stat(buf, &sb) != 0)
+        return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+/* Development transport: the whole message as <mail_dir>/<ms>-<challenge>.eml (mode 0600),
+ * written under a dot name and renamed, so a reader never sees half a mail. */
+static void maildir_deliver(op_t *op, const char *msg)
+{
+    if (make_dirs(op->mail_dir) != 0) {
+        snprintf(op->mail_err, sizeof op->mail_err, "cannot create %.200s: %s", op->mail_dir,
+                 strerror(errno));
         return;
     }
-    char *msg = build_message(op, from_addr);
+    char *tmp = NULL, *path = NULL;
+    if (asprintf(&path, "%s/%lld-%s.eml", op->mail_dir, (long long)op->sent_ms, op->challenge_id) <
+        0)
+        path = NULL;
+    if (asprintf(&tmp, "%s/.%lld-%s.tmp", op->mail_dir, (long long)op->sent_ms, op->challenge_id) <
+        0)
+        tmp = NULL;
+    if (!path || !tmp) {
+        snprintf(op->mail_err, sizeof op->mail_err, "out of memory");
+        free(tmp);
+        free(path);
+        return;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    size_t len = strlen(msg), done = 0;
+    while (fd >= 0 && done < len) {
+        ssize_t w = write(fd, msg + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    int ok = fd >= 0 && done == len;
+    int e = ok ? 0 : errno;
+    if (fd >= 0 && close(fd) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (ok) {
+        op->mail_ok = 1;
+        op->mail_file = path;
+        path = NULL;
+    } else {
+        if (fd >= 0)
+            unlink(tmp);
+        snprintf(op->mail_err, sizeof op->mail_err, "cannot write %.200s: %s", path,
+                 strerror(e ? e : EIO));
+    }
+    free(tmp);
+    free(path);
+}
+
+/* Development transport: the mail's essentials in the server log (the start warned). */
+static void log_deliver(op_t *op)
+{
+    const char *sep = strchr(op->link_base, '?') ? "&" : "?";
+    api->log(op->st->self, ONAIR_LOG_INFO,
+             "DEVELOPMENT mail (transport: log, nothing delivered): To: <%s> Subject: " MAIL_SUBJECT
+             " | code: %s | link: %s%stoken=%s",
+             op->email, op->code, op->link_base, sep, op->token);
+    op->mail_ok = 1;
+}
+
+static void smtp_deliver(op_t *op, const char *msg, const char *from_addr)
+{
     CURL *c = curl_easy_init();
     struct curl_slist *rcpt = NULL;
-    char rcpt_buf[300], from_buf[sizeof from_addr + 2];
+    char rcpt_buf[300], from_buf[304];
     snprintf(rcpt_buf, sizeof rcpt_buf, "<%s>", op->email);
     snprintf(from_buf, sizeof from_buf, "<%s>", from_addr);
     rcpt = curl_slist_append(NULL, rcpt_buf);
-    if (!msg || !c || !rcpt) {
+    if (!c || !rcpt) {
         snprintf(op->mail_err, sizeof op->mail_err, "out of memory");
         goto out;
     }
@@ -567,10 +702,32 @@ out:
     curl_slist_free_all(rcpt);
     if (c)
         curl_easy_cleanup(c);
-    if (msg) {
-        explicit_bzero(msg, strlen(msg));
-        free(msg);
+}
+
+/* Pool thread: build the message and hand it to the configured transport. */
+static void mail_work(void *ud)
+{
+    op_t *op = ud;
+    if (op->transport == MAIL_LOG) {
+        log_deliver(op);
+        return;
     }
+    char from_addr[300];
+    if (from_address(op->from, from_addr, sizeof from_addr)) {
+        snprintf(op->mail_err, sizeof op->mail_err, "the configured sender is not an address");
+        return;
+    }
+    char *msg = build_message(op, from_addr);
+    if (!msg) {
+        snprintf(op->mail_err, sizeof op->mail_err, "out of memory");
+        return;
+    }
+    if (op->transport == MAIL_MAILDIR)
+        maildir_deliver(op, msg);
+    else
+        smtp_deliver(op, msg, from_addr);
+    explicit_bzero(msg, strlen(msg));
+    free(msg);
 }
 
 /* ---- POST /api/v1/verification/start ------------------------------------------------- */
@@ -584,21 +741,27 @@ static void start_mailed(int status, void *ud)
         op_fail(op, status, "the server stopped before the mail was sent");
         return;
     }
-    if (op->mail_ok) {
-        char where[256];
+    char where[256];
+    if (op->transport == MAIL_SMTP)
         url_for_log(op->smtp_url, where, sizeof where);
-        api->log(st->self, ONAIR_LOG_INFO, "verification mail for user %s accepted by %s",
-                 op->user_id, where);
+    else if (op->transport == MAIL_LOG)
+        snprintf(where, sizeof where, "the server log (transport: log)");
+    else
+        snprintf(where, sizeof where, "%.240s", op->mail_file ? op->mail_file : op->mail_dir);
+    if (op->mail_ok) {
+        api->log(st->self, ONAIR_LOG_INFO, "verification mail for user %s %s %s", op->user_id,
+                 op->transport == MAIL_SMTP ? "accepted by" : "written to", where);
         api->reply_json(op->req, 202,
                         json_pack("{s:b,s:I}", "sent", 1, "expires_in", (json_int_t)op->ttl_s));
     } else {
         close_challenge(st, op->challenge_id);
-        char where[256];
-        url_for_log(op->smtp_url, where, sizeof where);
         api->log(st->self, ONAIR_LOG_WARN, "verification mail for user %s via %s failed: %s",
                  op->user_id, where, op->mail_err);
         char d[sizeof op->mail_err + 64];
-        snprintf(d, sizeof d, "the mail server did not take the message: %s", op->mail_err);
+        snprintf(d, sizeof d, "%s: %s",
+                 op->transport == MAIL_SMTP ? "the mail server did not take the message"
+                                            : "the mail could not be written",
+                 op->mail_err);
         api->reply_problem(op->req, 502, "mail_failed", d);
     }
     op_free(op);
@@ -608,6 +771,57 @@ static char *dup_config(ver_t *st, const char *key)
 {
     const char *v = api->config_string(st->self, key);
     return strdup(v ? v : "");
+}
+
+static int transport_of(onair_plugin_t *self)
+{
+    const char *t = api->config_string(self, "transport");
+    return t && !strcmp(t, "log")       ? MAIL_LOG
+           : t && !strcmp(t, "maildir") ? MAIL_MAILDIR
+                                        : MAIL_SMTP;
+}
+
+static int is_set(const char *s)
+{
+    return s && *s;
+}
+
+/* link_base_url, else <public_url or where the server listens>/api/v1/verification/link.
+ * NULL: out of memory, or *unknown set when the server's address is not known yet. */
+static char *link_base(ver_t *st, int *unknown)
+{
+    const char *lb = api->config_string(st->self, "link_base_url");
+    if (is_set(lb))
+        return strdup(lb);
+    const char *pub = api->config_string(st->self, "public_url");
+    if (!is_set(pub))
+        pub = st->server_url;
+    if (!pub) {
+        *unknown = 1;
+        return NULL;
+    }
+    size_t n = strlen(pub);
+    while (n && pub[n - 1] == '/')
+        n--;
+    char *out = NULL;
+    return asprintf(&out, "%.*s" LINK_PATH, (int)n, pub) < 0 ? NULL : out;
+}
+
+/* maildir, else <storage.data_dir>/mail (NULL and *unknown as for link_base). */
+static char *mail_dir(ver_t *st, int *unknown)
+{
+    const char *dir = api->config_string(st->self, "maildir");
+    if (is_set(dir))
+        return strdup(dir);
+    if (!st->data_dir) {
+        *unknown = 1;
+        return NULL;
+    }
+    size_t n = strlen(st->data_dir);
+    while (n > 1 && st->data_dir[n - 1] == '/')
+        n--;
+    char *out = NULL;
+    return asprintf(&out, "%.*s/mail", (int)n, st->data_dir) < 0 ? NULL : out;
 }
 
 static void start_inserted(int status, json_t *result, void *ud)
@@ -627,9 +841,8 @@ static void start_inserted(int status, json_t *result, void *ud)
     op->smtp_user = dup_config(st, "smtp.username");
     op->smtp_pass = dup_config(st, "smtp.password");
     op->from = dup_config(st, "from");
-    op->link_base = dup_config(st, "link_base_url");
-    if (!op->challenge_id || !op->smtp_url || !op->smtp_user || !op->smtp_pass || !op->from ||
-        !op->link_base) {
+    op->sent_ms = api->now_ms(st->self);
+    if (!op->challenge_id || !op->smtp_url || !op->smtp_user || !op->smtp_pass || !op->from) {
         if (op->challenge_id)
             close_challenge(st, op->challenge_id);
         return op_fail(op, ONAIR_ENOMEM, NULL);
@@ -687,6 +900,19 @@ static void start_user(int status, json_t *result, void *ud)
     if (!address_ok(email)) {
         api->reply_problem(op->req, 409, "no_email",
                            "the account has no usable email address to send a code to");
+        return op_free(op);
+    }
+    int unknown = 0;
+    op->transport = transport_of(st->self);
+    op->link_base = link_base(st, &unknown);
+    if (!op->link_base && !unknown)
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    if (op->transport == MAIL_MAILDIR && !unknown && !(op->mail_dir = mail_dir(st, &unknown)) &&
+        !unknown)
+        return op_fail(op, ONAIR_ENOMEM, NULL);
+    if (unknown) { /* before core.started: cannot happen once the server listens */
+        api->reply_problem(op->req, 503, "unavailable",
+                           "the server is still starting: try again in a moment");
         return op_free(op);
     }
     int64_t retry_ms = 0;
@@ -1061,13 +1287,48 @@ static int check_config(onair_plugin_t *self)
                  "from must be \"Name <address@domain>\" or \"address@domain\"");
         return ONAIR_EINVAL;
     }
-    const char *link = api->config_string(self, "link_base_url");
-    if (!link || !no_ctl(link) || strchr(link, ' ') ||
-        (strncmp(link, "http://", 7) != 0 && strncmp(link, "https://", 8) != 0)) {
-        api->log(self, ONAIR_LOG_ERROR, "link_base_url must be an http:// or https:// URL");
+    static const char *const urls[] = {"link_base_url", "public_url"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *link = api->config_string(self, urls[i]);
+        if (is_set(link) &&
+            (!no_ctl(link) || strchr(link, ' ') ||
+             (strncmp(link, "http://", 7) != 0 && strncmp(link, "https://", 8) != 0))) {
+            api->log(self, ONAIR_LOG_ERROR, "%s must be an http:// or https:// URL (or empty)",
+                     urls[i]);
+            return ONAIR_EINVAL;
+        }
+    }
+    const char *dir = api->config_string(self, "maildir");
+    if (is_set(dir) && !no_ctl(dir)) {
+        api->log(self, ONAIR_LOG_ERROR, "maildir must be a directory path");
         return ONAIR_EINVAL;
     }
     return ONAIR_OK;
+}
+
+/* Where the server listens and keeps its files: the default link and mail directory. */
+static void on_core_started(const char *topic, json_t *payload, void *ud)
+{
+    ver_t *st = ud;
+    (void)topic;
+    const char *url = json_string_value(json_object_get(payload, "url"));
+    const char *dir = json_string_value(json_object_get(payload, "data_dir"));
+    if (url && (!strncmp(url, "http://", 7) || !strncmp(url, "https://", 8)) && no_ctl(url)) {
+        free(st->server_url);
+        st->server_url = strdup(url);
+    }
+    if (dir && *dir && no_ctl(dir)) {
+        free(st->data_dir);
+        st->data_dir = strdup(dir);
+    }
+    int unknown = 0;
+    char *link = link_base(st, &unknown);
+    char *mdir = transport_of(st->self) == MAIL_MAILDIR ? mail_dir(st, &unknown) : NULL;
+    if (link)
+        api->log(st->self, ONAIR_LOG_INFO, "verification links: %s?token=...%s%s", link,
+                 mdir ? ", mail files: " : "", mdir ? mdir : "");
+    free(link);
+    free(mdir);
 }
 
 static int ver_init(onair_plugin_t *self, const onair_api_t *host_api)
@@ -1148,6 +1409,8 @@ static int ver_init(onair_plugin_t *self, const onair_api_t *host_api)
         rc = api->route_add(self, &routes[i]);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "user.verified", on_user_verified, st, &st->sub);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "core.started", on_core_started, st, &st->sub_core);
     if (rc == ONAIR_OK && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         api->log(self, ONAIR_LOG_ERROR, "libcurl failed to initialize");
         rc = ONAIR_EINTERNAL;
@@ -1164,7 +1427,22 @@ static int ver_init(onair_plugin_t *self, const onair_api_t *host_api)
 static int ver_start(onair_plugin_t *self)
 {
     char where[256];
-    url_for_log(api->config_string(self, "smtp.url"), where, sizeof where);
+    int t = transport_of(self);
+    if (t == MAIL_SMTP) {
+        url_for_log(api->config_string(self, "smtp.url"), where, sizeof where);
+    } else {
+        const char *dir = api->config_string(self, "maildir");
+        snprintf(where, sizeof where, "%s%.200s", t == MAIL_LOG ? "the server log" : "files in ",
+                 t == MAIL_LOG ? ""
+                 : is_set(dir) ? dir
+                               : "<storage.data_dir>/mail");
+        api->log(self, ONAIR_LOG_WARN,
+                 "transport: %s is for DEVELOPMENT only: verification mails are not delivered, "
+                 "they go to %s%s; set transport: smtp (ONAIR_MAIL_TRANSPORT=smtp with the "
+                 "shipped config) in production",
+                 t == MAIL_LOG ? "log" : "maildir", where,
+                 t == MAIL_LOG ? " with their codes and links" : "");
+    }
     api->log(self, ONAIR_LOG_INFO, "mail via %s, codes valid %lld s, %lld mails per hour", where,
              (long long)api->config_int(self, "code_ttl_s"),
              (long long)api->config_int(self, "resend_per_hour"));
@@ -1178,12 +1456,18 @@ static void ver_stop(onair_plugin_t *self)
         return;
     if (st->sub)
         api->bus_unsubscribe(self, st->sub);
+    if (st->sub_core)
+        api->bus_unsubscribe(self, st->sub_core);
     if (st->curl_ready)
         curl_global_cleanup();
+    free(st->server_url);
+    free(st->data_dir);
     free(st);
     api->set_state(self, NULL);
 }
 
 ONAIR_PLUGIN(.name = "verification", .version = "1.0.0",
-             .description = "Verified accounts: email code or link over SMTP, rate-limited",
+             .description =
+                 "Verified accounts: email code or link (SMTP; maildir/log for development), "
+                 "rate-limited",
              .config = ver_config, .init = ver_init, .start = ver_start, .stop = ver_stop)

@@ -1,10 +1,16 @@
 """Verification plugin end to end: real accounts, a real SMTP server (aiosmtpd) that
 receives the mail, the code and the link read from that mail, and the verified-account
-gate (testkit's GET /api/v1/testkit/verified) going from 403 to 200."""
+gate (testkit's GET /api/v1/testkit/verified) going from 403 to 200. The development
+transports (maildir files, the server log) and the link's default base (derived from the
+address the server listens on) are covered at the end."""
 import base64
+import email
+import email.policy
+import glob
 import json
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -13,7 +19,7 @@ import urllib.parse
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from onair_harness import PLUGIN_DIR, Server, make_token  # noqa: E402
+from onair_harness import PLUGIN_DIR, Server, free_port, make_token  # noqa: E402
 from smtp_sink import SmtpSink  # noqa: E402
 
 # aiosmtpd warns on every session that AUTH without TLS is unsafe: loopback only here.
@@ -28,18 +34,24 @@ CODE_RX = re.compile(r"code is: (\d{6})\b")
 LINK_RX = re.compile(re.escape(LINK_BASE) + r"\?token=([A-Za-z0-9_-]{43})\b")
 
 
-def server_kwargs(sink_url, **config):
+def server_kwargs(sink_url, link_base=LINK_BASE, server=None, **config):
+    """Keyword arguments of a Server with the verification plugin mailing to sink_url;
+    link_base=None leaves link_base_url out (the plugin derives the link)."""
     cfg = {
         "smtp": {"url": sink_url, "username": SMTP_USER,
                  "password": "${ONAIR_TEST_SMTP_PASSWORD}", "timeout_ms": 5000},
         "from": "onair <no-reply@onair.test>",
-        "link_base_url": LINK_BASE,
     }
+    if link_base is not None:
+        cfg["link_base_url"] = link_base
     cfg.update(config)
+    core = {"auth": {"password_hash": "interactive"}}
+    if server:
+        core["server"] = server
     return {"plugins": {"verification": {"path": os.path.join(PLUGIN_DIR, "verification.so"),
                                          "config": cfg},
                         "testkit": {}},
-            "core": {"auth": {"password_hash": "interactive"}},
+            "core": core,
             "env": {"ONAIR_TEST_SMTP_PASSWORD": SMTP_PASS}}
 
 
@@ -394,3 +406,191 @@ def test_bad_config_refused(server_factory):
         "config": {"smtp": {"url": "http://127.0.0.1:25"}, "from": "no-reply@onair.test"}}})
     srv.start(wait=False)
     assert srv.wait_log(r"smtp\.url must start with smtp:// or smtps://", 15), srv.log()
+
+
+# ---- the link's default base: where the server listens -----------------------------------
+
+def any_link_rx(base):
+    return re.compile(re.escape(base) + r"\?token=([A-Za-z0-9_-]{43})\b")
+
+
+def test_link_uses_the_servers_own_port(server_factory):
+    """No link_base_url and no public_url: the mailed link points at this server, on the
+    port it listens on (not 8080), and it works."""
+    port = free_port()
+    assert port != 8080
+    sink = SmtpSink(username=SMTP_USER, password=SMTP_PASS).start()
+    try:
+        srv = server_factory(**server_kwargs(sink.url, link_base=None,
+                                             server={"port": port})).start()
+        assert srv.port == port
+        jill = Account(srv, "jill")
+        start(jill)
+        mail = sink.wait_for(jill.email)
+        base = "http://127.0.0.1:%d/api/v1/verification/link" % port
+        m = any_link_rx(base).search(mail.body)
+        assert m, mail.body
+        assert "localhost:8080" not in mail.body
+        # The link as mailed reaches this server and verifies the account.
+        url = urllib.parse.urlsplit(m.group(0))
+        r = srv.http("GET", url.path + "?" + url.query, headers={"Accept": "application/json"})
+        assert r.status == 200 and r.json() == {"verified": True}, r
+        assert jill.call("GET", GATED).status == 200
+        assert srv.stop() == 0
+    finally:
+        sink.stop()
+
+
+def test_link_port_zero_and_public_url(server_factory):
+    """server.port 0: the link has the port actually bound. public_url (trailing slash
+    and all) wins over the listening address."""
+    sink = SmtpSink(username=SMTP_USER, password=SMTP_PASS).start()
+    try:
+        srv = server_factory(**server_kwargs(sink.url, link_base=None)).start()  # port 0
+        kate = Account(srv, "kate")
+        start(kate)
+        mail = sink.wait_for(kate.email)
+        assert any_link_rx("http://127.0.0.1:%d/api/v1/verification/link" % srv.port).search(
+            mail.body), mail.body
+        assert srv.stop() == 0
+
+        srv = server_factory(**server_kwargs(sink.url, link_base=None,
+                                             public_url="https://live.example.org/")).start()
+        lena = Account(srv, "lena")
+        start(lena)
+        mail = sink.wait_for(lena.email)
+        assert any_link_rx("https://live.example.org/api/v1/verification/link").search(
+            mail.body), mail.body
+        assert srv.stop() == 0
+    finally:
+        sink.stop()
+
+
+# ---- development transports ---------------------------------------------------------------
+
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "conf.d", "plugins",
+                       "verification.yaml")
+# The shipped file reads these; clear them so the test sees the file's own defaults.
+SHIPPED_ENV = {"ONAIR_MAIL_TRANSPORT": "", "ONAIR_PUBLIC_URL": "", "ONAIR_SMTP_URL": "",
+               "ONAIR_SMTP_USER": "", "ONAIR_SMTP_PASSWORD": ""}
+
+
+def mail_files(srv):
+    return sorted(glob.glob(os.path.join(srv.dir, "data", "mail", "*.eml")))
+
+
+def read_eml(path):
+    with open(path, "rb") as f:
+        msg = email.message_from_bytes(f.read(), policy=email.policy.default)
+    body = msg.get_body(preferencelist=("plain",)).get_content()
+    return msg, body
+
+
+def test_shipped_config_verifies_without_a_mail_server(server_factory):
+    """conf.d/plugins/verification.yaml as `make run` uses it, on a machine with no mail
+    server: the mail lands under <storage.data_dir>/mail and the account gets verified
+    with the code (and another one with the link) read from the files."""
+    with open(SHIPPED) as f:
+        shipped = f.read()
+    port = free_port()
+    srv = server_factory(plugins={"testkit": {}},
+                         extra_files={"plugins/verification.yaml": shipped},
+                         core={"auth": {"password_hash": "interactive"},
+                               "server": {"host": "0.0.0.0", "port": port}},
+                         env=SHIPPED_ENV).start()
+    assert srv.wait_log(r"transport: maildir is for DEVELOPMENT only"), srv.log()
+    assert mail_files(srv) == []
+
+    mia = Account(srv, "mia")
+    r = start(mia)
+    assert r.json() == {"sent": True, "expires_in": 900}
+    files = mail_files(srv)
+    assert len(files) == 1, files
+    assert re.fullmatch(r"\d{13}-[0-9a-f]{24}\.eml", os.path.basename(files[0])), files
+    assert stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600
+    assert not [n for n in os.listdir(os.path.dirname(files[0])) if n.endswith(".tmp")]
+    msg, body = read_eml(files[0])
+    assert msg["To"].addresses[0].addr_spec == mia.email
+    assert msg["Subject"] == "Your onair verification code"
+    assert msg["From"] and msg["Date"] and msg["Message-ID"]
+    code = CODE_RX.search(body)
+    # 0.0.0.0 becomes localhost, and the port is this server's.
+    link_m = any_link_rx("http://localhost:%d/api/v1/verification/link" % port).search(body)
+    assert code and link_m, body
+    assert srv.wait_log(r"verification mail for user %s written to .*%s" % (
+        mia.id, re.escape(os.path.basename(files[0])))), srv.log()
+
+    problem(mia.call("GET", GATED), 403, "verification_required")
+    r = mia.call("POST", "/api/v1/verification/verify", {"code": code.group(1)})
+    assert r.status == 200 and r.json() == {"verified": True}, r
+    assert mia.call("GET", GATED).status == 200
+    assert mia.call("GET", "/api/v1/verification/status").json()["verified"] is True
+
+    # A second account verifies through the link in its file.
+    ned = Account(srv, "ned")
+    start(ned)
+    files2 = [f for f in mail_files(srv) if f not in files]
+    assert len(files2) == 1, files2
+    _, body2 = read_eml(files2[0])
+    link2 = any_link_rx("http://localhost:%d/api/v1/verification/link" % port).search(body2)
+    assert link2, body2
+    url = urllib.parse.urlsplit(link2.group(0))
+    r = srv.http("GET", url.path + "?" + url.query)
+    assert r.status == 200 and "verified" in r.body, r
+    assert ned.call("GET", GATED).status == 200
+
+    # The maildir transport keeps codes and links out of the log.
+    log = srv.log()
+    assert code.group(1) not in log and link_m.group(1) not in log and link2.group(1) not in log
+    assert srv.stop() == 0
+
+
+def test_log_transport(server_factory):
+    """transport: log writes To, Subject, the code and the link to the server log (with a
+    warning at start): read them from the log and verify."""
+    srv = server_factory(plugins={
+        "verification": {"path": os.path.join(PLUGIN_DIR, "verification.so"),
+                         "config": {"transport": "log", "from": "no-reply@onair.test"}},
+        "testkit": {}}, core={"auth": {"password_hash": "interactive"}}).start()
+    warn = srv.wait_log(r"warn.*transport: log is for DEVELOPMENT only.*codes and links")
+    assert warn, srv.log()
+    olga = Account(srv, "olga")
+    start(olga)
+    m = srv.wait_log(r"info.*DEVELOPMENT mail \(transport: log.*To: <%s> Subject: Your onair "
+                     r"verification code \| code: (\d{6}) \| link: (\S+)" % re.escape(olga.email))
+    assert m, srv.log()
+    code, link_url = m.group(1), m.group(2)
+    assert any_link_rx("http://127.0.0.1:%d/api/v1/verification/link" % srv.port).fullmatch(
+        link_url), link_url
+    problem(olga.call("POST", "/api/v1/verification/verify", {"code": wrong(code)}), 400,
+            "invalid_code")
+    r = olga.call("POST", "/api/v1/verification/verify", {"code": code})
+    assert r.status == 200 and r.json() == {"verified": True}, r
+    assert olga.call("GET", GATED).status == 200
+    assert not os.path.exists(os.path.join(srv.dir, "data", "mail"))  # no files written
+    assert srv.stop() == 0
+
+
+def test_maildir_write_failure(server_factory, tmp_path):
+    """An unwritable maildir: 502 mail_failed, nothing pending, the server keeps serving."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    srv = server_factory(plugins={
+        "verification": {"path": os.path.join(PLUGIN_DIR, "verification.so"),
+                         "config": {"transport": "maildir", "maildir": str(blocker / "mail"),
+                                    "from": "no-reply@onair.test"}},
+        "testkit": {}}, core={"auth": {"password_hash": "interactive"}}).start()
+    pat = Account(srv, "pat")
+    body = problem(pat.call("POST", "/api/v1/verification/start"), 502, "mail_failed")
+    assert "could not be written" in body["detail"] and "not-a-dir" in body["detail"], body
+    assert pat.call("GET", "/api/v1/verification/status").json()["pending"] is False
+    assert srv.http("GET", "/healthz").status == 200
+    assert srv.stop() == 0
+
+
+def test_bad_transport_refused(server_factory):
+    srv = server_factory(plugins={"verification": {
+        "path": os.path.join(PLUGIN_DIR, "verification.so"),
+        "config": {"transport": "pigeon", "from": "no-reply@onair.test"}}})
+    srv.start(wait=False)
+    assert srv.wait_log(r"transport.*(smtp|log|maildir)", 15), srv.log()
