@@ -912,7 +912,8 @@ static void start_user(int status, json_t *result, void *ud)
         return op_fail(op, ONAIR_ENOMEM, NULL);
     if (unknown) { /* before core.started: cannot happen once the server listens */
         api->reply_problem(op->req, 503, "unavailable",
-                           "the server is still starting: try again in a moment");
+                           "the server's address is not known yet (no core.started event): "
+                           "try again in a moment, or set public_url and maildir");
         return op_free(op);
     }
     int64_t retry_ms = 0;
