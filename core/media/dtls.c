@@ -33,7 +33,16 @@
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TIMER_FIRST_US 500000u
-#define TIMER_MAX_US   4000000u
+/* DTLS record layer (RFC 6347 4.1) */
+#define DTLS_CT_CCS        20
+#define DTLS_CT_ALERT      21
+#define DTLS_CT_APP_DATA   23
+#define DTLS_RECORD_HEADER 13
+#define DTLS_1_2_VERSION   0xfefd
+/* The read epoch once the handshake is done: 1 (renegotiation is off, so it never moves). */
+#define DTLS_CONNECTED_EPOCH 1
+#define DTLS_MAX_DATAGRAM    2048 /* larger datagrams are never DTLS from a WebRTC peer */
+#define TIMER_MAX_US         4000000u
 
 struct dtls_cert {
     SSL_CTX *ctx;
@@ -47,6 +56,8 @@ struct dtls_peer {
     void *ud;
     int role;
     int state;
+    int closing; /* we are sending close_notify: outgoing alerts may pass */
+    uint64_t dropped;
     char remote_fp[FP_LEN + 8];
     char err[200];
 };
@@ -291,6 +302,11 @@ static int out_write(BIO *b, const char *data, int len)
     dtls_peer_t *p = BIO_get_data(b);
     if (len <= 0)
         return 0;
+    /* Once connected, an alert goes out only when we close: OpenSSL answers some records it
+     * rejects with a fatal alert, and junk spoofed from the peer's address must not make us
+     * tell the real peer to tear its transport down. */
+    if (p && p->state == DTLS_CONNECTED && !p->closing && (uint8_t)data[0] == DTLS_CT_ALERT)
+        return len;
     if (p && p->send)
         p->send((const uint8_t *)data, (size_t)len, p->ud);
     return len; /* a datagram is never partially sent: report it all written */
@@ -460,7 +476,44 @@ int dtls_peer_start(dtls_peer_t *p)
     return drive_handshake(p);
 }
 
-/* Connected: read (and drop) application data, notice close_notify and fatal alerts. */
+/* Connected: keeps only the records that can be genuine, in place, and returns the new
+ * length. Once the handshake is done the peer sends records of the current epoch only
+ * (application data, alerts, and a Finished retransmitted when our last flight was lost);
+ * anything else, a record of another epoch or version, an unknown content type or a record
+ * that runs past the datagram, is junk that anyone could have spoofed from the peer's
+ * address (RFC 6347 4.1.2.7: invalid records are silently discarded). What is left still
+ * goes through OpenSSL's authentication, which drops forged records of the right shape. */
+static size_t keep_current_epoch(dtls_peer_t *p, uint8_t *buf, size_t len)
+{
+    size_t in = 0, out = 0;
+    while (in < len) {
+        if (len - in < DTLS_RECORD_HEADER) {
+            p->dropped++;
+            break;
+        }
+        const uint8_t *r = buf + in;
+        size_t rlen = DTLS_RECORD_HEADER + ((size_t)r[11] << 8 | r[12]);
+        if (rlen > len - in) {
+            p->dropped++; /* the rest of the datagram cannot be framed */
+            break;
+        }
+        unsigned type = r[0], version = (unsigned)r[1] << 8 | r[2];
+        unsigned epoch = (unsigned)r[3] << 8 | r[4];
+        if (type >= DTLS_CT_CCS && type <= DTLS_CT_APP_DATA && version == DTLS_1_2_VERSION &&
+            epoch == DTLS_CONNECTED_EPOCH && rlen > DTLS_RECORD_HEADER) {
+            memmove(buf + out, r, rlen);
+            out += rlen;
+        } else {
+            p->dropped++;
+        }
+        in += rlen;
+    }
+    return out;
+}
+
+/* Connected: read (and drop) application data, notice close_notify and alerts from the peer.
+ * Only records of the current epoch get here, and OpenSSL drops those that fail
+ * authentication, so a close_notify or an alert that is read is the peer's own. */
 static int drain_connected(dtls_peer_t *p)
 {
     unsigned char buf[2048];
@@ -476,13 +529,26 @@ static int drain_connected(dtls_peer_t *p)
         }
         if (e == SSL_ERROR_ZERO_RETURN) {
             ERR_clear_error();
+            p->closing = 1;
             SSL_shutdown(p->ssl); /* answer with our close_notify */
             ERR_clear_error();
             p->state = DTLS_CLOSED;
             return DTLS_CLOSED;
         }
-        fail(p, "DTLS connection failed");
-        return DTLS_FAILED;
+        unsigned long err = ERR_peek_last_error();
+        if (e == SSL_ERROR_SSL && ERR_GET_LIB(err) == ERR_LIB_SSL &&
+            ERR_GET_REASON(err) >= SSL_AD_REASON_OFFSET) {
+            fail(p, "the peer sent a fatal alert"); /* reasons past the offset: received alerts */
+            return DTLS_FAILED;
+        }
+        /* Any other error is OpenSSL refusing a record that no alert of the peer's stands
+         * behind (an error left on the queue by a record it discarded, or a record it took
+         * for a protocol violation). The SRTP keys are exported and the media does not need
+         * this SSL: the session stays up, and consent freshness ends it if the peer is gone.
+         * Should the SSL be unusable from now on, later datagrams only land here again. */
+        ERR_clear_error();
+        p->dropped++;
+        return DTLS_OK;
     }
 }
 
@@ -494,6 +560,18 @@ int dtls_peer_feed(dtls_peer_t *p, const uint8_t *data, size_t len)
         return p->state;
     if (!data || len == 0 || len > 65535)
         return DTLS_OK;
+    uint8_t kept[DTLS_MAX_DATAGRAM];
+    if (p->state == DTLS_CONNECTED) {
+        if (len > sizeof kept) {
+            p->dropped++;
+            return DTLS_OK;
+        }
+        memcpy(kept, data, len);
+        len = keep_current_epoch(p, kept, len);
+        if (len == 0)
+            return DTLS_OK;
+        data = kept;
+    }
     if (BIO_write(p->rbio, data, (int)len) != (int)len) {
         ERR_clear_error();
         return DTLS_OK; /* out of memory: as if the datagram was lost */
@@ -502,6 +580,11 @@ int dtls_peer_feed(dtls_peer_t *p, const uint8_t *data, size_t len)
     /* Whatever OpenSSL left unread belongs to this datagram only. */
     (void)BIO_reset(p->rbio);
     return r;
+}
+
+uint64_t dtls_peer_dropped(const dtls_peer_t *p)
+{
+    return p ? p->dropped : 0;
 }
 
 int dtls_peer_state(const dtls_peer_t *p)
@@ -593,6 +676,7 @@ void dtls_peer_close(dtls_peer_t *p)
         return;
     if (p->state == DTLS_CONNECTED) {
         ERR_clear_error();
+        p->closing = 1;
         SSL_shutdown(p->ssl);
         ERR_clear_error();
     }

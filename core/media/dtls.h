@@ -88,6 +88,10 @@ int dtls_peer_start(dtls_peer_t *p);
  * after the handshake is read and ignored. */
 int dtls_peer_feed(dtls_peer_t *p, const uint8_t *data, size_t len);
 
+/* Datagrams (or records) discarded as invalid since the handshake completed: junk from the
+ * peer's address, stale-epoch or unauthenticated records (RFC 6347 4.1.2.7). */
+uint64_t dtls_peer_dropped(const dtls_peer_t *p);
+
 /* Current state: DTLS_HANDSHAKING, DTLS_CONNECTED, DTLS_CLOSED or DTLS_FAILED. */
 int dtls_peer_state(const dtls_peer_t *p);
 

@@ -620,7 +620,9 @@ static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
     if (b0 >= 20 && b0 <= 63) {
         if (!s->dtls)
             return;
+        uint64_t dropped = dtls_peer_dropped(s->dtls);
         int st = dtls_peer_feed(s->dtls, buf, len);
+        worker_count(&w->dtls_dropped, dtls_peer_dropped(s->dtls) - dropped);
         if (st == DTLS_CONNECTED && s->dtls_state != DTLS_CONNECTED) {
             s->dtls_state = DTLS_CONNECTED;
             dtls_connected(w, s);

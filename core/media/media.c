@@ -207,6 +207,10 @@ char *media_metrics(void)
          offsetof(media_worker_t, drops)},
         {"srtp_errors", "SRTP/SRTCP packets that failed authentication or replay checks.",
          offsetof(media_worker_t, srtp_errors)},
+        {"dtls_dropped",
+         "DTLS records of connected sessions discarded as invalid (junk from a session's "
+         "address, stale epochs, forged alerts).",
+         offsetof(media_worker_t, dtls_dropped)},
         {"nacks", "NACK messages received from viewers.", offsetof(media_worker_t, nacks)},
         {"retransmits", "Packets resent to viewers for their NACKs.",
          offsetof(media_worker_t, retransmits)},

@@ -219,8 +219,8 @@ typedef struct media_worker {
     size_t ntx;
     uint8_t scratch[MEDIA_SLOT];
     /* counters (read by /metrics from another thread) */
-    atomic_uint_fast64_t pkts_in, bytes_in, pkts_out, bytes_out, drops, srtp_errors, nacks, plis,
-        retransmits;
+    atomic_uint_fast64_t pkts_in, bytes_in, pkts_out, bytes_out, drops, srtp_errors, dtls_dropped,
+        nacks, plis, retransmits;
     atomic_uint_fast64_t busy_us; /* time spent handling packets and ticks */
 } media_worker_t;
 

@@ -251,4 +251,8 @@ test('(2) junk from the publisher\'s and the player\'s own address and port (raw
   // RTP/RTCP-looking junk from a session's address must reach SRTP and fail authentication
   assert.ok(delta('onair_media_srtp_errors_total') >= (b.sent.rtp + b.sent.rtcp) * 0.5,
             `onair_media_srtp_errors_total grew by ${delta('onair_media_srtp_errors_total')} for ${b.sent.rtp + b.sent.rtcp} RTP/RTCP-looking datagrams`);
+  // DTLS-looking junk from a session's address reaches its DTLS peer, which discards it
+  // (RFC 6347 4.1.2.7) and counts it, instead of ending the session
+  assert.ok(delta('onair_media_dtls_dropped_total') >= b.sent.dtls * 0.5,
+            `onair_media_dtls_dropped_total grew by ${delta('onair_media_dtls_dropped_total')} for ${b.sent.dtls} DTLS-looking datagrams`);
 }));

@@ -96,7 +96,10 @@ test('track events, an RTP tap and keyframe requests reach a plugin', T, async (
 });
 
 test('a slow tap drops its own packets, viewers keep decoding', T, async (t) => {
-  const {server, target} = await startServer(20); // 20 ms per packet: far behind the video
+  // 100 ms per packet: a tap that takes at most 10 packets/s. Chromium's fake camera sends at
+  // least ~20 video packets/s even on a loaded machine (at 20 ms per packet a slow machine's
+  // low-bitrate video fitted through and nothing dropped).
+  const {server, target} = await startServer(100);
   const s = await target.newStream();
   const pub = await browser.newPage('publisher');
   const player = await browser.newPage('player');

@@ -545,6 +545,172 @@ static void test_garbage(void **state)
     dtls_cert_free(sc);
 }
 
+/* ---- junk from a connected peer's own address (RFC 6347 4.1.2.7) ----
+ * Anyone who can spoof one datagram from a session's address can send records that look
+ * like DTLS. Invalid records must be discarded silently: the session stays connected,
+ * nothing is sent back to the real peer, and only an authenticated close_notify ends it. */
+
+static uint32_t junk_rand(uint32_t *st)
+{
+    *st = *st * 1103515245u + 12345u;
+    return *st >> 8;
+}
+
+/* One datagram shaped like the e2e fuzzer's DTLS junk: a record header with any content
+ * type 20..25 (and beyond), DTLS/TLS/random versions, epoch 0, 1 or random, a length that
+ * may lie, handshake bodies that look like ClientHello / Finished / alerts; sometimes
+ * several records in one datagram. */
+static size_t junk_record(uint8_t *b, size_t cap, uint32_t *st)
+{
+    size_t len = 0;
+    int records = 1 + (int)(junk_rand(st) % 3);
+    for (int r = 0; r < records && len + 13 < cap; r++) {
+        uint8_t *h = b + len;
+        size_t body = junk_rand(st) % (r ? 300 : 1200);
+        if (len + 13 + body > cap)
+            body = cap - len - 13;
+        static const uint16_t versions[] = {0xfefd, 0xfeff, 0x0303, 0xfefd, 0xfefd};
+        unsigned kind = junk_rand(st) % 8;
+        h[0] = (uint8_t)(kind == 0 ? 20 + junk_rand(st) % 44 : 20 + junk_rand(st) % 6);
+        uint16_t ver = kind == 1 ? (uint16_t)junk_rand(st) : versions[junk_rand(st) % 5];
+        h[1] = (uint8_t)(ver >> 8);
+        h[2] = (uint8_t)ver;
+        uint16_t epoch = (uint16_t)(kind == 2 ? junk_rand(st) : junk_rand(st) % 3);
+        h[3] = (uint8_t)(epoch >> 8);
+        h[4] = (uint8_t)epoch;
+        for (int i = 5; i < 11; i++)
+            h[i] = (uint8_t)junk_rand(st);
+        uint16_t rl = kind == 3 ? (uint16_t)junk_rand(st) : (uint16_t)body;
+        h[11] = (uint8_t)(rl >> 8);
+        h[12] = (uint8_t)rl;
+        for (size_t i = 0; i < body; i++)
+            h[13 + i] = (uint8_t)junk_rand(st);
+        if (h[0] == 22 && body >= 12) { /* a handshake header: ClientHello, Finished, ... */
+            static const uint8_t types[] = {1, 1, 2, 11, 16, 20, 0, 3};
+            h[13] = types[junk_rand(st) % 8];
+            uint32_t ml = junk_rand(st) % 4 ? (uint32_t)(body - 12) : junk_rand(st) & 0xffffff;
+            h[14] = (uint8_t)(ml >> 16), h[15] = (uint8_t)(ml >> 8), h[16] = (uint8_t)ml;
+            h[17] = 0, h[18] = (uint8_t)(junk_rand(st) % 4); /* message_seq */
+            h[19] = h[20] = h[21] = 0;                       /* fragment_offset */
+            h[22] = h[14], h[23] = h[15], h[24] = h[16];     /* fragment_length */
+        } else if (h[0] == 21 && body >= 2) {                /* an alert */
+            h[13] = (uint8_t)(junk_rand(st) % 2 ? 2 : 1);    /* fatal or warning */
+            static const uint8_t alerts[] = {0, 10, 20, 40, 42, 48, 50, 70, 80, 90, 100};
+            h[14] = alerts[junk_rand(st) % 11];
+        } else if (h[0] == 20 && body >= 1) {
+            h[13] = 1; /* change_cipher_spec */
+        }
+        len += 13 + (kind == 4 ? body / 2 : body); /* kind 4: the record is cut short */
+    }
+    return len;
+}
+
+/* Records an attacker builds without the keys: alert close_notify / fatal alerts in
+ * epoch 0 (plaintext) and epoch 1 (not authenticated), a new ClientHello. */
+static size_t forged_alert(uint8_t *b, uint16_t epoch, uint8_t level, uint8_t desc)
+{
+    memset(b, 0, 13);
+    b[0] = 21, b[1] = 0xfe, b[2] = 0xfd, b[3] = (uint8_t)(epoch >> 8), b[4] = (uint8_t)epoch;
+    b[10] = 7;                             /* sequence number */
+    size_t body = epoch ? 2 + 24 + 16 : 2; /* a GCM record: explicit nonce + tag */
+    b[11] = (uint8_t)(body >> 8), b[12] = (uint8_t)body;
+    b[13] = level, b[14] = desc;
+    for (size_t i = 15; i < 13 + body; i++)
+        b[i] = (uint8_t)(i * 37);
+    return 13 + body;
+}
+
+static void assert_silent_and_connected(pair_t *pp, int s2c_before, int c2s_before)
+{
+    assert_int_equal(dtls_peer_state(pp->server), DTLS_CONNECTED);
+    assert_int_equal(dtls_peer_state(pp->client), DTLS_CONNECTED);
+    assert_int_equal(pp->s2c.sent, s2c_before); /* no alert went to the real peer */
+    assert_int_equal(pp->c2s.sent, c2s_before);
+}
+
+static void test_connected_junk_is_discarded(void **state)
+{
+    dtls_cert_t *cc = gen(), *sc = gen();
+    pair_t pp;
+    handshake_ok(&pp, cc, sc);
+    dtls_srtp_keys_t before, after;
+    assert_int_equal(dtls_peer_srtp_keys(pp.server, &before), 0);
+    int s2c = pp.s2c.sent, c2s = pp.c2s.sent;
+
+    uint8_t buf[1500];
+    uint32_t st = 12345;
+    for (int i = 0; i < 20000; i++) {
+        size_t n = junk_record(buf, sizeof buf, &st);
+        int rs = dtls_peer_feed(pp.server, buf, n);
+        int rc = dtls_peer_feed(pp.client, buf, n);
+        if (rs != DTLS_OK || rc != DTLS_OK)
+            fail_msg("junk datagram %d (%zu bytes, type %u, epoch %u) gave server %d client %d: "
+                     "%s / %s",
+                     i, n, buf[0], (unsigned)(buf[3] << 8 | buf[4]), rs, rc,
+                     dtls_peer_error(pp.server), dtls_peer_error(pp.client));
+    }
+    assert_silent_and_connected(&pp, s2c, c2s);
+
+    /* forged alerts, the close_notify among them, in both epochs */
+    static const uint8_t descs[] = {0, 10, 20, 40, 42, 48, 80, 90};
+    for (uint16_t epoch = 0; epoch < 3; epoch++)
+        for (size_t d = 0; d < sizeof descs; d++)
+            for (uint8_t level = 1; level <= 2; level++) {
+                size_t n = forged_alert(buf, epoch, level, descs[d]);
+                assert_int_equal(dtls_peer_feed(pp.server, buf, n), DTLS_OK);
+                assert_int_equal(dtls_peer_feed(pp.client, buf, n), DTLS_OK);
+            }
+    assert_silent_and_connected(&pp, s2c, c2s);
+    assert_true(dtls_peer_dropped(pp.server) > 0);
+
+    /* the keys did not change, and a genuine close_notify still ends the session */
+    assert_int_equal(dtls_peer_srtp_keys(pp.server, &after), 0);
+    assert_memory_equal(before.local, after.local, before.key_salt_len);
+    assert_memory_equal(before.remote, after.remote, before.key_salt_len);
+    dtls_peer_close(pp.client);
+    assert_true(pp.c2s.n > 0);
+    int dummy = 0;
+    pp.server_rc = DTLS_OK;
+    deliver(&pp.c2s, pp.server, &dummy, &pp.server_rc);
+    assert_int_equal(pp.server_rc, DTLS_CLOSED);
+    assert_int_equal(dtls_peer_state(pp.server), DTLS_CLOSED);
+    pair_free(&pp);
+    dtls_cert_free(cc);
+    dtls_cert_free(sc);
+}
+
+/* The client's last flight was lost: after the server connected, the client's retransmitted
+ * flight (stale epoch 0 records and an epoch 1 Finished) must still be answered, and junk in
+ * between must not stop that. */
+static void test_connected_retransmit_still_answered(void **state)
+{
+    dtls_cert_t *cc = gen(), *sc = gen();
+    pair_t pp;
+    pair_init(&pp, cc, sc, dtls_cert_fingerprint(sc), dtls_cert_fingerprint(cc));
+    dtls_peer_start(pp.client);
+    deliver(&pp.c2s, pp.server, &pp.server_connected, &pp.server_rc); /* ClientHello */
+    deliver(&pp.s2c, pp.client, &pp.client_connected, &pp.client_rc); /* server flight */
+    /* the client's last flight reaches the server, the server's answer is lost */
+    pp.s2c.dropping = 1;
+    deliver(&pp.c2s, pp.server, &pp.server_connected, &pp.server_rc);
+    pp.s2c.dropping = 0;
+    assert_int_equal(dtls_peer_state(pp.server), DTLS_CONNECTED);
+    uint8_t buf[1500];
+    uint32_t st = 99;
+    for (int i = 0; i < 2000; i++) {
+        size_t n = junk_record(buf, sizeof buf, &st);
+        assert_int_equal(dtls_peer_feed(pp.server, buf, n), DTLS_OK);
+    }
+    pump(&pp, 100);
+    assert_int_equal(dtls_peer_state(pp.client), DTLS_CONNECTED);
+    assert_int_equal(dtls_peer_state(pp.server), DTLS_CONNECTED);
+    assert_int_equal(pp.client_connected, 1);
+    keys_checks(&pp, SRTP_SESSION_AEAD_AES_128_GCM, SRTP_SESSION_AEAD_GCM_KEY_SALT);
+    pair_free(&pp);
+    dtls_cert_free(cc);
+    dtls_cert_free(sc);
+}
+
 static void test_peer_outlives_cert(void **state)
 {
     dtls_cert_t *cc = gen(), *sc = gen();
@@ -705,11 +871,17 @@ static void test_srtp_args(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fingerprint_format), cmocka_unit_test(test_handshake_gcm),
-        cmocka_unit_test(test_handshake_aes_cm),   cmocka_unit_test(test_wrong_fingerprint),
-        cmocka_unit_test(test_retransmission),     cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_peer_outlives_cert), cmocka_unit_test(test_cert_load),
+        cmocka_unit_test(test_fingerprint_format),
+        cmocka_unit_test(test_handshake_gcm),
+        cmocka_unit_test(test_handshake_aes_cm),
+        cmocka_unit_test(test_wrong_fingerprint),
+        cmocka_unit_test(test_retransmission),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_peer_outlives_cert),
+        cmocka_unit_test(test_cert_load),
         cmocka_unit_test(test_srtp_args),
+        cmocka_unit_test(test_connected_junk_is_discarded),
+        cmocka_unit_test(test_connected_retransmit_still_answered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
