@@ -266,9 +266,11 @@ typedef struct onair_index {
     uint32_t ttl_seconds;
 } onair_index_t;
 
-/* Pool thread, once per stored document when the collection's stored version is
- * older than the declared one. Return the document to keep (a new reference; the
- * argument itself with json_incref is fine) or NULL to delete it. */
+/* Core loop thread, at start-up before the plugin's start() (nothing is served yet, so
+ * the blocking rewrite holds up nothing else), once per stored document when the
+ * collection's stored version is older than the declared one. Return the document to
+ * keep (a new reference; the argument itself with json_incref is fine) or NULL to
+ * delete it. */
 typedef json_t *(*onair_migrate_fn)(json_t *doc, int from_version, void *ud);
 
 typedef struct onair_collection {
