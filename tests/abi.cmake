@@ -41,3 +41,12 @@ add_test(NAME abi.example_out_of_tree
   COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/abi_out_of_tree.sh ${CMAKE_BINARY_DIR}
           ${CMAKE_SOURCE_DIR})
 set_tests_properties(abi.example_out_of_tree PROPERTIES TIMEOUT 600)
+
+# The docs name the plugin ABI version sdk/include/onair/plugin.h defines (README.md,
+# docs/, sdk/ and plugins/ *.md; tests/docs_abi_version.sh), and the check catches stale
+# statements (its self-test).
+add_test(NAME docs.abi_version
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/docs_abi_version.sh ${CMAKE_SOURCE_DIR})
+add_test(NAME docs.abi_version_selftest
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/docs_abi_version.sh --self-test)
+set_tests_properties(docs.abi_version docs.abi_version_selftest PROPERTIES TIMEOUT 60)
