@@ -15,6 +15,46 @@ if (!/^[0-9]+$/.test(arg) || !Number.isInteger(port) || port < 0 || port > 65535
 }
 
 const server = new CongoServer({ host: '127.0.0.1', port, storage: 'memory' });
+
+// CongoDB 2.2.0 reads a connection with `state.buffer = Buffer.concat([state.buffer, data])`
+// on every 'data' event (about 64 KiB each) and then tries to parse, so receiving one message
+// of N bytes copies about N*N/128 KiB bytes: a 16 MiB insert (one document just under
+// MongoDB's maxBsonObjectSize, which it advertises, with maxMessageSizeBytes 48000000) took
+// 0.5-3 s here and more than 5 s on a slower or loaded machine, and a 45 MB batch 7 s. The
+// client's socketTimeoutMS (storage.timeout_ms, 5 s) bounds sending one message, so libmongoc
+// gave up with 'Failed to send "insert" command ... Failure to send all requested bytes'.
+// Gather the chunks instead and join them once the whole message (its length is the first
+// header field) is there: linear in the message size. The parsing is CongoDB's own
+// (processMessages, unchanged). node_modules is installed from the lockfile, so the fix
+// lives here; see README.md.
+if (typeof server.handleData !== 'function' || typeof server.processMessages !== 'function') {
+    process.stderr.write('congodb: CongoServer.handleData/processMessages not found: the ' +
+                         'receive-buffer fix in congo.mjs does not fit this CongoDB version\n');
+    process.exit(1);
+}
+server.handleData = function handleData(state, data) {
+    state.pending ??= [];
+    state.pendingBytes ??= 0;
+    state.pending.push(Buffer.isBuffer(data) ? data : Buffer.from(data));
+    state.pendingBytes += data.length;
+    const join = () => {
+        state.buffer = Buffer.concat([state.buffer, ...state.pending],
+                                     state.buffer.length + state.pendingBytes);
+        state.pending = [];
+        state.pendingBytes = 0;
+    };
+    if (state.buffer.length < 4) {
+        if (state.buffer.length + state.pendingBytes < 4)
+            return; // not even the length yet
+        join();     // at most one chunk: cheap
+    }
+    const need = state.buffer.readInt32LE(0); // messageLength of the first message
+    if (need >= 16 && state.buffer.length + state.pendingBytes < need)
+        return; // wait for the rest of this message
+    if (state.pendingBytes > 0)
+        join();
+    this.processMessages(state);
+};
 try {
     await server.start();
 } catch (e) {
