@@ -11,6 +11,7 @@
 #include "log.h"
 #include "hooks.h"
 #include "problem.h"
+#include "schema.h"
 #include "ratelimit.h"
 #include "ws_ticket.h"
 #include "media/taps.h"
@@ -256,6 +257,19 @@ static const char *api_config_string(onair_plugin_t *p, const char *key)
 }
 
 /* ---- registration ------------------------------------------------------------------------ */
+/* A body schema with a mistake is the plugin author's: refuse the registration (init fails)
+ * with the schema's errors in the log. */
+static int body_schema_refused(onair_plugin_t *p, const onair_config_key_t *schema,
+                               const char *what)
+{
+    cfg_errors_t errs = {0};
+    int bad = schema_check(schema, what, SCHEMA_BODY, NULL, &errs) < 0;
+    for (size_t i = 0; i < errs.n; i++)
+        log_msg(p->name, ONAIR_LOG_ERROR, "body schema of %s: %s", what, errs.msgs[i]);
+    cfg_errors_free(&errs);
+    return bad;
+}
+
 static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
 {
     if (!p || !p->in_init) {
@@ -266,6 +280,9 @@ static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
         log_msg(p->name, ONAIR_LOG_ERROR, "route refused: unknown flags");
         return ONAIR_EINVAL;
     }
+    if (route && route->size >= offsetof(onair_route_t, body) + sizeof route->body && route->body &&
+        body_schema_refused(p, route->body, route->path ? route->path : "a route"))
+        return ONAIR_EINVAL;
     char err[256];
     int rc = router_add(p->host->router, route, p, err, sizeof err);
     if (rc < 0)
@@ -279,6 +296,9 @@ static int api_ws_type_add(onair_plugin_t *p, const onair_ws_type_t *t)
         log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "ws_type_add outside init refused");
         return ONAIR_ESTATE;
     }
+    if (t && t->size >= offsetof(onair_ws_type_t, body) + sizeof t->body && t->body &&
+        body_schema_refused(p, t->body, t->type ? t->type : "a message type"))
+        return ONAIR_EINVAL;
     char err[256];
     int rc = wstypes_add(p->host->wstypes, t, p, err, sizeof err);
     if (rc < 0)
@@ -636,6 +656,89 @@ static int api_msg_reply_error(onair_wsmsg_t *m, int status, const char *code, c
         m, envelope("error", m->id ? m->id : json_null(), error_data(http, code, detail)));
 }
 
+/* ---- reply targets (ABI 1.5) ------------------------------------------------------------ */
+
+static int api_target_reply(onair_target_t t, int http_status, json_t *body)
+{
+    if (t.req)
+        return api_reply_json(t.req, http_status ? http_status : 200, body);
+    if (t.msg)
+        return api_msg_reply(t.msg, body);
+    json_decref(body);
+    return ONAIR_EINVAL;
+}
+
+static int api_target_problem(onair_target_t t, int status, const char *code, const char *detail,
+                              json_t *members)
+{
+    int http = status < 0 ? problem_http_status(status) : (status >= 400 ? status : 500);
+    if (!code)
+        code = status < 0 ? problem_code(status) : "error";
+    if (!detail)
+        detail = status < 0 ? problem_strerror(status) : problem_reason(http);
+    if (members && !json_is_object(members)) {
+        json_decref(members);
+        members = NULL;
+    }
+    int rc = ONAIR_EINVAL;
+    if (t.req) {
+        onair_req_t *r = t.req;
+        if (r->answered) {
+            json_decref(members);
+            return ONAIR_ESTATE;
+        }
+        json_t *ra = json_object_get(members, "retry_after_s");
+        char v[24] = "";
+        if (json_is_integer(ra))
+            snprintf(v, sizeof v, "%lld", (long long)json_integer_value(ra));
+        else if (http == 503)
+            snprintf(v, sizeof v, "5");
+        if (*v)
+            api_resp_header(r, "Retry-After", v);
+        size_t len = 0;
+        char *body = problem_render_members(http, code, detail, r->nr->path, r->nr->request_id,
+                                            members, &len);
+        rc = send_response(r, http, PROBLEM_CONTENT_TYPE, body, body ? len : 0);
+        free(body);
+    } else if (t.msg) {
+        onair_wsmsg_t *m = t.msg;
+        if (m->answered) {
+            json_decref(members);
+            return ONAIR_ESTATE;
+        }
+        json_t *data = error_data(http, code, detail);
+        const char *k;
+        json_t *v;
+        json_object_foreach(members, k, v)
+        {
+            if (data && !json_object_get(data, k))
+                json_object_set(data, k, v);
+        }
+        rc = finish_msg(m, envelope("error", m->id ? m->id : json_null(), data));
+    }
+    json_decref(members);
+    return rc;
+}
+
+/* Answers a body that does not fit its schema: 400 with the code and the field. */
+static int answer_body_error(onair_target_t t, const schema_error_t *e)
+{
+    if (!strcmp(e->code, "internal"))
+        return api_target_problem(t, 500, e->code, e->detail, NULL);
+    json_t *members = *e->field ? json_pack("{s:s}", "field", e->field) : NULL;
+    return api_target_problem(t, 400, e->code, e->detail, members);
+}
+
+static int api_body_check(const onair_config_key_t *schema, json_t *body, onair_target_t t)
+{
+    schema_error_t e;
+    if (schema_check_body(schema, body, &e) == 0)
+        return ONAIR_OK;
+    if (t.req || t.msg)
+        answer_body_error(t, &e);
+    return ONAIR_EINVAL;
+}
+
 static int valid_type_name(const char *t)
 {
     size_t n = t ? strlen(t) : 0;
@@ -869,6 +972,11 @@ static const onair_api_t g_api = {
     .media_tap_open = media_tap_open,
     .media_tap_stats = media_tap_stats,
     .media_tap_close = media_tap_close,
+    .target_reply = api_target_reply,
+    .target_problem = api_target_problem,
+    .status_http = problem_http_status,
+    .status_code = problem_code,
+    .body_check = api_body_check,
 };
 
 const onair_api_t *host_api(void)
@@ -965,6 +1073,11 @@ static void request_dispatch(onair_req_t *r)
     }
     if (route->r.ratelimit && request_over_limit(r, route->r.ratelimit))
         return;
+    schema_error_t e;
+    if (route->r.body && schema_check_body(route->r.body, r->nr->json, &e) < 0) {
+        answer_body_error(ONAIR_TARGET_REQ(r), &e);
+        return;
+    }
     r->in_handler = 1;
     int rc = route->r.handler(r, route->r.ud);
     r->in_handler = 0;
@@ -1298,6 +1411,11 @@ void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id
     m->user = auth_user_ref(c->user);
     LIST_ADD(g_msgs, m);
     g_npending++;
+    schema_error_t e;
+    if (type->t.body && schema_check_body(type->t.body, m->data, &e) < 0) {
+        answer_body_error(ONAIR_TARGET_MSG(m), &e);
+        return;
+    }
     m->in_handler = 1;
     int rc = type->t.handler(m, type->t.ud);
     m->in_handler = 0;

@@ -3,6 +3,7 @@
  * validation of a tree against a size-strided schema into a json_t.
  */
 #include "config.h"
+#include "schema.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -20,50 +21,8 @@
 #define CFG_MAX_DEPTH 64
 /* Config files are small; refuse anything absurd instead of eating memory. */
 #define CFG_MAX_FILE_BYTES (16u * 1024 * 1024)
-/* How much of a bad value is echoed back in an error message. */
-#define CFG_SHOW_MAX 60
 
 /* ---- errors --------------------------------------------------------------------------- */
-
-void cfg_errors_add(cfg_errors_t *e, const char *file, int line, int col, const char *fmt, ...)
-{
-    if (!e)
-        return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-
-    char *full = NULL;
-    int r;
-    if (file && line > 0)
-        r = asprintf(&full, "%s:%d:%d: %s", file, line, col > 0 ? col : 1, msg);
-    else if (file)
-        r = asprintf(&full, "%s: %s", file, msg);
-    else
-        r = asprintf(&full, "%s", msg);
-    if (r < 0)
-        return;
-    char **grown = realloc(e->msgs, (e->n + 1) * sizeof *grown);
-    if (!grown) {
-        free(full);
-        return;
-    }
-    e->msgs = grown;
-    e->msgs[e->n++] = full;
-}
-
-void cfg_errors_free(cfg_errors_t *e)
-{
-    if (!e)
-        return;
-    for (size_t i = 0; i < e->n; i++)
-        free(e->msgs[i]);
-    free(e->msgs);
-    e->msgs = NULL;
-    e->n = 0;
-}
 
 /* ---- nodes ---------------------------------------------------------------------------- */
 
@@ -619,127 +578,11 @@ char *cfg_expand_env(const char *in, char *err, size_t err_len)
     return b.p;
 }
 
-/* ---- schema access -------------------------------------------------------------------- */
-
-static const char *type_name(int type)
-{
-    switch (type) {
-    case ONAIR_CFG_BOOL:
-        return "a boolean (true or false)";
-    case ONAIR_CFG_INT:
-        return "an integer";
-    case ONAIR_CFG_DOUBLE:
-        return "a number";
-    case ONAIR_CFG_STRING:
-        return "a string";
-    case ONAIR_CFG_STRING_LIST:
-        return "a list of strings";
-    default:
-        return "a value of an unknown type";
-    }
-}
-
-/* Copies the size-strided schema into full-size zeroed entries (older plugins have
- * smaller structs). Entries after a broken one cannot be located, so loading stops
- * there with an error. Returns -1 on a broken entry (what was loaded is kept). */
-static int schema_load(const onair_config_key_t *schema, const char *who, cfg_errors_t *errs,
-                       onair_config_key_t **out, size_t *nout)
-{
-    *out = NULL;
-    *nout = 0;
-    if (!schema)
-        return 0;
-    size_t n = 0, cap = 0;
-    onair_config_key_t *keys = NULL;
-    int rc = 0;
-    for (const onair_config_key_t *k = schema; k->key; k = CFG_SCHEMA_NEXT(k)) {
-        if (k->size == 0 || k->size < offsetof(onair_config_key_t, doc)) {
-            cfg_errors_add(errs, who, 0, 0,
-                           "schema key '%s': entry size %zu is too small (set .size = "
-                           "sizeof(onair_config_key_t))",
-                           k->key, k->size);
-            rc = -1;
-            break;
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            onair_config_key_t *grown = realloc(keys, cap * sizeof *grown);
-            if (!grown) {
-                cfg_errors_add(errs, who, 0, 0, "out of memory");
-                rc = -1;
-                break;
-            }
-            keys = grown;
-        }
-        memset(&keys[n], 0, sizeof keys[n]);
-        memcpy(&keys[n], k, k->size < sizeof *k ? k->size : sizeof *k);
-        n++;
-    }
-    *out = keys;
-    *nout = n;
-    return rc;
-}
-
-static const onair_config_key_t *schema_find(const onair_config_key_t *keys, size_t n,
-                                             const char *key)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(keys[i].key, key) == 0)
-            return &keys[i];
-    return NULL;
-}
-
-/* Does some schema key start with "prefix."? */
-static int schema_has_prefix(const onair_config_key_t *keys, size_t n, const char *prefix)
-{
-    size_t len = strlen(prefix);
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(keys[i].key, prefix, len) == 0 && keys[i].key[len] == '.')
-            return 1;
-    return 0;
-}
-
-/* Is `s` (length len) one of the "a|b|c" choices? */
-static int in_choices(const char *choices, const char *s)
-{
-    size_t len = strlen(s);
-    const char *p = choices;
-    for (;;) {
-        const char *bar = strchr(p, '|');
-        size_t n = bar ? (size_t)(bar - p) : strlen(p);
-        if (n == len && strncmp(p, s, n) == 0)
-            return 1;
-        if (!bar)
-            return 0;
-        p = bar + 1;
-    }
-}
-
-/* "a|b|c" -> "a, b, c" for messages. */
-static void choices_text(const char *choices, char *out, size_t out_len)
-{
-    size_t o = 0;
-    for (const char *p = choices; *p && o + 3 < out_len; p++) {
-        if (*p == '|') {
-            out[o++] = ',';
-            out[o++] = ' ';
-        } else {
-            out[o++] = *p;
-        }
-    }
-    out[o] = 0;
-}
+#define SHOW_FMT "'%.*s%s'"
+#define SHOW_ARGS(k, t)                                                                            \
+    SCHEMA_SHOW_MAX, schema_shown(k, t), strlen(schema_shown(k, t)) > SCHEMA_SHOW_MAX ? "..." : ""
 
 /* ---- value conversion ----------------------------------------------------------------- */
-
-/* What an error message may echo of a value: nothing of a secret. */
-static const char *shown(const onair_config_key_t *k, const char *text)
-{
-    return (k->flags & ONAIR_CFG_SECRET) ? "***" : text;
-}
-
-#define SHOW_FMT        "'%.*s%s'"
-#define SHOW_ARGS(k, t) CFG_SHOW_MAX, shown(k, t), strlen(shown(k, t)) > CFG_SHOW_MAX ? "..." : ""
 
 static int parse_bool(const char *s, int *out)
 {
@@ -809,48 +652,6 @@ static int parse_double(const char *s, double *out)
     return 0;
 }
 
-/* min/max check of a number (value, length or count); `what` is NULL for a value. */
-static int check_range(const onair_config_key_t *k, double v, const char *text, const char *what,
-                       char *err, size_t err_len)
-{
-    int low = (k->flags & ONAIR_CFG_HAS_MIN) && v < k->min;
-    int high = (k->flags & ONAIR_CFG_HAS_MAX) && v > k->max;
-    if (!low && !high)
-        return 0;
-    if (what)
-        set_err(err, err_len, "%s: %s %.15g is %s the %s %.15g", k->key, what, v,
-                low ? "below" : "above", low ? "minimum" : "maximum", low ? k->min : k->max);
-    else
-        set_err(err, err_len, "%s: %.*s is %s the %s %.15g", k->key, CFG_SHOW_MAX, shown(k, text),
-                low ? "below" : "above", low ? "minimum" : "maximum", low ? k->min : k->max);
-    return -1;
-}
-
-static int check_choice(const onair_config_key_t *k, const char *s, char *err, size_t err_len)
-{
-    if (!k->choices || in_choices(k->choices, s))
-        return 0;
-    char list[512];
-    choices_text(k->choices, list, sizeof list);
-    set_err(err, err_len, "%s: " SHOW_FMT " is not one of %s", k->key, SHOW_ARGS(k, s), list);
-    return -1;
-}
-
-/* Item count and choices of a finished list. */
-static int check_list(const onair_config_key_t *k, json_t *arr, char *err, size_t err_len)
-{
-    if (check_range(k, (double)json_array_size(arr), NULL, "item count", err, err_len) < 0)
-        return -1;
-    size_t i;
-    json_t *it;
-    json_array_foreach(arr, i, it)
-    {
-        if (check_choice(k, json_string_value(it), err, err_len) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* Appends "a, b ,c" items (trimmed, empty ones dropped) to arr. */
 static int split_list(const char *s, json_t *arr)
 {
@@ -886,7 +687,7 @@ static json_t *convert_text(const onair_config_key_t *k, const char *text, char 
         int64_t v;
         if (parse_int(text, &v) < 0)
             break;
-        if (check_range(k, (double)v, text, NULL, err, err_len) < 0)
+        if (schema_check_range(k, (double)v, text, NULL, err, err_len) < 0)
             return NULL;
         return json_integer((json_int_t)v);
     }
@@ -894,14 +695,18 @@ static json_t *convert_text(const onair_config_key_t *k, const char *text, char 
         double d;
         if (parse_double(text, &d) < 0)
             break;
-        if (check_range(k, d, text, NULL, err, err_len) < 0)
+        if (schema_check_range(k, d, text, NULL, err, err_len) < 0)
             return NULL;
         return json_real(d);
     }
     case ONAIR_CFG_STRING:
-        if (check_range(k, (double)strlen(text), NULL, "length", err, err_len) < 0 ||
-            check_choice(k, text, err, err_len) < 0)
+        if (schema_check_range(k, (double)strlen(text), NULL, "length", err, err_len) < 0 ||
+            schema_check_choice(k, text, err, err_len) < 0)
             return NULL;
+        return json_string(text);
+    case ONAIR_CFG_ID:
+        if (!schema_is_id(text))
+            break;
         return json_string(text);
     case ONAIR_CFG_STRING_LIST: {
         json_t *arr = json_array();
@@ -910,7 +715,7 @@ static json_t *convert_text(const onair_config_key_t *k, const char *text, char 
             set_err(err, err_len, "%s: out of memory", k->key);
             return NULL;
         }
-        if (check_list(k, arr, err, err_len) < 0) {
+        if (schema_check_list(k, arr, err, err_len) < 0) {
             json_decref(arr);
             return NULL;
         }
@@ -920,7 +725,7 @@ static json_t *convert_text(const onair_config_key_t *k, const char *text, char 
         set_err(err, err_len, "%s: the schema gives an unknown type %d", k->key, k->type);
         return NULL;
     }
-    set_err(err, err_len, "%s: expected %s, got " SHOW_FMT, k->key, type_name(k->type),
+    set_err(err, err_len, "%s: expected %s, got " SHOW_FMT, k->key, schema_type_name(k->type),
             SHOW_ARGS(k, text));
     return NULL;
 }
@@ -1161,7 +966,7 @@ static json_t *convert_node(vctx *v, const onair_config_key_t *k, const cfg_node
                 v->oom = 1;
             free(text);
         }
-        if (!bad && check_list(k, arr, err, sizeof err) < 0) {
+        if (!bad && schema_check_list(k, arr, err, sizeof err) < 0) {
             cfg_errors_add(v->errs, v->file, node->line, node->col, "%s", err);
             bad = 1;
         }
@@ -1172,7 +977,7 @@ static json_t *convert_node(vctx *v, const onair_config_key_t *k, const cfg_node
         return arr;
     }
     cfg_errors_add(v->errs, v->file, node->line, node->col, "%s: expected %s, got %s", k->key,
-                   type_name(k->type), kind_name(node));
+                   schema_type_name(k->type), kind_name(node));
     return NULL;
 }
 
@@ -1238,116 +1043,19 @@ json_t *cfg_validate(const cfg_node_t *block, const char *file, int parent_line,
 
 /* ---- schema check --------------------------------------------------------------------- */
 
-static int key_syntax_ok(const char *key)
+static int default_ok(const onair_config_key_t *k, char *err, size_t err_len)
 {
-    if (!*key)
-        return 0;
-    size_t seg = 0;
-    for (const char *p = key; *p; p++) {
-        if (*p == '.') {
-            if (seg == 0)
-                return 0;
-            seg = 0;
-        } else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_') {
-            seg++;
-        } else {
-            return 0;
-        }
-    }
-    return seg > 0 && strlen(key) < 256;
-}
-
-static int choices_ok(const char *c)
-{
-    if (!*c || *c == '|')
-        return 0;
-    for (const char *p = c; *p; p++)
-        if (*p == '|' && (p[1] == '|' || p[1] == 0))
-            return 0;
-    return 1;
+    json_t *val = convert_text(k, k->default_value, err, err_len); /* literal: no ${} */
+    json_decref(val);
+    return val ? 0 : -1;
 }
 
 int cfg_schema_check(const onair_config_key_t *schema, const char *who, cfg_errors_t *errs)
 {
-    if (!who)
-        who = "<schema>";
-    size_t before = errs ? errs->n : 0;
-    int bad = 0;
-    onair_config_key_t *keys;
-    size_t n;
-    if (schema_load(schema, who, errs, &keys, &n) < 0)
-        bad = 1;
-
-    for (size_t i = 0; i < n; i++) {
-        const onair_config_key_t *k = &keys[i];
-        int ok = 1;
-#define SCHEMA_ERR(...)                                                                            \
-    do {                                                                                           \
-        cfg_errors_add(errs, who, 0, 0, __VA_ARGS__);                                              \
-        ok = 0;                                                                                    \
-        bad = 1;                                                                                   \
-    } while (0)
-        if (!key_syntax_ok(k->key))
-            SCHEMA_ERR("schema key '%s': a key is lower-case [a-z0-9_] words joined by dots",
-                       k->key);
-        if (k->type < ONAIR_CFG_BOOL || k->type > ONAIR_CFG_STRING_LIST)
-            SCHEMA_ERR("schema key '%s': unknown type %d", k->key, k->type);
-        if (k->choices && (k->type == ONAIR_CFG_STRING || k->type == ONAIR_CFG_STRING_LIST) &&
-            !choices_ok(k->choices))
-            SCHEMA_ERR("schema key '%s': choices must look like \"a|b|c\"", k->key);
-        if (k->choices && k->type != ONAIR_CFG_STRING && k->type != ONAIR_CFG_STRING_LIST)
-            SCHEMA_ERR("schema key '%s': choices apply only to strings and string lists", k->key);
-        if ((k->flags & ONAIR_CFG_HAS_MIN) && (k->flags & ONAIR_CFG_HAS_MAX) && k->min > k->max)
-            SCHEMA_ERR("schema key '%s': min %.15g is above max %.15g", k->key, k->min, k->max);
-        if (ok && k->default_value) {
-            char err[512];
-            json_t *val = convert_text(k, k->default_value, err, sizeof err);
-            if (!val)
-                SCHEMA_ERR("schema key '%s': bad default: %s", k->key, err);
-            json_decref(val);
-        }
-        for (size_t j = 0; j < i; j++) {
-            const char *o = keys[j].key;
-            size_t lo = strlen(o), lk = strlen(k->key);
-            if (strcmp(o, k->key) == 0)
-                SCHEMA_ERR("schema key '%s': declared twice", k->key);
-            else if ((lo < lk && strncmp(o, k->key, lo) == 0 && k->key[lo] == '.') ||
-                     (lk < lo && strncmp(o, k->key, lk) == 0 && o[lk] == '.'))
-                SCHEMA_ERR("schema key '%s': '%s' is both a value and a section", k->key,
-                           lo < lk ? o : k->key);
-        }
-#undef SCHEMA_ERR
-    }
-    free(keys);
-    if (errs && errs->n == before && bad)
-        cfg_errors_add(errs, who, 0, 0, "invalid configuration schema");
-    return bad ? -1 : 0;
+    return schema_check(schema, who, SCHEMA_CONFIG, default_ok, errs);
 }
 
 /* ---- JSON access ---------------------------------------------------------------------- */
-
-json_t *cfg_json_get(json_t *values, const char *dotted_key)
-{
-    if (!values || !dotted_key)
-        return NULL;
-    json_t *cur = values;
-    const char *s = dotted_key;
-    for (;;) {
-        if (!json_is_object(cur))
-            return NULL;
-        const char *dot = strchr(s, '.');
-        if (!dot)
-            return json_object_get(cur, s);
-        char seg[256];
-        size_t n = (size_t)(dot - s);
-        if (n >= sizeof seg)
-            return NULL;
-        memcpy(seg, s, n);
-        seg[n] = 0;
-        cur = json_object_get(cur, seg);
-        s = dot + 1;
-    }
-}
 
 json_t *cfg_redact(json_t *values, const onair_config_key_t *schema)
 {

@@ -121,6 +121,13 @@ const char *problem_reason(int http)
 char *problem_render(int http_status, const char *code, const char *detail, const char *instance,
                      const char *request_id, size_t *len)
 {
+    return problem_render_members(http_status, code, detail, instance, request_id, NULL, len);
+}
+
+char *problem_render_members(int http_status, const char *code, const char *detail,
+                             const char *instance, const char *request_id, json_t *members,
+                             size_t *len)
+{
     char type[160];
     snprintf(type, sizeof type, "urn:onair:problem:%s", code ? code : "error");
     json_t *o = json_object();
@@ -136,6 +143,13 @@ char *problem_render(int http_status, const char *code, const char *detail, cons
         json_object_set_new(o, "instance", json_string(instance));
     if (request_id)
         json_object_set_new(o, "request_id", json_string(request_id));
+    const char *k;
+    json_t *v;
+    json_object_foreach(members, k, v)
+    {
+        if (!json_object_get(o, k)) /* the standard members stay as they are */
+            json_object_set(o, k, v);
+    }
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (s && len)

@@ -3,6 +3,7 @@
 #ifndef ONAIR_CORE_PROBLEM_H
 #define ONAIR_CORE_PROBLEM_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #define PROBLEM_CONTENT_TYPE "application/problem+json"
@@ -20,5 +21,11 @@ const char *problem_strerror(int onair_status);
  * "request_id":<id>}. detail/instance/request_id may be NULL (omitted). */
 char *problem_render(int http_status, const char *code, const char *detail, const char *instance,
                      const char *request_id, size_t *len);
+
+/* The same with extra members (borrowed; may be NULL) such as "field" or "retry_after_s";
+ * a member that would replace a standard one is left out. */
+char *problem_render_members(int http_status, const char *code, const char *detail,
+                             const char *instance, const char *request_id, json_t *members,
+                             size_t *len);
 
 #endif

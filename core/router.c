@@ -276,6 +276,9 @@ int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *own
     e->r.access = copy.access;
     e->r.max_body = copy.max_body;
     e->r.flags = copy.flags;
+    e->r.body = copy.body; /* ABI 1.5: checked against the JSON body, so one is required */
+    if (copy.body)
+        e->r.flags |= ONAIR_ROUTE_JSON_BODY;
     if (copy.ratelimit && !(e->r.ratelimit = strdup(copy.ratelimit))) {
         entry_free(e);
         return ONAIR_ENOMEM;

@@ -264,12 +264,16 @@ int media_tap_open(onair_plugin_t *p, const char *stream, const char *kind, int 
     return ONAIR_OK;
 }
 
+/* The plugin's struct may be older and smaller (or newer and larger) than ours: fill the
+ * members both know, leave the rest as the plugin set them (the size-prefix rule). */
 int media_tap_stats(onair_rtp_tap_t *t, onair_tap_stats_t *out)
 {
-    if (!t || !out || out->size < sizeof *out)
+    if (!t || !out || out->size < offsetof(onair_tap_stats_t, delivered) + sizeof out->delivered)
         return ONAIR_EINVAL;
-    out->delivered = atomic_load(&t->delivered);
-    out->dropped = atomic_load(&t->dropped);
+    onair_tap_stats_t full = {.size = out->size,
+                              .delivered = atomic_load(&t->delivered),
+                              .dropped = atomic_load(&t->dropped)};
+    memcpy(out, &full, out->size < sizeof full ? out->size : sizeof full);
     return ONAIR_OK;
 }
 

@@ -21,7 +21,7 @@ ONAIR_EXPORT void onair_abi_anchor(
     enum onair_ratelimit_key ratelimit_key, onair_hook_t *hook, onair_hook_call_t *hook_call,
     onair_hook_fn hook_fn, onair_hook_done_fn hook_done_fn, enum onair_verdict verdict,
     onair_service_t *service, onair_service_call_t *service_call, onair_service_fn service_fn,
-    onair_service_done_fn service_done_fn);
+    onair_service_done_fn service_done_fn, onair_target_t *target);
 
 ONAIR_EXPORT void onair_abi_anchor(
     onair_api_t *api, onair_plugin_desc_t *desc, onair_route_t *route, onair_ws_type_t *ws_type,
@@ -37,7 +37,7 @@ ONAIR_EXPORT void onair_abi_anchor(
     enum onair_ratelimit_key ratelimit_key, onair_hook_t *hook, onair_hook_call_t *hook_call,
     onair_hook_fn hook_fn, onair_hook_done_fn hook_done_fn, enum onair_verdict verdict,
     onair_service_t *service, onair_service_call_t *service_call, onair_service_fn service_fn,
-    onair_service_done_fn service_done_fn)
+    onair_service_done_fn service_done_fn, onair_target_t *target)
 {
     (void)hook, (void)hook_call, (void)hook_fn, (void)hook_done_fn, (void)verdict;
     (void)service, (void)service_call, (void)service_fn, (void)service_done_fn;
@@ -46,5 +46,5 @@ ONAIR_EXPORT void onair_abi_anchor(
     (void)route_fn, (void)ws_fn, (void)bus_fn, (void)timer_fn, (void)work_fn, (void)done_fn;
     (void)status, (void)level, (void)config_type, (void)config_flags, (void)access;
     (void)route_flags, (void)coll, (void)index, (void)collection, (void)migrate_fn;
-    (void)store_fn, (void)index_flags, (void)ratelimit, (void)ratelimit_key;
+    (void)store_fn, (void)index_flags, (void)ratelimit, (void)ratelimit_key, (void)target;
 }

@@ -47,11 +47,14 @@ ONAIR_ASSERT_VALUE(ONAIR_CFG_INT, 2);
 ONAIR_ASSERT_VALUE(ONAIR_CFG_DOUBLE, 3);
 ONAIR_ASSERT_VALUE(ONAIR_CFG_STRING, 4);
 ONAIR_ASSERT_VALUE(ONAIR_CFG_STRING_LIST, 5);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_ID, 6);     /* ABI 1.5 */
+ONAIR_ASSERT_VALUE(ONAIR_CFG_OBJECT, 7); /* ABI 1.5 */
 
 ONAIR_ASSERT_VALUE(ONAIR_CFG_REQUIRED, 1u);
 ONAIR_ASSERT_VALUE(ONAIR_CFG_SECRET, 2u);
 ONAIR_ASSERT_VALUE(ONAIR_CFG_HAS_MIN, 4u);
 ONAIR_ASSERT_VALUE(ONAIR_CFG_HAS_MAX, 8u);
+ONAIR_ASSERT_VALUE(ONAIR_CFG_NULLABLE, 16u); /* ABI 1.5 */
 
 ONAIR_ASSERT_VALUE(ONAIR_ACCESS_PUBLIC, 0);
 ONAIR_ASSERT_VALUE(ONAIR_ACCESS_USER, 1u);
@@ -109,7 +112,8 @@ ONAIR_ASSERT_OFFSET(onair_route_t, role, 48);
 ONAIR_ASSERT_OFFSET(onair_route_t, max_body, 56);
 ONAIR_ASSERT_OFFSET(onair_route_t, flags, 64);
 ONAIR_ASSERT_OFFSET(onair_route_t, ratelimit, 72); /* ABI 1.2 */
-ONAIR_ASSERT_SIZE(onair_route_t, 80);
+ONAIR_ASSERT_OFFSET(onair_route_t, body, 80);      /* ABI 1.5 */
+ONAIR_ASSERT_SIZE(onair_route_t, 88);
 
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, type, 8);
@@ -118,7 +122,8 @@ ONAIR_ASSERT_OFFSET(onair_ws_type_t, ud, 24);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, access, 32);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, role, 40);
 ONAIR_ASSERT_OFFSET(onair_ws_type_t, ratelimit, 48); /* ABI 1.2 */
-ONAIR_ASSERT_SIZE(onair_ws_type_t, 56);
+ONAIR_ASSERT_OFFSET(onair_ws_type_t, body, 56);      /* ABI 1.5 */
+ONAIR_ASSERT_SIZE(onair_ws_type_t, 64);
 
 /* onair_api_t: the header, then one pointer per function in declaration order. */
 ONAIR_ASSERT_OFFSET(onair_api_t, size, 0);
@@ -202,9 +207,19 @@ ONAIR_ASSERT_OFFSET(onair_api_t, media_request_keyframe, 584);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_tap_open, 592);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_tap_stats, 600);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_tap_close, 608); /* the last function of ABI 1.4 */
+ONAIR_ASSERT_OFFSET(onair_api_t, target_reply, 616);
+ONAIR_ASSERT_OFFSET(onair_api_t, target_problem, 624);
+ONAIR_ASSERT_OFFSET(onair_api_t, status_http, 632);
+ONAIR_ASSERT_OFFSET(onair_api_t, status_code, 640);
+ONAIR_ASSERT_OFFSET(onair_api_t, body_check, 648); /* the last function of ABI 1.5 */
 
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 616);
+ONAIR_ASSERT_SIZE(onair_api_t, 656);
+
+/* reply targets (ABI 1.5): passed by value, two pointers */
+ONAIR_ASSERT_OFFSET(onair_target_t, req, 0);
+ONAIR_ASSERT_OFFSET(onair_target_t, msg, 8);
+ONAIR_ASSERT_SIZE(onair_target_t, 16);
 
 /* media hooks (ABI 1.4) */
 ONAIR_ASSERT_OFFSET(onair_media_track_t, size, 0);

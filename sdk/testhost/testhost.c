@@ -21,6 +21,7 @@
 struct event_base;
 #include "hooks.h"
 #include "problem.h"
+#include "schema.h"
 #include "ratelimit_table.h"
 #include "store/backend.h"
 #include "store/doc.h"
@@ -572,8 +573,8 @@ static void schema_entry(const onair_config_key_t *k, onair_config_key_t *out)
     memcpy(out, k, k->size < sizeof *out ? k->size : sizeof *out);
 }
 
-static const onair_config_key_t *schema_find(const onair_config_key_t *schema, const char *key,
-                                             onair_config_key_t *out)
+static const onair_config_key_t *th_schema_find(const onair_config_key_t *schema, const char *key,
+                                                onair_config_key_t *out)
 {
     for (const onair_config_key_t *k = schema; k && k->key; k = SCHEMA_NEXT(k)) {
         if (k->size < KEY_MIN_SIZE)
@@ -761,7 +762,7 @@ static json_t *parse_default(const onair_config_key_t *k)
     }
 }
 
-static int schema_has_prefix(const onair_config_key_t *schema, const char *prefix)
+static int th_schema_has_prefix(const onair_config_key_t *schema, const char *prefix)
 {
     size_t n = strlen(prefix);
     for (const onair_config_key_t *k = schema; k && k->key; k = SCHEMA_NEXT(k)) {
@@ -783,9 +784,9 @@ static void check_unknown(const onair_config_key_t *schema, json_t *obj, const c
         char full[512];
         snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", name);
         onair_config_key_t k;
-        if (schema_find(schema, full, &k))
+        if (th_schema_find(schema, full, &k))
             continue;
-        if (json_is_object(v) && schema_has_prefix(schema, full))
+        if (json_is_object(v) && th_schema_has_prefix(schema, full))
             check_unknown(schema, v, full, e);
         else
             err_add(e, "unknown key '%s'", full);
@@ -861,7 +862,7 @@ static json_t *config_lookup(onair_plugin_t *p, const char *key)
     if (!h || !key)
         return NULL;
     onair_config_key_t k;
-    if (!schema_find(h->desc.config, key, &k))
+    if (!th_schema_find(h->desc.config, key, &k))
         hlog(h, ONAIR_LOG_WARN, "config key '%s' is not declared in the schema", key);
     return get_dotted(h->config, key);
 }
@@ -958,6 +959,18 @@ static void troute_clear(troute_t *r)
     free(r->seg);
 }
 
+/* A body schema with a mistake fails the registration, as on the server. */
+static int body_schema_refused(onair_test_host_t *h, const onair_config_key_t *schema,
+                               const char *what)
+{
+    cfg_errors_t errs = {0};
+    int bad = schema_check(schema, what, SCHEMA_BODY, NULL, &errs) < 0;
+    for (size_t i = 0; i < errs.n; i++)
+        hlog(h, ONAIR_LOG_ERROR, "body schema of %s: %s", what, errs.msgs[i]);
+    cfg_errors_free(&errs);
+    return bad;
+}
+
 static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
 {
     onair_test_host_t *h = host_of(p);
@@ -974,6 +987,11 @@ static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
     onair_route_t c;
     memset(&c, 0, sizeof c);
     memcpy(&c, route, route->size < sizeof c ? route->size : sizeof c);
+    if (c.body) { /* ABI 1.5 */
+        if (body_schema_refused(h, c.body, c.path ? c.path : "a route"))
+            return ONAIR_EINVAL;
+        c.flags |= ONAIR_ROUTE_JSON_BODY;
+    }
     static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
     int known = 0;
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
@@ -1402,6 +1420,9 @@ static int twstype_add_checked(onair_test_host_t *h, const onair_ws_type_t *t)
 static int api_ws_type_add(onair_plugin_t *p, const onair_ws_type_t *type)
 {
     onair_test_host_t *h = host_of(p);
+    if (h && type && type->size >= offsetof(onair_ws_type_t, body) + sizeof type->body &&
+        type->body && body_schema_refused(h, type->body, type->type ? type->type : "a type"))
+        return ONAIR_EINVAL;
     return h ? twstype_add_checked(h, type) : ONAIR_EINVAL;
 }
 
@@ -1497,6 +1518,80 @@ static int api_msg_reply(onair_wsmsg_t *msg, json_t *data)
 static int api_msg_reply_error(onair_wsmsg_t *msg, int status, const char *code, const char *detail)
 {
     return msg_finish(msg, error_frame(status, code, detail));
+}
+
+/* ---- reply targets (ABI 1.5) ----------------------------------------------------------- */
+
+static int api_target_reply(onair_target_t t, int http_status, json_t *body)
+{
+    if (t.req)
+        return api_reply_json(t.req, http_status ? http_status : 200, body);
+    if (t.msg)
+        return api_msg_reply(t.msg, body);
+    json_decref(body);
+    return ONAIR_EINVAL;
+}
+
+static int api_target_problem(onair_target_t t, int status, const char *code, const char *detail,
+                              json_t *members)
+{
+    int http = status < 0 ? problem_http_status(status) : (status >= 400 ? status : 500);
+    if (!code)
+        code = status < 0 ? problem_code(status) : "error";
+    if (!detail)
+        detail = status < 0 ? problem_strerror(status) : problem_reason(http);
+    if (members && !json_is_object(members)) {
+        json_decref(members);
+        members = NULL;
+    }
+    int rc = ONAIR_EINVAL;
+    if (t.req && !t.req->answered) {
+        json_t *ra = json_object_get(members, "retry_after_s");
+        char v[24] = "";
+        if (json_is_integer(ra))
+            snprintf(v, sizeof v, "%lld", (long long)json_integer_value(ra));
+        else if (http == 503)
+            snprintf(v, sizeof v, "5");
+        if (*v)
+            api_resp_header(t.req, "Retry-After", v);
+        size_t len = 0;
+        char *body =
+            problem_render_members(http, code, detail, t.req->path, t.req->req_id, members, &len);
+        rc = req_finish(t.req, http, PROBLEM_CONTENT_TYPE, body, len);
+    } else if (t.req) {
+        rc = ONAIR_ESTATE;
+    } else if (t.msg) {
+        json_t *frame = error_frame(http, code, detail);
+        json_t *data = json_object_get(frame, "data");
+        const char *k;
+        json_t *v;
+        json_object_foreach(members, k, v)
+        {
+            if (data && !json_object_get(data, k))
+                json_object_set(data, k, v);
+        }
+        rc = msg_finish(t.msg, frame);
+    }
+    json_decref(members);
+    return rc;
+}
+
+static int answer_body_error(onair_target_t t, const schema_error_t *e)
+{
+    if (!strcmp(e->code, "internal"))
+        return api_target_problem(t, 500, e->code, e->detail, NULL);
+    json_t *members = *e->field ? json_pack("{s:s}", "field", e->field) : NULL;
+    return api_target_problem(t, 400, e->code, e->detail, members);
+}
+
+static int api_body_check(const onair_config_key_t *schema, json_t *body, onair_target_t t)
+{
+    schema_error_t e;
+    if (schema_check_body(schema, body, &e) == 0)
+        return ONAIR_OK;
+    if (t.req || t.msg)
+        answer_body_error(t, &e);
+    return ONAIR_EINVAL;
 }
 
 static int type_valid(const char *type)
@@ -3435,6 +3530,11 @@ static void fill_api(onair_api_t *a)
     a->reply_raw = api_reply_raw;
     a->reply_problem = api_reply_problem;
     a->reply_error = api_reply_error;
+    a->target_reply = api_target_reply;
+    a->target_problem = api_target_problem;
+    a->status_http = problem_http_status;
+    a->status_code = problem_code;
+    a->body_check = api_body_check;
     a->ws_type_add = api_ws_type_add;
     a->msg_conn = api_msg_conn;
     a->msg_type = api_msg_type;
@@ -3950,6 +4050,12 @@ onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *meth
         leave(prev);
         return &rp->pub;
     }
+    schema_error_t serr;
+    if (route->r.body && schema_check_body(route->r.body, r->json, &serr) < 0) {
+        answer_body_error(ONAIR_TARGET_REQ(r), &serr);
+        leave(prev);
+        return &rp->pub;
+    }
     r->in_handler = 1;
     int rc = route->r.handler(r, route->r.ud);
     r->in_handler = 0;
@@ -4078,6 +4184,12 @@ int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type
     }
     m->next = h->msgs;
     h->msgs = m;
+    schema_error_t serr;
+    if (t->t.body && schema_check_body(t->t.body, m->data, &serr) < 0) {
+        answer_body_error(ONAIR_TARGET_MSG(m), &serr);
+        leave(prev);
+        return ONAIR_EINVAL;
+    }
     m->in_handler = 1;
     rc = t->t.handler(m, t->t.ud);
     m->in_handler = 0;

@@ -73,6 +73,8 @@ test('track events, an RTP tap and keyframe requests reach a plugin', T, async (
     assert.deepEqual(kinds, ['audio:opus:true', 'video:VP8:true']);
     assert.equal(st.valid, st.packets, 'every tapped packet is RTP of the announced payload type');
     assert.equal(st.dropped, 0);
+    // a plugin built with an older, smaller onair_tap_stats_t gets its prefix filled
+    assert.equal(st.older_struct_filled, true, 'media_tap_stats fills an older struct\'s prefix');
     assert.ok(st.keyframes >= 1, `the requested keyframe was tapped: ${JSON.stringify(st)}`);
     // Chromium's own keyframe interval is long: a new keyframe within 3 s is ours
     const before = (await tapOf(server.base, s.id)).keyframes;

@@ -23,7 +23,7 @@ def test_builtin_endpoints(server):
     r = server.http("GET", "/readyz")
     assert r.status == 200 and r.json()["status"] == "ready"
     info = server.http("GET", "/api/v1/server").json()
-    assert info["abi"] == {"major": 1, "minor": 4}
+    assert info["abi"] == {"major": 1, "minor": 5}
     names = {p["name"]: p for p in info["plugins"]}
     assert names["testkit"]["state"] == "started"
     assert names["hello"]["state"] == "started" and names["hello"]["version"] == "1.0.0"
@@ -207,3 +207,74 @@ def test_tls(server_factory, tmp_path):
     conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=ctx, timeout=10)
     assert request(conn, "GET", "/healthz").status == 200
     conn.close()
+
+
+# ---- ABI 1.5: declared body schemas and reply targets (testkit's POST /items) ----
+
+BODY_CASES = [
+    # body, code, field
+    ({}, "missing_field", "title"),
+    ({"title": ""}, "invalid_field", "title"),
+    ({"title": "x" * 11}, "invalid_field", "title"),
+    ({"title": 5}, "invalid_field", "title"),
+    ({"title": None}, "invalid_field", "title"),
+    ({"title": "ok", "colour": "red"}, "unknown_field", "colour"),
+    ({"title": "ok", "count": "3"}, "invalid_field", "count"),
+    ({"title": "ok", "count": 2.5}, "invalid_field", "count"),
+    ({"title": "ok", "count": 6}, "invalid_field", "count"),
+    ({"title": "ok", "count": True}, "invalid_field", "count"),
+    ({"title": "ok", "kind": "c"}, "invalid_field", "kind"),
+    ({"title": "ok", "tags": ["a", 1]}, "invalid_field", "tags"),
+    ({"title": "ok", "tags": ["a", "b", "c"]}, "invalid_field", "tags"),
+    ({"title": "ok", "owner": "not-an-id"}, "invalid_field", "owner"),
+    ({"title": "ok", "opts": {"on": "yes"}}, "invalid_field", "opts.on"),
+    ({"title": "ok", "opts": {"other": 1}}, "unknown_field", "opts.other"),
+    ({"title": "ok", "opts": 3}, "invalid_field", "opts"),
+    ({"title": "ok", "meta": [1]}, "invalid_field", "meta"),
+]
+
+
+def test_declared_body_schema_rest(server):
+    good = {"title": "ünïcödé 10", "count": 0, "kind": "a", "tags": ["x"],
+            "owner": "0123456789abcdef01234567", "opts": {"slow_s": None, "on": True},
+            "meta": {"anything": [1, {"goes": None}]}}
+    r = server.http("POST", "/api/v1/testkit/items", body=good)
+    assert r.status == 201, r
+    assert r.json() == {"item": good}
+    for body, code, field in BODY_CASES:
+        b = problem(server.http("POST", "/api/v1/testkit/items", body=body), 400, code)
+        assert b["field"] == field, (body, b)
+        assert field in b["detail"] or code == "unknown_field", b
+    problem(server.http("POST", "/api/v1/testkit/items", body="[1]",
+                        headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    # a handler's problem with members: retry_after_s also becomes Retry-After
+    r = server.http("POST", "/api/v1/testkit/items", body={"title": "t", "count": 5})
+    b = problem(r, 429, "too_many")
+    assert b["retry_after_s"] == 7 and b["field"] == "count"
+    assert r.header("Retry-After") == "7"
+
+
+def test_declared_body_schema_websocket(server):
+    import asyncio
+    import websockets
+
+    async def scenario():
+        async with websockets.connect(server.ws_url) as ws:
+            async def call(data, id_):
+                await ws.send(json.dumps({"type": "testkit.item", "id": id_, "data": data}))
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if msg.get("id") == id_:
+                        return msg
+            msg = await call({"title": "hi"}, 1)
+            assert msg["type"] == "result" and msg["data"] == {"item": {"title": "hi"}}, msg
+            for i, (body, code, field) in enumerate(BODY_CASES):
+                msg = await call(body, 100 + i)
+                assert msg["type"] == "error", msg
+                assert msg["data"]["code"] == code and msg["data"]["field"] == field, (body, msg)
+                assert msg["data"]["status"] == 400
+            msg = await call({"title": "t", "count": 5}, 999)
+            assert msg["data"]["code"] == "too_many" and msg["data"]["status"] == 429
+            assert msg["data"]["retry_after_s"] == 7
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

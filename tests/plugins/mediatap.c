@@ -142,15 +142,23 @@ static int get_stats(onair_req_t *req, void *ud)
     const char *stream = api->req_param(req, "stream");
     tap_t *t = tap_of(st, stream);
     onair_tap_stats_t ts = {.size = sizeof ts};
-    if (t)
+    /* what a plugin built when the struct had only `delivered` passes: the host must fill
+     * that prefix and leave the rest alone (the size-prefix rule) */
+    onair_tap_stats_t older = {.size = offsetof(onair_tap_stats_t, dropped), .dropped = 424242};
+    int older_ok = 0;
+    if (t) {
         api->media_tap_stats(t->tap, &ts);
+        older_ok = api->media_tap_stats(t->tap, &older) == ONAIR_OK &&
+                   older.delivered == ts.delivered && older.dropped == 424242;
+    }
     json_t *ev = json_object_get(st->events, stream);
     return api->reply_json(
         req, 200,
-        json_pack("{s:o,s:I,s:I,s:I,s:I,s:I}", "events", ev ? json_incref(ev) : json_array(),
+        json_pack("{s:o,s:I,s:I,s:I,s:I,s:I,s:b}", "events", ev ? json_incref(ev) : json_array(),
                   "packets", (json_int_t)(t ? t->packets : 0), "valid",
                   (json_int_t)(t ? t->valid : 0), "keyframes", (json_int_t)(t ? t->keyframes : 0),
-                  "delivered", (json_int_t)ts.delivered, "dropped", (json_int_t)ts.dropped));
+                  "delivered", (json_int_t)ts.delivered, "dropped", (json_int_t)ts.dropped,
+                  "older_struct_filled", older_ok));
 }
 
 static int post_keyframe(onair_req_t *req, void *ud)

@@ -1,5 +1,6 @@
 /* testkit: routes and message types that integration tests drive. Not shipped. */
 #include <onair/plugin.h>
+#include <onair/util.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,40 @@ static const onair_config_key_t config[] = {
      .doc = "redacted by --print-config"},
     {0},
 };
+
+/* ABI 1.5: a declared body, checked by the host before the handler runs. */
+static const onair_config_key_t item_body[] = {
+    ONAIR_FIELD("title", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 10)),
+    ONAIR_FIELD("count", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(0, 5)),
+    ONAIR_FIELD("kind", ONAIR_CFG_STRING, .choices = "a|b"),
+    ONAIR_FIELD("tags", ONAIR_CFG_STRING_LIST, .flags = ONAIR_CFG_HAS_MAX, .max = 2),
+    ONAIR_FIELD("owner", ONAIR_CFG_ID),
+    ONAIR_FIELD("opts.slow_s", ONAIR_CFG_INT, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_FIELD("opts.on", ONAIR_CFG_BOOL),
+    ONAIR_FIELD("meta", ONAIR_CFG_OBJECT),
+    ONAIR_END,
+};
+
+/* Answers through a reply target, REST and WebSocket alike: the body it was given, or a
+ * problem with extra members when it asks for one. */
+static int item(onair_target_t t, json_t *body)
+{
+    if (json_integer_value(json_object_get(body, "count")) == 5)
+        return api->target_problem(t, ONAIR_ERATE, "too_many", "count 5 is rate limited here",
+                                   json_pack("{s:i,s:s}", "retry_after_s", 7, "field", "count"));
+    return api->target_reply(t, 201, json_pack("{s:O}", "item", body));
+}
+
+static int item_rest(onair_req_t *req, void *ud)
+{
+    return item(ONAIR_TARGET_REQ(req), api->req_json(req));
+}
+
+static int item_ws(onair_wsmsg_t *msg, void *ud)
+{
+    return item(ONAIR_TARGET_MSG(msg), api->msg_data(msg));
+}
 
 static int ok(onair_req_t *req, void *ud)
 {
@@ -251,6 +286,11 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
          .path = "/api/v1/testkit/slow",
          .handler = slow},
         {.size = sizeof(onair_route_t),
+         .method = "POST",
+         .path = "/api/v1/testkit/items",
+         .handler = item_rest,
+         .body = item_body},
+        {.size = sizeof(onair_route_t),
          .method = "GET",
          .path = "/api/v1/testkit/limited",
          .handler = ok,
@@ -265,6 +305,10 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
         {.size = sizeof(onair_ws_type_t), .type = "testkit.flood", .handler = ws_flood},
         {.size = sizeof(onair_ws_type_t), .type = "testkit.bus", .handler = ws_bus},
         {.size = sizeof(onair_ws_type_t), .type = "testkit.whoami", .handler = ws_whoami},
+        {.size = sizeof(onair_ws_type_t),
+         .type = "testkit.item",
+         .handler = item_ws,
+         .body = item_body},
         {.size = sizeof(onair_ws_type_t), .type = "testkit.later", .handler = ws_later},
         {.size = sizeof(onair_ws_type_t),
          .type = "testkit.private",

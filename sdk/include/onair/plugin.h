@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    4
+#define ONAIR_ABI_MINOR    5
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -100,6 +100,9 @@ enum onair_config_type {
     ONAIR_CFG_DOUBLE = 3,
     ONAIR_CFG_STRING = 4,
     ONAIR_CFG_STRING_LIST = 5,
+    /* ABI 1.5, for request bodies (a configuration key may be an ID too): */
+    ONAIR_CFG_ID = 6,     /* a string of 24 lower-case hex digits (a document id) */
+    ONAIR_CFG_OBJECT = 7, /* any JSON object, unchecked inside (body schemas only) */
 };
 
 enum onair_config_flags {
@@ -107,9 +110,11 @@ enum onair_config_flags {
     ONAIR_CFG_SECRET = 1u << 1,   /* redacted by --print-config and in logs */
     ONAIR_CFG_HAS_MIN = 1u << 2,  /* min applies: value, string length or list length */
     ONAIR_CFG_HAS_MAX = 1u << 3,  /* max applies likewise */
+    ONAIR_CFG_NULLABLE = 1u << 4, /* ABI 1.5, body schemas: null is accepted ("clear it") */
 };
 
-/* One key of a plugin's `config:` block; set `.size = sizeof(onair_config_key_t)` in
+/* One key of a plugin's `config:` block (or, ABI 1.5, one member of a request body: see
+ * onair_route_t.body); set `.size = sizeof(onair_config_key_t)` in
  * every entry (the host walks the array with it) and end with a {0} entry.
  * `key` may be dotted ("smtp.host") for nested
  * mappings. `default_value` is YAML scalar text ("10", "true", "a, b" for a list) or
@@ -213,6 +218,13 @@ typedef struct onair_route {
      * checked by the host before the handler: 429 with Retry-After and RateLimit-*
      * headers. NULL = none. */
     const char *ratelimit;
+    /* ABI 1.5: the body's schema (terminated by an entry with key == NULL), checked by the
+     * host before the handler runs; implies ONAIR_ROUTE_JSON_BODY. Members are checked as
+     * configuration keys are (types, min/max of values, string lengths in characters and
+     * list lengths, choices, required, dotted keys for nested objects), strictly by JSON
+     * type, and members the schema does not name are refused. Errors are 400 problems with
+     * the code missing_field, invalid_field or unknown_field and a `field` member. */
+    const onair_config_key_t *body;
 } onair_route_t;
 
 /* ---- WebSocket message types ------------------------------------------------------------ */
@@ -233,6 +245,9 @@ typedef struct onair_ws_type {
     /* ABI 1.2: as for routes; over the limit the sender gets an error reply with code
      * "rate_limited" and retry_after_ms, and the connection stays open. */
     const char *ratelimit;
+    /* ABI 1.5: the schema of the message's data, as onair_route_t.body; errors are error
+     * replies with the same codes and a `field` member. */
+    const onair_config_key_t *body;
 } onair_ws_type_t;
 
 /* ---- bus, timers, work ------------------------------------------------------------------ */
@@ -396,6 +411,17 @@ typedef struct onair_tap_stats {
     uint64_t dropped;   /* packets lost because the queue was full */
 } onair_tap_stats_t;
 
+/* ---- reply targets (ABI 1.5) ----------------------------------------------------------------
+ * One handler often serves a REST route and a WebSocket message type alike. A target names
+ * what it answers: exactly one of req and msg is set. The target_* functions answer either. */
+typedef struct onair_target {
+    onair_req_t *req;
+    onair_wsmsg_t *msg;
+} onair_target_t;
+
+#define ONAIR_TARGET_REQ(r) ((onair_target_t){.req = (r), .msg = NULL})
+#define ONAIR_TARGET_MSG(m) ((onair_target_t){.req = NULL, .msg = (m)})
+
 /* ---- the host API table: append only ---------------------------------------------------- */
 struct onair_api {
     size_t size; /* sizeof(onair_api_t) as the host was built */
@@ -558,6 +584,25 @@ struct onair_api {
                           size_t queue_packets, onair_tap_fn fn, void *ud, onair_rtp_tap_t **out);
     int (*media_tap_stats)(onair_rtp_tap_t *tap, onair_tap_stats_t *out);
     void (*media_tap_close)(onair_rtp_tap_t *tap);
+
+    /* ---- ABI 1.5: reply targets, problems with members, body schemas ---- */
+    /* Answer with a result. REST: http_status (0 = 200) with body as JSON (NULL: no body);
+     * WebSocket: {"type": "result", "id": .., "data": body}. Steals body; frees the target. */
+    int (*target_reply)(onair_target_t t, int http_status, json_t *body);
+    /* Answer with an error. status: an ONAIR_E* status or an HTTP status >= 400. code NULL:
+     * the status's code; detail NULL: its text. members (steals; may be NULL) are added to
+     * the problem+json body or the error's data: {"field": "title"}, {"retry_after_s": 5}
+     * (which also sets Retry-After on REST). REST answers 503 with Retry-After: 5 unless
+     * members say otherwise. Frees the target. */
+    int (*target_problem)(onair_target_t t, int status, const char *code, const char *detail,
+                          json_t *members);
+    /* The one status table: ONAIR_E* -> HTTP status and code ("invalid_request", ...). */
+    int (*status_http)(int status);
+    const char *(*status_code)(int status);
+    /* Check body against a schema as route bodies are checked (for bodies a handler builds
+     * or parts it checks itself). ONAIR_OK, or ONAIR_EINVAL after answering t with the error
+     * (t may be {NULL, NULL}: then nothing is answered). */
+    int (*body_check)(const onair_config_key_t *schema, json_t *body, onair_target_t t);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };

@@ -1,0 +1,220 @@
+/*
+ * onair plugin SDK: small helpers on top of <onair/plugin.h>, header-only.
+ *
+ * Nothing here is part of the ABI: every function is static inline and calls only the host
+ * API table, so a plugin that includes this header still exports exactly its entry function
+ * and runs on any host that has the functions it uses (target_* and body schemas need a host
+ * of ABI 1.5: build with ONAIR_PLUGIN_MIN_HOST_MINOR 5 or check ONAIR_HAS).
+ *
+ *   registration   ONAIR_ROUTE / ONAIR_WS_TYPE / ONAIR_FIELD / ... fill in .size;
+ *                  onair_add_routes() and friends register a whole table
+ *   answers        onair_field_problem(), onair_rate_limited(), onair_store_failed()
+ *   strings        onair_str(), onair_is_id(), onair_strdup(), UTF-8 checks
+ */
+#ifndef ONAIR_UTIL_H
+#define ONAIR_UTIL_H
+
+#include <onair/plugin.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- descriptors with .size filled in ------------------------------------------------------
+ *   static const onair_config_key_t create_body[] = {
+ *       ONAIR_FIELD("title", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED | ONAIR_BOUNDED,
+ *                   ONAIR_BETWEEN(1, 140)),
+ *       ONAIR_FIELD("tags", ONAIR_CFG_STRING_LIST, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(0, 10)),
+ *       ONAIR_END,
+ *   };
+ *   static const onair_route_t routes[] = {
+ *       ONAIR_ROUTE("POST", "/api/v1/things", create, .access = ONAIR_ACCESS_USER,
+ *                   .body = create_body),
+ *   };
+ * The remaining members are designated initializers, as in the structs themselves. */
+#define ONAIR_ROUTE(method_, path_, handler_, ...)                                                 \
+    {                                                                                              \
+        .size = sizeof(onair_route_t), .method = (method_), .path = (path_),                       \
+        .handler = (handler_), __VA_ARGS__                                                         \
+    }
+#define ONAIR_WS_TYPE(type_, handler_, ...)                                                        \
+    {                                                                                              \
+        .size = sizeof(onair_ws_type_t), .type = (type_), .handler = (handler_), __VA_ARGS__       \
+    }
+/* One configuration key or body member (the same struct describes both). */
+#define ONAIR_FIELD(key_, type_, ...)                                                              \
+    {                                                                                              \
+        .size = sizeof(onair_config_key_t), .key = (key_), .type = (type_), __VA_ARGS__            \
+    }
+#define ONAIR_INDEX(keys_, ...)                                                                    \
+    {                                                                                              \
+        .size = sizeof(onair_index_t), .keys = (keys_), __VA_ARGS__                                \
+    }
+#define ONAIR_SERVICE(name_, fn_, ...)                                                             \
+    {                                                                                              \
+        .size = sizeof(onair_service_t), .name = (name_), .fn = (fn_), __VA_ARGS__                 \
+    }
+#define ONAIR_RATELIMIT(name_, limit_, window_s_, key_)                                            \
+    {                                                                                              \
+        .size = sizeof(onair_ratelimit_t), .name = (name_), .limit = (limit_),                     \
+        .window_s = (window_s_), .key = (key_)                                                     \
+    }
+#define ONAIR_HOOK(chain_, priority_, fn_, ...)                                                    \
+    {                                                                                              \
+        .size = sizeof(onair_hook_t), .chain = (chain_), .priority = (priority_), .fn = (fn_),     \
+        __VA_ARGS__                                                                                \
+    }
+/* The terminator of schemas and index lists. */
+#define ONAIR_END                                                                                  \
+    {                                                                                              \
+        0                                                                                          \
+    }
+
+/* min and max of a value, a string length or a list length, and the flags that enable them */
+#define ONAIR_BETWEEN(lo, hi) .min = (lo), .max = (hi)
+#define ONAIR_BOUNDED         (ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX)
+
+#define ONAIR_COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
+/* ---- registering a table (init only) ---------------------------------------------------------
+ * Each registers n entries in order and stops at the first refusal, returning its status
+ * (the host logs why; a failed init rolls back what was registered). */
+#define ONAIR_ADD_ALL_(fn_, type_)                                                                 \
+    static inline int onair_add_##fn_(const onair_api_t *api, onair_plugin_t *p,                   \
+                                      const type_ *items, size_t n)                                \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            int rc = api->fn_##_add(p, &items[i]);                                                 \
+            if (rc != ONAIR_OK)                                                                    \
+                return rc;                                                                         \
+        }                                                                                          \
+        return ONAIR_OK;                                                                           \
+    }
+ONAIR_ADD_ALL_(route, onair_route_t)
+ONAIR_ADD_ALL_(ws_type, onair_ws_type_t)
+ONAIR_ADD_ALL_(ratelimit, onair_ratelimit_t)
+ONAIR_ADD_ALL_(hook, onair_hook_t)
+ONAIR_ADD_ALL_(service, onair_service_t)
+#undef ONAIR_ADD_ALL_
+#define onair_add_routes(api, p, a)     onair_add_route((api), (p), (a), ONAIR_COUNT(a))
+#define onair_add_ws_types(api, p, a)   onair_add_ws_type((api), (p), (a), ONAIR_COUNT(a))
+#define onair_add_ratelimits(api, p, a) onair_add_ratelimit((api), (p), (a), ONAIR_COUNT(a))
+#define onair_add_hooks(api, p, a)      onair_add_hook((api), (p), (a), ONAIR_COUNT(a))
+#define onair_add_services(api, p, a)   onair_add_service((api), (p), (a), ONAIR_COUNT(a))
+
+/* ---- answers in the one error vocabulary (docs/api/errors.md) ------------------------------- */
+
+/* 400 with a `field` member: code is "missing_field", "invalid_field" or "unknown_field"
+ * (or a plugin's own, such as "invalid_tag"). For checks a body schema cannot express. */
+static inline int onair_field_problem(const onair_api_t *api, onair_target_t t, const char *code,
+                                      const char *field, const char *detail)
+{
+    return api->target_problem(t, 400, code, detail, json_pack("{s:s}", "field", field));
+}
+
+/* 429 with retry_after_s (and Retry-After on REST). code NULL: "rate_limited". */
+static inline int onair_rate_limited(const onair_api_t *api, onair_target_t t, const char *code,
+                                     long long retry_after_s, const char *detail)
+{
+    if (retry_after_s < 1)
+        retry_after_s = 1;
+    return api->target_problem(t, ONAIR_ERATE, code ? code : "rate_limited", detail,
+                               json_pack("{s:I}", "retry_after_s", (json_int_t)retry_after_s));
+}
+
+/* A store, service or user call failed with status and result {"error": "..."}: answer
+ * with the status's HTTP code and code, the error text as detail. */
+static inline int onair_store_failed(const onair_api_t *api, onair_target_t t, int status,
+                                     json_t *result)
+{
+    const char *detail = json_string_value(json_object_get(result, "error"));
+    return api->target_problem(t, status < 0 ? status : ONAIR_EINTERNAL, NULL, detail, NULL);
+}
+
+/* ---- strings and ids ------------------------------------------------------------------------ */
+
+/* obj[key] when it is a string, else NULL. */
+static inline const char *onair_str(json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+/* A document id: 24 lower-case hex digits. */
+static inline int onair_is_id(const char *s)
+{
+    if (!s || strlen(s) != 24)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return 0;
+    return 1;
+}
+
+static inline char *onair_strdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = (char *)malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* One UTF-8 sequence at s[i]: its length (0 when invalid: overlong, surrogate, past
+ * U+10FFFF or cut short) and its code point in *out. */
+static inline size_t onair_utf8_next(const unsigned char *s, size_t n, size_t i, unsigned *out)
+{
+    unsigned c = s[i], cp;
+    size_t len;
+    if (c < 0x80) {
+        *out = c;
+        return 1;
+    } else if ((c & 0xE0) == 0xC0) {
+        len = 2, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4, cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (i + len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[i + k] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    *out = cp;
+    return len;
+}
+
+static inline int onair_utf8_valid(const unsigned char *s, size_t n)
+{
+    unsigned cp;
+    for (size_t i = 0, len; i < n; i += len)
+        if (!(len = onair_utf8_next(s, n, i, &cp)))
+            return 0;
+    return 1;
+}
+
+/* Characters (code points) of valid UTF-8. */
+static inline size_t onair_utf8_chars(const char *s, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ONAIR_UTIL_H */
