@@ -593,4 +593,5 @@ def test_bad_transport_refused(server_factory):
         "path": os.path.join(PLUGIN_DIR, "verification.so"),
         "config": {"transport": "pigeon", "from": "no-reply@onair.test"}}})
     srv.start(wait=False)
-    assert srv.wait_log(r"transport.*(smtp|log|maildir)", 15), srv.log()
+    assert srv.wait_log(r"verification\.yaml:\d+:\d+: transport: 'pigeon' is not one of smtp, "
+                        r"log, maildir", 15), srv.log()
