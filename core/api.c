@@ -1046,11 +1046,12 @@ static int request_over_limit(onair_req_t *r, const char *name)
     api_resp_header(r, "RateLimit-Reset", v);
     if (res.allowed)
         return 0;
-    snprintf(v, sizeof v, "%lld", (long long)ratelimit_retry_after_s(&res));
-    api_resp_header(r, "Retry-After", v);
+    long long wait_s = (long long)ratelimit_retry_after_s(&res);
     char detail[128];
-    snprintf(detail, sizeof detail, "too many requests: retry in %s s", v);
-    api_reply_problem(r, 429, "rate_limited", detail);
+    snprintf(detail, sizeof detail, "too many requests: retry in %lld s", wait_s);
+    /* retry_after_s in the body too (and Retry-After): the one rate_limited shape */
+    api_target_problem(ONAIR_TARGET_REQ(r), 429, "rate_limited", detail,
+                       json_pack("{s:I}", "retry_after_s", (json_int_t)wait_s));
     return 1;
 }
 
@@ -1346,6 +1347,7 @@ static int ws_over_limit(conn_entry_t *c, const wstype_entry_t *type, json_t *id
         return 0;
     json_t *d = error_data(429, "rate_limited", "too many messages of this type");
     json_object_set_new(d, "retry_after_ms", json_integer(res.retry_after_ms));
+    json_object_set_new(d, "retry_after_s", json_integer((res.retry_after_ms + 999) / 1000));
     send_envelope(c->id, envelope("error", id ? id : json_null(), d));
     return 1;
 }

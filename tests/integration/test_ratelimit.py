@@ -24,6 +24,7 @@ def test_route_limit_429_headers_and_recovery(server_factory):
     assert body["code"] == "rate_limited" and body["status"] == 429
     retry = int(r.header("Retry-After"))
     assert 1 <= retry <= 2
+    assert body["retry_after_s"] == retry  # the one rate_limited shape, REST and WebSocket
     assert r.header("RateLimit-Limit") == "2" and r.header("RateLimit-Remaining") == "0"
     assert int(r.header("RateLimit-Reset")) >= 1
     # other routes are not limited
@@ -53,6 +54,7 @@ def test_websocket_limit_replies_error_and_stays_open(server_factory):
             await ws.send(json.dumps({"type": "testkit.limited", "id": 9}))
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert msg["data"]["retry_after_ms"] > 0
+            assert msg["data"]["retry_after_s"] >= 1
             # the connection is still usable for other types
             await ws.send(json.dumps({"type": "testkit.whoami", "id": "w"}))
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
