@@ -10,7 +10,7 @@
 #   "reports ABI minor 3", "reports minor 3"             (reports minor N)
 #   "(plugin ABI 1.3)"                                   (onaird --version)
 #   "SDK and loader**: ABI 1.3", "current ABI is 1.3"
-#   "ONAIR_ABI_MINOR 3", "ONAIR_ABI_MINOR = 3"
+#   "ONAIR_ABI_MINOR 3", "ONAIR_ABI_MINOR = 3", "`ONAIR_ABI_MINOR` (3)" (and ..._MAJOR)
 # No doc may name an ABI newer than the headers ("ABI 1.7" with the header at 1.4), and
 # docs/plugin-sdk.md must say what the current minor added ("1.4 added ..."). A statement
 # may wrap onto the next line. Each disagreement is one line FILE:LINE: ... and the exit
@@ -51,12 +51,12 @@ check() {
                     break
                 s = substr(rest, rs, rl)
                 m = substr(orig, off + rs, rl)
-                if (kind == "minor") {
+                if (kind == "minor" || kind == "major") {
                     gsub(/[^0-9]+/, " ", s)
                     n = split(s, a, " ")
                     v = a[n] + 0
-                    if (v != minor)
-                        report(NR - 1, "\"" m "\"", "minor " v)
+                    if (v != (kind == "minor" ? minor : major))
+                        report(NR - 1, "\"" m "\"", kind " " v)
                 } else {
                     match(s, /[0-9]+\.[0-9]+/)
                     v = substr(s, RSTART, RLENGTH)
@@ -81,7 +81,8 @@ check() {
             scan(text, orig, cut, "(sdk|loader)[*_`]*: +abi [0-9]+\\.[0-9]+", "current")
             scan(text, orig, cut, "(current|latest) (sdk |plugin )?abi (version )?(is )?[0-9]+\\.[0-9]+", "current")
             scan(text, orig, cut, "abi [0-9]+\\.[0-9]+ is (the )?(current|latest)", "current")
-            scan(text, orig, cut, "abi_minor`? *(=|is|:)? *[0-9]+", "minor")
+            scan(text, orig, cut, "abi_minor`? *(=|is|:)? *\\(?[0-9]+", "minor")
+            scan(text, orig, cut, "abi_major`? *(=|is|:)? *\\(?[0-9]+", "major")
             scan(text, orig, cut, "abi [0-9]+\\.[0-9]+", "newer")
             if (index(text, major "." minor " added") > 0 && index(text, major "." minor " added") <= cut)
                 added = 1
@@ -122,6 +123,7 @@ EOF
 | 10 | minor | \`needs host ABI 1.N or newer; this host is $cur\` |
 - history: 1.1 added the store; $cur added the newest functions.
 The test host reports ABI minor $minor and fills in everything.
+\`ONAIR_ABI_MAJOR\` ($major) and \`ONAIR_ABI_MINOR\` ($minor) are the versions.
 EOF
     if ! out=$(check "$tmp" 2>&1); then
         echo "self-test: agreeing docs were refused:" >&2
@@ -139,6 +141,7 @@ EOF
 The test host reports ABI minor $old and fills in everything, and it is like the
 server. The current ABI is
 $major.$old, and the store is ABI $major.$new.
+\`ONAIR_ABI_MAJOR\` ($new) and \`ONAIR_ABI_MINOR\` ($old) are the versions.
 EOF
     out=$(check "$tmp" 2>&1)
     rc=$?
@@ -147,6 +150,8 @@ EOF
     [ $rc -eq 1 ] || { echo "self-test: exit status $rc, expected 1" >&2; fail=1; }
     for want in "README.md:2: " "docs/plugin-sdk.md:1: " "docs/plugin-sdk.md:2: " \
         "docs/plugin-sdk.md:3: " "docs/plugin-sdk.md:4: " \
+        "docs/plugin-sdk.md:5: \"ABI_MAJOR\` ($new\" names major $new" \
+        "docs/plugin-sdk.md:5: \"ABI_MINOR\` ($old\" names minor $old" \
         "docs/plugin-sdk.md: no line says what ABI $cur added"; do
         case "$out" in
         *"$want"*) ;;
