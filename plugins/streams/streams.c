@@ -32,23 +32,24 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define TITLE_MAX       140
-#define DESC_MAX        2000
-#define CATEGORY_MAX    64
-#define TAGS_MAX        10
-#define TAG_MAX         25
-#define ALLOWED_MAX     1000
-#define MODERATORS_MAX  100
-#define REPORT_TEXT_MAX 1000
-#define NOTE_MAX        1000
-#define ID_MAX          128
-#define PAGE_DEFAULT    20
-#define PAGE_MAX        100
-#define FANOUT_PAGE     500
-#define KEY_BYTES       32
-#define KEY_CHARS       (3 + 43) /* "sk_" + base64url of 32 bytes */
-#define COUNT_TICK_MS   1000
-#define PROBLEM_CTYPE   "application/problem+json"
+#define TITLE_MAX        140
+#define DESC_MAX         2000
+#define CATEGORY_MAX     64
+#define TAGS_MAX         10
+#define TAG_MAX          25
+#define ALLOWED_MAX      1000
+#define MODERATORS_MAX   100
+#define REPORT_TEXT_MAX  1000
+#define NOTE_MAX         1000
+#define ID_MAX           128
+#define PAGE_DEFAULT     20
+#define PAGE_MAX         100
+#define FANOUT_PAGE      500
+#define KEY_BYTES        32
+#define KEY_CHARS        (3 + 43) /* "sk_" + base64url of 32 bytes */
+#define COUNT_TICK_MS    1000
+#define ACCESS_ROLES_MAX 16 /* roles looked at per user in service calls */
+#define PROBLEM_CTYPE    "application/problem+json"
 
 static const onair_api_t *api;
 
@@ -80,6 +81,15 @@ static const onair_config_key_t streams_config[] = {
      .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
      .doc = "viewer.joined / viewer.left go to a stream's watchers only while it has at most "
             "this many viewers (viewer.count always does, at most once a second)."},
+    {.size = sizeof(onair_config_key_t),
+     .key = "rest_viewer_ttl_s",
+     .type = ONAIR_CFG_INT,
+     .default_value = "60",
+     .min = 10,
+     .max = 86400,
+     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
+     .doc = "A viewer counted by POST /api/v1/streams/{id}/join stops counting this many "
+            "seconds after its last join (calling join again is the heartbeat)."},
     {.size = sizeof(onair_config_key_t),
      .key = "max_live_per_user",
      .type = ONAIR_CFG_INT,
@@ -270,11 +280,16 @@ static void log_store(int status, json_t *result, void *ud)
 
 /* ---- viewers (in memory) ------------------------------------------------------------- */
 
+/* A room: {"v": {viewer key: refs}, "priv": {viewer key: true} (the owner, stream
+ * moderators and admins: they take no max_viewers seat), "rest": {user id: expires at
+ * (ms)} (REST joins), "peak": n, "saved": the peak last written to the document, "pub":
+ * the count last published}. */
 static json_t *room_get(streams_t *st, const char *sid, int create)
 {
     json_t *r = json_object_get(st->rooms, sid);
     if (!r && create) {
-        r = json_pack("{s:{},s:{},s:i,s:i}", "v", "rest", "peak", 0, "pub", 0);
+        r = json_pack("{s:{},s:{},s:{},s:i,s:i,s:i}", "v", "priv", "rest", "peak", 0, "saved", 0,
+                      "pub", 0);
         if (!r || json_object_set_new(st->rooms, sid, r))
             return NULL;
     }
@@ -298,6 +313,33 @@ static int room_has(streams_t *st, const char *sid, const char *vkey)
     return json_object_get(json_object_get(json_object_get(st->rooms, sid), "v"), vkey) != NULL;
 }
 
+/* Raise the room's peak to its current count (WebRTC viewers included). */
+static void room_note_peak(streams_t *st, const char *sid)
+{
+    json_int_t n = room_count(st, sid);
+    json_t *r = room_get(st, sid, n > 0);
+    if (r && n > json_integer_value(json_object_get(r, "peak")))
+        json_object_set_new(r, "peak", json_integer(n));
+}
+
+/* Would one more viewer vkey exceed max (0: no limit)? Privileged viewers (priv: the
+ * owner, stream moderators, admins) always get in and take no seat, so they count neither
+ * for themselves nor against the others. */
+static int room_full(streams_t *st, const char *sid, json_int_t max, const char *vkey, int priv)
+{
+    if (max <= 0 || priv || room_has(st, sid, vkey))
+        return 0;
+    json_t *r = json_object_get(st->rooms, sid);
+    json_int_t seats =
+        room_count(st, sid) - (json_int_t)json_object_size(json_object_get(r, "priv"));
+    return seats >= max;
+}
+
+static json_int_t max_viewers_of(json_t *doc)
+{
+    return json_integer_value(json_object_get(json_object_get(doc, "settings"), "max_viewers"));
+}
+
 /* Per-viewer events go on the bus always, but to the stream's WebSocket topic only while
  * it has at most viewer_events_max viewers: announcing every join to every watcher costs
  * n^2 frames (50 million for 10,000 viewers); beyond that the coalesced viewer.count
@@ -318,7 +360,7 @@ static void publish_viewer(streams_t *st, const char *sid, const char *type, con
         json_decref(ev);
 }
 
-static void viewer_ref(streams_t *st, const char *sid, const char *vkey)
+static void viewer_ref(streams_t *st, const char *sid, const char *vkey, int priv)
 {
     json_t *r = room_get(st, sid, 1);
     if (!r)
@@ -326,17 +368,18 @@ static void viewer_ref(streams_t *st, const char *sid, const char *vkey)
     json_t *v = json_object_get(r, "v");
     json_int_t refs = json_integer_value(json_object_get(v, vkey));
     json_object_set_new(v, vkey, json_integer(refs + 1));
+    if (priv)
+        json_object_set_new(json_object_get(r, "priv"), vkey, json_true());
     if (refs == 0) {
-        json_int_t n = (json_int_t)json_object_size(v);
-        if (n > json_integer_value(json_object_get(r, "peak")))
-            json_object_set_new(r, "peak", json_integer(n));
-        publish_viewer(st, sid, "viewer.joined", vkey, n);
+        room_note_peak(st, sid);
+        publish_viewer(st, sid, "viewer.joined", vkey, (json_int_t)json_object_size(v));
     }
 }
 
 static void viewer_unref(streams_t *st, const char *sid, const char *vkey)
 {
-    json_t *v = json_object_get(room_get(st, sid, 0), "v");
+    json_t *r = room_get(st, sid, 0);
+    json_t *v = json_object_get(r, "v");
     json_t *refs = json_object_get(v, vkey);
     if (!refs)
         return;
@@ -345,19 +388,99 @@ static void viewer_unref(streams_t *st, const char *sid, const char *vkey)
         return;
     }
     json_object_del(v, vkey);
+    json_object_del(json_object_get(r, "priv"), vkey);
     publish_viewer(st, sid, "viewer.left", vkey, (json_int_t)json_object_size(v));
 }
 
-/* The coalesced viewer.count: at most once per second per stream, only on change. */
+/* A WebSocket watch: {"vk": viewer key, "priv": bool, "counted": bool} in
+ * st->conns[conn][stream]. A watch of a stream that is not live subscribes the connection
+ * to the stream's events but counts no viewer ("counted" false) until the stream goes live
+ * (watchers_counted). */
+static const char *watch_vkey(json_t *w)
+{
+    return sget(w, "vk");
+}
+
+static int watch_counted(json_t *w)
+{
+    return json_is_true(json_object_get(w, "counted"));
+}
+
+/* Drop the REST viewers whose heartbeat (join) is older than rest_viewer_ttl_s. */
+static void sweep_rest(streams_t *st, const char *sid, json_t *r, int64_t now)
+{
+    json_t *rest = json_object_get(r, "rest");
+    const char *uid;
+    json_t *exp, *tmp;
+    json_object_foreach_safe(rest, tmp, uid, exp)
+    {
+        if (json_integer_value(exp) > now)
+            continue;
+        char vkey[ID_MAX + 3];
+        snprintf(vkey, sizeof vkey, "u:%s", uid);
+        json_object_del(rest, uid);
+        viewer_unref(st, sid, vkey);
+    }
+}
+
+typedef struct peak_write {
+    streams_t *st;
+    char sid[25];
+    json_int_t peak;
+} peak_write_t;
+
+static void peak_written(int status, json_t *result, void *ud)
+{
+    peak_write_t *p = ud;
+    if (status != ONAIR_OK) {
+        api->log(p->st->self, ONAIR_LOG_WARN, "could not keep the peak of %s: %s", p->sid,
+                 store_error(result));
+        /* try again at the next tick */
+        json_t *r = json_object_get(p->st->rooms, p->sid);
+        if (r && json_integer_value(json_object_get(r, "saved")) == p->peak)
+            json_object_set_new(r, "saved", json_integer(0));
+    }
+    free(p);
+}
+
+/* The peak goes to the document when it rose since the last write: at most once per tick
+ * (second) per stream, whatever the number of joins, and only upwards ($lt: another node
+ * or a later write never lowers it). */
+static void save_peak(streams_t *st, const char *sid, json_t *r)
+{
+    json_int_t peak = json_integer_value(json_object_get(r, "peak"));
+    if (peak <= json_integer_value(json_object_get(r, "saved")) || !hex24(sid))
+        return;
+    peak_write_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return;
+    p->st = st;
+    snprintf(p->sid, sizeof p->sid, "%s", sid);
+    p->peak = peak;
+    json_t *spec = json_pack("{s:{s:s,s:{s:I}},s:{s:{s:I}}}", "filter", "_id", sid, "peak_viewers",
+                             "$lt", peak, "update", "$set", "peak_viewers", peak);
+    if (api->store_update(st->streams, spec, peak_written, p) != ONAIR_OK) {
+        api->log(st->self, ONAIR_LOG_WARN, "could not keep the peak of %s", sid);
+        free(p);
+        return;
+    }
+    json_object_set_new(r, "saved", json_integer(peak));
+}
+
+/* Once a second: expired REST viewers leave, the peak is kept on the document, the
+ * coalesced viewer.count goes out (only on change), idle rooms are forgotten. */
 static void on_count_tick(onair_timer_t timer, void *ud)
 {
     streams_t *st = ud;
     (void)timer;
+    int64_t now = api->now_ms(st->self);
     const char *sid;
     json_t *r, *tmp;
     json_object_foreach_safe(st->rooms, tmp, sid, r)
     {
-        json_int_t n = (json_int_t)json_object_size(json_object_get(r, "v"));
+        sweep_rest(st, sid, r, now);
+        save_peak(st, sid, r);
+        json_int_t n = room_count(st, sid);
         if (n != json_integer_value(json_object_get(r, "pub"))) {
             json_object_set_new(r, "pub", json_integer(n));
             char topic[64];
@@ -366,17 +489,10 @@ static void on_count_tick(onair_timer_t timer, void *ud)
             if (ev)
                 api->bus_publish(st->self, "viewer.count", json_incref(ev));
             api->ws_publish(topic, "viewer.count", ev);
-        } else if (n == 0 && json_object_size(json_object_get(r, "rest")) == 0) {
-            /* idle: keep its peak on the document, then forget it */
-            json_int_t peak = json_integer_value(json_object_get(r, "peak"));
-            if (peak > 0) {
-                json_t *spec =
-                    json_pack("{s:{s:s,s:{s:I}},s:{s:{s:I}}}", "filter", "_id", sid, "peak_viewers",
-                              "$lt", peak, "update", "$set", "peak_viewers", peak);
-                if (api->store_update(st->streams, spec, log_store, st) != ONAIR_OK)
-                    api->log(st->self, ONAIR_LOG_WARN, "could not keep the peak of %s", sid);
-            }
-            json_object_del(st->rooms, sid);
+        } else if (n == 0 && json_object_size(json_object_get(r, "rest")) == 0 &&
+                   json_integer_value(json_object_get(r, "saved")) >=
+                       json_integer_value(json_object_get(r, "peak"))) {
+            json_object_del(st->rooms, sid); /* idle, its peak kept: forget it */
         }
     }
 }
@@ -393,8 +509,12 @@ static void on_ws_closed(const char *topic, json_t *payload, void *ud)
     if (!w)
         return;
     const char *sid;
-    json_t *vk;
-    json_object_foreach(w, sid, vk) viewer_unref(st, sid, json_string_value(vk));
+    json_t *e;
+    json_object_foreach(w, sid, e)
+    {
+        if (watch_counted(e))
+            viewer_unref(st, sid, watch_vkey(e));
+    }
     json_object_del(st->conns, ckey);
 }
 
@@ -419,13 +539,15 @@ static void kick_loaded(int status, json_t *result, void *ud)
         json_t *w, *tmp;
         json_object_foreach_safe(st->conns, tmp, ckey, w)
         {
-            const char *vk = json_string_value(json_object_get(w, k->sid));
+            json_t *e = json_object_get(w, k->sid);
+            const char *vk = watch_vkey(e);
             if (!vk || strcmp(vk, k->vkey))
                 continue;
             onair_conn_t conn = (onair_conn_t)strtoull(ckey, NULL, 10);
             api->ws_send(conn, "moderation.banned", json_pack("{s:s}", "stream", k->sid));
             api->ws_unsubscribe(conn, topic);
-            viewer_unref(st, k->sid, k->vkey);
+            if (watch_counted(e))
+                viewer_unref(st, k->sid, k->vkey);
             json_object_del(w, k->sid);
             if (json_object_size(w) == 0)
                 json_object_del(st->conns, ckey);
@@ -474,13 +596,12 @@ static void on_banned(const char *topic, json_t *payload, void *ud)
     /* a platform ban: every stream the user watches on this node */
     json_t *seen = json_object();
     const char *ckey, *s2;
-    json_t *w, *vk;
+    json_t *w, *e;
     json_object_foreach(st->conns, ckey, w)
     {
-        json_object_foreach(w, s2, vk)
+        json_object_foreach(w, s2, e)
         {
-            if (!strcmp(json_string_value(vk) ? json_string_value(vk) : "", vkey) &&
-                !json_object_get(seen, s2)) {
+            if (!strcmp(watch_vkey(e) ? watch_vkey(e) : "", vkey) && !json_object_get(seen, s2)) {
                 json_object_set_new(seen, s2, json_true());
                 kick(st, s2, vkey);
             }
@@ -990,6 +1111,10 @@ static int validate_settings(onair_req_t *req, json_t *in, json_t *set, int crea
             snprintf(d, sizeof d, "%s must be true or false", f);
             json_decref(out);
             return bad_field(req, f, d);
+        } else if (!strcmp(key, "record_on_start") && json_is_true(v)) {
+            /* nothing records yet: refuse rather than accept a setting that does nothing */
+            json_decref(out);
+            return bad_field(req, f, "recording is not available on this server");
         }
         json_object_set(out, key, v);
     }
@@ -1304,6 +1429,72 @@ static const char *store_code(int status)
 
 /* ---- going live and ending --------------------------------------------------------------- */
 
+/* The stream went live: the connections that watched it while it was not live become its
+ * viewers, up to settings.max_viewers (the owner, stream moderators and admins always).
+ * A watcher beyond the limit is unsubscribed and told: streams.unwatched {stream, code:
+ * "stream_full"}. */
+static void watchers_counted(streams_t *st, json_t *doc)
+{
+    const char *sid = sget(doc, "_id");
+    if (!sid)
+        return;
+    json_int_t max = max_viewers_of(doc);
+    char topic[64];
+    snprintf(topic, sizeof topic, "stream.%s", sid);
+    const char *ckey;
+    json_t *w, *tmp;
+    json_object_foreach_safe(st->conns, tmp, ckey, w)
+    {
+        json_t *e = json_object_get(w, sid);
+        const char *vkey = watch_vkey(e);
+        if (!vkey || watch_counted(e))
+            continue;
+        int priv = json_is_true(json_object_get(e, "priv"));
+        if (room_full(st, sid, max, vkey, priv)) {
+            onair_conn_t conn = (onair_conn_t)strtoull(ckey, NULL, 10);
+            api->ws_send(conn, "streams.unwatched",
+                         json_pack("{s:s,s:s,s:s}", "stream", sid, "code", "stream_full", "detail",
+                                   "the stream has reached its viewer limit"));
+            api->ws_unsubscribe(conn, topic);
+            json_object_del(w, sid);
+            if (json_object_size(w) == 0)
+                json_object_del(st->conns, ckey);
+            continue;
+        }
+        json_object_set_new(e, "counted", json_true());
+        viewer_ref(st, sid, vkey, priv);
+    }
+}
+
+/* The stream ended: it has no viewers any more. REST viewers leave (they join again when
+ * it is live again); WebSocket watchers stay subscribed to hear its next stream.started but
+ * stop counting. */
+static void viewers_clear(streams_t *st, const char *sid)
+{
+    json_t *rest = json_object_get(room_get(st, sid, 0), "rest");
+    const char *key;
+    json_t *x, *tmp;
+    json_object_foreach_safe(rest, tmp, key, x)
+    {
+        char vkey[ID_MAX + 3];
+        snprintf(vkey, sizeof vkey, "u:%s", key);
+        json_object_del(rest, key);
+        viewer_unref(st, sid, vkey);
+    }
+    json_t *w;
+    json_object_foreach(st->conns, key, w)
+    {
+        json_t *e = json_object_get(w, sid);
+        if (!watch_counted(e))
+            continue;
+        json_object_set_new(e, "counted", json_false());
+        viewer_unref(st, sid, watch_vkey(e));
+    }
+    json_t *r = room_get(st, sid, 0);
+    if (r) /* the next live session counts its own peak (the document keeps the highest) */
+        json_object_set_new(r, "peak", json_integer(room_count(st, sid)));
+}
+
 static void went_live(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
@@ -1325,6 +1516,7 @@ static void went_live(int status, json_t *result, void *ud)
     notify_followers(st, sget(doc, "owner"), "stream.started",
                      json_pack("{s:o}", "stream", stream_view(st, doc, 0)), only);
     json_decref(only);
+    watchers_counted(st, doc);
     op->done(op, 200, NULL, NULL);
 }
 
@@ -1376,10 +1568,7 @@ static void ended(int status, json_t *result, void *ud)
         return op->done(op, 200, NULL, NULL);
     json_decref(op->doc);
     op->doc = json_incref(doc);
-    json_t *r = room_get(op->st, op->id, 0);
-    if (r) /* the next live session counts its own peak */
-        json_object_set_new(r, "peak",
-                            json_integer((json_int_t)json_object_size(json_object_get(r, "v"))));
+    viewers_clear(op->st, op->id);
     publish_stream(op->st, doc, "stream.ended");
     op->done(op, 200, NULL, NULL);
 }
@@ -1531,11 +1720,14 @@ static void on_media(const char *topic, json_t *payload, void *ud)
 
 /* ---- services for the core's media relay (WHIP) -------------------------------------------
  * "streams.media_publish" {"stream": id, "stream_key": "sk_..."} or {"stream": id, "user":
- * id}: the key must be the stream's, or the user its owner; the stream then goes live as
- * POST /start does (live limit, verified-account rule, events), and a live stream stays
- * live (a reconnecting publisher). "streams.media_unpublish" {"stream": id}: ends it
- * (idempotent). Answers {"stream": ...}, or an error status with {"status", "code",
- * "detail"}: what the REST routes would answer. */
+ * id, "roles": [...]?}: the key must be the stream's, or the user its owner (a private
+ * stream the user may not see is 404 not_found, as on the routes); the stream then goes
+ * live as POST /start does (live limit, verified-account rule, events), and a live stream
+ * stays live (a reconnecting publisher). With "check": true only the stream and the
+ * caller's right are checked (nothing goes live): WHIP asks so before it reads the SDP
+ * offer. "streams.media_unpublish" {"stream": id}: ends it (idempotent). Answers
+ * {"stream": ...}, or an error status with {"status", "code", "detail"}: what the REST
+ * routes would answer. */
 static int status_of_http(int http)
 {
     switch (http) {
@@ -1589,9 +1781,23 @@ static void svc_media_loaded(int status, json_t *result, void *ud)
         if (sha256_hex(key, hash) || !want || strcmp(hash, want) != 0)
             return op->done(op, 403, "invalid_stream_key", "this is not the stream's key");
     } else if (!user || strcmp(user, sget(doc, "owner")) != 0) {
+        /* a private stream does not exist for those who may not see it (as on the routes) */
+        const char *roles[ACCESS_ROLES_MAX + 1] = {0};
+        size_t i, n = 0;
+        json_t *r;
+        json_array_foreach(json_object_get(args, "roles"), i, r)
+        {
+            if (n < ACCESS_ROLES_MAX && json_is_string(r))
+                roles[n++] = json_string_value(r);
+        }
+        onair_user_t u = {.size = sizeof u, .id = user, .roles = roles};
+        if (!can_see(user ? &u : NULL, doc))
+            return op->done(op, 404, "not_found", "no such stream");
         return op->done(op, 403, "forbidden",
                         "only the stream's owner (or its stream key) may publish");
     }
+    if (json_is_true(json_object_get(args, "check"))) /* the caller may publish: no more */
+        return op->done(op, 200, NULL, NULL);
     if (!strcmp(sget(doc, "status"), "live")) /* a reconnecting or replacing publisher */
         return op->done(op, 200, NULL, NULL);
     int rc = api->user_get(op->st->self, sget(doc, "owner"), media_owner, op);
@@ -1641,10 +1847,12 @@ static void on_media_viewers(const char *topic, json_t *payload, void *ud)
     json_t *n = json_object_get(payload, "count");
     if (!sid || !json_is_integer(n))
         return;
-    if (json_integer_value(n) > 0)
+    if (json_integer_value(n) > 0) {
         json_object_set_new(st->webrtc, sid, json_integer(json_integer_value(n)));
-    else
+        room_note_peak(st, sid); /* WebRTC viewers count in the peak too */
+    } else {
         json_object_del(st->webrtc, sid);
+    }
 }
 
 static void media_replied(int http_status, const char *code, const char *detail, json_t *stream,
@@ -1794,30 +2002,40 @@ static int get_browse(onair_req_t *req, void *ud)
 
 /* ---- viewers: join, leave, count, list ------------------------------------------------- */
 
-static int room_full(op_t *op, const char *vkey)
+static int is_live(json_t *doc)
 {
-    json_int_t max =
-        json_integer_value(json_object_get(json_object_get(op->doc, "settings"), "max_viewers"));
-    if (max <= 0 || room_has(op->st, op->id, vkey) || room_count(op->st, op->id) < max)
-        return 0;
-    return !(op->user &&
-             (is_owner(op->user, op->doc) || is_smod(op->user, op->doc) || is_admin(op->user)));
+    const char *status = sget(doc, "status");
+    return status && !strcmp(status, "live");
 }
 
+/* The owner, stream moderators and admins: always get in, take no max_viewers seat. */
+static int privileged(const onair_user_t *u, json_t *doc)
+{
+    return u && (is_owner(u, doc) || is_smod(u, doc) || is_admin(u));
+}
+
+/* POST .../join: a REST viewer counts while live, for rest_viewer_ttl_s after its last
+ * join (calling join again is the heartbeat). */
 static void join_step(op_t *op)
 {
+    if (!is_live(op->doc))
+        return op_problem(op, 409, "not_live", "the stream is not live");
     char vkey[ID_MAX + 3];
     snprintf(vkey, sizeof vkey, "u:%s", op->user->id);
+    json_int_t ttl = api->config_int(op->st->self, "rest_viewer_ttl_s");
     json_t *rest = json_object_get(room_get(op->st, op->id, 0), "rest");
     if (!json_object_get(rest, op->user->id)) {
-        if (room_full(op, vkey))
+        int priv = privileged(op->user, op->doc);
+        if (room_full(op->st, op->id, max_viewers_of(op->doc), vkey, priv))
             return op_problem(op, 409, "stream_full", "the stream has reached its viewer limit");
-        viewer_ref(op->st, op->id, vkey);
-        json_object_set_new(json_object_get(room_get(op->st, op->id, 1), "rest"), op->user->id,
-                            json_true());
+        viewer_ref(op->st, op->id, vkey, priv);
+        rest = json_object_get(room_get(op->st, op->id, 1), "rest");
     }
+    json_object_set_new(rest, op->user->id,
+                        json_integer((json_int_t)api->now_ms(op->st->self) + ttl * 1000));
     op_reply(op, 200,
-             json_pack("{s:b,s:I}", "joined", 1, "viewer_count", room_count(op->st, op->id)));
+             json_pack("{s:b,s:I,s:I}", "joined", 1, "viewer_count", room_count(op->st, op->id),
+                       "ttl_s", ttl));
 }
 
 static int post_join(onair_req_t *req, void *ud)
@@ -1887,6 +2105,9 @@ static int get_viewers(onair_req_t *req, void *ud)
 
 /* ---- WebSocket: streams.watch / streams.unwatch -------------------------------------- */
 
+/* streams.watch: subscribes the connection to stream.<id>; counts it as a viewer while the
+ * stream is live (a watch of a stream that is not live waits for stream.started and counts
+ * from then on, see watchers_counted). */
 static void watch_step(op_t *op)
 {
     onair_conn_t conn = api->msg_conn(op->msg);
@@ -1897,9 +2118,13 @@ static void watch_step(op_t *op)
         snprintf(vkey, sizeof vkey, "u:%s", op->user->id);
     else
         snprintf(vkey, sizeof vkey, "c:%s", ckey);
+    int live = is_live(op->doc);
+    int priv = privileged(op->user, op->doc);
+    json_int_t max = max_viewers_of(op->doc);
     json_t *w = json_object_get(op->st->conns, ckey);
-    if (!json_object_get(w, op->id)) {
-        if (room_full(op, vkey))
+    json_t *e = json_object_get(w, op->id);
+    if (!e) {
+        if (live && room_full(op->st, op->id, max, vkey, priv))
             return op_problem(op, 409, "stream_full", "the stream has reached its viewer limit");
         int rc = api->ws_subscribe(conn, topic);
         if (rc != ONAIR_OK)
@@ -1908,12 +2133,25 @@ static void watch_step(op_t *op)
             w = json_object();
             json_object_set_new(op->st->conns, ckey, w);
         }
-        json_object_set_new(w, op->id, json_string(vkey));
-        viewer_ref(op->st, op->id, vkey);
+        e = json_pack("{s:s,s:b,s:b}", "vk", vkey, "priv", priv, "counted", live);
+        json_object_set_new(w, op->id, e);
+        if (live)
+            viewer_ref(op->st, op->id, vkey, priv);
+    } else if (live && !watch_counted(e)) {
+        /* watched before it went live (on another node, or while this one was full) */
+        if (room_full(op->st, op->id, max, vkey, priv)) {
+            api->ws_unsubscribe(conn, topic);
+            json_object_del(w, op->id);
+            if (json_object_size(w) == 0)
+                json_object_del(op->st->conns, ckey);
+            return op_problem(op, 409, "stream_full", "the stream has reached its viewer limit");
+        }
+        json_object_set_new(e, "counted", json_true());
+        viewer_ref(op->st, op->id, vkey, priv);
     }
     op_reply(op, 0,
-             json_pack("{s:o,s:I}", "stream", view_for(op->st, op->doc, op->user), "viewer_count",
-                       room_count(op->st, op->id)));
+             json_pack("{s:o,s:I,s:b}", "stream", view_for(op->st, op->doc, op->user),
+                       "viewer_count", room_count(op->st, op->id), "counted", watch_counted(e)));
 }
 
 static int ws_watch(onair_wsmsg_t *msg, void *ud)
@@ -1944,11 +2182,12 @@ static int ws_unwatch(onair_wsmsg_t *msg, void *ud)
     snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)conn);
     snprintf(topic, sizeof topic, "stream.%s", sid);
     json_t *w = json_object_get(st->conns, ckey);
-    json_t *vk = json_object_get(w, sid);
-    int was = vk != NULL;
-    if (vk) {
+    json_t *e = json_object_get(w, sid);
+    int was = e != NULL;
+    if (e) {
         api->ws_unsubscribe(conn, topic);
-        viewer_unref(st, sid, json_string_value(vk));
+        if (watch_counted(e))
+            viewer_unref(st, sid, watch_vkey(e));
         json_object_del(w, sid);
         if (json_object_size(w) == 0)
             json_object_del(st->conns, ckey);
@@ -2543,8 +2782,6 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
  * stream she could otherwise see (moderation.check) gets "visible": false and "banned":
  * true (callers answer 403 banned); "banned" is false (absent for a stream not found) in
  * every other case. */
-#define ACCESS_ROLES_MAX 16
-
 typedef struct access {
     streams_t *st;
     onair_service_call_t *call;

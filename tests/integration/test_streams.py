@@ -191,6 +191,8 @@ def test_create_and_get(srv):
      "settings.max_viewers"),
     ({"title": "ok", "settings": {"record_on_start": "yes"}}, 400, "invalid_field",
      "settings.record_on_start"),
+    ({"title": "ok", "settings": {"record_on_start": True}}, 400, "invalid_field",
+     "settings.record_on_start"),
     ({"title": "ok", "settings": {"colour": 1}}, 400, "unknown_field", "settings.colour"),
 ])
 def test_create_validation(srv, body, status, code, field):
@@ -227,11 +229,12 @@ def test_update_matrix(srv):
             "visibility")
     # the owner: everything
     r = c.owner.call("PATCH", p, {"description": "new", "visibility": "unlisted",
-                                  "settings": {"record_on_start": True}})
+                                  "settings": {"record_on_start": False, "max_viewers": 7}})
     assert r.status == 200, r
     s = r.json()["stream"]
     assert s["description"] == "new" and s["visibility"] == "unlisted"
-    assert s["settings"]["record_on_start"] is True and s["settings"]["chat_slow_mode_s"] == 0
+    assert s["settings"]["record_on_start"] is False and s["settings"]["chat_slow_mode_s"] == 0
+    assert s["settings"]["max_viewers"] == 7
     assert s["updated_at"] >= s["created_at"]
     # admins too
     r = c.admin.call("PATCH", p, {"title": "Admin title", "visibility": "public"})
@@ -262,7 +265,12 @@ def test_private_stream_is_404_for_others(srv):
             problem(who.call("DELETE", c.path()), 404, "stream_not_found")
     for who in (c.owner, c.smod, c.admin, allowed):
         assert who.call("GET", c.path()).status == 200, who
+    problem(allowed.call("POST", c.path("/join")), 409, "not_live")  # visible, not live yet
+    assert c.owner.call("POST", c.path("/start")).status == 200
     assert allowed.call("POST", c.path("/join")).status == 200
+    for who in (c.viewer, c.other):  # live or not, it does not exist for them
+        problem(who.call("POST", c.path("/join")), 404, "stream_not_found")
+    assert c.owner.call("POST", c.path("/end")).status == 200
     # listed for those allowed only
     q = "/api/v1/streams?q=secret&limit=100"
     for who, listed in ((c.anon, False), (c.other, False), (allowed, True), (c.owner, True),
@@ -387,8 +395,9 @@ def test_browse(srv):
 def test_viewers(srv):
     c = Cast(srv, settings={"max_viewers": 2})
     problem(c.anon.call("POST", c.path("/join")), 401, "unauthorized")
+    assert c.owner.call("POST", c.path("/start")).status == 200
     r = c.viewer.call("POST", c.path("/join"))
-    assert r.status == 200 and r.json() == {"joined": True, "viewer_count": 1}, r
+    assert r.status == 200 and r.json() == {"joined": True, "viewer_count": 1, "ttl_s": 60}, r
     assert c.viewer.call("POST", c.path("/join")).json()["viewer_count"] == 1  # idempotent
     assert c.other.call("POST", c.path("/join")).json()["viewer_count"] == 2
     third = Account(srv, "third")
@@ -408,6 +417,251 @@ def test_viewers(srv):
     assert r.status == 200 and r.json() == {"joined": False, "viewer_count": 2}, r
     assert c.viewer.call("POST", c.path("/leave")).json()["viewer_count"] == 2
     assert c.anon.call("GET", c.path("/viewers/count")).json()["peak_viewers"] == 3
+    assert c.owner.call("POST", c.path("/end")).status == 200
+
+
+def test_owner_and_staff_take_no_seat(srv):
+    """settings.max_viewers counts viewers only: the owner, stream moderators and admins get
+    in and leave every seat to the others."""
+    c = Cast(srv, settings={"max_viewers": 1})
+    assert c.owner.call("POST", c.path("/start")).status == 200
+    assert c.owner.call("POST", c.path("/join")).json()["viewer_count"] == 1
+    r = c.viewer.call("POST", c.path("/join"))  # the one seat is still free
+    assert r.status == 200 and r.json()["viewer_count"] == 2, r
+    problem(c.other.call("POST", c.path("/join")), 409, "stream_full")
+    # staff coming in later take no seat either: the next viewer is still refused, and
+    # once the viewer leaves, the seat is free again
+    for who in (c.smod, c.admin):
+        assert who.call("POST", c.path("/join")).status == 200, who
+    problem(c.other.call("POST", c.path("/join")), 409, "stream_full")
+    r = c.anon.call("GET", c.path("/viewers/count"))
+    assert r.json()["viewer_count"] == 4, r  # they are viewers all the same
+    assert c.viewer.call("POST", c.path("/leave")).status == 200
+    assert c.other.call("POST", c.path("/join")).status == 200
+    problem(c.viewer.call("POST", c.path("/join")), 409, "stream_full")
+    assert c.owner.call("POST", c.path("/end")).status == 200
+
+
+def test_join_needs_a_live_stream_and_the_end_clears_viewers(srv):
+    """Joining a stream that is not live is 409 not_live. A WebSocket watch of a stream that
+    is not live is allowed (to hear stream.started) but counts no viewer until the stream
+    goes live. When the stream ends, its count is 0: REST viewers are gone, watchers stay
+    subscribed but uncounted until the next start."""
+    c = Cast(srv)
+    late = Account(srv, "late")
+    problem(c.viewer.call("POST", c.path("/join")), 409, "not_live")  # created
+    problem(c.owner.call("POST", c.path("/join")), 409, "not_live")  # the owner too
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a, \
+                websockets.connect(srv.ws_url,
+                                   extra_headers={"Authorization": "Bearer " + c.other.token}) as o:
+            A, O = Client(a), Client(o)
+            for X in (A, O):
+                r = await X.call("streams.watch", {"stream_id": c.sid})
+                assert r["type"] == "result", r
+                assert r["data"]["counted"] is False and r["data"]["viewer_count"] == 0, r
+            r = c.anon.call("GET", c.path("/viewers/count"))
+            assert r.json()["viewer_count"] == 0, r
+
+            assert c.owner.call("POST", c.path("/start")).status == 200
+            await A.wait(lambda m: m["type"] == "stream.started")
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 2)
+            r = await O.call("streams.watch", {"stream_id": c.sid})  # already counted
+            assert r["data"]["counted"] is True and r["data"]["viewer_count"] == 2, r
+            assert c.viewer.call("POST", c.path("/join")).json()["viewer_count"] == 3
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 3)
+
+            r = c.owner.call("POST", c.path("/end"))
+            assert r.status == 200 and r.json()["stream"]["viewer_count"] == 0, r
+            m = await A.wait(lambda m: m["type"] == "stream.ended")
+            assert m["data"]["stream"]["peak_viewers"] == 3, m
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 0)
+            r = c.anon.call("GET", c.path("/viewers/count"))
+            assert r.json()["viewer_count"] == 0 and r.json()["peak_viewers"] == 3, r
+            r = c.owner.call("GET", c.path("/viewers"))
+            assert r.json() == {"users": [], "anonymous": 0, "viewer_count": 0}, r
+            for who in (c.viewer, late):  # ended: nobody joins
+                problem(who.call("POST", c.path("/join")), 409, "not_live")
+            r = await O.call("streams.watch", {"stream_id": c.sid})
+            assert r["data"]["counted"] is False and r["data"]["viewer_count"] == 0, r
+
+            # live again: the watchers (still subscribed) count again, the REST viewer of
+            # the last session does not until she joins again
+            assert c.owner.call("POST", c.path("/start")).status == 200
+            await A.wait(lambda m: m["type"] == "stream.started")
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 2)
+            r = c.owner.call("GET", c.path("/viewers"))
+            assert r.json()["users"] == [c.other.id] and r.json()["anonymous"] == 1, r
+            assert late.call("POST", c.path("/join")).json()["viewer_count"] == 3
+            assert c.owner.call("POST", c.path("/end")).status == 200
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 0)
+
+    run(scenario())
+
+
+def test_waiting_watchers_and_max_viewers(srv):
+    """Watchers of a stream that is not live become viewers when it starts, up to
+    settings.max_viewers (the owner takes no seat); the others are unsubscribed and told
+    (streams.unwatched, code stream_full)."""
+    c = Cast(srv, settings={"max_viewers": 1})
+
+    def hdr(acct):
+        return {"Authorization": "Bearer " + acct.token}
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=hdr(c.owner)) as ow, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(c.viewer)) as v, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(c.other)) as o:
+            OW, V, O = Client(ow), Client(v), Client(o)
+            for X in (OW, V, O):
+                r = await X.call("streams.watch", {"stream_id": c.sid})
+                assert r["type"] == "result" and r["data"]["counted"] is False, r
+            assert c.owner.call("POST", c.path("/start")).status == 200
+            await OW.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 2)
+            r = c.owner.call("GET", c.path("/viewers"))
+            users = r.json()["users"]
+            assert c.owner.id in users and len(users) == 2, r
+            # the one of viewer / other who did not get the seat
+            out, kept = (O, V) if c.viewer.id in users else (V, O)
+            m = await out.wait(lambda m: m["type"] == "streams.unwatched")
+            assert m["data"]["stream"] == c.sid and m["data"]["code"] == "stream_full", m
+            assert not any(x["type"] == "streams.unwatched" for x in kept.seen + OW.seen)
+            # watching again while full: refused
+            r = await out.call("streams.watch", {"stream_id": c.sid})
+            assert r["type"] == "error" and r["data"]["code"] == "stream_full", r
+            # the seat frees up: she gets in
+            r = await kept.call("streams.unwatch", {"stream_id": c.sid})
+            assert r["data"] == {"unwatched": True}, r
+            r = await out.call("streams.watch", {"stream_id": c.sid})
+            assert r["type"] == "result" and r["data"]["counted"] is True, r
+            assert r["data"]["viewer_count"] == 2, r
+            assert c.owner.call("POST", c.path("/end")).status == 200
+
+    run(scenario())
+
+
+def test_record_on_start_is_refused(srv):
+    """Nothing records yet: record_on_start true is refused on create and update (false is
+    fine), so nobody believes a stream is being recorded."""
+    acct = Account(srv, "rec")
+    b = problem(acct.call("POST", "/api/v1/streams",
+                          {"title": "Rec", "settings": {"record_on_start": True}}),
+                400, "invalid_field", "settings.record_on_start")
+    assert b["detail"] == "recording is not available on this server", b
+    s = create(acct, title="Rec", settings={"record_on_start": False})["stream"]
+    assert s["settings"]["record_on_start"] is False
+    path = f"/api/v1/streams/{s['id']}"
+    b = problem(acct.call("PATCH", path, {"settings": {"record_on_start": True}}), 400,
+                "invalid_field", "settings.record_on_start")
+    assert b["detail"] == "recording is not available on this server", b
+    problem(acct.call("PATCH", path, {"title": "New", "settings": {"record_on_start": True}}), 400,
+            "invalid_field", "settings.record_on_start")
+    r = acct.call("PATCH", path, {"settings": {"record_on_start": False}})
+    assert r.status == 200 and r.json()["stream"]["settings"]["record_on_start"] is False, r
+    assert acct.call("GET", path).json()["stream"]["title"] == "Rec"  # the refused PATCH left it
+
+
+def storage_for(request, backend):
+    if backend == "mongodb":
+        return storage_config("mongodb", uri=request.getfixturevalue("congo").uri,
+                              database=unique_db())
+    return {"backend": "sqlite"}
+
+
+def until(pred, what, timeout=15):
+    """Poll pred() (it returns a value when done) until it is true or the deadline passes."""
+    deadline = time.time() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.time() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_peak_survives_a_restart_while_live(request, backend):
+    """The peak reaches the stream's document while the stream is live (coalesced, about
+    once a second), so an onaird that dies with the stream live does not lose it."""
+    s = Server(plugins={"streams": streams_plugin()}, core=core(storage_for(request, backend)))
+    s.start()
+    try:
+        owner = Account(s, "peak")
+        sid = create(owner, title="Peak")["stream"]["id"]
+        path = f"/api/v1/streams/{sid}"
+        assert owner.call("POST", path + "/start").status == 200
+        viewers = [Account(s, f"pv{i}") for i in range(3)]
+        for v in viewers:
+            assert v.call("POST", path + "/join").status == 200
+        assert viewers[0].call("POST", path + "/leave").status == 200
+        # the document (what GET shows) gets the peak while live, without an end
+        until(lambda: s.http("GET", path).json()["stream"]["peak_viewers"] == 3,
+              "the peak never reached the document")
+        s.kill()  # no goodbye: nothing is written at shutdown
+        s.start()
+        r = s.http("GET", path)
+        assert r.status == 200, r
+        st = r.json()["stream"]
+        assert st["peak_viewers"] == 3 and st["status"] == "live", st
+        r = s.http("GET", path + "/viewers/count").json()
+        assert r["viewer_count"] == 0 and r["peak_viewers"] == 3, r
+        # a smaller audience after the restart never lowers it
+        assert viewers[1].call("POST", path + "/join").status == 200
+        r = owner.call("POST", path + "/end")
+        assert r.status == 200 and r.json()["stream"]["peak_viewers"] == 3, r
+        assert s.http("GET", path).json()["stream"]["peak_viewers"] == 3
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rest_viewers_expire_without_heartbeat(request, backend):
+    """A REST viewer counts for rest_viewer_ttl_s after its last join: one who calls join
+    again (the heartbeat) stays, one who never calls leave is dropped by the sweep."""
+    s = Server(plugins={"streams": streams_plugin(rest_viewer_ttl_s=10)},
+               core=core(storage_for(request, backend)))
+    s.start()
+    try:
+        owner, beating, silent = (Account(s, n) for n in ("ttlo", "ttlb", "ttls"))
+        sid = create(owner, title="TTL")["stream"]["id"]
+        path = f"/api/v1/streams/{sid}"
+        assert owner.call("POST", path + "/start").status == 200
+        for v in (beating, silent):
+            r = v.call("POST", path + "/join")
+            assert r.status == 200 and r.json()["ttl_s"] == 10, r
+
+        def silent_gone():
+            # the heartbeat, well inside the TTL: 2 s between joins
+            r = beating.call("POST", path + "/join")
+            assert r.status == 200 and r.json()["joined"] is True, r
+            users = owner.call("GET", path + "/viewers").json()["users"]
+            if silent.id in users:
+                time.sleep(2)
+                return None
+            return users
+
+        users = until(silent_gone, "the silent REST viewer never expired", timeout=40)
+        assert users == [beating.id], users  # the heartbeat kept her
+        r = s.http("GET", path + "/viewers/count").json()
+        assert r["viewer_count"] == 1 and r["peak_viewers"] == 2, r
+        # the expired viewer may come back (and is counted again)
+        assert silent.call("POST", path + "/join").json()["viewer_count"] == 2
+        assert owner.call("POST", path + "/end").status == 200
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+def test_rest_viewer_ttl_minimum(server_factory):
+    s = server_factory(plugins={"streams": dict(streams_plugin(rest_viewer_ttl_s=5),
+                                                required=True)},
+                       core=core({"backend": "sqlite"}))
+    s.start(wait=False)
+    assert s.proc.wait(30) != 0
+    s._reader.join(5)
+    assert "rest_viewer_ttl_s: 5 is below the minimum 10" in s.log(), s.log()
 
 
 def test_stream_moderators(srv):
@@ -591,14 +845,14 @@ def test_websocket_follow_start_and_viewer_count(srv):
                 websockets.connect(srv.ws_url, extra_headers=hdr(viewer)) as v, \
                 websockets.connect(srv.ws_url, extra_headers=hdr(stranger)) as s:
             F, A, V, S = Client(f), Client(a), Client(v), Client(s)
-            r = await A.call("streams.watch", {"stream_id": sid})  # anonymous watcher
+            # an anonymous watcher before the stream is live: subscribed, not counted yet
+            r = await A.call("streams.watch", {"stream_id": sid})
             assert r["type"] == "result" and r["data"]["stream"]["id"] == sid, r
-            assert r["data"]["viewer_count"] == 1
+            assert r["data"]["viewer_count"] == 0 and r["data"]["counted"] is False, r
             r = await S.call("streams.watch", {"stream_id": secret})
             assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
             r = await S.call("streams.watch", {"stream_id": "zz"})
             assert r["type"] == "error" and r["data"]["status"] == 404, r
-            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 1)
 
             # the owner goes live: the follower hears it on its own user topic
             assert owner.call("POST", f"/api/v1/streams/{sid}/start").status == 200
@@ -607,6 +861,8 @@ def test_websocket_follow_start_and_viewer_count(srv):
             assert m["data"]["stream"]["status"] == "live"
             m = await A.wait(lambda m: m["type"] == "stream.started")
             assert m["topic"] == topic
+            # ... and the waiting watcher counts from now on
+            await A.wait(lambda m: m["type"] == "viewer.count" and m["data"]["count"] == 1)
 
             # a second watcher changes the count the first one sees
             r = await V.call("streams.watch", {"stream_id": sid})
