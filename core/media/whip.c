@@ -44,8 +44,11 @@ typedef struct op {
     sdp_t *offer;
     session_t *s;
     sdp_answer_opts_t *opts;
-    char token_hash[32];
-    int has_token;
+    uint8_t token_hash[32];
+    int has_token; /* offers: token_hash is set; media stats: the caller is an admin */
+    int max_layer; /* ?max_layer=, -1 = none */
+    char *key;     /* a publisher's stream key, NULL with an access token */
+    json_t *roles; /* the access token's roles (a publisher's rights check) */
     char user_id[64];
     struct op *next;
 } op_t;
@@ -62,6 +65,7 @@ static op_t *op_new(onair_req_t *req, int role, const char *stream_id)
         return NULL;
     op->req = req;
     op->role = role;
+    op->max_layer = -1;
     snprintf(op->stream_id, sizeof op->stream_id, "%s", stream_id);
     op->next = g_ops;
     g_ops = op;
@@ -77,6 +81,8 @@ static void op_free(op_t *op)
         }
     free(op->offer);
     free(op->opts);
+    free(op->key);
+    json_decref(op->roles);
     if (op->s)
         session_unref(op->s);
     free(op);
@@ -651,6 +657,52 @@ static void service_problem(op_t *op, int status, json_t *result, const char *wh
     op_problem(op, http, code ? code : "unavailable", detail ? detail : msg);
 }
 
+/* The offer, read once the stream and the caller's right are known to be good (so that an
+ * unknown stream is 404 and a stranger 403 whatever they send): parsed, and a publisher's
+ * planned. 0, or -1 after answering (op freed). */
+static int take_offer(op_t *op)
+{
+    size_t len = 0;
+    const char *body = api->req_body(op->req, &len);
+    char err[256];
+    if (!body || !len) {
+        op_problem(op, 400, "invalid_sdp", "the SDP offer is empty");
+        return -1;
+    }
+    if (!(op->offer = malloc(sizeof *op->offer)) ||
+        !(op->s = media_session_new(op->role, op->stream_id)) ||
+        !(op->opts = answer_opts(op->s, NULL, 0))) {
+        op_problem(op, 500, "out_of_memory", "out of memory");
+        return -1;
+    }
+    if (sdp_parse(body, len, op->offer, err, sizeof err) < 0) {
+        op_problem(op, 400, "invalid_sdp", err);
+        return -1;
+    }
+    /* a publisher's offer is checked before the stream goes live */
+    if (op->role == ROLE_PUBLISHER && plan_publisher(op, err, sizeof err) < 0) {
+        op_problem(op, 400, "unsupported_offer", err);
+        return -1;
+    }
+    op->s->max_layer = op->max_layer;
+    if (op->has_token) {
+        memcpy(op->s->token_hash, op->token_hash, sizeof op->token_hash);
+        op->s->has_token = 1;
+    }
+    return 0;
+}
+
+/* {"stream", "stream_key"} or {"stream", "user", "roles"} for streams.media_publish. */
+static json_t *publish_args(op_t *op, int check)
+{
+    json_t *args = op->key ? json_pack("{s:s,s:s}", "stream", op->stream_id, "stream_key", op->key)
+                           : json_pack("{s:s,s:s,s:O}", "stream", op->stream_id, "user",
+                                       op->user_id, "roles", op->roles ? op->roles : json_null());
+    if (args && check)
+        json_object_set_new(args, "check", json_true());
+    return args;
+}
+
 static void published(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
@@ -659,6 +711,22 @@ static void published(int status, json_t *result, void *ud)
     if (status != ONAIR_OK)
         return service_problem(op, status, result, "publishing");
     register_session(op);
+}
+
+/* The publisher may publish this stream (checked, nothing live yet): now the offer, then the
+ * stream goes live. */
+static void publish_checked(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (!op->req)
+        return op_free(op);
+    if (status != ONAIR_OK)
+        return service_problem(op, status, result, "publishing");
+    if (take_offer(op) < 0)
+        return;
+    if (services_call(&g_owner, "streams.media_publish", publish_args(op, 0), published, op) !=
+        ONAIR_OK)
+        op_problem(op, 500, "internal", "cannot ask the streams plugin");
 }
 
 static void access_checked(int status, json_t *result, void *ud)
@@ -678,15 +746,18 @@ static void access_checked(int status, json_t *result, void *ud)
                               "this stream is private: send an access token");
         return op_problem(op, 404, "not_found", "no such stream");
     }
+    if (take_offer(op) < 0)
+        return;
     register_session(op);
 }
 
+/* The stream and the caller's right first (404 / 403 / 401), the offer after. */
 static void start_service(op_t *op)
 {
     json_t *args;
     if (op->role == ROLE_PUBLISHER) {
-        args = json_pack("{s:s,s:s}", "stream", op->stream_id, "user", op->user_id);
-        if (services_call(&g_owner, "streams.media_publish", args, published, op) != ONAIR_OK)
+        if (services_call(&g_owner, "streams.media_publish", publish_args(op, 1), publish_checked,
+                          op) != ONAIR_OK)
             op_problem(op, 500, "internal", "cannot ask the streams plugin");
     } else {
         args = json_pack("{s:s,s:o}", "stream", op->stream_id, "user",
@@ -711,6 +782,9 @@ static void authenticated(int status, onair_user_t *user, const char *code, cons
         return op_problem(op, 503, "unavailable", why ? why : "cannot check the token now");
     }
     snprintf(op->user_id, sizeof op->user_id, "%s", user->id);
+    op->roles = json_array();
+    for (const char *const *r = user->roles; r && *r && op->roles; r++)
+        json_array_append_new(op->roles, json_string(*r));
     auth_user_unref(user);
     start_service(op);
 }
@@ -734,10 +808,6 @@ static int post_offer(onair_req_t *req, int role)
     if (!content_type_is(req, "application/sdp"))
         return api->reply_problem(req, 415, "unsupported_media_type",
                                   "the body must be an SDP offer (Content-Type: application/sdp)");
-    size_t len;
-    const char *body = api->req_body(req, &len);
-    if (!body || !len)
-        return api->reply_problem(req, 400, "invalid_sdp", "the SDP offer is empty");
     pthread_mutex_lock(&g_media.lock);
     int full = g_media.nsessions >= (size_t)g_media.max_sessions;
     pthread_mutex_unlock(&g_media.lock);
@@ -759,50 +829,32 @@ static int post_offer(onair_req_t *req, int role)
                                   "publishing needs the stream key or the owner's access token "
                                   "(Authorization: Bearer ...)");
     }
-
-    op_t *op = op_new(req, role, stream);
-    if (!op || !(op->offer = malloc(sizeof *op->offer)) ||
-        !(op->s = media_session_new(role, stream))) {
-        if (op)
-            op_free(op);
-        return ONAIR_ENOMEM;
-    }
-    char err[256];
-    if (sdp_parse(body, len, op->offer, err, sizeof err) < 0) {
-        op_problem(op, 400, "invalid_sdp", err);
-        return ONAIR_OK;
-    }
-    if (!(op->opts = answer_opts(op->s, NULL, 0))) {
-        op_problem(op, 500, "out_of_memory", "out of memory");
-        return ONAIR_OK;
-    }
-    /* a publisher's offer is checked before the stream goes live */
-    if (role == ROLE_PUBLISHER && plan_publisher(op, err, sizeof err) < 0) {
-        op_problem(op, 400, "unsupported_offer", err);
-        return ONAIR_OK;
+    int is_key = token && !strncmp(token, "sk_", 3);
+    if (is_key && role != ROLE_PUBLISHER) {
+        api->resp_header(req, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        return api->reply_problem(req, 401, "invalid_token", "a stream key can only publish");
     }
     const char *max_layer = api->req_query(req, "max_layer");
-    if (max_layer) {
-        if (strlen(max_layer) != 1 || max_layer[0] < '0' || max_layer[0] > '2') {
-            op_problem(op, 400, "invalid_request", "max_layer must be 0, 1 or 2");
-            return ONAIR_OK;
-        }
-        op->s->max_layer = max_layer[0] - '0';
-    }
+    if (max_layer && (strlen(max_layer) != 1 || max_layer[0] < '0' || max_layer[0] > '2'))
+        return api->reply_problem(req, 400, "invalid_request", "max_layer must be 0, 1 or 2");
+
+    /* Who and which stream first (404 / 403 / 401), then the SDP offer (take_offer). */
+    op_t *op = op_new(req, role, stream);
+    if (!op)
+        return ONAIR_ENOMEM;
+    if (max_layer)
+        op->max_layer = max_layer[0] - '0';
     if (token) {
-        hash_token(token, op->s->token_hash);
-        op->s->has_token = 1;
+        hash_token(token, op->token_hash);
+        op->has_token = 1;
     }
-    if (token && !strncmp(token, "sk_", 3)) {
+    if (is_key) {
         /* a stream key: the streams plugin checks it against the stream */
-        json_t *args = json_pack("{s:s,s:s}", "stream", stream, "stream_key", token);
-        if (role != ROLE_PUBLISHER) {
-            json_decref(args);
-            op_problem(op, 401, "invalid_token", "a stream key can only publish");
-            return ONAIR_OK;
+        if (!(op->key = strdup(token))) {
+            op_free(op);
+            return ONAIR_ENOMEM;
         }
-        if (services_call(&g_owner, "streams.media_publish", args, published, op) != ONAIR_OK)
-            op_problem(op, 500, "internal", "cannot ask the streams plugin");
+        start_service(op);
         return ONAIR_PENDING;
     }
     if (token) {

@@ -202,6 +202,56 @@ def test_whip_needs_auth_and_sdp(srv):
     assert srv.http("GET", "/healthz").status == 200
 
 
+def test_stream_and_rights_before_sdp(srv):
+    """WHIP and WHEP check the stream and the caller's right before they read the offer: an
+    unknown stream is 404 and a stranger 403 (or 401 / 404 as the rest of the API answers)
+    whatever SDP they send; only a caller who may publish hears about a bad offer, and the
+    check alone never takes the stream live."""
+    owner = Account(srv, "rights")
+    other = Account(srv, "stranger")
+    sid, key = owner.stream()
+    psid, pkey = owner.stream(visibility="private")
+    unknown = "/api/v1/whip/0123456789abcdef01234567"
+    garbage = "this is not an SDP offer\r\n"
+    bad_offers = (garbage, "", offer(direction="recvonly"))
+    for body in bad_offers:
+        # no such stream: 404 with a key, with the owner's token, with anyone's token
+        for tok in (key, owner.token, other.token, "sk_" + "x" * 43):
+            problem(post_sdp(srv, unknown, body, token=tok), 404, "not_found")
+        # not the stream's owner or key: 403
+        problem(post_sdp(srv, f"/api/v1/whip/{sid}", body, token=other.token), 403, "forbidden")
+        problem(post_sdp(srv, f"/api/v1/whip/{sid}", body, token=pkey), 403,
+                "invalid_stream_key")
+        # a private stream does not exist for a stranger
+        problem(post_sdp(srv, f"/api/v1/whip/{psid}", body, token=other.token), 404,
+                "not_found")
+        # no or a bad token: 401
+        problem(post_sdp(srv, f"/api/v1/whip/{sid}", body), 401, "unauthorized")
+        problem(post_sdp(srv, f"/api/v1/whip/{sid}", body, token="not-a-jwt"), 401,
+                "invalid_token")
+        # WHEP: unknown stream 404, private stream 401 without a token, 404 for a stranger
+        problem(post_sdp(srv, "/api/v1/whep/0123456789abcdef01234567", body), 404, "not_found")
+        problem(post_sdp(srv, f"/api/v1/whep/{psid}", body), 401, "unauthorized")
+        problem(post_sdp(srv, f"/api/v1/whep/{psid}", body, token=other.token), 404,
+                "not_found")
+    # the one who may publish is told what is wrong with the offer, and nothing went live
+    for tok in (key, owner.token):
+        problem(post_sdp(srv, f"/api/v1/whip/{sid}", garbage, token=tok), 400, "invalid_sdp")
+        problem(post_sdp(srv, f"/api/v1/whip/{sid}", "", token=tok), 400, "invalid_sdp")
+        problem(post_sdp(srv, f"/api/v1/whip/{sid}", offer(direction="recvonly"), token=tok),
+                400, "unsupported_offer")
+    problem(post_sdp(srv, f"/api/v1/whip/{psid}", garbage, token=pkey), 400, "invalid_sdp")
+    assert stream_status(srv, sid, owner.token) == "created"
+    assert stream_status(srv, psid, owner.token) == "created"
+    # and a good offer still publishes
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(), token=owner.token)
+    assert r.status == 201, r
+    assert stream_status(srv, sid, owner.token) == "live"
+    # WHEP of a visible stream: the offer is read once access is granted
+    problem(post_sdp(srv, f"/api/v1/whep/{sid}", garbage), 400, "invalid_sdp")
+    assert srv.http("DELETE", r.header("Location"), token=owner.token).status == 200
+
+
 def test_whip_publish_answer_and_delete(srv):
     owner = Account(srv, "owner")
     sid, key = owner.stream()
