@@ -6,6 +6,7 @@
 // "congodb listening on 127.0.0.1:PORT" on stdout once it accepts connections.
 // SIGTERM / SIGINT stop it cleanly (exit status 0). See README.md for its limits.
 import { CongoServer } from '@push.rocks/smartmongo/dist_ts/congodb/index.js';
+import { setInternalBufferSize } from 'bson'; // the copy CongoDB uses (one in node_modules)
 
 const arg = process.argv[2] ?? '0';
 const port = Number(arg);
@@ -43,6 +44,13 @@ server.handleData = function handleData(state, data) {
         state.pending = [];
         state.pendingBytes = 0;
     };
+
+// CongoDB serializes each reply with js-bson, whose serialization buffer is 17 MiB, and does
+// not cut find/aggregate batches at 16 MiB as MongoDB does (MongoDB returns the rest with
+// getMore): a find whose first batch held more than 17 MiB (two documents near 16 MiB) failed
+// with 'The value of "offset" is out of range'. Let replies grow to what the server advertises
+// and libmongoc accepts for one message, maxMessageSizeBytes (48000000).
+setInternalBufferSize(48000000);
     if (state.buffer.length < 4) {
         if (state.buffer.length + state.pendingBytes < 4)
             return; // not even the length yet
