@@ -1,5 +1,5 @@
 # The README's two commands. Both install what they need on Debian 12 first.
-#   make run   build and start onaird on conf.d/onair.yaml (with the example plugin)
+#   make run   build and start onaird on conf.d/onair.yaml (with every stock plugin)
 #   make test  install test dependencies, build, run every test (ctest)
 BUILD ?= build
 JOBS ?= $(shell nproc)
