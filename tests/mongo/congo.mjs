@@ -47,9 +47,13 @@ server.handleData = function handleData(state, data) {
 
 // CongoDB serializes each reply with js-bson, whose serialization buffer is 17 MiB, and does
 // not cut find/aggregate batches at 16 MiB as MongoDB does (MongoDB returns the rest with
-// getMore): a find whose first batch held more than 17 MiB (two documents near 16 MiB) failed
-// with 'The value of "offset" is out of range'. Let replies grow to what the server advertises
-// and libmongoc accepts for one message, maxMessageSizeBytes (48000000).
+// getMore). A first batch over 17 MiB either failed ('The value of "offset" is out of range')
+// or, worse, came back truncated but well-formed: two 15 MiB documents were returned as one
+// whole and one of 2 MB. Let replies grow to what the server advertises and libmongoc accepts
+// in one message, maxMessageSizeBytes (48000000). Keep it exactly that: a reply that overflows
+// the buffer comes out at least buffer-size long, so with the 21-byte OP_MSG header it is over
+// 48000000 and libmongoc refuses it ('Message size ... is not within expected range') instead
+// of reading a truncated one.
 setInternalBufferSize(48000000);
     if (state.buffer.length < 4) {
         if (state.buffer.length + state.pendingBytes < 4)
