@@ -7,6 +7,12 @@ if(TARGET test_hello)
   add_test(NAME unit.example_hello COMMAND test_hello)
   set_tests_properties(unit.example_hello PROPERTIES TIMEOUT 120)
 endif()
+foreach(example notes wordfilter)
+  if(TARGET test_${example})
+    add_test(NAME unit.example_${example} COMMAND test_${example})
+    set_tests_properties(unit.example_${example} PROPERTIES TIMEOUT 120)
+  endif()
+endforeach()
 # The test host's own tests (sdk/testhost/test_testhost_store.c,
 # test_testhost_accounts.c and test_testhost_hooks.c), likewise.
 if(TARGET test_testhost_store)
