@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -89,6 +91,122 @@ class Congo:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class MessageLimitProxy:
+    """A TCP proxy on 127.0.0.1 in front of a MongoDB-wire server (CongoDB) that passes every
+    message through, except a client message (wire-protocol header: int32 length first) longer
+    than `limit` bytes:
+
+    - mode "swallow": read and dropped; the server never sees it and never answers, so
+      libmongoc gives up after socketTimeoutMS ('Failed to send ... socket error or timeout'),
+      as with a large message to a server that reads it too slowly;
+    - mode "close": the connection is closed on it, as a server or proxy with a smaller
+      message limit does.
+
+    Either way that one command fails on the wire while the server stays up and answers
+    everything else, pings included: the per-command failure that must not read as a storage
+    outage."""
+
+    def __init__(self, upstream_port, limit, mode="swallow"):
+        assert mode in ("swallow", "close"), mode
+        self.upstream_port = upstream_port
+        self.limit = limit
+        self.mode = mode
+        self.refused = []  # lengths of the messages dropped or closed on
+        self._lock = threading.Lock()
+        self._lsock = socket.socket()
+        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._lsock.bind(("127.0.0.1", 0))
+        self._lsock.listen(64)
+        self.port = self._lsock.getsockname()[1]
+        self._closed = False
+        self._conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def uri(self):
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                client, _ = self._lsock.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, server]
+            threading.Thread(target=self._client_to_server, args=(client, server),
+                             daemon=True).start()
+            threading.Thread(target=self._server_to_client, args=(server, client),
+                             daemon=True).start()
+
+    @staticmethod
+    def _recv_exact(sock, n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def _client_to_server(self, client, server):
+        try:
+            while True:
+                head = self._recv_exact(client, 4)
+                if head is None:
+                    break
+                length = struct.unpack("<i", head)[0]
+                if length > self.limit:
+                    with self._lock:
+                        self.refused.append(length)
+                    if self.mode == "close":
+                        break  # closes both sides, the rest of the message unread
+                    if self._recv_exact(client, length - 4) is None:
+                        break
+                    continue  # swallowed: no reply will come
+                body = self._recv_exact(client, max(length - 4, 0))
+                if body is None:
+                    break
+                server.sendall(head + body)
+        except OSError:
+            pass
+        finally:
+            self._close_pair(client, server)
+
+    def _server_to_client(self, server, client):
+        try:
+            while True:
+                data = server.recv(1 << 16)
+                if not data:
+                    break
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close_pair(client, server)
+
+    @staticmethod
+    def _close_pair(*socks):
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self._closed = True
+        self._lsock.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        self._close_pair(*conns)
 
 
 def unique_db():

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from onair_harness import ONAIRD, request
-from store_support import Congo, StoreClient, assert_storetest_started, storage_config, unique_db
+from store_support import (Congo, MessageLimitProxy, StoreClient, assert_storetest_started,
+                           storage_config, unique_db)
 
 
 def onaird(*args, timeout=120):
@@ -170,6 +171,61 @@ def test_mongodb_outage_and_recovery(server_factory, congo):
     _poll(ready, 20, "/readyz is ready again")
     assert s.proc.poll() is None, s.log()
     assert s.stop() == 0  # checks the sanitizers too
+
+
+@pytest.mark.parametrize("mode", ["swallow", "close"])
+def test_mongodb_one_failed_command_is_not_an_outage(server_factory, congo, mode):
+    """One command that does not get through while the server answers everything else: a
+    proxy swallows messages over 1 MiB (no reply comes within storage.timeout_ms, libmongoc's
+    'Failed to send "insert" command' as with a large message to a server that reads it too
+    slowly) or closes the connection on them (a server or proxy with a smaller message limit).
+    That command fails with 504 timeout (after storage.timeout_ms) or 500 internal (the
+    connection closed at once), not with 503 unavailable; /readyz stays ready and the health
+    check never sees an outage. (A server that is really down is
+    test_mongodb_outage_and_recovery.)"""
+    proxy = MessageLimitProxy(congo.port, limit=1024 * 1024, mode=mode)
+    # swallowed: no reply within timeout_ms; closed: fails at once, long before timeout_ms
+    status, code, timeout_ms = (504, "timeout", 1000) if mode == "swallow" else \
+        (500, "internal", 5000)
+
+    def failed(r):
+        assert r.status == status, r
+        p = r.json()
+        assert p["code"] == code and r.header("Retry-After") is None, p
+        assert "Failed to send" in p["detail"] and "answers ping" in p["detail"], p
+        return p
+
+    try:
+        s = server_factory(plugins={"storetest": {}},
+                           core={"storage": storage_config("mongodb", uri=proxy.uri,
+                                                           database=unique_db(),
+                                                           timeout_ms=timeout_ms)})
+        s.start()
+        st = StoreClient(assert_storetest_started(s))
+        st.insert("items", {"name": "small"})
+        assert s.http("GET", "/readyz").status == 200
+
+        big = {"name": "big", "blob": "z" * (2 * 1024 * 1024)}
+        p = failed(st.call("items", "insert", {"docs": big}))
+        assert "1 document, " in p["detail"], p
+        assert proxy.refused and min(proxy.refused) > 2 * 1024 * 1024, proxy.refused
+        # right after it: still ready, and the store works (through the same proxy)
+        r = s.http("GET", "/readyz")
+        assert r.status == 200, r
+        assert st.count("items") == 1  # the big document never reached the server
+        assert st.insert("items", {"name": "after"})
+        assert sorted(d["name"] for d in st.find("items")) == ["after", "small"]
+        assert s.http("GET", "/readyz").status == 200
+        # a read fails the same way: a filter over 1 MiB does not get through either
+        failed(st.call("items", "count", {"filter": {"name": "q" * (1100 * 1024)}}))
+        assert s.http("GET", "/readyz").status == 200
+        assert st.count("items") == 2
+        log = s.log()
+        # the health check never saw the store down (it logs both transitions)
+        assert "backend unavailable" not in log and "available again" not in log, log
+        assert s.stop() == 0
+    finally:
+        proxy.close()
 
 
 # ---- export from sqlite, import into mongodb -----------------------------------------------
