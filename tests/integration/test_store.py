@@ -571,6 +571,10 @@ def test_bad_documents_write_nothing(st):
 
 
 def test_document_over_16_mib(st):
+    """The store's limit is MongoDB's maxBsonObjectSize, 16 MiB (16,777,216 bytes): the common
+    layer refuses a document whose compact JSON is larger with 413 on both backends; below it
+    a document is stored on both, on mongodb also in a batch that libmongoc sends as one
+    message over 16 MiB (up to maxMessageSizeBytes, 48,000,000)."""
     st.insert("items", {"name": "a"})
     big = "x" * (17 * 1000 * 1000)
     p = st.error("items", "insert", {"docs": {"name": "big", "blob": big}}, 413,
@@ -579,12 +583,24 @@ def test_document_over_16_mib(st):
     p = st.error("items", "insert", {"docs": [{"name": "small"}, {"name": "big", "blob": big}]},
                  413, "payload_too_large", timeout=300)
     assert p["detail"].startswith("document 1"), p
+    # one byte over: {"blob":"..."} is 11 bytes of JSON around the string
+    over = "o" * (16 * 1024 * 1024 - 11 + 1)
+    p = st.error("items", "insert", {"docs": {"blob": over}}, 413, "payload_too_large",
+                 timeout=300)
+    assert "16777216" in p["detail"], p
     assert names(st.find("items")) == ["a"]
-    # just under the limit is fine
+    # just under the limit is fine: stored and read back whole
     ok = "y" * (16 * 1024 * 1024 - 1024)
     _id = st.insert("other", {"blob": ok})[0]
     got = st.find_one("other", filter={"_id": _id}, projection={"_id": 0})
     assert got == {"blob": ok}
+    # two large documents in one insert (on mongodb: one OP_MSG of about 31 MiB) and in one
+    # find reply
+    a, b = "a" * (15 * 1024 * 1024), "b" * (15 * 1024 * 1024)
+    ids = st.insert("other", [{"k": 1, "blob": a}, {"k": 2, "blob": b}])
+    assert st.find("other", filter={"k": {"$gt": 0}}, sort={"k": 1}) == \
+        [{"_id": ids[0], "k": 1, "blob": a}, {"_id": ids[1], "k": 2, "blob": b}]
+    assert st.count("other") == 3
 
 
 # ---- indexes -------------------------------------------------------------------------------
