@@ -771,6 +771,88 @@ static void test_bad_input(void **state)
     json_decref(ids);
 }
 
+/* A string of n copies of c (caller frees). */
+static char *filled(size_t n, char c)
+{
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* Documents at MongoDB's maxBsonObjectSize (16 MiB): exactly at it is stored, one byte over
+ * is ONAIR_ETOOBIG before anything is sent; and a batch of three 15 MB documents, which
+ * libmongoc sends as one OP_MSG of about 45 MB (maxMessageSizeBytes is 48000000) and which
+ * comes back in one find. A backend with a long timeout of its own: this checks what is
+ * stored, not how fast (the small TIMEOUT_MS is for the outage test). */
+static void test_large_documents(void **state)
+{
+    NEED_SERVER();
+    const char *c = "t.large";
+    char err[STORE_ERR_LEN] = "";
+    store_backend_t *b = NULL;
+    json_t *cfg = config(g_port, 60000);
+    assert_int_equal(ops->open(&b, cfg, err), 0);
+    json_decref(cfg);
+
+    /* {_id: ObjectId, blob: string}: 4 + (1 + 4 + 12) + (1 + 5 + 4 + len + 1) + 1 bytes */
+    size_t at_limit = 16u * 1024 * 1024 - 33;
+    char id[25], id2[25];
+    new_id(id);
+    new_id(id2);
+    char *s = filled(at_limit + 1, 'o');
+    json_t *docs = json_pack("[{s:s,s:s}]", "_id", id2, "blob", s);
+    assert_int_equal(ops->insert(b, c, docs, err), ONAIR_ETOOBIG);
+    assert_non_null(strstr(err, "16777217 bytes"));
+    json_decref(docs);
+    s[at_limit] = '\0'; /* exactly 16777216 bytes of BSON */
+    docs = json_pack("[{s:s,s:s}]", "_id", id, "blob", s);
+    int rc = ops->insert(b, c, docs, err);
+    if (rc != 0)
+        fail_msg("insert of a 16 MiB document: %d %s", rc, err);
+    json_decref(docs);
+    char fid[64];
+    snprintf(fid, sizeof fid, "{\"_id\":\"%s\"}", id);
+    store_find_spec_t spec = {.filter = J(fid)};
+    json_t *found = NULL;
+    assert_int_equal(ops->find(b, c, &spec, &found, err), 0);
+    json_decref(spec.filter);
+    assert_int_equal(json_array_size(found), 1);
+    json_t *blob = json_object_get(json_array_get(found, 0), "blob");
+    assert_int_equal(json_string_length(blob), at_limit);
+    assert_true(memcmp(json_string_value(blob), s, at_limit) == 0);
+    json_decref(found);
+    free(s);
+
+    /* three 15 MB documents in one insert: one message of about 45 MB */
+    size_t n = 15u * 1000 * 1000;
+    docs = json_array();
+    for (int i = 0; i < 3; i++) {
+        char bid[25];
+        new_id(bid);
+        s = filled(n, (char)('a' + i));
+        json_array_append_new(docs, json_pack("{s:s,s:i,s:s}", "_id", bid, "i", i, "blob", s));
+        free(s);
+    }
+    rc = ops->insert(b, c, docs, err);
+    if (rc != 0)
+        fail_msg("insert of 3 x 15 MB: %d %s", rc, err);
+    spec = (store_find_spec_t){.filter = J("{\"i\":{\"$gte\":0}}"), .sort = J("{\"i\":1}")};
+    assert_int_equal(ops->find(b, c, &spec, &found, err), 0);
+    json_decref(spec.filter);
+    json_decref(spec.sort);
+    assert_true(json_equal(found, docs));
+    json_decref(found);
+    json_decref(docs);
+    int64_t cnt = -1;
+    json_t *all = json_object();
+    assert_int_equal(ops->count(b, c, all, &cnt, err), 0);
+    json_decref(all);
+    assert_int_equal(cnt, 4);
+    ops->close(b);
+}
+
 static void test_open_errors(void **state)
 {
     NEED_SERVER();
@@ -891,6 +973,7 @@ int main(void)
         cmocka_unit_test(test_aggregate),
         cmocka_unit_test(test_versions_and_indexes),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_large_documents),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_outage_and_recovery),
     };
