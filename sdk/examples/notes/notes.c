@@ -8,7 +8,8 @@
  *   - declared body schemas: the host refuses a bad body before the handler runs, with
  *     missing_field / invalid_field / unknown_field and the member's name in `field`;
  *   - one handler per operation serving a REST route and a WebSocket message type through
- *     a reply target (onair_target_t), answered once the store call completes;
+ *     a reply target (onair_target_t), answered once the store calls complete;
+ *   - a flow (onair_flow_t, ONAIR_THEN) chaining store calls with one error path;
  *   - an event on the bus and on the owner's WebSocket topic for every change.
  *
  * Routes: POST /api/v1/notes {text, tags?}, GET /api/v1/notes?after=, GET/DELETE
@@ -57,27 +58,31 @@ static const onair_config_key_t list_body[] = {
 
 /* ---- one request, REST or WebSocket ------------------------------------------------------ */
 
-/* What a store callback needs to finish a request. */
+/* A request in progress: a flow (the reply target and the next step) and what its steps
+ * need. Every store call's result, success or failure, reaches the next step through
+ * ONAIR_THEN; onair_flow_reply / _fail / _problem answer and free it. */
 typedef struct call {
-    onair_target_t t;
+    onair_flow_t flow; /* first: steps get &call->flow */
     char owner[129];
+    char id[25];
     json_t *doc; /* create: the note being stored */
 } call_t;
+
+static void call_end(onair_flow_t *f)
+{
+    call_t *c = (call_t *)f;
+    json_decref(c->doc);
+    free(c);
+}
 
 static call_t *call_new(onair_target_t t, const onair_user_t *user)
 {
     call_t *c = calloc(1, sizeof *c);
     if (c) {
-        c->t = t;
+        c->flow = (onair_flow_t){.api = api, .t = t, .end = call_end};
         snprintf(c->owner, sizeof c->owner, "%s", user->id);
     }
     return c;
-}
-
-static void call_free(call_t *c)
-{
-    json_decref(c->doc);
-    free(c);
 }
 
 /* A note as clients see it: `id` instead of the store's `_id`, no owner. */
@@ -98,37 +103,29 @@ static void changed(const char *owner, const char *what, json_t *note)
     api->bus_publish(g.self, what, note);
 }
 
-/* ---- create ------------------------------------------------------------------------------ */
+/* ---- create: count, then insert ------------------------------------------------------------ */
 
-static void created(int status, json_t *result, void *ud)
+static void created(onair_flow_t *f, int status, json_t *result)
 {
-    call_t *c = ud;
-    if (status != ONAIR_OK) {
-        onair_store_failed(api, c->t, status, result);
-    } else {
-        json_object_set(c->doc, "_id", json_array_get(json_object_get(result, "ids"), 0));
-        json_t *note = view(c->doc);
-        changed(c->owner, "notes.created", json_incref(note));
-        api->target_reply(c->t, 201, json_pack("{s:o}", "note", note));
-    }
-    call_free(c);
+    call_t *c = (call_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_object_set(c->doc, "_id", json_array_get(json_object_get(result, "ids"), 0));
+    json_t *note = view(c->doc);
+    changed(c->owner, "notes.created", json_incref(note));
+    onair_flow_reply(f, 201, json_pack("{s:o}", "note", note));
 }
 
-static void counted(int status, json_t *result, void *ud)
+static void counted(onair_flow_t *f, int status, json_t *result)
 {
-    call_t *c = ud;
-    if (status != ONAIR_OK) {
-        onair_store_failed(api, c->t, status, result);
-    } else if (json_integer_value(json_object_get(result, "count")) >=
-               api->config_int(g.self, "max_per_user")) {
-        api->target_problem(c->t, ONAIR_ECONFLICT, "too_many_notes",
-                            "delete a note before adding another", NULL);
-    } else if (api->store_insert(g.coll, json_incref(c->doc), created, c) == ONAIR_OK) {
-        return;
-    } else {
-        api->target_problem(c->t, ONAIR_EUNAVAILABLE, NULL, NULL, NULL);
-    }
-    call_free(c);
+    call_t *c = (call_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (json_integer_value(json_object_get(result, "count")) >=
+        api->config_int(g.self, "max_per_user"))
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "too_many_notes",
+                                  "delete a note before adding another", NULL);
+    ONAIR_THEN(f, created, api->store_insert(g.coll, json_incref(c->doc), onair_flow_cb, f));
 }
 
 static int create(onair_target_t t, const onair_user_t *user, json_t *body)
@@ -140,30 +137,22 @@ static int create(onair_target_t t, const onair_user_t *user, json_t *body)
     c->doc = json_pack("{s:s,s:O,s:o,s:b,s:I}", "owner", user->id, "text",
                        json_object_get(body, "text"), "tags", tags ? json_copy(tags) : json_array(),
                        "pinned", 0, "created_at", (json_int_t)api->now_ms(g.self));
-    int rc =
-        api->store_count(g.coll, json_pack("{s:{s:s}}", "filter", "owner", user->id), counted, c);
-    if (rc != ONAIR_OK)
-        call_free(c);
-    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
+    json_t *mine = json_pack("{s:{s:s}}", "filter", "owner", user->id);
+    return ONAIR_THEN(&c->flow, counted, api->store_count(g.coll, mine, onair_flow_cb, c));
 }
 
 /* ---- list ---------------------------------------------------------------------------------- */
 
-static void listed(int status, json_t *result, void *ud)
+static void listed(onair_flow_t *f, int status, json_t *result)
 {
-    call_t *c = ud;
-    if (status != ONAIR_OK) {
-        onair_store_failed(api, c->t, status, result);
-    } else {
-        json_t *out = json_array(), *doc;
-        size_t i;
-        json_array_foreach(json_object_get(result, "docs"), i, doc)
-            json_array_append_new(out, view(doc));
-        api->target_reply(
-            c->t, 200,
-            json_pack("{s:o,s:O}", "notes", out, "next", json_object_get(result, "next")));
-    }
-    call_free(c);
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_t *out = json_array(), *doc;
+    size_t i;
+    json_array_foreach(json_object_get(result, "docs"), i, doc)
+        json_array_append_new(out, view(doc));
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:O}", "notes", out, "next", json_object_get(result, "next")));
 }
 
 static int list(onair_target_t t, const onair_user_t *user, const char *after)
@@ -176,49 +165,33 @@ static int list(onair_target_t t, const onair_user_t *user, const char *after)
                   "created_at", -1, "limit", (json_int_t)api->config_int(g.self, "page_size"));
     if (after)
         json_object_set_new(spec, "after", json_string(after));
-    int rc = api->store_find(g.coll, spec, listed, c);
-    if (rc != ONAIR_OK)
-        call_free(c);
-    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
+    return ONAIR_THEN(&c->flow, listed, api->store_find(g.coll, spec, onair_flow_cb, c));
 }
 
 /* ---- one note: read, pin, delete ----------------------------------------------------------- */
 
-static void found(int status, json_t *result, void *ud)
+static void found(onair_flow_t *f, int status, json_t *result)
 {
-    call_t *c = ud;
+    call_t *c = (call_t *)f;
     json_t *doc = json_object_get(result, "doc");
     if (status != ONAIR_OK)
-        onair_store_failed(api, c->t, status, result);
-    else if (!json_is_object(doc))
-        api->target_problem(c->t, ONAIR_ENOTFOUND, "note_not_found", "no such note", NULL);
-    else
-        api->target_reply(c->t, 200, json_pack("{s:o}", "note", view(doc)));
-    call_free(c);
-}
-
-static void pinned(int status, json_t *result, void *ud)
-{
-    call_t *c = ud;
-    json_t *doc = json_object_get(result, "doc");
-    if (status == ONAIR_OK && json_is_object(doc))
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc))
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "note_not_found", "no such note", NULL);
+    if (f->t.req && api->req_method(f->t.req)[0] == 'P') /* a pin changed it */
         changed(c->owner, "notes.updated", view(doc));
-    found(status, result, ud);
+    onair_flow_reply(f, 200, json_pack("{s:o}", "note", view(doc)));
 }
 
-static void deleted(int status, json_t *result, void *ud)
+static void deleted(onair_flow_t *f, int status, json_t *result)
 {
-    call_t *c = ud;
-    if (status != ONAIR_OK) {
-        onair_store_failed(api, c->t, status, result);
-    } else if (json_integer_value(json_object_get(result, "deleted")) == 0) {
-        api->target_problem(c->t, ONAIR_ENOTFOUND, "note_not_found", "no such note", NULL);
-    } else {
-        changed(c->owner, "notes.deleted",
-                json_pack("{s:s}", "id", api->req_param(c->t.req, "id")));
-        api->reply_raw(c->t.req, 204, NULL, NULL, 0);
-    }
-    call_free(c);
+    call_t *c = (call_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (json_integer_value(json_object_get(result, "deleted")) == 0)
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "note_not_found", "no such note", NULL);
+    changed(c->owner, "notes.deleted", json_pack("{s:s}", "id", c->id));
+    onair_flow_reply(f, 204, NULL);
 }
 
 /* REST: /api/v1/notes/{id}. The filter names the owner too, so another user's note is
@@ -232,22 +205,26 @@ static int one_note(onair_req_t *req, void *ud)
     call_t *c = call_new(ONAIR_TARGET_REQ(req), api->req_user(req));
     if (!c)
         return ONAIR_ENOMEM;
+    snprintf(c->id, sizeof c->id, "%s", id);
     json_t *filter = json_pack("{s:s,s:s}", "_id", id, "owner", c->owner);
-    const char *method = api->req_method(req);
-    int rc;
-    if (method[0] == 'G')
-        rc = api->store_find_one(g.coll, json_pack("{s:o}", "filter", filter), found, c);
-    else if (method[0] == 'D')
-        rc = api->store_delete(g.coll, json_pack("{s:o}", "filter", filter), deleted, c);
-    else
-        rc = api->store_find_and_modify(
-            g.coll,
-            json_pack("{s:o,s:{s:{s:O}},s:s}", "filter", filter, "update", "$set", "pinned",
-                      json_object_get(api->req_json(req), "pinned"), "return", "after"),
-            pinned, c);
-    if (rc != ONAIR_OK)
-        call_free(c);
-    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
+    switch (api->req_method(req)[0]) {
+    case 'G':
+        return ONAIR_THEN(
+            &c->flow, found,
+            api->store_find_one(g.coll, json_pack("{s:o}", "filter", filter), onair_flow_cb, c));
+    case 'D':
+        return ONAIR_THEN(
+            &c->flow, deleted,
+            api->store_delete(g.coll, json_pack("{s:o}", "filter", filter), onair_flow_cb, c));
+    default: /* PUT .../pin */
+        return ONAIR_THEN(
+            &c->flow, found,
+            api->store_find_and_modify(
+                g.coll,
+                json_pack("{s:o,s:{s:{s:O}},s:s}", "filter", filter, "update", "$set", "pinned",
+                          json_object_get(api->req_json(req), "pinned"), "return", "after"),
+                onair_flow_cb, c));
+    }
 }
 
 /* ---- entry points -------------------------------------------------------------------------- */

@@ -156,12 +156,30 @@ static void test_websocket_and_limit(void **state)
     finish(h);
 }
 
+/* Every failure reaches the flow's step once: a store outage answers 503 with Retry-After. */
+static void test_store_outage(void **state)
+{
+    onair_test_host_t *h = onair_test_boot(onair_plugin_entry_v1(), NULL);
+    onair_test_store_set_available(h, 0);
+    onair_test_response_t *r = call(h, "POST", "/api/v1/notes", "{\"text\":\"x\"}", &ada);
+    assert_int_equal(r->status, 503);
+    assert_non_null(json_object_get(r->headers, "retry-after"));
+    onair_test_response_free(r);
+    expect_problem(call(h, "GET", "/api/v1/notes", NULL, &ada), 503, "unavailable", NULL);
+    onair_test_store_set_available(h, 1);
+    r = call(h, "POST", "/api/v1/notes", "{\"text\":\"x\"}", &ada);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    finish(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_list_read_pin_delete),
         cmocka_unit_test(test_bodies_are_checked_by_the_host),
         cmocka_unit_test(test_websocket_and_limit),
+        cmocka_unit_test(test_store_outage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

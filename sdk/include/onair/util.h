@@ -9,6 +9,7 @@
  *   registration   ONAIR_ROUTE / ONAIR_WS_TYPE / ONAIR_FIELD / ... fill in .size;
  *                  onair_add_routes() and friends register a whole table
  *   answers        onair_field_problem(), onair_rate_limited(), onair_store_failed()
+ *   flows          onair_flow_t, ONAIR_THEN: multi-step requests with one error path
  *   strings        onair_str(), onair_is_id(), onair_strdup(), UTF-8 checks
  */
 #ifndef ONAIR_UTIL_H
@@ -132,6 +133,81 @@ static inline int onair_store_failed(const onair_api_t *api, onair_target_t t, i
 {
     const char *detail = json_string_value(json_object_get(result, "error"));
     return api->target_problem(t, status < 0 ? status : ONAIR_EINTERNAL, NULL, detail, NULL);
+}
+
+/* ---- flows: multi-step requests with one error path ------------------------------------------
+ * A request that needs several asynchronous calls (check a count, then insert, then publish)
+ * keeps an onair_flow_t (usually the first member of its own state) and chains steps:
+ *
+ *   static void after_count(onair_flow_t *f, int status, json_t *result)
+ *   {
+ *       if (status != ONAIR_OK)
+ *           return onair_flow_fail(f, status, result);      // answers and ends the flow
+ *       ...
+ *       ONAIR_THEN(f, after_insert, api->store_insert(coll, doc, onair_flow_cb, f));
+ *   }
+ *
+ * ONAIR_THEN routes a call's synchronous failure (a negative return: the call never started)
+ * to the same step as an asynchronous one, with {"error": <text>}: every failure reaches the
+ * step once, through `status`, and a handler that starts a flow always returns ONAIR_PENDING.
+ * onair_flow_cb fits store, user and service callbacks. A flow ends with onair_flow_reply,
+ * onair_flow_fail or onair_flow_end, which call f->end (free your state there). */
+typedef struct onair_flow onair_flow_t;
+typedef void (*onair_flow_step_fn)(onair_flow_t *f, int status, json_t *result);
+
+struct onair_flow {
+    const onair_api_t *api;
+    onair_target_t t;             /* who is answered when the flow ends */
+    onair_flow_step_fn next;      /* the step that gets the pending call's result */
+    void (*end)(onair_flow_t *f); /* frees the state holding the flow (may be NULL) */
+};
+
+static inline void onair_flow_cb(int status, json_t *result, void *ud)
+{
+    onair_flow_t *f = (onair_flow_t *)ud;
+    onair_flow_step_fn step = f->next;
+    f->next = NULL;
+    step(f, status, result);
+}
+
+static inline int onair_flow_then_(onair_flow_t *f, onair_flow_step_fn step, int call_rc)
+{
+    if (call_rc == ONAIR_OK)
+        return ONAIR_PENDING;
+    json_t *err = json_pack("{s:s}", "error", f->api->strerror(call_rc));
+    f->next = NULL;
+    step(f, call_rc, err);
+    json_decref(err);
+    return ONAIR_PENDING;
+}
+#define ONAIR_THEN(f, step, call) onair_flow_then_((f), (step), ((f)->next = (step), (call)))
+
+static inline void onair_flow_end(onair_flow_t *f)
+{
+    if (f->end)
+        f->end(f);
+}
+
+/* End with a result (steals body). */
+static inline void onair_flow_reply(onair_flow_t *f, int http_status, json_t *body)
+{
+    f->api->target_reply(f->t, http_status, body);
+    onair_flow_end(f);
+}
+
+/* End with an error: status (ONAIR_E*) and result {"error": "..."} as a call gave them. */
+static inline void onair_flow_fail(onair_flow_t *f, int status, json_t *result)
+{
+    onair_store_failed(f->api, f->t, status, result);
+    onair_flow_end(f);
+}
+
+/* End with a problem (code NULL: the status's own; members stolen, may be NULL). */
+static inline void onair_flow_problem(onair_flow_t *f, int status, const char *code,
+                                      const char *detail, json_t *members)
+{
+    f->api->target_problem(f->t, status, code, detail, members);
+    onair_flow_end(f);
 }
 
 /* ---- strings and ids ------------------------------------------------------------------------ */
