@@ -1210,8 +1210,60 @@ static void fmtp_or(const sdp_codec_t *c, const char *key, const char *def, char
         snprintf(v, n, "%s", def);
 }
 
-int sdp_codec_same(const sdp_codec_t *a, const sdp_codec_t *b)
+/* H.264 profiles as RFC 6184 (section 8.1) and ITU-T H.264 Annex A define them from
+ * profile_idc and the constraint_set flags of profile-level-id, the way every WebRTC stack
+ * compares them: 42e01f (Chromium) and 42c01f (x264, most hardware encoders) are both
+ * Constrained Baseline. Each row: profile_idc, the flag bits that must match (mask) and their
+ * value; the low four bits (constraint_set4/5 and reserved) must be zero unless masked in. */
+enum h264_profile {
+    H264_UNKNOWN = 0,
+    H264_CONSTRAINED_BASELINE,
+    H264_BASELINE,
+    H264_MAIN,
+    H264_CONSTRAINED_HIGH,
+    H264_HIGH,
+    H264_PREDICTIVE_HIGH_444,
+};
+
+static int h264_profile(unsigned idc, unsigned iop)
 {
+    static const struct {
+        unsigned idc, mask, value;
+        int profile;
+    } rows[] = {
+        {0x42, 0x4f, 0x40, H264_CONSTRAINED_BASELINE}, /* x1xx0000 */
+        {0x4d, 0x8f, 0x80, H264_CONSTRAINED_BASELINE}, /* 1xxx0000 */
+        {0x58, 0xcf, 0xc0, H264_CONSTRAINED_BASELINE}, /* 11xx0000 */
+        {0x42, 0x4f, 0x00, H264_BASELINE},             /* x0xx0000 */
+        {0x58, 0xcf, 0x80, H264_BASELINE},             /* 10xx0000 */
+        {0x4d, 0xaf, 0x00, H264_MAIN},                 /* 0x0x0000 */
+        {0x64, 0xff, 0x00, H264_HIGH},                 /* 00000000 */
+        {0x64, 0xff, 0x0c, H264_CONSTRAINED_HIGH},     /* 00001100 */
+        {0xf4, 0xff, 0x00, H264_PREDICTIVE_HIGH_444},  /* 00000000 */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        if (rows[i].idc == idc && (iop & rows[i].mask) == rows[i].value)
+            return rows[i].profile;
+    return H264_UNKNOWN;
+}
+
+/* profile-level-id "PPCCLL" (hex; default 42000a): profile and level_idc, -1 if malformed. */
+static int h264_parse(const sdp_codec_t *c, int *profile, unsigned *level)
+{
+    char v[32];
+    fmtp_or(c, "profile-level-id", "42000a", v, sizeof v);
+    unsigned idc, iop, lvl;
+    if (strlen(v) != 6 || strspn(v, "0123456789abcdefABCDEF") != 6 ||
+        sscanf(v, "%2x%2x%2x", &idc, &iop, &lvl) != 3)
+        return -1;
+    *profile = h264_profile(idc, iop);
+    *level = lvl;
+    return *profile == H264_UNKNOWN ? -1 : 0;
+}
+
+int sdp_codec_same(const sdp_codec_t *recv, const sdp_codec_t *sent)
+{
+    const sdp_codec_t *a = recv, *b = sent;
     char va[32], vb[32];
     if (strcasecmp(a->name, b->name) || a->clock != b->clock || a->channels != b->channels)
         return 0;
@@ -1220,12 +1272,17 @@ int sdp_codec_same(const sdp_codec_t *a, const sdp_codec_t *b)
         fmtp_or(b, "packetization-mode", "0", vb, sizeof(vb));
         if (strcmp(va, vb))
             return 0;
-        /* profile-level-id = profile_idc(2 hex) constraint flags(2 hex) level_idc(2 hex) */
-        fmtp_or(a, "profile-level-id", "42000a", va, sizeof(va));
-        fmtp_or(b, "profile-level-id", "42000a", vb, sizeof(vb));
-        if (strlen(va) != 6 || strlen(vb) != 6)
+        int pa, pb;
+        unsigned la, lb;
+        if (h264_parse(a, &pa, &la) < 0 || h264_parse(b, &pb, &lb) < 0 || pa != pb)
             return 0;
-        return !strncasecmp(va, vb, 4);
+        /* Without level-asymmetry-allowed=1 on either side, the level in the receiver's
+         * offer is the highest it decodes: what is sent must not be above it. */
+        fmtp_or(a, "level-asymmetry-allowed", "0", va, sizeof(va));
+        fmtp_or(b, "level-asymmetry-allowed", "0", vb, sizeof(vb));
+        if (strcmp(va, "1") && strcmp(vb, "1") && lb > la)
+            return 0;
+        return 1;
     }
     if (!strcasecmp(a->name, "VP9")) {
         fmtp_or(a, "profile-id", "0", va, sizeof(va));

@@ -242,11 +242,14 @@ int sdp_fmtp_get(const char *fmtp, const char *key, char *val, size_t vallen);
  * with packetization-mode=1 (any profile-level-id). rtx, red, ulpfec... return 0 (rtx is
  * kept alongside its primary, see sdp_answer_media_t.keep_rtx). */
 int sdp_codec_supported(const sdp_codec_t *c);
-/* 1 if a and b are interchangeable for forwarding: same name (case-insensitive), clock and
- * channels; H264: same packetization-mode (default 0) and profile_idc + constraint byte of
- * profile-level-id (default 42000a; the level is ignored); VP9: same profile-id (default 0);
- * AV1: same profile (default 0). */
-int sdp_codec_same(const sdp_codec_t *a, const sdp_codec_t *b);
+/* 1 if a receiver that offered `recv` can take packets of `sent` as they are (forwarding
+ * without transcoding): same name (case-insensitive), clock and channels; H264: same
+ * packetization-mode (default 0) and the same profile as RFC 6184 / H.264 Annex A define it
+ * from profile_idc and the constraint_set flags (42e01f and 42c01f are both Constrained
+ * Baseline; default 42000a), and, unless either side has level-asymmetry-allowed=1, the sent
+ * level not above the receiver's; VP9: same profile-id (default 0); AV1: same profile
+ * (default 0). */
+int sdp_codec_same(const sdp_codec_t *recv, const sdp_codec_t *sent);
 
 /* One of our ICE-lite host candidates: UDP on port, and a TCP passive one on tcp_port if
  * tcp_port != 0. */

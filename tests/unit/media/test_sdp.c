@@ -754,11 +754,37 @@ static void test_codecs(void **state)
     assert_true(sdp_codec_supported(&h1));
     assert_true(sdp_codec_supported(&h5));
     assert_false(sdp_codec_supported(&h4));
-    assert_true(sdp_codec_same(&h1, &h2));  /* level ignored, spacing and case tolerated */
+    assert_true(sdp_codec_same(&h2, &h1));  /* a 5.2 receiver takes 3.1; spacing and case */
     assert_false(sdp_codec_same(&h1, &h3)); /* constraint flags differ */
     assert_false(sdp_codec_same(&h1, &h4)); /* packetization-mode */
     assert_false(sdp_codec_same(&h1, &h5));
-    assert_true(sdp_codec_same(&h6, &h7)); /* default 42000a */
+    assert_true(sdp_codec_same(&h7, &h6)); /* default 42000a */
+    /* profiles, not text (RFC 6184 8.1): x264 / hardware encoders' 42c01f and Chromium's
+     * 42e01f are both Constrained Baseline; so is Main with constraint_set0 (4d801f) */
+    sdp_codec_t x264 = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=42c01f");
+    sdp_codec_t cb_main = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=4d801f");
+    sdp_codec_t main = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=4d001f");
+    sdp_codec_t high = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=64001f");
+    sdp_codec_t chigh = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=640c1f");
+    sdp_codec_t junk = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=42zz1f");
+    sdp_codec_t unknown = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=42e11f");
+    assert_true(sdp_codec_same(&h1, &x264));
+    assert_true(sdp_codec_same(&x264, &h1));
+    assert_true(sdp_codec_same(&h1, &cb_main));
+    assert_false(sdp_codec_same(&main, &h1));
+    assert_false(sdp_codec_same(&high, &chigh)); /* High vs Constrained High */
+    assert_true(sdp_codec_same(&chigh, &h5));
+    assert_false(sdp_codec_same(&h1, &junk));
+    assert_false(sdp_codec_same(&h1, &unknown)); /* reserved bits set: no known profile */
+    /* levels: compared only without level-asymmetry-allowed=1 on either side, and then the
+     * sent level (4.0 = 0x28) must not exceed the receiver's (3.1 = 0x1f) */
+    sdp_codec_t l31 = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=42e01f");
+    sdp_codec_t l40 = mk("H264", 90000, 1, "packetization-mode=1;profile-level-id=42e028");
+    sdp_codec_t l40a = mk("H264", 90000, 1,
+                          "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e028");
+    assert_false(sdp_codec_same(&l31, &l40)); /* receiver 3.1, sender 4.0 */
+    assert_true(sdp_codec_same(&l40, &l31));  /* receiver 4.0 takes 3.1 */
+    assert_true(sdp_codec_same(&l31, &l40a)); /* asymmetry allowed: level ignored */
 
     sdp_codec_t v0 = mk("VP9", 90000, 1, ""), v0b = mk("VP9", 90000, 1, "profile-id=0");
     sdp_codec_t v2 = mk("VP9", 90000, 1, "profile-id=2");
