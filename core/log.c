@@ -126,6 +126,57 @@ void log_msg(const char *component, int level, const char *fmt, ...)
     va_end(ap);
 }
 
+#define LOG_LIMITED_KEYS 64
+
+static struct {
+    char key[48];
+    time_t last;
+    unsigned long dropped;
+} g_limited[LOG_LIMITED_KEYS];
+static pthread_mutex_t g_limited_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void log_limited(const char *key, int level, const char *fmt, ...)
+{
+    if (level > g_level)
+        return;
+    time_t now = time(NULL);
+    unsigned long dropped = 0;
+    int emit = 1;
+    pthread_mutex_lock(&g_limited_lock);
+    size_t i = 0;
+    while (i < LOG_LIMITED_KEYS && g_limited[i].key[0] && strcmp(g_limited[i].key, key))
+        i++;
+    if (i == LOG_LIMITED_KEYS) {
+        i = 0; /* more keys than slots: share the first one rather than lose the line */
+    } else if (!g_limited[i].key[0]) {
+        snprintf(g_limited[i].key, sizeof g_limited[i].key, "%s", key);
+        g_limited[i].last = now - LOG_LIMITED_INTERVAL_S;
+    }
+    if (now - g_limited[i].last < LOG_LIMITED_INTERVAL_S) {
+        g_limited[i].dropped++;
+        emit = 0;
+    } else {
+        dropped = g_limited[i].dropped;
+        g_limited[i].dropped = 0;
+        g_limited[i].last = now;
+    }
+    pthread_mutex_unlock(&g_limited_lock);
+    if (!emit)
+        return;
+    char component[32];
+    snprintf(component, sizeof component, "%.*s", (int)strcspn(key, "."), key);
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (dropped)
+        log_msg(component, level, "%s (%lu more like it in the last %d s)", line, dropped,
+                LOG_LIMITED_INTERVAL_S);
+    else
+        log_msg(component, level, "%s", line);
+}
+
 void log_access(const char *method, const char *path, int status, uint64_t bytes,
                 uint64_t duration_us, const char *remote, const char *request_id)
 {

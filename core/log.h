@@ -18,6 +18,13 @@ const char *log_level_name(int level);
 void log_msg(const char *component, int level, const char *fmt, ...) ONAIR_PRINTF(3, 4);
 void log_vmsg(const char *component, int level, const char *fmt, va_list ap);
 
+/* For refusals an operator must hear about but a flood must not turn into a flood of lines:
+ * at most one line per `key` (a limit's name: "media.offer", "workpool.full") every
+ * LOG_LIMITED_INTERVAL_S seconds, on the component named by the key's first part; the next
+ * line says how many were left out meanwhile. Thread-safe. */
+#define LOG_LIMITED_INTERVAL_S 10
+void log_limited(const char *key, int level, const char *fmt, ...) ONAIR_PRINTF(3, 4);
+
 /* One access-log line per HTTP request. */
 void log_access(const char *method, const char *path, int status, uint64_t bytes,
                 uint64_t duration_us, const char *remote, const char *request_id);
