@@ -19,12 +19,15 @@
  *             (the streams plugin fans it out to every follower's "user.<id>" topic);
  *   due:      WebSocket "schedule.due" to "user.<owner>" and bus "schedule.due".
  *
- * Endpoints: plugins/scheduling/README.md.
+ * Request bodies are declared as schemas (create_body, change_body, cancel_body): the host
+ * answers a missing, mistyped, out-of-range or unknown member before a handler runs, so the
+ * handlers check only what a schema cannot say (RFC 3339 times, zones, control characters,
+ * the series as a whole). Endpoints: plugins/scheduling/README.md.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <onair/plugin.h>
+#include <onair/util.h>
 
 #include "tz.h"
 
@@ -38,7 +41,6 @@
 #define MIN_MS        INT64_C(60000)
 #define DAY_S         INT64_C(86400)
 #define MAX_OFFSETS   8
-#define MAX_TAGS      10
 #define MAX_ICS_ITEMS 1000
 #define RETRY_REAL_MS 5000
 #define MAX_ARM_MS    INT64_C(3600000) /* rescan at least hourly */
@@ -68,61 +70,81 @@ typedef struct sched {
 } sched_t;
 
 static const onair_config_key_t sched_config[] = {
-    {.size = sizeof(onair_config_key_t),
-     .key = "reminder_offsets_min",
-     .type = ONAIR_CFG_STRING_LIST,
-     .default_value = "10",
-     .max = MAX_OFFSETS,
-     .flags = ONAIR_CFG_HAS_MAX,
-     .doc = "Minutes before an occurrence at which followers get schedule.reminder (each "
-            "1..10080; at most 8 values; empty: no reminders)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "upcoming_horizon_days",
-     .type = ONAIR_CFG_INT,
-     .default_value = "90",
-     .min = 1,
-     .max = 732,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "How far ahead GET /api/v1/schedules/upcoming expands series, in days."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "zoneinfo_dir",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "/usr/share/zoneinfo",
-     .min = 1,
-     .max = 256,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "Where the TZif zone files are (Debian tzdata)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "resume_delay_ms",
-     .type = ONAIR_CFG_INT,
-     .default_value = "3000",
-     .min = 0,
-     .max = 600000,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "After a start, wait this long (real ms) before sending notices that fell due "
-            "while the server was down, so clients have reconnected."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "clock.origin_ms",
-     .type = ONAIR_CFG_INT,
-     .default_value = "0",
-     .doc = "TEST ONLY. Real wall-clock ms at which the plugin's clock reads "
-            "clock.virtual_origin (0: the real clock, unless virtual_origin is set, then the "
-            "plugin's start time)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "clock.virtual_origin",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "",
-     .doc = "TEST ONLY. RFC 3339 instant the plugin's clock reads at clock.origin_ms (empty: "
-            "the real clock)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "clock.scale",
-     .type = ONAIR_CFG_DOUBLE,
-     .default_value = "1",
-     .min = 0.001,
-     .max = 1000000,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "TEST ONLY. Virtual ms per real ms of the test clock (600: 10 minutes a second)."},
-    {0},
+    ONAIR_FIELD("reminder_offsets_min", ONAIR_CFG_STRING_LIST, .default_value = "10",
+                .flags = ONAIR_CFG_HAS_MAX, .max = MAX_OFFSETS,
+                .doc = "Minutes before an occurrence at which followers get schedule.reminder "
+                       "(each 1..10080; at most 8 values; empty: no reminders)."),
+    ONAIR_FIELD("upcoming_horizon_days", ONAIR_CFG_INT, .default_value = "90",
+                .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 732),
+                .doc = "How far ahead GET /api/v1/schedules/upcoming expands series, in days."),
+    ONAIR_FIELD("zoneinfo_dir", ONAIR_CFG_STRING, .default_value = "/usr/share/zoneinfo",
+                .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 256),
+                .doc = "Where the TZif zone files are (Debian tzdata)."),
+    ONAIR_FIELD("resume_delay_ms", ONAIR_CFG_INT, .default_value = "3000", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, 600000),
+                .doc = "After a start, wait this long (real ms) before sending notices that fell "
+                       "due while the server was down, so clients have reconnected."),
+    ONAIR_FIELD("clock.origin_ms", ONAIR_CFG_INT, .default_value = "0",
+                .doc = "TEST ONLY. Real wall-clock ms at which the plugin's clock reads "
+                       "clock.virtual_origin (0: the real clock, unless virtual_origin is set, "
+                       "then the plugin's start time)."),
+    ONAIR_FIELD("clock.virtual_origin", ONAIR_CFG_STRING, .default_value = "",
+                .doc = "TEST ONLY. RFC 3339 instant the plugin's clock reads at clock.origin_ms "
+                       "(empty: the real clock)."),
+    ONAIR_FIELD("clock.scale", ONAIR_CFG_DOUBLE, .default_value = "1", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0.001, 1000000),
+                .doc = "TEST ONLY. Virtual ms per real ms of the test clock (600: 10 minutes a "
+                       "second)."),
+    ONAIR_END,
+};
+
+/* ---- request bodies -------------------------------------------------------------------
+ * The host checks these before a handler runs and answers 400 missing_field, invalid_field
+ * or unknown_field with a `field` member. */
+
+/* POST /api/v1/schedules. `recurrence` may be null (a one-off), so it is declared as an
+ * object and its members are checked by the handler against recurrence_body. */
+static const onair_config_key_t create_body[] = {
+    ONAIR_FIELD("title", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 140)),
+    ONAIR_FIELD("category", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 64)),
+    ONAIR_FIELD("tags", ONAIR_CFG_STRING_LIST, .flags = ONAIR_CFG_NULLABLE | ONAIR_CFG_HAS_MAX,
+                .max = 10),
+    ONAIR_FIELD("start", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("tz", ONAIR_CFG_STRING),
+    ONAIR_FIELD("duration_min", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 1440)),
+    ONAIR_FIELD("recurrence", ONAIR_CFG_OBJECT, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_END,
+};
+
+/* PATCH /api/v1/schedules/{id}: the same members, none required. */
+static const onair_config_key_t change_body[] = {
+    ONAIR_FIELD("title", ONAIR_CFG_STRING, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 140)),
+    ONAIR_FIELD("category", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 64)),
+    ONAIR_FIELD("tags", ONAIR_CFG_STRING_LIST, .flags = ONAIR_CFG_NULLABLE | ONAIR_CFG_HAS_MAX,
+                .max = 10),
+    ONAIR_FIELD("start", ONAIR_CFG_STRING),
+    ONAIR_FIELD("tz", ONAIR_CFG_STRING),
+    ONAIR_FIELD("duration_min", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 1440)),
+    ONAIR_FIELD("recurrence", ONAIR_CFG_OBJECT, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_END,
+};
+
+/* A non-null `recurrence`, checked as {"recurrence": ...} so errors name the dotted field. */
+static const onair_config_key_t recurrence_body[] = {
+    ONAIR_FIELD("recurrence.days", ONAIR_CFG_STRING_LIST,
+                .flags = ONAIR_CFG_REQUIRED | ONAIR_BOUNDED, ONAIR_BETWEEN(1, 7),
+                .choices = "MO|TU|WE|TH|FR|SA|SU"),
+    ONAIR_FIELD("recurrence.until", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_END,
+};
+
+/* POST /api/v1/schedules/{id}/cancel */
+static const onair_config_key_t cancel_body[] = {
+    ONAIR_FIELD("occurrence", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_END,
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -151,30 +173,12 @@ static int64_t real_delay(sched_t *st, int64_t virt_ms)
     return (int64_t)ceil((double)virt_ms / st->clock_scale);
 }
 
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
-}
-
 static int has_ctl(const char *s)
 {
     for (; *s; s++)
         if ((unsigned char)*s < ' ' || *s == 0x7f)
             return 1;
     return 0;
-}
-
-static int id_valid(const char *s)
-{
-    if (!s || strlen(s) != 24)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-            return 0;
-    return 1;
 }
 
 static int is_admin(const onair_user_t *u)
@@ -185,19 +189,15 @@ static int is_admin(const onair_user_t *u)
     return 0;
 }
 
-static const char *jstr(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
 static int64_t jint(json_t *o, const char *k)
 {
     return (int64_t)json_integer_value(json_object_get(o, k));
 }
 
+/* The error text of a failed store call's result, for the log. */
 static const char *store_error(json_t *result)
 {
-    const char *e = jstr(result, "error");
+    const char *e = onair_str(result, "error");
     return e ? e : "store error";
 }
 
@@ -363,9 +363,9 @@ typedef struct sdef {
 static int def_from_doc(sched_t *st, json_t *doc, sdef_t *def)
 {
     memset(def, 0, sizeof *def);
-    def->tz = zone_get(st, jstr(doc, "tz"));
-    if (!def->tz || parse_rfc3339(jstr(doc, "start"), &def->start_ms) ||
-        parse_local(jstr(doc, "start_local"), &def->local_start))
+    def->tz = zone_get(st, onair_str(doc, "tz"));
+    if (!def->tz || parse_rfc3339(onair_str(doc, "start"), &def->start_ms) ||
+        parse_local(onair_str(doc, "start_local"), &def->local_start))
         return -1;
     def->dur_min = (int)jint(doc, "duration_min");
     def->until_day = INT64_MAX;
@@ -379,7 +379,7 @@ static int def_from_doc(sched_t *st, json_t *doc, sdef_t *def)
                 if (json_is_string(v) && !strcmp(json_string_value(v), day_names[k]))
                     def->days |= 1u << k;
         }
-        const char *until = jstr(rec, "until");
+        const char *until = onair_str(rec, "until");
         if (until && parse_date(until, &def->until_day))
             return -1;
         if (!def->days)
@@ -510,189 +510,135 @@ static json_t *render(sched_t *st, json_t *doc)
     return o;
 }
 
-/* ---- validation ------------------------------------------------------------------------- */
-
-typedef struct verr {
-    const char *code;
-    char detail[240];
-} verr_t;
-
-#define VFAIL(e, c, ...)                                                                           \
-    do {                                                                                           \
-        (e)->code = (c);                                                                           \
-        snprintf((e)->detail, sizeof(e)->detail, __VA_ARGS__);                                     \
-        goto fail;                                                                                 \
-    } while (0)
+/* ---- checking a schedule ------------------------------------------------------------------ */
 
 /* The stored fields of a schedule made from body (POST) or body over old (PATCH): a new
  * object with title, category, tags, start, tz, start_local, duration_min, recurrence,
- * first_ms and last_ms; NULL with *e filled in on bad input. */
-static json_t *validate(sched_t *st, json_t *body, json_t *old, int64_t now, verr_t *e)
+ * first_ms and last_ms. The host has checked the body against its schema; this checks
+ * what a schema cannot say. NULL after answering t with the first problem. */
+static json_t *schedule_fields(sched_t *st, json_t *body, json_t *old, int64_t now,
+                               onair_target_t t)
 {
-    static const char *const allowed[] = {"title", "category",     "tags",       "start",
-                                          "tz",    "duration_min", "recurrence", NULL};
     json_t *d = json_object();
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        int ok = 0;
-        for (size_t i = 0; allowed[i] && !ok; i++)
-            ok = !strcmp(key, allowed[i]);
-        if (!ok)
-            VFAIL(e, "unknown_field", "unknown field '%.80s'", key);
-    }
-#define FIELD(name)                                                                                \
+    const char *code = "invalid_field", *field = NULL;
+    char detail[240];
+#define REFUSE(code_, field_, ...)                                                                 \
+    do {                                                                                           \
+        code = (code_);                                                                            \
+        field = (field_);                                                                          \
+        snprintf(detail, sizeof detail, __VA_ARGS__);                                              \
+        goto refused;                                                                              \
+    } while (0)
+/* PATCH: a member of the body (null included) wins over the stored one */
+#define MEMBER(name)                                                                               \
     (json_object_get(body, name) ? json_object_get(body, name) : json_object_get(old, name))
 
-    v = FIELD("title");
-    if (!json_is_string(v) || utf8_chars(json_string_value(v)) < 1 ||
-        utf8_chars(json_string_value(v)) > 140 || has_ctl(json_string_value(v)))
-        VFAIL(e, "invalid_title", "title must be a string of 1..140 characters");
+    json_t *v = MEMBER("title");
+    if (has_ctl(json_string_value(v)))
+        REFUSE("invalid_field", "title", "title: control characters are not allowed");
     json_object_set(d, "title", v);
 
-    v = FIELD("category");
-    if (v && !json_is_null(v) &&
-        (!json_is_string(v) || utf8_chars(json_string_value(v)) < 1 ||
-         utf8_chars(json_string_value(v)) > 64 || has_ctl(json_string_value(v))))
-        VFAIL(e, "invalid_category", "category must be a string of 1..64 characters or null");
+    v = MEMBER("category");
+    if (json_is_string(v) && has_ctl(json_string_value(v)))
+        REFUSE("invalid_field", "category", "category: control characters are not allowed");
     json_object_set_new(d, "category", v ? json_incref(v) : json_null());
 
-    v = FIELD("tags");
-    if (v && !json_is_null(v)) {
-        if (!json_is_array(v) || json_array_size(v) > MAX_TAGS)
-            VFAIL(e, "invalid_tags", "tags must be an array of at most %d strings", MAX_TAGS);
-        size_t i;
-        json_t *t;
-        json_array_foreach(v, i, t)
-        {
-            if (!json_is_string(t) || utf8_chars(json_string_value(t)) < 1 ||
-                utf8_chars(json_string_value(t)) > 32 || has_ctl(json_string_value(t)))
-                VFAIL(e, "invalid_tags", "every tag must be a string of 1..32 characters");
-        }
-        json_object_set(d, "tags", v);
-    } else {
-        json_object_set_new(d, "tags", json_array());
+    v = MEMBER("tags");
+    size_t i;
+    json_t *item;
+    json_array_foreach(v, i, item)
+    {
+        const char *tag = json_string_value(item);
+        size_t chars = onair_utf8_chars(tag, strlen(tag));
+        if (chars < 1 || chars > 32 || has_ctl(tag))
+            REFUSE("invalid_field", "tags",
+                   "tags: item %zu must be 1..32 characters without control characters", i + 1);
     }
+    json_object_set_new(d, "tags", json_is_array(v) ? json_incref(v) : json_array());
 
-    v = FIELD("duration_min");
-    if (!v)
-        v = json_integer(60), json_object_set_new(d, "duration_min", v);
-    else if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1440)
-        VFAIL(e, "invalid_duration", "duration_min must be an integer of 1..1440 minutes");
-    else
-        json_object_set(d, "duration_min", v);
+    v = MEMBER("duration_min");
+    json_object_set_new(d, "duration_min", v ? json_incref(v) : json_integer(60));
 
-    v = FIELD("tz");
+    sdef_t def = {.dur_min = (int)jint(d, "duration_min"), .until_day = INT64_MAX};
+    v = MEMBER("tz");
     const char *zone = v ? json_string_value(v) : "UTC";
-    const tz_t *z = zone ? zone_get(st, zone) : NULL;
-    if (!z)
-        VFAIL(e, "invalid_time_zone", "tz must be an IANA time zone name such as Europe/Berlin%s",
-              zone ? " (unknown zone)" : "");
+    if (!(def.tz = zone_get(st, zone)))
+        REFUSE("invalid_time_zone", "tz",
+               "tz: '%.64s' is not an IANA time zone name such as Europe/Berlin", zone);
     json_object_set_new(d, "tz", json_string(zone));
 
-    v = FIELD("start");
-    int64_t start_ms;
-    if (!v)
-        VFAIL(e, "invalid_start", "start is required: an RFC 3339 date-time");
-    if (!json_is_string(v) || parse_rfc3339(json_string_value(v), &start_ms))
-        VFAIL(e, "invalid_start",
-              "start must be an RFC 3339 date-time such as 2027-03-20T19:00:00+01:00");
-    if (start_ms < 0 || start_ms >= INF_MS)
-        VFAIL(e, "invalid_start", "start is out of range");
-    if ((!old || json_object_get(body, "start")) && start_ms <= now) {
-        char nb[40];
-        fmt_time(floor_div(now, 1000), FMT_UTC, nb, sizeof nb);
-        VFAIL(e, "start_in_past", "start %.60s is not in the future (now is %s)",
-              json_string_value(v), nb);
+    v = MEMBER("start");
+    if (parse_rfc3339(json_string_value(v), &def.start_ms))
+        REFUSE("invalid_field", "start",
+               "start: expected an RFC 3339 date-time such as 2027-03-20T19:00:00+01:00");
+    if (def.start_ms >= INF_MS) /* 9999-12-31 with a negative offset */
+        REFUSE("invalid_field", "start", "start: after the year 9999");
+    if ((!old || json_object_get(body, "start")) && def.start_ms <= now) {
+        char now_text[40];
+        fmt_time(floor_div(now, 1000), FMT_UTC, now_text, sizeof now_text);
+        REFUSE("start_in_past", "start", "start %.60s is not in the future (now is %s)",
+               json_string_value(v), now_text);
     }
     json_object_set(d, "start", v);
-    {
-        int64_t s = floor_div(start_ms, 1000);
-        char b[40];
-        fmt_time(s + tz_offset_at(z, s), FMT_LOCAL, b, sizeof b);
-        json_object_set_new(d, "start_local", json_string(b));
-    }
+    int64_t start_s = floor_div(def.start_ms, 1000);
+    def.local_start = start_s + tz_offset_at(def.tz, start_s);
+    char local[40];
+    fmt_time(def.local_start, FMT_LOCAL, local, sizeof local);
+    json_object_set_new(d, "start_local", json_string(local));
 
-    v = FIELD("recurrence");
-    if (v && !json_is_null(v)) {
-        if (!json_is_object(v))
-            VFAIL(
-                e, "invalid_recurrence",
-                "recurrence must be null or {\"days\": [\"MO\", ...], \"until\": \"YYYY-MM-DD\"}");
-        json_t *rv;
-        json_object_foreach(v, key, rv)
+    v = MEMBER("recurrence");
+    if (json_is_object(v)) {
+        json_t *wrapped = json_pack("{s:O}", "recurrence", v);
+        int rc = api->body_check(recurrence_body, wrapped, t);
+        json_decref(wrapped);
+        if (rc != ONAIR_OK) { /* answered */
+            json_decref(d);
+            return NULL;
+        }
+        json_array_foreach(json_object_get(v, "days"), i, item)
         {
-            if (strcmp(key, "days") && strcmp(key, "until"))
-                VFAIL(e, "invalid_recurrence", "unknown recurrence field '%.80s'", key);
-        }
-        json_t *days = json_object_get(v, "days");
-        if (!days || json_is_null(days) || (json_is_array(days) && json_array_size(days) == 0))
-            VFAIL(e, "recurrence_without_days",
-                  "a weekly recurrence needs days: a non-empty list of MO TU WE TH FR SA SU");
-        if (!json_is_array(days))
-            VFAIL(e, "invalid_recurrence",
-                  "recurrence.days must be a list of MO TU WE TH FR SA SU");
-        unsigned mask = 0;
-        size_t i;
-        json_t *dv;
-        json_t *norm = json_array();
-        json_array_foreach(days, i, dv)
-        {
-            int k = -1;
-            for (int j = 0; j < 7 && json_is_string(dv); j++)
-                if (!strcmp(json_string_value(dv), day_names[j]))
-                    k = j;
-            if (k < 0 || (mask & (1u << k))) {
-                json_decref(norm);
-                VFAIL(e, "invalid_recurrence",
-                      "recurrence.days: item %zu must be one of MO TU WE TH FR SA SU, once", i + 1);
+            for (int k = 0; k < 7; k++) {
+                if (strcmp(json_string_value(item), day_names[k]))
+                    continue;
+                if (def.days & (1u << k))
+                    REFUSE("invalid_field", "recurrence.days",
+                           "recurrence.days: %s is listed twice", day_names[k]);
+                def.days |= 1u << k;
             }
-            mask |= 1u << k;
         }
-        for (int j = 1; j <= 7; j++) /* MO..SU order */
-            if (mask & (1u << (j % 7)))
-                json_array_append_new(norm, json_string(day_names[j % 7]));
-        json_t *rec = json_pack("{s:o}", "days", norm);
-        json_t *until = json_object_get(v, "until");
-        if (until && !json_is_null(until)) {
-            int64_t uday;
-            if (!json_is_string(until) || strlen(json_string_value(until)) != 10 ||
-                parse_date(json_string_value(until), &uday)) {
-                json_decref(rec);
-                VFAIL(e, "invalid_recurrence", "recurrence.until must be a date YYYY-MM-DD");
-            }
-            int64_t local = 0; /* set by the parse below; 0 keeps -O3 quiet */
-            parse_local(jstr(d, "start_local"), &local);
-            if (uday < floor_div(local, DAY_S)) {
-                json_decref(rec);
-                VFAIL(e, "until_before_start",
-                      "recurrence.until %s is before the local start date %.10s",
-                      json_string_value(until), jstr(d, "start_local"));
-            }
-            json_object_set(rec, "until", until);
-        } else {
-            json_object_set_new(rec, "until", json_null());
-        }
+        json_t *days = json_array(); /* stored in MO..SU order */
+        for (int k = 1; k <= 7; k++)
+            if (def.days & (1u << (k % 7)))
+                json_array_append_new(days, json_string(day_names[k % 7]));
+        json_t *rec = json_pack("{s:o,s:n}", "days", days, "until");
         json_object_set_new(d, "recurrence", rec);
+        const char *until = onair_str(v, "until");
+        if (until) {
+            if (strlen(until) != 10 || parse_date(until, &def.until_day))
+                REFUSE("invalid_field", "recurrence.until",
+                       "recurrence.until: expected a date YYYY-MM-DD");
+            if (def.until_day < floor_div(def.local_start, DAY_S))
+                REFUSE("until_before_start", "recurrence.until",
+                       "recurrence.until %s is before the local start date %.10s", until, local);
+            json_object_set_new(rec, "until", json_string(until));
+        }
     } else {
         json_object_set_new(d, "recurrence", json_null());
     }
 
-    sdef_t def;
-    if (def_from_doc(st, d, &def))
-        VFAIL(e, "invalid_request", "the schedule is inconsistent");
     int64_t first = first_occurrence(&def, def.days ? INT64_MIN / 4 : def.start_ms);
     int64_t last = last_occurrence(&def);
     if (first < 0 || last < first)
-        VFAIL(e, "no_occurrences",
-              "the series has no occurrence: no listed weekday between start and until");
+        REFUSE("no_occurrences", "recurrence",
+               "the series has no occurrence: no listed weekday between start and until");
     json_object_set_new(d, "first_ms", json_integer(first));
     json_object_set_new(d, "last_ms", json_integer(last));
     return d;
-#undef FIELD
-fail:
+#undef MEMBER
+#undef REFUSE
+refused:
     json_decref(d);
+    onair_field_problem(api, t, code, field, detail);
     return NULL;
 }
 
@@ -762,17 +708,17 @@ static json_t *occ_summary(json_t *doc)
 static void send_notice(sched_t *st, json_t *c, int64_t now)
 {
     json_t *doc = json_object_get(c, "doc");
-    const char *owner = jstr(doc, "owner");
-    const char *sid = jstr(doc, "_id");
+    const char *owner = onair_str(doc, "owner");
+    const char *sid = onair_str(doc, "_id");
     int64_t occ = jint(c, "occ");
-    const char *kind = jstr(c, "kind");
+    const char *kind = onair_str(c, "kind");
     char when[40];
     fmt_time(floor_div(occ, 1000), FMT_UTC, when, sizeof when);
     if (!strncmp(kind, "reminder:", 9)) {
         int minutes = (int)jint(c, "minutes");
         json_t *data = json_pack("{s:o,s:s,s:s,s:s,s:i}", "schedule", occ_summary(doc),
                                  "schedule_id", sid, "occurrence_start", when, "title",
-                                 jstr(doc, "title"), "minutes_before", minutes);
+                                 onair_str(doc, "title"), "minutes_before", minutes);
         api->bus_publish(
             st->self, "streams.notify_followers",
             json_pack("{s:s,s:s,s:o}", "user", owner, "type", "schedule.reminder", "data", data));
@@ -923,7 +869,7 @@ static void scan_found(int status, json_t *result, void *ud)
         sdef_t def;
         if (def_from_doc(st, doc, &def)) {
             api->log(st->self, ONAIR_LOG_WARN, "schedule %s is unreadable: skipped",
-                     jstr(doc, "_id"));
+                     onair_str(doc, "_id"));
             continue;
         }
         cand_ctx_t cc = {sc, doc, jint(doc, "created_at")};
@@ -963,13 +909,14 @@ static void request_scan(sched_t *st)
 typedef struct op op_t;
 typedef void (*loaded_fn)(op_t *op);
 
+/* One request across its store calls. */
 struct op {
     sched_t *st;
-    onair_req_t *req;
-    char *user_id;
+    onair_target_t t; /* answers the request */
+    char *user_id;    /* the caller; NULL when anonymous */
     int admin;
-    json_t *body;  /* PATCH fields / POST doc / cancel occurrence */
-    json_t *doc;   /* the schedule being changed */
+    json_t *body;  /* PATCH members / cancel: {"occ": ms} */
+    json_t *doc;   /* the schedule being read or changed */
     json_t *extra; /* paging and feed parameters */
     loaded_fn then;
     int need_owner;
@@ -981,10 +928,10 @@ static op_t *op_new(sched_t *st, onair_req_t *req)
     if (!op)
         return NULL;
     op->st = st;
-    op->req = req;
+    op->t = ONAIR_TARGET_REQ(req);
     const onair_user_t *u = api->req_user(req);
     if (u) {
-        op->user_id = strdup(u->id);
+        op->user_id = onair_strdup(u->id);
         op->admin = is_admin(u);
         if (!op->user_id) {
             free(op);
@@ -1005,15 +952,23 @@ static void op_free(op_t *op)
     free(op);
 }
 
-static void op_fail(op_t *op, int status, json_t *result)
+/* A store call failed (status, and its result when there is one): answer and end. */
+static void op_store_failed(op_t *op, int status, json_t *result)
 {
-    api->reply_error(op->req, status, result ? store_error(result) : NULL);
+    onair_store_failed(api, op->t, status, result);
     op_free(op);
 }
 
-static int verr_reply(onair_req_t *req, const verr_t *e)
+static int schedule_not_found(onair_target_t t)
 {
-    return api->reply_problem(req, 400, e->code, e->detail);
+    return api->target_problem(t, ONAIR_ENOTFOUND, "schedule_not_found", "no schedule with this id",
+                               NULL);
+}
+
+static int schedule_cancelled(onair_target_t t)
+{
+    return api->target_problem(t, ONAIR_ECONFLICT, "schedule_cancelled",
+                               "the schedule is cancelled", NULL);
 }
 
 /* ---- POST /api/v1/schedules ------------------------------------------------------------------ */
@@ -1022,13 +977,13 @@ static void created(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return op_store_failed(op, status, result);
     const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
     json_object_set_new(op->doc, "_id", json_string(id ? id : ""));
-    char loc[96];
-    snprintf(loc, sizeof loc, "/api/v1/schedules/%s", id ? id : "");
-    api->resp_header(op->req, "Location", loc);
-    api->reply_json(op->req, 201, render(op->st, op->doc));
+    char location[96];
+    snprintf(location, sizeof location, "/api/v1/schedules/%s", id ? id : "");
+    api->resp_header(op->t.req, "Location", location);
+    api->target_reply(op->t, 201, render(op->st, op->doc));
     request_scan(op->st);
     op_free(op);
 }
@@ -1036,11 +991,10 @@ static void created(int status, json_t *result, void *ud)
 static int post_schedule(onair_req_t *req, void *ud)
 {
     sched_t *st = ud;
-    verr_t e;
     int64_t now = now_v(st);
-    json_t *d = validate(st, api->req_json(req), NULL, now, &e);
+    json_t *d = schedule_fields(st, api->req_json(req), NULL, now, ONAIR_TARGET_REQ(req));
     if (!d)
-        return verr_reply(req, &e);
+        return ONAIR_OK; /* answered */
     op_t *op = op_new(st, req);
     if (!op) {
         json_decref(d);
@@ -1066,17 +1020,17 @@ static void loaded(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return op_store_failed(op, status, result);
     json_t *doc = json_object_get(result, "doc");
     if (!json_is_object(doc)) {
-        api->reply_problem(op->req, 404, "schedule_not_found", "no schedule with this id");
+        schedule_not_found(op->t);
         return op_free(op);
     }
     op->doc = json_incref(doc);
-    if (op->need_owner && !op->admin &&
-        (!op->user_id || strcmp(op->user_id, jstr(doc, "owner") ? jstr(doc, "owner") : ""))) {
-        api->reply_problem(op->req, 403, "forbidden",
-                           "only the schedule's owner or an admin may change it");
+    const char *owner = onair_str(doc, "owner");
+    if (op->need_owner && !op->admin && (!op->user_id || !owner || strcmp(op->user_id, owner))) {
+        api->target_problem(op->t, ONAIR_EPERM, NULL,
+                            "only the schedule's owner or an admin may change it", NULL);
         return op_free(op);
     }
     op->then(op);
@@ -1086,8 +1040,8 @@ static void loaded(int status, json_t *result, void *ud)
 static int load_then(sched_t *st, onair_req_t *req, json_t *body, int need_owner, loaded_fn fn)
 {
     const char *id = api->req_param(req, "id");
-    if (!id_valid(id))
-        return api->reply_problem(req, 404, "schedule_not_found", "no schedule with this id");
+    if (!onair_is_id(id))
+        return schedule_not_found(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req);
     if (!op)
         return ONAIR_ENOMEM;
@@ -1104,18 +1058,13 @@ static int load_then(sched_t *st, onair_req_t *req, json_t *body, int need_owner
 
 static void reply_doc(op_t *op)
 {
-    api->reply_json(op->req, 200, render(op->st, op->doc));
-}
-
-static void got_one(op_t *op)
-{
-    reply_doc(op);
+    api->target_reply(op->t, 200, render(op->st, op->doc));
     op_free(op);
 }
 
 static int get_schedule(onair_req_t *req, void *ud)
 {
-    return load_then(ud, req, NULL, 0, got_one);
+    return load_then(ud, req, NULL, 0, reply_doc);
 }
 
 /* After a store_update of op->doc (already changed in memory): answer and rescan. */
@@ -1123,14 +1072,14 @@ static void updated(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return op_store_failed(op, status, result);
     if (json_integer_value(json_object_get(result, "matched")) == 0) {
-        api->reply_problem(op->req, 404, "schedule_not_found", "no schedule with this id");
+        schedule_not_found(op->t);
         return op_free(op);
     }
+    sched_t *st = op->st;
     reply_doc(op);
-    request_scan(op->st);
-    op_free(op);
+    request_scan(st);
 }
 
 static void save_set(op_t *op, json_t *set)
@@ -1140,22 +1089,19 @@ static void save_set(op_t *op, json_t *set)
     json_decref(set);
     int rc = api->store_update(op->st->coll, spec, updated, op);
     if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+        op_store_failed(op, rc, NULL);
 }
 
 static void do_patch(op_t *op)
 {
     if (json_is_true(json_object_get(op->doc, "cancelled"))) {
-        api->reply_problem(op->req, 409, "schedule_cancelled", "the schedule is cancelled");
+        schedule_cancelled(op->t);
         return op_free(op);
     }
-    verr_t e;
     int64_t now = now_v(op->st);
-    json_t *set = validate(op->st, op->body, op->doc, now, &e);
-    if (!set) {
-        verr_reply(op->req, &e);
-        return op_free(op);
-    }
+    json_t *set = schedule_fields(op->st, op->body, op->doc, now, op->t);
+    if (!set)
+        return op_free(op); /* answered */
     json_object_set_new(set, "updated_at", json_integer(now));
     json_object_update(op->doc, set);
     save_set(op, set);
@@ -1189,7 +1135,7 @@ static int match_occ(int64_t occ, void *ud)
 static void do_cancel_occ(op_t *op)
 {
     if (json_is_true(json_object_get(op->doc, "cancelled"))) {
-        api->reply_problem(op->req, 409, "schedule_cancelled", "the schedule is cancelled");
+        schedule_cancelled(op->t);
         return op_free(op);
     }
     int64_t occ = jint(op->body, "occ");
@@ -1198,9 +1144,9 @@ static void do_cancel_occ(op_t *op)
     if (def_from_doc(op->st, op->doc, &def) == 0)
         expand(&def, occ, occ + 1, match_occ, &found);
     if (!found) {
-        api->reply_problem(op->req, 400, "not_an_occurrence",
-                           "occurrence is not a start time of this schedule (give it in RFC 3339, "
-                           "e.g. as listed by /api/v1/schedules/upcoming)");
+        onair_field_problem(api, op->t, "not_an_occurrence", "occurrence",
+                            "occurrence is not a start time of this schedule (give it in RFC "
+                            "3339, e.g. as listed by /api/v1/schedules/upcoming)");
         return op_free(op);
     }
     int64_t now = now_v(op->st);
@@ -1213,26 +1159,15 @@ static void do_cancel_occ(op_t *op)
                   "updated_at", (json_int_t)now);
     int rc = api->store_update(op->st->coll, spec, updated, op);
     if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+        op_store_failed(op, rc, NULL);
 }
 
 static int post_cancel_occ(onair_req_t *req, void *ud)
 {
-    json_t *body = api->req_json(req);
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        if (strcmp(key, "occurrence")) {
-            char d[160];
-            snprintf(d, sizeof d, "unknown field '%.80s'", key);
-            return api->reply_problem(req, 400, "unknown_field", d);
-        }
-    }
     int64_t occ;
-    if (parse_rfc3339(jstr(body, "occurrence"), &occ))
-        return api->reply_problem(req, 400, "invalid_occurrence",
-                                  "occurrence must be the RFC 3339 start of one occurrence");
+    if (parse_rfc3339(onair_str(api->req_json(req), "occurrence"), &occ))
+        return onair_field_problem(api, ONAIR_TARGET_REQ(req), "invalid_field", "occurrence",
+                                   "occurrence: expected the RFC 3339 start of one occurrence");
     json_t *b = json_pack("{s:I}", "occ", (json_int_t)occ);
     int rc = load_then(ud, req, b, 1, do_cancel_occ);
     json_decref(b);
@@ -1256,11 +1191,17 @@ static int parse_limit(onair_req_t *req, int *limit)
     return 0;
 }
 
+static int invalid_limit(onair_req_t *req)
+{
+    return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EINVAL, "invalid_limit",
+                               "limit must be an integer 1..100", NULL);
+}
+
 static void listed(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return op_store_failed(op, status, result);
     json_t *items = json_array();
     size_t i;
     json_t *doc;
@@ -1269,8 +1210,8 @@ static void listed(int status, json_t *result, void *ud)
         json_array_append_new(items, render(op->st, doc));
     }
     json_t *next = json_object_get(result, "next");
-    api->reply_json(op->req, 200,
-                    json_pack("{s:o,s:O}", "items", items, "next", next ? next : json_null()));
+    api->target_reply(op->t, 200,
+                      json_pack("{s:o,s:O}", "items", items, "next", next ? next : json_null()));
     op_free(op);
 }
 
@@ -1282,16 +1223,18 @@ static int get_schedules(onair_req_t *req, void *ud)
     const onair_user_t *u = api->req_user(req);
     if (mine && strcmp(mine, "0") && strcmp(mine, "false")) {
         if (!u)
-            return api->reply_error(req, ONAIR_EAUTH, "mine=1 needs a signed-in user");
+            return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EAUTH, NULL,
+                                       "mine=1 needs a signed-in user", NULL);
         owner = u->id;
     }
     if (!owner || !*owner || strlen(owner) > 128)
-        return api->reply_problem(req, 400, "invalid_request",
-                                  "give mine=1 or owner=<user id> (platform-wide: "
-                                  "/api/v1/schedules/upcoming)");
+        return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EINVAL, NULL,
+                                   "give mine=1 or owner=<user id> (platform-wide: "
+                                   "/api/v1/schedules/upcoming)",
+                                   NULL);
     int limit;
     if (parse_limit(req, &limit))
-        return api->reply_problem(req, 400, "invalid_limit", "limit must be an integer 1..100");
+        return invalid_limit(req);
     const char *inc = api->req_query(req, "include_cancelled");
     json_t *filter = json_pack("{s:s}", "owner", owner);
     if (!inc || !strcmp(inc, "0") || !strcmp(inc, "false"))
@@ -1354,7 +1297,7 @@ static int occ_cmp(const void *a, const void *b)
     const occ_item_t *x = a, *y = b;
     if (x->occ != y->occ)
         return x->occ < y->occ ? -1 : 1;
-    return strcmp(jstr(x->doc, "_id"), jstr(y->doc, "_id"));
+    return strcmp(onair_str(x->doc, "_id"), onair_str(y->doc, "_id"));
 }
 
 static json_t *occ_json(const occ_item_t *it)
@@ -1374,10 +1317,10 @@ static void upcoming_found(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return op_store_failed(op, status, result);
     int64_t from = jint(op->extra, "from"), to = jint(op->extra, "to");
     int64_t after_ms = jint(op->extra, "after_ms");
-    const char *after_id = jstr(op->extra, "after_id");
+    const char *after_id = onair_str(op->extra, "after_id");
     int limit = (int)jint(op->extra, "limit");
     up_ctx_t u = {0};
     size_t i;
@@ -1395,7 +1338,7 @@ static void upcoming_found(int status, json_t *result, void *ud)
     }
     if (u.oom) {
         free(u.items);
-        return op_fail(op, ONAIR_ENOMEM, NULL);
+        return op_store_failed(op, ONAIR_ENOMEM, NULL);
     }
     if (u.n)
         qsort(u.items, u.n, sizeof *u.items, occ_cmp);
@@ -1404,33 +1347,35 @@ static void upcoming_found(int status, json_t *result, void *ud)
     for (i = 0; i < u.n; i++) {
         occ_item_t *it = &u.items[i];
         if (after_id && (it->occ < after_ms ||
-                         (it->occ == after_ms && strcmp(jstr(it->doc, "_id"), after_id) <= 0)))
+                         (it->occ == after_ms && strcmp(onair_str(it->doc, "_id"), after_id) <= 0)))
             continue;
         if ((int)json_array_size(items) == limit) {
             occ_item_t *last = &u.items[i - 1];
             json_decref(next);
-            next = json_sprintf("%lld.%s", (long long)last->occ, jstr(last->doc, "_id"));
+            next = json_sprintf("%lld.%s", (long long)last->occ, onair_str(last->doc, "_id"));
             break;
         }
         json_array_append_new(items, occ_json(it));
     }
     free(u.items);
-    api->reply_json(op->req, 200,
-                    json_pack("{s:o,s:o,s:o,s:o}", "items", items, "next", next, "from",
-                              utc_json(from), "to", utc_json(to)));
+    api->target_reply(op->t, 200,
+                      json_pack("{s:o,s:o,s:o,s:o}", "items", items, "next", next, "from",
+                                utc_json(from), "to", utc_json(to)));
     op_free(op);
 }
 
 static int get_upcoming(onair_req_t *req, void *ud)
 {
     sched_t *st = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
     int64_t from = now_v(st);
     const char *q = api->req_query(req, "from");
     if (q && parse_rfc3339(q, &from))
-        return api->reply_problem(req, 400, "invalid_from", "from must be an RFC 3339 date-time");
+        return api->target_problem(t, ONAIR_EINVAL, "invalid_from",
+                                   "from must be an RFC 3339 date-time", NULL);
     int limit;
     if (parse_limit(req, &limit))
-        return api->reply_problem(req, 400, "invalid_limit", "limit must be an integer 1..100");
+        return invalid_limit(req);
     int64_t after_ms = 0;
     const char *after_id = NULL;
     const char *after = api->req_query(req, "after");
@@ -1438,9 +1383,9 @@ static int get_upcoming(onair_req_t *req, void *ud)
         char *end;
         errno = 0;
         long long v = strtoll(after, &end, 10);
-        if (end == after || *end != '.' || errno || !id_valid(end + 1))
-            return api->reply_problem(req, 400, "invalid_cursor",
-                                      "after must be the `next` value of a previous page");
+        if (end == after || *end != '.' || errno || !onair_is_id(end + 1))
+            return api->target_problem(t, ONAIR_EINVAL, "invalid_cursor",
+                                       "after must be the `next` value of a previous page", NULL);
         after_ms = v;
         after_id = end + 1;
     }
@@ -1624,7 +1569,7 @@ static void ics_event(sched_t *st, sbuf_t *b, json_t *doc)
     const char *zone = tz_name(def.tz);
     int64_t first = jint(doc, "first_ms");
     ics_prop(b, "BEGIN:VEVENT");
-    ics_prop(b, "UID:%s@onair.scheduling", jstr(doc, "_id"));
+    ics_prop(b, "UID:%s@onair.scheduling", onair_str(doc, "_id"));
     fmt_time(floor_div(jint(doc, "updated_at"), 1000), FMT_ICS_UTC, stamp, sizeof stamp);
     ics_prop(b, "DTSTAMP:%s", stamp);
     ics_prop(b, "LAST-MODIFIED:%s", stamp);
@@ -1633,11 +1578,11 @@ static void ics_event(sched_t *st, sbuf_t *b, json_t *doc)
     ics_local(def.tz, first, dt, sizeof dt);
     ics_prop(b, "DTSTART;TZID=%s:%s", zone, dt);
     ics_prop(b, "DURATION:PT%dM", def.dur_min);
-    char *t = ics_text(jstr(doc, "title"));
+    char *t = ics_text(onair_str(doc, "title"));
     ics_prop(b, "SUMMARY:%s", t ? t : "");
     free(t);
-    if (jstr(doc, "category")) {
-        t = ics_text(jstr(doc, "category"));
+    if (onair_str(doc, "category")) {
+        t = ics_text(onair_str(doc, "category"));
         ics_prop(b, "CATEGORIES:%s", t ? t : "");
         free(t);
     }
@@ -1679,14 +1624,14 @@ static void ics_found(int status, json_t *result, void *ud)
     op_t *op = ud;
     sched_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return op_store_failed(op, status, result);
     sbuf_t b = {0};
     ics_prop(&b, "BEGIN:VCALENDAR");
     ics_prop(&b, "VERSION:2.0");
     ics_prop(&b, "PRODID:-//onair//scheduling 1.0//EN");
     ics_prop(&b, "CALSCALE:GREGORIAN");
     ics_prop(&b, "METHOD:PUBLISH");
-    const char *name = jstr(op->extra, "name");
+    const char *name = onair_str(op->extra, "name");
     char *t = ics_text(name ? name : "");
     ics_prop(&b, "X-WR-CALNAME:%s", t ? t : "");
     free(t);
@@ -1710,26 +1655,32 @@ static void ics_found(int status, json_t *result, void *ud)
     ics_prop(&b, "END:VCALENDAR");
     if (b.oom) {
         free(b.p);
-        return op_fail(op, ONAIR_ENOMEM, NULL);
+        return op_store_failed(op, ONAIR_ENOMEM, NULL);
     }
-    api->reply_raw(op->req, 200, "text/calendar; charset=utf-8", b.p, b.len);
+    /* not JSON: the feed answers REST only, so it uses the request itself */
+    api->reply_raw(op->t.req, 200, "text/calendar; charset=utf-8", b.p, b.len);
     free(b.p);
     op_free(op);
+}
+
+static int user_not_found(onair_target_t t)
+{
+    return api->target_problem(t, ONAIR_ENOTFOUND, "user_not_found", "no user with this id", NULL);
 }
 
 static void ics_user(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status == ONAIR_ENOTFOUND) {
-        api->reply_problem(op->req, 404, "user_not_found", "no user with this id");
+        user_not_found(op->t);
         return op_free(op);
     }
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return op_store_failed(op, status, result);
     json_t *user = json_object_get(result, "user");
-    const char *name = jstr(user, "display_name");
+    const char *name = onair_str(user, "display_name");
     if (!name || !*name)
-        name = jstr(user, "username");
+        name = onair_str(user, "username");
     json_t *cal = name ? json_sprintf("%s: scheduled streams", name) : json_string("Schedule");
     json_object_set_new(op->extra, "name", cal ? cal : json_string("Schedule"));
     json_t *spec = json_pack("{s:{s:O,s:b},s:{s:i},s:i}", "filter", "owner",
@@ -1737,7 +1688,7 @@ static void ics_user(int status, json_t *result, void *ud)
                              "first_ms", 1, "limit", MAX_ICS_ITEMS);
     int rc = api->store_find(op->st->coll, spec, ics_found, op);
     if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+        op_store_failed(op, rc, NULL);
 }
 
 static int get_ics(onair_req_t *req, void *ud)
@@ -1745,20 +1696,16 @@ static int get_ics(onair_req_t *req, void *ud)
     sched_t *st = ud;
     const char *id = api->req_param(req, "id");
     if (!id || !*id || strlen(id) > 128)
-        return api->reply_problem(req, 404, "user_not_found", "no user with this id");
+        return user_not_found(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req);
     if (!op || !(op->extra = json_pack("{s:s}", "owner", id))) {
         op_free(op);
         return ONAIR_ENOMEM;
     }
     int rc = api->user_get(st->self, id, ics_user, op);
-    if (rc == ONAIR_ENOTFOUND) {
-        op_free(op);
-        return api->reply_problem(req, 404, "user_not_found", "no user with this id");
-    }
     if (rc != ONAIR_OK) {
         op_free(op);
-        return rc;
+        return rc == ONAIR_ENOTFOUND ? user_not_found(ONAIR_TARGET_REQ(req)) : rc;
     }
     return ONAIR_PENDING;
 }
@@ -1812,10 +1759,6 @@ static int read_config(onair_plugin_t *self, sched_t *st)
 static int sched_init(onair_plugin_t *self, const onair_api_t *host_api)
 {
     api = host_api;
-    if (!ONAIR_HAS(api, store_open) || !ONAIR_HAS(api, user_get)) {
-        api->log(self, ONAIR_LOG_ERROR, "this host lacks the document store or accounts (ABI 1.2)");
-        return ONAIR_ENOTSUP;
-    }
     sched_t *st = calloc(1, sizeof *st);
     if (!st)
         return ONAIR_ENOMEM;
@@ -1825,82 +1768,42 @@ static int sched_init(onair_plugin_t *self, const onair_api_t *host_api)
         free(st);
         return rc;
     }
-    static const onair_index_t sidx[] = {
-        {.size = sizeof(onair_index_t), .keys = "owner,first_ms"},
-        {.size = sizeof(onair_index_t), .keys = "cancelled,last_ms"},
-        {0},
+    static const onair_index_t schedule_indexes[] = {
+        ONAIR_INDEX("owner,first_ms"),
+        ONAIR_INDEX("cancelled,last_ms"),
+        ONAIR_END,
     };
-    static const onair_index_t nidx[] = {
-        {.size = sizeof(onair_index_t),
-         .keys = "schedule,occurrence,kind",
-         .flags = ONAIR_INDEX_UNIQUE},
-        {0},
+    static const onair_index_t notification_indexes[] = {
+        ONAIR_INDEX("schedule,occurrence,kind", .flags = ONAIR_INDEX_UNIQUE),
+        ONAIR_END,
     };
-    const onair_collection_t scoll = {
-        .size = sizeof scoll, .name = "schedules", .version = 1, .indexes = sidx};
-    const onair_collection_t ncoll = {
-        .size = sizeof ncoll, .name = "notifications", .version = 1, .indexes = nidx};
-    const uint32_t user = ONAIR_ACCESS_USER;
+    const onair_collection_t schedules = {
+        .size = sizeof schedules, .name = "schedules", .version = 1, .indexes = schedule_indexes};
+    const onair_collection_t notifications = {.size = sizeof notifications,
+                                              .name = "notifications",
+                                              .version = 1,
+                                              .indexes = notification_indexes};
     const onair_route_t routes[] = {
-        {.size = sizeof(onair_route_t),
-         .method = "POST",
-         .path = "/api/v1/schedules",
-         .handler = post_schedule,
-         .ud = st,
-         .access = user,
-         /* a schedule becomes a stream (with a key) when due: the same role as
-          * POST /api/v1/streams */
-         .role = "streamer",
-         .max_body = 16 * 1024,
-         .flags = ONAIR_ROUTE_JSON_BODY},
-        {.size = sizeof(onair_route_t),
-         .method = "GET",
-         .path = "/api/v1/schedules",
-         .handler = get_schedules,
-         .ud = st},
-        {.size = sizeof(onair_route_t),
-         .method = "GET",
-         .path = "/api/v1/schedules/upcoming",
-         .handler = get_upcoming,
-         .ud = st},
-        {.size = sizeof(onair_route_t),
-         .method = "GET",
-         .path = "/api/v1/schedules/{id}",
-         .handler = get_schedule,
-         .ud = st},
-        {.size = sizeof(onair_route_t),
-         .method = "PATCH",
-         .path = "/api/v1/schedules/{id}",
-         .handler = patch_schedule,
-         .ud = st,
-         .access = user,
-         .max_body = 16 * 1024,
-         .flags = ONAIR_ROUTE_JSON_BODY},
-        {.size = sizeof(onair_route_t),
-         .method = "DELETE",
-         .path = "/api/v1/schedules/{id}",
-         .handler = delete_schedule,
-         .ud = st,
-         .access = user},
-        {.size = sizeof(onair_route_t),
-         .method = "POST",
-         .path = "/api/v1/schedules/{id}/cancel",
-         .handler = post_cancel_occ,
-         .ud = st,
-         .access = user,
-         .max_body = 4 * 1024,
-         .flags = ONAIR_ROUTE_JSON_BODY},
-        {.size = sizeof(onair_route_t),
-         .method = "GET",
-         .path = "/api/v1/users/{id}/schedule.ics",
-         .handler = get_ics,
-         .ud = st},
+        /* a schedule becomes a stream (with a key) when due: the role of POST /api/v1/streams */
+        ONAIR_ROUTE("POST", "/api/v1/schedules", post_schedule, .ud = st,
+                    .access = ONAIR_ACCESS_USER, .role = "streamer", .max_body = 16 * 1024,
+                    .body = create_body),
+        ONAIR_ROUTE("GET", "/api/v1/schedules", get_schedules, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/schedules/upcoming", get_upcoming, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/schedules/{id}", get_schedule, .ud = st),
+        ONAIR_ROUTE("PATCH", "/api/v1/schedules/{id}", patch_schedule, .ud = st,
+                    .access = ONAIR_ACCESS_USER, .max_body = 16 * 1024, .body = change_body),
+        ONAIR_ROUTE("DELETE", "/api/v1/schedules/{id}", delete_schedule, .ud = st,
+                    .access = ONAIR_ACCESS_USER),
+        ONAIR_ROUTE("POST", "/api/v1/schedules/{id}/cancel", post_cancel_occ, .ud = st,
+                    .access = ONAIR_ACCESS_USER, .max_body = 4 * 1024, .body = cancel_body),
+        ONAIR_ROUTE("GET", "/api/v1/users/{id}/schedule.ics", get_ics, .ud = st),
     };
-    rc = api->store_open(self, &scoll, &st->coll);
+    rc = api->store_open(self, &schedules, &st->coll);
     if (rc == ONAIR_OK)
-        rc = api->store_open(self, &ncoll, &st->notes);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
-        rc = api->route_add(self, &routes[i]);
+        rc = api->store_open(self, &notifications, &st->notes);
+    if (rc == ONAIR_OK)
+        rc = onair_add_routes(api, self, routes);
     if (rc != ONAIR_OK) {
         free(st);
         return rc;

@@ -91,23 +91,51 @@ static void test_reminder_and_due_once(void **state)
     onair_test_host_free(h);
 }
 
+static void assert_problem(onair_test_response_t *r, int status, const char *code,
+                           const char *field)
+{
+    assert_int_equal(r->status, status);
+    assert_string_equal(json_string_value(json_object_get(r->json, "code")), code);
+    if (field)
+        assert_string_equal(json_string_value(json_object_get(r->json, "field")), field);
+    else
+        assert_null(json_object_get(r->json, "field"));
+}
+
 static void test_errors(void **state)
 {
     (void)state;
     onair_test_host_t *h = boot();
     char start[40], body[256];
     at(h, 60, start, sizeof start);
+    /* bodies: the schema's codes (host) and the plugin's own checks, each naming the field */
     struct {
         const char *fmt;
         const char *code;
+        const char *field;
     } cases[] = {
-        {"{\"title\":\"t\",\"start\":\"%s\",\"tz\":\"Nowhere/x\"}", "invalid_time_zone"},
+        {"{\"start\":\"%s\"}", "missing_field", "title"},
+        {"{\"title\":\"t\"}", "missing_field", "start"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"x\":1}", "unknown_field", "x"},
+        {"{\"title\":7,\"start\":\"%s\"}", "invalid_field", "title"},
+        {"{\"title\":\"a\\u0007b\",\"start\":\"%s\"}", "invalid_field", "title"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"duration_min\":0}", "invalid_field", "duration_min"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"duration_min\":\"60\"}", "invalid_field",
+         "duration_min"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"tags\":[\"ok\",\"\"]}", "invalid_field", "tags"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"tz\":\"Nowhere/x\"}", "invalid_time_zone", "tz"},
         {"{\"title\":\"t\",\"start\":\"%s\",\"recurrence\":{\"until\":\"2099-01-01\"}}",
-         "recurrence_without_days"},
-        {"{\"title\":\"t\",\"start\":\"%s\",\"duration_min\":0}", "invalid_duration"},
-        {"{\"title\":\"t\",\"start\":\"%s\",\"x\":1}", "unknown_field"},
-        {"{\"title\":\"t\",\"start\":\"2000-01-01T00:00:00Z\"}", "start_in_past"},
-        {"{\"title\":\"t\",\"start\":\"soon\"}", "invalid_start"},
+         "missing_field", "recurrence.days"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"recurrence\":{\"days\":[\"MO\"],\"n\":2}}",
+         "unknown_field", "recurrence.n"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"recurrence\":{\"days\":[\"MO\",\"MO\"]}}",
+         "invalid_field", "recurrence.days"},
+        {"{\"title\":\"t\",\"start\":\"%s\",\"recurrence\":{\"days\":[\"MO\"],"
+         "\"until\":\"2000-01-01\"}}",
+         "until_before_start", "recurrence.until"},
+        {"{\"title\":\"t\",\"start\":\"2000-01-01T00:00:00Z\"}", "start_in_past", "start"},
+        {"{\"title\":\"t\",\"start\":\"soon\"}", "invalid_field", "start"},
+        {"{\"title\":\"t\",\"start\":12}", "invalid_field", "start"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (strstr(cases[i].fmt, "%s"))
@@ -116,11 +144,10 @@ static void test_errors(void **state)
             snprintf(body, sizeof body, "%s", cases[i].fmt);
         onair_test_response_t *r =
             onair_test_request(h, "POST", "/api/v1/schedules", NULL, json_hdr, body, &owner);
-        assert_int_equal(r->status, 400);
-        assert_string_equal(json_string_value(json_object_get(r->json, "code")), cases[i].code);
+        assert_problem(r, 400, cases[i].code, cases[i].field);
         onair_test_response_free(r);
     }
-    /* someone else's schedule */
+    /* a schedule to change */
     snprintf(body, sizeof body, "{\"title\":\"t\",\"start\":\"%s\"}", start);
     onair_test_response_t *r =
         onair_test_request(h, "POST", "/api/v1/schedules", NULL, json_hdr, body, &owner);
@@ -129,8 +156,49 @@ static void test_errors(void **state)
     snprintf(path, sizeof path, "/api/v1/schedules/%s",
              json_string_value(json_object_get(r->json, "id")));
     onair_test_response_free(r);
+    /* PATCH and cancel bodies */
+    r = onair_test_request(h, "PATCH", path, NULL, json_hdr, "{\"owner\":\"x\"}", &owner);
+    assert_problem(r, 400, "unknown_field", "owner");
+    onair_test_response_free(r);
+    r = onair_test_request(h, "PATCH", path, NULL, json_hdr, "{\"title\":null}", &owner);
+    assert_problem(r, 400, "invalid_field", "title");
+    onair_test_response_free(r);
+    r = onair_test_request(h, "PATCH", path, NULL, json_hdr, "{\"recurrence\":{\"days\":[\"XX\"]}}",
+                           &owner);
+    assert_problem(r, 400, "invalid_field", "recurrence.days");
+    onair_test_response_free(r);
+    /* null clears category, tags and recurrence; days are stored in MO..SU order */
+    r = onair_test_request(
+        h, "PATCH", path, NULL, json_hdr,
+        "{\"recurrence\":{\"days\":[\"SU\",\"MO\"]},\"tags\":null,\"category\":null}", &owner);
+    assert_int_equal(r->status, 200);
+    json_t *rec = json_object_get(r->json, "recurrence");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(rec, "days"), 0)), "MO");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(rec, "days"), 1)), "SU");
+    assert_true(json_is_null(json_object_get(rec, "until")));
+    assert_int_equal(json_array_size(json_object_get(r->json, "tags")), 0);
+    assert_true(json_is_null(json_object_get(r->json, "category")));
+    onair_test_response_free(r);
+    r = onair_test_request(h, "PATCH", path, NULL, json_hdr, "{\"recurrence\":null}", &owner);
+    assert_int_equal(r->status, 200);
+    assert_true(json_is_null(json_object_get(r->json, "recurrence")));
+    onair_test_response_free(r);
+    char cancel[112];
+    snprintf(cancel, sizeof cancel, "%s/cancel", path);
+    r = onair_test_request(h, "POST", cancel, NULL, json_hdr, "{}", &owner);
+    assert_problem(r, 400, "missing_field", "occurrence");
+    onair_test_response_free(r);
+    r = onair_test_request(h, "POST", cancel, NULL, json_hdr, "{\"occurrence\":\"soon\"}", &owner);
+    assert_problem(r, 400, "invalid_field", "occurrence");
+    onair_test_response_free(r);
+    at(h, 61, start, sizeof start);
+    snprintf(body, sizeof body, "{\"occurrence\":\"%s\"}", start);
+    r = onair_test_request(h, "POST", cancel, NULL, json_hdr, body, &owner);
+    assert_problem(r, 400, "not_an_occurrence", "occurrence");
+    onair_test_response_free(r);
+    /* someone else's schedule */
     r = onair_test_request(h, "DELETE", path, NULL, NULL, NULL, &other);
-    assert_int_equal(r->status, 403);
+    assert_problem(r, 403, "forbidden", NULL);
     onair_test_response_free(r);
     r = onair_test_request(h, "DELETE", path, NULL, NULL, NULL, &owner);
     assert_int_equal(r->status, 200);
