@@ -154,6 +154,17 @@ const onair_config_key_t core_schema[] = {
         .doc = "Seconds without ICE consent (STUN) before a session ends."),
     KEY(.key = "media.connect_timeout", .type = ONAIR_CFG_INT, .default_value = "20", RANGE(2, 600),
         .doc = "Seconds a new session may take to connect (ICE + DTLS) before it is dropped."),
+    KEY(.key = "media.ice_timeout", .type = ONAIR_CFG_INT, .default_value = "5", RANGE(1, 600),
+        .doc = "Seconds a new session may wait for its first valid ICE check before it is "
+               "dropped (a client sends one within milliseconds of the answer)."),
+    KEY(.key = "media.max_pending_per_address", .type = ONAIR_CFG_INT, .default_value = "20",
+        RANGE(1, 1000000),
+        .doc = "Sessions one client address may have that are not connected yet; more offers "
+               "answer 429 too_many_pending_sessions."),
+    KEY(.key = "media.reserved_for_publishers", .type = ONAIR_CFG_INT, .default_value = "100",
+        RANGE(0, 1000000),
+        .doc = "Sessions of media.max_sessions that viewers cannot take, so publishers still get "
+               "in when viewers fill the node."),
     /* logging */
     KEY(.key = "logging.level", .type = ONAIR_CFG_STRING, .default_value = "info",
         .choices = "error|warn|info|debug", .doc = "Least severe level logged."),

@@ -31,6 +31,7 @@ auth:
   password_hash: interactive
 rate_limits:
   auth.register: 100000/1h
+  media.offer: 1000000/1m   # every viewer offers from 127.0.0.1
 storage:
   backend: sqlite
   data_dir: $1
@@ -43,6 +44,7 @@ media:
   public_addresses: [127.0.0.1]
   max_sessions: 20000
   max_viewers_per_stream: 20000
+  max_pending_per_address: 20000
 plugins:
   dir: $ROOT/$BUILD/plugins
   conf_dir: plugins

@@ -538,8 +538,14 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
     }
     uint8_t out[256];
     size_t n;
-    if (!stun_verify_integrity(buf, len, &m, pwd, strlen(pwd)) ||
-        (m.has_fingerprint && !stun_verify_fingerprint(buf, len, &m))) {
+    /* RFC 8445 7.2.2: connectivity checks carry FINGERPRINT. A request without one is not
+     * an ICE check of ours: dropped without an answer, like other junk. */
+    if (!m.has_fingerprint || !stun_verify_fingerprint(buf, len, &m)) {
+        worker_count(&w->drops, 1);
+        session_unref(s);
+        return;
+    }
+    if (!stun_verify_integrity(buf, len, &m, pwd, strlen(pwd))) {
         stun_builder_t b;
         stun_begin(&b, out, sizeof out, STUN_BINDING_ERROR, m.txid);
         stun_add_error(&b, 401, "Unauthorized");
@@ -555,6 +561,7 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
         return;
     }
     s->last_stun_ms = media_now_ms();
+    atomic_store(&s->ice_checked, 1);
     n = stun_binding_success(out, sizeof out, m.txid, (const struct sockaddr *)from, pwd);
     if (n)
         worker_send_to(w, from, fromlen, out, n);

@@ -82,6 +82,11 @@ int media_setup(struct host *h, char *err, size_t elen)
     g_media.connect_timeout_ms =
         (int)json_integer_value(cfg_json_get(c, "media.connect_timeout")) * 1000;
     g_media.max_sessions = (int)json_integer_value(cfg_json_get(c, "media.max_sessions"));
+    g_media.ice_timeout_ms = (int)json_integer_value(cfg_json_get(c, "media.ice_timeout")) * 1000;
+    g_media.max_pending_per_address =
+        (int)json_integer_value(cfg_json_get(c, "media.max_pending_per_address"));
+    g_media.reserved_for_publishers =
+        (int)json_integer_value(cfg_json_get(c, "media.reserved_for_publishers"));
     g_media.max_viewers = (int)json_integer_value(cfg_json_get(c, "media.max_viewers_per_stream"));
     g_media.max_publisher_bps =
         (uint64_t)json_integer_value(cfg_json_get(c, "media.max_publisher_bitrate")) * 1000u;

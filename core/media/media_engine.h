@@ -17,8 +17,10 @@ struct media {
     dtls_cert_t *cert;
     char **addresses; /* announced as host candidates */
     size_t naddresses;
-    int consent_timeout_ms, connect_timeout_ms;
+    int consent_timeout_ms, connect_timeout_ms, ice_timeout_ms;
     int max_sessions, max_viewers;
+    int max_pending_per_address; /* unconnected sessions one client address may hold */
+    int reserved_for_publishers; /* of max_sessions, not for viewers */
     uint64_t max_publisher_bps;
     int replace_publisher; /* a second WHIP publish replaces the first (else 409) */
     int transport_cc;      /* negotiate transport-cc with publishers and send them feedback */

@@ -145,6 +145,7 @@ struct session {
     socklen_t addrlen;
     uint64_t created_ms, last_stun_ms, last_rx_ms;
     int nominated;
+    atomic_int ice_checked; /* a check with valid integrity arrived (ICE-timeout admission) */
 
     /* DTLS and SRTP */
     char remote_fingerprint[200];

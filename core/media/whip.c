@@ -27,6 +27,7 @@
 #include "host.h"
 #include "log.h"
 #include "media_engine.h"
+#include "ratelimit.h"
 #include "media_internal.h"
 #include "router.h"
 #include "taps.h"
@@ -50,6 +51,7 @@ typedef struct op {
     char *key;     /* a publisher's stream key, NULL with an access token */
     json_t *roles; /* the access token's roles (a publisher's rights check) */
     char user_id[64];
+    char addr[64]; /* the client's address (admission limits) */
     struct op *next;
 } op_t;
 
@@ -400,7 +402,7 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
 
 /* ---- answering ---------------------------------------------------------------------------- */
 
-static void arm_connect_timeout(session_t *s);
+static void arm_connect_timeout(session_t *s, const char *addr);
 
 static void reply_created(op_t *op, const char *answer)
 {
@@ -503,7 +505,7 @@ static void register_session(op_t *op)
     media_table_add(s);
     pthread_mutex_unlock(&g_media.lock);
     atomic_fetch_add(op->role == ROLE_PUBLISHER ? &g_media.publishes : &g_media.plays, 1);
-    arm_connect_timeout(s);
+    arm_connect_timeout(s, op->addr);
     reply_created(op, answer);
     free(answer);
     if (op->role == ROLE_VIEWER)
@@ -588,10 +590,14 @@ void media_session_close(session_t *s, const char *reason)
     session_unref(s);
 }
 
-/* A session that never connected is dropped after media.connect_timeout. */
+/* A session that never connected is dropped: after media.ice_timeout when no valid ICE check
+ * arrived at all (an offer made only to hold a session), else after media.connect_timeout.
+ * The timers also tell how many unconnected sessions a client address holds. */
 typedef struct conn_timer {
     struct event *ev;
     session_t *s;
+    char addr[64];
+    int phase; /* 0: waiting for the first ICE check, 1: for the connection */
     struct conn_timer *next;
 } conn_timer_t;
 
@@ -609,20 +615,45 @@ static void timer_free(conn_timer_t *t)
     free(t);
 }
 
+static void timer_at(conn_timer_t *t, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(t->ev, &tv);
+}
+
 static void connect_check(evutil_socket_t fd, short what, void *ud)
 {
     conn_timer_t *t = ud;
-    if (!atomic_load(&t->s->media_ready) && !atomic_load(&t->s->closed))
-        media_session_close(t->s, "connect_timeout");
+    session_t *s = t->s;
+    if (atomic_load(&s->media_ready) || atomic_load(&s->closed)) {
+        timer_free(t);
+        return;
+    }
+    int ice_first = g_media.ice_timeout_ms < g_media.connect_timeout_ms;
+    if (t->phase == 0 && ice_first && !atomic_load(&s->ice_checked)) {
+        log_limited("media.ice_timeout", ONAIR_LOG_WARN,
+                    "session %s from %s: no ICE check within %d s, dropped", s->id, t->addr,
+                    g_media.ice_timeout_ms / 1000);
+        media_session_close(s, "ice_timeout");
+        timer_free(t);
+        return;
+    }
+    if (t->phase == 0 && ice_first) {
+        t->phase = 1;
+        timer_at(t, g_media.connect_timeout_ms - g_media.ice_timeout_ms);
+        return;
+    }
+    media_session_close(s, "connect_timeout");
     timer_free(t);
 }
 
-static void arm_connect_timeout(session_t *s)
+static void arm_connect_timeout(session_t *s, const char *addr)
 {
     conn_timer_t *t = calloc(1, sizeof *t);
     if (!t)
         return;
     t->s = s;
+    snprintf(t->addr, sizeof t->addr, "%s", addr);
     t->ev = evtimer_new(g_media.core_base, connect_check, t);
     if (!t->ev) {
         free(t);
@@ -631,9 +662,19 @@ static void arm_connect_timeout(session_t *s)
     session_ref(s);
     t->next = g_timers;
     g_timers = t;
-    struct timeval tv = {g_media.connect_timeout_ms / 1000,
-                         (g_media.connect_timeout_ms % 1000) * 1000};
-    evtimer_add(t->ev, &tv);
+    int first = g_media.ice_timeout_ms < g_media.connect_timeout_ms ? g_media.ice_timeout_ms
+                                                                    : g_media.connect_timeout_ms;
+    timer_at(t, first);
+}
+
+/* Sessions of a client address that are not connected (yet). */
+static int pending_of(const char *addr)
+{
+    int n = 0;
+    for (conn_timer_t *t = g_timers; t; t = t->next)
+        n += !strcmp(t->addr, addr) && !atomic_load(&t->s->media_ready) &&
+             !atomic_load(&t->s->closed);
+    return n;
 }
 
 /* ---- service answers ---------------------------------------------------------------------- */
@@ -808,10 +849,38 @@ static int post_offer(onair_req_t *req, int role)
     if (!content_type_is(req, "application/sdp"))
         return api->reply_problem(req, 415, "unsupported_media_type",
                                   "the body must be an SDP offer (Content-Type: application/sdp)");
+    /* Admission, cheapest first: offers per address (rate limit media.offer), unconnected
+     * sessions per address, then the node's capacity less what publishers keep. */
+    const char *addr = api->req_remote_addr(req);
+    char key[400];
+    ratelimit_result_t rl;
+    if (ratelimit_key_for("media.offer", NULL, addr, key, sizeof key) == 0 &&
+        ratelimit_hit("media.offer", key, &rl) == ONAIR_ERATE) {
+        long long wait_s = (long long)ratelimit_retry_after_s(&rl);
+        log_limited("media.offer", ONAIR_LOG_WARN, "WHIP/WHEP offers from %s over media.offer",
+                    addr);
+        return api->target_problem(ONAIR_TARGET_REQ(req), 429, "rate_limited",
+                                   "too many offers from this address",
+                                   json_pack("{s:I}", "retry_after_s", (json_int_t)wait_s));
+    }
+    if (pending_of(addr) >= g_media.max_pending_per_address) {
+        log_limited("media.pending", ONAIR_LOG_WARN,
+                    "%s holds %d unconnected media sessions (media.max_pending_per_address)", addr,
+                    g_media.max_pending_per_address);
+        return api->target_problem(ONAIR_TARGET_REQ(req), 429, "too_many_pending_sessions",
+                                   "this address has as many unconnected sessions as allowed",
+                                   json_pack("{s:i}", "retry_after_s", 5));
+    }
+    long cap = g_media.max_sessions;
+    if (role == ROLE_VIEWER)
+        cap -= g_media.reserved_for_publishers < cap ? g_media.reserved_for_publishers : cap - 1;
     pthread_mutex_lock(&g_media.lock);
-    int full = g_media.nsessions >= (size_t)g_media.max_sessions;
+    int full = g_media.nsessions >= (size_t)cap;
     pthread_mutex_unlock(&g_media.lock);
     if (full) {
+        log_limited("media.capacity", ONAIR_LOG_WARN,
+                    "media capacity reached (%zu sessions): %s refused", g_media.nsessions,
+                    role == ROLE_VIEWER ? "a viewer" : "a publisher");
         api->resp_header(req, "Retry-After", "10");
         return api->reply_problem(req, 503, "media_capacity",
                                   "this server has as many media sessions as it allows");
@@ -842,6 +911,7 @@ static int post_offer(onair_req_t *req, int role)
     op_t *op = op_new(req, role, stream);
     if (!op)
         return ONAIR_ENOMEM;
+    snprintf(op->addr, sizeof op->addr, "%s", addr ? addr : "");
     if (max_layer)
         op->max_layer = max_layer[0] - '0';
     if (token) {
@@ -1130,6 +1200,15 @@ int whip_setup(struct host *h, char *err, size_t elen)
     g_owner.state = PLUGIN_STARTED;
     g_closing = 0;
     const unsigned own = ROUTE_CORE_OWN_AUTH;
+    /* Offers per client address: a page that reloads now and then stays far below it; a
+     * client that loops on offers does not take the node's sessions. */
+    const onair_ratelimit_t offers = {.size = sizeof offers,
+                                      .name = "media.offer",
+                                      .limit = 120,
+                                      .window_s = 60,
+                                      .key = ONAIR_RATELIMIT_BY_IP};
+    if (ratelimit_declare(&offers, NULL, err, elen) < 0 && !ratelimit_find("media.offer"))
+        return -1;
     const onair_route_t routes[] = {
         {.size = sizeof(onair_route_t),
          .method = "POST",

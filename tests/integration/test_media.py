@@ -136,7 +136,7 @@ def answer_ice(answer):
 
 
 # ---- STUN (RFC 5389) from scratch, to check the server's ICE-lite answers ---------------------
-def stun_request(username, pwd, txid, use_candidate=True):
+def stun_request(username, pwd, txid, use_candidate=True, fingerprint=True):
     attrs = b""
 
     def attr(t, v):
@@ -151,6 +151,8 @@ def stun_request(username, pwd, txid, use_candidate=True):
     hdr = struct.pack("!HHI", 0x0001, len(attrs) + 24, 0x2112A442) + txid
     mac = hmac.new(pwd.encode(), hdr + attrs, hashlib.sha1).digest()
     attrs += attr(0x0008, mac)
+    if not fingerprint:
+        return struct.pack("!HHI", 0x0001, len(attrs), 0x2112A442) + txid + attrs
     hdr = struct.pack("!HHI", 0x0001, len(attrs) + 8, 0x2112A442) + txid
     crc = (zlib.crc32(hdr + attrs) ^ 0x5354554E) & 0xFFFFFFFF
     attrs += attr(0x8028, struct.pack("!I", crc))
@@ -368,6 +370,10 @@ def test_ice_lite_stun_and_garbage(srv):
         sock.sendto(stun_request("nobody:pyth", pwd, os.urandom(12)), addr)
         with pytest.raises(socket.timeout):
             sock.recv(2048)
+        # nor does a check without FINGERPRINT (RFC 8445 7.2.2), even with the right password
+        sock.sendto(stun_request(f"{ufrag}:pyth", pwd, os.urandom(12), fingerprint=False), addr)
+        with pytest.raises(socket.timeout):
+            sock.recv(2048)
     finally:
         sock.close()
     assert srv.http("GET", "/healthz").status == 200
@@ -481,3 +487,77 @@ def test_patch_trickle_and_restart(srv):
     new_ufrag = re.search(r"a=ice-ufrag:(\S+)", r3.body).group(1)
     assert new_ufrag != answer_ice(r.body)[0]
     assert "a=candidate:" in r3.body
+
+
+# ---- admission: what one address can take of the media relay (issue 14, H3) -------------------
+def admission_server(server_factory, media=None, limits=None):
+    core = {"auth": {"password_hash": "interactive"},
+            "media": dict({"connect_timeout": 20, "ice_timeout": 2}, **(media or {}))}
+    if limits:
+        core["rate_limits"] = limits
+    return server_factory(plugins={"streams": {"path": os.path.join(PLUGIN_DIR, "streams.so")}},
+                          core=core).start()
+
+
+def test_offers_per_address_are_rate_limited(server_factory):
+    s = admission_server(server_factory, limits={"media.offer": "5/1m"})
+    owner = Account(s, "owner")
+    sid, key = owner.stream()
+    answers = [post_sdp(s, f"/api/v1/whep/{sid}", offer(direction="recvonly")).status
+               for _ in range(5)]
+    assert 429 not in answers, answers  # 409 not_live: the stream has no publisher
+    r = post_sdp(s, f"/api/v1/whep/{sid}", offer(direction="recvonly"))
+    body = problem(r, 429, "rate_limited")
+    assert body["retry_after_s"] >= 1 and int(r.header("Retry-After")) >= 1
+    # WHIP from the same address is counted too, and the refusal is logged (once)
+    problem(post_sdp(s, f"/api/v1/whip/{sid}", offer(), token=key), 429, "rate_limited")
+    assert s.wait_log("over media.offer", timeout=5)
+
+
+def test_unconnected_sessions_per_address_and_the_ice_timeout(server_factory):
+    s = admission_server(server_factory, media={"max_pending_per_address": 3})
+    owner = Account(s, "owner")
+    sid, key = owner.stream()
+    r = post_sdp(s, f"/api/v1/whip/{sid}", offer(ufrag="pub1"), token=key)
+    assert r.status == 201, r
+    ufrag, pwd, addr = answer_ice(r.body)
+    views = [post_sdp(s, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag=f"v{i}aa"))
+             for i in range(2)]
+    assert [v.status for v in views] == [201, 201], views
+    # three sessions of 127.0.0.1 wait for ICE: the fourth offer is refused
+    body = problem(post_sdp(s, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag="v3aa")),
+                   429, "too_many_pending_sessions")
+    assert body["retry_after_s"] >= 1
+    # the publisher answers ICE (one valid check), the viewers never do: after ice_timeout (2 s
+    # here, connect_timeout 20 s) the viewers are dropped and the publisher stays
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    try:
+        sock.sendto(stun_request(f"{ufrag}:pub1", pwd, os.urandom(12)), addr)
+        assert stun_parse(sock.recv(2048))[0] == 0x0101
+    finally:
+        sock.close()
+    assert s.wait_log("no ICE check within 2 s", timeout=15)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        r = post_sdp(s, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag="v4aa"))
+        if r.status == 201:
+            break
+        time.sleep(0.5)
+    assert r.status == 201, r  # the dropped viewers no longer count against the address
+    assert stream_status(s, sid, owner.token) == "live"  # the checked publisher stays
+
+
+def test_capacity_reserved_for_publishers(server_factory):
+    s = admission_server(server_factory, media={"max_sessions": 4, "reserved_for_publishers": 2})
+    owner = Account(s, "owner")
+    sid, key = owner.stream()
+    assert post_sdp(s, f"/api/v1/whip/{sid}", offer(ufrag="pubA"), token=key).status == 201
+    assert post_sdp(s, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag="vwA1")).status == 201
+    # two sessions: viewers may use max_sessions - reserved = 2, so the next viewer is refused
+    r = post_sdp(s, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag="vwA2"))
+    problem(r, 503, "media_capacity")
+    assert r.header("Retry-After")
+    # ... and a publisher of another stream still gets in
+    sid2, key2 = Account(s, "other").stream()
+    assert post_sdp(s, f"/api/v1/whip/{sid2}", offer(ufrag="pubB"), token=key2).status == 201
