@@ -561,3 +561,34 @@ def test_capacity_reserved_for_publishers(server_factory):
     # ... and a publisher of another stream still gets in
     sid2, key2 = Account(s, "other").stream()
     assert post_sdp(s, f"/api/v1/whip/{sid2}", offer(ufrag="pubB"), token=key2).status == 201
+
+
+def test_offer_flood_from_one_address_leaves_room_for_others(server_factory):
+    """The attack of issue 14 H3 with the default limits: one address loops on WHEP offers; a
+    viewer and a publisher from other addresses still get in."""
+    import http.client
+
+    s = admission_server(server_factory)
+    owner = Account(s, "owner")
+    sid, key = owner.stream()
+    assert post_sdp(s, f"/api/v1/whip/{sid}", offer(ufrag="pubF"), token=key).status == 201
+
+    def offer_from(src, path, sdp, token=None):
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10, source_address=(src, 0))
+        headers = {"Content-Type": "application/sdp"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        c.request("POST", path, body=sdp, headers=headers)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+
+    flood = [offer_from("127.0.0.1", f"/api/v1/whep/{sid}",
+                        offer(direction="recvonly", ufrag=f"f{i:03d}")) for i in range(300)]
+    assert flood.count(201) <= 20, flood.count(201)  # max_pending_per_address
+    assert flood.count(429) >= 250, {st: flood.count(st) for st in set(flood)}
+    assert offer_from("127.0.0.2", f"/api/v1/whep/{sid}",
+                      offer(direction="recvonly", ufrag="real")) == 201
+    sid2, key2 = Account(s, "other").stream()
+    assert offer_from("127.0.0.3", f"/api/v1/whip/{sid2}", offer(ufrag="pub2"), token=key2) == 201
