@@ -8,8 +8,9 @@
  *   - Bodies and message data are declared (the *_body schemas): the host answers
  *     missing_field / invalid_field / unknown_field before a handler runs. Handlers keep the
  *     checks a schema cannot express: text is trimmed before its length is counted.
- *   - One op per request or message carries its reply target through the access check,
- *     the hook chain and the store calls, so REST and WebSocket share every step.
+ *   - One op per request or message is a flow (onair_flow_t: the reply target and the next
+ *     step) through the access check, the hook chain and the store calls: REST and
+ *     WebSocket share every step, and every failure reaches the next step (ONAIR_THEN).
  *   - Who may see a stream and who moderates it comes from the streams plugin's service
  *     "streams.access"; streams the caller may not see answer 404 stream_not_found.
  *   - Asking and upvoting run the hook chains "qa.ask" and "qa.vote" first, so a
@@ -54,10 +55,11 @@ enum op_kind {
     OP_WATCH,
 };
 
-/* One request or WebSocket message on its way through access check, hooks and store. */
+/* One request or WebSocket message on its way through the access check, the hook chain and
+ * the store calls: a flow (the reply target and the next step) and what the steps need. */
 typedef struct op {
+    onair_flow_t flow; /* first: a step's flow is its op */
     qa_t *st;
-    onair_target_t t;  /* what to answer: the REST request or the WebSocket message */
     onair_conn_t conn; /* the sender's connection for a WebSocket message, else 0 */
     int kind;
     char sid[25];
@@ -184,33 +186,10 @@ static void publish(op_t *op, const char *type, json_t *doc)
 
 /* ---- op life ------------------------------------------------------------------------------ */
 
-static op_t *op_new(qa_t *st, onair_target_t t, int kind)
+/* The flow's end: after every answer. */
+static void op_free(onair_flow_t *f)
 {
-    const onair_user_t *u = t.req ? api->req_user(t.req) : api->msg_user(t.msg);
-    op_t *op = calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
-    op->st = st;
-    op->t = t;
-    op->conn = t.msg ? api->msg_conn(t.msg) : 0;
-    op->kind = kind;
-    op->roles = json_array();
-    if (u && u->id) {
-        op->uid = onair_strdup(u->id);
-        for (size_t i = 0; u->roles && u->roles[i]; i++)
-            json_array_append_new(op->roles, json_string(u->roles[i]));
-    }
-    if (!op->roles || (u && u->id && !op->uid)) {
-        json_decref(op->roles);
-        free(op->uid);
-        free(op);
-        return NULL;
-    }
-    return op;
-}
-
-static void op_free(op_t *op)
-{
+    op_t *op = (op_t *)f;
     free(op->uid);
     free(op->text);
     free(op->name);
@@ -221,385 +200,296 @@ static void op_free(op_t *op)
     free(op);
 }
 
-/* The answers. Each ends the op: the host frees the target, we free the rest. */
-static void reply(op_t *op, int http_status, json_t *body)
+static op_t *op_new(qa_t *st, onair_target_t t, int kind)
 {
-    if (body)
-        api->target_reply(op->t, http_status, body);
-    else
-        api->target_problem(op->t, ONAIR_ENOMEM, NULL, NULL, NULL);
-    op_free(op);
+    const onair_user_t *u = t.req ? api->req_user(t.req) : api->msg_user(t.msg);
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->flow = (onair_flow_t){.api = api, .t = t, .end = op_free};
+    op->st = st;
+    op->conn = t.msg ? api->msg_conn(t.msg) : 0;
+    op->kind = kind;
+    op->roles = json_array();
+    if (u && u->id) {
+        op->uid = onair_strdup(u->id);
+        for (size_t i = 0; u->roles && u->roles[i]; i++)
+            json_array_append_new(op->roles, json_string(u->roles[i]));
+    }
+    if (!op->roles || (u && u->id && !op->uid)) {
+        op_free(&op->flow);
+        return NULL;
+    }
+    return op;
 }
 
-static void problem(op_t *op, int status, const char *code, const char *detail)
+static void reply_question(onair_flow_t *f, int http_status, json_t *doc)
 {
-    api->target_problem(op->t, status, code, detail, NULL);
-    op_free(op);
+    json_t *q = view(doc, ((op_t *)f)->uid);
+    if (!q)
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
+    onair_flow_reply(f, http_status, json_pack("{s:o}", "question", q));
 }
 
-/* A store, service or hook call failed (result: its {"error"}, or NULL when refused). */
-static void failed(op_t *op, int status, json_t *result)
+static void question_not_found(onair_flow_t *f)
 {
-    onair_store_failed(api, op->t, status, result);
-    op_free(op);
+    onair_flow_problem(f, ONAIR_ENOTFOUND, "question_not_found", "no such question on this stream",
+                       NULL);
 }
 
-/* rc of a call that answers through a callback: when it was refused the callback never
- * runs, so answer now. */
-static void fail_unless_started(op_t *op, int rc)
-{
-    if (rc != ONAIR_OK)
-        failed(op, rc, NULL);
-}
-
-static void reply_question(op_t *op, int http_status, json_t *doc)
-{
-    json_t *q = view(doc, op->uid);
-    reply(op, http_status, q ? json_pack("{s:o}", "question", q) : NULL);
-}
-
-static void question_not_found(op_t *op)
-{
-    problem(op, ONAIR_ENOTFOUND, "question_not_found", "no such question on this stream");
-}
-
+/* {"filter": this question of this stream} */
 static json_t *question_filter(op_t *op)
 {
     return json_pack("{s:{s:s,s:s}}", "filter", "_id", op->qid, "stream", op->sid);
 }
 
-/* ---- after the access check ----------------------------------------------------------- */
+/* ---- the steps after the access check ------------------------------------------------------
+ * Each gets the previous call's status and result; ONAIR_THEN hands the next one its call's
+ * result, a synchronous refusal included. */
 
+static void asked(onair_flow_t *f, int status, json_t *result);
+static void vote_allowed(onair_flow_t *f, int status, json_t *result);
+static void vote_counted(onair_flow_t *f, int status, json_t *result);
+static void loaded(onair_flow_t *f, int status, json_t *result);
+static void pin_loaded(onair_flow_t *f, int status, json_t *result);
+static void modified(onair_flow_t *f, int status, json_t *result);
+static void listed(onair_flow_t *f, int status, json_t *result);
+
+/* A hook run answers with a verdict: deny and hold end the op here, allow and rewrite go
+ * on to the flow's next step with the rewritten data (NULL when unchanged). */
 static void hook_done(int verdict, json_t *data, int rewritten, const char *reason,
-                      const char *decided_by, void *ud);
-static void loaded(int status, json_t *result, void *ud);
-static void modified(int status, json_t *result, void *ud);
-static void listed(int status, json_t *result, void *ud);
+                      const char *decided_by, void *ud)
+{
+    (void)decided_by; /* the filters' reasons name them */
+    if (verdict != ONAIR_HOOK_ALLOW && verdict != ONAIR_HOOK_REWRITE) {
+        const char *why = verdict == ONAIR_HOOK_HOLD ? "held for review" : "refused";
+        return onair_flow_problem(ud, ONAIR_EPERM, "denied", reason && *reason ? reason : why,
+                                  NULL);
+    }
+    onair_flow_cb(ONAIR_OK, rewritten ? data : NULL, ud);
+}
 
-static void run_hook(op_t *op, const char *chain, json_t *data)
+static void run_hook(op_t *op, const char *chain, json_t *data, onair_flow_step_fn next)
 {
     json_t *ctx = json_pack("{s:s,s:s?}", "stream", op->sid, "user", op->uid);
     if (ctx && op->conn)
         json_object_set_new(ctx, "conn", json_integer((json_int_t)op->conn));
-    fail_unless_started(op, api->hook_run(op->st->self, chain, data, ctx, hook_done, op));
+    ONAIR_THEN(&op->flow, next, api->hook_run(op->st->self, chain, data, ctx, hook_done, op));
 }
 
-/* answer, pin, unpin, dismiss: the caller is staff */
+/* answer, unpin, dismiss: one find_and_modify */
 static void moderate(op_t *op)
 {
     json_int_t now = (json_int_t)api->now_ms(op->st->self);
-    json_t *set = NULL;
-    switch (op->kind) {
-    case OP_PIN:
-        /* load it first: a missing or dismissed question must not unpin the others */
-        fail_unless_started(
-            op, api->store_find_one(op->st->questions, question_filter(op), loaded, op));
-        return;
-    case OP_ANSWER:
+    json_t *set;
+    if (op->kind == OP_ANSWER)
         set = json_pack("{s:s,s:s?,s:s,s:I,s:I}", "status", "answered", "answer_text", op->text,
                         "answered_by", op->uid, "answered_at", now, "updated_at", now);
-        break;
-    case OP_UNPIN:
+    else if (op->kind == OP_UNPIN)
         set = json_pack("{s:b,s:I}", "pinned", 0, "updated_at", now);
-        break;
-    case OP_DISMISS:
+    else
         set = json_pack("{s:s,s:b,s:I}", "status", "dismissed", "pinned", 0, "updated_at", now);
-        break;
-    }
     json_t *spec = question_filter(op);
     json_object_set_new(spec, "update", json_pack("{s:o}", "$set", set));
     json_object_set_new(spec, "return", json_string("after"));
-    fail_unless_started(op, api->store_find_and_modify(op->st->questions, spec, modified, op));
+    ONAIR_THEN(&op->flow, modified,
+               api->store_find_and_modify(op->st->questions, spec, onair_flow_cb, op));
 }
 
-static void access_done(int status, json_t *result, void *ud)
+static void access_checked(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
     /* banned from a private stream she could otherwise see (streams.access asks moderation) */
     if (json_is_true(json_object_get(result, "banned")) &&
-        !json_is_true(json_object_get(result, "visible"))) {
-        problem(op, ONAIR_EPERM, "banned", "you are banned from this stream");
-        return;
-    }
+        !json_is_true(json_object_get(result, "visible")))
+        return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream",
+                                  NULL);
     if (!json_is_true(json_object_get(result, "found")) ||
-        !json_is_true(json_object_get(result, "visible"))) {
-        problem(op, ONAIR_ENOTFOUND, "stream_not_found", "no such stream");
-        return;
-    }
+        !json_is_true(json_object_get(result, "visible")))
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
     int staff = json_is_true(json_object_get(result, "is_owner")) ||
                 json_is_true(json_object_get(result, "is_moderator"));
-    json_int_t now = (json_int_t)api->now_ms(op->st->self);
+    onair_coll_t *questions = op->st->questions;
     switch (op->kind) {
     case OP_ASK:
-        run_hook(op, "qa.ask", json_pack("{s:s,s:s}", "stream", op->sid, "text", op->text));
-        break;
+        return run_hook(op, "qa.ask", json_pack("{s:s,s:s}", "stream", op->sid, "text", op->text),
+                        asked);
     case OP_VOTE:
-        run_hook(op, "qa.vote", json_pack("{s:s,s:s}", "stream", op->sid, "question", op->qid));
-        break;
+        return run_hook(op, "qa.vote",
+                        json_pack("{s:s,s:s}", "stream", op->sid, "question", op->qid),
+                        vote_allowed);
     case OP_UNVOTE: /* matches only when she voted; not filtered by a hook chain */
-        fail_unless_started(
-            op, api->store_update(op->st->questions,
-                                  json_pack("{s:{s:s,s:s,s:s},s:{s:{s:s},s:{s:i},s:{s:I}}}",
-                                            "filter", "_id", op->qid, "stream", op->sid, "voters",
-                                            op->uid, "update", "$pull", "voters", op->uid, "$inc",
-                                            "votes", -1, "$set", "updated_at", now),
-                                  modified, op));
-        break;
+        ONAIR_THEN(f, vote_counted,
+                   api->store_update(questions,
+                                     json_pack("{s:{s:s,s:s,s:s},s:{s:{s:s},s:{s:i},s:{s:I}}}",
+                                               "filter", "_id", op->qid, "stream", op->sid,
+                                               "voters", op->uid, "update", "$pull", "voters",
+                                               op->uid, "$inc", "votes", -1, "$set", "updated_at",
+                                               (json_int_t)api->now_ms(op->st->self)),
+                                     onair_flow_cb, f));
+        return;
     case OP_LIST: {
         json_t *spec = op->spec;
         op->spec = NULL;
-        fail_unless_started(op, api->store_find(op->st->questions, spec, listed, op));
-        break;
+        ONAIR_THEN(f, listed, api->store_find(questions, spec, onair_flow_cb, f));
+        return;
     }
     case OP_GET:
-        fail_unless_started(
-            op, api->store_find_one(op->st->questions, question_filter(op), loaded, op));
-        break;
+        ONAIR_THEN(f, loaded,
+                   api->store_find_one(questions, question_filter(op), onair_flow_cb, f));
+        return;
     case OP_WATCH: {
         char topic[64];
         topic_of(op->sid, topic, sizeof topic);
         int rc = api->ws_subscribe(op->conn, topic);
         if (rc != ONAIR_OK)
-            failed(op, rc, NULL);
-        else
-            reply(op, 200, json_pack("{s:s,s:s}", "watching", op->sid, "topic", topic));
-        break;
+            return onair_flow_fail(f, rc, NULL);
+        return onair_flow_reply(f, 200,
+                                json_pack("{s:s,s:s}", "watching", op->sid, "topic", topic));
     }
-    default:
-        if (staff)
-            moderate(op);
-        else
-            problem(op, ONAIR_EPERM, "forbidden",
-                    "only the stream's owner or a moderator may do this");
     }
+    if (!staff) /* answer, pin, unpin, dismiss */
+        return onair_flow_problem(f, ONAIR_EPERM, "forbidden",
+                                  "only the stream's owner or a moderator may do this", NULL);
+    if (op->kind != OP_PIN)
+        return moderate(op);
+    /* load it first: a missing or dismissed question must not unpin the others */
+    ONAIR_THEN(f, pin_loaded,
+               api->store_find_one(questions, question_filter(op), onair_flow_cb, f));
 }
 
-/* ---- asking and voting ------------------------------------------------------------------ */
+/* ---- asking ------------------------------------------------------------------------------- */
 
-static void inserted(int status, json_t *result, void *ud)
+static void inserted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
     json_object_set(op->doc, "_id", json_array_get(json_object_get(result, "ids"), 0));
     publish(op, "qa.asked", op->doc);
     api->bus_publish(op->st->self, "qa.asked", json_pack("{s:O}", "question", op->doc));
-    reply_question(op, 201, op->doc);
+    reply_question(f, 201, op->doc);
 }
 
-static void insert_question(op_t *op)
+/* The author's account, for her name: none (an API-key token) or none readable: no name. */
+static void author_loaded(onair_flow_t *f, int status, json_t *result)
 {
-    json_int_t now = (json_int_t)api->now_ms(op->st->self);
-    op->doc = json_pack("{s:s,s:s?,s:s?,s:s,s:s,s:b,s:i,s:[],s:n,s:n,s:n,s:I,s:I}", "stream",
-                        op->sid, "author", op->uid, "author_name", op->name, "text", op->text,
-                        "status", "open", "pinned", 0, "votes", 0, "voters", "answer_text",
-                        "answered_by", "answered_at", "created_at", now, "updated_at", now);
-    if (!op->doc) {
-        failed(op, ONAIR_ENOMEM, NULL);
-        return;
-    }
-    fail_unless_started(
-        op, api->store_insert(op->st->questions, json_deep_copy(op->doc), inserted, op));
-}
-
-static void author_loaded(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     json_t *user = json_object_get(result, "user");
     const char *name = onair_str(user, "display_name");
     if (!name || !*name)
         name = onair_str(user, "username");
     if (status == ONAIR_OK && name)
         op->name = onair_strdup(name);
-    insert_question(op); /* no account (an API-key token): no name */
+    json_int_t now = (json_int_t)api->now_ms(op->st->self);
+    op->doc = json_pack("{s:s,s:s?,s:s?,s:s,s:s,s:b,s:i,s:[],s:n,s:n,s:n,s:I,s:I}", "stream",
+                        op->sid, "author", op->uid, "author_name", op->name, "text", op->text,
+                        "status", "open", "pinned", 0, "votes", 0, "voters", "answer_text",
+                        "answered_by", "answered_at", "created_at", now, "updated_at", now);
+    if (!op->doc)
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
+    ONAIR_THEN(f, inserted,
+               api->store_insert(op->st->questions, json_deep_copy(op->doc), onair_flow_cb, f));
 }
 
-static void hook_done(int verdict, json_t *data, int rewritten, const char *reason,
-                      const char *decided_by, void *ud)
+/* The qa.ask chain allowed it. result: the data a filter rewrote (NULL when none did), or
+ * the error of a hook run that did not start. */
+static void asked(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    (void)decided_by; /* the filters' reasons name them */
-    if (verdict != ONAIR_HOOK_ALLOW && verdict != ONAIR_HOOK_REWRITE) { /* deny, hold */
-        const char *why = verdict == ONAIR_HOOK_HOLD ? "held for review" : "refused";
-        problem(op, ONAIR_EPERM, "denied", reason && *reason ? reason : why);
-        return;
-    }
-    if (op->kind == OP_VOTE) {
-        json_int_t now = (json_int_t)api->now_ms(op->st->self);
-        fail_unless_started(
-            op, api->store_update(op->st->questions,
-                                  json_pack("{s:{s:s,s:s,s:s,s:{s:s}},s:{s:{s:s},s:{s:i},s:{s:I}}}",
-                                            "filter", "_id", op->qid, "stream", op->sid, "status",
-                                            "open", "voters", "$ne", op->uid, "update", "$push",
-                                            "voters", op->uid, "$inc", "votes", 1, "$set",
-                                            "updated_at", now),
-                                  modified, op));
-        return;
-    }
-    if (rewritten) { /* a filter changed the text: it must still be a valid question */
-        char *text = clean_text(onair_str(data, "text"), TEXT_MAX);
-        if (!text) {
-            problem(op, ONAIR_EPERM, "denied", "the question was filtered out");
-            return;
-        }
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (result) { /* rewritten: it must still be a valid question */
+        char *text = clean_text(onair_str(result, "text"), TEXT_MAX);
+        if (!text)
+            return onair_flow_problem(f, ONAIR_EPERM, "denied", "the question was filtered out",
+                                      NULL);
         free(op->text);
         op->text = text;
     }
-    if (api->user_get(op->st->self, op->uid, author_loaded, op) != ONAIR_OK)
-        insert_question(op);
+    ONAIR_THEN(f, author_loaded, api->user_get(op->st->self, op->uid, onair_flow_cb, f));
 }
 
-/* ---- store results ---------------------------------------------------------------------- */
+/* ---- voting --------------------------------------------------------------------------------- */
 
-static void pinned(int status, json_t *result, void *ud)
+/* The qa.vote chain allowed it (a rewrite changes nothing: the vote is for the question). */
+static void vote_allowed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    ONAIR_THEN(f, vote_counted,
+               api->store_update(op->st->questions,
+                                 json_pack("{s:{s:s,s:s,s:s,s:{s:s}},s:{s:{s:s},s:{s:i},s:{s:I}}}",
+                                           "filter", "_id", op->qid, "stream", op->sid, "status",
+                                           "open", "voters", "$ne", op->uid, "update", "$push",
+                                           "voters", op->uid, "$inc", "votes", 1, "$set",
+                                           "updated_at", (json_int_t)api->now_ms(op->st->self)),
+                                 onair_flow_cb, f));
+}
+
+static void vote_reloaded(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
-    if (!json_is_object(doc)) {
-        question_not_found(op); /* deleted in between */
-        return;
-    }
-    size_t i;
-    json_t *u;
-    json_array_foreach(op->unpinned, i, u)
-    {
-        json_object_set_new(u, "pinned", json_false());
-        publish(op, "qa.unpinned", u);
-    }
-    publish(op, "qa.pinned", doc);
-    reply_question(op, 200, doc);
-}
-
-static void others_unpinned(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
-    json_t *spec = question_filter(op);
-    json_object_set_new(spec, "update",
-                        json_pack("{s:{s:b,s:I}}", "$set", "pinned", 1, "updated_at",
-                                  (json_int_t)api->now_ms(op->st->self)));
-    json_object_set_new(spec, "return", json_string("after"));
-    fail_unless_started(op, api->store_find_and_modify(op->st->questions, spec, pinned, op));
-}
-
-static void pinned_found(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
-    op->unpinned = json_incref(json_object_get(result, "docs"));
-    json_int_t now = (json_int_t)api->now_ms(op->st->self);
-    fail_unless_started(op, api->store_update(op->st->questions,
-                                              json_pack("{s:{s:s,s:b,s:{s:s}},s:{s:{s:b,s:I}},s:b}",
-                                                        "filter", "stream", op->sid, "pinned", 1,
-                                                        "_id", "$ne", op->qid, "update", "$set",
-                                                        "pinned", 0, "updated_at", now, "multi", 1),
-                                              others_unpinned, op));
-}
-
-/* find_one done: GET, the first step of pin, and why a vote matched nothing */
-static void loaded(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    json_t *doc = json_object_get(result, "doc");
-    const char *qstatus = onair_str(doc, "status");
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-    } else if (!json_is_object(doc)) {
-        question_not_found(op);
-    } else if (op->kind == OP_PIN && qstatus && !strcmp(qstatus, "dismissed")) {
-        problem(op, ONAIR_ECONFLICT, "question_dismissed", "a dismissed question cannot be pinned");
-    } else if (op->kind == OP_PIN) {
-        fail_unless_started(
-            op, api->store_find(op->st->questions,
-                                json_pack("{s:{s:s,s:b,s:{s:s}},s:i}", "filter", "stream", op->sid,
-                                          "pinned", 1, "_id", "$ne", op->qid, "limit", 100),
-                                pinned_found, op));
-    } else if (op->kind == OP_VOTE && (!qstatus || strcmp(qstatus, "open"))) {
-        problem(op, ONAIR_ECONFLICT, "question_closed", "only open questions can be voted on");
-    } else if (op->kind == OP_VOTE) {
-        problem(op, ONAIR_ECONFLICT, "already_voted", "you have already voted for this question");
-    } else if (op->kind == OP_UNVOTE) {
-        problem(op, ONAIR_ECONFLICT, "not_voted", "you have not voted for this question");
-    } else {
-        reply_question(op, 200, doc);
-    }
-}
-
-static void vote_reloaded(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    json_t *doc = json_object_get(result, "doc");
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
-    if (!json_is_object(doc)) {
-        question_not_found(op); /* deleted in between */
-        return;
-    }
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc))
+        return question_not_found(f); /* deleted in between */
     char topic[64];
     topic_of(op->sid, topic, sizeof topic);
     api->ws_publish(topic, "qa.voted",
                     json_pack("{s:s,s:s,s:I}", "stream", op->sid, "question", op->qid, "votes",
                               json_integer_value(json_object_get(doc, "votes"))));
-    reply_question(op, 200, doc);
+    reply_question(f, 200, doc);
 }
 
-/* find_and_modify (answer, unpin, dismiss) or update (vote, unvote) done */
-static void modified(int status, json_t *result, void *ud)
+/* The vote (or unvote) update: reload the question to publish its count, or, when nothing
+ * matched, to tell why (loaded). */
+static void vote_counted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
-    if (op->kind == OP_VOTE || op->kind == OP_UNVOTE) {
-        /* reload it: to publish the count, or (nothing matched) to tell why */
-        int counted = json_integer_value(json_object_get(result, "matched")) > 0;
-        fail_unless_started(op, api->store_find_one(op->st->questions, question_filter(op),
-                                                    counted ? vote_reloaded : loaded, op));
-        return;
-    }
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    int counted = json_integer_value(json_object_get(result, "matched")) > 0;
+    ONAIR_THEN(f, counted ? vote_reloaded : loaded,
+               api->store_find_one(op->st->questions, question_filter(op), onair_flow_cb, f));
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+/* find_one done: GET, and why a vote or unvote matched nothing */
+static void loaded(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc)) {
-        question_not_found(op);
-        return;
-    }
-    publish(op,
-            op->kind == OP_ANSWER  ? "qa.answered"
-            : op->kind == OP_UNPIN ? "qa.unpinned"
-                                   : "qa.dismissed",
-            doc);
-    reply_question(op, 200, doc);
+    const char *qstatus = onair_str(doc, "status");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc))
+        return question_not_found(f);
+    if (op->kind == OP_VOTE && (!qstatus || strcmp(qstatus, "open")))
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "question_closed",
+                                  "only open questions can be voted on", NULL);
+    if (op->kind == OP_VOTE)
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "already_voted",
+                                  "you have already voted for this question", NULL);
+    if (op->kind == OP_UNVOTE)
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "not_voted",
+                                  "you have not voted for this question", NULL);
+    reply_question(f, 200, doc);
 }
 
-static void listed(int status, json_t *result, void *ud)
+static void listed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status == ONAIR_EINVAL) { /* the store refuses a cursor it did not make */
-        problem(op, ONAIR_EINVAL, "invalid_query", "after is not a valid cursor");
-        return;
-    }
-    if (status != ONAIR_OK) {
-        failed(op, status, result);
-        return;
-    }
+    op_t *op = (op_t *)f;
+    if (status == ONAIR_EINVAL) /* the store refuses a cursor it did not make */
+        return onair_flow_problem(f, ONAIR_EINVAL, "invalid_query", "after is not a valid cursor",
+                                  NULL);
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
     json_t *list = json_array();
     size_t i;
     json_t *d;
@@ -608,23 +498,111 @@ static void listed(int status, json_t *result, void *ud)
         json_array_append_new(list, view(d, op->uid));
     }
     json_t *next = json_object_get(result, "next");
-    reply(op, 200, json_pack("{s:o,s:O}", "questions", list, "next", next ? next : json_null()));
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:O}", "questions", list, "next", next ? next : json_null()));
+}
+
+/* ---- moderating ----------------------------------------------------------------------------- */
+
+/* find_and_modify of answer, unpin, dismiss done */
+static void modified(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc))
+        return question_not_found(f);
+    publish(op,
+            op->kind == OP_ANSWER  ? "qa.answered"
+            : op->kind == OP_UNPIN ? "qa.unpinned"
+                                   : "qa.dismissed",
+            doc);
+    reply_question(f, 200, doc);
+}
+
+/* Pinning: load the question, find the stream's pinned ones, unpin them, pin it. */
+static void pinned(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc))
+        return question_not_found(f); /* deleted in between */
+    size_t i;
+    json_t *u;
+    json_array_foreach(op->unpinned, i, u)
+    {
+        json_object_set_new(u, "pinned", json_false());
+        publish(op, "qa.unpinned", u);
+    }
+    publish(op, "qa.pinned", doc);
+    reply_question(f, 200, doc);
+}
+
+static void others_unpinned(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_t *spec = question_filter(op);
+    json_object_set_new(spec, "update",
+                        json_pack("{s:{s:b,s:I}}", "$set", "pinned", 1, "updated_at",
+                                  (json_int_t)api->now_ms(op->st->self)));
+    json_object_set_new(spec, "return", json_string("after"));
+    ONAIR_THEN(f, pinned, api->store_find_and_modify(op->st->questions, spec, onair_flow_cb, f));
+}
+
+static void pinned_found(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    op->unpinned = json_incref(json_object_get(result, "docs"));
+    ONAIR_THEN(f, others_unpinned,
+               api->store_update(op->st->questions,
+                                 json_pack("{s:{s:s,s:b,s:{s:s}},s:{s:{s:b,s:I}},s:b}", "filter",
+                                           "stream", op->sid, "pinned", 1, "_id", "$ne", op->qid,
+                                           "update", "$set", "pinned", 0, "updated_at",
+                                           (json_int_t)api->now_ms(op->st->self), "multi", 1),
+                                 onair_flow_cb, f));
+}
+
+static void pin_loaded(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    json_t *doc = json_object_get(result, "doc");
+    const char *qstatus = onair_str(doc, "status");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc))
+        return question_not_found(f);
+    if (qstatus && !strcmp(qstatus, "dismissed"))
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "question_dismissed",
+                                  "a dismissed question cannot be pinned", NULL);
+    ONAIR_THEN(f, pinned_found,
+               api->store_find(op->st->questions,
+                               json_pack("{s:{s:s,s:b,s:{s:s}},s:i}", "filter", "stream", op->sid,
+                                         "pinned", 1, "_id", "$ne", op->qid, "limit", 100),
+                               onair_flow_cb, f));
 }
 
 /* ---- entry points ----------------------------------------------------------------------- */
 
 /* Every handler ends here: the op's stream (and question) ids are checked and copied, and
- * streams.access is asked about the stream for this user; the op goes on in access_done.
+ * streams.access is asked about the stream for this user; the op goes on in access_checked.
  * Path ids that cannot exist are not found (ids in message data are declared ONAIR_CFG_ID,
  * so the host answered those already). Returns the handler's status. */
 static int start(op_t *op, const char *sid, const char *qid)
 {
+    onair_flow_t *f = &op->flow;
     if (!onair_is_id(sid)) {
-        problem(op, ONAIR_ENOTFOUND, "stream_not_found", "no such stream");
+        onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
         return ONAIR_OK;
     }
     if (qid && !onair_is_id(qid)) {
-        question_not_found(op);
+        question_not_found(f);
         return ONAIR_OK;
     }
     memcpy(op->sid, sid, sizeof op->sid);
@@ -632,12 +610,8 @@ static int start(op_t *op, const char *sid, const char *qid)
         memcpy(op->qid, qid, sizeof op->qid);
     json_t *args =
         json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
-    int rc = api->service_call(op->st->self, "streams.access", args, access_done, op);
-    if (rc != ONAIR_OK) {
-        op_free(op); /* the host answers rc */
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(f, access_checked,
+                      api->service_call(op->st->self, "streams.access", args, onair_flow_cb, f));
 }
 
 /* An op on a question, for the routes under .../questions/{qid} without a body. */
@@ -714,7 +688,7 @@ static int get_list(onair_req_t *req, void *ud)
     op->spec = json_pack("{s:o,s:o,s:i,s:s?}", "filter", filter, "sort", order, "limit", (int)limit,
                          "after", after);
     if (!op->spec) {
-        op_free(op);
+        op_free(&op->flow);
         return ONAIR_ENOMEM;
     }
     return start(op, sid, NULL);
