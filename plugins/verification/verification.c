@@ -19,7 +19,10 @@
  * concurrent guessing gains nothing. Codes and tokens are logged only by the `log`
  * transport (development only); the SMTP password never is.
  *
- * Endpoints (plugins/verification/README.md):
+ * Bodies are declared schemas: the host answers missing_field / invalid_field / unknown_field
+ * (with a `field` member) before a handler runs. Errors: plugins/verification/README.md.
+ *
+ * Endpoints:
  *   POST /api/v1/verification/start          user   mail a code and a link (202)
  *   POST /api/v1/verification/verify         user   {"code": "123456"}
  *   GET  /api/v1/verification/link?token=..  public the link in the mail
@@ -29,7 +32,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf, explicit_bzero, getrandom */
 #endif
-#include <onair/plugin.h>
+#include <onair/util.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -45,14 +48,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CODE_DIGITS   6
-#define TOKEN_BYTES   32
-#define TOKEN_CHARS   43 /* base64url of 32 bytes, unpadded */
-#define SALT_BYTES    16
-#define RESEND_LIMIT  "verification.resend"
-#define MAIL_SUBJECT  "Your onair verification code"
-#define PROBLEM_CTYPE "application/problem+json"
-#define LINK_PATH     "/api/v1/verification/link"
+#define CODE_DIGITS  6
+#define TOKEN_BYTES  32
+#define TOKEN_CHARS  43 /* base64url of 32 bytes, unpadded */
+#define SALT_BYTES   16
+#define RESEND_LIMIT "verification.resend"
+#define MAIL_SUBJECT "Your onair verification code"
+#define LINK_PATH    "/api/v1/verification/link"
 
 enum transport { MAIL_SMTP, MAIL_LOG, MAIL_MAILDIR };
 
@@ -69,102 +71,73 @@ typedef struct ver {
 } ver_t;
 
 static const onair_config_key_t ver_config[] = {
-    {.size = sizeof(onair_config_key_t),
-     .key = "transport",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "smtp",
-     .choices = "smtp|log|maildir",
-     .doc = "How mails go out: smtp (deliver through smtp.url), or for development only: "
-            "maildir (write each mail as a .eml file under `maildir`) or log (write To, "
-            "Subject, the code and the link to the server log)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "maildir",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "",
-     .max = 1024,
-     .flags = ONAIR_CFG_HAS_MAX,
-     .doc = "Directory of the maildir transport's .eml files (relative: to the working "
-            "directory); empty: <storage.data_dir>/mail."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "smtp.url",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "smtp://127.0.0.1:25",
-     .doc = "The mail server: smtp://host:port (STARTTLS per smtp.starttls) or smtps://host:port "
-            "(implicit TLS)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "smtp.username",
-     .type = ONAIR_CFG_STRING,
-     .doc = "SMTP AUTH user name (empty: no authentication)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "smtp.password",
-     .type = ONAIR_CFG_STRING,
-     .flags = ONAIR_CFG_SECRET,
-     .doc = "SMTP AUTH password; write ${ENV_VAR} to take it from the environment."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "smtp.starttls",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "try",
-     .choices = "off|try|required",
-     .doc = "STARTTLS on smtp:// URLs: off, try (use it when offered) or required."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "smtp.timeout_ms",
-     .type = ONAIR_CFG_INT,
-     .default_value = "10000",
-     .min = 100,
-     .max = 120000,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "Give up on the mail server after this long (connect and whole transfer)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "from",
-     .type = ONAIR_CFG_STRING,
-     .min = 3,
-     .max = 256,
-     .flags = ONAIR_CFG_REQUIRED | ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "The sender: \"Name <address>\" or a bare address."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "public_url",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "",
-     .max = 512,
-     .flags = ONAIR_CFG_HAS_MAX,
-     .doc = "This server's public base URL (https://live.example.com); the link is "
-            "<public_url>/api/v1/verification/link. Empty: derived from server.host and the "
-            "port the server listens on (0.0.0.0 and :: become localhost)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "link_base_url",
-     .type = ONAIR_CFG_STRING,
-     .default_value = "",
-     .max = 512,
-     .flags = ONAIR_CFG_HAS_MAX,
-     .doc = "The link in the mail is <link_base_url>?token=<token>: the public URL of GET "
-            "/api/v1/verification/link (or of a page of yours that calls it). Empty: "
-            "<public_url>/api/v1/verification/link."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "code_ttl_s",
-     .type = ONAIR_CFG_INT,
-     .default_value = "900",
-     .min = 1,
-     .max = 86400,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "How long a code and a link stay valid, in seconds."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "max_attempts",
-     .type = ONAIR_CFG_INT,
-     .default_value = "5",
-     .min = 1,
-     .max = 20,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "Wrong codes allowed before the code is burnt."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "resend_per_hour",
-     .type = ONAIR_CFG_INT,
-     .default_value = "3",
-     .min = 1,
-     .max = 100,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "Verification mails per user per hour (the rate limit verification.resend; "
-            "rate_limits: in onair.yaml overrides it)."},
-    {0},
+    ONAIR_FIELD("transport", ONAIR_CFG_STRING, .default_value = "smtp",
+                .choices = "smtp|log|maildir",
+                .doc = "How mails go out: smtp (deliver through smtp.url), or for development "
+                       "only: maildir (write each mail as a .eml file under `maildir`) or log "
+                       "(write To, Subject, the code and the link to the server log)."),
+    ONAIR_FIELD("maildir", ONAIR_CFG_STRING, .default_value = "", .flags = ONAIR_CFG_HAS_MAX,
+                .max = 1024,
+                .doc = "Directory of the maildir transport's .eml files (relative: to the "
+                       "working directory); empty: <storage.data_dir>/mail."),
+    ONAIR_FIELD("smtp.url", ONAIR_CFG_STRING, .default_value = "smtp://127.0.0.1:25",
+                .doc = "The mail server: smtp://host:port (STARTTLS per smtp.starttls) or "
+                       "smtps://host:port (implicit TLS)."),
+    ONAIR_FIELD("smtp.username", ONAIR_CFG_STRING,
+                .doc = "SMTP AUTH user name (empty: no authentication)."),
+    ONAIR_FIELD("smtp.password", ONAIR_CFG_STRING, .flags = ONAIR_CFG_SECRET,
+                .doc = "SMTP AUTH password; write ${ENV_VAR} to take it from the environment."),
+    ONAIR_FIELD("smtp.starttls", ONAIR_CFG_STRING, .default_value = "try",
+                .choices = "off|try|required",
+                .doc = "STARTTLS on smtp:// URLs: off, try (use it when offered) or required."),
+    ONAIR_FIELD("smtp.timeout_ms", ONAIR_CFG_INT, .default_value = "10000", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(100, 120000),
+                .doc = "Give up on the mail server after this long (connect and whole "
+                       "transfer)."),
+    ONAIR_FIELD("from", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(3, 256), .doc = "The sender: \"Name <address>\" or a bare address."),
+    ONAIR_FIELD("public_url", ONAIR_CFG_STRING, .default_value = "", .flags = ONAIR_CFG_HAS_MAX,
+                .max = 512,
+                .doc = "This server's public base URL (https://live.example.com); the link is "
+                       "<public_url>/api/v1/verification/link. Empty: derived from server.host "
+                       "and the port the server listens on (0.0.0.0 and :: become localhost)."),
+    ONAIR_FIELD("link_base_url", ONAIR_CFG_STRING, .default_value = "", .flags = ONAIR_CFG_HAS_MAX,
+                .max = 512,
+                .doc = "The link in the mail is <link_base_url>?token=<token>: the public URL of "
+                       "GET /api/v1/verification/link (or of a page of yours that calls it). "
+                       "Empty: <public_url>/api/v1/verification/link."),
+    ONAIR_FIELD("code_ttl_s", ONAIR_CFG_INT, .default_value = "900", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 86400),
+                .doc = "How long a code and a link stay valid, in seconds."),
+    ONAIR_FIELD("max_attempts", ONAIR_CFG_INT, .default_value = "5", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 20), .doc = "Wrong codes allowed before the code is burnt."),
+    ONAIR_FIELD("resend_per_hour", ONAIR_CFG_INT, .default_value = "3", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 100),
+                .doc = "Verification mails per user per hour (the rate limit "
+                       "verification.resend; rate_limits: in onair.yaml overrides it)."),
+    ONAIR_END,
+};
+
+/* ---- request bodies -------------------------------------------------------------------
+ * Checked by the host before the handler (400 missing_field / invalid_field / unknown_field
+ * with `field`), except start_body: that body is optional, so start checks it itself. */
+
+/* POST /api/v1/verification/start: none or {} */
+static const onair_config_key_t start_body[] = {
+    ONAIR_END,
+};
+
+/* POST /api/v1/verification/verify; the handler checks that the 6 characters are digits */
+static const onair_config_key_t verify_body[] = {
+    ONAIR_FIELD("code", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(CODE_DIGITS, CODE_DIGITS)),
+    ONAIR_END,
+};
+
+/* POST /api/v1/verification/users/{id} */
+static const onair_config_key_t set_verified_body[] = {
+    ONAIR_FIELD("verified", ONAIR_CFG_BOOL, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_END,
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -330,69 +303,11 @@ static int from_address(const char *from, char *out, size_t len)
     return address_ok(out) ? 0 : -1;
 }
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 409:
-        return "Conflict";
-    case 429:
-        return "Too Many Requests";
-    case 502:
-        return "Bad Gateway";
-    default:
-        return "Error";
-    }
-}
-
-/* problem+json as the host renders it, plus extra members (stolen, may be NULL). */
-static int problem_ext(onair_req_t *req, int status, const char *code, const char *detail,
-                       json_t *extra)
-{
-    json_t *o = json_pack("{s:s+,s:s,s:i,s:s,s:s,s:s}", "type", "urn:onair:problem:", code, "title",
-                          reason(status), "status", status, "code", code, "detail", detail,
-                          "instance", api->req_path(req));
-    const char *rid = api->req_id(req);
-    if (o && rid)
-        json_object_set_new(o, "request_id", json_string(rid));
-    if (o && extra)
-        json_object_update(o, extra);
-    json_decref(extra);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s)
-        return api->reply_problem(req, status, code, detail);
-    int rc = api->reply_raw(req, status, PROBLEM_CTYPE, s, strlen(s));
-    free(s);
-    return rc;
-}
-
+/* The error text of a failed store call's result, for the log. */
 static const char *store_error(json_t *result)
 {
-    return json_string_value(json_object_get(result, "error"));
-}
-
-/* 400 unknown_field for the first key of `body` not in `allowed` (NULL-terminated). */
-static int reject_unknown(onair_req_t *req, json_t *body, const char *const *allowed)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        int ok = 0;
-        for (size_t i = 0; allowed[i] && !ok; i++)
-            ok = !strcmp(key, allowed[i]);
-        if (!ok) {
-            char d[160];
-            snprintf(d, sizeof d, "unknown field '%.80s'", key);
-            api->reply_problem(req, 400, "unknown_field", d);
-            return 1;
-        }
-    }
-    return 0;
+    const char *e = onair_str(result, "error");
+    return e ? e : "store error";
 }
 
 static void ignore_result(int status, json_t *result, void *ud)
@@ -423,7 +338,7 @@ static void close_challenge(ver_t *st, const char *id)
 
 typedef struct op {
     ver_t *st;
-    onair_req_t *req;
+    onair_target_t t; /* answers the request */
     char *user_id;
     char *email;
     char *challenge_id;
@@ -448,8 +363,8 @@ static op_t *op_new(ver_t *st, onair_req_t *req, const char *user_id)
     if (!op)
         return NULL;
     op->st = st;
-    op->req = req;
-    if (user_id && !(op->user_id = strdup(user_id))) {
+    op->t = ONAIR_TARGET_REQ(req);
+    if (user_id && !(op->user_id = onair_strdup(user_id))) {
         free(op);
         return NULL;
     }
@@ -483,11 +398,34 @@ static void op_free(op_t *op)
     free(op);
 }
 
-/* Answer with a store/host failure and free the op. */
-static void op_fail(op_t *op, int status, const char *detail)
+/* A store, account or pool call failed (status, and its result when there is one): answer
+ * with the status and end the request. */
+static void op_store_failed(op_t *op, int status, json_t *result)
 {
-    api->reply_error(op->req, status, detail);
+    onair_store_failed(api, op->t, status, result);
     op_free(op);
+}
+
+static int user_not_found(onair_target_t t)
+{
+    return api->target_problem(t, ONAIR_ENOTFOUND, "user_not_found", "the account does not exist",
+                               NULL);
+}
+
+static int no_active_code(onair_target_t t)
+{
+    return api->target_problem(t, ONAIR_EINVAL, "no_active_code",
+                               "no active verification code (none sent, expired, used, replaced "
+                               "or burnt): start verification again",
+                               NULL);
+}
+
+static int invalid_link(onair_target_t t)
+{
+    return api->target_problem(t, ONAIR_EINVAL, "invalid_link",
+                               "this verification link is invalid, used or expired: start "
+                               "verification again",
+                               NULL);
 }
 
 /* ---- mail (pool thread) ---------------------------------------------------------------- */
@@ -738,8 +676,9 @@ static void start_mailed(int status, void *ud)
     ver_t *st = op->st;
     if (status != ONAIR_OK) { /* shutting down before the mail went out */
         close_challenge(st, op->challenge_id);
-        op_fail(op, status, "the server stopped before the mail was sent");
-        return;
+        api->target_problem(op->t, status, NULL, "the server stopped before the mail was sent",
+                            NULL);
+        return op_free(op);
     }
     char where[256];
     if (op->transport == MAIL_SMTP)
@@ -751,8 +690,8 @@ static void start_mailed(int status, void *ud)
     if (op->mail_ok) {
         api->log(st->self, ONAIR_LOG_INFO, "verification mail for user %s %s %s", op->user_id,
                  op->transport == MAIL_SMTP ? "accepted by" : "written to", where);
-        api->reply_json(op->req, 202,
-                        json_pack("{s:b,s:I}", "sent", 1, "expires_in", (json_int_t)op->ttl_s));
+        api->target_reply(op->t, 202,
+                          json_pack("{s:b,s:I}", "sent", 1, "expires_in", (json_int_t)op->ttl_s));
     } else {
         close_challenge(st, op->challenge_id);
         api->log(st->self, ONAIR_LOG_WARN, "verification mail for user %s via %s failed: %s",
@@ -762,7 +701,7 @@ static void start_mailed(int status, void *ud)
                  op->transport == MAIL_SMTP ? "the mail server did not take the message"
                                             : "the mail could not be written",
                  op->mail_err);
-        api->reply_problem(op->req, 502, "mail_failed", d);
+        api->target_problem(op->t, 502, "mail_failed", d, NULL);
     }
     op_free(op);
 }
@@ -770,7 +709,7 @@ static void start_mailed(int status, void *ud)
 static char *dup_config(ver_t *st, const char *key)
 {
     const char *v = api->config_string(st->self, key);
-    return strdup(v ? v : "");
+    return onair_strdup(v ? v : "");
 }
 
 static int transport_of(onair_plugin_t *self)
@@ -792,7 +731,7 @@ static char *link_base(ver_t *st, int *unknown)
 {
     const char *lb = api->config_string(st->self, "link_base_url");
     if (is_set(lb))
-        return strdup(lb);
+        return onair_strdup(lb);
     const char *pub = api->config_string(st->self, "public_url");
     if (!is_set(pub))
         pub = st->server_url;
@@ -812,7 +751,7 @@ static char *mail_dir(ver_t *st, int *unknown)
 {
     const char *dir = api->config_string(st->self, "maildir");
     if (is_set(dir))
-        return strdup(dir);
+        return onair_strdup(dir);
     if (!st->data_dir) {
         *unknown = 1;
         return NULL;
@@ -829,9 +768,9 @@ static void start_inserted(int status, json_t *result, void *ud)
     op_t *op = ud;
     ver_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
-    op->challenge_id = strdup(id ? id : "");
+    op->challenge_id = onair_strdup(id ? id : "");
     const char *tls = api->config_string(st->self, "smtp.starttls");
     op->use_ssl = !strcmp(tls, "off")        ? (long)CURLUSESSL_NONE
                   : !strcmp(tls, "required") ? (long)CURLUSESSL_ALL
@@ -845,12 +784,12 @@ static void start_inserted(int status, json_t *result, void *ud)
     if (!op->challenge_id || !op->smtp_url || !op->smtp_user || !op->smtp_pass || !op->from) {
         if (op->challenge_id)
             close_challenge(st, op->challenge_id);
-        return op_fail(op, ONAIR_ENOMEM, NULL);
+        return op_store_failed(op, ONAIR_ENOMEM, NULL);
     }
     int rc = api->work_submit(st->self, mail_work, start_mailed, op);
     if (rc != ONAIR_OK) {
         close_challenge(st, op->challenge_id);
-        op_fail(op, rc, "could not queue the mail");
+        op_store_failed(op, rc, NULL);
     }
 }
 
@@ -859,18 +798,22 @@ static void start_closed_old(int status, json_t *result, void *ud)
     op_t *op = ud;
     ver_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     unsigned char raw[TOKEN_BYTES], salt_raw[SALT_BYTES];
     char salt[SALT_BYTES * 2], code_hash[65], link_hash[65];
     if (make_code(op->code) || random_bytes(raw, sizeof raw) ||
-        random_bytes(salt_raw, sizeof salt_raw))
-        return op_fail(op, ONAIR_EINTERNAL, "no randomness available");
+        random_bytes(salt_raw, sizeof salt_raw)) {
+        api->target_problem(op->t, ONAIR_EINTERNAL, NULL, "no randomness available", NULL);
+        return op_free(op);
+    }
     b64url(raw, sizeof raw, op->token);
     b64url(salt_raw, sizeof salt_raw, salt);
     explicit_bzero(raw, sizeof raw);
     if (sha256_hex(salt, op->user_id, op->code, code_hash) ||
-        sha256_hex(op->token, NULL, NULL, link_hash))
-        return op_fail(op, ONAIR_EINTERNAL, "hashing failed");
+        sha256_hex(op->token, NULL, NULL, link_hash)) {
+        api->target_problem(op->t, ONAIR_EINTERNAL, NULL, "hashing failed", NULL);
+        return op_free(op);
+    }
     int64_t now = api->now_ms(st->self);
     json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:b,s:I,s:I}", "user_id", op->user_id,
                             "email", op->email, "salt", salt, "code_hash", code_hash, "link_hash",
@@ -878,7 +821,7 @@ static void start_closed_old(int status, json_t *result, void *ud)
                             "expires_at", (json_int_t)(now + op->ttl_s * 1000));
     int rc = api->store_insert(st->coll, doc, start_inserted, op);
     if (rc != ONAIR_OK)
-        op_fail(op, rc, "could not store the challenge");
+        op_store_failed(op, rc, NULL);
 }
 
 static void start_user(int status, json_t *result, void *ud)
@@ -886,80 +829,79 @@ static void start_user(int status, json_t *result, void *ud)
     op_t *op = ud;
     ver_t *st = op->st;
     if (status == ONAIR_ENOTFOUND) {
-        api->reply_problem(op->req, 404, "user_not_found", "the account does not exist");
+        user_not_found(op->t);
         return op_free(op);
     }
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     json_t *user = json_object_get(result, "user");
     if (json_is_true(json_object_get(user, "verified"))) {
-        api->reply_problem(op->req, 409, "already_verified", "the account is already verified");
+        api->target_problem(op->t, ONAIR_ECONFLICT, "already_verified",
+                            "the account is already verified", NULL);
         return op_free(op);
     }
-    const char *email = json_string_value(json_object_get(user, "email"));
+    const char *email = onair_str(user, "email");
     if (!address_ok(email)) {
-        api->reply_problem(op->req, 409, "no_email",
-                           "the account has no usable email address to send a code to");
+        api->target_problem(op->t, ONAIR_ECONFLICT, "no_email",
+                            "the account has no usable email address to send a code to", NULL);
         return op_free(op);
     }
     int unknown = 0;
     op->transport = transport_of(st->self);
     op->link_base = link_base(st, &unknown);
     if (!op->link_base && !unknown)
-        return op_fail(op, ONAIR_ENOMEM, NULL);
+        return op_store_failed(op, ONAIR_ENOMEM, NULL);
     if (op->transport == MAIL_MAILDIR && !unknown && !(op->mail_dir = mail_dir(st, &unknown)) &&
         !unknown)
-        return op_fail(op, ONAIR_ENOMEM, NULL);
+        return op_store_failed(op, ONAIR_ENOMEM, NULL);
     if (unknown) { /* before core.started: cannot happen once the server listens */
-        api->reply_problem(op->req, 503, "unavailable",
-                           "the server's address is not known yet (no core.started event): "
-                           "try again in a moment, or set public_url and maildir");
+        api->target_problem(op->t, ONAIR_EUNAVAILABLE, NULL,
+                            "the server's address is not known yet (no core.started event): "
+                            "try again in a moment, or set public_url and maildir",
+                            NULL);
         return op_free(op);
     }
     int64_t retry_ms = 0;
     int rc = api->ratelimit_hit(st->self, RESEND_LIMIT, op->user_id, &retry_ms);
     if (rc == ONAIR_ERATE) {
-        int64_t secs = retry_ms > 0 ? (retry_ms + 999) / 1000 : 1;
-        char ra[24], d[128];
-        snprintf(ra, sizeof ra, "%lld", (long long)secs);
-        snprintf(d, sizeof d, "too many verification mails: try again in %lld s", (long long)secs);
-        api->resp_header(op->req, "Retry-After", ra);
-        problem_ext(op->req, 429, "rate_limited", d,
-                    json_pack("{s:I}", "retry_after_s", (json_int_t)secs));
+        long long secs = retry_ms > 0 ? (retry_ms + 999) / 1000 : 1;
+        char d[128];
+        snprintf(d, sizeof d, "too many verification mails: try again in %lld s", secs);
+        onair_rate_limited(api, op->t, NULL, secs, d);
         return op_free(op);
     }
     if (rc != ONAIR_OK)
-        return op_fail(op, rc, "rate limit check failed");
-    if (!(op->email = strdup(email)))
-        return op_fail(op, ONAIR_ENOMEM, NULL);
+        return op_store_failed(op, rc, NULL);
+    if (!(op->email = onair_strdup(email)))
+        return op_store_failed(op, ONAIR_ENOMEM, NULL);
     op->ttl_s = api->config_int(st->self, "code_ttl_s");
     /* One open challenge per user: a new mail makes the older codes and links useless. */
     json_t *spec = json_pack("{s:{s:s,s:b},s:{s:{s:b}},s:b}", "filter", "user_id", op->user_id,
                              "used", 0, "update", "$set", "used", 1, "multi", 1);
     rc = api->store_update(st->coll, spec, start_closed_old, op);
     if (rc != ONAIR_OK)
-        op_fail(op, rc, "could not update challenges");
+        op_store_failed(op, rc, NULL);
 }
 
-/* The body is optional; if present it must be an empty JSON object. */
+/* The body is optional, so it is not declared on the route (that would require one): a
+ * body that is given must be a JSON object with no members. */
 static int post_start(onair_req_t *req, void *ud)
 {
     ver_t *st = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
     size_t len = 0;
-    const char *body = api->req_body(req, &len);
-    if (body && len) {
-        json_error_t err;
-        json_t *j = json_loadb(body, len, 0, &err);
-        if (!json_is_object(j)) {
-            json_decref(j);
-            return api->reply_problem(req, 400, "invalid_json",
-                                      "the body must be empty or a JSON object");
+    const char *text = api->req_body(req, &len);
+    if (len) {
+        json_t *body = json_loadb(text, len, 0, NULL);
+        if (!json_is_object(body)) {
+            json_decref(body);
+            return api->target_problem(t, ONAIR_EINVAL, "invalid_json",
+                                       "the body must be empty or a JSON object", NULL);
         }
-        static const char *const none[] = {NULL};
-        int bad = reject_unknown(req, j, none);
-        json_decref(j);
-        if (bad)
-            return ONAIR_OK;
+        int rc = api->body_check(start_body, body, t);
+        json_decref(body);
+        if (rc != ONAIR_OK)
+            return ONAIR_OK; /* answered */
     }
     op_t *op = op_new(st, req, api->req_user(req)->id);
     if (!op)
@@ -978,21 +920,21 @@ static void verify_user_set(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status == ONAIR_ENOTFOUND) {
-        api->reply_problem(op->req, 404, "user_not_found", "the account does not exist");
+        user_not_found(op->t);
         return op_free(op);
     }
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     api->log(op->st->self, ONAIR_LOG_INFO, "user %s verified by %s", op->user_id,
              op->code[0] ? "code" : "link");
-    if (op->want_json)
-        api->reply_json(op->req, 200, json_pack("{s:b}", "verified", 1));
-    else {
+    if (op->want_json) {
+        api->target_reply(op->t, 200, json_pack("{s:b}", "verified", 1));
+    } else { /* the link opened in a browser: a page, not JSON */
         static const char page[] =
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>Account verified</title>"
             "</head><body><h1>Your account is verified</h1><p>You can close this page and go "
             "back to the app.</p></body></html>\n";
-        api->reply_raw(op->req, 200, "text/html; charset=utf-8", page, sizeof page - 1);
+        api->reply_raw(op->t.req, 200, "text/html; charset=utf-8", page, sizeof page - 1);
     }
     op_free(op);
 }
@@ -1001,17 +943,16 @@ static void set_verified(op_t *op)
 {
     int rc = api->user_set_verified(op->st->self, op->user_id, 1, verify_user_set, op);
     if (rc != ONAIR_OK)
-        op_fail(op, rc, "could not mark the account verified");
+        op_store_failed(op, rc, NULL);
 }
 
 static void verify_claimed(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     if (!json_is_object(json_object_get(result, "doc"))) { /* lost a race with a new start */
-        api->reply_problem(op->req, 400, "no_active_code",
-                           "no active verification code: start verification again");
+        no_active_code(op->t);
         return op_free(op);
     }
     set_verified(op);
@@ -1021,10 +962,11 @@ static void verify_burnt(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
-    api->reply_problem(op->req, 400, "code_burnt",
-                       "too many wrong codes: this code and its link no longer work; start "
-                       "verification again");
+        return op_store_failed(op, status, result);
+    api->target_problem(op->t, ONAIR_EINVAL, "code_burnt",
+                        "too many wrong codes: this code and its link no longer work; start "
+                        "verification again",
+                        NULL);
     op_free(op);
 }
 
@@ -1033,19 +975,19 @@ static void verify_counted(int status, json_t *result, void *ud)
     op_t *op = ud;
     ver_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     json_t *doc = json_object_get(result, "doc");
     if (!json_is_object(doc)) {
-        api->reply_problem(op->req, 400, "no_active_code",
-                           "no active verification code (none sent, expired, used or burnt): "
-                           "start verification again");
+        no_active_code(op->t);
         return op_free(op);
     }
     const char *id = json_string_value(json_object_get(doc, "_id"));
     const char *salt = json_string_value(json_object_get(doc, "salt"));
     char hash[65] = "";
-    if (!id || !salt || sha256_hex(salt, op->user_id, op->code, hash))
-        return op_fail(op, ONAIR_EINTERNAL, "malformed challenge");
+    if (!id || !salt || sha256_hex(salt, op->user_id, op->code, hash)) {
+        api->target_problem(op->t, ONAIR_EINTERNAL, NULL, "malformed challenge", NULL);
+        return op_free(op);
+    }
     int64_t now = api->now_ms(st->self);
     if (hex_equal(hash, json_string_value(json_object_get(doc, "code_hash")))) {
         /* Single use: only the request that flips used wins. */
@@ -1054,7 +996,7 @@ static void verify_counted(int status, json_t *result, void *ud)
                       "$set", "used", 1, "verified_at", (json_int_t)now, "return", "after");
         int rc = api->store_find_and_modify(st->coll, spec, verify_claimed, op);
         if (rc != ONAIR_OK)
-            op_fail(op, rc, "could not update the challenge");
+            op_store_failed(op, rc, NULL);
         return;
     }
     int64_t max = api->config_int(st->self, "max_attempts");
@@ -1064,30 +1006,23 @@ static void verify_counted(int status, json_t *result, void *ud)
             json_pack("{s:{s:s},s:{s:{s:b}}}", "filter", "_id", id, "update", "$set", "used", 1);
         int rc = api->store_update(st->coll, spec, verify_burnt, op);
         if (rc != ONAIR_OK)
-            op_fail(op, rc, "could not update the challenge");
+            op_store_failed(op, rc, NULL);
         return;
     }
     char d[96];
     snprintf(d, sizeof d, "wrong code: %lld attempt%s left", (long long)left, left == 1 ? "" : "s");
-    problem_ext(op->req, 400, "invalid_code", d,
-                json_pack("{s:I}", "attempts_left", (json_int_t)left));
+    api->target_problem(op->t, ONAIR_EINVAL, "invalid_code", d,
+                        json_pack("{s:s,s:I}", "field", "code", "attempts_left", (json_int_t)left));
     op_free(op);
 }
 
 static int post_verify(onair_req_t *req, void *ud)
 {
     ver_t *st = ud;
-    json_t *body = api->req_json(req);
-    static const char *const allowed[] = {"code", NULL};
-    if (reject_unknown(req, body, allowed))
-        return ONAIR_OK;
-    json_t *jc = json_object_get(body, "code");
-    const char *code = json_string_value(jc);
-    if (!jc)
-        return api->reply_problem(req, 400, "invalid_request", "the field 'code' is required");
+    const char *code = onair_str(api->req_json(req), "code");
     if (!all_digits(code, CODE_DIGITS))
-        return api->reply_problem(req, 400, "invalid_request",
-                                  "'code' must be a string of 6 digits");
+        return onair_field_problem(api, ONAIR_TARGET_REQ(req), "invalid_field", "code",
+                                   "code: expected 6 digits");
     op_t *op = op_new(st, req, api->req_user(req)->id);
     if (!op)
         return ONAIR_ENOMEM;
@@ -1114,17 +1049,14 @@ static void link_claimed(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
-    json_t *doc = json_object_get(result, "doc");
-    const char *uid = json_string_value(json_object_get(doc, "user_id"));
+        return op_store_failed(op, status, result);
+    const char *uid = onair_str(json_object_get(result, "doc"), "user_id");
     if (!uid) {
-        api->reply_problem(op->req, 400, "invalid_link",
-                           "this verification link is invalid, used or expired: start "
-                           "verification again");
+        invalid_link(op->t);
         return op_free(op);
     }
-    if (!(op->user_id = strdup(uid)))
-        return op_fail(op, ONAIR_ENOMEM, NULL);
+    if (!(op->user_id = onair_strdup(uid)))
+        return op_store_failed(op, ONAIR_ENOMEM, NULL);
     set_verified(op);
 }
 
@@ -1134,9 +1066,7 @@ static int get_link(onair_req_t *req, void *ud)
     const char *token = api->req_query(req, "token");
     char hash[65];
     if (!token_valid(token) || sha256_hex(token, NULL, NULL, hash))
-        return api->reply_problem(req, 400, "invalid_link",
-                                  "this verification link is invalid, used or expired: start "
-                                  "verification again");
+        return invalid_link(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req, NULL);
     if (!op)
         return ONAIR_ENOMEM;
@@ -1160,7 +1090,7 @@ static void status_found(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     json_t *doc = json_object_get(result, "doc");
     json_t *out = json_pack("{s:b,s:b}", "verified", op->verified, "pending",
                             !op->verified && json_is_object(doc));
@@ -1173,7 +1103,7 @@ static void status_found(int status, json_t *result, void *ud)
         json_object_set_new(out, "expires_at", json_null());
         json_object_set_new(out, "attempts_left", json_null());
     }
-    api->reply_json(op->req, 200, out);
+    api->target_reply(op->t, 200, out);
     op_free(op);
 }
 
@@ -1182,11 +1112,11 @@ static void status_user(int status, json_t *result, void *ud)
     op_t *op = ud;
     ver_t *st = op->st;
     if (status == ONAIR_ENOTFOUND) {
-        api->reply_problem(op->req, 404, "user_not_found", "the account does not exist");
+        user_not_found(op->t);
         return op_free(op);
     }
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     op->verified = json_is_true(json_object_get(json_object_get(result, "user"), "verified"));
     json_t *spec = json_pack(
         "{s:{s:s,s:b,s:{s:I},s:{s:I}},s:{s:i,s:i}}", "filter", "user_id", op->user_id, "used", 0,
@@ -1194,7 +1124,7 @@ static void status_user(int status, json_t *result, void *ud)
         (json_int_t)api->config_int(st->self, "max_attempts"), "sort", "created_at", -1, "_id", -1);
     int rc = api->store_find_one(st->coll, spec, status_found, op);
     if (rc != ONAIR_OK)
-        op_fail(op, rc, "could not read challenges");
+        op_store_failed(op, rc, NULL);
 }
 
 static int get_status(onair_req_t *req, void *ud)
@@ -1213,43 +1143,35 @@ static int get_status(onair_req_t *req, void *ud)
 
 /* ---- POST /api/v1/verification/users/{id} (admin) ------------------------------------- */
 
-static void admin_set(int status, json_t *result, void *ud)
+static void set_verified_done(int status, json_t *result, void *ud)
 {
     op_t *op = ud;
     if (status == ONAIR_ENOTFOUND) {
-        api->reply_problem(op->req, 404, "user_not_found", "no such account");
+        user_not_found(op->t);
         return op_free(op);
     }
     if (status != ONAIR_OK)
-        return op_fail(op, status, store_error(result));
+        return op_store_failed(op, status, result);
     api->log(op->st->self, ONAIR_LOG_INFO, "user %s marked %s by an admin", op->user_id,
              op->verified ? "verified" : "unverified");
     if (op->verified)
         close_challenges(op->st, op->user_id);
-    api->reply_json(op->req, 200,
-                    json_pack("{s:s,s:b}", "id", op->user_id, "verified", op->verified));
+    api->target_reply(op->t, 200,
+                      json_pack("{s:s,s:b}", "id", op->user_id, "verified", op->verified));
     op_free(op);
 }
 
-static int post_admin(onair_req_t *req, void *ud)
+static int post_set_verified(onair_req_t *req, void *ud)
 {
     ver_t *st = ud;
-    json_t *body = api->req_json(req);
-    static const char *const allowed[] = {"verified", NULL};
-    if (reject_unknown(req, body, allowed))
-        return ONAIR_OK;
-    json_t *v = json_object_get(body, "verified");
-    if (!json_is_boolean(v))
-        return api->reply_problem(req, 400, "invalid_request",
-                                  "'verified' (true or false) is required");
     const char *id = api->req_param(req, "id");
     if (!id || !*id || strlen(id) > 128 || !no_ctl(id))
-        return api->reply_problem(req, 404, "user_not_found", "no such account");
+        return user_not_found(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req, id);
     if (!op)
         return ONAIR_ENOMEM;
-    op->verified = json_is_true(v);
-    int rc = api->user_set_verified(st->self, op->user_id, op->verified, admin_set, op);
+    op->verified = json_is_true(json_object_get(api->req_json(req), "verified"));
+    int rc = api->user_set_verified(st->self, op->user_id, op->verified, set_verified_done, op);
     if (rc != ONAIR_OK) {
         op_free(op);
         return rc;
@@ -1316,11 +1238,11 @@ static void on_core_started(const char *topic, json_t *payload, void *ud)
     const char *dir = json_string_value(json_object_get(payload, "data_dir"));
     if (url && (!strncmp(url, "http://", 7) || !strncmp(url, "https://", 8)) && no_ctl(url)) {
         free(st->server_url);
-        st->server_url = strdup(url);
+        st->server_url = onair_strdup(url);
     }
     if (dir && *dir && no_ctl(dir)) {
         free(st->data_dir);
-        st->data_dir = strdup(dir);
+        st->data_dir = onair_strdup(dir);
     }
     int unknown = 0;
     char *link = link_base(st, &unknown);
@@ -1335,14 +1257,6 @@ static void on_core_started(const char *topic, json_t *payload, void *ud)
 static int ver_init(onair_plugin_t *self, const onair_api_t *host_api)
 {
     api = host_api;
-    if (!ONAIR_HAS(api, store_open) || !ONAIR_HAS(api, user_get) ||
-        !ONAIR_HAS(api, user_set_verified) || !ONAIR_HAS(api, ratelimit_add) ||
-        !ONAIR_HAS(api, ratelimit_hit)) {
-        api->log(self, ONAIR_LOG_ERROR,
-                 "this host lacks accounts or rate limits (needs user_get, user_set_verified, "
-                 "ratelimit_add and ratelimit_hit of ABI 1.2)");
-        return ONAIR_ENOTSUP;
-    }
     int rc = check_config(self);
     if (rc != ONAIR_OK)
         return rc;
@@ -1352,62 +1266,33 @@ static int ver_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->self = self;
 
     static const onair_index_t indexes[] = {
-        {.size = sizeof(onair_index_t), .keys = "user_id,-created_at"},
-        {.size = sizeof(onair_index_t), .keys = "link_hash"},
-        {.size = sizeof(onair_index_t), .keys = "expires_at", .ttl_seconds = 1},
-        {0},
+        ONAIR_INDEX("user_id,-created_at"),
+        ONAIR_INDEX("link_hash"),
+        ONAIR_INDEX("expires_at", .ttl_seconds = 1),
+        ONAIR_END,
     };
-    const onair_collection_t coll = {
-        .size = sizeof coll, .name = "challenges", .version = 1, .indexes = indexes};
-    const onair_ratelimit_t limit = {
-        .size = sizeof limit,
-        .name = RESEND_LIMIT,
-        .limit = (uint32_t)api->config_int(self, "resend_per_hour"),
-        .window_s = 3600,
-        .key = ONAIR_RATELIMIT_BY_USER,
-    };
+    const onair_collection_t challenges = {
+        .size = sizeof challenges, .name = "challenges", .version = 1, .indexes = indexes};
+    const onair_ratelimit_t resend =
+        ONAIR_RATELIMIT(RESEND_LIMIT, (uint32_t)api->config_int(self, "resend_per_hour"), 3600,
+                        ONAIR_RATELIMIT_BY_USER);
     const onair_route_t routes[] = {
-        {.size = sizeof(onair_route_t),
-         .method = "POST",
-         .path = "/api/v1/verification/start",
-         .handler = post_start,
-         .ud = st,
-         .access = ONAIR_ACCESS_USER,
-         .max_body = 1024},
-        {.size = sizeof(onair_route_t),
-         .method = "POST",
-         .path = "/api/v1/verification/verify",
-         .handler = post_verify,
-         .ud = st,
-         .access = ONAIR_ACCESS_USER,
-         .max_body = 1024,
-         .flags = ONAIR_ROUTE_JSON_BODY},
-        {.size = sizeof(onair_route_t),
-         .method = "GET",
-         .path = "/api/v1/verification/link",
-         .handler = get_link,
-         .ud = st},
-        {.size = sizeof(onair_route_t),
-         .method = "GET",
-         .path = "/api/v1/verification/status",
-         .handler = get_status,
-         .ud = st,
-         .access = ONAIR_ACCESS_USER},
-        {.size = sizeof(onair_route_t),
-         .method = "POST",
-         .path = "/api/v1/verification/users/{id}",
-         .handler = post_admin,
-         .ud = st,
-         .access = ONAIR_ACCESS_USER,
-         .role = "admin",
-         .max_body = 1024,
-         .flags = ONAIR_ROUTE_JSON_BODY},
+        ONAIR_ROUTE("POST", "/api/v1/verification/start", post_start, .ud = st,
+                    .access = ONAIR_ACCESS_USER, .max_body = 1024),
+        ONAIR_ROUTE("POST", "/api/v1/verification/verify", post_verify, .ud = st,
+                    .access = ONAIR_ACCESS_USER, .max_body = 1024, .body = verify_body),
+        ONAIR_ROUTE("GET", "/api/v1/verification/link", get_link, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/verification/status", get_status, .ud = st,
+                    .access = ONAIR_ACCESS_USER),
+        ONAIR_ROUTE("POST", "/api/v1/verification/users/{id}", post_set_verified, .ud = st,
+                    .access = ONAIR_ACCESS_USER, .role = "admin", .max_body = 1024,
+                    .body = set_verified_body),
     };
-    rc = api->store_open(self, &coll, &st->coll);
+    rc = api->store_open(self, &challenges, &st->coll);
     if (rc == ONAIR_OK)
-        rc = api->ratelimit_add(self, &limit);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
-        rc = api->route_add(self, &routes[i]);
+        rc = api->ratelimit_add(self, &resend);
+    if (rc == ONAIR_OK)
+        rc = onair_add_routes(api, self, routes);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "user.verified", on_user_verified, st, &st->sub);
     if (rc == ONAIR_OK)
