@@ -6,11 +6,13 @@
  * are full ("<plugin>.<name>", [a-z0-9_.]).
  *
  * Return values: 0, or a negative ONAIR_* status with a message in err:
- *   ONAIR_EUNAVAILABLE  the database cannot be reached (timeout, connection refused)
+ *   ONAIR_EUNAVAILABLE  the database cannot be reached (connection refused, no answer to a
+ *                       ping after a failed command): an outage, /readyz goes unready
+ *   ONAIR_ETIMEDOUT     one command took storage.timeout_ms while the server still answers
  *   ONAIR_EEXIST        a unique index would be violated
  *   ONAIR_EINVAL        the database refused the operation as invalid
  *   ONAIR_ETOOBIG       a document over the size limit
- *   ONAIR_EINTERNAL     anything else
+ *   ONAIR_EINTERNAL     anything else (a connection closed under one command included)
  * Results are new JSON references owned by the caller.
  */
 #ifndef ONAIR_STORE_BACKEND_H
