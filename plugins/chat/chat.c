@@ -17,10 +17,12 @@
  *     replaces the text.
  *   - Services for moderation: chat.get, chat.delete, chat.release, chat.held (the held
  *     queue of a stream, oldest first, paged with after/next).
+ *
+ * Every request is a flow (<onair/util.h>): one reply target, REST or WebSocket alike, and
+ * steps that each get the previous call's result.
  */
 #include <onair/plugin.h>
-
-#include "../common/plugin_util.h"
+#include <onair/util.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -28,107 +30,157 @@
 #include <string.h>
 
 #define TEXT_MAX        500 /* characters of a message */
-#define LIMIT_MAX       100
-#define LIMIT_DEF       50
+#define PAGE_MAX        100
+#define PAGE_DEFAULT    50
 #define SEND_LIMIT      20
 #define SEND_WINDOW_S   10
 #define SLOW_MIN        3
 #define SLOW_MAX        120
-#define FOLLOW_MIN_MAX  525600
+#define FOLLOW_MIN_MAX  525600 /* a year, in minutes */
 #define LAST_PRUNE_SIZE 10000
 
 static const onair_api_t *api;
 
-typedef struct chat {
+static struct chat {
     onair_plugin_t *self;
     onair_coll_t *messages;
-    onair_coll_t *modes_coll; /* chat.modes {stream, slow_s, followers_only_min, verified_only} */
-    json_t *loaded;           /* {stream id: true}: modes read from the store on this node */
-    onair_sub_t sub;          /* stream.deleted */
-    onair_sub_t sub_closed;   /* core.ws.closed */
-    onair_sub_t sub_banned;   /* moderation.banned */
-    json_t *joins;            /* {conn id: {stream id: user id}}: signed-in chat.join */
-    json_t *modes;            /* {stream id: {slow_s, followers_only_min, verified_only}} */
-    json_t *last;             /* {"<stream>/<user>": ms of the last accepted send} (slow mode) */
+    onair_coll_t *stored_modes; /* chat.modes {stream, slow_s, followers_only_min, verified_only} */
+    /* {stream id: modes}, or null for a stream whose stored modes were looked for and there
+     * are none (it uses its streams settings); absent: not looked for yet on this node */
+    json_t *modes;
+    json_t *joins;     /* {conn id: {stream id: user id}}: signed-in chat.join, for bans */
+    json_t *last_sent; /* {"<stream>/<user>": ms of the last send that passed slow mode} */
     int history_on_join;
-} chat_t;
+    onair_sub_t stream_deleted, ws_closed, banned;
+} chat; /* one plugin instance per process */
 
-enum op_kind {
-    OP_SEND,
-    OP_HISTORY,
-    OP_JOIN,
-    OP_MODES_GET,
-    OP_MODES_PUT,
+/* ---- body schemas: the host refuses a bad body before a handler runs ---------------------- */
+
+/* The text's length is checked once it is cleaned (clean_text), as cleaning removes some. */
+static const onair_config_key_t send_body[] = {
+    ONAIR_FIELD("text", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("reply_to", ONAIR_CFG_ID, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_END,
 };
 
-typedef struct op {
-    chat_t *st;
-    onair_req_t *req;   /* exactly one of req and msg */
-    onair_wsmsg_t *msg; /* ... */
-    onair_conn_t conn;
-    int kind;
-    int verified;
-    char sid[25];
-    char reply_to[25]; /* "" = none */
-    char before[25];   /* history: "" = newest */
-    char owner[129];
-    int limit;
-    char *uid; /* NULL: anonymous */
+static const onair_config_key_t send_msg_body[] = {
+    ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("text", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("reply_to", ONAIR_CFG_ID, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_END,
+};
+
+static const onair_config_key_t stream_msg_body[] = {
+    ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_END,
+};
+
+/* slow_s 1..2 is refused by put_modes (0 is off, else 3..120). */
+static const onair_config_key_t modes_body[] = {
+    ONAIR_FIELD("slow_s", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(0, SLOW_MAX)),
+    ONAIR_FIELD("followers_only_min", ONAIR_CFG_INT, .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, FOLLOW_MIN_MAX)),
+    ONAIR_FIELD("verified_only", ONAIR_CFG_BOOL),
+    ONAIR_END,
+};
+
+/* ---- one request or message in flight ----------------------------------------------------- */
+
+typedef struct op op_t;
+
+struct op {
+    onair_flow_t flow; /* first: steps get &op->flow */
+    /* what the op does once streams.access has let the user see the stream */
+    void (*then)(op_t *op, json_t *access);
+    onair_conn_t conn; /* chat.join: the connection to subscribe */
+    char stream[25];
+    char *user; /* NULL: anonymous */
     json_t *roles;
-    char *text;
-    char *name;
-    json_t *modes_in; /* PUT: the validated changes */
-    json_t *doc;      /* the message being stored */
-} op_t;
+    int verified;
+    int limit;         /* history: messages per page (chat.join: history_on_join) */
+    char before[25];   /* history: "" = the newest */
+    json_t *changes;   /* PUT modes: the body */
+    char *text;        /* send: the cleaned text */
+    char reply_to[25]; /* send: "" = none */
+    json_t *in_force;  /* send: the modes that apply */
+    char *user_name;   /* send: the author's name, NULL without an account */
+    json_t *message;   /* send: the document stored */
+};
 
-/* ---- small helpers ------------------------------------------------------------------------ */
-
-enum { TEXT_OK = 0, TEXT_BAD_UTF8 = 1, TEXT_BAD_LENGTH = 2 };
-
-/* Strip control characters (C0 including tab and newline, DEL, C1), trim spaces at both
- * ends and check 1..TEXT_MAX characters. *out gets a new string on TEXT_OK. */
-static int clean_text(const char *s, char **out)
+static void op_end(onair_flow_t *f)
 {
-    *out = NULL;
-    if (!s)
-        return TEXT_BAD_LENGTH;
-    size_t n = strlen(s), o = 0, chars = 0;
-    char *d = malloc(n + 1);
-    if (!d)
-        return TEXT_BAD_LENGTH;
-    for (size_t i = 0; i < n;) {
-        unsigned cp;
-        size_t len = utf8_next((const unsigned char *)s, n, i, &cp);
-        if (!len) {
-            free(d);
-            return TEXT_BAD_UTF8;
-        }
-        if (!(cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))) {
-            memcpy(d + o, s + i, len);
-            o += len;
-        }
-        i += len;
-    }
-    d[o] = '\0';
-    size_t start = 0;
-    while (start < o && d[start] == ' ')
-        start++;
-    while (o > start && d[o - 1] == ' ')
-        o--;
-    memmove(d, d + start, o - start);
-    o -= start;
-    d[o] = '\0';
-    for (size_t i = 0; i < o; i++)
-        chars += ((unsigned char)d[i] & 0xC0) != 0x80;
-    if (chars < 1 || chars > TEXT_MAX) {
-        free(d);
-        return TEXT_BAD_LENGTH;
-    }
-    *out = d;
-    return TEXT_OK;
+    op_t *op = (op_t *)f;
+    free(op->user);
+    free(op->text);
+    free(op->user_name);
+    json_decref(op->roles);
+    json_decref(op->changes);
+    json_decref(op->in_force);
+    json_decref(op->message);
+    free(op);
 }
 
-/* The message as clients see it: `id` for `_id`; with_status adds `status`. */
+/* NULL when out of memory (nothing is answered then: the handler returns ONAIR_ENOMEM). */
+static op_t *op_new(onair_target_t t, const onair_user_t *user, const char *stream)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->flow = (onair_flow_t){.api = api, .t = t, .end = op_end};
+    snprintf(op->stream, sizeof op->stream, "%s", stream);
+    op->roles = json_array();
+    if (user) {
+        op->user = onair_strdup(user->id);
+        op->verified = user->verified != 0;
+        for (size_t i = 0; user->roles && user->roles[i]; i++)
+            json_array_append_new(op->roles, json_string(user->roles[i]));
+    }
+    if (!op->roles || (user && !op->user)) {
+        op_end(&op->flow);
+        return NULL;
+    }
+    return op;
+}
+
+/* ---- messages, topics, modes -------------------------------------------------------------- */
+
+/* The text as stored: control characters (C0 including tab and newline, DEL, C1) removed,
+ * spaces trimmed at both ends. NULL unless that leaves 1..TEXT_MAX characters. */
+static char *clean_text(const char *s)
+{
+    size_t n = s ? strlen(s) : 0, len = 0;
+    char *out = s ? malloc(n + 1) : NULL;
+    if (!out)
+        return NULL;
+    for (size_t i = 0, step; i < n; i += step) {
+        unsigned cp;
+        step = onair_utf8_next((const unsigned char *)s, n, i, &cp);
+        if (!step) { /* only a rewriting filter could hand over bad UTF-8 */
+            free(out);
+            return NULL;
+        }
+        if (cp >= 0x20 && !(cp >= 0x7F && cp <= 0x9F)) {
+            memcpy(out + len, s + i, step);
+            len += step;
+        }
+    }
+    size_t start = 0;
+    while (start < len && out[start] == ' ')
+        start++;
+    while (len > start && out[len - 1] == ' ')
+        len--;
+    len -= start;
+    memmove(out, out + start, len);
+    out[len] = '\0';
+    size_t chars = onair_utf8_chars(out, len);
+    if (chars < 1 || chars > TEXT_MAX) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* A message as clients see it: `id` for `_id`; with_status adds `status`. */
 static json_t *view(json_t *doc, int with_status)
 {
     json_t *v = json_pack(
@@ -141,841 +193,628 @@ static json_t *view(json_t *doc, int with_status)
     return v;
 }
 
-static void topic_of(const char *sid, char *buf, size_t n)
+/* The services' view: with status, and held_reason when there is one. */
+static json_t *moderation_view(json_t *doc)
 {
-    snprintf(buf, n, "stream.%s.chat", sid);
+    json_t *v = view(doc, 1);
+    if (v && json_object_get(doc, "held_reason"))
+        json_object_set(v, "held_reason", json_object_get(doc, "held_reason"));
+    return v;
 }
 
+static void chat_topic(const char *stream, char *buf, size_t n)
+{
+    snprintf(buf, n, "stream.%s.chat", stream);
+}
+
+/* An accepted (or released) message goes to the stream's chat and to the bus. */
 static void publish_message(json_t *doc)
 {
     char topic[64];
-    const char *sid = sget(doc, "stream");
-    if (!sid)
-        return;
-    topic_of(sid, topic, sizeof topic);
-    json_t *v = view(doc, 0);
-    if (v)
-        api->ws_publish(topic, "chat.message", v);
+    chat_topic(onair_str(doc, "stream"), topic, sizeof topic);
+    api->ws_publish(topic, "chat.message", view(doc, 0));
+    api->bus_publish(chat.self, "chat.message", json_pack("{s:O}", "message", doc));
 }
 
-/* ---- op life ------------------------------------------------------------------------------ */
-
-static op_t *op_new(chat_t *st, int kind, const onair_user_t *u)
+static int is_staff(json_t *access)
 {
-    op_t *op = calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
-    op->st = st;
-    op->kind = kind;
-    op->limit = LIMIT_DEF;
-    op->roles = json_array();
-    if (u && u->id) {
-        op->uid = dupstr(u->id);
-        op->verified = u->verified != 0;
-        for (size_t i = 0; u->roles && u->roles[i]; i++)
-            json_array_append_new(op->roles, json_string(u->roles[i]));
-    }
-    if (!op->roles || (u && u->id && !op->uid)) {
-        json_decref(op->roles);
-        free(op->uid);
-        free(op);
-        return NULL;
-    }
-    return op;
+    return json_is_true(json_object_get(access, "is_owner")) ||
+           json_is_true(json_object_get(access, "is_moderator"));
 }
 
-static void op_free(op_t *op)
+/* The stream's modes: set through chat, else from its streams settings. New reference. */
+static json_t *modes_of(const char *stream, json_t *settings)
 {
-    free(op->uid);
-    free(op->text);
-    free(op->name);
-    json_decref(op->roles);
-    json_decref(op->modes_in);
-    json_decref(op->doc);
-    free(op);
-}
-
-static void op_problem(op_t *op, int status, const char *code, const char *detail)
-{
-    if (op->req)
-        api->reply_problem(op->req, http_of(status), code, detail);
-    else
-        api->msg_reply_error(op->msg, status, code, detail);
-    op_free(op);
-}
-
-static void op_fail(op_t *op, int status, json_t *result)
-{
-    const char *detail = sget(result, "error");
-    if (op->req)
-        api->reply_error(op->req, status, detail ? detail : api->strerror(status));
-    else
-        api->msg_reply_error(op->msg, status, NULL, detail ? detail : api->strerror(status));
-    op_free(op);
-}
-
-static void op_reply(op_t *op, int http_status, json_t *body)
-{
-    if (!body)
-        return op_problem(op, ONAIR_ENOMEM, "out_of_memory", "out of memory");
-    if (op->req)
-        api->reply_json(op->req, http_status, body);
-    else
-        api->msg_reply(op->msg, body);
-    op_free(op);
-}
-
-/* 429 slow_mode with retry_after_ms (REST: also Retry-After, and the member in the body). */
-static void op_slow(op_t *op, int64_t wait_ms)
-{
-    char detail[96];
-    snprintf(detail, sizeof detail, "slow mode: wait %lld ms before your next message",
-             (long long)wait_ms);
-    if (op->req) {
-        char ra[24];
-        snprintf(ra, sizeof ra, "%lld", (long long)((wait_ms + 999) / 1000));
-        json_t *body =
-            json_pack("{s:s,s:s,s:i,s:s,s:s}", "type", "urn:onair:problem:slow_mode", "title",
-                      "Too Many Requests", "status", 429, "code", "slow_mode", "detail", detail);
-        json_object_set_new(body, "retry_after_ms", json_integer(wait_ms));
-        char *txt = json_dumps(body, JSON_COMPACT);
-        json_decref(body);
-        api->resp_header(op->req, "Retry-After", ra);
-        if (txt)
-            api->reply_raw(op->req, 429, "application/problem+json", txt, strlen(txt));
-        else
-            api->reply_problem(op->req, 429, "slow_mode", detail);
-        free(txt);
-        op_free(op);
-        return;
-    }
-    op_problem(op, ONAIR_ERATE, "slow_mode", detail);
-}
-
-#define STORE(call, op)                                                                            \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_ != ONAIR_OK)                                                                       \
-            op_fail((op), rc_, NULL);                                                              \
-    } while (0)
-
-/* ---- modes -------------------------------------------------------------------------------- */
-
-/* The stream's modes: set here, else from its streams settings. New reference. */
-static json_t *modes_of(chat_t *st, const char *sid, json_t *settings)
-{
-    json_t *m = json_object_get(st->modes, sid);
-    if (m)
-        return json_deep_copy(m);
+    json_t *set = json_object_get(chat.modes, stream);
+    if (json_is_object(set))
+        return json_deep_copy(set);
     json_int_t slow = json_integer_value(json_object_get(settings, "chat_slow_mode_s"));
     if (slow && slow < SLOW_MIN)
         slow = SLOW_MIN;
     if (slow > SLOW_MAX)
         slow = SLOW_MAX;
-    json_t *fo = json_is_true(json_object_get(settings, "chat_followers_only")) ? json_integer(0)
-                                                                                : json_null();
-    return json_pack("{s:I,s:o,s:b}", "slow_s", slow, "followers_only_min", fo, "verified_only",
+    int followers_only = json_is_true(json_object_get(settings, "chat_followers_only"));
+    return json_pack("{s:I,s:o,s:b}", "slow_s", slow, "followers_only_min",
+                     followers_only ? json_integer(0) : json_null(), "verified_only",
                      json_is_true(json_object_get(settings, "chat_verified_only")));
 }
 
-static int body_problem(op_t *op, const char *detail)
+/* The stream id of a REST path, or NULL after answering 404 (a malformed id names no stream). */
+static const char *path_stream(onair_req_t *req)
 {
-    op_problem(op, ONAIR_EINVAL, "invalid_request", detail);
-    return ONAIR_OK;
+    const char *stream = api->req_param(req, "id");
+    if (onair_is_id(stream))
+        return stream;
+    api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOTFOUND, "stream_not_found",
+                        "no such stream", NULL);
+    return NULL;
 }
 
-/* Validate a PUT body into op->modes_in; returns non-zero after answering an error. */
-static int parse_modes(op_t *op, json_t *body)
+/* ---- the stream: first use on this node, then streams.access ------------------------------ */
+
+static void access_answered(onair_flow_t *f, int status, json_t *access)
 {
-    const char *k;
-    json_t *v;
-    op->modes_in = json_object();
-    if (!op->modes_in)
-        return body_problem(op, "out of memory"), 1;
-    json_object_foreach(body, k, v)
-    {
-        if (!strcmp(k, "slow_s")) {
-            json_int_t s = json_integer_value(v);
-            if (!json_is_integer(v) || (s != 0 && (s < SLOW_MIN || s > SLOW_MAX)))
-                return body_problem(op, "slow_s must be 0 or 3..120"), 1;
-        } else if (!strcmp(k, "followers_only_min")) {
-            json_int_t m = json_integer_value(v);
-            if (!json_is_null(v) && (!json_is_integer(v) || m < 0 || m > FOLLOW_MIN_MAX))
-                return body_problem(op, "followers_only_min must be null or 0..525600"), 1;
-        } else if (!strcmp(k, "verified_only")) {
-            if (!json_is_boolean(v))
-                return body_problem(op, "verified_only must be a boolean"), 1;
-        } else {
-            char detail[96];
-            snprintf(detail, sizeof detail, "unknown member '%.40s'", k);
-            return body_problem(op, detail), 1;
-        }
-        json_object_set(op->modes_in, k, v);
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, access);
+    /* banned from a private stream she could otherwise see (streams.access asks moderation) */
+    if (json_is_true(json_object_get(access, "banned")) &&
+        !json_is_true(json_object_get(access, "visible")))
+        return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream",
+                                  NULL);
+    if (!json_is_true(json_object_get(access, "found")) ||
+        !json_is_true(json_object_get(access, "visible")))
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
+    op->then(op, access);
+}
+
+static int ask_access(op_t *op)
+{
+    json_t *args =
+        json_pack("{s:s,s:s?,s:O}", "stream", op->stream, "user", op->user, "roles", op->roles);
+    return ONAIR_THEN(&op->flow, access_answered,
+                      api->service_call(chat.self, "streams.access", args, onair_flow_cb, op));
+}
+
+static void stored_modes_found(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_t *doc = json_object_get(result, "doc");
+    json_t *modes = json_null();
+    if (json_is_object(doc)) {
+        json_t *min = json_object_get(doc, "followers_only_min");
+        modes =
+            json_pack("{s:I,s:O,s:b}", "slow_s", json_integer_value(json_object_get(doc, "slow_s")),
+                      "followers_only_min", json_is_integer(min) ? min : json_null(),
+                      "verified_only", json_is_true(json_object_get(doc, "verified_only")));
     }
+    if (!json_object_get(chat.modes, op->stream)) /* unless a PUT came first meanwhile */
+        json_object_set(chat.modes, op->stream, modes);
+    json_decref(modes);
+    ask_access(op);
+}
+
+/* Every request about a stream starts here and goes on with `then` once the user may see
+ * it. A stream's stored modes are read on its first use on this node. Returns ONAIR_PENDING:
+ * the flow answers (it may have already). */
+static int look_up_stream(op_t *op, void (*then)(op_t *op, json_t *access))
+{
+    op->then = then;
+    if (json_object_get(chat.modes, op->stream))
+        return ask_access(op);
+    json_t *spec = json_pack("{s:{s:s}}", "filter", "stream", op->stream);
+    return ONAIR_THEN(&op->flow, stored_modes_found,
+                      api->store_find_one(chat.stored_modes, spec, onair_flow_cb, op));
+}
+
+/* ---- sending (README "Sending: checks in order") ------------------------------------------
+ * A send (POST .../chat or chat.send) is one flow through these steps, in this order:
+ *
+ *   send_message()         clean the text; look up the stream
+ *   send_check_stream()    not ended; the owner and moderators skip the modes;
+ *                          followers-only asks streams.follow
+ *   send_check_modes()     verified-only, followers-only, slow mode
+ *   send_find_reply_to()   the message replied to, if any
+ *   send_check_reply_to()  it is a visible message of this stream; the author's account
+ *   send_run_filters()     the author's name; the hook chain chat.message
+ *   send_store()           the filters' verdict (deny, hold, rewrite); store the message
+ *   send_publish()         publish it (unless held) and answer
+ */
+static void send_check_stream(op_t *op, json_t *access);
+static void send_check_modes(onair_flow_t *f, int status, json_t *follow);
+static void send_find_reply_to(op_t *op);
+static void send_check_reply_to(onair_flow_t *f, int status, json_t *result);
+static void send_run_filters(onair_flow_t *f, int status, json_t *result);
+static void send_store(int verdict, json_t *data, int rewritten, const char *reason,
+                       const char *decided_by, void *ud);
+static void send_publish(onair_flow_t *f, int status, json_t *result);
+
+static int send_message(onair_target_t t, const onair_user_t *user, const char *stream,
+                        json_t *body)
+{
+    char *text = clean_text(onair_str(body, "text"));
+    if (!text)
+        return onair_field_problem(
+            api, t, "invalid_field", "text",
+            "text must be 1..500 characters once control characters are removed and spaces "
+            "trimmed");
+    op_t *op = op_new(t, user, stream);
+    if (!op) {
+        free(text);
+        return ONAIR_ENOMEM;
+    }
+    op->text = text;
+    const char *reply_to = onair_str(body, "reply_to"); /* an id or null (the schema) */
+    snprintf(op->reply_to, sizeof op->reply_to, "%s", reply_to ? reply_to : "");
+    return look_up_stream(op, send_check_stream);
+}
+
+static void send_check_stream(op_t *op, json_t *access)
+{
+    const char *status = onair_str(access, "status");
+    if (status && !strcmp(status, "ended"))
+        return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "stream_ended",
+                                  "the stream has ended", NULL);
+    if (is_staff(access))
+        return send_find_reply_to(op);
+    op->in_force = modes_of(op->stream, json_object_get(access, "settings"));
+    const char *owner = onair_str(access, "owner");
+    if (!json_is_integer(json_object_get(op->in_force, "followers_only_min")) || !owner)
+        return send_check_modes(&op->flow, ONAIR_OK, NULL);
+    json_t *args = json_pack("{s:s,s:s}", "follower", op->user, "followee", owner);
+    ONAIR_THEN(&op->flow, send_check_modes,
+               api->service_call(chat.self, "streams.follow", args, onair_flow_cb, op));
+}
+
+/* The wait before this user may send again in this stream (0: now, and the send counts).
+ * A send that passes counts even if a filter refuses it later. */
+static int64_t slow_mode_wait(op_t *op, json_int_t slow_s)
+{
+    char key[200];
+    snprintf(key, sizeof key, "%s/%s", op->stream, op->user);
+    int64_t now = api->now_ms(chat.self);
+    json_t *last = json_object_get(chat.last_sent, key);
+    if (last && json_integer_value(last) + slow_s * 1000 > now)
+        return json_integer_value(last) + slow_s * 1000 - now;
+    if (json_object_size(chat.last_sent) >= LAST_PRUNE_SIZE) { /* forget what no mode recalls */
+        const char *k;
+        json_t *v;
+        void *tmp;
+        json_object_foreach_safe(chat.last_sent, tmp, k, v)
+        {
+            if (now - json_integer_value(v) > (int64_t)SLOW_MAX * 1000)
+                json_object_del(chat.last_sent, k);
+        }
+    }
+    json_object_set_new(chat.last_sent, key, json_integer(now));
     return 0;
 }
 
-/* ---- sending ------------------------------------------------------------------------------ */
-
-static void hook_done(int verdict, json_t *data, int rewritten, const char *reason,
-                      const char *decided_by, void *ud);
-
-static void slow_key(op_t *op, char *buf, size_t n)
+/* follow: streams.follow's answer {following, since}, or NULL when it was not asked. */
+static void send_check_modes(onair_flow_t *f, int status, json_t *follow)
 {
-    snprintf(buf, n, "%s/%s", op->sid, op->uid ? op->uid : "");
-}
-
-static void last_prune(chat_t *st, int64_t now)
-{
-    if (json_object_size(st->last) < LAST_PRUNE_SIZE)
-        return;
-    const char *k;
-    json_t *v;
-    void *tmp;
-    json_object_foreach_safe(st->last, tmp, k, v)
-    {
-        if (now - json_integer_value(v) > (int64_t)SLOW_MAX * 1000)
-            json_object_del(st->last, k);
-    }
-}
-
-static void run_hook(op_t *op)
-{
-    json_t *data =
-        json_pack("{s:s,s:s?,s:s?,s:s,s:s?}", "stream", op->sid, "user", op->uid, "user_name",
-                  op->name, "text", op->text, "reply_to", op->reply_to[0] ? op->reply_to : NULL);
-    json_t *ctx =
-        json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
-    if (ctx && op->conn)
-        json_object_set_new(ctx, "conn", json_integer((json_int_t)op->conn));
-    int rc = api->hook_run(op->st->self, "chat.message", data, ctx, hook_done, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
-}
-
-static void author_loaded(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    json_t *user = json_object_get(result, "user");
-    const char *name = sget(user, "display_name");
-    if (!name || !*name)
-        name = sget(user, "username");
-    if (status == ONAIR_OK && name)
-        op->name = dupstr(name);
-    run_hook(op); /* no account (an API-key token): no name */
-}
-
-static void load_author(op_t *op)
-{
-    if (!op->uid || api->user_get(op->st->self, op->uid, author_loaded, op) != ONAIR_OK)
-        run_hook(op);
-}
-
-static void reply_loaded(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc) || strcmp(sget(doc, "status") ? sget(doc, "status") : "", "visible"))
-        return op_problem(op, ONAIR_EINVAL, "invalid_reply_to",
-                          "reply_to is not a message of this stream's chat");
-    load_author(op);
+        return onair_flow_fail(f, status, follow);
+    if (json_is_true(json_object_get(op->in_force, "verified_only")) && !op->verified)
+        return onair_flow_problem(f, ONAIR_EPERM, "verified_only",
+                                  "verified-only chat: verify your account first", NULL);
+    json_t *min = json_object_get(op->in_force, "followers_only_min");
+    if (json_is_integer(min)) {
+        json_int_t minutes = json_integer_value(min);
+        json_t *since = json_object_get(follow, "since");
+        int64_t followed_ms = api->now_ms(chat.self) - json_integer_value(since);
+        if (!json_is_true(json_object_get(follow, "following")) ||
+            (minutes > 0 && (!json_is_integer(since) || followed_ms < minutes * 60000))) {
+            char detail[128] = "followers-only chat: follow the streamer first";
+            if (minutes > 0)
+                snprintf(detail, sizeof detail,
+                         "followers-only chat: follow the streamer for at least %lld minutes "
+                         "first",
+                         (long long)minutes);
+            return onair_flow_problem(f, ONAIR_EPERM, "followers_only", detail, NULL);
+        }
+    }
+    json_int_t slow_s = json_integer_value(json_object_get(op->in_force, "slow_s"));
+    int64_t wait_ms = slow_s > 0 ? slow_mode_wait(op, slow_s) : 0;
+    if (wait_ms > 0) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "slow mode: wait %lld ms before your next message",
+                 (long long)wait_ms);
+        /* as every 429: retry_after_s (and Retry-After), with the wait in ms too */
+        return onair_flow_problem(f, ONAIR_ERATE, "slow_mode", detail,
+                                  json_pack("{s:I,s:I}", "retry_after_s",
+                                            (json_int_t)((wait_ms + 999) / 1000), "retry_after_ms",
+                                            (json_int_t)wait_ms));
+    }
+    send_find_reply_to(op);
 }
 
-/* Modes passed (or exempt): check reply_to, then the author's name, then the hooks. */
-static void checks_passed(op_t *op)
+static void send_find_reply_to(op_t *op)
 {
     if (!op->reply_to[0])
-        return load_author(op);
-    STORE(api->store_find_one(
-              op->st->messages,
-              json_pack("{s:{s:s,s:s}}", "filter", "_id", op->reply_to, "stream", op->sid),
-              reply_loaded, op),
-          op);
+        return send_check_reply_to(&op->flow, ONAIR_OK, NULL);
+    json_t *spec = json_pack("{s:{s:s,s:s,s:s}}", "filter", "_id", op->reply_to, "stream",
+                             op->stream, "status", "visible");
+    ONAIR_THEN(&op->flow, send_check_reply_to,
+               api->store_find_one(chat.messages, spec, onair_flow_cb, op));
 }
 
-/* The slow-mode check; a send that passes it counts, even if a filter refuses it later. */
-static void check_slow(op_t *op, json_int_t slow_s)
+/* result: the message replied to, when there is one. */
+static void send_check_reply_to(onair_flow_t *f, int status, json_t *result)
 {
-    if (slow_s > 0) {
-        char key[200];
-        slow_key(op, key, sizeof key);
-        int64_t now = api->now_ms(op->st->self);
-        json_t *last = json_object_get(op->st->last, key);
-        if (last) {
-            int64_t wait = json_integer_value(last) + (int64_t)slow_s * 1000 - now;
-            if (wait > 0)
-                return op_slow(op, wait);
-        }
-        last_prune(op->st, now);
-        json_object_set_new(op->st->last, key, json_integer(now));
-    }
-    checks_passed(op);
-}
-
-typedef struct follow_wait {
-    op_t *op;
-    json_int_t min;
-    json_int_t slow_s;
-} follow_wait_t;
-
-static void follow_done(int status, json_t *result, void *ud)
-{
-    follow_wait_t *fw = ud;
-    op_t *op = fw->op;
-    json_int_t min = fw->min, slow_s = fw->slow_s;
-    free(fw);
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    json_t *since = json_object_get(result, "since");
-    int64_t now = api->now_ms(op->st->self);
-    if (!json_is_true(json_object_get(result, "following")) ||
-        (min > 0 &&
-         (!json_is_integer(since) || now - json_integer_value(since) < (int64_t)min * 60000))) {
-        char detail[128];
-        if (min > 0)
-            snprintf(detail, sizeof detail,
-                     "followers-only chat: follow the streamer for at least %lld minutes first",
-                     (long long)min);
-        else
-            snprintf(detail, sizeof detail, "followers-only chat: follow the streamer first");
-        return op_problem(op, ONAIR_EPERM, "followers_only", detail);
-    }
-    check_slow(op, slow_s);
+        return onair_flow_fail(f, status, result);
+    if (op->reply_to[0] && !json_is_object(json_object_get(result, "doc")))
+        return onair_flow_problem(f, ONAIR_EINVAL, "invalid_reply_to",
+                                  "reply_to is not a visible message of this stream's chat",
+                                  json_pack("{s:s}", "field", "reply_to"));
+    ONAIR_THEN(f, send_run_filters, api->user_get(chat.self, op->user, onair_flow_cb, op));
 }
 
-static void send_checks(op_t *op, json_t *access)
+/* result: the author's account; an API-key token has none, and the message no name. */
+static void send_run_filters(onair_flow_t *f, int status, json_t *result)
 {
-    const char *status = sget(access, "status");
-    if (status && !strcmp(status, "ended"))
-        return op_problem(op, ONAIR_ECONFLICT, "stream_ended", "the stream has ended");
-    int staff = json_is_true(json_object_get(access, "is_owner")) ||
-                json_is_true(json_object_get(access, "is_moderator"));
-    if (staff)
-        return checks_passed(op);
-    json_t *modes = modes_of(op->st, op->sid, json_object_get(access, "settings"));
-    if (!modes)
-        return op_fail(op, ONAIR_ENOMEM, NULL);
-    int verified_only = json_is_true(json_object_get(modes, "verified_only"));
-    json_t *fo = json_object_get(modes, "followers_only_min");
-    json_int_t slow_s = json_integer_value(json_object_get(modes, "slow_s"));
-    int followers_only = json_is_integer(fo);
-    json_int_t min = json_integer_value(fo);
-    json_decref(modes);
-    if (verified_only && !op->verified)
-        return op_problem(op, ONAIR_EPERM, "verified_only",
-                          "verified-only chat: verify your account first");
-    if (followers_only) {
-        const char *owner = sget(access, "owner");
-        if (!owner || !op->uid)
-            return op_problem(op, ONAIR_EPERM, "followers_only",
-                              "followers-only chat: follow the streamer first");
-        follow_wait_t *fw = calloc(1, sizeof *fw);
-        if (!fw)
-            return op_fail(op, ONAIR_ENOMEM, NULL);
-        fw->op = op;
-        fw->min = min;
-        fw->slow_s = slow_s;
-        int rc = api->service_call(op->st->self, "streams.follow",
-                                   json_pack("{s:s,s:s}", "follower", op->uid, "followee", owner),
-                                   follow_done, fw);
-        if (rc != ONAIR_OK) {
-            free(fw);
-            op_fail(op, rc, NULL);
-        }
-        return;
-    }
-    check_slow(op, slow_s);
+    op_t *op = (op_t *)f;
+    json_t *account = status == ONAIR_OK ? json_object_get(result, "user") : NULL;
+    const char *name = onair_str(account, "display_name");
+    op->user_name = onair_strdup(name && *name ? name : onair_str(account, "username"));
+    json_t *data = json_pack("{s:s,s:s,s:s?,s:s,s:s?}", "stream", op->stream, "user", op->user,
+                             "user_name", op->user_name, "text", op->text, "reply_to",
+                             op->reply_to[0] ? op->reply_to : NULL);
+    json_t *context =
+        json_pack("{s:s,s:s,s:O}", "stream", op->stream, "user", op->user, "roles", op->roles);
+    if (context && op->conn)
+        json_object_set_new(context, "conn", json_integer((json_int_t)op->conn));
+    int rc = api->hook_run(chat.self, "chat.message", data, context, send_store, op);
+    if (rc != ONAIR_OK)
+        onair_flow_fail(f, rc, NULL);
 }
 
-static void inserted(int status, json_t *result, void *ud)
+/* The hook chain's verdict: a hook callback (its own shape), not a flow step. */
+static void send_store(int verdict, json_t *data, int rewritten, const char *reason,
+                       const char *decided_by, void *ud)
 {
     op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    json_object_set(op->doc, "_id", json_array_get(json_object_get(result, "ids"), 0));
-    if (!strcmp(sget(op->doc, "status"), "held")) {
-        api->bus_publish(op->st->self, "chat.held", json_pack("{s:O}", "message", op->doc));
-        return op_reply(op, op->req ? 202 : 200,
-                        json_pack("{s:b,s:O}", "held", 1, "id", json_object_get(op->doc, "_id")));
-    }
-    publish_message(op->doc);
-    api->bus_publish(op->st->self, "chat.message", json_pack("{s:O}", "message", op->doc));
-    json_t *v = view(op->doc, 1);
-    op_reply(op, 201, v ? json_pack("{s:o}", "message", v) : NULL);
-}
-
-static void hook_done(int verdict, json_t *data, int rewritten, const char *reason,
-                      const char *decided_by, void *ud)
-{
-    op_t *op = ud;
-    (void)decided_by;
-    if (verdict == ONAIR_HOOK_DENY) {
-        char detail[256];
-        snprintf(detail, sizeof detail, "%s", reason && *reason ? reason : "refused");
-        return op_problem(op, ONAIR_EPERM, "denied", detail);
-    }
-    if (rewritten) { /* a filter changed the data: the text must still be a valid message */
-        char *text = NULL;
-        if (clean_text(sget(data, "text"), &text) != TEXT_OK)
-            return op_problem(op, ONAIR_EPERM, "denied", "the message was filtered out");
+    onair_flow_t *f = &op->flow;
+    if (verdict == ONAIR_HOOK_DENY)
+        return onair_flow_problem(f, ONAIR_EPERM, "denied", reason && *reason ? reason : "refused",
+                                  NULL);
+    if (rewritten) { /* only the text is taken, and it must still be a valid message */
+        char *text = clean_text(onair_str(data, "text"));
+        if (!text)
+            return onair_flow_problem(f, ONAIR_EPERM, "denied", "the message was filtered out",
+                                      NULL);
         free(op->text);
         op->text = text;
     }
-    int64_t now = api->now_ms(op->st->self);
-    op->doc = json_pack(
-        "{s:s,s:s?,s:s?,s:s,s:s?,s:s,s:I}", "stream", op->sid, "user", op->uid, "user_name",
-        op->name, "text", op->text, "reply_to", op->reply_to[0] ? op->reply_to : NULL, "status",
-        verdict == ONAIR_HOOK_HOLD ? "held" : "visible", "created_at", (json_int_t)now);
-    if (!op->doc)
-        return op_fail(op, ONAIR_ENOMEM, NULL);
-    if (!op->uid)
-        json_object_set_new(op->doc, "user", json_null());
-    if (!op->name)
-        json_object_set_new(op->doc, "user_name", json_null());
-    if (!op->reply_to[0])
-        json_object_set_new(op->doc, "reply_to", json_null());
-    if (verdict == ONAIR_HOOK_HOLD && reason)
-        json_object_set_new(op->doc, "held_reason", json_string(reason));
-    STORE(api->store_insert(op->st->messages, json_deep_copy(op->doc), inserted, op), op);
+    int held = verdict == ONAIR_HOOK_HOLD;
+    op->message = json_pack(
+        "{s:s,s:s,s:s?,s:s,s:s?,s:s,s:I}", "stream", op->stream, "user", op->user, "user_name",
+        op->user_name, "text", op->text, "reply_to", op->reply_to[0] ? op->reply_to : NULL,
+        "status", held ? "held" : "visible", "created_at", (json_int_t)api->now_ms(chat.self));
+    if (held && reason)
+        json_object_set_new(op->message, "held_reason", json_string(reason));
+    ONAIR_THEN(f, send_publish,
+               api->store_insert(chat.messages, json_deep_copy(op->message), onair_flow_cb, op));
 }
 
-/* ---- history, join, modes ----------------------------------------------------------------- */
-
-static void history_found(int status, json_t *result, void *ud)
+static void send_publish(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    json_t *docs = json_object_get(result, "docs");
-    json_t *list = json_array();
-    size_t n = json_array_size(docs);
-    for (size_t i = n; i-- > 0;) /* newest first in the store: oldest first out */
-        json_array_append_new(list, view(json_array_get(docs, i), 0));
-    if (op->kind == OP_JOIN) {
-        char topic[64];
-        topic_of(op->sid, topic, sizeof topic);
-        return op_reply(
-            op, 200,
-            json_pack("{s:s,s:s,s:o}", "joined", op->sid, "topic", topic, "history", list));
+        return onair_flow_fail(f, status, result);
+    json_object_set(op->message, "_id", json_array_get(json_object_get(result, "ids"), 0));
+    if (!strcmp(onair_str(op->message, "status"), "held")) {
+        api->bus_publish(chat.self, "chat.held", json_pack("{s:O}", "message", op->message));
+        return onair_flow_reply(
+            f, 202, json_pack("{s:b,s:O}", "held", 1, "id", json_object_get(op->message, "_id")));
     }
-    json_t *next =
-        (int)n == op->limit && n ? json_object_get(json_array_get(docs, n - 1), "_id") : NULL;
-    op_reply(op, 200, json_pack("{s:o,s:O}", "messages", list, "next", next ? next : json_null()));
-}
-
-static void find_history(op_t *op)
-{
-    if (op->limit <= 0) {
-        char topic[64];
-        topic_of(op->sid, topic, sizeof topic);
-        return op_reply(op, 200,
-                        json_pack("{s:s,s:s,s:[]}", "joined", op->sid, "topic", topic, "history"));
-    }
-    json_t *filter = json_pack("{s:s,s:s}", "stream", op->sid, "status", "visible");
-    if (op->before[0])
-        json_object_set_new(filter, "_id", json_pack("{s:s}", "$lt", op->before));
-    STORE(api->store_find(op->st->messages,
-                          json_pack("{s:o,s:{s:i},s:i}", "filter", filter, "sort", "_id", -1,
-                                    "limit", op->limit),
-                          history_found, op),
-          op);
-}
-
-static void modes_saved(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    json_t *m = json_object_get(op->st->modes, op->sid);
-    json_t *copy = m ? json_deep_copy(m) : NULL;
-    op_reply(op, 200, copy ? json_pack("{s:o}", "modes", copy) : NULL);
-}
-
-static void put_modes(op_t *op, json_t *access, int staff)
-{
-    if (!staff)
-        return op_problem(op, ONAIR_EPERM, "forbidden",
-                          "only the stream's owner or a moderator may set chat modes");
-    json_t *m = modes_of(op->st, op->sid, json_object_get(access, "settings"));
-    if (!m)
-        return op_fail(op, ONAIR_ENOMEM, NULL);
-    json_object_update(m, op->modes_in);
-    if (json_object_set(op->st->modes, op->sid, m)) {
-        json_decref(m);
-        return op_fail(op, ONAIR_ENOMEM, NULL);
-    }
-    char topic[64];
-    topic_of(op->sid, topic, sizeof topic);
-    json_t *ev = json_deep_copy(m);
-    json_object_set_new(ev, "stream", json_string(op->sid));
-    api->ws_publish(topic, "chat.modes", ev);
-    json_t *set = json_deep_copy(m);
-    json_decref(m); /* the map keeps it */
-    if (!set)
-        return op_fail(op, ONAIR_ENOMEM, NULL);
-    json_object_set_new(set, "stream", json_string(op->sid));
-    STORE(api->store_update(op->st->modes_coll,
-                            json_pack("{s:{s:s},s:{s:o},s:b}", "filter", "stream", op->sid,
-                                      "update", "$set", set, "upsert", 1),
-                            modes_saved, op),
-          op);
-}
-
-static void access_done(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    /* banned from a private stream she could otherwise see (streams.access asks moderation) */
-    if (json_is_true(json_object_get(result, "banned")) &&
-        !json_is_true(json_object_get(result, "visible")))
-        return op_problem(op, ONAIR_EPERM, "banned", "you are banned from this stream");
-    if (!json_is_true(json_object_get(result, "found")) ||
-        !json_is_true(json_object_get(result, "visible")))
-        return op_problem(op, ONAIR_ENOTFOUND, "stream_not_found", "no such stream");
-    int staff = json_is_true(json_object_get(result, "is_owner")) ||
-                json_is_true(json_object_get(result, "is_moderator"));
-    switch (op->kind) {
-    case OP_SEND:
-        return send_checks(op, result);
-    case OP_JOIN: {
-        char topic[64];
-        topic_of(op->sid, topic, sizeof topic);
-        int rc = api->ws_subscribe(op->conn, topic);
-        if (rc != ONAIR_OK)
-            return op_fail(op, rc, NULL);
-        if (op->uid) {
-            char ckey[32];
-            snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)op->conn);
-            json_t *w = json_object_get(op->st->joins, ckey);
-            if (!w) {
-                w = json_object();
-                json_object_set_new(op->st->joins, ckey, w);
-            }
-            json_object_set_new(w, op->sid, json_string(op->uid));
-        }
-        return find_history(op);
-    }
-    case OP_HISTORY:
-        return find_history(op);
-    case OP_MODES_GET: {
-        json_t *m = modes_of(op->st, op->sid, json_object_get(result, "settings"));
-        return op_reply(op, 200, m ? json_pack("{s:o}", "modes", m) : NULL);
-    }
-    case OP_MODES_PUT:
-        return put_modes(op, result, staff);
-    }
-}
-
-/* ---- entry points ----------------------------------------------------------------------- */
-
-static int call_access(op_t *op)
-{
-    json_t *args =
-        json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
-    int rc = api->service_call(op->st->self, "streams.access", args, access_done, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
-}
-
-static void modes_loaded(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    json_t *doc = json_object_get(result, "doc");
-    if (json_is_object(doc) && !json_object_get(op->st->modes, op->sid)) {
-        json_t *fo = json_object_get(doc, "followers_only_min");
-        json_object_set_new(
-            op->st->modes, op->sid,
-            json_pack("{s:I,s:O,s:b}", "slow_s", json_integer_value(json_object_get(doc, "slow_s")),
-                      "followers_only_min", json_is_integer(fo) ? fo : json_null(), "verified_only",
-                      json_is_true(json_object_get(doc, "verified_only"))));
-    }
-    json_object_set_new(op->st->loaded, op->sid, json_true());
-    json_t *args =
-        json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
-    int rc = api->service_call(op->st->self, "streams.access", args, access_done, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
-}
-
-/* Modes are read from the store on a stream's first use on this node. */
-static int check_access(op_t *op)
-{
-    if (json_object_get(op->st->loaded, op->sid) || json_object_get(op->st->modes, op->sid))
-        return call_access(op);
-    int rc = api->store_find_one(
-        op->st->modes_coll, json_pack("{s:{s:s}}", "filter", "stream", op->sid), modes_loaded, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
-}
-
-static int set_sid(op_t *op, const char *sid)
-{
-    if (!hex24(sid)) {
-        op_problem(op, ONAIR_ENOTFOUND, "stream_not_found", "no such stream");
-        return -1;
-    }
-    memcpy(op->sid, sid, 25);
-    return 0;
-}
-
-static op_t *req_op(onair_req_t *req, void *ud, int kind)
-{
-    op_t *op = op_new(ud, kind, api->req_user(req));
-    if (!op) {
-        api->reply_error(req, ONAIR_ENOMEM, "out of memory");
-        return NULL;
-    }
-    op->req = req;
-    if (set_sid(op, api->req_param(req, "id")))
-        return NULL;
-    return op;
-}
-
-static op_t *msg_op(onair_wsmsg_t *msg, void *ud, int kind)
-{
-    op_t *op = op_new(ud, kind, api->msg_user(msg));
-    if (!op) {
-        api->msg_reply_error(msg, ONAIR_ENOMEM, NULL, "out of memory");
-        return NULL;
-    }
-    op->msg = msg;
-    op->conn = api->msg_conn(msg);
-    const char *sid = sget(api->msg_data(msg), "stream_id");
-    if (!sid) {
-        op_problem(op, ONAIR_EINVAL, "invalid_request", "stream_id is required");
-        return NULL;
-    }
-    if (set_sid(op, sid))
-        return NULL;
-    return op;
-}
-
-/* text and reply_to of a send (body or message data); non-zero after answering. */
-static int parse_send(op_t *op, json_t *body)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(body, k, v)
-    {
-        if (strcmp(k, "text") && strcmp(k, "reply_to") && strcmp(k, "stream_id")) {
-            char detail[96];
-            snprintf(detail, sizeof detail, "unknown member '%.40s'", k);
-            return body_problem(op, detail), 1;
-        }
-    }
-    json_t *rt = json_object_get(body, "reply_to");
-    if (rt && !json_is_null(rt)) {
-        if (!hex24(json_string_value(rt)))
-            return body_problem(op, "reply_to must be a message id"), 1;
-        memcpy(op->reply_to, json_string_value(rt), 25);
-    }
-    int rc = clean_text(sget(body, "text"), &op->text);
-    if (rc != TEXT_OK) {
-        op_problem(op, ONAIR_EINVAL, "invalid_text",
-                   rc == TEXT_BAD_UTF8
-                       ? "text is not valid UTF-8"
-                       : "text must be 1..500 characters (control characters are removed)");
-        return 1;
-    }
-    return 0;
+    publish_message(op->message);
+    onair_flow_reply(f, 201, json_pack("{s:o}", "message", view(op->message, 1)));
 }
 
 /* POST /api/v1/streams/{id}/chat {text, reply_to?} */
-static int post_send(onair_req_t *req, void *ud)
+static int send_rest(onair_req_t *req, void *ud)
 {
-    op_t *op = req_op(req, ud, OP_SEND);
-    if (!op)
+    const char *stream = path_stream(req);
+    if (!stream)
         return ONAIR_OK;
-    json_t *body = api->req_json(req);
-    if (json_object_get(body, "stream_id"))
-        return body_problem(op, "unknown member 'stream_id'");
-    if (parse_send(op, body))
-        return ONAIR_OK;
-    return check_access(op);
+    return send_message(ONAIR_TARGET_REQ(req), api->req_user(req), stream, api->req_json(req));
 }
 
-static int query_problem(op_t *op, const char *detail)
+/* chat.send {stream_id, text, reply_to?} -> {message} or {held, id} */
+static int send_ws(onair_wsmsg_t *msg, void *ud)
 {
-    op_problem(op, ONAIR_EINVAL, "invalid_query", detail);
-    return ONAIR_OK;
+    json_t *data = api->msg_data(msg);
+    return send_message(ONAIR_TARGET_MSG(msg), api->msg_user(msg), onair_str(data, "stream_id"),
+                        data);
+}
+
+/* ---- history and joining ------------------------------------------------------------------ */
+
+/* The newest visible messages (older than op->before, if set), newest first. */
+static int find_visible(op_t *op, onair_flow_step_fn then)
+{
+    json_t *filter = json_pack("{s:s,s:s}", "stream", op->stream, "status", "visible");
+    if (op->before[0])
+        json_object_set_new(filter, "_id", json_pack("{s:s}", "$lt", op->before));
+    json_t *spec =
+        json_pack("{s:o,s:{s:i},s:i}", "filter", filter, "sort", "_id", -1, "limit", op->limit);
+    return ONAIR_THEN(&op->flow, then, api->store_find(chat.messages, spec, onair_flow_cb, op));
+}
+
+/* The store's newest-first page, oldest first as clients read it. */
+static json_t *oldest_first(json_t *docs)
+{
+    json_t *list = json_array();
+    for (size_t i = json_array_size(docs); i-- > 0;)
+        json_array_append_new(list, view(json_array_get(docs, i), 0));
+    return list;
+}
+
+static void page_found(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_t *docs = json_object_get(result, "docs");
+    size_t n = json_array_size(docs);
+    /* a full page may have more before it: its oldest message is where the next one ends */
+    json_t *next =
+        n == (size_t)op->limit ? json_object_get(json_array_get(docs, n - 1), "_id") : json_null();
+    onair_flow_reply(f, 200, json_pack("{s:o,s:O}", "messages", oldest_first(docs), "next", next));
+}
+
+static void find_page(op_t *op, json_t *access)
+{
+    find_visible(op, page_found);
 }
 
 /* GET /api/v1/streams/{id}/chat?before=<message id>&limit=1..100 */
-static int get_history(onair_req_t *req, void *ud)
+static int history_rest(onair_req_t *req, void *ud)
 {
-    op_t *op = req_op(req, ud, OP_HISTORY);
-    if (!op)
-        return ONAIR_OK;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
+    const char *stream = path_stream(req);
     const char *before = api->req_query(req, "before");
-    const char *limit_s = api->req_query(req, "limit");
-    if (before) {
-        if (!hex24(before))
-            return query_problem(op, "before must be a message id");
-        memcpy(op->before, before, 25);
-    }
-    if (limit_s) {
+    const char *limit = api->req_query(req, "limit");
+    if (!stream)
+        return ONAIR_OK;
+    if (before && !onair_is_id(before))
+        return api->target_problem(t, ONAIR_EINVAL, "invalid_query", "before must be a message id",
+                                   NULL);
+    long n = PAGE_DEFAULT;
+    if (limit) {
         char *end;
         errno = 0;
-        long limit = strtol(limit_s, &end, 10);
-        if (end == limit_s || *end || errno || limit < 1 || limit > LIMIT_MAX)
-            return query_problem(op, "limit must be an integer 1..100");
-        op->limit = (int)limit;
+        n = strtol(limit, &end, 10);
+        if (end == limit || *end || errno || n < 1 || n > PAGE_MAX)
+            return api->target_problem(t, ONAIR_EINVAL, "invalid_query",
+                                       "limit must be an integer 1..100", NULL);
     }
-    return check_access(op);
+    op_t *op = op_new(t, api->req_user(req), stream);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->limit = (int)n;
+    snprintf(op->before, sizeof op->before, "%s", before ? before : "");
+    return look_up_stream(op, find_page);
+}
+
+static void joined(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    char topic[64];
+    chat_topic(op->stream, topic, sizeof topic);
+    onair_flow_reply(f, 200,
+                     json_pack("{s:s,s:s,s:o}", "joined", op->stream, "topic", topic, "history",
+                               oldest_first(json_object_get(result, "docs"))));
+}
+
+static void conn_key(onair_conn_t conn, char *buf, size_t n)
+{
+    snprintf(buf, n, "%llu", (unsigned long long)conn);
+}
+
+/* Subscribe, remember a signed-in join (a ban may end it), then send the last messages. */
+static void join_stream(op_t *op, json_t *access)
+{
+    char topic[64];
+    chat_topic(op->stream, topic, sizeof topic);
+    int rc = api->ws_subscribe(op->conn, topic);
+    if (rc != ONAIR_OK)
+        return onair_flow_fail(&op->flow, rc, NULL);
+    if (op->user) {
+        char key[32];
+        conn_key(op->conn, key, sizeof key);
+        json_t *streams = json_object_get(chat.joins, key);
+        if (!streams) {
+            streams = json_object();
+            json_object_set_new(chat.joins, key, streams);
+        }
+        json_object_set_new(streams, op->stream, json_string(op->user));
+    }
+    if (op->limit == 0)
+        return joined(&op->flow, ONAIR_OK, NULL);
+    find_visible(op, joined);
+}
+
+/* chat.join {stream_id} -> {joined, topic, history} */
+static int join_ws(onair_wsmsg_t *msg, void *ud)
+{
+    op_t *op = op_new(ONAIR_TARGET_MSG(msg), api->msg_user(msg),
+                      onair_str(api->msg_data(msg), "stream_id"));
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->conn = api->msg_conn(msg);
+    op->limit = chat.history_on_join;
+    return look_up_stream(op, join_stream);
+}
+
+/* chat.leave {stream_id} -> {left} */
+static int leave_ws(onair_wsmsg_t *msg, void *ud)
+{
+    const char *stream = onair_str(api->msg_data(msg), "stream_id");
+    char topic[64], key[32];
+    chat_topic(stream, topic, sizeof topic);
+    conn_key(api->msg_conn(msg), key, sizeof key);
+    json_t *streams = json_object_get(chat.joins, key);
+    json_object_del(streams, stream);
+    if (streams && json_object_size(streams) == 0)
+        json_object_del(chat.joins, key);
+    int rc = api->ws_unsubscribe(api->msg_conn(msg), topic);
+    return api->target_reply(ONAIR_TARGET_MSG(msg), 0, json_pack("{s:b}", "left", rc == ONAIR_OK));
+}
+
+/* ---- modes -------------------------------------------------------------------------------- */
+
+static void answer_modes(op_t *op, json_t *access)
+{
+    onair_flow_reply(
+        &op->flow, 200,
+        json_pack("{s:o}", "modes", modes_of(op->stream, json_object_get(access, "settings"))));
 }
 
 /* GET /api/v1/streams/{id}/chat/modes */
 static int get_modes(onair_req_t *req, void *ud)
 {
-    op_t *op = req_op(req, ud, OP_MODES_GET);
-    return op ? check_access(op) : ONAIR_OK;
+    const char *stream = path_stream(req);
+    if (!stream)
+        return ONAIR_OK;
+    op_t *op = op_new(ONAIR_TARGET_REQ(req), api->req_user(req), stream);
+    return op ? look_up_stream(op, answer_modes) : ONAIR_ENOMEM;
+}
+
+static void modes_saved(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    onair_flow_reply(f, 200, json_pack("{s:O}", "modes", json_object_get(chat.modes, op->stream)));
+}
+
+/* In force at once on this node and announced; stored before the answer. */
+static void save_modes(op_t *op, json_t *access)
+{
+    if (!is_staff(access))
+        return onair_flow_problem(&op->flow, ONAIR_EPERM, "forbidden",
+                                  "only the stream's owner or a moderator may set chat modes",
+                                  NULL);
+    json_t *modes = modes_of(op->stream, json_object_get(access, "settings"));
+    json_object_update(modes, op->changes);
+    json_object_set(chat.modes, op->stream, modes);
+    char topic[64];
+    chat_topic(op->stream, topic, sizeof topic);
+    json_t *event = json_deep_copy(modes);
+    json_object_set_new(event, "stream", json_string(op->stream));
+    api->ws_publish(topic, "chat.modes", json_incref(event));
+    json_decref(modes);
+    json_t *spec = json_pack("{s:{s:s},s:{s:o},s:b}", "filter", "stream", op->stream, "update",
+                             "$set", event, "upsert", 1);
+    ONAIR_THEN(&op->flow, modes_saved,
+               api->store_update(chat.stored_modes, spec, onair_flow_cb, op));
 }
 
 /* PUT /api/v1/streams/{id}/chat/modes {slow_s?, followers_only_min?, verified_only?} */
-static int put_modes_route(onair_req_t *req, void *ud)
+static int put_modes(onair_req_t *req, void *ud)
 {
-    op_t *op = req_op(req, ud, OP_MODES_PUT);
+    onair_target_t t = ONAIR_TARGET_REQ(req);
+    const char *stream = path_stream(req);
+    json_t *body = api->req_json(req);
+    if (!stream)
+        return ONAIR_OK;
+    json_int_t slow_s = json_integer_value(json_object_get(body, "slow_s"));
+    if (slow_s > 0 && slow_s < SLOW_MIN)
+        return onair_field_problem(api, t, "invalid_field", "slow_s",
+                                   "slow_s must be 0 (off) or 3..120");
+    op_t *op = op_new(t, api->req_user(req), stream);
     if (!op)
-        return ONAIR_OK;
-    if (parse_modes(op, api->req_json(req)))
-        return ONAIR_OK;
-    return check_access(op);
+        return ONAIR_ENOMEM;
+    op->changes = json_incref(body);
+    return look_up_stream(op, save_modes);
 }
 
-/* chat.send {stream_id, text, reply_to?} -> {message} or {held, id} */
-static int ws_send(onair_wsmsg_t *msg, void *ud)
-{
-    op_t *op = msg_op(msg, ud, OP_SEND);
-    if (!op)
-        return ONAIR_OK;
-    if (parse_send(op, api->msg_data(msg)))
-        return ONAIR_OK;
-    return check_access(op);
-}
-
-/* chat.join {stream_id} -> {joined, topic, history} */
-static int ws_join(onair_wsmsg_t *msg, void *ud)
-{
-    chat_t *st = ud;
-    op_t *op = msg_op(msg, ud, OP_JOIN);
-    if (!op)
-        return ONAIR_OK;
-    op->limit = st->history_on_join;
-    return check_access(op);
-}
-
-/* chat.leave {stream_id} -> {left} */
-static int ws_leave(onair_wsmsg_t *msg, void *ud)
-{
-    chat_t *st = ud;
-    const char *sid = sget(api->msg_data(msg), "stream_id");
-    if (!hex24(sid))
-        return api->msg_reply_error(msg, ONAIR_EINVAL, "invalid_request", "stream_id is required");
-    char topic[64], ckey[32];
-    topic_of(sid, topic, sizeof topic);
-    snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)api->msg_conn(msg));
-    json_t *w = json_object_get(st->joins, ckey);
-    json_object_del(w, sid);
-    if (w && json_object_size(w) == 0)
-        json_object_del(st->joins, ckey);
-    int rc = api->ws_unsubscribe(api->msg_conn(msg), topic);
-    return api->msg_reply(msg, json_pack("{s:b}", "left", rc == ONAIR_OK));
-}
-
-/* ---- services: chat.get, chat.delete, chat.release ---------------------------------------- */
+/* ---- services for moderation: chat.get, chat.delete, chat.release, chat.held -------------- */
 
 enum svc_kind { SVC_GET, SVC_DELETE, SVC_RELEASE };
 
 typedef struct svc {
-    chat_t *st;
     onair_service_call_t *call;
     int kind;
     char id[25];
 } svc_t;
 
+/* result (stolen) with ONAIR_OK, NULL with an error */
 static void svc_end(svc_t *s, int status, json_t *result)
 {
-    api->service_answer(s->call, status, status == ONAIR_OK ? result : NULL);
-    if (status != ONAIR_OK)
-        json_decref(result);
+    api->service_answer(s->call, status, result);
     free(s);
 }
 
-static void svc_recheck(int status, json_t *result, void *ud)
+/* release found no held message: is there none at all, or is it not held? */
+static void svc_release_refused(int status, json_t *result, void *ud)
 {
     svc_t *s = ud;
-    if (status != ONAIR_OK)
-        return svc_end(s, status, NULL);
-    svc_end(s, json_is_object(json_object_get(result, "doc")) ? ONAIR_ECONFLICT : ONAIR_ENOTFOUND,
-            NULL);
+    if (status == ONAIR_OK)
+        status = json_is_object(json_object_get(result, "doc")) ? ONAIR_ECONFLICT : ONAIR_ENOTFOUND;
+    svc_end(s, status, NULL);
 }
 
 static void svc_done(int status, json_t *result, void *ud)
 {
     svc_t *s = ud;
+    json_t *doc = json_object_get(result, "doc");
     if (status != ONAIR_OK)
         return svc_end(s, status, NULL);
-    json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc)) {
-        if (s->kind != SVC_RELEASE)
-            return svc_end(s, ONAIR_ENOTFOUND, NULL);
-        /* not held: no such message (ENOTFOUND) or another status (ECONFLICT) */
-        int rc = api->store_find_one(
-            s->st->messages, json_pack("{s:{s:s}}", "filter", "_id", s->id), svc_recheck, s);
+    if (!json_is_object(doc) && s->kind == SVC_RELEASE) {
+        int rc = api->store_find_one(chat.messages, json_pack("{s:{s:s}}", "filter", "_id", s->id),
+                                     svc_release_refused, s);
         if (rc != ONAIR_OK)
             svc_end(s, rc, NULL);
         return;
     }
+    if (!json_is_object(doc))
+        return svc_end(s, ONAIR_ENOTFOUND, NULL);
     if (s->kind == SVC_DELETE) {
         char topic[64];
-        topic_of(sget(doc, "stream") ? sget(doc, "stream") : "", topic, sizeof topic);
+        chat_topic(onair_str(doc, "stream"), topic, sizeof topic);
         api->ws_publish(
             topic, "chat.deleted",
             json_pack("{s:s,s:O}", "id", s->id, "stream", json_object_get(doc, "stream")));
     } else if (s->kind == SVC_RELEASE) {
         publish_message(doc);
-        api->bus_publish(s->st->self, "chat.message", json_pack("{s:O}", "message", doc));
     }
-    json_t *v = view(doc, 1);
-    if (v && json_object_get(doc, "held_reason"))
-        json_object_set(v, "held_reason", json_object_get(doc, "held_reason"));
+    json_t *v = moderation_view(doc);
     svc_end(s, v ? ONAIR_OK : ONAIR_ENOMEM, v ? json_pack("{s:o}", "message", v) : NULL);
 }
 
-static int svc_start(onair_service_call_t *call, void *ud, int kind)
+/* {"message": id} -> {"message"}; get reads it, delete and release change its status */
+static int svc_start(onair_service_call_t *call, int kind)
 {
-    const char *id = sget(api->service_args(call), "message");
+    const char *id = onair_str(api->service_args(call), "message");
     if (!id)
         return ONAIR_EINVAL;
-    if (!hex24(id))
+    if (!onair_is_id(id))
         return ONAIR_ENOTFOUND;
     svc_t *s = calloc(1, sizeof *s);
     if (!s)
         return ONAIR_ENOMEM;
-    s->st = ud;
     s->call = call;
     s->kind = kind;
-    memcpy(s->id, id, 25);
+    memcpy(s->id, id, sizeof s->id);
     int rc;
     if (kind == SVC_GET) {
-        rc = api->store_find_one(s->st->messages, json_pack("{s:{s:s}}", "filter", "_id", id),
+        rc = api->store_find_one(chat.messages, json_pack("{s:{s:s}}", "filter", "_id", id),
                                  svc_done, s);
     } else {
         json_t *filter = kind == SVC_DELETE ? json_pack("{s:s}", "_id", id)
                                             : json_pack("{s:s,s:s}", "_id", id, "status", "held");
         rc = api->store_find_and_modify(
-            s->st->messages,
+            chat.messages,
             json_pack("{s:o,s:{s:{s:s}},s:s}", "filter", filter, "update", "$set", "status",
                       kind == SVC_DELETE ? "deleted" : "visible", "return", "after"),
             svc_done, s);
@@ -989,163 +828,129 @@ static int svc_start(onair_service_call_t *call, void *ud, int kind)
 
 static int svc_get(onair_service_call_t *call, void *ud)
 {
-    return svc_start(call, ud, SVC_GET);
+    return svc_start(call, SVC_GET);
 }
 
 static int svc_delete(onair_service_call_t *call, void *ud)
 {
-    return svc_start(call, ud, SVC_DELETE);
+    return svc_start(call, SVC_DELETE);
 }
 
 static int svc_release(onair_service_call_t *call, void *ud)
 {
-    return svc_start(call, ud, SVC_RELEASE);
+    return svc_start(call, SVC_RELEASE);
 }
-
-/* chat.held {stream, limit (1..100), after?} -> {messages: [held, oldest first], next} */
-typedef struct held_call {
-    onair_service_call_t *call;
-    int limit;
-} held_call_t;
 
 static void held_listed(int status, json_t *result, void *ud)
 {
-    held_call_t *h = ud;
+    onair_service_call_t *call = ud;
     if (status != ONAIR_OK) {
-        api->service_answer(h->call, status, NULL);
-        free(h);
+        api->service_answer(call, status, NULL);
         return;
     }
-    json_t *list = json_array();
+    json_t *list = json_array(), *doc;
     size_t i;
-    json_t *d;
-    json_array_foreach(json_object_get(result, "docs"), i, d)
-    {
-        json_t *v = view(d, 1);
-        if (v && json_object_get(d, "held_reason"))
-            json_object_set(v, "held_reason", json_object_get(d, "held_reason"));
-        json_array_append_new(list, v);
-    }
+    json_array_foreach(json_object_get(result, "docs"), i, doc)
+        json_array_append_new(list, moderation_view(doc));
     json_t *next = json_object_get(result, "next");
-    json_t *res = list ? json_pack("{s:o,s:O}", "messages", list, "next",
-                                   next && json_array_size(list) ? next : json_null())
-                       : NULL;
-    api->service_answer(h->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
-    free(h);
+    json_t *answer = json_pack("{s:o,s:O}", "messages", list, "next",
+                               next && json_array_size(list) ? next : json_null());
+    api->service_answer(call, answer ? ONAIR_OK : ONAIR_ENOMEM, answer);
 }
 
+/* chat.held {stream, limit (1..100), after?} -> {messages: [held, oldest first], next} */
 static int svc_held(onair_service_call_t *call, void *ud)
 {
-    chat_t *st = ud;
     json_t *args = api->service_args(call);
-    const char *sid = sget(args, "stream");
-    if (!hex24(sid))
-        return ONAIR_EINVAL;
-    json_t *l = json_object_get(args, "limit");
-    json_int_t limit = l ? json_integer_value(l) : LIMIT_DEF;
-    if ((l && !json_is_integer(l)) || limit < 1 || limit > LIMIT_MAX)
-        return ONAIR_EINVAL;
+    const char *stream = onair_str(args, "stream");
+    json_t *limit = json_object_get(args, "limit");
     json_t *after = json_object_get(args, "after");
-    if (after && !json_is_null(after) && !json_is_string(after))
+    json_int_t n = limit ? json_integer_value(limit) : PAGE_DEFAULT;
+    if (!onair_is_id(stream) || (limit && !json_is_integer(limit)) || n < 1 || n > PAGE_MAX ||
+        (after && !json_is_null(after) && !json_is_string(after)))
         return ONAIR_EINVAL;
-    held_call_t *h = calloc(1, sizeof *h);
-    if (!h)
-        return ONAIR_ENOMEM;
-    h->call = call;
-    h->limit = (int)limit;
-    json_t *spec = json_pack("{s:{s:s,s:s},s:{s:i},s:I}", "filter", "stream", sid, "status", "held",
-                             "sort", "_id", 1, "limit", limit);
+    json_t *spec = json_pack("{s:{s:s,s:s},s:{s:i},s:I}", "filter", "stream", stream, "status",
+                             "held", "sort", "_id", 1, "limit", n);
     if (spec && json_is_string(after))
         json_object_set(spec, "after", after);
-    int rc = api->store_find(st->messages, spec, held_listed, h);
-    if (rc != ONAIR_OK) {
-        free(h);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    int rc = api->store_find(chat.messages, spec, held_listed, call);
+    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
 }
 
 /* ---- the stream goes away: so does its chat ----------------------------------------------- */
 
 static void purged(int status, json_t *result, void *ud)
 {
-    chat_t *st = ud;
     if (status != ONAIR_OK)
-        api->log(st->self, ONAIR_LOG_WARN, "could not delete the chat of a stream: %s",
-                 sget(result, "error") ? sget(result, "error") : api->strerror(status));
+        api->log(chat.self, ONAIR_LOG_WARN, "could not delete the chat of a stream: %s",
+                 onair_str(result, "error") ? onair_str(result, "error") : api->strerror(status));
 }
 
 static void on_stream_deleted(const char *topic, json_t *payload, void *ud)
 {
-    chat_t *st = ud;
-    (void)topic;
-    const char *sid = sget(payload, "stream");
-    if (!hex24(sid))
+    const char *stream = onair_str(payload, "stream");
+    if (!onair_is_id(stream))
         return;
-    json_object_del(st->modes, sid);
-    json_object_del(st->loaded, sid);
-    api->store_delete(st->modes_coll, json_pack("{s:{s:s}}", "filter", "stream", sid), purged, st);
-    api->store_delete(st->messages, json_pack("{s:{s:s},s:b}", "filter", "stream", sid, "multi", 1),
-                      purged, st);
+    json_object_del(chat.modes, stream);
+    api->store_delete(chat.stored_modes, json_pack("{s:{s:s}}", "filter", "stream", stream), purged,
+                      NULL);
+    api->store_delete(chat.messages,
+                      json_pack("{s:{s:s},s:b}", "filter", "stream", stream, "multi", 1), purged,
+                      NULL);
 }
 
 /* ---- connections: closed, banned ---------------------------------------------------------- */
 
 static void on_ws_closed(const char *topic, json_t *payload, void *ud)
 {
-    chat_t *st = ud;
-    (void)topic;
-    char ckey[32];
-    snprintf(ckey, sizeof ckey, "%llu",
-             (unsigned long long)json_integer_value(json_object_get(payload, "conn")));
-    json_object_del(st->joins, ckey);
+    char key[32];
+    conn_key((onair_conn_t)json_integer_value(json_object_get(payload, "conn")), key, sizeof key);
+    json_object_del(chat.joins, key);
 }
 
 typedef struct kick {
-    chat_t *st;
-    char sid[25];
-    char *uid;
+    char stream[25];
+    char *user;
 } kick_t;
 
 /* A ban ends the user's chat subscriptions to a private stream. */
-static void kick_checked(int status, json_t *result, void *ud)
+static void kick_checked(int status, json_t *access, void *ud)
 {
     kick_t *k = ud;
-    const char *vis = sget(result, "visibility");
-    if (status == ONAIR_OK && vis && !strcmp(vis, "private")) {
+    const char *visibility = onair_str(access, "visibility");
+    if (status == ONAIR_OK && visibility && !strcmp(visibility, "private")) {
         char topic[64];
-        topic_of(k->sid, topic, sizeof topic);
-        const char *ckey;
-        json_t *w, *tmp;
-        json_object_foreach_safe(k->st->joins, tmp, ckey, w)
+        chat_topic(k->stream, topic, sizeof topic);
+        const char *key;
+        json_t *streams, *tmp;
+        json_object_foreach_safe(chat.joins, tmp, key, streams)
         {
-            const char *u = sget(w, k->sid);
-            if (!u || strcmp(u, k->uid))
+            const char *user = onair_str(streams, k->stream);
+            if (!user || strcmp(user, k->user))
                 continue;
-            onair_conn_t conn = (onair_conn_t)strtoull(ckey, NULL, 10);
-            api->ws_send(conn, "moderation.banned", json_pack("{s:s}", "stream", k->sid));
+            onair_conn_t conn = (onair_conn_t)strtoull(key, NULL, 10);
+            api->ws_send(conn, "moderation.banned", json_pack("{s:s}", "stream", k->stream));
             api->ws_unsubscribe(conn, topic);
-            json_object_del(w, k->sid);
-            if (json_object_size(w) == 0)
-                json_object_del(k->st->joins, ckey);
+            json_object_del(streams, k->stream);
+            if (json_object_size(streams) == 0)
+                json_object_del(chat.joins, key);
         }
     }
-    free(k->uid);
+    free(k->user);
     free(k);
 }
 
-static void kick(chat_t *st, const char *sid, const char *uid)
+static void kick(const char *stream, const char *user)
 {
     kick_t *k = calloc(1, sizeof *k);
     if (!k)
         return;
-    k->st = st;
-    memcpy(k->sid, sid, 25);
-    k->uid = dupstr(uid);
-    if (!k->uid || api->service_call(st->self, "streams.access",
-                                     json_pack("{s:s,s:s}", "stream", sid, "user", uid),
-                                     kick_checked, k) != ONAIR_OK) {
-        free(k->uid);
+    snprintf(k->stream, sizeof k->stream, "%s", stream);
+    k->user = onair_strdup(user);
+    if (!k->user || api->service_call(chat.self, "streams.access",
+                                      json_pack("{s:s,s:s}", "stream", stream, "user", user),
+                                      kick_checked, k) != ONAIR_OK) {
+        free(k->user);
         free(k);
     }
 }
@@ -1153,168 +958,135 @@ static void kick(chat_t *st, const char *sid, const char *uid)
 /* moderation.banned {stream (null: the platform), user} */
 static void on_banned(const char *topic, json_t *payload, void *ud)
 {
-    chat_t *st = ud;
-    (void)topic;
-    const char *uid = sget(payload, "user");
-    const char *sid = sget(payload, "stream");
-    if (!uid)
+    const char *user = onair_str(payload, "user");
+    const char *stream = onair_str(payload, "stream");
+    if (!user)
         return;
-    if (sid) {
-        if (hex24(sid))
-            kick(st, sid, uid);
+    if (stream) {
+        if (onair_is_id(stream))
+            kick(stream, user);
         return;
     }
-    json_t *seen = json_object();
-    const char *ckey, *s2;
-    json_t *w, *u;
-    json_object_foreach(st->joins, ckey, w)
+    json_t *kicked = json_object(); /* each stream once, however many connections joined it */
+    const char *key, *joined_stream;
+    json_t *streams, *joined_by;
+    json_object_foreach(chat.joins, key, streams)
     {
-        json_object_foreach(w, s2, u)
+        json_object_foreach(streams, joined_stream, joined_by)
         {
-            if (!strcmp(json_string_value(u) ? json_string_value(u) : "", uid) &&
-                !json_object_get(seen, s2)) {
-                json_object_set_new(seen, s2, json_true());
-                kick(st, s2, uid);
+            if (!strcmp(json_string_value(joined_by), user) &&
+                !json_object_get(kicked, joined_stream)) {
+                json_object_set_new(kicked, joined_stream, json_true());
+                kick(joined_stream, user);
             }
         }
     }
-    json_decref(seen);
+    json_decref(kicked);
 }
 
-/* ---- lifecycle -------------------------------------------------------------------------- */
-
-static const onair_index_t indexes[] = {
-    {.size = sizeof(onair_index_t), .keys = "stream,-created_at"},
-    {0},
-};
-
-static const onair_index_t mode_indexes[] = {
-    {.size = sizeof(onair_index_t), .keys = "stream", .flags = ONAIR_INDEX_UNIQUE},
-    {0},
-};
+/* ---- registration and lifecycle --------------------------------------------------------- */
 
 static const onair_config_key_t config[] = {
-    {.size = sizeof(onair_config_key_t),
-     .key = "history_on_join",
-     .type = ONAIR_CFG_INT,
-     .default_value = "50",
-     .min = 0,
-     .max = LIMIT_MAX,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "messages sent to a client when it joins a stream's chat (0..100)"},
-    {0},
+    ONAIR_FIELD("history_on_join", ONAIR_CFG_INT, .default_value = "50", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, PAGE_MAX),
+                .doc = "messages sent to a client when it joins a stream's chat (0..100)"),
+    ONAIR_END,
 };
 
-#define ROUTE(m, p, h, ...)                                                                        \
-    {                                                                                              \
-        .size = sizeof(onair_route_t), .method = m, .path = p, .handler = h, .ud = st, __VA_ARGS__ \
-    }
-#define C "/api/v1/streams/{id}/chat"
+#define CHAT "/api/v1/streams/{id}/chat"
 
-static int chat_init(onair_plugin_t *self, const onair_api_t *host_api)
+static const onair_route_t routes[] = {
+    ONAIR_ROUTE("POST", CHAT, send_rest, .access = ONAIR_ACCESS_USER, .max_body = 8192,
+                .ratelimit = "chat.send", .body = send_body),
+    ONAIR_ROUTE("GET", CHAT, history_rest),
+    ONAIR_ROUTE("GET", CHAT "/modes", get_modes),
+    ONAIR_ROUTE("PUT", CHAT "/modes", put_modes, .access = ONAIR_ACCESS_USER, .max_body = 4096,
+                .body = modes_body),
+};
+
+static const onair_ws_type_t ws_types[] = {
+    ONAIR_WS_TYPE("chat.send", send_ws, .access = ONAIR_ACCESS_USER, .ratelimit = "chat.send",
+                  .body = send_msg_body),
+    ONAIR_WS_TYPE("chat.join", join_ws, .body = stream_msg_body),
+    ONAIR_WS_TYPE("chat.leave", leave_ws, .body = stream_msg_body),
+};
+
+static const onair_ratelimit_t ratelimits[] = {
+    ONAIR_RATELIMIT("chat.send", SEND_LIMIT, SEND_WINDOW_S, ONAIR_RATELIMIT_BY_USER),
+};
+
+static const onair_service_t services[] = {
+    ONAIR_SERVICE("chat.get", svc_get),
+    ONAIR_SERVICE("chat.delete", svc_delete),
+    ONAIR_SERVICE("chat.release", svc_release),
+    ONAIR_SERVICE("chat.held", svc_held),
+};
+
+static const onair_index_t message_indexes[] = {ONAIR_INDEX("stream,-created_at"), ONAIR_END};
+static const onair_index_t modes_indexes[] = {
+    ONAIR_INDEX("stream", .flags = ONAIR_INDEX_UNIQUE),
+    ONAIR_END,
+};
+
+static const onair_collection_t messages_collection = {.size = sizeof(onair_collection_t),
+                                                       .name = "messages",
+                                                       .version = 1,
+                                                       .indexes = message_indexes};
+static const onair_collection_t modes_collection = {
+    .size = sizeof(onair_collection_t), .name = "modes", .version = 1, .indexes = modes_indexes};
+
+static void free_maps(void)
 {
-    api = host_api;
-    if (!ONAIR_HAS(api, service_call) || !ONAIR_HAS(api, hook_run)) {
-        api->log(self, ONAIR_LOG_ERROR, "this host lacks hook chains and services (ABI 1.3)");
-        return ONAIR_ENOTSUP;
-    }
-    chat_t *st = calloc(1, sizeof *st);
-    if (!st)
-        return ONAIR_ENOMEM;
-    st->self = self;
-    st->modes = json_object();
-    st->loaded = json_object();
-    st->joins = json_object();
-    st->last = json_object();
-    const uint32_t U = ONAIR_ACCESS_USER;
-    const onair_ratelimit_t send_limit = {.size = sizeof send_limit,
-                                          .name = "chat.send",
-                                          .limit = SEND_LIMIT,
-                                          .window_s = SEND_WINDOW_S,
-                                          .key = ONAIR_RATELIMIT_BY_USER};
-    const onair_collection_t coll = {
-        .size = sizeof coll, .name = "messages", .version = 1, .indexes = indexes};
-    const onair_route_t routes[] = {
-        ROUTE("POST", C, post_send, .access = U, .max_body = 8192, .flags = ONAIR_ROUTE_JSON_BODY,
-              .ratelimit = "chat.send"),
-        ROUTE("GET", C, get_history),
-        ROUTE("GET", C "/modes", get_modes),
-        ROUTE("PUT", C "/modes", put_modes_route, .access = U, .max_body = 4096,
-              .flags = ONAIR_ROUTE_JSON_BODY),
-    };
-    const onair_ws_type_t types[] = {
-        {.size = sizeof(onair_ws_type_t),
-         .type = "chat.send",
-         .handler = ws_send,
-         .ud = st,
-         .access = U,
-         .ratelimit = "chat.send"},
-        {.size = sizeof(onair_ws_type_t), .type = "chat.join", .handler = ws_join, .ud = st},
-        {.size = sizeof(onair_ws_type_t), .type = "chat.leave", .handler = ws_leave, .ud = st},
-    };
-    const onair_service_t services[] = {
-        {.size = sizeof(onair_service_t), .name = "chat.get", .fn = svc_get, .ud = st},
-        {.size = sizeof(onair_service_t), .name = "chat.delete", .fn = svc_delete, .ud = st},
-        {.size = sizeof(onair_service_t), .name = "chat.release", .fn = svc_release, .ud = st},
-        {.size = sizeof(onair_service_t), .name = "chat.held", .fn = svc_held, .ud = st},
-    };
-    const onair_collection_t modes_coll = {
-        .size = sizeof modes_coll, .name = "modes", .version = 1, .indexes = mode_indexes};
-    int rc = st->modes && st->loaded && st->joins && st->last ? ONAIR_OK : ONAIR_ENOMEM;
+    json_decref(chat.modes);
+    json_decref(chat.joins);
+    json_decref(chat.last_sent);
+    chat.modes = chat.joins = chat.last_sent = NULL;
+}
+
+static int chat_init(onair_plugin_t *self, const onair_api_t *host)
+{
+    api = host;
+    chat = (struct chat){.self = self};
+    chat.modes = json_object();
+    chat.joins = json_object();
+    chat.last_sent = json_object();
+    int rc = chat.modes && chat.joins && chat.last_sent ? ONAIR_OK : ONAIR_ENOMEM;
     if (rc == ONAIR_OK)
-        rc = api->ratelimit_add(self, &send_limit);
+        rc = onair_add_ratelimits(api, self, ratelimits);
     if (rc == ONAIR_OK)
-        rc = api->store_open(self, &coll, &st->messages);
+        rc = api->store_open(self, &messages_collection, &chat.messages);
     if (rc == ONAIR_OK)
-        rc = api->store_open(self, &modes_coll, &st->modes_coll);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
-        rc = api->route_add(self, &routes[i]);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof types / sizeof types[0]; i++)
-        rc = api->ws_type_add(self, &types[i]);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof services / sizeof services[0]; i++)
-        rc = api->service_add(self, &services[i]);
+        rc = api->store_open(self, &modes_collection, &chat.stored_modes);
     if (rc == ONAIR_OK)
-        rc = api->bus_subscribe(self, "stream.deleted", on_stream_deleted, st, &st->sub);
+        rc = onair_add_routes(api, self, routes);
     if (rc == ONAIR_OK)
-        rc = api->bus_subscribe(self, "core.ws.closed", on_ws_closed, st, &st->sub_closed);
+        rc = onair_add_ws_types(api, self, ws_types);
     if (rc == ONAIR_OK)
-        rc = api->bus_subscribe(self, "moderation.banned", on_banned, st, &st->sub_banned);
-    if (rc != ONAIR_OK) {
-        json_decref(st->modes);
-        json_decref(st->loaded);
-        json_decref(st->joins);
-        json_decref(st->last);
-        free(st);
-        return rc;
-    }
-    api->set_state(self, st);
-    return ONAIR_OK;
+        rc = onair_add_services(api, self, services);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "stream.deleted", on_stream_deleted, NULL,
+                                &chat.stream_deleted);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "core.ws.closed", on_ws_closed, NULL, &chat.ws_closed);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "moderation.banned", on_banned, NULL, &chat.banned);
+    if (rc != ONAIR_OK)
+        free_maps(); /* the host rolls back the registrations */
+    return rc;
 }
 
 static int chat_start(onair_plugin_t *self)
 {
-    chat_t *st = api->state(self);
-    st->history_on_join = (int)api->config_int(self, "history_on_join");
+    chat.history_on_join = (int)api->config_int(self, "history_on_join");
     return ONAIR_OK;
 }
 
 static void chat_stop(onair_plugin_t *self)
 {
-    chat_t *st = api->state(self);
-    if (!st)
-        return;
-    if (st->sub)
-        api->bus_unsubscribe(self, st->sub);
-    if (st->sub_closed)
-        api->bus_unsubscribe(self, st->sub_closed);
-    if (st->sub_banned)
-        api->bus_unsubscribe(self, st->sub_banned);
-    json_decref(st->modes);
-    json_decref(st->loaded);
-    json_decref(st->joins);
-    json_decref(st->last);
-    free(st);
-    api->set_state(self, NULL);
+    api->bus_unsubscribe(self, chat.stream_deleted);
+    api->bus_unsubscribe(self, chat.ws_closed);
+    api->bus_unsubscribe(self, chat.banned);
+    free_maps();
 }
 
 static const char *const deps[] = {"streams", NULL};

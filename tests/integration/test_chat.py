@@ -242,19 +242,22 @@ def test_two_clients_join_send_receive(srv):
                 assert ev["id"] == m["id"] and ev["user"] == c.viewer.id, ev
                 assert ev["reply_to"] == early["id"], ev
             # errors answer the message and keep the connection open
-            for type_, data, code in (
-                    ("chat.join", {"stream_id": secret.sid}, "stream_not_found"),
-                    ("chat.join", {"stream_id": "zz"}, "stream_not_found"),
-                    ("chat.join", {}, "invalid_request"),
-                    ("chat.send", {"stream_id": c.sid, "text": ""}, "invalid_text"),
-                    ("chat.send", {"stream_id": c.sid, "text": "x" * 501}, "invalid_text"),
+            for type_, data, code, field in (
+                    ("chat.join", {"stream_id": secret.sid}, "stream_not_found", None),
+                    ("chat.join", {"stream_id": "zz"}, "invalid_field", "stream_id"),
+                    ("chat.join", {}, "missing_field", "stream_id"),
+                    ("chat.send", {"stream_id": c.sid, "text": ""}, "invalid_field", "text"),
+                    ("chat.send", {"stream_id": c.sid, "text": "x" * 501}, "invalid_field",
+                     "text"),
                     ("chat.send", {"stream_id": c.sid, "text": "hi", "reply_to": "zz"},
-                     "invalid_request"),
+                     "invalid_field", "reply_to"),
                     ("chat.send", {"stream_id": c.sid, "text": "hi", "reply_to": "0" * 24},
-                     "invalid_reply_to"),
-                    ("chat.send", {"stream_id": secret.sid, "text": "hi"}, "stream_not_found")):
+                     "invalid_reply_to", "reply_to"),
+                    ("chat.send", {"stream_id": secret.sid, "text": "hi"}, "stream_not_found",
+                     None)):
                 r = await V.call(type_, data)
                 assert r["type"] == "error" and r["data"]["code"] == code, (type_, data, r)
+                assert r["data"].get("field") == field, (type_, data, r)
             r = await W.call("chat.send", {"stream_id": c.sid, "text": "anonymous"})
             assert r["type"] == "error" and r["data"]["code"] == "unauthorized", r
             # leave: no more messages
@@ -320,10 +323,11 @@ def test_rest_send_validation(srv):
     assert m["text"] == "spacedoutmessage", m  # control characters stripped, spaces trimmed
     assert m["status"] == "visible" and m["reply_to"] is None, m
     assert send(c.viewer, c, "é" * 500)["text"] == "é" * 500  # characters, not bytes
-    for text in ("", "   ", "\u0001\u0002", "x" * 501, 5, None):
-        problem(c.viewer.call("POST", c.c(), {"text": text}), 400, "invalid_text")
-    problem(c.viewer.call("POST", c.c(), {}), 400, "invalid_text")
-    problem(c.viewer.call("POST", c.c(), {"text": "ok", "extra": 1}), 400, "invalid_request")
+    # too short or long once cleaned, or not a string: the same code, naming the member
+    for text in ("", "   ", "\u0001\u0002", "x" * 501, "\u0001" * 600, 5, None, ["hi"]):
+        body = problem(c.viewer.call("POST", c.c(), {"text": text}), 400, "invalid_field")
+        assert body["field"] == "text", (text, body)
+    assert send(c.viewer, c, "\u0001" * 100 + "y" * 500)["text"] == "y" * 500  # cleaned first
     r = c.viewer.call("POST", c.c(), b'{"text": "bad \xff\xfe bytes"}',
                       headers={"Content-Type": "application/json"})
     problem(r, 400, "invalid_json")  # invalid UTF-8 never reaches the plugin
@@ -347,6 +351,67 @@ def test_rest_send_validation(srv):
     assert r.status == 200 and r.json()["messages"][-1]["text"] == "live now", r
 
 
+def test_body_errors_name_the_field(srv):
+    """Every route and message type with a body answers a missing, mistyped or unknown member
+    with missing_field / invalid_field / unknown_field and the member in `field`, over REST
+    (problem+json) and WebSocket (error data) alike; nothing is stored."""
+    c = Cast(srv)
+    rest = (  # (method, path, body, code, field)
+        ("POST", c.c(), {}, "missing_field", "text"),
+        ("POST", c.c(), {"reply_to": None}, "missing_field", "text"),
+        ("POST", c.c(), {"text": True}, "invalid_field", "text"),
+        ("POST", c.c(), {"text": "hi", "reply_to": 5}, "invalid_field", "reply_to"),
+        ("POST", c.c(), {"text": "hi", "reply_to": "0" * 23}, "invalid_field", "reply_to"),
+        ("POST", c.c(), {"text": "hi", "extra": 1}, "unknown_field", "extra"),
+        ("POST", c.c(), {"text": "hi", "stream_id": c.sid}, "unknown_field", "stream_id"),
+        ("PUT", c.c("/modes"), {"verified_only": 1}, "invalid_field", "verified_only"),
+        ("PUT", c.c("/modes"), {"slow_s": "5"}, "invalid_field", "slow_s"),
+        ("PUT", c.c("/modes"), {"slow_s": 5.5}, "invalid_field", "slow_s"),
+        ("PUT", c.c("/modes"), {"other": True}, "unknown_field", "other"),
+    )
+    for method, path, body, code, field in rest:
+        b = problem(c.owner.call(method, path, body), 400, code)
+        assert b["field"] == field, (method, body, b)
+    r = c.anon.call("GET", c.c())
+    assert r.status == 200 and r.json()["messages"] == [], r
+    assert c.modes() == {"slow_s": 0, "followers_only_min": None, "verified_only": False}
+    m = send(c.viewer, c, "a null reply_to is none", reply_to=None)
+    assert m["reply_to"] is None, m
+
+    ws = (  # (type, data, code, field)
+        ("chat.send", {"text": "hi"}, "missing_field", "stream_id"),
+        ("chat.send", {"stream_id": c.sid}, "missing_field", "text"),
+        ("chat.send", {"stream_id": 5, "text": "hi"}, "invalid_field", "stream_id"),
+        ("chat.send", {"stream_id": c.sid, "text": 5}, "invalid_field", "text"),
+        ("chat.send", {"stream_id": c.sid, "text": "hi", "reply_to": []}, "invalid_field",
+         "reply_to"),
+        ("chat.send", {"stream_id": c.sid, "text": "hi", "to": "x"}, "unknown_field", "to"),
+        ("chat.join", {}, "missing_field", "stream_id"),
+        ("chat.join", {"stream_id": None}, "invalid_field", "stream_id"),
+        ("chat.join", {"stream_id": c.sid, "history": 5}, "unknown_field", "history"),
+        ("chat.leave", {}, "missing_field", "stream_id"),
+        ("chat.leave", {"stream_id": 12}, "invalid_field", "stream_id"),
+        ("chat.leave", {"stream_id": c.sid, "all": True}, "unknown_field", "all"),
+    )
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=hdr(c.viewer)) as v:
+            V = Client(v)
+            for type_, data, code, field in ws:
+                r = await V.call(type_, data)
+                assert r["type"] == "error", (type_, data, r)
+                d = r["data"]
+                assert d["code"] == code and d["status"] == 400, (type_, data, r)
+                assert d["field"] == field and d.get("detail"), (type_, data, r)
+            r = await V.call("chat.send", {"stream_id": c.sid, "text": "still open"})
+            assert r["type"] == "result", r
+
+    run(scenario())
+    r = c.anon.call("GET", c.c())
+    assert [x["text"] for x in r.json()["messages"]] == ["a null reply_to is none",
+                                                         "still open"], r
+
+
 # ---- modes -----------------------------------------------------------------------------------
 def test_modes_get_put_and_permissions(srv):
     c = Cast(srv)
@@ -358,9 +423,15 @@ def test_modes_get_put_and_permissions(srv):
         r = who.call("PUT", c.c("/modes"), {"slow_s": 5})
         assert r.status in (401, 403), r
     problem(c.viewer.call("PUT", c.c("/modes"), {"slow_s": 5}), 403, "forbidden")
-    for body in ({"slow_s": 2}, {"slow_s": 121}, {"slow_s": "5"}, {"followers_only_min": -1},
-                 {"followers_only_min": 525601}, {"verified_only": 1}, {"other": True}):
-        problem(c.owner.call("PUT", c.c("/modes"), body), 400, "invalid_request")
+    for body, field in (({"slow_s": 2}, "slow_s"), ({"slow_s": 121}, "slow_s"),
+                        ({"slow_s": -1}, "slow_s"), ({"slow_s": None}, "slow_s"),
+                        ({"followers_only_min": -1}, "followers_only_min"),
+                        ({"followers_only_min": 525601}, "followers_only_min"),
+                        ({"followers_only_min": "5"}, "followers_only_min"),
+                        ({"verified_only": None}, "verified_only")):
+        b = problem(c.owner.call("PUT", c.c("/modes"), body), 400, "invalid_field")
+        assert b["field"] == field, (body, b)
+    assert c.modes() == {"slow_s": 0, "followers_only_min": None, "verified_only": False}
     assert c.modes(c.smod, slow_s=3)["slow_s"] == 3
     assert c.modes(c.gmod, verified_only=True) == {"slow_s": 3, "followers_only_min": None,
                                                    "verified_only": True}
@@ -388,7 +459,8 @@ def test_slow_mode(srv):
     r = c.viewer.call("POST", c.c(), {"text": "second"})
     body = problem(r, 429, "slow_mode")
     assert 0 < body["retry_after_ms"] <= 3000, body
-    assert r.header("Retry-After"), r
+    assert body["retry_after_s"] == -(-body["retry_after_ms"] // 1000), body  # rounded up
+    assert r.header("Retry-After") == str(body["retry_after_s"]), r
     for who in (c.owner, c.smod, c.gmod):  # exempt
         send(who, c, "staff 1")
         send(who, c, "staff 2")
@@ -399,7 +471,9 @@ def test_slow_mode(srv):
         async with websockets.connect(srv.ws_url, extra_headers=hdr(c.viewer)) as v:
             r = await Client(v).call("chat.send", {"stream_id": c.sid, "text": "ws too"})
             assert r["type"] == "error" and r["data"]["code"] == "slow_mode", r
-            assert r["data"]["status"] == 429, r
+            d = r["data"]
+            assert d["status"] == 429 and 0 < d["retry_after_ms"] <= 3000, r
+            assert d["retry_after_s"] == -(-d["retry_after_ms"] // 1000), r
 
     run(scenario())
     time.sleep(max(0.0, 3.1 - (time.monotonic() - t0)))
