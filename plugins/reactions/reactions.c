@@ -2,19 +2,21 @@
  * reactions: live reactions on streams (plugins/reactions/README.md).
  *
  *   - WebSocket "reactions.send" {stream_id, reaction}: a signed-in viewer sends one
- *     reaction of the configured set. The stream must be visible to her and live (asked
- *     of the streams plugin's service "streams.access", answers cached briefly), the
- *     host's rate limit "reactions.send" must let it through, and the hook chain
- *     "reactions.send" (moderation joins it) must allow it.
+ *     reaction of the configured set. The host checks the data against send_body and the
+ *     rate limit "reactions.send"; the plugin checks the name against the configured set.
+ *     The stream must be visible to her and live (asked of the streams plugin's service
+ *     "streams.access", answers cached briefly) and the hook chain "reactions.send"
+ *     (moderation joins it) must allow it.
+ *   - A message or request waiting on those calls is a flow (onair_flow_t, ONAIR_THEN): the
+ *     reply target and the next step, which gets every failure too.
  *   - Accepted reactions are counted per stream in memory; every window_ms a timer
  *     publishes, for each stream with reactions in that window, ONE "reactions.counts"
  *     event on the stream's topic and persists the window with one $inc upsert.
  *   - REST GET /api/v1/streams/{id}/reactions: the stream's totals.
  */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L /* strdup */
-#endif
+#define ONAIR_PLUGIN_MIN_HOST_MINOR 5 /* reply targets, body schemas */
 #include <onair/plugin.h>
+#include <onair/util.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +24,6 @@
 
 #define MAX_REACTIONS    32
 #define NAME_MAX_LEN     32
-#define SID_MAX          64   /* longer stream ids are never found */
 #define ACCESS_TTL_MS    2000 /* a positive streams.access answer is reused this long */
 #define ACCESS_CACHE_MAX 65536
 #define IDLE_MS          30000 /* a stream's counter without reactions is dropped after this */
@@ -87,7 +88,7 @@ static mnode_t *map_add(map_t *m, const char *key)
     if (m->n >= m->nb && map_grow(m))
         return NULL;
     mnode_t *n = calloc(1, sizeof *n);
-    if (!n || !(n->key = strdup(key))) {
+    if (!n || !(n->key = onair_strdup(key))) {
         free(n);
         return NULL;
     }
@@ -128,7 +129,7 @@ typedef struct reactions reactions_t;
 /* One stream's counters. total = stored totals (once loaded) + everything accepted since. */
 typedef struct rstream {
     reactions_t *rt;
-    char sid[SID_MAX + 1];
+    char sid[25];
     int64_t window[MAX_REACTIONS];   /* accepted in the current window */
     int64_t unsaved[MAX_REACTIONS];  /* in total, not yet sent to the store */
     int64_t inflight[MAX_REACTIONS]; /* sent to the store, not yet confirmed */
@@ -137,15 +138,14 @@ typedef struct rstream {
     int64_t last_active;
 } rstream_t;
 
-/* A message or request waiting on a service call or a hook run. */
+/* A message or request waiting on a service call, a hook run or the store. */
 typedef struct op {
-    struct op *next, *prev;
+    onair_flow_t flow;      /* first: a step's flow is its op */
+    struct op *next, *prev; /* in reactions_t.ops: a stopping plugin frees what is pending */
     reactions_t *rt;
-    onair_wsmsg_t *msg;
-    onair_req_t *req;
-    char sid[SID_MAX + 1];
-    char *key; /* access cache key "<stream>/<user>" (messages) */
-    int reaction;
+    char sid[25];
+    char *key;    /* reactions.send: the access cache key "<stream>/<user>" */
+    int reaction; /* reactions.send: index in names */
 } op_t;
 
 struct reactions {
@@ -164,32 +164,26 @@ struct reactions {
 };
 
 static const onair_config_key_t reactions_config[] = {
-    {.size = sizeof(onair_config_key_t),
-     .key = "reactions",
-     .type = ONAIR_CFG_STRING_LIST,
-     .default_value = "heart, laugh, clap, fire, wow, sad",
-     .min = 1,
-     .max = MAX_REACTIONS,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "The reactions viewers may send: 1..32 names of 1..32 characters a-z, 0-9, _ "
-            "(clients map them to emoji)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "window_ms",
-     .type = ONAIR_CFG_INT,
-     .default_value = "250",
-     .min = 50,
-     .max = 5000,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "Reactions are aggregated per stream and broadcast once per window (ms)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "limit_per_s",
-     .type = ONAIR_CFG_INT,
-     .default_value = "10",
-     .min = 1,
-     .max = 1000,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "Reactions per user per second (rate limit reactions.send)."},
-    {0},
+    ONAIR_FIELD("reactions", ONAIR_CFG_STRING_LIST,
+                .default_value = "heart, laugh, clap, fire, wow, sad", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, MAX_REACTIONS),
+                .doc = "The reactions viewers may send: 1..32 names of 1..32 characters a-z, "
+                       "0-9, _ (clients map them to emoji)."),
+    ONAIR_FIELD("window_ms", ONAIR_CFG_INT, .default_value = "250", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(50, 5000),
+                .doc = "Reactions are aggregated per stream and broadcast once per window (ms)."),
+    ONAIR_FIELD("limit_per_s", ONAIR_CFG_INT, .default_value = "10", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 1000),
+                .doc = "Reactions per user per second (rate limit reactions.send)."),
+    ONAIR_END,
+};
+
+/* reactions.send data. That reaction is one of the configured names is checked by ws_send:
+ * the set comes from the configuration. */
+static const onair_config_key_t send_body[] = {
+    ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("reaction", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_END,
 };
 
 static int reaction_index(const reactions_t *rt, const char *name)
@@ -212,22 +206,11 @@ static int name_valid(const char *s)
 }
 
 /* ---- pending operations ----------------------------------------------------------------- */
-static op_t *op_new(reactions_t *rt, const char *sid)
-{
-    op_t *op = calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
-    op->rt = rt;
-    snprintf(op->sid, sizeof op->sid, "%s", sid);
-    op->next = rt->ops;
-    if (rt->ops)
-        rt->ops->prev = op;
-    rt->ops = op;
-    return op;
-}
 
-static void op_free(op_t *op)
+/* The flow's end: after its answer, or when the plugin stops with it still pending. */
+static void op_free(onair_flow_t *f)
 {
+    op_t *op = (op_t *)f;
     if (op->prev)
         op->prev->next = op->next;
     else
@@ -238,14 +221,19 @@ static void op_free(op_t *op)
     free(op);
 }
 
-/* Answer the message with an error and forget the operation. */
-static void op_error(op_t *op, int status, const char *code, const char *detail)
+static op_t *op_new(reactions_t *rt, onair_target_t t, const char *sid)
 {
-    if (op->msg)
-        api->msg_reply_error(op->msg, status, code, detail);
-    else if (op->req)
-        api->reply_error(op->req, status, detail);
-    op_free(op);
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->flow = (onair_flow_t){.api = api, .t = t, .end = op_free};
+    op->rt = rt;
+    snprintf(op->sid, sizeof op->sid, "%s", sid);
+    op->next = rt->ops;
+    if (rt->ops)
+        rt->ops->prev = op;
+    rt->ops = op;
+    return op;
 }
 
 /* The user's roles as a JSON array (for streams.access). */
@@ -384,7 +372,7 @@ static void flush(rstream_t *rs, int64_t now)
                 rs->unsaved[i] += rs->window[i];
             }
         memset(rs->window, 0, sizeof rs->window);
-        char topic[SID_MAX + 16];
+        char topic[64];
         snprintf(topic, sizeof topic, "stream.%s", rs->sid);
         api->ws_publish(topic, "reactions.counts",
                         json_pack("{s:s, s:I, s:o, s:O}", "stream", rs->sid, "window_ms",
@@ -466,12 +454,67 @@ static void on_stream_event(const char *topic, json_t *payload, void *ud)
     map_sweep(&rt->access, access_of_stream, (void *)sid);
 }
 
+/* ---- streams.access ------------------------------------------------------------------- */
+
+/* Ask streams.access about op's stream for the user; the flow goes on with next. */
+static int access_call(op_t *op, const onair_user_t *u, onair_flow_step_fn next)
+{
+    json_t *args = json_pack("{s:s, s:s?, s:o}", "stream", op->sid, "user", u ? u->id : NULL,
+                             "roles", roles_json(u));
+    return ONAIR_THEN(&op->flow, next,
+                      api->service_call(op->rt->self, "streams.access", args, onair_flow_cb, op));
+}
+
+/* Common to both answers of streams.access: 1 when the op may go on, else 0 (answered). */
+static int access_granted(onair_flow_t *f, int status, json_t *res, int need_live)
+{
+    const char *stream_status = onair_str(res, "status");
+    if (status != ONAIR_OK)
+        onair_flow_fail(f, status, res);
+    else if (json_is_true(json_object_get(res, "banned")) &&
+             !json_is_true(json_object_get(res, "visible"))) /* private, she could see it */
+        onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream", NULL);
+    else if (!json_is_true(json_object_get(res, "found")) ||
+             !json_is_true(json_object_get(res, "visible")))
+        onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
+    else if (need_live && (!stream_status || strcmp(stream_status, "live")))
+        onair_flow_problem(f, ONAIR_ECONFLICT, "not_live", "the stream is not live", NULL);
+    else
+        return 1;
+    return 0;
+}
+
 /* ---- WebSocket: reactions.send ---------------------------------------------------------- */
+
+/* The chain allowed it. result: the data a filter rewrote (NULL when none did), or the error
+ * of a hook run that did not start. */
+static void reaction_allowed(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    reactions_t *rt = op->rt;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    int idx = op->reaction;
+    if (result) { /* a filter may swap the reaction, never the stream */
+        idx = reaction_index(rt, onair_str(result, "reaction"));
+        if (idx < 0)
+            return onair_flow_problem(f, ONAIR_EINVAL, "unknown_reaction",
+                                      "a filter rewrote the reaction to an unknown one",
+                                      json_pack("{s:s}", "field", "reaction"));
+    }
+    rstream_t *rs = stream_get(rt, op->sid, 1);
+    if (!rs)
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
+    rs->window[idx]++;
+    rs->last_active = api->now_ms(rt->self);
+    onair_flow_reply(f, 200, json_pack("{s:b}", "accepted", 1));
+}
+
+/* A hook run answers with a verdict: deny and hold end the flow here, allow and rewrite go
+ * on to reaction_allowed with the rewritten data (NULL when unchanged). */
 static void hook_done(int verdict, json_t *data, int rewritten, const char *reason,
                       const char *decided_by, void *ud)
 {
-    op_t *op = ud;
-    reactions_t *rt = op->rt;
     if (verdict != ONAIR_HOOK_ALLOW && verdict != ONAIR_HOOK_REWRITE) {
         char detail[160];
         if (!reason || !*reason) {
@@ -480,141 +523,66 @@ static void hook_done(int verdict, json_t *data, int rewritten, const char *reas
                      decided_by ? decided_by : "a filter");
             reason = detail;
         }
-        op_error(op, ONAIR_EPERM, "denied", reason);
-        return;
+        return onair_flow_problem(ud, ONAIR_EPERM, "denied", reason, NULL);
     }
-    int idx = op->reaction;
-    if (rewritten) { /* a filter may swap the reaction, never the stream */
-        idx = reaction_index(rt, json_string_value(json_object_get(data, "reaction")));
-        if (idx < 0) {
-            op_error(op, ONAIR_EINVAL, "unknown_reaction", "a filter rewrote the reaction");
-            return;
-        }
-    }
-    rstream_t *rs = stream_get(rt, op->sid, 1);
-    if (!rs) {
-        op_error(op, ONAIR_ENOMEM, NULL, "out of memory");
-        return;
-    }
-    rs->window[idx]++;
-    rs->last_active = api->now_ms(rt->self);
-    api->msg_reply(op->msg, json_pack("{s:b}", "accepted", 1));
-    op_free(op);
+    onair_flow_cb(ONAIR_OK, rewritten ? data : NULL, ud);
 }
 
-static void run_hook(op_t *op)
+static int run_hook(op_t *op)
 {
-    reactions_t *rt = op->rt;
-    const onair_user_t *u = api->msg_user(op->msg);
-    json_t *data = json_pack("{s:s, s:s}", "stream", op->sid, "reaction", rt->names[op->reaction]);
-    json_t *ctx = json_pack("{s:s, s:s, s:I}", "stream", op->sid, "user", u->id, "conn",
-                            (json_int_t)api->msg_conn(op->msg));
-    int rc =
-        data ? api->hook_run(rt->self, "reactions.send", data, ctx, hook_done, op) : ONAIR_ENOMEM;
-    if (!data)
-        json_decref(ctx);
-    if (rc != ONAIR_OK)
-        op_error(op, rc, NULL, "cannot check the reaction");
+    onair_wsmsg_t *msg = op->flow.t.msg;
+    json_t *data =
+        json_pack("{s:s, s:s}", "stream", op->sid, "reaction", op->rt->names[op->reaction]);
+    json_t *ctx = json_pack("{s:s, s:s, s:I}", "stream", op->sid, "user", api->msg_user(msg)->id,
+                            "conn", (json_int_t)api->msg_conn(msg));
+    return ONAIR_THEN(&op->flow, reaction_allowed,
+                      api->hook_run(op->rt->self, "reactions.send", data, ctx, hook_done, op));
 }
 
-/* Common to both answers of streams.access: 0 when the op may go on, else answered. */
-static int access_check(op_t *op, int status, json_t *res, int need_live)
+static void send_access_checked(onair_flow_t *f, int status, json_t *result)
 {
-    if (status != ONAIR_OK) {
-        op_error(op, status == ONAIR_ENOTFOUND ? ONAIR_EUNAVAILABLE : status, NULL,
-                 "the streams service did not answer");
-        return -1;
-    }
-    if (json_is_true(json_object_get(res, "banned")) &&
-        !json_is_true(json_object_get(res, "visible"))) {
-        /* banned from a private stream she could otherwise see */
-        if (op->req)
-            api->reply_problem(op->req, 403, "banned", "you are banned from this stream");
-        else
-            api->msg_reply_error(op->msg, ONAIR_EPERM, "banned", "you are banned from this stream");
-        op_free(op);
-        return -1;
-    }
-    if (!json_is_true(json_object_get(res, "found")) ||
-        !json_is_true(json_object_get(res, "visible"))) {
-        if (op->req)
-            api->reply_problem(op->req, 404, "stream_not_found", "no such stream");
-        else
-            api->msg_reply_error(op->msg, ONAIR_ENOTFOUND, "stream_not_found", "no such stream");
-        op_free(op);
-        return -1;
-    }
-    const char *st = json_string_value(json_object_get(res, "status"));
-    if (need_live && (!st || strcmp(st, "live"))) {
-        op_error(op, ONAIR_ECONFLICT, "not_live", "the stream is not live");
-        return -1;
-    }
-    return 0;
-}
-
-static void send_access_done(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (access_check(op, status, result, 1))
+    op_t *op = (op_t *)f;
+    if (!access_granted(f, status, result, 1))
         return;
     access_remember(op->rt, op->key);
     run_hook(op);
 }
 
-static int access_call(op_t *op, const onair_user_t *u, onair_service_done_fn done)
-{
-    json_t *args = json_pack("{s:s, s:s?, s:o}", "stream", op->sid, "user", u ? u->id : NULL,
-                             "roles", roles_json(u));
-    if (!args)
-        return ONAIR_ENOMEM;
-    return api->service_call(op->rt->self, "streams.access", args, done, op);
-}
-
-/* {"type":"reactions.send","data":{"stream_id":"...","reaction":"heart"}} -> {"accepted":true} */
+/* {"type":"reactions.send","data":{"stream_id":"...","reaction":"heart"}} -> {"accepted":true}
+ * The data is checked against send_body before this runs. */
 static int ws_send(onair_wsmsg_t *msg, void *ud)
 {
     reactions_t *rt = ud;
+    onair_target_t t = ONAIR_TARGET_MSG(msg);
     json_t *data = api->msg_data(msg);
-    const char *sid = json_string_value(json_object_get(data, "stream_id"));
-    const char *name = json_string_value(json_object_get(data, "reaction"));
-    if (!sid || !*sid)
-        return api->msg_reply_error(msg, ONAIR_EINVAL, NULL, "stream_id must be a stream id");
-    int idx = reaction_index(rt, name);
+    const char *sid = onair_str(data, "stream_id");
+    int idx = reaction_index(rt, onair_str(data, "reaction"));
     if (idx < 0) {
         char detail[MAX_REACTIONS * (NAME_MAX_LEN + 2) + 32] = "reaction must be one of:";
         for (size_t i = 0; i < rt->nnames; i++) {
             strcat(detail, " ");
             strcat(detail, rt->names[i]);
         }
-        return api->msg_reply_error(msg, ONAIR_EINVAL, "unknown_reaction", detail);
+        return onair_field_problem(api, t, "unknown_reaction", "reaction", detail);
     }
-    if (strlen(sid) > SID_MAX)
-        return api->msg_reply_error(msg, ONAIR_ENOTFOUND, "stream_not_found", "no such stream");
     const onair_user_t *u = api->msg_user(msg); /* ONAIR_ACCESS_USER: never NULL */
-    op_t *op = op_new(rt, sid);
-    if (!op)
-        return ONAIR_ENOMEM;
-    op->msg = msg;
-    op->reaction = idx;
+    op_t *op = op_new(rt, t, sid);
     size_t klen = strlen(sid) + strlen(u->id) + 2;
-    if (!(op->key = malloc(klen))) {
-        op_free(op);
+    if (!op || !(op->key = malloc(klen))) {
+        if (op)
+            op_free(&op->flow);
         return ONAIR_ENOMEM;
     }
+    op->reaction = idx;
     snprintf(op->key, klen, "%s/%s", sid, u->id);
-    if (access_cached(rt, op->key)) {
-        run_hook(op);
-        return ONAIR_PENDING;
-    }
-    int rc = access_call(op, u, send_access_done);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    if (access_cached(rt, op->key))
+        return run_hook(op);
+    return access_call(op, u, send_access_checked);
 }
 
 /* ---- REST: GET /api/v1/streams/{id}/reactions ------------------------------------------- */
+
+/* The stored totals (when this node has not read them) plus what this node counted. */
 static void reply_counts(op_t *op, json_t *stored)
 {
     reactions_t *rt = op->rt;
@@ -636,59 +604,47 @@ static void reply_counts(op_t *op, json_t *stored)
             if (rs->window[i])
                 totals_add(counts, rt->names[i], rs->window[i]);
     }
-    api->reply_json(op->req, 200, json_pack("{s:s, s:o}", "stream", op->sid, "counts", counts));
-    op_free(op);
+    onair_flow_reply(&op->flow, 200, json_pack("{s:s, s:o}", "stream", op->sid, "counts", counts));
 }
 
-static void totals_read(int status, json_t *result, void *ud)
+static void totals_read(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK) {
-        op_error(op, status, NULL, "cannot read the reaction totals");
-        return;
-    }
-    reply_counts(op, json_object_get(json_object_get(result, "doc"), "counts"));
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    reply_counts((op_t *)f, json_object_get(json_object_get(result, "doc"), "counts"));
 }
 
-static void get_access_done(int status, json_t *result, void *ud)
+static void get_access_checked(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (access_check(op, status, result, 0))
+    op_t *op = (op_t *)f;
+    if (!access_granted(f, status, result, 0))
         return;
     rstream_t *rs = stream_get(op->rt, op->sid, 0);
-    if (rs && rs->loaded) {
-        reply_counts(op, NULL);
-        return;
-    }
-    json_t *spec = json_pack("{s:{s:s}}", "filter", "stream", op->sid);
-    int rc = spec ? api->store_find_one(op->rt->totals, spec, totals_read, op) : ONAIR_ENOMEM;
-    if (rc != ONAIR_OK)
-        op_error(op, rc, NULL, "cannot read the reaction totals");
+    if (rs && rs->loaded)
+        return reply_counts(op, NULL);
+    ONAIR_THEN(f, totals_read,
+               api->store_find_one(op->rt->totals,
+                                   json_pack("{s:{s:s}}", "filter", "stream", op->sid),
+                                   onair_flow_cb, f));
 }
 
 static int get_reactions(onair_req_t *req, void *ud)
 {
-    reactions_t *rt = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
     const char *sid = api->req_param(req, "id");
-    if (!sid || !*sid || strlen(sid) > SID_MAX)
-        return api->reply_problem(req, 404, "stream_not_found", "no such stream");
-    op_t *op = op_new(rt, sid);
+    if (!onair_is_id(sid)) /* no stream has such an id */
+        return api->target_problem(t, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
+    op_t *op = op_new(ud, t, sid);
     if (!op)
         return ONAIR_ENOMEM;
-    op->req = req;
-    int rc = access_call(op, api->req_user(req), get_access_done);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return access_call(op, api->req_user(req), get_access_checked);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 static void state_free(reactions_t *rt)
 {
     while (rt->ops) /* runs and calls of a stopping plugin are dropped without callback */
-        op_free(rt->ops);
+        op_free(&rt->ops->flow);
     for (size_t i = 0; i < rt->streams.nb; i++)
         for (mnode_t *n = rt->streams.b[i]; n; n = n->next)
             stream_free(n->val);
@@ -699,67 +655,66 @@ static void state_free(reactions_t *rt)
     free(rt);
 }
 
+static const onair_index_t totals_indexes[] = {
+    ONAIR_INDEX("stream", .flags = ONAIR_INDEX_UNIQUE),
+    ONAIR_END,
+};
+
+/* The configured names: valid and unique, else the plugin does not start. There are at most
+ * MAX_REACTIONS: the configuration schema's bound. */
+static int load_names(reactions_t *rt)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(api->config(rt->self), "reactions"), i, v)
+    {
+        const char *name = json_string_value(v);
+        if (!name_valid(name) || reaction_index(rt, name) >= 0) {
+            api->log(rt->self, ONAIR_LOG_ERROR,
+                     "reactions: '%.64s' is not a valid reaction name (1..32 of a-z, 0-9, _; "
+                     "no duplicates)",
+                     name ? name : "?");
+            return ONAIR_EINVAL;
+        }
+        snprintf(rt->names[rt->nnames++], sizeof rt->names[0], "%s", name);
+    }
+    return ONAIR_OK;
+}
+
 static int reactions_init(onair_plugin_t *self, const onair_api_t *host_api)
 {
     api = host_api;
-    if (!ONAIR_HAS(api, service_call) || !ONAIR_HAS(api, hook_run)) {
-        api->log(self, ONAIR_LOG_ERROR, "this host lacks hook chains and services (ABI 1.3)");
-        return ONAIR_ENOTSUP;
-    }
     reactions_t *rt = calloc(1, sizeof *rt);
     if (!rt)
         return ONAIR_ENOMEM;
     rt->self = self;
     rt->window_ms = api->config_int(self, "window_ms");
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(api->config(self), "reactions"), i, v)
-    {
-        const char *name = json_string_value(v);
-        if (!name_valid(name) || reaction_index(rt, name) >= 0 || rt->nnames >= MAX_REACTIONS) {
-            api->log(self, ONAIR_LOG_ERROR,
-                     "reactions: '%.64s' is not a valid reaction name (1..32 of a-z, 0-9, _; "
-                     "no duplicates)",
-                     name ? name : "?");
-            free(rt);
-            return ONAIR_EINVAL;
-        }
-        snprintf(rt->names[rt->nnames++], sizeof rt->names[0], "%s", name);
-    }
-
-    const onair_index_t indexes[] = {
-        {.size = sizeof(onair_index_t), .keys = "stream", .flags = ONAIR_INDEX_UNIQUE},
-        {0},
-    };
     const onair_collection_t totals = {
-        .size = sizeof totals, .name = "totals", .version = 1, .indexes = indexes};
-    const onair_ratelimit_t limit = {.size = sizeof limit,
-                                     .name = "reactions.send",
-                                     .limit = (uint32_t)api->config_int(self, "limit_per_s"),
-                                     .window_s = 1,
-                                     .key = ONAIR_RATELIMIT_BY_USER};
-    const onair_ws_type_t type = {.size = sizeof type,
-                                  .type = "reactions.send",
-                                  .handler = ws_send,
-                                  .ud = rt,
-                                  .access = ONAIR_ACCESS_USER,
-                                  .ratelimit = "reactions.send"};
-    const onair_route_t route = {.size = sizeof route,
-                                 .method = "GET",
-                                 .path = "/api/v1/streams/{id}/reactions",
-                                 .handler = get_reactions,
-                                 .ud = rt};
-    int rc = api->store_open(self, &totals, &rt->totals);
+        .size = sizeof totals, .name = "totals", .version = 1, .indexes = totals_indexes};
+    const onair_ratelimit_t limits[] = {
+        ONAIR_RATELIMIT("reactions.send", (uint32_t)api->config_int(self, "limit_per_s"), 1,
+                        ONAIR_RATELIMIT_BY_USER),
+    };
+    const onair_ws_type_t types[] = {
+        ONAIR_WS_TYPE("reactions.send", ws_send, .ud = rt, .access = ONAIR_ACCESS_USER,
+                      .ratelimit = "reactions.send", .body = send_body),
+    };
+    const onair_route_t routes[] = {
+        ONAIR_ROUTE("GET", "/api/v1/streams/{id}/reactions", get_reactions, .ud = rt),
+    };
+    int rc = load_names(rt);
     if (rc == ONAIR_OK)
-        rc = api->ratelimit_add(self, &limit);
+        rc = api->store_open(self, &totals, &rt->totals);
     if (rc == ONAIR_OK)
-        rc = api->ws_type_add(self, &type);
+        rc = onair_add_ratelimits(api, self, limits);
     if (rc == ONAIR_OK)
-        rc = api->route_add(self, &route);
+        rc = onair_add_ws_types(api, self, types);
+    if (rc == ONAIR_OK)
+        rc = onair_add_routes(api, self, routes);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.*", on_stream_event, rt, &rt->sub);
     if (rc != ONAIR_OK) {
-        free(rt);
+        free(rt); /* the host rolls back what was registered */
         return rc;
     }
     api->set_state(self, rt);

@@ -148,6 +148,13 @@ def error(m, status, code):
     return m["data"]
 
 
+def field_error(m, code, field):
+    """A data mistake: 400 with the code and the member it is about."""
+    e = error(m, 400, code)
+    assert e.get("field") == field, e
+    return e
+
+
 def totals(srv, sid, token=None):
     r = srv.http("GET", f"/api/v1/streams/{sid}/reactions", token=token)
     assert r.status == 200, r
@@ -261,13 +268,24 @@ def test_errors(srv):
                 websockets.connect(srv.ws_url, extra_headers=allowed.headers()) as a, \
                 websockets.connect(srv.ws_url) as anon:
             F, A, N = Client(f), Client(a), Client(anon)
-            error(await F.call("reactions.send", {"stream_id": live, "reaction": "poop"}), 400,
-                  "unknown_reaction")
-            error(await F.call("reactions.send", {"stream_id": live}), 400, "unknown_reaction")
-            error(await F.call("reactions.send", {"reaction": "heart"}), 400, "invalid_request")
+            e = field_error(await F.call("reactions.send", {"stream_id": live, "reaction": "poop"}),
+                            "unknown_reaction", "reaction")
+            assert "heart" in e["detail"] and "sad" in e["detail"], e  # the allowed names
+            # data mistakes: the schema's codes, with the member
+            for data, code, field in (
+                    ({"stream_id": live}, "missing_field", "reaction"),
+                    ({"reaction": "heart"}, "missing_field", "stream_id"),
+                    ({"stream_id": live, "reaction": 5}, "invalid_field", "reaction"),
+                    ({"stream_id": live, "reaction": None}, "invalid_field", "reaction"),
+                    ({"stream_id": 7, "reaction": "heart"}, "invalid_field", "stream_id"),
+                    ({"stream_id": "nope", "reaction": "heart"}, "invalid_field", "stream_id"),
+                    ({"stream_id": "x" * 100, "reaction": "heart"}, "invalid_field", "stream_id"),
+                    ({"stream_id": live, "reaction": "heart", "count": 3}, "unknown_field",
+                     "count")):
+                field_error(await F.call("reactions.send", data), code, field)
             error(await N.call("reactions.send", {"stream_id": live, "reaction": "heart"}), 401,
                   "unauthorized")
-            for sid in (private, "0" * 24, "nope", "x" * 100):
+            for sid in (private, "0" * 24):
                 error(await F.call("reactions.send", {"stream_id": sid, "reaction": "heart"}),
                       404, "stream_not_found")
             for sid in (created, ended):
@@ -304,6 +322,8 @@ def test_errors(srv):
     for sid in ("0" * 24, "nope"):
         r = srv.http("GET", f"/api/v1/streams/{sid}/reactions")
         assert r.status == 404 and r.json()["code"] == "stream_not_found", r
+    # none of the refused reactions was counted
+    assert totals(srv, live, owner.token) == zeros(sad=1)
 
 
 # ---- rate limit and configuration (sqlite only) ------------------------------------------------
@@ -320,7 +340,7 @@ def test_rate_limit_default(server_factory):
             for m in replies[:10]:
                 assert m["type"] == "result" and m["data"] == {"accepted": True}, m
             e = error(replies[10], 429, "rate_limited")
-            assert e["retry_after_ms"] > 0, e
+            assert e["retry_after_ms"] > 0 and e["retry_after_s"] >= 1, e
             # the connection stays open: after the wait the user may react again
             await asyncio.sleep(e["retry_after_ms"] / 1000 + 0.05)
             r = await F.call("reactions.send", {"stream_id": sid, "reaction": "heart"})
@@ -343,8 +363,9 @@ def test_custom_reactions_and_bad_config(server_factory):
         async with websockets.connect(s.ws_url, extra_headers=fan.headers()) as f:
             F = Client(f)
             await F.call("streams.watch", {"stream_id": sid})
-            error(await F.call("reactions.send", {"stream_id": sid, "reaction": "heart"}), 400,
-                  "unknown_reaction")
+            e = field_error(await F.call("reactions.send", {"stream_id": sid, "reaction": "heart"}),
+                            "unknown_reaction", "reaction")
+            assert e["detail"] == "reaction must be one of: up down", e
             r = await F.call("reactions.send", {"stream_id": sid, "reaction": "down"})
             assert r["data"] == {"accepted": True}, r
             m = await F.wait(lambda m: m["type"] == "reactions.counts")
