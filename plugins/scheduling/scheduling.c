@@ -907,44 +907,26 @@ static void request_scan(sched_t *st)
 /* ---- request state ------------------------------------------------------------------------ */
 
 typedef struct op op_t;
-typedef void (*loaded_fn)(op_t *op);
 
-/* One request across its store calls. */
+/* One request is a flow (onair_flow_t: its reply target and the step that gets the pending
+ * call's result, failures included); ONAIR_THEN chains the store calls, and
+ * onair_flow_reply / _fail / _problem answer and free it. */
 struct op {
+    onair_flow_t flow; /* first: a step's flow is its op */
     sched_t *st;
-    onair_target_t t; /* answers the request */
-    char *user_id;    /* the caller; NULL when anonymous */
+    char *user_id; /* the caller; NULL when anonymous */
     int admin;
-    json_t *body;  /* PATCH members / cancel: {"occ": ms} */
-    json_t *doc;   /* the schedule being read or changed */
-    json_t *extra; /* paging and feed parameters */
-    loaded_fn then;
-    int need_owner;
+    int need_owner;         /* load_then: only the owner or an admin may go on */
+    void (*then)(op_t *op); /* load_then: what to do with the loaded schedule */
+    json_t *body;           /* PATCH members / cancel: {"occ": ms} */
+    json_t *doc;            /* the schedule being read or changed */
+    json_t *extra;          /* paging and feed parameters */
 };
 
-static op_t *op_new(sched_t *st, onair_req_t *req)
+/* The flow's end: after every answer. */
+static void op_free(onair_flow_t *f)
 {
-    op_t *op = calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
-    op->st = st;
-    op->t = ONAIR_TARGET_REQ(req);
-    const onair_user_t *u = api->req_user(req);
-    if (u) {
-        op->user_id = onair_strdup(u->id);
-        op->admin = is_admin(u);
-        if (!op->user_id) {
-            free(op);
-            return NULL;
-        }
-    }
-    return op;
-}
-
-static void op_free(op_t *op)
-{
-    if (!op)
-        return;
+    op_t *op = (op_t *)f;
     free(op->user_id);
     json_decref(op->body);
     json_decref(op->doc);
@@ -952,40 +934,48 @@ static void op_free(op_t *op)
     free(op);
 }
 
-/* A store call failed (status, and its result when there is one): answer and end. */
-static void op_store_failed(op_t *op, int status, json_t *result)
+static op_t *op_new(sched_t *st, onair_req_t *req)
 {
-    onair_store_failed(api, op->t, status, result);
-    op_free(op);
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->flow = (onair_flow_t){.api = api, .t = ONAIR_TARGET_REQ(req), .end = op_free};
+    op->st = st;
+    const onair_user_t *u = api->req_user(req);
+    if (u) {
+        op->admin = is_admin(u);
+        if (!(op->user_id = onair_strdup(u->id))) {
+            op_free(&op->flow);
+            return NULL;
+        }
+    }
+    return op;
 }
 
-static int schedule_not_found(onair_target_t t)
+static void schedule_not_found(onair_flow_t *f)
 {
-    return api->target_problem(t, ONAIR_ENOTFOUND, "schedule_not_found", "no schedule with this id",
-                               NULL);
+    onair_flow_problem(f, ONAIR_ENOTFOUND, "schedule_not_found", "no schedule with this id", NULL);
 }
 
-static int schedule_cancelled(onair_target_t t)
+static void reply_doc(op_t *op)
 {
-    return api->target_problem(t, ONAIR_ECONFLICT, "schedule_cancelled",
-                               "the schedule is cancelled", NULL);
+    onair_flow_reply(&op->flow, 200, render(op->st, op->doc));
 }
 
 /* ---- POST /api/v1/schedules ------------------------------------------------------------------ */
 
-static void created(int status, json_t *result, void *ud)
+static void created(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
     json_object_set_new(op->doc, "_id", json_string(id ? id : ""));
     char location[96];
     snprintf(location, sizeof location, "/api/v1/schedules/%s", id ? id : "");
-    api->resp_header(op->t.req, "Location", location);
-    api->target_reply(op->t, 201, render(op->st, op->doc));
+    api->resp_header(f->t.req, "Location", location);
     request_scan(op->st);
-    op_free(op);
+    onair_flow_reply(f, 201, render(op->st, op->doc));
 }
 
 static int post_schedule(onair_req_t *req, void *ud)
@@ -1006,60 +996,46 @@ static int post_schedule(onair_req_t *req, void *ud)
     json_object_set_new(d, "created_at", json_integer(now));
     json_object_set_new(d, "updated_at", json_integer(now));
     op->doc = d;
-    int rc = api->store_insert(st->coll, json_incref(d), created, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, created,
+                      api->store_insert(st->coll, json_incref(d), onair_flow_cb, op));
 }
 
 /* ---- one schedule: load, then act ------------------------------------------------------------ */
 
-static void loaded(int status, json_t *result, void *ud)
+static void loaded(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc)) {
-        schedule_not_found(op->t);
-        return op_free(op);
-    }
+    if (!json_is_object(doc))
+        return schedule_not_found(f);
     op->doc = json_incref(doc);
     const char *owner = onair_str(doc, "owner");
-    if (op->need_owner && !op->admin && (!op->user_id || !owner || strcmp(op->user_id, owner))) {
-        api->target_problem(op->t, ONAIR_EPERM, NULL,
-                            "only the schedule's owner or an admin may change it", NULL);
-        return op_free(op);
-    }
+    if (op->need_owner && !op->admin && (!op->user_id || !owner || strcmp(op->user_id, owner)))
+        return onair_flow_problem(f, ONAIR_EPERM, NULL,
+                                  "only the schedule's owner or an admin may change it", NULL);
     op->then(op);
 }
 
-/* Load {id} into op->doc and call fn (404 / 403 answered here). */
-static int load_then(sched_t *st, onair_req_t *req, json_t *body, int need_owner, loaded_fn fn)
+/* Load {id} into op->doc, then call then(op); 404 and 403 are answered here. */
+static int load_then(sched_t *st, onair_req_t *req, json_t *body, int need_owner,
+                     void (*then)(op_t *op))
 {
-    const char *id = api->req_param(req, "id");
-    if (!onair_is_id(id))
-        return schedule_not_found(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req);
     if (!op)
         return ONAIR_ENOMEM;
-    op->then = fn;
     op->need_owner = need_owner;
+    op->then = then;
     op->body = json_incref(body);
-    int rc = api->store_find_one(st->coll, json_pack("{s:{s:s}}", "filter", "_id", id), loaded, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
+    const char *id = api->req_param(req, "id");
+    if (!onair_is_id(id)) {
+        schedule_not_found(&op->flow);
+        return ONAIR_OK;
     }
-    return ONAIR_PENDING;
-}
-
-static void reply_doc(op_t *op)
-{
-    api->target_reply(op->t, 200, render(op->st, op->doc));
-    op_free(op);
+    return ONAIR_THEN(&op->flow, loaded,
+                      api->store_find_one(st->coll, json_pack("{s:{s:s}}", "filter", "_id", id),
+                                          onair_flow_cb, op));
 }
 
 static int get_schedule(onair_req_t *req, void *ud)
@@ -1068,18 +1044,15 @@ static int get_schedule(onair_req_t *req, void *ud)
 }
 
 /* After a store_update of op->doc (already changed in memory): answer and rescan. */
-static void updated(int status, json_t *result, void *ud)
+static void updated(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
-    if (json_integer_value(json_object_get(result, "matched")) == 0) {
-        schedule_not_found(op->t);
-        return op_free(op);
-    }
-    sched_t *st = op->st;
+        return onair_flow_fail(f, status, result);
+    if (json_integer_value(json_object_get(result, "matched")) == 0)
+        return schedule_not_found(f);
+    request_scan(op->st);
     reply_doc(op);
-    request_scan(st);
 }
 
 static void save_set(op_t *op, json_t *set)
@@ -1087,21 +1060,22 @@ static void save_set(op_t *op, json_t *set)
     json_t *spec = json_pack("{s:{s:O},s:{s:O}}", "filter", "_id", json_object_get(op->doc, "_id"),
                              "update", "$set", set);
     json_decref(set);
-    int rc = api->store_update(op->st->coll, spec, updated, op);
-    if (rc != ONAIR_OK)
-        op_store_failed(op, rc, NULL);
+    ONAIR_THEN(&op->flow, updated, api->store_update(op->st->coll, spec, onair_flow_cb, op));
+}
+
+static void schedule_cancelled(onair_flow_t *f)
+{
+    onair_flow_problem(f, ONAIR_ECONFLICT, "schedule_cancelled", "the schedule is cancelled", NULL);
 }
 
 static void do_patch(op_t *op)
 {
-    if (json_is_true(json_object_get(op->doc, "cancelled"))) {
-        schedule_cancelled(op->t);
-        return op_free(op);
-    }
+    if (json_is_true(json_object_get(op->doc, "cancelled")))
+        return schedule_cancelled(&op->flow);
     int64_t now = now_v(op->st);
-    json_t *set = schedule_fields(op->st, op->body, op->doc, now, op->t);
+    json_t *set = schedule_fields(op->st, op->body, op->doc, now, op->flow.t);
     if (!set)
-        return op_free(op); /* answered */
+        return onair_flow_end(&op->flow); /* answered */
     json_object_set_new(set, "updated_at", json_integer(now));
     json_object_update(op->doc, set);
     save_set(op, set);
@@ -1134,21 +1108,18 @@ static int match_occ(int64_t occ, void *ud)
 
 static void do_cancel_occ(op_t *op)
 {
-    if (json_is_true(json_object_get(op->doc, "cancelled"))) {
-        schedule_cancelled(op->t);
-        return op_free(op);
-    }
+    if (json_is_true(json_object_get(op->doc, "cancelled")))
+        return schedule_cancelled(&op->flow);
     int64_t occ = jint(op->body, "occ");
     sdef_t def;
     int found = 0;
     if (def_from_doc(op->st, op->doc, &def) == 0)
         expand(&def, occ, occ + 1, match_occ, &found);
-    if (!found) {
-        onair_field_problem(api, op->t, "not_an_occurrence", "occurrence",
-                            "occurrence is not a start time of this schedule (give it in RFC "
-                            "3339, e.g. as listed by /api/v1/schedules/upcoming)");
-        return op_free(op);
-    }
+    if (!found)
+        return onair_flow_problem(&op->flow, ONAIR_EINVAL, "not_an_occurrence",
+                                  "occurrence is not a start time of this schedule (give it in "
+                                  "RFC 3339, e.g. as listed by /api/v1/schedules/upcoming)",
+                                  json_pack("{s:s}", "field", "occurrence"));
     int64_t now = now_v(op->st);
     if (!is_cancelled_occ(op->doc, occ))
         json_array_append_new(json_object_get(op->doc, "cancelled_occurrences"), json_integer(occ));
@@ -1157,9 +1128,7 @@ static void do_cancel_occ(op_t *op)
         json_pack("{s:{s:O},s:{s:{s:I},s:{s:I}}}", "filter", "_id", json_object_get(op->doc, "_id"),
                   "update", "$addToSet", "cancelled_occurrences", (json_int_t)occ, "$set",
                   "updated_at", (json_int_t)now);
-    int rc = api->store_update(op->st->coll, spec, updated, op);
-    if (rc != ONAIR_OK)
-        op_store_failed(op, rc, NULL);
+    ONAIR_THEN(&op->flow, updated, api->store_update(op->st->coll, spec, onair_flow_cb, op));
 }
 
 static int post_cancel_occ(onair_req_t *req, void *ud)
@@ -1197,11 +1166,11 @@ static int invalid_limit(onair_req_t *req)
                                "limit must be an integer 1..100", NULL);
 }
 
-static void listed(int status, json_t *result, void *ud)
+static void listed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     json_t *items = json_array();
     size_t i;
     json_t *doc;
@@ -1210,9 +1179,8 @@ static void listed(int status, json_t *result, void *ud)
         json_array_append_new(items, render(op->st, doc));
     }
     json_t *next = json_object_get(result, "next");
-    api->target_reply(op->t, 200,
-                      json_pack("{s:o,s:O}", "items", items, "next", next ? next : json_null()));
-    op_free(op);
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:O}", "items", items, "next", next ? next : json_null()));
 }
 
 static int get_schedules(onair_req_t *req, void *ud)
@@ -1235,6 +1203,9 @@ static int get_schedules(onair_req_t *req, void *ud)
     int limit;
     if (parse_limit(req, &limit))
         return invalid_limit(req);
+    op_t *op = op_new(st, req);
+    if (!op)
+        return ONAIR_ENOMEM;
     const char *inc = api->req_query(req, "include_cancelled");
     json_t *filter = json_pack("{s:s}", "owner", owner);
     if (!inc || !strcmp(inc, "0") || !strcmp(inc, "false"))
@@ -1244,17 +1215,7 @@ static int get_schedules(onair_req_t *req, void *ud)
     const char *after = api->req_query(req, "after");
     if (after)
         json_object_set_new(spec, "after", json_string(after));
-    op_t *op = op_new(st, req);
-    if (!op) {
-        json_decref(spec);
-        return ONAIR_ENOMEM;
-    }
-    int rc = api->store_find(st->coll, spec, listed, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, listed, api->store_find(st->coll, spec, onair_flow_cb, op));
 }
 
 /* upcoming: every occurrence of every active schedule in [from, from + horizon), sorted
@@ -1313,11 +1274,11 @@ static json_t *occ_json(const occ_item_t *it)
     return o;
 }
 
-static void upcoming_found(int status, json_t *result, void *ud)
+static void upcoming_found(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     int64_t from = jint(op->extra, "from"), to = jint(op->extra, "to");
     int64_t after_ms = jint(op->extra, "after_ms");
     const char *after_id = onair_str(op->extra, "after_id");
@@ -1338,7 +1299,7 @@ static void upcoming_found(int status, json_t *result, void *ud)
     }
     if (u.oom) {
         free(u.items);
-        return op_store_failed(op, ONAIR_ENOMEM, NULL);
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
     }
     if (u.n)
         qsort(u.items, u.n, sizeof *u.items, occ_cmp);
@@ -1358,10 +1319,9 @@ static void upcoming_found(int status, json_t *result, void *ud)
         json_array_append_new(items, occ_json(it));
     }
     free(u.items);
-    api->target_reply(op->t, 200,
-                      json_pack("{s:o,s:o,s:o,s:o}", "items", items, "next", next, "from",
-                                utc_json(from), "to", utc_json(to)));
-    op_free(op);
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:o,s:o,s:o}", "items", items, "next", next, "from",
+                               utc_json(from), "to", utc_json(to)));
 }
 
 static int get_upcoming(onair_req_t *req, void *ud)
@@ -1395,16 +1355,14 @@ static int get_upcoming(onair_req_t *req, void *ud)
         return ONAIR_ENOMEM;
     op->extra = json_pack("{s:I,s:I,s:I,s:i,s:s?}", "from", (json_int_t)from, "to", (json_int_t)to,
                           "after_ms", (json_int_t)after_ms, "limit", limit, "after_id", after_id);
+    if (!op->extra) {
+        onair_flow_fail(&op->flow, ONAIR_ENOMEM, NULL);
+        return ONAIR_OK;
+    }
     json_t *spec = json_pack("{s:{s:b,s:{s:I},s:{s:I}}}", "filter", "cancelled", 0, "last_ms",
                              "$gte", (json_int_t)from, "first_ms", "$lt", (json_int_t)to);
-    int rc = op->extra ? api->store_find(st->coll, spec, upcoming_found, op) : ONAIR_ENOMEM;
-    if (rc != ONAIR_OK) {
-        if (!op->extra)
-            json_decref(spec);
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, upcoming_found,
+                      api->store_find(st->coll, spec, onair_flow_cb, op));
 }
 
 /* ---- ICS feed (RFC 5545) ------------------------------------------------------------------ */
@@ -1619,12 +1577,12 @@ static void ics_event(sched_t *st, sbuf_t *b, json_t *doc)
     ics_prop(b, "END:VEVENT");
 }
 
-static void ics_found(int status, json_t *result, void *ud)
+static void ics_found(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     sched_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     sbuf_t b = {0};
     ics_prop(&b, "BEGIN:VCALENDAR");
     ics_prop(&b, "VERSION:2.0");
@@ -1655,28 +1613,26 @@ static void ics_found(int status, json_t *result, void *ud)
     ics_prop(&b, "END:VCALENDAR");
     if (b.oom) {
         free(b.p);
-        return op_store_failed(op, ONAIR_ENOMEM, NULL);
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
     }
-    /* not JSON: the feed answers REST only, so it uses the request itself */
-    api->reply_raw(op->t.req, 200, "text/calendar; charset=utf-8", b.p, b.len);
+    /* not JSON: the feed is REST only, so it answers the request itself */
+    api->reply_raw(f->t.req, 200, "text/calendar; charset=utf-8", b.p, b.len);
     free(b.p);
-    op_free(op);
+    onair_flow_end(f);
 }
 
-static int user_not_found(onair_target_t t)
+static void user_not_found(onair_flow_t *f)
 {
-    return api->target_problem(t, ONAIR_ENOTFOUND, "user_not_found", "no user with this id", NULL);
+    onair_flow_problem(f, ONAIR_ENOTFOUND, "user_not_found", "no user with this id", NULL);
 }
 
-static void ics_user(int status, json_t *result, void *ud)
+static void ics_user(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status == ONAIR_ENOTFOUND) {
-        user_not_found(op->t);
-        return op_free(op);
-    }
+    op_t *op = (op_t *)f;
+    if (status == ONAIR_ENOTFOUND)
+        return user_not_found(f);
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     json_t *user = json_object_get(result, "user");
     const char *name = onair_str(user, "display_name");
     if (!name || !*name)
@@ -1686,28 +1642,25 @@ static void ics_user(int status, json_t *result, void *ud)
     json_t *spec = json_pack("{s:{s:O,s:b},s:{s:i},s:i}", "filter", "owner",
                              json_object_get(op->extra, "owner"), "cancelled", 0, "sort",
                              "first_ms", 1, "limit", MAX_ICS_ITEMS);
-    int rc = api->store_find(op->st->coll, spec, ics_found, op);
-    if (rc != ONAIR_OK)
-        op_store_failed(op, rc, NULL);
+    ONAIR_THEN(f, ics_found, api->store_find(op->st->coll, spec, onair_flow_cb, f));
 }
 
 static int get_ics(onair_req_t *req, void *ud)
 {
     sched_t *st = ud;
-    const char *id = api->req_param(req, "id");
-    if (!id || !*id || strlen(id) > 128)
-        return user_not_found(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req);
-    if (!op || !(op->extra = json_pack("{s:s}", "owner", id))) {
-        op_free(op);
+    if (!op)
         return ONAIR_ENOMEM;
+    const char *id = api->req_param(req, "id");
+    if (!id || !*id || strlen(id) > 128) {
+        user_not_found(&op->flow);
+        return ONAIR_OK;
     }
-    int rc = api->user_get(st->self, id, ics_user, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc == ONAIR_ENOTFOUND ? user_not_found(ONAIR_TARGET_REQ(req)) : rc;
+    if (!(op->extra = json_pack("{s:s}", "owner", id))) {
+        onair_flow_fail(&op->flow, ONAIR_ENOMEM, NULL);
+        return ONAIR_OK;
     }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, ics_user, api->user_get(st->self, id, onair_flow_cb, op));
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */

@@ -336,9 +336,12 @@ static void close_challenge(ver_t *st, const char *id)
 
 /* ---- one request's state across async steps ------------------------------------------- */
 
+/* One request is a flow (onair_flow_t: its reply target and the step that gets the pending
+ * call's result, failures included); ONAIR_THEN chains the calls, and onair_flow_reply /
+ * _fail / _problem answer and free it. */
 typedef struct op {
+    onair_flow_t flow; /* first: a step's flow is its op */
     ver_t *st;
-    onair_target_t t; /* answers the request */
     char *user_id;
     char *email;
     char *challenge_id;
@@ -357,20 +360,6 @@ typedef struct op {
     char mail_err[CURL_ERROR_SIZE + 64];
 } op_t;
 
-static op_t *op_new(ver_t *st, onair_req_t *req, const char *user_id)
-{
-    op_t *op = calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
-    op->st = st;
-    op->t = ONAIR_TARGET_REQ(req);
-    if (user_id && !(op->user_id = onair_strdup(user_id))) {
-        free(op);
-        return NULL;
-    }
-    return op;
-}
-
 static void free_secret(char *s)
 {
     if (s) {
@@ -379,10 +368,10 @@ static void free_secret(char *s)
     }
 }
 
-static void op_free(op_t *op)
+/* The flow's end: after every answer. */
+static void op_free(onair_flow_t *f)
 {
-    if (!op)
-        return;
+    op_t *op = (op_t *)f;
     free(op->user_id);
     free(op->email);
     free(op->challenge_id);
@@ -398,34 +387,39 @@ static void op_free(op_t *op)
     free(op);
 }
 
-/* A store, account or pool call failed (status, and its result when there is one): answer
- * with the status and end the request. */
-static void op_store_failed(op_t *op, int status, json_t *result)
+static op_t *op_new(ver_t *st, onair_req_t *req, const char *user_id)
 {
-    onair_store_failed(api, op->t, status, result);
-    op_free(op);
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->flow = (onair_flow_t){.api = api, .t = ONAIR_TARGET_REQ(req), .end = op_free};
+    op->st = st;
+    if (user_id && !(op->user_id = onair_strdup(user_id))) {
+        op_free(&op->flow);
+        return NULL;
+    }
+    return op;
 }
 
-static int user_not_found(onair_target_t t)
+static void user_not_found(onair_flow_t *f)
 {
-    return api->target_problem(t, ONAIR_ENOTFOUND, "user_not_found", "the account does not exist",
-                               NULL);
+    onair_flow_problem(f, ONAIR_ENOTFOUND, "user_not_found", "the account does not exist", NULL);
 }
 
-static int no_active_code(onair_target_t t)
+static void no_active_code(onair_flow_t *f)
 {
-    return api->target_problem(t, ONAIR_EINVAL, "no_active_code",
-                               "no active verification code (none sent, expired, used, replaced "
-                               "or burnt): start verification again",
-                               NULL);
+    onair_flow_problem(f, ONAIR_EINVAL, "no_active_code",
+                       "no active verification code (none sent, expired, used, replaced or "
+                       "burnt): start verification again",
+                       NULL);
 }
 
-static int invalid_link(onair_target_t t)
+static void invalid_link(onair_flow_t *f)
 {
-    return api->target_problem(t, ONAIR_EINVAL, "invalid_link",
-                               "this verification link is invalid, used or expired: start "
-                               "verification again",
-                               NULL);
+    onair_flow_problem(f, ONAIR_EINVAL, "invalid_link",
+                       "this verification link is invalid, used or expired: start verification "
+                       "again",
+                       NULL);
 }
 
 /* ---- mail (pool thread) ---------------------------------------------------------------- */
@@ -670,15 +664,19 @@ static void mail_work(void *ud)
 
 /* ---- POST /api/v1/verification/start ------------------------------------------------- */
 
-static void start_mailed(int status, void *ud)
+/* work_submit's done callback carries no result: continue the flow without one. */
+static void mail_done(int status, void *ud)
 {
-    op_t *op = ud;
+    onair_flow_cb(status, NULL, ud);
+}
+
+static void mailed(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
     ver_t *st = op->st;
-    if (status != ONAIR_OK) { /* shutting down before the mail went out */
+    if (status != ONAIR_OK) { /* not queued, or the server stopped before the mail went out */
         close_challenge(st, op->challenge_id);
-        api->target_problem(op->t, status, NULL, "the server stopped before the mail was sent",
-                            NULL);
-        return op_free(op);
+        return onair_flow_fail(f, status, result);
     }
     char where[256];
     if (op->transport == MAIL_SMTP)
@@ -690,20 +688,18 @@ static void start_mailed(int status, void *ud)
     if (op->mail_ok) {
         api->log(st->self, ONAIR_LOG_INFO, "verification mail for user %s %s %s", op->user_id,
                  op->transport == MAIL_SMTP ? "accepted by" : "written to", where);
-        api->target_reply(op->t, 202,
-                          json_pack("{s:b,s:I}", "sent", 1, "expires_in", (json_int_t)op->ttl_s));
-    } else {
-        close_challenge(st, op->challenge_id);
-        api->log(st->self, ONAIR_LOG_WARN, "verification mail for user %s via %s failed: %s",
-                 op->user_id, where, op->mail_err);
-        char d[sizeof op->mail_err + 64];
-        snprintf(d, sizeof d, "%s: %s",
-                 op->transport == MAIL_SMTP ? "the mail server did not take the message"
-                                            : "the mail could not be written",
-                 op->mail_err);
-        api->target_problem(op->t, 502, "mail_failed", d, NULL);
+        return onair_flow_reply(
+            f, 202, json_pack("{s:b,s:I}", "sent", 1, "expires_in", (json_int_t)op->ttl_s));
     }
-    op_free(op);
+    close_challenge(st, op->challenge_id);
+    api->log(st->self, ONAIR_LOG_WARN, "verification mail for user %s via %s failed: %s",
+             op->user_id, where, op->mail_err);
+    char d[sizeof op->mail_err + 64];
+    snprintf(d, sizeof d, "%s: %s",
+             op->transport == MAIL_SMTP ? "the mail server did not take the message"
+                                        : "the mail could not be written",
+             op->mail_err);
+    onair_flow_problem(f, 502, "mail_failed", d, NULL);
 }
 
 static char *dup_config(ver_t *st, const char *key)
@@ -763,12 +759,12 @@ static char *mail_dir(ver_t *st, int *unknown)
     return asprintf(&out, "%.*s/mail", (int)n, st->data_dir) < 0 ? NULL : out;
 }
 
-static void start_inserted(int status, json_t *result, void *ud)
+static void start_inserted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     ver_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
     op->challenge_id = onair_strdup(id ? id : "");
     const char *tls = api->config_string(st->self, "smtp.starttls");
@@ -784,103 +780,84 @@ static void start_inserted(int status, json_t *result, void *ud)
     if (!op->challenge_id || !op->smtp_url || !op->smtp_user || !op->smtp_pass || !op->from) {
         if (op->challenge_id)
             close_challenge(st, op->challenge_id);
-        return op_store_failed(op, ONAIR_ENOMEM, NULL);
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
     }
-    int rc = api->work_submit(st->self, mail_work, start_mailed, op);
-    if (rc != ONAIR_OK) {
-        close_challenge(st, op->challenge_id);
-        op_store_failed(op, rc, NULL);
-    }
+    ONAIR_THEN(f, mailed, api->work_submit(st->self, mail_work, mail_done, f));
 }
 
-static void start_closed_old(int status, json_t *result, void *ud)
+static void start_closed_old(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     ver_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     unsigned char raw[TOKEN_BYTES], salt_raw[SALT_BYTES];
     char salt[SALT_BYTES * 2], code_hash[65], link_hash[65];
     if (make_code(op->code) || random_bytes(raw, sizeof raw) ||
-        random_bytes(salt_raw, sizeof salt_raw)) {
-        api->target_problem(op->t, ONAIR_EINTERNAL, NULL, "no randomness available", NULL);
-        return op_free(op);
-    }
+        random_bytes(salt_raw, sizeof salt_raw))
+        return onair_flow_problem(f, ONAIR_EINTERNAL, NULL, "no randomness available", NULL);
     b64url(raw, sizeof raw, op->token);
     b64url(salt_raw, sizeof salt_raw, salt);
     explicit_bzero(raw, sizeof raw);
     if (sha256_hex(salt, op->user_id, op->code, code_hash) ||
-        sha256_hex(op->token, NULL, NULL, link_hash)) {
-        api->target_problem(op->t, ONAIR_EINTERNAL, NULL, "hashing failed", NULL);
-        return op_free(op);
-    }
+        sha256_hex(op->token, NULL, NULL, link_hash))
+        return onair_flow_problem(f, ONAIR_EINTERNAL, NULL, "hashing failed", NULL);
     int64_t now = api->now_ms(st->self);
     json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:b,s:I,s:I}", "user_id", op->user_id,
                             "email", op->email, "salt", salt, "code_hash", code_hash, "link_hash",
                             link_hash, "attempts", 0, "used", 0, "created_at", (json_int_t)now,
                             "expires_at", (json_int_t)(now + op->ttl_s * 1000));
-    int rc = api->store_insert(st->coll, doc, start_inserted, op);
-    if (rc != ONAIR_OK)
-        op_store_failed(op, rc, NULL);
+    ONAIR_THEN(f, start_inserted, api->store_insert(st->coll, doc, onair_flow_cb, f));
 }
 
-static void start_user(int status, json_t *result, void *ud)
+static void start_user(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     ver_t *st = op->st;
-    if (status == ONAIR_ENOTFOUND) {
-        user_not_found(op->t);
-        return op_free(op);
-    }
+    if (status == ONAIR_ENOTFOUND)
+        return user_not_found(f);
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     json_t *user = json_object_get(result, "user");
-    if (json_is_true(json_object_get(user, "verified"))) {
-        api->target_problem(op->t, ONAIR_ECONFLICT, "already_verified",
-                            "the account is already verified", NULL);
-        return op_free(op);
-    }
+    if (json_is_true(json_object_get(user, "verified")))
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "already_verified",
+                                  "the account is already verified", NULL);
     const char *email = onair_str(user, "email");
-    if (!address_ok(email)) {
-        api->target_problem(op->t, ONAIR_ECONFLICT, "no_email",
-                            "the account has no usable email address to send a code to", NULL);
-        return op_free(op);
-    }
+    if (!address_ok(email))
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "no_email",
+                                  "the account has no usable email address to send a code to",
+                                  NULL);
     int unknown = 0;
     op->transport = transport_of(st->self);
     op->link_base = link_base(st, &unknown);
     if (!op->link_base && !unknown)
-        return op_store_failed(op, ONAIR_ENOMEM, NULL);
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
     if (op->transport == MAIL_MAILDIR && !unknown && !(op->mail_dir = mail_dir(st, &unknown)) &&
         !unknown)
-        return op_store_failed(op, ONAIR_ENOMEM, NULL);
-    if (unknown) { /* before core.started: cannot happen once the server listens */
-        api->target_problem(op->t, ONAIR_EUNAVAILABLE, NULL,
-                            "the server's address is not known yet (no core.started event): "
-                            "try again in a moment, or set public_url and maildir",
-                            NULL);
-        return op_free(op);
-    }
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
+    if (unknown) /* before core.started: cannot happen once the server listens */
+        return onair_flow_problem(f, ONAIR_EUNAVAILABLE, NULL,
+                                  "the server's address is not known yet (no core.started "
+                                  "event): try again in a moment, or set public_url and maildir",
+                                  NULL);
     int64_t retry_ms = 0;
     int rc = api->ratelimit_hit(st->self, RESEND_LIMIT, op->user_id, &retry_ms);
     if (rc == ONAIR_ERATE) {
         long long secs = retry_ms > 0 ? (retry_ms + 999) / 1000 : 1;
         char d[128];
         snprintf(d, sizeof d, "too many verification mails: try again in %lld s", secs);
-        onair_rate_limited(api, op->t, NULL, secs, d);
-        return op_free(op);
+        onair_rate_limited(api, f->t, NULL, secs, d);
+        return onair_flow_end(f);
     }
     if (rc != ONAIR_OK)
-        return op_store_failed(op, rc, NULL);
+        return onair_flow_fail(f, rc, NULL);
     if (!(op->email = onair_strdup(email)))
-        return op_store_failed(op, ONAIR_ENOMEM, NULL);
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
     op->ttl_s = api->config_int(st->self, "code_ttl_s");
     /* One open challenge per user: a new mail makes the older codes and links useless. */
     json_t *spec = json_pack("{s:{s:s,s:b},s:{s:{s:b}},s:b}", "filter", "user_id", op->user_id,
                              "used", 0, "update", "$set", "used", 1, "multi", 1);
-    rc = api->store_update(st->coll, spec, start_closed_old, op);
-    if (rc != ONAIR_OK)
-        op_store_failed(op, rc, NULL);
+    ONAIR_THEN(f, start_closed_old, api->store_update(st->coll, spec, onair_flow_cb, f));
 }
 
 /* The body is optional, so it is not declared on the route (that would require one): a
@@ -906,97 +883,78 @@ static int post_start(onair_req_t *req, void *ud)
     op_t *op = op_new(st, req, api->req_user(req)->id);
     if (!op)
         return ONAIR_ENOMEM;
-    int rc = api->user_get(st->self, op->user_id, start_user, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, start_user,
+                      api->user_get(st->self, op->user_id, onair_flow_cb, op));
 }
 
 /* ---- POST /api/v1/verification/verify ------------------------------------------------ */
 
-static void verify_user_set(int status, json_t *result, void *ud)
+static void verified(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status == ONAIR_ENOTFOUND) {
-        user_not_found(op->t);
-        return op_free(op);
-    }
+    op_t *op = (op_t *)f;
+    if (status == ONAIR_ENOTFOUND)
+        return user_not_found(f);
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     api->log(op->st->self, ONAIR_LOG_INFO, "user %s verified by %s", op->user_id,
              op->code[0] ? "code" : "link");
-    if (op->want_json) {
-        api->target_reply(op->t, 200, json_pack("{s:b}", "verified", 1));
-    } else { /* the link opened in a browser: a page, not JSON */
-        static const char page[] =
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Account verified</title>"
-            "</head><body><h1>Your account is verified</h1><p>You can close this page and go "
-            "back to the app.</p></body></html>\n";
-        api->reply_raw(op->t.req, 200, "text/html; charset=utf-8", page, sizeof page - 1);
-    }
-    op_free(op);
+    if (op->want_json)
+        return onair_flow_reply(f, 200, json_pack("{s:b}", "verified", 1));
+    /* the link opened in a browser: a page, not JSON */
+    static const char page[] =
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Account verified</title>"
+        "</head><body><h1>Your account is verified</h1><p>You can close this page and go "
+        "back to the app.</p></body></html>\n";
+    api->reply_raw(f->t.req, 200, "text/html; charset=utf-8", page, sizeof page - 1);
+    onair_flow_end(f);
 }
 
 static void set_verified(op_t *op)
 {
-    int rc = api->user_set_verified(op->st->self, op->user_id, 1, verify_user_set, op);
-    if (rc != ONAIR_OK)
-        op_store_failed(op, rc, NULL);
+    ONAIR_THEN(&op->flow, verified,
+               api->user_set_verified(op->st->self, op->user_id, 1, onair_flow_cb, op));
 }
 
-static void verify_claimed(int status, json_t *result, void *ud)
+static void verify_claimed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
-    if (!json_is_object(json_object_get(result, "doc"))) { /* lost a race with a new start */
-        no_active_code(op->t);
-        return op_free(op);
-    }
-    set_verified(op);
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(json_object_get(result, "doc"))) /* lost a race with a new start */
+        return no_active_code(f);
+    set_verified((op_t *)f);
 }
 
-static void verify_burnt(int status, json_t *result, void *ud)
+static void verify_burnt(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
-    api->target_problem(op->t, ONAIR_EINVAL, "code_burnt",
-                        "too many wrong codes: this code and its link no longer work; start "
-                        "verification again",
-                        NULL);
-    op_free(op);
+        return onair_flow_fail(f, status, result);
+    onair_flow_problem(f, ONAIR_EINVAL, "code_burnt",
+                       "too many wrong codes: this code and its link no longer work; start "
+                       "verification again",
+                       NULL);
 }
 
-static void verify_counted(int status, json_t *result, void *ud)
+static void verify_counted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     ver_t *st = op->st;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc)) {
-        no_active_code(op->t);
-        return op_free(op);
-    }
-    const char *id = json_string_value(json_object_get(doc, "_id"));
-    const char *salt = json_string_value(json_object_get(doc, "salt"));
+    if (!json_is_object(doc))
+        return no_active_code(f);
+    const char *id = onair_str(doc, "_id");
+    const char *salt = onair_str(doc, "salt");
     char hash[65] = "";
-    if (!id || !salt || sha256_hex(salt, op->user_id, op->code, hash)) {
-        api->target_problem(op->t, ONAIR_EINTERNAL, NULL, "malformed challenge", NULL);
-        return op_free(op);
-    }
+    if (!id || !salt || sha256_hex(salt, op->user_id, op->code, hash))
+        return onair_flow_problem(f, ONAIR_EINTERNAL, NULL, "malformed challenge", NULL);
     int64_t now = api->now_ms(st->self);
-    if (hex_equal(hash, json_string_value(json_object_get(doc, "code_hash")))) {
+    if (hex_equal(hash, onair_str(doc, "code_hash"))) {
         /* Single use: only the request that flips used wins. */
         json_t *spec =
             json_pack("{s:{s:s,s:b},s:{s:{s:b,s:I}},s:s}", "filter", "_id", id, "used", 0, "update",
                       "$set", "used", 1, "verified_at", (json_int_t)now, "return", "after");
-        int rc = api->store_find_and_modify(st->coll, spec, verify_claimed, op);
-        if (rc != ONAIR_OK)
-            op_store_failed(op, rc, NULL);
+        ONAIR_THEN(f, verify_claimed, api->store_find_and_modify(st->coll, spec, onair_flow_cb, f));
         return;
     }
     int64_t max = api->config_int(st->self, "max_attempts");
@@ -1004,16 +962,13 @@ static void verify_counted(int status, json_t *result, void *ud)
     if (left <= 0) {
         json_t *spec =
             json_pack("{s:{s:s},s:{s:{s:b}}}", "filter", "_id", id, "update", "$set", "used", 1);
-        int rc = api->store_update(st->coll, spec, verify_burnt, op);
-        if (rc != ONAIR_OK)
-            op_store_failed(op, rc, NULL);
+        ONAIR_THEN(f, verify_burnt, api->store_update(st->coll, spec, onair_flow_cb, f));
         return;
     }
     char d[96];
     snprintf(d, sizeof d, "wrong code: %lld attempt%s left", (long long)left, left == 1 ? "" : "s");
-    api->target_problem(op->t, ONAIR_EINVAL, "invalid_code", d,
-                        json_pack("{s:s,s:I}", "field", "code", "attempts_left", (json_int_t)left));
-    op_free(op);
+    onair_flow_problem(f, ONAIR_EINVAL, "invalid_code", d,
+                       json_pack("{s:s,s:I}", "field", "code", "attempts_left", (json_int_t)left));
 }
 
 static int post_verify(onair_req_t *req, void *ud)
@@ -1035,62 +990,54 @@ static int post_verify(onair_req_t *req, void *ud)
                   op->user_id, "used", 0, "expires_at", "$gt", (json_int_t)now, "attempts", "$lt",
                   (json_int_t)api->config_int(st->self, "max_attempts"), "sort", "created_at", -1,
                   "_id", -1, "update", "$inc", "attempts", 1, "return", "after");
-    int rc = api->store_find_and_modify(st->coll, spec, verify_counted, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, verify_counted,
+                      api->store_find_and_modify(st->coll, spec, onair_flow_cb, op));
 }
 
 /* ---- GET /api/v1/verification/link?token= -------------------------------------------- */
 
-static void link_claimed(int status, json_t *result, void *ud)
+static void link_claimed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     const char *uid = onair_str(json_object_get(result, "doc"), "user_id");
-    if (!uid) {
-        invalid_link(op->t);
-        return op_free(op);
-    }
+    if (!uid)
+        return invalid_link(f);
     if (!(op->user_id = onair_strdup(uid)))
-        return op_store_failed(op, ONAIR_ENOMEM, NULL);
+        return onair_flow_fail(f, ONAIR_ENOMEM, NULL);
     set_verified(op);
 }
 
 static int get_link(onair_req_t *req, void *ud)
 {
     ver_t *st = ud;
-    const char *token = api->req_query(req, "token");
-    char hash[65];
-    if (!token_valid(token) || sha256_hex(token, NULL, NULL, hash))
-        return invalid_link(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req, NULL);
     if (!op)
         return ONAIR_ENOMEM;
+    const char *token = api->req_query(req, "token");
+    char hash[65];
+    if (!token_valid(token) || sha256_hex(token, NULL, NULL, hash)) {
+        invalid_link(&op->flow);
+        return ONAIR_OK;
+    }
     const char *accept = api->req_header(req, "Accept");
     op->want_json = accept && strstr(accept, "application/json") && !strstr(accept, "text/html");
     int64_t now = api->now_ms(st->self);
     json_t *spec = json_pack("{s:{s:s,s:b,s:{s:I}},s:{s:{s:b,s:I}},s:s}", "filter", "link_hash",
                              hash, "used", 0, "expires_at", "$gt", (json_int_t)now, "update",
                              "$set", "used", 1, "verified_at", (json_int_t)now, "return", "after");
-    int rc = api->store_find_and_modify(st->coll, spec, link_claimed, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, link_claimed,
+                      api->store_find_and_modify(st->coll, spec, onair_flow_cb, op));
 }
 
 /* ---- GET /api/v1/verification/status ------------------------------------------------- */
 
-static void status_found(int status, json_t *result, void *ud)
+static void status_found(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     json_t *doc = json_object_get(result, "doc");
     json_t *out = json_pack("{s:b,s:b}", "verified", op->verified, "pending",
                             !op->verified && json_is_object(doc));
@@ -1103,28 +1050,23 @@ static void status_found(int status, json_t *result, void *ud)
         json_object_set_new(out, "expires_at", json_null());
         json_object_set_new(out, "attempts_left", json_null());
     }
-    api->target_reply(op->t, 200, out);
-    op_free(op);
+    onair_flow_reply(f, 200, out);
 }
 
-static void status_user(int status, json_t *result, void *ud)
+static void status_user(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     ver_t *st = op->st;
-    if (status == ONAIR_ENOTFOUND) {
-        user_not_found(op->t);
-        return op_free(op);
-    }
+    if (status == ONAIR_ENOTFOUND)
+        return user_not_found(f);
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     op->verified = json_is_true(json_object_get(json_object_get(result, "user"), "verified"));
     json_t *spec = json_pack(
         "{s:{s:s,s:b,s:{s:I},s:{s:I}},s:{s:i,s:i}}", "filter", "user_id", op->user_id, "used", 0,
         "expires_at", "$gt", (json_int_t)api->now_ms(st->self), "attempts", "$lt",
         (json_int_t)api->config_int(st->self, "max_attempts"), "sort", "created_at", -1, "_id", -1);
-    int rc = api->store_find_one(st->coll, spec, status_found, op);
-    if (rc != ONAIR_OK)
-        op_store_failed(op, rc, NULL);
+    ONAIR_THEN(f, status_found, api->store_find_one(st->coll, spec, onair_flow_cb, f));
 }
 
 static int get_status(onair_req_t *req, void *ud)
@@ -1133,50 +1075,41 @@ static int get_status(onair_req_t *req, void *ud)
     op_t *op = op_new(st, req, api->req_user(req)->id);
     if (!op)
         return ONAIR_ENOMEM;
-    int rc = api->user_get(st->self, op->user_id, status_user, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
-    }
-    return ONAIR_PENDING;
+    return ONAIR_THEN(&op->flow, status_user,
+                      api->user_get(st->self, op->user_id, onair_flow_cb, op));
 }
 
 /* ---- POST /api/v1/verification/users/{id} (admin) ------------------------------------- */
 
-static void set_verified_done(int status, json_t *result, void *ud)
+static void set_verified_done(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status == ONAIR_ENOTFOUND) {
-        user_not_found(op->t);
-        return op_free(op);
-    }
+    op_t *op = (op_t *)f;
+    if (status == ONAIR_ENOTFOUND)
+        return user_not_found(f);
     if (status != ONAIR_OK)
-        return op_store_failed(op, status, result);
+        return onair_flow_fail(f, status, result);
     api->log(op->st->self, ONAIR_LOG_INFO, "user %s marked %s by an admin", op->user_id,
              op->verified ? "verified" : "unverified");
     if (op->verified)
         close_challenges(op->st, op->user_id);
-    api->target_reply(op->t, 200,
-                      json_pack("{s:s,s:b}", "id", op->user_id, "verified", op->verified));
-    op_free(op);
+    onair_flow_reply(f, 200, json_pack("{s:s,s:b}", "id", op->user_id, "verified", op->verified));
 }
 
 static int post_set_verified(onair_req_t *req, void *ud)
 {
     ver_t *st = ud;
     const char *id = api->req_param(req, "id");
-    if (!id || !*id || strlen(id) > 128 || !no_ctl(id))
-        return user_not_found(ONAIR_TARGET_REQ(req));
     op_t *op = op_new(st, req, id);
     if (!op)
         return ONAIR_ENOMEM;
-    op->verified = json_is_true(json_object_get(api->req_json(req), "verified"));
-    int rc = api->user_set_verified(st->self, op->user_id, op->verified, set_verified_done, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
+    if (!id || !*id || strlen(id) > 128 || !no_ctl(id)) {
+        user_not_found(&op->flow);
+        return ONAIR_OK;
     }
-    return ONAIR_PENDING;
+    op->verified = json_is_true(json_object_get(api->req_json(req), "verified"));
+    return ONAIR_THEN(
+        &op->flow, set_verified_done,
+        api->user_set_verified(st->self, op->user_id, op->verified, onair_flow_cb, op));
 }
 
 /* ---- bus: a user verified some other way (admin, another plugin) ----------------------- */
