@@ -55,6 +55,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <libwebsockets.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -87,6 +88,8 @@
 #define DEFAULT_JSON_DEPTH 32
 #define DEFAULT_WS_MAX_MSG (1024 * 1024)
 #define DEFAULT_WS_QUEUE   (4 * 1024 * 1024)
+#define DEFAULT_BODY_S     30
+#define DEFAULT_CONNS_ADDR 256
 
 static const char cors_expose[] = "Location, X-Request-Id, ETag, Link, RateLimit-Limit, "
                                   "RateLimit-Remaining, RateLimit-Reset, Retry-After";
@@ -312,6 +315,16 @@ struct sub {
     size_t ci; /* index in c->subs */
 };
 
+/* Open TCP connections of one peer address (server.max_connections_per_address). Each
+ * accepted connection points at its entry through lws' opaque user data, which, unlike the
+ * per-session user space, lives as long as the connection (HTTP requests, then WebSocket). */
+typedef struct addr_count {
+    struct addr_count *next;
+    uint64_t hash;
+    size_t n;
+    char addr[64];
+} addr_count_t;
+
 typedef struct slot {
     uint32_t gen;
     uint32_t next_free;
@@ -349,7 +362,10 @@ struct net {
     atomic_int stop;
     atomic_int shutting_down;
 
-    /* network thread only */
+    /* network thread only (and net_free once the thread is gone) */
+    struct addr_count **abuckets; /* open connections per peer address */
+    size_t nabuckets, naddrs;
+    struct addr_count *pending_ac; /* counted by the filter, not yet on its wsi */
     uint64_t rid_seed, rid_counter;
     slot_t *slots;
     uint32_t nslots, slots_cap, free_head;
@@ -484,6 +500,126 @@ static void id_release(net_t *n, uint64_t id)
         s->gen = 1;
     s->next_free = n->free_head;
     n->free_head = idx;
+}
+
+/* ---- connections per address ------------------------------------------- */
+
+static addr_count_t *addr_find(net_t *n, const char *addr, uint64_t h)
+{
+    if (!n->nabuckets)
+        return NULL;
+    for (addr_count_t *a = n->abuckets[h & (n->nabuckets - 1)]; a; a = a->next)
+        if (a->hash == h && !strcmp(a->addr, addr))
+            return a;
+    return NULL;
+}
+
+static addr_count_t *addr_get(net_t *n, const char *addr)
+{
+    uint64_t h = hash_str(addr);
+    addr_count_t *a = addr_find(n, addr, h);
+    if (a)
+        return a;
+    if (n->naddrs >= n->nabuckets) {
+        size_t nb = n->nabuckets ? n->nabuckets * 2 : 256;
+        addr_count_t **b = calloc(nb, sizeof *b);
+        if (!b)
+            return NULL;
+        for (size_t i = 0; i < n->nabuckets; i++) {
+            addr_count_t *x = n->abuckets[i];
+            while (x) {
+                addr_count_t *next = x->next;
+                x->next = b[x->hash & (nb - 1)];
+                b[x->hash & (nb - 1)] = x;
+                x = next;
+            }
+        }
+        free(n->abuckets);
+        n->abuckets = b;
+        n->nabuckets = nb;
+    }
+    a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    snprintf(a->addr, sizeof a->addr, "%s", addr);
+    a->hash = h;
+    a->next = n->abuckets[h & (n->nabuckets - 1)];
+    n->abuckets[h & (n->nabuckets - 1)] = a;
+    n->naddrs++;
+    return a;
+}
+
+/* One connection of a's address is gone. */
+static void addr_release(net_t *n, addr_count_t *a)
+{
+    if (!a || !a->n || --a->n)
+        return;
+    addr_count_t **pp = &n->abuckets[a->hash & (n->nabuckets - 1)];
+    while (*pp && *pp != a)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = a->next;
+    n->naddrs--;
+    free(a);
+}
+
+/* The peer address as lws_get_peer_simple() spells it, v4-mapped v6 written as v4. */
+static void peer_text(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    out[0] = 0;
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)len);
+    else if (ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)len);
+    strip_mapped_v4(out);
+}
+
+/* LWS_CALLBACK_FILTER_NETWORK_CONNECTION: a connection was just accepted (nothing read
+ * yet). Over server.max_connections_per_address for its address: non-zero, and lws closes
+ * it at once. Otherwise it is counted; conn_adopted() ties the count to its wsi. */
+static int conn_filter(net_t *n, const struct lws_filter_network_conn_args *a)
+{
+    if (n->pending_ac) { /* the previous accept failed before its wsi was adopted */
+        addr_release(n, n->pending_ac);
+        n->pending_ac = NULL;
+    }
+    if (!a)
+        return 0;
+    char addr[64];
+    peer_text(&a->cli_addr, addr, sizeof addr);
+    addr_count_t *ac = addr_get(n, addr);
+    if (!ac)
+        return 0; /* out of memory: not counted rather than refused */
+    if (ac->n >= n->cfg.max_connections_per_address) {
+        metrics_refused(METRICS_REFUSED_CONNECTIONS);
+        log_limited("http.connection_cap", ONAIR_LOG_WARN,
+                    "%s has %zu connections open (server.max_connections_per_address): closing "
+                    "new ones at once",
+                    addr, ac->n);
+        return 1;
+    }
+    ac->n++;
+    n->pending_ac = ac;
+    return 0;
+}
+
+/* LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: the accepted connection has its wsi. */
+static void conn_adopted(net_t *n, struct lws *wsi)
+{
+    if (n->pending_ac && !lws_get_opaque_user_data(wsi)) {
+        lws_set_opaque_user_data(wsi, n->pending_ac);
+        n->pending_ac = NULL;
+    }
+}
+
+/* LWS_CALLBACK_WSI_DESTROY: every connection ends here (HTTP or WebSocket). */
+static void conn_destroyed(net_t *n, struct lws *wsi)
+{
+    addr_count_t *ac = lws_get_opaque_user_data(wsi);
+    if (ac) {
+        lws_set_opaque_user_data(wsi, NULL);
+        addr_release(n, ac);
+    }
 }
 
 /* ---- queue plumbing ------------------------------------------------------ */
@@ -1159,7 +1295,12 @@ static int http_dispatch(net_t *n, struct lws *wsi, struct pss *p)
             return -1;
         r->body[0] = 0;
     }
-    if (p->route->r.flags & ONAIR_ROUTE_JSON_BODY) {
+    if ((p->route->r.flags & ONAIR_ROUTE_JSON_BODY) &&
+        (p->route->r.flags & ONAIR_ROUTE_BODY_OPTIONAL) && r->body_len == 0) {
+        r->json = json_object(); /* no body: {} */
+        if (!r->json)
+            return http_problem(n, wsi, p, 503, "unavailable", "out of memory", NULL);
+    } else if (p->route->r.flags & ONAIR_ROUTE_JSON_BODY) {
         if (json_too_deep(r->body, r->body_len, n->cfg.max_json_depth)) {
             char d[96];
             snprintf(d, sizeof d, "JSON nesting deeper than %d levels", n->cfg.max_json_depth);
@@ -1371,7 +1512,11 @@ static int http_on_request(net_t *n, struct lws *wsi, struct pss *p, const char 
         snprintf(d, sizeof d, "the body is larger than %zu bytes", limit);
         return http_problem(n, wsi, p, 413, "payload_too_large", d, NULL);
     }
-    if (route->r.flags & ONAIR_ROUTE_JSON_BODY) {
+    /* ONAIR_ROUTE_BODY_OPTIONAL: a request without a body stands for {} (no Content-Type
+     * needed); one with a body is checked as any JSON body. */
+    int no_body = !te && (cl_present ? cl == 0 : !body_method);
+    if ((route->r.flags & ONAIR_ROUTE_JSON_BODY) &&
+        !((route->r.flags & ONAIR_ROUTE_BODY_OPTIONAL) && no_body)) {
         char ct[128];
         int ok = 0;
         if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE) > 0 &&
@@ -2121,6 +2266,16 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_RAW_ADOPT:
     case LWS_CALLBACK_RAW_RX:
         return -1; /* CONNECT turned the connection into a raw socket: we don't do that */
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        return conn_filter(n, user);
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        conn_adopted(n, wsi);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        conn_destroyed(n, wsi);
+        return 0;
+    case LWS_CALLBACK_TIMER:
+        return http_on_timer(n, wsi, p);
     default:
         return 0;
     }
@@ -2287,6 +2442,10 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
         n->cfg.ws_max_message_bytes = DEFAULT_WS_MAX_MSG;
     if (!n->cfg.ws_send_queue_bytes)
         n->cfg.ws_send_queue_bytes = DEFAULT_WS_QUEUE;
+    if (n->cfg.body_timeout_s <= 0)
+        n->cfg.body_timeout_s = DEFAULT_BODY_S;
+    if (!n->cfg.max_connections_per_address)
+        n->cfg.max_connections_per_address = DEFAULT_CONNS_ADDR;
     n->router = router;
     n->wstypes = wstypes;
     if (handlers)
@@ -2633,6 +2792,15 @@ void net_free(net_t *n)
         }
     }
     free(n->buckets);
+    for (size_t i = 0; i < n->nabuckets; i++) { /* lws_context_destroy released them all */
+        addr_count_t *a = n->abuckets[i];
+        while (a) {
+            addr_count_t *next = a->next;
+            free(a);
+            a = next;
+        }
+    }
+    free(n->abuckets);
     free(n->slots);
     for (size_t i = 0; i < n->ncors; i++)
         free(n->cors_list[i]);

@@ -4026,7 +4026,10 @@ onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *meth
         return &rp->pub;
     }
     const char *ct = api_req_header(r, "content-type");
-    if (route->r.flags & ONAIR_ROUTE_JSON_BODY) {
+    if ((route->r.flags & ONAIR_ROUTE_JSON_BODY) && (route->r.flags & ONAIR_ROUTE_BODY_OPTIONAL) &&
+        r->body_len == 0) {
+        r->json = json_object(); /* no body: {} */
+    } else if (route->r.flags & ONAIR_ROUTE_JSON_BODY) {
         if (!is_json_type(ct)) {
             api_reply_problem(r, 415, "unsupported_media_type", "the body must be JSON");
             leave(prev);

@@ -254,6 +254,20 @@ def test_declared_body_schema_rest(server):
     assert r.header("Retry-After") == "7"
 
 
+def test_optional_declared_body(server):
+    r = server.http("POST", "/api/v1/testkit/options")  # no body, no Content-Type: {}
+    assert r.status == 200 and r.json() == {"options": {}}, r
+    r = server.http("POST", "/api/v1/testkit/options", body={"on": True})
+    assert r.status == 200 and r.json() == {"options": {"on": True}}, r
+    b = problem(server.http("POST", "/api/v1/testkit/options", body={"off": 1}), 400,
+                "unknown_field")
+    assert b["field"] == "off"
+    problem(server.http("POST", "/api/v1/testkit/options", body="{nope",
+                        headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    problem(server.http("POST", "/api/v1/testkit/options", body="{}",
+                        headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+
+
 def test_declared_body_schema_websocket(server):
     import asyncio
     import websockets

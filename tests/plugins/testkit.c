@@ -63,6 +63,18 @@ static int item_ws(onair_wsmsg_t *msg, void *ud)
     return item(ONAIR_TARGET_MSG(msg), api->msg_data(msg));
 }
 
+/* An optional body: POST without one is {} (ONAIR_ROUTE_BODY_OPTIONAL). */
+static const onair_config_key_t options_body[] = {
+    ONAIR_FIELD("on", ONAIR_CFG_BOOL),
+    ONAIR_END,
+};
+
+static int options_rest(onair_req_t *req, void *ud)
+{
+    return api->target_reply(ONAIR_TARGET_REQ(req), 200,
+                             json_pack("{s:O}", "options", api->req_json(req)));
+}
+
 static int ok(onair_req_t *req, void *ud)
 {
     return api->reply_json(req, 200, json_pack("{s:b}", "ok", 1));
@@ -290,6 +302,8 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
          .path = "/api/v1/testkit/items",
          .handler = item_rest,
          .body = item_body},
+        ONAIR_ROUTE("POST", "/api/v1/testkit/options", options_rest, .body = options_body,
+                    .flags = ONAIR_ROUTE_BODY_OPTIONAL),
         {.size = sizeof(onair_route_t),
          .method = "GET",
          .path = "/api/v1/testkit/limited",

@@ -202,6 +202,9 @@ typedef int (*onair_route_fn)(onair_req_t *req, void *ud);
 
 enum onair_route_flags {
     ONAIR_ROUTE_JSON_BODY = 1u << 0, /* body must be a JSON object; else 400/415 by the host */
+    /* ABI 1.5: with JSON_BODY or a declared body: a request without a body is taken as {}
+     * (a body that is there is checked as usual). */
+    ONAIR_ROUTE_BODY_OPTIONAL = 1u << 1,
 };
 
 typedef struct onair_route {

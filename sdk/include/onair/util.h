@@ -150,8 +150,9 @@ static inline int onair_store_failed(const onair_api_t *api, onair_target_t t, i
  * ONAIR_THEN routes a call's synchronous failure (a negative return: the call never started)
  * to the same step as an asynchronous one, with {"error": <text>}: every failure reaches the
  * step once, through `status`, and a handler that starts a flow always returns ONAIR_PENDING.
- * onair_flow_cb fits store, user and service callbacks. A flow ends with onair_flow_reply,
- * onair_flow_fail or onair_flow_end, which call f->end (free your state there). */
+ * onair_flow_cb fits store, user and service callbacks; onair_flow_hook_cb fits hook_run. A flow
+ * ends with onair_flow_reply, onair_flow_fail or onair_flow_end, which call f->end (free your state
+ * there). */
 typedef struct onair_flow onair_flow_t;
 typedef void (*onair_flow_step_fn)(onair_flow_t *f, int status, json_t *result);
 
@@ -168,6 +169,21 @@ static inline void onair_flow_cb(int status, json_t *result, void *ud)
     onair_flow_step_fn step = f->next;
     f->next = NULL;
     step(f, status, result);
+}
+
+/* The same for hook_run: the step gets status ONAIR_OK and {"verdict": "allow" | "deny" |
+ * "hold", "data" (as the filters left it), "rewritten", "reason", "decided_by"}, and decides
+ * what a deny or a hold means for its request. */
+static inline void onair_flow_hook_cb(int verdict, json_t *data, int rewritten, const char *reason,
+                                      const char *decided_by, void *ud)
+{
+    const char *name = verdict == ONAIR_HOOK_DENY   ? "deny"
+                       : verdict == ONAIR_HOOK_HOLD ? "hold"
+                                                    : "allow";
+    json_t *result = json_pack("{s:s,s:O?,s:b,s:s?,s:s?}", "verdict", name, "data", data,
+                               "rewritten", rewritten, "reason", reason, "decided_by", decided_by);
+    onair_flow_cb(result ? ONAIR_OK : ONAIR_ENOMEM, result, ud);
+    json_decref(result);
 }
 
 static inline int onair_flow_then_(onair_flow_t *f, onair_flow_step_fn step, int call_rc)
