@@ -338,8 +338,12 @@ int schema_check(const onair_config_key_t *schema, const char *who, int use,
             size_t lo = strlen(o), lk = strlen(k->key);
             if (strcmp(o, k->key) == 0)
                 SCHEMA_ERR("schema key '%s': declared twice", k->key);
-            else if ((lo < lk && strncmp(o, k->key, lo) == 0 && k->key[lo] == '.') ||
-                     (lk < lo && strncmp(o, k->key, lk) == 0 && o[lk] == '.'))
+            else if (((lo < lk && strncmp(o, k->key, lo) == 0 && k->key[lo] == '.') ||
+                      (lk < lo && strncmp(o, k->key, lk) == 0 && o[lk] == '.')) &&
+                     !(use == SCHEMA_BODY &&
+                       (lo < lk ? keys[j].type : k->type) == ONAIR_CFG_OBJECT))
+                /* a body's OBJECT may have declared members: a section of its own (that may
+                 * be NULLABLE or REQUIRED) */
                 SCHEMA_ERR("schema key '%s': '%s' is both a value and a section", k->key,
                            lo < lk ? o : k->key);
         }
@@ -483,7 +487,11 @@ static int check_members(const onair_config_key_t *keys, size_t n, json_t *obj, 
         int len = snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", name);
         const onair_config_key_t *k = NULL;
         int known = len > 0 && (size_t)len < sizeof full && *name && !strchr(name, '.');
-        if (known && (k = schema_find(keys, n, full)) != NULL) {
+        if (known && (k = schema_find(keys, n, full)) != NULL && k->type == ONAIR_CFG_OBJECT &&
+            schema_has_prefix(keys, n, full) && json_is_object(v)) {
+            if (check_members(keys, n, v, full, e) < 0) /* a declared section */
+                return -1;
+        } else if (k) {
             if (json_is_null(v) && !(k->flags & ONAIR_CFG_NULLABLE))
                 return body_err(e, "invalid_field", full, "%s: expected %s, got null", full,
                                 schema_type_name(k->type));
@@ -503,6 +511,21 @@ static int check_members(const onair_config_key_t *keys, size_t n, json_t *obj, 
     return 0;
 }
 
+/* Is the key's innermost declared OBJECT section (if any) present as an object? Members of
+ * a section that was left out or set to null are not required. */
+static int in_given_section(const onair_config_key_t *keys, size_t n, json_t *body, const char *key)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s", key);
+    for (char *dot = strrchr(prefix, '.'); dot; dot = strrchr(prefix, '.')) {
+        *dot = 0;
+        const onair_config_key_t *k = schema_find(keys, n, prefix);
+        if (k && k->type == ONAIR_CFG_OBJECT)
+            return json_is_object(cfg_json_get(body, prefix));
+    }
+    return 1;
+}
+
 int schema_check_body(const onair_config_key_t *schema, json_t *body, schema_error_t *e)
 {
     memset(e, 0, sizeof *e);
@@ -518,7 +541,8 @@ int schema_check_body(const onair_config_key_t *schema, json_t *body, schema_err
     }
     int rc = check_members(keys, n, body, "", e);
     for (size_t i = 0; rc == 0 && i < n; i++)
-        if ((keys[i].flags & ONAIR_CFG_REQUIRED) && !cfg_json_get(body, keys[i].key))
+        if ((keys[i].flags & ONAIR_CFG_REQUIRED) && !cfg_json_get(body, keys[i].key) &&
+            in_given_section(keys, n, body, keys[i].key))
             rc = body_err(e, "missing_field", keys[i].key, "missing member '%s'", keys[i].key);
     free(keys);
     return rc;

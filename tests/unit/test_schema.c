@@ -120,12 +120,56 @@ static void test_body_schema_rules(void **state)
     cfg_errors_free(&errs);
 }
 
+/* A declared OBJECT with declared members: a section that may be null (to clear it) and
+ * whose required members are required only when it is given. */
+static void test_nullable_section(void **state)
+{
+    static const onair_config_key_t sched[] = {
+        KEY(.key = "recurrence", .type = ONAIR_CFG_OBJECT, .flags = ONAIR_CFG_NULLABLE),
+        KEY(.key = "recurrence.days", .type = ONAIR_CFG_STRING_LIST, .choices = "MO|TU",
+            .flags = ONAIR_CFG_REQUIRED),
+        KEY(.key = "recurrence.until", .type = ONAIR_CFG_INT),
+        {0},
+    };
+    cfg_errors_t errs = {0};
+    assert_int_equal(schema_check(sched, "body", SCHEMA_BODY, NULL, &errs), 0);
+    /* ... but in a configuration a key is a value or a section, not both */
+    assert_int_equal(schema_check(sched, "config", SCHEMA_CONFIG, NULL, &errs), -1);
+    cfg_errors_free(&errs);
+    static const struct {
+        const char *json, *code, *field;
+    } cases[] = {
+        {"{}", NULL, NULL},
+        {"{\"recurrence\":null}", NULL, NULL},
+        {"{\"recurrence\":{\"days\":[\"MO\"]}}", NULL, NULL},
+        {"{\"recurrence\":{}}", "missing_field", "recurrence.days"},
+        {"{\"recurrence\":{\"days\":[\"XX\"]}}", "invalid_field", "recurrence.days"},
+        {"{\"recurrence\":{\"days\":[\"MO\"],\"every\":2}}", "unknown_field", "recurrence.every"},
+        {"{\"recurrence\":\"weekly\"}", "invalid_field", "recurrence"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *b = json_loads(cases[i].json, 0, NULL);
+        schema_error_t e;
+        int rc = schema_check_body(sched, b, &e);
+        if (!cases[i].code) {
+            if (rc != 0)
+                fail_msg("%s: %s %s", cases[i].json, e.code, e.field);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_string_equal(e.code, cases[i].code);
+            assert_string_equal(e.field, cases[i].field);
+        }
+        json_decref(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_body_accepts),
         cmocka_unit_test(test_body_refuses),
         cmocka_unit_test(test_body_schema_rules),
+        cmocka_unit_test(test_nullable_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
