@@ -2,8 +2,9 @@
 plugins, on both storage backends (sqlite and CongoDB for mongodb): stream bans and
 timeouts enforced on reactions.send, qa.ask and qa.vote at the moment of the action
 (unban and expiry allow again), platform bans by admins, the rights matrix, precise
-errors (cannot_moderate_owner, invalid_pattern, invalid_duration, user_not_found),
-blocked terms CRUD, chat_unavailable without the chat plugin, and the audit log."""
+errors (cannot_moderate_owner, invalid_pattern, user_not_found), body errors in the one
+vocabulary (missing_field / invalid_field / unknown_field with `field`), blocked terms CRUD,
+chat_unavailable without the chat plugin, and the audit log."""
 import asyncio
 import base64
 import json
@@ -105,11 +106,12 @@ class Anon:
         return self.srv.http(method, path, body, token=self.token, **kw)
 
 
-def problem(r, status, code):
+def problem(r, status, code, field=None):
     assert r.status == status, f"want {status} {code}, got {r!r}"
     body = r.json()
     assert body["code"] == code, body
     assert body.get("detail"), body
+    assert body.get("field") == field, body
     return body
 
 
@@ -252,8 +254,10 @@ def test_platform_ban(srv):
         assert cast.ask(c.viewer).status == 403
     r = c.admin.call("GET", "/api/v1/moderation/bans")
     assert r.status == 200 and c.viewer.id in [x["user"] for x in r.json()["sanctions"]], r
-    problem(c.admin.call("POST", "/api/v1/moderation/bans", {"user": "nosuchuser"}), 404,
+    problem(c.admin.call("POST", "/api/v1/moderation/bans", {"user": "0" * 24}), 404,
             "user_not_found")
+    problem(c.admin.call("POST", "/api/v1/moderation/bans", {"user": "nosuchuser"}), 400,
+            "invalid_field", "user")
     r = c.admin.call("DELETE", f"/api/v1/moderation/bans/{c.viewer.id}")
     assert r.status == 200, r
     assert c2.ask(c.viewer).status == 201
@@ -281,9 +285,9 @@ def test_rights_matrix_and_errors(srv):
     # the owner can never be sanctioned
     for who in (c.smod, c.admin):
         problem(who.call("POST", c.m("/bans"), {"user": c.owner.id}), 400,
-                "cannot_moderate_owner")
+                "cannot_moderate_owner", "user")
         problem(who.call("POST", c.m("/timeouts"), {"user": c.owner.id, "duration_s": 60}), 400,
-                "cannot_moderate_owner")
+                "cannot_moderate_owner", "user")
     # a moderator cannot sanction another moderator; the owner can
     smod2 = Account(srv, "smod2")
     assert c.owner.call("PUT", f"/api/v1/streams/{c.sid}/moderators/{smod2.id}").status == 200
@@ -291,36 +295,90 @@ def test_rights_matrix_and_errors(srv):
     r = c.owner.call("POST", c.m("/timeouts"), {"user": smod2.id, "duration_s": 60})
     assert r.status == 201, r
     assert c.ask(smod2).status == 403  # moderators are not exempt from timeouts
-    problem(c.owner.call("POST", c.m("/bans"), {"user": c.owner.id}), 400, "cannot_moderate_self")
-    # input errors
+    problem(c.owner.call("POST", c.m("/bans"), {"user": c.owner.id}), 400, "cannot_moderate_self",
+            "user")
+    # input errors: the member is named in `field`
     for d in (0, 1209601, "60", 1.5, None):
         problem(c.owner.call("POST", c.m("/timeouts"), {"user": c.viewer.id, "duration_s": d}),
-                400, "invalid_duration")
-    problem(c.owner.call("POST", c.m("/timeouts"),
-                         {"user": c.viewer.id, "duration_s": 60, "reason": "x" * 501}), 400,
-            "invalid_reason")
+                400, "invalid_field", "duration_s")
+    for reason in ("x" * 501, "tab\tis fine but not \u0007", 5):
+        problem(c.owner.call("POST", c.m("/timeouts"),
+                             {"user": c.viewer.id, "duration_s": 60, "reason": reason}), 400,
+                "invalid_field", "reason")
     r = c.owner.call("POST", c.m("/timeouts"),
                      {"user": c.viewer.id, "duration_s": 1209600, "reason": "y" * 500})
     assert r.status == 201, r
-    problem(c.owner.call("POST", c.m("/bans"), {"user": "nosuchuser"}), 404, "user_not_found")
+    r = c.owner.call("POST", c.m("/bans"), {"user": c.viewer.id, "reason": "  \t "})
+    assert r.status == 201 and r.json()["sanction"]["reason"] is None, r  # blank: no reason
+    r = c.owner.call("POST", c.m("/bans"), {"user": c.viewer.id, "reason": " line\nbreak "})
+    assert r.status == 201 and r.json()["sanction"]["reason"] == "line\nbreak", r
+    problem(c.owner.call("POST", c.m("/bans"), {"user": "0" * 24}), 404, "user_not_found")
+    problem(c.owner.call("POST", c.m("/bans"), {"user": "nosuchuser"}), 400, "invalid_field",
+            "user")
     problem(c.owner.call("POST", c.m("/bans"), {"user": c.viewer.id, "extra": 1}), 400,
-            "invalid_request")
+            "unknown_field", "extra")
     problem(c.owner.call("POST", "/api/v1/streams/000000000000000000000000/moderation/bans",
                          {"user": c.viewer.id}), 404, "stream_not_found")
+
+
+def test_body_errors_name_the_field(srv):
+    """Every route with a body answers a missing, mistyped or unknown member with missing_field /
+    invalid_field / unknown_field and the member in `field`, before anything is checked or
+    stored (no audit entry)."""
+    c = Cast(srv)
+    u = c.viewer.id
+    cases = (  # (who, path, body, code, field)
+        (c.owner, c.m("/timeouts"), {"duration_s": 60}, "missing_field", "user"),
+        (c.owner, c.m("/timeouts"), {"user": u}, "missing_field", "duration_s"),
+        (c.owner, c.m("/timeouts"), {"user": 5, "duration_s": 60}, "invalid_field", "user"),
+        (c.owner, c.m("/timeouts"), {"user": u, "duration_s": True}, "invalid_field",
+         "duration_s"),
+        (c.owner, c.m("/timeouts"), {"user": u, "duration_s": 60, "why": "x"}, "unknown_field",
+         "why"),
+        (c.owner, c.m("/bans"), {}, "missing_field", "user"),
+        (c.owner, c.m("/bans"), {"user": u, "reason": ["spam"]}, "invalid_field", "reason"),
+        (c.owner, c.m("/bans"), {"user": u, "duration_s": 60}, "unknown_field", "duration_s"),
+        (c.owner, c.m("/terms"), {"action": "hold"}, "missing_field", "pattern"),
+        (c.owner, c.m("/terms"), {"pattern": None}, "invalid_field", "pattern"),
+        (c.owner, c.m("/terms"), {"pattern": "spam", "stream": c.sid}, "unknown_field",
+         "stream"),
+        (c.admin, "/api/v1/moderation/bans", {"reason": "x"}, "missing_field", "user"),
+        (c.admin, "/api/v1/moderation/bans", {"user": u.upper()}, "invalid_field", "user"),
+        (c.admin, "/api/v1/moderation/bans", {"user": u, "stream": None}, "unknown_field",
+         "stream"),
+    )
+    for who, path, body, code, field in cases:
+        b = problem(who.call("POST", path, body), 400, code, field)
+        assert b["type"] == "urn:onair:problem:" + code, b
+    r = c.owner.call("GET", c.m("/log"))
+    assert [e["action"] for e in r.json()["entries"]] == ["moderator_added"], r
+    r = c.owner.call("GET", c.m("/sanctions"))
+    assert r.json()["sanctions"] == [], r
+    r = c.owner.call("GET", c.m("/terms"))
+    assert r.json()["terms"] == [], r
 
 
 # ---- blocked terms -----------------------------------------------------------------------------
 def test_terms_crud_and_invalid_patterns(srv):
     c = Cast(srv)
-    for bad in ("a", "*", "**", "***", "*a*", "a*", "b*d", "*", "", " ", "x" * 501):
-        problem(c.owner.call("POST", c.m("/terms"), {"pattern": bad}), 400, "invalid_pattern")
-    problem(c.owner.call("POST", c.m("/terms"), {"pattern": 5}), 400, "invalid_pattern")
+    # the pattern's own rules: invalid_pattern with a precise detail
+    for bad in ("a", "*", "**", "***", "*a*", "a*", "b*d", "*", "", " ", " a ", "sp\u0001am"):
+        problem(c.owner.call("POST", c.m("/terms"), {"pattern": bad}), 400, "invalid_pattern",
+                "pattern")
     for bad, why in (("*", "only wildcards"), ("***", "only wildcards"), ("b*d", "start or the end"),
-                     ("*a*", "besides the wildcards"), ("a", "2..500")):
-        d = problem(c.owner.call("POST", c.m("/terms"), {"pattern": bad}), 400, "invalid_pattern")
+                     ("*a*", "besides the wildcards"), ("a", "2..500"),
+                     ("a\u0007b", "control characters")):
+        d = problem(c.owner.call("POST", c.m("/terms"), {"pattern": bad}), 400, "invalid_pattern",
+                    "pattern")
         assert why in d["detail"], (bad, d)
-    problem(c.owner.call("POST", c.m("/terms"), {"pattern": "spam", "action": "ban"}), 400,
-            "invalid_action")
+    # what the body schema says: type, length, choices
+    for body, field in (({"pattern": 5}, "pattern"), ({"pattern": "x" * 501}, "pattern"),
+                        ({"pattern": "spam", "action": "ban"}, "action"),
+                        ({"pattern": "spam", "action": 1}, "action")):
+        problem(c.owner.call("POST", c.m("/terms"), body), 400, "invalid_field", field)
+    r = c.owner.call("POST", c.m("/terms"), {"pattern": "x" * 500, "action": None})
+    assert r.status == 201 and r.json()["term"]["action"] == "deny", r  # null: the default
+    assert c.owner.call("DELETE", c.m(f"/terms/{r.json()['term']['id']}")).status == 200
     r = c.owner.call("POST", c.m("/terms"), {"pattern": "SpAm*"})
     assert r.status == 201, r
     t = r.json()["term"]
