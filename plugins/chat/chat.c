@@ -327,8 +327,7 @@ static void send_check_modes(onair_flow_t *f, int status, json_t *follow);
 static void send_find_reply_to(op_t *op);
 static void send_check_reply_to(onair_flow_t *f, int status, json_t *result);
 static void send_run_filters(onair_flow_t *f, int status, json_t *result);
-static void send_store(int verdict, json_t *data, int rewritten, const char *reason,
-                       const char *decided_by, void *ud);
+static void send_store(onair_flow_t *f, int status, json_t *result);
 static void send_publish(onair_flow_t *f, int status, json_t *result);
 
 static int send_message(onair_target_t t, const onair_user_t *user, const char *stream,
@@ -469,29 +468,31 @@ static void send_run_filters(onair_flow_t *f, int status, json_t *result)
         json_pack("{s:s,s:s,s:O}", "stream", op->stream, "user", op->user, "roles", op->roles);
     if (context && op->conn)
         json_object_set_new(context, "conn", json_integer((json_int_t)op->conn));
-    int rc = api->hook_run(chat.self, "chat.message", data, context, send_store, op);
-    if (rc != ONAIR_OK)
-        onair_flow_fail(f, rc, NULL);
+    ONAIR_THEN(f, send_store,
+               api->hook_run(chat.self, "chat.message", data, context, onair_flow_hook_cb, op));
 }
 
-/* The hook chain's verdict: a hook callback (its own shape), not a flow step. */
-static void send_store(int verdict, json_t *data, int rewritten, const char *reason,
-                       const char *decided_by, void *ud)
+/* result: the hook chain's {verdict, data, rewritten, reason} */
+static void send_store(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    onair_flow_t *f = &op->flow;
-    if (verdict == ONAIR_HOOK_DENY)
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    const char *verdict = onair_str(result, "verdict");
+    const char *reason = onair_str(result, "reason");
+    if (!strcmp(verdict, "deny"))
         return onair_flow_problem(f, ONAIR_EPERM, "denied", reason && *reason ? reason : "refused",
                                   NULL);
-    if (rewritten) { /* only the text is taken, and it must still be a valid message */
-        char *text = clean_text(onair_str(data, "text"));
+    if (json_is_true(json_object_get(result, "rewritten"))) {
+        /* only the text is taken, and it must still be a valid message */
+        char *text = clean_text(onair_str(json_object_get(result, "data"), "text"));
         if (!text)
             return onair_flow_problem(f, ONAIR_EPERM, "denied", "the message was filtered out",
                                       NULL);
         free(op->text);
         op->text = text;
     }
-    int held = verdict == ONAIR_HOOK_HOLD;
+    int held = !strcmp(verdict, "hold");
     op->message = json_pack(
         "{s:s,s:s,s:s?,s:s,s:s?,s:s,s:I}", "stream", op->stream, "user", op->user, "user_name",
         op->user_name, "text", op->text, "reply_to", op->reply_to[0] ? op->reply_to : NULL,
