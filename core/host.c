@@ -174,6 +174,9 @@ int host_start(struct host *h, settings_t *s)
     h->pool = workpool_new(h->base, (int)settings_int(s, "server.work_threads"));
     if (!h->bus || !h->timers || !h->pool)
         return -1;
+    workpool_set_limit(h->pool, (size_t)settings_int(s, "server.work_queue"),
+                       METRICS_REFUSED_WORK_POOL, "workpool.full",
+                       "the work pool (server.work_threads, server.work_queue)");
     char serr[600];
     g_host_auth = auth_new_from_config(s->core, serr, sizeof serr);
     if (!g_host_auth) {
@@ -254,6 +257,9 @@ int host_start(struct host *h, settings_t *s)
         .ws_send_queue_bytes = (size_t)settings_int(s, "server.ws_send_queue_bytes"),
         .ws_ping_interval_s = (int)settings_int(s, "server.ws_ping_interval"),
         .keepalive_timeout_s = (int)settings_int(s, "server.keepalive_timeout"),
+        .body_timeout_s = (int)settings_int(s, "server.body_timeout"),
+        .max_connections_per_address =
+            (size_t)settings_int(s, "server.max_connections_per_address"),
         .cors_origins = cors,
         .access_log = settings_bool(s, "logging.access_log"),
     };

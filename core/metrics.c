@@ -53,6 +53,10 @@ static route_metrics_t *g_unmatched; /* route == NULL */
 static atomic_int_fast64_t g_ws_connections;
 static atomic_uint_fast64_t g_ws_in, g_ws_out, g_ws_slow, g_bus_events;
 static atomic_int g_plugins_loaded, g_plugins_failed;
+static atomic_uint_fast64_t g_refused[METRICS_REFUSED_COUNT];
+static const char *const refusal_names[METRICS_REFUSED_COUNT] = {
+    "work_pool_full", "hash_pool_full", "connection_cap",
+    "body_timeout",   "ws_busy",        "ws_rate_limited"};
 static double g_start_time;
 static char *(*_Atomic g_extra)(void); /* metrics_set_extra */
 
@@ -187,6 +191,12 @@ void metrics_ws_slow_closed(void)
 void metrics_bus_events(uint64_t n)
 {
     atomic_fetch_add_explicit(&g_bus_events, n, memory_order_relaxed);
+}
+
+void metrics_refused(int reason)
+{
+    if (reason >= 0 && reason < METRICS_REFUSED_COUNT)
+        atomic_fetch_add_explicit(&g_refused[reason], 1, memory_order_relaxed);
 }
 
 void metrics_set_plugins(int loaded, int failed)
@@ -377,6 +387,12 @@ char *metrics_render(size_t *len)
               "onair_plugins_failed %d\n",
               (unsigned long long)atomic_load(&g_bus_events), atomic_load(&g_plugins_loaded),
               atomic_load(&g_plugins_failed));
+
+    sb_puts(&s, "# HELP onair_refused_total Work refused to protect the server, by reason.\n"
+                "# TYPE onair_refused_total counter\n");
+    for (int i = 0; i < METRICS_REFUSED_COUNT; i++)
+        sb_printf(&s, "onair_refused_total{reason=\"%s\"} %llu\n", refusal_names[i],
+                  (unsigned long long)atomic_load(&g_refused[i]));
 
     long rss = resident_bytes();
     if (rss >= 0)

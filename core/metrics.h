@@ -17,6 +17,17 @@ void metrics_ws_messages_in(uint64_t n);
 void metrics_ws_messages_out(uint64_t n);
 void metrics_ws_slow_closed(void);
 void metrics_bus_events(uint64_t n);
+/* Work refused to protect the server (onair_refused_total{reason}); see docs/operations.md. */
+enum metrics_refusal {
+    METRICS_REFUSED_WORK_POOL = 0, /* "work_pool_full": storage / blocking work queue full */
+    METRICS_REFUSED_HASH_POOL,     /* "hash_pool_full": password hashing queue full */
+    METRICS_REFUSED_CONNECTIONS,   /* "connection_cap": too many connections from one address */
+    METRICS_REFUSED_BODY_TIMEOUT,  /* "body_timeout": a request body took too long */
+    METRICS_REFUSED_WS_BUSY,       /* "ws_busy": too many messages in flight on a connection */
+    METRICS_REFUSED_WS_RATE,       /* "ws_rate_limited": a WebSocket message over its rate */
+    METRICS_REFUSED_COUNT
+};
+void metrics_refused(int reason);
 void metrics_set_plugins(int loaded, int failed);
 /* A subsystem's own section (the media relay): fn returns malloc'd exposition text or
  * NULL; it is called from the network thread while rendering. NULL removes it. */

@@ -21,10 +21,12 @@
  *     therefore carries a canonical re-encoding: decoding it again yields exactly
  *     what lws decoded. An encoded "/" (%2F) in a path is seen as a separator.
  *   - A request head larger than lws' header buffer (max_http_header_data, set here to
- *     about twice max_header_bytes) is not answered by lws: it logs "Ran out of header
- *     data space" and closes that connection. Heads between max_header_bytes and that
- *     size get a proper 431. The same "close without answer" happens when a request
- *     has more than ~90 header lines + query arguments (lws' fragment table is full).
+ *     twice max_header_bytes, at least 64 KiB) is not answered by lws: it logs "Ran out
+ *     of header data space" and closes that connection. Heads between max_header_bytes
+ *     and that size get a proper 431. The same "close without answer" happens when a
+ *     request has more than ~90 header lines + query arguments (lws' fragment table is
+ *     full) or a NUL byte (%00) in its query string. lws gives no callback before it
+ *     shuts such a connection down on a first request, so there is nothing to answer from.
  *   - Malformed requests (bad request line, unknown method, bad %-escapes, NUL in the
  *     URI) are answered by lws itself with a 403 and the connection is closed; CONNECT
  *     is turned into a raw socket, which we close at once. The server keeps serving.
@@ -1285,10 +1287,28 @@ static int chunked_feed(struct pss *p, const unsigned char *in, size_t len, int 
     return 0;
 }
 
+/* LWS_CALLBACK_TIMER: the body timer of a request still reading its body. */
+static int http_on_timer(net_t *n, struct lws *wsi, struct pss *p)
+{
+    if (!p || p->kind != PSS_HTTP || p->hstate != H_BODY)
+        return 0; /* a timer of an earlier request */
+    metrics_refused(METRICS_REFUSED_BODY_TIMEOUT);
+    log_limited("http.body_timeout", ONAIR_LOG_INFO,
+                "request body from %s not complete after %d s (server.body_timeout): 408, "
+                "connection closed",
+                p->remote[0] ? p->remote : "?", n->cfg.body_timeout_s);
+    p->close_after = 1;
+    char d[96];
+    snprintf(d, sizeof d, "the request body did not arrive within %d s", n->cfg.body_timeout_s);
+    http_problem(n, wsi, p, 408, "request_timeout", d, NULL);
+    return -1; /* whatever was written is flushed, then the connection is closed */
+}
+
 /* The body is complete: validate JSON if the route wants it, then hand over. */
 static int http_dispatch(net_t *n, struct lws *wsi, struct pss *p)
 {
     net_request_t *r = p->req;
+    lws_set_timer_usecs(wsi, LWS_SET_TIMER_USEC_CANCEL);
     if (!r->body) {
         r->body = malloc(1);
         if (!r->body)
@@ -1565,6 +1585,9 @@ static int http_on_request(net_t *n, struct lws *wsi, struct pss *p, const char 
             return -1;
         p->close_after = keep_close_after;
         p->hstate = H_BODY;
+        /* the whole body within server.body_timeout (lws' own timeout only bounds the gap
+         * between two reads, so a body trickled byte by byte would never end) */
+        lws_set_timer_usecs(wsi, (lws_usec_t)n->cfg.body_timeout_s * LWS_US_PER_SEC);
         /* curl and others wait (about a second) for this before sending a body */
         char ex[32];
         if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_EXPECT) > 0 &&
@@ -1616,6 +1639,7 @@ static int http_on_body_done(net_t *n, struct lws *wsi, struct pss *p)
         return 0;
     if (p->hstate == H_BODY) {
         p->hstate = H_READY;
+        lws_set_timer_usecs(wsi, LWS_SET_TIMER_USEC_CANCEL);
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -2065,14 +2089,23 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
         return -1;
     if (p->closing)
         return 0;
-    if (lws_frame_is_binary(wsi))
-        return ws_close_now(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
-                            "binary messages are not supported");
+    /* Refusing a message closes with its code once the close frame is out: the rest of the
+     * message may still be arriving, and is ignored (closing) until the peer answers the
+     * close, so the peer sees the code rather than a reset connection. */
+    if (lws_frame_is_binary(wsi)) {
+        ws_request_close(p, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                         "binary messages are not supported", 1);
+        return 0;
+    }
     int final = lws_is_final_fragment(wsi);
     size_t max = n->cfg.ws_max_message_bytes;
     size_t more = final ? 0 : lws_remaining_packet_payload(wsi);
-    if (len > max || p->rx_len > max - len || more > max - len - p->rx_len)
-        return ws_close_now(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big");
+    if (len > max || p->rx_len > max - len || more > max - len - p->rx_len) {
+        ws_request_close(p, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big", 1);
+        p->rx_len = 0;
+        p->rx_active = 0;
+        return 0;
+    }
     if (!p->rx_active && final) {
         ws_on_message(n, p, in ? in : "", len);
         return 0;
@@ -2371,12 +2404,16 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     drain_events(arg);
 }
 
+/* lws' own lines, rate limited per message (its first 32 characters): a client can make lws
+ * log one per request ("Ran out of header data space"), which must not flood the log. */
 static void lws_log_emit(int level, const char *line)
 {
     size_t l = strlen(line);
     while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
         l--;
-    log_msg("lws", level & LLL_ERR ? ONAIR_LOG_WARN : ONAIR_LOG_INFO, "%.*s", (int)l, line);
+    char key[40];
+    snprintf(key, sizeof key, "lws.%.32s", line);
+    log_limited(key, level & LLL_ERR ? ONAIR_LOG_WARN : ONAIR_LOG_INFO, "%.*s", (int)l, line);
 }
 
 static void parse_cors(net_t *n)
@@ -2528,11 +2565,14 @@ int net_start(net_t *n)
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
     if (n->host && is_ipv4_literal(n->host))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    size_t hdr = n->cfg.max_header_bytes * 2 + 2048;
-    if (hdr < 4096)
-        hdr = 4096;
-    if (hdr > 1024 * 1024)
-        hdr = 1024 * 1024;
+    /* lws' header buffer: every head that fits gets an answer from us (431 over
+     * max_header_bytes); one that does not fit is dropped by lws without any (see top), so
+     * it is far larger than the limit: twice it, at least 64 KiB, plus 2 KiB. Only the bytes
+     * a client sends are touched. */
+    size_t hdr = n->cfg.max_header_bytes * 2;
+    if (hdr < 64 * 1024)
+        hdr = 64 * 1024;
+    hdr += 2048;
     info.max_http_header_data2 = (unsigned int)hdr;
     info.keepalive_timeout = n->cfg.keepalive_timeout_s > 0 ? n->cfg.keepalive_timeout_s : 5;
     info.pt_serv_buf_size = 32768;

@@ -32,15 +32,17 @@ typedef struct net_config {
     int port;             /* 0 = pick a free port (see net_port) */
     const char *tls_cert; /* PEM paths; both NULL = plain HTTP */
     const char *tls_key;
-    size_t max_header_bytes;     /* whole request head; 431 above */
-    size_t max_body_bytes;       /* default per route; 413 above */
-    int max_json_depth;          /* nesting of arrays/objects; 400 json_too_deep above */
-    size_t ws_max_message_bytes; /* larger messages: close 1009 */
-    size_t ws_send_queue_bytes;  /* per connection; over it: close 1008 "slow consumer" */
-    int ws_ping_interval_s;      /* 0 = off */
-    int keepalive_timeout_s;     /* idle keep-alive connections closed after this */
-    const char *cors_origins;    /* NULL/"" = CORS off; "*" or "https://a, https://b" */
-    int access_log;              /* one log line per request */
+    size_t max_header_bytes;            /* whole request head; 431 above */
+    size_t max_body_bytes;              /* default per route; 413 above */
+    int max_json_depth;                 /* nesting of arrays/objects; 400 json_too_deep above */
+    size_t ws_max_message_bytes;        /* larger messages: close 1009 */
+    size_t ws_send_queue_bytes;         /* per connection; over it: close 1008 "slow consumer" */
+    int ws_ping_interval_s;             /* 0 = off */
+    int keepalive_timeout_s;            /* idle keep-alive connections closed after this */
+    int body_timeout_s;                 /* a request body must arrive within this; 0 = 30 s */
+    size_t max_connections_per_address; /* open TCP connections per peer address; 0 = 256 */
+    const char *cors_origins;           /* NULL/"" = CORS off; "*" or "https://a, https://b" */
+    int access_log;                     /* one log line per request */
 } net_config_t;
 
 typedef struct net_header {

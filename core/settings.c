@@ -52,6 +52,21 @@ const onair_config_key_t core_schema[] = {
         RANGE(0, 600), .doc = "Seconds to let requests finish on shutdown."),
     KEY(.key = "server.work_threads", .type = ONAIR_CFG_INT, .default_value = "4", RANGE(1, 64),
         .doc = "Threads of the pool that runs blocking work (storage, files)."),
+    KEY(.key = "server.work_queue", .type = ONAIR_CFG_INT, .default_value = "1024",
+        RANGE(1, 1000000),
+        .doc = "Jobs that may wait for a work_threads thread; more are refused at once "
+               "(503 unavailable with Retry-After)."),
+    KEY(.key = "server.ws_max_inflight", .type = ONAIR_CFG_INT, .default_value = "32",
+        RANGE(1, 100000),
+        .doc = "Messages of one WebSocket connection handed to handlers and not answered yet; "
+               "more get the error busy (503) at once."),
+    KEY(.key = "server.max_connections_per_address", .type = ONAIR_CFG_INT, .default_value = "256",
+        RANGE(1, 1000000),
+        .doc = "Open TCP connections (HTTP and WebSocket) from one client address; more are "
+               "closed as soon as they are accepted. Loopback counts too."),
+    KEY(.key = "server.body_timeout", .type = ONAIR_CFG_INT, .default_value = "30", RANGE(1, 3600),
+        .doc = "Seconds a client may take to send a whole request body after its head; then "
+               "408 request_timeout and the connection is closed."),
     /* auth */
     KEY(.key = "auth.issuer", .type = ONAIR_CFG_STRING, .default_value = "onair",
         .doc = "`iss` claim of issued tokens, and the one required in accepted tokens."),
@@ -80,6 +95,13 @@ const onair_config_key_t core_schema[] = {
         .choices = "moderate|interactive",
         .doc = "argon2id cost of password hashes: moderate (256 MiB, production) or interactive "
                "(64 MiB, faster: tests and small machines)."),
+    KEY(.key = "auth.hash_threads", .type = ONAIR_CFG_INT, .default_value = "2", RANGE(1, 64),
+        .doc = "Threads that hash and check passwords (argon2id), apart from the storage "
+               "threads; each holds the hash's memory (256 MiB moderate, 64 MiB interactive) "
+               "while it runs."),
+    KEY(.key = "auth.hash_queue", .type = ONAIR_CFG_INT, .default_value = "16", RANGE(1, 100000),
+        .doc = "Password checks that may wait for a hash_threads thread; more logins, "
+               "registrations and password changes get 503 busy with Retry-After."),
     KEY(.key = "auth.status_cache_ttl", .type = ONAIR_CFG_INT, .default_value = "30",
         RANGE(0, 3600),
         .doc = "Seconds a node trusts its cached account status (disabled, roles, verified, "
@@ -130,6 +152,11 @@ const onair_config_key_t core_schema[] = {
     KEY(.key = "media.public_addresses", .type = ONAIR_CFG_STRING_LIST, .default_value = "",
         .doc = "IP addresses announced as ICE host candidates; empty: the machine's own "
                "non-loopback addresses."),
+    KEY(.key = "media.bind_address", .type = ONAIR_CFG_STRING, .default_value = "",
+        .doc = "Address the media UDP sockets bind to; empty: server.host when that is a "
+               "specific address, else every address; \"0.0.0.0\" or \"::\": every address (a "
+               "relay behind an HTTP reverse proxy on 127.0.0.1). A specific address is also the "
+               "announced candidate when media.public_addresses is empty."),
     KEY(.key = "media.include_loopback", .type = ONAIR_CFG_BOOL, .default_value = "false",
         .doc = "Also announce 127.0.0.1 when addresses are detected (tests, local use)."),
     KEY(.key = "media.workers", .type = ONAIR_CFG_INT, .default_value = "0", RANGE(0, 256),

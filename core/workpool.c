@@ -6,6 +6,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "metrics.h"
+
 typedef struct job {
     struct job *next;
     struct onair_plugin *owner;
@@ -30,6 +33,10 @@ struct workpool {
     job_list_t finished;           /* done callbacks waiting for the loop */
     struct onair_plugin **running; /* owner of the job each thread runs, or NULL */
     size_t pending;                /* queued + running + finished */
+    size_t nqueued;                /* jobs in `queued` */
+    size_t max_queued;             /* 0: unbounded */
+    int refusal;                   /* metrics reason when full */
+    const char *log_key, *what;    /* the "full" log line */
     int stopping;
     int efd;
     struct event *wake;
@@ -147,6 +154,7 @@ static void *worker(void *arg)
         if (w->stopping && !w->queued.head)
             break;
         job_t *j = pop(&w->queued);
+        w->nqueued--;
         w->running[index] = j->owner;
         pthread_mutex_unlock(&w->lock);
         j->fn(j->ud);
@@ -184,11 +192,32 @@ int workpool_submit(workpool_t *w, struct onair_plugin *owner, onair_work_fn fn,
         free(j);
         return ONAIR_ECANCELED;
     }
+    if (w->max_queued && w->nqueued >= w->max_queued) {
+        size_t queued = w->nqueued;
+        pthread_mutex_unlock(&w->lock);
+        free(j);
+        metrics_refused(w->refusal);
+        log_limited(w->log_key, ONAIR_LOG_WARN,
+                    "%s is full (%zu jobs waiting): refusing new work with 503", w->what, queued);
+        return ONAIR_EUNAVAILABLE;
+    }
     push(&w->queued, j);
+    w->nqueued++;
     w->pending++;
     pthread_cond_signal(&w->work_cv);
     pthread_mutex_unlock(&w->lock);
     return ONAIR_OK;
+}
+
+void workpool_set_limit(workpool_t *w, size_t max_queued, int refusal, const char *log_key,
+                        const char *what)
+{
+    pthread_mutex_lock(&w->lock);
+    w->max_queued = max_queued;
+    w->refusal = refusal;
+    w->log_key = log_key ? log_key : "workpool.full";
+    w->what = what ? what : "the work pool";
+    pthread_mutex_unlock(&w->lock);
 }
 
 static int owner_running(workpool_t *w, struct onair_plugin *owner)
@@ -219,6 +248,7 @@ void workpool_drain_owner(workpool_t *w, struct onair_plugin *owner)
         while ((j = pop(&w->queued))) {
             if (j->owner == owner) {
                 j->status = ONAIR_ECANCELED;
+                w->nqueued--;
                 push(&canceled, j);
             } else {
                 push(&keep, j);
@@ -245,6 +275,14 @@ size_t workpool_pending(workpool_t *w)
     return n;
 }
 
+size_t workpool_queued(workpool_t *w)
+{
+    pthread_mutex_lock(&w->lock);
+    size_t n = w->nqueued;
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
 void workpool_free(workpool_t *w)
 {
     if (!w)
@@ -256,6 +294,7 @@ void workpool_free(workpool_t *w)
         j->status = ONAIR_ECANCELED;
         push(&w->finished, j);
     }
+    w->nqueued = 0;
     w->stopping = 1;
     pthread_cond_broadcast(&w->work_cv);
     pthread_mutex_unlock(&w->lock);
