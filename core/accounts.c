@@ -16,6 +16,7 @@
 #include "config.h"
 #include "host.h"
 #include "log.h"
+#include "metrics.h"
 #include "problem.h"
 #include "store/store.h"
 
@@ -35,6 +36,7 @@ static const char *const known_roles[] = {"viewer", "streamer", "moderator", "ad
 
 static struct onair_plugin g_owner; /* "core": owner of the core collections and jobs */
 static struct host *g_h;
+static workpool_t *g_hash_pool; /* argon2id only: auth.hash_threads, auth.hash_queue */
 static auth_t *g_auth;
 static onair_coll_t *g_users, *g_refresh;
 static json_t *g_default_roles;
@@ -583,9 +585,19 @@ static void hash_work(void *ud)
                                        g_opslimit, g_memlimit) == 0;
 }
 
+/* Hashing runs on its own small pool, so storage never waits behind it; when its queue is
+ * full the request is answered at once (hash_busy). */
 static int submit_hash(actx_t *c, onair_done_fn done)
 {
-    return workpool_submit(g_h->pool, &g_owner, hash_work, done, c);
+    return workpool_submit(g_hash_pool, &g_owner, hash_work, done, c);
+}
+
+/* The hashing queue is full: 503 busy with Retry-After; the caller frees c. */
+static void hash_busy(actx_t *c)
+{
+    A()->resp_header(c->req, "Retry-After", "2");
+    A()->reply_problem(c->req, 503, "busy",
+                       "too many password checks in progress: retry in a few seconds");
 }
 
 static void sha256_hex(const char *s, char out[65])
@@ -755,7 +767,7 @@ static void reg_checked(int status, json_t *result, void *ud)
         return;
     }
     if (submit_hash(c, reg_hashed) != ONAIR_OK) {
-        problem(c->req, 503, "unavailable", "busy, try again");
+        hash_busy(c);
         finish(c);
     }
 }
@@ -849,7 +861,7 @@ static void login_found(int status, json_t *result, void *ud)
         c->verify_hash = json_string_value(json_object_get(doc, "password_hash"));
     }
     if (submit_hash(c, login_verified) != ONAIR_OK) {
-        problem(c->req, 503, "unavailable", "busy, try again");
+        hash_busy(c);
         finish(c);
     }
 }
@@ -884,12 +896,17 @@ static int route_login(onair_req_t *r, void *ud)
         c->ident[n - 1] = 0;
     for (p = c->ident; *p; p++)
         *p = (char)tolower((unsigned char)*p);
-    /* auth.login counts attempts per address and account name, before any password
-     * work, so guessing is slow whether or not the account exists. */
-    char key[EMAIL_MAX + 96];
-    snprintf(key, sizeof key, "%s|%s", A()->req_remote_addr(r), c->ident);
+    /* Before any password work: auth.login_ip counts every attempt of an address (many
+     * names from one address cannot take the hashing threads), auth.login attempts per
+     * address and account name, so guessing is slow whether or not the account exists. The
+     * RateLimit-* headers are the per-name limit's, or the per-address one's when it refuses. */
+    const char *remote = A()->req_remote_addr(r);
     ratelimit_result_t rl;
-    int over = ratelimit_hit("auth.login", key, &rl) == ONAIR_ERATE;
+    int over = ratelimit_hit("auth.login_ip", remote ? remote : "", &rl) == ONAIR_ERATE;
+    char key[EMAIL_MAX + 96];
+    snprintf(key, sizeof key, "%s|%s", remote ? remote : "", c->ident);
+    if (!over)
+        over = ratelimit_hit("auth.login", key, &rl) == ONAIR_ERATE;
     char v[32];
     snprintf(v, sizeof v, "%u", rl.limit);
     A()->resp_header(r, "RateLimit-Limit", v);
@@ -1277,7 +1294,7 @@ static void me_loaded(int status, json_t *result, void *ud)
     }
     c->verify_hash = json_string_value(json_object_get(doc, "password_hash"));
     if (submit_hash(c, me_hashed) != ONAIR_OK) {
-        problem(c->req, 503, "unavailable", "busy, try again");
+        hash_busy(c);
         finish(c);
     }
 }
@@ -1440,6 +1457,66 @@ static void admin_patched(int status, json_t *result, void *ud)
     finish(c);
 }
 
+static int has_role(json_t *roles, const char *role)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(roles, i, v)
+    {
+        if (json_is_string(v) && !strcmp(json_string_value(v), role))
+            return 1;
+    }
+    return 0;
+}
+
+static int admin_patch_apply(actx_t *c)
+{
+    json_t *spec = json_pack("{s:{s:s},s:{s:O},s:s}", "filter", "_id", c->user_id, "update", "$set",
+                             c->set, "return", "before");
+    return A()->store_find_and_modify(g_users, spec, admin_patched, c);
+}
+
+static void admin_target_checked(int status, json_t *result, void *ud)
+{
+    actx_t *c = ud;
+    json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK) {
+        store_failed(c->req, status, result);
+        finish(c);
+        return;
+    }
+    if (json_is_object(doc) && has_role(json_object_get(doc, "roles"), "admin") &&
+        !json_is_true(json_object_get(doc, "disabled"))) {
+        problem(c->req, 409, "last_admin",
+                "this is the last enabled admin account: make another account admin before "
+                "disabling it or taking its admin role");
+        finish(c);
+        return;
+    }
+    if (admin_patch_apply(c) != ONAIR_OK) {
+        problem(c->req, 503, "unavailable", "the account store is unavailable");
+        finish(c);
+    }
+}
+
+/* Enabled admins besides the target: none, and the target is one: 409 last_admin. */
+static void admin_others_counted(int status, json_t *result, void *ud)
+{
+    actx_t *c = ud;
+    if (status != ONAIR_OK) {
+        store_failed(c->req, status, result);
+        finish(c);
+        return;
+    }
+    int rc = json_integer_value(json_object_get(result, "count")) > 0
+                 ? admin_patch_apply(c)
+                 : load_user(c, c->user_id, admin_target_checked);
+    if (rc != ONAIR_OK) {
+        problem(c->req, 503, "unavailable", "the account store is unavailable");
+        finish(c);
+    }
+}
+
 static int route_admin_patch(onair_req_t *r, void *ud)
 {
     const char *id = A()->req_param(r, "id");
@@ -1508,11 +1585,24 @@ static int route_admin_patch(onair_req_t *r, void *ud)
         return ONAIR_ENOMEM;
     }
     c->set = set;
-    json_t *spec = json_pack("{s:{s:s},s:{s:O},s:s}", "filter", "_id", id, "update", "$set", set,
-                             "return", "before");
-    if (A()->store_find_and_modify(g_users, spec, admin_patched, c) != ONAIR_OK) {
+    if (!(c->user_id = strdup(id))) {
         actx_free(c);
-        return ONAIR_EUNAVAILABLE;
+        return ONAIR_ENOMEM;
+    }
+    /* Disabling or demoting an admin: not the last enabled one (nobody could undo it). */
+    json_t *nr = json_object_get(set, "roles");
+    int demotes = json_is_true(json_object_get(set, "disabled")) || (nr && !has_role(nr, "admin"));
+    int rc;
+    if (demotes) {
+        json_t *spec = json_pack("{s:{s:s,s:{s:b},s:{s:s}}}", "filter", "roles", "admin",
+                                 "disabled", "$ne", 1, "_id", "$ne", id);
+        rc = A()->store_count(g_users, spec, admin_others_counted, c);
+    } else {
+        rc = admin_patch_apply(c);
+    }
+    if (rc != ONAIR_OK) {
+        actx_free(c);
+        return rc == ONAIR_ENOMEM ? ONAIR_ENOMEM : ONAIR_EUNAVAILABLE;
     }
     return ONAIR_PENDING;
 }
@@ -1707,6 +1797,17 @@ int accounts_setup(struct host *h, json_t *core, auth_t *auth, char *err, size_t
     g_cache = json_object();
     if (!g_cache || read_config(core, err, elen) < 0 || open_collections(h, err, elen) < 0)
         return -1;
+    json_t *threads = cfg_json_get(core, "auth.hash_threads");
+    json_t *queue = cfg_json_get(core, "auth.hash_queue");
+    g_hash_pool =
+        workpool_new(h->base, json_is_integer(threads) ? (int)json_integer_value(threads) : 2);
+    if (!g_hash_pool) {
+        snprintf(err, elen, "accounts: cannot start the password hashing threads");
+        return -1;
+    }
+    workpool_set_limit(g_hash_pool, json_is_integer(queue) ? (size_t)json_integer_value(queue) : 16,
+                       METRICS_REFUSED_HASH_POOL, "accounts.hash_pool_full",
+                       "the password hashing queue (auth.hash_threads, auth.hash_queue)");
     /* The core's own limits; admins override them under rate_limits: in onair.yaml. */
     const onair_ratelimit_t limits[] = {
         {.size = sizeof(onair_ratelimit_t),
@@ -1714,6 +1815,11 @@ int accounts_setup(struct host *h, json_t *core, auth_t *auth, char *err, size_t
          .limit = 10,
          .window_s = 60,
          .key = ONAIR_RATELIMIT_BY_USER_AND_IP},
+        {.size = sizeof(onair_ratelimit_t),
+         .name = "auth.login_ip",
+         .limit = 30,
+         .window_s = 60,
+         .key = ONAIR_RATELIMIT_BY_IP},
         {.size = sizeof(onair_ratelimit_t),
          .name = "auth.register",
          .limit = 10,
@@ -1803,12 +1909,16 @@ int accounts_prepare(char *err, size_t elen)
 
 void accounts_stop(struct host *h)
 {
+    if (g_hash_pool && g_h)
+        workpool_drain_owner(g_hash_pool, &g_owner);
     if (h && h->pool && g_h)
         workpool_drain_owner(h->pool, &g_owner);
 }
 
 void accounts_teardown(void)
 {
+    workpool_free(g_hash_pool); /* drained by accounts_stop: nothing runs any more */
+    g_hash_pool = NULL;
     json_decref(g_cache);
     json_decref(g_default_roles);
     g_cache = g_default_roles = NULL;

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 #include "hooks.h"
+#include "metrics.h"
 #include "problem.h"
 #include "schema.h"
 #include "ratelimit.h"
@@ -58,6 +59,7 @@ struct onair_wsmsg {
     auth_wait_t *auth_wait;
     int in_handler;
     int answered;
+    int inflight; /* counted in its connection's `inflight` until freed */
 };
 
 static struct onair_req *g_reqs;
@@ -100,7 +102,11 @@ typedef struct conn_entry {
     int authing;     /* upgrade token being checked: messages are held */
     held_msg_t *held, *held_tail;
     size_t nheld;
+    size_t inflight; /* messages dispatched and not answered yet */
 } conn_entry_t;
+
+/* server.ws_max_inflight: a connection's messages in flight (dispatched, not answered) */
+static size_t g_ws_max_inflight = 32;
 
 static void held_free(conn_entry_t *e)
 {
@@ -256,6 +262,37 @@ static const char *api_config_string(onair_plugin_t *p, const char *key)
     return json_string_value(config_value(p, key));
 }
 
+/* The default limits of message types that name none (docs/ratelimits.md): per connection
+ * and per address, each message type counted on its own. A type T gets its own pair of
+ * limits, "ws.message.T" and "ws.message_ip.T" ('-' written '_'), that follow the defaults
+ * unless `rate_limits:` names them. */
+#define WS_LIMIT_CONN "ws.message"
+#define WS_LIMIT_IP   "ws.message_ip"
+
+static int ws_type_limit_name(char *out, size_t len, const char *base, const char *type)
+{
+    int n = snprintf(out, len, "%s.%s", base, type);
+    if (n < 0 || (size_t)n >= len || n > RATELIMIT_NAME_MAX)
+        return -1;
+    for (char *p = out; *p; p++)
+        if (*p == '-')
+            *p = '_';
+    return 0;
+}
+
+/* At registration of a type without a limit of its own: its overridable pair. */
+static void ws_type_declare_limits(const onair_ws_type_t *t)
+{
+    if (!t || !t->type || t->ratelimit)
+        return;
+    const char *bases[] = {WS_LIMIT_CONN, WS_LIMIT_IP};
+    for (size_t i = 0; i < 2; i++) {
+        char name[RATELIMIT_NAME_MAX + 8];
+        if (ws_type_limit_name(name, sizeof name, bases[i], t->type) == 0)
+            ratelimit_declare_derived(name, bases[i]); /* EEXIST (a-b and a_b): shared rate */
+    }
+}
+
 /* ---- registration ------------------------------------------------------------------------ */
 /* A body schema with a mistake is the plugin author's: refuse the registration (init fails)
  * with the schema's errors in the log. */
@@ -303,6 +340,8 @@ static int api_ws_type_add(onair_plugin_t *p, const onair_ws_type_t *t)
     int rc = wstypes_add(p->host->wstypes, t, p, err, sizeof err);
     if (rc < 0)
         log_msg(p->name, ONAIR_LOG_ERROR, "message type refused: %s", err);
+    else if (t->size >= offsetof(onair_ws_type_t, ratelimit) + sizeof t->ratelimit)
+        ws_type_declare_limits(t);
     return rc;
 }
 
@@ -520,10 +559,30 @@ static int api_reply_json(onair_req_t *r, int status, json_t *body)
     return rc;
 }
 
+/* A 503 "unavailable" (an unreachable database, a full work pool) says no more than that to
+ * the client: the detail a plugin passes on from a failed call names collections, files and
+ * database errors, and goes to the log instead (at most a line every few seconds, so an
+ * outage or a flood does not flood it). Other answers keep their detail. */
+static const char *public_detail(int http, const char *code, const char *detail, const char *what)
+{
+    if (http != 503 || (code && strcmp(code, "unavailable") != 0))
+        return detail;
+    if (detail && strcmp(detail, problem_strerror(ONAIR_EUNAVAILABLE)) != 0)
+        log_limited("core.unavailable", ONAIR_LOG_WARN, "503 unavailable for %s: %s",
+                    what ? what : "a request", detail);
+    return problem_strerror(ONAIR_EUNAVAILABLE);
+}
+
+static const char *req_what(const onair_req_t *r)
+{
+    return r && r->nr && r->nr->route ? r->nr->route->label : NULL;
+}
+
 static int api_reply_problem(onair_req_t *r, int status, const char *code, const char *detail)
 {
     if (!r || r->answered)
         return ONAIR_ESTATE;
+    detail = public_detail(status, code, detail, req_what(r));
     size_t len = 0;
     char *s =
         problem_render(status, code ? code : "error", detail, r->nr->path, r->nr->request_id, &len);
@@ -534,6 +593,8 @@ static int api_reply_problem(onair_req_t *r, int status, const char *code, const
 
 static int api_reply_error(onair_req_t *r, int status, const char *detail)
 {
+    if (!r || r->answered)
+        return ONAIR_ESTATE;
     if (status == ONAIR_EUNAVAILABLE)
         api_resp_header(r, "Retry-After", "5");
     return api_reply_problem(r, problem_http_status(status), problem_code(status),
@@ -565,6 +626,9 @@ static void msg_free(onair_wsmsg_t *m)
 {
     LIST_DEL(g_msgs, m);
     g_npending--;
+    conn_entry_t *c = m->inflight ? conn_find(m->conn) : NULL;
+    if (c && c->inflight)
+        c->inflight--;
     json_decref(m->id);
     json_decref(m->data);
     if (m->auth_wait)
@@ -652,6 +716,7 @@ static int api_msg_reply_error(onair_wsmsg_t *m, int status, const char *code, c
         code = status < 0 ? problem_code(status) : "error";
     if (!detail && status < 0)
         detail = problem_strerror(status);
+    detail = public_detail(http, code, detail, m->type->t.type);
     return finish_msg(
         m, envelope("error", m->id ? m->id : json_null(), error_data(http, code, detail)));
 }
@@ -676,6 +741,10 @@ static int api_target_problem(onair_target_t t, int status, const char *code, co
         code = status < 0 ? problem_code(status) : "error";
     if (!detail)
         detail = status < 0 ? problem_strerror(status) : problem_reason(http);
+    detail = public_detail(http, code, detail,
+                           t.req   ? req_what(t.req)
+                           : t.msg ? t.msg->type->t.type
+                                   : NULL);
     if (members && !json_is_object(members)) {
         json_decref(members);
         members = NULL;
@@ -1335,20 +1404,66 @@ void api_ws_user_changed(const char *user_id, onair_user_t *user)
         }
 }
 
-/* Over a message type's limit: an error reply with retry_after_ms; the connection
- * stays open. Returns 1 when over. */
+/* One hit of a default limit: the type's own name if declared, else the base. */
+static int ws_default_hit(const char *base, const char *type, const char *key,
+                          ratelimit_result_t *res)
+{
+    char name[RATELIMIT_NAME_MAX + 8];
+    int rc = ONAIR_ENOTFOUND;
+    if (ws_type_limit_name(name, sizeof name, base, type) == 0)
+        rc = ratelimit_hit(name, key, res);
+    if (rc == ONAIR_ENOTFOUND)
+        rc = ratelimit_hit(base, key, res);
+    return rc;
+}
+
+/* Over a message type's limit (its own, or the defaults per connection and per address):
+ * an error reply with retry_after_ms; the connection stays open. Returns 1 when over. */
 static int ws_over_limit(conn_entry_t *c, const wstype_entry_t *type, json_t *id)
 {
     char key[400];
     ratelimit_result_t res;
     const char *name = type->t.ratelimit;
-    if (ratelimit_key_for(name, c->user ? c->user->id : NULL, c->remote, key, sizeof key) < 0 ||
-        ratelimit_hit(name, key, &res) != ONAIR_ERATE)
+    int over;
+    if (name) {
+        over = ratelimit_key_for(name, c->user ? c->user->id : NULL, c->remote, key, sizeof key) ==
+                   ONAIR_OK &&
+               ratelimit_hit(name, key, &res) == ONAIR_ERATE;
+    } else {
+        snprintf(key, sizeof key, "c%llu|%s", (unsigned long long)c->id, type->t.type);
+        over = ws_default_hit(WS_LIMIT_CONN, type->t.type, key, &res) == ONAIR_ERATE;
+        if (!over) {
+            snprintf(key, sizeof key, "%s|%s", c->remote, type->t.type);
+            over = ws_default_hit(WS_LIMIT_IP, type->t.type, key, &res) == ONAIR_ERATE;
+        }
+    }
+    if (!over)
         return 0;
+    metrics_refused(METRICS_REFUSED_WS_RATE);
+    log_limited("ws.rate_limited", ONAIR_LOG_WARN,
+                "WebSocket messages over their rate limit refused (latest: %s from %s)",
+                type->t.type, c->remote[0] ? c->remote : "?");
     json_t *d = error_data(429, "rate_limited", "too many messages of this type");
     json_object_set_new(d, "retry_after_ms", json_integer(res.retry_after_ms));
     json_object_set_new(d, "retry_after_s", json_integer((res.retry_after_ms + 999) / 1000));
     send_envelope(c->id, envelope("error", id ? id : json_null(), d));
+    return 1;
+}
+
+/* Over server.ws_max_inflight messages waiting for their answer: 503 busy at once (the
+ * connection stays open and keeps being read; the client waits for answers first). */
+static int ws_busy(conn_entry_t *c, const wstype_entry_t *type, json_t *id)
+{
+    if (c->inflight < g_ws_max_inflight)
+        return 0;
+    metrics_refused(METRICS_REFUSED_WS_BUSY);
+    log_limited("ws.busy", ONAIR_LOG_WARN,
+                "WebSocket messages refused: %zu already in flight on a connection from %s "
+                "(server.ws_max_inflight; latest: %s)",
+                c->inflight, c->remote[0] ? c->remote : "?", type->t.type);
+    ws_error(c->id, id, 503, "busy",
+             "too many messages waiting for an answer on this connection: wait for answers "
+             "before sending more");
     return 1;
 }
 
@@ -1395,7 +1510,7 @@ void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id
         json_decref(data);
         return;
     }
-    if (type->t.ratelimit && ws_over_limit(c, type, id)) {
+    if (ws_over_limit(c, type, id) || ws_busy(c, type, id)) {
         json_decref(id);
         json_decref(data);
         return;
@@ -1406,6 +1521,8 @@ void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id
         json_decref(data);
         return;
     }
+    m->inflight = 1;
+    c->inflight++;
     m->conn = conn;
     m->type = type;
     m->id = id;
@@ -1502,7 +1619,10 @@ int api_register_core_types(struct host *h)
 {
     onair_ws_type_t t = {.size = sizeof t, .type = "auth", .handler = core_auth_message};
     char err[128];
-    return wstypes_add(h->wstypes, &t, NULL, err, sizeof err);
+    int rc = wstypes_add(h->wstypes, &t, NULL, err, sizeof err);
+    if (rc == ONAIR_OK)
+        ws_type_declare_limits(&t);
+    return rc;
 }
 
 size_t api_pending(void)
@@ -1533,6 +1653,28 @@ void api_setup(struct host *h, auth_t *auth)
 {
     g_host = h;
     g_auth = auth;
+    json_t *v = h->config ? cfg_json_get(h->config, "server.ws_max_inflight") : NULL;
+    g_ws_max_inflight = json_is_integer(v) ? (size_t)json_integer_value(v) : 32;
+    /* The defaults of message types without a limit of their own (ws_over_limit); a second
+     * host in one process (unit tests) finds them declared already. */
+    const onair_ratelimit_t defaults[] = {
+        {.size = sizeof(onair_ratelimit_t),
+         .name = WS_LIMIT_CONN,
+         .limit = 100,
+         .window_s = 10,
+         .key = ONAIR_RATELIMIT_BY_IP},
+        {.size = sizeof(onair_ratelimit_t),
+         .name = WS_LIMIT_IP,
+         .limit = 1000,
+         .window_s = 10,
+         .key = ONAIR_RATELIMIT_BY_IP},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        char err[160];
+        int rc = ratelimit_declare(&defaults[i], NULL, err, sizeof err);
+        if (rc < 0 && rc != ONAIR_EEXIST)
+            log_msg("core", ONAIR_LOG_ERROR, "%s", err);
+    }
     h->conns = calloc(1, sizeof(struct conn_table));
     if (h->conns) {
         h->conns->nbuckets = 1024;

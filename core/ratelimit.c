@@ -39,6 +39,30 @@ int ratelimit_declare(const onair_ratelimit_t *desc, struct onair_plugin *owner,
     return rc;
 }
 
+int ratelimit_declare_derived(const char *name, const char *parent)
+{
+    if (!name || !parent)
+        return ONAIR_EINVAL;
+    pthread_mutex_lock(&g_mu);
+    rl_limit *p = rl_table_find(&g_table, parent);
+    int rc = ONAIR_ENOTFOUND;
+    if (p) {
+        onair_ratelimit_t d = {.size = sizeof d,
+                               .name = name,
+                               .limit = p->def_limit,
+                               .window_s = p->def_window_s,
+                               .key = p->pub.key};
+        rc = rl_table_declare(&g_table, &d, NULL, NULL, NULL, 0);
+        rl_limit *l = rc == ONAIR_OK ? rl_table_find(&g_table, name) : NULL;
+        if (l) {
+            l->follows = p;
+            rl_table_set_rate(l, p->pub.limit, p->pub.window_s);
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+    return rc;
+}
+
 void ratelimit_remove_owner(struct onair_plugin *owner)
 {
     if (!owner)
@@ -214,6 +238,15 @@ int ratelimit_apply_config(const cfg_node_t *block, const char *file, cfg_errors
                               g_table.limits[i]->def_window_s);
         for (size_t i = 0; i < n; i++)
             rl_table_set_rate(targets[i], lims[i], wins[i]);
+        /* derived limits not named follow their parent (parents are never derived) */
+        for (size_t i = 0; i < g_table.nlimits; i++) {
+            rl_limit *l = g_table.limits[i];
+            int named = 0;
+            for (size_t k = 0; k < n && !named; k++)
+                named = targets[k] == l;
+            if (l->follows && !named)
+                rl_table_set_rate(l, l->follows->pub.limit, l->follows->pub.window_s);
+        }
     }
     pthread_mutex_unlock(&g_mu);
     free(lims);

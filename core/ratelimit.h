@@ -43,6 +43,14 @@ struct onair_plugin;
 int ratelimit_declare(const onair_ratelimit_t *desc, struct onair_plugin *owner, char *err,
                       size_t err_len);
 
+/* Declare core limit `name` (same name rules) that counts on its own but takes the rate
+ * of the declared limit `parent` (its key type too): the parent's default, or the
+ * parent's `rate_limits:` override, unless `rate_limits:` names `name` itself. The core
+ * declares one per WebSocket message type without a limit of its own ("ws.message.<type>",
+ * following "ws.message"). ONAIR_OK, ONAIR_ENOTFOUND (no parent), ONAIR_EEXIST,
+ * ONAIR_EINVAL, ONAIR_ENOMEM. */
+int ratelimit_declare_derived(const char *name, const char *parent);
+
 /* Forget every limit declared by `owner` (non-NULL) and its counters. Pointers from
  * ratelimit_find for those limits become invalid. */
 void ratelimit_remove_owner(struct onair_plugin *owner);
@@ -53,7 +61,8 @@ void ratelimit_remove_owner(struct onair_plugin *owner);
  * ("10/1m", "30/h", "5/30s"; N 1..1000000, window 1 s..24 h), with ${VAR} expansion
  * (bad value: error at the value). All or nothing: on any error nothing changes and
  * -1 is returned with the errors appended; otherwise every limit is reset to its
- * declared default, the overrides are applied and 0 is returned. */
+ * declared default, the overrides are applied, every derived limit not named takes its
+ * parent's effective rate, and 0 is returned. */
 int ratelimit_apply_config(const cfg_node_t *block, const char *file, cfg_errors_t *errs);
 
 /* Count one hit of limit `name` for `key` (any string; see ratelimit_key_for).

@@ -289,6 +289,9 @@ void rl_table_remove_owner(rl_table_t *t, const void *owner)
     for (size_t i = 0; i < t->nlimits; i++) {
         rl_limit *l = t->limits[i];
         if (l->owner == owner) {
+            for (size_t k = 0; k < t->nlimits; k++)
+                if (t->limits[k]->follows == l)
+                    t->limits[k]->follows = NULL; /* keeps its current rate */
             purge_limit(t, l);
             free(l);
         } else {

@@ -34,7 +34,8 @@ typedef struct ratelimit_result {
     int64_t retry_after_ms; /* denied: wait before the next hit can pass (> 0); else 0 */
 } ratelimit_result_t;
 
-typedef struct rl_limit {
+typedef struct rl_limit rl_limit;
+struct rl_limit {
     onair_ratelimit_t pub; /* effective values; pub.name points at name */
     char name[RATELIMIT_NAME_MAX + 1];
     const void *owner;
@@ -42,7 +43,9 @@ typedef struct rl_limit {
     uint64_t id;                      /* never reused: mixed into entry hashes */
     int64_t t_us;                     /* emission interval T = window / limit */
     int64_t bound_us;                 /* T * limit: how far TAT may run ahead of now */
-} rl_limit;
+    const struct rl_limit *follows;   /* a derived limit: takes this one's effective rate
+                                         unless configured itself (ratelimit_declare_derived) */
+};
 
 typedef struct rl_entry rl_entry;
 

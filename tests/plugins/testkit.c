@@ -3,6 +3,7 @@
 #include <onair/util.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const onair_api_t *api;
 static onair_plugin_t *self_p;
@@ -235,6 +236,48 @@ static int ws_later(onair_wsmsg_t *m, void *ud)
     return ONAIR_PENDING;
 }
 
+/* testkit.work {"ms": 0..1000}: a blocking job of that many milliseconds on the work pool,
+ * answered when it is done; a full pool answers the host's 503 unavailable. */
+typedef struct work_job {
+    onair_wsmsg_t *msg;
+    long ms;
+} work_job_t;
+
+static void work_sleep(void *ud)
+{
+    work_job_t *j = ud;
+    struct timespec ts = {.tv_sec = j->ms / 1000, .tv_nsec = (j->ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void work_done(int status, void *ud)
+{
+    work_job_t *j = ud;
+    if (status == ONAIR_OK)
+        api->msg_reply(j->msg, json_pack("{s:b}", "worked", 1));
+    else
+        api->msg_reply_error(j->msg, status, NULL, NULL);
+    free(j);
+}
+
+static int ws_work(onair_wsmsg_t *m, void *ud)
+{
+    json_int_t ms = json_integer_value(json_object_get(api->msg_data(m), "ms"));
+    if (ms < 0 || ms > 1000)
+        return ONAIR_EINVAL;
+    work_job_t *j = malloc(sizeof *j);
+    if (!j)
+        return ONAIR_ENOMEM;
+    j->msg = m;
+    j->ms = (long)ms;
+    int rc = api->work_submit(self_p, work_sleep, work_done, j);
+    if (rc != ONAIR_OK) {
+        free(j);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
 static int init(onair_plugin_t *self, const onair_api_t *host)
 {
     api = host;
@@ -324,6 +367,7 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
          .handler = item_ws,
          .body = item_body},
         {.size = sizeof(onair_ws_type_t), .type = "testkit.later", .handler = ws_later},
+        {.size = sizeof(onair_ws_type_t), .type = "testkit.work", .handler = ws_work},
         {.size = sizeof(onair_ws_type_t),
          .type = "testkit.private",
          .handler = ws_whoami,
