@@ -264,6 +264,8 @@ static int setup(void **state)
         .ws_send_queue_bytes = 256 * 1024,
         .ws_ping_interval_s = 0,
         .keepalive_timeout_s = 5,
+        .body_timeout_s = 2,
+        .max_connections_per_address = 32,
         .cors_origins = "https://good.example, https://other.example",
         .access_log = 1, /* exercised; the lines are below the WARN level */
     };
@@ -1082,6 +1084,83 @@ static void test_http_limits_and_garbage(void **state)
     conn_close(c);
 }
 
+/* server.max_connections_per_address (32 here): connections over it are closed as soon as
+ * they are accepted; closing some makes room again. */
+static void test_http_connections_per_address(void **state)
+{
+    (void)state;
+    const char *metric = "onair_refused_total{reason=\"connection_cap\"}";
+    long long before = metric_value(metric);
+    assert_true(before >= 0);
+    enum { N = 40 };
+    conn_t *cs[N];
+    for (int i = 0; i < N; i++)
+        cs[i] = conn_open(0);
+    sleep_ms(300);
+    int closed = 0;
+    for (int i = 0; i < N; i++) {
+        char b;
+        ssize_t r = recv(cs[i]->fd, &b, 1, MSG_DONTWAIT);
+        closed += r == 0 || (r < 0 && errno == ECONNRESET);
+    }
+    /* at least the 8 over the cap; more only if an earlier test's connection still counts */
+    assert_true(closed >= N - 32);
+    for (int i = 0; i < N; i++)
+        conn_close(cs[i]);
+    resp_t r;
+    conn_t *c = NULL;
+    for (int i = 0; i < WAIT_MS / 20; i++) { /* the closes reach the server */
+        c = conn_open(0);
+        if (request(c, "GET /api/v1/t/ok HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0)
+            break;
+        conn_close(c); /* refused too: still at the cap */
+        c = NULL;
+        closed++;
+        sleep_ms(20);
+    }
+    assert_non_null(c);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    conn_close(c);
+    assert_int_equal(metric_value(metric) - before, closed);
+}
+
+/* server.body_timeout (2 s here): a body trickled a byte at a time gets 408 and the
+ * connection is closed, although lws' own timeout (between two reads) never fires. */
+static void test_http_body_timeout(void **state)
+{
+    (void)state;
+    conn_t *c = conn_open(0);
+    struct timeval tv = {0, 200000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(send_str(c, "POST /api/v1/t/json HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n"),
+                     0);
+    int answered = 0;
+    for (int i = 0; i < 50 && !answered; i++) { /* 10 s of trickling at most */
+        if (send_all(c, " ", 1) < 0)
+            break;
+        answered = fill(c) && memmem(c->buf, c->len, "\r\n\r\n", 4);
+    }
+    assert_true(answered);
+    assert_memory_equal(c->buf, "HTTP/1.1 408 ", 13);
+    tv.tv_sec = IO_TIMEOUT_S;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_true(peer_closed(c));
+    conn_close(c);
+    /* a body sent in time is unaffected */
+    resp_t r;
+    c = conn_open(0);
+    assert_int_equal(request(c,
+                             "POST /api/v1/t/json HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             "application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
+                             &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    conn_close(c);
+}
+
 static void test_http_stale_response(void **state)
 {
     (void)state;
@@ -1340,6 +1419,18 @@ static void test_ws_protocol_errors(void **state)
     assert_int_equal(ws_expect_close(c, NULL, 0), 1009);
     conn_close(c);
 
+    /* too big, sent whole: the close frame still arrives (the rest of the message is read
+     * and ignored until the close is answered; it used to reset the connection) */
+    c = ws_open("/ws", 0, &st);
+    assert_int_equal(st, 101);
+    size_t bigl = 300000;
+    char *big = malloc(bigl);
+    memset(big, 'b', bigl);
+    assert_int_equal(ws_send_frame(c, 1, 1, big, bigl), 0);
+    free(big);
+    assert_int_equal(ws_expect_close(c, NULL, 0), 1009);
+    conn_close(c);
+
     /* too big over several fragments */
     c = ws_open("/ws", 0, &st);
     assert_int_equal(st, 101);
@@ -1467,6 +1558,8 @@ int main(void)
         cmocka_unit_test(test_http_pipelined_after_body),
         cmocka_unit_test(test_http_inline_head_cors),
         cmocka_unit_test(test_http_limits_and_garbage),
+        cmocka_unit_test(test_http_connections_per_address),
+        cmocka_unit_test(test_http_body_timeout),
         cmocka_unit_test(test_http_stale_response),
         cmocka_unit_test(test_ws_echo_and_errors),
         cmocka_unit_test(test_ws_bad_path),

@@ -358,6 +358,51 @@ static void test_config_errors(void **state)
 
 /* ---- memory ----------------------------------------------------------------------------- */
 
+/* ---- derived limits (the per-type WebSocket limits) ------------------------------------- */
+
+static void test_derived_limits_follow_their_parent(void **state)
+{
+    assert_int_equal(ratelimit_declare_derived("ws.message.t", "ws.message"), ONAIR_ENOTFOUND);
+    assert_int_equal(declare("ws.message", 3, 60, ONAIR_RATELIMIT_BY_IP, NULL), ONAIR_OK);
+    assert_int_equal(ratelimit_declare_derived("ws.message.t", "ws.message"), ONAIR_OK);
+    assert_int_equal(ratelimit_declare_derived("ws.message.u", "ws.message"), ONAIR_OK);
+    assert_int_equal(ratelimit_declare_derived("ws.message.t", "ws.message"), ONAIR_EEXIST);
+    assert_int_equal(ratelimit_declare_derived("BAD NAME", "ws.message"), ONAIR_EINVAL);
+    const onair_ratelimit_t *t = ratelimit_find("ws.message.t");
+    assert_non_null(t);
+    assert_int_equal(t->limit, 3);
+    assert_int_equal(t->window_s, 60);
+    assert_int_equal(t->key, ONAIR_RATELIMIT_BY_IP);
+
+    /* counted on their own: three hits each, the same key */
+    ratelimit_result_t r;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ratelimit_hit("ws.message.t", "k", &r), ONAIR_OK);
+        assert_int_equal(ratelimit_hit("ws.message.u", "k", &r), ONAIR_OK);
+    }
+    assert_int_equal(ratelimit_hit("ws.message.t", "k", &r), ONAIR_ERATE);
+    assert_int_equal(ratelimit_hit("ws.message", "k", &r), ONAIR_OK);
+
+    /* the parent's override reaches the derived limits not named themselves */
+    cfg_errors_t e = {0};
+    assert_int_equal(apply("rate_limits:\n  ws.message: 7/10s\n  ws.message.u: 2/1m\n", &e), 0);
+    assert_int_equal(e.n, 0);
+    assert_int_equal(ratelimit_find("ws.message.t")->limit, 7);
+    assert_int_equal(ratelimit_find("ws.message.t")->window_s, 10);
+    assert_int_equal(ratelimit_find("ws.message.u")->limit, 2);
+    assert_int_equal(ratelimit_find("ws.message.u")->window_s, 60);
+    /* a later apply without them: back to the parent's (default) rate */
+    assert_int_equal(apply("rate_limits:\n  ws.message.t: 1/s\n", &e), 0);
+    assert_int_equal(ratelimit_find("ws.message.t")->limit, 1);
+    assert_int_equal(ratelimit_find("ws.message.u")->limit, 3);
+    assert_int_equal(ratelimit_find("ws.message.u")->window_s, 60);
+    /* an unknown derived name is an error with a suggestion, like any other */
+    expect_apply_error("rate_limits:\n  ws.message.v: 1/s\n",
+                       "t.yaml:2:3: unknown rate limit 'ws.message.v' (did you mean "
+                       "'ws.message.t'?)");
+    cfg_errors_free(&e);
+}
+
 static void test_memory_bound(void **state)
 {
     ratelimit_result_t r;
@@ -466,6 +511,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_for, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_overrides, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_derived_limits_follow_their_parent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
