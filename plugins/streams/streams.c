@@ -13,20 +13,26 @@
  * connection). viewer.joined / viewer.left go out at once on the stream's topic
  * "stream.<id>", viewer.count at most once per second per stream.
  *
+ * How a request runs (SDK ABI 1.5, <onair/util.h>): the bodies are declared (create_body,
+ * update_body, ...), so the host refuses a bad one before the handler runs; the handler
+ * checks what a schema cannot say, then keeps its state in an op_t whose flow holds the
+ * reply target and chains the store, account and service calls with one error path.
+ *
  * Endpoints, events and error codes: plugins/streams/README.md. The media relay's hooks:
  * streams_media.h.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* getrandom */
 #endif
-#include "../common/plugin_util.h"
 #include "streams_media.h"
+
+#include <onair/plugin.h>
+#include <onair/util.h>
 
 #include <openssl/evp.h>
 
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +44,15 @@
 #define TAGS_MAX         10
 #define TAG_MAX          25
 #define ALLOWED_MAX      1000
+#define SLOW_MODE_MIN    3 /* chat_slow_mode_s: 0 (off) or SLOW_MODE_MIN..SLOW_MODE_MAX */
+#define SLOW_MODE_MAX    120
+#define MAX_VIEWERS_MAX  1000000
 #define MODERATORS_MAX   100
 #define REPORT_TEXT_MAX  1000
 #define NOTE_MAX         1000
-#define ID_MAX           128
+#define STREAM_KEY_MAX   256
+#define ID_MAX           128 /* a user id: any token subject, not only a document id */
+#define VKEY_MAX         (ID_MAX + 3)
 #define PAGE_DEFAULT     20
 #define PAGE_MAX         100
 #define FANOUT_PAGE      500
@@ -49,7 +60,6 @@
 #define KEY_CHARS        (3 + 43) /* "sk_" + base64url of 32 bytes */
 #define COUNT_TICK_MS    1000
 #define ACCESS_ROLES_MAX 16 /* roles looked at per user in service calls */
-#define PROBLEM_CTYPE    "application/problem+json"
 
 static const onair_api_t *api;
 
@@ -58,9 +68,9 @@ struct streams {
     onair_coll_t *streams; /* streams.streams */
     onair_coll_t *follows; /* streams.follows */
     onair_coll_t *reports; /* streams.reports */
-    /* {stream id: {"v": {viewer key: refs}, "rest": {user id: true}, "peak": n, "pub": n}} */
+    /* {stream id: room} (see room_get) */
     json_t *rooms;
-    /* {conn id: {stream id: viewer key}}: what each WebSocket connection watches */
+    /* {conn id: {stream id: watch}}: what each WebSocket connection watches (see watch_vkey) */
     json_t *conns;
     json_t *webrtc; /* {stream id: WHEP viewers} as the media relay reports them */
     onair_sub_t subs[8];
@@ -68,83 +78,120 @@ struct streams {
     onair_timer_t timer;
 };
 
-static const char *const reasons[] = {"spam",      "harassment", "hate",      "violence", "sexual",
-                                      "self_harm", "misleading", "copyright", "other",    NULL};
-
 static const onair_config_key_t streams_config[] = {
-    {.size = sizeof(onair_config_key_t),
-     .key = "viewer_events_max",
-     .type = ONAIR_CFG_INT,
-     .default_value = "100",
-     .min = 0,
-     .max = 1000000,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "viewer.joined / viewer.left go to a stream's watchers only while it has at most "
-            "this many viewers (viewer.count always does, at most once a second)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "rest_viewer_ttl_s",
-     .type = ONAIR_CFG_INT,
-     .default_value = "60",
-     .min = 10,
-     .max = 86400,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "A viewer counted by POST /api/v1/streams/{id}/join stops counting this many "
-            "seconds after its last join (calling join again is the heartbeat)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "max_live_per_user",
-     .type = ONAIR_CFG_INT,
-     .default_value = "1",
-     .min = 1,
-     .max = 100,
-     .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX,
-     .doc = "Live streams one user may have at once (start answers 409 live_limit beyond)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "require_verified_to_stream",
-     .type = ONAIR_CFG_BOOL,
-     .default_value = "false",
-     .doc = "Going live needs a verified account (403 verification_required). Enable the "
-            "verification plugin so users can verify themselves."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "categories",
-     .type = ONAIR_CFG_STRING_LIST,
-     .max = 500,
-     .flags = ONAIR_CFG_HAS_MAX,
-     .doc = "The allowed categories; empty or absent: any category (1..64 characters)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "create_on_schedule_due",
-     .type = ONAIR_CFG_BOOL,
-     .default_value = "true",
-     .doc = "Create a stream (status created) when the scheduling plugin says a scheduled "
-            "stream is due (bus topic schedule.due)."},
-    {.size = sizeof(onair_config_key_t),
-     .key = "test_routes",
-     .type = ONAIR_CFG_BOOL,
-     .default_value = "false",
-     .doc = "Serve POST /api/v1/streams/_media (simulated media publish / unpublish). For "
-            "tests only: never enable it in production."},
-    {0},
+    ONAIR_FIELD("viewer_events_max", ONAIR_CFG_INT, .default_value = "100", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, 1000000),
+                .doc = "viewer.joined / viewer.left go to a stream's watchers only while it has at "
+                       "most this many viewers (viewer.count always does, at most once a second)."),
+    ONAIR_FIELD("rest_viewer_ttl_s", ONAIR_CFG_INT, .default_value = "60", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(10, 86400),
+                .doc = "A viewer counted by POST /api/v1/streams/{id}/join stops counting this "
+                       "many seconds after its last join (calling join again is the heartbeat)."),
+    ONAIR_FIELD("max_live_per_user", ONAIR_CFG_INT, .default_value = "1", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 100),
+                .doc = "Live streams one user may have at once (start answers 409 live_limit "
+                       "beyond)."),
+    ONAIR_FIELD("require_verified_to_stream", ONAIR_CFG_BOOL, .default_value = "false",
+                .doc = "Going live needs a verified account (403 verification_required). Enable "
+                       "the verification plugin so users can verify themselves."),
+    ONAIR_FIELD("categories", ONAIR_CFG_STRING_LIST, .flags = ONAIR_CFG_HAS_MAX, .max = 500,
+                .doc = "The allowed categories; empty or absent: any category (1..64 "
+                       "characters)."),
+    ONAIR_FIELD("create_on_schedule_due", ONAIR_CFG_BOOL, .default_value = "true",
+                .doc = "Create a stream (status created) when the scheduling plugin says a "
+                       "scheduled stream is due (bus topic schedule.due)."),
+    ONAIR_FIELD("test_routes", ONAIR_CFG_BOOL, .default_value = "false",
+                .doc = "Serve POST /api/v1/streams/_media (simulated media publish / unpublish). "
+                       "For tests only: never enable it in production."),
+    ONAIR_END,
+};
+
+/* ---- request bodies ---------------------------------------------------------------------
+ * The host checks these before a handler runs (missing_field / invalid_field / unknown_field
+ * with `field`). What a schema cannot say is checked by the handlers: control characters,
+ * the configured categories, each tag and each allowed viewer, slow mode's gap between 0
+ * and SLOW_MODE_MIN, record_on_start. */
+
+/* The writable members of a stream: create requires the title, an update nothing. */
+#define STREAM_MEMBERS(title_flags)                                                                \
+    ONAIR_FIELD("title", ONAIR_CFG_STRING, .flags = (title_flags) | ONAIR_BOUNDED,                 \
+                ONAIR_BETWEEN(1, TITLE_MAX)),                                                      \
+        ONAIR_FIELD("description", ONAIR_CFG_STRING, .flags = ONAIR_CFG_HAS_MAX, .max = DESC_MAX), \
+        ONAIR_FIELD("category", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED,     \
+                    ONAIR_BETWEEN(1, CATEGORY_MAX)),                                               \
+        ONAIR_FIELD("tags", ONAIR_CFG_STRING_LIST, .flags = ONAIR_CFG_HAS_MAX, .max = TAGS_MAX),   \
+        ONAIR_FIELD("visibility", ONAIR_CFG_STRING, .choices = "public|unlisted|private"),         \
+        ONAIR_FIELD("allowed_viewers", ONAIR_CFG_STRING_LIST, .flags = ONAIR_CFG_HAS_MAX,          \
+                    .max = ALLOWED_MAX),                                                           \
+        ONAIR_FIELD("settings.chat_slow_mode_s", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED,            \
+                    ONAIR_BETWEEN(0, SLOW_MODE_MAX)),                                              \
+        ONAIR_FIELD("settings.chat_followers_only", ONAIR_CFG_BOOL),                               \
+        ONAIR_FIELD("settings.chat_verified_only", ONAIR_CFG_BOOL),                                \
+        ONAIR_FIELD("settings.max_viewers", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED,                 \
+                    ONAIR_BETWEEN(0, MAX_VIEWERS_MAX)),                                            \
+        ONAIR_FIELD("settings.record_on_start", ONAIR_CFG_BOOL)
+
+static const onair_config_key_t create_body[] = {STREAM_MEMBERS(ONAIR_CFG_REQUIRED), ONAIR_END};
+static const onair_config_key_t update_body[] = {STREAM_MEMBERS(0), ONAIR_END};
+
+static const onair_config_key_t report_body[] = {
+    ONAIR_FIELD("reason", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED,
+                .choices = "spam|harassment|hate|violence|sexual|self_harm|misleading|copyright|"
+                           "other"),
+    ONAIR_FIELD("text", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE | ONAIR_CFG_HAS_MAX,
+                .max = REPORT_TEXT_MAX),
+    ONAIR_END,
+};
+
+/* resolve / dismiss: the body is optional (ONAIR_ROUTE_BODY_OPTIONAL: none is {}) */
+static const onair_config_key_t note_body[] = {
+    ONAIR_FIELD("note", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE | ONAIR_CFG_HAS_MAX,
+                .max = NOTE_MAX),
+    ONAIR_END,
+};
+
+/* POST /api/v1/streams/_media: checked with body_check after test_routes (post_media) */
+static const onair_config_key_t media_body[] = {
+    ONAIR_FIELD("event", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED,
+                .choices = "publish|unpublish"),
+    ONAIR_FIELD("stream_key", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED | ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, STREAM_KEY_MAX)),
+    ONAIR_END,
+};
+
+static const onair_config_key_t watch_body[] = {
+    ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_END,
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static size_t str_chars(const char *s)
-{
-    return utf8_chars(s, strlen(s));
-}
-
-static int has_ctl(const char *s, int allow_newlines)
+/* Control characters (newlines_ok: except tab, CR and LF, for longer texts)? */
+static int has_control(const char *s, int newlines_ok)
 {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if ((c < ' ' && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t'))) || c == 0x7f)
+        if ((c < ' ' && !(newlines_ok && (c == '\n' || c == '\r' || c == '\t'))) || c == 0x7f)
             return 1;
     }
     return 0;
 }
 
-static int id_ok(const char *s)
+/* A user id: 1..128 bytes without control characters (tokens of API keys carry any subject,
+ * so it need not be a document id). */
+static int user_id_ok(const char *s)
 {
-    return s && *s && strlen(s) <= ID_MAX && !has_ctl(s, 0);
+    return s && *s && strlen(s) <= ID_MAX && !has_control(s, 0);
+}
+
+static size_t chars_of(const char *s)
+{
+    return onair_utf8_chars(s, strlen(s));
+}
+
+static int same(const char *a, const char *b)
+{
+    return a && b && !strcmp(a, b);
 }
 
 static int has_role(const onair_user_t *u, const char *role)
@@ -155,17 +202,36 @@ static int has_role(const onair_user_t *u, const char *role)
     return 0;
 }
 
-static int in_array(json_t *arr, const char *s)
+static int has_string(json_t *arr, const char *s)
 {
     size_t i;
     json_t *v;
     json_array_foreach(arr, i, v)
     {
-        const char *x = json_string_value(v);
-        if (x && s && !strcmp(x, s))
+        if (same(json_string_value(v), s))
             return 1;
     }
     return 0;
+}
+
+/* ASCII lower case into out (at most n - 1 bytes): tags are stored and compared so. */
+static void lower(const char *s, char *out, size_t n)
+{
+    size_t k = 0;
+    for (; s[k] && k < n - 1; k++)
+        out[k] = (char)tolower((unsigned char)s[k]);
+    out[k] = 0;
+}
+
+static void stream_topic(char topic[64], const char *sid)
+{
+    snprintf(topic, 64, "stream.%s", sid);
+}
+
+/* A signed-in viewer's key in a room ("c:<conn>" is an anonymous connection's). */
+static void user_vkey(char vkey[VKEY_MAX], const char *uid)
+{
+    snprintf(vkey, VKEY_MAX, "u:%s", uid);
 }
 
 static int random_bytes(void *buf, size_t n)
@@ -230,52 +296,22 @@ static int make_key(char *key, char hash[65])
     return sha256_hex(key, hash);
 }
 
-static const char *status_title(int status)
+/* Is key the stream key of doc (whose hash only is stored)? */
+static int key_matches(const char *key, json_t *doc)
 {
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 409:
-        return "Conflict";
-    default:
-        return "Error";
-    }
+    char hash[65];
+    return !sha256_hex(key, hash) && same(hash, onair_str(doc, "key_hash"));
 }
 
-/* problem+json with an extra "field" member naming the offending field. */
-static int problem_field(onair_req_t *req, int status, const char *code, const char *field,
-                         const char *detail)
+static const char *error_text(json_t *result)
 {
-    json_t *o = json_pack("{s:s+,s:s,s:i,s:s,s:s,s:s,s:s}", "type", "urn:onair:problem:", code,
-                          "title", status_title(status), "status", status, "code", code, "detail",
-                          detail, "instance", api->req_path(req), "field", field);
-    const char *rid = api->req_id(req);
-    if (o && rid)
-        json_object_set_new(o, "request_id", json_string(rid));
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s)
-        return api->reply_problem(req, status, code, detail);
-    int rc = api->reply_raw(req, status, PROBLEM_CTYPE, s, strlen(s));
-    free(s);
-    return rc;
-}
-
-static const char *store_error(json_t *result)
-{
-    const char *e = json_string_value(json_object_get(result, "error"));
+    const char *e = onair_str(result, "error");
     return e ? e : "storage error";
 }
 
-static void log_store(int status, json_t *result, void *ud)
+static void log_failure(streams_t *st, const char *what, json_t *result)
 {
-    streams_t *st = ud;
-    if (status != ONAIR_OK)
-        api->log(st->self, ONAIR_LOG_WARN, "store operation failed: %s", store_error(result));
+    api->log(st->self, ONAIR_LOG_WARN, "%s failed: %s", what, error_text(result));
 }
 
 /* ---- viewers (in memory) ------------------------------------------------------------- */
@@ -348,7 +384,7 @@ static void publish_viewer(streams_t *st, const char *sid, const char *type, con
                            json_int_t viewers)
 {
     char topic[64];
-    snprintf(topic, sizeof topic, "stream.%s", sid);
+    stream_topic(topic, sid);
     const char *uid = !strncmp(vkey, "u:", 2) ? vkey + 2 : NULL;
     json_t *ev = json_pack("{s:s,s:s?,s:b}", "stream", sid, "user", uid, "anonymous", uid == NULL);
     if (!ev)
@@ -392,13 +428,22 @@ static void viewer_unref(streams_t *st, const char *sid, const char *vkey)
     publish_viewer(st, sid, "viewer.left", vkey, (json_int_t)json_object_size(v));
 }
 
+/* A REST viewer (POST .../join) leaves: expired, banned or the stream ended. */
+static void rest_viewer_gone(streams_t *st, const char *sid, json_t *rest, const char *uid)
+{
+    char vkey[VKEY_MAX];
+    user_vkey(vkey, uid);
+    json_object_del(rest, uid); /* uid may point into rest: used before */
+    viewer_unref(st, sid, vkey);
+}
+
 /* A WebSocket watch: {"vk": viewer key, "priv": bool, "counted": bool} in
  * st->conns[conn][stream]. A watch of a stream that is not live subscribes the connection
  * to the stream's events but counts no viewer ("counted" false) until the stream goes live
  * (watchers_counted). */
 static const char *watch_vkey(json_t *w)
 {
-    return sget(w, "vk");
+    return onair_str(w, "vk");
 }
 
 static int watch_counted(json_t *w)
@@ -406,20 +451,27 @@ static int watch_counted(json_t *w)
     return json_is_true(json_object_get(w, "counted"));
 }
 
+/* Forget the watch of stream sid by connection ckey (its map w), unsubscribed. */
+static void watch_drop(streams_t *st, const char *ckey, json_t *w, const char *sid)
+{
+    char topic[64];
+    stream_topic(topic, sid);
+    api->ws_unsubscribe((onair_conn_t)strtoull(ckey, NULL, 10), topic);
+    json_object_del(w, sid);
+    if (json_object_size(w) == 0)
+        json_object_del(st->conns, ckey);
+}
+
 /* Drop the REST viewers whose heartbeat (join) is older than rest_viewer_ttl_s. */
 static void sweep_rest(streams_t *st, const char *sid, json_t *r, int64_t now)
 {
     json_t *rest = json_object_get(r, "rest");
     const char *uid;
-    json_t *exp, *tmp;
-    json_object_foreach_safe(rest, tmp, uid, exp)
+    json_t *expires, *tmp;
+    json_object_foreach_safe(rest, tmp, uid, expires)
     {
-        if (json_integer_value(exp) > now)
-            continue;
-        char vkey[ID_MAX + 3];
-        snprintf(vkey, sizeof vkey, "u:%s", uid);
-        json_object_del(rest, uid);
-        viewer_unref(st, sid, vkey);
+        if (json_integer_value(expires) <= now)
+            rest_viewer_gone(st, sid, rest, uid);
     }
 }
 
@@ -434,7 +486,7 @@ static void peak_written(int status, json_t *result, void *ud)
     peak_write_t *p = ud;
     if (status != ONAIR_OK) {
         api->log(p->st->self, ONAIR_LOG_WARN, "could not keep the peak of %s: %s", p->sid,
-                 store_error(result));
+                 error_text(result));
         /* try again at the next tick */
         json_t *r = json_object_get(p->st->rooms, p->sid);
         if (r && json_integer_value(json_object_get(r, "saved")) == p->peak)
@@ -449,7 +501,7 @@ static void peak_written(int status, json_t *result, void *ud)
 static void save_peak(streams_t *st, const char *sid, json_t *r)
 {
     json_int_t peak = json_integer_value(json_object_get(r, "peak"));
-    if (peak <= json_integer_value(json_object_get(r, "saved")) || !hex24(sid))
+    if (peak <= json_integer_value(json_object_get(r, "saved")) || !onair_is_id(sid))
         return;
     peak_write_t *p = calloc(1, sizeof *p);
     if (!p)
@@ -472,7 +524,6 @@ static void save_peak(streams_t *st, const char *sid, json_t *r)
 static void on_count_tick(onair_timer_t timer, void *ud)
 {
     streams_t *st = ud;
-    (void)timer;
     int64_t now = api->now_ms(st->self);
     const char *sid;
     json_t *r, *tmp;
@@ -484,7 +535,7 @@ static void on_count_tick(onair_timer_t timer, void *ud)
         if (n != json_integer_value(json_object_get(r, "pub"))) {
             json_object_set_new(r, "pub", json_integer(n));
             char topic[64];
-            snprintf(topic, sizeof topic, "stream.%s", sid);
+            stream_topic(topic, sid);
             json_t *ev = json_pack("{s:s,s:I}", "stream", sid, "count", n);
             if (ev)
                 api->bus_publish(st->self, "viewer.count", json_incref(ev));
@@ -501,13 +552,10 @@ static void on_count_tick(onair_timer_t timer, void *ud)
 static void on_ws_closed(const char *topic, json_t *payload, void *ud)
 {
     streams_t *st = ud;
-    (void)topic;
     char ckey[32];
     snprintf(ckey, sizeof ckey, "%llu",
              (unsigned long long)json_integer_value(json_object_get(payload, "conn")));
     json_t *w = json_object_get(st->conns, ckey);
-    if (!w)
-        return;
     const char *sid;
     json_t *e;
     json_object_foreach(w, sid, e)
@@ -522,56 +570,49 @@ static void on_ws_closed(const char *topic, json_t *payload, void *ud)
 
 typedef struct kick {
     streams_t *st;
-    char sid[ID_MAX + 1];
-    char vkey[ID_MAX + 3];
+    char sid[25];
+    char uid[ID_MAX + 1];
 } kick_t;
 
 static void kick_loaded(int status, json_t *result, void *ud)
 {
     kick_t *k = ud;
     streams_t *st = k->st;
-    json_t *doc = json_object_get(result, "doc");
-    const char *vis = sget(doc, "visibility");
-    if (status == ONAIR_OK && vis && !strcmp(vis, "private")) {
-        char topic[64];
-        snprintf(topic, sizeof topic, "stream.%s", k->sid);
+    if (status != ONAIR_OK)
+        log_failure(st, "ending a banned user's watch", result);
+    else if (same(onair_str(json_object_get(result, "doc"), "visibility"), "private")) {
+        char vkey[VKEY_MAX];
+        user_vkey(vkey, k->uid);
         const char *ckey;
         json_t *w, *tmp;
         json_object_foreach_safe(st->conns, tmp, ckey, w)
         {
             json_t *e = json_object_get(w, k->sid);
-            const char *vk = watch_vkey(e);
-            if (!vk || strcmp(vk, k->vkey))
+            if (!same(watch_vkey(e), vkey))
                 continue;
-            onair_conn_t conn = (onair_conn_t)strtoull(ckey, NULL, 10);
-            api->ws_send(conn, "moderation.banned", json_pack("{s:s}", "stream", k->sid));
-            api->ws_unsubscribe(conn, topic);
-            if (watch_counted(e))
-                viewer_unref(st, k->sid, k->vkey);
-            json_object_del(w, k->sid);
-            if (json_object_size(w) == 0)
-                json_object_del(st->conns, ckey);
+            int counted = watch_counted(e);
+            api->ws_send((onair_conn_t)strtoull(ckey, NULL, 10), "moderation.banned",
+                         json_pack("{s:s}", "stream", k->sid));
+            watch_drop(st, ckey, w, k->sid);
+            if (counted)
+                viewer_unref(st, k->sid, vkey);
         }
         /* a REST join (POST .../join) ends too */
         json_t *rest = json_object_get(room_get(st, k->sid, 0), "rest");
-        if (!strncmp(k->vkey, "u:", 2) && json_object_get(rest, k->vkey + 2)) {
-            json_object_del(rest, k->vkey + 2);
-            viewer_unref(st, k->sid, k->vkey);
-        }
-    } else if (status != ONAIR_OK) {
-        log_store(status, result, st);
+        if (json_object_get(rest, k->uid))
+            rest_viewer_gone(st, k->sid, rest, k->uid);
     }
     free(k);
 }
 
-static void kick(streams_t *st, const char *sid, const char *vkey)
+static void kick(streams_t *st, const char *sid, const char *uid)
 {
     kick_t *k = calloc(1, sizeof *k);
     if (!k)
         return;
     k->st = st;
     snprintf(k->sid, sizeof k->sid, "%s", sid);
-    snprintf(k->vkey, sizeof k->vkey, "%s", vkey);
+    snprintf(k->uid, sizeof k->uid, "%s", uid);
     if (api->store_find_one(st->streams, json_pack("{s:{s:s}}", "filter", "_id", sid), kick_loaded,
                             k) != ONAIR_OK)
         free(k);
@@ -581,29 +622,28 @@ static void kick(streams_t *st, const char *sid, const char *vkey)
 static void on_banned(const char *topic, json_t *payload, void *ud)
 {
     streams_t *st = ud;
-    (void)topic;
-    const char *uid = sget(payload, "user");
-    const char *sid = sget(payload, "stream");
-    if (!uid || strlen(uid) > ID_MAX)
+    const char *uid = onair_str(payload, "user");
+    const char *sid = onair_str(payload, "stream");
+    if (!user_id_ok(uid))
         return;
-    char vkey[ID_MAX + 3];
-    snprintf(vkey, sizeof vkey, "u:%s", uid);
     if (sid) {
-        if (hex24(sid))
-            kick(st, sid, vkey);
+        if (onair_is_id(sid))
+            kick(st, sid, uid);
         return;
     }
     /* a platform ban: every stream the user watches on this node */
+    char vkey[VKEY_MAX];
+    user_vkey(vkey, uid);
     json_t *seen = json_object();
-    const char *ckey, *s2;
+    const char *ckey, *watched;
     json_t *w, *e;
     json_object_foreach(st->conns, ckey, w)
     {
-        json_object_foreach(w, s2, e)
+        json_object_foreach(w, watched, e)
         {
-            if (!strcmp(watch_vkey(e) ? watch_vkey(e) : "", vkey) && !json_object_get(seen, s2)) {
-                json_object_set_new(seen, s2, json_true());
-                kick(st, s2, vkey);
+            if (same(watch_vkey(e), vkey) && !json_object_get(seen, watched)) {
+                json_object_set_new(seen, watched, json_true());
+                kick(st, watched, uid);
             }
         }
     }
@@ -614,13 +654,12 @@ static void on_banned(const char *topic, json_t *payload, void *ud)
 
 static int is_owner(const onair_user_t *u, json_t *doc)
 {
-    const char *o = sget(doc, "owner");
-    return u && o && !strcmp(u->id, o);
+    return u && same(u->id, onair_str(doc, "owner"));
 }
 
 static int is_smod(const onair_user_t *u, json_t *doc)
 {
-    return u && in_array(json_object_get(doc, "moderators"), u->id);
+    return u && has_string(json_object_get(doc, "moderators"), u->id);
 }
 
 static int is_admin(const onair_user_t *u)
@@ -628,69 +667,27 @@ static int is_admin(const onair_user_t *u)
     return has_role(u, "admin");
 }
 
+static int is_live(json_t *doc)
+{
+    return same(onair_str(doc, "status"), "live");
+}
+
+static int is_private(json_t *doc)
+{
+    return same(onair_str(doc, "visibility"), "private");
+}
+
+/* The owner, stream moderators and admins: always get in, take no max_viewers seat. */
+static int privileged(const onair_user_t *u, json_t *doc)
+{
+    return u && (is_owner(u, doc) || is_smod(u, doc) || is_admin(u));
+}
+
 /* Private streams exist only for their owner, moderators, allowed viewers and admins. */
 static int can_see(const onair_user_t *u, json_t *doc)
 {
-    const char *vis = sget(doc, "visibility");
-    if (!vis || strcmp(vis, "private") != 0)
-        return 1;
-    return u && (is_owner(u, doc) || is_admin(u) || is_smod(u, doc) ||
-                 in_array(json_object_get(doc, "allowed_viewers"), u->id));
-}
-
-/* ---- bans: a banned user cannot see a private stream ----------------------------------
- * The moderation plugin keeps bans and answers "moderation.check" {stream, user} ->
- * {banned, platform_banned, timed_out_until}. It is asked at the moment of every access
- * (no cache), so a ban counts on the next watch, join or GET and an unban restores access
- * at once. Only private streams are closed to banned users (like Twitch, a banned user
- * may still watch a public stream; chatting, reacting and Q&A are refused by the
- * moderation plugin's filters). The owner and admins are never refused. Timeouts limit
- * interaction only, not viewing. Without the moderation plugin nobody is banned. */
-typedef void (*ban_done_fn)(int status, int banned, int platform, void *ud);
-
-typedef struct ban_check {
-    ban_done_fn done;
-    void *ud;
-} ban_check_t;
-
-/* Must the ban check run for u on doc (a private stream u could see otherwise)? */
-static int ban_applies(const onair_user_t *u, json_t *doc)
-{
-    const char *vis = sget(doc, "visibility");
-    return u && vis && !strcmp(vis, "private") && can_see(u, doc) && !is_owner(u, doc) &&
-           !is_admin(u);
-}
-
-static void ban_checked(int status, json_t *result, void *ud)
-{
-    ban_check_t *b = ud;
-    const char *err = sget(result, "error");
-    if (status == ONAIR_ENOTFOUND && err && strstr(err, "no plugin offers the service"))
-        b->done(ONAIR_OK, 0, 0, b->ud); /* moderation not loaded: nobody is banned */
-    else if (status != ONAIR_OK)
-        b->done(status, 0, 0, b->ud);
-    else
-        b->done(ONAIR_OK, json_is_true(json_object_get(result, "banned")),
-                json_is_true(json_object_get(result, "platform_banned")), b->ud);
-    free(b);
-}
-
-/* Ask moderation whether uid is banned from sid; done runs later, exactly once, unless
- * this returns non-zero (then it never runs). */
-static int ban_check(streams_t *st, const char *sid, const char *uid, ban_done_fn done, void *ud)
-{
-    if (!ONAIR_HAS(api, service_call)) /* an older host: no moderation plugin either */
-        return ONAIR_ENOTSUP;
-    ban_check_t *b = calloc(1, sizeof *b);
-    if (!b)
-        return ONAIR_ENOMEM;
-    b->done = done;
-    b->ud = ud;
-    int rc = api->service_call(st->self, "moderation.check",
-                               json_pack("{s:s,s:s}", "stream", sid, "user", uid), ban_checked, b);
-    if (rc != ONAIR_OK)
-        free(b);
-    return rc;
+    return !is_private(doc) || privileged(u, doc) ||
+           (u && has_string(json_object_get(doc, "allowed_viewers"), u->id));
 }
 
 /* The stream as an API client sees it (full: with moderators and allowed viewers). */
@@ -699,7 +696,7 @@ static json_t *stream_view(streams_t *st, json_t *doc, int full)
     json_t *v = json_deep_copy(doc);
     if (!v)
         return json_object();
-    const char *id = sget(doc, "_id");
+    const char *id = onair_str(doc, "_id");
     json_object_set_new(v, "id", json_string(id ? id : ""));
     json_object_del(v, "_id");
     json_object_del(v, "key_hash");
@@ -715,7 +712,19 @@ static json_t *stream_view(streams_t *st, json_t *doc, int full)
 
 static json_t *view_for(streams_t *st, json_t *doc, const onair_user_t *u)
 {
-    return stream_view(st, doc, is_owner(u, doc) || is_admin(u) || is_smod(u, doc));
+    return stream_view(st, doc, privileged(u, doc));
+}
+
+static void publish_stream(streams_t *st, json_t *doc, const char *type)
+{
+    const char *sid = onair_str(doc, "_id");
+    if (!sid)
+        return;
+    char topic[64];
+    stream_topic(topic, sid);
+    json_t *pub = stream_view(st, doc, 0);
+    api->bus_publish(st->self, type, json_pack("{s:O}", "stream", pub));
+    api->ws_publish(topic, type, json_pack("{s:o}", "stream", pub));
 }
 
 /* Lower-case words of the title and their prefixes (2+ characters): what ?q= matches. */
@@ -753,170 +762,205 @@ static json_t *search_terms(const char *title)
     return arr;
 }
 
-/* ---- one request's state across async steps ---------------------------------------- */
-
+/* ---- one request in progress ------------------------------------------------------------
+ * A REST request, a WebSocket message, a service call or a media event: an op_t holds a flow
+ * (the reply target and the step that gets the pending call's result; every failure of a
+ * chained call, synchronous or not, reaches that step once) and what the steps need. It ends
+ * with onair_flow_reply / _fail / _problem (or onair_flow_end when nobody is answered), which
+ * free it. */
 typedef struct op op_t;
-typedef void (*op_step)(op_t *op);
-typedef void (*op_done)(op_t *op, int http_status, const char *code, const char *detail);
+typedef void (*op_fn)(op_t *op);
+/* How going live or ending answers (REST, the relay's service call, a streams_media.h
+ * caller): status ONAIR_OK (op->doc is the stream as it is now) or an error status with its
+ * code (NULL: the status's own) and detail. */
+typedef void (*op_finish_fn)(op_t *op, int status, const char *code, const char *detail);
 
 struct op {
+    onair_flow_t flow; /* first: a step's onair_flow_t * is its op */
     streams_t *st;
-    onair_req_t *req;
-    onair_wsmsg_t *msg;
-    const onair_user_t *user; /* borrowed from req / msg until answered; NULL anonymous */
+    const onair_user_t *user; /* the caller, borrowed until answered; NULL: anonymous */
     char id[25];              /* the stream */
-    char *arg;                /* another id: user, report */
-    json_t *doc;              /* the stream document */
-    json_t *data;             /* validated fields, a pending document or a reply */
+    char *arg;                /* another id the request names: a user or a report */
+    json_t *doc;              /* the stream, once loaded */
+    json_t *data;             /* the checked body's fields, or a document being stored */
     char key[KEY_CHARS + 1];  /* a new stream key, shown once */
+    op_fn on_loaded;          /* what the request does with the stream it loaded */
+    op_finish_fn finish;      /* going live or ending: how to answer */
     int verified;             /* going live: the owner's account is verified */
-    int flag;
-    op_step next;
-    op_done done; /* start / end / media: how to finish */
+    int publish;              /* a media event: publish (1) or unpublish (0) */
+    int following;            /* a follow list: whom id follows (1), or who follows id (0) */
+    /* service calls: the call and the user it names (op->user points here) */
+    onair_service_call_t *call;
+    json_t *roles;
+    const char *role_names[ACCESS_ROLES_MAX + 1];
+    onair_user_t caller;
+    /* streams_media.h callers */
     streams_media_fn media_cb;
     void *media_ud;
 };
 
-static op_t *op_new(streams_t *st, onair_req_t *req, const char *sid)
+static void op_free(onair_flow_t *f)
+{
+    op_t *op = (op_t *)f;
+    free(op->arg);
+    json_decref(op->doc);
+    json_decref(op->data);
+    json_decref(op->roles);
+    memset(op->key, 0, sizeof op->key);
+    free(op);
+}
+
+/* t: who is answered ({NULL, NULL}: nobody, the op answers in its own way); sid: the
+ * stream, or NULL. */
+static op_t *op_new(streams_t *st, onair_target_t t, const onair_user_t *user, const char *sid)
 {
     op_t *op = calloc(1, sizeof *op);
     if (!op)
         return NULL;
+    op->flow = (onair_flow_t){.api = api, .t = t, .end = op_free};
     op->st = st;
-    op->req = req;
-    op->user = req ? api->req_user(req) : NULL;
+    op->user = user;
     if (sid && strlen(sid) < sizeof op->id)
         strcpy(op->id, sid);
     return op;
 }
 
-static void op_free(op_t *op)
-{
-    if (!op)
-        return;
-    free(op->arg);
-    json_decref(op->doc);
-    json_decref(op->data);
-    memset(op->key, 0, sizeof op->key);
-    free(op);
-}
+static const onair_target_t no_target = {NULL, NULL};
 
-static void op_problem(op_t *op, int status, const char *code, const char *detail)
+/* A service call's user (uid NULL: anonymous) with the roles given (a JSON array or NULL),
+ * as op->user. */
+static void op_set_caller(op_t *op, const char *uid, json_t *roles)
 {
-    if (op->req && status == 503)
-        api->resp_header(op->req, "Retry-After", "5");
-    if (op->req)
-        api->reply_problem(op->req, status, code, detail);
-    else if (op->msg)
-        api->msg_reply_error(op->msg, status, code, detail);
-    op_free(op);
-}
-
-static void op_fail(op_t *op, int status, json_t *result)
-{
-    if (op->req)
-        api->reply_error(op->req, status, store_error(result));
-    else if (op->msg)
-        api->msg_reply_error(op->msg, status, NULL, store_error(result));
-    op_free(op);
-}
-
-static void op_reply(op_t *op, int status, json_t *body)
-{
-    if (op->req)
-        api->reply_json(op->req, status, body);
-    else if (op->msg)
-        api->msg_reply(op->msg, body);
-    else
-        json_decref(body);
-    op_free(op);
-}
-
-static int start_rc(op_t *op, int rc)
-{
-    if (rc != ONAIR_OK) {
-        op->req = NULL; /* the host answers with the status */
-        op->msg = NULL;
-        op_free(op);
-        return rc;
+    json_incref(roles);
+    json_decref(op->roles);
+    op->roles = roles;
+    memset(op->role_names, 0, sizeof op->role_names);
+    size_t i, n = 0;
+    json_t *r;
+    json_array_foreach(roles, i, r)
+    {
+        if (n < ACCESS_ROLES_MAX && json_is_string(r))
+            op->role_names[n++] = json_string_value(r);
     }
-    return ONAIR_PENDING;
+    op->caller = (onair_user_t){.size = sizeof op->caller, .id = uid, .roles = op->role_names};
+    op->user = uid ? &op->caller : NULL;
 }
 
-static void not_found(op_t *op)
+static void stream_not_found(op_t *op)
 {
-    op_problem(op, 404, "stream_not_found", "no such stream");
+    onair_flow_problem(&op->flow, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
 }
+
+static void forbidden(op_t *op, const char *detail)
+{
+    onair_flow_problem(&op->flow, ONAIR_EPERM, "forbidden", detail, NULL);
+}
+
+/* ---- bans: a banned user cannot see a private stream ----------------------------------
+ * The moderation plugin keeps bans and answers "moderation.check" {stream, user} ->
+ * {banned, platform_banned, timed_out_until}. It is asked at the moment of every access
+ * (no cache), so a ban counts on the next watch, join or GET and an unban restores access
+ * at once. Only private streams are closed to banned users (like Twitch, a banned user
+ * may still watch a public stream; chatting, reacting and Q&A are refused by the
+ * moderation plugin's filters). The owner and admins are never refused. Timeouts limit
+ * interaction only, not viewing. Without the moderation plugin nobody is banned. */
+enum ban { BAN_UNKNOWN = -1, BAN_NONE = 0, BAN_STREAM = 1, BAN_PLATFORM = 2 };
+
+/* Must the ban check run for u on doc (a private stream u could see otherwise)? */
+static int ban_applies(const onair_user_t *u, json_t *doc)
+{
+    return u && is_private(doc) && can_see(u, doc) && !is_owner(u, doc) && !is_admin(u);
+}
+
+/* Ask moderation about uid on stream sid: the answer goes to f's next step (see ban_of). */
+static int ask_moderation(streams_t *st, const char *sid, const char *uid, onair_flow_t *f)
+{
+    return api->service_call(st->self, "moderation.check",
+                             json_pack("{s:s,s:s}", "stream", sid, "user", uid), onair_flow_cb, f);
+}
+
+/* moderation.check's answer; BAN_UNKNOWN when moderation could not answer. */
+static enum ban ban_of(int status, json_t *result)
+{
+    const char *err = onair_str(result, "error");
+    if (status == ONAIR_ENOTFOUND && err && strstr(err, "no plugin offers the service"))
+        return BAN_NONE; /* moderation is not loaded */
+    if (status != ONAIR_OK)
+        return BAN_UNKNOWN;
+    if (json_is_true(json_object_get(result, "banned")))
+        return BAN_STREAM;
+    return json_is_true(json_object_get(result, "platform_banned")) ? BAN_PLATFORM : BAN_NONE;
+}
+
+/* ---- loading the stream a request names ------------------------------------------------- */
 
 /* A user who may see the private stream is banned from it (or from the platform): 403,
  * not 404, since the stream's existence is no secret to someone who could watch it. */
-static void banned_problem(op_t *op, int platform)
+static void ban_answered(onair_flow_t *f, int status, json_t *result)
 {
-    op_problem(op, 403, "banned",
-               platform ? "you are banned from the platform" : "you are banned from this stream");
+    op_t *op = (op_t *)f;
+    switch (ban_of(status, result)) {
+    case BAN_NONE:
+        return op->on_loaded(op);
+    case BAN_UNKNOWN: /* fail closed */
+        return onair_flow_problem(f, ONAIR_EUNAVAILABLE, "moderation_unavailable",
+                                  "could not check whether you are banned from this stream", NULL);
+    case BAN_STREAM:
+        return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream",
+                                  NULL);
+    case BAN_PLATFORM:
+        return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from the platform",
+                                  NULL);
+    }
 }
 
-static void stream_ban_checked(int status, int banned, int platform, void *ud)
+static void stream_loaded(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_problem(op, 503, "moderation_unavailable",
-                          "could not check whether you are banned from this stream");
-    if (banned || platform)
-        return banned_problem(op, !banned);
-    op->next(op);
-}
-
-static void stream_loaded(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
     if (!json_is_object(doc) || !can_see(op->user, doc))
-        return not_found(op); /* private streams do not exist for others: 404, not 403 */
+        return stream_not_found(op); /* private streams do not exist for others: 404, not 403 */
     op->doc = json_incref(doc);
-    if (ban_applies(op->user, doc)) {
-        int rc = ban_check(op->st, op->id, op->user->id, stream_ban_checked, op);
-        if (rc == ONAIR_OK)
-            return;
-        if (rc != ONAIR_ENOTSUP)
-            return op_fail(op, rc, NULL);
-    }
-    op->next(op);
+    if (!ban_applies(op->user, doc))
+        return op->on_loaded(op);
+    ONAIR_THEN(f, ban_answered, ask_moderation(op->st, op->id, op->user->id, f));
 }
 
-/* Load op->id (visible to op->user), then next(op). Returns ONAIR_PENDING. */
-static int load_stream(op_t *op, op_step next)
+/* Load op->id as op->user may see it, then on_loaded(op). Returns ONAIR_PENDING (for a
+ * handler: the flow answers). */
+static int load_stream(op_t *op, op_fn on_loaded)
 {
-    if (!hex24(op->id)) {
-        not_found(op);
-        return ONAIR_OK;
+    if (!onair_is_id(op->id)) {
+        stream_not_found(op);
+        return ONAIR_PENDING;
     }
-    op->next = next;
+    op->on_loaded = on_loaded;
     json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", op->id);
-    return start_rc(op, api->store_find_one(op->st->streams, spec, stream_loaded, op));
+    return ONAIR_THEN(&op->flow, stream_loaded,
+                      api->store_find_one(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
-/* A route handler's usual start: a new op for {id}, loaded, then next. */
-static int with_stream(onair_req_t *req, void *ud, op_step next)
+/* A route's usual start: the stream {id}, loaded, then on_loaded. */
+static int with_stream(onair_req_t *req, void *ud, op_fn on_loaded)
 {
-    op_t *op = op_new(ud, req, api->req_param(req, "id"));
+    op_t *op = op_new(ud, ONAIR_TARGET_REQ(req), api->req_user(req), api->req_param(req, "id"));
     if (!op)
         return ONAIR_ENOMEM;
-    return load_stream(op, next);
+    return load_stream(op, on_loaded);
 }
 
-static void publish_stream(streams_t *st, json_t *doc, const char *type)
+/* A new op for req with op->arg the other id it names (a user, a report); sid: the stream,
+ * or NULL. NULL: out of memory. */
+static op_t *arg_op(onair_req_t *req, void *ud, const char *sid, const char *arg)
 {
-    const char *sid = sget(doc, "_id");
-    if (!sid)
-        return;
-    char topic[64];
-    snprintf(topic, sizeof topic, "stream.%s", sid);
-    json_t *pub = stream_view(st, doc, 0);
-    api->bus_publish(st->self, type, json_pack("{s:O}", "stream", pub));
-    api->ws_publish(topic, type, json_pack("{s:o}", "stream", pub));
+    op_t *op = op_new(ud, ONAIR_TARGET_REQ(req), api->req_user(req), sid);
+    if (op && !(op->arg = onair_strdup(arg))) {
+        op_free(&op->flow);
+        return NULL;
+    }
+    return op;
 }
 
 /* ---- follower fan-out ---------------------------------------------------------------- */
@@ -946,16 +990,15 @@ static void fan_found(int status, json_t *result, void *ud)
 {
     fan_t *f = ud;
     if (status != ONAIR_OK) {
-        api->log(f->st->self, ONAIR_LOG_WARN, "notifying the followers of %s failed: %s",
-                 f->followee, store_error(result));
+        log_failure(f->st, "notifying the followers", result);
         return fan_free(f);
     }
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(result, "docs"), i, d)
     {
-        const char *uid = sget(d, "follower");
-        if (!uid || (f->only && !in_array(f->only, uid)))
+        const char *uid = onair_str(d, "follower");
+        if (!uid || (f->only && !has_string(f->only, uid)))
             continue;
         char topic[160];
         snprintf(topic, sizeof topic, "user.%s", uid);
@@ -981,12 +1024,13 @@ static void fan_page(fan_t *f)
     }
 }
 
-/* ws_publish(type, data) to "user.<id>" of every follower of followee (only: a subset). */
+/* ws_publish(type, data (stolen)) to "user.<id>" of every follower of followee (only: a
+ * subset). */
 static void notify_followers(streams_t *st, const char *followee, const char *type, json_t *data,
                              json_t *only)
 {
     fan_t *f = calloc(1, sizeof *f);
-    if (!f || !(f->followee = strdup(followee)) || !(f->type = strdup(type))) {
+    if (!f || !(f->followee = onair_strdup(followee)) || !(f->type = onair_strdup(type))) {
         if (f)
             fan_free(f);
         json_decref(data);
@@ -1000,10 +1044,9 @@ static void notify_followers(streams_t *st, const char *followee, const char *ty
 
 static void on_notify_followers(const char *topic, json_t *payload, void *ud)
 {
-    (void)topic;
-    const char *user = sget(payload, "user"), *type = sget(payload, "type");
+    const char *user = onair_str(payload, "user"), *type = onair_str(payload, "type");
     json_t *data = json_object_get(payload, "data");
-    if (!id_ok(user) || !type || !*type || strlen(type) > 64 || !json_is_object(data)) {
+    if (!user_id_ok(user) || !type || !*type || strlen(type) > 64 || !json_is_object(data)) {
         api->log(((streams_t *)ud)->self, ONAIR_LOG_WARN,
                  "streams.notify_followers needs {\"user\", \"type\", \"data\": {...}}");
         return;
@@ -1011,314 +1054,269 @@ static void on_notify_followers(const char *topic, json_t *payload, void *ud)
     notify_followers(ud, user, type, json_deep_copy(data), NULL);
 }
 
-/* ---- validation ------------------------------------------------------------------------ */
+/* ---- the checks a body schema cannot express ------------------------------------------- */
 
-static int reject_unknown(onair_req_t *req, json_t *body, const char *const *allowed,
-                          const char *prefix)
+/* 400 invalid_field naming field; returns ONAIR_EINVAL (answered). */
+static int bad_field(onair_target_t t, const char *field, const char *detail)
 {
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        int ok = 0;
-        for (size_t i = 0; allowed[i] && !ok; i++)
-            ok = !strcmp(key, allowed[i]);
-        if (!ok) {
-            char d[200], f[120];
-            snprintf(f, sizeof f, "%s%.80s", prefix, key);
-            snprintf(d, sizeof d, "unknown field '%s'", f);
-            problem_field(req, 400, "unknown_field", f, d);
-            return 1;
-        }
-    }
-    return 0;
+    onair_field_problem(api, t, "invalid_field", field, detail);
+    return ONAIR_EINVAL;
 }
 
-static int bad_field(onair_req_t *req, const char *field, const char *detail)
-{
-    problem_field(req, 400, "invalid_field", field, detail);
-    return -1;
-}
-
-static int category_allowed(streams_t *st, const char *cat)
+static int category_allowed(streams_t *st, const char *category)
 {
     json_t *list = json_object_get(api->config(st->self), "categories");
-    if (!json_is_array(list) || json_array_size(list) == 0)
-        return 1;
-    return in_array(list, cat);
+    return json_array_size(list) == 0 || has_string(list, category);
 }
 
-static json_t *clean_id_list(onair_req_t *req, json_t *v, const char *field, size_t max)
+/* Tags as stored: 1..TAG_MAX characters each, lower-cased, duplicates dropped. NULL after
+ * answering t. */
+static json_t *clean_tags(onair_target_t t, json_t *tags)
 {
-    char d[160];
-    if (!json_is_array(v) || json_array_size(v) > max) {
-        snprintf(d, sizeof d, "%s must be an array of at most %zu user ids", field, max);
-        bad_field(req, field, d);
-        return NULL;
-    }
     json_t *out = json_array();
     size_t i;
     json_t *x;
-    json_array_foreach(v, i, x)
+    json_array_foreach(tags, i, x)
     {
-        if (!id_ok(json_string_value(x))) {
-            snprintf(d, sizeof d, "%s[%zu] must be a user id (1..%d characters)", field, i, ID_MAX);
+        const char *s = json_string_value(x);
+        size_t n = chars_of(s);
+        if (n < 1 || n > TAG_MAX || has_control(s, 0)) {
+            char d[120];
+            snprintf(d, sizeof d, "tags[%zu] must be 1..%d characters without control characters",
+                     i, TAG_MAX);
             json_decref(out);
-            bad_field(req, field, d);
+            bad_field(t, "tags", d);
             return NULL;
         }
-        if (!in_array(out, json_string_value(x)))
+        char low[TAG_MAX * 4 + 1];
+        lower(s, low, sizeof low);
+        if (!has_string(out, low))
+            json_array_append_new(out, json_string(low));
+    }
+    return out;
+}
+
+/* User ids, duplicates dropped. NULL after answering t. */
+static json_t *clean_user_ids(onair_target_t t, json_t *ids, const char *field)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(ids, i, x)
+    {
+        if (!user_id_ok(json_string_value(x))) {
+            char d[120];
+            snprintf(d, sizeof d, "%s[%zu] must be a user id (1..%d characters)", field, i, ID_MAX);
+            json_decref(out);
+            bad_field(t, field, d);
+            return NULL;
+        }
+        if (!has_string(out, json_string_value(x)))
             json_array_append(out, x);
     }
     return out;
 }
 
-/* Settings: defaults on create ("settings" object), dotted keys on update. */
-static int validate_settings(onair_req_t *req, json_t *in, json_t *set, int creating)
+static json_t *default_settings(void)
 {
-    static const char *const allowed[] = {"chat_slow_mode_s",   "chat_followers_only",
-                                          "chat_verified_only", "max_viewers",
-                                          "record_on_start",    NULL};
-    if (!json_is_object(in))
-        return bad_field(req, "settings", "settings must be an object");
-    if (reject_unknown(req, in, allowed, "settings."))
-        return -1;
-    json_t *out =
-        creating ? json_pack("{s:i,s:b,s:b,s:i,s:b}", "chat_slow_mode_s", 0, "chat_followers_only",
-                             0, "chat_verified_only", 0, "max_viewers", 0, "record_on_start", 0)
-                 : json_object();
-    const char *key;
-    json_t *v;
-    json_object_foreach(in, key, v)
-    {
-        char f[64];
-        snprintf(f, sizeof f, "settings.%s", key);
-        if (!strcmp(key, "chat_slow_mode_s")) {
-            json_int_t s = json_integer_value(v);
-            if (!json_is_integer(v) || (s != 0 && (s < 3 || s > 120))) {
-                json_decref(out);
-                return bad_field(req, f, "settings.chat_slow_mode_s must be 0 (off) or 3..120");
-            }
-        } else if (!strcmp(key, "max_viewers")) {
-            json_int_t s = json_integer_value(v);
-            if (!json_is_integer(v) || s < 0 || s > 1000000) {
-                json_decref(out);
-                return bad_field(req, f,
-                                 "settings.max_viewers must be 0 (no limit) or up to 1000000");
-            }
-        } else if (!json_is_boolean(v)) {
-            char d[96];
-            snprintf(d, sizeof d, "%s must be true or false", f);
-            json_decref(out);
-            return bad_field(req, f, d);
-        } else if (!strcmp(key, "record_on_start") && json_is_true(v)) {
-            /* nothing records yet: refuse rather than accept a setting that does nothing */
-            json_decref(out);
-            return bad_field(req, f, "recording is not available on this server");
-        }
-        json_object_set(out, key, v);
-    }
-    if (creating) {
-        json_object_set_new(set, "settings", out);
-    } else {
-        json_object_foreach(out, key, v)
-        {
-            char f[64];
-            snprintf(f, sizeof f, "settings.%s", key);
-            json_object_set(set, f, v);
-        }
-        json_decref(out);
-    }
-    return 0;
+    return json_pack("{s:i,s:b,s:b,s:i,s:b}", "chat_slow_mode_s", 0, "chat_followers_only", 0,
+                     "chat_verified_only", 0, "max_viewers", 0, "record_on_start", 0);
 }
 
-/* Check body's fields into set ($set-ready). smod: only title, category and tags may
- * appear. 0, or -1 after answering. */
-static int validate_stream(streams_t *st, onair_req_t *req, json_t *body, json_t *set, int creating,
-                           int smod)
+/* The members of body (create_body or update_body passed) into set, as stored: the checks a
+ * schema cannot express, then title's search terms, tags lower-cased, duplicates dropped.
+ * Settings: on create a whole object with defaults filled in, on update one $set key each
+ * ("settings.max_viewers"), so the others stay. ONAIR_OK, or ONAIR_EINVAL after answering t. */
+static int stream_fields(streams_t *st, onair_target_t t, json_t *body, json_t *set, int creating)
 {
-    static const char *const allowed[] = {"title",      "description",     "category", "tags",
-                                          "visibility", "allowed_viewers", "settings", NULL};
-    if (reject_unknown(req, body, allowed, ""))
-        return -1;
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        if (smod && strcmp(key, "title") && strcmp(key, "category") && strcmp(key, "tags")) {
+    const char *title = onair_str(body, "title");
+    if (title) {
+        if (has_control(title, 0))
+            return bad_field(t, "title", "title must not hold control characters");
+        json_object_set_new(set, "title", json_string(title));
+        json_object_set_new(set, "search", search_terms(title));
+    }
+    const char *description = onair_str(body, "description");
+    if (description) {
+        if (has_control(description, 1))
+            return bad_field(t, "description",
+                             "description must not hold control characters other than newlines "
+                             "and tabs");
+        json_object_set_new(set, "description", json_string(description));
+    }
+    json_t *category = json_object_get(body, "category");
+    if (category) { /* null: none */
+        const char *s = json_string_value(category);
+        if (s && has_control(s, 0))
+            return bad_field(t, "category", "category must not hold control characters");
+        if (s && !category_allowed(st, s)) {
             char d[160];
             snprintf(d, sizeof d,
-                     "stream moderators may change title, category and tags only, not '%s'", key);
-            problem_field(req, 403, "field_not_allowed", key, d);
-            return -1;
+                     "unknown category '%.64s': GET /api/v1/streams/categories lists the allowed "
+                     "ones",
+                     s);
+            onair_field_problem(api, t, "unknown_category", "category", d);
+            return ONAIR_EINVAL;
         }
+        json_object_set(set, "category", category);
     }
-    json_t *t = json_object_get(body, "title");
-    if (t) {
-        const char *s = json_string_value(t);
-        size_t n = s ? str_chars(s) : 0;
-        if (!s || n < 1 || n > TITLE_MAX || has_ctl(s, 0))
-            return bad_field(req, "title",
-                             "title must be 1..140 characters without control characters");
-        json_object_set(set, "title", t);
-        json_object_set_new(set, "search", search_terms(s));
-    } else if (creating) {
-        problem_field(req, 400, "missing_field", "title", "the field 'title' is required");
-        return -1;
-    }
-    if ((t = json_object_get(body, "description"))) {
-        const char *s = json_string_value(t);
-        if (!s || str_chars(s) > DESC_MAX || has_ctl(s, 1))
-            return bad_field(req, "description",
-                             "description must be text of at most 2000 characters");
-        json_object_set(set, "description", t);
-    }
-    if ((t = json_object_get(body, "category"))) {
-        const char *s = json_string_value(t);
-        if (!json_is_null(t)) {
-            size_t n = s ? str_chars(s) : 0;
-            if (!s || n < 1 || n > CATEGORY_MAX || has_ctl(s, 0))
-                return bad_field(req, "category",
-                                 "category must be 1..64 characters (or null for none)");
-            if (!category_allowed(st, s)) {
-                char d[160];
-                snprintf(d, sizeof d,
-                         "unknown category '%.64s': GET /api/v1/streams/categories "
-                         "lists the allowed ones",
-                         s);
-                problem_field(req, 400, "unknown_category", "category", d);
-                return -1;
-            }
-        }
-        json_object_set(set, "category", t);
-    }
-    if ((t = json_object_get(body, "tags"))) {
-        if (!json_is_array(t) || json_array_size(t) > TAGS_MAX)
-            return bad_field(req, "tags", "tags must be an array of at most 10 tags");
-        json_t *tags = json_array();
-        size_t i;
-        json_t *x;
-        json_array_foreach(t, i, x)
-        {
-            const char *s = json_string_value(x);
-            size_t n = s ? str_chars(s) : 0;
-            if (!s || n < 1 || n > TAG_MAX || has_ctl(s, 0)) {
-                json_decref(tags);
-                char d[120];
-                snprintf(d, sizeof d, "tags[%zu] must be 1..25 characters", i);
-                return bad_field(req, "tags", d);
-            }
-            char low[TAG_MAX * 4 + 1];
-            size_t k = 0;
-            for (; s[k] && k < sizeof low - 1; k++)
-                low[k] = (char)tolower((unsigned char)s[k]);
-            low[k] = 0;
-            if (!in_array(tags, low))
-                json_array_append_new(tags, json_string(low));
-        }
+    json_t *list = json_object_get(body, "tags");
+    if (list) {
+        json_t *tags = clean_tags(t, list);
+        if (!tags)
+            return ONAIR_EINVAL;
         json_object_set_new(set, "tags", tags);
     }
-    if ((t = json_object_get(body, "visibility"))) {
-        const char *s = json_string_value(t);
-        if (!s || (strcmp(s, "public") && strcmp(s, "unlisted") && strcmp(s, "private")))
-            return bad_field(req, "visibility",
-                             "visibility must be \"public\", \"unlisted\" or \"private\"");
-        json_object_set(set, "visibility", t);
-    }
-    if ((t = json_object_get(body, "allowed_viewers"))) {
-        json_t *ids = clean_id_list(req, t, "allowed_viewers", ALLOWED_MAX);
+    json_t *visibility = json_object_get(body, "visibility");
+    if (visibility)
+        json_object_set(set, "visibility", visibility);
+    if ((list = json_object_get(body, "allowed_viewers"))) {
+        json_t *ids = clean_user_ids(t, list, "allowed_viewers");
         if (!ids)
-            return -1;
+            return ONAIR_EINVAL;
         json_object_set_new(set, "allowed_viewers", ids);
     }
-    if ((t = json_object_get(body, "settings")) && validate_settings(req, t, set, creating))
-        return -1;
-    return 0;
+    json_t *settings = json_object_get(body, "settings");
+    json_int_t slow = json_integer_value(json_object_get(settings, "chat_slow_mode_s"));
+    if (slow > 0 && slow < SLOW_MODE_MIN)
+        return bad_field(t, "settings.chat_slow_mode_s",
+                         "settings.chat_slow_mode_s must be 0 (off) or 3..120");
+    /* nothing records yet: refuse rather than accept a setting that does nothing */
+    if (json_is_true(json_object_get(settings, "record_on_start")))
+        return bad_field(t, "settings.record_on_start",
+                         "recording is not available on this server");
+    if (creating && settings) {
+        json_t *all = default_settings();
+        json_object_update(all, settings);
+        json_object_set_new(set, "settings", all);
+    } else if (settings) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(settings, key, v)
+        {
+            char dotted[64];
+            snprintf(dotted, sizeof dotted, "settings.%s", key);
+            json_object_set(set, dotted, v);
+        }
+    }
+    return ONAIR_OK;
 }
 
+/* ?limit= (1..100, default 20). ONAIR_OK, or ONAIR_EINVAL after answering. */
 static int parse_limit(onair_req_t *req, int *limit)
 {
     const char *q = api->req_query(req, "limit");
     *limit = PAGE_DEFAULT;
     if (!q)
-        return 0;
+        return ONAIR_OK;
     char *end;
     errno = 0;
     long v = strtol(q, &end, 10);
     if (end == q || *end || errno || v < 1 || v > PAGE_MAX) {
-        api->reply_problem(req, 400, "invalid_query", "limit must be an integer 1..100");
-        return -1;
+        api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EINVAL, "invalid_query",
+                            "limit must be an integer 1..100", NULL);
+        return ONAIR_EINVAL;
     }
     *limit = (int)v;
-    return 0;
+    return ONAIR_OK;
 }
 
-/* ---- POST /api/v1/streams --------------------------------------------------------------- */
-
-static void created(int status, json_t *result, void *ud)
+static int invalid_query(onair_req_t *req, const char *detail)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    json_t *id = json_array_get(json_object_get(result, "ids"), 0);
-    json_object_set(op->data, "_id", id);
-    json_t *view = stream_view(op->st, op->data, 1);
-    api->bus_publish(op->st->self, "stream.created", json_pack("{s:O}", "stream", view));
-    if (!op->req) { /* made for a schedule: the owner hears of it on their user topic */
-        char topic[160];
-        snprintf(topic, sizeof topic, "user.%s", sget(op->data, "owner"));
-        api->ws_publish(topic, "streams.created",
-                        json_pack("{s:o,s:s}", "stream", view, "stream_key", op->key));
-        return op_free(op);
-    }
-    op_reply(op, 201, json_pack("{s:o,s:s}", "stream", view, "stream_key", op->key));
+    return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EINVAL, "invalid_query", detail, NULL);
 }
 
-/* A new stream document for owner with the validated fields in set (stolen). */
+/* A page of a find failed: the store refuses a malformed `after` cursor with EINVAL (the
+ * rest of the spec is the plugin's own). */
+static void page_failed(onair_flow_t *f, int status, json_t *result)
+{
+    if (status == ONAIR_EINVAL)
+        return onair_flow_problem(f, ONAIR_EINVAL, "invalid_query", "after is not a valid cursor",
+                                  NULL);
+    onair_flow_fail(f, status, result);
+}
+
+/* ---- POST /api/v1/streams (and schedule.due) -------------------------------------------- */
+
+/* A new stream document for owner with the fields in set (stolen) and the key's hash. */
 static json_t *new_stream_doc(streams_t *st, const char *owner, json_t *set, const char *hash)
 {
     json_int_t now = (json_int_t)api->now_ms(st->self);
-    json_t *doc = json_pack(
-        "{s:s,s:s,s:n,s:[],s:s,s:[],s:[],s:s,s:i,s:I,s:I,s:n,s:n,s:s,s:i,s:{s:i,s:b,s:b,s:i,s:b}}",
-        "owner", owner, "description", "", "category", "tags", "visibility", "public",
-        "allowed_viewers", "moderators", "status", "created", "status_rank", 0, "created_at", now,
-        "updated_at", now, "started_at", "ended_at", "key_hash", hash, "peak_viewers", 0,
-        "settings", "chat_slow_mode_s", 0, "chat_followers_only", 0, "chat_verified_only", 0,
-        "max_viewers", 0, "record_on_start", 0);
+    json_t *doc =
+        json_pack("{s:s,s:s,s:n,s:[],s:s,s:[],s:[],s:s,s:i,s:I,s:I,s:n,s:n,s:s,s:i,s:o}", "owner",
+                  owner, "description", "", "category", "tags", "visibility", "public",
+                  "allowed_viewers", "moderators", "status", "created", "status_rank", 0,
+                  "created_at", now, "updated_at", now, "started_at", "ended_at", "key_hash", hash,
+                  "peak_viewers", 0, "settings", default_settings());
     if (doc)
         json_object_update(doc, set);
     json_decref(set);
     return doc;
 }
 
+static void created(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    int for_schedule = !f->t.req;
+    if (status != ONAIR_OK) {
+        if (for_schedule)
+            log_failure(op->st, "creating the scheduled stream", result);
+        return onair_flow_fail(f, status, result);
+    }
+    json_object_set(op->data, "_id", json_array_get(json_object_get(result, "ids"), 0));
+    json_t *view = stream_view(op->st, op->data, 1);
+    api->bus_publish(op->st->self, "stream.created", json_pack("{s:O}", "stream", view));
+    json_t *made = json_pack("{s:o,s:s}", "stream", view, "stream_key", op->key);
+    if (!for_schedule)
+        return onair_flow_reply(f, 201, made);
+    /* made for a schedule: the owner hears of it on their user topic */
+    char topic[160];
+    snprintf(topic, sizeof topic, "user.%s", onair_str(op->data, "owner"));
+    api->ws_publish(topic, "streams.created", made);
+    onair_flow_end(f);
+}
+
+/* Store a new stream for owner with the fields in set (stolen); the flow goes on in
+ * created. */
+static int insert_stream(op_t *op, const char *owner, json_t *set)
+{
+    char hash[65];
+    if (make_key(op->key, hash)) {
+        api->log(op->st->self, ONAIR_LOG_ERROR, "no randomness for a stream key");
+        json_decref(set);
+        onair_flow_problem(&op->flow, ONAIR_EINTERNAL, NULL, "no randomness for a stream key",
+                           NULL);
+        return ONAIR_PENDING;
+    }
+    op->data = new_stream_doc(op->st, owner, set, hash);
+    return ONAIR_THEN(
+        &op->flow, created,
+        api->store_insert(op->st->streams, json_deep_copy(op->data), onair_flow_cb, &op->flow));
+}
+
 static int post_create(onair_req_t *req, void *ud)
 {
     streams_t *st = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
     json_t *set = json_object();
-    if (validate_stream(st, req, api->req_json(req), set, 1, 0)) {
+    if (stream_fields(st, t, api->req_json(req), set, 1) != ONAIR_OK) {
         json_decref(set);
-        return ONAIR_OK;
+        return ONAIR_OK; /* answered */
     }
-    op_t *op = op_new(st, req, NULL);
-    char hash[65];
-    if (!op || make_key(op->key, hash)) {
+    op_t *op = op_new(st, t, api->req_user(req), NULL);
+    if (!op) {
         json_decref(set);
-        op_free(op);
-        return ONAIR_EINTERNAL;
-    }
-    op->data = new_stream_doc(st, op->user->id, set, hash);
-    if (!op->data) {
-        op_free(op);
         return ONAIR_ENOMEM;
     }
-    return start_rc(op, api->store_insert(st->streams, json_deep_copy(op->data), created, op));
+    return insert_stream(op, op->user->id, set);
 }
 
-/* ---- GET /api/v1/streams/{id} ------------------------------------------------------------ */
+/* ---- GET /api/v1/streams/{id}, /categories ----------------------------------------------- */
 
 static void get_one_step(op_t *op)
 {
-    op_reply(op, 200, json_pack("{s:o}", "stream", view_for(op->st, op->doc, op->user)));
+    onair_flow_reply(&op->flow, 200,
+                     json_pack("{s:o}", "stream", view_for(op->st, op->doc, op->user)));
 }
 
 static int get_one(onair_req_t *req, void *ud)
@@ -1330,84 +1328,112 @@ static int get_categories(onair_req_t *req, void *ud)
 {
     streams_t *st = ud;
     json_t *list = json_object_get(api->config(st->self), "categories");
-    return api->reply_json(req, 200,
-                           json_pack("{s:o,s:b}", "categories",
-                                     json_is_array(list) ? json_deep_copy(list) : json_array(),
-                                     "any", !json_is_array(list) || !json_array_size(list)));
+    return api->target_reply(ONAIR_TARGET_REQ(req), 200,
+                             json_pack("{s:o,s:b}", "categories",
+                                       json_is_array(list) ? json_deep_copy(list) : json_array(),
+                                       "any", json_array_size(list) == 0));
 }
 
 /* ---- PATCH /api/v1/streams/{id} ------------------------------------------------------- */
 
-static void updated(int status, json_t *result, void *ud)
+static void updated(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc))
-        return not_found(op);
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc)) /* deleted meanwhile */
+        return stream_not_found(op);
     publish_stream(op->st, doc, "stream.updated");
-    op_reply(op, 200, json_pack("{s:o}", "stream", view_for(op->st, doc, op->user)));
+    onair_flow_reply(f, 200, json_pack("{s:o}", "stream", view_for(op->st, doc, op->user)));
+}
+
+/* Stream moderators may change the title, the category and the tags: the first other member
+ * of body, or NULL. */
+static const char *beyond_smod(json_t *body)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "title") && strcmp(key, "category") && strcmp(key, "tags"))
+            return key;
+    }
+    return NULL;
 }
 
 static void patch_step(op_t *op)
 {
     int full = is_owner(op->user, op->doc) || is_admin(op->user);
-    int smod = !full && is_smod(op->user, op->doc);
-    if (!full && !smod)
-        return op_problem(op, 403, "forbidden",
-                          "only the owner, an admin or a stream moderator may update a stream");
-    json_t *body = api->req_json(op->req);
-    if (json_object_size(body) == 0)
-        return op_problem(op, 400, "invalid_request", "nothing to update");
-    json_t *set = json_object();
-    if (validate_stream(op->st, op->req, body, set, 0, smod)) {
-        op->req = NULL; /* answered */
-        json_decref(set);
-        return op_free(op);
+    if (!full && !is_smod(op->user, op->doc))
+        return forbidden(op, "only the owner, an admin or a stream moderator may update a stream");
+    const char *member = full ? NULL : beyond_smod(api->req_json(op->flow.t.req));
+    if (member) {
+        char d[160];
+        snprintf(d, sizeof d,
+                 "stream moderators may change title, category and tags only, not '%s'", member);
+        return onair_flow_problem(&op->flow, ONAIR_EPERM, "field_not_allowed", d,
+                                  json_pack("{s:s}", "field", member));
     }
-    json_object_set_new(set, "updated_at", json_integer((json_int_t)api->now_ms(op->st->self)));
-    json_t *spec = json_pack("{s:{s:s},s:{s:o},s:s}", "filter", "_id", op->id, "update", "$set",
-                             set, "return", "after");
-    int rc = api->store_find_and_modify(op->st->streams, spec, updated, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    json_object_set_new(op->data, "updated_at",
+                        json_integer((json_int_t)api->now_ms(op->st->self)));
+    json_t *spec = json_pack("{s:{s:s},s:{s:O},s:s}", "filter", "_id", op->id, "update", "$set",
+                             op->data, "return", "after");
+    ONAIR_THEN(&op->flow, updated,
+               api->store_find_and_modify(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
 static int patch_stream(onair_req_t *req, void *ud)
 {
-    return with_stream(req, ud, patch_step);
+    streams_t *st = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
+    json_t *body = api->req_json(req);
+    if (json_object_size(body) == 0)
+        return api->target_problem(t, ONAIR_EINVAL, "invalid_request", "nothing to update", NULL);
+    json_t *set = json_object();
+    if (stream_fields(st, t, body, set, 0) != ONAIR_OK) {
+        json_decref(set);
+        return ONAIR_OK; /* answered */
+    }
+    op_t *op = op_new(st, t, api->req_user(req), api->req_param(req, "id"));
+    if (!op) {
+        json_decref(set);
+        return ONAIR_ENOMEM;
+    }
+    op->data = set;
+    return load_stream(op, patch_step);
 }
 
 /* ---- DELETE /api/v1/streams/{id} -------------------------------------------------------- */
 
-static void deleted(int status, json_t *result, void *ud)
+static void deleted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    if (json_integer_value(json_object_get(result, "deleted")) == 0)
-        return op_problem(op, 409, "stream_live", "a live stream cannot be deleted: end it first");
+        return onair_flow_fail(f, status, result);
+    if (json_integer_value(json_object_get(result, "deleted")) == 0) /* went live meanwhile */
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "stream_live",
+                                  "a live stream cannot be deleted: end it first", NULL);
     char topic[64];
-    snprintf(topic, sizeof topic, "stream.%s", op->id);
+    stream_topic(topic, op->id);
     api->ws_publish(topic, "stream.deleted", json_pack("{s:s}", "stream", op->id));
-    api->bus_publish(op->st->self, "stream.deleted",
-                     json_pack("{s:s,s:s}", "stream", op->id, "owner", sget(op->doc, "owner")));
+    api->bus_publish(
+        op->st->self, "stream.deleted",
+        json_pack("{s:s,s:s?}", "stream", op->id, "owner", onair_str(op->doc, "owner")));
     json_object_del(op->st->rooms, op->id);
-    api->reply_raw(op->req, 204, NULL, NULL, 0);
-    op_free(op);
+    onair_flow_reply(f, 204, NULL);
 }
 
 static void delete_step(op_t *op)
 {
     if (!is_owner(op->user, op->doc) && !is_admin(op->user))
-        return op_problem(op, 403, "forbidden", "only the owner or an admin may delete a stream");
-    if (!strcmp(sget(op->doc, "status"), "live"))
-        return op_problem(op, 409, "stream_live", "a live stream cannot be deleted: end it first");
+        return forbidden(op, "only the owner or an admin may delete a stream");
+    if (is_live(op->doc))
+        return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "stream_live",
+                                  "a live stream cannot be deleted: end it first", NULL);
     json_t *spec = json_pack("{s:{s:s,s:{s:s}}}", "filter", "_id", op->id, "status", "$ne", "live");
-    int rc = api->store_delete(op->st->streams, spec, deleted, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    ONAIR_THEN(&op->flow, deleted,
+               api->store_delete(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
 static int delete_stream(onair_req_t *req, void *ud)
@@ -1415,19 +1441,10 @@ static int delete_stream(onair_req_t *req, void *ud)
     return with_stream(req, ud, delete_step);
 }
 
-/* A store failure as an HTTP answer: an unreachable database is 503 (with Retry-After,
- * see op_problem), anything else 500. */
-static int store_http(int status)
-{
-    return status == ONAIR_EUNAVAILABLE || status == ONAIR_ETIMEDOUT ? 503 : 500;
-}
-
-static const char *store_code(int status)
-{
-    return store_http(status) == 503 ? "unavailable" : "internal";
-}
-
-/* ---- going live and ending --------------------------------------------------------------- */
+/* ---- going live and ending ------------------------------------------------------------------
+ * One path for every way a stream goes live or ends: POST .../start and /end, the media
+ * relay's services, streams_media.h (the media.* bus topics and the test route). Each
+ * finishes through op->finish. */
 
 /* The stream went live: the connections that watched it while it was not live become its
  * viewers, up to settings.max_viewers (the owner, stream moderators and admins always).
@@ -1435,12 +1452,10 @@ static const char *store_code(int status)
  * "stream_full"}. */
 static void watchers_counted(streams_t *st, json_t *doc)
 {
-    const char *sid = sget(doc, "_id");
+    const char *sid = onair_str(doc, "_id");
     if (!sid)
         return;
     json_int_t max = max_viewers_of(doc);
-    char topic[64];
-    snprintf(topic, sizeof topic, "stream.%s", sid);
     const char *ckey;
     json_t *w, *tmp;
     json_object_foreach_safe(st->conns, tmp, ckey, w)
@@ -1451,14 +1466,10 @@ static void watchers_counted(streams_t *st, json_t *doc)
             continue;
         int priv = json_is_true(json_object_get(e, "priv"));
         if (room_full(st, sid, max, vkey, priv)) {
-            onair_conn_t conn = (onair_conn_t)strtoull(ckey, NULL, 10);
-            api->ws_send(conn, "streams.unwatched",
+            api->ws_send((onair_conn_t)strtoull(ckey, NULL, 10), "streams.unwatched",
                          json_pack("{s:s,s:s,s:s}", "stream", sid, "code", "stream_full", "detail",
                                    "the stream has reached its viewer limit"));
-            api->ws_unsubscribe(conn, topic);
-            json_object_del(w, sid);
-            if (json_object_size(w) == 0)
-                json_object_del(st->conns, ckey);
+            watch_drop(st, ckey, w, sid);
             continue;
         }
         json_object_set_new(e, "counted", json_true());
@@ -1474,13 +1485,7 @@ static void viewers_clear(streams_t *st, const char *sid)
     json_t *rest = json_object_get(room_get(st, sid, 0), "rest");
     const char *key;
     json_t *x, *tmp;
-    json_object_foreach_safe(rest, tmp, key, x)
-    {
-        char vkey[ID_MAX + 3];
-        snprintf(vkey, sizeof vkey, "u:%s", key);
-        json_object_del(rest, key);
-        viewer_unref(st, sid, vkey);
-    }
+    json_object_foreach_safe(rest, tmp, key, x) rest_viewer_gone(st, sid, rest, key);
     json_t *w;
     json_object_foreach(st->conns, key, w)
     {
@@ -1495,89 +1500,119 @@ static void viewers_clear(streams_t *st, const char *sid)
         json_object_set_new(r, "peak", json_integer(room_count(st, sid)));
 }
 
-static void went_live(int status, json_t *result, void *ud)
+/* A call of the chain failed: finish with its status and error text. */
+static void finish_failed(op_t *op, int status, json_t *result)
 {
-    op_t *op = ud;
+    const char *e = onair_str(result, "error");
+    op->finish(op, status, NULL, e ? e : api->strerror(status));
+}
+
+static void went_live(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
     streams_t *st = op->st;
-    if (status != ONAIR_OK)
-        return op->done(op, store_http(status), store_code(status), store_error(result));
     json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc))
-        return op->done(op, 409, "already_live", "the stream is live already");
+    if (status != ONAIR_OK)
+        return finish_failed(op, status, result);
+    if (!json_is_object(doc)) /* another call was quicker */
+        return op->finish(op, ONAIR_ECONFLICT, "already_live", "the stream is live already");
     json_decref(op->doc);
     op->doc = json_incref(doc);
     publish_stream(st, doc, "stream.started");
     /* Followers hear it on their own topic; for a private stream only those allowed. */
     json_t *only = NULL;
-    if (!strcmp(sget(doc, "visibility"), "private")) {
+    if (is_private(doc)) {
         only = json_deep_copy(json_object_get(doc, "allowed_viewers"));
         json_array_extend(only, json_object_get(doc, "moderators"));
     }
-    notify_followers(st, sget(doc, "owner"), "stream.started",
+    notify_followers(st, onair_str(doc, "owner"), "stream.started",
                      json_pack("{s:o}", "stream", stream_view(st, doc, 0)), only);
     json_decref(only);
     watchers_counted(st, doc);
-    op->done(op, 200, NULL, NULL);
+    op->finish(op, ONAIR_OK, NULL, NULL);
 }
 
-static void live_counted(int status, json_t *result, void *ud)
+static void live_counted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op->done(op, store_http(status), store_code(status), store_error(result));
+        return finish_failed(op, status, result);
     int64_t max = api->config_int(op->st->self, "max_live_per_user");
     if (json_integer_value(json_object_get(result, "count")) >= max) {
         char d[128];
         snprintf(d, sizeof d, "you may have %lld live stream%s at once: end one first",
                  (long long)max, max == 1 ? "" : "s");
-        return op->done(op, 409, "live_limit", d);
+        return op->finish(op, ONAIR_ECONFLICT, "live_limit", d);
     }
     json_int_t now = (json_int_t)api->now_ms(op->st->self);
     json_t *spec =
         json_pack("{s:{s:s,s:{s:s}},s:{s:{s:s,s:i,s:I,s:I,s:n}},s:s}", "filter", "_id", op->id,
                   "status", "$ne", "live", "update", "$set", "status", "live", "status_rank", 1,
                   "started_at", now, "updated_at", now, "ended_at", "return", "after");
-    int rc = api->store_find_and_modify(op->st->streams, spec, went_live, op);
-    if (rc != ONAIR_OK)
-        op->done(op, store_http(rc), store_code(rc), api->strerror(rc));
+    ONAIR_THEN(f, went_live, api->store_find_and_modify(op->st->streams, spec, onair_flow_cb, f));
 }
 
-/* op->doc is the stream, op->verified the owner's account state; finishes with op->done. */
+/* op->doc is the stream, op->verified the owner's account state: the live limit, then the
+ * state change (conditional: a stream live already is not started twice). */
 static void go_live(op_t *op)
 {
-    if (!strcmp(sget(op->doc, "status"), "live"))
-        return op->done(op, 409, "already_live", "the stream is live already");
+    if (is_live(op->doc))
+        return op->finish(op, ONAIR_ECONFLICT, "already_live", "the stream is live already");
     if (api->config_bool(op->st->self, "require_verified_to_stream") && !op->verified)
-        return op->done(op, 403, "verification_required",
-                        "going live needs a verified account: verify it with POST "
-                        "/api/v1/verification/start");
-    json_t *spec =
-        json_pack("{s:{s:s,s:s}}", "filter", "owner", sget(op->doc, "owner"), "status", "live");
-    int rc = api->store_count(op->st->streams, spec, live_counted, op);
-    if (rc != ONAIR_OK)
-        op->done(op, store_http(rc), store_code(rc), api->strerror(rc));
+        return op->finish(op, ONAIR_EPERM, "verification_required",
+                          "going live needs a verified account: verify it with POST "
+                          "/api/v1/verification/start");
+    json_t *spec = json_pack("{s:{s:s?,s:s}}", "filter", "owner", onair_str(op->doc, "owner"),
+                             "status", "live");
+    ONAIR_THEN(&op->flow, live_counted,
+               api->store_count(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
-static void ended(int status, json_t *result, void *ud)
+static void owner_loaded(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
+    json_t *owner = json_object_get(result, "user");
+    if (status == ONAIR_ENOTFOUND) /* an account that is gone cannot go live */
+        return op->finish(op, ONAIR_EPERM, "forbidden",
+                          "the stream's owner account does not exist");
     if (status != ONAIR_OK)
-        return op->done(op, store_http(status), store_code(status), store_error(result));
+        return finish_failed(op, status, result);
+    if (json_is_true(json_object_get(owner, "disabled")))
+        return op->finish(op, ONAIR_EPERM, "forbidden", "the stream's owner account is disabled");
+    op->verified = json_is_true(json_object_get(owner, "verified"));
+    go_live(op);
+}
+
+/* A media publisher for op->doc: it goes live as its owner's account is now (verified,
+ * disabled); a live stream stays live (a reconnecting or replacing publisher). */
+static void go_live_as_owner(op_t *op)
+{
+    if (is_live(op->doc))
+        return op->finish(op, ONAIR_OK, NULL, NULL);
+    ONAIR_THEN(&op->flow, owner_loaded,
+               api->user_get(op->st->self, onair_str(op->doc, "owner"), onair_flow_cb, &op->flow));
+}
+
+static void ended(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return finish_failed(op, status, result);
     if (!json_is_object(doc)) /* ended meanwhile: idempotent */
-        return op->done(op, 200, NULL, NULL);
+        return op->finish(op, ONAIR_OK, NULL, NULL);
     json_decref(op->doc);
     op->doc = json_incref(doc);
     viewers_clear(op->st, op->id);
     publish_stream(op->st, doc, "stream.ended");
-    op->done(op, 200, NULL, NULL);
+    op->finish(op, ONAIR_OK, NULL, NULL);
 }
 
-/* End op->doc if live (idempotent otherwise); finishes with op->done. */
+/* End op->doc if live (idempotent otherwise), keeping the session's peak. */
 static void end_live(op_t *op)
 {
-    if (strcmp(sget(op->doc, "status"), "live") != 0)
-        return op->done(op, 200, NULL, NULL);
+    if (!is_live(op->doc))
+        return op->finish(op, ONAIR_OK, NULL, NULL);
     json_int_t now = (json_int_t)api->now_ms(op->st->self);
     json_int_t peak = room_peak(op->st, op->id);
     json_int_t old = json_integer_value(json_object_get(op->doc, "peak_viewers"));
@@ -1585,24 +1620,26 @@ static void end_live(op_t *op)
                              op->id, "status", "live", "update", "$set", "status", "ended",
                              "status_rank", 0, "ended_at", now, "updated_at", now, "peak_viewers",
                              peak > old ? peak : old, "return", "after");
-    int rc = api->store_find_and_modify(op->st->streams, spec, ended, op);
-    if (rc != ONAIR_OK)
-        op->done(op, store_http(rc), store_code(rc), api->strerror(rc));
+    ONAIR_THEN(&op->flow, ended,
+               api->store_find_and_modify(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
-static void rest_done(op_t *op, int status, const char *code, const char *detail)
+/* ---- POST /api/v1/streams/{id}/start, /end ----------------------------------------------- */
+
+static void rest_finished(op_t *op, int status, const char *code, const char *detail)
 {
-    if (status != 200)
-        return op_problem(op, status, code, detail);
-    op_reply(op, 200, json_pack("{s:o}", "stream", view_for(op->st, op->doc, op->user)));
+    if (status != ONAIR_OK)
+        return onair_flow_problem(&op->flow, status, code, detail, NULL);
+    onair_flow_reply(&op->flow, 200,
+                     json_pack("{s:o}", "stream", view_for(op->st, op->doc, op->user)));
 }
 
 static void start_step(op_t *op)
 {
     if (!is_owner(op->user, op->doc))
-        return op_problem(op, 403, "forbidden", "only the owner may start a stream");
+        return forbidden(op, "only the owner may start a stream");
     op->verified = op->user->verified;
-    op->done = rest_done;
+    op->finish = rest_finished;
     go_live(op);
 }
 
@@ -1614,10 +1651,11 @@ static int post_start(onair_req_t *req, void *ud)
 static void end_step(op_t *op)
 {
     if (!is_owner(op->user, op->doc) && !is_admin(op->user))
-        return op_problem(op, 403, "forbidden", "only the owner or an admin may end a stream");
-    if (!strcmp(sget(op->doc, "status"), "created"))
-        return op_problem(op, 409, "not_live", "the stream has not started");
-    op->done = rest_done;
+        return forbidden(op, "only the owner or an admin may end a stream");
+    if (same(onair_str(op->doc, "status"), "created"))
+        return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "not_live",
+                                  "the stream has not started", NULL);
+    op->finish = rest_finished;
     end_live(op);
 }
 
@@ -1626,47 +1664,35 @@ static int post_end(onair_req_t *req, void *ud)
     return with_stream(req, ud, end_step);
 }
 
-/* ---- media hooks ------------------------------------------------------------------------ */
+/* ---- streams_media.h: publish and unpublish by stream key -------------------------------- */
 
-static void media_done(op_t *op, int status, const char *code, const char *detail)
+static void media_finished(op_t *op, int status, const char *code, const char *detail)
 {
-    json_t *view = status == 200 && op->doc ? stream_view(op->st, op->doc, 1) : NULL;
-    op->media_cb(status, code, detail, view, op->media_ud);
+    json_t *view = status == ONAIR_OK ? stream_view(op->st, op->doc, 1) : NULL;
+    if (status == ONAIR_OK)
+        op->media_cb(200, NULL, NULL, view, op->media_ud);
+    else
+        op->media_cb(api->status_http(status), code ? code : api->status_code(status), detail, view,
+                     op->media_ud);
     json_decref(view);
-    op_free(op);
+    onair_flow_end(&op->flow);
 }
 
-static void media_owner(int status, json_t *result, void *ud)
+static void key_found(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status == ONAIR_ENOTFOUND) /* an account that is gone cannot go live */
-        return op->done(op, 403, "forbidden", "the stream's owner account does not exist");
-    if (status != ONAIR_OK)
-        return op->done(op, store_http(status), store_code(status), store_error(result));
-    json_t *u = json_object_get(result, "user");
-    if (json_is_true(json_object_get(u, "disabled")))
-        return op->done(op, 403, "forbidden", "the stream's owner account is disabled");
-    op->verified = json_is_true(json_object_get(u, "verified"));
-    go_live(op);
-}
-
-static void media_found(int status, json_t *result, void *ud)
-{
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op->done(op, store_http(status), store_code(status), store_error(result));
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return finish_failed(op, status, result);
     if (!json_is_object(doc))
-        return op->done(op, 404, "invalid_stream_key", "no stream has this stream key");
+        return op->finish(op, ONAIR_ENOTFOUND, "invalid_stream_key",
+                          "no stream has this stream key");
     op->doc = json_incref(doc);
-    snprintf(op->id, sizeof op->id, "%s", sget(doc, "_id"));
-    if (!op->flag)
-        return end_live(op);
-    if (!strcmp(sget(doc, "status"), "live")) /* a reconnecting publisher */
-        return op->done(op, 200, NULL, NULL);
-    int rc = api->user_get(op->st->self, sget(doc, "owner"), media_owner, op);
-    if (rc != ONAIR_OK)
-        op->done(op, store_http(rc), store_code(rc), api->strerror(rc));
+    snprintf(op->id, sizeof op->id, "%s", onair_str(doc, "_id"));
+    if (op->publish)
+        go_live_as_owner(op);
+    else
+        end_live(op);
 }
 
 static int media_event(streams_t *st, const char *stream_key, int publish, streams_media_fn cb,
@@ -1675,17 +1701,19 @@ static int media_event(streams_t *st, const char *stream_key, int publish, strea
     char hash[65];
     if (!st || !stream_key || !cb || sha256_hex(stream_key, hash))
         return ONAIR_EINVAL;
-    op_t *op = op_new(st, NULL, NULL);
+    op_t *op = op_new(st, no_target, NULL, NULL);
     if (!op)
         return ONAIR_ENOMEM;
-    op->flag = publish;
-    op->done = media_done;
+    op->publish = publish;
+    op->finish = media_finished;
     op->media_cb = cb;
     op->media_ud = ud;
+    /* not ONAIR_THEN: streams_media.h promises no callback when the lookup does not start */
+    op->flow.next = key_found;
     json_t *spec = json_pack("{s:{s:s}}", "filter", "key_hash", hash);
-    int rc = api->store_find_one(st->streams, spec, media_found, op);
+    int rc = api->store_find_one(st->streams, spec, onair_flow_cb, &op->flow);
     if (rc != ONAIR_OK)
-        op_free(op);
+        onair_flow_end(&op->flow);
     return rc;
 }
 
@@ -1706,16 +1734,44 @@ static void media_logged(int http_status, const char *code, const char *detail, 
     if (http_status != 200)
         api->log(st->self, ONAIR_LOG_WARN, "media event refused: %s (%s)", code, detail);
     else
-        api->log(st->self, ONAIR_LOG_INFO, "media event: stream %s is %s", sget(stream, "id"),
-                 sget(stream, "status"));
+        api->log(st->self, ONAIR_LOG_INFO, "media event: stream %s is %s", onair_str(stream, "id"),
+                 onair_str(stream, "status"));
 }
 
+/* media.publish / media.unpublish {"stream_key"} on the bus */
 static void on_media(const char *topic, json_t *payload, void *ud)
 {
-    const char *key = sget(payload, "stream_key");
+    const char *key = onair_str(payload, "stream_key");
     int publish = !strcmp(topic, "media.publish");
     if (!key || media_event(ud, key, publish, media_logged, ud) != ONAIR_OK)
         api->log(((streams_t *)ud)->self, ONAIR_LOG_WARN, "%s without a usable stream_key", topic);
+}
+
+static void media_replied(int http_status, const char *code, const char *detail, json_t *stream,
+                          void *ud)
+{
+    onair_target_t t = ONAIR_TARGET_REQ(ud);
+    if (http_status != 200)
+        api->target_problem(t, http_status, code, detail, NULL);
+    else
+        api->target_reply(t, 200, json_pack("{s:O}", "stream", stream));
+}
+
+/* POST /api/v1/streams/_media (test_routes only). The body is checked here, after
+ * test_routes, rather than declared on the route: with test_routes off the route answers 404
+ * whatever the body. */
+static int post_media(onair_req_t *req, void *ud)
+{
+    streams_t *st = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
+    json_t *body = api->req_json(req);
+    if (!api->config_bool(st->self, "test_routes"))
+        return api->target_problem(t, ONAIR_ENOTFOUND, "not_found", "no such route", NULL);
+    if (api->body_check(media_body, body, t) != ONAIR_OK)
+        return ONAIR_OK; /* answered */
+    int publish = same(onair_str(body, "event"), "publish");
+    int rc = media_event(st, onair_str(body, "stream_key"), publish, media_replied, req);
+    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
 }
 
 /* ---- services for the core's media relay (WHIP) -------------------------------------------
@@ -1727,123 +1783,83 @@ static void on_media(const char *topic, json_t *payload, void *ud)
  * caller's right are checked (nothing goes live): WHIP asks so before it reads the SDP
  * offer. "streams.media_unpublish" {"stream": id}: ends it (idempotent). Answers
  * {"stream": ...}, or an error status with {"status", "code", "detail"}: what the REST
- * routes would answer. */
-static int status_of_http(int http)
+ * routes would answer, which WHIP answers as it is. */
+static void relay_finished(op_t *op, int status, const char *code, const char *detail)
 {
-    switch (http) {
-    case 400:
-        return ONAIR_EINVAL;
-    case 401:
-        return ONAIR_EAUTH;
-    case 403:
-        return ONAIR_EPERM;
-    case 404:
-        return ONAIR_ENOTFOUND;
-    case 409:
-        return ONAIR_ECONFLICT;
-    case 503:
-        return ONAIR_EUNAVAILABLE;
-    default:
-        return ONAIR_EINTERNAL;
-    }
-}
-
-static void svc_media_done(op_t *op, int status, const char *code, const char *detail)
-{
-    onair_service_call_t *call = op->media_ud;
-    if (status == 200)
-        api->service_answer(
-            call, ONAIR_OK,
-            json_pack("{s:o}", "stream", op->doc ? stream_view(op->st, op->doc, 1) : json_null()));
+    if (status == ONAIR_OK)
+        api->service_answer(op->call, ONAIR_OK,
+                            json_pack("{s:o}", "stream", stream_view(op->st, op->doc, 1)));
     else
-        api->service_answer(call, status_of_http(status),
-                            json_pack("{s:i,s:s,s:s}", "status", status, "code",
-                                      code ? code : "internal", "detail", detail ? detail : ""));
-    op_free(op);
+        api->service_answer(op->call, status,
+                            json_pack("{s:i,s:s,s:s}", "status", api->status_http(status), "code",
+                                      code ? code : api->status_code(status), "detail", detail));
+    onair_flow_end(&op->flow);
 }
 
-static void svc_media_loaded(int status, json_t *result, void *ud)
+static void relay_stream_loaded(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op->done(op, store_http(status), store_code(status), store_error(result));
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return finish_failed(op, status, result);
     if (!json_is_object(doc))
-        return op->done(op, 404, "not_found", "no such stream");
+        return op->finish(op, ONAIR_ENOTFOUND, "not_found", "no such stream");
     op->doc = json_incref(doc);
-    if (!op->flag)
+    if (!op->publish)
         return end_live(op);
-    json_t *args = api->service_args(op->media_ud);
-    const char *key = sget(args, "stream_key"), *user = sget(args, "user");
-    if (key) {
-        char hash[65];
-        const char *want = sget(doc, "key_hash");
-        if (sha256_hex(key, hash) || !want || strcmp(hash, want) != 0)
-            return op->done(op, 403, "invalid_stream_key", "this is not the stream's key");
-    } else if (!user || strcmp(user, sget(doc, "owner")) != 0) {
+    json_t *args = api->service_args(op->call);
+    const char *key = onair_str(args, "stream_key");
+    if (key && !key_matches(key, doc))
+        return op->finish(op, ONAIR_EPERM, "invalid_stream_key", "this is not the stream's key");
+    if (!key) {
+        op_set_caller(op, onair_str(args, "user"), json_object_get(args, "roles"));
         /* a private stream does not exist for those who may not see it (as on the routes) */
-        const char *roles[ACCESS_ROLES_MAX + 1] = {0};
-        size_t i, n = 0;
-        json_t *r;
-        json_array_foreach(json_object_get(args, "roles"), i, r)
-        {
-            if (n < ACCESS_ROLES_MAX && json_is_string(r))
-                roles[n++] = json_string_value(r);
-        }
-        onair_user_t u = {.size = sizeof u, .id = user, .roles = roles};
-        if (!can_see(user ? &u : NULL, doc))
-            return op->done(op, 404, "not_found", "no such stream");
-        return op->done(op, 403, "forbidden",
-                        "only the stream's owner (or its stream key) may publish");
+        if (!can_see(op->user, doc))
+            return op->finish(op, ONAIR_ENOTFOUND, "not_found", "no such stream");
+        if (!is_owner(op->user, doc))
+            return op->finish(op, ONAIR_EPERM, "forbidden",
+                              "only the stream's owner (or its stream key) may publish");
     }
     if (json_is_true(json_object_get(args, "check"))) /* the caller may publish: no more */
-        return op->done(op, 200, NULL, NULL);
-    if (!strcmp(sget(doc, "status"), "live")) /* a reconnecting or replacing publisher */
-        return op->done(op, 200, NULL, NULL);
-    int rc = api->user_get(op->st->self, sget(doc, "owner"), media_owner, op);
-    if (rc != ONAIR_OK)
-        op->done(op, store_http(rc), store_code(rc), api->strerror(rc));
+        return op->finish(op, ONAIR_OK, NULL, NULL);
+    go_live_as_owner(op);
 }
 
-static int svc_media(onair_service_call_t *call, streams_t *st, int publish)
+static int relay_service(onair_service_call_t *call, streams_t *st, int publish)
 {
-    const char *sid = sget(api->service_args(call), "stream");
+    const char *sid = onair_str(api->service_args(call), "stream");
     if (!sid)
         return ONAIR_EINVAL;
-    if (!hex24(sid))
-        return api->service_answer(call, ONAIR_ENOTFOUND,
-                                   json_pack("{s:i,s:s,s:s}", "status", 404, "code", "not_found",
-                                             "detail", "no such stream"));
-    op_t *op = op_new(st, NULL, sid);
+    op_t *op = op_new(st, no_target, NULL, sid);
     if (!op)
         return ONAIR_ENOMEM;
-    op->flag = publish;
-    op->done = svc_media_done;
-    op->media_ud = call;
-    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", op->id);
-    int rc = api->store_find_one(st->streams, spec, svc_media_loaded, op);
-    if (rc != ONAIR_OK) {
-        op_free(op);
-        return rc;
+    op->publish = publish;
+    op->finish = relay_finished;
+    op->call = call;
+    if (!onair_is_id(sid)) {
+        op->finish(op, ONAIR_ENOTFOUND, "not_found", "no such stream");
+        return ONAIR_PENDING;
     }
-    return ONAIR_PENDING;
+    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", op->id);
+    return ONAIR_THEN(&op->flow, relay_stream_loaded,
+                      api->store_find_one(st->streams, spec, onair_flow_cb, &op->flow));
 }
 
 static int svc_media_publish(onair_service_call_t *call, void *ud)
 {
-    return svc_media(call, ud, 1);
+    return relay_service(call, ud, 1);
 }
 
 static int svc_media_unpublish(onair_service_call_t *call, void *ud)
 {
-    return svc_media(call, ud, 0);
+    return relay_service(call, ud, 0);
 }
 
 /* "media.viewers" {"stream": id, "count": n}: WHEP viewers count as viewers. */
 static void on_media_viewers(const char *topic, json_t *payload, void *ud)
 {
     streams_t *st = ud;
-    const char *sid = sget(payload, "stream");
+    const char *sid = onair_str(payload, "stream");
     json_t *n = json_object_get(payload, "count");
     if (!sid || !json_is_integer(n))
         return;
@@ -1855,50 +1871,99 @@ static void on_media_viewers(const char *topic, json_t *payload, void *ud)
     }
 }
 
-static void media_replied(int http_status, const char *code, const char *detail, json_t *stream,
-                          void *ud)
-{
-    onair_req_t *req = ud;
-    if (http_status != 200)
-        api->reply_problem(req, http_status, code, detail);
-    else
-        api->reply_json(req, 200, json_pack("{s:O}", "stream", stream));
-}
-
-/* POST /api/v1/streams/_media (test_routes only) */
-static int post_media(onair_req_t *req, void *ud)
-{
-    streams_t *st = ud;
-    if (!api->config_bool(st->self, "test_routes"))
-        return api->reply_problem(req, 404, "not_found", "no such route");
-    json_t *body = api->req_json(req);
-    static const char *const allowed[] = {"event", "stream_key", NULL};
-    if (reject_unknown(req, body, allowed, ""))
-        return ONAIR_OK;
-    const char *ev = sget(body, "event"), *key = sget(body, "stream_key");
-    if (!ev || (strcmp(ev, "publish") && strcmp(ev, "unpublish")))
-        return problem_field(req, 400, "invalid_field", "event",
-                             "event must be \"publish\" or \"unpublish\"");
-    if (!key || !*key || strlen(key) > 256)
-        return problem_field(req, 400, "invalid_field", "stream_key", "stream_key is required");
-    int rc = media_event(st, key, !strcmp(ev, "publish"), media_replied, req);
-    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
-}
-
 /* ---- browse: GET /api/v1/streams --------------------------------------------------------- */
 
-static void browsed(int status, json_t *result, void *ud)
+static void browsed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return page_failed(f, status, result);
     json_t *out = json_array();
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(result, "docs"), i, d)
         json_array_append_new(out, view_for(op->st, d, op->user));
     json_t *next = json_object_get(result, "next");
-    op_reply(op, 200, json_pack("{s:o,s:O}", "streams", out, "next", next ? next : json_null()));
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:O}", "streams", out, "next", next ? next : json_null()));
+}
+
+/* The words of ?q= (lower case; letters, digits and anything beyond ASCII), or NULL unless
+ * there are 1..5 in at most 200 bytes. */
+static json_t *query_words(const char *q)
+{
+    json_t *words = json_array();
+    size_t n = 0;
+    char w[201];
+    for (const char *p = q;; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c && (isalnum(c) || c >= 0x80)) {
+            if (n < sizeof w - 1)
+                w[n++] = (char)tolower(c);
+            continue;
+        }
+        if (n) {
+            w[n] = 0;
+            json_array_append_new(words, json_string(w));
+        }
+        n = 0;
+        if (!c)
+            break;
+    }
+    if (strlen(q) > 200 || json_array_size(words) == 0 || json_array_size(words) > 5) {
+        json_decref(words);
+        return NULL;
+    }
+    return words;
+}
+
+/* The browse filter's conditions from the query (appended to conditions), or ONAIR_EINVAL after
+ * answering. */
+static int browse_filter(onair_req_t *req, json_t *conditions)
+{
+    const char *q;
+    if ((q = api->req_query(req, "status"))) {
+        if (strcmp(q, "created") && strcmp(q, "live") && strcmp(q, "ended")) {
+            invalid_query(req, "status must be created, live or ended");
+            return ONAIR_EINVAL;
+        }
+        json_array_append_new(conditions, json_pack("{s:s}", "status", q));
+    }
+    static const char *const exact[] = {"category", "owner", NULL};
+    for (size_t i = 0; exact[i]; i++) {
+        if (!(q = api->req_query(req, exact[i])))
+            continue;
+        if (!user_id_ok(q)) { /* a category is bounded alike */
+            char d[96];
+            snprintf(d, sizeof d, "%s must be 1..%d characters", exact[i], ID_MAX);
+            invalid_query(req, d);
+            return ONAIR_EINVAL;
+        }
+        json_array_append_new(conditions, json_pack("{s:s}", exact[i], q));
+    }
+    if ((q = api->req_query(req, "tag"))) {
+        if (!*q || chars_of(q) > TAG_MAX || has_control(q, 0)) {
+            invalid_query(req, "tag must be 1..25 characters");
+            return ONAIR_EINVAL;
+        }
+        char low[TAG_MAX * 4 + 1];
+        lower(q, low, sizeof low);
+        json_array_append_new(conditions, json_pack("{s:s}", "tags", low));
+    }
+    if ((q = api->req_query(req, "q"))) {
+        /* each word must be a word of the title or a word's prefix (search_terms) */
+        json_t *words = query_words(q);
+        if (!words) {
+            invalid_query(req, "q must hold 1..5 words (200 characters at most)");
+            return ONAIR_EINVAL;
+        }
+        size_t i;
+        json_t *x;
+        json_array_foreach(words, i, x)
+            json_array_append_new(conditions, json_pack("{s:O}", "search", x));
+        json_decref(words);
+    }
+    return ONAIR_OK;
 }
 
 static int get_browse(onair_req_t *req, void *ud)
@@ -1906,136 +1971,66 @@ static int get_browse(onair_req_t *req, void *ud)
     streams_t *st = ud;
     const onair_user_t *u = api->req_user(req);
     int limit;
-    if (parse_limit(req, &limit))
-        return ONAIR_OK;
-    json_t *and = json_array();
+    if (parse_limit(req, &limit) != ONAIR_OK)
+        return ONAIR_OK; /* answered */
+    json_t *conditions = json_array();
     /* what this caller may see listed: public; own streams; private ones they are allowed */
     if (!u)
-        json_array_append_new(and, json_pack("{s:s}", "visibility", "public"));
+        json_array_append_new(conditions, json_pack("{s:s}", "visibility", "public"));
     else if (is_admin(u))
-        json_array_append_new(and, json_pack("{s:[{s:{s:s}},{s:s}]}", "$or", "visibility", "$ne",
-                                             "unlisted", "owner", u->id));
+        json_array_append_new(conditions, json_pack("{s:[{s:{s:s}},{s:s}]}", "$or", "visibility",
+                                                    "$ne", "unlisted", "owner", u->id));
     else
-        json_array_append_new(and, json_pack("{s:[{s:s},{s:s},{s:s,s:s},{s:s,s:s}]}", "$or",
-                                             "visibility", "public", "owner", u->id, "visibility",
-                                             "private", "allowed_viewers", u->id, "visibility",
-                                             "private", "moderators", u->id));
-    const char *q;
-    if ((q = api->req_query(req, "status"))) {
-        if (strcmp(q, "created") && strcmp(q, "live") && strcmp(q, "ended")) {
-            json_decref(and);
-            return api->reply_problem(req, 400, "invalid_query",
-                                      "status must be created, live or ended");
-        }
-        json_array_append_new(and, json_pack("{s:s}", "status", q));
+        json_array_append_new(conditions,
+                              json_pack("{s:[{s:s},{s:s},{s:s,s:s},{s:s,s:s}]}", "$or",
+                                        "visibility", "public", "owner", u->id, "visibility",
+                                        "private", "allowed_viewers", u->id, "visibility",
+                                        "private", "moderators", u->id));
+    if (browse_filter(req, conditions) != ONAIR_OK) {
+        json_decref(conditions);
+        return ONAIR_OK; /* answered */
     }
-    static const char *const simple[] = {"category", "owner", NULL};
-    for (size_t i = 0; simple[i]; i++)
-        if ((q = api->req_query(req, simple[i]))) {
-            if (!id_ok(q)) {
-                json_decref(and);
-                char d[96];
-                snprintf(d, sizeof d, "%s must be 1..128 characters", simple[i]);
-                return api->reply_problem(req, 400, "invalid_query", d);
-            }
-            json_array_append_new(and, json_pack("{s:s}", simple[i], q));
-        }
-    if ((q = api->req_query(req, "tag"))) {
-        if (!*q || str_chars(q) > TAG_MAX || has_ctl(q, 0)) {
-            json_decref(and);
-            return api->reply_problem(req, 400, "invalid_query", "tag must be 1..25 characters");
-        }
-        char low[TAG_MAX * 4 + 1];
-        size_t k = 0;
-        for (; q[k] && k < sizeof low - 1; k++)
-            low[k] = (char)tolower((unsigned char)q[k]);
-        low[k] = 0;
-        json_array_append_new(and, json_pack("{s:s}", "tags", low));
-    }
-    if ((q = api->req_query(req, "q"))) {
-        /* whole words of q: each must be a word of the title or a word's prefix */
-        json_t *words = json_array();
-        size_t n = 0;
-        char w[201];
-        for (const char *p = q;; p++) {
-            unsigned char c = (unsigned char)*p;
-            if (c && (isalnum(c) || c >= 0x80)) {
-                if (n < sizeof w - 1)
-                    w[n++] = (char)tolower(c);
-                continue;
-            }
-            if (n) {
-                w[n] = 0;
-                json_array_append_new(words, json_string(w));
-            }
-            n = 0;
-            if (!c)
-                break;
-        }
-        if (strlen(q) > 200 || json_array_size(words) == 0 || json_array_size(words) > 5) {
-            json_decref(words);
-            json_decref(and);
-            return api->reply_problem(req, 400, "invalid_query",
-                                      "q must hold 1..5 words (200 characters at most)");
-        }
-        size_t i;
-        json_t *x;
-        json_array_foreach(words, i, x) json_array_append_new(and, json_pack("{s:O}", "search", x));
-        json_decref(words);
-    }
-    json_t *spec = json_pack("{s:{s:o},s:{s:i,s:i,s:i},s:i}", "filter", "$and", and, "sort",
+    json_t *spec = json_pack("{s:{s:o},s:{s:i,s:i,s:i},s:i}", "filter", "$and", conditions, "sort",
                              "status_rank", -1, "created_at", -1, "_id", -1, "limit", limit);
-    if ((q = api->req_query(req, "after")))
-        json_object_set_new(spec, "after", json_string(q));
-    op_t *op = op_new(st, req, NULL);
+    const char *after = api->req_query(req, "after");
+    if (after)
+        json_object_set_new(spec, "after", json_string(after));
+    op_t *op = op_new(st, ONAIR_TARGET_REQ(req), u, NULL);
     if (!op) {
         json_decref(spec);
         return ONAIR_ENOMEM;
     }
-    int rc = api->store_find(st->streams, spec, browsed, op);
-    if (rc == ONAIR_EINVAL) { /* a malformed cursor */
-        op_free(op);
-        return api->reply_problem(req, 400, "invalid_query", "after is not a valid cursor");
-    }
-    return start_rc(op, rc);
+    return ONAIR_THEN(&op->flow, browsed,
+                      api->store_find(st->streams, spec, onair_flow_cb, &op->flow));
 }
 
 /* ---- viewers: join, leave, count, list ------------------------------------------------- */
-
-static int is_live(json_t *doc)
-{
-    const char *status = sget(doc, "status");
-    return status && !strcmp(status, "live");
-}
-
-/* The owner, stream moderators and admins: always get in, take no max_viewers seat. */
-static int privileged(const onair_user_t *u, json_t *doc)
-{
-    return u && (is_owner(u, doc) || is_smod(u, doc) || is_admin(u));
-}
 
 /* POST .../join: a REST viewer counts while live, for rest_viewer_ttl_s after its last
  * join (calling join again is the heartbeat). */
 static void join_step(op_t *op)
 {
+    streams_t *st = op->st;
     if (!is_live(op->doc))
-        return op_problem(op, 409, "not_live", "the stream is not live");
-    char vkey[ID_MAX + 3];
-    snprintf(vkey, sizeof vkey, "u:%s", op->user->id);
-    json_int_t ttl = api->config_int(op->st->self, "rest_viewer_ttl_s");
-    json_t *rest = json_object_get(room_get(op->st, op->id, 0), "rest");
+        return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "not_live", "the stream is not live",
+                                  NULL);
+    json_int_t ttl = api->config_int(st->self, "rest_viewer_ttl_s");
+    json_t *rest = json_object_get(room_get(st, op->id, 0), "rest");
     if (!json_object_get(rest, op->user->id)) {
+        char vkey[VKEY_MAX];
+        user_vkey(vkey, op->user->id);
         int priv = privileged(op->user, op->doc);
-        if (room_full(op->st, op->id, max_viewers_of(op->doc), vkey, priv))
-            return op_problem(op, 409, "stream_full", "the stream has reached its viewer limit");
-        viewer_ref(op->st, op->id, vkey, priv);
-        rest = json_object_get(room_get(op->st, op->id, 1), "rest");
+        if (room_full(st, op->id, max_viewers_of(op->doc), vkey, priv))
+            return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "stream_full",
+                                      "the stream has reached its viewer limit", NULL);
+        viewer_ref(st, op->id, vkey, priv);
+        rest = json_object_get(room_get(st, op->id, 1), "rest");
     }
     json_object_set_new(rest, op->user->id,
-                        json_integer((json_int_t)api->now_ms(op->st->self) + ttl * 1000));
-    op_reply(op, 200,
-             json_pack("{s:b,s:I,s:I}", "joined", 1, "viewer_count", room_count(op->st, op->id),
-                       "ttl_s", ttl));
+                        json_integer((json_int_t)api->now_ms(st->self) + ttl * 1000));
+    onair_flow_reply(&op->flow, 200,
+                     json_pack("{s:b,s:I,s:I}", "joined", 1, "viewer_count", room_count(st, op->id),
+                               "ttl_s", ttl));
 }
 
 static int post_join(onair_req_t *req, void *ud)
@@ -2045,15 +2040,12 @@ static int post_join(onair_req_t *req, void *ud)
 
 static void leave_step(op_t *op)
 {
-    char vkey[ID_MAX + 3];
-    snprintf(vkey, sizeof vkey, "u:%s", op->user->id);
     json_t *rest = json_object_get(room_get(op->st, op->id, 0), "rest");
-    if (json_object_get(rest, op->user->id)) {
-        json_object_del(rest, op->user->id);
-        viewer_unref(op->st, op->id, vkey);
-    }
-    op_reply(op, 200,
-             json_pack("{s:b,s:I}", "joined", 0, "viewer_count", room_count(op->st, op->id)));
+    if (json_object_get(rest, op->user->id))
+        rest_viewer_gone(op->st, op->id, rest, op->user->id);
+    onair_flow_reply(
+        &op->flow, 200,
+        json_pack("{s:b,s:I}", "joined", 0, "viewer_count", room_count(op->st, op->id)));
 }
 
 static int post_leave(onair_req_t *req, void *ud)
@@ -2061,15 +2053,15 @@ static int post_leave(onair_req_t *req, void *ud)
     return with_stream(req, ud, leave_step);
 }
 
+/* The peak: the higher of the stored one and this node's live session's. */
 static void count_step(op_t *op)
 {
-    op_reply(op, 200,
-             json_pack("{s:s,s:I,s:I}", "stream", op->id, "viewer_count",
-                       room_count(op->st, op->id), "peak_viewers",
-                       json_integer_value(json_object_get(op->doc, "peak_viewers")) >
-                               room_peak(op->st, op->id)
-                           ? json_integer_value(json_object_get(op->doc, "peak_viewers"))
-                           : room_peak(op->st, op->id)));
+    json_int_t stored = json_integer_value(json_object_get(op->doc, "peak_viewers"));
+    json_int_t live = room_peak(op->st, op->id);
+    onair_flow_reply(&op->flow, 200,
+                     json_pack("{s:s,s:I,s:I}", "stream", op->id, "viewer_count",
+                               room_count(op->st, op->id), "peak_viewers",
+                               stored > live ? stored : live));
 }
 
 static int get_count(onair_req_t *req, void *ud)
@@ -2079,23 +2071,22 @@ static int get_count(onair_req_t *req, void *ud)
 
 static void viewers_step(op_t *op)
 {
-    if (!is_owner(op->user, op->doc) && !is_smod(op->user, op->doc) && !is_admin(op->user))
-        return op_problem(op, 403, "forbidden",
-                          "only the owner, stream moderators and admins may list viewers");
+    if (!privileged(op->user, op->doc))
+        return forbidden(op, "only the owner, stream moderators and admins may list viewers");
     json_t *users = json_array();
-    json_int_t anon = 0;
-    const char *k;
+    json_int_t anonymous = 0;
+    const char *vkey;
     json_t *v;
-    json_object_foreach(json_object_get(room_get(op->st, op->id, 0), "v"), k, v)
+    json_object_foreach(json_object_get(room_get(op->st, op->id, 0), "v"), vkey, v)
     {
-        if (!strncmp(k, "u:", 2))
-            json_array_append_new(users, json_string(k + 2));
+        if (!strncmp(vkey, "u:", 2))
+            json_array_append_new(users, json_string(vkey + 2));
         else
-            anon++;
+            anonymous++;
     }
-    op_reply(op, 200,
-             json_pack("{s:o,s:I,s:I}", "users", users, "anonymous", anon, "viewer_count",
-                       room_count(op->st, op->id)));
+    onair_flow_reply(&op->flow, 200,
+                     json_pack("{s:o,s:I,s:I}", "users", users, "anonymous", anonymous,
+                               "viewer_count", room_count(op->st, op->id)));
 }
 
 static int get_viewers(onair_req_t *req, void *ud)
@@ -2110,105 +2101,99 @@ static int get_viewers(onair_req_t *req, void *ud)
  * from then on, see watchers_counted). */
 static void watch_step(op_t *op)
 {
-    onair_conn_t conn = api->msg_conn(op->msg);
-    char topic[64], ckey[32], vkey[ID_MAX + 3];
-    snprintf(topic, sizeof topic, "stream.%s", op->id);
+    streams_t *st = op->st;
+    onair_conn_t conn = api->msg_conn(op->flow.t.msg);
+    char topic[64], ckey[32], vkey[VKEY_MAX];
+    stream_topic(topic, op->id);
     snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)conn);
     if (op->user)
-        snprintf(vkey, sizeof vkey, "u:%s", op->user->id);
+        user_vkey(vkey, op->user->id);
     else
         snprintf(vkey, sizeof vkey, "c:%s", ckey);
     int live = is_live(op->doc);
     int priv = privileged(op->user, op->doc);
     json_int_t max = max_viewers_of(op->doc);
-    json_t *w = json_object_get(op->st->conns, ckey);
+    json_t *w = json_object_get(st->conns, ckey);
     json_t *e = json_object_get(w, op->id);
     if (!e) {
-        if (live && room_full(op->st, op->id, max, vkey, priv))
-            return op_problem(op, 409, "stream_full", "the stream has reached its viewer limit");
-        int rc = api->ws_subscribe(conn, topic);
-        if (rc != ONAIR_OK)
-            return op_problem(op, 410, "closed", "the connection is closed");
+        if (live && room_full(st, op->id, max, vkey, priv))
+            return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "stream_full",
+                                      "the stream has reached its viewer limit", NULL);
+        if (api->ws_subscribe(conn, topic) != ONAIR_OK)
+            return onair_flow_problem(&op->flow, 410, "closed", "the connection is closed", NULL);
         if (!w) {
             w = json_object();
-            json_object_set_new(op->st->conns, ckey, w);
+            json_object_set_new(st->conns, ckey, w);
         }
         e = json_pack("{s:s,s:b,s:b}", "vk", vkey, "priv", priv, "counted", live);
         json_object_set_new(w, op->id, e);
         if (live)
-            viewer_ref(op->st, op->id, vkey, priv);
+            viewer_ref(st, op->id, vkey, priv);
     } else if (live && !watch_counted(e)) {
         /* watched before it went live (on another node, or while this one was full) */
-        if (room_full(op->st, op->id, max, vkey, priv)) {
-            api->ws_unsubscribe(conn, topic);
-            json_object_del(w, op->id);
-            if (json_object_size(w) == 0)
-                json_object_del(op->st->conns, ckey);
-            return op_problem(op, 409, "stream_full", "the stream has reached its viewer limit");
+        if (room_full(st, op->id, max, vkey, priv)) {
+            watch_drop(st, ckey, w, op->id);
+            return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "stream_full",
+                                      "the stream has reached its viewer limit", NULL);
         }
         json_object_set_new(e, "counted", json_true());
-        viewer_ref(op->st, op->id, vkey, priv);
+        viewer_ref(st, op->id, vkey, priv);
     }
-    op_reply(op, 0,
-             json_pack("{s:o,s:I,s:b}", "stream", view_for(op->st, op->doc, op->user),
-                       "viewer_count", room_count(op->st, op->id), "counted", watch_counted(e)));
+    onair_flow_reply(&op->flow, 200,
+                     json_pack("{s:o,s:I,s:b}", "stream", view_for(st, op->doc, op->user),
+                               "viewer_count", room_count(st, op->id), "counted",
+                               watch_counted(e)));
 }
 
 static int ws_watch(onair_wsmsg_t *msg, void *ud)
 {
-    const char *sid = sget(api->msg_data(msg), "stream_id");
-    if (!sid)
-        return api->msg_reply_error(msg, 400, "invalid_field", "stream_id is required");
-    op_t *op = op_new(ud, NULL, sid);
+    const char *sid = onair_str(api->msg_data(msg), "stream_id");
+    op_t *op = op_new(ud, ONAIR_TARGET_MSG(msg), api->msg_user(msg), sid);
     if (!op)
         return ONAIR_ENOMEM;
-    op->msg = msg;
-    op->user = api->msg_user(msg);
-    if (!hex24(sid)) {
-        not_found(op);
-        return ONAIR_OK;
-    }
     return load_stream(op, watch_step);
 }
 
 static int ws_unwatch(onair_wsmsg_t *msg, void *ud)
 {
     streams_t *st = ud;
-    const char *sid = sget(api->msg_data(msg), "stream_id");
-    if (!hex24(sid))
-        return api->msg_reply_error(msg, 400, "invalid_field", "stream_id is required");
-    onair_conn_t conn = api->msg_conn(msg);
-    char ckey[32], topic[64];
-    snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)conn);
-    snprintf(topic, sizeof topic, "stream.%s", sid);
+    const char *sid = onair_str(api->msg_data(msg), "stream_id");
+    char ckey[32];
+    snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)api->msg_conn(msg));
     json_t *w = json_object_get(st->conns, ckey);
     json_t *e = json_object_get(w, sid);
-    int was = e != NULL;
-    if (e) {
-        api->ws_unsubscribe(conn, topic);
-        if (watch_counted(e))
-            viewer_unref(st, sid, watch_vkey(e));
-        json_object_del(w, sid);
-        if (json_object_size(w) == 0)
-            json_object_del(st->conns, ckey);
+    int watched = e != NULL;
+    if (e) { /* unsubscribed first: its own viewer.left does not reach it */
+        char vkey[VKEY_MAX];
+        snprintf(vkey, sizeof vkey, "%s", watch_vkey(e));
+        int counted = watch_counted(e);
+        watch_drop(st, ckey, w, sid);
+        if (counted)
+            viewer_unref(st, sid, vkey);
     }
-    return api->msg_reply(msg, json_pack("{s:b}", "unwatched", was));
+    return api->target_reply(ONAIR_TARGET_MSG(msg), 200, json_pack("{s:b}", "unwatched", watched));
 }
 
 /* ---- stream moderators ------------------------------------------------------------------- */
 
 static void mods_reply(op_t *op, json_t *doc)
 {
-    json_t *m = json_object_get(doc, "moderators");
-    op_reply(op, 200, json_pack("{s:O}", "moderators", m ? m : json_array()));
+    json_t *mods = json_object_get(doc, "moderators");
+    onair_flow_reply(&op->flow, 200, json_pack("{s:O}", "moderators", mods ? mods : json_array()));
+}
+
+static int may_manage_mods(op_t *op)
+{
+    if (is_owner(op->user, op->doc) || is_admin(op->user))
+        return 1;
+    forbidden(op, "only the owner or an admin may manage stream moderators");
+    return 0;
 }
 
 static void mods_step(op_t *op)
 {
-    if (!is_owner(op->user, op->doc) && !is_admin(op->user))
-        return op_problem(op, 403, "forbidden",
-                          "only the owner or an admin may manage stream moderators");
-    mods_reply(op, op->doc);
+    if (may_manage_mods(op))
+        mods_reply(op, op->doc);
 }
 
 static int get_mods(onair_req_t *req, void *ud)
@@ -2216,81 +2201,80 @@ static int get_mods(onair_req_t *req, void *ud)
     return with_stream(req, ud, mods_step);
 }
 
-static void mods_updated(int status, json_t *result, void *ud)
+static void mods_changed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
-    if (!json_is_object(doc))
-        return not_found(op);
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc)) /* deleted meanwhile */
+        return stream_not_found(op);
     publish_stream(op->st, doc, "stream.updated");
     /* for the moderation plugin's audit log: who added or removed whom */
-    int added = in_array(json_object_get(doc, "moderators"), op->arg);
+    int added = has_string(json_object_get(doc, "moderators"), op->arg);
     api->bus_publish(op->st->self, "streams.moderator_changed",
-                     json_pack("{s:s,s:s,s:s,s:s?}", "stream", op->id, "user", op->arg, "action",
+                     json_pack("{s:s,s:s,s:s,s:s}", "stream", op->id, "user", op->arg, "action",
                                added ? "moderator_added" : "moderator_removed", "by",
-                               op->user ? op->user->id : NULL));
+                               op->user->id));
     mods_reply(op, doc);
 }
 
+/* verb: $addToSet or $pull of op->arg */
 static void mods_change(op_t *op, const char *verb)
 {
     json_t *spec = json_pack("{s:{s:s},s:{s:{s:s},s:{s:I}},s:s}", "filter", "_id", op->id, "update",
                              verb, "moderators", op->arg, "$set", "updated_at",
                              (json_int_t)api->now_ms(op->st->self), "return", "after");
-    int rc = api->store_find_and_modify(op->st->streams, spec, mods_updated, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    ONAIR_THEN(&op->flow, mods_changed,
+               api->store_find_and_modify(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
-static void mod_user_found(int status, json_t *result, void *ud)
+static void mod_account_found(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
     if (status == ONAIR_ENOTFOUND)
-        return op_problem(op, 404, "user_not_found", "no such account");
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "user_not_found", "no such account", NULL);
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    mods_change(op, "$addToSet");
+        return onair_flow_fail(f, status, result);
+    mods_change((op_t *)f, "$addToSet");
 }
 
 static void mod_put_step(op_t *op)
 {
-    if (!is_owner(op->user, op->doc) && !is_admin(op->user))
-        return op_problem(op, 403, "forbidden",
-                          "only the owner or an admin may manage stream moderators");
-    if (!strcmp(op->arg, sget(op->doc, "owner")))
-        return op_problem(op, 400, "invalid_request", "the owner cannot be a stream moderator");
+    if (!may_manage_mods(op))
+        return;
+    if (same(op->arg, onair_str(op->doc, "owner")))
+        return onair_flow_problem(&op->flow, ONAIR_EINVAL, "invalid_request",
+                                  "the owner cannot be a stream moderator", NULL);
     json_t *mods = json_object_get(op->doc, "moderators");
-    if (in_array(mods, op->arg))
+    if (has_string(mods, op->arg)) /* idempotent */
         return mods_reply(op, op->doc);
     if (json_array_size(mods) >= MODERATORS_MAX)
-        return op_problem(op, 409, "too_many_moderators", "a stream has at most 100 moderators");
-    int rc = api->user_get(op->st->self, op->arg, mod_user_found, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+        return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "too_many_moderators",
+                                  "a stream has at most 100 moderators", NULL);
+    ONAIR_THEN(&op->flow, mod_account_found,
+               api->user_get(op->st->self, op->arg, onair_flow_cb, &op->flow));
 }
 
 static void mod_delete_step(op_t *op)
 {
-    if (!is_owner(op->user, op->doc) && !is_admin(op->user))
-        return op_problem(op, 403, "forbidden",
-                          "only the owner or an admin may manage stream moderators");
-    if (!in_array(json_object_get(op->doc, "moderators"), op->arg))
-        return op_problem(op, 404, "not_moderator", "this user is not a moderator of the stream");
+    if (!may_manage_mods(op))
+        return;
+    if (!has_string(json_object_get(op->doc, "moderators"), op->arg))
+        return onair_flow_problem(&op->flow, ONAIR_ENOTFOUND, "not_moderator",
+                                  "this user is not a moderator of the stream", NULL);
     mods_change(op, "$pull");
 }
 
-static int mod_route(onair_req_t *req, void *ud, op_step step)
+/* /moderators/{user_id}: the stream, then step with op->arg the user */
+static int mod_route(onair_req_t *req, void *ud, op_fn step)
 {
     const char *uid = api->req_param(req, "user_id");
-    if (!id_ok(uid))
-        return api->reply_problem(req, 404, "user_not_found", "no such account");
-    op_t *op = op_new(ud, req, api->req_param(req, "id"));
-    if (!op || !(op->arg = strdup(uid))) {
-        op_free(op);
+    if (!user_id_ok(uid))
+        return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOTFOUND, "user_not_found",
+                                   "no such account", NULL);
+    op_t *op = arg_op(req, ud, api->req_param(req, "id"), uid);
+    if (!op)
         return ONAIR_ENOMEM;
-    }
     return load_stream(op, step);
 }
 
@@ -2306,29 +2290,29 @@ static int delete_mod(onair_req_t *req, void *ud)
 
 /* ---- key rotation ------------------------------------------------------------------------ */
 
-static void rotated(int status, json_t *result, void *ud)
+static void rotated(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    if (!json_is_object(json_object_get(result, "doc")))
-        return not_found(op);
-    op_reply(op, 200, json_pack("{s:s,s:s}", "stream", op->id, "stream_key", op->key));
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(json_object_get(result, "doc"))) /* deleted meanwhile */
+        return stream_not_found(op);
+    onair_flow_reply(f, 200, json_pack("{s:s,s:s}", "stream", op->id, "stream_key", op->key));
 }
 
 static void rotate_step(op_t *op)
 {
     if (!is_owner(op->user, op->doc))
-        return op_problem(op, 403, "forbidden", "only the owner may rotate the stream key");
+        return forbidden(op, "only the owner may rotate the stream key");
     char hash[65];
     if (make_key(op->key, hash))
-        return op_problem(op, 500, "internal", "no randomness");
+        return onair_flow_problem(&op->flow, ONAIR_EINTERNAL, NULL,
+                                  "no randomness for a stream key", NULL);
     json_t *spec = json_pack("{s:{s:s},s:{s:{s:s,s:I}},s:s}", "filter", "_id", op->id, "update",
                              "$set", "key_hash", hash, "updated_at",
                              (json_int_t)api->now_ms(op->st->self), "return", "after");
-    int rc = api->store_find_and_modify(op->st->streams, spec, rotated, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    ONAIR_THEN(&op->flow, rotated,
+               api->store_find_and_modify(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
 static int post_rotate(onair_req_t *req, void *ud)
@@ -2338,99 +2322,98 @@ static int post_rotate(onair_req_t *req, void *ud)
 
 /* ---- follows ------------------------------------------------------------------------------ */
 
-static void follow_inserted(int status, json_t *result, void *ud)
+static void follow_inserted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status == ONAIR_EEXIST)
-        return op_problem(op, 409, "already_following", "you follow this user already");
+    op_t *op = (op_t *)f;
+    if (status == ONAIR_EEXIST) /* a unique index where the backend enforces it */
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "already_following",
+                                  "you follow this user already", NULL);
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return onair_flow_fail(f, status, result);
     api->bus_publish(op->st->self, "streams.followed",
                      json_pack("{s:s,s:s}", "follower", op->user->id, "followee", op->arg));
-    json_t *out = json_deep_copy(op->data);
-    op_reply(op, 201, out);
+    onair_flow_reply(f, 201, json_deep_copy(op->data));
 }
 
-static void follow_checked(int status, json_t *result, void *ud)
+static void follow_looked_up(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return onair_flow_fail(f, status, result);
     if (json_is_object(json_object_get(result, "doc")))
-        return op_problem(op, 409, "already_following", "you follow this user already");
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "already_following",
+                                  "you follow this user already", NULL);
     op->data = json_pack("{s:s,s:s,s:I}", "follower", op->user->id, "followee", op->arg,
                          "created_at", (json_int_t)api->now_ms(op->st->self));
-    int rc = api->store_insert(op->st->follows, json_deep_copy(op->data), follow_inserted, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    ONAIR_THEN(f, follow_inserted,
+               api->store_insert(op->st->follows, json_deep_copy(op->data), onair_flow_cb, f));
 }
 
-static void followee_found(int status, json_t *result, void *ud)
+static void followee_found(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status == ONAIR_ENOTFOUND)
-        return op_problem(op, 404, "user_not_found", "no such account");
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "user_not_found", "no such account", NULL);
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return onair_flow_fail(f, status, result);
     /* CongoDB does not enforce unique indexes: look first (a real MongoDB also refuses) */
     json_t *spec =
         json_pack("{s:{s:s,s:s}}", "filter", "follower", op->user->id, "followee", op->arg);
-    int rc = api->store_find_one(op->st->follows, spec, follow_checked, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    ONAIR_THEN(f, follow_looked_up, api->store_find_one(op->st->follows, spec, onair_flow_cb, f));
 }
 
 static int post_follow(onair_req_t *req, void *ud)
 {
+    streams_t *st = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
     const char *uid = api->req_param(req, "id");
-    const onair_user_t *me = api->req_user(req);
-    if (!id_ok(uid))
-        return api->reply_problem(req, 404, "user_not_found", "no such account");
-    if (!strcmp(uid, me->id))
-        return api->reply_problem(req, 400, "cannot_follow_self", "you cannot follow yourself");
-    op_t *op = op_new(ud, req, NULL);
-    if (!op || !(op->arg = strdup(uid))) {
-        op_free(op);
+    if (!user_id_ok(uid))
+        return api->target_problem(t, ONAIR_ENOTFOUND, "user_not_found", "no such account", NULL);
+    if (!strcmp(uid, api->req_user(req)->id))
+        return api->target_problem(t, ONAIR_EINVAL, "cannot_follow_self",
+                                   "you cannot follow yourself", NULL);
+    op_t *op = arg_op(req, ud, NULL, uid);
+    if (!op)
         return ONAIR_ENOMEM;
-    }
-    return start_rc(op, api->user_get(op->st->self, uid, followee_found, op));
+    return ONAIR_THEN(&op->flow, followee_found,
+                      api->user_get(st->self, uid, onair_flow_cb, &op->flow));
 }
 
-static void unfollowed(int status, json_t *result, void *ud)
+static void unfollowed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return onair_flow_fail(f, status, result);
     if (json_integer_value(json_object_get(result, "deleted")) == 0)
-        return op_problem(op, 404, "not_following", "you do not follow this user");
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "not_following",
+                                  "you do not follow this user", NULL);
     api->bus_publish(op->st->self, "streams.unfollowed",
                      json_pack("{s:s,s:s}", "follower", op->user->id, "followee", op->arg));
-    api->reply_raw(op->req, 204, NULL, NULL, 0);
-    op_free(op);
+    onair_flow_reply(f, 204, NULL);
 }
 
 static int delete_follow(onair_req_t *req, void *ud)
 {
     streams_t *st = ud;
     const char *uid = api->req_param(req, "id");
-    if (!id_ok(uid))
-        return api->reply_problem(req, 404, "not_following", "you do not follow this user");
-    op_t *op = op_new(st, req, NULL);
-    if (!op || !(op->arg = strdup(uid))) {
-        op_free(op);
+    if (!user_id_ok(uid))
+        return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOTFOUND, "not_following",
+                                   "you do not follow this user", NULL);
+    op_t *op = arg_op(req, ud, NULL, uid);
+    if (!op)
         return ONAIR_ENOMEM;
-    }
     json_t *spec = json_pack("{s:{s:s,s:s},s:b}", "filter", "follower", op->user->id, "followee",
                              uid, "multi", 1);
-    return start_rc(op, api->store_delete(st->follows, spec, unfollowed, op));
+    return ONAIR_THEN(&op->flow, unfollowed,
+                      api->store_delete(st->follows, spec, onair_flow_cb, &op->flow));
 }
 
-static void follow_listed(int status, json_t *result, void *ud)
+static void follows_listed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
-    const char *other = op->flag ? "followee" : "follower";
+        return page_failed(f, status, result);
+    const char *other = op->following ? "followee" : "follower";
     json_t *users = json_array();
     size_t i;
     json_t *d;
@@ -2438,9 +2421,9 @@ static void follow_listed(int status, json_t *result, void *ud)
         json_array_append_new(users, json_pack("{s:O,s:O}", "user", json_object_get(d, other),
                                                "since", json_object_get(d, "created_at")));
     json_t *next = json_object_get(result, "next");
-    op_reply(op, 200,
-             json_pack("{s:o,s:O}", op->flag ? "following" : "followers", users, "next",
-                       next ? next : json_null()));
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:O}", op->following ? "following" : "followers", users,
+                               "next", next ? next : json_null()));
 }
 
 static int list_follows(onair_req_t *req, void *ud, int following)
@@ -2448,28 +2431,23 @@ static int list_follows(onair_req_t *req, void *ud, int following)
     streams_t *st = ud;
     const char *uid = api->req_param(req, "id");
     int limit;
-    if (!id_ok(uid))
-        return api->reply_problem(req, 404, "user_not_found", "no such account");
-    if (parse_limit(req, &limit))
-        return ONAIR_OK;
+    if (!user_id_ok(uid))
+        return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOTFOUND, "user_not_found",
+                                   "no such account", NULL);
+    if (parse_limit(req, &limit) != ONAIR_OK)
+        return ONAIR_OK; /* answered */
+    op_t *op = arg_op(req, ud, NULL, uid);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->following = following;
     json_t *spec =
         json_pack("{s:{s:s},s:{s:i,s:i},s:i}", "filter", following ? "follower" : "followee", uid,
                   "sort", "created_at", -1, "_id", -1, "limit", limit);
     const char *after = api->req_query(req, "after");
     if (after)
         json_object_set_new(spec, "after", json_string(after));
-    op_t *op = op_new(st, req, NULL);
-    if (!op) {
-        json_decref(spec);
-        return ONAIR_ENOMEM;
-    }
-    op->flag = following;
-    int rc = api->store_find(st->follows, spec, follow_listed, op);
-    if (rc == ONAIR_EINVAL) {
-        op_free(op);
-        return api->reply_problem(req, 400, "invalid_query", "after is not a valid cursor");
-    }
-    return start_rc(op, rc);
+    return ONAIR_THEN(&op->flow, follows_listed,
+                      api->store_find(st->follows, spec, onair_flow_cb, &op->flow));
 }
 
 static int get_followers(onair_req_t *req, void *ud)
@@ -2492,71 +2470,52 @@ static json_t *report_view(json_t *doc)
     return v;
 }
 
-static void report_inserted(int status, json_t *result, void *ud)
+static void report_inserted(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return onair_flow_fail(f, status, result);
     json_object_set(op->data, "_id", json_array_get(json_object_get(result, "ids"), 0));
     json_t *view = report_view(op->data);
     api->bus_publish(op->st->self, "streams.reported", json_pack("{s:O}", "report", view));
-    op_reply(op, 201, json_pack("{s:o}", "report", view));
+    onair_flow_reply(f, 201, json_pack("{s:o}", "report", view));
 }
 
-static void report_checked(int status, json_t *result, void *ud)
+static void open_report_looked_up(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
+    op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return onair_flow_fail(f, status, result);
     if (json_is_object(json_object_get(result, "doc")))
-        return op_problem(op, 409, "already_reported",
-                          "you have an open report on this stream already");
-    int rc = api->store_insert(op->st->reports, json_deep_copy(op->data), report_inserted, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "already_reported",
+                                  "you have an open report on this stream already", NULL);
+    ONAIR_THEN(f, report_inserted,
+               api->store_insert(op->st->reports, json_deep_copy(op->data), onair_flow_cb, f));
 }
 
+/* One open report per user and stream: look for one first. */
 static void report_step(op_t *op)
 {
-    json_t *body = api->req_json(op->req);
-    static const char *const allowed[] = {"reason", "text", NULL};
-    if (reject_unknown(op->req, body, allowed, "")) {
-        op->req = NULL;
-        return op_free(op);
-    }
-    const char *reason = sget(body, "reason");
-    int ok = 0;
-    for (size_t i = 0; reason && reasons[i] && !ok; i++)
-        ok = !strcmp(reason, reasons[i]);
-    if (!ok) {
-        problem_field(op->req, 400, "invalid_field", "reason",
-                      "reason must be one of spam, harassment, hate, violence, sexual, "
-                      "self_harm, misleading, copyright, other");
-        op->req = NULL;
-        return op_free(op);
-    }
-    json_t *text = json_object_get(body, "text");
-    const char *s = json_string_value(text);
-    if (text && !json_is_null(text) && (!s || str_chars(s) > REPORT_TEXT_MAX || has_ctl(s, 1))) {
-        problem_field(op->req, 400, "invalid_field", "text",
-                      "text must be at most 1000 characters");
-        op->req = NULL;
-        return op_free(op);
-    }
-    op->data =
-        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:n,s:n,s:n}", "stream", op->id, "stream_owner",
-                  sget(op->doc, "owner"), "reporter", op->user->id, "reason", reason, "text",
-                  s ? s : "", "status", "open", "created_at", (json_int_t)api->now_ms(op->st->self),
-                  "resolved_by", "resolved_at", "note");
+    json_t *body = api->req_json(op->flow.t.req);
+    const char *text = onair_str(body, "text");
+    op->data = json_pack("{s:s,s:s?,s:s,s:s,s:s,s:s,s:I,s:n,s:n,s:n}", "stream", op->id,
+                         "stream_owner", onair_str(op->doc, "owner"), "reporter", op->user->id,
+                         "reason", onair_str(body, "reason"), "text", text ? text : "", "status",
+                         "open", "created_at", (json_int_t)api->now_ms(op->st->self), "resolved_by",
+                         "resolved_at", "note");
     json_t *spec = json_pack("{s:{s:s,s:s,s:s}}", "filter", "stream", op->id, "reporter",
                              op->user->id, "status", "open");
-    int rc = api->store_find_one(op->st->reports, spec, report_checked, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    ONAIR_THEN(&op->flow, open_report_looked_up,
+               api->store_find_one(op->st->reports, spec, onair_flow_cb, &op->flow));
 }
 
 static int post_report(onair_req_t *req, void *ud)
 {
+    const char *text = onair_str(api->req_json(req), "text");
+    if (text && has_control(text, 1))
+        return onair_field_problem(api, ONAIR_TARGET_REQ(req), "invalid_field", "text",
+                                   "text must not hold control characters other than newlines "
+                                   "and tabs");
     return with_stream(req, ud, report_step);
 }
 
@@ -2565,145 +2524,117 @@ static int is_staff(const onair_user_t *u)
     return has_role(u, "moderator") || has_role(u, "admin");
 }
 
-static void reports_listed(int status, json_t *result, void *ud)
+static int not_staff(onair_req_t *req)
 {
-    op_t *op = ud;
+    return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EPERM, "forbidden",
+                               "the report queue needs the 'moderator' or 'admin' role", NULL);
+}
+
+static void reports_listed(onair_flow_t *f, int status, json_t *result)
+{
     if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+        return page_failed(f, status, result);
     json_t *out = json_array();
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(result, "docs"), i, d)
         json_array_append_new(out, report_view(d));
     json_t *next = json_object_get(result, "next");
-    op_reply(op, 200, json_pack("{s:o,s:O}", "reports", out, "next", next ? next : json_null()));
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:O}", "reports", out, "next", next ? next : json_null()));
 }
 
 static int get_reports(onair_req_t *req, void *ud)
 {
     streams_t *st = ud;
     if (!is_staff(api->req_user(req)))
-        return api->reply_problem(req, 403, "forbidden",
-                                  "the report queue needs the 'moderator' or 'admin' role");
+        return not_staff(req);
     int limit;
-    if (parse_limit(req, &limit))
-        return ONAIR_OK;
+    if (parse_limit(req, &limit) != ONAIR_OK)
+        return ONAIR_OK; /* answered */
     const char *status = api->req_query(req, "status");
+    const char *sid = api->req_query(req, "stream");
     if (!status)
         status = "open";
+    if (strcmp(status, "all") && strcmp(status, "open") && strcmp(status, "resolved") &&
+        strcmp(status, "dismissed"))
+        return invalid_query(req, "status must be open, resolved, dismissed or all");
+    if (sid && !onair_is_id(sid))
+        return invalid_query(req, "stream must be a stream id");
     json_t *filter = json_object();
-    if (strcmp(status, "all")) {
-        if (strcmp(status, "open") && strcmp(status, "resolved") && strcmp(status, "dismissed")) {
-            json_decref(filter);
-            return api->reply_problem(req, 400, "invalid_query",
-                                      "status must be open, resolved, dismissed or all");
-        }
+    if (strcmp(status, "all"))
         json_object_set_new(filter, "status", json_string(status));
-    }
-    const char *sid = api->req_query(req, "stream");
-    if (sid) {
-        if (!hex24(sid)) {
-            json_decref(filter);
-            return api->reply_problem(req, 400, "invalid_query", "stream must be a stream id");
-        }
+    if (sid)
         json_object_set_new(filter, "stream", json_string(sid));
-    }
     json_t *spec = json_pack("{s:o,s:{s:i,s:i},s:i}", "filter", filter, "sort", "created_at", 1,
                              "_id", 1, "limit", limit);
     const char *after = api->req_query(req, "after");
     if (after)
         json_object_set_new(spec, "after", json_string(after));
-    op_t *op = op_new(st, req, NULL);
+    op_t *op = op_new(st, ONAIR_TARGET_REQ(req), api->req_user(req), NULL);
     if (!op) {
         json_decref(spec);
         return ONAIR_ENOMEM;
     }
-    int rc = api->store_find(st->reports, spec, reports_listed, op);
-    if (rc == ONAIR_EINVAL) {
-        op_free(op);
-        return api->reply_problem(req, 400, "invalid_query", "after is not a valid cursor");
-    }
-    return start_rc(op, rc);
+    return ONAIR_THEN(&op->flow, reports_listed,
+                      api->store_find(st->reports, spec, onair_flow_cb, &op->flow));
 }
 
-static void report_lookup(int status, json_t *result, void *ud)
+/* Closing found no open report: is there none, or is it closed already? */
+static void report_looked_up(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
     json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
     if (!json_is_object(doc))
-        return op_problem(op, 404, "report_not_found", "no such report");
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "report_not_found", "no such report", NULL);
     char d[96];
-    snprintf(d, sizeof d, "the report is %s already", sget(doc, "status"));
-    op_problem(op, 409, "report_closed", d);
+    snprintf(d, sizeof d, "the report is %s already", onair_str(doc, "status"));
+    onair_flow_problem(f, ONAIR_ECONFLICT, "report_closed", d, NULL);
 }
 
-static void report_closed(int status, json_t *result, void *ud)
+static void report_closed(onair_flow_t *f, int status, json_t *result)
 {
-    op_t *op = ud;
-    if (status != ONAIR_OK)
-        return op_fail(op, status, result);
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
-    if (json_is_object(doc)) {
-        json_t *view = report_view(doc);
-        api->bus_publish(op->st->self, "streams.report_closed", json_pack("{s:O}", "report", view));
-        return op_reply(op, 200, json_pack("{s:o}", "report", view));
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc)) {
+        json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", op->arg);
+        ONAIR_THEN(f, report_looked_up,
+                   api->store_find_one(op->st->reports, spec, onair_flow_cb, f));
+        return;
     }
-    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", op->arg);
-    int rc = api->store_find_one(op->st->reports, spec, report_lookup, op);
-    if (rc != ONAIR_OK)
-        op_fail(op, rc, NULL);
+    json_t *view = report_view(doc);
+    api->bus_publish(op->st->self, "streams.report_closed", json_pack("{s:O}", "report", view));
+    onair_flow_reply(f, 200, json_pack("{s:o}", "report", view));
 }
 
+/* resolve / dismiss {note?} */
 static int close_report(onair_req_t *req, void *ud, const char *to)
 {
     streams_t *st = ud;
     const onair_user_t *u = api->req_user(req);
-    if (!is_staff(u))
-        return api->reply_problem(req, 403, "forbidden",
-                                  "the report queue needs the 'moderator' or 'admin' role");
-    /* the body is optional: none, or a JSON object {"note"} */
-    size_t len = 0;
-    const char *raw = api->req_body(req, &len);
-    json_t *body = NULL;
-    if (raw && len) {
-        body = json_loadb(raw, len, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(body)) {
-            json_decref(body);
-            return api->reply_problem(req, 400, "invalid_request",
-                                      "the body must be a JSON object (or empty)");
-        }
-    }
-    static const char *const allowed[] = {"note", NULL};
-    if (body && reject_unknown(req, body, allowed, "")) {
-        json_decref(body);
-        return ONAIR_OK;
-    }
-    json_t *note = json_object_get(body, "note");
-    const char *s = json_string_value(note);
-    if (note && !json_is_null(note) && (!s || str_chars(s) > NOTE_MAX || has_ctl(s, 1))) {
-        json_decref(body);
-        return problem_field(req, 400, "invalid_field", "note",
-                             "note must be at most 1000 characters");
-    }
+    const char *note = onair_str(api->req_json(req), "note");
     const char *rid = api->req_param(req, "rid");
-    if (!hex24(rid)) {
-        json_decref(body);
-        return api->reply_problem(req, 404, "report_not_found", "no such report");
-    }
-    op_t *op = op_new(st, req, NULL);
-    if (!op || !(op->arg = strdup(rid))) {
-        json_decref(body);
-        op_free(op);
+    if (!is_staff(u))
+        return not_staff(req);
+    if (note && has_control(note, 1))
+        return onair_field_problem(api, ONAIR_TARGET_REQ(req), "invalid_field", "note",
+                                   "note must not hold control characters other than newlines "
+                                   "and tabs");
+    if (!onair_is_id(rid))
+        return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOTFOUND, "report_not_found",
+                                   "no such report", NULL);
+    op_t *op = arg_op(req, ud, NULL, rid);
+    if (!op)
         return ONAIR_ENOMEM;
-    }
     json_t *spec =
         json_pack("{s:{s:s,s:s},s:{s:{s:s,s:s,s:I,s:s?}},s:s}", "filter", "_id", rid, "status",
                   "open", "update", "$set", "status", to, "resolved_by", u->id, "resolved_at",
-                  (json_int_t)api->now_ms(st->self), "note", s, "return", "after");
-    json_decref(body); /* s is in spec now */
-    return start_rc(op, api->store_find_and_modify(st->reports, spec, report_closed, op));
+                  (json_int_t)api->now_ms(st->self), "note", note, "return", "after");
+    return ONAIR_THEN(&op->flow, report_closed,
+                      api->store_find_and_modify(st->reports, spec, onair_flow_cb, &op->flow));
 }
 
 static int post_resolve(onair_req_t *req, void *ud)
@@ -2718,32 +2649,28 @@ static int post_dismiss(onair_req_t *req, void *ud)
 
 /* ---- scheduling: a scheduled stream is due ------------------------------------------- */
 
+/* schedule.due {owner, schedule_id, title, category?, tags?}: a stream for the owner. An
+ * invalid title skips it; an unknown category and bad tags are dropped. */
 static void on_schedule_due(const char *topic, json_t *payload, void *ud)
 {
     streams_t *st = ud;
-    (void)topic;
     if (!api->config_bool(st->self, "create_on_schedule_due"))
         return;
-    const char *owner = sget(payload, "owner");
-    const char *title = sget(payload, "title");
-    if (!id_ok(owner) || !title) {
-        api->log(st->self, ONAIR_LOG_WARN, "schedule.due without owner and title: ignored");
+    const char *owner = onair_str(payload, "owner");
+    const char *title = onair_str(payload, "title");
+    size_t n = title ? chars_of(title) : 0;
+    if (!user_id_ok(owner) || n < 1 || n > TITLE_MAX || has_control(title, 0)) {
+        api->log(st->self, ONAIR_LOG_WARN,
+                 "schedule.due without an owner and a valid title: "
+                 "ignored");
         return;
     }
-    json_t *set = json_object();
-    json_object_set_new(set, "title", json_string(title));
-    size_t n = str_chars(title);
-    json_t *cat = json_object_get(payload, "category");
-    const char *cs = json_string_value(cat);
+    json_t *set = json_pack("{s:s,s:o}", "title", title, "search", search_terms(title));
+    const char *category = onair_str(payload, "category");
+    if (category && *category && chars_of(category) <= CATEGORY_MAX && !has_control(category, 0) &&
+        category_allowed(st, category))
+        json_object_set_new(set, "category", json_string(category));
     json_t *tags = json_object_get(payload, "tags");
-    if (n < 1 || n > TITLE_MAX || has_ctl(title, 0)) {
-        api->log(st->self, ONAIR_LOG_WARN, "schedule.due with an invalid title: ignored");
-        json_decref(set);
-        return;
-    }
-    json_object_set_new(set, "search", search_terms(title));
-    if (cs && *cs && str_chars(cs) <= CATEGORY_MAX && category_allowed(st, cs))
-        json_object_set(set, "category", cat);
     if (json_is_array(tags) && json_array_size(tags) <= TAGS_MAX) {
         json_t *clean = json_array();
         size_t i;
@@ -2751,26 +2678,20 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
         json_array_foreach(tags, i, x)
         {
             const char *s = json_string_value(x);
-            if (s && *s && str_chars(s) <= TAG_MAX && !has_ctl(s, 0) && !in_array(clean, s))
+            if (s && *s && chars_of(s) <= TAG_MAX && !has_control(s, 0) && !has_string(clean, s))
                 json_array_append(clean, x);
         }
         json_object_set_new(set, "tags", clean);
     }
-    json_t *sid = json_object_get(payload, "schedule_id");
-    if (json_is_string(sid))
-        json_object_set(set, "schedule_id", sid);
-    op_t *op = op_new(st, NULL, NULL);
-    char hash[65];
-    if (!op || make_key(op->key, hash)) {
+    json_t *schedule = json_object_get(payload, "schedule_id");
+    if (json_is_string(schedule))
+        json_object_set(set, "schedule_id", schedule);
+    op_t *op = op_new(st, no_target, NULL, NULL); /* nobody to answer: created tells the owner */
+    if (!op) {
         json_decref(set);
-        op_free(op);
         return;
     }
-    op->data = new_stream_doc(st, owner, set, hash);
-    if (!op->data || api->store_insert(st->streams, json_deep_copy(op->data), created, op)) {
-        api->log(st->self, ONAIR_LOG_WARN, "could not create the scheduled stream");
-        op_free(op);
-    }
+    insert_stream(op, owner, set);
 }
 
 /* ---- service "streams.access" (ABI 1.3) ------------------------------------------------
@@ -2782,147 +2703,97 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
  * stream she could otherwise see (moderation.check) gets "visible": false and "banned":
  * true (callers answer 403 banned); "banned" is false (absent for a stream not found) in
  * every other case. */
-typedef struct access {
-    streams_t *st;
-    onair_service_call_t *call;
-    json_t *roles; /* the user's roles (array) */
-    json_t *doc;   /* the stream, while moderation is asked */
-    const char *roles_v[ACCESS_ROLES_MAX + 1];
-    onair_user_t user;
-} access_t;
-
-static void access_free(access_t *a)
+static void access_answer(op_t *op, json_t *doc, int banned)
 {
-    json_decref(a->roles);
-    json_decref(a->doc);
-    free(a);
-}
-
-/* The user the call is about (NULL: anonymous), valid while a lives. */
-static const onair_user_t *access_user_of(access_t *a)
-{
-    const char *uid = sget(api->service_args(a->call), "user");
-    size_t i, n = 0;
-    json_t *r;
-    memset(a->roles_v, 0, sizeof a->roles_v);
-    json_array_foreach(a->roles, i, r)
-    {
-        if (n < ACCESS_ROLES_MAX && json_is_string(r))
-            a->roles_v[n++] = json_string_value(r);
-    }
-    a->user = (onair_user_t){.size = sizeof a->user, .id = uid, .roles = a->roles_v};
-    return uid ? &a->user : NULL;
-}
-
-static void access_answer(access_t *a, json_t *doc, int banned)
-{
-    const onair_user_t *u = access_user_of(a);
+    const onair_user_t *u = op->user;
     json_t *res;
     if (!json_is_object(doc)) {
         res = json_pack("{s:b,s:b}", "found", 0, "visible", 0);
     } else {
         json_t *settings = json_object_get(doc, "settings");
         int mod = is_smod(u, doc) || has_role(u, "moderator") || is_admin(u);
-        res = json_pack("{s:b,s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible",
-                        can_see(u, doc) && !banned, "banned", banned, "status", sget(doc, "status"),
-                        "visibility", sget(doc, "visibility"), "owner", sget(doc, "owner"),
-                        "is_owner", is_owner(u, doc), "is_moderator", mod, "settings",
-                        json_is_object(settings) ? json_incref(settings) : json_object());
+        res =
+            json_pack("{s:b,s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible",
+                      can_see(u, doc) && !banned, "banned", banned, "status",
+                      onair_str(doc, "status"), "visibility", onair_str(doc, "visibility"), "owner",
+                      onair_str(doc, "owner"), "is_owner", is_owner(u, doc), "is_moderator", mod,
+                      "settings", json_is_object(settings) ? json_incref(settings) : json_object());
     }
-    api->service_answer(a->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
-    access_free(a);
+    api->service_answer(op->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
+    onair_flow_end(&op->flow);
 }
 
-static void access_ban_checked(int status, int banned, int platform, void *ud)
+static void access_failed(op_t *op, int status)
 {
-    access_t *a = ud;
-    if (status != ONAIR_OK) { /* fail closed: the caller cannot tell a banned user apart */
-        api->service_answer(a->call, ONAIR_EUNAVAILABLE, NULL);
-        access_free(a);
-        return;
-    }
-    json_t *doc = json_incref(a->doc);
-    access_answer(a, doc, banned || platform);
-    json_decref(doc);
+    api->service_answer(op->call, status, NULL);
+    onair_flow_end(&op->flow);
 }
 
-static void access_loaded(int status, json_t *result, void *ud)
+static void access_ban_answered(onair_flow_t *f, int status, json_t *result)
 {
-    access_t *a = ud;
-    if (status != ONAIR_OK) {
-        api->service_answer(a->call, status, NULL);
-        access_free(a);
-        return;
-    }
+    op_t *op = (op_t *)f;
+    enum ban verdict = ban_of(status, result);
+    if (verdict == BAN_UNKNOWN) /* fail closed: the caller cannot tell a banned user apart */
+        return access_failed(op, ONAIR_EUNAVAILABLE);
+    access_answer(op, op->doc, verdict != BAN_NONE);
+}
+
+static void access_loaded(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
-    const onair_user_t *u = access_user_of(a);
-    if (json_is_object(doc) && ban_applies(u, doc)) {
-        a->doc = json_incref(doc);
-        int rc = ban_check(a->st, sget(doc, "_id"), u->id, access_ban_checked, a);
-        if (rc == ONAIR_OK)
-            return;
-        if (rc != ONAIR_ENOTSUP) {
-            api->service_answer(a->call, rc, NULL);
-            access_free(a);
-            return;
-        }
-    }
-    access_answer(a, doc, 0);
+    if (status != ONAIR_OK)
+        return access_failed(op, status);
+    if (!json_is_object(doc) || !ban_applies(op->user, doc))
+        return access_answer(op, doc, 0);
+    op->doc = json_incref(doc);
+    ONAIR_THEN(f, access_ban_answered, ask_moderation(op->st, op->id, op->user->id, f));
 }
 
-static void access_find(access_t *a)
+static int access_find(op_t *op)
 {
-    const char *sid = sget(api->service_args(a->call), "stream");
-    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", sid);
-    int rc = api->store_find_one(a->st->streams, spec, access_loaded, a);
-    if (rc != ONAIR_OK) {
-        api->service_answer(a->call, rc, NULL);
-        access_free(a);
-    }
+    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", op->id);
+    return ONAIR_THEN(&op->flow, access_loaded,
+                      api->store_find_one(op->st->streams, spec, onair_flow_cb, &op->flow));
 }
 
-static void access_user(int status, json_t *result, void *ud)
+/* The account's roles (an unknown account, or none to be had: no roles). */
+static void access_roles_read(onair_flow_t *f, int status, json_t *result)
 {
-    access_t *a = ud;
+    op_t *op = (op_t *)f;
     json_t *roles = json_object_get(json_object_get(result, "user"), "roles");
-    if (status == ONAIR_OK && json_is_array(roles)) {
-        json_decref(a->roles);
-        a->roles = json_incref(roles);
-    }
-    access_find(a); /* unknown account: no roles */
+    if (status == ONAIR_OK && json_is_array(roles))
+        op_set_caller(op, op->caller.id, roles);
+    access_find(op);
 }
 
 static int svc_access(onair_service_call_t *call, void *ud)
 {
     json_t *args = api->service_args(call);
-    const char *sid = sget(args, "stream");
+    const char *sid = onair_str(args, "stream");
     json_t *user = json_object_get(args, "user");
     json_t *roles = json_object_get(args, "roles");
-    if (!sid || (user && !json_is_null(user) && !id_ok(json_string_value(user))) ||
+    if (!sid || (user && !json_is_null(user) && !user_id_ok(json_string_value(user))) ||
         (roles && !json_is_array(roles)))
         return ONAIR_EINVAL;
-    if (!hex24(sid))
+    if (!onair_is_id(sid))
         return api->service_answer(call, ONAIR_OK,
                                    json_pack("{s:b,s:b}", "found", 0, "visible", 0));
-    access_t *a = calloc(1, sizeof *a);
-    if (!a)
+    op_t *op = op_new(ud, no_target, NULL, sid);
+    if (!op)
         return ONAIR_ENOMEM;
-    a->st = ud;
-    a->call = call;
-    a->roles = roles ? json_incref(roles) : json_array();
-    if (json_is_string(user) && !roles) {
-        if (api->user_get(a->st->self, json_string_value(user), access_user, a) == ONAIR_OK)
-            return ONAIR_PENDING;
-        /* no such account (or no way to ask): no roles */
-    }
-    access_find(a);
-    return ONAIR_PENDING;
+    op->call = call;
+    op_set_caller(op, json_string_value(user), roles);
+    if (op->user && !roles)
+        return ONAIR_THEN(&op->flow, access_roles_read,
+                          api->user_get(op->st->self, op->user->id, onair_flow_cb, &op->flow));
+    return access_find(op);
 }
 
 /* ---- service "streams.follow" (ABI 1.3) ------------------------------------------------
  * args {"follower": id, "followee": id}: does follower follow followee, and since when?
  * Answers {"following": bool, "since": ms since the epoch or null}. Chat uses it for its
- * followers-only mode. */
+ * followers-only mode. One store call: its callback answers. */
 static void follow_svc_loaded(int status, json_t *result, void *ud)
 {
     onair_service_call_t *call = ud;
@@ -2941,9 +2812,9 @@ static int svc_follow(onair_service_call_t *call, void *ud)
 {
     streams_t *st = ud;
     json_t *args = api->service_args(call);
-    const char *follower = sget(args, "follower");
-    const char *followee = sget(args, "followee");
-    if (!id_ok(follower) || !id_ok(followee))
+    const char *follower = onair_str(args, "follower");
+    const char *followee = onair_str(args, "followee");
+    if (!user_id_ok(follower) || !user_id_ok(followee))
         return ONAIR_EINVAL;
     json_t *spec = json_pack("{s:{s:s,s:s}}", "filter", "follower", follower, "followee", followee);
     int rc = api->store_find_one(st->follows, spec, follow_svc_loaded, call);
@@ -2952,19 +2823,52 @@ static int svc_follow(onair_service_call_t *call, void *ud)
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
-#define ROUTE(m, p, h, ...)                                                                        \
-    {                                                                                              \
-        .size = sizeof(onair_route_t), .method = m, .path = p, .handler = h, .ud = st, __VA_ARGS__ \
-    }
+static const onair_index_t stream_indexes[] = {
+    ONAIR_INDEX("owner,status"),
+    ONAIR_INDEX("status"),
+    ONAIR_INDEX("-created_at"),
+    ONAIR_INDEX("status_rank,-created_at"),
+    ONAIR_INDEX("key_hash", .flags = ONAIR_INDEX_UNIQUE),
+    ONAIR_INDEX("tags"),
+    ONAIR_INDEX("category"),
+    ONAIR_INDEX("search"),
+    ONAIR_END,
+};
+
+static const onair_index_t follow_indexes[] = {
+    ONAIR_INDEX("follower,followee", .flags = ONAIR_INDEX_UNIQUE),
+    ONAIR_INDEX("followee,-created_at"),
+    ONAIR_INDEX("follower,-created_at"),
+    ONAIR_END,
+};
+
+static const onair_index_t report_indexes[] = {
+    ONAIR_INDEX("status,created_at"),
+    ONAIR_INDEX("stream,reporter"),
+    ONAIR_END,
+};
+
+static const onair_ratelimit_t ratelimits[] = {
+    ONAIR_RATELIMIT("streams.create", 30, 60, ONAIR_RATELIMIT_BY_USER),
+    ONAIR_RATELIMIT("streams.report", 10, 60, ONAIR_RATELIMIT_BY_USER),
+    ONAIR_RATELIMIT("streams.follow", 60, 60, ONAIR_RATELIMIT_BY_USER),
+};
+
+static const struct {
+    const char *pattern;
+    onair_bus_fn fn;
+} bus_topics[] = {
+    {"core.ws.closed", on_ws_closed},    {"streams.notify_followers", on_notify_followers},
+    {"schedule.due", on_schedule_due},   {"media.publish", on_media},
+    {"media.unpublish", on_media},       {"moderation.banned", on_banned},
+    {"media.viewers", on_media_viewers},
+};
+
+#define STREAM "/api/v1/streams/{id}"
 
 static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
 {
     api = host_api;
-    if (!ONAIR_HAS(api, store_open) || !ONAIR_HAS(api, user_get) ||
-        !ONAIR_HAS(api, ratelimit_add)) {
-        api->log(self, ONAIR_LOG_ERROR, "this host lacks the store or accounts (ABI 1.2)");
-        return ONAIR_ENOTSUP;
-    }
     streams_t *st = calloc(1, sizeof *st);
     if (!st)
         return ONAIR_ENOMEM;
@@ -2972,142 +2876,75 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->rooms = json_object();
     st->conns = json_object();
     st->webrtc = json_object();
-
-    static const onair_index_t stream_idx[] = {
-        {.size = sizeof(onair_index_t), .keys = "owner,status"},
-        {.size = sizeof(onair_index_t), .keys = "status"},
-        {.size = sizeof(onair_index_t), .keys = "-created_at"},
-        {.size = sizeof(onair_index_t), .keys = "status_rank,-created_at"},
-        {.size = sizeof(onair_index_t), .keys = "key_hash", .flags = ONAIR_INDEX_UNIQUE},
-        {.size = sizeof(onair_index_t), .keys = "tags"},
-        {.size = sizeof(onair_index_t), .keys = "category"},
-        {.size = sizeof(onair_index_t), .keys = "search"},
-        {0},
-    };
-    static const onair_index_t follow_idx[] = {
-        {.size = sizeof(onair_index_t), .keys = "follower,followee", .flags = ONAIR_INDEX_UNIQUE},
-        {.size = sizeof(onair_index_t), .keys = "followee,-created_at"},
-        {.size = sizeof(onair_index_t), .keys = "follower,-created_at"},
-        {0},
-    };
-    static const onair_index_t report_idx[] = {
-        {.size = sizeof(onair_index_t), .keys = "status,created_at"},
-        {.size = sizeof(onair_index_t), .keys = "stream,reporter"},
-        {0},
-    };
+    const uint32_t user = ONAIR_ACCESS_USER;
     const onair_collection_t colls[] = {
-        {.size = sizeof(onair_collection_t),
-         .name = "streams",
-         .version = 1,
-         .indexes = stream_idx},
-        {.size = sizeof(onair_collection_t),
-         .name = "follows",
-         .version = 1,
-         .indexes = follow_idx},
-        {.size = sizeof(onair_collection_t),
-         .name = "reports",
-         .version = 1,
-         .indexes = report_idx},
+        {.size = sizeof colls[0], .name = "streams", .version = 1, .indexes = stream_indexes},
+        {.size = sizeof colls[0], .name = "follows", .version = 1, .indexes = follow_indexes},
+        {.size = sizeof colls[0], .name = "reports", .version = 1, .indexes = report_indexes},
     };
-    onair_coll_t **outs[] = {&st->streams, &st->follows, &st->reports};
-    const onair_ratelimit_t limits[] = {
-        {.size = sizeof(onair_ratelimit_t),
-         .name = "streams.create",
-         .limit = 30,
-         .window_s = 60,
-         .key = ONAIR_RATELIMIT_BY_USER},
-        {.size = sizeof(onair_ratelimit_t),
-         .name = "streams.report",
-         .limit = 10,
-         .window_s = 60,
-         .key = ONAIR_RATELIMIT_BY_USER},
-        {.size = sizeof(onair_ratelimit_t),
-         .name = "streams.follow",
-         .limit = 60,
-         .window_s = 60,
-         .key = ONAIR_RATELIMIT_BY_USER},
-    };
-    const uint32_t U = ONAIR_ACCESS_USER, J = ONAIR_ROUTE_JSON_BODY;
+    onair_coll_t **opened[] = {&st->streams, &st->follows, &st->reports};
     const onair_route_t routes[] = {
-        ROUTE("POST", "/api/v1/streams", post_create, .access = U, .role = "streamer",
-              .max_body = 64 * 1024, .flags = J, .ratelimit = "streams.create"),
-        ROUTE("GET", "/api/v1/streams", get_browse),
-        ROUTE("GET", "/api/v1/streams/categories", get_categories),
-        ROUTE("GET", "/api/v1/streams/reports", get_reports, .access = U),
-        ROUTE("POST", "/api/v1/streams/reports/{rid}/resolve", post_resolve, .access = U,
-              .max_body = 8192),
-        ROUTE("POST", "/api/v1/streams/reports/{rid}/dismiss", post_dismiss, .access = U,
-              .max_body = 8192),
-        ROUTE("POST", "/api/v1/streams/_media", post_media, .max_body = 4096, .flags = J),
-        ROUTE("GET", "/api/v1/streams/{id}", get_one),
-        ROUTE("PATCH", "/api/v1/streams/{id}", patch_stream, .access = U, .max_body = 64 * 1024,
-              .flags = J),
-        ROUTE("DELETE", "/api/v1/streams/{id}", delete_stream, .access = U),
-        ROUTE("POST", "/api/v1/streams/{id}/start", post_start, .access = U),
-        ROUTE("POST", "/api/v1/streams/{id}/end", post_end, .access = U),
-        ROUTE("POST", "/api/v1/streams/{id}/join", post_join, .access = U),
-        ROUTE("POST", "/api/v1/streams/{id}/leave", post_leave, .access = U),
-        ROUTE("GET", "/api/v1/streams/{id}/viewers/count", get_count),
-        ROUTE("GET", "/api/v1/streams/{id}/viewers", get_viewers, .access = U),
-        ROUTE("GET", "/api/v1/streams/{id}/moderators", get_mods, .access = U),
-        ROUTE("PUT", "/api/v1/streams/{id}/moderators/{user_id}", put_mod, .access = U),
-        ROUTE("DELETE", "/api/v1/streams/{id}/moderators/{user_id}", delete_mod, .access = U),
-        ROUTE("POST", "/api/v1/streams/{id}/report", post_report, .access = U, .max_body = 8192,
-              .flags = J, .ratelimit = "streams.report"),
-        ROUTE("POST", "/api/v1/streams/{id}/key/rotate", post_rotate, .access = U),
-        ROUTE("POST", "/api/v1/users/{id}/follow", post_follow, .access = U,
-              .ratelimit = "streams.follow"),
-        ROUTE("DELETE", "/api/v1/users/{id}/follow", delete_follow, .access = U),
-        ROUTE("GET", "/api/v1/users/{id}/followers", get_followers),
-        ROUTE("GET", "/api/v1/users/{id}/following", get_following),
+        ONAIR_ROUTE("POST", "/api/v1/streams", post_create, .ud = st, .access = user,
+                    .role = "streamer", .max_body = 64 * 1024, .ratelimit = "streams.create",
+                    .body = create_body),
+        ONAIR_ROUTE("GET", "/api/v1/streams", get_browse, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/streams/categories", get_categories, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/streams/reports", get_reports, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", "/api/v1/streams/reports/{rid}/resolve", post_resolve, .ud = st,
+                    .access = user, .max_body = 8192, .flags = ONAIR_ROUTE_BODY_OPTIONAL,
+                    .body = note_body),
+        ONAIR_ROUTE("POST", "/api/v1/streams/reports/{rid}/dismiss", post_dismiss, .ud = st,
+                    .access = user, .max_body = 8192, .flags = ONAIR_ROUTE_BODY_OPTIONAL,
+                    .body = note_body),
+        ONAIR_ROUTE("POST", "/api/v1/streams/_media", post_media, .ud = st, .max_body = 4096,
+                    .flags = ONAIR_ROUTE_JSON_BODY),
+        ONAIR_ROUTE("GET", STREAM, get_one, .ud = st),
+        ONAIR_ROUTE("PATCH", STREAM, patch_stream, .ud = st, .access = user, .max_body = 64 * 1024,
+                    .body = update_body),
+        ONAIR_ROUTE("DELETE", STREAM, delete_stream, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM "/start", post_start, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM "/end", post_end, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM "/join", post_join, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM "/leave", post_leave, .ud = st, .access = user),
+        ONAIR_ROUTE("GET", STREAM "/viewers/count", get_count, .ud = st),
+        ONAIR_ROUTE("GET", STREAM "/viewers", get_viewers, .ud = st, .access = user),
+        ONAIR_ROUTE("GET", STREAM "/moderators", get_mods, .ud = st, .access = user),
+        ONAIR_ROUTE("PUT", STREAM "/moderators/{user_id}", put_mod, .ud = st, .access = user),
+        ONAIR_ROUTE("DELETE", STREAM "/moderators/{user_id}", delete_mod, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM "/report", post_report, .ud = st, .access = user,
+                    .max_body = 8192, .ratelimit = "streams.report", .body = report_body),
+        ONAIR_ROUTE("POST", STREAM "/key/rotate", post_rotate, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", "/api/v1/users/{id}/follow", post_follow, .ud = st, .access = user,
+                    .ratelimit = "streams.follow"),
+        ONAIR_ROUTE("DELETE", "/api/v1/users/{id}/follow", delete_follow, .ud = st, .access = user),
+        ONAIR_ROUTE("GET", "/api/v1/users/{id}/followers", get_followers, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/users/{id}/following", get_following, .ud = st),
     };
     const onair_ws_type_t types[] = {
-        {.size = sizeof(onair_ws_type_t), .type = "streams.watch", .handler = ws_watch, .ud = st},
-        {.size = sizeof(onair_ws_type_t),
-         .type = "streams.unwatch",
-         .handler = ws_unwatch,
-         .ud = st},
+        ONAIR_WS_TYPE("streams.watch", ws_watch, .ud = st, .body = watch_body),
+        ONAIR_WS_TYPE("streams.unwatch", ws_unwatch, .ud = st, .body = watch_body),
     };
-    int rc = st->rooms && st->conns ? ONAIR_OK : ONAIR_ENOMEM;
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof colls / sizeof colls[0]; i++)
-        rc = api->store_open(self, &colls[i], outs[i]);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof limits / sizeof limits[0]; i++)
-        rc = api->ratelimit_add(self, &limits[i]);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
-        rc = api->route_add(self, &routes[i]);
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof types / sizeof types[0]; i++)
-        rc = api->ws_type_add(self, &types[i]);
-    struct {
-        const char *pattern;
-        onair_bus_fn fn;
-    } subs[] = {
-        {"core.ws.closed", on_ws_closed},    {"streams.notify_followers", on_notify_followers},
-        {"schedule.due", on_schedule_due},   {"media.publish", on_media},
-        {"media.unpublish", on_media},       {"moderation.banned", on_banned},
-        {"media.viewers", on_media_viewers},
+    const onair_service_t services[] = {
+        ONAIR_SERVICE("streams.access", svc_access, .ud = st),
+        ONAIR_SERVICE("streams.follow", svc_follow, .ud = st),
+        ONAIR_SERVICE("streams.media_publish", svc_media_publish, .ud = st),
+        ONAIR_SERVICE("streams.media_unpublish", svc_media_unpublish, .ud = st),
     };
-    for (size_t i = 0; rc == ONAIR_OK && i < sizeof subs / sizeof subs[0]; i++)
-        rc = api->bus_subscribe(self, subs[i].pattern, subs[i].fn, st, &st->subs[st->nsubs++]);
-    if (rc == ONAIR_OK && ONAIR_HAS(api, service_add)) {
-        const onair_service_t access = {
-            .size = sizeof access, .name = "streams.access", .fn = svc_access, .ud = st};
-        rc = api->service_add(self, &access);
-        const onair_service_t follow = {
-            .size = sizeof follow, .name = "streams.follow", .fn = svc_follow, .ud = st};
-        if (rc == ONAIR_OK)
-            rc = api->service_add(self, &follow);
-        const onair_service_t pub = {
-            .size = sizeof pub, .name = "streams.media_publish", .fn = svc_media_publish, .ud = st};
-        const onair_service_t unpub = {.size = sizeof unpub,
-                                       .name = "streams.media_unpublish",
-                                       .fn = svc_media_unpublish,
-                                       .ud = st};
-        if (rc == ONAIR_OK)
-            rc = api->service_add(self, &pub);
-        if (rc == ONAIR_OK)
-            rc = api->service_add(self, &unpub);
-    }
-    if (rc != ONAIR_OK) {
+    int rc = st->rooms && st->conns && st->webrtc ? ONAIR_OK : ONAIR_ENOMEM;
+    for (size_t i = 0; rc == ONAIR_OK && i < ONAIR_COUNT(colls); i++)
+        rc = api->store_open(self, &colls[i], opened[i]);
+    if (rc == ONAIR_OK)
+        rc = onair_add_ratelimits(api, self, ratelimits);
+    if (rc == ONAIR_OK)
+        rc = onair_add_routes(api, self, routes);
+    if (rc == ONAIR_OK)
+        rc = onair_add_ws_types(api, self, types);
+    if (rc == ONAIR_OK)
+        rc = onair_add_services(api, self, services);
+    for (size_t i = 0; rc == ONAIR_OK && i < ONAIR_COUNT(bus_topics); i++)
+        rc = api->bus_subscribe(self, bus_topics[i].pattern, bus_topics[i].fn, st,
+                                &st->subs[st->nsubs++]);
+    if (rc != ONAIR_OK) { /* the host rolls back what was registered */
         json_decref(st->rooms);
         json_decref(st->conns);
         json_decref(st->webrtc);
@@ -3129,7 +2966,7 @@ static int streams_start(onair_plugin_t *self)
              (long long)api->config_int(self, "max_live_per_user"),
              api->config_bool(self, "require_verified_to_stream") ? "verified accounts only"
                                                                   : "any account",
-             json_is_array(cats) ? json_array_size(cats) : 0,
+             json_array_size(cats),
              api->config_bool(self, "test_routes") ? ", TEST ROUTES ENABLED" : "");
     return ONAIR_OK;
 }

@@ -194,10 +194,35 @@ def test_create_and_get(srv):
     ({"title": "ok", "settings": {"record_on_start": True}}, 400, "invalid_field",
      "settings.record_on_start"),
     ({"title": "ok", "settings": {"colour": 1}}, 400, "unknown_field", "settings.colour"),
+    # the declared body: JSON types are strict, null only where it means "none"
+    ({"title": None}, 400, "invalid_field", "title"),
+    ({"title": "ok", "description": 5}, 400, "invalid_field", "description"),
+    ({"title": "ok", "description": "a\u0007b"}, 400, "invalid_field", "description"),
+    ({"title": "ok", "category": 5}, 400, "invalid_field", "category"),
+    ({"title": "ok", "category": ""}, 400, "invalid_field", "category"),
+    ({"title": "ok", "tags": [1]}, 400, "invalid_field", "tags"),
+    ({"title": "ok", "tags": [""]}, 400, "invalid_field", "tags"),
+    ({"title": "ok", "visibility": None}, 400, "invalid_field", "visibility"),
+    ({"title": "ok", "allowed_viewers": ["u" * 129]}, 400, "invalid_field", "allowed_viewers"),
+    ({"title": "ok", "allowed_viewers": [str(i) for i in range(1001)]}, 400, "invalid_field",
+     "allowed_viewers"),
+    ({"title": "ok", "settings": 5}, 400, "invalid_field", "settings"),
+    ({"title": "ok", "settings": {"chat_slow_mode_s": "10"}}, 400, "invalid_field",
+     "settings.chat_slow_mode_s"),
+    ({"title": "ok", "settings": {"chat_slow_mode_s": 121}}, 400, "invalid_field",
+     "settings.chat_slow_mode_s"),
+    ({"title": "ok", "settings": {"max_viewers": 1.5}}, 400, "invalid_field",
+     "settings.max_viewers"),
+    ({"title": "ok", "settings": {"chat_followers_only": 1}}, 400, "invalid_field",
+     "settings.chat_followers_only"),
+    ({"Title": "misspelt"}, 400, "unknown_field", "Title"),
 ])
 def test_create_validation(srv, body, status, code, field):
-    acct = getattr(srv, "_val_acct", None) or Account(srv, "val")
-    srv._val_acct = acct
+    # a fresh account every 20 cases: streams.create allows 30 a minute (bad bodies count)
+    if getattr(srv, "_val_uses", 20) >= 20:
+        srv._val_acct, srv._val_uses = Account(srv, "val"), 0
+    srv._val_uses += 1
+    acct = srv._val_acct
     problem(acct.call("POST", "/api/v1/streams", body), status, code, field)
 
 
@@ -206,9 +231,14 @@ def test_create_limits_accepted(srv):
     s = create(acct, title="é" * 140, description="d" * 2000, tags=["t" * 25] * 1 +
                [str(i) for i in range(9)], category=None)["stream"]
     assert len(s["title"]) == 140 and len(s["tags"]) == 10 and s["category"] is None
-    r = acct.call("POST", "/api/v1/streams", "{not json",
-                  headers={"Content-Type": "application/json"})
-    assert r.status == 400, r
+    s = create(acct, title="Bounds", settings={"chat_slow_mode_s": 3, "max_viewers": 1000000},
+               allowed_viewers=["u" * 128])["stream"]
+    assert s["settings"]["chat_slow_mode_s"] == 3 and s["allowed_viewers"] == ["u" * 128], s
+    assert create(acct, title="Off", settings={"chat_slow_mode_s": 0})["stream"]["settings"][
+        "chat_slow_mode_s"] == 0
+    problem(acct.call("POST", "/api/v1/streams", "{not json",
+                      headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    problem(acct.call("POST", "/api/v1/streams", ["title"]), 400, "invalid_json")
 
 
 # ---- update ------------------------------------------------------------------------------------
@@ -242,7 +272,21 @@ def test_update_matrix(srv):
     problem(c.owner.call("PATCH", p, {"title": "x" * 141}), 400, "invalid_field", "title")
     problem(c.owner.call("PATCH", p, {"category": "nope"}), 400, "unknown_category", "category")
     problem(c.owner.call("PATCH", p, {"nope": 1}), 400, "unknown_field", "nope")
+    problem(c.owner.call("PATCH", p, {"title": 5}), 400, "invalid_field", "title")
+    problem(c.owner.call("PATCH", p, {"tags": ["ok", "x" * 26]}), 400, "invalid_field", "tags")
+    problem(c.owner.call("PATCH", p, {"settings": {"max_viewers": True}}), 400, "invalid_field",
+            "settings.max_viewers")
+    problem(c.owner.call("PATCH", p, {"settings": {"x": 1}}), 400, "unknown_field", "settings.x")
+    problem(c.owner.call("PATCH", p, {"category": None, "visibility": "hidden"}), 400,
+            "invalid_field", "visibility")
     problem(c.owner.call("PATCH", p, {}), 400, "invalid_request")
+    # a body mistake is answered before the stream is looked up, whoever asks
+    problem(c.other.call("PATCH", p, {"title": ""}), 400, "invalid_field", "title")
+    problem(c.owner.call("PATCH", "/api/v1/streams/" + "0" * 24, {"nope": 1}), 400,
+            "unknown_field", "nope")
+    # nothing of a refused update was stored
+    r = c.owner.call("GET", p).json()["stream"]
+    assert r["visibility"] == "public" and r["category"] == "music" and "x" not in r["settings"]
     problem(c.owner.call("PATCH", "/api/v1/streams/" + "0" * 24, {"title": "t"}), 404,
             "stream_not_found")
     assert c.anon.call("GET", p).json()["stream"]["title"] == "Admin title"
@@ -340,6 +384,7 @@ def test_live_limit_config_and_verified(server_factory):
     # the media test route is off unless test_routes is set
     problem(s.http("POST", "/api/v1/streams/_media", {"event": "publish", "stream_key": "sk_x"}),
             404, "not_found")
+    problem(s.http("POST", "/api/v1/streams/_media", {"bogus": 1}), 404, "not_found")
 
 
 # ---- browse ------------------------------------------------------------------------------------
@@ -695,7 +740,13 @@ def test_key_rotation_and_media_hook(srv):
     problem(c.anon.call("POST", media, {"event": "play", "stream_key": c.key}), 400,
             "invalid_field", "event")
     problem(c.anon.call("POST", media, {"event": "publish", "stream_key": c.key, "x": 1}), 400,
-            "unknown_field")
+            "unknown_field", "x")
+    problem(c.anon.call("POST", media, {"stream_key": c.key}), 400, "missing_field", "event")
+    problem(c.anon.call("POST", media, {"event": "publish"}), 400, "missing_field", "stream_key")
+    problem(c.anon.call("POST", media, {"event": "publish", "stream_key": 7}), 400,
+            "invalid_field", "stream_key")
+    problem(c.anon.call("POST", media, {"event": True, "stream_key": c.key}), 400,
+            "invalid_field", "event")
     r = c.anon.call("POST", media, {"event": "publish", "stream_key": c.key})
     assert r.status == 200 and r.json()["stream"]["status"] == "live", r
     assert c.anon.call("POST", media, {"event": "publish", "stream_key": c.key}).status == 200
@@ -754,7 +805,16 @@ def test_reports(srv):
     problem(c.viewer.call("POST", rp, {"reason": "boring"}), 400, "invalid_field", "reason")
     problem(c.viewer.call("POST", rp, {"reason": "spam", "text": "x" * 1001}), 400,
             "invalid_field", "text")
-    problem(c.viewer.call("POST", rp, {"reason": "spam", "extra": 1}), 400, "unknown_field")
+    problem(c.viewer.call("POST", rp, {"reason": "spam", "extra": 1}), 400, "unknown_field",
+            "extra")
+    typo = Account(srv, "typo")  # streams.report allows 10 a minute (bad bodies count)
+    problem(typo.call("POST", rp, {}), 400, "missing_field", "reason")
+    problem(typo.call("POST", rp, {"text": "no reason"}), 400, "missing_field", "reason")
+    problem(typo.call("POST", rp, {"reason": 3}), 400, "invalid_field", "reason")
+    problem(typo.call("POST", rp, {"reason": "spam", "text": ["x"]}), 400, "invalid_field",
+            "text")
+    problem(typo.call("POST", rp, {"reason": "spam", "text": "a\u0001b"}), 400,
+            "invalid_field", "text")
     r = c.viewer.call("POST", rp, {"reason": "harassment", "text": "rude"})
     assert r.status == 201, r
     rep = r.json()["report"]
@@ -775,12 +835,23 @@ def test_reports(srv):
     resolve = f"/api/v1/streams/reports/{rep['id']}/resolve"
     problem(c.owner.call("POST", resolve), 403, "forbidden")
     problem(gmod.call("POST", resolve, {"note": "n" * 1001}), 400, "invalid_field", "note")
+    # the body is optional (none is {}), but checked when sent
+    problem(gmod.call("POST", resolve, {"note": 5}), 400, "invalid_field", "note")
+    problem(gmod.call("POST", resolve, {"note": "a\u0001b"}), 400, "invalid_field", "note")
+    problem(gmod.call("POST", resolve, {"note": "ok", "notes": "x"}), 400, "unknown_field",
+            "notes")
+    problem(gmod.call("POST", resolve, "{oops", headers={"Content-Type": "application/json"}),
+            400, "invalid_json")
+    problem(gmod.call("POST", resolve, "note=warned",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"}), 415,
+            "unsupported_media_type")
     r = gmod.call("POST", resolve, {"note": "warned"})
     assert r.status == 200, r
     done = r.json()["report"]
     assert (done["status"], done["resolved_by"], done["note"]) == ("resolved", "global-mod",
                                                                     "warned")
     problem(gmod.call("POST", resolve), 409, "report_closed")
+    problem(gmod.call("POST", resolve, {"note": None}), 409, "report_closed")
     problem(c.admin.call("POST", f"/api/v1/streams/reports/{rep['id']}/dismiss"), 409,
             "report_closed")
     problem(c.admin.call("POST", "/api/v1/streams/reports/" + "0" * 24 + "/dismiss"), 404,
@@ -851,8 +922,6 @@ def test_websocket_follow_start_and_viewer_count(srv):
             assert r["data"]["viewer_count"] == 0 and r["data"]["counted"] is False, r
             r = await S.call("streams.watch", {"stream_id": secret})
             assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
-            r = await S.call("streams.watch", {"stream_id": "zz"})
-            assert r["type"] == "error" and r["data"]["status"] == 404, r
 
             # the owner goes live: the follower hears it on its own user topic
             assert owner.call("POST", f"/api/v1/streams/{sid}/start").status == 200
@@ -890,6 +959,42 @@ def test_websocket_follow_start_and_viewer_count(srv):
             m = await A.wait(lambda m: m["type"] == "stream.ended")
             assert m["data"]["stream"]["status"] == "ended"
             assert m["data"]["stream"]["peak_viewers"] == 2
+
+    run(scenario())
+
+
+def test_websocket_data_mistakes(srv):
+    """streams.watch and streams.unwatch declare their data: a mistake is an error reply with
+    status 400, the code and the member in `field`, and the connection stays open."""
+    owner = Account(srv, "wsd")
+    sid = create(owner, title="WS data")["stream"]["id"]
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a:
+            A = Client(a)
+            for type_ in ("streams.watch", "streams.unwatch"):
+                for data, code in (({}, "missing_field"),
+                                   ({"stream_id": 5}, "invalid_field"),
+                                   ({"stream_id": None}, "invalid_field"),
+                                   ({"stream_id": "zz"}, "invalid_field"),
+                                   ({"stream_id": sid.upper()}, "invalid_field"),
+                                   ({"stream": sid}, "unknown_field"),
+                                   ({"stream_id": sid, "x": 1}, "unknown_field")):
+                    r = await A.call(type_, data)
+                    assert r["type"] == "error", (type_, data, r)
+                    assert r["data"]["status"] == 400 and r["data"]["code"] == code, (type_, r)
+                    field = "stream_id" if code != "unknown_field" else next(
+                        k for k in data if k != "stream_id")
+                    assert r["data"]["field"] == field and r["data"]["detail"], (type_, data, r)
+            # well-formed, but no such stream: 404
+            r = await A.call("streams.watch", {"stream_id": "0" * 24})
+            assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+            assert r["data"]["status"] == 404 and "field" not in r["data"], r
+            # still open and serving
+            r = await A.call("streams.watch", {"stream_id": sid})
+            assert r["type"] == "result" and r["data"]["stream"]["id"] == sid, r
+            r = await A.call("streams.unwatch", {"stream_id": sid})
+            assert r["data"] == {"unwatched": True}, r
 
     run(scenario())
 
