@@ -63,6 +63,10 @@ extern "C" {
         .size = sizeof(onair_ratelimit_t), .name = (name_), .limit = (limit_),                     \
         .window_s = (window_s_), .key = (key_)                                                     \
     }
+#define ONAIR_COLLECTION(name_, version_, ...)                                                     \
+    {                                                                                              \
+        .size = sizeof(onair_collection_t), .name = (name_), .version = (version_), __VA_ARGS__    \
+    }
 #define ONAIR_HOOK(chain_, priority_, fn_, ...)                                                    \
     {                                                                                              \
         .size = sizeof(onair_hook_t), .chain = (chain_), .priority = (priority_), .fn = (fn_),     \
@@ -124,6 +128,18 @@ static inline int onair_rate_limited(const onair_api_t *api, onair_target_t t, c
         retry_after_s = 1;
     return api->target_problem(t, ONAIR_ERATE, code ? code : "rate_limited", detail,
                                json_pack("{s:I}", "retry_after_s", (json_int_t)retry_after_s));
+}
+
+/* The same for a wait known in milliseconds: retry_after_s (rounded up) and retry_after_ms. */
+static inline int onair_rate_limited_ms(const onair_api_t *api, onair_target_t t, const char *code,
+                                        long long wait_ms, const char *detail)
+{
+    if (wait_ms < 1)
+        wait_ms = 1;
+    return api->target_problem(t, ONAIR_ERATE, code ? code : "rate_limited", detail,
+                               json_pack("{s:I,s:I}", "retry_after_s",
+                                         (json_int_t)((wait_ms + 999) / 1000), "retry_after_ms",
+                                         (json_int_t)wait_ms));
 }
 
 /* A store, service or user call failed with status and result {"error": "..."}: answer
@@ -204,10 +220,13 @@ static inline void onair_flow_end(onair_flow_t *f)
         f->end(f);
 }
 
-/* End with a result (steals body). */
+/* End with a result (steals body; a NULL body from a failed json_pack answers 500). */
 static inline void onair_flow_reply(onair_flow_t *f, int http_status, json_t *body)
 {
-    f->api->target_reply(f->t, http_status, body);
+    if (body || http_status == 204)
+        f->api->target_reply(f->t, http_status, body);
+    else
+        f->api->target_problem(f->t, ONAIR_ENOMEM, NULL, NULL, NULL);
     onair_flow_end(f);
 }
 
@@ -215,6 +234,22 @@ static inline void onair_flow_reply(onair_flow_t *f, int http_status, json_t *bo
 static inline void onair_flow_fail(onair_flow_t *f, int status, json_t *result)
 {
     onair_store_failed(f->api, f->t, status, result);
+    onair_flow_end(f);
+}
+
+/* End with a 400 about one member (onair_field_problem). */
+static inline void onair_flow_field_problem(onair_flow_t *f, const char *code, const char *field,
+                                            const char *detail)
+{
+    onair_field_problem(f->api, f->t, code, field, detail);
+    onair_flow_end(f);
+}
+
+/* End with a 429 (onair_rate_limited_ms). */
+static inline void onair_flow_rate_limited_ms(onair_flow_t *f, const char *code, long long wait_ms,
+                                              const char *detail)
+{
+    onair_rate_limited_ms(f->api, f->t, code, wait_ms, detail);
     onair_flow_end(f);
 }
 
