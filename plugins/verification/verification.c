@@ -120,9 +120,9 @@ static const onair_config_key_t ver_config[] = {
 
 /* ---- request bodies -------------------------------------------------------------------
  * Checked by the host before the handler (400 missing_field / invalid_field / unknown_field
- * with `field`), except start_body: that body is optional, so start checks it itself. */
+ * with `field`). */
 
-/* POST /api/v1/verification/start: none or {} */
+/* POST /api/v1/verification/start: none or {} (ONAIR_ROUTE_BODY_OPTIONAL) */
 static const onair_config_key_t start_body[] = {
     ONAIR_END,
 };
@@ -860,26 +860,9 @@ static void start_user(onair_flow_t *f, int status, json_t *result)
     ONAIR_THEN(f, start_closed_old, api->store_update(st->coll, spec, onair_flow_cb, f));
 }
 
-/* The body is optional, so it is not declared on the route (that would require one): a
- * body that is given must be a JSON object with no members. */
 static int post_start(onair_req_t *req, void *ud)
 {
     ver_t *st = ud;
-    onair_target_t t = ONAIR_TARGET_REQ(req);
-    size_t len = 0;
-    const char *text = api->req_body(req, &len);
-    if (len) {
-        json_t *body = json_loadb(text, len, 0, NULL);
-        if (!json_is_object(body)) {
-            json_decref(body);
-            return api->target_problem(t, ONAIR_EINVAL, "invalid_json",
-                                       "the body must be empty or a JSON object", NULL);
-        }
-        int rc = api->body_check(start_body, body, t);
-        json_decref(body);
-        if (rc != ONAIR_OK)
-            return ONAIR_OK; /* answered */
-    }
     op_t *op = op_new(st, req, api->req_user(req)->id);
     if (!op)
         return ONAIR_ENOMEM;
@@ -1211,7 +1194,8 @@ static int ver_init(onair_plugin_t *self, const onair_api_t *host_api)
                         ONAIR_RATELIMIT_BY_USER);
     const onair_route_t routes[] = {
         ONAIR_ROUTE("POST", "/api/v1/verification/start", post_start, .ud = st,
-                    .access = ONAIR_ACCESS_USER, .max_body = 1024),
+                    .access = ONAIR_ACCESS_USER, .max_body = 1024, .body = start_body,
+                    .flags = ONAIR_ROUTE_BODY_OPTIONAL),
         ONAIR_ROUTE("POST", "/api/v1/verification/verify", post_verify, .ud = st,
                     .access = ONAIR_ACCESS_USER, .max_body = 1024, .body = verify_body),
         ONAIR_ROUTE("GET", "/api/v1/verification/link", get_link, .ud = st),
