@@ -727,39 +727,50 @@ static void publish_stream(streams_t *st, json_t *doc, const char *type)
     api->ws_publish(topic, type, json_pack("{s:o}", "stream", pub));
 }
 
-/* Lower-case words of the title and their prefixes (2+ characters): what ?q= matches. */
-static json_t *search_terms(const char *title)
+/* The first max words of s, lower-cased: runs of ASCII letters and digits and of bytes beyond
+ * ASCII. Titles are indexed and ?q= is read with it, so both split alike. */
+static json_t *words_of(const char *s, size_t max)
 {
-    json_t *set = json_object();
-    char word[TITLE_MAX * 4 + 1];
-    size_t n = 0, words = 0;
-    for (const char *p = title;; p++) {
-        unsigned char c = (unsigned char)*p;
+    json_t *words = json_array();
+    char w[TITLE_MAX * 4 + 1];
+    size_t n = 0;
+    for (;; s++) {
+        unsigned char c = (unsigned char)*s;
         if (c && (isalnum(c) || c >= 0x80)) {
-            if (n < sizeof word - 1)
-                word[n++] = (char)tolower(c);
+            if (n < sizeof w - 1)
+                w[n++] = (char)tolower(c);
             continue;
         }
-        if (n && words < 40) {
-            word[n] = 0;
-            for (size_t k = n == 1 ? 1 : 2; k <= n; k++) {
-                char save = word[k];
-                word[k] = 0;
-                json_object_set_new(set, word, json_true());
-                word[k] = save;
-            }
-            words++;
+        if (n && json_array_size(words) < max) {
+            w[n] = 0;
+            json_array_append_new(words, json_string(w));
         }
         n = 0;
         if (!c)
-            break;
+            return words;
     }
-    json_t *arr = json_array();
-    const char *k;
-    json_t *v;
-    json_object_foreach(set, k, v) json_array_append_new(arr, json_string(k));
+}
+
+/* The words of the title and their prefixes of 2+ bytes: what ?q= matches. */
+static json_t *search_terms(const char *title)
+{
+    json_t *words = words_of(title, 40), *set = json_object(), *terms = json_array(), *w;
+    size_t i;
+    json_array_foreach(words, i, w)
+    {
+        char prefix[TITLE_MAX * 4 + 1];
+        size_t n = json_string_length(w);
+        for (size_t k = n == 1 ? 1 : 2; k <= n; k++) {
+            snprintf(prefix, sizeof prefix, "%.*s", (int)k, json_string_value(w));
+            json_object_set_new(set, prefix, json_true());
+        }
+    }
+    const char *term;
+    json_t *yes;
+    json_object_foreach(set, term, yes) json_array_append_new(terms, json_string(term));
+    json_decref(words);
     json_decref(set);
-    return arr;
+    return terms;
 }
 
 /* ---- one request in progress ------------------------------------------------------------
@@ -1757,9 +1768,9 @@ static void media_replied(int http_status, const char *code, const char *detail,
         api->target_reply(t, 200, json_pack("{s:O}", "stream", stream));
 }
 
-/* POST /api/v1/streams/_media (test_routes only). The body is checked here, after
- * test_routes, rather than declared on the route: with test_routes off the route answers 404
- * whatever the body. */
+/* POST /api/v1/streams/_media (test_routes only). The body's members are checked here,
+ * after test_routes, rather than declared on the route: with test_routes off the route
+ * answers 404 whatever they are. */
 static int post_media(onair_req_t *req, void *ud)
 {
     streams_t *st = ud;
@@ -1888,28 +1899,10 @@ static void browsed(onair_flow_t *f, int status, json_t *result)
                      json_pack("{s:o,s:O}", "streams", out, "next", next ? next : json_null()));
 }
 
-/* The words of ?q= (lower case; letters, digits and anything beyond ASCII), or NULL unless
- * there are 1..5 in at most 200 bytes. */
+/* The words of ?q= (see words_of), or NULL unless there are 1..5 in at most 200 bytes. */
 static json_t *query_words(const char *q)
 {
-    json_t *words = json_array();
-    size_t n = 0;
-    char w[201];
-    for (const char *p = q;; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c && (isalnum(c) || c >= 0x80)) {
-            if (n < sizeof w - 1)
-                w[n++] = (char)tolower(c);
-            continue;
-        }
-        if (n) {
-            w[n] = 0;
-            json_array_append_new(words, json_string(w));
-        }
-        n = 0;
-        if (!c)
-            break;
-    }
+    json_t *words = words_of(q, 6);
     if (strlen(q) > 200 || json_array_size(words) == 0 || json_array_size(words) > 5) {
         json_decref(words);
         return NULL;
