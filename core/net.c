@@ -21,12 +21,13 @@
  *     therefore carries a canonical re-encoding: decoding it again yields exactly
  *     what lws decoded. An encoded "/" (%2F) in a path is seen as a separator.
  *   - A request head larger than lws' header buffer (max_http_header_data, set here to
- *     twice max_header_bytes, at least 64 KiB) is not answered by lws: it logs "Ran out
- *     of header data space" and closes that connection. Heads between max_header_bytes
- *     and that size get a proper 431. The same "close without answer" happens when a
- *     request has more than ~90 header lines + query arguments (lws' fragment table is
- *     full) or a NUL byte (%00) in its query string. lws gives no callback before it
- *     shuts such a connection down on a first request, so there is nothing to answer from.
+ *     about twice max_header_bytes) is not answered by lws: it logs "Ran out of header
+ *     data space" and closes that connection. Heads between max_header_bytes and that
+ *     size get a proper 431. The same "close without answer" happens when a request
+ *     has more than ~90 header lines + query arguments (lws' fragment table is full) or
+ *     a NUL byte (%00) in its query string. On a connection's first request lws calls
+ *     nothing of ours before it shuts such a connection down (the protocol is bound
+ *     only once a head is complete), so there is no point to answer from.
  *   - Malformed requests (bad request line, unknown method, bad %-escapes, NUL in the
  *     URI) are answered by lws itself with a 403 and the connection is closed; CONNECT
  *     is turned into a raw socket, which we close at once. The server keeps serving.
@@ -2565,14 +2566,15 @@ int net_start(net_t *n)
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
     if (n->host && is_ipv4_literal(n->host))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    /* lws' header buffer: every head that fits gets an answer from us (431 over
-     * max_header_bytes); one that does not fit is dropped by lws without any (see top), so
-     * it is far larger than the limit: twice it, at least 64 KiB, plus 2 KiB. Only the bytes
-     * a client sends are touched. */
-    size_t hdr = n->cfg.max_header_bytes * 2;
-    if (hdr < 64 * 1024)
-        hdr = 64 * 1024;
-    hdr += 2048;
+    /* lws' header buffer: heads up to it get an answer from us (431 over max_header_bytes);
+     * larger ones are dropped by lws without any (see top). It cannot simply be much larger:
+     * lws stores headers it does not know, which max_header_bytes does not count (lws 4.1
+     * cannot list them), so this buffer is what bounds them. */
+    size_t hdr = n->cfg.max_header_bytes * 2 + 2048;
+    if (hdr < 4096)
+        hdr = 4096;
+    if (hdr > 1024 * 1024)
+        hdr = 1024 * 1024;
     info.max_http_header_data2 = (unsigned int)hdr;
     info.keepalive_timeout = n->cfg.keepalive_timeout_s > 0 ? n->cfg.keepalive_timeout_s : 5;
     info.pt_serv_buf_size = 32768;

@@ -236,7 +236,7 @@ static int ws_later(onair_wsmsg_t *m, void *ud)
     return ONAIR_PENDING;
 }
 
-/* testkit.work {"ms": 0..1000}: a blocking job of that many milliseconds on the work pool,
+/* testkit.work {"ms": 0..5000}: a blocking job of that many milliseconds on the work pool,
  * answered when it is done; a full pool answers the host's 503 unavailable. */
 typedef struct work_job {
     onair_wsmsg_t *msg;
@@ -263,7 +263,7 @@ static void work_done(int status, void *ud)
 static int ws_work(onair_wsmsg_t *m, void *ud)
 {
     json_int_t ms = json_integer_value(json_object_get(api->msg_data(m), "ms"));
-    if (ms < 0 || ms > 1000)
+    if (ms < 0 || ms > 5000)
         return ONAIR_EINVAL;
     work_job_t *j = malloc(sizeof *j);
     if (!j)
