@@ -289,7 +289,7 @@ static void udp_drops(uint64_t *client, uint64_t *server)
             *server += drops;
     }
     fclose(f);
-    f = fopen("/proc/net/udp6", "r"); /* the relay binds a dual-stack socket */
+    f = fopen("/proc/net/udp6", "r"); /* a relay bound to every address: dual-stack */
     if (!f)
         return;
     while (fgets(line, sizeof line, f)) {

@@ -169,6 +169,7 @@ session_t *media_session_new(int role, const char *stream_id)
     atomic_init(&s->refs, 1);
     atomic_init(&s->closed, 0);
     atomic_init(&s->media_ready, 0);
+    atomic_init(&s->worker_index, -1);
     s->role = role;
     snprintf(s->stream_id, sizeof s->stream_id, "%s", stream_id);
     media_random_string(s->id, 22);
@@ -436,8 +437,11 @@ static int amap_put(media_worker_t *w, const struct sockaddr_storage *a, session
         w->amap_a = na;
         w->amap_cap = ncap;
     }
-    if (amap_find(w, a))
+    session_t *prev = amap_find(w, a);
+    if (prev) { /* a stale entry (its session moved or closed): replaced, its reference dropped */
         amap_remove(w, a);
+        session_unref(prev);
+    }
     size_t mask = w->amap_cap - 1, i = addr_hash(a) & mask;
     while (w->amap_s[i])
         i = (i + 1) & mask;
@@ -480,13 +484,58 @@ static void dtls_out(const uint8_t *data, size_t len, void *ud)
         worker_send(s->worker, s, data, len);
 }
 
-/* Bind s to this worker and address (first valid check, or a nominated new address). */
+/* An amap entry of w for address a is live while its session is bound to w at a. Call with
+ * s->bind_lock held. */
+static int amap_live(const media_worker_t *w, const session_t *s, const struct sockaddr_storage *a)
+{
+    return s->worker == w && addr_eq(&s->addr, a);
+}
+
+/* Drops w's entry for address a (a stale one: its session moved); w's thread only. */
+static void amap_drop(media_worker_t *w, const struct sockaddr_storage *a)
+{
+    session_t *s = amap_find(w, a);
+    if (!s)
+        return;
+    amap_remove(w, a);
+    session_unref(s);
+}
+
+/* Removes every stale entry of w's address map (sessions that moved to another address or
+ * worker, or that were closed and dropped elsewhere). */
+static void amap_sweep(media_worker_t *w)
+{
+    struct sockaddr_storage stale[64];
+    for (;;) {
+        size_t n = 0;
+        for (size_t i = 0; i < w->amap_cap && n < 64; i++) {
+            session_t *s = w->amap_s[i];
+            if (!s)
+                continue;
+            pthread_mutex_lock(&s->bind_lock);
+            int live = amap_live(w, s, &w->amap_a[i]);
+            pthread_mutex_unlock(&s->bind_lock);
+            if (!live)
+                stale[n++] = w->amap_a[i];
+        }
+        for (size_t i = 0; i < n; i++)
+            amap_drop(w, &stale[i]);
+        if (n < 64)
+            break;
+    }
+}
+
+/* Bind s to this worker and address: its first valid check, or a check with USE-CANDIDATE
+ * from another address (the controlling agent nominated another pair: a multi-homed client
+ * whose interface went away, a NAT rebinding). The new pair's 4-tuple may hash to another
+ * worker's socket: the session then moves here (media_internal.h has the hand-over). */
 static void session_bind(media_worker_t *w, session_t *s, const struct sockaddr_storage *from,
                          socklen_t fromlen, int nominate)
 {
     pthread_mutex_lock(&s->bind_lock);
     if (!s->worker) {
         s->worker = w;
+        atomic_store(&s->worker_index, w->index);
         s->addr = *from;
         s->addrlen = fromlen;
         if (amap_put(w, from, s) == 0) {
@@ -501,16 +550,38 @@ static void session_bind(media_worker_t *w, session_t *s, const struct sockaddr_
         s->dtls_state = DTLS_HANDSHAKING;
         if (!s->dtls)
             media_report_closed(s, "dtls_setup_failed");
-    } else if (s->worker == w && nominate && !addr_eq(&s->addr, from)) {
-        /* The controlling agent nominated another pair on this worker: move there. The
-         * relay lock keeps forwarders from reading the address mid-update. */
+    } else if (nominate && (s->worker != w || !addr_eq(&s->addr, from))) {
+        media_worker_t *old = s->worker;
+        if (amap_put(w, from, s) < 0) {
+            pthread_mutex_unlock(&s->bind_lock);
+            media_report_closed(s, "out_of_memory");
+            return;
+        }
+        session_ref(s); /* the new entry's */
+        if (old == w) {
+            amap_drop(w, &s->addr); /* our own map: the old entry goes now */
+        } else {
+            atomic_store(&old->amap_stale, 1); /* the old worker sweeps its entry, hands s over */
+        }
+        worker_count(&w->moves, 1);
+        /* The relay lock keeps forwarders (any worker) from reading the address mid-update. */
         pthread_mutex_lock(&s->relay->lock);
-        amap_remove(w, &s->addr);
         s->addr = *from;
         s->addrlen = fromlen;
+        s->worker = w;
         pthread_mutex_unlock(&s->relay->lock);
-        if (amap_put(w, from, s) < 0)
-            media_report_closed(s, "out_of_memory");
+        atomic_store(&s->worker_index, w->index);
+        char ip[INET6_ADDRSTRLEN] = "?";
+        if (from->ss_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)from)->sin_addr, ip, sizeof ip);
+        else
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)from)->sin6_addr, ip, sizeof ip);
+        log_limited(
+            "media.moved", ONAIR_LOG_INFO,
+            "session %s follows its client's nomination to %s port %u (worker %d -> %d)", s->id, ip,
+            ntohs(from->ss_family == AF_INET ? ((const struct sockaddr_in *)from)->sin_port
+                                             : ((const struct sockaddr_in6 *)from)->sin6_port),
+            old->index, w->index);
     }
     if (nominate)
         s->nominated = 1;
@@ -601,6 +672,8 @@ static void dtls_connected(media_worker_t *w, session_t *s)
     media_report_ready(s);
 }
 
+static void session_datagram(media_worker_t *w, session_t *s, uint8_t *buf, size_t len);
+
 static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
                             const struct sockaddr_storage *from, socklen_t fromlen)
 {
@@ -617,8 +690,29 @@ static void handle_datagram(media_worker_t *w, uint8_t *buf, size_t len,
         return;
     }
     session_t *s = amap_find(w, from);
-    if (!s || atomic_load(&s->closed)) {
+    if (!s) {
         worker_count(&w->drops, 1); /* unknown address: never a new session */
+        return;
+    }
+    pthread_mutex_lock(&s->bind_lock);
+    if (!amap_live(w, s, from)) {
+        /* the session moved on (another nominated pair): what still comes from here is not
+         * its media any more */
+        pthread_mutex_unlock(&s->bind_lock);
+        amap_drop(w, from);
+        worker_count(&w->drops, 1);
+        return;
+    }
+    session_datagram(w, s, buf, len);
+    pthread_mutex_unlock(&s->bind_lock);
+}
+
+/* A datagram of s from its bound address, with s->bind_lock held. */
+static void session_datagram(media_worker_t *w, session_t *s, uint8_t *buf, size_t len)
+{
+    uint8_t b0 = buf[0];
+    if (atomic_load(&s->closed)) {
+        worker_count(&w->drops, 1);
         return;
     }
     s->last_rx_ms = media_now_ms();
@@ -706,25 +800,63 @@ static void on_rx(evutil_socket_t fd, short what, void *ud)
 
 /* ---- housekeeping ---------------------------------------------------------------------- */
 
+#define AMAP_SWEEP_MS 1000
+
+/* A closed session leaves this worker: close_notify (when connected) and its address entry.
+ * With s->bind_lock held. */
 static void drop_from_worker(media_worker_t *w, session_t *s)
 {
     if (s->dtls && s->dtls_state == DTLS_CONNECTED)
         dtls_peer_close(s->dtls); /* close_notify: the peer's transport ends at once */
-    if (amap_find(w, &s->addr) == s) {
-        amap_remove(w, &s->addr);
-        session_unref(s);
+    if (amap_find(w, &s->addr) == s && s->worker == w)
+        amap_drop(w, &s->addr);
+}
+
+/* Sessions that moved here join this worker's list. */
+static void take_inbox(media_worker_t *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    session_t *in = w->inbox;
+    w->inbox = NULL;
+    pthread_mutex_unlock(&w->inbox_lock);
+    while (in) {
+        session_t *s = in;
+        in = s->next_in_worker;
+        s->next_in_worker = w->sessions;
+        w->sessions = s;
     }
+}
+
+/* s (in w's list, its reference with it) belongs to another worker now: to that one's inbox.
+ * With s->bind_lock held, so s->worker cannot change meanwhile. */
+static void hand_over(session_t *s)
+{
+    media_worker_t *to = s->worker;
+    pthread_mutex_lock(&to->inbox_lock);
+    s->next_in_worker = to->inbox;
+    to->inbox = s;
+    pthread_mutex_unlock(&to->inbox_lock);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *ud)
 {
     media_worker_t *w = ud;
     uint64_t t0 = media_now_us(), now = t0 / 1000u;
+    take_inbox(w);
     for (session_t **pp = &w->sessions; *pp;) {
         session_t *s = *pp;
+        pthread_mutex_lock(&s->bind_lock);
+        if (s->worker != w) { /* moved to another worker: its list now */
+            *pp = s->next_in_worker;
+            hand_over(s);
+            pthread_mutex_unlock(&s->bind_lock);
+            atomic_store(&w->amap_stale, 1);
+            continue;
+        }
         if (atomic_load(&s->closed)) {
             *pp = s->next_in_worker;
             drop_from_worker(w, s);
+            pthread_mutex_unlock(&s->bind_lock);
             worker_flush(w);
             session_unref(s);
             continue;
@@ -734,11 +866,16 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
             if (t == 0 && dtls_peer_handle_timeout(s->dtls) < 0)
                 media_report_closed(s, "dtls_timeout");
         }
+        pthread_mutex_unlock(&s->bind_lock);
         if (now - s->last_stun_ms > (uint64_t)g_media.consent_timeout_ms)
             media_report_closed(s, "ice_timeout");
         else if (atomic_load(&s->media_ready))
             relay_tick(w, s, now);
         pp = &s->next_in_worker;
+    }
+    if (atomic_exchange(&w->amap_stale, 0) || now - w->amap_swept_ms >= AMAP_SWEEP_MS) {
+        amap_sweep(w);
+        w->amap_swept_ms = now;
     }
     worker_flush(w);
     worker_count(&w->busy_us, media_now_us() - t0);
@@ -752,9 +889,13 @@ static void on_stop(evutil_socket_t fd, short what, void *ud)
         /* nothing to do */
     }
     /* Viewers and publishers get a close_notify before the process goes away. */
-    for (session_t *s = w->sessions; s; s = s->next_in_worker)
-        if (s->dtls && s->dtls_state == DTLS_CONNECTED)
+    take_inbox(w);
+    for (session_t *s = w->sessions; s; s = s->next_in_worker) {
+        pthread_mutex_lock(&s->bind_lock);
+        if (s->worker == w && s->dtls && s->dtls_state == DTLS_CONNECTED)
             dtls_peer_close(s->dtls);
+        pthread_mutex_unlock(&s->bind_lock);
+    }
     worker_flush(w);
     event_base_loopbreak(w->base);
 }
@@ -768,11 +909,16 @@ static void *worker_main(void *ud)
 
 /* ---- setup ------------------------------------------------------------------------------- */
 
+/* One worker's socket on the media port: on media.bind_address / server.host when that is a
+ * specific address (g_media.bind_addr), else on every address (IPv6 dual-stack when there is
+ * IPv6). */
 static int bind_socket(int port, int *bound, char *err, size_t elen)
 {
-    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int v6 = fd >= 0;
-    if (!v6)
+    int family = g_media.bind_addr.ss_family;
+    int fd = socket(family == AF_INET ? AF_INET : AF_INET6,
+                    SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int v6 = fd >= 0 && family != AF_INET;
+    if (fd < 0 && family == AF_UNSPEC)
         fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, elen, "media: socket: %s", strerror(errno));
@@ -785,7 +931,16 @@ static int bind_socket(int port, int *bound, char *err, size_t elen)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
     int rc;
-    if (v6) {
+    if (family == AF_INET6 || family == AF_INET) {
+        struct sockaddr_storage a = g_media.bind_addr;
+        if (family == AF_INET6) {
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+            ((struct sockaddr_in6 *)&a)->sin6_port = htons((uint16_t)port);
+        } else {
+            ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)port);
+        }
+        rc = bind(fd, (struct sockaddr *)&a, g_media.bind_len);
+    } else if (v6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
         struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
         a.sin6_addr = in6addr_any;
@@ -795,7 +950,14 @@ static int bind_socket(int port, int *bound, char *err, size_t elen)
         rc = bind(fd, (struct sockaddr *)&a, sizeof a);
     }
     if (rc < 0) {
-        snprintf(err, elen, "media: cannot bind UDP port %d: %s", port, strerror(errno));
+        char host[INET6_ADDRSTRLEN] = "*";
+        if (family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&g_media.bind_addr)->sin_addr, host,
+                      sizeof host);
+        else if (family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&g_media.bind_addr)->sin6_addr, host,
+                      sizeof host);
+        snprintf(err, elen, "media: cannot bind UDP %s port %d: %s", host, port, strerror(errno));
         close(fd);
         return -1;
     }
@@ -823,12 +985,14 @@ int media_engine_setup(char *err, size_t elen)
         snprintf(err, elen, "media: out of memory");
         return -1;
     }
+    for (int i = 0; i < g_media.nworkers; i++) {
+        g_media.workers[i].fd = g_media.workers[i].stop_fd = -1;
+        pthread_mutex_init(&g_media.workers[i].inbox_lock, NULL);
+    }
     int port = g_media.config_port;
     for (int i = 0; i < g_media.nworkers; i++) {
         media_worker_t *w = &g_media.workers[i];
         w->index = i;
-        w->fd = -1;
-        w->stop_fd = -1;
         int bound = 0;
         if ((w->fd = bind_socket(port, &bound, err, elen)) < 0)
             return -1;
@@ -898,15 +1062,15 @@ void media_engine_free(void)
     /* Workers are stopped: their lists and maps hold the last worker-side references. */
     for (int i = 0; g_media.workers && i < g_media.nworkers; i++) {
         media_worker_t *w = &g_media.workers[i];
+        take_inbox(w);
         while (w->sessions) {
             session_t *s = w->sessions;
             w->sessions = s->next_in_worker;
-            if (amap_find(w, &s->addr) == s) {
-                amap_remove(w, &s->addr);
-                session_unref(s);
-            }
             session_unref(s);
         }
+        for (size_t j = 0; j < w->amap_cap; j++)
+            if (w->amap_s[j])
+                session_unref(w->amap_s[j]);
         if (w->rx)
             event_free(w->rx);
         if (w->tick)
@@ -922,6 +1086,7 @@ void media_engine_free(void)
         free(w->amap_s);
         free(w->amap_a);
         free(w->tx);
+        pthread_mutex_destroy(&w->inbox_lock);
     }
     free(g_media.workers);
     g_media.workers = NULL;

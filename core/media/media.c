@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,31 @@ static int detect_addresses(int include_loopback)
     return 0;
 }
 
+/* media.bind_address, else server.host: a specific address is bound (and announced when no
+ * media.public_addresses are set); empty, "*", "0.0.0.0" and "::" mean every address. */
+static int resolve_bind(json_t *c, char *err, size_t elen)
+{
+    const char *b = json_string_value(cfg_json_get(c, "media.bind_address"));
+    if (!b || !*b)
+        b = json_string_value(cfg_json_get(c, "server.host"));
+    memset(&g_media.bind_addr, 0, sizeof g_media.bind_addr);
+    g_media.bind_addr.ss_family = AF_UNSPEC;
+    g_media.bind_len = 0;
+    if (!b || !*b || !strcmp(b, "*") || !strcmp(b, "0.0.0.0") || !strcmp(b, "::"))
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM}, *res = NULL;
+    int rc = getaddrinfo(b, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, elen, "media: cannot resolve the bind address '%s': %s", b,
+                 rc ? gai_strerror(rc) : "no address");
+        return -1;
+    }
+    memcpy(&g_media.bind_addr, res->ai_addr, res->ai_addrlen);
+    g_media.bind_len = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
 int media_setup(struct host *h, char *err, size_t elen)
 {
     json_t *c = h->config;
@@ -110,6 +136,20 @@ int media_setup(struct host *h, char *err, size_t elen)
             return -1;
         }
     }
+    if (resolve_bind(c, err, elen) < 0)
+        return -1;
+    if (!g_media.naddresses && g_media.bind_addr.ss_family != AF_UNSPEC) {
+        /* bound to one address: that is the one clients can reach */
+        char ip[INET6_ADDRSTRLEN];
+        const void *bound =
+            g_media.bind_addr.ss_family == AF_INET
+                ? (const void *)&((struct sockaddr_in *)&g_media.bind_addr)->sin_addr
+                : (const void *)&((struct sockaddr_in6 *)&g_media.bind_addr)->sin6_addr;
+        if (inet_ntop(g_media.bind_addr.ss_family, bound, ip, sizeof ip) && add_address(ip) < 0) {
+            snprintf(err, elen, "media: out of memory");
+            return -1;
+        }
+    }
     if (!g_media.naddresses) {
         detect_addresses(json_is_true(cfg_json_get(c, "media.include_loopback")));
         if (!g_media.naddresses)
@@ -146,8 +186,15 @@ int media_start(struct host *h, char *err, size_t elen)
     for (size_t i = 0; i < g_media.naddresses && off < sizeof list; i++)
         off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "",
                                 g_media.addresses[i]);
-    LOG_INFO("media", "media relay on UDP port %d (%d workers), candidates: %s", g_media.port,
-             g_media.nworkers, list);
+    char bound[INET6_ADDRSTRLEN] = "every address";
+    if (g_media.bind_addr.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&g_media.bind_addr)->sin_addr, bound,
+                  sizeof bound);
+    else if (g_media.bind_addr.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&g_media.bind_addr)->sin6_addr, bound,
+                  sizeof bound);
+    LOG_INFO("media", "media relay on UDP port %d of %s (%d workers), candidates: %s", g_media.port,
+             bound, g_media.nworkers, list);
     return 0;
 }
 
@@ -220,6 +267,10 @@ char *media_metrics(void)
         {"retransmits", "Packets resent to viewers for their NACKs.",
          offsetof(media_worker_t, retransmits)},
         {"plis", "Keyframe requests sent to publishers.", offsetof(media_worker_t, plis)},
+        {"address_changes",
+         "Sessions that followed their client's nomination to another address (counted by "
+         "the worker that receives the new address, which may be another one).",
+         offsetof(media_worker_t, moves)},
         {"busy_seconds", "Time each worker spent handling packets and timers.",
          offsetof(media_worker_t, busy_us)},
     };

@@ -14,6 +14,8 @@ struct media {
     struct event_base *core_base;
     int enabled;
     int config_port, port, nworkers;
+    struct sockaddr_storage bind_addr; /* ss_family AF_UNSPEC: every address (dual-stack) */
+    socklen_t bind_len;
     dtls_cert_t *cert;
     char **addresses; /* announced as host candidates */
     size_t naddresses;

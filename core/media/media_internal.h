@@ -11,7 +11,11 @@
  *   while holding a relay lock.
  * - ICE, DTLS and the INBOUND SRTP context of a session are touched only by the worker the
  *   session is bound to (the worker that receives its packets: the kernel hashes a 4-tuple
- *   to one SO_REUSEPORT socket).
+ *   to one SO_REUSEPORT socket), with session->bind_lock held. A client that nominates a pair
+ *   whose 4-tuple hashes to another worker moves the session there (session_bind): the new
+ *   worker takes bind_lock, so the old one is never in the middle of a packet of it, and the
+ *   old worker hands the session over to the new one's inbox at its next tick. Lock order:
+ *   bind_lock, then relay->lock (never bind_lock while holding a relay lock).
  * - The core loop thread creates and closes sessions; workers report back through a queue
  *   woken by an eventfd (the core's libevent has no thread support enabled).
  */
@@ -139,8 +143,9 @@ struct session {
     uint32_t etag; /* bumped on ICE restart */
 
     /* transport: set by the bound worker */
-    pthread_mutex_t bind_lock; /* guards worker/addr against two workers racing */
+    pthread_mutex_t bind_lock; /* guards worker/addr, ICE, DTLS and srtp_in (see the top) */
     struct media_worker *worker;
+    atomic_int worker_index; /* the bound worker's index, -1 none (readable without bind_lock) */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint64_t created_ms, last_stun_ms, last_rx_ms;
@@ -211,17 +216,26 @@ typedef struct media_worker {
     struct event *rx, *tick, *stop;
     int running;
     int stop_fd;
-    /* address -> session for sessions bound here (open hash, worker-local) */
+    /* address -> session for sessions bound here (open hash, worker-local). An entry is live
+     * while its session is bound to this worker at this address; entries left behind by a
+     * session that moved (to another address or worker) are dropped when a packet hits them
+     * and by a sweep every second. Each entry holds a reference. */
     session_t **amap_s;
     struct sockaddr_storage *amap_a;
     size_t amap_cap, amap_n;
-    session_t *sessions; /* bound here */
+    uint64_t amap_swept_ms;
+    atomic_int amap_stale; /* a session left: sweep at the next tick (set by other workers) */
+    session_t *sessions;   /* bound here (ticks, DTLS timers, closing); a reference each */
+    /* sessions that moved here from another worker, waiting for this worker's next tick to
+     * join its list (a reference each) */
+    pthread_mutex_t inbox_lock;
+    session_t *inbox;
     tx_slot_t *tx;
     size_t ntx;
     uint8_t scratch[MEDIA_SLOT];
     /* counters (read by /metrics from another thread) */
     atomic_uint_fast64_t pkts_in, bytes_in, pkts_out, bytes_out, drops, srtp_errors, dtls_dropped,
-        nacks, plis, retransmits;
+        nacks, plis, retransmits, moves;
     atomic_uint_fast64_t busy_us; /* time spent handling packets and ticks */
 } media_worker_t;
 

@@ -1110,11 +1110,12 @@ static json_t *relay_json(relay_t *r)
         }
         json_object_set_new(
             out, "publisher",
-            json_pack("{s:s,s:b,s:I,s:I,s:I,s:b,s:I,s:o}", "session", p->id, "connected",
-                      atomic_load(&p->media_ready), "packets_received", (json_int_t)p->rx_packets,
-                      "bytes_received", (json_int_t)p->rx_bytes, "srtp_errors",
-                      (json_int_t)p->srtp_errors, "transport_cc", p->tcc_ext_id != 0,
-                      "feedback_sent", (json_int_t)p->tcc_feedback_sent, "tracks", tracks));
+            json_pack("{s:s,s:b,s:i,s:I,s:I,s:I,s:b,s:I,s:o}", "session", p->id, "connected",
+                      atomic_load(&p->media_ready), "worker", atomic_load(&p->worker_index),
+                      "packets_received", (json_int_t)p->rx_packets, "bytes_received",
+                      (json_int_t)p->rx_bytes, "srtp_errors", (json_int_t)p->srtp_errors,
+                      "transport_cc", p->tcc_ext_id != 0, "feedback_sent",
+                      (json_int_t)p->tcc_feedback_sent, "tracks", tracks));
     } else {
         json_object_set_new(out, "publisher", json_null());
     }
@@ -1123,8 +1124,9 @@ static json_t *relay_json(relay_t *r)
         session_t *v = r->viewers[i];
         const view_track_t *vt = &v->view[MEDIA_VIDEO];
         json_array_append_new(viewers,
-                              json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:i,s:I,s:I}", "session", v->id,
-                                        "connected", atomic_load(&v->media_ready), "packets_sent",
+                              json_pack("{s:s,s:b,s:i,s:I,s:I,s:I,s:I,s:i,s:I,s:I}", "session",
+                                        v->id, "connected", atomic_load(&v->media_ready), "worker",
+                                        atomic_load(&v->worker_index), "packets_sent",
                                         (json_int_t)v->tx_packets, "bytes_sent",
                                         (json_int_t)v->tx_bytes, "rtt_ms", (json_int_t)v->rtt_ms,
                                         "estimate_bps", (json_int_t)v->estimate_bps, "video_layer",

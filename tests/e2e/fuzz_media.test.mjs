@@ -127,6 +127,10 @@ async function underFire(t, burst, expect) {
       ssrcs: [...ssrcsOf(w.offer), ...ssrcsOf(r.answer)],
       pubPorts: candidatesOf(w.offer).filter((c) => c.address === cand.address).map((c) => c.port),
       playerPorts: candidatesOf(r.offer).filter((c) => c.address === cand.address).map((c) => c.port),
+      // the addresses the sessions use: the selected pairs' local candidates (Chromium may
+      // reach the relay's 127.0.0.1 from another local address of the machine)
+      pubSource: (await stats(pub, w.id)).pair?.local,
+      playerSource: (await stats(ply, r.id)).pair?.local,
     };
     t.diagnostic(`relay ${cand.address}:${cand.port}; usernames ${ctx.usernames.join(', ')}; ssrcs ${ctx.ssrcs.join(', ')}; ` +
                  `publisher ports ${ctx.pubPorts}, player ports ${ctx.playerPorts}`);
@@ -229,8 +233,9 @@ test('(2) junk from the publisher\'s and the player\'s own address and port (raw
      {timeout: 60_000, skip: skip || (!REQUIRE && spoofProbe()) || false}, (t) => underFire(t, async (ctx) => {
   const noRaw = spoofProbe(); // under ONAIR_E2E_REQUIRE=1 a missing raw socket is a failure
   assert.ok(!noRaw, noRaw);
-  const ports = [...ctx.pubPorts, ...ctx.playerPorts];
-  assert.ok(ctx.pubPorts.length && ctx.playerPorts.length, `both sessions' ports: ${JSON.stringify(ctx)}`);
+  assert.ok(ctx.pubSource?.port && ctx.playerSource?.port && !/:/.test(ctx.pubSource.address + ctx.playerSource.address),
+            `both sessions' IPv4 addresses and ports: ${JSON.stringify(ctx)}`);
+  const ports = [ctx.pubSource, ctx.playerSource].map((c) => `${c.address}:${c.port}`);
   const proc = spawn(PYTHON, [SPOOF, String(ctx.cand.port), ports.join(','), String(BURST_MS / 1000), String(RATE)],
                      {stdio: ['ignore', 'pipe', 'pipe']});
   let out = '';
@@ -245,7 +250,7 @@ test('(2) junk from the publisher\'s and the player\'s own address and port (raw
   assert.equal(code, 0, `spoof_udp.py: ${out}`);
   const sent = JSON.parse(out.trim().split('\n').pop());
   const total = Object.values(sent).reduce((a, n) => a + n, 0);
-  t.diagnostic(`spoofed ${total} datagrams from ports ${ports.join(',')}: ${JSON.stringify(sent)}`);
+  t.diagnostic(`spoofed ${total} datagrams from ${ports.join(', ')}: ${JSON.stringify(sent)}`);
   return {total, sent};
 }, (delta, b) => {
   // RTP/RTCP-looking junk from a session's address must reach SRTP and fail authentication

@@ -592,3 +592,78 @@ def test_offer_flood_from_one_address_leaves_room_for_others(server_factory):
                       offer(direction="recvonly", ufrag="real")) == 201
     sid2, key2 = Account(s, "other").stream()
     assert offer_from("127.0.0.3", f"/api/v1/whip/{sid2}", offer(ufrag="pub2"), token=key2) == 201
+
+
+# ---- the media socket's address (issue 13) ----------------------------------------------------
+def udp_sockets(port):
+    """Local addresses of the UDP sockets on `port`, as (family, address) from /proc/net."""
+    out = []
+    for fam, path in (("ipv4", "/proc/net/udp"), ("ipv6", "/proc/net/udp6")):
+        with open(path) as f:
+            next(f)
+            for line in f:
+                local = line.split()[1]
+                addr, p = local.split(":")
+                if int(p, 16) != port:
+                    continue
+                if fam == "ipv4":
+                    out.append((fam, socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr)[::-1])))
+                else:
+                    raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, 32, 8))
+                    out.append((fam, socket.inet_ntop(socket.AF_INET6, raw)))
+    return out
+
+
+def media_port(s, key, sid, **kw):
+    r = post_sdp(s, f"/api/v1/whip/{sid}", offer(**kw), token=key)
+    assert r.status == 201, r
+    return r, answer_ice(r.body)
+
+
+def stun_answered(dest, ufrag, pwd, cli_ufrag):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(1)
+    try:
+        sock.sendto(stun_request(f"{ufrag}:{cli_ufrag}", pwd, os.urandom(12), use_candidate=False),
+                    dest)
+        return stun_parse(sock.recv(2048))[0] == 0x0101
+    except (socket.timeout, ConnectionRefusedError):
+        return False
+    finally:
+        sock.close()
+
+
+def test_media_socket_binds_server_host(server_factory):
+    """server.host 127.0.0.1 (the harness's): the media sockets bind 127.0.0.1, not every
+    address; a check sent to another local address (127.0.0.2) gets no answer."""
+    s = admission_server(server_factory, media={"workers": 2})
+    owner = Account(s, "owner")
+    sid, key = owner.stream()
+    _, (ufrag, pwd, (ip, port)) = media_port(s, key, sid, ufrag="bnd1")
+    socks = udp_sockets(port)
+    assert socks == [("ipv4", "127.0.0.1")] * 2, socks  # one per worker
+    assert stun_answered(("127.0.0.1", port), ufrag, pwd, "bnd1")
+    assert not stun_answered(("127.0.0.2", port), ufrag, pwd, "bnd1")
+
+
+def test_media_bind_address(server_factory):
+    """media.bind_address overrides server.host ("0.0.0.0": every address, for a relay behind an
+    HTTP reverse proxy on 127.0.0.1); a specific one is also the announced candidate when
+    media.public_addresses is empty."""
+    s = admission_server(server_factory, media={"bind_address": "0.0.0.0"})
+    owner = Account(s, "owner")
+    sid, key = owner.stream()
+    _, (ufrag, pwd, (ip, port)) = media_port(s, key, sid, ufrag="bnd2")
+    socks = udp_sockets(port)
+    assert len(socks) == 1 and socks[0][1] in ("0.0.0.0", "::"), socks
+    assert stun_answered(("127.0.0.2", port), ufrag, pwd, "bnd2")
+    s.stop()
+
+    s = admission_server(server_factory, media={"bind_address": "127.0.0.3", "public_addresses": []})
+    owner = Account(s, "owner")
+    sid, key = owner.stream()
+    _, (ufrag, pwd, (ip, port)) = media_port(s, key, sid, ufrag="bnd3")
+    assert ip == "127.0.0.3"
+    assert udp_sockets(port) == [("ipv4", "127.0.0.3")]
+    assert stun_answered(("127.0.0.3", port), ufrag, pwd, "bnd3")
+    assert not stun_answered(("127.0.0.1", port), ufrag, pwd, "bnd3")

@@ -72,7 +72,8 @@ for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]])
 // launch() -> {context, pageServer, newPage(name), close()}. close() is idempotent and must be
 // called on every path (tests do it in after()/finally); playwright also kills the browser if
 // this process exits on SIGINT/SIGTERM/SIGHUP.
-export async function launch({signal = process.env.ONAIR_E2E_SIGNAL || 'page'} = {}) {
+// args: the Chromium command line (default CHROMIUM_ARGS).
+export async function launch({signal = process.env.ONAIR_E2E_SIGNAL || 'page', args = CHROMIUM_ARGS} = {}) {
   const profile = await mkdtemp(join(tmpdir(), 'onair-e2e-chromium-'));
   profiles.add(profile);
   const pageServer = await startPageServer();
@@ -81,7 +82,7 @@ export async function launch({signal = process.env.ONAIR_E2E_SIGNAL || 'page'} =
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args,
       permissions: ['camera', 'microphone'],
       timeout: 30_000,
     });

@@ -28,11 +28,11 @@ export const NETNS_SETUP = [
 ].join(' && ');
 
 // Can we make such a namespace? null when yes, else why not (no CAP_SYS_ADMIN, no ifb, ...).
-export function netnsProbe() {
-  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', NETNS_SETUP], {encoding: 'utf8', timeout: 10_000});
+export function netnsProbe(setup = NETNS_SETUP) {
+  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', setup], {encoding: 'utf8', timeout: 10_000});
   if (r.error) return `cannot run unshare: ${r.error.message}`;
   if (r.status !== 0)
-    return `cannot set up a private network namespace (unshare -n + ${NETNS_SETUP}; needs root / ` +
+    return `cannot set up a private network namespace (unshare -n + ${setup}; needs root / ` +
            `CAP_SYS_ADMIN + CAP_NET_ADMIN and the ifb module): exit ${r.status}: ${(r.stderr || '').trim()}`;
   return null;
 }
@@ -53,10 +53,11 @@ function track(proc, sig = 'SIGKILL') {
 // Resolves {code, sig, out, timedOut}; the child is killed after timeoutMs (SIGTERM, then
 // SIGKILL 5 s later) and whenever this process exits. The child exits when its stdin closes,
 // i.e. if this process dies without a chance to kill it (see exitWithParent).
-export async function runInNetns(file, {timeoutMs = 60_000, env = {}, onLine = null} = {}) {
+// `setup`: the shell commands that set the namespace up (default NETNS_SETUP).
+export async function runInNetns(file, {timeoutMs = 60_000, env = {}, onLine = null, setup = NETNS_SETUP} = {}) {
   const childEnv = {...process.env, ...env, [NETNS_ENV]: '1'};
   delete childEnv.NODE_TEST_CONTEXT; // else the child speaks node --test's binary protocol, not spec
-  const proc = spawn('unshare', ['-n', '--', 'sh', '-c', `${NETNS_SETUP} && exec "$0" --test-reporter=spec "$1"`,
+  const proc = spawn('unshare', ['-n', '--', 'sh', '-c', `${setup} && exec "$0" --test-reporter=spec "$1"`,
                                  process.execPath, file],
                      {stdio: ['pipe', 'pipe', 'pipe'], env: childEnv});
   const exited = track(proc, 'SIGTERM');

@@ -4,9 +4,11 @@ root / CAP_NET_RAW), i.e. from the 5-tuple of a live WebRTC session (fuzz_media.
 
   spoof_udp.py --probe                      exit 0 when a raw socket can be opened
   spoof_udp.py DPORT SPORT[,SPORT...] SECONDS RATE
-      sends RATE datagrams/s for SECONDS, round-robin over the source ports: random bytes,
+      sends RATE datagrams/s for SECONDS, round-robin over the sources: random bytes,
       DTLS-looking records (first byte 20..63), RTP/RTCP-looking packets (0x80..0xBF, RTCP with
       bad lengths) and STUN-looking headers; prints a JSON count per kind on stdout.
+      A source is a port (from 127.0.0.1) or ADDR:PORT (from that local IPv4 address: the raw
+      socket is bound to it, so the kernel writes it as the IP source).
 """
 import json, os, random, socket, struct, sys, time
 
@@ -47,8 +49,14 @@ def main():
     if sys.argv[1:] == ['--probe']:
         socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close()
         return 0
-    dport, sports, seconds, rate = int(sys.argv[1]), [int(p) for p in sys.argv[2].split(',')], float(sys.argv[3]), int(sys.argv[4])
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)  # we write the UDP header
+    dport, seconds, rate = int(sys.argv[1]), float(sys.argv[3]), int(sys.argv[4])
+    sources = [(p.rsplit(':', 1)[0], int(p.rsplit(':', 1)[1])) if ':' in p else ('127.0.0.1', int(p))
+               for p in sys.argv[2].split(',')]
+    socks = {}
+    for addr, _ in sources:
+        if addr not in socks:
+            socks[addr] = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)  # we write the UDP header
+            socks[addr].bind((addr, 0))  # the IP source the kernel writes
     counts = {k: 0 for k in KINDS}
     end = time.monotonic() + seconds
     n = 0
@@ -57,9 +65,9 @@ def main():
         for _ in range(max(1, rate // 100)):
             kind = random.choice(list(KINDS))
             p = KINDS[kind]()
-            sport = sports[n % len(sports)]
+            saddr, sport = sources[n % len(sources)]
             # UDP header with checksum 0 (none, allowed on IPv4); the kernel adds the IP header
-            s.sendto(struct.pack('>HHHH', sport, dport, 8 + len(p), 0) + p, ('127.0.0.1', 0))
+            socks[saddr].sendto(struct.pack('>HHHH', sport, dport, 8 + len(p), 0) + p, ('127.0.0.1', 0))
             counts[kind] += 1
             n += 1
         time.sleep(max(0, 0.01 - (time.monotonic() - t0)))

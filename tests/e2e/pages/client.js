@@ -263,7 +263,9 @@ function closeAll() {
 // ---- stats -----------------------------------------------------------------------------------
 const INBOUND = ['framesDecoded', 'framesReceived', 'framesDropped', 'keyFramesDecoded',
                  'totalSamplesReceived', 'concealedSamples', 'bytesReceived', 'packetsReceived',
-                 'packetsLost', 'nackCount', 'pliCount', 'firCount'];
+                 'packetsLost', 'nackCount', 'pliCount', 'firCount', 'freezeCount',
+                 'totalFreezesDuration', 'retransmittedPacketsReceived', 'packetsDiscarded',
+                 'headerBytesReceived'];
 
 async function stats(id) {
   const s = sessions.get(String(id));
@@ -271,6 +273,7 @@ async function stats(id) {
   const report = await s.pc.getStats();
   const inbound = {};
   const outbound = [];
+  const remoteInbound = {};
   let pair = null;
   for (const r of report.values()) {
     if (r.type === 'inbound-rtp') {
@@ -296,11 +299,32 @@ async function stats(id) {
                      qualityLimitationReason: r.qualityLimitationReason ?? null,
                      active: r.active ?? null, pliCount: r.pliCount ?? 0,
                      nackCount: r.nackCount ?? 0});
-    } else if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
-      pair = {currentRoundTripTime: r.currentRoundTripTime ?? null,
-              availableIncomingBitrate: r.availableIncomingBitrate ?? null,
-              availableOutgoingBitrate: r.availableOutgoingBitrate ?? null};
+    } else if (r.type === 'remote-inbound-rtp') {
+      // what the far end's receiver reports say about what we send (our RR from the relay)
+      const kind = r.kind || r.mediaType;
+      const x = remoteInbound[kind] ||= {packetsLost: 0, fractionLost: 0, reports: 0};
+      x.packetsLost += r.packetsLost ?? 0;
+      x.fractionLost = Math.max(x.fractionLost, r.fractionLost ?? 0);
+      x.reports += r.reportsReceived ?? 0;
     }
+  }
+  // the pair in use: the transport's selected pair (falls back to a nominated, succeeded one)
+  let selected = null;
+  for (const r of report.values())
+    if (r.type === 'transport' && r.selectedCandidatePairId) selected = report.get(r.selectedCandidatePairId);
+  if (!selected)
+    for (const r of report.values())
+      if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') selected = r;
+  if (selected) {
+    const cand = (id) => {
+      const c = id && report.get(id);
+      return c ? {address: c.address ?? c.ip ?? null, port: c.port ?? null,
+                  candidateType: c.candidateType ?? null} : null;
+    };
+    pair = {id: selected.id, currentRoundTripTime: selected.currentRoundTripTime ?? null,
+            availableIncomingBitrate: selected.availableIncomingBitrate ?? null,
+            availableOutgoingBitrate: selected.availableOutgoingBitrate ?? null,
+            local: cand(selected.localCandidateId), remote: cand(selected.remoteCandidateId)};
   }
   const tracks = s.tracks.map(({track: t, info}) => ({
     kind: t.kind, readyState: t.readyState, muted: t.muted, endedEvent: info.ended,
@@ -316,7 +340,7 @@ async function stats(id) {
       ['disconnected', 'failed', 'closed'].includes(iceConnectionState) ||
       ['closed', 'failed'].includes(dtlsState);
   return {id: s.id, role: s.role, connectionState, iceConnectionState, dtlsState, ended,
-          tracks, inbound, outbound, pair, events: s.events.slice(-30)};
+          tracks, inbound, outbound, remoteInbound, pair, events: s.events.slice(-30)};
 }
 
 // ---- selftest: a publisher and a player in this page, no server ------------------------------
