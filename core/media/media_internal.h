@@ -70,9 +70,13 @@ int media_ext_forwarded(int ext);
 typedef struct pub_layer {
     char rid[16];
     uint32_t ssrc, rtx_ssrc;
-    rtx_buffer_t *buf; /* decrypted packets, for viewers' NACKs */
-    rtp_stats_t stats; /* receive statistics for our RR */
-    rtp_loss_t loss;   /* what we NACK to the publisher */
+    rtx_buffer_t *buf;   /* decrypted packets, for viewers' NACKs */
+    rtp_stats_t stats;   /* receive statistics for our RR: originals only, each once */
+    rtp_loss_t loss;     /* what we NACK to the publisher */
+    rtp_seen_t seen;     /* which seqs arrived (originals and repairs): each is forwarded once */
+    uint64_t repaired;   /* RTX packets that brought a missing original (forwarded) */
+    uint64_t redundant;  /* RTX packets whose original was there: probes, late repairs (dropped) */
+    uint64_t duplicates; /* originals that arrived twice (dropped) */
     uint64_t last_packet_ms;
     uint64_t window_start_ms, window_bytes;
     uint64_t bitrate_bps; /* over the last window */

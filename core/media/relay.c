@@ -263,18 +263,24 @@ static int classify(session_t *s, uint8_t *pkt, const rtp_header_t *h, int *kind
     return -1;
 }
 
-/* One packet to one viewer. */
+/* One packet to one viewer. A repair (an RTX-repaired packet, late by nature) goes only where
+ * it fits the viewer's current numbering. */
 static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const pub_track_t *t,
                         int layer, const uint8_t *pkt, size_t len, const rtp_header_t *h,
-                        uint64_t now_us)
+                        uint64_t now_us, int repair)
 {
+    uint16_t seq;
+    uint32_t ts;
+    if (repair) {
+        if (rtp_rewrite_checked(&vt->rw, h->seq, h->ts, now_us, t->clock, &seq, &ts) < 0)
+            return; /* older than the viewer's first packet of this source */
+    } else {
+        rtp_rewrite(&vt->rw, h->seq, h->ts, now_us, t->clock, &seq, &ts);
+    }
     uint8_t *out = worker_slot(w, v);
     if (!out)
         return;
     memcpy(out, pkt, len);
-    uint16_t seq;
-    uint32_t ts;
-    rtp_rewrite(&vt->rw, h->seq, h->ts, now_us, t->clock, &seq, &ts);
     rtp_set_seq(out, seq);
     rtp_set_ts(out, ts);
     rtp_set_pt(out, (uint8_t)vt->pt);
@@ -316,16 +322,33 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     }
     pub_track_t *t = &s->pub[kind];
     pub_layer_t *L = &t->layers[layer];
+    int repair = 0;
     if (is_rtx) {
-        /* RFC 4588: the original sequence number leads the payload; restore the packet. */
-        size_t n = h.payload_len >= 2 ? rtp_unwrap_rtx(pkt, len, (uint8_t)t->pt, L->ssrc) : 0;
-        if (!n || rtp_parse(pkt, n, &h) < 0) { /* malformed, or a padding-only probe */
+        /* RFC 4588: the original sequence number leads the payload. Only an RTX packet that
+         * brings an original we never got is media: the rest are the sender's bandwidth probes
+         * (copies of packets sent before, or padding only) and late answers to our NACKs. */
+        int c = L->ssrc ? rtp_rtx_classify(&L->seen, pkt, len, NULL) : RTP_RTX_REDUNDANT;
+        size_t n = c == RTP_RTX_REPAIR ? rtp_unwrap_rtx(pkt, len, (uint8_t)t->pt, L->ssrc) : 0;
+        if (!n || rtp_parse(pkt, n, &h) < 0) {
+            if (c != RTP_RTX_MALFORMED)
+                L->redundant++;
             pthread_mutex_unlock(&r->lock);
             return;
         }
         len = n;
+        repair = 1;
+        L->repaired++;
+    } else {
+        if (rtp_seen_mark(&L->seen, h.seq) != RTP_SEEN_NEW) {
+            /* twice (a network duplicate, or after its repair), or too late to matter */
+            L->duplicates++;
+            pthread_mutex_unlock(&r->lock);
+            return;
+        }
+        /* the receiver report describes the original stream, as the publisher sent it (a
+         * repair is counted as lost there, the way a browser receiver counts it) */
+        rtp_stats_update(&L->stats, h.seq, h.ts, h.payload_len, now_us);
     }
-    rtp_stats_update(&L->stats, h.seq, h.ts, h.payload_len, now_us);
     rtp_loss_update(&L->loss, h.seq, now_ms);
     if (now_ms - L->window_start_ms >= 1000) {
         L->bitrate_bps =
@@ -340,7 +363,9 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         rtx_buffer_put(L->buf, h.seq, pkt, len, now_ms);
     if (r->taps)
         taps_feed(r, kind, layer, pkt, len);
-    int key = kind == MEDIA_VIDEO && rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);
+    /* a repaired keyframe packet is late: no switch starts on it */
+    int key = !repair && kind == MEDIA_VIDEO &&
+              rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);
     if (key)
         L->keyframes++;
 
@@ -349,6 +374,12 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         view_track_t *vt = &v->view[kind];
         if (!vt->present || !atomic_load(&v->media_ready))
             continue;
+        if (repair) {
+            /* nobody got the original: every viewer on this source is missing it */
+            if (vt->source == L)
+                forward_one(w, v, vt, t, layer, pkt, len, &h, now_us, 1);
+            continue;
+        }
         if (t->simulcast) {
             if (!simulcast_accept(&vt->sel, layer, key))
                 continue;
@@ -362,7 +393,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
             vt->source = L;
             vt->source_layer = layer;
         }
-        forward_one(w, v, vt, t, layer, pkt, len, &h, now_us);
+        forward_one(w, v, vt, t, layer, pkt, len, &h, now_us, 0);
     }
     pthread_mutex_unlock(&r->lock);
 }

@@ -360,6 +360,91 @@ size_t rtp_unwrap_rtx(uint8_t *pkt, size_t len, uint8_t orig_pt, uint32_t orig_s
     return h.header_len + plen;
 }
 
+/* ---- which packets arrived ---------------------------------------------------------------- */
+
+void rtp_seen_init(rtp_seen_t *s)
+{
+    memset(s, 0, sizeof(*s));
+}
+
+static void seen_set(rtp_seen_t *s, uint16_t seq, int on)
+{
+    unsigned i = seq % RTP_SEEN_WINDOW;
+    if (on)
+        s->bits[i / 64] |= 1ull << (i % 64);
+    else
+        s->bits[i / 64] &= ~(1ull << (i % 64));
+}
+
+static int seen_get(const rtp_seen_t *s, uint16_t seq)
+{
+    unsigned i = seq % RTP_SEEN_WINDOW;
+    return (int)(s->bits[i / 64] >> (i % 64) & 1u);
+}
+
+int rtp_seen_mark(rtp_seen_t *s, uint16_t seq)
+{
+    if (!s->started) {
+        memset(s->bits, 0, sizeof s->bits);
+        s->started = 1;
+        s->highest = seq;
+        seen_set(s, seq, 1);
+        return RTP_SEEN_NEW;
+    }
+    uint16_t ahead = (uint16_t)(seq - s->highest);
+    if (ahead == 0)
+        return RTP_SEEN_DUPLICATE;
+    if (ahead < 0x8000u) {
+        /* newer: the seqs skipped over are not there (yet) */
+        if (ahead >= RTP_SEEN_WINDOW) {
+            memset(s->bits, 0, sizeof s->bits);
+        } else {
+            for (uint16_t x = (uint16_t)(s->highest + 1); x != seq; x++)
+                seen_set(s, x, 0);
+        }
+        s->highest = seq;
+        seen_set(s, seq, 1);
+        return RTP_SEEN_NEW;
+    }
+    uint16_t behind = (uint16_t)(s->highest - seq);
+    if (behind > RTP_SEEN_RESTART) {
+        s->started = 0;
+        return rtp_seen_mark(s, seq);
+    }
+    if (behind >= RTP_SEEN_WINDOW)
+        return RTP_SEEN_TOO_OLD;
+    if (seen_get(s, seq))
+        return RTP_SEEN_DUPLICATE;
+    seen_set(s, seq, 1);
+    return RTP_SEEN_NEW;
+}
+
+int rtp_seen_has(const rtp_seen_t *s, uint16_t seq)
+{
+    if (!s->started)
+        return 0;
+    uint16_t behind = (uint16_t)(s->highest - seq);
+    if (behind >= RTP_SEEN_WINDOW)
+        return 0;
+    return seen_get(s, seq);
+}
+
+int rtp_rtx_classify(rtp_seen_t *seen, const uint8_t *pkt, size_t len, uint16_t *osn)
+{
+    rtp_header_t h;
+    if (rtp_parse(pkt, len, &h) < 0)
+        return RTP_RTX_MALFORMED;
+    if (h.payload_len < 2)
+        return RTP_RTX_PADDING;
+    uint16_t o = rd16(pkt + h.payload_off);
+    if (osn)
+        *osn = o;
+    /* Before the first original the stream has nothing to repair: a probe. */
+    if (!seen->started)
+        return RTP_RTX_REDUNDANT;
+    return rtp_seen_mark(seen, o) == RTP_SEEN_NEW ? RTP_RTX_REPAIR : RTP_RTX_REDUNDANT;
+}
+
 /* ---- codecs and keyframes --------------------------------------------------------------- */
 
 int rtp_codec_from_name(const char *name)

@@ -174,6 +174,42 @@ size_t rtp_build_rtx(uint8_t *out, size_t cap, const uint8_t *orig, size_t len, 
  * Returns the new length, 0 when malformed. */
 size_t rtp_unwrap_rtx(uint8_t *pkt, size_t len, uint8_t orig_pt, uint32_t orig_ssrc);
 
+/* ---- which packets arrived: duplicates and RTX repairs ----------------------------------- */
+
+/* The sequence numbers of one incoming stream seen in the last RTP_SEEN_WINDOW, so that a
+ * packet that arrives twice (a network duplicate, the original after its repair, or an RTX copy
+ * of a packet already there: a sender's bandwidth probe or a late answer to a NACK) is forwarded
+ * and counted once. Zero-initialise or call rtp_seen_init(). */
+#define RTP_SEEN_WINDOW 2048
+typedef struct {
+    uint16_t highest;
+    uint8_t started;
+    uint64_t bits[RTP_SEEN_WINDOW / 64];
+} rtp_seen_t;
+
+enum {
+    RTP_SEEN_NEW = 0,   /* first arrival: forward it */
+    RTP_SEEN_DUPLICATE, /* arrived before */
+    RTP_SEEN_TOO_OLD    /* older than the window (or than the stream's first packet): unknown */
+};
+
+void rtp_seen_init(rtp_seen_t *s);
+/* Records seq; RTP_SEEN_*. A jump forward of more than the window forgets everything older; a
+ * seq more than RTP_SEEN_RESTART behind the highest starts over from it (a restarted stream:
+ * RTP_SEEN_NEW). */
+#define RTP_SEEN_RESTART 0x4000
+int rtp_seen_mark(rtp_seen_t *s, uint16_t seq);
+/* 1 when seq was recorded (within the window), else 0. */
+int rtp_seen_has(const rtp_seen_t *s, uint16_t seq);
+
+/* What to do with an RTX packet (RFC 4588) of a stream whose originals are recorded in `seen`:
+ * RTP_RTX_REPAIR when it carries an original that never arrived (recorded now: unwrap and
+ * forward it, *osn set); RTP_RTX_REDUNDANT when the original (or an earlier repair) arrived
+ * already, or is older than the window: a probe or a late answer, dropped; RTP_RTX_PADDING when
+ * it carries no original (a padding-only probe); RTP_RTX_MALFORMED when it is not RTP. */
+enum { RTP_RTX_REPAIR = 0, RTP_RTX_REDUNDANT, RTP_RTX_PADDING, RTP_RTX_MALFORMED };
+int rtp_rtx_classify(rtp_seen_t *seen, const uint8_t *pkt, size_t len, uint16_t *osn);
+
 /* ---- codecs and keyframes --------------------------------------------------------------- */
 
 enum {

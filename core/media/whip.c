@@ -1081,11 +1081,15 @@ static int route_whep_patch(onair_req_t *req, void *ud)
 
 static json_t *layer_json(const pub_layer_t *L)
 {
-    return json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I}", "rid", L->rid, "ssrc",
-                     (json_int_t)L->ssrc, "active", L->active, "bitrate_bps",
-                     (json_int_t)L->bitrate_bps, "packets", (json_int_t)L->stats.packets, "lost",
-                     (json_int_t)rtp_stats_lost(&L->stats), "jitter",
-                     (json_int_t)(L->stats.jitter_q4 >> 4), "keyframes", (json_int_t)L->keyframes);
+    json_t *j = json_pack(
+        "{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I}", "rid", L->rid, "ssrc", (json_int_t)L->ssrc, "active",
+        L->active, "bitrate_bps", (json_int_t)L->bitrate_bps, "packets",
+        (json_int_t)L->stats.packets, "lost", (json_int_t)rtp_stats_lost(&L->stats), "jitter",
+        (json_int_t)(L->stats.jitter_q4 >> 4), "keyframes", (json_int_t)L->keyframes);
+    json_object_set_new(j, "repaired", json_integer((json_int_t)L->repaired));
+    json_object_set_new(j, "redundant", json_integer((json_int_t)L->redundant));
+    json_object_set_new(j, "duplicates", json_integer((json_int_t)L->duplicates));
+    return j;
 }
 
 static json_t *relay_json(relay_t *r)

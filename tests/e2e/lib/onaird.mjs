@@ -131,6 +131,9 @@ export class Onaird {
       const m = this.lines.map((l) => l.match(rx)).find(Boolean);
       if (m) {
         this.base = `http://127.0.0.1:${m[1]}`;
+        // the media port the kernel picked (udp_port 0), from "media relay on UDP port N"
+        const mp = this.lines.map((l) => l.match(/media relay on UDP port (\d+)/)).find(Boolean);
+        this.mediaPort = mp ? Number(mp[1]) : null;
         return this;
       }
       if (this.proc.exitCode !== null || this.proc.signalCode !== null || Date.now() > deadline) {

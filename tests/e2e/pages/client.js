@@ -144,7 +144,10 @@ function closeSession(s) {
 
 // ---- publisher -------------------------------------------------------------------------------
 // opts: {video: true, audio: true, simulcast: false, width: 1280, height: 720, frameRate: 30,
-//        videoCodec: null ('VP8', 'H264', ... : setCodecPreferences), waitIceMs: 3000}
+//        videoCodec: null ('VP8', 'H264', ... : setCodecPreferences), waitIceMs: 3000,
+//        scalabilityMode: null ('L1T3': every simulcast encoding), answerReplace: null
+//        ([[text, replacement]] in the answer before it is applied: lib/udp_proxy.mjs),
+//        offerReplace: null}
 export async function createPublisherPc(opts = {}) {
   const o = {video: true, audio: true, simulcast: false, width: 1280, height: 720, frameRate: 30,
              videoCodec: null, ...opts};
@@ -165,6 +168,10 @@ export async function createPublisherPc(opts = {}) {
         {rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 700_000},
         {rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_500_000},
       ];
+    if (o.simulcast && o.scalabilityMode)
+      for (const e of init.sendEncodings) e.scalabilityMode = o.scalabilityMode;
+    else if (o.scalabilityMode)
+      init.sendEncodings = [{scalabilityMode: o.scalabilityMode}];
     const tr = pc.addTransceiver(t, init);
     if (o.videoCodec) preferCodec(tr, 'video', o.videoCodec);
   }
@@ -188,6 +195,9 @@ async function negotiate(s, url, token, o) {
   await waitIceGathering(s.pc, o.waitIceMs ?? 3000);
   let sdp = s.pc.localDescription.sdp;
   if (o.maxVideoKbps) sdp = setBandwidth(sdp, 'video', o.maxVideoKbps);
+  // [[regexp source, flags, replacement]]: what another client's offer would say (e.g. x264's
+  // profile-level-id), applied to the offer as sent (the pc keeps its own)
+  for (const [re, flags, to] of o.offerReplace || []) sdp = sdp.replace(new RegExp(re, flags), to);
   const postUrl = withQuery(url, o.query);
   const r = await request(postUrl, {method: 'POST', token, body: sdp});
   if (r.status !== 201) {
@@ -204,6 +214,7 @@ async function negotiate(s, url, token, o) {
   s.token = token;
   let answer = r.body;
   if (o.mungeAnswerKbps) answer = setBandwidth(answer, 'video', o.mungeAnswerKbps);
+  for (const [from, to] of o.answerReplace || []) answer = answer.split(from).join(to);
   try {
     await s.pc.setRemoteDescription({type: 'answer', sdp: answer});
   } catch (e) {

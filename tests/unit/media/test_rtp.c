@@ -325,6 +325,130 @@ static void test_rtx_build(void **state)
     assert_memory_equal(out + h.payload_off, "\x01\x02\x03\x04", 4);
 }
 
+/* ---- duplicates and the RTX decision (issue 13 D2) ---------------------------------------- */
+
+static void test_seen(void **state)
+{
+    rtp_seen_t s;
+    rtp_seen_init(&s);
+    assert_int_equal(rtp_seen_has(&s, 100), 0);
+    for (uint16_t q = 100; q < 110; q++)
+        if (q != 104 && q != 106)
+            assert_int_equal(rtp_seen_mark(&s, q), RTP_SEEN_NEW);
+    assert_int_equal(rtp_seen_mark(&s, 103), RTP_SEEN_DUPLICATE);
+    assert_int_equal(rtp_seen_mark(&s, 109), RTP_SEEN_DUPLICATE); /* the highest again */
+    assert_int_equal(rtp_seen_has(&s, 104), 0);
+    assert_int_equal(rtp_seen_mark(&s, 104), RTP_SEEN_NEW); /* late: fills its hole */
+    assert_int_equal(rtp_seen_mark(&s, 104), RTP_SEEN_DUPLICATE);
+    assert_int_equal(rtp_seen_has(&s, 104), 1);
+    assert_int_equal(rtp_seen_has(&s, 106), 0);
+    assert_int_equal(rtp_seen_has(&s, 99), 0); /* before the first packet: never seen */
+
+    /* wrap-around: 65530 .. 5 in order, 65534 missing, then found */
+    rtp_seen_init(&s);
+    for (uint32_t q = 65530; q < 65536 + 6; q++)
+        if ((uint16_t)q != 65534)
+            assert_int_equal(rtp_seen_mark(&s, (uint16_t)q), RTP_SEEN_NEW);
+    assert_int_equal(rtp_seen_mark(&s, 65535), RTP_SEEN_DUPLICATE);
+    assert_int_equal(rtp_seen_mark(&s, 2), RTP_SEEN_DUPLICATE);
+    assert_int_equal(rtp_seen_mark(&s, 65534), RTP_SEEN_NEW);
+
+    /* the window moves: bits of seqs that are skipped over are cleared, not inherited from the
+     * seq one window earlier */
+    rtp_seen_init(&s);
+    for (uint32_t q = 0; q < RTP_SEEN_WINDOW + 10; q++)
+        if (q != RTP_SEEN_WINDOW + 3)
+            rtp_seen_mark(&s, (uint16_t)q);
+    assert_int_equal(rtp_seen_has(&s, RTP_SEEN_WINDOW + 3), 0);
+    assert_int_equal(rtp_seen_has(&s, 3), 0); /* out of the window */
+    assert_int_equal(rtp_seen_mark(&s, 5), RTP_SEEN_TOO_OLD);
+    assert_int_equal(rtp_seen_mark(&s, RTP_SEEN_WINDOW + 3), RTP_SEEN_NEW);
+
+    /* a jump forward past the window forgets everything older */
+    rtp_seen_init(&s);
+    rtp_seen_mark(&s, 1000);
+    rtp_seen_mark(&s, 1001);
+    assert_int_equal(rtp_seen_mark(&s, 1000 + 3 * RTP_SEEN_WINDOW), RTP_SEEN_NEW);
+    assert_int_equal(rtp_seen_has(&s, 1001), 0);
+    assert_int_equal(rtp_seen_mark(&s, 1001 + 3 * RTP_SEEN_WINDOW), RTP_SEEN_NEW);
+    assert_int_equal(rtp_seen_has(&s, 1000 + 2 * RTP_SEEN_WINDOW + 1), 0);
+
+    /* far behind: the stream restarted */
+    rtp_seen_init(&s);
+    rtp_seen_mark(&s, 40000);
+    assert_int_equal(rtp_seen_mark(&s, 100), RTP_SEEN_NEW);
+    assert_int_equal(rtp_seen_mark(&s, 101), RTP_SEEN_NEW);
+    assert_int_equal(rtp_seen_mark(&s, 100), RTP_SEEN_DUPLICATE);
+}
+
+/* An original of seq with a payload, as a publisher sends it (PT 96, SSRC 0x1111). */
+static size_t original(uint8_t *out, uint16_t seq)
+{
+    static const uint8_t hdr[] = {0x80, 0x60, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x11, 0x11};
+    memcpy(out, hdr, sizeof hdr);
+    rtp_set_seq(out, seq);
+    memcpy(out + 12, "\x10\x20\x30\x40\x50", 5);
+    return 17;
+}
+
+static void test_rtx_decision(void **state)
+{
+    rtp_seen_t seen;
+    rtp_seen_init(&seen);
+    uint8_t orig[64], rtx[64];
+    uint16_t osn = 0, rtx_seq = 7;
+
+    /* before any original: nothing is missing yet, an RTX is a probe */
+    size_t n = rtp_build_rtx(rtx, sizeof rtx, orig, original(orig, 99), 97, 0x2222, rtx_seq++);
+    assert_int_equal(rtp_rtx_classify(&seen, rtx, n, &osn), RTP_RTX_REDUNDANT);
+
+    /* originals 100..109 arrive, 104 and 107 do not */
+    for (uint16_t q = 100; q < 110; q++)
+        if (q != 104 && q != 107)
+            assert_int_equal(rtp_seen_mark(&seen, q), RTP_SEEN_NEW);
+
+    /* the repair of 104: forwarded once */
+    n = rtp_build_rtx(rtx, sizeof rtx, orig, original(orig, 104), 97, 0x2222, rtx_seq++);
+    assert_int_equal(rtp_rtx_classify(&seen, rtx, n, &osn), RTP_RTX_REPAIR);
+    assert_int_equal(osn, 104);
+    /* a second RTX of 104 (the NACK was repeated, or a probe reuses it): redundant */
+    n = rtp_build_rtx(rtx, sizeof rtx, orig, original(orig, 104), 97, 0x2222, rtx_seq++);
+    assert_int_equal(rtp_rtx_classify(&seen, rtx, n, &osn), RTP_RTX_REDUNDANT);
+    /* the original of 104 arriving late after its repair: a duplicate */
+    assert_int_equal(rtp_seen_mark(&seen, 104), RTP_SEEN_DUPLICATE);
+
+    /* Chromium's bandwidth probes: RTX copies of packets that arrived */
+    for (uint16_t q = 100; q < 110; q++) {
+        if (q == 107)
+            continue;
+        n = rtp_build_rtx(rtx, sizeof rtx, orig, original(orig, q), 97, 0x2222, rtx_seq++);
+        assert_int_equal(rtp_rtx_classify(&seen, rtx, n, &osn), RTP_RTX_REDUNDANT);
+    }
+    /* ... and padding-only RTX packets (no OSN) */
+    static const uint8_t pad[] = {0xA0, 0x61, 0, 9, 0, 0, 0, 1, 0, 0, 0x22, 0x22, 0, 0, 0, 4};
+    assert_int_equal(rtp_rtx_classify(&seen, pad, sizeof pad, &osn), RTP_RTX_PADDING);
+    assert_int_equal(rtp_rtx_classify(&seen, pad, 5, &osn), RTP_RTX_MALFORMED);
+    assert_int_equal(rtp_seen_has(&seen, 107), 0); /* none of that filled 107 */
+
+    /* 107 repaired, then the stream goes on: the repair is still recognised as one */
+    n = rtp_build_rtx(rtx, sizeof rtx, orig, original(orig, 107), 97, 0x2222, rtx_seq++);
+    assert_int_equal(rtp_rtx_classify(&seen, rtx, n, &osn), RTP_RTX_REPAIR);
+    assert_int_equal(osn, 107);
+
+    /* an RTX of a packet older than the window: nobody can use it any more */
+    for (uint32_t q = 110; q < 110 + RTP_SEEN_WINDOW; q++)
+        rtp_seen_mark(&seen, (uint16_t)q);
+    n = rtp_build_rtx(rtx, sizeof rtx, orig, original(orig, 108), 97, 0x2222, rtx_seq++);
+    assert_int_equal(rtp_rtx_classify(&seen, rtx, n, &osn), RTP_RTX_REDUNDANT);
+
+    /* a repair of a packet newer than everything received (the tail was lost) */
+    uint16_t next = (uint16_t)(110 + RTP_SEEN_WINDOW + 1);
+    n = rtp_build_rtx(rtx, sizeof rtx, orig, original(orig, next), 97, 0x2222, rtx_seq++);
+    assert_int_equal(rtp_rtx_classify(&seen, rtx, n, &osn), RTP_RTX_REPAIR);
+    assert_int_equal(rtp_seen_has(&seen, (uint16_t)(next - 1)), 0); /* still missing */
+    assert_int_equal(rtp_seen_mark(&seen, (uint16_t)(next - 1)), RTP_SEEN_NEW);
+}
+
 static void test_codec_names(void **state)
 {
     assert_int_equal(rtp_codec_from_name("opus"), RTP_CODEC_OPUS);
@@ -467,14 +591,24 @@ static void test_loss(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_onebyte),     cmocka_unit_test(test_parse_twobyte_padding),
-        cmocka_unit_test(test_parse_rejects),     cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_rtcp_demux),        cmocka_unit_test(test_ext_remap),
-        cmocka_unit_test(test_setters),           cmocka_unit_test(test_rewriter),
-        cmocka_unit_test(test_rtx_buffer),        cmocka_unit_test(test_rtx_build),
-        cmocka_unit_test(test_codec_names),       cmocka_unit_test(test_keyframe_vp8),
-        cmocka_unit_test(test_keyframe_vp9),      cmocka_unit_test(test_keyframe_h264),
-        cmocka_unit_test(test_keyframe_av1_opus), cmocka_unit_test(test_loss),
+        cmocka_unit_test(test_parse_onebyte),
+        cmocka_unit_test(test_parse_twobyte_padding),
+        cmocka_unit_test(test_parse_rejects),
+        cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_rtcp_demux),
+        cmocka_unit_test(test_ext_remap),
+        cmocka_unit_test(test_setters),
+        cmocka_unit_test(test_rewriter),
+        cmocka_unit_test(test_rtx_buffer),
+        cmocka_unit_test(test_rtx_build),
+        cmocka_unit_test(test_codec_names),
+        cmocka_unit_test(test_keyframe_vp8),
+        cmocka_unit_test(test_keyframe_vp9),
+        cmocka_unit_test(test_keyframe_h264),
+        cmocka_unit_test(test_keyframe_av1_opus),
+        cmocka_unit_test(test_loss),
+        cmocka_unit_test(test_seen),
+        cmocka_unit_test(test_rtx_decision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
