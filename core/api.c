@@ -313,8 +313,13 @@ static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
         log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "route_add outside init refused");
         return ONAIR_ESTATE;
     }
-    if (route && route->size >= sizeof *route && (route->flags & ROUTE_CORE_OWN_AUTH)) {
-        log_msg(p->name, ONAIR_LOG_ERROR, "route refused: unknown flags");
+    /* Flags are checked whatever size the plugin's struct has (an older, smaller one too):
+     * the bits past the SDK's, the core's own-auth bit among them, are not for plugins. */
+    const uint32_t plugin_flags = ONAIR_ROUTE_JSON_BODY | ONAIR_ROUTE_BODY_OPTIONAL;
+    if (route && route->size >= offsetof(onair_route_t, flags) + sizeof route->flags &&
+        (route->flags & ~plugin_flags)) {
+        log_msg(p->name, ONAIR_LOG_ERROR, "route refused: unknown flags 0x%x",
+                (unsigned)(route->flags & ~plugin_flags));
         return ONAIR_EINVAL;
     }
     if (route && route->size >= offsetof(onair_route_t, body) + sizeof route->body && route->body &&

@@ -117,6 +117,16 @@ def test_failing_plugins_are_skipped_and_reported(server_factory):
                      log)
 
 
+def test_a_plugin_cannot_claim_the_cores_route_flags(server_factory):
+    # core_flag registers a route the size of an ABI 1.4 descriptor with the core's own-auth
+    # bit set: refused (init fails, nothing registered), not served without authentication
+    s = server_factory(plugins={"testkit": {}, "core_flag": {}}).start()
+    plugins = {p["name"]: p for p in s.http("GET", "/api/v1/server").json()["plugins"]}
+    assert plugins["core_flag"]["state"] == "failed", plugins["core_flag"]
+    assert s.http("GET", "/api/v1/core_flag").status == 404
+    assert "route refused: unknown flags 0x40000000" in s.log()
+
+
 def test_required_plugin_failure_stops_startup(server_factory):
     s = server_factory(plugins={"testkit": {}, "failing_init": {"required": True}})
     s.start(wait=False)
