@@ -1,0 +1,348 @@
+/*
+ * The streams plugin on the SDK's test host: no server, no media relay, no moderation plugin.
+ * The test offers "moderation.check" itself (what plugins/moderation/README.md says it
+ * answers) and calls the plugin's own services as chat, reactions and qa do.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <onair/testhost.h>
+#include <onair/util.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const onair_plugin_desc_t *onair_plugin_entry_v1(void);
+
+#define ADA     "ada000000000000000000000" /* streamer */
+#define BOB     "b0b000000000000000000000"
+#define CYD     "c0c000000000000000000000"
+#define STREAMS "/api/v1/streams"
+
+static const char *const streamer[] = {"viewer", "streamer", NULL}, *const viewer[] = {"viewer",
+                                                                                       NULL};
+static const onair_user_t ada = {sizeof(onair_user_t), ADA, streamer, 1};
+static const onair_user_t bob = {sizeof(onair_user_t), BOB, viewer, 1};
+static const onair_user_t cyd = {sizeof(onair_user_t), CYD, viewer, 1};
+static const char *const json_header[] = {"Content-Type", "application/json", NULL};
+static const onair_api_t *api;
+static int bob_banned; /* moderation.check: 1 banned from every stream, -1 cannot answer */
+
+/* moderation.check {stream, user} -> {banned, platform_banned, timed_out_until} */
+static int fake_check(onair_service_call_t *call, void *ud)
+{
+    if (bob_banned < 0)
+        return api->service_answer(call, ONAIR_EUNAVAILABLE, NULL);
+    int banned = bob_banned && !strcmp(onair_str(api->service_args(call), "user"), BOB);
+    return api->service_answer(
+        call, ONAIR_OK,
+        json_pack("{s:b,s:b,s:n}", "banned", banned, "platform_banned", 0, "timed_out_until"));
+}
+
+static int setup(void **state)
+{
+    onair_test_host_t *h = onair_test_host_new(onair_plugin_entry_v1(), NULL, NULL, 0);
+    assert_non_null(h);
+    onair_test_set_log_level(h, ONAIR_LOG_WARN);
+    assert_int_equal(onair_test_init(h), ONAIR_OK);
+    assert_int_equal(onair_test_start(h), ONAIR_OK);
+    api = onair_test_api(h);
+    bob_banned = 0;
+    assert_int_equal(onair_test_service_add(h, "moderation.check", fake_check, NULL), ONAIR_OK);
+    onair_test_user_add(h, ADA, "ada", NULL, streamer, 1);
+    onair_test_user_add(h, BOB, "bob", NULL, viewer, 1);
+    onair_test_user_add(h, CYD, "cyd", NULL, viewer, 1);
+    *state = h;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    onair_test_host_free(*state); /* also when the test failed: services are per process */
+    return 0;
+}
+
+static void finish(onair_test_host_t *h)
+{
+    onair_test_stop(h);
+    assert_int_equal(onair_test_log_count(h, ONAIR_LOG_ERROR, NULL), 0);
+}
+
+static onair_test_response_t *call(onair_test_host_t *h, const char *method, const char *path,
+                                   const char *body, const onair_user_t *user)
+{
+    onair_test_response_t *r =
+        onair_test_request(h, method, path, NULL, body ? json_header : NULL, body, user);
+    assert_non_null(r);
+    assert_false(r->pending);
+    return r;
+}
+
+static void answered(onair_test_response_t *r, int status)
+{
+    assert_int_equal(r->status, status);
+    onair_test_response_free(r);
+}
+
+static void problem(onair_test_response_t *r, int status, const char *code, const char *field)
+{
+    assert_int_equal(r->status, status);
+    assert_string_equal(onair_str(r->json, "code"), code);
+    if (field)
+        assert_string_equal(onair_str(r->json, "field"), field);
+    onair_test_response_free(r);
+}
+
+/* ada creates a stream from body; its path (/api/v1/streams/<id>) goes to path. */
+static void create(onair_test_host_t *h, const char *body, char path[64])
+{
+    onair_test_response_t *r = call(h, "POST", STREAMS, body, &ada);
+    assert_int_equal(r->status, 201);
+    snprintf(path, 64, STREAMS "/%s", onair_str(json_object_get(r->json, "stream"), "id"));
+    onair_test_response_free(r);
+}
+
+/* The viewer count of GET .../viewers/count. */
+static json_int_t viewers(onair_test_host_t *h, const char *path)
+{
+    char count[96];
+    snprintf(count, sizeof count, "%s/viewers/count", path);
+    onair_test_response_t *r = call(h, "GET", count, NULL, NULL);
+    assert_int_equal(r->status, 200);
+    json_int_t n = json_integer_value(json_object_get(r->json, "viewer_count"));
+    onair_test_response_free(r);
+    return n;
+}
+
+/* Pop frames of c until one of this type (1), or none is left (0). */
+static int heard(onair_test_host_t *h, onair_conn_t c, const char *type)
+{
+    for (json_t *f; (f = onair_test_ws_next(h, c));) {
+        int match = !strcmp(onair_str(f, "type"), type);
+        json_decref(f);
+        if (match)
+            return 1;
+    }
+    return 0;
+}
+
+static void test_create_go_live_watch_end(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_test_response_t *r =
+        call(h, "POST", STREAMS, "{\"title\":\"Hello world\",\"tags\":[\"Fun\",\"fun\"]}", &ada);
+    assert_int_equal(r->status, 201);
+    json_t *stream = json_object_get(r->json, "stream");
+    const char *key = onair_str(r->json, "stream_key");
+    assert_int_equal(strlen(key), 3 + 43); /* sk_ + 32 random bytes, shown once */
+    assert_int_equal(json_array_size(json_object_get(stream, "tags")), 1);
+    assert_null(json_object_get(stream, "key_hash"));
+    char path[64], sid[25], action[96];
+    snprintf(sid, sizeof sid, "%s", onair_str(stream, "id"));
+    snprintf(path, sizeof path, STREAMS "/%s", sid);
+    json_t *docs = onair_test_store_dump(h, "streams.streams");
+    char *stored = json_dumps(docs, 0);
+    assert_null(strstr(stored, key)); /* only its hash */
+    free(stored);
+    json_decref(docs);
+    onair_test_response_free(r);
+    json_t *ev = onair_test_published_next(h);
+    assert_string_equal(onair_str(ev, "topic"), "stream.created");
+    json_decref(ev);
+
+    /* a watch before it is live waits: subscribed, not counted */
+    onair_conn_t c = onair_test_ws_connect(h, &bob);
+    onair_test_ws_send(h, c, "streams.watch", NULL, json_pack("{s:s}", "stream_id", sid));
+    json_t *f = onair_test_ws_next(h, c);
+    assert_false(json_is_true(json_object_get(json_object_get(f, "data"), "counted")));
+    json_decref(f);
+    snprintf(action, sizeof action, "%s/join", path);
+    problem(call(h, "POST", action, NULL, &cyd), 409, "not_live", NULL);
+    snprintf(action, sizeof action, "%s/start", path);
+    problem(call(h, "POST", action, NULL, &bob), 403, "forbidden", NULL);
+    answered(call(h, "POST", action, NULL, &ada), 200);
+    problem(call(h, "POST", action, NULL, &ada), 409, "already_live", NULL);
+    assert_true(heard(h, c, "stream.started"));
+    assert_int_equal(viewers(h, path), 1); /* the waiting watcher counts now */
+    problem(call(h, "DELETE", path, NULL, &ada), 409, "stream_live", NULL);
+
+    /* a REST viewer counts for rest_viewer_ttl_s (60 s) after its last join */
+    snprintf(action, sizeof action, "%s/join", path);
+    r = call(h, "POST", action, NULL, &cyd);
+    assert_int_equal(json_integer_value(json_object_get(r->json, "ttl_s")), 60);
+    onair_test_response_free(r);
+    assert_int_equal(viewers(h, path), 2);
+    onair_test_advance(h, 61000);
+    assert_int_equal(viewers(h, path), 1);
+    assert_true(heard(h, c, "viewer.count")); /* the once-a-second tick */
+
+    snprintf(action, sizeof action, "%s/end", path);
+    answered(call(h, "POST", action, NULL, &ada), 200);
+    answered(call(h, "POST", action, NULL, &ada), 200); /* idempotent */
+    assert_true(heard(h, c, "stream.ended"));
+    assert_int_equal(viewers(h, path), 0);
+    answered(call(h, "DELETE", path, NULL, &ada), 204);
+    problem(call(h, "GET", path, NULL, NULL), 404, "stream_not_found", NULL);
+    finish(h);
+}
+
+static void test_bodies_and_rights(void **state)
+{
+    onair_test_host_t *h = *state;
+    static const struct {
+        const char *body, *code, *field;
+    } cases[] = {
+        {"{}", "missing_field", "title"},
+        {"{\"title\":\"\"}", "invalid_field", "title"},
+        {"{\"title\":\"t\",\"visibility\":\"secret\"}", "invalid_field", "visibility"},
+        {"{\"title\":\"t\",\"tags\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\","
+         "\"k\"]}",
+         "invalid_field", "tags"},
+        {"{\"title\":\"t\",\"settings\":{\"x\":1}}", "unknown_field", "settings.x"},
+        {"{\"title\":\"t\",\"settings\":{\"chat_slow_mode_s\":2}}", "invalid_field",
+         "settings.chat_slow_mode_s"},
+        {"{\"title\":\"t\",\"settings\":{\"record_on_start\":true}}", "invalid_field",
+         "settings.record_on_start"},
+        {"{\"title\":\"a\\u0001b\"}", "invalid_field", "title"},
+    };
+    for (size_t i = 0; i < ONAIR_COUNT(cases); i++)
+        problem(call(h, "POST", STREAMS, cases[i].body, &ada), 400, cases[i].code, cases[i].field);
+    problem(call(h, "POST", STREAMS, "{\"title\":\"t\"}", &bob), 403, "forbidden", NULL);
+    problem(call(h, "POST", STREAMS, "{\"title\":\"t\"}", NULL), 401, "unauthorized", NULL);
+    char path[64];
+    create(h, "{\"title\":\"Mine\"}", path);
+    problem(call(h, "PATCH", path, "{}", &ada), 400, "invalid_request", NULL);
+    problem(call(h, "PATCH", path, "{\"title\":\"Yours\"}", &bob), 403, "forbidden", NULL);
+    problem(call(h, "GET", STREAMS "/nope", NULL, NULL), 404, "stream_not_found", NULL);
+    onair_conn_t c = onair_test_ws_connect(h, NULL);
+    onair_test_ws_send(h, c, "streams.watch", NULL, json_pack("{s:s}", "stream_id", "nope"));
+    json_t *f = onair_test_ws_next(h, c);
+    assert_string_equal(onair_str(json_object_get(f, "data"), "field"), "stream_id");
+    json_decref(f);
+    json_t *docs = onair_test_store_dump(h, "streams.streams");
+    assert_int_equal(json_array_size(docs), 1);
+    json_decref(docs);
+    finish(h);
+}
+
+static int svc_status;
+static json_t *svc_result;
+
+static void svc_done(int status, json_t *result, void *ud)
+{
+    svc_status = status;
+    json_decref(svc_result);
+    svc_result = json_incref(result);
+}
+
+/* streams.access {stream, user} as chat asks it: the status, the answer in svc_result. */
+static int ask_access(onair_test_host_t *h, const char *sid, const char *user)
+{
+    json_t *args = json_pack("{s:s,s:s?}", "stream", sid, "user", user);
+    assert_int_equal(onair_test_service_call(h, "streams.access", args, svc_done, NULL), ONAIR_OK);
+    onair_test_run(h);
+    return svc_status;
+}
+
+static void test_private_streams_bans_and_access(void **state)
+{
+    onair_test_host_t *h = *state;
+    char path[64];
+    create(h, "{\"title\":\"Secret\",\"visibility\":\"private\",\"allowed_viewers\":[\"" BOB "\"]}",
+           path);
+    const char *sid = path + strlen(STREAMS "/");
+    problem(call(h, "GET", path, NULL, &cyd), 404, "stream_not_found", NULL); /* not 403 */
+    answered(call(h, "GET", path, NULL, &bob), 200);
+    assert_int_equal(ask_access(h, sid, CYD), ONAIR_OK);
+    assert_true(json_is_true(json_object_get(svc_result, "found")));
+    assert_false(json_is_true(json_object_get(svc_result, "visible")));
+    assert_int_equal(ask_access(h, sid, ADA), ONAIR_OK);
+    assert_true(json_is_true(json_object_get(svc_result, "is_owner")));
+
+    /* moderation bans bob: asked at every access, fail closed when it cannot answer */
+    bob_banned = 1;
+    problem(call(h, "GET", path, NULL, &bob), 403, "banned", NULL);
+    assert_int_equal(ask_access(h, sid, BOB), ONAIR_OK);
+    assert_true(json_is_true(json_object_get(svc_result, "banned")));
+    assert_false(json_is_true(json_object_get(svc_result, "visible")));
+    bob_banned = -1;
+    problem(call(h, "GET", path, NULL, &bob), 503, "moderation_unavailable", NULL);
+    bob_banned = 0;
+    answered(call(h, "GET", path, NULL, &bob), 200);
+    assert_int_equal(ask_access(h, "5a00000000000000000000ff", BOB), ONAIR_OK);
+    assert_false(json_is_true(json_object_get(svc_result, "found")));
+    json_decref(svc_result);
+    svc_result = NULL;
+    finish(h);
+}
+
+static void test_follows_reports_and_limits(void **state)
+{
+    onair_test_host_t *h = *state;
+    const char *follow = "/api/v1/users/" ADA "/follow";
+    answered(call(h, "POST", follow, NULL, &bob), 201);
+    problem(call(h, "POST", follow, NULL, &bob), 409, "already_following", NULL);
+    problem(call(h, "POST", follow, NULL, &ada), 400, "cannot_follow_self", NULL);
+    problem(call(h, "POST", "/api/v1/users/0000000000000000000000aa/follow", NULL, &bob), 404,
+            "user_not_found", NULL);
+    json_t *args = json_pack("{s:s,s:s}", "follower", BOB, "followee", ADA);
+    onair_test_service_call(h, "streams.follow", args, svc_done, NULL);
+    onair_test_run(h);
+    assert_true(json_is_true(json_object_get(svc_result, "following")));
+    assert_int_equal(json_integer_value(json_object_get(svc_result, "since")),
+                     onair_test_now_ms(h));
+    json_decref(svc_result);
+    svc_result = NULL;
+    answered(call(h, "DELETE", follow, NULL, &bob), 204);
+    problem(call(h, "DELETE", follow, NULL, &bob), 404, "not_following", NULL);
+
+    /* reports: one open report per user and stream; refused ones count for the limit */
+    char path[64], report[96];
+    create(h, "{\"title\":\"Loud\"}", path);
+    snprintf(report, sizeof report, "%s/report", path);
+    assert_int_equal(onair_test_ratelimit_set(h, "streams.report", 3, 60), ONAIR_OK); /* 10 */
+    problem(call(h, "POST", report, "{\"reason\":\"noise\"}", &bob), 400, "invalid_field",
+            "reason");
+    answered(call(h, "POST", report, "{\"reason\":\"spam\"}", &bob), 201);
+    problem(call(h, "POST", report, "{\"reason\":\"spam\"}", &bob), 409, "already_reported", NULL);
+    onair_test_response_t *r = call(h, "POST", report, "{\"reason\":\"spam\"}", &bob);
+    assert_non_null(json_object_get(r->headers, "retry-after"));
+    problem(r, 429, "rate_limited", NULL);
+    answered(call(h, "POST", report, "{\"reason\":\"other\"}", &cyd), 201); /* per user */
+    json_t *docs = onair_test_store_dump(h, "streams.reports");
+    assert_int_equal(json_array_size(docs), 2);
+    json_decref(docs);
+    finish(h);
+}
+
+static void test_store_outage(void **state)
+{
+    onair_test_host_t *h = *state;
+    char path[64];
+    create(h, "{\"title\":\"Up\"}", path);
+    onair_test_store_set_available(h, 0);
+    problem(call(h, "POST", STREAMS, "{\"title\":\"Down\"}", &ada), 503, "unavailable", NULL);
+    problem(call(h, "GET", path, NULL, NULL), 503, "unavailable", NULL);
+    assert_int_equal(ask_access(h, path + strlen(STREAMS "/"), BOB), ONAIR_EUNAVAILABLE);
+    onair_test_store_set_available(h, 1);
+    answered(call(h, "GET", path, NULL, NULL), 200);
+    json_decref(svc_result);
+    svc_result = NULL;
+    finish(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_go_live_watch_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bodies_and_rights, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_private_streams_bans_and_access, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_follows_reports_and_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
