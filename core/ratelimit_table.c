@@ -281,17 +281,37 @@ out:
     return rc;
 }
 
+int rl_table_declare_derived(rl_table_t *t, const char *name, const char *parent)
+{
+    rl_limit *p = name && parent ? rl_table_find(t, parent) : NULL;
+    if (!p)
+        return name && parent ? ONAIR_ENOTFOUND : ONAIR_EINVAL;
+    onair_ratelimit_t d = {.size = sizeof d,
+                           .name = name,
+                           .limit = p->def_limit,
+                           .window_s = p->def_window_s,
+                           .key = p->pub.key};
+    int rc = rl_table_declare(t, &d, NULL, NULL, NULL, 0);
+    rl_limit *l = rc == ONAIR_OK ? rl_table_find(t, name) : NULL;
+    if (l) {
+        l->follows = p;
+        rl_table_set_rate(l, p->pub.limit, p->pub.window_s);
+    }
+    return rc;
+}
+
 void rl_table_remove_owner(rl_table_t *t, const void *owner)
 {
     if (!owner)
         return;
+    /* limits following one that goes keep their current rate (before anything is freed) */
+    for (size_t i = 0; i < t->nlimits; i++)
+        if (t->limits[i]->follows && t->limits[i]->follows->owner == owner)
+            t->limits[i]->follows = NULL;
     size_t j = 0;
     for (size_t i = 0; i < t->nlimits; i++) {
         rl_limit *l = t->limits[i];
         if (l->owner == owner) {
-            for (size_t k = 0; k < t->nlimits; k++)
-                if (t->limits[k]->follows == l)
-                    t->limits[k]->follows = NULL; /* keeps its current rate */
             purge_limit(t, l);
             free(l);
         } else {

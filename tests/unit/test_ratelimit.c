@@ -459,13 +459,19 @@ static void test_remove_owner(void **state)
     assert_int_equal(ratelimit_hit("other.greet", "u", &r), ONAIR_OK);
     assert_int_equal(ratelimit_hit("auth.login", "u", &r), ONAIR_OK);
     assert_int_equal(ratelimit_entries(), 4);
+    /* a core limit that follows one of hello's keeps the rate it had */
+    assert_int_equal(ratelimit_declare_derived("ws.message.hello", "hello.wave"), ONAIR_OK);
 
     ratelimit_remove_owner(&hello);
+    assert_int_equal(ratelimit_find("ws.message.hello")->limit, 1);
+    assert_int_equal(ratelimit_hit("ws.message.hello", "u", &r), ONAIR_OK);
+    assert_int_equal(ratelimit_hit("ws.message.hello", "u", &r), ONAIR_ERATE);
+    assert_int_equal(ratelimit_entries(), 3);
     ratelimit_remove_owner(NULL); /* no-op: core limits stay */
     assert_null(ratelimit_find("hello.greet"));
     assert_null(ratelimit_find("hello.wave"));
     assert_int_equal(ratelimit_hit("hello.greet", "u", &r), ONAIR_ENOTFOUND);
-    assert_int_equal(ratelimit_entries(), 2);
+    assert_int_equal(ratelimit_entries(), 3);
     assert_int_equal(ratelimit_hit("other.greet", "u", &r), ONAIR_ERATE);
     assert_int_equal(ratelimit_hit("auth.login", "u", &r), ONAIR_ERATE);
 
