@@ -65,6 +65,10 @@ typedef struct rl_table {
  * with "<owner_name>.". */
 int rl_table_declare(rl_table_t *t, const onair_ratelimit_t *desc, const void *owner,
                      const char *owner_name, char *err, size_t err_len);
+/* ratelimit_declare_derived() on a table: a core limit `name` with parent's declared values
+ * that takes parent's effective rate unless set itself. ONAIR_ENOTFOUND without parent,
+ * ONAIR_EEXIST when declared already. */
+int rl_table_declare_derived(rl_table_t *t, const char *name, const char *parent);
 /* Forget every limit of `owner` (non-NULL) and its counters. */
 void rl_table_remove_owner(rl_table_t *t, const void *owner);
 rl_limit *rl_table_find(const rl_table_t *t, const char *name);
