@@ -580,10 +580,10 @@ static int history_rest(onair_req_t *req, void *ud)
 {
     onair_target_t t = ONAIR_TARGET_REQ(req);
     const char *stream = path_stream(req);
+    if (!stream) /* answered: the request is not ours to read any more */
+        return ONAIR_OK;
     const char *before = api->req_query(req, "before");
     const char *limit = api->req_query(req, "limit");
-    if (!stream)
-        return ONAIR_OK;
     if (before && !onair_is_id(before))
         return api->target_problem(t, ONAIR_EINVAL, "invalid_query", "before must be a message id",
                                    NULL);
@@ -725,9 +725,9 @@ static int put_modes(onair_req_t *req, void *ud)
 {
     onair_target_t t = ONAIR_TARGET_REQ(req);
     const char *stream = path_stream(req);
-    json_t *body = api->req_json(req);
-    if (!stream)
+    if (!stream) /* answered */
         return ONAIR_OK;
+    json_t *body = api->req_json(req);
     json_int_t slow_s = json_integer_value(json_object_get(body, "slow_s"));
     if (slow_s > 0 && slow_s < SLOW_MIN)
         return onair_field_problem(api, t, "invalid_field", "slow_s",

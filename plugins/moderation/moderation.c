@@ -1001,9 +1001,9 @@ static void remove_term(op_t *op, json_t *access)
 static int delete_term(onair_req_t *req, void *ud)
 {
     const char *stream = path_stream(req);
-    const char *term = api->req_param(req, "tid");
-    if (!stream)
+    if (!stream) /* answered: the request is not ours to read any more */
         return ONAIR_OK;
+    const char *term = api->req_param(req, "tid");
     if (!onair_is_id(term))
         return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOTFOUND, "term_not_found",
                                    "no such term on this stream", NULL);
@@ -1088,9 +1088,9 @@ static void find_message(op_t *op, json_t *access)
 static int message_rest(onair_req_t *req, const char *action)
 {
     const char *stream = path_stream(req);
-    const char *message = api->req_param(req, "mid");
-    if (!stream)
+    if (!stream) /* answered */
         return ONAIR_OK;
+    const char *message = api->req_param(req, "mid");
     if (!onair_is_id(message))
         return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOTFOUND, "message_not_found",
                                    "no such message", NULL);
