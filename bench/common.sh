@@ -9,6 +9,10 @@ server:
   host: 127.0.0.1
   port: 0
   ws_send_queue_bytes: 4194304
+  max_connections_per_address: 1000000   # every client connects from 127.0.0.1
+rate_limits:
+  ws.message: 100000000/1s     # the load is the point here
+  ws.message_ip: 100000000/1s
 logging:
   level: ${BENCH_LOG_LEVEL:-warn}
   access_log: false

@@ -26,6 +26,7 @@ write_config() { # $1: data dir
 server:
   host: 127.0.0.1
   port: 0
+  max_connections_per_address: 1000000   # every viewer connects from 127.0.0.1
 auth:
   jwt_secret: "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   password_hash: interactive
