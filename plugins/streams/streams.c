@@ -184,6 +184,21 @@ static int user_id_ok(const char *s)
     return s && *s && strlen(s) <= ID_MAX && !has_control(s, 0);
 }
 
+/* ?owner= of browse: a user id as accounts (24 hex digits) and the subjects of API-key
+ * tokens ("ext-user-7", "auth0|5f1c", "ada@example.org") spell them. Anything else (spaces,
+ * quotes, brackets, '$', non-ASCII, control characters) names no owner: 400, not an empty
+ * page that looks like an answer. */
+static int owner_query_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > ID_MAX)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("-_.:@|+", *s))
+            return 0;
+    return 1;
+}
+
 static size_t chars_of(const char *s)
 {
     return onair_utf8_chars(s, strlen(s));
@@ -1213,6 +1228,13 @@ static int stream_fields(streams_t *st, onair_target_t t, json_t *body, json_t *
     return ONAIR_OK;
 }
 
+/* 400 invalid_query about the query parameter `field` (named in the problem's `field`). */
+static int invalid_query(onair_req_t *req, const char *field, const char *detail)
+{
+    return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EINVAL, "invalid_query", detail,
+                               json_pack("{s:s}", "field", field));
+}
+
 /* ?limit= (1..100, default 20). ONAIR_OK, or ONAIR_EINVAL after answering. */
 static int parse_limit(onair_req_t *req, int *limit)
 {
@@ -1224,17 +1246,11 @@ static int parse_limit(onair_req_t *req, int *limit)
     errno = 0;
     long v = strtol(q, &end, 10);
     if (end == q || *end || errno || v < 1 || v > PAGE_MAX) {
-        api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EINVAL, "invalid_query",
-                            "limit must be an integer 1..100", NULL);
+        invalid_query(req, "limit", "limit must be an integer 1..100");
         return ONAIR_EINVAL;
     }
     *limit = (int)v;
     return ONAIR_OK;
-}
-
-static int invalid_query(onair_req_t *req, const char *detail)
-{
-    return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_EINVAL, "invalid_query", detail, NULL);
 }
 
 /* A page of a find failed: the store refuses a malformed `after` cursor with EINVAL (the
@@ -1243,7 +1259,7 @@ static void page_failed(onair_flow_t *f, int status, json_t *result)
 {
     if (status == ONAIR_EINVAL)
         return onair_flow_problem(f, ONAIR_EINVAL, "invalid_query", "after is not a valid cursor",
-                                  NULL);
+                                  json_pack("{s:s}", "field", "after"));
     onair_flow_fail(f, status, result);
 }
 
@@ -1917,26 +1933,30 @@ static int browse_filter(onair_req_t *req, json_t *conditions)
     const char *q;
     if ((q = api->req_query(req, "status"))) {
         if (strcmp(q, "created") && strcmp(q, "live") && strcmp(q, "ended")) {
-            invalid_query(req, "status must be created, live or ended");
+            invalid_query(req, "status", "status must be created, live or ended");
             return ONAIR_EINVAL;
         }
         json_array_append_new(conditions, json_pack("{s:s}", "status", q));
     }
-    static const char *const exact[] = {"category", "owner", NULL};
-    for (size_t i = 0; exact[i]; i++) {
-        if (!(q = api->req_query(req, exact[i])))
-            continue;
-        if (!user_id_ok(q)) { /* a category is bounded alike */
-            char d[96];
-            snprintf(d, sizeof d, "%s must be 1..%d characters", exact[i], ID_MAX);
-            invalid_query(req, d);
+    if ((q = api->req_query(req, "category"))) {
+        if (!*q || chars_of(q) > CATEGORY_MAX || has_control(q, 0)) {
+            invalid_query(req, "category", "category must be 1..64 characters");
             return ONAIR_EINVAL;
         }
-        json_array_append_new(conditions, json_pack("{s:s}", exact[i], q));
+        json_array_append_new(conditions, json_pack("{s:s}", "category", q));
+    }
+    if ((q = api->req_query(req, "owner"))) {
+        if (!owner_query_ok(q)) {
+            invalid_query(req, "owner",
+                          "owner must be a user id: 1..128 characters of letters, digits and "
+                          "- _ . : @ | +");
+            return ONAIR_EINVAL;
+        }
+        json_array_append_new(conditions, json_pack("{s:s}", "owner", q));
     }
     if ((q = api->req_query(req, "tag"))) {
         if (!*q || chars_of(q) > TAG_MAX || has_control(q, 0)) {
-            invalid_query(req, "tag must be 1..25 characters");
+            invalid_query(req, "tag", "tag must be 1..25 characters");
             return ONAIR_EINVAL;
         }
         char low[TAG_MAX * 4 + 1];
@@ -1947,7 +1967,7 @@ static int browse_filter(onair_req_t *req, json_t *conditions)
         /* each word must be a word of the title or a word's prefix (search_terms) */
         json_t *words = query_words(q);
         if (!words) {
-            invalid_query(req, "q must hold 1..5 words (200 characters at most)");
+            invalid_query(req, "q", "q must hold 1..5 words (200 characters at most)");
             return ONAIR_EINVAL;
         }
         size_t i;
@@ -2551,9 +2571,9 @@ static int get_reports(onair_req_t *req, void *ud)
         status = "open";
     if (strcmp(status, "all") && strcmp(status, "open") && strcmp(status, "resolved") &&
         strcmp(status, "dismissed"))
-        return invalid_query(req, "status must be open, resolved, dismissed or all");
+        return invalid_query(req, "status", "status must be open, resolved, dismissed or all");
     if (sid && !onair_is_id(sid))
-        return invalid_query(req, "stream must be a stream id");
+        return invalid_query(req, "stream", "stream must be a stream id");
     json_t *filter = json_object();
     if (strcmp(status, "all"))
         json_object_set_new(filter, "status", json_string(status));

@@ -229,6 +229,44 @@ static void test_bodies_and_rights(void **state)
     finish(h);
 }
 
+/* GET /api/v1/streams?<query> */
+static onair_test_response_t *browse(onair_test_host_t *h, const char *query)
+{
+    onair_test_response_t *r = onair_test_request(h, "GET", STREAMS, query, NULL, NULL, NULL);
+    assert_non_null(r);
+    assert_false(r->pending);
+    return r;
+}
+
+static void test_browse_query_mistakes_name_the_parameter(void **state)
+{
+    onair_test_host_t *h = *state;
+    char path[64];
+    create(h, "{\"title\":\"Listed\"}", path);
+    /* ?owner= is a user id: anything else is a mistake, not an empty page */
+    static const char *const garbage[] = {"%3Cscript%3E",  "a%20b", "%7B%22%24ne%22%3A1%7D",
+                                          "x%27%20OR%201", "",      "%C3%A9t%C3%A9"};
+    char q[200];
+    for (size_t i = 0; i < ONAIR_COUNT(garbage); i++) {
+        snprintf(q, sizeof q, "owner=%s", garbage[i]);
+        problem(browse(h, q), 400, "invalid_query", "owner");
+    }
+    snprintf(q, sizeof q, "owner=%0129d", 0);
+    problem(browse(h, q), 400, "invalid_query", "owner");
+    onair_test_response_t *r = browse(h, "owner=" ADA);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_array_size(json_object_get(r->json, "streams")), 1);
+    onair_test_response_free(r);
+    r = browse(h, "owner=ext-user-7");
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_array_size(json_object_get(r->json, "streams")), 0);
+    onair_test_response_free(r);
+    problem(browse(h, "limit=0"), 400, "invalid_query", "limit");
+    problem(browse(h, "status=paused"), 400, "invalid_query", "status");
+    problem(browse(h, "q="), 400, "invalid_query", "q");
+    finish(h);
+}
+
 static int svc_status;
 static json_t *svc_result;
 
@@ -340,6 +378,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_go_live_watch_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bodies_and_rights, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_browse_query_mistakes_name_the_parameter, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_private_streams_bans_and_access, setup, teardown),
         cmocka_unit_test_setup_teardown(test_follows_reports_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),

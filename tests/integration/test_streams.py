@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import time
+import urllib.parse
 
 import pytest
 import websockets
@@ -434,6 +435,28 @@ def test_browse(srv):
     for q in ("limit=0", "limit=101", "limit=x", "status=paused", "q=", "tag=" + "x" * 26):
         problem(anon.call("GET", "/api/v1/streams?" + q), 400, "invalid_query")
     assert a.call("POST", f"/api/v1/streams/{live['id']}/end").status == 200
+
+
+def test_browse_owner_must_be_a_user_id(srv):
+    """?owner= filters by a user id; a value that cannot be one is a mistake (400 naming the
+    parameter), not an empty page that looks like an answer. Ids of accounts and of API-key
+    subjects stay usable."""
+    a = Account(srv, "ownerq")
+    sid = create(a, title="Owned")["stream"]["id"]
+    anon = Anon(srv)
+    for garbage in ("<script>alert(1)</script>", "a b", '{"$ne":null}', "x' OR '1'='1", "",
+                    "x" * 129, "\u00e9t\u00e9", "owner;drop"):
+        problem(anon.call("GET", "/api/v1/streams?owner=" + urllib.parse.quote(garbage, safe="")),
+                400, "invalid_query", "owner")
+    r = anon.call("GET", f"/api/v1/streams?owner={a.id}")
+    assert r.status == 200 and [s["id"] for s in r.json()["streams"]] == [sid], r
+    for fine in ("ext-user-7", "auth0|5f1c", "ada@example.org", "0" * 24):
+        r = anon.call("GET", "/api/v1/streams?owner=" + urllib.parse.quote(fine, safe=""))
+        assert r.status == 200 and r.json()["streams"] == [], (fine, r)
+    # the other query mistakes name their parameter too
+    for q, field in (("limit=0", "limit"), ("status=paused", "status"), ("tag=" + "x" * 26, "tag"),
+                     ("q=", "q"), ("category=" + "c" * 65, "category"), ("after=nope", "after")):
+        problem(anon.call("GET", "/api/v1/streams?" + q), 400, "invalid_query", field)
 
 
 # ---- viewers and stream moderators -----------------------------------------------------------
