@@ -1,9 +1,8 @@
+/* The event bus without an event loop (see bus.h); bus_event.c runs it on libevent. */
 #include "bus.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#include "metrics.h"
 
 typedef struct bus_sub {
     onair_sub_t id; /* never reused: a stale id is simply not found */
@@ -20,8 +19,7 @@ typedef struct bus_event {
 } bus_event_t;
 
 struct bus {
-    struct event_base *base;
-    struct event *wake;
+    bus_loop_t loop;
     bus_sub_t *subs;
     size_t nsubs, cap;
     onair_sub_t next_id;
@@ -30,20 +28,14 @@ struct bus {
     int dirty; /* some subs removed during delivery */
 };
 
-static void deliver(evutil_socket_t fd, short what, void *arg);
-
-bus_t *bus_new(struct event_base *base)
+bus_t *bus_create(const bus_loop_t *loop)
 {
     bus_t *b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
-    b->base = base;
+    if (loop)
+        b->loop = *loop;
     b->next_id = 1;
-    b->wake = event_new(base, -1, 0, deliver, b);
-    if (!b->wake) {
-        free(b);
-        return NULL;
-    }
     return b;
 }
 
@@ -62,7 +54,8 @@ void bus_free(bus_t *b)
 {
     if (!b)
         return;
-    event_free(b->wake);
+    if (b->loop.release)
+        b->loop.release(b->loop.ud);
     free_events(b->head);
     for (size_t i = 0; i < b->nsubs; i++)
         free(b->subs[i].pattern);
@@ -86,7 +79,7 @@ int bus_topic_valid(const char *t)
     return 1;
 }
 
-static int pattern_valid(const char *p)
+int bus_pattern_valid(const char *p)
 {
     size_t n = p ? strlen(p) : 0;
     if (n == 0 || n > 255 || p[0] == '.' || p[n - 1] == '.')
@@ -139,7 +132,7 @@ int bus_topic_match(const char *pattern, const char *topic)
 int bus_subscribe(bus_t *b, struct onair_plugin *owner, const char *pattern, onair_bus_fn fn,
                   void *ud, onair_sub_t *out)
 {
-    if (!fn || !pattern_valid(pattern))
+    if (!fn || !bus_pattern_valid(pattern))
         return ONAIR_EINVAL;
     if (b->nsubs == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 16;
@@ -225,16 +218,17 @@ int bus_publish(bus_t *b, const char *topic, json_t *payload)
     else
         b->head = e;
     b->tail = e;
-    event_active(b->wake, 0, 0); /* delivery on a later loop turn */
+    if (b->loop.wake)
+        b->loop.wake(b->loop.ud); /* delivery on a later loop turn */
     return ONAIR_OK;
 }
 
-static void deliver_batch(bus_t *b)
+size_t bus_deliver(bus_t *b)
 {
     /* Take the queue as it is now: events published by subscribers go to the next turn. */
     bus_event_t *e = b->head;
     b->head = b->tail = NULL;
-    uint64_t count = 0;
+    size_t count = 0;
     b->delivering++;
     while (e) {
         size_t n = b->nsubs; /* subscribers added during delivery start with the next event */
@@ -252,19 +246,26 @@ static void deliver_batch(bus_t *b)
     b->delivering--;
     if (b->dirty && !b->delivering)
         compact(b);
-    metrics_bus_events(count);
+    if (count && b->loop.delivered)
+        b->loop.delivered(count, b->loop.ud);
+    return count;
 }
 
-static void deliver(evutil_socket_t fd, short what, void *arg)
+int bus_pending(const bus_t *b)
 {
-    bus_t *b = arg;
-    deliver_batch(b);
-    if (b->head)
-        event_active(b->wake, 0, 0);
+    return b->head != NULL;
 }
 
 void bus_drain(bus_t *b)
 {
     for (int rounds = 0; b->head && rounds < 1000; rounds++)
-        deliver_batch(b);
+        bus_deliver(b);
+}
+
+size_t bus_sub_count(const bus_t *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->nsubs; i++)
+        n += b->subs[i].fn != NULL;
+    return n;
 }

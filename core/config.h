@@ -1,7 +1,8 @@
 /*
- * YAML configuration: libyaml -> a node tree that remembers file:line:column,
- * then validation against a schema of onair_config_key_t (dotted keys) into a
- * json_t of typed values with defaults filled in.
+ * YAML configuration: libyaml -> a node tree that remembers file:line:column
+ * (config.c), then validation against a schema of onair_config_key_t (dotted keys)
+ * into a json_t of typed values with defaults filled in (config_validate.c, part of
+ * onair_shared: the SDK's test host validates a plugin's JSON config as a tree too).
  *
  * Every error message has the form "FILE:LINE:COL: message" (1-based line and
  * column). Scalars get ${VAR} and ${VAR:-default} expansion from the environment
@@ -45,8 +46,18 @@ cfg_node_t *cfg_parse_file(const char *path, cfg_errors_t *errs);
 cfg_node_t *cfg_parse_string(const char *name, const char *text, cfg_errors_t *errs);
 void cfg_node_free(cfg_node_t *node);
 
-/* Child of a mapping, or NULL. */
+/* Child of a mapping, or NULL; its index, or -1. */
 const cfg_node_t *cfg_map_get(const cfg_node_t *map, const char *key);
+int cfg_map_index(const cfg_node_t *map, const char *key);
+/* A YAML null: a plain (unquoted) empty scalar, "~" or "null". */
+int cfg_node_is_null(const cfg_node_t *n);
+
+/* The tree a YAML file with the same content would give (JSON is YAML): objects are
+ * mappings, arrays sequences, strings quoted scalars, numbers and booleans plain scalars
+ * of their JSON text, null a YAML null. Positions are 0 (unknown). NULL with an error in
+ * errs (named after `file`) when out of memory; a NUL character in a string is an error
+ * too (the value is then ""). value NULL gives NULL (no block). */
+cfg_node_t *cfg_node_from_json(json_t *value, const char *file, cfg_errors_t *errs);
 
 /* Validate `block` (a mapping, or NULL when absent) against `schema` (terminated by
  * key == NULL; entries are read with their own `size` as stride). `file` names the
@@ -69,6 +80,11 @@ int cfg_schema_check(const onair_config_key_t *schema, const char *who, cfg_erro
  * a message in err (err_len bytes) when a variable is unset without default or the
  * syntax is bad. */
 char *cfg_expand_env(const char *in, char *err, size_t err_len);
+
+/* For "did you mean": the optimal string alignment distance from key to candidate (a swap
+ * of two letters counts 1) when it is small enough for key's length to suggest candidate
+ * (short keys get few suggestions); SIZE_MAX otherwise, and for key itself. */
+size_t cfg_suggest_distance(const char *key, const char *candidate);
 
 /* Look up a dotted key in an effective-config object (NULL if absent). */
 json_t *cfg_json_get(json_t *values, const char *dotted_key);

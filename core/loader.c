@@ -10,6 +10,8 @@
 
 #include "hooks.h"
 #include "log.h"
+#include "plugin_check.h"
+#include "plugin_ref.h"
 #include "ratelimit.h"
 #include "media/taps.h"
 #include "store/store.h"
@@ -49,15 +51,10 @@ static void refuse(struct onair_plugin *p, const char *fmt, ...)
             why);
 }
 
-static int valid_name(const char *n)
+/* The shared pieces (router.c, wstypes.c) name an owner through this. */
+const char *plugin_ref_name(const struct onair_plugin *p)
 {
-    size_t len = n ? strlen(n) : 0;
-    if (len == 0 || len > 32 || !(n[0] >= 'a' && n[0] <= 'z'))
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '_'))
-            return 0;
-    return 1;
+    return p->name;
 }
 
 /* dlopen + the ABI checks, in the order of the handbook. */
@@ -93,52 +90,9 @@ static void open_and_check(struct onair_plugin *p)
         refuse(p, "no %s() entry function: not an onair plugin", ONAIR_ENTRY_SYMBOL);
         return;
     }
-    const onair_plugin_desc_t *d = entry();
-    if (!d) {
-        refuse(p, "entry function returned no descriptor");
-        return;
-    }
-    if (d->magic != ONAIR_PLUGIN_MAGIC) {
-        refuse(p, "bad descriptor magic 0x%08x (expected 0x%08x)", d->magic, ONAIR_PLUGIN_MAGIC);
-        return;
-    }
-    size_t min_size = offsetof(onair_plugin_desc_t, stop) + sizeof(d->stop);
-    if (d->size < min_size) {
-        refuse(p, "descriptor size %u is smaller than the minimum %zu", d->size, min_size);
-        return;
-    }
-    if (d->abi_major != ONAIR_ABI_MAJOR) {
-        refuse(p, "built for plugin ABI major %u; this host speaks major %d", d->abi_major,
-               ONAIR_ABI_MAJOR);
-        return;
-    }
-    if (d->min_host_minor > ONAIR_ABI_MINOR) {
-        refuse(p, "needs host ABI %d.%u or newer; this host is %d.%d", ONAIR_ABI_MAJOR,
-               d->min_host_minor, ONAIR_ABI_MAJOR, ONAIR_ABI_MINOR);
-        return;
-    }
-    if (d->build_sig != ONAIR_BUILD_SIG) {
-        refuse(p,
-               "build signature 0x%08x does not match the host's 0x%08x (pointer or long "
-               "size, byte order or jansson major differ)",
-               d->build_sig, (unsigned)ONAIR_BUILD_SIG);
-        return;
-    }
-    /* From here on read the descriptor through a zero-filled copy: an older plugin
-     * has a smaller one, and the fields it lacks read as 0 / NULL. */
-    memset(&p->desc, 0, sizeof p->desc);
-    memcpy(&p->desc, d, d->size < sizeof p->desc ? d->size : sizeof p->desc);
-    if (!valid_name(p->desc.name)) {
-        refuse(p, "declares an invalid name '%s' (expected [a-z][a-z0-9_]{0,31})",
-               p->desc.name ? p->desc.name : "(null)");
-        return;
-    }
-    if (strcmp(p->desc.name, p->name) != 0) {
-        refuse(p, "declares name '%s' but is configured as '%s'", p->desc.name, p->name);
-        return;
-    }
-    if (!p->desc.init) {
-        refuse(p, "descriptor has no init function");
+    char why[512];
+    if (plugin_check_desc(entry(), p->name, &p->desc, why, sizeof why) < 0) {
+        refuse(p, "%s", why);
         return;
     }
     p->state = PLUGIN_LOADED;
@@ -226,15 +180,11 @@ int loader_load(struct host *h, const settings_t *s, cfg_errors_t *errs)
          * --check-config fail); at startup they fail only that plugin, unless it is
          * required. */
         cfg_errors_t own = {0};
-        static const onair_config_key_t no_keys[] = {{0}};
-        if (p->desc.config && cfg_schema_check(p->desc.config, p->file, &own) < 0) {
-            refuse(p, "invalid config schema: %s", own.n ? own.msgs[0] : "?");
-        } else {
-            p->config = cfg_validate(c->config_block, c->yaml_path, c->config_line, c->config_col,
-                                     p->desc.config ? p->desc.config : no_keys, NULL, &own);
-            if (own.n || !p->config)
-                refuse(p, "invalid configuration: %s", own.n ? own.msgs[0] : "out of memory");
-        }
+        char why[1100];
+        p->config = plugin_check_config(&p->desc, p->file, c->config_block, c->yaml_path,
+                                        c->config_line, c->config_col, &own, why, sizeof why);
+        if (!p->config)
+            refuse(p, "%s", why);
         for (size_t k = 0; k < own.n; k++)
             cfg_errors_add(errs, NULL, 0, 0, "%s", own.msgs[k]);
         if (own.n && p->required)

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "config.h"
 #include "host.h"
 
 /* ---- state ---------------------------------------------------------------------------- */
@@ -44,21 +45,7 @@ int ratelimit_declare_derived(const char *name, const char *parent)
     if (!name || !parent)
         return ONAIR_EINVAL;
     pthread_mutex_lock(&g_mu);
-    rl_limit *p = rl_table_find(&g_table, parent);
-    int rc = ONAIR_ENOTFOUND;
-    if (p) {
-        onair_ratelimit_t d = {.size = sizeof d,
-                               .name = name,
-                               .limit = p->def_limit,
-                               .window_s = p->def_window_s,
-                               .key = p->pub.key};
-        rc = rl_table_declare(&g_table, &d, NULL, NULL, NULL, 0);
-        rl_limit *l = rc == ONAIR_OK ? rl_table_find(&g_table, name) : NULL;
-        if (l) {
-            l->follows = p;
-            rl_table_set_rate(l, p->pub.limit, p->pub.window_s);
-        }
-    }
+    int rc = rl_table_declare_derived(&g_table, name, parent);
     pthread_mutex_unlock(&g_mu);
     return rc;
 }
@@ -84,44 +71,14 @@ const onair_ratelimit_t *ratelimit_find(const char *name)
 
 /* ---- configuration -------------------------------------------------------------------- */
 
-/* Optimal string alignment distance (a swap of two letters counts 1). */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return SIZE_MAX;
-    unsigned short d[65][65];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = (unsigned short)i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = (unsigned short)j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            unsigned cost = a[i - 1] != b[j - 1];
-            unsigned best = d[i - 1][j] + 1u;
-            if (d[i][j - 1] + 1u < best)
-                best = d[i][j - 1] + 1u;
-            if (d[i - 1][j - 1] + cost < best)
-                best = d[i - 1][j - 1] + cost;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1u < best)
-                best = d[i - 2][j - 2] + 1u;
-            d[i][j] = (unsigned short)best;
-        }
-    }
-    return d[la][lb];
-}
-
 /* The closest declared name to `key` (caller holds g_mu), or NULL. */
 static const char *suggest(const char *key)
 {
-    size_t len = strlen(key);
-    size_t limit = len <= 2 ? 0 : len == 3 ? 1 : len / 3 > 2 ? len / 3 : 2;
     size_t best_d = SIZE_MAX;
     const char *best = NULL;
     for (size_t i = 0; i < g_table.nlimits; i++) {
-        size_t d = edit_distance(key, g_table.limits[i]->name);
-        if (d > 0 && d <= limit && d < best_d) {
+        size_t d = cfg_suggest_distance(key, g_table.limits[i]->name);
+        if (d < best_d) {
             best_d = d;
             best = g_table.limits[i]->name;
         }

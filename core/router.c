@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "host.h"
+#include "plugin_ref.h"
 
 struct router {
     route_entry_t **routes;
@@ -198,7 +198,7 @@ static route_entry_t *entry_new(const char *method, const char *path, char *err,
         const route_entry_t *o = r->routes[i];
         if (!strcmp(o->r.method, method) && same_shape(o, seg, nseg)) {
             snprintf(err, err_len, "%s %s conflicts with %s registered by %s", method, path,
-                     o->label, o->owner ? o->owner->name : "the core");
+                     o->label, o->owner ? plugin_ref_name(o->owner) : "the core");
             *status = ONAIR_EEXIST;
             goto fail;
         }
@@ -451,4 +451,10 @@ int router_match(const router_t *r, const char *method, const char *path, route_
         m->nparams++;
     }
     return ROUTER_FOUND;
+}
+
+void router_allow_list(const route_match_t *m, char *out, size_t len)
+{
+    snprintf(out, len, "%s%s%sOPTIONS", m->allow, strstr(m->allow, "GET") ? ", HEAD" : "",
+             m->allow[0] ? ", " : "");
 }

@@ -2,6 +2,7 @@
  * REST route table. Filled during plugin init (core loop thread), then frozen
  * before the network thread starts: from then on it is only read, by both
  * threads, without locks (router_freeze() marks it; changes after are refused).
+ * Part of onair_shared (no event loop): the SDK's test host routes with it too.
  */
 #ifndef ONAIR_CORE_ROUTER_H
 #define ONAIR_CORE_ROUTER_H
@@ -67,6 +68,9 @@ int router_frozen(const router_t *r);
  * Parameter values are percent-decoded; free with route_match_clear(). */
 int router_match(const router_t *r, const char *method, const char *path, route_match_t *m);
 void route_match_clear(route_match_t *m);
+/* The Allow header of a match: the methods registered for the path, HEAD where GET is, and
+ * OPTIONS ("GET, POST, HEAD, OPTIONS"), for 405 answers and preflights. */
+void router_allow_list(const route_match_t *m, char *out, size_t len);
 size_t router_count(const router_t *r);
 /* Iterate all routes (for docs / listing). */
 const route_entry_t *router_at(const router_t *r, size_t i);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "host.h"
+#include "plugin_ref.h"
 
 /* A linear table: a handful of types per plugin; lookups compare short strings. */
 struct wstypes {
@@ -78,17 +78,17 @@ int wstypes_add(wstypes_t *w, const onair_ws_type_t *t, struct onair_plugin *own
         return ONAIR_EINVAL;
     }
     if (owner) {
-        size_t nl = strlen(owner->name);
-        if (strncmp(copy.type, owner->name, nl) != 0 || copy.type[nl] != '.') {
-            snprintf(err, err_len, "message type '%s' must start with '%s.'", copy.type,
-                     owner->name);
+        const char *name = plugin_ref_name(owner);
+        size_t nl = strlen(name);
+        if (strncmp(copy.type, name, nl) != 0 || copy.type[nl] != '.') {
+            snprintf(err, err_len, "message type '%s' must start with '%s.'", copy.type, name);
             return ONAIR_EINVAL;
         }
     }
     const wstype_entry_t *old = wstypes_find(w, copy.type);
     if (old) {
         snprintf(err, err_len, "message type '%s' already registered by %s", copy.type,
-                 old->owner ? old->owner->name : "the core");
+                 old->owner ? plugin_ref_name(old->owner) : "the core");
         return ONAIR_EEXIST;
     }
     if (w->n == w->cap) {

@@ -1,5 +1,6 @@
 /* WebSocket message-type table: like the router, filled during init, then frozen
- * and read by both threads without locks. */
+ * and read by both threads without locks. Part of onair_shared: the SDK's test host
+ * registers and finds message types with it too. */
 #ifndef ONAIR_CORE_WSTYPES_H
 #define ONAIR_CORE_WSTYPES_H
 

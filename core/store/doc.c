@@ -1145,7 +1145,7 @@ static int limit_valid(json_t *v)
         return json_integer_value(v) > 0;
     if (json_is_real(v)) {
         double d = json_real_value(v);
-        return d > 0 && d < 9.2e18 && d == floor(d);
+        return d > 0 && d < 9.2e18 && d == (double)(json_int_t)d; /* in range: integral */
     }
     return 0;
 }
@@ -2198,8 +2198,8 @@ static json_t *norm_copy(json_t *v)
 {
     if (json_is_real(v)) {
         double d = json_real_value(v);
-        if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
-            return json_integer((json_int_t)d);
+        if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == (double)(json_int_t)d)
+            return json_integer((json_int_t)d); /* in range: exact truncation, integral */
         return json_incref(v);
     }
     if (json_is_object(v)) {

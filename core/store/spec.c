@@ -589,3 +589,97 @@ int store_spec_migrate(const store_backend_ops_t *ops, store_backend_t *b, const
     json_decref(docs);
     return 0;
 }
+
+int store_spec_open(const onair_collection_t *desc, const char *plugin, onair_collection_t *out,
+                    char *full, size_t full_len, store_index_spec_t **indexes, size_t *nindexes,
+                    char *err, size_t elen)
+{
+    *indexes = NULL;
+    *nindexes = 0;
+    if (!desc || desc->size < offsetof(onair_collection_t, indexes) + sizeof(desc->indexes)) {
+        snprintf(err, elen, "store_open: collection descriptor too small");
+        return ONAIR_EINVAL;
+    }
+    memset(out, 0, sizeof *out);
+    memcpy(out, desc, desc->size < sizeof *out ? desc->size : sizeof *out);
+    if (!store_spec_coll_name_valid(out->name) || out->version < 1) {
+        snprintf(err, elen,
+                 "store_open: invalid collection '%s' (name [a-z][a-z0-9_]{0,47}, version >= 1)",
+                 out->name ? out->name : "(null)");
+        return ONAIR_EINVAL;
+    }
+    snprintf(full, full_len, "%s.%s", plugin, out->name);
+    const size_t ix_min = offsetof(onair_index_t, ttl_seconds) + sizeof(uint32_t);
+    for (const onair_index_t *ix = out->indexes; ix && ix->keys;
+         ix = (const onair_index_t *)((const char *)ix + ix->size)) {
+        char e[256] = "out of memory";
+        int rc = ix->size < ix_min ? ONAIR_EINVAL : ONAIR_OK;
+        store_index_spec_t *grown = rc ? NULL : realloc(*indexes, (*nindexes + 1) * sizeof *grown);
+        if (grown)
+            *indexes = grown;
+        else if (!rc)
+            rc = ONAIR_ENOMEM;
+        onair_index_t one;
+        memset(&one, 0, sizeof one);
+        if (!rc) {
+            memcpy(&one, ix, ix->size < sizeof one ? ix->size : sizeof one);
+            if (store_spec_index_parse(&one, &(*indexes)[*nindexes], e, sizeof e) < 0)
+                rc = ONAIR_EINVAL;
+        }
+        if (rc) {
+            snprintf(err, elen, "store_open %s: %s", full,
+                     ix->size < ix_min ? "index descriptor too small" : e);
+            store_spec_indexes_free(*indexes, *nindexes);
+            *indexes = NULL;
+            *nindexes = 0;
+            return rc;
+        }
+        (*nindexes)++;
+    }
+    return ONAIR_OK;
+}
+
+int store_spec_prepare(const store_backend_ops_t *ops, store_backend_t *b, const char *coll,
+                       const store_index_spec_t *indexes, size_t nindexes, int version,
+                       onair_migrate_fn migrate, void *migrate_ud, int *migrated_from,
+                       size_t *changed, size_t *removed, char *err, size_t elen)
+{
+    *migrated_from = 0;
+    *changed = *removed = 0;
+    char e[STORE_ERR_LEN] = "";
+    int stored = 0;
+    if (ops->ensure_collection(b, coll, &stored, e) != 0) {
+        snprintf(err, elen, "collection %s: %s", coll, e);
+        return -1;
+    }
+    for (size_t i = 0; i < nindexes; i++)
+        if (ops->ensure_index(b, coll, &indexes[i], e) != 0) {
+            snprintf(err, elen, "collection %s, index %s: %s", coll, indexes[i].name, e);
+            return -1;
+        }
+    if (stored > version) {
+        snprintf(err, elen,
+                 "collection %s has schema version %d but the plugin declares %d "
+                 "(a downgrade is not supported)",
+                 coll, stored, version);
+        return -1;
+    }
+    if (stored > 0 && stored < version && migrate) {
+        if (store_spec_migrate(ops, b, coll, stored, migrate, migrate_ud, changed, removed, err,
+                               elen) < 0)
+            return -1;
+        *migrated_from = stored;
+    }
+    if (stored != version && ops->set_version(b, coll, version, e) != 0) {
+        snprintf(err, elen, "collection %s: %s", coll, e);
+        return -1;
+    }
+    return 0;
+}
+
+void store_spec_indexes_free(store_index_spec_t *ix, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_spec_index_free(&ix[i]);
+    free(ix);
+}

@@ -67,6 +67,24 @@ int store_spec_migrate(const store_backend_ops_t *ops, store_backend_t *b, const
                        int from, onair_migrate_fn migrate, void *migrate_ud, size_t *changed,
                        size_t *removed, char *err, size_t elen);
 
+/* store_open()'s checks of a collection descriptor (an older plugin's smaller one is read
+ * through the zero-filled copy *out): its size, name and version, then every index. The
+ * full name "<plugin>.<name>" goes to full. ONAIR_OK with the parsed indexes (free each with
+ * store_spec_index_free(), then the array), or a status with the message to log in err
+ * ("store_open: ..." or "store_open <full>: ..."). desc NULL counts as too small. */
+int store_spec_open(const onair_collection_t *desc, const char *plugin, onair_collection_t *out,
+                    char *full, size_t full_len, store_index_spec_t **indexes, size_t *nindexes,
+                    char *err, size_t elen);
+
+/* Before a plugin starts (store_prepare_plugin()), for one of its collections: create it if
+ * missing, ensure its indexes, refuse a downgrade, migrate documents of an older version
+ * (*migrated_from: the version migrated from, 0 when none, with the counts), record the
+ * version. 0, or -1 with err. */
+int store_spec_prepare(const store_backend_ops_t *ops, store_backend_t *b, const char *coll,
+                       const store_index_spec_t *indexes, size_t nindexes, int version,
+                       onair_migrate_fn migrate, void *migrate_ud, int *migrated_from,
+                       size_t *changed, size_t *removed, char *err, size_t elen);
+
 /* Collection names ([a-z][a-z0-9_]{0,47}) and index fields. */
 int store_spec_coll_name_valid(const char *n);
 int store_spec_field_path_valid(const char *f);
@@ -76,5 +94,7 @@ int store_spec_field_path_valid(const char *f);
 int store_spec_index_parse(const onair_index_t *in, store_index_spec_t *out, char *err,
                            size_t elen);
 void store_spec_index_free(store_index_spec_t *ix);
+/* Free n parsed indexes and their array. */
+void store_spec_indexes_free(store_index_spec_t *ix, size_t n);
 
 #endif

@@ -75,9 +75,7 @@ static const store_backend_ops_t *backend_for(const char *name)
 
 static void coll_free(struct onair_coll *c)
 {
-    for (size_t i = 0; i < c->nindexes; i++)
-        store_spec_index_free(&c->indexes[i]);
-    free(c->indexes);
+    store_spec_indexes_free(c->indexes, c->nindexes);
     free(c->full_name);
     free(c);
 }
@@ -309,76 +307,39 @@ int store_api_open(struct onair_plugin *p, const onair_collection_t *desc, onair
         log_msg(p->name, ONAIR_LOG_ERROR, "store_open: no storage backend configured");
         return ONAIR_EUNAVAILABLE;
     }
-    if (!desc || desc->size < offsetof(onair_collection_t, indexes) + sizeof(desc->indexes) ||
-        !out) {
-        log_msg(p->name, ONAIR_LOG_ERROR, "store_open: collection descriptor too small");
-        return ONAIR_EINVAL;
-    }
     onair_collection_t d;
-    memset(&d, 0, sizeof d);
-    memcpy(&d, desc, desc->size < sizeof d ? desc->size : sizeof d);
-    if (!store_spec_coll_name_valid(d.name) || d.version < 1) {
-        log_msg(p->name, ONAIR_LOG_ERROR,
-                "store_open: invalid collection '%s' (name [a-z][a-z0-9_]{0,47}, version >= 1)",
-                d.name ? d.name : "(null)");
-        return ONAIR_EINVAL;
+    char full[128], err[400];
+    store_index_spec_t *indexes;
+    size_t nindexes;
+    int rc = store_spec_open(out ? desc : NULL, p->name, &d, full, sizeof full, &indexes, &nindexes,
+                             err, sizeof err);
+    if (rc != ONAIR_OK) {
+        log_msg(p->name, ONAIR_LOG_ERROR, "%s", err);
+        return rc;
     }
-    char full[128];
-    snprintf(full, sizeof full, "%s.%s", p->name, d.name);
-    for (struct onair_coll *o = g_colls; o; o = o->next)
+    struct onair_coll *c = NULL;
+    for (struct onair_coll *o = g_colls; o && rc == ONAIR_OK; o = o->next)
         if (!strcmp(o->full_name, full)) {
             log_msg(p->name, ONAIR_LOG_ERROR, "store_open: collection '%s' opened twice", full);
-            return ONAIR_EEXIST;
+            rc = ONAIR_EEXIST;
         }
-    struct onair_coll *c = calloc(1, sizeof *c);
-    if (!c || !(c->full_name = strdup(full))) {
+    if (rc == ONAIR_OK && (!(c = calloc(1, sizeof *c)) || !(c->full_name = strdup(full))))
+        rc = ONAIR_ENOMEM;
+    if (rc != ONAIR_OK) {
+        store_spec_indexes_free(indexes, nindexes);
         free(c);
-        return ONAIR_ENOMEM;
+        return rc;
     }
     c->owner = p;
     c->version = d.version;
     c->migrate = d.migrate;
     c->migrate_ud = d.migrate_ud;
-    const onair_index_t *ix = d.indexes;
-    while (ix && ix->keys) {
-        onair_index_t one;
-        memset(&one, 0, sizeof one);
-        memcpy(&one, ix, ix->size < sizeof one ? ix->size : sizeof one);
-        char err[256];
-        store_index_spec_t *ni = realloc(c->indexes, (c->nindexes + 1) * sizeof(*ni));
-        if (!ni || ix->size < offsetof(onair_index_t, ttl_seconds) + sizeof(uint32_t) ||
-            (c->indexes = ni,
-             store_spec_index_parse(&one, &c->indexes[c->nindexes], err, sizeof err)) < 0) {
-            if (ni)
-                c->indexes = ni;
-            log_msg(p->name, ONAIR_LOG_ERROR, "store_open %s: %s", full,
-                    ix->size < offsetof(onair_index_t, ttl_seconds) + sizeof(uint32_t)
-                        ? "index descriptor too small"
-                        : err);
-            coll_free(c);
-            return ONAIR_EINVAL;
-        }
-        c->nindexes++;
-        if (!ix->size)
-            break;
-        ix = (const onair_index_t *)((const char *)ix + ix->size);
-    }
+    c->indexes = indexes;
+    c->nindexes = nindexes;
     c->next = g_colls;
     g_colls = c;
     *out = c;
     return ONAIR_OK;
-}
-
-/* Rewrite every document through the plugin's migrate function (blocking). */
-static int migrate_collection(struct onair_coll *c, int from, char *err, size_t elen)
-{
-    size_t changed, removed;
-    if (store_spec_migrate(g_ops, g_backend, c->full_name, from, c->migrate, c->migrate_ud,
-                           &changed, &removed, err, elen) < 0)
-        return -1;
-    LOG_INFO("store", "%s: migrated from version %d to %d (%zu documents changed, %zu removed)",
-             c->full_name, from, c->version, changed, removed);
-    return 0;
 }
 
 int store_prepare_plugin(struct onair_plugin *p, char *err, size_t elen)
@@ -386,33 +347,15 @@ int store_prepare_plugin(struct onair_plugin *p, char *err, size_t elen)
     for (struct onair_coll *c = g_colls; c; c = c->next) {
         if (c->owner != p || c->prepared)
             continue;
-        char e[STORE_ERR_LEN] = "";
-        int stored = 0;
-        if (g_ops->ensure_collection(g_backend, c->full_name, &stored, e) != 0) {
-            snprintf(err, elen, "collection %s: %s", c->full_name, e);
+        int from;
+        size_t changed, removed;
+        if (store_spec_prepare(g_ops, g_backend, c->full_name, c->indexes, c->nindexes, c->version,
+                               c->migrate, c->migrate_ud, &from, &changed, &removed, err, elen) < 0)
             return -1;
-        }
-        for (size_t i = 0; i < c->nindexes; i++)
-            if (g_ops->ensure_index(g_backend, c->full_name, &c->indexes[i], e) != 0) {
-                snprintf(err, elen, "collection %s, index %s: %s", c->full_name, c->indexes[i].name,
-                         e);
-                return -1;
-            }
-        if (stored > c->version) {
-            snprintf(err, elen,
-                     "collection %s has schema version %d but the plugin declares %d "
-                     "(a downgrade is not supported)",
-                     c->full_name, stored, c->version);
-            return -1;
-        }
-        if (stored > 0 && stored < c->version && c->migrate &&
-            migrate_collection(c, stored, err, elen) < 0)
-            return -1;
-        if (stored != c->version &&
-            g_ops->set_version(g_backend, c->full_name, c->version, e) != 0) {
-            snprintf(err, elen, "collection %s: %s", c->full_name, e);
-            return -1;
-        }
+        if (from)
+            LOG_INFO("store",
+                     "%s: migrated from version %d to %d (%zu documents changed, %zu removed)",
+                     c->full_name, from, c->version, changed, removed);
         c->prepared = 1;
     }
     return 0;

@@ -17,6 +17,9 @@
 
 /* ---- the plugin: "notes" ---------------------------------------------------------------- */
 
+/* a JSON body needs its Content-Type, as on the server (415 without) */
+static const char *const json_ct[] = {"Content-Type", "application/json", NULL};
+
 static const onair_api_t *api;
 static onair_coll_t *notes;
 
@@ -530,7 +533,7 @@ static void test_unique(void **unused)
     res_clear(&r);
     /* a REST caller gets 409 */
     onair_test_response_t *resp =
-        onair_test_request(h, "POST", "/api/v1/notes", NULL, NULL, "{\"slug\":\"a\"}", NULL);
+        onair_test_request(h, "POST", "/api/v1/notes", NULL, json_ct, "{\"slug\":\"a\"}", NULL);
     assert_int_equal(resp->status, 409);
     assert_string_equal(jstr(resp->json, "code"), "already_exists");
     onair_test_response_free(resp);
@@ -579,14 +582,14 @@ static void test_outage(void **unused)
     op_status(h, api->store_find, "{\"bogus\":1}", ONAIR_EINVAL, "bogus");
 
     onair_test_response_t *resp =
-        onair_test_request(h, "POST", "/api/v1/notes", NULL, NULL, "{\"slug\":\"a\"}", NULL);
+        onair_test_request(h, "POST", "/api/v1/notes", NULL, json_ct, "{\"slug\":\"a\"}", NULL);
     assert_int_equal(resp->status, 503);
     assert_string_equal(jstr(resp->json, "code"), "unavailable");
     assert_string_equal(jstr(resp->headers, "retry-after"), "5");
     onair_test_response_free(resp);
 
     onair_test_store_set_available(h, 1);
-    resp = onair_test_request(h, "POST", "/api/v1/notes", NULL, NULL, "{\"slug\":\"a\"}", NULL);
+    resp = onair_test_request(h, "POST", "/api/v1/notes", NULL, json_ct, "{\"slug\":\"a\"}", NULL);
     assert_int_equal(resp->status, 201);
     assert_int_equal(json_array_size(json_object_get(resp->json, "ids")), 1);
     onair_test_response_free(resp);

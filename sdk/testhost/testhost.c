@@ -1,12 +1,13 @@
 /*
  * The onair test host: an in-memory, single-threaded implementation of onair_api_t
- * for plugin unit tests (see <onair/testhost.h>). It mirrors the server's rules
- * (registration only in init, route matching, access checks, problem+json codes)
- * so a plugin that passes here behaves the same when loaded by onaird.
+ * for plugin unit tests (see <onair/testhost.h>). The server's rules are the core's own
+ * code (the onair_shared library, linked in whole): the loader's checks of the descriptor
+ * and its config (plugin_check.c, config_validate.c), the router, the message-type table,
+ * the bus, body schemas, problem+json, the store's spec layer and document evaluator, the
+ * rate limiter, and (testhost_hooks.c) the hook chains. What is left here is the host
+ * around them: a fake clock and loop, fake connections, an in-memory store backend and
+ * account table, and the request and message dispatch of core/api.c and core/net.c.
  */
-#ifndef _GNU_SOURCE
-#define _POSIX_C_SOURCE 200809L /* strcasecmp */
-#endif
 #include <onair/testhost.h>
 
 #include <ctype.h>
@@ -14,25 +15,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* core/hooks.h without libevent: it only names struct event_base */
 #define EVENT2_EVENT_H_INCLUDED_
 struct event_base;
+#include "bus.h"
+#include "config.h"
+#include "dispatch.h"
 #include "hooks.h"
+#include "plugin_check.h"
+#include "plugin_ref.h"
 #include "problem.h"
-#include "schema.h"
 #include "ratelimit_table.h"
+#include "router.h"
+#include "schema.h"
+#include "wstypes.h"
 #include "store/backend.h"
 #include "store/doc.h"
 #include "store/spec.h"
 #include "testhost_priv.h"
 
-#define DEFAULT_MAX_BODY (1024u * 1024u) /* the server's default server.max_body_bytes */
-#define RUN_LIMIT        1000000         /* steps per onair_test_run(): a plugin loop */
-#define MAX_SEGMENTS     32
-#define REMOTE_MAX       64 /* bytes of a fake client address, NUL included */
-#define DEFAULT_REMOTE   "127.0.0.1"
+#define RUN_LIMIT      1000000 /* steps per onair_test_run(): a plugin loop */
+#define REMOTE_MAX     64      /* bytes of a fake client address, NUL included */
+#define DEFAULT_REMOTE "127.0.0.1"
 
 enum host_state { ST_NEW, ST_INITING, ST_INITED, ST_STARTED, ST_STOPPING, ST_STOPPED, ST_FAILED };
 
@@ -63,105 +68,6 @@ static void lower(char *s)
 {
     for (; s && *s; s++)
         *s = (char)tolower((unsigned char)*s);
-}
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Percent-decode n bytes; '+' becomes a space when plus_space is set (query strings). */
-static char *pct_decode(const char *s, size_t n, int plus_space)
-{
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int hi, lo;
-        if (s[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)s[i + 1])) >= 0 &&
-            (lo = hexval((unsigned char)s[i + 2])) >= 0) {
-            out[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else if (plus_space && s[i] == '+') {
-            out[o++] = ' ';
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = 0;
-    return out;
-}
-
-/* Same rule as the server's bus: 1..255 chars of [A-Za-z0-9_-:] separated by dots. */
-static int topic_valid(const char *t)
-{
-    size_t n = t ? strlen(t) : 0;
-    if (n == 0 || n > 255 || t[0] == '.' || t[n - 1] == '.')
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        if (c == '.' && t[i + 1] == '.')
-            return 0;
-        if (!(isalnum((unsigned char)c) || c == '_' || c == '-' || c == ':' || c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
-/* A pattern is a topic whose segments may also be `*`, and `**` as the last one. */
-static int pattern_valid(const char *p)
-{
-    size_t n = p ? strlen(p) : 0;
-    if (n == 0 || n > 255 || p[0] == '.' || p[n - 1] == '.')
-        return 0;
-    const char *s = p;
-    for (;;) {
-        const char *dot = strchr(s, '.');
-        size_t len = dot ? (size_t)(dot - s) : strlen(s);
-        if (len == 0)
-            return 0;
-        int star = len == 1 && s[0] == '*';
-        int globstar = len == 2 && s[0] == '*' && s[1] == '*';
-        if (globstar && dot)
-            return 0;
-        if (!star && !globstar) {
-            for (size_t i = 0; i < len; i++) {
-                char c = s[i];
-                if (!(isalnum((unsigned char)c) || c == '_' || c == '-' || c == ':'))
-                    return 0;
-            }
-        }
-        if (!dot)
-            return 1;
-        s = dot + 1;
-    }
-}
-
-static int topic_match(const char *pattern, const char *topic)
-{
-    const char *p = pattern, *t = topic;
-    for (;;) {
-        const char *pd = strchr(p, '.');
-        size_t pl = pd ? (size_t)(pd - p) : strlen(p);
-        if (!pd && pl == 2 && p[0] == '*' && p[1] == '*')
-            return 1;
-        if (!*t)
-            return 0;
-        const char *td = strchr(t, '.');
-        size_t tl = td ? (size_t)(td - t) : strlen(t);
-        if (!(pl == 1 && p[0] == '*') && (pl != tl || memcmp(p, t, pl) != 0))
-            return 0;
-        if (!pd)
-            return td == NULL;
-        p = pd + 1;
-        if (!td)
-            return strcmp(p, "**") == 0;
-        t = td + 1;
-    }
 }
 
 /* ---- users ----------------------------------------------------------------------------- */
@@ -211,65 +117,7 @@ static tuser_t *tuser_copy(const onair_user_t *src)
     return u;
 }
 
-static int user_has_role(const tuser_t *u, const char *role)
-{
-    for (size_t i = 0; u && u->roles[i]; i++)
-        if (!strcmp(u->roles[i], role))
-            return 1;
-    return 0;
-}
-
-/* The server's access rule, shared by routes and message types (registration turns
- * a role or ONAIR_ACCESS_VERIFIED into ONAIR_ACCESS_USER too): 0, or the HTTP status
- * to refuse with, its problem code and a detail. */
-static int check_access(uint32_t access, const char *role, const tuser_t *u, const char **code,
-                        char *detail, size_t dlen)
-{
-    if (!(access & ONAIR_ACCESS_USER) && !role)
-        return 0;
-    if (!u) {
-        *code = "unauthorized";
-        snprintf(detail, dlen, "this endpoint needs an access token (Authorization: Bearer ...)");
-        return 401;
-    }
-    if (role && !user_has_role(u, role)) {
-        *code = "forbidden";
-        snprintf(detail, dlen, "this endpoint needs the '%s' role", role);
-        return 403;
-    }
-    if ((access & ONAIR_ACCESS_VERIFIED) && !u->u.verified) {
-        *code = "verification_required";
-        snprintf(detail, dlen, "this endpoint needs a verified account");
-        return 403;
-    }
-    return 0;
-}
-
 /* ---- host structures ------------------------------------------------------------------- */
-
-typedef struct troute {
-    onair_route_t r; /* copy; method, path, role and ratelimit owned */
-    char **seg;
-    size_t nseg;
-} troute_t;
-
-typedef struct twstype {
-    onair_ws_type_t t; /* copy; type, role and ratelimit owned */
-} twstype_t;
-
-typedef struct tsub {
-    onair_sub_t id;
-    char *pattern;
-    onair_bus_fn fn;
-    void *ud;
-    int removed;
-} tsub_t;
-
-typedef struct tevent {
-    struct tevent *next;
-    char *topic;
-    json_t *payload;
-} tevent_t;
 
 typedef struct tjob {
     struct tjob *next;
@@ -315,12 +163,13 @@ struct onair_req {
     json_t *query;   /* name -> decoded value */
     json_t *headers; /* lower-case name -> value */
     json_t *params;  /* {param} name -> decoded value */
+    const route_entry_t *route;
     char *body;
     size_t body_len;
     json_t *json;
     tuser_t *user;
     char remote[REMOTE_MAX];
-    char req_id[40];
+    char req_id[72];
     json_t *resp_headers;
     resp_priv_t *resp;
     int in_handler; /* answered while in the handler: freed when it returns */
@@ -352,14 +201,11 @@ struct onair_test_host {
     int autorun;
     uint64_t next_id;
 
-    troute_t *routes;
-    size_t nroutes;
-    twstype_t *wstypes;
-    size_t nwstypes;
-    tsub_t *subs;
-    size_t nsubs;
-    int delivering;
-    tevent_t *ev_head, *ev_tail;
+    onair_config_key_t *schema; /* the config schema, loaded (schema_load) */
+    size_t nschema;
+    router_t *router;   /* the core's router.c */
+    wstypes_t *wstypes; /* the core's wstypes.c */
+    bus_t *bus;         /* the core's bus.c, delivered by onair_test_run() */
     tjob_t *job_head, *job_tail;
     size_t njobs;
     ttimer_t *timers;
@@ -515,345 +361,54 @@ static void *api_state(onair_plugin_t *p)
 
 /* ---- configuration --------------------------------------------------------------------- */
 
-static json_t *get_dotted(json_t *obj, const char *key)
+/* Write to err (when given) and return -1. */
+static int set_err(char *err, size_t err_len, const char *fmt, ...) ONAIR_PRINTF(3, 4);
+static int set_err(char *err, size_t err_len, const char *fmt, ...)
 {
-    const char *s = key;
-    while (obj && json_is_object(obj)) {
-        const char *dot = strchr(s, '.');
-        if (!dot)
-            return json_object_get(obj, s);
-        char part[256];
-        size_t n = (size_t)(dot - s);
-        if (n >= sizeof part)
-            return NULL;
-        memcpy(part, s, n);
-        part[n] = 0;
-        obj = json_object_get(obj, part);
-        s = dot + 1;
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
     }
-    return NULL;
+    return -1;
 }
 
-/* Steals value. */
-static int set_dotted(json_t *obj, const char *key, json_t *value)
+/* Validate config text as the loader validates a plugin's `config:` block (JSON is YAML:
+ * the same tree, the same checks and messages); a new object, or NULL with the reason in
+ * err: the loader's refusal, then the other errors. */
+static json_t *config_build(const onair_plugin_desc_t *d, const char *text, char *err,
+                            size_t err_len)
 {
-    const char *s = key;
-    for (;;) {
-        const char *dot = strchr(s, '.');
-        if (!dot)
-            return json_object_set_new(obj, s, value) == 0 ? 0 : -1;
-        char part[256];
-        size_t n = (size_t)(dot - s);
-        if (n >= sizeof part) {
-            json_decref(value);
-            return -1;
-        }
-        memcpy(part, s, n);
-        part[n] = 0;
-        json_t *child = json_object_get(obj, part);
-        if (!json_is_object(child)) {
-            child = json_object();
-            if (!child || json_object_set_new(obj, part, child) != 0) {
-                json_decref(value);
-                return -1;
-            }
-        }
-        obj = child;
-        s = dot + 1;
-    }
-}
-
-#define SCHEMA_NEXT(k) ((const onair_config_key_t *)((const char *)(k) + (k)->size))
-#define KEY_MIN_SIZE   offsetof(onair_config_key_t, doc) /* the server's minimum */
-
-/* Read one schema entry (its own size) into a full-size, zero-filled copy. */
-static void schema_entry(const onair_config_key_t *k, onair_config_key_t *out)
-{
-    memset(out, 0, sizeof *out);
-    memcpy(out, k, k->size < sizeof *out ? k->size : sizeof *out);
-}
-
-static const onair_config_key_t *th_schema_find(const onair_config_key_t *schema, const char *key,
-                                                onair_config_key_t *out)
-{
-    for (const onair_config_key_t *k = schema; k && k->key; k = SCHEMA_NEXT(k)) {
-        if (k->size < KEY_MIN_SIZE)
-            return NULL;
-        if (!strcmp(k->key, key)) {
-            schema_entry(k, out);
-            return k;
-        }
-    }
-    return NULL;
-}
-
-typedef struct errbuf {
-    char *buf;
-    size_t len;
-    int n;
-} errbuf_t;
-
-static void err_add(errbuf_t *e, const char *fmt, ...) ONAIR_PRINTF(2, 3);
-static void err_add(errbuf_t *e, const char *fmt, ...)
-{
-    e->n++;
-    if (!e->buf || !e->len)
-        return;
-    size_t used = strlen(e->buf);
-    if (used && used + 2 < e->len) {
-        strcat(e->buf, "; ");
-        used += 2;
-    }
-    if (used + 1 >= e->len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->buf + used, e->len - used, fmt, ap);
-    va_end(ap);
-}
-
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
-}
-
-static int in_choices(const char *choices, const char *v)
-{
-    size_t vl = strlen(v);
-    const char *s = choices;
-    for (;;) {
-        const char *bar = strchr(s, '|');
-        size_t n = bar ? (size_t)(bar - s) : strlen(s);
-        if (n == vl && !memcmp(s, v, n))
-            return 1;
-        if (!bar)
-            return 0;
-        s = bar + 1;
-    }
-}
-
-static int check_range(const onair_config_key_t *k, double v, const char *what, errbuf_t *e)
-{
-    if ((k->flags & ONAIR_CFG_HAS_MIN) && v < k->min) {
-        err_add(e, "%s: %s %g is below the minimum %g", k->key, what, v, k->min);
-        return -1;
-    }
-    if ((k->flags & ONAIR_CFG_HAS_MAX) && v > k->max) {
-        err_add(e, "%s: %s %g is above the maximum %g", k->key, what, v, k->max);
-        return -1;
-    }
-    return 0;
-}
-
-/* Check a value of key k; returns a new reference to the typed value, or NULL. */
-static json_t *check_value(const onair_config_key_t *k, json_t *v, errbuf_t *e)
-{
-    switch (k->type) {
-    case ONAIR_CFG_BOOL:
-        if (!json_is_boolean(v))
-            break;
-        return json_incref(v);
-    case ONAIR_CFG_INT:
-        if (!json_is_integer(v))
-            break;
-        if (check_range(k, (double)json_integer_value(v), "value", e) < 0)
-            return NULL;
-        return json_incref(v);
-    case ONAIR_CFG_DOUBLE:
-        if (!json_is_number(v))
-            break;
-        if (check_range(k, json_number_value(v), "value", e) < 0)
-            return NULL;
-        return json_real(json_number_value(v));
-    case ONAIR_CFG_STRING:
-        if (!json_is_string(v))
-            break;
-        if (check_range(k, (double)utf8_len(json_string_value(v)), "length", e) < 0)
-            return NULL;
-        if (k->choices && !in_choices(k->choices, json_string_value(v))) {
-            err_add(e, "%s: '%s' is not one of %s", k->key, json_string_value(v), k->choices);
-            return NULL;
-        }
-        return json_incref(v);
-    case ONAIR_CFG_STRING_LIST: {
-        if (!json_is_array(v))
-            break;
-        size_t i;
-        json_t *it;
-        json_array_foreach(v, i, it)
-        {
-            if (!json_is_string(it)) {
-                err_add(e, "%s: item %zu is not a string", k->key, i);
-                return NULL;
-            }
-            if (k->choices && !in_choices(k->choices, json_string_value(it))) {
-                err_add(e, "%s: '%s' is not one of %s", k->key, json_string_value(it), k->choices);
-                return NULL;
-            }
-        }
-        if (check_range(k, (double)json_array_size(v), "list length", e) < 0)
-            return NULL;
-        return json_incref(v);
-    }
-    default:
-        err_add(e, "%s: unknown type %d in the schema", k->key, k->type);
-        return NULL;
-    }
-    static const char *const names[] = {"?",        "a boolean", "an integer",
-                                        "a number", "a string",  "a list of strings"};
-    err_add(e, "%s: expected %s", k->key, names[k->type]);
-    return NULL;
-}
-
-static int ieq(const char *a, const char *b)
-{
-    return strcasecmp(a, b) == 0;
-}
-
-/* Convert a default's YAML scalar text by type (new reference, NULL on bad text). */
-static json_t *parse_default(const onair_config_key_t *k)
-{
-    const char *s = k->default_value;
-    char *end;
-    switch (k->type) {
-    case ONAIR_CFG_BOOL:
-        if (ieq(s, "true") || ieq(s, "yes") || ieq(s, "on"))
-            return json_true();
-        if (ieq(s, "false") || ieq(s, "no") || ieq(s, "off"))
-            return json_false();
-        return NULL;
-    case ONAIR_CFG_INT: {
-        long long v = strtoll(s, &end, 10);
-        return end != s && !*end ? json_integer(v) : NULL;
-    }
-    case ONAIR_CFG_DOUBLE: {
-        double v = strtod(s, &end);
-        return end != s && !*end ? json_real(v) : NULL;
-    }
-    case ONAIR_CFG_STRING:
-        return json_string(s);
-    case ONAIR_CFG_STRING_LIST: {
-        json_t *a = json_array();
-        const char *p = s;
-        while (a && *p) {
-            const char *comma = strchr(p, ',');
-            size_t n = comma ? (size_t)(comma - p) : strlen(p);
-            const char *b = p;
-            while (n && isspace((unsigned char)*b)) {
-                b++;
-                n--;
-            }
-            while (n && isspace((unsigned char)b[n - 1]))
-                n--;
-            if (n)
-                json_array_append_new(a, json_stringn(b, n));
-            if (!comma)
-                break;
-            p = comma + 1;
-        }
-        return a;
-    }
-    default:
-        return NULL;
-    }
-}
-
-static int th_schema_has_prefix(const onair_config_key_t *schema, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    for (const onair_config_key_t *k = schema; k && k->key; k = SCHEMA_NEXT(k)) {
-        if (k->size < KEY_MIN_SIZE)
-            return 0;
-        if (!strncmp(k->key, prefix, n) && k->key[n] == '.')
-            return 1;
-    }
-    return 0;
-}
-
-static void check_unknown(const onair_config_key_t *schema, json_t *obj, const char *prefix,
-                          errbuf_t *e)
-{
-    const char *name;
-    json_t *v;
-    json_object_foreach(obj, name, v)
-    {
-        char full[512];
-        snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", name);
-        onair_config_key_t k;
-        if (th_schema_find(schema, full, &k))
-            continue;
-        if (json_is_object(v) && th_schema_has_prefix(schema, full))
-            check_unknown(schema, v, full, e);
-        else
-            err_add(e, "unknown key '%s'", full);
-    }
-}
-
-/* Validate config text against the descriptor's schema; a new object or NULL. */
-static json_t *config_build(const onair_plugin_desc_t *d, const char *text, errbuf_t *e)
-{
-    json_t *in;
+    json_t *in = NULL;
     if (text && *text) {
         json_error_t jerr;
-        in = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+        in = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
         if (!in) {
-            err_add(e, "config is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+            set_err(err, err_len, "config is not valid JSON: %s (line %d)", jerr.text, jerr.line);
             return NULL;
         }
-        if (!json_is_object(in)) {
-            err_add(e, "config must be a JSON object");
-            json_decref(in);
-            return NULL;
-        }
-    } else {
-        in = json_object();
     }
-    json_t *out = json_object();
-    if (!in || !out) {
-        json_decref(in);
-        json_decref(out);
-        err_add(e, "out of memory");
-        return NULL;
-    }
-    int before = e->n;
-    for (const onair_config_key_t *k = d->config; k && k->key; k = SCHEMA_NEXT(k)) {
-        if (k->size < KEY_MIN_SIZE) {
-            err_add(e, "schema entry '%s' has size %zu: set .size = sizeof(onair_config_key_t)",
-                    k->key, k->size);
-            break;
-        }
-        onair_config_key_t key;
-        schema_entry(k, &key);
-        json_t *v = get_dotted(in, key.key);
-        json_t *typed = NULL;
-        if (v) {
-            typed = check_value(&key, v, e);
-        } else if (key.default_value) {
-            json_t *dv = parse_default(&key);
-            if (!dv) {
-                err_add(e, "%s: bad default '%s' in the schema", key.key, key.default_value);
-            } else {
-                typed = check_value(&key, dv, e);
-                json_decref(dv);
-            }
-        } else if (key.flags & ONAIR_CFG_REQUIRED) {
-            err_add(e, "%s: required key is missing", key.key);
-        }
-        if (typed)
-            set_dotted(out, key.key, typed);
-    }
-    if (e->n == before)
-        check_unknown(d->config, in, "", e);
+    cfg_errors_t errs = {0};
+    cfg_node_t *block = cfg_node_from_json(in, "config_json", &errs);
     json_decref(in);
-    if (e->n != before) {
-        json_decref(out);
-        return NULL;
+    char why[1100] = "";
+    json_t *config = NULL;
+    if (errs.n)
+        set_err(why, sizeof why, "invalid configuration: %s", errs.msgs[0]);
+    else
+        config =
+            plugin_check_config(d, d->name, block, "config_json", 0, 0, &errs, why, sizeof why);
+    cfg_node_free(block);
+    if (!config && err && err_len) {
+        snprintf(err, err_len, "%s", why);
+        for (size_t i = 1; i < errs.n; i++) {
+            size_t used = strlen(err);
+            snprintf(err + used, err_len - used, "; %s", errs.msgs[i]);
+        }
     }
-    return out;
+    cfg_errors_free(&errs);
+    return config;
 }
 
 static json_t *config_lookup(onair_plugin_t *p, const char *key)
@@ -861,10 +416,9 @@ static json_t *config_lookup(onair_plugin_t *p, const char *key)
     onair_test_host_t *h = host_of(p);
     if (!h || !key)
         return NULL;
-    onair_config_key_t k;
-    if (!th_schema_find(h->desc.config, key, &k))
+    if (!schema_find(h->schema, h->nschema, key))
         hlog(h, ONAIR_LOG_WARN, "config key '%s' is not declared in the schema", key);
-    return get_dotted(h->config, key);
+    return cfg_json_get(h->config, key);
 }
 
 static json_t *api_config(onair_plugin_t *p)
@@ -896,67 +450,10 @@ static const char *api_config_string(onair_plugin_t *p, const char *key)
 
 /* ---- routes ---------------------------------------------------------------------------- */
 
-static int split_path(const char *path, char ***out, size_t *nout)
+/* The name router.c and wstypes.c print for an owner (plugin_ref.h). */
+const char *plugin_ref_name(const struct onair_plugin *p)
 {
-    *out = NULL;
-    *nout = 0;
-    if (!path || path[0] != '/')
-        return -1;
-    if (!path[1])
-        return 0;
-    char **seg = calloc(MAX_SEGMENTS, sizeof(char *));
-    if (!seg)
-        return -1;
-    size_t n = 0;
-    const char *p = path + 1;
-    for (;;) {
-        const char *slash = strchr(p, '/');
-        size_t len = slash ? (size_t)(slash - p) : strlen(p);
-        if (len == 0 || n == MAX_SEGMENTS || !(seg[n] = xstrndup(p, len))) {
-            for (size_t i = 0; i < n; i++)
-                free(seg[i]);
-            free(seg);
-            return -1;
-        }
-        n++;
-        if (!slash)
-            break;
-        p = slash + 1;
-    }
-    *out = seg;
-    *nout = n;
-    return 0;
-}
-
-static int is_param(const char *seg)
-{
-    size_t n = strlen(seg);
-    return n >= 3 && seg[0] == '{' && seg[n - 1] == '}';
-}
-
-static int segment_ok(const char *seg)
-{
-    if (is_param(seg)) {
-        for (size_t i = 1; seg[i + 1]; i++)
-            if (!(isalnum((unsigned char)seg[i]) || seg[i] == '_'))
-                return 0;
-        return 1;
-    }
-    for (const char *p = seg; *p; p++)
-        if (!(isalnum((unsigned char)*p) || strchr("-._~:@!$&'()*+,;=", *p)))
-            return 0;
-    return 1;
-}
-
-static void troute_clear(troute_t *r)
-{
-    free((char *)r->r.method);
-    free((char *)r->r.path);
-    free((char *)r->r.role);
-    free((char *)r->r.ratelimit);
-    for (size_t i = 0; i < r->nseg; i++)
-        free(r->seg[i]);
-    free(r->seg);
+    return p->name;
 }
 
 /* A body schema with a mistake fails the registration, as on the server. */
@@ -971,168 +468,28 @@ static int body_schema_refused(onair_test_host_t *h, const onair_config_key_t *s
     return bad;
 }
 
+/* The server's api_route_add(): the core's router does the rest. */
 static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
 {
     onair_test_host_t *h = host_of(p);
     if (!h)
         return ONAIR_EINVAL;
-    if (h->st != ST_INITING) {
-        hlog(h, ONAIR_LOG_ERROR, "route_add outside init");
+    if (!p->in_init) {
+        hlog(h, ONAIR_LOG_ERROR, "route_add outside init refused");
         return ONAIR_ESTATE;
     }
-    if (!route || route->size < offsetof(onair_route_t, handler) + sizeof(route->handler)) {
-        hlog(h, ONAIR_LOG_ERROR, "route descriptor too small (set .size)");
+    if (route && route->size >= sizeof *route && (route->flags & ROUTE_CORE_OWN_AUTH)) {
+        hlog(h, ONAIR_LOG_ERROR, "route refused: unknown flags");
         return ONAIR_EINVAL;
     }
-    onair_route_t c;
-    memset(&c, 0, sizeof c);
-    memcpy(&c, route, route->size < sizeof c ? route->size : sizeof c);
-    if (c.body) { /* ABI 1.5 */
-        if (body_schema_refused(h, c.body, c.path ? c.path : "a route"))
-            return ONAIR_EINVAL;
-        c.flags |= ONAIR_ROUTE_JSON_BODY;
-    }
-    static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
-    int known = 0;
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (c.method && !strcmp(c.method, methods[i]))
-            known = 1;
-    if (!known || !c.handler || !c.path || strncmp(c.path, "/api/", 5) != 0) {
-        hlog(h, ONAIR_LOG_ERROR,
-             "bad route %s %s: needs a method (GET POST PUT PATCH DELETE), "
-             "a handler and a path under /api/",
-             c.method ? c.method : "(null)", c.path ? c.path : "(null)");
+    if (route && route->size >= offsetof(onair_route_t, body) + sizeof route->body && route->body &&
+        body_schema_refused(h, route->body, route->path ? route->path : "a route"))
         return ONAIR_EINVAL;
-    }
-    troute_t t = {.r = c};
-    if (split_path(c.path, &t.seg, &t.nseg) < 0) {
-        hlog(h, ONAIR_LOG_ERROR, "malformed path '%s'", c.path);
-        return ONAIR_EINVAL;
-    }
-    int bad = 0;
-    for (size_t i = 0; i < t.nseg && !bad; i++) {
-        bad = !segment_ok(t.seg[i]);
-        for (size_t j = 0; j < i && !bad; j++)
-            bad = is_param(t.seg[i]) && !strcmp(t.seg[i], t.seg[j]);
-    }
-    int status = bad ? ONAIR_EINVAL : ONAIR_OK;
-    for (size_t i = 0; i < h->nroutes && status == ONAIR_OK; i++) {
-        const troute_t *o = &h->routes[i];
-        if (strcmp(o->r.method, c.method) || o->nseg != t.nseg)
-            continue;
-        size_t k = 0;
-        for (; k < t.nseg; k++) {
-            int pa = is_param(o->seg[k]), pb = is_param(t.seg[k]);
-            if (pa != pb || (!pa && strcmp(o->seg[k], t.seg[k])))
-                break;
-        }
-        if (k == t.nseg)
-            status = ONAIR_EEXIST;
-    }
-    if (status != ONAIR_OK) {
-        hlog(h, ONAIR_LOG_ERROR, "route %s %s: %s", c.method, c.path,
-             status == ONAIR_EEXIST ? "already registered" : "malformed path");
-        t.r.method = t.r.path = t.r.role = t.r.ratelimit = NULL;
-        troute_clear(&t);
-        return status;
-    }
-    t.r.size = sizeof(onair_route_t);
-    t.r.method = xstrdup(c.method);
-    t.r.path = xstrdup(c.path);
-    t.r.role = c.role ? xstrdup(c.role) : NULL;
-    t.r.ratelimit = c.ratelimit ? xstrdup(c.ratelimit) : NULL;
-    if (c.role || (c.access & ONAIR_ACCESS_VERIFIED))
-        t.r.access |= ONAIR_ACCESS_USER;
-    troute_t *nr = realloc(h->routes, (h->nroutes + 1) * sizeof *nr);
-    if (!t.r.method || !t.r.path || (c.role && !t.r.role) || (c.ratelimit && !t.r.ratelimit) ||
-        !nr) {
-        if (nr)
-            h->routes = nr;
-        troute_clear(&t);
-        return ONAIR_ENOMEM;
-    }
-    h->routes = nr;
-    h->routes[h->nroutes++] = t;
-    return ONAIR_OK;
-}
-
-enum { MATCH_FOUND, MATCH_NOT_FOUND, MATCH_BAD_METHOD };
-
-/* Like the server's router: one trailing slash tolerated, HEAD uses GET routes, a
- * literal in an earlier segment beats a {param}. Fills params; allow gets the
- * methods registered for the path on MATCH_BAD_METHOD. */
-static int route_match(onair_test_host_t *h, const char *method, const char *path,
-                       const troute_t **out, json_t *params, char *allow, size_t allow_len)
-{
-    *out = NULL;
-    allow[0] = 0;
-    if (!path || path[0] != '/')
-        return MATCH_NOT_FOUND;
-    size_t plen = strlen(path);
-    if (plen > 1 && path[plen - 1] == '/')
-        plen--;
-    const char *segp[MAX_SEGMENTS];
-    size_t segl[MAX_SEGMENTS], nseg = 0;
-    if (plen > 1) {
-        const char *p = path + 1, *end = path + plen;
-        for (;;) {
-            const char *slash = memchr(p, '/', (size_t)(end - p));
-            size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
-            if (len == 0 || nseg == MAX_SEGMENTS)
-                return MATCH_NOT_FOUND;
-            segp[nseg] = p;
-            segl[nseg++] = len;
-            if (!slash)
-                break;
-            p = slash + 1;
-        }
-    }
-    const char *want = strcmp(method, "HEAD") ? method : "GET";
-    const troute_t *best = NULL;
-    uint64_t best_score = 0;
-    int path_found = 0;
-    for (size_t i = 0; i < h->nroutes; i++) {
-        const troute_t *r = &h->routes[i];
-        if (r->nseg != nseg)
-            continue;
-        uint64_t score = 1;
-        size_t k = 0;
-        for (; k < nseg; k++) {
-            if (is_param(r->seg[k]))
-                continue;
-            if (strlen(r->seg[k]) != segl[k] || memcmp(r->seg[k], segp[k], segl[k]))
-                break;
-            score |= 1ull << (63 - k);
-        }
-        if (k < nseg)
-            continue;
-        path_found = 1;
-        if (strcmp(r->r.method, want)) {
-            if (!strstr(allow, r->r.method)) {
-                size_t used = strlen(allow);
-                snprintf(allow + used, allow_len - used, "%s%s", used ? ", " : "", r->r.method);
-            }
-            continue;
-        }
-        if (!best || score > best_score) {
-            best = r;
-            best_score = score;
-        }
-    }
-    if (!best)
-        return path_found ? MATCH_BAD_METHOD : MATCH_NOT_FOUND;
-    for (size_t k = 0; k < nseg; k++) {
-        if (!is_param(best->seg[k]))
-            continue;
-        char name[64];
-        snprintf(name, sizeof name, "%.*s", (int)strlen(best->seg[k]) - 2, best->seg[k] + 1);
-        char *v = pct_decode(segp[k], segl[k], 0);
-        if (v)
-            json_object_set_new(params, name, json_string_nocheck(v));
-        free(v);
-    }
-    *out = best;
-    return MATCH_FOUND;
+    char err[256];
+    int rc = router_add(h->router, route, p, err, sizeof err);
+    if (rc < 0)
+        hlog(h, ONAIR_LOG_ERROR, "route refused: %s", err);
+    return rc;
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
@@ -1276,6 +633,7 @@ static int req_finish(struct onair_req *r, int status, const char *content_type,
         body = NULL;
         if (content_type && strstr(content_type, "json") && o->body && o->body_len)
             o->json = json_loadb(o->body, o->body_len, JSON_DECODE_ANY, NULL);
+        json_object_set_new(r->resp_headers, "x-request-id", json_string(r->req_id));
         o->headers = r->resp_headers;
         r->resp_headers = NULL;
         rp->req = NULL;
@@ -1328,18 +686,37 @@ static int problem_reply(onair_req_t *req, int http_status, const char *code, co
     return req_finish(req, http_status, PROBLEM_CONTENT_TYPE, s, len);
 }
 
+/* What the client is told of a 503 "unavailable": like the server (core/api.c), the generic
+ * text; a plugin's own detail (a failed call's collections and driver errors) goes to the
+ * log, here as a warning a test can count. */
+static const char *public_detail(onair_test_host_t *h, int http, const char *code,
+                                 const char *detail, const char *what)
+{
+    const char *shown = dispatch_public_detail(http, code, detail);
+    if (detail && shown != detail && strcmp(detail, shown) != 0)
+        hlog(h, ONAIR_LOG_WARN, "503 unavailable for %s: %s", what ? what : "a request", detail);
+    return shown;
+}
+
+static const char *req_what(const onair_req_t *req)
+{
+    return req->route ? req->route->label : NULL;
+}
+
 static int api_reply_problem(onair_req_t *req, int http_status, const char *code,
                              const char *detail)
 {
-    return problem_reply(req, http_status, code, detail);
+    code = code ? code : "error";
+    return problem_reply(req, http_status, code,
+                         public_detail(req->h, http_status, code, detail, req_what(req)));
 }
 
 static int api_reply_error(onair_req_t *req, int status, const char *detail)
 {
     if (status == ONAIR_EUNAVAILABLE && !req->answered)
         api_resp_header(req, "Retry-After", "5");
-    return problem_reply(req, problem_http_status(status), problem_code(status),
-                         detail ? detail : problem_strerror(status));
+    return api_reply_problem(req, problem_http_status(status), problem_code(status),
+                             detail ? detail : problem_strerror(status));
 }
 
 /* ---- WebSocket ------------------------------------------------------------------------- */
@@ -1367,63 +744,28 @@ static int conn_push(tconn_t *c, json_t *frame)
     return json_array_append_new(c->frames, frame) == 0 ? ONAIR_OK : ONAIR_ENOMEM;
 }
 
-static int twstype_add_checked(onair_test_host_t *h, const onair_ws_type_t *t)
-{
-    if (h->st != ST_INITING) {
-        hlog(h, ONAIR_LOG_ERROR, "ws_type_add outside init");
-        return ONAIR_ESTATE;
-    }
-    if (!t || t->size < offsetof(onair_ws_type_t, ud) + sizeof(t->ud)) {
-        hlog(h, ONAIR_LOG_ERROR, "message type descriptor too small (set .size)");
-        return ONAIR_EINVAL;
-    }
-    onair_ws_type_t c;
-    memset(&c, 0, sizeof c);
-    memcpy(&c, t, t->size < sizeof c ? t->size : sizeof c);
-    size_t nl = strlen(h->desc.name);
-    int ok = c.type && c.handler && strlen(c.type) <= 64 && !strncmp(c.type, h->desc.name, nl) &&
-             c.type[nl] == '.' && c.type[strlen(c.type) - 1] != '.';
-    for (const char *p = c.type; ok && *p; p++)
-        ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' ||
-             *p == '-';
-    if (!ok) {
-        hlog(h, ONAIR_LOG_ERROR,
-             "message type '%s' is malformed, has no handler or does not start with '%s.'",
-             c.type ? c.type : "(null)", h->desc.name);
-        return ONAIR_EINVAL;
-    }
-    for (size_t i = 0; i < h->nwstypes; i++)
-        if (!strcmp(h->wstypes[i].t.type, c.type)) {
-            hlog(h, ONAIR_LOG_ERROR, "message type '%s' already registered", c.type);
-            return ONAIR_EEXIST;
-        }
-    twstype_t w = {.t = c};
-    w.t.size = sizeof(onair_ws_type_t);
-    w.t.type = xstrdup(c.type);
-    w.t.role = c.role ? xstrdup(c.role) : NULL;
-    w.t.ratelimit = c.ratelimit ? xstrdup(c.ratelimit) : NULL;
-    if (c.role || (c.access & ONAIR_ACCESS_VERIFIED))
-        w.t.access |= ONAIR_ACCESS_USER;
-    twstype_t *nw = realloc(h->wstypes, (h->nwstypes + 1) * sizeof *nw);
-    if (nw)
-        h->wstypes = nw;
-    if (!w.t.type || (c.role && !w.t.role) || (c.ratelimit && !w.t.ratelimit) || !nw) {
-        free((char *)w.t.type);
-        free((char *)w.t.role);
-        free((char *)w.t.ratelimit);
-        return ONAIR_ENOMEM;
-    }
-    h->wstypes[h->nwstypes++] = w;
-    return ONAIR_OK;
-}
+static void ws_type_limits_declare(onair_test_host_t *h, const onair_ws_type_t *t);
 
-static int api_ws_type_add(onair_plugin_t *p, const onair_ws_type_t *type)
+/* The server's api_ws_type_add(): the core's message-type table does the rest. */
+static int api_ws_type_add(onair_plugin_t *p, const onair_ws_type_t *t)
 {
     onair_test_host_t *h = host_of(p);
-    if (h && type && type->size >= offsetof(onair_ws_type_t, body) + sizeof type->body &&
-        type->body && body_schema_refused(h, type->body, type->type ? type->type : "a type"))
+    if (!h)
         return ONAIR_EINVAL;
-    return h ? twstype_add_checked(h, type) : ONAIR_EINVAL;
+    if (!p->in_init) {
+        hlog(h, ONAIR_LOG_ERROR, "ws_type_add outside init refused");
+        return ONAIR_ESTATE;
+    }
+    if (t && t->size >= offsetof(onair_ws_type_t, body) + sizeof t->body && t->body &&
+        body_schema_refused(h, t->body, t->type ? t->type : "a message type"))
+        return ONAIR_EINVAL;
+    char err[256];
+    int rc = wstypes_add(h->wstypes, t, p, err, sizeof err);
+    if (rc < 0)
+        hlog(h, ONAIR_LOG_ERROR, "message type refused: %s", err);
+    else if (t->size >= offsetof(onair_ws_type_t, ratelimit) + sizeof t->ratelimit && !t->ratelimit)
+        ws_type_limits_declare(h, t);
+    return rc;
 }
 
 static int msg_gone(const onair_wsmsg_t *msg, const char *fn)
@@ -1491,18 +833,11 @@ static int msg_finish(onair_wsmsg_t *m, json_t *frame)
     return rc;
 }
 
-/* status: ONAIR_E* or an HTTP status >= 400 (then code defaults to "error"). */
-static json_t *error_frame(int status, const char *code, const char *detail)
+/* {"type":"error","data":{"code","status","detail"}}: msg_finish() adds the "id". */
+static json_t *error_frame(int http, const char *code, const char *detail)
 {
-    int http = status < 0 ? problem_http_status(status) : status >= 400 ? status : 400;
-    if (!code)
-        code = status < 0 ? problem_code(status) : "error";
-    if (!detail && status < 0)
-        detail = problem_strerror(status);
-    json_t *data = json_pack("{s:s, s:i}", "code", code, "status", http);
-    if (data && detail)
-        json_object_set_new(data, "detail", json_string(detail));
-    return json_pack("{s:s, s:o*}", "type", "error", "data", data);
+    return json_pack("{s:s, s:o*}", "type", "error", "data",
+                     dispatch_error_data(http, code, detail));
 }
 
 static int api_msg_reply(onair_wsmsg_t *msg, json_t *data)
@@ -1517,7 +852,13 @@ static int api_msg_reply(onair_wsmsg_t *msg, json_t *data)
 
 static int api_msg_reply_error(onair_wsmsg_t *msg, int status, const char *code, const char *detail)
 {
-    return msg_finish(msg, error_frame(status, code, detail));
+    int http = status < 0 ? problem_http_status(status) : (status >= 400 ? status : 400);
+    if (!code)
+        code = status < 0 ? problem_code(status) : "error";
+    if (!detail && status < 0)
+        detail = problem_strerror(status);
+    detail = public_detail(msg->h, http, code, detail, msg->type);
+    return msg_finish(msg, error_frame(http, code, detail));
 }
 
 /* ---- reply targets (ABI 1.5) ----------------------------------------------------------- */
@@ -1540,6 +881,9 @@ static int api_target_problem(onair_target_t t, int status, const char *code, co
         code = status < 0 ? problem_code(status) : "error";
     if (!detail)
         detail = status < 0 ? problem_strerror(status) : problem_reason(http);
+    if (t.req || t.msg)
+        detail = public_detail(t.req ? t.req->h : t.msg->h, http, code, detail,
+                               t.req ? req_what(t.req) : t.msg->type);
     if (members && !json_is_object(members)) {
         json_decref(members);
         members = NULL;
@@ -1612,7 +956,7 @@ static int api_ws_send(onair_conn_t conn, const char *type, json_t *data)
 
 static int api_ws_subscribe(onair_conn_t conn, const char *topic)
 {
-    if (!topic_valid(topic))
+    if (!bus_topic_valid(topic))
         return ONAIR_EINVAL;
     tconn_t *c = conn_find(conn, NULL);
     if (!c || c->close_code)
@@ -1622,7 +966,7 @@ static int api_ws_subscribe(onair_conn_t conn, const char *topic)
 
 static int api_ws_unsubscribe(onair_conn_t conn, const char *topic)
 {
-    if (!topic_valid(topic))
+    if (!bus_topic_valid(topic))
         return ONAIR_EINVAL;
     tconn_t *c = conn_find(conn, NULL);
     if (!c)
@@ -1636,7 +980,7 @@ static int api_ws_publish(const char *topic, const char *type, json_t *data)
     onair_test_host_t *h = g_current;
     if (!h && g_hosts && !g_hosts->next_host)
         h = g_hosts;
-    if (!h || !topic_valid(topic) || !type_valid(type)) {
+    if (!h || !bus_topic_valid(topic) || !type_valid(type)) {
         json_decref(data);
         return h ? ONAIR_EINVAL : ONAIR_ESTATE;
     }
@@ -1662,85 +1006,38 @@ static int api_ws_close(onair_conn_t conn, int code, const char *reason)
     return ONAIR_OK;
 }
 
-/* ---- bus ------------------------------------------------------------------------------- */
-
-static void subs_compact(onair_test_host_t *h)
-{
-    if (h->delivering)
-        return;
-    size_t o = 0;
-    for (size_t i = 0; i < h->nsubs; i++) {
-        if (h->subs[i].removed)
-            free(h->subs[i].pattern);
-        else
-            h->subs[o++] = h->subs[i];
-    }
-    h->nsubs = o;
-}
+/* ---- bus: the core's bus.c, one per host, delivered by onair_test_run() ----------------- */
 
 static int api_bus_subscribe(onair_plugin_t *p, const char *pattern, onair_bus_fn fn, void *ud,
                              onair_sub_t *out)
 {
     onair_test_host_t *h = host_of(p);
-    if (!h || !fn || !pattern_valid(pattern))
+    if (!h)
         return ONAIR_EINVAL;
     if (h->st < ST_INITING || h->st > ST_STARTED)
         return ONAIR_ESTATE;
-    tsub_t *ns = realloc(h->subs, (h->nsubs + 1) * sizeof *ns);
-    if (!ns)
-        return ONAIR_ENOMEM;
-    h->subs = ns;
-    tsub_t s = {.id = ++h->next_id, .pattern = xstrdup(pattern), .fn = fn, .ud = ud};
-    if (!s.pattern)
-        return ONAIR_ENOMEM;
-    h->subs[h->nsubs++] = s;
-    if (out)
-        *out = s.id;
-    return ONAIR_OK;
+    return bus_subscribe(h->bus, p, pattern, fn, ud, out);
 }
 
 static int api_bus_unsubscribe(onair_plugin_t *p, onair_sub_t sub)
 {
     onair_test_host_t *h = host_of(p);
-    if (!h)
-        return ONAIR_EINVAL;
-    for (size_t i = 0; i < h->nsubs; i++)
-        if (h->subs[i].id == sub && !h->subs[i].removed) {
-            h->subs[i].removed = 1;
-            subs_compact(h);
-            return ONAIR_OK;
-        }
-    return ONAIR_ESTALE;
+    return h ? bus_unsubscribe(h->bus, p, sub) : ONAIR_EINVAL;
 }
 
+/* Queue an event; record: the plugin published it (onair_test_published_next). */
 static int bus_queue(onair_test_host_t *h, const char *topic, json_t *payload, int record)
 {
-    if (!topic_valid(topic)) {
-        json_decref(payload);
-        return ONAIR_EINVAL;
-    }
-    if (h->st >= ST_STOPPED) {
+    if (h->st >= ST_STOPPED && bus_topic_valid(topic)) {
         json_decref(payload);
         return ONAIR_ESTATE;
     }
     if (!payload)
         payload = json_object();
-    tevent_t *e = calloc(1, sizeof *e);
-    if (!e || !payload || !(e->topic = xstrdup(topic))) {
-        free(e);
-        json_decref(payload);
-        return ONAIR_ENOMEM;
-    }
-    e->payload = payload;
-    if (record)
+    if (record && bus_topic_valid(topic))
         json_array_append_new(h->published,
                               json_pack("{s:s, s:O}", "topic", topic, "payload", payload));
-    if (h->ev_tail)
-        h->ev_tail->next = e;
-    else
-        h->ev_head = e;
-    h->ev_tail = e;
-    return ONAIR_OK;
+    return bus_publish(h->bus, topic, payload);
 }
 
 static int api_bus_publish(onair_plugin_t *p, const char *topic, json_t *payload)
@@ -1751,28 +1048,6 @@ static int api_bus_publish(onair_plugin_t *p, const char *topic, json_t *payload
         return ONAIR_EINVAL;
     }
     return bus_queue(h, topic, payload, 1);
-}
-
-static void event_free(tevent_t *e)
-{
-    free(e->topic);
-    json_decref(e->payload);
-    free(e);
-}
-
-static void bus_deliver(onair_test_host_t *h, tevent_t *e)
-{
-    size_t n = h->nsubs; /* subscriptions added while delivering miss this event */
-    h->delivering++;
-    for (size_t i = 0; i < n; i++) {
-        if (h->subs[i].removed || !topic_match(h->subs[i].pattern, e->topic))
-            continue;
-        onair_bus_fn fn = h->subs[i].fn;
-        void *ud = h->subs[i].ud;
-        fn(e->topic, e->payload, ud);
-    }
-    h->delivering--;
-    subs_compact(h);
 }
 
 /* ---- timers ---------------------------------------------------------------------------- */
@@ -1907,9 +1182,7 @@ struct onair_coll {
 
 static void coll_close(struct onair_coll *c)
 {
-    for (size_t i = 0; i < c->nix; i++)
-        store_spec_index_free(&c->ix[i]);
-    free(c->ix);
+    store_spec_indexes_free(c->ix, c->nix);
     c->ix = NULL;
     c->nix = 0;
     c->opened = c->ix_on = c->prepared = 0;
@@ -2128,17 +1401,17 @@ static char *index_list(const store_index_spec_t *ix)
 }
 
 /* The unique indexes of c over the candidate documents: a value held by two documents,
- * one of them changed (changed == NULL: all), is ONAIR_EEXIST. creating: the message
- * of a failed index creation. */
+ * one of them changed (changed == NULL: all), is ONAIR_EEXIST. creating: only that index,
+ * with the message of a failed index creation. */
 static int check_unique(struct onair_coll *c, json_t *cand, const unsigned char *changed,
-                        int creating, char *err)
+                        const store_index_spec_t *creating, char *err)
 {
     if (!c->ix_on && !creating)
         return 0;
     size_t n = json_array_size(cand);
     for (size_t x = 0; x < c->nix; x++) {
         const store_index_spec_t *ix = &c->ix[x];
-        if (!ix->unique)
+        if (!ix->unique || (creating && ix != creating))
             continue;
         ukey_t *keys = NULL;
         size_t nk = 0, cap = 0;
@@ -2235,7 +1508,7 @@ static int commit(struct onair_coll *c, json_t *cand, const unsigned char *chang
             }
         free(ids);
     }
-    int s = check_unique(c, cand, changed, 0, err);
+    int s = check_unique(c, cand, changed, NULL, err);
     if (s)
         return s;
     if (resort)
@@ -2579,10 +1852,47 @@ static int mb_aggregate(store_backend_t *b, const char *coll, json_t *pipeline, 
     return 0;
 }
 
-/* Only what the spec layer (core/store/spec.c) calls: collections, indexes and
- * migrations are the test host's own (store_prepare). */
+/* Collections exist from their store_open() (or a seed); the recorded version is the
+ * collection's. */
+static int mb_ensure_collection(store_backend_t *b, const char *coll, int *stored_version,
+                                char *err)
+{
+    struct onair_coll *c = mem_coll(b, coll, err);
+    if (!c)
+        return ONAIR_EUNAVAILABLE;
+    *stored_version = c->stored_version;
+    return 0;
+}
+
+static int mb_set_version(store_backend_t *b, const char *coll, int version, char *err)
+{
+    struct onair_coll *c = mem_coll(b, coll, err);
+    if (!c)
+        return ONAIR_EUNAVAILABLE;
+    c->stored_version = version;
+    return 0;
+}
+
+/* idx is one of the collection's own (store_prepare passes c->ix): from now on its unique
+ * indexes are in force, once the documents there already satisfy them. */
+static int mb_ensure_index(store_backend_t *b, const char *coll, const store_index_spec_t *idx,
+                           char *err)
+{
+    struct onair_coll *c = mem_coll(b, coll, err);
+    if (!c)
+        return ONAIR_EUNAVAILABLE;
+    int s = check_unique(c, c->docs, NULL, idx, err);
+    if (!s)
+        c->ix_on = 1;
+    return s;
+}
+
+/* What the spec layer (core/store/spec.c) calls, store_spec_prepare() included. */
 static const store_backend_ops_t mem_ops = {
     .name = "memory",
+    .ensure_collection = mb_ensure_collection,
+    .set_version = mb_set_version,
+    .ensure_index = mb_ensure_index,
     .insert = mb_insert,
     .find = mb_find,
     .count = mb_count,
@@ -2707,53 +2017,29 @@ static int api_store_open(onair_plugin_t *p, const onair_collection_t *desc, ona
         *out = NULL;
     if (!h)
         return ONAIR_EINVAL;
-    if (h->st != ST_INITING) {
+    if (!p->in_init) {
         hlog(h, ONAIR_LOG_ERROR, "store_open outside init refused");
         return ONAIR_ESTATE;
     }
-    if (!desc || desc->size < offsetof(onair_collection_t, indexes) + sizeof(desc->indexes) ||
-        !out) {
-        hlog(h, ONAIR_LOG_ERROR, "store_open: collection descriptor too small");
-        return ONAIR_EINVAL;
-    }
     onair_collection_t d;
-    memset(&d, 0, sizeof d);
-    memcpy(&d, desc, desc->size < sizeof d ? desc->size : sizeof d);
-    if (!store_spec_coll_name_valid(d.name) || d.version < 1) {
-        hlog(h, ONAIR_LOG_ERROR,
-             "store_open: invalid collection '%s' (name [a-z][a-z0-9_]{0,47}, version >= 1)",
-             d.name ? d.name : "(null)");
-        return ONAIR_EINVAL;
+    char full[128], err[400];
+    store_index_spec_t *indexes;
+    size_t nindexes;
+    int rc = store_spec_open(out ? desc : NULL, h->desc.name, &d, full, sizeof full, &indexes,
+                             &nindexes, err, sizeof err);
+    if (rc != ONAIR_OK) {
+        hlog(h, ONAIR_LOG_ERROR, "%s", err);
+        return rc;
     }
-    char full[128];
-    snprintf(full, sizeof full, "%s.%s", h->desc.name, d.name);
     struct onair_coll *c = coll_get(h, full);
-    if (!c)
-        return ONAIR_ENOMEM;
-    if (c->opened) {
-        hlog(h, ONAIR_LOG_ERROR, "store_open: collection '%s' opened twice", full);
-        return ONAIR_EEXIST;
+    if (!c || c->opened) {
+        if (c)
+            hlog(h, ONAIR_LOG_ERROR, "store_open: collection '%s' opened twice", full);
+        store_spec_indexes_free(indexes, nindexes);
+        return c ? ONAIR_EEXIST : ONAIR_ENOMEM;
     }
-    const onair_index_t *ix = d.indexes;
-    const size_t ix_min = offsetof(onair_index_t, ttl_seconds) + sizeof(uint32_t);
-    while (ix && ix->keys) {
-        onair_index_t one;
-        memset(&one, 0, sizeof one);
-        memcpy(&one, ix, ix->size < sizeof one ? ix->size : sizeof one);
-        char err[256] = "out of memory";
-        store_index_spec_t *ni = realloc(c->ix, (c->nix + 1) * sizeof *ni);
-        if (ni)
-            c->ix = ni;
-        if (!ni || ix->size < ix_min ||
-            store_spec_index_parse(&one, &c->ix[c->nix], err, sizeof err) < 0) {
-            hlog(h, ONAIR_LOG_ERROR, "store_open %s: %s", full,
-                 ix->size < ix_min ? "index descriptor too small" : err);
-            coll_close(c);
-            return ONAIR_EINVAL;
-        }
-        c->nix++;
-        ix = (const onair_index_t *)((const char *)ix + ix->size);
-    }
+    c->ix = indexes;
+    c->nix = nindexes;
     c->opened = 1;
     c->version = d.version;
     c->migrate = d.migrate;
@@ -2762,54 +2048,23 @@ static int api_store_open(onair_plugin_t *p, const onair_collection_t *desc, ona
     return ONAIR_OK;
 }
 
-/* Rewrite every document through the plugin's migrate function, as the server does
- * (core/store/spec.c: $set the fields of the new version, $unset those it dropped;
- * NULL deletes). */
-static int migrate_collection(struct onair_coll *c, int from, char *err)
-{
-    struct store_backend b = {.h = c->h};
-    size_t changed, removed;
-    if (store_spec_migrate(&mem_ops, &b, c->name, from, c->migrate, c->migrate_ud, &changed,
-                           &removed, err, STORE_ERR_LEN) < 0)
-        return -1;
-    hlog(c->h, ONAIR_LOG_INFO,
-         "%s: migrated from version %d to %d (%zu documents changed, %zu removed)", c->name, from,
-         c->version, changed, removed);
-    return 0;
-}
-
-/* Before start, like store_prepare_plugin(): indexes, then migrations, then the
- * recorded version. 0, or -1 with err. */
+/* Before start, like store_prepare_plugin(): the core's store_spec_prepare() on the
+ * in-memory backend (indexes, migrations, then the recorded version). 0, or -1 with err. */
 static int store_prepare(onair_test_host_t *h, char *err)
 {
+    struct store_backend b = {.h = h};
     for (struct onair_coll *c = h->colls; c; c = c->next) {
         if (!c->opened || c->prepared)
             continue;
-        if (h->store_down) {
-            snprintf(err, STORE_ERR_LEN,
-                     "collection %s: the database cannot be reached (simulated by "
-                     "onair_test_store_set_available)",
-                     c->name);
+        int from;
+        size_t changed, removed;
+        if (store_spec_prepare(&mem_ops, &b, c->name, c->ix, c->nix, c->version, c->migrate,
+                               c->migrate_ud, &from, &changed, &removed, err, STORE_ERR_LEN) < 0)
             return -1;
-        }
-        char e[STORE_ERR_LEN] = "";
-        if (check_unique(c, c->docs, NULL, 1, e) != 0) {
-            serr(err, "collection %s: %s", c->name, e);
-            return -1;
-        }
-        c->ix_on = 1;
-        int stored = c->stored_version;
-        if (stored > c->version) {
-            snprintf(err, STORE_ERR_LEN,
-                     "collection %s has schema version %d but the plugin declares %d "
-                     "(a downgrade is not supported)",
-                     c->name, stored, c->version);
-            return -1;
-        }
-        if (stored > 0 && stored < c->version && c->migrate &&
-            migrate_collection(c, stored, err) < 0)
-            return -1;
-        c->stored_version = c->version;
+        if (from)
+            hlog(h, ONAIR_LOG_INFO,
+                 "%s: migrated from version %d to %d (%zu documents changed, %zu removed)", c->name,
+                 from, c->version, changed, removed);
         c->prepared = 1;
     }
     return 0;
@@ -2927,19 +2182,13 @@ void onair_test_store_set_available(onair_test_host_t *h, int available)
 /* The core's limits and GCRA counters (core/ratelimit_table.c, as ratelimit.c uses
  * them), one table per host, on the fake clock. */
 
-/* The plugin's limits go with its registrations (the loader's ratelimit_remove_owner). */
-static void rl_clear(onair_test_host_t *h)
-{
-    rl_table_clear(&h->rl);
-}
-
 /* The server's api_ratelimit_add() and ratelimit_declare(). */
 static int api_ratelimit_add(onair_plugin_t *p, const onair_ratelimit_t *limit)
 {
     onair_test_host_t *h = host_of(p);
     if (!h)
         return ONAIR_EINVAL;
-    if (h->st != ST_INITING) {
+    if (!p->in_init) {
         hlog(h, ONAIR_LOG_ERROR, "ratelimit_add outside init refused");
         return ONAIR_ESTATE;
     }
@@ -2968,7 +2217,7 @@ static int api_ratelimit_hit(onair_plugin_t *p, const char *name, const char *ke
 }
 
 /* The server's request_over_limit(): RateLimit-* headers on the answer, 429 with
- * Retry-After when over (returns 1: answered). */
+ * Retry-After and retry_after_s when over (returns 1: answered). */
 static int request_over_limit(onair_test_host_t *h, struct onair_req *r, const char *name)
 {
     char key[400];
@@ -2976,8 +2225,7 @@ static int request_over_limit(onair_test_host_t *h, struct onair_req *r, const c
     if (rl_table_key_for(&h->rl, name, r->user ? r->user->id : NULL, r->remote, key, sizeof key) <
             0 ||
         rl_hit(h, name, key, &res) == ONAIR_ENOTFOUND) {
-        hlog(h, ONAIR_LOG_ERROR, "%s %s names an undeclared rate limit '%s'", r->method, r->path,
-             name);
+        hlog(h, ONAIR_LOG_ERROR, "%s names an undeclared rate limit '%s'", req_what(r), name);
         return 0;
     }
     char v[32];
@@ -2989,27 +2237,85 @@ static int request_over_limit(onair_test_host_t *h, struct onair_req *r, const c
     api_resp_header(r, "RateLimit-Reset", v);
     if (res.allowed)
         return 0;
-    snprintf(v, sizeof v, "%lld", (long long)ratelimit_retry_after_s(&res));
-    api_resp_header(r, "Retry-After", v);
+    long long wait_s = (long long)ratelimit_retry_after_s(&res);
     char detail[128];
-    snprintf(detail, sizeof detail, "too many requests: retry in %s s", v);
-    api_reply_problem(r, 429, "rate_limited", detail);
+    snprintf(detail, sizeof detail, "too many requests: retry in %lld s", wait_s);
+    api_target_problem(ONAIR_TARGET_REQ(r), 429, "rate_limited", detail,
+                       json_pack("{s:I}", "retry_after_s", (json_int_t)wait_s));
     return 1;
 }
 
-/* The server's ws_over_limit(): an error frame with retry_after_ms (returns 1), the
+/* The defaults of message types without a limit of their own (core/api.c api_setup()). */
+static void ws_limits_declare(onair_test_host_t *h)
+{
+    const onair_ratelimit_t defaults[] = {
+        {.size = sizeof(onair_ratelimit_t),
+         .name = DISPATCH_WS_LIMIT_CONN,
+         .limit = 100,
+         .window_s = 10,
+         .key = ONAIR_RATELIMIT_BY_IP},
+        {.size = sizeof(onair_ratelimit_t),
+         .name = DISPATCH_WS_LIMIT_IP,
+         .limit = 1000,
+         .window_s = 10,
+         .key = ONAIR_RATELIMIT_BY_IP},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        rl_table_declare(&h->rl, &defaults[i], NULL, NULL, NULL, 0);
+}
+
+/* A registered type without a limit of its own gets its overridable pair (ws.message.T,
+ * ws.message_ip.T), as on the server. */
+static void ws_type_limits_declare(onair_test_host_t *h, const onair_ws_type_t *t)
+{
+    const char *bases[] = {DISPATCH_WS_LIMIT_CONN, DISPATCH_WS_LIMIT_IP};
+    for (size_t i = 0; i < 2; i++) {
+        char name[RATELIMIT_NAME_MAX + 8];
+        if (dispatch_ws_limit_name(name, sizeof name, bases[i], t->type) == 0)
+            rl_table_declare_derived(&h->rl, name, bases[i]);
+    }
+}
+
+/* One hit of a default limit: the type's own name if declared, else the base. */
+static int ws_default_hit(onair_test_host_t *h, const char *base, const char *type, const char *key,
+                          ratelimit_result_t *res)
+{
+    char name[RATELIMIT_NAME_MAX + 8];
+    int rc = ONAIR_ENOTFOUND;
+    if (dispatch_ws_limit_name(name, sizeof name, base, type) == 0)
+        rc = rl_hit(h, name, key, res);
+    if (rc == ONAIR_ENOTFOUND)
+        rc = rl_hit(h, base, key, res);
+    return rc;
+}
+
+/* The server's ws_over_limit(): the type's own limit, or the defaults per connection and per
+ * address; over it, an error frame with retry_after_ms and retry_after_s (returns 1), the
  * connection stays open. */
-static int ws_over_limit(onair_test_host_t *h, tconn_t *c, const char *name, json_t *id)
+static int ws_over_limit(onair_test_host_t *h, tconn_t *c, const wstype_entry_t *type, json_t *id)
 {
     char key[400];
     ratelimit_result_t res;
-    if (rl_table_key_for(&h->rl, name, c->user ? c->user->id : NULL, c->remote, key, sizeof key) <
-            0 ||
-        rl_hit(h, name, key, &res) != ONAIR_ERATE)
+    const char *name = type->t.ratelimit;
+    int over;
+    if (name) {
+        over = rl_table_key_for(&h->rl, name, c->user ? c->user->id : NULL, c->remote, key,
+                                sizeof key) == ONAIR_OK &&
+               rl_hit(h, name, key, &res) == ONAIR_ERATE;
+    } else {
+        snprintf(key, sizeof key, "c%llu|%s", (unsigned long long)c->id, type->t.type);
+        over = ws_default_hit(h, DISPATCH_WS_LIMIT_CONN, type->t.type, key, &res) == ONAIR_ERATE;
+        if (!over) {
+            snprintf(key, sizeof key, "%s|%s", c->remote, type->t.type);
+            over = ws_default_hit(h, DISPATCH_WS_LIMIT_IP, type->t.type, key, &res) == ONAIR_ERATE;
+        }
+    }
+    if (!over)
         return 0;
     json_t *frame = error_frame(429, "rate_limited", "too many messages of this type");
-    json_object_set_new(json_object_get(frame, "data"), "retry_after_ms",
-                        json_integer(res.retry_after_ms));
+    json_t *data = json_object_get(frame, "data");
+    json_object_set_new(data, "retry_after_ms", json_integer(res.retry_after_ms));
+    json_object_set_new(data, "retry_after_s", json_integer((res.retry_after_ms + 999) / 1000));
     json_object_set_new(frame, "id", id ? json_incref(id) : json_null());
     conn_push(c, frame);
     return 1;
@@ -3022,13 +2328,16 @@ int onair_test_ratelimit_set(onair_test_host_t *h, const char *name, uint32_t li
     if (!l)
         return ONAIR_ENOTFOUND;
     if (!limit && !window_s) {
-        rl_table_set_rate(l, l->def_limit, l->def_window_s);
-        return ONAIR_OK;
-    }
-    if (limit < 1 || limit > RATELIMIT_MAX_LIMIT || window_s < 1 ||
-        window_s > RATELIMIT_MAX_WINDOW_S)
+        limit = l->def_limit;
+        window_s = l->def_window_s;
+    } else if (limit < 1 || limit > RATELIMIT_MAX_LIMIT || window_s < 1 ||
+               window_s > RATELIMIT_MAX_WINDOW_S) {
         return ONAIR_EINVAL;
+    }
     rl_table_set_rate(l, limit, window_s);
+    for (size_t i = 0; i < h->rl.nlimits; i++) /* derived limits follow (ws.message.<type>) */
+        if (h->rl.limits[i]->follows == l)
+            rl_table_set_rate(h->rl.limits[i], limit, window_s);
     return ONAIR_OK;
 }
 
@@ -3193,17 +2502,11 @@ static int api_user_set_verified(onair_plugin_t *p, const char *user_id, int ver
 
 /* ---- the run loop ---------------------------------------------------------------------- */
 
+/* One turn of the fake loop: how many events, jobs or steps ran (0: nothing to do). */
 static int run_once(onair_test_host_t *h)
 {
-    tevent_t *e = h->ev_head;
-    if (e) {
-        h->ev_head = e->next;
-        if (!h->ev_head)
-            h->ev_tail = NULL;
-        bus_deliver(h, e);
-        event_free(e);
-        return 1;
-    }
+    if (bus_pending(h->bus)) /* the events queued now, as one loop turn of the server */
+        return (int)bus_deliver(h->bus);
     tjob_t *j = job_pop(h);
     if (j) {
         j->fn(j->ud);
@@ -3227,9 +2530,9 @@ int onair_test_run(onair_test_host_t *h)
     if (!h)
         return 0;
     onair_test_host_t *prev = enter(h);
-    int n = 0;
-    while (run_once(h))
-        if (++n >= RUN_LIMIT) {
+    int n = 0, ran;
+    while ((ran = run_once(h)) > 0)
+        if ((n += ran) >= RUN_LIMIT) {
             hlog(h, ONAIR_LOG_ERROR, "onair_test_run: still busy after %d steps (a loop?)", n);
             break;
         }
@@ -3299,10 +2602,7 @@ size_t onair_test_timer_count(const onair_test_host_t *h)
 
 size_t onair_test_sub_count(const onair_test_host_t *h)
 {
-    size_t n = 0;
-    for (size_t i = 0; h && i < h->nsubs; i++)
-        n += !h->subs[i].removed;
-    return n;
+    return h ? bus_sub_count(h->bus) : 0;
 }
 
 size_t onair_test_work_pending(const onair_test_host_t *h)
@@ -3579,77 +2879,58 @@ static void fill_api(onair_api_t *a)
     a->service_answer = services_answer;
 }
 
-static int name_valid(const char *n)
+/* Free what onair_test_host_new() made (the host is not registered yet, or no more). */
+static void host_parts_free(onair_test_host_t *h)
 {
-    if (!n || !(n[0] >= 'a' && n[0] <= 'z') || strlen(n) > 32)
-        return 0;
-    for (const char *p = n; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
-            return 0;
-    return 1;
+    free(h->schema);
+    router_free(h->router);
+    wstypes_free(h->wstypes);
+    bus_free(h->bus);
+    json_decref(h->published);
+    json_decref(h->config);
+    free(h);
 }
 
 onair_test_host_t *onair_test_host_new(const onair_plugin_desc_t *desc, const char *config_json,
                                        char *err, size_t err_len)
 {
-    errbuf_t e = {err, err_len, 0};
     if (err && err_len)
         err[0] = 0;
-    /* the loader's checks, in its order */
-    if (!desc) {
-        err_add(&e, "no descriptor");
+    /* the loader's checks, in its order (no configured name: the descriptor names it) */
+    onair_plugin_desc_t d;
+    if (plugin_check_desc(desc, NULL, &d, err, err_len) < 0)
         return NULL;
-    }
-    if (desc->magic != ONAIR_PLUGIN_MAGIC) {
-        err_add(&e, "bad magic 0x%08x", (unsigned)desc->magic);
-        return NULL;
-    }
-    if (desc->size < offsetof(onair_plugin_desc_t, stop) + sizeof desc->stop) {
-        err_add(&e, "descriptor too small (%u bytes)", (unsigned)desc->size);
-        return NULL;
-    }
-    if (desc->abi_major != ONAIR_ABI_MAJOR || desc->min_host_minor > ONAIR_ABI_MINOR) {
-        err_add(&e, "needs ABI %u.%u, host has %d.%d", (unsigned)desc->abi_major,
-                (unsigned)desc->min_host_minor, ONAIR_ABI_MAJOR, ONAIR_ABI_MINOR);
-        return NULL;
-    }
-    if (desc->build_sig != ONAIR_BUILD_SIG) {
-        err_add(&e, "build signature 0x%08x differs from the host's 0x%08x",
-                (unsigned)desc->build_sig, (unsigned)ONAIR_BUILD_SIG);
-        return NULL;
-    }
-    if (!name_valid(desc->name)) {
-        err_add(&e, "bad plugin name '%s' (want [a-z][a-z0-9_]{0,31})",
-                desc->name ? desc->name : "(null)");
-        return NULL;
-    }
-    if (!desc->init) {
-        err_add(&e, "descriptor has no init");
-        return NULL;
-    }
     onair_test_host_t *h = calloc(1, sizeof *h);
     if (!h) {
-        err_add(&e, "out of memory");
+        set_err(err, err_len, "out of memory");
         return NULL;
     }
-    memcpy(&h->desc, desc, desc->size < sizeof h->desc ? desc->size : sizeof h->desc);
+    h->desc = d;
     h->self.h = h;
+    h->self.name = h->desc.name;
     fill_api(&h->api);
     h->now = ONAIR_TEST_EPOCH_MS;
     h->log_level = ONAIR_LOG_INFO;
     h->autorun = 1;
     snprintf(h->remote, sizeof h->remote, "%s", DEFAULT_REMOTE);
     h->published = json_array();
-    h->config = config_build(&h->desc, config_json, &e);
-    if (!h->config || !h->published) {
-        json_decref(h->published);
-        json_decref(h->config);
-        free(h);
+    h->router = router_new();
+    h->wstypes = wstypes_new();
+    h->bus = bus_create(NULL);
+    if (!h->published || !h->router || !h->wstypes || !h->bus) {
+        set_err(err, err_len, "out of memory");
+        host_parts_free(h);
         return NULL;
     }
+    h->config = config_build(&h->desc, config_json, err, err_len);
+    if (!h->config) {
+        host_parts_free(h);
+        return NULL;
+    }
+    schema_load(h->desc.config, h->desc.name, NULL, &h->schema, &h->nschema); /* checked */
+    ws_limits_declare(h);
     if (!g_hosts)
         onair_testhost_events_setup();
-    h->self.name = h->desc.name;
     h->next_host = g_hosts;
     g_hosts = h;
     return h;
@@ -3676,6 +2957,7 @@ const onair_api_t *onair_test_api(onair_test_host_t *h)
     return h ? &h->api : NULL;
 }
 
+/* The loader's loader_drop_registrations(): everything the plugin registered goes. */
 static void drop_registrations(onair_test_host_t *h, int warn)
 {
     size_t ntimers = onair_test_timer_count(h), nsubs = onair_test_sub_count(h);
@@ -3687,31 +2969,10 @@ static void drop_registrations(onair_test_host_t *h, int warn)
         h->timers = t->next;
         free(t);
     }
-    for (size_t i = 0; i < h->nsubs; i++)
-        free(h->subs[i].pattern);
-    free(h->subs);
-    h->subs = NULL;
-    h->nsubs = 0;
-    for (size_t i = 0; i < h->nroutes; i++)
-        troute_clear(&h->routes[i]);
-    free(h->routes);
-    h->routes = NULL;
-    h->nroutes = 0;
-    for (size_t i = 0; i < h->nwstypes; i++) {
-        free((char *)h->wstypes[i].t.type);
-        free((char *)h->wstypes[i].t.role);
-        free((char *)h->wstypes[i].t.ratelimit);
-    }
-    rl_clear(h);
-    free(h->wstypes);
-    h->wstypes = NULL;
-    h->nwstypes = 0;
-    while (h->ev_head) {
-        tevent_t *e = h->ev_head;
-        h->ev_head = e->next;
-        event_free(e);
-    }
-    h->ev_tail = NULL;
+    router_remove_owner(h->router, &h->self);
+    wstypes_remove_owner(h->wstypes, &h->self);
+    bus_remove_owner(h->bus, &h->self);
+    rl_table_remove_owner(&h->rl, &h->self);
     /* filters and services; runs and calls the plugin started are canceled */
     hooks_remove_owner(&h->self);
 }
@@ -3794,10 +3055,9 @@ int onair_test_reconfigure(onair_test_host_t *h, const char *config_json, char *
         return ONAIR_EINVAL;
     if (h->st != ST_INITED && h->st != ST_STARTED)
         return ONAIR_ESTATE;
-    errbuf_t e = {err, err_len, 0};
     if (err && err_len)
         err[0] = 0;
-    json_t *c = config_build(&h->desc, config_json, &e);
+    json_t *c = config_build(&h->desc, config_json, err, err_len);
     if (!c)
         return ONAIR_EINVAL;
     json_decref(h->config);
@@ -3885,10 +3145,8 @@ void onair_test_host_free(onair_test_host_t *h)
     free(h->logs);
     peers_free(h);
     colls_free(h);
-    rl_clear(h);
+    rl_table_clear(&h->rl);
     json_decref(h->users);
-    json_decref(h->published);
-    json_decref(h->config);
     for (onair_test_host_t **pp = &g_hosts; *pp; pp = &(*pp)->next_host)
         if (*pp == h) {
             *pp = h->next_host;
@@ -3896,7 +3154,7 @@ void onair_test_host_free(onair_test_host_t *h)
         }
     if (g_current == h)
         g_current = NULL;
-    free(h);
+    host_parts_free(h);
     if (!g_hosts) /* the last host: free the hook chains' state */
         onair_testhost_events_teardown();
 }
@@ -3912,8 +3170,8 @@ static void parse_query(json_t *q, const char *query)
         const char *eq = memchr(p, '=', n);
         size_t kl = eq ? (size_t)(eq - p) : n;
         if (kl) {
-            char *k = pct_decode(p, kl, 1);
-            char *v = eq ? pct_decode(eq + 1, n - kl - 1, 1) : xstrdup("");
+            char *k = dispatch_form_decode(p, kl);
+            char *v = eq ? dispatch_form_decode(eq + 1, n - kl - 1) : xstrdup("");
             if (k && v && !json_object_get(q, k)) /* the first occurrence wins */
                 json_object_set_new_nocheck(q, k, json_string_nocheck(v));
             free(k);
@@ -3925,15 +3183,112 @@ static void parse_query(json_t *q, const char *query)
     }
 }
 
-static int is_json_type(const char *ct)
+/* Is the verification plugin serving (the 403's detail says where to start)? */
+static int verification_started(const onair_test_host_t *h)
 {
-    if (!ct)
-        return 1; /* no Content-Type: take the body as JSON */
-    size_t n = strcspn(ct, ";");
-    while (n && isspace((unsigned char)ct[n - 1]))
-        n--;
-    return (n == 16 && !strncasecmp(ct, "application/json", 16)) ||
-           (n > 5 && !strncasecmp(ct + n - 5, "+json", 5));
+    return h->st == ST_STARTED && !strcmp(h->desc.name, "verification");
+}
+
+/* What core/net.c answers before the request reaches the core thread: routing (404, 405,
+ * OPTIONS), the body limit (413), the body's type (415) and JSON (json_too_deep,
+ * invalid_json). 0 when the request goes on, else answered. */
+static int request_head(onair_test_host_t *h, struct onair_req *r, const route_entry_t **out)
+{
+    route_match_t m;
+    int mr = router_match(h->router, r->method, r->path, &m);
+    if (mr == ROUTER_NOT_FOUND) {
+        problem_reply(r, 404, "not_found", "no such resource");
+        return 1;
+    }
+    char allow[160], detail[200];
+    int options = !strcmp(r->method, "OPTIONS"); /* no route has OPTIONS: the host answers */
+    if (options || mr == ROUTER_BAD_METHOD) {
+        router_allow_list(&m, allow, sizeof allow);
+        api_resp_header(r, "Allow", allow);
+        if (options) { /* a preflight */
+            req_finish(r, 204, NULL, NULL, 0);
+            return 1;
+        }
+        snprintf(detail, sizeof detail, "%s is not allowed here (allowed: %s)", r->method, allow);
+        problem_reply(r, 405, "method_not_allowed", detail);
+        return 1;
+    }
+    for (size_t i = 0; i < m.nparams; i++)
+        json_object_set_new(r->params, m.params[i].name, json_string_nocheck(m.params[i].value));
+    route_match_clear(&m);
+    const route_entry_t *route = m.route;
+    r->route = route;
+    size_t limit = route->r.max_body ? route->r.max_body : DISPATCH_MAX_BODY;
+    if (r->body_len > limit) {
+        snprintf(detail, sizeof detail, "the body is larger than %zu bytes", limit);
+        problem_reply(r, 413, "payload_too_large", detail);
+        return 1;
+    }
+    int json_body = route->r.flags & ONAIR_ROUTE_JSON_BODY;
+    if (json_body && (route->r.flags & ONAIR_ROUTE_BODY_OPTIONAL) && r->body_len == 0) {
+        r->json = json_object(); /* no body: {} */
+    } else if (json_body) {
+        if (!dispatch_json_content_type(header_get(r, "content-type"))) {
+            problem_reply(r, 415, "unsupported_media_type", "the body must be application/json");
+            return 1;
+        }
+        if (dispatch_json_too_deep(r->body, r->body_len, DISPATCH_JSON_DEPTH)) {
+            snprintf(detail, sizeof detail, "JSON nesting deeper than %d levels",
+                     DISPATCH_JSON_DEPTH);
+            problem_reply(r, 400, "json_too_deep", detail);
+            return 1;
+        }
+        json_error_t jerr;
+        r->json = json_loadb(r->body, r->body_len, 0, &jerr);
+        if (!r->json) {
+            char d[300];
+            snprintf(d, sizeof d, "%s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+            problem_reply(r, 400, "invalid_json", d);
+            return 1;
+        }
+        if (!json_is_object(r->json)) {
+            problem_reply(r, 400, "invalid_json", "the body must be a JSON object");
+            return 1;
+        }
+    }
+    *out = route;
+    return 0;
+}
+
+/* What core/api.c does with a request: access, the route's rate limit, its body schema,
+ * then the handler. */
+static void request_dispatch(onair_test_host_t *h, struct onair_req *r, const route_entry_t *route)
+{
+    user_refresh(h, &r->user);
+    const char *code = NULL;
+    char detail[160];
+    int st = dispatch_access(route->r.access, route->r.role, r->user ? &r->user->u : NULL,
+                             verification_started(h), &code, detail, sizeof detail);
+    if (st) {
+        if (st == 401)
+            api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        api_reply_problem(r, st, code, detail);
+        return;
+    }
+    if (route->r.ratelimit && request_over_limit(h, r, route->r.ratelimit))
+        return;
+    schema_error_t serr;
+    if (route->r.body && schema_check_body(route->r.body, r->json, &serr) < 0) {
+        answer_body_error(ONAIR_TARGET_REQ(r), &serr);
+        return;
+    }
+    r->in_handler = 1;
+    int rc = route->r.handler(r, route->r.ud);
+    r->in_handler = 0;
+    if (r->answered) {
+        req_free(r);
+    } else if (rc < 0) {
+        api_reply_error(r, rc, NULL);
+    } else if (rc != ONAIR_PENDING) {
+        hlog(h, ONAIR_LOG_ERROR, "handler of %s %s returned %d without answering", route->r.method,
+             route->r.path, rc);
+        api_reply_problem(r, 500, "internal", "the handler did not answer");
+    }
 }
 
 onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *method,
@@ -3978,8 +3333,8 @@ onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *meth
             json_object_set_new_nocheck(r->headers, k, json_string_nocheck(headers[i + 1]));
         free(k);
     }
-    const char *xid = api_req_header(r, "x-request-id");
-    if (xid)
+    const char *xid = header_get(r, "x-request-id");
+    if (xid && dispatch_request_id_valid(xid))
         snprintf(r->req_id, sizeof r->req_id, "%s", xid);
     else
         snprintf(r->req_id, sizeof r->req_id, "test-%llu", (unsigned long long)++h->next_id);
@@ -3987,89 +3342,11 @@ onair_test_response_t *onair_test_request(onair_test_host_t *h, const char *meth
     h->reqs = r;
 
     onair_test_host_t *prev = enter(h);
-    if (h->st != ST_STARTED) {
-        api_reply_problem(r, 503, "unavailable", "the plugin is not started");
-        leave(prev);
-        return &rp->pub;
-    }
-    const troute_t *route;
-    char allow[96];
-    int m = route_match(h, method, path, &route, r->params, allow, sizeof allow);
-    if (m == MATCH_NOT_FOUND) {
-        char detail[300];
-        snprintf(detail, sizeof detail, "no route for %s %s", method, path);
-        api_reply_problem(r, 404, "not_found", detail);
-        leave(prev);
-        return &rp->pub;
-    }
-    if (m == MATCH_BAD_METHOD) {
-        api_resp_header(r, "Allow", allow);
-        api_reply_problem(r, 405, "method_not_allowed", NULL);
-        leave(prev);
-        return &rp->pub;
-    }
-    user_refresh(h, &r->user);
-    const char *code = NULL;
-    char why[160];
-    int st = check_access(route->r.access, route->r.role, r->user, &code, why, sizeof why);
-    if (st) {
-        if (st == 401)
-            api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\"");
-        api_reply_problem(r, st, code, why);
-        leave(prev);
-        return &rp->pub;
-    }
-    size_t max_body = route->r.max_body ? route->r.max_body : DEFAULT_MAX_BODY;
-    if (r->body_len > max_body) {
-        api_reply_error(r, ONAIR_ETOOBIG, NULL);
-        leave(prev);
-        return &rp->pub;
-    }
-    const char *ct = api_req_header(r, "content-type");
-    if ((route->r.flags & ONAIR_ROUTE_JSON_BODY) && (route->r.flags & ONAIR_ROUTE_BODY_OPTIONAL) &&
-        r->body_len == 0) {
-        r->json = json_object(); /* no body: {} */
-    } else if (route->r.flags & ONAIR_ROUTE_JSON_BODY) {
-        if (!is_json_type(ct)) {
-            api_reply_problem(r, 415, "unsupported_media_type", "the body must be JSON");
-            leave(prev);
-            return &rp->pub;
-        }
-        json_error_t jerr;
-        r->json = r->body_len ? json_loadb(r->body, r->body_len, 0, &jerr) : NULL;
-        if (!json_is_object(r->json)) {
-            char detail[256] = "the body must be a JSON object";
-            if (!r->json && r->body_len)
-                snprintf(detail, sizeof detail, "the body is not valid JSON: %s", jerr.text);
-            api_reply_problem(r, 400, "invalid_json", detail);
-            leave(prev);
-            return &rp->pub;
-        }
-    }
-
-    if (route->r.ratelimit && request_over_limit(h, r, route->r.ratelimit)) {
-        if (h->autorun)
-            onair_test_run(h);
-        leave(prev);
-        return &rp->pub;
-    }
-    schema_error_t serr;
-    if (route->r.body && schema_check_body(route->r.body, r->json, &serr) < 0) {
-        answer_body_error(ONAIR_TARGET_REQ(r), &serr);
-        leave(prev);
-        return &rp->pub;
-    }
-    r->in_handler = 1;
-    int rc = route->r.handler(r, route->r.ud);
-    r->in_handler = 0;
-    if (r->answered) {
-        req_free(r);
-    } else if (rc < 0) {
-        api_reply_error(r, rc, NULL);
-    } else if (rc != ONAIR_PENDING) {
-        hlog(h, ONAIR_LOG_ERROR, "%s %s: handler returned %d without answering", method, path, rc);
-        api_reply_problem(r, 500, "internal", "the handler did not answer");
-    }
+    const route_entry_t *route = NULL;
+    if (h->st != ST_STARTED) /* the test's mistake: the detail is kept */
+        problem_reply(r, 503, "unavailable", "the plugin is not started");
+    else if (request_head(h, r, &route) == 0)
+        request_dispatch(h, r, route);
     if (h->autorun) /* like the server's next loop turns: events, work, their replies */
         onair_test_run(h);
     leave(prev);
@@ -4092,6 +3369,22 @@ void onair_test_response_free(onair_test_response_t *r)
 
 /* ---- WebSocket entry points ------------------------------------------------------------ */
 
+/* core.ws.opened / core.ws.closed on the bus, as the server publishes them (host events:
+ * not recorded by onair_test_published_next()), then the loop runs as after a request. */
+static void conn_event(onair_test_host_t *h, const char *topic, const tconn_t *c)
+{
+    json_t *ev = json_pack("{s:I}", "conn", (json_int_t)c->id);
+    if (ev && !strcmp(topic, "core.ws.opened"))
+        json_object_set_new(ev, "remote", json_string(c->remote));
+    if (ev && c->user)
+        json_object_set_new(ev, "user", json_string(c->user->id));
+    onair_test_host_t *prev = enter(h);
+    bus_queue(h, topic, ev, 0);
+    if (h->autorun)
+        onair_test_run(h);
+    leave(prev);
+}
+
 onair_conn_t onair_test_ws_connect(onair_test_host_t *h, const onair_user_t *user)
 {
     if (!h)
@@ -4110,6 +3403,13 @@ onair_conn_t onair_test_ws_connect(onair_test_host_t *h, const onair_user_t *use
     c->id = g_next_conn++;
     c->next = h->conns;
     h->conns = c;
+    if (c->user) { /* every signed-in connection hears its account's topic */
+        char topic[160];
+        snprintf(topic, sizeof topic, "user.%s", c->user->id);
+        if (bus_topic_valid(topic))
+            json_object_set_new(c->topics, topic, json_true());
+    }
+    conn_event(h, "core.ws.opened", c);
     return c->id;
 }
 
@@ -4119,9 +3419,65 @@ void onair_test_ws_disconnect(onair_test_host_t *h, onair_conn_t conn)
         if ((*pp)->id == conn) {
             tconn_t *c = *pp;
             *pp = c->next;
+            conn_event(h, "core.ws.closed", c);
             conn_free(c);
             return;
         }
+}
+
+/* Messages of conn waiting for their answer (server.ws_max_inflight counts them). */
+static size_t conn_inflight(const onair_test_host_t *h, onair_conn_t conn)
+{
+    size_t n = 0;
+    for (const onair_wsmsg_t *m = h->msgs; m; m = m->next)
+        n += m->conn == conn;
+    return n;
+}
+
+/* Refuse a message with an error frame (id borrowed) and return rc. */
+static int ws_refuse(tconn_t *c, json_t *id, int rc, int http, const char *code, const char *detail)
+{
+    json_t *frame = error_frame(http, code, detail);
+    if (frame)
+        json_object_set_new(frame, "id", id ? json_incref(id) : json_null());
+    conn_push(c, frame);
+    return rc;
+}
+
+/* What core/net.c checks of a message (the envelope, the type) and core/api.c of its
+ * sender (access, rate limits, messages in flight): 0 when the message goes on, else the
+ * status after an error frame. */
+static int ws_admit(onair_test_host_t *h, tconn_t *c, const char *type, json_t *id, json_t *data,
+                    const wstype_entry_t **out)
+{
+    char detail[160];
+    if (h->st != ST_STARTED) /* the test's mistake */
+        return ws_refuse(c, id, ONAIR_EUNAVAILABLE, 503, "unavailable",
+                         "the plugin is not started");
+    if (id && !json_is_string(id) && !json_is_integer(id))
+        return ws_refuse(c, NULL, ONAIR_EINVAL, 400, "invalid_message",
+                         "\"id\" must be a string or an integer");
+    if (data && !json_is_object(data))
+        return ws_refuse(c, id, ONAIR_EINVAL, 400, "invalid_message", "\"data\" must be an object");
+    const wstype_entry_t *t = wstypes_find(h->wstypes, type);
+    if (!t) {
+        snprintf(detail, sizeof detail, "unknown message type '%.100s'", type);
+        return ws_refuse(c, id, ONAIR_ENOTFOUND, 404, "unknown_type", detail);
+    }
+    user_refresh(h, &c->user);
+    const char *code = NULL;
+    int st = dispatch_access(t->t.access, t->t.role, c->user ? &c->user->u : NULL,
+                             verification_started(h), &code, detail, sizeof detail);
+    if (st)
+        return ws_refuse(c, id, st == 401 ? ONAIR_EAUTH : ONAIR_EPERM, st, code, detail);
+    if (ws_over_limit(h, c, t, id))
+        return ONAIR_ERATE;
+    if (conn_inflight(h, c->id) >= DISPATCH_WS_INFLIGHT)
+        return ws_refuse(c, id, ONAIR_EUNAVAILABLE, 503, "busy",
+                         "too many messages waiting for an answer on this connection: wait for "
+                         "answers before sending more");
+    *out = t;
+    return 0;
 }
 
 int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type, json_t *id,
@@ -4134,36 +3490,9 @@ int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type
         return ONAIR_ESTALE;
     }
     onair_test_host_t *prev = enter(h);
-    int rc;
-    json_t *frame = NULL;
-    const twstype_t *t = NULL;
-    for (size_t i = 0; i < h->nwstypes && h->st == ST_STARTED; i++)
-        if (!strcmp(h->wstypes[i].t.type, type))
-            t = &h->wstypes[i];
-    const char *code = NULL;
-    char why[160];
-    int http = 0;
-    user_refresh(h, &c->user);
-    if (h->st != ST_STARTED) {
-        rc = ONAIR_EUNAVAILABLE;
-        frame = error_frame(rc, NULL, "the plugin is not started");
-    } else if (!t) {
-        rc = ONAIR_ENOTFOUND;
-        frame = error_frame(rc, "unknown_type", "unknown message type");
-    } else if (data && !json_is_object(data)) {
-        rc = ONAIR_EINVAL;
-        frame = error_frame(rc, NULL, "data must be an object");
-    } else if ((http = check_access(t->t.access, t->t.role, c->user, &code, why, sizeof why))) {
-        rc = http == 401 ? ONAIR_EAUTH : ONAIR_EPERM;
-        frame = error_frame(http, code, why);
-    } else if (t->t.ratelimit && ws_over_limit(h, c, t->t.ratelimit, id)) {
-        json_decref(data);
-        leave(prev);
-        return ONAIR_ERATE;
-    }
-    if (frame) {
-        json_object_set_new(frame, "id", id ? json_incref(id) : json_null());
-        conn_push(c, frame);
+    const wstype_entry_t *t = NULL;
+    int rc = ws_admit(h, c, type, id, data, &t);
+    if (rc != 0) {
         json_decref(data);
         leave(prev);
         return rc;

@@ -10,7 +10,7 @@
  * event_add() with a timeout arms it on the fake clock, fired by onair_test_advance(). The
  * core's host.h and log.h are replaced (their include guards are defined first) by the
  * test host's struct onair_plugin and a log_msg() that writes to the host's log. Global
- * names get a prefix of ours (compile definitions in CMakeLists.txt).
+ * names stay inside the library (CMakeLists.txt: only onair_test_* is left global).
  */
 #include "testhost_priv.h"
 

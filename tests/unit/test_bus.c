@@ -1,10 +1,13 @@
-/* Event bus: glob matching, delivery on a later loop turn, order, unsubscribe. */
+/* Event bus: glob matching, delivery on a later loop turn, order, unsubscribe, the bus
+ * without libevent (bus_create: the test host's). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "bus.h"
 
@@ -94,12 +97,49 @@ static void test_remove_owner(void **state)
     event_base_free(base);
 }
 
+static void count_delivered(size_t n, void *ud)
+{
+    *(size_t *)ud += n;
+}
+
+static void test_own_loop(void **state)
+{
+    size_t delivered = 0;
+    const bus_loop_t loop = {.delivered = count_delivered, .ud = &delivered};
+    bus_t *b = bus_create(&loop);
+    rec_t r = {.bus = b};
+    onair_sub_t s;
+    assert_true(bus_pattern_valid("a.*.b"));
+    assert_true(bus_pattern_valid("a.**"));
+    assert_false(bus_pattern_valid("a.**.b"));
+    assert_false(bus_pattern_valid("a.b*"));
+    assert_int_equal(bus_subscribe(b, NULL, "t.*", record, &r, &s), ONAIR_OK);
+    assert_int_equal(bus_sub_count(b), 1);
+    assert_false(bus_pending(b));
+    bus_publish(b, "t.a", json_pack("{s:s}", "tag", "A"));
+    bus_publish(b, "u.a", json_pack("{s:s}", "tag", "U"));
+    assert_true(bus_pending(b));
+    assert_string_equal(r.log, "");
+    r.republish = 1; /* "N" goes to the next batch */
+    assert_int_equal(bus_deliver(b), 2);
+    assert_string_equal(r.log, "A,after-publish,");
+    assert_true(bus_pending(b));
+    assert_int_equal(bus_deliver(b), 1);
+    assert_string_equal(r.log, "A,after-publish,N,");
+    assert_int_equal(delivered, 3);
+    assert_int_equal(bus_deliver(b), 0);
+    assert_int_equal(bus_unsubscribe(b, NULL, s), ONAIR_OK);
+    assert_int_equal(bus_sub_count(b), 0);
+    bus_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_glob),
         cmocka_unit_test(test_delivery_order_and_no_reentry),
         cmocka_unit_test(test_remove_owner),
+        cmocka_unit_test(test_own_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* Unit tests for core/config.c and core/settings.c. */
+/* Unit tests for core/config.c, core/config_validate.c and core/settings.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -762,6 +762,137 @@ static void tmp_init(tmpdir *t)
     assert_non_null(mkdtemp(t->root));
 }
 
+/* ---- JSON trees (the test host's config) ------------------------------------------------ */
+
+/* Validates JSON text as a tree against schema; the errors are appended to e. */
+static json_t *check_json(const char *text, const onair_config_key_t *schema, cfg_errors_t *e)
+{
+    json_error_t jerr;
+    json_t *in = json_loads(text, JSON_DECODE_ANY, &jerr);
+    assert_non_null(in);
+    cfg_node_t *tree = cfg_node_from_json(in, "c.json", e);
+    json_decref(in);
+    json_t *v = cfg_validate(tree, "c.json", 0, 0, schema, NULL, e);
+    cfg_node_free(tree);
+    assert_non_null(v);
+    return v;
+}
+
+/* "t.yaml:2:7: msg" or "c.json: msg" -> "msg" */
+static const char *after_location(const char *m)
+{
+    const char *p = strchr(m, ':');
+    if (!p)
+        return m;
+    const char *q = ++p;
+    while (*q >= '0' && *q <= '9')
+        q++;
+    if (q > p && *q == ':') {
+        const char *r = ++q;
+        while (*r >= '0' && *r <= '9')
+            r++;
+        if (r > q && *r == ':')
+            p = r + 1;
+    }
+    while (*p == ' ')
+        p++;
+    return p;
+}
+
+/* The same content as YAML and as JSON: the same values, the same messages (locations
+ * aside: a JSON tree has none). */
+static void expect_same(const char *yaml, const char *jtext, const onair_config_key_t *schema)
+{
+    cfg_errors_t ey = {0}, ej = {0};
+    json_t *vy = check(yaml, schema, &ey), *vj = check_json(jtext, schema, &ej);
+    assert_non_null(vy);
+    if (!json_equal(vy, vj)) {
+        char *a = json_dumps(vy, JSON_SORT_KEYS), *b = json_dumps(vj, JSON_SORT_KEYS);
+        print_error("yaml: %s\njson: %s\n", a, b);
+        free(a);
+        free(b);
+        fail();
+    }
+    assert_int_equal(ey.n, ej.n);
+    for (size_t i = 0; i < ey.n; i++) {
+        const char *my = after_location(ey.msgs[i]), *mj = after_location(ej.msgs[i]);
+        if (strcmp(my, mj) != 0) {
+            print_error("yaml: %s\njson: %s\n", ey.msgs[i], ej.msgs[i]);
+            fail();
+        }
+    }
+    json_decref(vy);
+    json_decref(vj);
+    cfg_errors_free(&ey);
+    cfg_errors_free(&ej);
+}
+
+static void test_json_tree(void **state)
+{
+    static const onair_config_key_t schema[] = {
+        K(.key = "port", .type = ONAIR_CFG_INT, .default_value = "80",
+          .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX, .min = 1, .max = 65535),
+        K(.key = "ratio", .type = ONAIR_CFG_DOUBLE),
+        K(.key = "on", .type = ONAIR_CFG_BOOL),
+        K(.key = "name", .type = ONAIR_CFG_STRING, .choices = "a|b|10"),
+        K(.key = "tags", .type = ONAIR_CFG_STRING_LIST),
+        K(.key = "smtp.host", .type = ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+        {0}};
+    /* values */
+    expect_same("smtp:\n  host: x\nport: 8080\nratio: 0.1\non: true\nname: b\ntags: [p, q]\n",
+                "{\"smtp\":{\"host\":\"x\"},\"port\":8080,\"ratio\":0.1,\"on\":true,\"name\":\"b\","
+                "\"tags\":[\"p\",\"q\"]}",
+                schema);
+    /* YAML scalars are text: a number for a string key, text for a number key */
+    expect_same("smtp: {host: x}\nname: 10\nport: '443'\n",
+                "{\"smtp\":{\"host\":\"x\"},\"name\":10,\"port\":\"443\"}", schema);
+    /* null is no value: the default applies */
+    expect_same("smtp: {host: x}\nport: ~\n", "{\"smtp\":{\"host\":\"x\"},\"port\":null}", schema);
+    /* mistakes: the same messages */
+    expect_same("smtp: {host: x}\nport: 0\n", "{\"smtp\":{\"host\":\"x\"},\"port\":0}", schema);
+    expect_same("smtp: {host: x}\nport: abc\n", "{\"smtp\":{\"host\":\"x\"},\"port\":\"abc\"}",
+                schema);
+    expect_same("smtp: {host: x}\nname: c\n", "{\"smtp\":{\"host\":\"x\"},\"name\":\"c\"}", schema);
+    expect_same("smtp: {host: x}\nprot: 1\n", "{\"smtp\":{\"host\":\"x\"},\"prot\":1}", schema);
+    expect_same("port: 1\n", "{\"port\":1}", schema);
+    expect_same("smtp: {host: x}\ntags: [{a: 1}]\n",
+                "{\"smtp\":{\"host\":\"x\"},\"tags\":[{\"a\":1}]}", schema);
+    expect_same("smtp: 5\n", "{\"smtp\":5}", schema);
+    expect_same("smtp: {host: x}\non: maybe\n", "{\"smtp\":{\"host\":\"x\"},\"on\":\"maybe\"}",
+                schema);
+
+    /* not a mapping at all */
+    cfg_errors_t e = {0};
+    json_decref(check_json("[1, 2]", schema, &e));
+    assert_true(has_error(&e, "expected a mapping of keys, got a sequence"));
+    cfg_errors_free(&e);
+    /* ${VAR} expansion, as in a file */
+    setenv("ONAIR_TEST_JSON_HOST", "mail.example", 1);
+    json_t *v = check_json("{\"smtp\":{\"host\":\"${ONAIR_TEST_JSON_HOST}\"}}", schema, &e);
+    assert_int_equal(e.n, 0);
+    assert_string_equal(json_string_value(cfg_json_get(v, "smtp.host")), "mail.example");
+    json_decref(v);
+    /* a NUL character cannot come from a file either */
+    json_t *nul = json_stringn("a\0b", 3);
+    json_t *obj = json_pack("{s:{s:o}}", "smtp", "host", nul);
+    cfg_node_t *tree = cfg_node_from_json(obj, "c.json", &e);
+    assert_true(has_error(&e, "NUL character in a value"));
+    cfg_node_free(tree);
+    json_decref(obj);
+    cfg_errors_free(&e);
+    /* no value at all: no block */
+    assert_null(cfg_node_from_json(NULL, "c.json", &e));
+    assert_int_equal(e.n, 0);
+}
+
+static void test_suggest_distance(void **state)
+{
+    assert_int_equal(cfg_suggest_distance("prot", "port"), 1);
+    assert_int_equal(cfg_suggest_distance("port", "port"), SIZE_MAX);
+    assert_int_equal(cfg_suggest_distance("ab", "ac"), SIZE_MAX); /* too short to guess */
+    assert_int_equal(cfg_suggest_distance("listen", "other"), SIZE_MAX);
+}
+
 static void test_settings_load(void **state)
 {
     (void)state;
@@ -946,20 +1077,36 @@ static void test_shipped_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_positions),      cmocka_unit_test(test_parse_empty),
-        cmocka_unit_test(test_parse_syntax_error),   cmocka_unit_test(test_parse_duplicate_key),
-        cmocka_unit_test(test_parse_alias_rejected), cmocka_unit_test(test_parse_top_level_not_map),
-        cmocka_unit_test(test_parse_file),           cmocka_unit_test(test_parse_deep_nesting),
-        cmocka_unit_test(test_unknown_key),          cmocka_unit_test(test_ignore),
-        cmocka_unit_test(test_wrong_type),           cmocka_unit_test(test_scalar_types),
-        cmocka_unit_test(test_out_of_range),         cmocka_unit_test(test_choices),
-        cmocka_unit_test(test_missing_required),     cmocka_unit_test(test_nested_and_defaults),
-        cmocka_unit_test(test_string_list),          cmocka_unit_test(test_env_expansion),
-        cmocka_unit_test(test_expand_env_direct),    cmocka_unit_test(test_schema_check),
-        cmocka_unit_test(test_schema_stride),        cmocka_unit_test(test_redact),
-        cmocka_unit_test(test_errors_format),        cmocka_unit_test(test_garbage_inputs),
-        cmocka_unit_test(test_settings_load),        cmocka_unit_test(test_settings_plugin_errors),
-        cmocka_unit_test(test_settings_conf_dir),    cmocka_unit_test(test_shipped_config),
+        cmocka_unit_test(test_parse_positions),
+        cmocka_unit_test(test_parse_empty),
+        cmocka_unit_test(test_parse_syntax_error),
+        cmocka_unit_test(test_parse_duplicate_key),
+        cmocka_unit_test(test_parse_alias_rejected),
+        cmocka_unit_test(test_parse_top_level_not_map),
+        cmocka_unit_test(test_parse_file),
+        cmocka_unit_test(test_parse_deep_nesting),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_ignore),
+        cmocka_unit_test(test_wrong_type),
+        cmocka_unit_test(test_scalar_types),
+        cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_choices),
+        cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_nested_and_defaults),
+        cmocka_unit_test(test_string_list),
+        cmocka_unit_test(test_env_expansion),
+        cmocka_unit_test(test_expand_env_direct),
+        cmocka_unit_test(test_schema_check),
+        cmocka_unit_test(test_schema_stride),
+        cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_errors_format),
+        cmocka_unit_test(test_garbage_inputs),
+        cmocka_unit_test(test_json_tree),
+        cmocka_unit_test(test_suggest_distance),
+        cmocka_unit_test(test_settings_load),
+        cmocka_unit_test(test_settings_plugin_errors),
+        cmocka_unit_test(test_settings_conf_dir),
+        cmocka_unit_test(test_shipped_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

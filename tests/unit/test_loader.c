@@ -1,4 +1,5 @@
-/* Plugin loader: each ABI refusal, init rollback, dependency order, start failure. */
+/* Plugin loader: each ABI refusal, init rollback, dependency order, start failure; the
+ * descriptor and config checks it shares with the test host (plugin_check.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 
 #include "api.h"
 #include "loader.h"
+#include "plugin_check.h"
 
 static struct host h;
 
@@ -148,6 +150,104 @@ static void test_required_failure(void **state)
     assert_int_equal(loader_init_all(&h), -1);
 }
 
+static int init_ok(onair_plugin_t *p, const onair_api_t *api)
+{
+    return 0;
+}
+
+static int init_ok_reconfigure(onair_plugin_t *p)
+{
+    return 0;
+}
+
+static void expect_desc(const onair_plugin_desc_t *d, const char *configured, const char *why)
+{
+    onair_plugin_desc_t out;
+    char got[512] = "";
+    int rc = plugin_check_desc(d, configured, &out, got, sizeof got);
+    if (!why) {
+        assert_int_equal(rc, 0);
+        return;
+    }
+    assert_int_equal(rc, -1);
+    if (!strstr(got, why))
+        fail_msg("refusal '%s' does not mention '%s'", got, why);
+}
+
+static void test_plugin_check(void **state)
+{
+    onair_plugin_desc_t d = {.magic = ONAIR_PLUGIN_MAGIC,
+                             .size = sizeof d,
+                             .abi_major = ONAIR_ABI_MAJOR,
+                             .min_host_minor = 0,
+                             .build_sig = ONAIR_BUILD_SIG,
+                             .name = "probe",
+                             .init = init_ok};
+    expect_desc(&d, NULL, NULL);
+    expect_desc(&d, "probe", NULL);
+    expect_desc(NULL, NULL, "entry function returned no descriptor");
+    expect_desc(&d, "other", "declares name 'probe' but is configured as 'other'");
+    onair_plugin_desc_t bad = d;
+    bad.magic = 1;
+    expect_desc(&bad, NULL, "bad descriptor magic");
+    bad = d;
+    bad.size = 8;
+    expect_desc(&bad, NULL, "descriptor size 8 is smaller than the minimum");
+    bad = d;
+    bad.abi_major = 2;
+    expect_desc(&bad, NULL, "built for plugin ABI major 2");
+    bad = d;
+    bad.min_host_minor = ONAIR_ABI_MINOR + 1;
+    expect_desc(&bad, NULL, "or newer");
+    bad = d;
+    bad.build_sig ^= 1;
+    expect_desc(&bad, NULL, "build signature");
+    bad = d;
+    bad.name = "Bad-Name";
+    expect_desc(&bad, NULL, "declares an invalid name 'Bad-Name'");
+    bad = d;
+    bad.init = NULL;
+    expect_desc(&bad, NULL, "descriptor has no init function");
+    assert_true(plugin_check_name("a_1"));
+    assert_false(plugin_check_name("1a"));
+    assert_false(plugin_check_name("abcdefghijklmnopqrstuvwxyz0123456")); /* 33 */
+
+    /* an older plugin's smaller descriptor reads as zero beyond its size */
+    onair_plugin_desc_t old = d;
+    old.size = (uint32_t)(offsetof(onair_plugin_desc_t, stop) + sizeof old.stop);
+    old.reconfigure = init_ok_reconfigure; /* beyond its size: never read */
+    onair_plugin_desc_t copy;
+    char why[256];
+    assert_int_equal(plugin_check_desc(&old, NULL, &copy, why, sizeof why), 0);
+    assert_null(copy.reconfigure);
+    assert_ptr_equal(copy.init, init_ok);
+
+    /* the config block: the schema first, then the values */
+    static const onair_config_key_t schema[] = {{.size = sizeof(onair_config_key_t),
+                                                 .key = "level",
+                                                 .type = ONAIR_CFG_INT,
+                                                 .default_value = "3"},
+                                                {0}};
+    static const onair_config_key_t broken[] = {
+        {.size = sizeof(onair_config_key_t), .key = "Level", .type = ONAIR_CFG_INT}, {0}};
+    cfg_errors_t errs = {0};
+    d.config = schema;
+    json_t *c = plugin_check_config(&d, "probe.so", NULL, "p.yaml", 1, 1, &errs, why, sizeof why);
+    assert_non_null(c);
+    assert_int_equal(json_integer_value(json_object_get(c, "level")), 3);
+    json_decref(c);
+    cfg_node_t *block = cfg_parse_string("p.yaml", "level: high\nother: 1\n", &errs);
+    assert_null(plugin_check_config(&d, "probe.so", block, "p.yaml", 1, 1, &errs, why, sizeof why));
+    assert_non_null(strstr(why, "invalid configuration: p.yaml:"));
+    assert_int_equal(errs.n, 2);
+    cfg_node_free(block);
+    cfg_errors_free(&errs);
+    d.config = broken;
+    assert_null(plugin_check_config(&d, "probe.so", NULL, "p.yaml", 1, 1, &errs, why, sizeof why));
+    assert_non_null(strstr(why, "invalid config schema: probe.so: schema key 'Level'"));
+    cfg_errors_free(&errs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +256,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_init_failure_rolls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dependencies_and_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_required_failure, setup, teardown),
+        cmocka_unit_test(test_plugin_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

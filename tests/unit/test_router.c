@@ -1,4 +1,4 @@
-/* Router: matching, parameters, literal precedence, 404 vs 405, conflicts. */
+/* Router: matching, parameters, literal precedence, 404 vs 405 (and Allow), conflicts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +6,7 @@
 #include <cmocka.h>
 #include <string.h>
 
+#include "host.h"
 #include "router.h"
 
 static int h(onair_req_t *r, void *ud)
@@ -124,6 +125,31 @@ static void test_remove_owner(void **state)
     router_free(r);
 }
 
+static void test_allow_and_owner_names(void **state)
+{
+    router_t *r = make();
+    route_match_t m;
+    char allow[160], err[256];
+    assert_int_equal(router_match(r, "PATCH", "/api/v1/streams/x", &m), ROUTER_BAD_METHOD);
+    router_allow_list(&m, allow, sizeof allow);
+    assert_string_equal(allow, "GET, DELETE, HEAD, OPTIONS");
+    assert_int_equal(router_match(r, "GET", "/api/v1/users/u/name", &m), ROUTER_BAD_METHOD);
+    router_allow_list(&m, allow, sizeof allow);
+    assert_string_equal(allow, "PUT, OPTIONS");
+    /* a conflict names the plugin that holds the route (plugin_ref_name) */
+    struct onair_plugin a = {.name = "alpha"}, b = {.name = "beta"};
+    onair_route_t rt = {.size = sizeof rt, .method = "GET", .path = "/api/v1/x/{id}", .handler = h};
+    assert_int_equal(router_add(r, &rt, &a, err, sizeof err), ONAIR_OK);
+    rt.path = "/api/v1/x/{other}";
+    assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_EEXIST);
+    assert_string_equal(err, "GET /api/v1/x/{other} conflicts with GET /api/v1/x/{id} registered "
+                             "by alpha");
+    rt.path = "/api/v1/streams";
+    assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_EEXIST);
+    assert_non_null(strstr(err, "registered by the core"));
+    router_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +158,7 @@ int main(void)
         cmocka_unit_test(test_not_found_and_bad_method),
         cmocka_unit_test(test_conflicts_and_bad_paths),
         cmocka_unit_test(test_remove_owner),
+        cmocka_unit_test(test_allow_and_owner_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

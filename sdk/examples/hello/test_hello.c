@@ -169,7 +169,7 @@ static void test_hello_name(void **unused)
     onair_test_response_free(r);
     r = onair_test_request(h, "DELETE", "/api/v1/hello", NULL, NULL, NULL, NULL);
     assert_problem(r, 405, "method_not_allowed");
-    assert_string_equal(jstr(r->headers, "allow"), "GET");
+    assert_string_equal(jstr(r->headers, "allow"), "GET, HEAD, OPTIONS");
     onair_test_response_free(r);
     finish(h);
 }

@@ -13,8 +13,9 @@
  *     update, sort, projection, cursor and aggregation code (the core's doc.c).
  *     Operations are queued like work and completed by onair_test_run(), in the
  *     order they were made, never inside the call (see "document store" below);
- *   - HTTP requests are routed like the real server ({param}s, access checks,
- *     ONAIR_ROUTE_JSON_BODY parsing, problem+json for negative returns, rate limits);
+ *   - HTTP requests are routed and checked by the server's own code ({param}s, body
+ *     checks, access checks, problem+json for negative returns, rate limits): the test
+ *     host links the core's onair_shared library, as onaird does;
  *   - rate limits (ratelimit_*, ABI 1.2) use the server's algorithm on the fake clock;
  *     accounts (user_get, user_set_verified) are an in-memory table the test seeds
  *     with onair_test_user_add() (see "rate limits and accounts" below);
@@ -48,10 +49,11 @@ typedef struct onair_test_host onair_test_host_t;
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-/* Check the descriptor like the loader does, validate config_json (a JSON object text,
- * the plugin's `config:` block; NULL = {}) against the descriptor's schema and fill in
- * defaults. Returns NULL on failure and writes the reason to err (may be NULL). The
- * plugin is not initialized yet. */
+/* Check the descriptor with the loader's checks, validate config_json (a JSON object text,
+ * the plugin's `config:` block; NULL = {}) against the descriptor's schema as the loader
+ * validates the block (JSON is YAML: "10" is an integer, ${VAR} is expanded) and fill in
+ * defaults. Returns NULL on failure and writes the reason to err (may be NULL): the
+ * loader's refusal, then any further errors after "; ". The plugin is not initialized yet. */
 onair_test_host_t *onair_test_host_new(const onair_plugin_desc_t *desc, const char *config_json,
                                        char *err, size_t err_len);
 onair_test_host_t *onair_test_host_new_entry(onair_plugin_entry_fn entry, const char *config_json,
@@ -122,10 +124,11 @@ typedef struct onair_test_response {
 /* Issue a request from the address set with onair_test_set_remote_addr() (default
  * "127.0.0.1"). query is "a=1&b=x%20y" (no '?'; decoded like a form) or NULL;
  * headers are NULL-terminated name/value pairs or NULL; body may be NULL; user is the
- * authenticated user or NULL (copied). The host answers itself like the server does
- * (404 not_found, 405 method_not_allowed, 401 unauthorized, 403 forbidden or
- * verification_required, 413, 415 unsupported_media_type, 400 invalid_json for
- * ONAIR_ROUTE_JSON_BODY, 503 before start, 429 rate_limited for a route's `ratelimit`);
+ * authenticated user or NULL (copied). The host answers itself like the server does, in
+ * its order (404 not_found, 405 method_not_allowed with Allow, 204 to OPTIONS, 413
+ * payload_too_large, 415 unsupported_media_type and 400 json_too_deep or invalid_json for
+ * ONAIR_ROUTE_JSON_BODY, 401 unauthorized, 403 forbidden or verification_required, 429
+ * rate_limited for a route's `ratelimit`, 400 for its body schema; 503 before start);
  * otherwise the handler runs and then onair_test_run() (unless autorun is off). If
  * the plugin has not answered by then, the response stays `pending` and is filled in
  * when it answers later (after onair_test_run() or onair_test_advance()). Free with
@@ -143,14 +146,17 @@ void onair_test_set_autorun(onair_test_host_t *h, int on);
 /* ---- WebSocket ------------------------------------------------------------------------- */
 
 /* A fake connection of user (copied; NULL = anonymous) from the address set with
- * onair_test_set_remote_addr(). Never returns 0 unless out of memory. */
+ * onair_test_set_remote_addr(). As on the server, a signed-in connection is subscribed to
+ * "user.<id>" and "core.ws.opened" {"conn", "remote", "user"?} is published on the bus.
+ * Never returns 0 unless out of memory. */
 onair_conn_t onair_test_ws_connect(onair_test_host_t *h, const onair_user_t *user);
-/* The client disconnects: subscriptions are dropped, frames discarded. */
+/* The client disconnects: subscriptions are dropped, frames discarded, and
+ * "core.ws.closed" {"conn", "user"?} is published on the bus. */
 void onair_test_ws_disconnect(onair_test_host_t *h, onair_conn_t conn);
-/* The client sends {"type": type, "id": id, "data": data}: id is a string or number
- * (borrowed, may be NULL), data is stolen (NULL = {}). Unknown types and access
- * failures are answered with an error frame like the server does. Returns the
- * handler's status (or the host's refusal). */
+/* The client sends {"type": type, "id": id, "data": data}: id is a string or integer
+ * (borrowed, may be NULL), data is stolen (NULL = {}). The host's refusals are the
+ * server's error frames (invalid_message, unknown_type, unauthorized / forbidden,
+ * rate_limited, busy). Returns the handler's status (or the host's refusal). */
 int onair_test_ws_send(onair_test_host_t *h, onair_conn_t conn, const char *type, json_t *id,
                        json_t *data);
 /* Pop the oldest frame sent to conn (new reference; NULL when none is left), as the
@@ -213,12 +219,13 @@ void onair_test_store_set_available(onair_test_host_t *h, int available);
  *     plugin's other registrations (stop, failed init).
  *   - ratelimit_hit() is the server's GCRA on the fake clock: `limit` hits at once,
  *     then one more every window_s/limit; onair_test_advance() refills.
- *   - a route's `ratelimit` is checked right before the handler (after the access and
- *     body checks): every answer carries RateLimit-Limit/-Remaining/-Reset; over the
- *     limit the host answers 429 rate_limited with Retry-After (seconds). A message
- *     type's `ratelimit` answers {"type":"error","id":..,"data":{"code":"rate_limited",
- *     "status":429,"detail",..,"retry_after_ms":N}}, onair_test_ws_send() returns
- *     ONAIR_ERATE and the connection stays open. The key is built like the server's:
+ *   - a route's `ratelimit` is checked after the access check, before the body schema:
+ *     every answer carries RateLimit-Limit/-Remaining/-Reset; over the limit the host
+ *     answers 429 rate_limited with Retry-After and "retry_after_s" (seconds). A message
+ *     type's `ratelimit` (or, without one, the server's defaults "ws.message" and
+ *     "ws.message_ip") answers {"type":"error","id":..,"data":{"code":"rate_limited",
+ *     "status":429,"detail",..,"retry_after_ms":N,"retry_after_s":S}},
+ *     onair_test_ws_send() returns ONAIR_ERATE and the connection stays open. The key is built like the server's:
  *     BY_USER the user id ("ip:<addr>" when anonymous), BY_IP the address,
  *     BY_USER_AND_IP "<user id>|<addr>". Naming an undeclared limit (e.g. a core one
  *     such as "auth.login") logs an error and does not limit, like the server.

@@ -1,0 +1,38 @@
+# Links the test host's objects into one relocatable object whose only global symbols are
+# the API's (onair_test_*): the core's names (router_add, problem_code, ...) become local,
+# so libonair_testhost.a cannot clash with anything a plugin or its test defines.
+#   cmake -DLD=ld -DOBJCOPY=objcopy -DNM=nm -DOUT=onair_testhost.o -DOBJECTS="a.o|b.o" -P prelink.cmake
+foreach(tool LD OBJCOPY NM)
+  if(NOT ${tool})
+    message(FATAL_ERROR "prelink.cmake: no ${tool} (binutils' ld, objcopy and nm are needed)")
+  endif()
+endforeach()
+string(REPLACE "|" ";" objects "${OBJECTS}")
+set(tmp "${OUT}.tmp")
+execute_process(COMMAND ${LD} -r -o ${tmp} ${objects} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "prelink.cmake: ${LD} -r failed")
+endif()
+execute_process(COMMAND ${OBJCOPY} --wildcard --keep-global-symbol=onair_test_* ${tmp}
+  RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "prelink.cmake: ${OBJCOPY} failed")
+endif()
+# Every defined global must be the API's (a sanitizer's own names aside).
+execute_process(COMMAND ${NM} -g --defined-only ${tmp} OUTPUT_VARIABLE syms RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "prelink.cmake: ${NM} failed")
+endif()
+string(REPLACE "\n" ";" lines "${syms}")
+set(bad "")
+foreach(line IN LISTS lines)
+  string(REGEX REPLACE "^.* " "" name "${line}")
+  if(name AND NOT name MATCHES "^onair_test_")
+    list(APPEND bad ${name})
+  endif()
+endforeach()
+if(bad)
+  file(REMOVE ${tmp})
+  message(FATAL_ERROR "prelink.cmake: the test host would export ${bad}")
+endif()
+file(RENAME ${tmp} ${OUT})
