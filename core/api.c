@@ -8,6 +8,7 @@
 
 #include "accounts.h"
 #include "config.h"
+#include "dispatch.h"
 #include "log.h"
 #include "hooks.h"
 #include "metrics.h"
@@ -106,7 +107,7 @@ typedef struct conn_entry {
 } conn_entry_t;
 
 /* server.ws_max_inflight: a connection's messages in flight (dispatched, not answered) */
-static size_t g_ws_max_inflight = 32;
+static size_t g_ws_max_inflight = DISPATCH_WS_INFLIGHT;
 
 static void held_free(conn_entry_t *e)
 {
@@ -266,19 +267,8 @@ static const char *api_config_string(onair_plugin_t *p, const char *key)
  * and per address, each message type counted on its own. A type T gets its own pair of
  * limits, "ws.message.T" and "ws.message_ip.T" ('-' written '_'), that follow the defaults
  * unless `rate_limits:` names them. */
-#define WS_LIMIT_CONN "ws.message"
-#define WS_LIMIT_IP   "ws.message_ip"
-
-static int ws_type_limit_name(char *out, size_t len, const char *base, const char *type)
-{
-    int n = snprintf(out, len, "%s.%s", base, type);
-    if (n < 0 || (size_t)n >= len || n > RATELIMIT_NAME_MAX)
-        return -1;
-    for (char *p = out; *p; p++)
-        if (*p == '-')
-            *p = '_';
-    return 0;
-}
+#define WS_LIMIT_CONN DISPATCH_WS_LIMIT_CONN
+#define WS_LIMIT_IP   DISPATCH_WS_LIMIT_IP
 
 /* At registration of a type without a limit of its own: its overridable pair. */
 static void ws_type_declare_limits(const onair_ws_type_t *t)
@@ -288,7 +278,7 @@ static void ws_type_declare_limits(const onair_ws_type_t *t)
     const char *bases[] = {WS_LIMIT_CONN, WS_LIMIT_IP};
     for (size_t i = 0; i < 2; i++) {
         char name[RATELIMIT_NAME_MAX + 8];
-        if (ws_type_limit_name(name, sizeof name, bases[i], t->type) == 0)
+        if (dispatch_ws_limit_name(name, sizeof name, bases[i], t->type) == 0)
             ratelimit_declare_derived(name, bases[i]); /* EEXIST (a-b and a_b): shared rate */
     }
 }
@@ -369,36 +359,6 @@ static const char *api_req_param(const onair_req_t *r, const char *name)
     return NULL;
 }
 
-static int hexv(int c)
-{
-    if (isdigit(c))
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* application/x-www-form-urlencoded decoding: '+' is a space. */
-static char *form_decode(const char *s, size_t len)
-{
-    char *out = malloc(len + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        int h, l;
-        if (s[i] == '+')
-            out[o++] = ' ';
-        else if (s[i] == '%' && i + 2 < len && (h = hexv((unsigned char)s[i + 1])) >= 0 &&
-                 (l = hexv((unsigned char)s[i + 2])) >= 0) {
-            out[o++] = (char)(h * 16 + l);
-            i += 2;
-        } else
-            out[o++] = s[i];
-    }
-    out[o] = 0;
-    return out;
-}
-
 static void parse_query(onair_req_t *r)
 {
     r->query_parsed = 1;
@@ -419,8 +379,8 @@ static void parse_query(onair_req_t *r)
             const char *eq = memchr(p, '=', len);
             size_t nlen = eq ? (size_t)(eq - p) : len;
             query_pair_t *qp = &r->query[r->nquery];
-            qp->name = form_decode(p, nlen);
-            qp->value = eq ? form_decode(eq + 1, len - nlen - 1) : strdup("");
+            qp->name = dispatch_form_decode(p, nlen);
+            qp->value = eq ? dispatch_form_decode(eq + 1, len - nlen - 1) : strdup("");
             if (qp->name && qp->value)
                 r->nquery++;
             else {
@@ -570,12 +530,11 @@ static int api_reply_json(onair_req_t *r, int status, json_t *body)
  * outage or a flood does not flood it). Other answers keep their detail. */
 static const char *public_detail(int http, const char *code, const char *detail, const char *what)
 {
-    if (http != 503 || (code && strcmp(code, "unavailable") != 0))
-        return detail;
-    if (detail && strcmp(detail, problem_strerror(ONAIR_EUNAVAILABLE)) != 0)
+    const char *shown = dispatch_public_detail(http, code, detail);
+    if (shown != detail && detail)
         log_limited("core.unavailable", ONAIR_LOG_WARN, "503 unavailable for %s: %s",
                     what ? what : "a request", detail);
-    return problem_strerror(ONAIR_EUNAVAILABLE);
+    return shown;
 }
 
 static const char *req_what(const onair_req_t *r)
@@ -700,18 +659,6 @@ static int api_msg_reply(onair_wsmsg_t *m, json_t *data)
     return finish_msg(m, envelope("result", m->id ? m->id : json_null(), data));
 }
 
-static json_t *error_data(int http, const char *code, const char *detail)
-{
-    json_t *d = json_object();
-    if (d) {
-        json_object_set_new(d, "code", json_string(code));
-        json_object_set_new(d, "status", json_integer(http));
-        if (detail)
-            json_object_set_new(d, "detail", json_string(detail));
-    }
-    return d;
-}
-
 static int api_msg_reply_error(onair_wsmsg_t *m, int status, const char *code, const char *detail)
 {
     if (!m || m->answered)
@@ -723,7 +670,7 @@ static int api_msg_reply_error(onair_wsmsg_t *m, int status, const char *code, c
         detail = problem_strerror(status);
     detail = public_detail(http, code, detail, m->type->t.type);
     return finish_msg(
-        m, envelope("error", m->id ? m->id : json_null(), error_data(http, code, detail)));
+        m, envelope("error", m->id ? m->id : json_null(), dispatch_error_data(http, code, detail)));
 }
 
 /* ---- reply targets (ABI 1.5) ------------------------------------------------------------ */
@@ -780,7 +727,7 @@ static int api_target_problem(onair_target_t t, int status, const char *code, co
             json_decref(members);
             return ONAIR_ESTATE;
         }
-        json_t *data = error_data(http, code, detail);
+        json_t *data = dispatch_error_data(http, code, detail);
         const char *k;
         json_t *v;
         json_object_foreach(members, k, v)
@@ -1069,36 +1016,6 @@ static int verification_available(void)
 }
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
-/* The access rule shared by routes and message types: 0 or a status with code. */
-static int check_access(uint32_t access, const char *role, const onair_user_t *user,
-                        const char **code, char *detail, size_t dlen)
-{
-    if (!(access & ONAIR_ACCESS_USER) && !role)
-        return 0;
-    if (!user) {
-        *code = "unauthorized";
-        snprintf(detail, dlen, "this endpoint needs an access token (Authorization: Bearer ...)");
-        return 401;
-    }
-    if (role && !auth_user_has_role(user, role)) {
-        *code = "forbidden";
-        snprintf(detail, dlen, "this endpoint needs the '%s' role", role);
-        return 403;
-    }
-    if ((access & ONAIR_ACCESS_VERIFIED) && !user->verified) {
-        *code = "verification_required";
-        if (verification_available())
-            snprintf(detail, dlen,
-                     "this endpoint needs a verified account: start verification with "
-                     "POST /api/v1/verification/start");
-        else
-            snprintf(detail, dlen,
-                     "this endpoint needs a verified account: an administrator can verify it");
-        return 403;
-    }
-    return 0;
-}
-
 /* Count a request against a route's limit: RateLimit-* headers on the answer, and
  * 429 with Retry-After when over (returns 1: answered). */
 static int request_over_limit(onair_req_t *r, const char *name)
@@ -1139,7 +1056,8 @@ static void request_dispatch(onair_req_t *r)
     }
     const char *code = NULL;
     char detail[160];
-    int st = check_access(route->r.access, route->r.role, r->user, &code, detail, sizeof detail);
+    int st = dispatch_access(route->r.access, route->r.role, r->user, verification_available(),
+                             &code, detail, sizeof detail);
     if (st) {
         if (st == 401)
             api_resp_header(r, "WWW-Authenticate", "Bearer realm=\"onair\"");
@@ -1245,7 +1163,8 @@ void api_on_request(net_request_t *nr, void *ud)
 
 static void ws_error(onair_conn_t conn, json_t *id, int http, const char *code, const char *detail)
 {
-    send_envelope(conn, envelope("error", id ? id : json_null(), error_data(http, code, detail)));
+    send_envelope(
+        conn, envelope("error", id ? id : json_null(), dispatch_error_data(http, code, detail)));
 }
 
 /* The token of a WebSocket upgrade: "Authorization: Bearer X", or the browser form
@@ -1415,7 +1334,7 @@ static int ws_default_hit(const char *base, const char *type, const char *key,
 {
     char name[RATELIMIT_NAME_MAX + 8];
     int rc = ONAIR_ENOTFOUND;
-    if (ws_type_limit_name(name, sizeof name, base, type) == 0)
+    if (dispatch_ws_limit_name(name, sizeof name, base, type) == 0)
         rc = ratelimit_hit(name, key, res);
     if (rc == ONAIR_ENOTFOUND)
         rc = ratelimit_hit(base, key, res);
@@ -1448,7 +1367,7 @@ static int ws_over_limit(conn_entry_t *c, const wstype_entry_t *type, json_t *id
     log_limited("ws.rate_limited", ONAIR_LOG_WARN,
                 "WebSocket messages over their rate limit refused (latest: %s from %s)",
                 type->t.type, c->remote[0] ? c->remote : "?");
-    json_t *d = error_data(429, "rate_limited", "too many messages of this type");
+    json_t *d = dispatch_error_data(429, "rate_limited", "too many messages of this type");
     json_object_set_new(d, "retry_after_ms", json_integer(res.retry_after_ms));
     json_object_set_new(d, "retry_after_s", json_integer((res.retry_after_ms + 999) / 1000));
     send_envelope(c->id, envelope("error", id ? id : json_null(), d));
@@ -1508,7 +1427,8 @@ void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id
     }
     const char *code = NULL;
     char detail[160];
-    int st = check_access(type->t.access, type->t.role, c->user, &code, detail, sizeof detail);
+    int st = dispatch_access(type->t.access, type->t.role, c->user, verification_available(), &code,
+                             detail, sizeof detail);
     if (st) {
         ws_error(conn, id, st, code, detail);
         json_decref(id);
@@ -1659,7 +1579,7 @@ void api_setup(struct host *h, auth_t *auth)
     g_host = h;
     g_auth = auth;
     json_t *v = h->config ? cfg_json_get(h->config, "server.ws_max_inflight") : NULL;
-    g_ws_max_inflight = json_is_integer(v) ? (size_t)json_integer_value(v) : 32;
+    g_ws_max_inflight = json_is_integer(v) ? (size_t)json_integer_value(v) : DISPATCH_WS_INFLIGHT;
     /* The defaults of message types without a limit of their own (ws_over_limit); a second
      * host in one process (unit tests) finds them declared already. */
     const onair_ratelimit_t defaults[] = {

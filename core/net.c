@@ -55,6 +55,7 @@
  *     the header the upgrade is bound to it by default.
  */
 #include "net.h"
+#include "dispatch.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -87,8 +88,8 @@
 #define SEND_STALL_S     20  /* an answer making no progress for this long: drop */
 
 #define DEFAULT_MAX_HEADER 16384
-#define DEFAULT_MAX_BODY   (1024 * 1024)
-#define DEFAULT_JSON_DEPTH 32
+#define DEFAULT_MAX_BODY   DISPATCH_MAX_BODY
+#define DEFAULT_JSON_DEPTH DISPATCH_JSON_DEPTH
 #define DEFAULT_WS_MAX_MSG (1024 * 1024)
 #define DEFAULT_WS_QUEUE   (4 * 1024 * 1024)
 #define DEFAULT_BODY_S     30
@@ -411,41 +412,6 @@ static char *xstrdup(const char *s)
 static int is_tchar(int c)
 {
     return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static int valid_request_id(const char *s, size_t len)
-{
-    if (len < 1 || len > 64)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!(isalnum((unsigned char)s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-            return 0;
-    return 1;
-}
-
-/* Nesting depth of arrays/objects, strings skipped; 1 if deeper than max. */
-static int json_too_deep(const char *s, size_t len, int max)
-{
-    int depth = 0, in_str = 0, esc = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (esc)
-                esc = 0;
-            else if (c == '\\')
-                esc = 1;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max)
-                return 1;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return 0;
 }
 
 static void strip_mapped_v4(char *addr)
@@ -1105,7 +1071,7 @@ static void fill_request_id(net_t *n, struct lws *wsi, struct pss *p)
     int l = lws_hdr_custom_length(wsi, "x-request-id:", 13);
     if (l > 0 && l <= 64 &&
         lws_hdr_custom_copy(wsi, p->request_id, sizeof p->request_id, "x-request-id:", 13) == l &&
-        valid_request_id(p->request_id, (size_t)l))
+        dispatch_request_id_valid(p->request_id))
         return;
     uint64_t v = splitmix64(n->rid_seed ^ ++n->rid_counter);
     for (int i = 0; i < 16; i++)
@@ -1135,17 +1101,10 @@ static int wants_close(struct lws *wsi, uint8_t *http10_keepalive)
     return !v11 && !keep_alive;
 }
 
-/* Comma-joined allowed methods for Allow / Access-Control-Allow-Methods. */
-static void allow_list(const route_match_t *m, char *out, size_t len)
-{
-    snprintf(out, len, "%s%s%sOPTIONS", m->allow, strstr(m->allow, "GET") ? ", HEAD" : "",
-             m->allow[0] ? ", " : "");
-}
-
 static int http_preflight(net_t *n, struct lws *wsi, struct pss *p, route_match_t *m)
 {
     char allow[160], extra[1024];
-    allow_list(m, allow, sizeof allow);
+    router_allow_list(m, allow, sizeof allow);
     size_t e = (size_t)snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
     if (p->cors_ok) {
         char req_hdrs[512];
@@ -1322,7 +1281,7 @@ static int http_dispatch(net_t *n, struct lws *wsi, struct pss *p)
         if (!r->json)
             return http_problem(n, wsi, p, 503, "unavailable", "out of memory", NULL);
     } else if (p->route->r.flags & ONAIR_ROUTE_JSON_BODY) {
-        if (json_too_deep(r->body, r->body_len, n->cfg.max_json_depth)) {
+        if (dispatch_json_too_deep(r->body, r->body_len, n->cfg.max_json_depth)) {
             char d[96];
             snprintf(d, sizeof d, "JSON nesting deeper than %d levels", n->cfg.max_json_depth);
             return http_problem(n, wsi, p, 400, "json_too_deep", d, NULL);
@@ -1497,7 +1456,7 @@ static int http_on_request(net_t *n, struct lws *wsi, struct pss *p, const char 
         free(query);
         if (mr == ROUTER_BAD_METHOD) {
             char allow[160], extra[200];
-            allow_list(&m, allow, sizeof allow);
+            router_allow_list(&m, allow, sizeof allow);
             snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
             char d[200];
             snprintf(d, sizeof d, "%s is not allowed here (allowed: %s)", method, allow);
@@ -1539,18 +1498,9 @@ static int http_on_request(net_t *n, struct lws *wsi, struct pss *p, const char 
     if ((route->r.flags & ONAIR_ROUTE_JSON_BODY) &&
         !((route->r.flags & ONAIR_ROUTE_BODY_OPTIONAL) && no_body)) {
         char ct[128];
-        int ok = 0;
-        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE) > 0 &&
-            lws_hdr_copy(wsi, ct, sizeof ct, WSI_TOKEN_HTTP_CONTENT_TYPE) > 0) {
-            char *semi = strchr(ct, ';');
-            if (semi)
-                *semi = 0;
-            size_t l = strlen(ct);
-            while (l && (ct[l - 1] == ' ' || ct[l - 1] == '\t'))
-                ct[--l] = 0;
-            ok = !strcasecmp(ct, "application/json") ||
-                 (l > 5 && !strcasecmp(ct + l - 5, "+json") && strchr(ct, '/'));
-        }
+        int ok = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE) > 0 &&
+                 lws_hdr_copy(wsi, ct, sizeof ct, WSI_TOKEN_HTTP_CONTENT_TYPE) > 0 &&
+                 dispatch_json_content_type(ct);
         if (!ok) {
             free(hs);
             free(query);
@@ -2024,7 +1974,7 @@ static void ws_reply_error(net_t *n, struct pss *p, json_t *id, const char *code
 static void ws_on_message(net_t *n, struct pss *p, const char *buf, size_t len)
 {
     metrics_ws_messages_in(1);
-    if (json_too_deep(buf, len, n->cfg.max_json_depth)) {
+    if (dispatch_json_too_deep(buf, len, n->cfg.max_json_depth)) {
         char d[96];
         snprintf(d, sizeof d, "JSON nesting deeper than %d levels", n->cfg.max_json_depth);
         ws_reply_error(n, p, NULL, "json_too_deep", 400, d);
