@@ -408,7 +408,7 @@ static int svc_check(onair_service_call_t *call, void *ud)
     json_t *args = api->service_args(call);
     json_t *stream = json_object_get(args, "stream");
     const char *user = onair_str(args, "user");
-    if (!user || !*user || strlen(user) > 64 ||
+    if (!user || !*user || strlen(user) > 128 ||
         (stream && !json_is_null(stream) && !json_is_string(stream)))
         return ONAIR_EINVAL;
     const char *sid = json_string_value(stream);

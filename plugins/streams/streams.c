@@ -811,6 +811,8 @@ struct op {
     json_t *data;             /* the checked body's fields, or a document being stored */
     char key[KEY_CHARS + 1];  /* a new stream key, shown once */
     op_fn on_loaded;          /* what the request does with the stream it loaded */
+    op_fn on_allowed;         /* what it does once the user is known not platform-banned */
+    int checking;             /* streams.media_publish with "check": nothing goes live */
     op_finish_fn finish;      /* going live or ending: how to answer */
     int verified;             /* going live: the owner's account is verified */
     int publish;              /* a media event: publish (1) or unpublish (0) */
@@ -952,6 +954,42 @@ static void stream_loaded(onair_flow_t *f, int status, json_t *result)
     if (!ban_applies(op->user, doc))
         return op->on_loaded(op);
     ONAIR_THEN(f, ban_answered, ask_moderation(op->st, op->id, op->user->id, f));
+}
+
+/* ---- platform bans: a user banned from the platform creates, starts, publishes, reports
+ * and follows nothing --------------------------------------------------------------------
+ * Asked of moderation.check {stream: null, user} at the moment of the action (no cache), as
+ * for private streams: 403 banned, 503 moderation_unavailable when moderation cannot say
+ * (fail closed), and nobody is banned without the moderation plugin. Watching public streams
+ * stays allowed (bans limit what a user does, not what she sees). */
+static void platform_answered(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    enum ban verdict = ban_of(status, result);
+    if (verdict == BAN_NONE || verdict == BAN_STREAM) /* a stream ban is not asked here */
+        return op->on_allowed(op);
+    int unknown = verdict == BAN_UNKNOWN;
+    int refusal = unknown ? ONAIR_EUNAVAILABLE : ONAIR_EPERM;
+    const char *code = unknown ? "moderation_unavailable" : "banned";
+    const char *detail = unknown    ? "could not check whether the account is banned"
+                         : op->user ? "you are banned from the platform"
+                                    : "the stream's owner is banned from the platform";
+    if (op->finish) /* going live: answered as its caller answers */
+        return op->finish(op, refusal, code, detail);
+    if (!f->t.req && !f->t.msg) { /* nobody to answer (a stream made for a schedule) */
+        api->log(op->st->self, ONAIR_LOG_WARN, "%s: %s", op->arg ? op->arg : "refused", detail);
+        return onair_flow_end(f);
+    }
+    onair_flow_problem(f, refusal, code, detail, NULL);
+}
+
+/* next(op) unless uid is banned from the platform (answered then). */
+static void unless_platform_banned(op_t *op, const char *uid, op_fn next)
+{
+    op->on_allowed = next;
+    json_t *args = json_pack("{s:n,s:s}", "stream", "user", uid);
+    ONAIR_THEN(&op->flow, platform_answered,
+               api->service_call(op->st->self, "moderation.check", args, onair_flow_cb, &op->flow));
 }
 
 /* Load op->id as op->user may see it, then on_loaded(op). Returns ONAIR_PENDING (for a
@@ -1321,6 +1359,14 @@ static int insert_stream(op_t *op, const char *owner, json_t *set)
         api->store_insert(op->st->streams, json_deep_copy(op->data), onair_flow_cb, &op->flow));
 }
 
+/* op->data: the fields of the new stream; op->user (or, for a schedule, op->arg) owns it. */
+static void create_allowed(op_t *op)
+{
+    json_t *set = op->data;
+    op->data = NULL;
+    insert_stream(op, op->user ? op->user->id : op->arg, set);
+}
+
 static int post_create(onair_req_t *req, void *ud)
 {
     streams_t *st = ud;
@@ -1335,7 +1381,9 @@ static int post_create(onair_req_t *req, void *ud)
         json_decref(set);
         return ONAIR_ENOMEM;
     }
-    return insert_stream(op, op->user->id, set);
+    op->data = set;
+    unless_platform_banned(op, op->user->id, create_allowed);
+    return ONAIR_PENDING;
 }
 
 /* ---- GET /api/v1/streams/{id}, /categories ----------------------------------------------- */
@@ -1610,14 +1658,26 @@ static void owner_loaded(onair_flow_t *f, int status, json_t *result)
     go_live(op);
 }
 
-/* A media publisher for op->doc: it goes live as its owner's account is now (verified,
- * disabled); a live stream stays live (a reconnecting or replacing publisher). */
-static void go_live_as_owner(op_t *op)
+/* A media publisher for op->doc, its owner not banned from the platform: with op->checking
+ * nothing more (WHIP asks so before it reads the offer); else it goes live as its owner's
+ * account is now (verified, disabled), and a live stream stays live (a reconnecting or
+ * replacing publisher). */
+static void publish_allowed(op_t *op)
 {
-    if (is_live(op->doc))
+    if (op->checking || is_live(op->doc))
         return op->finish(op, ONAIR_OK, NULL, NULL);
     ONAIR_THEN(&op->flow, owner_loaded,
                api->user_get(op->st->self, onair_str(op->doc, "owner"), onair_flow_cb, &op->flow));
+}
+
+/* Publishing (by key or as the owner, a reconnect too) is refused while the owner is banned
+ * from the platform. */
+static void go_live_as_owner(op_t *op)
+{
+    const char *owner = onair_str(op->doc, "owner");
+    if (!owner) /* a stream without an owner cannot be asked about: nobody publishes it */
+        return op->finish(op, ONAIR_EPERM, "forbidden", "the stream has no owner");
+    unless_platform_banned(op, owner, publish_allowed);
 }
 
 static void ended(onair_flow_t *f, int status, json_t *result)
@@ -1667,7 +1727,7 @@ static void start_step(op_t *op)
         return forbidden(op, "only the owner may start a stream");
     op->verified = op->user->verified;
     op->finish = rest_finished;
-    go_live(op);
+    unless_platform_banned(op, op->user->id, go_live);
 }
 
 static int post_start(onair_req_t *req, void *ud)
@@ -1847,8 +1907,7 @@ static void relay_stream_loaded(onair_flow_t *f, int status, json_t *result)
             return op->finish(op, ONAIR_EPERM, "forbidden",
                               "only the stream's owner (or its stream key) may publish");
     }
-    if (json_is_true(json_object_get(args, "check"))) /* the caller may publish: no more */
-        return op->finish(op, ONAIR_OK, NULL, NULL);
+    op->checking = json_is_true(json_object_get(args, "check")); /* then: no more */
     go_live_as_owner(op);
 }
 
@@ -2375,6 +2434,12 @@ static void followee_found(onair_flow_t *f, int status, json_t *result)
     ONAIR_THEN(f, follow_looked_up, api->store_find_one(op->st->follows, spec, onair_flow_cb, f));
 }
 
+static void follow_allowed(op_t *op)
+{
+    ONAIR_THEN(&op->flow, followee_found,
+               api->user_get(op->st->self, op->arg, onair_flow_cb, &op->flow));
+}
+
 static int post_follow(onair_req_t *req, void *ud)
 {
     streams_t *st = ud;
@@ -2385,11 +2450,11 @@ static int post_follow(onair_req_t *req, void *ud)
     if (!strcmp(uid, api->req_user(req)->id))
         return api->target_problem(t, ONAIR_EINVAL, "cannot_follow_self",
                                    "you cannot follow yourself", NULL);
-    op_t *op = arg_op(req, ud, NULL, uid);
+    op_t *op = arg_op(req, st, NULL, uid);
     if (!op)
         return ONAIR_ENOMEM;
-    return ONAIR_THEN(&op->flow, followee_found,
-                      api->user_get(st->self, uid, onair_flow_cb, &op->flow));
+    unless_platform_banned(op, op->user->id, follow_allowed);
+    return ONAIR_PENDING;
 }
 
 static void unfollowed(onair_flow_t *f, int status, json_t *result)
@@ -2507,7 +2572,7 @@ static void open_report_looked_up(onair_flow_t *f, int status, json_t *result)
 }
 
 /* One open report per user and stream: look for one first. */
-static void report_step(op_t *op)
+static void report_allowed(op_t *op)
 {
     json_t *body = api->req_json(op->flow.t.req);
     const char *text = onair_str(body, "text");
@@ -2520,6 +2585,12 @@ static void report_step(op_t *op)
                              op->user->id, "status", "open");
     ONAIR_THEN(&op->flow, open_report_looked_up,
                api->store_find_one(op->st->reports, spec, onair_flow_cb, &op->flow));
+}
+
+/* A user banned from the platform reports nothing. */
+static void report_step(op_t *op)
+{
+    unless_platform_banned(op, op->user->id, report_allowed);
 }
 
 static int post_report(onair_req_t *req, void *ud)
@@ -2700,11 +2771,14 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
     if (json_is_string(schedule))
         json_object_set(set, "schedule_id", schedule);
     op_t *op = op_new(st, no_target, NULL, NULL); /* nobody to answer: created tells the owner */
-    if (!op) {
+    if (!op || !(op->arg = onair_strdup(owner))) {
+        if (op)
+            op_free(&op->flow);
         json_decref(set);
         return;
     }
-    insert_stream(op, owner, set);
+    op->data = set;
+    unless_platform_banned(op, owner, create_allowed);
 }
 
 /* ---- service "streams.access" (ABI 1.3) ------------------------------------------------

@@ -31,16 +31,20 @@ static const onair_user_t cyd = {sizeof(onair_user_t), CYD, viewer, 1};
 static const char *const json_header[] = {"Content-Type", "application/json", NULL};
 static const onair_api_t *api;
 static int bob_banned; /* moderation.check: 1 banned from every stream, -1 cannot answer */
+static const char *platform_banned; /* moderation.check: this user is banned from the platform */
 
 /* moderation.check {stream, user} -> {banned, platform_banned, timed_out_until} */
 static int fake_check(onair_service_call_t *call, void *ud)
 {
     if (bob_banned < 0)
         return api->service_answer(call, ONAIR_EUNAVAILABLE, NULL);
-    int banned = bob_banned && !strcmp(onair_str(api->service_args(call), "user"), BOB);
-    return api->service_answer(
-        call, ONAIR_OK,
-        json_pack("{s:b,s:b,s:n}", "banned", banned, "platform_banned", 0, "timed_out_until"));
+    json_t *args = api->service_args(call);
+    const char *user = onair_str(args, "user");
+    int banned = bob_banned && !strcmp(user, BOB) && onair_str(args, "stream");
+    int platform = platform_banned && !strcmp(user, platform_banned);
+    return api->service_answer(call, ONAIR_OK,
+                               json_pack("{s:b,s:b,s:n}", "banned", banned, "platform_banned",
+                                         platform, "timed_out_until"));
 }
 
 static int setup(void **state)
@@ -52,6 +56,7 @@ static int setup(void **state)
     assert_int_equal(onair_test_start(h), ONAIR_OK);
     api = onair_test_api(h);
     bob_banned = 0;
+    platform_banned = NULL;
     assert_int_equal(onair_test_service_add(h, "moderation.check", fake_check, NULL), ONAIR_OK);
     onair_test_user_add(h, ADA, "ada", NULL, streamer, 1);
     onair_test_user_add(h, BOB, "bob", NULL, viewer, 1);
@@ -318,6 +323,62 @@ static void test_private_streams_bans_and_access(void **state)
     finish(h);
 }
 
+/* streams.media_publish {stream, stream_key, check?}: the status; the answer in svc_result. */
+static int media_publish(onair_test_host_t *h, const char *sid, const char *key, int check)
+{
+    json_t *args = json_pack("{s:s,s:s,s:b}", "stream", sid, "stream_key", key, "check", check);
+    assert_int_equal(onair_test_service_call(h, "streams.media_publish", args, svc_done, NULL),
+                     ONAIR_OK);
+    onair_test_run(h);
+    return svc_status;
+}
+
+/* A user banned from the platform creates, starts, publishes (by key or as the owner, a WHIP
+ * check included), reports and follows nothing: 403 banned, asked at the moment of the action;
+ * moderation that cannot answer refuses (503); the unban restores it all at once. */
+static void test_platform_ban_refuses_actions(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_test_response_t *r = call(h, "POST", STREAMS, "{\"title\":\"Before\"}", &ada);
+    assert_int_equal(r->status, 201);
+    char sid[25], path[64], action[96], key[64];
+    snprintf(sid, sizeof sid, "%s", onair_str(json_object_get(r->json, "stream"), "id"));
+    snprintf(key, sizeof key, "%s", onair_str(r->json, "stream_key"));
+    snprintf(path, sizeof path, STREAMS "/%s", sid);
+    onair_test_response_free(r);
+    platform_banned = ADA;
+    problem(call(h, "POST", STREAMS, "{\"title\":\"After\"}", &ada), 403, "banned", NULL);
+    snprintf(action, sizeof action, "%s/start", path);
+    problem(call(h, "POST", action, NULL, &ada), 403, "banned", NULL);
+    for (int check = 0; check <= 1; check++) {
+        assert_int_equal(media_publish(h, sid, key, check), ONAIR_EPERM);
+        assert_string_equal(onair_str(svc_result, "code"), "banned");
+    }
+    snprintf(action, sizeof action, "%s/report", path);
+    problem(call(h, "POST", action, "{\"reason\":\"spam\"}", &ada), 403, "banned", NULL);
+    problem(call(h, "POST", "/api/v1/users/" BOB "/follow", NULL, &ada), 403, "banned", NULL);
+    json_t *docs = onair_test_store_dump(h, "streams.streams");
+    assert_int_equal(json_array_size(docs), 1); /* nothing made, nothing live */
+    assert_string_equal(onair_str(json_array_get(docs, 0), "status"), "created");
+    json_decref(docs);
+    /* others are not concerned; watching a public stream stays allowed */
+    answered(call(h, "GET", path, NULL, &ada), 200);
+    answered(call(h, "POST", action, "{\"reason\":\"spam\"}", &bob), 201);
+    /* fail closed */
+    bob_banned = -1;
+    problem(call(h, "POST", STREAMS, "{\"title\":\"Unsure\"}", &ada), 503, "moderation_unavailable",
+            NULL);
+    bob_banned = 0;
+    platform_banned = NULL;
+    assert_int_equal(media_publish(h, sid, key, 1), ONAIR_OK);
+    snprintf(action, sizeof action, "%s/start", path);
+    answered(call(h, "POST", action, NULL, &ada), 200);
+    answered(call(h, "POST", "/api/v1/users/" BOB "/follow", NULL, &ada), 201);
+    json_decref(svc_result);
+    svc_result = NULL;
+    finish(h);
+}
+
 static void test_follows_reports_and_limits(void **state)
 {
     onair_test_host_t *h = *state;
@@ -381,6 +442,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_browse_query_mistakes_name_the_parameter, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_private_streams_bans_and_access, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_platform_ban_refuses_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_follows_reports_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
     };

@@ -1054,6 +1054,58 @@ def test_private_stream_start_notifies_allowed_followers_only(srv):
     run(scenario())
 
 
+# ---- platform bans (with the moderation plugin) ------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_platform_banned_user_creates_starts_publishes_reports_follows_nothing(request, backend):
+    """A user banned from the platform is refused 403 banned when she creates or starts a
+    stream, publishes it (the media test route by key, WHIP by key and by token: checked
+    before the offer is read), reports or follows; the ban is asked at the moment of the
+    action, and lifting it restores everything at once."""
+    plugins = {"streams": streams_plugin(),
+               "moderation": {"path": os.path.join(PLUGIN_DIR, "moderation.so")}}
+    s = Server(plugins=plugins, core=core(storage_for(request, backend))).start()
+    try:
+        owner, fan = Account(s, "pbo"), Account(s, "pbf")
+        made = create(owner, title="Before the ban")
+        sid, key = made["stream"]["id"], made["stream_key"]
+        other = create(fan, title="Someone else's")["stream"]["id"]
+        admin = Anon(s, api_token())
+        r = admin.call("POST", "/api/v1/moderation/bans", {"user": owner.id})
+        assert r.status == 201, r
+        offer = "v=0\r\n"  # never read: the right is checked first
+        b = problem(owner.call("POST", "/api/v1/streams", {"title": "After"}), 403, "banned")
+        assert "platform" in b["detail"], b
+        problem(owner.call("POST", f"/api/v1/streams/{sid}/start"), 403, "banned")
+        problem(owner.call("POST", "/api/v1/streams/_media",
+                           {"event": "publish", "stream_key": key}), 403, "banned")
+        for tok in (key, owner.token):
+            problem(s.http("POST", f"/api/v1/whip/{sid}", offer, token=tok,
+                           headers={"Content-Type": "application/sdp"}), 403, "banned")
+        problem(owner.call("POST", f"/api/v1/streams/{other}/report", {"reason": "spam"}), 403,
+                "banned")
+        problem(owner.call("POST", f"/api/v1/users/{fan.id}/follow"), 403, "banned")
+        # nothing was made, nothing went live; watching a public stream stays allowed
+        assert owner.call("GET", f"/api/v1/streams/{sid}").json()["stream"]["status"] == "created"
+        r = owner.call("GET", f"/api/v1/streams?owner={owner.id}")
+        assert [x["id"] for x in r.json()["streams"]] == [sid], r
+        assert owner.call("GET", f"/api/v1/streams/{other}").status == 200
+        # others are not concerned
+        assert fan.call("POST", f"/api/v1/streams/{sid}/report", {"reason": "spam"}).status == 201
+        assert fan.call("POST", f"/api/v1/users/{owner.id}/follow").status == 201
+        # the unban restores it all
+        assert admin.call("DELETE", f"/api/v1/moderation/bans/{owner.id}").status == 200
+        assert owner.call("POST", "/api/v1/streams", {"title": "After"}).status == 201
+        assert owner.call("POST", f"/api/v1/streams/{sid}/start").status == 200
+        assert owner.call("POST", f"/api/v1/users/{fan.id}/follow").status == 201
+        assert owner.call("POST", f"/api/v1/streams/{other}/report",
+                          {"reason": "spam"}).status == 201
+    finally:
+        try:
+            assert s.stop() == 0
+        finally:
+            s.kill()
+
+
 # ---- service streams.access (ABI 1.3), called through the test plugin hooktest ---------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_access_service(request, backend):
