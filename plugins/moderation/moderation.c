@@ -445,6 +445,7 @@ struct op {
     json_t *roles;    /* the caller's roles, for streams.access */
     int actor_admin;  /* the caller has the admin role */
     int actor_owner;  /* the caller owns the stream */
+    char *owner;      /* the stream's owner (messages: hers are protected) */
     const char *kind; /* sanctions: "timeout" or "ban" */
     char *target;     /* sanctions: the user */
     char *reason;     /* sanctions: NULL = none */
@@ -465,6 +466,7 @@ static void op_end(onair_flow_t *f)
 {
     op_t *op = (op_t *)f;
     free(op->actor);
+    free(op->owner);
     free(op->target);
     free(op->reason);
     free(op->pattern);
@@ -1072,6 +1074,15 @@ static void message_found(onair_flow_t *f, int status, json_t *result)
     if (!strcmp(op->audit_action, "held_deny") && state && !held)
         return onair_flow_problem(f, ONAIR_ECONFLICT, "not_held",
                                   "this message is not held for review", NULL);
+    /* as with sanctions: the owner is above her stream's moderators, so her messages are
+     * deleted (or denied) only by herself or an admin */
+    const char *author = onair_str(message, "user");
+    if (!is_approve(op) && author && op->owner && !strcmp(author, op->owner) && !op->actor_owner &&
+        !op->actor_admin)
+        return onair_flow_problem(f, ONAIR_EPERM, "cannot_delete_owner_message",
+                                  "only the stream's owner or an admin may delete the owner's "
+                                  "messages",
+                                  NULL);
     ONAIR_THEN(f, message_changed,
                api->service_call(mod.self, is_approve(op) ? "chat.release" : "chat.delete",
                                  json_pack("{s:s}", "message", op->id), onair_flow_cb, op));
@@ -1079,6 +1090,9 @@ static void message_found(onair_flow_t *f, int status, json_t *result)
 
 static void find_message(op_t *op, json_t *access)
 {
+    const char *owner = onair_str(access, "owner");
+    if (owner && !(op->owner = onair_strdup(owner)))
+        return onair_flow_problem(&op->flow, ONAIR_ENOMEM, NULL, NULL, NULL);
     ONAIR_THEN(&op->flow, message_found,
                api->service_call(mod.self, "chat.get", json_pack("{s:s}", "message", op->id),
                                  onair_flow_cb, op));

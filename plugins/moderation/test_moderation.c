@@ -25,6 +25,7 @@ const onair_plugin_desc_t *onair_plugin_entry_v1(void);
 #define ROOT    "f00000000000000000000000" /* admin */
 #define HELD    "c00000000000000000000001" /* chat messages of LIVE (fake chat) */
 #define SHOWN   "c00000000000000000000002"
+#define OWNED   "c00000000000000000000003" /* ada's, the owner's */
 #define MOD(s)  "/api/v1/streams/" s "/moderation"
 
 static const char *const viewer[] = {"viewer", NULL}, *const admin[] = {"admin", NULL};
@@ -50,7 +51,7 @@ static int fake_access(onair_service_call_t *call, void *ud)
 }
 
 /* chat.get / chat.release / chat.delete {message} and chat.held {stream}, over two messages */
-static const char *held_status, *shown_status;
+static const char *held_status, *shown_status, *owned_status;
 static int fake_chat(onair_service_call_t *call, void *ud)
 {
     const char *fn = ud, *id = onair_str(api->service_args(call), "message");
@@ -61,6 +62,7 @@ static int fake_chat(onair_service_call_t *call, void *ud)
     const char **status = !id                  ? NULL
                           : !strcmp(id, HELD)  ? &held_status
                           : !strcmp(id, SHOWN) ? &shown_status
+                          : !strcmp(id, OWNED) ? &owned_status
                                                : NULL;
     if (!status)
         return api->service_answer(call, ONAIR_ENOTFOUND, NULL);
@@ -70,7 +72,8 @@ static int fake_chat(onair_service_call_t *call, void *ud)
         *status = !strcmp(fn, "release") ? "visible" : "deleted";
     return api->service_answer(call, ONAIR_OK,
                                json_pack("{s:{s:s,s:s,s:s,s:s}}", "message", "id", id, "stream",
-                                         LIVE, "user", BOB, "status", *status));
+                                         LIVE, "user", !strcmp(id, OWNED) ? ADA : BOB, "status",
+                                         *status));
 }
 
 static int setup(void **state)
@@ -316,6 +319,7 @@ static void test_held_messages_through_chat(void **state)
     }
     held_status = "held";
     shown_status = "visible";
+    owned_status = "visible";
     onair_test_response_t *r = call(h, "GET", MOD(LIVE) "/held", NULL, &mia);
     assert_int_equal(json_array_size(json_object_get(r->json, "messages")), 1);
     onair_test_response_free(r);
@@ -338,6 +342,14 @@ static void test_held_messages_through_chat(void **state)
     assert_string_equal(onair_str(last, "action"), "message_delete");
     assert_string_equal(onair_str(last, "target"), BOB);
     onair_test_response_free(r);
+    /* the owner's messages: a stream moderator may not delete them, the owner and admins may */
+    problem(call(h, "DELETE", "/api/v1/streams/" LIVE "/chat/messages/" OWNED, NULL, &mia), 403,
+            "cannot_delete_owner_message", NULL);
+    assert_string_equal(owned_status, "visible");
+    answered(call(h, "DELETE", "/api/v1/streams/" LIVE "/chat/messages/" OWNED, NULL, &root), 200);
+    assert_string_equal(owned_status, "deleted");
+    owned_status = "visible";
+    answered(call(h, "DELETE", "/api/v1/streams/" LIVE "/chat/messages/" OWNED, NULL, &ada), 200);
     finish(h);
 }
 

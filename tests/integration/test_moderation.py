@@ -844,6 +844,31 @@ def test_platform_ban_refuses_private_streams_until_lifted(srv_chat):
     run(scenario(True))
 
 
+def test_stream_moderator_cannot_delete_the_owners_messages(srv_chat):
+    """A stream moderator deletes viewers' messages but not the owner's (403
+    cannot_delete_owner_message, the message stays); the owner and admins may."""
+    srv = srv_chat
+    c = Cast(srv)
+    chat = f"/api/v1/streams/{c.sid}/chat"
+
+    def say(acct, text):
+        r = acct.call("POST", chat, {"text": text})
+        assert r.status == 201, r
+        return r.json()["message"]["id"]
+
+    mine, theirs = say(c.owner, "the owner speaks"), say(c.viewer, "a viewer speaks")
+    problem(c.smod.call("DELETE", f"{chat}/messages/{mine}"), 403, "cannot_delete_owner_message")
+    texts = [m["text"] for m in c.anon.call("GET", chat).json()["messages"]]
+    assert "the owner speaks" in texts, texts
+    assert c.smod.call("DELETE", f"{chat}/messages/{theirs}").status == 200
+    assert c.owner.call("DELETE", f"{chat}/messages/{mine}").status == 200
+    other = say(c.owner, "again")
+    assert c.admin.call("DELETE", f"{chat}/messages/{other}").status == 200
+    assert c.anon.call("GET", chat).json()["messages"] == []
+    acts = [(e["action"], e["actor"]) for e in c.owner.call("GET", c.m("/log")).json()["entries"]]
+    assert ("message_delete", c.smod.id) in acts and ("message_delete", c.owner.id) in acts, acts
+
+
 def test_moderation_state_survives_restart(server_factory):
     s = server_factory(plugins=plugins(), core=core({"backend": "sqlite"})).start()
     c = Cast(s)
