@@ -36,7 +36,10 @@
 #define LOG_LIMIT_MAX  200
 #define HELD_LIMIT_DEF 50
 #define HELD_LIMIT_MAX 100
-#define TERMS_MAX      500  /* checked per stream */
+#define TERMS_MAX      500 /* stored per stream: the 501st is refused (409 too_many_terms) */
+/* read per stream (listed and enforced): the count before an insert is not atomic, so two adds
+ * racing at 499 may store 501; every stored term is still listed and enforced */
+#define TERMS_READ     (2 * TERMS_MAX)
 #define SANCTIONS_MAX  1000 /* read per user or per scope */
 #define PLATFORM_SCOPE "platform"
 
@@ -298,7 +301,7 @@ static void sanctions_found(int status, json_t *result, void *ud)
     if (!c->text)
         return filter_answer(c, ONAIR_HOOK_ALLOW, NULL);
     int rc = api->store_find(
-        mod.terms, json_pack("{s:{s:s},s:i}", "filter", "stream", c->stream, "limit", TERMS_MAX),
+        mod.terms, json_pack("{s:{s:s},s:i}", "filter", "stream", c->stream, "limit", TERMS_READ),
         terms_found, c);
     if (rc != ONAIR_OK)
         filter_answer(c, ONAIR_HOOK_DENY, UNCHECKED);
@@ -912,7 +915,7 @@ static void terms_listed(onair_flow_t *f, int status, json_t *result)
 static void list_terms(op_t *op, json_t *access)
 {
     json_t *spec = json_pack("{s:{s:s},s:{s:i},s:i}", "filter", "stream", op->stream, "sort",
-                             "created_at", 1, "limit", TERMS_MAX);
+                             "created_at", 1, "limit", TERMS_READ);
     ONAIR_THEN(&op->flow, terms_listed, api->store_find(mod.terms, spec, onair_flow_cb, op));
 }
 
@@ -931,6 +934,26 @@ static void term_inserted(onair_flow_t *f, int status, json_t *result)
     audit_then_reply(op, "term_add", op->pattern, 201, json_pack("{s:o}", "term", view(op->term)));
 }
 
+/* result: how many terms the stream has */
+static void terms_counted(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (json_integer_value(json_object_get(result, "count")) >= TERMS_MAX) {
+        char detail[128];
+        snprintf(detail, sizeof detail,
+                 "a stream has at most %d blocked terms: remove one before adding another",
+                 TERMS_MAX);
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "too_many_terms", detail, NULL);
+    }
+    op->term =
+        json_pack("{s:s,s:s,s:s,s:s,s:I}", "stream", op->stream, "pattern", op->pattern, "action",
+                  op->action, "by", op->actor, "created_at", (json_int_t)api->now_ms(mod.self));
+    ONAIR_THEN(f, term_inserted,
+               api->store_insert(mod.terms, json_deep_copy(op->term), onair_flow_cb, op));
+}
+
 /* result: the same pattern on this stream, if it is already there */
 static void term_looked_up(onair_flow_t *f, int status, json_t *result)
 {
@@ -940,11 +963,9 @@ static void term_looked_up(onair_flow_t *f, int status, json_t *result)
     if (json_is_object(json_object_get(result, "doc")))
         return onair_flow_problem(f, ONAIR_EEXIST, "term_exists", "this pattern is already blocked",
                                   NULL);
-    op->term =
-        json_pack("{s:s,s:s,s:s,s:s,s:I}", "stream", op->stream, "pattern", op->pattern, "action",
-                  op->action, "by", op->actor, "created_at", (json_int_t)api->now_ms(mod.self));
-    ONAIR_THEN(f, term_inserted,
-               api->store_insert(mod.terms, json_deep_copy(op->term), onair_flow_cb, op));
+    ONAIR_THEN(f, terms_counted,
+               api->store_count(mod.terms, json_pack("{s:{s:s}}", "filter", "stream", op->stream),
+                                onair_flow_cb, op));
 }
 
 static void add_term(op_t *op, json_t *access)

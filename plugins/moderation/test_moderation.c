@@ -278,9 +278,12 @@ static void test_blocked_terms(void **state)
     snprintf(path, sizeof path, MOD(LIVE) "/terms/%s",
              onair_str(json_object_get(r->json, "term"), "id"));
     onair_test_response_free(r);
-    answered(
-        call(h, "POST", MOD(LIVE) "/terms", "{\"pattern\":\"bad*\",\"action\":\"hold\"}", &mia),
-        201);
+    r = call(h, "POST", MOD(LIVE) "/terms", "{\"pattern\":\"bad*\",\"action\":\"hold\"}", &mia);
+    assert_int_equal(r->status, 201);
+    char path2[128];
+    snprintf(path2, sizeof path2, MOD(LIVE) "/terms/%s",
+             onair_str(json_object_get(r->json, "term"), "id"));
+    onair_test_response_free(r);
     problem(call(h, "POST", MOD(LIVE) "/terms", "{\"pattern\":\"spam\"}", &mia), 409, "term_exists",
             NULL);
     problem(call(h, "POST", MOD(LIVE) "/terms", "{\"pattern\":\"**\"}", &mia), 400,
@@ -303,6 +306,24 @@ static void test_blocked_terms(void **state)
     r = call(h, "GET", MOD(LIVE) "/terms", NULL, &ada);
     assert_int_equal(json_array_size(json_object_get(r->json, "terms")), 1);
     onair_test_response_free(r);
+
+    /* 500 terms per stream: the 501st is refused, not stored unlisted and unenforced */
+    char body[64];
+    for (int i = 1; i < 500; i++) {
+        snprintf(body, sizeof body, "{\"pattern\":\"word%03d\"}", i);
+        answered(call(h, "POST", MOD(LIVE) "/terms", body, &mia), 201);
+    }
+    problem(call(h, "POST", MOD(LIVE) "/terms", "{\"pattern\":\"onetoomany\"}", &mia), 409,
+            "too_many_terms", NULL);
+    problem(call(h, "POST", MOD(LIVE) "/terms", "{\"pattern\":\"word499\"}", &mia), 409,
+            "term_exists", NULL);
+    r = call(h, "GET", MOD(LIVE) "/terms", NULL, &ada);
+    assert_int_equal(json_array_size(json_object_get(r->json, "terms")), 500);
+    onair_test_response_free(r);
+    assert_int_equal(verdict(h, "chat.message", BOB, "so word499"), ONAIR_HOOK_DENY);
+    assert_int_equal(verdict(h, "chat.message", BOB, "onetoomany"), ONAIR_HOOK_ALLOW);
+    answered(call(h, "DELETE", path2, NULL, &mia), 200); /* one out: one in */
+    answered(call(h, "POST", MOD(LIVE) "/terms", "{\"pattern\":\"onetoomany\"}", &mia), 201);
     finish(h);
 }
 

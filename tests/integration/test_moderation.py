@@ -15,7 +15,7 @@ import urllib.parse
 import pytest
 import websockets
 
-from onair_harness import PLUGIN_DIR, Server, make_token
+from onair_harness import PLUGIN_DIR, Server, make_token, request
 from store_support import Congo, storage_config, unique_db
 
 BACKENDS = ["sqlite", "mongodb"]
@@ -842,6 +842,35 @@ def test_platform_ban_refuses_private_streams_until_lifted(srv_chat):
     assert r.status == 200, r
     assert c.viewer.call("GET", base).status == 200
     run(scenario(True))
+
+
+def test_the_501st_blocked_term_is_refused(srv_chat):
+    """A stream keeps at most 500 blocked terms: the 501st is refused with 409 too_many_terms
+    (not answered 201 and then never listed nor enforced); all 500 are listed and enforced,
+    and removing one makes room for another."""
+    srv = srv_chat
+    c = Cast(srv)
+    conn = srv.connection(timeout=30)  # one connection for the 500 adds
+    try:
+        for i in range(500):
+            r = request(conn, "POST", c.m("/terms"), {"pattern": f"word{i:03d}"},
+                        token=c.owner.token)
+            assert r.status == 201, (i, r)
+    finally:
+        conn.close()
+    problem(c.smod.call("POST", c.m("/terms"), {"pattern": "onetoomany"}), 409, "too_many_terms")
+    terms = c.owner.call("GET", c.m("/terms")).json()["terms"]
+    assert len(terms) == 500 and "onetoomany" not in [t["pattern"] for t in terms]
+    chat = f"/api/v1/streams/{c.sid}/chat"
+    for text in ("first word000", "last word499"):  # every stored term is enforced
+        r = c.viewer.call("POST", chat, {"text": text})
+        assert r.status == 403 and r.json()["code"] == "denied", (text, r)
+    assert c.viewer.call("POST", chat, {"text": "onetoomany"}).status == 201
+    last = next(t for t in terms if t["pattern"] == "word499")
+    assert c.owner.call("DELETE", c.m(f"/terms/{last['id']}")).status == 200
+    assert c.owner.call("POST", c.m("/terms"), {"pattern": "onetoomany"}).status == 201
+    r = c.viewer.call("POST", chat, {"text": "onetoomany"})
+    assert r.status == 403 and r.json()["code"] == "denied", r
 
 
 def test_stream_moderator_cannot_delete_the_owners_messages(srv_chat):
