@@ -170,6 +170,10 @@ session_t *media_session_new(int role, const char *stream_id)
     atomic_init(&s->closed, 0);
     atomic_init(&s->media_ready, 0);
     atomic_init(&s->worker_index, -1);
+    static atomic_uint serials;
+    s->serial = atomic_fetch_add(&serials, 1) + 1;
+    if (!s->serial) /* wrapped: 0 means none */
+        s->serial = atomic_fetch_add(&serials, 1) + 1;
     s->role = role;
     snprintf(s->stream_id, sizeof s->stream_id, "%s", stream_id);
     media_random_string(s->id, 22);
@@ -183,6 +187,7 @@ session_t *media_session_new(int role, const char *stream_id)
     s->our_ssrc = (uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 | r[3];
     for (int k = 0; k < MEDIA_KINDS; k++)
         s->view[k].source_layer = -1;
+    simulcast_bwe_init(&s->bwe);
     return s;
 }
 

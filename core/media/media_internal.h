@@ -113,14 +113,18 @@ typedef struct view_track {
     uint32_t ssrc, rtx_ssrc;
     uint16_t rtx_seq;
     rtp_rewriter_t rw;
+    rtp_desc_rewriter_t desc; /* VP8/VP9 PictureID and TL0PICIDX, continuous like seq/ts */
     simulcast_sel_t sel;
-    int source_layer;   /* layer the last forwarded packet came from, -1 none */
-    const void *source; /* that layer's identity: a new publisher is a new source */
+    int source_layer;    /* layer the last forwarded packet came from, -1 none */
+    const void *source;  /* that layer's identity: a new publisher is a new source */
+    uint32_t source_pub; /* the serial of the publisher it belongs to, 0 = none */
     uint8_t ext_id[EXT_COUNT];
     uint8_t ext_map[16]; /* publisher id -> viewer id (0 drops it) */
     uint16_t seq_src[MEDIA_SEQMAP];
     uint32_t seq_ts[MEDIA_SEQMAP];
     int8_t seq_layer[MEDIA_SEQMAP];
+    rtp_desc_off_t seq_desc[MEDIA_SEQMAP]; /* the descriptor offsets it was sent with */
+    uint32_t seq_pub[MEDIA_SEQMAP];        /* the serial of the publisher it came from */
     uint64_t packets, octets;
     uint32_t last_ts;
     uint64_t last_send_us;
@@ -135,6 +139,7 @@ struct session {
     atomic_int refs;
     atomic_int closed; /* set once; the bound worker drops it on its next tick */
     char id[MEDIA_ID_LEN];
+    uint32_t serial; /* unique per process (never reused, unlike the address), from 1 */
     int role;
     struct relay *relay;
     char stream_id[MEDIA_STREAM_ID_LEN];
@@ -169,8 +174,15 @@ struct session {
     view_track_t view[MEDIA_KINDS];
     uint64_t estimate_bps; /* viewer: REMB, capped by its SDP b= line */
     uint64_t sdp_max_bps;  /* viewer: b=TIAS/AS of its offer, 0 = none */
-    int max_layer;         /* viewer: ?layer= hint, -1 = none */
-    uint32_t our_ssrc;     /* sender SSRC of our RTCP to this peer */
+    int max_layer;         /* viewer: ?max_layer= or PATCH {"max_layer"}, -1 = none */
+    simulcast_bwe_t bwe;   /* viewer: its REMB and loss read for layer choice, probes */
+    uint64_t sent_bps;     /* viewer: what it was sent over the last second */
+    uint64_t rate_start_ms, rate_start_bytes;
+    uint64_t pad_bps; /* viewer: probe padding to add now (RTX copies), 0 = none */
+    uint64_t pad_last_us;
+    int64_t pad_credit; /* bytes of padding due */
+    uint64_t probe_packets;
+    uint32_t our_ssrc; /* sender SSRC of our RTCP to this peer */
     uint64_t last_rtcp_ms;
     uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, srtp_errors, rtt_ms;
 

@@ -263,6 +263,34 @@ static int classify(session_t *s, uint8_t *pkt, const rtp_header_t *h, int *kind
     return -1;
 }
 
+/* A probe (simulcast.h): RTX copies of the packet just sent, paced by the media itself, so that
+ * the viewer gets v->pad_bps on top of its media. Its receiver recovers packets it has and drops
+ * them; its bandwidth estimate sees the rate. */
+#define PROBE_CREDIT_MAX (4 * MEDIA_MTU)
+static void probe_copies(media_worker_t *w, session_t *v, view_track_t *vt, const uint8_t *plain,
+                         size_t len, uint64_t now_us)
+{
+    if (v->pad_last_us && now_us > v->pad_last_us)
+        v->pad_credit += (int64_t)((now_us - v->pad_last_us) * v->pad_bps / 8000000u);
+    v->pad_last_us = now_us;
+    if (v->pad_credit > PROBE_CREDIT_MAX)
+        v->pad_credit = PROBE_CREDIT_MAX;
+    while (v->pad_credit >= (int64_t)len) {
+        uint8_t *out = worker_slot(w, v);
+        if (!out)
+            return;
+        size_t n = rtp_build_rtx(out, MEDIA_MTU, plain, len, (uint8_t)vt->rtx_pt, vt->rtx_ssrc,
+                                 vt->rtx_seq++);
+        if (!n || srtp_session_protect_rtp(v->srtp_out, out, &n, MEDIA_SLOT) < 0)
+            return;
+        worker_commit(w, n);
+        v->pad_credit -= (int64_t)n;
+        v->tx_packets++;
+        v->tx_bytes += n;
+        v->probe_packets++;
+    }
+}
+
 /* One packet to one viewer. A repair (an RTX-repaired packet, late by nature) goes only where
  * it fits the viewer's current numbering. */
 static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const pub_track_t *t,
@@ -287,9 +315,19 @@ static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const
     rtp_set_ssrc(out, vt->ssrc);
     if (h->ext_profile && rtp_ext_remap(out, h, vt->ext_map) < 0)
         return;
+    if (vt->ext_id[EXT_ABS_SEND_TIME])
+        rtp_ext_set_abs_send_time(out, h, vt->ext_id[EXT_ABS_SEND_TIME], now_us);
+    rtp_desc_off_t desc = {0, 0};
+    if (t->codec == RTP_CODEC_VP8 || t->codec == RTP_CODEC_VP9)
+        rtp_desc_rewrite(&vt->desc, t->codec, out + h->payload_off, h->payload_len, &desc);
     vt->seq_src[seq % MEDIA_SEQMAP] = h->seq;
     vt->seq_ts[seq % MEDIA_SEQMAP] = ts;
     vt->seq_layer[seq % MEDIA_SEQMAP] = (int8_t)layer;
+    vt->seq_desc[seq % MEDIA_SEQMAP] = desc;
+    vt->seq_pub[seq % MEDIA_SEQMAP] = vt->source_pub;
+    int probe = v->pad_bps && vt->rtx_pt && vt->kind == MEDIA_VIDEO && !repair;
+    if (probe)
+        memcpy(w->scratch, out, len); /* the packet as the viewer gets it, for probe copies */
     size_t n = len;
     if (srtp_session_protect_rtp(v->srtp_out, out, &n, MEDIA_SLOT) < 0)
         return;
@@ -300,6 +338,8 @@ static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const
     vt->last_send_us = now_us;
     v->tx_packets++;
     v->tx_bytes += n;
+    if (probe)
+        probe_copies(w, v, vt, w->scratch, len, now_us);
 }
 
 void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
@@ -380,6 +420,12 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
                 forward_one(w, v, vt, t, layer, pkt, len, &h, now_us, 1);
             continue;
         }
+        if (vt->source_pub && vt->source_pub != s->serial) {
+            /* a hand-over: the new publisher's layers start at their keyframe (the layer the
+             * viewer had does not carry on from the old one's pictures) */
+            vt->sel.current = -1;
+            vt->source_pub = 0;
+        }
         if (t->simulcast) {
             if (!simulcast_accept(&vt->sel, layer, key))
                 continue;
@@ -388,10 +434,13 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
             continue;
         }
         if (vt->source != L) {
-            if (vt->source)
+            if (vt->source) {
                 rtp_rewriter_switch(&vt->rw);
+                rtp_desc_switch(&vt->desc);
+            }
             vt->source = L;
             vt->source_layer = layer;
+            vt->source_pub = s->serial;
         }
         forward_one(w, v, vt, t, layer, pkt, len, &h, now_us, 0);
     }
@@ -407,6 +456,8 @@ static void resend(media_worker_t *w, session_t *v, view_track_t *vt, session_t 
     if (!pub || layer < 0 || layer >= pub->pub[kind].nlayers)
         return;
     pub_layer_t *L = &pub->pub[kind].layers[layer];
+    if (vt->seq_pub[seq % MEDIA_SEQMAP] != pub->serial)
+        return; /* sent from a publisher that has been replaced since: its packets are gone */
     size_t plen;
     const uint8_t *orig = L->buf ? rtx_buffer_get(L->buf, vt->seq_src[seq % MEDIA_SEQMAP], &plen,
                                                   now_ms, RTX_MAX_AGE_MS)
@@ -425,6 +476,10 @@ static void resend(media_worker_t *w, session_t *v, view_track_t *vt, session_t 
     rtp_set_ssrc(pkt, vt->ssrc);
     if (h.ext_profile && rtp_ext_remap(pkt, &h, vt->ext_map) < 0)
         return;
+    rtp_desc_apply(pub->pub[kind].codec, pkt + h.payload_off, h.payload_len,
+                   &vt->seq_desc[seq % MEDIA_SEQMAP]);
+    if (vt->ext_id[EXT_ABS_SEND_TIME])
+        rtp_ext_set_abs_send_time(pkt, &h, vt->ext_id[EXT_ABS_SEND_TIME], media_now_us());
     uint8_t *out = worker_slot(w, v);
     if (!out)
         return;
@@ -502,6 +557,7 @@ static void viewer_rtcp(media_worker_t *w, session_t *v, relay_t *r, const rtcp_
         if (rtcp_parse_remb(p, &remb) < 0)
             return;
         uint64_t bps = remb.bitrate_bps;
+        simulcast_bwe_on_remb(&v->bwe, bps, v->sent_bps, now_ms);
         if (v->sdp_max_bps && bps > v->sdp_max_bps)
             bps = v->sdp_max_bps;
         v->estimate_bps = bps ? bps : 1;
@@ -522,6 +578,8 @@ static void viewer_rtcp(media_worker_t *w, session_t *v, relay_t *r, const rtcp_
             n = sr.n_reports;
         }
         for (unsigned i = 0; i < n; i++) {
+            if (v->view[MEDIA_VIDEO].present && rb[i].ssrc == v->view[MEDIA_VIDEO].ssrc)
+                simulcast_bwe_on_loss(&v->bwe, rb[i].fraction_lost, now_ms);
             if (!rb[i].lsr)
                 continue;
             uint32_t now32 = (uint32_t)(ntp_now() >> 16);
@@ -623,6 +681,13 @@ static void viewer_tick(media_worker_t *w, session_t *v, relay_t *r, uint64_t no
 {
     session_t *pub = r->publisher;
     view_track_t *vt = &v->view[MEDIA_VIDEO];
+    if (now_ms - v->rate_start_ms >= 1000) { /* what the viewer was sent: congestion signs */
+        if (v->rate_start_ms)
+            v->sent_bps = (v->tx_bytes - v->rate_start_bytes) * 8000u / (now_ms - v->rate_start_ms);
+        v->rate_start_ms = now_ms;
+        v->rate_start_bytes = v->tx_bytes;
+    }
+    v->pad_bps = 0;
     if (pub && vt->present && pub->pub[MEDIA_VIDEO].simulcast) {
         pub_track_t *t = &pub->pub[MEDIA_VIDEO];
         simulcast_layer_t layers[MEDIA_MAX_LAYERS];
@@ -631,10 +696,16 @@ static void viewer_tick(media_worker_t *w, session_t *v, relay_t *r, uint64_t no
             layers[l].active = t->layers[l].active;
             layers[l].bitrate_bps = t->layers[l].bitrate_bps;
         }
-        /* no REMB yet and no b= line: nothing says the viewer is constrained */
-        uint64_t est =
-            v->estimate_bps ? v->estimate_bps : (v->sdp_max_bps ? v->sdp_max_bps : UINT64_MAX);
+        /* the REMB read for what it says (simulcast.h): no REMB yet and no b= line, nothing
+         * constrains the viewer; a REMB that mirrors its rate never moves it down */
+        uint64_t est = simulcast_bwe_estimate(&v->bwe, &vt->sel, layers, v->sdp_max_bps, now_ms);
         simulcast_choose_target(&vt->sel, layers, est, v->max_layer, now_ms);
+        /* up only after a probe: RTX copies (so only for a viewer that has RTX) */
+        if (vt->rtx_pt)
+            v->pad_bps = simulcast_bwe_probe(&v->bwe, &vt->sel, layers, v->max_layer,
+                                             v->sdp_max_bps, now_ms);
+        if (!v->pad_bps)
+            v->pad_credit = 0;
         if (simulcast_needs_keyframe(&vt->sel, now_ms))
             relay_request_keyframe(w, pub, MEDIA_VIDEO, vt->sel.target, now_ms);
     }

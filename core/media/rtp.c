@@ -180,6 +180,20 @@ int rtp_ext_remap(uint8_t *pkt, const rtp_header_t *h, const uint8_t map[16])
     return r.kept;
 }
 
+int rtp_ext_set_abs_send_time(uint8_t *pkt, const rtp_header_t *h, int id, uint64_t now_us)
+{
+    const uint8_t *v;
+    size_t n;
+    if (rtp_ext_find(pkt, h, id, &v, &n) < 0 || n != 3)
+        return -1;
+    uint32_t t = (uint32_t)(((now_us << 18) / 1000000u) & 0xFFFFFFu);
+    uint8_t *w = pkt + (v - pkt);
+    w[0] = (uint8_t)(t >> 16);
+    w[1] = (uint8_t)(t >> 8);
+    w[2] = (uint8_t)t;
+    return 0;
+}
+
 /* ---- rewriting -------------------------------------------------------------------------- */
 
 void rtp_rewriter_init(rtp_rewriter_t *r)
@@ -254,6 +268,172 @@ void rtp_rewrite(rtp_rewriter_t *r, uint16_t in_seq, uint32_t in_ts, uint64_t no
         *out_seq = (uint16_t)(in_seq + r->seq_off);
         *out_ts = in_ts + r->ts_off;
     }
+}
+
+/* ---- payload descriptors ------------------------------------------------------------------ */
+
+/* Where the PictureID (and its width in bits) and TL0PICIDX are: offsets into the payload, 0
+ * when absent (offset 0 is the first descriptor byte, never one of them). -1 when malformed. */
+static int desc_locate(int codec, const uint8_t *p, size_t n, size_t *pid_at, int *pid_bits,
+                       size_t *tl0_at)
+{
+    *pid_at = *tl0_at = 0;
+    *pid_bits = 0;
+    if (n < 1)
+        return -1;
+    size_t off = 1;
+    if (codec == RTP_CODEC_VP8) {
+        if (!(p[0] & 0x80)) /* X: no extension byte, no PictureID */
+            return 0;
+        if (n < 2)
+            return -1;
+        uint8_t x = p[1];
+        off = 2;
+        if (x & 0x80) { /* I */
+            if (off >= n)
+                return -1;
+            *pid_at = off;
+            *pid_bits = (p[off] & 0x80) ? 15 : 7;
+            off += *pid_bits == 15 ? 2 : 1;
+        }
+        if (x & 0x40) { /* L */
+            if (off >= n)
+                return -1;
+            *tl0_at = off++;
+        }
+        if ((x & 0x30) && off >= n) /* T or K: the TID/Y/KEYIDX byte */
+            return -1;
+        return *pid_bits == 15 && *pid_at + 1 >= n ? -1 : 0;
+    }
+    if (codec == RTP_CODEC_VP9) {
+        uint8_t b0 = p[0];
+        int I = b0 >> 7 & 1, L = b0 >> 5 & 1, F = b0 >> 4 & 1;
+        if (I) {
+            if (off >= n)
+                return -1;
+            *pid_at = off;
+            *pid_bits = (p[off] & 0x80) ? 15 : 7;
+            off += *pid_bits == 15 ? 2 : 1;
+            if (off > n)
+                return -1;
+        }
+        if (L) {
+            if (off >= n)
+                return -1;
+            off++;    /* TID U SID D */
+            if (!F) { /* non-flexible mode: TL0PICIDX */
+                if (off >= n)
+                    return -1;
+                *tl0_at = off;
+            }
+        }
+        return 0;
+    }
+    return 0;
+}
+
+static int read_pid(const uint8_t *p, size_t at, int bits)
+{
+    return bits == 15 ? ((p[at] & 0x7F) << 8 | p[at + 1]) : (p[at] & 0x7F);
+}
+
+static void write_pid(uint8_t *p, size_t at, int bits, unsigned v)
+{
+    if (bits == 15) {
+        p[at] = (uint8_t)(0x80 | ((v >> 8) & 0x7F));
+        p[at + 1] = (uint8_t)v;
+    } else {
+        p[at] = (uint8_t)(v & 0x7F);
+    }
+}
+
+int rtp_desc_fields(int codec, const uint8_t *payload, size_t len, int *pid, int *pid_bits,
+                    int *tl0)
+{
+    size_t pa, ta;
+    int bits;
+    *pid = *tl0 = -1;
+    if (pid_bits)
+        *pid_bits = 0;
+    if (!payload || desc_locate(codec, payload, len, &pa, &bits, &ta) < 0)
+        return -1;
+    if (pa) {
+        *pid = read_pid(payload, pa, bits);
+        if (pid_bits)
+            *pid_bits = bits;
+    }
+    if (ta)
+        *tl0 = payload[ta];
+    return 0;
+}
+
+void rtp_desc_rewriter_init(rtp_desc_rewriter_t *d)
+{
+    memset(d, 0, sizeof(*d));
+}
+
+void rtp_desc_switch(rtp_desc_rewriter_t *d)
+{
+    d->pending_pid = d->has_pid;
+    d->pending_tl0 = d->has_tl0;
+}
+
+int rtp_desc_apply(int codec, uint8_t *payload, size_t len, const rtp_desc_off_t *off)
+{
+    size_t pa, ta;
+    int bits;
+    if (codec != RTP_CODEC_VP8 && codec != RTP_CODEC_VP9)
+        return 0;
+    if (!payload || desc_locate(codec, payload, len, &pa, &bits, &ta) < 0)
+        return -1;
+    if (pa)
+        write_pid(payload, pa, bits,
+                  (unsigned)(read_pid(payload, pa, bits) + off->pid) &
+                      (bits == 15 ? 0x7FFFu : 0x7Fu));
+    if (ta)
+        payload[ta] = (uint8_t)(payload[ta] + off->tl0);
+    return pa || ta;
+}
+
+int rtp_desc_rewrite(rtp_desc_rewriter_t *d, int codec, uint8_t *payload, size_t len,
+                     rtp_desc_off_t *used)
+{
+    size_t pa, ta;
+    int bits;
+    if (used)
+        *used = d->off;
+    if (codec != RTP_CODEC_VP8 && codec != RTP_CODEC_VP9)
+        return 0;
+    if (!payload || desc_locate(codec, payload, len, &pa, &bits, &ta) < 0)
+        return -1;
+    if (pa) {
+        unsigned mask = bits == 15 ? 0x7FFFu : 0x7Fu;
+        unsigned in = (unsigned)read_pid(payload, pa, bits);
+        if (d->pending_pid) /* the new source's first picture follows the last one */
+            d->off.pid = (uint16_t)((d->last_pid + 1u - in) & 0x7FFFu);
+        d->pending_pid = 0;
+        unsigned out = (in + d->off.pid) & mask;
+        /* newest so far (wrap-aware in the field's width): what the next switch follows */
+        unsigned last = d->last_pid & mask;
+        if (!d->has_pid || (((out - last) & mask) != 0 && ((out - last) & mask) <= mask / 2))
+            d->last_pid = (uint16_t)out;
+        d->has_pid = 1;
+        write_pid(payload, pa, bits, out);
+    }
+    if (ta) {
+        uint8_t in = payload[ta];
+        if (d->pending_tl0)
+            d->off.tl0 = (uint8_t)(d->last_tl0 + 1u - in);
+        d->pending_tl0 = 0;
+        uint8_t out = (uint8_t)(in + d->off.tl0);
+        if (!d->has_tl0 || (uint8_t)(out - d->last_tl0) - 1u < 127u)
+            d->last_tl0 = out;
+        d->has_tl0 = 1;
+        payload[ta] = out;
+    }
+    if (used)
+        *used = d->off;
+    return pa || ta;
 }
 
 /* ---- retransmission buffer -------------------------------------------------------------- */

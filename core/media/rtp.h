@@ -74,6 +74,12 @@ int rtp_ext_find(const uint8_t *pkt, const rtp_header_t *h, int id, const uint8_
  * drop it). No extension or an unknown profile: returns 0 and changes nothing. */
 int rtp_ext_remap(uint8_t *pkt, const rtp_header_t *h, const uint8_t map[16]);
 
+/* Overwrites the abs-send-time element `id` (3 bytes, 6.18 fixed-point seconds, the low 24 bits
+ * of now_us on any clock) with now_us; 0 when written, -1 when the packet has no such element.
+ * A relay sets its own send time: the receiver's delay-based estimate then measures the path
+ * from the relay, and copies sent later (retransmissions, probes) carry the time they leave. */
+int rtp_ext_set_abs_send_time(uint8_t *pkt, const rtp_header_t *h, int id, uint64_t now_us);
+
 /* ---- in-place setters (caller guarantees len >= RTP_HEADER_MIN) ------------------------ */
 
 static inline void rtp_set_seq(uint8_t *pkt, uint16_t seq)
@@ -147,6 +153,45 @@ void rtp_rewrite(rtp_rewriter_t *r, uint16_t in_seq, uint32_t in_ts, uint64_t no
  * source's, so the caller should drop it. 0 otherwise. */
 int rtp_rewrite_checked(rtp_rewriter_t *r, uint16_t in_seq, uint32_t in_ts, uint64_t now_us,
                         uint32_t clock_rate, uint16_t *out_seq, uint32_t *out_ts);
+
+/* ---- payload descriptors rewritten per subscriber (VP8 RFC 7741, VP9 RFC 9628) ----------- */
+
+/* VP8 and VP9 carry a PictureID (7 or 15 bits) and, with temporal layers, a TL0PICIDX (8 bits)
+ * in the payload descriptor; a receiver finds a frame's references with them. Every simulcast
+ * layer (and every publisher) numbers its own, so a subscriber moved from one source to another
+ * would see them jump (forward or back) and take the new frames for old or missing ones: a
+ * freeze. Like sequence numbers, they are rewritten: output = input + offset (mod 2^bits),
+ * the offsets chosen at each switch so that the first picture of the new source follows the
+ * last one forwarded (PictureID + 1, TL0PICIDX + 1). A 7-bit PictureID stays 7 bits (the
+ * packet is not resized). KEYIDX and VP9's relative references (P_DIFF) need nothing. */
+typedef struct {
+    uint16_t pid; /* added to the PictureID */
+    uint8_t tl0;  /* added to TL0PICIDX */
+} rtp_desc_off_t;
+
+typedef struct {
+    rtp_desc_off_t off;
+    uint16_t last_pid;                /* newest PictureID forwarded (15-bit space) */
+    uint8_t last_tl0;                 /* newest TL0PICIDX forwarded */
+    uint8_t has_pid, has_tl0;         /* at least one forwarded */
+    uint8_t pending_pid, pending_tl0; /* a switch happened: set the offset at the next one */
+} rtp_desc_rewriter_t;
+
+/* Zero-initialise or call this. */
+void rtp_desc_rewriter_init(rtp_desc_rewriter_t *d);
+/* The next packet comes from a new source (call with rtp_rewriter_switch). */
+void rtp_desc_switch(rtp_desc_rewriter_t *d);
+/* Rewrites the descriptor of an outgoing packet's payload in place (codec RTP_CODEC_VP8 or
+ * RTP_CODEC_VP9; other codecs: nothing to do) and stores the offsets used in *used (for a
+ * retransmission of this packet: rtp_desc_apply). Returns 1 when a field was rewritten, 0 when
+ * there was none, -1 when the descriptor is malformed (left as it is). */
+int rtp_desc_rewrite(rtp_desc_rewriter_t *d, int codec, uint8_t *payload, size_t len,
+                     rtp_desc_off_t *used);
+/* The same rewriting with given offsets and no state (a retransmission). 1, 0 or -1 as above. */
+int rtp_desc_apply(int codec, uint8_t *payload, size_t len, const rtp_desc_off_t *off);
+/* The descriptor's fields, for tests and logs: *pid / *tl0 = -1 when absent. 0 or -1. */
+int rtp_desc_fields(int codec, const uint8_t *payload, size_t len, int *pid, int *pid_bits,
+                    int *tl0);
 
 /* ---- retransmission buffer -------------------------------------------------------------- */
 

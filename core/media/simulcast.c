@@ -102,3 +102,138 @@ int simulcast_needs_keyframe(simulcast_sel_t *s, uint64_t now_ms)
     s->last_kf_req_ms = now_ms;
     return 1;
 }
+
+/* ---- the viewer's bandwidth -------------------------------------------------------------- */
+
+void simulcast_bwe_init(simulcast_bwe_t *b)
+{
+    memset(b, 0, sizeof(*b));
+    b->probe_layer = -1;
+    b->congestion_pct = 90;
+    b->loss_q8 = 26;
+    b->congestion_hold_ms = 4000;
+    b->probe_ms = 2000;
+    b->probe_pct = 110;
+    b->backoff_min_ms = 8000;
+    b->backoff_max_ms = 64000;
+    b->settle_ms = 3000;
+}
+
+/* A congestion sign: the REMB chooses for a while, and no probe for at least backoff_min_ms. */
+static void congestion(simulcast_bwe_t *b, uint64_t now_ms)
+{
+    b->congested_ms = now_ms ? now_ms : 1;
+    if (b->next_probe_ms < now_ms + b->backoff_min_ms)
+        b->next_probe_ms = now_ms + b->backoff_min_ms;
+}
+
+void simulcast_bwe_on_remb(simulcast_bwe_t *b, uint64_t remb_bps, uint64_t sent_bps,
+                           uint64_t now_ms)
+{
+    /* falling, and under what the viewer gets: its queue grew (an AIMD decrease); a REMB that
+     * falls with the rate sent (1.5x of less) stays above it */
+    if (b->remb_bps && remb_bps < b->remb_bps && remb_bps * 100 < sent_bps * b->congestion_pct)
+        congestion(b, now_ms);
+    b->remb_bps = remb_bps ? remb_bps : 1;
+}
+
+void simulcast_bwe_on_loss(simulcast_bwe_t *b, uint8_t fraction_lost, uint64_t now_ms)
+{
+    if (fraction_lost > b->loss_q8)
+        congestion(b, now_ms);
+}
+
+int simulcast_bwe_congested(const simulcast_bwe_t *b, uint64_t now_ms)
+{
+    return b->congested_ms && now_ms - b->congested_ms < b->congestion_hold_ms;
+}
+
+/* The estimate a layer needs to fit with headroom (see fits()). */
+static uint64_t need_for(uint64_t bitrate, unsigned headroom)
+{
+    return bitrate ? bitrate * 100 / headroom + 1 : 0;
+}
+
+uint64_t simulcast_bwe_estimate(const simulcast_bwe_t *b, const simulcast_sel_t *s,
+                                const simulcast_layer_t layers[3], uint64_t cap_bps,
+                                uint64_t now_ms)
+{
+    uint64_t est;
+    if (!b->remb_bps) {
+        est = UINT64_MAX;
+    } else if (simulcast_bwe_congested(b, now_ms)) {
+        est = b->remb_bps;
+    } else {
+        est = b->remb_bps;
+        int t = s->target;
+        if (t >= 0 && t < SIMULCAST_MAX_LAYERS && layers[t].active) {
+            uint64_t need = need_for(layers[t].bitrate_bps, s->headroom_pct);
+            if (need > est)
+                est = need;
+        }
+    }
+    if (cap_bps && est > cap_bps)
+        est = cap_bps;
+    return est;
+}
+
+static void probe_failed(simulcast_bwe_t *b, uint64_t now_ms)
+{
+    uint32_t next = b->backoff_ms ? b->backoff_ms * 2 : b->backoff_min_ms;
+    b->backoff_ms = next > b->backoff_max_ms ? b->backoff_max_ms : next;
+    b->next_probe_ms = now_ms + b->backoff_ms;
+    b->probe_layer = -1;
+    b->probe_failures++;
+}
+
+uint64_t simulcast_bwe_probe(simulcast_bwe_t *b, simulcast_sel_t *s,
+                             const simulcast_layer_t layers[3], int max_layer, uint64_t cap_bps,
+                             uint64_t now_ms)
+{
+    int cap =
+        (max_layer < 0 || max_layer >= SIMULCAST_MAX_LAYERS) ? SIMULCAST_MAX_LAYERS - 1 : max_layer;
+    int t = s->target;
+    if (b->probe_layer >= 0) {
+        int p = b->probe_layer;
+        if (simulcast_bwe_congested(b, now_ms) && b->congested_ms >= b->probe_start_ms) {
+            probe_failed(b, now_ms);
+            return 0;
+        }
+        if (t != b->probe_from || p > cap || !layers[p].active) { /* moved: not a verdict */
+            b->probe_layer = -1;
+            b->next_probe_ms = now_ms + b->settle_ms;
+            return 0;
+        }
+        if (now_ms - b->probe_start_ms >= b->probe_ms) {
+            /* the viewer took the next layer's rate without a sign of congestion */
+            s->target = p;
+            s->up_candidate = -1;
+            b->probe_layer = -1;
+            b->backoff_ms = 0;
+            b->next_probe_ms = now_ms + b->settle_ms;
+            return 0;
+        }
+        uint64_t cur = layers[t].bitrate_bps;
+        return b->probe_bps > cur ? b->probe_bps - cur : 0;
+    }
+    /* a probe needs a settled viewer that REMB does constrain, below its cap, not congested */
+    if (!b->remb_bps || t < 0 || t != s->current || t >= cap || now_ms < b->next_probe_ms ||
+        simulcast_bwe_congested(b, now_ms))
+        return 0;
+    int next = -1;
+    for (int i = t + 1; i <= cap && next < 0; i++)
+        if (layers[i].active)
+            next = i;
+    if (next < 0 || !layers[next].bitrate_bps || !layers[t].active)
+        return 0;
+    uint64_t want = layers[next].bitrate_bps * b->probe_pct / 100;
+    if (cap_bps && need_for(layers[next].bitrate_bps, s->headroom_pct) > cap_bps)
+        return 0; /* the viewer's b= line rules the next layer out anyway */
+    b->probe_layer = next;
+    b->probe_from = t;
+    b->probe_start_ms = now_ms;
+    b->probe_bps = want;
+    b->probes++;
+    uint64_t cur = layers[t].bitrate_bps;
+    return want > cur ? want - cur : 0;
+}

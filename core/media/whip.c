@@ -368,6 +368,7 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
         vt->rtx_ssrc = vt->rtx_pt ? random_u32() : 0;
         vt->source_layer = -1;
         rtp_rewriter_init(&vt->rw);
+        rtp_desc_rewriter_init(&vt->desc);
         simulcast_init(&vt->sel);
         for (int e = 0; e < m->n_extmaps; e++) {
             int x = ext_index(m->extmaps[e].uri);
@@ -412,7 +413,9 @@ static void reply_created(op_t *op, const char *answer)
     snprintf(etag, sizeof etag, "\"%s\"", op->s->ufrag);
     api->resp_header(op->req, "Location", loc);
     api->resp_header(op->req, "ETag", etag);
-    api->resp_header(op->req, "Accept-Patch", "application/trickle-ice-sdpfrag");
+    api->resp_header(op->req, "Accept-Patch",
+                     op->role == ROLE_VIEWER ? "application/trickle-ice-sdpfrag, application/json"
+                                             : "application/trickle-ice-sdpfrag");
     api->reply_raw(op->req, 201, "application/sdp", answer, strlen(answer));
     op->req = NULL;
 }
@@ -993,13 +996,59 @@ static int delete_resource(onair_req_t *req, int role)
     return api->reply_raw(req, 200, "text/plain", "", 0);
 }
 
+/* PATCH of a WHEP resource with application/json: {"max_layer": 0|1|2|null} sets the viewer's
+ * simulcast layer cap mid-session (as ?max_layer= does at the start; null lifts it). Answers 200
+ * {"max_layer", "video_layer"} (the layer forwarded right now; the new cap applies at the next
+ * keyframe of the layer it leads to, and a raise, like any move up, once the viewer's estimate
+ * has fit the layer for 2 s). */
+static int patch_viewer_json(onair_req_t *req, session_t *s)
+{
+    size_t len;
+    const char *body = api->req_body(req, &len);
+    json_error_t jerr;
+    json_t *j = body && len ? json_loadb(body, len, 0, &jerr) : NULL;
+    json_t *ml = j ? json_object_get(j, "max_layer") : NULL;
+    const char *key;
+    json_t *val;
+    int bad = !json_is_object(j) || !ml;
+    json_object_foreach(j, key, val) if (strcmp(key, "max_layer") != 0) bad = 1;
+    if (!bad && !json_is_null(ml) &&
+        (!json_is_integer(ml) || json_integer_value(ml) < 0 || json_integer_value(ml) > 2))
+        bad = 1;
+    if (bad) {
+        json_decref(j);
+        session_unref(s);
+        return api->reply_problem(req, 400, "invalid_request",
+                                  "the body must be {\"max_layer\": 0, 1, 2 or null}");
+    }
+    int cap = json_is_null(ml) ? -1 : (int)json_integer_value(ml);
+    json_decref(j);
+    pthread_mutex_lock(&s->relay->lock);
+    s->max_layer = cap;
+    int layer = s->view[MEDIA_VIDEO].present ? s->view[MEDIA_VIDEO].source_layer : -1;
+    pthread_mutex_unlock(&s->relay->lock);
+    session_unref(s);
+    json_t *out = json_pack("{s:o,s:i}", "max_layer", cap < 0 ? json_null() : json_integer(cap),
+                            "video_layer", layer);
+    return api->reply_json(req, 200, out);
+}
+
 static int patch_resource(onair_req_t *req, int role)
 {
     int status;
     const char *code, *detail;
+    if (role == ROLE_VIEWER && content_type_is(req, "application/json")) {
+        session_t *s = resource(req, role, &status, &code, &detail);
+        if (!s)
+            return api->reply_problem(req, status, code, detail);
+        return patch_viewer_json(req, s);
+    }
     if (!content_type_is(req, "application/trickle-ice-sdpfrag"))
         return api->reply_problem(req, 415, "unsupported_media_type",
-                                  "PATCH takes application/trickle-ice-sdpfrag");
+                                  role == ROLE_VIEWER
+                                      ? "PATCH takes application/trickle-ice-sdpfrag (ICE) or "
+                                        "application/json (the layer cap)"
+                                      : "PATCH takes application/trickle-ice-sdpfrag");
     session_t *s = resource(req, role, &status, &code, &detail);
     if (!s)
         return api->reply_problem(req, status, code, detail);
@@ -1127,15 +1176,24 @@ static json_t *relay_json(relay_t *r)
     for (size_t i = 0; i < r->nviewers; i++) {
         session_t *v = r->viewers[i];
         const view_track_t *vt = &v->view[MEDIA_VIDEO];
-        json_array_append_new(viewers,
-                              json_pack("{s:s,s:b,s:i,s:I,s:I,s:I,s:I,s:i,s:I,s:I}", "session",
-                                        v->id, "connected", atomic_load(&v->media_ready), "worker",
-                                        atomic_load(&v->worker_index), "packets_sent",
-                                        (json_int_t)v->tx_packets, "bytes_sent",
-                                        (json_int_t)v->tx_bytes, "rtt_ms", (json_int_t)v->rtt_ms,
-                                        "estimate_bps", (json_int_t)v->estimate_bps, "video_layer",
-                                        vt->present ? vt->source_layer : -1, "nacks",
-                                        (json_int_t)vt->nacks, "plis", (json_int_t)vt->plis));
+        json_t *vj = json_pack(
+            "{s:s,s:b,s:i,s:I,s:I,s:I,s:I,s:i,s:I,s:I}", "session", v->id, "connected",
+            atomic_load(&v->media_ready), "worker", atomic_load(&v->worker_index), "packets_sent",
+            (json_int_t)v->tx_packets, "bytes_sent", (json_int_t)v->tx_bytes, "rtt_ms",
+            (json_int_t)v->rtt_ms, "estimate_bps", (json_int_t)v->estimate_bps, "video_layer",
+            vt->present ? vt->source_layer : -1, "nacks", (json_int_t)vt->nacks, "plis",
+            (json_int_t)vt->plis);
+        json_object_set_new(vj, "max_layer",
+                            v->max_layer < 0 ? json_null() : json_integer(v->max_layer));
+        json_object_set_new(vj, "target_layer", json_integer(vt->present ? vt->sel.target : -1));
+        json_object_set_new(vj, "sent_bps", json_integer((json_int_t)v->sent_bps));
+        json_object_set_new(vj, "congested",
+                            json_boolean(simulcast_bwe_congested(&v->bwe, media_now_ms())));
+        json_object_set_new(vj, "probing", json_boolean(v->bwe.probe_layer >= 0));
+        json_object_set_new(vj, "probes", json_integer((json_int_t)v->bwe.probes));
+        json_object_set_new(vj, "probe_failures", json_integer((json_int_t)v->bwe.probe_failures));
+        json_object_set_new(vj, "probe_packets", json_integer((json_int_t)v->probe_packets));
+        json_array_append_new(viewers, vj);
     }
     json_object_set_new(out, "viewer_count", json_integer((json_int_t)r->nviewers));
     json_object_set_new(out, "viewers", viewers);

@@ -489,6 +489,40 @@ def test_patch_trickle_and_restart(srv):
     assert "a=candidate:" in r3.body
 
 
+def test_patch_viewer_layer_cap(srv):
+    """A WHEP viewer changes its simulcast layer cap mid-session: PATCH its resource with
+    application/json {"max_layer": 0|1|2|null} (issue 13 D4)."""
+    owner = Account(srv, "owner")
+    sid, key = owner.stream()
+    assert post_sdp(srv, f"/api/v1/whip/{sid}", offer(ufrag="lcp1"), token=key).status == 201
+    r = post_sdp(srv, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag="lcv1"))
+    assert r.status == 201, r
+    assert "application/json" in r.header("Accept-Patch"), r.header("Accept-Patch")
+    loc = r.header("Location")
+    js = {"Content-Type": "application/json"}
+    r2 = srv.http("PATCH", loc, json.dumps({"max_layer": 0}), headers=js)
+    assert r2.status == 200 and r2.json() == {"max_layer": 0, "video_layer": -1}, r2
+    r2 = srv.http("PATCH", loc, json.dumps({"max_layer": None}), headers=js)
+    assert r2.status == 200 and r2.json()["max_layer"] is None, r2
+    for bad in ("", "[]", "{}", '{"max_layer": 3}', '{"max_layer": "1"}', '{"max_layer": 1, "x": 2}',
+                "{nope"):
+        problem(srv.http("PATCH", loc, bad, headers=js), 400, "invalid_request")
+    problem(srv.http("PATCH", loc, "x", headers={"Content-Type": "text/plain"}), 415,
+            "unsupported_media_type")
+    problem(srv.http("PATCH", loc[:-3] + "xyz", json.dumps({"max_layer": 1}), headers=js), 404,
+            "not_found")
+    # a viewer that came with a token needs it; a publisher's resource takes no JSON
+    r = post_sdp(srv, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag="lcv2"),
+                 token=owner.token)
+    loc2 = r.header("Location")
+    problem(srv.http("PATCH", loc2, json.dumps({"max_layer": 1}), headers=js), 401, "unauthorized")
+    assert srv.http("PATCH", loc2, json.dumps({"max_layer": 1}), headers=js,
+                    token=owner.token).status == 200
+    r = post_sdp(srv, f"/api/v1/whip/{sid}", offer(ufrag="lcp2"), token=key)
+    problem(srv.http("PATCH", r.header("Location"), json.dumps({"max_layer": 1}), headers=js,
+                     token=key), 415, "unsupported_media_type")
+
+
 # ---- admission: what one address can take of the media relay (issue 14, H3) -------------------
 def admission_server(server_factory, media=None, limits=None):
     core = {"auth": {"password_hash": "interactive"},

@@ -449,6 +449,187 @@ static void test_rtx_decision(void **state)
     assert_int_equal(rtp_seen_mark(&seen, (uint16_t)(next - 1)), RTP_SEEN_NEW);
 }
 
+/* ---- VP8 / VP9 descriptors continuous across switches (issue 13 D3) ------------------------ */
+
+/* A VP8 payload: descriptor with a 15-bit (or 7-bit) PictureID, TL0PICIDX and TID, then 3 bytes. */
+static size_t vp8_payload(uint8_t *p, int pid, int bits, int tl0, int tid)
+{
+    size_t n = 0;
+    p[n++] = 0x90; /* X, S */
+    p[n++] = 0xE0; /* I, L, T */
+    if (bits == 15) {
+        p[n++] = (uint8_t)(0x80 | (pid >> 8));
+        p[n++] = (uint8_t)pid;
+    } else {
+        p[n++] = (uint8_t)(pid & 0x7F);
+    }
+    p[n++] = (uint8_t)tl0;
+    p[n++] = (uint8_t)(tid << 6 | (tid ? 0x20 : 0)); /* TID, Y */
+    p[n++] = 0x9D;
+    p[n++] = 0x01;
+    p[n++] = 0x2A;
+    return n;
+}
+
+static void expect_fields(int codec, const uint8_t *p, size_t n, int pid, int tl0)
+{
+    int got_pid, got_tl0, bits;
+    assert_int_equal(rtp_desc_fields(codec, p, n, &got_pid, &bits, &got_tl0), 0);
+    assert_int_equal(got_pid, pid);
+    assert_int_equal(got_tl0, tl0);
+}
+
+static void test_desc_vp8_switches(void **state)
+{
+    rtp_desc_rewriter_t d;
+    rtp_desc_rewriter_init(&d);
+    uint8_t p[16];
+    rtp_desc_off_t used;
+    size_t n;
+
+    /* source A: its numbering is kept at first (L1T3: tid 0 2 1 2 0) */
+    static const int tids[] = {0, 2, 1, 2, 0};
+    for (int i = 0; i < 5; i++) {
+        n = vp8_payload(p, 1000 + i, 15, 50 + (i == 4), tids[i]);
+        assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used), 1);
+        expect_fields(RTP_CODEC_VP8, p, n, 1000 + i, 50 + (i == 4));
+    }
+    /* a late packet of an older picture: mapped the same way, the newest is still 1004 / 51 */
+    n = vp8_payload(p, 1002, 15, 50, 1);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 1002, 50);
+
+    /* switch to source B (another layer: PictureID 20000, TL0PICIDX 200): its keyframe
+     * follows A's last picture, every packet of that picture gets the same id */
+    rtp_desc_switch(&d);
+    for (int k = 0; k < 3; k++) {
+        n = vp8_payload(p, 20000, 15, 200, 0);
+        rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+        expect_fields(RTP_CODEC_VP8, p, n, 1005, 52);
+    }
+    rtp_desc_off_t b_off = used;
+    n = vp8_payload(p, 20001, 15, 200, 2);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 1006, 52);
+    n = vp8_payload(p, 20002, 15, 201, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 1007, 53);
+
+    /* a retransmission of B's keyframe packet: the offsets it was sent with */
+    n = vp8_payload(p, 20000, 15, 200, 0);
+    assert_int_equal(rtp_desc_apply(RTP_CODEC_VP8, p, n, &b_off), 1);
+    expect_fields(RTP_CODEC_VP8, p, n, 1005, 52);
+
+    /* back to A, which went on meanwhile (a backwards jump for B's numbering) */
+    rtp_desc_switch(&d);
+    n = vp8_payload(p, 1030, 15, 57, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 1008, 54);
+    n = vp8_payload(p, 1031, 15, 57, 2);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 1009, 54);
+
+    /* wrap-around of both fields on the output side */
+    rtp_desc_rewriter_init(&d);
+    n = vp8_payload(p, 0x7FFE, 15, 254, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    rtp_desc_switch(&d);
+    n = vp8_payload(p, 5, 15, 9, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 0x7FFF, 255);
+    n = vp8_payload(p, 6, 15, 10, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 0, 0);
+    rtp_desc_switch(&d);
+    n = vp8_payload(p, 3000, 15, 77, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    expect_fields(RTP_CODEC_VP8, p, n, 1, 1);
+
+    /* a 7-bit PictureID stays 7 bits, continuous modulo 128 */
+    rtp_desc_rewriter_init(&d);
+    n = vp8_payload(p, 126, 7, 3, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    n = vp8_payload(p, 127, 7, 4, 0);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    rtp_desc_switch(&d);
+    n = vp8_payload(p, 40, 7, 100, 0);
+    assert_int_equal(n, 8);
+    rtp_desc_rewrite(&d, RTP_CODEC_VP8, p, n, &used);
+    int pid, bits, tl0;
+    assert_int_equal(rtp_desc_fields(RTP_CODEC_VP8, p, n, &pid, &bits, &tl0), 0);
+    assert_int_equal(bits, 7);
+    assert_int_equal(pid, 0);
+    assert_int_equal(tl0, 5);
+    assert_int_equal(p[n - 3], 0x9D); /* the frame itself untouched */
+}
+
+static void test_desc_vp9_and_others(void **state)
+{
+    rtp_desc_rewriter_t d;
+    rtp_desc_rewriter_init(&d);
+    rtp_desc_off_t used;
+    /* VP9 non-flexible with layer indices: I L B E, PictureID 15 bits, TID/SID byte, TL0PICIDX */
+    uint8_t a[] = {0xAC, 0x80 | 0x01, 0x00, 0x00, 17, 0x11, 0x22};
+    assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_VP9, a, sizeof a, &used), 1);
+    expect_fields(RTP_CODEC_VP9, a, sizeof a, 256, 17);
+    rtp_desc_switch(&d);
+    uint8_t b[] = {0xAC, 0x80 | 0x50, 0x00, 0x00, 99, 0x11, 0x22};
+    rtp_desc_rewrite(&d, RTP_CODEC_VP9, b, sizeof b, &used);
+    expect_fields(RTP_CODEC_VP9, b, sizeof b, 257, 18);
+    /* flexible mode (F): a PictureID, no TL0PICIDX; P_DIFF references are relative */
+    rtp_desc_switch(&d);
+    uint8_t c[] = {0xD0, 0x80 | 0x10, 0x00, 0x03, 0x55};
+    assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_VP9, c, sizeof c, &used), 1);
+    expect_fields(RTP_CODEC_VP9, c, sizeof c, 258, -1);
+    assert_int_equal(c[3], 0x03); /* P_DIFF kept */
+
+    /* nothing to do: H.264, VP8 without X */
+    uint8_t h264[] = {0x65, 0x88, 0x80};
+    assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_H264, h264, sizeof h264, &used), 0);
+    assert_memory_equal(h264, "\x65\x88\x80", 3);
+    uint8_t vp8[] = {0x10, 0x9D, 0x01, 0x2A};
+    assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_VP8, vp8, sizeof vp8, &used), 0);
+
+    /* truncated descriptors: -1, nothing written past the payload (each one in a buffer of
+     * its exact size: the sanitizers would see a stray write) */
+    uint8_t full[16];
+    size_t n = vp8_payload(full, 12345, 15, 9, 2);
+    for (size_t cut = 1; cut < 6; cut++) {
+        uint8_t *t = malloc(cut);
+        memcpy(t, full, cut);
+        assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_VP8, t, cut, &used), -1);
+        assert_memory_equal(t, full, cut);
+        free(t);
+    }
+    assert_true(rtp_desc_rewrite(&d, RTP_CODEC_VP8, full, n, &used) >= 0);
+    static const uint8_t vp9[] = {0xAC, 0x80, 0x00, 0x00, 17};
+    for (size_t cut = 1; cut < sizeof vp9; cut++) {
+        uint8_t *t = malloc(cut);
+        memcpy(t, vp9, cut);
+        assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_VP9, t, cut, &used), -1);
+        free(t);
+    }
+    assert_int_equal(rtp_desc_rewrite(&d, RTP_CODEC_VP9, NULL, 0, &used), -1);
+}
+
+static void test_abs_send_time(void **state)
+{
+    /* one-byte extension: id 3 abs-send-time (3 bytes), id 1 (1 byte) */
+    uint8_t p[] = {0x90, 0x60, 0,    1,    0,    0,    0,    1,    0,    0,    0,    1,    0xBE,
+                   0xDE, 0x00, 0x02, 0x32, 0xAA, 0xBB, 0xCC, 0x10, 0x7F, 0x00, 0x00, 0x01, 0x02};
+    rtp_header_t h;
+    assert_int_equal(rtp_parse(p, sizeof p, &h), 0);
+    /* 1.5 s: 1.5 * 2^18 = 393216 = 0x060000 */
+    assert_int_equal(rtp_ext_set_abs_send_time(p, &h, 3, 1500000), 0);
+    assert_memory_equal(p + 17, "\x06\x00\x00", 3);
+    assert_int_equal(p[21], 0x7F); /* the next element untouched */
+    /* 64 s wraps (24 bits of 6.18 seconds) */
+    assert_int_equal(rtp_ext_set_abs_send_time(p, &h, 3, 64000000 + 250000), 0);
+    assert_memory_equal(p + 17, "\x01\x00\x00", 3);
+    assert_int_equal(rtp_ext_set_abs_send_time(p, &h, 1, 1), -1); /* 1 byte: not it */
+    assert_int_equal(rtp_ext_set_abs_send_time(p, &h, 5, 1), -1); /* absent */
+}
+
 static void test_codec_names(void **state)
 {
     assert_int_equal(rtp_codec_from_name("opus"), RTP_CODEC_OPUS);
@@ -609,6 +790,9 @@ int main(void)
         cmocka_unit_test(test_loss),
         cmocka_unit_test(test_seen),
         cmocka_unit_test(test_rtx_decision),
+        cmocka_unit_test(test_desc_vp8_switches),
+        cmocka_unit_test(test_desc_vp9_and_others),
+        cmocka_unit_test(test_abs_send_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
