@@ -48,10 +48,9 @@ static struct chat {
     /* {stream id: modes}, or null for a stream whose stored modes were looked for and there
      * are none (it uses its streams settings); absent: not looked for yet on this node */
     json_t *modes;
-    json_t *joins;     /* {conn id: {stream id: user id}}: signed-in chat.join, for bans */
     json_t *last_sent; /* {"<stream>/<user>": ms of the last send that passed slow mode} */
     int history_on_join;
-    onair_sub_t stream_deleted, ws_closed, banned;
+    onair_sub_t stream_deleted;
 } chat; /* one plugin instance per process */
 
 /* ---- body schemas: the host refuses a bad body before a handler runs ---------------------- */
@@ -92,7 +91,8 @@ struct op {
     onair_flow_t flow; /* first: steps get &op->flow */
     /* what the op does once streams.access has let the user see the stream */
     void (*then)(op_t *op, json_t *access);
-    onair_conn_t conn; /* chat.join: the connection to subscribe */
+    onair_conn_t conn; /* the sender's connection (WebSocket) */
+    int join;          /* chat.join: streams.access subscribes conn to the chat */
     char stream[25];
     char *user; /* NULL: anonymous */
     json_t *roles;
@@ -268,10 +268,19 @@ static void access_answered(onair_flow_t *f, int status, json_t *access)
     op->then(op, access);
 }
 
+/* A join asks streams.access to subscribe the connection too: the streams plugin ends that
+ * subscription when the user loses the stream (it goes private, she is taken off its allowed
+ * viewers or moderators, she is banned), anonymous connections included. */
 static int ask_access(op_t *op)
 {
     json_t *args =
         json_pack("{s:s,s:s?,s:O}", "stream", op->stream, "user", op->user, "roles", op->roles);
+    if (args && op->join) {
+        char topic[64];
+        chat_topic(op->stream, topic, sizeof topic);
+        json_object_set_new(args, "conn", json_integer((json_int_t)op->conn));
+        json_object_set_new(args, "topic", json_string(topic));
+    }
     return ONAIR_THEN(&op->flow, access_answered,
                       api->service_call(chat.self, "streams.access", args, onair_flow_cb, op));
 }
@@ -616,29 +625,12 @@ static void joined(onair_flow_t *f, int status, json_t *result)
                                oldest_first(json_object_get(result, "docs"))));
 }
 
-static void conn_key(onair_conn_t conn, char *buf, size_t n)
-{
-    snprintf(buf, n, "%llu", (unsigned long long)conn);
-}
-
-/* Subscribe, remember a signed-in join (a ban may end it), then send the last messages. */
+/* streams.access has subscribed the connection (it ends the subscription with the access):
+ * send the last messages. */
 static void join_stream(op_t *op, json_t *access)
 {
-    char topic[64];
-    chat_topic(op->stream, topic, sizeof topic);
-    int rc = api->ws_subscribe(op->conn, topic);
-    if (rc != ONAIR_OK)
-        return onair_flow_fail(&op->flow, rc, NULL);
-    if (op->user) {
-        char key[32];
-        conn_key(op->conn, key, sizeof key);
-        json_t *streams = json_object_get(chat.joins, key);
-        if (!streams) {
-            streams = json_object();
-            json_object_set_new(chat.joins, key, streams);
-        }
-        json_object_set_new(streams, op->stream, json_string(op->user));
-    }
+    if (!json_is_true(json_object_get(access, "subscribed")))
+        return onair_flow_problem(&op->flow, 410, "closed", "the connection is closed", NULL);
     if (op->limit == 0)
         return joined(&op->flow, ONAIR_OK, NULL);
     find_visible(op, joined);
@@ -652,23 +644,32 @@ static int join_ws(onair_wsmsg_t *msg, void *ud)
     if (!op)
         return ONAIR_ENOMEM;
     op->conn = api->msg_conn(msg);
+    op->join = 1;
     op->limit = chat.history_on_join;
     return look_up_stream(op, join_stream);
 }
 
-/* chat.leave {stream_id} -> {left} */
+static void left(onair_flow_t *f, int status, json_t *result)
+{
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    onair_flow_reply(f, 0,
+                     json_pack("{s:b}", "left", json_is_true(json_object_get(result, "left"))));
+}
+
+/* chat.leave {stream_id} -> {left}: through streams.leave, which subscribed it */
 static int leave_ws(onair_wsmsg_t *msg, void *ud)
 {
     const char *stream = onair_str(api->msg_data(msg), "stream_id");
-    char topic[64], key[32];
-    chat_topic(stream, topic, sizeof topic);
-    conn_key(api->msg_conn(msg), key, sizeof key);
-    json_t *streams = json_object_get(chat.joins, key);
-    json_object_del(streams, stream);
-    if (streams && json_object_size(streams) == 0)
-        json_object_del(chat.joins, key);
-    int rc = api->ws_unsubscribe(api->msg_conn(msg), topic);
-    return api->target_reply(ONAIR_TARGET_MSG(msg), 0, json_pack("{s:b}", "left", rc == ONAIR_OK));
+    op_t *op = op_new(ONAIR_TARGET_MSG(msg), NULL, stream);
+    if (!op)
+        return ONAIR_ENOMEM;
+    char topic[64];
+    chat_topic(op->stream, topic, sizeof topic);
+    json_t *args = json_pack("{s:s,s:I,s:s}", "stream", op->stream, "conn",
+                             (json_int_t)api->msg_conn(msg), "topic", topic);
+    return ONAIR_THEN(&op->flow, left,
+                      api->service_call(chat.self, "streams.leave", args, onair_flow_cb, op));
 }
 
 /* ---- modes -------------------------------------------------------------------------------- */
@@ -900,91 +901,6 @@ static void on_stream_deleted(const char *topic, json_t *payload, void *ud)
                       NULL);
 }
 
-/* ---- connections: closed, banned ---------------------------------------------------------- */
-
-static void on_ws_closed(const char *topic, json_t *payload, void *ud)
-{
-    char key[32];
-    conn_key((onair_conn_t)json_integer_value(json_object_get(payload, "conn")), key, sizeof key);
-    json_object_del(chat.joins, key);
-}
-
-typedef struct kick {
-    char stream[25];
-    char *user;
-} kick_t;
-
-/* A ban ends the user's chat subscriptions to a private stream. */
-static void kick_checked(int status, json_t *access, void *ud)
-{
-    kick_t *k = ud;
-    const char *visibility = onair_str(access, "visibility");
-    if (status == ONAIR_OK && visibility && !strcmp(visibility, "private")) {
-        char topic[64];
-        chat_topic(k->stream, topic, sizeof topic);
-        const char *key;
-        json_t *streams, *tmp;
-        json_object_foreach_safe(chat.joins, tmp, key, streams)
-        {
-            const char *user = onair_str(streams, k->stream);
-            if (!user || strcmp(user, k->user))
-                continue;
-            onair_conn_t conn = (onair_conn_t)strtoull(key, NULL, 10);
-            api->ws_send(conn, "moderation.banned", json_pack("{s:s}", "stream", k->stream));
-            api->ws_unsubscribe(conn, topic);
-            json_object_del(streams, k->stream);
-            if (json_object_size(streams) == 0)
-                json_object_del(chat.joins, key);
-        }
-    }
-    free(k->user);
-    free(k);
-}
-
-static void kick(const char *stream, const char *user)
-{
-    kick_t *k = calloc(1, sizeof *k);
-    if (!k)
-        return;
-    snprintf(k->stream, sizeof k->stream, "%s", stream);
-    k->user = onair_strdup(user);
-    if (!k->user || api->service_call(chat.self, "streams.access",
-                                      json_pack("{s:s,s:s}", "stream", stream, "user", user),
-                                      kick_checked, k) != ONAIR_OK) {
-        free(k->user);
-        free(k);
-    }
-}
-
-/* moderation.banned {stream (null: the platform), user} */
-static void on_banned(const char *topic, json_t *payload, void *ud)
-{
-    const char *user = onair_str(payload, "user");
-    const char *stream = onair_str(payload, "stream");
-    if (!user)
-        return;
-    if (stream) {
-        if (onair_is_id(stream))
-            kick(stream, user);
-        return;
-    }
-    json_t *kicked = json_object(); /* each stream once, however many connections joined it */
-    const char *key, *joined_stream;
-    json_t *streams, *joined_by;
-    json_object_foreach(chat.joins, key, streams)
-    {
-        json_object_foreach(streams, joined_stream, joined_by)
-        {
-            if (!strcmp(json_string_value(joined_by), user) &&
-                !json_object_get(kicked, joined_stream)) {
-                json_object_set_new(kicked, joined_stream, json_true());
-                kick(joined_stream, user);
-            }
-        }
-    }
-    json_decref(kicked);
-}
-
 /* ---- registration and lifecycle --------------------------------------------------------- */
 
 static const onair_config_key_t config[] = {
@@ -1039,9 +955,8 @@ static const onair_collection_t modes_collection = {
 static void free_maps(void)
 {
     json_decref(chat.modes);
-    json_decref(chat.joins);
     json_decref(chat.last_sent);
-    chat.modes = chat.joins = chat.last_sent = NULL;
+    chat.modes = chat.last_sent = NULL;
 }
 
 static int chat_init(onair_plugin_t *self, const onair_api_t *host)
@@ -1049,9 +964,8 @@ static int chat_init(onair_plugin_t *self, const onair_api_t *host)
     api = host;
     chat = (struct chat){.self = self};
     chat.modes = json_object();
-    chat.joins = json_object();
     chat.last_sent = json_object();
-    int rc = chat.modes && chat.joins && chat.last_sent ? ONAIR_OK : ONAIR_ENOMEM;
+    int rc = chat.modes && chat.last_sent ? ONAIR_OK : ONAIR_ENOMEM;
     if (rc == ONAIR_OK)
         rc = onair_add_ratelimits(api, self, ratelimits);
     if (rc == ONAIR_OK)
@@ -1067,10 +981,6 @@ static int chat_init(onair_plugin_t *self, const onair_api_t *host)
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.deleted", on_stream_deleted, NULL,
                                 &chat.stream_deleted);
-    if (rc == ONAIR_OK)
-        rc = api->bus_subscribe(self, "core.ws.closed", on_ws_closed, NULL, &chat.ws_closed);
-    if (rc == ONAIR_OK)
-        rc = api->bus_subscribe(self, "moderation.banned", on_banned, NULL, &chat.banned);
     if (rc != ONAIR_OK)
         free_maps(); /* the host rolls back the registrations */
     return rc;
@@ -1085,8 +995,6 @@ static int chat_start(onair_plugin_t *self)
 static void chat_stop(onair_plugin_t *self)
 {
     api->bus_unsubscribe(self, chat.stream_deleted);
-    api->bus_unsubscribe(self, chat.ws_closed);
-    api->bus_unsubscribe(self, chat.banned);
     free_maps();
 }
 

@@ -340,12 +340,11 @@ static void access_checked(onair_flow_t *f, int status, json_t *result)
         ONAIR_THEN(f, loaded,
                    api->store_find_one(questions, question_filter(op), onair_flow_cb, f));
         return;
-    case OP_WATCH: {
+    case OP_WATCH: { /* streams.access subscribed the connection: it ends it with the access */
         char topic[64];
         topic_of(op->sid, topic, sizeof topic);
-        int rc = api->ws_subscribe(op->conn, topic);
-        if (rc != ONAIR_OK)
-            return onair_flow_fail(f, rc, NULL);
+        if (!json_is_true(json_object_get(result, "subscribed")))
+            return onair_flow_problem(f, 410, "closed", "the connection is closed", NULL);
         return onair_flow_reply(f, 200,
                                 json_pack("{s:s,s:s}", "watching", op->sid, "topic", topic));
     }
@@ -610,6 +609,14 @@ static int start(op_t *op, const char *sid, const char *qid)
         memcpy(op->qid, qid, sizeof op->qid);
     json_t *args =
         json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
+    if (args && op->kind == OP_WATCH) {
+        /* the streams plugin subscribes the connection and ends the subscription when the
+         * user loses the stream (private, no longer allowed or a moderator, banned) */
+        char topic[64];
+        topic_of(op->sid, topic, sizeof topic);
+        json_object_set_new(args, "conn", json_integer((json_int_t)op->conn));
+        json_object_set_new(args, "topic", json_string(topic));
+    }
     return ONAIR_THEN(f, access_checked,
                       api->service_call(op->st->self, "streams.access", args, onair_flow_cb, f));
 }
@@ -781,15 +788,27 @@ static int ws_watch(onair_wsmsg_t *msg, void *ud)
     return start(op, onair_str(api->msg_data(msg), "stream_id"), NULL);
 }
 
-/* qa.unwatch {stream_id} -> {unwatched} */
+static void unwatched(onair_flow_t *f, int status, json_t *result)
+{
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    onair_flow_reply(
+        f, 0, json_pack("{s:b}", "unwatched", json_is_true(json_object_get(result, "left"))));
+}
+
+/* qa.unwatch {stream_id} -> {unwatched}: through streams.leave, which subscribed it */
 static int ws_unwatch(onair_wsmsg_t *msg, void *ud)
 {
-    (void)ud;
+    op_t *op = op_new(ud, ONAIR_TARGET_MSG(msg), OP_WATCH);
+    if (!op)
+        return ONAIR_ENOMEM;
+    memcpy(op->sid, onair_str(api->msg_data(msg), "stream_id"), sizeof op->sid);
     char topic[64];
-    topic_of(onair_str(api->msg_data(msg), "stream_id"), topic, sizeof topic);
-    int rc = api->ws_unsubscribe(api->msg_conn(msg), topic);
-    return api->target_reply(ONAIR_TARGET_MSG(msg), 0,
-                             json_pack("{s:b}", "unwatched", rc == ONAIR_OK));
+    topic_of(op->sid, topic, sizeof topic);
+    json_t *args =
+        json_pack("{s:s,s:I,s:s}", "stream", op->sid, "conn", (json_int_t)op->conn, "topic", topic);
+    return ONAIR_THEN(&op->flow, unwatched,
+                      api->service_call(op->st->self, "streams.leave", args, onair_flow_cb, op));
 }
 
 /* ---- the stream goes away: so do its questions ------------------------------------------- */
@@ -856,7 +875,7 @@ static int qa_init(onair_plugin_t *self, const onair_api_t *host_api)
                       .body = ws_ask_body),
         ONAIR_WS_TYPE("qa.vote", ws_vote, .ud = st, .access = user, .body = ws_vote_body),
         ONAIR_WS_TYPE("qa.watch", ws_watch, .ud = st, .body = ws_stream_body),
-        ONAIR_WS_TYPE("qa.unwatch", ws_unwatch, .body = ws_stream_body),
+        ONAIR_WS_TYPE("qa.unwatch", ws_unwatch, .ud = st, .body = ws_stream_body),
     };
     int rc = onair_add_ratelimits(api, self, ratelimits);
     if (rc == ONAIR_OK)

@@ -31,18 +31,37 @@ static const onair_user_t mia = {sizeof(onair_user_t), MIA, roles, 1};
 static const char *const json_header[] = {"Content-Type", "application/json", NULL};
 static const onair_api_t *api;
 
-/* streams.access {stream, user, roles} -> {found, visible, status, owner, is_owner, ...} */
+static const char *subscribed_topic; /* the topic streams.access was last asked to subscribe */
+
+/* streams.access {stream, user, roles, conn?, topic?} -> {found, visible, status, owner,
+ * is_owner, ..., subscribed?}: with conn and topic the streams plugin subscribes the
+ * connection (and ends the subscription when the user loses the stream). */
 static int fake_access(onair_service_call_t *call, void *ud)
 {
-    const char *user = onair_str(api->service_args(call), "user");
-    if (strcmp(onair_str(api->service_args(call), "stream"), LIVE))
+    json_t *args = api->service_args(call);
+    const char *user = onair_str(args, "user");
+    const char *topic = onair_str(args, "topic");
+    if (strcmp(onair_str(args, "stream"), LIVE))
         return api->service_answer(call, ONAIR_OK,
                                    json_pack("{s:b,s:b}", "found", 0, "visible", 0));
-    return api->service_answer(call, ONAIR_OK,
-                               json_pack("{s:b,s:b,s:s,s:s,s:b,s:b}", "found", 1, "visible", 1,
-                                         "status", "live", "owner", ADA, "is_owner",
-                                         user && !strcmp(user, ADA), "is_moderator",
-                                         user && !strcmp(user, MIA)));
+    json_t *res = json_pack("{s:b,s:b,s:s,s:s,s:b,s:b}", "found", 1, "visible", 1, "status", "live",
+                            "owner", ADA, "is_owner", user && !strcmp(user, ADA), "is_moderator",
+                            user && !strcmp(user, MIA));
+    if (topic) {
+        onair_conn_t conn = (onair_conn_t)json_integer_value(json_object_get(args, "conn"));
+        subscribed_topic = api->ws_subscribe(conn, topic) == ONAIR_OK ? "stream." LIVE ".qa" : "";
+        json_object_set_new(res, "subscribed", json_boolean(*subscribed_topic));
+    }
+    return api->service_answer(call, ONAIR_OK, res);
+}
+
+/* streams.leave {stream, conn, topic} -> {left} */
+static int fake_leave(onair_service_call_t *call, void *ud)
+{
+    json_t *args = api->service_args(call);
+    onair_conn_t conn = (onair_conn_t)json_integer_value(json_object_get(args, "conn"));
+    int rc = api->ws_unsubscribe(conn, onair_str(args, "topic"));
+    return api->service_answer(call, ONAIR_OK, json_pack("{s:b}", "left", rc == ONAIR_OK));
 }
 
 /* A moderation-like filter on qa.ask and qa.vote: "rude" is denied, "pls" rewritten. */
@@ -70,6 +89,8 @@ static int setup(void **state)
     api = onair_test_api(h);
     onair_test_set_log_level(h, ONAIR_LOG_WARN);
     assert_int_equal(onair_test_service_add(h, "streams.access", fake_access, NULL), ONAIR_OK);
+    assert_int_equal(onair_test_service_add(h, "streams.leave", fake_leave, NULL), ONAIR_OK);
+    subscribed_topic = NULL;
     assert_int_equal(onair_test_hook_add(h, "qa.ask", 0, filter, NULL), ONAIR_OK);
     assert_int_equal(onair_test_hook_add(h, "qa.vote", 0, filter, NULL), ONAIR_OK);
     onair_test_user_add(h, BOB, "bob", NULL, roles, 1);
@@ -165,6 +186,9 @@ static void test_ask_vote_watch(void **state)
     json_t *f = ws(h, watcher, "qa.watch", json_pack("{s:s}", "stream_id", LIVE));
     assert_string_equal(onair_str(json_object_get(f, "data"), "topic"), "stream." LIVE ".qa");
     json_decref(f);
+    /* the streams plugin subscribed it (and ends the subscription with the access) */
+    assert_string_equal(subscribed_topic, "stream." LIVE ".qa");
+    assert_true(onair_test_ws_subscribed(h, watcher, "stream." LIVE ".qa"));
 
     onair_test_response_t *r = call(h, "POST", QS, "{\"text\":\"  why?\\n \"}", &bob);
     assert_int_equal(r->status, 201);
@@ -210,6 +234,7 @@ static void test_ask_vote_watch(void **state)
     ws_problem(ws(h, watcher, "qa.ask", json_pack("{s:s,s:s}", "stream_id", LIVE, "text", "x")),
                401, "unauthorized", NULL);
     f = ws(h, watcher, "qa.unwatch", json_pack("{s:s}", "stream_id", LIVE));
+    assert_true(json_is_true(json_object_get(json_object_get(f, "data"), "unwatched")));
     assert_false(onair_test_ws_subscribed(h, watcher, "stream." LIVE ".qa"));
     json_decref(f);
     finish(h);

@@ -333,14 +333,15 @@ static void log_failure(streams_t *st, const char *what, json_t *result)
 
 /* A room: {"v": {viewer key: refs}, "priv": {viewer key: true} (the owner, stream
  * moderators and admins: they take no max_viewers seat), "rest": {user id: expires at
- * (ms)} (REST joins), "peak": n, "saved": the peak last written to the document, "pub":
+ * (ms)} (REST joins), "ri": {user id: {"roles"}} (how a REST viewer was let in, for
+ * access_recheck), "peak": n, "saved": the peak last written to the document, "pub":
  * the count last published}. */
 static json_t *room_get(streams_t *st, const char *sid, int create)
 {
     json_t *r = json_object_get(st->rooms, sid);
     if (!r && create) {
-        r = json_pack("{s:{},s:{},s:{},s:i,s:i,s:i}", "v", "priv", "rest", "peak", 0, "saved", 0,
-                      "pub", 0);
+        r = json_pack("{s:{},s:{},s:{},s:{},s:i,s:i,s:i}", "v", "priv", "rest", "ri", "peak", 0,
+                      "saved", 0, "pub", 0);
         if (!r || json_object_set_new(st->rooms, sid, r))
             return NULL;
     }
@@ -443,38 +444,165 @@ static void viewer_unref(streams_t *st, const char *sid, const char *vkey)
     publish_viewer(st, sid, "viewer.left", vkey, (json_int_t)json_object_size(v));
 }
 
-/* A REST viewer (POST .../join) leaves: expired, banned or the stream ended. */
+/* A REST viewer (POST .../join) leaves: expired, banned, no longer allowed or the stream
+ * ended. */
 static void rest_viewer_gone(streams_t *st, const char *sid, json_t *rest, const char *uid)
 {
     char vkey[VKEY_MAX];
     user_vkey(vkey, uid);
+    json_object_del(json_object_get(room_get(st, sid, 0), "ri"), vkey + 2);
     json_object_del(rest, uid); /* uid may point into rest: used before */
     viewer_unref(st, sid, vkey);
 }
 
-/* A WebSocket watch: {"vk": viewer key, "priv": bool, "counted": bool} in
- * st->conns[conn][stream]. A watch of a stream that is not live subscribes the connection
- * to the stream's events but counts no viewer ("counted" false) until the stream goes live
- * (watchers_counted). */
-static const char *watch_vkey(json_t *w)
+/* ---- a connection's subscriptions to a stream ---------------------------------------------
+ * st->conns[conn][stream] = {"vk": viewer key, "user": id or null (anonymous), "roles": [...]
+ * (as the access was judged), "priv": bool (takes no max_viewers seat), "counted": bool (a
+ * viewer now), "watch": bool (streams.watch: subscribed to stream.<id>), "topics": {topic:
+ * true} (other plugins' topics of the stream, chat's and Q&A's, subscribed through
+ * streams.access with "conn" and "topic")}.
+ * A watch of a stream that is not live subscribes the connection to the stream's events but
+ * counts no viewer ("counted" false) until the stream goes live (watchers_counted). Whatever
+ * the connection subscribed to ends when it loses access to the stream or is banned from it
+ * (access_recheck, kick). */
+static const char *watch_vkey(json_t *e)
 {
-    return onair_str(w, "vk");
+    return onair_str(e, "vk");
 }
 
-static int watch_counted(json_t *w)
+static int watch_counted(json_t *e)
 {
-    return json_is_true(json_object_get(w, "counted"));
+    return json_is_true(json_object_get(e, "counted"));
 }
 
-/* Forget the watch of stream sid by connection ckey (its map w), unsubscribed. */
-static void watch_drop(streams_t *st, const char *ckey, json_t *w, const char *sid)
+static int is_watching(json_t *e)
 {
-    char topic[64];
+    return json_is_true(json_object_get(e, "watch"));
+}
+
+static onair_conn_t conn_of(const char *ckey)
+{
+    return (onair_conn_t)strtoull(ckey, NULL, 10);
+}
+
+static void conn_key(char ckey[32], onair_conn_t conn)
+{
+    snprintf(ckey, 32, "%llu", (unsigned long long)conn);
+}
+
+/* The entry of connection ckey for stream sid. With u (NULL: anonymous) it is made when
+ * absent, and an entry that does not watch takes u as its user (the connection may have
+ * signed in since). NULL when out of memory. */
+static json_t *sub_entry(streams_t *st, const char *ckey, const char *sid, const onair_user_t *u,
+                         int create)
+{
+    json_t *w = json_object_get(st->conns, ckey);
+    json_t *e = json_object_get(w, sid);
+    if ((e && is_watching(e)) || !create)
+        return e;
+    if (!w && (!(w = json_object()) || json_object_set_new(st->conns, ckey, w)))
+        return NULL;
+    char vkey[VKEY_MAX];
+    if (u)
+        user_vkey(vkey, u->id);
+    else
+        snprintf(vkey, sizeof vkey, "c:%s", ckey);
+    json_t *roles = json_array();
+    for (size_t i = 0; u && u->roles && u->roles[i] && i < ACCESS_ROLES_MAX; i++)
+        json_array_append_new(roles, json_string(u->roles[i]));
+    json_t *topics = e ? json_incref(json_object_get(e, "topics")) : json_object();
+    e = json_pack("{s:s,s:s?,s:o,s:b,s:b,s:b,s:o}", "vk", vkey, "user", u ? u->id : NULL, "roles",
+                  roles, "priv", 0, "counted", 0, "watch", 0, "topics", topics);
+    if (!e || json_object_set_new(w, sid, e))
+        return NULL;
+    return e;
+}
+
+/* Forget the entry of (ckey, sid) once it holds no subscription. */
+static void sub_forget_if_idle(streams_t *st, const char *ckey, const char *sid)
+{
+    json_t *w = json_object_get(st->conns, ckey);
+    json_t *e = json_object_get(w, sid);
+    if (e && !is_watching(e) && json_object_size(json_object_get(e, "topics")) == 0)
+        json_object_del(w, sid);
+    if (w && json_object_size(w) == 0)
+        json_object_del(st->conns, ckey);
+}
+
+/* The watch of sid by ckey ends: unsubscribed from stream.<id> first (its own viewer.left
+ * does not reach it), then no longer a viewer. */
+static void watch_end(streams_t *st, const char *ckey, const char *sid)
+{
+    json_t *e = json_object_get(json_object_get(st->conns, ckey), sid);
+    if (!is_watching(e))
+        return;
+    char topic[64], vkey[VKEY_MAX];
     stream_topic(topic, sid);
-    api->ws_unsubscribe((onair_conn_t)strtoull(ckey, NULL, 10), topic);
+    api->ws_unsubscribe(conn_of(ckey), topic);
+    snprintf(vkey, sizeof vkey, "%s", watch_vkey(e));
+    int counted = watch_counted(e);
+    json_object_set_new(e, "watch", json_false());
+    json_object_set_new(e, "counted", json_false());
+    sub_forget_if_idle(st, ckey, sid);
+    if (counted)
+        viewer_unref(st, sid, vkey);
+}
+
+/* Every subscription of ckey to sid ends (the watch, chat, Q&A, ...) and the connection is
+ * told with type {data} (stolen), before it is unsubscribed. A viewer it counted stops
+ * counting: at once, or, with `later`, when the caller unrefs the viewer keys appended there
+ * (so that cutting several connections sends none of them another's viewer.left). */
+static void sub_cut(streams_t *st, const char *ckey, const char *sid, const char *type,
+                    json_t *data, json_t *later)
+{
+    json_t *w = json_object_get(st->conns, ckey);
+    json_t *e = json_object_get(w, sid);
+    if (!e) {
+        json_decref(data);
+        return;
+    }
+    onair_conn_t conn = conn_of(ckey);
+    api->ws_send(conn, type, data);
+    const char *topic;
+    json_t *yes;
+    json_object_foreach(json_object_get(e, "topics"), topic, yes) api->ws_unsubscribe(conn, topic);
+    char vkey[VKEY_MAX] = "";
+    if (is_watching(e)) {
+        char watched[64];
+        stream_topic(watched, sid);
+        api->ws_unsubscribe(conn, watched);
+        if (watch_counted(e))
+            snprintf(vkey, sizeof vkey, "%s", watch_vkey(e));
+    }
     json_object_del(w, sid);
     if (json_object_size(w) == 0)
         json_object_del(st->conns, ckey);
+    if (vkey[0] && later)
+        json_array_append_new(later, json_string(vkey));
+    else if (vkey[0])
+        viewer_unref(st, sid, vkey);
+}
+
+/* A user as an entry (or a REST viewer) recorded it: uid NULL is anonymous (NULL). */
+typedef struct who {
+    onair_user_t user;
+    const char *roles[ACCESS_ROLES_MAX + 1];
+} who_t;
+
+static const onair_user_t *who_of(who_t *w, const char *uid, json_t *roles)
+{
+    if (!uid)
+        return NULL;
+    memset(w, 0, sizeof *w);
+    size_t i, n = 0;
+    json_t *r;
+    json_array_foreach(roles, i, r)
+    {
+        if (n < ACCESS_ROLES_MAX && json_is_string(r))
+            w->roles[n++] = json_string_value(r);
+    }
+    w->user = (onair_user_t){.size = sizeof w->user, .id = uid, .roles = w->roles};
+    return &w->user;
 }
 
 /* Drop the REST viewers whose heartbeat (join) is older than rest_viewer_ttl_s. */
@@ -563,14 +691,15 @@ static void on_count_tick(onair_timer_t timer, void *ud)
     }
 }
 
-/* A WebSocket connection closed: it watches nothing any more. */
+/* A WebSocket connection closed: it watches nothing and is subscribed to nothing any more. */
 static void on_ws_closed(const char *topic, json_t *payload, void *ud)
 {
     streams_t *st = ud;
     char ckey[32];
     snprintf(ckey, sizeof ckey, "%llu",
              (unsigned long long)json_integer_value(json_object_get(payload, "conn")));
-    json_t *w = json_object_get(st->conns, ckey);
+    json_t *w = json_incref(json_object_get(st->conns, ckey));
+    json_object_del(st->conns, ckey);
     const char *sid;
     json_t *e;
     json_object_foreach(w, sid, e)
@@ -578,91 +707,7 @@ static void on_ws_closed(const char *topic, json_t *payload, void *ud)
         if (watch_counted(e))
             viewer_unref(st, sid, watch_vkey(e));
     }
-    json_object_del(st->conns, ckey);
-}
-
-/* ---- a ban ends the user's watch of a private stream ----------------------------------- */
-
-typedef struct kick {
-    streams_t *st;
-    char sid[25];
-    char uid[ID_MAX + 1];
-} kick_t;
-
-static void kick_loaded(int status, json_t *result, void *ud)
-{
-    kick_t *k = ud;
-    streams_t *st = k->st;
-    if (status != ONAIR_OK)
-        log_failure(st, "ending a banned user's watch", result);
-    else if (same(onair_str(json_object_get(result, "doc"), "visibility"), "private")) {
-        char vkey[VKEY_MAX];
-        user_vkey(vkey, k->uid);
-        const char *ckey;
-        json_t *w, *tmp;
-        json_object_foreach_safe(st->conns, tmp, ckey, w)
-        {
-            json_t *e = json_object_get(w, k->sid);
-            if (!same(watch_vkey(e), vkey))
-                continue;
-            int counted = watch_counted(e);
-            api->ws_send((onair_conn_t)strtoull(ckey, NULL, 10), "moderation.banned",
-                         json_pack("{s:s}", "stream", k->sid));
-            watch_drop(st, ckey, w, k->sid);
-            if (counted)
-                viewer_unref(st, k->sid, vkey);
-        }
-        /* a REST join (POST .../join) ends too */
-        json_t *rest = json_object_get(room_get(st, k->sid, 0), "rest");
-        if (json_object_get(rest, k->uid))
-            rest_viewer_gone(st, k->sid, rest, k->uid);
-    }
-    free(k);
-}
-
-static void kick(streams_t *st, const char *sid, const char *uid)
-{
-    kick_t *k = calloc(1, sizeof *k);
-    if (!k)
-        return;
-    k->st = st;
-    snprintf(k->sid, sizeof k->sid, "%s", sid);
-    snprintf(k->uid, sizeof k->uid, "%s", uid);
-    if (api->store_find_one(st->streams, json_pack("{s:{s:s}}", "filter", "_id", sid), kick_loaded,
-                            k) != ONAIR_OK)
-        free(k);
-}
-
-/* moderation.banned {stream (null: the platform), user} */
-static void on_banned(const char *topic, json_t *payload, void *ud)
-{
-    streams_t *st = ud;
-    const char *uid = onair_str(payload, "user");
-    const char *sid = onair_str(payload, "stream");
-    if (!user_id_ok(uid))
-        return;
-    if (sid) {
-        if (onair_is_id(sid))
-            kick(st, sid, uid);
-        return;
-    }
-    /* a platform ban: every stream the user watches on this node */
-    char vkey[VKEY_MAX];
-    user_vkey(vkey, uid);
-    json_t *seen = json_object();
-    const char *ckey, *watched;
-    json_t *w, *e;
-    json_object_foreach(st->conns, ckey, w)
-    {
-        json_object_foreach(w, watched, e)
-        {
-            if (same(watch_vkey(e), vkey) && !json_object_get(seen, watched)) {
-                json_object_set_new(seen, watched, json_true());
-                kick(st, watched, uid);
-            }
-        }
-    }
-    json_decref(seen);
+    json_decref(w);
 }
 
 /* ---- stream documents ---------------------------------------------------------------- */
@@ -813,6 +858,8 @@ struct op {
     op_fn on_loaded;          /* what the request does with the stream it loaded */
     op_fn on_allowed;         /* what it does once the user is known not platform-banned */
     int checking;             /* streams.media_publish with "check": nothing goes live */
+    onair_conn_t sub_conn;    /* streams.access: subscribe this connection ... */
+    char sub_topic[96];       /* ... to this topic of the stream when it may see it */
     op_finish_fn finish;      /* going live or ending: how to answer */
     int verified;             /* going live: the owner's account is verified */
     int publish;              /* a media event: publish (1) or unpublish (0) */
@@ -918,6 +965,193 @@ static enum ban ban_of(int status, json_t *result)
     if (json_is_true(json_object_get(result, "banned")))
         return BAN_STREAM;
     return json_is_true(json_object_get(result, "platform_banned")) ? BAN_PLATFORM : BAN_NONE;
+}
+
+/* ---- access changes end live subscriptions ------------------------------------------------
+ * One mechanism for every way a connection loses a stream: the stream goes private, a user is
+ * taken off its allowed viewers or its moderators (access_recheck, with the stream as it is
+ * now), or is banned (kick, on the bus event moderation.banned). Whatever the connection
+ * subscribed to for the stream ends: its watch (stream.<id>, reactions' counts included), and
+ * the topics other plugins subscribed it to through streams.access (chat, Q&A); the
+ * connection is told first: streams.access_revoked {stream, reason, detail}, or
+ * moderation.banned {stream} for a ban. A REST viewer (POST .../join) of such a user stops
+ * counting. Anonymous connections are judged like everyone else. On this node: each node
+ * ends the subscriptions of its own connections (the bus is per node). */
+
+/* A ban: every subscription of uid to sid (a private stream) ends, unless she is its owner or
+ * an admin (never refused). */
+static void kick_user(streams_t *st, json_t *doc, const char *uid)
+{
+    const char *sid = onair_str(doc, "_id");
+    if (!sid || !is_private(doc))
+        return;
+    who_t who;
+    const char *ckey;
+    json_t *w, *tmp;
+    json_object_foreach_safe(st->conns, tmp, ckey, w)
+    {
+        json_t *e = json_object_get(w, sid);
+        if (!e || !same(onair_str(e, "user"), uid))
+            continue;
+        const onair_user_t *u = who_of(&who, uid, json_object_get(e, "roles"));
+        if (!is_owner(u, doc) && !is_admin(u))
+            sub_cut(st, ckey, sid, "moderation.banned", json_pack("{s:s}", "stream", sid), NULL);
+    }
+    json_t *r = room_get(st, sid, 0);
+    json_t *rest = json_object_get(r, "rest");
+    json_t *info = json_object_get(json_object_get(r, "ri"), uid);
+    const onair_user_t *u = who_of(&who, uid, json_object_get(info, "roles"));
+    if (json_object_get(rest, uid) && !is_owner(u, doc) && !is_admin(u))
+        rest_viewer_gone(st, sid, rest, uid);
+}
+
+typedef struct kick {
+    streams_t *st;
+    char sid[25];
+    char uid[ID_MAX + 1];
+    int ask; /* ask moderation first (1), or the bus said so (0) */
+} kick_t;
+
+static void kick_loaded(int status, json_t *result, void *ud)
+{
+    kick_t *k = ud;
+    if (status != ONAIR_OK)
+        log_failure(k->st, "ending a banned user's subscriptions", result);
+    else if (json_is_object(json_object_get(result, "doc")))
+        kick_user(k->st, json_object_get(result, "doc"), k->uid);
+    free(k);
+}
+
+static void kick_load(kick_t *k)
+{
+    if (api->store_find_one(k->st->streams, json_pack("{s:{s:s}}", "filter", "_id", k->sid),
+                            kick_loaded, k) != ONAIR_OK) {
+        api->log(k->st->self, ONAIR_LOG_WARN, "could not end the subscriptions of a banned user");
+        free(k);
+    }
+}
+
+static void kick_checked(int status, json_t *result, void *ud)
+{
+    kick_t *k = ud;
+    enum ban verdict = ban_of(status, result);
+    if (verdict == BAN_UNKNOWN) /* the next access check fails closed */
+        api->log(k->st->self, ONAIR_LOG_WARN,
+                 "could not ask whether a viewer of a stream gone private is banned: %s",
+                 error_text(result));
+    if (verdict == BAN_STREAM || verdict == BAN_PLATFORM)
+        return kick_load(k); /* the stream as it is now: still private? */
+    free(k);
+}
+
+/* End uid's subscriptions to sid if the stream is private: at once (ask 0: a ban was
+ * announced), or if moderation.check says she is banned (ask 1). */
+static void kick(streams_t *st, const char *sid, const char *uid, int ask)
+{
+    kick_t *k = calloc(1, sizeof *k);
+    if (!k)
+        return;
+    k->st = st;
+    snprintf(k->sid, sizeof k->sid, "%s", sid);
+    snprintf(k->uid, sizeof k->uid, "%s", uid);
+    k->ask = ask;
+    if (!ask)
+        return kick_load(k);
+    if (api->service_call(st->self, "moderation.check",
+                          json_pack("{s:s,s:s}", "stream", sid, "user", uid), kick_checked,
+                          k) != ONAIR_OK)
+        free(k);
+}
+
+/* moderation.banned {stream (null: the platform), user} */
+static void on_banned(const char *topic, json_t *payload, void *ud)
+{
+    streams_t *st = ud;
+    const char *uid = onair_str(payload, "user");
+    const char *sid = onair_str(payload, "stream");
+    if (!user_id_ok(uid))
+        return;
+    if (sid) {
+        if (onair_is_id(sid))
+            kick(st, sid, uid, 0);
+        return;
+    }
+    /* a platform ban: every stream the user is subscribed to or joined on this node */
+    json_t *seen = json_object();
+    const char *ckey, *sub_sid;
+    json_t *w, *e;
+    json_object_foreach(st->conns, ckey, w)
+    {
+        json_object_foreach(w, sub_sid, e)
+        {
+            if (same(onair_str(e, "user"), uid) && !json_object_get(seen, sub_sid)) {
+                json_object_set_new(seen, sub_sid, json_true());
+                kick(st, sub_sid, uid, 0);
+            }
+        }
+    }
+    const char *rsid;
+    json_t *r;
+    json_object_foreach(st->rooms, rsid, r)
+    {
+        if (json_object_get(json_object_get(r, "rest"), uid) && !json_object_get(seen, rsid)) {
+            json_object_set_new(seen, rsid, json_true());
+            kick(st, rsid, uid, 0);
+        }
+    }
+    json_decref(seen);
+}
+
+/* The stream doc (as it is now, after a change) is re-checked for every connection
+ * subscribed to it and every REST viewer: who may not see it any more loses it at once
+ * (reason: what changed, for the event). check_bans (the stream has just gone private):
+ * those who may still see it but are not its owner or an admin are asked about with
+ * moderation.check, and the banned ones lose it too (a banned user may watch a public stream,
+ * not a private one). */
+static void access_recheck(streams_t *st, json_t *doc, const char *reason, int check_bans)
+{
+    const char *sid = onair_str(doc, "_id");
+    if (!sid)
+        return;
+    json_t *ask = json_object();  /* user ids to ask moderation about */
+    json_t *later = json_array(); /* viewer keys to count out once all are cut off */
+    who_t who;
+    const char *ckey;
+    json_t *w, *tmp;
+    json_object_foreach_safe(st->conns, tmp, ckey, w)
+    {
+        json_t *e = json_object_get(w, sid);
+        if (!e)
+            continue;
+        const onair_user_t *u = who_of(&who, onair_str(e, "user"), json_object_get(e, "roles"));
+        if (!can_see(u, doc))
+            sub_cut(st, ckey, sid, "streams.access_revoked",
+                    json_pack("{s:s,s:s,s:s}", "stream", sid, "reason", reason, "detail",
+                              "you may not see this stream any more"),
+                    later);
+        else if (check_bans && ban_applies(u, doc))
+            json_object_set_new(ask, u->id, json_true());
+    }
+    json_t *r = room_get(st, sid, 0);
+    json_t *rest = json_object_get(r, "rest");
+    const char *uid;
+    json_t *expires;
+    json_object_foreach_safe(rest, tmp, uid, expires)
+    {
+        json_t *info = json_object_get(json_object_get(r, "ri"), uid);
+        const onair_user_t *u = who_of(&who, uid, json_object_get(info, "roles"));
+        if (!can_see(u, doc))
+            rest_viewer_gone(st, sid, rest, uid);
+        else if (check_bans && ban_applies(u, doc))
+            json_object_set_new(ask, uid, json_true());
+    }
+    size_t i;
+    json_t *vkey;
+    json_array_foreach(later, i, vkey) viewer_unref(st, sid, json_string_value(vkey));
+    json_decref(later);
+    json_t *yes;
+    json_object_foreach(ask, uid, yes) kick(st, sid, uid, 1);
+    json_decref(ask);
 }
 
 /* ---- loading the stream a request names ------------------------------------------------- */
@@ -1419,6 +1653,13 @@ static void updated(onair_flow_t *f, int status, json_t *result)
         return onair_flow_fail(f, status, result);
     if (!json_is_object(doc)) /* deleted meanwhile */
         return stream_not_found(op);
+    /* those who lost the stream are cut off before the update goes out */
+    int now_private = !is_private(op->doc) && is_private(doc);
+    access_recheck(op->st, doc,
+                   json_object_get(op->data, "visibility")        ? "visibility"
+                   : json_object_get(op->data, "allowed_viewers") ? "allowed_viewers"
+                                                                  : "updated",
+                   now_private);
     publish_stream(op->st, doc, "stream.updated");
     onair_flow_reply(f, 200, json_pack("{s:o}", "stream", view_for(op->st, doc, op->user)));
 }
@@ -1537,14 +1778,14 @@ static void watchers_counted(streams_t *st, json_t *doc)
     {
         json_t *e = json_object_get(w, sid);
         const char *vkey = watch_vkey(e);
-        if (!vkey || watch_counted(e))
+        if (!is_watching(e) || watch_counted(e))
             continue;
         int priv = json_is_true(json_object_get(e, "priv"));
         if (room_full(st, sid, max, vkey, priv)) {
-            api->ws_send((onair_conn_t)strtoull(ckey, NULL, 10), "streams.unwatched",
+            api->ws_send(conn_of(ckey), "streams.unwatched",
                          json_pack("{s:s,s:s,s:s}", "stream", sid, "code", "stream_full", "detail",
                                    "the stream has reached its viewer limit"));
-            watch_drop(st, ckey, w, sid);
+            watch_end(st, ckey, sid);
             continue;
         }
         json_object_set_new(e, "counted", json_true());
@@ -2097,6 +2338,11 @@ static void join_step(op_t *op)
                                       "the stream has reached its viewer limit", NULL);
         viewer_ref(st, op->id, vkey, priv);
         rest = json_object_get(room_get(st, op->id, 1), "rest");
+        json_t *roles = json_array();
+        for (size_t i = 0; op->user->roles && op->user->roles[i] && i < ACCESS_ROLES_MAX; i++)
+            json_array_append_new(roles, json_string(op->user->roles[i]));
+        json_object_set_new(json_object_get(room_get(st, op->id, 1), "ri"), op->user->id,
+                            json_pack("{s:o}", "roles", roles));
     }
     json_object_set_new(rest, op->user->id,
                         json_integer((json_int_t)api->now_ms(st->self) + ttl * 1000));
@@ -2177,34 +2423,35 @@ static void watch_step(op_t *op)
     onair_conn_t conn = api->msg_conn(op->flow.t.msg);
     char topic[64], ckey[32], vkey[VKEY_MAX];
     stream_topic(topic, op->id);
-    snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)conn);
-    if (op->user)
-        user_vkey(vkey, op->user->id);
-    else
-        snprintf(vkey, sizeof vkey, "c:%s", ckey);
+    conn_key(ckey, conn);
     int live = is_live(op->doc);
     int priv = privileged(op->user, op->doc);
     json_int_t max = max_viewers_of(op->doc);
-    json_t *w = json_object_get(st->conns, ckey);
-    json_t *e = json_object_get(w, op->id);
-    if (!e) {
+    json_t *e = sub_entry(st, ckey, op->id, NULL, 0);
+    if (!is_watching(e)) {
+        if (op->user)
+            user_vkey(vkey, op->user->id);
+        else
+            snprintf(vkey, sizeof vkey, "c:%s", ckey);
         if (live && room_full(st, op->id, max, vkey, priv))
             return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "stream_full",
                                       "the stream has reached its viewer limit", NULL);
         if (api->ws_subscribe(conn, topic) != ONAIR_OK)
             return onair_flow_problem(&op->flow, 410, "closed", "the connection is closed", NULL);
-        if (!w) {
-            w = json_object();
-            json_object_set_new(st->conns, ckey, w);
+        if (!(e = sub_entry(st, ckey, op->id, op->user, 1))) {
+            api->ws_unsubscribe(conn, topic);
+            return onair_flow_problem(&op->flow, ONAIR_ENOMEM, NULL, NULL, NULL);
         }
-        e = json_pack("{s:s,s:b,s:b}", "vk", vkey, "priv", priv, "counted", live);
-        json_object_set_new(w, op->id, e);
+        json_object_set_new(e, "watch", json_true());
+        json_object_set_new(e, "priv", json_boolean(priv));
+        json_object_set_new(e, "counted", json_boolean(live));
         if (live)
             viewer_ref(st, op->id, vkey, priv);
     } else if (live && !watch_counted(e)) {
         /* watched before it went live (on another node, or while this one was full) */
+        snprintf(vkey, sizeof vkey, "%s", watch_vkey(e));
         if (room_full(st, op->id, max, vkey, priv)) {
-            watch_drop(st, ckey, w, op->id);
+            watch_end(st, ckey, op->id);
             return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "stream_full",
                                       "the stream has reached its viewer limit", NULL);
         }
@@ -2231,18 +2478,9 @@ static int ws_unwatch(onair_wsmsg_t *msg, void *ud)
     streams_t *st = ud;
     const char *sid = onair_str(api->msg_data(msg), "stream_id");
     char ckey[32];
-    snprintf(ckey, sizeof ckey, "%llu", (unsigned long long)api->msg_conn(msg));
-    json_t *w = json_object_get(st->conns, ckey);
-    json_t *e = json_object_get(w, sid);
-    int watched = e != NULL;
-    if (e) { /* unsubscribed first: its own viewer.left does not reach it */
-        char vkey[VKEY_MAX];
-        snprintf(vkey, sizeof vkey, "%s", watch_vkey(e));
-        int counted = watch_counted(e);
-        watch_drop(st, ckey, w, sid);
-        if (counted)
-            viewer_unref(st, sid, vkey);
-    }
+    conn_key(ckey, api->msg_conn(msg));
+    int watched = is_watching(sub_entry(st, ckey, sid, NULL, 0));
+    watch_end(st, ckey, sid); /* chat and Q&A subscriptions stay */
     return api->target_reply(ONAIR_TARGET_MSG(msg), 200, json_pack("{s:b}", "unwatched", watched));
 }
 
@@ -2281,9 +2519,11 @@ static void mods_changed(onair_flow_t *f, int status, json_t *result)
         return onair_flow_fail(f, status, result);
     if (!json_is_object(doc)) /* deleted meanwhile */
         return stream_not_found(op);
+    int added = has_string(json_object_get(doc, "moderators"), op->arg);
+    if (!added) /* a moderator of a private stream who is no allowed viewer loses it */
+        access_recheck(op->st, doc, "moderators", 0);
     publish_stream(op->st, doc, "stream.updated");
     /* for the moderation plugin's audit log: who added or removed whom */
-    int added = has_string(json_object_get(doc, "moderators"), op->arg);
     api->bus_publish(op->st->self, "streams.moderator_changed",
                      json_pack("{s:s,s:s,s:s,s:s}", "stream", op->id, "user", op->arg, "action",
                                added ? "moderator_added" : "moderator_removed", "by",
@@ -2790,21 +3030,62 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
  * stream she could otherwise see (moderation.check) gets "visible": false and "banned":
  * true (callers answer 403 banned); "banned" is false (absent for a stream not found) in
  * every other case. */
+/* streams.access with "conn" and "topic", for a user who may see the stream: the connection
+ * is subscribed to the topic, and the subscription ends with the access (access_recheck,
+ * kick). 1 when subscribed (0: the connection is closed, or out of memory). */
+static int access_subscribe(op_t *op)
+{
+    char ckey[32];
+    conn_key(ckey, op->sub_conn);
+    if (api->ws_subscribe(op->sub_conn, op->sub_topic) != ONAIR_OK)
+        return 0;
+    json_t *e = sub_entry(op->st, ckey, op->id, op->user, 1);
+    if (!e) {
+        api->ws_unsubscribe(op->sub_conn, op->sub_topic);
+        return 0;
+    }
+    json_object_set_new(json_object_get(e, "topics"), op->sub_topic, json_true());
+    return 1;
+}
+
+/* A topic of stream sid that another plugin may subscribe a connection to through
+ * streams.access: "stream.<sid>.<name>", name [a-z0-9_]{1,32} ("stream.<sid>" itself is
+ * streams.watch's, which counts viewers). */
+static int stream_sub_topic_ok(const char *topic, const char *sid)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "stream.%s.", sid);
+    size_t n = strlen(prefix);
+    if (!topic || strncmp(topic, prefix, n))
+        return 0;
+    const char *name = topic + n;
+    size_t len = strlen(name);
+    if (len < 1 || len > 32)
+        return 0;
+    for (; *name; name++)
+        if (!islower((unsigned char)*name) && !isdigit((unsigned char)*name) && *name != '_')
+            return 0;
+    return 1;
+}
+
 static void access_answer(op_t *op, json_t *doc, int banned)
 {
     const onair_user_t *u = op->user;
     json_t *res;
     if (!json_is_object(doc)) {
-        res = json_pack("{s:b,s:b}", "found", 0, "visible", 0);
+        res = op->sub_conn ? json_pack("{s:b,s:b,s:b}", "found", 0, "visible", 0, "subscribed", 0)
+                           : json_pack("{s:b,s:b}", "found", 0, "visible", 0);
     } else {
         json_t *settings = json_object_get(doc, "settings");
         int mod = is_smod(u, doc) || has_role(u, "moderator") || is_admin(u);
-        res =
-            json_pack("{s:b,s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible",
-                      can_see(u, doc) && !banned, "banned", banned, "status",
-                      onair_str(doc, "status"), "visibility", onair_str(doc, "visibility"), "owner",
-                      onair_str(doc, "owner"), "is_owner", is_owner(u, doc), "is_moderator", mod,
-                      "settings", json_is_object(settings) ? json_incref(settings) : json_object());
+        int visible = can_see(u, doc) && !banned;
+        res = json_pack("{s:b,s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible", visible,
+                        "banned", banned, "status", onair_str(doc, "status"), "visibility",
+                        onair_str(doc, "visibility"), "owner", onair_str(doc, "owner"), "is_owner",
+                        is_owner(u, doc), "is_moderator", mod, "settings",
+                        json_is_object(settings) ? json_incref(settings) : json_object());
+        if (res && op->sub_conn)
+            json_object_set_new(res, "subscribed", json_boolean(visible && access_subscribe(op)));
     }
     api->service_answer(op->call, res ? ONAIR_OK : ONAIR_ENOMEM, res);
     onair_flow_end(&op->flow);
@@ -2860,21 +3141,53 @@ static int svc_access(onair_service_call_t *call, void *ud)
     const char *sid = onair_str(args, "stream");
     json_t *user = json_object_get(args, "user");
     json_t *roles = json_object_get(args, "roles");
+    json_t *conn = json_object_get(args, "conn");
+    const char *topic = onair_str(args, "topic");
     if (!sid || (user && !json_is_null(user) && !user_id_ok(json_string_value(user))) ||
-        (roles && !json_is_array(roles)))
+        (roles && !json_is_array(roles)) || (!conn != !topic) ||
+        (conn && (!json_is_integer(conn) || json_integer_value(conn) <= 0)) ||
+        (topic && onair_is_id(sid) && !stream_sub_topic_ok(topic, sid)))
         return ONAIR_EINVAL;
     if (!onair_is_id(sid))
-        return api->service_answer(call, ONAIR_OK,
-                                   json_pack("{s:b,s:b}", "found", 0, "visible", 0));
+        return api->service_answer(
+            call, ONAIR_OK,
+            conn ? json_pack("{s:b,s:b,s:b}", "found", 0, "visible", 0, "subscribed", 0)
+                 : json_pack("{s:b,s:b}", "found", 0, "visible", 0));
     op_t *op = op_new(ud, no_target, NULL, sid);
     if (!op)
         return ONAIR_ENOMEM;
     op->call = call;
+    if (conn) {
+        op->sub_conn = (onair_conn_t)json_integer_value(conn);
+        snprintf(op->sub_topic, sizeof op->sub_topic, "%s", topic);
+    }
     op_set_caller(op, json_string_value(user), roles);
     if (op->user && !roles)
         return ONAIR_THEN(&op->flow, access_roles_read,
                           api->user_get(op->st->self, op->user->id, onair_flow_cb, &op->flow));
     return access_find(op);
+}
+
+/* ---- service "streams.leave" ------------------------------------------------------------
+ * args {"stream": id, "conn": n, "topic": "stream.<id>.<name>"}: the connection leaves a topic
+ * it was subscribed to through streams.access (chat.leave, qa.unwatch). Answers {"left": bool}
+ * (false: the connection is gone). */
+static int svc_leave(onair_service_call_t *call, void *ud)
+{
+    streams_t *st = ud;
+    json_t *args = api->service_args(call);
+    const char *sid = onair_str(args, "stream");
+    const char *topic = onair_str(args, "topic");
+    json_t *conn = json_object_get(args, "conn");
+    if (!onair_is_id(sid) || !stream_sub_topic_ok(topic, sid) || !json_is_integer(conn) ||
+        json_integer_value(conn) <= 0)
+        return ONAIR_EINVAL;
+    char ckey[32];
+    conn_key(ckey, (onair_conn_t)json_integer_value(conn));
+    int rc = api->ws_unsubscribe(conn_of(ckey), topic);
+    json_object_del(json_object_get(sub_entry(st, ckey, sid, NULL, 0), "topics"), topic);
+    sub_forget_if_idle(st, ckey, sid);
+    return api->service_answer(call, ONAIR_OK, json_pack("{s:b}", "left", rc == ONAIR_OK));
 }
 
 /* ---- service "streams.follow" (ABI 1.3) ------------------------------------------------
@@ -3014,6 +3327,7 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     const onair_service_t services[] = {
         ONAIR_SERVICE("streams.access", svc_access, .ud = st),
         ONAIR_SERVICE("streams.follow", svc_follow, .ud = st),
+        ONAIR_SERVICE("streams.leave", svc_leave, .ud = st),
         ONAIR_SERVICE("streams.media_publish", svc_media_publish, .ud = st),
         ONAIR_SERVICE("streams.media_unpublish", svc_media_unpublish, .ud = st),
     };

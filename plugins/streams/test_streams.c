@@ -111,12 +111,12 @@ static void create(onair_test_host_t *h, const char *body, char path[64])
     onair_test_response_free(r);
 }
 
-/* The viewer count of GET .../viewers/count. */
+/* The viewer count of GET .../viewers/count (as the owner). */
 static json_int_t viewers(onair_test_host_t *h, const char *path)
 {
     char count[96];
     snprintf(count, sizeof count, "%s/viewers/count", path);
-    onair_test_response_t *r = call(h, "GET", count, NULL, NULL);
+    onair_test_response_t *r = call(h, "GET", count, NULL, &ada); /* the owner sees it always */
     assert_int_equal(r->status, 200);
     json_int_t n = json_integer_value(json_object_get(r->json, "viewer_count"));
     onair_test_response_free(r);
@@ -379,6 +379,144 @@ static void test_platform_ban_refuses_actions(void **state)
     finish(h);
 }
 
+/* streams.access with conn and topic (as chat.join and qa.watch ask it): the status. */
+static int subscribe(onair_test_host_t *h, const char *sid, const char *user, onair_conn_t c,
+                     const char *topic)
+{
+    json_t *args = json_pack("{s:s,s:s?,s:I,s:s}", "stream", sid, "user", user, "conn",
+                             (json_int_t)c, "topic", topic);
+    assert_int_equal(onair_test_service_call(h, "streams.access", args, svc_done, NULL), ONAIR_OK);
+    onair_test_run(h);
+    return svc_status;
+}
+
+/* The next frame of c is an event of this type (and reason, if given). */
+static void told(onair_test_host_t *h, onair_conn_t c, const char *type, const char *reason)
+{
+    json_t *f = onair_test_ws_next(h, c);
+    assert_non_null(f);
+    assert_string_equal(onair_str(f, "type"), type);
+    if (reason)
+        assert_string_equal(onair_str(json_object_get(f, "data"), "reason"), reason);
+    json_decref(f);
+}
+
+static void drain(onair_test_host_t *h, onair_conn_t c)
+{
+    for (json_t *f; (f = onair_test_ws_next(h, c));)
+        json_decref(f);
+}
+
+/* Access changes end live subscriptions: the watch (stream.<id>) and the topics other plugins
+ * subscribed through streams.access (chat's), of anonymous and signed-in connections alike,
+ * and REST viewers; the allowed keep theirs. */
+static void test_access_changes_end_subscriptions(void **state)
+{
+    onair_test_host_t *h = *state;
+#define DEE "d0d000000000000000000000"
+    static const onair_user_t dee = {sizeof(onair_user_t), DEE, viewer, 1};
+    onair_test_user_add(h, DEE, "dee", NULL, viewer, 1);
+    char path[64], action[128], sid[25], chat[64], watch[64];
+    create(h, "{\"title\":\"Open\"}", path);
+    snprintf(sid, sizeof sid, "%s", path + strlen(STREAMS "/"));
+    snprintf(chat, sizeof chat, "stream.%s.chat", sid);
+    snprintf(watch, sizeof watch, "stream.%s", sid);
+    snprintf(action, sizeof action, "%s/moderators/" DEE, path);
+    answered(call(h, "PUT", action, NULL, &ada), 200);
+    snprintf(action, sizeof action, "%s/start", path);
+    answered(call(h, "POST", action, NULL, &ada), 200);
+    const onair_user_t *who[] = {NULL, &bob, &cyd, &dee};
+    onair_conn_t c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = onair_test_ws_connect(h, who[i]);
+        onair_test_ws_send(h, c[i], "streams.watch", NULL, json_pack("{s:s}", "stream_id", sid));
+        assert_int_equal(subscribe(h, sid, who[i] ? who[i]->id : NULL, c[i], chat), ONAIR_OK);
+        assert_true(json_is_true(json_object_get(svc_result, "subscribed")));
+        assert_true(onair_test_ws_subscribed(h, c[i], chat));
+    }
+    snprintf(action, sizeof action, "%s/join", path);
+    answered(call(h, "POST", action, NULL, &cyd), 200); /* cyd on REST too */
+    assert_int_equal(viewers(h, path), 4);
+    for (int i = 0; i < 4; i++)
+        drain(h, c[i]);
+
+    /* public -> private for bob: the anonymous connection and cyd lose it, told first */
+    answered(call(h, "PATCH", path,
+                  "{\"visibility\":\"private\",\"allowed_viewers\":[\"" BOB "\"]}", &ada),
+             200);
+    for (int i = 0; i < 4; i++) {
+        int lost = i == 0 || i == 2;
+        if (lost)
+            told(h, c[i], "streams.access_revoked", "visibility");
+        assert_int_equal(onair_test_ws_subscribed(h, c[i], chat), !lost);
+        assert_int_equal(onair_test_ws_subscribed(h, c[i], watch), !lost);
+        if (lost) /* not even the change's stream.updated */
+            assert_int_equal(onair_test_ws_pending_frames(h, c[i]), 0);
+        drain(h, c[i]);
+    }
+    assert_int_equal(viewers(h, path), 2); /* bob and dee; cyd's REST join ended too */
+
+    /* bob taken off the allowed viewers, then dee off the moderators */
+    answered(call(h, "PATCH", path, "{\"allowed_viewers\":[]}", &ada), 200);
+    told(h, c[1], "streams.access_revoked", "allowed_viewers");
+    assert_false(onair_test_ws_subscribed(h, c[1], chat));
+    assert_true(onair_test_ws_subscribed(h, c[3], chat));
+    drain(h, c[3]);
+    snprintf(action, sizeof action, "%s/moderators/" DEE, path);
+    answered(call(h, "DELETE", action, NULL, &ada), 200);
+    told(h, c[3], "streams.access_revoked", "moderators");
+    assert_false(onair_test_ws_subscribed(h, c[3], watch));
+    assert_int_equal(viewers(h, path), 0);
+    assert_int_equal(subscribe(h, sid, DEE, c[3], chat), ONAIR_OK); /* no way back */
+    assert_false(json_is_true(json_object_get(svc_result, "visible")));
+    assert_false(json_is_true(json_object_get(svc_result, "subscribed")));
+    assert_false(onair_test_ws_subscribed(h, c[3], chat));
+
+    /* a ban (the bus event): bob, allowed again, loses watch and chat */
+    answered(call(h, "PATCH", path, "{\"allowed_viewers\":[\"" BOB "\"]}", &ada), 200);
+    onair_test_ws_send(h, c[1], "streams.watch", NULL, json_pack("{s:s}", "stream_id", sid));
+    assert_int_equal(subscribe(h, sid, BOB, c[1], chat), ONAIR_OK);
+    drain(h, c[1]);
+    onair_test_publish(h, "moderation.banned", json_pack("{s:s,s:s}", "stream", sid, "user", BOB));
+    onair_test_run(h);
+    told(h, c[1], "moderation.banned", NULL);
+    assert_false(onair_test_ws_subscribed(h, c[1], chat));
+    assert_false(onair_test_ws_subscribed(h, c[1], watch));
+
+    /* a public stream going private asks moderation about those still allowed: banned ones
+     * lose it too (a banned user may watch a public stream, not a private one) */
+    char open[64], osid[25], ochat[64];
+    create(h, "{\"title\":\"Open too\"}", open);
+    snprintf(osid, sizeof osid, "%s", open + strlen(STREAMS "/"));
+    snprintf(ochat, sizeof ochat, "stream.%s.chat", osid);
+    assert_int_equal(subscribe(h, osid, BOB, c[1], ochat), ONAIR_OK);
+    bob_banned = 1;
+    answered(call(h, "PATCH", open,
+                  "{\"visibility\":\"private\",\"allowed_viewers\":[\"" BOB "\"]}", &ada),
+             200);
+    told(h, c[1], "moderation.banned", NULL);
+    assert_false(onair_test_ws_subscribed(h, c[1], ochat));
+    bob_banned = 0;
+
+    /* streams.leave: the connection leaves a topic it was subscribed to through access */
+    assert_int_equal(subscribe(h, osid, BOB, c[1], ochat), ONAIR_OK);
+    assert_true(onair_test_ws_subscribed(h, c[1], ochat));
+    json_t *args =
+        json_pack("{s:s,s:I,s:s}", "stream", osid, "conn", (json_int_t)c[1], "topic", ochat);
+    assert_int_equal(onair_test_service_call(h, "streams.leave", args, svc_done, NULL), ONAIR_OK);
+    onair_test_run(h);
+    assert_true(json_is_true(json_object_get(svc_result, "left")));
+    assert_false(onair_test_ws_subscribed(h, c[1], ochat));
+    /* topics that are not the stream's own are refused */
+    assert_int_equal(subscribe(h, osid, BOB, c[1], chat), ONAIR_EINVAL);
+    assert_int_equal(subscribe(h, osid, BOB, c[1], "stream.x"), ONAIR_EINVAL);
+    snprintf(action, sizeof action, "stream.%s", osid);
+    assert_int_equal(subscribe(h, osid, BOB, c[1], action), ONAIR_EINVAL);
+    json_decref(svc_result);
+    svc_result = NULL;
+    finish(h);
+}
+
 static void test_follows_reports_and_limits(void **state)
 {
     onair_test_host_t *h = *state;
@@ -443,6 +581,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_private_streams_bans_and_access, setup, teardown),
         cmocka_unit_test_setup_teardown(test_platform_ban_refuses_actions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_changes_end_subscriptions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_follows_reports_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
     };

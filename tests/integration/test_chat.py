@@ -681,3 +681,81 @@ def test_modes_survive_restart(request, backend):
         assert s.stop() == 0
     finally:
         s.kill()
+
+
+# ---- access changes end chat subscriptions (issue 14, M1) ------------------------------------
+def revoked(reason):
+    return lambda m: m.get("type") == "streams.access_revoked" and m["data"]["reason"] == reason
+
+
+async def hears_nothing_more(cl, sid, pred):
+    """cl's next reply comes after everything published before it: nothing matching pred may
+    come first. Joining again is that request: refused, as the stream is gone for cl."""
+    r = await cl.call("chat.join", {"stream_id": sid})
+    assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+    assert not any(pred(m) for m in cl.seen), cl.seen
+
+
+def test_revoked_access_ends_chat_subscriptions(srv):
+    """The chat of a public stream is joined by an anonymous connection, a signed-in stranger,
+    two viewers who will be allowed and the stream moderator. The stream goes private (the
+    anonymous and the stranger are cut off, told with streams.access_revoked), then one allowed
+    viewer is taken off the list, then the moderator is removed: each loses the chat at once,
+    hears no message sent afterwards and cannot join again, while the remaining allowed viewer
+    keeps receiving. REST answers 404 to them as before."""
+    c = Cast(srv)
+    stranger, kept, dropped = Account(srv, "str"), Account(srv, "kept"), Account(srv, "drop")
+    base = f"/api/v1/streams/{c.sid}"
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(stranger)) as s, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(kept)) as k, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(dropped)) as d, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(c.smod)) as m:
+            A, S, K, D, M = (Client(x) for x in (a, s, k, d, m))
+            for cl in (A, S, K, D, M):
+                r = await cl.call("chat.join", {"stream_id": c.sid})
+                assert r["type"] == "result", r
+            send(c.owner, c, "public")
+            for cl in (A, S, K, D, M):
+                await cl.wait(is_msg("public"))
+
+            # public -> private: the anonymous connection and the stranger lose the chat
+            r = c.owner.call("PATCH", base, {"visibility": "private",
+                                             "allowed_viewers": [kept.id, dropped.id]})
+            assert r.status == 200, r
+            for cl in (A, S):
+                ev = await cl.wait(revoked("visibility"))
+                assert ev["data"]["stream"] == c.sid and ev["data"]["detail"], ev
+            send(c.owner, c, "private now")
+            for cl in (K, D, M):
+                await cl.wait(is_msg("private now"))
+            for cl in (A, S):
+                await hears_nothing_more(cl, c.sid, is_msg("private now"))
+            problem(stranger.call("GET", c.c()), 404, "stream_not_found")
+
+            # an allowed viewer taken off the list
+            r = c.owner.call("PATCH", base, {"allowed_viewers": [kept.id]})
+            assert r.status == 200, r
+            await D.wait(revoked("allowed_viewers"))
+            send(c.owner, c, "without you")
+            for cl in (K, M):
+                await cl.wait(is_msg("without you"))
+            await hears_nothing_more(D, c.sid, is_msg("without you"))
+            problem(dropped.call("GET", c.c()), 404, "stream_not_found")
+
+            # a stream moderator removed (and not an allowed viewer)
+            r = c.owner.call("DELETE", f"{base}/moderators/{c.smod.id}")
+            assert r.status == 200, r
+            await M.wait(revoked("moderators"))
+            send(c.owner, c, "no moderator")
+            await K.wait(is_msg("no moderator"))
+            await hears_nothing_more(M, c.sid, is_msg("no moderator"))
+            # the allowed viewer's chat goes on
+            r = await K.call("chat.send", {"stream_id": c.sid, "text": "still here"})
+            assert r["type"] == "result", r
+            await K.wait(is_msg("still here"))
+            assert not any(x["type"] == "streams.access_revoked" for x in K.seen), K.seen
+
+    run(scenario())

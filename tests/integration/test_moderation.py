@@ -844,6 +844,53 @@ def test_platform_ban_refuses_private_streams_until_lifted(srv_chat):
     run(scenario(True))
 
 
+def test_going_private_ends_a_banned_viewers_subscriptions(srv_chat):
+    """A user banned from a public stream may still watch it and read its chat (bans limit
+    acting, not viewing). When the stream goes private with her among the allowed viewers,
+    the ban closes it to her: her watch and chat end with moderation.banned, while another
+    allowed viewer keeps both."""
+    srv = srv_chat
+    c = Cast(srv)
+    base = f"/api/v1/streams/{c.sid}"
+    assert c.owner.call("POST", c.m("/bans"), {"user": c.viewer.id}).status == 201
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=c.viewer.headers()) as v, \
+                websockets.connect(srv.ws_url, extra_headers=c.other.headers()) as o:
+            for w in (v, o):
+                for t in ("streams.watch", "chat.join"):
+                    r = await ws_call(w, t, {"stream_id": c.sid})
+                    assert r["type"] == "result", (t, r)
+            r = await asyncio.to_thread(c.owner.call, "PATCH", base, {
+                "visibility": "private", "allowed_viewers": [c.viewer.id, c.other.id]})
+            assert r.status == 200, r
+            m = await until_type(v, "moderation.banned")
+            assert m["data"] == {"stream": c.sid}, m
+            r = await asyncio.to_thread(c.owner.call, "POST", f"{base}/chat", {"text": "private"})
+            assert r.status == 201, r
+            m = await until_type(o, "chat.message")
+            assert m["data"]["text"] == "private", m
+            seen = []
+            r = await ws_call_seen(v, "chat.join", {"stream_id": c.sid}, seen)
+            ws_error(r, 403, "banned")
+            assert not [x for x in seen if x["type"] == "chat.message"], seen
+            r = await asyncio.to_thread(c.owner.call, "GET", f"{base}/viewers")
+            assert r.json()["users"] == [c.other.id], r
+
+    run(scenario())
+
+
+async def ws_call_seen(ws, type_, data, seen):
+    """ws_call, keeping in seen what arrived before the reply."""
+    id_ = os.urandom(4).hex()
+    await ws.send(json.dumps({"type": type_, "id": id_, "data": data}))
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if m.get("id") == id_:
+            return m
+        seen.append(m)
+
+
 def test_the_501st_blocked_term_is_refused(srv_chat):
     """A stream keeps at most 500 blocked terms: the 501st is refused with 409 too_many_terms
     (not answered 201 and then never listed nor enforced); all 500 are listed and enforced,

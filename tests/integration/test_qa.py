@@ -526,6 +526,83 @@ def test_websocket_live_updates_and_errors(srv):
     run(scenario())
 
 
+# ---- access changes end Q&A subscriptions (issue 14, M1) --------------------------------------
+def revoked(reason):
+    return lambda m: m.get("type") == "streams.access_revoked" and m["data"]["reason"] == reason
+
+
+def asked(text):
+    return lambda m: m.get("type") == "qa.asked" and m["data"]["question"]["text"] == text
+
+
+async def hears_nothing_more(cl, sid, pred):
+    """cl's next reply comes after everything published before it: nothing matching pred may
+    come first. Watching again is that request: refused, as the stream is gone for cl."""
+    r = await cl.call("qa.watch", {"stream_id": sid})
+    assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+    assert not any(pred(m) for m in cl.seen), cl.seen
+
+
+def test_revoked_access_ends_qa_subscriptions(srv):
+    """Watchers of a public stream's questions: an anonymous connection, a signed-in stranger,
+    two viewers who will be allowed and the stream moderator. Going private cuts off the
+    anonymous and the stranger, taking a viewer off the allowed list cuts her off, removing the
+    moderator cuts him off: each is told (streams.access_revoked), hears no question asked
+    afterwards and cannot watch again; the remaining allowed viewer keeps hearing them."""
+    c = Cast(srv)
+    stranger, kept, dropped = (Account(srv, n) for n in ("str", "kept", "drop"))
+    base = f"/api/v1/streams/{c.sid}"
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(stranger)) as s, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(kept)) as k, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(dropped)) as d, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(c.smod)) as m:
+            A, S, K, D, M = (Client(x) for x in (a, s, k, d, m))
+            for cl in (A, S, K, D, M):
+                r = await cl.call("qa.watch", {"stream_id": c.sid})
+                assert r["type"] == "result", r
+            ask(c.owner, c, "Public question")
+            for cl in (A, S, K, D, M):
+                await cl.wait(asked("Public question"))
+
+            r = c.owner.call("PATCH", base, {"visibility": "private",
+                                             "allowed_viewers": [kept.id, dropped.id]})
+            assert r.status == 200, r
+            for cl in (A, S):
+                ev = await cl.wait(revoked("visibility"))
+                assert ev["data"]["stream"] == c.sid, ev
+            ask(c.owner, c, "Private question")
+            for cl in (K, D, M):
+                await cl.wait(asked("Private question"))
+            for cl in (A, S):
+                await hears_nothing_more(cl, c.sid, asked("Private question"))
+            problem(stranger.call("GET", c.q()), 404, "stream_not_found")
+
+            r = c.owner.call("PATCH", base, {"allowed_viewers": [kept.id]})
+            assert r.status == 200, r
+            await D.wait(revoked("allowed_viewers"))
+            ask(kept, c, "Without her")
+            for cl in (K, M):
+                await cl.wait(asked("Without her"))
+            await hears_nothing_more(D, c.sid, asked("Without her"))
+
+            r = c.owner.call("DELETE", f"{base}/moderators/{c.smod.id}")
+            assert r.status == 200, r
+            await M.wait(revoked("moderators"))
+            ask(kept, c, "Without him")
+            await K.wait(asked("Without him"))
+            await hears_nothing_more(M, c.sid, asked("Without him"))
+            problem(c.smod.call("GET", c.q()), 404, "stream_not_found")
+            assert not any(x["type"] == "streams.access_revoked" for x in K.seen), K.seen
+            # unwatch still answers for the one who kept it
+            r = await K.call("qa.unwatch", {"stream_id": c.sid})
+            assert r["data"] == {"unwatched": True}, r
+
+    run(scenario())
+
+
 # ---- persistence -----------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_questions_survive_restart(request, backend):

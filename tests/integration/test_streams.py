@@ -986,6 +986,99 @@ def test_websocket_follow_start_and_viewer_count(srv):
     run(scenario())
 
 
+def revoked(reason):
+    return lambda m: m.get("type") == "streams.access_revoked" and m["data"]["reason"] == reason
+
+
+def is_type(type_):
+    return lambda m: m.get("type") == type_
+
+
+async def hears_nothing_more(cl, sid, pred):
+    """cl's next reply comes after everything published before it: nothing matching pred may
+    come first. Watching again is that request: refused, as the stream is gone for cl."""
+    r = await cl.call("streams.watch", {"stream_id": sid})
+    assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+    assert not any(pred(m) for m in cl.seen), cl.seen
+
+
+def test_revoked_access_ends_watches(srv):
+    """Watchers of a live public stream: an anonymous connection, a signed-in stranger, two
+    viewers who will be allowed and the stream moderator, plus a REST viewer. The stream goes
+    private: the anonymous connection, the stranger and the REST viewer lose it at once (told
+    with streams.access_revoked, before the change's own stream.updated, and counted out of the
+    viewers); then an allowed viewer is taken off the list, then the moderator is removed:
+    each is cut off the same way and cannot watch again, while the remaining allowed viewer
+    keeps hearing the stream's events."""
+    owner, stranger, kept, dropped, smod, rest = (
+        Account(srv, n) for n in ("rvo", "rvs", "rvk", "rvd", "rvm", "rvr"))
+    sid = create(owner, title="Going private")["stream"]["id"]
+    base = f"/api/v1/streams/{sid}"
+    assert owner.call("PUT", f"{base}/moderators/{smod.id}").status == 200
+    assert owner.call("POST", f"{base}/start").status == 200
+    assert rest.call("POST", f"{base}/join").status == 200
+
+    def viewers():
+        r = owner.call("GET", f"{base}/viewers")
+        assert r.status == 200, r
+        return sorted(r.json()["users"]), r.json()["anonymous"]
+
+    def hdr(acct):
+        return {"Authorization": "Bearer " + acct.token}
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(stranger)) as s, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(kept)) as k, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(dropped)) as d, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(smod)) as m:
+            A, S, K, D, M = (Client(x) for x in (a, s, k, d, m))
+            for cl in (A, S, K, D, M):
+                r = await cl.call("streams.watch", {"stream_id": sid})
+                assert r["type"] == "result" and r["data"]["counted"], r
+            assert viewers() == (sorted([stranger.id, kept.id, dropped.id, smod.id, rest.id]), 1)
+
+            r = owner.call("PATCH", base, {"visibility": "private",
+                                           "allowed_viewers": [kept.id, dropped.id]})
+            assert r.status == 200, r
+            for cl in (A, S):
+                ev = await cl.wait(revoked("visibility"))
+                assert ev["data"]["stream"] == sid and ev["data"]["detail"], ev
+            assert viewers() == (sorted([kept.id, dropped.id, smod.id]), 0)
+            for cl in (K, D, M):
+                m_ = await cl.wait(is_type("stream.updated"))
+                assert m_["data"]["stream"]["visibility"] == "private", m_
+            for cl in (A, S):
+                await hears_nothing_more(cl, sid, is_type("stream.updated"))
+            problem(rest.call("POST", f"{base}/join"), 404, "stream_not_found")
+
+            r = owner.call("PATCH", base, {"allowed_viewers": [kept.id]})
+            assert r.status == 200, r
+            await D.wait(revoked("allowed_viewers"))
+            assert viewers() == (sorted([kept.id, smod.id]), 0)
+            for cl in (K, M):
+                await cl.wait(is_type("stream.updated"))
+            await hears_nothing_more(D, sid, is_type("stream.updated"))
+
+            r = owner.call("DELETE", f"{base}/moderators/{smod.id}")
+            assert r.status == 200, r
+            await M.wait(revoked("moderators"))
+            assert viewers() == ([kept.id], 0)
+            await K.wait(is_type("stream.updated"))
+            await hears_nothing_more(M, sid, is_type("stream.updated"))
+            problem(smod.call("GET", base), 404, "stream_not_found")
+
+            # the allowed viewer goes on: events, and the end of the stream
+            assert owner.call("PATCH", base, {"title": "Still on"}).status == 200
+            m_ = await K.wait(is_type("stream.updated"))
+            assert m_["data"]["stream"]["title"] == "Still on", m_
+            assert owner.call("POST", f"{base}/end").status == 200
+            await K.wait(is_type("stream.ended"))
+            assert not any(x["type"] == "streams.access_revoked" for x in K.seen), K.seen
+
+    run(scenario())
+
+
 def test_websocket_data_mistakes(srv):
     """streams.watch and streams.unwatch declare their data: a mistake is an error reply with
     status 400, the code and the member in `field`, and the connection stays open."""
