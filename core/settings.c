@@ -179,6 +179,12 @@ const onair_config_key_t core_schema[] = {
         .doc = "A WHIP publish to a stream that has one: replace it (hand-over) or answer 409."),
     KEY(.key = "media.consent_timeout", .type = ONAIR_CFG_INT, .default_value = "30", RANGE(5, 600),
         .doc = "Seconds without ICE consent (STUN) before a session ends."),
+    KEY(.key = "media.publisher_timeout", .type = ONAIR_CFG_INT, .default_value = "5",
+        RANGE(1, 600),
+        .doc = "Seconds a connected publisher may send nothing at all (no RTP, RTCP or DTLS) "
+               "before its publish ends: its viewers get a DTLS close_notify and the stream ends "
+               "(stream.ended on the WebSocket). Without it a publisher that vanished without a "
+               "goodbye would leave its viewers frozen until media.consent_timeout."),
     KEY(.key = "media.connect_timeout", .type = ONAIR_CFG_INT, .default_value = "20", RANGE(2, 600),
         .doc = "Seconds a new session may take to connect (ICE + DTLS) before it is dropped."),
     KEY(.key = "media.ice_timeout", .type = ONAIR_CFG_INT, .default_value = "5", RANGE(1, 600),

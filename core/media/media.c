@@ -105,6 +105,8 @@ int media_setup(struct host *h, char *err, size_t elen)
     g_media.nworkers = workers;
     g_media.consent_timeout_ms =
         (int)json_integer_value(cfg_json_get(c, "media.consent_timeout")) * 1000;
+    g_media.publisher_timeout_ms =
+        (int)json_integer_value(cfg_json_get(c, "media.publisher_timeout")) * 1000;
     g_media.connect_timeout_ms =
         (int)json_integer_value(cfg_json_get(c, "media.connect_timeout")) * 1000;
     g_media.max_sessions = (int)json_integer_value(cfg_json_get(c, "media.max_sessions"));

@@ -20,6 +20,7 @@ struct media {
     char **addresses; /* announced as host candidates */
     size_t naddresses;
     int consent_timeout_ms, connect_timeout_ms, ice_timeout_ms;
+    int publisher_timeout_ms; /* a connected publisher silent this long ends ("no_media") */
     int max_sessions, max_viewers;
     int max_pending_per_address; /* unconnected sessions one client address may hold */
     int reserved_for_publishers; /* of max_sessions, not for viewers */

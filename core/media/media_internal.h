@@ -109,6 +109,7 @@ typedef struct view_track {
     int present;
     int kind;
     int pt, rtx_pt;
+    sdp_codec_t codec;  /* the viewer's codec (of its offer) that was negotiated */
     int nack, pli, fir; /* feedback the viewer negotiated */
     uint32_t ssrc, rtx_ssrc;
     uint16_t rtx_seq;

@@ -1572,6 +1572,10 @@ char *sdp_answer(const sdp_t *off, const sdp_answer_opts_t *o, char *err, size_t
             sb_add(&b, "m=%s 0 %s %s\r\n", m->media, m->proto, fmt);
             if (m->mid[0])
                 sb_add(&b, "a=mid:%s\r\n", m->mid);
+            /* GStreamer's webrtcbin refuses an answer with a section that lacks a fingerprint,
+             * rejected ones too (issue 13 D6): harmless for every other client. */
+            if (strstr(m->proto, "TLS") || strstr(m->proto, "DTLS"))
+                sb_add(&b, "a=fingerprint:sha-256 %s\r\na=setup:passive\r\n", o->fingerprint);
             continue;
         }
         const sdp_answer_media_t *am = &o->media[i];

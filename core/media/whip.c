@@ -318,12 +318,51 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
     return 0;
 }
 
-/* A viewer's m-lines, matched to what the stream's publisher sends (relay lock held). */
+/* The viewer's header extension ids for what the publisher sends: publisher id -> viewer id
+ * (again at every hand-over: each publisher has its own ids). */
+static void map_extensions(view_track_t *vt, const pub_track_t *t)
+{
+    memset(vt->ext_map, 0, sizeof vt->ext_map);
+    for (int x = 0; x < EXT_COUNT; x++)
+        if (vt->ext_id[x] && t->ext_id[x] && t->ext_id[x] < 16)
+            vt->ext_map[t->ext_id[x]] = vt->ext_id[x];
+}
+
+/* "H264 (packetization-mode=1;profile-level-id=42e01f)" */
+static void describe_codec(const sdp_codec_t *c, char *out, size_t n)
+{
+    if (c->fmtp[0])
+        snprintf(out, n, "%s (%s)", c->name, c->fmtp);
+    else
+        snprintf(out, n, "%s", c->name);
+}
+
+/* The codecs an offered m-line receives, as "VP8, VP9, H264 (...)" (rtx, red and the like
+ * left out). */
+static void offered_codecs(const sdp_media_t *m, char *out, size_t n)
+{
+    size_t off = 0;
+    out[0] = 0;
+    for (int j = 0; j < m->n_codecs && off < n; j++) {
+        if (!sdp_codec_supported(&m->codecs[j]))
+            continue;
+        char one[160];
+        describe_codec(&m->codecs[j], one, sizeof one);
+        off += (size_t)snprintf(out + off, n - off, "%s%s", off ? ", " : "", one);
+    }
+    if (!out[0])
+        snprintf(out, n, "nothing the relay forwards");
+}
+
+/* A viewer's m-lines, matched to what the stream's publisher sends (relay lock held). 0, -1
+ * (err: the offer is unusable, 400) or PLAN_CODEC_MISMATCH (err: an offered audio or video
+ * m-line receives none of the codecs the publisher sends, 422 codec_mismatch). */
+#define PLAN_CODEC_MISMATCH -2
 static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
 {
     sdp_t *o = op->offer;
     session_t *s = op->s;
-    int have[MEDIA_KINDS] = {0}, fp_taken = 0;
+    int have[MEDIA_KINDS] = {0}, fp_taken = 0, mismatch = -1;
     static const char *const uris[] = {
         "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
         "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
@@ -348,8 +387,11 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
         for (int j = 0; j < m->n_codecs && !c; j++)
             if (sdp_codec_same(&m->codecs[j], &t->desc))
                 c = &m->codecs[j];
-        if (!c)
+        if (!c) {
+            if (mismatch < 0)
+                mismatch = i;
             continue;
+        }
         if (!fp_taken) {
             if (take_fingerprint(s, m, err, elen) < 0)
                 return -1;
@@ -360,6 +402,7 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
         vt->present = 1;
         vt->kind = kind;
         vt->pt = c->pt;
+        vt->codec = *c; /* what it can take: a hand-over to another codec is checked against it */
         vt->rtx_pt = kind == MEDIA_VIDEO && c->rtx_pt >= 0 ? c->rtx_pt : 0;
         vt->nack = !!(c->fb & SDP_FB_NACK);
         vt->pli = !!(c->fb & SDP_FB_NACK_PLI);
@@ -375,9 +418,8 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
             if (x < 0 || !media_ext_forwarded(x) || m->extmaps[e].id > 14)
                 continue;
             vt->ext_id[x] = (uint8_t)m->extmaps[e].id;
-            if (t->ext_id[x] && t->ext_id[x] < 16)
-                vt->ext_map[t->ext_id[x]] = (uint8_t)m->extmaps[e].id;
         }
+        map_extensions(vt, t);
         am->accept = 1;
         am->dir = SDP_DIR_SENDONLY;
         am->n_pts = 1;
@@ -391,6 +433,24 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
         am->msid_track = kind == MEDIA_AUDIO ? "audio" : "video";
         if (m->bandwidth_bps && (!s->sdp_max_bps || m->bandwidth_bps < s->sdp_max_bps))
             s->sdp_max_bps = m->bandwidth_bps;
+    }
+    for (int i = mismatch; i >= 0 && i < o->n_media; i++) {
+        /* An audio or video m-line the viewer wants but cannot take: say so, rather than
+         * answer it rejected (a player then plays sound only, or fails on the answer). */
+        const sdp_media_t *m = &o->media[i];
+        int kind = kind_of(m);
+        if (kind < 0 || have[kind] || !pub->pub[kind].present)
+            continue;
+        char sent[200], offered[600];
+        describe_codec(&pub->pub[kind].desc, sent, sizeof sent);
+        offered_codecs(m, offered, sizeof offered);
+        snprintf(err, elen,
+                 "the stream's %s is %s; the offer's %s m-line (line %d) receives %s. Offer the "
+                 "stream's codec, or leave the %s m-line out to get the %s only",
+                 kind == MEDIA_AUDIO ? "audio" : "video", sent,
+                 kind == MEDIA_AUDIO ? "audio" : "video", m->line, offered,
+                 kind == MEDIA_AUDIO ? "audio" : "video", kind == MEDIA_AUDIO ? "video" : "audio");
+        return PLAN_CODEC_MISMATCH;
     }
     if (!have[MEDIA_AUDIO] && !have[MEDIA_VIDEO]) {
         snprintf(err, elen,
@@ -427,6 +487,38 @@ static void publish_viewers(relay_t *r)
     pthread_mutex_unlock(&r->lock);
     bus_publish(g_media.h->bus, "media.viewers",
                 json_pack("{s:s,s:I}", "stream", r->stream_id, "count", (json_int_t)n));
+}
+
+/* A hand-over to publisher pub (relay lock held): each viewer keeps its session if it can take
+ * what pub sends as it is (the codec it negotiated, sdp_codec_same), with its extension ids
+ * mapped anew; the others are returned (referenced) to be closed: no renegotiation exists in
+ * WHEP, and the new codec's packets under the old payload type decode to nothing. */
+static session_t **hand_over(relay_t *r, const session_t *pub, size_t *n)
+{
+    session_t **out = NULL;
+    *n = 0;
+    for (size_t i = 0; i < r->nviewers; i++) {
+        session_t *v = r->viewers[i];
+        int ok = 1;
+        for (int k = 0; k < MEDIA_KINDS; k++) {
+            view_track_t *vt = &v->view[k];
+            if (!vt->present || !pub->pub[k].present)
+                continue; /* nothing of that kind comes: nothing wrong comes either */
+            if (!sdp_codec_same(&vt->codec, &pub->pub[k].desc))
+                ok = 0;
+            else
+                map_extensions(vt, &pub->pub[k]);
+        }
+        if (ok)
+            continue;
+        session_t **grown = realloc(out, (*n + 1) * sizeof *grown);
+        if (!grown)
+            break;
+        out = grown;
+        session_ref(v);
+        out[(*n)++] = v;
+    }
+    return out;
 }
 
 /* Tables, relay, answer, 201. */
@@ -467,8 +559,11 @@ static void register_session(op_t *op)
             return op_problem(op, 503, "viewer_limit",
                               "the stream has as many WebRTC viewers as this server allows");
         }
-        if (plan_viewer(op, r->publisher, err, sizeof err) < 0) {
+        int rc = plan_viewer(op, r->publisher, err, sizeof err);
+        if (rc < 0) {
             pthread_mutex_unlock(&r->lock);
+            if (rc == PLAN_CODEC_MISMATCH)
+                return op_problem(op, 422, "codec_mismatch", err);
             return op_problem(op, 400, "unsupported_offer", err);
         }
     }
@@ -478,10 +573,14 @@ static void register_session(op_t *op)
     if (!answer)
         return op_problem(op, 400, "invalid_sdp", err);
 
+    session_t **incompatible = NULL;
+    size_t nincompatible = 0;
     pthread_mutex_lock(&r->lock);
     if (op->role == ROLE_PUBLISHER) {
         r->publisher = s;
         session_ref(s);
+        if (replaced && replaced != s)
+            incompatible = hand_over(r, s, &nincompatible);
     } else {
         if (r->nviewers == r->cap) {
             size_t ncap = r->cap ? r->cap * 2 : 8;
@@ -504,6 +603,15 @@ static void register_session(op_t *op)
         media_session_close(replaced, "replaced");
         session_unref(replaced);
     }
+    for (size_t i = 0; i < nincompatible; i++) {
+        /* they get a DTLS close_notify: a player connects again and gets the new codec */
+        media_session_close(incompatible[i], "codec_changed");
+        session_unref(incompatible[i]);
+    }
+    if (nincompatible)
+        LOG_INFO("media", "stream %s: the new publisher sends another codec: %zu viewer(s) closed",
+                 op->stream_id, nincompatible);
+    free(incompatible);
     pthread_mutex_lock(&g_media.lock);
     media_table_add(s);
     pthread_mutex_unlock(&g_media.lock);

@@ -1,7 +1,9 @@
 // onair e2e: a publisher hand-over. A second WHIP publish to a live stream replaces the first
 // (media.on_second_publisher: replace): the player's session stays, it switches to the new
 // publisher at its next keyframe and keeps decoding; the stream stays live; the first
-// publisher's transport is closed by the relay. With `reject`, the second publish is 409.
+// publisher's transport is closed by the relay. A new publisher with another codec (VP8 to
+// H.264, issue 13 D7): the players that negotiated the old one are closed, and play again in the
+// new one. With `reject`, the second publish is 409.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (see README.md)
 import {test, after} from 'node:test';
@@ -78,6 +80,41 @@ test('a second publisher takes over; the player keeps its session and decodes', 
     await stop(pubB, b.id);
   } finally {
     for (const pg of [pubA, pubB, player]) {
+      await closeAll(pg);
+      await pg.close();
+    }
+  }
+});
+
+test('a hand-over to another codec (VP8 to H.264) closes the players that cannot take it; they play again', T, async (t) => {
+  const {server, target} = await start('replace');
+  const s = await target.newStream();
+  const [pubA, pubB, player, again] = [await browser.newPage('publisher-a'), await browser.newPage('publisher-b'),
+                                       await browser.newPage('player'), await browser.newPage('player-again')];
+  try {
+    await publish(pubA, target.whipUrl(s.id), s.key, {videoCodec: 'VP8'});
+    const p = await play(player, target.whepUrl(s.id), null);
+    assert.match(p.answer, /a=rtpmap:\d+ VP8\/90000/, 'the player gets VP8');
+    assert.doesNotMatch(p.answer, /a=rtpmap:\d+ H264\/90000/);
+    await decoding(player, p.id, 'player decodes publisher A (VP8)');
+    const b = await publish(pubB, target.whipUrl(s.id), s.key, {videoCodec: 'H264'});
+    assert.match(b.answer, /a=rtpmap:\d+ H264\/90000/, 'publisher B sends H.264');
+    // the relay closes the player (DTLS close_notify): its VP8 payload type cannot carry H.264
+    const ended = await waitFor('the VP8 player is closed by the relay', async () => {
+      const x = await stats(player, p.id);
+      return {done: x.ended, ...x};
+    }, 10_000);
+    t.diagnostic(`player closed: connection ${ended.connectionState}, DTLS ${ended.dtlsState}`);
+    assert.ok(server.log().includes('codec_changed'), 'the relay logs why');
+    // a player that comes again gets H.264 and decodes it
+    const q = await play(again, target.whepUrl(s.id), null);
+    assert.match(q.answer, /a=rtpmap:\d+ H264\/90000/, 'the new player gets H.264');
+    await decoding(again, q.id, 'the new player decodes publisher B (H.264)');
+    const m = await api(server.base, 'GET', `/api/v1/streams/${s.id}/media`, {token: s.viewerToken});
+    assert.equal(m.json.viewer_count, 1, m.text);
+    assert.equal(m.json.publisher.tracks.find((x) => x.kind === 'video').codec, 'H264');
+  } finally {
+    for (const pg of [pubA, pubB, player, again]) {
       await closeAll(pg);
       await pg.close();
     }

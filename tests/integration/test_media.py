@@ -303,10 +303,10 @@ def test_whep_rules(srv):
     a = r.body
     for line in ("a=sendonly", "a=rtpmap:96 VP8/90000", "a=ssrc-group:FID", "a=msid:onair video"):
         assert line in a, (line, a)
-    # a viewer whose offer lacks the publisher's codec
+    # a viewer whose offer lacks the publisher's codec (422 since issue 13 D6)
     problem(post_sdp(srv, f"/api/v1/whep/{sid}", offer(direction="recvonly", audio=False,
                                                        video_codecs=("H264",))),
-            400, "unsupported_offer")
+            422, "codec_mismatch")
     # the viewer is counted
     deadline = time.time() + 5
     while time.time() < deadline:
@@ -487,6 +487,40 @@ def test_patch_trickle_and_restart(srv):
     new_ufrag = re.search(r"a=ice-ufrag:(\S+)", r3.body).group(1)
     assert new_ufrag != answer_ice(r.body)[0]
     assert "a=candidate:" in r3.body
+
+
+def test_whep_codec_mismatch(srv):
+    """A viewer that cannot take the stream's video gets 422 codec_mismatch naming both sides, not
+    a 201 with the video rejected (issue 13 D6); an audio-only offer gets the audio; rejected
+    sections of an answer keep the fingerprint (GStreamer refuses answers without)."""
+    owner = Account(srv, "owner")
+    sid, key = owner.stream()
+    assert post_sdp(srv, f"/api/v1/whip/{sid}", offer(ufrag="cmp1"), token=key).status == 201  # VP8
+    body = problem(post_sdp(srv, f"/api/v1/whep/{sid}",
+                            offer(direction="recvonly", ufrag="cmv1", video_codecs=("H264",))),
+                   422, "codec_mismatch")
+    assert "VP8" in body["detail"] and "H264" in body["detail"], body
+    # no session was made for it
+    media = srv.http("GET", f"/api/v1/streams/{sid}/media", token=owner.token).json()
+    assert media["viewer_count"] == 0, media
+    # audio only: 201 with the audio, nothing rejected
+    r = post_sdp(srv, f"/api/v1/whep/{sid}", offer(direction="recvonly", ufrag="cmv2", video=False))
+    assert r.status == 201, r
+    assert re.search(r"m=audio [1-9]\d* ", r.body) and "m=video" not in r.body, r.body
+    # a viewer that takes both: 201
+    r = post_sdp(srv, f"/api/v1/whep/{sid}",
+                 offer(direction="recvonly", ufrag="cmv3", video_codecs=("H264", "VP8")))
+    assert r.status == 201, r
+    assert "a=rtpmap:98 VP8/90000" in r.body, r.body
+    # a data channel section is rejected, with the fingerprint kept in it
+    dc = offer(direction="recvonly", ufrag="cmv4").replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2")
+    dc += ("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+           "a=ice-ufrag:cmv4\r\na=ice-pwd:clientpassword0123456789\r\n"
+           f"a=fingerprint:sha-256 {FP}\r\na=setup:actpass\r\na=mid:2\r\na=sctp-port:5000\r\n")
+    r = post_sdp(srv, f"/api/v1/whep/{sid}", dc)
+    assert r.status == 201, r
+    rejected = r.body[r.body.index("m=application 0 "):]
+    assert "a=mid:2" in rejected and re.search(r"a=fingerprint:sha-256 [0-9A-F:]{95}", rejected), r.body
 
 
 def test_patch_viewer_layer_cap(srv):

@@ -269,6 +269,8 @@ async function stop(id, {keepPc = false} = {}) {
 
 function closeAll() {
   for (const s of [...sessions.values()]) closeSession(s);
+  for (const {ws} of sockets.values()) try { ws.close(); } catch (_) { /* closed */ }
+  sockets.clear();
 }
 
 // ---- stats -----------------------------------------------------------------------------------
@@ -386,6 +388,33 @@ async function publisherOffer(opts = {}) {
   return {sdp, camera: settings && {width: settings.width, height: settings.height}};
 }
 
+// ---- WebSocket: what a player page hears about its stream ------------------------------------
+// e2e.watchStream(wsUrl, streamId) -> id: a WebSocket (anonymous) that sends streams.watch and
+// keeps every message; e2e.wsMessages(id) -> [{type, data, ...}].
+const sockets = new Map();
+let nextSocket = 1;
+
+async function watchStream(wsUrl, streamId) {
+  const ws = new WebSocket(wsUrl);
+  const msgs = [];
+  ws.addEventListener('message', (e) => {
+    try { msgs.push(JSON.parse(e.data)); } catch (_) { msgs.push({raw: String(e.data)}); }
+  });
+  ws.addEventListener('close', (e) => msgs.push({type: 'ws.closed', code: e.code}));
+  await new Promise((resolve, reject) => {
+    ws.addEventListener('open', resolve, {once: true});
+    ws.addEventListener('error', () => reject(new Error('WebSocket error')), {once: true});
+  });
+  ws.send(JSON.stringify({type: 'streams.watch', id: 1, data: {stream_id: streamId}}));
+  const id = String(nextSocket++);
+  sockets.set(id, {ws, msgs});
+  return id;
+}
+
+function wsMessages(id) {
+  return sockets.get(String(id))?.msgs ?? null;
+}
+
 window.e2e = {publish, play, stop, stats, request, closeAll, loopback, publisherOffer,
-              setBandwidth, sessions: () => [...sessions.keys()]};
+              setBandwidth, watchStream, wsMessages, sessions: () => [...sessions.keys()]};
 window.e2eReady = true;

@@ -912,6 +912,13 @@ static void test_answer_reject(void **state)
     assert_line(a, "m=audio 0 UDP/TLS/RTP/SAVPF 111");
     assert_line(a, "a=group:BUNDLE 1");
     assert_line(a, "a=mid:0");
+    /* the rejected section keeps the fingerprint (GStreamer's webrtcbin refuses an answer with
+     * a section that has none, issue 13 D6): right after its m= and mid lines */
+    const char *rej = strstr(a, "m=audio 0 ");
+    const char *next = strstr(rej + 1, "\r\nm=");
+    const char *fp = strstr(rej, "a=fingerprint:sha-256 ");
+    assert_non_null(fp);
+    assert_true(next && fp < next);
     sdp_t *re = parse_ok(a);
     assert_int_equal(re->media[0].port, 0);
     assert_int_equal(re->media[1].port, 40000);
