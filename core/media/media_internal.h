@@ -119,13 +119,14 @@ typedef struct view_track {
     int source_layer;    /* layer the last forwarded packet came from, -1 none */
     const void *source;  /* that layer's identity: a new publisher is a new source */
     uint32_t source_pub; /* the serial of the publisher it belongs to, 0 = none */
+    uint8_t pub_gen;     /* + 1 at every change of publisher (for seq_gen) */
     uint8_t ext_id[EXT_COUNT];
     uint8_t ext_map[16]; /* publisher id -> viewer id (0 drops it) */
     uint16_t seq_src[MEDIA_SEQMAP];
     uint32_t seq_ts[MEDIA_SEQMAP];
     int8_t seq_layer[MEDIA_SEQMAP];
     rtp_desc_off_t seq_desc[MEDIA_SEQMAP]; /* the descriptor offsets it was sent with */
-    uint32_t seq_pub[MEDIA_SEQMAP];        /* the serial of the publisher it came from */
+    uint8_t seq_gen[MEDIA_SEQMAP]; /* pub_gen when it was sent: from the current publisher? */
     uint64_t packets, octets;
     uint32_t last_ts;
     uint64_t last_send_us;

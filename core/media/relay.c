@@ -324,7 +324,7 @@ static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const
     vt->seq_ts[seq % MEDIA_SEQMAP] = ts;
     vt->seq_layer[seq % MEDIA_SEQMAP] = (int8_t)layer;
     vt->seq_desc[seq % MEDIA_SEQMAP] = desc;
-    vt->seq_pub[seq % MEDIA_SEQMAP] = vt->source_pub;
+    vt->seq_gen[seq % MEDIA_SEQMAP] = vt->pub_gen;
     int probe = v->pad_bps && vt->rtx_pt && vt->kind == MEDIA_VIDEO && !repair;
     if (probe)
         memcpy(w->scratch, out, len); /* the packet as the viewer gets it, for probe copies */
@@ -440,6 +440,8 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
             }
             vt->source = L;
             vt->source_layer = layer;
+            if (vt->source_pub != s->serial)
+                vt->pub_gen++;
             vt->source_pub = s->serial;
         }
         forward_one(w, v, vt, t, layer, pkt, len, &h, now_us, 0);
@@ -456,7 +458,7 @@ static void resend(media_worker_t *w, session_t *v, view_track_t *vt, session_t 
     if (!pub || layer < 0 || layer >= pub->pub[kind].nlayers)
         return;
     pub_layer_t *L = &pub->pub[kind].layers[layer];
-    if (vt->seq_pub[seq % MEDIA_SEQMAP] != pub->serial)
+    if (vt->source_pub != pub->serial || vt->seq_gen[seq % MEDIA_SEQMAP] != vt->pub_gen)
         return; /* sent from a publisher that has been replaced since: its packets are gone */
     size_t plen;
     const uint8_t *orig = L->buf ? rtx_buffer_get(L->buf, vt->seq_src[seq % MEDIA_SEQMAP], &plen,
