@@ -871,11 +871,13 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
             if (t == 0 && dtls_peer_handle_timeout(s->dtls) < 0)
                 media_report_closed(s, "dtls_timeout");
         }
-        /* A publisher sends media and RTCP all the time: silence means it is gone without a
-         * goodbye (a crash, a closed laptop, a lost network). End it now, not at consent
-         * timeout: its viewers get a close_notify and the stream ends. */
+        /* A publisher sends media and RTCP all the time: total silence (not even an ICE check
+         * on another pair, which a client moving to another network sends) means it is gone
+         * without a goodbye (a crash, a closed laptop, a lost network). End it now, not at
+         * consent timeout: its viewers get a close_notify and the stream ends. */
+        uint64_t heard = s->last_rx_ms > s->last_stun_ms ? s->last_rx_ms : s->last_stun_ms;
         if (s->role == ROLE_PUBLISHER && atomic_load(&s->media_ready) && s->last_rx_ms &&
-            now > s->last_rx_ms && now - s->last_rx_ms > (uint64_t)g_media.publisher_timeout_ms)
+            now > heard && now - heard > (uint64_t)g_media.publisher_timeout_ms)
             media_report_closed(s, "no_media");
         pthread_mutex_unlock(&s->bind_lock);
         if (now - s->last_stun_ms > (uint64_t)g_media.consent_timeout_ms)

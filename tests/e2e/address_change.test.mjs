@@ -120,12 +120,15 @@ if (!inNetns()) {
         }
         t.diagnostic(`round ${round}: publisher on ${before.pub} (worker ${before.workers.pub}), ` +
                      `player on ${before.view} (worker ${before.workers.view}); deleted ${gone.join(', ')}`);
-        // Chromium notices and nominates a pair on an address that is still there
+        // Chromium notices and nominates a pair on an address that is still there (meanwhile
+        // the publisher's checks on the other pairs keep it alive: media.publisher_timeout)
+        const tMove = Date.now();
         const moved = await waitFor(`round ${round}: both selected pairs leave ${gone.join(', ')}`, async () => {
           const [p, v] = [await stats(pubPage, pub.id), await stats(playPage, ply.id)];
           return {done: local(p) && local(v) && !gone.includes(local(p)) && !gone.includes(local(v)),
                   pub: local(p), view: local(v), pubState: p.connectionState, viewState: v.connectionState};
         }, 30_000);
+        const moveS = (Date.now() - tMove) / 1000;
         // media goes on: the player decodes frames from the publisher's new address
         const f0 = frames(await stats(playPage, ply.id));
         const after = await waitFor(`round ${round}: the player decodes after the move`, async () => {
@@ -136,7 +139,7 @@ if (!inNetns()) {
         const workers = await media();
         moves.push({before: before.workers, after: workers});
         t.diagnostic(`round ${round}: publisher now on ${moved.pub} (worker ${workers.pub}), player on ` +
-                     `${moved.view} (worker ${workers.view}); ${after.framesDecoded} frames decoded`);
+                     `${moved.view} (worker ${workers.view}) after ${moveS} s; ${after.framesDecoded} frames decoded`);
         assert.equal(after.connectionState, 'connected');
       }
       const crossed = moves.some((m) => m.before.pub !== m.after.pub || m.before.view !== m.after.view);
