@@ -181,10 +181,10 @@ const onair_config_key_t core_schema[] = {
         .doc = "Seconds without ICE consent (STUN) before a session ends."),
     KEY(.key = "media.publisher_timeout", .type = ONAIR_CFG_INT, .default_value = "5",
         RANGE(1, 600),
-        .doc = "Seconds a connected publisher may send nothing at all (no RTP, RTCP or DTLS) "
-               "before its publish ends: its viewers get a DTLS close_notify and the stream ends "
-               "(stream.ended on the WebSocket). Without it a publisher that vanished without a "
-               "goodbye would leave its viewers frozen until media.consent_timeout."),
+        .doc = "Seconds a connected publisher may send nothing at all (no RTP, RTCP, DTLS or "
+               "ICE check) before its publish ends: its viewers get a DTLS close_notify and the "
+               "stream ends (stream.ended on the WebSocket). Without it a publisher that vanished "
+               "without a goodbye would leave its viewers frozen until media.consent_timeout."),
     KEY(.key = "media.connect_timeout", .type = ONAIR_CFG_INT, .default_value = "20", RANGE(2, 600),
         .doc = "Seconds a new session may take to connect (ICE + DTLS) before it is dropped."),
     KEY(.key = "media.ice_timeout", .type = ONAIR_CFG_INT, .default_value = "5", RANGE(1, 600),
