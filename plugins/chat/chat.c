@@ -38,6 +38,7 @@
 #define SLOW_MAX        120
 #define FOLLOW_MIN_MAX  525600 /* a year, in minutes */
 #define LAST_PRUNE_SIZE 10000
+#define SHARE_MAX       64 /* a longer share token matches no stream */
 
 static const onair_api_t *api;
 
@@ -62,15 +63,18 @@ static const onair_config_key_t send_body[] = {
     ONAIR_END,
 };
 
+/* share: an unlisted stream's share token (REST: ?share=), passed on to streams.access */
 static const onair_config_key_t send_msg_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_FIELD("text", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_FIELD("reply_to", ONAIR_CFG_ID, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
     ONAIR_END,
 };
 
 static const onair_config_key_t stream_msg_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
     ONAIR_END,
 };
 
@@ -94,7 +98,8 @@ struct op {
     onair_conn_t conn; /* the sender's connection (WebSocket) */
     int join;          /* chat.join: streams.access subscribes conn to the chat */
     char stream[25];
-    char *user; /* NULL: anonymous */
+    char *user;                /* NULL: anonymous */
+    char share[SHARE_MAX + 1]; /* an unlisted stream's share token ("" none) */
     json_t *roles;
     int verified;
     int limit;         /* history: messages per page (chat.join: history_on_join) */
@@ -128,6 +133,10 @@ static op_t *op_new(onair_target_t t, const onair_user_t *user, const char *stre
         return NULL;
     op->flow = (onair_flow_t){.api = api, .t = t, .end = op_end};
     snprintf(op->stream, sizeof op->stream, "%s", stream);
+    const char *share =
+        t.req ? api->req_query(t.req, "share") : onair_str(api->msg_data(t.msg), "share");
+    if (share && strlen(share) <= SHARE_MAX) /* a longer one matches no stream */
+        snprintf(op->share, sizeof op->share, "%s", share);
     op->roles = json_array();
     if (user) {
         op->user = onair_strdup(user->id);
@@ -273,8 +282,8 @@ static void access_answered(onair_flow_t *f, int status, json_t *access)
  * viewers or moderators, she is banned), anonymous connections included. */
 static int ask_access(op_t *op)
 {
-    json_t *args =
-        json_pack("{s:s,s:s?,s:O}", "stream", op->stream, "user", op->user, "roles", op->roles);
+    json_t *args = json_pack("{s:s,s:s?,s:O,s:s?}", "stream", op->stream, "user", op->user, "roles",
+                             op->roles, "share", op->share[0] ? op->share : NULL);
     if (args && op->join) {
         char topic[64];
         chat_topic(op->stream, topic, sizeof topic);

@@ -21,6 +21,8 @@ const onair_plugin_desc_t *onair_plugin_entry_v1(void);
 #define PRIVATE "5a0000000000000000000002" /* private: ada and bob may see it */
 #define ENDED   "5a0000000000000000000003"
 #define NOWHERE "5a00000000000000000000ff" /* no such stream */
+#define HIDDEN  "5a0000000000000000000004" /* unlisted: there only with its share token */
+#define TOKEN   "sh_0123456789abcdefghijkl"
 #define ADA     "ada000000000000000000000"
 #define BOB     "b0b000000000000000000000"
 #define CHAT(s) "/api/v1/streams/" s "/chat"
@@ -46,8 +48,10 @@ static int fake_access(onair_service_call_t *call, void *ud)
     const char *user = onair_str(args, "user");
     const char *topic = onair_str(args, "topic");
     onair_conn_t conn = (onair_conn_t)json_integer_value(json_object_get(args, "conn"));
+    const char *share = onair_str(args, "share");
     int priv = !strcmp(sid, PRIVATE);
-    if (strcmp(sid, LIVE) && !priv && strcmp(sid, ENDED))
+    int hidden = !strcmp(sid, HIDDEN) && share && !strcmp(share, TOKEN);
+    if (strcmp(sid, LIVE) && !priv && strcmp(sid, ENDED) && !hidden)
         return api->service_answer(call, ONAIR_OK,
                                    json_pack("{s:b,s:b}", "found", 0, "visible", 0));
     int banned = user && !strcmp(user, BOB) && bob_banned;
@@ -460,6 +464,29 @@ static void test_ban_stream_deleted_and_outage(void **state)
     finish(h);
 }
 
+/* An unlisted stream: its share token (?share=, "share") goes to streams.access, on every
+ * route and message that reads the stream. */
+static void test_unlisted_share_token(void **state)
+{
+    onair_test_host_t *h = *state;
+    problem(call(h, "GET", CHAT(HIDDEN), NULL, NULL), 404, "stream_not_found", NULL);
+    problem(call(h, "POST", CHAT(HIDDEN), "{\"text\":\"hi\"}", &bob), 404, "stream_not_found",
+            NULL);
+    onair_test_response_t *r = onair_test_request(h, "POST", CHAT(HIDDEN), "share=" TOKEN,
+                                                  json_header, "{\"text\":\"hi\"}", &bob);
+    answered(r, 201);
+    r = onair_test_request(h, "GET", CHAT(HIDDEN) "/modes", "share=" TOKEN, NULL, NULL, NULL);
+    answered(r, 200);
+    onair_conn_t c = onair_test_ws_connect(h, NULL);
+    ws_problem(ws(h, c, "chat.join", json_pack("{s:s}", "stream_id", HIDDEN)), 404,
+               "stream_not_found", NULL);
+    json_t *f = ws(h, c, "chat.join", json_pack("{s:s,s:s}", "stream_id", HIDDEN, "share", TOKEN));
+    assert_int_equal(json_array_size(json_object_get(json_object_get(f, "data"), "history")), 1);
+    json_decref(f);
+    assert_true(onair_test_ws_subscribed(h, c, "stream." HIDDEN ".chat"));
+    finish(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -469,6 +496,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_filters_and_services, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ban_stream_deleted_and_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlisted_share_token, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -569,8 +569,11 @@ static void access_answered(onair_flow_t *f, int status, json_t *access)
 static int check_staff(op_t *op, void (*then)(op_t *op, json_t *access))
 {
     op->then = then;
-    json_t *args =
-        json_pack("{s:s,s:s,s:O}", "stream", op->stream, "user", op->actor, "roles", op->roles);
+    /* staff see an unlisted stream without its share token; others with it learn they are no
+     * staff (403) instead of nothing (404) */
+    const char *share = api->req_query(op->flow.t.req, "share");
+    json_t *args = json_pack("{s:s,s:s,s:O,s:s?}", "stream", op->stream, "user", op->actor, "roles",
+                             op->roles, "share", share && strlen(share) <= 64 ? share : NULL);
     return ONAIR_THEN(&op->flow, access_answered,
                       api->service_call(mod.self, "streams.access", args, onair_flow_cb, op));
 }

@@ -33,6 +33,7 @@
 #define LIMIT_DEF    20
 #define ASK_LIMIT    5
 #define ASK_WINDOW_S 60
+#define SHARE_MAX    64 /* a longer share token matches no stream */
 
 static const onair_api_t *api;
 
@@ -64,7 +65,8 @@ typedef struct op {
     int kind;
     char sid[25];
     char qid[25];
-    char *uid; /* NULL: anonymous */
+    char *uid;                 /* NULL: anonymous */
+    char share[SHARE_MAX + 1]; /* an unlisted stream's share token ("" none) */
     json_t *roles;
     char *text;       /* ask: the question; answer: the answer (may be NULL) */
     char *name;       /* ask: the author's display name */
@@ -88,9 +90,11 @@ static const onair_config_key_t answer_body[] = {
     ONAIR_END,
 };
 
+/* share: an unlisted stream's share token (REST: ?share=), passed on to streams.access */
 static const onair_config_key_t ws_ask_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_FIELD("text", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
     ONAIR_END,
 };
 
@@ -98,11 +102,13 @@ static const onair_config_key_t ws_vote_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_FIELD("question_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_FIELD("on", ONAIR_CFG_BOOL), /* false takes the vote back */
+    ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
     ONAIR_END,
 };
 
 static const onair_config_key_t ws_stream_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
     ONAIR_END,
 };
 
@@ -210,6 +216,11 @@ static op_t *op_new(qa_t *st, onair_target_t t, int kind)
     op->st = st;
     op->conn = t.msg ? api->msg_conn(t.msg) : 0;
     op->kind = kind;
+    /* an unlisted stream's share token, for streams.access: ?share= or "share" in the data */
+    const char *share =
+        t.req ? api->req_query(t.req, "share") : onair_str(api->msg_data(t.msg), "share");
+    if (share && strlen(share) <= SHARE_MAX) /* a longer one matches no stream */
+        snprintf(op->share, sizeof op->share, "%s", share);
     op->roles = json_array();
     if (u && u->id) {
         op->uid = onair_strdup(u->id);
@@ -607,8 +618,8 @@ static int start(op_t *op, const char *sid, const char *qid)
     memcpy(op->sid, sid, sizeof op->sid);
     if (qid)
         memcpy(op->qid, qid, sizeof op->qid);
-    json_t *args =
-        json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
+    json_t *args = json_pack("{s:s,s:s?,s:O,s:s?}", "stream", op->sid, "user", op->uid, "roles",
+                             op->roles, "share", op->share[0] ? op->share : NULL);
     if (args && op->kind == OP_WATCH) {
         /* the streams plugin subscribes the connection and ends the subscription when the
          * user loses the stream (private, no longer allowed or a moderator, banned) */

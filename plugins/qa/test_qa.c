@@ -23,6 +23,8 @@ const onair_plugin_desc_t *onair_plugin_entry_v1(void);
 #define BOB     "b0b000000000000000000000"
 #define MIA     "a1a000000000000000000000"
 #define QS      "/api/v1/streams/" LIVE "/questions"
+#define HIDDEN  "5a0000000000000000000004" /* unlisted: there only with its share token */
+#define TOKEN   "sh_0123456789abcdefghijkl"
 
 static const char *const roles[] = {"viewer", NULL};
 static const onair_user_t ada = {sizeof(onair_user_t), ADA, roles, 1};
@@ -31,7 +33,7 @@ static const onair_user_t mia = {sizeof(onair_user_t), MIA, roles, 1};
 static const char *const json_header[] = {"Content-Type", "application/json", NULL};
 static const onair_api_t *api;
 
-static const char *subscribed_topic; /* the topic streams.access was last asked to subscribe */
+static char subscribed_topic[64]; /* the topic streams.access last subscribed ("" none) */
 
 /* streams.access {stream, user, roles, conn?, topic?} -> {found, visible, status, owner,
  * is_owner, ..., subscribed?}: with conn and topic the streams plugin subscribes the
@@ -41,7 +43,9 @@ static int fake_access(onair_service_call_t *call, void *ud)
     json_t *args = api->service_args(call);
     const char *user = onair_str(args, "user");
     const char *topic = onair_str(args, "topic");
-    if (strcmp(onair_str(args, "stream"), LIVE))
+    const char *share = onair_str(args, "share");
+    int hidden = !strcmp(onair_str(args, "stream"), HIDDEN) && share && !strcmp(share, TOKEN);
+    if (strcmp(onair_str(args, "stream"), LIVE) && !hidden)
         return api->service_answer(call, ONAIR_OK,
                                    json_pack("{s:b,s:b}", "found", 0, "visible", 0));
     json_t *res = json_pack("{s:b,s:b,s:s,s:s,s:b,s:b}", "found", 1, "visible", 1, "status", "live",
@@ -49,8 +53,9 @@ static int fake_access(onair_service_call_t *call, void *ud)
                             user && !strcmp(user, MIA));
     if (topic) {
         onair_conn_t conn = (onair_conn_t)json_integer_value(json_object_get(args, "conn"));
-        subscribed_topic = api->ws_subscribe(conn, topic) == ONAIR_OK ? "stream." LIVE ".qa" : "";
-        json_object_set_new(res, "subscribed", json_boolean(*subscribed_topic));
+        int ok = api->ws_subscribe(conn, topic) == ONAIR_OK;
+        snprintf(subscribed_topic, sizeof subscribed_topic, "%s", ok ? topic : "");
+        json_object_set_new(res, "subscribed", json_boolean(ok));
     }
     return api->service_answer(call, ONAIR_OK, res);
 }
@@ -90,7 +95,7 @@ static int setup(void **state)
     onair_test_set_log_level(h, ONAIR_LOG_WARN);
     assert_int_equal(onair_test_service_add(h, "streams.access", fake_access, NULL), ONAIR_OK);
     assert_int_equal(onair_test_service_add(h, "streams.leave", fake_leave, NULL), ONAIR_OK);
-    subscribed_topic = NULL;
+    subscribed_topic[0] = 0;
     assert_int_equal(onair_test_hook_add(h, "qa.ask", 0, filter, NULL), ONAIR_OK);
     assert_int_equal(onair_test_hook_add(h, "qa.vote", 0, filter, NULL), ONAIR_OK);
     onair_test_user_add(h, BOB, "bob", NULL, roles, 1);
@@ -375,6 +380,31 @@ static void test_stream_deleted_and_outage(void **state)
     finish(h);
 }
 
+/* An unlisted stream: its share token (?share=, "share") goes to streams.access, on every
+ * route and message that reads the stream. */
+static void test_unlisted_share_token(void **state)
+{
+    onair_test_host_t *h = *state;
+#define HQS "/api/v1/streams/" HIDDEN "/questions"
+    problem(call(h, "GET", HQS, NULL, NULL), 404, "stream_not_found", NULL);
+    problem(call(h, "POST", HQS, "{\"text\":\"hi?\"}", &bob), 404, "stream_not_found", NULL);
+    onair_test_response_t *r =
+        onair_test_request(h, "POST", HQS, "share=" TOKEN, json_header, "{\"text\":\"hi?\"}", &bob);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    r = onair_test_request(h, "GET", HQS, "share=" TOKEN, NULL, NULL, NULL);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_array_size(json_object_get(r->json, "questions")), 1);
+    onair_test_response_free(r);
+    onair_conn_t c = onair_test_ws_connect(h, NULL);
+    ws_problem(ws(h, c, "qa.watch", json_pack("{s:s}", "stream_id", HIDDEN)), 404,
+               "stream_not_found", NULL);
+    json_decref(ws(h, c, "qa.watch", json_pack("{s:s,s:s}", "stream_id", HIDDEN, "share", TOKEN)));
+    assert_string_equal(subscribed_topic, "stream." HIDDEN ".qa");
+    assert_true(onair_test_ws_subscribed(h, c, "stream." HIDDEN ".qa"));
+    finish(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +413,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bodies_and_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_filters_and_rate_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_deleted_and_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlisted_share_token, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

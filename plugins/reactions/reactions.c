@@ -28,6 +28,7 @@
 #define ACCESS_CACHE_MAX 65536
 #define IDLE_MS          30000 /* a stream's counter without reactions is dropped after this */
 #define SWEEP_MS         5000
+#define SHARE_MAX        64 /* a longer share token matches no stream */
 
 static const onair_api_t *api;
 
@@ -144,8 +145,9 @@ typedef struct op {
     struct op *next, *prev; /* in reactions_t.ops: a stopping plugin frees what is pending */
     reactions_t *rt;
     char sid[25];
-    char *key;    /* reactions.send: the access cache key "<stream>/<user>" */
-    int reaction; /* reactions.send: index in names */
+    char *key; /* reactions.send: the access cache key "<stream>/<user>/<share token>" */
+    char share[SHARE_MAX + 1]; /* the share token of an unlisted stream ("" none) */
+    int reaction;              /* reactions.send: index in names */
 } op_t;
 
 struct reactions {
@@ -183,6 +185,7 @@ static const onair_config_key_t reactions_config[] = {
 static const onair_config_key_t send_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_FIELD("reaction", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE), /* unlisted streams */
     ONAIR_END,
 };
 
@@ -229,6 +232,11 @@ static op_t *op_new(reactions_t *rt, onair_target_t t, const char *sid)
     op->flow = (onair_flow_t){.api = api, .t = t, .end = op_free};
     op->rt = rt;
     snprintf(op->sid, sizeof op->sid, "%s", sid);
+    /* an unlisted stream's share token, for streams.access: ?share= or "share" in the data */
+    const char *share =
+        t.req ? api->req_query(t.req, "share") : onair_str(api->msg_data(t.msg), "share");
+    if (share && strlen(share) <= SHARE_MAX)
+        snprintf(op->share, sizeof op->share, "%s", share);
     op->next = rt->ops;
     if (rt->ops)
         rt->ops->prev = op;
@@ -459,8 +467,8 @@ static void on_stream_event(const char *topic, json_t *payload, void *ud)
 /* Ask streams.access about op's stream for the user; the flow goes on with next. */
 static int access_call(op_t *op, const onair_user_t *u, onair_flow_step_fn next)
 {
-    json_t *args = json_pack("{s:s, s:s?, s:o}", "stream", op->sid, "user", u ? u->id : NULL,
-                             "roles", roles_json(u));
+    json_t *args = json_pack("{s:s, s:s?, s:o, s:s?}", "stream", op->sid, "user", u ? u->id : NULL,
+                             "roles", roles_json(u), "share", op->share[0] ? op->share : NULL);
     return ONAIR_THEN(&op->flow, next,
                       api->service_call(op->rt->self, "streams.access", args, onair_flow_cb, op));
 }
@@ -567,14 +575,15 @@ static int ws_send(onair_wsmsg_t *msg, void *ud)
     }
     const onair_user_t *u = api->msg_user(msg); /* ONAIR_ACCESS_USER: never NULL */
     op_t *op = op_new(rt, t, sid);
-    size_t klen = strlen(sid) + strlen(u->id) + 2;
+    size_t klen = op ? strlen(sid) + strlen(u->id) + strlen(op->share) + 3 : 0;
     if (!op || !(op->key = malloc(klen))) {
         if (op)
             op_free(&op->flow);
         return ONAIR_ENOMEM;
     }
     op->reaction = idx;
-    snprintf(op->key, klen, "%s/%s", sid, u->id);
+    /* an answer is reused only for a reaction that carries the same share token */
+    snprintf(op->key, klen, "%s/%s/%s", sid, u->id, op->share);
     if (access_cached(rt, op->key))
         return run_hook(op);
     return access_call(op, u, send_access_checked);

@@ -22,6 +22,8 @@ const onair_plugin_desc_t *onair_plugin_entry_v1(void);
 #define SOON    "5a0000000000000000000002" /* created, not live yet */
 #define PRIVATE "5a0000000000000000000003" /* bob is banned from it */
 #define NOWHERE "5a00000000000000000000ff"
+#define HIDDEN  "5a0000000000000000000004" /* unlisted, live: visible with its share token */
+#define TOKEN   "sh_0123456789abcdefghijkl"
 #define BOB     "b0b000000000000000000000"
 #define WINDOW  250 /* window_ms, the default */
 
@@ -34,8 +36,10 @@ static int access_calls;
 static int fake_access(onair_service_call_t *call, void *ud)
 {
     const char *sid = onair_str(api->service_args(call), "stream");
+    const char *share = onair_str(api->service_args(call), "share");
     access_calls++;
-    if (strcmp(sid, LIVE) && strcmp(sid, SOON) && strcmp(sid, PRIVATE))
+    int hidden = !strcmp(sid, HIDDEN) && share && !strcmp(share, TOKEN); /* unlisted */
+    if (strcmp(sid, LIVE) && strcmp(sid, SOON) && strcmp(sid, PRIVATE) && !hidden)
         return api->service_answer(call, ONAIR_OK,
                                    json_pack("{s:b,s:b}", "found", 0, "visible", 0));
     int banned = !strcmp(sid, PRIVATE);
@@ -223,6 +227,29 @@ static void test_access_cache_and_filter(void **state)
     finish(h);
 }
 
+/* An unlisted stream: its share token goes to streams.access ("share" / ?share=), and a cached
+ * answer serves only reactions that carry the same token. */
+static void test_unlisted_share_token(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_conn_t c = onair_test_ws_connect(h, &bob);
+    refused(react(h, c, HIDDEN, "heart"), 404, "stream_not_found", NULL);
+    onair_test_ws_send(
+        h, c, "reactions.send", NULL,
+        json_pack("{s:s,s:s,s:s}", "stream_id", HIDDEN, "reaction", "heart", "share", TOKEN));
+    accepted(onair_test_ws_next(h, c));
+    refused(react(h, c, HIDDEN, "heart"), 404, "stream_not_found", NULL); /* not from the cache */
+    onair_test_response_t *r = onair_test_request(h, "GET", "/api/v1/streams/" HIDDEN "/reactions",
+                                                  NULL, NULL, NULL, NULL);
+    assert_int_equal(r->status, 404);
+    onair_test_response_free(r);
+    r = onair_test_request(h, "GET", "/api/v1/streams/" HIDDEN "/reactions", "share=" TOKEN, NULL,
+                           NULL, NULL);
+    assert_int_equal(r->status, 200);
+    onair_test_response_free(r);
+    finish(h);
+}
+
 static void test_stored_totals_and_outage(void **state)
 {
     onair_test_host_t *h = *state;
@@ -265,6 +292,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counted_per_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_cache_and_filter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlisted_share_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_totals_and_outage, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

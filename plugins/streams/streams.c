@@ -29,6 +29,7 @@
 #include <onair/plugin.h>
 #include <onair/util.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <ctype.h>
@@ -58,6 +59,9 @@
 #define FANOUT_PAGE      500
 #define KEY_BYTES        32
 #define KEY_CHARS        (3 + 43) /* "sk_" + base64url of 32 bytes */
+#define SHARE_BYTES      16       /* a share token: 128 random bits ... */
+#define SHARE_CHARS      (3 + 22) /* ... as "sh_" + base64url */
+#define SHARE_MAX        64       /* longer ?share= values are no token at all */
 #define COUNT_TICK_MS    1000
 #define ACCESS_ROLES_MAX 16 /* roles looked at per user in service calls */
 
@@ -159,8 +163,10 @@ static const onair_config_key_t media_body[] = {
     ONAIR_END,
 };
 
+/* share: an unlisted stream's share token (or null); a longer one matches no stream */
 static const onair_config_key_t watch_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
+    ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
     ONAIR_END,
 };
 
@@ -311,6 +317,17 @@ static int make_key(char *key, char hash[65])
     return sha256_hex(key, hash);
 }
 
+/* A new share token into token (SHARE_CHARS + 1): "sh_" and 128 random bits. */
+static int make_share(char *token)
+{
+    unsigned char raw[SHARE_BYTES];
+    if (random_bytes(raw, sizeof raw))
+        return -1;
+    memcpy(token, "sh_", 3);
+    b64url(raw, sizeof raw, token + 3);
+    return 0;
+}
+
 /* Is key the stream key of doc (whose hash only is stored)? */
 static int key_matches(const char *key, json_t *doc)
 {
@@ -333,8 +350,8 @@ static void log_failure(streams_t *st, const char *what, json_t *result)
 
 /* A room: {"v": {viewer key: refs}, "priv": {viewer key: true} (the owner, stream
  * moderators and admins: they take no max_viewers seat), "rest": {user id: expires at
- * (ms)} (REST joins), "ri": {user id: {"roles"}} (how a REST viewer was let in, for
- * access_recheck), "peak": n, "saved": the peak last written to the document, "pub":
+ * (ms)} (REST joins), "ri": {user id: {"roles", "share"}} (how a REST viewer was let in,
+ * for access_recheck), "peak": n, "saved": the peak last written to the document, "pub":
  * the count last published}. */
 static json_t *room_get(streams_t *st, const char *sid, int create)
 {
@@ -457,14 +474,13 @@ static void rest_viewer_gone(streams_t *st, const char *sid, json_t *rest, const
 
 /* ---- a connection's subscriptions to a stream ---------------------------------------------
  * st->conns[conn][stream] = {"vk": viewer key, "user": id or null (anonymous), "roles": [...]
- * (as the access was judged), "priv": bool (takes no max_viewers seat), "counted": bool (a
- * viewer now), "watch": bool (streams.watch: subscribed to stream.<id>), "topics": {topic:
- * true} (other plugins' topics of the stream, chat's and Q&A's, subscribed through
- * streams.access with "conn" and "topic")}.
- * A watch of a stream that is not live subscribes the connection to the stream's events but
- * counts no viewer ("counted" false) until the stream goes live (watchers_counted). Whatever
- * the connection subscribed to ends when it loses access to the stream or is banned from it
- * (access_recheck, kick). */
+ * and "share" (the share token, or null) as the access was judged, "priv": bool (takes no
+ * max_viewers seat), "counted": bool (a viewer now), "watch": bool (streams.watch: subscribed to
+ * stream.<id>), "topics": {topic: true} (other plugins' topics of the stream, chat's and Q&A's,
+ * subscribed through streams.access with "conn" and "topic")}. A watch of a stream that is not live
+ * subscribes the connection to the stream's events but counts no viewer ("counted" false) until the
+ * stream goes live (watchers_counted). Whatever the connection subscribed to ends when it loses
+ * access to the stream or is banned from it (access_recheck, kick). */
 static const char *watch_vkey(json_t *e)
 {
     return onair_str(e, "vk");
@@ -494,10 +510,12 @@ static void conn_key(char ckey[32], onair_conn_t conn)
  * absent, and an entry that does not watch takes u as its user (the connection may have
  * signed in since). NULL when out of memory. */
 static json_t *sub_entry(streams_t *st, const char *ckey, const char *sid, const onair_user_t *u,
-                         int create)
+                         const char *share, int create)
 {
     json_t *w = json_object_get(st->conns, ckey);
     json_t *e = json_object_get(w, sid);
+    if (e && create && share && *share) /* let in with a share token: judged with it */
+        json_object_set_new(e, "share", json_string(share));
     if ((e && is_watching(e)) || !create)
         return e;
     if (!w && (!(w = json_object()) || json_object_set_new(st->conns, ckey, w)))
@@ -511,8 +529,9 @@ static json_t *sub_entry(streams_t *st, const char *ckey, const char *sid, const
     for (size_t i = 0; u && u->roles && u->roles[i] && i < ACCESS_ROLES_MAX; i++)
         json_array_append_new(roles, json_string(u->roles[i]));
     json_t *topics = e ? json_incref(json_object_get(e, "topics")) : json_object();
-    e = json_pack("{s:s,s:s?,s:o,s:b,s:b,s:b,s:o}", "vk", vkey, "user", u ? u->id : NULL, "roles",
-                  roles, "priv", 0, "counted", 0, "watch", 0, "topics", topics);
+    e = json_pack("{s:s,s:s?,s:o,s:s?,s:b,s:b,s:b,s:o}", "vk", vkey, "user", u ? u->id : NULL,
+                  "roles", roles, "share", share && *share ? share : NULL, "priv", 0, "counted", 0,
+                  "watch", 0, "topics", topics);
     if (!e || json_object_set_new(w, sid, e))
         return NULL;
     return e;
@@ -743,14 +762,41 @@ static int privileged(const onair_user_t *u, json_t *doc)
     return u && (is_owner(u, doc) || is_smod(u, doc) || is_admin(u));
 }
 
-/* Private streams exist only for their owner, moderators, allowed viewers and admins. */
-static int can_see(const onair_user_t *u, json_t *doc)
+static int is_unlisted(json_t *doc)
 {
-    return !is_private(doc) || privileged(u, doc) ||
-           (u && has_string(json_object_get(doc, "allowed_viewers"), u->id));
+    return same(onair_str(doc, "visibility"), "unlisted");
 }
 
-/* The stream as an API client sees it (full: with moderators and allowed viewers). */
+/* Is share the stream's share token? Compared in constant time. */
+static int share_matches(json_t *doc, const char *share)
+{
+    const char *token = onair_str(doc, "share_token");
+    size_t n = token ? strlen(token) : 0;
+    return share && n && strlen(share) == n && !CRYPTO_memcmp(share, token, n);
+}
+
+/* Who may see a stream (share: the share token the request carries, or NULL):
+ *   public    anyone;
+ *   unlisted  anyone with its share token (?share= / "share"), and without it its owner,
+ *             stream moderators, allowed viewers, admins and global moderators (staff reading
+ *             reports): the id alone leads nowhere, so ids near a public one reveal nothing;
+ *   private   its owner, stream moderators, allowed viewers and admins (the token does not
+ *             matter). */
+static int can_see(const onair_user_t *u, json_t *doc, const char *share)
+{
+    int named =
+        privileged(u, doc) || (u && has_string(json_object_get(doc, "allowed_viewers"), u->id));
+    if (is_private(doc))
+        return named;
+    if (is_unlisted(doc))
+        return named || has_role(u, "moderator") || share_matches(doc, share);
+    return 1;
+}
+
+enum view { VIEW_PUBLIC = 0, VIEW_STAFF = 1, VIEW_OWNER = 2 };
+
+/* The stream as an API client sees it: VIEW_STAFF with moderators and allowed viewers (the
+ * owner, stream moderators, admins), VIEW_OWNER also with the share token (the owner, admins). */
 static json_t *stream_view(streams_t *st, json_t *doc, int full)
 {
     json_t *v = json_deep_copy(doc);
@@ -762,17 +808,22 @@ static json_t *stream_view(streams_t *st, json_t *doc, int full)
     json_object_del(v, "key_hash");
     json_object_del(v, "search");
     json_object_del(v, "status_rank");
-    if (!full) {
+    if (full < VIEW_STAFF) {
         json_object_del(v, "allowed_viewers");
         json_object_del(v, "moderators");
     }
+    if (full < VIEW_OWNER)
+        json_object_del(v, "share_token");
     json_object_set_new(v, "viewer_count", json_integer(id ? room_count(st, id) : 0));
     return v;
 }
 
 static json_t *view_for(streams_t *st, json_t *doc, const onair_user_t *u)
 {
-    return stream_view(st, doc, privileged(u, doc));
+    return stream_view(st, doc,
+                       is_owner(u, doc) || is_admin(u) ? VIEW_OWNER
+                       : privileged(u, doc)            ? VIEW_STAFF
+                                                       : VIEW_PUBLIC);
 }
 
 static void publish_stream(streams_t *st, json_t *doc, const char *type)
@@ -782,7 +833,7 @@ static void publish_stream(streams_t *st, json_t *doc, const char *type)
         return;
     char topic[64];
     stream_topic(topic, sid);
-    json_t *pub = stream_view(st, doc, 0);
+    json_t *pub = stream_view(st, doc, VIEW_PUBLIC);
     api->bus_publish(st->self, type, json_pack("{s:O}", "stream", pub));
     api->ws_publish(topic, type, json_pack("{s:o}", "stream", pub));
 }
@@ -849,21 +900,22 @@ typedef void (*op_finish_fn)(op_t *op, int status, const char *code, const char 
 struct op {
     onair_flow_t flow; /* first: a step's onair_flow_t * is its op */
     streams_t *st;
-    const onair_user_t *user; /* the caller, borrowed until answered; NULL: anonymous */
-    char id[25];              /* the stream */
-    char *arg;                /* another id the request names: a user or a report */
-    json_t *doc;              /* the stream, once loaded */
-    json_t *data;             /* the checked body's fields, or a document being stored */
-    char key[KEY_CHARS + 1];  /* a new stream key, shown once */
-    op_fn on_loaded;          /* what the request does with the stream it loaded */
-    op_fn on_allowed;         /* what it does once the user is known not platform-banned */
-    int checking;             /* streams.media_publish with "check": nothing goes live */
-    onair_conn_t sub_conn;    /* streams.access: subscribe this connection ... */
-    char sub_topic[96];       /* ... to this topic of the stream when it may see it */
-    op_finish_fn finish;      /* going live or ending: how to answer */
-    int verified;             /* going live: the owner's account is verified */
-    int publish;              /* a media event: publish (1) or unpublish (0) */
-    int following;            /* a follow list: whom id follows (1), or who follows id (0) */
+    const onair_user_t *user;  /* the caller, borrowed until answered; NULL: anonymous */
+    char id[25];               /* the stream */
+    char *arg;                 /* another id the request names: a user or a report */
+    json_t *doc;               /* the stream, once loaded */
+    json_t *data;              /* the checked body's fields, or a document being stored */
+    char key[KEY_CHARS + 1];   /* a new stream key, shown once */
+    op_fn on_loaded;           /* what the request does with the stream it loaded */
+    op_fn on_allowed;          /* what it does once the user is known not platform-banned */
+    int checking;              /* streams.media_publish with "check": nothing goes live */
+    char share[SHARE_MAX + 1]; /* the share token the request carries ("" none) */
+    onair_conn_t sub_conn;     /* streams.access: subscribe this connection ... */
+    char sub_topic[96];        /* ... to this topic of the stream when it may see it */
+    op_finish_fn finish;       /* going live or ending: how to answer */
+    int verified;              /* going live: the owner's account is verified */
+    int publish;               /* a media event: publish (1) or unpublish (0) */
+    int following;             /* a follow list: whom id follows (1), or who follows id (0) */
     /* service calls: the call and the user it names (op->user points here) */
     onair_service_call_t *call;
     json_t *roles;
@@ -885,6 +937,15 @@ static void op_free(onair_flow_t *f)
     free(op);
 }
 
+/* A share token as a request gives it: one longer than any token is none (it matches no
+ * stream). */
+static void op_set_share(op_t *op, const char *share)
+{
+    op->share[0] = 0;
+    if (share && strlen(share) <= SHARE_MAX)
+        snprintf(op->share, sizeof op->share, "%s", share);
+}
+
 /* t: who is answered ({NULL, NULL}: nobody, the op answers in its own way); sid: the
  * stream, or NULL. */
 static op_t *op_new(streams_t *st, onair_target_t t, const onair_user_t *user, const char *sid)
@@ -897,6 +958,10 @@ static op_t *op_new(streams_t *st, onair_target_t t, const onair_user_t *user, c
     op->user = user;
     if (sid && strlen(sid) < sizeof op->id)
         strcpy(op->id, sid);
+    /* the share token of an unlisted stream: ?share= on REST, "share" in message data */
+    op_set_share(op, t.req   ? api->req_query(t.req, "share")
+                     : t.msg ? onair_str(api->msg_data(t.msg), "share")
+                             : NULL);
     return op;
 }
 
@@ -944,7 +1009,7 @@ enum ban { BAN_UNKNOWN = -1, BAN_NONE = 0, BAN_STREAM = 1, BAN_PLATFORM = 2 };
 /* Must the ban check run for u on doc (a private stream u could see otherwise)? */
 static int ban_applies(const onair_user_t *u, json_t *doc)
 {
-    return u && is_private(doc) && can_see(u, doc) && !is_owner(u, doc) && !is_admin(u);
+    return u && is_private(doc) && can_see(u, doc, NULL) && !is_owner(u, doc) && !is_admin(u);
 }
 
 /* Ask moderation about uid on stream sid: the answer goes to f's next step (see ban_of). */
@@ -1103,11 +1168,11 @@ static void on_banned(const char *topic, json_t *payload, void *ud)
 }
 
 /* The stream doc (as it is now, after a change) is re-checked for every connection
- * subscribed to it and every REST viewer: who may not see it any more loses it at once
- * (reason: what changed, for the event). check_bans (the stream has just gone private):
- * those who may still see it but are not its owner or an admin are asked about with
- * moderation.check, and the banned ones lose it too (a banned user may watch a public stream,
- * not a private one). */
+ * subscribed to it and every REST viewer, with the user, roles and share token it was let in
+ * with: who may not see it any more loses it at once (reason: what changed, for the event).
+ * check_bans (the stream has just gone private): those who may still see it but are not its owner
+ * or an admin are asked about with moderation.check, and the banned ones lose it too (a banned user
+ * may watch a public stream, not a private one). */
 static void access_recheck(streams_t *st, json_t *doc, const char *reason, int check_bans)
 {
     const char *sid = onair_str(doc, "_id");
@@ -1124,7 +1189,7 @@ static void access_recheck(streams_t *st, json_t *doc, const char *reason, int c
         if (!e)
             continue;
         const onair_user_t *u = who_of(&who, onair_str(e, "user"), json_object_get(e, "roles"));
-        if (!can_see(u, doc))
+        if (!can_see(u, doc, onair_str(e, "share")))
             sub_cut(st, ckey, sid, "streams.access_revoked",
                     json_pack("{s:s,s:s,s:s}", "stream", sid, "reason", reason, "detail",
                               "you may not see this stream any more"),
@@ -1140,7 +1205,7 @@ static void access_recheck(streams_t *st, json_t *doc, const char *reason, int c
     {
         json_t *info = json_object_get(json_object_get(r, "ri"), uid);
         const onair_user_t *u = who_of(&who, uid, json_object_get(info, "roles"));
-        if (!can_see(u, doc))
+        if (!can_see(u, doc, onair_str(info, "share")))
             rest_viewer_gone(st, sid, rest, uid);
         else if (check_bans && ban_applies(u, doc))
             json_object_set_new(ask, uid, json_true());
@@ -1182,8 +1247,9 @@ static void stream_loaded(onair_flow_t *f, int status, json_t *result)
     json_t *doc = json_object_get(result, "doc");
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
-    if (!json_is_object(doc) || !can_see(op->user, doc))
-        return stream_not_found(op); /* private streams do not exist for others: 404, not 403 */
+    if (!json_is_object(doc) || !can_see(op->user, doc, op->share))
+        return stream_not_found(op); /* private and unlisted streams do not exist for others:
+                                        404, not 403 */
     op->doc = json_incref(doc);
     if (!ban_applies(op->user, doc))
         return op->on_loaded(op);
@@ -1537,16 +1603,18 @@ static void page_failed(onair_flow_t *f, int status, json_t *result)
 
 /* ---- POST /api/v1/streams (and schedule.due) -------------------------------------------- */
 
-/* A new stream document for owner with the fields in set (stolen) and the key's hash. */
-static json_t *new_stream_doc(streams_t *st, const char *owner, json_t *set, const char *hash)
+/* A new stream document for owner with the fields in set (stolen), the key's hash and a share
+ * token (every stream has one: it is what lets others in once the stream is unlisted). */
+static json_t *new_stream_doc(streams_t *st, const char *owner, json_t *set, const char *hash,
+                              const char *share)
 {
     json_int_t now = (json_int_t)api->now_ms(st->self);
     json_t *doc =
-        json_pack("{s:s,s:s,s:n,s:[],s:s,s:[],s:[],s:s,s:i,s:I,s:I,s:n,s:n,s:s,s:i,s:o}", "owner",
-                  owner, "description", "", "category", "tags", "visibility", "public",
+        json_pack("{s:s,s:s,s:n,s:[],s:s,s:[],s:[],s:s,s:i,s:I,s:I,s:n,s:n,s:s,s:s,s:i,s:o}",
+                  "owner", owner, "description", "", "category", "tags", "visibility", "public",
                   "allowed_viewers", "moderators", "status", "created", "status_rank", 0,
                   "created_at", now, "updated_at", now, "started_at", "ended_at", "key_hash", hash,
-                  "peak_viewers", 0, "settings", default_settings());
+                  "share_token", share, "peak_viewers", 0, "settings", default_settings());
     if (doc)
         json_object_update(doc, set);
     json_decref(set);
@@ -1563,7 +1631,7 @@ static void created(onair_flow_t *f, int status, json_t *result)
         return onair_flow_fail(f, status, result);
     }
     json_object_set(op->data, "_id", json_array_get(json_object_get(result, "ids"), 0));
-    json_t *view = stream_view(op->st, op->data, 1);
+    json_t *view = stream_view(op->st, op->data, VIEW_OWNER);
     api->bus_publish(op->st->self, "stream.created", json_pack("{s:O}", "stream", view));
     json_t *made = json_pack("{s:o,s:s}", "stream", view, "stream_key", op->key);
     if (!for_schedule)
@@ -1579,15 +1647,15 @@ static void created(onair_flow_t *f, int status, json_t *result)
  * created. */
 static int insert_stream(op_t *op, const char *owner, json_t *set)
 {
-    char hash[65];
-    if (make_key(op->key, hash)) {
+    char hash[65], share[SHARE_CHARS + 1];
+    if (make_key(op->key, hash) || make_share(share)) {
         api->log(op->st->self, ONAIR_LOG_ERROR, "no randomness for a stream key");
         json_decref(set);
         onair_flow_problem(&op->flow, ONAIR_EINTERNAL, NULL, "no randomness for a stream key",
                            NULL);
         return ONAIR_PENDING;
     }
-    op->data = new_stream_doc(op->st, owner, set, hash);
+    op->data = new_stream_doc(op->st, owner, set, hash, share);
     return ONAIR_THEN(
         &op->flow, created,
         api->store_insert(op->st->streams, json_deep_copy(op->data), onair_flow_cb, &op->flow));
@@ -1835,14 +1903,16 @@ static void went_live(onair_flow_t *f, int status, json_t *result)
     json_decref(op->doc);
     op->doc = json_incref(doc);
     publish_stream(st, doc, "stream.started");
-    /* Followers hear it on their own topic; for a private stream only those allowed. */
+    /* Followers hear it on their own topic; for a private stream only those allowed; for an
+     * unlisted one nobody (it goes to those given its share link, never to a list) */
     json_t *only = NULL;
     if (is_private(doc)) {
         only = json_deep_copy(json_object_get(doc, "allowed_viewers"));
         json_array_extend(only, json_object_get(doc, "moderators"));
     }
-    notify_followers(st, onair_str(doc, "owner"), "stream.started",
-                     json_pack("{s:o}", "stream", stream_view(st, doc, 0)), only);
+    if (!is_unlisted(doc))
+        notify_followers(st, onair_str(doc, "owner"), "stream.started",
+                         json_pack("{s:o}", "stream", stream_view(st, doc, VIEW_PUBLIC)), only);
     json_decref(only);
     watchers_counted(st, doc);
     op->finish(op, ONAIR_OK, NULL, NULL);
@@ -1996,7 +2066,7 @@ static int post_end(onair_req_t *req, void *ud)
 
 static void media_finished(op_t *op, int status, const char *code, const char *detail)
 {
-    json_t *view = status == ONAIR_OK ? stream_view(op->st, op->doc, 1) : NULL;
+    json_t *view = status == ONAIR_OK ? stream_view(op->st, op->doc, VIEW_STAFF) : NULL;
     if (status == ONAIR_OK)
         op->media_cb(200, NULL, NULL, view, op->media_ud);
     else
@@ -2116,7 +2186,7 @@ static void relay_finished(op_t *op, int status, const char *code, const char *d
 {
     if (status == ONAIR_OK)
         api->service_answer(op->call, ONAIR_OK,
-                            json_pack("{s:o}", "stream", stream_view(op->st, op->doc, 1)));
+                            json_pack("{s:o}", "stream", stream_view(op->st, op->doc, VIEW_STAFF)));
     else
         api->service_answer(op->call, status,
                             json_pack("{s:i,s:s,s:s}", "status", api->status_http(status), "code",
@@ -2142,7 +2212,7 @@ static void relay_stream_loaded(onair_flow_t *f, int status, json_t *result)
     if (!key) {
         op_set_caller(op, onair_str(args, "user"), json_object_get(args, "roles"));
         /* a private stream does not exist for those who may not see it (as on the routes) */
-        if (!can_see(op->user, doc))
+        if (!can_see(op->user, doc, NULL))
             return op->finish(op, ONAIR_ENOTFOUND, "not_found", "no such stream");
         if (!is_owner(op->user, doc))
             return op->finish(op, ONAIR_EPERM, "forbidden",
@@ -2341,8 +2411,13 @@ static void join_step(op_t *op)
         json_t *roles = json_array();
         for (size_t i = 0; op->user->roles && op->user->roles[i] && i < ACCESS_ROLES_MAX; i++)
             json_array_append_new(roles, json_string(op->user->roles[i]));
-        json_object_set_new(json_object_get(room_get(st, op->id, 1), "ri"), op->user->id,
-                            json_pack("{s:o}", "roles", roles));
+        json_object_set_new(
+            json_object_get(room_get(st, op->id, 1), "ri"), op->user->id,
+            json_pack("{s:o,s:s?}", "roles", roles, "share", op->share[0] ? op->share : NULL));
+    } else if (op->share[0]) { /* the heartbeat came with a (new) share token */
+        json_t *info =
+            json_object_get(json_object_get(room_get(st, op->id, 0), "ri"), op->user->id);
+        json_object_set_new(info, "share", json_string(op->share));
     }
     json_object_set_new(rest, op->user->id,
                         json_integer((json_int_t)api->now_ms(st->self) + ttl * 1000));
@@ -2427,7 +2502,7 @@ static void watch_step(op_t *op)
     int live = is_live(op->doc);
     int priv = privileged(op->user, op->doc);
     json_int_t max = max_viewers_of(op->doc);
-    json_t *e = sub_entry(st, ckey, op->id, NULL, 0);
+    json_t *e = sub_entry(st, ckey, op->id, NULL, NULL, 0);
     if (!is_watching(e)) {
         if (op->user)
             user_vkey(vkey, op->user->id);
@@ -2438,7 +2513,7 @@ static void watch_step(op_t *op)
                                       "the stream has reached its viewer limit", NULL);
         if (api->ws_subscribe(conn, topic) != ONAIR_OK)
             return onair_flow_problem(&op->flow, 410, "closed", "the connection is closed", NULL);
-        if (!(e = sub_entry(st, ckey, op->id, op->user, 1))) {
+        if (!(e = sub_entry(st, ckey, op->id, op->user, op->share, 1))) {
             api->ws_unsubscribe(conn, topic);
             return onair_flow_problem(&op->flow, ONAIR_ENOMEM, NULL, NULL, NULL);
         }
@@ -2479,7 +2554,7 @@ static int ws_unwatch(onair_wsmsg_t *msg, void *ud)
     const char *sid = onair_str(api->msg_data(msg), "stream_id");
     char ckey[32];
     conn_key(ckey, api->msg_conn(msg));
-    int watched = is_watching(sub_entry(st, ckey, sid, NULL, 0));
+    int watched = is_watching(sub_entry(st, ckey, sid, NULL, NULL, 0));
     watch_end(st, ckey, sid); /* chat and Q&A subscriptions stay */
     return api->target_reply(ONAIR_TARGET_MSG(msg), 200, json_pack("{s:b}", "unwatched", watched));
 }
@@ -2630,6 +2705,58 @@ static void rotate_step(op_t *op)
 static int post_rotate(onair_req_t *req, void *ud)
 {
     return with_stream(req, ud, rotate_step);
+}
+
+/* ---- the share token of an unlisted stream -------------------------------------------------
+ * POST .../share/rotate (owner or admin): a new token; the old one stops working at once, and
+ * whoever came in with it (watch, chat, Q&A, REST join) loses the stream now
+ * (streams.access_revoked, reason "share_token"). */
+static void share_rotated(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc)) /* deleted meanwhile */
+        return stream_not_found(op);
+    access_recheck(op->st, doc, "share_token", 0);
+    publish_stream(op->st, doc, "stream.updated"); /* consumers drop what they cached */
+    onair_flow_reply(f, 200,
+                     json_pack("{s:o,s:s?}", "stream", view_for(op->st, doc, op->user),
+                               "share_token", onair_str(doc, "share_token")));
+}
+
+static void share_rotate_step(op_t *op)
+{
+    if (!is_owner(op->user, op->doc) && !is_admin(op->user))
+        return forbidden(op, "only the owner or an admin may rotate the share token");
+    char share[SHARE_CHARS + 1];
+    if (make_share(share))
+        return onair_flow_problem(&op->flow, ONAIR_EINTERNAL, NULL,
+                                  "no randomness for a share token", NULL);
+    json_t *spec = json_pack("{s:{s:s},s:{s:{s:s,s:I}},s:s}", "filter", "_id", op->id, "update",
+                             "$set", "share_token", share, "updated_at",
+                             (json_int_t)api->now_ms(op->st->self), "return", "after");
+    ONAIR_THEN(&op->flow, share_rotated,
+               api->store_find_and_modify(op->st->streams, spec, onair_flow_cb, &op->flow));
+}
+
+static int post_share_rotate(onair_req_t *req, void *ud)
+{
+    return with_stream(req, ud, share_rotate_step);
+}
+
+/* Streams stored before share tokens (collection version 1) get one (version 2). */
+static json_t *migrate_stream(json_t *doc, int from_version, void *ud)
+{
+    (void)ud;
+    char share[SHARE_CHARS + 1];
+    if (from_version < 2 && !onair_str(doc, "share_token")) {
+        if (make_share(share))
+            return json_incref(doc); /* not now: rotate gives it one */
+        json_object_set_new(doc, "share_token", json_string(share));
+    }
+    return json_incref(doc);
 }
 
 /* ---- follows ------------------------------------------------------------------------------ */
@@ -3039,7 +3166,7 @@ static int access_subscribe(op_t *op)
     conn_key(ckey, op->sub_conn);
     if (api->ws_subscribe(op->sub_conn, op->sub_topic) != ONAIR_OK)
         return 0;
-    json_t *e = sub_entry(op->st, ckey, op->id, op->user, 1);
+    json_t *e = sub_entry(op->st, ckey, op->id, op->user, op->share, 1);
     if (!e) {
         api->ws_unsubscribe(op->sub_conn, op->sub_topic);
         return 0;
@@ -3072,13 +3199,15 @@ static void access_answer(op_t *op, json_t *doc, int banned)
 {
     const onair_user_t *u = op->user;
     json_t *res;
-    if (!json_is_object(doc)) {
+    /* an unlisted stream without its share token is no stream at all for the caller, as on
+     * the routes (so no caller can tell a stream is there) */
+    if (!json_is_object(doc) || (is_unlisted(doc) && !can_see(u, doc, op->share))) {
         res = op->sub_conn ? json_pack("{s:b,s:b,s:b}", "found", 0, "visible", 0, "subscribed", 0)
                            : json_pack("{s:b,s:b}", "found", 0, "visible", 0);
     } else {
         json_t *settings = json_object_get(doc, "settings");
         int mod = is_smod(u, doc) || has_role(u, "moderator") || is_admin(u);
-        int visible = can_see(u, doc) && !banned;
+        int visible = can_see(u, doc, op->share) && !banned;
         res = json_pack("{s:b,s:b,s:b,s:s?,s:s?,s:s?,s:b,s:b,s:o}", "found", 1, "visible", visible,
                         "banned", banned, "status", onair_str(doc, "status"), "visibility",
                         onair_str(doc, "visibility"), "owner", onair_str(doc, "owner"), "is_owner",
@@ -3143,7 +3272,9 @@ static int svc_access(onair_service_call_t *call, void *ud)
     json_t *roles = json_object_get(args, "roles");
     json_t *conn = json_object_get(args, "conn");
     const char *topic = onair_str(args, "topic");
+    json_t *share = json_object_get(args, "share");
     if (!sid || (user && !json_is_null(user) && !user_id_ok(json_string_value(user))) ||
+        (share && !json_is_null(share) && !json_is_string(share)) ||
         (roles && !json_is_array(roles)) || (!conn != !topic) ||
         (conn && (!json_is_integer(conn) || json_integer_value(conn) <= 0)) ||
         (topic && onair_is_id(sid) && !stream_sub_topic_ok(topic, sid)))
@@ -3157,6 +3288,7 @@ static int svc_access(onair_service_call_t *call, void *ud)
     if (!op)
         return ONAIR_ENOMEM;
     op->call = call;
+    op_set_share(op, json_string_value(share));
     if (conn) {
         op->sub_conn = (onair_conn_t)json_integer_value(conn);
         snprintf(op->sub_topic, sizeof op->sub_topic, "%s", topic);
@@ -3185,7 +3317,7 @@ static int svc_leave(onair_service_call_t *call, void *ud)
     char ckey[32];
     conn_key(ckey, (onair_conn_t)json_integer_value(conn));
     int rc = api->ws_unsubscribe(conn_of(ckey), topic);
-    json_object_del(json_object_get(sub_entry(st, ckey, sid, NULL, 0), "topics"), topic);
+    json_object_del(json_object_get(sub_entry(st, ckey, sid, NULL, NULL, 0), "topics"), topic);
     sub_forget_if_idle(st, ckey, sid);
     return api->service_answer(call, ONAIR_OK, json_pack("{s:b}", "left", rc == ONAIR_OK));
 }
@@ -3278,7 +3410,11 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->webrtc = json_object();
     const uint32_t user = ONAIR_ACCESS_USER;
     const onair_collection_t colls[] = {
-        {.size = sizeof colls[0], .name = "streams", .version = 1, .indexes = stream_indexes},
+        {.size = sizeof colls[0],
+         .name = "streams",
+         .version = 2, /* 2: share_token */
+         .indexes = stream_indexes,
+         .migrate = migrate_stream},
         {.size = sizeof colls[0], .name = "follows", .version = 1, .indexes = follow_indexes},
         {.size = sizeof colls[0], .name = "reports", .version = 1, .indexes = report_indexes},
     };
@@ -3314,6 +3450,7 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
         ONAIR_ROUTE("POST", STREAM "/report", post_report, .ud = st, .access = user,
                     .max_body = 8192, .ratelimit = "streams.report", .body = report_body),
         ONAIR_ROUTE("POST", STREAM "/key/rotate", post_rotate, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM "/share/rotate", post_share_rotate, .ud = st, .access = user),
         ONAIR_ROUTE("POST", "/api/v1/users/{id}/follow", post_follow, .ud = st, .access = user,
                     .ratelimit = "streams.follow"),
         ONAIR_ROUTE("DELETE", "/api/v1/users/{id}/follow", delete_follow, .ud = st, .access = user),

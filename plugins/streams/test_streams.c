@@ -517,6 +517,117 @@ static void test_access_changes_end_subscriptions(void **state)
     finish(h);
 }
 
+/* GET path?query as user: the status (the response freed). */
+static int get_status(onair_test_host_t *h, const char *path, const char *query,
+                      const onair_user_t *user)
+{
+    onair_test_response_t *r = onair_test_request(h, "GET", path, query, NULL, NULL, user);
+    assert_non_null(r);
+    int status = r->status;
+    onair_test_response_free(r);
+    return status;
+}
+
+/* Unlisted streams: only their share token lets others in (REST ?share=, "share" in the data
+ * of streams.watch, "share" of streams.access), shown to the owner and admins; rotating it
+ * cuts off what the old one let in. */
+static void test_unlisted_share_token(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_test_response_t *r =
+        call(h, "POST", STREAMS, "{\"title\":\"Hush\",\"visibility\":\"unlisted\"}", &ada);
+    assert_int_equal(r->status, 201);
+    json_t *stream = json_object_get(r->json, "stream");
+    char sid[25], path[64], token[64], q[96];
+    snprintf(sid, sizeof sid, "%s", onair_str(stream, "id"));
+    snprintf(token, sizeof token, "%s", onair_str(stream, "share_token"));
+    snprintf(path, sizeof path, STREAMS "/%s", sid);
+    onair_test_response_free(r);
+    assert_int_equal(strlen(token), 3 + 22);
+    assert_int_equal(strncmp(token, "sh_", 3), 0);
+    snprintf(q, sizeof q, "share=%s", token);
+    assert_int_equal(get_status(h, path, NULL, NULL), 404);
+    assert_int_equal(get_status(h, path, NULL, &bob), 404);
+    assert_int_equal(get_status(h, path, "share=sh_0123456789abcdefghijkl", &bob), 404);
+    assert_int_equal(get_status(h, path, q, NULL), 200);
+    assert_int_equal(get_status(h, path, NULL, &ada), 200);
+    r = call(h, "GET", path, NULL, &ada); /* the owner sees the token, others do not */
+    assert_string_equal(onair_str(json_object_get(r->json, "stream"), "share_token"), token);
+    onair_test_response_free(r);
+    r = onair_test_request(h, "GET", path, q, NULL, NULL, &bob);
+    assert_null(json_object_get(json_object_get(r->json, "stream"), "share_token"));
+    onair_test_response_free(r);
+    /* streams.access: no stream at all without the token (found false), seen with it */
+    assert_int_equal(ask_access(h, sid, BOB), ONAIR_OK);
+    assert_false(json_is_true(json_object_get(svc_result, "found")));
+    json_t *args = json_pack("{s:s,s:s,s:s}", "stream", sid, "user", BOB, "share", token);
+    onair_test_service_call(h, "streams.access", args, svc_done, NULL);
+    onair_test_run(h);
+    assert_true(json_is_true(json_object_get(svc_result, "visible")));
+    assert_int_equal(ask_access(h, sid, ADA), ONAIR_OK); /* the owner needs none */
+    assert_true(json_is_true(json_object_get(svc_result, "visible")));
+
+    /* a watch with the token; the rotation ends it, the old token stops working */
+    onair_conn_t c = onair_test_ws_connect(h, NULL);
+    onair_test_ws_send(h, c, "streams.watch", NULL, json_pack("{s:s}", "stream_id", sid));
+    json_t *f = onair_test_ws_next(h, c);
+    assert_string_equal(onair_str(json_object_get(f, "data"), "code"), "stream_not_found");
+    json_decref(f);
+    onair_test_ws_send(h, c, "streams.watch", NULL,
+                       json_pack("{s:s,s:s}", "stream_id", sid, "share", token));
+    f = onair_test_ws_next(h, c);
+    assert_string_equal(onair_str(f, "type"), "result");
+    json_decref(f);
+    char rotate[96];
+    snprintf(rotate, sizeof rotate, "%s/share/rotate", path);
+    problem(call(h, "POST", rotate, NULL, &bob), 404, "stream_not_found", NULL);
+    r = call(h, "POST", rotate, NULL, &ada);
+    assert_int_equal(r->status, 200);
+    const char *fresh = onair_str(r->json, "share_token");
+    assert_non_null(fresh);
+    assert_string_not_equal(fresh, token);
+    char q2[96];
+    snprintf(q2, sizeof q2, "share=%s", fresh);
+    onair_test_response_free(r);
+    told(h, c, "streams.access_revoked", "share_token");
+    char topic[64];
+    snprintf(topic, sizeof topic, "stream.%s", sid);
+    assert_false(onair_test_ws_subscribed(h, c, topic));
+    assert_int_equal(get_status(h, path, q, NULL), 404);
+    assert_int_equal(get_status(h, path, q2, NULL), 200);
+    json_decref(svc_result);
+    svc_result = NULL;
+    finish(h);
+}
+
+/* Streams stored before share tokens (collection version 1) get one at start. */
+static void test_migration_gives_a_share_token(void **state)
+{
+    (void)state;
+    onair_test_host_t *h = onair_test_host_new(onair_plugin_entry_v1(), NULL, NULL, 0);
+    assert_non_null(h);
+    onair_test_set_log_level(h, ONAIR_LOG_WARN);
+    assert_int_equal(onair_test_init(h), ONAIR_OK);
+    json_t *old =
+        json_pack("[{s:s,s:s,s:s,s:s,s:s,s:[],s:[],s:{}}]", "_id", "5a0000000000000000000abc",
+                  "owner", ADA, "title", "Old", "visibility", "unlisted", "status", "created",
+                  "allowed_viewers", "moderators", "settings");
+    assert_int_equal(onair_test_store_seed(h, "streams.streams", old, 1), ONAIR_OK);
+    assert_int_equal(onair_test_start(h), ONAIR_OK);
+    assert_int_equal(onair_test_store_version(h, "streams.streams"), 2);
+    json_t *docs = onair_test_store_dump(h, "streams.streams");
+    const char *token = onair_str(json_array_get(docs, 0), "share_token");
+    assert_non_null(token);
+    assert_int_equal(strncmp(token, "sh_", 3), 0);
+    char q[96];
+    snprintf(q, sizeof q, "share=%s", token);
+    assert_int_equal(get_status(h, STREAMS "/5a0000000000000000000abc", q, NULL), 200);
+    assert_int_equal(get_status(h, STREAMS "/5a0000000000000000000abc", NULL, NULL), 404);
+    json_decref(docs);
+    onair_test_stop(h);
+    onair_test_host_free(h);
+}
+
 static void test_follows_reports_and_limits(void **state)
 {
     onair_test_host_t *h = *state;
@@ -582,6 +693,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_private_streams_bans_and_access, setup, teardown),
         cmocka_unit_test_setup_teardown(test_platform_ban_refuses_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_changes_end_subscriptions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlisted_share_token, setup, teardown),
+        cmocka_unit_test(test_migration_gives_a_share_token),
         cmocka_unit_test_setup_teardown(test_follows_reports_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
     };

@@ -759,3 +759,46 @@ def test_revoked_access_ends_chat_subscriptions(srv):
             assert not any(x["type"] == "streams.access_revoked" for x in K.seen), K.seen
 
     run(scenario())
+
+
+# ---- unlisted streams: the share token (issue 14, M3) -----------------------------------------
+def test_unlisted_chat_needs_the_share_token(srv):
+    """An unlisted stream's chat is read, joined and written with its share token only
+    (REST ?share=, WebSocket "share"): its id alone, or another stream's token, is 404 as for
+    no stream at all. Its owner and moderators need none."""
+    c = Cast(srv, visibility="unlisted")
+    other = Cast(srv, visibility="unlisted")
+    token = c.owner.call("GET", f"/api/v1/streams/{c.sid}").json()["stream"]["share_token"]
+    foreign = other.owner.call("GET", f"/api/v1/streams/{other.sid}").json()["stream"][
+        "share_token"]
+    for q in ("", f"?share={foreign}", "?share=sh_nope"):
+        for who in (c.anon, c.viewer):
+            problem(who.call("GET", c.c() + q), 404, "stream_not_found")
+            problem(who.call("GET", c.c("/modes") + q), 404, "stream_not_found")
+        problem(c.viewer.call("POST", c.c() + q, {"text": "hi"}), 404, "stream_not_found")
+    send(c.owner, c, "from the owner")  # staff need no token
+    send(c.smod, c, "from a moderator")
+    r = c.viewer.call("POST", c.c(f"?share={token}"), {"text": "with the link"})
+    assert r.status == 201, r
+    r = c.anon.call("GET", c.c(f"?share={token}"))
+    assert [m["text"] for m in r.json()["messages"]] == ["from the owner", "from a moderator",
+                                                         "with the link"], r
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(c.viewer)) as v:
+            A, V = Client(a), Client(v)
+            for data in ({"stream_id": c.sid}, {"stream_id": c.sid, "share": foreign}):
+                r = await A.call("chat.join", data)
+                assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+                r = await V.call("chat.send", dict(data, text="hi"))
+                assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+            r = await A.call("chat.join", {"stream_id": c.sid, "share": token})
+            assert r["type"] == "result" and len(r["data"]["history"]) == 3, r
+            r = await V.call("chat.send", {"stream_id": c.sid, "share": token, "text": "live"})
+            assert r["type"] == "result", r
+            await A.wait(is_msg("live"))
+            r = await A.call("chat.leave", {"stream_id": c.sid})
+            assert r["type"] == "result" and r["data"]["left"] is True, r
+
+    run(scenario())

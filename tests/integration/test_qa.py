@@ -670,3 +670,45 @@ def test_a_filter_rewrites_the_question(server_factory):
     r = c.anon.call("GET", c.q(f"/{q['id']}"))
     assert r.status == 200 and r.json()["question"]["text"] == "WHY SO QUIET?", r
     s.stop()
+
+
+# ---- unlisted streams: the share token (issue 14, M3) -----------------------------------------
+def test_unlisted_questions_need_the_share_token(srv):
+    """An unlisted stream's questions are read, asked, voted on and watched with its share token
+    only (REST ?share=, WebSocket "share"): its id alone, or another stream's token, is 404
+    as for no stream at all. Its owner and moderators need none."""
+    c = Cast(srv, visibility="unlisted")
+    other = Cast(srv, visibility="unlisted")
+    token = c.owner.call("GET", f"/api/v1/streams/{c.sid}").json()["stream"]["share_token"]
+    foreign = other.owner.call("GET", f"/api/v1/streams/{other.sid}").json()["stream"][
+        "share_token"]
+    q = ask(c.owner, c, "Owner asks")  # staff need no token
+    for tail in ("", f"?share={foreign}", "?share=sh_nope"):
+        for who in (c.anon, c.viewer):
+            problem(who.call("GET", c.q() + tail), 404, "stream_not_found")
+            problem(who.call("GET", c.q(f"/{q['id']}") + tail), 404, "stream_not_found")
+        problem(c.viewer.call("POST", c.q() + tail, {"text": "hi?"}), 404, "stream_not_found")
+        problem(c.viewer.call("PUT", c.q(f"/{q['id']}/vote") + tail), 404, "stream_not_found")
+    r = c.viewer.call("POST", c.q(f"?share={token}"), {"text": "With the link?"})
+    assert r.status == 201, r
+    assert c.viewer.call("PUT", c.q(f"/{q['id']}/vote?share={token}")).status == 200
+    r = c.anon.call("GET", c.q(f"?share={token}"))
+    assert len(r.json()["questions"]) == 2, r
+    assert c.smod.call("POST", c.q(f"/{q['id']}/pin")).status == 200
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(c.viewer)) as v:
+            A, V = Client(a), Client(v)
+            for data in ({"stream_id": c.sid}, {"stream_id": c.sid, "share": foreign}):
+                r = await A.call("qa.watch", data)
+                assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+                r = await V.call("qa.ask", dict(data, text="hi?"))
+                assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+            r = await A.call("qa.watch", {"stream_id": c.sid, "share": token})
+            assert r["type"] == "result", r
+            r = await V.call("qa.ask", {"stream_id": c.sid, "share": token, "text": "Live?"})
+            assert r["type"] == "result", r
+            await A.wait(asked("Live?"))
+
+    run(scenario())

@@ -415,3 +415,35 @@ def test_filters_on_the_reactions_chain(server_factory):
     while totals(s, sid) != zeros(heart=1):
         assert time.time() < deadline, totals(s, sid)
         time.sleep(0.05)
+
+
+# ---- unlisted streams: the share token (issue 14, M3) -----------------------------------------
+def test_unlisted_reactions_need_the_share_token(srv):
+    """Reacting to an unlisted stream, and reading its totals, takes its share token
+    ("share" / ?share=): its id alone or another stream's token is 404 as for no stream, also
+    right after a reaction with the token was accepted (the access cache is per token)."""
+    owner, fan = Account(srv, "ulo"), Account(srv, "ulf")
+    sid = create(owner, visibility="unlisted")
+    foreign = owner.call("POST", "/api/v1/streams", {"title": "Other", "visibility": "unlisted"})
+    foreign = foreign.json()["stream"]["share_token"]
+    token = owner.call("GET", f"/api/v1/streams/{sid}").json()["stream"]["share_token"]
+    for q in ("", f"?share={foreign}"):
+        r = srv.http("GET", f"/api/v1/streams/{sid}/reactions{q}", token=fan.token)
+        assert r.status == 404 and r.json()["code"] == "stream_not_found", r
+    assert totals(srv, sid, owner.token) == zeros()  # the owner needs none
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url, extra_headers=fan.headers()) as f:
+            F = Client(f)
+            for data in ({}, {"share": foreign}):
+                r = await F.call("reactions.send", dict(data, stream_id=sid, reaction="heart"))
+                error(r, 404, "stream_not_found")
+            r = await F.call("reactions.send", {"stream_id": sid, "reaction": "heart",
+                                                "share": token})
+            assert r["type"] == "result", r
+            r = await F.call("reactions.send", {"stream_id": sid, "reaction": "fire"})
+            error(r, 404, "stream_not_found")  # not from the cache of the first
+
+    run(scenario())
+    r = srv.http("GET", f"/api/v1/streams/{sid}/reactions?share={token}")
+    assert r.status == 200 and r.json()["stream"] == sid, r

@@ -1079,6 +1079,145 @@ def test_revoked_access_ends_watches(srv):
     run(scenario())
 
 
+def near(sid, k):
+    """The id k away from sid (ObjectIds count up: what an attacker scans)."""
+    return "%024x" % ((int(sid, 16) + k) % (1 << 96))
+
+
+def test_unlisted_streams_are_not_enumerable(srv):
+    """Ids are ObjectIds, made one after the other: scanning the ids around a public one
+    (anonymously or signed in) must not lead to an unlisted stream, nor may its id alone, on
+    any route or message that reads a stream: only its share token (?share= / "share") does.
+    The owner, stream moderators, admins and global moderators need none; the token is shown to
+    the owner and admins only."""
+    owner, stranger, other = Account(srv, "enuo"), Account(srv, "enus"), Account(srv, "enux")
+    pub = create(owner, title="Public")["stream"]
+    made = create(owner, title="Unlisted", visibility="unlisted")
+    hid = made["stream"]["id"]
+    foreign = create(other, title="Someone's unlisted", visibility="unlisted")["stream"]
+    admin, gmod = Anon(srv, api_token()), Anon(srv, api_token(roles=["moderator"], sub="gmod-1"))
+    # the attack: ids around the public one, anonymously and signed in
+    found = []
+    for k in range(-30, 31):
+        for who in (Anon(srv), stranger):
+            r = who.call("GET", f"/api/v1/streams/{near(pub['id'], k)}")
+            assert r.status in (200, 404), r
+            if r.status == 200:  # only public streams (of this test or an earlier one)
+                assert r.json()["stream"]["visibility"] == "public", r
+                found.append(r.json()["stream"]["id"])
+    assert pub["id"] in found and hid not in found and foreign["id"] not in found, found
+    if hid[:18] == pub["id"][:18]:  # made in the same second: the scan did reach its id
+        assert 0 < int(hid, 16) - int(pub["id"], 16) <= 30
+    token = made["stream"]["share_token"]  # the owner's, in the answer to create
+    assert token.startswith("sh_") and len(token) >= 25 and token not in (hid, made["stream_key"])
+    # the id alone, a wrong token, another stream's token: nothing, on every way in
+    wrong = ("", "?share=sh_" + "A" * 22, f"?share={foreign['share_token']}",
+             "?share=" + token[:-1], "?share=" + token + "x", "?share=" + "x" * 100)
+    base = f"/api/v1/streams/{hid}"
+    for q in wrong:
+        for who in (Anon(srv), stranger):
+            problem(who.call("GET", base + q), 404, "stream_not_found")
+            problem(who.call("GET", f"{base}/viewers/count{q}"), 404, "stream_not_found")
+        problem(stranger.call("POST", f"{base}/report{q}", {"reason": "spam"}), 404,
+                "stream_not_found")
+        problem(stranger.call("POST", f"{base}/join{q}"), 404, "stream_not_found")
+    r = srv.http("POST", f"/api/v1/whep/{hid}", "v=0\r\n",
+                 headers={"Content-Type": "application/sdp"})
+    assert r.status == 404 and r.json()["code"] == "not_found", r
+
+    async def ws_refused():
+        async with websockets.connect(srv.ws_url) as a:
+            A = Client(a)
+            for share in (None, "sh_" + "A" * 22, foreign["share_token"]):
+                data = {"stream_id": hid}
+                if share:
+                    data["share"] = share
+                r = await A.call("streams.watch", data)
+                assert r["type"] == "error" and r["data"]["code"] == "stream_not_found", r
+            r = await A.call("streams.watch", {"stream_id": hid, "share": token})
+            assert r["type"] == "result" and r["data"]["stream"]["id"] == hid, r
+            assert "share_token" not in r["data"]["stream"], r
+
+    run(ws_refused())
+    # with the token: anyone reads it (the token itself stays the owner's)
+    for who in (Anon(srv), stranger):
+        r = who.call("GET", f"{base}?share={token}")
+        assert r.status == 200 and r.json()["stream"]["id"] == hid, r
+        assert "share_token" not in r.json()["stream"], r
+    assert stranger.call("POST", f"{base}/report?share={token}",
+                         {"reason": "spam"}).status == 201
+    # without: its owner, admins and global moderators (staff reading reports)
+    for who in (owner, admin, gmod):
+        r = who.call("GET", base)
+        assert r.status == 200, (who, r)
+    assert owner.call("GET", base).json()["stream"]["share_token"] == token
+    assert admin.call("GET", base).json()["stream"]["share_token"] == token
+    assert "share_token" not in gmod.call("GET", base).json()["stream"]
+    # public streams have a token too, shown to the owner only, and need none
+    assert "share_token" not in Anon(srv).call("GET", f"/api/v1/streams/{pub['id']}").json()[
+        "stream"]
+    # never listed, except to the owner
+    r = stranger.call("GET", f"/api/v1/streams?owner={owner.id}")
+    assert [x["id"] for x in r.json()["streams"]] == [pub["id"]], r
+
+
+def test_unlisted_share_token_rotation_ends_what_it_let_in(srv):
+    """A public stream made unlisted cuts off those who watch it without the token
+    (streams.access_revoked, reason visibility); rotating the token (owner or admin) cuts off
+    those who came in with the old one (reason share_token), REST viewers included, while the
+    owner keeps watching and the new token lets in."""
+    owner, fan, smod = Account(srv, "shro"), Account(srv, "shrf"), Account(srv, "shrm")
+    made = create(owner, title="Soon unlisted")
+    sid, old = made["stream"]["id"], made["stream"]["share_token"]
+    base = f"/api/v1/streams/{sid}"
+    assert owner.call("PUT", f"{base}/moderators/{smod.id}").status == 200
+    assert owner.call("POST", f"{base}/start").status == 200
+
+    def hdr(acct):
+        return {"Authorization": "Bearer " + acct.token}
+
+    async def scenario():
+        async with websockets.connect(srv.ws_url) as a, websockets.connect(srv.ws_url) as b, \
+                websockets.connect(srv.ws_url, extra_headers=hdr(owner)) as o:
+            A, B, O = Client(a), Client(b), Client(o)
+            for cl in (A, O):
+                r = await cl.call("streams.watch", {"stream_id": sid})
+                assert r["type"] == "result", r
+            r = owner.call("PATCH", base, {"visibility": "unlisted"})
+            assert r.status == 200, r
+            await A.wait(revoked("visibility"))
+            await hears_nothing_more(A, sid, is_type("stream.updated"))
+            # the link: the token lets in, anonymously over WebSocket and signed in over REST
+            r = await B.call("streams.watch", {"stream_id": sid, "share": old})
+            assert r["type"] == "result", r
+            assert fan.call("POST", f"{base}/join?share={old}").status == 200
+            r = owner.call("GET", f"{base}/viewers")
+            assert fan.id in r.json()["users"] and r.json()["anonymous"] == 1, r
+            # only the owner or an admin rotates
+            problem(smod.call("POST", f"{base}/share/rotate"), 403, "forbidden")
+            problem(fan.call("POST", f"{base}/share/rotate?share={old}"), 403, "forbidden")
+            r = owner.call("POST", f"{base}/share/rotate")
+            assert r.status == 200, r
+            new = r.json()["share_token"]
+            assert new != old and new.startswith("sh_") and r.json()["stream"]["share_token"] == new
+            ev = await B.wait(revoked("share_token"))
+            assert ev["data"]["stream"] == sid, ev
+            await hears_nothing_more(B, sid, is_type("stream.updated"))
+            r = owner.call("GET", f"{base}/viewers")
+            assert r.json()["users"] == [owner.id] and r.json()["anonymous"] == 0, r
+            problem(fan.call("GET", f"{base}?share={old}"), 404, "stream_not_found")
+            assert fan.call("GET", f"{base}?share={new}").status == 200
+            r = await B.call("streams.watch", {"stream_id": sid, "share": new})
+            assert r["type"] == "result", r
+            r = Anon(srv, api_token()).call("POST", f"{base}/share/rotate")
+            assert r.status == 200 and r.json()["share_token"] not in (old, new), r
+            await B.wait(revoked("share_token"))
+            assert not any(x["type"] == "streams.access_revoked" for x in O.seen), O.seen
+        assert owner.call("POST", f"{base}/end").status == 200
+
+    run(scenario())
+
+
 def test_websocket_data_mistakes(srv):
     """streams.watch and streams.unwatch declare their data: a mistake is an error reply with
     status 400, the code and the member in `field`, and the connection stays open."""
