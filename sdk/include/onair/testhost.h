@@ -225,13 +225,12 @@ void onair_test_store_set_available(onair_test_host_t *h, int available);
  *     type's `ratelimit` (or, without one, the server's defaults "ws.message" and
  *     "ws.message_ip") answers {"type":"error","id":..,"data":{"code":"rate_limited",
  *     "status":429,"detail",..,"retry_after_ms":N,"retry_after_s":S}},
- *     onair_test_ws_send() returns ONAIR_ERATE and the connection stays open. The key is built like the server's:
- *     BY_USER the user id ("ip:<addr>" when anonymous), BY_IP the address,
- *     BY_USER_AND_IP "<user id>|<addr>". Naming an undeclared limit (e.g. a core one
- *     such as "auth.login") logs an error and does not limit, like the server.
- * Accounts: user_get() and user_set_verified() are queued like store operations and
- * complete in onair_test_run() (ONAIR_ECANCELED and {"error": "canceled"} when the
- * plugin stops first); the result is {"user": {"id", "username", "email",
+ *     onair_test_ws_send() returns ONAIR_ERATE and the connection stays open. The key is built like
+ * the server's: BY_USER the user id ("ip:<addr>" when anonymous), BY_IP the address, BY_USER_AND_IP
+ * "<user id>|<addr>". Naming an undeclared limit (e.g. a core one such as "auth.login") logs an
+ * error and does not limit, like the server. Accounts: user_get() and user_set_verified() are
+ * queued like store operations and complete in onair_test_run() (ONAIR_ECANCELED and {"error":
+ * "canceled"} when the plugin stops first); the result is {"user": {"id", "username", "email",
  * "display_name", "roles", "verified", "disabled", "created_at", "updated_at"}}, or
  * ONAIR_ENOTFOUND and {"error": "no such user"}. When set_verified turns an account
  * verified, "user.verified" {"user": id} is queued on the bus (as the server publishes
