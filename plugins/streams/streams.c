@@ -529,9 +529,13 @@ static json_t *sub_entry(streams_t *st, const char *ckey, const char *sid, const
     for (size_t i = 0; u && u->roles && u->roles[i] && i < ACCESS_ROLES_MAX; i++)
         json_array_append_new(roles, json_string(u->roles[i]));
     json_t *topics = e ? json_incref(json_object_get(e, "topics")) : json_object();
-    e = json_pack("{s:s,s:s?,s:o,s:s?,s:b,s:b,s:b,s:o}", "vk", vkey, "user", u ? u->id : NULL,
-                  "roles", roles, "share", share && *share ? share : NULL, "priv", 0, "counted", 0,
-                  "watch", 0, "topics", topics);
+    if (!(share && *share)) /* keep the token an earlier subscription came with */
+        share = onair_str(e, "share");
+    json_t *kept = share ? json_string(share) : NULL; /* share may point into e */
+    e = json_pack("{s:s,s:s?,s:o,s:O?,s:b,s:b,s:b,s:o}", "vk", vkey, "user", u ? u->id : NULL,
+                  "roles", roles, "share", kept, "priv", 0, "counted", 0, "watch", 0, "topics",
+                  topics);
+    json_decref(kept);
     if (!e || json_object_set_new(w, sid, e))
         return NULL;
     return e;

@@ -600,6 +600,41 @@ static void test_unlisted_share_token(void **state)
     finish(h);
 }
 
+/* A public stream made unlisted keeps the connections that came with its token, whichever of
+ * their subscriptions carried it, and cuts off the others. */
+static void test_unlisted_keeps_who_has_the_token(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_test_response_t *r = call(h, "POST", STREAMS, "{\"title\":\"Open\"}", &ada);
+    json_t *stream = json_object_get(r->json, "stream");
+    char sid[25], path[64], token[64], chat[64], watch[64];
+    snprintf(sid, sizeof sid, "%s", onair_str(stream, "id"));
+    snprintf(token, sizeof token, "%s", onair_str(stream, "share_token"));
+    snprintf(path, sizeof path, STREAMS "/%s", sid);
+    snprintf(chat, sizeof chat, "stream.%s.chat", sid);
+    snprintf(watch, sizeof watch, "stream.%s", sid);
+    onair_test_response_free(r);
+    onair_conn_t with = onair_test_ws_connect(h, NULL), without = onair_test_ws_connect(h, NULL);
+    json_t *args = json_pack("{s:s,s:n,s:I,s:s,s:s}", "stream", sid, "user", "conn",
+                             (json_int_t)with, "topic", chat, "share", token);
+    onair_test_service_call(h, "streams.access", args, svc_done, NULL);
+    onair_test_run(h);
+    assert_true(json_is_true(json_object_get(svc_result, "subscribed")));
+    onair_conn_t both[] = {with, without};
+    for (int i = 0; i < 2; i++) { /* watches without the token: a public stream needs none */
+        onair_test_ws_send(h, both[i], "streams.watch", NULL, json_pack("{s:s}", "stream_id", sid));
+        drain(h, both[i]);
+    }
+    answered(call(h, "PATCH", path, "{\"visibility\":\"unlisted\"}", &ada), 200);
+    told(h, without, "streams.access_revoked", "visibility");
+    assert_false(onair_test_ws_subscribed(h, without, watch));
+    assert_true(onair_test_ws_subscribed(h, with, watch));
+    assert_true(onair_test_ws_subscribed(h, with, chat));
+    json_decref(svc_result);
+    svc_result = NULL;
+    finish(h);
+}
+
 /* Streams stored before share tokens (collection version 1) get one at start. */
 static void test_migration_gives_a_share_token(void **state)
 {
@@ -694,6 +729,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_platform_ban_refuses_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_changes_end_subscriptions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unlisted_share_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlisted_keeps_who_has_the_token, setup, teardown),
         cmocka_unit_test(test_migration_gives_a_share_token),
         cmocka_unit_test_setup_teardown(test_follows_reports_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
