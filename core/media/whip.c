@@ -51,7 +51,8 @@ typedef struct op {
     char *key;     /* a publisher's stream key, NULL with an access token */
     json_t *roles; /* the access token's roles (a publisher's rights check) */
     char user_id[64];
-    char addr[64]; /* the client's address (admission limits) */
+    char addr[64];  /* the client's address (admission limits) */
+    char share[65]; /* ?share=: an unlisted stream's share token, passed to streams.access */
     struct op *next;
 } op_t;
 
@@ -914,6 +915,8 @@ static void start_service(op_t *op)
     } else {
         args = json_pack("{s:s,s:o}", "stream", op->stream_id, "user",
                          op->user_id[0] ? json_string(op->user_id) : json_null());
+        if (op->share[0])
+            json_object_set_new(args, "share", json_string(op->share));
         if (services_call(&g_owner, "streams.access", args, access_checked, op) != ONAIR_OK)
             op_problem(op, 500, "internal", "cannot ask the streams plugin");
     }
@@ -1023,6 +1026,9 @@ static int post_offer(onair_req_t *req, int role)
     if (!op)
         return ONAIR_ENOMEM;
     snprintf(op->addr, sizeof op->addr, "%s", addr ? addr : "");
+    const char *share = api->req_query(req, "share");
+    if (share && strlen(share) < sizeof op->share) /* longer: no such token, 404 as without */
+        snprintf(op->share, sizeof op->share, "%s", share);
     if (max_layer)
         op->max_layer = max_layer[0] - '0';
     if (token) {

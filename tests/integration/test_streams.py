@@ -1124,6 +1124,13 @@ def test_unlisted_streams_are_not_enumerable(srv):
     r = srv.http("POST", f"/api/v1/whep/{hid}", "v=0\r\n",
                  headers={"Content-Type": "application/sdp"})
     assert r.status == 404 and r.json()["code"] == "not_found", r
+    r = srv.http("POST", f"/api/v1/whep/{hid}?share=" + token + "x", "v=0\r\n",
+                 headers={"Content-Type": "application/sdp"})
+    assert r.status == 404 and r.json()["code"] == "not_found", r
+    # with the token WHEP gets past the stream check (the garbage offer is judged next)
+    r = srv.http("POST", f"/api/v1/whep/{hid}?share=" + token, "v=0\r\n",
+                 headers={"Content-Type": "application/sdp"})
+    assert r.status != 404 and r.json()["code"] in ("invalid_sdp", "not_live"), r
 
     async def ws_refused():
         async with websockets.connect(srv.ws_url) as a:
