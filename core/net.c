@@ -120,6 +120,7 @@ static const char *const custom_headers[] = {"x-request-id:",
                                              "x-client-version:",
                                              "x-onair-token:",
                                              "access-control-request-method:",
+                                             "stripe-signature:",
                                              NULL};
 
 /* ---- messages ------------------------------------------------------------ */
