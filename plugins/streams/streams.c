@@ -422,7 +422,14 @@ static void publish_viewer(streams_t *st, const char *sid, const char *type, con
     json_t *ev = json_pack("{s:s,s:s?,s:b}", "stream", sid, "user", uid, "anonymous", uid == NULL);
     if (!ev)
         return;
-    api->bus_publish(st->self, type, json_incref(ev));
+    /* the bus also gets the time and, for an anonymous viewer, its connection (analytics
+     * counts unique viewers by account or connection); watchers do not see connection ids */
+    json_t *bus = json_copy(ev);
+    if (bus && !uid)
+        json_object_set_new(bus, "conn", json_integer((json_int_t)strtoull(vkey + 2, NULL, 10)));
+    if (bus)
+        json_object_set_new(bus, "at", json_integer(api->now_ms(st->self)));
+    api->bus_publish(st->self, type, bus);
     if (viewers <= api->config_int(st->self, "viewer_events_max"))
         api->ws_publish(topic, type, ev);
     else
