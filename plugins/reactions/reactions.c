@@ -382,9 +382,12 @@ static void flush(rstream_t *rs, int64_t now)
         memset(rs->window, 0, sizeof rs->window);
         char topic[64];
         snprintf(topic, sizeof topic, "stream.%s", rs->sid);
-        api->ws_publish(topic, "reactions.counts",
-                        json_pack("{s:s, s:I, s:o, s:O}", "stream", rs->sid, "window_ms",
-                                  (json_int_t)rt->window_ms, "counts", counts, "total", rs->total));
+        json_t *ev = json_pack("{s:s, s:I, s:o, s:O, s:I}", "stream", rs->sid, "window_ms",
+                               (json_int_t)rt->window_ms, "counts", counts, "total", rs->total,
+                               "at", (json_int_t)now);
+        if (ev) /* the same counts on the bus, for analytics and webhooks */
+            api->bus_publish(rt->self, "reactions.counts", json_incref(ev));
+        api->ws_publish(topic, "reactions.counts", ev);
         rs->last_active = now;
     }
     /* written only once loaded: a read after our own $inc would count it twice */
