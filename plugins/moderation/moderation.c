@@ -3,9 +3,10 @@
  * (plugins/moderation/README.md).
  *
  *   - Enforcement runs as a filter (priority 0) on the hook chains "chat.message",
- *     "reactions.send", "qa.ask" and "qa.vote": a user banned from the stream or the
- *     platform, or timed out in the stream, is denied. For chat messages, blocked terms of
- *     the stream deny or hold the message (the stream's owner and moderators are exempt).
+ *     "reactions.send", "qa.ask", "qa.vote" and "polls.vote": a user banned from the stream
+ *     or the platform, or timed out in the stream, is denied. For chat messages, blocked
+ *     terms of the stream deny or hold the message (the stream's owner and moderators are
+ *     exempt).
  *   - Every check reads the store at the moment of the action (no cache), so a ban or a
  *     new term takes effect on the very next action, on every node.
  *   - Rights come from the streams plugin's "streams.access" (is_owner / is_moderator);
@@ -342,7 +343,7 @@ static int start_filter(onair_hook_call_t *call, int with_text)
     return ONAIR_PENDING;
 }
 
-/* reactions.send, qa.ask, qa.vote */
+/* reactions.send, qa.ask, qa.vote, polls.vote */
 static int filter_action(onair_hook_call_t *call, void *ud)
 {
     return start_filter(call, 0);
@@ -1305,12 +1306,15 @@ static const onair_route_t routes[] = {
 };
 
 /* priority 0: before other filters */
+/* clang-format off */
 static const onair_hook_t hooks[] = {
     ONAIR_HOOK("chat.message", 0, filter_chat),
     ONAIR_HOOK("reactions.send", 0, filter_action),
     ONAIR_HOOK("qa.ask", 0, filter_action),
     ONAIR_HOOK("qa.vote", 0, filter_action),
+    ONAIR_HOOK("polls.vote", 0, filter_action),
 };
+/* clang-format on */
 
 static const onair_service_t services[] = {ONAIR_SERVICE("moderation.check", svc_check)};
 
