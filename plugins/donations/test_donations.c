@@ -1,0 +1,450 @@
+/*
+ * The donations plugin on the SDK's test host: no server, no streams plugin. The test offers
+ * "streams.access" itself and a filter on "chat.message" (as moderation would), and signs
+ * Stripe webhooks with a secret it puts in the environment.
+ */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "money.h"
+
+#include <onair/testhost.h>
+#include <onair/util.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const onair_plugin_desc_t *onair_plugin_entry_v1(void);
+
+#define LIVE    "5a0000000000000000000001"
+#define NOWHERE "5a00000000000000000000ff"
+#define OWNER   "0a0000000000000000000001"
+#define DONOR   "0d0000000000000000000001"
+#define OTHER   "0d0000000000000000000002"
+#define SECRET  "whsec_unit_test_secret"
+
+static const char *const roles[] = {"viewer", NULL};
+static const onair_user_t owner = {sizeof(onair_user_t), OWNER, roles, 1};
+static const onair_user_t donor = {sizeof(onair_user_t), DONOR, roles, 1};
+static const onair_user_t other = {sizeof(onair_user_t), OTHER, roles, 1};
+static const onair_api_t *api;
+
+static int fake_access(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    const char *sid = onair_str(api->service_args(call), "stream");
+    if (strcmp(sid, LIVE))
+        return api->service_answer(call, ONAIR_OK,
+                                   json_pack("{s:b,s:b}", "found", 0, "visible", 0));
+    return api->service_answer(
+        call, ONAIR_OK,
+        json_pack("{s:b,s:b,s:s,s:s}", "found", 1, "visible", 1, "status", "live", "owner", OWNER));
+}
+
+/* "spam" is blocked, "review" is held */
+static int filter(onair_hook_call_t *call, void *ud)
+{
+    (void)ud;
+    const char *text = onair_str(api->hook_data(call), "text");
+    if (strstr(text, "spam"))
+        return api->hook_answer(call, ONAIR_HOOK_DENY, NULL, "message contains a blocked term");
+    if (strstr(text, "review"))
+        return api->hook_answer(call, ONAIR_HOOK_HOLD, NULL, "held for review");
+    return api->hook_answer(call, ONAIR_HOOK_ALLOW, NULL, NULL);
+}
+
+static onair_test_host_t *boot(const char *config)
+{
+    onair_test_host_t *h = onair_test_boot(onair_plugin_entry_v1(), config);
+    assert_non_null(h);
+    api = onair_test_api(h);
+    onair_test_set_log_level(h, ONAIR_LOG_ERROR);
+    assert_int_equal(onair_test_service_add(h, "streams.access", fake_access, NULL), ONAIR_OK);
+    assert_int_equal(onair_test_hook_add(h, "chat.message", 10, filter, NULL), ONAIR_OK);
+    return h;
+}
+
+static int setup(void **state)
+{
+    *state = boot(NULL);
+    return 0;
+}
+
+static int setup_stripe(void **state)
+{
+    setenv("ONAIR_STRIPE_WEBHOOK_SECRET", SECRET, 1);
+    *state = boot("{\"provider\": \"stripe\"}");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    onair_test_host_free(*state);
+    return 0;
+}
+
+static onair_test_response_t *donate(onair_test_host_t *h, const onair_user_t *u, const char *key,
+                                     const char *body)
+{
+    const char *headers[] = {"Content-Type", "application/json", key ? "Idempotency-Key" : NULL,
+                             key, NULL};
+    return onair_test_request(h, "POST", "/api/v1/streams/" LIVE "/donations", NULL, headers, body,
+                              u);
+}
+
+static const char *code_of(onair_test_response_t *r)
+{
+    return onair_str(r->json, "code");
+}
+
+static void expect_problem(onair_test_response_t *r, int status, const char *code,
+                           const char *field)
+{
+    assert_int_equal(r->status, status);
+    assert_string_equal(code_of(r), code);
+    if (field)
+        assert_string_equal(onair_str(r->json, "field"), field);
+    onair_test_response_free(r);
+}
+
+static size_t count(onair_test_host_t *h, const char *coll)
+{
+    json_t *all = onair_test_store_dump(h, coll);
+    size_t n = json_array_size(all);
+    json_decref(all);
+    return n;
+}
+
+/* ---- money helpers ------------------------------------------------------------------------- */
+
+static void test_money(void **state)
+{
+    (void)state;
+    assert_int_equal(money_exponent("USD"), 2);
+    assert_int_equal(money_exponent("JPY"), 0);
+    assert_int_equal(money_exponent("KWD"), 3);
+    assert_int_equal(money_exponent("XXX"), -1);
+    assert_int_equal(money_exponent("usd"), -1);
+    assert_int_equal(money_exponent("USDX"), -1);
+    int64_t out;
+    assert_int_equal(money_add(INT64_MAX - 1, 1, &out), 0);
+    assert_int_equal(money_add(INT64_MAX, 1, &out), -1);
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    assert_int_equal(money_csv_field(&buf, &len, &cap, "=SUM(A1)"), 0);
+    assert_int_equal(money_csv_field(&buf, &len, &cap, "a,\"b\""), 0);
+    assert_int_equal(money_csv_field(&buf, &len, &cap, "plain"), 0);
+    assert_string_equal(buf, "\"'=SUM(A1)\"\"a,\"\"b\"\"\"plain");
+    free(buf);
+}
+
+/* ---- create, idempotency, bad input --------------------------------------------------------- */
+
+static void test_create_and_replay(void **state)
+{
+    onair_test_host_t *h = *state;
+    const char *body = "{\"amount\": 500, \"currency\": \"USD\", \"message\": \"hi!\"}";
+    onair_test_response_t *r = donate(h, &donor, "k1", body);
+    assert_int_equal(r->status, 201);
+    json_t *d = json_object_get(r->json, "donation");
+    assert_string_equal(onair_str(d, "status"), "succeeded");
+    assert_string_equal(onair_str(d, "provider"), "test");
+    assert_string_equal(onair_str(d, "streamer"), OWNER);
+    char *first = json_dumps(r->json, JSON_SORT_KEYS);
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.ledger"), 2); /* pending, succeeded */
+
+    r = donate(h, &donor, "k1", body); /* a retry: the same answer, nothing new */
+    assert_int_equal(r->status, 201);
+    char *again = json_dumps(r->json, JSON_SORT_KEYS);
+    assert_string_equal(first, again);
+    free(first);
+    free(again);
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.donations"), 1);
+    assert_int_equal(count(h, "donations.ledger"), 2);
+
+    /* the same key with another body */
+    expect_problem(donate(h, &donor, "k1", "{\"amount\": 501, \"currency\": \"USD\"}"), 409,
+                   "idempotency_conflict", NULL);
+    /* another donor's same key is another donation */
+    r = donate(h, &other, "k1", body);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.donations"), 2);
+
+    /* the bus heard donations.created and donations.received; the stream topic the event */
+    int received = 0;
+    json_t *ev;
+    while ((ev = onair_test_published_next(h))) {
+        if (!strcmp(onair_str(ev, "topic"), "donations.received"))
+            received++;
+        json_decref(ev);
+    }
+    assert_int_equal(received, 2);
+}
+
+static void test_bad_input(void **state)
+{
+    onair_test_host_t *h = *state;
+    expect_problem(donate(h, &donor, NULL, "{\"amount\": 500, \"currency\": \"USD\"}"), 400,
+                   "missing_idempotency_key", "Idempotency-Key");
+    expect_problem(donate(h, &donor, "b1", "{\"amount\": 0, \"currency\": \"USD\"}"), 400,
+                   "invalid_amount", "amount");
+    expect_problem(donate(h, &donor, "b2", "{\"amount\": -5, \"currency\": \"USD\"}"), 400,
+                   "invalid_amount", "amount");
+    expect_problem(donate(h, &donor, "b3", "{\"amount\": 1.5, \"currency\": \"USD\"}"), 400,
+                   "invalid_field", "amount");
+    expect_problem(donate(h, &donor, "b4", "{\"amount\": \"100\", \"currency\": \"USD\"}"), 400,
+                   "invalid_field", "amount");
+    expect_problem(donate(h, &donor, "b5", "{\"amount\": 99, \"currency\": \"USD\"}"), 400,
+                   "amount_too_small", "amount");
+    expect_problem(donate(h, &donor, "b6", "{\"amount\": 1000001, \"currency\": \"USD\"}"), 400,
+                   "amount_too_large", "amount");
+    expect_problem(
+        donate(h, &donor, "b7", "{\"amount\": 9223372036854775807, \"currency\": \"USD\"}"), 400,
+        "amount_too_large", "amount");
+    expect_problem(donate(h, &donor, "b8", "{\"amount\": 500, \"currency\": \"XYZ\"}"), 400,
+                   "unknown_currency", "currency");
+    expect_problem(donate(h, &donor, "b9", "{\"amount\": 500, \"currency\": \"JPY\"}"), 400,
+                   "currency_not_accepted", "currency");
+    expect_problem(
+        donate(h, &donor, "b10", "{\"amount\": 500, \"currency\": \"USD\", \"message\": \"  \"}"),
+        400, "invalid_field", "message");
+    expect_problem(donate(h, &donor, "b11", "{\"amount\": 500, \"currency\": \"USD\", \"x\": 1}"),
+                   400, "unknown_field", "x");
+    const char *headers[] = {"Content-Type", "application/json", "Idempotency-Key", "n", NULL};
+    onair_test_response_t *r =
+        onair_test_request(h, "POST", "/api/v1/streams/" NOWHERE "/donations", NULL, headers,
+                           "{\"amount\": 500, \"currency\": \"USD\"}", &donor);
+    expect_problem(r, 404, "stream_not_found", NULL);
+    /* a blocked message refuses the donation before any payment */
+    expect_problem(donate(h, &donor, "b12",
+                          "{\"amount\": 500, \"currency\": \"USD\", \"message\": \"buy spam\"}"),
+                   403, "message_denied", "message");
+    assert_int_equal(count(h, "donations.donations"), 0);
+    assert_int_equal(count(h, "donations.ledger"), 0);
+}
+
+static void test_hold_and_anonymous(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_test_response_t *r = donate(
+        h, &donor, "h1",
+        "{\"amount\": 700, \"currency\": \"EUR\", \"message\": \"please review\", \"anonymous\": "
+        "true}");
+    assert_int_equal(r->status, 201);
+    const char *id = onair_str(json_object_get(r->json, "donation"), "id");
+    char path[80];
+    snprintf(path, sizeof path, "/api/v1/donations/%s", id);
+    onair_test_response_free(r);
+    r = onair_test_request(h, "GET", path, NULL, NULL, NULL, &owner);
+    assert_int_equal(r->status, 200);
+    json_t *d = json_object_get(r->json, "donation");
+    assert_true(json_is_true(json_object_get(d, "message_held")));
+    assert_string_equal(onair_str(d, "message"), "please review");
+    assert_string_equal(onair_str(d, "donor"), DONOR); /* the streamer sees the donor */
+    onair_test_response_free(r);
+    r = onair_test_request(h, "GET", path, NULL, NULL, NULL, &other);
+    expect_problem(r, 404, "donation_not_found", NULL);
+    /* the public leaderboard hides the donor */
+    r = onair_test_request(h, "GET", "/api/v1/streams/" LIVE "/donations/leaderboard", "period=day",
+                           NULL, NULL, NULL);
+    assert_int_equal(r->status, 200);
+    json_t *first = json_array_get(json_object_get(json_object_get(r->json, "leaders"), "EUR"), 0);
+    assert_true(json_is_null(json_object_get(first, "donor")));
+    assert_int_equal(json_integer_value(json_object_get(first, "amount")), 700);
+    onair_test_response_free(r);
+}
+
+/* ---- refunds and totals ---------------------------------------------------------------------- */
+
+static void test_refunds_and_totals(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_test_response_t *r = donate(h, &donor, "r1", "{\"amount\": 1000, \"currency\": \"USD\"}");
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/donations/%s/refunds",
+             onair_str(json_object_get(r->json, "donation"), "id"));
+    onair_test_response_free(r);
+    const char *json[] = {"Content-Type", "application/json", NULL};
+    expect_problem(onair_test_request(h, "POST", path, NULL, json, "{\"amount\": 100}", &donor),
+                   403, "forbidden", NULL);
+    r = onair_test_request(h, "POST", path, NULL, json, "{\"amount\": 300}", &owner);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    expect_problem(onair_test_request(h, "POST", path, NULL, json, "{\"amount\": 701}", &owner),
+                   409, "refund_exceeds_remaining", "amount");
+    expect_problem(onair_test_request(h, "POST", path, NULL, json, "{\"amount\": 0}", &owner), 400,
+                   "invalid_amount", "amount");
+    r = onair_test_request(h, "POST", path, NULL, json, "{\"amount\": 700}", &owner);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    r = onair_test_request(h, "GET", "/api/v1/streams/" LIVE "/donations/totals", NULL, NULL, NULL,
+                           NULL);
+    assert_int_equal(r->status, 200);
+    json_t *usd = json_object_get(json_object_get(r->json, "totals"), "USD");
+    assert_int_equal(json_integer_value(json_object_get(usd, "received")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(usd, "refunded")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(usd, "net")), 0);
+    onair_test_response_free(r);
+    char get[80];
+    snprintf(get, sizeof get, "%.*s", (int)(strlen(path) - strlen("/refunds")), path);
+    r = onair_test_request(h, "GET", get, NULL, NULL, NULL, &donor);
+    assert_string_equal(onair_str(json_object_get(r->json, "donation"), "status"), "refunded");
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.ledger"), 4); /* pending, succeeded, 2 refunds */
+}
+
+/* ---- alerts ------------------------------------------------------------------------------------
+ */
+
+static json_t *next_of_type(onair_test_host_t *h, onair_conn_t c, const char *type)
+{
+    json_t *f;
+    while ((f = onair_test_ws_next(h, c))) {
+        if (!strcmp(onair_str(f, "type"), type))
+            return f;
+        json_decref(f);
+    }
+    return NULL;
+}
+
+static void test_alerts_resume_after_reconnect(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_conn_t c = onair_test_ws_connect(h, &owner);
+    onair_test_ws_send(h, c, "donations.alerts.subscribe", NULL, NULL);
+    json_t *f = next_of_type(h, c, "result");
+    assert_non_null(f);
+    json_decref(f);
+    char key[8];
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "a%d", i);
+        onair_test_response_free(
+            donate(h, &donor, key, "{\"amount\": 200, \"currency\": \"USD\"}"));
+    }
+    for (int i = 1; i <= 3; i++) {
+        f = next_of_type(h, c, "alert.show");
+        assert_non_null(f);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(f, "data"), "seq")), i);
+        json_decref(f);
+    }
+    onair_test_ws_send(h, c, "donations.alerts.ack", NULL, json_pack("{s:i}", "seq", 1));
+    f = next_of_type(h, c, "result");
+    assert_non_null(f);
+    json_decref(f);
+    onair_test_ws_disconnect(h, c);
+    onair_test_response_free(donate(h, &donor, "a3", "{\"amount\": 200, \"currency\": \"USD\"}"));
+    /* a new connection gets 2, 3 (shown, not acked) and 4 (missed), in order, once */
+    c = onair_test_ws_connect(h, &owner);
+    onair_test_ws_send(h, c, "donations.alerts.subscribe", NULL, NULL);
+    onair_test_run(h);
+    for (int i = 2; i <= 4; i++) {
+        f = next_of_type(h, c, "alert.show");
+        assert_non_null(f);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(f, "data"), "seq")), i);
+        json_decref(f);
+    }
+    assert_null(next_of_type(h, c, "alert.show"));
+    /* acking past what was sent is refused */
+    onair_test_ws_send(h, c, "donations.alerts.ack", NULL, json_pack("{s:i}", "seq", 9));
+    f = next_of_type(h, c, "error");
+    assert_non_null(f);
+    assert_string_equal(onair_str(json_object_get(f, "data"), "field"), "seq");
+    json_decref(f);
+    onair_test_ws_disconnect(h, c);
+}
+
+/* ---- stripe -------------------------------------------------------------------------------------
+ */
+
+static onair_test_response_t *webhook(onair_test_host_t *h, const char *body, long long t,
+                                      const char *secret)
+{
+    char signed_data[4096], sig[200], hex[65];
+    unsigned char mac[32];
+    unsigned int len = 0;
+    int n = snprintf(signed_data, sizeof signed_data, "%lld.%s", t, body);
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)signed_data, (size_t)n, mac,
+         &len);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    snprintf(sig, sizeof sig, "t=%lld,v1=%s", t, hex);
+    const char *headers[] = {"Content-Type", "application/json", "Stripe-Signature", sig, NULL};
+    return onair_test_request(h, "POST", "/api/v1/donations/webhooks/stripe", NULL, headers, body,
+                              NULL);
+}
+
+static void test_stripe_flow(void **state)
+{
+    onair_test_host_t *h = *state;
+    onair_test_response_t *r = donate(h, &donor, "s1", "{\"amount\": 1500, \"currency\": \"USD\"}");
+    assert_int_equal(r->status, 201);
+    json_t *d = json_object_get(r->json, "donation");
+    assert_string_equal(onair_str(d, "status"), "pending");
+    assert_string_equal(onair_str(d, "provider"), "stripe");
+    assert_non_null(strstr(onair_str(d, "client_secret"), "_secret_"));
+    char pi[64], id[25], body[512];
+    snprintf(pi, sizeof pi, "%s", onair_str(d, "payment_ref"));
+    snprintf(id, sizeof id, "%s", onair_str(d, "id"));
+    onair_test_response_free(r);
+    long long now = onair_test_now_ms(h) / 1000;
+    snprintf(body, sizeof body,
+             "{\"id\":\"evt_1\",\"type\":\"payment_intent.succeeded\",\"data\":{\"object\":"
+             "{\"id\":\"%s\",\"amount_received\":1500}}}",
+             pi);
+    expect_problem(webhook(h, body, now, "wrong"), 400, "invalid_signature", NULL);
+    expect_problem(webhook(h, body, now - 301, SECRET), 400, "stale_signature", NULL);
+    r = webhook(h, body, now, SECRET);
+    assert_int_equal(r->status, 200);
+    assert_true(json_is_true(json_object_get(r->json, "applied")));
+    onair_test_response_free(r);
+    expect_problem(webhook(h, body, now, SECRET), 409, "webhook_replayed", NULL);
+    /* the same success under another event id changes nothing */
+    snprintf(body, sizeof body,
+             "{\"id\":\"evt_2\",\"type\":\"payment_intent.succeeded\",\"data\":{\"object\":"
+             "{\"id\":\"%s\",\"amount_received\":1500}}}",
+             pi);
+    r = webhook(h, body, now, SECRET);
+    assert_int_equal(r->status, 200);
+    assert_false(json_is_true(json_object_get(r->json, "applied")));
+    onair_test_response_free(r);
+    /* a partial refund at Stripe, then a dispute */
+    snprintf(body, sizeof body,
+             "{\"id\":\"evt_3\",\"type\":\"charge.refunded\",\"data\":{\"object\":"
+             "{\"payment_intent\":\"%s\",\"amount_refunded\":500}}}",
+             pi);
+    r = webhook(h, body, now, SECRET);
+    assert_int_equal(r->status, 200);
+    onair_test_response_free(r);
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/donations/%s", id);
+    r = onair_test_request(h, "GET", path, NULL, NULL, NULL, &donor);
+    d = json_object_get(r->json, "donation");
+    assert_string_equal(onair_str(d, "status"), "partially_refunded");
+    assert_int_equal(json_integer_value(json_object_get(d, "refunded_amount")), 500);
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.ledger"), 3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_money),
+        cmocka_unit_test_setup_teardown(test_create_and_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_and_anonymous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refunds_and_totals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alerts_resume_after_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stripe_flow, setup_stripe, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
