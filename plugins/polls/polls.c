@@ -5,14 +5,15 @@
  *     streams.access calls is_owner / is_moderator) starts a poll on a live stream: a title of
  *     1..60 characters, 2..5 choices of 1..25 characters (ids "a".."e"), 15..1800 s, and the
  *     flags multiple, allow_change and verified_only.
- *   - One active poll per stream, decided by the store: a slot document per stream (unique on
- *     stream) claimed with find_and_modify {active: null} before the poll is inserted.
- *   - A vote is a document per (poll, user) written with one find_and_modify upsert: its
- *     "before" tells the first vote from a second one (409 already_voted) or, with
- *     allow_change, what to take back. The poll's counters then move with one update that only
- *     matches an active poll ($inc); when it matches nothing the poll closed in between: the
- *     vote is taken back and answered 409 poll_closed. So a poll's counters hold exactly the
- *     accepted votes, and its final results are the counters the closing update returns.
+ *   - One active poll per stream, decided by the store: a slot document per stream (its _id is
+ *     the stream's) claimed with find_and_modify {active: null} before the poll is inserted.
+ *   - A vote is a document per (poll, user) whose _id is derived from both (vote_id): the
+ *     first vote is an insert, a second one fails with EEXIST (409 already_voted) or, with
+ *     allow_change, becomes a find_and_modify whose "before" tells what to take back. The poll's
+ * counters then move with one update that only matches an active poll ($inc); when it matches
+ * nothing the poll closed in between: the vote is taken back and answered 409 poll_closed. So a
+ * poll's counters hold exactly the accepted votes, and its final results are the counters the
+ * closing update returns.
  *   - Votes run the hook chain "polls.vote" (moderation denies banned and timed-out users).
  *   - Live results are aggregated: every window_ms a timer reads, for each poll that got votes
  *     on this node in that window, the poll's counters from the store and publishes ONE
@@ -78,6 +79,8 @@ typedef struct op {
     json_t *before;
     int choice_mask; /* vote: the chosen choices as bits */
     int old_mask;    /* vote: the choices the vote replaced */
+    int changing;    /* vote: the last write was a change of an existing vote */
+    int retried;
     int64_t at;
     json_t *spec; /* list: the find spec */
 } op_t;
@@ -338,7 +341,7 @@ static void released(int status, json_t *result, void *ud)
 static void release_slot(polls_t *st, const char *sid, const char *pid)
 {
     api->store_update(st->slots,
-                      json_pack("{s:{s:s,s:s},s:{s:{s:n,s:i}}}", "filter", "stream", sid, "active",
+                      json_pack("{s:{s:s,s:s},s:{s:{s:n,s:i}}}", "filter", "_id", sid, "active",
                                 pid, "update", "$set", "active", "ends_at", 0),
                       released, st);
 }
@@ -492,6 +495,7 @@ static void poll_inserted(onair_flow_t *f, int status, json_t *result);
 static void vote_allowed(onair_flow_t *f, int status, json_t *result);
 static void voter_checked(onair_flow_t *f, int status, json_t *result);
 static void write_vote(op_t *op);
+static void change_vote(op_t *op);
 static void vote_written(onair_flow_t *f, int status, json_t *result);
 static void vote_counted(onair_flow_t *f, int status, json_t *result);
 static void listed(onair_flow_t *f, int status, json_t *result);
@@ -537,12 +541,12 @@ static void access_checked(onair_flow_t *f, int status, json_t *result)
         if (!live)
             return onair_flow_problem(f, ONAIR_ECONFLICT, "not_live", "the stream is not live",
                                       NULL);
-        /* the stream's slot exists (EEXIST: another request made it at the same moment) */
+        /* the stream's slot exists (EEXIST: it did, or another request made it just now); its
+         * _id is the stream's, unique on every backend */
         ONAIR_THEN(f, created_slot_ready,
-                   api->store_update(st->slots,
-                                     json_pack("{s:{s:s},s:{s:{s:n,s:i}},s:b}", "filter", "stream",
-                                               op->sid, "update", "$setOnInsert", "active",
-                                               "ends_at", 0, "upsert", 1),
+                   api->store_insert(st->slots,
+                                     json_pack("{s:s,s:s,s:n,s:i}", "_id", op->sid, "stream",
+                                               op->sid, "active", "ends_at", 0),
                                      onair_flow_cb, f));
         return;
     case OP_END:
@@ -789,27 +793,62 @@ static void voter_checked(onair_flow_t *f, int status, json_t *result)
     write_vote(op);
 }
 
-/* One document per (poll, user): the upsert's "before" tells a first vote. */
-static void write_vote(op_t *op)
+/* The id of a user's vote in a poll: 96 bits of two FNV-1a hashes of "<poll>/<user>". Being
+ * the document's _id, it is unique on every backend (CongoDB, the test server, enforces no
+ * secondary unique index but does enforce _id): a second insert fails with EEXIST. */
+static void vote_id(const char *pid, const char *uid, char out[25])
 {
-    onair_flow_t *f = &op->flow;
-    polls_t *st = op->st;
-    op->at = api->now_ms(st->self);
+    uint64_t h1 = 1469598103934665603ull, h2 = 0x84222325cbf29ce4ull;
+    for (const char *p = pid; *p; p++) {
+        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ull;
+        h2 = (h2 ^ (unsigned char)*p) * 0x100000001b3ull + 0x9e3779b97f4a7c15ull;
+    }
+    for (const char *p = "/"; *p; p++)
+        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = uid; *p; p++) {
+        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ull;
+        h2 = (h2 ^ (unsigned char)*p) * 0x100000001b3ull + 0x9e3779b97f4a7c15ull;
+    }
+    snprintf(out, 25, "%016llx%08x", (unsigned long long)h1, (unsigned)(h2 >> 32));
+}
+
+/* What a vote sets: a..e as 0/1 (the recount sums them), the choices and the time. */
+static json_t *vote_marks(op_t *op)
+{
     json_t *marks = json_object();
     for (int i = 0; marks && i < CHOICES_MAX; i++)
         json_object_set_new(marks, choice_ids[i], json_integer(op->choice_mask >> i & 1));
     json_object_set_new(marks, "choices", choices_of(op->choice_mask));
     json_object_set_new(marks, "at", json_integer((json_int_t)op->at));
-    json_t *update =
-        json_is_true(json_object_get(op->poll, "allow_change"))
-            ? json_pack("{s:o,s:{s:s}}", "$set", marks, "$setOnInsert", "stream", op->sid)
-            : json_pack("{s:o}", "$setOnInsert", marks);
-    if (update && !json_object_get(update, "$set"))
-        json_object_set_new(json_object_get(update, "$setOnInsert"), "stream",
-                            json_string(op->sid));
-    json_t *spec = json_pack("{s:{s:s,s:s},s:o,s:b,s:s}", "filter", "poll", op->pid, "user",
-                             op->uid, "update", update, "upsert", 1, "return", "before");
-    ONAIR_THEN(f, vote_written, api->store_find_and_modify(st->votes, spec, onair_flow_cb, f));
+    return marks;
+}
+
+/* A first vote is an insert with the vote's own _id: EEXIST means she voted already. */
+static void write_vote(op_t *op)
+{
+    polls_t *st = op->st;
+    op->at = api->now_ms(st->self);
+    json_t *doc = vote_marks(op);
+    char vid[25];
+    vote_id(op->pid, op->uid, vid);
+    json_object_set_new(doc, "_id", json_string(vid));
+    json_object_set_new(doc, "poll", json_string(op->pid));
+    json_object_set_new(doc, "user", json_string(op->uid));
+    json_object_set_new(doc, "stream", json_string(op->sid));
+    ONAIR_THEN(&op->flow, vote_written, api->store_insert(st->votes, doc, onair_flow_cb, op));
+}
+
+/* allow_change: the vote exists, change it; "before" tells what to take back. */
+static void change_vote(op_t *op)
+{
+    char vid[25];
+    vote_id(op->pid, op->uid, vid);
+    op->at = api->now_ms(op->st->self);
+    json_t *spec = json_pack("{s:{s:s},s:{s:o},s:s}", "filter", "_id", vid, "update", "$set",
+                             vote_marks(op), "return", "before");
+    op->changing = 1;
+    ONAIR_THEN(&op->flow, vote_written,
+               api->store_find_and_modify(op->st->votes, spec, onair_flow_cb, op));
 }
 
 static void vote_written(onair_flow_t *f, int status, json_t *result)
@@ -817,19 +856,20 @@ static void vote_written(onair_flow_t *f, int status, json_t *result)
     op_t *op = (op_t *)f;
     polls_t *st = op->st;
     int change = json_is_true(json_object_get(op->poll, "allow_change"));
-    if (status == ONAIR_EEXIST && !change) /* a unique-index race: the other one counted */
+    if (status == ONAIR_EEXIST && !change)
         return onair_flow_problem(f, ONAIR_ECONFLICT, "already_voted",
                                   "you have already voted in this poll", NULL);
-    if (status == ONAIR_EEXIST && !op->before) { /* raced our own first vote: write again */
-        op->before = json_object();              /* marks the second try */
-        return write_vote(op);
-    }
+    if (status == ONAIR_EEXIST)
+        return change_vote(op);
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
-    json_t *before = json_object_get(result, "doc");
-    if (json_is_object(before) && !change)
-        return onair_flow_problem(f, ONAIR_ECONFLICT, "already_voted",
-                                  "you have already voted in this poll", NULL);
+    json_t *before = op->changing ? json_object_get(result, "doc") : NULL;
+    if (op->changing && !json_is_object(before)) { /* taken back in between: a first vote */
+        if (op->retried++)
+            return onair_flow_fail(f, ONAIR_EUNAVAILABLE, NULL);
+        op->changing = 0;
+        return write_vote(op);
+    }
     json_decref(op->before);
     op->before = json_is_object(before) ? json_incref(before) : NULL;
     op->old_mask = op->before ? mask_of(op->before) : 0;
@@ -1220,7 +1260,7 @@ static const onair_index_t poll_indexes[] = {
     ONAIR_END,
 };
 
-/* unique: one vote per user and poll (MongoDB, SQLite); the upsert decides already */
+/* one vote per user and poll: the vote id decides (vote_id); the index reads and guards */
 static const onair_index_t vote_indexes[] = {
     ONAIR_INDEX("poll,user", .flags = ONAIR_INDEX_UNIQUE),
     ONAIR_END,
