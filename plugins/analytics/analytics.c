@@ -766,6 +766,9 @@ static void on_vote(const char *topic, json_t *payload, void *ud)
     const char *sid = onair_str(payload, "stream");
     if (!sid)
         sid = stream_id_of(payload, "poll");
+    json_t *previous = json_object_get(payload, "previous");
+    if (previous && !json_is_null(previous))
+        return; /* a voter changing her choices: not another vote */
     sess_t *s = live_sess(an, sid, api->now_ms(an->self));
     if (s) {
         s->cur.poll_votes++;
@@ -806,7 +809,11 @@ static void on_donation(const char *topic, json_t *payload, void *ud)
 {
     analytics_t *an = ud;
     (void)topic;
+    /* donations.received is flat {donation: id, stream, amount, currency, ...};
+     * donation.received nests {donation: {id, stream, amount, currency}}: both are read */
     json_t *d = json_object_get(payload, "donation");
+    if (!json_is_object(d))
+        d = payload;
     sess_t *s = live_sess(an, onair_str(d, "stream"), api->now_ms(an->self));
     json_t *amount = json_object_get(d, "amount");
     const char *currency = onair_str(d, "currency");
@@ -1357,12 +1364,12 @@ static const struct {
     const char *pattern;
     onair_bus_fn fn;
 } bus_table[] = {
-    {"stream.started", on_started},     {"stream.ended", on_ended},
-    {"viewer.joined", on_viewer},       {"viewer.left", on_viewer},
-    {"viewer.count", on_count},         {"chat.message", on_chat},
-    {"qa.asked", on_question},          {"poll.voted", on_vote},
-    {"reactions.counts", on_reactions}, {"donation.received", on_donation},
-    {"streams.followed", on_followed},
+    {"stream.started", on_started},      {"stream.ended", on_ended},
+    {"viewer.joined", on_viewer},        {"viewer.left", on_viewer},
+    {"viewer.count", on_count},          {"chat.message", on_chat},
+    {"qa.asked", on_question},           {"poll.voted", on_vote},
+    {"reactions.counts", on_reactions},  {"donation.received", on_donation},
+    {"donations.received", on_donation}, {"streams.followed", on_followed},
 };
 
 static void state_free(analytics_t *an)

@@ -146,15 +146,29 @@ static void script(onair_test_host_t *h)
         json_pack("{s:s,s:i,s:{s:i,s:i}}", "stream", LIVE, "window_ms", 250, "counts", "heart", 3,
                   "fire", 1));
     pub(h, "poll.voted",
-        json_pack("{s:s,s:s,s:s,s:[i]}", "poll", "p1", "stream", LIVE, "user", FAN, "choices", 0));
+        json_pack("{s:s,s:s,s:s,s:[i],s:n}", "poll", "p1", "stream", LIVE, "user", FAN, "choices",
+                  0, "previous"));
+    /* the same voter changing her mind is not another vote */
+    pub(h, "poll.voted",
+        json_pack("{s:s,s:s,s:s,s:[i],s:[i]}", "poll", "p1", "stream", LIVE, "user", FAN, "choices",
+                  1, "previous", 0));
     const struct {
         int amount;
         const char *cur;
     } gifts[] = {{500, "EUR"}, {250, "EUR"}, {100, "USD"}, {900, "=SUM(A1)"}, {-5, "EUR"}};
-    for (size_t i = 0; i < sizeof gifts / sizeof gifts[0]; i++)
-        pub(h, "donation.received",
-            json_pack("{s:{s:s,s:s,s:i,s:s}}", "donation", "id", "d", "stream", LIVE, "amount",
-                      gifts[i].amount, "currency", gifts[i].cur));
+    /* donations.received as the donations plugin publishes it (flat), donation.received
+     * nested as the issue sketched it: both count */
+    for (size_t i = 0; i < sizeof gifts / sizeof gifts[0]; i++) {
+        json_t *d = json_pack("{s:s,s:s,s:i,s:s}", "id", "d", "stream", LIVE, "amount",
+                              gifts[i].amount, "currency", gifts[i].cur);
+        if (i % 2)
+            pub(h, "donation.received", json_pack("{s:o}", "donation", d));
+        else
+            pub(h, "donations.received", d);
+    }
+    pub(h, "donations.refunded",
+        json_pack("{s:s,s:s,s:i,s:s}", "donation", "d", "stream", LIVE, "amount", 500, "currency",
+                  "EUR")); /* no donation */
     pub(h, "streams.followed", json_pack("{s:s,s:s}", "follower", FAN, "followee", OWNER));
     pub(h, "streams.followed", json_pack("{s:s,s:s}", "follower", FAN, "followee", STRANGER));
     /* events of a stream that is not live here count nowhere */
