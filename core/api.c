@@ -16,6 +16,7 @@
 #include "schema.h"
 #include "ratelimit.h"
 #include "ws_ticket.h"
+#include "media/health.h"
 #include "media/taps.h"
 #include "store/store.h"
 
@@ -998,6 +999,9 @@ static const onair_api_t g_api = {
     .status_http = problem_http_status,
     .status_code = problem_code,
     .body_check = api_body_check,
+    .media_health_watch = media_health_watch,
+    .media_stream_configure = media_stream_configure,
+    .media_source_switch = media_source_switch,
 };
 
 const onair_api_t *host_api(void)

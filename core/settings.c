@@ -177,6 +177,16 @@ const onair_config_key_t core_schema[] = {
     KEY(.key = "media.on_second_publisher", .type = ONAIR_CFG_STRING, .default_value = "replace",
         .choices = "replace|reject",
         .doc = "A WHIP publish to a stream that has one: replace it (hand-over) or answer 409."),
+    KEY(.key = "media.failover_timeout", .type = ONAIR_CFG_INT, .default_value = "3", RANGE(1, 60),
+        .doc = "Seconds the active publisher of a stream with a backup publisher (WHIP "
+               "?role=backup) may send no media before its viewers switch to the other one "
+               "(the streams plugin may set it per stream)."),
+    KEY(.key = "media.auto_failback", .type = ONAIR_CFG_BOOL, .default_value = "true",
+        .doc = "Viewers moved to the backup publisher go back to the primary once it has sent "
+               "media again for media.failback_delay seconds (false: they stay on the backup)."),
+    KEY(.key = "media.failback_delay", .type = ONAIR_CFG_INT, .default_value = "2", RANGE(1, 60),
+        .doc = "Seconds a returning primary publisher must send without a gap before viewers "
+               "go back to it (media.auto_failback)."),
     KEY(.key = "media.consent_timeout", .type = ONAIR_CFG_INT, .default_value = "30", RANGE(5, 600),
         .doc = "Seconds without ICE consent (STUN) before a session ends."),
     KEY(.key = "media.publisher_timeout", .type = ONAIR_CFG_INT, .default_value = "5",

@@ -290,6 +290,7 @@ static void on_reports(evutil_socket_t fd, short what, void *ud)
         session_unref(list[i]);
     }
     free(list);
+    health_drain(); /* health samples and source switches (health.c) */
 }
 
 /* ---- sending -------------------------------------------------------------------------------- */

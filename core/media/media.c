@@ -121,6 +121,9 @@ int media_setup(struct host *h, char *err, size_t elen)
     g_media.replace_publisher =
         !strcmp(json_string_value(cfg_json_get(c, "media.on_second_publisher")), "replace");
     g_media.transport_cc = json_is_true(cfg_json_get(c, "media.transport_cc"));
+    g_media.failover_ms = (int)json_integer_value(cfg_json_get(c, "media.failover_timeout")) * 1000;
+    g_media.failback_ms = (int)json_integer_value(cfg_json_get(c, "media.failback_delay")) * 1000;
+    g_media.auto_failback = json_is_true(cfg_json_get(c, "media.auto_failback"));
 
     json_t *addrs = cfg_json_get(c, "media.public_addresses");
     size_t i;
@@ -207,6 +210,7 @@ void media_shutdown(struct host *h)
     whip_shutdown();
     media_engine_stop();
     taps_teardown();
+    health_teardown();
     media_engine_free();
     for (size_t i = 0; i < g_media.naddresses; i++)
         free(g_media.addresses[i]);

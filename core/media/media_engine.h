@@ -27,6 +27,7 @@ struct media {
     uint64_t max_publisher_bps;
     int replace_publisher; /* a second WHIP publish replaces the first (else 409) */
     int transport_cc;      /* negotiate transport-cc with publishers and send them feedback */
+    int failover_ms, failback_ms, auto_failback; /* backup publishers: defaults of a relay */
 
     pthread_mutex_t lock; /* the tables below */
     session_t **by_ufrag, **by_id;

@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 #include "dtls.h"
+#include "health.h"
 #include "rtcp.h"
 #include "rtp.h"
 #include "sdp.h"
@@ -83,6 +84,15 @@ typedef struct pub_layer {
     uint64_t last_pli_ms; /* keyframe requests to the publisher are rate-limited */
     uint32_t fir_seq;
     uint64_t keyframes;
+    /* health (health.h): counted where the packet path already looks, read once a second */
+    uint64_t frames;                /* packets with the marker bit: the last packet of a frame */
+    uint64_t last_key_ms;           /* arrival of the last keyframe, 0 = none yet */
+    uint32_t last_key_ts;           /* its RTP timestamp (a keyframe is counted once) */
+    uint64_t key_interval_ms;       /* between the last two keyframes, 0 = fewer than two */
+    uint64_t nacks_sent, plis_sent; /* NACK packets and PLIs sent to the publisher */
+    uint64_t h_frames, h_nacks, h_plis, h_bytes; /* at the previous health sample */
+    uint32_t h_expected;
+    int64_t h_lost;
     int active;
     /* the publisher's last sender report: NTP <-> RTP mapping */
     uint64_t sr_ntp;
@@ -143,6 +153,7 @@ struct session {
     char id[MEDIA_ID_LEN];
     uint32_t serial; /* unique per process (never reused, unlike the address), from 1 */
     int role;
+    int backup; /* publisher: joined as the stream's backup (WHIP ?role=backup) */
     struct relay *relay;
     char stream_id[MEDIA_STREAM_ID_LEN];
     uint8_t token_hash[32]; /* SHA-256 of the bearer token that created it (DELETE/PATCH) */
@@ -187,6 +198,7 @@ struct session {
     uint32_t our_ssrc; /* sender SSRC of our RTCP to this peer */
     uint64_t last_rtcp_ms;
     uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, srtp_errors, rtt_ms;
+    uint64_t health_ms; /* publisher: when its last health sample was taken */
 
     /* publisher with transport-cc (draft-holmer-rmcat-transport-wide-cc-extensions-01), under
      * relay->lock: arrivals of the transport-wide seqs from tcc_next on, reported each tick */
@@ -208,8 +220,12 @@ struct session {
 typedef struct relay {
     pthread_mutex_t lock;
     char stream_id[MEDIA_STREAM_ID_LEN];
-    int refs; /* sessions pointing here; under g_media.lock */
-    session_t *publisher;
+    int refs;             /* sessions pointing here; under g_media.lock */
+    session_t *publisher; /* the active source: what viewers get */
+    session_t *standby;   /* the other source (a primary or a backup publisher), or NULL */
+    failover_t fo;        /* when to switch between them (health.h) */
+    atomic_int max_layer; /* the owner's cap on every viewer's simulcast layer, -1 = none */
+    atomic_uint_fast64_t max_pub_bps; /* the owner's cap on the publisher's bitrate, 0 = none */
     session_t **viewers;
     size_t nviewers, cap;
     uint64_t started_ms;
@@ -297,5 +313,14 @@ void relay_send_rtcp(media_worker_t *w, session_t *s, uint8_t *buf, size_t len);
 /* Ask the publisher for a keyframe of one layer (rate-limited). */
 void relay_request_keyframe(media_worker_t *w, session_t *pub, int kind, int layer,
                             uint64_t now_ms);
+/* The standby becomes the active source and the active one the standby (viewers stay, at the
+ * new source's next keyframe, which is asked for); the switch is reported (health.c). */
+void relay_switch_source(relay_t *r, const char *reason, uint64_t now_ms);
+/* A publisher's last media packet (ms, media_now_ms), 0 = none yet. */
+uint64_t relay_source_last_ms(const session_t *s);
+
+/* ---- whip.c ---- */
+/* A viewer's header extension ids for what a publisher sends (again at every change). */
+void media_map_extensions(view_track_t *vt, const pub_track_t *t);
 
 #endif

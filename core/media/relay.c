@@ -42,6 +42,11 @@ relay_t *relay_get(const char *stream_id)
     snprintf(r->stream_id, sizeof r->stream_id, "%s", stream_id);
     r->refs = 1;
     r->started_ms = media_now_ms();
+    r->fo.failover_ms = g_media.failover_ms;
+    r->fo.failback_ms = g_media.failback_ms;
+    r->fo.auto_failback = g_media.auto_failback;
+    atomic_init(&r->max_layer, -1);
+    atomic_init(&r->max_pub_bps, 0);
     r->hnext = g_media.relays[hs];
     g_media.relays[hs] = r;
     return r;
@@ -116,6 +121,7 @@ void relay_request_keyframe(media_worker_t *w, session_t *pub, int kind, int lay
         if (n) {
             relay_send_rtcp(w, pub, buf, n);
             L->last_pli_ms = now_ms;
+            L->plis_sent++;
             worker_count(&w->plis, 1);
         }
     }
@@ -342,6 +348,18 @@ static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const
         probe_copies(w, v, vt, w->scratch, len, now_us);
 }
 
+/* A keyframe's first packet (a frame may start with several: counted once per timestamp). */
+static void note_keyframe(pub_layer_t *L, uint32_t ts, uint64_t now_ms)
+{
+    if (L->keyframes && L->last_key_ts == ts)
+        return;
+    L->keyframes++;
+    if (L->last_key_ms)
+        L->key_interval_ms = now_ms - L->last_key_ms;
+    L->last_key_ms = now_ms;
+    L->last_key_ts = ts;
+}
+
 void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
 {
     rtp_header_t h;
@@ -353,9 +371,12 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     uint64_t now_us = media_now_us(), now_ms = now_us / 1000u;
     pthread_mutex_lock(&r->lock);
     int kind, layer, is_rtx;
-    if (r->publisher == s && s->tcc_ext_id)
+    /* the standby source (a backup, or a primary while its backup is active) is received,
+     * counted and answered like the active one; only its forwarding is left out (below) */
+    int live = r->publisher == s || r->standby == s;
+    if (live && s->tcc_ext_id)
         tcc_record(s, pkt, &h, now_us); /* every packet counts for the sender's estimate */
-    if (r->publisher != s || classify(s, pkt, &h, &kind, &layer, &is_rtx) < 0) {
+    if (!live || classify(s, pkt, &h, &kind, &layer, &is_rtx) < 0) {
         pthread_mutex_unlock(&r->lock);
         worker_count(&w->drops, 1); /* unknown SSRC, or a replaced publisher */
         return;
@@ -388,6 +409,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         /* the receiver report describes the original stream, as the publisher sent it (a
          * repair is counted as lost there, the way a browser receiver counts it) */
         rtp_stats_update(&L->stats, h.seq, h.ts, h.payload_len, now_us);
+        L->frames += h.marker; /* health: the last packet of a video frame */
     }
     rtp_loss_update(&L->loss, h.seq, now_ms);
     if (now_ms - L->window_start_ms >= 1000) {
@@ -401,13 +423,20 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     L->active = 1;
     if (L->buf)
         rtx_buffer_put(L->buf, h.seq, pkt, len, now_ms);
+    if (r->publisher != s) { /* the standby: its keyframes are counted, nothing forwarded */
+        if (!repair && kind == MEDIA_VIDEO &&
+            rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len))
+            note_keyframe(L, h.ts, now_ms);
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
     if (r->taps)
         taps_feed(r, kind, layer, pkt, len);
     /* a repaired keyframe packet is late: no switch starts on it */
     int key = !repair && kind == MEDIA_VIDEO &&
               rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);
     if (key)
-        L->keyframes++;
+        note_keyframe(L, h.ts, now_ms);
 
     for (size_t i = 0; i < r->nviewers; i++) {
         session_t *v = r->viewers[i];
@@ -630,7 +659,7 @@ void relay_on_rtcp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
 
 /* ---- periodic work -------------------------------------------------------------------------- */
 
-static void publisher_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
+static void publisher_tick(media_worker_t *w, session_t *s, relay_t *r, uint64_t now_ms)
 {
     uint8_t buf[MEDIA_MTU];
     if (s->tcc_ext_id)
@@ -647,8 +676,10 @@ static void publisher_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
             size_t n = rtp_loss_collect(&L->loss, now_ms, seqs, 64);
             if (n) {
                 size_t len = rtcp_build_nack(buf, sizeof buf, s->our_ssrc, L->ssrc, seqs, n);
-                if (len)
+                if (len) {
                     relay_send_rtcp(w, s, buf, len);
+                    L->nacks_sent++;
+                }
             }
         }
     if (now_ms - s->last_rtcp_ms < RTCP_INTERVAL_MS)
@@ -673,8 +704,11 @@ static void publisher_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
     if (len) {
         /* REMB tells the publisher media.max_publisher_bitrate; with transport-cc it
          * estimates from our feedback and Chrome still caps that estimate at the REMB */
-        size_t m = rtcp_build_remb(buf + len, sizeof buf - len, s->our_ssrc,
-                                   g_media.max_publisher_bps, ssrcs, (size_t)nrb);
+        uint64_t cap = atomic_load_explicit(&r->max_pub_bps, memory_order_relaxed);
+        if (!cap || cap > g_media.max_publisher_bps)
+            cap = g_media.max_publisher_bps; /* the stream's own cap (quality), within the node's */
+        size_t m =
+            rtcp_build_remb(buf + len, sizeof buf - len, s->our_ssrc, cap, ssrcs, (size_t)nrb);
         relay_send_rtcp(w, s, buf, len + m);
     }
 }
@@ -690,6 +724,9 @@ static void viewer_tick(media_worker_t *w, session_t *v, relay_t *r, uint64_t no
         v->rate_start_bytes = v->tx_bytes;
     }
     v->pad_bps = 0;
+    int cap = v->max_layer, owner_cap = atomic_load_explicit(&r->max_layer, memory_order_relaxed);
+    if (owner_cap >= 0 && (cap < 0 || owner_cap < cap))
+        cap = owner_cap; /* the owner's cap for every viewer (quality) */
     if (pub && vt->present && pub->pub[MEDIA_VIDEO].simulcast) {
         pub_track_t *t = &pub->pub[MEDIA_VIDEO];
         simulcast_layer_t layers[MEDIA_MAX_LAYERS];
@@ -701,11 +738,11 @@ static void viewer_tick(media_worker_t *w, session_t *v, relay_t *r, uint64_t no
         /* the REMB read for what it says (simulcast.h): no REMB yet and no b= line, nothing
          * constrains the viewer; a REMB that mirrors its rate never moves it down */
         uint64_t est = simulcast_bwe_estimate(&v->bwe, &vt->sel, layers, v->sdp_max_bps, now_ms);
-        simulcast_choose_target(&vt->sel, layers, est, v->max_layer, now_ms);
+        simulcast_choose_target(&vt->sel, layers, est, cap, now_ms);
         /* up only after a probe: RTX copies (so only for a viewer that has RTX) */
         if (vt->rtx_pt)
-            v->pad_bps = simulcast_bwe_probe(&v->bwe, &vt->sel, layers, v->max_layer,
-                                             v->sdp_max_bps, now_ms);
+            v->pad_bps =
+                simulcast_bwe_probe(&v->bwe, &vt->sel, layers, cap, v->sdp_max_bps, now_ms);
         if (!v->pad_bps)
             v->pad_credit = 0;
         if (simulcast_needs_keyframe(&vt->sel, now_ms))
@@ -732,6 +769,112 @@ static void viewer_tick(media_worker_t *w, session_t *v, relay_t *r, uint64_t no
         relay_send_rtcp(w, v, buf, len);
 }
 
+/* ---- backup sources and health ------------------------------------------------------------- */
+
+uint64_t relay_source_last_ms(const session_t *s)
+{
+    uint64_t last = 0;
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        for (int l = 0; l < s->pub[k].nlayers; l++)
+            if (s->pub[k].layers[l].last_packet_ms > last)
+                last = s->pub[k].layers[l].last_packet_ms;
+    return last;
+}
+
+void relay_switch_source(relay_t *r, const char *reason, uint64_t now_ms)
+{
+    session_t *from = r->publisher, *to = r->standby;
+    if (!to)
+        return;
+    r->publisher = to;
+    r->standby = from;
+    r->fo.active_since_ms = now_ms;
+    r->fo.standby_ok_since = 0;
+    /* the viewers stay: each starts the new source at its keyframe (relay_on_rtp sees another
+     * publisher serial), with the extension ids of the new source; both sources send the same
+     * codecs (checked when the second one joined) */
+    for (size_t i = 0; i < r->nviewers; i++)
+        for (int k = 0; k < MEDIA_KINDS; k++) {
+            view_track_t *vt = &r->viewers[i]->view[k];
+            if (vt->present && to->pub[k].present)
+                media_map_extensions(vt, &to->pub[k]);
+        }
+    atomic_store(&r->keyframe_wanted, 1); /* its worker sends the PLI at its next tick */
+    health_push_switch(r->stream_id, from ? from->backup : -1, to->backup, reason);
+}
+
+/* The standby's worker, every tick: should the viewers move to it? */
+static void failover_tick(relay_t *r, uint64_t now_ms)
+{
+    if (!r->publisher)
+        return;
+    uint64_t active = relay_source_last_ms(r->publisher);
+    if (active < r->fo.active_since_ms)
+        active = r->fo.active_since_ms; /* a source that just became active has its time */
+    int d = failover_step(&r->fo, 1, r->publisher->backup, active, relay_source_last_ms(r->standby),
+                          now_ms);
+    if (d != FAILOVER_STAY)
+        relay_switch_source(r, failover_reason(d, r->publisher->backup), now_ms);
+}
+
+/* Once a second: what the packet path counted since the last sample, for the core loop. */
+static void health_sample(relay_t *r, session_t *s, uint64_t now_ms)
+{
+    uint64_t interval = s->health_ms ? now_ms - s->health_ms : 0;
+    s->health_ms = now_ms;
+    health_sample_t hs;
+    memset(&hs, 0, offsetof(health_sample_t, l));
+    snprintf(hs.stream, sizeof hs.stream, "%s", r->stream_id);
+    snprintf(hs.session, sizeof hs.session, "%s", s->id);
+    hs.backup = s->backup;
+    hs.active = r->publisher == s;
+    hs.has_standby = r->standby != NULL;
+    hs.interval_ms = interval;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    hs.at_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    for (int k = 0; k < MEDIA_KINDS; k++) {
+        pub_track_t *t = &s->pub[k];
+        if (!t->present)
+            continue;
+        snprintf(hs.codec[k], sizeof hs.codec[k], "%s", t->desc.name);
+        for (int l = 0; l < t->nlayers && hs.nlayers < HEALTH_MAX_LAYERS; l++) {
+            pub_layer_t *L = &t->layers[l];
+            uint32_t expected = L->ssrc ? rtp_stats_expected(&L->stats) : 0;
+            int64_t lost = L->ssrc ? rtp_stats_lost(&L->stats) : 0;
+            uint64_t octets = L->stats.octets;
+            if (interval) {
+                health_layer_t *x = &hs.l[hs.nlayers++];
+                x->kind = k;
+                x->layer = l;
+                snprintf(x->rid, sizeof x->rid, "%s", L->rid);
+                uint32_t exp = expected - L->h_expected;
+                int64_t lo = lost - L->h_lost;
+                x->expected = exp < 0x80000000u ? exp : 0;
+                x->lost = lo > 0 ? (uint32_t)(lo < x->expected ? lo : x->expected) : 0;
+                x->bitrate_bps = (octets - L->h_bytes) * 8000u / interval;
+                x->active = octets != L->h_bytes;
+                x->frames = (uint32_t)(L->frames - L->h_frames);
+                x->jitter_ms =
+                    t->clock ? (uint32_t)((uint64_t)(L->stats.jitter_q4 >> 4) * 1000u / t->clock)
+                             : 0;
+                x->key_interval_ms = L->key_interval_ms;
+                x->since_key_ms = L->last_key_ms ? now_ms - L->last_key_ms : 0;
+                x->nacks = (uint32_t)(L->nacks_sent - L->h_nacks);
+                x->plis = (uint32_t)(L->plis_sent - L->h_plis);
+            }
+            L->h_expected = expected;
+            L->h_lost = lost;
+            L->h_bytes = octets;
+            L->h_frames = L->frames;
+            L->h_nacks = L->nacks_sent;
+            L->h_plis = L->plis_sent;
+        }
+    }
+    if (interval)
+        health_push_sample(&hs);
+}
+
 void relay_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
 {
     relay_t *r = s->relay;
@@ -739,8 +882,13 @@ void relay_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
     if (s->role == ROLE_PUBLISHER) {
         if (r->publisher == s && atomic_exchange(&r->keyframe_wanted, 0))
             relay_request_keyframe(w, s, MEDIA_VIDEO, -1, now_ms);
-        if (r->publisher == s)
-            publisher_tick(w, s, now_ms);
+        if (r->publisher == s || r->standby == s) {
+            publisher_tick(w, s, r, now_ms);
+            if (r->standby == s)
+                failover_tick(r, now_ms);
+            if (now_ms - s->health_ms >= 1000 && health_watched())
+                health_sample(r, s, now_ms);
+        }
     } else {
         viewer_tick(w, s, r, now_ms);
     }

@@ -297,6 +297,7 @@ void media_tap_close(onair_rtp_tap_t *t)
 
 void media_remove_owner(struct onair_plugin *p)
 {
+    health_remove_owner(p);
     for (watcher_t **pp = &g_watchers; *pp;) {
         watcher_t *w = *pp;
         if (w->owner == p) {

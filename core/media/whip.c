@@ -48,6 +48,7 @@ typedef struct op {
     uint8_t token_hash[32];
     int has_token; /* offers: token_hash is set; media stats: the caller is an admin */
     int max_layer; /* ?max_layer=, -1 = none */
+    int backup;    /* WHIP ?role=backup */
     char *key;     /* a publisher's stream key, NULL with an access token */
     json_t *roles; /* the access token's roles (a publisher's rights check) */
     char user_id[64];
@@ -321,7 +322,7 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
 
 /* The viewer's header extension ids for what the publisher sends: publisher id -> viewer id
  * (again at every hand-over: each publisher has its own ids). */
-static void map_extensions(view_track_t *vt, const pub_track_t *t)
+void media_map_extensions(view_track_t *vt, const pub_track_t *t)
 {
     memset(vt->ext_map, 0, sizeof vt->ext_map);
     for (int x = 0; x < EXT_COUNT; x++)
@@ -420,7 +421,7 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
                 continue;
             vt->ext_id[x] = (uint8_t)m->extmaps[e].id;
         }
-        map_extensions(vt, t);
+        media_map_extensions(vt, t);
         am->accept = 1;
         am->dir = SDP_DIR_SENDONLY;
         am->n_pts = 1;
@@ -508,7 +509,7 @@ static session_t **hand_over(relay_t *r, const session_t *pub, size_t *n)
             if (!sdp_codec_same(&vt->codec, &pub->pub[k].desc))
                 ok = 0;
             else
-                map_extensions(vt, &pub->pub[k]);
+                media_map_extensions(vt, &pub->pub[k]);
         }
         if (ok)
             continue;
@@ -520,6 +521,35 @@ static session_t **hand_over(relay_t *r, const session_t *pub, size_t *n)
         out[(*n)++] = v;
     }
     return out;
+}
+
+/* The relay's publisher of a role (0 primary, 1 backup), in whichever slot it is (the active
+ * source or the standby), or NULL (relay lock held). */
+static session_t *publisher_of(relay_t *r, int backup)
+{
+    if (r->publisher && r->publisher->backup == backup)
+        return r->publisher;
+    if (r->standby && r->standby->backup == backup)
+        return r->standby;
+    return NULL;
+}
+
+/* A stream's two sources must send the same codecs: viewers switch between them without a
+ * new negotiation. 0, or -1 with err set (relay lock held). */
+static int sources_compatible(const session_t *a, const session_t *b, char *err, size_t elen)
+{
+    for (int k = 0; k < MEDIA_KINDS; k++) {
+        if (!a->pub[k].present || !b->pub[k].present ||
+            sdp_codec_same(&a->pub[k].desc, &b->pub[k].desc))
+            continue;
+        char want[160], got[160];
+        describe_codec(&b->pub[k].desc, want, sizeof want);
+        describe_codec(&a->pub[k].desc, got, sizeof got);
+        snprintf(err, elen, "the stream's %s publisher sends %s %s; this offer sends %s",
+                 b->backup ? "backup" : "primary", k == MEDIA_VIDEO ? "video" : "audio", want, got);
+        return -1;
+    }
+    return 0;
 }
 
 /* Tables, relay, answer, 201. */
@@ -544,12 +574,21 @@ static void register_session(op_t *op)
     session_t *replaced = NULL;
     pthread_mutex_lock(&r->lock);
     if (op->role == ROLE_PUBLISHER) {
-        if (r->publisher && !g_media.replace_publisher) {
+        /* a publisher of the same role is replaced (or, in reject mode, 409); the other role's
+         * publisher must send the same codecs */
+        session_t *other = publisher_of(r, !s->backup);
+        if (publisher_of(r, s->backup) && !g_media.replace_publisher) {
             pthread_mutex_unlock(&r->lock);
             return op_problem(op, 409, "already_publishing",
-                              "the stream has a publisher; DELETE its WHIP resource first");
+                              s->backup ? "the stream has a backup publisher; DELETE its WHIP "
+                                          "resource first"
+                                        : "the stream has a publisher; DELETE its WHIP resource "
+                                          "first");
         }
-        replaced = r->publisher;
+        if (other && sources_compatible(s, other, err, sizeof err) < 0) {
+            pthread_mutex_unlock(&r->lock);
+            return op_problem(op, 422, "codec_mismatch", err);
+        }
     } else {
         if (!r->publisher) {
             pthread_mutex_unlock(&r->lock);
@@ -578,10 +617,26 @@ static void register_session(op_t *op)
     size_t nincompatible = 0;
     pthread_mutex_lock(&r->lock);
     if (op->role == ROLE_PUBLISHER) {
-        r->publisher = s;
+        /* slots (a failover may have swapped them since the check above): the same role's
+         * publisher is replaced where it is; else the first publisher is the active source and
+         * a second one (the other role) the standby */
+        session_t *same = publisher_of(r, s->backup);
         session_ref(s);
-        if (replaced && replaced != s)
+        if (same && same == r->publisher) {
+            r->publisher = s;
+            replaced = same;
+            r->fo.active_since_ms = media_now_ms();
             incompatible = hand_over(r, s, &nincompatible);
+        } else if (same) {
+            r->standby = s;
+            replaced = same;
+        } else if (!r->publisher) {
+            r->publisher = s;
+            r->fo.active_since_ms = media_now_ms();
+        } else {
+            r->standby = s;
+        }
+        r->fo.standby_ok_since = 0;
     } else {
         if (r->nviewers == r->cap) {
             size_t ncap = r->cap ? r->cap * 2 : 8;
@@ -650,12 +705,21 @@ void media_session_close(session_t *s, const char *reason)
     if (in_table)
         session_unref(s); /* the table's reference */
     relay_t *r = s->relay;
-    int was_publisher = 0, was_viewer = 0;
+    int was_publisher = 0, was_viewer = 0, was_standby = 0, promoted = 0;
     session_t **ended = NULL;
     size_t nended = 0;
     if (r) {
         pthread_mutex_lock(&r->lock);
-        if (r->publisher == s) {
+        if (r->standby == s) {
+            r->standby = NULL; /* the other source goes on: nothing ends */
+            was_standby = 1;
+        } else if (r->publisher == s && r->standby) {
+            /* the active source ended and the other one is there: its viewers switch to it,
+             * the stream goes on */
+            relay_switch_source(r, s->backup ? "backup_ended" : "primary_ended", media_now_ms());
+            r->standby = NULL;
+            was_publisher = promoted = 1;
+        } else if (r->publisher == s) {
             r->publisher = NULL;
             was_publisher = 1;
             if (strcmp(reason, "replaced") != 0 && r->nviewers) {
@@ -676,7 +740,7 @@ void media_session_close(session_t *s, const char *reason)
                 break;
             }
         pthread_mutex_unlock(&r->lock);
-        if (was_publisher || was_viewer)
+        if (was_publisher || was_viewer || was_standby)
             session_unref(s); /* the relay's reference */
     }
     if (s->role == ROLE_PUBLISHER && s->tracks_announced && !g_closing) {
@@ -690,7 +754,7 @@ void media_session_close(session_t *s, const char *reason)
         session_unref(ended[i]);
     }
     free(ended);
-    if (!g_closing && was_publisher && strcmp(reason, "replaced") != 0) {
+    if (!g_closing && was_publisher && !promoted && strcmp(reason, "replaced") != 0) {
         char *id = strdup(s->stream_id);
         if (id &&
             services_call(&g_owner, "streams.media_unpublish",
@@ -838,6 +902,7 @@ static int take_offer(op_t *op)
         return -1;
     }
     op->s->max_layer = op->max_layer;
+    op->s->backup = op->backup;
     if (op->has_token) {
         memcpy(op->s->token_hash, op->token_hash, sizeof op->token_hash);
         op->s->has_token = 1;
@@ -1020,6 +1085,11 @@ static int post_offer(onair_req_t *req, int role)
     const char *max_layer = api->req_query(req, "max_layer");
     if (max_layer && (strlen(max_layer) != 1 || max_layer[0] < '0' || max_layer[0] > '2'))
         return api->reply_problem(req, 400, "invalid_request", "max_layer must be 0, 1 or 2");
+    /* a publisher's role: the stream's primary (default) or its backup (docs/media.md) */
+    const char *role_q = role == ROLE_PUBLISHER ? api->req_query(req, "role") : NULL;
+    if (role_q && strcmp(role_q, "primary") && strcmp(role_q, "backup"))
+        return api->reply_problem(req, 400, "invalid_request", "role must be primary or backup");
+    int backup = role_q && !strcmp(role_q, "backup");
 
     /* Who and which stream first (404 / 403 / 401), then the SDP offer (take_offer). */
     op_t *op = op_new(req, role, stream);
@@ -1031,6 +1101,7 @@ static int post_offer(onair_req_t *req, int role)
         snprintf(op->share, sizeof op->share, "%s", share);
     if (max_layer)
         op->max_layer = max_layer[0] - '0';
+    op->backup = backup;
     if (token) {
         hash_token(token, op->token_hash);
         op->has_token = 1;
@@ -1255,37 +1326,41 @@ static json_t *layer_json(const pub_layer_t *L)
     return j;
 }
 
+static json_t *publisher_json(const session_t *p)
+{
+    json_t *tracks = json_array();
+    for (int k = 0; k < MEDIA_KINDS; k++) {
+        const pub_track_t *t = &p->pub[k];
+        if (!t->present)
+            continue;
+        json_t *layers = json_array();
+        for (int l = 0; l < t->nlayers; l++)
+            json_array_append_new(layers, layer_json(&t->layers[l]));
+        json_array_append_new(tracks, json_pack("{s:s,s:s,s:s,s:i,s:b,s:o}", "kind",
+                                                k == MEDIA_AUDIO ? "audio" : "video", "mid", t->mid,
+                                                "codec", t->desc.name, "payload_type", t->pt,
+                                                "simulcast", t->simulcast, "layers", layers));
+    }
+    return json_pack("{s:s,s:s,s:b,s:i,s:I,s:I,s:I,s:b,s:I,s:o}", "session", p->id, "role",
+                     p->backup ? "backup" : "primary", "connected", atomic_load(&p->media_ready),
+                     "worker", atomic_load(&p->worker_index), "packets_received",
+                     (json_int_t)p->rx_packets, "bytes_received", (json_int_t)p->rx_bytes,
+                     "srtp_errors", (json_int_t)p->srtp_errors, "transport_cc", p->tcc_ext_id != 0,
+                     "feedback_sent", (json_int_t)p->tcc_feedback_sent, "tracks", tracks);
+}
+
 static json_t *relay_json(relay_t *r)
 {
     json_t *out = json_object();
     pthread_mutex_lock(&r->lock);
-    session_t *p = r->publisher;
-    if (p) {
-        json_t *tracks = json_array();
-        for (int k = 0; k < MEDIA_KINDS; k++) {
-            const pub_track_t *t = &p->pub[k];
-            if (!t->present)
-                continue;
-            json_t *layers = json_array();
-            for (int l = 0; l < t->nlayers; l++)
-                json_array_append_new(layers, layer_json(&t->layers[l]));
-            json_array_append_new(tracks,
-                                  json_pack("{s:s,s:s,s:s,s:i,s:b,s:o}", "kind",
-                                            k == MEDIA_AUDIO ? "audio" : "video", "mid", t->mid,
-                                            "codec", t->desc.name, "payload_type", t->pt,
-                                            "simulcast", t->simulcast, "layers", layers));
-        }
-        json_object_set_new(
-            out, "publisher",
-            json_pack("{s:s,s:b,s:i,s:I,s:I,s:I,s:b,s:I,s:o}", "session", p->id, "connected",
-                      atomic_load(&p->media_ready), "worker", atomic_load(&p->worker_index),
-                      "packets_received", (json_int_t)p->rx_packets, "bytes_received",
-                      (json_int_t)p->rx_bytes, "srtp_errors", (json_int_t)p->srtp_errors,
-                      "transport_cc", p->tcc_ext_id != 0, "feedback_sent",
-                      (json_int_t)p->tcc_feedback_sent, "tracks", tracks));
-    } else {
-        json_object_set_new(out, "publisher", json_null());
-    }
+    /* publisher: the source viewers get; standby: the other one (a backup, or the primary
+     * while its backup is active) */
+    json_object_set_new(out, "publisher",
+                        r->publisher ? publisher_json(r->publisher) : json_null());
+    json_object_set_new(out, "standby", r->standby ? publisher_json(r->standby) : json_null());
+    json_object_set_new(out, "active_source",
+                        r->publisher ? json_string(r->publisher->backup ? "backup" : "primary")
+                                     : json_null());
     json_t *viewers = json_array();
     for (size_t i = 0; i < r->nviewers; i++) {
         session_t *v = r->viewers[i];
@@ -1369,6 +1444,69 @@ static int route_media_stats(onair_req_t *req, void *ud)
 
 /* ---- setup -------------------------------------------------------------------------------- */
 
+/* ---- WebSocket "health.report": the streamer's own measurements ---------------------------
+ * Client apps send it under this name (not a plugin's namespace), so the core registers it and
+ * hands it to the streams plugin ("streams.health_report" {user, roles, data}), which keeps it
+ * for the stream's next health.update (docs/media.md, Health). */
+static const onair_config_key_t health_report_body[] = {
+    {.size = sizeof(onair_config_key_t),
+     .key = "stream_id",
+     .type = ONAIR_CFG_ID,
+     .flags = ONAIR_CFG_REQUIRED},
+#define NUMBER(k, t, lo, hi)                                                                       \
+    {                                                                                              \
+        .size = sizeof(onair_config_key_t), .key = (k), .type = (t),                               \
+        .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX, .min = (lo), .max = (hi)                   \
+    }
+    NUMBER("fps", ONAIR_CFG_DOUBLE, 0, 1000),
+    NUMBER("bitrate_kbps", ONAIR_CFG_INT, 0, 1000000),
+    NUMBER("frames", ONAIR_CFG_INT, 0, 1000000),
+    NUMBER("dropped_frames", ONAIR_CFG_INT, 0, 1000000),
+    NUMBER("cpu_pct", ONAIR_CFG_DOUBLE, 0, 100),
+    NUMBER("rtt_ms", ONAIR_CFG_INT, 0, 60000),
+    NUMBER("width", ONAIR_CFG_INT, 0, 16384),
+    NUMBER("height", ONAIR_CFG_INT, 0, 16384),
+#undef NUMBER
+    {.size = sizeof(onair_config_key_t),
+     .key = "quality_limitation",
+     .type = ONAIR_CFG_STRING,
+     .choices = "none|cpu|bandwidth|other"},
+    {0},
+};
+
+static void health_reported(int status, json_t *result, void *ud)
+{
+    onair_wsmsg_t *m = ud;
+    if (status == ONAIR_OK) {
+        api->target_reply(ONAIR_TARGET_MSG(m), 200, json_incref(result));
+        return;
+    }
+    int http = (int)json_integer_value(json_object_get(result, "status"));
+    const char *code = json_string_value(json_object_get(result, "code"));
+    const char *detail = json_string_value(json_object_get(result, "detail"));
+    if (status == ONAIR_ENOTFOUND && !code) {
+        http = 503;
+        code = "streams_unavailable";
+        detail = "the streams plugin is not running";
+    }
+    api->target_problem(ONAIR_TARGET_MSG(m), http >= 400 && http <= 599 ? http : status, code,
+                        detail, NULL);
+}
+
+static int health_report_message(onair_wsmsg_t *m, void *ud)
+{
+    const onair_user_t *u = api->msg_user(m);
+    json_t *roles = json_array();
+    for (size_t i = 0; u && u->roles && u->roles[i]; i++)
+        json_array_append_new(roles, json_string(u->roles[i]));
+    json_t *args = json_pack("{s:s,s:o,s:O}", "user", u ? u->id : "", "roles", roles, "data",
+                             api->msg_data(m));
+    if (services_call(&g_owner, "streams.health_report", args, health_reported, m) != ONAIR_OK)
+        return api->target_problem(ONAIR_TARGET_MSG(m), 503, "streams_unavailable",
+                                   "the streams plugin is not running", NULL);
+    return ONAIR_PENDING;
+}
+
 int whip_setup(struct host *h, char *err, size_t elen)
 {
     api = host_api();
@@ -1431,6 +1569,23 @@ int whip_setup(struct host *h, char *err, size_t elen)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (router_add(h->router, &routes[i], NULL, err, elen) < 0)
             return -1;
+    /* health.report: at most 10 in 10 s per user (apps send one every 1-2 s) */
+    const onair_ratelimit_t reports = {.size = sizeof reports,
+                                       .name = "media.health_report",
+                                       .limit = 10,
+                                       .window_s = 10,
+                                       .key = ONAIR_RATELIMIT_BY_USER};
+    if (ratelimit_declare(&reports, NULL, err, elen) < 0 && !ratelimit_find("media.health_report"))
+        return -1;
+    const onair_ws_type_t report = {.size = sizeof report,
+                                    .type = "health.report",
+                                    .handler = health_report_message,
+                                    .access = ONAIR_ACCESS_USER,
+                                    .ratelimit = "media.health_report",
+                                    .body = health_report_body};
+    if (!wstypes_find(h->wstypes, "health.report") &&
+        wstypes_add(h->wstypes, &report, NULL, err, elen) != ONAIR_OK)
+        return -1;
     return 0;
 }
 

@@ -213,9 +213,12 @@ ONAIR_ASSERT_OFFSET(onair_api_t, target_problem, 624);
 ONAIR_ASSERT_OFFSET(onair_api_t, status_http, 632);
 ONAIR_ASSERT_OFFSET(onair_api_t, status_code, 640);
 ONAIR_ASSERT_OFFSET(onair_api_t, body_check, 648); /* the last function of ABI 1.5 */
+ONAIR_ASSERT_OFFSET(onair_api_t, media_health_watch, 656);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_stream_configure, 664);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_source_switch, 672); /* the last function of ABI 1.6 */
 
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 656);
+ONAIR_ASSERT_SIZE(onair_api_t, 680);
 
 /* reply targets (ABI 1.5): passed by value, two pointers */
 ONAIR_ASSERT_OFFSET(onair_target_t, req, 0);

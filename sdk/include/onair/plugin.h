@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    5
+#define ONAIR_ABI_MINOR    6
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -414,6 +414,16 @@ typedef struct onair_tap_stats {
     uint64_t dropped;   /* packets lost because the queue was full */
 } onair_tap_stats_t;
 
+/* ---- stream health, backup sources and quality caps (ABI 1.6) --------------------------------
+ * Once a second the relay samples every publisher (what its packet path counts anyway) and
+ * hands the sample, graded, to the plugins that watch, on the loop thread. The sample (borrowed
+ * for the call) is {"stream", "session", "source": "primary"|"backup", "active": bool,
+ * "standby": bool, "at": ms since the epoch, "interval_ms", "grade": "excellent"|"good"|"poor"|
+ * "critical", "reasons": ["loss 8 %", ...], "tracks": [{"kind", "codec", "layer", "rid",
+ * "active", "bitrate_kbps", "fps" (video), "loss_pct", "jitter_ms", "keyframe_interval_s",
+ * "nack_per_s", "pli_per_s"}]} (docs/media.md, Health). */
+typedef void (*onair_health_fn)(const char *stream, json_t *sample, void *ud);
+
 /* ---- reply targets (ABI 1.5) ----------------------------------------------------------------
  * One handler often serves a REST route and a WebSocket message type alike. A target names
  * what it answers: exactly one of req and msg is set. The target_* functions answer either. */
@@ -606,6 +616,26 @@ struct onair_api {
      * or parts it checks itself). ONAIR_OK, or ONAIR_EINVAL after answering t with the error
      * (t may be {NULL, NULL}: then nothing is answered). */
     int (*body_check)(const onair_config_key_t *schema, json_t *body, onair_target_t t);
+
+    /* ---- ABI 1.6: stream health, backup sources, quality caps ---- */
+    /* Hear every publisher's health sample, once a second each (init only). */
+    int (*media_health_watch)(onair_plugin_t *p, onair_health_fn fn, void *ud);
+    /* Settings of a live stream's relay (borrowed; absent members keep their value, null
+     * ones go back to the node's default): {"failover_timeout_ms": 500..60000,
+     * "auto_failback": bool, "max_bitrate_kbps": 100..1000000 (sent to the publisher as REMB,
+     * never above media.max_publisher_bitrate) or 0 (no cap of the stream's own),
+     * "max_layer": 0..2 (the highest simulcast layer any viewer gets) or -1 (none)}.
+     * ONAIR_ENOTFOUND: the stream has no publisher; ONAIR_EINVAL: a bad member. */
+    int (*media_stream_configure)(onair_plugin_t *p, const char *stream, json_t *settings);
+    /* Make "primary" or "backup" the source viewers get (a manual switch holds: no automatic
+     * failback until the chosen source stops sending). ONAIR_OK (also when it is active
+     * already); ONAIR_EINVAL: another source name; ONAIR_ENOTFOUND: no publisher;
+     * ONAIR_ECONFLICT: that source is not publishing. *state (when state is not NULL; the
+     * caller owns it; also with ONAIR_ECONFLICT): {"active": "primary"|"backup", "primary":
+     * bool, "backup": bool, "switched": bool} ("primary" / "backup": such a publisher is
+     * connected). */
+    int (*media_source_switch)(onair_plugin_t *p, const char *stream, const char *source,
+                               json_t **state);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };
