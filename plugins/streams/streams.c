@@ -24,6 +24,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* getrandom */
 #endif
+#include "streams_health.h"
 #include "streams_media.h"
 
 #include <onair/plugin.h>
@@ -76,8 +77,9 @@ struct streams {
     json_t *rooms;
     /* {conn id: {stream id: watch}}: what each WebSocket connection watches (see watch_vkey) */
     json_t *conns;
-    json_t *webrtc; /* {stream id: WHEP viewers} as the media relay reports them */
-    onair_sub_t subs[8];
+    json_t *webrtc;     /* {stream id: WHEP viewers} as the media relay reports them */
+    sh_table_t *health; /* publisher health per stream (streams_health.h) */
+    onair_sub_t subs[9];
     size_t nsubs;
     onair_timer_t timer;
 };
@@ -133,7 +135,14 @@ static const onair_config_key_t streams_config[] = {
         ONAIR_FIELD("settings.chat_verified_only", ONAIR_CFG_BOOL),                                \
         ONAIR_FIELD("settings.max_viewers", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED,                 \
                     ONAIR_BETWEEN(0, MAX_VIEWERS_MAX)),                                            \
-        ONAIR_FIELD("settings.record_on_start", ONAIR_CFG_BOOL)
+        ONAIR_FIELD("settings.record_on_start", ONAIR_CFG_BOOL),                                   \
+        ONAIR_FIELD("settings.failover_timeout_s", ONAIR_CFG_INT,                                  \
+                    .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED, ONAIR_BETWEEN(1, 60)),            \
+        ONAIR_FIELD("settings.auto_failback", ONAIR_CFG_BOOL, .flags = ONAIR_CFG_NULLABLE),        \
+        ONAIR_FIELD("settings.max_bitrate_kbps", ONAIR_CFG_INT,                                    \
+                    .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED, ONAIR_BETWEEN(100, 1000000)),     \
+        ONAIR_FIELD("settings.max_layer", ONAIR_CFG_INT,                                           \
+                    .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED, ONAIR_BETWEEN(0, 2))
 
 static const onair_config_key_t create_body[] = {STREAM_MEMBERS(ONAIR_CFG_REQUIRED), ONAIR_END};
 static const onair_config_key_t update_body[] = {STREAM_MEMBERS(0), ONAIR_END};
@@ -167,6 +176,13 @@ static const onair_config_key_t media_body[] = {
 static const onair_config_key_t watch_body[] = {
     ONAIR_FIELD("stream_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_FIELD("share", ONAIR_CFG_STRING, .flags = ONAIR_CFG_NULLABLE),
+    ONAIR_END,
+};
+
+/* POST .../backup/activate */
+static const onair_config_key_t activate_body[] = {
+    ONAIR_FIELD("source", ONAIR_CFG_STRING, .flags = ONAIR_CFG_REQUIRED,
+                .choices = "primary|backup"),
     ONAIR_END,
 };
 
@@ -1577,6 +1593,8 @@ static int stream_fields(streams_t *st, onair_target_t t, json_t *body, json_t *
     return ONAIR_OK;
 }
 
+static void apply_ingest(streams_t *st, json_t *doc);
+
 /* 400 invalid_query about the query parameter `field` (named in the problem's `field`). */
 static int invalid_query(onair_req_t *req, const char *field, const char *detail)
 {
@@ -1740,6 +1758,7 @@ static void updated(onair_flow_t *f, int status, json_t *result)
                                                                   : "updated",
                    now_private);
     publish_stream(op->st, doc, "stream.updated");
+    apply_ingest(op->st, doc); /* a live stream's relay takes new quality / backup settings */
     onair_flow_reply(f, 200, json_pack("{s:o}", "stream", view_for(op->st, doc, op->user)));
 }
 
@@ -3364,6 +3383,257 @@ static int svc_follow(onair_service_call_t *call, void *ud)
     return rc == ONAIR_OK ? ONAIR_PENDING : rc;
 }
 
+/* ---- publisher health, backup sources, quality (SDK ABI 1.6) ------------------------------
+ * The relay grades each publisher once a second (on_health); the owner gets health.update on
+ * "user.<owner>" for the active source, merged with the streamer's own health.report; GET
+ * .../health gives the current state and an hour of history (streams_health.h). A stream's
+ * settings.failover_timeout_s / auto_failback / max_bitrate_kbps / max_layer go to its relay
+ * when it goes live and when they change (apply_ingest). */
+
+/* The relay settings a stream's settings ask for (null: the node's default). */
+static json_t *ingest_settings(json_t *doc)
+{
+    json_t *s = json_object_get(doc, "settings"), *out = json_object(), *v;
+    if ((v = json_object_get(s, "failover_timeout_s")))
+        json_object_set_new(out, "failover_timeout_ms",
+                            json_is_integer(v) ? json_integer(json_integer_value(v) * 1000)
+                                               : json_null());
+    static const char *const same[] = {"auto_failback", "max_bitrate_kbps", "max_layer"};
+    for (size_t i = 0; i < ONAIR_COUNT(same); i++)
+        if ((v = json_object_get(s, same[i])))
+            json_object_set(out, same[i], v);
+    return out;
+}
+
+static void apply_ingest(streams_t *st, json_t *doc)
+{
+    if (!ONAIR_HAS(api, media_stream_configure) || !is_live(doc))
+        return;
+    json_t *set = ingest_settings(doc);
+    const char *sid = onair_str(doc, "_id");
+    int rc =
+        json_object_size(set) && sid ? api->media_stream_configure(st->self, sid, set) : ONAIR_OK;
+    if (rc != ONAIR_OK && rc != ONAIR_ENOTFOUND && rc != ONAIR_EUNAVAILABLE)
+        api->log(st->self, ONAIR_LOG_WARN, "stream %s: the relay refused its settings (%d)", sid,
+                 rc);
+    json_decref(set);
+}
+
+typedef struct lookup {
+    streams_t *st;
+    char id[25];
+} lookup_t;
+
+static void looked_up(int status, json_t *result, void *ud)
+{
+    lookup_t *l = ud;
+    json_t *doc = json_object_get(result, "doc");
+    if (status == ONAIR_OK && json_is_object(doc)) {
+        sh_set_owner(l->st->health, l->id, onair_str(doc, "owner"));
+        apply_ingest(l->st, doc);
+    }
+    free(l);
+}
+
+/* The stream's owner (for health.update) and settings (for its relay), from the store. */
+static void stream_lookup(streams_t *st, const char *sid)
+{
+    lookup_t *l = onair_is_id(sid) ? calloc(1, sizeof *l) : NULL;
+    if (!l)
+        return;
+    l->st = st;
+    snprintf(l->id, sizeof l->id, "%s", sid);
+    json_t *spec = json_pack("{s:{s:s},s:{s:b,s:b,s:b}}", "filter", "_id", sid, "projection",
+                             "owner", 1, "status", 1, "settings", 1);
+    if (api->store_find_one(st->streams, spec, looked_up, l) != ONAIR_OK)
+        free(l);
+}
+
+/* A publisher's tracks started: its relay gets the stream's settings. */
+static void on_track(const onair_media_track_t *track, int published, void *ud)
+{
+    if (published && !strcmp(track->kind, "video"))
+        stream_lookup(ud, track->stream);
+}
+
+static void on_health(const char *stream, json_t *sample, void *ud)
+{
+    streams_t *st = ud;
+    int before;
+    json_t *up = sh_on_sample(st->health, stream, sample, api->now_ms(st->self), &before);
+    if (!sh_owner_asked(st->health, stream))
+        stream_lookup(st, stream);
+    if (!up)
+        return;
+    const char *grade = onair_str(up, "grade");
+    if (before >= 0 && before != sh_grade_of(grade)) /* only changes go on the bus */
+        api->bus_publish(
+            st->self, "stream.health_changed",
+            json_pack("{s:s,s:s,s:s,s:O,s:s,s:I}", "stream", stream, "grade", grade, "previous",
+                      sh_grade_name(before), "reasons", json_object_get(up, "reasons"), "source",
+                      onair_str(up, "source"), "at", (json_int_t)api->now_ms(st->self)));
+    const char *owner = sh_owner(st->health, stream);
+    if (!owner) {
+        json_decref(up);
+        return;
+    }
+    char topic[ID_MAX + 8];
+    snprintf(topic, sizeof topic, "user.%s", owner);
+    api->ws_publish(topic, "health.update", up);
+}
+
+/* "media.source_switched" {stream, from, to, reason, at}: viewers moved to another source. */
+static void on_source_switched(const char *topic, json_t *payload, void *ud)
+{
+    streams_t *st = ud;
+    const char *sid = onair_str(payload, "stream");
+    if (!sid || !onair_is_id(sid))
+        return;
+    sh_on_switch(st->health, sid, payload);
+    char t[64];
+    stream_topic(t, sid);
+    api->bus_publish(st->self, "stream.source_switched", json_deep_copy(payload));
+    api->ws_publish(t, "stream.source_switched", json_deep_copy(payload));
+}
+
+static void health_step(op_t *op)
+{
+    if (!privileged(op->user, op->doc))
+        return forbidden(op, "only the owner, stream moderators and admins see a stream's health");
+    const char *since = api->req_query(op->flow.t.req, "since");
+    char *end = NULL;
+    long long from = since ? strtoll(since, &end, 10) : 0;
+    if (since && (!*since || *end || from < 0))
+        return onair_flow_problem(&op->flow, ONAIR_EINVAL, "invalid_query",
+                                  "since must be a time in ms since the epoch",
+                                  json_pack("{s:s}", "field", "since"));
+    json_t *v = sh_view(op->st->health, op->id, from, api->now_ms(op->st->self));
+    json_object_set_new(v, "stream", json_string(op->id));
+    json_object_set_new(v, "live", json_boolean(is_live(op->doc)));
+    onair_flow_reply(&op->flow, 200, v);
+}
+
+static int get_health(onair_req_t *req, void *ud)
+{
+    return with_stream(req, ud, health_step);
+}
+
+static void activate_step(op_t *op)
+{
+    if (!is_owner(op->user, op->doc) && !is_admin(op->user))
+        return forbidden(op, "only the owner or an admin may switch a stream's source");
+    const char *source = onair_str(api->req_json(op->flow.t.req), "source");
+    if (!ONAIR_HAS(api, media_source_switch))
+        return onair_flow_problem(&op->flow, ONAIR_EUNAVAILABLE, "media_unavailable",
+                                  "this server has no media relay", NULL);
+    json_t *state = NULL;
+    int rc = api->media_source_switch(op->st->self, op->id, source ? source : "", &state);
+    if (rc == ONAIR_OK) {
+        json_object_set_new(state, "stream", json_string(op->id));
+        return onair_flow_reply(&op->flow, 200, state);
+    }
+    json_decref(state);
+    char code[40], detail[160];
+    switch (rc) {
+    case ONAIR_ECONFLICT:
+        snprintf(code, sizeof code, "%s_not_publishing", source);
+        snprintf(detail, sizeof detail, "no %s publisher is sending media to this stream%s", source,
+                 strcmp(source, "backup") ? "" : " (publish one with WHIP ?role=backup)");
+        return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, code, detail, NULL);
+    case ONAIR_ENOTFOUND:
+        return onair_flow_problem(&op->flow, ONAIR_ECONFLICT, "not_live",
+                                  "the stream has no publisher", NULL);
+    case ONAIR_EUNAVAILABLE:
+        return onair_flow_problem(&op->flow, ONAIR_EUNAVAILABLE, "media_unavailable",
+                                  "the media relay is off", NULL);
+    default:
+        return onair_flow_problem(&op->flow, rc, NULL, NULL, NULL);
+    }
+}
+
+static int post_activate(onair_req_t *req, void *ud)
+{
+    return with_stream(req, ud, activate_step);
+}
+
+/* ---- service "streams.health_report" ------------------------------------------------------
+ * args {"user": id, "roles": [...], "data": {"stream_id", "fps", ...}}: the WebSocket message
+ * health.report, which the core registers (client apps use that name) and checks against its
+ * schema and rate limit. The stream's owner reports for a live stream: kept for the next
+ * health.update. Answers {"accepted": true}, or an error with {status, code, detail}. */
+typedef struct report_call {
+    streams_t *st;
+    onair_service_call_t *call;
+    json_t *args;
+} report_call_t;
+
+static void report_refused(report_call_t *r, int status, int http, const char *code,
+                           const char *detail)
+{
+    api->service_answer(r->call, status,
+                        json_pack("{s:i,s:s,s:s}", "status", http, "code", code, "detail", detail));
+}
+
+static void report_loaded(int status, json_t *result, void *ud)
+{
+    report_call_t *r = ud;
+    json_t *doc = json_object_get(result, "doc");
+    json_t *data = json_object_get(r->args, "data");
+    const char *uid = onair_str(r->args, "user");
+    const char *names[ACCESS_ROLES_MAX + 1] = {NULL};
+    size_t i, n = 0;
+    json_t *role;
+    json_array_foreach(json_object_get(r->args, "roles"), i, role)
+    {
+        if (n < ACCESS_ROLES_MAX && json_is_string(role))
+            names[n++] = json_string_value(role);
+    }
+    onair_user_t u = {.size = sizeof u, .id = uid, .roles = names};
+    if (status != ONAIR_OK)
+        api->service_answer(r->call, status, NULL);
+    else if (!json_is_object(doc) || !can_see(&u, doc, NULL))
+        report_refused(r, ONAIR_ENOTFOUND, 404, "stream_not_found", "no such stream");
+    else if (!is_owner(&u, doc))
+        report_refused(r, ONAIR_EPERM, 403, "forbidden",
+                       "only the stream's owner reports its health");
+    else if (!is_live(doc))
+        report_refused(r, ONAIR_ECONFLICT, 409, "not_live", "the stream is not live");
+    else {
+        const char *sid = onair_str(doc, "_id");
+        sh_on_report(r->st->health, sid, data, api->now_ms(r->st->self));
+        sh_set_owner(r->st->health, sid, uid);
+        api->service_answer(r->call, ONAIR_OK, json_pack("{s:b}", "accepted", 1));
+    }
+    json_decref(r->args);
+    free(r);
+}
+
+static int svc_health_report(onair_service_call_t *call, void *ud)
+{
+    json_t *args = api->service_args(call);
+    const char *uid = onair_str(args, "user");
+    json_t *data = json_object_get(args, "data");
+    const char *sid = onair_str(data, "stream_id");
+    if (!uid || !user_id_ok(uid) || !json_is_object(data) || !sid)
+        return ONAIR_EINVAL;
+    report_call_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return ONAIR_ENOMEM;
+    *r = (report_call_t){.st = ud, .call = call, .args = json_incref(args)};
+    if (!onair_is_id(sid)) {
+        report_loaded(ONAIR_OK, NULL, r);
+        return ONAIR_PENDING;
+    }
+    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", sid);
+    int rc = api->store_find_one(r->st->streams, spec, report_loaded, r);
+    if (rc != ONAIR_OK) {
+        json_decref(r->args);
+        free(r);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 static const onair_index_t stream_indexes[] = {
@@ -3404,7 +3674,7 @@ static const struct {
     {"core.ws.closed", on_ws_closed},    {"streams.notify_followers", on_notify_followers},
     {"schedule.due", on_schedule_due},   {"media.publish", on_media},
     {"media.unpublish", on_media},       {"moderation.banned", on_banned},
-    {"media.viewers", on_media_viewers},
+    {"media.viewers", on_media_viewers}, {"media.source_switched", on_source_switched},
 };
 
 #define STREAM "/api/v1/streams/{id}"
@@ -3419,6 +3689,7 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->rooms = json_object();
     st->conns = json_object();
     st->webrtc = json_object();
+    st->health = sh_new();
     const uint32_t user = ONAIR_ACCESS_USER;
     const onair_collection_t colls[] = {
         {.size = sizeof colls[0],
@@ -3462,6 +3733,9 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
                     .max_body = 8192, .ratelimit = "streams.report", .body = report_body),
         ONAIR_ROUTE("POST", STREAM "/key/rotate", post_rotate, .ud = st, .access = user),
         ONAIR_ROUTE("POST", STREAM "/share/rotate", post_share_rotate, .ud = st, .access = user),
+        ONAIR_ROUTE("GET", STREAM "/health", get_health, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM "/backup/activate", post_activate, .ud = st, .access = user,
+                    .max_body = 1024, .body = activate_body),
         ONAIR_ROUTE("POST", "/api/v1/users/{id}/follow", post_follow, .ud = st, .access = user,
                     .ratelimit = "streams.follow"),
         ONAIR_ROUTE("DELETE", "/api/v1/users/{id}/follow", delete_follow, .ud = st, .access = user),
@@ -3478,8 +3752,9 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
         ONAIR_SERVICE("streams.leave", svc_leave, .ud = st),
         ONAIR_SERVICE("streams.media_publish", svc_media_publish, .ud = st),
         ONAIR_SERVICE("streams.media_unpublish", svc_media_unpublish, .ud = st),
+        ONAIR_SERVICE("streams.health_report", svc_health_report, .ud = st),
     };
-    int rc = st->rooms && st->conns && st->webrtc ? ONAIR_OK : ONAIR_ENOMEM;
+    int rc = st->rooms && st->conns && st->webrtc && st->health ? ONAIR_OK : ONAIR_ENOMEM;
     for (size_t i = 0; rc == ONAIR_OK && i < ONAIR_COUNT(colls); i++)
         rc = api->store_open(self, &colls[i], opened[i]);
     if (rc == ONAIR_OK)
@@ -3493,7 +3768,12 @@ static int streams_init(onair_plugin_t *self, const onair_api_t *host_api)
     for (size_t i = 0; rc == ONAIR_OK && i < ONAIR_COUNT(bus_topics); i++)
         rc = api->bus_subscribe(self, bus_topics[i].pattern, bus_topics[i].fn, st,
                                 &st->subs[st->nsubs++]);
+    if (rc == ONAIR_OK && ONAIR_HAS(api, media_health_watch)) /* a host before ABI 1.6: none */
+        rc = api->media_health_watch(self, on_health, st);
+    if (rc == ONAIR_OK && ONAIR_HAS(api, media_track_watch)) /* the test host has no relay */
+        rc = api->media_track_watch(self, on_track, st);
     if (rc != ONAIR_OK) { /* the host rolls back what was registered */
+        sh_free(st->health);
         json_decref(st->rooms);
         json_decref(st->conns);
         json_decref(st->webrtc);
@@ -3533,6 +3813,7 @@ static void streams_stop(onair_plugin_t *self)
     json_decref(st->rooms);
     json_decref(st->conns);
     json_decref(st->webrtc);
+    sh_free(st->health);
     free(st);
     api->set_state(self, NULL);
 }
