@@ -1,8 +1,8 @@
 /*
  * chatbench: chat and reactions load on one stream of onaird.
  *
- *   chatbench -p PORT -s STREAM_ID -k APIKEY -K SECRET [-m chat|react] [-n 10000]
- *             [-S 50] [-r 2] [-d 20]
+ *   chatbench -p PORT -s STREAM_ID -k APIKEY -K SECRET [-m chat|react|poll] [-n 10000]
+ *             [-S 50] [-r 2] [-d 20] [-P POLL_ID]
  *   chatbench -k APIKEY -K SECRET -t '"streamer","admin"'   (print a bench-admin token)
  *
  * chat:  N viewers send chat.join (anonymous, except the first S which carry an API-key
@@ -13,6 +13,10 @@
  *        streams.watch, then reactions.send {reaction: heart} about once per second
  *        (staggered) for D seconds. Reports reactions.counts events per viewer per second
  *        and whether the broadcast totals match the accepted reactions.
+ * poll:  like react, but every connection sends ONE polls.vote {poll_id: -P, choices: a, b
+ *        or c in turn} at a staggered moment of the D seconds (bench/polls/run.sh). Reports
+ *        poll.updated frames per watcher (and the most any watcher got in one second) and
+ *        whether the last voters count broadcast equals the accepted votes.
  *
  * Single-threaded epoll client (like bench/ws/wsbench.c); raise `ulimit -n` above N.
  */
@@ -41,7 +45,10 @@ typedef struct client {
     size_t len, cap;
     long received;    /* chat.message or reactions.counts events */
     long heart_sum;   /* react: sum of window counts seen */
-    long heart_total; /* react: last total seen */
+    long heart_total; /* react: last total seen; poll: most voters seen */
+    long sec_frames;  /* poll: poll.updated frames in the current second */
+    long sec_max;     /* poll: the most in one second */
+    long sec;         /* poll: that second (since the epoch of now_us) */
     int token;        /* has a token */
     int next_id;
 } client_t;
@@ -49,7 +56,8 @@ typedef struct client {
 static int g_port = 8080, g_n = 10000, g_senders = 50, g_dur = 20;
 static double g_rate = 2;
 static const char *g_stream = NULL, *g_key = "benchkey", *g_secret = NULL;
-static int g_react = 0;
+static int g_react = 0;           /* react or poll: every connection watches and sends */
+static const char *g_poll = NULL; /* poll: the poll's id */
 
 /* latency histogram: 10 us buckets up to 60 s */
 #define HBUCKETS 6000000
@@ -220,7 +228,20 @@ static void on_frame(client_t *c, const unsigned char *p, size_t n, double t)
         }
         return;
     }
-    if (memmem(p, n, "\"reactions.counts\"", 18)) {
+    if (g_poll && memmem(p, n, "\"poll.updated\"", 14)) {
+        c->received++;
+        g_deliveries++;
+        long sec = (long)(t / 1e6);
+        if (sec != c->sec) {
+            c->sec = sec;
+            c->sec_frames = 0;
+        }
+        if (++c->sec_frames > c->sec_max)
+            c->sec_max = c->sec_frames;
+        long v = num_after(p, n, p, "\"voters\":");
+        if (v > c->heart_total)
+            c->heart_total = v;
+    } else if (memmem(p, n, "\"reactions.counts\"", 18)) {
         c->received++;
         g_deliveries++;
         const unsigned char *cs = memmem(p, n, "\"counts\":{", 10);
@@ -237,7 +258,7 @@ static void on_frame(client_t *c, const unsigned char *p, size_t n, double t)
                 c->heart_total = v;
         }
     } else if (memmem(p, n, "\"result\"", 8)) {
-        if (memmem(p, n, "\"accepted\"", 10))
+        if (memmem(p, n, g_poll ? "\"poll_id\"" : "\"accepted\"", g_poll ? 9 : 10))
             g_accepted++;
     } else if (memmem(p, n, "\"error\"", 7)) {
         g_errors++;
@@ -350,7 +371,7 @@ int main(int argc, char **argv)
 {
     int opt;
     const char *print_roles = NULL;
-    while ((opt = getopt(argc, argv, "p:s:k:K:m:n:S:r:d:t:")) != -1) {
+    while ((opt = getopt(argc, argv, "p:s:k:K:m:n:S:r:d:t:P:")) != -1) {
         switch (opt) {
         case 'p':
             g_port = atoi(optarg);
@@ -365,7 +386,10 @@ int main(int argc, char **argv)
             g_secret = optarg;
             break;
         case 'm':
-            g_react = strcmp(optarg, "react") == 0;
+            g_react = strcmp(optarg, "react") == 0 || strcmp(optarg, "poll") == 0;
+            break;
+        case 'P':
+            g_poll = optarg;
             break;
         case 'n':
             g_n = atoi(optarg);
@@ -383,8 +407,10 @@ int main(int argc, char **argv)
             print_roles = optarg;
             break;
         default:
-            fprintf(stderr, "usage: chatbench -p PORT -s STREAM -k KEY -K SECRET [-m chat|react] "
-                            "[-n viewers] [-S senders] [-r msgs/s per sender] [-d seconds]\n");
+            fprintf(stderr,
+                    "usage: chatbench -p PORT -s STREAM -k KEY -K SECRET [-m chat|react|poll] "
+                    "[-n viewers] [-S senders] [-r msgs/s per sender] [-d seconds] "
+                    "[-P poll id]\n");
             return 2;
         }
     }
@@ -396,6 +422,10 @@ int main(int argc, char **argv)
     }
     if (!g_stream || !g_secret) {
         fprintf(stderr, "chatbench: -s STREAM and -K SECRET are required\n");
+        return 2;
+    }
+    if (g_poll && !g_react) {
+        fprintf(stderr, "chatbench: -P goes with -m poll\n");
         return 2;
     }
     if (g_senders > g_n)
@@ -447,7 +477,8 @@ int main(int argc, char **argv)
     double start = now_us(), end = start + g_dur * 1e6;
     long deliv_at_start = g_deliveries;
     int nsend = g_react ? g_n : g_senders;
-    double period = g_react ? 1e6 : 1e6 / g_rate;
+    /* poll: one vote per connection, spread over the D seconds */
+    double period = g_poll ? g_dur * 1e6 : g_react ? 1e6 : 1e6 / g_rate;
     double *next = malloc(sizeof(double) * (size_t)nsend);
     for (int i = 0; i < nsend; i++)
         next[i] = start + period * i / nsend; /* staggered */
@@ -462,7 +493,12 @@ int main(int argc, char **argv)
         while (guard++ < nsend && next[cursor] <= t) {
             client_t *c = &g_cl[cursor];
             if (c->state == 2) {
-                if (g_react)
+                if (g_poll)
+                    snprintf(m, sizeof m,
+                             "{\"type\":\"polls.vote\",\"id\":%d,\"data\":{\"poll_id\":"
+                             "\"%s\",\"choices\":[\"%c\"]}}",
+                             c->next_id++, g_poll, "abc"[cursor % 3]);
+                else if (g_react)
                     snprintf(m, sizeof m,
                              "{\"type\":\"reactions.send\",\"id\":%d,\"data\":{\"stream_id\":"
                              "\"%s\",\"reaction\":\"heart\"}}",
@@ -546,22 +582,38 @@ int main(int argc, char **argv)
                 tot_ok++;
         }
         double secs = (fin - start) / 1e6, wsecs = (send_end - start) / 1e6;
-        printf("reactions: %d senders x ~1/s for %d s: %ld sent, %ld accepted, %ld error "
-               "replies (%ld rate_limited), %ld send failures%s%s\n",
-               nsend, g_dur, g_sent, g_accepted, g_errors, g_rate_limited, g_send_fail,
-               g_last_error[0] ? "; last error: " : "", g_last_error);
-        printf("reactions.counts events: %ld total (min %ld, max %ld per viewer over %.1f s); "
-               "during the send window: %.2f per viewer per s, %.0f events/s delivered\n",
-               g_deliveries, mn, mx, secs, live ? (double)deliv_in_window / live / wsecs : 0,
-               deliv_in_window / wsecs);
-        printf("totals: max total.heart seen %ld (accepted %ld, %s); viewers whose window "
-               "counts sum to accepted: %ld/%d; viewers whose last total is the max: %ld/%d\n",
-               total_max, g_accepted, total_max == g_accepted ? "match" : "MISMATCH", sum_ok, live,
-               tot_ok, live);
-        printf("RESULT mode=react events_per_viewer_s=%.2f events_per_s=%.0f accepted=%ld "
-               "total=%ld match=%d\n",
-               live ? (double)deliv_in_window / live / wsecs : 0, deliv_in_window / wsecs,
-               g_accepted, total_max, total_max == g_accepted);
+        if (!g_poll) {
+            printf("reactions: %d senders x ~1/s for %d s: %ld sent, %ld accepted, %ld error "
+                   "replies (%ld rate_limited), %ld send failures%s%s\n",
+                   nsend, g_dur, g_sent, g_accepted, g_errors, g_rate_limited, g_send_fail,
+                   g_last_error[0] ? "; last error: " : "", g_last_error);
+            printf("reactions.counts events: %ld total (min %ld, max %ld per viewer over %.1f s); "
+                   "during the send window: %.2f per viewer per s, %.0f events/s delivered\n",
+                   g_deliveries, mn, mx, secs, live ? (double)deliv_in_window / live / wsecs : 0,
+                   deliv_in_window / wsecs);
+            printf("totals: max total.heart seen %ld (accepted %ld, %s); viewers whose window "
+                   "counts sum to accepted: %ld/%d; viewers whose last total is the max: %ld/%d\n",
+                   total_max, g_accepted, total_max == g_accepted ? "match" : "MISMATCH", sum_ok,
+                   live, tot_ok, live);
+        }
+        if (g_poll) {
+            long sec_max = 0;
+            for (int i = 0; i < g_n; i++)
+                if (g_cl[i].state == 2 && g_cl[i].sec_max > sec_max)
+                    sec_max = g_cl[i].sec_max;
+            printf("poll.updated: at most %ld frames in one second to one watcher; last voters "
+                   "count %ld, accepted votes %ld (%s)\n",
+                   sec_max, total_max, g_accepted, total_max == g_accepted ? "match" : "MISMATCH");
+            printf("RESULT mode=poll frames_per_watcher_s=%.2f max_frames_in_1s=%ld "
+                   "accepted=%ld voters=%ld match=%d\n",
+                   live ? (double)deliv_in_window / live / wsecs : 0, sec_max, g_accepted,
+                   total_max, total_max == g_accepted);
+        } else {
+            printf("RESULT mode=react events_per_viewer_s=%.2f events_per_s=%.0f accepted=%ld "
+                   "total=%ld match=%d\n",
+                   live ? (double)deliv_in_window / live / wsecs : 0, deliv_in_window / wsecs,
+                   g_accepted, total_max, total_max == g_accepted);
+        }
     }
     for (int i = 0; i < g_n; i++) {
         close(g_cl[i].fd);
