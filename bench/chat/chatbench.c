@@ -526,7 +526,8 @@ int main(int argc, char **argv)
     long prev = g_deliveries;
     /* chat: every accepted message (sent minus error replies so far) to every joined viewer */
     long expected = g_react ? -1 : (g_sent - g_errors) * (long)g_joined;
-    while (now_us() - send_end < 15e6) {
+    /* poll: until every vote is answered and a watcher saw the last count, at most 60 s */
+    while (now_us() - send_end < (g_poll ? 60e6 : 15e6)) {
         poll_once(10);
         if (g_deliveries != prev) {
             prev = g_deliveries;
@@ -536,6 +537,10 @@ int main(int argc, char **argv)
             expected = (g_sent - g_errors) * (long)g_joined;
         if (!g_react && g_deliveries >= expected)
             break;
+        if (g_poll && g_accepted + g_errors < g_sent)
+            continue;
+        if (g_poll && g_cl[0].heart_total < g_accepted && now_us() - last_change < 5e6)
+            continue;
         if (now_us() - last_change > (g_react ? 1.5e6 : 3e6))
             break;
     }
