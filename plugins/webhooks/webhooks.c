@@ -1793,6 +1793,12 @@ static int wh_start(onair_plugin_t *self)
             free(r);
             return ONAIR_EINVAL;
         }
+        const char *env = onair_str(o, "secret_env");
+        if (!getenv(env) || !*getenv(env))
+            api->log(self, ONAIR_LOG_WARN,
+                     "endpoints[%zu] (%s): environment variable %s is not set: its deliveries "
+                     "fail until it is",
+                     i, onair_str(o, "name"), env);
         json_array_append_new(r->list, o);
     }
     if (api->bus_subscribe(self, "**", on_event, w, &w->sub) != ONAIR_OK) {

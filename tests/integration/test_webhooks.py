@@ -507,6 +507,33 @@ def test_survives_restart(quick, receiver):
     assert distinct_in_order(receiver, path, secret)[-1] == "r5"
 
 
+def test_timeout_is_a_failed_attempt(quick, receiver):
+    owner = Account(quick, "owner")
+    sid = owner.stream()
+    ep = register(owner, receiver, sid, events=["stream.updated"])
+    eid, path = ep["endpoint"]["id"], ep["path"]
+    receiver.release.clear()
+    receiver.modes[path] = "hang"
+    try:
+        retitle(owner, sid, "late")
+        deadline = time.monotonic() + WAIT
+        ds = []
+        while time.monotonic() < deadline:  # timeout_ms is 3000 on this server
+            ds = owner.call("GET", f"{EP}/{eid}/deliveries").json()["deliveries"]
+            if ds and "Timeout" in (ds[0].get("last_error") or ""):
+                break
+            time.sleep(0.2)
+        assert ds and "Timeout" in (ds[0].get("last_error") or ""), ds
+        assert ds[0]["last_status"] is None
+        receiver.modes[path] = "ok"
+    finally:
+        receiver.release.set()
+    receiver.wait(lambda: receiver.delivered(path), "a delivery after the timeout")
+    ids = {h["onair-delivery"] for _, h, _ in receiver.requests(path)}
+    assert ids == {ds[0]["id"]}, "one delivery, retried under its id"
+    assert titles(receiver, path, ep["secret"])[-1] == "late"
+
+
 def test_hanging_receiver_does_not_stall_others(srv, receiver):
     owner = Account(srv, "owner")
     sid = owner.stream()
