@@ -394,7 +394,9 @@ async function publisherOffer(opts = {}) {
 const sockets = new Map();
 let nextSocket = 1;
 
-async function watchStream(wsUrl, streamId) {
+// token: sign the socket in first ({"type": "auth"}), so it also gets the user's own topic
+// (health.update for a stream's owner)
+async function watchStream(wsUrl, streamId, token = null) {
   const ws = new WebSocket(wsUrl);
   const msgs = [];
   ws.addEventListener('message', (e) => {
@@ -405,6 +407,7 @@ async function watchStream(wsUrl, streamId) {
     ws.addEventListener('open', resolve, {once: true});
     ws.addEventListener('error', () => reject(new Error('WebSocket error')), {once: true});
   });
+  if (token) ws.send(JSON.stringify({type: 'auth', id: 0, data: {token}}));
   ws.send(JSON.stringify({type: 'streams.watch', id: 1, data: {stream_id: streamId}}));
   const id = String(nextSocket++);
   sockets.set(id, {ws, msgs});
@@ -415,6 +418,33 @@ function wsMessages(id) {
   return sockets.get(String(id))?.msgs ?? null;
 }
 
+// Send {type, id, data} on a socket of watchStream.
+function wsSend(id, msg) {
+  const x = sockets.get(String(id));
+  if (!x) return false;
+  x.ws.send(JSON.stringify(msg));
+  return true;
+}
+
+// A publisher stops sending media (paused = true) or starts again, its connection untouched:
+// every sender's track is replaced by null (RTCP and ICE go on), as when an encoder stalls.
+async function pauseMedia(id, paused) {
+  const s = sessions.get(String(id));
+  if (!s) return false;
+  s.pausedTracks ??= new Map();
+  for (const sender of s.pc.getSenders()) {
+    if (paused && sender.track) {
+      s.pausedTracks.set(sender, sender.track);
+      await sender.replaceTrack(null);
+    } else if (!paused && s.pausedTracks.has(sender)) {
+      await sender.replaceTrack(s.pausedTracks.get(sender));
+      s.pausedTracks.delete(sender);
+    }
+  }
+  return true;
+}
+
 window.e2e = {publish, play, stop, stats, request, closeAll, loopback, publisherOffer,
-              setBandwidth, watchStream, wsMessages, sessions: () => [...sessions.keys()]};
+              setBandwidth, watchStream, wsMessages, wsSend, pauseMedia,
+              sessions: () => [...sessions.keys()]};
 window.e2eReady = true;
