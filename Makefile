@@ -11,9 +11,15 @@ RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev l
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev libsrtp2-dev abigail-tools python3 python3-pytest openssl \
 	python3-websockets python3-aiosmtpd python3-cryptography python3-icalendar curl \
 	clang-format chromium simple-whip-client gstreamer1.0-nice gstreamer1.0-plugins-bad \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-base iproute2 util-linux
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-base iproute2 util-linux \
+	debhelper dpkg-dev mmdebstrap
+# `make package`: Debian's packaging tools on top of the build dependencies
+PACKAGE_PACKAGES = $(RUN_PACKAGES) debhelper dpkg-dev
+PKG_BUILD ?= build-pkg
+DIST ?= dist
+PKG_REV ?=
 
-.PHONY: run test build deps-run deps-test sanitize clean format
+.PHONY: run test build deps-run deps-test sanitize clean format package
 
 # A development token secret is made once under data/ (git-ignored) unless
 # ONAIR_JWT_SECRET is set; production sets its own (docs/auth.md).
@@ -34,6 +40,22 @@ build:
 sanitize: deps-test
 	$(MAKE) build BUILD=build-asan CMAKE_FLAGS="-DONAIR_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
 	cd build-asan && ctest --output-on-failure -j$(JOBS)
+
+# Debian packages onaird and onair-sdk-dev (packaging/debian) into $(DIST)/: the source
+# files (all but git-ignored ones) are copied to $(PKG_BUILD)/src, packaging/debian
+# becomes its debian/, and dpkg-buildpackage builds there. PKG_REV=<commit> packages that
+# commit instead of the working tree. README.md: "Install on Debian".
+package:
+	@./packaging/install-deps.sh $(PACKAGE_PACKAGES)
+	rm -rf $(PKG_BUILD) $(DIST)/onaird_*.deb $(DIST)/onaird-dbgsym_*.deb \
+		$(DIST)/onair-sdk-dev_*.deb && mkdir -p $(PKG_BUILD)/src $(DIST)
+	$(if $(PKG_REV),git archive $(PKG_REV),git ls-files -z --cached --others --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf -) | tar -C $(PKG_BUILD)/src -xf -
+	rm -rf $(PKG_BUILD)/src/debian && cp -r packaging/debian $(PKG_BUILD)/src/debian
+	cd $(PKG_BUILD)/src && DEB_BUILD_OPTIONS="parallel=$(JOBS) nocheck" \
+		dpkg-buildpackage -b -us -uc
+	cp $(PKG_BUILD)/*.deb $(DIST)/
+	@ls -l $(DIST)/*.deb
 
 deps-run:
 	@./packaging/install-deps.sh $(RUN_PACKAGES)
