@@ -10,7 +10,10 @@
  *                  onair_add_routes() and friends register a whole table
  *   answers        onair_field_problem(), onair_rate_limited(), onair_store_failed()
  *   flows          onair_flow_t, ONAIR_THEN: multi-step requests with one error path
- *   strings        onair_str(), onair_is_id(), onair_strdup(), UTF-8 checks
+ *   strings        onair_str(), onair_is_id(), onair_strdup(), UTF-8 checks,
+ *                  onair_text_clean()
+ *   streams        onair_roles_json(), onair_flow_access_refused(): asking and reading the
+ *                  streams plugin's service streams.access
  */
 #ifndef ONAIR_UTIL_H
 #define ONAIR_UTIL_H
@@ -339,6 +342,65 @@ static inline size_t onair_utf8_chars(const char *s, size_t n)
     for (size_t i = 0; i < n; i++)
         c += ((unsigned char)s[i] & 0xC0) != 0x80;
     return c;
+}
+
+/* A copy of s without leading and trailing ASCII white space, when what remains has 1..max
+ * characters and no control characters (tab and newline are allowed when multiline); else
+ * NULL (jansson strings are valid UTF-8 already). Free it with free(). */
+static inline char *onair_text_clean(const char *s, size_t max, int multiline)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        n--;
+    while (n && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
+        s++, n--;
+    if (!n || onair_utf8_chars(s, n) > max)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && !(multiline && (c == '\t' || c == '\n'))) || c == 0x7F)
+            return NULL;
+    }
+    char *d = (char *)malloc(n + 1);
+    if (!d)
+        return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* ---- the streams plugin's access check ------------------------------------------------------
+ * Plugins about streams ask the service "streams.access" {stream, user, roles, share} whether
+ * the caller may see a stream (plugins/streams/README.md). */
+
+/* The user's roles as a JSON array, for streams.access (an empty array for NULL). */
+static inline json_t *onair_roles_json(const onair_user_t *u)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && u && u->roles && u->roles[i]; i++)
+        json_array_append_new(a, json_string(u->roles[i]));
+    return a;
+}
+
+/* A step that got streams.access's answer: answers the refusals every such plugin gives and
+ * returns 1 (the flow ended): the call failed (its status), 403 banned (banned from a private
+ * stream she could otherwise see), 404 stream_not_found (no such stream, or one she may not
+ * see). Returns 0 when the caller may see the stream. */
+static inline int onair_flow_access_refused(onair_flow_t *f, int status, json_t *access)
+{
+    if (status != ONAIR_OK)
+        onair_flow_fail(f, status, access);
+    else if (json_is_true(json_object_get(access, "banned")) &&
+             !json_is_true(json_object_get(access, "visible")))
+        onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream", NULL);
+    else if (!json_is_true(json_object_get(access, "found")) ||
+             !json_is_true(json_object_get(access, "visible")))
+        onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
+    else
+        return 0;
+    return 1;
 }
 
 #ifdef __cplusplus
