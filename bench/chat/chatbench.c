@@ -606,6 +606,10 @@ int main(int argc, char **argv)
             for (int i = 0; i < g_n; i++)
                 if (g_cl[i].state == 2 && g_cl[i].sec_max > sec_max)
                     sec_max = g_cl[i].sec_max;
+            printf("votes: %ld sent, %ld accepted, %ld error replies (%ld rate_limited), %ld "
+                   "send failures%s%s\n",
+                   g_sent, g_accepted, g_errors, g_rate_limited, g_send_fail,
+                   g_last_error[0] ? "; last error: " : "", g_last_error);
             printf("poll.updated: at most %ld frames in one second to one watcher; last voters "
                    "count %ld, accepted votes %ld (%s)\n",
                    sec_max, total_max, g_accepted, total_max == g_accepted ? "match" : "MISMATCH");

@@ -57,8 +57,10 @@ typedef struct apoll {
     json_t *doc; /* the poll as started (counters not kept up to date here) */
     int64_t ends_at;
     onair_timer_t timer;
-    int dirty;   /* votes accepted here since the last poll.updated */
-    int reading; /* a read for poll.updated is in flight */
+    int dirty;        /* votes accepted here since the last poll.updated */
+    int reading;      /* a read for poll.updated is in flight */
+    int64_t last_pub; /* when the last poll.updated went out (ms) */
+    json_t *pending;  /* counts read too soon after it: out at the next tick */
 } apoll_t;
 
 /* A request or message on its way through access, hook and store calls. */
@@ -99,7 +101,7 @@ struct polls {
     unsigned char id_rand[5];
 };
 
-/* ---- configuration and bodies -------------------------------------------------------------- */
+/* ---- configuration and bodies ---------------------------------------------------------------- */
 
 static const onair_config_key_t polls_config[] = {
     ONAIR_FIELD("window_ms", ONAIR_CFG_INT, .default_value = "500", .flags = ONAIR_BOUNDED,
@@ -147,31 +149,6 @@ static const onair_config_key_t end_body[] = {
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-/* Trim ASCII white space; 1..max characters without control characters. NULL otherwise. */
-static char *clean_text(const char *s, size_t max)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-        n--;
-    while (n && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
-        s++, n--;
-    if (!n || onair_utf8_chars(s, n) > max)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7F)
-            return NULL;
-    }
-    char *d = malloc(n + 1);
-    if (!d)
-        return NULL;
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
 static int choice_index(const char *id)
 {
     for (int i = 0; id && i < CHOICES_MAX; i++)
@@ -187,14 +164,6 @@ static void new_id(polls_t *st, char out[25])
     uint64_t seq = ++st->id_seq;
     snprintf(out, 25, "%08x%02x%02x%02x%02x%02x%06x", secs, st->id_rand[0], st->id_rand[1],
              st->id_rand[2], st->id_rand[3], st->id_rand[4], (unsigned)(seq & 0xFFFFFF));
-}
-
-static json_t *roles_json(const onair_user_t *u)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && u && u->roles && u->roles[i]; i++)
-        json_array_append_new(a, json_string(u->roles[i]));
-    return a;
 }
 
 static int is_state(json_t *poll, const char *state)
@@ -262,7 +231,7 @@ static void publish(polls_t *st, const char *type, json_t *doc)
                                json_object_get(doc, "_id"), "at", now, "poll", view(doc, 1)));
 }
 
-/* ---- active polls on this node -------------------------------------------------------------- */
+/* ---- active polls on this node --------------------------------------------------------------- */
 
 static apoll_t *active_find(polls_t *st, const char *pid)
 {
@@ -282,6 +251,7 @@ static void active_drop(polls_t *st, const char *pid)
         if (a->timer)
             api->timer_cancel(st->self, a->timer);
         json_decref(a->doc);
+        json_decref(a->pending);
         free(a);
         return;
     }
@@ -404,7 +374,22 @@ static void close_poll(polls_t *st, const char *pid, const char *state, const ch
     }
 }
 
-/* ---- live results: one poll.updated per poll per window ------------------------------------ */
+/* ---- live results: one poll.updated per poll per window -------------------------------------- */
+
+/* At most one poll.updated per window: counts read too soon after the last one wait for the
+ * next tick (a read can be slow to come back when the store is busy). */
+static void publish_update(apoll_t *a, json_t *doc, int64_t now)
+{
+    if (now - a->last_pub < a->st->window_ms) {
+        json_decref(a->pending);
+        a->pending = json_incref(doc);
+        return;
+    }
+    publish(a->st, "poll.updated", doc);
+    a->last_pub = now;
+    json_decref(a->pending);
+    a->pending = NULL;
+}
 
 static void counts_read(int status, json_t *result, void *ud)
 {
@@ -412,7 +397,7 @@ static void counts_read(int status, json_t *result, void *ud)
     a->reading = 0;
     json_t *doc = json_object_get(result, "doc");
     if (status == ONAIR_OK && json_is_object(doc) && is_state(doc, "active"))
-        publish(a->st, "poll.updated", doc);
+        publish_update(a, doc, api->now_ms(a->st->self));
     else if (status != ONAIR_OK && status != ONAIR_ECANCELED)
         a->dirty = 1; /* next window */
 }
@@ -421,7 +406,13 @@ static void on_tick(onair_timer_t timer, void *ud)
 {
     polls_t *st = ud;
     (void)timer;
+    int64_t now = api->now_ms(st->self);
     for (apoll_t *a = st->active; a; a = a->next) {
+        if (a->pending && !a->reading) {
+            json_t *doc = json_incref(a->pending);
+            publish_update(a, doc, now);
+            json_decref(doc);
+        }
         if (!a->dirty || a->reading)
             continue;
         json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", a->id);
@@ -432,8 +423,7 @@ static void on_tick(onair_timer_t timer, void *ud)
     }
 }
 
-/* ---- op life ----------------------------------------------------------------------------------
- */
+/* ---- op life --------------------------------------------------------------------------------- */
 
 static void op_free(onair_flow_t *f)
 {
@@ -467,7 +457,7 @@ static op_t *op_new(polls_t *st, onair_target_t t, int kind)
         t.req ? api->req_query(t.req, "share") : onair_str(api->msg_data(t.msg), "share");
     if (share && strlen(share) <= SHARE_MAX)
         snprintf(op->share, sizeof op->share, "%s", share);
-    op->roles = roles_json(u);
+    op->roles = onair_roles_json(u);
     if (u && u->id)
         op->uid = onair_strdup(u->id);
     op->next = st->ops;
@@ -486,8 +476,7 @@ static void poll_not_found(onair_flow_t *f)
     onair_flow_problem(f, ONAIR_ENOTFOUND, "poll_not_found", "no such poll", NULL);
 }
 
-/* ---- steps ------------------------------------------------------------------------------------
- */
+/* ---- steps ----------------------------------------------------------------------------------- */
 
 static void created_slot_ready(onair_flow_t *f, int status, json_t *result);
 static void slot_claimed(onair_flow_t *f, int status, json_t *result);
@@ -501,33 +490,12 @@ static void vote_counted(onair_flow_t *f, int status, json_t *result);
 static void listed(onair_flow_t *f, int status, json_t *result);
 static void active_read(onair_flow_t *f, int status, json_t *result);
 
-static void hook_done(int verdict, json_t *data, int rewritten, const char *reason,
-                      const char *decided_by, void *ud)
-{
-    (void)data;
-    (void)rewritten;
-    (void)decided_by;
-    if (verdict != ONAIR_HOOK_ALLOW && verdict != ONAIR_HOOK_REWRITE) {
-        const char *why = verdict == ONAIR_HOOK_HOLD ? "held for review" : "refused";
-        return onair_flow_problem(ud, ONAIR_EPERM, "denied", reason && *reason ? reason : why,
-                                  NULL);
-    }
-    onair_flow_cb(ONAIR_OK, NULL, ud); /* a rewrite changes nothing: the vote is the user's */
-}
-
 static void access_checked(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
     polls_t *st = op->st;
-    if (status != ONAIR_OK)
-        return onair_flow_fail(f, status, result);
-    if (json_is_true(json_object_get(result, "banned")) &&
-        !json_is_true(json_object_get(result, "visible")))
-        return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream",
-                                  NULL);
-    if (!json_is_true(json_object_get(result, "found")) ||
-        !json_is_true(json_object_get(result, "visible")))
-        return onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
+    if (onair_flow_access_refused(f, status, result))
+        return;
     op->staff = json_is_true(json_object_get(result, "is_owner")) ||
                 json_is_true(json_object_get(result, "is_moderator"));
     const char *sstatus = onair_str(result, "status");
@@ -591,7 +559,7 @@ static void access_checked(onair_flow_t *f, int status, json_t *result)
         if (ctx && op->conn)
             json_object_set_new(ctx, "conn", json_integer((json_int_t)op->conn));
         ONAIR_THEN(f, vote_allowed,
-                   api->hook_run(st->self, "polls.vote", data, ctx, hook_done, op));
+                   api->hook_run(st->self, "polls.vote", data, ctx, onair_flow_hook_cb, op));
         return;
     }
     }
@@ -606,7 +574,7 @@ static int check_access(op_t *op)
                       api->service_call(op->st->self, "streams.access", args, onair_flow_cb, op));
 }
 
-/* ---- creating ------------------------------------------------------------------------------ */
+/* ---- creating -------------------------------------------------------------------------------- */
 
 static void created_slot_ready(onair_flow_t *f, int status, json_t *result)
 {
@@ -688,7 +656,7 @@ static int post_create(onair_req_t *req, void *ud)
     const char *sid = api->req_param(req, "id");
     if (!onair_is_id(sid))
         return api->target_problem(t, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
-    char *title = clean_text(onair_str(body, "title"), TITLE_MAX);
+    char *title = onair_text_clean(onair_str(body, "title"), TITLE_MAX, 0);
     if (!title)
         return onair_field_problem(api, t, "invalid_field", "title",
                                    "title must be 1..60 characters after trimming white space, "
@@ -698,7 +666,7 @@ static int post_create(onair_req_t *req, void *ud)
     json_t *c;
     json_array_foreach(json_object_get(body, "choices"), i, c)
     {
-        char *text = clean_text(json_string_value(c), CHOICE_MAX);
+        char *text = onair_text_clean(json_string_value(c), CHOICE_MAX, 0);
         int dup = 0;
         size_t j;
         json_t *o;
@@ -749,7 +717,7 @@ static int post_create(onair_req_t *req, void *ud)
     return check_access(op);
 }
 
-/* ---- voting --------------------------------------------------------------------------------- */
+/* ---- voting ---------------------------------------------------------------------------------- */
 
 static json_t *choices_of(int mask)
 {
@@ -769,12 +737,18 @@ static int mask_of(json_t *vote)
     return mask;
 }
 
-/* The polls.vote chain allowed it: the account's verified state when the poll needs it. */
+/* The polls.vote chain's verdict (a rewrite changes nothing: the vote is the user's); then
+ * the account's verified state when the poll needs it. */
 static void vote_allowed(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
+    const char *verdict = onair_str(result, "verdict");
+    const char *reason = onair_str(result, "reason");
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
+    if (!verdict || !strcmp(verdict, "deny") || !strcmp(verdict, "hold"))
+        return onair_flow_problem(f, ONAIR_EPERM, "denied", reason && *reason ? reason : "refused",
+                                  NULL);
     if (!json_is_true(json_object_get(op->poll, "verified_only")))
         return voter_checked(f, ONAIR_OK, NULL);
     ONAIR_THEN(f, voter_checked, api->user_get(op->st->self, op->uid, onair_flow_cb, f));
@@ -940,7 +914,7 @@ static void vote_counted(onair_flow_t *f, int status, json_t *result)
                                choices_of(op->choice_mask), "changed", changed));
 }
 
-/* ---- reading a poll first (vote, end, get) ------------------------------------------------- */
+/* ---- reading a poll first (vote, end, get) --------------------------------------------------- */
 
 static void poll_loaded(onair_flow_t *f, int status, json_t *result)
 {
@@ -1024,25 +998,18 @@ static int ws_vote(onair_wsmsg_t *msg, void *ud)
                 json_object_get(data, "choices"));
 }
 
-/* POST /api/v1/polls/{id}/end {status?: terminated | archived} */
+/* POST /api/v1/polls/{id}/end {status?: terminated | archived} (no body: {}) */
 static int post_end(onair_req_t *req, void *ud)
 {
-    onair_target_t t = ONAIR_TARGET_REQ(req);
-    size_t len = 0;
-    const char *raw = api->req_body(req, &len);
-    json_t *body = len ? json_loadb(raw, len, JSON_REJECT_DUPLICATES, NULL) : json_object();
-    if (api->body_check(end_body, body, t) != ONAIR_OK) {
-        json_decref(body);
-        return ONAIR_OK;
-    }
-    if (!json_object_get(body, "status"))
-        json_object_set_new(body, "status", json_string("terminated"));
-    op_t *op = op_new(ud, t, OP_END);
-    if (!op) {
-        json_decref(body);
+    const char *status = onair_str(api->req_json(req), "status");
+    op_t *op = op_new(ud, ONAIR_TARGET_REQ(req), OP_END);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->body = json_pack("{s:s}", "status", status ? status : "terminated");
+    if (!op->body) {
+        op_free(&op->flow);
         return ONAIR_ENOMEM;
     }
-    op->body = body;
     return poll_op(op, api->req_param(req, "id"));
 }
 
@@ -1055,7 +1022,7 @@ static int get_poll(onair_req_t *req, void *ud)
     return poll_op(op, api->req_param(req, "id"));
 }
 
-/* ---- a stream's polls ---------------------------------------------------------------------- */
+/* ---- a stream's polls ------------------------------------------------------------------------ */
 
 static void active_read(onair_flow_t *f, int status, json_t *result)
 {
@@ -1138,7 +1105,7 @@ static int get_list(onair_req_t *req, void *ud)
     return stream_op(op, sid);
 }
 
-/* ---- start: what was active when the server stopped ---------------------------------------- */
+/* ---- start: what was active when the server stopped ------------------------------------------ */
 
 typedef struct recount {
     polls_t *st;
@@ -1251,8 +1218,7 @@ static void recover(polls_t *st)
                     actives_found, st);
 }
 
-/* ---- lifecycle --------------------------------------------------------------------------------
- */
+/* ---- lifecycle ------------------------------------------------------------------------------- */
 
 static const onair_index_t poll_indexes[] = {
     ONAIR_INDEX("stream,-started_at"),
@@ -1318,7 +1284,8 @@ static int polls_init(onair_plugin_t *self, const onair_api_t *host_api)
         ONAIR_ROUTE("GET", POLL, get_poll, .ud = st),
         ONAIR_ROUTE("POST", POLL "/vote", post_vote, .ud = st, .access = user, .max_body = 1024,
                     .ratelimit = "polls.vote", .body = vote_body),
-        ONAIR_ROUTE("POST", POLL "/end", post_end, .ud = st, .access = user, .max_body = 1024),
+        ONAIR_ROUTE("POST", POLL "/end", post_end, .ud = st, .access = user, .max_body = 1024,
+                    .flags = ONAIR_ROUTE_BODY_OPTIONAL, .body = end_body),
     };
     const onair_ws_type_t types[] = {
         ONAIR_WS_TYPE("polls.vote", ws_vote, .ud = st, .access = user, .ratelimit = "polls.vote",
