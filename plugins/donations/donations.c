@@ -1165,12 +1165,7 @@ static int csv_put(op_t *op, const char *s)
 
 static int csv_raw(op_t *op, const char *s)
 {
-    size_t n = strlen(s);
-    /* digits and separators only: never a formula, never quoted */
-    for (size_t i = 0; i < n; i++)
-        if (money_csv_field(&op->csv, &op->csv_len, &op->csv_cap, (char[]){s[i], 0}))
-            return -1;
-    return 0;
+    return money_csv_raw(&op->csv, &op->csv_len, &op->csv_cap, s);
 }
 
 static void export_page(onair_flow_t *f, int status, json_t *result)

@@ -135,3 +135,8 @@ int money_csv_field(char **buf, size_t *len, size_t *cap, const char *field)
             return -1;
     return quote ? put(buf, len, cap, "\"", 1) : 0;
 }
+
+int money_csv_raw(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    return put(buf, len, cap, s, strlen(s));
+}

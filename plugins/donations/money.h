@@ -33,4 +33,7 @@ int money_random_hex(char *out, size_t nbytes);
  * Appends to *buf (grown with realloc). 0 on success, -1 out of memory. */
 int money_csv_field(char **buf, size_t *len, size_t *cap, const char *field);
 
+/* Appends s as it is (separators, numbers). 0 on success, -1 out of memory. */
+int money_csv_raw(char **buf, size_t *len, size_t *cap, const char *s);
+
 #endif
