@@ -1361,6 +1361,19 @@ static json_t *relay_json(relay_t *r)
     json_object_set_new(out, "active_source",
                         r->publisher ? json_string(r->publisher->backup ? "backup" : "primary")
                                      : json_null());
+    /* what media_stream_configure set (or the node's defaults) */
+    uint64_t cap = atomic_load(&r->max_pub_bps);
+    int max_layer = atomic_load(&r->max_layer);
+    json_object_set_new(
+        out, "settings",
+        json_pack(
+            "{s:i,s:b,s:I,s:o,s:o}", "failover_timeout_ms", r->fo.failover_ms, "auto_failback",
+            r->fo.auto_failback, "max_publisher_bitrate_kbps",
+            (json_int_t)((cap && cap < g_media.max_publisher_bps ? cap
+                                                                 : g_media.max_publisher_bps) /
+                         1000u),
+            "max_bitrate_kbps", cap ? json_integer((json_int_t)(cap / 1000u)) : json_null(),
+            "max_layer", max_layer >= 0 ? json_integer(max_layer) : json_null()));
     json_t *viewers = json_array();
     for (size_t i = 0; i < r->nviewers; i++) {
         session_t *v = r->viewers[i];
