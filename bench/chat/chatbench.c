@@ -519,6 +519,19 @@ int main(int argc, char **argv)
         double wait = next[cursor] - now_us();
         poll_once(wait > 1000 ? 1 : 0);
     }
+    /* poll: a voter whose moment fell in the last poll_once of the window votes now */
+    for (int i = 0; g_poll && i < nsend; i++) {
+        if (next[i] >= start + period || g_cl[i].state != 2)
+            continue;
+        snprintf(m, sizeof m,
+                 "{\"type\":\"polls.vote\",\"id\":%d,\"data\":{\"poll_id\":\"%s\",\"choices\":"
+                 "[\"%c\"]}}",
+                 g_cl[i].next_id++, g_poll, "abc"[i % 3]);
+        if (send_text(g_cl[i].fd, m) == 0)
+            g_sent++;
+        else
+            g_send_fail++;
+    }
     double send_end = now_us();
     long deliv_in_window = g_deliveries - deliv_at_start;
     /* drain: until all expected deliveries arrived (chat) or 2 s (react), at most 15 s */
