@@ -66,6 +66,7 @@ struct alert_job {
     char id[25]; /* derived from the source */
     json_t *doc; /* kind, payload, source, ... without seq */
     int tries;
+    int min_checked; /* a donation's amount was checked against the alert minimum already */
 };
 
 typedef struct dn {
@@ -258,7 +259,9 @@ struct op {
     size_t ei;        /* the next of them */
     json_t *inserted; /* kinds newly written */
     onair_flow_step_fn after_ledger;
-    json_t *answer; /* what to answer once the ledger is written */
+    int batch;         /* write the entries in one insert (a new donation's) */
+    json_t *alert_min; /* the streamer's alert minimums, when the op read her settings */
+    json_t *answer;    /* what to answer once the ledger is written */
     int answer_status;
     /* refund, webhook */
     char *reason;
@@ -286,6 +289,7 @@ static void op_free(onair_flow_t *f)
     json_decref(op->entries);
     json_decref(op->inserted);
     json_decref(op->answer);
+    json_decref(op->alert_min);
     json_decref(op->spec);
     json_decref(op->page);
     free(op);
@@ -492,7 +496,7 @@ static void alert_next(dn_t *st)
     if (st->busy || !j)
         return;
     st->busy = 1;
-    if (!strcmp(onair_str(j->doc, "kind"), "donation")) {
+    if (!strcmp(onair_str(j->doc, "kind"), "donation") && !j->min_checked) {
         char sid[25];
         settings_id(sid, j->streamer);
         if (api->store_find_one(st->settings, json_pack("{s:{s:s}}", "filter", "_id", sid),
@@ -508,7 +512,7 @@ static void alert_next(dn_t *st)
 
 /* Queue an alert (steals data) for streamer, once per source. */
 static void alert_enqueue(dn_t *st, const char *streamer, const char *kind, const char *source,
-                          json_t *data)
+                          json_t *data, int min_checked)
 {
     alert_job_t *j = calloc(1, sizeof *j);
     if (!j || !streamer || strlen(streamer) > UID_MAX) {
@@ -517,6 +521,7 @@ static void alert_enqueue(dn_t *st, const char *streamer, const char *kind, cons
         return;
     }
     snprintf(j->streamer, sizeof j->streamer, "%s", streamer);
+    j->min_checked = min_checked;
     derive(j->id, "alert", kind, source, "");
     j->doc = json_pack("{s:s,s:s,s:s,s:o,s:I}", "streamer", streamer, "kind", kind, "source",
                        source, "data", data, "created_at", (json_int_t)api->now_ms(st->self));
@@ -645,9 +650,27 @@ static json_t *entry_new(op_t *op, json_t *doc, const char *kind, int64_t amount
 }
 
 static void ledger_next(onair_flow_t *f, int status, json_t *result);
+static void ledger_step(op_t *op);
+
+static void ledger_batch_done(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    op->batch = 0;
+    if (status == ONAIR_EEXIST) /* a concurrent replay wrote some: one by one, each once */
+        return ledger_step(op);
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_array_extend(op->inserted, op->entries);
+    op->ei = json_array_size(op->entries);
+    ledger_step(op);
+}
 
 static void ledger_step(op_t *op)
 {
+    if (op->batch && op->ei == 0 && json_array_size(op->entries) > 1)
+        return (void)ONAIR_THEN(
+            &op->flow, ledger_batch_done,
+            api->store_insert(op->st->ledger, json_deep_copy(op->entries), onair_flow_cb, op));
     json_t *e = json_array_get(op->entries, op->ei);
     if (!e) {
         onair_flow_step_fn next = op->after_ledger;
@@ -721,7 +744,15 @@ static void ledger_effects(op_t *op)
             onair_str(doc, "stream"), "donor", anon ? NULL : onair_str(doc, "donor"), "anonymous",
             anon, "amount", (json_int_t)jint(doc, "amount", 0), "currency",
             onair_str(doc, "currency"), "message", held ? NULL : onair_str(doc, "message"));
-        alert_enqueue(st, onair_str(doc, "streamer"), "donation", onair_str(doc, "_id"), data);
+        /* the create read the streamer's settings already: its alert minimum decides here */
+        int min_known = json_is_object(op->alert_min);
+        if (min_known &&
+            jint(doc, "amount", 0) < jint(op->alert_min, onair_str(doc, "currency"), 0)) {
+            json_decref(data);
+            continue;
+        }
+        alert_enqueue(st, onair_str(doc, "streamer"), "donation", onair_str(doc, "_id"), data,
+                      min_known);
     }
 }
 
@@ -779,6 +810,9 @@ static void create_inserted(onair_flow_t *f, int status, json_t *result)
         return onair_flow_fail(f, status, result);
     json_t *doc = op->doc;
     op->doc = NULL;
+    /* a new donation: its entries in one write (a concurrent replay of the same key may have
+     * written some already: then ledger_batch_done goes one by one) */
+    op->batch = 1;
     api->log(op->st->self, ONAIR_LOG_INFO, "donation %s: %lld %s via provider %s", op->did,
              (long long)op->amount, op->currency, op->st->pv->name);
     replay(op, doc);
@@ -857,6 +891,8 @@ static void create_settings(onair_flow_t *f, int status, json_t *result)
         return onair_flow_fail(f, status, result);
     json_t *s = json_object_get(result, "doc");
     json_t *list = json_object_get(s, "currencies");
+    json_t *mins = json_object_get(s, "alert_min");
+    op->alert_min = json_is_object(mins) ? json_deep_copy(mins) : json_object();
     if (!json_is_array(list))
         list = st->currencies;
     if (!accepted(list, op->currency)) {
@@ -2151,7 +2187,7 @@ static void on_followed(const char *topic, json_t *payload, void *ud)
         return;
     char source[2 * UID_MAX + 2];
     snprintf(source, sizeof source, "%s>%s", follower, followee);
-    alert_enqueue(st, followee, "follow", source, json_pack("{s:s}", "follower", follower));
+    alert_enqueue(st, followee, "follow", source, json_pack("{s:s}", "follower", follower), 0);
 }
 
 typedef struct poll_ctx {
@@ -2165,7 +2201,7 @@ static void poll_owner(int status, json_t *result, void *ud)
     poll_ctx_t *c = ud;
     const char *owner = onair_str(result, "owner");
     if (status == ONAIR_OK && owner)
-        alert_enqueue(c->st, owner, "poll", c->source, json_incref(c->data));
+        alert_enqueue(c->st, owner, "poll", c->source, json_incref(c->data), 0);
     json_decref(c->data);
     free(c);
 }
