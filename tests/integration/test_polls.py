@@ -497,10 +497,12 @@ def test_ends_by_itself_archive_and_past_polls(srv):
 
 def test_due_while_down_closes_once_on_start(server_factory, backend):
     s = server_factory(plugins=plugins(), core=core(backend)).start()
-    owner, bob = Account(s, "downer"), Account(s, "dbob")
-    sid = live_stream(owner)
+    owner, bob, amy = Account(s, "downer"), Account(s, "dbob"), Account(s, "damy")
+    sid, other = live_stream(owner), live_stream(owner)
     pid = start_poll(owner, sid, duration_s=3)["id"]
+    running = start_poll(owner, other, duration_s=600)["id"]  # outlives the restart
     assert vote(bob, pid, ["b"]).status == 200
+    assert vote(bob, running, ["c"]).status == 200
     assert s.stop() == 0  # within its 3 s: it is still active in the store
     time.sleep(3.5)       # its time passes while the server is down
     s.start()
@@ -508,6 +510,15 @@ def test_due_while_down_closes_once_on_start(server_factory, backend):
     poll = get_poll(s, pid)
     assert poll["status"] == "completed" and counts(poll) == {"a": 0, "b": 1, "c": 0}, poll
     assert poll["ended_at"] >= poll["ends_at"], poll
+    # the other one is still on: recounted from its votes (nothing to repair), open to votes
+    assert s.wait_log(r"2 active polls, 1 of them overdue", 10), s.log()
+    assert "cannot recount" not in s.log() and "counters differ" not in s.log(), s.log()
+    problem(vote(bob, running, ["a"]), 409, "already_voted")
+    assert vote(amy, running, ["a"]).status == 200
+    poll = get_poll(s, running)
+    assert poll["status"] == "active" and counts(poll) == {"a": 1, "b": 0, "c": 1}, poll
+    r = end(owner, running)
+    assert r.status == 200 and r.json()["poll"]["status"] == "terminated", r
     assert s.stop() == 0
     s.start()  # a second start finds nothing to close
     time.sleep(1)
