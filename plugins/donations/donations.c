@@ -2206,20 +2206,22 @@ static void poll_owner(int status, json_t *result, void *ud)
     free(c);
 }
 
-/* poll.ended (the polls plugin): an alert when enough people voted */
+/* poll.ended (the polls plugin: {stream, poll_id, at, poll: {title, total_votes, choices}}): an
+ * alert when enough people voted */
 static void on_poll_ended(const char *topic, json_t *payload, void *ud)
 {
     dn_t *st = ud;
     (void)topic;
-    const char *poll = onair_str(payload, "poll");
+    json_t *p = json_object_get(payload, "poll");
+    const char *poll = onair_str(payload, "poll_id");
     if (!poll)
-        poll = onair_str(payload, "id");
+        poll = onair_str(payload, "poll");
+    if (!poll)
+        poll = onair_str(p, "id");
     const char *stream = onair_str(payload, "stream");
-    int64_t votes = jint(payload, "total_votes", -1);
+    int64_t votes = jint(payload, "total_votes", jint(p, "total_votes", -1));
     if (votes < 0) { /* the sum of the choices' votes */
-        json_t *choices = json_object_get(payload, "choices");
-        if (!choices)
-            choices = json_object_get(payload, "results");
+        json_t *choices = json_object_get(p, "choices");
         size_t i;
         json_t *c;
         votes = 0;
@@ -2231,8 +2233,8 @@ static void on_poll_ended(const char *topic, json_t *payload, void *ud)
     if (!c)
         return;
     c->st = st;
-    c->data = json_deep_copy(payload);
-    json_object_set_new(c->data, "total_votes", json_integer((json_int_t)votes));
+    c->data = json_pack("{s:s,s:s,s:s?,s:I}", "poll", poll, "stream", stream, "title",
+                        onair_str(p, "title"), "total_votes", (json_int_t)votes);
     snprintf(c->source, sizeof c->source, "%s", poll);
     const char *owner = onair_str(payload, "owner");
     if (owner) {

@@ -360,6 +360,31 @@ static void test_alerts_resume_after_reconnect(void **state)
     assert_non_null(f);
     assert_string_equal(onair_str(json_object_get(f, "data"), "field"), "seq");
     json_decref(f);
+    /* a poll many voted in and a follow become alerts 5 and 6; a small poll does not */
+    onair_test_publish(h, "poll.ended",
+                       json_pack("{s:s,s:s,s:{s:s,s:i}}", "stream", LIVE, "poll_id",
+                                 "6b0000000000000000000001", "poll", "title", "Snack?",
+                                 "total_votes", 3));
+    onair_test_publish(h, "poll.ended",
+                       json_pack("{s:s,s:s,s:{s:s,s:i}}", "stream", LIVE, "poll_id",
+                                 "6b0000000000000000000002", "poll", "title", "Best?",
+                                 "total_votes", 25));
+    onair_test_publish(h, "streams.followed",
+                       json_pack("{s:s,s:s}", "follower", OTHER, "followee", OWNER));
+    onair_test_run(h);
+    int polls = 0, follows = 0; /* in the order they were queued: the poll waits for its owner */
+    for (int i = 5; i <= 6; i++) {
+        f = next_of_type(h, c, "alert.show");
+        assert_non_null(f);
+        json_t *a = json_object_get(f, "data");
+        assert_int_equal(json_integer_value(json_object_get(a, "seq")), i);
+        polls += !strcmp(onair_str(a, "kind"), "poll");
+        follows += !strcmp(onair_str(a, "kind"), "follow");
+        json_decref(f);
+    }
+    assert_int_equal(polls, 1);
+    assert_int_equal(follows, 1);
+    assert_null(next_of_type(h, c, "alert.show"));
     onair_test_ws_disconnect(h, c);
 }
 
