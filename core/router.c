@@ -242,6 +242,20 @@ fail:
     return NULL;
 }
 
+/* Plugins route under /api/ (REST, by convention /api/v1/<plugin>/...) or, for pages such as
+ * the web plugin's, anywhere else except the paths the core serves outside the router (/ws) or
+ * keeps for itself (/rtc for calls, the probes and /metrics, which are core routes anyway). */
+static int reserved_path(const char *path)
+{
+    static const char *const reserved[] = {"/ws", "/rtc", "/healthz", "/readyz", "/metrics", NULL};
+    for (int i = 0; reserved[i]; i++) {
+        size_t n = strlen(reserved[i]);
+        if (!strncmp(path, reserved[i], n) && (path[n] == 0 || path[n] == '/'))
+            return 1;
+    }
+    return 0;
+}
+
 int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *owner, char *err,
                size_t err_len)
 {
@@ -262,8 +276,11 @@ int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *own
                  copy.path ? copy.path : "?");
         return ONAIR_EINVAL;
     }
-    if (copy.path && strncmp(copy.path, "/api/", 5) != 0 && owner) {
-        snprintf(err, err_len, "plugin routes must live under /api/ (got '%s')", copy.path);
+    if (copy.path && owner && reserved_path(copy.path)) {
+        snprintf(err, err_len,
+                 "plugin routes may not use the core's paths /ws, /rtc, /healthz, /readyz, "
+                 "/metrics (got '%s')",
+                 copy.path);
         return ONAIR_EINVAL;
     }
     int status;

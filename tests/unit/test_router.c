@@ -147,6 +147,23 @@ static void test_allow_and_owner_names(void **state)
     rt.path = "/api/v1/streams";
     assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_EEXIST);
     assert_non_null(strstr(err, "registered by the core"));
+    /* plugins may serve pages outside /api/, but not the core's own paths */
+    rt.path = "/watch/{stream}";
+    assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_OK);
+    rt.path = "/";
+    assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_OK);
+    assert_int_equal(router_match(r, "GET", "/", &m), ROUTER_FOUND);
+    route_match_clear(&m);
+    assert_int_equal(router_match(r, "GET", "/watch/abc", &m), ROUTER_FOUND);
+    route_match_clear(&m);
+    const char *refused[] = {"/ws", "/ws/x", "/rtc/v1", "/readyz", "/metrics", NULL};
+    for (int i = 0; refused[i]; i++) {
+        rt.path = refused[i];
+        assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_EINVAL);
+        assert_non_null(strstr(err, "core's paths"));
+    }
+    rt.path = "/wsx";
+    assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_OK);
     router_free(r);
 }
 
