@@ -340,6 +340,31 @@ static void test_change_multiple_verified(void **state)
     finish(h);
 }
 
+static void test_vote_rate_limit(void **state)
+{
+    onair_test_host_t *h = *state;
+    char id[25];
+    snprintf(id, sizeof id, "%s",
+             create(h, "{\"title\":\"R\",\"choices\":[\"x\",\"y\"],\"duration_s\":60,"
+                       "\"allow_change\":true}"));
+    assert_int_equal(onair_test_ratelimit_set(h, "polls.vote", 2, 10), ONAIR_OK);
+    for (int i = 0; i < 2; i++) {
+        onair_test_response_t *r = vote(h, id, i ? "[\"b\"]" : "[\"a\"]", &bob);
+        assert_int_equal(r->status, 200);
+        onair_test_response_free(r);
+    }
+    onair_test_response_t *r = vote(h, id, "[\"a\"]", &bob);
+    assert_int_equal(r->status, 429);
+    assert_string_equal(onair_str(r->json, "code"), "rate_limited");
+    assert_true(json_integer_value(json_object_get(r->json, "retry_after_s")) >= 1);
+    onair_test_response_free(r);
+    onair_test_advance(h, 5000); /* one more after half the window */
+    r = vote(h, id, "[\"a\"]", &bob);
+    assert_int_equal(r->status, 200);
+    onair_test_response_free(r);
+    finish(h);
+}
+
 static void test_verified_only(void **state)
 {
     onair_test_host_t *h = *state;
@@ -492,6 +517,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_votes_and_live_results, setup, teardown),
         cmocka_unit_test_setup_teardown(test_change_multiple_verified, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verified_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vote_rate_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ends_by_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(test_archived_hidden, setup, teardown),
         cmocka_unit_test(test_recovered_on_start),

@@ -396,6 +396,26 @@ def test_concurrent_votes_of_one_user_count_once(srv, allow_change):
     assert poll["voters"] == 1 and sum(counts(poll).values()) == 1, poll
 
 
+def test_votes_are_rate_limited(server_factory, backend):
+    s = server_factory(plugins=plugins(), core=core(backend, **{"polls.vote": "3/1m"})).start()
+    owner, bob = Account(s, "lowner"), Account(s, "lbob")
+    sid = live_stream(owner)
+    pid = start_poll(owner, sid, allow_change=True)["id"]
+    for c in ("a", "b", "c"):
+        assert vote(bob, pid, [c]).status == 200
+    body = problem(vote(bob, pid, ["a"]), 429, "rate_limited")
+    assert body["retry_after_s"] >= 1, body
+
+    async def ws():  # the same limit over WebSocket
+        async with websockets.connect(s.ws_url, extra_headers=bob.headers()) as w:
+            return await ws_call(w, "polls.vote", {"poll_id": pid, "choices": ["a"]})
+    m = run(ws())
+    assert m["type"] == "error" and m["data"]["code"] == "rate_limited", m
+    assert m["data"]["status"] == 429 and m["data"]["retry_after_s"] >= 1, m
+    assert vote(owner, pid, ["a"]).status == 200  # per user
+    assert counts(get_poll(s, pid)) == {"a": 1, "b": 0, "c": 1}
+
+
 # ---- live results ----------------------------------------------------------------------------
 def test_aggregated_results_reach_a_second_client(srv):
     owner = Account(srv, "aowner")
