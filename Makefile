@@ -12,14 +12,20 @@ TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev libsrtp2-dev abigail-tools python3
 	python3-websockets python3-aiosmtpd python3-cryptography python3-icalendar curl \
 	clang-format chromium simple-whip-client gstreamer1.0-nice gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-base iproute2 util-linux \
-	debhelper dpkg-dev mmdebstrap
+	debhelper dpkg-dev mmdebstrap clang
 # `make package`: Debian's packaging tools on top of the build dependencies
 PACKAGE_PACKAGES = $(RUN_PACKAGES) debhelper dpkg-dev
 PKG_BUILD ?= build-pkg
 DIST ?= dist
 PKG_REV ?=
+# `make fuzz`: the libFuzzer harnesses (tests/fuzz) built with clang in $(FUZZ_BUILD), each
+# run for FUZZ_SECONDS (and at most FUZZ_RUNS executions when set)
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?= 0
+FUZZERS ?= stun rtp rtcp srtp sdp ws config store jwt
 
-.PHONY: run test build deps-run deps-test sanitize clean format package
+.PHONY: run test build deps-run deps-test sanitize clean format package fuzz
 
 # A development token secret is made once under data/ (git-ignored) unless
 # ONAIR_JWT_SECRET is set; production sets its own (docs/auth.md).
@@ -56,6 +62,12 @@ package:
 		dpkg-buildpackage -b -us -uc
 	cp $(PKG_BUILD)/*.deb $(DIST)/
 	@ls -l $(DIST)/*.deb
+
+fuzz:
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DONAIR_FUZZ=ON -DONAIR_TESTS=OFF \
+		-DONAIR_WERROR=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzzers
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_RUNS) $(FUZZERS)
 
 deps-run:
 	@./packaging/install-deps.sh $(RUN_PACKAGES)

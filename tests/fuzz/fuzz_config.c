@@ -1,0 +1,36 @@
+/* The YAML configuration loader as onaird runs it on -c FILE (core/settings.c): parse,
+ * ${VAR} expansion, validation against the core schema, then the plugin files of
+ * plugins.conf_dir. The input is written to a file in a private temporary directory. */
+#include "fuzz.h"
+
+#include <unistd.h>
+
+#include "config.h"
+#include "settings.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static char path[256];
+    if (!path[0]) {
+        char dir[] = "/tmp/onair-fuzz-config.XXXXXX";
+        FUZZ_CHECK(mkdtemp(dir));
+        snprintf(path, sizeof path, "%s/onair.yaml", dir);
+        setenv("ONAIR_FUZZ_VAR", "fuzz", 1);
+    }
+    FILE *f = fopen(path, "wb");
+    FUZZ_CHECK(f);
+    FUZZ_CHECK(fwrite(data, 1, size, f) == size);
+    fclose(f);
+    settings_t s;
+    cfg_errors_t errs = {0};
+    if (settings_load(path, &s, &errs) == 0) {
+        FUZZ_CHECK(errs.n == 0);
+        settings_int(&s, "server.port");
+        settings_string(&s, "storage.backend");
+    } else {
+        FUZZ_CHECK(errs.n > 0);
+    }
+    settings_free(&s);
+    cfg_errors_free(&errs);
+    return 0;
+}
