@@ -59,7 +59,7 @@ YAML
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "seconds=$D runs=$RUNS connections=$CONNS (sqlite, provider test, wrk -t2)"
-OWNER=$(token bench-streamer '["streamer"]')
+OWNER=$(token bench-streamer '["streamer", "admin"]')
 export DONOR; DONOR=$(token bench-donor '["viewer"]')
 RES=()
 for r in $(seq "$RUNS"); do
