@@ -686,6 +686,42 @@ static int api_target_reply(onair_target_t t, int http_status, json_t *body)
     return ONAIR_EINVAL;
 }
 
+/* ABI 1.6: a file the network thread streams (net_respond_file). */
+static int api_target_reply_file(onair_target_t t, const char *path, const char *content_type,
+                                 const onair_file_opts_t *opts)
+{
+    if (t.msg) {
+        api_msg_reply_error(t.msg, ONAIR_EINVAL, "invalid_request",
+                            "a file is answered over HTTP only");
+        return ONAIR_EINVAL;
+    }
+    onair_req_t *r = t.req;
+    if (!r || r->answered)
+        return ONAIR_ESTATE;
+    if (!path || !*path) {
+        api_reply_problem(r, 500, "internal", "no file to answer with");
+        return ONAIR_EINVAL;
+    }
+    net_file_t f = {.path = path, .content_type = content_type};
+    if (opts && opts->size >= offsetof(onair_file_opts_t, flags) + sizeof opts->flags)
+        f.flags = opts->flags;
+    if (opts && opts->size >= offsetof(onair_file_opts_t, cache_control) + sizeof(char *))
+        f.cache_control = opts->cache_control;
+    if (opts && opts->size >= offsetof(onair_file_opts_t, download_name) + sizeof(char *))
+        f.download_name = opts->download_name;
+    f.range = net_request_header(r->nr, "range");
+    f.if_none_match = net_request_header(r->nr, "if-none-match");
+    f.if_range = net_request_header(r->nr, "if-range");
+    f.accept_encoding = net_request_header(r->nr, "accept-encoding");
+    r->answered = 1;
+    int rc = ONAIR_OK;
+    if (g_host && g_host->net)
+        rc = net_respond_file(g_host->net, r->nr->id, (const char *const *)r->hdrs, &f);
+    if (!r->in_handler)
+        req_free(r);
+    return rc;
+}
+
 static int api_target_problem(onair_target_t t, int status, const char *code, const char *detail,
                               json_t *members)
 {
@@ -1002,6 +1038,7 @@ static const onair_api_t g_api = {
     .media_health_watch = media_health_watch,
     .media_stream_configure = media_stream_configure,
     .media_source_switch = media_source_switch,
+    .target_reply_file = api_target_reply_file,
 };
 
 const onair_api_t *host_api(void)

@@ -59,6 +59,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <arpa/inet.h>
 #include <libwebsockets.h>
 #include <pthread.h>
@@ -72,6 +73,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "httpfile.h"
 #include "log.h"
 #include "metrics.h"
 #include "problem.h"
@@ -79,8 +81,9 @@
 #define WS_PATH          "/ws"
 #define WS_PROTOCOL      "onair"
 #define HTTP_WRITE_CHUNK (64 * 1024)
-#define WS_WRITE_BUDGET  64   /* messages per writable callback */
-#define HEAD_FIXED_MAX   1536 /* status line + our own headers (not the extras) */
+#define FILE_PIECE       (64 * 1024) /* a file answer is read and written this much at a time */
+#define WS_WRITE_BUDGET  64          /* messages per writable callback */
+#define HEAD_FIXED_MAX   1536        /* status line + our own headers (not the extras) */
 #define CTYPE_MAX        200
 #define ORIGIN_MAX       256
 #define CLOSE_GRACE_S    10  /* a closing WebSocket that stays choked is killed */
@@ -226,7 +229,23 @@ typedef struct core_ev {
     char remote[64];
 } core_ev_t;
 
-enum { CMD_RESPOND, CMD_SEND, CMD_PUBLISH, CMD_SUB, CMD_UNSUB, CMD_CLOSE, CMD_SHUTDOWN };
+enum {
+    CMD_RESPOND,
+    CMD_RESPOND_FILE,
+    CMD_SEND,
+    CMD_PUBLISH,
+    CMD_SUB,
+    CMD_UNSUB,
+    CMD_CLOSE,
+    CMD_SHUTDOWN
+};
+
+/* What the core asks of a file answer (CMD_RESPOND_FILE): the strings live in the block. */
+typedef struct file_ask {
+    hf_request_t rq;
+    char *extra; /* the handler's own header lines */
+    size_t extra_len;
+} file_ask_t;
 
 /* A command for the network thread. A response (also the ones the network thread
  * makes itself) is one allocation: this struct, the Content-Type, the extra header
@@ -244,6 +263,8 @@ typedef struct cmd {
     unsigned char *body; /* preceded by reserve bytes */
     size_t body_len;
     size_t reserve;
+    file_ask_t *ask;   /* CMD_RESPOND_FILE */
+    hf_answer_t *file; /* a response whose body is a file (streamed after the head) */
     char reason[124];
     char blob[];
 } cmd_t;
@@ -287,6 +308,8 @@ struct pss {
     cmd_t *resp;
     unsigned char *resp_start;
     size_t resp_len, resp_off, resp_body_len;
+    unsigned char *fbuf; /* LWS_PRE + FILE_PIECE: the piece of a file answer being written */
+    uint64_t file_sent;
     int resp_status;
     char request_id[72];
     char remote[64];
@@ -630,11 +653,24 @@ static void push_cmd(net_t *n, cmd_t *c)
         lws_cancel_service(ctx);
 }
 
+static void file_ask_free(file_ask_t *a)
+{
+    if (!a)
+        return;
+    free(a->extra);
+    free(a);
+}
+
 static void cmd_free(cmd_t *c)
 {
     if (!c)
         return;
     net_msg_unref(c->msg);
+    file_ask_free(c->ask);
+    if (c->file) {
+        hf_answer_clear(c->file);
+        free(c->file);
+    }
     free(c);
 }
 
@@ -904,7 +940,9 @@ static int resp_prepare(struct pss *p)
     } while (0)
     if (body && c->ctype && *c->ctype)
         APPEND("Content-Type: %s\r\n", c->ctype);
-    if (body)
+    if (body && c->file && !c->file->chunked)
+        APPEND("Content-Length: %" PRIu64 "\r\n", c->file->length);
+    else if (body && !c->file)
         APPEND("Content-Length: %zu\r\n", c->body_len);
     if (p->request_id[0])
         APPEND("X-Request-Id: %s\r\n", p->request_id);
@@ -926,6 +964,7 @@ static int resp_prepare(struct pss *p)
     memcpy(start + f + c->extra_len, "\r\n", 2);
     p->resp_start = start;
     p->resp_body_len = body && !p->is_head ? c->body_len : 0;
+    p->file_sent = 0;
     p->resp_len = total + p->resp_body_len;
     p->resp_off = 0;
     p->resp_status = status;
@@ -968,6 +1007,35 @@ static void rx_resume(struct lws *wsi, struct pss *p)
     lws_rx_flow_control(wsi, 1);
 }
 
+/* Stream the file body of p->resp, one piece per write, until the socket is choked (then
+ * again when it is writable: the client's reading paces the disk reads). Returns 1 when the
+ * body is complete, 0 to wait for writable, -1 to drop the connection (a read error after
+ * the head went out: the client sees a short body). */
+static int http_write_file(struct lws *wsi, struct pss *p)
+{
+    if (!p->fbuf && !(p->fbuf = malloc(LWS_PRE + FILE_PIECE)))
+        return -1;
+    for (;;) {
+        int done = 0;
+        ssize_t got = hf_read(p->resp->file->src, p->fbuf + LWS_PRE, FILE_PIECE, &done);
+        if (got < 0) {
+            LOG_WARN("http", "file answer for %s cut short: read error", p->path ? p->path : "-");
+            return -1;
+        }
+        if (got > 0 && lws_write(wsi, p->fbuf + LWS_PRE, (size_t)got,
+                                 done ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)got)
+            return -1;
+        p->file_sent += (uint64_t)got;
+        if (done)
+            return 1;
+        if (lws_send_pipe_choked(wsi)) {
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, SEND_STALL_S);
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
+}
+
 /* Send (more of) p->resp. Returns what the lws callback must return. Used from the
  * writable callback and directly from request callbacks for immediate answers. */
 static int http_write(net_t *n, struct lws *wsi, struct pss *p)
@@ -978,11 +1046,13 @@ static int http_write(net_t *n, struct lws *wsi, struct pss *p)
         LOG_ERROR("http", "response head too large");
         return -1;
     }
+    /* a file body follows the head (not for HEAD, 304, 416) */
+    int file_body = p->resp->file && p->resp->file->src && !p->is_head;
     while (p->resp_off < p->resp_len) {
         size_t chunk = p->resp_len - p->resp_off;
         if (chunk > HTTP_WRITE_CHUNK)
             chunk = HTTP_WRITE_CHUNK;
-        int final = p->resp_off + chunk == p->resp_len;
+        int final = p->resp_off + chunk == p->resp_len && !file_body;
         int w = lws_write(wsi, p->resp_start + p->resp_off, chunk,
                           final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
         if (w < (int)chunk)
@@ -994,7 +1064,12 @@ static int http_write(net_t *n, struct lws *wsi, struct pss *p)
             return 0;
         }
     }
-    http_account(n, p, p->resp_status, p->resp_body_len);
+    if (file_body) {
+        int r = http_write_file(wsi, p);
+        if (r <= 0)
+            return r; /* -1: drop the connection; 0: more when writable */
+    }
+    http_account(n, p, p->resp_status, p->resp_body_len + p->file_sent);
     if (p->in_core) {
         p->in_core = 0;
         atomic_fetch_sub(&n->inflight, 1);
@@ -1003,6 +1078,8 @@ static int http_write(net_t *n, struct lws *wsi, struct pss *p)
     cmd_free(p->resp);
     p->resp = NULL;
     p->resp_start = NULL;
+    free(p->fbuf);
+    p->fbuf = NULL;
     if (p->close_after)
         return -1; /* lws flushes what it buffered, then closes */
     rx_resume(wsi, p);
@@ -1061,6 +1138,8 @@ static void http_cleanup(net_t *n, struct pss *p)
     p->req = NULL;
     cmd_free(p->resp);
     p->resp = NULL;
+    free(p->fbuf);
+    p->fbuf = NULL;
     free(p->path);
     p->path = NULL;
     p->hstate = H_IDLE;
@@ -2129,14 +2208,70 @@ static int ws_on_writeable(struct lws *wsi, struct pss *p)
 
 /* ---- commands (network thread) ------------------------------------------- */
 
+/* The answer to a CMD_RESPOND_FILE: open and decide here, on the network thread (the loop
+ * never waits for the disk), then a response whose body the writer streams. NULL: no memory. */
+static cmd_t *file_response(struct pss *p, cmd_t *ask_cmd)
+{
+    file_ask_t *a = ask_cmd->ask;
+    hf_answer_t *ans = calloc(1, sizeof *ans);
+    if (!ans || hf_open(&a->rq, ans) < 0) {
+        free(ans);
+        return NULL;
+    }
+    cmd_t *c;
+    if (ans->status == 404) {
+        size_t len = 0;
+        char *body = problem_render(404, "not_found", "no such file", p->path, p->request_id, &len);
+        c = body ? cmd_new_response(404, PROBLEM_CONTENT_TYPE, a->extra, a->extra_len, body, len)
+                 : NULL;
+        free(body);
+        hf_answer_clear(ans);
+        free(ans);
+        return c;
+    }
+    size_t el = a->extra_len + ans->headers_len;
+    char *extra = malloc(el + 1);
+    if (!extra) {
+        hf_answer_clear(ans);
+        free(ans);
+        return NULL;
+    }
+    if (a->extra_len)
+        memcpy(extra, a->extra, a->extra_len);
+    if (ans->headers_len)
+        memcpy(extra + a->extra_len, ans->headers, ans->headers_len);
+    extra[el] = 0;
+    c = cmd_new_response(ans->status, ans->ctype, extra, el, NULL, 0);
+    free(extra);
+    if (!c) {
+        hf_answer_clear(ans);
+        free(ans);
+        return NULL;
+    }
+    ans->ctype = NULL; /* it may point into the ask; cmd_new_response copied it */
+    c->file = ans;
+    c->id = ask_cmd->id;
+    return c;
+}
+
 static void run_cmd(net_t *n, cmd_t *c)
 {
     struct pss *p;
     switch (c->kind) {
+    case CMD_RESPOND_FILE:
     case CMD_RESPOND:
         p = id_lookup(n, c->id);
         if (!p || p->kind != PSS_HTTP || p->hstate != H_CORE || p->id != c->id)
             break; /* stale: the client went away (or answered twice) */
+        if (c->kind == CMD_RESPOND_FILE) {
+            cmd_t *fc = file_response(p, c);
+            cmd_free(c);
+            if (!fc) {
+                lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+                return;
+            }
+            c = fc;
+        }
         /* still counted in inflight until the answer is written (http_write): a
          * graceful shutdown must not free the connection before that */
         cmd_free(p->resp);
@@ -2645,6 +2780,41 @@ int net_respond(net_t *n, uint64_t req_id, int status, const char *const *header
     if (!c)
         return ONAIR_ENOMEM;
     c->id = req_id;
+    push_cmd(n, c);
+    return ONAIR_OK;
+}
+
+int net_respond_file(net_t *n, uint64_t req_id, const char *const *headers, const net_file_t *f)
+{
+    if (!n || !req_id || !f || !f->path || !*f->path)
+        return ONAIR_EINVAL;
+    const char *strs[] = {f->path,  f->content_type,  f->cache_control, f->download_name,
+                          f->range, f->if_none_match, f->if_range,      f->accept_encoding};
+    size_t ns = sizeof strs / sizeof strs[0], total = 0;
+    for (size_t i = 0; i < ns; i++)
+        total += strs[i] ? strlen(strs[i]) + 1 : 0;
+    file_ask_t *a = calloc(1, sizeof *a + total);
+    cmd_t *c = cmd_new_simple(CMD_RESPOND_FILE, req_id, NULL);
+    if (!a || !c) {
+        free(a);
+        free(c);
+        return ONAIR_ENOMEM;
+    }
+    char *o = (char *)(a + 1);
+    const char **dst[] = {&a->rq.path,          &a->rq.content_type,   &a->rq.cache_control,
+                          &a->rq.download_name, &a->rq.range,          &a->rq.if_none_match,
+                          &a->rq.if_range,      &a->rq.accept_encoding};
+    for (size_t i = 0; i < ns; i++) {
+        if (!strs[i])
+            continue;
+        size_t l = strlen(strs[i]) + 1;
+        memcpy(o, strs[i], l);
+        *dst[i] = o;
+        o += l;
+    }
+    a->rq.flags = f->flags;
+    a->extra = format_headers(headers, &a->extra_len);
+    c->ask = a;
     push_cmd(n, c);
     return ONAIR_OK;
 }

@@ -102,6 +102,16 @@ int net_port(const net_t *n); /* the bound port */
  * copied. A stale id (client gone) is ignored. */
 int net_respond(net_t *n, uint64_t req_id, int status, const char *const *headers,
                 const char *content_type, const void *body, size_t len);
+/* Answer a request with a file the network thread streams (the SDK's target_reply_file):
+ * it opens the file and applies the HTTP rules (httpfile.h) itself. Strings are copied;
+ * the request's header values (range, if_none_match, if_range, accept_encoding) come from
+ * the request. */
+typedef struct net_file {
+    const char *path, *content_type, *cache_control, *download_name;
+    uint32_t flags; /* ONAIR_FILE_* */
+    const char *range, *if_none_match, *if_range, *accept_encoding;
+} net_file_t;
+int net_respond_file(net_t *n, uint64_t req_id, const char *const *headers, const net_file_t *f);
 /* Queue a message on one connection / every connection subscribed to topic.
  * Takes a new reference on msg (the caller keeps its own). */
 int net_ws_send(net_t *n, onair_conn_t conn, net_msg_t *msg);

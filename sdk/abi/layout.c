@@ -215,10 +215,20 @@ ONAIR_ASSERT_OFFSET(onair_api_t, status_code, 640);
 ONAIR_ASSERT_OFFSET(onair_api_t, body_check, 648); /* the last function of ABI 1.5 */
 ONAIR_ASSERT_OFFSET(onair_api_t, media_health_watch, 656);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_stream_configure, 664);
-ONAIR_ASSERT_OFFSET(onair_api_t, media_source_switch, 672); /* the last function of ABI 1.6 */
+ONAIR_ASSERT_OFFSET(onair_api_t, media_source_switch, 672);
+ONAIR_ASSERT_OFFSET(onair_api_t, target_reply_file, 680); /* the last function of ABI 1.6 */
 
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 680);
+ONAIR_ASSERT_SIZE(onair_api_t, 688);
+
+/* file replies (ABI 1.6) */
+ONAIR_ASSERT_OFFSET(onair_file_opts_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_file_opts_t, flags, 8);
+ONAIR_ASSERT_OFFSET(onair_file_opts_t, cache_control, 16);
+ONAIR_ASSERT_OFFSET(onair_file_opts_t, download_name, 24);
+ONAIR_ASSERT_SIZE(onair_file_opts_t, 32);
+_Static_assert(ONAIR_FILE_COMPRESS == 1 && ONAIR_FILE_NO_RANGES == 2,
+               "enum onair_file_flags values changed");
 
 /* reply targets (ABI 1.5): passed by value, two pointers */
 ONAIR_ASSERT_OFFSET(onair_target_t, req, 0);

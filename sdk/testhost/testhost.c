@@ -873,6 +873,44 @@ static int api_target_reply(onair_target_t t, int http_status, json_t *body)
     return ONAIR_EINVAL;
 }
 
+/* ABI 1.6: the server streams the file with ranges and caching; the test host answers 200
+ * with the whole file (Content-Type as given, else application/octet-stream) or 404. */
+static int api_target_reply_file(onair_target_t t, const char *path, const char *content_type,
+                                 const onair_file_opts_t *opts)
+{
+    (void)opts;
+    if (t.msg) {
+        api_msg_reply_error(t.msg, ONAIR_EINVAL, "invalid_request",
+                            "a file is answered over HTTP only");
+        return ONAIR_EINVAL;
+    }
+    if (!t.req)
+        return ONAIR_EINVAL;
+    FILE *f = path && *path ? fopen(path, "rb") : NULL;
+    if (!f)
+        return problem_reply(t.req, 404, "not_found", "no such file") == ONAIR_OK ? ONAIR_OK
+                                                                                  : ONAIR_EINVAL;
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 > cap) {
+            char *nd = realloc(data, cap = cap * 2 + 8192);
+            if (!nd)
+                break;
+            data = nd;
+        }
+        size_t got = fread(data + len, 1, cap - len - 1, f);
+        if (!got)
+            break;
+        len += got;
+    }
+    fclose(f);
+    int rc = api_reply_raw(t.req, 200, content_type ? content_type : "application/octet-stream",
+                           data, data ? len : 0);
+    free(data);
+    return rc;
+}
+
 static int api_target_problem(onair_target_t t, int status, const char *code, const char *detail,
                               json_t *members)
 {
@@ -2832,6 +2870,7 @@ static void fill_api(onair_api_t *a)
     a->reply_error = api_reply_error;
     a->target_reply = api_target_reply;
     a->target_problem = api_target_problem;
+    a->target_reply_file = api_target_reply_file;
     a->status_http = problem_http_status;
     a->status_code = problem_code;
     a->body_check = api_body_check;

@@ -424,6 +424,30 @@ typedef struct onair_tap_stats {
  * "nack_per_s", "pli_per_s"}]} (docs/media.md, Health). */
 typedef void (*onair_health_fn)(const char *stream, json_t *sample, void *ud);
 
+/* ---- file replies (ABI 1.6) -----------------------------------------------------------------
+ * target_reply_file answers a REST request with a file that the network thread streams from
+ * disk as the client reads it (64 KiB at a time: a slow reader holds no more than that in
+ * memory, the loop never touches the bytes). The host handles the HTTP caching and range rules:
+ * Accept-Ranges, Range (one range: 206 with Content-Range; outside the file: 416), a strong
+ * ETag from the file's inode, size and modification time, If-None-Match (304), If-Range,
+ * Last-Modified, HEAD. A file that cannot be opened (or is not a regular file) answers 404
+ * not_found. Headers set before with resp_header are sent too. */
+enum onair_file_flags {
+    /* gzip text types (text/..., JSON, JavaScript, XML, SVG, wasm) for clients that accept
+     * it: "<path>.gz" when it exists and is not older than the file, else compressed on the
+     * fly (chunked); Vary: Accept-Encoding. A compressed answer ignores Range (200). */
+    ONAIR_FILE_COMPRESS = 1u << 0,
+    /* no byte ranges: Range is ignored and Accept-Ranges is "none" */
+    ONAIR_FILE_NO_RANGES = 1u << 1,
+};
+
+typedef struct onair_file_opts {
+    size_t size;
+    uint32_t flags;            /* enum onair_file_flags */
+    const char *cache_control; /* Cache-Control value; NULL: "no-cache" (revalidate: 304) */
+    const char *download_name; /* Content-Disposition: attachment; filename="..."; NULL: none */
+} onair_file_opts_t;
+
 /* ---- reply targets (ABI 1.5) ----------------------------------------------------------------
  * One handler often serves a REST route and a WebSocket message type alike. A target names
  * what it answers: exactly one of req and msg is set. The target_* functions answer either. */
@@ -636,6 +660,15 @@ struct onair_api {
      * connected). */
     int (*media_source_switch)(onair_plugin_t *p, const char *stream, const char *source,
                                json_t **state);
+
+    /* Answer a REST request with the file at path (absolute, or relative to the working
+     * directory), streamed by the network thread (see onair_file_opts_t). content_type NULL:
+     * from the name's extension (html, css, js, json, svg, png, jpg, webp, webm, mp4, ...;
+     * else application/octet-stream). opts may be NULL (defaults). ONAIR_OK once queued (a
+     * missing file is answered 404 not_found); ONAIR_EINVAL for a WebSocket target (answered
+     * with invalid_request) or a bad argument (answered 500). Frees the target. */
+    int (*target_reply_file)(onair_target_t t, const char *path, const char *content_type,
+                             const onair_file_opts_t *opts);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };
