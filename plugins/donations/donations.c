@@ -331,6 +331,7 @@ static void problem_field(onair_flow_t *f, int status, const char *code, const c
 
 static void alert_next(dn_t *st);
 static void overlay_pump(dn_t *st, overlay_t *o);
+static void overlay_remove(dn_t *st, onair_conn_t conn);
 
 static overlay_t *overlay_find(dn_t *st, onair_conn_t conn)
 {
@@ -357,18 +358,22 @@ static void alert_fanout(dn_t *st, json_t *alert)
 {
     const char *streamer = onair_str(alert, "streamer");
     int64_t seq = jint(alert, "seq", 0);
-    for (size_t i = 0; i < st->novl; i++) {
+    for (size_t i = 0; i < st->novl;) {
         overlay_t *o = &st->ovl[i];
-        if (strcmp(o->streamer, streamer) || o->paused)
-            continue;
-        if (o->loading) {
-            o->dirty = 1;
-        } else if (seq == o->sent_upto + 1) {
-            o->sent_upto = seq;
-            api->ws_send(o->conn, "alert.show", alert_frame(alert, 0));
-        } else if (seq > o->sent_upto) {
-            overlay_pump(st, o);
+        if (!strcmp(o->streamer, streamer) && !o->paused) {
+            if (o->loading) {
+                o->dirty = 1;
+            } else if (seq == o->sent_upto + 1) {
+                o->sent_upto = seq;
+                if (api->ws_send(o->conn, "alert.show", alert_frame(alert, 0)) == ONAIR_ESTALE) {
+                    st->ovl[i] = st->ovl[--st->novl]; /* closed before it subscribed */
+                    continue;
+                }
+            } else if (seq > o->sent_upto) {
+                overlay_pump(st, o);
+            }
         }
+        i++;
     }
 }
 
@@ -568,8 +573,9 @@ static void overlay_page(int status, json_t *result, void *ud)
         if (seq <= o->sent_upto)
             continue;
         o->sent_upto = seq;
-        if (!json_is_true(json_object_get(a, "skipped")))
-            api->ws_send(o->conn, "alert.show", alert_frame(a, 0));
+        if (!json_is_true(json_object_get(a, "skipped")) &&
+            api->ws_send(o->conn, "alert.show", alert_frame(a, 0)) == ONAIR_ESTALE)
+            return overlay_remove(st, o->conn); /* closed before it subscribed */
     }
     if (json_array_size(docs) == PAGE_ALERTS || o->dirty) {
         o->dirty = 0;
@@ -2284,6 +2290,9 @@ static const onair_index_t ledger_indexes[] = {
     ONAIR_INDEX("donor,kind"), ONAIR_END};
 static const onair_index_t alert_indexes[] = {
     ONAIR_INDEX("streamer,seq", .flags = ONAIR_INDEX_UNIQUE), ONAIR_END};
+/* Stripe retries an event for up to 3 days: its id is kept for 30 */
+static const onair_index_t event_indexes[] = {ONAIR_INDEX("received_at", .ttl_seconds = 30 * 86400),
+                                              ONAIR_END};
 static const onair_index_t settings_indexes[] = {ONAIR_INDEX("overlay_token"), ONAIR_END};
 
 static const onair_ratelimit_t ratelimits[] = {
@@ -2384,7 +2393,7 @@ static int dn_init(onair_plugin_t *self, const onair_api_t *host_api)
     const onair_collection_t colls[] = {
         ONAIR_COLLECTION("donations", 1, .indexes = donation_indexes),
         ONAIR_COLLECTION("ledger", 1, .indexes = ledger_indexes),
-        ONAIR_COLLECTION("events", 1),
+        ONAIR_COLLECTION("events", 1, .indexes = event_indexes),
         ONAIR_COLLECTION("alerts", 1, .indexes = alert_indexes),
         ONAIR_COLLECTION("settings", 1, .indexes = settings_indexes),
     };

@@ -264,6 +264,37 @@ static void test_hold_and_anonymous(void **state)
     onair_test_response_free(r);
 }
 
+/* three requests with one key in flight at once: one donation, one set of entries, one answer */
+static void test_concurrent_same_key(void **state)
+{
+    onair_test_host_t *h = *state;
+    const char *body = "{\"amount\": 900, \"currency\": \"EUR\"}";
+    onair_test_set_autorun(h, 0);
+    onair_test_response_t *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = donate(h, &donor, "same", body);
+        assert_true(r[i]->pending);
+    }
+    onair_test_run(h);
+    for (int i = 0; i < 3; i++) {
+        assert_false(r[i]->pending);
+        assert_int_equal(r[i]->status, 201);
+        assert_string_equal(r[i]->body, r[0]->body);
+    }
+    for (int i = 0; i < 3; i++)
+        onair_test_response_free(r[i]);
+    onair_test_set_autorun(h, 1);
+    assert_int_equal(count(h, "donations.donations"), 1);
+    assert_int_equal(count(h, "donations.ledger"), 2);
+    int received = 0;
+    json_t *ev;
+    while ((ev = onair_test_published_next(h))) {
+        received += !strcmp(onair_str(ev, "topic"), "donations.received");
+        json_decref(ev);
+    }
+    assert_int_equal(received, 1);
+}
+
 /* ---- refunds and totals ---------------------------------------------------------------------- */
 
 static void test_refunds_and_totals(void **state)
@@ -466,6 +497,7 @@ int main(void)
         cmocka_unit_test(test_money),
         cmocka_unit_test_setup_teardown(test_create_and_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_and_anonymous, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_and_totals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alerts_resume_after_reconnect, setup, teardown),
