@@ -3431,6 +3431,8 @@ static void looked_up(int status, json_t *result, void *ud)
     if (status == ONAIR_OK && json_is_object(doc)) {
         sh_set_owner(l->st->health, l->id, onair_str(doc, "owner"));
         apply_ingest(l->st, doc);
+    } else if (status != ONAIR_OK) {
+        sh_owner_unask(l->st->health, l->id); /* the store failed: ask at the next sample */
     }
     free(l);
 }

@@ -332,3 +332,10 @@ int sh_owner_asked(sh_table_t *t, const char *stream)
     h->owner_asked = 1;
     return asked;
 }
+
+void sh_owner_unask(sh_table_t *t, const char *stream)
+{
+    stream_health_t *h = get(t, stream, 0);
+    if (h)
+        h->owner_asked = 0;
+}

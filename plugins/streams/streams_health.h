@@ -43,8 +43,10 @@ json_t *sh_view(sh_table_t *t, const char *stream, int64_t since_ms, int64_t now
 /* The stream's owner, once known (NULL before), for pushing to "user.<owner>". */
 const char *sh_owner(sh_table_t *t, const char *stream);
 void sh_set_owner(sh_table_t *t, const char *stream, const char *owner);
-/* Was the owner asked for already (a lookup in flight or done)? Marks it asked. */
+/* Was the owner asked for already (a lookup in flight or done)? Marks it asked.
+ * sh_owner_unask: the lookup failed, ask again at the next sample. */
 int sh_owner_asked(sh_table_t *t, const char *stream);
+void sh_owner_unask(sh_table_t *t, const char *stream);
 
 /* The client report's grade (0 excellent .. 3 critical) with its reasons appended to
  * reasons (a JSON array). */

@@ -187,6 +187,8 @@ static void test_owner(void **state)
     assert_null(sh_owner(t, SID));
     assert_int_equal(sh_owner_asked(t, SID), 0);
     assert_int_equal(sh_owner_asked(t, SID), 1);
+    sh_owner_unask(t, SID);
+    assert_int_equal(sh_owner_asked(t, SID), 0);
     sh_set_owner(t, SID, "user-1");
     assert_string_equal(sh_owner(t, SID), "user-1");
     sh_free(t);
