@@ -1063,15 +1063,18 @@ static void stream_series(onair_flow_t *f, int status, json_t *result)
     json_t *started = since ? json_integer(since) : json_null();
     json_t *ended = s ? (s->live ? json_null() : json_integer(s->ended_at))
                       : json_copy(json_object_get(sess, "ended_at"));
+    json_t *summary = json_object_get(sess, "summary"); /* stored at the end */
+    if (live || !summary)
+        summary = json_null();
     json_object_set_new(totals, "viewers", json_integer(live ? s->viewers : 0));
     if (s && s->peak > json_integer_value(json_object_get(totals, "peak_viewers")))
         json_object_set_new(totals, "peak_viewers", json_integer(s->peak));
     onair_flow_reply(f, 200,
-                     json_pack("{s:s,s:b,s:I,s:o,s:o,s:I,s:o,s:o}", "stream", op->sid, "live", live,
-                               "bucket_s", (json_int_t)(op->an->bucket_ms / 1000), "started_at",
-                               started, "ended_at", ended ? ended : json_null(), "series_count",
-                               (json_int_t)json_array_size(series), "totals", totals, "series",
-                               series_view(series)));
+                     json_pack("{s:s,s:b,s:I,s:o,s:o,s:I,s:o,s:o,s:O}", "stream", op->sid, "live",
+                               live, "bucket_s", (json_int_t)(op->an->bucket_ms / 1000),
+                               "started_at", started, "ended_at", ended ? ended : json_null(),
+                               "series_count", (json_int_t)json_array_size(series), "totals",
+                               totals, "series", series_view(series), "summary", summary));
     json_decref(series);
 }
 

@@ -222,6 +222,9 @@ static void test_scripted_stream(void **state)
 
     /* realtime, live */
     onair_test_response_t *r = get(h, "/api/v1/streams/" LIVE "/metrics/realtime", NULL, &owner);
+    onair_test_response_t *a = get(h, "/api/v1/streams/" LIVE "/analytics", NULL, &owner);
+    assert_true(json_is_null(json_object_get(a->json, "summary"))); /* live: none yet */
+    onair_test_response_free(a);
     assert_int_equal(r->status, 200);
     assert_true(json_is_true(json_object_get(r->json, "live")));
     assert_int_equal(num(r->json, "viewers"), 2);
@@ -276,6 +279,8 @@ static void test_scripted_stream(void **state)
     r = get(h, "/api/v1/streams/" LIVE "/analytics", NULL, &owner);
     assert_int_equal(r->status, 200);
     assert_false(json_is_true(json_object_get(r->json, "live")));
+    assert_int_equal(num(json_object_get(r->json, "summary"), "chat_messages"), 4);
+    assert_int_equal(num(json_object_get(r->json, "summary"), "watch_ms"), 215000);
     assert_int_equal(num(r->json, "ended_at"), T0 + 110000);
     json_t *t = json_object_get(r->json, "totals");
     assert_int_equal(num(t, "chat_messages"), 4);

@@ -267,6 +267,13 @@ def test_scripted_stream(srv):
     assert series and all(b["minute"] % (BUCKET_S * 1000) == 0 for b in series), series
     assert sum(b["chat"] for b in series) == 4 and sum(b["unique"] for b in series) == 5
     assert all("new_viewers" not in b for b in series), series[0]
+    # the end-of-stream summary is stored: the same totals
+    deadline = time.monotonic() + 20
+    while analytics(owner, sid)["summary"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    summary = analytics(owner, sid)["summary"]
+    assert summary == {k: v for k, v in t.items() if k != "viewers"}, (summary, t)
     # follows after the end count for no stream
     late = Account(srv, "alate")
     assert late.call("POST", f"/api/v1/users/{owner.id}/follow").status == 201
