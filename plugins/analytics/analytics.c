@@ -83,6 +83,7 @@ struct analytics {
     int64_t bucket_ms, dashboard_ms, max_range_days, series_max;
     sess_t *list;
     json_t *by_sid; /* {sid: (intptr) sess_t *} */
+    json_t *dash;   /* {sid: {conn: user}}: dashboards subscribed by analytics.watch */
     struct op *ops;
     onair_timer_t timer;
     onair_sub_t subs[16];
@@ -890,6 +891,81 @@ static int has_role(const onair_user_t *u, const char *role)
     return 0;
 }
 
+/* ---- dashboards: who is subscribed, so that a moderator removed stops hearing -------------- */
+static void conn_str(char out[32], onair_conn_t conn)
+{
+    snprintf(out, 32, "%llu", (unsigned long long)conn);
+}
+
+static void dash_remember(analytics_t *an, const char *sid, onair_conn_t conn, const char *user)
+{
+    json_t *subs = json_object_get(an->dash, sid);
+    if (!subs && json_object_set_new(an->dash, sid, subs = json_object()))
+        return;
+    char c[32];
+    conn_str(c, conn);
+    json_object_set_new(subs, c, json_string(user));
+}
+
+static void dash_forget(analytics_t *an, const char *sid, onair_conn_t conn)
+{
+    json_t *subs = sid ? json_object_get(an->dash, sid) : NULL;
+    char c[32];
+    conn_str(c, conn);
+    json_object_del(subs, c);
+    if (subs && !json_object_size(subs))
+        json_object_del(an->dash, sid);
+}
+
+/* streams.moderator_changed {stream, user, action}: a removed stream moderator's dashboards
+ * are unsubscribed and told (analytics.unwatched {stream, reason: "moderators"}). */
+static void on_moderator_changed(const char *topic, json_t *payload, void *ud)
+{
+    analytics_t *an = ud;
+    (void)topic;
+    const char *sid = onair_str(payload, "stream"), *user = onair_str(payload, "user");
+    const char *action = onair_str(payload, "action");
+    json_t *subs = sid ? json_object_get(an->dash, sid) : NULL;
+    if (!subs || !user || !action || strcmp(action, "moderator_removed"))
+        return;
+    char t[64];
+    dash_topic(t, sid);
+    const char *c;
+    json_t *who, *tmp;
+    json_object_foreach_safe(subs, tmp, c, who)
+    {
+        if (strcmp(json_string_value(who), user))
+            continue;
+        onair_conn_t conn = (onair_conn_t)strtoull(c, NULL, 10);
+        api->ws_send(conn, "analytics.unwatched",
+                     json_pack("{s:s,s:s}", "stream", sid, "reason", "moderators"));
+        api->ws_unsubscribe(conn, t);
+        json_object_del(subs, c);
+    }
+    if (!json_object_size(subs))
+        json_object_del(an->dash, sid);
+}
+
+/* core.ws.closed {conn}: its dashboards are gone. */
+static void on_ws_closed(const char *topic, json_t *payload, void *ud)
+{
+    analytics_t *an = ud;
+    (void)topic;
+    json_t *conn = json_object_get(payload, "conn");
+    if (!json_is_integer(conn) || !json_object_size(an->dash))
+        return;
+    char c[32];
+    conn_str(c, (onair_conn_t)json_integer_value(conn));
+    const char *sid;
+    json_t *subs, *tmp;
+    json_object_foreach_safe(an->dash, tmp, sid, subs)
+    {
+        json_object_del(subs, c);
+        if (!json_object_size(subs))
+            json_object_del(an->dash, sid);
+    }
+}
+
 static void stream_series(onair_flow_t *f, int status, json_t *result);
 static void stream_session(onair_flow_t *f, int status, json_t *result);
 
@@ -920,6 +996,7 @@ static void access_checked(onair_flow_t *f, int status, json_t *res)
         int rc = api->ws_subscribe(op->conn, topic);
         if (rc != ONAIR_OK)
             return onair_flow_fail(f, rc, NULL);
+        dash_remember(an, op->sid, op->conn, op->user);
         return onair_flow_reply(f, 200,
                                 json_pack("{s:s,s:s,s:o}", "watching", op->sid, "topic", topic,
                                           "metrics", realtime_of(s, op->sid, now)));
@@ -1100,6 +1177,7 @@ static int stream_request(onair_target_t t, const onair_user_t *u, const char *s
     if (!op)
         return ONAIR_ENOMEM;
     snprintf(op->sid, sizeof op->sid, "%s", sid);
+    snprintf(op->user, sizeof op->user, "%s", u ? u->id : "");
     op->csv = csv;
     op->realtime = realtime;
     op->watch = watch != 0;
@@ -1138,6 +1216,7 @@ static int ws_unwatch(onair_wsmsg_t *msg, void *ud)
     char topic[64];
     dash_topic(topic, onair_str(api->msg_data(msg), "stream_id"));
     int rc = api->ws_unsubscribe(api->msg_conn(msg), topic);
+    dash_forget(g_an, onair_str(api->msg_data(msg), "stream_id"), api->msg_conn(msg));
     return api->msg_reply(msg, json_pack("{s:b}", "unwatched", rc == ONAIR_OK));
 }
 
@@ -1367,12 +1446,20 @@ static const struct {
     const char *pattern;
     onair_bus_fn fn;
 } bus_table[] = {
-    {"stream.started", on_started},      {"stream.ended", on_ended},
-    {"viewer.joined", on_viewer},        {"viewer.left", on_viewer},
-    {"viewer.count", on_count},          {"chat.message", on_chat},
-    {"qa.asked", on_question},           {"poll.voted", on_vote},
-    {"reactions.counts", on_reactions},  {"donation.received", on_donation},
-    {"donations.received", on_donation}, {"streams.followed", on_followed},
+    {"stream.started", on_started},
+    {"stream.ended", on_ended},
+    {"viewer.joined", on_viewer},
+    {"viewer.left", on_viewer},
+    {"viewer.count", on_count},
+    {"chat.message", on_chat},
+    {"qa.asked", on_question},
+    {"poll.voted", on_vote},
+    {"reactions.counts", on_reactions},
+    {"donation.received", on_donation},
+    {"donations.received", on_donation},
+    {"streams.followed", on_followed},
+    {"streams.moderator_changed", on_moderator_changed},
+    {"core.ws.closed", on_ws_closed},
 };
 
 static void state_free(analytics_t *an)
@@ -1382,6 +1469,7 @@ static void state_free(analytics_t *an)
     while (an->list)
         sess_free(an->list);
     json_decref(an->by_sid);
+    json_decref(an->dash);
     free(an);
     g_an = NULL;
 }
@@ -1390,7 +1478,9 @@ static int analytics_init(onair_plugin_t *self, const onair_api_t *host)
 {
     api = host;
     analytics_t *an = calloc(1, sizeof *an);
-    if (!an || !(an->by_sid = json_object())) {
+    if (!an || !(an->by_sid = json_object()) || !(an->dash = json_object())) {
+        if (an)
+            json_decref(an->by_sid);
         free(an);
         return ONAIR_ENOMEM;
     }

@@ -327,6 +327,32 @@ static void test_permissions(void **state)
         assert_int_equal(r->status, 200);
         onair_test_response_free(r);
     }
+    /* a stream moderator's dashboard ends when she is removed; the owner's stays */
+    onair_conn_t m = onair_test_ws_connect(h, &mod), o = onair_test_ws_connect(h, &owner);
+    const char *topic = "stream." LIVE ".analytics";
+    for (int i = 0; i < 2; i++) {
+        assert_true(onair_test_ws_send(h, i ? o : m, "analytics.watch", NULL,
+                                       json_pack("{s:s}", "stream_id", LIVE)) >= 0);
+        onair_test_run(h);
+        json_decref(onair_test_ws_next(h, i ? o : m));
+    }
+    assert_true(onair_test_ws_subscribed(h, m, topic) && onair_test_ws_subscribed(h, o, topic));
+    pub(h, "streams.moderator_changed",
+        json_pack("{s:s,s:s,s:s,s:s}", "stream", LIVE, "user", OWNER, "action", "moderator_added",
+                  "by", OWNER));
+    pub(h, "streams.moderator_changed",
+        json_pack("{s:s,s:s,s:s,s:s}", "stream", LIVE, "user", MOD, "action", "moderator_removed",
+                  "by", OWNER));
+    json_t *f = onair_test_ws_next(h, m);
+    assert_string_equal(onair_str(f, "type"), "analytics.unwatched");
+    assert_string_equal(onair_str(json_object_get(f, "data"), "reason"), "moderators");
+    json_decref(f);
+    assert_false(onair_test_ws_subscribed(h, m, topic));
+    assert_true(onair_test_ws_subscribed(h, o, topic));
+    assert_int_equal(onair_test_ws_pending_frames(h, o), 0);
+    onair_test_ws_disconnect(h, o);
+    onair_test_run(h);
+
     status_code(get(h, "/api/v1/streams/" NOWHERE "/analytics", NULL, &owner), 404,
                 "stream_not_found", NULL);
     status_code(get(h, "/api/v1/streams/nope/analytics", NULL, &owner), 404, "stream_not_found",
