@@ -1803,15 +1803,15 @@ static const onair_config_key_t settings_body[] = {
 static json_t *settings_view(dn_t *st, json_t *doc, const char *streamer)
 {
     json_t *cur = json_object_get(doc, "currencies");
-    return json_pack(
-        "{s:s,s:O,s:O,s:O,s:b,s:I,s:b}", "streamer", streamer, "currencies",
-        json_is_array(cur) ? cur : st->currencies, "limits",
-        json_object_get(doc, "limits") ? json_object_get(doc, "limits") : json_object(),
-        "alert_min",
-        json_object_get(doc, "alert_min") ? json_object_get(doc, "alert_min") : json_object(),
-        "alerts_paused", json_is_true(json_object_get(doc, "paused")), "acked",
-        (json_int_t)jint(doc, "acked", 0), "overlay_token_set",
-        onair_str(doc, "overlay_token") != NULL);
+    json_t *limits = json_object_get(doc, "limits");
+    json_t *mins = json_object_get(doc, "alert_min");
+    return json_pack("{s:s,s:O,s:o,s:o,s:b,s:I,s:b}", "streamer", streamer, "currencies",
+                     json_is_array(cur) ? cur : st->currencies, "limits",
+                     json_is_object(limits) ? json_incref(limits) : json_object(), "alert_min",
+                     json_is_object(mins) ? json_incref(mins) : json_object(), "alerts_paused",
+                     json_is_true(json_object_get(doc, "paused")), "acked",
+                     (json_int_t)jint(doc, "acked", 0), "overlay_token_set",
+                     onair_str(doc, "overlay_token") != NULL);
 }
 
 static void settings_answer(onair_flow_t *f, int status, json_t *result)
@@ -1854,7 +1854,8 @@ static int get_settings(onair_req_t *req, void *ud)
                                           onair_flow_cb, &op->flow));
 }
 
-/* {CUR: n} with known codes and positive integers; for limits {CUR: {min, max}}. */
+/* {CUR: n} with known codes and integers >= 0; for limits {CUR: {min, max}}. ONAIR_OK, or -1
+ * after answering t with the problem. */
 static int check_money_map(onair_target_t t, json_t *m, const char *field, int pairs)
 {
     const char *k;
@@ -1863,23 +1864,25 @@ static int check_money_map(onair_target_t t, json_t *m, const char *field, int p
     {
         char f[64];
         snprintf(f, sizeof f, "%s.%.3s", field, k);
-        if (money_exponent(k) < 0)
-            return onair_field_problem(api, t, "unknown_currency", f,
-                                       "keys must be ISO 4217 currency codes");
-        if (!pairs) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                json_integer_value(v) > AMOUNT_CAP)
-                return onair_field_problem(api, t, "invalid_field", f,
-                                           "a minimum must be an integer of minor units >= 0");
-            continue;
+        const char *bad = NULL;
+        if (money_exponent(k) < 0) {
+            onair_field_problem(api, t, "unknown_currency", f,
+                                "keys must be ISO 4217 currency codes");
+            return -1;
         }
         json_t *mn = json_object_get(v, "min"), *mx = json_object_get(v, "max");
-        if (!json_is_object(v) || json_object_size(v) != 2 || !json_is_integer(mn) ||
-            !json_is_integer(mx) || json_integer_value(mn) < 1 ||
-            json_integer_value(mx) < json_integer_value(mn) || json_integer_value(mx) > AMOUNT_CAP)
-            return onair_field_problem(api, t, "invalid_field", f,
-                                       "a limit is {\"min\": n, \"max\": m} with 1 <= n <= m <= "
-                                       "10^15 minor units");
+        if (!pairs && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                       json_integer_value(v) > AMOUNT_CAP))
+            bad = "a minimum must be an integer of minor units >= 0";
+        else if (pairs && (!json_is_object(v) || json_object_size(v) != 2 || !json_is_integer(mn) ||
+                           !json_is_integer(mx) || json_integer_value(mn) < 1 ||
+                           json_integer_value(mx) < json_integer_value(mn) ||
+                           json_integer_value(mx) > AMOUNT_CAP))
+            bad = "a limit is {\"min\": n, \"max\": m} with 1 <= n <= m <= 10^15 minor units";
+        if (bad) {
+            onair_field_problem(api, t, "invalid_field", f, bad);
+            return -1;
+        }
     }
     return ONAIR_OK;
 }

@@ -86,6 +86,8 @@ static int setup_stripe(void **state)
 
 static int teardown(void **state)
 {
+    /* answering twice, a request used after its answer, ... are logged as errors */
+    assert_int_equal(onair_test_log_count(*state, ONAIR_LOG_ERROR, NULL), 0);
     onair_test_host_free(*state);
     return 0;
 }
@@ -231,6 +233,18 @@ static void test_bad_input(void **state)
                    403, "message_denied", "message");
     assert_int_equal(count(h, "donations.donations"), 0);
     assert_int_equal(count(h, "donations.ledger"), 0);
+    /* the streamer's settings: bad limits and minimums are refused once, nothing stored */
+    const char *json[] = {"Content-Type", "application/json", NULL};
+    expect_problem(onair_test_request(h, "PUT", "/api/v1/donations/settings", NULL, json,
+                                      "{\"limits\": {\"USD\": {\"min\": 5, \"max\": 1}}}", &owner),
+                   400, "invalid_field", "limits.USD");
+    expect_problem(onair_test_request(h, "PUT", "/api/v1/donations/settings", NULL, json,
+                                      "{\"alert_min\": {\"QQQ\": 5}}", &owner),
+                   400, "unknown_currency", "alert_min.QQQ");
+    expect_problem(onair_test_request(h, "PUT", "/api/v1/donations/settings", NULL, json,
+                                      "{\"alert_min\": {\"USD\": -1}}", &owner),
+                   400, "invalid_field", "alert_min.USD");
+    assert_int_equal(count(h, "donations.settings"), 0);
 }
 
 static void test_hold_and_anonymous(void **state)
