@@ -7,9 +7,9 @@
  *     reloaded every sweep_interval_ms and updated at once by its own changes.
  *   - Every bus event (pattern "**") that an enabled endpoint's `events` match becomes one
  *     delivery per endpoint in "webhooks.deliveries": the exact body, a stable id (the
- *     Onair-Delivery header; retries keep it), a per-node increasing `seq`. Inserts run one
- *     batch at a time, so a delivery is never visible before an older one of the same node.
- *   - Per endpoint one delivery at a time, in `seq` order: the head (the oldest pending or
+ *     Onair-Delivery header; retries keep it), an id that sorts in event order on its node. Inserts
+ * run one batch at a time, so a delivery is never visible before an older one of the same node.
+ *   - Per endpoint one delivery at a time, in id order: the head (the oldest pending or
  *     sending one) is claimed with find_and_modify on its `claims` counter (so two nodes never
  *     send it at once), sent, then marked delivered, rescheduled (`next_at`, exponential
  *     backoff with jitter) or dead-lettered once retry_for_s has passed. A claim is a lease:
@@ -34,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POLL_MS       20
+#define POLL_MS       5
 #define LIMIT_MAX     100
 #define LIMIT_DEF     20
 #define EVENTS_MAX    32
@@ -78,11 +78,13 @@ typedef struct wh {
     onair_sub_t sub;
     onair_timer_t poll_timer, sweep_timer;
     int in_flight;
-    int64_t last_seq;
-    json_t *queued; /* deliveries waiting for the insert in flight */
-    int inserting;  /* an insert is in flight */
-    json_t *early;  /* [topic, payload] pairs before the first load */
-    int loaded;     /* the first load finished */
+    int64_t id_ms;   /* delivery ids: the last ms used, */
+    uint32_t id_ctr; /* a counter within it */
+    uint32_t id_tag; /* and this node's random tag */
+    json_t *queued;  /* deliveries waiting for the insert in flight */
+    int inserting;   /* an insert is in flight */
+    json_t *early;   /* [topic, payload] pairs before the first load */
+    int loaded;      /* the first load finished */
     int reloading;
     uint64_t rnd;
     char node[25]; /* this node's claim tag */
@@ -674,8 +676,11 @@ static void finish_delivery(step_t *s, int ok, long http_status, const char *err
     }
     json_object_set_new(set, "state", json_string(state));
     endpoint_health(w, e, ok);
-    json_t *spec = json_pack("{s:{s:s,s:I},s:{s:o}}", "filter", "_id", onair_str(s->doc, "_id"),
-                             "claims", (json_int_t)s->claims, "update", "$set", set);
+    json_t *update = json_pack("{s:o}", "$set", set);
+    if (strcmp(state, "pending")) /* out of the queue */
+        json_object_set_new(update, "$unset", json_pack("{s:s}", "queue", ""));
+    json_t *spec = json_pack("{s:{s:s,s:I},s:o}", "filter", "_id", onair_str(s->doc, "_id"),
+                             "claims", (json_int_t)s->claims, "update", update);
     if (!spec || api->store_update(w->deliveries, spec, after_result_update, s) != ONAIR_OK) {
         e->again = 1;
         done_step(s);
@@ -768,8 +773,9 @@ static void pump(wh_t *w, ep_t *e)
         return;
     }
     step_t *s = calloc(1, sizeof *s);
-    json_t *spec = json_pack("{s:{s:s,s:{s:[ss]}},s:{s:i}}", "filter", "endpoint", e->id, "state",
-                             "$in", "pending", "sending", "sort", "seq", 1);
+    /* "queue" is the endpoint's id while a delivery is pending or sending: the index on it
+     * holds only unfinished deliveries, whatever the history's length */
+    json_t *spec = json_pack("{s:{s:s},s:{s:i}}", "filter", "queue", e->id, "sort", "_id", 1);
     if (!s || !spec) {
         free(s);
         json_decref(spec);
@@ -814,6 +820,25 @@ static void arm_fired(onair_timer_t t, void *ud)
 /* ---- from events to deliveries ------------------------------------------------------------ */
 
 static void insert_next(wh_t *w);
+
+/* A delivery id that sorts in event order on this node, so that the store finds an endpoint's
+ * oldest unfinished delivery by _id (the primary key: no sort of the queue in memory): 12 hex
+ * digits of ms since the epoch (never going back), 6 of this node's random tag, 6 of a counter
+ * within the millisecond. Still a valid 24-hex ObjectId. */
+static void next_id(wh_t *w, char out[25])
+{
+    int64_t ms = now_ms(w);
+    if (ms < w->id_ms)
+        ms = w->id_ms;
+    if (ms != w->id_ms || w->id_ctr > 0xffffffu) {
+        if (ms == w->id_ms) /* 16 million ids in one ms: borrow the next one */
+            ms++;
+        w->id_ms = ms;
+        w->id_ctr = 0;
+    }
+    snprintf(out, 25, "%012llx%06x%06x", (unsigned long long)ms & 0xffffffffffffull,
+             (unsigned)(w->id_tag & 0xffffffu), (unsigned)w->id_ctr++);
+}
 
 static void after_insert(int status, json_t *result, void *ud)
 {
@@ -956,20 +981,18 @@ static void enqueue(wh_t *w, const char *topic, json_t *payload)
             continue;
         }
         char did[25];
-        wh_object_id(did);
-        int64_t seq = now * 4096;
-        if (seq <= w->last_seq)
-            seq = w->last_seq + 1;
-        w->last_seq = seq;
+        next_id(w, did);
         json_t *doc = json_pack(
-            "{s:s,s:s,s:s?,s:s?,s:s,s:s,s:s,s:I,s:s,s:i,s:i,s:I,s:I,s:I,s:I}", "_id", did,
-            "endpoint", e->id, "owner", onair_str(d, "owner"), "stream", ep_stream, "event", topic,
-            "event_id", event_id, "body", body, "seq", (json_int_t)seq, "state", "pending",
-            "attempts", 0, "claims", 0, "next_at", (json_int_t)now, "retry_from", (json_int_t)now,
-            "created_at", (json_int_t)now, "lease_until", (json_int_t)0);
+            "{s:s,s:s,s:s,s:s?,s:s?,s:s,s:s,s:s,s:s,s:i,s:i,s:I,s:I,s:I,s:I}", "_id", did,
+            "endpoint", e->id, "queue", e->id, "owner", onair_str(d, "owner"), "stream", ep_stream,
+            "event", topic, "event_id", event_id, "body", body, "state", "pending", "attempts", 0,
+            "claims", 0, "next_at", (json_int_t)now, "retry_from", (json_int_t)now, "created_at",
+            (json_int_t)now, "lease_until", (json_int_t)0);
         free(body);
         if (doc)
             json_array_append_new(w->queued, doc);
+        else
+            api->log(w->self, ONAIR_LOG_ERROR, "event %s: delivery for %s not made", topic, e->id);
     }
     free(onair_body);
     insert_next(w);
@@ -1593,15 +1616,16 @@ static void replay_checked(onair_flow_t *f, int status, json_t *result)
         return onair_flow_problem(f, ONAIR_ENOTFOUND, "delivery_not_found",
                                   "no such delivery of this endpoint", NULL);
     int64_t now = now_ms(op->w);
-    ONAIR_THEN(f, replayed,
-               api->store_find_and_modify(
-                   op->w->deliveries,
-                   json_pack("{s:{s:s,s:s,s:s},s:{s:{s:s,s:I,s:I,s:I},s:{s:i,s:s,s:s}},s:s}",
-                             "filter", "_id", op->did, "endpoint", op->id, "state", "dead",
-                             "update", "$set", "state", "pending", "next_at", (json_int_t)now,
-                             "retry_from", (json_int_t)now, "lease_until", (json_int_t)0, "$unset",
-                             "done_at", 1, "expire_at", "", "last_error", "", "return", "after"),
-                   onair_flow_cb, f));
+    ONAIR_THEN(
+        f, replayed,
+        api->store_find_and_modify(
+            op->w->deliveries,
+            json_pack("{s:{s:s,s:s,s:s},s:{s:{s:s,s:s,s:I,s:I,s:I},s:{s:i,s:s,s:s}},s:s}", "filter",
+                      "_id", op->did, "endpoint", op->id, "state", "dead", "update", "$set",
+                      "queue", op->id, "state", "pending", "next_at", (json_int_t)now, "retry_from",
+                      (json_int_t)now, "lease_until", (json_int_t)0, "$unset", "done_at", 1,
+                      "expire_at", "", "last_error", "", "return", "after"),
+            onair_flow_cb, f));
 }
 
 static void endpoint_loaded(onair_flow_t *f, int status, json_t *result)
@@ -1669,7 +1693,7 @@ static void endpoint_loaded(onair_flow_t *f, int status, json_t *result)
         if (state)
             json_object_set_new(filter, "state", json_string(state));
         json_t *spec =
-            json_pack("{s:o,s:{s:i},s:i}", "filter", filter, "sort", "seq", -1, "limit", limit);
+            json_pack("{s:o,s:{s:i},s:i}", "filter", filter, "sort", "_id", -1, "limit", limit);
         const char *after = api->req_query(req, "after");
         if (after)
             json_object_set_new(spec, "after", json_string(after));
@@ -1684,15 +1708,15 @@ static void endpoint_loaded(onair_flow_t *f, int status, json_t *result)
                        onair_flow_cb, f));
         return;
     case OP_REPLAY_ALL:
-        ONAIR_THEN(
-            f, replayed,
-            api->store_update(w->deliveries,
-                              json_pack("{s:{s:s,s:s},s:{s:{s:s,s:I,s:I,s:I},s:{s:s,s:s}},s:b}",
-                                        "filter", "endpoint", op->id, "state", "dead", "update",
-                                        "$set", "state", "pending", "next_at", (json_int_t)now,
-                                        "retry_from", (json_int_t)now, "lease_until", (json_int_t)0,
-                                        "$unset", "done_at", "", "expire_at", "", "multi", 1),
-                              onair_flow_cb, f));
+        ONAIR_THEN(f, replayed,
+                   api->store_update(
+                       w->deliveries,
+                       json_pack("{s:{s:s,s:s},s:{s:{s:s,s:s,s:I,s:I,s:I},s:{s:s,s:s}},s:b}",
+                                 "filter", "endpoint", op->id, "state", "dead", "update", "$set",
+                                 "queue", op->id, "state", "pending", "next_at", (json_int_t)now,
+                                 "retry_from", (json_int_t)now, "lease_until", (json_int_t)0,
+                                 "$unset", "done_at", "", "expire_at", "", "multi", 1),
+                       onair_flow_cb, f));
         return;
     }
     onair_flow_problem(f, ONAIR_EINTERNAL, NULL, NULL, NULL);
@@ -1715,8 +1739,9 @@ static const onair_index_t endpoint_indexes[] = {
 };
 
 static const onair_index_t delivery_indexes[] = {
-    ONAIR_INDEX("endpoint,state,seq"),
-    ONAIR_INDEX("endpoint,seq"),
+    ONAIR_INDEX("queue"),
+    ONAIR_INDEX("endpoint,state"),
+    ONAIR_INDEX("endpoint,created_at"),
     ONAIR_INDEX("expire_at", .ttl_seconds = 1),
     ONAIR_END,
 };
@@ -1770,6 +1795,7 @@ static int wh_start(onair_plugin_t *self)
     w->early = json_array();
     w->rnd = (uint64_t)api->now_ms(self) * 2654435761u + 1;
     wh_object_id(w->node);
+    w->id_tag = (uint32_t)strtoul(w->node + 16, NULL, 16); /* its random-counter part */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     w->rules = wh_rules_new(api->config_bool(self, "allow_private"));
     w->sender = w->rules ? wh_sender_new(w->rules, api->config_string(self, "user_agent")) : NULL;
