@@ -383,3 +383,30 @@ def test_unlisted_and_private_stay_hidden(srv):
     assert analytics(owner, sid)["live"] is True
     assert Admin(srv).call("GET", f"/api/v1/streams/{sid}/analytics").status == 200
     assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
+
+
+def test_removed_moderator_loses_the_dashboard(srv):
+    owner, smod = Account(srv, "down"), Account(srv, "dmod")
+    sid = create(owner)
+    assert owner.call("PUT", f"/api/v1/streams/{sid}/moderators/{smod.id}").status == 200
+
+    async def scenario():
+        async with connect(srv, smod) as m, connect(srv, owner) as o, connect(srv) as v:
+            M, O = Client(m), Client(o)
+            assert (await M.ok("analytics.watch", {"stream_id": sid}))["watching"] == sid
+            await O.ok("analytics.watch", {"stream_id": sid})
+            r = owner.call("DELETE", f"/api/v1/streams/{sid}/moderators/{smod.id}")
+            assert r.status == 200, r
+            gone = await M.wait(lambda x: x["type"] == "analytics.unwatched")
+            assert gone["data"] == {"stream": sid, "reason": "moderators"}, gone
+            # a new viewer: the owner hears it, the former moderator does not
+            await Client(v).ok("streams.watch", {"stream_id": sid})
+            await O.wait(lambda x: x["type"] == "metrics.viewers" and x["data"]["viewers"] == 1)
+            m2 = await M.call("analytics.watch", {"stream_id": sid})
+            assert m2["type"] == "error" and m2["data"]["code"] == "forbidden", m2
+            assert not [x for x in M.seen if x["type"] == "metrics.viewers"
+                        and x["data"]["viewers"] == 1], M.seen
+            problem(smod.call("GET", f"/api/v1/streams/{sid}/analytics"), 403, "forbidden")
+
+    run(scenario())
+    assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
