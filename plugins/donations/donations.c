@@ -263,6 +263,11 @@ struct op {
     json_t *alert_min; /* the streamer's alert minimums, when the op read her settings */
     json_t *answer;    /* what to answer once the ledger is written */
     int answer_status;
+    /* the provider's call (on a work-pool thread when it blocks) */
+    dn_intent_t intent;
+    int prc;
+    char perr[200];
+    char pref[64];
     /* refund, webhook */
     char *reason;
     dn_event_t ev;
@@ -825,6 +830,64 @@ static void create_inserted(onair_flow_t *f, int status, json_t *result)
     json_decref(doc);
 }
 
+/* ---- provider calls: inline, or on a work-pool thread for a provider that blocks -------- */
+
+typedef void (*provider_fn)(op_t *op);
+
+static void provider_create(op_t *op) /* maybe a pool thread: op's own fields only */
+{
+    dn_provider_t *pv = op->st->pv;
+    dn_payment_t pay = {op->did, op->amount, op->currency};
+    op->prc = pv->create(pv, &pay, &op->intent, op->perr, sizeof op->perr);
+}
+
+static void provider_refund(op_t *op)
+{
+    dn_provider_t *pv = op->st->pv;
+    op->prc = pv->refund(pv, onair_str(op->doc, "payment_ref"), op->amount,
+                         onair_str(op->doc, "currency"), op->pref, op->perr, sizeof op->perr);
+}
+
+typedef struct pcall {
+    op_t *op;
+    provider_fn fn;
+} pcall_t;
+
+static void pcall_work(void *ud)
+{
+    pcall_t *c = ud;
+    c->fn(c->op);
+}
+
+static void pcall_done(int status, void *ud)
+{
+    pcall_t *c = ud;
+    op_t *op = c->op;
+    free(c);
+    onair_flow_cb(status, NULL, op);
+}
+
+static void provider_call(op_t *op, provider_fn fn, onair_flow_step_fn next)
+{
+    if (!op->st->pv->blocking) {
+        fn(op);
+        return next(&op->flow, ONAIR_OK, NULL);
+    }
+    pcall_t *c = malloc(sizeof *c);
+    if (!c)
+        return onair_flow_fail(&op->flow, ONAIR_ENOMEM, NULL);
+    *c = (pcall_t){op, fn};
+    op->flow.next = next;
+    int rc = api->work_submit(op->st->self, pcall_work, pcall_done, c);
+    if (rc != ONAIR_OK) {
+        free(c);
+        op->flow.next = NULL;
+        next(&op->flow, rc, NULL);
+    }
+}
+
+static void create_paid(onair_flow_t *f, int status, json_t *result);
+
 static void create_hooked(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
@@ -847,12 +910,20 @@ static void create_hooked(onair_flow_t *f, int status, json_t *result)
         }
         op->held = !strcmp(verdict, "hold");
     }
+    provider_call(op, provider_create, create_paid);
+}
+
+/* The provider answered the create: the donation is written with its payment. */
+static void create_paid(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    (void)result;
+    if (status != ONAIR_OK) /* the call was canceled (shutdown) */
+        return onair_flow_problem(f, ONAIR_EUNAVAILABLE, NULL, "shutting down", NULL);
+    if (op->prc != DN_OK)
+        return onair_flow_problem(f, 502, "provider_error", op->perr, NULL);
     dn_provider_t *pv = op->st->pv;
-    dn_intent_t in = {0};
-    char err[160] = "";
-    dn_payment_t pay = {op->did, op->amount, op->currency};
-    if (pv->create(pv, &pay, &in, err, sizeof err) != DN_OK)
-        return onair_flow_problem(f, 502, "provider_error", err, NULL);
+    const dn_intent_t in = op->intent;
     int64_t now = api->now_ms(op->st->self);
     json_t *doc =
         json_pack("{s:s,s:s,s:s,s:s,s:I,s:s,s:s?,s:b,s:b,s:b,s:s,s:s,s:s,s:I,s:I}", "_id", op->did,
@@ -1301,6 +1372,8 @@ static void refund_written(onair_flow_t *f, int status, json_t *result)
     onair_flow_reply(f, 201, json_incref(op->answer));
 }
 
+static void refund_paid(onair_flow_t *f, int status, json_t *result);
+
 static void refund_guarded(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
@@ -1309,18 +1382,24 @@ static void refund_guarded(onair_flow_t *f, int status, json_t *result)
     if (!json_is_object(json_object_get(result, "doc")))
         return problem_field(f, ONAIR_ECONFLICT, "refund_exceeds_remaining", "amount",
                              "a concurrent refund took part of the remaining amount", NULL);
-    char ref[64] = "", err[160] = "";
-    dn_provider_t *pv = op->st->pv;
-    if (pv->refund(pv, onair_str(op->doc, "payment_ref"), op->amount,
-                   onair_str(op->doc, "currency"), ref, err, sizeof err) != DN_OK) {
+    provider_call(op, provider_refund, refund_paid);
+}
+
+static void refund_paid(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    (void)result;
+    if (status != ONAIR_OK || op->prc != DN_OK) {
         /* give the amount back to the guard: nothing was refunded */
         api->store_update(op->st->donations,
                           json_pack("{s:{s:s},s:{s:{s:I}}}", "filter", "_id", op->did, "update",
                                     "$inc", "refunded", (json_int_t)-op->amount),
                           NULL, NULL);
-        return onair_flow_problem(f, 502, "provider_error", err, NULL);
+        if (status != ONAIR_OK)
+            return onair_flow_problem(f, ONAIR_EUNAVAILABLE, NULL, "shutting down", NULL);
+        return onair_flow_problem(f, 502, "provider_error", op->perr, NULL);
     }
-    ledger_write(op, json_pack("[o]", entry_new(op, op->doc, "refunded", op->amount, ref)),
+    ledger_write(op, json_pack("[o]", entry_new(op, op->doc, "refunded", op->amount, op->pref)),
                  refund_written);
 }
 
@@ -2274,6 +2353,12 @@ static const onair_config_key_t config[] = {
                 ONAIR_BETWEEN(1, 1e15), .doc = "largest donation, minor units"),
     ONAIR_FIELD("currency_limits", ONAIR_CFG_STRING_LIST,
                 .doc = "per-currency limits CODE:min:max (e.g. JPY:100:100000)"),
+    ONAIR_FIELD("stripe.api_base", ONAIR_CFG_STRING, .default_value = "https://api.stripe.com",
+                .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(8, 256),
+                .doc = "Stripe's API (or a compatible server), used with ONAIR_STRIPE_SECRET_KEY"),
+    ONAIR_FIELD("stripe.timeout_ms", ONAIR_CFG_INT, .default_value = "10000",
+                .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(100, 120000),
+                .doc = "timeout of one call to Stripe's API"),
     ONAIR_FIELD("stripe.tolerance_s", ONAIR_CFG_INT, .default_value = "300", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(1, 86400),
                 .doc = "how old a Stripe webhook's signed timestamp may be"),
@@ -2382,11 +2467,17 @@ static int dn_init(onair_plugin_t *self, const onair_api_t *host_api)
             const char *secret = getenv("ONAIR_STRIPE_WEBHOOK_SECRET");
             const char *key = getenv("ONAIR_STRIPE_SECRET_KEY");
             st->pv =
-                dn_provider_stripe_new(secret, key, api->config_int(self, "stripe.tolerance_s"));
+                dn_provider_stripe_new(secret, key, api->config_string(self, "stripe.api_base"),
+                                       (long)api->config_int(self, "stripe.timeout_ms"),
+                                       api->config_int(self, "stripe.tolerance_s"));
             if (st->pv && (!secret || !*secret))
                 api->log(self, ONAIR_LOG_WARN,
                          "provider stripe: ONAIR_STRIPE_WEBHOOK_SECRET is not set, so every "
                          "webhook is refused and no payment can be confirmed");
+            if (st->pv && (!key || !*key))
+                api->log(self, ONAIR_LOG_WARN,
+                         "provider stripe: ONAIR_STRIPE_SECRET_KEY is not set, so payments are "
+                         "only recorded here (no call to Stripe's API: for tests)");
         } else {
             st->pv = dn_provider_test_new();
         }

@@ -66,14 +66,19 @@ struct dn_provider {
                    dn_event_t *out, char *err, size_t errlen);
     void (*free)(dn_provider_t *pv);
     void *state;
+    /* 1: create and refund may block (they call a remote API): the plugin calls them on a
+     * work-pool thread, where they may use nothing of the host but their own state. */
+    int blocking;
 };
 
 /* The two providers shipped (provider_test.c, provider_stripe.c). NULL when out of memory or,
  * for stripe, when err says what is missing. */
 dn_provider_t *dn_provider_test_new(void);
 /* webhook_secret and api_key come from the environment (never the configuration);
- * tolerance_s: how old a webhook's timestamp may be. */
+ * tolerance_s: how old a webhook's timestamp may be. With an api_key, create and refund call
+ * Stripe's API at api_base ("https://api.stripe.com", or a compatible server) with libcurl
+ * (blocking, timeout_ms); without one they record the payment locally (tests, development). */
 dn_provider_t *dn_provider_stripe_new(const char *webhook_secret, const char *api_key,
-                                      int64_t tolerance_s);
+                                      const char *api_base, long timeout_ms, int64_t tolerance_s);
 
 #endif

@@ -5,7 +5,10 @@
  * create records a PaymentIntent-style payment (id pi_<hex>, client_secret
  * pi_<hex>_secret_<hex>) that the donor's client confirms with Stripe; the payment stays
  * pending until the signed webhook payment_intent.succeeded (or .payment_failed) arrives.
- * This build makes no network call to Stripe's API (see README.md, "Stripe").
+ * With a secret key (ONAIR_STRIPE_SECRET_KEY) create and refund call Stripe's API
+ * (POST /v1/payment_intents, POST /v1/refunds at stripe.api_base) with libcurl on a work-pool
+ * thread, each with an Idempotency-Key derived from the donation, so a retry never charges twice;
+ * without a key they only record the payment here (tests, development).
  *
  * Webhooks are checked as Stripe documents: the Stripe-Signature header
  * "t=<unix>,v1=<hex>[,v1=<hex>...]" carries an HMAC-SHA256 of "<t>.<raw body>" with the
@@ -15,6 +18,7 @@
 #include "money.h"
 #include "provider.h"
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -27,12 +31,123 @@ typedef struct stripe {
     char *secret;
     size_t secret_len;
     int64_t tolerance_s;
+    char *api_key;  /* NULL: record locally */
+    char *api_base; /* "https://api.stripe.com" */
+    long timeout_ms;
 } stripe_t;
+
+typedef struct buf {
+    char *data;
+    size_t len;
+} buf_t;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    buf_t *b = ud;
+    size_t add = size * n;
+    if (b->len + add > 1 << 20)
+        return 0; /* a Stripe answer is small: refuse a flood */
+    char *d = realloc(b->data, b->len + add + 1);
+    if (!d)
+        return 0;
+    memcpy(d + b->len, p, add);
+    b->data = d;
+    b->len += add;
+    d[b->len] = '\0';
+    return add;
+}
+
+/* POST form to api_base + path with the secret key; *out the answer's JSON (HTTP 2xx), else
+ * DN_ERR with Stripe's error message. Runs on a work-pool thread. */
+static int api_post(stripe_t *st, const char *path, const char *form, const char *idem,
+                    json_t **out, char *err, size_t errlen)
+{
+    CURL *c = curl_easy_init();
+    if (!c) {
+        snprintf(err, errlen, "libcurl could not start");
+        return DN_ERR;
+    }
+    char url[600], auth[300], key[200];
+    snprintf(url, sizeof url, "%s%s", st->api_base, path);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", st->api_key);
+    snprintf(key, sizeof key, "Idempotency-Key: %s", idem);
+    struct curl_slist *h = curl_slist_append(NULL, auth);
+    struct curl_slist *h2 = h ? curl_slist_append(h, key) : NULL;
+    buf_t b = {0};
+    int rc = DN_ERR;
+    long code = 0;
+    if (h2) {
+        h = h2;
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https,http");
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, st->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, form);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+        CURLcode cc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+        if (cc != CURLE_OK)
+            snprintf(err, errlen, "stripe: %s", curl_easy_strerror(cc));
+        else if (code < 200 || code > 299)
+            snprintf(err, errlen, "stripe answered %ld: %s", code, msg ? msg : "no message");
+        else if (!json_is_object(j))
+            snprintf(err, errlen, "stripe answered %ld without a JSON object", code);
+        else {
+            *out = json_incref(j);
+            rc = DN_OK;
+        }
+        json_decref(j);
+    } else {
+        snprintf(err, errlen, "out of memory");
+    }
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(b.data);
+    return rc;
+}
+
+/* a lower-case currency as Stripe wants it */
+static void lower3(const char *in, char out[4])
+{
+    for (int i = 0; i < 3; i++)
+        out[i] = (char)(in[i] >= 'A' && in[i] <= 'Z' ? in[i] - 'A' + 'a' : in[i]);
+    out[3] = '\0';
+}
 
 static int stripe_create(dn_provider_t *pv, const dn_payment_t *p, dn_intent_t *out, char *err,
                          size_t errlen)
 {
-    (void)pv, (void)p;
+    stripe_t *st = pv->state;
+    out->confirmed = 0;
+    if (st->api_key) {
+        char form[256], idem[80], cur[4];
+        lower3(p->currency, cur);
+        snprintf(form, sizeof form,
+                 "amount=%lld&currency=%s&metadata%%5Bdonation%%5D=%s"
+                 "&automatic_payment_methods%%5Benabled%%5D=true",
+                 (long long)p->amount, cur, p->donation);
+        snprintf(idem, sizeof idem, "onair-donation-%s", p->donation);
+        json_t *j = NULL;
+        if (api_post(st, "/v1/payment_intents", form, idem, &j, err, errlen) != DN_OK)
+            return DN_ERR;
+        const char *id = json_string_value(json_object_get(j, "id"));
+        const char *secret = json_string_value(json_object_get(j, "client_secret"));
+        int ok = id && secret && strlen(id) < sizeof out->ref &&
+                 strlen(secret) < sizeof out->client_secret;
+        if (ok) {
+            snprintf(out->ref, sizeof out->ref, "%s", id);
+            snprintf(out->client_secret, sizeof out->client_secret, "%s", secret);
+        } else {
+            snprintf(err, errlen, "stripe's payment intent has no id or client_secret");
+        }
+        json_decref(j);
+        return ok ? DN_OK : DN_ERR;
+    }
     char id[25], secret[33];
     if (money_random_hex(id, 12) || money_random_hex(secret, 16)) {
         snprintf(err, errlen, "no random bytes");
@@ -40,21 +155,37 @@ static int stripe_create(dn_provider_t *pv, const dn_payment_t *p, dn_intent_t *
     }
     snprintf(out->ref, sizeof out->ref, "pi_%s", id);
     snprintf(out->client_secret, sizeof out->client_secret, "pi_%s_secret_%s", id, secret);
-    out->confirmed = 0;
     return DN_OK;
 }
 
 static int stripe_refund(dn_provider_t *pv, const char *ref, int64_t amount, const char *currency,
                          char refund_id[64], char *err, size_t errlen)
 {
-    (void)pv, (void)ref, (void)amount, (void)currency;
+    stripe_t *st = pv->state;
+    (void)currency;
     char hex[25];
     if (money_random_hex(hex, 12)) {
         snprintf(err, errlen, "no random bytes");
         return DN_ERR;
     }
-    snprintf(refund_id, 64, "re_%s", hex);
-    return DN_OK;
+    if (!st->api_key) {
+        snprintf(refund_id, 64, "re_%s", hex);
+        return DN_OK;
+    }
+    char form[200], idem[80];
+    snprintf(form, sizeof form, "payment_intent=%s&amount=%lld", ref, (long long)amount);
+    snprintf(idem, sizeof idem, "onair-refund-%s", hex);
+    json_t *j = NULL;
+    if (api_post(st, "/v1/refunds", form, idem, &j, err, errlen) != DN_OK)
+        return DN_ERR;
+    const char *id = json_string_value(json_object_get(j, "id"));
+    int ok = id && strlen(id) < 64;
+    if (ok)
+        snprintf(refund_id, 64, "%s", id);
+    else
+        snprintf(err, errlen, "stripe's refund has no id");
+    json_decref(j);
+    return ok ? DN_OK : DN_ERR;
 }
 
 /* Does one v1 signature (hex) match the expected HMAC? Constant time over the digest. */
@@ -213,15 +344,20 @@ static void stripe_free(dn_provider_t *pv)
         if (st->secret)
             OPENSSL_cleanse(st->secret, st->secret_len);
         free(st->secret);
+        if (st->api_key)
+            OPENSSL_cleanse(st->api_key, strlen(st->api_key));
+        if (st->api_key)
+            curl_global_cleanup();
+        free(st->api_key);
+        free(st->api_base);
         free(st);
     }
     free(pv);
 }
 
 dn_provider_t *dn_provider_stripe_new(const char *webhook_secret, const char *api_key,
-                                      int64_t tolerance_s)
+                                      const char *api_base, long timeout_ms, int64_t tolerance_s)
 {
-    (void)api_key; /* no API call is made by this build (README.md) */
     dn_provider_t *pv = calloc(1, sizeof *pv);
     stripe_t *st = calloc(1, sizeof *st);
     if (!pv || !st) {
@@ -229,21 +365,33 @@ dn_provider_t *dn_provider_stripe_new(const char *webhook_secret, const char *ap
         free(st);
         return NULL;
     }
-    if (webhook_secret && *webhook_secret) {
-        st->secret = strdup(webhook_secret);
-        st->secret_len = strlen(webhook_secret);
-        if (!st->secret) {
-            free(pv);
-            free(st);
-            return NULL;
-        }
-    }
-    st->tolerance_s = tolerance_s;
     pv->name = "stripe";
     pv->create = stripe_create;
     pv->refund = stripe_refund;
     pv->webhook = stripe_webhook;
     pv->free = stripe_free;
     pv->state = st;
+    st->tolerance_s = tolerance_s;
+    st->timeout_ms = timeout_ms;
+    int ok = 1;
+    if (webhook_secret && *webhook_secret) {
+        st->secret = strdup(webhook_secret);
+        st->secret_len = strlen(webhook_secret);
+        ok = st->secret != NULL;
+    }
+    if (ok && api_key && *api_key) {
+        st->api_key = strdup(api_key);
+        st->api_base = strdup(api_base && *api_base ? api_base : "https://api.stripe.com");
+        ok = st->api_key && st->api_base && curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+        if (!ok) { /* nothing to clean up for curl */
+            free(st->api_key);
+            st->api_key = NULL;
+        }
+        pv->blocking = ok;
+    }
+    if (!ok) {
+        stripe_free(pv);
+        return NULL;
+    }
     return pv;
 }

@@ -512,3 +512,102 @@ def test_stripe_webhooks_and_restart_with_pending(request, backend):
         assert s.stop() == 0
     finally:
         s.kill()
+
+
+class FakeStripeAPI:
+    """Stripe's API as far as the provider calls it (POST /v1/payment_intents, /v1/refunds), on
+    127.0.0.1: it records what it is sent; an amount of 666 is a declined card."""
+
+    def __init__(self):
+        import http.server
+        import socketserver
+        import urllib.parse
+        api = self
+        self.calls = []
+        self.n = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                form = dict(urllib.parse.parse_qsl(body))
+                api.calls.append({"path": self.path, "form": form,
+                                  "auth": self.headers.get("Authorization"),
+                                  "idem": self.headers.get("Idempotency-Key")})
+                api.n += 1
+                if self.path == "/v1/payment_intents" and form.get("amount") == "666":
+                    status, out = 402, {"error": {"message": "Your card was declined.",
+                                                  "type": "card_error"}}
+                elif self.path == "/v1/payment_intents":
+                    pid = f"pi_fake{api.n}"
+                    status, out = 200, {"id": pid, "object": "payment_intent",
+                                        "client_secret": pid + "_secret_abc",
+                                        "status": "requires_payment_method"}
+                else:
+                    status, out = 200, {"id": f"re_fake{api.n}", "object": "refund"}
+                data = json.dumps(out).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stripe_api_calls_with_a_secret_key(request, backend):
+    """With ONAIR_STRIPE_SECRET_KEY the provider creates the PaymentIntent and the refund at
+    stripe.api_base (here a local stand-in: no network), with Idempotency-Keys of its own."""
+    fake = FakeStripeAPI()
+    sk = "sk_test_" + os.urandom(12).hex()
+    p = plugins("stripe")
+    p["donations"]["config"]["stripe"] = {"api_base": f"http://127.0.0.1:{fake.port}",
+                                          "timeout_ms": 5000}
+    s = Server(plugins=p, core=core(backend_config(request, backend)),
+               env={"ONAIR_STRIPE_WEBHOOK_SECRET": WHSEC, "ONAIR_STRIPE_SECRET_KEY": sk}).start()
+    try:
+        c = Cast(s)
+        key = os.urandom(8).hex()
+        r1 = donate(c.donor, c, 1500, "USD", key=key)
+        d = created(r1)
+        assert d["status"] == "pending" and d["payment_ref"] == "pi_fake1", d
+        assert d["client_secret"] == "pi_fake1_secret_abc", d
+        call = fake.calls[0]
+        assert call["path"] == "/v1/payment_intents" and call["auth"] == "Bearer " + sk, call
+        assert call["idem"] == "onair-donation-" + d["id"], call
+        assert call["form"]["amount"] == "1500" and call["form"]["currency"] == "usd", call
+        assert call["form"]["metadata[donation]"] == d["id"], call
+        # a retry answers the first answer without calling Stripe again
+        r2 = donate(c.donor, c, 1500, "USD", key=key)
+        assert r2.status == 201 and r2.json() == r1.json()
+        assert len(fake.calls) == 1, fake.calls
+        # a declined card: 502 with Stripe's words, nothing written
+        b = problem(donate(c.donor, c, 666, "USD"), 502, "provider_error")
+        assert "declined" in b["detail"], b
+        r = c.owner.call("GET", "/api/v1/donations?as=streamer")
+        assert [x["id"] for x in r.json()["donations"]] == [d["id"]], r
+        r = webhook(s, event("payment_intent.succeeded", {"id": "pi_fake1",
+                                                          "amount_received": 1500}))
+        assert r.status == 200 and r.json()["applied"] is True, r
+        r = c.owner.call("POST", f"/api/v1/donations/{d['id']}/refunds", {"amount": 500})
+        assert r.status == 201 and r.json()["refund"]["ref"].startswith("re_fake"), r
+        call = fake.calls[-1]
+        assert call["path"] == "/v1/refunds", call
+        assert call["form"] == {"payment_intent": "pi_fake1", "amount": "500"}, call
+        assert call["idem"].startswith("onair-refund-"), call
+        got = c.donor.call("GET", f"/api/v1/donations/{d['id']}").json()["donation"]
+        assert got["status"] == "partially_refunded" and got["refunded_amount"] == 500, got
+        assert sk not in s.log() and WHSEC not in s.log()
+        assert s.stop() == 0
+    finally:
+        s.kill()
+        fake.stop()
