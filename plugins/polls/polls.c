@@ -61,6 +61,7 @@ typedef struct apoll {
     int reading;      /* a read for poll.updated is in flight */
     int64_t last_pub; /* when the last poll.updated went out (ms) */
     json_t *pending;  /* counts read too soon after it: out at the next tick */
+    int dropped;      /* ended while a read was in flight: freed when it comes back */
 } apoll_t;
 
 /* A request or message on its way through access, hook and store calls. */
@@ -241,6 +242,13 @@ static apoll_t *active_find(polls_t *st, const char *pid)
     return NULL;
 }
 
+static void apoll_free(apoll_t *a)
+{
+    json_decref(a->doc);
+    json_decref(a->pending);
+    free(a);
+}
+
 static void active_drop(polls_t *st, const char *pid)
 {
     for (apoll_t **pp = &st->active; *pp; pp = &(*pp)->next) {
@@ -250,9 +258,11 @@ static void active_drop(polls_t *st, const char *pid)
         *pp = a->next;
         if (a->timer)
             api->timer_cancel(st->self, a->timer);
-        json_decref(a->doc);
-        json_decref(a->pending);
-        free(a);
+        a->timer = 0;
+        if (a->reading) /* counts_read has it: it frees it */
+            a->dropped = 1;
+        else
+            apoll_free(a);
         return;
     }
 }
@@ -337,7 +347,6 @@ static void closed(int status, json_t *result, void *ud)
     }
     if (c->f) {
         onair_flow_t *f = c->f;
-        op_t *op = (op_t *)f;
         if (status != ONAIR_OK)
             onair_flow_fail(f, status, result);
         else if (!json_is_object(doc))
@@ -345,7 +354,6 @@ static void closed(int status, json_t *result, void *ud)
                                NULL);
         else
             onair_flow_reply(f, 200, json_pack("{s:o}", "poll", view(doc, 1)));
-        (void)op;
     }
     free(c);
 }
@@ -395,6 +403,8 @@ static void counts_read(int status, json_t *result, void *ud)
 {
     apoll_t *a = ud;
     a->reading = 0;
+    if (a->dropped) /* the poll ended meanwhile: poll.ended went out already */
+        return apoll_free(a);
     json_t *doc = json_object_get(result, "doc");
     if (status == ONAIR_OK && json_is_object(doc) && is_state(doc, "active"))
         publish_update(a, doc, api->now_ms(a->st->self));
