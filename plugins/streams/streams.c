@@ -1572,10 +1572,7 @@ static int stream_fields(streams_t *st, onair_target_t t, json_t *body, json_t *
     if (slow > 0 && slow < SLOW_MODE_MIN)
         return bad_field(t, "settings.chat_slow_mode_s",
                          "settings.chat_slow_mode_s must be 0 (off) or 3..120");
-    /* nothing records yet: refuse rather than accept a setting that does nothing */
-    if (json_is_true(json_object_get(settings, "record_on_start")))
-        return bad_field(t, "settings.record_on_start",
-                         "recording is not available on this server");
+    /* settings.record_on_start: the recording plugin starts recording at stream.started */
     if (creating && settings) {
         json_t *all = default_settings();
         json_object_update(all, settings);

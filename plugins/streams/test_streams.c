@@ -210,8 +210,6 @@ static void test_bodies_and_rights(void **state)
         {"{\"title\":\"t\",\"settings\":{\"x\":1}}", "unknown_field", "settings.x"},
         {"{\"title\":\"t\",\"settings\":{\"chat_slow_mode_s\":2}}", "invalid_field",
          "settings.chat_slow_mode_s"},
-        {"{\"title\":\"t\",\"settings\":{\"record_on_start\":true}}", "invalid_field",
-         "settings.record_on_start"},
         {"{\"title\":\"a\\u0001b\"}", "invalid_field", "title"},
     };
     for (size_t i = 0; i < ONAIR_COUNT(cases); i++)
