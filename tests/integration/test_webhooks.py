@@ -19,6 +19,7 @@ import hmac
 import http.server
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -33,6 +34,7 @@ PW = "correct horse battery staple"
 API_KEY = "backend1"
 API_SECRET = "api-secret-0123456789-abcdefghijklmnop"
 CONFIG_SECRET = "cfg-secret-for-the-admin-endpoint-0123"
+LIVEKIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "livekit")
 WAIT = 30  # seconds any awaited delivery may take at most (a bound, not an assertion on time)
 
 
@@ -619,6 +621,53 @@ def test_livekit_format(srv, receiver):
             assert ev["participant"]["identity"] == viewer.id
         with pytest.raises(AssertionError):
             verify_livekit(api_key, "wrong-secret", headers, body)
+
+
+def livekit_receive(items):
+    """Run livekit-server-sdk's WebhookReceiver.receive() (tests/livekit) on [{apiKey,
+    apiSecret, body, auth}]: [{ok, event | error}]."""
+    if not os.path.isdir(os.path.join(LIVEKIT_DIR, "node_modules", "livekit-server-sdk")):
+        if os.environ.get("ONAIR_CI") or os.environ.get("ONAIR_REQUIRE_LIVEKIT"):
+            raise AssertionError("tests/livekit is not installed: make deps-test")
+        pytest.skip("livekit-server-sdk is not installed: cd tests/livekit && npm ci")
+    r = subprocess.run(["node", "verify_webhook.mjs"], input=json.dumps(items), text=True,
+                       capture_output=True, cwd=LIVEKIT_DIR, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_livekit_server_sdk_accepts(srv, receiver):
+    """LiveKit's own WebhookReceiver (livekit-server-sdk) takes what the livekit format sends,
+    and refuses it with another secret or another body."""
+    owner = Account(srv, "owner")
+    sid = owner.stream()
+    ep = register(owner, receiver, sid, events=["stream.*", "viewer.*"], format="livekit")
+    key, secret = ep["endpoint"]["api_key"], ep["secret"]
+    assert owner.call("POST", f"/api/v1/streams/{sid}/start").status == 200
+    viewer = Account(srv, "viewer")
+    assert viewer.call("POST", f"/api/v1/streams/{sid}/join").status == 200
+    retitle(owner, sid, "renamed")  # stream.updated: no LiveKit name, kept as it is
+    assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
+
+    def names():
+        return [json.loads(b)["event"] for _, _, b in receiver.delivered(ep["path"])]
+    receiver.wait(lambda: "room_finished" in names(), "room_finished")
+    got = receiver.delivered(ep["path"])
+    items = [{"apiKey": key, "apiSecret": secret, "body": b.decode(), "auth": h["authorization"]}
+             for _, h, b in got]
+    res = livekit_receive(items)
+    assert all(r["ok"] for r in res), res
+    events = {r["event"]["event"]: r["event"] for r in res}
+    assert {"room_started", "participant_joined", "room_finished", "stream.updated"} <= set(events)
+    assert events["room_started"]["room"]["name"] == sid
+    assert events["participant_joined"]["participant"]["identity"] == viewer.id
+    assert events["participant_joined"]["participant"]["state"] == "ACTIVE"
+    assert events["room_finished"]["room"]["sid"] == "RM_" + sid
+    # another secret, another key or a changed body: refused
+    first = items[0]
+    bad = [dict(first, apiSecret="not-the-secret"), dict(first, apiKey="APIother"),
+           dict(first, body=first["body"].replace("room", "rooms", 1))]
+    assert [r["ok"] for r in livekit_receive(bad)] == [False, False, False]
 
 
 # ---- dead letters and disabling ----------------------------------------------------------------
