@@ -1,0 +1,310 @@
+// onair web app: the viewer page /watch/{stream}. WHEP player, chat, reactions, Q&A, polls,
+// tips, follow, viewer count, all on the public REST / WebSocket / WHEP APIs.
+// An unlisted stream's share token comes after '#' (#share=sh_...): never sent in a page
+// request, so it stays out of server logs and Referer headers.
+import {api, session, Socket, ApiError, plugins} from './api.js';
+import {Player} from './rtc.js';
+import {el, $, clear, say, header, hashParams, clock, money, REACTIONS} from './ui.js';
+
+const id = decodeURIComponent(location.pathname.split('/')[2] || '');
+const share = hashParams().get('share');
+const withShare = (d) => (share ? {...d, share} : d);
+const state = {stream: null, user: null, poll: null, myVotes: new Set(), questions: new Map()};
+
+const video = $('#video');
+const player = new Player(video, id, {share, onState: (s, e) => {
+  const words = {connecting: 'Connecting…', connected: 'Playing', offline: 'Offline',
+                 failed: 'Connection lost: reconnecting…', error: 'Cannot play: ' + (e?.message || ''),
+                 disconnected: 'Connection interrupted…', closed: ''};
+  say($('#player-state'), words[s] ?? s, s === 'error' || s === 'failed' ? 'error' : 'info');
+}});
+
+function showLive(live, {ended = false} = {}) {
+  $('#live-badge').hidden = !live;
+  $('#offline').hidden = live;
+  if (live) player.start();
+  else player.stop({ended});
+}
+
+function renderStream(s) {
+  state.stream = s;
+  document.title = `${s.title} · onair`;
+  $('#title').textContent = s.title;
+  $('#description').textContent = s.description || '';
+  setViewers(s.viewer_count ?? 0);
+}
+
+function setViewers(n) {
+  $('#viewers').textContent = `${n} watching`;
+}
+
+// ---- chat -----------------------------------------------------------------------------------
+function chatLine(m) {
+  return el('li', {dataset: {id: m.id, user: m.user}},
+    el('span', {class: 'muted'}, clock(m.created_at), ' '),
+    el('span', {class: 'name'}, m.user_name || 'someone'),
+    el('span', {class: 'text'}, m.text));
+}
+
+function addMessage(m) {
+  const list = $('#messages');
+  if (list.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
+  const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 30;
+  list.append(chatLine(m));
+  while (list.children.length > 200) list.firstElementChild.remove();
+  if (stick) list.scrollTop = list.scrollHeight;
+}
+
+// ---- reactions ------------------------------------------------------------------------------
+function renderReactions(totals = {}) {
+  const box = $('#reactions');
+  if (!box.children.length)
+    for (const [name, emoji] of Object.entries(REACTIONS))
+      box.append(el('button', {type: 'button', dataset: {reaction: name}, 'aria-label': `React ${name}`,
+                               onclick: () => react(name)},
+        emoji, el('span', {class: 'count', 'aria-hidden': 'true'}, '')));
+  for (const [name, n] of Object.entries(totals)) {
+    const c = box.querySelector(`[data-reaction="${CSS.escape(name)}"] .count`);
+    if (c) c.textContent = n ? String(n) : '';
+  }
+}
+
+async function react(name) {
+  if (!session.get()) return say($('#chat-status'), 'Sign in to react.', 'error');
+  try {
+    await sock.send('reactions.send', withShare({stream_id: id, reaction: name}));
+  } catch (e) {
+    say($('#chat-status'), e.message, 'error');
+  }
+}
+
+// ---- questions ------------------------------------------------------------------------------
+function renderQuestions() {
+  const list = $('#questions');
+  const qs = [...state.questions.values()].filter((q) => q.status !== 'dismissed')
+    .sort((a, b) => (b.pinned - a.pinned) || (b.votes - a.votes) || (a.created_at - b.created_at));
+  clear(list, qs.map((q) => el('li', {class: q.pinned ? 'pinned' : null, dataset: {id: q.id}},
+    el('button', {type: 'button', class: 'small', 'aria-pressed': q.voted ? 'true' : 'false',
+                  'aria-label': `Upvote: ${q.text}`, disabled: q.status !== 'open',
+                  onclick: () => vote(q)}, '▲ ', el('span', {class: 'votes'}, String(q.votes))),
+    el('span', {class: 'q'}, q.pinned ? '📌 ' : '', q.text,
+       el('span', {class: 'muted'}, ' — ', q.author_name || ''),
+       q.answer_text ? el('span', {class: 'answer'}, 'Answer: ', q.answer_text)
+                     : q.status === 'answered' ? el('span', {class: 'answer'}, 'Answered') : null))));
+}
+
+function upsertQuestion(q) {
+  const old = state.questions.get(q.id);
+  state.questions.set(q.id, {...old, ...q, voted: q.voted ?? old?.voted ?? false});
+  renderQuestions();
+}
+
+async function vote(q) {
+  if (!session.get()) return say($('#qa-status'), 'Sign in to vote.', 'error');
+  try {
+    const r = await sock.send('qa.vote', withShare({stream_id: id, question_id: q.id, on: !q.voted}));
+    upsertQuestion({...r.question, voted: !q.voted});
+  } catch (e) {
+    say($('#qa-status'), e.message, 'error');
+  }
+}
+
+// ---- polls ----------------------------------------------------------------------------------
+function renderPoll(p) {
+  state.poll = p;
+  const box = $('#poll');
+  if (!p) { box.hidden = true; return; }
+  box.hidden = false;
+  const open = p.status === 'active';
+  const total = p.total_votes || 0;
+  clear(box, el('h2', {}, open ? 'Poll: ' : 'Poll results: ', p.title),
+    el('div', {role: 'group', 'aria-label': p.title}, p.choices.map((c) => {
+      const pct = c.percent ?? (total ? Math.round(100 * (c.votes || 0) / total) : 0);
+      return el('div', {class: 'poll-choice', dataset: {choice: c.id}},
+        open ? el('button', {type: 'button', class: 'small', 'aria-pressed': state.myVotes.has(c.id) ? 'true' : 'false',
+                             onclick: () => pollVote(p, c.id)}, c.title)
+             : el('span', {}, c.title),
+        el('span', {class: 'muted pct'}, `${Math.round(pct)} % (${c.votes ?? 0})`),
+        el('div', {class: 'meter', role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': 100,
+                   'aria-valuenow': Math.round(pct), 'aria-label': c.title},
+          el('span', {class: 'w' + Math.round(pct)})));
+    })),
+    el('p', {class: 'muted', role: 'status'}, `${p.voters ?? total} voted`, open ? '' : ' · closed'));
+  sizeBars(box);
+}
+
+// widths set from script (no inline style attributes under the CSP)
+function sizeBars(root) {
+  for (const s of root.querySelectorAll('.meter span, .bar span')) {
+    const w = (s.className.match(/w(\d+)/) || [])[1];
+    s.style.width = (w || 0) + '%';
+  }
+}
+
+async function pollVote(p, choice) {
+  if (!session.get()) return say($('#chat-status'), 'Sign in to vote.', 'error');
+  try {
+    await sock.send('polls.vote', withShare({poll_id: p.id, choices: [choice]}));
+    state.myVotes = new Set([choice]);
+    renderPoll(state.poll);
+  } catch (e) {
+    say($('#chat-status'), e.message, 'error');
+  }
+}
+
+// ---- the socket -----------------------------------------------------------------------------
+const sock = new Socket({
+  onState: (s) => { if (s === 'reconnecting') say($('#chat-status'), 'Reconnecting…'); },
+  async onOpen(ws) {
+    say($('#chat-status'), '');
+    try {
+      const w = await ws.send('streams.watch', withShare({stream_id: id}));
+      renderStream(w.stream);
+      setViewers(w.viewer_count);
+      showLive(w.stream.status === 'live');
+    } catch (e) {
+      return say($('#player-state'), e.message, 'error');
+    }
+    const joined = await ws.send('chat.join', withShare({stream_id: id}));
+    clear($('#messages'));
+    for (const m of joined.history) addMessage(m);
+    const have = await plugins();
+    $('#qa-panel').hidden = !have.has('qa');
+    $('#reactions').hidden = !have.has('reactions');
+    // catch up on what changed while disconnected
+    if (have.has('qa')) {
+      await ws.send('qa.watch', withShare({stream_id: id})).catch(() => {});
+      api('GET', `/api/v1/streams/${id}/questions`, {query: {share, limit: 50}}).then((r) => {
+        state.questions.clear();
+        for (const q of r.questions) upsertQuestion(q);
+      }).catch((e) => say($('#qa-status'), e.message, 'error'));
+    }
+    if (have.has('polls'))
+      api('GET', `/api/v1/streams/${id}/polls/active`, {query: {share}})
+        .then((r) => renderPoll(r.poll)).catch((e) => say($('#chat-status'), e.message, 'error'));
+    if (have.has('reactions'))
+      api('GET', `/api/v1/streams/${id}/reactions`, {query: {share}})
+        .then((r) => renderReactions(r.counts || {})).catch(() => {});
+  },
+});
+
+sock.on('stream.started', ({stream}) => { renderStream(stream); showLive(true); })
+  .on('stream.ended', ({stream}) => { renderStream(stream); showLive(false, {ended: true}); })
+  .on('stream.updated', ({stream}) => renderStream(stream))
+  .on('viewer.count', ({count}) => setViewers(count))
+  .on('chat.message', addMessage)
+  .on('chat.deleted', ({id: mid}) => $('#messages').querySelector(`[data-id="${CSS.escape(mid)}"]`)?.remove())
+  .on('chat.modes', (m) => say($('#chat-status'), [m.slow_s ? `Slow mode: ${m.slow_s} s` : '',
+    m.verified_only ? 'verified accounts only' : '', m.followers_only_min !== null ? 'followers only' : '']
+    .filter(Boolean).join(' · ')))
+  .on('reactions.counts', ({total}) => renderReactions(total))
+  .on('qa.asked', ({question}) => upsertQuestion(question))
+  .on('qa.answered', ({question}) => upsertQuestion(question))
+  .on('qa.pinned', ({question}) => upsertQuestion(question))
+  .on('qa.unpinned', ({question}) => upsertQuestion(question))
+  .on('qa.dismissed', ({question}) => upsertQuestion(question))
+  .on('qa.voted', ({question, votes}) => {
+    const q = state.questions.get(question);
+    if (q) upsertQuestion({...q, votes});
+  })
+  .on('poll.started', ({poll}) => { state.myVotes = new Set(); renderPoll(poll); })
+  .on('poll.updated', ({poll}) => renderPoll(poll))
+  .on('poll.ended', ({poll}) => renderPoll(poll))
+  .on('streams.access_revoked', ({detail}) => { showLive(false); say($('#player-state'), detail, 'error'); })
+  .on('moderation.banned', () => say($('#chat-status'), 'You are banned from this stream.', 'error'));
+
+// ---- forms ----------------------------------------------------------------------------------
+$('#chat-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const input = $('#chat-text');
+  if (!session.get()) return say($('#chat-status'), 'Sign in to chat.', 'error');
+  if (!input.value.trim()) return;
+  try {
+    const r = await sock.send('chat.send', withShare({stream_id: id, text: input.value}));
+    input.value = '';
+    if (r.held) say($('#chat-status'), 'Your message is held for review.');
+    else { say($('#chat-status'), ''); addMessage(r.message); }
+  } catch (e) {
+    // timeouts, bans, slow mode: the server says why ("you are timed out for 59 more seconds")
+    say($('#chat-status'), e.message, 'error');
+  }
+});
+
+$('#qa-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const input = $('#qa-text');
+  if (!session.get()) return say($('#qa-status'), 'Sign in to ask.', 'error');
+  if (!input.value.trim()) return;
+  try {
+    const r = await sock.send('qa.ask', withShare({stream_id: id, text: input.value}));
+    input.value = '';
+    upsertQuestion(r.question);
+    say($('#qa-status'), 'Asked.', 'ok');
+  } catch (e) {
+    say($('#qa-status'), e.message, 'error');
+  }
+});
+
+$('#quality').addEventListener('change', (ev) => {
+  const v = ev.target.value;
+  player.setMaxLayer(v === '' ? null : Number(v)).catch((e) => say($('#player-state'), e.message, 'error'));
+});
+
+$('#follow').addEventListener('click', async (ev) => {
+  const b = ev.currentTarget;
+  const following = b.getAttribute('aria-pressed') === 'true';
+  try {
+    await api(following ? 'DELETE' : 'POST', `/api/v1/users/${state.stream.owner}/follow`);
+    b.setAttribute('aria-pressed', following ? 'false' : 'true');
+    b.textContent = following ? 'Follow' : 'Following';
+  } catch (e) {
+    say($('#player-state'), e.message, 'error');
+  }
+});
+
+// Tips: shown when the donations plugin answers for this stream (test provider in development).
+async function setupTips() {
+  if (!(await plugins()).has('donations')) return; // hook: shown when the plugin runs
+  $('#tip-panel').hidden = false;
+  $('#tip').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!session.get()) return say($('#tip-status'), 'Sign in to tip.', 'error');
+    const currency = $('#tip-currency').value;
+    const amount = Math.round(Number($('#tip-amount').value) * 100); // minor units (USD/EUR/GBP: 2 digits)
+    const message = $('#tip-message').value.trim() || null;
+    try {
+      const r = await api('POST', `/api/v1/streams/${id}/donations`, {
+        body: {amount, currency, message}, headers: {'Idempotency-Key': crypto.randomUUID()}});
+      say($('#tip-status'), `Thank you! ${money(amount, currency)} sent (${r.donation?.status || 'ok'}).`, 'ok');
+      $('#tip-message').value = '';
+    } catch (e) {
+      say($('#tip-status'), e.message, 'error');
+    }
+  });
+}
+
+// latency figures every 2 s while playing
+setInterval(async () => {
+  const s = await player.stats().catch(() => null);
+  if (!s || !s.framesDecoded) return void ($('#latency').textContent = '');
+  $('#latency').textContent = [s.width && `${s.width}×${s.height}`,
+    s.rttMs !== null && `RTT ${s.rttMs} ms`, s.jitterBufferMs !== null && `buffer ${s.jitterBufferMs} ms`]
+    .filter(Boolean).join(' · ');
+}, 2000);
+
+async function main() {
+  state.user = await header();
+  renderReactions();
+  if (!/^[0-9a-f]{24}$/.test(id)) return say($('#player-state'), 'No such stream.', 'error');
+  try {
+    const {stream} = await api('GET', `/api/v1/streams/${id}`, {query: {share}});
+    renderStream(stream);
+    if (state.user && stream.owner !== state.user.id) $('#follow').hidden = false;
+  } catch (e) {
+    return say($('#player-state'), e instanceof ApiError && e.status === 404 ? 'No such stream.' : e.message, 'error');
+  }
+  sock.connect();
+  setupTips();
+}
+
+main();

@@ -1,0 +1,323 @@
+// onair e2e: the web app (plugins/web, issue 21), driven as people use it. Headless Chromium
+// (Debian's, through playwright-core) with two isolated browser contexts, a streamer and a
+// viewer, plus an admin and an OBS-like overlay context, against a real onaird with the stock
+// plugins and the web plugin:
+//   - the streamer signs up and verifies her email with the code the development mail
+//     transport (maildir) wrote;
+//   - she goes live from the studio with Chromium's fake camera (WHIP);
+//   - the viewer signs up, opens /watch/{id} and the video decodes (WHEP); she chats, reacts,
+//     asks a question and votes in the poll the streamer starts from the studio;
+//   - the streamer deletes her message and times her out: the message vanishes on the viewer's
+//     page and her next message is refused with the timeout's reason;
+//   - an overlay page (/overlay/{id}/alerts#token=...) shows her tip as an alert;
+//   - the admin signs in and sees users, plugins and the server;
+//   - every page is screenshotted at desktop and phone widths (ONAIR_WEB_SHOTS, default
+//     <build dir or tmp>/web-screenshots) and no page logs a console error or throws.
+//
+//   ONAIRD, ONAIR_PLUGIN_DIR, ONAIR_E2E_REQUIRE, ONAIR_WEB_SHOTS (see README.md)
+import {test, after} from 'node:test';
+import assert from 'node:assert/strict';
+import {spawnSync} from 'node:child_process';
+import {mkdir, readdir, readFile} from 'node:fs/promises';
+import {existsSync} from 'node:fs';
+import {join, resolve} from 'node:path';
+import {tmpdir} from 'node:os';
+import {chromium} from 'playwright-core';
+import {CHROMIUM, CHROMIUM_ARGS, waitFor, sleep} from './lib/browser.mjs';
+import {Onaird, haveOnaird, ONAIRD, PLUGIN_DIR, api, REPO} from './lib/onaird.mjs';
+
+const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
+const missing = !haveOnaird() ? 'no onaird (set ONAIRD, ONAIR_PLUGIN_DIR)'
+  : !existsSync(join(PLUGIN_DIR, 'web.so')) ? `no ${PLUGIN_DIR}/web.so` : false;
+if (missing && REQUIRE) test('onaird and the web plugin are built (ONAIR_E2E_REQUIRE=1)', () => assert.fail(missing));
+const T = {timeout: 180_000, skip: missing};
+const SHOTS = resolve(process.env.ONAIR_WEB_SHOTS ||
+  join(process.env.ONAIR_BUILD_DIR || join(tmpdir(), 'onair-web'), 'web-screenshots'));
+const PASSWORD = 'correct horse battery staple';
+const DESKTOP = {width: 1280, height: 860};
+const PHONE = {width: 390, height: 844};
+const has = (name) => existsSync(join(PLUGIN_DIR, name + '.so'));
+
+let server = null;
+let browser = null;
+const contexts = [];
+const problems = []; // console errors and page errors, of every page
+const S = {}; // shared between the steps: pages, users, the stream
+
+async function setup() {
+  if (server) return;
+  const plugins = {
+    streams: {config: {max_live_per_user: 100}},
+    chat: {}, moderation: {}, reactions: {}, qa: {}, scheduling: {},
+    verification: {config: {transport: 'maildir', from: 'onair <no-reply@localhost>'}},
+    web: {},
+  };
+  if (has('polls')) plugins.polls = {config: {min_duration_s: 15}};
+  if (has('donations')) plugins.donations = {config: {provider: 'test'}};
+  if (has('analytics')) plugins.analytics = {};
+  server = new Onaird({plugins, core: {server: {cors_origins: []}}});
+  await server.start();
+  browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS});
+}
+
+after(async () => {
+  try {
+    for (const c of contexts) await c.close().catch(() => {});
+    await browser?.close();
+  } finally {
+    if (server) {
+      const st = await server.stop();
+      assert.equal(st.code, 0, `onaird exit ${JSON.stringify(st)}:\n${server.log().slice(-4000)}`);
+    }
+  }
+});
+
+// A browser context (its own storage: one person) and a page in it that records problems.
+async function person(name, viewport = DESKTOP) {
+  const context = await browser.newContext({viewport, baseURL: server.base});
+  contexts.push(context);
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`${name} ${page.url()}: console: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`${name} ${page.url()}: ${e.message}`));
+  page.on('dialog', (d) => d.accept());
+  return page;
+}
+
+async function shot(page, name) {
+  await mkdir(SHOTS, {recursive: true});
+  for (const [label, vp] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+    await page.setViewportSize(vp);
+    await sleep(300);
+    await page.screenshot({path: join(SHOTS, `${name}-${label}.png`), fullPage: label === 'desktop'});
+  }
+  await page.setViewportSize(DESKTOP);
+}
+
+const noProblems = () => assert.deepEqual(problems, [], problems.join('\n'));
+const text = (page, sel) => page.locator(sel).innerText();
+
+async function signUp(page, username) {
+  await page.goto('/signup');
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Email').fill(`${username}@example.org`);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', {name: 'Sign up'}).click();
+  await page.waitForURL('**/verify');
+  await page.getByText('We mailed a 6-digit code').waitFor();
+}
+
+// the newest mail of the development transport for `address`: its 6-digit code
+async function mailedCode(address) {
+  const dir = join(server.dir, 'data', 'mail');
+  return waitFor(`a mail to ${address}`, async () => {
+    const files = existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith('.eml')).sort() : [];
+    for (const f of files.reverse()) {
+      const body = await readFile(join(dir, f), 'utf8');
+      if (!body.includes(address)) continue;
+      const m = body.match(/\b(\d{6})\b/);
+      if (m) return {done: true, code: m[1]};
+    }
+    return {done: false, files};
+  }, 15_000).then((r) => r.code);
+}
+
+const decoded = (page) => page.evaluate(() => document.querySelector('#video')?.getVideoPlaybackQuality().totalVideoFrames ?? 0);
+
+test('the site: pages, security headers, 404s', T, async () => {
+  await setup();
+  for (const path of ['/', '/studio', '/admin', '/signup', '/signin', '/verify', '/account',
+                      '/watch/65f1c0ffee0000000000abcd', '/overlay/65f1c0ffee0000000000abcd/chat']) {
+    const r = await fetch(server.base + path);
+    assert.equal(r.status, 200, path);
+    assert.match(r.headers.get('content-type'), /^text\/html/);
+    const csp = r.headers.get('content-security-policy');
+    assert.match(csp, /script-src 'self'/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+    const etag = r.headers.get('etag');
+    assert.ok(etag, path);
+    const again = await fetch(server.base + path, {headers: {'If-None-Match': etag}});
+    assert.equal(again.status, 304, path);
+  }
+  for (const path of ['/static/nope.js', '/static/watch.html', '/overlay/x/nope'])
+    assert.equal((await fetch(server.base + path)).status, 404, path);
+  const js = await fetch(server.base + '/static/api.js');
+  assert.match(js.headers.get('content-type'), /^text\/javascript/);
+  // the API and the probes are untouched
+  assert.equal((await fetch(server.base + '/readyz')).status, 200);
+  assert.equal((await api(server.base, 'GET', '/api/v1/streams')).status, 200);
+  assert.match(server.log(), /the site: http:\/\/127\.0\.0\.1:\d+\//);
+});
+
+test('sign up and verify the email address', T, async () => {
+  await setup();
+  S.streamer = await person('streamer');
+  S.streamerName = 'ada' + Date.now().toString(36);
+  const page = S.streamer;
+  await page.goto('/signup');
+  await shot(page, 'signup');
+  await signUp(page, S.streamerName);
+  await shot(page, 'verify');
+  const code = await mailedCode(`${S.streamerName}@example.org`);
+  await page.getByLabel('Code').fill(code);
+  await page.getByRole('button', {name: 'Verify'}).click();
+  await page.getByRole('heading', {name: 'Email verified'}).waitFor();
+  // the header no longer asks for verification, and the account says so
+  await page.goto('/account');
+  await page.getByText('(verified)').waitFor();
+  await shot(page, 'account');
+  noProblems();
+});
+
+test('go live from the studio with the fake camera; a second browser watches', T, async () => {
+  await setup();
+  const page = S.streamer;
+  await page.goto('/studio');
+  await page.getByLabel('Title').fill('Friday e2e stream');
+  await page.getByRole('button', {name: 'Create stream'}).click();
+  await page.getByText('Created “Friday e2e stream”.').waitFor();
+  await page.locator('#whip-url', {hasText: '/api/v1/whip/'}).waitFor({state: 'attached'});
+  S.streamId = (await page.locator('#whip-url').textContent()).split('/').pop();
+  assert.match(S.streamId, /^[0-9a-f]{24}$/);
+  assert.match(await page.locator('#stream-key').textContent(), /^sk_/);
+  await page.locator('#preview').evaluate((v) => new Promise((r) => v.readyState >= 2 ? r() : v.addEventListener('loadeddata', r)));
+  await page.getByRole('button', {name: 'Go live'}).click();
+  await page.getByText('You are live.').waitFor({timeout: 20_000});
+
+  S.viewer = await person('viewer');
+  S.viewerName = 'bob' + Date.now().toString(36);
+  await signUp(S.viewer, S.viewerName);
+  await S.viewer.goto('/');
+  await S.viewer.getByRole('link', {name: /Friday e2e stream/}).waitFor();
+  await shot(S.viewer, 'home');
+  await S.viewer.getByRole('link', {name: /Friday e2e stream/}).click();
+  await S.viewer.waitForURL(`**/watch/${S.streamId}`);
+  const first = await waitFor('the viewer decodes frames', async () => {
+    const n = await decoded(S.viewer);
+    return {done: n > 10, n};
+  }, 30_000);
+  await waitFor('more frames', async () => {
+    const n = await decoded(S.viewer);
+    return {done: n > first.n + 10, n};
+  }, 15_000);
+  await S.viewer.locator('#live-badge').waitFor();
+  await waitFor('the viewer count', async () => {
+    const t = await text(S.viewer, '#viewers');
+    return {done: /^[1-9]\d* watching/.test(t), t};
+  }, 10_000);
+  // the streamer's health grade arrives (health.update on her socket)
+  await page.locator('#health[data-grade]').waitFor({timeout: 15_000});
+  noProblems();
+});
+
+test('the viewer chats, reacts, asks and votes; the streamer sees it', T, async () => {
+  const v = S.viewer, s = S.streamer;
+  await v.getByLabel('Chat message').fill('hello from the viewer');
+  await v.getByRole('button', {name: 'Send'}).click();
+  await v.locator('#messages li', {hasText: 'hello from the viewer'}).waitFor();
+  await s.locator('#messages li', {hasText: 'hello from the viewer'}).waitFor();
+
+  await v.getByRole('button', {name: 'React heart'}).click();
+  await v.getByRole('button', {name: 'React heart'}).locator('.count', {hasText: '1'}).waitFor();
+
+  await v.getByLabel('Your question').fill('What camera is that?');
+  await v.getByRole('button', {name: 'Ask'}).click();
+  await s.locator('#questions li', {hasText: 'What camera is that?'}).waitFor();
+  await v.getByRole('button', {name: 'Upvote: What camera is that?'}).click();
+  await v.locator('#questions li', {hasText: 'What camera is that?'}).locator('.votes', {hasText: '1'}).waitFor();
+  await s.locator('#questions li', {hasText: 'What camera is that?'}).getByText('▲ 1').waitFor();
+
+  if (has('polls')) {
+    await s.getByLabel('Poll question').fill('Best snack?');
+    await s.getByLabel(/Choices/).fill('crisps\nnuts');
+    await s.getByRole('button', {name: 'Start poll'}).click();
+    await v.getByRole('heading', {name: 'Poll: Best snack?'}).waitFor();
+    await v.locator('#poll').getByRole('button', {name: 'nuts'}).click();
+    await v.locator('#poll .poll-choice[data-choice="b"] .pct', {hasText: '100 % (1)'}).waitFor({timeout: 10_000});
+    await s.locator('#poll-live', {hasText: 'nuts 1 votes'}).waitFor({timeout: 10_000});
+  }
+  await shot(v, 'watch');
+  await shot(s, 'studio');
+  noProblems();
+});
+
+test('an overlay page shows a tip as an alert', {...T, skip: T.skip || (!has('donations') && 'no donations plugin')}, async () => {
+  const s = S.streamer;
+  await s.getByText('Stream with OBS').click(); // open the details
+  await s.getByRole('button', {name: /Make an alerts overlay link/}).click();
+  const url = await s.locator('#overlays code', {hasText: '/alerts#token='}).innerText();
+  assert.match(url, new RegExp(`/overlay/${S.streamId}/alerts#token=`));
+  const overlay = await person('overlay');
+  await overlay.goto(url);
+  await sleep(500);
+  // the tip, from the viewer's page (the test provider confirms at once; no money moves)
+  const v = S.viewer;
+  await v.locator('#tip-panel').waitFor();
+  await v.getByLabel('Amount').fill('5');
+  await v.getByLabel('Tip message').fill('great stream');
+  await v.getByRole('button', {name: 'Tip'}).click();
+  await v.locator('#tip-status[data-kind="ok"], #tip-status[data-kind="error"]').waitFor();
+  assert.match(await text(v, '#tip-status'), /Thank you!/);
+  await overlay.locator('.alert', {hasText: 'great stream'}).waitFor({timeout: 15_000}).catch(async (e) => {
+    throw new Error(`${e.message}\noverlay shows: ${await overlay.locator('#overlay').innerText()}`);
+  });
+  assert.match(await overlay.locator('.alert').innerText(), /5\.00/);
+  await overlay.screenshot({path: join(SHOTS, 'overlay-alerts.png'), omitBackground: true});
+  // the chat and poll overlays load too
+  await overlay.goto(`/overlay/${S.streamId}/chat`);
+  await overlay.locator('.chatline', {hasText: 'hello from the viewer'}).waitFor();
+  await overlay.screenshot({path: join(SHOTS, 'overlay-chat.png'), omitBackground: true});
+  noProblems();
+});
+
+test('the streamer deletes a message and times the viewer out; the viewer sees it', T, async () => {
+  const v = S.viewer, s = S.streamer;
+  await v.getByLabel('Chat message').fill('this one goes away');
+  await v.getByRole('button', {name: 'Send'}).click();
+  const line = s.locator('#messages li', {hasText: 'this one goes away'});
+  await line.waitFor();
+  await v.locator('#messages li', {hasText: 'this one goes away'}).waitFor();
+  await line.getByRole('button', {name: /^Delete message/}).click();
+  await v.locator('#messages li', {hasText: 'this one goes away'}).waitFor({state: 'detached'});
+  await s.locator('#messages li', {hasText: 'this one goes away'}).waitFor({state: 'detached'});
+
+  await s.locator('#messages li', {hasText: 'hello from the viewer'}).getByRole('button', {name: /^Time out/}).click();
+  await s.getByText(/is timed out for 10 minutes/).waitFor();
+  await v.getByLabel('Chat message').fill('am I still here?');
+  await v.getByRole('button', {name: 'Send'}).click();
+  await v.locator('#chat-status', {hasText: /timed out for \d+ more seconds/}).waitFor();
+  assert.equal(await s.locator('#messages li', {hasText: 'am I still here?'}).count(), 0);
+  // the refusal is shown as a status, not a console error
+  noProblems();
+});
+
+test('the admin signs in and sees users, plugins and the server', T, async () => {
+  const name = 'root' + Date.now().toString(36);
+  const r = spawnSync(ONAIRD, ['-c', server.configPath, '--create-admin', name], {
+    cwd: server.dir, env: {...process.env, ONAIR_ADMIN_PASSWORD: PASSWORD}, encoding: 'utf8'});
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  const page = await person('admin');
+  await page.goto('/signin?next=/admin');
+  await page.getByLabel('Username or email').fill(name);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', {name: 'Sign in'}).click();
+  await page.waitForURL('**/admin');
+  await page.locator('#plugins tr', {hasText: 'web'}).getByText('started').waitFor();
+  await page.locator('#users tr', {hasText: S.viewerName}).waitFor();
+  // verify the viewer by hand
+  await page.locator('#users tr', {hasText: S.viewerName}).getByRole('button', {name: 'Verify'}).click();
+  await page.getByText(`Saved ${S.viewerName}.`).waitFor();
+  await shot(page, 'admin');
+  await page.goto('/signin');
+  await shot(page, 'signin');
+  noProblems();
+});
+
+test('the streamer ends the stream; the viewer page says it is offline', T, async () => {
+  await S.streamer.getByRole('button', {name: 'End stream'}).click();
+  await S.streamer.getByText('The stream ended.').waitFor();
+  await S.viewer.locator('#offline').waitFor({state: 'visible', timeout: 20_000});
+  noProblems();
+});
