@@ -7,7 +7,8 @@
 // stream.source_switched message on the stream's WebSocket topic. The owner's socket gets
 // health.update once a second, and a health.report from the streamer's app is merged into it.
 // A second test degrades a publisher's link (a UDP proxy dropping 20 % of its RTP): the grade
-// goes to poor or critical with a loss reason, and back when the loss stops.
+// goes to poor or critical with a loss reason, and back when the loss stops. A third caps the
+// publisher's bitrate (settings.max_bitrate_kbps, sent as REMB) and watches Chromium obey.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR, ONAIR_E2E_REQUIRE (see README.md)
 import {test, after} from 'node:test';
@@ -236,6 +237,53 @@ test('health grades follow loss on the publisher\'s link', T, async (t) => {
     throw e;
   } finally {
     await proxy.close();
+    for (const pg of [pub, player]) await pg.close().catch(() => {});
+  }
+});
+
+test('the stream\'s settings reach its relay; the owner\'s bitrate cap reaches the Chromium publisher (REMB)', T, async (t) => {
+  await setup();
+  const s = await target.newStream({title: 'cap'});
+  const [pub, player] = [await browser.newPage('publisher'), await browser.newPage('player')];
+  const videoKbps = async () => {
+    const h = (await api(server.base, 'GET', `/api/v1/streams/${s.id}/health`, {token: s.viewerToken})).json;
+    const v = h.current?.publisher?.tracks?.find((x) => x.kind === 'video');
+    return v ? v.bitrate_kbps : null;
+  };
+  try {
+    // settings made before the stream is live reach its relay when the publisher's video starts
+    let r = await api(server.base, 'PATCH', `/api/v1/streams/${s.id}`,
+                      {token: s.viewerToken, body: {settings: {failover_timeout_s: 7, max_layer: 1}}});
+    assert.equal(r.status, 200, r.text);
+    const a = await publish(pub, target.whipUrl(s.id), s.key);
+    const p = await play(player, target.whepUrl(s.id), null);
+    await decoding(player, p.id, 'the player decodes');
+    await waitFor('the stream\'s settings in its relay', async () => {
+      const m = await api(server.base, 'GET', `/api/v1/streams/${s.id}/media`, {token: s.viewerToken});
+      const x = m.json?.settings;
+      return {done: x?.failover_timeout_ms === 7000 && x?.max_layer === 1, settings: x};
+    }, 10_000);
+    const free = await waitFor('the publisher sends more than 400 kbit/s', async () => {
+      const k = await videoKbps();
+      return {done: k > 400, kbps: k};
+    }, 40_000);
+    r = await api(server.base, 'PATCH', `/api/v1/streams/${s.id}`,
+                  {token: s.viewerToken, body: {settings: {max_bitrate_kbps: 150}}});
+    assert.equal(r.status, 200, r.text);
+    const m = await api(server.base, 'GET', `/api/v1/streams/${s.id}/media`, {token: s.viewerToken});
+    assert.equal(m.json.settings.max_publisher_bitrate_kbps, 150, m.text);
+    const capped = await waitFor('the publisher under the cap', async () => {
+      const k = await videoKbps();
+      return {done: k !== null && k <= 200, kbps: k};
+    }, 30_000);
+    t.diagnostic(`video ${free.kbps} kbit/s uncapped, ${capped.kbps} kbit/s with a 150 kbit/s cap`);
+    await decoding(player, p.id, 'the player still decodes');
+    await stop(player, p.id);
+    await stop(pub, a.id);
+  } catch (e) {
+    e.message += `\n--- onaird log (tail) ---\n${server.log().slice(-3000)}`;
+    throw e;
+  } finally {
     for (const pg of [pub, player]) await pg.close().catch(() => {});
   }
 });
