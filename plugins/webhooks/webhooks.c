@@ -77,7 +77,8 @@ typedef struct wh {
     size_t n_wait;
     onair_sub_t sub;
     onair_timer_t poll_timer, sweep_timer;
-    int in_flight;
+    int in_flight;   /* requests at the sender */
+    int n_busy;      /* endpoints in a pump step (at most max_in_flight) */
     int64_t id_ms;   /* delivery ids: the last ms used, */
     uint32_t id_ctr; /* a counter within it */
     uint32_t id_tag; /* and this node's random tag */
@@ -399,18 +400,30 @@ static void step_free(void *ud)
 
 static void arm(wh_t *w, ep_t *e, int64_t at);
 
+/* A slot is free: the endpoints that waited for one, oldest first. */
+static void drain_waitq(wh_t *w)
+{
+    while (w->n_wait && w->n_busy < api->config_int(w->self, "max_in_flight")) {
+        ep_t *e = w->waitq[0];
+        memmove(&w->waitq[0], &w->waitq[1], (w->n_wait - 1) * sizeof(ep_t *));
+        w->n_wait--;
+        e->waiting = 0;
+        pump(w, e);
+    }
+}
+
 static void done_step(step_t *s)
 {
     wh_t *w = s->w;
     ep_t *e = s->e;
     step_free(s);
     e->busy = 0;
-    if (e->gone) {
+    w->n_busy--;
+    if (e->gone)
         ep_remove(w, e);
-        return;
-    }
-    if (e->again)
+    else if (e->again)
         pump(w, e);
+    drain_waitq(w);
 }
 
 static char *dup_printf(const char *fmt, const char *a, const char *b)
@@ -448,8 +461,10 @@ static wh_job_t *make_job(wh_t *w, ep_t *e, json_t *d, char *why, size_t why_len
         return NULL;
     }
     wh_job_t *j = calloc(1, sizeof *j);
-    if (!j)
+    if (!j) {
+        snprintf(why, why_len, "out of memory");
         return NULL;
+    }
     j->url = strdup(url);
     j->body = strdup(body);
     j->body_len = strlen(body);
@@ -527,14 +542,6 @@ static void poll_cb(onair_timer_t t, void *ud)
         finish_delivery(s, ok, j->status, err, j->response);
         wh_job_free(j);
         j = next;
-    }
-    /* free slots go to endpoints that waited for one */
-    while (w->n_wait && w->in_flight < api->config_int(w->self, "max_in_flight")) {
-        ep_t *e = w->waitq[0];
-        memmove(&w->waitq[0], &w->waitq[1], (w->n_wait - 1) * sizeof(ep_t *));
-        w->n_wait--;
-        e->waiting = 0;
-        pump(w, e);
     }
     if (!w->in_flight && w->poll_timer) {
         api->timer_cancel(w->self, w->poll_timer);
@@ -715,9 +722,9 @@ static void after_claim(int status, json_t *result, void *ud)
         json_t *spec = json_pack("{s:{s:s,s:I},s:{s:{s:s,s:I}}}", "filter", "_id",
                                  onair_str(doc, "_id"), "claims", (json_int_t)s->claims, "update",
                                  "$set", "state", "pending", "lease_until", (json_int_t)0);
+        s->e->again = 0;
         if (!spec || api->store_update(s->w->deliveries, spec, after_result_update, s) != ONAIR_OK)
             done_step(s);
-        s->e->again = 0;
         return;
     }
     submit(s->w, s);
@@ -767,7 +774,7 @@ static void pump(wh_t *w, ep_t *e)
     e->again = 0;
     if (!json_is_true(json_object_get(e->doc, "enabled")))
         return;
-    if (w->in_flight >= api->config_int(w->self, "max_in_flight")) {
+    if (w->n_busy >= api->config_int(w->self, "max_in_flight")) {
         e->waiting = 1;
         w->waitq[w->n_wait++] = e;
         return;
@@ -784,9 +791,11 @@ static void pump(wh_t *w, ep_t *e)
     s->w = w;
     s->e = e;
     e->busy = 1;
+    w->n_busy++;
     if (api->store_find_one(w->deliveries, spec, after_head, s) != ONAIR_OK) {
         free(s);
         e->busy = 0;
+        w->n_busy--;
     }
 }
 
