@@ -34,19 +34,21 @@
 #include <string.h>
 #include <time.h>
 
-#define MESSAGE_MAX   300
-#define KEY_MAX       255
-#define UID_MAX       128
-#define LIMIT_DEF     20
-#define LIMIT_MAX     100
-#define PAGE_ALERTS   50
-#define EXPORT_PAGE   500
-#define EXPORT_MAX    100000
-#define AMOUNT_CAP    1000000000000000LL /* 10^15 minor units: no sum of a page can overflow */
-#define DAY_MS        86400000LL
-#define LEADERS_DEF   10
-#define CREATE_LIMIT  30
-#define CREATE_WINDOW 60
+#define MESSAGE_MAX       300
+#define KEY_MAX           255
+#define UID_MAX           128
+#define LIMIT_DEF         20
+#define LIMIT_MAX         100
+#define PAGE_ALERTS       50
+#define EXPORT_PAGE       500
+#define EXPORT_MAX        100000
+#define AMOUNT_CAP        1000000000000000LL /* 10^15 minor units: no sum of a page can overflow */
+#define DAY_MS            86400000LL
+#define LEADERS_DEF       10
+#define CREATE_LIMIT      30
+#define CREATE_WINDOW     60
+#define RECOVER_WINDOW_MS (15 * 60 * 1000LL) /* alerts recovered at start for this long back */
+#define RECOVER_MAX       1000
 
 static const onair_api_t *api;
 
@@ -86,7 +88,7 @@ typedef struct dn {
     size_t novl, capovl;
 } dn_t;
 
-/* ---- ids and small helpers ------------------------------------------------------------------ */
+/* ---- ids and small helpers ---------------------------------------------------------------- */
 
 static void derive(char out[25], const char *a, const char *b, const char *c, const char *d)
 {
@@ -147,7 +149,7 @@ static char *clean_text(const char *s, size_t max)
     return d;
 }
 
-/* ---- the ledger: what a donation's entries say ----------------------------------------------- */
+/* ---- the ledger: what a donation's entries say -------------------------------------------- */
 
 typedef struct derived {
     const char *status; /* pending succeeded failed refunded partially_refunded disputed */
@@ -222,7 +224,7 @@ static json_t *view(json_t *doc, json_t *entries, int who)
     return v;
 }
 
-/* ---- ops ------------------------------------------------------------------------------------- */
+/* ---- ops ---------------------------------------------------------------------------------- */
 
 enum op_kind {
     OP_CREATE,
@@ -332,7 +334,7 @@ static void problem_field(onair_flow_t *f, int status, const char *code, const c
     onair_flow_problem(f, status, code, detail, m);
 }
 
-/* ---- alerts: the per-streamer queue ---------------------------------------------------------- */
+/* ---- alerts: the per-streamer queue ------------------------------------------------------- */
 
 static void alert_next(dn_t *st);
 static void overlay_pump(dn_t *st, overlay_t *o);
@@ -547,8 +549,7 @@ static void alert_enqueue(dn_t *st, const char *streamer, const char *kind, cons
     alert_next(st);
 }
 
-/* ---- overlays: backlog reads ------------------------------------------------------------------
- */
+/* ---- overlays: backlog reads -------------------------------------------------------------- */
 
 typedef struct pump {
     dn_t *st;
@@ -644,7 +645,57 @@ static void on_ws_closed(const char *topic, json_t *payload, void *ud)
     overlay_remove(ud, (onair_conn_t)jint(payload, "conn", 0));
 }
 
-/* ---- the ledger: writing entries exactly once ------------------------------------------------ */
+/* ---- the ledger: writing entries exactly once --------------------------------------------- */
+
+/* Queue the alert of a succeeded donation (once: its id is derived from the donation). */
+static void alert_for_donation(dn_t *st, json_t *doc, int min_checked)
+{
+    int anon = json_is_true(json_object_get(doc, "anonymous"));
+    int held = json_is_true(json_object_get(doc, "message_held"));
+    json_t *data =
+        json_pack("{s:s,s:s,s:s?,s:b,s:I,s:s,s:s?}", "donation", onair_str(doc, "_id"), "stream",
+                  onair_str(doc, "stream"), "donor", anon ? NULL : onair_str(doc, "donor"),
+                  "anonymous", anon, "amount", (json_int_t)jint(doc, "amount", 0), "currency",
+                  onair_str(doc, "currency"), "message", held ? NULL : onair_str(doc, "message"));
+    alert_enqueue(st, onair_str(doc, "streamer"), "donation", onair_str(doc, "_id"), data,
+                  min_checked);
+}
+
+/* ---- recovery at start: alerts of donations that succeeded just before a stop ------------- */
+
+static void recover_docs(int status, json_t *result, void *ud)
+{
+    dn_t *st = ud;
+    size_t i;
+    json_t *doc;
+    if (status != ONAIR_OK)
+        return;
+    json_array_foreach(json_object_get(result, "docs"), i, doc)
+        alert_for_donation(st, doc, 0); /* an alert that exists already is skipped */
+}
+
+static void recover_entries(int status, json_t *result, void *ud)
+{
+    dn_t *st = ud;
+    json_t *ids = json_array();
+    size_t i;
+    json_t *e;
+    if (status != ONAIR_OK) {
+        api->log(st->self, ONAIR_LOG_WARN, "alert recovery: %s", onair_str(result, "error"));
+        json_decref(ids);
+        return;
+    }
+    json_array_foreach(json_object_get(result, "docs"), i, e)
+        json_array_append(ids, json_object_get(e, "donation"));
+    if (!json_array_size(ids)) {
+        json_decref(ids);
+        return;
+    }
+    api->store_find(st->donations,
+                    json_pack("{s:{s:{s:o}},s:{s:i},s:i}", "filter", "_id", "$in", ids, "sort",
+                              "created_at", 1, "limit", RECOVER_MAX),
+                    recover_docs, st);
+}
 
 static json_t *entry_new(op_t *op, json_t *doc, const char *kind, int64_t amount, const char *ref)
 {
@@ -748,27 +799,15 @@ static void ledger_effects(op_t *op)
             json_object_set_new(pub, "status", json_string("succeeded"));
             api->ws_publish(stopic, "donation.received", pub);
         }
-        int anon = json_is_true(json_object_get(doc, "anonymous"));
-        int held = json_is_true(json_object_get(doc, "message_held"));
-        json_t *data = json_pack(
-            "{s:s,s:s,s:s?,s:b,s:I,s:s,s:s?}", "donation", onair_str(doc, "_id"), "stream",
-            onair_str(doc, "stream"), "donor", anon ? NULL : onair_str(doc, "donor"), "anonymous",
-            anon, "amount", (json_int_t)jint(doc, "amount", 0), "currency",
-            onair_str(doc, "currency"), "message", held ? NULL : onair_str(doc, "message"));
         /* the create read the streamer's settings already: its alert minimum decides here */
         int min_known = json_is_object(op->alert_min);
-        if (min_known &&
-            jint(doc, "amount", 0) < jint(op->alert_min, onair_str(doc, "currency"), 0)) {
-            json_decref(data);
-            continue;
-        }
-        alert_enqueue(st, onair_str(doc, "streamer"), "donation", onair_str(doc, "_id"), data,
-                      min_known);
+        if (!min_known ||
+            jint(doc, "amount", 0) >= jint(op->alert_min, onair_str(doc, "currency"), 0))
+            alert_for_donation(st, doc, min_known);
     }
 }
 
-/* ---- create ------------------------------------------------------------------------------------
- */
+/* ---- create ------------------------------------------------------------------------------- */
 
 static const onair_config_key_t create_body[] = {
     ONAIR_FIELD("amount", ONAIR_CFG_INT, .flags = ONAIR_CFG_REQUIRED),
@@ -830,7 +869,7 @@ static void create_inserted(onair_flow_t *f, int status, json_t *result)
     json_decref(doc);
 }
 
-/* ---- provider calls: inline, or on a work-pool thread for a provider that blocks -------- */
+/* ---- provider calls: inline, or on a work-pool thread for a provider that blocks ---------- */
 
 typedef void (*provider_fn)(op_t *op);
 
@@ -1096,7 +1135,7 @@ static int post_donation(onair_req_t *req, void *ud)
                                           onair_flow_cb, &op->flow));
 }
 
-/* ---- read one, history, export --------------------------------------------------------------- */
+/* ---- read one, history, export ------------------------------------------------------------ */
 
 static int who_of(op_t *op, json_t *doc)
 {
@@ -1348,8 +1387,7 @@ static int get_export(onair_req_t *req, void *ud)
         api->store_find(op->st->donations, json_deep_copy(op->spec), onair_flow_cb, &op->flow));
 }
 
-/* ---- refunds ------------------------------------------------------------------------------------
- */
+/* ---- refunds ------------------------------------------------------------------------------ */
 
 static const onair_config_key_t refund_body[] = {
     ONAIR_FIELD("amount", ONAIR_CFG_INT, .flags = ONAIR_CFG_REQUIRED),
@@ -1469,8 +1507,7 @@ static int post_refund(onair_req_t *req, void *ud)
     return load_donation(op, api->req_param(req, "id"), refund_loaded);
 }
 
-/* ---- provider webhooks -------------------------------------------------------------------------
- */
+/* ---- provider webhooks -------------------------------------------------------------------- */
 
 static void webhook_done(onair_flow_t *f, int status, json_t *result)
 {
@@ -1868,8 +1905,7 @@ static int get_leaders(onair_req_t *req, void *ud)
     return with_stream(op, api->req_param(req, "id"), stream_leaders);
 }
 
-/* ---- the streamer's settings, overlay token, alert controls ------------------------------------
- */
+/* ---- the streamer's settings, overlay token, alert controls ------------------------------- */
 
 static const onair_config_key_t settings_body[] = {
     ONAIR_FIELD("currencies", ONAIR_CFG_STRING_LIST, .flags = ONAIR_BOUNDED | ONAIR_CFG_NULLABLE,
@@ -2145,8 +2181,7 @@ static int get_alerts(onair_req_t *req, void *ud)
                       api->store_find(op->st->alerts, spec, onair_flow_cb, &op->flow));
 }
 
-/* ---- overlays over WebSocket --------------------------------------------------------------------
- */
+/* ---- overlays over WebSocket -------------------------------------------------------------- */
 
 static const onair_config_key_t subscribe_body[] = {
     ONAIR_FIELD("token", ONAIR_CFG_STRING, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 64)),
@@ -2551,6 +2586,13 @@ static int dn_init(onair_plugin_t *self, const onair_api_t *host_api)
 static int dn_start(onair_plugin_t *self)
 {
     dn_t *st = api->state(self);
+    /* a donation confirmed just before a stop may not have its alert yet */
+    int64_t since = api->now_ms(self) - RECOVER_WINDOW_MS;
+    api->store_find(st->ledger,
+                    json_pack("{s:{s:s,s:{s:I}},s:{s:i},s:i}", "filter", "kind", "succeeded",
+                              "created_at", "$gte", (json_int_t)since, "sort", "created_at", 1,
+                              "limit", RECOVER_MAX),
+                    recover_entries, st);
     api->log(self, ONAIR_LOG_INFO, "payment provider: %s%s", st->pv->name,
              !strcmp(st->pv->name, "test") ? " (TEST: payments confirm at once, no money moves)"
                                            : "");

@@ -433,6 +433,44 @@ static void test_alerts_resume_after_reconnect(void **state)
     onair_test_ws_disconnect(h, c);
 }
 
+/* a donation that succeeded just before a stop without its alert gets it at the next start */
+static void test_alert_recovered_at_start(void **state)
+{
+    (void)state;
+    char err[256];
+    onair_test_host_t *h = onair_test_host_new(onair_plugin_entry_v1(), NULL, err, sizeof err);
+    assert_non_null(h);
+    onair_test_set_log_level(h, ONAIR_LOG_ERROR);
+    assert_int_equal(onair_test_init(h), ONAIR_OK);
+    json_int_t at = (json_int_t)onair_test_now_ms(h) - 1000;
+    const char *did = "d00000000000000000000001";
+    assert_int_equal(
+        onair_test_store_seed(h, "donations.donations",
+                              json_pack("[{s:s,s:s,s:s,s:s,s:I,s:s,s:b,s:I}]", "_id", did, "stream",
+                                        LIVE, "streamer", OWNER, "donor", DONOR, "amount",
+                                        (json_int_t)500, "currency", "USD", "anonymous", 0,
+                                        "created_at", at),
+                              1),
+        ONAIR_OK);
+    assert_int_equal(
+        onair_test_store_seed(h, "donations.ledger",
+                              json_pack("[{s:s,s:s,s:s,s:s,s:I,s:I}]", "donation", did, "kind",
+                                        "succeeded", "streamer", OWNER, "currency", "USD", "amount",
+                                        (json_int_t)500, "created_at", at),
+                              1),
+        ONAIR_OK);
+    assert_int_equal(onair_test_start(h), ONAIR_OK);
+    onair_test_run(h);
+    json_t *alerts = onair_test_store_dump(h, "donations.alerts");
+    assert_int_equal(json_array_size(alerts), 1);
+    json_t *a = json_array_get(alerts, 0);
+    assert_int_equal(json_integer_value(json_object_get(a, "seq")), 1);
+    assert_string_equal(onair_str(json_object_get(a, "data"), "donation"), did);
+    json_decref(alerts);
+    onair_test_stop(h);
+    onair_test_host_free(h);
+}
+
 /* ---- stripe -------------------------------------------------------------------------------------
  */
 
@@ -516,6 +554,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refunds_and_totals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alerts_resume_after_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stripe_flow, setup_stripe, teardown),
+        cmocka_unit_test(test_alert_recovered_at_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
