@@ -223,6 +223,79 @@ static void test_events_become_deliveries(void **state)
     assert_int_equal(onair_test_log_count(h, ONAIR_LOG_ERROR, NULL), 0);
 }
 
+static int listen_local(int *port);
+
+/* Retries on the fake clock against a port where nothing listens (the sender's thread is real:
+ * each refused connection comes back in real time), until the retry window (1 s) is over. */
+static int setup_retry(void **state)
+{
+    onair_test_host_t *h = onair_test_boot(
+        onair_plugin_entry_v1(), "{\"allow_private\": true, \"sweep_interval_ms\": 3600000, "
+                                 "\"retry_for_s\": 1, \"backoff_base_ms\": 40, "
+                                 "\"backoff_max_ms\": 80}");
+    assert_non_null(h);
+    api = onair_test_api(h);
+    onair_test_set_log_level(h, ONAIR_LOG_ERROR);
+    assert_int_equal(onair_test_service_add(h, "streams.access", fake_access, NULL), ONAIR_OK);
+    onair_test_run(h);
+    *state = h;
+    return 0;
+}
+
+static json_t *only_delivery(onair_test_host_t *h)
+{
+    json_t *all = onair_test_store_dump(h, "webhooks.deliveries");
+    assert_int_equal(json_array_size(all), 1);
+    json_t *d = json_incref(json_array_get(all, 0));
+    json_decref(all);
+    return d;
+}
+
+static void test_retried_then_dead_lettered(void **state)
+{
+    onair_test_host_t *h = *state;
+    int port, fd = listen_local(&port); /* a port of ours that then stops listening */
+    close(fd);
+    char body[256], id[25];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"" MINE "\",\"url\":\"http://127.0.0.1:%d/x\","
+             "\"events\":[\"stream.*\"]}",
+             port);
+    create(h, &alice, body, id);
+    onair_test_publish(h, "stream.updated", json_pack("{s:{s:s}}", "stream", "id", MINE));
+    onair_test_run(h);
+    json_t *d = NULL;
+    for (int i = 0; i < 2000; i++) { /* at most 10 s of real time */
+        onair_test_advance(h, 10);
+        json_decref(d);
+        d = only_delivery(h);
+        if (!strcmp(onair_str(d, "state"), "dead"))
+            break;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_string_equal(onair_str(d, "state"), "dead");
+    assert_true(json_integer_value(json_object_get(d, "attempts")) >= 2); /* retried first */
+    assert_true(json_is_null(json_object_get(d, "last_status")));         /* no answer came */
+    assert_non_null(onair_str(d, "last_error"));
+    assert_null(json_object_get(d, "queue")); /* out of the queue */
+    /* the bus heard it: webhooks.delivery_dead with the delivery's id */
+    int seen = 0;
+    json_t *ev;
+    while ((ev = onair_test_published_next(h))) {
+        if (!strcmp(onair_str(ev, "topic"), "webhooks.delivery_dead")) {
+            json_t *p = json_object_get(ev, "payload");
+            assert_string_equal(onair_str(p, "delivery"), onair_str(d, "_id"));
+            assert_string_equal(onair_str(p, "endpoint"), id);
+            seen++;
+        }
+        json_decref(ev);
+    }
+    assert_int_equal(seen, 1);
+    json_decref(d);
+    assert_int_equal(onair_test_log_count(h, ONAIR_LOG_ERROR, NULL), 0);
+}
+
 /* ---- wh_net on its own ------------------------------------------------------------------- */
 
 static void test_addresses(void **state)
@@ -483,6 +556,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_registration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_become_deliveries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retried_then_dead_lettered, setup_retry, teardown),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_urls),
         cmocka_unit_test(test_signature_and_token),

@@ -389,6 +389,7 @@ typedef struct step {
     ep_t *e;
     json_t *doc;    /* the delivery */
     int64_t claims; /* after our claim */
+    int dead;       /* the result being stored dead-letters it */
 } step_t;
 
 static void step_free(void *ud)
@@ -669,6 +670,8 @@ static void finish_delivery(step_t *s, int ok, long http_status, const char *err
                             json_integer(now + api->config_int(w->self, "keep_dead_s") * 1000));
         api->log(w->self, ONAIR_LOG_WARN, "delivery %s to %s dead-lettered after %lld attempts",
                  onair_str(s->doc, "_id"), e->id, (long long)attempts);
+        s->dead = 1;
+        json_object_set_new(s->doc, "attempts", json_integer(attempts));
     } else {
         int64_t base = api->config_int(w->self, "backoff_base_ms");
         int64_t max = api->config_int(w->self, "backoff_max_ms");
@@ -697,7 +700,13 @@ static void finish_delivery(step_t *s, int ok, long http_status, const char *err
 static void after_result_update(int status, json_t *result, void *ud)
 {
     step_t *s = ud;
-    (void)result;
+    if (status == ONAIR_OK && s->dead && jint(result, "matched") > 0) /* bus only: no webhook */
+        api->bus_publish(
+            s->w->self, "webhooks.delivery_dead",
+            json_pack("{s:s,s:s,s:s?,s:s?,s:s?,s:I,s:I}", "delivery", onair_str(s->doc, "_id"),
+                      "endpoint", s->e->id, "owner", onair_str(s->doc, "owner"), "stream",
+                      onair_str(s->doc, "stream"), "event", onair_str(s->doc, "event"), "attempts",
+                      (json_int_t)jint(s->doc, "attempts"), "at", (json_int_t)now_ms(s->w)));
     if (status != ONAIR_OK)
         api->log(s->w->self, ONAIR_LOG_WARN, "delivery %s: result not stored: %s",
                  onair_str(s->doc, "_id"), onair_str(result, "error"));
