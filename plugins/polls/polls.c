@@ -96,6 +96,7 @@ struct polls {
     apoll_t *active;
     op_t *ops;
     onair_timer_t tick;
+    onair_sub_t sub; /* stream.deleted */
     int64_t window_ms;
     int64_t min_duration_s;
     uint64_t id_seq;
@@ -1228,6 +1229,35 @@ static void recover(polls_t *st)
                     actives_found, st);
 }
 
+/* ---- the stream goes away: so do its polls ------------------------------------------------ */
+
+static void purged(int status, json_t *result, void *ud)
+{
+    polls_t *st = ud;
+    if (status != ONAIR_OK && status != ONAIR_ECANCELED)
+        api->log(st->self, ONAIR_LOG_WARN, "cannot delete the polls of a stream: %s",
+                 onair_str(result, "error"));
+}
+
+static void on_stream_deleted(const char *topic, json_t *payload, void *ud)
+{
+    polls_t *st = ud;
+    (void)topic;
+    const char *sid = onair_str(payload, "stream");
+    if (!onair_is_id(sid))
+        return;
+    for (apoll_t *a = st->active; a; a = a->next)
+        if (!strcmp(a->sid, sid)) { /* no poll.ended: nobody watches a deleted stream */
+            active_drop(st, a->id);
+            break;
+        }
+    onair_coll_t *colls[] = {st->polls, st->votes};
+    for (size_t i = 0; i < 2; i++)
+        api->store_delete(colls[i], json_pack("{s:{s:s},s:b}", "filter", "stream", sid, "multi", 1),
+                          purged, st);
+    api->store_delete(st->slots, json_pack("{s:{s:s}}", "filter", "_id", sid), purged, st);
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
 static const onair_index_t poll_indexes[] = {
@@ -1312,6 +1342,8 @@ static int polls_init(onair_plugin_t *self, const onair_api_t *host_api)
         rc = onair_add_routes(api, self, routes);
     if (rc == ONAIR_OK)
         rc = onair_add_ws_types(api, self, types);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "stream.deleted", on_stream_deleted, st, &st->sub);
     if (rc != ONAIR_OK) {
         free(st);
         return rc;
@@ -1342,6 +1374,8 @@ static void polls_stop(onair_plugin_t *self)
         active_drop(st, st->active->id);
     if (st->tick)
         api->timer_cancel(self, st->tick);
+    if (st->sub)
+        api->bus_unsubscribe(self, st->sub);
     free(st);
     api->set_state(self, NULL);
 }

@@ -498,6 +498,30 @@ static void test_recovered_on_start(void **state)
     onair_test_host_free(h);
 }
 
+static void test_stream_deleted(void **state)
+{
+    onair_test_host_t *h = *state;
+    char id[25];
+    snprintf(id, sizeof id, "%s",
+             create(h, "{\"title\":\"D\",\"choices\":[\"x\",\"y\"],\"duration_s\":60}"));
+    onair_test_response_t *r = vote(h, id, "[\"a\"]", &bob);
+    assert_int_equal(r->status, 200);
+    onair_test_response_free(r);
+    size_t timers = onair_test_timer_count(h);
+    onair_test_publish(h, "stream.deleted", json_pack("{s:s}", "stream", LIVE));
+    onair_test_run(h);
+    assert_int_equal(onair_test_timer_count(h), timers - 1); /* its end is no longer armed */
+    const char *colls[] = {"polls.polls", "polls.votes", "polls.slots"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *docs = onair_test_store_dump(h, colls[i]);
+        assert_int_equal(json_array_size(docs), 0);
+        json_decref(docs);
+    }
+    assert_null(get_poll(h, id, &bob));
+    assert_null(bus_next(h, "poll.ended"));
+    finish(h);
+}
+
 static void test_store_outage(void **state)
 {
     onair_test_host_t *h = *state;
@@ -521,6 +545,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ends_by_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(test_archived_hidden, setup, teardown),
         cmocka_unit_test(test_recovered_on_start),
+        cmocka_unit_test_setup_teardown(test_stream_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

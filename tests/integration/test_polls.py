@@ -514,6 +514,18 @@ def test_ends_by_itself_archive_and_past_polls(srv):
     problem(srv.http("GET", f"/api/v1/streams/{sid}/polls?after=zz"), 400, "invalid_query",
             "after")
 
+    # deleting the stream deletes its polls (the bus event arrives just after the answer)
+    assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
+    r = owner.call("DELETE", f"/api/v1/streams/{sid}")
+    assert r.status == 204, r
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        r = owner.call("GET", f"/api/v1/polls/{first}")  # stream_not_found until then
+        if r.status == 404 and r.json()["code"] == "poll_not_found":
+            break
+        time.sleep(0.05)
+    problem(r, 404, "poll_not_found")
+
 
 def test_due_while_down_closes_once_on_start(server_factory, backend):
     s = server_factory(plugins=plugins(), core=core(backend)).start()
