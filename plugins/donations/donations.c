@@ -39,6 +39,7 @@
 #define UID_MAX           128
 #define LIMIT_DEF         20
 #define LIMIT_MAX         100
+#define SHARE_MAX         64
 #define PAGE_ALERTS       50
 #define EXPORT_PAGE       500
 #define EXPORT_MAX        100000
@@ -250,6 +251,7 @@ struct op {
     char did[25];
     char streamer[UID_MAX + 1];
     char key_hash[65];
+    char share[SHARE_MAX + 1]; /* an unlisted stream's share token (?share=), "" none */
     json_t *roles;
     /* create */
     int64_t amount;
@@ -313,6 +315,9 @@ static op_t *op_new(dn_t *st, onair_target_t t, int kind)
     op->kind = kind;
     op->roles = json_array();
     op->inserted = json_array();
+    const char *share = t.req ? api->req_query(t.req, "share") : NULL;
+    if (share && strlen(share) <= SHARE_MAX) /* a longer one matches no stream */
+        snprintf(op->share, sizeof op->share, "%s", share);
     if (u && u->id) {
         snprintf(op->uid, sizeof op->uid, "%s", u->id);
         op->admin = is_admin(u);
@@ -1067,8 +1072,8 @@ static void create_found(onair_flow_t *f, int status, json_t *result)
     json_t *doc = json_object_get(result, "doc");
     if (json_is_object(doc))
         return replay(op, doc);
-    json_t *args =
-        json_pack("{s:s,s:s,s:O}", "stream", op->sid, "user", op->uid, "roles", op->roles);
+    json_t *args = json_pack("{s:s,s:s,s:O,s:s?}", "stream", op->sid, "user", op->uid, "roles",
+                             op->roles, "share", op->share[0] ? op->share : NULL);
     ONAIR_THEN(f, create_access,
                api->service_call(op->st->self, "streams.access", args, onair_flow_cb, f));
 }
@@ -1751,8 +1756,9 @@ static int with_stream(op_t *op, const char *sid, onair_flow_step_fn next)
     }
     memcpy(op->sid, sid, sizeof op->sid);
     op->after_ledger = next;
-    json_t *args = json_pack("{s:s,s:s?,s:O}", "stream", op->sid, "user",
-                             op->uid[0] ? op->uid : NULL, "roles", op->roles);
+    json_t *args =
+        json_pack("{s:s,s:s?,s:O,s:s?}", "stream", op->sid, "user", op->uid[0] ? op->uid : NULL,
+                  "roles", op->roles, "share", op->share[0] ? op->share : NULL);
     return ONAIR_THEN(
         &op->flow, stream_visible,
         api->service_call(op->st->self, "streams.access", args, onair_flow_cb, &op->flow));

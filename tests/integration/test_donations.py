@@ -103,14 +103,16 @@ class Anon:
 
 
 class Cast:
-    def __init__(self, srv):
+    def __init__(self, srv, **fields):
         self.srv = srv
         self.anon = Anon(srv)
         self.admin = Anon(srv, api_token())
         self.owner = Account(srv, "owner")
         self.donor = Account(srv, "donor")
         self.other = Account(srv, "other")
-        r = self.owner.call("POST", "/api/v1/streams", {"title": "tips welcome"})
+        body = {"title": "tips welcome"}
+        body.update(fields)
+        r = self.owner.call("POST", "/api/v1/streams", body)
         assert r.status == 201, r
         self.sid = r.json()["stream"]["id"]
 
@@ -249,6 +251,26 @@ def test_concurrent_double_submit_creates_one(srv):
     r = c.anon.call("GET", c.path("/totals"))
     eur = r.json()["totals"]["EUR"]
     assert eur["received"] == 4321 and eur["count"] == 1, eur
+
+
+def test_unlisted_stream_needs_its_share_token(srv):
+    """Donating to an unlisted stream and reading its totals and leaderboard need its share
+    token (?share=), as every route of such a stream: without it (or with another) it is 404."""
+    c = Cast(srv, visibility="unlisted")
+    token = c.owner.call("GET", f"/api/v1/streams/{c.sid}").json()["stream"]["share_token"]
+    for tail in ("", "?share=sh_nope"):
+        problem(c.donor.call("POST", c.path(tail), {"amount": 500, "currency": "USD"},
+                             headers={"Idempotency-Key": os.urandom(8).hex()}), 404,
+                "stream_not_found")
+        problem(c.anon.call("GET", c.path("/totals" + tail)), 404, "stream_not_found")
+        problem(c.anon.call("GET", c.path("/leaderboard" + tail)), 404, "stream_not_found")
+    r = c.donor.call("POST", c.path(f"?share={token}"), {"amount": 500, "currency": "USD"},
+                     headers={"Idempotency-Key": os.urandom(8).hex()})
+    created(r)
+    r = c.anon.call("GET", c.path(f"/totals?share={token}"))
+    assert r.status == 200 and r.json()["totals"]["USD"]["received"] == 500, r
+    r = c.owner.call("GET", c.path("/totals"))  # its owner needs no token
+    assert r.status == 200, r
 
 
 # ---- refunds, totals, leaderboard, history, CSV ------------------------------------------------
