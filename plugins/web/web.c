@@ -4,11 +4,14 @@
  * The pages are static files (plain HTML, CSS and JavaScript modules) in one directory,
  * `root`, and speak only the public REST, WebSocket, WHIP and WHEP APIs. This plugin maps the
  * site's paths to those files and answers them with the site's security headers (a strict
- * Content-Security-Policy: no inline script or style, nothing from other origins), an ETag
- * and Cache-Control: no-cache, so browsers revalidate and get 304 when nothing changed.
+ * Content-Security-Policy: no inline script or style, nothing from other origins) through the
+ * SDK's file reply (target_reply_file, ABI 1.6), which streams the file from disk with an
+ * ETag (304 when unchanged), gzip for clients that accept it and Cache-Control: no-cache, so
+ * browsers revalidate every time and an edited file is served at once.
  *
- * The files are read once, in init (before the server serves), into memory: the site is a
- * few hundred KB. Routes (plugins/web/README.md):
+ * The directory is listed once, in init: only the files found then are served (by name, from
+ * a fixed set of types), so nothing else under root can be reached. Routes
+ * (plugins/web/README.md):
  *   GET /                          browse (home.html)
  *   GET /watch/{stream}            viewer (watch.html)
  *   GET /studio                    studio (studio.html)
@@ -21,7 +24,6 @@
 #include <onair/util.h>
 
 #include <dirent.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +34,6 @@
 #endif
 
 #define WEB_MAX_FILES 128
-#define WEB_MAX_FILE  (2u << 20) /* 2 MiB: a page or a module, never media */
 
 /* connect-src 'self' covers ws:/wss: to this origin (CSP Level 3) */
 static const char csp[] =
@@ -41,10 +42,8 @@ static const char csp[] =
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
 typedef struct {
-    char *name; /* file name inside root */
-    char *data;
-    size_t len;
-    char etag[24]; /* "\"<16 hex>\"" */
+    char *path; /* root/name */
+    const char *name;
     const char *ctype;
 } web_file_t;
 
@@ -85,17 +84,6 @@ static const char *content_type(const char *name)
     return NULL; /* not served */
 }
 
-/* FNV-1a 64 of the bytes: a strong validator for content that never changes while we run */
-static void make_etag(web_file_t *f)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < f->len; i++) {
-        h ^= (unsigned char)f->data[i];
-        h *= 0x100000001b3ull;
-    }
-    snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long)h);
-}
-
 static int safe_name(const char *s)
 {
     if (!*s || *s == '.')
@@ -107,48 +95,34 @@ static int safe_name(const char *s)
     return 1;
 }
 
-static int load_file(onair_plugin_t *self, const char *root, const char *name)
+static int add_file(onair_plugin_t *self, const char *root, const char *name)
 {
     if (web.n == WEB_MAX_FILES) {
         api->log(self, ONAIR_LOG_WARN, "more than %d files in %s: %s and later ones not served",
                  WEB_MAX_FILES, root, name);
         return ONAIR_OK;
     }
-    char path[2048];
-    snprintf(path, sizeof path, "%s/%s", root, name);
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return ONAIR_OK;
+    size_t len = strlen(root) + strlen(name) + 2;
+    char *path = malloc(len);
+    if (!path)
+        return ONAIR_ENOMEM;
+    snprintf(path, len, "%s/%s", root, name);
     struct stat st;
-    if (fstat(fileno(fp), &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > WEB_MAX_FILE) {
-        fclose(fp);
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+        free(path);
         return ONAIR_OK;
     }
-    web_file_t *f = &web.files[web.n];
-    f->len = (size_t)st.st_size;
-    f->data = malloc(f->len ? f->len : 1);
-    f->name = onair_strdup(name);
-    if (!f->data || !f->name || fread(f->data, 1, f->len, fp) != f->len) {
-        free(f->data);
-        free(f->name);
-        memset(f, 0, sizeof *f);
-        fclose(fp);
-        api->log(self, ONAIR_LOG_ERROR, "cannot read %s", path);
-        return ONAIR_EINTERNAL;
-    }
-    fclose(fp);
+    web_file_t *f = &web.files[web.n++];
+    f->path = path;
+    f->name = path + strlen(root) + 1;
     f->ctype = content_type(name);
-    make_etag(f);
-    web.n++;
     return ONAIR_OK;
 }
 
 static void unload(void)
 {
-    for (size_t i = 0; i < web.n; i++) {
-        free(web.files[i].name);
-        free(web.files[i].data);
-    }
+    for (size_t i = 0; i < web.n; i++)
+        free(web.files[i].path);
     memset(web.files, 0, sizeof web.files);
     web.n = 0;
 }
@@ -166,7 +140,7 @@ static int not_found(onair_req_t *req)
     return api->reply_problem(req, 404, "not_found", "no such page");
 }
 
-/* Answer with file f: the site's headers, then 304 when the client has it, else the bytes. */
+/* Answer with file f and the site's headers; the host streams it (ETag, 304, gzip). */
 static int serve(onair_req_t *req, const web_file_t *f)
 {
     if (!f)
@@ -178,12 +152,10 @@ static int serve(onair_req_t *req, const web_file_t *f)
     api->resp_header(req, "Permissions-Policy",
                      "camera=(self), microphone=(self), display-capture=(self), "
                      "fullscreen=(self), geolocation=()");
-    api->resp_header(req, "Cache-Control", "no-cache");
-    api->resp_header(req, "ETag", f->etag);
-    const char *inm = api->req_header(req, "If-None-Match");
-    if (inm && (strstr(inm, f->etag) || !strcmp(inm, "*")))
-        return api->reply_raw(req, 304, NULL, NULL, 0);
-    return api->reply_raw(req, 200, f->ctype, f->data, f->len);
+    const onair_file_opts_t opts = {.size = sizeof opts,
+                                    .flags = ONAIR_FILE_COMPRESS | ONAIR_FILE_NO_RANGES,
+                                    .cache_control = "no-cache"};
+    return api->target_reply_file(ONAIR_TARGET_REQ(req), f->path, f->ctype, &opts);
 }
 
 static int page(onair_req_t *req, void *ud)
@@ -246,7 +218,7 @@ static int web_init(onair_plugin_t *self, const onair_api_t *host)
     struct dirent *e;
     while (rc == ONAIR_OK && (e = readdir(d)))
         if (safe_name(e->d_name) && content_type(e->d_name))
-            rc = load_file(self, root, e->d_name);
+            rc = add_file(self, root, e->d_name);
     closedir(d);
     static const char *const pages[] = {"home.html",  "watch.html",   "studio.html",
                                         "admin.html", "account.html", "overlay.html"};

@@ -143,8 +143,12 @@ test('the site: pages, security headers, 404s', T, async () => {
   }
   for (const path of ['/static/nope.js', '/static/watch.html', '/overlay/x/nope'])
     assert.equal((await fetch(server.base + path)).status, 404, path);
-  const js = await fetch(server.base + '/static/api.js');
+  // the SDK's file reply: gzip for clients that take it, revalidation every time
+  const js = await fetch(server.base + '/static/watch.js', {headers: {'Accept-Encoding': 'gzip'}});
   assert.match(js.headers.get('content-type'), /^text\/javascript/);
+  assert.equal(js.headers.get('content-encoding'), 'gzip');
+  assert.equal(js.headers.get('cache-control'), 'no-cache');
+  assert.match(await js.text(), /new Player\(video, id/);
   // the API and the probes are untouched
   assert.equal((await fetch(server.base + '/readyz')).status, 200);
   assert.equal((await api(server.base, 'GET', '/api/v1/streams')).status, 200);
