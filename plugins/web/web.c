@@ -29,8 +29,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#ifndef ONAIR_WEB_ROOT
+#ifndef ONAIR_WEB_ROOT /* the site in the source tree (make run) */
 #define ONAIR_WEB_ROOT "plugins/web/site"
+#endif
+#ifndef ONAIR_WEB_INSTALLED_ROOT /* where `cmake --install` and the packages put it */
+#define ONAIR_WEB_INSTALLED_ROOT "/usr/share/onair/web"
 #endif
 
 #define WEB_MAX_FILES 128
@@ -59,7 +62,9 @@ static web_t web;
 static const onair_config_key_t web_config[] = {
     ONAIR_FIELD("root", ONAIR_CFG_STRING, .default_value = ONAIR_WEB_ROOT,
                 .flags = ONAIR_CFG_HAS_MIN | ONAIR_CFG_HAS_MAX, .min = 1, .max = 1024,
-                .doc = "Directory of the site's files (relative: to the working directory)."),
+                .doc = "Directory of the site's files (relative: to the working directory). The "
+                       "default is the source tree's plugins/web/site, else the installed "
+                       "<datadir>/onair/web."),
     ONAIR_END,
 };
 
@@ -209,6 +214,10 @@ static int web_init(onair_plugin_t *self, const onair_api_t *host)
     memset(&web, 0, sizeof web);
     const char *root = api->config_string(self, "root");
     DIR *d = opendir(root);
+    if (!d && !strcmp(root, ONAIR_WEB_ROOT)) { /* the default, installed without the sources */
+        root = ONAIR_WEB_INSTALLED_ROOT;
+        d = opendir(root);
+    }
     if (!d) {
         api->log(self, ONAIR_LOG_ERROR, "cannot open the site directory '%s' (config key root)",
                  root);
