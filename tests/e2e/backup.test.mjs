@@ -8,7 +8,8 @@
 // health.update once a second, and a health.report from the streamer's app is merged into it.
 // A second test degrades a publisher's link (a UDP proxy dropping 20 % of its RTP): the grade
 // goes to poor or critical with a loss reason, and back when the loss stops. A third caps the
-// publisher's bitrate (settings.max_bitrate_kbps, sent as REMB) and watches Chromium obey.
+// publisher's bitrate (settings.max_bitrate_kbps, sent as REMB) and watches Chromium obey; a
+// fourth caps the simulcast layer every viewer gets (settings.max_layer).
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR, ONAIR_E2E_REQUIRE (see README.md)
 import {test, after} from 'node:test';
@@ -278,6 +279,55 @@ test('the stream\'s settings reach its relay; the owner\'s bitrate cap reaches t
     }, 30_000);
     t.diagnostic(`video ${free.kbps} kbit/s uncapped, ${capped.kbps} kbit/s with a 150 kbit/s cap`);
     await decoding(player, p.id, 'the player still decodes');
+    await stop(player, p.id);
+    await stop(pub, a.id);
+  } catch (e) {
+    e.message += `\n--- onaird log (tail) ---\n${server.log().slice(-3000)}`;
+    throw e;
+  } finally {
+    for (const pg of [pub, player]) await pg.close().catch(() => {});
+  }
+});
+
+test('the owner\'s max_layer caps every viewer of a simulcast publisher', T, async (t) => {
+  await setup();
+  const s = await target.newStream({title: 'max layer'});
+  const [pub, player] = [await browser.newPage('publisher'), await browser.newPage('player')];
+  const layerOf = async () => {
+    const m = await api(server.base, 'GET', `/api/v1/streams/${s.id}/media`, {token: s.viewerToken});
+    return m.json?.viewers?.[0]?.video_layer;
+  };
+  const setCap = async (maxLayer) => {
+    const r = await api(server.base, 'PATCH', `/api/v1/streams/${s.id}`,
+                        {token: s.viewerToken, body: {settings: {max_layer: maxLayer}}});
+    assert.equal(r.status, 200, r.text);
+  };
+  try {
+    const a = await publish(pub, target.whipUrl(s.id), s.key, {simulcast: true, audio: false});
+    await waitFor('the relay receives three layers', async () => {
+      const m = await api(server.base, 'GET', `/api/v1/streams/${s.id}/media`, {token: s.viewerToken});
+      const layers = m.json?.publisher?.tracks?.find((x) => x.kind === 'video')?.layers || [];
+      return {done: layers.length === 3 && layers.every((l) => l.active), layers};
+    }, 30_000);
+    const p = await play(player, target.whepUrl(s.id), null, {audio: false});
+    const width = async () => (await stats(player, p.id))?.inbound?.video?.frameWidth ?? 0;
+    const top = await waitFor('the player gets the top layer', async () => {
+      const l = await layerOf();
+      return {done: l === 2, layer: l, width: await width()};
+    }, 20_000);
+    await setCap(0);
+    const low = await waitFor('the player is moved to the lowest layer', async () => {
+      const l = await layerOf(), w = await width();
+      return {done: l === 0 && w > 0 && w < top.width, layer: l, width: w};
+    }, 20_000);
+    await decoding(player, p.id, 'the player decodes the lowest layer');
+    await setCap(null);
+    const back = await waitFor('the cap lifted: the player climbs again', async () => {
+      const l = await layerOf();
+      return {done: l > 0, layer: l, width: await width()};
+    }, 40_000);
+    t.diagnostic(`layer/width: ${top.layer}/${top.width} free, ${low.layer}/${low.width} with max_layer 0, ` +
+                 `${back.layer}/${back.width} after`);
     await stop(player, p.id);
     await stop(pub, a.id);
   } catch (e) {
