@@ -85,13 +85,17 @@ async function person(name, viewport = DESKTOP) {
   return page;
 }
 
+// desktop and phone widths in the light scheme, and the desktop in the dark one
 async function shot(page, name) {
   await mkdir(SHOTS, {recursive: true});
-  for (const [label, vp] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+  for (const [label, vp, scheme] of [['desktop', DESKTOP, 'light'], ['phone', PHONE, 'light'],
+                                     ['dark', DESKTOP, 'dark']]) {
+    await page.emulateMedia({colorScheme: scheme});
     await page.setViewportSize(vp);
     await sleep(300);
-    await page.screenshot({path: join(SHOTS, `${name}-${label}.png`), fullPage: label === 'desktop'});
+    await page.screenshot({path: join(SHOTS, `${name}-${label}.png`), fullPage: vp === DESKTOP});
   }
+  await page.emulateMedia({colorScheme: 'light'});
   await page.setViewportSize(DESKTOP);
 }
 
