@@ -40,6 +40,7 @@
 #define LIMIT_DEF         20
 #define LIMIT_MAX         100
 #define SHARE_MAX         64
+#define ALERT_BATCH       64
 #define PAGE_ALERTS       50
 #define EXPORT_PAGE       500
 #define EXPORT_MAX        100000
@@ -70,6 +71,7 @@ struct alert_job {
     json_t *doc; /* kind, payload, source, ... without seq */
     int tries;
     int min_checked; /* a donation's amount was checked against the alert minimum already */
+    int single;      /* in a batch that failed: inserted on its own */
 };
 
 typedef struct dn {
@@ -84,7 +86,8 @@ typedef struct dn {
     /* alerts */
     alert_job_t *head, *tail;
     int busy;
-    json_t *seqs; /* {streamer: last seq} */
+    size_t batch_n; /* jobs in the insert in flight (0: one) */
+    json_t *seqs;   /* {streamer: last seq} */
     overlay_t *ovl;
     size_t novl, capovl;
 } dn_t;
@@ -395,15 +398,98 @@ static void job_free(alert_job_t *j)
     free(j);
 }
 
-static void job_done(dn_t *st)
+static void job_pop(dn_t *st)
 {
     alert_job_t *j = st->head;
     st->head = j->next;
     if (!st->head)
         st->tail = NULL;
     job_free(j);
+}
+
+static void job_done(dn_t *st)
+{
+    job_pop(st);
     st->busy = 0;
     alert_next(st);
+}
+
+/* The alert of job j got number seq: the bus and the streamer's overlays hear it. */
+static void alert_published(dn_t *st, alert_job_t *j, int64_t seq)
+{
+    json_t *alert = json_deep_copy(j->doc);
+    json_object_set_new(alert, "_id", json_string(j->id));
+    json_object_set_new(alert, "seq", json_integer((json_int_t)seq));
+    api->bus_publish(st->self, "donations.alert",
+                     json_pack("{s:s,s:I,s:s?,s:O?,s:I}", "streamer", j->streamer, "seq",
+                               (json_int_t)seq, "kind", onair_str(alert, "kind"), "data",
+                               json_object_get(alert, "data"), "at",
+                               (json_int_t)api->now_ms(st->self)));
+    alert_fanout(st, alert);
+    json_decref(alert);
+}
+
+/* Under load the queue holds many alerts of one streamer: up to ALERT_BATCH of them are
+ * inserted at once with consecutive numbers (one write). A refused batch (another node took a
+ * number, or a source has its alert already) goes one by one, each checked on its own. */
+static int batchable(dn_t *st, alert_job_t *j, const char *streamer)
+{
+    (void)st;
+    return j && !j->single && !strcmp(j->streamer, streamer) &&
+           (j->min_checked || strcmp(onair_str(j->doc, "kind"), "donation"));
+}
+
+static void alert_batch_inserted(int status, json_t *result, void *ud)
+{
+    dn_t *st = ud;
+    alert_job_t *j = st->head;
+    size_t n = st->batch_n;
+    st->batch_n = 0;
+    if (status != ONAIR_OK) {
+        json_object_del(st->seqs, j->streamer); /* read the head number again */
+        if (status != ONAIR_EEXIST)
+            api->log(st->self, ONAIR_LOG_WARN, "alerts for %s: a batch failed (%s), one by one",
+                     j->streamer, onair_str(result, "error"));
+        for (size_t k = 0; k < n && j; k++, j = j->next)
+            j->single = 1;
+        st->busy = 0;
+        return alert_next(st);
+    }
+    api->log(st->self, ONAIR_LOG_DEBUG, "alerts for %s: %zu in one insert", j->streamer, n);
+    int64_t seq = jint(st->seqs, j->streamer, 0);
+    char streamer[UID_MAX + 1];
+    snprintf(streamer, sizeof streamer, "%s", j->streamer);
+    for (size_t k = 0; k < n && st->head; k++) {
+        alert_published(st, st->head, ++seq);
+        job_pop(st);
+    }
+    json_object_set_new(st->seqs, streamer, json_integer((json_int_t)seq));
+    st->busy = 0;
+    alert_next(st);
+}
+
+/* Insert the head and the batchable jobs after it; returns 0 when there is only the head. */
+static int alert_insert_batch(dn_t *st)
+{
+    alert_job_t *j = st->head;
+    if (!batchable(st, j, j->streamer) || !batchable(st, j->next, j->streamer))
+        return 0;
+    int64_t seq = jint(st->seqs, j->streamer, 0);
+    json_t *docs = json_array();
+    size_t n = 0;
+    for (alert_job_t *k = j; n < ALERT_BATCH && batchable(st, k, j->streamer); k = k->next, n++) {
+        json_t *doc = json_deep_copy(k->doc);
+        json_object_set_new(doc, "_id", json_string(k->id));
+        json_object_set_new(doc, "seq", json_integer((json_int_t)(seq + (int64_t)n + 1)));
+        json_array_append_new(docs, doc);
+    }
+    st->batch_n = n;
+    if (api->store_insert(st->alerts, docs, alert_batch_inserted, st) != ONAIR_OK) {
+        st->batch_n = 0;
+        j->single = 1;
+        return 0;
+    }
+    return 1;
 }
 
 static void alert_inserted(int status, json_t *result, void *ud);
@@ -476,16 +562,7 @@ static void alert_inserted(int status, json_t *result, void *ud)
     }
     int64_t seq = jint(st->seqs, j->streamer, 0) + 1;
     json_object_set_new(st->seqs, j->streamer, json_integer((json_int_t)seq));
-    json_t *alert = json_deep_copy(j->doc);
-    json_object_set_new(alert, "_id", json_string(j->id));
-    json_object_set_new(alert, "seq", json_integer((json_int_t)seq));
-    api->bus_publish(st->self, "donations.alert",
-                     json_pack("{s:s,s:I,s:s?,s:O?,s:I}", "streamer", j->streamer, "seq",
-                               (json_int_t)seq, "kind", onair_str(alert, "kind"), "data",
-                               json_object_get(alert, "data"), "at",
-                               (json_int_t)api->now_ms(st->self)));
-    alert_fanout(st, alert);
-    json_decref(alert);
+    alert_published(st, j, seq);
     job_done(st);
 }
 
@@ -521,10 +598,10 @@ static void alert_next(dn_t *st)
             job_done(st);
         return;
     }
-    if (json_object_get(st->seqs, j->streamer))
-        alert_insert(st, j);
-    else
+    if (!json_object_get(st->seqs, j->streamer))
         alert_load_seq(st, j);
+    else if (!alert_insert_batch(st))
+        alert_insert(st, j);
 }
 
 /* Queue an alert (steals data) for streamer, once per source. */

@@ -433,6 +433,58 @@ static void test_alerts_resume_after_reconnect(void **state)
     onair_test_ws_disconnect(h, c);
 }
 
+/* Many alerts at once (follows from one bus delivery): they go in batches with consecutive
+ * numbers; a batch that meets an alert already there (here: seeded for the third follower)
+ * goes one by one, and the numbers stay gapless with one alert per source. */
+static void test_alert_batches(void **state)
+{
+    onair_test_host_t *h = *state;
+    char aid[25], source[64], follower[32];
+    snprintf(source, sizeof source, "f2>%s", OWNER);
+    const char *parts[] = {"alert", "follow", source, ""};
+    money_derived_id(aid, parts, 4);
+    assert_int_equal(onair_test_store_seed(h, "donations.alerts",
+                                           json_pack("[{s:s,s:s,s:s,s:i,s:{s:s}}]", "_id", aid,
+                                                     "streamer", OWNER, "kind", "follow", "seq", 1,
+                                                     "data", "follower", "f2"),
+                                           1),
+                     ONAIR_OK);
+    onair_conn_t c = onair_test_ws_connect(h, &owner);
+    onair_test_ws_send(h, c, "donations.alerts.subscribe", NULL, NULL);
+    for (int round = 0; round < 2; round++) { /* the second without a conflict */
+        for (int i = 0; i < 6; i++) {
+            snprintf(follower, sizeof follower, "f%d", round * 6 + i);
+            onair_test_publish(h, "streams.followed",
+                               json_pack("{s:s,s:s}", "follower", follower, "followee", OWNER));
+        }
+        onair_test_run(h);
+    }
+    assert_true(onair_test_log_count(h, ONAIR_LOG_DEBUG, "in one insert") > 0);
+    json_t *alerts = onair_test_store_dump(h, "donations.alerts");
+    assert_int_equal(json_array_size(alerts), 12); /* the seeded one and eleven new */
+    int seen[13] = {0};
+    size_t i;
+    json_t *a;
+    json_array_foreach(alerts, i, a)
+    {
+        json_int_t seq = json_integer_value(json_object_get(a, "seq"));
+        assert_true(seq >= 1 && seq <= 12);
+        seen[seq]++;
+    }
+    for (int k = 1; k <= 12; k++)
+        assert_int_equal(seen[k], 1);
+    json_decref(alerts);
+    /* the overlay got the seeded one and the new ones once, in order */
+    for (int k = 1; k <= 12; k++) {
+        json_t *f = next_of_type(h, c, "alert.show");
+        assert_non_null(f);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(f, "data"), "seq")), k);
+        json_decref(f);
+    }
+    assert_null(next_of_type(h, c, "alert.show"));
+    onair_test_ws_disconnect(h, c);
+}
+
 /* a donation that succeeded just before a stop without its alert gets it at the next start */
 static void test_alert_recovered_at_start(void **state)
 {
@@ -555,6 +607,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_alerts_resume_after_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stripe_flow, setup_stripe, teardown),
         cmocka_unit_test(test_alert_recovered_at_start),
+        cmocka_unit_test_setup_teardown(test_alert_batches, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
