@@ -63,6 +63,7 @@ for mode in $MODES; do
     for an in off on; do
         for r in $(seq "$RUNS"); do
             write_config "$WORK/data-$mode-$an-$r" "$an"
+            : > "$WORK/onaird.log" # start_onaird reads it at once: it must exist
             start_onaird
             api() { curl -sf -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
                          ${3:+-d "$3"} "http://127.0.0.1:$PORT$2"; }
