@@ -227,9 +227,15 @@ typedef struct watcher {
 static pthread_mutex_t g_hq_lock = PTHREAD_MUTEX_INITIALIZER;
 static hq_item_t *g_hq;
 static size_t g_hq_n, g_hq_cap;
-static atomic_uint_fast64_t g_hq_dropped;
+static atomic_uint_fast64_t g_hq_dropped, g_switches;
 static watcher_t *g_watchers;
 static atomic_int g_nwatchers;
+
+void health_counts(uint64_t *switches, uint64_t *dropped)
+{
+    *switches = atomic_load(&g_switches);
+    *dropped = atomic_load(&g_hq_dropped);
+}
 
 int health_watched(void)
 {
@@ -270,6 +276,7 @@ void health_push_sample(const health_sample_t *s)
 
 void health_push_switch(const char *stream, int from_backup, int to_backup, const char *reason)
 {
+    atomic_fetch_add(&g_switches, 1);
     hq_item_t it;
     memset(&it, 0, sizeof it);
     it.is_switch = 1;

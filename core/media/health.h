@@ -97,6 +97,8 @@ void health_push_switch(const char *stream, int from_backup, int to_backup, cons
 void health_drain(void);
 /* Are plugins watching (samples are taken only then)? */
 int health_watched(void);
+/* For /metrics: source switches so far, samples dropped (queue full). */
+void health_counts(uint64_t *switches, uint64_t *dropped);
 
 /* ---- onair_api_t (core loop thread) ---------------------------------------------------- */
 

@@ -253,6 +253,15 @@ char *media_metrics(void)
         "onair_media_sessions_created_total{role=\"viewer\"} %llu\n",
         (unsigned long long)atomic_load(&g_media.publishes),
         (unsigned long long)atomic_load(&g_media.plays));
+    uint64_t switches, dropped;
+    health_counts(&switches, &dropped);
+    PUT("# HELP onair_media_source_switches_total Viewers of a stream switched between its primary "
+        "and backup publishers.\n# TYPE onair_media_source_switches_total counter\n"
+        "onair_media_source_switches_total %llu\n"
+        "# HELP onair_media_health_dropped_total Health samples dropped (the core loop fell "
+        "behind).\n# TYPE onair_media_health_dropped_total counter\n"
+        "onair_media_health_dropped_total %llu\n",
+        (unsigned long long)switches, (unsigned long long)dropped);
     static const struct {
         const char *name, *help;
         size_t off;
