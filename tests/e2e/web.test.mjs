@@ -18,7 +18,7 @@
 import {test, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {spawnSync} from 'node:child_process';
-import {mkdir, readdir, readFile} from 'node:fs/promises';
+import {mkdir, mkdtemp, readdir, readFile, rm} from 'node:fs/promises';
 import {existsSync} from 'node:fs';
 import {join, resolve} from 'node:path';
 import {tmpdir} from 'node:os';
@@ -55,6 +55,10 @@ async function setup() {
   if (has('polls')) plugins.polls = {config: {min_duration_s: 15}};
   if (has('donations')) plugins.donations = {config: {provider: 'test'}};
   if (has('analytics')) plugins.analytics = {};
+  if (has('recording')) {
+    S.recDir = await mkdtemp(join(tmpdir(), 'onair-web-rec-'));
+    plugins.recording = {config: {dir: S.recDir}};
+  }
   server = new Onaird({plugins, core: {server: {cors_origins: []}}});
   await server.start();
   browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS});
@@ -69,6 +73,7 @@ after(async () => {
       const st = await server.stop();
       assert.equal(st.code, 0, `onaird exit ${JSON.stringify(st)}:\n${server.log().slice(-4000)}`);
     }
+    if (S.recDir) await rm(S.recDir, {recursive: true, force: true});
   }
 });
 
@@ -193,6 +198,10 @@ test('go live from the studio with the fake camera; a second browser watches', T
   await page.locator('#preview').evaluate((v) => new Promise((r) => v.readyState >= 2 ? r() : v.addEventListener('loadeddata', r)));
   await page.getByRole('button', {name: 'Go live'}).click();
   await page.getByText('You are live.').waitFor({timeout: 20_000});
+  if (has('recording')) {
+    await page.getByRole('button', {name: 'Record'}).click();
+    await page.getByRole('button', {name: 'Stop recording'}).waitFor();
+  }
 
   S.viewer = await person('viewer');
   S.viewerName = 'bob' + Date.now().toString(36);
@@ -327,5 +336,23 @@ test('the streamer ends the stream; the viewer page says it is offline', T, asyn
   await S.streamer.getByRole('button', {name: 'End stream'}).click();
   await S.streamer.getByText('The stream ended.').waitFor();
   await S.viewer.locator('#offline').waitFor({state: 'visible', timeout: 20_000});
+  if (has('recording')) {
+    // the recording, finalized after the end, is listed on the viewer page and plays
+    const item = S.viewer.locator('#vods li', {hasText: 'Recording of'});
+    await waitFor('the recording on the viewer page', async () => {
+      if (await item.count()) return true;
+      await S.viewer.reload();
+      await S.viewer.locator('#title', {hasText: 'Friday e2e stream'}).waitFor();
+      await sleep(1500);
+      return item.count();
+    }, 40_000, 500);
+    await item.getByRole('button', {name: 'Play'}).click();
+    await S.viewer.locator('video.vod').evaluate((v) => new Promise((resolve, reject) => {
+      if (v.readyState >= 2) return resolve();
+      v.addEventListener('loadeddata', resolve);
+      v.addEventListener('error', () => reject(new Error('the recording does not play: ' + v.error?.message)));
+    }));
+    await shot(S.viewer, 'watch-ended');
+  }
   noProblems();
 });

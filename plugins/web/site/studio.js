@@ -85,6 +85,8 @@ async function joinAll() {
   if (have.has('polls'))
     api('GET', `/api/v1/streams/${s.id}/polls/active`).then((r) => renderPoll(r.poll)).catch((e) => status(e.message, 'error'));
   if (have.has('moderation')) loadHeld();
+  $('#record').hidden = !have.has('recording');
+  if (have.has('recording')) recordingState();
 }
 
 $('#rotate').addEventListener('click', async () => {
@@ -180,6 +182,27 @@ $('#stop').addEventListener('click', async () => {
   $('#golive').disabled = false;
   status('The stream ended.', 'ok');
   setTimeout(loadStreams, 500);
+});
+
+// ---- recording (recording plugin) --------------------------------------------------------------
+async function recordingState() {
+  try {
+    const r = await api('GET', `/api/v1/streams/${st.current.id}/recordings`);
+    const on = (r.recordings || []).some((x) => x.state === 'recording');
+    $('#record').setAttribute('aria-pressed', on ? 'true' : 'false');
+    $('#record').textContent = on ? 'Stop recording' : 'Record';
+  } catch { /* not available */ }
+}
+
+$('#record').addEventListener('click', async () => {
+  const on = $('#record').getAttribute('aria-pressed') === 'true';
+  try {
+    await api('POST', `/api/v1/streams/${st.current.id}/recording/${on ? 'stop' : 'start'}`);
+    status(on ? 'Recording stopped.' : 'Recording.', 'ok');
+  } catch (e) {
+    status(e.message, 'error');
+  }
+  recordingState();
 });
 
 // the publisher's own figures (what only the browser knows) every 5 s

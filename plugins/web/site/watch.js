@@ -189,7 +189,11 @@ const sock = new Socket({
 });
 
 sock.on('stream.started', ({stream}) => { renderStream(stream); showLive(true); })
-  .on('stream.ended', ({stream}) => { renderStream(stream); showLive(false, {ended: true}); })
+  .on('stream.ended', ({stream}) => {
+    renderStream(stream);
+    showLive(false, {ended: true});
+    setTimeout(setupVod, 3000); // the recording is finalized shortly after
+  })
   .on('stream.updated', ({stream}) => renderStream(stream))
   .on('viewer.count', ({count}) => setViewers(count))
   .on('chat.message', addMessage)
@@ -283,6 +287,41 @@ async function setupTips() {
   });
 }
 
+// ---- recordings (recording plugin) and clips (clips plugin) ---------------------------------------
+// A private stream's files need a signed URL (GET .../url: a short-lived link the plugin
+// signs, since a <video> cannot send the bearer token); others play from file_url.
+async function playable(kind, item) {
+  if (state.stream?.visibility === 'public' || !item.id) return item.file_url;
+  const r = await api('GET', `/api/v1/${kind}/${item.id}/url`, {query: {share}});
+  return r.url;
+}
+
+async function setupVod() {
+  const have = await plugins();
+  const lists = [];
+  if (have.has('recording'))
+    lists.push(api('GET', `/api/v1/streams/${id}/recordings`, {query: {share}})
+      .then((r) => (r.recordings || []).filter((x) => x.state === 'ready').map((x) => ({kind: 'recordings', x}))));
+  if (have.has('clips')) // hook: the clips plugin's list, same shape (file_url, thumbnail_url)
+    lists.push(api('GET', `/api/v1/streams/${id}/clips`, {query: {share}})
+      .then((r) => (r.clips || []).filter((x) => !x.state || x.state === 'ready').map((x) => ({kind: 'clips', x}))));
+  if (!lists.length) return;
+  const items = (await Promise.all(lists.map((p) => p.catch(() => [])))).flat();
+  $('#vod-panel').hidden = !items.length;
+  clear($('#vods'), items.map(({kind, x}) => el('li', {},
+    x.thumbnail_url && state.stream?.visibility === 'public'
+      ? el('img', {src: x.thumbnail_url, alt: '', width: 96, height: 54}) : null,
+    el('span', {class: 'grow'}, kind === 'clips' ? (x.title || 'Clip') : `Recording of ${new Date(x.started_at).toLocaleString()}`,
+      el('span', {class: 'muted'}, ` · ${Math.round((x.duration_ms || 0) / 1000)} s`)),
+    el('button', {type: 'button', class: 'small', onclick: async () => {
+      try {
+        const src = await playable(kind, x);
+        clear($('#vod-player'), el('video', {src, controls: true, autoplay: true, playsInline: true,
+          class: 'vod', 'aria-label': 'Recording'}));
+      } catch (e) { say($('#player-state'), e.message, 'error'); }
+    }}, 'Play'))));
+}
+
 // latency figures every 2 s while playing
 setInterval(async () => {
   const s = await player.stats().catch(() => null);
@@ -305,6 +344,7 @@ async function main() {
   }
   sock.connect();
   setupTips();
+  setupVod();
 }
 
 main();
