@@ -1,7 +1,8 @@
-"""Analytics plugin end to end against a real onaird with the streams, chat, Q&A and reactions
-plugins, on both storage backends (sqlite and CongoDB for mongodb): a scripted live stream
-(signed-in and anonymous WebSocket viewers joining and leaving, a REST viewer, chat, reactions,
-questions, follows) gives exact numbers live and after the end; the owner's dashboard hears
+"""Analytics plugin end to end against a real onaird with the streams, chat, Q&A, reactions, polls
+and donations plugins, on both storage backends (sqlite and CongoDB for mongodb): a scripted live
+stream (signed-in and anonymous WebSocket viewers joining and leaving, a REST viewer, chat,
+reactions, questions, follows) gives exact numbers live and after the end; poll votes and
+donations (per currency) as the polls and donations plugins publish them; the owner's dashboard hears
 metrics.viewers; a restart mid-stream keeps the written buckets and counts nothing twice; who may
 read (owner, stream moderator, admin; others 403; unknown 404); channel totals over a date range
 and its bad ranges; the CSV export."""
@@ -36,13 +37,16 @@ def plugins():
         return {"path": os.path.join(PLUGIN_DIR, name + ".so"), "config": config or {}}
     return {"streams": so("streams", {"max_live_per_user": 10}), "chat": so("chat"),
             "qa": so("qa"), "reactions": so("reactions", {"limit_per_s": 100}),
+            "moderation": so("moderation"), "polls": so("polls"),
+            "donations": so("donations", {"provider": "test", "currencies": ["USD", "EUR"]}),
             "analytics": so("analytics", {"bucket_s": BUCKET_S, "dashboard_ms": 100})}
 
 
 def core(backend):
     return {"auth": {"password_hash": "interactive", "api_keys": [f"{API_KEY}:{API_SECRET}"]},
             "storage": backend,
-            "rate_limits": {"chat.send": "100000/1m", "qa.ask": "100000/1m"}}
+            "rate_limits": {"chat.send": "100000/1m", "qa.ask": "100000/1m",
+                            "donations.create": "100000/1m"}}
 
 
 @pytest.fixture(scope="module")
@@ -410,3 +414,32 @@ def test_removed_moderator_loses_the_dashboard(srv):
 
     run(scenario())
     assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
+
+
+def test_poll_votes_and_donations(srv):
+    owner, fans = Account(srv, "vown"), [Account(srv, f"vfan{i}") for i in range(3)]
+    sid = create(owner)
+    r = owner.call("POST", f"/api/v1/streams/{sid}/polls",
+                   {"title": "Best snack?", "choices": ["crisps", "nuts"], "duration_s": 600,
+                    "allow_change": True})
+    assert r.status == 201, r
+    poll = r.json()["poll"]
+    ids = [c["id"] for c in poll["choices"]]
+    for i, f in enumerate(fans):
+        r = f.call("POST", f"/api/v1/polls/{poll['id']}/vote", {"choices": [ids[i % 2]]})
+        assert r.status == 200, r
+    r = fans[0].call("POST", f"/api/v1/polls/{poll['id']}/vote", {"choices": [ids[1]]})
+    assert r.status == 200 and r.json()["changed"] is True, r  # a change: not another vote
+    for f, amount, cur in ((fans[0], 500, "USD"), (fans[1], 300, "EUR"), (fans[2], 250, "USD")):
+        r = f.call("POST", f"/api/v1/streams/{sid}/donations", {"amount": amount, "currency": cur},
+                   headers={"Idempotency-Key": os.urandom(8).hex()})
+        assert r.status == 201, r
+    t = wait_totals(owner, sid, lambda t: t["donations_count"] == 3 and t["poll_votes"] == 3)["totals"]
+    assert t["donations"] == {"USD": {"count": 2, "sum": 750}, "EUR": {"count": 1, "sum": 300}}, t
+    assert t["poll_votes"] == 3, t
+    assert owner.call("POST", f"/api/v1/streams/{sid}/end").status == 200
+    r = owner.call("GET", f"/api/v1/streams/{sid}/analytics?format=csv")
+    rows = list(csv.DictReader(io.StringIO(r.body)))
+    assert sum(int(x["donations_sum_USD"]) for x in rows) == 750, rows
+    assert sum(int(x["donations_sum_EUR"]) for x in rows) == 300, rows
+    assert sum(int(x["poll_votes"]) for x in rows) == 3, rows
