@@ -105,6 +105,23 @@ async function shot(page, name) {
 }
 
 const noProblems = () => assert.deepEqual(problems, [], problems.join('\n'));
+
+// axe-core (WCAG 2 A and AA rules: labels, names, contrast, landmarks, ...) on the page as it
+// is: evaluated through the DevTools protocol, which the page's CSP does not govern.
+const AXE = await readFile(join(REPO, 'tests/e2e/node_modules/axe-core/axe.min.js'), 'utf8').catch(() => null);
+async function accessible(page, name) {
+  assert.ok(AXE, 'axe-core is installed (tests/e2e: npm ci)');
+  await page.evaluate(AXE);
+  for (const scheme of ['light', 'dark']) {
+    await page.emulateMedia({colorScheme: scheme});
+    const found = await page.evaluate(async () => {
+      const r = await window.axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa']}});
+      return r.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+    });
+    assert.deepEqual(found, [], `${name} (${scheme}): accessibility violations:\n${found.join('\n')}`);
+  }
+  await page.emulateMedia({colorScheme: 'light'});
+}
 const text = (page, sel) => page.locator(sel).innerText();
 
 async function signUp(page, username) {
@@ -171,8 +188,10 @@ test('sign up and verify the email address', T, async () => {
   const page = S.streamer;
   await page.goto('/signup');
   await shot(page, 'signup');
+  await accessible(page, 'signup');
   await signUp(page, S.streamerName);
   await shot(page, 'verify');
+  await accessible(page, 'verify');
   const code = await mailedCode(`${S.streamerName}@example.org`);
   await page.getByLabel('Code').fill(code);
   await page.getByRole('button', {name: 'Verify'}).click();
@@ -181,6 +200,7 @@ test('sign up and verify the email address', T, async () => {
   await page.goto('/account');
   await page.getByText('(verified)').waitFor();
   await shot(page, 'account');
+  await accessible(page, 'account');
   noProblems();
 });
 
@@ -209,6 +229,7 @@ test('go live from the studio with the fake camera; a second browser watches', T
   await S.viewer.goto('/');
   await S.viewer.getByRole('link', {name: /Friday e2e stream/}).waitFor();
   await shot(S.viewer, 'home');
+  await accessible(S.viewer, 'home');
   await S.viewer.getByRole('link', {name: /Friday e2e stream/}).click();
   await S.viewer.waitForURL(`**/watch/${S.streamId}`);
   const first = await waitFor('the viewer decodes frames', async () => {
@@ -256,7 +277,9 @@ test('the viewer chats, reacts, asks and votes; the streamer sees it', T, async 
     await s.locator('#poll-live', {hasText: 'nuts 1 votes'}).waitFor({timeout: 10_000});
   }
   await shot(v, 'watch');
+  await accessible(v, 'watch');
   await shot(s, 'studio');
+  await accessible(s, 'studio');
   noProblems();
 });
 
@@ -327,8 +350,10 @@ test('the admin signs in and sees users, plugins and the server', T, async () =>
   await page.locator('#users tr', {hasText: S.viewerName}).getByRole('button', {name: 'Verify'}).click();
   await page.getByText(`Saved ${S.viewerName}.`).waitFor();
   await shot(page, 'admin');
+  await accessible(page, 'admin');
   await page.goto('/signin');
   await shot(page, 'signin');
+  await accessible(page, 'signin');
   noProblems();
 });
 
