@@ -888,8 +888,8 @@ static void usage_counted(int status, json_t *res, void *ud)
     json_t *d = json_array_get(json_object_get(res, "docs"), 0);
     op->used = json_integer_value(json_object_get(d, "total"));
     int64_t quota = api->config_int(st->self, "quota_mb") * 1024 * 1024;
-    if (op->used >= quota)
-        return start_fail(op, 507, "quota_exceeded", "the owner's recordings use all of her quota");
+    if (op->used >= quota - quota / 10) /* less than a tenth left: a recording would stop soon */
+        return start_fail(op, 507, "quota_exceeded", "the owner's recordings use her quota");
     snprintf(op->dir, sizeof op->dir, "%s/%s", st->dir, op->owner);
     if (api->work_submit(st->self, disk_check, disk_checked, op) != ONAIR_OK)
         return start_fail(op, ONAIR_EUNAVAILABLE, NULL, "the work pool is busy");
@@ -1292,6 +1292,41 @@ static int del_one(onair_req_t *req, void *ud)
     return read_start(req, ud, READ_DELETE);
 }
 
+/* ---- service "recording.file": a recording's file, for clips ------------------------------
+ * args {"recording": id} -> {"found", "stream", "owner", "state", "file", "format", "mime",
+ * "duration_ms"}; the caller checks access to the stream itself. */
+static void file_found(int status, json_t *res, void *ud)
+{
+    onair_service_call_t *call = ud;
+    if (status != ONAIR_OK) {
+        api->service_answer(call, status, NULL);
+        return;
+    }
+    json_t *d = json_object_get(res, "doc");
+    json_t *out =
+        json_is_object(d)
+            ? json_pack("{s:b,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?}", "found", 1, "stream",
+                        json_object_get(d, "stream"), "owner", json_object_get(d, "owner"), "state",
+                        json_object_get(d, "state"), "file", json_object_get(d, "file"), "format",
+                        json_object_get(d, "format"), "mime", json_object_get(d, "mime"),
+                        "duration_ms", json_object_get(d, "duration_ms"))
+            : json_pack("{s:b}", "found", 0);
+    api->service_answer(call, out ? ONAIR_OK : ONAIR_ENOMEM, out);
+}
+
+static int svc_file(onair_service_call_t *call, void *ud)
+{
+    state_t *st = ud;
+    const char *rid = onair_str(api->service_args(call), "recording");
+    if (!onair_is_id(rid)) {
+        api->service_answer(call, ONAIR_OK, json_pack("{s:b}", "found", 0));
+        return ONAIR_OK;
+    }
+    int rc = api->store_find_one(st->coll, json_pack("{s:{s:s}}", "filter", "_id", rid), file_found,
+                                 call);
+    return rc == ONAIR_OK ? ONAIR_PENDING : rc;
+}
+
 /* ---- recovery after a crash, retention ---------------------------------------------------- */
 
 typedef struct recover {
@@ -1476,6 +1511,10 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
     };
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
         rc = api->route_add(self, &routes[i]);
+    const onair_service_t svc = {
+        .size = sizeof svc, .name = "recording.file", .fn = svc_file, .ud = st};
+    if (rc == ONAIR_OK)
+        rc = api->service_add(self, &svc);
     if (rc == ONAIR_OK)
         rc = api->media_track_watch(self, on_track, st);
     if (rc == ONAIR_OK)
