@@ -339,10 +339,14 @@ test('the admin signs in and sees users, plugins and the server', T, async () =>
     cwd: server.dir, env: {...process.env, ONAIR_ADMIN_PASSWORD: PASSWORD}, encoding: 'utf8'});
   assert.equal(r.status, 0, r.stderr + r.stdout);
   const page = await person('admin');
+  // with the keyboard only: the form has the focus, Tab moves on, Enter submits
   await page.goto('/signin?next=/admin');
-  await page.getByLabel('Username or email').fill(name);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', {name: 'Sign in'}).click();
+  await page.getByLabel('Username or email').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement?.name), 'login');
+  await page.keyboard.type(name);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press('Enter');
   await page.waitForURL('**/admin');
   await page.locator('#plugins tr', {hasText: 'web'}).getByText('started').waitFor();
   await page.locator('#users tr', {hasText: S.viewerName}).waitFor();
