@@ -34,23 +34,25 @@
 #include <string.h>
 #include <time.h>
 
-#define MESSAGE_MAX       300
-#define KEY_MAX           255
-#define UID_MAX           128
-#define LIMIT_DEF         20
-#define LIMIT_MAX         100
-#define SHARE_MAX         64
-#define ALERT_BATCH       64
-#define PAGE_ALERTS       50
-#define EXPORT_PAGE       500
-#define EXPORT_MAX        100000
-#define AMOUNT_CAP        1000000000000000LL /* 10^15 minor units: no sum of a page can overflow */
-#define DAY_MS            86400000LL
-#define LEADERS_DEF       10
-#define CREATE_LIMIT      30
-#define CREATE_WINDOW     60
-#define RECOVER_WINDOW_MS (15 * 60 * 1000LL) /* alerts recovered at start for this long back */
-#define RECOVER_MAX       1000
+#define MESSAGE_MAX        300
+#define KEY_MAX            255
+#define UID_MAX            128
+#define LIMIT_DEF          20
+#define LIMIT_MAX          100
+#define SHARE_MAX          64
+#define ALERT_BATCH        64
+#define SETTINGS_TTL_MS    1000 /* a settings change made on another node applies after this */
+#define SETTINGS_CACHE_MAX 10000
+#define PAGE_ALERTS        50
+#define EXPORT_PAGE        500
+#define EXPORT_MAX         100000
+#define AMOUNT_CAP         1000000000000000LL /* 10^15 minor units: no sum of a page can overflow */
+#define DAY_MS             86400000LL
+#define LEADERS_DEF        10
+#define CREATE_LIMIT       30
+#define CREATE_WINDOW      60
+#define RECOVER_WINDOW_MS  (15 * 60 * 1000LL) /* alerts recovered at start for this long back */
+#define RECOVER_MAX        1000
 
 static const onair_api_t *api;
 
@@ -86,8 +88,9 @@ typedef struct dn {
     /* alerts */
     alert_job_t *head, *tail;
     int busy;
-    size_t batch_n; /* jobs in the insert in flight (0: one) */
-    json_t *seqs;   /* {streamer: last seq} */
+    size_t batch_n;         /* jobs in the insert in flight (0: one) */
+    json_t *seqs;           /* {streamer: last seq} */
+    json_t *settings_cache; /* {streamer: {doc, at}}: creates read settings at most once a second */
     overlay_t *ovl;
     size_t novl, capovl;
 } dn_t;
@@ -1121,6 +1124,21 @@ static void create_settings(onair_flow_t *f, int status, json_t *result)
                api->hook_run(st->self, "chat.message", data, ctx, onair_flow_hook_cb, f));
 }
 
+/* The settings as read from the store go into the cache first. */
+static void create_settings_read(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    dn_t *st = op->st;
+    if (status == ONAIR_OK) {
+        if (json_object_size(st->settings_cache) >= SETTINGS_CACHE_MAX)
+            json_object_clear(st->settings_cache);
+        json_object_set_new(st->settings_cache, op->streamer,
+                            json_pack("{s:O?,s:I}", "doc", json_object_get(result, "doc"), "at",
+                                      (json_int_t)api->now_ms(st->self)));
+    }
+    create_settings(f, status, result);
+}
+
 static void create_access(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
@@ -1134,9 +1152,17 @@ static void create_access(onair_flow_t *f, int status, json_t *result)
         return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream",
                                   NULL);
     snprintf(op->streamer, sizeof op->streamer, "%s", owner);
+    /* the streamer's settings: from the cache when read in the last SETTINGS_TTL_MS */
+    json_t *hit = json_object_get(op->st->settings_cache, op->streamer);
+    if (hit && api->now_ms(op->st->self) - jint(hit, "at", 0) < SETTINGS_TTL_MS) {
+        json_t *res = json_pack("{s:O?}", "doc", json_object_get(hit, "doc"));
+        create_settings(f, res ? ONAIR_OK : ONAIR_ENOMEM, res);
+        json_decref(res);
+        return;
+    }
     char sid[25];
     settings_id(sid, op->streamer);
-    ONAIR_THEN(f, create_settings,
+    ONAIR_THEN(f, create_settings_read,
                api->store_find_one(op->st->settings, json_pack("{s:{s:s}}", "filter", "_id", sid),
                                    onair_flow_cb, f));
 }
@@ -2015,6 +2041,7 @@ static json_t *settings_view(dn_t *st, json_t *doc, const char *streamer)
 static void settings_answer(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
+    json_object_del(op->st->settings_cache, op->streamer); /* changed: read it again */
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
     json_t *doc = json_object_get(result, "doc");
@@ -2545,6 +2572,7 @@ static void dn_free(dn_t *st)
     json_decref(st->currencies);
     json_decref(st->limits);
     json_decref(st->seqs);
+    json_decref(st->settings_cache);
     free(st->ovl);
     free(st);
 }
@@ -2557,6 +2585,7 @@ static int dn_init(onair_plugin_t *self, const onair_api_t *host_api)
         return ONAIR_ENOMEM;
     st->self = self;
     st->seqs = json_object();
+    st->settings_cache = json_object();
     st->limits = json_object();
     json_t *cfg = api->config(self);
     st->currencies = json_deep_copy(json_object_get(cfg, "currencies"));
@@ -2564,7 +2593,8 @@ static int dn_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->max_amount = api->config_int(self, "max_amount");
     st->poll_min_votes = api->config_int(self, "alerts.poll_min_votes");
     st->follow_alerts = api->config_bool(self, "alerts.follows");
-    int rc = st->seqs && st->limits && st->currencies ? ONAIR_OK : ONAIR_ENOMEM;
+    int rc =
+        st->seqs && st->settings_cache && st->limits && st->currencies ? ONAIR_OK : ONAIR_ENOMEM;
     size_t i;
     json_t *c;
     json_array_foreach(st->currencies, i, c) if (money_exponent(json_string_value(c)) < 0)

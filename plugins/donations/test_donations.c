@@ -309,6 +309,39 @@ static void test_concurrent_same_key(void **state)
     assert_int_equal(received, 1);
 }
 
+/* Creates read a streamer's settings at most once a second: a change another node stored
+ * applies here after that (a change made here applies at once). */
+static void test_settings_cache(void **state)
+{
+    onair_test_host_t *h = *state;
+    const char *usd = "{\"amount\": 500, \"currency\": \"USD\"}";
+    onair_test_response_t *r = donate(h, &donor, "c1", usd);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    char sid[25];
+    const char *parts[] = {"settings", OWNER, "", ""};
+    money_derived_id(sid, parts, 4);
+    assert_int_equal(onair_test_store_seed(h, "donations.settings",
+                                           json_pack("[{s:s,s:s,s:[s]}]", "_id", sid, "streamer",
+                                                     OWNER, "currencies", "EUR"),
+                                           1),
+                     ONAIR_OK);
+    r = donate(h, &donor, "c2", usd); /* within the second: the cached settings */
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    onair_test_advance(h, 1001);
+    expect_problem(donate(h, &donor, "c3", usd), 400, "currency_not_accepted", "currency");
+    /* a change made here applies at once */
+    const char *json[] = {"Content-Type", "application/json", NULL};
+    r = onair_test_request(h, "PUT", "/api/v1/donations/settings", NULL, json,
+                           "{\"currencies\": [\"USD\"]}", &owner);
+    assert_int_equal(r->status, 200);
+    onair_test_response_free(r);
+    r = donate(h, &donor, "c4", usd);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+}
+
 /* ---- refunds and totals ---------------------------------------------------------------------- */
 
 static void test_refunds_and_totals(void **state)
@@ -602,6 +635,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_and_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_and_anonymous, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_and_totals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alerts_resume_after_reconnect, setup, teardown),
