@@ -34,6 +34,7 @@ class Receiver:
     def __init__(self):
         self.lock = threading.Lock()
         self.arrivals = []  # (title, time)
+        self.order = {}     # path -> titles in arrival order
         rec = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -48,6 +49,7 @@ class Receiver:
                 title = json.loads(body)["data"]["stream"]["title"]
                 with rec.lock:
                     rec.arrivals.append((title, now))
+                    rec.order.setdefault(self.path, []).append(title)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -109,6 +111,8 @@ def one_run(run):
             arrivals = list(rec.arrivals)
         cpu1 = cpu_s(srv.proc.pid)
         assert len(arrivals) == E * N, f"{len(arrivals)} of {E * N} delivered"
+        with rec.lock:  # every endpoint got every event once, in order
+            assert all(v == [f"t{i}" for i in range(N)] for v in rec.order.values()), "order"
         t_total = max([t for _, t in arrivals] + [t0 + t_events]) - t0
         lat = sorted((t - sent[title]) * 1000 for title, t in arrivals) or [0.0]
         p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
