@@ -235,8 +235,9 @@ static void integrate(sess_t *s, int64_t t)
 
 static void write_next(sess_t *s);
 
-/* The open bucket as it is goes to the write queue (a later push of the same minute replaces it).
- */
+/* The open bucket as it is goes to the write queue: a later push of the same minute replaces
+ * the queued one, unless that one is being written (then both are written, in order: the later
+ * values win). */
 static void push_bucket(sess_t *s)
 {
     json_t *d = bucket_doc(&s->cur, 1);
@@ -244,7 +245,8 @@ static void push_bucket(sess_t *s)
         return;
     size_t n = json_array_size(s->pending);
     json_t *last = n ? json_array_get(s->pending, n - 1) : NULL;
-    if (last && json_integer_value(json_object_get(last, "minute")) == s->cur.start)
+    if (last && json_integer_value(json_object_get(last, "minute")) == s->cur.start &&
+        !(s->writing && n == 1))
         json_array_set_new(s->pending, n - 1, d);
     else
         json_array_append_new(s->pending, d);

@@ -479,12 +479,39 @@ static void test_store_outage(void **state)
     onair_test_host_free(h);
 }
 
+/* Ended, live again and ended within one minute, while the first end's write is in flight:
+ * the minute's stored values are the later ones (both writes happen, in order). */
+static void test_live_again_same_minute(void **state)
+{
+    (void)state;
+    onair_test_host_t *h = boot(NULL, NULL, 0);
+    json_t *started = json_pack("{s:{s:s,s:s}}", "stream", "id", LIVE, "owner", OWNER);
+    pub(h, "stream.started", json_incref(started));
+    pub(h, "chat.message", json_pack("{s:{s:s}}", "message", "stream", LIVE));
+    at(h, 5000);
+    onair_test_publish(h, "stream.ended", json_incref(started));
+    onair_test_publish(h, "stream.started", json_incref(started));
+    onair_test_publish(h, "chat.message", json_pack("{s:{s:s}}", "message", "stream", LIVE));
+    onair_test_publish(h, "stream.ended", started);
+    onair_test_run(h);
+    at(h, 6000);
+    json_t *minutes = onair_test_store_dump(h, "analytics.minutes");
+    assert_int_equal(json_array_size(minutes), 1);
+    assert_int_equal(num(json_array_get(minutes, 0), "chat"), 2);
+    json_decref(minutes);
+    onair_test_response_t *r = get(h, "/api/v1/streams/" LIVE "/analytics", NULL, &owner);
+    assert_int_equal(num(json_object_get(r->json, "totals"), "chat_messages"), 2);
+    assert_int_equal(num(json_object_get(r->json, "summary"), "chat_messages"), 2);
+    onair_test_response_free(r);
+    onair_test_host_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scripted_stream), cmocka_unit_test(test_permissions),
         cmocka_unit_test(test_channel_and_csv), cmocka_unit_test(test_restart),
-        cmocka_unit_test(test_store_outage),
+        cmocka_unit_test(test_store_outage),    cmocka_unit_test(test_live_again_same_minute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
