@@ -107,6 +107,12 @@ def test_backup_role_codecs_and_promotion(srv):
     assert m["publisher"]["session"] == session_of(backup2), m
     r = owner.call("GET", f"/api/v1/streams/{sid}/health")
     assert [x["reason"] for x in r.json()["switches"]] == ["primary_ended"], r
+    metrics = srv.http("GET", "/metrics").body
+    if isinstance(metrics, bytes):
+        metrics = metrics.decode()
+    switches = [ln for ln in metrics.splitlines()
+                if ln.startswith("onair_media_source_switches_total ")]
+    assert switches and int(switches[0].split()[1]) >= 1, switches
     # the last publisher ends: so does the stream
     assert srv.http("DELETE", backup2.header("Location"), token=key).status == 200
     for _ in range(50):
