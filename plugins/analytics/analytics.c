@@ -71,7 +71,7 @@ typedef struct sess {
     int64_t last_change;   /* the watch-time integral runs up to here */
     bucket_t cur;
     json_t *pending; /* [bucket document] closed, not yet written */
-    int writing, summarizing, summarized;
+    int writing, rewrite, summarizing, summarized;
     int dirty; /* the dashboard has not seen the latest numbers */
     int64_t last_dash;
 } sess_t;
@@ -236,8 +236,8 @@ static void integrate(sess_t *s, int64_t t)
 static void write_next(sess_t *s);
 
 /* The open bucket as it is goes to the write queue: a later push of the same minute replaces
- * the queued one, unless that one is being written (then both are written, in order: the later
- * values win). */
+ * the queued copy (if that copy is being written, it is written again when that write is done:
+ * the later values win). */
 static void push_bucket(sess_t *s)
 {
     json_t *d = bucket_doc(&s->cur, 1);
@@ -245,10 +245,11 @@ static void push_bucket(sess_t *s)
         return;
     size_t n = json_array_size(s->pending);
     json_t *last = n ? json_array_get(s->pending, n - 1) : NULL;
-    if (last && json_integer_value(json_object_get(last, "minute")) == s->cur.start &&
-        !(s->writing && n == 1))
+    if (last && json_integer_value(json_object_get(last, "minute")) == s->cur.start) {
         json_array_set_new(s->pending, n - 1, d);
-    else
+        if (s->writing && n == 1)
+            s->rewrite = 1;
+    } else
         json_array_append_new(s->pending, d);
     s->cur.pushed = 1;
 }
@@ -317,11 +318,14 @@ static void written(int status, json_t *result, void *ud)
             api->log(an->self, ONAIR_LOG_WARN, "cannot write the analytics of %s: %s (will retry)",
                      s->sid, onair_str(result, "error"));
         an->write_warned = 1;
+        s->rewrite = 0;
         return; /* the bucket stays queued: the next tick writes it again (same values) */
     }
     an->write_warned = 0;
     an->writes++;
-    json_array_remove(s->pending, 0);
+    if (!s->rewrite) /* else it was replaced meanwhile: written again */
+        json_array_remove(s->pending, 0);
+    s->rewrite = 0;
     write_next(s);
 }
 

@@ -480,7 +480,7 @@ static void test_store_outage(void **state)
 }
 
 /* Ended, live again and ended within one minute, while the first end's write is in flight:
- * the minute's stored values are the later ones (both writes happen, in order). */
+ * the minute is written again with the later values. */
 static void test_live_again_same_minute(void **state)
 {
     (void)state;
