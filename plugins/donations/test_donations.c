@@ -342,6 +342,78 @@ static void test_settings_cache(void **state)
     onair_test_response_free(r);
 }
 
+/* The store is down: 503 and nothing written; the retry with the same key then succeeds once. */
+static void test_store_outage(void **state)
+{
+    onair_test_host_t *h = *state;
+    const char *usd = "{\"amount\": 500, \"currency\": \"USD\"}";
+    onair_test_set_log_level(h, 0); /* the 503's detail is logged as a warning */
+    onair_test_store_set_available(h, 0);
+    onair_test_response_t *r = donate(h, &donor, "o1", usd);
+    assert_int_equal(r->status, 503);
+    onair_test_response_free(r);
+    onair_test_store_set_available(h, 1);
+    assert_int_equal(count(h, "donations.donations"), 0);
+    assert_int_equal(count(h, "donations.ledger"), 0);
+    r = donate(h, &donor, "o1", usd);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    r = donate(h, &donor, "o1", usd);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.donations"), 1);
+    assert_int_equal(count(h, "donations.ledger"), 2);
+}
+
+/* A crash after the donation was written and before its ledger entries: the client's retry
+ * answers the stored first answer and writes the entries (once), with their effects. */
+static void test_retry_completes_a_half_written_donation(void **state)
+{
+    onair_test_host_t *h = *state;
+    json_t *body = json_pack("{s:i,s:s}", "amount", 800, "currency", "USD");
+    json_t *canon = json_pack("{s:s,s:O}", "stream", LIVE, "body", body);
+    char *text = json_dumps(canon, JSON_SORT_KEYS | JSON_COMPACT);
+    char hash[65], did[25];
+    money_sha256_hex(text, strlen(text), hash);
+    const char *parts[] = {"donation", DONOR, "half", ""};
+    money_derived_id(did, parts, 4);
+    json_t *first = json_pack("{s:{s:s,s:s,s:i,s:s}}", "donation", "id", did, "status", "succeeded",
+                              "amount", 800, "provider", "test");
+    assert_int_equal(
+        onair_test_store_seed(
+            h, "donations.donations",
+            json_pack("[{s:s,s:s,s:s,s:s,s:i,s:s,s:b,s:b,s:s,s:s,s:s,s:i,s:I,s:{s:i,s:O}}]", "_id",
+                      did, "stream", LIVE, "streamer", OWNER, "donor", DONOR, "amount", 800,
+                      "currency", "USD", "anonymous", 0, "confirmed_at_create", 1, "provider",
+                      "test", "payment_ref", "test_x", "request_hash", hash, "refunded", 0,
+                      "created_at", (json_int_t)onair_test_now_ms(h), "response", "status", 201,
+                      "body", first),
+            1),
+        ONAIR_OK);
+    char *raw = json_dumps(body, 0);
+    onair_test_response_t *r = donate(h, &donor, "half", raw);
+    assert_int_equal(r->status, 201);
+    assert_true(json_equal(r->json, first));
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.ledger"), 2);
+    int received = 0;
+    json_t *ev;
+    while ((ev = onair_test_published_next(h))) {
+        received += !strcmp(onair_str(ev, "topic"), "donations.received");
+        json_decref(ev);
+    }
+    assert_int_equal(received, 1);
+    r = donate(h, &donor, "half", raw); /* and once only */
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.ledger"), 2);
+    free(raw);
+    free(text);
+    json_decref(canon);
+    json_decref(body);
+    json_decref(first);
+}
+
 /* ---- refunds and totals ---------------------------------------------------------------------- */
 
 static void test_refunds_and_totals(void **state)
@@ -636,6 +708,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_completes_a_half_written_donation, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_hold_and_anonymous, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_and_totals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alerts_resume_after_reconnect, setup, teardown),
