@@ -361,6 +361,16 @@ test('the admin signs in and sees users, plugins and the server', T, async () =>
   noProblems();
 });
 
+test('the viewer follows the streamer; the page remembers it', T, async () => {
+  const v = S.viewer;
+  await v.getByRole('button', {name: 'Follow'}).click();
+  await v.getByRole('button', {name: 'Following'}).waitFor();
+  await v.reload();
+  await v.getByRole('button', {name: 'Following'}).waitFor();
+  assert.equal(await v.getByRole('button', {name: 'Following'}).getAttribute('aria-pressed'), 'true');
+  noProblems();
+});
+
 test('the streamer ends the stream; the viewer page says it is offline', T, async () => {
   await S.streamer.getByRole('button', {name: 'End stream'}).click();
   await S.streamer.getByText('The stream ended.').waitFor();

@@ -80,8 +80,10 @@ async function joinAll() {
       r.questions.forEach(upsertQuestion);
     }).catch((e) => status(e.message, 'error'));
   }
-  if (have.has('analytics'))
+  if (have.has('analytics')) {
     sock.send('analytics.watch', {stream_id: s.id}).then((r) => showStats(r.metrics)).catch((e) => status(e.message, 'error'));
+    loadAnalytics(true);
+  }
   if (have.has('polls'))
     api('GET', `/api/v1/streams/${s.id}/polls/active`).then((r) => renderPoll(r.poll)).catch((e) => status(e.message, 'error'));
   if (have.has('moderation')) loadHeld();
@@ -375,6 +377,27 @@ function showStats(m) {
   st.viewers.push(m.viewers ?? 0);
   if (st.viewers.length > 300) st.viewers.shift();
   graph($('#viewers-graph'), st.viewers, accent());
+  loadAnalytics();
+}
+
+// the stream's series and totals (GET .../analytics), at most every 20 s
+let analyticsAt = 0;
+async function loadAnalytics(force = false) {
+  if (!st.current || (!force && Date.now() - analyticsAt < 20_000)) return;
+  analyticsAt = Date.now();
+  try {
+    const a = await api('GET', `/api/v1/streams/${st.current.id}/analytics`);
+    graph($('#engagement-graph'), a.series.map((b) => (b.chat || 0) + (b.reactions || 0) + (b.questions || 0) + (b.poll_votes || 0)), accent());
+    const t = a.summary || a.totals || {};
+    clear($('#totals'),
+      el('dt', {}, 'Average watch'), el('dd', {}, `${Math.round((t.average_watch_ms || 0) / 1000)} s`),
+      el('dt', {}, 'Chat messages'), el('dd', {}, String(t.chat_messages ?? 0)),
+      el('dt', {}, 'Reactions'), el('dd', {}, String(t.reactions ?? 0)),
+      el('dt', {}, 'Questions'), el('dd', {}, String(t.questions ?? 0)),
+      el('dt', {}, 'Poll votes'), el('dd', {}, String(t.poll_votes ?? 0)),
+      el('dt', {}, 'New followers'), el('dd', {}, String(t.follows ?? 0)));
+    if (!st.viewers.length) graph($('#viewers-graph'), a.series.map((b) => b.viewers || 0), accent());
+  } catch { /* not available */ }
 }
 
 // ---- tips and overlays (donations plugin) ------------------------------------------------------

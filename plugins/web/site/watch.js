@@ -296,6 +296,30 @@ async function playable(kind, item) {
   return r.url;
 }
 
+// ---- the streamer's schedule (scheduling plugin) and follow state ------------------------------
+async function setupSchedule(owner) {
+  if (!(await plugins()).has('scheduling')) return;
+  try {
+    const r = await api('GET', '/api/v1/schedules', {query: {owner, limit: 5}});
+    const next = (r.items || []).filter((x) => x.next_occurrence && !x.cancelled);
+    $('#sched-panel').hidden = !next.length;
+    clear($('#schedule'), next.map((x) => el('li', {}, el('strong', {}, x.title),
+      el('span', {class: 'muted'}, new Date(x.next_occurrence).toLocaleString(), ` · ${x.duration_min} min`,
+        x.recurrence ? ' · weekly' : ''))));
+  } catch { /* not available */ }
+}
+
+async function followState(owner) {
+  const b = $('#follow');
+  b.hidden = false;
+  try { // one page of whom I follow is enough for a button
+    const r = await api('GET', `/api/v1/users/${state.user.id}/following`, {query: {limit: 100}});
+    const on = (r.following || r.items || []).some((f) => f.user === owner);
+    b.setAttribute('aria-pressed', on ? 'true' : 'false');
+    b.textContent = on ? 'Following' : 'Follow';
+  } catch { b.setAttribute('aria-pressed', 'false'); }
+}
+
 async function setupVod() {
   const have = await plugins();
   const lists = [];
@@ -338,7 +362,8 @@ async function main() {
   try {
     const {stream} = await api('GET', `/api/v1/streams/${id}`, {query: {share}});
     renderStream(stream);
-    if (state.user && stream.owner !== state.user.id) $('#follow').hidden = false;
+    if (state.user && stream.owner !== state.user.id) followState(stream.owner);
+    setupSchedule(stream.owner);
   } catch (e) {
     return say($('#player-state'), e instanceof ApiError && e.status === 404 ? 'No such stream.' : e.message, 'error');
   }
