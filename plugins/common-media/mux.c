@@ -344,6 +344,11 @@ static int remux(const char *in, const char *out, int64_t start_ms, int64_t end_
         set_err(err, errlen, "cannot write the header", rc);
         goto out;
     }
+    if (start_ms > 0 && ic->duration > 0 && start_ms * 1000 >= ic->duration) {
+        rc = AVERROR_INVALIDDATA;
+        set_err(err, errlen, "nothing in that range", 0);
+        goto out;
+    }
     if (start_ms > 0)
         av_seek_frame(ic, -1, start_ms * (AV_TIME_BASE / 1000), AVSEEK_FLAG_BACKWARD);
     int64_t t0 = -1; /* ms of the first packet copied when cutting */
@@ -363,9 +368,6 @@ static int remux(const char *in, const char *out, int64_t start_ms, int64_t end_
                 if (vstream >= 0 && (si != vstream || !(p->flags & AV_PKT_FLAG_KEY))) {
                     av_packet_unref(p);
                     continue;
-                }
-                if (ms > start_ms && vstream >= 0 && maxend == 0 && start_ms > 0) {
-                    /* the seek overshot: take this keyframe anyway */
                 }
                 t0 = ms;
             }
