@@ -131,31 +131,6 @@ static void iso_time(int64_t ms, char out[32])
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
-/* Trim ASCII white space; 1..max characters without control characters but tab and newline. */
-static char *clean_text(const char *s, size_t max)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-        n--;
-    while (n && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
-        s++, n--;
-    if (!n || onair_utf8_chars(s, n) > max)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7F)
-            return NULL;
-    }
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 /* ---- the ledger: what a donation's entries say -------------------------------------------- */
 
 typedef struct derived {
@@ -319,7 +294,7 @@ static op_t *op_new(dn_t *st, onair_target_t t, int kind)
     op->flow = (onair_flow_t){.api = api, .t = t, .end = op_free};
     op->st = st;
     op->kind = kind;
-    op->roles = json_array();
+    op->roles = onair_roles_json(u);
     op->inserted = json_array();
     const char *share = t.req ? api->req_query(t.req, "share") : NULL;
     if (share && strlen(share) <= SHARE_MAX) /* a longer one matches no stream */
@@ -327,8 +302,6 @@ static op_t *op_new(dn_t *st, onair_target_t t, int kind)
     if (u && u->id) {
         snprintf(op->uid, sizeof op->uid, "%s", u->id);
         op->admin = is_admin(u);
-        for (size_t i = 0; u->roles && u->roles[i]; i++)
-            json_array_append_new(op->roles, json_string(u->roles[i]));
     }
     if (!op->roles || !op->inserted) {
         op_free(&op->flow);
@@ -1024,8 +997,8 @@ static void create_hooked(onair_flow_t *f, int status, json_t *result)
             return problem_field(f, ONAIR_EPERM, "message_denied", "message",
                                  reason && *reason ? reason : "the message was refused", NULL);
         if (json_is_true(json_object_get(result, "rewritten"))) {
-            char *text =
-                clean_text(onair_str(json_object_get(result, "data"), "text"), MESSAGE_MAX);
+            char *text = onair_text_clean(onair_str(json_object_get(result, "data"), "text"),
+                                          MESSAGE_MAX, 1);
             if (!text)
                 return problem_field(f, ONAIR_EPERM, "message_denied", "message",
                                      "the message was filtered out", NULL);
@@ -1142,12 +1115,12 @@ static void create_settings_read(onair_flow_t *f, int status, json_t *result)
 static void create_access(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
-    if (status != ONAIR_OK)
-        return onair_flow_fail(f, status, result);
+    if (onair_flow_access_refused(f, status, result))
+        return;
     const char *owner = onair_str(result, "owner");
-    if (!json_is_true(json_object_get(result, "found")) ||
-        !json_is_true(json_object_get(result, "visible")) || !owner)
+    if (!owner)
         return onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
+    /* banned from a stream she may still watch: she tips it no more than she chats in it */
     if (json_is_true(json_object_get(result, "banned")))
         return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream",
                                   NULL);
@@ -1211,7 +1184,7 @@ static int post_donation(onair_req_t *req, void *ud)
         return onair_field_problem(api, t, "unknown_currency", "currency",
                                    "currency must be an ISO 4217 code such as USD, EUR or JPY");
     const char *msg = onair_str(body, "message");
-    char *message = msg ? clean_text(msg, MESSAGE_MAX) : NULL;
+    char *message = msg ? onair_text_clean(msg, MESSAGE_MAX, 1) : NULL;
     if (msg && !message)
         return onair_field_problem(api, t, "invalid_field", "message",
                                    "message must be 1..300 characters after trimming, without "
@@ -1841,11 +1814,8 @@ static void run_totals(op_t *op, const char *field, const char *value)
 static void stream_visible(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
-    if (status != ONAIR_OK)
-        return onair_flow_fail(f, status, result);
-    if (!json_is_true(json_object_get(result, "found")) ||
-        !json_is_true(json_object_get(result, "visible")))
-        return onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
+    if (onair_flow_access_refused(f, status, result))
+        return;
     op->flow.next = NULL;
     onair_flow_step_fn next = (onair_flow_step_fn)op->after_ledger;
     next(f, ONAIR_OK, result);
