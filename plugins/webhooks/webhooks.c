@@ -1764,6 +1764,11 @@ static const onair_index_t delivery_indexes[] = {
     ONAIR_END,
 };
 
+/* registering and changing endpoints (each may resolve a host name on the work pool) */
+static const onair_ratelimit_t ratelimits[] = {
+    ONAIR_RATELIMIT("webhooks.write", 30, 60, ONAIR_RATELIMIT_BY_USER),
+};
+
 #define EP_ROUTE(m, path, h, ...)                                                                  \
     ONAIR_ROUTE(m, "/api/v1/webhooks/endpoints" path, h, .access = ONAIR_ACCESS_USER, __VA_ARGS__)
 
@@ -1778,13 +1783,14 @@ static int wh_init(onair_plugin_t *self, const onair_api_t *host)
         w->rud[k] = (route_ud_t){w, k};
     api->set_state(self, w);
     const onair_route_t routes[] = {
-        EP_ROUTE("POST", "", h_create, .ud = w, .body = create_body),
+        EP_ROUTE("POST", "", h_create, .ud = w, .body = create_body, .ratelimit = "webhooks.write"),
         EP_ROUTE("GET", "", h_list, .ud = w),
         EP_ROUTE("GET", "/{id}", h_endpoint, .ud = &w->rud[OP_GET]),
-        EP_ROUTE("PATCH", "/{id}", h_endpoint, .ud = &w->rud[OP_UPDATE], .body = update_body),
+        EP_ROUTE("PATCH", "/{id}", h_endpoint, .ud = &w->rud[OP_UPDATE], .body = update_body,
+                 .ratelimit = "webhooks.write"),
         EP_ROUTE("DELETE", "/{id}", h_endpoint, .ud = &w->rud[OP_DELETE]),
         EP_ROUTE("POST", "/{id}/secret/rotate", h_endpoint, .ud = &w->rud[OP_ROTATE],
-                 .flags = ONAIR_ROUTE_BODY_OPTIONAL),
+                 .ratelimit = "webhooks.write"),
         EP_ROUTE("GET", "/{id}/deliveries", h_endpoint, .ud = &w->rud[OP_DELIVERIES]),
         EP_ROUTE("POST", "/{id}/deliveries/{did}/replay", h_endpoint, .ud = &w->rud[OP_REPLAY],
                  .flags = ONAIR_ROUTE_BODY_OPTIONAL),
@@ -1793,7 +1799,9 @@ static int wh_init(onair_plugin_t *self, const onair_api_t *host)
     };
     const onair_collection_t eps = ONAIR_COLLECTION("endpoints", 1, .indexes = endpoint_indexes);
     const onair_collection_t dls = ONAIR_COLLECTION("deliveries", 1, .indexes = delivery_indexes);
-    int rc = onair_add_routes(api, self, routes);
+    int rc = onair_add_ratelimits(api, self, ratelimits);
+    if (rc == ONAIR_OK)
+        rc = onair_add_routes(api, self, routes);
     if (rc == ONAIR_OK)
         rc = api->store_open(self, &eps, &w->endpoints);
     if (rc == ONAIR_OK)

@@ -749,6 +749,29 @@ def test_auto_disable(disabling, receiver):
     assert len(receiver.requests(bad["path"])) > n
 
 
+def test_write_rate_limit(receiver):
+    s = make_server({"backend": "sqlite"}, receiver, endpoints=[])
+    s.core["rate_limits"] = {"webhooks.write": "2/1m"}
+    s.write_config()
+    s.start()
+    try:
+        owner = Account(s, "owner")
+        sid = owner.stream()
+        e = register(owner, receiver, sid)["endpoint"]
+        assert owner.call("PATCH", f"{EP}/{e['id']}", {"enabled": False}).status == 200
+        r = owner.call("POST", EP, {"stream": sid, "url": receiver.url("/x"), "events": ["x"]})
+        body = problem(r, 429, "rate_limited")
+        assert body["retry_after_s"] >= 1 and r.header("Retry-After"), body
+        problem(owner.call("POST", f"{EP}/{e['id']}/secret/rotate"), 429, "rate_limited")
+        # reads are not limited; another user has a budget of her own
+        assert owner.call("GET", f"{EP}/{e['id']}").status == 200
+        other = Account(s, "other")
+        register(other, receiver, other.stream())
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
 # ---- SSRF --------------------------------------------------------------------------------------
 def test_ssrf_refused(receiver):
     s = make_server({"backend": "sqlite"}, receiver, allow_private=False, endpoints=[])
