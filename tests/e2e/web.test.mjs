@@ -208,7 +208,7 @@ test('go live from the studio with the fake camera; a second browser watches', T
   await setup();
   const page = S.streamer;
   await page.goto('/studio');
-  await page.getByLabel('Title').fill('Friday e2e stream');
+  await page.getByLabel('New stream title').fill('Friday e2e stream');
   await page.getByRole('button', {name: 'Create stream'}).click();
   await page.getByText('Created “Friday e2e stream”.').waitFor();
   await page.locator('#whip-url', {hasText: '/api/v1/whip/'}).waitFor({state: 'attached'});
@@ -361,13 +361,20 @@ test('the admin signs in and sees users, plugins and the server', T, async () =>
   noProblems();
 });
 
-test('the viewer follows the streamer; the page remembers it', T, async () => {
+test('the viewer follows the streamer (remembered); the streamer edits the stream (the viewer sees it)', T, async () => {
   const v = S.viewer;
   await v.getByRole('button', {name: 'Follow'}).click();
   await v.getByRole('button', {name: 'Following'}).waitFor();
   await v.reload();
   await v.getByRole('button', {name: 'Following'}).waitFor();
   assert.equal(await v.getByRole('button', {name: 'Following'}).getAttribute('aria-pressed'), 'true');
+  // the streamer edits the title; the viewer's page follows (stream.updated)
+  const s = S.streamer;
+  await s.getByText('Edit the stream').click();
+  await s.locator('#edit-title').fill('Friday e2e stream, edited');
+  await s.locator('#edit-form').getByRole('button', {name: 'Save'}).click();
+  await s.locator('#status', {hasText: 'Saved.'}).waitFor();
+  await v.locator('#title', {hasText: 'Friday e2e stream, edited'}).waitFor();
   noProblems();
 });
 

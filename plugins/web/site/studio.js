@@ -55,6 +55,10 @@ async function select(s) {
   $('#stream-key').textContent = keys[s.id] || '(shown once, when created or rotated)';
   const watch = `/watch/${s.id}` + (s.visibility === 'unlisted' && s.share_token ? `#share=${s.share_token}` : '');
   $('#watch-link').href = watch;
+  $('#edit-title').value = s.title;
+  $('#edit-description').value = s.description || '';
+  $('#edit-category').value = s.category || '';
+  $('#edit-visibility').value = s.visibility;
   overlayLinks();
   await devices();
   await joinAll();
@@ -90,6 +94,21 @@ async function joinAll() {
   $('#record').hidden = !have.has('recording');
   if (have.has('recording')) recordingState();
 }
+
+$('#edit-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  try {
+    const r = await api('PATCH', `/api/v1/streams/${st.current.id}`, {body: {
+      title: $('#edit-title').value, description: $('#edit-description').value,
+      category: $('#edit-category').value.trim() || null, visibility: $('#edit-visibility').value}});
+    st.current = r.stream;
+    $('#stream-title').textContent = r.stream.title;
+    status('Saved.', 'ok');
+    loadStreams();
+  } catch (e) {
+    status(e.message, 'error');
+  }
+});
 
 $('#rotate').addEventListener('click', async () => {
   try {
