@@ -1097,6 +1097,8 @@ static void create_settings(onair_flow_t *f, int status, json_t *result)
                api->hook_run(st->self, "chat.message", data, ctx, onair_flow_hook_cb, f));
 }
 
+static void create_checked(onair_flow_t *f, int status, json_t *result);
+
 /* The settings as read from the store go into the cache first. */
 static void create_settings_read(onair_flow_t *f, int status, json_t *result)
 {
@@ -1120,11 +1122,24 @@ static void create_access(onair_flow_t *f, int status, json_t *result)
     const char *owner = onair_str(result, "owner");
     if (!owner)
         return onair_flow_problem(f, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
-    /* banned from a stream she may still watch: she tips it no more than she chats in it */
-    if (json_is_true(json_object_get(result, "banned")))
+    snprintf(op->streamer, sizeof op->streamer, "%s", owner);
+    /* banned from a stream she may still watch (or from the platform): she tips it no more
+     * than she chats in it. Without the moderation plugin nobody is banned. */
+    json_t *args = json_pack("{s:s,s:s}", "stream", op->sid, "user", op->uid);
+    ONAIR_THEN(f, create_checked,
+               api->service_call(op->st->self, "moderation.check", args, onair_flow_cb, f));
+}
+
+static void create_checked(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK && status != ONAIR_ENOTFOUND)
+        return onair_flow_problem(f, ONAIR_EUNAVAILABLE, "moderation_unavailable",
+                                  "cannot tell whether you are banned from this stream", NULL);
+    if (status == ONAIR_OK && (json_is_true(json_object_get(result, "banned")) ||
+                               json_is_true(json_object_get(result, "platform_banned"))))
         return onair_flow_problem(f, ONAIR_EPERM, "banned", "you are banned from this stream",
                                   NULL);
-    snprintf(op->streamer, sizeof op->streamer, "%s", owner);
     /* the streamer's settings: from the cache when read in the last SETTINGS_TTL_MS */
     json_t *hit = json_object_get(op->st->settings_cache, op->streamer);
     if (hit && api->now_ms(op->st->self) - jint(hit, "at", 0) < SETTINGS_TTL_MS) {

@@ -48,6 +48,16 @@ static int fake_access(onair_service_call_t *call, void *ud)
         json_pack("{s:b,s:b,s:s,s:s}", "found", 1, "visible", 1, "status", "live", "owner", OWNER));
 }
 
+/* moderation.check: OTHER is banned from every stream */
+static int fake_check(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    const char *user = onair_str(api->service_args(call), "user");
+    return api->service_answer(
+        call, ONAIR_OK,
+        json_pack("{s:b,s:b}", "banned", !strcmp(user, OTHER), "platform_banned", 0));
+}
+
 /* "spam" is blocked, "review" is held */
 static int filter(onair_hook_call_t *call, void *ud)
 {
@@ -414,6 +424,18 @@ static void test_retry_completes_a_half_written_donation(void **state)
     json_decref(first);
 }
 
+static void test_banned_donor(void **state)
+{
+    onair_test_host_t *h = *state;
+    assert_int_equal(onair_test_service_add(h, "moderation.check", fake_check, NULL), ONAIR_OK);
+    expect_problem(donate(h, &other, "x1", "{\"amount\": 500, \"currency\": \"USD\"}"), 403,
+                   "banned", NULL);
+    onair_test_response_t *r = donate(h, &donor, "x1", "{\"amount\": 500, \"currency\": \"USD\"}");
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    assert_int_equal(count(h, "donations.donations"), 1);
+}
+
 /* ---- refunds and totals ---------------------------------------------------------------------- */
 
 static void test_refunds_and_totals(void **state)
@@ -709,6 +731,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_banned_donor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_completes_a_half_written_donation, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hold_and_anonymous, setup, teardown),

@@ -225,6 +225,10 @@ def test_blocked_and_held_messages(srv):
     r = c.donor.call("GET", f"/api/v1/donations/{d['id']}")
     assert r.json()["donation"]["message"] is None, r
     problem(c.other.call("GET", f"/api/v1/donations/{d['id']}"), 404, "donation_not_found")
+    # a user banned from the stream tips it no more than she chats in it
+    r = c.owner.call("POST", f"/api/v1/streams/{c.sid}/moderation/bans", {"user": c.other.id})
+    assert r.status == 201, r
+    problem(donate(c.other, c), 403, "banned")
 
 
 def test_concurrent_double_submit_creates_one(srv):
