@@ -24,6 +24,7 @@ echo "enabled: true" > "$WORK/plugins/hello.yaml"
 
 start_onaird() {
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    : > "$WORK/onaird.log" # exists before the server opens it: the port probe below reads it at once
     "$ROOT/$BUILD/core/onaird" -c "$WORK/onair.yaml" --log-level info > "$WORK/onaird.log" 2>&1 &
     ONAIRD_PID=$!
     for _ in $(seq 100); do
