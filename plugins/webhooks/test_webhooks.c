@@ -220,6 +220,19 @@ static void test_events_become_deliveries(void **state)
     json_decref(d1);
     json_decref(d2);
     json_decref(d3);
+    /* an endpoint's deliveries go with it */
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/webhooks/endpoints/%s", e2);
+    onair_test_response_t *r = call(h, "DELETE", path, NULL, &alice);
+    assert_int_equal(r->status, 204);
+    onair_test_response_free(r);
+    onair_test_run(h);
+    d2 = deliveries_of(h, e2);
+    assert_int_equal(json_array_size(d2), 0);
+    json_decref(d2);
+    d1 = deliveries_of(h, e1);
+    assert_int_equal(json_array_size(d1), 1);
+    json_decref(d1);
     assert_int_equal(onair_test_log_count(h, ONAIR_LOG_ERROR, NULL), 0);
 }
 

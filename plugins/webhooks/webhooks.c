@@ -277,6 +277,14 @@ static const char *event_stream(json_t *payload)
     return NULL;
 }
 
+/* The callback of a store call nobody waits for: a failure is logged. */
+static void logged_result(int status, json_t *result, void *ud)
+{
+    wh_t *w = ud;
+    if (status != ONAIR_OK && status != ONAIR_ECANCELED)
+        api->log(w->self, ONAIR_LOG_WARN, "store: %s", onair_str(result, "error"));
+}
+
 /* ---- endpoint cache ----------------------------------------------------------------------- */
 
 static ep_t *ep_find(wh_t *w, const char *id)
@@ -1053,8 +1061,13 @@ static void after_reload(int status, json_t *result, void *ud)
     }
     for (size_t k = w->n_eps; k-- > 0;) {
         ep_t *e = w->eps[k];
-        if (!e->seen)
-            ep_gone(w, e->id); /* deleted on another node */
+        if (e->seen)
+            continue;
+        /* deleted on another node: so are the deliveries this node queued for it since */
+        api->store_delete(w->deliveries,
+                          json_pack("{s:{s:s},s:b}", "filter", "endpoint", e->id, "multi", 1),
+                          logged_result, w);
+        ep_gone(w, e->id);
     }
     if (!w->loaded) {
         w->loaded = 1;
@@ -1600,8 +1613,8 @@ static void deleted(onair_flow_t *f, int status, json_t *result)
     ep_gone(op->w, op->id);
     /* its deliveries go with it (an answer still in flight updates nothing) */
     api->store_delete(op->w->deliveries,
-                      json_pack("{s:{s:s},s:b}", "filter", "endpoint", op->id, "multi", 1), NULL,
-                      NULL);
+                      json_pack("{s:{s:s},s:b}", "filter", "endpoint", op->id, "multi", 1),
+                      logged_result, op->w);
     publish_endpoint(op->w, "webhooks.endpoint_deleted", op->doc);
     onair_flow_reply(f, 204, NULL);
 }
