@@ -241,6 +241,18 @@ test('go live from the studio with the fake camera; a second browser watches', T
     return {done: n > first.n + 10, n};
   }, 15_000);
   await S.viewer.locator('#live-badge').waitFor();
+  // quality: "Low" caps the simulcast layer (PATCH of the WHEP session), "Auto" lifts the cap
+  const width = () => S.viewer.locator('#video').evaluate((v) => v.videoWidth);
+  await S.viewer.getByLabel('Quality').selectOption({label: 'Low'});
+  await waitFor('the low layer', async () => {
+    const w = await width();
+    return {done: w > 0 && w <= 320, w};
+  }, 20_000);
+  await S.viewer.getByLabel('Quality').selectOption({label: 'Auto'});
+  await waitFor('a higher layer again', async () => {
+    const w = await width();
+    return {done: w > 320, w};
+  }, 45_000);
   await waitFor('the viewer count', async () => {
     const t = await text(S.viewer, '#viewers');
     return {done: /^[1-9]\d* watching/.test(t), t};
