@@ -317,6 +317,12 @@ test('an overlay page shows a tip as an alert', {...T, skip: T.skip || (!has('do
   });
   assert.match(await overlay.locator('.alert').innerText(), /5\.00/);
   await overlay.screenshot({path: join(SHOTS, 'overlay-alerts.png'), omitBackground: true});
+  // the streamer's queue lists it; Replay shows it on the overlay again
+  const queued = s.locator('#alerts li', {hasText: 'great stream'});
+  await queued.waitFor({timeout: 15_000});
+  await overlay.locator('.alert').waitFor({state: 'detached', timeout: 15_000});
+  await queued.getByRole('button', {name: /^Replay/}).click();
+  await overlay.locator('.alert', {hasText: 'great stream'}).waitFor({timeout: 15_000});
   // the chat and poll overlays load too
   await overlay.goto(`/overlay/${S.streamId}/chat`);
   await overlay.locator('.chatline', {hasText: 'hello from the viewer'}).waitFor();

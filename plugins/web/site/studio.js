@@ -439,14 +439,31 @@ async function overlayLinks() {
   loadAlerts();
 }
 
+// the alert queue: newest last; replay one on the overlays, skip one, pause them all
 async function loadAlerts() {
   try {
-    const r = await api('GET', '/api/v1/donations/alerts', {query: {limit: 20}});
-    clear($('#alerts'), (r.alerts || []).map((a) => el('li', {},
+    const [r, set] = await Promise.all([api('GET', '/api/v1/donations/alerts', {query: {limit: 100}}),
+                                        api('GET', '/api/v1/donations/settings')]);
+    const paused = !!set.settings?.alerts_paused;
+    $('#alerts-pause').setAttribute('aria-pressed', paused ? 'true' : 'false');
+    $('#alerts-pause').textContent = paused ? 'Resume alerts' : 'Pause alerts';
+    const act = (a, what, label) => el('button', {type: 'button', class: 'small', 'aria-label': `${label} alert ${a.seq}`,
+      onclick: () => api('POST', `/api/v1/donations/alerts/${a.seq}/${what}`).then(loadAlerts).catch((e) => status(e.message, 'error'))}, label);
+    clear($('#alerts'), (r.alerts || []).slice(-20).map((a) => el('li', {},
       el('span', {}, a.kind, ' '), a.data?.amount ? money(a.data.amount, a.data.currency) : '',
-      el('span', {class: 'muted'}, ' ', a.data?.donor_name || a.data?.name || '', ' ', a.data?.message || ''))));
+      el('span', {class: 'muted grow'}, ' ', a.data?.donor_name || a.data?.name || '', ' ', a.data?.message || ''),
+      act(a, 'replay', 'Replay'), act(a, 'skip', 'Skip'))));
+    if (!r.alerts?.length) $('#alerts').append(el('li', {class: 'muted'}, 'No alerts yet.'));
   } catch { /* not available */ }
 }
+
+$('#alerts-pause').addEventListener('click', async () => {
+  const paused = $('#alerts-pause').getAttribute('aria-pressed') === 'true';
+  try {
+    await api('POST', `/api/v1/donations/alerts/${paused ? 'resume' : 'pause'}`);
+  } catch (e) { status(e.message, 'error'); }
+  loadAlerts();
+});
 
 // ---- socket ---------------------------------------------------------------------------------
 const sock = new Socket({onOpen: () => joinAll()});
