@@ -131,6 +131,15 @@ static void iso_time(int64_t ms, char out[32])
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
+/* The end of a write nobody waits for (a guard given back, a webhook id forgotten). */
+static void store_done(int status, json_t *result, void *ud)
+{
+    dn_t *st = ud;
+    if (status != ONAIR_OK)
+        api->log(st->self, ONAIR_LOG_WARN, "a follow-up write failed: %s",
+                 onair_str(result, "error"));
+}
+
 /* ---- the ledger: what a donation's entries say -------------------------------------------- */
 
 typedef struct derived {
@@ -253,6 +262,7 @@ struct op {
     int prc;
     char perr[200];
     char pref[64];
+    char rkey[80]; /* refund: "idem:<sha256 of its Idempotency-Key>", "" without one */
     /* refund, webhook */
     char *reason;
     dn_event_t ev;
@@ -941,8 +951,11 @@ static void provider_create(op_t *op) /* maybe a pool thread: op's own fields on
 static void provider_refund(op_t *op)
 {
     dn_provider_t *pv = op->st->pv;
+    char idem[128] = "";
+    if (op->rkey[0]) /* the same for the retries of one refund: the provider's own key */
+        snprintf(idem, sizeof idem, "%s-%s", op->did, op->rkey + 5);
     op->prc = pv->refund(pv, onair_str(op->doc, "payment_ref"), op->amount,
-                         onair_str(op->doc, "currency"), op->pref, op->perr, sizeof op->perr);
+                         onair_str(op->doc, "currency"), idem, op->pref, op->perr, sizeof op->perr);
 }
 
 typedef struct pcall {
@@ -1169,6 +1182,23 @@ static void create_found(onair_flow_t *f, int status, json_t *result)
                api->service_call(op->st->self, "streams.access", args, onair_flow_cb, f));
 }
 
+/* An Idempotency-Key is 1..255 printable ASCII characters: 1 after answering t when not. */
+static int key_problem(onair_target_t t, const char *key)
+{
+    if (!key || !*key || strlen(key) > KEY_MAX) {
+        onair_field_problem(api, t, "missing_idempotency_key", "Idempotency-Key",
+                            "an Idempotency-Key header of 1..255 characters is required");
+        return 1;
+    }
+    for (const char *p = key; *p; p++)
+        if (*p < 0x21 || *p > 0x7E) {
+            onair_field_problem(api, t, "invalid_idempotency_key", "Idempotency-Key",
+                                "the Idempotency-Key must be printable ASCII");
+            return 1;
+        }
+    return 0;
+}
+
 /* POST /api/v1/streams/{id}/donations {amount, currency, message?, anonymous?}
  * with Idempotency-Key */
 static int post_donation(onair_req_t *req, void *ud)
@@ -1177,13 +1207,8 @@ static int post_donation(onair_req_t *req, void *ud)
     json_t *body = api->req_json(req);
     const char *key = api->req_header(req, "Idempotency-Key");
     const char *sid = api->req_param(req, "id");
-    if (!key || !*key || strlen(key) > KEY_MAX)
-        return onair_field_problem(api, t, "missing_idempotency_key", "Idempotency-Key",
-                                   "an Idempotency-Key header of 1..255 characters is required");
-    for (const char *p = key; *p; p++)
-        if (*p < 0x21 || *p > 0x7E)
-            return onair_field_problem(api, t, "invalid_idempotency_key", "Idempotency-Key",
-                                       "the Idempotency-Key must be printable ASCII");
+    if (key_problem(t, key))
+        return ONAIR_OK;
     if (!onair_is_id(sid))
         return api->target_problem(t, ONAIR_ENOTFOUND, "stream_not_found", "no such stream", NULL);
     json_int_t amount = json_integer_value(json_object_get(body, "amount"));
@@ -1491,15 +1516,28 @@ static const onair_config_key_t refund_body[] = {
     ONAIR_END,
 };
 
+/* {refund: {id, ref (the provider's), amount, currency, reason}} of a refunded entry */
+static json_t *refund_view(json_t *e, const char *reason)
+{
+    const char *ref = onair_str(e, "provider_ref");
+    return json_pack("{s:{s:s,s:s?,s:I,s:s,s:s?}}", "refund", "id", onair_str(e, "_id"), "ref",
+                     ref ? ref : onair_str(e, "ref"), "amount", (json_int_t)jint(e, "amount", 0),
+                     "currency", onair_str(e, "currency"), "reason",
+                     reason ? reason : onair_str(e, "reason"));
+}
+
 static void refund_written(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
     (void)status, (void)result;
     ledger_effects(op);
     json_t *e = json_array_get(op->entries, 0);
-    json_t *answer = json_pack("{s:{s:s,s:s?,s:I,s:s,s:s?}}", "refund", "id", onair_str(e, "_id"),
-                               "ref", onair_str(e, "ref"), "amount", (json_int_t)op->amount,
-                               "currency", onair_str(op->doc, "currency"), "reason", op->reason);
+    if (!json_array_size(op->inserted)) /* a concurrent retry of the same key wrote it first */
+        api->store_update(op->st->donations,
+                          json_pack("{s:{s:s},s:{s:{s:I}}}", "filter", "_id", op->did, "update",
+                                    "$inc", "refunded", (json_int_t)-op->amount),
+                          store_done, op->st);
+    json_t *answer = refund_view(e, op->reason);
     /* the donation as it is now: read its entries again */
     json_decref(op->answer);
     op->answer = answer;
@@ -1528,13 +1566,16 @@ static void refund_paid(onair_flow_t *f, int status, json_t *result)
         api->store_update(op->st->donations,
                           json_pack("{s:{s:s},s:{s:{s:I}}}", "filter", "_id", op->did, "update",
                                     "$inc", "refunded", (json_int_t)-op->amount),
-                          NULL, NULL);
+                          store_done, op->st);
         if (status != ONAIR_OK)
             return onair_flow_problem(f, ONAIR_EUNAVAILABLE, NULL, "shutting down", NULL);
         return onair_flow_problem(f, 502, "provider_error", op->perr, NULL);
     }
-    ledger_write(op, json_pack("[o]", entry_new(op, op->doc, "refunded", op->amount, op->pref)),
-                 refund_written);
+    json_t *e = entry_new(op, op->doc, "refunded", op->amount, op->rkey[0] ? op->rkey : op->pref);
+    json_object_set_new(e, "provider_ref", json_string(op->pref));
+    if (op->reason)
+        json_object_set_new(e, "reason", json_string(op->reason));
+    ledger_write(op, json_pack("[o]", e), refund_written);
 }
 
 /* Raise the guard counter by amount if that keeps it within what was paid. */
@@ -1569,6 +1610,8 @@ static void refund_entries(onair_flow_t *f, int status, json_t *result)
     refund_apply(op, d.paid);
 }
 
+static void refund_key_checked(onair_flow_t *f, int status, json_t *result);
+
 static void refund_loaded(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
@@ -1583,8 +1626,32 @@ static void refund_loaded(onair_flow_t *f, int status, json_t *result)
         return onair_flow_problem(f, ONAIR_EPERM, "forbidden",
                                   "only the streamer or an admin may refund a donation", NULL);
     op->doc = json_incref(doc);
+    if (op->rkey[0]) { /* a retry of this refund answers what the first one did */
+        char id[25];
+        derive(id, "ledger", op->did, "refunded", op->rkey);
+        return (void)ONAIR_THEN(f, refund_key_checked,
+                                api->store_find_one(op->st->ledger,
+                                                    json_pack("{s:{s:s}}", "filter", "_id", id),
+                                                    onair_flow_cb, f));
+    }
     ONAIR_THEN(f, refund_entries,
                api->store_find(op->st->ledger, entries_spec(op->did), onair_flow_cb, f));
+}
+
+static void refund_key_checked(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    json_t *e = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(e))
+        return (void)ONAIR_THEN(
+            f, refund_entries,
+            api->store_find(op->st->ledger, entries_spec(op->did), onair_flow_cb, f));
+    if (jint(e, "amount", 0) != op->amount)
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "idempotency_conflict",
+                                  "this Idempotency-Key was used for another refund", NULL);
+    onair_flow_reply(f, 201, refund_view(e, NULL));
 }
 
 /* POST /api/v1/donations/{id}/refunds {amount, reason?}: the streamer or an admin */
@@ -1600,6 +1667,16 @@ static int post_refund(onair_req_t *req, void *ud)
         return ONAIR_ENOMEM;
     op->amount = amount;
     op->reason = onair_strdup(onair_str(body, "reason"));
+    const char *key = api->req_header(req, "Idempotency-Key");
+    if (key) {
+        if (key_problem(ONAIR_TARGET_REQ(req), key)) {
+            op_free(&op->flow);
+            return ONAIR_OK;
+        }
+        char hash[65];
+        money_sha256_hex(key, strlen(key), hash);
+        snprintf(op->rkey, sizeof op->rkey, "idem:%s", hash);
+    }
     return load_donation(op, api->req_param(req, "id"), refund_loaded);
 }
 
@@ -1620,8 +1697,8 @@ static void webhook_done(onair_flow_t *f, int status, json_t *result)
  * is not refused as a replay. */
 static void webhook_fail(op_t *op, int status, json_t *result)
 {
-    api->store_delete(op->st->events, json_pack("{s:{s:s}}", "filter", "_id", op->event_id), NULL,
-                      NULL);
+    api->store_delete(op->st->events, json_pack("{s:{s:s}}", "filter", "_id", op->event_id),
+                      store_done, op->st);
     onair_flow_fail(&op->flow, status, result);
 }
 

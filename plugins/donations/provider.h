@@ -57,9 +57,11 @@ struct dn_provider {
     /* Start a payment. DN_OK with *out filled in, or DN_ERR with err. */
     int (*create)(dn_provider_t *pv, const dn_payment_t *p, dn_intent_t *out, char *err,
                   size_t errlen);
-    /* Refund amount of the payment ref; refund_id gets the provider's id for it. */
+    /* Refund amount of the payment ref; refund_id gets the provider's id for it. idem is stable
+     * for one refund (its retries share it; pass it on as the provider's idempotency key), or
+     * "" when the client gave no Idempotency-Key. */
     int (*refund)(dn_provider_t *pv, const char *ref, int64_t amount, const char *currency,
-                  char refund_id[64], char *err, size_t errlen);
+                  const char *idem, char refund_id[64], char *err, size_t errlen);
     /* Check a webhook's signature (header value sig, may be NULL) over the raw body at now_s
      * (seconds since the epoch) and parse it. NULL: the provider has no webhooks. */
     int (*webhook)(dn_provider_t *pv, const char *sig, const char *body, size_t len, int64_t now_s,

@@ -159,7 +159,7 @@ static int stripe_create(dn_provider_t *pv, const dn_payment_t *p, dn_intent_t *
 }
 
 static int stripe_refund(dn_provider_t *pv, const char *ref, int64_t amount, const char *currency,
-                         char refund_id[64], char *err, size_t errlen)
+                         const char *idem, char refund_id[64], char *err, size_t errlen)
 {
     stripe_t *st = pv->state;
     (void)currency;
@@ -172,11 +172,11 @@ static int stripe_refund(dn_provider_t *pv, const char *ref, int64_t amount, con
         snprintf(refund_id, 64, "re_%s", hex);
         return DN_OK;
     }
-    char form[200], idem[80];
+    char form[200], key[128];
     snprintf(form, sizeof form, "payment_intent=%s&amount=%lld", ref, (long long)amount);
-    snprintf(idem, sizeof idem, "onair-refund-%s", hex);
+    snprintf(key, sizeof key, "onair-refund-%.100s", idem && *idem ? idem : hex);
     json_t *j = NULL;
-    if (api_post(st, "/v1/refunds", form, idem, &j, err, errlen) != DN_OK)
+    if (api_post(st, "/v1/refunds", form, key, &j, err, errlen) != DN_OK)
         return DN_ERR;
     const char *id = json_string_value(json_object_get(j, "id"));
     int ok = id && strlen(id) < 64;

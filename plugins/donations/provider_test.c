@@ -17,9 +17,9 @@ static int test_create(dn_provider_t *pv, const dn_payment_t *p, dn_intent_t *ou
 }
 
 static int test_refund(dn_provider_t *pv, const char *ref, int64_t amount, const char *currency,
-                       char refund_id[64], char *err, size_t errlen)
+                       const char *idem, char refund_id[64], char *err, size_t errlen)
 {
-    (void)pv, (void)ref, (void)amount, (void)currency;
+    (void)pv, (void)ref, (void)amount, (void)currency, (void)idem;
     char hex[25];
     if (money_random_hex(hex, 12)) {
         snprintf(err, errlen, "no random bytes");

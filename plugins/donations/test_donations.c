@@ -475,6 +475,61 @@ static void test_refunds_and_totals(void **state)
     assert_int_equal(count(h, "donations.ledger"), 4); /* pending, succeeded, 2 refunds */
 }
 
+/* A refund retried with its Idempotency-Key refunds once and answers the same. */
+static void test_refund_idempotency(void **state)
+{
+    onair_test_host_t *h = *state;
+    const char *json_ct[] = {"Content-Type", "application/json", NULL};
+    onair_test_response_t *r = donate(h, &donor, "ri", "{\"amount\": 1000, \"currency\": \"USD\"}");
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/donations/%s/refunds",
+             onair_str(json_object_get(r->json, "donation"), "id"));
+    onair_test_response_free(r);
+    const char *hk[] = {"Content-Type", "application/json", "Idempotency-Key", "rf-1", NULL};
+    r = onair_test_request(h, "POST", path, NULL, hk, "{\"amount\": 400}", &owner);
+    assert_int_equal(r->status, 201);
+    char *first = json_dumps(r->json, JSON_SORT_KEYS);
+    onair_test_response_free(r);
+    r = onair_test_request(h, "POST", path, NULL, hk, "{\"amount\": 400}", &owner);
+    assert_int_equal(r->status, 201);
+    char *again = json_dumps(r->json, JSON_SORT_KEYS);
+    assert_string_equal(first, again);
+    free(first);
+    free(again);
+    onair_test_response_free(r);
+    expect_problem(onair_test_request(h, "POST", path, NULL, hk, "{\"amount\": 300}", &owner), 409,
+                   "idempotency_conflict", NULL);
+    assert_int_equal(count(h, "donations.ledger"), 3); /* pending, succeeded, one refund */
+    /* 600 remain: the retry did not take from them */
+    const char *hk2[] = {"Content-Type", "application/json", "Idempotency-Key", "rf-2", NULL};
+    r = onair_test_request(h, "POST", path, NULL, hk2, "{\"amount\": 600}", &owner);
+    assert_int_equal(r->status, 201);
+    onair_test_response_free(r);
+    /* two requests with one key at once: one refund, the guard given back by the other */
+    r = donate(h, &donor, "rj", "{\"amount\": 1000, \"currency\": \"USD\"}");
+    snprintf(path, sizeof path, "/api/v1/donations/%s/refunds",
+             onair_str(json_object_get(r->json, "donation"), "id"));
+    onair_test_response_free(r);
+    const char *hk3[] = {"Content-Type", "application/json", "Idempotency-Key", "rf-3", NULL};
+    onair_test_set_autorun(h, 0);
+    onair_test_response_t *a =
+        onair_test_request(h, "POST", path, NULL, hk3, "{\"amount\": 300}", &owner);
+    onair_test_response_t *b =
+        onair_test_request(h, "POST", path, NULL, hk3, "{\"amount\": 300}", &owner);
+    onair_test_run(h);
+    onair_test_set_autorun(h, 1);
+    assert_int_equal(a->status, 201);
+    assert_int_equal(b->status, 201);
+    assert_string_equal(onair_str(json_object_get(a->json, "refund"), "id"),
+                        onair_str(json_object_get(b->json, "refund"), "id"));
+    onair_test_response_free(a);
+    onair_test_response_free(b);
+    assert_int_equal(count(h, "donations.ledger"), 7); /* 4 + pending, succeeded, one refund */
+    r = onair_test_request(h, "POST", path, NULL, json_ct, "{\"amount\": 700}", &owner);
+    assert_int_equal(r->status, 201); /* 700 remained */
+    onair_test_response_free(r);
+}
+
 /* ---- alerts ------------------------------------------------------------------------------------
  */
 
@@ -736,6 +791,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hold_and_anonymous, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_and_totals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alerts_resume_after_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stripe_flow, setup_stripe, teardown),
         cmocka_unit_test(test_alert_recovered_at_start),

@@ -560,7 +560,10 @@ class FakeStripeAPI:
                                   "auth": self.headers.get("Authorization"),
                                   "idem": self.headers.get("Idempotency-Key")})
                 api.n += 1
-                if self.path == "/v1/payment_intents" and form.get("amount") == "666":
+                if self.path == "/v1/refunds" and form.get("amount") == "13":
+                    status, out = 400, {"error": {"message": "Refund refused for the test.",
+                                                  "type": "invalid_request_error"}}
+                elif self.path == "/v1/payment_intents" and form.get("amount") == "666":
                     status, out = 402, {"error": {"message": "Your card was declined.",
                                                   "type": "card_error"}}
                 elif self.path == "/v1/payment_intents":
@@ -632,6 +635,20 @@ def test_stripe_api_calls_with_a_secret_key(request, backend):
         assert call["idem"].startswith("onair-refund-"), call
         got = c.donor.call("GET", f"/api/v1/donations/{d['id']}").json()["donation"]
         assert got["status"] == "partially_refunded" and got["refunded_amount"] == 500, got
+        # a refund Stripe refuses takes nothing from what remains
+        b = problem(c.owner.call("POST", f"/api/v1/donations/{d['id']}/refunds", {"amount": 13}),
+                    502, "provider_error")
+        assert "Refund refused" in b["detail"], b
+        r = c.owner.call("POST", f"/api/v1/donations/{d['id']}/refunds", {"amount": 1000},
+                         headers={"Idempotency-Key": "refund-rest"})
+        assert r.status == 201, r
+        assert fake.calls[-1]["idem"].startswith(f"onair-refund-{d['id']}-"), fake.calls[-1]
+        n = len(fake.calls)
+        r2 = c.owner.call("POST", f"/api/v1/donations/{d['id']}/refunds", {"amount": 1000},
+                          headers={"Idempotency-Key": "refund-rest"})
+        assert r2.status == 201 and r2.json() == r.json() and len(fake.calls) == n, r2
+        got = c.donor.call("GET", f"/api/v1/donations/{d['id']}").json()["donation"]
+        assert got["status"] == "refunded" and got["refunded_amount"] == 1500, got
         assert sk not in s.log() and WHSEC not in s.log()
         assert s.stop() == 0
     finally:
