@@ -9,6 +9,8 @@
 //     asks a question and votes in the poll the streamer starts from the studio;
 //   - the streamer deletes her message and times her out: the message vanishes on the viewer's
 //     page and her next message is refused with the timeout's reason;
+//   - she makes a clip of the last 30 s and plays it (clips plugin); the streamer records
+//     from the studio and the finished recording plays on the viewer page (recording plugin);
 //   - an overlay page (/overlay/{id}/alerts#token=...) shows her tip as an alert;
 //   - the admin signs in and sees users, plugins and the server;
 //   - every page is screenshotted at desktop and phone widths (ONAIR_WEB_SHOTS, default
@@ -55,10 +57,9 @@ async function setup() {
   if (has('polls')) plugins.polls = {config: {min_duration_s: 15}};
   if (has('donations')) plugins.donations = {config: {provider: 'test'}};
   if (has('analytics')) plugins.analytics = {};
-  if (has('recording')) {
-    S.recDir = await mkdtemp(join(tmpdir(), 'onair-web-rec-'));
-    plugins.recording = {config: {dir: S.recDir}};
-  }
+  if (has('recording') || has('clips')) S.recDir = await mkdtemp(join(tmpdir(), 'onair-web-rec-'));
+  if (has('recording')) plugins.recording = {config: {dir: join(S.recDir, 'recordings')}};
+  if (has('clips')) plugins.clips = {config: {dir: join(S.recDir, 'clips')}};
   server = new Onaird({plugins, core: {server: {cors_origins: []}}});
   await server.start();
   browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS});
@@ -287,6 +288,18 @@ test('the viewer chats, reacts, asks and votes; the streamer sees it', T, async 
     await v.locator('#poll').getByRole('button', {name: 'nuts'}).click();
     await v.locator('#poll .poll-choice[data-choice="b"] .pct', {hasText: '100 % (1)'}).waitFor({timeout: 10_000});
     await s.locator('#poll-live', {hasText: 'nuts 1 votes'}).waitFor({timeout: 10_000});
+  }
+  if (has('clips')) {
+    await v.getByRole('button', {name: 'Clip the last 30 s'}).click();
+    await v.locator('#player-state', {hasText: 'Clip made'}).waitFor({timeout: 20_000});
+    const clip = v.locator('#vods li', {hasText: 'Clip of'});
+    await clip.waitFor();
+    await clip.getByRole('button', {name: 'Play'}).click();
+    await v.locator('video.vod').evaluate((el) => new Promise((resolve, reject) => {
+      if (el.readyState >= 2) return resolve();
+      el.addEventListener('loadeddata', resolve);
+      el.addEventListener('error', () => reject(new Error('the clip does not play: ' + el.error?.message)));
+    }));
   }
   await shot(v, 'watch');
   await accessible(v, 'watch');

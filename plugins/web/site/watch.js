@@ -2,7 +2,7 @@
 // tips, follow, viewer count, all on the public REST / WebSocket / WHEP APIs.
 // An unlisted stream's share token comes after '#' (#share=sh_...): never sent in a page
 // request, so it stays out of server logs and Referer headers.
-import {api, session, Socket, ApiError, plugins} from './api.js';
+import {api, accessToken, session, Socket, ApiError, plugins} from './api.js';
 import {Player} from './rtc.js';
 import {el, $, clear, say, header, hashParams, clock, money, REACTIONS} from './ui.js';
 
@@ -21,6 +21,7 @@ const player = new Player(video, id, {share, onState: (s, e) => {
 
 function showLive(live, {ended = false} = {}) {
   $('#live-badge').hidden = !live;
+  plugins().then((have) => { $('#clip').hidden = !(live && state.user && have.has('clips')); });
   $('#offline').hidden = live;
   if (live) player.start();
   else player.stop({ended});
@@ -292,9 +293,29 @@ async function setupTips() {
 // signs, since a <video> cannot send the bearer token); others play from file_url.
 async function playable(kind, item) {
   if (state.stream?.visibility === 'public' || !item.id) return item.file_url;
+  if (kind === 'clips') { // no signed links for clips: fetch with the token, play from memory
+    const headers = {Authorization: 'Bearer ' + await accessToken()};
+    const r = await fetch(new URL(item.file_url, location.origin), {headers, credentials: 'omit'});
+    if (!r.ok) throw new ApiError(r.status, null);
+    return URL.createObjectURL(await r.blob());
+  }
   const r = await api('GET', `/api/v1/${kind}/${item.id}/url`, {query: {share}});
   return r.url;
 }
+
+$('#clip').addEventListener('click', async () => {
+  const b = $('#clip');
+  b.disabled = true;
+  try {
+    await api('POST', `/api/v1/streams/${id}/clips`, {query: {share}, body: {duration_s: 30}});
+    say($('#player-state'), 'Clip made: it is in “Recordings and clips”.', 'ok');
+    setupVod();
+  } catch (e) {
+    say($('#player-state'), e.message, 'error');
+  } finally {
+    b.disabled = false;
+  }
+});
 
 // ---- the streamer's schedule (scheduling plugin) and follow state ------------------------------
 async function setupSchedule(owner) {
@@ -335,7 +356,8 @@ async function setupVod() {
   clear($('#vods'), items.map(({kind, x}) => el('li', {},
     x.thumbnail_url && state.stream?.visibility === 'public'
       ? el('img', {src: x.thumbnail_url, alt: '', width: 96, height: 54}) : null,
-    el('span', {class: 'grow'}, kind === 'clips' ? (x.title || 'Clip') : `Recording of ${new Date(x.started_at).toLocaleString()}`,
+    el('span', {class: 'grow'}, kind === 'clips' ? (x.title || `Clip of ${new Date(x.created_at).toLocaleString()}`)
+                                              : `Recording of ${new Date(x.started_at).toLocaleString()}`,
       el('span', {class: 'muted'}, ` · ${Math.round((x.duration_ms || 0) / 1000)} s`)),
     el('button', {type: 'button', class: 'small', onclick: async () => {
       try {
