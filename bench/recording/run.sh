@@ -48,7 +48,7 @@ plugins:
   conf_dir: plugins
 YAML
     rm -f "$WORK/plugins/hello.yaml"
-    printf 'enabled: true\nconfig:\n  max_live_per_user: 1000\n' > "$WORK/plugins/streams.yaml"
+    printf 'enabled: true\nconfig:\n  max_live_per_user: 100\n' > "$WORK/plugins/streams.yaml"
     printf 'enabled: true\nconfig:\n  dir: %s\n  keyframe_interval_s: 0\n  min_free_mb: 0\n' \
         "$1/recordings" > "$WORK/plugins/recording.yaml"
 }
@@ -89,14 +89,15 @@ for r in $(seq "$RUNS"); do
     [ -n "$TOKEN" ] || { echo "register failed"; cat "$WORK/onaird.log"; exit 1; }
     SIDS=(); KEYS=()
     for i in $(seq 0 $((N - 1))); do
-        resp=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        resp=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
             -d "{\"title\":\"rec bench $i\"}" "$base/api/v1/streams")
+        echo "$resp" | grep -q '"stream_key"' || { echo "stream create failed: $resp"; tail -20 "$WORK/onaird.log"; exit 1; }
         SIDS+=("$(echo "$resp" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)")
         KEYS+=("$(echo "$resp" | sed -n 's/.*"stream_key":"\([^"]*\)".*/\1/p')")
     done
     read -r pps_off cores_off < <(load "$WARMUP" 0)
     read -r pps_on cores_on < <(load "$WARMUP" 1)
-    sleep 3 # the recordings stop with the streams and are finalized
+    sleep 10 # the recordings stop with the streams (publisher_timeout) and are finalized
     recorded=$(find "$WORK/data-$r/recordings" -name '*.webm' ! -name '*.rec.*' | wc -l)
     mb=$(du -sm "$WORK/data-$r/recordings" | cut -f1)
     line=$(awk -v n="$N" -v po="$pps_off" -v pn="$pps_on" -v co="$cores_off" -v cn="$cores_on" \

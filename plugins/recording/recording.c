@@ -24,6 +24,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "depack.h"
@@ -33,6 +34,7 @@
 #define DOC_UPDATE_MS     5000                /* size and duration written this often */
 #define RETENTION_TICK_MS (10 * 60 * 1000)
 #define URL_TTL_S         3600
+#define FLUSH_MS          1000 /* the file is flushed this often while recording */
 
 static const onair_api_t *api;
 
@@ -90,7 +92,8 @@ struct seg {
     char stop_reason[32];
     int inserted, want_update;
     int thumb_width;
-    seg_t *next_free; /* segments closing after their recording ended */
+    int64_t flushed_ms; /* pool side: the last flush (monotonic ms) */
+    seg_t *next_free;   /* segments closing after their recording ended */
 };
 
 struct rec {
@@ -332,7 +335,13 @@ static void job_run(void *ud)
             snprintf(s->errtext, sizeof s->errtext, "write failed");
         }
     }
-    if (s->mx && !s->err) {
+    /* at most one flush a second: each ends a WebM cluster or an MP4 fragment, and what is
+     * flushed is what a crash leaves */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    if (s->mx && !s->err && (j->close || now_ms - s->flushed_ms >= FLUSH_MS)) {
+        s->flushed_ms = now_ms;
         int rc = mx_flush(s->mx);
         if (rc < 0)
             s->err = rc;
