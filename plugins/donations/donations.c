@@ -400,6 +400,19 @@ static void job_done(dn_t *st)
     alert_next(st);
 }
 
+/* A store call of the queue was canceled: the plugin is stopping. The jobs are dropped without
+ * a word (the next start queues again what succeeded in the last minutes). Returns 1 then. */
+static int alert_canceled(dn_t *st, int status)
+{
+    if (status != ONAIR_ECANCELED)
+        return 0;
+    while (st->head)
+        job_pop(st);
+    st->busy = 0;
+    st->batch_n = 0;
+    return 1;
+}
+
 /* The alert of job j got number seq: the bus and the streamer's overlays hear it. */
 static void alert_published(dn_t *st, alert_job_t *j, int64_t seq)
 {
@@ -428,6 +441,8 @@ static int batchable(dn_t *st, alert_job_t *j, const char *streamer)
 static void alert_batch_inserted(int status, json_t *result, void *ud)
 {
     dn_t *st = ud;
+    if (alert_canceled(st, status))
+        return;
     alert_job_t *j = st->head;
     size_t n = st->batch_n;
     st->batch_n = 0;
@@ -496,6 +511,8 @@ static void alert_insert(dn_t *st, alert_job_t *j)
 static void alert_head_seq(int status, json_t *result, void *ud)
 {
     dn_t *st = ud;
+    if (alert_canceled(st, status))
+        return;
     alert_job_t *j = st->head;
     if (status != ONAIR_OK) {
         api->log(st->self, ONAIR_LOG_ERROR, "alert for %s not queued: %s", j->streamer,
@@ -518,6 +535,8 @@ static void alert_load_seq(dn_t *st, alert_job_t *j)
 static void alert_dup_checked(int status, json_t *result, void *ud)
 {
     dn_t *st = ud;
+    if (alert_canceled(st, status))
+        return;
     alert_job_t *j = st->head;
     if (status == ONAIR_OK && json_is_object(json_object_get(result, "doc")))
         return job_done(st); /* this source has its alert already */
@@ -532,6 +551,8 @@ static void alert_dup_checked(int status, json_t *result, void *ud)
 static void alert_inserted(int status, json_t *result, void *ud)
 {
     dn_t *st = ud;
+    if (alert_canceled(st, status))
+        return;
     alert_job_t *j = st->head;
     if (status == ONAIR_EEXIST) {
         json_object_del(st->seqs, j->streamer);
@@ -556,6 +577,8 @@ static void alert_inserted(int status, json_t *result, void *ud)
 static void alert_min_checked(int status, json_t *result, void *ud)
 {
     dn_t *st = ud;
+    if (alert_canceled(st, status))
+        return;
     alert_job_t *j = st->head;
     if (status == ONAIR_OK) {
         json_t *data = json_object_get(j->doc, "data");
@@ -634,8 +657,9 @@ static void overlay_page(int status, json_t *result, void *ud)
         return; /* the connection went away meanwhile */
     o->loading = 0;
     if (status != ONAIR_OK) {
-        api->log(st->self, ONAIR_LOG_WARN, "overlay backlog not read: %s",
-                 onair_str(result, "error"));
+        if (status != ONAIR_ECANCELED) /* canceled: the plugin is stopping */
+            api->log(st->self, ONAIR_LOG_WARN, "overlay backlog not read: %s",
+                     onair_str(result, "error"));
         return;
     }
     json_t *docs = json_object_get(result, "docs");
