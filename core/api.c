@@ -17,6 +17,7 @@
 #include "ratelimit.h"
 #include "ws_ticket.h"
 #include "media/health.h"
+#include "media/ingest.h"
 #include "media/taps.h"
 #include "store/store.h"
 
@@ -1039,6 +1040,10 @@ static const onair_api_t g_api = {
     .media_stream_configure = media_stream_configure,
     .media_source_switch = media_source_switch,
     .target_reply_file = api_target_reply_file,
+    .media_ingest_open = media_ingest_open,
+    .media_ingest_push = media_ingest_push,
+    .media_ingest_close = media_ingest_close,
+    .loop_post = loop_post,
 };
 
 const onair_api_t *host_api(void)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "ingest.h"
 #include "log.h"
 #include "media_engine.h"
 #include "media_internal.h"
@@ -297,6 +298,7 @@ void media_tap_close(onair_rtp_tap_t *t)
 
 void media_remove_owner(struct onair_plugin *p)
 {
+    ingest_remove_owner(p);
     health_remove_owner(p);
     for (watcher_t **pp = &g_watchers; *pp;) {
         watcher_t *w = *pp;
@@ -325,11 +327,12 @@ int taps_setup(char *err, size_t elen)
         snprintf(err, elen, "media: cannot set up the tap queue");
         return -1;
     }
-    return 0;
+    return ingest_setup(g_media.core_base, err, elen);
 }
 
 void taps_teardown(void)
 {
+    ingest_teardown();
     while (g_taps) {
         onair_rtp_tap_t *t = g_taps;
         t->in_callback = 0;

@@ -25,6 +25,7 @@
 #include "bus.h"
 #include "hooks.h"
 #include "host.h"
+#include "ingest.h"
 #include "log.h"
 #include "media_engine.h"
 #include "ratelimit.h"
@@ -552,6 +553,98 @@ static int sources_compatible(const session_t *a, const session_t *b, char *err,
     return 0;
 }
 
+/* May publisher s take its role's slot of r (relay lock held)? 0, or 409 (one is there and
+ * media.on_second_publisher is reject) or 422 (the other role's publisher sends other codecs)
+ * with err set. */
+static int publisher_slot_check(relay_t *r, const session_t *s, char *err, size_t elen)
+{
+    session_t *other = publisher_of(r, !s->backup);
+    if (publisher_of(r, s->backup) && !g_media.replace_publisher) {
+        snprintf(err, elen, "%s",
+                 s->backup ? "the stream has a backup publisher; DELETE its WHIP resource first"
+                           : "the stream has a publisher; DELETE its WHIP resource first");
+        return 409;
+    }
+    if (other && sources_compatible(s, other, err, elen) < 0)
+        return 422;
+    return 0;
+}
+
+/* s takes its slot (relay lock held; a failover may have swapped the slots since the check):
+ * the same role's publisher is replaced where it is; else the first publisher is the active
+ * source and a second one (the other role) the standby. Returns the replaced publisher (the
+ * relay's reference, now the caller's) and the viewers that cannot take s (referenced). */
+static session_t *publisher_slot_take(relay_t *r, session_t *s, session_t ***incompatible,
+                                      size_t *nincompatible)
+{
+    session_t *same = publisher_of(r, s->backup), *replaced = NULL;
+    session_ref(s);
+    if (same && same == r->publisher) {
+        r->publisher = s;
+        replaced = same;
+        r->fo.active_since_ms = media_now_ms();
+        *incompatible = hand_over(r, s, nincompatible);
+    } else if (same) {
+        r->standby = s;
+        replaced = same;
+    } else if (!r->publisher) {
+        r->publisher = s;
+        r->fo.active_since_ms = media_now_ms();
+    } else {
+        r->standby = s;
+    }
+    r->fo.standby_ok_since = 0;
+    return replaced;
+}
+
+/* After publisher_slot_take, relay lock released: the replaced publisher and the viewers that
+ * cannot take the new one are closed. */
+static void publisher_slot_taken(session_t *s, session_t *replaced, session_t **incompatible,
+                                 size_t nincompatible)
+{
+    if (replaced && replaced != s) {
+        /* the hand-over: viewers stay, the old publisher's transport ends; the relay's
+         * reference to it is ours now */
+        media_session_close(replaced, "replaced");
+        session_unref(replaced);
+    }
+    for (size_t i = 0; i < nincompatible; i++) {
+        /* they get a DTLS close_notify: a player connects again and gets the new codec */
+        media_session_close(incompatible[i], "codec_changed");
+        session_unref(incompatible[i]);
+    }
+    if (nincompatible)
+        LOG_INFO("media", "stream %s: the new publisher sends another codec: %zu viewer(s) closed",
+                 s->stream_id, nincompatible);
+    free(incompatible);
+}
+
+/* An ingest session (ingest.c, s->relay set) becomes the stream's primary publisher as a WHIP
+ * publisher does. ONAIR_OK, or ONAIR_ECONFLICT (a publisher in reject mode, or other codecs
+ * than the stream's backup sends). */
+int media_publisher_attach(session_t *s)
+{
+    relay_t *r = s->relay;
+    char err[256];
+    session_t **incompatible = NULL;
+    size_t nincompatible = 0;
+    pthread_mutex_lock(&r->lock);
+    int st = publisher_slot_check(r, s, err, sizeof err);
+    if (st) {
+        pthread_mutex_unlock(&r->lock);
+        LOG_INFO("media", "stream %s: ingest refused: %s", s->stream_id, err);
+        return ONAIR_ECONFLICT;
+    }
+    session_t *replaced = publisher_slot_take(r, s, &incompatible, &nincompatible);
+    pthread_mutex_unlock(&r->lock);
+    publisher_slot_taken(s, replaced, incompatible, nincompatible);
+    pthread_mutex_lock(&g_media.lock);
+    media_table_add(s);
+    pthread_mutex_unlock(&g_media.lock);
+    atomic_fetch_add(&g_media.publishes, 1);
+    return ONAIR_OK;
+}
+
 /* Tables, relay, answer, 201. */
 static void register_session(op_t *op)
 {
@@ -574,20 +667,10 @@ static void register_session(op_t *op)
     session_t *replaced = NULL;
     pthread_mutex_lock(&r->lock);
     if (op->role == ROLE_PUBLISHER) {
-        /* a publisher of the same role is replaced (or, in reject mode, 409); the other role's
-         * publisher must send the same codecs */
-        session_t *other = publisher_of(r, !s->backup);
-        if (publisher_of(r, s->backup) && !g_media.replace_publisher) {
+        int st = publisher_slot_check(r, s, err, sizeof err);
+        if (st) {
             pthread_mutex_unlock(&r->lock);
-            return op_problem(op, 409, "already_publishing",
-                              s->backup ? "the stream has a backup publisher; DELETE its WHIP "
-                                          "resource first"
-                                        : "the stream has a publisher; DELETE its WHIP resource "
-                                          "first");
-        }
-        if (other && sources_compatible(s, other, err, sizeof err) < 0) {
-            pthread_mutex_unlock(&r->lock);
-            return op_problem(op, 422, "codec_mismatch", err);
+            return op_problem(op, st, st == 409 ? "already_publishing" : "codec_mismatch", err);
         }
     } else {
         if (!r->publisher) {
@@ -617,26 +700,7 @@ static void register_session(op_t *op)
     size_t nincompatible = 0;
     pthread_mutex_lock(&r->lock);
     if (op->role == ROLE_PUBLISHER) {
-        /* slots (a failover may have swapped them since the check above): the same role's
-         * publisher is replaced where it is; else the first publisher is the active source and
-         * a second one (the other role) the standby */
-        session_t *same = publisher_of(r, s->backup);
-        session_ref(s);
-        if (same && same == r->publisher) {
-            r->publisher = s;
-            replaced = same;
-            r->fo.active_since_ms = media_now_ms();
-            incompatible = hand_over(r, s, &nincompatible);
-        } else if (same) {
-            r->standby = s;
-            replaced = same;
-        } else if (!r->publisher) {
-            r->publisher = s;
-            r->fo.active_since_ms = media_now_ms();
-        } else {
-            r->standby = s;
-        }
-        r->fo.standby_ok_since = 0;
+        replaced = publisher_slot_take(r, s, &incompatible, &nincompatible);
     } else {
         if (r->nviewers == r->cap) {
             size_t ncap = r->cap ? r->cap * 2 : 8;
@@ -653,21 +717,7 @@ static void register_session(op_t *op)
         session_ref(s);
     }
     pthread_mutex_unlock(&r->lock);
-    if (replaced && replaced != s) {
-        /* the hand-over: viewers stay, the old publisher's transport ends; the relay's
-         * reference to it is ours now */
-        media_session_close(replaced, "replaced");
-        session_unref(replaced);
-    }
-    for (size_t i = 0; i < nincompatible; i++) {
-        /* they get a DTLS close_notify: a player connects again and gets the new codec */
-        media_session_close(incompatible[i], "codec_changed");
-        session_unref(incompatible[i]);
-    }
-    if (nincompatible)
-        LOG_INFO("media", "stream %s: the new publisher sends another codec: %zu viewer(s) closed",
-                 op->stream_id, nincompatible);
-    free(incompatible);
+    publisher_slot_taken(s, replaced, incompatible, nincompatible);
     pthread_mutex_lock(&g_media.lock);
     media_table_add(s);
     pthread_mutex_unlock(&g_media.lock);

@@ -216,10 +216,14 @@ ONAIR_ASSERT_OFFSET(onair_api_t, body_check, 648); /* the last function of ABI 1
 ONAIR_ASSERT_OFFSET(onair_api_t, media_health_watch, 656);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_stream_configure, 664);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_source_switch, 672);
-ONAIR_ASSERT_OFFSET(onair_api_t, target_reply_file, 680); /* the last function of ABI 1.6 */
+ONAIR_ASSERT_OFFSET(onair_api_t, target_reply_file, 680);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_open, 688);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_push, 696);
+ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_close, 704);
+ONAIR_ASSERT_OFFSET(onair_api_t, loop_post, 712); /* the last function of ABI 1.6 */
 
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 688);
+ONAIR_ASSERT_SIZE(onair_api_t, 720);
 
 /* file replies (ABI 1.6) */
 ONAIR_ASSERT_OFFSET(onair_file_opts_t, size, 0);

@@ -414,6 +414,9 @@ typedef struct onair_tap_stats {
     uint64_t dropped;   /* packets lost because the queue was full */
 } onair_tap_stats_t;
 
+/* An RTP source of a plugin's own publishing a stream (ABI 1.6, media_ingest_open). */
+typedef struct onair_media_ingest onair_media_ingest_t;
+
 /* ---- stream health, backup sources and quality caps (ABI 1.6) --------------------------------
  * Once a second the relay samples every publisher (what its packet path counts anyway) and
  * hands the sample, graded, to the plugins that watch, on the loop thread. The sample (borrowed
@@ -669,6 +672,31 @@ struct onair_api {
      * with invalid_request) or a bad argument (answered 500). Frees the target. */
     int (*target_reply_file)(onair_target_t t, const char *path, const char *content_type,
                              const onair_file_opts_t *opts);
+
+    /* Publish RTP made by the plugin (RTMP ingest: H.264 repacketized, AAC transcoded to
+     * Opus) as the stream's primary publisher, as a WHIP publisher does: the stream's current
+     * one is replaced (or, with media.on_second_publisher: reject, ONAIR_ECONFLICT), viewers
+     * play it over WHEP, plugins hear its tracks and tap them. Loop thread. The caller checks
+     * the right to publish first (service "streams.media_publish"); closing the ingest ends the
+     * stream as a leaving WHIP publisher does. tracks: one "video" (H264 with
+     * packetization-mode=1 and the profile-level-id it sends in fmtp, VP8, VP9, AV1) and/or one
+     * "audio" ("opus", 48000), each with its payload_type (96..127) and clock_rate; size, fmtp,
+     * kind, codec are read, the rest ignored. ONAIR_EINVAL: a bad track; ONAIR_EUNAVAILABLE:
+     * the relay is off. */
+    int (*media_ingest_open)(onair_plugin_t *p, const char *stream,
+                             const onair_media_track_t *tracks, size_t ntracks,
+                             onair_media_ingest_t **out);
+    /* One RTP packet (12..1500 bytes) of an ingest's track, from any thread (one push at a
+     * time per ingest; the packet is forwarded before it returns). ONAIR_ECANCELED: the ingest
+     * is over (another publisher took the stream, the stream ended, the server stops): close
+     * it. Keyframe requests and NACKs of viewers go nowhere: send keyframes regularly. */
+    int (*media_ingest_push)(onair_media_ingest_t *in, const uint8_t *rtp, size_t len);
+    /* End an ingest (any thread) and free it; reason (may be NULL) is logged. */
+    void (*media_ingest_close)(onair_media_ingest_t *in, const char *reason);
+    /* From any thread: fn(ONAIR_OK, ud) runs on the loop thread soon, in post order (the way
+     * back from a plugin's own threads). When the plugin stops first, fn(ONAIR_ECANCELED, ud)
+     * runs after its stop(). ONAIR_EUNAVAILABLE while the media relay is off. */
+    int (*loop_post)(onair_plugin_t *p, onair_done_fn fn, void *ud);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };

@@ -1,0 +1,303 @@
+/*
+ * Ingest (SDK ABI 1.6): a plugin publishes RTP it made itself (RTMP ingest: H.264 repacketized,
+ * AAC transcoded to Opus) as a stream's publisher, and posts work from its own threads to the
+ * core loop (loop_post).
+ *
+ * An ingest is a publisher session without ICE, DTLS or SRTP: it takes the stream's publisher
+ * slot as a WHIP primary does (hand-over or reject, media.on_second_publisher), its tracks are
+ * announced to plugins (taps, recording, restreaming) and media_session_close ends the stream
+ * as for any publisher. Its packets are pushed from the plugin's thread through relay_on_rtp
+ * with a send batch of its own (a media_worker_t that never runs a loop), sent from the first
+ * worker's socket (the media port: viewers on other workers' sockets are sent to that way too).
+ * RTCP to the publisher goes nowhere (no srtp_out): keyframe requests and NACKs are dropped.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "ingest.h"
+#include "log.h"
+#include "media_engine.h"
+#include "media_internal.h"
+#include "taps.h"
+
+struct onair_media_ingest {
+    struct onair_plugin *owner;
+    session_t *s;
+    pthread_mutex_t lock; /* one push at a time: the send batch */
+    media_worker_t w;
+    int closing;
+    struct onair_media_ingest *next;
+};
+
+typedef struct post {
+    struct onair_plugin *owner;
+    onair_done_fn fn;
+    void *ud;
+    struct post *next;
+} post_t;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* g_ingests and the posts */
+static onair_media_ingest_t *g_ingests;
+static post_t *g_posts, **g_posts_tail = &g_posts;
+static int g_post_fd = -1;
+static struct event *g_post_ev;
+
+/* ---- loop_post ------------------------------------------------------------------------------ */
+
+static void run_posts(evutil_socket_t fd, short what, void *ud)
+{
+    (void)what;
+    (void)ud;
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0) {
+        /* spurious wake-up */
+    }
+    pthread_mutex_lock(&g_lock);
+    post_t *list = g_posts;
+    g_posts = NULL;
+    g_posts_tail = &g_posts;
+    pthread_mutex_unlock(&g_lock);
+    while (list) {
+        post_t *next = list->next;
+        list->fn(ONAIR_OK, list->ud);
+        free(list);
+        list = next;
+    }
+}
+
+int ingest_setup(struct event_base *base, char *err, size_t elen)
+{
+    g_post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (g_post_fd < 0 ||
+        !(g_post_ev = event_new(base, g_post_fd, EV_READ | EV_PERSIST, run_posts, NULL)) ||
+        event_add(g_post_ev, NULL) < 0) {
+        snprintf(err, elen, "loop_post: cannot make its eventfd");
+        return -1;
+    }
+    return 0;
+}
+
+/* Posts not run yet of owner (NULL: all) run now with ONAIR_ECANCELED. */
+static void cancel_posts(struct onair_plugin *owner)
+{
+    pthread_mutex_lock(&g_lock);
+    post_t *mine = NULL, **mt = &mine;
+    for (post_t **pp = &g_posts; *pp;) {
+        post_t *x = *pp;
+        if (owner && x->owner != owner) {
+            pp = &x->next;
+            continue;
+        }
+        *pp = x->next;
+        x->next = NULL;
+        *mt = x;
+        mt = &x->next;
+    }
+    g_posts_tail = &g_posts;
+    while (*g_posts_tail)
+        g_posts_tail = &(*g_posts_tail)->next;
+    pthread_mutex_unlock(&g_lock);
+    while (mine) {
+        post_t *next = mine->next;
+        mine->fn(ONAIR_ECANCELED, mine->ud);
+        free(mine);
+        mine = next;
+    }
+}
+
+void ingest_teardown(void)
+{
+    cancel_posts(NULL);
+    if (g_post_ev)
+        event_free(g_post_ev);
+    g_post_ev = NULL;
+    if (g_post_fd >= 0)
+        close(g_post_fd);
+    g_post_fd = -1;
+}
+
+int loop_post(onair_plugin_t *p, onair_done_fn fn, void *ud)
+{
+    if (!p || !fn)
+        return ONAIR_EINVAL;
+    if (g_post_fd < 0)
+        return ONAIR_EUNAVAILABLE; /* the media relay is off */
+    post_t *x = calloc(1, sizeof *x);
+    if (!x)
+        return ONAIR_ENOMEM;
+    x->owner = p;
+    x->fn = fn;
+    x->ud = ud;
+    pthread_mutex_lock(&g_lock);
+    *g_posts_tail = x;
+    g_posts_tail = &x->next;
+    pthread_mutex_unlock(&g_lock);
+    uint64_t one = 1;
+    if (write(g_post_fd, &one, sizeof one) < 0) {
+        /* saturated counter: the loop is awake anyway */
+    }
+    return ONAIR_OK;
+}
+
+/* ---- ingest --------------------------------------------------------------------------------- */
+
+static int plan_track(session_t *s, const onair_media_track_t *d)
+{
+    if (!d || d->size < sizeof *d || !d->kind || !d->codec)
+        return ONAIR_EINVAL;
+    int kind = !strcmp(d->kind, "video")   ? MEDIA_VIDEO
+               : !strcmp(d->kind, "audio") ? MEDIA_AUDIO
+                                           : -1;
+    int codec = rtp_codec_from_name(d->codec);
+    if (kind < 0 || s->pub[kind].present || d->payload_type < 96 || d->payload_type > 127 ||
+        !d->clock_rate || codec == RTP_CODEC_UNKNOWN ||
+        (kind == MEDIA_AUDIO) != (codec == RTP_CODEC_OPUS))
+        return ONAIR_EINVAL;
+    pub_track_t *t = &s->pub[kind];
+    t->present = 1;
+    t->kind = kind;
+    snprintf(t->mid, sizeof t->mid, "%d", kind);
+    t->codec = codec;
+    t->desc.pt = d->payload_type;
+    snprintf(t->desc.name, sizeof t->desc.name, "%s", d->codec);
+    t->desc.clock = d->clock_rate;
+    t->desc.channels = codec == RTP_CODEC_OPUS ? 2 : 1;
+    t->desc.has_rtpmap = 1;
+    snprintf(t->desc.fmtp, sizeof t->desc.fmtp, "%s", d->fmtp ? d->fmtp : "");
+    t->desc.rtx_pt = t->desc.apt = -1;
+    t->pt = d->payload_type;
+    t->clock = d->clock_rate;
+    t->nlayers = 1;
+    if (kind == MEDIA_VIDEO && !(t->layers[0].buf = rtx_buffer_new(MEDIA_RTX_SLOTS, MEDIA_MTU)))
+        return ONAIR_ENOMEM;
+    return ONAIR_OK;
+}
+
+int media_ingest_open(onair_plugin_t *p, const char *stream, const onair_media_track_t *tracks,
+                      size_t ntracks, onair_media_ingest_t **out)
+{
+    if (!out)
+        return ONAIR_EINVAL;
+    *out = NULL;
+    if (!p || !stream || !*stream || strlen(stream) >= MEDIA_STREAM_ID_LEN || !tracks || !ntracks ||
+        ntracks > MEDIA_KINDS)
+        return ONAIR_EINVAL;
+    if (!g_media.enabled || !g_media.workers || g_media.workers[0].fd < 0)
+        return ONAIR_EUNAVAILABLE;
+    onair_media_ingest_t *in = calloc(1, sizeof *in);
+    session_t *s = in ? media_session_new(ROLE_PUBLISHER, stream) : NULL;
+    if (in)
+        in->w.tx = calloc(MEDIA_BATCH, sizeof *in->w.tx);
+    if (!s || !in->w.tx) {
+        if (s)
+            session_unref(s);
+        if (in)
+            free(in->w.tx);
+        free(in);
+        return ONAIR_ENOMEM;
+    }
+    for (size_t i = 0; i < ntracks; i++) {
+        int rc = plan_track(s, &tracks[i]);
+        if (rc != ONAIR_OK) {
+            session_unref(s);
+            free(in->w.tx);
+            free(in);
+            return rc;
+        }
+    }
+    in->owner = p;
+    in->s = s;
+    in->w.index = -1;
+    in->w.fd = g_media.workers[0].fd;
+    pthread_mutex_init(&in->lock, NULL);
+
+    pthread_mutex_lock(&g_media.lock);
+    relay_t *r = relay_get(stream);
+    pthread_mutex_unlock(&g_media.lock);
+    if (!r) {
+        session_unref(s);
+        pthread_mutex_destroy(&in->lock);
+        free(in->w.tx);
+        free(in);
+        return ONAIR_ENOMEM;
+    }
+    s->relay = r;
+    int rc = media_publisher_attach(s);
+    if (rc != ONAIR_OK) {
+        session_unref(s); /* the relay reference goes with the session */
+        pthread_mutex_destroy(&in->lock);
+        free(in->w.tx);
+        free(in);
+        return rc;
+    }
+    atomic_store(&s->media_ready, 1);
+    s->tracks_announced = 1;
+    taps_track_event(s, 1);
+    pthread_mutex_lock(&g_lock);
+    in->next = g_ingests;
+    g_ingests = in;
+    pthread_mutex_unlock(&g_lock);
+    LOG_INFO("media", "ingest session %s for stream %s", s->id, stream);
+    *out = in;
+    return ONAIR_OK;
+}
+
+int media_ingest_push(onair_media_ingest_t *in, const uint8_t *rtp, size_t len)
+{
+    if (!in || !rtp || len < 12 || len > MEDIA_MTU)
+        return ONAIR_EINVAL;
+    if (atomic_load(&in->s->closed))
+        return ONAIR_ECANCELED;
+    uint8_t buf[MEDIA_SLOT];
+    memcpy(buf, rtp, len);
+    pthread_mutex_lock(&in->lock);
+    in->s->rx_packets++;
+    in->s->rx_bytes += len;
+    in->s->last_rx_ms = media_now_ms();
+    relay_on_rtp(&in->w, in->s, buf, len);
+    worker_flush(&in->w);
+    pthread_mutex_unlock(&in->lock);
+    return ONAIR_OK;
+}
+
+void media_ingest_close(onair_media_ingest_t *in, const char *reason)
+{
+    if (!in)
+        return;
+    pthread_mutex_lock(&g_lock);
+    for (onair_media_ingest_t **pp = &g_ingests; *pp; pp = &(*pp)->next)
+        if (*pp == in) {
+            *pp = in->next;
+            break;
+        }
+    pthread_mutex_unlock(&g_lock);
+    /* the loop closes the session (any thread may call this): the stream ends as for a
+     * WHIP publisher that leaves, unless another publisher took over already */
+    if (!atomic_load(&in->s->closed) && g_media.enabled)
+        media_report_closed(in->s, reason && *reason ? reason : "ingest_ended");
+    pthread_mutex_lock(&in->lock); /* a push of another thread is over */
+    pthread_mutex_unlock(&in->lock);
+    session_unref(in->s);
+    pthread_mutex_destroy(&in->lock);
+    free(in->w.tx);
+    free(in);
+}
+
+void ingest_remove_owner(struct onair_plugin *p)
+{
+    for (;;) {
+        pthread_mutex_lock(&g_lock);
+        onair_media_ingest_t *in = g_ingests;
+        while (in && in->owner != p)
+            in = in->next;
+        pthread_mutex_unlock(&g_lock);
+        if (!in)
+            break;
+        LOG_WARN("media", "ingest session %s left open by its plugin: closed", in->s->id);
+        media_ingest_close(in, "plugin_stopped");
+    }
+    cancel_posts(p);
+}
