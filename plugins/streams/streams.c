@@ -2200,7 +2200,8 @@ static int post_media(onair_req_t *req, void *ud)
 }
 
 /* ---- services for the core's media relay (WHIP) -------------------------------------------
- * "streams.media_publish" {"stream": id, "stream_key": "sk_..."} or {"stream": id, "user":
+ * "streams.media_publish" {"stream": id, "stream_key": "sk_..."} (or, RTMP ingest, only
+ * {"stream_key": "sk_..."}: the stream it belongs to) or {"stream": id, "user":
  * id, "roles": [...]?}: the key must be the stream's, or the user its owner (a private
  * stream the user may not see is 404 not_found, as on the routes); the stream then goes
  * live as POST /start does (live limit, verified-account rule, events), and a live stream
@@ -2249,9 +2250,36 @@ static void relay_stream_loaded(onair_flow_t *f, int status, json_t *result)
     go_live_as_owner(op);
 }
 
+/* "streams.media_publish" with a stream key and no stream: no stream has it is 403
+ * invalid_stream_key, as for a key of another stream. */
+static void relay_key_loaded(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    json_t *doc = json_object_get(result, "doc");
+    if (status == ONAIR_OK && !json_is_object(doc))
+        return op->finish(op, ONAIR_EPERM, "invalid_stream_key", "no stream has this stream key");
+    if (status == ONAIR_OK)
+        snprintf(op->id, sizeof op->id, "%s", onair_str(doc, "_id"));
+    relay_stream_loaded(f, status, result);
+}
+
 static int relay_service(onair_service_call_t *call, streams_t *st, int publish)
 {
     const char *sid = onair_str(api->service_args(call), "stream");
+    const char *key = onair_str(api->service_args(call), "stream_key");
+    char hash[65];
+    if (!sid && publish && key && !sha256_hex(key, hash)) {
+        /* RTMP ingest knows the key only: the stream is the one it belongs to */
+        op_t *op = op_new(st, no_target, NULL, NULL);
+        if (!op)
+            return ONAIR_ENOMEM;
+        op->publish = 1;
+        op->finish = relay_finished;
+        op->call = call;
+        json_t *spec = json_pack("{s:{s:s}}", "filter", "key_hash", hash);
+        return ONAIR_THEN(&op->flow, relay_key_loaded,
+                          api->store_find_one(st->streams, spec, onair_flow_cb, &op->flow));
+    }
     if (!sid)
         return ONAIR_EINVAL;
     op_t *op = op_new(st, no_target, NULL, sid);
