@@ -1,0 +1,171 @@
+"""RTMP ingest (plugins/rtmp, issue 18) against a real onaird, on both storage backends: Debian's
+ffmpeg publishes a test pattern (H.264 + AAC in FLV) to rtmp://127.0.0.1:<port>/live/<stream
+key>; the stream goes live with an H.264 and an Opus track in the relay, whose packet counts
+grow; a wrong key is refused and leaves nothing live; garbage, an oversized chunk size and a
+message over the limit close only that connection; when ffmpeg stops, the stream ends.
+
+That a WebRTC player decodes the ingested stream is tested with Chromium in
+tests/e2e/rtmp.test.mjs."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from onair_harness import PLUGIN_DIR, Server, free_port
+from store_support import storage_config, unique_db
+from test_streams import (BACKENDS, Account, congo, core,  # noqa: F401
+                          streams_plugin)
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request):
+    if request.param == "mongodb":
+        backend = storage_config("mongodb", uri=request.getfixturevalue("congo").uri,
+                                 database=unique_db())
+    else:
+        backend = {"backend": "sqlite"}
+    port = free_port()
+    s = Server(plugins={"streams": streams_plugin(),
+                        "rtmp": {"path": os.path.join(PLUGIN_DIR, "rtmp.so"),
+                                 "config": {"port": port, "bind_address": "127.0.0.1",
+                                            "max_message_kb": 1024, "timeout_s": 5}}},
+               core=core(backend)).start()
+    s.rtmp_port = port
+    yield s
+    try:
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+def new_stream(owner):
+    r = owner.call("POST", "/api/v1/streams", {"title": "RTMP test"})
+    assert r.status == 201, r
+    return r.json()["stream"]["id"], r.json()["stream_key"]
+
+
+def publish(srv, key, seconds=None):
+    assert FFMPEG, "Debian's ffmpeg is needed (TEST packages in the Makefile)"
+    args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
+    if seconds:
+        args += ["-t", str(seconds)]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25",
+             "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+             "-f", "flv", f"rtmp://127.0.0.1:{srv.rtmp_port}/live/{key}"]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def media_view(owner, sid):
+    r = owner.call("GET", f"/api/v1/streams/{sid}/media")
+    return r.json() if r.status == 200 else None
+
+
+def wait_for(fn, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    return fn()
+
+
+def tracks_packets(owner, sid):
+    m = media_view(owner, sid)
+    if not m or not m.get("publisher"):
+        return None
+    return {t["codec"]: t["layers"][0]["packets"] for t in m["publisher"]["tracks"]}
+
+
+def status_of(owner, sid):
+    return owner.call("GET", f"/api/v1/streams/{sid}").json()["stream"]["status"]
+
+
+def test_ffmpeg_publishes_h264_and_aac_as_opus(srv):
+    owner = Account(srv, "rtmpok")
+    sid, key = new_stream(owner)
+    ff = publish(srv, key)
+    try:
+        first = wait_for(lambda: (p := tracks_packets(owner, sid)) and
+                         p.get("H264", 0) > 0 and p.get("opus", 0) > 0 and p)
+        assert first, (media_view(owner, sid), srv.log())
+        assert status_of(owner, sid) == "live"
+        # packets keep coming: video repacketized, audio transcoded 20 ms at a time
+        later = wait_for(lambda: (p := tracks_packets(owner, sid)) and
+                         p["H264"] > first["H264"] + 50 and p["opus"] > first["opus"] + 50 and p)
+        assert later, (first, tracks_packets(owner, sid))
+        m = media_view(owner, sid)
+        video = [t for t in m["publisher"]["tracks"] if t["kind"] == "video"][0]
+        assert video["layers"][0]["keyframes"] >= 1, video
+        assert m["publisher"]["connected"] is True
+    finally:
+        ff.terminate()
+        ff.wait(10)
+    # the publisher left: the stream ends as when a WHIP publisher leaves
+    assert wait_for(lambda: status_of(owner, sid) != "live"), status_of(owner, sid)
+    assert wait_for(lambda: srv.log().count("rtmp_ended") >= 1)
+
+
+def test_wrong_key_refused(srv):
+    owner = Account(srv, "rtmpbad")
+    sid, _ = new_stream(owner)
+    ff = publish(srv, "sk_not_a_key", seconds=5)
+    _, err = ff.communicate(timeout=30)
+    assert ff.returncode != 0, err
+    assert status_of(owner, sid) != "live"
+    assert "publish refused: invalid_stream_key" in srv.log()
+
+
+def raw(srv, data, read=True):
+    s = socket.create_connection(("127.0.0.1", srv.rtmp_port), timeout=5)
+    try:
+        s.sendall(data)
+        if not read:
+            return b""
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except socket.timeout:
+            pass
+        return out
+    finally:
+        s.close()
+
+
+def handshake():
+    return b"\x03" + os.urandom(1536) + os.urandom(1536)  # C0 C1 C2
+
+
+def test_garbage_and_oversized_input_close_only_that_connection(srv):
+    owner = Account(srv, "rtmpfuzz")
+    sid, key = new_stream(owner)
+    # a wrong version byte: closed at once, nothing answered
+    assert raw(srv, b"\x06" + b"\x00" * 1536) == b""
+    # garbage after a good handshake: the server's S0 S1 S2, then the connection closes
+    out = raw(srv, handshake() + b"\x03\xff\xff\xff\x7f\xff\xff\x14\x00\x00\x00\x00" + os.urandom(256))
+    assert out[:1] == b"\x03" and len(out) == 1 + 2 * 1536, len(out)
+    # a Set Chunk Size of 2^31-1 and a message of 16 MB: refused (the log names the limit)
+    raw(srv, handshake() + b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00\x7f\xff\xff\xff")
+    assert wait_for(lambda: "a chunk size over the limit" in srv.log(), 5)
+    raw(srv, handshake() + b"\x03\x00\x00\x00\xff\xff\xff\x09\x01\x00\x00\x00" + b"\x00" * 64)
+    assert wait_for(lambda: "a message over the size limit" in srv.log(), 5)
+    # the server still serves RTMP and HTTP
+    ff = publish(srv, key)
+    try:
+        assert wait_for(lambda: (p := tracks_packets(owner, sid)) and p.get("H264", 0) > 0), \
+            srv.log()
+    finally:
+        ff.terminate()
+        ff.wait(10)
+    assert srv.http("GET", "/healthz").status == 200
