@@ -91,6 +91,7 @@ async function joinAll() {
   if (have.has('polls'))
     api('GET', `/api/v1/streams/${s.id}/polls/active`).then((r) => renderPoll(r.poll)).catch((e) => status(e.message, 'error'));
   if (have.has('moderation')) loadHeld();
+  loadModes();
   $('#record').hidden = !have.has('recording');
   if (have.has('recording')) recordingState();
 }
@@ -331,12 +332,26 @@ async function held(m, what) {
 async function modes() {
   try {
     await api('PUT', `/api/v1/streams/${st.current.id}/chat/modes`, {body: {
-      slow_s: Number($('#slow').value), verified_only: $('#verified-only').checked, followers_only_min: null}});
+      slow_s: Number($('#slow').value), verified_only: $('#verified-only').checked,
+      followers_only_min: $('#followers-only').value === '' ? null : Number($('#followers-only').value)}});
     mod('Chat modes saved.', 'ok');
   } catch (e) { mod(e.message, 'error'); }
 }
 $('#slow').addEventListener('change', modes);
 $('#verified-only').addEventListener('change', modes);
+$('#followers-only').addEventListener('change', modes);
+
+// the modes as stored (GET .../chat/modes), shown when a stream is selected
+async function loadModes() {
+  try {
+    const m = await api('GET', `/api/v1/streams/${st.current.id}/chat/modes`);
+    const v = m.modes || m;
+    $('#slow').value = String(v.slow_s ?? 0);
+    if (!$('#slow').value) $('#slow').append(el('option', {value: v.slow_s, selected: true}, `${v.slow_s} s`));
+    $('#verified-only').checked = !!v.verified_only;
+    $('#followers-only').value = v.followers_only_min === null || v.followers_only_min === undefined ? '' : String(v.followers_only_min);
+  } catch { /* defaults shown */ }
+}
 
 $('#term-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -480,7 +495,8 @@ sock.on('health.update', onHealth)
   .on('poll.updated', ({poll}) => renderPoll(poll))
   .on('poll.ended', ({poll}) => renderPoll(poll))
   .on('metrics.viewers', showStats)
-  .on('donation.received', () => loadAlerts())
+  // the alert is queued just after donation.received goes out: read the queue a moment later
+  .on('donation.received', () => { setTimeout(loadAlerts, 800); setTimeout(loadAlerts, 3000); })
   .on('stream.started', () => loadStreams())
   .on('stream.ended', () => loadStreams());
 
