@@ -73,6 +73,7 @@ after(async () => {
     if (server) {
       const st = await server.stop();
       assert.equal(st.code, 0, `onaird exit ${JSON.stringify(st)}:\n${server.log().slice(-4000)}`);
+      assert.ok(!/ERROR: (Address|Leak)Sanitizer|runtime error:/.test(server.log()), server.log().slice(-6000));
     }
     if (S.recDir) await rm(S.recDir, {recursive: true, force: true});
   }
