@@ -91,7 +91,7 @@ typedef struct call {
     pthread_mutex_t m;
     pthread_cond_t cv;
 } call_t;
-enum { CALL_AUTH = 1, CALL_OPEN = 2 };
+enum { CALL_AUTH = 1, CALL_OPEN = 2, CALL_UNPUBLISH = 3 };
 
 struct conn {
     int fd;
@@ -106,6 +106,7 @@ struct conn {
     char stream[64];
     int connected, publishing;
     uint32_t stream_id;
+    struct timespec published_at;
     /* media */
     onair_media_ingest_t *ingest;
     int ingest_failed;
@@ -259,6 +260,12 @@ static void open_ingest(conn_t *c, call_t *k)
     call_finish(k, rc, rc == ONAIR_ECONFLICT ? "already_publishing" : NULL, NULL);
 }
 
+static void unpublished(int status, json_t *result, void *ud)
+{
+    (void)result;
+    call_finish(ud, status, NULL, NULL);
+}
+
 static void on_loop(int status, void *ud)
 {
     call_t *k = ud;
@@ -266,7 +273,12 @@ static void on_loop(int status, void *ud)
         return call_finish(k, status, "shutting_down", "the server is stopping");
     if (call_abandoned(k))
         return;
-    if (k->kind == CALL_AUTH) {
+    if (k->kind == CALL_UNPUBLISH) {
+        json_t *args = json_pack("{s:s}", "stream", k->c->stream);
+        if (api->service_call(g_rtmp.self, "streams.media_unpublish", args, unpublished, k) !=
+            ONAIR_OK)
+            call_finish(k, ONAIR_EUNAVAILABLE, "streams_unavailable", "no streams plugin");
+    } else if (k->kind == CALL_AUTH) {
         json_t *args = json_pack("{s:s}", "stream_key", k->c->key);
         if (api->service_call(g_rtmp.self, "streams.media_publish", args, auth_answered, k) !=
             ONAIR_OK)
@@ -408,8 +420,20 @@ static int on_video(conn_t *c, const rtmp_msg_t *m)
         return 0;
     int key = frame_type == 1;
     if (!c->ingest) {
-        if (!key || c->ingest_failed)
-            return 0; /* the stream starts at a keyframe */
+        if (c->ingest_failed)
+            return 0;
+        if (!key) { /* the stream starts at a keyframe: within timeout_s */
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec - c->published_at.tv_sec <= g_rtmp.timeout_s)
+                return 0;
+            api->log(g_rtmp.self, ONAIR_LOG_WARN,
+                     "rtmp %s: stream %s: no keyframe within %d s of the publish: closed", c->peer,
+                     c->stream, g_rtmp.timeout_s);
+            send_status(c, "error", "NetStream.Publish.Failed", "no keyframe");
+            send_all(c);
+            return -1;
+        }
         char code[64];
         int rc = loop_call(c, CALL_OPEN, code, sizeof code);
         if (rc != ONAIR_OK) {
@@ -524,6 +548,7 @@ static int on_publish(conn_t *c, uint32_t sid, const char *name)
         return -1;
     }
     c->publishing = 1;
+    clock_gettime(CLOCK_MONOTONIC, &c->published_at);
     api->log(g_rtmp.self, ONAIR_LOG_INFO, "rtmp %s: publishing stream %s", c->peer, c->stream);
     send_status(c, "status", "NetStream.Publish.Start", "publishing");
     return send_all(c);
@@ -661,6 +686,12 @@ static void *conn_main(void *ud)
                  c->stream, (unsigned long long)c->frames, (unsigned long long)c->audio_packets);
         api->media_ingest_close(c->ingest, "rtmp_ended");
         c->ingest = NULL;
+    } else if (c->publishing) {
+        /* live since the publish, without media in the relay: the stream ends here */
+        char code[64];
+        api->log(g_rtmp.self, ONAIR_LOG_INFO, "rtmp %s: stream %s ended before its first keyframe",
+                 c->peer, c->stream);
+        loop_call(c, CALL_UNPUBLISH, code, sizeof code);
     }
     shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_lock(&g_rtmp.lock);

@@ -9,6 +9,7 @@ tests/e2e/rtmp.test.mjs."""
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 
@@ -169,3 +170,64 @@ def test_garbage_and_oversized_input_close_only_that_connection(srv):
         ff.terminate()
         ff.wait(10)
     assert srv.http("GET", "/healthz").status == 200
+
+
+def amf_str(s):
+    b = s.encode()
+    return b"\x02" + len(b).to_bytes(2, "big") + b
+
+
+def amf_num(n):
+    return b"\x00" + struct.pack(">d", n)
+
+
+def amf_obj(**kv):
+    out = b"\x03"
+    for k, v in kv.items():
+        out += len(k).to_bytes(2, "big") + k.encode() + v
+    return out + b"\x00\x00\x09"
+
+
+def chunk(csid, typ, sid, ts, payload, size=128):
+    out = bytes([csid]) + ts.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + \
+        bytes([typ]) + struct.pack("<I", sid) + payload[:size]
+    for off in range(size, len(payload), size):
+        out += bytes([0xC0 | csid]) + payload[off:off + size]
+    return out
+
+
+def test_publisher_without_keyframe_is_closed_and_the_stream_ends(srv):
+    """An RTMP client of our own: connect, publish with the right key, an AVC sequence header,
+    then only inter frames: the stream is live from the publish, and timeout_s (5) after it the
+    connection is closed and the stream ends."""
+    owner = Account(srv, "rtmpnokey")
+    sid, key = new_stream(owner)
+    s = socket.create_connection(("127.0.0.1", srv.rtmp_port), timeout=10)
+    try:
+        s.sendall(handshake())
+        s.sendall(chunk(3, 20, 0, 0, amf_str("connect") + amf_num(1) +
+                        amf_obj(app=amf_str("live"), type=amf_str("nonprivate"))))
+        s.sendall(chunk(3, 20, 0, 0, amf_str("createStream") + amf_num(2) + b"\x05"))
+        s.sendall(chunk(8, 20, 1, 0, amf_str("publish") + amf_num(3) + b"\x05" + amf_str(key) +
+                        amf_str("live")))
+        avcc = bytes([0x17, 0, 0, 0, 0, 1, 0x4d, 0, 0x1e, 0xff, 0xe1, 0, 4, 0x67, 0x4d, 0, 0x1e,
+                      1, 0, 2, 0x68, 0xee])
+        s.sendall(chunk(4, 9, 1, 0, avcc))
+        assert wait_for(lambda: status_of(owner, sid) == "live", 10), srv.log()
+        inter = bytes([0x27, 1, 0, 0, 0]) + struct.pack(">I", 3) + bytes([0x41, 0x9a, 0x00])
+        closed = False
+        for i in range(1, 200):
+            try:
+                s.sendall(chunk(4, 9, 1, i * 40, inter))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+            if "no keyframe within 5 s" in srv.log():
+                closed = True
+                break
+        assert closed, srv.log()
+    finally:
+        s.close()
+    assert wait_for(lambda: status_of(owner, sid) != "live", 10), status_of(owner, sid)
+    assert "ended before its first keyframe" in srv.log()
