@@ -53,11 +53,14 @@ function ffprobe(url) {
           format: j.format.format_name};
 }
 
-// Decode the whole file: the seconds of video it holds.
+// Decode the whole file (ffmpeg fails on what it cannot read): the time of its last video
+// frame, in seconds.
 function decodedSeconds(path) {
-  const out = execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', 'v:0',
-    '-show_entries', 'stream=nb_read_frames', '-of', 'csv=p=0', path], {encoding: 'utf8'});
-  return Number(out.trim()) / 30; // Chromium's fake camera: 30 fps
+  execFileSync('ffmpeg', ['-v', 'error', '-i', path, '-f', 'null', '-'], {stdio: 'ignore'});
+  const out = execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries',
+    'packet=pts_time', '-of', 'csv=p=0', path], {encoding: 'utf8'});
+  const times = out.split('\n').map(Number).filter((x) => Number.isFinite(x) && x > 0);
+  return Math.max(0, ...times);
 }
 
 async function recordings(base, stream, token) {
