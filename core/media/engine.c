@@ -280,7 +280,7 @@ static void on_reports(evutil_socket_t fd, short what, void *ud)
         session_t *s = ready[i];
         if (s->role == ROLE_PUBLISHER && !atomic_load(&s->closed) && !s->tracks_announced) {
             s->tracks_announced = 1;
-            taps_track_event(s, 1);
+            room_track_event(s, 1);
         }
         session_unref(s);
     }

@@ -37,16 +37,17 @@
 #include "simulcast.h"
 #include "srtp_session.h"
 
-#define MEDIA_MAX_LAYERS    3
-#define MEDIA_MTU           1500
-#define MEDIA_SLOT          (MEDIA_MTU + SRTP_SESSION_MAX_TRAILER + 8) /* a datagram with room for SRTP */
-#define MEDIA_RTX_SLOTS     1024 /* per published layer: ~1 s of 1 Mbit/s video */
-#define MEDIA_SEQMAP        1024 /* per viewer track: outgoing seq -> source packet */
-#define MEDIA_BATCH         64   /* datagrams per sendmmsg */
-#define MEDIA_ID_LEN        24
-#define MEDIA_STREAM_ID_LEN 64
-#define MEDIA_HASH_SLOTS    4096 /* buckets of the session and relay tables */
-#define MEDIA_TCC_RING      1024 /* publisher: transport-wide seqs awaiting feedback (50 ms) */
+#define MEDIA_MAX_LAYERS      3
+#define MEDIA_MTU             1500
+#define MEDIA_SLOT            (MEDIA_MTU + SRTP_SESSION_MAX_TRAILER + 8) /* a datagram with room for SRTP */
+#define MEDIA_RTX_SLOTS       1024 /* per published layer: ~1 s of 1 Mbit/s video */
+#define MEDIA_SEQMAP          1024 /* per viewer track: outgoing seq -> source packet */
+#define MEDIA_BATCH           64   /* datagrams per sendmmsg */
+#define MEDIA_ID_LEN          24
+#define MEDIA_STREAM_ID_LEN   64
+#define MEDIA_PARTICIPANT_LEN 32   /* a participant id (a user id) + NUL */
+#define MEDIA_HASH_SLOTS      4096 /* buckets of the session and relay tables */
+#define MEDIA_TCC_RING        1024 /* publisher: transport-wide seqs awaiting feedback (50 ms) */
 
 enum media_kind { MEDIA_AUDIO = 0, MEDIA_VIDEO = 1, MEDIA_KINDS = 2 };
 enum media_role { ROLE_PUBLISHER = 1, ROLE_VIEWER = 2 };
@@ -145,6 +146,7 @@ typedef struct view_track {
 
 struct media_worker;
 struct relay;
+struct onair_plugin;
 
 typedef struct session session_t;
 struct session {
@@ -154,6 +156,9 @@ struct session {
     uint32_t serial; /* unique per process (never reused, unlike the address), from 1 */
     int role;
     int backup; /* publisher: joined as the stream's backup (WHIP ?role=backup) */
+    /* room.c: a co-host's session (WHIP ?role=cohost: its user id; WHEP ?participant=), ""
+     * for the stream's main host; its relay is the room key "<stream>/<participant>" */
+    char participant[MEDIA_PARTICIPANT_LEN];
     struct relay *relay;
     char stream_id[MEDIA_STREAM_ID_LEN];
     uint8_t token_hash[32]; /* SHA-256 of the bearer token that created it (DELETE/PATCH) */
@@ -219,9 +224,10 @@ struct session {
 
 typedef struct relay {
     pthread_mutex_t lock;
-    char stream_id[MEDIA_STREAM_ID_LEN];
-    int refs;             /* sessions pointing here; under g_media.lock */
-    session_t *publisher; /* the active source: what viewers get */
+    char stream_id[MEDIA_STREAM_ID_LEN];     /* the key: the stream, or "<stream>/<participant>" */
+    char participant[MEDIA_PARTICIPANT_LEN]; /* a co-host's relay (room.c), "" = the main host */
+    int refs;                                /* sessions pointing here; under g_media.lock */
+    session_t *publisher;                    /* the active source: what viewers get */
     session_t *standby;   /* the other source (a primary or a backup publisher), or NULL */
     failover_t fo;        /* when to switch between them (health.h) */
     atomic_int max_layer; /* the owner's cap on every viewer's simulcast layer, -1 = none */
@@ -318,6 +324,20 @@ void relay_request_keyframe(media_worker_t *w, session_t *pub, int kind, int lay
 void relay_switch_source(relay_t *r, const char *reason, uint64_t now_ms);
 /* A publisher's last media packet (ms, media_now_ms), 0 = none yet. */
 uint64_t relay_source_last_ms(const session_t *s);
+
+/* ---- room.c (a stream's participants: its main host and co-hosts, docs/media.md) ---- */
+/* The relay key of a stream's participant ("" or NULL: the stream itself). */
+void room_key(char *out, size_t n, const char *stream, const char *participant);
+/* A valid participant id: 1..31 of [A-Za-z0-9_-]. */
+int room_participant_ok(const char *id);
+/* A publisher's tracks start (1) or stop (0): plugins' track watchers for the main host, the
+ * bus events media.participant_published / _unpublished for a co-host. Core loop thread. */
+void room_track_event(session_t *s, int published);
+/* End every session of the stream's participants (participant NULL: all of them; the main
+ * host's relay is not touched). Returns how many were closed. Core loop thread. */
+size_t room_end(const char *stream, const char *participant, const char *reason);
+/* The services media.participant_end and media.participants (core loop thread). */
+int room_setup(struct onair_plugin *owner);
 
 /* ---- whip.c ---- */
 /* A viewer's header extension ids for what a publisher sends (again at every change). */

@@ -886,7 +886,7 @@ void relay_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
             publisher_tick(w, s, r, now_ms);
             if (r->standby == s)
                 failover_tick(r, now_ms);
-            if (now_ms - s->health_ms >= 1000 && health_watched())
+            if (now_ms - s->health_ms >= 1000 && health_watched() && !r->participant[0])
                 health_sample(r, s, now_ms);
         }
     } else {

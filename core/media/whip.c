@@ -50,6 +50,8 @@ typedef struct op {
     int has_token; /* offers: token_hash is set; media stats: the caller is an admin */
     int max_layer; /* ?max_layer=, -1 = none */
     int backup;    /* WHIP ?role=backup */
+    int cohost;    /* WHIP ?role=cohost: a co-host publishes as participant user_id (room.c) */
+    char participant[MEDIA_PARTICIPANT_LEN]; /* WHEP ?participant=, a co-host's user id */
     char *key;     /* a publisher's stream key, NULL with an access token */
     json_t *roles; /* the access token's roles (a publisher's rights check) */
     char user_id[64];
@@ -485,6 +487,8 @@ static void reply_created(op_t *op, const char *answer)
 
 static void publish_viewers(relay_t *r)
 {
+    if (r->participant[0]) /* a co-host's players: the stream's count is its main host's */
+        return;
     pthread_mutex_lock(&r->lock);
     size_t n = r->nviewers;
     pthread_mutex_unlock(&r->lock);
@@ -657,8 +661,12 @@ static void register_session(op_t *op)
     op->opts->cands = cands;
     op->opts->n_cands = nc;
 
+    char key[MEDIA_STREAM_ID_LEN];
+    room_key(key, sizeof key, op->stream_id, op->participant);
     pthread_mutex_lock(&g_media.lock);
-    relay_t *r = relay_get(op->stream_id);
+    relay_t *r = relay_get(key);
+    if (r && op->participant[0])
+        snprintf(r->participant, sizeof r->participant, "%s", op->participant);
     pthread_mutex_unlock(&g_media.lock);
     if (!r)
         return op_problem(op, 500, "out_of_memory", "out of memory");
@@ -675,6 +683,9 @@ static void register_session(op_t *op)
     } else {
         if (!r->publisher) {
             pthread_mutex_unlock(&r->lock);
+            if (op->participant[0])
+                return op_problem(op, 409, "not_publishing",
+                                  "this participant of the stream is not publishing right now");
             return op_problem(op, 409, "not_live", "the stream has no publisher right now");
         }
         if (r->nviewers >= (size_t)g_media.max_viewers) {
@@ -795,7 +806,7 @@ void media_session_close(session_t *s, const char *reason)
     }
     if (s->role == ROLE_PUBLISHER && s->tracks_announced && !g_closing) {
         s->tracks_announced = 0;
-        taps_track_event(s, 0);
+        room_track_event(s, 0);
     }
     LOG_INFO("media", "%s session %s of stream %s closed: %s",
              s->role == ROLE_PUBLISHER ? "WHIP" : "WHEP", s->id, s->stream_id, reason);
@@ -804,7 +815,10 @@ void media_session_close(session_t *s, const char *reason)
         session_unref(ended[i]);
     }
     free(ended);
-    if (!g_closing && was_publisher && !promoted && strcmp(reason, "replaced") != 0) {
+    if (!g_closing && was_publisher && !promoted && strcmp(reason, "replaced") != 0 &&
+        !s->participant[0]) {
+        /* the main host's end is the stream's: its co-hosts' sessions end too (room.c) */
+        room_end(s->stream_id, NULL, "stream_ended");
         char *id = strdup(s->stream_id);
         if (id &&
             services_call(&g_owner, "streams.media_unpublish",
@@ -953,6 +967,7 @@ static int take_offer(op_t *op)
     }
     op->s->max_layer = op->max_layer;
     op->s->backup = op->backup;
+    snprintf(op->s->participant, sizeof op->s->participant, "%s", op->participant);
     if (op->has_token) {
         memcpy(op->s->token_hash, op->token_hash, sizeof op->token_hash);
         op->s->has_token = 1;
@@ -1019,11 +1034,36 @@ static void access_checked(int status, json_t *result, void *ud)
     register_session(op);
 }
 
+/* A co-host's publish (WHIP ?role=cohost): the cohosts plugin says whether the caller is an
+ * accepted co-host of the live stream; the stream itself is not published again. */
+static void cohost_checked(int status, json_t *result, void *ud)
+{
+    op_t *op = ud;
+    if (!op->req)
+        return op_free(op);
+    if (status == ONAIR_ENOTFOUND && !json_object_get(result, "code"))
+        return op_problem(op, 503, "cohosts_unavailable",
+                          "the cohosts plugin is not running: nobody can publish as a co-host");
+    if (status != ONAIR_OK)
+        return service_problem(op, status, result, "the co-host check");
+    if (take_offer(op) < 0)
+        return;
+    register_session(op);
+}
+
 /* The stream and the caller's right first (404 / 403 / 401), the offer after. */
 static void start_service(op_t *op)
 {
     json_t *args;
-    if (op->role == ROLE_PUBLISHER) {
+    if (op->cohost) {
+        snprintf(op->participant, sizeof op->participant, "%s", op->user_id);
+        if (!room_participant_ok(op->participant))
+            return op_problem(op, 403, "not_cohost", "this account cannot be a co-host");
+        args = json_pack("{s:s,s:s,s:O}", "stream", op->stream_id, "user", op->user_id, "roles",
+                         op->roles ? op->roles : json_null());
+        if (services_call(&g_owner, "cohosts.media_publish", args, cohost_checked, op) != ONAIR_OK)
+            op_problem(op, 500, "internal", "cannot ask the cohosts plugin");
+    } else if (op->role == ROLE_PUBLISHER) {
         if (services_call(&g_owner, "streams.media_publish", publish_args(op, 1), publish_checked,
                           op) != ONAIR_OK)
             op_problem(op, 500, "internal", "cannot ask the streams plugin");
@@ -1137,9 +1177,22 @@ static int post_offer(onair_req_t *req, int role)
         return api->reply_problem(req, 400, "invalid_request", "max_layer must be 0, 1 or 2");
     /* a publisher's role: the stream's primary (default) or its backup (docs/media.md) */
     const char *role_q = role == ROLE_PUBLISHER ? api->req_query(req, "role") : NULL;
-    if (role_q && strcmp(role_q, "primary") && strcmp(role_q, "backup"))
-        return api->reply_problem(req, 400, "invalid_request", "role must be primary or backup");
+    if (role_q && strcmp(role_q, "primary") && strcmp(role_q, "backup") && strcmp(role_q, "cohost"))
+        return api->reply_problem(req, 400, "invalid_request",
+                                  "role must be primary, backup or cohost");
     int backup = role_q && !strcmp(role_q, "backup");
+    int cohost = role_q && !strcmp(role_q, "cohost");
+    if (cohost && is_key) {
+        api->resp_header(req, "WWW-Authenticate", "Bearer realm=\"onair\"");
+        return api->reply_problem(
+            req, 401, "invalid_token",
+            "a co-host publishes with their own access token, not a stream key");
+    }
+    /* a player of one participant of the stream (room.c): a co-host's user id */
+    const char *participant = role == ROLE_VIEWER ? api->req_query(req, "participant") : NULL;
+    if (participant && !room_participant_ok(participant))
+        return api->reply_problem(req, 400, "invalid_request",
+                                  "participant must be a participant id (a co-host's user id)");
 
     /* Who and which stream first (404 / 403 / 401), then the SDP offer (take_offer). */
     op_t *op = op_new(req, role, stream);
@@ -1152,6 +1205,9 @@ static int post_offer(onair_req_t *req, int role)
     if (max_layer)
         op->max_layer = max_layer[0] - '0';
     op->backup = backup;
+    op->cohost = cohost;
+    if (participant)
+        snprintf(op->participant, sizeof op->participant, "%s", participant);
     if (token) {
         hash_token(token, op->token_hash);
         op->has_token = 1;
@@ -1578,6 +1634,10 @@ int whip_setup(struct host *h, char *err, size_t elen)
     g_owner.name = "media";
     g_owner.state = PLUGIN_STARTED;
     g_closing = 0;
+    if (room_setup(&g_owner) != ONAIR_OK) {
+        snprintf(err, elen, "cannot register the media.participant_* services");
+        return -1;
+    }
     const unsigned own = ROUTE_CORE_OWN_AUTH;
     /* Offers per client address: a page that reloads now and then stays far below it; a
      * client that loops on offers does not take the node's sessions. */

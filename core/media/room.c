@@ -1,0 +1,190 @@
+/*
+ * Rooms: a stream's participants (docs/media.md, "Rooms and co-hosts").
+ *
+ * A stream is a room. Its main host publishes as before (WHIP, primary and backup) into the
+ * relay keyed by the stream id; plain WHEP players get that relay. Every other participant (a
+ * co-host: WHIP ?role=cohost with their own access token, allowed by the cohosts plugin's
+ * service cohosts.media_publish) publishes into a relay of its own keyed "<stream>/<participant>"
+ * (the participant id is the co-host's user id), and a player that wants that participant's
+ * tracks plays it with WHEP ?participant=<id>. So forwarding, NACK, PLI, simulcast and hand-over
+ * work per participant exactly as for the main host. A participant's publish never takes the
+ * stream live or ends it; the main host's end ends every participant's sessions too.
+ *
+ * Plugins follow participants on the bus (media.participant_published / _unpublished) and end
+ * one with the service media.participant_end (a removed co-host's media stops at once).
+ */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "hooks.h"
+#include "host.h"
+#include "log.h"
+#include "media_engine.h"
+#include "media_internal.h"
+#include "taps.h"
+
+void room_key(char *out, size_t n, const char *stream, const char *participant)
+{
+    if (participant && participant[0])
+        snprintf(out, n, "%s/%s", stream, participant);
+    else
+        snprintf(out, n, "%s", stream);
+}
+
+int room_participant_ok(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n >= MEDIA_PARTICIPANT_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+void room_track_event(session_t *s, int published)
+{
+    if (!s->participant[0]) {
+        taps_track_event(s, published);
+        return;
+    }
+    json_t *tracks = json_array();
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        if (s->pub[k].present)
+            json_array_append_new(tracks, json_pack("{s:s,s:s}", "kind",
+                                                    k == MEDIA_AUDIO ? "audio" : "video", "codec",
+                                                    s->pub[k].desc.name));
+    bus_publish(g_media.h->bus,
+                published ? "media.participant_published" : "media.participant_unpublished",
+                json_pack("{s:s,s:s,s:s,s:o}", "stream", s->stream_id, "participant",
+                          s->participant, "session", s->id, "tracks", tracks));
+}
+
+/* Every session (publishers and players) of the stream's participant relays, referenced. */
+static session_t **room_sessions(const char *stream, const char *participant, size_t *n)
+{
+    session_t **out = NULL;
+    size_t cnt = 0, cap = 0;
+    size_t sl = strlen(stream);
+    pthread_mutex_lock(&g_media.lock);
+    for (size_t b = 0; b < MEDIA_HASH_SLOTS; b++)
+        for (relay_t *r = g_media.relays[b]; r; r = r->hnext) {
+            if (!r->participant[0] || strncmp(r->stream_id, stream, sl) != 0 ||
+                r->stream_id[sl] != '/' ||
+                (participant && strcmp(r->participant, participant) != 0))
+                continue;
+            pthread_mutex_lock(&r->lock);
+            size_t want = cnt + r->nviewers + 2;
+            if (want > cap) {
+                size_t ncap = want * 2;
+                session_t **grown = realloc(out, ncap * sizeof *grown);
+                if (!grown) {
+                    pthread_mutex_unlock(&r->lock);
+                    continue;
+                }
+                out = grown;
+                cap = ncap;
+            }
+            session_t *pubs[2] = {r->publisher, r->standby};
+            for (int i = 0; i < 2; i++)
+                if (pubs[i]) {
+                    session_ref(pubs[i]);
+                    out[cnt++] = pubs[i];
+                }
+            for (size_t i = 0; i < r->nviewers; i++) {
+                session_ref(r->viewers[i]);
+                out[cnt++] = r->viewers[i];
+            }
+            pthread_mutex_unlock(&r->lock);
+        }
+    pthread_mutex_unlock(&g_media.lock);
+    *n = cnt;
+    return out;
+}
+
+size_t room_end(const char *stream, const char *participant, const char *reason)
+{
+    size_t n = 0, ended = 0;
+    session_t **list = room_sessions(stream, participant, &n);
+    for (size_t i = 0; i < n; i++) {
+        ended += !atomic_load(&list[i]->closed);
+        media_session_close(list[i], reason);
+        session_unref(list[i]);
+    }
+    free(list);
+    if (ended)
+        LOG_INFO("media", "stream %s: %zu session(s) of %s%s ended: %s", stream, ended,
+                 participant ? "participant " : "every participant", participant ? participant : "",
+                 reason);
+    return ended;
+}
+
+/* media.participant_end {"stream", "participant", "reason"?} -> {"ended": n} */
+static int svc_participant_end(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    json_t *args = services_args(call);
+    const char *stream = json_string_value(json_object_get(args, "stream"));
+    const char *participant = json_string_value(json_object_get(args, "participant"));
+    const char *reason = json_string_value(json_object_get(args, "reason"));
+    if (!stream || !stream[0] || strlen(stream) >= MEDIA_STREAM_ID_LEN ||
+        !room_participant_ok(participant))
+        return services_answer(call, ONAIR_EINVAL,
+                               json_pack("{s:s}", "error", "stream and participant are required"));
+    size_t n = room_end(stream, participant, reason && reason[0] ? reason : "removed");
+    return services_answer(call, ONAIR_OK, json_pack("{s:I}", "ended", (json_int_t)n));
+}
+
+/* media.participants {"stream"} -> {"participants": [{"participant", "session", "since_ms"}]}:
+ * the participants publishing now (the main host not included). */
+static int svc_participants(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    const char *stream = json_string_value(json_object_get(services_args(call), "stream"));
+    if (!stream || !stream[0])
+        return services_answer(call, ONAIR_EINVAL, json_pack("{s:s}", "error", "stream required"));
+    json_t *list = json_array();
+    size_t sl = strlen(stream);
+    pthread_mutex_lock(&g_media.lock);
+    for (size_t b = 0; b < MEDIA_HASH_SLOTS; b++)
+        for (relay_t *r = g_media.relays[b]; r; r = r->hnext) {
+            if (!r->participant[0] || strncmp(r->stream_id, stream, sl) != 0 ||
+                r->stream_id[sl] != '/')
+                continue;
+            pthread_mutex_lock(&r->lock);
+            if (r->publisher)
+                json_array_append_new(list, json_pack("{s:s,s:s,s:I}", "participant",
+                                                      r->participant, "session", r->publisher->id,
+                                                      "viewers", (json_int_t)r->nviewers));
+            pthread_mutex_unlock(&r->lock);
+        }
+    pthread_mutex_unlock(&g_media.lock);
+    return services_answer(call, ONAIR_OK, json_pack("{s:o}", "participants", list));
+}
+
+int room_setup(struct onair_plugin *owner)
+{
+    static const onair_service_t services[] = {
+        {.size = sizeof(onair_service_t),
+         .name = "media.participant_end",
+         .fn = svc_participant_end},
+        {.size = sizeof(onair_service_t), .name = "media.participants", .fn = svc_participants},
+    };
+    int was = owner->in_init;
+    owner->in_init = 1;
+    int rc = ONAIR_OK;
+    for (size_t i = 0; i < sizeof services / sizeof services[0] && rc == ONAIR_OK; i++) {
+        rc = services_add(owner, &services[i]);
+        if (rc == ONAIR_EEXIST) /* a second setup in one process (tests) */
+            rc = ONAIR_OK;
+    }
+    owner->in_init = was;
+    return rc;
+}
