@@ -25,6 +25,7 @@
 
 #include "depack.h"
 #include "mux.h"
+#include "plugin_util.h"
 
 static const onair_api_t *api;
 
@@ -104,14 +105,6 @@ static const onair_config_key_t rec_body[] = {
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static int has_role(const onair_user_t *u, const char *role)
-{
-    for (size_t i = 0; u && u->roles && u->roles[i]; i++)
-        if (!strcmp(u->roles[i], role))
-            return 1;
-    return 0;
-}
 
 static void ignore_cb(int status, json_t *result, void *ud)
 {
@@ -374,20 +367,6 @@ static void mk_end(onair_flow_t *f)
     free(m);
 }
 
-static int mkdirs(const char *path)
-{
-    char tmp[600];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0750) < 0 && errno != EEXIST ? -1 : 0;
-}
-
 static void mk_run(void *ud)
 {
     mk_t *m = ud;
@@ -396,7 +375,7 @@ static void mk_run(void *ud)
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = 0;
-    if (mkdirs(dir) < 0) {
+    if (mc_mkdirs(dir) < 0) {
         m->rc = AVERROR(errno);
         snprintf(m->err, sizeof m->err, "cannot create the clips folder");
         return;
@@ -788,14 +767,9 @@ static void rd_access(onair_flow_t *f, int status, json_t *res)
                               json_pack("{s:{s:s},s:{s:{s:i}}}", "filter", "_id", cid, "update",
                                         "$inc", "views", 1),
                               ignore_cb, NULL);
-        const char *vis = onair_str(res, "visibility");
-        onair_file_opts_t o = {.size = sizeof o,
-                               .cache_control = vis && !strcmp(vis, "public")
-                                                    ? "public, max-age=3600"
-                                                    : "private, max-age=3600"};
-        const char *path = onair_str(r->doc, r->what == R_FILE ? "file" : "thumb");
-        api->target_reply_file(f->t, path ? path : "",
-                               r->what == R_FILE ? onair_str(r->doc, "mime") : "image/jpeg", &o);
+        mc_reply_media_file(api, f->t, onair_str(r->doc, r->what == R_FILE ? "file" : "thumb"),
+                            r->what == R_FILE ? onair_str(r->doc, "mime") : "image/jpeg",
+                            onair_str(res, "visibility"));
         f->t = (onair_target_t){0};
         return onair_flow_end(f);
     }
@@ -830,7 +804,7 @@ static int rd_start(onair_req_t *req, state_t *st, int what)
     const onair_user_t *u = api->req_user(req);
     if (u) {
         snprintf(r->uid, sizeof r->uid, "%s", u->id);
-        r->admin = has_role(u, "admin");
+        r->admin = mc_has_role(u, "admin");
     }
     r->roles = onair_roles_json(u);
     const char *range = api->req_header(req, "range");

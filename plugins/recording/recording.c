@@ -29,6 +29,7 @@
 
 #include "depack.h"
 #include "mux.h"
+#include "plugin_util.h"
 
 #define MAX_PENDING_BYTES (16u * 1024 * 1024) /* frames waiting for the pool, per segment */
 #define DOC_UPDATE_MS     5000                /* size and duration written this often */
@@ -151,14 +152,6 @@ static const onair_config_key_t config[] = {
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int has_role(const onair_user_t *u, const char *role)
-{
-    for (size_t i = 0; u && u->roles && u->roles[i]; i++)
-        if (!strcmp(u->roles[i], role))
-            return 1;
-    return 0;
-}
-
 static rec_t *rec_of(state_t *st, const char *stream)
 {
     for (rec_t *r = st->recs; r; r = r->next)
@@ -190,20 +183,6 @@ static void frames_free(frame_t *f)
         free(f);
         f = n;
     }
-}
-
-static int mkdirs(const char *path)
-{
-    char tmp[600];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0750) < 0 && errno != EEXIST ? -1 : 0;
 }
 
 static void hexs(const uint8_t *b, size_t n, char *out)
@@ -843,7 +822,7 @@ static void startop_end(onair_flow_t *f)
 static void disk_check(void *ud)
 {
     startop_t *op = ud;
-    op->mkdir_err = mkdirs(op->dir) < 0 ? errno : 0;
+    op->mkdir_err = mc_mkdirs(op->dir) < 0 ? errno : 0;
     struct statvfs sv;
     op->free_bytes = statvfs(op->dir, &sv) == 0 ? (int64_t)sv.f_bavail * (int64_t)sv.f_frsize : -1;
 }
@@ -951,7 +930,7 @@ static startop_t *startop_new(state_t *st, onair_target_t t, const char *stream,
     snprintf(op->stream, sizeof op->stream, "%s", stream);
     if (u) {
         snprintf(op->uid, sizeof op->uid, "%s", u->id);
-        op->admin = has_role(u, "admin");
+        op->admin = mc_has_role(u, "admin");
     }
     return op;
 }
@@ -1022,7 +1001,7 @@ static int post_stop(onair_req_t *req, void *ud)
         return api->target_problem(t, ONAIR_ENOMEM, NULL, NULL, NULL);
     op->flow = (onair_flow_t){.api = api, .t = t, .end = free_flow};
     op->st = st;
-    op->admin = has_role(u, "admin");
+    op->admin = mc_has_role(u, "admin");
     snprintf(op->stream, sizeof op->stream, "%s", sid);
     json_t *args =
         json_pack("{s:s,s:s,s:o}", "stream", sid, "user", u->id, "roles", onair_roles_json(u));
@@ -1198,12 +1177,7 @@ static void access_for_read(onair_flow_t *f, int status, json_t *res)
                                       "the recording is not finished yet", NULL);
         const char *path = onair_str(op->doc, op->what == READ_FILE ? "file" : "thumb");
         const char *mime = op->what == READ_FILE ? onair_str(op->doc, "mime") : "image/jpeg";
-        const char *vis = onair_str(res, "visibility");
-        onair_file_opts_t o = {.size = sizeof o,
-                               .cache_control = vis && !strcmp(vis, "public")
-                                                    ? "public, max-age=3600"
-                                                    : "private, max-age=3600"};
-        api->target_reply_file(f->t, path ? path : "", mime, &o);
+        mc_reply_media_file(api, f->t, path, mime, onair_str(res, "visibility"));
         f->t = (onair_target_t){0};
         return onair_flow_end(f);
     }
@@ -1242,7 +1216,7 @@ static int read_start(onair_req_t *req, state_t *st, int what)
     const onair_user_t *u = api->req_user(req);
     if (u) {
         snprintf(op->uid, sizeof op->uid, "%s", u->id);
-        op->admin = has_role(u, "admin");
+        op->admin = mc_has_role(u, "admin");
     }
     op->roles = onair_roles_json(u);
     const char *share = api->req_query(req, "share");
