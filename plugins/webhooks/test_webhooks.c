@@ -309,6 +309,67 @@ static void test_retried_then_dead_lettered(void **state)
     assert_int_equal(onair_test_log_count(h, ONAIR_LOG_ERROR, NULL), 0);
 }
 
+/* The database goes away: deliveries wait in memory and are stored when it is back; those not
+ * stored when the plugin stops go to <data_dir>/webhooks-spool.json and are stored at the next
+ * start. */
+static void test_store_outage_and_spool(void **state)
+{
+    onair_test_host_t *h = *state;
+    char dir[] = "/tmp/wh-spool-XXXXXX", file[64], id[25];
+    assert_non_null(mkdtemp(dir));
+    snprintf(file, sizeof file, "%s/webhooks-spool.json", dir);
+    onair_test_publish(h, "core.started", json_pack("{s:s}", "data_dir", dir));
+    onair_test_run(h);
+    create(h, &alice,
+           "{\"stream\":\"" MINE "\",\"url\":\"http://127.0.0.1:9/s\","
+           "\"events\":[\"stream.*\"]}",
+           id);
+    onair_test_store_set_available(h, 0);
+    onair_test_publish(
+        h, "stream.updated",
+        json_pack("{s:{s:s,s:s}}", "stream", "id", MINE, "title", "during the outage"));
+    onair_test_run(h);
+    json_t *d = deliveries_of(h, id);
+    assert_int_equal(json_array_size(d), 0);
+    json_decref(d);
+    onair_test_store_set_available(h, 1);
+    onair_test_advance(h, 1000); /* the retry */
+    d = deliveries_of(h, id);
+    assert_int_equal(json_array_size(d), 1);
+    json_decref(d);
+
+    /* away again, and the plugin stops: the delivery is spooled */
+    onair_test_store_set_available(h, 0);
+    onair_test_publish(
+        h, "stream.updated",
+        json_pack("{s:{s:s,s:s}}", "stream", "id", MINE, "title", "before the stop"));
+    onair_test_run(h);
+    onair_test_stop(h);
+    json_t *spool = json_load_file(file, 0, NULL);
+    assert_int_equal(json_array_size(spool), 1);
+    assert_string_equal(onair_str(json_array_get(spool, 0), "endpoint"), id);
+    const char *did = onair_str(json_array_get(spool, 0), "_id");
+
+    /* the next start stores it, once */
+    onair_test_host_t *h2 =
+        onair_test_boot(onair_plugin_entry_v1(), "{\"allow_private\": true, "
+                                                 "\"sweep_interval_ms\": 3600000}");
+    assert_non_null(h2);
+    onair_test_set_log_level(h2, ONAIR_LOG_ERROR);
+    onair_test_publish(h2, "core.started", json_pack("{s:s}", "data_dir", dir));
+    onair_test_run(h2);
+    json_t *all = onair_test_store_dump(h2, "webhooks.deliveries");
+    assert_int_equal(json_array_size(all), 1);
+    assert_string_equal(onair_str(json_array_get(all, 0), "_id"), did);
+    assert_non_null(strstr(onair_str(json_array_get(all, 0), "body"), "before the stop"));
+    json_decref(all);
+    json_decref(spool);
+    assert_int_equal(access(file, F_OK), -1); /* taken */
+    assert_int_equal(onair_test_log_count(h2, ONAIR_LOG_ERROR, NULL), 0);
+    onair_test_host_free(h2);
+    rmdir(dir);
+}
+
 /* ---- wh_net on its own ------------------------------------------------------------------- */
 
 static void test_addresses(void **state)
@@ -570,6 +631,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_become_deliveries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retried_then_dead_lettered, setup_retry, teardown),
+        cmocka_unit_test_setup_teardown(test_store_outage_and_spool, setup, teardown),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_urls),
         cmocka_unit_test(test_signature_and_token),

@@ -33,15 +33,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define POLL_MS       5
 #define LIMIT_MAX     100
 #define LIMIT_DEF     20
 #define EVENTS_MAX    32
 #define PATTERN_MAX   128
-#define EARLY_MAX     10000 /* events kept while the endpoints load at start */
-#define LEASE_EXTRA   5000  /* ms a claim outlives the request's total timeout */
-#define RESPONSE_KEEP 512   /* bytes of the last answer kept on a delivery */
+#define EARLY_MAX     10000  /* events kept while the endpoints load at start */
+#define LEASE_EXTRA   5000   /* ms a claim outlives the request's total timeout */
+#define RESPONSE_KEEP 512    /* bytes of the last answer kept on a delivery */
+#define QUEUE_MAX     100000 /* deliveries kept in memory while the store is away */
 
 static const onair_api_t *api;
 
@@ -85,7 +87,11 @@ typedef struct wh {
     json_t *queued;  /* deliveries waiting for the insert in flight */
     int inserting;   /* an insert is in flight */
     json_t *early;   /* [topic, payload] pairs before the first load */
-    int loaded;      /* the first load finished */
+    json_t *unsaved; /* deliveries whose insert was canceled by a stop: spooled to a file */
+    int stopping;    /* a store call came back canceled: the host is stopping the plugin */
+    onair_timer_t retry_timer; /* inserting again after the store failed */
+    char *data_dir;            /* storage.data_dir (core.started), where the spool file lives */
+    int loaded;                /* the first load finished */
     int reloading;
     uint64_t rnd;
     char node[25]; /* this node's claim tag */
@@ -364,28 +370,29 @@ static void ep_gone(wh_t *w, const char *id)
         ep_remove(w, e);
 }
 
-static json_t *endpoint_view(json_t *doc)
+/* A document as the API shows it: "_id" as "id", without the members named in drop. */
+static json_t *view_of(json_t *doc, const char *const *drop)
 {
     json_t *v = json_deep_copy(doc);
     if (!v)
         return json_object();
     json_object_set_new(v, "id", json_string(onair_str(doc, "_id")));
     json_object_del(v, "_id");
-    json_object_del(v, "secret");
+    for (size_t i = 0; drop[i]; i++)
+        json_object_del(v, drop[i]);
     return v;
+}
+
+static json_t *endpoint_view(json_t *doc)
+{
+    static const char *const drop[] = {"secret", NULL};
+    return view_of(doc, drop);
 }
 
 static json_t *delivery_view(json_t *doc)
 {
-    json_t *v = json_deep_copy(doc);
-    if (!v)
-        return json_object();
-    json_object_set_new(v, "id", json_string(onair_str(doc, "_id")));
-    json_object_del(v, "_id");
-    json_object_del(v, "claims");
-    json_object_del(v, "claimed_by");
-    json_object_del(v, "expire_at");
-    return v;
+    static const char *const drop[] = {"claims", "claimed_by", "expire_at", NULL};
+    return view_of(doc, drop);
 }
 
 /* ---- the sending side --------------------------------------------------------------------- */
@@ -847,6 +854,31 @@ static void arm_fired(onair_timer_t t, void *ud)
 
 static void insert_next(wh_t *w);
 
+static void retry_fired(onair_timer_t t, void *ud)
+{
+    wh_t *w = ud;
+    (void)t;
+    w->retry_timer = 0;
+    insert_next(w);
+}
+
+/* A batch the store could not take goes back in front of the queue (bounded). */
+static void retry_later(wh_t *w, json_t *batch)
+{
+    json_array_extend(batch, w->queued);
+    json_decref(w->queued);
+    w->queued = batch;
+    size_t n = json_array_size(w->queued);
+    if (n > QUEUE_MAX) {
+        api->log(w->self, ONAIR_LOG_ERROR, "%zu webhook deliveries dropped: the store is away",
+                 n - QUEUE_MAX);
+        while (json_array_size(w->queued) > QUEUE_MAX) /* the newest go */
+            json_array_remove(w->queued, json_array_size(w->queued) - 1);
+    }
+    if (!w->retry_timer)
+        w->retry_timer = api->timer_start(w->self, 1000, 0, retry_fired, w);
+}
+
 /* A delivery id that sorts in event order on this node, so that the store finds an endpoint's
  * oldest unfinished delivery by _id (the primary key: no sort of the queue in memory): 12 hex
  * digits of ms since the epoch (never going back), 6 of this node's random tag, 6 of a counter
@@ -872,7 +904,20 @@ static void after_insert(int status, json_t *result, void *ud)
     wh_t *w = g_w;
     (void)result;
     w->inserting = 0;
-    if (status != ONAIR_OK)
+    if (status == ONAIR_ECANCELED) { /* stopping: stop() writes them to the spool file */
+        w->stopping = 1;
+        json_array_extend(w->unsaved, batch);
+        json_decref(batch);
+        return;
+    }
+    if (status != ONAIR_OK && status != ONAIR_EINVAL && status != ONAIR_EEXIST) {
+        /* the database is away: keep them (first) and try again in a second */
+        api->log(w->self, ONAIR_LOG_WARN, "%zu webhook deliveries not stored yet: %s",
+                 json_array_size(batch), onair_str(result, "error"));
+        retry_later(w, batch);
+        return;
+    }
+    if (status != ONAIR_OK) /* refused as such (EEXIST: stored before a stop, spooled too) */
         api->log(w->self, ONAIR_LOG_ERROR, "%zu webhook deliveries not stored: %s",
                  json_array_size(batch), onair_str(result, "error"));
     size_t i;
@@ -889,15 +934,20 @@ static void after_insert(int status, json_t *result, void *ud)
 
 static void insert_next(wh_t *w)
 {
-    if (w->inserting || !json_array_size(w->queued))
+    if (w->inserting || w->stopping || w->retry_timer || !json_array_size(w->queued))
         return;
     json_t *batch = w->queued;
     w->queued = json_array();
     w->inserting = 1;
-    if (api->store_insert(w->deliveries, json_deep_copy(batch), after_insert, batch) != ONAIR_OK) {
+    int rc = api->store_insert(w->deliveries, json_deep_copy(batch), after_insert, batch);
+    if (rc == ONAIR_ECANCELED) { /* the pool is stopping */
         w->inserting = 0;
-        api->log(w->self, ONAIR_LOG_ERROR, "webhook deliveries not stored");
+        w->stopping = 1;
+        json_array_extend(w->unsaved, batch);
         json_decref(batch);
+    } else if (rc != ONAIR_OK) {
+        w->inserting = 0;
+        retry_later(w, batch);
     }
 }
 
@@ -1024,9 +1074,16 @@ static void enqueue(wh_t *w, const char *topic, json_t *payload)
     insert_next(w);
 }
 
+static void spool_load(wh_t *w);
+
 static void on_event(const char *topic, json_t *payload, void *ud)
 {
     wh_t *w = ud;
+    if (!strcmp(topic, "core.started") && !w->data_dir) {
+        const char *dir = onair_str(payload, "data_dir");
+        if (dir && *dir && (w->data_dir = onair_strdup(dir)))
+            spool_load(w);
+    }
     if (!w->loaded) {
         if (json_array_size(w->early) < EARLY_MAX)
             json_array_append_new(w->early, json_pack("[s,O]", topic, payload));
@@ -1760,6 +1817,99 @@ static int h_endpoint(onair_req_t *req, void *ud)
     return start_on_endpoint(req, r->w, r->kind);
 }
 
+/* ---- the spool: deliveries a stop kept from the store -------------------------------------
+ * The host cancels store calls still queued when it stops a plugin, and a stop cannot wait for
+ * a new one: the deliveries of the last events before a stop go to <data_dir>/webhooks-spool.json
+ * (written in stop, when nothing is served any more) and are stored at the next start, before
+ * anything newer (their ids are older, so the order holds). */
+static char *spool_path(wh_t *w)
+{
+    if (!w->data_dir)
+        return NULL;
+    size_t n = strlen(w->data_dir) + 32;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/webhooks-spool.json", w->data_dir);
+    return p;
+}
+
+typedef struct spool_job {
+    wh_t *w;
+    char *path;
+    json_t *docs; /* read by the pool thread */
+} spool_job_t;
+
+static void spool_read(void *ud) /* pool thread */
+{
+    spool_job_t *j = ud;
+    j->docs = json_load_file(j->path, 0, NULL);
+    if (j->docs)
+        unlink(j->path); /* taken: a crash before the insert loses them, as it would anyway */
+}
+
+static void spool_read_done(int status, void *ud)
+{
+    spool_job_t *j = ud;
+    wh_t *w = j->w;
+    if (status == ONAIR_OK && json_is_array(j->docs) && json_array_size(j->docs)) {
+        api->log(w->self, ONAIR_LOG_INFO, "%zu webhook deliveries from the spool file",
+                 json_array_size(j->docs));
+        json_array_extend(j->docs, w->queued); /* older first */
+        json_decref(w->queued);
+        w->queued = json_incref(j->docs);
+        insert_next(w);
+    }
+    json_decref(j->docs);
+    free(j->path);
+    free(j);
+}
+
+static void spool_load(wh_t *w)
+{
+    spool_job_t *j = calloc(1, sizeof *j);
+    if (!j || !(j->path = spool_path(w))) {
+        free(j);
+        return;
+    }
+    j->w = w;
+    if (api->work_submit(w->self, spool_read, spool_read_done, j) != ONAIR_OK) {
+        free(j->path);
+        free(j);
+    }
+}
+
+/* In stop: what was not stored goes to the spool file (added to what is there). */
+static void spool_save(wh_t *w)
+{
+    json_array_extend(w->unsaved, w->queued);
+    size_t n = json_array_size(w->unsaved);
+    if (!n)
+        return;
+    char *path = spool_path(w);
+    if (!path) {
+        api->log(w->self, ONAIR_LOG_ERROR, "%zu webhook deliveries lost: no data directory", n);
+        return;
+    }
+    json_t *all = json_load_file(path, 0, NULL);
+    if (!json_is_array(all)) {
+        json_decref(all);
+        all = json_array();
+    }
+    json_array_extend(all, w->unsaved);
+    size_t tn = strlen(path) + 8;
+    char *tmp = malloc(tn);
+    int ok = tmp != NULL;
+    if (ok) {
+        snprintf(tmp, tn, "%s.tmp", path);
+        ok = json_dump_file(all, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0;
+    }
+    api->log(w->self, ok ? ONAIR_LOG_INFO : ONAIR_LOG_ERROR, "%zu webhook deliveries %s %s", n,
+             ok ? "kept for the next start in" : "lost: cannot write", path);
+    free(tmp);
+    free(path);
+    json_decref(all);
+}
+
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
 static const onair_index_t endpoint_indexes[] = {
@@ -1832,13 +1982,14 @@ static int wh_start(onair_plugin_t *self)
     g_w = w;
     w->queued = json_array();
     w->early = json_array();
+    w->unsaved = json_array();
     w->rnd = (uint64_t)api->now_ms(self) * 2654435761u + 1;
     wh_object_id(w->node);
     w->id_tag = (uint32_t)strtoul(w->node + 16, NULL, 16); /* its random-counter part */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     w->rules = wh_rules_new(api->config_bool(self, "allow_private"));
     w->sender = w->rules ? wh_sender_new(w->rules, api->config_string(self, "user_agent")) : NULL;
-    if (!w->sender || !w->queued || !w->early)
+    if (!w->sender || !w->queued || !w->early || !w->unsaved)
         return ONAIR_ENOMEM;
     /* configured endpoints: checked now, a mistake stops the start */
     cfg_run_t *r = calloc(1, sizeof *r);
@@ -1885,6 +2036,7 @@ static void wh_stop(onair_plugin_t *self)
     /* requests in flight are dropped: their deliveries stay claimed and are sent again (same
      * id) when the lease is over */
     wh_sender_free(w->sender, step_free);
+    spool_save(w);
     for (size_t i = 0; i < w->n_eps; i++) {
         w->eps[i]->timer = 0; /* the host drops the plugin's timers */
         ep_free(w, w->eps[i]);
@@ -1893,6 +2045,8 @@ static void wh_stop(onair_plugin_t *self)
     free(w->waitq);
     json_decref(w->queued);
     json_decref(w->early);
+    json_decref(w->unsaved);
+    free(w->data_dir);
     wh_rules_free(w->rules);
     if (g_w == w)
         g_w = NULL;
