@@ -1,0 +1,107 @@
+// onair e2e: co-hosts (plugins/cohosts, docs/media.md "Rooms and co-hosts"). The owner publishes
+// (640x360) with WHIP, invites a second account, which accepts and publishes from its own
+// Chromium page with WHIP ?role=cohost and its own token (320x180). A plain WHEP player still gets
+// the main host (its frames are wider than 320); a player with ?participant=<co-host> decodes the
+// co-host's frames (at most 320 wide). The owner removes the co-host: the co-host's player is
+// closed by the relay while the main player goes on decoding, and a new WHIP of the removed
+// co-host is 403 not_cohost.
+//
+//   ONAIRD, ONAIR_PLUGIN_DIR (see README.md)
+import {test, after} from 'node:test';
+import assert from 'node:assert/strict';
+import {launch, publish, tryPublish, play, stats, waitFor, frames, closeAll} from './lib/browser.mjs';
+import {Onaird, onairTarget, api, register, haveOnaird, PLUGIN_DIR} from './lib/onaird.mjs';
+import {join} from 'node:path';
+
+const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
+const skip = haveOnaird() ? false : 'no onaird (set ONAIRD, ONAIR_PLUGIN_DIR)';
+if (skip && REQUIRE) test('onaird is built (ONAIR_E2E_REQUIRE=1)', () => assert.fail(skip));
+const T = {timeout: 120_000, skip};
+
+let browser = null;
+let server = null;
+
+after(async () => {
+  try {
+    await browser?.close();
+  } finally {
+    if (server) {
+      const st = await server.stop();
+      assert.equal(st.code, 0, `onaird exit ${JSON.stringify(st)}:\n${server.log().slice(-4000)}`);
+      assert.ok(!/ERROR: (Address|Leak)Sanitizer|runtime error:/.test(server.log()), server.log().slice(-6000));
+    }
+  }
+});
+
+const userId = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).sub;
+const width = (s) => s?.inbound?.video?.frameWidth ?? 0;
+
+async function decoding(page, id, what, pred = () => true, ms = 20_000) {
+  const a = await stats(page, id);
+  return waitFor(what, async () => {
+    const b = await stats(page, id);
+    return {done: frames(b) > frames(a) + 10 && pred(b), frames: frames(b), width: width(b),
+            connection: b.connectionState};
+  }, ms);
+}
+
+test('host + co-host publish; the plain player gets the host, ?participant= the co-host; removal ends the co-host',
+     T, async (t) => {
+  server = new Onaird({
+    plugins: {
+      streams: {path: join(PLUGIN_DIR, 'streams.so'), config: {max_live_per_user: 100}},
+      cohosts: {path: join(PLUGIN_DIR, 'cohosts.so')},
+    },
+  });
+  await server.start();
+  browser = await launch();
+  const target = await onairTarget(server.base);
+  const s = await target.newStream();
+  const owner = s.viewerToken;
+  const guest = await register(server.base, 'cohost');
+  const guestId = userId(guest.token);
+  const [hostPage, guestPage, mainPage, sidePage] =
+      [await browser.newPage('host'), await browser.newPage('cohost'),
+       await browser.newPage('main-player'), await browser.newPage('cohost-player')];
+  try {
+    await publish(hostPage, target.whipUrl(s.id), s.key, {width: 640, height: 360});
+    let r = await api(server.base, 'POST', `/api/v1/streams/${s.id}/cohosts/invite`,
+                      {token: owner, body: {user_id: guestId}});
+    assert.equal(r.status, 201, r.text);
+    r = await api(server.base, 'POST', `/api/v1/cohosts/invites/${r.json.invite.id}/accept`,
+                  {token: guest.token});
+    assert.equal(r.status, 200, r.text);
+    const cohostWhip = target.whipUrl(s.id) + '?role=cohost';
+    await publish(guestPage, cohostWhip, guest.token, {width: 320, height: 180});
+
+    const main = await play(mainPage, target.whepUrl(s.id), null);
+    const side = await play(sidePage, target.whepUrl(s.id) + `?participant=${guestId}`, null);
+    const m1 = await decoding(mainPage, main.id, 'the plain player decodes the main host (wider than 320)',
+                              (x) => width(x) > 320);
+    const s1 = await decoding(sidePage, side.id, 'the co-host player decodes the co-host (at most 320 wide)',
+                              (x) => width(x) > 0 && width(x) <= 320);
+    t.diagnostic(`main player ${m1.width} wide, co-host player ${s1.width} wide`);
+    r = await api(server.base, 'GET', `/api/v1/streams/${s.id}/cohosts`);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.cohosts.map((c) => [c.user_id, c.on_air]), [[guestId, true]]);
+
+    r = await api(server.base, 'DELETE', `/api/v1/streams/${s.id}/cohosts/${guestId}`, {token: owner});
+    assert.equal(r.status, 200, r.text);
+    const removedAt = Date.now();
+    await waitFor('the relay closes the co-host player', async () => {
+      const x = await stats(sidePage, side.id);
+      return {done: x.ended || x.dtlsState === 'closed' || x.connectionState !== 'connected',
+              dtls: x.dtlsState, connection: x.connectionState};
+    }, 10_000, 100);
+    t.diagnostic(`co-host player closed ${Date.now() - removedAt} ms after the removal`);
+    const m2 = await decoding(mainPage, main.id, 'the main player keeps decoding', (x) => width(x) > 320);
+    assert.equal(m2.connection, 'connected');
+    const again = await tryPublish(guestPage, cohostWhip, guest.token, {width: 320, height: 180});
+    assert.equal(again.status, 403, JSON.stringify(again).slice(0, 300));
+    assert.match(again.body, /not_cohost/);
+    r = await api(server.base, 'GET', `/api/v1/streams/${s.id}`);
+    assert.equal(r.json.stream.status, 'live');
+  } finally {
+    for (const p of [hostPage, guestPage, mainPage, sidePage]) await closeAll(p);
+  }
+});
