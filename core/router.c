@@ -244,14 +244,15 @@ fail:
 
 /* Plugins route under /api/ (REST, by convention /api/v1/<plugin>/...) or, for pages such as
  * the web plugin's, anywhere else except the paths the core serves outside the router (/ws) or
- * keeps for itself (/rtc for calls, the probes and /metrics, which are core routes anyway). */
-static int reserved_path(const char *path)
+ * keeps for itself (/rtc, LiveKit's signalling paths, for the plugin named "calls" only; the
+ * probes and /metrics, which are core routes anyway). */
+static int reserved_path(const char *path, const struct onair_plugin *owner)
 {
     static const char *const reserved[] = {"/ws", "/rtc", "/healthz", "/readyz", "/metrics", NULL};
     for (int i = 0; reserved[i]; i++) {
         size_t n = strlen(reserved[i]);
         if (!strncmp(path, reserved[i], n) && (path[n] == 0 || path[n] == '/'))
-            return 1;
+            return !(i == 1 && !strcmp(plugin_ref_name(owner), "calls"));
     }
     return 0;
 }
@@ -276,10 +277,10 @@ int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *own
                  copy.path ? copy.path : "?");
         return ONAIR_EINVAL;
     }
-    if (copy.path && owner && reserved_path(copy.path)) {
+    if (copy.path && owner && reserved_path(copy.path, owner)) {
         snprintf(err, err_len,
-                 "plugin routes may not use the core's paths /ws, /rtc, /healthz, /readyz, "
-                 "/metrics (got '%s')",
+                 "plugin routes may not use the core's paths /ws, /rtc (but the calls "
+                 "plugin), /healthz, /readyz, /metrics (got '%s')",
                  copy.path);
         return ONAIR_EINVAL;
     }

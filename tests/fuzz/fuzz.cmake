@@ -8,7 +8,7 @@ foreach(h ${ONAIR_FUZZ_HARNESSES})
   add_executable(fuzz_replay_${h} ${CMAKE_CURRENT_LIST_DIR}/fuzz_${h}.c
                  ${CMAKE_CURRENT_LIST_DIR}/replay_main.c ${ONAIR_FUZZ_SOURCES_${h}})
   target_include_directories(fuzz_replay_${h} PRIVATE ${ONAIR_FUZZ_INCLUDE_${h}})
-  target_link_libraries(fuzz_replay_${h} PRIVATE onair_core)
+  target_link_libraries(fuzz_replay_${h} PRIVATE onair_core ${ONAIR_FUZZ_LIBS_${h}})
   set(inputs ${CMAKE_CURRENT_LIST_DIR}/corpus/${h})
   if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/crashes/${h})
     list(APPEND inputs ${CMAKE_CURRENT_LIST_DIR}/crashes/${h})

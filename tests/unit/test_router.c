@@ -164,6 +164,13 @@ static void test_allow_and_owner_names(void **state)
     }
     rt.path = "/wsx";
     assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_OK);
+    /* /rtc is LiveKit's signalling: the calls plugin's only */
+    struct onair_plugin calls = {.name = "calls"};
+    rt.path = "/rtc/v1/validate";
+    assert_int_equal(router_add(r, &rt, &calls, err, sizeof err), ONAIR_OK);
+    assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_EINVAL);
+    rt.path = "/ws";
+    assert_int_equal(router_add(r, &rt, &calls, err, sizeof err), ONAIR_EINVAL);
     router_free(r);
 }
 

@@ -1,0 +1,552 @@
+/*
+ * The calls plugin: the LiveKit protobuf layer against byte sequences protobuf defines
+ * (field tags, varints, maps), the join request as livekit-client builds it (JoinRequest,
+ * gzipped, in a WrappedJoinRequest, base64 with + and / replaced), junk and bombs refused,
+ * LiveKit access tokens (HS256) and GET /rtc/v1/validate on the SDK test host.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <onair/testhost.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "lk_proto.h"
+#include "lk_token.h"
+
+const onair_plugin_desc_t *onair_plugin_entry_v1(void);
+
+#define KEY    "APIonairTest"
+#define SECRET "a-secret-of-at-least-32-characters-long"
+#define NOW    1700000000
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static char *b64(const uint8_t *in, size_t n, int url)
+{
+    static const char *std = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc(n / 3 * 4 + 5);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = std[(v >> 18) & 63];
+        out[o++] = std[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? std[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? std[v & 63] : '=';
+    }
+    out[o] = 0;
+    for (size_t i = 0; url && i < o; i++) {
+        if (out[i] == '+')
+            out[i] = '-';
+        else if (out[i] == '/')
+            out[i] = '_';
+    }
+    return out;
+}
+
+static uint8_t *gzip(const uint8_t *in, size_t n, size_t *out_len)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, 31, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t cap = deflateBound(&z, (uLong)n) + 64;
+    uint8_t *out = malloc(cap);
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    *out_len = cap - z.avail_out;
+    deflateEnd(&z);
+    return out;
+}
+
+/* join_request=... as livekit-client 2.x builds it (SignalClient.ts). */
+static char *join_param(const lk_buf_t *join, int compress)
+{
+    lk_buf_t w = {0};
+    size_t zl = join->len;
+    uint8_t *z = compress ? gzip(join->p, join->len, &zl) : NULL;
+    lk_put_varint(&w, 1, compress ? 1 : 0);
+    lk_put_bytes(&w, 2, compress ? z : join->p, zl);
+    char *s = b64(w.p, w.len, 1);
+    free(z);
+    lk_buf_free(&w);
+    return s;
+}
+
+static int str_is(lk_str_t s, const char *want)
+{
+    return s.n == strlen(want) && !memcmp(s.s, want, s.n);
+}
+
+static const char sdp_offer[] = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+                                "a=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+
+static void build_join(lk_buf_t *j)
+{
+    lk_buf_t ci = {0}, cs = {0}, t = {0}, offer = {0};
+    lk_put_varint(&ci, 1, 1); /* SDK JS */
+    lk_put_str(&ci, 2, "2.15.8");
+    lk_put_varint(&ci, 3, 16);
+    lk_put_str(&ci, 7, "Chrome");
+    lk_put_msg(j, 1, &ci);
+    lk_put_bool(&cs, 1, 1);
+    lk_put_msg(j, 2, &cs);
+    lk_put_str(&t, 1, "cid-camera");
+    lk_put_str(&t, 2, "camera");
+    lk_put_varint(&t, 3, 1);
+    lk_put_varint(&t, 4, 1280);
+    lk_put_varint(&t, 5, 720);
+    lk_put_varint(&t, 8, 1); /* CAMERA */
+    lk_put_msg(j, 5, &t);
+    lk_put_str(&offer, 1, "offer");
+    lk_put_str(&offer, 2, sdp_offer);
+    lk_put_varint(&offer, 3, 1);
+    lk_put_msg(j, 6, &offer);
+    lk_put_varint(j, 99, 5); /* an unknown field: skipped */
+    lk_buf_free(&ci);
+    lk_buf_free(&cs);
+    lk_buf_free(&t);
+    lk_buf_free(&offer);
+}
+
+/* ---- protobuf ----------------------------------------------------------------------------- */
+
+static void test_join_request(void **state)
+{
+    (void)state;
+    lk_buf_t j = {0};
+    build_join(&j);
+    assert_true(lk_buf_ok(&j));
+    for (int compress = 0; compress <= 1; compress++) {
+        char *param = join_param(&j, compress);
+        lk_join_req_t r;
+        assert_int_equal(lk_decode_join_param(param, strlen(param), &r), 0);
+        assert_int_equal(r.sdk, 1);
+        assert_int_equal(r.protocol, 16);
+        assert_true(str_is(r.sdk_version, "2.15.8"));
+        assert_true(str_is(r.browser, "Chrome"));
+        assert_true(r.auto_subscribe);
+        assert_int_equal(r.ntracks, 1);
+        assert_true(str_is(r.tracks[0].cid, "cid-camera"));
+        assert_int_equal(r.tracks[0].type, 1);
+        assert_int_equal(r.tracks[0].width, 1280);
+        assert_int_equal(r.tracks[0].source, 1);
+        assert_true(r.has_offer);
+        assert_true(str_is(r.offer.type, "offer"));
+        assert_true(str_is(r.offer.sdp, sdp_offer));
+        assert_int_equal(r.offer.id, 1);
+        lk_join_req_free(&r);
+        /* the standard alphabet and no padding decode alike */
+        for (char *p = param; *p; p++)
+            *p = *p == '-' ? '+' : *p == '_' ? '/' : *p;
+        size_t n = strlen(param);
+        while (n && param[n - 1] == '=')
+            n--;
+        assert_int_equal(lk_decode_join_param(param, n, &r), 0);
+        assert_true(str_is(r.offer.sdp, sdp_offer));
+        lk_join_req_free(&r);
+        free(param);
+    }
+    lk_buf_free(&j);
+}
+
+static void test_join_request_refused(void **state)
+{
+    (void)state;
+    lk_join_req_t r;
+    assert_int_equal(lk_decode_join_param("***", 3, &r), LK_EBASE64);
+    assert_int_equal(lk_decode_join_param("A", 1, &r), LK_EBASE64);
+    /* no join_request member */
+    assert_int_equal(lk_decode_join_param("CAE=", 4, &r), LK_EPROTO);
+    /* gzip that is not gzip */
+    lk_buf_t w = {0};
+    lk_put_varint(&w, 1, 1);
+    lk_put_bytes(&w, 2, "not gzip", 8);
+    char *s = b64(w.p, w.len, 1);
+    assert_int_equal(lk_decode_join_param(s, strlen(s), &r), LK_EPROTO);
+    free(s);
+    lk_buf_free(&w);
+    /* a truncated gzip stream */
+    lk_buf_t j = {0};
+    build_join(&j);
+    size_t zl;
+    uint8_t *z = gzip(j.p, j.len, &zl);
+    lk_put_varint(&w, 1, 1);
+    lk_put_bytes(&w, 2, z, zl / 2);
+    s = b64(w.p, w.len, 1);
+    assert_int_equal(lk_decode_join_param(s, strlen(s), &r), LK_EPROTO);
+    free(s);
+    free(z);
+    lk_buf_free(&w);
+    lk_buf_free(&j);
+    /* a gzip bomb: 1 MiB of zeros inflates past the limit */
+    size_t big = 1024 * 1024;
+    uint8_t *zeros = calloc(1, big);
+    z = gzip(zeros, big, &zl);
+    assert_true(zl < 4096);
+    lk_put_varint(&w, 1, 1);
+    lk_put_bytes(&w, 2, z, zl);
+    s = b64(w.p, w.len, 1);
+    assert_int_equal(lk_decode_join_param(s, strlen(s), &r), LK_ETOOBIG);
+    free(s);
+    free(z);
+    free(zeros);
+    lk_buf_free(&w);
+    /* unknown compression */
+    lk_put_varint(&w, 1, 7);
+    lk_put_bytes(&w, 2, "", 0);
+    s = b64(w.p, w.len, 1);
+    assert_int_equal(lk_decode_join_param(s, strlen(s), &r), LK_EPROTO);
+    free(s);
+    lk_buf_free(&w);
+}
+
+static void test_signal_requests(void **state)
+{
+    (void)state;
+    lk_signal_req_t q;
+    /* ping = 5: field 14, varint */
+    const uint8_t ping[] = {0x70, 0x05};
+    assert_int_equal(lk_decode_signal_request(ping, sizeof ping, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_PING);
+    assert_int_equal(q.ping, 5);
+    /* ping_req {timestamp: 300, rtt: 2}: field 16 (tag 0x82 0x01) */
+    const uint8_t ping_req[] = {0x82, 0x01, 0x05, 0x08, 0xac, 0x02, 0x10, 0x02};
+    assert_int_equal(lk_decode_signal_request(ping_req, sizeof ping_req, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_PING_REQ);
+    assert_int_equal(q.ping, 300);
+    assert_int_equal(q.rtt, 2);
+    /* trickle {candidateInit: "{}", target: SUBSCRIBER} */
+    const uint8_t trickle[] = {0x1a, 0x06, 0x0a, 0x02, '{', '}', 0x10, 0x01};
+    assert_int_equal(lk_decode_signal_request(trickle, sizeof trickle, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_TRICKLE);
+    assert_true(str_is(q.trickle.candidate_init, "{}"));
+    assert_int_equal(q.trickle.target, 1);
+    /* offer, leave, add_track, mute built with the writer */
+    lk_buf_t b = {0}, s = {0};
+    lk_put_str(&s, 1, "offer");
+    lk_put_str(&s, 2, sdp_offer);
+    lk_put_varint(&s, 3, 4);
+    lk_put_msg(&b, 1, &s);
+    assert_int_equal(lk_decode_signal_request(b.p, b.len, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_OFFER);
+    assert_int_equal(q.sdp.id, 4);
+    assert_true(str_is(q.sdp.sdp, sdp_offer));
+    lk_buf_free(&b);
+    lk_buf_free(&s);
+    lk_put_varint(&s, 2, LK_DISCONNECT_CLIENT_INITIATED);
+    lk_put_msg(&b, 8, &s);
+    assert_int_equal(lk_decode_signal_request(b.p, b.len, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_LEAVE);
+    assert_int_equal(q.leave.reason, LK_DISCONNECT_CLIENT_INITIATED);
+    lk_buf_free(&b);
+    lk_buf_free(&s);
+    lk_put_str(&s, 1, "TR_x");
+    lk_put_bool(&s, 2, 1);
+    lk_put_msg(&b, 5, &s);
+    assert_int_equal(lk_decode_signal_request(b.p, b.len, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_MUTE);
+    assert_true(str_is(q.mute.sid, "TR_x"));
+    assert_true(q.mute.muted);
+    lk_buf_free(&b);
+    lk_buf_free(&s);
+    /* an unknown member of the oneof (a future message) is kept as its number */
+    const uint8_t future[] = {0xfa, 0x01, 0x00}; /* field 31, empty message */
+    assert_int_equal(lk_decode_signal_request(future, sizeof future, &q), 0);
+    assert_int_equal(q.kind, 31);
+    /* an empty message */
+    assert_int_equal(lk_decode_signal_request(ping, 0, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_NONE);
+}
+
+static void test_signal_junk(void **state)
+{
+    (void)state;
+    lk_signal_req_t q;
+    const uint8_t truncated_varint[] = {0x70, 0x80};
+    const uint8_t past_end[] = {0x0a, 0x10, 0x01};
+    const uint8_t group[] = {0x0b};
+    const uint8_t field0[] = {0x00, 0x01};
+    const uint8_t offer_as_varint[] = {0x08, 0x01};
+    const uint8_t ping_as_bytes[] = {0x72, 0x00};
+    const uint8_t inner_junk[] = {0x0a, 0x02, 0x12, 0x05};             /* offer.sdp too long */
+    const uint8_t long_varint[] = {0x70, 0xff, 0xff, 0xff, 0xff, 0xff, /* 11 bytes */
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    const uint8_t wrong_inner_type[] = {0x1a, 0x02, 0x0d, 0x00}; /* candidateInit fixed32 */
+    struct {
+        const uint8_t *p;
+        size_t n;
+    } junk[] = {
+        {truncated_varint, sizeof truncated_varint},
+        {past_end, sizeof past_end},
+        {group, sizeof group},
+        {field0, sizeof field0},
+        {offer_as_varint, sizeof offer_as_varint},
+        {ping_as_bytes, sizeof ping_as_bytes},
+        {inner_junk, sizeof inner_junk},
+        {long_varint, sizeof long_varint},
+        {wrong_inner_type, sizeof wrong_inner_type},
+    };
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
+        assert_int_equal(lk_decode_signal_request(junk[i].p, junk[i].n, &q), LK_EPROTO);
+}
+
+/* Walks a message to the first field of a number; returns its payload. */
+static lk_field_t field_of(const uint8_t *p, size_t n, uint32_t want)
+{
+    lk_reader_t r = {p, p + n};
+    lk_field_t f;
+    int rc;
+    while ((rc = lk_next(&r, &f)) > 0)
+        if (f.field == want)
+            return f;
+    fail_msg("field %u not found", want);
+    return f;
+}
+
+static void test_responses(void **state)
+{
+    (void)state;
+    lk_buf_t b = {0};
+    lk_encode_pong(&b, 7);
+    const uint8_t pong[] = {0x90, 0x01, 0x07};
+    assert_int_equal(b.len, sizeof pong);
+    assert_memory_equal(b.p, pong, sizeof pong);
+    lk_buf_free(&b);
+
+    const lk_participant_t self = {.sid = "PA_1",
+                                   .identity = "alice",
+                                   .name = "Alice",
+                                   .state = 1,
+                                   .joined_at_ms = 1700000000123,
+                                   .can_publish = 1,
+                                   .can_subscribe = 1};
+    const lk_join_info_t j = {.room_sid = "RM_1",
+                              .room_name = "match-1",
+                              .self = &self,
+                              .server_version = "1.9.0",
+                              .server_protocol = 16,
+                              .ping_interval_s = 5,
+                              .ping_timeout_s = 15};
+    lk_encode_join(&b, &j);
+    assert_true(lk_buf_ok(&b));
+    lk_field_t jr = field_of(b.p, b.len, 1); /* SignalResponse.join */
+    assert_int_equal(jr.wt, 2);
+    lk_field_t v = field_of(jr.data, jr.len, 4);
+    assert_int_equal(v.len, 5);
+    assert_memory_equal(v.data, "1.9.0", 5);
+    assert_int_equal(field_of(jr.data, jr.len, 11).v, 5);
+    assert_int_equal(field_of(jr.data, jr.len, 10).v, 15);
+    lk_field_t si = field_of(jr.data, jr.len, 12);
+    assert_memory_equal(field_of(si.data, si.len, 2).data, "1.9.0", 5);
+    lk_field_t room = field_of(jr.data, jr.len, 1);
+    assert_memory_equal(field_of(room.data, room.len, 2).data, "match-1", 7);
+    lk_field_t p = field_of(jr.data, jr.len, 2);
+    assert_memory_equal(field_of(p.data, p.len, 2).data, "alice", 5);
+    lk_field_t perm = field_of(p.data, p.len, 11);
+    assert_int_equal(field_of(perm.data, perm.len, 2).v, 1); /* can_publish */
+    assert_int_equal(field_of(p.data, p.len, 17).v, 1700000000123);
+    lk_buf_free(&b);
+
+    const char *pairs[] = {"0", "TR_cam", "1", "TR_mic"};
+    lk_encode_answer(&b, "v=0\r\n", 3, pairs, 2);
+    lk_field_t a = field_of(b.p, b.len, 2);
+    assert_memory_equal(field_of(a.data, a.len, 1).data, "answer", 6);
+    assert_int_equal(field_of(a.data, a.len, 3).v, 3);
+    lk_field_t m = field_of(a.data, a.len, 4); /* the first map entry */
+    assert_memory_equal(field_of(m.data, m.len, 1).data, "0", 1);
+    assert_memory_equal(field_of(m.data, m.len, 2).data, "TR_cam", 6);
+    lk_buf_free(&b);
+
+    lk_encode_media_sections(&b, 1, 2);
+    const uint8_t ms[] = {0xca, 0x01, 0x04, 0x08, 0x01, 0x10, 0x02};
+    assert_int_equal(b.len, sizeof ms);
+    assert_memory_equal(b.p, ms, sizeof ms);
+    lk_buf_free(&b);
+}
+
+/* ---- tokens ------------------------------------------------------------------------------- */
+
+static char *jwt(const char *secret, const char *header, const char *claims)
+{
+    char *h = b64((const uint8_t *)header, strlen(header), 1);
+    char *c = b64((const uint8_t *)claims, strlen(claims), 1);
+    /* JWTs are unpadded */
+    h[strcspn(h, "=")] = 0;
+    c[strcspn(c, "=")] = 0;
+    size_t n = strlen(h) + strlen(c) + 64;
+    char *t = malloc(n);
+    snprintf(t, n, "%s.%s", h, c);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int ml = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)t, strlen(t), mac, &ml);
+    char *s = b64(mac, ml, 1);
+    s[strcspn(s, "=")] = 0;
+    strcat(t, ".");
+    strcat(t, s);
+    free(h);
+    free(c);
+    free(s);
+    return t;
+}
+
+static const char hs256[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+
+static char *claims_token(const char *secret, const char *iss, long nbf, long exp,
+                          const char *video)
+{
+    char c[1024];
+    snprintf(c, sizeof c,
+             "{\"iss\":\"%s\",\"sub\":\"alice\",\"name\":\"Alice\",\"nbf\":%ld,\"exp\":%ld,"
+             "\"metadata\":\"{\\\"a\\\":1}\",\"video\":%s}",
+             iss, nbf, exp, video);
+    return jwt(secret, hs256, c);
+}
+
+static void test_tokens(void **state)
+{
+    (void)state;
+    const lk_api_key_t keys[] = {{"other", "x"}, {KEY, SECRET}};
+    lk_grant_t g;
+    char *t = claims_token(SECRET, KEY, NOW - 10, NOW + 600,
+                           "{\"room\":\"match-1\",\"roomJoin\":true,\"canPublish\":false}");
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_OK);
+    assert_string_equal(g.identity, "alice");
+    assert_string_equal(g.name, "Alice");
+    assert_string_equal(g.room, "match-1");
+    assert_string_equal(g.metadata, "{\"a\":1}");
+    assert_true(g.room_join);
+    assert_false(g.can_publish);
+    assert_true(g.can_subscribe);    /* absent: true, as in LiveKit */
+    assert_true(g.can_publish_data); /* likewise */
+    lk_grant_free(&g);
+    /* expired, not yet valid (outside the leeway), within the leeway */
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW + 601, 0, &g), LK_TOKEN_EXPIRED);
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW + 601, 10, &g), LK_TOKEN_OK);
+    lk_grant_free(&g);
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW - 20, 0, &g), LK_TOKEN_NOT_YET_VALID);
+    /* a changed signature, claims or key */
+    t[strlen(t) - 2] = t[strlen(t) - 2] == 'A' ? 'B' : 'A';
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_BAD_SIGNATURE);
+    free(t);
+    t = claims_token("wrong", KEY, NOW, NOW + 600, "{\"roomJoin\":true,\"room\":\"r\"}");
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_BAD_SIGNATURE);
+    free(t);
+    t = claims_token(SECRET, "nobody", NOW, NOW + 600, "{}");
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_UNKNOWN_KEY);
+    free(t);
+    /* alg none, and HS512, are refused whatever the signature */
+    t = jwt(SECRET, "{\"alg\":\"none\"}", "{\"iss\":\"" KEY "\",\"exp\":9999999999}");
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_MALFORMED);
+    free(t);
+    t = jwt(SECRET, "{\"alg\":\"HS512\"}", "{\"iss\":\"" KEY "\",\"exp\":9999999999}");
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_MALFORMED);
+    free(t);
+    /* without exp */
+    t = jwt(SECRET, hs256, "{\"iss\":\"" KEY "\",\"sub\":\"a\"}");
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_EXPIRED);
+    free(t);
+    const char *bad[] = {"", "a.b", "a.b.c.d", "x.y.z", "..", NULL};
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(lk_token_verify(bad[i], keys, 2, NOW, 0, &g), LK_TOKEN_MALFORMED);
+}
+
+/* ---- the validate endpoint on the test host -------------------------------------------- */
+
+static onair_test_response_t *validate(onair_test_host_t *h, const char *path, const char *tok)
+{
+    char q[2048];
+    snprintf(q, sizeof q, "access_token=%s", tok);
+    return onair_test_request(h, "GET", path, q, NULL, NULL, NULL);
+}
+
+static void test_validate(void **state)
+{
+    (void)state;
+    onair_test_host_t *h = onair_test_boot(
+        onair_plugin_entry_v1(), "{\"api_key\":\"" KEY "\",\"api_secret\":\"" SECRET "\"}");
+    assert_non_null(h);
+    int64_t now = onair_test_now_ms(h) / 1000;
+    char *ok = claims_token(SECRET, KEY, (long)now, (long)now + 600,
+                            "{\"room\":\"match-1\",\"roomJoin\":true}");
+    onair_test_response_t *r = validate(h, "/rtc/v1/validate", ok);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(r->body, "success");
+    onair_test_response_free(r);
+    r = validate(h, "/rtc/validate", ok);
+    assert_int_equal(r->status, 200);
+    onair_test_response_free(r);
+    /* a join request that does not decode */
+    char q[2048];
+    snprintf(q, sizeof q, "access_token=%s&join_request=AAAA", ok);
+    r = onair_test_request(h, "GET", "/rtc/v1/validate", q, NULL, NULL, NULL);
+    assert_int_equal(r->status, 400);
+    onair_test_response_free(r);
+    /* expired, no roomJoin, no token, bearer header */
+    onair_test_advance(h, 3600 * 1000);
+    r = validate(h, "/rtc/v1/validate", ok);
+    assert_int_equal(r->status, 401);
+    assert_string_equal(r->body, "token is expired");
+    onair_test_response_free(r);
+    free(ok);
+    now = onair_test_now_ms(h) / 1000;
+    char *nojoin = claims_token(SECRET, KEY, (long)now, (long)now + 600, "{\"room\":\"r\"}");
+    r = validate(h, "/rtc/v1/validate", nojoin);
+    assert_int_equal(r->status, 401);
+    assert_string_equal(r->body, "permissions denied");
+    onair_test_response_free(r);
+    free(nojoin);
+    r = onair_test_request(h, "GET", "/rtc/v1/validate", NULL, NULL, NULL, NULL);
+    assert_int_equal(r->status, 401);
+    assert_string_equal(r->body, "no access token");
+    onair_test_response_free(r);
+    ok =
+        claims_token(SECRET, KEY, (long)now, (long)now + 600, "{\"room\":\"r\",\"roomJoin\":true}");
+    char auth[2048];
+    snprintf(auth, sizeof auth, "Bearer %s", ok);
+    const char *hdrs[] = {"Authorization", auth, NULL};
+    r = onair_test_request(h, "GET", "/rtc/v1/validate", NULL, hdrs, NULL, NULL);
+    assert_int_equal(r->status, 200);
+    onair_test_response_free(r);
+    free(ok);
+    onair_test_stop(h);
+    onair_test_host_free(h);
+
+    /* not configured: every token is refused */
+    h = onair_test_boot(onair_plugin_entry_v1(), "{}");
+    assert_non_null(h);
+    ok =
+        claims_token(SECRET, KEY, (long)now, (long)now + 600, "{\"room\":\"r\",\"roomJoin\":true}");
+    r = validate(h, "/rtc/v1/validate", ok);
+    assert_int_equal(r->status, 401);
+    assert_string_equal(r->body, "unknown API key");
+    onair_test_response_free(r);
+    free(ok);
+    onair_test_stop(h);
+    onair_test_host_free(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_join_request),    cmocka_unit_test(test_join_request_refused),
+        cmocka_unit_test(test_signal_requests), cmocka_unit_test(test_signal_junk),
+        cmocka_unit_test(test_responses),       cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_validate),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
