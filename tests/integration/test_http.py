@@ -23,7 +23,7 @@ def test_builtin_endpoints(server):
     r = server.http("GET", "/readyz")
     assert r.status == 200 and r.json()["status"] == "ready"
     info = server.http("GET", "/api/v1/server").json()
-    assert info["abi"] == {"major": 1, "minor": 5}
+    assert info["abi"] == {"major": 1, "minor": 6}
     names = {p["name"]: p for p in info["plugins"]}
     assert names["testkit"]["state"] == "started"
     assert names["hello"]["state"] == "started" and names["hello"]["version"] == "1.0.0"
