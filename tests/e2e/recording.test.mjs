@@ -13,7 +13,7 @@ import {execFileSync} from 'node:child_process';
 import {mkdtemp, rm, readdir} from 'node:fs/promises';
 import {existsSync} from 'node:fs';
 import {tmpdir} from 'node:os';
-import {launch, publish, waitFor, sleep} from './lib/browser.mjs';
+import {launch, publish, stop, waitFor, sleep} from './lib/browser.mjs';
 import {Onaird, onairTarget, api, haveOnaird, PLUGIN_DIR} from './lib/onaird.mjs';
 
 const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
@@ -251,6 +251,29 @@ test('VP9: WebM with VP9 and Opus', T, async () => {
   assert.equal(v.error, null);
   assert.ok(v.t > 0.5, JSON.stringify(v));
   await viewer.close();
+  await page.close();
+});
+
+test('settings.record_on_start records from going live to the end of the stream', T, async () => {
+  const {server, target} = await startServer();
+  const s = await target.newStream();
+  const on = await api(server.base, 'PATCH', `/api/v1/streams/${s.id}`,
+                       {token: s.viewerToken, body: {settings: {record_on_start: true}}});
+  assert.equal(on.status, 200, on.text);
+  const page = await browser.newPage('publisher');
+  const w = await publish(page, target.whipUrl(s.id), s.key);
+  await waitFor('recording', async () => {
+    const l = await recordings(server.base, s.id, s.viewerToken);
+    return {done: l.some((x) => x.state === 'recording')};
+  }, 15_000);
+  await sleep(4000);
+  await stop(page, w.id); // DELETE of the WHIP resource ends the stream, and the recording
+  const {list, ready} = await untilReady(server.base, s.id, s.viewerToken);
+  assert.equal(list.length, 1, `one recording (no empty segments left): ${JSON.stringify(list)}`);
+  assert.equal(ready[0].stop_reason, 'stream_ended');
+  const p = ffprobe(server.base + ready[0].file_url);
+  assert.deepEqual(p.codecs, ['opus', 'vp8']);
+  assert.ok(p.duration >= 3, `duration ${p.duration}`);
   await page.close();
 });
 
