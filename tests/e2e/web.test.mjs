@@ -206,7 +206,7 @@ test('sign up and verify the email address', T, async () => {
   noProblems();
 });
 
-test('go live from the studio with the fake camera; a second browser watches', T, async () => {
+test('go live from the studio with the fake camera; a second browser watches', T, async (t) => {
   await setup();
   const page = S.streamer;
   await page.goto('/studio');
@@ -232,8 +232,11 @@ test('go live from the studio with the fake camera; a second browser watches', T
   await S.viewer.getByRole('link', {name: /Friday e2e stream/}).waitFor();
   await shot(S.viewer, 'home');
   await accessible(S.viewer, 'home');
+  const clicked = Date.now();
   await S.viewer.getByRole('link', {name: /Friday e2e stream/}).click();
   await S.viewer.waitForURL(`**/watch/${S.streamId}`);
+  await waitFor('the first frame', async () => ({done: (await decoded(S.viewer)) > 0}), 30_000, 50);
+  t.diagnostic(`viewer page: first video frame ${Date.now() - clicked} ms after the click on the stream`);
   const first = await waitFor('the viewer decodes frames', async () => {
     const n = await decoded(S.viewer);
     return {done: n > 10, n};
