@@ -1,0 +1,189 @@
+"""Restreaming (plugins/multiplatform, issue 18) against a real onaird and real destinations:
+two nginx processes with Debian's libnginx-mod-rtmp (one application each, on free ports) are
+the platforms. ffmpeg publishes H.264 + AAC to onair over RTMP (the rtmp plugin); onair sends
+the stream to the destinations (H.264 passed through, Opus transcoded back to AAC), ffprobe on
+the nginx side sees H.264 and AAC. A destination added while live starts; killing one nginx
+leaves the other live and the first reconnects when it returns. Stream keys are sealed at rest
+and never come back in full. Both storage backends."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from onair_harness import PLUGIN_DIR, Server, free_port
+from store_support import storage_config, unique_db
+from test_rtmp import FFMPEG, media_view, new_stream, wait_for
+from test_streams import BACKENDS, Account, congo, core, problem, streams_plugin  # noqa: F401
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+SERVER_KEY = "3f" * 32
+
+
+class Nginx:
+    """One nginx with one RTMP application, in its own directory."""
+
+    def __init__(self, app):
+        assert os.path.exists(RTMP_MODULE), "Debian's libnginx-mod-rtmp is needed"
+        self.app = app
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="nginx-rtmp-")
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write(f"""load_module {RTMP_MODULE};
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log info;
+worker_processes 1;
+events {{ worker_connections 64; }}
+rtmp {{
+  server {{
+    listen 127.0.0.1:{self.port};
+    application {app} {{ live on; record off; }}
+  }}
+}}
+""")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", "nginx.conf", "-g",
+                                      "daemon off; master_process off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def url(self):
+        return f"rtmp://127.0.0.1:{self.port}/{self.app}"
+
+    def probe(self, key):
+        r = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", "8000000", "-show_streams",
+                            "-of", "json", f"{self.url()}/{key}"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            return None
+        return {s["codec_type"]: s for s in json.loads(r.stdout).get("streams", [])}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request):
+    if request.param == "mongodb":
+        backend = storage_config("mongodb", uri=request.getfixturevalue("congo").uri,
+                                 database=unique_db())
+    else:
+        backend = {"backend": "sqlite"}
+    port = free_port()
+    s = Server(plugins={"streams": streams_plugin(),
+                        "rtmp": {"path": os.path.join(PLUGIN_DIR, "rtmp.so"),
+                                 "config": {"port": port, "bind_address": "127.0.0.1"}},
+                        "multiplatform": {"path": os.path.join(PLUGIN_DIR, "multiplatform.so"),
+                                          "config": {}}},
+               core=core(backend), env={"ONAIR_MULTIPLATFORM_KEY": SERVER_KEY}).start()
+    s.rtmp_port = port
+    yield s
+    try:
+        assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+def publish(srv, key):
+    return subprocess.Popen(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+         "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-c:v", "libx264", "-profile:v", "main", "-preset", "ultrafast", "-tune", "zerolatency",
+         "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+         "-f", "flv", f"rtmp://127.0.0.1:{srv.rtmp_port}/live/{key}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def connection(owner, name, url, key):
+    r = owner.call("POST", "/api/v1/multiplatform/connections",
+                   {"name": name, "url": url, "stream_key": key})
+    assert r.status == 201, r
+    return r.json()["connection"]
+
+
+def dest_states(owner, sid):
+    r = owner.call("GET", f"/api/v1/streams/{sid}/multiplatform")
+    assert r.status == 200, r
+    return {d["name"]: d for d in r.json()["multiplatform"]["destinations"]}
+
+
+def test_connections_keep_keys_secret(srv):
+    owner = Account(srv, "mpkeys")
+    other = Account(srv, "mpother")
+    problem(owner.call("POST", "/api/v1/multiplatform/connections",
+                       {"name": "x", "url": "http://example.org/live", "stream_key": "k"}),
+            400, "invalid_field", "url")
+    problem(owner.call("POST", "/api/v1/multiplatform/connections", {"name": "x"}),
+            400, "missing_field", "url")
+    c = connection(owner, "Twitch", "rtmp://127.0.0.1:1/app", "live_123456789_secretkey")
+    assert c["stream_key_hint"] == "...tkey" and "stream_key" not in c, c
+    listed = owner.call("GET", "/api/v1/multiplatform/connections").json()["connections"]
+    assert [x["id"] for x in listed] == [c["id"]]
+    assert "secretkey" not in json.dumps(listed)
+    assert other.call("GET", "/api/v1/multiplatform/connections").json()["connections"] == []
+    # another user cannot use or delete it
+    sid, _ = new_stream(other)
+    problem(other.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
+                       {"destinations": [c["id"]]}), 404, "connection_not_found", "destinations")
+    problem(other.call("DELETE", f"/api/v1/multiplatform/connections/{c['id']}"), 404,
+            "connection_not_found")
+    osid, _ = new_stream(owner)
+    problem(other.call("PUT", f"/api/v1/streams/{osid}/multiplatform", {"destinations": []}),
+            403, "forbidden")
+    assert "secretkey" not in srv.log()
+    assert owner.call("DELETE", f"/api/v1/multiplatform/connections/{c['id']}").status == 204
+
+
+def test_restream_to_two_nginx_destinations(srv):
+    assert FFMPEG
+    a, b = Nginx("app1").start(), Nginx("app2").start()
+    owner = Account(srv, "mplive")
+    sid, key = new_stream(owner)
+    ca = connection(owner, "A", a.url(), "keya")
+    cb = connection(owner, "B", b.url(), "keyb")
+    r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
+                   {"destinations": [ca["id"]], "start_with_stream": True})
+    assert r.status == 200, r
+    ff = publish(srv, key)
+    try:
+        assert wait_for(lambda: dest_states(owner, sid).get("A", {}).get("state") == "live", 30), \
+            (dest_states(owner, sid), [l for l in srv.log().splitlines() if "access" not in l][-30:])
+        pa = wait_for(lambda: a.probe("keya"), 30)
+        assert pa and pa["video"]["codec_name"] == "h264" and pa["audio"]["codec_name"] == "aac", pa
+        # a destination added while live starts
+        r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
+                       {"destinations": [ca["id"], cb["id"]], "start_with_stream": True})
+        assert r.status == 200, r
+        assert wait_for(lambda: dest_states(owner, sid).get("B", {}).get("state") == "live", 30), \
+            dest_states(owner, sid)
+        pb = wait_for(lambda: b.probe("keyb"), 30)
+        assert pb and pb["video"]["codec_name"] == "h264" and pb["audio"]["codec_name"] == "aac"
+        # B's server goes away: B reconnects, A stays live
+        b.kill()
+        assert wait_for(lambda: dest_states(owner, sid)["B"]["state"] in ("reconnecting", "failed"),
+                        30), dest_states(owner, sid)
+        st = dest_states(owner, sid)
+        assert st["A"]["state"] == "live" and st["B"].get("reason"), st
+        assert a.probe("keya"), "A stays live while B is down"
+        b.start()
+        assert wait_for(lambda: dest_states(owner, sid)["B"]["state"] == "live", 60), \
+            dest_states(owner, sid)
+        assert dest_states(owner, sid)["B"]["reconnects"] >= 1
+        assert wait_for(lambda: b.probe("keyb"), 30)
+        assert "keya" not in srv.log() and "keyb" not in srv.log()
+        m = media_view(owner, sid)
+        assert m and m["publisher"], m
+    finally:
+        ff.terminate()
+        ff.wait(10)
+        a.kill()
+        b.kill()
