@@ -10,7 +10,7 @@ RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev l
 	libcurl4-openssl-dev zlib1g-dev libavformat-dev libavcodec-dev libswscale-dev libswresample-dev tzdata
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev libsrtp2-dev abigail-tools python3 python3-pytest openssl \
 	python3-websockets python3-aiosmtpd python3-cryptography python3-icalendar curl \
-	clang-format chromium ffmpeg simple-whip-client gstreamer1.0-nice gstreamer1.0-plugins-bad \
+	clang-format chromium ffmpeg nginx-light libnginx-mod-rtmp simple-whip-client gstreamer1.0-nice gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-base iproute2 util-linux \
 	debhelper dpkg-dev mmdebstrap clang
 # `make package`: Debian's packaging tools on top of the build dependencies
