@@ -15,15 +15,14 @@
 #include <string.h>
 #include <strings.h>
 
-#include "lk_proto.h"
-#include "lk_token.h"
+#include "lk_session.h"
 
 static const onair_api_t *api;
 
 typedef struct {
     onair_plugin_t *self;
     lk_api_key_t key;
-    int64_t leeway_s;
+    lk_server_t srv;
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -37,23 +36,17 @@ static const onair_config_key_t calls_config[] = {
                        "${LIVEKIT_API_SECRET}."),
     ONAIR_FIELD("clock_leeway_s", ONAIR_CFG_INT, .default_value = "10", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(0, 300), .doc = "Clock skew allowed on a token's nbf and exp."),
+    ONAIR_FIELD("server_version", ONAIR_CFG_STRING, .default_value = "1.9.0",
+                .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 32),
+                .doc = "The LiveKit server version onair reports in the join response "
+                       "(livekit-client needs one; it gates features on it)."),
+    ONAIR_FIELD("ping_interval_s", ONAIR_CFG_INT, .default_value = "5", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 60), .doc = "How often clients ping (join response)."),
+    ONAIR_FIELD("ping_timeout_s", ONAIR_CFG_INT, .default_value = "15", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(2, 300),
+                .doc = "A client that hears no pong for this long reconnects."),
     ONAIR_END,
 };
-
-/* Why a token may not join, in LiveKit's words; NULL when it may. */
-static const char *join_refusal(calls_t *c, const char *token, lk_grant_t *g)
-{
-    size_t nkeys = c->key.key[0] && c->key.secret[0] ? 1 : 0;
-    int64_t now = api->now_ms(c->self) / 1000;
-    int rc = lk_token_verify(token, &c->key, nkeys, now, c->leeway_s, g);
-    if (rc != LK_TOKEN_OK)
-        return lk_token_strerror(rc);
-    if (!g->room_join || !g->room[0]) {
-        lk_grant_free(g);
-        return "permissions denied"; /* no roomJoin, or no room to join */
-    }
-    return NULL;
-}
 
 static int get_validate(onair_req_t *req, void *ud)
 {
@@ -64,23 +57,17 @@ static int get_validate(onair_req_t *req, void *ud)
         if (auth && !strncasecmp(auth, "Bearer ", 7))
             token = auth + 7;
     }
-    lk_grant_t g;
-    const char *why = token && *token ? join_refusal(c, token, &g) : "no access token";
-    if (why)
-        return api->reply_raw(req, 401, "text/plain; charset=utf-8", why, strlen(why));
-    /* A join request in the URL (/rtc/v1) must decode too: junk there fails the join. */
-    const char *jr = api->req_query(req, "join_request");
-    if (jr && *jr) {
-        lk_join_req_t j;
-        int rc = lk_decode_join_param(jr, strlen(jr), &j);
-        if (rc < 0) {
-            lk_grant_free(&g);
-            static const char bad[] = "invalid join request";
-            return api->reply_raw(req, 400, "text/plain; charset=utf-8", bad, sizeof bad - 1);
-        }
-        lk_join_req_free(&j);
-    }
-    lk_grant_free(&g);
+    /* the same checks as the WebSocket's open: token, grant, and the join request if any */
+    lk_session_t s;
+    lk_buf_t join = {0};
+    lk_refusal_t why = {0};
+    int rc = lk_session_open(&s, &c->srv, token, api->req_query(req, "join_request"),
+                             api->now_ms(c->self), "validate", &join, &why);
+    lk_session_free(&s);
+    lk_buf_free(&join);
+    if (rc < 0)
+        return api->reply_raw(req, why.status, "text/plain; charset=utf-8", why.reason,
+                              strlen(why.reason));
     static const char ok[] = "success";
     return api->reply_raw(req, 200, "text/plain; charset=utf-8", ok, sizeof ok - 1);
 }
@@ -98,7 +85,14 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
         c->key.key = "";
     if (!c->key.secret)
         c->key.secret = "";
-    c->leeway_s = api->config_int(self, "clock_leeway_s");
+    c->srv = (lk_server_t){.keys = &c->key,
+                           .nkeys = c->key.key[0] && c->key.secret[0] ? 1 : 0,
+                           .leeway_s = api->config_int(self, "clock_leeway_s"),
+                           .server_version = api->config_string(self, "server_version"),
+                           .node_id = "onair",
+                           .protocol = 16,
+                           .ping_interval_s = (int32_t)api->config_int(self, "ping_interval_s"),
+                           .ping_timeout_s = (int32_t)api->config_int(self, "ping_timeout_s")};
     const onair_route_t routes[] = {
         ONAIR_ROUTE("GET", "/rtc/v1/validate", get_validate, .ud = c),
         ONAIR_ROUTE("GET", "/rtc/validate", get_validate, .ud = c),
@@ -108,7 +102,7 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
         free(c);
         return rc;
     }
-    if (!c->key.key[0] || !c->key.secret[0])
+    if (!c->srv.nkeys)
         api->log(self, ONAIR_LOG_WARN,
                  "no api_key/api_secret configured: every LiveKit token is refused");
     api->set_state(self, c);

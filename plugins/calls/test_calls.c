@@ -19,8 +19,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "lk_proto.h"
-#include "lk_token.h"
+#include "lk_session.h"
 
 const onair_plugin_desc_t *onair_plugin_entry_v1(void);
 
@@ -465,6 +464,109 @@ static void test_tokens(void **state)
         assert_int_equal(lk_token_verify(bad[i], keys, 2, NOW, 0, &g), LK_TOKEN_MALFORMED);
 }
 
+/* ---- a session: open (join), then messages ---------------------------------------------- */
+
+static void test_session(void **state)
+{
+    (void)state;
+    const lk_api_key_t key = {KEY, SECRET};
+    const lk_server_t srv = {.keys = &key,
+                             .nkeys = 1,
+                             .server_version = "1.9.0",
+                             .protocol = 16,
+                             .ping_interval_s = 5,
+                             .ping_timeout_s = 15};
+    lk_buf_t j = {0};
+    build_join(&j);
+    char *param = join_param(&j, 1);
+    lk_buf_free(&j);
+    char *tok =
+        claims_token(SECRET, KEY, NOW, NOW + 600, "{\"room\":\"match-1\",\"roomJoin\":true}");
+    lk_session_t s;
+    lk_buf_t out = {0};
+    lk_refusal_t why = {0};
+    assert_int_equal(
+        lk_session_open(&s, &srv, tok, param, NOW * 1000LL, "abcdefghijkl", &out, &why), 0);
+    assert_true(s.join.has_offer);
+    lk_field_t jr = field_of(out.p, out.len, 1);
+    lk_field_t p = field_of(jr.data, jr.len, 2);
+    assert_memory_equal(field_of(p.data, p.len, 1).data, "PA_abcdefghijkl", 15);
+    assert_memory_equal(field_of(p.data, p.len, 2).data, "alice", 5);
+    lk_field_t perm = field_of(p.data, p.len, 11);
+    assert_int_equal(field_of(perm.data, perm.len, 2).v, 1); /* canPublish: absent = true */
+    assert_memory_equal(field_of(jr.data, jr.len, 4).data, "1.9.0", 5);
+    lk_buf_free(&out);
+
+    lk_signal_req_t q;
+    const uint8_t ping[] = {0x70, 0x05};
+    assert_int_equal(lk_session_message(&s, ping, sizeof ping, 42, &out, &q), LK_ACT_NONE);
+    const uint8_t pong[] = {0x90, 0x01, 42};
+    assert_int_equal(out.len, sizeof pong);
+    assert_memory_equal(out.p, pong, sizeof pong);
+    lk_buf_free(&out);
+
+    lk_buf_t m = {0}, t = {0};
+    lk_put_str(&t, 1, "cid-1");
+    lk_put_str(&t, 2, "camera");
+    lk_put_varint(&t, 3, 1);
+    lk_put_msg(&m, 4, &t);
+    assert_int_equal(lk_session_message(&s, m.p, m.len, 43, &out, &q), LK_ACT_NONE);
+    lk_field_t tp = field_of(out.p, out.len, 6); /* track_published */
+    assert_memory_equal(field_of(tp.data, tp.len, 1).data, "cid-1", 5);
+    lk_field_t ti = field_of(tp.data, tp.len, 2);
+    assert_memory_equal(field_of(ti.data, ti.len, 1).data, "TR_", 3);
+    assert_int_equal(field_of(ti.data, ti.len, 2).v, 1); /* video */
+    assert_int_equal(s.ntracks, 1);
+    lk_buf_free(&out);
+    /* the same cid again is ignored */
+    assert_int_equal(lk_session_message(&s, m.p, m.len, 44, &out, &q), LK_ACT_REFUSED);
+    assert_int_equal(out.len, 0);
+    lk_buf_free(&m);
+    lk_buf_free(&t);
+
+    lk_put_str(&t, 1, "offer");
+    lk_put_str(&t, 2, sdp_offer);
+    lk_put_msg(&m, 1, &t);
+    assert_int_equal(lk_session_message(&s, m.p, m.len, 45, &out, &q), LK_ACT_RELAY);
+    assert_true(str_is(q.sdp.sdp, sdp_offer));
+    lk_buf_free(&m);
+    lk_buf_free(&t);
+    const uint8_t junk[] = {0x0a, 0x10};
+    assert_int_equal(lk_session_message(&s, junk, sizeof junk, 46, &out, &q), LK_ACT_INVALID);
+    const uint8_t leave[] = {0x42, 0x02, 0x10, 0x01};
+    assert_int_equal(lk_session_message(&s, leave, sizeof leave, 47, &out, &q), LK_ACT_CLOSE);
+    assert_int_equal(out.len, 0);
+    lk_session_free(&s);
+    free(tok);
+
+    /* refusals: the upgrade's HTTP status and LiveKit's reason */
+    tok = claims_token(SECRET, KEY, NOW, NOW + 600,
+                       "{\"room\":\"r\",\"roomJoin\":true,\"canPublish\":false}");
+    assert_int_equal(lk_session_open(&s, &srv, tok, "@@", NOW * 1000LL, "x", &out, &why), -1);
+    assert_int_equal(why.status, 400);
+    assert_string_equal(why.reason, "invalid join request");
+    lk_session_free(&s);
+    assert_int_equal(lk_session_open(&s, &srv, tok, NULL, NOW * 1000LL, "abcdefghijkl", &out, &why),
+                     0);
+    lk_buf_free(&out);
+    lk_put_str(&t, 1, "cid-2");
+    lk_put_msg(&m, 4, &t);
+    assert_int_equal(lk_session_message(&s, m.p, m.len, 1, &out, &q), LK_ACT_REFUSED);
+    lk_buf_free(&m);
+    lk_buf_free(&t);
+    lk_session_free(&s);
+    assert_int_equal(lk_session_open(&s, &srv, tok, NULL, (NOW + 601) * 1000LL, "x", &out, &why),
+                     -1);
+    assert_int_equal(why.status, 401);
+    assert_string_equal(why.reason, "token is expired");
+    lk_session_free(&s);
+    assert_int_equal(lk_session_open(&s, &srv, NULL, NULL, NOW * 1000LL, "x", &out, &why), -1);
+    assert_string_equal(why.reason, "no access token");
+    lk_session_free(&s);
+    free(tok);
+    free(param);
+}
+
 /* ---- the validate endpoint on the test host -------------------------------------------- */
 
 static onair_test_response_t *validate(onair_test_host_t *h, const char *path, const char *tok)
@@ -546,7 +648,7 @@ int main(void)
         cmocka_unit_test(test_join_request),    cmocka_unit_test(test_join_request_refused),
         cmocka_unit_test(test_signal_requests), cmocka_unit_test(test_signal_junk),
         cmocka_unit_test(test_responses),       cmocka_unit_test(test_tokens),
-        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_session),         cmocka_unit_test(test_validate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
