@@ -85,7 +85,7 @@ MKEY=$(echo "$resp" | sed -n 's/.*"stream_key":"\([^"]*\)".*/\1/p')
 
 # The load, all for the whole run (each tool connects first, then runs -d seconds).
 "$CB" -p "$PORT" -s "$SID" -k "$KEY" -K "$SECRET" -m chat -n "$CHAT" -S "$SENDERS" -r "$RATE" \
-    -d "$SECS"
+    -d "$SECS" \
     > "$WORK/chat.out" 2>&1 & P1=$!
 "$CB" -p "$PORT" -s "$SID" -k "$KEY" -K "$SECRET" -m react -n "$REACT" -d "$SECS" \
     > "$WORK/react.out" 2>&1 & P2=$!
