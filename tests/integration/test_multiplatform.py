@@ -5,14 +5,17 @@ the stream to the destinations (H.264 passed through, Opus transcoded back to AA
 the nginx side sees H.264 and AAC. A destination added while live starts; killing one nginx
 leaves the other live and the first reconnects when it returns. Stream keys are sealed at rest
 and never come back in full. Both storage backends."""
+import asyncio
 import json
 import os
+import threading
 import shutil
 import subprocess
 import tempfile
 import time
 
 import pytest
+import websockets
 
 from onair_harness import PLUGIN_DIR, Server, free_port
 from store_support import storage_config, unique_db
@@ -92,6 +95,35 @@ def srv(request):
         s.kill()
 
 
+class Inbox:
+    """Every WebSocket message of one signed-in connection, read on a thread of its own."""
+
+    def __init__(self, srv, token):
+        self.msgs = []
+        self.loop = asyncio.new_event_loop()
+        self.ws = None
+        self.thread = threading.Thread(target=self.loop.run_until_complete,
+                                       args=(self._run(srv.ws_url, token),), daemon=True)
+        self.thread.start()
+        assert wait_for(lambda: self.ws is not None, 10)
+        time.sleep(0.3)  # the core subscribes the connection to user.<id>
+
+    async def _run(self, url, token):
+        self.ws = await websockets.connect(url, extra_headers={"Authorization": "Bearer " + token})
+        try:
+            async for m in self.ws:
+                self.msgs.append(json.loads(m))
+        except websockets.ConnectionClosed:
+            pass
+
+    def of(self, type_):
+        return [m for m in self.msgs if m.get("type") == type_]
+
+    def close(self):
+        asyncio.run_coroutine_threadsafe(self.ws.close(), self.loop).result(10)
+        self.thread.join(10)
+
+
 def publish(srv, key):
     return subprocess.Popen(
         [FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
@@ -153,6 +185,7 @@ def test_restream_to_two_nginx_destinations(srv):
     r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
                    {"destinations": [ca["id"]], "start_with_stream": True})
     assert r.status == 200, r
+    inbox = Inbox(srv, owner.token)
     ff = publish(srv, key)
     try:
         assert wait_for(lambda: dest_states(owner, sid).get("A", {}).get("state") == "live", 30), \
@@ -182,7 +215,14 @@ def test_restream_to_two_nginx_destinations(srv):
         assert "keya" not in srv.log() and "keyb" not in srv.log()
         m = media_view(owner, sid)
         assert m and m["publisher"], m
+        # the owner heard every state over WebSocket: live, B reconnecting with its reason, B back
+        pushed = [(d["name"], d["state"]) for msg in inbox.of("multiplatform.status")
+                  for d in msg["data"]["destinations"] if msg["data"]["stream"] == sid]
+        assert ("A", "live") in pushed and ("B", "live") in pushed, pushed
+        assert any(n == "B" and st in ("reconnecting", "failed") for n, st in pushed), pushed
+        assert "keya" not in json.dumps(inbox.msgs) and "keyb" not in json.dumps(inbox.msgs)
     finally:
+        inbox.close()
         ff.terminate()
         ff.wait(10)
         a.kill()
