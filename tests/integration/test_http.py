@@ -1,5 +1,7 @@
 """REST against a real onaird: plugin routes, host-rendered problems, limits, auth."""
 import json
+import os
+import re
 import time
 
 from onair_harness import make_token, request
@@ -17,13 +19,25 @@ def problem(r, status, code):
     return body
 
 
+def sdk_abi():
+    """The ABI version the SDK header declares: what /api/v1/server must report."""
+    path = os.path.join(os.environ["ONAIR_SOURCE_DIR"], "sdk/include/onair/plugin.h")
+    with open(path) as f:
+        text = f.read()
+    version = {}
+    for part in ("major", "minor"):
+        m = re.search(r"#define ONAIR_ABI_%s\s+(\d+)" % part.upper(), text)
+        version[part] = int(m.group(1))
+    return version
+
+
 def test_builtin_endpoints(server):
     r = server.http("GET", "/healthz")
     assert r.status == 200 and r.json() == {"status": "ok"}
     r = server.http("GET", "/readyz")
     assert r.status == 200 and r.json()["status"] == "ready"
     info = server.http("GET", "/api/v1/server").json()
-    assert info["abi"] == {"major": 1, "minor": 6}
+    assert info["abi"] == sdk_abi() and info["abi"]["major"] == 1
     names = {p["name"]: p for p in info["plugins"]}
     assert names["testkit"]["state"] == "started"
     assert names["hello"]["state"] == "started" and names["hello"]["version"] == "1.0.0"
