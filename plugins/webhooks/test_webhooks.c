@@ -23,6 +23,7 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -548,7 +549,7 @@ static void test_sender_refuses_private_address(void **state)
     (void)state;
     int port, fd = listen_local(&port);
     wh_addr_rules_t *r = wh_rules_new(0);
-    wh_sender_t *s = wh_sender_new(r, "test");
+    wh_sender_t *s = wh_sender_new(r, "test", NULL, NULL);
     assert_non_null(s);
     wh_sender_submit(s, job_for(port));
     wh_job_t *j = wait_done(s);
@@ -599,6 +600,11 @@ static void *serve_one(void *ud)
     return NULL;
 }
 
+static void count_notify(void *ud)
+{
+    atomic_fetch_add((atomic_int *)ud, 1);
+}
+
 static void test_sender_delivers_and_caps_the_answer(void **state)
 {
     (void)state;
@@ -608,11 +614,13 @@ static void test_sender_delivers_and_caps_the_answer(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, serve_one, &p), 0);
     wh_addr_rules_t *r = wh_rules_new(1);
-    wh_sender_t *s = wh_sender_new(r, "test-agent");
+    static atomic_int notified;
+    wh_sender_t *s = wh_sender_new(r, "test-agent", count_notify, &notified);
     wh_sender_submit(s, job_for(port));
     wh_job_t *j = wait_done(s);
     pthread_join(t, NULL);
     assert_false(j->failed);
+    assert_true(atomic_load(&notified) >= 1); /* the loop would have been woken */
     assert_int_equal(j->status, 200);
     assert_int_equal(j->response_len, 100);
     assert_non_null(strstr(p.request, "POST /hook HTTP/1.1"));

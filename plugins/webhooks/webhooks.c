@@ -30,12 +30,14 @@
 #include "wh_net.h"
 
 #include <curl/curl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define POLL_MS       5
+#define POLL_MS       5   /* draining answers without loop_post */
+#define SAFETY_MS     250 /* ... and with it, in case a post is lost */
 #define LIMIT_MAX     100
 #define LIMIT_DEF     20
 #define EVENTS_MAX    32
@@ -95,6 +97,9 @@ typedef struct wh {
     int reloading;
     uint64_t rnd;
     char node[25]; /* this node's claim tag */
+    int use_post;  /* the host's loop_post wakes the loop when answers come (ABI 1.6) */
+    struct later *later_head, *later_tail; /* store answers waiting for the next loop turn */
+    onair_timer_t later_timer;
 } wh_t;
 
 /* ---- configuration ------------------------------------------------------------------------ */
@@ -414,6 +419,70 @@ static void step_free(void *ud)
     free(s);
 }
 
+/* ---- store answers on the next loop turn ----------------------------------------------------
+ * A store answer that starts the next store call does so from a timer of 0 ms, never from the
+ * answer itself: while the host stops a plugin it runs the plugin's answers but no timers, so
+ * nothing new is started then (a call started there could outlive the plugin's stop). What is
+ * left when the plugin stops is dropped with its drop function. */
+typedef struct later {
+    struct later *next;
+    onair_store_fn fn;
+    void *ud;
+    void (*drop)(void *ud);
+    int status;
+    json_t *result;
+} later_t;
+
+static wh_t *g_w; /* the one instance (timers and posts know the endpoint, not the plugin) */
+
+static void drop_nothing(void *ud)
+{
+    (void)ud;
+}
+
+static later_t *later_new(onair_store_fn fn, void *ud, void (*drop)(void *))
+{
+    later_t *l = calloc(1, sizeof *l);
+    if (l) {
+        l->fn = fn;
+        l->ud = ud;
+        l->drop = drop;
+    }
+    return l;
+}
+
+static void later_run(onair_timer_t t, void *ud)
+{
+    wh_t *w = ud;
+    (void)t;
+    w->later_timer = 0;
+    later_t *l = w->later_head;
+    w->later_head = w->later_tail = NULL;
+    while (l) {
+        later_t *next = l->next;
+        l->fn(l->status, l->result, l->ud);
+        json_decref(l->result);
+        free(l);
+        l = next;
+    }
+}
+
+/* The store callback of every chaining call: keep the answer for later_run. */
+static void later_cb(int status, json_t *result, void *ud)
+{
+    later_t *l = ud;
+    wh_t *w = g_w;
+    l->status = status;
+    l->result = result ? json_incref(result) : json_object();
+    if (w->later_tail)
+        w->later_tail->next = l;
+    else
+        w->later_head = l;
+    w->later_tail = l;
+    if (!w->later_timer)
+        w->later_timer = api->timer_start(w->self, 0, 0, later_run, w);
+}
+
 static void arm(wh_t *w, ep_t *e, int64_t at);
 
 /* A slot is free: the endpoints that waited for one, oldest first. */
@@ -525,6 +594,28 @@ static void finish_delivery(step_t *s, int ok, long http_status, const char *err
 
 static void poll_cb(onair_timer_t t, void *ud);
 
+static atomic_int g_posted; /* a loop_post is pending */
+
+/* On the loop thread, after the sender's thread posted: collect the answers. After stop the host
+ * runs what was still pending with ONAIR_ECANCELED: nothing to do then. */
+static void on_posted(int status, void *ud)
+{
+    (void)ud;
+    atomic_store(&g_posted, 0);
+    if (status == ONAIR_OK && g_w)
+        poll_cb(0, g_w);
+}
+
+/* The sender's thread: answers are ready. One post at a time is enough. */
+static void sender_notify(void *ud)
+{
+    wh_t *w = ud;
+    if (!w->use_post || atomic_exchange(&g_posted, 1))
+        return;
+    if (api->loop_post(w->self, on_posted, NULL) != ONAIR_OK)
+        atomic_store(&g_posted, 0); /* the timer collects them */
+}
+
 static void submit(wh_t *w, step_t *s)
 {
     char why[256] = "";
@@ -536,8 +627,10 @@ static void submit(wh_t *w, step_t *s)
     j->ud = s;
     w->in_flight++;
     wh_sender_submit(w->sender, j);
-    if (!w->poll_timer)
-        w->poll_timer = api->timer_start(w->self, POLL_MS, POLL_MS, poll_cb, w);
+    if (!w->poll_timer) {
+        uint64_t every = w->use_post ? SAFETY_MS : POLL_MS;
+        w->poll_timer = api->timer_start(w->self, every, every, poll_cb, w);
+    }
 }
 
 static void poll_cb(onair_timer_t t, void *ud)
@@ -706,7 +799,11 @@ static void finish_delivery(step_t *s, int ok, long http_status, const char *err
         json_object_set_new(update, "$unset", json_pack("{s:s}", "queue", ""));
     json_t *spec = json_pack("{s:{s:s,s:I},s:o}", "filter", "_id", onair_str(s->doc, "_id"),
                              "claims", (json_int_t)s->claims, "update", update);
-    if (!spec || api->store_update(w->deliveries, spec, after_result_update, s) != ONAIR_OK) {
+    later_t *l = spec ? later_new(after_result_update, s, step_free) : NULL;
+    if (!spec || !l || api->store_update(w->deliveries, spec, later_cb, l) != ONAIR_OK) {
+        if (!l)
+            json_decref(spec);
+        free(l);
         e->again = 1;
         done_step(s);
     }
@@ -747,8 +844,13 @@ static void after_claim(int status, json_t *result, void *ud)
                                  onair_str(doc, "_id"), "claims", (json_int_t)s->claims, "update",
                                  "$set", "state", "pending", "lease_until", (json_int_t)0);
         s->e->again = 0;
-        if (!spec || api->store_update(s->w->deliveries, spec, after_result_update, s) != ONAIR_OK)
+        later_t *l = spec ? later_new(after_result_update, s, step_free) : NULL;
+        if (!spec || !l || api->store_update(s->w->deliveries, spec, later_cb, l) != ONAIR_OK) {
+            if (!l)
+                json_decref(spec);
+            free(l);
             done_step(s);
+        }
         return;
     }
     submit(s->w, s);
@@ -782,8 +884,13 @@ static void after_head(int status, json_t *result, void *ud)
                              onair_str(d, "_id"), "claims", (json_int_t)jint(d, "claims"), "update",
                              "$set", "state", "sending", "lease_until", (json_int_t)lease,
                              "claimed_by", w->node, "$inc", "claims", 1, "return", "after");
-    if (!spec || api->store_find_and_modify(w->deliveries, spec, after_claim, s) != ONAIR_OK)
+    later_t *l = spec ? later_new(after_claim, s, step_free) : NULL;
+    if (!spec || !l || api->store_find_and_modify(w->deliveries, spec, later_cb, l) != ONAIR_OK) {
+        if (!l)
+            json_decref(spec);
+        free(l);
         done_step(s);
+    }
 }
 
 /* One step for an endpoint: look at its oldest unfinished delivery, send it when due. */
@@ -816,7 +923,11 @@ static void pump(wh_t *w, ep_t *e)
     s->e = e;
     e->busy = 1;
     w->n_busy++;
-    if (api->store_find_one(w->deliveries, spec, after_head, s) != ONAIR_OK) {
+    later_t *l = later_new(after_head, s, step_free);
+    if (!l || api->store_find_one(w->deliveries, spec, later_cb, l) != ONAIR_OK) {
+        if (!l)
+            json_decref(spec);
+        free(l);
         free(s);
         e->busy = 0;
         w->n_busy--;
@@ -837,8 +948,6 @@ static void arm(wh_t *w, ep_t *e, int64_t at)
     e->timer_at = at;
     e->timer = api->timer_start(w->self, (uint64_t)delay, 0, arm_fired, e);
 }
-
-static wh_t *g_w; /* the one instance (timers know the endpoint, not the plugin) */
 
 static void arm_fired(onair_timer_t t, void *ud)
 {
@@ -932,6 +1041,15 @@ static void after_insert(int status, json_t *result, void *ud)
     insert_next(w);
 }
 
+/* An insert's batch still waiting for its answer when the plugin stops: spooled. */
+static void drop_batch(void *ud)
+{
+    json_t *batch = ud;
+    if (g_w)
+        json_array_extend(g_w->unsaved, batch);
+    json_decref(batch);
+}
+
 static void insert_next(wh_t *w)
 {
     if (w->inserting || w->stopping || w->retry_timer || !json_array_size(w->queued))
@@ -939,7 +1057,11 @@ static void insert_next(wh_t *w)
     json_t *batch = w->queued;
     w->queued = json_array();
     w->inserting = 1;
-    int rc = api->store_insert(w->deliveries, json_deep_copy(batch), after_insert, batch);
+    later_t *l = later_new(after_insert, batch, drop_batch);
+    int rc =
+        l ? api->store_insert(w->deliveries, json_deep_copy(batch), later_cb, l) : ONAIR_ENOMEM;
+    if (rc != ONAIR_OK)
+        free(l);
     if (rc == ONAIR_ECANCELED) { /* the pool is stopping */
         w->inserting = 0;
         w->stopping = 1;
@@ -1148,8 +1270,13 @@ static void reload(wh_t *w)
         return;
     json_t *spec = json_pack("{s:{},s:i}", "filter", "limit", 100000);
     w->reloading = 1;
-    if (api->store_find(w->endpoints, spec, after_reload, w) != ONAIR_OK)
+    later_t *l = later_new(after_reload, w, drop_nothing);
+    if (!l || api->store_find(w->endpoints, spec, later_cb, l) != ONAIR_OK) {
+        if (!l)
+            json_decref(spec);
+        free(l);
         w->reloading = 0;
+    }
 }
 
 static void sweep_cb(onair_timer_t t, void *ud)
@@ -1241,6 +1368,13 @@ typedef struct cfg_run {
 
 static void cfg_step(int status, json_t *result, void *ud);
 
+static void cfg_drop(void *ud)
+{
+    cfg_run_t *r = ud;
+    json_decref(r->list);
+    free(r);
+}
+
 static void cfg_next(cfg_run_t *r)
 {
     wh_t *w = r->w;
@@ -1255,8 +1389,13 @@ static void cfg_next(cfg_run_t *r)
             json_object_get(o, "api_key"), "owner", "stream", "updated_at", (json_int_t)now,
             "$setOnInsert", "enabled", 1, "failing_since", "disabled_at", "disabled_reason",
             "created_at", (json_int_t)now, "upsert", 1);
-        if (api->store_update(w->endpoints, spec, cfg_step, r) != ONAIR_OK)
+        later_t *l = later_new(cfg_step, r, cfg_drop);
+        if (!l || api->store_update(w->endpoints, spec, later_cb, l) != ONAIR_OK) {
+            if (!l)
+                json_decref(spec);
+            free(l);
             cfg_step(ONAIR_EINTERNAL, NULL, r);
+        }
         return;
     }
     if (r->next == json_array_size(r->list)) { /* endpoints gone from the file are disabled */
@@ -1269,8 +1408,13 @@ static void cfg_next(cfg_run_t *r)
                                  "source", "config", "name", "$nin", names, "enabled", 1, "update",
                                  "$set", "enabled", 0, "disabled_reason", "removed_from_config",
                                  "disabled_at", (json_int_t)now, "multi", 1);
-        if (api->store_update(w->endpoints, spec, cfg_step, r) != ONAIR_OK)
+        later_t *l = later_new(cfg_step, r, cfg_drop);
+        if (!l || api->store_update(w->endpoints, spec, later_cb, l) != ONAIR_OK) {
+            if (!l)
+                json_decref(spec);
+            free(l);
             cfg_step(ONAIR_EINTERNAL, NULL, r);
+        }
         return;
     }
     json_decref(r->list);
@@ -1857,7 +2001,8 @@ static void spool_read_done(int status, void *ud)
         json_array_extend(j->docs, w->queued); /* older first */
         json_decref(w->queued);
         w->queued = json_incref(j->docs);
-        insert_next(w);
+        if (!w->retry_timer) /* from a timer: see later_cb */
+            w->retry_timer = api->timer_start(w->self, 0, 0, retry_fired, w);
     }
     json_decref(j->docs);
     free(j->path);
@@ -1988,7 +2133,13 @@ static int wh_start(onair_plugin_t *self)
     w->id_tag = (uint32_t)strtoul(w->node + 16, NULL, 16); /* its random-counter part */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     w->rules = wh_rules_new(api->config_bool(self, "allow_private"));
-    w->sender = w->rules ? wh_sender_new(w->rules, api->config_string(self, "user_agent")) : NULL;
+    /* loop_post (ABI 1.6) needs the media relay's machinery: a probe tells whether it is there */
+    w->use_post = ONAIR_HAS(api, loop_post) && api->loop_post(self, on_posted, NULL) == ONAIR_OK;
+    api->log(self, ONAIR_LOG_INFO, "answers come back to the loop %s",
+             w->use_post ? "by loop_post" : "by a 5 ms timer while requests are out");
+    w->sender =
+        w->rules ? wh_sender_new(w->rules, api->config_string(self, "user_agent"), sender_notify, w)
+                 : NULL;
     if (!w->sender || !w->queued || !w->early || !w->unsaved)
         return ONAIR_ENOMEM;
     /* configured endpoints: checked now, a mistake stops the start */
@@ -2036,6 +2187,14 @@ static void wh_stop(onair_plugin_t *self)
     /* requests in flight are dropped: their deliveries stay claimed and are sent again (same
      * id) when the lease is over */
     wh_sender_free(w->sender, step_free);
+    while (w->later_head) { /* answers that came while the host stopped the plugin */
+        later_t *l = w->later_head;
+        w->later_head = l->next;
+        if (l->drop)
+            l->drop(l->ud);
+        json_decref(l->result);
+        free(l);
+    }
     spool_save(w);
     for (size_t i = 0; i < w->n_eps; i++) {
         w->eps[i]->timer = 0; /* the host drops the plugin's timers */

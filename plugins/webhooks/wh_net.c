@@ -384,6 +384,8 @@ struct wh_sender {
     struct easy_ctx *active;            /* the thread's own: jobs inside curl */
     int stop;
     void (*free_ud)(void *);
+    void (*notify)(void *);
+    void *notify_ud;
 };
 
 static void push(wh_job_t **head, wh_job_t **tail, wh_job_t *j)
@@ -461,6 +463,8 @@ static void start_job(wh_sender_t *s, wh_job_t *j)
         pthread_mutex_lock(&s->lock);
         push(&s->done, &s->done_tail, j);
         pthread_mutex_unlock(&s->lock);
+        if (s->notify)
+            s->notify(s->notify_ud);
         return;
     }
     e->job = j;
@@ -560,10 +564,14 @@ static void *sender_main(void *ud)
         int running = 0;
         curl_multi_perform(s->multi, &running);
         CURLMsg *m;
-        int left;
+        int left, finished = 0;
         while ((m = curl_multi_info_read(s->multi, &left)))
-            if (m->msg == CURLMSG_DONE)
+            if (m->msg == CURLMSG_DONE) {
                 finish_easy(s, m->easy_handle, m->data.result);
+                finished = 1;
+            }
+        if (finished && s->notify)
+            s->notify(s->notify_ud);
         curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
     }
     /* whatever is still inside curl is dropped likewise */
@@ -577,12 +585,15 @@ static void *sender_main(void *ud)
     return NULL;
 }
 
-wh_sender_t *wh_sender_new(const wh_addr_rules_t *rules, const char *user_agent)
+wh_sender_t *wh_sender_new(const wh_addr_rules_t *rules, const char *user_agent,
+                           void (*notify)(void *), void *notify_ud)
 {
     wh_sender_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     s->rules = rules;
+    s->notify = notify;
+    s->notify_ud = notify_ud;
     s->user_agent = strdup(user_agent ? user_agent : "onair-webhooks");
     s->multi = curl_multi_init();
     pthread_mutex_init(&s->lock, NULL);

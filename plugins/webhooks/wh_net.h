@@ -71,7 +71,10 @@ typedef struct wh_job {
 
 typedef struct wh_sender wh_sender_t;
 
-wh_sender_t *wh_sender_new(const wh_addr_rules_t *rules, const char *user_agent);
+/* notify (may be NULL) is called on the sender's thread after finished jobs were queued for
+ * wh_sender_collect (at most once per round of finished jobs). */
+wh_sender_t *wh_sender_new(const wh_addr_rules_t *rules, const char *user_agent,
+                           void (*notify)(void *), void *notify_ud);
 /* The job is the sender's until it comes back from collect. */
 int wh_sender_submit(wh_sender_t *s, wh_job_t *job);
 /* Finished jobs, oldest first (a list through ->next), or NULL. */
