@@ -19,9 +19,9 @@
  *   - An endpoint failing for disable_after_s is disabled once (conditional update) and its
  *     owner told: bus and WebSocket "webhooks.endpoint_disabled".
  *   - HTTP goes out on a thread of the plugin's own (wh_net.c, curl multi); finished requests
- *     come back through a locked list that a short repeating timer drains while requests are
- *     in flight (the SDK has no thread-safe way onto the loop). A slow receiver holds only its
- *     own endpoint's slot.
+ *     come back through a locked list; the thread wakes the loop with loop_post (ABI 1.6), or
+ *     without it a short repeating timer drains the list while requests are in flight. A slow
+ *     receiver holds only its own endpoint's slot.
  */
 #define ONAIR_PLUGIN_MIN_HOST_MINOR 5
 #include <onair/plugin.h>
