@@ -78,19 +78,35 @@ api() { curl -sf --max-time 30 -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Con
 SID=$(api POST /api/v1/streams '{"title":"soak chat"}' | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
 [ -n "$SID" ] || { echo "stream create failed"; tail "$WORK/onaird.log"; exit 1; }
 api POST "/api/v1/streams/$SID/start" > /dev/null || { echo "stream start failed"; exit 1; }
-resp=$(api POST /api/v1/streams '{"title":"soak media"}')
+# the media stream belongs to a real account (WHIP checks the owner exists)
+u="soak$RANDOM"
+UTOKEN=$(curl -sf --max-time 30 -X POST -H 'Content-Type: application/json' \
+    -d "{\"username\":\"$u\",\"email\":\"$u@example.org\",\"password\":\"correct horse battery staple\"}" \
+    "$base/api/v1/auth/register" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+[ -n "$UTOKEN" ] || { echo "register failed"; tail "$WORK/onaird.log"; exit 1; }
+resp=$(curl -sf --max-time 30 -X POST -H "Authorization: Bearer $UTOKEN" \
+    -H 'Content-Type: application/json' -d '{"title":"soak media"}' "$base/api/v1/streams")
 MSID=$(echo "$resp" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
 MKEY=$(echo "$resp" | sed -n 's/.*"stream_key":"\([^"]*\)".*/\1/p')
 [ -n "$MSID" ] && [ -n "$MKEY" ] || { echo "media stream create failed: $resp"; exit 1; }
 
-# The load, all for the whole run (each tool connects first, then runs -d seconds).
-"$CB" -p "$PORT" -s "$SID" -k "$KEY" -K "$SECRET" -m chat -n "$CHAT" -S "$SENDERS" -r "$RATE" \
-    -d "$SECS" \
-    > "$WORK/chat.out" 2>&1 & P1=$!
-"$CB" -p "$PORT" -s "$SID" -k "$KEY" -K "$SECRET" -m react -n "$REACT" -d "$SECS" \
-    > "$WORK/react.out" 2>&1 & P2=$!
+# The load, all for the whole run (each tool connects first, then runs -d seconds). The
+# media first: its WHIP/WHEP setups should not compete with 10,000 WebSocket handshakes.
+metric() { echo "$1" | awk -v m="$2" '$1 == m {print $2; exit}'; }
 "$MB" -u "$base" -s "$MSID" -k "$MKEY" -n "$MEDIA" -d "$SECS" -w 1 -S 50 -p 20 -T 600 \
     > "$WORK/media.out" 2>&1 & P3=$!
+trap 'kill $P3 $ONAIRD_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 120); do
+    sessions=$(metric "$(curl -s --max-time 5 "$base/metrics" || true)" onair_media_sessions)
+    [ "${sessions:-0}" -gt "$MEDIA" ] && break
+    kill -0 $P3 2>/dev/null || { echo "mediabench failed:"; tail -3 "$WORK/media.out"; exit 1; }
+    sleep 1
+done
+echo "media sessions up: ${sessions:-0}"
+"$CB" -p "$PORT" -s "$SID" -k "$KEY" -K "$SECRET" -m chat -n "$CHAT" -S "$SENDERS" -r "$RATE" \
+    -d "$SECS" > "$WORK/chat.out" 2>&1 & P1=$!
+"$CB" -p "$PORT" -s "$SID" -k "$KEY" -K "$SECRET" -m react -n "$REACT" -d "$SECS" \
+    > "$WORK/react.out" 2>&1 & P2=$!
 /usr/bin/python3 bench/soak/rest.py "$PORT" "$SECS" "$REST_RATE" "$SID" "$ADMIN" \
     > "$WORK/rest.out" 2>&1 & P4=$!
 trap 'kill $P1 $P2 $P3 $P4 $ONAIRD_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -99,7 +115,6 @@ trap 'kill $P1 $P2 $P3 $P4 $ONAIRD_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$W
 # media sessions (from /metrics).
 echo "t_s,rss_kib,fds,ws_connections,media_sessions" > "$SAMPLES"
 t0=$(date +%s)
-metric() { echo "$1" | awk -v m="$2" '$1 == m {print $2; exit}'; }
 while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null; do
     t=$(( $(date +%s) - t0 ))
     rss=$(awk '/VmRSS/ {print $2}' /proc/$ONAIRD_PID/status)
