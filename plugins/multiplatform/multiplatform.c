@@ -29,6 +29,11 @@ static const onair_config_key_t mp_config[] = {
     ONAIR_FIELD("key_env", ONAIR_CFG_STRING, .default_value = "ONAIR_MULTIPLATFORM_KEY",
                 .doc = "The environment variable holding the server key that seals stream keys "
                        "(64 hex digits). Unset: connections cannot be saved (503)."),
+    ONAIR_FIELD("keyframe_interval_s", ONAIR_CFG_INT, .default_value = "2", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, 10),
+                .doc = "While restreaming, ask the publisher for a keyframe this often (platforms "
+                       "want one every 2 s; RTMP servers start a new viewer at a keyframe). 0: "
+                       "never."),
     ONAIR_END,
 };
 
@@ -43,6 +48,8 @@ typedef struct dest {
 typedef struct live {
     char stream[25], owner[64];
     int h264, running, start_with_stream;
+    int64_t key_asked_ms;
+    char vcodec[16]; /* the publisher's video codec, "" before its track */
     onair_rtp_tap_t *vtap, *atap;
     md_depack_t *vd, *ad;
     dest_t dests[MAX_DESTS];
@@ -61,6 +68,7 @@ typedef struct state {
     int have_key;
     live_t *lives;
     onair_timer_t timer;
+    int64_t key_ms; /* keyframe_interval_s in ms */
 } state_t;
 
 static state_t *g;
@@ -136,7 +144,12 @@ static json_t *dests_view(live_t *l)
         mp_status_t s = {0};
         if (d->out)
             mp_out_status(d->out, &s);
-        else
+        else if (l->vcodec[0] && !l->h264) {
+            snprintf(s.state, sizeof s.state, "failed");
+            snprintf(s.reason, sizeof s.reason,
+                     "the publisher sends %s video: RTMP needs H.264 (video is not transcoded)",
+                     l->vcodec);
+        } else
             snprintf(s.state, sizeof s.state, "stopped");
         int live = !strcmp(s.state, "live");
         json_array_append_new(
@@ -380,6 +393,7 @@ static void on_track(const onair_media_track_t *t, int published, void *ud)
     }
     if (video) {
         l->h264 = !strcmp(t->codec, "H264");
+        snprintf(l->vcodec, sizeof l->vcodec, "%s", t->codec);
         l->video_pt = t->payload_type;
         run_stop(l);
         load_stream(t->stream, 1);
@@ -397,6 +411,10 @@ static void tick(onair_timer_t timer, void *ud)
     int64_t now = api->now_ms(g->self);
     for (live_t *l = g->lives; l; l = l->next) {
         int changed = 0, any = 0;
+        if (l->running && g->key_ms && now - l->key_asked_ms >= g->key_ms) {
+            l->key_asked_ms = now;
+            api->media_request_keyframe(g->self, l->stream);
+        }
         for (int i = 0; i < l->ndests; i++) {
             dest_t *d = &l->dests[i];
             if (!d->out)
@@ -758,7 +776,8 @@ static int mp_init(onair_plugin_t *self, const onair_api_t *a)
 
 static int mp_start(onair_plugin_t *self)
 {
-    g->timer = api->timer_start(self, 1000, 1000, tick, NULL);
+    g->key_ms = api->config_int(self, "keyframe_interval_s") * 1000;
+    g->timer = api->timer_start(self, 500, 500, tick, NULL);
     return ONAIR_OK;
 }
 
