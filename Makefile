@@ -23,7 +23,8 @@ PKG_REV ?=
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_RUNS ?= 0
-FUZZERS ?= stun rtp rtcp srtp sdp ws config store jwt
+# every harness tests/fuzz/harnesses.cmake lists
+FUZZERS ?= $(shell sed -n 's/^set(ONAIR_FUZZ_HARNESSES \(.*\))/\1/p' tests/fuzz/harnesses.cmake)
 
 .PHONY: run test build deps-run deps-test sanitize clean format package fuzz
 
