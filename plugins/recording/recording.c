@@ -329,12 +329,12 @@ static void job_run(void *ud)
         s->bytes = mx_bytes(s->mx);
     if (!j->close)
         return;
-    /* close: trailer, then the seekable copy, its thumbnail, the raw file gone */
+    /* close: trailer, then the seekable copy, its thumbnail, the raw file gone (s->closed is
+     * set on the loop, in job_done: seg_inserted reads it there) */
     if (s->mx) {
         mx_close(s->mx, &s->dur_ms);
         s->mx = NULL;
     }
-    s->closed = 1;
     struct stat sb;
     if (stat(s->raw, &sb) != 0 || sb.st_size == 0) {
         unlink(s->raw);
@@ -405,6 +405,7 @@ static void job_done(int status, void *ud)
         return;
     }
     if (was_close) {
+        s->closed = 1;
         seg_done_closing(s);
         return;
     }
