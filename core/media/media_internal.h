@@ -226,10 +226,11 @@ typedef struct relay {
     pthread_mutex_t lock;
     char stream_id[MEDIA_STREAM_ID_LEN];     /* the key: the stream, or "<stream>/<participant>" */
     char participant[MEDIA_PARTICIPANT_LEN]; /* a co-host's relay (room.c), "" = the main host */
-    int refs;                                /* sessions pointing here; under g_media.lock */
-    session_t *publisher;                    /* the active source: what viewers get */
-    session_t *standby;   /* the other source (a primary or a backup publisher), or NULL */
-    failover_t fo;        /* when to switch between them (health.h) */
+    atomic_int muted[MEDIA_KINDS]; /* room.c: the owner muted this kind: nothing forwarded */
+    int refs;                      /* sessions pointing here; under g_media.lock */
+    session_t *publisher;          /* the active source: what viewers get */
+    session_t *standby;            /* the other source (a primary or a backup publisher), or NULL */
+    failover_t fo;                 /* when to switch between them (health.h) */
     atomic_int max_layer; /* the owner's cap on every viewer's simulcast layer, -1 = none */
     atomic_uint_fast64_t max_pub_bps; /* the owner's cap on the publisher's bitrate, 0 = none */
     session_t **viewers;
@@ -336,7 +337,11 @@ void room_track_event(session_t *s, int published);
 /* End every session of the stream's participants (participant NULL: all of them; the main
  * host's relay is not touched). Returns how many were closed. Core loop thread. */
 size_t room_end(const char *stream, const char *participant, const char *reason);
-/* The services media.participant_end and media.participants (core loop thread). */
+/* Mute (1) or unmute (0) a participant's kind of track (-1: leave it); an unmuted video asks
+ * for a keyframe. 1 when the participant has a relay here, else 0. */
+int room_mute(relay_t *r, int audio, int video);
+/* The services media.participant_end, media.participant_mute and media.participants (core
+ * loop thread). */
 int room_setup(struct onair_plugin *owner);
 
 /* ---- whip.c ---- */

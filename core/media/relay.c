@@ -437,6 +437,11 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
               rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);
     if (key)
         note_keyframe(L, h.ts, now_ms);
+    if (atomic_load_explicit(&r->muted[kind], memory_order_relaxed)) {
+        /* a participant's track muted by the owner (room.c): viewers get nothing of it */
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
 
     for (size_t i = 0; i < r->nviewers; i++) {
         session_t *v = r->viewers[i];

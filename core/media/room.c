@@ -142,6 +142,52 @@ static int svc_participant_end(onair_service_call_t *call, void *ud)
     return services_answer(call, ONAIR_OK, json_pack("{s:I}", "ended", (json_int_t)n));
 }
 
+int room_mute(relay_t *r, int audio, int video)
+{
+    int was_video = atomic_load(&r->muted[MEDIA_VIDEO]);
+    if (audio >= 0)
+        atomic_store(&r->muted[MEDIA_AUDIO], audio);
+    if (video >= 0)
+        atomic_store(&r->muted[MEDIA_VIDEO], video);
+    if (was_video && video == 0) /* the players' decoders start again on a keyframe */
+        atomic_store(&r->keyframe_wanted, 1);
+    return 1;
+}
+
+static int flag_of(json_t *v)
+{
+    return json_is_boolean(v) ? json_is_true(v) : -1;
+}
+
+/* media.participant_mute {"stream", "participant", "audio"?: bool, "video"?: bool} ->
+ * {"found": bool, "audio": bool, "video": bool}: the relay stops (or resumes) forwarding that
+ * participant's track to its players. */
+static int svc_participant_mute(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    json_t *args = services_args(call);
+    const char *stream = json_string_value(json_object_get(args, "stream"));
+    const char *participant = json_string_value(json_object_get(args, "participant"));
+    if (!stream || !stream[0] || strlen(stream) >= MEDIA_STREAM_ID_LEN ||
+        !room_participant_ok(participant))
+        return services_answer(call, ONAIR_EINVAL,
+                               json_pack("{s:s}", "error", "stream and participant are required"));
+    char key[MEDIA_STREAM_ID_LEN];
+    room_key(key, sizeof key, stream, participant);
+    int found = 0, audio = 0, video = 0;
+    pthread_mutex_lock(&g_media.lock);
+    relay_t *r = relay_find(key);
+    if (r) {
+        found = room_mute(r, flag_of(json_object_get(args, "audio")),
+                          flag_of(json_object_get(args, "video")));
+        audio = atomic_load(&r->muted[MEDIA_AUDIO]);
+        video = atomic_load(&r->muted[MEDIA_VIDEO]);
+    }
+    pthread_mutex_unlock(&g_media.lock);
+    return services_answer(
+        call, ONAIR_OK, json_pack("{s:b,s:b,s:b}", "found", found, "audio", audio, "video", video));
+}
+
 /* media.participants {"stream"} -> {"participants": [{"participant", "session", "since_ms"}]}:
  * the participants publishing now (the main host not included). */
 static int svc_participants(onair_service_call_t *call, void *ud)
@@ -176,6 +222,9 @@ int room_setup(struct onair_plugin *owner)
          .name = "media.participant_end",
          .fn = svc_participant_end},
         {.size = sizeof(onair_service_t), .name = "media.participants", .fn = svc_participants},
+        {.size = sizeof(onair_service_t),
+         .name = "media.participant_mute",
+         .fn = svc_participant_mute},
     };
     int was = owner->in_init;
     owner->in_init = 1;

@@ -52,6 +52,8 @@ typedef struct op {
     int backup;    /* WHIP ?role=backup */
     int cohost;    /* WHIP ?role=cohost: a co-host publishes as participant user_id (room.c) */
     char participant[MEDIA_PARTICIPANT_LEN]; /* WHEP ?participant=, a co-host's user id */
+    int mute_audio; /* a co-host's publish: what the owner muted (cohosts.media_publish) */
+    int mute_video;
     char *key;     /* a publisher's stream key, NULL with an access token */
     json_t *roles; /* the access token's roles (a publisher's rights check) */
     char user_id[64];
@@ -667,6 +669,8 @@ static void register_session(op_t *op)
     relay_t *r = relay_get(key);
     if (r && op->participant[0])
         snprintf(r->participant, sizeof r->participant, "%s", op->participant);
+    if (r && op->cohost) /* what the owner muted stays muted in a new publish */
+        room_mute(r, op->mute_audio, op->mute_video);
     pthread_mutex_unlock(&g_media.lock);
     if (!r)
         return op_problem(op, 500, "out_of_memory", "out of memory");
@@ -1046,6 +1050,9 @@ static void cohost_checked(int status, json_t *result, void *ud)
                           "the cohosts plugin is not running: nobody can publish as a co-host");
     if (status != ONAIR_OK)
         return service_problem(op, status, result, "the co-host check");
+    json_t *muted = json_object_get(result, "muted");
+    op->mute_audio = json_is_true(json_object_get(muted, "audio"));
+    op->mute_video = json_is_true(json_object_get(muted, "video"));
     if (take_offer(op) < 0)
         return;
     register_session(op);

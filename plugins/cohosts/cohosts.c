@@ -36,6 +36,7 @@ enum {
     OP_DECLINE,
     OP_REVOKE,
     OP_REMOVE,
+    OP_MUTE,
     OP_LIST,
     OP_MINE,
     OP_PUBLISH
@@ -55,6 +56,7 @@ typedef struct op {
     json_t *list;               /* list: the co-hosts */
     onair_service_call_t *call; /* OP_PUBLISH: the relay's question */
     int staff;                  /* owner or moderator of the stream */
+    json_t *body;               /* mute: {"audio"?, "video"?} */
 } op_t;
 
 struct cohosts {
@@ -82,6 +84,12 @@ static const onair_config_key_t cohosts_config[] = {
     ONAIR_END,
 };
 
+static const onair_config_key_t mute_body[] = {
+    ONAIR_FIELD("audio", ONAIR_CFG_BOOL),
+    ONAIR_FIELD("video", ONAIR_CFG_BOOL),
+    ONAIR_END,
+};
+
 static const onair_config_key_t invite_body[] = {
     ONAIR_FIELD("user_id", ONAIR_CFG_ID, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_END,
@@ -92,12 +100,14 @@ static const onair_config_key_t invite_body[] = {
 static json_t *view(json_t *doc)
 {
     return json_pack(
-        "{s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?}", "id", json_object_get(doc, "_id"),
-        "stream", json_object_get(doc, "stream"), "owner", json_object_get(doc, "owner"), "user_id",
-        json_object_get(doc, "user"), "status", json_object_get(doc, "status"), "created_at",
-        json_object_get(doc, "created_at"), "expires_at", json_object_get(doc, "expires_at"),
-        "accepted_at", json_object_get(doc, "accepted_at"), "ended_at",
-        json_object_get(doc, "ended_at"));
+        "{s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:{s:b,s:b}}", "id",
+        json_object_get(doc, "_id"), "stream", json_object_get(doc, "stream"), "owner",
+        json_object_get(doc, "owner"), "user_id", json_object_get(doc, "user"), "status",
+        json_object_get(doc, "status"), "created_at", json_object_get(doc, "created_at"),
+        "expires_at", json_object_get(doc, "expires_at"), "accepted_at",
+        json_object_get(doc, "accepted_at"), "ended_at", json_object_get(doc, "ended_at"), "muted",
+        "audio", json_is_true(json_object_get(doc, "muted_audio")), "video",
+        json_is_true(json_object_get(doc, "muted_video")));
 }
 
 /* type on the bus, and to the stream's topic (stream = 1) or to the invitee's and the owner's
@@ -156,6 +166,7 @@ static void op_free(onair_flow_t *f)
     json_decref(op->roles);
     json_decref(op->doc);
     json_decref(op->list);
+    json_decref(op->body);
     free(op);
 }
 
@@ -474,9 +485,11 @@ static void on_air_read(onair_flow_t *f, int status, json_t *result)
             const char *who = onair_str(p, "participant");
             on_air |= who && onair_str(d, "user") && !strcmp(who, onair_str(d, "user"));
         }
-        json_t *v = json_pack("{s:O?,s:O?,s:O?,s:b}", "user_id", json_object_get(d, "user"),
-                              "invite_id", json_object_get(d, "_id"), "since",
-                              json_object_get(d, "accepted_at"), "on_air", on_air);
+        json_t *v = json_pack("{s:O?,s:O?,s:O?,s:b,s:{s:b,s:b}}", "user_id",
+                              json_object_get(d, "user"), "invite_id", json_object_get(d, "_id"),
+                              "since", json_object_get(d, "accepted_at"), "on_air", on_air, "muted",
+                              "audio", json_is_true(json_object_get(d, "muted_audio")), "video",
+                              json_is_true(json_object_get(d, "muted_video")));
         json_array_append_new(out, v);
     }
     onair_flow_reply(f, 200,
@@ -529,7 +542,8 @@ static void media_ended(int status, json_t *result, void *ud)
 {
     cohosts_t *st = ud;
     if (status != ONAIR_OK && status != ONAIR_ENOTFOUND && status != ONAIR_ECANCELED)
-        api->log(st->self, ONAIR_LOG_WARN, "cannot end a removed co-host's media: %s",
+        api->log(st->self, ONAIR_LOG_WARN,
+                 "the relay did not take a co-host change (end, mute): %s",
                  onair_str(result, "error") ? onair_str(result, "error") : "?");
 }
 
@@ -575,8 +589,59 @@ static void remove_access(onair_flow_t *f, int status, json_t *result)
                api->store_find_and_modify(op->st->invites, spec, onair_flow_cb, f));
 }
 
-/* DELETE /api/v1/streams/{id}/cohosts/{user} */
-static int delete_cohost(onair_req_t *req, void *ud)
+/* ---- mute / unmute ------------------------------------------------------------------------ */
+
+/* dst[prefix + "audio" / "video"] = what the mute body names */
+static void copy_kinds(json_t *dst, json_t *body, const char *prefix)
+{
+    static const char *const kinds[] = {"audio", "video"};
+    for (int i = 0; i < 2; i++) {
+        json_t *v = json_object_get(body, kinds[i]);
+        char key[32];
+        snprintf(key, sizeof key, "%s%s", prefix, kinds[i]);
+        if (v && dst)
+            json_object_set(dst, key, v);
+    }
+}
+
+static void cohost_muted(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    json_t *doc = json_object_get(result, "doc");
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (!json_is_object(doc))
+        return onair_flow_problem(f, ONAIR_ENOTFOUND, "cohost_not_found",
+                                  "this user is not a co-host of the stream", NULL);
+    /* the relay stops (resumes) forwarding now; a later publish reads the flags stored */
+    json_t *args = json_pack("{s:s,s:s}", "stream", op->sid, "participant", op->target);
+    copy_kinds(args, op->body, "");
+    api->service_call(op->st->self, "media.participant_mute", args, media_ended, op->st);
+    publish(op->st, "cohost.muted", doc, 1, op->uid);
+    onair_flow_reply(f, 200, json_pack("{s:o}", "cohost", view(doc)));
+}
+
+static void mute_access(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (onair_flow_access_refused(f, status, result))
+        return;
+    if (!json_is_true(json_object_get(result, "is_owner")) &&
+        !json_is_true(json_object_get(result, "is_moderator")))
+        return onair_flow_problem(f, ONAIR_EPERM, "forbidden",
+                                  "only the stream's owner or a moderator mutes a co-host", NULL);
+    json_int_t now = (json_int_t)api->now_ms(op->st->self);
+    json_t *set = json_pack("{s:I}", "updated_at", now);
+    copy_kinds(set, op->body, "muted_");
+    json_t *spec =
+        json_pack("{s:{s:s,s:s,s:s},s:{s:o},s:s}", "filter", "stream", op->sid, "user", op->target,
+                  "status", "accepted", "update", "$set", set, "return", "after");
+    ONAIR_THEN(f, cohost_muted,
+               api->store_find_and_modify(op->st->invites, spec, onair_flow_cb, f));
+}
+
+/* A request on /api/v1/streams/{id}/cohosts/{user}...: the ids, then streams.access. */
+static int cohost_op(onair_req_t *req, void *ud, int kind, json_t *body, onair_flow_step_fn next)
 {
     onair_target_t t = ONAIR_TARGET_REQ(req);
     const char *sid = api->req_param(req, "id");
@@ -586,12 +651,30 @@ static int delete_cohost(onair_req_t *req, void *ud)
     if (!onair_is_id(user))
         return api->target_problem(t, ONAIR_ENOTFOUND, "cohost_not_found",
                                    "this user is not a co-host of the stream", NULL);
-    op_t *op = op_new(ud, t, OP_REMOVE);
+    op_t *op = op_new(ud, t, kind);
     if (!op)
         return ONAIR_ENOMEM;
     snprintf(op->sid, sizeof op->sid, "%s", sid);
     snprintf(op->target, sizeof op->target, "%s", user);
-    return check_access(op, remove_access);
+    op->body = json_incref(body);
+    return check_access(op, next);
+}
+
+/* POST /api/v1/streams/{id}/cohosts/{user}/mute {"audio"?: bool, "video"?: bool}: true mutes,
+ * false unmutes, a kind not named stays as it is */
+static int post_mute(onair_req_t *req, void *ud)
+{
+    json_t *body = api->req_json(req);
+    if (!json_object_get(body, "audio") && !json_object_get(body, "video"))
+        return onair_field_problem(api, ONAIR_TARGET_REQ(req), "missing_field", "audio",
+                                   "name audio or video (true mutes, false unmutes)");
+    return cohost_op(req, ud, OP_MUTE, body, mute_access);
+}
+
+/* DELETE /api/v1/streams/{id}/cohosts/{user} */
+static int delete_cohost(onair_req_t *req, void *ud)
+{
+    return cohost_op(req, ud, OP_REMOVE, NULL, remove_access);
 }
 
 /* ---- the relay's question: may this user publish as a co-host? ---------------------------- */
@@ -616,7 +699,10 @@ static void publish_stream_read(onair_flow_t *f, int status, json_t *result)
         return svc_answer(op, ONAIR_ECONFLICT,
                           json_pack("{s:i,s:s,s:s}", "status", 409, "code", "not_live", "detail",
                                     "co-hosts publish while the stream is live"));
-    svc_answer(op, ONAIR_OK, json_pack("{s:b}", "allowed", 1));
+    svc_answer(op, ONAIR_OK,
+               json_pack("{s:b,s:{s:b,s:b}}", "allowed", 1, "muted", "audio",
+                         json_is_true(json_object_get(op->doc, "muted_audio")), "video",
+                         json_is_true(json_object_get(op->doc, "muted_video"))));
 }
 
 static void publish_cohost_read(onair_flow_t *f, int status, json_t *result)
@@ -624,7 +710,8 @@ static void publish_cohost_read(onair_flow_t *f, int status, json_t *result)
     op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
         return svc_answer(op, status, json_incref(result));
-    if (!json_is_object(json_object_get(result, "doc")))
+    op->doc = json_incref(json_object_get(result, "doc"));
+    if (!json_is_object(op->doc))
         return svc_answer(op, ONAIR_EPERM,
                           json_pack("{s:i,s:s,s:s}", "status", 403, "code", "not_cohost", "detail",
                                     "you are not a co-host of this stream (accept an invite "
@@ -782,6 +869,8 @@ static int cohosts_init(onair_plugin_t *self, const onair_api_t *host_api)
                     .max_body = 1024, .ratelimit = "cohosts.invite", .body = invite_body),
         ONAIR_ROUTE("GET", STREAM_COHOSTS, get_cohosts, .ud = st),
         ONAIR_ROUTE("DELETE", STREAM_COHOSTS "/{user}", delete_cohost, .ud = st, .access = user),
+        ONAIR_ROUTE("POST", STREAM_COHOSTS "/{user}/mute", post_mute, .ud = st, .access = user,
+                    .max_body = 1024, .body = mute_body),
         ONAIR_ROUTE("GET", "/api/v1/cohosts/invites", get_my_invites, .ud = st, .access = user),
         ONAIR_ROUTE("POST", INVITE "/accept", post_accept, .ud = st, .access = user),
         ONAIR_ROUTE("POST", INVITE "/decline", post_decline, .ud = st, .access = user),

@@ -2,7 +2,8 @@
 // (640x360) with WHIP, invites a second account, which accepts and publishes from its own
 // Chromium page with WHIP ?role=cohost and its own token (320x180). A plain WHEP player still gets
 // the main host (its frames are wider than 320); a player with ?participant=<co-host> decodes the
-// co-host's frames (at most 320 wide). The owner removes the co-host: the co-host's player is
+// co-host's frames (at most 320 wide). The owner mutes the co-host's video (their player's frames
+// stop, the host's go on) and unmutes it (they start again). The owner removes the co-host: the co-host's player is
 // closed by the relay while the main player goes on decoding, and a new WHIP of the removed
 // co-host is 403 not_cohost.
 //
@@ -84,6 +85,25 @@ test('host + co-host publish; the plain player gets the host, ?participant= the 
     r = await api(server.base, 'GET', `/api/v1/streams/${s.id}/cohosts`);
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json.cohosts.map((c) => [c.user_id, c.on_air]), [[guestId, true]]);
+
+    // the owner mutes the co-host's video: the relay stops forwarding it, the host's goes on
+    const mute = (video) => api(server.base, 'POST', `/api/v1/streams/${s.id}/cohosts/${guestId}/mute`,
+                                {token: owner, body: {video}});
+    r = await mute(true);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.cohost.muted.video, true);
+    let prev = -1;
+    const still = await waitFor('the co-host player gets no more frames', async () => {
+      const n = frames(await stats(sidePage, side.id));
+      const done = n === prev;
+      prev = n;
+      return {done, frames: n};
+    }, 10_000, 1000);
+    await decoding(mainPage, main.id, 'the main player decodes while the co-host is muted');
+    r = await mute(false);
+    assert.equal(r.status, 200, r.text);
+    const back = await decoding(sidePage, side.id, 'the co-host player decodes again after the unmute');
+    t.diagnostic(`muted at ${still.frames} frames, ${back.frames} after the unmute`);
 
     r = await api(server.base, 'DELETE', `/api/v1/streams/${s.id}/cohosts/${guestId}`, {token: owner});
     assert.equal(r.status, 200, r.text);

@@ -305,3 +305,27 @@ def test_invites_expire_durably(backend):
         assert s.stop() == 0
     finally:
         s.kill()
+
+
+def test_mute_rules(srv):
+    owner, guest, stranger = (Account(srv, n) for n in ("owner", "guest", "stranger"))
+    sid, _, _ = live_stream(owner)
+    mute = f"/api/v1/streams/{sid}/cohosts/{guest.id}/mute"
+    problem(owner.call("POST", mute, {"audio": True}), 404, "cohost_not_found")
+    iid = invited(owner, sid, guest)
+    assert guest.call("POST", f"/api/v1/cohosts/invites/{iid}/accept").status == 200
+    problem(stranger.call("POST", mute, {"audio": True}), 403, "forbidden")
+    problem(guest.call("POST", mute, {"audio": False}), 403, "forbidden")  # not their own call
+    problem(owner.call("POST", mute, {}), 400, "missing_field", "audio")
+    problem(owner.call("POST", mute, {"audio": "yes"}), 400, "invalid_field", "audio")
+    problem(owner.call("POST", mute, {"loud": True}), 400, "unknown_field", "loud")
+    r = owner.call("POST", mute, {"audio": True})
+    assert r.status == 200 and r.json()["cohost"]["muted"] == {"audio": True, "video": False}, r
+    # a publish after the mute is muted too (the relay reads it from the plugin), and allowed
+    r = post_sdp(srv, f"/api/v1/whip/{sid}?role=cohost", offer(), token=guest.token)
+    assert r.status == 201, r
+    r = owner.call("POST", mute, {"video": True, "audio": False})
+    assert r.json()["cohost"]["muted"] == {"audio": False, "video": True}, r
+    c = cohosts(srv, sid)[guest.id]
+    assert c["muted"] == {"audio": False, "video": True} and c["on_air"] is True, c
+    assert owner.call("DELETE", f"/api/v1/streams/{sid}/cohosts/{guest.id}").status == 200
