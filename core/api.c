@@ -105,7 +105,8 @@ typedef struct conn_entry {
     int authing;     /* upgrade token being checked: messages are held */
     held_msg_t *held, *held_tail;
     size_t nheld;
-    size_t inflight; /* messages dispatched and not answered yet */
+    size_t inflight;          /* messages dispatched and not answered yet */
+    const struct raw_ep *raw; /* a plugin's raw endpoint (ws_endpoint_add), not /ws */
 } conn_entry_t;
 
 /* server.ws_max_inflight: a connection's messages in flight (dispatched, not answered) */
@@ -854,6 +855,126 @@ static int api_ws_publish(const char *topic, const char *type, json_t *data)
     return rc;
 }
 
+/* ---- raw WebSocket endpoints (ABI 1.6) ----------------------------------------------------
+ * Registered in init, before the network thread starts: it reads the path list without
+ * locks (net_config_t.raw_ws_paths). */
+#define RAW_EP_MAX 8
+typedef struct raw_ep {
+    onair_ws_endpoint_t ep;
+    char path[100];
+    struct onair_plugin *owner;
+} raw_ep_t;
+static raw_ep_t g_raw[RAW_EP_MAX];
+static size_t g_nraw;
+static const char *g_raw_paths[RAW_EP_MAX + 1];
+
+static int api_ws_endpoint_add(onair_plugin_t *p, const onair_ws_endpoint_t *ep)
+{
+    if (!p || !p->in_init || g_host->net) {
+        log_msg(p ? p->name : "plugin", ONAIR_LOG_ERROR, "ws_endpoint_add outside init refused");
+        return ONAIR_ESTATE;
+    }
+    onair_ws_endpoint_t copy;
+    memset(&copy, 0, sizeof copy);
+    if (!ep || ep->size < offsetof(onair_ws_endpoint_t, ud) + sizeof ep->ud)
+        return ONAIR_EINVAL;
+    memcpy(&copy, ep, sizeof copy < ep->size ? sizeof copy : ep->size);
+    size_t n = copy.path ? strlen(copy.path) : 0;
+    if (!n || n >= sizeof g_raw[0].path || copy.path[0] != '/' || !copy.open || !copy.message ||
+        !copy.close || strpbrk(copy.path, "?#%{} ") || router_reserved_path(copy.path, p) ||
+        !strncmp(copy.path, "/api/", 5)) {
+        log_msg(p->name, ONAIR_LOG_ERROR, "WebSocket endpoint refused: '%s'",
+                copy.path ? copy.path : "(null)");
+        return ONAIR_EINVAL;
+    }
+    for (size_t i = 0; i < g_nraw; i++)
+        if (!strcmp(g_raw[i].path, copy.path))
+            return ONAIR_EEXIST;
+    if (g_nraw == RAW_EP_MAX)
+        return ONAIR_ENOMEM;
+    raw_ep_t *r = &g_raw[g_nraw];
+    r->ep = copy;
+    memcpy(r->path, copy.path, n + 1);
+    r->ep.path = r->path;
+    r->owner = p;
+    g_raw_paths[g_nraw++] = r->path;
+    g_raw_paths[g_nraw] = NULL;
+    return ONAIR_OK;
+}
+
+const char *const *api_raw_ws_paths(void)
+{
+    return g_nraw ? g_raw_paths : NULL;
+}
+
+void api_raw_ws_remove_owner(struct onair_plugin *p)
+{
+    if (g_host && g_host->net)
+        return; /* the network thread reads the list: entries of a stopped plugin stay */
+    size_t k = 0;
+    for (size_t i = 0; i < g_nraw; i++) {
+        if (g_raw[i].owner == p)
+            continue;
+        if (k != i) {
+            g_raw[k] = g_raw[i];
+            g_raw[k].ep.path = g_raw[k].path;
+        }
+        g_raw_paths[k] = g_raw[k].path;
+        k++;
+    }
+    g_nraw = k;
+    g_raw_paths[k] = NULL;
+}
+
+static int api_ws_send_bytes(onair_conn_t conn, const void *data, size_t len, int binary)
+{
+    conn_entry_t *c = conn_find(conn);
+    if (!c || !c->raw)
+        return ONAIR_ENOTFOUND;
+    if (!g_host->net)
+        return ONAIR_EUNAVAILABLE;
+    if (!data && len)
+        return ONAIR_EINVAL;
+    net_msg_t *m = binary ? net_msg_new_binary(data, len) : net_msg_new(data, len);
+    if (!m)
+        return ONAIR_ENOMEM;
+    int rc = net_ws_send(g_host->net, conn, m);
+    net_msg_unref(m);
+    return rc;
+}
+
+static int raw_owner_running(const raw_ep_t *r)
+{
+    return r->owner && r->owner->state == PLUGIN_STARTED;
+}
+
+void api_on_raw_ws_open(onair_conn_t conn, const char *path, const char *query, const char *remote,
+                        void *ud)
+{
+    struct host *h = ud;
+    const raw_ep_t *r = NULL;
+    for (size_t i = 0; i < g_nraw && !r; i++)
+        if (!strcmp(g_raw[i].path, path))
+            r = &g_raw[i];
+    if (!r || !raw_owner_running(r) || conn_add(conn, NULL) < 0) {
+        net_ws_close(h->net, conn, 1011, "endpoint unavailable");
+        return;
+    }
+    conn_entry_t *c = conn_find(conn);
+    c->raw = r;
+    if (remote)
+        snprintf(c->remote, sizeof c->remote, "%s", remote);
+    r->ep.open(conn, query, remote, r->ep.ud);
+}
+
+void api_on_raw_ws_message(onair_conn_t conn, const void *data, size_t len, int binary, void *ud)
+{
+    (void)ud;
+    conn_entry_t *c = conn_find(conn);
+    if (c && c->raw && raw_owner_running(c->raw))
+        c->raw->ep.message(conn, data, len, binary, c->raw->ep.ud);
+}
+
 static int api_ws_close(onair_conn_t conn, int code, const char *reason)
 {
     if (!conn_find(conn))
@@ -1044,6 +1165,8 @@ static const onair_api_t g_api = {
     .media_ingest_push = media_ingest_push,
     .media_ingest_close = media_ingest_close,
     .loop_post = loop_post,
+    .ws_endpoint_add = api_ws_endpoint_add,
+    .ws_send_bytes = api_ws_send_bytes,
 };
 
 const onair_api_t *host_api(void)
@@ -1528,6 +1651,13 @@ void api_on_ws_closed(onair_conn_t conn, void *ud)
     conn_entry_t *c = conn_find(conn);
     if (!c)
         return;
+    if (c->raw) {
+        const raw_ep_t *r = c->raw;
+        conn_remove(conn);
+        if (raw_owner_running(r))
+            r->ep.close(conn, r->ep.ud);
+        return;
+    }
     json_t *ev = json_pack("{s:I}", "conn", (json_int_t)conn);
     if (ev && c->user)
         json_object_set_new(ev, "user", json_string(c->user->id));

@@ -17,6 +17,14 @@ void api_on_ws_open(onair_conn_t conn, const net_header_t *headers, size_t nhead
 void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id, json_t *data,
                        void *ud);
 void api_on_ws_closed(onair_conn_t conn, void *ud);
+/* Raw WebSocket endpoints of plugins (ws_endpoint_add): the paths for net_config_t (NULL when
+ * none), their opens and messages, and a failed plugin's entries dropped (before the
+ * network thread starts). */
+const char *const *api_raw_ws_paths(void);
+void api_on_raw_ws_open(onair_conn_t conn, const char *path, const char *query, const char *remote,
+                        void *ud);
+void api_on_raw_ws_message(onair_conn_t conn, const void *data, size_t len, int binary, void *ud);
+void api_raw_ws_remove_owner(struct onair_plugin *p);
 
 /* Requests and messages handed to plugins and not answered yet. */
 size_t api_pending(void);

@@ -262,12 +262,15 @@ int host_start(struct host *h, settings_t *s)
             (size_t)settings_int(s, "server.max_connections_per_address"),
         .cors_origins = cors,
         .access_log = settings_bool(s, "logging.access_log"),
+        .raw_ws_paths = api_raw_ws_paths(),
     };
     net_handlers_t handlers = {
         .on_request = api_on_request,
         .on_ws_open = api_on_ws_open,
         .on_ws_message = api_on_ws_message,
         .on_ws_closed = api_on_ws_closed,
+        .on_raw_ws_open = api_on_raw_ws_open,
+        .on_raw_ws_message = api_on_raw_ws_message,
         .ud = h,
     };
     h->net = net_new(h->base, &nc, h->router, h->wstypes, &handlers);

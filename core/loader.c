@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api.h"
 #include "hooks.h"
 #include "log.h"
 #include "plugin_check.h"
@@ -221,6 +222,7 @@ void loader_drop_registrations(struct host *h, struct onair_plugin *p)
     ratelimit_remove_owner(p);
     hooks_remove_owner(p);
     media_remove_owner(p);
+    api_raw_ws_remove_owner(p);
 }
 
 int loader_init_one(struct host *h, struct onair_plugin *p)

@@ -130,6 +130,7 @@ static const char *const custom_headers[] = {"x-request-id:",
 
 struct net_msg {
     atomic_uint refs;
+    int binary; /* raw endpoints: sent as a binary frame */
     size_t len;
     unsigned char data[]; /* LWS_PRE headroom, len bytes, NUL */
 };
@@ -144,6 +145,7 @@ static net_msg_t *msg_alloc(size_t len)
     if (!m)
         return NULL;
     atomic_init(&m->refs, 1);
+    m->binary = 0;
     m->len = len;
     m->data[LWS_PRE + len] = 0;
     return m;
@@ -154,6 +156,14 @@ net_msg_t *net_msg_new(const char *data, size_t len)
     net_msg_t *m = msg_alloc(len);
     if (m && len)
         memcpy(MSG_PAYLOAD(m), data, len);
+    return m;
+}
+
+net_msg_t *net_msg_new_binary(const void *data, size_t len)
+{
+    net_msg_t *m = net_msg_new(data, len);
+    if (m)
+        m->binary = 1;
     return m;
 }
 
@@ -215,7 +225,7 @@ const char *net_request_header(const net_request_t *req, const char *name)
 
 /* ---- queues -------------------------------------------------------------- */
 
-enum { CEV_REQUEST, CEV_WS_OPEN, CEV_WS_MSG, CEV_WS_CLOSED };
+enum { CEV_REQUEST, CEV_WS_OPEN, CEV_WS_MSG, CEV_WS_CLOSED, CEV_WS_RAW };
 
 typedef struct core_ev {
     struct core_ev *next;
@@ -227,6 +237,11 @@ typedef struct core_ev {
     net_header_t *headers; /* one block */
     size_t nheaders;
     char remote[64];
+    /* raw endpoints: CEV_WS_OPEN's path and query; CEV_WS_RAW's message */
+    char *raw_path, *raw_query;
+    void *raw;
+    size_t raw_len;
+    int raw_binary;
 } core_ev_t;
 
 enum {
@@ -320,6 +335,8 @@ struct pss {
     char *rx;
     size_t rx_len, rx_cap;
     uint8_t rx_active, opened, closing, drop_queue;
+    uint8_t raw_ep;    /* a plugin's raw endpoint (net_config_t.raw_ws_paths), not /ws */
+    uint8_t rx_binary; /* the message being received is binary (raw endpoints) */
     int close_code;
     char close_reason[124]; /* a close frame has room for 123 bytes of reason */
     struct sub **subs;
@@ -682,6 +699,9 @@ static void event_free_item(core_ev_t *e)
     if (e->data)
         json_decref(e->data);
     free(e->headers);
+    free(e->raw_path);
+    free(e->raw_query);
+    free(e->raw);
     free(e);
 }
 
@@ -1732,7 +1752,8 @@ static int ws_enqueue(net_t *n, struct pss *p, net_msg_t *m, int direct)
     if (p->closing)
         return 0;
     if (direct && !p->qcount && !lws_partial_buffered(p->wsi)) {
-        if (lws_write(p->wsi, MSG_PAYLOAD(m), m->len, LWS_WRITE_TEXT) < (int)m->len) {
+        if (lws_write(p->wsi, MSG_PAYLOAD(m), m->len,
+                      m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)m->len) {
             ws_request_close(p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed", 1);
             return 0;
         }
@@ -1964,7 +1985,17 @@ static int offers_our_protocol(struct lws *wsi)
     return 0;
 }
 
-/* Before lws binds the upgrade (the user space may not exist yet): only /ws, with our
+/* A plugin's raw WebSocket endpoint (net_config_t.raw_ws_paths)? */
+static int raw_ws_path(const net_t *n, const char *path)
+{
+    for (size_t i = 0; n->cfg.raw_ws_paths && n->cfg.raw_ws_paths[i]; i++)
+        if (!strcmp(n->cfg.raw_ws_paths[i], path))
+            return 1;
+    return 0;
+}
+
+/* Before lws binds the upgrade (the user space may not exist yet): only /ws (or a raw
+ * endpoint), with our
  * subprotocol if any is offered, and not while shutting down. A refused upgrade gets
  * a problem+json answer written from a temporary session; returning -1 then makes
  * lws flush it and close. */
@@ -1976,7 +2007,7 @@ static int ws_confirm_upgrade(net_t *n, struct lws *wsi, const char *upgrade)
     int l = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
     int path_ok = l > 0 && l < (int)sizeof uri &&
                   lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 &&
-                  !strcmp(uri, WS_PATH);
+                  (!strcmp(uri, WS_PATH) || raw_ws_path(n, uri));
     int proto_ok = offers_our_protocol(wsi);
     if (path_ok && proto_ok && !atomic_load(&n->shutting_down))
         return 0;
@@ -2027,6 +2058,15 @@ static int ws_on_open(net_t *n, struct lws *wsi, struct pss *p)
     e->kind = CEV_WS_OPEN;
     e->conn = p->id;
     e->headers = collect_headers(wsi, &e->nheaders, NULL);
+    char uri[128];
+    int ul = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
+    if (ul > 0 && ul < (int)sizeof uri &&
+        lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 && raw_ws_path(n, uri)) {
+        size_t qlen;
+        p->raw_ep = 1;
+        e->raw_path = strdup(uri);
+        e->raw_query = encode_query(wsi, &qlen);
+    }
     memcpy(e->remote, p->remote, sizeof e->remote);
     push_event(n, e);
     p->opened = 1;
@@ -2108,6 +2148,28 @@ static void ws_on_message(net_t *n, struct pss *p, const char *buf, size_t len)
     json_decref(root);
 }
 
+/* A whole message: the envelope for /ws, the bytes to the core for a raw endpoint. */
+static void ws_deliver(net_t *n, struct pss *p, const char *buf, size_t len)
+{
+    if (!p->raw_ep) {
+        ws_on_message(n, p, buf, len);
+        return;
+    }
+    metrics_ws_messages_in(1);
+    core_ev_t *e = calloc(1, sizeof *e);
+    if (!e || !(e->raw = malloc(len ? len : 1))) {
+        free(e);
+        return;
+    }
+    if (len)
+        memcpy(e->raw, buf, len);
+    e->raw_len = len;
+    e->raw_binary = p->rx_binary;
+    e->kind = CEV_WS_RAW;
+    e->conn = p->id;
+    push_event(n, e);
+}
+
 static int ws_close_now(struct lws *wsi, int code, const char *reason)
 {
     lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
@@ -2123,7 +2185,7 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
     /* Refusing a message closes with its code once the close frame is out: the rest of the
      * message may still be arriving, and is ignored (closing) until the peer answers the
      * close, so the peer sees the code rather than a reset connection. */
-    if (lws_frame_is_binary(wsi)) {
+    if (lws_frame_is_binary(wsi) && !p->raw_ep) {
         ws_request_close(p, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
                          "binary messages are not supported", 1);
         return 0;
@@ -2137,8 +2199,10 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
         p->rx_active = 0;
         return 0;
     }
+    if (!p->rx_active)
+        p->rx_binary = (uint8_t)lws_frame_is_binary(wsi);
     if (!p->rx_active && final) {
-        ws_on_message(n, p, in ? in : "", len);
+        ws_deliver(n, p, in ? in : "", len);
         return 0;
     }
     if (p->rx_len + len + 1 > p->rx_cap) {
@@ -2158,7 +2222,7 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
     p->rx_len += len;
     p->rx_active = 1;
     if (final) {
-        ws_on_message(n, p, p->rx, p->rx_len);
+        ws_deliver(n, p, p->rx, p->rx_len);
         p->rx_len = 0;
         p->rx_active = 0;
         if (p->rx_cap > 65536) { /* don't keep a big buffer around */
@@ -2179,7 +2243,7 @@ static int ws_on_writeable(struct lws *wsi, struct pss *p)
     while (p->qcount) {
         net_msg_t *m = p->q[p->qhead];
         size_t mlen = m->len;
-        int w = lws_write(wsi, MSG_PAYLOAD(m), mlen, LWS_WRITE_TEXT);
+        int w = lws_write(wsi, MSG_PAYLOAD(m), mlen, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         p->q[p->qhead] = NULL;
         p->qhead = (p->qhead + 1) % p->qcap;
         p->qcount--;
@@ -2415,8 +2479,16 @@ static void dispatch_event(net_t *n, core_ev_t *e)
         }
         break;
     case CEV_WS_OPEN:
-        if (n->h.on_ws_open)
+        if (e->raw_path) {
+            if (n->h.on_raw_ws_open)
+                n->h.on_raw_ws_open(e->conn, e->raw_path, e->raw_query, e->remote, n->h.ud);
+        } else if (n->h.on_ws_open) {
             n->h.on_ws_open(e->conn, e->headers, e->nheaders, e->remote, n->h.ud);
+        }
+        break;
+    case CEV_WS_RAW:
+        if (n->h.on_raw_ws_message)
+            n->h.on_raw_ws_message(e->conn, e->raw, e->raw_len, e->raw_binary, n->h.ud);
         break;
     case CEV_WS_MSG:
         if (n->h.on_ws_message) {

@@ -43,6 +43,10 @@ typedef struct net_config {
     size_t max_connections_per_address; /* open TCP connections per peer address; 0 = 256 */
     const char *cors_origins;           /* NULL/"" = CORS off; "*" or "https://a, https://b" */
     int access_log;                     /* one log line per request */
+    /* Exact paths of plugin-owned WebSocket endpoints besides /ws (NULL-terminated, or NULL;
+     * kept by the caller until net_free): upgrades there are "raw": no envelope, binary and
+     * text messages handed over as bytes, the query string given at open. */
+    const char *const *raw_ws_paths;
 } net_config_t;
 
 typedef struct net_header {
@@ -75,6 +79,8 @@ const char *net_request_header(const net_request_t *req, const char *name);
 typedef struct net_msg net_msg_t;
 net_msg_t *net_msg_new(const char *data, size_t len); /* copies data; refcount 1 */
 net_msg_t *net_msg_from_json(json_t *envelope);       /* does not steal */
+/* A binary message (raw WebSocket endpoints only; copies data). */
+net_msg_t *net_msg_new_binary(const void *data, size_t len);
 void net_msg_ref(net_msg_t *m);
 void net_msg_unref(net_msg_t *m); /* any thread */
 
@@ -89,6 +95,13 @@ typedef struct net_handlers {
     void (*on_ws_message)(onair_conn_t conn, const wstype_entry_t *type, json_t *id, json_t *data,
                           void *ud);
     void (*on_ws_closed)(onair_conn_t conn, void *ud);
+    /* Raw endpoints (net_config_t.raw_ws_paths): the open with the path and the query string
+     * as it arrived (percent-encoded, NULL if none; both borrowed for the call); every whole
+     * message as bytes (borrowed); the close through on_ws_closed as for /ws. */
+    void (*on_raw_ws_open)(onair_conn_t conn, const char *path, const char *query,
+                           const char *remote, void *ud);
+    void (*on_raw_ws_message)(onair_conn_t conn, const void *data, size_t len, int binary,
+                              void *ud);
     void *ud;
 } net_handlers_t;
 

@@ -246,7 +246,7 @@ fail:
  * the web plugin's, anywhere else except the paths the core serves outside the router (/ws) or
  * keeps for itself (/rtc, LiveKit's signalling paths, for the plugin named "calls" only; the
  * probes and /metrics, which are core routes anyway). */
-static int reserved_path(const char *path, const struct onair_plugin *owner)
+int router_reserved_path(const char *path, const struct onair_plugin *owner)
 {
     static const char *const reserved[] = {"/ws", "/rtc", "/healthz", "/readyz", "/metrics", NULL};
     for (int i = 0; reserved[i]; i++) {
@@ -277,7 +277,7 @@ int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *own
                  copy.path ? copy.path : "?");
         return ONAIR_EINVAL;
     }
-    if (copy.path && owner && reserved_path(copy.path, owner)) {
+    if (copy.path && owner && router_reserved_path(copy.path, owner)) {
         snprintf(err, err_len,
                  "plugin routes may not use the core's paths /ws, /rtc (but the calls "
                  "plugin), /healthz, /readyz, /metrics (got '%s')",

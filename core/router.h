@@ -57,6 +57,9 @@ router_t *router_new(void);
 void router_free(router_t *r);
 /* Add a route; on conflict or bad path returns ONAIR_EEXIST / ONAIR_EINVAL and writes
  * a message ("GET /x already registered by plugin 'a'"). */
+/* A path plugins may not use (the core's /ws, the probes, /metrics; /rtc but for the plugin
+ * named "calls"): routes and raw WebSocket endpoints alike. */
+int router_reserved_path(const char *path, const struct onair_plugin *owner);
 int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *owner, char *err,
                size_t err_len);
 int router_add_inline(router_t *r, const char *method, const char *path, route_inline_fn fn,

@@ -14,15 +14,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 
 #include "lk_session.h"
 
 static const onair_api_t *api;
 
+/* One livekit-client connection on /rtc/v1. */
+typedef struct conn {
+    struct conn *next;
+    onair_conn_t id;
+    lk_session_t s;
+} conn_t;
+
 typedef struct {
     onair_plugin_t *self;
     lk_api_key_t key;
     lk_server_t srv;
+    conn_t *conns;
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -72,6 +81,153 @@ static int get_validate(onair_req_t *req, void *ud)
     return api->reply_raw(req, 200, "text/plain; charset=utf-8", ok, sizeof ok - 1);
 }
 
+/* ---- the signalling WebSocket (/rtc/v1) --------------------------------------------------- */
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The percent-decoded value of name in a query string (malloc'd), or NULL. */
+static char *query_param(const char *query, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *q = query; q && *q;) {
+        const char *end = strchr(q, '&');
+        size_t len = end ? (size_t)(end - q) : strlen(q);
+        if (len > nl && !strncmp(q, name, nl) && q[nl] == '=') {
+            const char *v = q + nl + 1;
+            size_t vl = len - nl - 1, o = 0;
+            char *out = malloc(vl + 1);
+            if (!out)
+                return NULL;
+            for (size_t i = 0; i < vl; i++) {
+                int hi, lo;
+                if (v[i] == '%' && i + 2 < vl && (hi = hexval(v[i + 1])) >= 0 &&
+                    (lo = hexval(v[i + 2])) >= 0) {
+                    out[o++] = (char)(hi * 16 + lo);
+                    i += 2;
+                } else {
+                    out[o++] = v[i] == '+' ? ' ' : v[i];
+                }
+            }
+            out[o] = 0;
+            return out;
+        }
+        q = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+static conn_t *conn_get(calls_t *c, onair_conn_t id, conn_t ***link)
+{
+    for (conn_t **pp = &c->conns; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            if (link)
+                *link = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+static void send_buf(onair_conn_t id, lk_buf_t *b)
+{
+    if (b->len && lk_buf_ok(b))
+        api->ws_send_bytes(id, b->p, b->len, 1);
+    lk_buf_free(b);
+}
+
+static void ws_open(onair_conn_t id, const char *query, const char *remote, void *ud)
+{
+    calls_t *c = ud;
+    char *token = query_param(query, "access_token");
+    char *join = query_param(query, "join_request");
+    unsigned char rnd[9];
+    char seed[13];
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        memset(rnd, 0, sizeof rnd);
+    for (size_t i = 0; i < 12; i++)
+        seed[i] = al[(rnd[i * 3 / 4] >> (i % 4 * 2)) % 62];
+    seed[12] = 0;
+    conn_t *k = calloc(1, sizeof *k);
+    lk_buf_t out = {0};
+    lk_refusal_t why = {500, "out of memory"};
+    int rc =
+        k ? lk_session_open(&k->s, &c->srv, token, join, api->now_ms(c->self), seed, &out, &why)
+          : -1;
+    free(token);
+    free(join);
+    if (rc < 0) {
+        /* LiveKit's server refuses the upgrade with this status; ours is already done, so the
+         * close carries it (4000 + status) and the reason; validate gives it as HTTP. */
+        api->log(c->self, ONAIR_LOG_INFO, "join refused from %s: %s", remote ? remote : "?",
+                 why.reason);
+        if (k)
+            lk_session_free(&k->s);
+        free(k);
+        lk_buf_free(&out);
+        api->ws_close(id, 4000 + why.status, why.reason);
+        return;
+    }
+    k->id = id;
+    k->next = c->conns;
+    c->conns = k;
+    api->log(c->self, ONAIR_LOG_INFO, "%s joined room %s (%s)", k->s.grant.identity,
+             k->s.grant.room, k->s.participant_sid);
+    send_buf(id, &out);
+}
+
+static void ws_message(onair_conn_t id, const void *data, size_t len, int binary, void *ud)
+{
+    calls_t *c = ud;
+    conn_t *k = conn_get(c, id, NULL);
+    if (!k)
+        return;
+    if (!binary) {
+        api->ws_close(id, 1003, "signal messages are binary protobuf");
+        return;
+    }
+    lk_buf_t out = {0};
+    lk_signal_req_t req;
+    int act = lk_session_message(&k->s, data, len, api->now_ms(c->self), &out, &req);
+    send_buf(id, &out);
+    switch (act) {
+    case LK_ACT_INVALID:
+        api->ws_close(id, 1007, "invalid signal request");
+        break;
+    case LK_ACT_CLOSE:
+        api->ws_close(id, 1000, "leave");
+        break;
+    case LK_ACT_REFUSED:
+        api->log(c->self, ONAIR_LOG_INFO, "%s: request %u refused (permissions)",
+                 k->s.grant.identity, (unsigned)req.kind);
+        break;
+    case LK_ACT_RELAY:
+        /* offers, answers and trickle need the relay's room model: not connected yet */
+        api->log(c->self, ONAIR_LOG_DEBUG, "%s: request %u not handled yet (media)",
+                 k->s.grant.identity, (unsigned)req.kind);
+        break;
+    default:
+        break;
+    }
+}
+
+static void ws_closed(onair_conn_t id, void *ud)
+{
+    calls_t *c = ud;
+    conn_t **link;
+    conn_t *k = conn_get(c, id, &link);
+    if (!k)
+        return;
+    *link = k->next;
+    lk_session_free(&k->s);
+    free(k);
+}
+
 static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
 {
     api = host_api;
@@ -97,7 +253,15 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
         ONAIR_ROUTE("GET", "/rtc/v1/validate", get_validate, .ud = c),
         ONAIR_ROUTE("GET", "/rtc/validate", get_validate, .ud = c),
     };
+    const onair_ws_endpoint_t ep = {.size = sizeof ep,
+                                    .path = "/rtc/v1",
+                                    .open = ws_open,
+                                    .message = ws_message,
+                                    .close = ws_closed,
+                                    .ud = c};
     int rc = onair_add_routes(api, self, routes);
+    if (rc == ONAIR_OK && ONAIR_HAS(api, ws_endpoint_add))
+        rc = api->ws_endpoint_add(self, &ep);
     if (rc != ONAIR_OK) {
         free(c);
         return rc;
@@ -111,7 +275,14 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
 
 static void calls_stop(onair_plugin_t *self)
 {
-    free(api->state(self));
+    calls_t *c = api->state(self);
+    while (c && c->conns) {
+        conn_t *k = c->conns;
+        c->conns = k->next;
+        lk_session_free(&k->s);
+        free(k);
+    }
+    free(c);
     api->set_state(self, NULL);
 }
 

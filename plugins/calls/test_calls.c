@@ -642,6 +642,60 @@ static void test_validate(void **state)
     onair_test_host_free(h);
 }
 
+/* ---- the /rtc/v1 WebSocket on the test host (raw endpoint) -------------------------------- */
+
+static void test_rtc_socket(void **state)
+{
+    (void)state;
+    onair_test_host_t *h = onair_test_boot(
+        onair_plugin_entry_v1(), "{\"api_key\":\"" KEY "\",\"api_secret\":\"" SECRET "\"}");
+    assert_non_null(h);
+    int64_t now = onair_test_now_ms(h) / 1000;
+    char *tok = claims_token(SECRET, KEY, (long)now, (long)now + 600,
+                             "{\"room\":\"match-1\",\"roomJoin\":true}");
+    lk_buf_t j = {0};
+    build_join(&j);
+    char *param = join_param(&j, 1);
+    lk_buf_free(&j);
+    char q[8192];
+    /* as URLSearchParams sends it: '=' as %3D */
+    size_t o = (size_t)snprintf(q, sizeof q, "access_token=%s&join_request=", tok);
+    for (const char *p = param; *p && o + 4 < sizeof q; p++)
+        o += (size_t)(*p == '=' ? snprintf(q + o, 4, "%%3D") : snprintf(q + o, 2, "%c", *p));
+    onair_conn_t c = onair_test_raw_connect(h, "/rtc/v1", q);
+    assert_true(c != 0);
+    size_t len = 0;
+    int binary = 0;
+    uint8_t *m = onair_test_raw_next(h, c, &len, &binary);
+    assert_non_null(m);
+    assert_true(binary);
+    lk_field_t jr = field_of(m, len, 1);
+    lk_field_t room = field_of(jr.data, jr.len, 1);
+    assert_memory_equal(field_of(room.data, room.len, 2).data, "match-1", 7);
+    free(m);
+    const uint8_t ping[] = {0x70, 0x05};
+    assert_int_equal(onair_test_raw_send(h, c, ping, sizeof ping, 1), ONAIR_OK);
+    m = onair_test_raw_next(h, c, &len, &binary);
+    assert_non_null(m);
+    assert_int_equal(m[0], 0x90); /* pong */
+    free(m);
+    assert_int_equal(onair_test_raw_send(h, c, "{}", 2, 0), ONAIR_OK);
+    assert_int_equal(onair_test_ws_close_code(h, c), 1003);
+    onair_test_ws_disconnect(h, c);
+    /* a refused join closes with 4000 + LiveKit's HTTP status */
+    onair_test_advance(h, 3600 * 1000);
+    c = onair_test_raw_connect(h, "/rtc/v1", q);
+    assert_true(c != 0);
+    assert_int_equal(onair_test_ws_close_code(h, c), 4401);
+    assert_null(onair_test_raw_next(h, c, &len, &binary));
+    onair_test_ws_disconnect(h, c);
+    assert_int_equal(onair_test_raw_connect(h, "/rtc", NULL), 0);
+    free(tok);
+    free(param);
+    onair_test_stop(h);
+    onair_test_host_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -649,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_signal_requests), cmocka_unit_test(test_signal_junk),
         cmocka_unit_test(test_responses),       cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_session),         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_rtc_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -220,10 +220,21 @@ ONAIR_ASSERT_OFFSET(onair_api_t, target_reply_file, 680);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_open, 688);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_push, 696);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_close, 704);
-ONAIR_ASSERT_OFFSET(onair_api_t, loop_post, 712); /* the last function of ABI 1.6 */
+ONAIR_ASSERT_OFFSET(onair_api_t, loop_post, 712);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_endpoint_add, 720);
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_send_bytes, 728); /* the last function of ABI 1.6 */
 
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 720);
+ONAIR_ASSERT_SIZE(onair_api_t, 736);
+
+/* raw WebSocket endpoints (ABI 1.6) */
+ONAIR_ASSERT_OFFSET(onair_ws_endpoint_t, size, 0);
+ONAIR_ASSERT_OFFSET(onair_ws_endpoint_t, path, 8);
+ONAIR_ASSERT_OFFSET(onair_ws_endpoint_t, open, 16);
+ONAIR_ASSERT_OFFSET(onair_ws_endpoint_t, message, 24);
+ONAIR_ASSERT_OFFSET(onair_ws_endpoint_t, close, 32);
+ONAIR_ASSERT_OFFSET(onair_ws_endpoint_t, ud, 40);
+ONAIR_ASSERT_SIZE(onair_ws_endpoint_t, 48);
 
 /* file replies (ABI 1.6) */
 ONAIR_ASSERT_OFFSET(onair_file_opts_t, size, 0);

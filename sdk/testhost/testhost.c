@@ -144,6 +144,7 @@ typedef struct tconn {
     json_t *frames; /* array, oldest first */
     json_t *topics; /* object: topic -> true */
     int close_code;
+    int raw; /* 1 + the index of its raw endpoint (ws_endpoint_add), 0 for /ws */
 } tconn_t;
 
 typedef struct tlog {
@@ -222,7 +223,9 @@ struct onair_test_host {
     char remote[REMOTE_MAX];     /* address of the next requests and connections */
     struct onair_plugin **peers; /* stand-ins for other plugins (hooks and services) */
     size_t npeers;
-    struct sync_run *abandoned; /* onair_test_hook_verdict() runs left pending */
+    struct sync_run *abandoned;     /* onair_test_hook_verdict() runs left pending */
+    onair_ws_endpoint_t raw_eps[8]; /* ABI 1.6: ws_endpoint_add (paths borrowed from the plugin) */
+    size_t nraw;
 };
 
 static onair_test_host_t *g_hosts;   /* every live host */
@@ -1029,6 +1032,45 @@ static int api_ws_publish(const char *topic, const char *type, json_t *data)
             conn_push(c, json_pack("{s:s, s:s, s:O}", "type", type, "topic", topic, "data", data));
     json_decref(data);
     return ONAIR_OK;
+}
+
+/* ---- raw WebSocket endpoints (ABI 1.6) ---------------------------------------------------- */
+
+static int api_ws_endpoint_add(onair_plugin_t *p, const onair_ws_endpoint_t *ep)
+{
+    onair_test_host_t *h = host_of(p);
+    if (!h)
+        return ONAIR_EINVAL;
+    if (!p->in_init) {
+        hlog(h, ONAIR_LOG_ERROR, "ws_endpoint_add outside init refused");
+        return ONAIR_ESTATE;
+    }
+    onair_ws_endpoint_t copy;
+    memset(&copy, 0, sizeof copy);
+    if (!ep || ep->size < offsetof(onair_ws_endpoint_t, ud) + sizeof ep->ud)
+        return ONAIR_EINVAL;
+    memcpy(&copy, ep, sizeof copy < ep->size ? sizeof copy : ep->size);
+    if (!copy.path || copy.path[0] != '/' || !copy.open || !copy.message || !copy.close ||
+        router_reserved_path(copy.path, p))
+        return ONAIR_EINVAL;
+    for (size_t i = 0; i < h->nraw; i++)
+        if (!strcmp(h->raw_eps[i].path, copy.path))
+            return ONAIR_EEXIST;
+    if (h->nraw == sizeof h->raw_eps / sizeof h->raw_eps[0])
+        return ONAIR_ENOMEM;
+    h->raw_eps[h->nraw++] = copy;
+    return ONAIR_OK;
+}
+
+static int api_ws_send_bytes(onair_conn_t conn, const void *data, size_t len, int binary)
+{
+    tconn_t *c = conn_find(conn, NULL);
+    if (!c || !c->raw)
+        return ONAIR_ENOTFOUND;
+    if (!data && len)
+        return ONAIR_EINVAL;
+    return conn_push(c, json_pack("{s:b, s:o}", "binary", binary, "data",
+                                  json_stringn_nocheck(len ? data : "", len)));
 }
 
 static int api_ws_close(onair_conn_t conn, int code, const char *reason)
@@ -2886,6 +2928,8 @@ static void fill_api(onair_api_t *a)
     a->ws_unsubscribe = api_ws_unsubscribe;
     a->ws_publish = api_ws_publish;
     a->ws_close = api_ws_close;
+    a->ws_endpoint_add = api_ws_endpoint_add;
+    a->ws_send_bytes = api_ws_send_bytes;
     a->bus_subscribe = api_bus_subscribe;
     a->bus_unsubscribe = api_bus_unsubscribe;
     a->bus_publish = api_bus_publish;
@@ -3458,10 +3502,82 @@ void onair_test_ws_disconnect(onair_test_host_t *h, onair_conn_t conn)
         if ((*pp)->id == conn) {
             tconn_t *c = *pp;
             *pp = c->next;
-            conn_event(h, "core.ws.closed", c);
+            if (c->raw) {
+                const onair_ws_endpoint_t *ep = &h->raw_eps[c->raw - 1];
+                onair_test_host_t *prev = enter(h);
+                ep->close(conn, ep->ud);
+                leave(prev);
+            } else {
+                conn_event(h, "core.ws.closed", c);
+            }
             conn_free(c);
             return;
         }
+}
+
+onair_conn_t onair_test_raw_connect(onair_test_host_t *h, const char *path, const char *query)
+{
+    size_t i = 0;
+    while (h && path && i < h->nraw && strcmp(h->raw_eps[i].path, path))
+        i++;
+    if (!h || !path || i == h->nraw)
+        return 0;
+    tconn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return 0;
+    snprintf(c->remote, sizeof c->remote, "%s", h->remote);
+    c->frames = json_array();
+    c->topics = json_object();
+    if (!c->frames || !c->topics) {
+        conn_free(c);
+        return 0;
+    }
+    c->raw = (int)i + 1;
+    c->id = g_next_conn++;
+    c->next = h->conns;
+    h->conns = c;
+    onair_test_host_t *prev = enter(h);
+    h->raw_eps[i].open(c->id, query, c->remote, h->raw_eps[i].ud);
+    if (h->autorun)
+        onair_test_run(h);
+    leave(prev);
+    return c->id;
+}
+
+int onair_test_raw_send(onair_test_host_t *h, onair_conn_t conn, const void *data, size_t len,
+                        int binary)
+{
+    tconn_t *c = conn_find(conn, NULL);
+    if (!h || !c || !c->raw || c->close_code)
+        return ONAIR_ESTALE;
+    const onair_ws_endpoint_t *ep = &h->raw_eps[c->raw - 1];
+    onair_test_host_t *prev = enter(h);
+    ep->message(conn, data, len, binary, ep->ud);
+    if (h->autorun)
+        onair_test_run(h);
+    leave(prev);
+    return ONAIR_OK;
+}
+
+void *onair_test_raw_next(onair_test_host_t *h, onair_conn_t conn, size_t *len, int *binary)
+{
+    json_t *f = onair_test_ws_next(h, conn);
+    json_t *d = json_object_get(f, "data");
+    if (!json_is_string(d)) {
+        json_decref(f);
+        return NULL;
+    }
+    size_t n = json_string_length(d);
+    char *out = malloc(n + 1);
+    if (out) {
+        memcpy(out, json_string_value(d), n);
+        out[n] = 0;
+        *len = n;
+        if (binary)
+            *binary = json_is_true(json_object_get(f, "binary"));
+    }
+    json_decref(f);
+    return out;
 }
 
 /* Messages of conn waiting for their answer (server.ws_max_inflight counts them). */

@@ -112,3 +112,125 @@ def test_refused_tokens(srv):
     r = validate(srv, other[0])
     assert r.status == 401
     assert r.body == "unknown API key"
+
+
+# ---- the signalling WebSocket: what livekit-client 2.x does at connect ----------------------
+def pb_fields(buf):
+    """protobuf wire reader: [(field, value)] where value is int or bytes."""
+    out, i = [], 0
+    while i < len(buf):
+        tag, i = read_varint(buf, i)
+        field, wt = tag >> 3, tag & 7
+        if wt == 0:
+            v, i = read_varint(buf, i)
+        elif wt == 2:
+            n, i = read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise AssertionError(f"wire type {wt}")
+        out.append((field, v))
+    return out
+
+
+def read_varint(buf, i):
+    v, shift = 0, 0
+    while True:
+        c = buf[i]
+        i += 1
+        v |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return v, i
+
+
+def pb_get(buf, field):
+    return [v for f, v in pb_fields(buf) if f == field]
+
+
+def rtc_url(srv, token, join_request=None):
+    q = {"access_token": token}
+    if join_request:
+        q["join_request"] = join_request
+    return f"ws://127.0.0.1:{srv.port}/rtc/v1?" + urllib.parse.urlencode(q)
+
+
+def test_rtc_join_ping_publish_leave(srv):
+    import asyncio
+    import websockets
+    tok, = mint({"identity": "alice", "name": "Alice",
+                 "grant": {"room": "match-7", "roomJoin": True}})
+
+    async def run():
+        async with websockets.connect(rtc_url(srv, tok, join_request_param(10)),
+                                      max_size=None) as ws:
+            first = await asyncio.wait_for(ws.recv(), 5)
+            assert isinstance(first, bytes)
+            join, = pb_get(first, 1)  # SignalResponse.join
+            assert pb_get(join, 4)[0]  # server_version, non-empty
+            room, = pb_get(join, 1)
+            assert pb_get(room, 2) == [b"match-7"]
+            me, = pb_get(join, 2)
+            assert pb_get(me, 2) == [b"alice"] and pb_get(me, 9) == [b"Alice"]
+            perm, = pb_get(me, 11)
+            assert pb_get(perm, 2) == [1]  # can_publish
+            assert pb_get(join, 11) == [5]  # ping_interval
+            # ping_req {timestamp: 1234} -> pong_resp {last_ping_timestamp: 1234}
+            await ws.send(pb_bytes(16, pb_varint(1 << 3) + pb_varint(1234)))
+            pong, = pb_get(await asyncio.wait_for(ws.recv(), 5), 20)
+            assert pb_get(pong, 1) == [1234]
+            # add_track {cid, name, type: VIDEO} -> track_published {cid, track {sid}}
+            add = pb_bytes(1, b"cam-cid") + pb_bytes(2, b"camera") + pb_varint(3 << 3) + \
+                pb_varint(1)
+            await ws.send(pb_bytes(4, add))
+            pub, = pb_get(await asyncio.wait_for(ws.recv(), 5), 6)
+            assert pb_get(pub, 1) == [b"cam-cid"]
+            track, = pb_get(pub, 2)
+            assert pb_get(track, 1)[0].startswith(b"TR_")
+            # leave -> the server closes normally
+            await ws.send(pb_bytes(8, pb_varint(2 << 3) + pb_varint(1)))
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 1000
+    asyncio.run(run())
+
+
+def test_rtc_refusals(srv):
+    import asyncio
+    import websockets
+    expired, no_publish = mint(
+        {"identity": "bob", "ttl": -3600, "grant": {"room": "match-7", "roomJoin": True}},
+        {"identity": "carol", "grant": {"room": "match-7", "roomJoin": True,
+                                        "canPublish": False}})
+
+    async def closed_with(url, send=None):
+        async with websockets.connect(url, max_size=None) as ws:
+            if send is not None:
+                await asyncio.wait_for(ws.recv(), 5)  # join
+                await ws.send(send)
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            return ws.close_code, ws.close_reason
+
+    async def run():
+        # refused joins: 4000 + the HTTP status LiveKit answers the upgrade with
+        assert await closed_with(rtc_url(srv, expired)) == (4401, "token is expired")
+        assert await closed_with(rtc_url(srv, "junk")) == (4401, "malformed access token")
+        assert await closed_with(rtc_url(srv, no_publish, "AAAA")) == \
+            (4400, "invalid join request")
+        # protobuf junk and text frames close the connection; the server keeps serving
+        assert await closed_with(rtc_url(srv, no_publish), b"\x0a\x10\x01") == \
+            (1007, "invalid signal request")
+        assert await closed_with(rtc_url(srv, no_publish), "{}") == \
+            (1003, "signal messages are binary protobuf")
+        # add_track without canPublish: no track_published, the session goes on
+        async with websockets.connect(rtc_url(srv, no_publish)) as ws:
+            join, = pb_get(await asyncio.wait_for(ws.recv(), 5), 1)
+            me, = pb_get(join, 2)
+            perm, = pb_get(me, 11)
+            assert pb_get(perm, 2) == []  # can_publish false
+            await ws.send(pb_bytes(4, pb_bytes(1, b"c") + pb_varint(3 << 3) + pb_varint(1)))
+            await ws.send(pb_varint(14 << 3) + pb_varint(9))  # ping 9 -> pong
+            got = await asyncio.wait_for(ws.recv(), 5)
+            assert [f for f, _ in pb_fields(got)] == [18]
+    asyncio.run(run())
+    assert srv.http("GET", "/healthz").status == 200

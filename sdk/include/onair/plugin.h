@@ -451,6 +451,20 @@ typedef struct onair_file_opts {
     const char *download_name; /* Content-Disposition: attachment; filename="..."; NULL: none */
 } onair_file_opts_t;
 
+/* ---- raw WebSocket endpoints (ABI 1.6, ws_endpoint_add) --------------------------------- */
+typedef struct onair_ws_endpoint {
+    size_t size;
+    const char *path; /* exact, e.g. "/rtc/v1" */
+    /* a connection opened; query: the URL's query as sent (percent-encoded), or NULL;
+     * remote: the peer address. Both borrowed for the call. */
+    void (*open)(onair_conn_t conn, const char *query, const char *remote, void *ud);
+    /* one whole message (borrowed for the call); binary 1 or text 0 */
+    void (*message)(onair_conn_t conn, const void *data, size_t len, int binary, void *ud);
+    /* the connection is gone (after open) */
+    void (*close)(onair_conn_t conn, void *ud);
+    void *ud;
+} onair_ws_endpoint_t;
+
 /* ---- reply targets (ABI 1.5) ----------------------------------------------------------------
  * One handler often serves a REST route and a WebSocket message type alike. A target names
  * what it answers: exactly one of req and msg is set. The target_* functions answer either. */
@@ -697,6 +711,15 @@ struct onair_api {
      * back from a plugin's own threads). When the plugin stops first, fn(ONAIR_ECANCELED, ud)
      * runs after its stop(). ONAIR_EUNAVAILABLE while the media relay is off. */
     int (*loop_post)(onair_plugin_t *p, onair_done_fn fn, void *ud);
+    /* A WebSocket endpoint of the plugin's own at an exact path outside /ws (the calls
+     * plugin: LiveKit's /rtc/v1), only in init: no envelope and no onair auth; messages are
+     * bytes both ways (ws_send_bytes), ws_close closes. Path rules as for routes (/rtc is the
+     * calls plugin's); ONAIR_EEXIST when taken. The upgrade's URL query must fit
+     * server.max_header_bytes. */
+    int (*ws_endpoint_add)(onair_plugin_t *p, const onair_ws_endpoint_t *ep);
+    /* One message on a raw endpoint's connection: binary (1) or text (0, UTF-8). Copies
+     * data. ONAIR_ENOTFOUND: not a raw endpoint's open connection. */
+    int (*ws_send_bytes)(onair_conn_t conn, const void *data, size_t len, int binary);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };

@@ -172,6 +172,16 @@ int onair_test_ws_subscribed(const onair_test_host_t *h, onair_conn_t conn, cons
 /* The close code the plugin closed conn with (ws_close), 0 while open, -1 if unknown. */
 int onair_test_ws_close_code(const onair_test_host_t *h, onair_conn_t conn);
 
+/* Raw WebSocket endpoints (ABI 1.6, ws_endpoint_add): a client at path with the URL query
+ * (percent-encoded, or NULL): the plugin's open runs (0 when no endpoint has that path).
+ * raw_send hands it one message; raw_next gives the next message the plugin sent (ws_send_bytes)
+ * as a malloc'd copy (free it; NUL-terminated beyond len) or NULL. onair_test_ws_close_code and
+ * onair_test_ws_disconnect (the plugin's close runs) work on these connections too. */
+onair_conn_t onair_test_raw_connect(onair_test_host_t *h, const char *path, const char *query);
+int onair_test_raw_send(onair_test_host_t *h, onair_conn_t conn, const void *data, size_t len,
+                        int binary);
+void *onair_test_raw_next(onair_test_host_t *h, onair_conn_t conn, size_t *len, int *binary);
+
 /* ---- document store -------------------------------------------------------------------- */
 
 /* The in-memory store follows the server (core/store/store.c) with these rules:
