@@ -60,6 +60,7 @@ async function setup() {
   if (has('recording') || has('clips')) S.recDir = await mkdtemp(join(tmpdir(), 'onair-web-rec-'));
   if (has('recording')) plugins.recording = {config: {dir: join(S.recDir, 'recordings')}};
   if (has('clips')) plugins.clips = {config: {dir: join(S.recDir, 'clips')}};
+  if (has('cohosts')) plugins.cohosts = {};
   server = new Onaird({plugins, core: {server: {cors_origins: []}}});
   await server.start();
   browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS});
@@ -410,6 +411,31 @@ test('the viewer follows the streamer (remembered); the streamer edits the strea
   await s.locator('#edit-form').getByRole('button', {name: 'Save'}).click();
   await s.locator('#status', {hasText: 'Saved.'}).waitFor();
   await v.locator('#title', {hasText: 'Friday e2e stream, edited'}).waitFor();
+  noProblems();
+});
+
+test('the streamer invites the viewer to co-host; a third browser sees both side by side', {...T, skip: T.skip || (!has('cohosts') && 'no cohosts plugin')}, async () => {
+  const v = S.viewer, s = S.streamer;
+  await s.locator('#messages li', {hasText: 'hello from the viewer'}).getByRole('button', {name: /^Invite/}).click();
+  await s.locator('#mod-status', {hasText: 'invited to co-host'}).waitFor();
+  await v.locator('#invite-panel').waitFor({state: 'visible', timeout: 15_000});
+  await v.getByRole('button', {name: 'Accept and go live'}).click();
+  await v.locator('#invite-status', {hasText: 'You are live as a co-host.'}).waitFor({timeout: 20_000});
+  await s.locator('#cohosts li', {hasText: 'on air'}).waitFor({timeout: 15_000});
+  const friend = await person('friend');
+  await friend.goto(`/watch/${S.streamId}`);
+  const cohostVideo = friend.locator('#cohosts figure video');
+  await cohostVideo.waitFor({timeout: 15_000});
+  await waitFor('the co-host decodes on a third browser', async () => {
+    const n = await cohostVideo.evaluate((el) => el.getVideoPlaybackQuality().totalVideoFrames);
+    return {done: n > 10, n};
+  }, 30_000);
+  assert.ok(await decoded(friend) > 0, 'the main host plays too');
+  await shot(friend, 'watch-cohost');
+  // removed: the co-host's video goes from the third browser, and the co-host is told
+  await s.locator('#cohosts li', {hasText: 'on air'}).getByRole('button', {name: /^Remove co-host/}).click();
+  await friend.locator('#cohosts figure').waitFor({state: 'detached', timeout: 15_000});
+  await v.locator('#chat-status', {hasText: 'removed as a co-host'}).waitFor({timeout: 15_000});
   noProblems();
 });
 

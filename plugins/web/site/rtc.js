@@ -38,7 +38,7 @@ async function remove(resource, token) {
 }
 
 // Publish `media` (a MediaStream) to stream `id` with its stream key. -> {pc, resource, stop()}
-export async function publish(id, key, media, {simulcast = true} = {}) {
+export async function publish(id, key, media, {simulcast = true, role = null} = {}) {
   const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
   for (const t of media.getAudioTracks()) pc.addTransceiver(t, {direction: 'sendonly', streams: [media]});
   for (const t of media.getVideoTracks()) {
@@ -52,7 +52,8 @@ export async function publish(id, key, media, {simulcast = true} = {}) {
       ];
     pc.addTransceiver(t, init);
   }
-  const url = `/api/v1/whip/${encodeURIComponent(id)}`;
+  // role=cohost: a co-host publishes with her access token instead of the stream key
+  const url = `/api/v1/whip/${encodeURIComponent(id)}` + (role ? `?role=${encodeURIComponent(role)}` : '');
   let resource;
   try {
     resource = await negotiate(pc, new URL(url, location.origin).href, key);
@@ -62,8 +63,9 @@ export async function publish(id, key, media, {simulcast = true} = {}) {
   }
   return {
     pc, resource,
-    async stop() {
-      await remove(resource, key); // first: closing first can end the session on its own
+    // ended: the server ended the session already (stream over, co-host removed): no DELETE
+    async stop({ended = false} = {}) {
+      if (!ended) await remove(resource, key); // first: closing first can end the session on its own
       pc.close();
     },
     // the figures health.report takes (docs/api/websocket.md)
@@ -87,9 +89,12 @@ export async function publish(id, key, media, {simulcast = true} = {}) {
 // A WHEP player bound to a <video>: plays, reconnects with backoff when the connection fails
 // or the stream comes back, caps the simulcast layer, reports latency figures.
 export class Player {
-  constructor(video, id, {token = null, share = null, onState = () => {}} = {}) {
+  // participant: a co-host's user id (her tracks instead of the main host's); such a player
+  // does not retry: the page opens and closes it as the co-host comes and goes (cohost.*)
+  constructor(video, id, {token = null, share = null, participant = null, onState = () => {}} = {}) {
     this.video = video;
     this.id = id;
+    this.participant = participant;
     this.token = token;
     this.share = share;
     this.onState = onState;
@@ -105,6 +110,7 @@ export class Player {
     const u = new URL(`/api/v1/whep/${encodeURIComponent(this.id)}`, location.origin);
     if (this.share) u.searchParams.set('share', this.share);
     if (this.maxLayer !== null) u.searchParams.set('max_layer', this.maxLayer);
+    if (this.participant) u.searchParams.set('participant', this.participant);
     return u.href;
   }
 
@@ -161,7 +167,7 @@ export class Player {
   }
 
   #retry() {
-    if (this.stopped) return;
+    if (this.stopped || this.participant) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.start({retrying: true}), this.backoff);
     this.backoff = Math.min(this.backoff * 2, 15_000);

@@ -68,12 +68,16 @@ async function select(s) {
 async function joinAll() {
   const s = st.current;
   if (!s || sock.ws?.readyState !== WebSocket.OPEN) return;
+  st.have = await plugins(); // before the history: its lines get an Invite button
   const joined = await sock.send('chat.join', {stream_id: s.id});
   clear($('#messages'));
   joined.history.forEach(addMessage);
   await sock.send('streams.watch', {stream_id: s.id}).catch(() => {});
   // each panel is there when its plugin runs (hooks for the ones a server leaves out)
   const have = await plugins();
+  st.have = have;
+  $('#cohosts-panel').hidden = !have.has('cohosts');
+  loadCohosts();
   $('#qa-panel').hidden = !have.has('qa');
   $('#poll-panel').hidden = !have.has('polls');
   $('#stats-panel').hidden = !have.has('analytics');
@@ -273,6 +277,7 @@ function onHealth(u) {
 const mod = (t, k) => say($('#mod-status'), t, k);
 
 function addMessage(m) {
+  names.set(m.user, m.user_name);
   const list = $('#messages');
   if (list.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
   const mine = m.user === st.me.id;
@@ -285,7 +290,9 @@ function addMessage(m) {
       mine ? null : el('button', {type: 'button', class: 'small', 'aria-label': `Time out ${m.user_name} for 10 minutes`,
                                   onclick: () => timeout(m)}, 'Timeout'),
       mine ? null : el('button', {type: 'button', class: 'small', 'aria-label': `Ban ${m.user_name}`,
-                                  onclick: () => ban(m)}, 'Ban'))));
+                                  onclick: () => ban(m)}, 'Ban'),
+      mine || !st.have?.has('cohosts') ? null : el('button', {type: 'button', class: 'small',
+        'aria-label': `Invite ${m.user_name} to co-host`, onclick: () => inviteCohost(m)}, 'Invite'))));
   list.scrollTop = list.scrollHeight;
 }
 
@@ -361,6 +368,30 @@ $('#term-form').addEventListener('submit', async (ev) => {
     $('#term').value = '';
   } catch (e) { mod(e.message, 'error'); }
 });
+
+// ---- co-hosts (cohosts plugin) ------------------------------------------------------------------
+const names = new Map(); // user id -> name, from chat
+
+async function inviteCohost(m) {
+  try {
+    await api('POST', `/api/v1/streams/${st.current.id}/cohosts/invite`, {body: {user_id: m.user}});
+    mod(`${m.user_name} is invited to co-host.`, 'ok');
+  } catch (e) { mod(e.message, 'error'); }
+}
+
+async function loadCohosts() {
+  if (!st.have?.has('cohosts') || !st.current) return;
+  try {
+    const r = await api('GET', `/api/v1/streams/${st.current.id}/cohosts`);
+    clear($('#cohosts'), r.cohosts.map((c) => el('li', {},
+      el('span', {class: 'grow'}, names.get(c.user_id) || c.user_id, ' ',
+        el('span', {class: c.on_air ? 'badge' : 'muted'}, c.on_air ? 'on air' : 'off air')),
+      el('button', {type: 'button', class: 'small', 'aria-label': `Remove co-host ${names.get(c.user_id) || c.user_id}`,
+        onclick: () => api('DELETE', `/api/v1/streams/${st.current.id}/cohosts/${c.user_id}`)
+          .then(loadCohosts).catch((e) => mod(e.message, 'error'))}, 'Remove'))));
+    if (!r.cohosts.length) $('#cohosts').append(el('li', {class: 'muted'}, `No co-hosts (up to ${r.max_cohosts}).`));
+  } catch { /* not available */ }
+}
 
 // ---- Q&A moderation ---------------------------------------------------------------------------
 const questions = new Map();
@@ -497,6 +528,11 @@ sock.on('health.update', onHealth)
   .on('metrics.viewers', showStats)
   // the alert is queued just after donation.received goes out: read the queue a moment later
   .on('donation.received', () => { setTimeout(loadAlerts, 800); setTimeout(loadAlerts, 3000); })
+  .on('cohost.accepted', () => loadCohosts())
+  .on('cohost.joined', () => loadCohosts())
+  .on('cohost.off_air', () => loadCohosts())
+  .on('cohost.left', () => loadCohosts())
+  .on('cohost.removed', () => loadCohosts())
   .on('stream.started', () => loadStreams())
   .on('stream.ended', () => loadStreams());
 

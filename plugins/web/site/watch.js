@@ -3,7 +3,7 @@
 // An unlisted stream's share token comes after '#' (#share=sh_...): never sent in a page
 // request, so it stays out of server logs and Referer headers.
 import {api, accessToken, session, Socket, ApiError, plugins} from './api.js';
-import {Player} from './rtc.js';
+import {Player, publish} from './rtc.js';
 import {el, $, clear, say, header, hashParams, clock, money, REACTIONS} from './ui.js';
 
 const id = decodeURIComponent(location.pathname.split('/')[2] || '');
@@ -153,6 +153,86 @@ async function pollVote(p, choice) {
   }
 }
 
+// ---- co-hosts (cohosts plugin): one more WHEP player per co-host on air -------------------------
+const cohosts = new Map(); // user id -> {player, fig}
+
+function cohostOn(user, name = 'Co-host') {
+  if (cohosts.has(user)) return;
+  const video = el('video', {playsinline: true, autoplay: true, muted: true, controls: true, 'aria-label': `${name}'s video`});
+  const fig = el('figure', {dataset: {user}}, video, el('figcaption', {}, name));
+  $('#cohosts').append(fig);
+  const player = new Player(video, id, {share, participant: user});
+  cohosts.set(user, {player, fig});
+  player.start();
+}
+
+function cohostOff(user) {
+  const c = cohosts.get(user);
+  if (!c) return;
+  cohosts.delete(user);
+  c.player.stop({ended: true});
+  c.fig.remove();
+}
+
+async function loadCohosts() {
+  if (!(await plugins()).has('cohosts')) return;
+  try {
+    const r = await api('GET', `/api/v1/streams/${id}/cohosts`, {query: {share}});
+    const on = new Set(r.cohosts.filter((c) => c.on_air && c.user_id !== state.user?.id).map((c) => c.user_id));
+    for (const u of [...cohosts.keys()]) if (!on.has(u)) cohostOff(u);
+    for (const u of on) cohostOn(u);
+  } catch { /* not available */ }
+}
+
+// an invite to co-host this stream: accept, then publish camera and microphone with WHIP
+let invite = null, cohostPub = null;
+async function loadInvites() {
+  if (!state.user || !(await plugins()).has('cohosts')) return;
+  try {
+    const r = await api('GET', '/api/v1/cohosts/invites');
+    invite = (r.invites || []).find((i) => i.stream === id && i.status === 'pending') || null;
+    $('#invite-panel').hidden = !invite && !cohostPub;
+  } catch { /* not available */ }
+}
+
+$('#invite-accept').addEventListener('click', async () => {
+  const st = $('#invite-status');
+  try {
+    await api('POST', `/api/v1/cohosts/invites/${invite.id}/accept`);
+    const media = await navigator.mediaDevices.getUserMedia({video: {width: {ideal: 640}, height: {ideal: 360}}, audio: true});
+    $('#cohost-preview').srcObject = media;
+    $('#cohost-preview').hidden = false;
+    cohostPub = await publish(id, await accessToken(), media, {simulcast: false, role: 'cohost'});
+    cohostPub.media = media;
+    $('#invite-accept').hidden = true;
+    $('#invite-decline').hidden = true;
+    $('#cohost-leave').hidden = false;
+    say(st, 'You are live as a co-host.', 'ok');
+  } catch (e) {
+    say(st, e.message, 'error');
+  }
+});
+
+$('#invite-decline').addEventListener('click', async () => {
+  try {
+    await api('POST', `/api/v1/cohosts/invites/${invite.id}/decline`);
+    $('#invite-panel').hidden = true;
+  } catch (e) { say($('#invite-status'), e.message, 'error'); }
+});
+
+async function endCohosting(leave) {
+  const p = cohostPub;
+  cohostPub = null;
+  if (p) {
+    await p.stop({ended: !leave}).catch(() => {});
+    p.media.getTracks().forEach((t) => t.stop());
+  }
+  if (leave) await api('DELETE', `/api/v1/streams/${id}/cohosts/${state.user.id}`).catch(() => {});
+  $('#cohost-preview').hidden = true;
+  $('#invite-panel').hidden = true;
+}
+$('#cohost-leave').addEventListener('click', () => endCohosting(true));
+
 // ---- the socket -----------------------------------------------------------------------------
 const sock = new Socket({
   onState: (s) => { if (s === 'reconnecting') say($('#chat-status'), 'Reconnecting…'); },
@@ -170,6 +250,8 @@ const sock = new Socket({
     clear($('#messages'));
     for (const m of joined.history) addMessage(m);
     const have = await plugins();
+    loadCohosts();
+    loadInvites();
     $('#qa-panel').hidden = !have.has('qa');
     $('#reactions').hidden = !have.has('reactions');
     // catch up on what changed while disconnected
@@ -193,6 +275,8 @@ sock.on('stream.started', ({stream}) => { renderStream(stream); showLive(true); 
   .on('stream.ended', ({stream}) => {
     renderStream(stream);
     showLive(false, {ended: true});
+    for (const u of [...cohosts.keys()]) cohostOff(u);
+    if (cohostPub) endCohosting(false);
     setTimeout(setupVod, 3000); // the recording is finalized shortly after
   })
   .on('stream.updated', ({stream}) => renderStream(stream))
@@ -216,7 +300,20 @@ sock.on('stream.started', ({stream}) => { renderStream(stream); showLive(true); 
   .on('poll.updated', ({poll}) => renderPoll(poll))
   .on('poll.ended', ({poll}) => renderPoll(poll))
   .on('streams.access_revoked', ({detail}) => { showLive(false); say($('#player-state'), detail, 'error'); })
-  .on('moderation.banned', () => say($('#chat-status'), 'You are banned from this stream.', 'error'));
+  .on('moderation.banned', () => say($('#chat-status'), 'You are banned from this stream.', 'error'))
+  .on('cohost.joined', ({user_id}) => user_id !== state.user?.id && cohostOn(user_id))
+  .on('cohost.off_air', ({user_id}) => cohostOff(user_id))
+  .on('cohost.left', ({user_id}) => cohostOff(user_id))
+  .on('cohost.removed', ({user_id}) => {
+    cohostOff(user_id);
+    if (user_id === state.user?.id && cohostPub) {
+      endCohosting(false);
+      say($('#chat-status'), 'You were removed as a co-host.', 'error');
+    }
+  })
+  .on('cohost.invited', ({stream}) => stream === id && loadInvites())
+  .on('cohost.revoked', () => loadInvites())
+  .on('cohost.expired', () => loadInvites());
 
 // ---- forms ----------------------------------------------------------------------------------
 $('#chat-form').addEventListener('submit', async (ev) => {
