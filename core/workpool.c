@@ -228,9 +228,9 @@ static int owner_running(workpool_t *w, struct onair_plugin *owner)
     return 0;
 }
 
-static int owner_queued(workpool_t *w, struct onair_plugin *owner)
+static int owner_in(const job_list_t *list, struct onair_plugin *owner)
 {
-    for (job_t *j = w->queued.head; j; j = j->next)
+    for (job_t *j = list->head; j; j = j->next)
         if (j->owner == owner)
             return 1;
     return 0;
@@ -262,7 +262,10 @@ void workpool_drain_owner(workpool_t *w, struct onair_plugin *owner)
         pthread_mutex_unlock(&w->lock);
         run_finished(w);
         pthread_mutex_lock(&w->lock);
-        more = owner_queued(w, owner) || owner_running(w, owner);
+        /* a job a completion submitted may already be done by now: finished counts too,
+         * else its completion would run later, after owner stopped */
+        more =
+            owner_in(&w->queued, owner) || owner_running(w, owner) || owner_in(&w->finished, owner);
         pthread_mutex_unlock(&w->lock);
     }
 }
