@@ -82,7 +82,7 @@ deps-test:
 	@# playwright-core drives Debian's chromium in the browser tests (no browser download)
 	@cd tests/e2e && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
 		PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error; }
-	@# livekit-server-sdk: the webhooks tests check the livekit format with LiveKit's own receiver
+	@# livekit-server-sdk (webhooks: LiveKit's own receiver; calls: tokens) and livekit-client (calls e2e)
 	@cd tests/livekit && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
 		npm ci --no-audit --no-fund --loglevel=error; }
 
