@@ -25,6 +25,7 @@ typedef struct conn {
     struct conn *next;
     onair_conn_t id;
     lk_session_t s;
+    int replaced; /* another connection joined with the same identity: no more updates */
 } conn_t;
 
 typedef struct {
@@ -140,6 +141,54 @@ static void send_buf(onair_conn_t id, lk_buf_t *b)
     lk_buf_free(b);
 }
 
+static int same_room(const conn_t *a, const conn_t *b)
+{
+    return a != b && !a->replaced && !b->replaced && !strcmp(a->s.grant.room, b->s.grant.room);
+}
+
+/* k's participant (in the given state) to everyone else in its room: participant_update.
+ * Hidden participants are not announced (LiveKit's `hidden` grant). */
+static void room_announce(calls_t *c, conn_t *k, uint32_t state)
+{
+    if (k->s.grant.hidden)
+        return;
+    lk_participant_t p;
+    lk_track_info_t tracks[LK_MAX_TRACKS];
+    lk_session_participant(&k->s, &p, tracks);
+    p.state = state;
+    lk_buf_t b = {0};
+    lk_encode_participant_update(&b, &p, 1);
+    for (conn_t *o = c->conns; o && lk_buf_ok(&b); o = o->next)
+        if (same_room(o, k))
+            api->ws_send_bytes(o->id, b.p, b.len, 1);
+    lk_buf_free(&b);
+}
+
+/* k's JoinResponse with the room's other participants. */
+static void send_join(calls_t *c, conn_t *k)
+{
+    size_t n = 0, cap = 0;
+    for (conn_t *o = c->conns; o; o = o->next)
+        cap += same_room(o, k) && !o->s.grant.hidden;
+    lk_participant_t *ps = calloc(cap ? cap : 1, sizeof *ps);
+    lk_track_info_t(*tracks)[LK_MAX_TRACKS] = calloc(cap ? cap : 1, sizeof *tracks);
+    lk_buf_t out = {0};
+    if (ps && tracks) {
+        for (conn_t *o = c->conns; o && n < cap; o = o->next)
+            if (same_room(o, k) && !o->s.grant.hidden)
+                lk_session_participant(&o->s, &ps[n], tracks[n]), n++;
+        lk_session_join_response(&k->s, &c->srv, ps, n, &out);
+    }
+    free(ps);
+    free(tracks);
+    if (!lk_buf_ok(&out) || !out.len) {
+        lk_buf_free(&out);
+        api->ws_close(k->id, 1011, "out of memory");
+        return;
+    }
+    send_buf(k->id, &out);
+}
+
 static void ws_open(onair_conn_t id, const char *query, const char *remote, void *ud)
 {
     calls_t *c = ud;
@@ -157,7 +206,7 @@ static void ws_open(onair_conn_t id, const char *query, const char *remote, void
     lk_buf_t out = {0};
     lk_refusal_t why = {500, "out of memory"};
     int rc =
-        k ? lk_session_open(&k->s, &c->srv, token, join, api->now_ms(c->self), seed, &out, &why)
+        k ? lk_session_open(&k->s, &c->srv, token, join, api->now_ms(c->self), seed, NULL, &why)
           : -1;
     free(token);
     free(join);
@@ -174,11 +223,22 @@ static void ws_open(onair_conn_t id, const char *query, const char *remote, void
         return;
     }
     k->id = id;
+    /* the same identity in the room again: the older connection leaves (LiveKit's
+     * DUPLICATE_IDENTITY) and the others see it go */
+    for (conn_t *o = c->conns; o; o = o->next)
+        if (same_room(o, k) && !strcmp(o->s.grant.identity, k->s.grant.identity)) {
+            room_announce(c, o, 3);
+            lk_encode_leave(&out, LK_DISCONNECT_DUPLICATE_IDENTITY, 0);
+            send_buf(o->id, &out);
+            api->ws_close(o->id, 1000, "duplicate identity");
+            o->replaced = 1;
+        }
     k->next = c->conns;
     c->conns = k;
     api->log(c->self, ONAIR_LOG_INFO, "%s joined room %s (%s)", k->s.grant.identity,
              k->s.grant.room, k->s.participant_sid);
-    send_buf(id, &out);
+    send_join(c, k);
+    room_announce(c, k, 1);
 }
 
 static void ws_message(onair_conn_t id, const void *data, size_t len, int binary, void *ud)
@@ -193,8 +253,11 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
     }
     lk_buf_t out = {0};
     lk_signal_req_t req;
+    size_t ntracks = k->s.ntracks;
     int act = lk_session_message(&k->s, data, len, api->now_ms(c->self), &out, &req);
     send_buf(id, &out);
+    if (k->s.ntracks != ntracks || req.kind == LK_REQ_MUTE)
+        room_announce(c, k, 2); /* published a track, or muted one */
     switch (act) {
     case LK_ACT_INVALID:
         api->ws_close(id, 1007, "invalid signal request");
@@ -224,6 +287,8 @@ static void ws_closed(onair_conn_t id, void *ud)
     if (!k)
         return;
     *link = k->next;
+    if (!k->replaced)
+        room_announce(c, k, 3); /* DISCONNECTED */
     lk_session_free(&k->s);
     free(k);
 }

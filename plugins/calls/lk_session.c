@@ -76,25 +76,35 @@ int lk_session_open(lk_session_t *s, const lk_server_t *srv, const char *token,
     snprintf(s->participant_sid, sizeof s->participant_sid, "PA_%.12s", sid_seed);
     room_sid(s->room_sid, sizeof s->room_sid, s->grant.room);
     s->joined_ms = now_ms;
+    if (out) {
+        lk_session_join_response(s, srv, NULL, 0, out);
+        if (!lk_buf_ok(out)) {
+            *why = (lk_refusal_t){500, "out of memory"};
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void lk_session_join_response(const lk_session_t *s, const lk_server_t *srv,
+                              const lk_participant_t *others, size_t nothers, lk_buf_t *out)
+{
     lk_participant_t self;
-    lk_track_info_t none[1];
-    lk_session_participant(s, &self, none);
+    lk_track_info_t tracks[LK_MAX_TRACKS];
+    lk_session_participant(s, &self, tracks);
     const lk_join_info_t j = {.room_sid = s->room_sid,
                               .room_name = s->grant.room,
-                              .room_created_s = now_ms / 1000,
-                              .num_participants = 1,
+                              .room_created_s = s->joined_ms / 1000,
+                              .num_participants = 1 + (uint32_t)nothers,
                               .self = &self,
+                              .others = others,
+                              .nothers = nothers,
                               .server_version = srv->server_version,
                               .node_id = srv->node_id,
                               .server_protocol = srv->protocol,
                               .ping_interval_s = srv->ping_interval_s,
                               .ping_timeout_s = srv->ping_timeout_s};
     lk_encode_join(out, &j);
-    if (!lk_buf_ok(out)) {
-        *why = (lk_refusal_t){500, "out of memory"};
-        return -1;
-    }
-    return 0;
 }
 
 static int add_track(lk_session_t *s, const lk_add_track_t *a, lk_buf_t *out)

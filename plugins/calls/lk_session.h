@@ -51,6 +51,10 @@ typedef struct {
 int lk_session_open(lk_session_t *s, const lk_server_t *srv, const char *token,
                     const char *join_param, int64_t now_ms, const char *sid_seed, lk_buf_t *out,
                     lk_refusal_t *why);
+/* The JoinResponse of an opened session, with the room's other participants (encoded
+ * separately so the caller can look up the room between the token check and the answer). */
+void lk_session_join_response(const lk_session_t *s, const lk_server_t *srv,
+                              const lk_participant_t *others, size_t nothers, lk_buf_t *out);
 
 enum lk_session_action {
     LK_ACT_NONE = 0,    /* nothing more to do (a reply may be in out) */

@@ -65,6 +65,8 @@ function connect(page, url, tok) {
     const {Room, RoomEvent} = window.LivekitClient;
     const room = new Room();
     const lk = window.lk = {events: [], result: null};
+    room.on(RoomEvent.ParticipantConnected, (p) => lk.events.push('connected:' + p.identity));
+    room.on(RoomEvent.ParticipantDisconnected, (p) => lk.events.push('disconnected:' + p.identity));
     room.on(RoomEvent.SignalConnected, () => {
       lk.events.push('signalConnected');
       lk.name = room.name;
@@ -108,4 +110,25 @@ test('an expired token: livekit-client reports LiveKit\'s reason (from /rtc/v1/v
   assert.match(lk.result.error, /token is expired/);
   assert.match(server.log(), /join refused from .*: token is expired/);
   await page.close();
+});
+
+test('two livekit-clients in a room know each other: join response and participant updates', T, async () => {
+  const a = await lkPage('alice');
+  const b = await lkPage('bob');
+  const url = server.base.replace('http', 'ws');
+  await connect(a, url, await token('alice', {room: 'match-43', roomJoin: true}));
+  await waitFor('alice signalled', () => a.evaluate(() => window.lk.events.includes('signalConnected')), 15_000);
+  await connect(b, url, await token('bob', {room: 'match-43', roomJoin: true}));
+  await waitFor('bob signalled', () => b.evaluate(() => window.lk.events.includes('signalConnected')), 15_000);
+  await waitFor('bob knows alice', () => b.evaluate(() =>
+    [...window.lkRoom.remoteParticipants.values()].some((p) => p.identity === 'alice')), 10_000);
+  // ParticipantConnected/Disconnected are emitted only once the room is connected (media);
+  // the participant updates themselves show in remoteParticipants
+  const hasBob = () => a.evaluate(() => window.lkRoom.remoteParticipants.has('bob'));
+  await waitFor('alice sees bob join', hasBob, 10_000);
+  await b.evaluate(() => window.lkRoom.disconnect());
+  await waitFor('alice sees bob leave', async () => !(await hasBob()), 10_000);
+  await a.evaluate(() => window.lkRoom.disconnect());
+  await a.close();
+  await b.close();
 });

@@ -234,3 +234,61 @@ def test_rtc_refusals(srv):
             assert [f for f, _ in pb_fields(got)] == [18]
     asyncio.run(run())
     assert srv.http("GET", "/healthz").status == 200
+
+
+def test_rtc_room_participants(srv):
+    """Two participants of a room see each other: the second's JoinResponse lists the first,
+    the first gets participant_update for the join, a published track and the leave; a third
+    connection with the first's identity replaces it (leave with DUPLICATE_IDENTITY). Another
+    room hears nothing."""
+    import asyncio
+    import websockets
+    alice, bob, alice2, other = mint(
+        {"identity": "alice", "grant": {"room": "match-9", "roomJoin": True}},
+        {"identity": "bob", "grant": {"room": "match-9", "roomJoin": True}},
+        {"identity": "alice", "grant": {"room": "match-9", "roomJoin": True}},
+        {"identity": "eve", "grant": {"room": "match-10", "roomJoin": True}})
+
+    async def recv(ws):
+        return await asyncio.wait_for(ws.recv(), 5)
+
+    def update(msg):
+        """SignalResponse.update -> [(identity, state, [track sids])]"""
+        upd, = pb_get(msg, 5)
+        out = []
+        for p in pb_get(upd, 1):
+            state = (pb_get(p, 3) or [0])[0]
+            out.append((pb_get(p, 2)[0].decode(), state,
+                        [pb_get(t, 1)[0].decode() for t in pb_get(p, 4)]))
+        return out
+
+    async def run():
+        async with websockets.connect(rtc_url(srv, other)) as e, \
+                websockets.connect(rtc_url(srv, alice)) as a:
+            await recv(e)
+            join_a, = pb_get(await recv(a), 1)
+            assert pb_get(join_a, 3) == []  # alone
+            async with websockets.connect(rtc_url(srv, bob)) as b:
+                join_b, = pb_get(await recv(b), 1)
+                others = pb_get(join_b, 3)
+                assert [pb_get(p, 2) for p in others] == [[b"alice"]]
+                assert update(await recv(a)) == [("bob", 1, [])]  # JOINED
+                add = pb_bytes(1, b"mic") + pb_varint(3 << 3) + pb_varint(0)
+                await b.send(pb_bytes(4, add))
+                pub, = pb_get(await recv(b), 6)
+                sid = pb_get(pb_get(pub, 2)[0], 1)[0].decode()
+                assert update(await recv(a)) == [("bob", 2, [sid])]  # ACTIVE, with the track
+                await b.send(pb_bytes(8, b""))  # leave
+                await asyncio.wait_for(b.wait_closed(), 5)
+            assert update(await recv(a)) == [("bob", 3, [sid])]  # DISCONNECTED
+            # alice again, elsewhere: the first connection is told to leave
+            async with websockets.connect(rtc_url(srv, alice2)) as a2:
+                await recv(a2)
+                leave, = pb_get(await recv(a), 8)
+                assert pb_get(leave, 2) == [2]  # DUPLICATE_IDENTITY
+                await asyncio.wait_for(a.wait_closed(), 5)
+                assert a.close_code == 1000
+            # the other room heard nothing: the answer to a ping is its next message
+            await e.send(pb_varint(14 << 3) + pb_varint(9))
+            assert [f for f, _ in pb_fields(await recv(e))] == [18]
+    asyncio.run(run())
