@@ -24,6 +24,7 @@ import {mkdir, mkdtemp, readdir, readFile, rm} from 'node:fs/promises';
 import {existsSync} from 'node:fs';
 import {join, resolve} from 'node:path';
 import {tmpdir} from 'node:os';
+import {randomBytes} from 'node:crypto';
 import {chromium} from 'playwright-core';
 import {CHROMIUM, CHROMIUM_ARGS, waitFor, sleep} from './lib/browser.mjs';
 import {Onaird, haveOnaird, ONAIRD, PLUGIN_DIR, api, REPO} from './lib/onaird.mjs';
@@ -61,6 +62,10 @@ async function setup() {
   if (has('recording')) plugins.recording = {config: {dir: join(S.recDir, 'recordings')}};
   if (has('clips')) plugins.clips = {config: {dir: join(S.recDir, 'clips')}};
   if (has('cohosts')) plugins.cohosts = {};
+  if (has('multiplatform')) {
+    plugins.multiplatform = {};
+    process.env.ONAIR_MULTIPLATFORM_KEY ??= randomBytes(32).toString('hex'); // seals stream keys
+  }
   server = new Onaird({plugins, core: {server: {cors_origins: []}}});
   await server.start();
   browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS});
@@ -411,6 +416,16 @@ test('the viewer follows the streamer (remembered); the streamer edits the strea
   await s.locator('#edit-form').getByRole('button', {name: 'Save'}).click();
   await s.locator('#status', {hasText: 'Saved.'}).waitFor();
   await v.locator('#title', {hasText: 'Friday e2e stream, edited'}).waitFor();
+  if (has('multiplatform')) { // a restream platform (not used: the browser publishes VP8)
+    await s.locator('#restream-panel').getByText('Add a platform').click();
+    await s.getByLabel('Name', {exact: true}).fill('Elsewhere');
+    await s.getByLabel('RTMP URL').fill('rtmp://127.0.0.1:1935/live');
+    await s.getByLabel('Stream key', {exact: true}).fill('secret-key-1234');
+    await s.getByRole('button', {name: 'Add', exact: true}).click();
+    await s.locator('#destinations li', {hasText: 'Elsewhere'}).waitFor();
+    assert.match(await s.locator('#destinations li', {hasText: 'Elsewhere'}).innerText(), /key \.\.\.1234/);
+    await accessible(s, 'studio with restream');
+  }
   noProblems();
 });
 

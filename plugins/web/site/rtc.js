@@ -38,7 +38,7 @@ async function remove(resource, token) {
 }
 
 // Publish `media` (a MediaStream) to stream `id` with its stream key. -> {pc, resource, stop()}
-export async function publish(id, key, media, {simulcast = true, role = null} = {}) {
+export async function publish(id, key, media, {simulcast = true, role = null, codec = null} = {}) {
   const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
   for (const t of media.getAudioTracks()) pc.addTransceiver(t, {direction: 'sendonly', streams: [media]});
   for (const t of media.getVideoTracks()) {
@@ -50,7 +50,12 @@ export async function publish(id, key, media, {simulcast = true, role = null} = 
         {rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 700_000},
         {rid: 'f', maxBitrate: 2_500_000},
       ];
-    pc.addTransceiver(t, init);
+    const tr = pc.addTransceiver(t, init);
+    const caps = codec && RTCRtpSender.getCapabilities?.('video');
+    if (caps) { // e.g. H.264 first (restreaming to RTMP needs it)
+      const want = caps.codecs.filter((c) => c.mimeType.toLowerCase() === 'video/' + codec.toLowerCase());
+      if (want.length) tr.setCodecPreferences([...want, ...caps.codecs.filter((c) => !want.includes(c))]);
+    }
   }
   // role=cohost: a co-host publishes with her access token instead of the stream key
   const url = `/api/v1/whip/${encodeURIComponent(id)}` + (role ? `?role=${encodeURIComponent(role)}` : '');

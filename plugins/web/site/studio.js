@@ -78,6 +78,8 @@ async function joinAll() {
   st.have = have;
   $('#cohosts-panel').hidden = !have.has('cohosts');
   loadCohosts();
+  $('#restream-panel').hidden = !have.has('multiplatform');
+  loadRestream();
   $('#qa-panel').hidden = !have.has('qa');
   $('#poll-panel').hidden = !have.has('polls');
   $('#stats-panel').hidden = !have.has('analytics');
@@ -190,7 +192,7 @@ $('#golive').addEventListener('click', async () => {
       $('#stream-key').textContent = r.stream_key;
     }
     status('Connecting…');
-    st.publisher = await publish(s.id, keys[s.id], st.media);
+    st.publisher = await publish(s.id, keys[s.id], st.media, {codec: $('#h264').checked ? 'H264' : null});
     $('#stop').disabled = false;
     status('You are live.', 'ok');
     loadStreams();
@@ -393,6 +395,53 @@ async function loadCohosts() {
   } catch { /* not available */ }
 }
 
+// ---- restreaming (multiplatform plugin) ---------------------------------------------------------
+let restream = {destinations: []};
+async function loadRestream() {
+  if (!st.have?.has('multiplatform') || !st.current) return;
+  try {
+    const [c, m] = await Promise.all([api('GET', '/api/v1/multiplatform/connections'),
+                                      api('GET', `/api/v1/streams/${st.current.id}/multiplatform`)]);
+    restream = m.multiplatform || {destinations: []};
+    $('#restream-auto').checked = restream.start_with_stream !== false;
+    renderDestinations(c.connections || [], restream.destinations || []);
+  } catch (e) { status(e.message, 'error'); }
+}
+
+function renderDestinations(connections, statuses) {
+  const byConn = new Map(statuses.map((d) => [d.connection || d.id, d]));
+  clear($('#destinations'), connections.map((c) => {
+    const d = byConn.get(c.id);
+    return el('li', {dataset: {id: c.id}},
+      el('label', {class: 'grow'}, el('input', {type: 'checkbox', checked: !!d, dataset: {conn: c.id}}),
+        `${c.name} `, el('span', {class: 'muted'}, c.url, c.stream_key_hint ? ` · key ${c.stream_key_hint}` : '')),
+      d ? el('span', {class: d.state === 'live' ? 'badge' : 'muted', role: 'status'},
+        d.state, d.reason ? ` (${d.reason})` : '', d.bitrate_kbps ? ` ${d.bitrate_kbps} kbit/s` : '') : null,
+      el('button', {type: 'button', class: 'small', 'aria-label': `Delete ${c.name}`, onclick: () =>
+        api('DELETE', `/api/v1/multiplatform/connections/${c.id}`).then(loadRestream).catch((e) => status(e.message, 'error'))}, 'Delete'));
+  }));
+  if (!connections.length) $('#destinations').append(el('li', {class: 'muted'}, 'No platforms yet: add one below.'));
+}
+
+$('#restream-save').addEventListener('click', async () => {
+  const ids = [...document.querySelectorAll('#destinations input[data-conn]:checked')].map((i) => i.dataset.conn);
+  try {
+    await api('PUT', `/api/v1/streams/${st.current.id}/multiplatform`, {body: {destinations: ids, start_with_stream: $('#restream-auto').checked}});
+    status('Destinations saved.', 'ok');
+    loadRestream();
+  } catch (e) { status(e.message, 'error'); }
+});
+
+$('#connection-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  try {
+    await api('POST', '/api/v1/multiplatform/connections', {body: {name: $('#conn-name').value, url: $('#conn-url').value, stream_key: $('#conn-key').value}});
+    for (const i of ['#conn-name', '#conn-url', '#conn-key']) $(i).value = '';
+    status('Platform added.', 'ok');
+    loadRestream();
+  } catch (e) { status(e.message, 'error'); }
+});
+
 // ---- Q&A moderation ---------------------------------------------------------------------------
 const questions = new Map();
 function upsertQuestion(q) {
@@ -528,6 +577,10 @@ sock.on('health.update', onHealth)
   .on('metrics.viewers', showStats)
   // the alert is queued just after donation.received goes out: read the queue a moment later
   .on('donation.received', () => { setTimeout(loadAlerts, 800); setTimeout(loadAlerts, 3000); })
+  .on('multiplatform.status', (m) => {
+    if (m.stream !== st.current?.id) return;
+    api('GET', '/api/v1/multiplatform/connections').then((c) => renderDestinations(c.connections || [], m.destinations || [])).catch(() => {});
+  })
   .on('cohost.accepted', () => loadCohosts())
   .on('cohost.joined', () => loadCohosts())
   .on('cohost.off_air', () => loadCohosts())
