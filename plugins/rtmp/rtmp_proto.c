@@ -143,7 +143,8 @@ int rtmp_chunk_next(rtmp_parser_t *p, const uint8_t *buf, size_t len, size_t *us
         c->buf = nb;
         c->cap = ncap;
     }
-    memcpy(c->buf + c->got, buf + need, take);
+    if (take) /* an empty message has no buffer */
+        memcpy(c->buf + c->got, buf + need, take);
     c->got += take;
     p->buffered += take;
     *used = need + take;

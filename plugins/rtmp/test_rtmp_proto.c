@@ -130,6 +130,19 @@ static void limits(void **state)
     }
 }
 
+/* an empty message (length 0) completes at once, without a buffer (found by fuzz_rtmp) */
+static void empty_message(void **state)
+{
+    (void)state;
+    rtmp_parser_t p;
+    rtmp_msg_t m;
+    rtmp_parser_init(&p, 1000);
+    uint8_t h[12] = {0x03, 0, 0, 0, 0, 0, 0, RTMP_DATA_AMF0, 1, 0, 0, 0};
+    assert_int_equal(parse_all(&p, h, sizeof h, &m, NULL, 0), 1);
+    assert_int_equal(m.len, 0);
+    rtmp_parser_free(&p);
+}
+
 static void amf_limits(void **state)
 {
     (void)state;
@@ -162,6 +175,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(roundtrip_command),
         cmocka_unit_test(limits),
+        cmocka_unit_test(empty_message),
         cmocka_unit_test(amf_limits),
         cmocka_unit_test(avcc),
     };
