@@ -66,6 +66,7 @@ struct cohosts {
     onair_timer_t sweep;
     onair_sub_t sub_pub, sub_unpub;
     int64_t max_cohosts, ttl_ms, sweep_ms;
+    int require_verified;
     int sweeping;
 };
 
@@ -77,6 +78,9 @@ static const onair_config_key_t cohosts_config[] = {
                 .doc = "Co-hosts per stream besides its owner (accepted plus pending invites)."),
     ONAIR_FIELD("invite_ttl_s", ONAIR_CFG_INT, .default_value = "600", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(1, 86400), .doc = "Seconds an invite may wait for an answer."),
+    ONAIR_FIELD("require_verified", ONAIR_CFG_BOOL, .default_value = "false",
+                .doc = "Only verified accounts can be invited (co-hosts stream: set it with the "
+                       "streams plugin's require_verified_to_stream)."),
     ONAIR_FIELD("sweep_ms", ONAIR_CFG_INT, .default_value = "5000", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(100, 60000),
                 .doc = "How often overdue invites are marked expired (ms; an overdue invite "
@@ -276,8 +280,12 @@ static void invitee_found(onair_flow_t *f, int status, json_t *result)
         return onair_flow_field_problem(f, "user_not_found", "user_id", "no such user");
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
-    if (json_is_true(json_object_get(json_object_get(result, "user"), "disabled")))
+    json_t *u = json_object_get(result, "user");
+    if (json_is_true(json_object_get(u, "disabled")))
         return onair_flow_field_problem(f, "user_not_found", "user_id", "no such user");
+    if (op->st->require_verified && !json_is_true(json_object_get(u, "verified")))
+        return onair_flow_problem(f, ONAIR_EPERM, "verification_required",
+                                  "only verified accounts can be invited to co-host", NULL);
     /* a user banned from the stream (or the platform) cannot be invited; no moderation
      * plugin: nobody is banned */
     json_t *args = json_pack("{s:s,s:s}", "stream", op->sid, "user", op->target);
@@ -858,6 +866,7 @@ static int cohosts_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->max_cohosts = api->config_int(self, "max_cohosts");
     st->ttl_ms = 1000 * api->config_int(self, "invite_ttl_s");
     st->sweep_ms = api->config_int(self, "sweep_ms");
+    st->require_verified = api->config_bool(self, "require_verified");
     const uint32_t user = ONAIR_ACCESS_USER;
     const onair_collection_t invites = {
         .size = sizeof invites, .name = "invites", .version = 1, .indexes = invite_indexes};

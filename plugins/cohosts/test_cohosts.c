@@ -66,11 +66,11 @@ static int fake_relay(onair_service_call_t *call, void *ud)
     return api->service_answer(call, ONAIR_OK, json_pack("{s:[]}", "participants"));
 }
 
+static const char *config = "{\"invite_ttl_s\": 60, \"sweep_ms\": 1000, \"max_cohosts\": 2}";
+
 static int setup(void **state)
 {
-    onair_test_host_t *h = onair_test_host_new(
-        onair_plugin_entry_v1(), "{\"invite_ttl_s\": 60, \"sweep_ms\": 1000, \"max_cohosts\": 2}",
-        NULL, 0);
+    onair_test_host_t *h = onair_test_host_new(onair_plugin_entry_v1(), config, NULL, 0);
     assert_non_null(h);
     assert_int_equal(onair_test_init(h), ONAIR_OK);
     api = onair_test_api(h);
@@ -86,7 +86,7 @@ static int setup(void **state)
     onair_test_user_add(h, BOB, "bob", NULL, viewer_roles, 1);
     onair_test_user_add(h, EVE, "eve", NULL, viewer_roles, 1);
     onair_test_user_add(h, CAROL, "carol", NULL, viewer_roles, 1);
-    onair_test_user_add(h, DAVE, "dave", NULL, viewer_roles, 1);
+    onair_test_user_add(h, DAVE, "dave", NULL, viewer_roles, 0); /* not verified */
     assert_int_equal(onair_test_start(h), ONAIR_OK);
     relay_calls = json_array();
     *state = h;
@@ -276,12 +276,29 @@ static void test_publish_check_remove_and_mute(void **state)
     svc_result = NULL;
 }
 
+static int setup_verified(void **state)
+{
+    config = "{\"require_verified\": true}";
+    return setup(state);
+}
+
+static void test_require_verified(void **state)
+{
+    onair_test_host_t *h = *state;
+    char iid[25];
+    expect(req(h, "POST", "/api/v1/streams/" LIVE "/cohosts/invite", "{\"user_id\": \"" DAVE "\"}",
+               &owner),
+           403, "verification_required");
+    invite(h, CAROL, iid); /* verified */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_expiry_is_applied_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_places_and_bans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_check_remove_and_mute, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_require_verified, setup_verified, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
