@@ -25,7 +25,8 @@ typedef struct conn {
     struct conn *next;
     onair_conn_t id;
     lk_session_t s;
-    int replaced; /* another connection joined with the same identity: no more updates */
+    int replaced;    /* another connection joined with the same identity: no more updates */
+    int64_t last_ms; /* the last message from the client (pings every ping_interval_s) */
 } conn_t;
 
 typedef struct {
@@ -33,6 +34,7 @@ typedef struct {
     lk_api_key_t key;
     lk_server_t srv;
     conn_t *conns;
+    onair_timer_t sweep;
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -223,6 +225,7 @@ static void ws_open(onair_conn_t id, const char *query, const char *remote, void
         return;
     }
     k->id = id;
+    k->last_ms = api->now_ms(c->self);
     /* the same identity in the room again: the older connection leaves (LiveKit's
      * DUPLICATE_IDENTITY) and the others see it go */
     for (conn_t *o = c->conns; o; o = o->next)
@@ -253,6 +256,7 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
     }
     lk_buf_t out = {0};
     lk_signal_req_t req;
+    k->last_ms = api->now_ms(c->self);
     size_t ntracks = k->s.ntracks;
     int act = lk_session_message(&k->s, data, len, api->now_ms(c->self), &out, &req);
     send_buf(id, &out);
@@ -277,6 +281,22 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
     default:
         break;
     }
+}
+
+/* A client that sent nothing (not even its pings) for ping_timeout_s is gone: close it, so
+ * the others see it leave. */
+static void on_sweep(onair_timer_t t, void *ud)
+{
+    (void)t;
+    calls_t *c = ud;
+    int64_t now = api->now_ms(c->self);
+    for (conn_t *k = c->conns; k; k = k->next)
+        if (!k->replaced && now - k->last_ms > (int64_t)c->srv.ping_timeout_s * 1000) {
+            api->log(c->self, ONAIR_LOG_INFO, "%s in %s: no ping for %d s, closing",
+                     k->s.grant.identity, k->s.grant.room, (int)c->srv.ping_timeout_s);
+            k->last_ms = now; /* once: the close comes back through ws_closed */
+            api->ws_close(k->id, 1011, "ping timeout");
+        }
 }
 
 static void ws_closed(onair_conn_t id, void *ud)
@@ -338,9 +358,19 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
     return ONAIR_OK;
 }
 
+static int calls_start(onair_plugin_t *self)
+{
+    calls_t *c = api->state(self);
+    uint64_t every = (uint64_t)c->srv.ping_interval_s * 1000;
+    c->sweep = api->timer_start(self, every, every, on_sweep, c);
+    return c->sweep ? ONAIR_OK : ONAIR_EINTERNAL;
+}
+
 static void calls_stop(onair_plugin_t *self)
 {
     calls_t *c = api->state(self);
+    if (c && c->sweep)
+        api->timer_cancel(self, c->sweep);
     while (c && c->conns) {
         conn_t *k = c->conns;
         c->conns = k->next;
@@ -353,4 +383,4 @@ static void calls_stop(onair_plugin_t *self)
 
 ONAIR_PLUGIN(.name = "calls", .version = "0.1.0",
              .description = "LiveKit-compatible signalling (validate endpoint, protocol layer)",
-             .config = calls_config, .init = calls_init, .stop = calls_stop)
+             .config = calls_config, .init = calls_init, .start = calls_start, .stop = calls_stop)

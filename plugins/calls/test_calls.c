@@ -679,6 +679,21 @@ static void test_rtc_socket(void **state)
     assert_non_null(m);
     assert_int_equal(m[0], 0x90); /* pong */
     free(m);
+    /* pings keep it open; silence for ping_timeout_s (15 s) closes it */
+    for (int i = 0; i < 4; i++) {
+        onair_test_advance(h, 5000);
+        assert_int_equal(onair_test_raw_send(h, c, ping, sizeof ping, 1), ONAIR_OK);
+        free(onair_test_raw_next(h, c, &len, &binary));
+    }
+    assert_int_equal(onair_test_ws_close_code(h, c), 0);
+    onair_test_advance(h, 15000);
+    assert_int_equal(onair_test_ws_close_code(h, c), 0);
+    onair_test_advance(h, 5000);
+    assert_int_equal(onair_test_ws_close_code(h, c), 1011);
+    onair_test_ws_disconnect(h, c);
+    /* a text frame */
+    c = onair_test_raw_connect(h, "/rtc/v1", q);
+    free(onair_test_raw_next(h, c, &len, &binary));
     assert_int_equal(onair_test_raw_send(h, c, "{}", 2, 0), ONAIR_OK);
     assert_int_equal(onair_test_ws_close_code(h, c), 1003);
     onair_test_ws_disconnect(h, c);
