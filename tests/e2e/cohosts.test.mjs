@@ -1,11 +1,11 @@
 // onair e2e: co-hosts (plugins/cohosts, docs/media.md "Rooms and co-hosts"). The owner publishes
 // (640x360) with WHIP, invites a second account, which accepts and publishes from its own
 // Chromium page with WHIP ?role=cohost and its own token (320x180). A plain WHEP player still gets
-// the main host (its frames are wider than 320); a player with ?participant=<co-host> decodes the
-// co-host's frames (at most 320 wide). The owner mutes the co-host's video (their player's frames
-// stop, the host's go on) and unmutes it (they start again). The owner removes the co-host: the co-host's player is
-// closed by the relay while the main player goes on decoding, and a new WHIP of the removed
-// co-host is 403 not_cohost.
+// the main host (frames wider than 320); a third page with a ?participant=<co-host> session and a
+// main-host session decodes frames from both (320 wide and wider). The owner mutes the co-host's
+// video (that session's frames stop, the host's go on) and unmutes it (they start again). The
+// owner removes the co-host: the co-host session is closed by the relay while the main-host
+// sessions go on decoding, and a new WHIP of the removed co-host is 403 not_cohost.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (see README.md)
 import {test, after} from 'node:test';
@@ -81,7 +81,12 @@ test('host + co-host publish; the plain player gets the host, ?participant= the 
                               (x) => width(x) > 320);
     const s1 = await decoding(sidePage, side.id, 'the co-host player decodes the co-host (at most 320 wide)',
                               (x) => width(x) > 0 && width(x) <= 320);
-    t.diagnostic(`main player ${m1.width} wide, co-host player ${s1.width} wide`);
+    // the same page (onair's own player) also plays the main host: frames from both hosts
+    const both = await play(sidePage, target.whepUrl(s.id), null);
+    const b1 = await decoding(sidePage, both.id, 'the co-host page also decodes the main host',
+                              (x) => width(x) > 320);
+    t.diagnostic(`main player ${m1.width} wide, co-host player ${s1.width} wide, ` +
+                 `the same page's main-host session ${b1.width} wide`);
     r = await api(server.base, 'GET', `/api/v1/streams/${s.id}/cohosts`);
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json.cohosts.map((c) => [c.user_id, c.on_air]), [[guestId, true]]);
@@ -116,6 +121,7 @@ test('host + co-host publish; the plain player gets the host, ?participant= the 
     t.diagnostic(`co-host player closed ${Date.now() - removedAt} ms after the removal`);
     const m2 = await decoding(mainPage, main.id, 'the main player keeps decoding', (x) => width(x) > 320);
     assert.equal(m2.connection, 'connected');
+    await decoding(sidePage, both.id, 'the page\'s main-host session keeps decoding', (x) => width(x) > 320);
     const again = await tryPublish(guestPage, cohostWhip, guest.token, {width: 320, height: 180});
     assert.equal(again.status, 403, JSON.stringify(again).slice(0, 300));
     assert.match(again.body, /not_cohost/);
