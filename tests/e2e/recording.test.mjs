@@ -82,21 +82,25 @@ before(async () => {
 });
 
 after(async () => {
+  // stop everything and unmount first, then report: a failed check must not leave an onaird
+  // running or a tmpfs mounted
+  const problems = [];
   try {
     await browser?.close();
   } finally {
     for (const s of servers) {
       const st = await s.stop();
-      if (!s.killed) {
-        assert.equal(st.code, 0, `onaird exit ${JSON.stringify(st)}:\n${s.log().slice(-4000)}`);
-        assert.ok(!/ERROR: (Address|Leak)Sanitizer|runtime error:/.test(s.log()), s.log().slice(-6000));
-      }
+      if (!s.killed && st?.code !== 0)
+        problems.push(`onaird exit ${JSON.stringify(st)}:\n${s.log().slice(-4000)}`);
+      if (!s.killed && /ERROR: (Address|Leak)Sanitizer|runtime error:/.test(s.log()))
+        problems.push(s.log().slice(-6000));
     }
     for (const d of dirs) {
       try { execFileSync('umount', [d], {stdio: 'ignore'}); } catch {}
       await rm(d, {recursive: true, force: true}).catch(() => {});
     }
   }
+  assert.deepEqual(problems, []);
 });
 
 async function recordFor(server, s, page, seconds, opts = {}) {
