@@ -54,6 +54,19 @@ static const onair_config_key_t calls_config[] = {
                        "(livekit-client needs one; it gates features on it)."),
     ONAIR_FIELD("ping_interval_s", ONAIR_CFG_INT, .default_value = "5", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(1, 60), .doc = "How often clients ping (join response)."),
+    ONAIR_FIELD("url", ONAIR_CFG_STRING, .default_value = "", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, 256),
+                .doc = "The URL clients connect to (wss://calls.example.com), in token answers. "
+                       "Empty: ws:// (or wss:// behind X-Forwarded-Proto https) + the Host "
+                       "header of the request."),
+    ONAIR_FIELD("room_pattern", ONAIR_CFG_STRING, .default_value = "match-{match_id}",
+                .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 64),
+                .doc = "The room of POST /api/v1/calls/token {match_id}: {match_id} is replaced."),
+    ONAIR_FIELD("token_ttl_s", ONAIR_CFG_INT, .default_value = "600", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(60, 86400), .doc = "How long minted tokens are valid."),
+    ONAIR_FIELD("tokens_per_hour", ONAIR_CFG_INT, .default_value = "30", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 100000),
+                .doc = "Tokens per user per hour (rate limit calls.token)."),
     ONAIR_FIELD("ping_timeout_s", ONAIR_CFG_INT, .default_value = "15", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(2, 300),
                 .doc = "A client that hears no pong for this long reconnects."),
@@ -313,6 +326,113 @@ static void ws_closed(onair_conn_t id, void *ud)
     free(k);
 }
 
+/* ---- the token service (the dating app's POST /api/livekit/token) ------------------------- */
+
+static const onair_config_key_t token_body[] = {
+    ONAIR_FIELD("match_id", ONAIR_CFG_STRING, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 64)),
+    ONAIR_FIELD("room", ONAIR_CFG_STRING, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 128)),
+    ONAIR_FIELD("call_type", ONAIR_CFG_STRING, .choices = "video|audio"),
+    ONAIR_END,
+};
+
+typedef struct {
+    calls_t *c;
+    onair_req_t *req;
+    char identity[128], room[200], url[300];
+    int video;
+} mint_t;
+
+static int name_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static void token_user(int status, json_t *result, void *ud)
+{
+    mint_t *m = ud;
+    calls_t *c = m->c;
+    json_t *u = status == ONAIR_OK ? json_object_get(result, "user") : NULL;
+    const char *name = json_string_value(json_object_get(u, "display_name"));
+    if (!name || !*name)
+        name = json_string_value(json_object_get(u, "username"));
+    if (!name)
+        name = m->identity;
+    int64_t ttl = api->config_int(c->self, "token_ttl_s");
+    char *tok = lk_token_mint(c->key.key, c->key.secret, m->identity, name, m->room,
+                              api->now_ms(c->self) / 1000, ttl, 1, 1);
+    if (!tok) {
+        api->reply_error(m->req, ONAIR_ENOMEM, "cannot mint a token");
+    } else {
+        api->reply_json(m->req, 200,
+                        json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:b, s:b, s:I}", "token", tok,
+                                  "url", m->url, "room_name", m->room, "participant", "identity",
+                                  m->identity, "name", name, "call_type",
+                                  m->video ? "video" : "audio", "video_enabled", m->video,
+                                  "audio_enabled", 1, "expires_in_s", (json_int_t)ttl));
+        api->log(c->self, ONAIR_LOG_INFO, "token for %s in room %s", m->identity, m->room);
+    }
+    free(tok);
+    free(m);
+}
+
+static int post_token(onair_req_t *req, void *ud)
+{
+    calls_t *c = ud;
+    onair_target_t t = ONAIR_TARGET_REQ(req);
+    if (!c->srv.nkeys)
+        return api->target_problem(t, 503, "calls_not_configured",
+                                   "no LiveKit api_key/api_secret is configured", NULL);
+    json_t *body = api->req_json(req);
+    const char *match = json_string_value(json_object_get(body, "match_id"));
+    const char *room = json_string_value(json_object_get(body, "room"));
+    const char *type = json_string_value(json_object_get(body, "call_type"));
+    if (!match && !room)
+        return onair_field_problem(api, t, "missing_field", "match_id",
+                                   "match_id or room is required");
+    if (match && room)
+        return onair_field_problem(api, t, "invalid_field", "room",
+                                   "give match_id or room, not both");
+    if (!name_ok(match ? match : room))
+        return onair_field_problem(api, t, "invalid_field", match ? "match_id" : "room",
+                                   "letters, digits, '-', '_' and '.' only");
+    mint_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return ONAIR_ENOMEM;
+    m->c = c;
+    m->req = req;
+    m->video = !type || !strcmp(type, "video");
+    snprintf(m->identity, sizeof m->identity, "%s", api->req_user(req)->id);
+    if (match) {
+        const char *pat = api->config_string(c->self, "room_pattern");
+        const char *at = strstr(pat, "{match_id}");
+        if (at)
+            snprintf(m->room, sizeof m->room, "%.*s%s%s", (int)(at - pat), pat, match, at + 10);
+        else
+            snprintf(m->room, sizeof m->room, "%s", pat);
+    } else {
+        snprintf(m->room, sizeof m->room, "%s", room);
+    }
+    const char *url = api->config_string(c->self, "url");
+    if (url && *url) {
+        snprintf(m->url, sizeof m->url, "%s", url);
+    } else {
+        const char *host = api->req_header(req, "host");
+        const char *proto = api->req_header(req, "x-forwarded-proto");
+        snprintf(m->url, sizeof m->url, "%s://%.200s",
+                 proto && !strcasecmp(proto, "https") ? "wss" : "ws", host ? host : "localhost");
+    }
+    int rc = api->user_get(c->self, m->identity, token_user, m);
+    if (rc != ONAIR_OK) {
+        free(m);
+        return rc;
+    }
+    return ONAIR_PENDING;
+}
+
 static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
 {
     api = host_api;
@@ -334,7 +454,14 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
                            .protocol = 16,
                            .ping_interval_s = (int32_t)api->config_int(self, "ping_interval_s"),
                            .ping_timeout_s = (int32_t)api->config_int(self, "ping_timeout_s")};
+    const onair_ratelimit_t limits[] = {
+        ONAIR_RATELIMIT("calls.token", (uint32_t)api->config_int(self, "tokens_per_hour"), 3600,
+                        ONAIR_RATELIMIT_BY_USER),
+    };
     const onair_route_t routes[] = {
+        ONAIR_ROUTE("POST", "/api/v1/calls/token", post_token, .ud = c,
+                    .access = ONAIR_ACCESS_VERIFIED, .ratelimit = "calls.token",
+                    .body = token_body),
         ONAIR_ROUTE("GET", "/rtc/v1/validate", get_validate, .ud = c),
         ONAIR_ROUTE("GET", "/rtc/validate", get_validate, .ud = c),
     };
@@ -344,7 +471,9 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
                                     .message = ws_message,
                                     .close = ws_closed,
                                     .ud = c};
-    int rc = onair_add_routes(api, self, routes);
+    int rc = onair_add_ratelimits(api, self, limits);
+    if (rc == ONAIR_OK)
+        rc = onair_add_routes(api, self, routes);
     if (rc == ONAIR_OK && ONAIR_HAS(api, ws_endpoint_add))
         rc = api->ws_endpoint_add(self, &ep);
     if (rc != ONAIR_OK) {

@@ -160,3 +160,68 @@ int lk_token_verify(const char *token, const lk_api_key_t *keys, size_t nkeys, i
         lk_grant_free(out);
     return rc;
 }
+
+static char *b64url_encode(const unsigned char *in, size_t n)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char *out = malloc(n / 3 * 4 + 5);
+    if (!out)
+        return NULL;
+    size_t o = 0, i = 0;
+    for (; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = al[v >> 18 & 63];
+        out[o++] = al[v >> 12 & 63];
+        out[o++] = al[v >> 6 & 63];
+        out[o++] = al[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+        out[o++] = al[v >> 18 & 63];
+        out[o++] = al[v >> 12 & 63];
+        if (i + 1 < n)
+            out[o++] = al[v >> 6 & 63];
+    }
+    out[o] = 0;
+    return out;
+}
+
+char *lk_token_mint(const char *key, const char *secret, const char *identity, const char *name,
+                    const char *room, int64_t now_s, int64_t ttl_s, int can_publish,
+                    int can_subscribe)
+{
+    json_t *claims =
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:{s:s, s:b, s:b, s:b, s:b}}", "iss", key, "sub",
+                  identity, "name", name ? name : "", "nbf", (json_int_t)now_s, "exp",
+                  (json_int_t)(now_s + ttl_s), "video", "room", room, "roomJoin", 1, "canPublish",
+                  can_publish, "canSubscribe", can_subscribe, "canPublishData", 1);
+    char *cj = claims ? json_dumps(claims, JSON_COMPACT) : NULL;
+    json_decref(claims);
+    static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+    char *h = b64url_encode((const unsigned char *)hdr, sizeof hdr - 1);
+    char *c = cj ? b64url_encode((const unsigned char *)cj, strlen(cj)) : NULL;
+    free(cj);
+    char *tok = NULL;
+    if (h && c) {
+        size_t hl = strlen(h), cl = strlen(c);
+        char *signing = malloc(hl + cl + 2);
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned int ml = 0;
+        if (signing) {
+            memcpy(signing, h, hl);
+            signing[hl] = '.';
+            memcpy(signing + hl + 1, c, cl + 1);
+            char *sig = HMAC(EVP_sha256(), secret, (int)strlen(secret),
+                             (const unsigned char *)signing, hl + cl + 1, mac, &ml)
+                            ? b64url_encode(mac, ml)
+                            : NULL;
+            if (sig && (tok = malloc(hl + cl + strlen(sig) + 3)))
+                sprintf(tok, "%s.%s", signing, sig);
+            free(sig);
+            free(signing);
+        }
+    }
+    free(h);
+    free(c);
+    return tok;
+}

@@ -42,6 +42,13 @@ enum lk_token_err {
 int lk_token_verify(const char *token, const lk_api_key_t *keys, size_t nkeys, int64_t now_s,
                     int64_t leeway_s, lk_grant_t *out);
 void lk_grant_free(lk_grant_t *g);
+
+/* A LiveKit access token (HS256) as LiveKit's server SDKs mint them: iss = key, sub =
+ * identity, name, nbf = now, exp = now + ttl, video {room, roomJoin, canPublish,
+ * canSubscribe, canPublishData}. malloc'd; NULL when out of memory. */
+char *lk_token_mint(const char *key, const char *secret, const char *identity, const char *name,
+                    const char *room, int64_t now_s, int64_t ttl_s, int can_publish,
+                    int can_subscribe);
 const char *lk_token_strerror(int err);
 
 #endif

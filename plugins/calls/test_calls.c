@@ -459,6 +459,17 @@ static void test_tokens(void **state)
     t = jwt(SECRET, hs256, "{\"iss\":\"" KEY "\",\"sub\":\"a\"}");
     assert_int_equal(lk_token_verify(t, keys, 2, NOW, 0, &g), LK_TOKEN_EXPIRED);
     free(t);
+    /* what the token service mints verifies, with the grant it was given */
+    t = lk_token_mint(KEY, SECRET, "u1", "Ann", "match-9", NOW, 600, 1, 0);
+    assert_non_null(t);
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW + 599, 0, &g), LK_TOKEN_OK);
+    assert_string_equal(g.identity, "u1");
+    assert_string_equal(g.name, "Ann");
+    assert_string_equal(g.room, "match-9");
+    assert_true(g.room_join && g.can_publish && !g.can_subscribe && g.can_publish_data);
+    lk_grant_free(&g);
+    assert_int_equal(lk_token_verify(t, keys, 2, NOW + 601, 0, &g), LK_TOKEN_EXPIRED);
+    free(t);
     const char *bad[] = {"", "a.b", "a.b.c.d", "x.y.z", "..", NULL};
     for (int i = 0; bad[i]; i++)
         assert_int_equal(lk_token_verify(bad[i], keys, 2, NOW, 0, &g), LK_TOKEN_MALFORMED);

@@ -13,7 +13,7 @@ import urllib.parse
 
 import pytest
 
-from onair_harness import PLUGIN_DIR, Server
+from onair_harness import PLUGIN_DIR, Server, make_token
 
 LIVEKIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "livekit")
 KEY, SECRET = "APIonairCalls", "calls-test-secret-0123456789abcdefghij"
@@ -292,3 +292,58 @@ def test_rtc_room_participants(srv):
             await e.send(pb_varint(14 << 3) + pb_varint(9))
             assert [f for f, _ in pb_fields(await recv(e))] == [18]
     asyncio.run(run())
+
+
+# ---- the token service: the dating app's POST /api/livekit/token --------------------------
+def test_token_service(srv):
+    import asyncio
+    import websockets
+    user = make_token(sub="u-alice", verified=True)
+    r = srv.http("POST", "/api/v1/calls/token", body={"match_id": "m42", "call_type": "audio"},
+                 token=user)
+    assert r.status == 200, r
+    b = r.json()
+    assert b["room_name"] == "match-m42"
+    assert b["participant"]["identity"] == "u-alice"
+    assert b["call_type"] == "audio" and b["video_enabled"] is False and b["audio_enabled"] is True
+    assert b["url"] == f"ws://127.0.0.1:{srv.port}"
+    # the token is a LiveKit token for that room: validate and the WebSocket take it
+    assert validate(srv, b["token"]).body == "success"
+
+    async def join():
+        async with websockets.connect(b["url"] + "/rtc/v1?" + urllib.parse.urlencode(
+                {"access_token": b["token"]})) as ws:
+            join, = pb_get(await asyncio.wait_for(ws.recv(), 5), 1)
+            room, = pb_get(join, 1)
+            me, = pb_get(join, 2)
+            return pb_get(room, 2), pb_get(me, 2)
+    assert asyncio.run(join()) == ([b"match-m42"], [b"u-alice"])
+    # a room by name; video by default
+    r = srv.http("POST", "/api/v1/calls/token", body={"room": "team.sync"}, token=user)
+    assert r.status == 200 and r.json()["room_name"] == "team.sync"
+    assert r.json()["video_enabled"] is True
+    # refusals
+    def problem(r, status, code, field=None):
+        assert r.status == status, r
+        assert r.json()["code"] == code, r.json()
+        if field:
+            assert r.json()["field"] == field
+    problem(srv.http("POST", "/api/v1/calls/token", body={"match_id": "m1"},
+                     token=make_token(sub="u-bob")), 403, "verification_required")
+    problem(srv.http("POST", "/api/v1/calls/token", body={"match_id": "m1"}), 401, "unauthorized")
+    problem(srv.http("POST", "/api/v1/calls/token", body={}, token=user), 400, "missing_field",
+            "match_id")
+    problem(srv.http("POST", "/api/v1/calls/token", body={"match_id": "a", "room": "b"},
+                     token=user), 400, "invalid_field", "room")
+    problem(srv.http("POST", "/api/v1/calls/token", body={"match_id": "a/b"}, token=user), 400,
+            "invalid_field", "match_id")
+    problem(srv.http("POST", "/api/v1/calls/token", body={"match_id": "a", "call_type": "fax"},
+                     token=user), 400, "invalid_field", "call_type")
+    # 30 per hour per user: the 31st is 429 with Retry-After
+    carol = make_token(sub="u-carol", verified=True)
+    for i in range(30):
+        assert srv.http("POST", "/api/v1/calls/token", body={"match_id": f"m{i}"},
+                        token=carol).status == 200
+    r = srv.http("POST", "/api/v1/calls/token", body={"match_id": "m31"}, token=carol)
+    problem(r, 429, "rate_limited")
+    assert int(r.header("Retry-After")) >= 1
