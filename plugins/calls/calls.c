@@ -27,6 +27,7 @@ typedef struct conn {
     lk_session_t s;
     int replaced;    /* another connection joined with the same identity: no more updates */
     int64_t last_ms; /* the last message from the client (pings every ping_interval_s) */
+    int timed_out;
 } conn_t;
 
 typedef struct {
@@ -156,6 +157,20 @@ static void send_buf(onair_conn_t id, lk_buf_t *b)
     lk_buf_free(b);
 }
 
+/* calls.<what> on the bus: {room, room_sid, identity, participant_sid, at (ms)} + extra members
+ * (stolen). */
+static void publish_event(calls_t *c, const char *topic, const conn_t *k, json_t *extra)
+{
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:I}", "room", k->s.grant.room, "room_sid",
+                           k->s.room_sid, "identity", k->s.grant.identity, "participant_sid",
+                           k->s.participant_sid, "at", (json_int_t)api->now_ms(c->self));
+    if (ev && extra)
+        json_object_update(ev, extra);
+    json_decref(extra);
+    if (ev)
+        api->bus_publish(c->self, topic, ev);
+}
+
 static int same_room(const conn_t *a, const conn_t *b)
 {
     return a != b && !a->replaced && !b->replaced && !strcmp(a->s.grant.room, b->s.grant.room);
@@ -255,6 +270,7 @@ static void ws_open(onair_conn_t id, const char *query, const char *remote, void
              k->s.grant.room, k->s.participant_sid);
     send_join(c, k);
     room_announce(c, k, 1);
+    publish_event(c, "calls.participant_joined", k, NULL);
 }
 
 static void ws_message(onair_conn_t id, const void *data, size_t len, int binary, void *ud)
@@ -275,6 +291,15 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
     send_buf(id, &out);
     if (k->s.ntracks != ntracks || req.kind == LK_REQ_MUTE)
         room_announce(c, k, 2); /* published a track, or muted one */
+    if (k->s.ntracks != ntracks) {
+        const lk_track_t *t = &k->s.tracks[k->s.ntracks - 1];
+        publish_event(c, "calls.track_published", k,
+                      json_pack("{s:s, s:s, s:s}", "track_sid", t->sid, "kind",
+                                t->type == 0   ? "audio"
+                                : t->type == 1 ? "video"
+                                               : "data",
+                                "name", t->name));
+    }
     switch (act) {
     case LK_ACT_INVALID:
         api->ws_close(id, 1007, "invalid signal request");
@@ -308,6 +333,7 @@ static void on_sweep(onair_timer_t t, void *ud)
             api->log(c->self, ONAIR_LOG_INFO, "%s in %s: no ping for %d s, closing",
                      k->s.grant.identity, k->s.grant.room, (int)c->srv.ping_timeout_s);
             k->last_ms = now; /* once: the close comes back through ws_closed */
+            k->timed_out = 1;
             api->ws_close(k->id, 1011, "ping timeout");
         }
 }
@@ -322,6 +348,12 @@ static void ws_closed(onair_conn_t id, void *ud)
     *link = k->next;
     if (!k->replaced)
         room_announce(c, k, 3); /* DISCONNECTED */
+    publish_event(c, "calls.participant_left", k,
+                  json_pack("{s:s}", "reason",
+                            k->replaced    ? "duplicate_identity"
+                            : k->s.left    ? "leave"
+                            : k->timed_out ? "ping_timeout"
+                                           : "disconnected"));
     lk_session_free(&k->s);
     free(k);
 }

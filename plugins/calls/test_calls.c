@@ -702,6 +702,20 @@ static void test_rtc_socket(void **state)
     onair_test_advance(h, 5000);
     assert_int_equal(onair_test_ws_close_code(h, c), 1011);
     onair_test_ws_disconnect(h, c);
+    /* bus events: joined, then left (ping timeout) */
+    json_t *ev = onair_test_published_next(h);
+    assert_string_equal(json_string_value(json_object_get(ev, "topic")),
+                        "calls.participant_joined");
+    json_t *pl = json_object_get(ev, "payload");
+    assert_string_equal(json_string_value(json_object_get(pl, "room")), "match-1");
+    assert_string_equal(json_string_value(json_object_get(pl, "identity")), "alice");
+    json_decref(ev);
+    ev = onair_test_published_next(h);
+    assert_string_equal(json_string_value(json_object_get(ev, "topic")), "calls.participant_left");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(ev, "payload"), "reason")),
+        "ping_timeout");
+    json_decref(ev);
     /* a text frame */
     c = onair_test_raw_connect(h, "/rtc/v1", q);
     free(onair_test_raw_next(h, c, &len, &binary));
