@@ -173,8 +173,10 @@ static void ring_add(ring_t *r, int track, const md_frame_t *f)
         }
         if (r->v.codec == MD_H264) {
             size_t n = md_h264_params(f->data, f->len, r->params, sizeof r->params);
-            if (n)
+            if (n) {
                 r->params_len = n;
+                mx_h264_size(f->data, f->len, &r->width, &r->height);
+            }
         }
     }
     cframe_t *c = malloc(sizeof *c + f->len);

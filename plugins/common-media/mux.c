@@ -121,6 +121,33 @@ static int add_track(mx_t *m, int idx, const mx_track_t *t)
     return 0;
 }
 
+int mx_h264_size(const uint8_t *frame, size_t len, int *width, int *height)
+{
+    AVCodecParserContext *pc = av_parser_init(AV_CODEC_ID_H264);
+    AVCodecContext *ctx = avcodec_alloc_context3(NULL);
+    uint8_t *buf = av_mallocz(len + AV_INPUT_BUFFER_PADDING_SIZE);
+    int rc = -1;
+    if (pc && ctx && buf) {
+        memcpy(buf, frame, len);
+        pc->flags |= PARSER_FLAG_COMPLETE_FRAMES;
+        uint8_t *out = NULL;
+        int outlen = 0;
+        av_parser_parse2(pc, ctx, &out, &outlen, buf, (int)len, AV_NOPTS_VALUE, AV_NOPTS_VALUE, 0);
+        int w = pc->width > 0 ? pc->width : ctx->width;
+        int h = pc->height > 0 ? pc->height : ctx->height;
+        if (w > 0 && h > 0) {
+            *width = w;
+            *height = h;
+            rc = 0;
+        }
+    }
+    av_free(buf);
+    avcodec_free_context(&ctx);
+    if (pc)
+        av_parser_close(pc);
+    return rc;
+}
+
 static void mx_free(mx_t *m)
 {
     if (!m)

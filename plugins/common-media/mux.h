@@ -28,6 +28,10 @@ typedef struct mx_track {
 
 typedef struct mx mx_t;
 
+/* H.264: the picture size from an Annex B frame's SPS (libavcodec's parser); 0, or -1 when
+ * the frame has no usable SPS. Cheap enough for the loop (one keyframe per segment). */
+int mx_h264_size(const uint8_t *frame, size_t len, int *width, int *height);
+
 int mx_format_for(int video_codec); /* MX_NONE: this codec cannot be stored */
 const char *mx_extension(int fmt);  /* "webm", "mp4" */
 const char *mx_mime(int fmt);       /* "video/webm", "video/mp4" */

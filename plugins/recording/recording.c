@@ -599,8 +599,11 @@ static void queue_frame(seg_t *s, int track, const md_frame_t *f)
             return;
         }
     }
-    if (track == 0 && s->v.codec == MD_H264 && f->key && !s->params_len)
+    if (track == 0 && s->v.codec == MD_H264 && f->key && !s->params_len) {
         s->params_len = md_h264_params(f->data, f->len, s->params, sizeof s->params);
+        if (!s->width)
+            mx_h264_size(f->data, f->len, &s->width, &s->height);
+    }
     if (s->overflow == 1) {
         if (track == 0 && f->key)
             s->overflow = 0;

@@ -217,10 +217,12 @@ test('H.264: a fragmented MP4 while recording, an MP4 with its index after', T, 
     await new Promise((ok, ko) => { el.onloadedmetadata = ok; el.onerror = () => ko(new Error('load ' + el.error?.code)); });
     await el.play();
     await new Promise((r) => setTimeout(r, 1500));
-    return {t: el.currentTime, error: el.error?.code ?? null};
+    return {t: el.currentTime, error: el.error?.code ?? null, w: el.videoWidth, h: el.videoHeight};
   }, server.base + rec.file_url);
   assert.equal(v.error, null);
   assert.ok(v.t > 0.5, JSON.stringify(v));
+  // the MP4's picture size is the SPS's (not a placeholder): what the element shows
+  assert.deepEqual([rec.width, rec.height], [v.w, v.h], JSON.stringify({rec, v}));
   await viewer.close();
   await page.close();
 });
