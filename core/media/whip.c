@@ -54,8 +54,9 @@ typedef struct op {
     char participant[MEDIA_PARTICIPANT_LEN]; /* WHEP ?participant=, a co-host's user id */
     int mute_audio; /* a co-host's publish: what the owner muted (cohosts.media_publish) */
     int mute_video;
-    char *key;     /* a publisher's stream key, NULL with an access token */
-    json_t *roles; /* the access token's roles (a publisher's rights check) */
+    uint64_t max_bps; /* a co-host's publish: its bitrate cap (cohosts.media_publish), 0 = none */
+    char *key;        /* a publisher's stream key, NULL with an access token */
+    json_t *roles;    /* the access token's roles (a publisher's rights check) */
     char user_id[64];
     char addr[64];  /* the client's address (admission limits) */
     char share[65]; /* ?share=: an unlisted stream's share token, passed to streams.access */
@@ -669,8 +670,10 @@ static void register_session(op_t *op)
     relay_t *r = relay_get(key);
     if (r && op->participant[0])
         snprintf(r->participant, sizeof r->participant, "%s", op->participant);
-    if (r && op->cohost) /* what the owner muted stays muted in a new publish */
+    if (r && op->cohost) { /* what the owner muted stays muted in a new publish */
         room_mute(r, op->mute_audio, op->mute_video);
+        atomic_store(&r->max_pub_bps, op->max_bps); /* the REMB it gets (relay.c) */
+    }
     pthread_mutex_unlock(&g_media.lock);
     if (!r)
         return op_problem(op, 500, "out_of_memory", "out of memory");
@@ -1053,6 +1056,8 @@ static void cohost_checked(int status, json_t *result, void *ud)
     json_t *muted = json_object_get(result, "muted");
     op->mute_audio = json_is_true(json_object_get(muted, "audio"));
     op->mute_video = json_is_true(json_object_get(muted, "video"));
+    json_int_t kbps = json_integer_value(json_object_get(result, "max_bitrate_kbps"));
+    op->max_bps = kbps > 0 ? (uint64_t)kbps * 1000u : 0;
     if (take_offer(op) < 0)
         return;
     register_session(op);

@@ -67,6 +67,7 @@ struct cohosts {
     onair_sub_t sub_pub, sub_unpub;
     int64_t max_cohosts, ttl_ms, sweep_ms;
     int require_verified;
+    int64_t max_bitrate_kbps;
     int sweeping;
 };
 
@@ -81,6 +82,10 @@ static const onair_config_key_t cohosts_config[] = {
     ONAIR_FIELD("require_verified", ONAIR_CFG_BOOL, .default_value = "false",
                 .doc = "Only verified accounts can be invited (co-hosts stream: set it with the "
                        "streams plugin's require_verified_to_stream)."),
+    ONAIR_FIELD("max_bitrate_kbps", ONAIR_CFG_INT, .default_value = "2500", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, 100000),
+                .doc = "Bitrate a co-host may send (kbit/s; the relay's REMB to them, never above "
+                       "media.max_publisher_bitrate). 0: media.max_publisher_bitrate."),
     ONAIR_FIELD("sweep_ms", ONAIR_CFG_INT, .default_value = "5000", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(100, 60000),
                 .doc = "How often overdue invites are marked expired (ms; an overdue invite "
@@ -708,9 +713,10 @@ static void publish_stream_read(onair_flow_t *f, int status, json_t *result)
                           json_pack("{s:i,s:s,s:s}", "status", 409, "code", "not_live", "detail",
                                     "co-hosts publish while the stream is live"));
     svc_answer(op, ONAIR_OK,
-               json_pack("{s:b,s:{s:b,s:b}}", "allowed", 1, "muted", "audio",
+               json_pack("{s:b,s:{s:b,s:b},s:I}", "allowed", 1, "muted", "audio",
                          json_is_true(json_object_get(op->doc, "muted_audio")), "video",
-                         json_is_true(json_object_get(op->doc, "muted_video"))));
+                         json_is_true(json_object_get(op->doc, "muted_video")), "max_bitrate_kbps",
+                         (json_int_t)op->st->max_bitrate_kbps));
 }
 
 static void publish_cohost_read(onair_flow_t *f, int status, json_t *result)
@@ -867,6 +873,7 @@ static int cohosts_init(onair_plugin_t *self, const onair_api_t *host_api)
     st->ttl_ms = 1000 * api->config_int(self, "invite_ttl_s");
     st->sweep_ms = api->config_int(self, "sweep_ms");
     st->require_verified = api->config_bool(self, "require_verified");
+    st->max_bitrate_kbps = api->config_int(self, "max_bitrate_kbps");
     const uint32_t user = ONAIR_ACCESS_USER;
     const onair_collection_t invites = {
         .size = sizeof invites, .name = "invites", .version = 1, .indexes = invite_indexes};

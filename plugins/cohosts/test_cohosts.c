@@ -244,6 +244,7 @@ static void test_publish_check_remove_and_mute(void **state)
     ask_publish(h, LIVE, BOB);
     assert_int_equal(svc_status, ONAIR_OK);
     assert_false(json_is_true(json_object_get(json_object_get(svc_result, "muted"), "video")));
+    assert_int_equal(json_integer_value(json_object_get(svc_result, "max_bitrate_kbps")), 2500);
     /* muted: a new publish starts muted, and the relay was told at once */
     expect(req(h, "POST", "/api/v1/streams/" LIVE "/cohosts/" BOB "/mute", "{\"video\": true}",
                &owner),
