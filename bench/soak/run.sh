@@ -73,19 +73,18 @@ echo "soak: ${MIN} min (warm-up ${WARM} min): chat=$CHAT (senders=$SENDERS rate=
 start_onaird
 base="http://127.0.0.1:$PORT"
 ADMIN=$("$CB" -k "$KEY" -K "$SECRET" -t '"streamer","admin"')
-api() { curl -sf --max-time 30 -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-    ${3:+-d "$3"} "$base$2"; }
-SID=$(api POST /api/v1/streams '{"title":"soak chat"}' | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
-[ -n "$SID" ] || { echo "stream create failed"; tail "$WORK/onaird.log"; exit 1; }
-api POST "/api/v1/streams/$SID/start" > /dev/null || { echo "stream start failed"; exit 1; }
-# the media stream belongs to a real account (WHIP checks the owner exists)
+# the streams belong to a real account (WHIP checks the owner exists)
 u="soak$RANDOM"
 UTOKEN=$(curl -sf --max-time 30 -X POST -H 'Content-Type: application/json' \
     -d "{\"username\":\"$u\",\"email\":\"$u@example.org\",\"password\":\"correct horse battery staple\"}" \
     "$base/api/v1/auth/register" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
 [ -n "$UTOKEN" ] || { echo "register failed"; tail "$WORK/onaird.log"; exit 1; }
-resp=$(curl -sf --max-time 30 -X POST -H "Authorization: Bearer $UTOKEN" \
-    -H 'Content-Type: application/json' -d '{"title":"soak media"}' "$base/api/v1/streams")
+uapi() { curl -sf --max-time 30 -X "$1" -H "Authorization: Bearer $UTOKEN" \
+    -H 'Content-Type: application/json' ${3:+-d "$3"} "$base$2"; }
+SID=$(uapi POST /api/v1/streams '{"title":"soak chat"}' | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
+[ -n "$SID" ] || { echo "stream create failed"; tail "$WORK/onaird.log"; exit 1; }
+uapi POST "/api/v1/streams/$SID/start" > /dev/null || { echo "stream start failed"; exit 1; }
+resp=$(uapi POST /api/v1/streams '{"title":"soak media"}')
 MSID=$(echo "$resp" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
 MKEY=$(echo "$resp" | sed -n 's/.*"stream_key":"\([^"]*\)".*/\1/p')
 [ -n "$MSID" ] && [ -n "$MKEY" ] || { echo "media stream create failed: $resp"; exit 1; }
