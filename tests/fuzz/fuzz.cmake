@@ -22,5 +22,5 @@ if(NOT ONAIR_SANITIZE)
   add_test(NAME fuzz.smoke
     COMMAND make -s -C ${CMAKE_SOURCE_DIR} fuzz FUZZ_BUILD=${CMAKE_BINARY_DIR}/fuzz
             FUZZ_SECONDS=5 JOBS=2)
-  set_tests_properties(fuzz.smoke PROPERTIES TIMEOUT 900)
+  set_tests_properties(fuzz.smoke PROPERTIES TIMEOUT 900 COST 5000) # started early, as package.debian
 endif()
