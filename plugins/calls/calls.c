@@ -358,6 +358,20 @@ static void ws_closed(onair_conn_t id, void *ud)
     free(k);
 }
 
+/* The URL clients connect to: the configured one, else ws(s):// + the request's Host. */
+static void client_url(calls_t *c, onair_req_t *req, char *out, size_t cap)
+{
+    const char *url = api->config_string(c->self, "url");
+    if (url && *url) {
+        snprintf(out, cap, "%s", url);
+        return;
+    }
+    const char *host = api->req_header(req, "host");
+    const char *proto = api->req_header(req, "x-forwarded-proto");
+    snprintf(out, cap, "%s://%.200s", proto && !strcasecmp(proto, "https") ? "wss" : "ws",
+             host ? host : "localhost");
+}
+
 /* ---- the token service (the dating app's POST /api/livekit/token) ------------------------- */
 
 static const onair_config_key_t token_body[] = {
@@ -448,21 +462,58 @@ static int post_token(onair_req_t *req, void *ud)
     } else {
         snprintf(m->room, sizeof m->room, "%s", room);
     }
-    const char *url = api->config_string(c->self, "url");
-    if (url && *url) {
-        snprintf(m->url, sizeof m->url, "%s", url);
-    } else {
-        const char *host = api->req_header(req, "host");
-        const char *proto = api->req_header(req, "x-forwarded-proto");
-        snprintf(m->url, sizeof m->url, "%s://%.200s",
-                 proto && !strcasecmp(proto, "https") ? "wss" : "ws", host ? host : "localhost");
-    }
+    client_url(c, req, m->url, sizeof m->url);
     int rc = api->user_get(c->self, m->identity, token_user, m);
     if (rc != ONAIR_OK) {
         free(m);
         return rc;
     }
     return ONAIR_PENDING;
+}
+
+static int is_admin(const onair_user_t *u)
+{
+    for (const char *const *r = u && u->roles ? u->roles : NULL; r && *r; r++)
+        if (!strcmp(*r, "admin"))
+            return 1;
+    return 0;
+}
+
+/* GET /api/v1/calls/status: configured or not and the URL; for admins also the rooms and
+ * participants on this node now. */
+static int get_status(onair_req_t *req, void *ud)
+{
+    calls_t *c = ud;
+    char url[300];
+    client_url(c, req, url, sizeof url);
+    json_t *body = json_pack("{s:b, s:s}", "configured", c->srv.nkeys > 0, "url", url);
+    if (body && is_admin(api->req_user(req))) {
+        json_t *rooms = json_object(); /* name -> {sid, participants} */
+        for (conn_t *k = c->conns; k && rooms; k = k->next) {
+            if (k->replaced)
+                continue;
+            json_t *r = json_object_get(rooms, k->s.grant.room);
+            if (!r) {
+                r = json_pack("{s:s, s:s, s:[]}", "name", k->s.grant.room, "sid", k->s.room_sid,
+                              "participants");
+                json_object_set_new(rooms, k->s.grant.room, r);
+            }
+            json_t *tracks = json_array();
+            for (size_t i = 0; i < k->s.ntracks; i++)
+                json_array_append_new(tracks, json_string(k->s.tracks[i].sid));
+            json_array_append_new(json_object_get(r, "participants"),
+                                  json_pack("{s:s, s:s, s:I, s:o}", "identity", k->s.grant.identity,
+                                            "sid", k->s.participant_sid, "joined_at",
+                                            (json_int_t)k->s.joined_ms, "tracks", tracks));
+        }
+        json_t *list = json_array();
+        const char *name;
+        json_t *r;
+        json_object_foreach(rooms, name, r) json_array_append(list, r);
+        json_object_set_new(body, "rooms", list);
+        json_decref(rooms);
+    }
+    return api->reply_json(req, 200, body);
 }
 
 static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
@@ -494,6 +545,8 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
         ONAIR_ROUTE("POST", "/api/v1/calls/token", post_token, .ud = c,
                     .access = ONAIR_ACCESS_VERIFIED, .ratelimit = "calls.token",
                     .body = token_body),
+        ONAIR_ROUTE("GET", "/api/v1/calls/status", get_status, .ud = c,
+                    .access = ONAIR_ACCESS_USER),
         ONAIR_ROUTE("GET", "/rtc/v1/validate", get_validate, .ud = c),
         ONAIR_ROUTE("GET", "/rtc/validate", get_validate, .ud = c),
     };

@@ -347,3 +347,24 @@ def test_token_service(srv):
     r = srv.http("POST", "/api/v1/calls/token", body={"match_id": "m31"}, token=carol)
     problem(r, 429, "rate_limited")
     assert int(r.header("Retry-After")) >= 1
+
+
+def test_status(srv):
+    import asyncio
+    import websockets
+    r = srv.http("GET", "/api/v1/calls/status", token=make_token(sub="u-viewer"))
+    assert r.status == 200
+    assert r.json() == {"configured": True, "url": f"ws://127.0.0.1:{srv.port}"}
+    assert srv.http("GET", "/api/v1/calls/status").status == 401
+    tok, = mint({"identity": "dora", "grant": {"room": "match-status", "roomJoin": True}})
+
+    async def run():
+        async with websockets.connect(rtc_url(srv, tok)) as ws:
+            await asyncio.wait_for(ws.recv(), 5)
+            r = srv.http("GET", "/api/v1/calls/status",
+                         token=make_token(sub="u-admin", roles=("viewer", "admin")))
+            rooms = {x["name"]: x for x in r.json()["rooms"]}
+            room = rooms["match-status"]
+            assert room["sid"].startswith("RM_")
+            assert [p["identity"] for p in room["participants"]] == ["dora"]
+    asyncio.run(run())
