@@ -254,8 +254,8 @@ static int amf_key(amf_in_t *in, char *out, size_t cap, size_t *klen)
         return -1;
     size_t n = (size_t)in->p[in->off] << 8 | in->p[in->off + 1];
     in->off += 2;
-    if (in->len - in->off < n || n >= cap)
-        return -1;
+    if (in->len - in->off < n || n >= cap || memchr(in->p + in->off, 0, n))
+        return -1; /* a NUL would cut the key short (an empty key is the end marker) */
     memcpy(out, in->p + in->off, n);
     out[n] = 0;
     in->off += n;
