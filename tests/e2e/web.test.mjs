@@ -350,6 +350,12 @@ test('an overlay page shows a tip as an alert', {...T, skip: T.skip || (!has('do
   await overlay.goto(`/overlay/${S.streamId}/chat`);
   await overlay.locator('.chatline', {hasText: 'hello from the viewer'}).waitFor();
   await overlay.screenshot({path: join(SHOTS, 'overlay-chat.png'), omitBackground: true});
+  if (has('polls')) {
+    await overlay.goto(`/overlay/${S.streamId}/poll`);
+    await overlay.locator('.poll', {hasText: 'Best snack?'}).waitFor();
+    assert.match(await overlay.locator('.poll').innerText(), /nuts · 100 %/);
+    await overlay.screenshot({path: join(SHOTS, 'overlay-poll.png'), omitBackground: true});
+  }
   noProblems();
 });
 
