@@ -28,12 +28,16 @@ FUZZERS ?= $(shell sed -n 's/^set(ONAIR_FUZZ_HARNESSES \(.*\))/\1/p' tests/fuzz/
 
 .PHONY: run test build deps-run deps-test sanitize clean format package fuzz
 
-# A development token secret is made once under data/ (git-ignored) unless
-# ONAIR_JWT_SECRET is set; production sets its own (docs/auth.md).
+# A development token secret and a restreaming key (sealing saved stream keys) are made
+# once under data/ (git-ignored) unless ONAIR_JWT_SECRET / ONAIR_MULTIPLATFORM_KEY are set;
+# production sets its own (docs/auth.md, plugins/multiplatform/README.md).
 run: deps-run build
 	@mkdir -p data && [ -s data/.dev-jwt-secret ] || \
 		(umask 077 && head -c 32 /dev/urandom | base64 > data/.dev-jwt-secret)
+	@[ -s data/.dev-multiplatform-key ] || \
+		(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > data/.dev-multiplatform-key)
 	ONAIR_JWT_SECRET=$${ONAIR_JWT_SECRET:-$$(cat data/.dev-jwt-secret)} \
+		ONAIR_MULTIPLATFORM_KEY=$${ONAIR_MULTIPLATFORM_KEY:-$$(cat data/.dev-multiplatform-key)} \
 		ONAIR_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugins ./$(BUILD)/core/onaird -c conf.d/onair.yaml
 
 test: deps-test build
