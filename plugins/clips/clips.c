@@ -26,6 +26,7 @@
 #include "depack.h"
 #include "mux.h"
 #include "plugin_util.h"
+#include "sign.h"
 
 static const onair_api_t *api;
 
@@ -62,14 +63,19 @@ typedef struct ring {
     size_t bytes;
     onair_timer_t kf_timer;
     int live;
+    int on; /* the stream's clipping switch: -1 not known yet (asked for), 0 off, 1 on */
 } ring_t;
 
 typedef struct state {
     onair_plugin_t *self;
     onair_coll_t *coll;
+    onair_coll_t *settings; /* clips.settings: {stream, enabled} set by the owner */
     ring_t *rings;
     char dir[512];
+    mc_signer_t signer; /* signed file URLs (common-media/sign.h) */
 } state_t;
+
+#define URL_TTL_S 3600
 
 static const onair_config_key_t config[] = {
     ONAIR_FIELD("dir", ONAIR_CFG_STRING, .default_value = "data/clips",
@@ -79,10 +85,15 @@ static const onair_config_key_t config[] = {
     ONAIR_FIELD("buffer_mb", ONAIR_CFG_INT, .default_value = "32", ONAIR_BETWEEN(1, 1024),
                 .flags = ONAIR_BOUNDED, .doc = "MiB of frames kept per stream at most"),
     ONAIR_FIELD("live_buffer", ONAIR_CFG_BOOL, .default_value = "true",
-                .doc = "keep a ring for every live stream (false: clips from recordings only)"),
+                .doc = "keep rings for live streams at all (false: clips from recordings only)"),
+    ONAIR_FIELD("buffer_default", ONAIR_CFG_BOOL, .default_value = "true",
+                .doc = "clipping of a stream whose owner did not choose (PUT .../clips/settings)"),
     ONAIR_FIELD("keyframe_interval_s", ONAIR_CFG_INT, .default_value = "2", ONAIR_BETWEEN(0, 60),
                 .flags = ONAIR_BOUNDED,
                 .doc = "ask buffered publishers for a keyframe this often (0: never)"),
+    ONAIR_FIELD("url_secret_env", ONAIR_CFG_STRING, .default_value = "ONAIR_CLIPS_URL_SECRET",
+                .doc = "environment variable with the key of signed file URLs (unset: a random "
+                       "key per start)"),
     ONAIR_FIELD("max_recording_clip_s", ONAIR_CFG_INT, .default_value = "300",
                 ONAIR_BETWEEN(5, 3600), .flags = ONAIR_BOUNDED,
                 .doc = "the longest clip cut from a recording"),
@@ -92,6 +103,11 @@ static const onair_config_key_t config[] = {
 static const onair_config_key_t live_body[] = {
     ONAIR_FIELD("title", ONAIR_CFG_STRING, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 140)),
     ONAIR_FIELD("duration_s", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(5, 60)),
+    ONAIR_END,
+};
+
+static const onair_config_key_t settings_body[] = {
+    ONAIR_FIELD("enabled", ONAIR_CFG_BOOL, .flags = ONAIR_CFG_REQUIRED),
     ONAIR_END,
 };
 
@@ -264,6 +280,82 @@ static void ring_free(state_t *st, ring_t *r)
     free(r);
 }
 
+/* Taps one published track of a ring whose stream has clipping on. */
+static void track_start(ring_t *r, int video)
+{
+    state_t *st = r->st;
+    trk_t *k = video ? &r->v : &r->a;
+    int64_t kf = api->config_int(st->self, "keyframe_interval_s");
+    if (!r->kf_timer && kf > 0)
+        r->kf_timer =
+            api->timer_start(st->self, (uint64_t)kf * 1000, (uint64_t)kf * 1000, kf_tick, r);
+    if (video) {
+        md_depack_free(r->vd);
+        r->vd = k->have ? md_depack_new(k->codec, k->pt) : NULL;
+        if (k->have && !r->vtap)
+            api->media_tap_open(st->self, r->stream, "video", -1, 4096, on_tap, r, &r->vtap);
+        api->media_request_keyframe(st->self, r->stream);
+    } else {
+        md_depack_free(r->ad);
+        r->ad = k->have ? md_depack_new(MD_OPUS, k->pt) : NULL;
+        if (k->have && !r->atap)
+            api->media_tap_open(st->self, r->stream, "audio", -1, 4096, on_tap, r, &r->atap);
+    }
+}
+
+/* Clipping turned off: no taps, no timer, no frames (the track descriptions stay). */
+static void ring_off(ring_t *r)
+{
+    if (r->vtap)
+        api->media_tap_close(r->vtap);
+    if (r->atap)
+        api->media_tap_close(r->atap);
+    r->vtap = r->atap = NULL;
+    if (r->kf_timer)
+        api->timer_cancel(r->st->self, r->kf_timer);
+    r->kf_timer = 0;
+    md_depack_free(r->vd);
+    md_depack_free(r->ad);
+    r->vd = r->ad = NULL;
+    ring_clear(r);
+}
+
+/* The stream's switch is known (from the store, or set by its owner): start or stop the ring. */
+static void ring_switch(state_t *st, const char *stream, int on)
+{
+    ring_t *r = ring_of(st, stream);
+    if (!r || r->on == on)
+        return;
+    r->on = on;
+    if (!on)
+        return ring_off(r);
+    if (r->v.have)
+        track_start(r, 1);
+    if (r->a.have)
+        track_start(r, 0);
+}
+
+static int setting_enabled(state_t *st, json_t *doc)
+{
+    json_t *e = json_object_get(doc, "enabled");
+    return json_is_boolean(e) ? json_is_true(e) : api->config_bool(st->self, "buffer_default");
+}
+
+typedef struct lookup {
+    state_t *st;
+    char stream[32];
+} lookup_t;
+
+static void looked_up(int status, json_t *res, void *ud)
+{
+    lookup_t *l = ud;
+    ring_t *r = ring_of(l->st, l->stream);
+    if (r && r->on < 0)
+        ring_switch(l->st, l->stream,
+                    status == ONAIR_OK && setting_enabled(l->st, json_object_get(res, "doc")));
+    free(l);
+}
+
 static void on_track(const onair_media_track_t *t, int published, void *ud)
 {
     state_t *st = ud;
@@ -285,13 +377,19 @@ static void on_track(const onair_media_track_t *t, int published, void *ud)
         if (!r)
             return;
         r->st = st;
+        r->on = -1;
         snprintf(r->stream, sizeof r->stream, "%s", t->stream);
         r->next = st->rings;
         st->rings = r;
-        int64_t kf = api->config_int(st->self, "keyframe_interval_s");
-        if (kf > 0)
-            r->kf_timer =
-                api->timer_start(st->self, (uint64_t)kf * 1000, (uint64_t)kf * 1000, kf_tick, r);
+        lookup_t *l = calloc(1, sizeof *l);
+        if (l) {
+            l->st = st;
+            snprintf(l->stream, sizeof l->stream, "%s", t->stream);
+            if (api->store_find_one(st->settings,
+                                    json_pack("{s:{s:s}}", "filter", "stream", t->stream),
+                                    looked_up, l) != ONAIR_OK)
+                free(l);
+        }
     }
     trk_t *k = video ? &r->v : &r->a;
     int codec = md_codec_from_name(t->codec);
@@ -304,18 +402,8 @@ static void on_track(const onair_media_track_t *t, int published, void *ud)
     k->clock = t->clock_rate;
     k->have = video ? mx_format_for(codec) != MX_NONE : codec == MD_OPUS;
     r->live = 1;
-    if (video) {
-        md_depack_free(r->vd);
-        r->vd = k->have ? md_depack_new(codec, k->pt) : NULL;
-        if (k->have && !r->vtap)
-            api->media_tap_open(st->self, r->stream, "video", -1, 4096, on_tap, r, &r->vtap);
-        api->media_request_keyframe(st->self, r->stream);
-    } else {
-        md_depack_free(r->ad);
-        r->ad = k->have ? md_depack_new(MD_OPUS, k->pt) : NULL;
-        if (k->have && !r->atap)
-            api->media_tap_open(st->self, r->stream, "audio", -1, 4096, on_tap, r, &r->atap);
-    }
+    if (r->on == 1)
+        track_start(r, video);
 }
 
 static void on_stream_ended(const char *topic, json_t *payload, void *ud)
@@ -541,6 +629,17 @@ static void cut_live(mk_t *m)
                                   NULL);
 }
 
+static void live_setting(onair_flow_t *f, int status, json_t *res)
+{
+    mk_t *m = (mk_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, res);
+    if (!setting_enabled(m->st, json_object_get(res, "doc")))
+        return onair_flow_problem(f, ONAIR_ECONFLICT, "clipping_disabled",
+                                  "clipping is off for this stream", NULL);
+    cut_live(m);
+}
+
 static void live_access(onair_flow_t *f, int status, json_t *res)
 {
     mk_t *m = (mk_t *)f;
@@ -551,7 +650,10 @@ static void live_access(onair_flow_t *f, int status, json_t *res)
     const char *sst = onair_str(res, "status");
     if (!sst || strcmp(sst, "live") != 0)
         return onair_flow_problem(f, ONAIR_ECONFLICT, "not_live", "the stream is not live", NULL);
-    cut_live(m);
+    ONAIR_THEN(f, live_setting,
+               api->store_find_one(m->st->settings,
+                                   json_pack("{s:{s:s}}", "filter", "stream", m->stream),
+                                   onair_flow_cb, m));
 }
 
 static void recording_access(onair_flow_t *f, int status, json_t *res)
@@ -665,7 +767,7 @@ static int post_from_recording(onair_req_t *req, void *ud)
 /* ---- reading, deleting ------------------------------------------------------------------------
  */
 
-enum { R_ONE, R_FILE, R_THUMB, R_DELETE, R_LIST_STREAM, R_LIST_USER };
+enum { R_ONE, R_FILE, R_THUMB, R_URL, R_DELETE, R_LIST_STREAM, R_LIST_USER, R_SETTINGS, R_SET };
 
 typedef struct rd {
     onair_flow_t flow;
@@ -675,6 +777,8 @@ typedef struct rd {
     char uid[32];
     int admin;
     int count_view;
+    int enable;    /* R_SET */
+    int signed_ok; /* R_FILE, R_THUMB: a valid signed URL, no access check */
     json_t *roles, *doc;
 } rd_t;
 
@@ -732,12 +836,62 @@ static void deleted(onair_flow_t *f, int status, json_t *res)
     onair_flow_reply(f, 204, NULL);
 }
 
+static void settings_read(onair_flow_t *f, int status, json_t *res)
+{
+    rd_t *r = (rd_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, res);
+    onair_flow_reply(f, 200,
+                     json_pack("{s:{s:s,s:b}}", "settings", "stream", r->id, "enabled",
+                               setting_enabled(r->st, json_object_get(res, "doc"))));
+}
+
+static void settings_written(onair_flow_t *f, int status, json_t *res)
+{
+    rd_t *r = (rd_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, res);
+    ring_switch(r->st, r->id, r->enable); /* this node at once; others from the bus event */
+    api->bus_publish(r->st->self, "clips.settings_updated",
+                     json_pack("{s:s,s:b,s:s,s:I}", "stream", r->id, "enabled", r->enable, "by",
+                               r->uid, "at", (json_int_t)api->now_ms(r->st->self)));
+    onair_flow_reply(f, 200,
+                     json_pack("{s:{s:s,s:b}}", "settings", "stream", r->id, "enabled", r->enable));
+}
+
+static void on_settings_updated(const char *topic, json_t *payload, void *ud)
+{
+    (void)topic;
+    const char *sid = onair_str(payload, "stream");
+    if (sid)
+        ring_switch(ud, sid, json_is_true(json_object_get(payload, "enabled")));
+}
+
 static void rd_access(onair_flow_t *f, int status, json_t *res)
 {
     rd_t *r = (rd_t *)f;
     state_t *st = r->st;
-    if (onair_flow_access_refused(f, status, res))
+    if (!r->signed_ok && onair_flow_access_refused(f, status, res))
         return;
+    if (r->what == R_SETTINGS)
+        return (void)ONAIR_THEN(
+            f, settings_read,
+            api->store_find_one(st->settings, json_pack("{s:{s:s}}", "filter", "stream", r->id),
+                                onair_flow_cb, f));
+    if (r->what == R_SET) {
+        if (!json_is_true(json_object_get(res, "is_owner")) && !r->admin)
+            return onair_flow_problem(f, ONAIR_EPERM, "forbidden",
+                                      "only the stream's owner switches clipping", NULL);
+        int64_t now = api->now_ms(st->self);
+        return (void)ONAIR_THEN(
+            f, settings_written,
+            api->store_update(st->settings,
+                              json_pack("{s:{s:s},s:{s:{s:s,s:b,s:s,s:I}},s:b}", "filter", "stream",
+                                        r->id, "update", "$set", "stream", r->id, "enabled",
+                                        r->enable, "updated_by", r->uid, "updated_at",
+                                        (json_int_t)now, "upsert", 1),
+                              onair_flow_cb, f));
+    }
     if (r->what == R_LIST_STREAM)
         return (void)ONAIR_THEN(
             f, listed,
@@ -749,6 +903,15 @@ static void rd_access(onair_flow_t *f, int status, json_t *res)
     switch (r->what) {
     case R_ONE:
         return onair_flow_reply(f, 200, json_pack("{s:o}", "clip", clip_view(r->doc)));
+    case R_URL: {
+        long long exp = api->now_ms(st->self) / 1000 + URL_TTL_S;
+        char url[400];
+        mc_signed_url(&st->signer, url, sizeof url, "/api/v1/clips", cid, "file", exp);
+        json_t *body = json_pack("{s:s,s:I}", "url", url, "expires_at", (json_int_t)exp * 1000);
+        mc_signed_url(&st->signer, url, sizeof url, "/api/v1/clips", cid, "thumbnail", exp);
+        json_object_set_new(body, "thumbnail_url", json_string(url));
+        return onair_flow_reply(f, 200, body);
+    }
     case R_DELETE: {
         int may =
             !strcmp(onair_str(r->doc, "creator") ? onair_str(r->doc, "creator") : "", r->uid) ||
@@ -811,17 +974,21 @@ static int rd_start(onair_req_t *req, state_t *st, int what)
     r->roles = onair_roles_json(u);
     const char *range = api->req_header(req, "range");
     r->count_view = !range || !strncmp(range, "bytes=0-", 8);
-    const char *id = api->req_param(req, what == R_LIST_STREAM ? "id"
-                                         : what == R_LIST_USER ? "uid"
-                                                               : "cid");
+    int by_stream = what == R_LIST_STREAM || what == R_SETTINGS || what == R_SET;
+    const char *id = api->req_param(req, by_stream ? "id" : what == R_LIST_USER ? "uid" : "cid");
     if (!onair_is_id(id)) {
         onair_flow_problem(&r->flow, ONAIR_ENOTFOUND,
-                           what == R_LIST_STREAM ? "stream_not_found" : "clip_not_found",
-                           what == R_LIST_STREAM ? "no such stream" : "no such clip", NULL);
+                           by_stream ? "stream_not_found" : "clip_not_found",
+                           by_stream ? "no such stream" : "no such clip", NULL);
         return ONAIR_OK;
     }
     snprintf(r->id, sizeof r->id, "%s", id);
-    if (what == R_LIST_STREAM) {
+    if (what == R_FILE || what == R_THUMB)
+        r->signed_ok = mc_sig_ok(&st->signer, id, what == R_FILE ? "file" : "thumbnail",
+                                 api->req_query(req, "exp"), api->req_query(req, "sig"),
+                                 api->now_ms(st->self) / 1000);
+    r->enable = json_is_true(json_object_get(api->req_json(req), "enabled"));
+    if (by_stream) {
         json_t *args =
             json_pack("{s:s,s:s?,s:O,s:s?}", "stream", id, "user", r->uid[0] ? r->uid : NULL,
                       "roles", r->roles, "share", api->req_query(req, "share"));
@@ -856,6 +1023,10 @@ static int get_thumb(onair_req_t *req, void *ud)
 {
     return rd_start(req, ud, R_THUMB);
 }
+static int get_url(onair_req_t *req, void *ud)
+{
+    return rd_start(req, ud, R_URL);
+}
 static int del_one(onair_req_t *req, void *ud)
 {
     return rd_start(req, ud, R_DELETE);
@@ -867,6 +1038,14 @@ static int list_stream(onair_req_t *req, void *ud)
 static int list_user(onair_req_t *req, void *ud)
 {
     return rd_start(req, ud, R_LIST_USER);
+}
+static int get_settings(onair_req_t *req, void *ud)
+{
+    return rd_start(req, ud, R_SETTINGS);
+}
+static int put_settings(onair_req_t *req, void *ud)
+{
+    return rd_start(req, ud, R_SET);
 }
 
 /* ---- plugin ------------------------------------------------------------------------------------
@@ -883,6 +1062,8 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
     st->self = self;
     api->set_state(self, st);
     snprintf(st->dir, sizeof st->dir, "%s", api->config_string(self, "dir"));
+    if (mc_signer_init(&st->signer, api->config_string(self, "url_secret_env"), "onair-clips") < 0)
+        return ONAIR_EINTERNAL;
     static const onair_index_t idx[] = {
         {.size = sizeof(onair_index_t), .keys = "stream,created_at"},
         {.size = sizeof(onair_index_t), .keys = "creator,created_at"},
@@ -890,7 +1071,15 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
     };
     const onair_collection_t coll = {
         .size = sizeof coll, .name = "clips", .version = 1, .indexes = idx};
+    static const onair_index_t sidx[] = {
+        {.size = sizeof(onair_index_t), .keys = "stream", .flags = ONAIR_INDEX_UNIQUE},
+        {0},
+    };
+    const onair_collection_t scoll = {
+        .size = sizeof scoll, .name = "settings", .version = 1, .indexes = sidx};
     int rc = api->store_open(self, &coll, &st->coll);
+    if (rc == ONAIR_OK)
+        rc = api->store_open(self, &scoll, &st->settings);
     const onair_ratelimit_t rl = ONAIR_RATELIMIT("clips.create", 10, 60, ONAIR_RATELIMIT_BY_USER);
     if (rc == ONAIR_OK)
         rc = api->ratelimit_add(self, &rl);
@@ -901,12 +1090,16 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
         ONAIR_ROUTE("POST", "/api/v1/recordings/{rid}/clips", post_from_recording, .ud = st,
                     .access = ONAIR_ACCESS_USER, .ratelimit = "clips.create", .body = rec_body),
         ONAIR_ROUTE("GET", "/api/v1/streams/{id}/clips", list_stream, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/streams/{id}/clips/settings", get_settings, .ud = st),
+        ONAIR_ROUTE("PUT", "/api/v1/streams/{id}/clips/settings", put_settings, .ud = st,
+                    .access = ONAIR_ACCESS_USER, .body = settings_body),
         ONAIR_ROUTE("GET", "/api/v1/users/{uid}/clips", list_user, .ud = st),
         ONAIR_ROUTE("GET", "/api/v1/clips/{cid}", get_one, .ud = st),
         ONAIR_ROUTE("DELETE", "/api/v1/clips/{cid}", del_one, .ud = st,
                     .access = ONAIR_ACCESS_USER),
         ONAIR_ROUTE("GET", "/api/v1/clips/{cid}/file", get_file, .ud = st),
         ONAIR_ROUTE("GET", "/api/v1/clips/{cid}/thumbnail", get_thumb, .ud = st),
+        ONAIR_ROUTE("GET", "/api/v1/clips/{cid}/url", get_url, .ud = st),
     };
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
         rc = api->route_add(self, &routes[i]);
@@ -914,6 +1107,8 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
         rc = api->media_track_watch(self, on_track, st);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.ended", on_stream_ended, st, NULL);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "clips.settings_updated", on_settings_updated, st, NULL);
     return rc;
 }
 

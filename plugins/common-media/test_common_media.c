@@ -1,6 +1,7 @@
 /* Unit test of plugins/common-media: the depacketizer with reordering, duplicates, losses and
  * garbage (VP8, H.264, Opus), and the muxer (a crash-safe WebM written, cut short, finalized,
- * probed and cut). Plain asserts; run by ctest as unit.common_media. */
+ * probed and cut), signed URLs (a known answer, expiry, tampering). Plain asserts; run by ctest as
+ * unit.common_media. */
 #undef NDEBUG
 #include <assert.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "depack.h"
 #include "mux.h"
+#include "sign.h"
 
 typedef struct out {
     int frames, keys;
@@ -261,8 +263,48 @@ static void test_mux(void)
     assert(system(rm) == 0);
 }
 
+static void test_sign(void)
+{
+    const char *id = "0123456789abcdef01234567";
+    /* known answer: HMAC-SHA256(key, "<id>.file.2000000000"), key = HMAC-SHA256 keyed with
+     * "onair-clips" of "s3cret",
+     * computed with Python's hmac */
+    const char *want = "c2239d0b08c504a1a1e17da219a5d964856fca2d076d65a3e5bf0d82c7e358d8";
+    setenv("ONAIR_TEST_SIGN_SECRET", "s3cret", 1);
+    mc_signer_t s, rec, rnd;
+    assert(mc_signer_init(&s, "ONAIR_TEST_SIGN_SECRET", "onair-clips") == 0);
+    assert(mc_signer_init(&rec, "ONAIR_TEST_SIGN_SECRET", "onair-recording") == 0);
+    assert(mc_signer_init(&rnd, "ONAIR_TEST_SIGN_UNSET", "onair-clips") == 0);
+    char sig[65];
+    mc_sign(&s, id, "file", 2000000000LL, sig);
+    assert(!strcmp(sig, want));
+    assert(mc_sig_ok(&s, id, "file", "2000000000", want, 1999999999LL));
+    assert(mc_sig_ok(&s, id, "file", "2000000000", want, 2000000000LL));  /* its last second */
+    assert(!mc_sig_ok(&s, id, "file", "2000000000", want, 2000000001LL)); /* expired */
+    assert(!mc_sig_ok(&s, id, "thumbnail", "2000000000", want, 0));       /* another file */
+    assert(!mc_sig_ok(&s, "0123456789abcdef01234568", "file", "2000000000", want, 0));
+    assert(!mc_sig_ok(&s, id, "file", "2000000001", want, 0));   /* exp moved */
+    assert(!mc_sig_ok(&rec, id, "file", "2000000000", want, 0)); /* another plugin's key */
+    assert(!mc_sig_ok(&rnd, id, "file", "2000000000", want, 0)); /* a random key */
+    char bad[65];
+    memcpy(bad, want, sizeof bad);
+    bad[10] = bad[10] == '0' ? '1' : '0';
+    assert(!mc_sig_ok(&s, id, "file", "2000000000", bad, 0));
+    assert(!mc_sig_ok(&s, id, "file", "2000000000x", want, 0));
+    assert(!mc_sig_ok(&s, id, "file", "", want, 0));
+    assert(!mc_sig_ok(&s, id, "file", NULL, want, 0));
+    assert(!mc_sig_ok(&s, id, "file", "2000000000", NULL, 0));
+    assert(!mc_sig_ok(&s, id, "file", "2000000000", "c2239d0b", 0));
+    char url[300];
+    mc_signed_url(&s, url, sizeof url, "/api/v1/clips", id, "file", 2000000000LL);
+    char expect[300];
+    snprintf(expect, sizeof expect, "/api/v1/clips/%s/file?exp=2000000000&sig=%s", id, want);
+    assert(!strcmp(url, expect));
+}
+
 int main(void)
 {
+    test_sign();
     test_vp8_order_dups_reorder();
     test_vp8_loss_waits_for_keyframe();
     test_h264();

@@ -15,7 +15,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <libavutil/error.h>
-#include <libavutil/hmac.h>
 #include <onair/plugin.h>
 #include <onair/util.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include "depack.h"
 #include "mux.h"
 #include "plugin_util.h"
+#include "sign.h"
 
 #define MAX_PENDING_BYTES (16u * 1024 * 1024) /* frames waiting for the pool, per segment */
 #define DOC_UPDATE_MS     5000                /* size and duration written this often */
@@ -125,7 +125,7 @@ struct state {
     sinfo_t *streams;
     seg_t *closing; /* segments whose recording is gone, still being finalized */
     char dir[512];
-    uint8_t secret[32];
+    mc_signer_t signer;
     onair_timer_t retention_timer;
     int stopping;
 };
@@ -195,38 +195,10 @@ static void hexs(const uint8_t *b, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-/* sig = hex(HMAC-SHA256(secret, "<rid>.<what>.<exp>")) */
-static void url_sig(state_t *st, const char *rid, const char *what, long long exp, char out[65])
-{
-    char msg[128];
-    int n = snprintf(msg, sizeof msg, "%s.%s.%lld", rid, what, exp);
-    uint8_t mac[32];
-    AVHMAC *h = av_hmac_alloc(AV_HMAC_SHA256);
-    if (!h) {
-        out[0] = 0;
-        return;
-    }
-    av_hmac_calc(h, (const uint8_t *)msg, (unsigned)n, st->secret, sizeof st->secret, mac,
-                 sizeof mac);
-    av_hmac_free(h);
-    hexs(mac, sizeof mac, out);
-}
-
 static int sig_ok(state_t *st, onair_req_t *req, const char *rid, const char *what)
 {
-    const char *exp = api->req_query(req, "exp"), *sig = api->req_query(req, "sig");
-    if (!exp || !sig || strlen(sig) != 64)
-        return 0;
-    char *end;
-    long long e = strtoll(exp, &end, 10);
-    if (*end || e < api->now_ms(st->self) / 1000)
-        return 0;
-    char want[65];
-    url_sig(st, rid, what, e, want);
-    unsigned diff = 0;
-    for (int i = 0; i < 64; i++)
-        diff |= (unsigned)(want[i] ^ sig[i]);
-    return diff == 0;
+    return mc_sig_ok(&st->signer, rid, what, api->req_query(req, "exp"), api->req_query(req, "sig"),
+                     api->now_ms(st->self) / 1000);
 }
 
 static json_t *rec_view(json_t *doc)
@@ -1164,13 +1136,11 @@ static void access_for_read(onair_flow_t *f, int status, json_t *res)
                                                   onair_flow_cb, f));
     case READ_URL: {
         long long exp = api->now_ms(st->self) / 1000 + URL_TTL_S;
-        char sig[65], sig2[65], url[400];
-        url_sig(st, op->rid, "file", exp, sig);
-        url_sig(st, op->rid, "thumbnail", exp, sig2);
-        snprintf(url, sizeof url, "/api/v1/recordings/%s/file?exp=%lld&sig=%s", op->rid, exp, sig);
+        char url[400];
+        mc_signed_url(&st->signer, url, sizeof url, "/api/v1/recordings", op->rid, "file", exp);
         json_t *body = json_pack("{s:s,s:I}", "url", url, "expires_at", (json_int_t)exp * 1000);
-        snprintf(url, sizeof url, "/api/v1/recordings/%s/thumbnail?exp=%lld&sig=%s", op->rid, exp,
-                 sig2);
+        mc_signed_url(&st->signer, url, sizeof url, "/api/v1/recordings", op->rid, "thumbnail",
+                      exp);
         json_object_set_new(body, "thumbnail_url", json_string(url));
         return onair_flow_reply(f, 200, body);
     }
@@ -1460,18 +1430,9 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
     size_t dl = strlen(st->dir);
     while (dl > 1 && st->dir[dl - 1] == '/')
         st->dir[--dl] = 0;
-    const char *envname = api->config_string(self, "url_secret_env");
-    const char *sec = envname && *envname ? getenv(envname) : NULL;
-    if (sec && *sec) {
-        AVHMAC *h = av_hmac_alloc(AV_HMAC_SHA256);
-        if (h) {
-            av_hmac_calc(h, (const uint8_t *)sec, (unsigned)strlen(sec),
-                         (const uint8_t *)"onair-recording", 15, st->secret, sizeof st->secret);
-            av_hmac_free(h);
-        }
-    } else if (getrandom(st->secret, sizeof st->secret, 0) != sizeof st->secret) {
+    if (mc_signer_init(&st->signer, api->config_string(self, "url_secret_env"), "onair-recording") <
+        0)
         return ONAIR_EINTERNAL;
-    }
     static const onair_index_t idx[] = {
         {.size = sizeof(onair_index_t), .keys = "stream,started_at"},
         {.size = sizeof(onair_index_t), .keys = "owner"},

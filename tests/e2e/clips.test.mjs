@@ -1,13 +1,17 @@
 // onair e2e: the clips plugin with real media. Chromium publishes over WHIP (VP8); a viewer
 // clips the last 10 s of the live stream (from the plugin's ring buffer): its duration is
 // within one keyframe interval of 10 s (ffprobe) and it plays in a <video> element; a clip
-// is cut from a recording at an offset; bad input, lists, views and deletes.
+// is cut from a recording at an offset; bad input, lists, views and deletes. A private stream
+// whose owner switched clipping off (409 clipping_disabled) and on again mid-stream; its clip
+// plays from a signed URL without headers (206), a tampered, an expired or a recording's
+// signature does not.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); ffprobe (Debian ffmpeg)
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {join} from 'node:path';
 import {execFileSync} from 'node:child_process';
+import {createHmac} from 'node:crypto';
 import {mkdtemp, rm} from 'node:fs/promises';
 import {existsSync} from 'node:fs';
 import {tmpdir} from 'node:os';
@@ -22,6 +26,7 @@ if (skip && REQUIRE)
 
 const T = {timeout: 180_000, skip: skip || false};
 const KEYFRAME_S = 2; // clips.keyframe_interval_s below
+const URL_SECRET = 'e2e-clips-url-secret';
 let browser = null;
 let server = null;
 let dir = null;
@@ -37,6 +42,7 @@ before(async () => {
   if (skip) return;
   browser = await launch();
   dir = await mkdtemp(join(tmpdir(), 'onair-clips-'));
+  process.env.ONAIR_CLIPS_URL_SECRET = URL_SECRET; // onaird inherits it: signatures made here
   server = new Onaird({plugins: {
     streams: {path: join(PLUGIN_DIR, 'streams.so'), config: {max_live_per_user: 100}},
     recording: {path: join(PLUGIN_DIR, 'recording.so'), config: {dir: join(dir, 'rec'), keyframe_interval_s: 2}},
@@ -160,5 +166,68 @@ test('a clip of the last 10 s of a live stream, and one of a recording', T, asyn
   const byCreator = await api(server.base, 'DELETE', `/api/v1/clips/${clip.id}`, {token: viewer.token});
   assert.equal(byCreator.status, 204, byCreator.text);
   assert.equal((await api(server.base, 'GET', clip.file_url)).status, 404);
+  await page.close();
+});
+
+// sig = hex(HMAC-SHA256 keyed with k of "<id>.<what>.<exp>"), k = HMAC-SHA256 keyed with the label of
+// the secret (common-media/sign.c)
+function sign(label, id, what, exp) {
+  const key = createHmac('sha256', label).update(URL_SECRET).digest();
+  return createHmac('sha256', key).update(`${id}.${what}.${exp}`).digest('hex');
+}
+
+test('a private stream: clipping switched by its owner, signed URLs of its clip', T, async () => {
+  const target = await onairTarget(server.base);
+  const s = await target.newStream({visibility: 'private'});
+  const stranger = await register(server.base, 'outsider');
+  const settings = `/api/v1/streams/${s.id}/clips/settings`;
+  const off = await api(server.base, 'PUT', settings, {token: s.viewerToken, body: {enabled: false}});
+  assert.equal(off.status, 200, off.text);
+  const page = await browser.newPage('publisher');
+  await publish(page, target.whipUrl(s.id), s.key);
+  await waitFor('live', async () => ({done: (await api(server.base, 'GET', `/api/v1/streams/${s.id}`, {token: s.viewerToken})).json?.stream?.status === 'live'}), 10_000);
+  await sleep(3000);
+  const dis = await api(server.base, 'POST', `/api/v1/streams/${s.id}/clips`, {token: s.viewerToken, body: {duration_s: 5}});
+  assert.equal(dis.status, 409, dis.text);
+  assert.equal(dis.json.code, 'clipping_disabled');
+  // on again: the ring starts from now (nothing was kept while it was off)
+  const on = await api(server.base, 'PUT', settings, {token: s.viewerToken, body: {enabled: true}});
+  assert.equal(on.status, 200, on.text);
+  await sleep(8000);
+  const c = await api(server.base, 'POST', `/api/v1/streams/${s.id}/clips`, {token: s.viewerToken, body: {duration_s: 5}});
+  assert.equal(c.status, 201, c.text);
+  const clip = c.json.clip;
+  assert.ok(clip.duration_ms >= 4500 && clip.duration_ms <= 5000 + KEYFRAME_S * 1000 + 500, JSON.stringify(clip));
+  // no headers, no access; a stranger gets no signed URL either
+  assert.equal((await api(server.base, 'GET', clip.file_url)).status, 404);
+  assert.equal((await api(server.base, 'GET', `/api/v1/clips/${clip.id}/url`)).status, 404);
+  assert.equal((await api(server.base, 'GET', `/api/v1/clips/${clip.id}/url`, {token: stranger.token})).status, 404);
+  const u = await api(server.base, 'GET', `/api/v1/clips/${clip.id}/url`, {token: s.viewerToken});
+  assert.equal(u.status, 200, u.text);
+  assert.ok(u.json.expires_at > Date.now(), u.text);
+  const signed = await fetch(server.base + u.json.url, {headers: {Range: 'bytes=0-99'}});
+  assert.equal(signed.status, 206);
+  assert.equal(signed.headers.get('cache-control'), 'private, max-age=3600');
+  assert.equal((await signed.arrayBuffer()).byteLength, 100);
+  const th = await fetch(server.base + u.json.thumbnail_url);
+  assert.equal(th.status, 200);
+  assert.equal(th.headers.get('content-type'), 'image/jpeg');
+  // the file URL's signature does not open the thumbnail, a tampered one nothing
+  assert.equal((await fetch(server.base + u.json.url.replace('/file?', '/thumbnail?'))).status, 404);
+  const bad = await fetch(server.base + u.json.url.replace(/sig=(.)/, (m, ch) => `sig=${ch === '0' ? '1' : '0'}`));
+  assert.equal(bad.status, 404);
+  // signatures made with the key: a valid one plays, an expired one and a recording's do not
+  const future = Math.floor(Date.now() / 1000) + 600, past = Math.floor(Date.now() / 1000) - 5;
+  const mine = await fetch(`${server.base}/api/v1/clips/${clip.id}/file?exp=${future}&sig=${sign('onair-clips', clip.id, 'file', future)}`,
+                           {headers: {Range: 'bytes=0-'}});
+  assert.equal(mine.status, 206);
+  const expired = await fetch(`${server.base}/api/v1/clips/${clip.id}/file?exp=${past}&sig=${sign('onair-clips', clip.id, 'file', past)}`);
+  assert.equal(expired.status, 404);
+  const recKey = await fetch(`${server.base}/api/v1/clips/${clip.id}/file?exp=${future}&sig=${sign('onair-recording', clip.id, 'file', future)}`);
+  assert.equal(recKey.status, 404);
+  // a <video> element with the signed URL plays it
+  const v = await playsInVideo(server.base + u.json.url);
+  assert.equal(v.error, null);
+  assert.ok(v.t > 0.5, JSON.stringify(v));
   await page.close();
 });
