@@ -425,6 +425,27 @@ static void token_user(int status, json_t *result, void *ud)
     free(m);
 }
 
+static void token_join_decided(int verdict, json_t *data, int rewritten, const char *reason,
+                               const char *decided_by, void *ud)
+{
+    (void)decided_by;
+    mint_t *m = ud;
+    if (verdict == ONAIR_HOOK_DENY || verdict == ONAIR_HOOK_HOLD) {
+        api->target_problem(ONAIR_TARGET_REQ(m->req), 403, "forbidden",
+                            reason && *reason ? reason : "you may not join this call", NULL);
+        free(m);
+        return;
+    }
+    const char *room = rewritten ? json_string_value(json_object_get(data, "room")) : NULL;
+    if (room && *room && strlen(room) < sizeof m->room && name_ok(room))
+        snprintf(m->room, sizeof m->room, "%s", room);
+    int rc = api->user_get(m->c->self, m->identity, token_user, m);
+    if (rc != ONAIR_OK) {
+        api->reply_error(m->req, rc, "cannot read the account");
+        free(m);
+    }
+}
+
 static int post_token(onair_req_t *req, void *ud)
 {
     calls_t *c = ud;
@@ -463,7 +484,18 @@ static int post_token(onair_req_t *req, void *ud)
         snprintf(m->room, sizeof m->room, "%s", room);
     }
     client_url(c, req, m->url, sizeof m->url);
-    int rc = api->user_get(c->self, m->identity, token_user, m);
+    /* who may join which room: the hook chain calls.join (a filter of the app's own, e.g.
+     * only the two users of a match); no filter: any verified user */
+    json_t *data = json_pack("{s:s, s:s?, s:s}", "room", m->room, "match_id", match, "call_type",
+                             m->video ? "video" : "audio");
+    json_t *ctx = json_pack("{s:s}", "user", m->identity);
+    int rc = data && ctx ? ONAIR_OK : ONAIR_ENOMEM;
+    if (rc == ONAIR_OK)
+        rc = api->hook_run(c->self, "calls.join", data, ctx, token_join_decided, m);
+    else {
+        json_decref(data);
+        json_decref(ctx);
+    }
     if (rc != ONAIR_OK) {
         free(m);
         return rc;

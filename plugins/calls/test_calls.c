@@ -736,6 +736,81 @@ static void test_rtc_socket(void **state)
     onair_test_host_free(h);
 }
 
+/* ---- the token service on the test host, with a calls.join filter of the app's ----------- */
+
+static const onair_api_t *g_api;
+
+/* Only u1 may join match-1; match-2 is moved to match-22. */
+static int join_filter(onair_hook_call_t *call, void *ud)
+{
+    (void)ud;
+    json_t *d = g_api->hook_data(call);
+    const char *room = json_string_value(json_object_get(d, "room"));
+    const char *user = json_string_value(json_object_get(g_api->hook_context(call), "user"));
+    if (!strcmp(room, "match-1") && strcmp(user, "u1"))
+        return g_api->hook_answer(call, ONAIR_HOOK_DENY, NULL, "not your match");
+    if (!strcmp(room, "match-2"))
+        return g_api->hook_answer(call, ONAIR_HOOK_REWRITE, json_pack("{s:s}", "room", "match-22"),
+                                  NULL);
+    return g_api->hook_answer(call, ONAIR_HOOK_ALLOW, NULL, NULL);
+}
+
+static void test_token_service(void **state)
+{
+    (void)state;
+    static const char *const json_ct[] = {"Content-Type", "application/json", NULL};
+    onair_test_host_t *h = onair_test_boot(
+        onair_plugin_entry_v1(), "{\"api_key\":\"" KEY "\",\"api_secret\":\"" SECRET "\"}");
+    assert_non_null(h);
+    g_api = onair_test_api(h);
+    assert_int_equal(onair_test_user_add(h, "u1", "ann", NULL, NULL, 1), ONAIR_OK);
+    assert_int_equal(onair_test_hook_add(h, "calls.join", 0, join_filter, NULL), ONAIR_OK);
+    static const char *const roles[] = {"viewer", NULL};
+    const onair_user_t u1 = {sizeof(onair_user_t), "u1", roles, 1};
+    const onair_user_t u2 = {sizeof(onair_user_t), "u2", roles, 1};
+    const onair_user_t unverified = {sizeof(onair_user_t), "u3", roles, 0};
+    onair_test_response_t *r =
+        onair_test_request(h, "POST", "/api/v1/calls/token", NULL, json_ct,
+                           "{\"match_id\":\"1\",\"call_type\":\"video\"}", &u1);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(json_string_value(json_object_get(r->json, "room_name")), "match-1");
+    json_t *p = json_object_get(r->json, "participant");
+    assert_string_equal(json_string_value(json_object_get(p, "identity")), "u1");
+    assert_string_equal(json_string_value(json_object_get(p, "name")), "ann");
+    const lk_api_key_t key = {KEY, SECRET};
+    lk_grant_t g;
+    assert_int_equal(lk_token_verify(json_string_value(json_object_get(r->json, "token")), &key, 1,
+                                     onair_test_now_ms(h) / 1000, 0, &g),
+                     LK_TOKEN_OK);
+    assert_string_equal(g.room, "match-1");
+    assert_string_equal(g.identity, "u1");
+    lk_grant_free(&g);
+    onair_test_response_free(r);
+    /* the filter: u2 may not join match-1; match-2 becomes match-22 */
+    r = onair_test_request(h, "POST", "/api/v1/calls/token", NULL, json_ct, "{\"match_id\":\"1\"}",
+                           &u2);
+    assert_int_equal(r->status, 403);
+    assert_string_equal(json_string_value(json_object_get(r->json, "code")), "forbidden");
+    assert_string_equal(json_string_value(json_object_get(r->json, "detail")), "not your match");
+    onair_test_response_free(r);
+    r = onair_test_request(h, "POST", "/api/v1/calls/token", NULL, json_ct, "{\"match_id\":\"2\"}",
+                           &u2);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(json_string_value(json_object_get(r->json, "room_name")), "match-22");
+    /* no account to read: the name is the identity */
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r->json, "participant"), "name")), "u2");
+    onair_test_response_free(r);
+    r = onair_test_request(h, "POST", "/api/v1/calls/token", NULL, json_ct, "{\"match_id\":\"1\"}",
+                           &unverified);
+    assert_int_equal(r->status, 403);
+    assert_string_equal(json_string_value(json_object_get(r->json, "code")),
+                        "verification_required");
+    onair_test_response_free(r);
+    onair_test_stop(h);
+    onair_test_host_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -743,7 +818,7 @@ int main(void)
         cmocka_unit_test(test_signal_requests), cmocka_unit_test(test_signal_junk),
         cmocka_unit_test(test_responses),       cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_session),         cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_rtc_socket),
+        cmocka_unit_test(test_rtc_socket),      cmocka_unit_test(test_token_service),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
