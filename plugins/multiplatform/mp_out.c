@@ -156,6 +156,7 @@ typedef struct conn {
     int64_t apts; /* AAC samples sent */
     int64_t a0;   /* pts (ms) of the first audio frame */
     int have_a0;
+    int64_t last_vdts; /* -1 before the first video frame */
 } conn_t;
 
 static void conn_close(conn_t *c, int trailer)
@@ -282,6 +283,7 @@ static int conn_open(mp_out_t *o, conn_t *c, const qframe_t *key)
         return rc;
     o->deadline_ms = 0;
     c->t0 = key->pts;
+    c->last_vdts = -1;
     return 0;
 }
 
@@ -316,7 +318,14 @@ static int send_video(mp_out_t *o, conn_t *c, const qframe_t *f)
         return AVERROR(ENOMEM);
     }
     memcpy(pkt->data, f->data, f->len);
-    pkt->pts = pkt->dts = f->pts - c->t0 < 0 ? 0 : f->pts - c->t0;
+    /* RTP carries presentation times only: frames come in decoding order, so with B-frames
+     * (an RTMP-ingested x264 stream) they go back and forth. dts must grow: a frame that would
+     * go back is sent 1 ms after the last one (pts never below its dts) */
+    int64_t t = f->pts - c->t0 < 0 ? 0 : f->pts - c->t0;
+    int64_t dts = c->last_vdts >= 0 && t <= c->last_vdts ? c->last_vdts + 1 : t;
+    c->last_vdts = dts;
+    pkt->dts = dts;
+    pkt->pts = t < dts ? dts : t;
     pkt->stream_index = 0;
     if (f->key)
         pkt->flags |= AV_PKT_FLAG_KEY;

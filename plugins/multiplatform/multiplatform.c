@@ -387,8 +387,19 @@ static void on_track(const onair_media_track_t *t, int published, void *ud)
     if (!l)
         return;
     if (!published) {
-        if (video)
-            run_stop(l);
+        if (!video)
+            return;
+        /* the publisher left: its destinations stop and the stream's state goes (a new
+         * publisher loads the stored configuration again) */
+        run_stop(l);
+        for (int i = 0; i < l->ndests; i++)
+            dest_clear(&l->dests[i]);
+        for (live_t **pp = &g->lives; *pp; pp = &(*pp)->next)
+            if (*pp == l) {
+                *pp = l->next;
+                break;
+            }
+        free(l);
         return;
     }
     if (video) {

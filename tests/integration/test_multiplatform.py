@@ -133,7 +133,9 @@ def publish(srv, key):
         [FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
          "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-c:v", "libx264", "-profile:v", "main", "-preset", "ultrafast", "-tune", "zerolatency",
+         # B-frames on purpose: frames reach the destinations in decoding order with their
+         # presentation times going back and forth (the FLV muxer needs increasing dts)
+         "-c:v", "libx264", "-profile:v", "main", "-preset", "veryfast", "-bf", "2",
          "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
          "-f", "flv", f"rtmp://127.0.0.1:{srv.rtmp_port}/live/{key}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
