@@ -233,6 +233,10 @@ def test_rtc_refusals(srv):
             got = await asyncio.wait_for(ws.recv(), 5)
             assert [f for f, _ in pb_fields(got)] == [18]
     asyncio.run(run())
+    # a 40 KB join URL of junk: upgrades are bounded by lws' header buffer (about twice
+    # server.max_header_bytes), not by max_header_bytes itself; the junk is refused cleanly
+    huge = rtc_url(srv, no_publish, "A" * 40000)
+    assert asyncio.run(closed_with(huge)) == (4400, "invalid join request")
     assert srv.http("GET", "/healthz").status == 200
 
 
