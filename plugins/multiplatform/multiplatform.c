@@ -782,6 +782,11 @@ static int mp_init(onair_plugin_t *self, const onair_api_t *a)
         rc = api->route_add(self, &routes[i]);
     if (rc == ONAIR_OK)
         rc = api->media_track_watch(self, on_track, NULL);
+    if (rc != ONAIR_OK) {
+        sodium_memzero(g->key, sizeof g->key);
+        free(g);
+        g = NULL;
+    }
     return rc;
 }
 

@@ -61,6 +61,7 @@ aac_opus_t *aac_opus_new(const uint8_t *asc, size_t len, int bitrate, char *err,
     }
     t->dec->extradata = av_mallocz(len + AV_INPUT_BUFFER_PADDING_SIZE);
     if (!t->dec->extradata) {
+        snprintf(err, elen, "out of memory");
         aac_opus_free(t);
         return NULL;
     }
