@@ -1801,5 +1801,9 @@ void api_teardown(struct host *h)
         free(h->conns);
         h->conns = NULL;
     }
+    /* after net_free (host.c): nothing reads the raw endpoint list any more */
+    memset(g_raw, 0, sizeof g_raw);
+    memset(g_raw_paths, 0, sizeof g_raw_paths);
+    g_nraw = 0;
     g_auth = NULL;
 }
