@@ -344,7 +344,8 @@ static int rtp_send(conn_t *c, int kind, int marker, uint32_t ts, const uint8_t 
     pkt[2] = (uint8_t)(seq >> 8), pkt[3] = (uint8_t)seq;
     put_u32(pkt + 4, ts);
     put_u32(pkt + 8, c->ssrc[kind]);
-    memcpy(pkt + 12, h2, h2len);
+    if (h2len) /* the FU-A header */
+        memcpy(pkt + 12, h2, h2len);
     memcpy(pkt + 12 + h2len, payload, len);
     int rc = api->media_ingest_push(c->ingest, pkt, 12 + h2len + len);
     return rc == ONAIR_ECANCELED ? -1 : 0;
