@@ -233,3 +233,34 @@ def test_restream_to_two_nginx_destinations(srv):
         ff.wait(10)
         a.kill()
         b.kill()
+
+
+def test_silent_and_unresolvable_destinations_report_why(srv):
+    """A destination that accepts TCP and never answers ends its connect after 10 s with
+    reason timeout; a host name that does not resolve is unreachable; neither stops the stream
+    or the other destination."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts; nobody ever answers
+    owner = Account(srv, "mpbad")
+    sid, key = new_stream(owner)
+    c1 = connection(owner, "silent", f"rtmp://127.0.0.1:{silent.getsockname()[1]}/app", "k1")
+    c2 = connection(owner, "nowhere", "rtmp://onair-test.invalid/app", "k2")
+    r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
+                   {"destinations": [c1["id"], c2["id"]]})
+    assert r.status == 200, r
+    ff = publish(srv, key)
+    try:
+        st = wait_for(lambda: (s := dest_states(owner, sid)) and
+                      s["silent"]["state"] == "reconnecting" and
+                      s["nowhere"]["state"] == "reconnecting" and s, 40)
+        assert st, dest_states(owner, sid)
+        assert st["silent"]["reason"].startswith("timeout"), st
+        assert st["nowhere"]["reason"], st
+        m = media_view(owner, sid)
+        assert m and m["publisher"], "the stream goes on"
+    finally:
+        ff.terminate()
+        ff.wait(10)
+        silent.close()
