@@ -51,9 +51,11 @@ def one_run():
                                             "config": {}}},
                  core=core({"backend": "sqlite"}),
                  env={"ONAIR_MULTIPLATFORM_KEY": SERVER_KEY}).start()
-    nginx = [Nginx("app1").start(), Nginx("app2").start()]
+    nginx = [Nginx("app1"), Nginx("app2")]
     ff = None
     try:
+        for n in nginx:
+            n.start()
         owner = Account(srv, "bench")
         sid, key = new_stream(owner)
         conns = [connection(owner, f"D{i}", n.url(), f"k{i}")["id"] for i, n in enumerate(nginx)]

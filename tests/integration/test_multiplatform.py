@@ -183,17 +183,19 @@ def test_connections_keep_keys_secret(srv):
 
 def test_restream_to_two_nginx_destinations(srv):
     assert FFMPEG
-    a, b = Nginx("app1").start(), Nginx("app2").start()
-    owner = Account(srv, "mplive")
-    sid, key = new_stream(owner)
-    ca = connection(owner, "A", a.url(), "keya")
-    cb = connection(owner, "B", b.url(), "keyb")
-    r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
-                   {"destinations": [ca["id"]], "start_with_stream": True})
-    assert r.status == 200, r
-    inbox = Inbox(srv, owner.token)
-    ff = publish(srv, key)
+    a, b = Nginx("app1"), Nginx("app2")
+    inbox = ff = None
     try:
+        a.start(), b.start()
+        owner = Account(srv, "mplive")
+        sid, key = new_stream(owner)
+        ca = connection(owner, "A", a.url(), "keya")
+        cb = connection(owner, "B", b.url(), "keyb")
+        r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
+                       {"destinations": [ca["id"]], "start_with_stream": True})
+        assert r.status == 200, r
+        inbox = Inbox(srv, owner.token)
+        ff = publish(srv, key)
         assert wait_for(lambda: dest_states(owner, sid).get("A", {}).get("state") == "live", 30), \
             (dest_states(owner, sid), [l for l in srv.log().splitlines() if "access" not in l][-30:])
         pa = wait_for(lambda: a.probe("keya"), 30)
@@ -228,9 +230,11 @@ def test_restream_to_two_nginx_destinations(srv):
         assert any(n == "B" and st in ("reconnecting", "failed") for n, st in pushed), pushed
         assert "keya" not in json.dumps(inbox.msgs) and "keyb" not in json.dumps(inbox.msgs)
     finally:
-        inbox.close()
-        ff.terminate()
-        ff.wait(10)
+        if inbox:
+            inbox.close()
+        if ff:
+            ff.terminate()
+            ff.wait(10)
         a.kill()
         b.kill()
 
