@@ -639,6 +639,8 @@ static void publisher_rtcp(session_t *s, const rtcp_packet_t *p, uint64_t now_ms
                 L->sr_rtp = sr.rtp_ts;
                 L->sr_at_ms = now_ms;
                 rtp_stats_on_sr(&L->stats, sr.ntp, media_now_us());
+                if (s->relay->publisher == s && s->relay->taps)
+                    taps_sender_report(s->relay, k, l, sr.ssrc, sr.ntp, sr.rtp_ts, now_ms);
             }
         }
 }

@@ -36,6 +36,9 @@ struct onair_rtp_tap {
     atomic_size_t head, tail;
     atomic_int wake_pending;
     atomic_uint_fast64_t delivered, dropped;
+    /* under relay->lock: the source of the last packet fed, its last sender report */
+    uint32_t last_ssrc, sr_ssrc, sr_rtp;
+    uint64_t sr_ntp, sr_at_ms;
     int in_callback, closed;
     struct onair_rtp_tap *next_in_relay, *next;
 };
@@ -66,6 +69,9 @@ void taps_feed(relay_t *r, int kind, int layer, const uint8_t *pkt, size_t len)
             continue;
         }
         size_t i = head & (t->cap - 1);
+        if (len >= 12)
+            t->last_ssrc =
+                (uint32_t)pkt[8] << 24 | (uint32_t)pkt[9] << 16 | (uint32_t)pkt[10] << 8 | pkt[11];
         memcpy(t->slots + i * MEDIA_MTU, pkt, len);
         t->lens[i] = (uint16_t)len;
         atomic_store_explicit(&t->head, head + 1, memory_order_release);
@@ -76,6 +82,18 @@ void taps_feed(relay_t *r, int kind, int layer, const uint8_t *pkt, size_t len)
             }
         }
     }
+}
+
+void taps_sender_report(relay_t *r, int kind, int layer, uint32_t ssrc, uint64_t ntp,
+                        uint32_t rtp_ts, uint64_t at_ms)
+{
+    for (onair_rtp_tap_t *t = r->taps; t; t = t->next_in_relay)
+        if (t->kind == kind && t->layer == layer) {
+            t->sr_ssrc = ssrc;
+            t->sr_ntp = ntp;
+            t->sr_rtp = rtp_ts;
+            t->sr_at_ms = at_ms;
+        }
 }
 
 /* ---- consumer side (core loop) -------------------------------------------------------- */
@@ -256,6 +274,14 @@ int media_tap_open(onair_plugin_t *p, const char *stream, const char *kind, int 
         return ONAIR_ENOMEM;
     }
     pthread_mutex_lock(&t->relay->lock);
+    session_t *pub = t->relay->publisher;
+    if (pub && t->layer < pub->pub[k].nlayers) { /* the report the publisher already sent */
+        const pub_layer_t *L = &pub->pub[k].layers[t->layer];
+        t->sr_ssrc = L->ssrc;
+        t->sr_ntp = L->sr_ntp;
+        t->sr_rtp = L->sr_rtp;
+        t->sr_at_ms = L->sr_at_ms;
+    }
     t->next_in_relay = t->relay->taps;
     t->relay->taps = t;
     pthread_mutex_unlock(&t->relay->lock);
@@ -274,6 +300,13 @@ int media_tap_stats(onair_rtp_tap_t *t, onair_tap_stats_t *out)
     onair_tap_stats_t full = {.size = out->size,
                               .delivered = atomic_load(&t->delivered),
                               .dropped = atomic_load(&t->dropped)};
+    pthread_mutex_lock(&t->relay->lock);
+    if (t->sr_ntp && t->sr_ssrc == t->last_ssrc) { /* the current source's report only */
+        full.sr_ntp = t->sr_ntp;
+        full.sr_rtp = t->sr_rtp;
+        full.sr_at_ms = t->sr_at_ms;
+    }
+    pthread_mutex_unlock(&t->relay->lock);
     memcpy(out, &full, out->size < sizeof full ? out->size : sizeof full);
     return ONAIR_OK;
 }

@@ -28,5 +28,9 @@ void taps_teardown(void);
 void taps_track_event(struct session *pub, int published);
 /* A decrypted packet of the relay's publisher (media worker, relay lock held). */
 void taps_feed(struct relay *r, int kind, int layer, const uint8_t *pkt, size_t len);
+/* An RTCP sender report of the relay's publisher (media worker, relay lock held): the taps
+ * of that track and layer keep it for media_tap_stats. */
+void taps_sender_report(struct relay *r, int kind, int layer, uint32_t ssrc, uint64_t ntp,
+                        uint32_t rtp_ts, uint64_t at_ms);
 
 #endif

@@ -263,7 +263,10 @@ ONAIR_ASSERT_SIZE(onair_media_track_t, 56);
 ONAIR_ASSERT_OFFSET(onair_tap_stats_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_tap_stats_t, delivered, 8);
 ONAIR_ASSERT_OFFSET(onair_tap_stats_t, dropped, 16);
-ONAIR_ASSERT_SIZE(onair_tap_stats_t, 24);
+ONAIR_ASSERT_OFFSET(onair_tap_stats_t, sr_ntp, 24); /* ABI 1.6 */
+ONAIR_ASSERT_OFFSET(onair_tap_stats_t, sr_at_ms, 32);
+ONAIR_ASSERT_OFFSET(onair_tap_stats_t, sr_rtp, 40);
+ONAIR_ASSERT_SIZE(onair_tap_stats_t, 48);
 ONAIR_ASSERT_OFFSET(onair_hook_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_hook_t, chain, 8);
 ONAIR_ASSERT_OFFSET(onair_hook_t, priority, 16);

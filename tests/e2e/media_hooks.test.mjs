@@ -76,6 +76,12 @@ test('track events, an RTP tap and keyframe requests reach a plugin', T, async (
     // a plugin built with an older, smaller onair_tap_stats_t gets its prefix filled
     assert.equal(st.older_struct_filled, true, 'media_tap_stats fills an older struct\'s prefix');
     assert.ok(st.keyframes >= 1, `the requested keyframe was tapped: ${JSON.stringify(st)}`);
+    // ABI 1.6: the tap carries Chromium's RTCP sender reports, paired with the tapped source
+    const sr = await waitFor('a sender report on the tap', async () => {
+      const m = await tapOf(server.base, s.id);
+      return {done: m.sr_seen, ...m};
+    }, 10_000);
+    assert.equal(sr.sr_near, true, `the report's RTP time is the tapped packets': ${JSON.stringify(sr)}`);
     // Chromium's own keyframe interval is long: a new keyframe within 3 s is ours
     const before = (await tapOf(server.base, s.id)).keyframes;
     await sleep(500);

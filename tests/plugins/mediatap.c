@@ -26,6 +26,7 @@ typedef struct tap {
     int slow_ms;
     onair_rtp_tap_t *tap;
     uint64_t packets, valid, keyframes;
+    uint32_t last_ts; /* RTP timestamp of the last valid packet */
     struct tap *next;
 } tap_t;
 
@@ -91,6 +92,7 @@ static void on_packets(onair_rtp_tap_t *tap, const uint8_t *const *pkts, const s
         if (len < 12 || (p[0] >> 6) != 2 || (p[1] & 0x7f) != t->pt)
             continue;
         t->valid++;
+        t->last_ts = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
         size_t off = 12 + 4u * (p[0] & 0x0f);
         if ((p[0] & 0x10) && off + 4 <= len)
             off += 4 + 4u * (size_t)(p[off + 2] << 8 | p[off + 3]);
@@ -151,14 +153,19 @@ static int get_stats(onair_req_t *req, void *ud)
         older_ok = api->media_tap_stats(t->tap, &older) == ONAIR_OK &&
                    older.delivered == ts.delivered && older.dropped == 424242;
     }
+    /* ABI 1.6: the publisher's last sender report, and whether its RTP timestamp is within
+     * 10 s (at 90 kHz) of the tapped packets' (the report pairs with the tapped source) */
+    int32_t sr_gap = (int32_t)((t ? t->last_ts : 0) - ts.sr_rtp);
+    int sr_near = ts.sr_ntp && sr_gap > -900000 && sr_gap < 900000;
     json_t *ev = json_object_get(st->events, stream);
-    return api->reply_json(
-        req, 200,
-        json_pack("{s:o,s:I,s:I,s:I,s:I,s:I,s:b}", "events", ev ? json_incref(ev) : json_array(),
-                  "packets", (json_int_t)(t ? t->packets : 0), "valid",
-                  (json_int_t)(t ? t->valid : 0), "keyframes", (json_int_t)(t ? t->keyframes : 0),
-                  "delivered", (json_int_t)ts.delivered, "dropped", (json_int_t)ts.dropped,
-                  "older_struct_filled", older_ok));
+    json_t *out = json_pack(
+        "{s:o,s:I,s:I,s:I,s:I,s:I,s:b}", "events", ev ? json_incref(ev) : json_array(), "packets",
+        (json_int_t)(t ? t->packets : 0), "valid", (json_int_t)(t ? t->valid : 0), "keyframes",
+        (json_int_t)(t ? t->keyframes : 0), "delivered", (json_int_t)ts.delivered, "dropped",
+        (json_int_t)ts.dropped, "older_struct_filled", older_ok);
+    json_object_set_new(out, "sr_seen", json_boolean(ts.sr_ntp != 0));
+    json_object_set_new(out, "sr_near", json_boolean(sr_near));
+    return api->reply_json(req, 200, out);
 }
 
 static int post_keyframe(onair_req_t *req, void *ud)

@@ -412,6 +412,14 @@ typedef struct onair_tap_stats {
     size_t size;
     uint64_t delivered; /* packets handed to the callback */
     uint64_t dropped;   /* packets lost because the queue was full */
+    /* ABI 1.6: the publisher's last RTCP sender report of the tapped track (and layer), for
+     * audio/video sync: the sender's wall clock (NTP, 32.32 fixed point seconds since 1900)
+     * at the RTP timestamp sr_rtp, in the RTP clock of the packets the tap delivers. sr_ntp 0:
+     * none yet from the source whose packets the tap delivers now (a new publisher's first
+     * report replaces the old one's). sr_at_ms: its arrival, the host's monotonic ms. */
+    uint64_t sr_ntp;
+    uint64_t sr_at_ms;
+    uint32_t sr_rtp;
 } onair_tap_stats_t;
 
 /* An RTP source of a plugin's own publishing a stream (ABI 1.6, media_ingest_open). */
