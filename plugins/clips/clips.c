@@ -63,7 +63,9 @@ typedef struct ring {
     size_t bytes;
     onair_timer_t kf_timer;
     int live;
-    int on; /* the stream's clipping switch: -1 not known yet (asked for), 0 off, 1 on */
+    int on;         /* the stream's clipping switch: -1 not known yet (asked for), 0 off, 1 on */
+    md_sync_t sync; /* the publisher's sender reports (common-media/avsync.h) */
+    int synced;     /* the tracks' bases come from them, not from arrival */
 } ring_t;
 
 typedef struct state {
@@ -145,6 +147,9 @@ static json_t *clip_view(json_t *doc)
         snprintf(u, sizeof u, "/api/v1/clips/%s/thumbnail", id);
         json_object_set_new(v, "thumbnail_url", json_string(u));
         json_object_set(v, "format", json_object_get(doc, "format"));
+        json_t *sync = json_object_get(doc, "av_sync");
+        if (sync)
+            json_object_set(v, "av_sync", sync);
     }
     return v;
 }
@@ -181,6 +186,20 @@ static void ring_add(ring_t *r, int track, const md_frame_t *f)
         t->have_base = 1;
         t->base_ts = f->ts;
         t->base_ms = now;
+    }
+    /* once both tracks have a sender report, the audio is placed from them (until then, and
+     * without reports, by the arrival of its first frame); the frames in the ring move along */
+    int64_t off;
+    if (!r->synced && r->v.have_base && r->a.have_base && r->a.clock &&
+        md_sync_offset(&r->sync, 0, r->v.base_ts, r->v.base_ms * (int64_t)r->v.clock / 1000, 1,
+                       r->a.base_ts, r->a.base_ms * (int64_t)r->a.clock / 1000, &off) == 0) {
+        int64_t old = r->a.base_ms * (int64_t)r->a.clock / 1000;
+        r->a.base_ms = off * 1000 / (int64_t)r->a.clock;
+        int64_t delta = r->a.base_ms * (int64_t)r->a.clock / 1000 - old;
+        for (cframe_t *c = r->head; c; c = c->next)
+            if (c->track == 1)
+                c->pts += delta;
+        r->synced = 1;
     }
     if (track == 0 && f->key) {
         if (f->width && f->height) {
@@ -234,6 +253,7 @@ static void on_tap(onair_rtp_tap_t *tap, const uint8_t *const *pkts, const size_
     md_depack_t *d = video ? r->vd : r->ad;
     if (!d)
         return;
+    mc_tap_sync(api, tap, &r->sync, !video, video ? r->v.clock : r->a.clock);
     int need = 0;
     for (size_t i = 0; i < n; i++)
         need |= md_depack_push(d, pkts[i], lens[i], video ? on_vframe : on_aframe, r);
@@ -259,6 +279,7 @@ static void ring_clear(ring_t *r)
     r->tail = NULL;
     r->bytes = 0;
     r->v.have_base = r->a.have_base = 0;
+    r->synced = 0;
 }
 
 static void ring_free(state_t *st, ring_t *r)
@@ -434,6 +455,7 @@ typedef struct mk {
     int width, height;
     uint8_t params[512];
     size_t params_len;
+    int synced;       /* the ring's tracks share one timeline (sender reports) */
     int64_t start_at; /* wall clock of the first frame */
     /* files */
     char src[600];
@@ -491,15 +513,21 @@ static void mk_run(void *ud)
             m->rc = AVERROR(EIO);
             return;
         }
-        int64_t v0 = -1, a0 = -1;
+        int64_t v0 = -1, a0 = -1, zero_ms = -1;
         for (cframe_t *c = m->frames; c && m->rc == 0; c = c->next) {
             trk_t *t = c->track ? &m->a : &m->v;
             if (!t->have)
                 continue;
             int64_t *z = c->track ? &a0 : &v0;
-            /* both tracks start at the clip's start: its first frame's wall time */
+            if (zero_ms < 0) /* the first frame's time on the ring's timeline */
+                zero_ms = c->pts * 1000 / (int64_t)t->clock;
+            /* both tracks start at the clip's start: synced, where the sender captured it;
+             * else at the arrival of their first frames */
             if (*z < 0)
-                *z = c->pts - (c->at_ms - m->start_at) * (int64_t)t->clock / 1000;
+                *z = m->synced ? zero_ms * (int64_t)t->clock / 1000
+                               : c->pts - (c->at_ms - m->start_at) * (int64_t)t->clock / 1000;
+            if (c->pts - *z < 0)
+                continue; /* captured before the clip's first frame */
             m->rc = mx_write(x, c->track, c->data, c->len, c->pts - *z, c->key);
         }
         int64_t d = 0;
@@ -531,6 +559,8 @@ static void mk_inserted(onair_flow_t *f, int status, json_t *res)
                   "start_at", (json_int_t)m->start_at, "offset_ms", (json_int_t)m->start_req_ms,
                   "duration_ms", (json_int_t)m->dur_ms, "views", 0, "created_at", (json_int_t)now,
                   "format", mx_extension(m->fmt));
+    if (!m->from_recording && m->v.have && m->a.have)
+        json_object_set_new(doc, "av_sync", json_string(m->synced ? "sender_reports" : "arrival"));
     api->bus_publish(m->st->self, "clip.created",
                      json_pack("{s:s?,s:s,s:s,s:I,s:I}", "clip", id, "stream", m->stream, "creator",
                                m->uid, "duration_ms", (json_int_t)m->dur_ms, "at",
@@ -561,6 +591,8 @@ static void mk_done(int status, void *ud)
                   "duration_ms", (json_int_t)m->dur_ms, "views", 0, "created_at", (json_int_t)now,
                   "format", mx_extension(m->fmt), "mime", mx_mime(m->fmt), "file", m->path, "thumb",
                   m->thumb, "visibility", m->visibility[0] ? m->visibility : "public");
+    if (!m->from_recording && m->v.have && m->a.have) /* how the tracks were aligned */
+        json_object_set_new(doc, "av_sync", json_string(m->synced ? "sender_reports" : "arrival"));
     ONAIR_THEN(&m->flow, mk_inserted, api->store_insert(m->st->coll, doc, onair_flow_cb, m));
 }
 
@@ -608,6 +640,7 @@ static void cut_live(mk_t *m)
     m->height = r->height;
     memcpy(m->params, r->params, r->params_len);
     m->params_len = r->params_len;
+    m->synced = r->synced;
     m->fmt = mx_format_for(r->v.have ? r->v.codec : MD_NONE);
     m->start_at = startf->at_ms;
     m->start_req_ms = 0;

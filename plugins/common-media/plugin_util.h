@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <onair/plugin.h>
+
+#include "avsync.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,6 +51,15 @@ static inline void mc_reply_media_file(const onair_api_t *api, onair_target_t t,
                                                 ? "public, max-age=3600"
                                                 : "private, max-age=3600"};
     api->target_reply_file(t, path ? path : "", mime, &o);
+}
+
+/* The tap's last sender report into the track's slot of s (ABI 1.6; none from an older host). */
+static inline void mc_tap_sync(const onair_api_t *api, onair_rtp_tap_t *tap, md_sync_t *s,
+                               int track, uint32_t clock)
+{
+    onair_tap_stats_t ts = {.size = sizeof ts};
+    if (tap && api->media_tap_stats(tap, &ts) == ONAIR_OK && ts.size >= sizeof ts)
+        md_sync_report(s, track, clock, ts.sr_ntp, ts.sr_rtp);
 }
 
 #endif

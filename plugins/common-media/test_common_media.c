@@ -1,7 +1,7 @@
 /* Unit test of plugins/common-media: the depacketizer with reordering, duplicates, losses and
  * garbage (VP8, H.264, Opus), and the muxer (a crash-safe WebM written, cut short, finalized,
- * probed and cut), signed URLs (a known answer, expiry, tampering). Plain asserts; run by ctest as
- * unit.common_media. */
+ * probed and cut), audio/video sync from sender reports, signed URLs (a known answer, expiry,
+ * tampering). Plain asserts; run by ctest as unit.common_media. */
 #undef NDEBUG
 #include <assert.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "avsync.h"
 #include "depack.h"
 #include "mux.h"
 #include "sign.h"
@@ -263,6 +264,49 @@ static void test_mux(void)
     assert(system(rm) == 0);
 }
 
+/* Sender reports with an offset between the tracks' RTP clocks: the tracks' first frames arrive
+ * 850 ms apart although captured 200 ms apart; mapped through the reports, frames captured at
+ * the same instant get the same time (PTS / clock), also across an RTP wrap. */
+static void test_avsync(void)
+{
+    md_sync_t s = {0};
+    const uint64_t t0 = (3900000000ULL << 32) | 0x80000000u; /* x.5 s */
+    const uint32_t v0 = 1000000u, a0 = 0xffff0000u;          /* audio wraps 1.37 s later */
+    int64_t off;
+    md_sync_report(&s, 0, 90000, t0, v0);
+    assert(!md_sync_ready(&s));
+    assert(md_sync_offset(&s, 0, v0, 0, 1, a0, 0, &off) < 0); /* no audio report yet */
+    md_sync_report(&s, 1, 48000, 0, a0);                      /* none: no NTP time */
+    assert(!md_sync_ready(&s));
+    md_sync_report(&s, 1, 48000, t0, a0);
+    assert(md_sync_ready(&s));
+    int64_t us;
+    assert(md_sync_time_us(&s, 0, v0 + 45000, &us) == 0);
+    assert(us == 3900000000LL * 1000000 + 500000 + 500000);
+    /* video's first frame: captured at t0 + 0.5 s, arrived 100 ms into the segment */
+    uint64_t ts_v = v0 + 45000;
+    int64_t off_v = 100 * 90;
+    /* audio's first frame: captured at t0 + 0.7 s (it arrived at 950 ms: arrival alignment
+     * would put it 850 ms after the video frame instead of 200 ms) */
+    uint64_t ts_a = (uint32_t)(a0 + 33600);
+    assert(md_sync_offset(&s, 0, ts_v, off_v, 1, ts_a, 950 * 48, &off) == 0);
+    assert(off == 300 * 48); /* 300 ms, in 48 kHz units */
+    int64_t off_a = off;
+    /* frames captured together, 1.2 s after t0 (audio past its wrap), share one time */
+    uint64_t fv = v0 + 108000, fa = (uint32_t)(a0 + 57600);
+    int64_t pv = (int64_t)(fv - ts_v) + off_v;
+    int64_t pa = (int64_t)(int32_t)((uint32_t)fa - (uint32_t)ts_a) + off_a;
+    assert(pv * 1000 / 90000 == 800 && pa * 1000 / 48000 == 800);
+    /* the other way round: video placed from audio */
+    assert(md_sync_offset(&s, 1, ts_a, off_a, 0, ts_v, 0, &off) == 0);
+    assert(off == off_v);
+    /* reports 1.2 s away from where the audio arrived are not believed */
+    assert(md_sync_offset(&s, 0, ts_v, off_v, 1, ts_a, 1500 * 48, &off) < 0);
+    assert(md_sync_offset(&s, 0, ts_v, off_v, 1, ts_a, 1200 * 48, &off) == 0); /* 900 ms: yes */
+    md_sync_report(&s, 1, 48000, 0, 0); /* a new publisher: no report yet */
+    assert(!md_sync_ready(&s) && md_sync_offset(&s, 0, ts_v, off_v, 1, ts_a, 950 * 48, &off) < 0);
+}
+
 static void test_sign(void)
 {
     const char *id = "0123456789abcdef01234567";
@@ -305,6 +349,7 @@ static void test_sign(void)
 int main(void)
 {
     test_sign();
+    test_avsync();
     test_vp8_order_dups_reorder();
     test_vp8_loss_waits_for_keyframe();
     test_h264();

@@ -77,6 +77,10 @@ struct seg {
     int have_base[2];
     uint64_t base_ts[2];
     int64_t base_off[2]; /* track clock units */
+    md_sync_t sync;      /* the publisher's sender reports (common-media/avsync.h) */
+    int synced;          /* the audio was placed from them, not from arrival */
+    int have_last[2];
+    int64_t last_pts[2]; /* the last frame queued per track */
     frame_t *head, *tail;
     size_t pending_bytes;
     int overflow; /* frames dropped until the next video keyframe */
@@ -223,6 +227,9 @@ static json_t *rec_view(json_t *doc)
         json_t *rec = json_object_get(doc, "recovered");
         if (json_is_true(rec))
             json_object_set(v, "recovered", rec);
+        json_t *sync = json_object_get(doc, "av_sync");
+        if (sync)
+            json_object_set(v, "av_sync", sync);
     }
     return v;
 }
@@ -500,6 +507,9 @@ static void seg_done_closing(seg_t *s)
                           "audio", s->info.audio[0] ? s->info.audio : NULL, "width", s->info.width,
                           "height", s->info.height, "file", s->final, "stop_reason",
                           s->stop_reason[0] ? s->stop_reason : NULL);
+            if (s->v.have && s->a.have) /* how the tracks were aligned */
+                json_object_set_new(set, "av_sync",
+                                    json_string(s->synced ? "sender_reports" : "arrival"));
             api->store_update(st->coll,
                               json_pack("{s:{s:s},s:{s:o,s:{s:s}}}", "filter", "_id", s->id,
                                         "update", "$set", set, "$unset", "raw", ""),
@@ -592,13 +602,27 @@ static void queue_frame(seg_t *s, int track, const md_frame_t *f)
         s->base_ts[track] = f->ts;
         s->base_off[track] = (now - s->start_ms) * (int64_t)t->clock / 1000;
     }
+    /* once both tracks have a sender report, the audio is placed from them (until then, and
+     * without reports, by the arrival of its first frame) */
+    int64_t off;
+    if (!s->synced && s->have_base[0] && s->have_base[1] &&
+        md_sync_offset(&s->sync, 0, s->base_ts[0], s->base_off[0], 1, s->base_ts[1], s->base_off[1],
+                       &off) == 0) {
+        s->base_off[1] = off;
+        s->synced = 1;
+    }
+    int64_t pts = (int64_t)(f->ts - s->base_ts[track]) + s->base_off[track];
+    if (pts < 0 || (s->have_last[track] && pts <= s->last_pts[track]))
+        return; /* before the segment's start, or behind what was written (a re-placed track) */
+    s->have_last[track] = 1;
+    s->last_pts[track] = pts;
     frame_t *fr = malloc(sizeof *fr + f->len);
     if (!fr)
         return;
     fr->next = NULL;
     fr->track = track;
     fr->key = f->key;
-    fr->pts = (int64_t)(f->ts - s->base_ts[track]) + s->base_off[track];
+    fr->pts = pts;
     fr->len = f->len;
     memcpy(fr->data, f->data, f->len);
     if (s->tail)
@@ -638,6 +662,8 @@ static void on_tap(onair_rtp_tap_t *tap, const uint8_t *const *pkts, const size_
     md_depack_t *d = video ? r->vd : r->ad;
     if (!d || !r->seg)
         return;
+    trk_t *k = video ? &r->seg->v : &r->seg->a;
+    mc_tap_sync(api, tap, &r->seg->sync, !video, k->clock);
     int need = 0;
     for (size_t i = 0; i < n; i++)
         need |= md_depack_push(d, pkts[i], lens[i], video ? on_video_frame : on_audio_frame, r);
