@@ -35,9 +35,10 @@ int md_sync_offset(const md_sync_t *s, int a, uint64_t ts_a, int64_t off_a, int 
     if (!md_sync_ready(s) || md_sync_time_us(s, a, ts_a, &ta) < 0 ||
         md_sync_time_us(s, b, ts_b, &tb) < 0)
         return -1;
-    /* a's frame on the common timeline, in microseconds, then b's, in b's units */
-    int64_t at_us = off_a * 1000000 / (int64_t)s->clock[a];
-    int64_t off = (at_us + (tb - ta)) * (int64_t)s->clock[b] / 1000000;
+    /* a's frame on the common timeline, in microseconds, then b's, in b's units (128-bit
+     * products: the clips plugin's timeline is milliseconds since the epoch in clock units) */
+    __int128 at_us = (__int128)off_a * 1000000 / s->clock[a];
+    int64_t off = (int64_t)((at_us + (tb - ta)) * s->clock[b] / 1000000);
     int64_t skew = off - arrival_b;
     if (skew < 0)
         skew = -skew;

@@ -303,6 +303,11 @@ static void test_avsync(void)
     /* reports 1.2 s away from where the audio arrived are not believed */
     assert(md_sync_offset(&s, 0, ts_v, off_v, 1, ts_a, 1500 * 48, &off) < 0);
     assert(md_sync_offset(&s, 0, ts_v, off_v, 1, ts_a, 1200 * 48, &off) == 0); /* 900 ms: yes */
+    /* on a timeline of milliseconds since the epoch (the clips plugin's ring) */
+    const int64_t epoch_ms = 1796575838720LL;
+    assert(md_sync_offset(&s, 0, ts_v, (epoch_ms + 100) * 90, 1, ts_a, (epoch_ms + 950) * 48,
+                          &off) == 0);
+    assert(off == (epoch_ms + 300) * 48);
     md_sync_report(&s, 1, 48000, 0, 0); /* a new publisher: no report yet */
     assert(!md_sync_ready(&s) && md_sync_offset(&s, 0, ts_v, off_v, 1, ts_a, 950 * 48, &off) < 0);
 }
