@@ -1,0 +1,235 @@
+/* Unit tests for core/media/room.c, the room model: a stream's participants are keyed per
+ * stream ("<stream>/<participant>"), participant ids are checked, ending a stream's
+ * participants ends exactly that stream's co-hosts (never the main host's relay, never another
+ * stream's whose id shares a prefix), one participant can be ended alone, and a participant's
+ * mute state (per kind, unmuting video asks for a keyframe). Sessions here have no transport:
+ * they are put on relays the way whip.c does, and closed by room_end. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "media_engine.h"
+#include "media_internal.h"
+
+/* A session of the participant's relay (the room key), as whip.c makes one; the caller links it
+ * in as the relay's publisher or one of its players. */
+static session_t *joined(int role, const char *stream, const char *participant)
+{
+    char key[MEDIA_STREAM_ID_LEN];
+    room_key(key, sizeof key, stream, participant);
+    session_t *s = media_session_new(role, stream);
+    assert_non_null(s);
+    snprintf(s->participant, sizeof s->participant, "%s", participant);
+    pthread_mutex_lock(&g_media.lock);
+    relay_t *r = relay_get(key);
+    pthread_mutex_unlock(&g_media.lock);
+    assert_non_null(r);
+    snprintf(r->participant, sizeof r->participant, "%s", participant);
+    s->relay = r;
+    return s;
+}
+
+/* A co-host (participant "" = the main host) publishing to stream's room, as whip.c sets it up:
+ * the relay of the room key, the session as its publisher with the relay's reference. */
+static session_t *publish(const char *stream, const char *participant)
+{
+    session_t *s = joined(ROLE_PUBLISHER, stream, participant);
+    relay_t *r = s->relay;
+    r->publisher = s;
+    session_ref(s); /* the relay's */
+    return s;
+}
+
+/* A player of a co-host (WHEP ?participant=) on that participant's relay. */
+static session_t *play(const char *stream, const char *participant)
+{
+    session_t *s = joined(ROLE_VIEWER, stream, participant);
+    relay_t *r = s->relay;
+    pthread_mutex_lock(&r->lock);
+    r->viewers = realloc(r->viewers, (r->nviewers + 1) * sizeof *r->viewers);
+    assert_non_null(r->viewers);
+    r->viewers[r->nviewers++] = s;
+    pthread_mutex_unlock(&r->lock);
+    session_ref(s);
+    return s;
+}
+
+static int closed(session_t *s)
+{
+    return atomic_load(&s->closed);
+}
+
+/* The main host's own session, ended by hand at the end of a test (room_end never touches it). */
+static void end_main(session_t *s)
+{
+    pthread_mutex_lock(&s->relay->lock);
+    s->relay->publisher = NULL;
+    pthread_mutex_unlock(&s->relay->lock);
+    session_unref(s); /* the relay's */
+    session_unref(s);
+}
+
+static void test_key(void **state)
+{
+    (void)state;
+    char key[MEDIA_STREAM_ID_LEN];
+    room_key(key, sizeof key, "s1", "alice");
+    assert_string_equal(key, "s1/alice");
+    room_key(key, sizeof key, "s1", "");
+    assert_string_equal(key, "s1");
+    room_key(key, sizeof key, "s1", NULL);
+    assert_string_equal(key, "s1");
+}
+
+static void test_participant_ok(void **state)
+{
+    (void)state;
+    assert_true(room_participant_ok("alice"));
+    assert_true(room_participant_ok("u-1_A"));
+    char longest[MEDIA_PARTICIPANT_LEN];
+    memset(longest, 'a', sizeof longest - 1);
+    longest[sizeof longest - 1] = 0;
+    assert_true(room_participant_ok(longest));
+    char too_long[MEDIA_PARTICIPANT_LEN + 1];
+    memset(too_long, 'a', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = 0;
+    assert_false(room_participant_ok(too_long));
+    assert_false(room_participant_ok(NULL));
+    assert_false(room_participant_ok(""));
+    assert_false(room_participant_ok("a/b")); /* would reach into another room key */
+    assert_false(room_participant_ok("../x"));
+    assert_false(room_participant_ok("a b"));
+    assert_false(room_participant_ok("é"));
+}
+
+/* Ending a stream's participants (the main host's end does this) ends its co-hosts and their
+ * players, not the main host's session, not another stream's co-hosts, even one whose id starts
+ * with this stream's id. */
+static void test_end_all(void **state)
+{
+    (void)state;
+    session_t *host = publish("s1", "");
+    session_t *alice = publish("s1", "alice");
+    session_t *bob = publish("s1", "bob");
+    session_t *bob_player = play("s1", "bob");
+    session_t *other = publish("s10", "carol"); /* "s10/carol" starts with "s1" */
+    session_t *other2 = publish("s2", "alice");
+
+    /* the count is of the sessions room_end closed itself: bob's player ends with bob's
+     * publish (stream_ended), before room_end reaches it */
+    assert_int_equal(room_end("s1", NULL, "stream_ended"), 2);
+    assert_true(closed(alice));
+    assert_true(closed(bob));
+    assert_true(closed(bob_player));
+    assert_false(closed(host));
+    assert_false(closed(other));
+    assert_false(closed(other2));
+    /* the closed publishers left their relays */
+    pthread_mutex_lock(&g_media.lock);
+    relay_t *ra = relay_find("s1/alice");
+    pthread_mutex_unlock(&g_media.lock);
+    assert_true(ra == NULL || ra->publisher == NULL);
+    /* nothing left to end */
+    assert_int_equal(room_end("s1", NULL, "stream_ended"), 0);
+
+    assert_int_equal(room_end("s10", NULL, "stream_ended"), 1);
+    assert_true(closed(other));
+    assert_int_equal(room_end("s2", "alice", "removed"), 1);
+    assert_true(closed(other2));
+    assert_false(closed(host));
+    for (session_t **p = (session_t *[]){alice, bob, bob_player, other, other2, NULL}; *p; p++)
+        session_unref(*p);
+    end_main(host);
+}
+
+/* Removing one co-host ends that co-host's publish and players only. */
+static void test_end_one(void **state)
+{
+    (void)state;
+    session_t *alice = publish("s3", "alice");
+    session_t *alice_player = play("s3", "alice");
+    session_t *bob = publish("s3", "bob");
+    session_t *bob_player = play("s3", "bob");
+    assert_int_equal(room_end("s3", "alice", "removed"), 1);
+    assert_true(closed(alice));
+    assert_true(closed(alice_player));
+    assert_false(closed(bob));
+    assert_false(closed(bob_player));
+    assert_int_equal(room_end("s3", "nobody", "removed"), 0);
+    assert_int_equal(room_end("s3", "alicex", "removed"), 0);
+    assert_false(closed(bob));
+    assert_int_equal(room_end("s3", NULL, "stream_ended"), 1);
+    assert_true(closed(bob));
+    assert_true(closed(bob_player));
+    for (session_t **p = (session_t *[]){alice, alice_player, bob, bob_player, NULL}; *p; p++)
+        session_unref(*p);
+}
+
+/* A participant's mute state: per kind, -1 leaves a kind as it is, unmuting video (and only
+ * that) asks the publisher for a keyframe. */
+static void test_mute(void **state)
+{
+    (void)state;
+    session_t *alice = publish("s4", "alice");
+    relay_t *r = alice->relay;
+    assert_int_equal(atomic_load(&r->muted[MEDIA_AUDIO]), 0);
+    assert_int_equal(atomic_load(&r->muted[MEDIA_VIDEO]), 0);
+
+    assert_int_equal(room_mute(r, 1, -1), 1);
+    assert_int_equal(atomic_load(&r->muted[MEDIA_AUDIO]), 1);
+    assert_int_equal(atomic_load(&r->muted[MEDIA_VIDEO]), 0);
+    assert_int_equal(atomic_load(&r->keyframe_wanted), 0);
+
+    room_mute(r, -1, 1);
+    assert_int_equal(atomic_load(&r->muted[MEDIA_AUDIO]), 1);
+    assert_int_equal(atomic_load(&r->muted[MEDIA_VIDEO]), 1);
+    assert_int_equal(atomic_load(&r->keyframe_wanted), 0);
+
+    room_mute(r, 0, -1); /* audio back: no keyframe needed */
+    assert_int_equal(atomic_load(&r->muted[MEDIA_AUDIO]), 0);
+    assert_int_equal(atomic_load(&r->keyframe_wanted), 0);
+
+    room_mute(r, -1, 0); /* video back: the players' decoders need a keyframe */
+    assert_int_equal(atomic_load(&r->muted[MEDIA_VIDEO]), 0);
+    assert_int_equal(atomic_load(&r->keyframe_wanted), 1);
+
+    atomic_store(&r->keyframe_wanted, 0);
+    room_mute(r, -1, 0); /* already unmuted: nothing asked */
+    assert_int_equal(atomic_load(&r->keyframe_wanted), 0);
+
+    /* a mute is the participant's: another co-host of the stream is not muted */
+    session_t *bob = publish("s4", "bob");
+    room_mute(r, 1, 1);
+    assert_int_equal(atomic_load(&bob->relay->muted[MEDIA_AUDIO]), 0);
+    assert_int_equal(atomic_load(&bob->relay->muted[MEDIA_VIDEO]), 0);
+
+    assert_int_equal(room_end("s4", NULL, "stream_ended"), 2);
+    session_unref(alice);
+    session_unref(bob);
+}
+
+int main(void)
+{
+    /* the tables engine.c's start sets up (no workers, no sockets here) */
+    pthread_mutex_init(&g_media.lock, NULL);
+    g_media.by_ufrag = calloc(MEDIA_HASH_SLOTS, sizeof *g_media.by_ufrag);
+    g_media.by_id = calloc(MEDIA_HASH_SLOTS, sizeof *g_media.by_id);
+    g_media.relays = calloc(MEDIA_HASH_SLOTS, sizeof *g_media.relays);
+    g_media.report_fd = -1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key),     cmocka_unit_test(test_participant_ok),
+        cmocka_unit_test(test_end_all), cmocka_unit_test(test_end_one),
+        cmocka_unit_test(test_mute),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    free(g_media.by_ufrag);
+    free(g_media.by_id);
+    free(g_media.relays);
+    return failed;
+}
