@@ -71,6 +71,7 @@ typedef struct rtmp {
     int lfd, stop_pipe[2];
     pthread_t listener;
     int listening;
+    int port; /* the port listened on (config 0: the kernel's choice) */
     atomic_int stopping;
     pthread_mutex_t lock; /* conns */
     conn_t *conns;
@@ -790,6 +791,15 @@ static void *listen_main(void *ud)
 /* ---- plugin -----------------------------------------------------------------------------------
  */
 
+/* GET /api/v1/rtmp: where an encoder sends (the studio shows rtmp://<host>:<port>/<app>,
+ * with the stream key as the last part) */
+static int get_info(onair_req_t *req, void *ud)
+{
+    (void)ud;
+    return api->target_reply(ONAIR_TARGET_REQ(req), 0,
+                             json_pack("{s:i,s:s}", "port", g_rtmp.port, "app", g_rtmp.app));
+}
+
 static int rtmp_init(onair_plugin_t *self, const onair_api_t *a)
 {
     api = a;
@@ -804,7 +814,8 @@ static int rtmp_init(onair_plugin_t *self, const onair_api_t *a)
     g_rtmp.audio_bitrate = (int)api->config_int(self, "audio_bitrate");
     g_rtmp.max_message = (uint32_t)api->config_int(self, "max_message_kb") * 1024u;
     snprintf(g_rtmp.app, sizeof g_rtmp.app, "%s", api->config_string(self, "app"));
-    return ONAIR_OK;
+    const onair_route_t routes[] = {ONAIR_ROUTE("GET", "/api/v1/rtmp", get_info)};
+    return onair_add_routes(api, self, routes);
 }
 
 static int rtmp_start(onair_plugin_t *self)
@@ -827,6 +838,7 @@ static int rtmp_start(onair_plugin_t *self)
     }
     socklen_t al = sizeof a;
     getsockname(g_rtmp.lfd, (struct sockaddr *)&a, &al);
+    g_rtmp.port = (int)ntohs(a.sin_port);
     if (pthread_create(&g_rtmp.listener, NULL, listen_main, NULL) != 0)
         return ONAIR_EINTERNAL;
     g_rtmp.listening = 1;

@@ -62,6 +62,7 @@ async function setup() {
   if (has('recording')) plugins.recording = {config: {dir: join(S.recDir, 'recordings')}};
   if (has('clips')) plugins.clips = {config: {dir: join(S.recDir, 'clips')}};
   if (has('cohosts')) plugins.cohosts = {};
+  if (has('rtmp')) plugins.rtmp = {config: {port: 0, bind_address: '127.0.0.1'}}; // the kernel's port
   if (has('multiplatform')) {
     plugins.multiplatform = {};
     process.env.ONAIR_MULTIPLATFORM_KEY ??= randomBytes(32).toString('hex'); // seals stream keys
@@ -223,6 +224,12 @@ test('go live from the studio with the fake camera; a second browser watches', T
   S.streamId = (await page.locator('#whip-url').textContent()).split('/').pop();
   assert.match(S.streamId, /^[0-9a-f]{24}$/);
   assert.match(await page.locator('#stream-key').textContent(), /^sk_/);
+  if (has('rtmp')) { // OBS's classic setup: the RTMP server to paste, with the port listened on
+    const info = await (await fetch(server.base + '/api/v1/rtmp')).json();
+    await page.locator('#rtmp-url', {hasText: `:${info.port}/live`}).waitFor({state: 'attached'});
+    assert.ok(info.port > 0);
+    assert.equal(await page.locator('#rtmp-url').textContent(), `rtmp://${new URL(server.base).hostname}:${info.port}/live`);
+  }
   await page.locator('#preview').evaluate((v) => new Promise((r) => v.readyState >= 2 ? r() : v.addEventListener('loadeddata', r)));
   await page.getByRole('button', {name: 'Go live'}).click();
   await page.getByText('You are live.').waitFor({timeout: 20_000});

@@ -231,3 +231,10 @@ def test_publisher_without_keyframe_is_closed_and_the_stream_ends(srv):
         s.close()
     assert wait_for(lambda: status_of(owner, sid) != "live", 10), status_of(owner, sid)
     assert "ended before its first keyframe" in srv.log()
+
+
+def test_info_tells_encoders_where_to_send(srv):
+    """GET /api/v1/rtmp: the port and application an encoder's URL needs (the studio shows it)."""
+    r = srv.http("GET", "/api/v1/rtmp")
+    assert r.status == 200, r
+    assert r.json() == {"port": srv.rtmp_port, "app": "live"}

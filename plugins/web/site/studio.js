@@ -65,6 +65,16 @@ async function select(s) {
   loadStreams();
 }
 
+// RTMP ingest (plugins/rtmp): OBS's classic setup, rtmp://<host>:<port>/<app> + the stream key
+async function showRtmp(on) {
+  for (const id of ['#rtmp-term', '#rtmp-desc']) $(id).hidden = true;
+  if (!on) return;
+  const info = await api('GET', '/api/v1/rtmp').catch(() => null);
+  if (!info) return;
+  $('#rtmp-url').textContent = `rtmp://${location.hostname}:${info.port}/${info.app}`;
+  for (const id of ['#rtmp-term', '#rtmp-desc']) $(id).hidden = false;
+}
+
 async function joinAll() {
   const s = st.current;
   if (!s || sock.ws?.readyState !== WebSocket.OPEN) return;
@@ -79,6 +89,7 @@ async function joinAll() {
   $('#cohosts-panel').hidden = !have.has('cohosts');
   loadCohosts();
   $('#restream-panel').hidden = !have.has('multiplatform');
+  showRtmp(have.has('rtmp'));
   loadRestream();
   $('#qa-panel').hidden = !have.has('qa');
   $('#poll-panel').hidden = !have.has('polls');
