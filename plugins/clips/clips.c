@@ -46,6 +46,7 @@ typedef struct trk {
     int have;
     int have_base;
     uint64_t base_ts;
+    uint32_t base_rtp; /* the RTP timestamp of base_ts */
     int64_t base_ms;
 } trk_t;
 
@@ -185,14 +186,15 @@ static void ring_add(ring_t *r, int track, const md_frame_t *f)
     if (!t->have_base) {
         t->have_base = 1;
         t->base_ts = f->ts;
+        t->base_rtp = f->rtp_ts;
         t->base_ms = now;
     }
     /* once both tracks have a sender report, the audio is placed from them (until then, and
      * without reports, by the arrival of its first frame); the frames in the ring move along */
     int64_t off;
     if (!r->synced && r->v.have_base && r->a.have_base && r->a.clock &&
-        md_sync_offset(&r->sync, 0, r->v.base_ts, r->v.base_ms * (int64_t)r->v.clock / 1000, 1,
-                       r->a.base_ts, r->a.base_ms * (int64_t)r->a.clock / 1000, &off) == 0) {
+        md_sync_offset(&r->sync, 0, r->v.base_rtp, r->v.base_ms * (int64_t)r->v.clock / 1000, 1,
+                       r->a.base_rtp, r->a.base_ms * (int64_t)r->a.clock / 1000, &off) == 0) {
         int64_t old = r->a.base_ms * (int64_t)r->a.clock / 1000;
         r->a.base_ms = off * 1000 / (int64_t)r->a.clock;
         int64_t delta = r->a.base_ms * (int64_t)r->a.clock / 1000 - old;

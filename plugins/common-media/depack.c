@@ -165,7 +165,8 @@ static void frame_end(md_depack_t *d, md_frame_fn fn, void *ud)
                     .ts = d->frame_ts,
                     .key = video ? d->key : 1,
                     .width = d->width,
-                    .height = d->height};
+                    .height = d->height,
+                    .rtp_ts = (uint32_t)d->frame_ts + (d->last_ts32 - (uint32_t)d->last_ts64)};
     fn(&f, ud);
     d->len = 0;
 }

@@ -32,6 +32,7 @@ typedef struct md_frame {
     uint64_t ts;       /* RTP timestamp, unwrapped (first packet's + 2^32 per wrap) */
     int key;           /* a keyframe (video) */
     int width, height; /* VP8/VP9 keyframes: the coded size (0 when unknown) */
+    uint32_t rtp_ts;   /* the RTP timestamp as sent (ts starts at 0): pairs with sender reports */
 } md_frame_t;
 
 typedef void (*md_frame_fn)(const md_frame_t *f, void *ud);

@@ -18,6 +18,7 @@ typedef struct out {
     int frames, keys;
     size_t bytes;
     uint64_t last_ts;
+    uint32_t last_rtp;
     uint8_t last[4096];
     size_t last_len;
 } out_t;
@@ -29,6 +30,7 @@ static void on_frame(const md_frame_t *f, void *ud)
     o->keys += f->key;
     o->bytes += f->len;
     o->last_ts = f->ts;
+    o->last_rtp = f->rtp_ts;
     o->last_len = f->len < sizeof o->last ? f->len : sizeof o->last;
     memcpy(o->last, f->data, o->last_len);
 }
@@ -79,7 +81,8 @@ static void test_vp8_order_dups_reorder(void)
     for (int i = 0; i < n; i++)
         md_depack_push(d, b[i], l[i], on_frame, &a);
     assert(a.frames == 20 && a.keys == 2);
-    assert(a.last_ts > 20 * 3000 - 3001); /* unwrapped across 2^32 */
+    assert(a.last_ts > 20 * 3000 - 3001);                      /* unwrapped across 2^32 */
+    assert(a.last_rtp == (uint32_t)(4294960000u + 19 * 3000)); /* as sent: pairs with reports */
     md_depack_free(d);
     /* reordered in pairs and every packet twice */
     out_t r = {0};

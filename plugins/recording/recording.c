@@ -76,9 +76,10 @@ struct seg {
     int started;      /* a first frame (a video keyframe when there is video) arrived */
     int have_base[2];
     uint64_t base_ts[2];
-    int64_t base_off[2]; /* track clock units */
-    md_sync_t sync;      /* the publisher's sender reports (common-media/avsync.h) */
-    int synced;          /* the audio was placed from them, not from arrival */
+    uint32_t base_rtp[2]; /* the RTP timestamps of base_ts */
+    int64_t base_off[2];  /* track clock units */
+    md_sync_t sync;       /* the publisher's sender reports (common-media/avsync.h) */
+    int synced;           /* the audio was placed from them, not from arrival */
     int have_last[2];
     int64_t last_pts[2]; /* the last frame queued per track */
     frame_t *head, *tail;
@@ -600,14 +601,15 @@ static void queue_frame(seg_t *s, int track, const md_frame_t *f)
     if (!s->have_base[track]) {
         s->have_base[track] = 1;
         s->base_ts[track] = f->ts;
+        s->base_rtp[track] = f->rtp_ts;
         s->base_off[track] = (now - s->start_ms) * (int64_t)t->clock / 1000;
     }
     /* once both tracks have a sender report, the audio is placed from them (until then, and
      * without reports, by the arrival of its first frame) */
     int64_t off;
     if (!s->synced && s->have_base[0] && s->have_base[1] &&
-        md_sync_offset(&s->sync, 0, s->base_ts[0], s->base_off[0], 1, s->base_ts[1], s->base_off[1],
-                       &off) == 0) {
+        md_sync_offset(&s->sync, 0, s->base_rtp[0], s->base_off[0], 1, s->base_rtp[1],
+                       s->base_off[1], &off) == 0) {
         s->base_off[1] = off;
         s->synced = 1;
     }

@@ -138,10 +138,8 @@ test('VP8: a recording plays in <video>, seeks (206), ffprobe agrees', T, async 
   assert.equal(rec.format, 'webm');
   assert.equal(rec.video, 'vp8');
   assert.equal(rec.audio, 'opus');
-  // how the tracks were aligned: by Chromium's RTCP sender reports, or by arrival when they
-  // place the audio more than a second from its arrival (seen in some runs with Chromium's
-  // fake devices, cause not established; the reports reaching the tap: media_hooks.test.mjs)
-  assert.ok(['sender_reports', 'arrival'].includes(rec.av_sync), JSON.stringify(rec));
+  // Chromium sends RTCP sender reports: the tap carries them, the tracks are aligned by them
+  assert.equal(rec.av_sync, 'sender_reports', JSON.stringify(rec));
   assert.ok(rec.size > 100_000, JSON.stringify(rec));
   const url = server.base + rec.file_url;
   const p = ffprobe(url);
