@@ -290,7 +290,8 @@ static void on_reports(evutil_socket_t fd, short what, void *ud)
         session_unref(list[i]);
     }
     free(list);
-    health_drain(); /* health samples and source switches (health.c) */
+    health_drain();        /* health samples and source switches (health.c) */
+    room_speakers_drain(); /* participants' audio levels: the active speaker (room.c) */
 }
 
 /* ---- sending -------------------------------------------------------------------------------- */

@@ -211,6 +211,7 @@ void media_shutdown(struct host *h)
     media_engine_stop();
     taps_teardown();
     health_teardown();
+    room_speakers_teardown();
     media_engine_free();
     for (size_t i = 0; i < g_media.naddresses; i++)
         free(g_media.addresses[i]);

@@ -31,6 +31,7 @@
 
 #include "dtls.h"
 #include "health.h"
+#include "speaker.h"
 #include "rtcp.h"
 #include "rtp.h"
 #include "sdp.h"
@@ -113,6 +114,7 @@ typedef struct pub_track {
     pub_layer_t layers[MEDIA_MAX_LAYERS];
     int nlayers;
     uint8_t ext_id[EXT_COUNT]; /* the publisher's id per extension, 0 = not negotiated */
+    speaker_meter_t meter;     /* audio: its RFC 6464 level (active speaker, room.c) */
 } pub_track_t;
 
 /* What a viewer receives of one kind. */
@@ -343,6 +345,12 @@ int room_mute(relay_t *r, int audio, int video);
 /* The services media.participant_end, media.participant_mute and media.participants (core
  * loop thread). */
 int room_setup(struct onair_plugin *owner);
+/* A participant's smoothed audio level (speaker.h) for the stream's active speaker: queued by
+ * the publisher's worker, decided on the core loop (room_speakers_drain), announced on the bus
+ * as media.active_speaker when it changes. */
+void room_level_push(const char *stream, const char *participant, int level, uint64_t now_ms);
+void room_speakers_drain(void);
+void room_speakers_teardown(void);
 
 /* ---- whip.c ---- */
 /* A viewer's header extension ids for what a publisher sends (again at every change). */

@@ -432,6 +432,15 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     }
     if (r->taps)
         taps_feed(r, kind, layer, pkt, len);
+    if (kind == MEDIA_AUDIO && !repair && t->ext_id[EXT_AUDIO_LEVEL] && h.ext_profile &&
+        !atomic_load_explicit(&r->muted[MEDIA_AUDIO], memory_order_relaxed)) {
+        /* RFC 6464: the active speaker of the stream's room (room.c); a muted one is not heard */
+        const uint8_t *v;
+        size_t vlen;
+        if (rtp_ext_find(pkt, &h, t->ext_id[EXT_AUDIO_LEVEL], &v, &vlen) == 0 && vlen >= 1 &&
+            speaker_meter_add(&t->meter, v[0], now_ms))
+            room_level_push(s->stream_id, s->participant, t->meter.level, now_ms);
+    }
     /* a repaired keyframe packet is late: no switch starts on it */
     int key = !repair && kind == MEDIA_VIDEO &&
               rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);

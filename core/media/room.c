@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "bus.h"
 #include "hooks.h"
@@ -236,4 +238,126 @@ int room_setup(struct onair_plugin *owner)
     }
     owner->in_init = was;
     return rc;
+}
+
+/* ---- active speaker (speaker.h) ---------------------------------------------------------- */
+
+#define SPEAKER_THRESHOLD   40    /* smoothed loudness (127 - dBov, 0 = silence) of a speaker */
+#define SPEAKER_HOLD_MS     500   /* a new speaker leads this long first */
+#define SPEAKER_INTERVAL_MS 300   /* at most one change announced per room in this time */
+#define SPEAKER_IDLE_MS     10000 /* a room not heard this long is forgotten */
+#define SPEAKER_QUEUE_MAX   4096
+#define SPEAKER_HOST        "@host" /* the main host in a speaker_room_t (no participant id) */
+
+typedef struct {
+    char stream[MEDIA_STREAM_ID_LEN];
+    char participant[MEDIA_PARTICIPANT_LEN];
+    int level;
+    uint64_t at_ms;
+} level_item_t;
+
+typedef struct speaker_state {
+    char stream[MEDIA_STREAM_ID_LEN];
+    speaker_room_t room;
+    uint64_t heard_ms;
+    struct speaker_state *next;
+} speaker_state_t;
+
+static pthread_mutex_t g_lq_lock = PTHREAD_MUTEX_INITIALIZER;
+static level_item_t *g_lq;
+static size_t g_lq_n, g_lq_cap;
+static speaker_state_t *g_speakers; /* core loop only */
+
+void room_level_push(const char *stream, const char *participant, int level, uint64_t now_ms)
+{
+    pthread_mutex_lock(&g_lq_lock);
+    if (g_lq_n == g_lq_cap) {
+        size_t ncap = g_lq_cap ? g_lq_cap * 2 : 16;
+        level_item_t *grown =
+            ncap <= SPEAKER_QUEUE_MAX ? realloc(g_lq, ncap * sizeof *grown) : NULL;
+        if (!grown) { /* the loop is behind: this window is left out */
+            pthread_mutex_unlock(&g_lq_lock);
+            return;
+        }
+        g_lq = grown;
+        g_lq_cap = ncap;
+    }
+    int first = g_lq_n == 0;
+    level_item_t *it = &g_lq[g_lq_n++];
+    snprintf(it->stream, sizeof it->stream, "%s", stream);
+    snprintf(it->participant, sizeof it->participant, "%s", participant);
+    it->level = level;
+    it->at_ms = now_ms;
+    pthread_mutex_unlock(&g_lq_lock);
+    uint64_t one = 1; /* wake the core loop (engine.c's report drain) for a new batch */
+    if (first && g_media.report_fd >= 0 && write(g_media.report_fd, &one, sizeof one) < 0) {
+        /* saturated: the core is awake anyway */
+    }
+}
+
+static speaker_state_t *speaker_state(const char *stream)
+{
+    for (speaker_state_t *p = g_speakers; p; p = p->next)
+        if (!strcmp(p->stream, stream))
+            return p;
+    speaker_state_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    snprintf(p->stream, sizeof p->stream, "%s", stream);
+    speaker_room_init(&p->room, SPEAKER_THRESHOLD, SPEAKER_HOLD_MS, SPEAKER_INTERVAL_MS);
+    p->next = g_speakers;
+    g_speakers = p;
+    return p;
+}
+
+void room_speakers_drain(void)
+{
+    pthread_mutex_lock(&g_lq_lock);
+    level_item_t *items = g_lq;
+    size_t n = g_lq_n;
+    g_lq = NULL;
+    g_lq_n = g_lq_cap = 0;
+    pthread_mutex_unlock(&g_lq_lock);
+    uint64_t now_ms = media_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        speaker_state_t *p = speaker_state(items[i].stream);
+        if (!p)
+            continue;
+        const char *id = items[i].participant[0] ? items[i].participant : SPEAKER_HOST;
+        speaker_room_level(&p->room, id, items[i].level, items[i].at_ms);
+        p->heard_ms = items[i].at_ms;
+        if (!speaker_room_decide(&p->room, items[i].at_ms))
+            continue;
+        const char *who = strcmp(p->room.active, SPEAKER_HOST) ? p->room.active : NULL;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        bus_publish(g_media.h->bus, "media.active_speaker",
+                    json_pack("{s:s,s:s?,s:i,s:I}", "stream", p->stream, "participant", who,
+                              "level", items[i].level, "at",
+                              (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+    }
+    free(items);
+    for (speaker_state_t **pp = &g_speakers; *pp;) {
+        speaker_state_t *p = *pp;
+        if (now_ms - p->heard_ms > SPEAKER_IDLE_MS) {
+            *pp = p->next;
+            free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+void room_speakers_teardown(void)
+{
+    pthread_mutex_lock(&g_lq_lock);
+    free(g_lq);
+    g_lq = NULL;
+    g_lq_n = g_lq_cap = 0;
+    pthread_mutex_unlock(&g_lq_lock);
+    while (g_speakers) {
+        speaker_state_t *p = g_speakers;
+        g_speakers = p->next;
+        free(p);
+    }
 }

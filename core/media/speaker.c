@@ -17,7 +17,7 @@ int speaker_meter_add(speaker_meter_t *m, uint8_t ext, uint64_t now_ms)
         m->start_ms = now_ms ? now_ms : 1;
     } else if (now_ms - m->start_ms >= SPEAKER_WINDOW_MS) {
         int avg = m->n ? (int)(m->sum / m->n) : 0;
-        m->level = m->level < 0 ? avg : (m->level + avg) / 2;
+        m->level = m->windows++ ? (m->level + avg) / 2 : avg;
         m->sum = m->n = 0;
         m->start_ms = now_ms;
         closed = 1;

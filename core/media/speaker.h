@@ -27,6 +27,7 @@ typedef struct {
     uint32_t sum, n;   /* loudness of the current window's packets */
     uint64_t start_ms; /* the current window's start, 0 = none yet */
     int level;         /* the smoothed loudness 0 (silence) .. 127 (0 dBov), -1 = none yet */
+    uint32_t windows;  /* windows closed (a zeroed meter works: no window yet) */
 } speaker_meter_t;
 
 void speaker_meter_init(speaker_meter_t *m);

@@ -64,7 +64,7 @@ struct cohosts {
     onair_coll_t *invites;
     op_t *ops;
     onair_timer_t sweep;
-    onair_sub_t sub_pub, sub_unpub;
+    onair_sub_t sub_pub, sub_unpub, sub_speaker;
     int64_t max_cohosts, ttl_ms, sweep_ms;
     int require_verified;
     int64_t max_bitrate_kbps;
@@ -788,6 +788,27 @@ static void on_participant(const char *topic, json_t *payload, void *ud)
     api->bus_publish(st->self, type, ev);
 }
 
+/* The relay's active speaker (media.active_speaker, on change, at most ~3 a second) ->
+ * cohost.active_speaker {stream, participant (a co-host's user id, null: the main host), at}
+ * to the stream's viewers and the bus. */
+static void on_speaker(const char *topic, json_t *payload, void *ud)
+{
+    (void)topic;
+    cohosts_t *st = ud;
+    const char *sid = onair_str(payload, "stream");
+    const char *who = onair_str(payload, "participant");
+    if (!onair_is_id(sid) || (who && !onair_is_id(who)))
+        return;
+    json_t *ev = json_pack("{s:s,s:s?,s:O?}", "stream", sid, "participant", who, "at",
+                           json_object_get(payload, "at"));
+    if (!ev)
+        return;
+    char t[64];
+    snprintf(t, sizeof t, "stream.%s", sid);
+    api->ws_publish(t, "cohost.active_speaker", json_incref(ev));
+    api->bus_publish(st->self, "cohost.active_speaker", ev);
+}
+
 /* ---- durable expiry ------------------------------------------------------------------------ */
 
 static void expired_one(int status, json_t *result, void *ud)
@@ -910,6 +931,8 @@ static int cohosts_init(onair_plugin_t *self, const onair_api_t *host_api)
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "media.participant_unpublished", on_participant, st,
                                 &st->sub_unpub);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "media.active_speaker", on_speaker, st, &st->sub_speaker);
     if (rc != ONAIR_OK) {
         free(st);
         return rc;
@@ -946,6 +969,8 @@ static void cohosts_stop(onair_plugin_t *self)
         api->bus_unsubscribe(self, st->sub_pub);
     if (st->sub_unpub)
         api->bus_unsubscribe(self, st->sub_unpub);
+    if (st->sub_speaker)
+        api->bus_unsubscribe(self, st->sub_speaker);
     free(st);
     api->set_state(self, NULL);
 }

@@ -65,6 +65,10 @@ test('host + co-host publish; the plain player gets the host, ?participant= the 
       [await browser.newPage('host'), await browser.newPage('cohost'),
        await browser.newPage('main-player'), await browser.newPage('cohost-player')];
   try {
+    // a viewer's socket on the stream's topic: cohost.active_speaker (the relay's choice from the
+    // publishers' RFC 6464 audio levels; Chromium's fake microphone beeps)
+    const sock = await mainPage.evaluate(([u, i]) => window.e2e.watchStream(u, i),
+                                         [server.base.replace(/^http/, 'ws') + '/ws', s.id]);
     await publish(hostPage, target.whipUrl(s.id), s.key, {width: 640, height: 360});
     let r = await api(server.base, 'POST', `/api/v1/streams/${s.id}/cohosts/invite`,
                       {token: owner, body: {user_id: guestId}});
@@ -90,6 +94,18 @@ test('host + co-host publish; the plain player gets the host, ?participant= the 
     r = await api(server.base, 'GET', `/api/v1/streams/${s.id}/cohosts`);
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json.cohosts.map((c) => [c.user_id, c.on_air]), [[guestId, true]]);
+    const spoke = await waitFor('a cohost.active_speaker on the stream topic', async () => {
+      const m = ((await mainPage.evaluate((i) => window.e2e.wsMessages(i), sock)) || [])
+          .filter((x) => x.type === 'cohost.active_speaker');
+      return {done: m.length > 0, m: m.map((x) => x.data)};
+    }, 20_000);
+    for (const d of spoke.m) {
+      assert.equal(d.stream, s.id);
+      assert.ok(d.participant === undefined || d.participant === null || d.participant === guestId,
+                JSON.stringify(d));
+      assert.ok(Number.isInteger(d.at) && d.at > 0, JSON.stringify(d));
+    }
+    t.diagnostic(`active speakers announced: ${JSON.stringify(spoke.m.map((d) => d.participant ?? 'host'))}`);
 
     // the owner mutes the co-host's video: the relay stops forwarding it, the host's goes on
     const mute = (video) => api(server.base, 'POST', `/api/v1/streams/${s.id}/cohosts/${guestId}/mute`,
