@@ -21,9 +21,12 @@ for h in "$@"; do
     dict=
     [ -f "$here/dict/$h.dict" ] && dict="-dict=$here/dict/$h.dict"
     log=$build/fuzz-$h.log
+    # FUZZ_SEED (CI's smoke run sets it): the same inputs in the same order on every run, so a
+    # red CI points at a change, not at luck; without it libFuzzer picks a seed of its own
+    seed=${FUZZ_SEED:+-seed=$FUZZ_SEED}
     # -rss_limit_mb: the sanitizers' shadow memory counts too
     if "$bin" -max_total_time="$secs" -runs="$( [ "$runs" = 0 ] && echo -1 || echo "$runs")" \
-        -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 $dict \
+        -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 $dict $seed \
         -artifact_prefix="$build/crashes/$h-" "$build/corpus/$h" "$here/corpus/$h" >"$log" 2>&1; then
         done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
