@@ -750,6 +750,22 @@ static int parse_rid(ctx_t *c, const char *v)
     return 0;
 }
 
+static int sim_stream_has(const sdp_sim_stream_t *st, const char *id)
+{
+    for (int a = 0; a < st->n_alts; a++)
+        if (!strcmp(st->rid[a], id))
+            return 1;
+    return 0;
+}
+
+static int sim_rid_listed(const sdp_sim_stream_t *streams, int n, const char *id)
+{
+    for (int i = 0; i < n; i++)
+        if (sim_stream_has(&streams[i], id))
+            return 1;
+    return 0;
+}
+
 /* "h;~m,x;l" -> streams of alternatives */
 static int parse_sim_list(ctx_t *c, const char *list, sdp_sim_stream_t *out, int *n_out)
 {
@@ -778,6 +794,9 @@ static int parse_sim_list(ctx_t *c, const char *list, sdp_sim_stream_t *out, int
             id[l] = '\0';
             if (!valid_rid(id))
                 FAIL(c, "simulcast: bad rid '%s'", id);
+            /* RFC 8853 5.1: a rid appears at most once; a repeat would be echoed into our answer */
+            if (sim_rid_listed(out, *n_out, id) || sim_stream_has(&st, id))
+                FAIL(c, "simulcast: rid '%s' listed twice", id);
             if (st.n_alts < SDP_MAX_SIM_ALTS) {
                 strcpy(st.rid[st.n_alts], id);
                 st.paused[st.n_alts] = (uint8_t)paused;
@@ -827,6 +846,10 @@ static int parse_simulcast(ctx_t *c, const char *v)
                 return -1;
         }
     }
+    for (int i = 0; i < sc->n_send; i++)
+        for (int a = 0; a < sc->send[i].n_alts; a++)
+            if (sim_rid_listed(sc->recv, sc->n_recv, sc->send[i].rid[a]))
+                FAIL(c, "simulcast: rid '%s' both sent and received", sc->send[i].rid[a]);
     if (!seen_send && !seen_recv)
         FAIL(c, "simulcast without send/recv list");
     sc->present = 1;

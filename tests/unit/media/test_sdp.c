@@ -1254,6 +1254,12 @@ static void test_malformed(void **state)
                 "line 9: duplicate rid 'h'");
     parse_fails(HDR L("m=video 9 UDP/TLS/RTP/SAVPF 96") ICE L("a=simulcast:send h;;l"),
                 "line 8: simulcast: bad rid in list");
+    parse_fails(HDR L("m=video 9 UDP/TLS/RTP/SAVPF 96") ICE L("a=simulcast:send h;m;m"),
+                "line 8: simulcast: rid 'm' listed twice");
+    parse_fails(HDR L("m=video 9 UDP/TLS/RTP/SAVPF 96") ICE L("a=simulcast:send h,h"),
+                "line 8: simulcast: rid 'h' listed twice");
+    parse_fails(HDR L("m=video 9 UDP/TLS/RTP/SAVPF 96") ICE L("a=simulcast:send h recv l;h"),
+                "line 8: simulcast: rid 'h' both sent and received");
     parse_fails(HDR L("m=video 9 UDP/TLS/RTP/SAVPF 96") ICE L("a=simulcast:both h"),
                 "line 8: simulcast: expected send or recv");
     parse_fails(HDR L("m=video 9 UDP/TLS/RTP/SAVPF 96") ICE L("a=simulcast:send"),
