@@ -345,6 +345,9 @@ int room_mute(relay_t *r, int audio, int video);
 /* The services media.participant_end, media.participant_mute and media.participants (core
  * loop thread). */
 int room_setup(struct onair_plugin *owner);
+/* Register the core's media.* services (owner: the relay's "media" plugin). */
+struct onair_service;
+int media_services_add(struct onair_plugin *owner, const struct onair_service *services, size_t n);
 /* A participant's smoothed audio level (speaker.h) for the stream's active speaker: queued by
  * the publisher's worker, decided on the core loop (room_speakers_drain), announced on the bus
  * as media.active_speaker when it changes. */

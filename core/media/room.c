@@ -11,7 +11,10 @@
  * stream live or ends it; the main host's end ends every participant's sessions too.
  *
  * Plugins follow participants on the bus (media.participant_published / _unpublished) and end
- * one with the service media.participant_end (a removed co-host's media stops at once).
+ * one with the service media.participant_end (a removed co-host's media stops at once). A
+ * participant's tracks go to the plugins' media_room_watch watchers (ABI 1.7, with
+ * track->participant), not to media_track_watch ones; they tap them (recording) with the room
+ * key "<stream>/<participant>" as the stream.
  */
 #include <jansson.h>
 #include <pthread.h>
@@ -53,10 +56,9 @@ int room_participant_ok(const char *id)
 
 void room_track_event(session_t *s, int published)
 {
-    if (!s->participant[0]) {
-        taps_track_event(s, published);
+    taps_track_event(s, published); /* a participant's: to media_room_watch watchers only */
+    if (!s->participant[0])
         return;
-    }
     json_t *tracks = json_array();
     for (int k = 0; k < MEDIA_KINDS; k++)
         if (s->pub[k].present)
@@ -228,10 +230,15 @@ int room_setup(struct onair_plugin *owner)
          .name = "media.participant_mute",
          .fn = svc_participant_mute},
     };
+    return media_services_add(owner, services, sizeof services / sizeof services[0]);
+}
+
+int media_services_add(struct onair_plugin *owner, const struct onair_service *services, size_t n)
+{
     int was = owner->in_init;
     owner->in_init = 1;
     int rc = ONAIR_OK;
-    for (size_t i = 0; i < sizeof services / sizeof services[0] && rc == ONAIR_OK; i++) {
+    for (size_t i = 0; i < n && rc == ONAIR_OK; i++) {
         rc = services_add(owner, &services[i]);
         if (rc == ONAIR_EEXIST) /* a second setup in one process (tests) */
             rc = ONAIR_OK;

@@ -210,6 +210,107 @@ static int rid_rank(const sdp_media_t *m, const char *rid, int fallback)
 
 /* ---- planning: which m-lines we take and how ------------------------------------------- */
 
+/* The header extensions a publisher's answer keeps (transport-wide-cc last: media.transport_cc
+ * off leaves it out). */
+static const char *const g_pub_uris[] = {
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    "urn:3gpp:video-orientation",
+    "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+};
+
+static void pub_extmaps(sdp_answer_opts_t *opts)
+{
+    opts->extmap_uris = g_pub_uris;
+    opts->n_extmap_uris =
+        (int)(sizeof g_pub_uris / sizeof g_pub_uris[0]) - (g_media.transport_cc ? 0 : 1);
+}
+
+/* The first codec of m the relay forwards for its kind, or NULL. */
+static const sdp_codec_t *pub_codec(const sdp_media_t *m, int kind)
+{
+    for (int j = 0; j < m->n_codecs; j++)
+        if (sdp_codec_supported(&m->codecs[j]) && codec_fits_kind(&m->codecs[j], kind))
+            return &m->codecs[j];
+    return NULL;
+}
+
+/* A published m-line: our answer for it (am) and the track it fills (t, of session s: its
+ * transport-cc id). */
+static int take_pub_track(session_t *s, pub_track_t *t, const sdp_media_t *m, const sdp_codec_t *c,
+                          sdp_answer_media_t *am, char *err, size_t elen)
+{
+    int kind = kind_of(m);
+    int tcc = g_media.transport_cc;
+    am->accept = 1;
+    am->dir = SDP_DIR_RECVONLY;
+    am->n_pts = 1;
+    am->pts[0] = c->pt;
+    am->keep_rtx = kind == MEDIA_VIDEO && c->rtx_pt >= 0;
+    /* transport-cc when offered (and media.transport_cc): the publisher estimates its
+     * bandwidth from our feedback; else REMB: we tell it what it may send */
+    am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB;
+    if (tcc)
+        am->fb |= SDP_FB_TRANSPORT_CC;
+    am->simulcast_recv = kind == MEDIA_VIDEO && m->simulcast.present && m->simulcast.n_send > 1;
+
+    t->present = 1;
+    t->kind = kind;
+    snprintf(t->mid, sizeof t->mid, "%s", m->mid);
+    t->codec = rtp_codec_from_name(c->name);
+    t->desc = *c;
+    t->pt = c->pt;
+    t->rtx_pt = am->keep_rtx ? c->rtx_pt : 0;
+    t->clock = c->clock;
+    for (int e = 0; e < m->n_extmaps; e++) {
+        int x = ext_index(m->extmaps[e].uri);
+        if (x >= 0 && m->extmaps[e].id > 0 && m->extmaps[e].id < 256 &&
+            (x != EXT_TRANSPORT_CC || tcc))
+            t->ext_id[x] = (uint8_t)m->extmaps[e].id;
+    }
+    /* transport-cc is on when the answer has both its extmap and its rtcp-fb (the seqs
+     * are transport-wide: with BUNDLE every m-line uses the same id) */
+    if (t->ext_id[EXT_TRANSPORT_CC] && (c->fb & SDP_FB_TRANSPORT_CC) && !s->tcc_ext_id)
+        s->tcc_ext_id = t->ext_id[EXT_TRANSPORT_CC];
+    if (am->simulcast_recv) {
+        int n = 0, rank[MEDIA_MAX_LAYERS];
+        for (int k = 0; k < m->simulcast.n_send && n < MEDIA_MAX_LAYERS; k++) {
+            const sdp_sim_stream_t *ss = &m->simulcast.send[k];
+            if (ss->n_alts < 1)
+                continue;
+            snprintf(t->layers[n].rid, sizeof t->layers[n].rid, "%s", ss->rid[0]);
+            rank[n] = rid_rank(m, ss->rid[0], k);
+            n++;
+        }
+        /* insertion sort, lowest first */
+        for (int a = 1; a < n; a++)
+            for (int b = a; b > 0 && rank[b] < rank[b - 1]; b--) {
+                int tr = rank[b];
+                rank[b] = rank[b - 1];
+                rank[b - 1] = tr;
+                char tmp[16];
+                memcpy(tmp, t->layers[b].rid, sizeof tmp);
+                memcpy(t->layers[b].rid, t->layers[b - 1].rid, sizeof tmp);
+                memcpy(t->layers[b - 1].rid, tmp, sizeof tmp);
+            }
+        t->nlayers = n;
+        t->simulcast = n > 1;
+    } else {
+        t->nlayers = 1;
+    }
+    if (kind == MEDIA_VIDEO)
+        for (int l = 0; l < t->nlayers; l++)
+            if (!(t->layers[l].buf = rtx_buffer_new(MEDIA_RTX_SLOTS, MEDIA_MTU))) {
+                snprintf(err, elen, "out of memory");
+                return -1;
+            }
+    return 0;
+}
+
 static int plan_publisher(op_t *op, char *err, size_t elen)
 {
     sdp_t *o = op->offer;
@@ -217,20 +318,7 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
     int have[MEDIA_KINDS] = {0};
     int fp_taken = 0;
     op->opts->n_media = o->n_media;
-    /* transport-wide-cc last: media.transport_cc off leaves it out */
-    static const char *const uris[] = {
-        "urn:ietf:params:rtp-hdrext:sdes:mid",
-        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
-        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-        "urn:3gpp:video-orientation",
-        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
-        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-    };
-    int tcc = g_media.transport_cc;
-    op->opts->extmap_uris = uris;
-    op->opts->n_extmap_uris = (int)(sizeof uris / sizeof uris[0]) - (tcc ? 0 : 1);
+    pub_extmaps(op->opts);
     for (int i = 0; i < o->n_media; i++) {
         const sdp_media_t *m = &o->media[i];
         sdp_answer_media_t *am = &op->opts->media[i];
@@ -241,10 +329,7 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
         if (kind < 0 || !m->is_rtp || have[kind] ||
             (dir != SDP_DIR_SENDONLY && dir != SDP_DIR_SENDRECV))
             continue;
-        const sdp_codec_t *c = NULL;
-        for (int j = 0; j < m->n_codecs && !c; j++)
-            if (sdp_codec_supported(&m->codecs[j]) && codec_fits_kind(&m->codecs[j], kind))
-                c = &m->codecs[j];
+        const sdp_codec_t *c = pub_codec(m, kind);
         if (!c)
             continue;
         if (!fp_taken) {
@@ -253,69 +338,8 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
             fp_taken = 1;
         }
         have[kind] = 1;
-        am->accept = 1;
-        am->dir = SDP_DIR_RECVONLY;
-        am->n_pts = 1;
-        am->pts[0] = c->pt;
-        am->keep_rtx = kind == MEDIA_VIDEO && c->rtx_pt >= 0;
-        /* transport-cc when offered (and media.transport_cc): the publisher estimates its
-         * bandwidth from our feedback; else REMB: we tell it what it may send */
-        am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB;
-        if (tcc)
-            am->fb |= SDP_FB_TRANSPORT_CC;
-        am->simulcast_recv = kind == MEDIA_VIDEO && m->simulcast.present && m->simulcast.n_send > 1;
-
-        pub_track_t *t = &s->pub[kind];
-        t->present = 1;
-        t->kind = kind;
-        snprintf(t->mid, sizeof t->mid, "%s", m->mid);
-        t->codec = rtp_codec_from_name(c->name);
-        t->desc = *c;
-        t->pt = c->pt;
-        t->rtx_pt = am->keep_rtx ? c->rtx_pt : 0;
-        t->clock = c->clock;
-        for (int e = 0; e < m->n_extmaps; e++) {
-            int x = ext_index(m->extmaps[e].uri);
-            if (x >= 0 && m->extmaps[e].id > 0 && m->extmaps[e].id < 256 &&
-                (x != EXT_TRANSPORT_CC || tcc))
-                t->ext_id[x] = (uint8_t)m->extmaps[e].id;
-        }
-        /* transport-cc is on when the answer has both its extmap and its rtcp-fb (the seqs
-         * are transport-wide: with BUNDLE every m-line uses the same id) */
-        if (t->ext_id[EXT_TRANSPORT_CC] && (c->fb & SDP_FB_TRANSPORT_CC) && !s->tcc_ext_id)
-            s->tcc_ext_id = t->ext_id[EXT_TRANSPORT_CC];
-        if (am->simulcast_recv) {
-            int n = 0, rank[MEDIA_MAX_LAYERS];
-            for (int k = 0; k < m->simulcast.n_send && n < MEDIA_MAX_LAYERS; k++) {
-                const sdp_sim_stream_t *ss = &m->simulcast.send[k];
-                if (ss->n_alts < 1)
-                    continue;
-                snprintf(t->layers[n].rid, sizeof t->layers[n].rid, "%s", ss->rid[0]);
-                rank[n] = rid_rank(m, ss->rid[0], k);
-                n++;
-            }
-            /* insertion sort, lowest first */
-            for (int a = 1; a < n; a++)
-                for (int b = a; b > 0 && rank[b] < rank[b - 1]; b--) {
-                    int tr = rank[b];
-                    rank[b] = rank[b - 1];
-                    rank[b - 1] = tr;
-                    char tmp[16];
-                    memcpy(tmp, t->layers[b].rid, sizeof tmp);
-                    memcpy(t->layers[b].rid, t->layers[b - 1].rid, sizeof tmp);
-                    memcpy(t->layers[b - 1].rid, tmp, sizeof tmp);
-                }
-            t->nlayers = n;
-            t->simulcast = n > 1;
-        } else {
-            t->nlayers = 1;
-        }
-        if (kind == MEDIA_VIDEO)
-            for (int l = 0; l < t->nlayers; l++)
-                if (!(t->layers[l].buf = rtx_buffer_new(MEDIA_RTX_SLOTS, MEDIA_MTU))) {
-                    snprintf(err, elen, "out of memory");
-                    return -1;
-                }
+        if (take_pub_track(s, &s->pub[kind], m, c, am, err, elen) < 0)
+            return -1;
     }
     if (!have[MEDIA_AUDIO] && !have[MEDIA_VIDEO]) {
         snprintf(err, elen,
@@ -652,17 +676,23 @@ int media_publisher_attach(session_t *s)
     return ONAIR_OK;
 }
 
+/* Our ICE-lite host candidates (at most 16). */
+static int host_cands(sdp_host_cand_t cands[16])
+{
+    int nc = 0;
+    for (size_t i = 0; i < g_media.naddresses && nc < 16; i++)
+        cands[nc++] = (sdp_host_cand_t){.ip = g_media.addresses[i], .port = (uint16_t)g_media.port};
+    return nc;
+}
+
 /* Tables, relay, answer, 201. */
 static void register_session(op_t *op)
 {
     session_t *s = op->s;
     char err[256];
     sdp_host_cand_t cands[16];
-    int nc = 0;
-    for (size_t i = 0; i < g_media.naddresses && nc < 16; i++)
-        cands[nc++] = (sdp_host_cand_t){.ip = g_media.addresses[i], .port = (uint16_t)g_media.port};
     op->opts->cands = cands;
-    op->opts->n_cands = nc;
+    op->opts->n_cands = host_cands(cands);
 
     char key[MEDIA_STREAM_ID_LEN];
     room_key(key, sizeof key, op->stream_id, op->participant);
@@ -1638,6 +1668,210 @@ static int health_report_message(onair_wsmsg_t *m, void *ud)
     return ONAIR_PENDING;
 }
 
+/* ---- calls: a LiveKit participant's single peer connection (the calls plugin) ------------
+ *
+ * livekit-client (the calls plugin's /rtc/v1) opens one peer connection per participant and
+ * always offers: its published tracks as sendonly m-lines, receive slots as recvonly ones, a
+ * data channel. Each participant is a publisher of the room's relay "<stream>/<participant>"
+ * (room.c), counted apart like a co-host. Offers after the first renegotiate the same session
+ * (same ICE credentials and DTLS): new published tracks are taken, those already taken stay.
+ * Receive slots are answered inactive (subscribing is not done yet); data channels are
+ * rejected. */
+
+/* Plan a call participant's offer into opts (s's tracks filled; live: s is registered, so
+ * its tracks change under the relay's lock). */
+static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int live, char *err,
+                     size_t elen)
+{
+    int accepted = 0, fp_taken = s->remote_fingerprint[0] != 0;
+    opts->n_media = o->n_media;
+    pub_extmaps(opts);
+    for (int i = 0; i < o->n_media; i++) {
+        const sdp_media_t *m = &o->media[i];
+        sdp_answer_media_t *am = &opts->media[i];
+        int kind = kind_of(m);
+        sdp_dir_t dir = sdp_media_dir(m);
+        if ((!m->port && !m->bundle_only) || kind < 0 || !m->is_rtp)
+            continue; /* rejected: data channels are not served */
+        if (dir == SDP_DIR_SENDONLY || dir == SDP_DIR_SENDRECV) {
+            const sdp_codec_t *c = pub_codec(m, kind);
+            pub_track_t *cur = &s->pub[kind];
+            if (!c)
+                continue;
+            if (cur->present && strcmp(cur->mid, m->mid) != 0)
+                continue; /* one track of each kind per participant */
+            if (cur->present) {
+                /* taken before: the same answer (its payload type must still be offered) */
+                const sdp_codec_t *same = sdp_media_codec(m, cur->pt);
+                if (!same)
+                    continue;
+                am->accept = 1;
+                am->dir = SDP_DIR_RECVONLY;
+                am->n_pts = 1;
+                am->pts[0] = same->pt;
+                am->keep_rtx = cur->rtx_pt != 0;
+                am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB |
+                         (g_media.transport_cc ? SDP_FB_TRANSPORT_CC : 0);
+                am->simulcast_recv = cur->simulcast;
+            } else {
+                pub_track_t t = {0};
+                if (take_pub_track(s, &t, m, c, am, err, elen) < 0) {
+                    for (int l = 0; l < t.nlayers; l++)
+                        rtx_buffer_free(t.layers[l].buf);
+                    return -1;
+                }
+                if (live)
+                    pthread_mutex_lock(&s->relay->lock);
+                *cur = t;
+                if (live)
+                    pthread_mutex_unlock(&s->relay->lock);
+            }
+        } else {
+            /* a receive slot: nothing to send on it yet */
+            const sdp_codec_t *c = pub_codec(m, kind);
+            if (!c && m->n_codecs > 0)
+                c = &m->codecs[0];
+            if (!c)
+                continue;
+            am->accept = 1;
+            am->dir = SDP_DIR_INACTIVE;
+            am->n_pts = 1;
+            am->pts[0] = c->pt;
+        }
+        if (!fp_taken) {
+            if (take_fingerprint(s, m, err, elen) < 0)
+                return -1;
+            fp_taken = 1;
+        }
+        accepted++;
+    }
+    if (!accepted) {
+        snprintf(err, elen, "the offer has no audio or video m-line the relay can take");
+        return -1;
+    }
+    return 0;
+}
+
+/* media.call_offer {"stream", "participant", "sdp", "session"?} -> {"session", "sdp"}: the
+ * answer to a call participant's offer; without "session" a new peer (replacing one of the
+ * same participant), with it a renegotiation of that peer. The calls plugin only. */
+static int svc_call_offer(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    json_t *args = services_args(call);
+    const char *stream = json_string_value(json_object_get(args, "stream"));
+    const char *participant = json_string_value(json_object_get(args, "participant"));
+    const char *offer = json_string_value(json_object_get(args, "sdp"));
+    const char *sid = json_string_value(json_object_get(args, "session"));
+    const char *caller = services_caller(call);
+    char err[256];
+    if (!caller || strcmp(caller, "calls") != 0)
+        return services_answer(call, ONAIR_EPERM,
+                               json_pack("{s:s}", "error", "for the calls plugin only"));
+    if (!stream || !stream_id_ok(stream) || !room_participant_ok(participant) || !offer ||
+        strlen(offer) > MAX_OFFER_BYTES)
+        return services_answer(
+            call, ONAIR_EINVAL,
+            json_pack("{s:s}", "error", "stream, participant and sdp (the offer) are required"));
+    sdp_t *o = malloc(sizeof *o);
+    if (!o)
+        return services_answer(call, ONAIR_ENOMEM, json_pack("{s:s}", "error", "out of memory"));
+    if (sdp_parse(offer, strlen(offer), o, err, sizeof err) < 0) {
+        free(o);
+        return services_answer(call, ONAIR_EINVAL,
+                               json_pack("{s:s,s:s}", "error", err, "code", "invalid_sdp"));
+    }
+    session_t *s = NULL;
+    int live = 0;
+    if (sid) {
+        s = media_find_id(sid);
+        if (!s || atomic_load(&s->closed) || s->role != ROLE_PUBLISHER ||
+            strcmp(s->participant, participant) != 0 || strcmp(s->stream_id, stream) != 0) {
+            free(o);
+            return services_answer(call, ONAIR_ENOTFOUND,
+                                   json_pack("{s:s}", "error", "no such call session"));
+        }
+        session_ref(s);
+        live = 1;
+    } else if (!(s = media_session_new(ROLE_PUBLISHER, stream))) {
+        free(o);
+        return services_answer(call, ONAIR_ENOMEM, json_pack("{s:s}", "error", "out of memory"));
+    } else {
+        snprintf(s->participant, sizeof s->participant, "%s", participant);
+    }
+    sdp_host_cand_t cands[16];
+    sdp_answer_opts_t *opts = answer_opts(s, cands, host_cands(cands));
+    char *answer = NULL;
+    int rc = ONAIR_EINVAL;
+    if (!opts) {
+        rc = ONAIR_ENOMEM;
+        snprintf(err, sizeof err, "out of memory");
+    } else if (plan_call(s, o, opts, live, err, sizeof err) == 0) {
+        answer = sdp_answer(o, opts, err, sizeof err);
+    }
+    free(opts);
+    free(o);
+    if (answer && !live) {
+        char key[MEDIA_STREAM_ID_LEN];
+        room_key(key, sizeof key, stream, participant);
+        pthread_mutex_lock(&g_media.lock);
+        relay_t *r = relay_get(key);
+        if (r)
+            snprintf(r->participant, sizeof r->participant, "%s", participant);
+        pthread_mutex_unlock(&g_media.lock);
+        if (!r) {
+            free(answer);
+            answer = NULL;
+            rc = ONAIR_ENOMEM;
+            snprintf(err, sizeof err, "out of memory");
+        } else {
+            s->relay = r;
+            if ((rc = media_publisher_attach(s)) != ONAIR_OK) {
+                free(answer);
+                answer = NULL;
+                snprintf(err, sizeof err, "the participant already publishes");
+            } else {
+                arm_connect_timeout(s, "calls");
+                LOG_INFO("media", "call session %s for %s in %s", s->id, participant, stream);
+            }
+        }
+    }
+    if (!answer) {
+        session_unref(s);
+        return services_answer(call, rc, json_pack("{s:s}", "error", err));
+    }
+    json_t *res = json_pack("{s:s,s:s}", "session", s->id, "sdp", answer);
+    free(answer);
+    if (live)
+        session_unref(s);
+    return services_answer(call, ONAIR_OK, res);
+}
+
+/* media.call_close {"session"} -> {"closed": bool}: the participant left. */
+static int svc_call_close(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    const char *caller = services_caller(call);
+    const char *sid = json_string_value(json_object_get(services_args(call), "session"));
+    if (!caller || strcmp(caller, "calls") != 0 || !sid)
+        return services_answer(call, ONAIR_EINVAL,
+                               json_pack("{s:s}", "error", "session is required (calls only)"));
+    session_t *s = media_find_id(sid);
+    int found = s && s->role == ROLE_PUBLISHER && s->participant[0] && !atomic_load(&s->closed);
+    if (found)
+        media_session_close(s, "left");
+    return services_answer(call, ONAIR_OK, json_pack("{s:b}", "closed", found));
+}
+
+static int calls_setup(struct onair_plugin *owner)
+{
+    const onair_service_t services[] = {
+        {.size = sizeof(onair_service_t), .name = "media.call_offer", .fn = svc_call_offer},
+        {.size = sizeof(onair_service_t), .name = "media.call_close", .fn = svc_call_close},
+    };
+    return media_services_add(owner, services, sizeof services / sizeof services[0]);
+}
+
 int whip_setup(struct host *h, char *err, size_t elen)
 {
     api = host_api();
@@ -1646,8 +1880,8 @@ int whip_setup(struct host *h, char *err, size_t elen)
     g_owner.name = "media";
     g_owner.state = PLUGIN_STARTED;
     g_closing = 0;
-    if (room_setup(&g_owner) != ONAIR_OK) {
-        snprintf(err, elen, "cannot register the media.participant_* services");
+    if (room_setup(&g_owner) != ONAIR_OK || calls_setup(&g_owner) != ONAIR_OK) {
+        snprintf(err, elen, "cannot register the media.participant_* and media.call_* services");
         return -1;
     }
     const unsigned own = ROUTE_CORE_OWN_AUTH;

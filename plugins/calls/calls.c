@@ -28,6 +28,12 @@ typedef struct conn {
     int replaced;    /* another connection joined with the same identity: no more updates */
     int64_t last_ms; /* the last message from the client (pings every ping_interval_s) */
     int timed_out;
+    /* media: the relay's session of the participant's peer connection (media.call_offer),
+     * one offer at a time (a later one waits; only the newest waiting one is kept) */
+    char media[32];
+    int offer_busy;
+    char *next_offer;
+    uint32_t next_offer_id;
 } conn_t;
 
 typedef struct {
@@ -219,6 +225,104 @@ static void send_join(calls_t *c, conn_t *k)
     send_buf(k->id, &out);
 }
 
+/* ---- media: the client's offers answered by the relay (media.call_offer) ---------------- */
+
+typedef struct {
+    calls_t *c;
+    onair_conn_t id;
+    uint32_t offer_id;
+} offer_op_t;
+
+static void send_offer(calls_t *c, conn_t *k, const char *sdp, uint32_t offer_id);
+
+static void closed_done(int status, json_t *result, void *ud)
+{
+    (void)status, (void)result, (void)ud;
+}
+
+/* The relay's session of a participant that left. */
+static void media_close(calls_t *c, const char *session)
+{
+    api->service_call(c->self, "media.call_close", json_pack("{s:s}", "session", session),
+                      closed_done, NULL);
+}
+
+static void offer_answered(int status, json_t *result, void *ud)
+{
+    offer_op_t *op = ud;
+    calls_t *c = op->c;
+    conn_t *k = conn_get(c, op->id, NULL);
+    const char *session = json_string_value(json_object_get(result, "session"));
+    const char *sdp = json_string_value(json_object_get(result, "sdp"));
+    if (!k) {
+        /* gone while the relay answered: its peer goes too */
+        if (status == ONAIR_OK && session)
+            media_close(c, session);
+        free(op);
+        return;
+    }
+    k->offer_busy = 0;
+    if (status != ONAIR_OK || !session || !sdp) {
+        const char *why = json_string_value(json_object_get(result, "error"));
+        api->log(c->self, ONAIR_LOG_WARN, "%s in %s: offer %u not answered: %s",
+                 k->s.grant.identity, k->s.grant.room, (unsigned)op->offer_id,
+                 why ? why : api->strerror(status));
+        free(op);
+        return;
+    }
+    snprintf(k->media, sizeof k->media, "%s", session);
+    lk_buf_t out = {0};
+    lk_encode_answer(&out, sdp, op->offer_id, NULL, 0);
+    send_buf(k->id, &out);
+    free(op);
+    if (k->next_offer) {
+        char *next = k->next_offer;
+        k->next_offer = NULL;
+        send_offer(c, k, next, k->next_offer_id);
+        free(next);
+    }
+}
+
+/* The client's offer (its id echoed in the answer) to the relay. */
+static void send_offer(calls_t *c, conn_t *k, const char *sdp, uint32_t offer_id)
+{
+    if (k->offer_busy) {
+        free(k->next_offer);
+        k->next_offer = strdup(sdp);
+        k->next_offer_id = offer_id;
+        return;
+    }
+    offer_op_t *op = calloc(1, sizeof *op);
+    json_t *args = json_pack("{s:s, s:s, s:s}", "stream", k->s.room_sid, "participant",
+                             k->s.participant_sid, "sdp", sdp);
+    if (!op || !args) {
+        free(op);
+        json_decref(args);
+        return;
+    }
+    if (k->media[0])
+        json_object_set_new(args, "session", json_string(k->media));
+    *op = (offer_op_t){c, k->id, offer_id};
+    k->offer_busy = 1;
+    if (api->service_call(c->self, "media.call_offer", args, offer_answered, op) != ONAIR_OK) {
+        k->offer_busy = 0;
+        api->log(c->self, ONAIR_LOG_WARN, "%s: the media relay is not there (media.call_offer)",
+                 k->s.grant.identity);
+        free(op);
+    }
+}
+
+static void send_offer_str(calls_t *c, conn_t *k, lk_str_t sdp, uint32_t offer_id)
+{
+    char *text = malloc(sdp.n + 1);
+    if (!text)
+        return;
+    memcpy(text, sdp.s, sdp.n);
+    text[sdp.n] = 0;
+    send_offer(c, k, text, offer_id);
+    free(text);
+}
+
 static void ws_open(onair_conn_t id, const char *query, const char *remote, void *ud)
 {
     calls_t *c = ud;
@@ -271,6 +375,8 @@ static void ws_open(onair_conn_t id, const char *query, const char *remote, void
     send_join(c, k);
     room_announce(c, k, 1);
     publish_event(c, "calls.participant_joined", k, NULL);
+    if (k->s.join.has_offer && k->s.join.offer.sdp.n)
+        send_offer_str(c, k, k->s.join.offer.sdp, k->s.join.offer.id);
 }
 
 static void ws_message(onair_conn_t id, const void *data, size_t len, int binary, void *ud)
@@ -312,9 +418,12 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
                  k->s.grant.identity, (unsigned)req.kind);
         break;
     case LK_ACT_RELAY:
-        /* offers, answers and trickle need the relay's room model: not connected yet */
-        api->log(c->self, ONAIR_LOG_DEBUG, "%s: request %u not handled yet (media)",
-                 k->s.grant.identity, (unsigned)req.kind);
+        /* the relay is ICE-lite: its candidates are in the answer, the client's need nothing */
+        if (req.kind == LK_REQ_OFFER && req.sdp.sdp.n)
+            send_offer_str(c, k, req.sdp.sdp, req.sdp.id);
+        else
+            api->log(c->self, ONAIR_LOG_DEBUG, "%s: request %u needs no action",
+                     k->s.grant.identity, (unsigned)req.kind);
         break;
     default:
         break;
@@ -354,6 +463,9 @@ static void ws_closed(onair_conn_t id, void *ud)
                             : k->s.left    ? "leave"
                             : k->timed_out ? "ping_timeout"
                                            : "disconnected"));
+    if (k->media[0])
+        media_close(c, k->media);
+    free(k->next_offer);
     lk_session_free(&k->s);
     free(k);
 }

@@ -96,6 +96,35 @@ test('livekit-client joins over /rtc/v1: JoinResponse understood (room, identity
   assert.equal(lk.canPublish, true);
   assert.ok(lk.serverVersion);
   assert.match(server.log(), /alice joined room match-42/);
+  // the relay answered the offer that came with the join: ICE and DTLS connect
+  await waitFor('room.connect() resolves', () => page.evaluate(() => window.lk.result !== null), 20_000);
+  assert.equal(await page.evaluate(() => window.lk.result), 'connected');
+  // publishing: the client's re-offer with the camera and microphone is answered and the
+  // server confirms each track (TrackPublishedResponse gives the publication its TR_ sid)
+  const pub = await page.evaluate(async () => {
+    const {createLocalTracks} = window.LivekitClient;
+    const tracks = await createLocalTracks({audio: true, video: {resolution: {width: 320, height: 240}}});
+    const out = [];
+    for (const t of tracks) {
+      const p = await window.lkRoom.localParticipant.publishTrack(t);
+      out.push({kind: p.kind, sid: p.trackSid});
+    }
+    return out;
+  });
+  assert.deepEqual(pub.map((p) => p.kind).sort(), ['audio', 'video']);
+  for (const p of pub) assert.match(p.sid, /^TR_/);
+  // the relay receives the published media (its stats: packets from the publisher)
+  await waitFor('the relay gets video', async () => {
+    const st = await page.evaluate(async () => {
+      const pc = window.lkRoom.engine.pcManager.publisher.pc;
+      let sent = 0;
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === 'outbound-rtp' && r.kind === 'video') sent += r.packetsSent || 0;
+      });
+      return {sent, state: pc.connectionState};
+    });
+    return st.state === 'connected' && st.sent > 20;
+  }, 20_000);
   await page.evaluate(() => window.lkRoom.disconnect());
   await page.close();
 });
