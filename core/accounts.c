@@ -31,6 +31,8 @@
 #define ADMIN_PAGE_MAX  100
 #define ADMIN_PAGE_DEF  50
 #define REFRESH_RAW_LEN 32
+#define SESSIONS_MAX    100 /* GET /api/v1/auth/sessions lists at most this many */
+#define USER_AGENT_MAX  256
 
 static const char *const known_roles[] = {"viewer", "streamer", "moderator", "admin", NULL};
 
@@ -44,7 +46,9 @@ static int64_t g_refresh_ttl_ms = 2592000LL * 1000;
 static int64_t g_cache_ttl_ms = 30000;
 static unsigned long long g_opslimit;
 static size_t g_memlimit;
-static json_t *g_cache; /* user id -> {"x": exists, "d", "v", "r", "t": tokens_valid_after, "f"} */
+/* user id -> {"x": exists, "d", "v", "r", "t": tokens_valid_after, "s": revoked sessions
+ * {sid: until ms}, "f"} */
+static json_t *g_cache;
 static char g_dummy_hash[crypto_pwhash_STRBYTES];
 static pthread_once_t g_dummy_once = PTHREAD_ONCE_INIT;
 
@@ -366,12 +370,14 @@ static json_t *cache_entry_of(json_t *doc)
     if (!doc)
         return json_pack("{s:b,s:I}", "x", 0, "f", (json_int_t)mono_ms());
     json_t *roles = json_object_get(doc, "roles");
-    return json_pack("{s:b,s:b,s:b,s:O,s:I,s:I}", "x", 1, "d",
+    json_t *rs = json_object_get(doc, "revoked_sessions");
+    return json_pack("{s:b,s:b,s:b,s:O,s:I,s:o,s:I}", "x", 1, "d",
                      json_is_true(json_object_get(doc, "disabled")), "v",
                      json_is_true(json_object_get(doc, "verified")), "r",
                      json_is_array(roles) ? roles : json_array(), "t",
                      (json_int_t)json_integer_value(json_object_get(doc, "tokens_valid_after")),
-                     "f", (json_int_t)mono_ms());
+                     "s", json_is_object(rs) ? json_deep_copy(rs) : json_object(), "f",
+                     (json_int_t)mono_ms());
 }
 
 static void cache_put(const char *id, json_t *doc)
@@ -425,6 +431,11 @@ static void auth_apply(json_t *e, auth_claims_t *c, accounts_auth_cb cb, void *u
         auth_user_unref(c->user);
         cb(ONAIR_EAUTH, NULL, "token_revoked",
            "this token was revoked (sign-out everywhere, password change or account change)", ud);
+        return;
+    }
+    if (c->sid[0] && json_object_get(json_object_get(e, "s"), c->sid)) {
+        auth_user_unref(c->user);
+        cb(ONAIR_EAUTH, NULL, "token_revoked", "this token's session was signed out", ud);
         return;
     }
     const char *roles[17];
@@ -512,6 +523,7 @@ typedef struct actx {
     char hash[crypto_pwhash_STRBYTES];
     int hash_ok, match, all, reply_status, admin;
     char *family, *user_id, *refresh_hash;
+    json_t *sess; /* a refreshed session's first sign-in: {"session_created_at"} */
     int64_t issue_ms;
     onair_plugin_t *plugin; /* user_get / user_set_verified */
     onair_store_fn pcb;
@@ -533,6 +545,7 @@ static void actx_free(actx_t *c)
         return;
     json_decref(c->doc);
     json_decref(c->set);
+    json_decref(c->sess);
     wipe_str(c->password);
     wipe_str(c->new_password);
     free(c->ident);
@@ -648,7 +661,7 @@ static void pair_inserted(int status, json_t *result, void *ud)
     roles_of(json_object_get(c->doc, "roles"), roles);
     const char *id = json_string_value(json_object_get(c->doc, "_id"));
     char *access = auth_issue(g_auth, id, roles, json_is_true(json_object_get(c->doc, "verified")),
-                              c->issue_ms);
+                              c->issue_ms, c->family);
     if (!access) {
         problem(c->req, 500, "internal", "cannot sign the access token");
         finish(c);
@@ -661,6 +674,31 @@ static void pair_inserted(int status, json_t *result, void *ud)
     free(access);
     A()->reply_json(c->req, c->reply_status, body);
     finish(c);
+}
+
+/* What GET /api/v1/auth/sessions shows of a session, on each of its refresh tokens: when
+ * it signed in (kept across refreshes), and the user agent and address of its last
+ * sign-in or refresh (this request's). */
+static int session_describe(actx_t *c, json_t *d, int64_t now)
+{
+    json_t *first = json_object_get(c->sess, "session_created_at");
+    const char *ua = c->req ? A()->req_header(c->req, "User-Agent") : NULL;
+    const char *ip = c->req ? A()->req_remote_addr(c->req) : NULL;
+    char uab[USER_AGENT_MAX + 1];
+    if (ua) { /* at most USER_AGENT_MAX bytes, cut on a character boundary, no controls */
+        size_t n = 0;
+        for (const char *p = ua; *p && n < USER_AGENT_MAX; p++)
+            uab[n++] = (unsigned char)*p < 0x20 || *p == 0x7f ? ' ' : *p;
+        while (n > 0 && ua[n] && ((unsigned char)ua[n] & 0xC0) == 0x80)
+            n--;
+        uab[n] = 0;
+    }
+    json_t *uav = ua ? json_string(uab) : NULL; /* NULL too when not UTF-8 */
+    return json_object_set_new(
+               d, "session_created_at",
+               json_integer(json_is_integer(first) ? json_integer_value(first) : now)) |
+           json_object_set_new(d, "user_agent", uav ? uav : json_null()) |
+           json_object_set_new(d, "ip", ip ? json_string(ip) : json_null());
 }
 
 /* c->doc is the user; c->family NULL = a new family. Answers c->reply_status. */
@@ -688,6 +726,10 @@ static void issue_pair(actx_t *c)
     json_t *d = json_pack("{s:s,s:s,s:s?,s:b,s:b,s:I,s:I}", "hash", h, "user_id", uid ? uid : "",
                           "family_id", c->family, "used", 0, "revoked", 0, "expires_at",
                           (json_int_t)(now + g_refresh_ttl_ms), "created_at", (json_int_t)now);
+    if (d && session_describe(c, d, now) < 0) {
+        json_decref(d);
+        d = NULL;
+    }
     if (!c->ident || !c->family || !d ||
         A()->store_insert(g_refresh, d, pair_inserted, c) != ONAIR_OK) {
         problem(c->req, 503, "unavailable", "the account store is unavailable");
@@ -1010,6 +1052,10 @@ static void refresh_claimed(int status, json_t *result, void *ud)
     const char *uid = json_string_value(json_object_get(doc, "user_id"));
     c->family = fam ? strdup(fam) : NULL;
     c->user_id = uid ? strdup(uid) : NULL;
+    json_t *first = json_object_get(doc, "session_created_at");
+    if (!json_is_integer(first)) /* a token from before sessions were described */
+        first = json_object_get(doc, "created_at");
+    c->sess = json_is_integer(first) ? json_pack("{s:O}", "session_created_at", first) : NULL;
     json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", uid ? uid : "");
     if (!c->family || !c->user_id ||
         A()->store_find_one(g_users, spec, refresh_user, c) != ONAIR_OK) {
@@ -1150,6 +1196,180 @@ static int route_logout(onair_req_t *r, void *ud)
     return ONAIR_PENDING;
 }
 
+static int no_account(onair_req_t *r)
+{
+    return problem(r, 404, "account_not_found", "there is no account for this token's subject");
+}
+
+/* ---- GET /api/v1/auth/sessions, DELETE /api/v1/auth/sessions/{id} ---------------------------
+ * A session is a refresh token family: one sign-in (or registration, or password change)
+ * and its refreshes. Its id is the family id, which its access tokens carry as "sid". */
+static int session_not_found(onair_req_t *r)
+{
+    return problem(r, 404, "session_not_found", "no such session of this account");
+}
+
+/* The session of the request's access token (copied into c->family), if it names one. */
+static int caller_session(actx_t *c)
+{
+    auth_claims_t cl;
+    const char *why;
+    const char *tok = auth_bearer(A()->req_header(c->req, "Authorization"));
+    int rc = tok ? auth_verify_claims(g_auth, tok, &cl, &why) : ONAIR_EAUTH;
+    if (rc == ONAIR_OK && cl.sid[0] && !(c->family = strdup(cl.sid)))
+        rc = ONAIR_ENOMEM;
+    if (tok)
+        auth_user_unref(cl.user);
+    return rc == ONAIR_ENOMEM ? -1 : 0;
+}
+
+/* A store call of a chain failed: answered and freed (1), or 0 to go on. */
+static int chain_failed(actx_t *c, int status, json_t *result)
+{
+    if (status == ONAIR_OK)
+        return 0;
+    store_failed(c->req, status, result);
+    finish(c);
+    return 1;
+}
+
+static json_t *field_or_null(json_t *d, const char *k)
+{
+    json_t *v = json_object_get(d, k);
+    return v ? v : json_null();
+}
+
+static void sessions_listed(int status, json_t *result, void *ud)
+{
+    actx_t *c = ud;
+    if (chain_failed(c, status, result))
+        return;
+    json_t *out = json_array(), *seen = json_object(), *d;
+    size_t i;
+    json_array_foreach(json_object_get(result, "docs"), i, d)
+    {
+        const char *fam = json_string_value(json_object_get(d, "family_id"));
+        if (!fam || json_object_get(seen, fam))
+            continue;
+        json_object_set_new(seen, fam, json_true());
+        json_t *first = json_object_get(d, "session_created_at");
+        json_array_append_new(
+            out, json_pack("{s:s,s:O,s:O,s:O,s:O,s:O,s:b}", "id", fam, "created_at",
+                           json_is_integer(first) ? first : field_or_null(d, "created_at"),
+                           "last_used_at", field_or_null(d, "created_at"), "expires_at",
+                           field_or_null(d, "expires_at"), "user_agent",
+                           field_or_null(d, "user_agent"), "ip", field_or_null(d, "ip"), "current",
+                           c->family && !strcmp(fam, c->family)));
+    }
+    json_decref(seen);
+    A()->reply_json(c->req, 200, json_pack("{s:o}", "sessions", out));
+    finish(c);
+}
+
+static int route_sessions_get(onair_req_t *r, void *ud)
+{
+    const onair_user_t *u = A()->req_user(r);
+    if (!u || !is_hex24(u->id) || !g_users)
+        return no_account(r);
+    actx_t *c = actx_new(r);
+    if (!c || caller_session(c) < 0) {
+        actx_free(c);
+        return ONAIR_ENOMEM;
+    }
+    /* each live session has one unused token: the newest, made at its last sign-in or
+     * refresh */
+    json_t *spec = json_pack("{s:{s:s,s:b,s:b,s:{s:I}},s:{s:i},s:i}", "filter", "user_id", u->id,
+                             "used", 0, "revoked", 0, "expires_at", "$gt", (json_int_t)now_ms(),
+                             "sort", "created_at", -1, "limit", SESSIONS_MAX);
+    if (A()->store_find(g_refresh, spec, sessions_listed, c) != ONAIR_OK) {
+        actx_free(c);
+        return ONAIR_EUNAVAILABLE;
+    }
+    return ONAIR_PENDING;
+}
+
+static void session_user_updated(int status, json_t *result, void *ud)
+{
+    actx_t *c = ud;
+    if (chain_failed(c, status, result))
+        return;
+    json_t *doc = json_object_get(result, "doc");
+    int64_t now = now_ms();
+    if (json_is_object(doc)) {
+        user_changed(doc, 0);
+        /* forget revocations whose access tokens have all expired */
+        json_t *unset = json_object(), *v;
+        const char *k;
+        json_object_foreach(json_object_get(doc, "revoked_sessions"), k, v)
+        {
+            char path[64];
+            if (json_integer_value(v) < now &&
+                snprintf(path, sizeof path, "revoked_sessions.%s", k) < (int)sizeof path)
+                json_object_set_new(unset, path, json_string(""));
+        }
+        if (json_object_size(unset))
+            A()->store_update(g_users,
+                              json_pack("{s:{s:s},s:{s:O}}", "filter", "_id", c->user_id, "update",
+                                        "$unset", unset),
+                              noop_done, NULL);
+        json_decref(unset);
+    }
+    if (g_h && g_h->bus)
+        bus_publish(g_h->bus, "user.session_revoked",
+                    json_pack("{s:s,s:s,s:I}", "user", c->user_id, "session", c->family, "at",
+                              (json_int_t)now));
+    A()->reply_raw(c->req, 204, NULL, NULL, 0);
+    finish(c);
+}
+
+static void session_revoked(int status, json_t *result, void *ud)
+{
+    actx_t *c = ud;
+    if (chain_failed(c, status, result))
+        return;
+    if (json_integer_value(json_object_get(result, "matched")) == 0) {
+        session_not_found(c->req);
+        finish(c);
+        return;
+    }
+    /* its access tokens stop at once: refused until the last one has expired */
+    int64_t now = now_ms();
+    int64_t until = now + ((int64_t)auth_access_ttl(g_auth) + auth_leeway(g_auth) + 1) * 1000;
+    char path[64];
+    snprintf(path, sizeof path, "revoked_sessions.%s", c->family);
+    json_t *spec =
+        json_pack("{s:{s:s},s:{s:{s:I,s:I}},s:s}", "filter", "_id", c->user_id, "update", "$set",
+                  path, (json_int_t)until, "updated_at", (json_int_t)now, "return", "after");
+    if (A()->store_find_and_modify(g_users, spec, session_user_updated, c) != ONAIR_OK) {
+        problem(c->req, 503, "unavailable", "the account store is unavailable");
+        finish(c);
+    }
+}
+
+static int route_session_delete(onair_req_t *r, void *ud)
+{
+    const onair_user_t *u = A()->req_user(r);
+    if (!u || !is_hex24(u->id) || !g_users)
+        return no_account(r);
+    const char *id = A()->req_param(r, "id");
+    if (!is_hex24(id))
+        return session_not_found(r);
+    actx_t *c = actx_new(r);
+    if (!c || !(c->user_id = strdup(u->id)) || !(c->family = strdup(id))) {
+        actx_free(c);
+        return ONAIR_ENOMEM;
+    }
+    /* of this account only: another account's session id matches nothing (404) */
+    json_t *spec = json_pack("{s:{s:s,s:s,s:b,s:{s:I}},s:{s:{s:b}},s:b}", "filter", "family_id", id,
+                             "user_id", u->id, "revoked", 0, "expires_at", "$gt",
+                             (json_int_t)now_ms(), "update", "$set", "revoked", 1, "multi", 1);
+    if (A()->store_update(g_refresh, spec, session_revoked, c) != ONAIR_OK) {
+        actx_free(c);
+        return ONAIR_EUNAVAILABLE;
+    }
+    return ONAIR_PENDING;
+}
+
 /* ---- GET / PATCH /api/v1/auth/me
  * ----------------------------------------------------------------- */
 static void me_loaded(int status, json_t *result, void *ud);
@@ -1158,11 +1378,6 @@ static int load_user(actx_t *c, const char *id, onair_store_fn cb)
 {
     json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", id);
     return A()->store_find_one(g_users, spec, cb, c);
-}
-
-static int no_account(onair_req_t *r)
-{
-    return problem(r, 404, "account_not_found", "there is no account for this token's subject");
 }
 
 static void me_get_loaded(int status, json_t *result, void *ud)
@@ -1873,6 +2088,16 @@ int accounts_setup(struct host *h, json_t *core, auth_t *auth, char *err, size_t
          .access = ONAIR_ACCESS_USER,
          .max_body = 8192,
          .flags = ONAIR_ROUTE_JSON_BODY},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/auth/sessions",
+         .handler = route_sessions_get,
+         .access = ONAIR_ACCESS_USER},
+        {.size = sizeof(onair_route_t),
+         .method = "DELETE",
+         .path = "/api/v1/auth/sessions/{id}",
+         .handler = route_session_delete,
+         .access = ONAIR_ACCESS_USER},
         {.size = sizeof(onair_route_t),
          .method = "GET",
          .path = "/api/v1/admin/users",

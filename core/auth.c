@@ -414,6 +414,11 @@ int auth_access_ttl(const auth_t *a)
     return a ? a->access_ttl : 0;
 }
 
+int auth_leeway(const auth_t *a)
+{
+    return a ? a->leeway : 0;
+}
+
 size_t auth_key_count(const auth_t *a)
 {
     return a ? a->nkeys : 0;
@@ -663,6 +668,9 @@ int auth_verify_claims(const auth_t *a, const char *token, auth_claims_t *out, c
     }
     out->user = auth_user_new(sub, roles, json_is_true(json_object_get(claims, "verified")));
     out->api_key = ak != NULL;
+    const char *sid = json_string_value(json_object_get(claims, "sid"));
+    if (sid && strlen(sid) < sizeof out->sid)
+        memcpy(out->sid, sid, strlen(sid) + 1);
     rc = out->user ? ONAIR_OK : ONAIR_ENOMEM;
     *why = NULL;
 out:
@@ -684,9 +692,9 @@ int auth_verify(const auth_t *a, const char *token, onair_user_t **user, const c
 
 /* ---- issuing ----------------------------------------------------------------------------- */
 char *auth_issue(const auth_t *a, const char *sub, const char *const *roles, int verified,
-                 int64_t now_ms)
+                 int64_t now_ms, const char *sid)
 {
-    if (!auth_enabled(a) || !sub)
+    if (!auth_enabled(a) || !sub || (sid && strlen(sid) > 32))
         return NULL;
     const auth_key_t *k = &a->keys[0];
     jwt_t *jwt = NULL;
@@ -710,7 +718,8 @@ char *auth_issue(const auth_t *a, const char *sub, const char *const *roles, int
         jwt_add_grant_int(jwt, "exp", iat + a->access_ttl) == 0 &&
         jwt_add_grant(jwt, "jti", jti) == 0 && jwt_add_grants_json(jwt, extra_s) == 0 &&
         jwt_add_grant_bool(jwt, "verified", verified ? 1 : 0) == 0 &&
-        jwt_add_grant_int(jwt, "onair_iat_ms", (long)now_ms) == 0)
+        jwt_add_grant_int(jwt, "onair_iat_ms", (long)now_ms) == 0 &&
+        (!sid || jwt_add_grant(jwt, "sid", sid) == 0))
         tok = jwt_encode_str(jwt);
     free(extra_s);
     jwt_free(jwt);

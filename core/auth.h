@@ -31,6 +31,7 @@ typedef struct auth_claims {
     onair_user_t *user; /* new reference: sub, roles, verified from the token */
     int64_t issued_ms;  /* onair_iat_ms, else iat * 1000, else 0 */
     int api_key;        /* minted by an API key (iss = the key) */
+    char sid[33];       /* the session (refresh token family) it was issued for, or "" */
 } auth_claims_t;
 
 /* Verify a raw token (without "Bearer "): header checked without trusting it (kid,
@@ -41,9 +42,12 @@ int auth_verify_claims(const auth_t *a, const char *token, auth_claims_t *out, c
 int auth_verify(const auth_t *a, const char *token, onair_user_t **user, const char **why);
 
 /* Sign an access token with the first key: iss, sub, iat, exp (now + access_ttl),
- * jti, roles, verified, onair_iat_ms; header kid. malloc'd, or NULL. */
+ * jti, roles, verified, onair_iat_ms, sid (when not NULL: the session, at most 32
+ * characters); header kid. malloc'd, or NULL. */
 char *auth_issue(const auth_t *a, const char *sub, const char *const *roles, int verified,
-                 int64_t now_ms);
+                 int64_t now_ms, const char *sid);
+/* The clock leeway in seconds (auth.leeway): a token is accepted that long after exp. */
+int auth_leeway(const auth_t *a);
 
 /* Extract the token of an "Authorization: Bearer X" header value; NULL otherwise. */
 const char *auth_bearer(const char *header_value);
