@@ -1167,6 +1167,7 @@ static const onair_api_t g_api = {
     .loop_post = loop_post,
     .ws_endpoint_add = api_ws_endpoint_add,
     .ws_send_bytes = api_ws_send_bytes,
+    .media_room_watch = media_room_watch,
 };
 
 const onair_api_t *host_api(void)

@@ -11,7 +11,10 @@
  * stream live or ends it; the main host's end ends every participant's sessions too.
  *
  * Plugins follow participants on the bus (media.participant_published / _unpublished) and end
- * one with the service media.participant_end (a removed co-host's media stops at once).
+ * one with the service media.participant_end (a removed co-host's media stops at once). A
+ * participant's tracks go to the plugins' media_room_watch watchers (ABI 1.7, with
+ * track->participant), not to media_track_watch ones; they tap them (recording) with the room
+ * key "<stream>/<participant>" as the stream.
  */
 #include <jansson.h>
 #include <pthread.h>
@@ -53,10 +56,9 @@ int room_participant_ok(const char *id)
 
 void room_track_event(session_t *s, int published)
 {
-    if (!s->participant[0]) {
-        taps_track_event(s, published);
+    taps_track_event(s, published); /* a participant's: to media_room_watch watchers only */
+    if (!s->participant[0])
         return;
-    }
     json_t *tracks = json_array();
     for (int k = 0; k < MEDIA_KINDS; k++)
         if (s->pub[k].present)

@@ -47,6 +47,7 @@ typedef struct watcher {
     struct onair_plugin *owner;
     onair_track_fn fn;
     void *ud;
+    int rooms; /* media_room_watch: every participant's tracks too */
     struct watcher *next;
 } watcher_t;
 
@@ -184,16 +185,17 @@ void taps_track_event(session_t *pub, int published)
             .clock_rate = t->clock,
             .payload_type = t->pt,
             .layers = t->nlayers,
+            .participant = pub->participant[0] ? pub->participant : NULL,
         };
         for (watcher_t *w = g_watchers, *next; w; w = next) {
             next = w->next;
-            if (w->owner->state == PLUGIN_STARTED)
+            if (w->owner->state == PLUGIN_STARTED && (w->rooms || !info.participant))
                 w->fn(&info, published, w->ud);
         }
     }
 }
 
-int media_track_watch(onair_plugin_t *p, onair_track_fn fn, void *ud)
+static int track_watch(onair_plugin_t *p, onair_track_fn fn, void *ud, int rooms)
 {
     if (!p || !fn)
         return ONAIR_EINVAL;
@@ -205,11 +207,22 @@ int media_track_watch(onair_plugin_t *p, onair_track_fn fn, void *ud)
     w->owner = p;
     w->fn = fn;
     w->ud = ud;
+    w->rooms = rooms;
     watcher_t **pp = &g_watchers; /* registration order */
     while (*pp)
         pp = &(*pp)->next;
     *pp = w;
     return ONAIR_OK;
+}
+
+int media_track_watch(onair_plugin_t *p, onair_track_fn fn, void *ud)
+{
+    return track_watch(p, fn, ud, 0);
+}
+
+int media_room_watch(onair_plugin_t *p, onair_track_fn fn, void *ud)
+{
+    return track_watch(p, fn, ud, 1);
 }
 
 int media_request_keyframe(onair_plugin_t *p, const char *stream)
@@ -360,12 +373,11 @@ int taps_setup(char *err, size_t elen)
         snprintf(err, elen, "media: cannot set up the tap queue");
         return -1;
     }
-    return ingest_setup(g_media.core_base, err, elen);
+    return 0;
 }
 
 void taps_teardown(void)
 {
-    ingest_teardown();
     while (g_taps) {
         onair_rtp_tap_t *t = g_taps;
         t->in_callback = 0;

@@ -13,6 +13,8 @@ struct session;
 
 /* onair_api_t (core loop thread) */
 int media_track_watch(onair_plugin_t *p, onair_track_fn fn, void *ud);
+/* ABI 1.7: also every other participant's tracks (room.c) */
+int media_room_watch(onair_plugin_t *p, onair_track_fn fn, void *ud);
 int media_request_keyframe(onair_plugin_t *p, const char *stream);
 int media_tap_open(onair_plugin_t *p, const char *stream, const char *kind, int layer,
                    size_t queue_packets, onair_tap_fn fn, void *ud, onair_rtp_tap_t **out);
@@ -24,7 +26,8 @@ void media_remove_owner(struct onair_plugin *p);
 /* relay side */
 int taps_setup(char *err, size_t elen);
 void taps_teardown(void);
-/* A publisher's tracks started (1) or stopped (0): watchers hear it (core loop). */
+/* A publisher's tracks started (1) or stopped (0): watchers hear it (core loop); a
+ * participant's (pub->participant set) only the media_room_watch ones. */
 void taps_track_event(struct session *pub, int published);
 /* A decrypted packet of the relay's publisher (media worker, relay lock held). */
 void taps_feed(struct relay *r, int kind, int layer, const uint8_t *pkt, size_t len);

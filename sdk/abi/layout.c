@@ -222,10 +222,11 @@ ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_push, 696);
 ONAIR_ASSERT_OFFSET(onair_api_t, media_ingest_close, 704);
 ONAIR_ASSERT_OFFSET(onair_api_t, loop_post, 712);
 ONAIR_ASSERT_OFFSET(onair_api_t, ws_endpoint_add, 720);
-ONAIR_ASSERT_OFFSET(onair_api_t, ws_send_bytes, 728); /* the last function of ABI 1.6 */
+ONAIR_ASSERT_OFFSET(onair_api_t, ws_send_bytes, 728);    /* the last function of ABI 1.6 */
+ONAIR_ASSERT_OFFSET(onair_api_t, media_room_watch, 736); /* ABI 1.7 */
 
 /* Grows with every appended function (then add its offset above). */
-ONAIR_ASSERT_SIZE(onair_api_t, 736);
+ONAIR_ASSERT_SIZE(onair_api_t, 744);
 
 /* raw WebSocket endpoints (ABI 1.6) */
 ONAIR_ASSERT_OFFSET(onair_ws_endpoint_t, size, 0);
@@ -259,7 +260,8 @@ ONAIR_ASSERT_OFFSET(onair_media_track_t, fmtp, 32);
 ONAIR_ASSERT_OFFSET(onair_media_track_t, clock_rate, 40);
 ONAIR_ASSERT_OFFSET(onair_media_track_t, payload_type, 44);
 ONAIR_ASSERT_OFFSET(onair_media_track_t, layers, 48);
-ONAIR_ASSERT_SIZE(onair_media_track_t, 56);
+ONAIR_ASSERT_OFFSET(onair_media_track_t, participant, 56); /* ABI 1.7 */
+ONAIR_ASSERT_SIZE(onair_media_track_t, 64);
 ONAIR_ASSERT_OFFSET(onair_tap_stats_t, size, 0);
 ONAIR_ASSERT_OFFSET(onair_tap_stats_t, delivered, 8);
 ONAIR_ASSERT_OFFSET(onair_tap_stats_t, dropped, 16);

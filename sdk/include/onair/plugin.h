@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    6
+#define ONAIR_ABI_MINOR    7
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -395,6 +395,10 @@ typedef struct onair_media_track {
     uint32_t clock_rate; /* RTP clock, Hz */
     int payload_type;    /* of the packets a tap delivers */
     int layers;          /* simulcast layers (1 without simulcast) */
+    /* ABI 1.7, rooms (media_room_watch): NULL for the stream's main host; else another
+     * participant of the stream's room (a co-host: their user id), whose tracks are tapped and
+     * asked for keyframes with the stream "<stream>/<participant>" (its own relay). */
+    const char *participant;
 } onair_media_track_t;
 
 /* A track started (published = 1: the publisher's media flows) or stopped (0). Runs on the
@@ -728,6 +732,13 @@ struct onair_api {
     /* One message on a raw endpoint's connection: binary (1) or text (0, UTF-8). Copies
      * data. ONAIR_ENOTFOUND: not a raw endpoint's open connection. */
     int (*ws_send_bytes)(onair_conn_t conn, const void *data, size_t len, int binary);
+
+    /* ---- ABI 1.7: rooms ---- */
+    /* As media_track_watch, and also every other participant's tracks (co-hosts: track->
+     * participant set; media_track_watch hears the main host only, as before rooms). Their
+     * media_tap_open and media_request_keyframe take the stream "<stream>/<participant>".
+     * Init only. */
+    int (*media_room_watch)(onair_plugin_t *p, onair_track_fn fn, void *ud);
 
     /* new functions go here, at the end, with an ONAIR_ABI_MINOR bump */
 };
