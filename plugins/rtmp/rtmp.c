@@ -13,11 +13,14 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <onair/plugin.h>
 #include <onair/util.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -61,6 +64,14 @@ static const onair_config_key_t rtmp_config[] = {
                 .doc = "Seconds a connection may send nothing before it is closed."),
     ONAIR_FIELD("audio_bitrate", ONAIR_CFG_INT, .default_value = "96000", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(16000, 510000), .doc = "Opus bitrate (bit/s) of transcoded AAC."),
+    ONAIR_FIELD("tls.port", ONAIR_CFG_INT, .default_value = "1936", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, 65535),
+                .doc = "TCP port of the RTMPS (RTMP over TLS) server, on bind_address; only with "
+                       "tls.cert and tls.key (0: the kernel picks one; it is logged)."),
+    ONAIR_FIELD("tls.cert", ONAIR_CFG_STRING, .default_value = "",
+                .doc = "PEM certificate chain file of the RTMPS server; empty: no RTMPS."),
+    ONAIR_FIELD("tls.key", ONAIR_CFG_STRING, .default_value = "",
+                .doc = "PEM private key file of tls.cert; empty: no RTMPS."),
     ONAIR_END,
 };
 
@@ -68,10 +79,12 @@ typedef struct conn conn_t;
 
 typedef struct rtmp {
     onair_plugin_t *self;
-    int lfd, stop_pipe[2];
+    int lfd, tls_lfd, stop_pipe[2];
     pthread_t listener;
     int listening;
-    int port; /* the port listened on (config 0: the kernel's choice) */
+    int port;     /* the port listened on (config 0: the kernel's choice) */
+    int tls_port; /* RTMPS: the port listened on, 0 when off */
+    SSL_CTX *tls; /* RTMPS: NULL when off */
     atomic_int stopping;
     pthread_mutex_t lock; /* conns */
     conn_t *conns;
@@ -96,6 +109,8 @@ enum { CALL_AUTH = 1, CALL_OPEN = 2, CALL_UNPUBLISH = 3 };
 
 struct conn {
     int fd;
+    int tls; /* accepted on the RTMPS port: TLS first */
+    SSL *ssl;
     pthread_t thread;
     int finished; /* the thread ended: join it */
     char peer[64];
@@ -130,15 +145,45 @@ struct conn {
 /* ---- sending ----------------------------------------------------------------------------------
  */
 
+/* The connection's bytes: over TLS on the RTMPS port, else plain TCP. A receive timeout,
+ * an error or the end of the connection: <= 0. */
+static ssize_t conn_recv(conn_t *c, uint8_t *buf, size_t n)
+{
+    if (c->ssl) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+        return r > 0 ? r : -1;
+    }
+    for (;;) {
+        ssize_t r = recv(c->fd, buf, n, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r;
+    }
+}
+
+static ssize_t conn_send(conn_t *c, const uint8_t *buf, size_t n)
+{
+    if (c->ssl) {
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+        return r > 0 ? r : -1;
+    }
+    for (;;) {
+        ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r;
+    }
+}
+
 static int send_all(conn_t *c)
 {
     size_t off = 0;
     if (c->out.failed)
         return -1;
     while (off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = conn_send(c, c->out.data + off, c->out.len - off);
         if (n <= 0)
             return -1;
         off += (size_t)n;
@@ -611,9 +656,7 @@ static int read_exact(conn_t *c, uint8_t *buf, size_t n)
 {
     size_t got = 0;
     while (got < n) {
-        ssize_t r = recv(c->fd, buf + got, n - got, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = conn_recv(c, buf + got, n - got);
         if (r <= 0)
             return -1;
         got += (size_t)r;
@@ -636,6 +679,26 @@ static int handshake(conn_t *c)
     return 0;
 }
 
+/* RTMPS: the TLS handshake (within timeout_s: the socket's timeouts), then RTMP as on the
+ * plain port. A client that speaks plain RTMP or garbage here fails it and is closed. */
+static int tls_accept(conn_t *c)
+{
+    ERR_clear_error();
+    if (!(c->ssl = SSL_new(g_rtmp.tls)) || SSL_set_fd(c->ssl, c->fd) != 1)
+        return -1;
+    if (SSL_accept(c->ssl) == 1)
+        return 0;
+    unsigned long e = ERR_peek_last_error();
+    char why[160];
+    if (e)
+        ERR_error_string_n(e, why, sizeof why);
+    else
+        snprintf(why, sizeof why, "%s", "the connection closed or timed out");
+    api->log(g_rtmp.self, ONAIR_LOG_INFO, "rtmp %s: TLS handshake failed: %s", c->peer, why);
+    ERR_clear_error();
+    return -1;
+}
+
 static void serve(conn_t *c)
 {
     if (handshake(c) < 0)
@@ -645,9 +708,7 @@ static void serve(conn_t *c)
     if (!(c->in = malloc(c->incap)))
         return;
     for (;;) {
-        ssize_t r = recv(c->fd, c->in + c->inlen, c->incap - c->inlen, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = conn_recv(c, c->in + c->inlen, c->incap - c->inlen);
         if (r <= 0 || atomic_load(&g_rtmp.stopping))
             return;
         c->inlen += (size_t)r;
@@ -681,7 +742,8 @@ static void *conn_main(void *ud)
     struct timeval tv = {.tv_sec = g_rtmp.timeout_s};
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    serve(c);
+    if (!c->tls || tls_accept(c) == 0)
+        serve(c);
     if (c->ingest) {
         api->log(g_rtmp.self, ONAIR_LOG_INFO,
                  "rtmp %s: stream %s ended (%llu video frames, %llu audio packets)", c->peer,
@@ -704,6 +766,7 @@ static void *conn_main(void *ud)
 
 static void conn_free(conn_t *c)
 {
+    SSL_free(c->ssl);
     close(c->fd);
     rtmp_parser_free(&c->parser);
     rtmp_buf_free(&c->out);
@@ -735,55 +798,64 @@ static void reap(int all)
     }
 }
 
+/* A connection on the RTMP (tls 0) or RTMPS (tls 1) port gets a thread of its own. */
+static void accept_one(int lfd, int tls)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    int fd = accept(lfd, (struct sockaddr *)&a, &al);
+    if (fd < 0)
+        return;
+    pthread_mutex_lock(&g_rtmp.lock);
+    int full = g_rtmp.nconns >= g_rtmp.max_conns;
+    pthread_mutex_unlock(&g_rtmp.lock);
+    conn_t *c = full ? NULL : calloc(1, sizeof *c);
+    if (!c) {
+        api->log(g_rtmp.self, ONAIR_LOG_WARN, "rtmp: max_connections reached: one refused");
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    c->tls = tls;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char ip[INET_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
+    snprintf(c->peer, sizeof c->peer, "%s:%u%s", ip, ntohs(a.sin_port), tls ? " (TLS)" : "");
+    RAND_bytes((uint8_t *)c->ssrc, sizeof c->ssrc);
+    RAND_bytes((uint8_t *)c->seq, sizeof c->seq);
+    RAND_bytes((uint8_t *)&c->vts_base, sizeof c->vts_base);
+    RAND_bytes((uint8_t *)&c->ats_base, sizeof c->ats_base);
+    pthread_mutex_lock(&g_rtmp.lock);
+    c->next = g_rtmp.conns;
+    g_rtmp.conns = c;
+    g_rtmp.nconns++;
+    if (pthread_create(&c->thread, NULL, conn_main, c) != 0) {
+        g_rtmp.conns = c->next;
+        g_rtmp.nconns--;
+        pthread_mutex_unlock(&g_rtmp.lock);
+        conn_free(c);
+        return;
+    }
+    pthread_mutex_unlock(&g_rtmp.lock);
+}
+
 static void *listen_main(void *ud)
 {
     (void)ud;
-    struct pollfd pf[2] = {{.fd = g_rtmp.lfd, .events = POLLIN},
-                           {.fd = g_rtmp.stop_pipe[0], .events = POLLIN}};
+    /* the stop pipe, the RTMP port, the RTMPS port (-1 when off: poll skips it) */
+    struct pollfd pf[3] = {{.fd = g_rtmp.stop_pipe[0], .events = POLLIN},
+                           {.fd = g_rtmp.lfd, .events = POLLIN},
+                           {.fd = g_rtmp.tls_lfd, .events = POLLIN}};
     while (!atomic_load(&g_rtmp.stopping)) {
-        if (poll(pf, 2, 1000) < 0 && errno != EINTR)
+        if (poll(pf, 3, 1000) < 0 && errno != EINTR)
             break;
         reap(0);
-        if (pf[1].revents)
+        if (pf[0].revents)
             break;
-        if (!(pf[0].revents & POLLIN))
-            continue;
-        struct sockaddr_in a;
-        socklen_t al = sizeof a;
-        int fd = accept(g_rtmp.lfd, (struct sockaddr *)&a, &al);
-        if (fd < 0)
-            continue;
-        pthread_mutex_lock(&g_rtmp.lock);
-        int full = g_rtmp.nconns >= g_rtmp.max_conns;
-        pthread_mutex_unlock(&g_rtmp.lock);
-        conn_t *c = full ? NULL : calloc(1, sizeof *c);
-        if (!c) {
-            api->log(g_rtmp.self, ONAIR_LOG_WARN, "rtmp: max_connections reached: one refused");
-            close(fd);
-            continue;
-        }
-        c->fd = fd;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        char ip[INET_ADDRSTRLEN] = "?";
-        inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
-        snprintf(c->peer, sizeof c->peer, "%s:%u", ip, ntohs(a.sin_port));
-        RAND_bytes((uint8_t *)c->ssrc, sizeof c->ssrc);
-        RAND_bytes((uint8_t *)c->seq, sizeof c->seq);
-        RAND_bytes((uint8_t *)&c->vts_base, sizeof c->vts_base);
-        RAND_bytes((uint8_t *)&c->ats_base, sizeof c->ats_base);
-        pthread_mutex_lock(&g_rtmp.lock);
-        c->next = g_rtmp.conns;
-        g_rtmp.conns = c;
-        g_rtmp.nconns++;
-        if (pthread_create(&c->thread, NULL, conn_main, c) != 0) {
-            g_rtmp.conns = c->next;
-            g_rtmp.nconns--;
-            pthread_mutex_unlock(&g_rtmp.lock);
-            conn_free(c);
-            continue;
-        }
-        pthread_mutex_unlock(&g_rtmp.lock);
+        for (int l = 1; l < 3; l++)
+            if (pf[l].fd >= 0 && (pf[l].revents & POLLIN))
+                accept_one(pf[l].fd, l == 2);
     }
     return NULL;
 }
@@ -797,7 +869,9 @@ static int get_info(onair_req_t *req, void *ud)
 {
     (void)ud;
     return api->target_reply(ONAIR_TARGET_REQ(req), 0,
-                             json_pack("{s:i,s:s}", "port", g_rtmp.port, "app", g_rtmp.app));
+                             json_pack("{s:i,s:s,s:o}", "port", g_rtmp.port, "app", g_rtmp.app,
+                                       "tls_port",
+                                       g_rtmp.tls ? json_integer(g_rtmp.tls_port) : json_null()));
 }
 
 static int rtmp_init(onair_plugin_t *self, const onair_api_t *a)
@@ -807,7 +881,7 @@ static int rtmp_init(onair_plugin_t *self, const onair_api_t *a)
         return ONAIR_ENOTSUP;
     memset(&g_rtmp, 0, sizeof g_rtmp);
     g_rtmp.self = self;
-    g_rtmp.lfd = g_rtmp.stop_pipe[0] = g_rtmp.stop_pipe[1] = -1;
+    g_rtmp.lfd = g_rtmp.tls_lfd = g_rtmp.stop_pipe[0] = g_rtmp.stop_pipe[1] = -1;
     pthread_mutex_init(&g_rtmp.lock, NULL);
     g_rtmp.max_conns = (int)api->config_int(self, "max_connections");
     g_rtmp.timeout_s = (int)api->config_int(self, "timeout_s");
@@ -816,6 +890,51 @@ static int rtmp_init(onair_plugin_t *self, const onair_api_t *a)
     snprintf(g_rtmp.app, sizeof g_rtmp.app, "%s", api->config_string(self, "app"));
     const onair_route_t routes[] = {ONAIR_ROUTE("GET", "/api/v1/rtmp", get_info)};
     return onair_add_routes(api, self, routes);
+}
+
+/* A listening socket on a (port 0: the kernel's choice, written back); -1 when it cannot. */
+static int listen_on(struct sockaddr_in *a)
+{
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    socklen_t al = sizeof *a;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)a, sizeof *a) < 0 || listen(fd, 64) < 0 ||
+        getsockname(fd, (struct sockaddr *)a, &al) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* RTMPS: the server's certificate and key (PEM files); TLS 1.2 at least. */
+static int tls_setup(onair_plugin_t *self, const char *cert, const char *key)
+{
+    if (!*cert || !*key) {
+        api->log(self, ONAIR_LOG_ERROR, "rtmp: RTMPS needs both tls.cert and tls.key");
+        return ONAIR_EINVAL;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        char why[160] = "out of memory";
+        if (ERR_peek_last_error())
+            ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
+        ERR_clear_error();
+        api->log(self, ONAIR_LOG_ERROR, "rtmp: RTMPS: cannot use tls.cert %s / tls.key %s: %s",
+                 cert, key, why);
+        SSL_CTX_free(ctx);
+        return ONAIR_EINVAL;
+    }
+    SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+    g_rtmp.tls = ctx;
+    return ONAIR_OK;
 }
 
 static int rtmp_start(onair_plugin_t *self)
@@ -827,23 +946,37 @@ static int rtmp_start(onair_plugin_t *self)
         api->log(self, ONAIR_LOG_ERROR, "rtmp: bind_address %s is not an IPv4 address", bind_to);
         return ONAIR_EINVAL;
     }
-    int one = 1;
-    g_rtmp.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (g_rtmp.lfd < 0 || setsockopt(g_rtmp.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(g_rtmp.lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(g_rtmp.lfd, 64) < 0 ||
-        pipe(g_rtmp.stop_pipe) < 0) {
+    const char *cert = api->config_string(self, "tls.cert");
+    const char *key = api->config_string(self, "tls.key");
+    cert = cert ? cert : "";
+    key = key ? key : "";
+    if ((*cert || *key) && tls_setup(self, cert, key) != ONAIR_OK)
+        return ONAIR_EINVAL;
+    struct sockaddr_in ta = a;
+    ta.sin_port = htons((uint16_t)api->config_int(self, "tls.port"));
+    if ((g_rtmp.lfd = listen_on(&a)) < 0 || pipe(g_rtmp.stop_pipe) < 0) {
         api->log(self, ONAIR_LOG_ERROR, "rtmp: cannot listen on %s port %d: %s", bind_to,
                  (int)ntohs(a.sin_port), strerror(errno));
         return ONAIR_EUNAVAILABLE;
     }
-    socklen_t al = sizeof a;
-    getsockname(g_rtmp.lfd, (struct sockaddr *)&a, &al);
     g_rtmp.port = (int)ntohs(a.sin_port);
+    if (g_rtmp.tls) {
+        if ((g_rtmp.tls_lfd = listen_on(&ta)) < 0) {
+            api->log(self, ONAIR_LOG_ERROR, "rtmp: cannot listen for RTMPS on %s port %d: %s",
+                     bind_to, (int)ntohs(ta.sin_port), strerror(errno));
+            return ONAIR_EUNAVAILABLE;
+        }
+        g_rtmp.tls_port = (int)ntohs(ta.sin_port);
+    }
     if (pthread_create(&g_rtmp.listener, NULL, listen_main, NULL) != 0)
         return ONAIR_EINTERNAL;
     g_rtmp.listening = 1;
     api->log(self, ONAIR_LOG_INFO, "rtmp: listening on %s port %d (rtmp://host:%d/%s/<stream key>)",
-             bind_to, (int)ntohs(a.sin_port), (int)ntohs(a.sin_port), g_rtmp.app);
+             bind_to, g_rtmp.port, g_rtmp.port, g_rtmp.app);
+    if (g_rtmp.tls)
+        api->log(self, ONAIR_LOG_INFO,
+                 "rtmp: RTMPS listening on %s port %d (rtmps://host:%d/%s/<stream key>)", bind_to,
+                 g_rtmp.tls_port, g_rtmp.tls_port, g_rtmp.app);
     return ONAIR_OK;
 }
 
@@ -869,6 +1002,10 @@ static void rtmp_stop(onair_plugin_t *self)
     reap(1);
     if (g_rtmp.lfd >= 0)
         close(g_rtmp.lfd);
+    if (g_rtmp.tls_lfd >= 0)
+        close(g_rtmp.tls_lfd);
+    SSL_CTX_free(g_rtmp.tls);
+    g_rtmp.tls = NULL;
     for (int i = 0; i < 2; i++)
         if (g_rtmp.stop_pipe[i] >= 0)
             close(g_rtmp.stop_pipe[i]);

@@ -2,7 +2,10 @@
 ffmpeg publishes a test pattern (H.264 + AAC in FLV) to rtmp://127.0.0.1:<port>/live/<stream
 key>; the stream goes live with an H.264 and an Opus track in the relay, whose packet counts
 grow; a wrong key is refused and leaves nothing live; garbage, an oversized chunk size and a
-message over the limit close only that connection; when ffmpeg stops, the stream ends.
+message over the limit close only that connection; when ffmpeg stops, the stream ends. RTMPS:
+ffmpeg publishes with rtmps:// to the TLS port (a self-signed certificate made by the test with
+openssl); plain RTMP, garbage and a stalled handshake on the TLS port are refused and harm
+nothing.
 
 That a WebRTC player decodes the ingested stream is tested with Chromium in
 tests/e2e/rtmp.test.mjs."""
@@ -10,7 +13,9 @@ import os
 import shutil
 import socket
 import struct
+import ssl
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -30,14 +35,23 @@ def srv(request):
                                  database=unique_db())
     else:
         backend = {"backend": "sqlite"}
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    certdir = tempfile.mkdtemp(prefix="onair-rtmps-")
+    cert, key = os.path.join(certdir, "cert.pem"), os.path.join(certdir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     s = Server(plugins={"streams": streams_plugin(),
                         "rtmp": {"path": os.path.join(PLUGIN_DIR, "rtmp.so"),
                                  "config": {"port": port, "bind_address": "127.0.0.1",
-                                            "max_message_kb": 1024, "timeout_s": 5}}},
+                                            "max_message_kb": 1024, "timeout_s": 5,
+                                            "tls": {"port": tls_port, "cert": cert,
+                                                    "key": key}}}},
                core=core(backend)).start()
-    s.rtmp_port = port
+    s.rtmp_port, s.rtmps_port = port, tls_port
     yield s
+    shutil.rmtree(certdir, ignore_errors=True)
     try:
         assert s.stop() == 0
     finally:
@@ -50,7 +64,7 @@ def new_stream(owner):
     return r.json()["stream"]["id"], r.json()["stream_key"]
 
 
-def publish(srv, key, seconds=None):
+def publish(srv, key, seconds=None, tls=False):
     assert FFMPEG, "Debian's ffmpeg is needed (TEST packages in the Makefile)"
     args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
             "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
@@ -59,7 +73,9 @@ def publish(srv, key, seconds=None):
         args += ["-t", str(seconds)]
     args += ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25",
              "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-             "-f", "flv", f"rtmp://127.0.0.1:{srv.rtmp_port}/live/{key}"]
+             "-f", "flv",
+             f"rtmps://127.0.0.1:{srv.rtmps_port}/live/{key}" if tls else
+             f"rtmp://127.0.0.1:{srv.rtmp_port}/live/{key}"]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -89,19 +105,24 @@ def status_of(owner, sid):
     return owner.call("GET", f"/api/v1/streams/{sid}").json()["stream"]["status"]
 
 
+def assert_ingest_flows(srv, owner, sid):
+    """The stream is live with an H.264 and an Opus track whose packet counts keep growing."""
+    first = wait_for(lambda: (p := tracks_packets(owner, sid)) and
+                     p.get("H264", 0) > 0 and p.get("opus", 0) > 0 and p)
+    assert first, (media_view(owner, sid), srv.log())
+    assert status_of(owner, sid) == "live"
+    # packets keep coming: video repacketized, audio transcoded 20 ms at a time
+    later = wait_for(lambda: (p := tracks_packets(owner, sid)) and
+                     p["H264"] > first["H264"] + 50 and p["opus"] > first["opus"] + 50 and p)
+    assert later, (first, tracks_packets(owner, sid))
+
+
 def test_ffmpeg_publishes_h264_and_aac_as_opus(srv):
     owner = Account(srv, "rtmpok")
     sid, key = new_stream(owner)
     ff = publish(srv, key)
     try:
-        first = wait_for(lambda: (p := tracks_packets(owner, sid)) and
-                         p.get("H264", 0) > 0 and p.get("opus", 0) > 0 and p)
-        assert first, (media_view(owner, sid), srv.log())
-        assert status_of(owner, sid) == "live"
-        # packets keep coming: video repacketized, audio transcoded 20 ms at a time
-        later = wait_for(lambda: (p := tracks_packets(owner, sid)) and
-                         p["H264"] > first["H264"] + 50 and p["opus"] > first["opus"] + 50 and p)
-        assert later, (first, tracks_packets(owner, sid))
+        assert_ingest_flows(srv, owner, sid)
         m = media_view(owner, sid)
         video = [t for t in m["publisher"]["tracks"] if t["kind"] == "video"][0]
         assert video["layers"][0]["keyframes"] >= 1, video
@@ -148,6 +169,18 @@ def handshake():
     return b"\x03" + os.urandom(1536) + os.urandom(1536)  # C0 C1 C2
 
 
+def assert_still_serves(srv, owner, sid, key, tls=False):
+    """After bad input: ffmpeg still publishes (over RTMPS with tls) and HTTP answers."""
+    ff = publish(srv, key, tls=tls)
+    try:
+        assert wait_for(lambda: (p := tracks_packets(owner, sid)) and p.get("H264", 0) > 0), \
+            srv.log()
+    finally:
+        ff.terminate()
+        ff.wait(10)
+    assert srv.http("GET", "/healthz").status == 200
+
+
 def test_garbage_and_oversized_input_close_only_that_connection(srv):
     owner = Account(srv, "rtmpfuzz")
     sid, key = new_stream(owner)
@@ -162,14 +195,7 @@ def test_garbage_and_oversized_input_close_only_that_connection(srv):
     raw(srv, handshake() + b"\x03\x00\x00\x00\xff\xff\xff\x09\x01\x00\x00\x00" + b"\x00" * 64)
     assert wait_for(lambda: "a message over the size limit" in srv.log(), 5)
     # the server still serves RTMP and HTTP
-    ff = publish(srv, key)
-    try:
-        assert wait_for(lambda: (p := tracks_packets(owner, sid)) and p.get("H264", 0) > 0), \
-            srv.log()
-    finally:
-        ff.terminate()
-        ff.wait(10)
-    assert srv.http("GET", "/healthz").status == 200
+    assert_still_serves(srv, owner, sid, key)
 
 
 def amf_str(s):
@@ -237,4 +263,66 @@ def test_info_tells_encoders_where_to_send(srv):
     """GET /api/v1/rtmp: the port and application an encoder's URL needs (the studio shows it)."""
     r = srv.http("GET", "/api/v1/rtmp")
     assert r.status == 200, r
-    assert r.json() == {"port": srv.rtmp_port, "app": "live"}
+    assert r.json() == {"port": srv.rtmp_port, "app": "live", "tls_port": srv.rtmps_port}
+
+
+def test_ffmpeg_publishes_over_rtmps(srv):
+    """ffmpeg publishes with rtmps:// to the TLS port: the same ingest as over plain RTMP (an
+    H.264 and an Opus track whose packets grow), and the stream ends when ffmpeg stops."""
+    owner = Account(srv, "rtmpsok")
+    sid, key = new_stream(owner)
+    ff = publish(srv, key, tls=True)
+    try:
+        assert_ingest_flows(srv, owner, sid)
+        assert "(TLS): publishing stream " + sid in srv.log()
+    finally:
+        ff.terminate()
+        ff.wait(10)
+    assert wait_for(lambda: status_of(owner, sid) != "live"), status_of(owner, sid)
+
+
+def tls_port_raw(srv, data):
+    """Sends data to the RTMPS port as plain bytes; answers what came back before the close."""
+    s = socket.create_connection(("127.0.0.1", srv.rtmps_port), timeout=10)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+def test_rtmps_port_refuses_plain_rtmp_and_garbage(srv):
+    owner = Account(srv, "rtmpsbad")
+    sid, key = new_stream(owner)
+    before = srv.log().count("TLS handshake failed")
+    # a plain RTMP client on the TLS port: no RTMP handshake answer (S0 S1 S2), closed
+    out = tls_port_raw(srv, handshake())
+    assert not out.startswith(b"\x03"), out[:16]
+    assert len(out) < 1 + 2 * 1536, len(out)
+    # a TLS record header with garbage after it: closed
+    tls_port_raw(srv, b"\x16\x03\x01\x02\x00" + os.urandom(512))
+    assert wait_for(lambda: srv.log().count("TLS handshake failed") >= before + 2, 10), srv.log()
+    # a TLS client that completes the handshake, then sends garbage: the RTMP layer closes it
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", srv.rtmps_port), timeout=10) as raw_sock:
+        with ctx.wrap_socket(raw_sock) as t:
+            t.sendall(b"\x06" + os.urandom(1536))
+            try:
+                assert t.recv(65536) == b""
+            except (ssl.SSLError, ConnectionResetError):
+                pass
+    # a client that connects and says nothing is closed after timeout_s (5)
+    with socket.create_connection(("127.0.0.1", srv.rtmps_port), timeout=20) as idle:
+        t0 = time.monotonic()
+        assert idle.recv(1) == b""
+        assert time.monotonic() - t0 < 15
+    # RTMPS still serves, and HTTP too
+    assert_still_serves(srv, owner, sid, key, tls=True)
