@@ -936,6 +936,7 @@ struct op {
     op_fn on_loaded;           /* what the request does with the stream it loaded */
     op_fn on_allowed;          /* what it does once the user is known not platform-banned */
     int checking;              /* streams.media_publish with "check": nothing goes live */
+    char prefer_video[16];     /* ... and the video codec WHIP's answer should take ("" any) */
     char share[SHARE_MAX + 1]; /* the share token the request carries ("" none) */
     onair_conn_t sub_conn;     /* streams.access: subscribe this connection ... */
     char sub_topic[96];        /* ... to this topic of the stream when it may see it */
@@ -1996,13 +1997,31 @@ static void owner_loaded(onair_flow_t *f, int status, json_t *result)
     go_live(op);
 }
 
+/* WHIP's check: the multiplatform plugin says which video codec the stream's restream
+ * destinations need ({"video_codec": "H264"} when it has some); none, or no such plugin: any. */
+static void preference_known(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    const char *codec = status == ONAIR_OK ? onair_str(result, "video_codec") : NULL;
+    if (codec && strlen(codec) < sizeof op->prefer_video)
+        snprintf(op->prefer_video, sizeof op->prefer_video, "%s", codec);
+    op->finish(op, ONAIR_OK, NULL, NULL);
+}
+
 /* A media publisher for op->doc, its owner not banned from the platform: with op->checking
  * nothing more (WHIP asks so before it reads the offer); else it goes live as its owner's
  * account is now (verified, disabled), and a live stream stays live (a reconnecting or
  * replacing publisher). */
 static void publish_allowed(op_t *op)
 {
-    if (op->checking || is_live(op->doc))
+    if (op->checking) {
+        ONAIR_THEN(&op->flow, preference_known,
+                   api->service_call(op->st->self, "multiplatform.video_preference",
+                                     json_pack("{s:s}", "stream", op->id), onair_flow_cb,
+                                     &op->flow));
+        return;
+    }
+    if (is_live(op->doc))
         return op->finish(op, ONAIR_OK, NULL, NULL);
     ONAIR_THEN(&op->flow, owner_loaded,
                api->user_get(op->st->self, onair_str(op->doc, "owner"), onair_flow_cb, &op->flow));
@@ -2207,14 +2226,20 @@ static int post_media(onair_req_t *req, void *ud)
  * live as POST /start does (live limit, verified-account rule, events), and a live stream
  * stays live (a reconnecting publisher). With "check": true only the stream and the
  * caller's right are checked (nothing goes live): WHIP asks so before it reads the SDP
- * offer. "streams.media_unpublish" {"stream": id}: ends it (idempotent). Answers
- * {"stream": ...}, or an error status with {"status", "code", "detail"}: what the REST
- * routes would answer, which WHIP answers as it is. */
+ * offer, and the answer's "prefer_video_codec" (when set) is the video codec the WHIP answer
+ * should take when offered (multiplatform.video_preference). "streams.media_unpublish"
+ * {"stream": id}: ends it (idempotent). Answers {"stream": ...}, or an error status with
+ * {"status", "code", "detail"}: what the REST routes would answer, which WHIP answers as it
+ * is. */
 static void relay_finished(op_t *op, int status, const char *code, const char *detail)
 {
+    json_t *res = status == ONAIR_OK
+                      ? json_pack("{s:o}", "stream", stream_view(op->st, op->doc, VIEW_STAFF))
+                      : NULL;
+    if (res && op->prefer_video[0])
+        json_object_set_new(res, "prefer_video_codec", json_string(op->prefer_video));
     if (status == ONAIR_OK)
-        api->service_answer(op->call, ONAIR_OK,
-                            json_pack("{s:o}", "stream", stream_view(op->st, op->doc, VIEW_STAFF)));
+        api->service_answer(op->call, ONAIR_OK, res);
     else
         api->service_answer(op->call, status,
                             json_pack("{s:i,s:s,s:s}", "status", api->status_http(status), "code",
