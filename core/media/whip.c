@@ -60,6 +60,10 @@ typedef struct op {
     char user_id[64];
     char addr[64];  /* the client's address (admission limits) */
     char share[65]; /* ?share=: an unlisted stream's share token, passed to streams.access */
+    /* a publisher: the video codec its answer takes when offered ("" the offer's first), as
+     * streams.media_publish's check says (prefer_video_codec: H264 when the stream has
+     * restream destinations, which need H.264) */
+    char prefer_video[16];
     struct op *next;
 } op_t;
 
@@ -239,6 +243,16 @@ static const sdp_codec_t *pub_codec(const sdp_media_t *m, int kind)
     return NULL;
 }
 
+/* pub_codec, but a video m-line takes the first codec named prefer when it offers one. */
+static const sdp_codec_t *pub_codec_prefer(const sdp_media_t *m, int kind, const char *prefer)
+{
+    for (int j = 0; kind == MEDIA_VIDEO && prefer[0] && j < m->n_codecs; j++)
+        if (sdp_codec_supported(&m->codecs[j]) && codec_fits_kind(&m->codecs[j], kind) &&
+            rtp_codec_from_name(m->codecs[j].name) == rtp_codec_from_name(prefer))
+            return &m->codecs[j];
+    return pub_codec(m, kind);
+}
+
 /* A published m-line: our answer for it (am) and the track it fills (t, of session s: its
  * transport-cc id). */
 static int take_pub_track(session_t *s, pub_track_t *t, const sdp_media_t *m, const sdp_codec_t *c,
@@ -329,7 +343,7 @@ static int plan_publisher(op_t *op, char *err, size_t elen)
         if (kind < 0 || !m->is_rtp || have[kind] ||
             (dir != SDP_DIR_SENDONLY && dir != SDP_DIR_SENDRECV))
             continue;
-        const sdp_codec_t *c = pub_codec(m, kind);
+        const sdp_codec_t *c = pub_codec_prefer(m, kind, op->prefer_video);
         if (!c)
             continue;
         if (!fp_taken) {
@@ -1042,6 +1056,9 @@ static void publish_checked(int status, json_t *result, void *ud)
         return op_free(op);
     if (status != ONAIR_OK)
         return service_problem(op, status, result, "publishing");
+    const char *prefer = json_string_value(json_object_get(result, "prefer_video_codec"));
+    if (prefer && strlen(prefer) < sizeof op->prefer_video)
+        snprintf(op->prefer_video, sizeof op->prefer_video, "%s", prefer);
     if (take_offer(op) < 0)
         return;
     if (services_call(&g_owner, "streams.media_publish", publish_args(op, 0), published, op) !=
