@@ -11,6 +11,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "hooks.h"
+#include "loop_post.h"
 #include "metrics.h"
 #include "problem.h"
 #include "schema.h"

@@ -17,6 +17,7 @@
 #include "media/media.h"
 #include "media/whip.h"
 #include "hooks.h"
+#include "loop_post.h"
 #include "problem.h"
 #include "ratelimit.h"
 #include "ws_ticket.h"
@@ -169,6 +170,8 @@ int host_start(struct host *h, settings_t *s)
     if (!h->base || !h->router || !h->wstypes)
         return -1;
     hooks_setup(h->base);
+    if (loop_post_setup(h->base) < 0)
+        return -1;
     h->bus = bus_new(h->base);
     h->timers = timers_new(h->base);
     h->pool = workpool_new(h->base, (int)settings_int(s, "server.work_threads"));
@@ -404,6 +407,7 @@ void host_destroy(struct host *h)
     ratelimit_teardown();
     ws_ticket_teardown();
     hooks_teardown();
+    loop_post_teardown();
     if (h->bus)
         bus_free(h->bus);
     timers_free(h->timers);

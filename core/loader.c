@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "hooks.h"
+#include "loop_post.h"
 #include "log.h"
 #include "plugin_check.h"
 #include "plugin_ref.h"
@@ -221,6 +222,7 @@ void loader_drop_registrations(struct host *h, struct onair_plugin *p)
     store_remove_owner(p);
     ratelimit_remove_owner(p);
     hooks_remove_owner(p);
+    loop_post_remove_owner(p);
     media_remove_owner(p);
     api_raw_ws_remove_owner(p);
 }

@@ -1,7 +1,7 @@
 /*
  * Ingest (SDK ABI 1.6): a plugin publishes RTP it made itself (RTMP ingest: H.264 repacketized,
- * AAC transcoded to Opus) as a stream's publisher, and posts work from its own threads to the
- * core loop (loop_post).
+ * AAC transcoded to Opus) as a stream's publisher (its threads post back to the core loop with
+ * loop_post, core/loop_post.c).
  *
  * An ingest is a publisher session without ICE, DTLS or SRTP: it takes the stream's publisher
  * slot as a WHIP primary does (hand-over or reject, media.on_second_publisher), its tracks are
@@ -14,8 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "ingest.h"
 #include "log.h"
@@ -32,115 +30,8 @@ struct onair_media_ingest {
     struct onair_media_ingest *next;
 };
 
-typedef struct post {
-    struct onair_plugin *owner;
-    onair_done_fn fn;
-    void *ud;
-    struct post *next;
-} post_t;
-
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* g_ingests and the posts */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* g_ingests */
 static onair_media_ingest_t *g_ingests;
-static post_t *g_posts, **g_posts_tail = &g_posts;
-static int g_post_fd = -1;
-static struct event *g_post_ev;
-
-/* ---- loop_post ------------------------------------------------------------------------------ */
-
-static void run_posts(evutil_socket_t fd, short what, void *ud)
-{
-    (void)what;
-    (void)ud;
-    uint64_t v;
-    if (read(fd, &v, sizeof v) < 0) {
-        /* spurious wake-up */
-    }
-    pthread_mutex_lock(&g_lock);
-    post_t *list = g_posts;
-    g_posts = NULL;
-    g_posts_tail = &g_posts;
-    pthread_mutex_unlock(&g_lock);
-    while (list) {
-        post_t *next = list->next;
-        list->fn(ONAIR_OK, list->ud);
-        free(list);
-        list = next;
-    }
-}
-
-int ingest_setup(struct event_base *base, char *err, size_t elen)
-{
-    g_post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (g_post_fd < 0 ||
-        !(g_post_ev = event_new(base, g_post_fd, EV_READ | EV_PERSIST, run_posts, NULL)) ||
-        event_add(g_post_ev, NULL) < 0) {
-        snprintf(err, elen, "loop_post: cannot make its eventfd");
-        return -1;
-    }
-    return 0;
-}
-
-/* Posts not run yet of owner (NULL: all) run now with ONAIR_ECANCELED. */
-static void cancel_posts(struct onair_plugin *owner)
-{
-    pthread_mutex_lock(&g_lock);
-    post_t *mine = NULL, **mt = &mine;
-    for (post_t **pp = &g_posts; *pp;) {
-        post_t *x = *pp;
-        if (owner && x->owner != owner) {
-            pp = &x->next;
-            continue;
-        }
-        *pp = x->next;
-        x->next = NULL;
-        *mt = x;
-        mt = &x->next;
-    }
-    g_posts_tail = &g_posts;
-    while (*g_posts_tail)
-        g_posts_tail = &(*g_posts_tail)->next;
-    pthread_mutex_unlock(&g_lock);
-    while (mine) {
-        post_t *next = mine->next;
-        mine->fn(ONAIR_ECANCELED, mine->ud);
-        free(mine);
-        mine = next;
-    }
-}
-
-void ingest_teardown(void)
-{
-    cancel_posts(NULL);
-    if (g_post_ev)
-        event_free(g_post_ev);
-    g_post_ev = NULL;
-    if (g_post_fd >= 0)
-        close(g_post_fd);
-    g_post_fd = -1;
-}
-
-int loop_post(onair_plugin_t *p, onair_done_fn fn, void *ud)
-{
-    if (!p || !fn)
-        return ONAIR_EINVAL;
-    if (g_post_fd < 0)
-        return ONAIR_EUNAVAILABLE; /* the media relay is off */
-    post_t *x = calloc(1, sizeof *x);
-    if (!x)
-        return ONAIR_ENOMEM;
-    x->owner = p;
-    x->fn = fn;
-    x->ud = ud;
-    pthread_mutex_lock(&g_lock);
-    *g_posts_tail = x;
-    g_posts_tail = &x->next;
-    pthread_mutex_unlock(&g_lock);
-    uint64_t one = 1;
-    if (write(g_post_fd, &one, sizeof one) < 0) {
-        /* saturated counter: the loop is awake anyway */
-    }
-    return ONAIR_OK;
-}
 
 /* ---- ingest --------------------------------------------------------------------------------- */
 
@@ -299,5 +190,4 @@ void ingest_remove_owner(struct onair_plugin *p)
         LOG_WARN("media", "ingest session %s left open by its plugin: closed", in->s->id);
         media_ingest_close(in, "plugin_stopped");
     }
-    cancel_posts(p);
 }

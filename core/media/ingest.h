@@ -1,5 +1,5 @@
 /*
- * Ingest and loop_post (SDK ABI 1.6): see ingest.c.
+ * Ingest (SDK ABI 1.6): see ingest.c.
  */
 #ifndef ONAIR_MEDIA_INGEST_H
 #define ONAIR_MEDIA_INGEST_H
@@ -15,12 +15,8 @@ int media_ingest_open(onair_plugin_t *p, const char *stream, const onair_media_t
                       size_t ntracks, onair_media_ingest_t **out);
 int media_ingest_push(onair_media_ingest_t *in, const uint8_t *rtp, size_t len);
 void media_ingest_close(onair_media_ingest_t *in, const char *reason);
-int loop_post(onair_plugin_t *p, onair_done_fn fn, void *ud);
 
-/* the core */
-int ingest_setup(struct event_base *base, char *err, size_t elen);
-void ingest_teardown(void);
-/* A stopping plugin's ingests close, its posts not run yet run with ONAIR_ECANCELED. */
+/* the core: a stopping plugin's ingests close */
 void ingest_remove_owner(struct onair_plugin *p);
 /* whip.c: an ingest session takes the stream's primary publisher slot. */
 int media_publisher_attach(struct session *s);

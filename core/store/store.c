@@ -184,6 +184,7 @@ typedef struct store_op {
     json_t *arg;     /* docs, spec or pipeline (owned) */
     onair_store_fn cb;
     void *ud;
+    struct onair_plugin *owner; /* names a failed write without a callback in the log */
     int64_t queued_at;
     store_exec_t x; /* status, result and error (store/spec.h) */
 } store_op_t;
@@ -220,6 +221,10 @@ static void op_done(int status, void *ud)
     json_t *result = store_spec_finish(&op->x, status);
     if (op->cb)
         op->cb(op->x.status, result, op->ud);
+    else if (op->x.status != ONAIR_OK) /* nobody else hears of it */
+        log_msg(op->owner ? op->owner->name : "plugin", ONAIR_LOG_WARN,
+                "store: a write without a callback failed on %s: %s", op->coll_name,
+                op->x.err[0] ? op->x.err : "error");
     json_decref(op->x.result);
     json_decref(op->arg);
     free(op->coll_name);
@@ -229,7 +234,7 @@ static void op_done(int status, void *ud)
 static int submit(onair_coll_t *c, enum store_op_kind kind, json_t *arg, onair_store_fn cb,
                   void *ud)
 {
-    if (!c || !cb || !g_store_host) {
+    if (!c || !g_store_host) {
         json_decref(arg);
         return ONAIR_EINVAL;
     }
@@ -244,6 +249,7 @@ static int submit(onair_coll_t *c, enum store_op_kind kind, json_t *arg, onair_s
     op->arg = store_spec_arg(kind, arg);
     op->cb = cb;
     op->ud = ud;
+    op->owner = c->owner;
     op->queued_at = mono_ms();
     int rc = workpool_submit(g_store_host->pool, c->owner, op_work, op_done, op);
     if (rc != ONAIR_OK) {

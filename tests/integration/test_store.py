@@ -82,6 +82,23 @@ def test_insert_one_and_many(st):
     assert st.count("items") == 11
 
 
+def test_write_without_a_callback(st):
+    """A plugin may write without hearing the answer: the write still happens, and a failed
+    one is logged under the plugin's name (it used to be refused with EINVAL, silently)."""
+    given = "0123456789abcdef0123abcd"
+    r = st.call("items", "insert_unheard", {"docs": {"_id": given, "name": "fire"}})
+    assert r.status == 202, r
+    deadline = time.monotonic() + 10
+    while st.count("items") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert st.get("items", given) == {"_id": given, "name": "fire"}
+    # the same _id again fails where nobody listens: the log says so
+    r = st.call("items", "insert_unheard", {"docs": {"_id": given, "name": "again"}})
+    assert r.status == 202, r
+    st.server.wait_log(r"storetest.*a write without a callback failed on .*items", 10)
+    assert st.get("items", given) == {"_id": given, "name": "fire"}
+
+
 def test_insert_keeps_values(st):
     doc = {"s": "h\u00e9llo \u2603 \"q\" \\", "i": -42, "big": 9007199254740993, "f": 2.5,
            "t": True, "fa": False, "nul": None, "arr": [1, "two", [3], {"four": 4}],

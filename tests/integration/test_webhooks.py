@@ -184,7 +184,7 @@ def backend_config(request, name):
     return {"backend": "sqlite"}
 
 
-def make_server(backend, receiver, **cfg):
+def make_server(backend, receiver, media=True, **cfg):
     conf = {"allow_private": True, "backoff_base_ms": 50, "backoff_max_ms": 300,
             "sweep_interval_ms": 300, "timeout_ms": 20000, "connect_timeout_ms": 2000,
             "retry_for_s": 3600, "disable_after_s": 3600,
@@ -195,6 +195,8 @@ def make_server(backend, receiver, **cfg):
                "webhooks": {"path": os.path.join(PLUGIN_DIR, "webhooks.so"), "config": conf}}
     core = {"auth": {"password_hash": "interactive", "api_keys": [f"{API_KEY}:{API_SECRET}"]},
             "storage": backend}
+    if not media:
+        core["media"] = {"enabled": False}
     return Server(plugins=plugins, core=core, env={"WH_TEST_SECRET": CONFIG_SECRET})
 
 
@@ -391,6 +393,25 @@ def test_register_deliver_and_verify(srv, receiver):
            if x.get("source") == "config"]
     assert len(cfg) == 1 and cfg[0]["name"] == "ops" and cfg[0]["secret_env"] == "WH_TEST_SECRET"
     problem(Admin(srv).call("DELETE", f"{EP}/{cfg[0]['id']}"), 409, "configured_endpoint")
+
+
+def test_answers_wake_the_loop_without_the_media_relay(receiver):
+    """loop_post belongs to the core loop, not to the media relay: with media off the plugin
+    still hears its answers through it (it used to fall back to a 5 ms polling timer)."""
+    s = make_server({"backend": "sqlite"}, receiver, media=False).start()
+    try:
+        assert "answers come back to the loop by loop_post" in s.log(), s.log()
+        owner = Account(s, "owner")
+        sid = owner.stream()
+        ep = register(owner, receiver, sid, events=["stream.updated"])
+        for i in range(3):
+            retitle(owner, sid, f"m{i}")
+        receiver.wait(lambda: len(distinct_in_order(receiver, ep["path"], ep["secret"])) >= 3,
+                      "3 deliveries")
+        assert distinct_in_order(receiver, ep["path"], ep["secret"]) == ["m0", "m1", "m2"]
+        assert s.stop() == 0
+    finally:
+        s.kill()
 
 
 def test_bad_input_and_ownership(srv, receiver):

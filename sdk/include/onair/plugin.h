@@ -721,7 +721,8 @@ struct onair_api {
     void (*media_ingest_close)(onair_media_ingest_t *in, const char *reason);
     /* From any thread: fn(ONAIR_OK, ud) runs on the loop thread soon, in post order (the way
      * back from a plugin's own threads). When the plugin stops first, fn(ONAIR_ECANCELED, ud)
-     * runs after its stop(). ONAIR_EUNAVAILABLE while the media relay is off. */
+     * runs after its stop(). Independent of the media relay (early 1.6 hosts returned
+     * ONAIR_EUNAVAILABLE while it was off: handle that too). */
     int (*loop_post)(onair_plugin_t *p, onair_done_fn fn, void *ud);
     /* A WebSocket endpoint of the plugin's own at an exact path outside /ws (the calls
      * plugin: LiveKit's /rtc/v1), only in init: no envelope and no onair auth; messages are
