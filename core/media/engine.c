@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +207,12 @@ void session_unref(session_t *s)
         srtp_session_free(s->srtp_in);
     if (s->srtp_out)
         srtp_session_free(s->srtp_out);
+    if (s->call_keys) {
+        OPENSSL_cleanse(s->call_keys, sizeof *s->call_keys);
+        free(s->call_keys);
+    }
+    if (s->parent)
+        session_unref(s->parent);
     for (int k = 0; k < MEDIA_KINDS; k++)
         for (int l = 0; l < MEDIA_MAX_LAYERS; l++)
             if (s->pub[k].layers[l].buf)
@@ -345,6 +352,7 @@ void worker_send_to(media_worker_t *w, const struct sockaddr_storage *to, sockle
 
 void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, size_t len)
 {
+    s = session_transport(s);
     worker_send_to(w, &s->addr, s->addrlen, data, len);
 }
 
@@ -352,6 +360,7 @@ void worker_send(media_worker_t *w, const session_t *s, const uint8_t *data, siz
  * commit it with worker_commit. */
 uint8_t *worker_slot(media_worker_t *w, const session_t *s)
 {
+    s = session_transport(s);
     if (!s->addrlen)
         return NULL;
     if (w->ntx == MEDIA_BATCH)
@@ -661,7 +670,9 @@ static void dtls_connected(media_worker_t *w, session_t *s)
         srtp_session_new(k.profile, k.remote, k.key_salt_len, SRTP_SESSION_INBOUND);
     srtp_session_t *out =
         srtp_session_new(k.profile, k.local, k.key_salt_len, SRTP_SESSION_OUTBOUND);
-    memset(&k, 0, sizeof k);
+    if (s->call && !s->call_keys && (s->call_keys = malloc(sizeof k)))
+        *s->call_keys = k; /* its children's outbound contexts (media_child_ready) */
+    OPENSSL_cleanse(&k, sizeof k);
     if (!in || !out) {
         if (in)
             srtp_session_free(in);
@@ -755,6 +766,9 @@ static void session_datagram(media_worker_t *w, session_t *s, uint8_t *buf, size
                 return;
             }
             relay_on_rtcp(w, s, buf, n);
+            for (int i = 0; s->call && i < MEDIA_CALL_CHILDREN; i++)
+                if (s->children[i] && atomic_load(&s->children[i]->media_ready))
+                    relay_on_rtcp(w, s->children[i], buf, n); /* feedback on what it sent */
         } else {
             int rc = srtp_session_unprotect_rtp(s->srtp_in, buf, &n);
             if (rc < 0) {
@@ -881,11 +895,21 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
         if (s->role == ROLE_PUBLISHER && atomic_load(&s->media_ready) && s->last_rx_ms &&
             now > heard && now - heard > (uint64_t)g_media.publisher_timeout_ms)
             media_report_closed(s, "no_media");
+        session_t *kids[MEDIA_CALL_CHILDREN];
+        int nkids = 0;
+        for (int i = 0; s->call && i < MEDIA_CALL_CHILDREN; i++)
+            if (s->children[i] && atomic_load(&s->children[i]->media_ready))
+                session_ref(kids[nkids++] = s->children[i]);
         pthread_mutex_unlock(&s->bind_lock);
         if (now - s->last_stun_ms > (uint64_t)g_media.consent_timeout_ms)
             media_report_closed(s, "ice_timeout");
         else if (atomic_load(&s->media_ready))
             relay_tick(w, s, now);
+        for (int i = 0; i < nkids; i++) {
+            if (!atomic_load(&kids[i]->closed))
+                relay_tick(w, kids[i], now);
+            session_unref(kids[i]);
+        }
         pp = &s->next_in_worker;
     }
     if (atomic_exchange(&w->amap_stale, 0) || now - w->amap_swept_ms >= AMAP_SWEEP_MS) {

@@ -49,6 +49,7 @@
 #define MEDIA_PARTICIPANT_LEN 32   /* a participant id (a user id) + NUL */
 #define MEDIA_HASH_SLOTS      4096 /* buckets of the session and relay tables */
 #define MEDIA_TCC_RING        1024 /* publisher: transport-wide seqs awaiting feedback (50 ms) */
+#define MEDIA_CALL_CHILDREN   8    /* a call participant receives at most this many others */
 
 enum media_kind { MEDIA_AUDIO = 0, MEDIA_VIDEO = 1, MEDIA_KINDS = 2 };
 enum media_role { ROLE_PUBLISHER = 1, ROLE_VIEWER = 2 };
@@ -218,6 +219,17 @@ struct session {
     uint32_t tcc_arrival[MEDIA_TCC_RING]; /* by seq % ring: low 32 bits of the arrival us | 1,
                                            * 0 = not received */
 
+    /* calls (whip.c): a call participant's peer (call = 1) publishes into its own relay and
+     * receives other participants through child sessions: viewers of their relays that send
+     * over the parent's transport (its address, its DTLS keys in outbound contexts of their
+     * own). children: under the parent's bind_lock, a reference each; a child holds one on its
+     * parent. */
+    int call;
+    dtls_srtp_keys_t *call_keys; /* parent: set once before media_ready */
+    struct session *parent;
+    struct session *children[MEDIA_CALL_CHILDREN];
+    char child_mid[MEDIA_KINDS][32]; /* child: the parent's m-line it sends each kind on */
+
     struct session *next_in_worker; /* the bound worker's list */
     struct session *hnext_ufrag, *hnext_id;
     int close_reported, ready_reported, tracks_announced;
@@ -308,6 +320,15 @@ void media_report_closed(session_t *s, const char *reason);
 /* Worker -> core: a session's media is ready (DTLS done): a publisher's tracks are
  * announced to plugins. */
 void media_report_ready(session_t *s);
+
+/* The transport a session sends on: its own, or a call child's parent's. */
+static inline const session_t *session_transport(const session_t *s)
+{
+    return s->parent ? s->parent : s;
+}
+/* A call child can send once its parent's DTLS is done (its outbound context is made then,
+ * under its relay's lock). 1 when ready. */
+int media_child_ready(struct media_worker *w, session_t *v);
 
 /* ---- relay.c (forwarding; every function here is called with relay->lock held) ---- */
 relay_t *relay_get(const char *stream_id);  /* with g_media.lock held; creates */

@@ -455,7 +455,8 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     for (size_t i = 0; i < r->nviewers; i++) {
         session_t *v = r->viewers[i];
         view_track_t *vt = &v->view[kind];
-        if (!vt->present || !atomic_load(&v->media_ready))
+        if (!vt->present ||
+            !(atomic_load(&v->media_ready) || (v->parent && media_child_ready(w, v))))
             continue;
         if (repair) {
             /* nobody got the original: every viewer on this source is missing it */
@@ -909,6 +910,22 @@ void relay_tick(media_worker_t *w, session_t *s, uint64_t now_ms)
         viewer_tick(w, s, r, now_ms);
     }
     pthread_mutex_unlock(&r->lock);
+}
+
+int media_child_ready(media_worker_t *w, session_t *v)
+{
+    session_t *p = v->parent;
+    if (atomic_load(&v->media_ready))
+        return 1;
+    if (!p || !atomic_load(&p->media_ready) || !p->call_keys || atomic_load(&v->closed))
+        return 0;
+    const dtls_srtp_keys_t *k = p->call_keys;
+    if (!v->srtp_out && !(v->srtp_out = srtp_session_new(k->profile, k->local, k->key_salt_len,
+                                                         SRTP_SESSION_OUTBOUND)))
+        return 0;
+    atomic_store(&v->media_ready, 1);
+    relay_session_ready(w, v);
+    return 1;
 }
 
 void relay_session_ready(media_worker_t *w, session_t *s)

@@ -400,6 +400,50 @@ static void offered_codecs(const sdp_media_t *m, char *out, size_t n)
         snprintf(out, n, "nothing the relay forwards");
 }
 
+/* Our answer for an m-line a viewer receives vt on. */
+static void view_answer(sdp_answer_media_t *am, const view_track_t *vt)
+{
+    am->accept = 1;
+    am->dir = SDP_DIR_SENDONLY;
+    am->n_pts = 1;
+    am->pts[0] = vt->pt;
+    am->keep_rtx = vt->rtx_pt != 0;
+    am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB;
+    am->ssrc = vt->ssrc;
+    am->rtx_ssrc = vt->rtx_ssrc;
+    am->cname = "onair";
+    am->msid_stream = "onair";
+    am->msid_track = vt->kind == MEDIA_AUDIO ? "audio" : "video";
+}
+
+/* A viewer's track of kind on offered m-line m in codec c (of m) for what t sends. */
+static void take_view_track(view_track_t *vt, int kind, const sdp_media_t *m, const sdp_codec_t *c,
+                            const pub_track_t *t, sdp_answer_media_t *am)
+{
+    vt->present = 1;
+    vt->kind = kind;
+    vt->pt = c->pt;
+    vt->codec = *c; /* what it can take: a hand-over to another codec is checked against it */
+    vt->rtx_pt = kind == MEDIA_VIDEO && c->rtx_pt >= 0 ? c->rtx_pt : 0;
+    vt->nack = !!(c->fb & SDP_FB_NACK);
+    vt->pli = !!(c->fb & SDP_FB_NACK_PLI);
+    vt->fir = !!(c->fb & SDP_FB_CCM_FIR);
+    vt->ssrc = random_u32();
+    vt->rtx_ssrc = vt->rtx_pt ? random_u32() : 0;
+    vt->source_layer = -1;
+    rtp_rewriter_init(&vt->rw);
+    rtp_desc_rewriter_init(&vt->desc);
+    simulcast_init(&vt->sel);
+    for (int e = 0; e < m->n_extmaps; e++) {
+        int x = ext_index(m->extmaps[e].uri);
+        if (x < 0 || !media_ext_forwarded(x) || m->extmaps[e].id > 14)
+            continue;
+        vt->ext_id[x] = (uint8_t)m->extmaps[e].id;
+    }
+    media_map_extensions(vt, t);
+    view_answer(am, vt);
+}
+
 /* A viewer's m-lines, matched to what the stream's publisher sends (relay lock held). 0, -1
  * (err: the offer is unusable, 400) or PLAN_CODEC_MISMATCH (err: an offered audio or video
  * m-line receives none of the codecs the publisher sends, 422 codec_mismatch). */
@@ -444,39 +488,7 @@ static int plan_viewer(op_t *op, const session_t *pub, char *err, size_t elen)
             fp_taken = 1;
         }
         have[kind] = 1;
-        view_track_t *vt = &s->view[kind];
-        vt->present = 1;
-        vt->kind = kind;
-        vt->pt = c->pt;
-        vt->codec = *c; /* what it can take: a hand-over to another codec is checked against it */
-        vt->rtx_pt = kind == MEDIA_VIDEO && c->rtx_pt >= 0 ? c->rtx_pt : 0;
-        vt->nack = !!(c->fb & SDP_FB_NACK);
-        vt->pli = !!(c->fb & SDP_FB_NACK_PLI);
-        vt->fir = !!(c->fb & SDP_FB_CCM_FIR);
-        vt->ssrc = random_u32();
-        vt->rtx_ssrc = vt->rtx_pt ? random_u32() : 0;
-        vt->source_layer = -1;
-        rtp_rewriter_init(&vt->rw);
-        rtp_desc_rewriter_init(&vt->desc);
-        simulcast_init(&vt->sel);
-        for (int e = 0; e < m->n_extmaps; e++) {
-            int x = ext_index(m->extmaps[e].uri);
-            if (x < 0 || !media_ext_forwarded(x) || m->extmaps[e].id > 14)
-                continue;
-            vt->ext_id[x] = (uint8_t)m->extmaps[e].id;
-        }
-        media_map_extensions(vt, t);
-        am->accept = 1;
-        am->dir = SDP_DIR_SENDONLY;
-        am->n_pts = 1;
-        am->pts[0] = c->pt;
-        am->keep_rtx = vt->rtx_pt != 0;
-        am->fb = SDP_FB_NACK | SDP_FB_NACK_PLI | SDP_FB_CCM_FIR | SDP_FB_GOOG_REMB;
-        am->ssrc = vt->ssrc;
-        am->rtx_ssrc = vt->rtx_ssrc;
-        am->cname = "onair";
-        am->msid_stream = "onair";
-        am->msid_track = kind == MEDIA_AUDIO ? "audio" : "video";
+        take_view_track(&s->view[kind], kind, m, c, t, am);
         if (m->bandwidth_bps && (!s->sdp_max_bps || m->bandwidth_bps < s->sdp_max_bps))
             s->sdp_max_bps = m->bandwidth_bps;
     }
@@ -816,6 +828,29 @@ void media_session_close(session_t *s, const char *reason)
     pthread_mutex_unlock(&g_media.lock);
     if (in_table)
         session_unref(s); /* the table's reference */
+    if (s->parent) {      /* a call child: off its parent's list */
+        session_t *gone = NULL;
+        pthread_mutex_lock(&s->parent->bind_lock);
+        for (int i = 0; i < MEDIA_CALL_CHILDREN; i++)
+            if (s->parent->children[i] == s) {
+                s->parent->children[i] = NULL;
+                gone = s;
+            }
+        pthread_mutex_unlock(&s->parent->bind_lock);
+        session_unref(gone);
+    }
+    if (s->call) { /* a call participant: what it receives ends with it */
+        session_t *kids[MEDIA_CALL_CHILDREN];
+        pthread_mutex_lock(&s->bind_lock);
+        memcpy(kids, s->children, sizeof kids);
+        memset(s->children, 0, sizeof s->children);
+        pthread_mutex_unlock(&s->bind_lock);
+        for (int i = 0; i < MEDIA_CALL_CHILDREN; i++)
+            if (kids[i]) {
+                media_session_close(kids[i], reason);
+                session_unref(kids[i]);
+            }
+    }
     relay_t *r = s->relay;
     int was_publisher = 0, was_viewer = 0, was_standby = 0, promoted = 0;
     session_t **ended = NULL;
@@ -1697,8 +1732,11 @@ static int health_report_message(onair_wsmsg_t *m, void *ud)
 
 /* Plan a call participant's offer into opts (s's tracks filled; live: s is registered, so
  * its tracks change under the relay's lock). */
-static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int live, char *err,
-                     size_t elen)
+static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
+                     json_t *subscribed);
+
+static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int live, json_t *subs,
+                     json_t *subscribed, char *err, size_t elen)
 {
     int accepted = 0, fp_taken = s->remote_fingerprint[0] != 0;
     opts->n_media = o->n_media;
@@ -1743,8 +1781,8 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
                 if (live)
                     pthread_mutex_unlock(&s->relay->lock);
             }
-        } else {
-            /* a receive slot: nothing to send on it yet */
+        } else if (!(live && call_slot(s, m, am, subs, subscribed))) {
+            /* a receive slot: nothing to send on it (yet) */
             const sdp_codec_t *c = pub_codec(m, kind);
             if (!c && m->n_codecs > 0)
                 c = &m->codecs[0];
@@ -1767,6 +1805,125 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
         return -1;
     }
     return 0;
+}
+
+/* s's child for participant's relay r (creating it), or NULL. Core loop thread (the only one
+ * that changes s->children). */
+static session_t *call_child(session_t *s, relay_t *r, const char *participant)
+{
+    int free_slot = -1;
+    for (int i = 0; i < MEDIA_CALL_CHILDREN; i++) {
+        session_t *c = s->children[i];
+        if (c && c->relay == r)
+            return c;
+        if (!c && free_slot < 0)
+            free_slot = i;
+    }
+    session_t *c = free_slot >= 0 ? media_session_new(ROLE_VIEWER, s->stream_id) : NULL;
+    if (!c)
+        return NULL;
+    snprintf(c->participant, sizeof c->participant, "%s", participant);
+    session_ref(s);
+    c->parent = s;
+    pthread_mutex_lock(&g_media.lock);
+    c->relay = relay_get(r->stream_id); /* the same relay, a reference of the child's */
+    pthread_mutex_unlock(&g_media.lock);
+    pthread_mutex_lock(&r->lock);
+    if (r->nviewers == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 8;
+        session_t **grown = realloc(r->viewers, ncap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&r->lock);
+            session_unref(c);
+            return NULL;
+        }
+        r->viewers = grown;
+        r->cap = ncap;
+    }
+    session_ref(c);
+    r->viewers[r->nviewers++] = c;
+    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_lock(&s->bind_lock);
+    s->children[free_slot] = c; /* the creation's reference */
+    pthread_mutex_unlock(&s->bind_lock);
+    return c;
+}
+
+/* A call participant's receive slot m: what it was given before (the same mid), else the first
+ * of subs ([{"participant", "audio"?, "video"?: track sid}]) whose relay has a publisher
+ * sending that kind and not sent to s yet. 1 with am filled and {"mid", "participant",
+ * "kind"} appended to subscribed, 0: nothing for it. */
+static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
+                     json_t *subscribed)
+{
+    int kind = kind_of(m);
+    const char *kname = kind == MEDIA_AUDIO ? "audio" : "video";
+    session_t *child = NULL;
+    const char *track = NULL;
+    for (int i = 0; i < MEDIA_CALL_CHILDREN && !child; i++) {
+        session_t *c = s->children[i];
+        if (c && !atomic_load(&c->closed) && c->view[kind].present &&
+            !strcmp(c->child_mid[kind], m->mid)) {
+            child = c;
+            pthread_mutex_lock(&c->relay->lock);
+            view_answer(am, &c->view[kind]);
+            pthread_mutex_unlock(&c->relay->lock);
+        }
+    }
+    size_t i;
+    json_t *sub;
+    json_array_foreach(subs, i, sub)
+    {
+        const char *p = json_string_value(json_object_get(sub, "participant"));
+        const char *tr = json_string_value(json_object_get(sub, kname));
+        if (!room_participant_ok(p))
+            continue;
+        if (child) {
+            if (!strcmp(child->participant, p))
+                track = tr;
+            continue;
+        }
+        char key[MEDIA_STREAM_ID_LEN];
+        room_key(key, sizeof key, s->stream_id, p);
+        pthread_mutex_lock(&g_media.lock);
+        relay_t *r = relay_find(key) ? relay_get(key) : NULL; /* a reference */
+        pthread_mutex_unlock(&g_media.lock);
+        int sends = 0;
+        if (r) {
+            pthread_mutex_lock(&r->lock);
+            sends = r->publisher && r->publisher->pub[kind].present;
+            pthread_mutex_unlock(&r->lock);
+        }
+        session_t *c = sends ? call_child(s, r, p) : NULL;
+        if (r) {
+            pthread_mutex_lock(&g_media.lock);
+            relay_put(r); /* a child has its own */
+            pthread_mutex_unlock(&g_media.lock);
+        }
+        if (!c || atomic_load(&c->closed))
+            continue;
+        pthread_mutex_lock(&c->relay->lock);
+        const pub_track_t *t = c->relay->publisher ? &c->relay->publisher->pub[kind] : NULL;
+        const sdp_codec_t *codec = NULL;
+        for (int j = 0; t && t->present && !c->view[kind].present && j < m->n_codecs && !codec; j++)
+            if (sdp_codec_same(&m->codecs[j], &t->desc))
+                codec = &m->codecs[j];
+        if (codec) {
+            take_view_track(&c->view[kind], kind, m, codec, t, am);
+            snprintf(c->child_mid[kind], sizeof c->child_mid[kind], "%s", m->mid);
+            child = c;
+            track = tr;
+        }
+        pthread_mutex_unlock(&c->relay->lock);
+    }
+    if (!child)
+        return 0;
+    am->msid_stream = child->participant;
+    if (room_participant_ok(track)) /* a LiveKit track sid: TR_... */
+        am->msid_track = track;
+    json_array_append_new(subscribed, json_pack("{s:s,s:s,s:s}", "mid", m->mid, "participant",
+                                                child->participant, "kind", kname));
+    return 1;
 }
 
 /* media.call_offer {"stream", "participant", "sdp", "session"?} -> {"session", "sdp"}: the
@@ -1815,15 +1972,18 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
         return services_answer(call, ONAIR_ENOMEM, json_pack("{s:s}", "error", "out of memory"));
     } else {
         snprintf(s->participant, sizeof s->participant, "%s", participant);
+        s->call = 1;
     }
     sdp_host_cand_t cands[16];
     sdp_answer_opts_t *opts = answer_opts(s, cands, host_cands(cands));
+    json_t *subscribed = json_array();
     char *answer = NULL;
     int rc = ONAIR_EINVAL;
     if (!opts) {
         rc = ONAIR_ENOMEM;
         snprintf(err, sizeof err, "out of memory");
-    } else if (plan_call(s, o, opts, live, err, sizeof err) == 0) {
+    } else if (plan_call(s, o, opts, live, json_object_get(args, "subscribe"), subscribed, err,
+                         sizeof err) == 0) {
         answer = sdp_answer(o, opts, err, sizeof err);
     }
     free(opts);
@@ -1854,10 +2014,12 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
         }
     }
     if (!answer) {
+        json_decref(subscribed);
         session_unref(s);
         return services_answer(call, rc, json_pack("{s:s}", "error", err));
     }
-    json_t *res = json_pack("{s:s,s:s}", "session", s->id, "sdp", answer);
+    json_t *res =
+        json_pack("{s:s,s:s,s:o}", "session", s->id, "sdp", answer, "subscribed", subscribed);
     free(answer);
     if (live)
         session_unref(s);

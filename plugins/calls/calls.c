@@ -34,6 +34,7 @@ typedef struct conn {
     int offer_busy;
     char *next_offer;
     uint32_t next_offer_id;
+    size_t announced; /* its tracks the room was asked to receive (media_sections_requirement) */
 } conn_t;
 
 typedef struct {
@@ -247,6 +248,79 @@ static void media_close(calls_t *c, const char *session)
                       closed_done, NULL);
 }
 
+/* k's latest published track of a kind (0 audio, 1 video), or NULL. */
+static const lk_track_t *track_of(const conn_t *k, uint32_t type)
+{
+    for (size_t i = k->s.ntracks; i-- > 0;)
+        if (k->s.tracks[i].type == type)
+            return &k->s.tracks[i];
+    return NULL;
+}
+
+static conn_t *conn_by_participant(calls_t *c, const conn_t *k, const char *sid)
+{
+    for (conn_t *o = c->conns; o && sid; o = o->next)
+        if (same_room(o, k) && !strcmp(o->s.participant_sid, sid))
+            return o;
+    return NULL;
+}
+
+/* What k receives: the room's other participants' tracks ([{"participant", "audio"?,
+ * "video"?}]), nothing without canSubscribe or autoSubscribe. */
+static json_t *subscriptions(calls_t *c, const conn_t *k)
+{
+    json_t *subs = json_array();
+    if (!k->s.grant.can_subscribe || !k->s.join.auto_subscribe)
+        return subs;
+    for (conn_t *o = c->conns; o && subs; o = o->next) {
+        if (!same_room(o, k) || !o->s.ntracks)
+            continue;
+        json_t *one = json_pack("{s:s}", "participant", o->s.participant_sid);
+        const lk_track_t *a = track_of(o, 0), *v = track_of(o, 1);
+        if (a && !a->muted)
+            json_object_set_new(one, "audio", json_string(a->sid));
+        if (v && !v->muted)
+            json_object_set_new(one, "video", json_string(v->sid));
+        json_array_append_new(subs, one);
+    }
+    return subs;
+}
+
+/* k's new tracks are in the relay: every other participant that receives is asked to offer
+ * again (media_sections_requirement: receive slots for them), and so is k for what the others
+ * publish when it first connects. */
+static void ask_reoffers(calls_t *c, conn_t *k, int first)
+{
+    uint32_t n[2] = {0, 0};
+    for (size_t i = k->announced; i < k->s.ntracks; i++)
+        if (k->s.tracks[i].type < 2)
+            n[k->s.tracks[i].type]++;
+    int fresh = k->s.ntracks > k->announced;
+    k->announced = k->s.ntracks;
+    lk_buf_t b = {0};
+    if (fresh) {
+        lk_encode_media_sections(&b, n[0], n[1]);
+        for (conn_t *o = c->conns; o && lk_buf_ok(&b); o = o->next)
+            if (same_room(o, k) && o->media[0] && o->s.grant.can_subscribe &&
+                o->s.join.auto_subscribe)
+                api->ws_send_bytes(o->id, b.p, b.len, 1);
+        lk_buf_free(&b);
+    }
+    if (!first || !k->s.grant.can_subscribe || !k->s.join.auto_subscribe)
+        return;
+    uint32_t m[2] = {0, 0};
+    int any = 0;
+    for (conn_t *o = c->conns; o; o = o->next)
+        if (same_room(o, k))
+            for (size_t i = 0; i < o->s.ntracks; i++)
+                if (o->s.tracks[i].type < 2)
+                    m[o->s.tracks[i].type]++, any = 1;
+    if (!any)
+        return;
+    lk_encode_media_sections(&b, m[0], m[1]);
+    send_buf(k->id, &b);
+}
+
 static void offer_answered(int status, json_t *result, void *ud)
 {
     offer_op_t *op = ud;
@@ -270,11 +344,31 @@ static void offer_answered(int status, json_t *result, void *ud)
         free(op);
         return;
     }
+    int first = !k->media[0];
     snprintf(k->media, sizeof k->media, "%s", session);
+    /* the mid-to-track map: which remote track each receive slot carries */
+    json_t *subscribed = json_object_get(result, "subscribed");
+    size_t n = json_array_size(subscribed), np = 0;
+    const char **pairs = calloc(2 * n + 1, sizeof *pairs);
+    for (size_t i = 0; i < n && pairs; i++) {
+        json_t *one = json_array_get(subscribed, i);
+        const char *mid = json_string_value(json_object_get(one, "mid"));
+        const char *kind = json_string_value(json_object_get(one, "kind"));
+        conn_t *o =
+            conn_by_participant(c, k, json_string_value(json_object_get(one, "participant")));
+        const lk_track_t *t = o && kind ? track_of(o, strcmp(kind, "audio") ? 1 : 0) : NULL;
+        if (mid && t) {
+            pairs[2 * np] = mid;
+            pairs[2 * np + 1] = t->sid;
+            np++;
+        }
+    }
     lk_buf_t out = {0};
-    lk_encode_answer(&out, sdp, op->offer_id, NULL, 0);
+    lk_encode_answer(&out, sdp, op->offer_id, pairs, np);
+    free(pairs);
     send_buf(k->id, &out);
     free(op);
+    ask_reoffers(c, k, first);
     if (k->next_offer) {
         char *next = k->next_offer;
         k->next_offer = NULL;
@@ -302,6 +396,7 @@ static void send_offer(calls_t *c, conn_t *k, const char *sdp, uint32_t offer_id
     }
     if (k->media[0])
         json_object_set_new(args, "session", json_string(k->media));
+    json_object_set_new(args, "subscribe", subscriptions(c, k));
     *op = (offer_op_t){c, k->id, offer_id};
     k->offer_busy = 1;
     if (api->service_call(c->self, "media.call_offer", args, offer_answered, op) != ONAIR_OK) {

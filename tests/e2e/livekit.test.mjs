@@ -67,6 +67,13 @@ function connect(page, url, tok) {
     const lk = window.lk = {events: [], result: null};
     room.on(RoomEvent.ParticipantConnected, (p) => lk.events.push('connected:' + p.identity));
     room.on(RoomEvent.ParticipantDisconnected, (p) => lk.events.push('disconnected:' + p.identity));
+    room.on(RoomEvent.TrackSubscribed, (track, pub, p) => {
+      lk.events.push(`subscribed:${p.identity}:${track.kind}:${pub.trackSid}`);
+      const el = track.attach();
+      el.id = `${p.identity}-${track.kind}`;
+      el.muted = true;
+      document.body.appendChild(el);
+    });
     room.on(RoomEvent.SignalConnected, () => {
       lk.events.push('signalConnected');
       lk.name = room.name;
@@ -157,6 +164,62 @@ test('two livekit-clients in a room know each other: join response and participa
   await waitFor('alice sees bob join', hasBob, 10_000);
   await b.evaluate(() => window.lkRoom.disconnect());
   await waitFor('alice sees bob leave', async () => !(await hasBob()), 10_000);
+  await a.evaluate(() => window.lkRoom.disconnect());
+  await a.close();
+  await b.close();
+});
+
+// What the page decodes of a remote participant's video: the element's size and the
+// peer connection's framesDecoded.
+function decoded(page, identity) {
+  return page.evaluate(async (identity) => {
+    const el = document.getElementById(`${identity}-video`);
+    const pc = window.lkRoom.engine.pcManager.publisher.pc;
+    let frames = 0, audio = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded || 0;
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') audio += r.totalSamplesReceived || 0;
+    });
+    return {width: el ? el.videoWidth : 0, height: el ? el.videoHeight : 0, frames, audio};
+  }, identity);
+}
+
+async function publishAV(page, width, height) {
+  return page.evaluate(async ([width, height]) => {
+    const {createLocalTracks} = window.LivekitClient;
+    const tracks = await createLocalTracks({audio: true, video: {resolution: {width, height}}});
+    for (const t of tracks) await window.lkRoom.localParticipant.publishTrack(t);
+  }, [width, height]);
+}
+
+test('a call: two livekit-clients publish camera and microphone and decode each other', T, async () => {
+  const a = await lkPage('alice');
+  const b = await lkPage('bob');
+  const url = server.base.replace('http', 'ws');
+  await connect(a, url, await token('alice', {room: 'match-44', roomJoin: true}));
+  await waitFor('alice connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
+  await publishAV(a, 320, 240);
+  await connect(b, url, await token('bob', {room: 'match-44', roomJoin: true}));
+  await waitFor('bob connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
+  await publishAV(b, 320, 240);
+  // each subscribes to the other's tracks (the server's answers carry them on receive slots,
+  // the mid-to-track map names them) and decodes the other's video and audio (a page only
+  // receives from the relay what another participant published: nothing of its own)
+  let last = null;
+  for (const [page, from] of [[b, 'alice'], [a, 'bob']]) {
+    await waitFor(`${from}'s video and audio decoded`, async () => {
+      const d = last = await decoded(page, from);
+      return d.width > 0 && d.height > 0 && d.frames > 10 && d.audio > 0;
+    }, 30_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
+  }
+  const evA = await a.evaluate(() => window.lk.events);
+  const evB = await b.evaluate(() => window.lk.events);
+  assert.ok(evA.includes('connected:bob'), evA.join());
+  assert.ok(evA.some((e) => /^subscribed:bob:audio:TR_/.test(e)), evA.join());
+  assert.ok(evB.some((e) => /^subscribed:alice:audio:TR_/.test(e)), evB.join());
+  // bob leaves: alice sees him go
+  await b.evaluate(() => window.lkRoom.disconnect());
+  await waitFor('alice sees bob leave', () => a.evaluate(() => window.lk.events.includes('disconnected:bob')), 15_000);
   await a.evaluate(() => window.lkRoom.disconnect());
   await a.close();
   await b.close();
