@@ -733,6 +733,51 @@ static int post_stop(onair_req_t *req, void *ud)
     return stream_route(req, 3);
 }
 
+/* ---- service: the video codec a stream's publisher should send ----------------------------------
+ * "multiplatform.video_preference" {"stream": id}: {"video_codec": "H264"} when the stream has
+ * restream destinations set (they need H.264: video is not transcoded), else {}. The streams
+ * plugin asks it in WHIP's publish check, so a browser offering VP8 first and H.264 second
+ * publishes H.264. */
+typedef struct pref {
+    onair_flow_t flow;
+    onair_service_call_t *call;
+} pref_t;
+
+static void pref_free(onair_flow_t *f)
+{
+    free(f);
+}
+
+static void pref_loaded(onair_flow_t *f, int status, json_t *res)
+{
+    pref_t *op = (pref_t *)f;
+    json_t *dests = json_object_get(json_object_get(res, "doc"), "destinations");
+    if (status != ONAIR_OK)
+        api->service_answer(op->call, status, NULL);
+    else if (json_array_size(dests) > 0)
+        api->service_answer(op->call, ONAIR_OK, json_pack("{s:s}", "video_codec", "H264"));
+    else
+        api->service_answer(op->call, ONAIR_OK, json_object());
+    onair_flow_end(f);
+}
+
+static int svc_video_preference(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    const char *sid = onair_str(api->service_args(call), "stream");
+    if (!sid || !onair_is_id(sid))
+        return ONAIR_EINVAL;
+    pref_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return ONAIR_ENOMEM;
+    op->flow = (onair_flow_t){.api = api, .end = pref_free};
+    op->call = call;
+    json_t *spec = json_pack("{s:{s:s}}", "filter", "_id", sid);
+    ONAIR_THEN(&op->flow, pref_loaded,
+               api->store_find_one(g->streams, spec, onair_flow_cb, &op->flow));
+    return ONAIR_PENDING;
+}
+
 /* ---- plugin -----------------------------------------------------------------------------------
  */
 
@@ -782,6 +827,10 @@ static int mp_init(onair_plugin_t *self, const onair_api_t *a)
         rc = api->route_add(self, &routes[i]);
     if (rc == ONAIR_OK)
         rc = api->media_track_watch(self, on_track, NULL);
+    const onair_service_t svc =
+        ONAIR_SERVICE("multiplatform.video_preference", svc_video_preference);
+    if (rc == ONAIR_OK)
+        rc = api->service_add(self, &svc);
     if (rc != ONAIR_OK) {
         sodium_memzero(g->key, sizeof g->key);
         free(g);

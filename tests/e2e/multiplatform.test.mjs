@@ -137,3 +137,59 @@ test('a Chromium WHIP publisher is restreamed to nginx-rtmp as H.264 + AAC; VP8 
     await browser.close();
   }
 });
+
+// Chromium offers VP8 before H.264. A stream with restream destinations set before it goes live
+// gets H.264 anyway (the WHIP answer prefers it: multiplatform.video_preference), and is
+// restreamed; a stream without destinations keeps Chromium's first choice, VP8.
+test('WHIP prefers H.264 from Chromium\'s default offer when the stream has destinations', {timeout: 120_000, skip}, async (t) => {
+  assert.ok(server && nginx, 'the first test started onaird and nginx');
+  const target = await onairTarget(server.base);
+  const browser = await launch();
+  const [plainPage, destPage] = [await browser.newPage('plain'), await browser.newPage('dest')];
+  const codecOf = async (sid, token) => {
+    const m = await api(server.base, 'GET', `/api/v1/streams/${sid}/media`, {token});
+    const v = m.json?.publisher?.tracks?.find((x) => x.kind === 'video' && x.layers[0].packets > 0);
+    return v?.codec;
+  };
+  try {
+    const plain = await target.newStream({title: 'default codecs'});
+    const dest = await target.newStream({title: 'default codecs, restreamed'});
+    const token = dest.viewerToken; // the owner's
+    const c = await api(server.base, 'POST', '/api/v1/multiplatform/connections',
+                        {token, body: {name: 'nginx-pref', url: nginx.url, stream_key: 'e2epref'}});
+    assert.equal(c.status, 201, c.text);
+    const put = await api(server.base, 'PUT', `/api/v1/streams/${dest.id}/multiplatform`,
+                          {token, body: {destinations: [c.json.connection.id], start_with_stream: true}});
+    assert.equal(put.status, 200, put.text);
+
+    await publish(plainPage, target.whipUrl(plain.id), plain.key);
+    const plainCodec = await waitFor('the plain stream\'s video track', async () => {
+      const codec = await codecOf(plain.id, plain.viewerToken);
+      return codec && {done: true, codec};
+    }, 20_000);
+    assert.equal(plainCodec.codec, 'VP8', 'Chromium offers VP8 first');
+    await closeAll(plainPage);
+
+    await publish(destPage, target.whipUrl(dest.id), dest.key);
+    const destCodec = await waitFor('the restreamed stream\'s video track', async () => {
+      const codec = await codecOf(dest.id, token);
+      return codec && {done: true, codec};
+    }, 20_000);
+    assert.equal(destCodec.codec, 'H264');
+    const seen = await waitFor('ffprobe on nginx sees H.264 + AAC', async () => {
+      const p = await probe(`${nginx.url}/e2epref`);
+      return {done: p?.video === 'h264' && p?.audio === 'aac', ...p};
+    }, 40_000, 1000);
+    t.diagnostic(`nginx: ${JSON.stringify(seen)}`);
+    assert.equal(seen.video, 'h264');
+  } catch (e) {
+    e.message += `\n--- onaird log (tail) ---\n${server.log().slice(-3000)}`;
+    throw e;
+  } finally {
+    for (const pg of [plainPage, destPage]) {
+      await closeAll(pg);
+      await pg.close().catch(() => {});
+    }
+    await browser.close();
+  }
+});

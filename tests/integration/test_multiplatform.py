@@ -8,6 +8,7 @@ and never come back in full. Both storage backends."""
 import asyncio
 import json
 import os
+import re
 import threading
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import websockets
 from onair_harness import PLUGIN_DIR, Server, free_port
 from store_support import storage_config, unique_db
 from test_rtmp import FFMPEG, media_view, new_stream, wait_for
+from test_media import offer as whip_offer
 from test_streams import BACKENDS, Account, congo, core, problem, streams_plugin  # noqa: F401
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -268,3 +270,39 @@ def test_silent_and_unresolvable_destinations_report_why(srv):
         ff.terminate()
         ff.wait(10)
         silent.close()
+
+
+def answered_video_codec(srv, sid, key, codecs):
+    """POSTs a WHIP offer whose video m-line lists codecs in that order; the codec the answer
+    took (its video m-line's payload type); the publisher is deleted again."""
+    r = srv.http("POST", f"/api/v1/whip/{sid}", whip_offer(video_codecs=codecs),
+                 headers={"Content-Type": "application/sdp"}, token=key)
+    assert r.status == 201, r
+    try:
+        video = r.body.split("m=video ")[1]
+        pt = video.split()[2]
+        return re.search(rf"a=rtpmap:{pt} ([A-Za-z0-9]+)/", video).group(1)
+    finally:
+        assert srv.http("DELETE", r.header("Location"), token=key).status == 200
+
+
+def test_whip_answer_prefers_h264_when_the_stream_has_destinations(srv):
+    """A browser offers VP8 first and H.264 second: without restream destinations the answer
+    takes VP8 (the offer's order), with destinations set (they need H.264) it takes H.264; an
+    offer without H.264 is still answered with what it has."""
+    owner = Account(srv, "mpwhip")
+    plain_sid, plain_key = new_stream(owner)
+    assert answered_video_codec(srv, plain_sid, plain_key, ("VP8", "H264")) == "VP8"
+    sid, key = new_stream(owner)
+    c = connection(owner, "W", "rtmp://127.0.0.1:9/app", "keyw")
+    r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
+                   {"destinations": [c["id"]], "start_with_stream": False})
+    assert r.status == 200, r
+    assert answered_video_codec(srv, sid, key, ("VP8", "H264")) == "H264"
+    assert wait_for(lambda: owner.call("GET", f"/api/v1/streams/{sid}")
+                    .json()["stream"]["status"] != "live", 10)
+    assert answered_video_codec(srv, sid, key, ("VP8",)) == "VP8"
+    # destinations dropped: the offer's order again
+    r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform", {"destinations": []})
+    assert r.status == 200, r
+    assert answered_video_codec(srv, sid, key, ("VP8", "H264")) == "VP8"
