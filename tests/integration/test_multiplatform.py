@@ -21,6 +21,7 @@ import websockets
 from onair_harness import PLUGIN_DIR, Server, free_port
 from store_support import storage_config, unique_db
 from test_rtmp import FFMPEG, media_view, new_stream, wait_for
+from test_rtmp import publish as publish_no_bframes
 from test_media import offer as whip_offer
 from test_streams import BACKENDS, Account, congo, core, problem, streams_plugin  # noqa: F401
 
@@ -83,11 +84,14 @@ def srv(request):
     else:
         backend = {"backend": "sqlite"}
     port = free_port()
+    recdir = tempfile.mkdtemp(prefix="onair-mp-rec-")
     s = Server(plugins={"streams": streams_plugin(),
                         "rtmp": {"path": os.path.join(PLUGIN_DIR, "rtmp.so"),
                                  "config": {"port": port, "bind_address": "127.0.0.1"}},
                         "multiplatform": {"path": os.path.join(PLUGIN_DIR, "multiplatform.so"),
-                                          "config": {}}},
+                                          "config": {}},
+                        "recording": {"path": os.path.join(PLUGIN_DIR, "recording.so"),
+                                      "config": {"dir": recdir, "min_free_mb": 0}}},
                core=core(backend), env={"ONAIR_MULTIPLATFORM_KEY": SERVER_KEY}).start()
     s.rtmp_port = port
     yield s
@@ -95,6 +99,7 @@ def srv(request):
         assert s.stop() == 0
     finally:
         s.kill()
+        shutil.rmtree(recdir, ignore_errors=True)
 
 
 class Inbox:
@@ -306,3 +311,59 @@ def test_whip_answer_prefers_h264_when_the_stream_has_destinations(srv):
     r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform", {"destinations": []})
     assert r.status == 200, r
     assert answered_video_codec(srv, sid, key, ("VP8", "H264")) == "VP8"
+
+
+def count_frames(url):
+    """ffprobe decodes the file: {codec_type: (codec_name, frames read)}."""
+    r = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                        "stream=codec_type,codec_name,nb_read_frames", "-of", "json", url],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return {x["codec_type"]: (x["codec_name"], int(x.get("nb_read_frames") or 0))
+            for x in json.loads(r.stdout)["streams"]}
+
+
+def test_rtmp_published_stream_is_recorded_and_restreamed(srv):
+    """ffmpeg publishes H.264 + AAC over RTMP for 10 s: a destination (nginx-rtmp) gets H.264 +
+    AAC while the recording plugin records it; when ffmpeg stops the recording is finalized and
+    ffprobe decodes its frames (H.264 and the Opus the AAC was transcoded to) over HTTP."""
+    assert FFMPEG
+    dest = Nginx("rec")
+    ff = None
+    try:
+        dest.start()
+        owner = Account(srv, "mprec")
+        sid, key = new_stream(owner)
+        c = connection(owner, "R", dest.url(), "reckey")
+        r = owner.call("PUT", f"/api/v1/streams/{sid}/multiplatform",
+                       {"destinations": [c["id"]], "start_with_stream": True})
+        assert r.status == 200, r
+        ff = publish_no_bframes(srv, key, seconds=10)
+        assert wait_for(lambda: (m := media_view(owner, sid)) and m.get("publisher") and
+                        len(m["publisher"]["tracks"]) == 2, 15), srv.log()
+        r = owner.call("POST", f"/api/v1/streams/{sid}/recording/start")
+        assert r.status == 201, r
+        seen = wait_for(lambda: (p := dest.probe("reckey")) and "video" in p and "audio" in p
+                        and p, 30)
+        assert seen, (dest_states(owner, sid), srv.log()[-3000:])
+        assert seen["video"]["codec_name"] == "h264" and seen["audio"]["codec_name"] == "aac"
+        _, err = ff.communicate(timeout=60)
+        assert ff.returncode == 0, err
+        ff = None
+
+        def ready():
+            r = owner.call("GET", f"/api/v1/streams/{sid}/recordings")
+            recs = r.json().get("recordings", []) if r.status == 200 else []
+            return recs if recs and all(x["state"] == "ready" for x in recs) else None
+        recs = wait_for(ready, 30)
+        assert recs, (owner.call("GET", f"/api/v1/streams/{sid}/recordings"), srv.log()[-3000:])
+        rec = recs[-1]  # the oldest: the recording started while live
+        assert rec["video"] == "h264" and rec["format"] == "mp4", rec
+        got = count_frames(f"http://127.0.0.1:{srv.port}/api/v1/recordings/{rec['id']}/file")
+        assert got["video"][0] == "h264" and got["video"][1] >= 50, got  # 25 fps, several s
+        assert got["audio"][0] == "opus" and got["audio"][1] >= 100, got  # 20 ms frames
+    finally:
+        if ff:
+            ff.kill()
+            ff.wait(10)
+        dest.kill()
