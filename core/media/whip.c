@@ -2021,8 +2021,7 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
     json_t *res =
         json_pack("{s:s,s:s,s:o}", "session", s->id, "sdp", answer, "subscribed", subscribed);
     free(answer);
-    if (live)
-        session_unref(s);
+    session_unref(s); /* ours (a new one: the tables, the relay and its timer hold it) */
     return services_answer(call, ONAIR_OK, res);
 }
 

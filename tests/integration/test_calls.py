@@ -372,3 +372,154 @@ def test_status(srv):
             assert room["sid"].startswith("RM_")
             assert [p["identity"] for p in room["participants"]] == ["dora"]
     asyncio.run(run())
+
+
+# ---- media: the relay answers livekit-client's offers ------------------------------------------
+FP = ":".join(["AB"] * 32)
+
+
+def lk_offer(ufrag, send=(), recv=("audio", "video"), data=True):
+    """An offer shaped like livekit-client's single peer connection: a data channel, receive
+    slots (recvonly) and the published tracks (sendonly), all in one BUNDLE."""
+    sections, mids = [], []
+
+    def section(kind, direction):
+        mid = str(len(mids))
+        mids.append(mid)
+        common = [f"a=ice-ufrag:{ufrag}", "a=ice-pwd:clientpassword0123456789",
+                  f"a=fingerprint:sha-256 {FP}", "a=setup:actpass", f"a=mid:{mid}", "a=rtcp-mux"]
+        if kind == "application":
+            return ["m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 0.0.0.0",
+                    *common, "a=sctp-port:5000"]
+        if kind == "audio":
+            lines = ["m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", *common,
+                     f"a={direction}", "a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10"]
+            return lines + ([f"a=ssrc:{1000 + int(mid)} cname:lk"] if direction == "sendonly" else [])
+        lines = ["m=video 9 UDP/TLS/RTP/SAVPF 96 97", "c=IN IP4 0.0.0.0", *common,
+                 f"a={direction}", "a=rtpmap:96 VP8/90000", "a=rtcp-fb:96 nack",
+                 "a=rtcp-fb:96 nack pli", "a=rtpmap:97 rtx/90000", "a=fmtp:97 apt=96"]
+        return lines + ([f"a=ssrc:{2000 + int(mid)} cname:lk"] if direction == "sendonly" else [])
+
+    if data:
+        sections.append(section("application", None))
+    for k in recv:
+        sections.append(section(k, "recvonly"))
+    for k in send:
+        sections.append(section(k, "sendonly"))
+    head = ["v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE " + " ".join(mids)]
+    return "\r\n".join(head + [ln for s in sections for ln in s]) + "\r\n"
+
+
+def join_param_with(sdp, offer_id=1):
+    offer = pb_bytes(1, b"offer") + pb_bytes(2, sdp.encode()) + pb_varint(3 << 3) + \
+        pb_varint(offer_id)
+    join = pb_bytes(1, pb_varint(1 << 3) + pb_varint(1)) + pb_bytes(6, offer) + \
+        pb_bytes(2, pb_varint(1 << 3) + pb_varint(1))  # connection_settings.auto_subscribe
+    wrapped = pb_varint(1 << 3) + pb_varint(1) + pb_bytes(2, gzip.compress(join))
+    return base64.b64encode(wrapped).decode().replace("+", "-").replace("/", "_")
+
+
+def answer_of(msg):
+    """SignalResponse.answer -> (sdp text, offer id, {mid: track sid})"""
+    ans, = pb_get(msg, 2)
+    pairs = {pb_get(e, 1)[0].decode(): pb_get(e, 2)[0].decode() for e in pb_get(ans, 4)}
+    return pb_get(ans, 2)[0].decode(), (pb_get(ans, 3) or [0])[0], pairs
+
+
+def sections(sdp):
+    """{mid: (port, direction, [lines])} of an SDP."""
+    out, cur = {}, None
+    for ln in sdp.split("\r\n"):
+        if ln.startswith("m="):
+            cur = [ln]
+        elif cur is not None:
+            cur.append(ln)
+            if ln.startswith("a=mid:"):
+                out[ln[6:]] = cur
+    res = {}
+    for mid, lines in out.items():
+        d = next((x[2:] for x in lines if x[2:] in ("sendonly", "recvonly", "inactive",
+                                                     "sendrecv")), None)
+        res[mid] = (int(lines[0].split()[1]), d, lines)
+    return res
+
+
+def test_rtc_media_offers(srv):
+    """The offer in the join request is answered (ICE-lite, our candidate, receive slots
+    inactive, the data channel rejected); a later offer renegotiates the same ICE credentials
+    and takes the published tracks; a second participant's published tracks go to the first on
+    its receive slots (media_sections_requirement, then its re-offer is answered sendonly with
+    the mid-to-track map); junk SDP gets no answer and the connection stays."""
+    import asyncio
+    import websockets
+    alice, bob = mint({"identity": "alice", "grant": {"room": "match-11", "roomJoin": True}},
+                      {"identity": "bob", "grant": {"room": "match-11", "roomJoin": True}})
+
+    kept = {}
+
+    async def recv(ws, field):
+        """The first message with SignalResponse.<field>; the others are kept for later."""
+        box = kept.setdefault(id(ws), [])
+        while True:
+            for i, msg in enumerate(box):
+                if pb_get(msg, field):
+                    return box.pop(i)
+            box.append(await asyncio.wait_for(ws.recv(), 5))
+
+    async def run():
+        url_a = rtc_url(srv, alice, join_param_with(lk_offer("aaaa"), offer_id=1))
+        async with websockets.connect(url_a, max_size=None) as a:
+            await recv(a, 1)  # join
+            sdp, oid, pairs = answer_of(await recv(a, 2))
+            assert oid == 1 and pairs == {}
+            assert "a=ice-lite" in sdp and "a=setup:passive" in sdp
+            assert " 127.0.0.1 " in sdp  # our host candidate (media.public_addresses)
+            ufrag = next(ln for ln in sdp.split("\r\n") if ln.startswith("a=ice-ufrag:"))
+            m = sections(sdp)
+            assert m["0"][0] == 0  # the data channel: rejected
+            assert m["1"][1] == "inactive" and m["2"][1] == "inactive"  # nothing to receive yet
+
+            # bob joins and publishes audio and video in his first offer
+            url_b = rtc_url(srv, bob, join_param_with(lk_offer("bbbb", send=("audio", "video")), 1))
+            async with websockets.connect(url_b, max_size=None) as b:
+                await recv(b, 1)
+                for name, kind in ((b"mic", 0), (b"cam", 1)):
+                    await b.send(pb_bytes(4, pb_bytes(1, name) + pb_varint(3 << 3) +
+                                          pb_varint(kind)))
+                    await recv(b, 6)
+                sdp_b, _, _ = answer_of(await recv(b, 2))
+                mb = sections(sdp_b)
+                assert mb["3"][1] == "recvonly" and mb["4"][1] == "recvonly"  # taken
+                # a renegotiation keeps what was taken (bob's tracks are in the relay: alice is
+                # asked for receive slots once an answer of bob's follows his add_track)
+                await b.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(
+                    2, lk_offer("bbbb", send=("audio", "video")).encode()) + pb_varint(3 << 3) +
+                    pb_varint(2)))
+                sdp_b2, oid_b, _ = answer_of(await recv(b, 2))
+                assert oid_b == 2
+                assert sections(sdp_b2)["4"][1] == "recvonly"  # still taken
+                await recv(a, 25)  # media_sections_requirement
+
+                # alice offers again: her receive slots get bob's tracks
+                await a.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(
+                    2, lk_offer("aaaa").encode()) + pb_varint(3 << 3) + pb_varint(2)))
+                sdp2, oid2, pairs2 = answer_of(await recv(a, 2))
+                assert oid2 == 2
+                assert ufrag in sdp2  # the same ICE session
+                m2 = sections(sdp2)
+                assert m2["1"][1] == "sendonly" and m2["2"][1] == "sendonly"
+                tracks = set(pairs2.values())
+                assert set(pairs2) == {"1", "2"} and len(tracks) == 2
+                assert all(t.startswith("TR_") for t in tracks)
+                bob_sid = next(ln.split()[1].split(":")[1] for ln in m2["2"][2]
+                               if ln.startswith("a=ssrc:") and " msid:" in ln)
+                assert bob_sid.startswith("PA_")
+
+                # junk: no answer, the connection stays (a ping is answered)
+                await a.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(2, b"not sdp") +
+                                      pb_varint(3 << 3) + pb_varint(3)))
+                await a.send(pb_varint(14 << 3) + pb_varint(9))
+                await recv(a, 18)  # pong
+                assert not [m for m in kept[id(a)] if pb_get(m, 2)]  # no answer to junk
+    asyncio.run(run())
+    assert srv.wait_log(r"alice in match-11: offer 3 not answered")
