@@ -1,11 +1,12 @@
 /*
  * calls: the LiveKit-compatible signalling server (plugins/calls/README.md).
  *
- * What this file serves today: `GET /rtc/v1/validate` and `GET /rtc/validate`, which
- * livekit-client calls after a failed WebSocket upgrade to learn why: 200 "success" for a
- * token that may join, 401 with LiveKit's reason text otherwise. The protobuf layer
- * (lk_proto.c) and the token checks (lk_token.c) are what the WebSocket at /rtc/v1 will
- * use once the core lets a plugin own a binary WebSocket path (README: not done yet).
+ * GET /rtc/v1/validate and /rtc/validate (why a connection was refused), the /rtc/v1
+ * WebSocket of livekit-client (join, pings, tracks, the room's participants) and
+ * POST /api/v1/calls/token, GET /api/v1/calls/status. Media goes through the core's relay:
+ * each offer of a participant's single peer connection is answered by the service
+ * media.call_offer (core/media/whip.c), which also puts the room's other participants' tracks
+ * on the client's receive slots; media.call_close ends the peer when the participant leaves.
  */
 #include <onair/plugin.h>
 #include <onair/util.h>

@@ -1,10 +1,10 @@
 // onair e2e: the real livekit-client (2.x, pinned in tests/livekit) in headless Chromium against
 // onair's calls plugin, with tokens minted by livekit-server-sdk (AccessToken) as an app's
-// backend does. What works today: the signalling WebSocket at /rtc/v1 (join request with the
-// first offer in the URL, JoinResponse, the client's view of room, identity and permissions);
-// a refused token reaches the app as LiveKit's ConnectionError with the reason from
-// /rtc/v1/validate. Media (the answer to the client's offer) is not served yet: room.connect()
-// itself does not complete, so this test stops at SignalConnected.
+// backend does: the signalling WebSocket at /rtc/v1 (join request with the first offer in the
+// URL, JoinResponse, the client's view of room, identity and permissions); a refused token
+// reaches the app as LiveKit's ConnectionError with the reason from /rtc/v1/validate;
+// room.connect() completes (the relay answers the single peer connection's offers), camera and
+// microphone are published, and two clients in a room decode each other's video and audio.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); tests/livekit installed (npm ci)
 import {test, before, after} from 'node:test';
