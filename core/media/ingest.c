@@ -26,6 +26,7 @@ struct onair_media_ingest {
     session_t *s;
     pthread_mutex_t lock; /* one push at a time: the send batch */
     media_worker_t w;
+    uint64_t tick_ms; /* the last relay_tick, as a worker's tick does for its publishers */
     int closing;
     struct onair_media_ingest *next;
 };
@@ -136,6 +137,18 @@ int media_ingest_open(onair_plugin_t *p, const char *stream, const onair_media_t
     return ONAIR_OK;
 }
 
+/* RFC 5761: a second byte of 192..223 is RTCP (an ingest's payload types are 96..127). */
+static int is_rtcp(const uint8_t *p)
+{
+    return p[1] >= 192 && p[1] <= 223;
+}
+
+/* RTP, or RTCP the plugin made: its sender reports tie its tracks' RTP clocks to one wall
+ * clock (the capture times it knows, e.g. RTMP's timestamps) for taps (recording, clips) as a
+ * WHIP publisher's reports do. At most every INGEST_TICK_MS the push also does what a worker's
+ * tick does for its publishers: the health sample once a second (media_health_watch). */
+#define INGEST_TICK_MS 50
+
 int media_ingest_push(onair_media_ingest_t *in, const uint8_t *rtp, size_t len)
 {
     if (!in || !rtp || len < 12 || len > MEDIA_MTU)
@@ -145,10 +158,18 @@ int media_ingest_push(onair_media_ingest_t *in, const uint8_t *rtp, size_t len)
     uint8_t buf[MEDIA_SLOT];
     memcpy(buf, rtp, len);
     pthread_mutex_lock(&in->lock);
+    uint64_t now = media_now_ms();
     in->s->rx_packets++;
     in->s->rx_bytes += len;
-    in->s->last_rx_ms = media_now_ms();
-    relay_on_rtp(&in->w, in->s, buf, len);
+    in->s->last_rx_ms = now;
+    if (is_rtcp(buf))
+        relay_on_rtcp(&in->w, in->s, buf, len);
+    else
+        relay_on_rtp(&in->w, in->s, buf, len);
+    if (now - in->tick_ms >= INGEST_TICK_MS) {
+        in->tick_ms = now;
+        relay_tick(&in->w, in->s, now);
+    }
     worker_flush(&in->w);
     pthread_mutex_unlock(&in->lock);
     return ONAIR_OK;

@@ -136,8 +136,11 @@ struct conn {
     uint16_t seq[2];
     uint32_t ssrc[2];
     uint32_t vts_base, ats_base;
+    uint32_t ats_origin; /* ats_base before the first audio's timestamp moved it */
     int have_audio_base;
-    uint32_t cur_ts; /* the access unit being packetized */
+    uint32_t rtp_packets[2], rtp_octets[2]; /* sent, per track, for the sender reports */
+    struct timespec sr_at;                  /* the last sender report, 0: none yet */
+    uint32_t cur_ts;                        /* the access unit being packetized */
     uint64_t frames, audio_packets;
     conn_t *next;
 };
@@ -394,7 +397,49 @@ static int rtp_send(conn_t *c, int kind, int marker, uint32_t ts, const uint8_t 
         memcpy(pkt + 12, h2, h2len);
     memcpy(pkt + 12 + h2len, payload, len);
     int rc = api->media_ingest_push(c->ingest, pkt, 12 + h2len + len);
+    c->rtp_packets[kind]++;
+    c->rtp_octets[kind] += (uint32_t)(h2len + len);
     return rc == ONAIR_ECANCELED ? -1 : 0;
+}
+
+/* An RTCP sender report (RFC 3550 6.4.1, no report blocks) of one track at out (28 bytes). */
+static void put_sr(uint8_t *out, uint32_t ssrc, uint64_t ntp, uint32_t rtp, uint32_t packets,
+                   uint32_t octets)
+{
+    out[0] = 0x80, out[1] = 200, out[2] = 0, out[3] = 6;
+    put_u32(out + 4, ssrc);
+    put_u32(out + 8, (uint32_t)(ntp >> 32));
+    put_u32(out + 12, (uint32_t)ntp);
+    put_u32(out + 16, rtp);
+    put_u32(out + 20, packets);
+    put_u32(out + 24, octets);
+}
+
+/* Once a second, with a video message of FLV time ts_ms: sender reports of both tracks in one
+ * compound packet, the same wall-clock time (now) for the same point of the encoder's
+ * timeline. The video's RTP time of ts_ms is vts_base + ts_ms * 90, the audio's ats_origin +
+ * ts_ms * 48 (its first packet is at its FLV time): the relay's taps get the encoder's A/V
+ * alignment (recording and clips place the audio by it), not the arrival of the packets. */
+static int send_reports(conn_t *c, uint32_t ts_ms)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (c->sr_at.tv_sec && now.tv_sec - c->sr_at.tv_sec < 1)
+        return 0;
+    c->sr_at = now;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    uint64_t ntp = ((uint64_t)wall.tv_sec + 2208988800ull) << 32 |
+                   (((uint64_t)wall.tv_nsec << 32) / 1000000000ull);
+    uint8_t pkt[56];
+    size_t len = 28;
+    put_sr(pkt, c->ssrc[1], ntp, c->vts_base + ts_ms * 90u, c->rtp_packets[1], c->rtp_octets[1]);
+    if (c->have_audio_base && c->rtp_packets[0]) {
+        put_sr(pkt + 28, c->ssrc[0], ntp, c->ats_origin + ts_ms * 48u, c->rtp_packets[0],
+               c->rtp_octets[0]);
+        len = 56;
+    }
+    return api->media_ingest_push(c->ingest, pkt, len) == ONAIR_ECANCELED ? -1 : 0;
 }
 
 /* One NAL unit: a single-NAL packet, or FU-A fragments (RFC 6184). */
@@ -507,6 +552,8 @@ static int on_video(conn_t *c, const rtmp_msg_t *m)
     if (rtmp_avcc_nals(m->data + 5, m->len - 5, c->avc.nal_length_size, each_nal, &w) < 0)
         api->log(g_rtmp.self, ONAIR_LOG_INFO, "rtmp %s: a malformed video frame", c->peer);
     c->frames++;
+    if (!w.failed && send_reports(c, m->timestamp) < 0)
+        return -1;
     return w.failed ? -1 : 0;
 }
 
@@ -535,6 +582,7 @@ static int on_audio(conn_t *c, const rtmp_msg_t *m)
     if (!c->aac || !c->ingest)
         return 0;
     if (!c->have_audio_base) {
+        c->ats_origin = c->ats_base;
         c->ats_base += m->timestamp * 48u;
         c->have_audio_base = 1;
     }

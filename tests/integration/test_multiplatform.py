@@ -359,6 +359,8 @@ def test_rtmp_published_stream_is_recorded_and_restreamed(srv):
         assert recs, (owner.call("GET", f"/api/v1/streams/{sid}/recordings"), srv.log()[-3000:])
         rec = recs[-1]  # the oldest: the recording started while live
         assert rec["video"] == "h264" and rec["format"] == "mp4", rec
+        # the rtmp plugin's sender reports (from the encoder's timestamps) placed the audio
+        assert rec["av_sync"] == "sender_reports", rec
         got = count_frames(f"http://127.0.0.1:{srv.port}/api/v1/recordings/{rec['id']}/file")
         assert got["video"][0] == "h264" and got["video"][1] >= 50, got  # 25 fps, several s
         assert got["audio"][0] == "opus" and got["audio"][1] >= 100, got  # 20 ms frames

@@ -105,6 +105,15 @@ def status_of(owner, sid):
     return owner.call("GET", f"/api/v1/streams/{sid}").json()["stream"]["status"]
 
 
+def health_tracks(owner, sid):
+    """GET .../health: the current sample's tracks by kind, or None."""
+    r = owner.call("GET", f"/api/v1/streams/{sid}/health")
+    cur = r.json().get("current") if r.status == 200 else None
+    if not cur or not cur.get("publisher"):
+        return None
+    return {t["kind"]: t for t in cur["publisher"]["tracks"]}
+
+
 def assert_ingest_flows(srv, owner, sid):
     """The stream is live with an H.264 and an Opus track whose packet counts keep growing."""
     first = wait_for(lambda: (p := tracks_packets(owner, sid)) and
@@ -127,6 +136,15 @@ def test_ffmpeg_publishes_h264_and_aac_as_opus(srv):
         video = [t for t in m["publisher"]["tracks"] if t["kind"] == "video"][0]
         assert video["layers"][0]["keyframes"] >= 1, video
         assert m["publisher"]["connected"] is True
+        # health samples as for a WHIP publisher: bitrate, frame rate, keyframe interval (-g 25
+        # at 25 fps: 1 s)
+        health = wait_for(lambda: (h := health_tracks(owner, sid)) and "video" in h and
+                          h["video"].get("keyframe_interval_s") and h, 10)
+        assert health, owner.call("GET", f"/api/v1/streams/{sid}/health")
+        assert health["video"]["codec"] == "H264" and health["audio"]["codec"] == "opus", health
+        assert health["video"]["bitrate_kbps"] > 0 and health["audio"]["bitrate_kbps"] > 0
+        assert 15 <= health["video"]["fps"] <= 35, health
+        assert 0.8 <= health["video"]["keyframe_interval_s"] <= 1.2, health
     finally:
         ff.terminate()
         ff.wait(10)
