@@ -42,7 +42,12 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await server?.stop();
+  if (!server) return;
+  // a sanitizer build (make sanitize) reports on stderr at exit: read it to its end
+  const drained = new Promise((r) => server.proc.stderr.once('close', r));
+  await server.stop();
+  await drained;
+  assert.doesNotMatch(server.log(), /(Address|Leak|UndefinedBehavior)Sanitizer|runtime error:/);
 });
 
 async function token(identity, grant, ttl = '10m') {
