@@ -287,6 +287,7 @@ async function stats(id) {
   const inbound = {};
   const outbound = [];
   const remoteInbound = {};
+  const remoteOutbound = {};
   let pair = null;
   for (const r of report.values()) {
     if (r.type === 'inbound-rtp') {
@@ -319,6 +320,10 @@ async function stats(id) {
       x.packetsLost += r.packetsLost ?? 0;
       x.fractionLost = Math.max(x.fractionLost, r.fractionLost ?? 0);
       x.reports += r.reportsReceived ?? 0;
+    } else if (r.type === 'remote-outbound-rtp') {
+      // the sender reports the relay sent us (what audio/video sync needs), per kind
+      const kind = r.kind || r.mediaType;
+      remoteOutbound[kind] = {reportsSent: r.reportsSent ?? 0, remoteTimestamp: r.remoteTimestamp ?? null};
     }
   }
   // the pair in use: the transport's selected pair (falls back to a nominated, succeeded one)
@@ -353,7 +358,7 @@ async function stats(id) {
       ['disconnected', 'failed', 'closed'].includes(iceConnectionState) ||
       ['closed', 'failed'].includes(dtlsState);
   return {id: s.id, role: s.role, connectionState, iceConnectionState, dtlsState, ended,
-          tracks, inbound, outbound, remoteInbound, pair, events: s.events.slice(-30)};
+          tracks, inbound, outbound, remoteInbound, remoteOutbound, pair, events: s.events.slice(-30)};
 }
 
 // ---- selftest: a publisher and a player in this page, no server ------------------------------
