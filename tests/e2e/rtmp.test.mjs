@@ -80,6 +80,14 @@ test('ffmpeg publishes H.264 + AAC over RTMP and a Chromium WHEP player decodes 
     assert.ok(samples(last) > samples(first) + 48000, `audio samples ${samples(first)} -> ${samples(last)}`);
     const w = last.inbound.video.frameWidth;
     assert.equal(w, 640, `the picture is ffmpeg's 640x360: ${w}`);
+    // the relay's sender reports for both tracks reach the player (Chromium syncs audio and
+    // video only with a report of each)
+    const sr = await waitFor('sender reports of both tracks', async () => {
+      const st = await stats(page, ply.id);
+      const r = st?.remoteOutbound ?? {};
+      return {done: r.audio?.reportsSent > 0 && r.video?.reportsSent > 0, ...r};
+    }, 15_000);
+    t.diagnostic(`sender reports: ${JSON.stringify(sr)}`);
   } catch (e) {
     e.message += `\n--- ffmpeg ---\n${fferr.slice(-1500)}\n--- onaird log (tail) ---\n${server.log().slice(-3000)}`;
     throw e;
