@@ -1735,8 +1735,8 @@ static int health_report_message(onair_wsmsg_t *m, void *ud)
 static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
                      json_t *subscribed);
 
-static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int live, json_t *subs,
-                     json_t *subscribed, char *err, size_t elen)
+static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int live,
+                     int may_publish, json_t *subs, json_t *subscribed, char *err, size_t elen)
 {
     int accepted = 0, fp_taken = s->remote_fingerprint[0] != 0;
     opts->n_media = o->n_media;
@@ -1751,8 +1751,8 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
         if (dir == SDP_DIR_SENDONLY || dir == SDP_DIR_SENDRECV) {
             const sdp_codec_t *c = pub_codec(m, kind);
             pub_track_t *cur = &s->pub[kind];
-            if (!c)
-                continue;
+            if (!c || !may_publish)
+                continue; /* rejected: nothing the relay forwards, or no right to publish */
             if (cur->present && strcmp(cur->mid, m->mid) != 0)
                 continue; /* one track of each kind per participant */
             if (cur->present) {
@@ -1926,7 +1926,8 @@ static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am,
     return 1;
 }
 
-/* media.call_offer {"stream", "participant", "sdp", "session"?} -> {"session", "sdp"}: the
+/* media.call_offer {"stream", "participant", "sdp", "session"?, "publish"?: false, "subscribe"?}
+ * -> {"session", "sdp", "subscribed"}: the
  * answer to a call participant's offer; without "session" a new peer (replacing one of the
  * same participant), with it a renegotiation of that peer. The calls plugin only. */
 static int svc_call_offer(onair_service_call_t *call, void *ud)
@@ -1982,8 +1983,8 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
     if (!opts) {
         rc = ONAIR_ENOMEM;
         snprintf(err, sizeof err, "out of memory");
-    } else if (plan_call(s, o, opts, live, json_object_get(args, "subscribe"), subscribed, err,
-                         sizeof err) == 0) {
+    } else if (plan_call(s, o, opts, live, !json_is_false(json_object_get(args, "publish")),
+                         json_object_get(args, "subscribe"), subscribed, err, sizeof err) == 0) {
         answer = sdp_answer(o, opts, err, sizeof err);
     }
     free(opts);

@@ -398,6 +398,8 @@ static void send_offer(calls_t *c, conn_t *k, const char *sdp, uint32_t offer_id
     if (k->media[0])
         json_object_set_new(args, "session", json_string(k->media));
     json_object_set_new(args, "subscribe", subscriptions(c, k));
+    if (!k->s.grant.can_publish) /* its sendonly m-lines are refused (port 0) */
+        json_object_set_new(args, "publish", json_false());
     *op = (offer_op_t){c, k->id, offer_id};
     k->offer_busy = 1;
     if (api->service_call(c->self, "media.call_offer", args, offer_answered, op) != ONAIR_OK) {

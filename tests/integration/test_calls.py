@@ -523,3 +523,27 @@ def test_rtc_media_offers(srv):
                 assert not [m for m in kept[id(a)] if pb_get(m, 2)]  # no answer to junk
     asyncio.run(run())
     assert srv.wait_log(r"alice in match-11: offer 3 not answered")
+
+
+def test_rtc_media_no_publish_grant(srv):
+    """A token without canPublish: the relay refuses the offer's published m-lines (port 0),
+    its receive slots are answered."""
+    import asyncio
+    import websockets
+    carol, = mint({"identity": "carol",
+                   "grant": {"room": "match-12", "roomJoin": True, "canPublish": False}})
+
+    async def run():
+        url = rtc_url(srv, carol, join_param_with(lk_offer("cccc", send=("video",)), 4))
+        async with websockets.connect(url, max_size=None) as c:
+            pb_get(await asyncio.wait_for(c.recv(), 5), 1)  # join
+            while True:
+                msg = await asyncio.wait_for(c.recv(), 5)
+                if pb_get(msg, 2):
+                    break
+            sdp, oid, _ = answer_of(msg)
+            m = sections(sdp)
+            assert oid == 4
+            assert m["3"][0] == 0  # the camera: refused
+            assert m["1"][1] == "inactive" and m["2"][1] == "inactive"
+    asyncio.run(run())
