@@ -24,7 +24,8 @@ import {mkdir, mkdtemp, readdir, readFile, rm} from 'node:fs/promises';
 import {existsSync} from 'node:fs';
 import {join, resolve} from 'node:path';
 import {tmpdir} from 'node:os';
-import {randomBytes} from 'node:crypto';
+import {createHmac, randomBytes} from 'node:crypto';
+import {createServer} from 'node:http';
 import {chromium} from 'playwright-core';
 import {CHROMIUM, CHROMIUM_ARGS, waitFor, sleep} from './lib/browser.mjs';
 import {Onaird, haveOnaird, ONAIRD, PLUGIN_DIR, api, REPO} from './lib/onaird.mjs';
@@ -62,6 +63,7 @@ async function setup() {
   if (has('recording')) plugins.recording = {config: {dir: join(S.recDir, 'recordings')}};
   if (has('clips')) plugins.clips = {config: {dir: join(S.recDir, 'clips')}};
   if (has('cohosts')) plugins.cohosts = {};
+  if (has('webhooks')) plugins.webhooks = {config: {allow_private: true}}; // our receiver is on 127.0.0.1
   if (has('rtmp')) plugins.rtmp = {config: {port: 0, bind_address: '127.0.0.1'}}; // the kernel's port
   if (has('multiplatform')) {
     plugins.multiplatform = {};
@@ -83,6 +85,7 @@ after(async () => {
       assert.ok(!/ERROR: (Address|Leak)Sanitizer|runtime error:/.test(server.log()), server.log().slice(-6000));
     }
     if (S.recDir) await rm(S.recDir, {recursive: true, force: true});
+    S.receiver?.close();
   }
 });
 
@@ -114,6 +117,11 @@ async function shot(page, name) {
 }
 
 const noProblems = () => assert.deepEqual(problems, [], problems.join('\n'));
+// A refusal a step provokes on purpose: Chromium logs the failed request as a console error.
+function expected(who, status) {
+  const re = new RegExp(`^${who} .*status of ${status}`);
+  for (let i = problems.length - 1; i >= 0; i--) if (re.test(problems[i])) problems.splice(i, 1);
+}
 
 // axe-core (WCAG 2 A and AA rules: labels, names, contrast, landmarks, ...) on the page as it
 // is: evaluated through the DevTools protocol, which the page's CSP does not govern.
@@ -158,6 +166,12 @@ async function mailedCode(address) {
   }, 15_000).then((r) => r.code);
 }
 
+// the page's <video class="vod"> loads its first frame, or the step fails with the media error
+const plays = (page, what) => page.locator('video.vod').evaluate((v, what) => new Promise((resolve, reject) => {
+  if (v.readyState >= 2) return resolve();
+  v.addEventListener('loadeddata', resolve);
+  v.addEventListener('error', () => reject(new Error(`the ${what} does not play: ${v.error?.message}`)));
+}), what);
 const decoded = (page) => page.evaluate(() => document.querySelector('#video')?.getVideoPlaybackQuality().totalVideoFrames ?? 0);
 
 test('the site: pages, security headers, 404s', T, async () => {
@@ -210,6 +224,43 @@ test('sign up and verify the email address', T, async () => {
   await page.getByText('(verified)').waitFor();
   await shot(page, 'account');
   await accessible(page, 'account');
+  noProblems();
+});
+
+test('the account lists its sessions; signing one out ends it at once', T, async () => {
+  // the streamer signs in on her phone too
+  const phone = await person('streamer-phone', PHONE);
+  await phone.goto('/signin');
+  await phone.getByLabel('Username or email').fill(S.streamerName);
+  await phone.getByLabel('Password').fill(PASSWORD);
+  await phone.getByRole('button', {name: 'Sign in'}).click();
+  await phone.waitForURL((u) => u.pathname === '/');
+  await phone.goto('/account');
+  await phone.getByRole('heading', {name: 'Your account'}).waitFor();
+  // her first browser lists both: itself marked, the phone with a sign-out
+  const page = S.streamer;
+  await page.goto('/account');
+  const rows = page.locator('#sessions > li');
+  await waitFor('two sessions listed', async () => ({done: (await rows.count()) === 2, n: await rows.count()}), 10_000);
+  assert.equal(await rows.filter({hasText: 'This browser'}).count(), 1);
+  assert.match(await rows.filter({hasText: 'This browser'}).innerText(), /Chrom\w* on Linux[\s\S]*from 127\.0\.0\.1/);
+  await shot(page, 'account');
+  await accessible(page, 'account');
+  await page.getByRole('button', {name: /^Sign out Chrom\w* on Linux \(signed in/}).click();
+  await page.getByText(/^Signed out Chrom/).waitFor();
+  await waitFor('one session left', async () => ({done: (await rows.count()) === 1}), 10_000);
+  // the phone is signed out at once: its next request is refused, the page asks to sign in
+  await phone.getByLabel('Display name').fill('from the phone');
+  await phone.getByRole('button', {name: 'Save'}).click();
+  await phone.locator('.status[data-kind="error"]', {hasText: 'signed out'}).waitFor();
+  await phone.reload();
+  await phone.waitForURL('**/signin?next=/account');
+  await phone.getByRole('heading', {name: 'Sign in'}).waitFor();
+  // this browser stays signed in, and its name did not change
+  await page.reload();
+  await page.getByRole('heading', {name: 'Your account'}).waitFor();
+  assert.notEqual(await page.getByLabel('Display name').inputValue(), 'from the phone');
+  expected('streamer-phone', 401); // the phone's refused requests
   noProblems();
 });
 
@@ -312,11 +363,7 @@ test('the viewer chats, reacts, asks and votes; the streamer sees it', T, async 
     const clip = v.locator('#vods li', {hasText: 'Clip of'});
     await clip.waitFor();
     await clip.getByRole('button', {name: 'Play'}).click();
-    await v.locator('video.vod').evaluate((el) => new Promise((resolve, reject) => {
-      if (el.readyState >= 2) return resolve();
-      el.addEventListener('loadeddata', resolve);
-      el.addEventListener('error', () => reject(new Error('the clip does not play: ' + el.error?.message)));
-    }));
+    await plays(v, 'clip');
   }
   await shot(v, 'watch');
   await accessible(v, 'watch');
@@ -402,7 +449,7 @@ test('the admin signs in and sees users, plugins and the server', T, async () =>
   await page.keyboard.type(PASSWORD);
   await page.keyboard.press('Enter');
   await page.waitForURL('**/admin');
-  await page.locator('#plugins tr', {hasText: 'web'}).getByText('started').waitFor();
+  await page.locator('#plugins tr', {has: page.getByRole('cell', {name: 'web', exact: true})}).getByText('started').waitFor();
   await page.locator('#users tr', {hasText: S.viewerName}).waitFor();
   // verify the viewer by hand
   await page.locator('#users tr', {hasText: S.viewerName}).getByRole('button', {name: 'Verify'}).click();
@@ -467,6 +514,113 @@ test('the streamer invites the viewer to co-host; a third browser sees both side
   noProblems();
 });
 
+test('the streamer adds a webhook endpoint, sees its secret once and its deliveries', {...T, skip: T.skip || (!has('webhooks') && 'no webhooks plugin')}, async () => {
+  // a receiver of our own, as a streamer's backend would be
+  const got = [];
+  S.receiver = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      got.push({headers: req.headers, body: Buffer.concat(chunks)});
+      res.writeHead(200).end('ok');
+    });
+  });
+  await new Promise((r) => S.receiver.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${S.receiver.address().port}/hook`;
+  const s = S.streamer;
+  const panel = s.locator('#webhooks-panel');
+  await panel.getByText('No endpoints for this stream.').waitFor();
+  await panel.getByText('Add an endpoint').click();
+  await s.getByLabel('Endpoint URL').fill(url);
+  await s.getByLabel(/^Events/).fill('stream.*');
+  await s.getByRole('button', {name: 'Add endpoint'}).click();
+  await s.locator('#wh-status', {hasText: 'Endpoint added.'}).waitFor();
+  const secret = await s.locator('#wh-secret-value').textContent();
+  assert.match(secret, /^whsec_/);
+  await panel.locator('#wh-endpoints li', {hasText: url}).waitFor();
+  // a change of the stream is an event; the receiver gets it signed with that secret
+  await s.locator('#edit').evaluate((d) => { d.open = true; }); // opened by an earlier step
+  await s.locator('#edit-description').fill('now with webhooks');
+  await s.locator('#edit-form').getByRole('button', {name: 'Save'}).click();
+  const hit = await waitFor('the webhook delivery', async () => {
+    const h = got.find((x) => x.headers['onair-event'] === 'stream.updated');
+    return {done: !!h, h, n: got.length};
+  }, 20_000).then((r) => r.h);
+  assert.match(hit.body.toString(), /now with webhooks/);
+  const sig = Object.fromEntries(hit.headers['onair-signature'].split(',').map((p) => p.split('=')));
+  const mac = createHmac('sha256', secret).update(`${sig.t}.`).update(hit.body).digest('hex');
+  assert.equal(sig.v1, mac, 'signed with the secret the page showed');
+  // the studio lists the delivery, delivered with the receiver's status
+  const row = panel.locator('#wh-deliveries tr', {hasText: 'stream.updated'});
+  await row.filter({hasText: 'delivered'}).first().waitFor({timeout: 20_000});
+  assert.match(await row.first().innerText(), /HTTP 200/);
+  // the secret is not shown again: the list the panel reads does not carry it
+  const listed = await s.evaluate(async () => {
+    const t = JSON.parse(localStorage.getItem('onair.session')).access_token;
+    return (await fetch('/api/v1/webhooks/endpoints', {headers: {Authorization: 'Bearer ' + t}})).text();
+  });
+  assert.match(listed, /"url"/);
+  assert.ok(!listed.includes(secret), 'the secret is not listed');
+  await accessible(s, 'studio with webhooks');
+  await s.locator('#webhooks-panel').screenshot({path: join(SHOTS, 'studio-webhooks.png')});
+  await s.getByRole('button', {name: `Delete the endpoint ${url}`}).click();
+  await panel.getByText('No endpoints for this stream.').waitFor();
+  noProblems();
+});
+
+test('the streamer schedules a stream, edits and cancels it; the viewer sees each', T, async () => {
+  const s = S.streamer, v = S.viewer;
+  const form = s.locator('#schedule-form');
+  const start = new Date(Date.now() + 3 * 86400_000);
+  start.setHours(19, 30, 0, 0);
+  const p = (n) => String(n).padStart(2, '0');
+  const local = `${start.getFullYear()}-${p(start.getMonth() + 1)}-${p(start.getDate())}T19:30`;
+  await form.getByLabel('Title', {exact: true}).fill('Next week special');
+  await form.getByLabel('Starts').fill(local);
+  await form.getByLabel('Length (minutes)').fill('90');
+  await s.getByRole('button', {name: 'Schedule', exact: true}).click();
+  await s.locator('#sch-status', {hasText: 'Scheduled “Next week special”.'}).waitFor();
+  await s.locator('#schedules li', {hasText: 'Next week special'}).waitFor();
+  assert.match(await s.locator('#schedules li', {hasText: 'Next week special'}).innerText(), /90 min/);
+  const upcoming = async (want) => waitFor(`the viewer sees ${want || 'no schedule'}`, async () => {
+    await v.reload();
+    await v.locator('#title', {hasText: 'Friday e2e stream'}).waitFor();
+    await sleep(800);
+    const t = await v.locator('#sched-panel').isVisible() ? await v.locator('#schedule').innerText() : '';
+    return {done: want ? t.includes(want) : t === '', t};
+  }, 15_000, 200);
+  await upcoming('Next week special');
+  assert.equal(new Date(Date.parse(await s.evaluate(async () => {
+    const r = await fetch('/api/v1/schedules/upcoming');
+    return (await r.json()).items.find((x) => x.title === 'Next week special').start;
+  }))).getTime(), start.getTime(), 'the start the streamer picked, in her time zone');
+  // edit: a new title and weekly on two days
+  await s.getByRole('button', {name: 'Edit Next week special'}).click();
+  await form.getByLabel('Title', {exact: true}).fill('Weekly special');
+  await form.getByLabel('Sat').check();
+  await form.getByLabel('Sun').check();
+  await s.getByRole('button', {name: 'Save changes'}).click();
+  await s.locator('#sch-status', {hasText: 'Saved “Weekly special”.'}).waitFor();
+  await s.locator('#schedules li', {hasText: 'weekly on Sat, Sun'}).waitFor();
+  await upcoming('Weekly special');
+  await accessible(s, 'studio with a schedule');
+  await s.locator('#schedule-panel').screenshot({path: join(SHOTS, 'studio-schedule.png')});
+  // a start in the past is refused by the server: said, and the field gets the focus
+  await form.getByLabel('Title', {exact: true}).fill('Too late');
+  await form.getByLabel('Starts').fill('2020-01-03T10:00');
+  await s.getByRole('button', {name: 'Schedule', exact: true}).click();
+  await s.locator('#sch-status[data-kind="error"]').waitFor();
+  assert.equal(await s.evaluate(() => document.activeElement?.id), 'sch-start');
+  assert.equal(await s.locator('#schedules li', {hasText: 'Too late'}).count(), 0);
+  expected('streamer', 400);
+  // cancel: gone from the studio and the viewer page
+  await s.getByRole('button', {name: 'Cancel Weekly special'}).click();
+  await s.locator('#sch-status', {hasText: 'Cancelled “Weekly special”.'}).waitFor();
+  await s.locator('#schedules', {hasText: 'Nothing scheduled.'}).waitFor();
+  await upcoming('');
+  noProblems();
+});
+
 test('the streamer ends the stream; the viewer page says it is offline', T, async () => {
   await S.streamer.getByRole('button', {name: 'End stream'}).click();
   await S.streamer.getByText('The stream ended.').waitFor();
@@ -482,11 +636,26 @@ test('the streamer ends the stream; the viewer page says it is offline', T, asyn
       return item.count();
     }, 40_000, 500);
     await item.getByRole('button', {name: 'Play'}).click();
-    await S.viewer.locator('video.vod').evaluate((v) => new Promise((resolve, reject) => {
-      if (v.readyState >= 2) return resolve();
-      v.addEventListener('loadeddata', resolve);
-      v.addEventListener('error', () => reject(new Error('the recording does not play: ' + v.error?.message)));
-    }));
+    await plays(S.viewer, 'recording');
+    if (has('clips')) { // a clip of a part of the (longest) recording: seconds 2 to 8
+      const rec = S.viewer.locator('#vods li', {hasText: /Recording of .* · \d{2,} s/}).first();
+      await rec.getByText('Clip a part').click();
+      await rec.getByLabel('From (s)').fill('2');
+      await rec.getByLabel('To (s)').fill('8');
+      await rec.getByLabel('Clip title').fill('The best bit');
+      await rec.getByRole('button', {name: 'Cut clip'}).click();
+      await waitFor('the clip is made', async () => {
+        const t = await S.viewer.locator('#vod-status').innerText();
+        return {done: /Clip made/.test(t), t};
+      }, 30_000, 300);
+      const clip = S.viewer.locator('#vods li', {hasText: 'The best bit'});
+      await waitFor('the clip in the list', async () => ({done: (await clip.count()) > 0,
+        list: (await S.viewer.locator('#vod-panel').innerText()).slice(0, 600)}), 10_000, 300);
+      assert.match(await clip.innerText(), /\b[5-9] s\b/);
+      await clip.getByRole('button', {name: 'Play'}).click();
+      await plays(S.viewer, 'clip');
+      await accessible(S.viewer, 'watch with a recording clip');
+    }
     await shot(S.viewer, 'watch-ended');
   }
   noProblems();

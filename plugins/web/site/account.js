@@ -1,8 +1,8 @@
 // onair web app: account pages. /signup, /signin, /verify (the mailed 6-digit code; the
-// mail's one-click link works too), /account (profile, this browser's session, sign out here
-// or everywhere). One module; the path picks the view.
+// mail's one-click link works too), /account (profile, the account's sessions with a sign-out
+// for each, sign out here or everywhere). One module; the path picks the view.
 import {api, session, signIn, signUp, signOut, loadMe} from './api.js';
-import {el, $, clear, say, header} from './ui.js';
+import {el, $, clear, say, header, timeAgo} from './ui.js';
 
 const view = $('#view');
 const next = () => new URLSearchParams(location.search).get('next') || '/';
@@ -118,11 +118,67 @@ async function accountView() {
   el('div', {class: 'panel'}, el('h2', {}, 'Sessions'),
     el('p', {}, 'This browser is signed in; its access token renews itself until ',
       new Date(s.expires_at + 29 * 86400_000).toLocaleDateString(), ' at the latest.'),
+    sessionsPanel(),
     el('div', {class: 'row'},
       el('button', {type: 'button', onclick: async () => { await signOut(); location.href = '/'; }}, 'Sign out of this browser'),
       el('button', {type: 'button', onclick: async () => { await signOut({all: true}); location.href = '/'; }},
         'Sign out everywhere')),
     el('p', {class: 'muted'}, 'Signing out everywhere revokes every session of this account, on every device.')));
+}
+
+// "Firefox on Linux" from a User-Agent header; the raw string when nothing is recognised.
+function device(ua) {
+  if (!ua) return 'Unknown device';
+  const browser = [['Edg/', 'Edge'], ['OPR/', 'Opera'], ['Firefox/', 'Firefox'], ['Chrome/', 'Chrome'],
+                   ['Chromium/', 'Chromium'], ['Safari/', 'Safari']].find(([k]) => ua.includes(k))?.[1];
+  const os = [['Android', 'Android'], ['iPhone', 'iPhone'], ['iPad', 'iPad'], ['Windows', 'Windows'],
+              ['Mac OS', 'macOS'], ['CrOS', 'ChromeOS'], ['Linux', 'Linux']].find(([k]) => ua.includes(k))?.[1];
+  return browser ? (os ? `${browser} on ${os}` : browser) : ua.slice(0, 80);
+}
+
+// The account's sessions (GET /api/v1/auth/sessions), each with "Sign out" (DELETE
+// /api/v1/auth/sessions/{id}: its tokens stop at once); this browser's is marked.
+function sessionsPanel() {
+  const list = el('ul', {class: 'list', id: 'sessions', 'aria-label': 'Signed-in sessions'});
+  const status = el('p', {class: 'status', role: 'status'});
+  const load = async () => {
+    let r;
+    try {
+      r = await api('GET', '/api/v1/auth/sessions');
+    } catch (e) {
+      return say(status, e.message, 'error');
+    }
+    r.sessions.sort((a, b) => b.current - a.current); // this browser first
+    clear(list, r.sessions.map((x) => {
+      const name = device(x.user_agent);
+      return el('li', {dataset: {session: x.id}},
+        el('div', {class: 'grow'},
+          el('strong', {}, name), x.current ? [' ', el('span', {class: 'badge'}, 'This browser')] : null,
+          el('br'),
+          el('span', {class: 'muted'}, `Signed in ${new Date(x.created_at).toLocaleString()}`,
+            ` · last active ${timeAgo(x.last_used_at)}`, x.ip ? ` · from ${x.ip}` : '')),
+        el('button', {type: 'button', class: 'small', 'aria-label': x.current ? "Sign out this browser" : `Sign out ${name} (signed in ${new Date(x.created_at).toLocaleString()})`,
+          onclick: async (ev) => {
+            ev.target.disabled = true;
+            try {
+              await api('DELETE', `/api/v1/auth/sessions/${encodeURIComponent(x.id)}`);
+              if (x.current) {
+                session.clear();
+                location.href = '/';
+                return;
+              }
+              say(status, `Signed out ${name}.`, 'ok');
+              await load();
+            } catch (e) {
+              ev.target.disabled = false;
+              say(status, e.message, 'error');
+            }
+          }}, 'Sign out'));
+    }));
+    if (!r.sessions.length) say(status, 'No other sessions.');
+  };
+  load();
+  return el('div', {}, el('h3', {}, 'Where you are signed in'), list, status);
 }
 
 async function main() {

@@ -1,13 +1,16 @@
 // onair web app: the studio /studio. Create streams, go live from the browser over WHIP
 // (camera, microphone or screen, with device pickers and a preview) or from OBS (WHIP URL and
 // stream key), health grade and graph, chat moderation (delete, timeout, ban, held queue,
-// modes, blocked terms), Q&A moderation, polls, audience figures and tip alerts.
+// modes, blocked terms), Q&A moderation, polls, audience figures and tip alerts; the schedule
+// editor (studio-schedule.js) and the stream's webhooks (studio-webhooks.js).
 //
 // Stream keys are shown once by the server (on create and rotate). The studio keeps them in
 // sessionStorage (this tab only) so "Go live" can use them; without one it rotates the key.
 import {api, Socket, plugins} from './api.js';
 import {publish} from './rtc.js';
 import {el, $, clear, say, header, clock, money} from './ui.js';
+import {showWebhooks} from './studio-webhooks.js';
+import {showSchedule} from './studio-schedule.js';
 
 const KEYS = 'onair.stream_keys';
 const keys = JSON.parse(sessionStorage.getItem(KEYS) || '{}');
@@ -94,6 +97,7 @@ async function joinAll() {
   $('#qa-panel').hidden = !have.has('qa');
   $('#poll-panel').hidden = !have.has('polls');
   $('#stats-panel').hidden = !have.has('analytics');
+  showWebhooks(s, have.has('webhooks'));
   if (have.has('qa')) {
     await sock.send('qa.watch', {stream_id: s.id}).catch(() => {});
     api('GET', `/api/v1/streams/${s.id}/questions`, {query: {limit: 50}}).then((r) => {
@@ -605,6 +609,7 @@ async function main() {
   if (!st.me) return void (location.href = '/signin?next=/studio');
   if (!st.me.roles.includes('streamer')) return status('Your account has no streamer role.', 'error');
   await loadStreams();
+  showSchedule((await plugins()).has('scheduling'));
   sock.connect();
   const first = st.streams.find((s) => s.status === 'live') || st.streams[0];
   if (first) await select(first);

@@ -462,7 +462,43 @@ async function setupVod() {
         clear($('#vod-player'), el('video', {src, controls: true, autoplay: true, playsInline: true,
           class: 'vod', 'aria-label': 'Recording'}));
       } catch (e) { say($('#player-state'), e.message, 'error'); }
-    }}, 'Play'))));
+    }}, 'Play'),
+    kind === 'recordings' && state.user && have.has('clips') ? clipForm(x) : null)));
+}
+
+// A clip cut from a recording (clips plugin: POST /api/v1/recordings/{rid}/clips): the range
+// in seconds from the recording's start; the new clip joins the list above.
+function clipForm(rec) {
+  const len = Math.max(1, Math.floor((rec.duration_ms || 0) / 1000));
+  const n = rec.id.slice(-6);
+  const status = $('#vod-status'); // outside the list, which is drawn again after a clip
+  const from = el('input', {type: 'number', name: 'start_s', min: 0, max: len - 1, step: 'any', value: 0, required: true, id: `from-${n}`});
+  const to = el('input', {type: 'number', name: 'end_s', min: 1, max: len, step: 1, value: Math.min(len, 30), required: true, id: `to-${n}`});
+  const title = el('input', {name: 'title', maxlength: 140, id: `title-${n}`});
+  const f = el('form', {class: 'row'},
+    el('label', {}, 'From (s)', from), el('label', {}, 'To (s)', to),
+    el('label', {class: 'grow'}, 'Clip title', title),
+    el('button', {type: 'submit'}, 'Cut clip'));
+  f.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const start = Number(from.value), end = Number(to.value);
+    if (!(end > start)) return say(status, '“To” must be after “From”.', 'error');
+    const body = {start_s: start, duration_s: Math.round(end - start)};
+    if (title.value.trim()) body.title = title.value.trim();
+    f.querySelector('button').disabled = true;
+    say(status, 'Cutting…');
+    try {
+      await api('POST', `/api/v1/recordings/${rec.id}/clips`, {query: {share}, body});
+      say(status, `Clip made${body.title ? ` (“${body.title}”)` : ''}: it is in the list.`, 'ok');
+      setupVod();
+    } catch (e) {
+      say(status, e.message, 'error');
+      (e.field === 'duration_s' ? to : e.field === 'start_s' ? from : null)?.focus();
+    } finally {
+      f.querySelector('button').disabled = false;
+    }
+  });
+  return el('details', {class: 'clip-range'}, el('summary', {}, 'Clip a part'), f);
 }
 
 // latency figures every 2 s while playing
