@@ -64,6 +64,11 @@ static const onair_config_key_t rtmp_config[] = {
                 .doc = "Seconds a connection may send nothing before it is closed."),
     ONAIR_FIELD("audio_bitrate", ONAIR_CFG_INT, .default_value = "96000", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(16000, 510000), .doc = "Opus bitrate (bit/s) of transcoded AAC."),
+    ONAIR_FIELD("high_as_main", ONAIR_CFG_BOOL, .default_value = "false",
+                .doc =
+                    "Announce an H.264 High profile stream to WebRTC players as Main (the "
+                    "bitstream is unchanged): Chromium does not offer High but its software "
+                    "decoder plays it. A player whose decoder cannot decode High shows nothing."),
     ONAIR_FIELD("tls.port", ONAIR_CFG_INT, .default_value = "1936", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(0, 65535),
                 .doc = "TCP port of the RTMPS (RTMP over TLS) server, on bind_address; only with "
@@ -90,6 +95,7 @@ typedef struct rtmp {
     conn_t *conns;
     int nconns;
     int max_conns, timeout_s, audio_bitrate;
+    int high_as_main;
     uint32_t max_message;
     char app[64];
 } rtmp_t;
@@ -283,10 +289,17 @@ static void auth_answered(int status, json_t *result, void *ud)
 static void open_ingest(conn_t *c, call_t *k)
 {
     char fmtp[160];
+    /* High (100) announced as Main (77, no constraint flags) with high_as_main */
+    int as_main = g_rtmp.high_as_main && c->avc.profile_idc == 100;
     snprintf(fmtp, sizeof fmtp,
              "level-asymmetry-allowed=1;packetization-mode=1;"
              "profile-level-id=%02x%02x%02x",
-             c->avc.profile_idc, c->avc.constraints, c->avc.level_idc);
+             as_main ? 0x4d : c->avc.profile_idc, as_main ? 0 : c->avc.constraints,
+             c->avc.level_idc);
+    if (as_main)
+        api->log(g_rtmp.self, ONAIR_LOG_INFO,
+                 "rtmp %s: stream %s: H.264 High announced to players as Main (high_as_main)",
+                 c->peer, c->stream);
     onair_media_track_t t[2] = {
         {.size = sizeof t[0],
          .stream = c->stream,
@@ -934,6 +947,7 @@ static int rtmp_init(onair_plugin_t *self, const onair_api_t *a)
     g_rtmp.max_conns = (int)api->config_int(self, "max_connections");
     g_rtmp.timeout_s = (int)api->config_int(self, "timeout_s");
     g_rtmp.audio_bitrate = (int)api->config_int(self, "audio_bitrate");
+    g_rtmp.high_as_main = api->config_bool(self, "high_as_main");
     g_rtmp.max_message = (uint32_t)api->config_int(self, "max_message_kb") * 1024u;
     snprintf(g_rtmp.app, sizeof g_rtmp.app, "%s", api->config_string(self, "app"));
     const onair_route_t routes[] = {ONAIR_ROUTE("GET", "/api/v1/rtmp", get_info)};
