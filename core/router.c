@@ -244,15 +244,16 @@ fail:
 
 /* Plugins route under /api/ (REST, by convention /api/v1/<plugin>/...) or, for pages such as
  * the web plugin's, anywhere else except the paths the core serves outside the router (/ws) or
- * keeps for itself (/rtc, LiveKit's signalling paths, for the plugin named "calls" only; the
- * probes and /metrics, which are core routes anyway). */
+ * keeps for itself (/rtc and /twirp, LiveKit's signalling and server API paths, for the plugin
+ * named "calls" only; the probes and /metrics, which are core routes anyway). */
 int router_reserved_path(const char *path, const struct onair_plugin *owner)
 {
-    static const char *const reserved[] = {"/ws", "/rtc", "/healthz", "/readyz", "/metrics", NULL};
+    static const char *const reserved[] = {"/ws",     "/rtc",     "/twirp", "/healthz",
+                                           "/readyz", "/metrics", NULL};
     for (int i = 0; reserved[i]; i++) {
         size_t n = strlen(reserved[i]);
         if (!strncmp(path, reserved[i], n) && (path[n] == 0 || path[n] == '/'))
-            return !(i == 1 && !strcmp(plugin_ref_name(owner), "calls"));
+            return !((i == 1 || i == 2) && !strcmp(plugin_ref_name(owner), "calls"));
     }
     return 0;
 }
@@ -279,11 +280,15 @@ int router_add(router_t *r, const onair_route_t *route, struct onair_plugin *own
     }
     if (copy.path && owner && router_reserved_path(copy.path, owner)) {
         snprintf(err, err_len,
-                 "plugin routes may not use the core's paths /ws, /rtc (but the calls "
-                 "plugin), /healthz, /readyz, /metrics (got '%s')",
+                 "plugin routes may not use the core's paths /ws, /rtc, /twirp (but the "
+                 "calls plugin), /healthz, /readyz, /metrics (got '%s')",
                  copy.path);
         return ONAIR_EINVAL;
     }
+    /* LiveKit's server API carries LiveKit's tokens in Authorization: the calls plugin checks
+     * them itself (the host does not take them for its own) */
+    if (copy.path && owner && !strncmp(copy.path, "/twirp/", 7))
+        copy.flags |= ROUTE_CORE_OWN_AUTH;
     int status;
     route_entry_t *e = entry_new(copy.method, copy.path, err, err_len, r, &status);
     if (!e)

@@ -171,6 +171,15 @@ static void test_allow_and_owner_names(void **state)
     assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_EINVAL);
     rt.path = "/ws";
     assert_int_equal(router_add(r, &rt, &calls, err, sizeof err), ONAIR_EINVAL);
+    /* /twirp is LiveKit's server API: the calls plugin's, which reads the Authorization header
+     * itself (LiveKit's tokens, not the host's) */
+    rt.path = "/twirp/livekit.RoomService/{method}";
+    assert_int_equal(router_add(r, &rt, &b, err, sizeof err), ONAIR_EINVAL);
+    assert_int_equal(router_add(r, &rt, &calls, err, sizeof err), ONAIR_OK);
+    assert_int_equal(router_match(r, "GET", "/twirp/livekit.RoomService/ListRooms", &m),
+                     ROUTER_FOUND);
+    assert_true(m.route->r.flags & ROUTE_CORE_OWN_AUTH);
+    route_match_clear(&m);
     router_free(r);
 }
 
