@@ -36,7 +36,17 @@ typedef struct conn {
     char *next_offer;
     uint32_t next_offer_id;
     size_t announced; /* its tracks the room was asked to receive (media_sections_requirement) */
+    int removed;      /* RemoveParticipant / DeleteRoom (Twirp) */
 } conn_t;
+
+/* A room made with CreateRoom (Twirp): listed until DeleteRoom, with or without participants. */
+typedef struct room_rec {
+    struct room_rec *next;
+    char name[LK_ID_MAX], sid[24];
+    char *metadata;
+    int64_t created_s;
+    uint32_t empty_timeout, max_participants;
+} room_rec_t;
 
 typedef struct {
     onair_plugin_t *self;
@@ -44,6 +54,7 @@ typedef struct {
     lk_server_t srv;
     conn_t *conns;
     onair_timer_t sweep;
+    room_rec_t *rooms;
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -558,6 +569,7 @@ static void ws_closed(onair_conn_t id, void *ud)
     publish_event(c, "calls.participant_left", k,
                   json_pack("{s:s}", "reason",
                             k->replaced    ? "duplicate_identity"
+                            : k->removed   ? "removed"
                             : k->s.left    ? "leave"
                             : k->timed_out ? "ping_timeout"
                                            : "disconnected"));
@@ -758,6 +770,255 @@ static int get_status(onair_req_t *req, void *ud)
     return api->reply_json(req, 200, body);
 }
 
+/* ---- LiveKit's server API: Twirp RoomService (the subset livekit-server-sdk apps use) ---- */
+
+static int twirp_error(onair_req_t *req, int http, const char *code, const char *msg)
+{
+    return api->reply_json(req, http, json_pack("{s:s, s:s}", "code", code, "msg", msg));
+}
+
+/* A request member by its JSON name (what livekit-server-sdk sends) or its proto name. */
+static json_t *member(json_t *body, const char *json_name, const char *proto_name)
+{
+    json_t *v = json_object_get(body, json_name);
+    return v ? v : json_object_get(body, proto_name);
+}
+
+static const char *member_str(json_t *body, const char *json_name, const char *proto_name)
+{
+    return json_string_value(member(body, json_name, proto_name));
+}
+
+static room_rec_t *room_rec(calls_t *c, const char *name, room_rec_t ***link)
+{
+    for (room_rec_t **pp = &c->rooms; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->name, name)) {
+            if (link)
+                *link = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+static int room_live(const conn_t *k)
+{
+    return !k->replaced && !k->removed;
+}
+
+/* Room {sid, name, ...} (livekit_models.proto, JSON names) of a room by name. */
+static json_t *room_json(calls_t *c, const char *name)
+{
+    char sid[24];
+    lk_room_sid(sid, sizeof sid, name);
+    room_rec_t *r = room_rec(c, name, NULL);
+    int64_t created = r ? r->created_s : 0;
+    uint32_t n = 0, publishers = 0;
+    for (conn_t *k = c->conns; k; k = k->next)
+        if (room_live(k) && !strcmp(k->s.grant.room, name)) {
+            n++;
+            publishers += k->s.ntracks > 0;
+            if (!created || k->s.joined_ms / 1000 < created)
+                created = k->s.joined_ms / 1000;
+        }
+    char cs[24];
+    snprintf(cs, sizeof cs, "%lld", (long long)created);
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:s}", "sid", sid, "name", name,
+                     "creationTime", cs, "numParticipants", (int)n, "numPublishers",
+                     (int)publishers, "emptyTimeout", r ? (int)r->empty_timeout : 0,
+                     "maxParticipants", r ? (int)r->max_participants : 0, "metadata",
+                     r && r->metadata ? r->metadata : "");
+}
+
+/* ParticipantInfo (JSON names; enums as numbers, which protobuf JSON readers take). */
+static json_t *participant_json(const conn_t *k)
+{
+    json_t *tracks = json_array();
+    for (size_t i = 0; i < k->s.ntracks; i++) {
+        const lk_track_t *t = &k->s.tracks[i];
+        json_array_append_new(tracks, json_pack("{s:s, s:i, s:s, s:b, s:i}", "sid", t->sid, "type",
+                                                (int)t->type, "name", t->name, "muted", t->muted,
+                                                "source", (int)t->source));
+    }
+    char joined[24];
+    snprintf(joined, sizeof joined, "%lld", (long long)(k->s.joined_ms / 1000));
+    const lk_grant_t *g = &k->s.grant;
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:b, s:s, s:{s:b, s:b, s:b, s:b}}", "sid",
+                     k->s.participant_sid, "identity", g->identity, "name", g->name, "state",
+                     k->s.ntracks ? 2 : 1, "joinedAt", joined, "tracks", tracks, "isPublisher",
+                     k->s.ntracks > 0, "metadata", g->metadata ? g->metadata : "", "permission",
+                     "canSubscribe", g->can_subscribe, "canPublish", g->can_publish,
+                     "canPublishData", g->can_publish_data, "hidden", g->hidden);
+}
+
+/* The server sends k a leave (reason: DisconnectReason) and closes it. */
+static void remove_conn(conn_t *k, uint32_t reason, const char *why)
+{
+    lk_buf_t b = {0};
+    lk_encode_leave(&b, reason, 0);
+    send_buf(k->id, &b);
+    k->removed = 1;
+    api->ws_close(k->id, 1000, why);
+}
+
+static conn_t *find_participant(calls_t *c, const char *room, const char *identity)
+{
+    for (conn_t *k = c->conns; k && room && identity; k = k->next)
+        if (room_live(k) && !strcmp(k->s.grant.room, room) &&
+            !strcmp(k->s.grant.identity, identity))
+            return k;
+    return NULL;
+}
+
+static int twirp_list_rooms(calls_t *c, onair_req_t *req, json_t *body)
+{
+    json_t *names = member(body, "names", "names");
+    json_t *seen = json_object(), *rooms = json_array();
+    for (room_rec_t *r = c->rooms; r; r = r->next)
+        json_object_set_new(seen, r->name, json_true());
+    for (conn_t *k = c->conns; k; k = k->next)
+        if (room_live(k))
+            json_object_set_new(seen, k->s.grant.room, json_true());
+    const char *name;
+    json_t *v;
+    json_object_foreach(seen, name, v)
+    {
+        int wanted = !json_array_size(names);
+        size_t i;
+        json_t *n;
+        json_array_foreach(names, i, n) wanted |=
+            json_is_string(n) && !strcmp(json_string_value(n), name);
+        if (wanted)
+            json_array_append_new(rooms, room_json(c, name));
+    }
+    json_decref(seen);
+    return api->reply_json(req, 200, json_pack("{s:o}", "rooms", rooms));
+}
+
+static int twirp_create_room(calls_t *c, onair_req_t *req, json_t *body)
+{
+    const char *name = member_str(body, "name", "name");
+    if (!name || !name[0] || strlen(name) >= LK_ID_MAX)
+        return twirp_error(req, 400, "invalid_argument", "name is required");
+    if (!room_rec(c, name, NULL)) {
+        room_rec_t *r = calloc(1, sizeof *r);
+        if (!r)
+            return twirp_error(req, 500, "internal", "out of memory");
+        snprintf(r->name, sizeof r->name, "%s", name);
+        lk_room_sid(r->sid, sizeof r->sid, name);
+        const char *meta = member_str(body, "metadata", "metadata");
+        r->metadata = meta && meta[0] ? strdup(meta) : NULL;
+        r->created_s = api->now_ms(c->self) / 1000;
+        r->empty_timeout =
+            (uint32_t)json_integer_value(member(body, "emptyTimeout", "empty_timeout"));
+        r->max_participants =
+            (uint32_t)json_integer_value(member(body, "maxParticipants", "max_participants"));
+        r->next = c->rooms;
+        c->rooms = r;
+        api->log(c->self, ONAIR_LOG_INFO, "room %s created (server API)", name);
+    }
+    return api->reply_json(req, 200, room_json(c, name));
+}
+
+static int twirp_delete_room(calls_t *c, onair_req_t *req, json_t *body)
+{
+    const char *name = member_str(body, "room", "room");
+    if (!name || !name[0])
+        return twirp_error(req, 400, "invalid_argument", "room is required");
+    room_rec_t **link, *r = room_rec(c, name, &link);
+    int found = r != NULL;
+    if (r) {
+        *link = r->next;
+        free(r->metadata);
+        free(r);
+    }
+    for (conn_t *k = c->conns; k; k = k->next)
+        if (room_live(k) && !strcmp(k->s.grant.room, name)) {
+            found = 1;
+            remove_conn(k, LK_DISCONNECT_ROOM_DELETED, "room deleted");
+        }
+    if (!found)
+        return twirp_error(req, 404, "not_found", "requested room does not exist");
+    api->log(c->self, ONAIR_LOG_INFO, "room %s deleted (server API)", name);
+    return api->reply_json(req, 200, json_object());
+}
+
+static int twirp_list_participants(calls_t *c, onair_req_t *req, const char *room)
+{
+    json_t *list = json_array();
+    for (conn_t *k = c->conns; k; k = k->next)
+        if (room_live(k) && !strcmp(k->s.grant.room, room))
+            json_array_append_new(list, participant_json(k));
+    return api->reply_json(req, 200, json_pack("{s:o}", "participants", list));
+}
+
+static int twirp_mute_track(calls_t *c, onair_req_t *req, conn_t *k, json_t *body)
+{
+    const char *sid = member_str(body, "trackSid", "track_sid");
+    int muted = json_is_true(member(body, "muted", "muted"));
+    lk_track_t *t = NULL;
+    for (size_t i = 0; sid && i < k->s.ntracks && !t; i++)
+        if (!strcmp(k->s.tracks[i].sid, sid))
+            t = &k->s.tracks[i];
+    if (!t)
+        return twirp_error(req, 404, "not_found", "track is not found");
+    t->muted = muted;
+    lk_buf_t b = {0};
+    lk_encode_mute(&b, t->sid, muted); /* the client mutes its own track */
+    send_buf(k->id, &b);
+    room_announce(c, k, 2);
+    return api->reply_json(req, 200,
+                           json_pack("{s:{s:s, s:i, s:s, s:b}}", "track", "sid", t->sid, "type",
+                                     (int)t->type, "name", t->name, "muted", t->muted));
+}
+
+/* POST /twirp/livekit.RoomService/{method}: LiveKit's access token in Authorization (roomList,
+ * roomCreate or roomAdmin of the room), JSON in and out, Twirp errors ({code, msg}). */
+static int post_room_service(onair_req_t *req, void *ud)
+{
+    calls_t *c = ud;
+    const char *method = api->req_param(req, "method");
+    const char *auth = api->req_header(req, "authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return twirp_error(req, 401, "unauthenticated", "no access token");
+    lk_grant_t g;
+    int rc = lk_token_verify(auth + 7, c->srv.keys, c->srv.nkeys, api->now_ms(c->self) / 1000,
+                             c->srv.leeway_s, &g);
+    if (rc != LK_TOKEN_OK) {
+        lk_grant_free(&g);
+        return twirp_error(req, 401, "unauthenticated", lk_token_strerror(rc));
+    }
+    json_t *body = api->req_json(req);
+    const char *room = member_str(body, "room", "room");
+    int need_list = !strcmp(method, "ListRooms");
+    int need_create = !strcmp(method, "CreateRoom") || !strcmp(method, "DeleteRoom");
+    int need_admin = !strcmp(method, "ListParticipants") || !strcmp(method, "RemoveParticipant") ||
+                     !strcmp(method, "MutePublishedTrack");
+    int allowed = (need_list && g.room_list) || (need_create && g.room_create) ||
+                  (need_admin && g.room_admin && room && !strcmp(g.room, room));
+    lk_grant_free(&g);
+    if (!need_list && !need_create && !need_admin)
+        return twirp_error(req, 404, "bad_route", "no handler for this method");
+    if (!allowed)
+        return twirp_error(req, 403, "permission_denied", "permissions denied");
+    if (need_list)
+        return twirp_list_rooms(c, req, body);
+    if (!strcmp(method, "CreateRoom"))
+        return twirp_create_room(c, req, body);
+    if (!strcmp(method, "DeleteRoom"))
+        return twirp_delete_room(c, req, body);
+    if (!strcmp(method, "ListParticipants"))
+        return twirp_list_participants(c, req, room);
+    conn_t *k = find_participant(c, room, member_str(body, "identity", "identity"));
+    if (!k)
+        return twirp_error(req, 404, "not_found", "participant not found");
+    if (!strcmp(method, "MutePublishedTrack"))
+        return twirp_mute_track(c, req, k, body);
+    api->log(c->self, ONAIR_LOG_INFO, "%s removed from room %s (server API)", k->s.grant.identity,
+             room);
+    remove_conn(k, LK_DISCONNECT_PARTICIPANT_REMOVED, "removed");
+    return api->reply_json(req, 200, json_object());
+}
+
 static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
 {
     api = host_api;
@@ -791,6 +1052,8 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
                     .access = ONAIR_ACCESS_USER),
         ONAIR_ROUTE("GET", "/rtc/v1/validate", get_validate, .ud = c),
         ONAIR_ROUTE("GET", "/rtc/validate", get_validate, .ud = c),
+        ONAIR_ROUTE("POST", "/twirp/livekit.RoomService/{method}", post_room_service, .ud = c,
+                    .flags = ONAIR_ROUTE_JSON_BODY | ONAIR_ROUTE_BODY_OPTIONAL),
     };
     const onair_ws_endpoint_t ep = {.size = sizeof ep,
                                     .path = "/rtc/v1",
@@ -830,8 +1093,15 @@ static void calls_stop(onair_plugin_t *self)
     while (c && c->conns) {
         conn_t *k = c->conns;
         c->conns = k->next;
+        free(k->next_offer);
         lk_session_free(&k->s);
         free(k);
+    }
+    while (c && c->rooms) {
+        room_rec_t *r = c->rooms;
+        c->rooms = r->next;
+        free(r->metadata);
+        free(r);
     }
     free(c);
     api->set_state(self, NULL);

@@ -746,6 +746,14 @@ void lk_encode_leave(lk_buf_t *b, uint32_t reason, uint32_t action)
     put_response(b, 8, &s);
 }
 
+void lk_encode_mute(lk_buf_t *b, const char *track_sid, int muted)
+{
+    lk_buf_t s = {0};
+    lk_put_str(&s, 1, track_sid);
+    lk_put_bool(&s, 2, muted);
+    put_response(b, 9, &s);
+}
+
 void lk_encode_pong(lk_buf_t *b, int64_t ts)
 {
     put_tag(b, 18, 0);

@@ -175,6 +175,8 @@ void lk_encode_participant_update(lk_buf_t *b, const lk_participant_t *ps, size_
 void lk_encode_track_published(lk_buf_t *b, const char *cid, const lk_track_info_t *t);
 void lk_encode_track_unpublished(lk_buf_t *b, const char *track_sid);
 void lk_encode_leave(lk_buf_t *b, uint32_t reason, uint32_t action);
+/* mute: the server muted one of the client's own tracks (MuteTrackRequest). */
+void lk_encode_mute(lk_buf_t *b, const char *track_sid, int muted);
 void lk_encode_pong(lk_buf_t *b, int64_t ts);
 void lk_encode_pong_resp(lk_buf_t *b, int64_t last_ping_ts, int64_t now_ms);
 void lk_encode_media_sections(lk_buf_t *b, uint32_t num_audios, uint32_t num_videos);

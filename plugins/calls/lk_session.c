@@ -14,7 +14,7 @@ static void copy_slice(char *dst, size_t cap, lk_str_t s)
 }
 
 /* A stable id for a room name (FNV-1a), so every participant of a room sees the same sid. */
-static void room_sid(char *out, size_t cap, const char *room)
+void lk_room_sid(char *out, size_t cap, const char *room)
 {
     uint64_t h = 1469598103934665603ull;
     for (const char *p = room; *p; p++)
@@ -74,7 +74,7 @@ int lk_session_open(lk_session_t *s, const lk_server_t *srv, const char *token,
         return -1;
     }
     snprintf(s->participant_sid, sizeof s->participant_sid, "PA_%.12s", sid_seed);
-    room_sid(s->room_sid, sizeof s->room_sid, s->grant.room);
+    lk_room_sid(s->room_sid, sizeof s->room_sid, s->grant.room);
     s->joined_ms = now_ms;
     if (out) {
         lk_session_join_response(s, srv, NULL, 0, out);

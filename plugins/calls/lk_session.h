@@ -73,4 +73,7 @@ void lk_session_participant(const lk_session_t *s, lk_participant_t *p, lk_track
 
 void lk_session_free(lk_session_t *s);
 
+/* A room's sid: the same for every participant of the room (a hash of its name). */
+void lk_room_sid(char *out, size_t cap, const char *room);
+
 #endif

@@ -547,3 +547,95 @@ def test_rtc_media_no_publish_grant(srv):
             assert m["3"][0] == 0  # the camera: refused
             assert m["1"][1] == "inactive" and m["2"][1] == "inactive"
     asyncio.run(run())
+
+
+def room_service(srv, calls, secret=SECRET):
+    """livekit-server-sdk's RoomServiceClient: [[method, ...args]] -> [{ok} | {error}]."""
+    mint()  # skips (or fails under ONAIR_CI) without tests/livekit
+    spec = {"url": f"http://127.0.0.1:{srv.port}", "apiKey": KEY, "apiSecret": secret,
+            "calls": calls}
+    r = subprocess.run(["node", "room_service.mjs"], input=json.dumps(spec), text=True,
+                       capture_output=True, cwd=LIVEKIT_DIR, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_room_service_twirp(srv):
+    """LiveKit's server API as livekit-server-sdk's RoomServiceClient calls it: rooms are listed
+    with their participants, a created room is listed empty and deleted, a participant is
+    muted (its client is told) and removed (its connection gets leave PARTICIPANT_REMOVED and
+    closes, the others see it leave); a wrong secret is unauthenticated, a method this subset
+    lacks is bad_route."""
+    import asyncio
+    import threading
+    import websockets
+    alice, bob = mint({"identity": "alice", "grant": {"room": "match-13", "roomJoin": True}},
+                      {"identity": "bob", "grant": {"room": "match-13", "roomJoin": True}})
+    results, got = {}, {}
+
+    async def run():
+        async with websockets.connect(rtc_url(srv, alice)) as a, \
+                websockets.connect(rtc_url(srv, bob)) as b:
+            await asyncio.wait_for(a.recv(), 5)
+            await asyncio.wait_for(b.recv(), 5)
+            await b.send(pb_bytes(4, pb_bytes(1, b"mic") + pb_varint(3 << 3) + pb_varint(0)))
+            track = got["track"] = pb_get(pb_get(pb_get(await asyncio.wait_for(b.recv(), 5),
+                                                         6)[0], 2)[0], 1)[0]
+            calls = [["listRooms"], ["createRoom", {"name": "lobby-1", "emptyTimeout": 60}],
+                     ["listRooms", ["lobby-1"]], ["listParticipants", "match-13"],
+                     ["mutePublishedTrack", "match-13", "bob", track.decode(), True],
+                     ["removeParticipant", "match-13", "bob"],
+                     ["removeParticipant", "match-13", "nobody"],
+                     ["deleteRoom", "lobby-1"], ["deleteRoom", "lobby-1"],
+                     ["updateRoomMetadata", "match-13", "x"]]
+            t = threading.Thread(target=lambda: results.update(out=room_service(srv, calls)))
+            t.start()
+            msgs = []
+            try:
+                while True:
+                    msgs.append(await asyncio.wait_for(b.recv(), 30))
+            except websockets.ConnectionClosed:
+                pass
+            got["bob"] = msgs
+            got["bob_close"] = b.close_code
+            while t.is_alive():
+                await asyncio.sleep(0.05)
+            got["alice"] = []
+            while True:
+                try:
+                    got["alice"].append(await asyncio.wait_for(a.recv(), 0.5))
+                except asyncio.TimeoutError:
+                    break
+    asyncio.run(run())
+    out, track = results["out"], got["track"]
+    rooms = {r["name"]: r for r in out[0]["ok"]}
+    assert rooms["match-13"]["numParticipants"] == 2
+    assert rooms["match-13"]["sid"].startswith("RM_")
+    assert out[1]["ok"]["name"] == "lobby-1" and out[1]["ok"]["emptyTimeout"] == 60
+    assert [r["name"] for r in out[2]["ok"]] == ["lobby-1"]
+    assert sorted(p["identity"] for p in out[3]["ok"]) == ["alice", "bob"]
+    bob_info = next(p for p in out[3]["ok"] if p["identity"] == "bob")
+    assert bob_info["sid"].startswith("PA_") and bob_info["tracks"][0]["sid"] == track.decode()
+    assert out[4]["ok"]["muted"] is True
+    assert "ok" in out[5]  # removed (the SDK answers nothing)
+    assert out[6]["error"]["status"] == 404 and out[6]["error"]["code"] == "not_found"
+    assert "ok" in out[7] and out[8]["error"]["status"] == 404
+    assert out[9]["error"]["status"] == 404 and out[9]["error"]["code"] == "bad_route"
+    # bob's client: told to mute its track, then to leave (PARTICIPANT_REMOVED), then closed
+    mute, = [pb_get(m, 9)[0] for m in got["bob"] if pb_get(m, 9)]
+    assert pb_get(mute, 1) == [track] and pb_get(mute, 2) == [1]
+    leave, = [pb_get(m, 8)[0] for m in got["bob"] if pb_get(m, 8)]
+    assert pb_get(leave, 2) == [4]
+    assert got["bob_close"] == 1000
+    # alice saw bob's track muted and bob leave (DISCONNECTED)
+    states = [(pb_get(p, 2)[0], (pb_get(p, 3) or [0])[0]) for m in got["alice"]
+              for u in pb_get(m, 5) for p in pb_get(u, 1)]
+    assert (b"bob", 3) in states, states
+
+    wrong = room_service(srv, [["listRooms"], ["listParticipants", "match-13"]],
+                         secret="not-the-secret-0123456789abcdefghijkl")
+    assert wrong[0]["error"]["status"] == 401 and wrong[0]["error"]["code"] == "unauthenticated"
+    r = srv.http("POST", "/twirp/livekit.RoomService/UpdateRoomMetadata", body={"room": "x"},
+                 headers={"Authorization": "Bearer x.y.z"})
+    assert r.status == 401  # the token is checked first: LiveKit's, not onair's
+    assert srv.log().count("removed from room match-13 (server API)") == 1
