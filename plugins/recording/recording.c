@@ -8,6 +8,9 @@
  * file: a new one starts when the publisher changes (or its codec or picture size does).
  * While recording a file is crash-safe (WebM in live mode, fragmented MP4); stopping (or the
  * next start after a crash) rewrites it with duration and index, and takes a thumbnail.
+ * Co-hosts: a recorded stream's other participants (media_room_watch) are recorded too, each
+ * into files of its own (a rec_t per participant, tapped with the room key
+ * "<stream>/<participant>"), started and stopped with the stream's recording.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -106,6 +109,8 @@ struct rec {
     rec_t *next;
     state_t *st;
     char stream[32];
+    char participant[32]; /* a co-host's recording: their id; "" = the main host */
+    char key[64];         /* the relay's: the stream, or "<stream>/<participant>" */
     char owner[32];
     onair_rtp_tap_t *vtap, *atap;
     md_depack_t *vd, *ad;
@@ -117,9 +122,9 @@ struct rec {
     char reason[32];
 };
 
-typedef struct sinfo { /* a stream's published tracks, from media_track_watch */
+typedef struct sinfo { /* a relay's published tracks, from media_room_watch */
     struct sinfo *next;
-    char stream[32];
+    char stream[64]; /* the relay key: the stream, or "<stream>/<participant>" */
     trk_t v, a;
 } sinfo_t;
 
@@ -157,10 +162,20 @@ static const onair_config_key_t config[] = {
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
+/* The stream's recording (its main host's). */
 static rec_t *rec_of(state_t *st, const char *stream)
 {
     for (rec_t *r = st->recs; r; r = r->next)
-        if (!strcmp(r->stream, stream))
+        if (!r->participant[0] && !strcmp(r->stream, stream))
+            return r;
+    return NULL;
+}
+
+/* The recording of a relay: the stream's, or "<stream>/<participant>" (a co-host's). */
+static rec_t *rec_of_key(state_t *st, const char *key)
+{
+    for (rec_t *r = st->recs; r; r = r->next)
+        if (!strcmp(r->key, key))
             return r;
     return NULL;
 }
@@ -228,6 +243,9 @@ static json_t *rec_view(json_t *doc)
         json_t *rec = json_object_get(doc, "recovered");
         if (json_is_true(rec))
             json_object_set(v, "recovered", rec);
+        json_t *who = json_object_get(doc, "participant");
+        if (json_is_string(who)) /* a co-host's tracks */
+            json_object_set(v, "participant", who);
         json_t *sync = json_object_get(doc, "av_sync");
         if (sync)
             json_object_set(v, "av_sync", sync);
@@ -246,6 +264,11 @@ static void publish(state_t *st, const char *type, const char *stream, json_t *p
 static void ignore_cb(int status, json_t *result, void *ud)
 {
     (void)status, (void)result, (void)ud;
+}
+
+static const char *r_participant(const rec_t *r)
+{
+    return r && r->participant[0] ? r->participant : NULL;
 }
 
 /* ---- segments: pool jobs ----------------------------------------------------------------- */
@@ -435,8 +458,9 @@ static void seg_inserted(int status, json_t *result, void *ud)
     if (!s->id[0])
         api->log(s->rec->st->self, ONAIR_LOG_WARN, "recording of %s: cannot store its document",
                  s->rec->stream);
-    json_t *ev = json_pack("{s:s,s:s,s:s,s:I}", "recording", s->id, "stream", s->rec->stream,
-                           "owner", s->rec->owner, "at", (json_int_t)s->start_ms);
+    json_t *ev = json_pack("{s:s,s:s,s:s,s:I,s:s?}", "recording", s->id, "stream", s->rec->stream,
+                           "owner", s->rec->owner, "at", (json_int_t)s->start_ms, "participant",
+                           s->rec->participant[0] ? s->rec->participant : NULL);
     publish(s->rec->st, "recording.started", s->rec->stream, ev);
     if (s->closed && s->closing) /* it ended before the store answered */
         seg_done_closing(s);
@@ -445,7 +469,7 @@ static void seg_inserted(int status, json_t *result, void *ud)
 static seg_t *seg_new(rec_t *r)
 {
     state_t *st = r->st;
-    sinfo_t *si = sinfo_of(st, r->stream, 0);
+    sinfo_t *si = sinfo_of(st, r->key, 0);
     seg_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -464,7 +488,8 @@ static seg_t *seg_new(rec_t *r)
         memset(rnd, 0, sizeof rnd);
     char rh[9];
     hexs(rnd, 4, rh);
-    snprintf(s->name, sizeof s->name, "%s-%lld-%s", r->stream, (long long)now, rh);
+    snprintf(s->name, sizeof s->name, "%s%s%s-%lld-%s", r->stream, r->participant[0] ? "-" : "",
+             r->participant, (long long)now, rh);
     snprintf(s->raw, sizeof s->raw, "%s/%s/%s.rec.%s", st->dir, r->owner, s->name,
              mx_extension(s->fmt));
     snprintf(s->final, sizeof s->final, "%s/%s/%s.%s", st->dir, r->owner, s->name,
@@ -477,6 +502,8 @@ static seg_t *seg_new(rec_t *r)
         "started_at", (json_int_t)now, "segment", r->nseg, "size", (json_int_t)0, "duration_ms",
         (json_int_t)0, "raw", s->raw, "file", s->final, "thumb", s->thumb, "video",
         s->v.have ? md_codec_name(s->v.codec) : NULL, "audio", s->a.have ? "opus" : NULL);
+    if (r->participant[0])
+        json_object_set_new(doc, "participant", json_string(r->participant));
     if (api->store_insert(st->coll, doc, seg_inserted, s) != ONAIR_OK)
         s->inserted = 1;
     return s;
@@ -515,10 +542,11 @@ static void seg_done_closing(seg_t *s)
                               json_pack("{s:{s:s},s:{s:o,s:{s:s}}}", "filter", "_id", s->id,
                                         "update", "$set", set, "$unset", "raw", ""),
                               ignore_cb, NULL);
-            json_t *ev = json_pack(
-                "{s:s,s:s,s:I,s:I,s:s,s:I}", "recording", s->id, "stream", s->rec->stream,
-                "duration_ms", (json_int_t)s->dur_ms, "size", (json_int_t)s->bytes, "reason",
-                s->stop_reason[0] ? s->stop_reason : "stopped", "at", (json_int_t)now);
+            json_t *ev = json_pack("{s:s,s:s,s:I,s:I,s:s,s:I,s:s?}", "recording", s->id, "stream",
+                                   s->rec->stream, "duration_ms", (json_int_t)s->dur_ms, "size",
+                                   (json_int_t)s->bytes, "reason",
+                                   s->stop_reason[0] ? s->stop_reason : "stopped", "at",
+                                   (json_int_t)now, "participant", r_participant(s->rec));
             publish(st, "recording.ready", s->rec->stream, ev);
         }
     }
@@ -595,7 +623,7 @@ static void queue_frame(seg_t *s, int track, const md_frame_t *f)
     }
     if (s->pending_bytes + f->len > MAX_PENDING_BYTES) {
         s->overflow = 1; /* the pool is behind: drop to the next keyframe */
-        api->media_request_keyframe(s->rec->st->self, s->rec->stream);
+        api->media_request_keyframe(s->rec->st->self, s->rec->key);
         return;
     }
     if (!s->have_base[track]) {
@@ -670,7 +698,7 @@ static void on_tap(onair_rtp_tap_t *tap, const uint8_t *const *pkts, const size_
     for (size_t i = 0; i < n; i++)
         need |= md_depack_push(d, pkts[i], lens[i], video ? on_video_frame : on_audio_frame, r);
     if (need && video)
-        api->media_request_keyframe(r->st->self, r->stream);
+        api->media_request_keyframe(r->st->self, r->key);
     if (r->seg)
         seg_kick(r->seg);
 }
@@ -679,37 +707,44 @@ static void kf_tick(onair_timer_t t, void *ud)
 {
     (void)t;
     rec_t *r = ud;
-    api->media_request_keyframe(r->st->self, r->stream);
+    api->media_request_keyframe(r->st->self, r->key);
 }
 
 /* The taps and depacketizers for the stream's current tracks. */
 static void rec_attach(rec_t *r)
 {
     state_t *st = r->st;
-    sinfo_t *si = sinfo_of(st, r->stream, 0);
+    sinfo_t *si = sinfo_of(st, r->key, 0);
     md_depack_free(r->vd);
     md_depack_free(r->ad);
     r->vd = r->ad = NULL;
     if (si && si->v.have) {
         r->vd = md_depack_new(si->v.codec, si->v.pt);
         if (!r->vtap)
-            api->media_tap_open(st->self, r->stream, "video", -1, 4096, on_tap, r, &r->vtap);
+            api->media_tap_open(st->self, r->key, "video", -1, 4096, on_tap, r, &r->vtap);
     }
     if (si && si->a.have) {
         r->ad = md_depack_new(MD_OPUS, si->a.pt);
         if (!r->atap)
-            api->media_tap_open(st->self, r->stream, "audio", -1, 4096, on_tap, r, &r->atap);
+            api->media_tap_open(st->self, r->key, "audio", -1, 4096, on_tap, r, &r->atap);
     }
-    api->media_request_keyframe(st->self, r->stream);
+    api->media_request_keyframe(st->self, r->key);
 }
 
-static rec_t *rec_start(state_t *st, const char *stream, const char *owner, int64_t quota_left)
+static rec_t *rec_start(state_t *st, const char *stream, const char *participant, const char *owner,
+                        int64_t quota_left)
 {
     rec_t *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
     r->st = st;
     snprintf(r->stream, sizeof r->stream, "%s", stream);
+    if (participant) {
+        snprintf(r->participant, sizeof r->participant, "%s", participant);
+        snprintf(r->key, sizeof r->key, "%s/%s", stream, participant);
+    } else {
+        snprintf(r->key, sizeof r->key, "%s", stream);
+    }
     snprintf(r->owner, sizeof r->owner, "%s", owner);
     r->quota_left = quota_left;
     r->started_at = api->now_ms(st->self);
@@ -721,6 +756,13 @@ static rec_t *rec_start(state_t *st, const char *stream, const char *owner, int6
     if (kf > 0)
         r->kf_timer =
             api->timer_start(st->self, (uint64_t)kf * 1000, (uint64_t)kf * 1000, kf_tick, r);
+    if (!participant) /* the co-hosts on air now: a file each */
+        for (sinfo_t *si = st->streams; si; si = si->next) {
+            size_t n = strlen(stream);
+            if (!strncmp(si->stream, stream, n) && si->stream[n] == '/' &&
+                (si->v.have || si->a.have) && !rec_of_key(st, si->stream))
+                rec_start(st, stream, si->stream + n + 1, owner, quota_left);
+        }
     return r;
 }
 
@@ -748,9 +790,18 @@ static void rec_stop(rec_t *r, const char *reason)
     md_depack_free(r->vd);
     md_depack_free(r->ad);
     r->vd = r->ad = NULL;
-    json_t *ev = json_pack("{s:s?,s:s,s:s,s:I}", "recording", r->seg ? r->seg->id : NULL, "stream",
-                           r->stream, "reason", r->reason, "at", (json_int_t)api->now_ms(st->self));
+    json_t *ev = json_pack("{s:s?,s:s,s:s,s:I,s:s?}", "recording", r->seg ? r->seg->id : NULL,
+                           "stream", r->stream, "reason", r->reason, "at",
+                           (json_int_t)api->now_ms(st->self), "participant", r_participant(r));
     publish(st, "recording.stopped", r->stream, ev);
+    if (!r->participant[0]) /* the co-hosts' recordings stop with the stream's */
+        for (rec_t *c = st->recs, *next; c; c = next) {
+            next = c->next;
+            if (c->participant[0] && !strcmp(c->stream, r->stream)) {
+                rec_stop(c, reason);
+                next = st->recs; /* the list changed */
+            }
+        }
     if (r->seg) {
         seg_end(r, r->reason);
     } else {
@@ -768,7 +819,14 @@ static void rec_stop(rec_t *r, const char *reason)
 static void on_track(const onair_media_track_t *t, int published, void *ud)
 {
     state_t *st = ud;
-    sinfo_t *si = sinfo_of(st, t->stream, published);
+    const char *who = t->size >= offsetof(onair_media_track_t, participant) + sizeof t->participant
+                          ? t->participant
+                          : NULL;
+    char key[64];
+    if (who && (strlen(t->stream) + strlen(who) + 2 > sizeof key || strlen(who) >= 32))
+        return;
+    snprintf(key, sizeof key, "%s%s%s", t->stream, who ? "/" : "", who ? who : "");
+    sinfo_t *si = sinfo_of(st, key, published);
     if (!si)
         return;
     int video = !strcmp(t->kind, "video");
@@ -783,7 +841,25 @@ static void on_track(const onair_media_track_t *t, int published, void *ud)
     } else {
         k->have = 0;
     }
-    rec_t *r = rec_of(st, t->stream);
+    rec_t *r = rec_of_key(st, key);
+    if (who && !published && !si->v.have && !si->a.have) {
+        /* the co-host is off air: their file ends (a new one if they come back) */
+        for (sinfo_t **pp = &st->streams; *pp; pp = &(*pp)->next)
+            if (*pp == si) {
+                *pp = si->next;
+                free(si);
+                break;
+            }
+        if (r)
+            rec_stop(r, "participant_left");
+        return;
+    }
+    if (!r && who && published) { /* a co-host of a recorded stream goes on air */
+        rec_t *host = rec_of(st, t->stream);
+        if (host)
+            rec_start(st, t->stream, who, host->owner, host->quota_left);
+        return;
+    }
     if (!r)
         return;
     if (published && (!r->seg || r->seg->started || old.codec != k->codec ||
@@ -855,7 +931,7 @@ static void disk_checked(int status, void *ud)
     if (rec_of(st, op->stream))
         return start_fail(op, ONAIR_ECONFLICT, "already_recording", "the stream is recording");
     int64_t quota = api->config_int(st->self, "quota_mb") * 1024 * 1024;
-    rec_t *r = rec_start(st, op->stream, op->owner, quota - op->used);
+    rec_t *r = rec_start(st, op->stream, NULL, op->owner, quota - op->used);
     if (!r)
         return start_fail(op, ONAIR_ENOMEM, NULL, NULL);
     if (op->auto_start) {
@@ -1491,8 +1567,9 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
         .size = sizeof svc, .name = "recording.file", .fn = svc_file, .ud = st};
     if (rc == ONAIR_OK)
         rc = api->service_add(self, &svc);
-    if (rc == ONAIR_OK)
-        rc = api->media_track_watch(self, on_track, st);
+    if (rc == ONAIR_OK) /* co-hosts too (ABI 1.7): a file per participant */
+        rc = ONAIR_HAS(api, media_room_watch) ? api->media_room_watch(self, on_track, st)
+                                              : api->media_track_watch(self, on_track, st);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.started", on_stream_event, st, NULL);
     if (rc == ONAIR_OK)
