@@ -37,6 +37,7 @@ typedef struct conn {
     uint32_t next_offer_id;
     size_t announced; /* its tracks the room was asked to receive (media_sections_requirement) */
     int removed;      /* RemoveParticipant / DeleteRoom (Twirp) */
+    char speaker[24]; /* the active speaker it was told of last, "" none */
 } conn_t;
 
 /* A room made with CreateRoom (Twirp): listed until DeleteRoom, with or without participants. */
@@ -55,6 +56,7 @@ typedef struct {
     conn_t *conns;
     onair_timer_t sweep;
     room_rec_t *rooms;
+    onair_sub_t sub_speaker;
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -770,6 +772,31 @@ static int get_status(onair_req_t *req, void *ud)
     return api->reply_json(req, 200, body);
 }
 
+/* The relay's active speaker of a room (media.active_speaker {stream: room sid, participant:
+ * participant sid, level 0..127}, on change) -> speakers_changed to the room: the new speaker
+ * active, the one before not. */
+static void on_speaker(const char *topic, json_t *payload, void *ud)
+{
+    (void)topic;
+    calls_t *c = ud;
+    const char *room = json_string_value(json_object_get(payload, "stream"));
+    const char *who = json_string_value(json_object_get(payload, "participant"));
+    json_int_t level = json_integer_value(json_object_get(payload, "level"));
+    if (!room || !who || strncmp(room, "RM_", 3) != 0)
+        return;
+    for (conn_t *k = c->conns; k; k = k->next) {
+        if (strcmp(k->s.room_sid, room) != 0 || k->replaced || k->removed ||
+            !strcmp(k->speaker, who))
+            continue;
+        lk_speaker_t sp[2] = {{who, (float)(level > 127 ? 127 : level) / 127.0f, 1},
+                              {k->speaker, 0, 0}};
+        lk_buf_t b = {0};
+        lk_encode_speakers(&b, sp, k->speaker[0] ? 2 : 1);
+        send_buf(k->id, &b);
+        snprintf(k->speaker, sizeof k->speaker, "%s", who);
+    }
+}
+
 /* ---- LiveKit's server API: Twirp RoomService (the subset livekit-server-sdk apps use) ---- */
 
 static int twirp_error(onair_req_t *req, int http, const char *code, const char *msg)
@@ -1066,6 +1093,8 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
         rc = onair_add_routes(api, self, routes);
     if (rc == ONAIR_OK && ONAIR_HAS(api, ws_endpoint_add))
         rc = api->ws_endpoint_add(self, &ep);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "media.active_speaker", on_speaker, c, &c->sub_speaker);
     if (rc != ONAIR_OK) {
         free(c);
         return rc;

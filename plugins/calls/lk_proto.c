@@ -746,6 +746,28 @@ void lk_encode_leave(lk_buf_t *b, uint32_t reason, uint32_t action)
     put_response(b, 8, &s);
 }
 
+void lk_encode_speakers(lk_buf_t *b, const lk_speaker_t *sp, size_t n)
+{
+    lk_buf_t s = {0};
+    for (size_t i = 0; i < n; i++) {
+        lk_buf_t e = {0};
+        lk_put_str(&e, 1, sp[i].sid);
+        if (sp[i].level > 0) { /* float: fixed32, IEEE 754 little-endian */
+            uint32_t bits;
+            float f = sp[i].level;
+            memcpy(&bits, &f, sizeof bits);
+            uint8_t le[4] = {(uint8_t)bits, (uint8_t)(bits >> 8), (uint8_t)(bits >> 16),
+                             (uint8_t)(bits >> 24)};
+            put_tag(&e, 2, 5);
+            put_raw(&e, le, sizeof le);
+        }
+        lk_put_bool(&e, 3, sp[i].active);
+        lk_put_msg(&s, 1, &e);
+        lk_buf_free(&e);
+    }
+    put_response(b, 10, &s);
+}
+
 void lk_encode_mute(lk_buf_t *b, const char *track_sid, int muted)
 {
     lk_buf_t s = {0};

@@ -175,6 +175,13 @@ void lk_encode_participant_update(lk_buf_t *b, const lk_participant_t *ps, size_
 void lk_encode_track_published(lk_buf_t *b, const char *cid, const lk_track_info_t *t);
 void lk_encode_track_unpublished(lk_buf_t *b, const char *track_sid);
 void lk_encode_leave(lk_buf_t *b, uint32_t reason, uint32_t action);
+/* speakers_changed: participants who started (active, level 0..1) or stopped speaking. */
+typedef struct {
+    const char *sid;
+    float level;
+    int active;
+} lk_speaker_t;
+void lk_encode_speakers(lk_buf_t *b, const lk_speaker_t *sp, size_t n);
 /* mute: the server muted one of the client's own tracks (MuteTrackRequest). */
 void lk_encode_mute(lk_buf_t *b, const char *track_sid, int muted);
 void lk_encode_pong(lk_buf_t *b, int64_t ts);

@@ -376,6 +376,23 @@ static void test_responses(void **state)
     assert_int_equal(b.len, sizeof ms);
     assert_memory_equal(b.p, ms, sizeof ms);
     lk_buf_free(&b);
+
+    /* speakers_changed (10) {speakers: [{sid, level: 0.5f (fixed32), active}, {sid}]} */
+    const lk_speaker_t sp[] = {{"PA_a", 0.5f, 1}, {"PA_b", 0, 0}};
+    lk_encode_speakers(&b, sp, 2);
+    const uint8_t spk[] = {0x52, 0x17, 0x0a, 0x0d, 0x0a, 0x04, 'P',  'A',  '_',
+                           'a',  0x15, 0x00, 0x00, 0x00, 0x3f, 0x18, 0x01, 0x0a,
+                           0x06, 0x0a, 0x04, 'P',  'A',  '_',  'b'};
+    assert_int_equal(b.len, sizeof spk);
+    assert_memory_equal(b.p, spk, sizeof spk);
+    lk_buf_free(&b);
+
+    /* mute (9) {sid, muted} */
+    lk_encode_mute(&b, "TR_x", 1);
+    const uint8_t mu[] = {0x4a, 0x08, 0x0a, 0x04, 'T', 'R', '_', 'x', 0x10, 0x01};
+    assert_int_equal(b.len, sizeof mu);
+    assert_memory_equal(b.p, mu, sizeof mu);
+    lk_buf_free(&b);
 }
 
 /* ---- tokens ------------------------------------------------------------------------------- */

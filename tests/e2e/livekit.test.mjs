@@ -72,6 +72,8 @@ function connect(page, url, tok) {
     const lk = window.lk = {events: [], result: null};
     room.on(RoomEvent.ParticipantConnected, (p) => lk.events.push('connected:' + p.identity));
     room.on(RoomEvent.ParticipantDisconnected, (p) => lk.events.push('disconnected:' + p.identity));
+    room.on(RoomEvent.ActiveSpeakersChanged, (speakers) =>
+      lk.events.push('speakers:' + speakers.map((p) => p.identity).join(',')));
     room.on(RoomEvent.TrackSubscribed, (track, pub, p) => {
       lk.events.push(`subscribed:${p.identity}:${track.kind}:${pub.trackSid}`);
       const el = track.attach();
@@ -217,6 +219,11 @@ test('a call: two livekit-clients publish camera and microphone and decode each 
       return d.width > 0 && d.height > 0 && d.frames > 10 && d.audio > 0;
     }, 30_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
   }
+  // the relay's active speaker (audio levels of Chromium's beeping fake microphones) reaches
+  // the app as ActiveSpeakersChanged with a speaker
+  const speakers = () => Promise.all([a, b].map((p) => p.evaluate(() =>
+    window.lk.events.filter((e) => /^speakers:(alice|bob)/.test(e)).length)));
+  await waitFor('ActiveSpeakersChanged', async () => (await speakers()).every((n) => n > 0), 20_000);
   const evA = await a.evaluate(() => window.lk.events);
   const evB = await b.evaluate(() => window.lk.events);
   assert.ok(evA.includes('connected:bob'), evA.join());
