@@ -10,6 +10,14 @@
  *     tries (two nodes, a timer and a request). Expiry is durable: a sweep every sweep_ms (and
  *     at start) expires what is overdue; an accept never takes an overdue invite (its filter
  *     says expires_at > now), whatever the sweep did.
+ *   - Places are atomic: a stream's accepted co-hosts hold the entries of one "places"
+ *     document (its _id is the stream's, so even a store without unique secondary indexes
+ *     keeps one per stream). An accept first takes an entry with one conditional update (the
+ *     array has fewer than max_cohosts entries: "holders.<max-1>" does not exist), then flips
+ *     the invite; a failed flip gives its entry back, a removal or a leave frees it. Two
+ *     accepts racing for the last place: one update matches, the other answers cohost_limit.
+ *     An entry whose invite is not accepted 30 s after it was taken (a node died between the
+ *     two writes) is given back when a full stream is asked for a place.
  *   - An accepted co-host publishes with WHIP ?role=cohost and their own access token; the
  *     relay asks this plugin's service cohosts.media_publish. The owner or a moderator removes
  *     a co-host (DELETE /api/v1/streams/{id}/cohosts/{user}; the co-host leaves the same way),
@@ -24,6 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+#define PLACE_STALE_MS 30000 /* an entry whose invite is not accepted by then is given back */
 
 static const onair_api_t *api;
 
@@ -57,11 +68,15 @@ typedef struct op {
     onair_service_call_t *call; /* OP_PUBLISH: the relay's question */
     int staff;                  /* owner or moderator of the stream */
     json_t *body;               /* mute: {"audio"?, "video"?} */
+    char token[33];             /* accept: the places entry it took ("" none) */
+    int verified;               /* the caller's account is verified */
+    int healed;                 /* accept: stale entries were looked for once */
 } op_t;
 
 struct cohosts {
     onair_plugin_t *self;
     onair_coll_t *invites;
+    onair_coll_t *places; /* per stream {_id: stream, holders: [{invite, token, at}]} */
     op_t *ops;
     onair_timer_t sweep;
     onair_sub_t sub_pub, sub_unpub, sub_speaker;
@@ -191,6 +206,7 @@ static op_t *op_new(cohosts_t *st, onair_target_t t, int kind)
     op->roles = onair_roles_json(u);
     if (u && u->id)
         op->uid = onair_strdup(u->id);
+    op->verified = u && u->verified;
     op->next = st->ops;
     if (st->ops)
         st->ops->prev = op;
@@ -335,10 +351,30 @@ static int post_invite(onair_req_t *req, void *ud)
 
 /* ---- accept, decline, revoke ------------------------------------------------------------- */
 
+static void place_logged(int status, json_t *result, void *ud)
+{
+    cohosts_t *st = ud;
+    if (status != ONAIR_OK && status != ONAIR_ECANCELED)
+        api->log(st->self, ONAIR_LOG_WARN, "cannot give a co-host place back: %s",
+                 onair_str(result, "error") ? onair_str(result, "error") : "?");
+}
+
+/* Give places back: the entries matching cond ({"token"} or {"invite"}) in the stream's. */
+static void place_release(cohosts_t *st, const char *sid, json_t *cond)
+{
+    if (api->store_update(st->places,
+                          json_pack("{s:{s:s},s:{s:{s:o}}}", "filter", "_id", sid, "update",
+                                    "$pull", "holders", cond),
+                          place_logged, st) != ONAIR_OK)
+        api->log(st->self, ONAIR_LOG_WARN, "cannot give a co-host place back");
+}
+
 static void invite_changed(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
     json_t *doc = json_object_get(result, "doc");
+    if ((status != ONAIR_OK || !json_is_object(doc)) && op->token[0]) /* the place goes back */
+        place_release(op->st, op->sid, json_pack("{s:s}", "token", op->token));
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
     if (!json_is_object(doc)) /* changed meanwhile (another request, the sweep) */
@@ -369,16 +405,152 @@ static void change_invite(op_t *op)
                api->store_find_and_modify(op->st->invites, spec, onair_flow_cb, op));
 }
 
-static void accepted_places(onair_flow_t *f, int status, json_t *result)
+static void place_taken(onair_flow_t *f, int status, json_t *result);
+
+static void cohost_limit(onair_flow_t *f, cohosts_t *st)
+{
+    onair_flow_problem(f, ONAIR_ECONFLICT, "cohost_limit",
+                       "the stream has as many co-hosts as allowed",
+                       json_pack("{s:I}", "max_cohosts", (json_int_t)st->max_cohosts));
+}
+
+/* One conditional update: an entry for this accept while the stream's places document has
+ * fewer than max_cohosts ("holders.<max-1>" absent). */
+static void place_take(op_t *op)
+{
+    cohosts_t *st = op->st;
+    char full[32];
+    snprintf(full, sizeof full, "holders.%lld", (long long)st->max_cohosts - 1);
+    json_t *spec =
+        json_pack("{s:{s:s,s:{s:b}},s:{s:{s:{s:s,s:s,s:I}}},s:s}", "filter", "_id", op->sid, full,
+                  "$exists", 0, "update", "$push", "holders", "invite", op->iid, "token", op->token,
+                  "at", (json_int_t)api->now_ms(st->self), "return", "after");
+    ONAIR_THEN(&op->flow, place_taken,
+               api->store_find_and_modify(st->places, spec, onair_flow_cb, op));
+}
+
+static void stale_released(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
-    if (json_integer_value(json_object_get(result, "count")) >= op->st->max_cohosts)
-        return onair_flow_problem(
-            f, ONAIR_ECONFLICT, "cohost_limit", "the stream has as many co-hosts as allowed",
-            json_pack("{s:I}", "max_cohosts", (json_int_t)op->st->max_cohosts));
-    change_invite(op);
+    place_take(op); /* once more, the stale entries gone */
+}
+
+/* A full stream: entries taken more than PLACE_STALE_MS ago whose invite is not accepted
+ * (the node that took them died before flipping it) go back, then one more try. */
+static void stale_read(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_t *tokens = json_array(); /* the stale entries' invites */
+    size_t i, j;
+    json_t *e, *d;
+    json_array_foreach(op->list, i, e) /* [{invite, token, at}] old enough */
+    {
+        int accepted = 0;
+        json_array_foreach(json_object_get(result, "docs"), j, d)
+        {
+            const char *id = onair_str(d, "_id");
+            accepted |= id && onair_str(e, "invite") && !strcmp(id, onair_str(e, "invite"));
+        }
+        if (!accepted)
+            json_array_append(tokens, json_object_get(e, "invite"));
+    }
+    json_decref(op->list);
+    op->list = NULL;
+    if (!json_array_size(tokens)) {
+        json_decref(tokens);
+        return cohost_limit(f, op->st);
+    }
+    api->log(op->st->self, ONAIR_LOG_INFO, "stream %s: %zu co-host place(s) never used, given back",
+             op->sid, json_array_size(tokens));
+    /* the old entries of those invites only (a new accept of one may have a fresh entry) */
+    json_t *spec = json_pack("{s:{s:s},s:{s:{s:{s:{s:o},s:{s:I}}}}}", "filter", "_id", op->sid,
+                             "update", "$pull", "holders", "invite", "$in", tokens, "at", "$lte",
+                             (json_int_t)(api->now_ms(op->st->self) - PLACE_STALE_MS));
+    ONAIR_THEN(f, stale_released, api->store_update(op->st->places, spec, onair_flow_cb, f));
+}
+
+static void places_heal(op_t *op, json_t *places)
+{
+    op->healed = 1;
+    int64_t before = api->now_ms(op->st->self) - PLACE_STALE_MS;
+    json_t *stale = json_array(), *ids = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(places, "holders"), i, e)
+    {
+        if (json_integer_value(json_object_get(e, "at")) > before || !onair_str(e, "invite"))
+            continue;
+        json_array_append(stale, e);
+        json_array_append(ids, json_object_get(e, "invite"));
+    }
+    if (!json_array_size(stale)) {
+        json_decref(stale);
+        json_decref(ids);
+        return cohost_limit(&op->flow, op->st);
+    }
+    op->list = stale;
+    ONAIR_THEN(&op->flow, stale_read,
+               api->store_find(op->st->invites,
+                               json_pack("{s:{s:{s:o},s:s},s:i}", "filter", "_id", "$in", ids,
+                                         "status", "accepted", "limit", 200),
+                               onair_flow_cb, op));
+}
+
+static void places_full_read(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    places_heal(op, json_object_get(result, "doc"));
+}
+
+static void place_taken(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    if (json_is_object(json_object_get(result, "doc")))
+        return change_invite(op); /* the place is ours: now the invite */
+    if (op->healed)
+        return cohost_limit(f, op->st);
+    ONAIR_THEN(f, places_full_read,
+               api->store_find_one(op->st->places, json_pack("{s:{s:s}}", "filter", "_id", op->sid),
+                                   onair_flow_cb, f));
+}
+
+/* The stream's places document exists (created with the co-hosts accepted before it, so a
+ * stream from an older version counts them). */
+static void places_ready(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    uint8_t rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
+        return onair_flow_fail(f, ONAIR_EINTERNAL, NULL);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(op->token + 2 * i, 3, "%02x", rnd[i]);
+    place_take(op);
+}
+
+static void accepted_read(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        return onair_flow_fail(f, status, result);
+    json_t *holders = json_array();
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(result, "docs"), i, d) json_array_append_new(
+        holders, json_pack("{s:O,s:s,s:O}", "invite", json_object_get(d, "_id"), "token", "", "at",
+                           json_object_get(d, "accepted_at")));
+    json_t *spec = json_pack("{s:{s:s},s:{s:{s:o}},s:b,s:s}", "filter", "_id", op->sid, "update",
+                             "$setOnInsert", "holders", holders, "upsert", 1, "return", "after");
+    ONAIR_THEN(f, places_ready, api->store_find_and_modify(op->st->places, spec, onair_flow_cb, f));
 }
 
 static void invite_read(onair_flow_t *f, int status, json_t *result)
@@ -412,11 +584,14 @@ static void invite_read(onair_flow_t *f, int status, json_t *result)
         return change_invite(op);
     snprintf(op->sid, sizeof op->sid, "%s",
              onair_str(doc, "stream") ? onair_str(doc, "stream") : "");
-    ONAIR_THEN(f, accepted_places,
-               api->store_count(
-                   op->st->invites,
-                   json_pack("{s:{s:s,s:s}}", "filter", "stream", op->sid, "status", "accepted"),
-                   onair_flow_cb, f));
+    if (op->st->require_verified && !op->verified)
+        return onair_flow_problem(f, ONAIR_EPERM, "verification_required",
+                                  "only verified accounts can co-host this stream", NULL);
+    ONAIR_THEN(f, accepted_read,
+               api->store_find(op->st->invites,
+                               json_pack("{s:{s:s,s:s},s:i}", "filter", "stream", op->sid, "status",
+                                         "accepted", "limit", 200),
+                               onair_flow_cb, f));
 }
 
 static int invite_op(onair_req_t *req, void *ud, int kind)
@@ -570,6 +745,8 @@ static void cohost_ended(onair_flow_t *f, int status, json_t *result)
         return onair_flow_problem(f, ONAIR_ENOTFOUND, "cohost_not_found",
                                   "this user is not a co-host of the stream", NULL);
     int leaving = op->uid && !strcmp(op->uid, op->target);
+    if (onair_str(doc, "_id")) /* their place is free */
+        place_release(op->st, op->sid, json_pack("{s:s}", "invite", onair_str(doc, "_id")));
     /* their publishing (and their players) end now; a later WHIP is refused (not_cohost) */
     api->service_call(op->st->self, "media.participant_end",
                       json_pack("{s:s,s:s,s:s}", "stream", op->sid, "participant", op->target,
@@ -898,6 +1075,7 @@ static int cohosts_init(onair_plugin_t *self, const onair_api_t *host_api)
     const uint32_t user = ONAIR_ACCESS_USER;
     const onair_collection_t invites = {
         .size = sizeof invites, .name = "invites", .version = 1, .indexes = invite_indexes};
+    const onair_collection_t places = {.size = sizeof places, .name = "places", .version = 1};
     const onair_ratelimit_t limits[] = {
         ONAIR_RATELIMIT("cohosts.invite", 30, 60, ONAIR_RATELIMIT_BY_USER),
     };
@@ -919,6 +1097,8 @@ static int cohosts_init(onair_plugin_t *self, const onair_api_t *host_api)
     for (size_t i = 0; i < sizeof svcs / sizeof svcs[0]; i++)
         svcs[i].ud = st;
     int rc = api->store_open(self, &invites, &st->invites);
+    if (rc == ONAIR_OK)
+        rc = api->store_open(self, &places, &st->places);
     if (rc == ONAIR_OK)
         rc = onair_add_ratelimits(api, self, limits);
     if (rc == ONAIR_OK)

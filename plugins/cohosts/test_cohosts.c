@@ -277,6 +277,99 @@ static void test_publish_check_remove_and_mute(void **state)
     svc_result = NULL;
 }
 
+/* Places are taken atomically: accepts racing (all in flight before any store call answers)
+ * for max_cohosts 2 places: two 200, the rest 409 cohost_limit, and the invites say so. */
+static void test_accepts_race_for_places(void **state)
+{
+    onair_test_host_t *h = *state;
+    /* three invites although max_cohosts is 2: made while max_cohosts was higher (seeded) */
+    const char *users[3] = {BOB, CAROL, DAVE};
+    const onair_user_t who[3] = {bob,
+                                 {sizeof(onair_user_t), CAROL, viewer_roles, 1},
+                                 {sizeof(onair_user_t), DAVE, viewer_roles, 1}};
+    const char *ids[3] = {"6a0000000000000000000001", "6a0000000000000000000002",
+                          "6a0000000000000000000003"};
+    json_int_t now = (json_int_t)onair_test_now_ms(h);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            onair_test_store_seed(h, "cohosts.invites",
+                                  json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:n,s:n}", "_id", ids[i],
+                                            "stream", LIVE, "owner", OWNER, "user", users[i],
+                                            "status", "pending", "created_at", now, "expires_at",
+                                            now + TTL_MS, "accepted_at", "ended_at"),
+                                  0),
+            ONAIR_OK);
+    onair_test_set_autorun(h, 0);
+    onair_test_response_t *r[3];
+    for (int i = 0; i < 3; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/api/v1/cohosts/invites/%s/accept", ids[i]);
+        r[i] = onair_test_request(h, "POST", path, NULL, json_header, NULL, &who[i]);
+        assert_non_null(r[i]);
+        assert_true(r[i]->pending);
+    }
+    onair_test_run(h);
+    int ok = 0, full = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_false(r[i]->pending);
+        ok += r[i]->status == 200;
+        full += r[i]->status == 409 && !strcmp(onair_str(r[i]->json, "code"), "cohost_limit");
+        onair_test_response_free(r[i]);
+    }
+    assert_int_equal(ok, 2);
+    assert_int_equal(full, 1);
+    char st[32];
+    int accepted = 0;
+    for (int i = 0; i < 3; i++)
+        accepted += !strcmp(status_of(h, ids[i], st), "accepted");
+    assert_int_equal(accepted, 2);
+    onair_test_set_autorun(h, 1);
+    /* a removal frees a place: the third accepts now */
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(status_of(h, ids[i], st), "accepted")) {
+            char path[96];
+            snprintf(path, sizeof path, "/api/v1/streams/" LIVE "/cohosts/%s", users[i]);
+            expect(req(h, "DELETE", path, NULL, &owner), 200, NULL);
+            break;
+        }
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(status_of(h, ids[i], st), "pending")) {
+            char path[96];
+            snprintf(path, sizeof path, "/api/v1/cohosts/invites/%s/accept", ids[i]);
+            expect(req(h, "POST", path, NULL, &who[i]), 200, NULL);
+        }
+}
+
+/* A place taken by an accept that never flipped its invite (its node died between the two
+ * writes) is given back once it is 30 s old and the stream is full; a fresh one is not. */
+static void test_stale_place_given_back(void **state)
+{
+    onair_test_host_t *h = *state;
+    json_int_t now = (json_int_t)onair_test_now_ms(h);
+    const char *ghost = "6a00000000000000000000aa"; /* pending, never accepted */
+    const char *ghost2 = "6a00000000000000000000ab";
+    assert_int_equal(
+        onair_test_store_seed(h, "cohosts.places",
+                              json_pack("{s:s,s:[{s:s,s:s,s:I},{s:s,s:s,s:I}]}", "_id", LIVE,
+                                        "holders", "invite", ghost, "token", "t1", "at", now,
+                                        "invite", ghost2, "token", "t2", "at", now),
+                              0),
+        ONAIR_OK);
+    char iid[25], path[96];
+    /* 3 places held by invites? no: 2 stale ones; max_cohosts 2: bob's invite fits (pending
+     * invites that hold places are counted from the invites, not these entries) */
+    invite(h, BOB, iid);
+    snprintf(path, sizeof path, "/api/v1/cohosts/invites/%s/accept", iid);
+    expect(req(h, "POST", path, NULL, &bob), 409, "cohost_limit"); /* fresh entries stay */
+    onair_test_advance(h, 31000);
+    expect(req(h, "POST", path, NULL, &bob), 200, NULL);
+    json_t *all = onair_test_store_dump(h, "cohosts.places");
+    json_t *holders = json_object_get(json_array_get(all, 0), "holders");
+    assert_int_equal(json_array_size(holders), 1);
+    assert_string_equal(onair_str(json_array_get(holders, 0), "invite"), iid);
+    json_decref(all);
+}
+
 static int setup_verified(void **state)
 {
     config = "{\"require_verified\": true}";
@@ -291,6 +384,20 @@ static void test_require_verified(void **state)
                &owner),
            403, "verification_required");
     invite(h, CAROL, iid); /* verified */
+    /* checked again at the accept: an account no longer verified cannot take the place */
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/cohosts/invites/%s/accept", iid);
+    onair_plugin_t *self = onair_test_plugin(h);
+    assert_int_equal(api->user_set_verified(self, CAROL, 0, svc_done, NULL), ONAIR_OK);
+    onair_test_run(h);
+    const onair_user_t carol_unverified = {sizeof(onair_user_t), CAROL, viewer_roles, 0};
+    expect(req(h, "POST", path, NULL, &carol_unverified), 403, "verification_required");
+    assert_int_equal(api->user_set_verified(self, CAROL, 1, svc_done, NULL), ONAIR_OK);
+    onair_test_run(h);
+    const onair_user_t carol = {sizeof(onair_user_t), CAROL, viewer_roles, 1};
+    expect(req(h, "POST", path, NULL, &carol), 200, NULL);
+    json_decref(svc_result);
+    svc_result = NULL;
 }
 
 int main(void)
@@ -299,6 +406,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expiry_is_applied_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_places_and_bans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_check_remove_and_mute, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accepts_race_for_places, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_place_given_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_require_verified, setup_verified, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

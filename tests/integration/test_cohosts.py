@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -329,3 +330,57 @@ def test_mute_rules(srv):
     c = cohosts(srv, sid)[guest.id]
     assert c["muted"] == {"audio": False, "video": True} and c["on_air"] is True, c
     assert owner.call("DELETE", f"/api/v1/streams/{sid}/cohosts/{guest.id}").status == 200
+
+
+def test_accepts_race_for_the_last_place(backend):
+    """Accepts fired at once for one place: exactly one 200, the others 409 cohost_limit
+    (places are taken with one conditional store update). Four invites are made while
+    max_cohosts is 4, then the server restarts with 1."""
+    p = plugins()
+    p["cohosts"]["config"]["max_cohosts"] = 4
+    s = Server(plugins=p, core=core(backend)).start()
+    try:
+        owner = Account(s, "owner")
+        guests = [Account(s, f"g{i}") for i in range(4)]
+        r = owner.call("POST", "/api/v1/streams", {"title": "One seat"})
+        assert r.status == 201, r
+        sid = r.json()["stream"]["id"]
+        ids = [invited(owner, sid, g) for g in guests]
+        assert s.stop() == 0
+        s.plugins["cohosts"]["config"]["max_cohosts"] = 1
+        s.write_config()
+        s.start()
+        go = threading.Barrier(len(guests))
+        answers = [None] * len(guests)
+
+        def accept(i):
+            go.wait()
+            answers[i] = guests[i].call("POST", f"/api/v1/cohosts/invites/{ids[i]}/accept")
+
+        threads = [threading.Thread(target=accept, args=(i,)) for i in range(len(guests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [i for i, a in enumerate(answers) if a.status == 200]
+        assert len(won) == 1, answers
+        for i, a in enumerate(answers):
+            if i not in won:
+                assert problem(a, 409, "cohost_limit")["max_cohosts"] == 1
+        assert list(cohosts(s, sid)) == [guests[won[0]].id]
+        statuses = [owner.call("GET", f"/api/v1/cohosts/invites/{x}").json()["invite"]["status"]
+                    for x in ids]
+        assert sorted(statuses) == ["accepted", "pending", "pending", "pending"], statuses
+        # the winner leaves: the place is free again, and one more accept takes it
+        r = guests[won[0]].call("DELETE", f"/api/v1/streams/{sid}/cohosts/{guests[won[0]].id}")
+        assert r.status == 200 and r.json()["cohost"]["status"] == "left", r
+        nxt = next(i for i in range(len(guests)) if i not in won)
+        r = guests[nxt].call("POST", f"/api/v1/cohosts/invites/{ids[nxt]}/accept")
+        assert r.status == 200, r
+        last = next(i for i in range(len(guests)) if i not in won and i != nxt)
+        problem(guests[last].call("POST", f"/api/v1/cohosts/invites/{ids[last]}/accept"), 409,
+                "cohost_limit")
+        assert list(cohosts(s, sid)) == [guests[nxt].id]
+        assert s.stop() == 0
+    finally:
+        s.kill()
