@@ -4,15 +4,19 @@ ffmpeg publishes 640x360 30 fps H.264 (1 Mbit/s) + AAC over RTMP (the rtmp plugi
 repacketizing, AAC -> Opus); then the stream is restreamed to 1, then 2 nginx-rtmp destinations
 (the multiplatform plugin: depacketizing, FLV, Opus -> AAC per destination). onaird's CPU
 (utime + stime from /proc) is measured over `seconds` in each phase; the cost of one ingest is
-phase 0, of one destination (phase k - phase 0) / k. Prints every run and the medians.
+phase 0, of one destination (phase k - phase 0) / k. Prints every run and the medians. With
+`rtmps` ffmpeg publishes over RTMPS (TLS, a self-signed certificate made here with openssl) to
+the plugin's TLS port instead.
 
-Usage: bench/restream/run.py [seconds=15] [runs=3]
+Usage: bench/restream/run.py [seconds=15] [runs=3] [rtmp|rtmps]
 Environment: ONAIRD, ONAIR_PLUGIN_DIR (as the integration tests; default build-rtmp).
 """
 import os
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
@@ -27,6 +31,7 @@ from test_streams import Account, core, streams_plugin  # noqa: E402
 
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+TLS = len(sys.argv) > 3 and sys.argv[3] == "rtmps"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -42,11 +47,26 @@ def measure(pid):
     return 100.0 * (cpu_s(pid) - c0) / (time.monotonic() - t0)
 
 
+def rtmp_config(port, tls_port, certdir):
+    """The rtmp plugin's configuration; with TLS a self-signed certificate in certdir."""
+    cfg = {"port": port, "bind_address": "127.0.0.1"}
+    if TLS:
+        cert, key = os.path.join(certdir, "cert.pem"), os.path.join(certdir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                        "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cfg["tls"] = {"port": tls_port, "cert": cert, "key": key}
+    return cfg
+
+
 def one_run():
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    certdir = tempfile.mkdtemp(prefix="bench-rtmps-")
+    url = f"rtmps://127.0.0.1:{tls_port}" if TLS else f"rtmp://127.0.0.1:{port}"
     srv = Server(plugins={"streams": streams_plugin(),
                           "rtmp": {"path": os.path.join(PLUGIN_DIR, "rtmp.so"),
-                                   "config": {"port": port, "bind_address": "127.0.0.1"}},
+                                   "config": rtmp_config(port, tls_port, certdir)},
                           "multiplatform": {"path": os.path.join(PLUGIN_DIR, "multiplatform.so"),
                                             "config": {}}},
                  core=core({"backend": "sqlite"}),
@@ -64,7 +84,7 @@ def one_run():
              "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i",
              "sine=frequency=440:sample_rate=48000", "-c:v", "libx264", "-profile:v", "main",
              "-preset", "veryfast", "-b:v", "1000k", "-g", "60", "-pix_fmt", "yuv420p", "-c:a",
-             "aac", "-b:a", "128k", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/{key}"],
+             "aac", "-b:a", "128k", "-f", "flv", f"{url}/live/{key}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(5)
         res = {"ingest": measure(srv.proc.pid)}
@@ -88,6 +108,7 @@ def one_run():
             n.kill()
         srv.stop()
         srv.kill()
+        shutil.rmtree(certdir, ignore_errors=True)
 
 
 def main():
