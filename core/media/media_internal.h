@@ -374,6 +374,14 @@ int media_services_add(struct onair_plugin *owner, const struct onair_service *s
  * as media.active_speaker when it changes. */
 void room_level_push(const char *stream, const char *participant, int level, uint64_t now_ms);
 void room_speakers_drain(void);
+/* The node's active speaker settings (service media.speaker_configure; the cohosts plugin's
+ * speaker_* keys): a speaker's smoothed loudness threshold, how long a new one must lead, the
+ * least time between two announced changes. ONAIR_EINVAL out of range (nothing changes). */
+#define ROOM_SPEAKER_THRESHOLD_MIN 1
+#define ROOM_SPEAKER_THRESHOLD_MAX 127
+#define ROOM_SPEAKER_MS_MAX        60000
+int room_speaker_configure(int threshold, int64_t hold_ms, int64_t interval_ms);
+void room_speaker_settings(int *threshold, uint64_t *hold_ms, uint64_t *interval_ms);
 void room_speakers_teardown(void);
 
 /* ---- whip.c ---- */

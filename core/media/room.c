@@ -219,6 +219,8 @@ static int svc_participants(onair_service_call_t *call, void *ud)
     return services_answer(call, ONAIR_OK, json_pack("{s:o}", "participants", list));
 }
 
+static int svc_speaker_configure(onair_service_call_t *call, void *ud);
+
 int room_setup(struct onair_plugin *owner)
 {
     static const onair_service_t services[] = {
@@ -229,6 +231,9 @@ int room_setup(struct onair_plugin *owner)
         {.size = sizeof(onair_service_t),
          .name = "media.participant_mute",
          .fn = svc_participant_mute},
+        {.size = sizeof(onair_service_t),
+         .name = "media.speaker_configure",
+         .fn = svc_speaker_configure},
     };
     return media_services_add(owner, services, sizeof services / sizeof services[0]);
 }
@@ -249,6 +254,7 @@ int media_services_add(struct onair_plugin *owner, const struct onair_service *s
 
 /* ---- active speaker (speaker.h) ---------------------------------------------------------- */
 
+/* The defaults of the settings (media.speaker_configure: the cohosts plugin's speaker_* keys) */
 #define SPEAKER_THRESHOLD   40    /* smoothed loudness (127 - dBov, 0 = silence) of a speaker */
 #define SPEAKER_HOLD_MS     500   /* a new speaker leads this long first */
 #define SPEAKER_INTERVAL_MS 300   /* at most one change announced per room in this time */
@@ -274,6 +280,64 @@ static pthread_mutex_t g_lq_lock = PTHREAD_MUTEX_INITIALIZER;
 static level_item_t *g_lq;
 static size_t g_lq_n, g_lq_cap;
 static speaker_state_t *g_speakers; /* core loop only */
+static int g_spk_threshold = SPEAKER_THRESHOLD;
+static uint64_t g_spk_hold_ms = SPEAKER_HOLD_MS, g_spk_interval_ms = SPEAKER_INTERVAL_MS;
+
+int room_speaker_configure(int threshold, int64_t hold_ms, int64_t interval_ms)
+{
+    if (threshold < ROOM_SPEAKER_THRESHOLD_MIN || threshold > ROOM_SPEAKER_THRESHOLD_MAX ||
+        hold_ms < 0 || hold_ms > ROOM_SPEAKER_MS_MAX || interval_ms < 0 ||
+        interval_ms > ROOM_SPEAKER_MS_MAX)
+        return ONAIR_EINVAL;
+    g_spk_threshold = threshold;
+    g_spk_hold_ms = (uint64_t)hold_ms;
+    g_spk_interval_ms = (uint64_t)interval_ms;
+    for (speaker_state_t *p = g_speakers; p; p = p->next) { /* the rooms heard now too */
+        p->room.threshold = threshold;
+        p->room.hold_ms = g_spk_hold_ms;
+        p->room.min_interval_ms = g_spk_interval_ms;
+    }
+    return ONAIR_OK;
+}
+
+void room_speaker_settings(int *threshold, uint64_t *hold_ms, uint64_t *interval_ms)
+{
+    *threshold = g_spk_threshold;
+    *hold_ms = g_spk_hold_ms;
+    *interval_ms = g_spk_interval_ms;
+}
+
+static int64_t int_arg(json_t *args, const char *key, int64_t dflt)
+{
+    json_t *v = json_object_get(args, key);
+    if (!v)
+        return dflt;
+    return json_is_integer(v) ? json_integer_value(v) : -1; /* not a number: refused */
+}
+
+/* media.speaker_configure {"threshold"?: 1..127, "hold_ms"?: 0..60000, "interval_ms"?: 0..60000}
+ * -> the settings now {"threshold", "hold_ms", "interval_ms"}: the node's active speaker
+ * detection (absent members stay). */
+static int svc_speaker_configure(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    json_t *args = services_args(call);
+    int t;
+    uint64_t h, i;
+    room_speaker_settings(&t, &h, &i);
+    int64_t nt = int_arg(args, "threshold", t);
+    if (nt < INT32_MIN || nt > INT32_MAX ||
+        room_speaker_configure((int)nt, int_arg(args, "hold_ms", (int64_t)h),
+                               int_arg(args, "interval_ms", (int64_t)i)) != ONAIR_OK)
+        return services_answer(
+            call, ONAIR_EINVAL,
+            json_pack("{s:s}", "error",
+                      "threshold is 1..127, hold_ms and interval_ms 0..60000 (integers)"));
+    room_speaker_settings(&t, &h, &i);
+    return services_answer(call, ONAIR_OK,
+                           json_pack("{s:i,s:I,s:I}", "threshold", t, "hold_ms", (json_int_t)h,
+                                     "interval_ms", (json_int_t)i));
+}
 
 void room_level_push(const char *stream, const char *participant, int level, uint64_t now_ms)
 {
@@ -311,7 +375,7 @@ static speaker_state_t *speaker_state(const char *stream)
     if (!p)
         return NULL;
     snprintf(p->stream, sizeof p->stream, "%s", stream);
-    speaker_room_init(&p->room, SPEAKER_THRESHOLD, SPEAKER_HOLD_MS, SPEAKER_INTERVAL_MS);
+    speaker_room_init(&p->room, g_spk_threshold, g_spk_hold_ms, g_spk_interval_ms);
     p->next = g_speakers;
     g_speakers = p;
     return p;
@@ -357,6 +421,9 @@ void room_speakers_drain(void)
 
 void room_speakers_teardown(void)
 {
+    g_spk_threshold = SPEAKER_THRESHOLD;
+    g_spk_hold_ms = SPEAKER_HOLD_MS;
+    g_spk_interval_ms = SPEAKER_INTERVAL_MS;
     pthread_mutex_lock(&g_lq_lock);
     free(g_lq);
     g_lq = NULL;

@@ -105,6 +105,16 @@ static const onair_config_key_t cohosts_config[] = {
                 ONAIR_BETWEEN(100, 60000),
                 .doc = "How often overdue invites are marked expired (ms; an overdue invite "
                        "can never be accepted, whatever this is)."),
+    ONAIR_FIELD("speaker_threshold", ONAIR_CFG_INT, .default_value = "40", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 127),
+                .doc = "Active speaker: the smoothed loudness (127 minus the RFC 6464 level's "
+                       "-dBov; 0 is silence) a host must reach to be the speaker."),
+    ONAIR_FIELD("speaker_hold_ms", ONAIR_CFG_INT, .default_value = "500", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(0, 60000),
+                .doc = "Active speaker: how long another host must lead before taking over."),
+    ONAIR_FIELD("speaker_interval_ms", ONAIR_CFG_INT, .default_value = "300",
+                .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(0, 60000),
+                .doc = "Active speaker: the least time between two announced changes."),
     ONAIR_END,
 };
 
@@ -1121,9 +1131,30 @@ static int cohosts_init(onair_plugin_t *self, const onair_api_t *host_api)
     return ONAIR_OK;
 }
 
+static void speaker_configured(int status, json_t *result, void *ud)
+{
+    cohosts_t *st = ud;
+    if (status == ONAIR_OK)
+        api->log(st->self, ONAIR_LOG_INFO,
+                 "active speaker: threshold %lld, hold %lld ms, interval %lld ms",
+                 (long long)json_integer_value(json_object_get(result, "threshold")),
+                 (long long)json_integer_value(json_object_get(result, "hold_ms")),
+                 (long long)json_integer_value(json_object_get(result, "interval_ms")));
+    else if (status != ONAIR_ECANCELED) /* no relay on this node: nobody to tell */
+        api->log(st->self, ONAIR_LOG_INFO, "active speaker settings not applied: %s",
+                 onair_str(result, "error") ? onair_str(result, "error") : "no media relay");
+}
+
 static int cohosts_start(onair_plugin_t *self)
 {
     cohosts_t *st = api->state(self);
+    /* the relay's active speaker detection takes this plugin's speaker_* keys */
+    json_t *spk = json_pack("{s:I,s:I,s:I}", "threshold",
+                            (json_int_t)api->config_int(self, "speaker_threshold"), "hold_ms",
+                            (json_int_t)api->config_int(self, "speaker_hold_ms"), "interval_ms",
+                            (json_int_t)api->config_int(self, "speaker_interval_ms"));
+    if (api->service_call(self, "media.speaker_configure", spk, speaker_configured, st) != ONAIR_OK)
+        api->log(self, ONAIR_LOG_WARN, "cannot apply the active speaker settings");
     st->sweep =
         api->timer_start(self, (uint64_t)st->sweep_ms, (uint64_t)st->sweep_ms, on_sweep, st);
     if (!st->sweep)

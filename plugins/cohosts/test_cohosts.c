@@ -82,13 +82,16 @@ static int setup(void **state)
     assert_int_equal(onair_test_service_add(h, "media.participant_mute", fake_relay, "mute"),
                      ONAIR_OK);
     assert_int_equal(onair_test_service_add(h, "media.participants", fake_relay, "list"), ONAIR_OK);
+    assert_int_equal(onair_test_service_add(h, "media.speaker_configure", fake_relay, "speaker"),
+                     ONAIR_OK);
+    relay_calls = json_array(); /* start() tells the relay the speaker settings */
     onair_test_user_add(h, OWNER, "owner", NULL, viewer_roles, 1);
     onair_test_user_add(h, BOB, "bob", NULL, viewer_roles, 1);
     onair_test_user_add(h, EVE, "eve", NULL, viewer_roles, 1);
     onair_test_user_add(h, CAROL, "carol", NULL, viewer_roles, 1);
     onair_test_user_add(h, DAVE, "dave", NULL, viewer_roles, 0); /* not verified */
     assert_int_equal(onair_test_start(h), ONAIR_OK);
-    relay_calls = json_array();
+    onair_test_run(h);
     *state = h;
     return 0;
 }
@@ -370,6 +373,63 @@ static void test_stale_place_given_back(void **state)
     json_decref(all);
 }
 
+/* The speaker_* keys reach the relay's detector at start (media.speaker_configure): the
+ * defaults, or what the config says; out of range is refused at load. */
+static json_t *speaker_call(void)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(relay_calls, i, c) if (!strcmp(onair_str(c, "service"), "speaker")) return c;
+    return NULL;
+}
+
+static void test_speaker_defaults(void **state)
+{
+    (void)state;
+    json_t *c = speaker_call();
+    assert_non_null(c);
+    assert_int_equal(json_integer_value(json_object_get(c, "threshold")), 40);
+    assert_int_equal(json_integer_value(json_object_get(c, "hold_ms")), 500);
+    assert_int_equal(json_integer_value(json_object_get(c, "interval_ms")), 300);
+}
+
+static int setup_speaker(void **state)
+{
+    config = "{\"speaker_threshold\": 55, \"speaker_hold_ms\": 1200, \"speaker_interval_ms\": 0}";
+    return setup(state);
+}
+
+static void test_speaker_configured(void **state)
+{
+    (void)state;
+    json_t *c = speaker_call();
+    assert_non_null(c);
+    assert_int_equal(json_integer_value(json_object_get(c, "threshold")), 55);
+    assert_int_equal(json_integer_value(json_object_get(c, "hold_ms")), 1200);
+    assert_int_equal(json_integer_value(json_object_get(c, "interval_ms")), 0);
+}
+
+static void test_speaker_out_of_range(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"speaker_threshold\": 0}", "{\"speaker_threshold\": 128}", "{\"speaker_hold_ms\": -1}",
+        "{\"speaker_interval_ms\": 60001}", "{\"speaker_threshold\": \"loud\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0] + 1; i++) {
+        /* the last one: the range's edges are accepted */
+        const char *cfg = i < sizeof bad / sizeof bad[0]
+                              ? bad[i]
+                              : "{\"speaker_threshold\": 127, \"speaker_hold_ms\": 60000}";
+        onair_test_host_t *h = onair_test_host_new(onair_plugin_entry_v1(), cfg, NULL, 0);
+        if (h)
+            onair_test_set_log_level(h, ONAIR_LOG_ERROR + 1);
+        int refused = !h || onair_test_init(h) != ONAIR_OK;
+        if (h)
+            onair_test_host_free(h);
+        assert_int_equal(refused, i < sizeof bad / sizeof bad[0]);
+    }
+}
+
 static int setup_verified(void **state)
 {
     config = "{\"require_verified\": true}";
@@ -408,6 +468,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish_check_remove_and_mute, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accepts_race_for_places, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_place_given_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_speaker_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_speaker_configured, setup_speaker, teardown),
+        cmocka_unit_test(test_speaker_out_of_range),
         cmocka_unit_test_setup_teardown(test_require_verified, setup_verified, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import threading
 import time
 
@@ -382,5 +383,31 @@ def test_accepts_race_for_the_last_place(backend):
                 "cohost_limit")
         assert list(cohosts(s, sid)) == [guests[nxt].id]
         assert s.stop() == 0
+    finally:
+        s.kill()
+
+
+def test_speaker_settings(backend):
+    """The active speaker keys: applied to the relay's detector at start (the daemon says so),
+    and an out-of-range value is refused at load with the file, line and key named (here the
+    daemon does not start: its rate_limits name the plugin's limit)."""
+    p = plugins()
+    p["cohosts"]["config"].update(speaker_threshold=55, speaker_hold_ms=1200,
+                                  speaker_interval_ms=0)
+    s = Server(plugins=p, core=core(backend)).start()
+    try:
+        assert s.wait_log(r"active speaker: threshold 55, hold 1200 ms, interval 0 ms"), s.log()
+        assert s.stop() == 0
+        for key, bad, why in (("speaker_threshold", 0, "below the minimum 1"),
+                              ("speaker_threshold", 128, "above the maximum 127"),
+                              ("speaker_hold_ms", -5, "below the minimum 0"),
+                              ("speaker_interval_ms", 60001, "above the maximum 60000")):
+            s.plugins = plugins()
+            s.plugins["cohosts"]["config"][key] = bad
+            s.write_config()
+            s.start(wait=False)
+            assert s.proc.wait(30) != 0
+            s._reader.join(5)
+            assert re.search(rf"cohosts\.yaml:\d+:\d+: {key}: {bad} is {why}", s.log()), s.log()
     finally:
         s.kill()

@@ -214,6 +214,41 @@ static void test_mute(void **state)
     session_unref(bob);
 }
 
+/* The node's active speaker settings (media.speaker_configure, the cohosts plugin's speaker_*
+ * keys): defaults 40 / 500 ms / 300 ms, the ranges' edges taken, anything outside refused with
+ * nothing changed, and the teardown back to the defaults. */
+static void test_speaker_settings(void **state)
+{
+    (void)state;
+    int t;
+    uint64_t hold, interval;
+    room_speaker_settings(&t, &hold, &interval);
+    assert_int_equal(t, 40);
+    assert_int_equal(hold, 500);
+    assert_int_equal(interval, 300);
+    assert_int_equal(room_speaker_configure(55, 1200, 0), ONAIR_OK);
+    room_speaker_settings(&t, &hold, &interval);
+    assert_int_equal(t, 55);
+    assert_int_equal(hold, 1200);
+    assert_int_equal(interval, 0);
+    assert_int_equal(room_speaker_configure(1, 60000, 60000), ONAIR_OK);
+    assert_int_equal(room_speaker_configure(127, 0, 0), ONAIR_OK);
+    const int64_t bad[][3] = {{0, 500, 300},    {128, 500, 300}, {40, -1, 300},
+                              {40, 60001, 300}, {40, 500, -1},   {40, 500, 60001}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(room_speaker_configure((int)bad[i][0], bad[i][1], bad[i][2]),
+                         ONAIR_EINVAL);
+        room_speaker_settings(&t, &hold, &interval);
+        assert_int_equal(t, 127); /* unchanged */
+        assert_int_equal(hold, 0);
+    }
+    room_speakers_teardown();
+    room_speaker_settings(&t, &hold, &interval);
+    assert_int_equal(t, 40);
+    assert_int_equal(hold, 500);
+    assert_int_equal(interval, 300);
+}
+
 int main(void)
 {
     /* the tables engine.c's start sets up (no workers, no sockets here) */
@@ -225,7 +260,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_key),     cmocka_unit_test(test_participant_ok),
         cmocka_unit_test(test_end_all), cmocka_unit_test(test_end_one),
-        cmocka_unit_test(test_mute),
+        cmocka_unit_test(test_mute),    cmocka_unit_test(test_speaker_settings),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     free(g_media.by_ufrag);
