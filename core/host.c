@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "media/media.h"
 #include "media/whip.h"
+#include "datadir.h"
 #include "hooks.h"
 #include "loop_post.h"
 #include "problem.h"
@@ -193,6 +194,10 @@ int host_start(struct host *h, settings_t *s)
     else if (secret && *secret && strlen(secret) < 32)
         LOG_WARN("auth", "auth.jwt_secret is shorter than 32 characters: use a long random one");
     api_setup(h, g_host_auth);
+    /* plugins keep files there whatever the backend (recordings, clips, the webhooks spool) */
+    const char *data_dir = settings_string(s, "storage.data_dir");
+    if (datadir_make(data_dir && *data_dir ? data_dir : "./data", serr, sizeof serr) < 0)
+        LOG_WARN("core", "%s: plugins that keep files will fail", serr);
     if (store_setup(h, cfg_json_get(s->core, "storage"), serr, sizeof serr) < 0) {
         LOG_ERROR("core", "%s", serr);
         return -1;

@@ -41,6 +41,7 @@
  *    treats "a\0b" and "a\0c" as the same value.
  */
 #include "backend.h"
+#include "datadir.h"
 #include "doc.h"
 
 #include <errno.h>
@@ -820,42 +821,6 @@ static int q_run(query_t *q, sqlite3 *db, sqlite3_stmt *st, json_t *filter, row_
 
 /* ---- open / close ---- */
 
-static int mkdir_p(const char *dir, char *err)
-{
-    char *p = strdup(dir);
-    if (!p) {
-        set_err(err, "out of memory");
-        return -1;
-    }
-    size_t n = strlen(p);
-    while (n > 1 && p[n - 1] == '/')
-        p[--n] = '\0';
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char c = *s;
-            *s = '\0';
-            if (mkdir(p, 0750) != 0 && errno != EEXIST) {
-                set_err(err, "cannot create data directory %s: %s", p, strerror(errno));
-                free(p);
-                return -1;
-            }
-            *s = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    struct stat stt;
-    int sr = stat(p, &stt);
-    if (sr != 0 || !S_ISDIR(stt.st_mode)) {
-        set_err(err, "cannot create data directory %s: %s", p,
-                sr != 0 ? strerror(errno) : "not a directory");
-        free(p);
-        return -1;
-    }
-    free(p);
-    return 0;
-}
-
 static const char *const sq_migrations[SQ_SCHEMA_VERSION] = {
     /* 0 -> 1 */
     "CREATE TABLE IF NOT EXISTS onair_collections("
@@ -959,7 +924,7 @@ static int sq_open(store_backend_t **out, json_t *cfg, char *err)
     int nreaders = cfg_int(scfg, "readers", 4, 1, 64);
     int timeout_ms = cfg_int(cfg, "timeout_ms", 5000, 1, 3600 * 1000);
 
-    if (mkdir_p(data_dir, err) != 0)
+    if (datadir_make(data_dir, err, STORE_ERR_LEN) != 0)
         return ONAIR_EINTERNAL;
 
     store_backend_t *b = calloc(1, sizeof *b);
