@@ -561,6 +561,27 @@ test('the streamer adds a webhook endpoint, sees its secret once and its deliver
   });
   assert.match(listed, /"url"/);
   assert.ok(!listed.includes(secret), 'the secret is not listed');
+  // a new secret: shown once, and the next delivery is signed with it, not the old one
+  await s.getByRole('button', {name: `New secret for ${url}`}).click();
+  await s.locator('#wh-status', {hasText: 'New secret made.'}).waitFor();
+  const secret2 = await s.locator('#wh-secret-value').textContent();
+  assert.match(secret2, /^whsec_/);
+  assert.notEqual(secret2, secret);
+  await s.locator('#edit-description').fill('a second change');
+  await s.locator('#edit-form').getByRole('button', {name: 'Save'}).click();
+  const hit2 = await waitFor('the delivery after the rotation', async () => {
+    const h = got.find((x) => x.headers['onair-event'] === 'stream.updated' && x.body.includes('a second change'));
+    return {done: !!h, h, n: got.length};
+  }, 20_000).then((r) => r.h);
+  const sig2 = Object.fromEntries(hit2.headers['onair-signature'].split(',').map((p) => p.split('=')));
+  assert.equal(sig2.v1, createHmac('sha256', secret2).update(`${sig2.t}.`).update(hit2.body).digest('hex'));
+  assert.notEqual(sig2.v1, createHmac('sha256', secret).update(`${sig2.t}.`).update(hit2.body).digest('hex'));
+  // paused by its owner: shown as off
+  const sending = s.getByRole('button', {name: `Sending to ${url}`});
+  assert.equal(await sending.getAttribute('aria-pressed'), 'true');
+  await sending.click();
+  await s.locator('#wh-endpoints li', {hasText: 'paused'}).waitFor();
+  assert.equal(await sending.getAttribute('aria-pressed'), 'false');
   await accessible(s, 'studio with webhooks');
   await s.locator('#webhooks-panel').screenshot({path: join(SHOTS, 'studio-webhooks.png')});
   await s.getByRole('button', {name: `Delete the endpoint ${url}`}).click();
@@ -601,8 +622,17 @@ test('the streamer schedules a stream, edits and cancels it; the viewer sees eac
   await form.getByLabel('Sun').check();
   await s.getByRole('button', {name: 'Save changes'}).click();
   await s.locator('#sch-status', {hasText: 'Saved “Weekly special”.'}).waitFor();
-  await s.locator('#schedules li', {hasText: 'weekly on Sat, Sun'}).waitFor();
+  const weekly = s.locator('#schedules li', {hasText: 'weekly on Sat, Sun'});
+  await weekly.waitFor();
   await upcoming('Weekly special');
+  // skip the next one: the series goes on from the one after
+  const before = await weekly.innerText();
+  await weekly.getByRole('button', {name: /^Skip Weekly special on /}).click();
+  await s.locator('#sch-status', {hasText: 'Skipped “Weekly special”'}).waitFor();
+  await waitFor('a later next occurrence', async () => {
+    const t = await weekly.innerText();
+    return {done: t !== before && /next /.test(t), t, before};
+  }, 10_000);
   await accessible(s, 'studio with a schedule');
   await s.locator('#schedule-panel').screenshot({path: join(SHOTS, 'studio-schedule.png')});
   // a start in the past is refused by the server: said, and the field gets the focus

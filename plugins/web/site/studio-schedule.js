@@ -1,6 +1,6 @@
 // onair web app: the studio's schedule editor (plugins/scheduling). The streamer's active
-// schedules (GET /api/v1/schedules?mine=1) with Edit (PATCH) and Cancel (DELETE: the series is
-// cancelled); the form creates one (POST), one-off or weekly, in the browser's time zone.
+// schedules (GET /api/v1/schedules?mine=1) with Edit (PATCH), Skip next (a weekly series'
+// next occurrence: POST .../cancel) and Cancel (DELETE: the whole series); the form creates one (POST), one-off or weekly, in the browser's time zone.
 // Only the public REST API: see plugins/scheduling/README.md.
 import {api} from './api.js';
 import {el, $, clear, say} from './ui.js';
@@ -42,6 +42,14 @@ async function loadSchedules() {
         x.recurrence ? ` · weekly on ${x.recurrence.days.map((d) => DAYS[d] || d).join(', ')}` +
                        (x.recurrence.until ? ` until ${x.recurrence.until}` : '') : '')),
     el('button', {type: 'button', class: 'small', 'aria-label': `Edit ${x.title}`, onclick: () => edit(x)}, 'Edit'),
+    x.recurrence && x.next_occurrence ? el('button', {type: 'button', class: 'small',
+      'aria-label': `Skip ${x.title} on ${new Date(x.next_occurrence).toLocaleDateString()}`, onclick: async () => {
+        try { // one occurrence: the series goes on
+          await api('POST', `/api/v1/schedules/${x.id}/cancel`, {body: {occurrence: x.next_occurrence}});
+          status(`Skipped “${x.title}” on ${new Date(x.next_occurrence).toLocaleString()}.`, 'ok');
+        } catch (e) { status(e.message, 'error'); }
+        loadSchedules();
+      }}, 'Skip next') : null,
     el('button', {type: 'button', class: 'small', 'aria-label': `Cancel ${x.title}`, onclick: async () => {
       if (!confirm(`Cancel “${x.title}”${x.recurrence ? ' and all its occurrences' : ''}?`)) return;
       try {

@@ -1,11 +1,12 @@
 // onair web app: the studio's webhooks panel (plugins/webhooks). The selected stream's
-// endpoints: add one (its signing secret is shown once, in the answer to create), delete one,
-// and see its recent deliveries with their state and the receiver's HTTP status, replaying a
-// dead-lettered one. Only the public REST API: see plugins/webhooks/README.md.
+// endpoints: add one (its signing secret is shown once, in the answer to create), pause and
+// resume one, make it a new secret (shown once too), delete one, and see its recent deliveries
+// with their state and the receiver's HTTP status, replaying a dead-lettered one. Only the public REST API: see plugins/webhooks/README.md.
 import {api} from './api.js';
 import {el, $, clear, say, timeAgo} from './ui.js';
 
 const w = {stream: null, open: null, timer: 0};
+const OFF = {owner: 'paused', failing: 'off: it kept failing', removed_from_config: 'off: not configured any more'};
 const status = (t, k) => say($('#wh-status'), t, k);
 
 // Show the panel for stream s (or hide it when the plugin does not run).
@@ -35,10 +36,26 @@ async function loadEndpoints() {
       el('code', {}, x.url), el('br'),
       el('span', {class: 'muted'}, x.events.join(', '), x.description ? ` · ${x.description}` : ''), ' ',
       x.enabled ? (x.failing_since ? el('span', {class: 'badge warn'}, `failing since ${timeAgo(x.failing_since)}`) : null)
-                : el('span', {class: 'badge warn'}, `off (${x.disabled_reason || 'disabled'})`)),
+                : el('span', {class: 'badge warn'}, OFF[x.disabled_reason] || 'off')),
     el('button', {type: 'button', class: 'small', 'aria-expanded': w.open === x.id ? 'true' : 'false',
       'aria-controls': 'wh-deliveries', 'aria-label': `Deliveries to ${x.url}`,
       onclick: () => { w.open = w.open === x.id ? null : x.id; loadEndpoints(); }}, 'Deliveries'),
+    el('button', {type: 'button', class: 'small toggle', 'aria-pressed': x.enabled ? 'true' : 'false',
+      'aria-label': `Sending to ${x.url}`, onclick: async () => {
+        try { // turning it on again starts afresh: failing state cleared, the queue moves on
+          await api('PATCH', `/api/v1/webhooks/endpoints/${x.id}`, {body: {enabled: !x.enabled}});
+          status(`${x.enabled ? 'Paused' : 'Resumed'} ${x.url}.`, 'ok');
+        } catch (e) { status(e.message, 'error'); }
+        loadEndpoints();
+      }}, 'Sending'),
+    el('button', {type: 'button', class: 'small', 'aria-label': `New secret for ${x.url}`, onclick: async () => {
+      if (!confirm(`Make a new signing secret for ${x.url}? The old one stops working at once.`)) return;
+      try {
+        const r = await api('POST', `/api/v1/webhooks/endpoints/${x.id}/secret/rotate`);
+        showSecret(r.endpoint.url, r.secret);
+        status('New secret made.', 'ok');
+      } catch (e) { status(e.message, 'error'); }
+    }}, 'New secret'),
     el('button', {type: 'button', class: 'small', 'aria-label': `Delete the endpoint ${x.url}`,
       onclick: async () => {
         try {
@@ -86,6 +103,14 @@ async function loadDeliveries(endpoint) {
   }, 5000);
 }
 
+// The server shows a secret once (create, rotate): here, now.
+function showSecret(url, secret) {
+  clear($('#wh-secret'), el('p', {}, 'Signing secret for ', el('code', {}, url),
+    ' (copy it now: it is not shown again):'),
+  el('div', {class: 'row'}, el('code', {id: 'wh-secret-value'}, secret),
+    el('button', {type: 'button', class: 'copy small', dataset: {text: secret}}, 'Copy')));
+}
+
 $('#wh-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const events = $('#wh-events').value.split(/[\s,]+/).filter(Boolean);
@@ -93,11 +118,7 @@ $('#wh-form').addEventListener('submit', async (ev) => {
   if ($('#wh-description').value.trim()) body.description = $('#wh-description').value.trim();
   try {
     const r = await api('POST', '/api/v1/webhooks/endpoints', {body});
-    // the secret is shown once: here, now
-    clear($('#wh-secret'), el('p', {}, 'Signing secret for ', el('code', {}, r.endpoint.url),
-      ' (copy it now: it is not shown again):'),
-    el('div', {class: 'row'}, el('code', {id: 'wh-secret-value'}, r.secret),
-      el('button', {type: 'button', class: 'copy small', dataset: {text: r.secret}}, 'Copy')));
+    showSecret(r.endpoint.url, r.secret);
     $('#wh-url').value = '';
     $('#wh-description').value = '';
     status('Endpoint added.', 'ok');
