@@ -78,8 +78,7 @@ static int handle(onair_req_t *req, void *ud)
     else if (!strcmp(op, "insert_unheard")) { /* no callback: answered at once, written later */
         rc = api->store_insert(c, json_incref(json_object_get(body, "docs")), NULL, NULL);
         return rc == ONAIR_OK ? api->reply_json(req, 202, json_pack("{s:b}", "queued", 1)) : rc;
-    }
-    else if (!strcmp(op, "find"))
+    } else if (!strcmp(op, "find"))
         rc = api->store_find(c, json_incref(body), done, req);
     else if (!strcmp(op, "find_one"))
         rc = api->store_find_one(c, json_incref(body), done, req);
