@@ -1295,6 +1295,7 @@ static void session_user_updated(int status, json_t *result, void *ud)
         return;
     json_t *doc = json_object_get(result, "doc");
     int64_t now = now_ms();
+    api_ws_session_revoked(c->user_id, c->family);
     if (json_is_object(doc)) {
         user_changed(doc, 0);
         /* forget revocations whose access tokens have all expired */

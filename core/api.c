@@ -37,6 +37,7 @@ typedef struct auth_wait {
     struct onair_wsmsg *m;
     onair_conn_t conn; /* WebSocket open: the connection */
     char remote[64];
+    char sid[33]; /* WebSocket open: the token's session */
 } auth_wait_t;
 
 struct onair_req {
@@ -103,6 +104,7 @@ typedef struct conn_entry {
     onair_conn_t id;
     onair_user_t *user;
     char remote[64]; /* the client address: rate-limit keys */
+    char sid[33];    /* the session (refresh token family) of its token, or "" */
     int authing;     /* upgrade token being checked: messages are held */
     held_msg_t *held, *held_tail;
     size_t nheld;
@@ -1403,8 +1405,9 @@ static void ws_authenticated(int status, onair_user_t *user, const char *code, c
 {
     auth_wait_t *w = ud;
     onair_conn_t conn = w->conn;
-    char remote[64];
+    char remote[64], sid[33];
     memcpy(remote, w->remote, sizeof remote);
+    memcpy(sid, w->sid, sizeof sid);
     free(w);
     conn_entry_t *c = conn_find(conn);
     if (!c || !g_host) { /* closed meanwhile */
@@ -1423,6 +1426,7 @@ static void ws_authenticated(int status, onair_user_t *user, const char *code, c
         return;
     }
     c->user = user;
+    memcpy(c->sid, sid, sizeof c->sid);
     subscribe_user_topic(conn, user);
     ws_publish_opened(g_host, conn, remote, user);
     /* replay what arrived meanwhile, in order (a handler may close the connection) */
@@ -1474,6 +1478,7 @@ void api_on_ws_open(onair_conn_t conn, const net_header_t *headers, size_t nhead
     }
     w->conn = conn;
     snprintf(w->remote, sizeof w->remote, "%s", remote ? remote : "");
+    auth_token_sid(token, w->sid); /* kept only if the token verifies */
     conn_find(conn)->authing = 1;
     accounts_authenticate(token, remote, ws_authenticated, w);
     free(owned);
@@ -1497,6 +1502,17 @@ void api_ws_user_changed(const char *user_id, onair_user_t *user)
                 net_ws_close(g_host->net, e->id, 1008, "account disabled or signed out");
             }
         }
+}
+
+void api_ws_session_revoked(const char *user_id, const char *sid)
+{
+    struct conn_table *t = g_host ? g_host->conns : NULL;
+    if (!t || !user_id || !sid || !sid[0] || !g_host->net)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (conn_entry_t *e = t->buckets[i]; e; e = e->next)
+            if (e->user && !strcmp(e->sid, sid) && !strcmp(e->user->id, user_id))
+                net_ws_close(g_host->net, e->id, 1008, "session signed out");
 }
 
 /* One hit of a default limit: the type's own name if declared, else the base. */
@@ -1672,6 +1688,8 @@ static void msg_authenticated(int status, onair_user_t *user, const char *code, 
 {
     auth_wait_t *w = ud;
     onair_wsmsg_t *m = w->m;
+    char sid[33];
+    memcpy(sid, w->sid, sizeof sid);
     free(w);
     if (!m) { /* dropped meanwhile (shutdown) */
         auth_user_unref(user);
@@ -1698,6 +1716,7 @@ static void msg_authenticated(int status, onair_user_t *user, const char *code, 
     }
     auth_user_unref(c->user);
     c->user = user;
+    memcpy(c->sid, sid, sizeof c->sid);
     subscribe_user_topic(c->id, user);
     api_msg_reply(m, json_pack("{s:s,s:b}", "user", user->id, "verified", user->verified));
 }
@@ -1714,6 +1733,7 @@ static int core_auth_message(onair_wsmsg_t *m, void *ud)
         return ONAIR_ENOMEM;
     w->m = m;
     m->auth_wait = w;
+    auth_token_sid(token, w->sid); /* kept only if the token verifies */
     accounts_authenticate(token, NULL, msg_authenticated, w);
     return m->answered ? ONAIR_OK : ONAIR_PENDING;
 }

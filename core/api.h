@@ -36,6 +36,8 @@ void api_fail_pending(void);
 /* An account changed on this node (accounts.c): its open WebSockets get the new
  * user (roles, verified), or are closed when user is NULL (disabled, signed out). */
 void api_ws_user_changed(const char *user_id, onair_user_t *user);
+/* A session of the user was signed out: close the WebSockets it opened (1008). */
+void api_ws_session_revoked(const char *user_id, const char *sid);
 /* Register the core's own message types ("auth"). Call before plugins init. */
 int api_register_core_types(struct host *h);
 

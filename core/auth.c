@@ -682,6 +682,18 @@ out:
     return rc;
 }
 
+void auth_token_sid(const char *token, char out[33])
+{
+    out[0] = 0;
+    const char *d1 = token ? strchr(token, '.') : NULL;
+    const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+    json_t *pre = d2 ? segment_json(d1 + 1, (size_t)(d2 - d1 - 1)) : NULL;
+    const char *sid = json_string_value(json_object_get(pre, "sid"));
+    if (sid && strlen(sid) < 33)
+        memcpy(out, sid, strlen(sid) + 1);
+    json_decref(pre);
+}
+
 int auth_verify(const auth_t *a, const char *token, onair_user_t **user, const char **why)
 {
     auth_claims_t c;

@@ -46,6 +46,10 @@ int auth_verify(const auth_t *a, const char *token, onair_user_t **user, const c
  * characters); header kid. malloc'd, or NULL. */
 char *auth_issue(const auth_t *a, const char *sub, const char *const *roles, int verified,
                  int64_t now_ms, const char *sid);
+/* The "sid" claim of a token, read WITHOUT verifying it: only for a token that is (being)
+ * verified anyway (a WebSocket remembers its session for api_ws_session_revoked). out is ""
+ * when there is none. */
+void auth_token_sid(const char *token, char out[33]);
 /* The clock leeway in seconds (auth.leeway): a token is accepted that long after exp. */
 int auth_leeway(const auth_t *a);
 

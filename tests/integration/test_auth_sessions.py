@@ -1,12 +1,16 @@
 """An account's sessions against a real onaird, on both storage backends (sqlite and CongoDB
 for mongodb): GET /api/v1/auth/sessions lists the caller's live sessions (sign-ins) with the
 user agent and address of their last use and which one is the caller's; DELETE
-/api/v1/auth/sessions/{id} signs one out, and its access and refresh tokens stop at once.
+/api/v1/auth/sessions/{id} signs one out: its access and refresh tokens stop at once and the
+WebSockets it opened are closed.
 """
+import asyncio
+
 import pytest
+import websockets
 
 from test_auth import (PW, auth_core, backend, congo, decode_part, login, problem,  # noqa: F401
-                       register)
+                       register, run, ws_call)
 
 
 @pytest.fixture
@@ -116,3 +120,39 @@ def test_revoke_own_session_and_others_sessions(acct):
     assert r.status == 204
     d = sign_in(acct, "tom", "y")
     assert [x["user_agent"] for x in sessions(acct, d["access_token"])] == ["y"]
+
+
+def test_revoking_a_session_closes_its_websockets(acct):
+    a = register(acct, "vera")
+    b = sign_in(acct, "vera", "Other/1")
+    uid = a["user"]["id"]
+    sid_a = decode_part(a["access_token"], 1)["sid"]
+
+    async def closed(ws):
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        return e.value
+
+    async def scenario():
+        ticket = acct.http("POST", "/api/v1/auth/ws-ticket", token=a["access_token"]).json()["ticket"]
+        by_b = {"Authorization": "Bearer " + b["access_token"]}
+        async with websockets.connect(acct.ws_url, subprotocols=["onair", "ticket." + ticket]) as wa, \
+                websockets.connect(acct.ws_url, extra_headers=by_b) as wb, \
+                websockets.connect(acct.ws_url) as wc:
+            # the third signs in after opening, with session a's token
+            assert (await ws_call(wc, "auth", {"token": a["access_token"]}))["type"] == "result"
+            for ws in (wa, wb, wc):
+                assert (await ws_call(ws, "testkit.private"))["data"] == {"user": uid}
+            r = acct.http("DELETE", f"/api/v1/auth/sessions/{sid_a}", token=b["access_token"])
+            assert r.status == 204, r
+            for ws in (wa, wc):
+                e = await closed(ws)
+                assert (e.code, e.reason) == (1008, "session signed out")
+            # session b's socket goes on
+            assert (await ws_call(wb, "testkit.private"))["data"] == {"user": uid}
+            # and session a's token cannot open a new one
+            async with websockets.connect(acct.ws_url, extra_headers={
+                    "Authorization": "Bearer " + a["access_token"]}) as wd:
+                assert (await closed(wd)).code == 1008
+    run(scenario())
