@@ -81,16 +81,17 @@ typedef struct wh {
     size_t n_wait;
     onair_sub_t sub;
     onair_timer_t poll_timer, sweep_timer;
-    int in_flight;   /* requests at the sender */
-    int n_busy;      /* endpoints in a pump step (at most max_in_flight) */
-    int64_t id_ms;   /* delivery ids: the last ms used, */
-    uint32_t id_ctr; /* a counter within it */
-    uint32_t id_tag; /* and this node's random tag */
-    json_t *queued;  /* deliveries waiting for the insert in flight */
-    int inserting;   /* an insert is in flight */
-    json_t *early;   /* [topic, payload] pairs before the first load */
-    json_t *unsaved; /* deliveries whose insert was canceled by a stop: spooled to a file */
-    int stopping;    /* a store call came back canceled: the host is stopping the plugin */
+    int in_flight;     /* requests at the sender */
+    int n_busy;        /* endpoints in a pump step (at most max_in_flight) */
+    int64_t id_ms;     /* delivery ids: the last ms used, */
+    uint32_t id_ctr;   /* a counter within it */
+    uint32_t id_tag;   /* and this node's random tag */
+    json_t *queued;    /* deliveries waiting for the insert in flight */
+    int inserting;     /* an insert is in flight */
+    size_t one_by_one; /* the first ones of queued go one per insert (a batch met EEXIST) */
+    json_t *early;     /* [topic, payload] pairs before the first load */
+    json_t *unsaved;   /* deliveries whose insert was canceled by a stop: spooled to a file */
+    int stopping;      /* a store call came back canceled: the host is stopping the plugin */
     onair_timer_t retry_timer; /* inserting again after the store failed */
     char *data_dir;            /* storage.data_dir (core.started), where the spool file lives */
     int loaded;                /* the first load finished */
@@ -1019,6 +1020,16 @@ static void after_insert(int status, json_t *result, void *ud)
         json_decref(batch);
         return;
     }
+    if (status == ONAIR_EEXIST && json_array_size(batch) > 1) {
+        /* some were stored before a stop and spooled too, and a batch with one stored id writes
+         * nothing: the batch again, one delivery per insert, so the others are not lost */
+        w->one_by_one += json_array_size(batch);
+        json_array_extend(batch, w->queued);
+        json_decref(w->queued);
+        w->queued = batch;
+        insert_next(w);
+        return;
+    }
     if (status != ONAIR_OK && status != ONAIR_EINVAL && status != ONAIR_EEXIST) {
         /* the database is away: keep them (first) and try again in a second */
         api->log(w->self, ONAIR_LOG_WARN, "%zu webhook deliveries not stored yet: %s",
@@ -1026,7 +1037,10 @@ static void after_insert(int status, json_t *result, void *ud)
         retry_later(w, batch);
         return;
     }
-    if (status != ONAIR_OK) /* refused as such (EEXIST: stored before a stop, spooled too) */
+    if (status == ONAIR_EEXIST) /* stored before a stop, spooled too */
+        api->log(w->self, ONAIR_LOG_INFO, "webhook delivery %s was stored already",
+                 onair_str(json_array_get(batch, 0), "_id"));
+    else if (status != ONAIR_OK) /* refused as such */
         api->log(w->self, ONAIR_LOG_ERROR, "%zu webhook deliveries not stored: %s",
                  json_array_size(batch), onair_str(result, "error"));
     size_t i;
@@ -1054,8 +1068,16 @@ static void insert_next(wh_t *w)
 {
     if (w->inserting || w->stopping || w->retry_timer || !json_array_size(w->queued))
         return;
-    json_t *batch = w->queued;
-    w->queued = json_array();
+    json_t *batch;
+    if (w->one_by_one) {
+        w->one_by_one--;
+        batch = json_array();
+        json_array_append(batch, json_array_get(w->queued, 0));
+        json_array_remove(w->queued, 0);
+    } else {
+        batch = w->queued;
+        w->queued = json_array();
+    }
     w->inserting = 1;
     later_t *l = later_new(after_insert, batch, drop_batch);
     int rc =
@@ -2190,7 +2212,9 @@ static void wh_stop(onair_plugin_t *self)
     while (w->later_head) { /* answers that came while the host stopped the plugin */
         later_t *l = w->later_head;
         w->later_head = l->next;
-        if (l->drop)
+        if (l->fn == after_insert && l->status == ONAIR_OK)
+            json_decref(l->ud); /* stored: not spooled again */
+        else if (l->drop)
             l->drop(l->ud);
         json_decref(l->result);
         free(l);

@@ -536,7 +536,11 @@ def test_survives_restart(quick, receiver):
     assert "deliveries lost" not in srv.log(), srv.log()
     receiver.modes[path] = "ok"
     srv.start()
-    receiver.wait(lambda: len(distinct_in_order(receiver, path, secret)) >= 5, "5 deliveries")
+    try:
+        receiver.wait(lambda: len(distinct_in_order(receiver, path, secret)) >= 5,
+                      "5 deliveries")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nafter the restart:\n{srv.log()}") from None
     assert distinct_in_order(receiver, path, secret) == [f"r{i}" for i in range(5)]
     # later events keep their place after the recovered ones
     retitle(owner, sid, "r5")
