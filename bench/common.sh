@@ -46,3 +46,39 @@ proc_stats() {
     awk '{printf "cpu_s=%.2f ", ($14+$15)/100}' /proc/$1/stat
     awk '/VmRSS/ {printf "rss_kib=%d\n", $2}' /proc/$1/status
 }
+
+# onair.yaml of a media benchmark (a fresh sqlite in $1, $2 relay workers, limits raised for
+# thousands of sessions from 127.0.0.1) with the streams plugin; the caller adds its plugins'
+# files to $WORK/plugins.
+write_media_config() { # $1: data dir, $2: media workers
+    cat > "$WORK/onair.yaml" <<YAML
+server:
+  host: 127.0.0.1
+  port: 0
+  max_connections_per_address: 1000000   # every viewer connects from 127.0.0.1
+auth:
+  jwt_secret: "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  password_hash: interactive
+rate_limits:
+  auth.register: 100000/1h
+  media.offer: 1000000/1m   # every viewer offers from 127.0.0.1
+storage:
+  backend: sqlite
+  data_dir: $1
+logging:
+  level: ${BENCH_LOG_LEVEL:-warn}
+  access_log: false
+media:
+  udp_port: 0
+  workers: $2
+  public_addresses: [127.0.0.1]
+  max_sessions: 40000
+  max_viewers_per_stream: 20000
+  max_pending_per_address: 40000
+plugins:
+  dir: $ROOT/$BUILD/plugins
+  conf_dir: plugins
+YAML
+    rm -f "$WORK/plugins/hello.yaml"
+    printf 'enabled: true\nconfig:\n  max_live_per_user: 100\n' > "$WORK/plugins/streams.yaml"
+}

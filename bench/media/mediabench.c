@@ -93,6 +93,8 @@ static struct {
     int n, duration, warmup, sample_every, parallel, pid, setup_timeout;
     int video_kbps, audio_kbps;
     const char *profiles;
+    const char *participant; /* -r: a co-host (WHIP ?role=cohost, WHEP ?participant=) */
+    uint64_t align_ms;       /* -A: the window starts no earlier (ms since the epoch) */
 } opt = {.n = 100,
          .duration = 20,
          .warmup = 3,
@@ -152,6 +154,13 @@ static uint64_t now_ns(void)
 static uint64_t now_ms(void)
 {
     return now_ns() / 1000000u;
+}
+
+static uint64_t realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void die(const char *fmt, ...)
@@ -559,8 +568,12 @@ static void start_post(peer_t *p)
     rand_str(p->lpwd, sizeof p->lpwd);
     p->offer = make_offer(p, p->idx == 0);
     char url[512];
-    snprintf(url, sizeof url, "%s/api/v1/%s/%s", opt.base, p->idx == 0 ? "whip" : "whep",
-             opt.stream);
+    snprintf(url, sizeof url, "%s/api/v1/%s/%s%s%s", opt.base, p->idx == 0 ? "whip" : "whep",
+             opt.stream,
+             !opt.participant ? ""
+             : p->idx == 0    ? "?role=cohost"
+                              : "?participant=",
+             opt.participant && p->idx ? opt.participant : "");
     CURL *c = curl_easy_init();
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, p->offer);
@@ -1003,7 +1016,9 @@ static void usage(void)
         "usage: mediabench -u http://127.0.0.1:PORT -s STREAM_ID -k STREAM_KEY [-n subscribers]\n"
         "       [-d seconds] [-w warmup_s] [-S sample_every] [-p parallel_setups]\n"
         "       [-P onaird_pid] [-V video_kbps] [-T setup_timeout_s]\n"
-        "       [-c SRTP_AES128_CM_SHA1_80|SRTP_AEAD_AES_128_GCM (offered DTLS-SRTP profiles)]\n");
+        "       [-c SRTP_AES128_CM_SHA1_80|SRTP_AEAD_AES_128_GCM (offered DTLS-SRTP profiles)]\n"
+        "       [-r participant (publish as that co-host: -k is their access token; the\n"
+        "        subscribers play ?participant=)] [-A epoch_ms (the window starts no earlier)]\n");
     exit(2);
 }
 
@@ -1031,8 +1046,14 @@ static double cpu_self_s(void)
 int main(int argc, char **argv)
 {
     int c;
-    while ((c = getopt(argc, argv, "u:s:k:n:d:w:S:p:P:V:T:c:")) != -1) {
+    while ((c = getopt(argc, argv, "u:s:k:n:d:w:S:p:P:V:T:c:r:A:")) != -1) {
         switch (c) {
+        case 'r':
+            opt.participant = optarg;
+            break;
+        case 'A':
+            opt.align_ms = strtoull(optarg, NULL, 10);
+            break;
         case 'u':
             opt.base = optarg;
             break;
@@ -1137,7 +1158,7 @@ int main(int argc, char **argv)
                         g_ready_subs, opt.n, (double)(ms - g_setup_t0_ms) / 1000.0, g_failed_subs);
             }
         }
-        if (phase == 2 && ms >= phase_until_ms) {
+        if (phase == 2 && ms >= phase_until_ms && realtime_ms() >= opt.align_ms) {
             sweep_all();
             for (int i = 1; i <= opt.n; i++)
                 if (g_peers[i].sampled && g_peers[i].state == P_READY)

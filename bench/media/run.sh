@@ -22,36 +22,7 @@ command -v curl > /dev/null || { echo "needs curl"; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 write_config() { # $1: data dir
-    cat > "$WORK/onair.yaml" <<YAML
-server:
-  host: 127.0.0.1
-  port: 0
-  max_connections_per_address: 1000000   # every viewer connects from 127.0.0.1
-auth:
-  jwt_secret: "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  password_hash: interactive
-rate_limits:
-  auth.register: 100000/1h
-  media.offer: 1000000/1m   # every viewer offers from 127.0.0.1
-storage:
-  backend: sqlite
-  data_dir: $1
-logging:
-  level: ${BENCH_LOG_LEVEL:-warn}
-  access_log: false
-media:
-  udp_port: 0
-  workers: $W
-  public_addresses: [127.0.0.1]
-  max_sessions: 20000
-  max_viewers_per_stream: 20000
-  max_pending_per_address: 20000
-plugins:
-  dir: $ROOT/$BUILD/plugins
-  conf_dir: plugins
-YAML
-    rm -f "$WORK/plugins/hello.yaml"
-    printf 'enabled: true\nconfig:\n  max_live_per_user: 100\n' > "$WORK/plugins/streams.yaml"
+    write_media_config "$1" "$W"
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
