@@ -1927,7 +1927,7 @@ static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am,
 }
 
 /* media.call_offer {"stream", "participant", "sdp", "session"?, "publish"?: false, "subscribe"?}
- * -> {"session", "sdp", "subscribed"}: the
+ * -> {"session", "sdp", "subscribed", "published": {"audio", "video"}}: the
  * answer to a call participant's offer; without "session" a new peer (replacing one of the
  * same participant), with it a renegotiation of that peer. The calls plugin only. */
 static int svc_call_offer(onair_service_call_t *call, void *ud)
@@ -2019,8 +2019,9 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
         session_unref(s);
         return services_answer(call, rc, json_pack("{s:s}", "error", err));
     }
-    json_t *res =
-        json_pack("{s:s,s:s,s:o}", "session", s->id, "sdp", answer, "subscribed", subscribed);
+    json_t *res = json_pack("{s:s,s:s,s:o,s:{s:b,s:b}}", "session", s->id, "sdp", answer,
+                            "subscribed", subscribed, "published", "audio",
+                            s->pub[MEDIA_AUDIO].present, "video", s->pub[MEDIA_VIDEO].present);
     free(answer);
     session_unref(s); /* ours (a new one: the tables, the relay and its timer hold it) */
     return services_answer(call, ONAIR_OK, res);

@@ -35,8 +35,9 @@ typedef struct conn {
     int offer_busy;
     char *next_offer;
     uint32_t next_offer_id;
-    size_t announced; /* its tracks the room was asked to receive (media_sections_requirement) */
-    int removed;      /* RemoveParticipant / DeleteRoom (Twirp) */
+    unsigned
+        in_relay; /* kinds (1 audio, 2 video) the relay has of it: the room was asked for them */
+    int removed;  /* RemoveParticipant / DeleteRoom (Twirp) */
     char speaker[24]; /* the active speaker it was told of last, "" none */
 } conn_t;
 
@@ -300,17 +301,14 @@ static json_t *subscriptions(calls_t *c, const conn_t *k)
     return subs;
 }
 
-/* k's new tracks are in the relay: every other participant that receives is asked to offer
- * again (media_sections_requirement: receive slots for them), and so is k for what the others
- * publish when it first connects. */
-static void ask_reoffers(calls_t *c, conn_t *k, int first)
+/* k's new tracks are in the relay (published: the kinds it has now): every other participant
+ * that receives is asked to offer again (media_sections_requirement: receive slots for them),
+ * and so is k for what the others publish when it first connects. */
+static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
 {
-    uint32_t n[2] = {0, 0};
-    for (size_t i = k->announced; i < k->s.ntracks; i++)
-        if (k->s.tracks[i].type < 2)
-            n[k->s.tracks[i].type]++;
-    int fresh = k->s.ntracks > k->announced;
-    k->announced = k->s.ntracks;
+    unsigned fresh = published & ~k->in_relay;
+    uint32_t n[2] = {fresh & 1, (fresh >> 1) & 1};
+    k->in_relay |= published;
     lk_buf_t b = {0};
     if (fresh) {
         lk_encode_media_sections(&b, n[0], n[1]);
@@ -382,7 +380,10 @@ static void offer_answered(int status, json_t *result, void *ud)
     free(pairs);
     send_buf(k->id, &out);
     free(op);
-    ask_reoffers(c, k, first);
+    json_t *pub = json_object_get(result, "published");
+    ask_reoffers(c, k, first,
+                 (json_is_true(json_object_get(pub, "audio")) ? 1u : 0u) |
+                     (json_is_true(json_object_get(pub, "video")) ? 2u : 0u));
     if (k->next_offer) {
         char *next = k->next_offer;
         k->next_offer = NULL;

@@ -236,3 +236,27 @@ test('a call: two livekit-clients publish camera and microphone and decode each 
   await a.close();
   await b.close();
 });
+
+test('two clients that join and publish at the same moment still receive each other', T, async () => {
+  // the race: one's tracks are signalled (add_track) before its offer with them is answered;
+  // the others are asked to offer again only once the relay has the tracks
+  const a = await lkPage('carol');
+  const b = await lkPage('dave');
+  const url = server.base.replace('http', 'ws');
+  const [ta, tb] = await Promise.all([token('carol', {room: 'match-45', roomJoin: true}),
+    token('dave', {room: 'match-45', roomJoin: true})]);
+  await Promise.all([connect(a, url, ta), connect(b, url, tb)]);
+  await Promise.all([a, b].map((p) => waitFor('connected', () => p.evaluate(() => window.lk.result === 'connected'), 20_000)));
+  await Promise.all([publishAV(a, 320, 240), publishAV(b, 320, 240)]);
+  let last = null;
+  for (const [page, from] of [[b, 'carol'], [a, 'dave']]) {
+    await waitFor(`${from}'s video decoded`, async () => {
+      const d = last = await decoded(page, from);
+      return d.width > 0 && d.frames > 10;
+    }, 30_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
+  }
+  await a.evaluate(() => window.lkRoom.disconnect());
+  await b.evaluate(() => window.lkRoom.disconnect());
+  await a.close();
+  await b.close();
+});
