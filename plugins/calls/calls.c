@@ -281,14 +281,15 @@ static conn_t *conn_by_participant(calls_t *c, const conn_t *k, const char *sid)
 }
 
 /* What k receives: the room's other participants' tracks ([{"participant", "audio"?,
- * "video"?}]), nothing without canSubscribe or autoSubscribe. */
+ * "video"?}]; hidden participants' are not sent), nothing without canSubscribe or
+ * autoSubscribe. */
 static json_t *subscriptions(calls_t *c, const conn_t *k)
 {
     json_t *subs = json_array();
     if (!k->s.grant.can_subscribe || !k->s.join.auto_subscribe)
         return subs;
     for (conn_t *o = c->conns; o && subs; o = o->next) {
-        if (!same_room(o, k) || !o->s.ntracks)
+        if (!same_room(o, k) || !o->s.ntracks || o->s.grant.hidden)
             continue;
         json_t *one = json_pack("{s:s}", "participant", o->s.participant_sid);
         const lk_track_t *a = track_of(o, 0), *v = track_of(o, 1);
