@@ -246,6 +246,7 @@ test('the account lists its sessions; signing one out ends it at once', T, async
   assert.match(await rows.filter({hasText: 'This browser'}).innerText(), /Chrom\w* on Linux[\s\S]*from 127\.0\.0\.1/);
   await shot(page, 'account');
   await accessible(page, 'account');
+  noProblems(); // none before the refusals this step provokes
   await page.getByRole('button', {name: /^Sign out Chrom\w* on Linux \(signed in/}).click();
   await page.getByText(/^Signed out Chrom/).waitFor();
   await waitFor('one session left', async () => ({done: (await rows.count()) === 1}), 10_000);
@@ -636,6 +637,7 @@ test('the streamer schedules a stream, edits and cancels it; the viewer sees eac
   await accessible(s, 'studio with a schedule');
   await s.locator('#schedule-panel').screenshot({path: join(SHOTS, 'studio-schedule.png')});
   // a start in the past is refused by the server: said, and the field gets the focus
+  noProblems(); // none before the refusal this step provokes
   await form.getByLabel('Title', {exact: true}).fill('Too late');
   await form.getByLabel('Starts').fill('2020-01-03T10:00');
   await s.getByRole('button', {name: 'Schedule', exact: true}).click();
