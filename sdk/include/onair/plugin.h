@@ -715,7 +715,9 @@ struct onair_api {
     /* One RTP packet (12..1500 bytes) of an ingest's track, from any thread (one push at a
      * time per ingest; the packet is forwarded before it returns). ONAIR_ECANCELED: the ingest
      * is over (another publisher took the stream, the stream ended, the server stops): close
-     * it. Keyframe requests and NACKs of viewers go nowhere: send keyframes regularly. */
+     * it. Keyframe requests and NACKs of viewers go nowhere: send keyframes regularly. An RTCP
+     * packet (told apart by its second byte, RFC 5761: sender reports of the tracks) is taken
+     * as the publisher's, so taps, recordings and clips sync audio by it. */
     int (*media_ingest_push)(onair_media_ingest_t *in, const uint8_t *rtp, size_t len);
     /* End an ingest (any thread) and free it; reason (may be NULL) is logged. */
     void (*media_ingest_close)(onair_media_ingest_t *in, const char *reason);
