@@ -4,7 +4,8 @@
 // waits for the other's first decoded video frame. Prints one RESULT line per run: set-up time
 // (room.connect() called -> the other's video decoded) p50 / p99 over the 2C pages, then
 // onaird's CPU over a 10 s window with every call up, per call, and the calls one core would
-// carry at that rate (the relay's own cost: Chromium's encoding and decoding is not in it).
+// carry at that rate (the relay's own cost: Chromium's encoding and decoding is not in it),
+// and what the relay delivered to the pages over the window (RTP, all calls).
 //
 //   node bench/calls/mediacalls.mjs [calls=4] [runs=3]
 //   env ONAIRD, ONAIR_PLUGIN_DIR (or BUILD: build/core/onaird, build/plugins); tests/e2e and
@@ -32,6 +33,14 @@ const cpuSeconds = async (pid) => {
   const f = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks (100/s)
 };
+// What the pages received from the relay so far (RTP bytes, packets) .
+const received = async (pages) => (await Promise.all(pages.map((p) => p.evaluate(async () => {
+  let bytes = 0, packets = 0;
+  (await window.lkRoom.engine.pcManager.publisher.pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp') bytes += r.bytesReceived || 0, packets += r.packetsReceived || 0;
+  });
+  return [bytes, packets];
+})))).reduce((a, [b, n]) => [a[0] + b, a[1] + n], [0, 0]);
 const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 
 async function token(identity, room) {
@@ -79,14 +88,19 @@ try {
       const call = Math.floor(i / 2), me = `u${i}`, other = `u${i ^ 1}`;
       return callSide(p, url, await token(me, `bench-${run}-${call}`), other);
     }));
+    const r0 = await received(pages);
     const c0 = await cpuSeconds(server.proc.pid);
     const w0 = Date.now();
     await new Promise((r) => setTimeout(r, WINDOW_MS));
-    const cores = (await cpuSeconds(server.proc.pid) - c0) / ((Date.now() - w0) / 1000);
+    const secs = (Date.now() - w0) / 1000;
+    const cores = (await cpuSeconds(server.proc.pid) - c0) / secs;
+    const r1 = await received(pages);
+    const mbps = ((r1[0] - r0[0]) * 8) / secs / 1e6, pps = (r1[1] - r0[1]) / secs;
     setups.sort((a, b) => a - b);
     console.log(`RESULT run=${run + 1} calls=${CALLS} setup_p50_ms=${pct(setups, 50).toFixed(0)} ` +
       `setup_p99_ms=${pct(setups, 99).toFixed(0)} onaird_cores=${cores.toFixed(3)} ` +
-      `cores_per_call=${(cores / CALLS).toFixed(4)} calls_per_core=${(CALLS / cores).toFixed(0)}`);
+      `cores_per_call=${(cores / CALLS).toFixed(4)} calls_per_core=${(CALLS / cores).toFixed(0)} ` +
+      `relayed_mbit_s=${mbps.toFixed(2)} relayed_pkt_s=${pps.toFixed(0)}`);
     for (const p of pages) {
       await p.evaluate(() => window.lkRoom.disconnect()).catch(() => {});
       await p.close();
