@@ -50,10 +50,12 @@ typedef struct trk {
     int64_t base_ms;
 } trk_t;
 
-typedef struct ring {
+typedef struct ring { /* one per relay: a stream's main host, or a co-host ("participant") */
     struct ring *next;
     struct state *st;
     char stream[32];
+    char participant[32]; /* a co-host's user id, "" = the main host */
+    char key[64];         /* the relay's: the stream, or "<stream>/<participant>" */
     trk_t v, a;
     int width, height;
     uint8_t params[512];
@@ -106,6 +108,7 @@ static const onair_config_key_t config[] = {
 static const onair_config_key_t live_body[] = {
     ONAIR_FIELD("title", ONAIR_CFG_STRING, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(1, 140)),
     ONAIR_FIELD("duration_s", ONAIR_CFG_INT, .flags = ONAIR_BOUNDED, ONAIR_BETWEEN(5, 60)),
+    ONAIR_FIELD("participant", ONAIR_CFG_ID), /* a co-host's media (plugins/cohosts) */
     ONAIR_END,
 };
 
@@ -151,16 +154,20 @@ static json_t *clip_view(json_t *doc)
         json_t *sync = json_object_get(doc, "av_sync");
         if (sync)
             json_object_set(v, "av_sync", sync);
+        json_t *who = json_object_get(doc, "participant");
+        if (json_is_string(who)) /* a co-host's media */
+            json_object_set(v, "participant", who);
     }
     return v;
 }
 
 /* ---- the ring ------------------------------------------------------------------------------ */
 
-static ring_t *ring_of(state_t *st, const char *stream)
+/* The ring of a relay: key is the stream (its main host) or "<stream>/<participant>". */
+static ring_t *ring_of(state_t *st, const char *key)
 {
     for (ring_t *r = st->rings; r; r = r->next)
-        if (!strcmp(r->stream, stream))
+        if (!strcmp(r->key, key))
             return r;
     return NULL;
 }
@@ -260,7 +267,7 @@ static void on_tap(onair_rtp_tap_t *tap, const uint8_t *const *pkts, const size_
     for (size_t i = 0; i < n; i++)
         need |= md_depack_push(d, pkts[i], lens[i], video ? on_vframe : on_aframe, r);
     if (need && video)
-        api->media_request_keyframe(r->st->self, r->stream);
+        api->media_request_keyframe(r->st->self, r->key);
 }
 
 static void kf_tick(onair_timer_t t, void *ud)
@@ -268,7 +275,7 @@ static void kf_tick(onair_timer_t t, void *ud)
     (void)t;
     ring_t *r = ud;
     if (r->live)
-        api->media_request_keyframe(r->st->self, r->stream);
+        api->media_request_keyframe(r->st->self, r->key);
 }
 
 static void ring_clear(ring_t *r)
@@ -316,13 +323,13 @@ static void track_start(ring_t *r, int video)
         md_depack_free(r->vd);
         r->vd = k->have ? md_depack_new(k->codec, k->pt) : NULL;
         if (k->have && !r->vtap)
-            api->media_tap_open(st->self, r->stream, "video", -1, 4096, on_tap, r, &r->vtap);
-        api->media_request_keyframe(st->self, r->stream);
+            api->media_tap_open(st->self, r->key, "video", -1, 4096, on_tap, r, &r->vtap);
+        api->media_request_keyframe(st->self, r->key);
     } else {
         md_depack_free(r->ad);
         r->ad = k->have ? md_depack_new(MD_OPUS, k->pt) : NULL;
         if (k->have && !r->atap)
-            api->media_tap_open(st->self, r->stream, "audio", -1, 4096, on_tap, r, &r->atap);
+            api->media_tap_open(st->self, r->key, "audio", -1, 4096, on_tap, r, &r->atap);
     }
 }
 
@@ -343,11 +350,10 @@ static void ring_off(ring_t *r)
     ring_clear(r);
 }
 
-/* The stream's switch is known (from the store, or set by its owner): start or stop the ring. */
-static void ring_switch(state_t *st, const char *stream, int on)
+/* A ring's switch is known: start or stop it. */
+static void ring_set(ring_t *r, int on)
 {
-    ring_t *r = ring_of(st, stream);
-    if (!r || r->on == on)
+    if (r->on == on)
         return;
     r->on = on;
     if (!on)
@@ -358,6 +364,14 @@ static void ring_switch(state_t *st, const char *stream, int on)
         track_start(r, 0);
 }
 
+/* The stream's switch is known (set by its owner): its rings (main host and co-hosts). */
+static void ring_switch(state_t *st, const char *stream, int on)
+{
+    for (ring_t *r = st->rings; r; r = r->next)
+        if (!strcmp(r->stream, stream))
+            ring_set(r, on);
+}
+
 static int setting_enabled(state_t *st, json_t *doc)
 {
     json_t *e = json_object_get(doc, "enabled");
@@ -366,16 +380,15 @@ static int setting_enabled(state_t *st, json_t *doc)
 
 typedef struct lookup {
     state_t *st;
-    char stream[32];
+    char key[64]; /* the ring's */
 } lookup_t;
 
 static void looked_up(int status, json_t *res, void *ud)
 {
     lookup_t *l = ud;
-    ring_t *r = ring_of(l->st, l->stream);
+    ring_t *r = ring_of(l->st, l->key);
     if (r && r->on < 0)
-        ring_switch(l->st, l->stream,
-                    status == ONAIR_OK && setting_enabled(l->st, json_object_get(res, "doc")));
+        ring_set(r, status == ONAIR_OK && setting_enabled(l->st, json_object_get(res, "doc")));
     free(l);
 }
 
@@ -384,7 +397,14 @@ static void on_track(const onair_media_track_t *t, int published, void *ud)
     state_t *st = ud;
     if (!api->config_bool(st->self, "live_buffer"))
         return;
-    ring_t *r = ring_of(st, t->stream);
+    const char *who = t->size >= offsetof(onair_media_track_t, participant) + sizeof t->participant
+                          ? t->participant
+                          : NULL;
+    char key[64];
+    if (strlen(t->stream) >= 32 || (who && strlen(who) >= 32))
+        return;
+    snprintf(key, sizeof key, "%s%s%s", t->stream, who ? "/" : "", who ? who : "");
+    ring_t *r = ring_of(st, key);
     int video = !strcmp(t->kind, "video");
     if (!published) {
         if (r) {
@@ -402,12 +422,14 @@ static void on_track(const onair_media_track_t *t, int published, void *ud)
         r->st = st;
         r->on = -1;
         snprintf(r->stream, sizeof r->stream, "%s", t->stream);
+        snprintf(r->participant, sizeof r->participant, "%s", who ? who : "");
+        snprintf(r->key, sizeof r->key, "%s", key);
         r->next = st->rings;
         st->rings = r;
         lookup_t *l = calloc(1, sizeof *l);
         if (l) {
             l->st = st;
-            snprintf(l->stream, sizeof l->stream, "%s", t->stream);
+            snprintf(l->key, sizeof l->key, "%s", key);
             if (api->store_find_one(st->settings,
                                     json_pack("{s:{s:s}}", "filter", "stream", t->stream),
                                     looked_up, l) != ONAIR_OK)
@@ -435,9 +457,11 @@ static void on_stream_ended(const char *topic, json_t *payload, void *ud)
     state_t *st = ud;
     json_t *s = json_object_get(payload, "stream");
     const char *sid = onair_str(s, "id");
-    ring_t *r = sid ? ring_of(st, sid) : NULL;
-    if (r)
-        ring_free(st, r);
+    for (ring_t *r = st->rings, *next; sid && r; r = next) { /* the main host's and co-hosts' */
+        next = r->next;
+        if (!strcmp(r->stream, sid))
+            ring_free(st, r);
+    }
 }
 
 /* ---- making a clip (pool) ------------------------------------------------------------------ */
@@ -446,6 +470,7 @@ typedef struct mk {
     onair_flow_t flow;
     state_t *st;
     char stream[32], uid[32], rid[25];
+    char participant[32]; /* live: a co-host's media ("" = the main host's) */
     char title[600];
     char visibility[16];
     json_t *roles;
@@ -563,10 +588,13 @@ static void mk_inserted(onair_flow_t *f, int status, json_t *res)
                   "format", mx_extension(m->fmt));
     if (!m->from_recording && m->v.have && m->a.have)
         json_object_set_new(doc, "av_sync", json_string(m->synced ? "sender_reports" : "arrival"));
+    if (m->participant[0])
+        json_object_set_new(doc, "participant", json_string(m->participant));
     api->bus_publish(m->st->self, "clip.created",
-                     json_pack("{s:s?,s:s,s:s,s:I,s:I}", "clip", id, "stream", m->stream, "creator",
-                               m->uid, "duration_ms", (json_int_t)m->dur_ms, "at",
-                               (json_int_t)now));
+                     json_pack("{s:s?,s:s,s:s,s:I,s:I,s:s?}", "clip", id, "stream", m->stream,
+                               "creator", m->uid, "duration_ms", (json_int_t)m->dur_ms, "at",
+                               (json_int_t)now, "participant",
+                               m->participant[0] ? m->participant : NULL));
     onair_flow_reply(f, 201, json_pack("{s:o}", "clip", clip_view(doc)));
     json_decref(doc);
 }
@@ -595,6 +623,8 @@ static void mk_done(int status, void *ud)
                   m->thumb, "visibility", m->visibility[0] ? m->visibility : "public");
     if (!m->from_recording && m->v.have && m->a.have) /* how the tracks were aligned */
         json_object_set_new(doc, "av_sync", json_string(m->synced ? "sender_reports" : "arrival"));
+    if (m->participant[0])
+        json_object_set_new(doc, "participant", json_string(m->participant));
     ONAIR_THEN(&m->flow, mk_inserted, api->store_insert(m->st->coll, doc, onair_flow_cb, m));
 }
 
@@ -616,10 +646,15 @@ static void mk_names(mk_t *m)
 /* Live: copy the frames from the last video keyframe at or before now - want. */
 static void cut_live(mk_t *m)
 {
-    ring_t *r = ring_of(m->st, m->stream);
+    char key[64];
+    snprintf(key, sizeof key, "%s%s%s", m->stream, m->participant[0] ? "/" : "", m->participant);
+    ring_t *r = ring_of(m->st, key);
     if (!r || !r->head)
-        return onair_flow_problem(&m->flow, ONAIR_ECONFLICT, "not_live",
-                                  "the stream is not live (or nothing is buffered yet)", NULL);
+        return onair_flow_problem(
+            &m->flow, ONAIR_ECONFLICT, "not_live",
+            m->participant[0] ? "that co-host is not publishing (or nothing is buffered yet)"
+                              : "the stream is not live (or nothing is buffered yet)",
+            NULL);
     int64_t now = api->now_ms(m->st->self);
     int64_t from = now - m->want_ms;
     cframe_t *startf = NULL;
@@ -766,6 +801,8 @@ static int post_live(onair_req_t *req, void *ud)
     if (!m)
         return api->target_problem(ONAIR_TARGET_REQ(req), ONAIR_ENOMEM, NULL, NULL, NULL);
     snprintf(m->stream, sizeof m->stream, "%s", sid);
+    const char *who = onair_str(api->req_json(req), "participant");
+    snprintf(m->participant, sizeof m->participant, "%s", who ? who : "");
     json_t *d = json_object_get(api->req_json(req), "duration_s");
     m->want_ms = (d ? json_integer_value(d) : 30) * 1000;
     const char *share = api->req_query(req, "share");
@@ -1138,8 +1175,9 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
     };
     for (size_t i = 0; rc == ONAIR_OK && i < sizeof routes / sizeof routes[0]; i++)
         rc = api->route_add(self, &routes[i]);
-    if (rc == ONAIR_OK)
-        rc = api->media_track_watch(self, on_track, st);
+    if (rc == ONAIR_OK) /* co-hosts too (ABI 1.7): a ring per participant */
+        rc = ONAIR_HAS(api, media_room_watch) ? api->media_room_watch(self, on_track, st)
+                                              : api->media_track_watch(self, on_track, st);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "stream.ended", on_stream_ended, st, NULL);
     if (rc == ONAIR_OK)

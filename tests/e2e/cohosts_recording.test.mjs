@@ -4,7 +4,8 @@
 // host gets files of its own: the main host's recording has no `participant`, A's and B's carry
 // their user id. A is removed half-way: A's file ends then (stop_reason participant_left) while
 // the others go on; the owner's stop ends the rest. ffmpeg decodes every file and ffprobe finds
-// VP8 + Opus at each host's own picture size.
+// VP8 + Opus at each host's own picture size. A live clip of co-host B (the clips plugin keeps a
+// buffer per host) decodes at B's picture size.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); ffmpeg / ffprobe (Debian ffmpeg)
 import {test, after} from 'node:test';
@@ -19,7 +20,7 @@ import {Onaird, onairTarget, api, register, haveOnaird, PLUGIN_DIR} from './lib/
 
 const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
 const have = haveOnaird() && existsSync(join(PLUGIN_DIR, 'recording.so')) &&
-    existsSync(join(PLUGIN_DIR, 'cohosts.so'));
+    existsSync(join(PLUGIN_DIR, 'cohosts.so')) && existsSync(join(PLUGIN_DIR, 'clips.so'));
 const skip = have ? false : `no onaird or no recording / cohosts plugin in ${PLUGIN_DIR}`;
 if (skip && REQUIRE)
   test('onaird, recording and cohosts are built (ONAIR_E2E_REQUIRE=1)', () => assert.fail(skip));
@@ -70,6 +71,7 @@ test('every host of a recorded stream gets files of their own, which decode', T,
       streams: {path: join(PLUGIN_DIR, 'streams.so'), config: {max_live_per_user: 100}},
       cohosts: {path: join(PLUGIN_DIR, 'cohosts.so')},
       recording: {path: join(PLUGIN_DIR, 'recording.so'), config: {keyframe_interval_s: 2, dir: recDir}},
+      clips: {path: join(PLUGIN_DIR, 'clips.so'), config: {dir: join(dir, 'clips')}},
     },
   });
   await server.start();
@@ -106,7 +108,21 @@ test('every host of a recorded stream gets files of their own, which decode', T,
     await sleep(2000);
     await publish(bPage, cohostWhip, b.token, {width: 480, height: 270});
     await onAir(bId);
-    await sleep(5000);
+    await sleep(7000);
+    // a live clip of co-host B (the clips plugin buffers every host): B's own picture
+    r = await api(server.base, 'POST', `/api/v1/streams/${s.id}/clips`,
+                  {token: owner, body: {participant: bId, duration_s: 5}});
+    assert.equal(r.status, 201, r.text);
+    assert.equal(r.json.clip.participant, bId, r.text);
+    const clip = await probe(server.base + r.json.clip.file_url);
+    t.diagnostic(`co-host B's live clip: ${JSON.stringify(clip)}`);
+    assert.deepEqual(clip.codecs, ['opus', 'vp8']);
+    assert.ok(clip.width > 0 && clip.width <= 480 && clip.seconds >= 2, JSON.stringify(clip));
+    // someone not publishing: nothing buffered
+    r = await api(server.base, 'POST', `/api/v1/streams/${s.id}/clips`,
+                  {token: owner, body: {participant: userId(owner), duration_s: 5}});
+    assert.equal(r.status, 409, r.text);
+    assert.equal(r.json.code, 'not_live');
     // A is removed: A's media ends, and so does A's file; the others record on
     r = await api(server.base, 'DELETE', `/api/v1/streams/${s.id}/cohosts/${aId}`, {token: owner});
     assert.equal(r.status, 200, r.text);
