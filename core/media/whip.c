@@ -1975,6 +1975,21 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
         snprintf(s->participant, sizeof s->participant, "%s", participant);
         s->call = 1;
     }
+    /* an ICE restart (the client's new credentials): ours change too, DTLS and media go on */
+    const char *rufrag = NULL, *rpwd = NULL;
+    for (int i = 0; i < o->n_media && !rufrag; i++)
+        if ((o->media[i].port || o->media[i].bundle_only) && o->media[i].ice_ufrag[0])
+            rufrag = o->media[i].ice_ufrag, rpwd = o->media[i].ice_pwd;
+    if (live && rufrag && strcmp(rufrag, s->remote_ufrag) != 0) {
+        char ufrag[16];
+        media_random_string(ufrag, 8);
+        pthread_mutex_lock(&g_media.lock);
+        media_table_rekey(s, ufrag);
+        media_random_string(s->pwd, 24);
+        snprintf(s->remote_ufrag, sizeof s->remote_ufrag, "%s", rufrag);
+        snprintf(s->remote_pwd, sizeof s->remote_pwd, "%s", rpwd);
+        pthread_mutex_unlock(&g_media.lock);
+    }
     sdp_host_cand_t cands[16];
     sdp_answer_opts_t *opts = answer_opts(s, cands, host_cands(cands));
     json_t *subscribed = json_array();

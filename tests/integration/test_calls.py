@@ -515,6 +515,13 @@ def test_rtc_media_offers(srv):
                                if ln.startswith("a=ssrc:") and " msid:" in ln)
                 assert bob_sid.startswith("PA_")
 
+                # an ICE restart (new client credentials): new ones of ours, the media go on
+                await a.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(
+                    2, lk_offer("zzzz").encode()) + pb_varint(3 << 3) + pb_varint(4)))
+                sdp3, oid3, pairs3 = answer_of(await recv(a, 2))
+                assert oid3 == 4 and ufrag not in sdp3 and "a=ice-ufrag:" in sdp3
+                assert sections(sdp3)["2"][1] == "sendonly" and pairs3 == pairs2
+
                 # junk: no answer, the connection stays (a ping is answered)
                 await a.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(2, b"not sdp") +
                                       pb_varint(3 << 3) + pb_varint(3)))
