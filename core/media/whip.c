@@ -1741,6 +1741,26 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
     int accepted = 0, fp_taken = s->remote_fingerprint[0] != 0;
     opts->n_media = o->n_media;
     pub_extmaps(opts);
+    /* a published track whose m-line no longer sends (unpublished: the client stopped its
+     * sender) is gone from the relay; its kind may be published again on another m-line */
+    for (int k = 0; live && k < MEDIA_KINDS; k++) {
+        pub_track_t *t = &s->pub[k];
+        const sdp_media_t *m = NULL;
+        for (int i = 0; t->present && i < o->n_media && !m; i++)
+            if (!strcmp(o->media[i].mid, t->mid))
+                m = &o->media[i];
+        sdp_dir_t d = m ? sdp_media_dir(m) : SDP_DIR_INACTIVE;
+        if (!t->present ||
+            (m && (m->port || m->bundle_only) && (d == SDP_DIR_SENDONLY || d == SDP_DIR_SENDRECV)))
+            continue;
+        pub_track_t gone;
+        pthread_mutex_lock(&s->relay->lock);
+        gone = *t;
+        memset(t, 0, sizeof *t);
+        pthread_mutex_unlock(&s->relay->lock);
+        for (int l = 0; l < gone.nlayers; l++)
+            rtx_buffer_free(gone.layers[l].buf);
+    }
     for (int i = 0; i < o->n_media; i++) {
         const sdp_media_t *m = &o->media[i];
         sdp_answer_media_t *am = &opts->media[i];
@@ -1781,8 +1801,8 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
                 if (live)
                     pthread_mutex_unlock(&s->relay->lock);
             }
-        } else if (!(live && call_slot(s, m, am, subs, subscribed))) {
-            /* a receive slot: nothing to send on it (yet) */
+        } else if (!(live && dir == SDP_DIR_RECVONLY && call_slot(s, m, am, subs, subscribed))) {
+            /* a receive slot with nothing to send on it (yet), or an inactive m-line */
             const sdp_codec_t *c = pub_codec(m, kind);
             if (!c && m->n_codecs > 0)
                 c = &m->codecs[0];

@@ -309,7 +309,7 @@ static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
 {
     unsigned fresh = published & ~k->in_relay;
     uint32_t n[2] = {fresh & 1, (fresh >> 1) & 1};
-    k->in_relay |= published;
+    k->in_relay = published; /* an unpublished kind is asked for again when it comes back */
     lk_buf_t b = {0};
     if (fresh) {
         lk_encode_media_sections(&b, n[0], n[1]);

@@ -522,6 +522,23 @@ def test_rtc_media_offers(srv):
                 assert oid3 == 4 and ufrag not in sdp3 and "a=ice-ufrag:" in sdp3
                 assert sections(sdp3)["2"][1] == "sendonly" and pairs3 == pairs2
 
+                # bob stops his camera (its m-line inactive), then publishes one again on a new
+                # m-line: the first is answered inactive, the new one is taken
+                stopped = lk_offer("bbbb", send=("audio", "video")).replace(
+                    "a=sendonly\r\na=rtpmap:96", "a=inactive\r\na=rtpmap:96")
+                await b.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(2, stopped.encode()) +
+                                      pb_varint(3 << 3) + pb_varint(3)))
+                sdp_b3, _, _ = answer_of(await recv(b, 2))
+                assert sections(sdp_b3)["4"][1] == "inactive"
+                again = stopped.replace("a=group:BUNDLE 0 1 2 3 4", "a=group:BUNDLE 0 1 2 3 4 5") + \
+                    "\r\n".join(ln.replace("a=mid:4", "a=mid:5").replace("a=inactive", "a=sendonly")
+                                 for ln in stopped.split("m=video")[-1].join(["m=video", ""])
+                                 .split("\r\n") if ln) + "\r\n"
+                await b.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(2, again.encode()) +
+                                      pb_varint(3 << 3) + pb_varint(4)))
+                m4 = sections(answer_of(await recv(b, 2))[0])
+                assert m4["4"][1] == "inactive" and m4["5"][1] == "recvonly"
+
                 # junk: no answer, the connection stays (a ping is answered)
                 await a.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(2, b"not sdp") +
                                       pb_varint(3 << 3) + pb_varint(3)))
