@@ -144,7 +144,10 @@ static const onair_config_key_t streams_config[] = {
         ONAIR_FIELD("settings.max_layer", ONAIR_CFG_INT,                                           \
                     .flags = ONAIR_CFG_NULLABLE | ONAIR_BOUNDED, ONAIR_BETWEEN(0, 2))
 
-static const onair_config_key_t create_body[] = {STREAM_MEMBERS(ONAIR_CFG_REQUIRED), ONAIR_END};
+/* create also takes the owner: the account the stream is for (an admin names one; see
+ * post_create) */
+static const onair_config_key_t create_body[] = {STREAM_MEMBERS(ONAIR_CFG_REQUIRED),
+                                                 ONAIR_FIELD("owner", ONAIR_CFG_ID), ONAIR_END};
 static const onair_config_key_t update_body[] = {STREAM_MEMBERS(0), ONAIR_END};
 
 static const onair_config_key_t report_body[] = {
@@ -944,6 +947,7 @@ struct op {
     int verified;              /* going live: the owner's account is verified */
     int publish;               /* a media event: publish (1) or unpublish (0) */
     int following;             /* a follow list: whom id follows (1), or who follows id (0) */
+    int for_other;             /* create: an admin creates the stream for the account op->arg */
     /* service calls: the call and the user it names (op->user points here) */
     onair_service_call_t *call;
     json_t *roles;
@@ -1299,9 +1303,10 @@ static void platform_answered(onair_flow_t *f, int status, json_t *result)
     int unknown = verdict == BAN_UNKNOWN;
     int refusal = unknown ? ONAIR_EUNAVAILABLE : ONAIR_EPERM;
     const char *code = unknown ? "moderation_unavailable" : "banned";
-    const char *detail = unknown    ? "could not check whether the account is banned"
-                         : op->user ? "you are banned from the platform"
-                                    : "the stream's owner is banned from the platform";
+    const char *detail = unknown ? "could not check whether the account is banned"
+                         : op->user && !op->for_other
+                             ? "you are banned from the platform"
+                             : "the stream's owner is banned from the platform";
     if (op->finish) /* going live: answered as its caller answers */
         return op->finish(op, refusal, code, detail);
     if (!f->t.req && !f->t.msg) { /* nobody to answer (a stream made for a schedule) */
@@ -1688,12 +1693,54 @@ static int insert_stream(op_t *op, const char *owner, json_t *set)
         api->store_insert(op->st->streams, json_deep_copy(op->data), onair_flow_cb, &op->flow));
 }
 
-/* op->data: the fields of the new stream; op->user (or, for a schedule, op->arg) owns it. */
+/* op->data: the fields of the new stream; the account op->arg owns it. */
 static void create_allowed(op_t *op)
 {
     json_t *set = op->data;
     op->data = NULL;
-    insert_stream(op, op->user ? op->user->id : op->arg, set);
+    insert_stream(op, op->arg, set);
+}
+
+/* A stream belongs to an account: going live (WHIP, a stream key, RTMP) judges the owner's
+ * account as it is then (disabled, verified, banned), followers follow accounts and stream
+ * moderators are accounts. So the owner (op->arg) must be an existing account that is not
+ * disabled: a principal that is none (an API-key token whose subject is a backend's own user
+ * or the backend itself) names one with `owner` (admins), else the stream would be one nobody
+ * can publish. result: user_get's answer for op->arg. */
+static void owner_account_found(onair_flow_t *f, int status, json_t *result)
+{
+    op_t *op = (op_t *)f;
+    const char *code = NULL, *detail = NULL;
+    if (status == ONAIR_ENOTFOUND && !op->for_other) {
+        code = "owner_required";
+        detail = "a stream belongs to an account and this token's subject is none (an API-key "
+                 "token for a backend or one of its own users): an admin names the account "
+                 "with owner";
+    } else if (status == ONAIR_ENOTFOUND) {
+        code = "owner_not_found";
+        detail = "owner is not an existing account";
+    } else if (status != ONAIR_OK) {
+        return onair_flow_fail(f, status, result);
+    } else if (json_is_true(json_object_get(json_object_get(result, "user"), "disabled"))) {
+        code = "owner_disabled";
+        detail = "the owner's account is disabled";
+    }
+    if (!code)
+        return unless_platform_banned(op, op->arg, create_allowed);
+    if (!f->t.req) { /* a stream made for a schedule: nobody to answer */
+        api->log(op->st->self, ONAIR_LOG_WARN, "no stream created for a schedule of %s: %s",
+                 op->arg, status == ONAIR_OK ? "the account is disabled" : "no such account");
+        return onair_flow_end(f);
+    }
+    onair_flow_problem(f, 422, code, detail,
+                       op->for_other ? json_pack("{s:s}", "field", "owner") : NULL);
+}
+
+/* The owner's account first (owner_account_found), then platform bans, then the insert. */
+static void create_for_owner(op_t *op)
+{
+    ONAIR_THEN(&op->flow, owner_account_found,
+               api->user_get(op->st->self, op->arg, onair_flow_cb, &op->flow));
 }
 
 static int post_create(onair_req_t *req, void *ud)
@@ -1705,13 +1752,27 @@ static int post_create(onair_req_t *req, void *ud)
         json_decref(set);
         return ONAIR_OK; /* answered */
     }
-    op_t *op = op_new(st, t, api->req_user(req), NULL);
-    if (!op) {
+    /* owner: only an admin creates a stream for another account (a backend's API-key token,
+     * whose subject is no account, does so for its users' accounts) */
+    const onair_user_t *u = api->req_user(req);
+    const char *owner = onair_str(api->req_json(req), "owner");
+    int for_other = owner && strcmp(owner, u->id);
+    if (for_other && !is_admin(u)) {
+        json_decref(set);
+        return api->target_problem(t, ONAIR_EPERM, "forbidden",
+                                   "only an admin creates a stream for another account",
+                                   json_pack("{s:s}", "field", "owner"));
+    }
+    op_t *op = op_new(st, t, u, NULL);
+    if (!op || !(op->arg = onair_strdup(for_other ? owner : u->id))) {
+        if (op)
+            op_free(&op->flow);
         json_decref(set);
         return ONAIR_ENOMEM;
     }
     op->data = set;
-    unless_platform_banned(op, op->user->id, create_allowed);
+    op->for_other = for_other;
+    create_for_owner(op);
     return ONAIR_PENDING;
 }
 
@@ -3225,7 +3286,7 @@ static void on_schedule_due(const char *topic, json_t *payload, void *ud)
         return;
     }
     op->data = set;
-    unless_platform_banned(op, owner, create_allowed);
+    create_for_owner(op);
 }
 
 /* ---- service "streams.access" (ABI 1.3) ------------------------------------------------

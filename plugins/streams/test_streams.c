@@ -716,6 +716,35 @@ static void test_store_outage(void **state)
     finish(h);
 }
 
+/* A stream belongs to an account: a token whose subject is none (an API-key token) is
+ * refused without `owner`; only an admin names another account, which must exist. */
+static void test_owner_is_an_account(void **state)
+{
+    onair_test_host_t *h = *state;
+    static const char *const backend_roles[] = {"streamer", "admin", NULL};
+    static const onair_user_t backend = {sizeof(onair_user_t), "backend-admin", backend_roles, 1};
+    static const onair_user_t ext = {sizeof(onair_user_t), "ext-user-7", streamer, 1};
+    problem(call(h, "POST", STREAMS, "{\"title\":\"Nobody's\"}", &ext), 422, "owner_required",
+            NULL);
+    problem(call(h, "POST", STREAMS, "{\"title\":\"Nobody's\"}", &backend), 422, "owner_required",
+            NULL);
+    /* a streamer who is no admin names no other account (herself: as without owner) */
+    problem(call(h, "POST", STREAMS, "{\"title\":\"Bob's\",\"owner\":\"" BOB "\"}", &ada), 403,
+            "forbidden", "owner");
+    answered(call(h, "POST", STREAMS, "{\"title\":\"Mine\",\"owner\":\"" ADA "\"}", &ada), 201);
+    problem(call(h, "POST", STREAMS, "{\"title\":\"Ghost\",\"owner\":\"0123456789abcdef01234567\"}",
+                 &backend),
+            422, "owner_not_found", "owner");
+    problem(call(h, "POST", STREAMS, "{\"title\":\"Bad\",\"owner\":\"ext-user-7\"}", &backend), 400,
+            "invalid_field", "owner");
+    onair_test_response_t *r =
+        call(h, "POST", STREAMS, "{\"title\":\"For Bob\",\"owner\":\"" BOB "\"}", &backend);
+    assert_int_equal(r->status, 201);
+    assert_string_equal(onair_str(json_object_get(r->json, "stream"), "owner"), BOB);
+    onair_test_response_free(r);
+    finish(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -731,6 +760,7 @@ int main(void)
         cmocka_unit_test(test_migration_gives_a_share_token),
         cmocka_unit_test_setup_teardown(test_follows_reports_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_is_an_account, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
