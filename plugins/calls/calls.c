@@ -305,8 +305,29 @@ static json_t *subscriptions(calls_t *c, const conn_t *k)
 /* k's new tracks are in the relay (published: the kinds it has now): every other participant
  * that receives is asked to offer again (media_sections_requirement: receive slots for them),
  * and so is k for what the others publish when it first connects. */
+/* Kinds the relay no longer has of k (the client stopped sending them: unpublishTrack): the
+ * track leaves k's list and the room gets the update (TrackUnpublished); k itself knows. */
+static void tracks_gone(calls_t *c, conn_t *k, unsigned gone)
+{
+    for (uint32_t type = 0; type < 2; type++) {
+        const lk_track_t *t = (gone >> type) & 1 ? track_of(k, type) : NULL;
+        if (!t)
+            continue;
+        size_t i = (size_t)(t - k->s.tracks);
+        publish_event(
+            c, "calls.track_unpublished", k,
+            json_pack("{s:s, s:s}", "track_sid", t->sid, "kind", type == 0 ? "audio" : "video"));
+        memmove(&k->s.tracks[i], &k->s.tracks[i + 1],
+                (k->s.ntracks - i - 1) * sizeof k->s.tracks[0]);
+        k->s.ntracks--;
+        k->s.removed++; /* the update's version must not go down (clients skip older ones) */
+        room_announce(c, k, 2);
+    }
+}
+
 static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
 {
+    tracks_gone(c, k, k->in_relay & ~published);
     unsigned fresh = published & ~k->in_relay;
     uint32_t n[2] = {fresh & 1, (fresh >> 1) & 1};
     k->in_relay = published; /* an unpublished kind is asked for again when it comes back */

@@ -40,7 +40,7 @@ void lk_session_participant(const lk_session_t *s, lk_participant_t *p, lk_track
                             .metadata = s->grant.metadata,
                             .state = s->ntracks ? 2 : 1, /* ACTIVE once publishing */
                             .joined_at_ms = s->joined_ms,
-                            .version = 1 + (uint32_t)s->ntracks,
+                            .version = 1 + (uint32_t)s->ntracks + s->removed,
                             .can_subscribe = s->grant.can_subscribe,
                             .can_publish = s->grant.can_publish,
                             .can_publish_data = s->grant.can_publish_data,

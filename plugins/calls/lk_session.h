@@ -35,6 +35,7 @@ typedef struct {
     int64_t joined_ms;
     lk_track_t tracks[LK_MAX_TRACKS];
     size_t ntracks;
+    uint32_t removed; /* tracks unpublished: ParticipantInfo.version never goes down */
     uint32_t next_track;
     int left;
 } lk_session_t;

@@ -72,6 +72,7 @@ function connect(page, url, tok) {
     const lk = window.lk = {events: [], result: null};
     room.on(RoomEvent.ParticipantConnected, (p) => lk.events.push('connected:' + p.identity));
     room.on(RoomEvent.ParticipantDisconnected, (p) => lk.events.push('disconnected:' + p.identity));
+    room.on(RoomEvent.TrackUnpublished, (pub, p) => lk.events.push(`unpublished:${p.identity}:${pub.kind}`));
     room.on(RoomEvent.ActiveSpeakersChanged, (speakers) =>
       lk.events.push('speakers:' + speakers.map((p) => p.identity).join(',')));
     room.on(RoomEvent.TrackSubscribed, (track, pub, p) => {
@@ -229,6 +230,14 @@ test('a call: two livekit-clients publish camera and microphone and decode each 
   assert.ok(evA.includes('connected:bob'), evA.join());
   assert.ok(evA.some((e) => /^subscribed:bob:audio:TR_/.test(e)), evA.join());
   assert.ok(evB.some((e) => /^subscribed:alice:audio:TR_/.test(e)), evB.join());
+  // alice stops her camera (unpublishTrack renegotiates without it): bob sees it unpublished
+  await a.evaluate(async () => {
+    const lp = window.lkRoom.localParticipant;
+    const cam = [...lp.videoTrackPublications.values()][0];
+    await lp.unpublishTrack(cam.track);
+  });
+  await waitFor('bob sees alice\'s camera unpublished', () =>
+    b.evaluate(() => window.lk.events.includes('unpublished:alice:video')), 15_000);
   // bob leaves: alice sees him go
   await b.evaluate(() => window.lkRoom.disconnect());
   await waitFor('alice sees bob leave', () => a.evaluate(() => window.lk.events.includes('disconnected:bob')), 15_000);
