@@ -36,6 +36,19 @@ start_onaird() {
     trap 'kill $ONAIRD_PID 2>/dev/null; wait $ONAIRD_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 }
 
+# Print an access token of a newly registered account (the default roles: viewer, streamer) of
+# the onaird at $1 (http://host:port). A benchmark's streams belong to such an account: a
+# stream's owner is an account, and an API-key token whose subject is none cannot create one
+# (422 owner_required; plugins/streams/README.md "Who owns a stream").
+register_token() { # $1: base URL, $2: a name prefix (default bench)
+    local u="${2:-bench}$RANDOM$RANDOM" t
+    t=$(curl -sf --max-time 30 -X POST -H 'Content-Type: application/json' \
+        -d "{\"username\":\"$u\",\"email\":\"$u@example.org\",\"password\":\"correct horse battery staple\"}" \
+        "$1/api/v1/auth/register" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+    [ -n "$t" ] || { echo "register failed at $1" >&2; return 1; }
+    echo "$t"
+}
+
 # Print the median of the numbers on stdin.
 median() {
     sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'

@@ -48,13 +48,15 @@ YAML
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "viewers=$N senders=$S rate=2/s seconds=$D runs=$RUNS"
-ADMIN=$("$CB" -k "$KEY" -K "$SECRET" -t '"streamer","admin"')
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A RES
 for mode in $MODES; do
     for r in $(seq "$RUNS"); do
         write_config "$WORK/data-$mode-$r"
         start_onaird
-        api() { curl -sf -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+        # the stream belongs to a registered account (an API-key token's subject is none)
+        OWNER=$(register_token "http://127.0.0.1:$PORT" chatowner) || { cat "$WORK/onaird.log"; exit 1; }
+        api() { curl -sf -X "$1" -H "Authorization: Bearer $OWNER" -H 'Content-Type: application/json' \
                      ${3:+-d "$3"} "http://127.0.0.1:$PORT$2"; }
         SID=$(api POST /api/v1/streams '{"title":"bench"}' | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -1)
         [ -n "$SID" ] || { echo "stream create failed"; cat "$WORK/onaird.log"; exit 1; }
