@@ -59,13 +59,14 @@ YAML
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "seconds=$D runs=$RUNS connections=$CONNS (sqlite, provider test, wrk -t2)"
-OWNER=$(token bench-streamer '["streamer", "admin"]')
 export DONOR; DONOR=$(token bench-donor '["viewer"]')
 RES=()
 for r in $(seq "$RUNS"); do
     write_config "$WORK/data-$r"
     start_onaird
     URL="http://127.0.0.1:$PORT"
+    # the stream belongs to a registered account (an API-key token's subject is none)
+    OWNER=$(register_token "$URL" donowner) || { cat "$WORK/onaird.log"; exit 1; }
     export SID; SID=$(curl -sf -X POST -H "Authorization: Bearer $OWNER" \
         -H 'Content-Type: application/json' -d '{"title": "bench"}' "$URL/api/v1/streams" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["stream"]["id"])')

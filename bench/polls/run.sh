@@ -51,12 +51,13 @@ YAML
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "voters=$N seconds=$D window_ms=$WINDOW_MS runs=$RUNS (sqlite)"
 # voters are API-key tokens (sub bench-<i>) minted by chatbench: no accounts are registered
-ADMIN=$("$CB" -k "$KEY" -K "$SECRET" -t '"streamer","admin"')
 RES=()
 for r in $(seq "$RUNS"); do
     write_config "$WORK/data-$r"
     start_onaird
-    api() { curl -sf -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+    # the stream (and its poll) belong to a registered account: an API-key token's subject is none
+    OWNER=$(register_token "http://127.0.0.1:$PORT" pollowner) || { cat "$WORK/onaird.log"; exit 1; }
+    api() { curl -sf -X "$1" -H "Authorization: Bearer $OWNER" -H 'Content-Type: application/json' \
                  ${3:+-d "$3"} "http://127.0.0.1:$PORT$2"; }
     SID=$(api POST /api/v1/streams '{"title":"bench"}' | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -1)
     [ -n "$SID" ] || { echo "stream create failed"; cat "$WORK/onaird.log"; exit 1; }

@@ -22,7 +22,7 @@ BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 os.environ.setdefault("ONAIRD", os.path.join(BUILD, "core", "onaird"))
 os.environ.setdefault("ONAIR_PLUGIN_DIR", os.path.join(BUILD, "plugins"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-from onair_harness import PLUGIN_DIR, Server, free_port, make_token  # noqa: E402
+from onair_harness import PLUGIN_DIR, Server, free_port  # noqa: E402
 
 E = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 500
@@ -80,7 +80,12 @@ def one_run(run):
     srv = Server(plugins=plugins, core=core)
     srv.start()
     try:
-        tok = make_token(sub="bench-admin", roles=("admin", "streamer"), secret=SECRET, iss=KEY)
+        # the stream belongs to a registered account (an API-key token's subject is none)
+        u = "whowner" + os.urandom(4).hex()
+        r = srv.http("POST", "/api/v1/auth/register", {"username": u, "email": u + "@example.org",
+                                                       "password": "correct horse battery staple"})
+        assert r.status == 201, r
+        tok = r.json()["access_token"]
         r = srv.http("POST", "/api/v1/streams", {"title": "bench"}, token=tok)
         sid = r.json()["stream"]["id"]
         for i in range(E):
