@@ -39,6 +39,7 @@ typedef struct conn {
         in_relay; /* kinds (1 audio, 2 video) the relay has of it: the room was asked for them */
     int removed;  /* RemoveParticipant / DeleteRoom (Twirp) */
     char speaker[24]; /* the active speaker it was told of last, "" none */
+    int media_lost;   /* the relay ended its peer: told to reconnect */
 } conn_t;
 
 /* A room made with CreateRoom (Twirp): listed until DeleteRoom, with or without participants. */
@@ -57,7 +58,7 @@ typedef struct {
     conn_t *conns;
     onair_timer_t sweep;
     room_rec_t *rooms;
-    onair_sub_t sub_speaker;
+    onair_sub_t sub_speaker, sub_unpublished;
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -355,6 +356,37 @@ static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
     send_buf(k->id, &b);
 }
 
+/* The relay ended k's peer on its own (never connected, ICE consent or DTLS lost): the client
+ * is told to reconnect (leave MEDIA_FAILURE, action RECONNECT: livekit-client joins again and
+ * gets a new peer) and this connection closes. */
+static void media_lost(calls_t *c, conn_t *k)
+{
+    if (k->media_lost || k->removed || k->replaced || k->s.left || k->timed_out)
+        return; /* leaving anyway (its peer closes first, or with it) */
+    api->log(c->self, ONAIR_LOG_INFO, "%s in %s: media session %s ended: asked to reconnect",
+             k->s.grant.identity, k->s.grant.room, k->media);
+    k->media_lost = 1;
+    k->media[0] = 0;
+    lk_buf_t b = {0};
+    lk_encode_leave(&b, 15 /* MEDIA_FAILURE */, 2 /* RECONNECT */);
+    send_buf(k->id, &b);
+    api->ws_close(k->id, 1000, "media failure");
+}
+
+/* media.participant_unpublished {stream, participant, session}: a connected peer ended. Ours
+ * end after their connection (ws_closed): one whose connection is still here ended alone. */
+static void on_unpublished(const char *topic, json_t *payload, void *ud)
+{
+    (void)topic;
+    calls_t *c = ud;
+    const char *session = json_string_value(json_object_get(payload, "session"));
+    for (conn_t *k = c->conns; k && session; k = k->next)
+        if (k->media[0] && !strcmp(k->media, session)) {
+            media_lost(c, k);
+            break;
+        }
+}
+
 static void offer_answered(int status, json_t *result, void *ud)
 {
     offer_op_t *op = ud;
@@ -370,6 +402,11 @@ static void offer_answered(int status, json_t *result, void *ud)
         return;
     }
     k->offer_busy = 0;
+    if (status == ONAIR_ENOTFOUND && k->media[0]) { /* its peer is gone */
+        media_lost(c, k);
+        free(op);
+        return;
+    }
     if (status != ONAIR_OK || !session || !sdp) {
         const char *why = json_string_value(json_object_get(result, "error"));
         api->log(c->self, ONAIR_LOG_WARN, "%s in %s: offer %u not answered: %s",
@@ -593,11 +630,12 @@ static void ws_closed(onair_conn_t id, void *ud)
         room_announce(c, k, 3); /* DISCONNECTED */
     publish_event(c, "calls.participant_left", k,
                   json_pack("{s:s}", "reason",
-                            k->replaced    ? "duplicate_identity"
-                            : k->removed   ? "removed"
-                            : k->s.left    ? "leave"
-                            : k->timed_out ? "ping_timeout"
-                                           : "disconnected"));
+                            k->replaced     ? "duplicate_identity"
+                            : k->removed    ? "removed"
+                            : k->media_lost ? "media_failure"
+                            : k->s.left     ? "leave"
+                            : k->timed_out  ? "ping_timeout"
+                                            : "disconnected"));
     if (k->media[0])
         media_close(c, k->media);
     free(k->next_offer);
@@ -1118,6 +1156,9 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
         rc = api->ws_endpoint_add(self, &ep);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "media.active_speaker", on_speaker, c, &c->sub_speaker);
+    if (rc == ONAIR_OK)
+        rc = api->bus_subscribe(self, "media.participant_unpublished", on_unpublished, c,
+                                &c->sub_unpublished);
     if (rc != ONAIR_OK) {
         free(c);
         return rc;

@@ -663,3 +663,43 @@ def test_room_service_twirp(srv):
                  headers={"Authorization": "Bearer x.y.z"})
     assert r.status == 401  # the token is checked first: LiveKit's, not onair's
     assert srv.log().count("removed from room match-13 (server API)") == 1
+
+
+def test_rtc_media_lost():
+    """A peer the relay ends on its own (here: no ICE check within media.ice_timeout) is not
+    left behind: the client's next offer is not answered into the void, the client is told to
+    reconnect (leave MEDIA_FAILURE, action RECONNECT) and the connection closes."""
+    import asyncio
+    import websockets
+    s = Server(plugins={"calls": {"path": os.path.join(PLUGIN_DIR, "calls.so"),
+                                  "config": {"api_key": KEY, "api_secret": SECRET}}},
+               core={"server": {"max_header_bytes": 32768},
+                     "media": {"ice_timeout": 1, "connect_timeout": 2}})
+    s.start()
+    try:
+        erin, = mint({"identity": "erin", "grant": {"room": "match-14", "roomJoin": True}})
+
+        async def run():
+            url = rtc_url(s, erin, join_param_with(lk_offer("eeee"), 1))
+            async with websockets.connect(url, max_size=None) as e:
+                kept = []
+                while not any(pb_get(m, 2) for m in kept):  # join, then the answer
+                    kept.append(await asyncio.wait_for(e.recv(), 5))
+                assert s.wait_log(r"no ICE check within 1 s, dropped")
+                await e.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(
+                    2, lk_offer("eeee").encode()) + pb_varint(3 << 3) + pb_varint(2)))
+                msgs = []
+                try:
+                    while True:
+                        msgs.append(await asyncio.wait_for(e.recv(), 5))
+                except websockets.ConnectionClosed:
+                    pass
+                assert not [m for m in msgs if pb_get(m, 2)]  # no answer
+                leave, = [pb_get(m, 8)[0] for m in msgs if pb_get(m, 8)]
+                assert pb_get(leave, 2) == [15] and pb_get(leave, 3) == [2]
+                assert e.close_code == 1000
+        asyncio.run(run())
+        assert s.wait_log(r"erin in match-14: media session \w+ ended: asked to reconnect")
+    finally:
+        s.stop()
+        s.check_sanitizers()
