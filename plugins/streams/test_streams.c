@@ -742,6 +742,25 @@ static void test_owner_is_an_account(void **state)
     assert_int_equal(r->status, 201);
     assert_string_equal(onair_str(json_object_get(r->json, "stream"), "owner"), BOB);
     onair_test_response_free(r);
+    /* a schedule of someone who is no account makes no stream (logged); of an account, one */
+    json_t *before = onair_test_store_dump(h, "streams.streams");
+    onair_test_publish(h, "schedule.due",
+                       json_pack("{s:s,s:s,s:s}", "owner", "ext-user-7", "schedule_id", "s1",
+                                 "title", "Scheduled"));
+    onair_test_run(h);
+    json_t *after = onair_test_store_dump(h, "streams.streams");
+    assert_int_equal(json_array_size(after), json_array_size(before));
+    assert_int_equal(onair_test_log_count(h, ONAIR_LOG_WARN, "no stream created for a schedule"),
+                     1);
+    json_decref(after);
+    onair_test_publish(
+        h, "schedule.due",
+        json_pack("{s:s,s:s,s:s}", "owner", CYD, "schedule_id", "s2", "title", "Scheduled"));
+    onair_test_run(h);
+    after = onair_test_store_dump(h, "streams.streams");
+    assert_int_equal(json_array_size(after), json_array_size(before) + 1);
+    json_decref(before);
+    json_decref(after);
     finish(h);
 }
 
