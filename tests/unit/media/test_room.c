@@ -14,8 +14,10 @@
 
 #include <cmocka.h>
 
+#include "host.h"
 #include "media_engine.h"
 #include "media_internal.h"
+#include "taps.h"
 
 /* A session of the participant's relay (the room key), as whip.c makes one; the caller links it
  * in as the relay's publisher or one of its players. */
@@ -214,6 +216,59 @@ static void test_mute(void **state)
     session_unref(bob);
 }
 
+/* Track watchers (SDK 1.7): media_track_watch hears the main host only, media_room_watch every
+ * participant too, with track->participant set (NULL for the main host). */
+static int heard_main, heard_room;
+static char heard_who[MEDIA_PARTICIPANT_LEN];
+
+static void watch_main(const onair_media_track_t *t, int published, void *ud)
+{
+    (void)ud;
+    assert_true(published);
+    assert_null(t->participant);
+    heard_main++;
+}
+
+static void watch_room(const onair_media_track_t *t, int published, void *ud)
+{
+    (void)ud;
+    assert_true(published);
+    assert_string_equal(t->stream, "s3");
+    assert_int_equal(t->size, sizeof *t);
+    snprintf(heard_who, sizeof heard_who, "%s", t->participant ? t->participant : "(main)");
+    heard_room++;
+}
+
+static void test_track_watchers(void **state)
+{
+    (void)state;
+    struct onair_plugin p = {.state = PLUGIN_STARTED, .in_init = 1};
+    assert_int_equal(media_track_watch(&p, watch_main, NULL), ONAIR_OK);
+    assert_int_equal(media_room_watch(&p, watch_room, NULL), ONAIR_OK);
+    session_t *host = publish("s3", ""), *bob = publish("s3", "bob");
+    for (int i = 0; i < 2; i++) {
+        session_t *s = i ? bob : host;
+        s->pub[MEDIA_VIDEO].present = 1;
+        snprintf(s->pub[MEDIA_VIDEO].desc.name, sizeof s->pub[MEDIA_VIDEO].desc.name, "VP8");
+        s->pub[MEDIA_VIDEO].clock = 90000;
+        s->pub[MEDIA_VIDEO].nlayers = 1;
+    }
+    taps_track_event(host, 1);
+    assert_int_equal(heard_main, 1);
+    assert_int_equal(heard_room, 1);
+    assert_string_equal(heard_who, "(main)");
+    taps_track_event(bob, 1);
+    assert_int_equal(heard_main, 1); /* not told about a co-host */
+    assert_int_equal(heard_room, 2);
+    assert_string_equal(heard_who, "bob");
+    media_remove_owner(&p);
+    taps_track_event(bob, 1); /* the watchers went with their plugin */
+    assert_int_equal(heard_room, 2);
+    assert_int_equal(room_end("s3", NULL, "stream_ended"), 1);
+    session_unref(bob);
+    end_main(host);
+}
+
 /* The node's active speaker settings (media.speaker_configure, the cohosts plugin's speaker_*
  * keys): defaults 40 / 500 ms / 300 ms, the ranges' edges taken, anything outside refused with
  * nothing changed, and the teardown back to the defaults. */
@@ -258,9 +313,13 @@ int main(void)
     g_media.relays = calloc(MEDIA_HASH_SLOTS, sizeof *g_media.relays);
     g_media.report_fd = -1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key),     cmocka_unit_test(test_participant_ok),
-        cmocka_unit_test(test_end_all), cmocka_unit_test(test_end_one),
-        cmocka_unit_test(test_mute),    cmocka_unit_test(test_speaker_settings),
+        cmocka_unit_test(test_key),
+        cmocka_unit_test(test_participant_ok),
+        cmocka_unit_test(test_end_all),
+        cmocka_unit_test(test_end_one),
+        cmocka_unit_test(test_mute),
+        cmocka_unit_test(test_speaker_settings),
+        cmocka_unit_test(test_track_watchers),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     free(g_media.by_ufrag);
