@@ -269,3 +269,27 @@ test('two clients that join and publish at the same moment still receive each ot
   await a.close();
   await b.close();
 });
+
+test('three in a room: each decodes the other two', T, async () => {
+  const names = ['erin', 'frank', 'grace'];
+  const pages = [];
+  const url = server.base.replace('http', 'ws');
+  for (const n of names) {
+    const p = await lkPage(n);
+    await connect(p, url, await token(n, {room: 'match-46', roomJoin: true}));
+    await waitFor(`${n} connected`, () => p.evaluate(() => window.lk.result === 'connected'), 20_000);
+    await publishAV(p, 320, 240);
+    pages.push(p);
+  }
+  let last = null;
+  for (const [i, page] of pages.entries())
+    for (const from of names.filter((n) => n !== names[i]))
+      await waitFor(`${names[i]} decodes ${from}`, async () => {
+        const d = last = await decoded(page, from);
+        return d.width > 0 && d.frames > 10;
+      }, 30_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
+  for (const p of pages) {
+    await p.evaluate(() => window.lkRoom.disconnect());
+    await p.close();
+  }
+});
