@@ -56,7 +56,8 @@ int room_participant_ok(const char *id)
 
 void room_track_event(session_t *s, int published)
 {
-    taps_track_event(s, published); /* a participant's: to media_room_watch watchers only */
+    if (!s->call) /* a call's peers are the calls plugin's: no watcher, no co-host event */
+        taps_track_event(s, published); /* a participant's: to media_room_watch watchers only */
     if (!s->participant[0])
         return;
     json_t *tracks = json_array();
@@ -66,7 +67,9 @@ void room_track_event(session_t *s, int published)
                                                     k == MEDIA_AUDIO ? "audio" : "video", "codec",
                                                     s->pub[k].desc.name));
     bus_publish(g_media.h->bus,
-                published ? "media.participant_published" : "media.participant_unpublished",
+                s->call     ? (published ? "media.call_published" : "media.call_unpublished")
+                : published ? "media.participant_published"
+                            : "media.participant_unpublished",
                 json_pack("{s:s,s:s,s:s,s:o}", "stream", s->stream_id, "participant",
                           s->participant, "session", s->id, "tracks", tracks));
 }

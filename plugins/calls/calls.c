@@ -373,7 +373,7 @@ static void media_lost(calls_t *c, conn_t *k)
     api->ws_close(k->id, 1000, "media failure");
 }
 
-/* media.participant_unpublished {stream, participant, session}: a connected peer ended. Ours
+/* media.call_unpublished {stream, participant, session}: a connected peer ended. Ours
  * end after their connection (ws_closed): one whose connection is still here ended alone. */
 static void on_unpublished(const char *topic, json_t *payload, void *ud)
 {
@@ -1157,7 +1157,7 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "media.active_speaker", on_speaker, c, &c->sub_speaker);
     if (rc == ONAIR_OK)
-        rc = api->bus_subscribe(self, "media.participant_unpublished", on_unpublished, c,
+        rc = api->bus_subscribe(self, "media.call_unpublished", on_unpublished, c,
                                 &c->sub_unpublished);
     if (rc != ONAIR_OK) {
         free(c);
