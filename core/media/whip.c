@@ -1726,9 +1726,10 @@ static int health_report_message(onair_wsmsg_t *m, void *ud)
  * always offers: its published tracks as sendonly m-lines, receive slots as recvonly ones, a
  * data channel. Each participant is a publisher of the room's relay "<stream>/<participant>"
  * (room.c), counted apart like a co-host. Offers after the first renegotiate the same session
- * (same ICE credentials and DTLS): new published tracks are taken, those already taken stay.
- * Receive slots are answered inactive (subscribing is not done yet); data channels are
- * rejected. */
+ * (same ICE credentials and DTLS, or new ICE credentials for an ICE restart): new published
+ * tracks are taken, those already taken stay, a stopped one leaves. Receive slots get the
+ * other participants' tracks through child sessions (call_slot), else are answered inactive;
+ * data channels are rejected. */
 
 /* Plan a call participant's offer into opts (s's tracks filled; live: s is registered, so
  * its tracks change under the relay's lock). */
