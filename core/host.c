@@ -196,7 +196,9 @@ int host_start(struct host *h, settings_t *s)
     api_setup(h, g_host_auth);
     /* plugins keep files there whatever the backend (recordings, clips, the webhooks spool) */
     const char *data_dir = settings_string(s, "storage.data_dir");
-    if (datadir_make(data_dir && *data_dir ? data_dir : "./data", serr, sizeof serr) < 0)
+    const char *backend = settings_string(s, "storage.backend");
+    if (datadir_make(data_dir && *data_dir ? data_dir : "./data", serr, sizeof serr) < 0 &&
+        backend && strcmp(backend, "sqlite")) /* SQLite refuses to start with the reason */
         LOG_WARN("core", "%s: plugins that keep files will fail", serr);
     if (store_setup(h, cfg_json_get(s->core, "storage"), serr, sizeof serr) < 0) {
         LOG_ERROR("core", "%s", serr);
