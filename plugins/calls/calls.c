@@ -18,6 +18,7 @@
 #include <sys/random.h>
 
 #include "lk_session.h"
+#include "ring.h"
 
 static const onair_api_t *api;
 
@@ -59,6 +60,7 @@ typedef struct {
     onair_timer_t sweep;
     room_rec_t *rooms;
     onair_sub_t sub_speaker, sub_unpublished;
+    ring_t *ring; /* calls.ring & co. (ring.c) */
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -94,6 +96,15 @@ static const onair_config_key_t calls_config[] = {
     ONAIR_FIELD("ping_timeout_s", ONAIR_CFG_INT, .default_value = "15", .flags = ONAIR_BOUNDED,
                 ONAIR_BETWEEN(2, 300),
                 .doc = "A client that hears no pong for this long reconnects."),
+    ONAIR_FIELD("ring_timeout_s", ONAIR_CFG_INT, .default_value = "30", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 600),
+                .doc = "A call nobody answers within this long ends as missed (calls.missed)."),
+    ONAIR_FIELD("rings_per_hour", ONAIR_CFG_INT, .default_value = "60", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(1, 100000),
+                .doc = "calls.ring messages per user per hour (rate limit calls.ring)."),
+    ONAIR_FIELD("ring_sweep_ms", ONAIR_CFG_INT, .default_value = "1000", .flags = ONAIR_BOUNDED,
+                ONAIR_BETWEEN(100, 60000),
+                .doc = "How often calls that rang out are looked for (the store)."),
     ONAIR_END,
 };
 
@@ -682,6 +693,35 @@ static int name_ok(const char *s)
     return 1;
 }
 
+const char *calls_room_of(onair_plugin_t *self, const char *match, const char *room, char *out,
+                          size_t cap, const char **field, const char **code)
+{
+    *code = "invalid_field";
+    *field = match ? "match_id" : "room";
+    if (!match && !room) {
+        *code = "missing_field";
+        *field = "match_id";
+        return "match_id or room is required";
+    }
+    if (match && room) {
+        *field = "room";
+        return "give match_id or room, not both";
+    }
+    if (!name_ok(match ? match : room))
+        return "letters, digits, '-', '_' and '.' only";
+    if (match) {
+        const char *pat = api->config_string(self, "room_pattern");
+        const char *at = strstr(pat, "{match_id}");
+        if (at)
+            snprintf(out, cap, "%.*s%s%s", (int)(at - pat), pat, match, at + 10);
+        else
+            snprintf(out, cap, "%s", pat);
+    } else {
+        snprintf(out, cap, "%s", room);
+    }
+    return NULL;
+}
+
 static void token_user(int status, json_t *result, void *ud)
 {
     mint_t *m = ud;
@@ -742,15 +782,12 @@ static int post_token(onair_req_t *req, void *ud)
     const char *match = json_string_value(json_object_get(body, "match_id"));
     const char *room = json_string_value(json_object_get(body, "room"));
     const char *type = json_string_value(json_object_get(body, "call_type"));
-    if (!match && !room)
-        return onair_field_problem(api, t, "missing_field", "match_id",
-                                   "match_id or room is required");
-    if (match && room)
-        return onair_field_problem(api, t, "invalid_field", "room",
-                                   "give match_id or room, not both");
-    if (!name_ok(match ? match : room))
-        return onair_field_problem(api, t, "invalid_field", match ? "match_id" : "room",
-                                   "letters, digits, '-', '_' and '.' only");
+    char room_name[200];
+    const char *field, *code;
+    const char *why =
+        calls_room_of(c->self, match, room, room_name, sizeof room_name, &field, &code);
+    if (why)
+        return onair_field_problem(api, t, code, field, why);
     mint_t *m = calloc(1, sizeof *m);
     if (!m)
         return ONAIR_ENOMEM;
@@ -758,16 +795,7 @@ static int post_token(onair_req_t *req, void *ud)
     m->req = req;
     m->video = !type || !strcmp(type, "video");
     snprintf(m->identity, sizeof m->identity, "%s", api->req_user(req)->id);
-    if (match) {
-        const char *pat = api->config_string(c->self, "room_pattern");
-        const char *at = strstr(pat, "{match_id}");
-        if (at)
-            snprintf(m->room, sizeof m->room, "%.*s%s%s", (int)(at - pat), pat, match, at + 10);
-        else
-            snprintf(m->room, sizeof m->room, "%s", pat);
-    } else {
-        snprintf(m->room, sizeof m->room, "%s", room);
-    }
+    snprintf(m->room, sizeof m->room, "%s", room_name);
     client_url(c, req, m->url, sizeof m->url);
     /* who may join which room: the hook chain calls.join (a filter of the app's own, e.g.
      * only the two users of a match); no filter: any verified user */
@@ -1155,11 +1183,14 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
     if (rc == ONAIR_OK && ONAIR_HAS(api, ws_endpoint_add))
         rc = api->ws_endpoint_add(self, &ep);
     if (rc == ONAIR_OK)
+        rc = ring_init(self, api, &c->ring);
+    if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "media.active_speaker", on_speaker, c, &c->sub_speaker);
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "media.call_unpublished", on_unpublished, c,
                                 &c->sub_unpublished);
     if (rc != ONAIR_OK) {
+        ring_stop(c->ring);
         free(c);
         return rc;
     }
@@ -1175,7 +1206,7 @@ static int calls_start(onair_plugin_t *self)
     calls_t *c = api->state(self);
     uint64_t every = (uint64_t)c->srv.ping_interval_s * 1000;
     c->sweep = api->timer_start(self, every, every, on_sweep, c);
-    return c->sweep ? ONAIR_OK : ONAIR_EINTERNAL;
+    return c->sweep ? ring_start(c->ring) : ONAIR_EINTERNAL;
 }
 
 static void calls_stop(onair_plugin_t *self)
@@ -1183,6 +1214,8 @@ static void calls_stop(onair_plugin_t *self)
     calls_t *c = api->state(self);
     if (c && c->sweep)
         api->timer_cancel(self, c->sweep);
+    if (c)
+        ring_stop(c->ring);
     while (c && c->conns) {
         conn_t *k = c->conns;
         c->conns = k->next;
