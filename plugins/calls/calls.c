@@ -205,6 +205,19 @@ static void publish_event(calls_t *c, const char *topic, const conn_t *k, json_t
         api->bus_publish(c->self, topic, ev);
 }
 
+/* calls.room_started / calls.room_finished {room, room_sid, at}: k is the first to join or
+ * the last to leave its room on this node (no other connection of it is listed). */
+static void room_event(calls_t *c, const char *topic, const conn_t *k)
+{
+    for (const conn_t *o = c->conns; o; o = o->next)
+        if (o != k && !strcmp(o->s.grant.room, k->s.grant.room))
+            return;
+    json_t *ev = json_pack("{s:s, s:s, s:I}", "room", k->s.grant.room, "room_sid", k->s.room_sid,
+                           "at", (json_int_t)api->now_ms(c->self));
+    if (ev)
+        api->bus_publish(c->self, topic, ev);
+}
+
 static int same_room(const conn_t *a, const conn_t *b)
 {
     return a != b && !a->replaced && !b->replaced && !strcmp(a->s.grant.room, b->s.grant.room);
@@ -556,6 +569,7 @@ static void ws_open(onair_conn_t id, const char *query, const char *remote, void
              k->s.grant.room, k->s.participant_sid);
     send_join(c, k);
     room_announce(c, k, 1);
+    room_event(c, "calls.room_started", k);
     publish_event(c, "calls.participant_joined", k, NULL);
     if (k->s.join.has_offer && k->s.join.offer.sdp.n)
         send_offer_str(c, k, k->s.join.offer.sdp, k->s.join.offer.id);
@@ -647,6 +661,7 @@ static void ws_closed(onair_conn_t id, void *ud)
                             : k->s.left     ? "leave"
                             : k->timed_out  ? "ping_timeout"
                                             : "disconnected"));
+    room_event(c, "calls.room_finished", k);
     if (k->media[0])
         media_close(c, k->media);
     free(k->next_offer);

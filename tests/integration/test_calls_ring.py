@@ -261,3 +261,58 @@ def test_ringing_at_restart_is_missed_once(backend):
         assert s.stop() == 0
     finally:
         s.kill()
+
+
+# ---- LiveKit-format webhooks for calls (the webhooks plugin's format=livekit) -----------------
+def test_livekit_webhooks_for_calls(backend):
+    """An admin's endpoint in LiveKit's format (no stream: every event) receives room_started,
+    participant_joined, participant_left and room_finished, signed as LiveKit does, when a
+    livekit-client-like connection joins and leaves a call on /rtc/v1."""
+    import urllib.parse
+    from test_webhooks import API_KEY, API_SECRET, EP, Receiver, api_token, verify_livekit
+    receiver = Receiver()
+    key, secret = "APIcallsWh", "calls-webhook-secret-0123456789abcdefgh"
+    s = Server(plugins={
+        "streams": {"path": os.path.join(PLUGIN_DIR, "streams.so")},
+        "calls": {"path": os.path.join(PLUGIN_DIR, "calls.so"),
+                  "config": {"api_key": key, "api_secret": secret}},
+        "webhooks": {"path": os.path.join(PLUGIN_DIR, "webhooks.so"),
+                     "config": {"allow_private": True, "sweep_interval_ms": 300}}},
+        core={"storage": backend,
+              "auth": {"api_keys": [f"{API_KEY}:{API_SECRET}"]}}).start()
+    try:
+        path = "/lk-calls-" + os.urandom(3).hex()
+        r = s.http("POST", EP, {"url": receiver.url(path), "events": ["calls.*"],
+                                "format": "livekit"}, token=api_token())
+        assert r.status == 201, r
+        ep_key, ep_secret = r.json()["endpoint"]["api_key"], r.json()["secret"]
+        user = make_token(sub="wh-alice", verified=True)
+        r = s.http("POST", "/api/v1/calls/token", body={"match_id": "wh1"}, token=user)
+        assert r.status == 200, r
+        tok = r.json()["token"]
+
+        async def join_and_leave():
+            url = s.ws_url.replace("/ws", "/rtc/v1?") + urllib.parse.urlencode(
+                {"access_token": tok})
+            async with websockets.connect(url) as ws:
+                await asyncio.wait_for(ws.recv(), 15)  # the join response
+        asyncio.run(join_and_leave())
+        want = ["room_started", "participant_joined", "participant_left", "room_finished"]
+
+        def events():
+            return [verify_livekit(ep_key, ep_secret, h, b) for _, h, b in
+                    receiver.delivered(path)]
+        receiver.wait(lambda: set(want) <= {e["event"] for e in events()}, "LiveKit call events")
+        got = {e["event"]: e for e in events()}
+        assert sorted(got) == sorted(want), got
+        for name in want:
+            assert got[name]["room"]["name"] == "match-wh1"
+            assert got[name]["room"]["sid"].startswith("RM_")
+        assert got["participant_joined"]["participant"]["identity"] == "wh-alice"
+        assert got["participant_joined"]["participant"]["state"] == "ACTIVE"
+        assert got["participant_joined"]["participant"]["sid"].startswith("PA_")
+        assert got["participant_left"]["participant"]["state"] == "DISCONNECTED"
+        assert s.stop() == 0
+    finally:
+        s.kill()
+        receiver.stop()
