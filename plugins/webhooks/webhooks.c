@@ -1095,6 +1095,33 @@ static void insert_next(wh_t *w)
     }
 }
 
+/* A calls.* event (plugins/calls: {room, room_sid, identity, participant_sid, track_sid, kind,
+ * name, at}) as LiveKit's room, participant and track members. */
+static void livekit_call_members(json_t *ev, const char *name, json_t *payload)
+{
+    char t[32];
+    snprintf(t, sizeof t, "%lld", (long long)(jint(payload, "at") / 1000));
+    json_object_set_new(ev, "room",
+                        json_pack("{s:s?, s:s?}", "sid", onair_str(payload, "room_sid"), "name",
+                                  onair_str(payload, "room")));
+    if (!strncmp(name, "room_", 5))
+        return;
+    json_object_set_new(
+        ev, "participant",
+        json_pack("{s:s?, s:s?, s:s, s:s}", "sid", onair_str(payload, "participant_sid"),
+                  "identity", onair_str(payload, "identity"), "state",
+                  !strcmp(name, "participant_left") ? "DISCONNECTED" : "ACTIVE", "joinedAt", t));
+    const char *kind = onair_str(payload, "kind");
+    if (!strncmp(name, "track_", 6))
+        json_object_set_new(ev, "track",
+                            json_pack("{s:s?, s:s, s:s?}", "sid", onair_str(payload, "track_sid"),
+                                      "type",
+                                      kind && !strcmp(kind, "audio")   ? "AUDIO"
+                                      : kind && !strcmp(kind, "video") ? "VIDEO"
+                                                                       : "DATA",
+                                      "name", onair_str(payload, "name")));
+}
+
 /* The body of a LiveKit-style event: LiveKit's WebhookEvent JSON (protobuf JSON names, int64
  * as strings) with its event names where one fits; other events keep their onair name and
  * carry the onair data under "onair" (ignored by LiveKit's receivers). */
@@ -1118,12 +1145,24 @@ static json_t *livekit_body(const char *topic, json_t *payload, const char *even
         name = "track_published";
     else if (!strcmp(topic, "media.track_unpublished"))
         name = "track_unpublished";
+    /* the calls plugin's LiveKit rooms: the same names, its own ids */
+    static const char *const call_events[] = {"room_started",       "room_finished",
+                                              "participant_joined", "participant_left",
+                                              "track_published",    "track_unpublished"};
+    int call = !strncmp(topic, "calls.", 6);
+    for (size_t i = 0; call && !name && i < sizeof call_events / sizeof *call_events; i++)
+        if (!strcmp(topic + 6, call_events[i]))
+            name = call_events[i];
+    if (call && !name)
+        call = 0;
     char s[32], evid[40];
     snprintf(s, sizeof s, "%lld", (long long)(now / 1000));
     snprintf(evid, sizeof evid, "EV_%s", event_id);
     json_t *ev =
         json_pack("{s:s,s:s,s:s}", "event", name ? name : topic, "id", evid, "createdAt", s);
-    const char *sid = event_stream(payload);
+    const char *sid = call ? NULL : event_stream(payload);
+    if (call)
+        livekit_call_members(ev, name, payload);
     if (sid) {
         char rsid[40];
         snprintf(rsid, sizeof rsid, "RM_%s", sid);
@@ -1139,7 +1178,7 @@ static json_t *livekit_body(const char *topic, json_t *payload, const char *even
         }
         json_object_set_new(ev, "room", room);
     }
-    if (name && !strncmp(name, "participant_", 12)) {
+    if (!call && name && !strncmp(name, "participant_", 12)) {
         const char *uid = onair_str(payload, "user");
         char psid[40];
         snprintf(psid, sizeof psid, "PA_%s", uid ? uid : "anonymous");
