@@ -19,7 +19,8 @@ BACKENDS = ["sqlite", "mongodb"]
 
 def plugins(ring_timeout_s=600):
     return {"calls": {"path": os.path.join(PLUGIN_DIR, "calls.so"),
-                      "config": {"ring_timeout_s": ring_timeout_s, "ring_sweep_ms": 200}}}
+                      "config": {"ring_timeout_s": ring_timeout_s, "ring_sweep_ms": 200,
+                                 "rings_per_hour": 20}}}
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +201,22 @@ def test_refusals(srv):
         async with websockets.connect(srv.ws_url) as anon:
             problem(await Client(anon).call("calls.ring", {"to": callee, "room": "x"}),
                     "unauthorized")
+    asyncio.run(go())
+
+
+def test_ring_rate_limit(srv):
+    caller, callee = users("rate")
+
+    async def go():
+        async with connect(srv, caller) as a:
+            A = Client(a)
+            for i in range(20):  # rings_per_hour: 20 in this configuration
+                call = ok(await A.call("calls.ring", {"to": callee, "room": f"r{i}"}))["call"]
+                ok(await A.call("calls.cancel", {"call": call}))
+            err = problem(await A.call("calls.ring", {"to": callee, "room": "r6"}), "rate_limited")
+            assert err["retry_after_ms"] > 0
+            # answers are not limited by it
+            problem(await A.call("calls.cancel", {"call": call}), "call_not_ringing")
     asyncio.run(go())
 
 
