@@ -183,6 +183,20 @@ static void ring_allowed(onair_flow_t *f, int status, json_t *result)
     ONAIR_THEN(f, ring_callee_read, api->user_get(op->r->self, op->to, onair_flow_cb, f));
 }
 
+/* A user id that can be a topic "user.<id>" (the host's topic characters): others cannot be
+ * reached on the WebSocket. */
+static int reachable_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (!n || id[0] == '.' || id[n - 1] == '.' || strstr(id, ".."))
+        return 0;
+    for (; *id; id++)
+        if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z') ||
+              (*id >= '0' && *id <= '9') || strchr("_-:.", *id)))
+            return 0;
+    return 1;
+}
+
 static int ws_ring(onair_wsmsg_t *msg, void *ud)
 {
     ring_t *r = ud;
@@ -194,6 +208,8 @@ static int ws_ring(onair_wsmsg_t *msg, void *ud)
     if (!strcmp(to, me))
         return api->target_problem(t, 400, "call_to_self", "you cannot call yourself",
                                    json_pack("{s:s}", "field", "to"));
+    if (!reachable_id(to))
+        return onair_field_problem(api, t, "invalid_field", "to", "not a user id");
     ring_op_t *op = calloc(1, sizeof *op);
     if (!op)
         return ONAIR_ENOMEM;

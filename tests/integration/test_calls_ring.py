@@ -186,6 +186,8 @@ def test_refusals(srv):
             problem(await U.call("calls.accept", {"call": "0" * 24}), "verification_required")
             problem(await A.call("calls.ring", {"to": caller, "room": "x"}), "call_to_self", "to")
             problem(await A.call("calls.ring", {"room": "x"}), "missing_field", "to")
+            problem(await A.call("calls.ring", {"to": "no such/user", "room": "x"}),
+                    "invalid_field", "to")
             problem(await A.call("calls.ring", {"to": callee}), "missing_field", "match_id")
             problem(await A.call("calls.ring", {"to": callee, "room": "a", "match_id": "b"}),
                     "invalid_field", "room")
