@@ -88,13 +88,15 @@ class Receiver:
                     return
                 status = 200 if mode == "ok" else 500
                 payload = b"thanks" if status == 200 else b"broken"
+                # counted before the answer goes out: once onaird has the 200 it sends the next
+                # delivery, whose handler could otherwise be counted first (order checks)
+                if status == 200:
+                    with rec.lock:
+                        rec.ok.append(entry)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                if status == 200:
-                    with rec.lock:
-                        rec.ok.append(entry)
 
         http.server.ThreadingHTTPServer.allow_reuse_address = True
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
