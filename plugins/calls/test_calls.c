@@ -719,8 +719,14 @@ static void test_rtc_socket(void **state)
     onair_test_advance(h, 5000);
     assert_int_equal(onair_test_ws_close_code(h, c), 1011);
     onair_test_ws_disconnect(h, c);
-    /* bus events: joined, then left (ping timeout) */
+    /* bus events: the room starts with its first participant, who joins, then leaves (ping
+     * timeout), and the room finishes with its last */
     json_t *ev = onair_test_published_next(h);
+    assert_string_equal(json_string_value(json_object_get(ev, "topic")), "calls.room_started");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "payload"), "room")),
+                        "match-1");
+    json_decref(ev);
+    ev = onair_test_published_next(h);
     assert_string_equal(json_string_value(json_object_get(ev, "topic")),
                         "calls.participant_joined");
     json_t *pl = json_object_get(ev, "payload");
@@ -732,6 +738,9 @@ static void test_rtc_socket(void **state)
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(ev, "payload"), "reason")),
         "ping_timeout");
+    json_decref(ev);
+    ev = onair_test_published_next(h);
+    assert_string_equal(json_string_value(json_object_get(ev, "topic")), "calls.room_finished");
     json_decref(ev);
     /* a text frame */
     c = onair_test_raw_connect(h, "/rtc/v1", q);
