@@ -373,7 +373,7 @@ test('the viewer chats, reacts, asks and votes; the streamer sees it', T, async 
   noProblems();
 });
 
-test('an overlay page shows a tip as an alert', {...T, skip: T.skip || (!has('donations') && 'no donations plugin')}, async () => {
+test('an overlay page shows a tip as an alert', {...T, skip: T.skip || (!REQUIRE && !has('donations') && 'no donations plugin')}, async () => {
   const s = S.streamer;
   await s.getByText('Stream with OBS').click(); // open the details
   await s.getByRole('button', {name: /Make an alerts overlay link/}).click();
@@ -490,7 +490,7 @@ test('the viewer follows the streamer (remembered); the streamer edits the strea
   noProblems();
 });
 
-test('the streamer invites the viewer to co-host; a third browser sees both side by side', {...T, skip: T.skip || (!has('cohosts') && 'no cohosts plugin')}, async () => {
+test('the streamer invites the viewer to co-host; a third browser sees both side by side', {...T, skip: T.skip || (!REQUIRE && !has('cohosts') && 'no cohosts plugin')}, async () => {
   const v = S.viewer, s = S.streamer;
   await s.locator('#messages li', {hasText: 'hello from the viewer'}).getByRole('button', {name: /^Invite/}).click();
   await s.locator('#mod-status', {hasText: 'invited to co-host'}).waitFor();
@@ -515,7 +515,7 @@ test('the streamer invites the viewer to co-host; a third browser sees both side
   noProblems();
 });
 
-test('the streamer adds a webhook endpoint, sees its secret once and its deliveries', {...T, skip: T.skip || (!has('webhooks') && 'no webhooks plugin')}, async () => {
+test('the streamer adds a webhook endpoint, sees its secret once and its deliveries', {...T, skip: T.skip || (!REQUIRE && !has('webhooks') && 'no webhooks plugin')}, async () => {
   // a receiver of our own, as a streamer's backend would be
   const got = [];
   S.receiver = createServer((req, res) => {
