@@ -10,8 +10,11 @@
  *
  * A call is a document of the collection calls.rings; every change of its state is one
  * find_and_modify from "ringing", so it happens once whoever tries (an answer, the sweep, a
- * restart). Users are reached on their account's topic "user.<id>" (every signed-in /ws
- * connection hears it). Bus events calls.ringing / accepted / declined / cancelled / missed.
+ * restart). A ringing call holds its caller's active-ring key "ringing" (the caller id, unique
+ * index; unset by every change of state): one ringing call per caller, decided by the store, so
+ * two rings sent at the same instant cannot both pass. Users are reached on their account's topic
+ * "user.<id>" (every signed-in /ws connection hears it). Bus events calls.ringing / accepted /
+ * declined / cancelled / missed.
  */
 #include <onair/plugin.h>
 #include <onair/util.h>
@@ -97,9 +100,17 @@ static void ring_op_end(onair_flow_t *f)
     free(op);
 }
 
+static void in_progress(onair_flow_t *f)
+{
+    onair_flow_problem(f, 409, "call_in_progress",
+                       "you have a call ringing: cancel it or wait for an answer", NULL);
+}
+
 static void ring_inserted(onair_flow_t *f, int status, json_t *result)
 {
     ring_op_t *op = (ring_op_t *)f;
+    if (status == ONAIR_EEXIST) /* another ring of this caller took the active-ring key */
+        return in_progress(f);
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
     const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
@@ -126,15 +137,15 @@ static void ring_counted(onair_flow_t *f, int status, json_t *result)
     ring_op_t *op = (ring_op_t *)f;
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
-    if (json_integer_value(json_object_get(result, "count")) > 0)
-        return onair_flow_problem(f, 409, "call_in_progress",
-                                  "you have a call ringing: cancel it or wait for an answer", NULL);
+    if (json_integer_value(json_object_get(result, "count")) > 0) /* the common case, early */
+        return in_progress(f);
     int64_t now = api->now_ms(op->r->self);
     int64_t timeout_ms = api->config_int(op->r->self, "ring_timeout_s") * 1000;
-    op->doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "caller", op->me, "caller_name",
-                        op->name, "callee", op->to, "room", op->room, "call_type",
-                        op->video ? "video" : "audio", "state", "ringing", "created_at",
-                        (json_int_t)now, "expires_at", (json_int_t)(now + timeout_ms));
+    op->doc =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "caller", op->me, "caller_name",
+                  op->name, "callee", op->to, "room", op->room, "call_type",
+                  op->video ? "video" : "audio", "state", "ringing", "ringing", op->me,
+                  "created_at", (json_int_t)now, "expires_at", (json_int_t)(now + timeout_ms));
     if (op->doc && op->match[0])
         json_object_set_new(op->doc, "match_id", json_string(op->match));
     if (!op->doc)
@@ -337,8 +348,9 @@ static int answer(onair_wsmsg_t *msg, ring_t *r, const char *state, const char *
     json_t *filter = json_pack("{s:s, s:s, s:s}", "_id", call, role, me, "state", "ringing");
     if (filter && strcmp(state, "cancelled"))
         json_object_set_new(filter, "expires_at", json_pack("{s:I}", "$gt", (json_int_t)now));
-    json_t *spec = json_pack("{s:o, s:{s:{s:s, s:I}}, s:s}", "filter", filter, "update", "$set",
-                             "state", state, "ended_at", (json_int_t)now, "return", "after");
+    json_t *spec = json_pack("{s:o, s:{s:{s:s, s:I}, s:{s:s}}, s:s}", "filter", filter, "update",
+                             "$set", "state", state, "ended_at", (json_int_t)now, "$unset",
+                             "ringing", "", "return", "after");
     return ONAIR_THEN(&op->f, answered,
                       api->store_find_and_modify(r->coll, spec, onair_flow_cb, &op->f));
 }
@@ -391,9 +403,10 @@ static void overdue_found(int status, json_t *result, void *ud)
         const char *id = onair_str(d, "_id");
         if (!id)
             continue;
-        json_t *spec = json_pack("{s:{s:s, s:s}, s:{s:{s:s, s:I}}, s:s}", "filter", "_id", id,
-                                 "state", "ringing", "update", "$set", "state", "missed",
-                                 "ended_at", (json_int_t)now, "return", "after");
+        json_t *spec =
+            json_pack("{s:{s:s, s:s}, s:{s:{s:s, s:I}, s:{s:s}}, s:s}", "filter", "_id", id,
+                      "state", "ringing", "update", "$set", "state", "missed", "ended_at",
+                      (json_int_t)now, "$unset", "ringing", "", "return", "after");
         if (api->store_find_and_modify(r->coll, spec, missed_one, r) != ONAIR_OK)
             api->log(r->self, ONAIR_LOG_WARN, "cannot end call %s as missed (next sweep)", id);
     }
@@ -434,6 +447,7 @@ int ring_init(onair_plugin_t *self, const onair_api_t *host_api, ring_t **out)
     static const onair_index_t indexes[] = {
         ONAIR_INDEX("caller,state"),
         ONAIR_INDEX("state,expires_at"),
+        ONAIR_INDEX("ringing", .flags = ONAIR_INDEX_UNIQUE), /* the active-ring key */
         ONAIR_END,
     };
     const onair_collection_t coll = ONAIR_COLLECTION("rings", 1, .indexes = indexes);

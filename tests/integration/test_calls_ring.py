@@ -335,3 +335,38 @@ def test_livekit_webhooks_for_calls(backend):
     finally:
         s.kill()
         receiver.stop()
+
+
+def test_concurrent_rings_one_wins():
+    """Rings sent at the same instant from two sockets of one caller: exactly one rings, the
+    others get call_in_progress and their callees hear nothing. The store's unique index on the
+    active-ring key decides (sqlite here; CongoDB does not enforce unique indexes, a real MongoDB
+    does with the same partial unique index)."""
+    s = Server(plugins=plugins(), core={"storage": {"backend": "sqlite"}}).start()
+    try:
+        caller = f"race-caller-{os.urandom(3).hex()}"
+        callees = [f"race-callee{i}-{os.urandom(3).hex()}" for i in range(6)]
+
+        async def go():
+            async with connect(s, caller) as a1, connect(s, caller) as a2:
+                A = [Client(a1), Client(a2)]
+                for c in A:  # signed in once they answer a message
+                    problem(await c.call("calls.accept", {"call": "0" * 24}), "call_not_found")
+                for rnd in range(3):
+                    ids = [f"ring{rnd}-{i}" for i in range(len(callees))]
+                    for i, to in enumerate(callees):  # all sent before any answer is read
+                        await A[i % 2].ws.send(json.dumps({"type": "calls.ring", "id": ids[i],
+                                                           "data": {"to": to,
+                                                                    "room": f"race{rnd}-{i}"}}))
+                    replies = [await A[i % 2].next(lambda m, i=i: m.get("id") == ids[i])
+                               for i in range(len(callees))]
+                    won = [r["data"] for r in replies if r["type"] == "result"]
+                    lost = [r["data"] for r in replies if r["type"] == "error"]
+                    assert len(won) == 1, replies
+                    assert [e["code"] for e in lost] == ["call_in_progress"] * 5, replies
+                    # the winner's call is the caller's one ringing call: cancel it, ring again
+                    ok(await A[0].call("calls.cancel", {"call": won[0]["call"]}))
+        asyncio.run(go())
+        assert s.stop() == 0
+    finally:
+        s.kill()
