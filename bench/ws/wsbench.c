@@ -6,8 +6,17 @@
  * each message arrives. Reports, per message, the time until the last subscriber
  * got it (p50 / p99 / max over messages) and the delivery rate.
  *
- *   wsbench -p PORT [-n 10000] [-m 20] [-i 200]
- *     -n subscribers, -m messages, -i ms between messages
+ *   wsbench -p PORT [-n 10000] [-m 20] [-i 200] [-P PID] [-w MS]
+ *     -n subscribers, -m messages (0: connect and join only), -i ms between messages
+ *     -P the server's pid (same machine): also report its CPU time (user and sys, from
+ *        /proc/PID/stat) for the connect + join phase (until the last subscriber's join
+ *        was answered) and for the fan-out phase, and its VmRSS before, when all had
+ *        joined and at the end
+ *     -w hold the connections this many ms after the last delivery (for a settled RSS)
+ *
+ * With -P, the last line is machine-readable:
+ *   SERVER join_user_s=.. join_sys_s=.. fanout_user_s=.. fanout_sys_s=.. rss0_kib=..
+ *          rss_joined_kib=.. rss_end_kib=.. p99_ms=.. deliveries=..
  *
  * Single-threaded epoll client; raise `ulimit -n` above N first.
  */
@@ -37,7 +46,7 @@ typedef struct client {
     int received;
 } client_t;
 
-static int g_port = 8080, g_n = 10000, g_m = 20, g_interval_ms = 200;
+static int g_port = 8080, g_n = 10000, g_m = 20, g_interval_ms = 200, g_pid = 0, g_hold_ms = 0;
 static double g_sent_at[MAX_MSGS];
 static double g_last_at[MAX_MSGS];
 static int g_count[MAX_MSGS];
@@ -47,6 +56,43 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A server process's CPU time (user, sys in seconds) and VmRSS (KiB); zeros if unreadable. */
+typedef struct proc_sample {
+    double user_s, sys_s;
+    long rss_kib;
+} proc_sample_t;
+
+static proc_sample_t proc_sample(int pid)
+{
+    proc_sample_t ps = {0};
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        /* after the ")" closing the command name: state is field 3, utime 14, stime 15 */
+        char *p = strrchr(buf, ')');
+        unsigned long ut = 0, st = 0;
+        if (p &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2) {
+            double hz = (double)sysconf(_SC_CLK_TCK);
+            ps.user_s = ut / hz;
+            ps.sys_s = st / hz;
+        }
+    }
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    f = fopen(path, "r");
+    if (f) {
+        while (fgets(buf, sizeof buf, f))
+            if (sscanf(buf, "VmRSS: %ld", &ps.rss_kib) == 1)
+                break;
+        fclose(f);
+    }
+    return ps;
 }
 
 static int connect_one(void)
@@ -164,7 +210,7 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int opt;
-    while ((opt = getopt(argc, argv, "p:n:m:i:")) != -1) {
+    while ((opt = getopt(argc, argv, "p:n:m:i:P:w:")) != -1) {
         switch (opt) {
         case 'p':
             g_port = atoi(optarg);
@@ -178,8 +224,15 @@ int main(int argc, char **argv)
         case 'i':
             g_interval_ms = atoi(optarg);
             break;
+        case 'P':
+            g_pid = atoi(optarg);
+            break;
+        case 'w':
+            g_hold_ms = atoi(optarg);
+            break;
         default:
-            fprintf(stderr, "usage: wsbench -p PORT [-n subs] [-m msgs] [-i ms]\n");
+            fprintf(stderr,
+                    "usage: wsbench -p PORT [-n subs] [-m msgs] [-i ms] [-P pid] [-w hold_ms]\n");
             return 2;
         }
     }
@@ -192,6 +245,9 @@ int main(int argc, char **argv)
 
     int ep = epoll_create1(0);
     client_t *cl = calloc((size_t)g_n + 1, sizeof *cl);
+    proc_sample_t s0 = {0}, s_joined = {0}, s_end = {0};
+    if (g_pid)
+        s0 = proc_sample(g_pid);
     double t0 = now_ms();
     for (int i = 0; i <= g_n; i++) { /* client g_n is the publisher */
         cl[i].fd = connect_one();
@@ -230,6 +286,8 @@ int main(int argc, char **argv)
                 joined++;
         }
         if (joined == g_n + 1 && next_send == 0) {
+            if (g_pid)
+                s_joined = proc_sample(g_pid);
             printf("%d subscribers joined in %.0f ms\n", g_n, t - t0);
             next_send = t;
         }
@@ -244,7 +302,7 @@ int main(int argc, char **argv)
             sent++;
             next_send = t + g_interval_ms;
         }
-        if (sent == g_m) {
+        if (sent == g_m && next_send) { /* everyone joined, everything sent */
             int done = 1;
             for (int s = 0; s < g_m; s++)
                 if (g_count[s] < g_n + 1)
@@ -253,7 +311,14 @@ int main(int argc, char **argv)
                 break;
         }
     }
+    if (g_hold_ms > 0) {
+        struct timespec ts = {.tv_sec = g_hold_ms / 1000, .tv_nsec = (g_hold_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (g_pid)
+        s_end = proc_sample(g_pid);
     double lat[MAX_MSGS];
+    double p99 = 0;
     long total = 0;
     int complete = 0;
     for (int s = 0; s < g_m; s++) {
@@ -268,12 +333,25 @@ int main(int argc, char **argv)
         double sum = 0;
         for (int i = 0; i < complete; i++)
             sum += lat[i];
+        p99 = lat[(complete * 99) / 100 >= complete ? complete - 1 : (complete * 99) / 100];
         printf("time to last subscriber: p50 %.2f ms, p99 %.2f ms, max %.2f ms, mean %.2f ms\n",
-               lat[complete / 2],
-               lat[(complete * 99) / 100 >= complete ? complete - 1 : (complete * 99) / 100],
-               lat[complete - 1], sum / complete);
+               lat[complete / 2], p99, lat[complete - 1], sum / complete);
         printf("delivery rate during a fan-out: %.0f deliveries/s\n",
                (g_n + 1) / (lat[complete / 2] / 1000.0));
+    }
+    if (g_pid) {
+        if (!s_joined.rss_kib) /* not everyone joined: the join phase never ended */
+            s_joined = s_end;
+        printf("server pid %d: connect+join user %.2f s sys %.2f s; fan-out user %.2f s sys %.2f "
+               "s; rss %ld KiB -> %ld KiB joined -> %ld KiB at the end\n",
+               g_pid, s_joined.user_s - s0.user_s, s_joined.sys_s - s0.sys_s,
+               s_end.user_s - s_joined.user_s, s_end.sys_s - s_joined.sys_s, s0.rss_kib,
+               s_joined.rss_kib, s_end.rss_kib);
+        printf("SERVER join_user_s=%.2f join_sys_s=%.2f fanout_user_s=%.2f fanout_sys_s=%.2f "
+               "rss0_kib=%ld rss_joined_kib=%ld rss_end_kib=%ld p99_ms=%.2f deliveries=%ld\n",
+               s_joined.user_s - s0.user_s, s_joined.sys_s - s0.sys_s,
+               s_end.user_s - s_joined.user_s, s_end.sys_s - s_joined.sys_s, s0.rss_kib,
+               s_joined.rss_kib, s_end.rss_kib, p99, total);
     }
     for (int i = 0; i <= g_n; i++) {
         close(cl[i].fd);
