@@ -23,7 +23,9 @@ ONAIRD = os.environ.get("ONAIRD", "build/core/onaird")
 PLUGIN_DIR = os.environ.get("ONAIR_PLUGIN_DIR", "build/plugins")
 TEST_PLUGIN_DIR = os.environ.get("ONAIR_TEST_PLUGIN_DIR", "build/tests/plugins")
 JWT_SECRET = "integration-test-secret-0123456789"
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# ASan/LSan/UBSan (make sanitize) and ThreadSanitizer (make tsan) reports
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 
 def b64url(data):
