@@ -303,6 +303,22 @@ enum {
 
 struct sub;
 
+/* A WebSocket's one pending deadline (ping due, pong due or close grace) on a queue of one
+ * fixed duration. A deadline is always now + that duration, so appending keeps a queue in
+ * due order: it is a FIFO, every operation is O(1), and the network thread's one timer
+ * (net.tick) only looks at the heads. lws' own per-connection timers (its validity/ping
+ * policy, lws_set_timeout) sit on one sorted list with an O(n) insert. */
+typedef struct dq dq_t;
+typedef struct dq_node {
+    struct dq_node *prev, *next;
+    dq_t *q; /* NULL: on no queue */
+    uint64_t due;
+} dq_node_t;
+struct dq {
+    dq_node_t *head, *tail;
+    uint64_t dur_us;
+};
+
 struct pss {
     struct lws *wsi;
     uint8_t kind;
@@ -337,6 +353,9 @@ struct pss {
     uint8_t rx_active, opened, closing, drop_queue;
     uint8_t raw_ep;    /* a plugin's raw endpoint (net_config_t.raw_ws_paths), not /ws */
     uint8_t rx_binary; /* the message being received is binary (raw endpoints) */
+    uint8_t ping_due;  /* send a ping at the next writable callback */
+    uint8_t ping_sent; /* a ping is out and nothing came back since */
+    dq_node_t dl;      /* on n->ping_q (alive) or n->close_q (closing) */
     int close_code;
     char close_reason[124]; /* a close frame has room for 123 bytes of reason */
     struct sub **subs;
@@ -391,7 +410,10 @@ struct net {
 
     struct lws_context *ctx;
     struct lws_protocols protocols[2];
-    lws_retry_bo_t retry;
+    /* WebSocket deadlines (network thread): idle -> ping -> pong, and close grace */
+    dq_t ping_q, close_q;
+    lws_sorted_usec_list_t tick;
+    uint64_t tick_due; /* when tick fires; 0: not scheduled */
     pthread_t thread;
     int thread_running;
     int port;
@@ -420,11 +442,22 @@ struct net {
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static uint64_t now_us(void)
+static uint64_t clock_us(clockid_t clk)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clk, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t now_us(void)
+{
+    return clock_us(CLOCK_MONOTONIC);
+}
+
+/* deadlines only (a few ms of granularity, no system call) */
+static uint64_t coarse_us(void)
+{
+    return clock_us(CLOCK_MONOTONIC_COARSE);
 }
 
 static uint64_t splitmix64(uint64_t x)
@@ -1719,10 +1752,105 @@ static void ws_queue_clear(struct pss *p)
     p->qbytes = 0;
 }
 
+/* ---- WebSocket deadlines (see dq_t) ------------------------------------------ */
+
+static void dq_remove(dq_node_t *d)
+{
+    dq_t *q = d->q;
+    if (!q)
+        return;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        q->head = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    else
+        q->tail = d->prev;
+    d->prev = d->next = NULL;
+    d->q = NULL;
+}
+
+static void tick_cb(lws_sorted_usec_list_t *sul);
+
+/* Schedule the thread's one timer for the earliest head, unless it fires before that
+ * anyway. Appending to a non-empty queue never needs this: its head did not change. */
+static void tick_arm(net_t *n, uint64_t now)
+{
+    uint64_t due = 0;
+    if (n->ping_q.head)
+        due = n->ping_q.head->due;
+    if (n->close_q.head && (!due || n->close_q.head->due < due))
+        due = n->close_q.head->due;
+    if (!due || (n->tick_due && n->tick_due <= due))
+        return;
+    n->tick_due = due;
+    lws_sul_schedule(n->ctx, 0, &n->tick, tick_cb, due > now ? (lws_usec_t)(due - now) : 1);
+}
+
+/* (Re)start d's deadline on q: now + q's duration, at the tail. */
+static void dq_push(net_t *n, dq_t *q, dq_node_t *d, uint64_t now)
+{
+    dq_remove(d);
+    d->due = now + q->dur_us;
+    d->q = q;
+    d->next = NULL;
+    d->prev = q->tail;
+    if (q->tail)
+        q->tail->next = d;
+    else
+        q->head = d;
+    q->tail = d;
+    if (q->head == d)
+        tick_arm(n, now);
+}
+
+#define PSS_OF_DL(d) ((struct pss *)((char *)(d)-offsetof(struct pss, dl)))
+
+/* Something arrived from the peer: it is alive; its next ping is a whole interval away. */
+static void ws_alive(net_t *n, struct pss *p)
+{
+    p->ping_sent = 0;
+    if (p->dl.q == &n->ping_q)
+        dq_push(n, &n->ping_q, &p->dl, coarse_us());
+}
+
+/* The thread's timer: pings due get sent (from their writable callback), peers that did
+ * not answer the previous ping within an interval and closes that did not complete
+ * within CLOSE_GRACE_S are dropped. Only due heads are looked at. */
+static void tick_cb(lws_sorted_usec_list_t *sul)
+{
+    net_t *n = (net_t *)((char *)sul - offsetof(net_t, tick));
+    uint64_t now = coarse_us();
+    n->tick_due = 0;
+    while (n->close_q.head && n->close_q.head->due <= now) {
+        dq_node_t *d = n->close_q.head;
+        dq_remove(d);
+        lws_set_timeout(PSS_OF_DL(d)->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+    while (n->ping_q.head && n->ping_q.head->due <= now) {
+        dq_node_t *d = n->ping_q.head;
+        struct pss *p = PSS_OF_DL(d);
+        if (p->ping_sent) {
+            dq_remove(d);
+            log_limited("http.ws_dead", ONAIR_LOG_INFO,
+                        "closing WebSocket %s: no answer to a ping within %d s", p->remote,
+                        n->cfg.ws_ping_interval_s);
+            lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        p->ping_sent = 1;
+        p->ping_due = 1;
+        dq_push(n, &n->ping_q, d, now);
+        lws_callback_on_writable(p->wsi);
+    }
+    tick_arm(n, now);
+}
+
 /* Close with code/reason: after the queue drained (graceful) or at once. The close
  * frame goes out on the next writable callback; a socket that never becomes writable
- * again is killed after CLOSE_GRACE_S. */
-static void ws_request_close(struct pss *p, int code, const char *reason, int drop)
+ * again is killed after CLOSE_GRACE_S (n->close_q). */
+static void ws_request_close(net_t *n, struct pss *p, int code, const char *reason, int drop)
 {
     if (p->closing)
         return;
@@ -1738,8 +1866,9 @@ static void ws_request_close(struct pss *p, int code, const char *reason, int dr
     p->close_reason[rl] = 0;
     if (drop)
         ws_queue_clear(p);
+    p->ping_due = 0;
+    dq_push(n, &n->close_q, &p->dl, coarse_us());
     lws_callback_on_writable(p->wsi);
-    lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);
 }
 
 /* Queue m on p. With `direct` (only when running core commands, not from inside an
@@ -1754,7 +1883,7 @@ static int ws_enqueue(net_t *n, struct pss *p, net_msg_t *m, int direct)
     if (direct && !p->qcount && !lws_partial_buffered(p->wsi)) {
         if (lws_write(p->wsi, MSG_PAYLOAD(m), m->len,
                       m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)m->len) {
-            ws_request_close(p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed", 1);
+            ws_request_close(n, p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed", 1);
             return 0;
         }
         return 1;
@@ -1763,14 +1892,15 @@ static int ws_enqueue(net_t *n, struct pss *p, net_msg_t *m, int direct)
         metrics_ws_slow_closed();
         LOG_INFO("http", "closing slow WebSocket consumer %s (%zu bytes queued)", p->remote,
                  p->qbytes);
-        ws_request_close(p, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer: send queue full", 1);
+        ws_request_close(n, p, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer: send queue full",
+                         1);
         return 0;
     }
     if (p->qcount == p->qcap) {
         size_t cap = p->qcap ? p->qcap * 2 : 8;
         net_msg_t **nq = malloc(cap * sizeof *nq);
         if (!nq) {
-            ws_request_close(p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory", 1);
+            ws_request_close(n, p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory", 1);
             return 0;
         }
         for (size_t i = 0; i < p->qcount; i++)
@@ -1940,6 +2070,7 @@ static void ws_cleanup(net_t *n, struct pss *p)
 {
     if (p->kind != PSS_WS)
         return;
+    dq_remove(&p->dl);
     while (p->nsubs)
         sub_remove(n, p->subs[p->nsubs - 1]);
     free(p->subs);
@@ -2071,8 +2202,10 @@ static int ws_on_open(net_t *n, struct lws *wsi, struct pss *p)
     push_event(n, e);
     p->opened = 1;
     metrics_ws_open(1);
+    if (n->cfg.ws_ping_interval_s > 0)
+        dq_push(n, &n->ping_q, &p->dl, coarse_us());
     if (atomic_load(&n->shutting_down))
-        ws_request_close(p, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", 0);
+        ws_request_close(n, p, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", 0);
     return 0;
 }
 
@@ -2182,11 +2315,12 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
         return -1;
     if (p->closing)
         return 0;
+    ws_alive(n, p);
     /* Refusing a message closes with its code once the close frame is out: the rest of the
      * message may still be arriving, and is ignored (closing) until the peer answers the
      * close, so the peer sees the code rather than a reset connection. */
     if (lws_frame_is_binary(wsi) && !p->raw_ep) {
-        ws_request_close(p, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+        ws_request_close(n, p, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
                          "binary messages are not supported", 1);
         return 0;
     }
@@ -2194,7 +2328,7 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
     size_t max = n->cfg.ws_max_message_bytes;
     size_t more = final ? 0 : lws_remaining_packet_payload(wsi);
     if (len > max || p->rx_len > max - len || more > max - len - p->rx_len) {
-        ws_request_close(p, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big", 1);
+        ws_request_close(n, p, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big", 1);
         p->rx_len = 0;
         p->rx_active = 0;
         return 0;
@@ -2240,6 +2374,20 @@ static int ws_on_writeable(struct lws *wsi, struct pss *p)
         return 0;
     unsigned sent = 0;
     int r = 0;
+    if (p->ping_due && !p->closing) {
+        /* with a payload: lws 4.1 reports no LWS_CALLBACK_RECEIVE_PONG for an empty pong */
+        unsigned char ping[LWS_PRE + 8];
+        uint64_t t = coarse_us();
+        memcpy(ping + LWS_PRE, &t, sizeof t);
+        p->ping_due = 0;
+        if (lws_write(wsi, ping + LWS_PRE, sizeof t, LWS_WRITE_PING) < 0)
+            return -1;
+        if (lws_send_pipe_choked(wsi)) {
+            if (p->qcount)
+                lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
     while (p->qcount) {
         net_msg_t *m = p->q[p->qhead];
         size_t mlen = m->len;
@@ -2369,13 +2517,13 @@ static void run_cmd(net_t *n, cmd_t *c)
     case CMD_CLOSE:
         p = id_lookup(n, c->id);
         if (p && p->kind == PSS_WS)
-            ws_request_close(p, c->status, c->reason, 0);
+            ws_request_close(n, p, c->status, c->reason, 0);
         break;
     case CMD_SHUTDOWN:
         for (uint32_t i = 1; i < n->nslots; i++) {
             p = n->slots[i].pss;
             if (p && p->kind == PSS_WS)
-                ws_request_close(p, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", 0);
+                ws_request_close(n, p, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", 0);
         }
         break;
     }
@@ -2441,6 +2589,10 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return ws_on_receive(n, wsi, p, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return ws_on_writeable(wsi, p);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (p && p->kind == PSS_WS)
+            ws_alive(n, p);
+        return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (p && p->kind == PSS_WS) { /* lws answers it; nothing more to send */
             p->closing = 1;
@@ -2739,13 +2891,10 @@ int net_start(net_t *n)
     info.timeout_secs = 15; /* network round trips: body chunks, close handshakes */
     info.alpn = "http/1.1";
     info.server_string = "onair";
-    if (n->cfg.ws_ping_interval_s > 0) {
-        int ping = n->cfg.ws_ping_interval_s > 30000 ? 30000 : n->cfg.ws_ping_interval_s;
-        memset(&n->retry, 0, sizeof n->retry);
-        n->retry.secs_since_valid_ping = (uint16_t)ping;
-        n->retry.secs_since_valid_hangup = (uint16_t)(ping * 2);
-        info.retry_and_idle_policy = &n->retry;
-    }
+    /* no lws retry/validity policy: pings and dead peers are ours (ping_q) */
+    n->ping_q.dur_us =
+        (uint64_t)(n->cfg.ws_ping_interval_s > 0 ? n->cfg.ws_ping_interval_s : 0) * 1000000u;
+    n->close_q.dur_us = (uint64_t)CLOSE_GRACE_S * 1000000u;
     if (n->tls_cert) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = n->tls_cert;

@@ -1,0 +1,87 @@
+"""The network layer's own timers and threads (issue 24), against a real onaird.
+
+- Pings are sent by onaird itself (not by a libwebsockets policy per connection): a peer that
+  never answers one is closed, a peer that answers stays open.
+"""
+import asyncio
+import json
+import socket
+import struct
+
+import websockets
+
+from test_websocket import call, frame, raw_ws
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def read_frames(s, until_eof_s=15):
+    """Every frame the server sends until it closes the TCP connection: [(opcode, payload)].
+    Never answers a ping."""
+    s.settimeout(until_eof_s)
+    try:
+        data = b"".join(iter(lambda: s.recv(65536), b""))
+    except (socket.timeout, ConnectionResetError):
+        return None  # not closed by the server
+    frames = []
+    while len(data) >= 2:
+        op, n = data[0] & 0x0F, data[1] & 0x7F
+        off = 2
+        if n == 126:
+            n, off = struct.unpack("!H", data[2:4])[0], 4
+        elif n == 127:
+            n, off = struct.unpack("!Q", data[2:10])[0], 10
+        frames.append((op, data[off:off + n]))
+        data = data[off + n:]
+    return frames
+
+
+def test_peer_that_never_answers_a_ping_is_closed(server_factory):
+    s = server_factory(plugins={"testkit": {}, "hello": {}},
+                       core={"server": {"ws_ping_interval": 1}}).start()
+    sk, head = raw_ws(s.port)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    frames = read_frames(sk)
+    sk.close()
+    assert frames is not None, "a dead peer was not closed"
+    assert any(op == 0x9 for op, _ in frames), frames  # it was pinged first
+
+
+def test_peer_that_answers_pings_stays_open(server_factory):
+    s = server_factory(plugins={"testkit": {}, "hello": {}},
+                       core={"server": {"ws_ping_interval": 1}}).start()
+    sk, head = raw_ws(s.port)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    sk.settimeout(0.5)
+    pings = 0
+    for _ in range(10):  # 5 s: several ping intervals and pong deadlines
+        try:
+            c = sk.recv(4096)
+        except socket.timeout:
+            continue
+        assert c, "closed although it answered every ping"
+        while len(c) >= 2 and c[0] & 0x0F == 0x9:
+            n = c[1] & 0x7F
+            sk.sendall(frame(0xA, c[2:2 + n]))
+            pings += 1
+            c = c[2 + n:]
+    assert pings >= 2, pings
+    sk.sendall(frame(0x1, json.dumps({"type": "testkit.whoami", "id": "w"}).encode()))
+    sk.settimeout(5)
+    reply = sk.recv(65536)
+    assert b'"id":"w"' in reply.replace(b" ", b""), reply
+    sk.close()
+
+
+def test_pings_off_keeps_idle_peers(server_factory):
+    s = server_factory(plugins={"testkit": {}, "hello": {}},
+                       core={"server": {"ws_ping_interval": 0}}).start()
+
+    async def scenario():
+        async with websockets.connect(s.ws_url, ping_interval=None) as ws:
+            await asyncio.sleep(3)
+            r = await call(ws, "testkit.whoami")
+            assert r["type"] == "result"
+    run(scenario())
