@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -86,6 +87,9 @@ typedef struct {
     buf_t resp;
     struct curl_slist *hdrs;
     char *offer;
+    /* Janus mode (-J): the VideoRoom handle, the payload types Janus offers a subscriber */
+    long long jhandle;
+    int audio_pt, video_pt, lport;
 } peer_t;
 
 static struct {
@@ -95,6 +99,7 @@ static struct {
     const char *profiles;
     const char *participant; /* -r: a co-host (WHIP ?role=cohost, WHEP ?participant=) */
     uint64_t align_ms;       /* -A: the window starts no earlier (ms since the epoch) */
+    long long janus_room;    /* -J: Janus VideoRoom mode, -u is Janus's /janus URL */
 } opt = {.n = 100,
          .duration = 20,
          .warmup = 3,
@@ -381,6 +386,15 @@ static void metrics_done(CURL *c)
 
 /* ---- SDP offers ---------------------------------------------------------------------------- */
 
+/* Janus (libnice) gets our host candidate in the SDP and no trickle: an offer announcing trickle
+ * makes it wait for candidates that never come, and it fails ICE on a check from an address it
+ * only knows as peer-reflexive. */
+static void janus_candidate(FILE *f, const peer_t *p)
+{
+    fprintf(f, "a=candidate:1 1 udp 2130706431 127.0.0.1 %d typ host\r\na=end-of-candidates\r\n",
+            p->lport);
+}
+
 static char *make_offer(const peer_t *p, int publisher)
 {
     char *s = NULL;
@@ -403,9 +417,12 @@ static char *make_offer(const peer_t *p, int publisher)
             fprintf(f, "m=video 9 UDP/TLS/RTP/SAVPF %d %d\r\n", PT_VIDEO, PT_VIDEO + 1);
         fprintf(f,
                 "c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:%s\r\n"
-                "a=ice-pwd:%s\r\na=ice-options:trickle\r\na=fingerprint:sha-256 %s\r\n"
-                "a=setup:actpass\r\na=mid:%d\r\na=%s\r\na=rtcp-mux\r\n",
-                p->lufrag, p->lpwd, fp, m, dir);
+                "a=ice-pwd:%s\r\n%sa=fingerprint:sha-256 %s\r\n"
+                "a=setup:%s\r\na=mid:%d\r\na=%s\r\na=rtcp-mux\r\n",
+                p->lufrag, p->lpwd, opt.janus_room ? "" : "a=ice-options:trickle\r\n", fp,
+                opt.janus_room ? "active" : "actpass", m, dir);
+        if (opt.janus_room)
+            janus_candidate(f, p);
         if (m == 0) {
             fprintf(f, "a=rtpmap:%d opus/48000/2\r\na=fmtp:%d minptime=10;useinbandfec=1\r\n",
                     PT_AUDIO, PT_AUDIO);
@@ -498,6 +515,8 @@ static void peer_ready(peer_t *p)
     }
 }
 
+static void ice_from_sdp(peer_t *p);
+
 static void on_answer(peer_t *p, long status)
 {
     char err[256];
@@ -508,6 +527,13 @@ static void on_answer(peer_t *p, long status)
     }
     if (!p->resp.p || sdp_parse(p->resp.p, p->resp.n, g_sdp, err, sizeof err) < 0)
         return peer_fail(p, "bad SDP answer");
+    ice_from_sdp(p);
+}
+
+/* Starts ICE towards the server's SDP in g_sdp (the relay's answer, or Janus's answer to the
+ * publisher or offer to a subscriber). */
+static void ice_from_sdp(peer_t *p)
+{
     const sdp_media_t *m = NULL;
     for (int i = 0; i < g_sdp->n_media; i++)
         if (g_sdp->media[i].port) {
@@ -542,6 +568,241 @@ static void on_answer(peer_t *p, long status)
     send_stun(p, 1);
 }
 
+/* ---- Janus (-J ROOM): the same peers through Janus's HTTP API and its VideoRoom plugin ---- */
+
+/* One Janus session carries every handle (one per peer); its events come back through one
+ * long poll (GET /janus/SESSION?maxev=N) that is always outstanding. The publisher attaches
+ * and sends "joinandconfigure" with the same offer it gives WHIP (a=setup:active: Janus is
+ * the DTLS server, as the relay is); each subscriber attaches, "join"s as a subscriber of the
+ * publisher's feed, answers the offer Janus sends in the "attached" event ("start" with the
+ * answer as jsep) and starts ICE towards the candidates in that offer. */
+enum { JR_CREATE, JR_ATTACH, JR_MESSAGE, JR_POLL, JR_KEEPALIVE };
+
+typedef struct {
+    int kind;
+    peer_t *p;
+    buf_t resp;
+    char *body;
+    struct curl_slist *hdrs;
+} jreq_t;
+
+static long long g_jsession, g_jfeed;
+static uint64_t g_jkeepalive_ms;
+#define JANUS_KEEPALIVE_MS 15000 /* Janus' default session_timeout is 60 s */
+
+static void start_post(peer_t *p);
+
+static void janus_request(int kind, peer_t *p, json_t *msg /* stolen; NULL: a GET */)
+{
+    char url[600];
+    if (kind == JR_CREATE)
+        snprintf(url, sizeof url, "%s", opt.base);
+    else if (kind == JR_POLL)
+        snprintf(url, sizeof url, "%s/%lld?maxev=100", opt.base, g_jsession);
+    else if (kind == JR_MESSAGE)
+        snprintf(url, sizeof url, "%s/%lld/%lld", opt.base, g_jsession, p->jhandle);
+    else
+        snprintf(url, sizeof url, "%s/%lld", opt.base, g_jsession);
+    jreq_t *r = calloc(1, sizeof *r);
+    if (!r)
+        die("out of memory");
+    r->kind = kind;
+    r->p = p;
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    if (msg) {
+        char tx[32];
+        snprintf(tx, sizeof tx, "t%ld", random());
+        json_object_set_new(msg, "transaction", json_string(tx));
+        r->body = json_dumps(msg, JSON_COMPACT);
+        json_decref(msg);
+        if (!r->body)
+            die("out of memory");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+        r->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->hdrs);
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->resp);
+    curl_easy_setopt(c, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, kind == JR_POLL ? 90000L : 30000L);
+    curl_multi_add_handle(g_multi, c);
+}
+
+/* The subscriber's answer to Janus's offer: recvonly Opus and VP8 at the payload types Janus
+ * chose, in its m-line order and mids; anything else rejected. */
+static char *janus_answer(peer_t *p, const sdp_t *o)
+{
+    char *s = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&s, &n);
+    if (!f)
+        die("out of memory");
+    fprintf(f, "v=0\r\no=- %ld 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE", random());
+    for (int i = 0; i < o->n_media; i++)
+        if (o->media[i].port)
+            fprintf(f, " %s", o->media[i].mid);
+    fprintf(f, "\r\na=msid-semantic: WMS *\r\n");
+    for (int i = 0; i < o->n_media; i++) {
+        const sdp_media_t *m = &o->media[i];
+        int video = !strcmp(m->media, "video");
+        const char *want = video ? "VP8" : !strcmp(m->media, "audio") ? "opus" : NULL;
+        const sdp_codec_t *cd = NULL;
+        for (int k = 0; want && k < m->n_codecs && !cd; k++)
+            if (!strcasecmp(m->codecs[k].name, want))
+                cd = &m->codecs[k];
+        if (!m->port || !cd) {
+            if (m->is_rtp)
+                fprintf(f, "m=%s 0 %s %d\r\n", m->media, m->proto,
+                        m->n_codecs ? m->codecs[0].pt : 0);
+            else
+                fprintf(f, "m=%s 0 %s %s\r\n", m->media, m->proto, m->fmt);
+            fprintf(f, "c=IN IP4 0.0.0.0\r\na=mid:%s\r\n", m->mid);
+            continue;
+        }
+        if (video)
+            p->video_pt = cd->pt;
+        else
+            p->audio_pt = cd->pt;
+        fprintf(f,
+                "m=%s 9 UDP/TLS/RTP/SAVPF %d\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+                "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\na=fingerprint:sha-256 %s\r\na=setup:active\r\n"
+                "a=mid:%s\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:%d %s/%u",
+                m->media, cd->pt, p->lufrag, p->lpwd, dtls_cert_fingerprint(g_cert), m->mid, cd->pt,
+                cd->name, cd->clock);
+        if (cd->channels > 1)
+            fprintf(f, "/%u", cd->channels);
+        fprintf(f, "\r\n");
+        janus_candidate(f, p);
+        if (cd->fmtp[0])
+            fprintf(f, "a=fmtp:%d %s\r\n", cd->pt, cd->fmtp);
+        if (video)
+            fprintf(f, "a=rtcp-fb:%d nack\r\na=rtcp-fb:%d nack pli\r\n", cd->pt, cd->pt);
+    }
+    fclose(f);
+    return s;
+}
+
+static peer_t *janus_peer(long long handle)
+{
+    for (int i = 0; i <= opt.n; i++)
+        if (g_peers[i].jhandle == handle)
+            return &g_peers[i];
+    return NULL;
+}
+
+static void janus_event(json_t *e)
+{
+    const char *jt = json_string_value(json_object_get(e, "janus"));
+    peer_t *p = janus_peer(json_integer_value(json_object_get(e, "sender")));
+    if (!jt || !p)
+        return;
+    if (!strcmp(jt, "hangup") || !strcmp(jt, "detached")) {
+        const char *why = json_string_value(json_object_get(e, "reason"));
+        if (p->state == P_READY && g_failed_subs < 5)
+            fprintf(stderr, "mediabench: Janus hung up peer %d: %s\n", p->idx, why ? why : jt);
+        return peer_fail(p, why ? why : jt);
+    }
+    if (strcmp(jt, "event"))
+        return; /* webrtcup, media, slowlink: informational */
+    json_t *data = json_object_get(json_object_get(e, "plugindata"), "data");
+    const char *err = json_string_value(json_object_get(data, "error"));
+    if (err)
+        return peer_fail(p, err);
+    const char *sdp = json_string_value(json_object_get(json_object_get(e, "jsep"), "sdp"));
+    if (!sdp || p->state != P_HTTP)
+        return;
+    char perr[256];
+    if (sdp_parse(sdp, strlen(sdp), g_sdp, perr, sizeof perr) < 0)
+        return peer_fail(p, "Janus sent an SDP we cannot parse");
+    if (p->idx == 0) {
+        g_jfeed = json_integer_value(json_object_get(data, "id"));
+        return ice_from_sdp(p);
+    }
+    char *answer = janus_answer(p, g_sdp);
+    janus_request(JR_MESSAGE, p,
+                  json_pack("{s:s, s:{s:s}, s:{s:s, s:s}}", "janus", "message", "body", "request",
+                            "start", "jsep", "type", "answer", "sdp", answer));
+    free(answer);
+    ice_from_sdp(p);
+}
+
+static void janus_done(jreq_t *r, long status)
+{
+    json_t *j = r->resp.p ? json_loads(r->resp.p, 0, NULL) : NULL;
+    const char *jt = j ? json_string_value(json_object_get(j, "janus")) : NULL;
+    const char *reason =
+        j ? json_string_value(json_object_get(json_object_get(j, "error"), "reason")) : NULL;
+    peer_t *p = r->p;
+    char why[300];
+    snprintf(why, sizeof why, "Janus: HTTP %ld %s: %.200s", status, jt ? jt : "-",
+             reason      ? reason
+             : r->resp.p ? r->resp.p
+                         : "");
+    switch (r->kind) {
+    case JR_CREATE:
+        if (status != 200 || !jt || strcmp(jt, "success"))
+            die("creating a Janus session failed: %s", why);
+        g_jsession = json_integer_value(json_object_get(json_object_get(j, "data"), "id"));
+        g_jkeepalive_ms = now_ms() + JANUS_KEEPALIVE_MS;
+        janus_request(JR_POLL, NULL, NULL);
+        start_post(&g_peers[0]);
+        break;
+    case JR_POLL:
+        if (json_is_array(j)) {
+            size_t i;
+            json_t *e;
+            json_array_foreach(j, i, e) janus_event(e);
+        } else if (j) {
+            janus_event(j);
+        }
+        janus_request(JR_POLL, NULL, NULL);
+        break;
+    case JR_ATTACH:
+        if (status != 200 || !jt || strcmp(jt, "success")) {
+            peer_fail(p, why);
+            break;
+        }
+        p->jhandle = json_integer_value(json_object_get(json_object_get(j, "data"), "id"));
+        if (p->idx == 0) {
+            p->offer = make_offer(p, 1);
+            janus_request(JR_MESSAGE, p,
+                          json_pack("{s:s, s:{s:s, s:I, s:s, s:s, s:b, s:b}, s:{s:s, s:s}}",
+                                    "janus", "message", "body", "request", "joinandconfigure",
+                                    "room", (json_int_t)opt.janus_room, "ptype", "publisher",
+                                    "display", "mediabench", "audio", 1, "video", 1, "jsep", "type",
+                                    "offer", "sdp", p->offer));
+            free(p->offer);
+            p->offer = NULL;
+        } else {
+            janus_request(JR_MESSAGE, p,
+                          json_pack("{s:s, s:{s:s, s:I, s:s, s:[{s:I}]}}", "janus", "message",
+                                    "body", "request", "join", "room", (json_int_t)opt.janus_room,
+                                    "ptype", "subscriber", "streams", "feed", (json_int_t)g_jfeed));
+        }
+        break;
+    case JR_MESSAGE:
+        if (status != 200 || !jt || (strcmp(jt, "ack") && strcmp(jt, "success")))
+            peer_fail(p, why);
+        break;
+    default:
+        break;
+    }
+    json_decref(j);
+    free(r->resp.p);
+    free(r->body);
+    curl_slist_free_all(r->hdrs);
+    free(r);
+}
+
+static void janus_keepalive(uint64_t ms)
+{
+    if (!g_jsession || ms < g_jkeepalive_ms)
+        return;
+    g_jkeepalive_ms = ms + JANUS_KEEPALIVE_MS;
+    janus_request(JR_KEEPALIVE, NULL, json_pack("{s:s}", "janus", "keepalive"));
+}
+
 static void start_post(peer_t *p)
 {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -557,8 +818,10 @@ static void start_post(peer_t *p)
     }
     struct sockaddr_in la;
     socklen_t ll = sizeof la;
-    if (getsockname(fd, (struct sockaddr *)&la, &ll) == 0)
+    if (getsockname(fd, (struct sockaddr *)&la, &ll) == 0) {
         g_our_port[ntohs(la.sin_port)] = 1;
+        p->lport = ntohs(la.sin_port);
+    }
     p->fd = fd;
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)p->idx};
     if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -566,6 +829,18 @@ static void start_post(peer_t *p)
     p->in_epoll = 1;
     rand_str(p->lufrag, sizeof p->lufrag);
     rand_str(p->lpwd, sizeof p->lpwd);
+    p->audio_pt = PT_AUDIO;
+    p->video_pt = PT_VIDEO;
+    p->t_start_ms = now_ms();
+    if (p->idx)
+        g_inflight++;
+    p->state = P_HTTP;
+    if (opt.janus_room) {
+        janus_request(
+            JR_ATTACH, p,
+            json_pack("{s:s, s:s}", "janus", "attach", "plugin", "janus.plugin.videoroom"));
+        return;
+    }
     p->offer = make_offer(p, p->idx == 0);
     char url[512];
     snprintf(url, sizeof url, "%s/api/v1/%s/%s%s%s", opt.base, p->idx == 0 ? "whip" : "whep",
@@ -589,10 +864,6 @@ static void start_post(peer_t *p)
     curl_easy_setopt(c, CURLOPT_PRIVATE, p);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
     curl_multi_add_handle(g_multi, c);
-    p->state = P_HTTP;
-    p->t_start_ms = now_ms();
-    if (p->idx)
-        g_inflight++;
 }
 
 static void curl_step(void)
@@ -615,6 +886,11 @@ static void curl_step(void)
         if (!p) {
             metrics_done(c);
             curl_easy_cleanup(c);
+            continue;
+        }
+        if (opt.janus_room) { /* every other request in Janus mode is a jreq_t */
+            curl_easy_cleanup(c);
+            janus_done((jreq_t *)(void *)p, status);
             continue;
         }
         curl_easy_cleanup(c);
@@ -808,7 +1084,7 @@ static void sampled_rtp(peer_t *p, uint8_t *buf, size_t len, uint64_t t)
         p->bad_len++;
         return;
     }
-    int k = h.pt == PT_VIDEO ? 1 : 0;
+    int k = h.pt == p->video_pt ? 1 : 0;
     uint64_t sent = get_u64(tr);
     uint32_t ctr = get_u32(tr + 8);
     if (p->have_ctr[k] && ctr != p->last_ctr[k] + 1)
@@ -838,7 +1114,21 @@ static void handle_full(peer_t *p, uint8_t *buf, size_t len, uint64_t t)
     uint8_t b0 = buf[0];
     if (b0 <= 3) {
         stun_msg_t m;
-        if (p->state == P_ICE && stun_parse(buf, len, &m) == 0 && m.type == STUN_BINDING_SUCCESS &&
+        if (stun_parse(buf, len, &m) < 0)
+            return;
+        if (m.type == STUN_BINDING_REQUEST) {
+            /* Janus' libnice answers our check with a triggered check of its own and fails
+             * ICE without a response (the relay, ICE-lite, never sends one) */
+            if (stun_verify_integrity(buf, len, &m, p->lpwd, strlen(p->lpwd))) {
+                uint8_t out[256];
+                size_t n = stun_binding_success(out, sizeof out, m.txid,
+                                                (const struct sockaddr *)&p->raddr, p->lpwd);
+                if (n)
+                    peer_send(p, out, n);
+            }
+            return;
+        }
+        if (p->state == P_ICE && m.type == STUN_BINDING_SUCCESS &&
             stun_verify_integrity(buf, len, &m, p->rpwd, strlen(p->rpwd))) {
             p->dtls = dtls_peer_new(g_cert, DTLS_ROLE_CLIENT, p->rfp, dtls_send_cb, p);
             if (!p->dtls || dtls_peer_start(p->dtls) != DTLS_HANDSHAKING)
@@ -1018,7 +1308,9 @@ static void usage(void)
         "       [-P onaird_pid] [-V video_kbps] [-T setup_timeout_s]\n"
         "       [-c SRTP_AES128_CM_SHA1_80|SRTP_AEAD_AES_128_GCM (offered DTLS-SRTP profiles)]\n"
         "       [-r participant (publish as that co-host: -k is their access token; the\n"
-        "        subscribers play ?participant=)] [-A epoch_ms (the window starts no earlier)]\n");
+        "        subscribers play ?participant=)] [-A epoch_ms (the window starts no earlier)]\n"
+        "       mediabench -J ROOM -u http://127.0.0.1:8088/janus [-n ...] (Janus VideoRoom\n"
+        "        ROOM through Janus' HTTP API instead of WHIP/WHEP; -P janus_pid)\n");
     exit(2);
 }
 
@@ -1046,13 +1338,16 @@ static double cpu_self_s(void)
 int main(int argc, char **argv)
 {
     int c;
-    while ((c = getopt(argc, argv, "u:s:k:n:d:w:S:p:P:V:T:c:r:A:")) != -1) {
+    while ((c = getopt(argc, argv, "u:s:k:n:d:w:S:p:P:V:T:c:r:A:J:")) != -1) {
         switch (c) {
         case 'r':
             opt.participant = optarg;
             break;
         case 'A':
             opt.align_ms = strtoull(optarg, NULL, 10);
+            break;
+        case 'J':
+            opt.janus_room = atoll(optarg);
             break;
         case 'u':
             opt.base = optarg;
@@ -1094,8 +1389,8 @@ int main(int argc, char **argv)
             usage();
         }
     }
-    if (!opt.base || !opt.stream || !opt.key || opt.n < 0 || opt.duration < 1 ||
-        opt.sample_every < 1 || opt.parallel < 1)
+    if (!opt.base || (!opt.janus_room && (!opt.stream || !opt.key)) || opt.n < 0 ||
+        opt.duration < 1 || opt.sample_every < 1 || opt.parallel < 1)
         usage();
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -1114,7 +1409,7 @@ int main(int argc, char **argv)
         die("out of memory");
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     g_multi = curl_multi_init();
-    curl_multi_setopt(g_multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)opt.parallel);
+    curl_multi_setopt(g_multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)opt.parallel + 2);
     g_peers = calloc((size_t)opt.n + 1, sizeof *g_peers);
     g_sweep = calloc((size_t)opt.n + 1, sizeof *g_sweep);
     if (!g_peers || !g_sweep)
@@ -1130,7 +1425,12 @@ int main(int argc, char **argv)
     double cpu0 = 0, cpu1 = 0, self0 = 0, self1 = 0, sirq0 = 0, sirq1 = 0, sys0 = 0, sys1 = 0;
     uint64_t plis_at_setup = 0, phase_until_ms = 0;
     int phase = 0; /* 0 publisher, 1 subscribers, 2 warm-up, 3 window, 4 grace */
-    start_post(&g_peers[0]);
+    if (opt.janus_room) {
+        g_mreq[0].done = g_mreq[1].done = 1; /* no /metrics */
+        janus_request(JR_CREATE, NULL, json_pack("{s:s}", "janus", "create"));
+    } else {
+        start_post(&g_peers[0]);
+    }
 
     uint64_t last_us = now_ns() / 1000u, last_timer_ms = 0;
     struct epoll_event evs[256];
@@ -1165,7 +1465,8 @@ int main(int argc, char **argv)
                     read_full(&g_peers[i]);
             if (opt.pid) {
                 cpu0 = proc_cpu_s(opt.pid);
-                metrics_start(0);
+                if (!opt.janus_room)
+                    metrics_start(0);
             }
             self0 = cpu_self_s();
             sys_cpu(&sirq0, &sys0);
@@ -1184,7 +1485,8 @@ int main(int argc, char **argv)
             g_window = 2;
             if (opt.pid) {
                 cpu1 = proc_cpu_s(opt.pid);
-                metrics_start(1);
+                if (!opt.janus_room)
+                    metrics_start(1);
                 rss_n = proc_rss_kib(opt.pid);
             }
             self1 = cpu_self_s();
@@ -1198,6 +1500,8 @@ int main(int argc, char **argv)
             break;
 
         pub_pump();
+        if (opt.janus_room)
+            janus_keepalive(ms);
         if (ms - last_timer_ms >= 10) {
             timers(ms);
             last_timer_ms = ms;
@@ -1261,10 +1565,11 @@ int main(int argc, char **argv)
            "sampled %d: loss %.3f %%, latency p50 %.0f us p99 %.0f us max %" PRIu64 " us\n",
            pps, loss, rx_win, expected, sampled, s_loss, hist_pct(0.5), hist_pct(0.99),
            g_lat_max_us);
-    printf("onaird: %.2f CPU-s in the window (%.2f cores), worker busy %.2f s; %.0f pkt/s per "
+    printf("%s: %.2f CPU-s in the window (%.2f cores), worker busy %.2f s; %.0f pkt/s per "
            "core; RSS idle %ld KiB, publisher %ld KiB, %d subscribers %ld KiB (%.1f KiB each); "
            "client %.2f CPU-s; machine: softirq %.2f s, non-idle %.2f of %.0f CPU-s\n",
-           cpu, cores, busy, cores > 0 ? pps / cores : 0, rss_idle, rss_pub, g_ready_subs, rss_n,
+           opt.janus_room ? "janus" : "onaird", cpu, cores, busy, cores > 0 ? pps / cores : 0,
+           rss_idle, rss_pub, g_ready_subs, rss_n,
            g_ready_subs && rss_n > 0 && rss_pub > 0 ? (double)(rss_n - rss_pub) / g_ready_subs : 0,
            self1 - self0, sirq1 - sirq0, sys1 - sys0,
            win_s * (double)sysconf(_SC_NPROCESSORS_ONLN));

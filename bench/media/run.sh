@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-bench}
 source bench/common.sh
+source bench/media/stream.sh
 N=${1:-1000}; D=${2:-20}; RUNS=${3:-3}; W=${4:-1}
 SAMPLE=${SAMPLE:-50}; PARALLEL=${PARALLEL:-50}; WARMUP=${WARMUP:-3}
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
@@ -32,17 +33,7 @@ for r in $(seq "$RUNS"); do
     write_config "$WORK/data-$r"
     start_onaird
     base="http://127.0.0.1:$PORT"
-    u="bench$r$RANDOM"
-    TOKEN=$(curl -sf -X POST -H 'Content-Type: application/json' \
-        -d "{\"username\":\"$u\",\"email\":\"$u@example.org\",\"password\":\"correct horse battery staple\"}" \
-        "$base/api/v1/auth/register" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
-    [ -n "$TOKEN" ] || { echo "register failed"; cat "$WORK/onaird.log"; exit 1; }
-    resp=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-        -d '{"title":"media bench"}' "$base/api/v1/streams")
-    SID=$(echo "$resp" | sed -n 's/.*"stream":{[^}]*"id":"\([^"]*\)".*/\1/p')
-    [ -n "$SID" ] || SID=$(echo "$resp" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
-    SKEY=$(echo "$resp" | sed -n 's/.*"stream_key":"\([^"]*\)".*/\1/p')
-    [ -n "$SID" ] && [ -n "$SKEY" ] || { echo "stream create failed: $resp"; exit 1; }
+    create_media_stream "$base"
     out=$("$MB" -u "$base" -s "$SID" -k "$SKEY" -n "$N" -d "$D" -w "$WARMUP" -S "$SAMPLE" \
         -p "$PARALLEL" -P "$ONAIRD_PID" ${PROFILES:+-c "$PROFILES"} ${SETUP_TIMEOUT:+-T "$SETUP_TIMEOUT"} 2>&1) || { echo "$out"; tail -20 "$WORK/onaird.log"; exit 1; }
     echo "$out" | sed "s/^/run $r: /"
