@@ -229,6 +229,7 @@ struct session {
     struct session *parent;
     struct session *children[MEDIA_CALL_CHILDREN];
     char child_mid[MEDIA_KINDS][32]; /* child: the parent's m-line it sends each kind on */
+    atomic_int paused[MEDIA_KINDS];  /* child: its receiver unsubscribed: nothing forwarded */
 
     struct session *next_in_worker; /* the bound worker's list */
     struct session *hnext_ufrag, *hnext_id;

@@ -456,7 +456,8 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         session_t *v = r->viewers[i];
         view_track_t *vt = &v->view[kind];
         if (!vt->present ||
-            !(atomic_load(&v->media_ready) || (v->parent && media_child_ready(w, v))))
+            !(atomic_load(&v->media_ready) || (v->parent && media_child_ready(w, v))) ||
+            atomic_load_explicit(&v->paused[kind], memory_order_relaxed))
             continue;
         if (repair) {
             /* nobody got the original: every viewer on this source is missing it */

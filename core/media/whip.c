@@ -1871,9 +1871,9 @@ static session_t *call_child(session_t *s, relay_t *r, const char *participant)
 }
 
 /* A call participant's receive slot m: what it was given before (the same mid), else the first
- * of subs ([{"participant", "audio"?, "video"?: track sid}]) whose relay has a publisher
- * sending that kind and not sent to s yet. 1 with am filled and {"mid", "participant",
- * "kind"} appended to subscribed, 0: nothing for it. */
+ * of subs ([{"participant", "audio"?, "video"?: track sid, or false: not wanted}]) whose relay
+ * has a publisher sending that kind and not sent to s yet. 1 with am filled and {"mid",
+ * "participant", "kind"} appended to subscribed, 0: nothing for it. */
 static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
                      json_t *subscribed)
 {
@@ -1897,7 +1897,7 @@ static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am,
     {
         const char *p = json_string_value(json_object_get(sub, "participant"));
         const char *tr = json_string_value(json_object_get(sub, kname));
-        if (!room_participant_ok(p))
+        if (!room_participant_ok(p) || json_is_false(json_object_get(sub, kname)))
             continue;
         if (child) {
             if (!strcmp(child->participant, p))
@@ -2079,11 +2079,54 @@ static int svc_call_close(onair_service_call_t *call, void *ud)
     return services_answer(call, ONAIR_OK, json_pack("{s:b}", "closed", found));
 }
 
+/* media.call_pause {"session", "participant", "audio"?: bool, "video"?: bool} -> {"found",
+ * "audio", "video"}: true stops forwarding that kind of participant to the session's peer,
+ * false resumes it (a video with a keyframe request): selective subscriptions. found: the
+ * peer receives participant; audio / video: whether a receive slot carries that kind. */
+static int svc_call_pause(onair_service_call_t *call, void *ud)
+{
+    (void)ud;
+    json_t *args = services_args(call);
+    const char *caller = services_caller(call);
+    const char *sid = json_string_value(json_object_get(args, "session"));
+    const char *participant = json_string_value(json_object_get(args, "participant"));
+    if (!caller || strcmp(caller, "calls") != 0 || !sid || !room_participant_ok(participant))
+        return services_answer(
+            call, ONAIR_EINVAL,
+            json_pack("{s:s}", "error", "session and participant are required (calls only)"));
+    session_t *s = media_find_id(sid);
+    if (!s || s->role != ROLE_PUBLISHER || !s->call || atomic_load(&s->closed))
+        return services_answer(call, ONAIR_ENOTFOUND,
+                               json_pack("{s:s}", "error", "no such call session"));
+    int found = 0, has[MEDIA_KINDS] = {0, 0};
+    pthread_mutex_lock(&s->bind_lock);
+    for (int i = 0; i < MEDIA_CALL_CHILDREN && !found; i++) {
+        session_t *c = s->children[i];
+        if (!c || atomic_load(&c->closed) || strcmp(c->participant, participant) != 0)
+            continue;
+        found = 1;
+        for (int kind = 0; kind < MEDIA_KINDS; kind++) {
+            json_t *v = json_object_get(args, kind == MEDIA_AUDIO ? "audio" : "video");
+            has[kind] = c->view[kind].present;
+            if (!json_is_boolean(v))
+                continue;
+            int was = atomic_exchange(&c->paused[kind], json_is_true(v));
+            if (was && !json_is_true(v) && kind == MEDIA_VIDEO && c->relay)
+                atomic_store(&c->relay->keyframe_wanted, 1); /* its decoder starts again */
+        }
+    }
+    pthread_mutex_unlock(&s->bind_lock);
+    return services_answer(call, ONAIR_OK,
+                           json_pack("{s:b,s:b,s:b}", "found", found, "audio", has[MEDIA_AUDIO],
+                                     "video", has[MEDIA_VIDEO]));
+}
+
 static int calls_setup(struct onair_plugin *owner)
 {
     const onair_service_t services[] = {
         {.size = sizeof(onair_service_t), .name = "media.call_offer", .fn = svc_call_offer},
         {.size = sizeof(onair_service_t), .name = "media.call_close", .fn = svc_call_close},
+        {.size = sizeof(onair_service_t), .name = "media.call_pause", .fn = svc_call_pause},
     };
     return media_services_add(owner, services, sizeof services / sizeof services[0]);
 }
