@@ -41,7 +41,21 @@ typedef struct conn {
     int removed;  /* RemoveParticipant / DeleteRoom (Twirp) */
     char speaker[24]; /* the active speaker it was told of last, "" none */
     int media_lost;   /* the relay ended its peer: told to reconnect */
+    /* what it chose of others' tracks (UpdateSubscription, UpdateTrackSettings): track sid ->
+     * SEL_* bits; a track not in it follows autoSubscribe */
+    json_t *sel;
 } conn_t;
+
+enum { SEL_SET = 1, SEL_SUBSCRIBED = 2, SEL_DISABLED = 4 };
+#define SEL_MAX 64 /* tracks a connection's choices are kept for */
+
+static void conn_free(conn_t *k)
+{
+    free(k->next_offer);
+    lk_session_free(&k->s);
+    json_decref(k->sel);
+    free(k);
+}
 
 /* A room made with CreateRoom (Twirp): listed until DeleteRoom, with or without participants. */
 typedef struct room_rec {
@@ -305,23 +319,45 @@ static conn_t *conn_by_participant(calls_t *c, const conn_t *k, const char *sid)
     return NULL;
 }
 
+/* Whether k receives track t: canSubscribe, and subscribed (UpdateSubscription, else
+ * autoSubscribe) and not disabled (UpdateTrackSettings). */
+static int wants(const conn_t *k, const lk_track_t *t)
+{
+    if (!t || !k->s.grant.can_subscribe)
+        return 0;
+    json_int_t bits = json_integer_value(json_object_get(k->sel, t->sid));
+    int sub = bits & SEL_SET ? (bits & SEL_SUBSCRIBED) != 0 : k->s.join.auto_subscribe;
+    return sub && !(bits & SEL_DISABLED);
+}
+
+/* Whether k receives o's track of a type; one in the relay before its add_track arrived
+ * follows autoSubscribe. */
+static int wants_kind(const conn_t *k, const conn_t *o, uint32_t type)
+{
+    const lk_track_t *t = track_of(o, type);
+    return t ? wants(k, t) : k->s.grant.can_subscribe && k->s.join.auto_subscribe;
+}
+
 /* What k receives: the room's other participants' tracks ([{"participant", "audio"?,
- * "video"?}]; hidden participants' are not sent), nothing without canSubscribe or
- * autoSubscribe. */
+ * "video"?}]; hidden participants' are not sent); a kind k does not want is false (the relay
+ * puts nothing on a receive slot for it). */
 static json_t *subscriptions(calls_t *c, const conn_t *k)
 {
     json_t *subs = json_array();
-    if (!k->s.grant.can_subscribe || !k->s.join.auto_subscribe)
+    if (!k->s.grant.can_subscribe)
         return subs;
     for (conn_t *o = c->conns; o && subs; o = o->next) {
         if (!same_room(o, k) || !o->s.ntracks || o->s.grant.hidden)
             continue;
         json_t *one = json_pack("{s:s}", "participant", o->s.participant_sid);
-        const lk_track_t *a = track_of(o, 0), *v = track_of(o, 1);
-        if (a && !a->muted)
-            json_object_set_new(one, "audio", json_string(a->sid));
-        if (v && !v->muted)
-            json_object_set_new(one, "video", json_string(v->sid));
+        for (uint32_t type = 0; type < 2 && one; type++) {
+            const lk_track_t *t = track_of(o, type);
+            const char *kind = type ? "video" : "audio";
+            if (t && !wants(k, t))
+                json_object_set_new(one, kind, json_false());
+            else if (t && !t->muted)
+                json_object_set_new(one, kind, json_string(t->sid));
+        }
         json_array_append_new(subs, one);
     }
     return subs;
@@ -354,25 +390,23 @@ static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
 {
     tracks_gone(c, k, k->in_relay & ~published);
     unsigned fresh = published & ~k->in_relay;
-    uint32_t n[2] = {fresh & 1, (fresh >> 1) & 1};
     k->in_relay = published; /* an unpublished kind is asked for again when it comes back */
     lk_buf_t b = {0};
-    if (fresh) {
-        lk_encode_media_sections(&b, n[0], n[1]);
-        for (conn_t *o = c->conns; o && lk_buf_ok(&b); o = o->next)
-            if (same_room(o, k) && o->media[0] && o->s.grant.can_subscribe &&
-                o->s.join.auto_subscribe)
-                api->ws_send_bytes(o->id, b.p, b.len, 1);
-        lk_buf_free(&b);
+    for (conn_t *o = c->conns; o && fresh; o = o->next) {
+        uint32_t n[2] = {(fresh & 1) && wants_kind(o, k, 0), (fresh & 2) && wants_kind(o, k, 1)};
+        if (same_room(o, k) && o->media[0] && (n[0] || n[1])) {
+            lk_encode_media_sections(&b, n[0], n[1]);
+            send_buf(o->id, &b);
+        }
     }
-    if (!first || !k->s.grant.can_subscribe || !k->s.join.auto_subscribe)
+    if (!first)
         return;
     uint32_t m[2] = {0, 0};
     int any = 0;
     for (conn_t *o = c->conns; o; o = o->next)
         if (same_room(o, k))
             for (size_t i = 0; i < o->s.ntracks; i++)
-                if (o->s.tracks[i].type < 2)
+                if (o->s.tracks[i].type < 2 && wants(k, &o->s.tracks[i]))
                     m[o->s.tracks[i].type]++, any = 1;
     if (!any)
         return;
@@ -575,6 +609,79 @@ static void ws_open(onair_conn_t id, const char *query, const char *remote, void
         send_offer_str(c, k, k->s.join.offer.sdp, k->s.join.offer.id);
 }
 
+typedef struct {
+    calls_t *c;
+    onair_conn_t id;
+    uint32_t type; /* 0 audio, 1 video */
+    int resume;
+} pause_op_t;
+
+/* The relay paused or resumed a kind of another participant for k: resumed but no receive
+ * slot carries it yet (never subscribed, or the peer does not receive that participant): k is
+ * asked to offer again with a slot for it (media_sections_requirement). */
+static void paused_done(int status, json_t *result, void *ud)
+{
+    pause_op_t *op = ud;
+    conn_t *k = conn_get(op->c, op->id, NULL);
+    if (k && status != ONAIR_OK && status != ONAIR_ENOTFOUND)
+        api->log(op->c->self, ONAIR_LOG_WARN, "%s: media.call_pause: %s", k->s.grant.identity,
+                 api->strerror(status));
+    if (k && status == ONAIR_OK && op->resume &&
+        !json_is_true(json_object_get(result, op->type ? "video" : "audio"))) {
+        lk_buf_t b = {0};
+        lk_encode_media_sections(&b, op->type == 0, op->type == 1);
+        send_buf(k->id, &b);
+    }
+    free(op);
+}
+
+/* k (un)subscribed or disabled / enabled others' tracks: what changes is paused or resumed in
+ * the relay (media.call_pause); a track without a receive slot yet gets one at k's next offer
+ * (subscriptions). Tracks not in the room now are ignored; width / height / quality are not
+ * acted on (the relay picks a simulcast layer from the receiver's bandwidth). */
+static void select_tracks(calls_t *c, conn_t *k, const lk_signal_req_t *req)
+{
+    if (!k->s.grant.can_subscribe)
+        return;
+    if (!k->sel && !(k->sel = json_object()))
+        return;
+    for (size_t i = 0; i < req->sel.nsids; i++) {
+        const lk_str_t sid = req->sel.sids[i];
+        conn_t *o = NULL;
+        const lk_track_t *t = NULL;
+        for (o = c->conns; o && !t; o = t ? o : o->next)
+            for (size_t j = 0; same_room(o, k) && j < o->s.ntracks && !t; j++)
+                if (strlen(o->s.tracks[j].sid) == sid.n &&
+                    !memcmp(o->s.tracks[j].sid, sid.s, sid.n) && o->s.tracks[j].type < 2)
+                    t = &o->s.tracks[j];
+        if (!t || (!json_object_get(k->sel, t->sid) && json_object_size(k->sel) >= SEL_MAX))
+            continue;
+        int before = wants(k, t);
+        json_int_t bits = json_integer_value(json_object_get(k->sel, t->sid));
+        if (req->kind == LK_REQ_SUBSCRIPTION)
+            bits = (bits & SEL_DISABLED) | SEL_SET | (req->sel.subscribe ? SEL_SUBSCRIBED : 0);
+        else
+            bits = (bits & ~(json_int_t)SEL_DISABLED) | (req->sel.disabled ? SEL_DISABLED : 0);
+        json_object_set_new(k->sel, t->sid, json_integer(bits));
+        int after = wants(k, t);
+        api->log(c->self, ONAIR_LOG_DEBUG, "%s: %s of %s %s", k->s.grant.identity, t->sid,
+                 o->s.grant.identity, after ? "received" : "not received");
+        if (before == after || !k->media[0] || t != track_of(o, t->type))
+            continue;
+        pause_op_t *op = malloc(sizeof *op);
+        json_t *args = json_pack("{s:s, s:s, s:b}", "session", k->media, "participant",
+                                 o->s.participant_sid, t->type ? "video" : "audio", !after);
+        if (!op || !args) {
+            free(op);
+            json_decref(args);
+            continue;
+        }
+        *op = (pause_op_t){c, k->id, t->type, after};
+        if (api->service_call(c->self, "media.call_pause", args, paused_done, op) != ONAIR_OK)
+            free(op);
+    }
+}
+
 static void ws_message(onair_conn_t id, const void *data, size_t len, int binary, void *ud)
 {
     calls_t *c = ud;
@@ -612,6 +719,10 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
     case LK_ACT_REFUSED:
         api->log(c->self, ONAIR_LOG_INFO, "%s: request %u refused (permissions)",
                  k->s.grant.identity, (unsigned)req.kind);
+        break;
+    case LK_ACT_NONE:
+        if (req.kind == LK_REQ_SUBSCRIPTION || req.kind == LK_REQ_TRACK_SETTING)
+            select_tracks(c, k, &req);
         break;
     case LK_ACT_RELAY:
         /* the relay is ICE-lite: its candidates are in the answer, the client's need nothing */
@@ -664,9 +775,7 @@ static void ws_closed(onair_conn_t id, void *ud)
     room_event(c, "calls.room_finished", k);
     if (k->media[0])
         media_close(c, k->media);
-    free(k->next_offer);
-    lk_session_free(&k->s);
-    free(k);
+    conn_free(k);
 }
 
 /* The URL clients connect to: the configured one, else ws(s):// + the request's Host. */
@@ -1234,9 +1343,7 @@ static void calls_stop(onair_plugin_t *self)
     while (c && c->conns) {
         conn_t *k = c->conns;
         c->conns = k->next;
-        free(k->next_offer);
-        lk_session_free(&k->s);
-        free(k);
+        conn_free(k);
     }
     while (c && c->rooms) {
         room_rec_t *r = c->rooms;

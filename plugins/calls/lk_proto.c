@@ -270,6 +270,56 @@ static int dec_add_track(const lk_field_t *in, lk_add_track_t *o)
     return 0;
 }
 
+static void add_sid(lk_track_sel_t *o, const lk_field_t *f)
+{
+    if (o->nsids < LK_MAX_REQ_SIDS)
+        o->sids[o->nsids++] = slice(f);
+}
+
+/* UpdateSubscription {1 track_sids, 2 subscribe, 3 participant_tracks {1 participant_sid,
+ * 2 track_sids}} (settings 0) or UpdateTrackSettings {1 track_sids, 3 disabled, 4 quality,
+ * 5 width, 6 height, 7 fps, 8 priority} (settings 1). */
+static int dec_track_sel(const lk_field_t *in, lk_track_sel_t *o, int settings)
+{
+    lk_reader_t r = sub_reader(in);
+    lk_field_t f;
+    memset(o, 0, sizeof *o);
+    FOR_FIELDS(r, f, rc)
+    {
+        if (f.field == 1) {
+            if (!want(&f, 2))
+                return LK_EPROTO;
+            add_sid(o, &f);
+        } else if (!settings && f.field == 3) {
+            if (!want(&f, 2))
+                return LK_EPROTO;
+            lk_reader_t s = sub_reader(&f);
+            lk_field_t g;
+            FOR_FIELDS(s, g, rc2)
+            {
+                if ((g.field == 1 || g.field == 2) && !want(&g, 2))
+                    return LK_EPROTO;
+                if (g.field == 2)
+                    add_sid(o, &g);
+            }
+        } else if ((!settings && f.field == 2) || (settings && f.field >= 3 && f.field <= 8)) {
+            if (!want(&f, 0))
+                return LK_EPROTO;
+            if (!settings)
+                o->subscribe = f.v != 0;
+            else if (f.field == 3)
+                o->disabled = f.v != 0;
+            else if (f.field == 4)
+                o->quality = (uint32_t)f.v;
+            else if (f.field == 5)
+                o->width = (uint32_t)f.v;
+            else if (f.field == 6)
+                o->height = (uint32_t)f.v;
+        }
+    }
+    return 0;
+}
+
 int lk_decode_signal_request(const uint8_t *buf, size_t len, lk_signal_req_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -291,6 +341,11 @@ int lk_decode_signal_request(const uint8_t *buf, size_t len, lk_signal_req_t *ou
             break;
         case LK_REQ_ADD_TRACK:
             erc = want(&f, 2) ? dec_add_track(&f, &out->add_track) : LK_EPROTO;
+            break;
+        case LK_REQ_SUBSCRIPTION:
+        case LK_REQ_TRACK_SETTING:
+            erc = want(&f, 2) ? dec_track_sel(&f, &out->sel, f.field == LK_REQ_TRACK_SETTING)
+                              : LK_EPROTO;
             break;
         case LK_REQ_MUTE: {
             if (!want(&f, 2))

@@ -77,6 +77,17 @@ typedef struct {
     int final;
 } lk_trickle_t;
 
+/* UpdateSubscription (track_sids and participant_tracks' track_sids together, subscribe) or
+ * UpdateTrackSettings (track_sids, disabled, quality, width, height). At most LK_MAX_REQ_SIDS
+ * sids are kept; more are ignored. */
+#define LK_MAX_REQ_SIDS 16
+typedef struct {
+    lk_str_t sids[LK_MAX_REQ_SIDS];
+    size_t nsids;
+    int subscribe, disabled;
+    uint32_t quality, width, height;
+} lk_track_sel_t;
+
 /* SignalRequest oneof field numbers onair acts on; any other is kept as its number. */
 enum lk_req_kind {
     LK_REQ_NONE = 0,
@@ -101,6 +112,7 @@ typedef struct {
         lk_str_t sid;
         int muted;
     } mute;
+    lk_track_sel_t sel; /* LK_REQ_SUBSCRIPTION, LK_REQ_TRACK_SETTING */
     struct {
         int can_reconnect;
         uint32_t reason, action;

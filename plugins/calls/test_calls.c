@@ -263,6 +263,42 @@ static void test_signal_requests(void **state)
     assert_true(q.mute.muted);
     lk_buf_free(&b);
     lk_buf_free(&s);
+    /* subscription {track_sids: [TR_a], subscribe: true, participant_tracks: [{PA_p, [TR_b,
+     * TR_c]}]}: every sid */
+    lk_buf_t pt = {0};
+    lk_put_str(&s, 1, "TR_a");
+    lk_put_bool(&s, 2, 1);
+    lk_put_str(&pt, 1, "PA_p");
+    lk_put_str(&pt, 2, "TR_b");
+    lk_put_str(&pt, 2, "TR_c");
+    lk_put_msg(&s, 3, &pt);
+    lk_put_msg(&b, 6, &s);
+    assert_int_equal(lk_decode_signal_request(b.p, b.len, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_SUBSCRIPTION);
+    assert_true(q.sel.subscribe);
+    assert_int_equal(q.sel.nsids, 3);
+    assert_true(str_is(q.sel.sids[0], "TR_a") && str_is(q.sel.sids[2], "TR_c"));
+    lk_buf_free(&b);
+    lk_buf_free(&s);
+    lk_buf_free(&pt);
+    /* track_setting {track_sids: [TR_a x 20], disabled, quality 2, width 640, height 360}: at
+     * most LK_MAX_REQ_SIDS sids kept */
+    for (int i = 0; i < 20; i++)
+        lk_put_str(&s, 1, "TR_a");
+    lk_put_bool(&s, 3, 1);
+    lk_put_varint(&s, 4, 2);
+    lk_put_varint(&s, 5, 640);
+    lk_put_varint(&s, 6, 360);
+    lk_put_msg(&b, 7, &s);
+    assert_int_equal(lk_decode_signal_request(b.p, b.len, &q), 0);
+    assert_int_equal(q.kind, LK_REQ_TRACK_SETTING);
+    assert_int_equal(q.sel.nsids, LK_MAX_REQ_SIDS);
+    assert_true(q.sel.disabled);
+    assert_int_equal(q.sel.quality, 2);
+    assert_int_equal(q.sel.width, 640);
+    assert_int_equal(q.sel.height, 360);
+    lk_buf_free(&b);
+    lk_buf_free(&s);
     /* an unknown member of the oneof (a future message) is kept as its number */
     const uint8_t future[] = {0xfa, 0x01, 0x00}; /* field 31, empty message */
     assert_int_equal(lk_decode_signal_request(future, sizeof future, &q), 0);
@@ -286,6 +322,8 @@ static void test_signal_junk(void **state)
     const uint8_t long_varint[] = {0x70, 0xff, 0xff, 0xff, 0xff, 0xff, /* 11 bytes */
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
     const uint8_t wrong_inner_type[] = {0x1a, 0x02, 0x0d, 0x00}; /* candidateInit fixed32 */
+    const uint8_t sub_sid_varint[] = {0x32, 0x02, 0x08, 0x01};   /* track_sids as a varint */
+    const uint8_t setting_bytes[] = {0x3a, 0x02, 0x1a, 0x00};    /* disabled as bytes */
     struct {
         const uint8_t *p;
         size_t n;
@@ -299,6 +337,8 @@ static void test_signal_junk(void **state)
         {inner_junk, sizeof inner_junk},
         {long_varint, sizeof long_varint},
         {wrong_inner_type, sizeof wrong_inner_type},
+        {sub_sid_varint, sizeof sub_sid_varint},
+        {setting_bytes, sizeof setting_bytes},
     };
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
         assert_int_equal(lk_decode_signal_request(junk[i].p, junk[i].n, &q), LK_EPROTO);

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import {join} from 'node:path';
 import {existsSync} from 'node:fs';
 import {readFile} from 'node:fs/promises';
-import {launch, waitFor} from './lib/browser.mjs';
+import {launch, waitFor, sleep} from './lib/browser.mjs';
 import {Onaird, haveOnaird, PLUGIN_DIR, REPO} from './lib/onaird.mjs';
 
 const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
@@ -65,14 +65,15 @@ async function lkPage(name) {
 }
 
 // room.connect() in the page; the page's window.lk keeps what the app would see.
-function connect(page, url, tok) {
-  return page.evaluate(([url, tok]) => {
+function connect(page, url, tok, autoSubscribe = true) {
+  return page.evaluate(([url, tok, autoSubscribe]) => {
     const {Room, RoomEvent} = window.LivekitClient;
     const room = new Room();
     const lk = window.lk = {events: [], result: null};
     room.on(RoomEvent.ParticipantConnected, (p) => lk.events.push('connected:' + p.identity));
     room.on(RoomEvent.ParticipantDisconnected, (p) => lk.events.push('disconnected:' + p.identity));
     room.on(RoomEvent.TrackUnpublished, (pub, p) => lk.events.push(`unpublished:${p.identity}:${pub.kind}`));
+    room.on(RoomEvent.TrackPublished, (pub, p) => lk.events.push(`published:${p.identity}:${pub.kind}`));
     room.on(RoomEvent.ActiveSpeakersChanged, (speakers) =>
       lk.events.push('speakers:' + speakers.map((p) => p.identity).join(',')));
     room.on(RoomEvent.TrackSubscribed, (track, pub, p) => {
@@ -92,10 +93,10 @@ function connect(page, url, tok) {
       lk.serverVersion = room.serverInfo?.version;
     });
     window.lkRoom = room;
-    room.connect(url, tok, {autoSubscribe: true}).then(
+    room.connect(url, tok, {autoSubscribe}).then(
       () => (lk.result = 'connected'),
       (e) => (lk.result = {error: String(e && e.message), reason: e?.reason, status: e?.status}));
-  }, [url, tok]);
+  }, [url, tok, autoSubscribe]);
 }
 
 test('livekit-client joins over /rtc/v1: JoinResponse understood (room, identity, permissions)', T, async () => {
@@ -190,6 +191,40 @@ function decoded(page, identity) {
     });
     return {width: el ? el.videoWidth : 0, height: el ? el.videoHeight : 0, frames, audio};
   }, identity);
+}
+
+// What the page receives of a kind: bytes and video frames decoded (its inbound-rtp streams).
+function received(page, kind) {
+  return page.evaluate(async (kind) => {
+    const pc = window.lkRoom.engine.pcManager.publisher.pc;
+    let bytes = 0, frames = 0, samples = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type !== 'inbound-rtp' || r.kind !== kind) return;
+      bytes += r.bytesReceived || 0;
+      frames += r.framesDecoded || 0;
+      samples += r.totalSamplesReceived || 0;
+    });
+    return {bytes, frames, samples};
+  }, kind);
+}
+
+// A remote participant's publication of a kind: call one of its methods in the page.
+function remotePub(page, identity, kind, method, arg) {
+  return page.evaluate(([identity, kind, method, arg]) => {
+    const p = window.lkRoom.remoteParticipants.get(identity);
+    const pub = [...p.trackPublications.values()].find((t) => t.kind === kind);
+    pub[method](arg);
+  }, [identity, kind, method, arg]);
+}
+
+// Nothing of a kind arrives any more: once what was in flight is in, the bytes stand still.
+async function standsStill(page, kind) {
+  await sleep(1500);
+  const before = await received(page, kind);
+  await sleep(2500);
+  const after = await received(page, kind);
+  assert.equal(after.bytes, before.bytes, `${kind} still arrives: ${JSON.stringify([before, after])}`);
+  return after;
 }
 
 async function publishAV(page, width, height) {
@@ -289,6 +324,56 @@ test('three in a room: each decodes the other two', T, async () => {
         return d.width > 0 && d.frames > 10;
       }, 30_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
   for (const p of pages) {
+    await p.evaluate(() => window.lkRoom.disconnect());
+    await p.close();
+  }
+});
+
+test('selective subscriptions: autoSubscribe off, setSubscribed and setEnabled on a remote track', T, async () => {
+  const a = await lkPage('hank');
+  const b = await lkPage('iris');
+  const url = server.base.replace('http', 'ws');
+  await connect(a, url, await token('hank', {room: 'match-47', roomJoin: true}));
+  await waitFor('hank connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
+  await publishAV(a, 320, 240);
+  await connect(b, url, await token('iris', {room: 'match-47', roomJoin: true}), false);
+  await waitFor('iris connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
+  // iris knows hank's two tracks but receives neither
+  await waitFor('iris sees hank\'s tracks', () => b.evaluate(() => {
+    const p = window.lkRoom.remoteParticipants.get('hank');
+    return p && p.trackPublications.size === 2;
+  }), 15_000);
+  await sleep(3000);
+  for (const kind of ['video', 'audio'])
+    assert.equal((await received(b, kind)).bytes, 0, `${kind} arrived unsubscribed`);
+  // subscribes to the video only: decodes it, still no audio
+  await remotePub(b, 'hank', 'video', 'setSubscribed', true);
+  let last = null;
+  await waitFor('hank\'s video decoded', async () => {
+    last = await received(b, 'video');
+    return last.frames > 10;
+  }, 30_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
+  assert.equal((await received(b, 'audio')).bytes, 0, 'audio arrived unsubscribed');
+  let ev = await b.evaluate(() => window.lk.events);
+  assert.ok(ev.some((e) => /^subscribed:hank:video:TR_/.test(e)), ev.join());
+  assert.ok(!ev.some((e) => /^subscribed:hank:audio/.test(e)), ev.join());
+  // unsubscribes: the video stops; subscribes again: frames are decoded again;
+  // UpdateTrackSettings: disabled stops forwarding, enabled resumes it
+  for (const method of ['setSubscribed', 'setEnabled']) {
+    await remotePub(b, 'hank', 'video', method, false);
+    const off = await standsStill(b, 'video');
+    await remotePub(b, 'hank', 'video', method, true);
+    await waitFor(`hank's video again after ${method}(true)`, async () => {
+      last = await received(b, 'video');
+      return last.frames > off.frames + 10;
+    }, 30_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify([off, last])}`));
+  }
+  // the audio, subscribed late, gets a receive slot of its own and is heard
+  await remotePub(b, 'hank', 'audio', 'setSubscribed', true);
+  await waitFor('hank\'s audio heard', async () => (await received(b, 'audio')).samples > 0, 30_000);
+  ev = await b.evaluate(() => window.lk.events);
+  assert.ok(ev.some((e) => /^subscribed:hank:audio:TR_/.test(e)), ev.join());
+  for (const p of [a, b]) {
     await p.evaluate(() => window.lkRoom.disconnect());
     await p.close();
   }
