@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "accounts.h"
 #include "api.h"
@@ -273,7 +274,12 @@ int host_start(struct host *h, settings_t *s)
         .cors_origins = cors,
         .access_log = settings_bool(s, "logging.access_log"),
         .raw_ws_paths = api_raw_ws_paths(),
+        .network_threads = (int)settings_int(s, "server.network_threads"),
     };
+    if (nc.network_threads <= 0) { /* one per online CPU */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nc.network_threads = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus;
+    }
     net_handlers_t handlers = {
         .on_request = api_on_request,
         .on_ws_open = api_on_ws_open,

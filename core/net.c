@@ -62,6 +62,8 @@
 #include <inttypes.h>
 #include <arpa/inet.h>
 #include <libwebsockets.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -396,6 +398,17 @@ typedef struct slot {
 } slot_t;
 
 struct net {
+    /* Several network threads: each has its own net_t (its own lws context listening on the
+     * same port, its command queue, slots, topics, deadlines) and keeps its connections.
+     * The core holds the first one, root, which also keeps what all share: the core
+     * wake-up (efd), inflight, shutting_down, the per-address counts (addr_mu), the
+     * configuration strings. */
+    net_t *root;     /* itself for the root */
+    net_t **workers; /* root only: every thread's net_t, [0] = root */
+    int nworkers, widx;
+    pthread_mutex_t addr_mu; /* root only: abuckets, naddrs */
+    int lfd;                 /* several threads: this thread's own listening socket, or -1 */
+    struct lws_vhost *vh;
     struct event_base *base;
     struct event *wake_ev;
     int efd;
@@ -496,6 +509,11 @@ static void strip_mapped_v4(char *addr)
 
 /* ---- slots --------------------------------------------------------------- */
 
+/* The low 32 bits of an id: the owning thread's index above ID_IDX_BITS, the slot below. */
+#define ID_IDX_BITS 24
+#define ID_IDX_MASK ((1u << ID_IDX_BITS) - 1)
+#define MAX_THREADS 64
+
 static uint64_t id_alloc(net_t *n, struct pss *p)
 {
     uint32_t idx = n->free_head;
@@ -504,7 +522,7 @@ static uint64_t id_alloc(net_t *n, struct pss *p)
     } else {
         if (n->nslots == n->slots_cap) {
             uint32_t cap = n->slots_cap ? n->slots_cap * 2 : 256;
-            if (cap > 0x7fffffffu)
+            if (cap > ID_IDX_MASK + 1u)
                 return 0;
             slot_t *ns = realloc(n->slots, (size_t)cap * sizeof *ns);
             if (!ns)
@@ -521,12 +539,14 @@ static uint64_t id_alloc(net_t *n, struct pss *p)
     }
     n->slots[idx].pss = p;
     n->slots[idx].next_free = 0;
-    return ((uint64_t)n->slots[idx].gen << 32) | idx;
+    return ((uint64_t)n->slots[idx].gen << 32) | ((uint64_t)n->widx << ID_IDX_BITS) | idx;
 }
 
 static struct pss *id_lookup(net_t *n, uint64_t id)
 {
-    uint32_t idx = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    uint32_t idx = (uint32_t)id & ID_IDX_MASK, gen = (uint32_t)(id >> 32);
+    if ((uint32_t)id >> ID_IDX_BITS != (uint32_t)n->widx)
+        return NULL;
     if (!idx || idx >= n->nslots || n->slots[idx].gen != gen)
         return NULL;
     return n->slots[idx].pss;
@@ -534,7 +554,9 @@ static struct pss *id_lookup(net_t *n, uint64_t id)
 
 static void id_release(net_t *n, uint64_t id)
 {
-    uint32_t idx = (uint32_t)id;
+    uint32_t idx = (uint32_t)id & ID_IDX_MASK;
+    if ((uint32_t)id >> ID_IDX_BITS != (uint32_t)n->widx)
+        return;
     if (!idx || idx >= n->nslots || n->slots[idx].gen != (uint32_t)(id >> 32))
         return;
     slot_t *s = &n->slots[idx];
@@ -622,28 +644,31 @@ static void peer_text(const struct sockaddr_storage *ss, char *out, size_t len)
  * it at once. Otherwise it is counted; conn_adopted() ties the count to its wsi. */
 static int conn_filter(net_t *n, const struct lws_filter_network_conn_args *a)
 {
+    net_t *r = n->root; /* the counts are shared by every network thread */
+    char addr[64] = "";
+    if (a)
+        peer_text(&a->cli_addr, addr, sizeof addr);
+    pthread_mutex_lock(&r->addr_mu);
     if (n->pending_ac) { /* the previous accept failed before its wsi was adopted */
-        addr_release(n, n->pending_ac);
+        addr_release(r, n->pending_ac);
         n->pending_ac = NULL;
     }
-    if (!a)
-        return 0;
-    char addr[64];
-    peer_text(&a->cli_addr, addr, sizeof addr);
-    addr_count_t *ac = addr_get(n, addr);
-    if (!ac)
-        return 0; /* out of memory: not counted rather than refused */
-    if (ac->n >= n->cfg.max_connections_per_address) {
+    addr_count_t *ac = a ? addr_get(r, addr) : NULL;
+    size_t open = ac ? ac->n : 0;
+    int refuse = ac && open >= n->cfg.max_connections_per_address;
+    if (ac && !refuse) {
+        ac->n++;
+        n->pending_ac = ac;
+    }
+    pthread_mutex_unlock(&r->addr_mu);
+    if (refuse) { /* (no ac: out of memory, not counted rather than refused) */
         metrics_refused(METRICS_REFUSED_CONNECTIONS);
         log_limited("http.connection_cap", ONAIR_LOG_WARN,
                     "%s has %zu connections open (server.max_connections_per_address): closing "
                     "new ones at once",
-                    addr, ac->n);
-        return 1;
+                    addr, open);
     }
-    ac->n++;
-    n->pending_ac = ac;
-    return 0;
+    return refuse;
 }
 
 /* LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: the accepted connection has its wsi. */
@@ -661,7 +686,9 @@ static void conn_destroyed(net_t *n, struct lws *wsi)
     addr_count_t *ac = lws_get_opaque_user_data(wsi);
     if (ac) {
         lws_set_opaque_user_data(wsi, NULL);
-        addr_release(n, ac);
+        pthread_mutex_lock(&n->root->addr_mu);
+        addr_release(n->root, ac);
+        pthread_mutex_unlock(&n->root->addr_mu);
     }
 }
 
@@ -681,9 +708,23 @@ static void push_event(net_t *n, core_ev_t *e)
     pthread_mutex_unlock(&n->ev_mu);
     if (wake) {
         uint64_t one = 1;
-        ssize_t w = write(n->efd, &one, sizeof one);
+        ssize_t w = write(n->root->efd, &one, sizeof one);
         (void)w; /* EAGAIN: the counter is already non-zero, a wakeup is pending */
     }
+}
+
+static void push_cmd(net_t *n, cmd_t *c);
+static void cmd_free(cmd_t *c);
+
+/* A command about one request or connection goes to the thread that owns it. */
+static void push_owned(net_t *n, cmd_t *c)
+{
+    uint32_t w = (uint32_t)c->id >> ID_IDX_BITS;
+    if (w >= (uint32_t)n->nworkers) {
+        cmd_free(c); /* no such thread: an id that was never ours */
+        return;
+    }
+    push_cmd(n->workers[w], c);
 }
 
 static void push_cmd(net_t *n, cmd_t *c)
@@ -1125,7 +1166,7 @@ static int http_write(net_t *n, struct lws *wsi, struct pss *p)
     http_account(n, p, p->resp_status, p->resp_body_len + p->file_sent);
     if (p->in_core) {
         p->in_core = 0;
-        atomic_fetch_sub(&n->inflight, 1);
+        atomic_fetch_sub(&n->root->inflight, 1);
     }
     p->hstate = H_IDLE;
     cmd_free(p->resp);
@@ -1178,7 +1219,7 @@ static void http_cleanup(net_t *n, struct pss *p)
     if (p->kind != PSS_HTTP)
         return;
     if (p->in_core) {
-        atomic_fetch_sub(&n->inflight, 1);
+        atomic_fetch_sub(&n->root->inflight, 1);
         p->in_core = 0;
     }
     if (p->hstate == H_READY || p->hstate == H_CORE || p->hstate == H_SEND)
@@ -1448,7 +1489,7 @@ static int http_dispatch(net_t *n, struct lws *wsi, struct pss *p)
     p->req = NULL;
     p->hstate = H_CORE;
     p->in_core = 1;
-    atomic_fetch_add(&n->inflight, 1);
+    atomic_fetch_add(&n->root->inflight, 1);
     push_event(n, e);
     rx_pause(wsi, p);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CORE_TIMEOUT_S);
@@ -1552,7 +1593,7 @@ static int http_on_request(net_t *n, struct lws *wsi, struct pss *p, const char 
     if (cl_present && cl > 0)
         p->close_after = 1;
 
-    if (atomic_load(&n->shutting_down)) {
+    if (atomic_load(&n->root->shutting_down)) {
         p->close_after = 1;
         return http_problem(n, wsi, p, 503, "shutting_down", "the server is shutting down",
                             "Retry-After: 1\r\n");
@@ -2140,7 +2181,7 @@ static int ws_confirm_upgrade(net_t *n, struct lws *wsi, const char *upgrade)
                   lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 &&
                   (!strcmp(uri, WS_PATH) || raw_ws_path(n, uri));
     int proto_ok = offers_our_protocol(wsi);
-    if (path_ok && proto_ok && !atomic_load(&n->shutting_down))
+    if (path_ok && proto_ok && !atomic_load(&n->root->shutting_down))
         return 0;
     struct pss tmp;
     memset(&tmp, 0, sizeof tmp);
@@ -2204,7 +2245,7 @@ static int ws_on_open(net_t *n, struct lws *wsi, struct pss *p)
     metrics_ws_open(1);
     if (n->cfg.ws_ping_interval_s > 0)
         dq_push(n, &n->ping_q, &p->dl, coarse_us());
-    if (atomic_load(&n->shutting_down))
+    if (atomic_load(&n->root->shutting_down))
         ws_request_close(n, p, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", 0);
     return 0;
 }
@@ -2490,7 +2531,7 @@ static void run_cmd(net_t *n, cmd_t *c)
         p->resp = c;
         p->resp_start = NULL;
         p->hstate = H_SEND;
-        if (atomic_load(&n->shutting_down))
+        if (atomic_load(&n->root->shutting_down))
             p->close_after = 1; /* in-flight answers still go out, then the connection ends */
         rx_resume(p->wsi, p);
         lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, SEND_STALL_S);
@@ -2542,6 +2583,84 @@ static void drain_cmds(net_t *n)
         run_cmd(n, c);
         c = next;
     }
+}
+
+/* ---- own listeners (several network threads) ------------------------------- */
+
+/* Debian's lws 4.1 is built with LWS_MAX_SMP 1 and then never sets SO_REUSEPORT, so a second
+ * context cannot listen on the port. With several threads each makes its own listening socket
+ * (SO_REUSEPORT: the kernel spreads new connections over them), adopts it into its context as
+ * a raw file descriptor and accepts from it here, on its own thread, doing what lws' listener
+ * does: the per-address filter, then adoption as an HTTP connection (TLS if configured). */
+static int listen_accept(net_t *n, struct lws *lwsi)
+{
+    int lfd = lws_get_socket_fd(lwsi);
+    for (int i = 0; i < 64; i++) { /* then the other connections get their turn */
+        struct lws_filter_network_conn_args a;
+        memset(&a, 0, sizeof a);
+        socklen_t al = sizeof a.cli_addr;
+        int fd = accept4(lfd, (struct sockaddr *)&a.cli_addr, &al, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break; /* EAGAIN: another thread took it; EMFILE and such: as lws, try later */
+        }
+        a.clilen = al;
+        a.accept_fd = fd;
+        if (conn_filter(n, &a)) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        lws_sock_file_fd_type d = {.sockfd = fd};
+        int opts = LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP | (n->tls_cert ? LWS_ADOPT_ALLOW_SSL : 0);
+        lws_adopt_descriptor_vhost(n->vh, (lws_adoption_type)opts, d, NULL, NULL);
+        /* NULL: lws closed it; the count is released at the next conn_filter */
+    }
+    return 0;
+}
+
+/* A listening socket on host:port (0: any free one, written to *bound) with SO_REUSEPORT. */
+static int listen_socket(const char *host, int port, int *bound)
+{
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (!host) /* all addresses: IPv6 and IPv4 on one socket where the host has IPv6 */
+        hints.ai_family = AF_INET6;
+    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai) {
+        if (host)
+            return -1;
+        hints.ai_family = AF_INET;
+        if (getaddrinfo(NULL, ps, &hints, &ai) != 0 || !ai)
+            return -1;
+    }
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && !host && ai->ai_family == AF_INET6) {
+        freeaddrinfo(ai);
+        ai = NULL;
+        hints.ai_family = AF_INET;
+        if (getaddrinfo(NULL, ps, &hints, &ai) != 0 || !ai)
+            return -1;
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
+    int one = 1, zero = 0;
+    if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+                    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+                    (ai->ai_family == AF_INET6 &&
+                     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0) ||
+                    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0)) {
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
 }
 
 /* ---- the lws callback ---------------------------------------------------- */
@@ -2599,6 +2718,8 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             ws_queue_clear(p);
         }
         return 0;
+    case LWS_CALLBACK_RAW_RX_FILE: /* our own listening socket (several threads) */
+        return listen_accept(n, wsi);
     case LWS_CALLBACK_RAW_ADOPT:
     case LWS_CALLBACK_RAW_RX:
         return -1; /* CONNECT turned the connection into a raw socket: we don't do that */
@@ -2667,20 +2788,22 @@ static core_ev_t *take_events(net_t *n)
 
 static void drain_events(net_t *n)
 {
-    core_ev_t *e = take_events(n);
-    while (e) {
-        core_ev_t *next = e->next;
-        dispatch_event(n, e);
-        event_free_item(e);
-        e = next;
+    for (int w = 0; w < n->nworkers; w++) {
+        core_ev_t *e = take_events(n->workers[w]);
+        while (e) {
+            core_ev_t *next = e->next;
+            dispatch_event(n, e);
+            event_free_item(e);
+            e = next;
+        }
     }
 }
 
 /* In net_free: requests and messages are dropped; a connection whose open was
  * delivered gets its close; one whose open is still queued is never reported. */
-static void drain_events_final(net_t *n)
+static void drain_events_final(net_t *n, net_t *w)
 {
-    core_ev_t *e = take_events(n);
+    core_ev_t *e = take_events(w);
     onair_conn_t *unseen = NULL;
     size_t nunseen = 0, cap = 0;
     while (e) {
@@ -2770,6 +2893,8 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
     if (!n)
         return NULL;
     n->efd = -1;
+    n->lfd = -1;
+    n->root = n;
     n->base = core_base;
     n->cfg = *cfg;
     n->host = xstrdup(cfg->host && *cfg->host ? cfg->host : NULL);
@@ -2801,6 +2926,7 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
     parse_cors(n);
     pthread_mutex_init(&n->ev_mu, NULL);
     pthread_mutex_init(&n->cmd_mu, NULL);
+    pthread_mutex_init(&n->addr_mu, NULL);
     atomic_init(&n->inflight, 0);
     atomic_init(&n->stop, 0);
     atomic_init(&n->shutting_down, 0);
@@ -2808,6 +2934,33 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
     if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
         seed = now_us() ^ ((uint64_t)getpid() << 32);
     n->rid_seed = seed;
+    int nw = cfg->network_threads > 0 ? cfg->network_threads : 1;
+    if (nw > MAX_THREADS)
+        nw = MAX_THREADS;
+    n->workers = calloc((size_t)nw, sizeof *n->workers);
+    if (!n->workers) {
+        net_free(n);
+        return NULL;
+    }
+    n->workers[n->nworkers++] = n;
+    while (n->nworkers < nw) {
+        /* a copy of the root's configuration (its strings stay the root's) with its own
+         * queues, slots, topics and lws context */
+        net_t *w = malloc(sizeof *w);
+        if (!w) {
+            net_free(n);
+            return NULL;
+        }
+        *w = *n;
+        w->workers = NULL;
+        w->nworkers = 0;
+        w->widx = n->nworkers;
+        w->rid_seed = splitmix64(seed + (uint64_t)w->widx);
+        pthread_mutex_init(&w->ev_mu, NULL);
+        pthread_mutex_init(&w->cmd_mu, NULL);
+        atomic_init(&w->stop, 0);
+        n->workers[n->nworkers++] = w;
+    }
     n->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (n->efd < 0) {
         LOG_ERROR("http", "eventfd: %s", strerror(errno));
@@ -2825,6 +2978,9 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
 static void *net_thread_main(void *arg)
 {
     net_t *n = arg;
+    char name[16];
+    snprintf(name, sizeof name, "onair-net%d", n->widx);
+    pthread_setname_np(pthread_self(), name);
     while (!atomic_load(&n->stop))
         if (lws_service(n->ctx, 0) < 0) {
             LOG_ERROR("http", "the network service loop failed; no longer serving");
@@ -2845,16 +3001,35 @@ static int is_ipv4_literal(const char *h)
     return dots == 3;
 }
 
-int net_start(net_t *n)
+/* Is host:port free for a listener that does not share it? With SO_REUSEPORT on our own
+ * sockets, another process of the same user that also set it could otherwise bind the same
+ * port silently; this plain bind refuses an address in use, as a single listener would. */
+static int port_free(const char *host, int port)
 {
-    if (!n || n->ctx)
-        return ONAIR_ESTATE;
-    if (!n->tls_cert != !n->tls_key) {
-        LOG_ERROR("http", "TLS needs both a certificate and a key");
-        return ONAIR_EINVAL;
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai)
+        return 1; /* lws reports a bad address itself */
+    int ok = 1;
+    for (struct addrinfo *x = ai; x && ok; x = x->ai_next) {
+        int fd = socket(x->ai_family, x->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* as lws does */
+        if (bind(fd, x->ai_addr, x->ai_addrlen) < 0 && errno == EADDRINUSE)
+            ok = 0;
+        close(fd);
     }
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    freeaddrinfo(ai);
+    return ok;
+}
 
+/* One thread's lws context, listening on port (0: pick one; CONTEXT_PORT_NO_LISTEN_SERVER:
+ * the thread's own listener is adopted later). */
+static struct lws_context *ctx_create(net_t *n, int port)
+{
     n->protocols[0] = (struct lws_protocols){
         .name = WS_PROTOCOL,
         .callback = lws_cb,
@@ -2866,7 +3041,7 @@ int net_start(net_t *n)
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    info.port = n->cfg.port;
+    info.port = port;
     info.iface = n->host;
     info.protocols = n->protocols;
     info.vhost_name = "onair";
@@ -2900,35 +3075,112 @@ int net_start(net_t *n)
         info.ssl_cert_filepath = n->tls_cert;
         info.ssl_private_key_filepath = n->tls_key;
     }
-    struct lws_context *ctx = lws_create_context(&info);
-    if (!ctx) {
-        LOG_ERROR("http", "cannot listen on %s:%d (address in use, bad address or bad TLS files)",
-                  n->host ? n->host : "*", n->cfg.port);
+    return lws_create_context(&info);
+}
+
+static void set_ctx(net_t *w, struct lws_context *ctx)
+{
+    pthread_mutex_lock(&w->cmd_mu);
+    w->ctx = ctx;
+    pthread_mutex_unlock(&w->cmd_mu);
+}
+
+/* net_start failed after some contexts were made: stop and destroy them again. */
+static void stop_threads(net_t *n)
+{
+    for (int i = 0; i < n->nworkers; i++) {
+        net_t *w = n->workers[i];
+        if (w->thread_running) {
+            atomic_store(&w->stop, 1);
+            lws_cancel_service(w->ctx);
+            pthread_join(w->thread, NULL);
+            w->thread_running = 0;
+        }
+    }
+    for (int i = 0; i < n->nworkers; i++) {
+        net_t *w = n->workers[i];
+        if (w->ctx) {
+            /* closes every connection: the callbacks run here, on this thread */
+            struct lws_context *ctx = w->ctx;
+            lws_context_destroy(ctx);
+            set_ctx(w, NULL);
+        }
+        if (w->lfd >= 0) {
+            close(w->lfd);
+            w->lfd = -1;
+        }
+    }
+}
+
+int net_start(net_t *n)
+{
+    if (!n || n->ctx)
+        return ONAIR_ESTATE;
+    if (!n->tls_cert != !n->tls_key) {
+        LOG_ERROR("http", "TLS needs both a certificate and a key");
+        return ONAIR_EINVAL;
+    }
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    int share = n->nworkers > 1, port = n->cfg.port;
+    if (share && port > 0 && !port_free(n->host, port)) {
+        LOG_ERROR("http", "cannot listen on %s:%d (address in use)", n->host ? n->host : "*", port);
         return ONAIR_EUNAVAILABLE;
     }
-    struct lws_vhost *vh = lws_get_vhost_by_name(ctx, "onair");
-    n->port = vh ? lws_get_vhost_listen_port(vh) : 0;
+    for (int i = 0; share && i < n->nworkers; i++) {
+        net_t *w = n->workers[i];
+        w->lfd = listen_socket(n->host, port, &port);
+        if (w->lfd < 0) {
+            LOG_ERROR("http", "cannot listen on %s:%d: %s", n->host ? n->host : "*", port,
+                      strerror(errno));
+            stop_threads(n);
+            return ONAIR_EUNAVAILABLE;
+        }
+    }
+    for (int i = 0; i < n->nworkers; i++) {
+        net_t *w = n->workers[i];
+        struct lws_context *ctx = ctx_create(w, share ? CONTEXT_PORT_NO_LISTEN_SERVER : port);
+        if (!ctx) {
+            LOG_ERROR("http",
+                      "cannot listen on %s:%d (address in use, bad address or bad TLS files)",
+                      n->host ? n->host : "*", port);
+            stop_threads(n);
+            return ONAIR_EUNAVAILABLE;
+        }
+        set_ctx(w, ctx);
+        w->vh = lws_get_vhost_by_name(ctx, "onair");
+        if (share) {
+            lws_sock_file_fd_type d = {.filefd = w->lfd};
+            if (!w->vh ||
+                !lws_adopt_descriptor_vhost(w->vh, LWS_ADOPT_RAW_FILE_DESC, d, NULL, NULL)) {
+                LOG_ERROR("http", "cannot serve the listening socket of network thread %d", i);
+                stop_threads(n);
+                return ONAIR_EINTERNAL;
+            }
+            w->lfd = -1; /* lws' now: closed with the context */
+        } else {
+            port = w->vh ? lws_get_vhost_listen_port(w->vh) : 0;
+        }
+    }
+    n->port = port;
     if (n->port <= 0) {
         LOG_ERROR("http", "cannot find the bound port");
-        lws_context_destroy(ctx);
+        stop_threads(n);
         return ONAIR_EINTERNAL;
     }
-    pthread_mutex_lock(&n->cmd_mu);
-    n->ctx = ctx;
-    pthread_mutex_unlock(&n->cmd_mu);
-    if (pthread_create(&n->thread, NULL, net_thread_main, n) != 0) {
-        LOG_ERROR("http", "cannot start the network thread");
-        pthread_mutex_lock(&n->cmd_mu);
-        n->ctx = NULL;
-        pthread_mutex_unlock(&n->cmd_mu);
-        lws_context_destroy(ctx);
-        return ONAIR_EINTERNAL;
+    for (int i = 0; i < n->nworkers; i++) {
+        net_t *w = n->workers[i];
+        if (pthread_create(&w->thread, NULL, net_thread_main, w) != 0) {
+            LOG_ERROR("http", "cannot start the network threads");
+            stop_threads(n);
+            return ONAIR_EINTERNAL;
+        }
+        w->thread_running = 1;
+        lws_cancel_service(w->ctx); /* run whatever was queued before the start */
     }
-    n->thread_running = 1;
-    lws_cancel_service(ctx); /* run whatever was queued before the start */
-    LOG_INFO("http", "listening on %s%s%s:%d%s", n->host && strchr(n->host, ':') ? "[" : "",
-             n->host ? n->host : "*", n->host && strchr(n->host, ':') ? "]" : "", n->port,
-             n->tls_cert ? " (TLS)" : "");
+    LOG_INFO("http", "listening on %s%s%s:%d%s (%d network thread%s)",
+             n->host && strchr(n->host, ':') ? "[" : "", n->host ? n->host : "*",
+             n->host && strchr(n->host, ':') ? "]" : "", n->port, n->tls_cert ? " (TLS)" : "",
+             n->nworkers, n->nworkers > 1 ? "s" : "");
     return ONAIR_OK;
 }
 
@@ -3001,7 +3253,7 @@ int net_respond(net_t *n, uint64_t req_id, int status, const char *const *header
     if (!c)
         return ONAIR_ENOMEM;
     c->id = req_id;
-    push_cmd(n, c);
+    push_owned(n, c);
     return ONAIR_OK;
 }
 
@@ -3036,7 +3288,7 @@ int net_respond_file(net_t *n, uint64_t req_id, const char *const *headers, cons
     a->rq.flags = f->flags;
     a->extra = format_headers(headers, &a->extra_len);
     c->ask = a;
-    push_cmd(n, c);
+    push_owned(n, c);
     return ONAIR_OK;
 }
 
@@ -3049,7 +3301,7 @@ int net_ws_send(net_t *n, onair_conn_t conn, net_msg_t *msg)
         return ONAIR_ENOMEM;
     net_msg_ref(msg);
     c->msg = msg;
-    push_cmd(n, c);
+    push_owned(n, c);
     return ONAIR_OK;
 }
 
@@ -3057,13 +3309,19 @@ int net_ws_publish(net_t *n, const char *topic, net_msg_t *msg)
 {
     if (!n || !topic || !*topic || !msg)
         return ONAIR_EINVAL;
-    cmd_t *c = cmd_new_simple(CMD_PUBLISH, 0, topic);
-    if (!c)
-        return ONAIR_ENOMEM;
-    net_msg_ref(msg);
-    c->msg = msg;
-    push_cmd(n, c);
-    return ONAIR_OK;
+    /* one hand-over per thread (not per subscriber): each fans out to its own */
+    int r = ONAIR_OK;
+    for (int i = 0; i < n->nworkers; i++) {
+        cmd_t *c = cmd_new_simple(CMD_PUBLISH, 0, topic);
+        if (!c) {
+            r = ONAIR_ENOMEM;
+            continue;
+        }
+        net_msg_ref(msg);
+        c->msg = msg;
+        push_cmd(n->workers[i], c);
+    }
+    return r;
 }
 
 int net_ws_subscribe(net_t *n, onair_conn_t conn, const char *topic)
@@ -3073,7 +3331,7 @@ int net_ws_subscribe(net_t *n, onair_conn_t conn, const char *topic)
     cmd_t *c = cmd_new_simple(CMD_SUB, conn, topic);
     if (!c)
         return ONAIR_ENOMEM;
-    push_cmd(n, c);
+    push_owned(n, c);
     return ONAIR_OK;
 }
 
@@ -3084,7 +3342,7 @@ int net_ws_unsubscribe(net_t *n, onair_conn_t conn, const char *topic)
     cmd_t *c = cmd_new_simple(CMD_UNSUB, conn, topic);
     if (!c)
         return ONAIR_ENOMEM;
-    push_cmd(n, c);
+    push_owned(n, c);
     return ONAIR_OK;
 }
 
@@ -3109,7 +3367,7 @@ int net_ws_close(net_t *n, onair_conn_t conn, int code, const char *reason)
     if (rl)
         memcpy(c->reason, reason, rl);
     c->reason[rl] = 0;
-    push_cmd(n, c);
+    push_owned(n, c);
     return ONAIR_OK;
 }
 
@@ -3117,9 +3375,11 @@ void net_begin_shutdown(net_t *n)
 {
     if (!n || atomic_exchange(&n->shutting_down, 1))
         return;
-    cmd_t *c = cmd_new_simple(CMD_SHUTDOWN, 0, NULL);
-    if (c)
-        push_cmd(n, c);
+    for (int i = 0; i < n->nworkers; i++) {
+        cmd_t *c = cmd_new_simple(CMD_SHUTDOWN, 0, NULL);
+        if (c)
+            push_cmd(n->workers[i], c);
+    }
 }
 
 size_t net_inflight(net_t *n)
@@ -3127,45 +3387,21 @@ size_t net_inflight(net_t *n)
     return n ? atomic_load(&n->inflight) : 0;
 }
 
-void net_free(net_t *n)
+/* A thread's own state, after its context is gone. */
+static void worker_free_state(net_t *w)
 {
-    if (!n)
-        return;
-    if (n->thread_running) {
-        atomic_store(&n->stop, 1);
-        lws_cancel_service(n->ctx);
-        pthread_join(n->thread, NULL);
-        n->thread_running = 0;
-    }
-    if (n->ctx) {
-        /* closes every connection: the callbacks run here, on this thread */
-        struct lws_context *ctx = n->ctx;
-        lws_context_destroy(ctx);
-        pthread_mutex_lock(&n->cmd_mu);
-        n->ctx = NULL;
-        pthread_mutex_unlock(&n->cmd_mu);
-    }
     /* commands nobody will run */
-    pthread_mutex_lock(&n->cmd_mu);
-    cmd_t *c = n->cmd_head;
-    n->cmd_head = n->cmd_tail = NULL;
-    pthread_mutex_unlock(&n->cmd_mu);
+    pthread_mutex_lock(&w->cmd_mu);
+    cmd_t *c = w->cmd_head;
+    w->cmd_head = w->cmd_tail = NULL;
+    pthread_mutex_unlock(&w->cmd_mu);
     while (c) {
         cmd_t *next = c->next;
         cmd_free(c);
         c = next;
     }
-    /* lws_context_destroy closed the remaining connections: on_ws_closed is called
-     * here, exactly once, for every connection the core was told about */
-    drain_events_final(n);
-    if (n->wake_ev) {
-        event_del(n->wake_ev);
-        event_free(n->wake_ev);
-    }
-    if (n->efd >= 0)
-        close(n->efd);
-    for (size_t i = 0; i < n->nbuckets; i++) {
-        topic_t *t = n->buckets[i];
+    for (size_t i = 0; i < w->nbuckets; i++) {
+        topic_t *t = w->buckets[i];
         while (t) {
             topic_t *next = t->next;
             for (size_t k = 0; k < t->n; k++)
@@ -3175,7 +3411,39 @@ void net_free(net_t *n)
             t = next;
         }
     }
-    free(n->buckets);
+    free(w->buckets);
+    free(w->slots);
+}
+
+void net_free(net_t *n)
+{
+    if (!n)
+        return;
+    if (!n->workers) { /* net_new failed early */
+        n->workers = &n;
+        n->nworkers = 1;
+    }
+    stop_threads(n);
+    /* lws_context_destroy closed the remaining connections: on_ws_closed is called
+     * here, exactly once, for every connection the core was told about */
+    for (int i = 0; i < n->nworkers; i++) {
+        net_t *w = n->workers[i];
+        worker_free_state(w);
+        drain_events_final(n, w);
+    }
+    for (int i = 1; i < n->nworkers; i++) {
+        pthread_mutex_destroy(&n->workers[i]->ev_mu);
+        pthread_mutex_destroy(&n->workers[i]->cmd_mu);
+        free(n->workers[i]);
+    }
+    if (n->workers != &n)
+        free(n->workers);
+    if (n->wake_ev) {
+        event_del(n->wake_ev);
+        event_free(n->wake_ev);
+    }
+    if (n->efd >= 0)
+        close(n->efd);
     for (size_t i = 0; i < n->nabuckets; i++) { /* lws_context_destroy released them all */
         addr_count_t *a = n->abuckets[i];
         while (a) {
@@ -3185,7 +3453,6 @@ void net_free(net_t *n)
         }
     }
     free(n->abuckets);
-    free(n->slots);
     for (size_t i = 0; i < n->ncors; i++)
         free(n->cors_list[i]);
     free(n->cors_list);
@@ -3195,5 +3462,6 @@ void net_free(net_t *n)
     free(n->cors);
     pthread_mutex_destroy(&n->ev_mu);
     pthread_mutex_destroy(&n->cmd_mu);
+    pthread_mutex_destroy(&n->addr_mu);
     free(n);
 }

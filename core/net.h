@@ -9,7 +9,9 @@
  * eventfd. The core answers through another queue woken by lws_cancel_service().
  * Fan-out runs on the network thread: the core hands over one serialized message
  * (net_msg_t, reference counted) and a topic; the network thread queues it on
- * every subscribed socket.
+ * every subscribed socket. With several network threads (network_threads) each owns
+ * its connections and their subscriptions; a publish hands the one message to every
+ * thread once.
  *
  * All net_* functions below are called on the core loop thread unless noted.
  */
@@ -47,6 +49,10 @@ typedef struct net_config {
      * kept by the caller until net_free): upgrades there are "raw": no envelope, binary and
      * text messages handed over as bytes, the query string given at open. */
     const char *const *raw_ws_paths;
+    /* Network threads, each with its own libwebsockets context listening on the port
+     * (SO_REUSEPORT: the kernel spreads the connections); a connection stays on its thread.
+     * 0 or 1: one. */
+    int network_threads;
 } net_config_t;
 
 typedef struct net_header {

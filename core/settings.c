@@ -50,6 +50,9 @@ const onair_config_key_t core_schema[] = {
         .doc = "Origins allowed by CORS (\"*\" for any); empty: no CORS headers."),
     KEY(.key = "server.shutdown_timeout", .type = ONAIR_CFG_INT, .default_value = "10",
         RANGE(0, 600), .doc = "Seconds to let requests finish on shutdown."),
+    KEY(.key = "server.network_threads", .type = ONAIR_CFG_INT, .default_value = "0", RANGE(0, 64),
+        .doc = "Threads serving HTTP and WebSocket connections, each with its own listener on "
+               "the port (0: one per online CPU)."),
     KEY(.key = "server.work_threads", .type = ONAIR_CFG_INT, .default_value = "4", RANGE(1, 64),
         .doc = "Threads of the pool that runs blocking work (storage, files)."),
     KEY(.key = "server.work_queue", .type = ONAIR_CFG_INT, .default_value = "1024",

@@ -2,15 +2,20 @@
 
 - Pings are sent by onaird itself (not by a libwebsockets policy per connection): a peer that
   never answers one is closed, a peer that answers stays open.
+- server.network_threads: a topic publish reaches subscribers on every thread; the
+  per-address connection limit counts the connections of all threads.
 """
 import asyncio
 import json
+import os
+import select
 import socket
 import struct
+import time
 
 import websockets
 
-from test_websocket import call, frame, raw_ws
+from test_websocket import call, frame, next_of, raw_ws
 
 
 def run(coro):
@@ -85,3 +90,73 @@ def test_pings_off_keeps_idle_peers(server_factory):
             r = await call(ws, "testkit.whoami")
             assert r["type"] == "result"
     run(scenario())
+
+
+# ---- several network threads ----------------------------------------------------------------
+def net_threads(s):
+    """The names of onaird's network threads."""
+    task = f"/proc/{s.proc.pid}/task"
+    names = []
+    for tid in os.listdir(task):
+        try:
+            with open(f"{task}/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:
+            pass
+    return sorted(n for n in names if n.startswith("onair-net"))
+
+
+def test_publish_reaches_subscribers_on_every_network_thread(server_factory):
+    """20 subscribers on a server with 2 network threads: the kernel spreads them over both
+    listeners (all 20 on one thread: probability 2^-19), each thread fans the one message out
+    to its own."""
+    s = server_factory(plugins={"testkit": {}, "hello": {}},
+                       core={"server": {"network_threads": 2}}).start()
+    assert net_threads(s) == ["onair-net0", "onair-net1"]
+
+    async def scenario():
+        subs = [await websockets.connect(s.ws_url) for _ in range(20)]
+        try:
+            for ws in subs:
+                r = await call(ws, "hello.join", {"room": "threads"})
+                assert r["data"] == {"joined": "threads"}
+            r = await call(subs[0], "hello.say", {"room": "threads", "text": "to all"})
+            assert r["type"] == "result"
+            for ws in subs:
+                msg = await next_of(ws, "hello.said")
+                assert msg["data"]["text"] == "to all"
+            # a message to one connection reaches just that one, whichever thread owns it
+            for ws in subs[:4]:
+                r = await call(ws, "testkit.whoami")
+                assert r["type"] == "result"
+        finally:
+            for ws in subs:
+                await ws.close()
+    run(scenario())
+
+
+def closed_by_peer(sk):
+    try:
+        return sk.recv(16) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_connections_per_address_hold_across_network_threads(server_factory):
+    s = server_factory(plugins={"testkit": {}},
+                       core={"server": {"network_threads": 2,
+                                        "max_connections_per_address": 10}}).start()
+    socks = [socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(16)]
+    try:
+        time.sleep(0.5)
+        # the server closed 6 of them at once (EOF or reset), whichever thread accepted them
+        readable, _, _ = select.select(socks, [], [], 0.5)
+        assert sum(map(closed_by_peer, readable)) == 6 == len(readable), len(readable)
+        for sk in socks:
+            sk.close()
+        time.sleep(0.3)
+        r = s.http("GET", "/api/v1/testkit/config")
+        assert r.status == 200, r
+    finally:
+        for sk in socks:
+            sk.close()
