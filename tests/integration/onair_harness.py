@@ -120,6 +120,10 @@ class Server:
             # tests register and log in many accounts from one address
             "rate_limits": {"auth.register": "100000/1m", "auth.login": "100000/1m"},
         }
+        # ONAIR_TEST_NETWORK_THREADS=1 (or 2, ...): the suite with that many network threads
+        # (default: server.network_threads' own, one per CPU); a test's own value wins
+        if os.environ.get("ONAIR_TEST_NETWORK_THREADS"):
+            core["server"]["network_threads"] = int(os.environ["ONAIR_TEST_NETWORK_THREADS"])
         for section, values in self.core.items():
             if isinstance(values, dict):
                 core.setdefault(section, {}).update(values)
