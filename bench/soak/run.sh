@@ -10,7 +10,8 @@
 # Environment: BUILD (default build-bench), CHAT (9000), SENDERS (10), RATE (0.5 messages/s per
 # sender), REACT (1000), MEDIA (200),
 # REST_RATE (requests/s, 20), OUT (the samples, default $WORK/samples.csv, kept at the end
-# when set), RSS_TOLERANCE_PCT (10), FD_TOLERANCE (50).
+# when set), LOG_OUT (a copy of onaird's log, e.g. with BENCH_LOG_LEVEL=info to see why
+# WebSockets were closed), RSS_TOLERANCE_PCT (10), FD_TOLERANCE (50).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-bench}
@@ -123,8 +124,9 @@ while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/n
     sleep 10
 done
 wait $P1 $P2 $P3 $P4 || true
-for f in chat react media rest; do grep -E '^RESULT|^REST' "$WORK/$f.out" | sed "s/^/$f: /" || tail -3 "$WORK/$f.out"; done
+for f in chat react media rest; do grep -E '^RESULT|^REST|^connections still open' "$WORK/$f.out" | sed "s/^/$f: /" || tail -3 "$WORK/$f.out"; done
 grep -c . "$WORK/onaird.log" > /dev/null && grep -E ' (error|warn) ' "$WORK/onaird.log" | head -5 || true
+[ -z "${LOG_OUT:-}" ] || cp "$WORK/onaird.log" "$LOG_OUT"
 
 # Flat after warm-up: the samples of the last 20 % of the run against the first after
 # warm-up, while the load still ran (samples with the full number of connections).
