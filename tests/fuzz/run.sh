@@ -6,6 +6,8 @@
 # repository), crashes to FUZZ_BUILD/crashes/<name>-*: copy a crash into
 # tests/fuzz/crashes/<name>/ once fixed, so fuzz.replay_<name> keeps replaying it.
 # Prints one line per harness with libFuzzer's executions and coverage (cov:, ft:).
+# FUZZ_TIMEOUT (seconds, default 10): one input taking longer is a finding; raise it on a
+# starved machine (a nice 19 run beside builds once waited 11 s for an input that takes 1 ms).
 set -eu
 [ $# -ge 3 ] || { echo "usage: $0 FUZZ_BUILD SECONDS [RUNS] NAME..." >&2; exit 2; }
 build=$1 secs=$2
@@ -26,7 +28,7 @@ for h in "$@"; do
     seed=${FUZZ_SEED:+-seed=$FUZZ_SEED}
     # -rss_limit_mb: the sanitizers' shadow memory counts too
     if "$bin" -max_total_time="$secs" -runs="$( [ "$runs" = 0 ] && echo -1 || echo "$runs")" \
-        -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 $dict $seed \
+        -rss_limit_mb=4096 -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 $dict $seed \
         -artifact_prefix="$build/crashes/$h-" "$build/corpus/$h" "$here/corpus/$h" >"$log" 2>&1; then
         done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
