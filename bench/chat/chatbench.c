@@ -40,7 +40,10 @@
 
 typedef struct client {
     int fd;
-    int state; /* 0 handshake, 1 open (join sent), 2 joined */
+    int state; /* 0 handshake, 1 open (join sent), 2 joined, 3 failed, 4 closed,
+                  5 join refused for now (503): sent again at retry_at */
+    double retry_at;
+    int upgraded; /* the 101 came: what follows are WebSocket frames */
     unsigned char *buf;
     size_t len, cap;
     long received;    /* chat.message or reactions.counts events */
@@ -62,7 +65,7 @@ static const char *g_poll = NULL; /* poll: the poll's id */
 /* latency histogram: 10 us buckets up to 60 s */
 #define HBUCKETS 6000000
 static uint32_t *g_hist;
-static long g_deliveries, g_sent, g_send_fail, g_accepted, g_errors, g_rate_limited;
+static long g_deliveries, g_sent, g_send_fail, g_accepted, g_errors, g_rate_limited, g_join_retries;
 static double g_lat_max;
 static char g_last_error[256];
 
@@ -197,6 +200,12 @@ static void on_frame(client_t *c, const unsigned char *p, size_t n, double t)
     if (c->state == 1) {
         if (memmem(p, n, "\"result\"", 8) && memmem(p, n, "\"id\":1", 6)) {
             c->state = 2;
+        } else if (memmem(p, n, "\"error\"", 7) &&
+                   (memmem(p, n, "\"unavailable\"", 13) || memmem(p, n, "\"busy\"", 6))) {
+            /* the server is shedding load (503): a real client comes back a little later */
+            g_join_retries++;
+            c->state = 5;
+            c->retry_at = t + 500e3 + (double)(rand() % 1000) * 1e3;
         } else if (memmem(p, n, "\"error\"", 7)) {
             snprintf(g_last_error, sizeof g_last_error, "join: %.*s", (int)(n > 200 ? 200 : n), p);
             c->state = 3;
@@ -271,6 +280,8 @@ static void on_frame(client_t *c, const unsigned char *p, size_t n, double t)
 static void drain(client_t *c, double t)
 {
     size_t off = 0;
+    if (c->state != 0 && !c->upgraded)
+        return;
     if (c->state == 0) {
         unsigned char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
         if (!end)
@@ -283,6 +294,7 @@ static void drain(client_t *c, double t)
             return;
         }
         off = (size_t)(end - c->buf) + 4;
+        c->upgraded = 1;
         c->state = 1;
         send_join(c);
     }
@@ -304,11 +316,15 @@ static void drain(client_t *c, double t)
         }
         if (c->len - off < h + n)
             break;
-        if ((p[0] & 0x0f) == 0x9) { /* ping: answer with pong */
-            unsigned char pong[6] = {0x8a, 0x80, 0, 0, 0, 0};
-            if (n == 0 && write(c->fd, pong, 6) < 0) {
+        if ((p[0] & 0x0f) == 0x9) { /* ping: answer with a pong carrying its payload */
+            unsigned char pong[6 + 125] = {0x8a, 0x80, 0, 0, 0, 0}; /* zero mask */
+            if (n <= 125) {
+                pong[1] = (unsigned char)(0x80 | n);
+                memcpy(pong + 6, p + h, n);
+                if (write(c->fd, pong, 6 + n) < 0) {
+                }
             }
-        } else {
+        } else if (c->state < 3) {
             on_frame(c, p + h, n, t);
         }
         off += h + n;
@@ -336,7 +352,7 @@ static void poll_once(int timeout_ms)
             if (r <= 0) {
                 if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
                     epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
-                    if (c->state < 3)
+                    if (c->state < 3 || c->state == 5)
                         g_failed++;
                     if (c->state == 2)
                         g_joined--;
@@ -347,7 +363,7 @@ static void poll_once(int timeout_ms)
             c->len += (size_t)r;
         }
         int was = c->state;
-        if (was < 3)
+        if (was != 4)
             drain(c, t);
         if (was != 2 && c->state == 2)
             g_joined++;
@@ -463,12 +479,20 @@ int main(int argc, char **argv)
             poll_once(0);
     }
     double jdl = now_us() + 120e6;
-    while (g_joined + g_failed < g_n && now_us() < jdl)
+    while (g_joined + g_failed < g_n && now_us() < jdl) {
         poll_once(5);
+        double t = now_us();
+        for (int i = 0; i < g_n; i++)
+            if (g_cl[i].state == 5 && g_cl[i].retry_at <= t) {
+                g_cl[i].state = 1;
+                send_join(&g_cl[i]);
+            }
+    }
     double t_join = now_us();
-    printf("%d/%d %s joined in %.0f ms (%d failed)%s%s\n", g_joined, g_n,
-           g_react ? "watchers" : "viewers", (t_join - t0) / 1e3, g_failed,
-           g_last_error[0] ? "; last error: " : "", g_last_error);
+    printf(
+        "%d/%d %s joined in %.0f ms (%d failed, %ld joins refused with 503 and sent again)%s%s\n",
+        g_joined, g_n, g_react ? "watchers" : "viewers", (t_join - t0) / 1e3, g_failed,
+        g_join_retries, g_last_error[0] ? "; last error: " : "", g_last_error);
     if (g_joined == 0)
         return 1;
     g_last_error[0] = 0;
