@@ -538,6 +538,11 @@ int main(int argc, char **argv)
                     g_send_fail++;
             }
             next[cursor] += period;
+            /* a sender that fell behind (this process starved of CPU) skips the moments it
+             * missed instead of sending them all at once: a burst of catch-up messages is
+             * not the load asked for, and the server's rate limits rightly refuse it */
+            if (!g_poll && next[cursor] < t)
+                next[cursor] = t + period;
             cursor = (cursor + 1) % nsend;
         }
         double wait = next[cursor] - now_us();
