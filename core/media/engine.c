@@ -162,11 +162,20 @@ static session_t *find_ufrag_ref(const char *ufrag, size_t len, char pwd[40])
 
 /* ---- sessions ----------------------------------------------------------------------------- */
 
+/* A viewer's session_t.pub: never written (in read-only memory, so a write would fault). */
+static const pub_track_t media_no_pub[MEDIA_KINDS];
+
 session_t *media_session_new(int role, const char *stream_id)
 {
     session_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
+    s->pub =
+        role == ROLE_PUBLISHER ? calloc(MEDIA_KINDS, sizeof *s->pub) : (pub_track_t *)media_no_pub;
+    if (!s->pub) {
+        free(s);
+        return NULL;
+    }
     atomic_init(&s->refs, 1);
     atomic_init(&s->closed, 0);
     atomic_init(&s->media_ready, 0);
@@ -217,6 +226,8 @@ void session_unref(session_t *s)
         for (int l = 0; l < MEDIA_MAX_LAYERS; l++)
             if (s->pub[k].layers[l].buf)
                 rtx_buffer_free(s->pub[k].layers[l].buf);
+    if (s->pub != media_no_pub)
+        free(s->pub);
     pthread_mutex_destroy(&s->bind_lock);
     if (s->relay) {
         pthread_mutex_lock(&g_media.lock);

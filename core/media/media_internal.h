@@ -119,11 +119,22 @@ typedef struct pub_track {
 } pub_track_t;
 
 /* What a viewer receives of one kind. */
+/* What a viewer track sent under one outgoing sequence number (for its NACKs): one entry, so
+ * that a forwarded packet writes one cache line of it rather than one per field. */
+typedef struct {
+    uint32_t ts;         /* the timestamp it was sent with */
+    uint16_t src;        /* the source's sequence number */
+    int8_t layer;        /* the source layer */
+    uint8_t gen;         /* pub_gen when it was sent: from the current publisher? */
+    rtp_desc_off_t desc; /* the descriptor offsets it was sent with */
+} seq_entry_t;
+
+/* The fields the forwarding path reads for every packet come first (a fan-out over thousands
+ * of viewers is bound by cache misses); the negotiated codec and the sequence map follow. */
 typedef struct view_track {
     int present;
     int kind;
     int pt, rtx_pt;
-    sdp_codec_t codec;  /* the viewer's codec (of its offer) that was negotiated */
     int nack, pli, fir; /* feedback the viewer negotiated */
     uint32_t ssrc, rtx_ssrc;
     uint16_t rtx_seq;
@@ -136,15 +147,12 @@ typedef struct view_track {
     uint8_t pub_gen;     /* + 1 at every change of publisher (for seq_gen) */
     uint8_t ext_id[EXT_COUNT];
     uint8_t ext_map[16]; /* publisher id -> viewer id (0 drops it) */
-    uint16_t seq_src[MEDIA_SEQMAP];
-    uint32_t seq_ts[MEDIA_SEQMAP];
-    int8_t seq_layer[MEDIA_SEQMAP];
-    rtp_desc_off_t seq_desc[MEDIA_SEQMAP]; /* the descriptor offsets it was sent with */
-    uint8_t seq_gen[MEDIA_SEQMAP]; /* pub_gen when it was sent: from the current publisher? */
     uint64_t packets, octets;
     uint32_t last_ts;
     uint64_t last_send_us;
     uint64_t nacks, plis;
+    sdp_codec_t codec;                /* the viewer's codec (of its offer) that was negotiated */
+    seq_entry_t seqmap[MEDIA_SEQMAP]; /* by outgoing sequence number % MEDIA_SEQMAP */
 } view_track_t;
 
 struct media_worker;
@@ -191,7 +199,9 @@ struct session {
     atomic_int media_ready;
 
     /* media (under relay->lock) */
-    pub_track_t pub[MEDIA_KINDS]; /* role publisher */
+    /* [MEDIA_KINDS] (role publisher); a viewer's is media_no_pub: all zero, read-only, which
+     * keeps 22 KB of publisher state out of every viewer */
+    pub_track_t *pub;
     view_track_t view[MEDIA_KINDS];
     uint64_t estimate_bps; /* viewer: REMB, capped by its SDP b= line */
     uint64_t sdp_max_bps;  /* viewer: b=TIAS/AS of its offer, 0 = none */

@@ -11,6 +11,7 @@
  *
  * Every function here runs on a media worker with relay->lock held (see media_internal.h).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,11 +327,12 @@ static void forward_one(media_worker_t *w, session_t *v, view_track_t *vt, const
     rtp_desc_off_t desc = {0, 0};
     if (t->codec == RTP_CODEC_VP8 || t->codec == RTP_CODEC_VP9)
         rtp_desc_rewrite(&vt->desc, t->codec, out + h->payload_off, h->payload_len, &desc);
-    vt->seq_src[seq % MEDIA_SEQMAP] = h->seq;
-    vt->seq_ts[seq % MEDIA_SEQMAP] = ts;
-    vt->seq_layer[seq % MEDIA_SEQMAP] = (int8_t)layer;
-    vt->seq_desc[seq % MEDIA_SEQMAP] = desc;
-    vt->seq_gen[seq % MEDIA_SEQMAP] = vt->pub_gen;
+    seq_entry_t *e = &vt->seqmap[seq % MEDIA_SEQMAP];
+    e->src = h->seq;
+    e->ts = ts;
+    e->layer = (int8_t)layer;
+    e->desc = desc;
+    e->gen = vt->pub_gen;
     int probe = v->pad_bps && vt->rtx_pt && vt->kind == MEDIA_VIDEO && !repair;
     if (probe)
         memcpy(w->scratch, out, len); /* the packet as the viewer gets it, for probe copies */
@@ -358,6 +360,26 @@ static void note_keyframe(pub_layer_t *L, uint32_t ts, uint64_t now_ms)
         L->key_interval_ms = now_ms - L->last_key_ms;
     L->last_key_ms = now_ms;
     L->last_key_ts = ts;
+}
+
+/* The fan-out over thousands of viewers is bound by cache misses (each viewer's session, its
+ * SRTP context and stream, its cipher state: perf showed the first touch of the SRTP stream
+ * as the hottest instruction). While viewer i is served, viewer i + 2 * PREFETCH_AHEAD's
+ * session lines and viewer i + PREFETCH_AHEAD's SRTP state are being loaded (two steps: the
+ * SRTP pointers are read from the session loaded by the first). */
+#define PREFETCH_AHEAD 4
+static inline void viewer_prefetch(const relay_t *r, size_t i, int kind)
+{
+    if (i + 2 * PREFETCH_AHEAD < r->nviewers) {
+        const session_t *v = r->viewers[i + 2 * PREFETCH_AHEAD];
+        const char *vt = (const char *)&v->view[kind];
+        __builtin_prefetch(&v->srtp_out);
+        __builtin_prefetch(&v->addr);
+        for (size_t off = 0; off < offsetof(view_track_t, codec); off += 64)
+            __builtin_prefetch(vt + off, 1);
+    }
+    if (i + PREFETCH_AHEAD < r->nviewers)
+        srtp_session_prefetch(r->viewers[i + PREFETCH_AHEAD]->srtp_out);
 }
 
 void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
@@ -453,6 +475,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     }
 
     for (size_t i = 0; i < r->nviewers; i++) {
+        viewer_prefetch(r, i, kind);
         session_t *v = r->viewers[i];
         view_track_t *vt = &v->view[kind];
         if (!vt->present ||
@@ -499,16 +522,16 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
 static void resend(media_worker_t *w, session_t *v, view_track_t *vt, session_t *pub, int kind,
                    uint16_t seq, uint64_t now_ms)
 {
-    int layer = vt->seq_layer[seq % MEDIA_SEQMAP];
+    const seq_entry_t *e = &vt->seqmap[seq % MEDIA_SEQMAP];
+    int layer = e->layer;
     if (!pub || layer < 0 || layer >= pub->pub[kind].nlayers)
         return;
     pub_layer_t *L = &pub->pub[kind].layers[layer];
-    if (vt->source_pub != pub->serial || vt->seq_gen[seq % MEDIA_SEQMAP] != vt->pub_gen)
+    if (vt->source_pub != pub->serial || e->gen != vt->pub_gen)
         return; /* sent from a publisher that has been replaced since: its packets are gone */
     size_t plen;
-    const uint8_t *orig = L->buf ? rtx_buffer_get(L->buf, vt->seq_src[seq % MEDIA_SEQMAP], &plen,
-                                                  now_ms, RTX_MAX_AGE_MS)
-                                 : NULL;
+    const uint8_t *orig =
+        L->buf ? rtx_buffer_get(L->buf, e->src, &plen, now_ms, RTX_MAX_AGE_MS) : NULL;
     if (!orig)
         return; /* lost upstream too: our own NACK to the publisher covers it */
     rtp_header_t h;
@@ -518,13 +541,12 @@ static void resend(media_worker_t *w, session_t *v, view_track_t *vt, session_t 
     uint8_t *pkt = w->scratch;
     memcpy(pkt, orig, plen);
     rtp_set_seq(pkt, seq);
-    rtp_set_ts(pkt, vt->seq_ts[seq % MEDIA_SEQMAP]);
+    rtp_set_ts(pkt, e->ts);
     rtp_set_pt(pkt, (uint8_t)vt->pt);
     rtp_set_ssrc(pkt, vt->ssrc);
     if (h.ext_profile && rtp_ext_remap(pkt, &h, vt->ext_map) < 0)
         return;
-    rtp_desc_apply(pub->pub[kind].codec, pkt + h.payload_off, h.payload_len,
-                   &vt->seq_desc[seq % MEDIA_SEQMAP]);
+    rtp_desc_apply(pub->pub[kind].codec, pkt + h.payload_off, h.payload_len, &e->desc);
     if (vt->ext_id[EXT_ABS_SEND_TIME])
         rtp_ext_set_abs_send_time(pkt, &h, vt->ext_id[EXT_ABS_SEND_TIME], media_now_us());
     uint8_t *out = worker_slot(w, v);

@@ -455,6 +455,15 @@ static int check_protect_args(const srtp_session_t *s, const uint8_t *buf, const
            *len <= INT_MAX - SRTP_SESSION_MAX_TRAILER;
 }
 
+void srtp_session_prefetch(const srtp_session_t *s)
+{
+    if (!s)
+        return;
+    __builtin_prefetch(s->last, 1);
+    __builtin_prefetch(s->prev, 1);
+    __builtin_prefetch(s->rtp_c);
+}
+
 int srtp_session_protect_rtp(srtp_session_t *s, uint8_t *buf, size_t *len, size_t cap)
 {
     if (!check_protect_args(s, buf, len, cap))

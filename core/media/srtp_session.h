@@ -61,6 +61,11 @@ srtp_session_t *srtp_session_new(int profile, const uint8_t *key_salt, size_t le
  * (the buffer size) must be >= *len + SRTP_SESSION_MAX_TRAILER. Unprotect: *len shrinks.
  * 0 or a negative SRTP_SESSION_E* code; on error the buffer content is unspecified. */
 int srtp_session_protect_rtp(srtp_session_t *s, uint8_t *buf, size_t *len, size_t cap);
+
+/* A hint for a loop that protects for many sessions in turn (the relay's fan-out): starts
+ * loading, a few sessions ahead, what the next protect of `s` reads (its two most recently
+ * used streams and its RTP cipher context). Reads `s` itself; NULL is ignored. */
+void srtp_session_prefetch(const srtp_session_t *s);
 int srtp_session_unprotect_rtp(srtp_session_t *s, uint8_t *buf, size_t *len);
 int srtp_session_protect_rtcp(srtp_session_t *s, uint8_t *buf, size_t *len, size_t cap);
 int srtp_session_unprotect_rtcp(srtp_session_t *s, uint8_t *buf, size_t *len);
