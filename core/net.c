@@ -85,6 +85,7 @@
 #define HTTP_WRITE_CHUNK (64 * 1024)
 #define FILE_PIECE       (64 * 1024) /* a file answer is read and written this much at a time */
 #define WS_WRITE_BUDGET  64          /* messages per writable callback */
+#define WS_COALESCE      (64 * 1024) /* queued frames copied together into one write */
 #define HEAD_FIXED_MAX   1536        /* status line + our own headers (not the extras) */
 #define CTYPE_MAX        200
 #define ORIGIN_MAX       256
@@ -130,14 +131,44 @@ static const char *const custom_headers[] = {"x-request-id:",
 
 /* ---- messages ------------------------------------------------------------ */
 
+/* A message is stored as the whole WebSocket frame a server sends (no mask, no extension):
+ * its header is built once, right before the payload, and every socket writes the same bytes
+ * (LWS_WRITE_RAW), several queued frames in one write. */
 struct net_msg {
     atomic_uint refs;
-    int binary; /* raw endpoints: sent as a binary frame */
+    int binary;   /* raw endpoints: sent as a binary frame */
+    uint8_t hlen; /* frame header bytes before the payload */
     size_t len;
-    unsigned char data[]; /* LWS_PRE headroom, len bytes, NUL */
+    unsigned char data[]; /* LWS_PRE headroom (ending with the frame header), len bytes, NUL */
 };
 
-#define MSG_PAYLOAD(m) ((m)->data + LWS_PRE)
+#define MSG_PAYLOAD(m)   ((m)->data + LWS_PRE)
+#define MSG_FRAME(m)     (MSG_PAYLOAD(m) - (m)->hlen)
+#define MSG_FRAME_LEN(m) ((m)->hlen + (m)->len)
+
+/* The frame header (FIN, text or binary) of a len-byte message, ending at end. */
+static uint8_t frame_head(unsigned char *end, int binary, size_t len)
+{
+    unsigned char h[10];
+    uint8_t n;
+    h[0] = binary ? 0x82 : 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        n = 2;
+    } else if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+        n = 10;
+    }
+    memcpy(end - n, h, n);
+    return n;
+}
 
 static net_msg_t *msg_alloc(size_t len)
 {
@@ -149,6 +180,7 @@ static net_msg_t *msg_alloc(size_t len)
     atomic_init(&m->refs, 1);
     m->binary = 0;
     m->len = len;
+    m->hlen = frame_head(MSG_PAYLOAD(m), 0, len);
     m->data[LWS_PRE + len] = 0;
     return m;
 }
@@ -164,8 +196,10 @@ net_msg_t *net_msg_new(const char *data, size_t len)
 net_msg_t *net_msg_new_binary(const void *data, size_t len)
 {
     net_msg_t *m = net_msg_new(data, len);
-    if (m)
+    if (m) {
         m->binary = 1;
+        frame_head(MSG_PAYLOAD(m), 1, len);
+    }
     return m;
 }
 
@@ -425,6 +459,7 @@ struct net {
     struct lws_protocols protocols[2];
     /* WebSocket deadlines (network thread): idle -> ping -> pong, and close grace */
     dq_t ping_q, close_q;
+    unsigned char *wbuf; /* LWS_PRE + WS_COALESCE: frames of one socket written together */
     lws_sorted_usec_list_t tick;
     uint64_t tick_due; /* when tick fires; 0: not scheduled */
     pthread_t thread;
@@ -1922,8 +1957,8 @@ static int ws_enqueue(net_t *n, struct pss *p, net_msg_t *m, int direct)
     if (p->closing)
         return 0;
     if (direct && !p->qcount && !lws_partial_buffered(p->wsi)) {
-        if (lws_write(p->wsi, MSG_PAYLOAD(m), m->len,
-                      m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)m->len) {
+        if (lws_write(p->wsi, MSG_FRAME(m), MSG_FRAME_LEN(m), LWS_WRITE_RAW) <
+            (int)MSG_FRAME_LEN(m)) {
             ws_request_close(n, p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed", 1);
             return 0;
         }
@@ -2409,7 +2444,7 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
     return 0;
 }
 
-static int ws_on_writeable(struct lws *wsi, struct pss *p)
+static int ws_on_writeable(net_t *n, struct lws *wsi, struct pss *p)
 {
     if (!p || p->kind != PSS_WS)
         return 0;
@@ -2430,19 +2465,38 @@ static int ws_on_writeable(struct lws *wsi, struct pss *p)
         }
     }
     while (p->qcount) {
-        net_msg_t *m = p->q[p->qhead];
-        size_t mlen = m->len;
-        int w = lws_write(wsi, MSG_PAYLOAD(m), mlen, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-        p->q[p->qhead] = NULL;
-        p->qhead = (p->qhead + 1) % p->qcap;
-        p->qcount--;
-        p->qbytes -= mlen;
-        net_msg_unref(m);
-        if (w < (int)mlen) {
+        /* the queued frames that fit in n->wbuf go out in one write (one send()); a frame too
+         * big for it, or alone, straight from its message */
+        net_msg_t *m0 = p->q[p->qhead];
+        unsigned char *out = MSG_FRAME(m0);
+        size_t total = MSG_FRAME_LEN(m0), k = 1;
+        if (p->qcount > 1 && total < WS_COALESCE &&
+            (n->wbuf || (n->wbuf = malloc(LWS_PRE + WS_COALESCE)))) {
+            out = n->wbuf + LWS_PRE;
+            total = k = 0;
+            while (k < p->qcount && sent + k < WS_WRITE_BUDGET) {
+                net_msg_t *m = p->q[(p->qhead + k) % p->qcap];
+                if (total + MSG_FRAME_LEN(m) > WS_COALESCE)
+                    break;
+                memcpy(out + total, MSG_FRAME(m), MSG_FRAME_LEN(m));
+                total += MSG_FRAME_LEN(m);
+                k++;
+            }
+        }
+        int w = lws_write(wsi, out, total, LWS_WRITE_RAW);
+        for (size_t i = 0; i < k; i++) {
+            net_msg_t *m = p->q[p->qhead];
+            p->q[p->qhead] = NULL;
+            p->qhead = (p->qhead + 1) % p->qcap;
+            p->qcount--;
+            p->qbytes -= m->len;
+            net_msg_unref(m);
+        }
+        if (w < (int)total) {
             r = -1;
             break;
         }
-        sent++;
+        sent += (unsigned)k;
         if (!p->qcount || sent >= WS_WRITE_BUDGET || lws_send_pipe_choked(wsi))
             break;
     }
@@ -2707,7 +2761,7 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_RECEIVE:
         return ws_on_receive(n, wsi, p, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return ws_on_writeable(wsi, p);
+        return ws_on_writeable(n, wsi, p);
     case LWS_CALLBACK_RECEIVE_PONG:
         if (p && p->kind == PSS_WS)
             ws_alive(n, p);
@@ -2978,9 +3032,6 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
 static void *net_thread_main(void *arg)
 {
     net_t *n = arg;
-    char name[16];
-    snprintf(name, sizeof name, "onair-net%d", n->widx);
-    pthread_setname_np(pthread_self(), name);
     while (!atomic_load(&n->stop))
         if (lws_service(n->ctx, 0) < 0) {
             LOG_ERROR("http", "the network service loop failed; no longer serving");
@@ -3175,6 +3226,9 @@ int net_start(net_t *n)
             return ONAIR_EINTERNAL;
         }
         w->thread_running = 1;
+        char name[16]; /* named before the start is announced (tests look for it) */
+        snprintf(name, sizeof name, "onair-net%d", i);
+        pthread_setname_np(w->thread, name);
         lws_cancel_service(w->ctx); /* run whatever was queued before the start */
     }
     LOG_INFO("http", "listening on %s%s%s:%d%s (%d network thread%s)",
@@ -3413,6 +3467,7 @@ static void worker_free_state(net_t *w)
     }
     free(w->buckets);
     free(w->slots);
+    free(w->wbuf);
 }
 
 void net_free(net_t *n)

@@ -160,8 +160,12 @@ def test_slow_consumer_is_closed_and_others_are_fine(server_factory):
     assert "onair_ws_slow_consumer_closes_total 1" in m
 
 
-def raw_ws(port, path="/ws"):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+def raw_ws(port, path="/ws", rcvbuf=None):
+    s = socket.socket()
+    if rcvbuf:  # a small receive window (set before connecting): the server's writes back up
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

@@ -4,6 +4,8 @@
   never answers one is closed, a peer that answers stays open.
 - server.network_threads: a topic publish reaches subscribers on every thread; the
   per-address connection limit counts the connections of all threads.
+- Frames queued for one socket leave several per write (pre-built frame headers): they
+  arrive whole and in order.
 """
 import asyncio
 import json
@@ -15,11 +17,7 @@ import time
 
 import websockets
 
-from test_websocket import call, frame, next_of, raw_ws
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
+from test_websocket import call, frame, next_of, raw_ws, run
 
 
 def read_frames(s, until_eof_s=15):
@@ -30,17 +28,7 @@ def read_frames(s, until_eof_s=15):
         data = b"".join(iter(lambda: s.recv(65536), b""))
     except (socket.timeout, ConnectionResetError):
         return None  # not closed by the server
-    frames = []
-    while len(data) >= 2:
-        op, n = data[0] & 0x0F, data[1] & 0x7F
-        off = 2
-        if n == 126:
-            n, off = struct.unpack("!H", data[2:4])[0], 4
-        elif n == 127:
-            n, off = struct.unpack("!Q", data[2:10])[0], 10
-        frames.append((op, data[off:off + n]))
-        data = data[off + n:]
-    return frames
+    return [(b0 & 0x0F, p) for b0, p in parse_frames(data)[0]]
 
 
 def test_peer_that_never_answers_a_ping_is_closed(server_factory):
@@ -160,3 +148,46 @@ def test_connections_per_address_hold_across_network_threads(server_factory):
     finally:
         for sk in socks:
             sk.close()
+
+
+def parse_frames(data):
+    """Whole server frames in data: ([(opcode, payload)], rest)."""
+    frames = []
+    while len(data) >= 2:
+        n, off = data[1] & 0x7F, 2
+        if len(data) < {126: 4, 127: 10}.get(n, 2):
+            break  # the rest of the header is still on its way
+        if n == 126:
+            n, off = struct.unpack("!H", data[2:4])[0], 4
+        elif n == 127:
+            n, off = struct.unpack("!Q", data[2:10])[0], 10
+        if len(data) < off + n:
+            break
+        frames.append((data[0], data[off:off + n]))
+        data = data[off + n:]
+    return frames, data
+
+
+def test_frames_queued_for_a_slow_reader_arrive_whole_and_in_order(server_factory):
+    """6 MB of messages to a reader that does not read meanwhile: they back up in its queue
+    and leave several frames per write; every one arrives as a whole text frame, in order."""
+    s = server_factory(plugins={"testkit": {}},
+                       core={"server": {"ws_send_queue_bytes": 32 * 1024 * 1024}}).start()
+    sk, head = raw_ws(s.port, rcvbuf=4096)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    sk.sendall(frame(0x1, json.dumps({"type": "testkit.flood", "id": "f",
+                                      "data": {"count": 3000, "bytes": 2000}}).encode()))
+    time.sleep(1)  # not reading: the kernel's buffers fill, the rest queues in onaird
+    seen, rest = [], b""
+    while len(seen) < 3000:
+        chunk = sk.recv(65536)
+        assert chunk, f"closed after {len(seen)} messages"
+        more, rest = parse_frames(rest + chunk)
+        for b0, p in more:
+            assert b0 == 0x81, hex(b0)  # FIN + text
+            msg = json.loads(p)
+            if msg["type"] == "testkit.flood":
+                assert len(msg["data"]["pad"]) == 2000
+                seen.append(msg["data"]["i"])
+    assert seen == list(range(3000))
+    sk.close()
