@@ -386,28 +386,35 @@ static void tracks_gone(calls_t *c, conn_t *k, unsigned gone)
     }
 }
 
-static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
+/* Everyone else in k's room with a peer that wants these kinds (1 audio, 2 video) of k is
+ * asked for receive slots (media_sections_requirement). */
+static void ask_room(calls_t *c, const conn_t *k, unsigned kinds)
 {
-    tracks_gone(c, k, k->in_relay & ~published);
-    unsigned fresh = published & ~k->in_relay;
-    k->in_relay = published; /* an unpublished kind is asked for again when it comes back */
     lk_buf_t b = {0};
-    for (conn_t *o = c->conns; o && fresh; o = o->next) {
-        uint32_t n[2] = {(fresh & 1) && wants_kind(o, k, 0), (fresh & 2) && wants_kind(o, k, 1)};
+    for (conn_t *o = c->conns; o && kinds; o = o->next) {
+        uint32_t n[2] = {(kinds & 1) && wants_kind(o, k, 0), (kinds & 2) && wants_kind(o, k, 1)};
         if (same_room(o, k) && o->media[0] && (n[0] || n[1])) {
             lk_encode_media_sections(&b, n[0], n[1]);
             send_buf(o->id, &b);
         }
     }
+}
+
+static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
+{
+    tracks_gone(c, k, k->in_relay & ~published);
+    unsigned fresh = published & ~k->in_relay;
+    k->in_relay = published; /* an unpublished kind is asked for again when it comes back */
+    ask_room(c, k, fresh);
+    lk_buf_t b = {0};
     if (!first)
         return;
     uint32_t m[2] = {0, 0};
     int any = 0;
-    for (conn_t *o = c->conns; o; o = o->next)
-        if (same_room(o, k))
-            for (size_t i = 0; i < o->s.ntracks; i++)
-                if (o->s.tracks[i].type < 2 && wants(k, &o->s.tracks[i]))
-                    m[o->s.tracks[i].type]++, any = 1;
+    for (conn_t *o = c->conns; o; o = o->next) /* what the relay has of the others */
+        for (uint32_t type = 0; type < 2 && same_room(o, k); type++)
+            if (((o->in_relay >> type) & 1) && wants_kind(k, o, type))
+                m[type]++, any = 1;
     if (!any)
         return;
     lk_encode_media_sections(&b, m[0], m[1]);
@@ -702,6 +709,10 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
         room_announce(c, k, 2); /* published a track, or muted one */
     if (k->s.ntracks != ntracks) {
         const lk_track_t *t = &k->s.tracks[k->s.ntracks - 1];
+        /* signalled after the relay had it (an offer with the track came first): the others
+         * that were asked then had nothing to map it to, ask them now */
+        if (t->type < 2 && ((k->in_relay >> t->type) & 1))
+            ask_room(c, k, 1u << t->type);
         publish_event(c, "calls.track_published", k,
                       json_pack("{s:s, s:s, s:s}", "track_sid", t->sid, "kind",
                                 t->type == 0   ? "audio"

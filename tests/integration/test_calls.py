@@ -444,6 +444,21 @@ def sections(sdp):
     return res
 
 
+def signal_receiver(kept):
+    """recv(ws, field): the first message with SignalResponse.<field>; the others are kept (in
+    kept, per socket) for later."""
+    import asyncio
+
+    async def recv(ws, field):
+        box = kept.setdefault(id(ws), [])
+        while True:
+            for i, msg in enumerate(box):
+                if pb_get(msg, field):
+                    return box.pop(i)
+            box.append(await asyncio.wait_for(ws.recv(), 5))
+    return recv
+
+
 def test_rtc_media_offers(srv):
     """The offer in the join request is answered (ICE-lite, our candidate, receive slots
     inactive, the data channel rejected); a later offer renegotiates the same ICE credentials
@@ -456,15 +471,7 @@ def test_rtc_media_offers(srv):
                       {"identity": "bob", "grant": {"room": "match-11", "roomJoin": True}})
 
     kept = {}
-
-    async def recv(ws, field):
-        """The first message with SignalResponse.<field>; the others are kept for later."""
-        box = kept.setdefault(id(ws), [])
-        while True:
-            for i, msg in enumerate(box):
-                if pb_get(msg, field):
-                    return box.pop(i)
-            box.append(await asyncio.wait_for(ws.recv(), 5))
+    recv = signal_receiver(kept)
 
     async def run():
         url_a = rtc_url(srv, alice, join_param_with(lk_offer("aaaa"), offer_id=1))
@@ -547,6 +554,43 @@ def test_rtc_media_offers(srv):
                 assert not [m for m in kept[id(a)] if pb_get(m, 2)]  # no answer to junk
     asyncio.run(run())
     assert srv.wait_log(r"alice in match-11: offer 3 not answered")
+
+
+def test_rtc_tracks_in_the_join_offer(srv):
+    """A participant whose join offer already sends audio and video, signalled (add_track) only
+    afterwards: a participant joining later is asked for receive slots for what the relay has,
+    and once the tracks are signalled gets them on its slots with the mid-to-track map."""
+    import asyncio
+    import websockets
+    dora, eric = mint({"identity": "dora", "grant": {"room": "match-13", "roomJoin": True}},
+                      {"identity": "eric", "grant": {"room": "match-13", "roomJoin": True}})
+    recv = signal_receiver({})
+
+    async def run():
+        url_d = rtc_url(srv, dora, join_param_with(lk_offer("dddd", send=("audio", "video")), 1))
+        async with websockets.connect(url_d, max_size=None) as d:
+            await recv(d, 1)
+            await recv(d, 2)  # answered: the relay has dora's audio and video, unsignalled
+            url_e = rtc_url(srv, eric, join_param_with(lk_offer("eeee"), 1))
+            async with websockets.connect(url_e, max_size=None) as e:
+                await recv(e, 1)
+                await recv(e, 2)
+                await recv(e, 25)  # asked for slots: dora's media is in the relay
+                for name, kind in ((b"mic", 0), (b"cam", 1)):
+                    await d.send(pb_bytes(4, pb_bytes(1, name) + pb_varint(3 << 3) +
+                                          pb_varint(kind)))
+                    await recv(d, 6)
+                pairs, oid = {}, 1
+                while len(pairs) < 2:  # asked again once signalled: the slots carry them
+                    await recv(e, 25)
+                    oid += 1
+                    await e.send(pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(
+                        2, lk_offer("eeee").encode()) + pb_varint(3 << 3) + pb_varint(oid)))
+                    _, got, pairs = answer_of(await recv(e, 2))
+                    assert got == oid
+                assert set(pairs) == {"1", "2"} and all(t.startswith("TR_")
+                                                        for t in pairs.values())
+    asyncio.run(run())
 
 
 def test_rtc_media_no_publish_grant(srv):
