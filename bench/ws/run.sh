@@ -79,8 +79,17 @@ if [ "$MODE" = idle ]; then
     done
     exit 0
 fi
+# join_cpu_s / fanout_cpu_s: user + sys. The sum is exact (the process's run time); the kernel
+# derives the user/sys split from tick samples scaled to the cumulative run time, so over a
+# short phase after a long one it can shift between the two (a phase may show 0.00 user).
+for s in onaird node; do
+    awk '{for (i = 1; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}
+          printf "%s join_cpu_s=%.2f fanout_cpu_s=%.2f\n", $0, v["join_user_s"] + v["join_sys_s"],
+                 v["fanout_user_s"] + v["fanout_sys_s"]}' "$WORK/$s.runs" > "$WORK/$s.tmp"
+    mv "$WORK/$s.tmp" "$WORK/$s.runs"
+done
 printf '%-28s %10s %10s %8s\n' "" onaird Node ratio
-for k in join_user_s join_sys_s fanout_user_s fanout_sys_s p99_ms; do
+for k in join_user_s join_sys_s join_cpu_s fanout_user_s fanout_sys_s fanout_cpu_s p99_ms; do
     a=$(med onaird $k); b=$(med node $k)
     printf '%-28s %10s %10s %8s\n' "$k" "$a" "$b" "$(ratio "$a" "$b")"
 done
