@@ -141,6 +141,7 @@ void log_limited(const char *key, int level, const char *fmt, ...)
         return;
     time_t now = time(NULL);
     unsigned long dropped = 0;
+    long since = 0; /* seconds since the previous line of this key */
     int emit = 1;
     pthread_mutex_lock(&g_limited_lock);
     size_t i = 0;
@@ -157,6 +158,7 @@ void log_limited(const char *key, int level, const char *fmt, ...)
         emit = 0;
     } else {
         dropped = g_limited[i].dropped;
+        since = (long)(now - g_limited[i].last);
         g_limited[i].dropped = 0;
         g_limited[i].last = now;
     }
@@ -171,8 +173,7 @@ void log_limited(const char *key, int level, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     if (dropped)
-        log_msg(component, level, "%s (%lu more like it in the last %d s)", line, dropped,
-                LOG_LIMITED_INTERVAL_S);
+        log_msg(component, level, "%s (%lu more like it in the last %ld s)", line, dropped, since);
     else
         log_msg(component, level, "%s", line);
 }
