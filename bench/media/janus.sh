@@ -7,8 +7,9 @@
 # Usage: bench/media/janus.sh [subscribers=100] [seconds=10] [runs=3] [workers=1]
 # Environment: BUILD (default build-bench), SAMPLE, PARALLEL, WARMUP, PROFILES,
 # SETUP_TIMEOUT as in run.sh (PROFILES is offered to both servers), JANUS_EVENT_LOOPS (Janus'
-# general.event_loops: 0, its default, is one thread per handle), ONLY (onair or janus: run
-# one side only).
+# general.event_loops, default 1: one loop thread serves every PeerConnection, like onaird's
+# one media worker; 0, Janus' own default, is a thread per handle and costs Janus 2-3x the
+# CPU per packet in wake-ups), ONLY (onair or janus: run one side only).
 #
 # Everything runs inside a private network namespace (unshare -n): Janus' ICE library
 # (libnice) skips loopback interfaces, so an ifb device carries 127.0.0.1/32 there too
@@ -59,7 +60,7 @@ general: {
     loggers_folder = "$d/none"
     debug_level = ${JANUS_DEBUG_LEVEL:-3}
     session_timeout = 60
-    event_loops = ${JANUS_EVENT_LOOPS:-0}
+    event_loops = ${JANUS_EVENT_LOOPS:-1}
 }
 certificates: {
 }
@@ -169,7 +170,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "janus: $(janus --version 2>/dev/null | head -1); libsrtp2: $(dpkg-query -W -f '${Version}' libsrtp2-1 2>/dev/null)"
 echo "subscribers=$N seconds=$D runs=$RUNS workers=$W sample_every=$SAMPLE parallel=$PARALLEL" \
-    "janus_event_loops=${JANUS_EVENT_LOOPS:-0}"
+    "janus_event_loops=${JANUS_EVENT_LOOPS:-1}"
 ONAIR_RESULTS=()
 JANUS_RESULTS=()
 for r in $(seq "$RUNS"); do
