@@ -3136,6 +3136,14 @@ static void set_ctx(net_t *w, struct lws_context *ctx)
     pthread_mutex_unlock(&w->cmd_mu);
 }
 
+/* A thread's net_t other than the root's (nothing of it in use any more). */
+static void worker_free(net_t *w)
+{
+    pthread_mutex_destroy(&w->ev_mu);
+    pthread_mutex_destroy(&w->cmd_mu);
+    free(w);
+}
+
 /* net_start failed after some contexts were made: stop and destroy them again. */
 static void stop_threads(net_t *n)
 {
@@ -3172,6 +3180,14 @@ int net_start(net_t *n)
         return ONAIR_EINVAL;
     }
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    if (n->tls_cert && n->nworkers > 1) {
+        /* lws 4.1's contexts without their own listener leak their OpenSSL state at
+         * destruction (ASan): TLS keeps one network thread (a TLS terminator in front of
+         * onaird gets all of them) */
+        LOG_INFO("http", "TLS: one network thread (server.network_threads is for plain HTTP)");
+        while (n->nworkers > 1)
+            worker_free(n->workers[--n->nworkers]);
+    }
     int share = n->nworkers > 1, port = n->cfg.port;
     if (share && port > 0 && !port_free(n->host, port)) {
         LOG_ERROR("http", "cannot listen on %s:%d (address in use)", n->host ? n->host : "*", port);
@@ -3486,11 +3502,8 @@ void net_free(net_t *n)
         worker_free_state(w);
         drain_events_final(n, w);
     }
-    for (int i = 1; i < n->nworkers; i++) {
-        pthread_mutex_destroy(&n->workers[i]->ev_mu);
-        pthread_mutex_destroy(&n->workers[i]->cmd_mu);
-        free(n->workers[i]);
-    }
+    for (int i = 1; i < n->nworkers; i++)
+        worker_free(n->workers[i]);
     if (n->workers != &n)
         free(n->workers);
     if (n->wake_ev) {
