@@ -2451,12 +2451,14 @@ static int ws_on_writeable(net_t *n, struct lws *wsi, struct pss *p)
     unsigned sent = 0;
     int r = 0;
     if (p->ping_due && !p->closing) {
-        /* with a payload: lws 4.1 reports no LWS_CALLBACK_RECEIVE_PONG for an empty pong */
-        unsigned char ping[LWS_PRE + 8];
-        uint64_t t = coarse_us();
-        memcpy(ping + LWS_PRE, &t, sizeof t);
+        /* with a payload: lws 4.1 reports no LWS_CALLBACK_RECEIVE_PONG for an empty pong.
+         * ASCII: lws 4.1 checks the pong that echoes it as UTF-8 once the peer has sent a
+         * text frame (1007 "bad utf8" for a binary payload, e.g. a raw timestamp) */
+        static const char payload[] = "onair";
+        unsigned char ping[LWS_PRE + sizeof payload];
+        memcpy(ping + LWS_PRE, payload, sizeof payload - 1);
         p->ping_due = 0;
-        if (lws_write(wsi, ping + LWS_PRE, sizeof t, LWS_WRITE_PING) < 0)
+        if (lws_write(wsi, ping + LWS_PRE, sizeof payload - 1, LWS_WRITE_PING) < 0)
             return -1;
         if (lws_send_pipe_choked(wsi)) {
             if (p->qcount)
