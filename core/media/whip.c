@@ -2079,10 +2079,12 @@ static int svc_call_close(onair_service_call_t *call, void *ud)
     return services_answer(call, ONAIR_OK, json_pack("{s:b}", "closed", found));
 }
 
-/* media.call_pause {"session", "participant", "audio"?: bool, "video"?: bool} -> {"found",
- * "audio", "video"}: true stops forwarding that kind of participant to the session's peer,
- * false resumes it (a video with a keyframe request): selective subscriptions. found: the
- * peer receives participant; audio / video: whether a receive slot carries that kind. */
+/* media.call_pause {"session", "participant", "audio"?: bool, "video"?: bool, "max_layer"?: 0..2
+ * or null} -> {"found", "audio", "video"}: true stops forwarding that kind of participant to
+ * the session's peer, false resumes it (a video with a keyframe request): selective
+ * subscriptions; max_layer caps the simulcast layer the peer gets of that participant (as a
+ * WHEP viewer's PATCH does), null lifts the cap. found: the peer receives participant; audio /
+ * video: whether a receive slot carries that kind. */
 static int svc_call_pause(onair_service_call_t *call, void *ud)
 {
     (void)ud;
@@ -2090,10 +2092,14 @@ static int svc_call_pause(onair_service_call_t *call, void *ud)
     const char *caller = services_caller(call);
     const char *sid = json_string_value(json_object_get(args, "session"));
     const char *participant = json_string_value(json_object_get(args, "participant"));
-    if (!caller || strcmp(caller, "calls") != 0 || !sid || !room_participant_ok(participant))
+    json_t *ml = json_object_get(args, "max_layer");
+    if (!caller || strcmp(caller, "calls") != 0 || !sid || !room_participant_ok(participant) ||
+        (ml && !json_is_null(ml) &&
+         (!json_is_integer(ml) || json_integer_value(ml) < 0 || json_integer_value(ml) > 2)))
         return services_answer(
             call, ONAIR_EINVAL,
-            json_pack("{s:s}", "error", "session and participant are required (calls only)"));
+            json_pack("{s:s}", "error",
+                      "session and participant are required, max_layer 0..2 (calls only)"));
     session_t *s = media_find_id(sid);
     if (!s || s->role != ROLE_PUBLISHER || !s->call || atomic_load(&s->closed))
         return services_answer(call, ONAIR_ENOTFOUND,
@@ -2113,6 +2119,11 @@ static int svc_call_pause(onair_service_call_t *call, void *ud)
             int was = atomic_exchange(&c->paused[kind], json_is_true(v));
             if (was && !json_is_true(v) && kind == MEDIA_VIDEO && c->relay)
                 atomic_store(&c->relay->keyframe_wanted, 1); /* its decoder starts again */
+        }
+        if (ml && c->relay) { /* as patch_viewer_json: the next keyframe of the layer it leads to */
+            pthread_mutex_lock(&c->relay->lock);
+            c->max_layer = json_is_null(ml) ? -1 : (int)json_integer_value(ml);
+            pthread_mutex_unlock(&c->relay->lock);
         }
     }
     pthread_mutex_unlock(&s->bind_lock);
