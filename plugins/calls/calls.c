@@ -47,7 +47,8 @@ typedef struct conn {
 } conn_t;
 
 enum { SEL_SET = 1, SEL_SUBSCRIBED = 2, SEL_DISABLED = 4 };
-#define SEL_MAX 64 /* tracks a connection's choices are kept for */
+#define SEL_LAYER_SHIFT 3  /* then the simulcast layer cap + 1 (0: none) */
+#define SEL_MAX         64 /* tracks a connection's choices are kept for */
 
 static void conn_free(conn_t *k)
 {
@@ -642,10 +643,27 @@ static void paused_done(int status, json_t *result, void *ud)
     free(op);
 }
 
+/* The simulcast layer cap of a video track's settings: the size wanted against the published
+ * one (a quarter or less: the lowest layer, half or less: the middle one), else the quality
+ * (LOW 0, MEDIUM 1); -1: none (HIGH, or a full-size picture). */
+static int layer_cap(const lk_track_t *t, const lk_track_sel_t *sel)
+{
+    if (sel->width || sel->height) {
+        if (!t->width || !t->height)
+            return -1;
+        if ((uint64_t)sel->width * 4 <= t->width && (uint64_t)sel->height * 4 <= t->height)
+            return 0;
+        if ((uint64_t)sel->width * 2 <= t->width && (uint64_t)sel->height * 2 <= t->height)
+            return 1;
+        return -1;
+    }
+    return sel->quality < 2 ? (int)sel->quality : -1;
+}
+
 /* k (un)subscribed or disabled / enabled others' tracks: what changes is paused or resumed in
  * the relay (media.call_pause); a track without a receive slot yet gets one at k's next offer
- * (subscriptions). Tracks not in the room now are ignored; width / height / quality are not
- * acted on (the relay picks a simulcast layer from the receiver's bandwidth). */
+ * (subscriptions). A video's wanted size or quality caps the simulcast layer k gets of it (the
+ * relay still picks from bandwidth below the cap). Tracks not in the room now are ignored. */
 static void select_tracks(calls_t *c, conn_t *k, const lk_signal_req_t *req)
 {
     if (!k->s.grant.can_subscribe)
@@ -664,20 +682,31 @@ static void select_tracks(calls_t *c, conn_t *k, const lk_signal_req_t *req)
         if (!t || (!json_object_get(k->sel, t->sid) && json_object_size(k->sel) >= SEL_MAX))
             continue;
         int before = wants(k, t);
-        json_int_t bits = json_integer_value(json_object_get(k->sel, t->sid));
-        if (req->kind == LK_REQ_SUBSCRIPTION)
-            bits = (bits & SEL_DISABLED) | SEL_SET | (req->sel.subscribe ? SEL_SUBSCRIBED : 0);
-        else
-            bits = (bits & ~(json_int_t)SEL_DISABLED) | (req->sel.disabled ? SEL_DISABLED : 0);
+        json_int_t bits = json_integer_value(json_object_get(k->sel, t->sid)), was = bits;
+        if (req->kind == LK_REQ_SUBSCRIPTION) {
+            bits = (bits & ~(json_int_t)(SEL_SET | SEL_SUBSCRIBED)) | SEL_SET |
+                   (req->sel.subscribe ? SEL_SUBSCRIBED : 0);
+        } else {
+            bits = (bits & (SEL_SET | SEL_SUBSCRIBED)) | (req->sel.disabled ? SEL_DISABLED : 0);
+            if (t->type == 1)
+                bits |= (json_int_t)(layer_cap(t, &req->sel) + 1) << SEL_LAYER_SHIFT;
+        }
         json_object_set_new(k->sel, t->sid, json_integer(bits));
         int after = wants(k, t);
-        api->log(c->self, ONAIR_LOG_DEBUG, "%s: %s of %s %s", k->s.grant.identity, t->sid,
-                 o->s.grant.identity, after ? "received" : "not received");
-        if (before == after || !k->media[0] || t != track_of(o, t->type))
+        int cap = (int)(bits >> SEL_LAYER_SHIFT) - 1;
+        int new_cap = req->kind == LK_REQ_TRACK_SETTING && t->type == 1 &&
+                      (bits >> SEL_LAYER_SHIFT) != (was >> SEL_LAYER_SHIFT);
+        api->log(c->self, ONAIR_LOG_DEBUG, "%s: %s of %s %s, layer cap %d", k->s.grant.identity,
+                 t->sid, o->s.grant.identity, after ? "received" : "not received", cap);
+        if ((before == after && !new_cap) || !k->media[0] || t != track_of(o, t->type))
             continue;
         pause_op_t *op = malloc(sizeof *op);
-        json_t *args = json_pack("{s:s, s:s, s:b}", "session", k->media, "participant",
-                                 o->s.participant_sid, t->type ? "video" : "audio", !after);
+        json_t *args =
+            json_pack("{s:s, s:s}", "session", k->media, "participant", o->s.participant_sid);
+        if (args && before != after)
+            json_object_set_new(args, t->type ? "video" : "audio", json_boolean(!after));
+        if (args && new_cap)
+            json_object_set_new(args, "max_layer", cap < 0 ? json_null() : json_integer(cap));
         if (!op || !args) {
             free(op);
             json_decref(args);

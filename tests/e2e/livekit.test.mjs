@@ -4,7 +4,9 @@
 // URL, JoinResponse, the client's view of room, identity and permissions); a refused token
 // reaches the app as LiveKit's ConnectionError with the reason from /rtc/v1/validate;
 // room.connect() completes (the relay answers the single peer connection's offers), camera and
-// microphone are published, and two clients in a room decode each other's video and audio.
+// microphone are published, and two clients in a room decode each other's video and audio;
+// selective subscriptions (autoSubscribe off, setSubscribed, setEnabled) and setVideoDimensions
+// (the simulcast layer received).
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); tests/livekit installed (npm ci)
 import {test, before, after} from 'node:test';
@@ -373,6 +375,32 @@ test('selective subscriptions: autoSubscribe off, setSubscribed and setEnabled o
   await waitFor('hank\'s audio heard', async () => (await received(b, 'audio')).samples > 0, 30_000);
   ev = await b.evaluate(() => window.lk.events);
   assert.ok(ev.some((e) => /^subscribed:hank:audio:TR_/.test(e)), ev.join());
+  for (const p of [a, b]) {
+    await p.evaluate(() => window.lkRoom.disconnect());
+    await p.close();
+  }
+});
+
+test('UpdateTrackSettings: setVideoDimensions caps the simulcast layer a receiver gets', T, async () => {
+  const a = await lkPage('jack');
+  const b = await lkPage('kate');
+  const url = server.base.replace('http', 'ws');
+  await connect(a, url, await token('jack', {room: 'match-48', roomJoin: true}));
+  await waitFor('jack connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
+  await publishAV(a, 640, 480); // livekit-client's simulcast: three layers up to 640x480
+  await connect(b, url, await token('kate', {room: 'match-48', roomJoin: true}));
+  await waitFor('kate connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
+  let last = null;
+  const size = async (ok, what) => waitFor(what, async () => {
+    last = await decoded(b, 'jack');
+    return last.frames > 10 && ok(last.width);
+  }, 45_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
+  await size((w) => w >= 480, 'jack\'s video at 640 or 480 wide');
+  // a quarter of the size: the lowest layer; the full size again: the cap is lifted
+  await remotePub(b, 'jack', 'video', 'setVideoDimensions', {width: 160, height: 120});
+  await size((w) => w > 0 && w <= 320, 'jack\'s video at its lowest layer');
+  await remotePub(b, 'jack', 'video', 'setVideoDimensions', {width: 640, height: 480});
+  await size((w) => w >= 480, 'jack\'s video back above 320 wide');
   for (const p of [a, b]) {
     await p.evaluate(() => window.lkRoom.disconnect());
     await p.close();
