@@ -43,6 +43,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(inside(q.trickle.candidate_init, in, n));
             FUZZ_CHECK(inside(q.mute.sid, in, n));
             check_track(&q.add_track, in, n);
+            FUZZ_CHECK(q.sel.nsids <= LK_MAX_REQ_SIDS); /* subscription, track settings */
+            for (size_t i = 0; i < q.sel.nsids; i++)
+                FUZZ_CHECK(inside(q.sel.sids[i], in, n));
         }
         break;
     }
