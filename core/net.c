@@ -425,6 +425,14 @@ typedef struct addr_count {
     char addr[64];
 } addr_count_t;
 
+/* Each accepted connection's lws opaque user data: unlike the per-session user space it lives
+ * as long as the connection (HTTP requests, then WebSocket). */
+typedef struct conn_info {
+    addr_count_t *ac; /* counted for its address, or NULL */
+    struct lws *wsi;
+    dq_node_t dl; /* on n->hs_q until its first request head is complete */
+} conn_info_t;
+
 typedef struct slot {
     uint32_t gen;
     uint32_t next_free;
@@ -458,7 +466,7 @@ struct net {
     struct lws_context *ctx;
     struct lws_protocols protocols[2];
     /* WebSocket deadlines (network thread): idle -> ping -> pong, and close grace */
-    dq_t ping_q, close_q;
+    dq_t ping_q, close_q, hs_q;
     unsigned char *wbuf; /* LWS_PRE + WS_COALESCE: frames of one socket written together */
     lws_sorted_usec_list_t tick;
     uint64_t tick_due; /* when tick fires; 0: not scheduled */
@@ -706,24 +714,57 @@ static int conn_filter(net_t *n, const struct lws_filter_network_conn_args *a)
     return refuse;
 }
 
-/* LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: the accepted connection has its wsi. */
+static void dq_remove(dq_node_t *d);
+static void dq_push(net_t *n, dq_t *q, dq_node_t *d, uint64_t now);
+
+static void addr_release_shared(net_t *n, addr_count_t *ac)
+{
+    pthread_mutex_lock(&n->root->addr_mu);
+    addr_release(n->root, ac);
+    pthread_mutex_unlock(&n->root->addr_mu);
+}
+
+/* LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: the accepted connection has its wsi. lws has
+ * just given it a timeout for its first request (context timeout_secs) on its sorted list,
+ * an O(n) insert while n connections wait for theirs (a burst of connects): that deadline
+ * moves to our handshake queue (n->hs_q, O(1)) until the first request head is in. */
 static void conn_adopted(net_t *n, struct lws *wsi)
 {
-    if (n->pending_ac && !lws_get_opaque_user_data(wsi)) {
-        lws_set_opaque_user_data(wsi, n->pending_ac);
+    if (lws_get_opaque_user_data(wsi))
+        return;
+    conn_info_t *ci = calloc(1, sizeof *ci);
+    if (!ci) { /* not counted rather than refused; lws keeps its timeout */
+        if (n->pending_ac)
+            addr_release_shared(n, n->pending_ac);
         n->pending_ac = NULL;
+        return;
     }
+    ci->ac = n->pending_ac;
+    ci->wsi = wsi;
+    n->pending_ac = NULL;
+    lws_set_opaque_user_data(wsi, ci);
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    dq_push(n, &n->hs_q, &ci->dl, coarse_us());
+}
+
+/* The first request head is complete (HTTP request or WebSocket upgrade). */
+static void conn_ready(struct lws *wsi)
+{
+    conn_info_t *ci = lws_get_opaque_user_data(wsi);
+    if (ci)
+        dq_remove(&ci->dl);
 }
 
 /* LWS_CALLBACK_WSI_DESTROY: every connection ends here (HTTP or WebSocket). */
 static void conn_destroyed(net_t *n, struct lws *wsi)
 {
-    addr_count_t *ac = lws_get_opaque_user_data(wsi);
-    if (ac) {
+    conn_info_t *ci = lws_get_opaque_user_data(wsi);
+    if (ci) {
         lws_set_opaque_user_data(wsi, NULL);
-        pthread_mutex_lock(&n->root->addr_mu);
-        addr_release(n->root, ac);
-        pthread_mutex_unlock(&n->root->addr_mu);
+        dq_remove(&ci->dl);
+        if (ci->ac)
+            addr_release_shared(n, ci->ac);
+        free(ci);
     }
 }
 
@@ -1858,6 +1899,8 @@ static void tick_arm(net_t *n, uint64_t now)
         due = n->ping_q.head->due;
     if (n->close_q.head && (!due || n->close_q.head->due < due))
         due = n->close_q.head->due;
+    if (n->hs_q.head && (!due || n->hs_q.head->due < due))
+        due = n->hs_q.head->due;
     if (!due || (n->tick_due && n->tick_due <= due))
         return;
     n->tick_due = due;
@@ -1903,6 +1946,12 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
         dq_node_t *d = n->close_q.head;
         dq_remove(d);
         lws_set_timeout(PSS_OF_DL(d)->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+    while (n->hs_q.head && n->hs_q.head->due <= now) { /* no request head in time */
+        dq_node_t *d = n->hs_q.head;
+        dq_remove(d);
+        conn_info_t *ci = (conn_info_t *)((char *)d - offsetof(conn_info_t, dl));
+        lws_set_timeout(ci->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
     while (n->ping_q.head && n->ping_q.head->due <= now) {
         dq_node_t *d = n->ping_q.head;
@@ -2734,6 +2783,7 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         drain_cmds(n);
         return 0;
     case LWS_CALLBACK_HTTP:
+        conn_ready(wsi);
         return http_on_request(n, wsi, p, in, len);
     case LWS_CALLBACK_HTTP_BODY:
         return http_on_body(n, wsi, p, in, len);
@@ -2757,6 +2807,7 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         }
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        conn_ready(wsi);
         return ws_confirm_upgrade(n, wsi, in);
     case LWS_CALLBACK_ESTABLISHED:
         return ws_on_open(n, wsi, p);
@@ -3119,10 +3170,16 @@ static struct lws_context *ctx_create(net_t *n, int port)
     info.timeout_secs = 15; /* network round trips: body chunks, close handshakes */
     info.alpn = "http/1.1";
     info.server_string = "onair";
-    /* no lws retry/validity policy: pings and dead peers are ours (ping_q) */
+    /* No lws validity checks: pings and dead peers are ours (ping_q). Without a policy of
+     * its own a vhost gets lws' default (ping after 300 s, hang up after 310 s), one more
+     * per-connection timer on its sorted list; a hangup time of 0 turns them off. */
+    static const lws_retry_bo_t no_validity = {.secs_since_valid_ping = 0,
+                                               .secs_since_valid_hangup = 0};
+    info.retry_and_idle_policy = &no_validity;
     n->ping_q.dur_us =
         (uint64_t)(n->cfg.ws_ping_interval_s > 0 ? n->cfg.ws_ping_interval_s : 0) * 1000000u;
     n->close_q.dur_us = (uint64_t)CLOSE_GRACE_S * 1000000u;
+    n->hs_q.dur_us = (uint64_t)info.timeout_secs * 1000000u;
     if (n->tls_cert) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = n->tls_cert;
