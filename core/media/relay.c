@@ -365,8 +365,9 @@ static void note_keyframe(pub_layer_t *L, uint32_t ts, uint64_t now_ms)
 /* The fan-out over thousands of viewers is bound by cache misses (each viewer's session, its
  * SRTP context and stream, its cipher state: perf showed the first touch of the SRTP stream
  * as the hottest instruction). While viewer i is served, viewer i + 2 * PREFETCH_AHEAD's
- * session lines and viewer i + PREFETCH_AHEAD's SRTP state are being loaded (two steps: the
- * SRTP pointers are read from the session loaded by the first). */
+ * session lines, viewer i + 1.5 * PREFETCH_AHEAD's SRTP context and viewer i +
+ * PREFETCH_AHEAD's SRTP stream and cipher state are being loaded (three steps: each reads a
+ * pointer from what the step before loaded). */
 #define PREFETCH_AHEAD 4
 static inline void viewer_prefetch(const relay_t *r, size_t i, int kind)
 {
@@ -378,6 +379,8 @@ static inline void viewer_prefetch(const relay_t *r, size_t i, int kind)
         for (size_t off = 0; off < offsetof(view_track_t, codec); off += 64)
             __builtin_prefetch(vt + off, 1);
     }
+    if (i + PREFETCH_AHEAD * 3 / 2 < r->nviewers)
+        __builtin_prefetch(r->viewers[i + PREFETCH_AHEAD * 3 / 2]->srtp_out);
     if (i + PREFETCH_AHEAD < r->nviewers)
         srtp_session_prefetch(r->viewers[i + PREFETCH_AHEAD]->srtp_out);
 }
