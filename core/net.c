@@ -2399,7 +2399,12 @@ static void ws_on_message(net_t *n, struct pss *p, const char *buf, size_t len)
                 e->type = entry;
                 e->id = id ? json_incref(id) : NULL;
                 e->data = data ? json_incref(data) : json_object();
+                /* drop our reference before the hand-off: the core thread then owns id and
+                 * data alone (jansson's decref is release-only, so a free after the push
+                 * could race the core's last decref: ThreadSanitizer reported it) */
+                json_decref(root);
                 push_event(n, e);
+                return;
             }
         }
     }
