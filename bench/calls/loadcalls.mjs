@@ -139,7 +139,8 @@ function side(url, tok, t0) {
 
 // 2 sockets per call from one address: above the default per-address limit (256) at 200 calls;
 // the client never does ICE: its peers must outlive the relay's 5 s wait for a first check
-const server = new Onaird({core: {server: {max_header_bytes: 32768, max_connections_per_address: 4096},
+const server = new Onaird({core: {server: {max_header_bytes: 32768, max_connections_per_address: 4096,
+  ...(process.env.NET_THREADS ? {network_threads: Number(process.env.NET_THREADS)} : {})},
   media: {ice_timeout: 120, connect_timeout: 300}}, plugins: {
   calls: {path: join(PLUGIN_DIR, 'calls.so'), config: {api_key: KEY, api_secret: SECRET}},
 }});
