@@ -611,8 +611,12 @@ def test_redirect_not_followed_and_rotation(srv, receiver):
     retitle(owner, sid, "moved")
     receiver.wait(lambda: len(receiver.requests(ep["path"])) >= 2, "retried redirects")
     assert receiver.requests("/redirected") == []
-    pend = owner.call("GET", f"{EP}/{eid}/deliveries?state=pending").json()["deliveries"]
-    assert pend and pend[0]["last_status"] == 302, pend
+    # the attempt's outcome is stored after the receiver answered, and a retry may be in
+    # flight (not pending) at the moment of one look: look until it shows
+    def pending_302():
+        pend = owner.call("GET", f"{EP}/{eid}/deliveries?state=pending").json()["deliveries"]
+        return pend and pend[0]["last_status"] == 302
+    receiver.wait(pending_302, "a pending delivery whose last answer was 302")
     # a new secret: shown once, and the next attempt is signed with it
     r = owner.call("POST", f"{EP}/{eid}/secret/rotate")
     assert r.status == 200, r
