@@ -12,6 +12,9 @@
 #include "metrics.h"
 
 #include <pthread.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -401,6 +404,19 @@ char *metrics_render(size_t *len)
                   "# TYPE process_resident_memory_bytes gauge\n"
                   "process_resident_memory_bytes %ld\n",
                   rss);
+#ifdef __GLIBC__
+    /* The allocator's view next to RSS: memory in use by the program against memory it freed
+     * that the allocator still holds (a high-water mark shows as RSS with little in use). */
+    struct mallinfo2 mi = mallinfo2();
+    sb_printf(&s,
+              "# HELP onair_heap_in_use_bytes Heap memory allocated and not freed (glibc).\n"
+              "# TYPE onair_heap_in_use_bytes gauge\n"
+              "onair_heap_in_use_bytes %zu\n"
+              "# HELP onair_heap_free_bytes Freed heap memory the allocator still holds (glibc).\n"
+              "# TYPE onair_heap_free_bytes gauge\n"
+              "onair_heap_free_bytes %zu\n",
+              mi.uordblks + mi.hblkhd, mi.fordblks);
+#endif
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) {
         double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +

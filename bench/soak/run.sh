@@ -112,15 +112,16 @@ echo "media sessions up: ${sessions:-0}"
 trap 'kill $P1 $P2 $P3 $P4 $ONAIRD_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
 # Samples every 10 s while the load runs: seconds, RSS (KiB), open fds, WebSocket and
-# media sessions (from /metrics).
-echo "t_s,rss_kib,fds,ws_connections,media_sessions" > "$SAMPLES"
+# media sessions, heap in use and freed-but-held (from /metrics).
+echo "t_s,rss_kib,fds,ws_connections,media_sessions,heap_in_use_kib,heap_free_kib" > "$SAMPLES"
 t0=$(date +%s)
 while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null; do
     t=$(( $(date +%s) - t0 ))
     rss=$(awk '/VmRSS/ {print $2}' /proc/$ONAIRD_PID/status)
     fds=$(ls /proc/$ONAIRD_PID/fd | wc -l)
     m=$(curl -s --max-time 5 "$base/metrics" || true)
-    echo "$t,$rss,$fds,$(metric "$m" onair_ws_connections),$(metric "$m" onair_media_sessions)" >> "$SAMPLES"
+    heap=$(metric "$m" onair_heap_in_use_bytes); hfree=$(metric "$m" onair_heap_free_bytes)
+    echo "$t,$rss,$fds,$(metric "$m" onair_ws_connections),$(metric "$m" onair_media_sessions),$((${heap:-0} / 1024)),$((${hfree:-0} / 1024))" >> "$SAMPLES"
     sleep 10
 done
 wait $P1 $P2 $P3 $P4 || true
