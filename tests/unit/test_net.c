@@ -1546,6 +1546,10 @@ static void test_messages(void **state)
     assert_non_null(strstr(text, "onair_http_request_duration_seconds_bucket{route=\"unmatched\""));
     assert_non_null(strstr(text, "le=\"+Inf\""));
     assert_non_null(strstr(text, "process_resident_memory_bytes"));
+#ifdef __GLIBC__
+    assert_non_null(strstr(text, "\nonair_heap_in_use_bytes "));
+    assert_non_null(strstr(text, "\nonair_heap_free_bytes "));
+#endif
     free(text);
 }
 
