@@ -237,6 +237,56 @@ static void test_events_become_deliveries(void **state)
     assert_int_equal(onair_test_log_count(h, ONAIR_LOG_ERROR, NULL), 0);
 }
 
+/* A reload whose find read the endpoints before this node created one answers after the
+ * create (a slow database): the new endpoint is not taken for one deleted on another node,
+ * so it stays and its events become deliveries; nor does such a find bring back an endpoint
+ * deleted here meanwhile. */
+static void test_reload_older_than_a_write(void **state)
+{
+    onair_test_host_t *h = *state;
+    char quiet[25]; /* an endpoint that never gets a delivery here: never busy */
+    create(h, &admin, "{\"url\":\"http://127.0.0.1:9/q\",\"events\":[\"chat.message\"]}", quiet);
+    onair_test_store_hold(h, 1);
+    onair_test_advance(h, 3600000); /* the sweep: the reload's find runs, its answer waits */
+    onair_test_store_hold(h, 0);
+    char id[25];
+    create(h, &alice,
+           "{\"stream\":\"" MINE "\",\"url\":\"http://127.0.0.1:9/r\","
+           "\"events\":[\"stream.*\"]}",
+           id);
+    assert_true(onair_test_store_release(h) >= 1);
+    onair_test_run(h);
+    onair_test_publish(h, "stream.updated", json_pack("{s:{s:s}}", "stream", "id", MINE));
+    onair_test_run(h);
+    json_t *d = deliveries_of(h, id);
+    assert_int_equal(json_array_size(d), 1);
+    json_decref(d);
+
+    /* and one deleted here while a reload's find is in flight is not brought back by it */
+    onair_test_store_hold(h, 1);
+    onair_test_advance(h, 3600000);
+    onair_test_store_hold(h, 0);
+    const char *ids[] = {id, quiet};
+    for (size_t i = 0; i < 2; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/api/v1/webhooks/endpoints/%s", ids[i]);
+        onair_test_response_t *r = call(h, "DELETE", path, NULL, &admin);
+        assert_int_equal(r->status, 204);
+        onair_test_response_free(r);
+    }
+    assert_true(onair_test_store_release(h) >= 1);
+    onair_test_run(h);
+    onair_test_publish(h, "stream.updated", json_pack("{s:{s:s}}", "stream", "id", MINE));
+    onair_test_publish(h, "chat.message", json_pack("{s:s,s:s}", "stream", MINE, "text", "hi"));
+    onair_test_run(h);
+    for (size_t i = 0; i < 2; i++) {
+        d = deliveries_of(h, ids[i]);
+        assert_int_equal(json_array_size(d), 0);
+        json_decref(d);
+    }
+    assert_int_equal(onair_test_log_count(h, ONAIR_LOG_ERROR, NULL), 0);
+}
+
 static int listen_local(int *port);
 
 /* Retries on the fake clock against a port where nothing listens (the sender's thread is real:
@@ -638,6 +688,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_registration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_become_deliveries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_older_than_a_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retried_then_dead_lettered, setup_retry, teardown),
         cmocka_unit_test_setup_teardown(test_store_outage_and_spool, setup, teardown),
         cmocka_unit_test(test_addresses),

@@ -51,12 +51,13 @@ static const onair_api_t *api;
 
 typedef struct ep {
     char id[25];
-    json_t *doc; /* the endpoint as last read or written */
-    int busy;    /* a pump step is under way */
-    int again;   /* something changed while busy: pump once more */
-    int waiting; /* in the queue for a free sending slot */
-    int gone;    /* deleted: freed once not busy */
-    int seen;    /* reload bookkeeping */
+    json_t *doc;        /* the endpoint as last read or written */
+    int busy;           /* a pump step is under way */
+    int again;          /* something changed while busy: pump once more */
+    int waiting;        /* in the queue for a free sending slot */
+    int gone;           /* deleted: freed once not busy */
+    int seen;           /* reload bookkeeping */
+    uint64_t local_seq; /* w->local_seq of this node's last write of it (0: none) */
     onair_timer_t timer;
     int64_t timer_at;
 } ep_t;
@@ -96,6 +97,10 @@ typedef struct wh {
     char *data_dir;            /* storage.data_dir (core.started), where the spool file lives */
     int loaded;                /* the first load finished */
     int reloading;
+    /* a reload's snapshot may predate this node's own writes: those made after it began
+     * (local_seq above reload_from) are neither overwritten nor evicted by it */
+    uint64_t local_seq, reload_from;
+    json_t *deleted_here; /* id -> local_seq of its delete here: not resurrected by an older find */
     uint64_t rnd;
     char node[25]; /* this node's claim tag */
     int use_post;  /* the host's loop_post wakes the loop when answers come (ABI 1.6) */
@@ -362,6 +367,15 @@ static ep_t *ep_put(wh_t *w, json_t *doc)
     json_decref(e->doc);
     e->doc = json_incref(doc);
     e->gone = 0;
+    return e;
+}
+
+/* ep_put for this node's own write: newer than any reload already in flight. */
+static ep_t *ep_put_local(wh_t *w, json_t *doc)
+{
+    ep_t *e = ep_put(w, doc);
+    if (e)
+        e->local_seq = ++w->local_seq;
     return e;
 }
 
@@ -691,8 +705,8 @@ static void ep_update_done(int status, json_t *result, void *ud)
     json_t *doc = json_object_get(result, "doc");
     if (status == ONAIR_OK && json_is_object(doc)) {
         ep_t *e = ep_find(w, o->id);
-        if (e)
-            ep_put(w, doc);
+        if (e && !e->gone) /* an update read before a delete here must not bring it back */
+            ep_put_local(w, doc);
         if (o->kind == 1)
             publish_disabled(w, doc);
     }
@@ -1291,8 +1305,13 @@ static void after_reload(int status, json_t *result, void *ud)
     json_t *d;
     json_array_foreach(json_object_get(result, "docs"), i, d)
     {
-        ep_t *e = ep_find(w, onair_str(d, "_id"));
-        if (e && e->busy) { /* keep what this node knows newer; take the rest */
+        const char *id = onair_str(d, "_id");
+        if (id &&
+            (uint64_t)json_integer_value(json_object_get(w->deleted_here, id)) > w->reload_from)
+            continue; /* deleted here after the find began */
+        ep_t *e = ep_find(w, id);
+        /* keep what this node knows newer; take the rest */
+        if (e && (e->busy || e->local_seq > w->reload_from)) {
             e->seen = 1;
             continue;
         }
@@ -1301,13 +1320,21 @@ static void after_reload(int status, json_t *result, void *ud)
     }
     for (size_t k = w->n_eps; k-- > 0;) {
         ep_t *e = w->eps[k];
-        if (e->seen)
+        if (e->seen || e->local_seq > w->reload_from) /* written here since the find began */
             continue;
         /* deleted on another node: so are the deliveries this node queued for it since */
         api->store_delete(w->deliveries,
                           json_pack("{s:{s:s},s:b}", "filter", "endpoint", e->id, "multi", 1),
                           logged_result, w);
         ep_gone(w, e->id);
+    }
+    const char *id;
+    void *tmp;
+    json_t *seq;
+    json_object_foreach_safe(w->deleted_here, tmp, id, seq)
+    {
+        if ((uint64_t)json_integer_value(seq) <= w->reload_from) /* no find began before it */
+            json_object_del(w->deleted_here, id);
     }
     if (!w->loaded) {
         w->loaded = 1;
@@ -1331,6 +1358,7 @@ static void reload(wh_t *w)
         return;
     json_t *spec = json_pack("{s:{},s:i}", "filter", "limit", 100000);
     w->reloading = 1;
+    w->reload_from = w->local_seq;
     later_t *l = later_new(after_reload, w, drop_nothing);
     if (!l || api->store_find(w->endpoints, spec, later_cb, l) != ONAIR_OK) {
         if (!l)
@@ -1650,7 +1678,7 @@ static void create_inserted(onair_flow_t *f, int status, json_t *result)
     const char *id = json_string_value(json_array_get(json_object_get(result, "ids"), 0));
     if (id)
         json_object_set_new(op->doc, "_id", json_string(id));
-    ep_put(op->w, op->doc);
+    ep_put_local(op->w, op->doc);
     publish_endpoint(op->w, "webhooks.endpoint_created", op->doc);
     reply_endpoint(op, 201, op->doc);
 }
@@ -1827,7 +1855,7 @@ static void updated(onair_flow_t *f, int status, json_t *result)
     if (!json_is_object(doc))
         return onair_flow_problem(f, ONAIR_ENOTFOUND, "endpoint_not_found",
                                   "no such webhook endpoint", NULL);
-    ep_t *e = ep_put(op->w, doc);
+    ep_t *e = ep_put_local(op->w, doc);
     publish_endpoint(op->w, "webhooks.endpoint_updated", doc);
     if (e)
         pump(op->w, e); /* enabled again, or a new url: the queue moves on */
@@ -1873,6 +1901,7 @@ static void deleted(onair_flow_t *f, int status, json_t *result)
     if (status != ONAIR_OK)
         return onair_flow_fail(f, status, result);
     ep_gone(op->w, op->id);
+    json_object_set_new(op->w->deleted_here, op->id, json_integer((json_int_t)++op->w->local_seq));
     /* its deliveries go with it (an answer still in flight updates nothing) */
     api->store_delete(op->w->deliveries,
                       json_pack("{s:{s:s},s:b}", "filter", "endpoint", op->id, "multi", 1),
@@ -2188,6 +2217,7 @@ static int wh_start(onair_plugin_t *self)
     g_w = w;
     w->queued = json_array();
     w->early = json_array();
+    w->deleted_here = json_object();
     w->unsaved = json_array();
     w->rnd = (uint64_t)api->now_ms(self) * 2654435761u + 1;
     wh_object_id(w->node);
@@ -2201,7 +2231,7 @@ static int wh_start(onair_plugin_t *self)
     w->sender =
         w->rules ? wh_sender_new(w->rules, api->config_string(self, "user_agent"), sender_notify, w)
                  : NULL;
-    if (!w->sender || !w->queued || !w->early || !w->unsaved)
+    if (!w->sender || !w->queued || !w->early || !w->unsaved || !w->deleted_here)
         return ONAIR_ENOMEM;
     /* configured endpoints: checked now, a mistake stops the start */
     cfg_run_t *r = calloc(1, sizeof *r);
@@ -2268,6 +2298,7 @@ static void wh_stop(onair_plugin_t *self)
     json_decref(w->queued);
     json_decref(w->early);
     json_decref(w->unsaved);
+    json_decref(w->deleted_here);
     free(w->data_dir);
     wh_rules_free(w->rules);
     if (g_w == w)

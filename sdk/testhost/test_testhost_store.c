@@ -1,7 +1,8 @@
 /*
  * The test host's in-memory document store, through a tiny plugin defined here:
  * insert, find, paging, update, upsert, find-and-modify, delete, unique indexes,
- * aggregation, migrations, TTL, the simulated outage (503) and cancellation.
+ * aggregation, migrations, TTL, the simulated outage (503), answers held back and
+ * released after later ones, and cancellation.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -597,6 +598,47 @@ static void test_outage(void **unused)
     finish(h);
 }
 
+/* onair_test_store_hold/release: a find that ran before an insert answers after it. */
+static void test_hold(void **unused)
+{
+    (void)unused;
+    onair_test_host_t *h = boot();
+    res_t f = {0}, w = {0};
+    onair_test_store_hold(h, 1);
+    assert_int_equal(api->store_find(notes, NULL, record, &f), ONAIR_OK);
+    onair_test_run(h); /* ran: it read no document, its answer waits */
+    assert_int_equal(f.calls, 0);
+    assert_int_equal(onair_test_work_pending(h), 1);
+    onair_test_store_hold(h, 0);
+    assert_int_equal(api->store_insert(notes, json_pack("{s:s}", "slug", "late"), record, &w),
+                     ONAIR_OK);
+    onair_test_run(h);
+    assert_int_equal(w.calls, 1);
+    assert_int_equal(w.status, ONAIR_OK);
+    assert_int_equal(f.calls, 0);
+    assert_int_equal(onair_test_store_release(h), 1);
+    assert_int_equal(onair_test_store_release(h), 0);
+    onair_test_run(h);
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(f.status, ONAIR_OK);
+    assert_int_equal(json_array_size(json_object_get(f.result, "docs")), 0); /* the old read */
+    assert_int_equal(onair_test_work_pending(h), 0);
+    res_clear(&f);
+    res_clear(&w);
+
+    /* held answers the plugin never got are canceled at stop */
+    onair_test_store_hold(h, 1);
+    assert_int_equal(api->store_find(notes, NULL, record, &f), ONAIR_OK);
+    onair_test_run(h);
+    assert_int_equal(f.calls, 0);
+    onair_test_stop(h);
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(f.status, ONAIR_ECANCELED);
+    assert_string_equal(jstr(f.result, "error"), "canceled");
+    res_clear(&f);
+    onair_test_host_free(h);
+}
+
 static void test_lifecycle(void **unused)
 {
     (void)unused;
@@ -730,8 +772,8 @@ int main(void)
         cmocka_unit_test(test_insert_find),   cmocka_unit_test(test_paging),
         cmocka_unit_test(test_update_upsert), cmocka_unit_test(test_unique),
         cmocka_unit_test(test_aggregate),     cmocka_unit_test(test_outage),
-        cmocka_unit_test(test_lifecycle),     cmocka_unit_test(test_migration),
-        cmocka_unit_test(test_ttl),
+        cmocka_unit_test(test_hold),          cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_migration),     cmocka_unit_test(test_ttl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -214,10 +214,13 @@ struct onair_test_host {
     tlog_t *logs;
     size_t nlogs;
     tconn_t *conns;
-    struct onair_req *reqs;      /* pending requests */
-    struct onair_wsmsg *msgs;    /* pending messages */
-    struct onair_coll *colls;    /* the in-memory document store */
-    int store_down;              /* onair_test_store_set_available(h, 0) */
+    struct onair_req *reqs;        /* pending requests */
+    struct onair_wsmsg *msgs;      /* pending messages */
+    struct onair_coll *colls;      /* the in-memory document store */
+    int store_down;                /* onair_test_store_set_available(h, 0) */
+    int store_hold;                /* onair_test_store_hold(h, 1) */
+    tjob_t *held_head, *held_tail; /* store operations done, answers held back */
+    size_t nheld;
     rl_table_t rl;               /* rate limits (ABI 1.2): the core's ratelimit_table.c */
     json_t *users;               /* seeded accounts: id -> the public user object */
     char remote[REMOTE_MAX];     /* address of the next requests and connections */
@@ -1199,6 +1202,17 @@ static void timer_fire(onair_test_host_t *h, ttimer_t *t)
 
 /* ---- work ------------------------------------------------------------------------------ */
 
+/* Append j to a list of jobs (the queue, or answers held back). */
+static void job_append(tjob_t **head, tjob_t **tail, tjob_t *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
 static int api_work_submit(onair_plugin_t *p, onair_work_fn fn, onair_done_fn done, void *ud)
 {
     onair_test_host_t *h = host_of(p);
@@ -1212,11 +1226,7 @@ static int api_work_submit(onair_plugin_t *p, onair_work_fn fn, onair_done_fn do
     j->fn = fn;
     j->done = done;
     j->ud = ud;
-    if (h->job_tail)
-        h->job_tail->next = j;
-    else
-        h->job_head = j;
-    h->job_tail = j;
+    job_append(&h->job_head, &h->job_tail, j);
     h->njobs++;
     return ONAIR_OK;
 }
@@ -1992,6 +2002,7 @@ typedef struct store_op {
     void *ud;
     struct store_backend backend;
     store_exec_t x;
+    int evaluated; /* run, its answer held back (onair_test_store_hold) */
 } store_op_t;
 
 static void store_op_free(store_op_t *op)
@@ -2004,6 +2015,9 @@ static void store_op_free(store_op_t *op)
 static void store_op_work(void *ud)
 {
     store_op_t *op = ud;
+    if (op->evaluated) /* released after a hold: it ran then, only its answer is due */
+        return;
+    op->evaluated = 1;
     op->backend.h = op->coll->h;
     op->x.ops = &mem_ops;
     op->x.backend = &op->backend;
@@ -2014,6 +2028,10 @@ static void store_op_work(void *ud)
 static void store_op_done(int status, void *ud)
 {
     store_op_t *op = ud;
+    if (status != ONAIR_OK && op->evaluated) { /* held, then canceled: not what it read */
+        json_decref(op->x.result);
+        op->x.result = NULL;
+    }
     json_t *result = store_spec_finish(&op->x, status); /* canceled: plugin stop, failed init */
     op->cb(op->x.status, result, op->ud);
     store_op_free(op);
@@ -2255,6 +2273,27 @@ void onair_test_store_set_available(onair_test_host_t *h, int available)
 {
     if (h)
         h->store_down = !available;
+}
+
+void onair_test_store_hold(onair_test_host_t *h, int on)
+{
+    if (h)
+        h->store_hold = on != 0;
+}
+
+size_t onair_test_store_release(onair_test_host_t *h)
+{
+    if (!h || !h->held_head)
+        return 0;
+    size_t n = h->nheld; /* ahead of what is queued: those answers were due first */
+    h->held_tail->next = h->job_head;
+    if (!h->job_head)
+        h->job_tail = h->held_tail;
+    h->job_head = h->held_head;
+    h->njobs += n;
+    h->held_head = h->held_tail = NULL;
+    h->nheld = 0;
+    return n;
 }
 
 /* ---- rate limits (ABI 1.2, core/ratelimit.c) -------------------------------------------- */
@@ -2590,6 +2629,11 @@ static int run_once(onair_test_host_t *h)
     tjob_t *j = job_pop(h);
     if (j) {
         j->fn(j->ud);
+        if (h->store_hold && j->fn == store_op_work) { /* run now, answered at release */
+            job_append(&h->held_head, &h->held_tail, j);
+            h->nheld++;
+            return 1;
+        }
         if (j->done)
             j->done(ONAIR_OK, j->ud);
         free(j);
@@ -2687,7 +2731,7 @@ size_t onair_test_sub_count(const onair_test_host_t *h)
 
 size_t onair_test_work_pending(const onair_test_host_t *h)
 {
-    return h ? h->njobs + onair_testhost_events_active() : 0;
+    return h ? h->njobs + h->nheld + onair_testhost_events_active() : 0;
 }
 
 void onair_test_set_log_level(onair_test_host_t *h, int level)
@@ -3075,6 +3119,7 @@ int onair_test_init(onair_test_host_t *h)
         hlog(h, ONAIR_LOG_ERROR, "init failed: %d (%s); registrations rolled back", rc,
              problem_strerror(rc));
         h->st = ST_FAILED;
+        onair_test_store_release(h);
         while (h->job_head) {
             tjob_t *j = job_pop(h);
             if (j->done)
@@ -3160,6 +3205,7 @@ void onair_test_stop(onair_test_host_t *h)
     onair_test_host_t *prev = enter(h);
     h->st = ST_STOPPING;
     /* Like the server's workpool_drain_owner(): queued jobs complete with ECANCELED. */
+    onair_test_store_release(h);
     while (h->job_head) {
         tjob_t *j = job_pop(h);
         if (j->done)
@@ -3200,6 +3246,7 @@ void onair_test_host_free(onair_test_host_t *h)
         return;
     onair_test_stop(h);
     drop_registrations(h, 0);
+    onair_test_store_release(h);
     while (h->job_head) { /* init failed or never started: nothing of the plugin runs now */
         tjob_t *j = job_pop(h);
         if (j->fn == store_op_work)

@@ -218,6 +218,15 @@ int onair_test_store_version(const onair_test_host_t *h, const char *collection)
  * ONAIR_EUNAVAILABLE (invalid specs still fail with ONAIR_EINVAL first, as on the
  * server), and TTL purges pause. 1 (the default) restores service. */
 void onair_test_store_set_available(onair_test_host_t *h, int available);
+/* Reordered answers, as from a database that is slow for one operation: while held (1),
+ * store operations still run in onair_test_run() in order, but their callbacks wait;
+ * onair_test_store_hold(h, 0) stops holding new ones. onair_test_store_release() puts the
+ * held answers ahead of everything queued, for the next onair_test_run(), and returns how
+ * many there were. E.g. a find that read its documents before a later write answered:
+ * hold, let the find run, unhold, make the write and run, release and run. Held
+ * operations count in onair_test_work_pending(); stop releases them (ECANCELED). */
+void onair_test_store_hold(onair_test_host_t *h, int on);
+size_t onair_test_store_release(onair_test_host_t *h);
 
 /* ---- rate limits and accounts (ABI 1.2) ------------------------------------------------ */
 
