@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/common.sh
 D=${1:-10}; RUNS=${2:-3}; CONNS=${3:-32}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 1; }
+command -v wrk > /dev/null || apt-get install -y wrk > /dev/null ||
+    { echo "wrk is needed: apt-get install wrk"; exit 1; }
 command -v curl >/dev/null || { echo "needs curl"; exit 1; }
 KEY=benchkey
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')

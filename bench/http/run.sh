@@ -13,7 +13,8 @@ cd "$(dirname "$0")/../.."
 VS=0
 [ "${1:-}" = --vs-node ] && { VS=1; shift; }
 source bench/common.sh
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 1; }
+command -v wrk > /dev/null || apt-get install -y wrk > /dev/null ||
+    { echo "wrk is needed: apt-get install wrk"; exit 1; }
 # p99 in ms from wrk --latency output on stdin
 wrk_p99() {
     awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'
