@@ -1,13 +1,13 @@
 #!/bin/bash
 # Soak: one onaird under mixed load for a long time, its RSS and open descriptors sampled
 # every 10 s; after warm-up both must stay flat.
-#   10,000 WebSocket clients: 9,000 in one stream's chat (10 of them senders, 0.5 message/s
-#     each, so 45,000 deliveries/s) and 1,000 sending reactions about once a second
+#   10,000 WebSocket clients: 9,000 in one stream's chat (10 of them senders, 0.05 message/s
+#     each, so 4,500 deliveries/s) and 1,000 sending reactions about once a second
 #     (bench/chat/chatbench, -m chat / -m react);
 #   200 WHEP subscribers of a WHIP publisher (1 Mbit/s video + audio; bench/media/mediabench);
 #   REST: stream, chat history, stream list, /readyz, /metrics, registrations (rest.py).
 # Usage: bench/soak/run.sh [minutes=10] [warmup_minutes=2]
-# Environment: BUILD (default build-bench), CHAT (9000), SENDERS (10), RATE (0.5 messages/s per
+# Environment: BUILD (default build-bench), CHAT (9000), SENDERS (10), RATE (0.05 messages/s per
 # sender), REACT (1000), MEDIA (200),
 # REST_RATE (requests/s, 20), OUT (the samples, default $WORK/samples.csv, kept at the end
 # when set), LOG_OUT (a copy of onaird's log, e.g. with BENCH_LOG_LEVEL=info to see why
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-bench}
 source bench/common.sh
 MIN=${1:-10}; WARM=${2:-2}
-CHAT=${CHAT:-9000}; SENDERS=${SENDERS:-10}; RATE=${RATE:-0.5}; REACT=${REACT:-1000}
+CHAT=${CHAT:-9000}; SENDERS=${SENDERS:-10}; RATE=${RATE:-0.05}; REACT=${REACT:-1000}
 MEDIA=${MEDIA:-200}; REST_RATE=${REST_RATE:-20}
 RSS_TOL=${RSS_TOLERANCE_PCT:-10}; FD_TOL=${FD_TOLERANCE:-50}
 SECS=$((MIN * 60)); WARM_S=$((WARM * 60))
