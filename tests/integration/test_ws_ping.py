@@ -7,34 +7,10 @@ first ping. The existing ping test only sent a text frame after the pings.
 """
 import asyncio
 import json
-import socket
 
 import websockets
 
-from test_websocket import call, frame, raw_ws, run
-
-
-def answer_pings(sk, seconds):
-    """Reads for `seconds`, answering each ping with a pong echoing its payload. Returns
-    the number of pings answered; fails if the server closes the connection."""
-    sk.settimeout(0.5)
-    pings, buf = 0, b""
-    for _ in range(int(seconds * 2)):
-        try:
-            c = sk.recv(65536)
-        except socket.timeout:
-            continue
-        assert c, f"closed after {pings} answered pings; last bytes {buf[:40]!r}"
-        buf += c
-        while len(buf) >= 2 and len(buf) >= 2 + (buf[1] & 0x7F):
-            op, n = buf[0] & 0x0F, buf[1] & 0x7F
-            assert n < 126, buf[:8]
-            payload, buf = buf[2:2 + n], buf[2 + n:]
-            assert op != 0x8, f"close frame {payload!r}"
-            if op == 0x9:
-                sk.sendall(frame(0xA, payload))
-                pings += 1
-    return pings
+from test_websocket import answer_pings, call, frame, raw_ws, run
 
 
 def whoami(sk, ident):
