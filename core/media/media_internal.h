@@ -171,6 +171,19 @@ struct session {
      * for the stream's main host; its relay is the room key "<stream>/<participant>" */
     char participant[MEDIA_PARTICIPANT_LEN];
     struct relay *relay;
+
+    /* Read for every packet forwarded to this viewer (relay.c's fan-out, which prefetches
+     * these lines of the viewers ahead of the one it serves): kept together, so that a viewer
+     * costs a few cache misses per packet rather than one per scattered field. */
+    srtp_session_t *srtp_out;       /* under relay->lock */
+    atomic_int media_ready;         /* DTLS done, srtp_out made */
+    atomic_int paused[MEDIA_KINDS]; /* call child: its receiver unsubscribed: nothing forwarded */
+    struct session *parent;         /* call child: whose transport it sends over (see below) */
+    uint64_t pad_bps;               /* viewer: probe padding to add now (RTX copies), 0 = none */
+    uint64_t tx_packets, tx_bytes;
+    socklen_t addrlen; /* the remote address: set by the bound worker */
+    struct sockaddr_storage addr;
+
     char stream_id[MEDIA_STREAM_ID_LEN];
     uint8_t token_hash[32]; /* SHA-256 of the bearer token that created it (DELETE/PATCH) */
     int has_token;
@@ -184,8 +197,7 @@ struct session {
     pthread_mutex_t bind_lock; /* guards worker/addr, ICE, DTLS and srtp_in (see the top) */
     struct media_worker *worker;
     atomic_int worker_index; /* the bound worker's index, -1 none (readable without bind_lock) */
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
+    /* addr, addrlen: above */
     uint64_t created_ms, last_stun_ms, last_rx_ms;
     int nominated;
     atomic_int ice_checked; /* a check with valid integrity arrived (ICE-timeout admission) */
@@ -193,10 +205,8 @@ struct session {
     /* DTLS and SRTP */
     char remote_fingerprint[200];
     dtls_peer_t *dtls;
-    int dtls_state;           /* DTLS_HANDSHAKING ... */
-    srtp_session_t *srtp_in;  /* bound worker only */
-    srtp_session_t *srtp_out; /* under relay->lock */
-    atomic_int media_ready;
+    int dtls_state;          /* DTLS_HANDSHAKING ... */
+    srtp_session_t *srtp_in; /* bound worker only */
 
     /* media (under relay->lock) */
     /* [MEDIA_KINDS] (role publisher); a viewer's is media_no_pub: all zero, read-only, which
@@ -209,13 +219,12 @@ struct session {
     simulcast_bwe_t bwe;   /* viewer: its REMB and loss read for layer choice, probes */
     uint64_t sent_bps;     /* viewer: what it was sent over the last second */
     uint64_t rate_start_ms, rate_start_bytes;
-    uint64_t pad_bps; /* viewer: probe padding to add now (RTX copies), 0 = none */
     uint64_t pad_last_us;
     int64_t pad_credit; /* bytes of padding due */
     uint64_t probe_packets;
     uint32_t our_ssrc; /* sender SSRC of our RTCP to this peer */
     uint64_t last_rtcp_ms;
-    uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, srtp_errors, rtt_ms;
+    uint64_t rx_packets, rx_bytes, srtp_errors, rtt_ms;
     uint64_t health_ms; /* publisher: when its last health sample was taken */
 
     /* publisher with transport-cc (draft-holmer-rmcat-transport-wide-cc-extensions-01), under
@@ -236,10 +245,9 @@ struct session {
      * parent. */
     int call;
     dtls_srtp_keys_t *call_keys; /* parent: set once before media_ready */
-    struct session *parent;
+    /* parent, paused: in the per-packet fields above */
     struct session *children[MEDIA_CALL_CHILDREN];
     char child_mid[MEDIA_KINDS][32]; /* child: the parent's m-line it sends each kind on */
-    atomic_int paused[MEDIA_KINDS];  /* child: its receiver unsubscribed: nothing forwarded */
 
     struct session *next_in_worker; /* the bound worker's list */
     struct session *hnext_ufrag, *hnext_id;

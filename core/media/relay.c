@@ -374,7 +374,8 @@ static inline void viewer_prefetch(const relay_t *r, size_t i, int kind)
     if (i + 2 * PREFETCH_AHEAD < r->nviewers) {
         const session_t *v = r->viewers[i + 2 * PREFETCH_AHEAD];
         const char *vt = (const char *)&v->view[kind];
-        __builtin_prefetch(&v->srtp_out);
+        __builtin_prefetch(&v->srtp_out); /* the per-packet fields (media_internal.h) */
+        __builtin_prefetch(&v->addrlen);
         __builtin_prefetch(&v->addr);
         for (size_t off = 0; off < offsetof(view_track_t, codec); off += 64)
             __builtin_prefetch(vt + off, 1);
