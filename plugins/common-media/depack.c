@@ -112,6 +112,8 @@ const md_stats_t *md_depack_stats(const md_depack_t *d)
 
 static int append(md_depack_t *d, const uint8_t *p, size_t n)
 {
+    if (!n) /* an empty piece (e.g. a bare descriptor); also no NULL + 0 before the first */
+        return 0;
     if (d->len + n > d->cap) {
         size_t nc = d->cap ? d->cap * 2 : 65536;
         while (nc < d->len + n)

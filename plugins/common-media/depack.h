@@ -4,8 +4,8 @@
  *   - a small reorder buffer (by sequence number): late packets are put in place, duplicates
  *     dropped, a gap that does not fill within MD_REORDER packets is a loss;
  *   - depacketizers: VP8 (RFC 7741), VP9 (RFC 9628), H.264 (RFC 6184: single NAL, STAP-A,
- *     FU-A; frames out in Annex B), AV1 (RFC 9583 OBU aggregation, without the dependency
- *     descriptor), Opus (one packet, one frame);
+ *     FU-A; frames out in Annex B), Opus (one packet, one frame); not AV1 yet
+ *     (md_depack_new refuses it);
  *   - after a loss a video track drops frames until the next keyframe and says so (the
  *     caller asks the publisher for one).
  * No threads, no allocation per packet beyond the frame being assembled: it runs on the loop
