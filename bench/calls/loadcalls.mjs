@@ -108,7 +108,8 @@ function side(url, tok, t0) {
     let offerId = 1, published = 0;
     const timer = setTimeout(() => reject(new Error('no set-up within ' + TIMEOUT_MS + ' ms')), TIMEOUT_MS);
     ws.on('error', reject);
-    ws.on('close', (code, why) => reject(new Error(`closed ${code} ${why}`)));
+    const onClose = (code, why) => reject(new Error(`closed ${code} ${why}`));
+    ws.on('close', onClose);
     ws.on('message', (data) => {
       const m = P.SignalResponse.fromBinary(new Uint8Array(data)).message;
       if (m.case === 'join') {
@@ -130,7 +131,9 @@ function side(url, tok, t0) {
                  published === 2) {
         out.setup = performance.now() - t0;
         clearTimeout(timer);
-        ws.removeAllListeners('close');
+        // only this listener: a later answer (to a re-offer) comes here again, and removing
+        // every 'close' listener then took the leave phase's too (its socket looked unclosed)
+        ws.off('close', onClose);
         resolve(out);
       }
     });
