@@ -406,7 +406,9 @@ char *metrics_render(size_t *len)
                   rss);
 #ifdef __GLIBC__
     /* The allocator's view next to RSS: memory in use by the program against memory it freed
-     * that the allocator still holds (a high-water mark shows as RSS with little in use). */
+     * that the allocator still holds (a high-water mark shows as RSS with little in use).
+     * mallinfo2 walks every arena's free lists under its lock: fine once per scrape, not for
+     * a hot path. */
     struct mallinfo2 mi = mallinfo2();
     sb_printf(&s,
               "# HELP onair_heap_in_use_bytes Heap memory allocated and not freed (glibc).\n"

@@ -11,6 +11,7 @@
 #include "fuzz.h"
 
 #include "depack.h"
+#include "rtp.h"
 
 typedef struct {
     size_t frames;
@@ -69,15 +70,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 len = size - i;
             if (flags & 2)
                 md_depack_reset(d);
-            pkt[0] = 0x80;
-            pkt[1] = (uint8_t)((flags & 1) << 7 | 96);
-            pkt[2] = (uint8_t)(seq >> 8);
-            pkt[3] = (uint8_t)seq;
-            pkt[4] = (uint8_t)(ts >> 24);
-            pkt[5] = (uint8_t)(ts >> 16);
-            pkt[6] = (uint8_t)(ts >> 8);
-            pkt[7] = (uint8_t)ts;
-            memset(pkt + 8, 0x5A, 4); /* SSRC */
+            pkt[0] = 0x80;                        /* version 2 */
+            pkt[1] = (uint8_t)((flags & 1) << 7); /* the marker; rtp_set_pt keeps it */
+            rtp_set_pt(pkt, 96);
+            rtp_set_seq(pkt, seq);
+            rtp_set_ts(pkt, ts);
+            rtp_set_ssrc(pkt, 0x5A5A5A5A);
             memcpy(pkt + 12, data + i, len);
             i += len;
             len += 12;
