@@ -54,7 +54,7 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static route_metrics_t *g_routes;    /* registry, under g_lock */
 static route_metrics_t *g_unmatched; /* route == NULL */
 static atomic_int_fast64_t g_ws_connections;
-static atomic_uint_fast64_t g_ws_in, g_ws_out, g_ws_slow, g_bus_events;
+static atomic_uint_fast64_t g_ws_in, g_ws_out, g_ws_writes, g_ws_slow, g_bus_events;
 static atomic_int g_plugins_loaded, g_plugins_failed;
 static atomic_uint_fast64_t g_refused[METRICS_REFUSED_COUNT];
 static const char *const refusal_names[METRICS_REFUSED_COUNT] = {
@@ -184,6 +184,11 @@ void metrics_ws_messages_in(uint64_t n)
 void metrics_ws_messages_out(uint64_t n)
 {
     atomic_fetch_add_explicit(&g_ws_out, n, memory_order_relaxed);
+}
+
+void metrics_ws_writes(uint64_t n)
+{
+    atomic_fetch_add_explicit(&g_ws_writes, n, memory_order_relaxed);
 }
 
 void metrics_ws_slow_closed(void)
@@ -372,11 +377,16 @@ char *metrics_render(size_t *len)
               "# HELP onair_ws_messages_sent_total WebSocket messages sent.\n"
               "# TYPE onair_ws_messages_sent_total counter\n"
               "onair_ws_messages_sent_total %llu\n"
+              "# HELP onair_ws_writes_total Writes of WebSocket messages to sockets (fewer than "
+              "the messages when queued frames are coalesced).\n"
+              "# TYPE onair_ws_writes_total counter\n"
+              "onair_ws_writes_total %llu\n"
               "# HELP onair_ws_slow_consumer_closes_total WebSocket connections closed because "
               "their send queue was full.\n"
               "# TYPE onair_ws_slow_consumer_closes_total counter\n"
               "onair_ws_slow_consumer_closes_total %llu\n",
               (unsigned long long)atomic_load(&g_ws_out),
+              (unsigned long long)atomic_load(&g_ws_writes),
               (unsigned long long)atomic_load(&g_ws_slow));
     sb_printf(&s,
               "# HELP onair_bus_events_total Events delivered by the event bus.\n"

@@ -15,6 +15,8 @@ void metrics_http_request(const struct route_entry *route, int status, uint64_t 
 void metrics_ws_open(int delta); /* +1 on open, -1 on close */
 void metrics_ws_messages_in(uint64_t n);
 void metrics_ws_messages_out(uint64_t n);
+/* lws_write calls that carried WebSocket messages (one per message, or one per coalesced run) */
+void metrics_ws_writes(uint64_t n);
 void metrics_ws_slow_closed(void);
 void metrics_bus_events(uint64_t n);
 /* Work refused to protect the server (onair_refused_total{reason}); see docs/operations.md. */

@@ -391,7 +391,9 @@ struct pss {
     uint8_t rx_binary; /* the message being received is binary (raw endpoints) */
     uint8_t ping_due;  /* send a ping at the next writable callback */
     uint8_t ping_sent; /* a ping is out and nothing came back since */
-    dq_node_t dl;      /* on n->ping_q (alive) or n->close_q (closing) */
+    uint8_t batched;   /* on n->batch: frames queued by this drain, written after it */
+    struct pss *batch_next;
+    dq_node_t dl; /* on n->ping_q (alive) or n->close_q (closing) */
     int close_code;
     char close_reason[124]; /* a close frame has room for 123 bytes of reason */
     struct sub **subs;
@@ -468,6 +470,10 @@ struct net {
     /* WebSocket deadlines (network thread): idle -> ping -> pong, and close grace */
     dq_t ping_q, close_q, hs_q;
     unsigned char *wbuf; /* LWS_PRE + WS_COALESCE: frames of one socket written together */
+    /* while a drain of several sends/publishes runs: the sockets they queued frames on, each
+     * written once (coalesced) after the drain instead of once per message */
+    int batching;
+    struct pss *batch;
     lws_sorted_usec_list_t tick;
     uint64_t tick_due; /* when tick fires; 0: not scheduled */
     pthread_t thread;
@@ -2005,12 +2011,22 @@ static int ws_enqueue(net_t *n, struct pss *p, net_msg_t *m, int direct)
 {
     if (p->closing)
         return 0;
+    int batched = direct && n->batching;
+    if (batched) {
+        direct = 0;
+        if (!p->batched) {
+            p->batched = 1;
+            p->batch_next = n->batch;
+            n->batch = p;
+        }
+    }
     if (direct && !p->qcount && !lws_partial_buffered(p->wsi)) {
         if (lws_write(p->wsi, MSG_FRAME(m), MSG_FRAME_LEN(m), LWS_WRITE_RAW) <
             (int)MSG_FRAME_LEN(m)) {
             ws_request_close(n, p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed", 1);
             return 0;
         }
+        metrics_ws_writes(1);
         return 1;
     }
     if (m->len > n->cfg.ws_send_queue_bytes - p->qbytes) {
@@ -2039,7 +2055,7 @@ static int ws_enqueue(net_t *n, struct pss *p, net_msg_t *m, int direct)
     p->q[(p->qhead + p->qcount) % p->qcap] = m;
     p->qcount++;
     p->qbytes += m->len;
-    if (p->qcount == 1)
+    if (p->qcount == 1 && !batched)
         lws_callback_on_writable(p->wsi);
     return 0;
 }
@@ -2195,6 +2211,14 @@ static void ws_cleanup(net_t *n, struct pss *p)
 {
     if (p->kind != PSS_WS)
         return;
+    if (p->batched) { /* gone before the batch was written (not seen: lws closes later) */
+        struct pss **pp = &n->batch;
+        while (*pp && *pp != p)
+            pp = &(*pp)->batch_next;
+        if (*pp)
+            *pp = p->batch_next;
+        p->batched = 0;
+    }
     dq_remove(&p->dl);
     while (p->nsubs)
         sub_remove(n, p->subs[p->nsubs - 1]);
@@ -2498,31 +2522,14 @@ static int ws_on_receive(net_t *n, struct lws *wsi, struct pss *p, const char *i
     return 0;
 }
 
-static int ws_on_writeable(net_t *n, struct lws *wsi, struct pss *p)
+/* Writes p's queued frames: those that fit in n->wbuf go out in one write (one send()),
+ * at most WS_WRITE_BUDGET messages, until the socket is choked. 0, or -1 when a write failed
+ * (the frames it held are dropped). */
+static int ws_write_queued(net_t *n, struct lws *wsi, struct pss *p)
 {
-    if (!p || p->kind != PSS_WS)
-        return 0;
-    unsigned sent = 0;
+    unsigned sent = 0, writes = 0;
     int r = 0;
-    if (p->ping_due && !p->closing) {
-        /* with a payload: lws 4.1 reports no LWS_CALLBACK_RECEIVE_PONG for an empty pong.
-         * ASCII: lws 4.1 checks the pong that echoes it as UTF-8 once the peer has sent a
-         * text frame (1007 "bad utf8" for a binary payload, e.g. a raw timestamp) */
-        static const char payload[] = "onair";
-        unsigned char ping[LWS_PRE + sizeof payload];
-        memcpy(ping + LWS_PRE, payload, sizeof payload - 1);
-        p->ping_due = 0;
-        if (lws_write(wsi, ping + LWS_PRE, sizeof payload - 1, LWS_WRITE_PING) < 0)
-            return -1;
-        if (lws_send_pipe_choked(wsi)) {
-            if (p->qcount)
-                lws_callback_on_writable(wsi);
-            return 0;
-        }
-    }
-    while (p->qcount) {
-        /* the queued frames that fit in n->wbuf go out in one write (one send()); a frame too
-         * big for it, or alone, straight from its message */
+    while (p->qcount) { /* a frame too big for n->wbuf, or alone, straight from its message */
         net_msg_t *m0 = p->q[p->qhead];
         unsigned char *out = MSG_FRAME(m0);
         size_t total = MSG_FRAME_LEN(m0), k = 1;
@@ -2553,11 +2560,38 @@ static int ws_on_writeable(net_t *n, struct lws *wsi, struct pss *p)
             break;
         }
         sent += (unsigned)k;
+        writes++;
         if (!p->qcount || sent >= WS_WRITE_BUDGET || lws_send_pipe_choked(wsi))
             break;
     }
-    if (sent)
+    if (sent) {
         metrics_ws_messages_out(sent);
+        metrics_ws_writes(writes);
+    }
+    return r;
+}
+
+static int ws_on_writeable(net_t *n, struct lws *wsi, struct pss *p)
+{
+    if (!p || p->kind != PSS_WS)
+        return 0;
+    if (p->ping_due && !p->closing) {
+        /* with a payload: lws 4.1 reports no LWS_CALLBACK_RECEIVE_PONG for an empty pong.
+         * ASCII: lws 4.1 checks the pong that echoes it as UTF-8 once the peer has sent a
+         * text frame (1007 "bad utf8" for a binary payload, e.g. a raw timestamp) */
+        static const char payload[] = "onair";
+        unsigned char ping[LWS_PRE + sizeof payload];
+        memcpy(ping + LWS_PRE, payload, sizeof payload - 1);
+        p->ping_due = 0;
+        if (lws_write(wsi, ping + LWS_PRE, sizeof payload - 1, LWS_WRITE_PING) < 0)
+            return -1;
+        if (lws_send_pipe_choked(wsi)) {
+            if (p->qcount)
+                lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
+    int r = ws_write_queued(n, wsi, p);
     if (r)
         return r;
     if (p->qcount) {
@@ -2681,6 +2715,29 @@ static void run_cmd(net_t *n, cmd_t *c)
     cmd_free(c);
 }
 
+/* After a batch: each socket that got frames in it is written once, its frames coalesced
+ * (one send() for what fits n->wbuf) instead of one send() per message. A socket with a
+ * ping to send, a remainder in lws or a close requested gets its writable callback. */
+static void flush_batch(net_t *n)
+{
+    struct pss *p = n->batch;
+    n->batch = NULL;
+    while (p) {
+        struct pss *next = p->batch_next;
+        p->batched = 0;
+        p->batch_next = NULL;
+        if (p->kind == PSS_WS && !p->closing && p->qcount) {
+            if (p->ping_due || lws_partial_buffered(p->wsi))
+                lws_callback_on_writable(p->wsi);
+            else if (ws_write_queued(n, p->wsi, p) < 0)
+                ws_request_close(n, p, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed", 1);
+            else if (p->qcount)
+                lws_callback_on_writable(p->wsi);
+        }
+        p = next;
+    }
+}
+
 static void drain_cmds(net_t *n)
 {
     pthread_mutex_lock(&n->cmd_mu);
@@ -2688,11 +2745,19 @@ static void drain_cmds(net_t *n)
     n->cmd_head = n->cmd_tail = NULL;
     n->cmd_signaled = 0;
     pthread_mutex_unlock(&n->cmd_mu);
+    /* several messages in one drain (the core publishes faster than they are written): queue
+     * them all, then write each socket once */
+    int msgs = 0;
+    for (cmd_t *x = c; x && msgs < 2; x = x->next)
+        msgs += x->kind == CMD_PUBLISH || x->kind == CMD_SEND;
+    n->batching = msgs >= 2;
     while (c) {
         cmd_t *next = c->next;
         run_cmd(n, c);
         c = next;
     }
+    n->batching = 0;
+    flush_batch(n);
 }
 
 /* ---- own listeners (several network threads) ------------------------------- */

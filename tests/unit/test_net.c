@@ -149,6 +149,16 @@ static void on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t 
         json_decref(ev);
         net_ws_publish(g_net, json_string_value(json_object_get(data, "topic")), m);
         net_msg_unref(m);
+    } else if (!strcmp(t, "t.burst")) { /* count numbered events, published back to back */
+        json_int_t count = json_integer_value(json_object_get(data, "count"));
+        const char *topic = json_string_value(json_object_get(data, "topic"));
+        for (json_int_t i = 0; i < count; i++) {
+            json_t *ev = json_pack("{s:s, s:I}", "type", "burst", "data", i);
+            net_msg_t *m = net_msg_from_json(ev);
+            json_decref(ev);
+            net_ws_publish(g_net, topic, m);
+            net_msg_unref(m);
+        }
     } else if (!strcmp(t, "t.flood")) {
         json_int_t count = json_integer_value(json_object_get(data, "count"));
         json_int_t size = json_integer_value(json_object_get(data, "size"));
@@ -251,6 +261,7 @@ static int setup(void **state)
     add_type("t.unsub");
     add_type("t.pub");
     add_type("t.flood");
+    add_type("t.burst");
     add_type("t.close");
     wstypes_freeze(g_wstypes, 1);
 
@@ -1355,6 +1366,49 @@ static void test_ws_publish(void **state)
     conn_close(b);
 }
 
+/* Publishes faster than the network thread writes them: a drain that finds several queues
+ * them on every subscriber and writes each socket once. Every subscriber gets every event, in
+ * order, and the writes are fewer than the messages. */
+static void test_ws_publish_burst_coalesced(void **state)
+{
+    (void)state;
+    enum { SUBS = 4, COUNT = 400 };
+    conn_t *c[SUBS];
+    int st;
+    for (int i = 0; i < SUBS; i++) {
+        c[i] = ws_open("/ws", 0, &st);
+        assert_int_equal(st, 101);
+        json_decref(ws_call(c[i], "{\"type\":\"t.sub\",\"id\":1,\"data\":{\"topic\":\"burst\"}}"));
+    }
+    long long msgs0 = metric_value("onair_ws_messages_sent_total");
+    long long writes0 = metric_value("onair_ws_writes_total");
+    assert_true(msgs0 >= 0 && writes0 >= 0);
+    char req[128];
+    snprintf(req, sizeof req,
+             "{\"type\":\"t.burst\",\"id\":2,\"data\":{\"topic\":\"burst\",\"count\":%d}}", COUNT);
+    assert_int_equal(ws_send_text(c[0], req), 0);
+    for (int i = 0; i < SUBS; i++) {
+        int next = 0;
+        while (next < COUNT) {
+            json_t *j = ws_recv_json(c[i]);
+            assert_non_null(j);
+            if (!strcmp(json_string_value(json_object_get(j, "type")), "burst")) {
+                assert_int_equal(json_integer_value(json_object_get(j, "data")), next);
+                next++;
+            }
+            json_decref(j);
+        }
+    }
+    long long msgs = metric_value("onair_ws_messages_sent_total") - msgs0;
+    long long writes = metric_value("onair_ws_writes_total") - writes0;
+    /* the 1,600 events, the reply to t.burst and the /metrics answers are not WebSocket */
+    assert_true(msgs >= SUBS * COUNT);
+    assert_true(writes > 0);
+    assert_true(writes * 2 < msgs);
+    for (int i = 0; i < SUBS; i++)
+        conn_close(c[i]);
+}
+
 static void test_ws_slow_consumer(void **state)
 {
     (void)state;
@@ -1568,6 +1622,7 @@ int main(void)
         cmocka_unit_test(test_ws_echo_and_errors),
         cmocka_unit_test(test_ws_bad_path),
         cmocka_unit_test(test_ws_publish),
+        cmocka_unit_test(test_ws_publish_burst_coalesced),
         cmocka_unit_test(test_ws_slow_consumer),
         cmocka_unit_test(test_ws_protocol_errors),
         cmocka_unit_test(test_messages),
