@@ -2201,8 +2201,18 @@ static void ws_publish(net_t *n, const char *name, net_msg_t *m)
     if (!t)
         return;
     uint64_t sent = 0;
-    for (size_t i = 0; i < t->n; i++)
-        sent += (uint64_t)ws_enqueue(n, t->subs[i]->c, m, 1); /* never closes synchronously */
+    struct sub **subs = t->subs;
+    for (size_t i = 0; i < t->n; i++) {
+        /* each subscriber's sub, pss and lws connection are cold (10,000 of them): fetch
+         * them a few subscribers ahead, a step of the chain at a time */
+        if (i + 16 < t->n)
+            __builtin_prefetch(subs[i + 16]);
+        if (i + 8 < t->n)
+            __builtin_prefetch(subs[i + 8]->c);
+        if (i + 4 < t->n)
+            __builtin_prefetch(subs[i + 4]->c->wsi);
+        sent += (uint64_t)ws_enqueue(n, subs[i]->c, m, 1); /* never closes synchronously */
+    }
     if (sent)
         metrics_ws_messages_out(sent);
 }

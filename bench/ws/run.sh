@@ -8,7 +8,8 @@
 #       (bench/node-peer/ws-server.mjs), runs alternating; per run and as medians: the server's
 #       user and sys CPU for connects + joins and for the fan-outs (from /proc/PID/stat, split
 #       when the last subscriber's join was answered), p99 time to the last subscriber, and
-#       the ratios onaird / Node
+#       the ratios onaird / Node. INTERVAL=<ms> (default 200) between messages: INTERVAL=10 with
+#       10,000 subscribers offers 1M deliveries/s, the chat load of issue 24
 #   bench/ws/run.sh --idle [connections=10000] [runs=3]
 #       idle RSS: N connections join the room and stay idle for 2 s; (VmRSS then - VmRSS
 #       before) / N for onaird and for the Node peer
@@ -43,6 +44,7 @@ fi
 
 node_peer_install
 HOLD=0; [ "$MODE" = idle ] && HOLD=2000
+INTERVAL=${INTERVAL:-200} # ms between two messages (INTERVAL=10: 100 messages/s, chat-like)
 # One wsbench run against the server $1 (onaird|node): its SERVER line into $WORK/<server>.runs
 bench_one() {
     local server=$1 pid port out
@@ -50,7 +52,7 @@ bench_one() {
     pid=$SERVER_PID; port=$SERVER_PORT
     sleep 1 # a settled RSS and CPU before the clients come
     echo "run $r $server: $(cut -d' ' -f1-3 /proc/loadavg) load average before"
-    if out=$("$BUILD/bench/ws/wsbench" -p "$port" -n "$N" -m "$M" -i 200 -P "$pid" -w "$HOLD"); then
+    if out=$("$BUILD/bench/ws/wsbench" -p "$port" -n "$N" -m "$M" -i "$INTERVAL" -P "$pid" -w "$HOLD"); then
         echo "$out" | grep SERVER >> "$WORK/$server.runs"
     else
         echo "run $r $server: INCOMPLETE (not every message reached every subscriber; not counted)"
