@@ -920,6 +920,30 @@ typedef struct hdr_item {
     int vlen;
 } hdr_item_t;
 
+/* lws' header tokens that are request headers (name ending in ':'; not the method URIs,
+ * version, uri-args or h2 pseudo headers), found once: every request looks at each. */
+static struct {
+    const char *name; /* with the trailing colon */
+    size_t nlen;      /* without it */
+    int tok;
+} g_hdr_tokens[WSI_TOKEN_COUNT];
+static int g_nhdr_tokens;
+static pthread_once_t g_hdr_tokens_once = PTHREAD_ONCE_INIT;
+
+static void hdr_tokens_init(void)
+{
+    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+        const char *nm = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+        size_t nl = nm ? strlen(nm) : 0;
+        if (nl < 2 || nm[0] == ':' || nm[nl - 1] != ':')
+            continue;
+        g_hdr_tokens[g_nhdr_tokens].name = nm;
+        g_hdr_tokens[g_nhdr_tokens].nlen = nl - 1;
+        g_hdr_tokens[g_nhdr_tokens].tok = t;
+        g_nhdr_tokens++;
+    }
+}
+
 /* Collect every header lws tokenized plus the known custom ones into one block:
  * an array of net_header_t followed by the strings. *head_bytes estimates the size
  * of the request head (names, values, separators). */
@@ -927,17 +951,14 @@ static net_header_t *collect_headers(struct lws *wsi, size_t *count, size_t *hea
 {
     hdr_item_t items[WSI_TOKEN_COUNT + sizeof custom_headers / sizeof custom_headers[0]];
     size_t ni = 0, strbytes = 0, hb = 0;
-    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
-        const char *nm = (const char *)lws_token_to_string((enum lws_token_indexes)t);
-        if (!nm)
-            continue;
-        size_t nl = strlen(nm);
-        if (nl < 2 || nm[0] == ':' || nm[nl - 1] != ':')
-            continue; /* method URIs, version, uri-args, h2 pseudo headers */
+    pthread_once(&g_hdr_tokens_once, hdr_tokens_init);
+    for (int i = 0; i < g_nhdr_tokens; i++) {
+        int t = g_hdr_tokens[i].tok;
         int vl = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
         if (vl <= 0)
             continue;
-        items[ni++] = (hdr_item_t){nm, nl - 1, t, vl};
+        size_t nl = g_hdr_tokens[i].nlen + 1;
+        items[ni++] = (hdr_item_t){g_hdr_tokens[i].name, nl - 1, t, vl};
         strbytes += nl + (size_t)vl + 1;
         hb += nl + 3 + (size_t)vl;
     }
