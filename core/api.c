@@ -52,6 +52,7 @@ struct onair_req {
     size_t nhdrs;
     int in_handler;
     int answered;
+    int here; /* run on a network thread (ONAIR_ROUTE_ANY_THREAD): not on the pending list */
 };
 
 struct onair_wsmsg {
@@ -311,7 +312,8 @@ static int api_route_add(onair_plugin_t *p, const onair_route_t *route)
     }
     /* Flags are checked whatever size the plugin's struct has (an older, smaller one too):
      * the bits past the SDK's, the core's own-auth bit among them, are not for plugins. */
-    const uint32_t plugin_flags = ONAIR_ROUTE_JSON_BODY | ONAIR_ROUTE_BODY_OPTIONAL;
+    const uint32_t plugin_flags =
+        ONAIR_ROUTE_JSON_BODY | ONAIR_ROUTE_BODY_OPTIONAL | ONAIR_ROUTE_ANY_THREAD;
     if (route && route->size >= offsetof(onair_route_t, flags) + sizeof route->flags &&
         (route->flags & ~plugin_flags)) {
         log_msg(p->name, ONAIR_LOG_ERROR, "route refused: unknown flags 0x%x",
@@ -446,8 +448,10 @@ static const onair_user_t *api_req_user(const onair_req_t *r)
 /* ---- responses -------------------------------------------------------------------------- */
 static void req_free(onair_req_t *r)
 {
-    LIST_DEL(g_reqs, r);
-    g_npending--;
+    if (!r->here) {
+        LIST_DEL(g_reqs, r);
+        g_npending--;
+    }
     for (size_t i = 0; i < r->nquery; i++) {
         free(r->query[i].name);
         free(r->query[i].value);
@@ -1223,7 +1227,9 @@ static int request_over_limit(onair_req_t *r, const char *name)
 static void request_dispatch(onair_req_t *r)
 {
     const route_entry_t *route = r->nr->route;
-    if (route->owner && route->owner->state != PLUGIN_STARTED) { /* stopped meanwhile */
+    /* (a network thread's request does not read the owner's state, which the core loop
+     * writes: it is served from the plugin's start until the network stops at shutdown) */
+    if (!r->here && route->owner && route->owner->state != PLUGIN_STARTED) {
         api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
         return;
     }
@@ -1293,6 +1299,43 @@ static void request_authenticated(int status, onair_user_t *user, const char *co
     }
     r->user = user;
     request_dispatch(r);
+}
+
+/* On a network thread (net.h on_request_here): a public ONAIR_ROUTE_ANY_THREAD route's request
+ * without body or credentials. Nothing here touches the core loop's state: no pending list,
+ * no authentication, no rate limit. */
+void api_on_request_here(net_request_t *nr, void *ud)
+{
+    struct host *h = ud;
+    onair_req_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        net_respond(h->net, nr->id, 503, NULL, NULL, NULL, 0);
+        net_request_free(nr);
+        return;
+    }
+    r->nr = nr;
+    r->here = 1;
+    if (atomic_load(&h->draining)) {
+        api_resp_header(r, "Connection", "close");
+        api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
+    const route_entry_t *route = nr->route;
+    r->in_handler = 1;
+    int rc = route->r.handler(r, route->r.ud);
+    r->in_handler = 0;
+    if (r->answered) {
+        req_free(r);
+        return;
+    }
+    if (rc < 0 && rc != ONAIR_PENDING) {
+        api_reply_error(r, rc, NULL);
+        return;
+    }
+    log_msg(route->owner ? route->owner->name : "core", ONAIR_LOG_ERROR,
+            "handler of %s (ONAIR_ROUTE_ANY_THREAD) returned %d without answering", route->label,
+            rc);
+    api_reply_problem(r, 500, "internal", "the handler did not answer");
 }
 
 void api_on_request(net_request_t *nr, void *ud)

@@ -12,6 +12,8 @@ void api_teardown(struct host *h);
 
 /* net_handlers_t callbacks */
 void api_on_request(net_request_t *nr, void *ud);
+/* on a network thread: an ONAIR_ROUTE_ANY_THREAD request (net.h on_request_here) */
+void api_on_request_here(net_request_t *nr, void *ud);
 void api_on_ws_open(onair_conn_t conn, const net_header_t *headers, size_t nheaders,
                     const char *remote, void *ud);
 void api_on_ws_message(onair_conn_t conn, const wstype_entry_t *type, json_t *id, json_t *data,

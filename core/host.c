@@ -282,6 +282,7 @@ int host_start(struct host *h, settings_t *s)
     }
     net_handlers_t handlers = {
         .on_request = api_on_request,
+        .on_request_here = api_on_request_here,
         .on_ws_open = api_on_ws_open,
         .on_ws_message = api_on_ws_message,
         .on_ws_closed = api_on_ws_closed,

@@ -911,6 +911,22 @@ static cmd_t *cmd_new_simple(int kind, uint64_t id, const char *topic)
     return c;
 }
 
+/* An ONAIR_ROUTE_ANY_THREAD route's request is answered on this network thread when nothing
+ * in it needs the core loop: public access, no role, no rate limit, no body, no credentials
+ * (a token is checked against accounts on the core). */
+static int answer_here(const net_t *n, const route_entry_t *route, const net_request_t *r)
+{
+    if (!n->h.on_request_here || !(route->r.flags & ONAIR_ROUTE_ANY_THREAD))
+        return 0;
+    if (route->r.access != ONAIR_ACCESS_PUBLIC || route->r.role || route->r.ratelimit ||
+        route->r.body || r->body_len || r->json)
+        return 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (!strcmp(r->headers[i].name, "authorization"))
+            return 0;
+    return 1;
+}
+
 /* ---- request headers ----------------------------------------------------- */
 
 typedef struct hdr_item {
@@ -1593,9 +1609,17 @@ static int http_dispatch(net_t *n, struct lws *wsi, struct pss *p)
     p->hstate = H_CORE;
     p->in_core = 1;
     atomic_fetch_add(&n->root->inflight, 1);
-    push_event(n, e);
     rx_pause(wsi, p);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CORE_TIMEOUT_S);
+    if (answer_here(n, p->route, r)) {
+        /* the answer comes back to this thread's own queue (net_respond) and is taken up as a
+         * core's would be, after this callback: not from inside it, where resuming the reads
+         * could start lws on a pipelined request before this one is answered */
+        free(e);
+        n->h.on_request_here(r, n->h.ud);
+        return 0;
+    }
+    push_event(n, e);
     return 0;
 }
 

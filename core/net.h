@@ -93,6 +93,10 @@ void net_msg_unref(net_msg_t *m); /* any thread */
 /* Called on the core loop thread. Ownership of req moves to the callee. */
 typedef struct net_handlers {
     void (*on_request)(net_request_t *req, void *ud);
+    /* The exception to "on the core loop": a request for an ONAIR_ROUTE_ANY_THREAD route that
+     * qualifies (no body, no Authorization header) is handed to this on the network thread
+     * that read it; the answer comes through net_respond as usual. */
+    void (*on_request_here)(net_request_t *req, void *ud);
     /* headers are borrowed for the call */
     void (*on_ws_open)(onair_conn_t conn, const net_header_t *headers, size_t nheaders,
                        const char *remote, void *ud);

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define ONAIR_ABI_MAJOR    1
-#define ONAIR_ABI_MINOR    7
+#define ONAIR_ABI_MINOR    8
 #define ONAIR_PLUGIN_MAGIC 0x4F4E4150u /* "ONAP" */
 #define ONAIR_ENTRY_SYMBOL "onair_plugin_entry_v1"
 
@@ -205,6 +205,14 @@ enum onair_route_flags {
     /* ABI 1.5: with JSON_BODY or a declared body: a request without a body is taken as {}
      * (a body that is there is checked as usual). */
     ONAIR_ROUTE_BODY_OPTIONAL = 1u << 1,
+    /* ABI 1.8: the handler may run on a network thread, where the request arrived, instead of
+     * the core loop: no thread hop for the request and its answer. It must answer before it
+     * returns (ONAIR_PENDING is answered 500), touch only the request (req_*, resp_header,
+     * reply_*), its own constant data and what is safe from any thread (log, jansson on its
+     * own values, config read in init). Used when the request has no body, no Authorization
+     * header and the route no rate limit, role or access other than public; otherwise, and on
+     * hosts before 1.8 (which refuse the flag: check api->abi_minor), the core loop runs it. */
+    ONAIR_ROUTE_ANY_THREAD = 1u << 2,
 };
 
 typedef struct onair_route {
