@@ -21,6 +21,7 @@
 #include "log.h"
 #include "media_engine.h"
 #include "media_internal.h"
+#include "sctp.h"
 #include "stun.h"
 #include "taps.h"
 
@@ -190,6 +191,8 @@ session_t *media_session_new(int role, const char *stream_id)
     media_random_string(s->ufrag, 8);
     media_random_string(s->pwd, 24);
     pthread_mutex_init(&s->bind_lock, NULL);
+    pthread_mutex_init(&s->dc_lock, NULL);
+    atomic_init(&s->dc_port, 0);
     s->created_ms = media_now_ms();
     s->max_layer = -1;
     uint8_t r[4];
@@ -210,6 +213,8 @@ void session_unref(session_t *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
+    dc_session_free(s);
+    pthread_mutex_destroy(&s->dc_lock);
     if (s->dtls)
         dtls_peer_free(s->dtls);
     if (s->srtp_in)
@@ -264,6 +269,14 @@ void media_report_closed(session_t *s, const char *reason)
     }
 }
 
+void media_report_wake(void)
+{
+    uint64_t one = 1;
+    if (write(g_media.report_fd, &one, sizeof one) < 0) {
+        /* saturated: the core is awake anyway */
+    }
+}
+
 void media_report_ready(session_t *s)
 {
     pthread_mutex_lock(&g_media.qlock);
@@ -308,6 +321,7 @@ static void on_reports(evutil_socket_t fd, short what, void *ud)
         session_unref(list[i]);
     }
     free(list);
+    dc_drain();            /* call peers' data channel messages (datachannel.c) */
     health_drain();        /* health samples and source switches (health.c) */
     room_speakers_drain(); /* participants' audio levels: the active speaker (room.c) */
 }
@@ -577,6 +591,8 @@ static void session_bind(media_worker_t *w, session_t *s, const struct sockaddr_
         s->dtls_state = DTLS_HANDSHAKING;
         if (!s->dtls)
             media_report_closed(s, "dtls_setup_failed");
+        else
+            dtls_peer_on_data(s->dtls, dc_session_record, s); /* its data channels */
     } else if (nominate && (s->worker != w || !addr_eq(&s->addr, from))) {
         media_worker_t *old = s->worker;
         if (amap_put(w, from, s) < 0) {
@@ -765,6 +781,8 @@ static void session_datagram(media_worker_t *w, session_t *s, uint8_t *buf, size
             s->dtls_state = DTLS_CLOSED;
             media_report_closed(s, "peer_closed");
         }
+        if (s->dtls_state == DTLS_CONNECTED && atomic_load(&s->dc_port))
+            dc_session_flush(w, s); /* SCTP's answers (SACKs, data) to what came in */
         return;
     }
     if (b0 >= 128 && b0 <= 191 && atomic_load(&s->media_ready)) {
@@ -874,6 +892,7 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
 {
     media_worker_t *w = ud;
     uint64_t t0 = media_now_us(), now = t0 / 1000u;
+    sctp_timers(); /* usrsctp's, of every association (one worker at a time runs them) */
     take_inbox(w);
     for (session_t **pp = &w->sessions; *pp;) {
         session_t *s = *pp;
@@ -906,6 +925,8 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
         if (s->role == ROLE_PUBLISHER && atomic_load(&s->media_ready) && s->last_rx_ms &&
             now > heard && now - heard > (uint64_t)g_media.publisher_timeout_ms)
             media_report_closed(s, "no_media");
+        if (s->dtls_state == DTLS_CONNECTED && atomic_load(&s->dc_port))
+            dc_session_flush(w, s); /* messages for the peer, SCTP's timers' packets */
         session_t *kids[MEDIA_CALL_CHILDREN];
         int nkids = 0;
         for (int i = 0; s->call && i < MEDIA_CALL_CHILDREN; i++)
@@ -1157,6 +1178,8 @@ void media_engine_free(void)
     free(g_media.by_ufrag);
     free(g_media.by_id);
     free(g_media.relays);
+    dc_teardown();
+    sctp_global_finish(); /* when every association is gone (sessions freed) */
     g_media.by_ufrag = g_media.by_id = NULL;
     g_media.relays = NULL;
 }
