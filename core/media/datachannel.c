@@ -8,8 +8,8 @@
  * addressed, the sender's identity in the packet). A service rather than a bus event: the
  * messages are the participants' private data, not for every bus subscriber (webhooks).
  * Room -> peer: the plugin's service media.call_data {sessions, channel, data} queues the
- * message on each session (dc_out, any thread); the session's bound worker hands it to the
- * association at its next tick and sends the packets (dc_session_flush).
+ * message on each session (dc_out, any thread) and wakes the session's bound worker, which
+ * hands it to the association and sends the packets (dc_session_flush; its ticks do too).
  *
  * Limits: SCTP_MAX_MESSAGE per message (the answer's a=max-message-size), DC_MAX_PENDING
  * bytes waiting for one peer (more is dropped: lossy channels drop at once when the send
@@ -297,8 +297,11 @@ static int svc_call_data(onair_service_call_t *call, void *ud)
         if (!s)
             continue;
         if (s->call && s->role == ROLE_PUBLISHER && !atomic_load(&s->closed) &&
-            atomic_load(&s->dc_port) > 0 && session_queue(s, lossy, bin, len) == 0)
+            atomic_load(&s->dc_port) > 0 && session_queue(s, lossy, bin, len) == 0) {
             queued++;
+            atomic_store(&s->dc_waiting, 1);
+            media_worker_wake_dc(s); /* its worker sends it now, not at its next tick */
+        }
         session_unref(s);
     }
     free(bin);

@@ -193,6 +193,7 @@ session_t *media_session_new(int role, const char *stream_id)
     pthread_mutex_init(&s->bind_lock, NULL);
     pthread_mutex_init(&s->dc_lock, NULL);
     atomic_init(&s->dc_port, 0);
+    atomic_init(&s->dc_waiting, 0);
     s->created_ms = media_now_ms();
     s->max_layer = -1;
     uint8_t r[4];
@@ -274,6 +275,16 @@ void media_report_wake(void)
     uint64_t one = 1;
     if (write(g_media.report_fd, &one, sizeof one) < 0) {
         /* saturated: the core is awake anyway */
+    }
+}
+
+void media_worker_wake_dc(const session_t *s)
+{
+    int wi = atomic_load(&s->worker_index);
+    uint64_t one = 1;
+    if (wi >= 0 && wi < g_media.nworkers &&
+        write(g_media.workers[wi].dc_fd, &one, sizeof one) < 0) {
+        /* saturated: the worker is woken anyway */
     }
 }
 
@@ -952,6 +963,25 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
     worker_count(&w->busy_us, media_now_us() - t0);
 }
 
+/* Data channel messages for sessions bound here (media_worker_wake_dc): sent now. */
+static void on_dc_wake(evutil_socket_t fd, short what, void *ud)
+{
+    media_worker_t *w = ud;
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0) {
+        /* spurious wake-up */
+    }
+    for (session_t *s = w->sessions; s; s = s->next_in_worker) {
+        if (!atomic_exchange(&s->dc_waiting, 0))
+            continue;
+        pthread_mutex_lock(&s->bind_lock);
+        if (s->worker == w && !atomic_load(&s->closed) && s->dtls_state == DTLS_CONNECTED)
+            dc_session_flush(w, s);
+        pthread_mutex_unlock(&s->bind_lock);
+    }
+    worker_flush(w);
+}
+
 static void on_stop(evutil_socket_t fd, short what, void *ud)
 {
     media_worker_t *w = ud;
@@ -1057,7 +1087,7 @@ int media_engine_setup(char *err, size_t elen)
         return -1;
     }
     for (int i = 0; i < g_media.nworkers; i++) {
-        g_media.workers[i].fd = g_media.workers[i].stop_fd = -1;
+        g_media.workers[i].fd = g_media.workers[i].stop_fd = g_media.workers[i].dc_fd = -1;
         pthread_mutex_init(&g_media.workers[i].inbox_lock, NULL);
     }
     int port = g_media.config_port;
@@ -1071,16 +1101,19 @@ int media_engine_setup(char *err, size_t elen)
         w->base = event_base_new();
         w->tx = calloc(MEDIA_BATCH, sizeof *w->tx);
         w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (!w->base || !w->tx || w->stop_fd < 0) {
+        w->dc_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (!w->base || !w->tx || w->stop_fd < 0 || w->dc_fd < 0) {
             snprintf(err, elen, "media: out of memory");
             return -1;
         }
         w->rx = event_new(w->base, w->fd, EV_READ | EV_PERSIST, on_rx, w);
         w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
         w->stop = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
+        w->dc_wake = event_new(w->base, w->dc_fd, EV_READ | EV_PERSIST, on_dc_wake, w);
         struct timeval tv = {0, TICK_MS * 1000};
-        if (!w->rx || !w->tick || !w->stop || event_add(w->rx, NULL) < 0 ||
-            event_add(w->tick, &tv) < 0 || event_add(w->stop, NULL) < 0) {
+        if (!w->rx || !w->tick || !w->stop || !w->dc_wake || event_add(w->rx, NULL) < 0 ||
+            event_add(w->tick, &tv) < 0 || event_add(w->stop, NULL) < 0 ||
+            event_add(w->dc_wake, NULL) < 0) {
             snprintf(err, elen, "media: cannot set up worker events");
             return -1;
         }
@@ -1148,12 +1181,16 @@ void media_engine_free(void)
             event_free(w->tick);
         if (w->stop)
             event_free(w->stop);
+        if (w->dc_wake)
+            event_free(w->dc_wake);
         if (w->base)
             event_base_free(w->base);
         if (w->fd >= 0)
             close(w->fd);
         if (w->stop_fd >= 0)
             close(w->stop_fd);
+        if (w->dc_fd >= 0)
+            close(w->dc_fd);
         free(w->amap_s);
         free(w->amap_a);
         free(w->tx);

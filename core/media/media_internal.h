@@ -260,6 +260,7 @@ struct session {
     pthread_mutex_t dc_lock;
     struct dc_msg *dc_out, *dc_out_tail;
     size_t dc_out_bytes;
+    atomic_int dc_waiting; /* dc_out got messages since the bound worker last looked */
 
     struct session *next_in_worker; /* the bound worker's list */
     struct session *hnext_ufrag, *hnext_id;
@@ -299,9 +300,10 @@ typedef struct media_worker {
     pthread_t thread;
     struct event_base *base;
     int fd;
-    struct event *rx, *tick, *stop;
+    struct event *rx, *tick, *stop, *dc_wake;
     int running;
     int stop_fd;
+    int dc_fd; /* eventfd: a session bound here has data channel messages waiting (dc_waiting) */
     /* address -> session for sessions bound here (open hash, worker-local). An entry is live
      * while its session is bound to this worker at this address; entries left behind by a
      * session that moved (to another address or worker) are dropped when a packet hits them
@@ -433,6 +435,9 @@ void dc_teardown(void);
 int dc_setup(struct onair_plugin *owner);
 /* Wakes the core loop's report handler (engine.c). */
 void media_report_wake(void);
+/* Any thread: s has data channel messages waiting (dc_waiting set): its bound worker sends
+ * them now rather than at its next tick (engine.c). */
+void media_worker_wake_dc(const session_t *s);
 
 /* ---- whip.c ---- */
 /* A viewer's header extension ids for what a publisher sends (again at every change). */
