@@ -501,6 +501,16 @@ int dc_assoc_open(dc_assoc_t *a, uint16_t sid, const char *label, uint8_t channe
     return 0;
 }
 
+int dc_assoc_close(dc_assoc_t *a, const char *label)
+{
+    channel_t *c = a && a->sock && label ? (channel_t *)channel_by_label(a, label) : NULL;
+    if (!c)
+        return -1;
+    c->open = 0;
+    reset_stream(a, c->sid);
+    return 0;
+}
+
 uint64_t dc_assoc_dropped(const dc_assoc_t *a)
 {
     return a ? a->dropped : 0;

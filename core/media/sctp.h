@@ -67,6 +67,9 @@ int dc_assoc_state(const dc_assoc_t *a);
  * and tools that play the remote. 0 or -1. */
 int dc_assoc_open(dc_assoc_t *a, uint16_t sid, const char *label, uint8_t channel_type,
                   uint32_t reliability);
+/* Closes the channel with this label: our side of its stream is reset (RFC 8831 6.7), the
+ * remote closes its side. 0 or -1 (no such channel). */
+int dc_assoc_close(dc_assoc_t *a, const char *label);
 /* Hands every queued outgoing packet to out, in order. */
 void dc_assoc_output(dc_assoc_t *a, dc_out_fn out, void *ud);
 /* Counters: messages dropped (too large, unknown channel, junk DCEP). */

@@ -193,6 +193,38 @@ static void test_channel_limit(void **state)
     pair_free(&p);
 }
 
+static void test_close(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_up(&p);
+    assert_int_equal(dc_assoc_open(p.a, 0, "_reliable", 0, 0), 0);
+    assert_int_equal(dc_assoc_open(p.a, 2, "_lossy", 0x81, 0), 0);
+    pump(&p, 5);
+    assert_true(dc_assoc_has_channel(p.b, "_reliable"));
+    /* a closes "_reliable": b's side closes with it (its stream reset back), "_lossy" stays */
+    assert_int_equal(dc_assoc_close(p.a, "_reliable"), 0);
+    assert_int_equal(dc_assoc_close(p.a, "_reliable"), -1);
+    pump(&p, 10);
+    assert_false(dc_assoc_has_channel(p.b, "_reliable"));
+    assert_int_equal(dc_assoc_send(p.b, "_reliable", (const uint8_t *)"x", 1), 1);
+    assert_true(dc_assoc_has_channel(p.b, "_lossy"));
+    assert_int_equal(dc_assoc_send(p.b, "_lossy", (const uint8_t *)"still", 5), 0);
+    pump(&p, 5);
+    assert_int_equal(p.in_a.n, 1);
+    assert_string_equal(p.in_a.label[0], "_lossy");
+    /* the stream can carry a new channel once both sides are reset */
+    assert_int_equal(dc_assoc_open(p.a, 0, "again", 0, 0), 0);
+    pump(&p, 5);
+    assert_true(dc_assoc_has_channel(p.b, "again"));
+    assert_int_equal(dc_assoc_send(p.a, "again", (const uint8_t *)"new", 3), 0);
+    pump(&p, 5);
+    assert_int_equal(p.in_b.n, 1);
+    assert_string_equal(p.in_b.label[0], "again");
+    assert_memory_equal(p.in_b.data[0], "new", 3);
+    pair_free(&p);
+}
+
 static void test_junk(void **state)
 {
     (void)state;
@@ -286,6 +318,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_channels_and_messages),
         cmocka_unit_test(test_channel_limit),
+        cmocka_unit_test(test_close),
         cmocka_unit_test(test_junk),
         cmocka_unit_test(test_dcep_parse),
     };
