@@ -685,7 +685,7 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
         session_unref(s);
         return;
     }
-    s->last_stun_ms = media_now_ms();
+    atomic_store_explicit(&s->last_stun_ms, media_now_ms(), memory_order_relaxed);
     atomic_store(&s->ice_checked, 1);
     n = stun_binding_success(out, sizeof out, m.txid, (const struct sockaddr *)from, pwd);
     if (n)
@@ -932,7 +932,8 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
          * on another pair, which a client moving to another network sends) means it is gone
          * without a goodbye (a crash, a closed laptop, a lost network). End it now, not at
          * consent timeout: its viewers get a close_notify and the stream ends. */
-        uint64_t heard = s->last_rx_ms > s->last_stun_ms ? s->last_rx_ms : s->last_stun_ms;
+        uint64_t stun_ms = atomic_load_explicit(&s->last_stun_ms, memory_order_relaxed);
+        uint64_t heard = s->last_rx_ms > stun_ms ? s->last_rx_ms : stun_ms;
         if (s->role == ROLE_PUBLISHER && atomic_load(&s->media_ready) && s->last_rx_ms &&
             now > heard && now - heard > (uint64_t)g_media.publisher_timeout_ms)
             media_report_closed(s, "no_media");
@@ -944,7 +945,7 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
             if (s->children[i] && atomic_load(&s->children[i]->media_ready))
                 session_ref(kids[nkids++] = s->children[i]);
         pthread_mutex_unlock(&s->bind_lock);
-        if (now - s->last_stun_ms > (uint64_t)g_media.consent_timeout_ms)
+        if (now - stun_ms > (uint64_t)g_media.consent_timeout_ms)
             media_report_closed(s, "ice_timeout");
         else if (atomic_load(&s->media_ready))
             relay_tick(w, s, now);

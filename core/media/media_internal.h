@@ -198,7 +198,9 @@ struct session {
     struct media_worker *worker;
     atomic_int worker_index; /* the bound worker's index, -1 none (readable without bind_lock) */
     /* addr, addrlen: above */
-    uint64_t created_ms, last_stun_ms, last_rx_ms;
+    uint64_t created_ms, last_rx_ms;
+    /* a check can come in on any worker's socket (another 4-tuple), the owner reads it */
+    _Atomic uint64_t last_stun_ms;
     int nominated;
     atomic_int ice_checked; /* a check with valid integrity arrived (ICE-timeout admission) */
 
