@@ -54,6 +54,8 @@ struct dtls_peer {
     BIO *rbio;
     dtls_send_fn send;
     void *ud;
+    dtls_data_fn on_data; /* application data after the handshake (data channels) */
+    void *data_ud;
     int role;
     int state;
     int closing; /* we are sending close_notify: outgoing alerts may pass */
@@ -511,7 +513,8 @@ static size_t keep_current_epoch(dtls_peer_t *p, uint8_t *buf, size_t len)
     return out;
 }
 
-/* Connected: read (and drop) application data, notice close_notify and alerts from the peer.
+/* Connected: read application data (to the on_data callback, else dropped), notice
+ * close_notify and alerts from the peer.
  * Only records of the current epoch get here, and OpenSSL drops those that fail
  * authentication, so a close_notify or an alert that is read is the peer's own. */
 static int drain_connected(dtls_peer_t *p)
@@ -520,8 +523,11 @@ static int drain_connected(dtls_peer_t *p)
     for (;;) {
         ERR_clear_error();
         int r = SSL_read(p->ssl, buf, sizeof buf);
-        if (r > 0)
+        if (r > 0) {
+            if (p->on_data)
+                p->on_data(buf, (size_t)r, p->data_ud);
             continue;
+        }
         int e = SSL_get_error(p->ssl, r);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
             ERR_clear_error();
@@ -668,6 +674,24 @@ int dtls_peer_srtp_keys(dtls_peer_t *p, dtls_srtp_keys_t *out)
     OPENSSL_cleanse(client, sizeof client);
     OPENSSL_cleanse(server, sizeof server);
     return 0;
+}
+
+void dtls_peer_on_data(dtls_peer_t *p, dtls_data_fn fn, void *ud)
+{
+    if (!p)
+        return;
+    p->on_data = fn;
+    p->data_ud = ud;
+}
+
+int dtls_peer_write(dtls_peer_t *p, const uint8_t *data, size_t len)
+{
+    if (!p || p->state != DTLS_CONNECTED || !data || !len || len > DTLS_MTU)
+        return -1;
+    ERR_clear_error();
+    int r = SSL_write(p->ssl, data, (int)len);
+    ERR_clear_error();
+    return r == (int)len ? 0 : -1;
 }
 
 void dtls_peer_close(dtls_peer_t *p)

@@ -85,7 +85,7 @@ int dtls_peer_start(dtls_peer_t *p);
 /* One received datagram. Returns DTLS_HANDSHAKING (nothing new), DTLS_CONNECTED (once),
  * DTLS_CLOSED or DTLS_FAILED; after CLOSED/FAILED further calls return that state again
  * and ignore the data. Garbage is dropped (DTLS discards bad records); application data
- * after the handshake is read and ignored. */
+ * after the handshake goes to the dtls_peer_on_data() callback (else it is dropped). */
 int dtls_peer_feed(dtls_peer_t *p, const uint8_t *data, size_t len);
 
 /* Datagrams (or records) discarded as invalid since the handshake completed: junk from the
@@ -109,6 +109,16 @@ int dtls_peer_handle_timeout(dtls_peer_t *p);
 /* After DTLS_CONNECTED: the SRTP master keys (RFC 5764 4.2) of the negotiated profile.
  * 0, or -1 (not connected, no SRTP profile negotiated, export failed). */
 int dtls_peer_srtp_keys(dtls_peer_t *p, dtls_srtp_keys_t *out);
+
+/* Application data (RFC 8261: SCTP packets of the peer's data channels): after the
+ * handshake each record's data is handed to fn, inside dtls_peer_feed(); without a callback
+ * it is read and dropped. */
+typedef void (*dtls_data_fn)(const uint8_t *data, size_t len, void *ud);
+void dtls_peer_on_data(dtls_peer_t *p, dtls_data_fn fn, void *ud);
+
+/* After DTLS_CONNECTED: one application-data record (one datagram through the send
+ * callback). len must leave room for the record's overhead within DTLS_MTU. 0 or -1. */
+int dtls_peer_write(dtls_peer_t *p, const uint8_t *data, size_t len);
 
 /* Sends close_notify (if connected) and moves to DTLS_CLOSED. */
 void dtls_peer_close(dtls_peer_t *p);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "media_engine.h"
 #include "media_internal.h"
+#include "sctp.h"
 #include "stun.h"
 #include "taps.h"
 
@@ -190,6 +191,9 @@ session_t *media_session_new(int role, const char *stream_id)
     media_random_string(s->ufrag, 8);
     media_random_string(s->pwd, 24);
     pthread_mutex_init(&s->bind_lock, NULL);
+    pthread_mutex_init(&s->dc_lock, NULL);
+    atomic_init(&s->dc_port, 0);
+    atomic_init(&s->dc_waiting, 0);
     s->created_ms = media_now_ms();
     s->max_layer = -1;
     uint8_t r[4];
@@ -210,6 +214,8 @@ void session_unref(session_t *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
+    dc_session_free(s);
+    pthread_mutex_destroy(&s->dc_lock);
     if (s->dtls)
         dtls_peer_free(s->dtls);
     if (s->srtp_in)
@@ -264,6 +270,24 @@ void media_report_closed(session_t *s, const char *reason)
     }
 }
 
+void media_report_wake(void)
+{
+    uint64_t one = 1;
+    if (write(g_media.report_fd, &one, sizeof one) < 0) {
+        /* saturated: the core is awake anyway */
+    }
+}
+
+void media_worker_wake_dc(const session_t *s)
+{
+    int wi = atomic_load(&s->worker_index);
+    uint64_t one = 1;
+    if (wi >= 0 && wi < g_media.nworkers &&
+        write(g_media.workers[wi].dc_fd, &one, sizeof one) < 0) {
+        /* saturated: the worker is woken anyway */
+    }
+}
+
 void media_report_ready(session_t *s)
 {
     pthread_mutex_lock(&g_media.qlock);
@@ -308,6 +332,7 @@ static void on_reports(evutil_socket_t fd, short what, void *ud)
         session_unref(list[i]);
     }
     free(list);
+    dc_drain();            /* call peers' data channel messages (datachannel.c) */
     health_drain();        /* health samples and source switches (health.c) */
     room_speakers_drain(); /* participants' audio levels: the active speaker (room.c) */
 }
@@ -577,6 +602,8 @@ static void session_bind(media_worker_t *w, session_t *s, const struct sockaddr_
         s->dtls_state = DTLS_HANDSHAKING;
         if (!s->dtls)
             media_report_closed(s, "dtls_setup_failed");
+        else
+            dtls_peer_on_data(s->dtls, dc_session_record, s); /* its data channels */
     } else if (nominate && (s->worker != w || !addr_eq(&s->addr, from))) {
         media_worker_t *old = s->worker;
         if (amap_put(w, from, s) < 0) {
@@ -658,7 +685,7 @@ static void handle_stun(media_worker_t *w, const uint8_t *buf, size_t len,
         session_unref(s);
         return;
     }
-    s->last_stun_ms = media_now_ms();
+    atomic_store_explicit(&s->last_stun_ms, media_now_ms(), memory_order_relaxed);
     atomic_store(&s->ice_checked, 1);
     n = stun_binding_success(out, sizeof out, m.txid, (const struct sockaddr *)from, pwd);
     if (n)
@@ -765,6 +792,8 @@ static void session_datagram(media_worker_t *w, session_t *s, uint8_t *buf, size
             s->dtls_state = DTLS_CLOSED;
             media_report_closed(s, "peer_closed");
         }
+        if (s->dtls_state == DTLS_CONNECTED && atomic_load(&s->dc_port))
+            dc_session_flush(w, s); /* SCTP's answers (SACKs, data) to what came in */
         return;
     }
     if (b0 >= 128 && b0 <= 191 && atomic_load(&s->media_ready)) {
@@ -874,6 +903,7 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
 {
     media_worker_t *w = ud;
     uint64_t t0 = media_now_us(), now = t0 / 1000u;
+    sctp_timers(); /* usrsctp's, of every association (one worker at a time runs them) */
     take_inbox(w);
     for (session_t **pp = &w->sessions; *pp;) {
         session_t *s = *pp;
@@ -902,17 +932,20 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
          * on another pair, which a client moving to another network sends) means it is gone
          * without a goodbye (a crash, a closed laptop, a lost network). End it now, not at
          * consent timeout: its viewers get a close_notify and the stream ends. */
-        uint64_t heard = s->last_rx_ms > s->last_stun_ms ? s->last_rx_ms : s->last_stun_ms;
+        uint64_t stun_ms = atomic_load_explicit(&s->last_stun_ms, memory_order_relaxed);
+        uint64_t heard = s->last_rx_ms > stun_ms ? s->last_rx_ms : stun_ms;
         if (s->role == ROLE_PUBLISHER && atomic_load(&s->media_ready) && s->last_rx_ms &&
             now > heard && now - heard > (uint64_t)g_media.publisher_timeout_ms)
             media_report_closed(s, "no_media");
+        if (s->dtls_state == DTLS_CONNECTED && atomic_load(&s->dc_port))
+            dc_session_flush(w, s); /* messages for the peer, SCTP's timers' packets */
         session_t *kids[MEDIA_CALL_CHILDREN];
         int nkids = 0;
         for (int i = 0; s->call && i < MEDIA_CALL_CHILDREN; i++)
             if (s->children[i] && atomic_load(&s->children[i]->media_ready))
                 session_ref(kids[nkids++] = s->children[i]);
         pthread_mutex_unlock(&s->bind_lock);
-        if (now - s->last_stun_ms > (uint64_t)g_media.consent_timeout_ms)
+        if (now - stun_ms > (uint64_t)g_media.consent_timeout_ms)
             media_report_closed(s, "ice_timeout");
         else if (atomic_load(&s->media_ready))
             relay_tick(w, s, now);
@@ -929,6 +962,25 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
     }
     worker_flush(w);
     worker_count(&w->busy_us, media_now_us() - t0);
+}
+
+/* Data channel messages for sessions bound here (media_worker_wake_dc): sent now. */
+static void on_dc_wake(evutil_socket_t fd, short what, void *ud)
+{
+    media_worker_t *w = ud;
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0) {
+        /* spurious wake-up */
+    }
+    for (session_t *s = w->sessions; s; s = s->next_in_worker) {
+        if (!atomic_exchange(&s->dc_waiting, 0))
+            continue;
+        pthread_mutex_lock(&s->bind_lock);
+        if (s->worker == w && !atomic_load(&s->closed) && s->dtls_state == DTLS_CONNECTED)
+            dc_session_flush(w, s);
+        pthread_mutex_unlock(&s->bind_lock);
+    }
+    worker_flush(w);
 }
 
 static void on_stop(evutil_socket_t fd, short what, void *ud)
@@ -1036,7 +1088,7 @@ int media_engine_setup(char *err, size_t elen)
         return -1;
     }
     for (int i = 0; i < g_media.nworkers; i++) {
-        g_media.workers[i].fd = g_media.workers[i].stop_fd = -1;
+        g_media.workers[i].fd = g_media.workers[i].stop_fd = g_media.workers[i].dc_fd = -1;
         pthread_mutex_init(&g_media.workers[i].inbox_lock, NULL);
     }
     int port = g_media.config_port;
@@ -1050,16 +1102,19 @@ int media_engine_setup(char *err, size_t elen)
         w->base = event_base_new();
         w->tx = calloc(MEDIA_BATCH, sizeof *w->tx);
         w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (!w->base || !w->tx || w->stop_fd < 0) {
+        w->dc_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (!w->base || !w->tx || w->stop_fd < 0 || w->dc_fd < 0) {
             snprintf(err, elen, "media: out of memory");
             return -1;
         }
         w->rx = event_new(w->base, w->fd, EV_READ | EV_PERSIST, on_rx, w);
         w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
         w->stop = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
+        w->dc_wake = event_new(w->base, w->dc_fd, EV_READ | EV_PERSIST, on_dc_wake, w);
         struct timeval tv = {0, TICK_MS * 1000};
-        if (!w->rx || !w->tick || !w->stop || event_add(w->rx, NULL) < 0 ||
-            event_add(w->tick, &tv) < 0 || event_add(w->stop, NULL) < 0) {
+        if (!w->rx || !w->tick || !w->stop || !w->dc_wake || event_add(w->rx, NULL) < 0 ||
+            event_add(w->tick, &tv) < 0 || event_add(w->stop, NULL) < 0 ||
+            event_add(w->dc_wake, NULL) < 0) {
             snprintf(err, elen, "media: cannot set up worker events");
             return -1;
         }
@@ -1127,12 +1182,16 @@ void media_engine_free(void)
             event_free(w->tick);
         if (w->stop)
             event_free(w->stop);
+        if (w->dc_wake)
+            event_free(w->dc_wake);
         if (w->base)
             event_base_free(w->base);
         if (w->fd >= 0)
             close(w->fd);
         if (w->stop_fd >= 0)
             close(w->stop_fd);
+        if (w->dc_fd >= 0)
+            close(w->dc_fd);
         free(w->amap_s);
         free(w->amap_a);
         free(w->tx);
@@ -1157,6 +1216,8 @@ void media_engine_free(void)
     free(g_media.by_ufrag);
     free(g_media.by_id);
     free(g_media.relays);
+    dc_teardown();
+    sctp_global_finish(); /* when every association is gone (sessions freed) */
     g_media.by_ufrag = g_media.by_id = NULL;
     g_media.relays = NULL;
 }

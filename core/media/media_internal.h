@@ -198,7 +198,9 @@ struct session {
     struct media_worker *worker;
     atomic_int worker_index; /* the bound worker's index, -1 none (readable without bind_lock) */
     /* addr, addrlen: above */
-    uint64_t created_ms, last_stun_ms, last_rx_ms;
+    uint64_t created_ms, last_rx_ms;
+    /* a check can come in on any worker's socket (another 4-tuple), the owner reads it */
+    _Atomic uint64_t last_stun_ms;
     int nominated;
     atomic_int ice_checked; /* a check with valid integrity arrived (ICE-timeout admission) */
 
@@ -249,6 +251,19 @@ struct session {
     struct session *children[MEDIA_CALL_CHILDREN];
     char child_mid[MEDIA_KINDS][32]; /* child: the parent's m-line it sends each kind on */
 
+    /* data channels (datachannel.c, sctp.h) of a call participant's peer: dc_port is the
+     * remote's a=sctp-port (0: no data channel m-line accepted; set by the core loop at an
+     * offer); dc, the SCTP association, belongs to the bound worker (bind_lock); dc_out are the
+     * messages for the peer waiting for that worker (dc_lock, from any thread) */
+    atomic_int dc_port;
+    char dc_mid[32]; /* its m-line (core loop) */
+    int dc_failed;
+    struct dc_assoc *dc;
+    pthread_mutex_t dc_lock;
+    struct dc_msg *dc_out, *dc_out_tail;
+    size_t dc_out_bytes;
+    atomic_int dc_waiting; /* dc_out got messages since the bound worker last looked */
+
     struct session *next_in_worker; /* the bound worker's list */
     struct session *hnext_ufrag, *hnext_id;
     int close_reported, ready_reported, tracks_announced;
@@ -287,9 +302,10 @@ typedef struct media_worker {
     pthread_t thread;
     struct event_base *base;
     int fd;
-    struct event *rx, *tick, *stop;
+    struct event *rx, *tick, *stop, *dc_wake;
     int running;
     int stop_fd;
+    int dc_fd; /* eventfd: a session bound here has data channel messages waiting (dc_waiting) */
     /* address -> session for sessions bound here (open hash, worker-local). An entry is live
      * while its session is bound to this worker at this address; entries left behind by a
      * session that moved (to another address or worker) are dropped when a packet hits them
@@ -402,6 +418,28 @@ void room_speakers_drain(void);
 int room_speaker_configure(int threshold, int64_t hold_ms, int64_t interval_ms);
 void room_speaker_settings(int *threshold, uint64_t *hold_ms, uint64_t *interval_ms);
 void room_speakers_teardown(void);
+
+/* ---- datachannel.c (a call peer's data channels: SCTP over its DTLS, sctp.h) ---- */
+/* The DTLS application-data callback of s (dtls_peer_on_data): the bound worker, in
+ * dtls_peer_feed with bind_lock held. Messages of livekit-client's "_reliable" and "_lossy"
+ * channels are queued for the core loop (the calls plugin's service calls.data). */
+void dc_session_record(const uint8_t *data, size_t len, void *session);
+/* The bound worker, bind_lock held, DTLS connected: starts the association once the offer
+ * had a data channel, hands it the queued messages, and protects and sends its packets. */
+void dc_session_flush(struct media_worker *w, session_t *s);
+/* session_unref: the association and the queued messages. */
+void dc_session_free(session_t *s);
+/* Core loop: the messages the workers queued, to the service calls.data (on_reports). */
+void dc_drain(void);
+/* Shutdown: what the core loop did not take. */
+void dc_teardown(void);
+/* The service media.call_data (the calls plugin's fan-out). */
+int dc_setup(struct onair_plugin *owner);
+/* Wakes the core loop's report handler (engine.c). */
+void media_report_wake(void);
+/* Any thread: s has data channel messages waiting (dc_waiting set): its bound worker sends
+ * them now rather than at its next tick (engine.c). */
+void media_worker_wake_dc(const session_t *s);
 
 /* ---- whip.c ---- */
 /* A viewer's header extension ids for what a publisher sends (again at every change). */

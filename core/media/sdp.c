@@ -1607,10 +1607,12 @@ char *sdp_answer(const sdp_t *off, const sdp_answer_opts_t *o, char *err, size_t
             if (m->mid[0])
                 sb_add(&b, "a=mid:%s\r\n", m->mid);
             add_transport(&b, o);
-            if (m->sctp_port)
-                sb_add(&b, "a=sctp-port:%d\r\n", m->sctp_port);
-            if (m->max_message_size)
-                sb_add(&b, "a=max-message-size:%d\r\n", m->max_message_size);
+            int port = am->sctp_port ? am->sctp_port : m->sctp_port;
+            int mms = am->max_message_size ? am->max_message_size : m->max_message_size;
+            if (port)
+                sb_add(&b, "a=sctp-port:%d\r\n", port);
+            if (mms)
+                sb_add(&b, "a=max-message-size:%d\r\n", mms);
             add_candidates(&b, o);
             continue;
         }

@@ -273,6 +273,9 @@ typedef struct {
     const char *msid_stream; /* NULL -> no a=msid */
     const char *msid_track;
     int simulcast_recv; /* offer has a=simulcast send: answer recv rids + a=simulcast:recv */
+    /* an accepted data channel m-line: our a=sctp-port and a=max-message-size (0: the
+     * offer's values are echoed) */
+    int sctp_port, max_message_size;
 } sdp_answer_media_t;
 
 typedef struct {

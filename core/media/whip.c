@@ -31,6 +31,7 @@
 #include "ratelimit.h"
 #include "media_internal.h"
 #include "router.h"
+#include "sctp.h"
 #include "taps.h"
 #include "whip.h"
 
@@ -1729,12 +1730,34 @@ static int health_report_message(onair_wsmsg_t *m, void *ud)
  * (same ICE credentials and DTLS, or new ICE credentials for an ICE restart): new published
  * tracks are taken, those already taken stay, a stopped one leaves. Receive slots get the
  * other participants' tracks through child sessions (call_slot), else are answered inactive;
- * data channels are rejected. */
+ * the data channel m-line is accepted (call_datachannel, datachannel.c). */
 
 /* Plan a call participant's offer into opts (s's tracks filled; live: s is registered, so
  * its tracks change under the relay's lock). */
 static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
                      json_t *subscribed);
+
+/* The offer's data channel m-line (UDP/DTLS/SCTP webrtc-datachannel, RFC 8841): the first
+ * one is accepted with our SCTP port and message size (datachannel.c starts the association
+ * over the peer's DTLS); another is rejected. 1 when accepted. */
+static int call_datachannel(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am)
+{
+    if (m->kind != SDP_KIND_APPLICATION || m->is_rtp || (!m->port && !m->bundle_only) ||
+        strcmp(m->fmt, "webrtc-datachannel") != 0 || !strstr(m->proto, "SCTP"))
+        return 0;
+    int port = m->sctp_port > 0 && m->sctp_port <= 65535 ? m->sctp_port : 5000;
+    int cur = atomic_load(&s->dc_port);
+    if (cur && strcmp(s->dc_mid, m->mid) != 0)
+        return 0; /* one association per peer */
+    if (!cur) {
+        snprintf(s->dc_mid, sizeof s->dc_mid, "%s", m->mid);
+        atomic_store(&s->dc_port, port); /* the bound worker starts it (once DTLS is up) */
+    }
+    am->accept = 1;
+    am->sctp_port = 5000; /* ours: sctp.c binds it */
+    am->max_message_size = SCTP_MAX_MESSAGE;
+    return 1;
+}
 
 static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int live,
                      int may_publish, json_t *subs, json_t *subscribed, char *err, size_t elen)
@@ -1767,8 +1790,17 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
         sdp_answer_media_t *am = &opts->media[i];
         int kind = kind_of(m);
         sdp_dir_t dir = sdp_media_dir(m);
+        if (call_datachannel(s, m, am)) {
+            if (!fp_taken) {
+                if (take_fingerprint(s, m, err, elen) < 0)
+                    return -1;
+                fp_taken = 1;
+            }
+            accepted++;
+            continue;
+        }
         if ((!m->port && !m->bundle_only) || kind < 0 || !m->is_rtp)
-            continue; /* rejected: data channels are not served */
+            continue; /* rejected: not audio or video, or another data m-line */
         if (dir == SDP_DIR_SENDONLY || dir == SDP_DIR_SENDRECV) {
             const sdp_codec_t *c = pub_codec(m, kind);
             pub_track_t *cur = &s->pub[kind];
@@ -2150,7 +2182,8 @@ int whip_setup(struct host *h, char *err, size_t elen)
     g_owner.name = "media";
     g_owner.state = PLUGIN_STARTED;
     g_closing = 0;
-    if (room_setup(&g_owner) != ONAIR_OK || calls_setup(&g_owner) != ONAIR_OK) {
+    if (room_setup(&g_owner) != ONAIR_OK || calls_setup(&g_owner) != ONAIR_OK ||
+        dc_setup(&g_owner) != ONAIR_OK) {
         snprintf(err, elen, "cannot register the media.participant_* and media.call_* services");
         return -1;
     }

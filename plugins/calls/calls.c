@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/random.h>
 
+#include "lk_data.h"
 #include "lk_session.h"
 #include "ring.h"
 
@@ -41,6 +42,7 @@ typedef struct conn {
     int removed;  /* RemoveParticipant / DeleteRoom (Twirp) */
     char speaker[24]; /* the active speaker it was told of last, "" none */
     int media_lost;   /* the relay ended its peer: told to reconnect */
+    int data_refused; /* a data packet of it was not forwarded (logged once) */
     /* what it chose of others' tracks (UpdateSubscription, UpdateTrackSettings): track sid ->
      * SEL_* bits; a track not in it follows autoSubscribe */
     json_t *sel;
@@ -75,7 +77,8 @@ typedef struct {
     onair_timer_t sweep;
     room_rec_t *rooms;
     onair_sub_t sub_speaker, sub_unpublished;
-    ring_t *ring; /* calls.ring & co. (ring.c) */
+    uint64_t data_refused; /* data packets not forwarded (junk, no canPublishData) */
+    ring_t *ring;          /* calls.ring & co. (ring.c) */
 } calls_t;
 
 static const onair_config_key_t calls_config[] = {
@@ -451,6 +454,74 @@ static void on_unpublished(const char *topic, json_t *payload, void *ud)
             media_lost(c, k);
             break;
         }
+}
+
+/* ---- data packets: the participants' data channels (the relay's media.call_data) -------- */
+
+static void data_sent(int status, json_t *result, void *ud)
+{
+    (void)status, (void)result, (void)ud;
+}
+
+/* The service calls.data {stream, participant, session, channel, data} (the relay's only,
+ * core/media/datachannel.c): a DataPacket from one participant's "_reliable" or "_lossy"
+ * channel. As LiveKit's server does: to every other participant of the room, or to those it
+ * names (destination_identities), on the same channel, with the sender's identity and sid
+ * written in (media.call_data); a sender without canPublishData is not heard. */
+static int svc_data(onair_service_call_t *call, void *ud)
+{
+    calls_t *c = ud;
+    const char *caller = api->service_caller(call);
+    if (!caller || strcmp(caller, "media") != 0)
+        return api->service_answer(call, ONAIR_EPERM,
+                                   json_pack("{s:s}", "error", "for the media relay only"));
+    json_t *payload = api->service_args(call);
+    const char *session = json_string_value(json_object_get(payload, "session"));
+    const char *channel = json_string_value(json_object_get(payload, "channel"));
+    const char *b64 = json_string_value(json_object_get(payload, "data"));
+    conn_t *from = NULL;
+    for (conn_t *k = c->conns; k && session && !from; k = k->next)
+        if (k->media[0] && !strcmp(k->media, session))
+            from = k;
+    if (from && !from->s.grant.can_publish_data && !from->data_refused++)
+        api->log(c->self, ONAIR_LOG_INFO,
+                 "%s in %s: data packets not forwarded (no canPublishData)", from->s.grant.identity,
+                 from->s.grant.room);
+    if (!from || !channel || !b64 || from->replaced || from->s.left ||
+        !from->s.grant.can_publish_data) {
+        c->data_refused++;
+        return api->service_answer(call, ONAIR_OK, json_pack("{s:b}", "forwarded", 0));
+    }
+    size_t n = 0;
+    uint8_t *pkt = lk_base64_decode(b64, strlen(b64), &n);
+    lk_buf_t out = {0};
+    lk_data_route_t route;
+    int rc =
+        pkt ? lk_data_forward(pkt, n, from->s.grant.identity, from->s.participant_sid, &out, &route)
+            : LK_EPROTO;
+    json_t *to = rc == 0 ? json_array() : NULL;
+    for (conn_t *k = c->conns; to && k; k = k->next)
+        if (same_room(k, from) && k->media[0] && !k->s.left && !k->media_lost &&
+            lk_data_addressed(&route, k->s.grant.identity))
+            json_array_append_new(to, json_string(k->media));
+    char *fwd = to && json_array_size(to) ? lk_base64_encode(out.p, out.len) : NULL;
+    free(pkt); /* route's slices point into it: done with them */
+    lk_buf_free(&out);
+    if (rc != 0 && !from->data_refused++)
+        api->log(c->self, ONAIR_LOG_INFO,
+                 "%s in %s: a data packet not forwarded (not a DataPacket)", from->s.grant.identity,
+                 from->s.grant.room);
+    if (rc != 0)
+        c->data_refused++;
+    if (fwd)
+        api->service_call(
+            c->self, "media.call_data",
+            json_pack("{s:o,s:s,s:s}", "sessions", to, "channel", channel, "data", fwd), data_sent,
+            NULL);
+    else
+        json_decref(to);
+    free(fwd);
+    return api->service_answer(call, ONAIR_OK, json_pack("{s:b}", "forwarded", fwd != NULL));
 }
 
 static void offer_answered(int status, json_t *result, void *ud)
@@ -1353,6 +1424,10 @@ static int calls_init(onair_plugin_t *self, const onair_api_t *host_api)
     if (rc == ONAIR_OK)
         rc = api->bus_subscribe(self, "media.call_unpublished", on_unpublished, c,
                                 &c->sub_unpublished);
+    const onair_service_t data_svc = {
+        .size = sizeof data_svc, .name = "calls.data", .fn = svc_data, .ud = c};
+    if (rc == ONAIR_OK)
+        rc = api->service_add(self, &data_svc);
     if (rc != ONAIR_OK) {
         ring_stop(c->ring);
         free(c);

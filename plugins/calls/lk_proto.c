@@ -94,6 +94,23 @@ void lk_put_msg(lk_buf_t *b, uint32_t field, const lk_buf_t *sub)
     lk_put_bytes(b, field, sub->p, sub->len);
 }
 
+void lk_put_field(lk_buf_t *b, const lk_field_t *f)
+{
+    put_tag(b, f->field, f->wt);
+    if (f->wt == 0) {
+        put_uvarint(b, f->v);
+    } else if (f->wt == 2) {
+        put_uvarint(b, f->len);
+        put_raw(b, f->data, f->len);
+    } else { /* 1, 5: little-endian fixed64 / fixed32 */
+        uint8_t le[8];
+        size_t n = f->wt == 1 ? 8 : 4;
+        for (size_t i = 0; i < n; i++)
+            le[i] = (uint8_t)(f->v >> (8 * i));
+        put_raw(b, le, n);
+    }
+}
+
 /* ---- reader ------------------------------------------------------------------------------ */
 
 static int get_uvarint(lk_reader_t *r, uint64_t *v)

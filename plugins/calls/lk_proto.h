@@ -52,6 +52,8 @@ typedef struct {
 
 /* 1 = a field read, 0 = end of message, LK_EPROTO = malformed. */
 int lk_next(lk_reader_t *r, lk_field_t *f);
+/* Writes a field read by lk_next() back as it was (a zero varint too). */
+void lk_put_field(lk_buf_t *b, const lk_field_t *f);
 
 /* ---- messages --------------------------------------------------------------------------- */
 

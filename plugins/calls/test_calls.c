@@ -19,6 +19,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "lk_data.h"
 #include "lk_session.h"
 
 const onair_plugin_desc_t *onair_plugin_entry_v1(void);
@@ -821,6 +822,127 @@ static int join_filter(onair_hook_call_t *call, void *ud)
     return g_api->hook_answer(call, ONAIR_HOOK_ALLOW, NULL, NULL);
 }
 
+/* ---- DataPacket forwarding (lk_data.c) ---- */
+
+/* The first length-delimited field `field` of msg (NULL if none). */
+static const uint8_t *pb_find(const uint8_t *msg, size_t len, uint32_t field, size_t *out_len)
+{
+    lk_reader_t r = {msg, msg + len};
+    lk_field_t f;
+    const uint8_t *found = NULL;
+    while (lk_next(&r, &f) == 1)
+        if (f.field == field && f.wt == 2 && !found) {
+            found = f.data;
+            *out_len = f.len;
+        }
+    return found;
+}
+
+static int pb_count(const uint8_t *msg, size_t len, uint32_t field)
+{
+    lk_reader_t r = {msg, msg + len};
+    lk_field_t f;
+    int n = 0;
+    while (lk_next(&r, &f) == 1)
+        n += f.field == field;
+    return n;
+}
+
+static void test_data_forward(void **state)
+{
+    (void)state;
+    /* what livekit-client's publishData sends: kind, UserPacket {participant_identity (its own
+     * view), payload, destination_identities, topic}; a forged top-level identity and sid */
+    lk_buf_t user = {0}, pkt = {0}, out = {0};
+    lk_put_str(&user, 5, "mallory");
+    lk_put_bytes(&user, 2, "\x00\x01hello", 7);
+    lk_put_str(&user, 6, "bob");
+    lk_put_str(&user, 6, "carol");
+    lk_put_str(&user, 4, "news");
+    lk_put_str(&user, 1, "PA_forged");
+    lk_put_varint(&pkt, 1, 1); /* LOSSY */
+    lk_put_str(&pkt, 4, "mallory");
+    lk_put_msg(&pkt, 2, &user);
+    lk_put_varint(&pkt, 16, 7); /* sequence */
+    lk_put_str(&pkt, 17, "PA_forged");
+    lk_data_route_t route;
+    assert_int_equal(lk_data_forward(pkt.p, pkt.len, "alice", "PA_alice", &out, &route), 0);
+    assert_int_equal(route.value, 2);
+    assert_int_equal(route.ndests, 2);
+    assert_true(lk_data_addressed(&route, "bob"));
+    assert_true(lk_data_addressed(&route, "carol"));
+    assert_false(lk_data_addressed(&route, "dave"));
+    assert_false(lk_data_addressed(&route, "bo"));
+    size_t n = 0, ulen = 0;
+    const uint8_t *v = pb_find(out.p, out.len, 4, &n);
+    assert_non_null(v);
+    assert_int_equal(n, 5);
+    assert_memory_equal(v, "alice", 5);
+    assert_int_equal(pb_count(out.p, out.len, 4), 1);
+    v = pb_find(out.p, out.len, 17, &n);
+    assert_non_null(v);
+    assert_memory_equal(v, "PA_alice", 8);
+    assert_int_equal(pb_count(out.p, out.len, 17), 1);
+    assert_int_equal(pb_count(out.p, out.len, 16), 1); /* the rest as it came */
+    assert_int_equal(pb_count(out.p, out.len, 1), 1);
+    const uint8_t *u = pb_find(out.p, out.len, 2, &ulen);
+    assert_non_null(u);
+    v = pb_find(u, ulen, 5, &n);
+    assert_int_equal(n, 5);
+    assert_memory_equal(v, "alice", 5);
+    v = pb_find(u, ulen, 1, &n);
+    assert_int_equal(n, 8);
+    assert_memory_equal(v, "PA_alice", 8);
+    v = pb_find(u, ulen, 2, &n);
+    assert_int_equal(n, 7);
+    assert_memory_equal(v, "\x00\x01hello", 7);
+    assert_int_equal(pb_count(u, ulen, 6), 2);
+    lk_buf_free(&out);
+
+    /* RPC: destinations at the top level */
+    lk_buf_t rpc = {0}, req = {0};
+    lk_put_str(&req, 1, "id-1");
+    lk_put_str(&req, 2, "greet");
+    lk_put_str(&rpc, 5, "alice");
+    lk_put_msg(&rpc, 10, &req);
+    assert_int_equal(lk_data_forward(rpc.p, rpc.len, "carol", "PA_carol", &out, &route), 0);
+    assert_int_equal(route.value, 10);
+    assert_int_equal(route.ndests, 1);
+    assert_true(lk_data_addressed(&route, "alice"));
+    assert_false(lk_data_addressed(&route, "carol"));
+    lk_buf_free(&out);
+
+    /* junk: no payload, a truncated packet, wrong wire types, too many destinations */
+    static const uint8_t only_kind[] = {0x08, 0x01};
+    assert_int_equal(lk_data_forward(only_kind, sizeof only_kind, "a", "PA_a", &out, &route),
+                     LK_EPROTO);
+    lk_buf_free(&out);
+    assert_int_equal(lk_data_forward(pkt.p, pkt.len - 1, "a", "PA_a", &out, &route), LK_EPROTO);
+    lk_buf_free(&out);
+    static const uint8_t user_varint[] = {0x10, 0x05};
+    assert_int_equal(lk_data_forward(user_varint, sizeof user_varint, "a", "PA_a", &out, &route),
+                     LK_EPROTO);
+    lk_buf_free(&out);
+    lk_buf_t many = {0};
+    for (int i = 0; i <= LK_MAX_DATA_DESTS; i++)
+        lk_put_str(&many, 5, "someone");
+    lk_put_msg(&many, 10, &req);
+    assert_int_equal(lk_data_forward(many.p, many.len, "a", "PA_a", &out, &route), LK_EPROTO);
+    lk_buf_free(&out);
+    assert_int_equal(lk_data_forward(NULL, 0, "a", "PA_a", &out, &route), LK_EPROTO);
+    lk_buf_free(&out);
+
+    /* base64 for the relay */
+    char *b = lk_base64_encode((const uint8_t *)"\x00\xffhi", 4);
+    assert_string_equal(b, "AP9oaQ==");
+    free(b);
+    lk_buf_free(&many);
+    lk_buf_free(&rpc);
+    lk_buf_free(&req);
+    lk_buf_free(&pkt);
+    lk_buf_free(&user);
+}
+
 static void test_token_service(void **state)
 {
     (void)state;
@@ -885,6 +1007,7 @@ int main(void)
         cmocka_unit_test(test_responses),       cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_session),         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_rtc_socket),      cmocka_unit_test(test_token_service),
+        cmocka_unit_test(test_data_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -459,9 +459,35 @@ def signal_receiver(kept):
     return recv
 
 
+def test_rtc_data_channel_offers(srv):
+    """A data channel alone is an offer the relay answers (a client that only sends data);
+    a second data m-line is rejected (one SCTP association per peer)."""
+    import asyncio
+    import websockets
+    dana, = mint({"identity": "dana", "grant": {"room": "match-12", "roomJoin": True}})
+    offer = lk_offer("dddd", recv=())
+    second = offer.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + "\r\n".join([
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:dddd", "a=ice-pwd:clientpassword0123456789", f"a=fingerprint:sha-256 {FP}",
+        "a=setup:actpass", "a=mid:1", "a=sctp-port:5001"]) + "\r\n"
+    recv = signal_receiver({})
+
+    async def run():
+        async with websockets.connect(rtc_url(srv, dana, join_param_with(second, 1)),
+                                      max_size=None) as ws:
+            await recv(ws, 1)
+            sdp, oid, _ = answer_of(await recv(ws, 2))
+            assert oid == 1
+            m = sections(sdp)
+            assert m["0"][0] > 0 and "a=sctp-port:5000" in m["0"][2], sdp
+            assert m["1"][0] == 0, sdp  # the second one
+            assert "a=group:BUNDLE 0\r\n" in sdp
+    asyncio.run(run())
+
+
 def test_rtc_media_offers(srv):
     """The offer in the join request is answered (ICE-lite, our candidate, receive slots
-    inactive, the data channel rejected); a later offer renegotiates the same ICE credentials
+    inactive, the data channel accepted); a later offer renegotiates the same ICE credentials
     and takes the published tracks; a second participant's published tracks go to the first on
     its receive slots (media_sections_requirement, then its re-offer is answered sendonly with
     the mid-to-track map); junk SDP gets no answer and the connection stays."""
@@ -483,7 +509,10 @@ def test_rtc_media_offers(srv):
             assert " 127.0.0.1 " in sdp  # our host candidate (media.public_addresses)
             ufrag = next(ln for ln in sdp.split("\r\n") if ln.startswith("a=ice-ufrag:"))
             m = sections(sdp)
-            assert m["0"][0] == 0  # the data channel: rejected
+            # the data channel: accepted (SCTP over the peer's DTLS) with our port and size cap
+            assert m["0"][0] > 0, m["0"]
+            assert "a=sctp-port:5000" in m["0"][2] and "a=max-message-size:65536" in m["0"][2]
+            assert "m=application" in m["0"][2][0] and "webrtc-datachannel" in m["0"][2][0]
             assert m["1"][1] == "inactive" and m["2"][1] == "inactive"  # nothing to receive yet
 
             # bob joins and publishes audio and video in his first offer

@@ -628,6 +628,73 @@ static void assert_silent_and_connected(pair_t *pp, int s2c_before, int c2s_befo
     assert_int_equal(pp->c2s.sent, c2s_before);
 }
 
+/* ---- application data (data channels' SCTP packets, RFC 8261) ---- */
+
+typedef struct {
+    uint8_t data[4][DTLS_MTU];
+    size_t len[4];
+    int n;
+} got_t;
+
+static void on_app_data(const uint8_t *data, size_t len, void *ud)
+{
+    got_t *g = ud;
+    assert_true(g->n < 4);
+    assert_true(len <= DTLS_MTU);
+    memcpy(g->data[g->n], data, len);
+    g->len[g->n++] = len;
+}
+
+static void test_application_data(void **state)
+{
+    (void)state;
+    dtls_cert_t *cc = gen(), *sc = gen();
+    pair_t pp;
+    uint8_t msg[1100];
+    for (size_t i = 0; i < sizeof msg; i++)
+        msg[i] = (uint8_t)(i * 13 + 1);
+    /* not before the handshake */
+    pair_init(&pp, cc, sc, dtls_cert_fingerprint(sc), dtls_cert_fingerprint(cc));
+    assert_int_equal(dtls_peer_write(pp.client, msg, 10), -1);
+    pair_free(&pp);
+    handshake_ok(&pp, cc, sc);
+    got_t at_server = {0}, at_client = {0};
+    dtls_peer_on_data(pp.server, on_app_data, &at_server);
+    dtls_peer_on_data(pp.client, on_app_data, &at_client);
+    /* one record each way, one datagram each */
+    int sent = pp.c2s.sent;
+    assert_int_equal(dtls_peer_write(pp.client, msg, sizeof msg), 0);
+    assert_int_equal(pp.c2s.sent, sent + 1);
+    assert_true(pp.c2s.max_len <= DTLS_MTU);
+    assert_int_equal(dtls_peer_write(pp.server, msg, 1), 0);
+    pump(&pp, 10);
+    assert_int_equal(at_server.n, 1);
+    assert_int_equal(at_server.len[0], sizeof msg);
+    assert_memory_equal(at_server.data[0], msg, sizeof msg);
+    assert_int_equal(at_client.n, 1);
+    assert_int_equal(at_client.len[0], 1);
+    assert_int_equal(at_client.data[0][0], msg[0]);
+    /* a record that cannot fit one datagram, nothing */
+    uint8_t big[DTLS_MTU + 1] = {0};
+    assert_int_equal(dtls_peer_write(pp.client, big, sizeof big), -1);
+    assert_int_equal(dtls_peer_write(pp.client, big, 0), -1);
+    /* a record changed on the way is not handed over */
+    assert_int_equal(dtls_peer_write(pp.client, msg, 100), 0);
+    assert_int_equal(pp.c2s.n, 1);
+    pp.c2s.pkt[0][pp.c2s.len[0] - 1] ^= 0x55;
+    pump(&pp, 10);
+    assert_int_equal(at_server.n, 1);
+    assert_int_equal(dtls_peer_state(pp.server), DTLS_CONNECTED);
+    /* without a callback application data is dropped as before */
+    dtls_peer_on_data(pp.server, NULL, NULL);
+    assert_int_equal(dtls_peer_write(pp.client, msg, 100), 0);
+    pump(&pp, 10);
+    assert_int_equal(at_server.n, 1);
+    pair_free(&pp);
+    dtls_cert_free(cc);
+    dtls_cert_free(sc);
+}
+
 static void test_connected_junk_is_discarded(void **state)
 {
     dtls_cert_t *cc = gen(), *sc = gen();
@@ -880,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_peer_outlives_cert),
         cmocka_unit_test(test_cert_load),
         cmocka_unit_test(test_srtp_args),
+        cmocka_unit_test(test_application_data),
         cmocka_unit_test(test_connected_junk_is_discarded),
         cmocka_unit_test(test_connected_retransmit_still_answered),
     };
