@@ -93,10 +93,6 @@ void net_msg_unref(net_msg_t *m); /* any thread */
 /* Called on the core loop thread. Ownership of req moves to the callee. */
 typedef struct net_handlers {
     void (*on_request)(net_request_t *req, void *ud);
-    /* The exception to "on the core loop": a request for an ONAIR_ROUTE_ANY_THREAD route that
-     * qualifies (no body, no Authorization header) is handed to this on the network thread
-     * that read it; the answer comes through net_respond as usual. */
-    void (*on_request_here)(net_request_t *req, void *ud);
     /* headers are borrowed for the call */
     void (*on_ws_open)(onair_conn_t conn, const net_header_t *headers, size_t nheaders,
                        const char *remote, void *ud);
@@ -113,6 +109,10 @@ typedef struct net_handlers {
     void (*on_raw_ws_message)(onair_conn_t conn, const void *data, size_t len, int binary,
                               void *ud);
     void *ud;
+    /* (last: optional) The exception to "on the core loop": a request for an ONAIR_ROUTE_ANY_THREAD route that
+     * qualifies (no body, no Authorization header) is handed to this on the network thread
+     * that read it; the answer comes through net_respond as usual. */
+    void (*on_request_here)(net_request_t *req, void *ud);
 } net_handlers_t;
 
 net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const router_t *router,

@@ -306,3 +306,28 @@ def test_declared_body_schema_websocket(server):
             assert msg["data"]["retry_after_s"] == 7
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_any_thread_route(server):
+    """ONAIR_ROUTE_ANY_THREAD (ABI 1.8): a public request without body or credentials is
+    answered on the network thread that read it; one with an Authorization header goes to the
+    core loop (its token is checked there: a bad one is refused as on every route)."""
+    r = server.http("GET", "/api/v1/testkit/thread")
+    assert r.status == 200, r
+    assert r.json()["thread"].startswith("onair-net"), r.json()
+    r = server.http("GET", "/api/v1/testkit/thread", token=make_token())
+    assert r.status == 200, r
+    assert not r.json()["thread"].startswith("onair-net"), r.json()
+    problem(server.http("GET", "/api/v1/testkit/thread", token="garbage"), 401, "invalid_token")
+    # the host answers for a handler that returns a status, or wants to answer later
+    problem(server.http("GET", "/api/v1/testkit/thread?fail=perm"), 403, "forbidden")
+    problem(server.http("GET", "/api/v1/testkit/thread?fail=pending"), 500, "internal")
+    assert "ONAIR_ROUTE_ANY_THREAD" in server.log()
+    # many on one keep-alive connection, and the hello example's route of that kind
+    conn = server.connection()
+    for i in range(200):
+        r = request(conn, "GET", "/api/v1/hello/k%d" % i)
+        assert r.status == 200 and r.json() == {"message": "Hello, k%d!" % i}, r
+    conn.close()
+    r = server.http("HEAD", "/api/v1/testkit/thread")
+    assert r.status == 200 and r.body in (b"", ""), r

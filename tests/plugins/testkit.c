@@ -1,5 +1,6 @@
 /* testkit: routes and message types that integration tests drive. Not shipped. */
 #include <onair/plugin.h>
+#include <pthread.h>
 #include <onair/util.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,20 @@ static int conflict(onair_req_t *req, void *ud)
 static int noreply(onair_req_t *req, void *ud)
 {
     return ONAIR_OK;
+}
+
+/* ONAIR_ROUTE_ANY_THREAD: which thread ran the handler ("onair-net<N>" or the core loop's),
+ * and with ?fail=pending, a handler that wants to answer later (not allowed there) */
+static int thread_name(onair_req_t *req, void *ud)
+{
+    const char *fail = api->req_query(req, "fail");
+    if (fail && !strcmp(fail, "pending"))
+        return ONAIR_PENDING;
+    if (fail && !strcmp(fail, "perm"))
+        return ONAIR_EPERM;
+    char name[32] = "";
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    return api->reply_json(req, 200, json_pack("{s:s}", "thread", name));
 }
 
 static int raw(onair_req_t *req, void *ud)
@@ -332,6 +347,11 @@ static int init(onair_plugin_t *self, const onair_api_t *host)
          .method = "GET",
          .path = "/api/v1/testkit/noreply",
          .handler = noreply},
+        {.size = sizeof(onair_route_t),
+         .method = "GET",
+         .path = "/api/v1/testkit/thread",
+         .handler = thread_name,
+         .flags = ONAIR_ROUTE_ANY_THREAD},
         {.size = sizeof(onair_route_t),
          .method = "GET",
          .path = "/api/v1/testkit/raw",

@@ -99,7 +99,10 @@ static int get_hello(onair_req_t *req, void *ud)
         req, 200, json_pack("{s:o, s:I}", "message", msg, "greeted", (json_int_t)st->greeted));
 }
 
-/* GET /api/v1/hello/{name} -> {"message":"Hello, <name>!"} */
+/* GET /api/v1/hello/{name} -> {"message":"Hello, <name>!"}
+ * ONAIR_ROUTE_ANY_THREAD (below): the host may run this on the network thread that read the
+ * request, so it touches only the request, the config (fixed from init to stop) and its
+ * arguments: no bus publish, no counter of ours (GET /api/v1/hello does those). */
 static int get_hello_name(onair_req_t *req, void *ud)
 {
     hello_t *st = ud;
@@ -114,7 +117,6 @@ static int get_hello_name(onair_req_t *req, void *ud)
     json_t *msg = json_sprintf("%s, %s!", api->config_string(st->self, "greeting"), name);
     if (!msg) /* json_sprintf refuses text that is not UTF-8 */
         return api->reply_problem(req, 400, "invalid_name", "name must be UTF-8 text");
-    announce(st, name);
     return api->reply_json(req, 200, json_pack("{s:o}", "message", msg));
 }
 
@@ -301,7 +303,8 @@ static int hello_init(onair_plugin_t *self, const onair_api_t *host_api)
          .method = "GET",
          .path = "/api/v1/hello/{name}",
          .handler = get_hello_name,
-         .ud = st},
+         .ud = st,
+         .flags = ONAIR_ROUTE_ANY_THREAD},
         {.size = sizeof(onair_route_t),
          .method = "POST",
          .path = "/api/v1/hello/echo",
