@@ -109,9 +109,9 @@ typedef struct net_handlers {
     void (*on_raw_ws_message)(onair_conn_t conn, const void *data, size_t len, int binary,
                               void *ud);
     void *ud;
-    /* (last: optional) The exception to "on the core loop": a request for an ONAIR_ROUTE_ANY_THREAD route that
-     * qualifies (no body, no Authorization header) is handed to this on the network thread
-     * that read it; the answer comes through net_respond as usual. */
+    /* (last: optional) The exception to "on the core loop": a request for an ONAIR_ROUTE_ANY_THREAD
+     * route that qualifies (no body, no Authorization header) is handed to this on the network
+     * thread that read it; the answer comes through net_respond as usual. */
     void (*on_request_here)(net_request_t *req, void *ud);
 } net_handlers_t;
 

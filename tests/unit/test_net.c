@@ -280,7 +280,8 @@ static int setup(void **state)
         .cors_origins = "https://good.example, https://other.example",
         .access_log = 1, /* exercised; the lines are below the WARN level */
     };
-    net_handlers_t h = {on_request, on_ws_open, on_ws_message, on_ws_closed, NULL, NULL, NULL, NULL};
+    net_handlers_t h = {on_request, on_ws_open, on_ws_message, on_ws_closed,
+                        NULL,       NULL,       NULL,          NULL};
     g_net = net_new(g_base, &cfg, g_router, g_wstypes, &h);
     assert_non_null(g_net);
     assert_int_equal(net_start(g_net), 0);
