@@ -250,6 +250,10 @@ struct session {
     struct session *children[MEDIA_CALL_CHILDREN];
     char child_mid[MEDIA_KINDS][32];  /* child: the parent's m-line it sends each kind on */
     char msid[MEDIA_PARTICIPANT_LEN]; /* child: the msid stream of what it sends, "" participant */
+    /* parent: receive slots whose child ended (the track it carried is gone): answered inactive
+     * once before another track goes on them, since a browser announces a new remote track only
+     * on a slot that stopped receiving in between. Core loop thread only. */
+    char spent_mid[MEDIA_CALL_CHILDREN * MEDIA_KINDS][32];
     /* A call peer's further publishers (sources): a track the calls plugin names (a screen
      * share) goes to a publisher session of its own, in a relay of its own ("<stream>/<source
      * participant>"), that shares the peer's transport as a child does (parent: the peer; the

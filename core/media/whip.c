@@ -818,6 +818,20 @@ static void unpublished(int status, json_t *result, void *ud)
     free(ud);
 }
 
+/* Child c of call peer p ended: the receive slots it sent on are spent (p->spent_mid). */
+static void call_slots_spent(session_t *p, const session_t *c)
+{
+    for (int k = 0; k < MEDIA_KINDS; k++) {
+        if (!c->view[k].present || !c->child_mid[k][0])
+            continue;
+        for (size_t j = 0; j < sizeof p->spent_mid / sizeof p->spent_mid[0]; j++)
+            if (!p->spent_mid[j][0] || !strcmp(p->spent_mid[j], c->child_mid[k])) {
+                snprintf(p->spent_mid[j], sizeof p->spent_mid[j], "%s", c->child_mid[k]);
+                break;
+            }
+    }
+}
+
 void media_session_close(session_t *s, const char *reason)
 {
     if (atomic_exchange(&s->closed, 1))
@@ -835,6 +849,7 @@ void media_session_close(session_t *s, const char *reason)
             if (s->parent->children[i] == s) {
                 s->parent->children[i] = NULL;
                 gone = s;
+                call_slots_spent(s->parent, s);
             }
         for (int i = 0; i < MEDIA_CALL_SOURCES; i++)
             if (s->parent->sources[i] == s) {
@@ -1988,11 +2003,17 @@ static session_t *call_child(session_t *s, relay_t *r, const char *participant, 
  * of subs ([{"participant", "stream"?, "audio"?, "video"?: track sid, or false: not wanted}])
  * whose relay has a publisher sending that kind and not sent to s yet. participant names the
  * relay (a participant's, or a participant's source), stream the msid stream id the client
- * sees (the participant a source belongs to; default participant). 1 with am filled and
- * {"mid", "participant", "kind"} appended to subscribed, 0: nothing for it. */
+ * sees (the participant a source belongs to; default participant). A spent slot (its track
+ * ended) gets nothing this time. 1 with am filled and {"mid", "participant", "kind"} appended
+ * to subscribed, 0: nothing for it. */
 static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
                      json_t *subscribed)
 {
+    for (size_t j = 0; j < sizeof s->spent_mid / sizeof s->spent_mid[0]; j++)
+        if (s->spent_mid[j][0] && !strcmp(s->spent_mid[j], m->mid)) {
+            s->spent_mid[j][0] = 0; /* inactive this time, free for a new track next time */
+            return 0;
+        }
     int kind = kind_of(m);
     const char *kname = kind == MEDIA_AUDIO ? "audio" : "video";
     session_t *child = NULL;

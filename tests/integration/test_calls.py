@@ -624,7 +624,8 @@ def test_rtc_screen_share_offers(srv):
     screen's goes to a source of the peer, a relay of its own); another participant is asked for
     receive slots and gets the three tracks on them (mid-to-track map, msid stream = the
     publisher's participant sid); the screen share stopped (its m-line inactive) leaves the
-    other's slot; a second screen share (a new track, a new m-line) is taken and received."""
+    other's slot, which is answered inactive once; a second screen share (a new track, a new
+    m-line) is taken and received on another slot."""
     import asyncio
     import websockets
     bob, alice = mint({"identity": "bob", "grant": {"room": "match-14", "roomJoin": True}},
@@ -668,28 +669,30 @@ def test_rtc_screen_share_offers(srv):
                 assert stream == bob_sid and stream.startswith("PA_") and "-" not in stream
             screen_mid = next(m for m, t in pairs.items() if t == sids["scr"])
 
-            # bob stops the screen share: its m-line inactive; alice's slot no longer carries it
+            # bob stops the screen share (its m-line inactive), then shares again (a new track
+            # on a new m-line) before alice offers again
             await b.send(offer(3, lk_offer("bbbb", send=pub, cids=("mic", "cam", "scr"),
                                            stopped=(2,))))
             assert sections(answer_of(await recv(b, 2))[0])["5"][1] == "inactive"
-            await a.send(offer(3, lk_offer("aaaa", recv=("audio", "video", "video"))))
-            sdp_a, _, pairs = answer_of(await recv(a, 2))
-            assert sections(sdp_a)[screen_mid][1] == "inactive"
-            assert sorted(pairs.values()) == sorted([sids["mic"], sids["cam"]]), pairs
-
-            # a second screen share: a new track on a new m-line
             await b.send(add_track("scr2", 1, 3))
             sids["scr2"] = published_sid(await recv(b, 6))
             await b.send(offer(4, lk_offer("bbbb", send=pub + ("video",),
                                            cids=("mic", "cam", "scr", "scr2"), stopped=(2,))))
             mb = sections(answer_of(await recv(b, 2))[0])
             assert mb["5"][1] == "inactive" and mb["6"][1] == "recvonly"
+            # alice's slot of the first one is answered inactive (a browser announces a new
+            # track only on a slot that stopped receiving); the second goes on a new slot
             await recv(a, 25)
-            await a.send(offer(4, lk_offer("aaaa", recv=("audio", "video", "video", "video"))))
+            await a.send(offer(3, lk_offer("aaaa", recv=("audio", "video", "video", "video"))))
             sdp_a, _, pairs = answer_of(await recv(a, 2))
+            assert sections(sdp_a)[screen_mid][1] == "inactive"
             assert sorted(pairs.values()) == sorted([sids["mic"], sids["cam"], sids["scr2"]])
             mid2 = next(m for m, t in pairs.items() if t == sids["scr2"])
-            assert slot_msid(sections(sdp_a)[mid2][2]) == (bob_sid, sids["scr2"])
+            assert mid2 == "4" and slot_msid(sections(sdp_a)[mid2][2]) == (bob_sid, sids["scr2"])
+            # the next answer keeps it there (the spent slot is free again, still empty)
+            await a.send(offer(4, lk_offer("aaaa", recv=("audio", "video", "video", "video"))))
+            sdp_a, _, pairs2 = answer_of(await recv(a, 2))
+            assert pairs2 == pairs and sections(sdp_a)[screen_mid][1] == "inactive"
     asyncio.run(run())
     assert srv.wait_log(r"source PA_\w+-screen")
 
