@@ -532,12 +532,14 @@ test('a screen share next to the camera: received and decoded, stopped, shared a
   }
 
   // luke stops the screen share: mona sees it unpublished, the camera keeps decoding
-  await a.evaluate(async () => {
+  const stopped = (n) => waitFor(`mona sees screen share ${n} unpublished`, () => b.evaluate((n) =>
+    window.lk.events.filter((e) => e === 'unpublishedSource:luke:screen_share').length === n, n), 15_000);
+  const stopCanvas = () => a.evaluate(async () => {
     clearInterval(window.screenPaint);
     await window.lkRoom.localParticipant.unpublishTrack(window.screenTrack);
   });
-  await waitFor('mona sees the screen share unpublished', () =>
-    b.evaluate(() => window.lk.events.includes('unpublishedSource:luke:screen_share')), 15_000);
+  await stopCanvas();
+  await stopped(1);
   ev = await b.evaluate(() => window.lk.events);
   assert.ok(!ev.includes('unpublishedSource:luke:camera'), ev.join());
   await decodes(b, 'luke', 'camera', 'luke\'s camera after the screen share stopped');
@@ -549,6 +551,18 @@ test('a screen share next to the camera: received and decoded, stopped, shared a
     window.lk.events.includes(`subscribedSource:luke:screen_share:${sid}`), screen2), 30_000);
   await decodes(b, 'luke', 'screen_share', 'luke\'s second screen share decoded (blue)', 10, BLUE);
   await decodes(b, 'luke', 'camera', 'luke\'s camera with the second screen share');
+
+  // livekit-client's own screen share (getDisplayMedia: Chromium's fake screen), on and off
+  await stopCanvas();
+  await stopped(2);
+  const screen3 = await a.evaluate(async () =>
+    (await window.lkRoom.localParticipant.setScreenShareEnabled(true)).trackSid);
+  await waitFor('mona subscribed to setScreenShareEnabled\'s screen share', () => b.evaluate((sid) =>
+    window.lk.events.includes(`subscribedSource:luke:screen_share:${sid}`), screen3), 30_000);
+  await decodes(b, 'luke', 'screen_share', 'luke\'s captured screen decoded');
+  await a.evaluate(() => window.lkRoom.localParticipant.setScreenShareEnabled(false));
+  await stopped(3);
+  await decodes(b, 'luke', 'camera', 'luke\'s camera after setScreenShareEnabled(false)');
   for (const p of [a, b]) {
     await p.evaluate(() => window.lkRoom.disconnect());
     await p.close();
