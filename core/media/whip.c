@@ -818,17 +818,37 @@ static void unpublished(int status, json_t *result, void *ud)
     free(ud);
 }
 
-/* Child c of call peer p ended: the receive slots it sent on are spent (p->spent_mid). */
+/* Call peer p's receive slot mid is spent: the track it carried is gone (p->spent_mid). */
+static void call_slot_spent(session_t *p, const char *mid)
+{
+    for (size_t j = 0; mid[0] && j < sizeof p->spent_mid / sizeof p->spent_mid[0]; j++)
+        if (!p->spent_mid[j][0] || !strcmp(p->spent_mid[j], mid)) {
+            snprintf(p->spent_mid[j], sizeof p->spent_mid[j], "%s", mid);
+            break;
+        }
+}
+
+/* Child c of call peer p ended: the receive slots it sent on are spent. */
 static void call_slots_spent(session_t *p, const session_t *c)
 {
-    for (int k = 0; k < MEDIA_KINDS; k++) {
-        if (!c->view[k].present || !c->child_mid[k][0])
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        if (c->view[k].present)
+            call_slot_spent(p, c->child_mid[k]);
+}
+
+/* A call peer's track of a kind is gone (relay r's lock held): its receivers' children give
+ * up their slot of it (spent), so that a track the peer publishes again goes on new slots,
+ * which browsers announce as a new track. */
+static void call_views_spent(relay_t *r, int kind)
+{
+    for (size_t i = 0; i < r->nviewers; i++) {
+        session_t *v = r->viewers[i];
+        if (!v->parent || !v->view[kind].present)
             continue;
-        for (size_t j = 0; j < sizeof p->spent_mid / sizeof p->spent_mid[0]; j++)
-            if (!p->spent_mid[j][0] || !strcmp(p->spent_mid[j], c->child_mid[k])) {
-                snprintf(p->spent_mid[j], sizeof p->spent_mid[j], "%s", c->child_mid[k]);
-                break;
-            }
+        call_slot_spent(v->parent, v->child_mid[kind]);
+        memset(&v->view[kind], 0, sizeof v->view[kind]);
+        v->view[kind].source_layer = -1;
+        v->child_mid[kind][0] = 0;
     }
 }
 
@@ -1875,6 +1895,7 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
         pthread_mutex_lock(&s->relay->lock);
         gone = *t;
         memset(t, 0, sizeof *t);
+        call_views_spent(s->relay, k);
         pthread_mutex_unlock(&s->relay->lock);
         for (int l = 0; l < gone.nlayers; l++)
             rtx_buffer_free(gone.layers[l].buf);
@@ -2072,6 +2093,8 @@ static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am,
             snprintf(c->child_mid[kind], sizeof c->child_mid[kind], "%s", m->mid);
             child = c;
             track = tr;
+            if (kind == MEDIA_VIDEO && atomic_load(&c->media_ready))
+                atomic_store(&c->relay->keyframe_wanted, 1); /* a picture for the new slot */
         }
         pthread_mutex_unlock(&c->relay->lock);
     }

@@ -568,3 +568,35 @@ test('a screen share next to the camera: received and decoded, stopped, shared a
     await p.close();
   }
 });
+
+test('a camera unpublished and published again (a new track): the other participant receives the new one', T, async () => {
+  const a = await lkPage('oscar');
+  const b = await lkPage('pia');
+  const url = server.base.replace('http', 'ws');
+  await connect(b, url, await token('pia', {room: 'match-50', roomJoin: true}));
+  await waitFor('pia connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
+  await connect(a, url, await token('oscar', {room: 'match-50', roomJoin: true}));
+  await waitFor('oscar connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
+  await publishAV(a, 320, 240);
+  await decodes(b, 'oscar', 'camera', 'oscar\'s first camera decoded');
+  await a.evaluate(async () => {
+    const lp = window.lkRoom.localParticipant;
+    await lp.unpublishTrack([...lp.videoTrackPublications.values()][0].track);
+  });
+  await waitFor('pia sees the camera unpublished', () =>
+    b.evaluate(() => window.lk.events.includes('unpublishedSource:oscar:camera')), 15_000);
+  const sid = await a.evaluate(async () => {
+    const {createLocalVideoTrack} = window.LivekitClient;
+    const t = await createLocalVideoTrack({resolution: {width: 320, height: 240}});
+    return (await window.lkRoom.localParticipant.publishTrack(t)).trackSid;
+  });
+  // its old receive slot is given up (a browser announces a new track only on a slot that
+  // stopped receiving): the new camera comes on a new one, as a new TrackSubscribed
+  await waitFor('pia subscribed to the new camera', () => b.evaluate((sid) =>
+    window.lk.events.includes(`subscribedSource:oscar:camera:${sid}`), sid), 30_000);
+  await decodes(b, 'oscar', 'camera', 'oscar\'s second camera decoded');
+  for (const p of [a, b]) {
+    await p.evaluate(() => window.lkRoom.disconnect());
+    await p.close();
+  }
+});
