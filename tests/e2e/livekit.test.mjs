@@ -7,7 +7,8 @@
 // microphone are published, and two clients in a room decode each other's video and audio;
 // selective subscriptions (autoSubscribe off, setSubscribed, setEnabled) and setVideoDimensions
 // (the simulcast layer received); a screen share next to the camera (a second video: received,
-// decoded, stopped, shared again, by a late joiner, subscribed per track).
+// decoded, stopped, shared again, by a late joiner, subscribed per track); a camera published
+// again after its unpublish.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); tests/livekit installed (npm ci)
 import {test, before, after} from 'node:test';
@@ -480,6 +481,21 @@ async function decodes(page, identity, source, what, more = 10, ok = () => true)
   return last;
 }
 
+// A page of identity connected to room (room.connect() resolved); leaveAll: they disconnect.
+async function joined(identity, room) {
+  const page = await lkPage(identity);
+  await connect(page, server.base.replace('http', 'ws'), await token(identity, {room, roomJoin: true}));
+  await waitFor(`${identity} connected`, () => page.evaluate(() => window.lk.result === 'connected'), 20_000);
+  return page;
+}
+
+async function leaveAll(pages) {
+  for (const p of pages) {
+    await p.evaluate(() => window.lkRoom.disconnect());
+    await p.close();
+  }
+}
+
 function screenPub(page, identity, method, arg) {
   return page.evaluate(([identity, method, arg]) => {
     const p = window.lkRoom.remoteParticipants.get(identity);
@@ -488,13 +504,8 @@ function screenPub(page, identity, method, arg) {
 }
 
 test('a screen share next to the camera: received and decoded, stopped, shared again, by a late joiner, per track', T, async () => {
-  const a = await lkPage('luke');
-  const b = await lkPage('mona');
-  const url = server.base.replace('http', 'ws');
-  await connect(b, url, await token('mona', {room: 'match-49', roomJoin: true}));
-  await waitFor('mona connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
-  await connect(a, url, await token('luke', {room: 'match-49', roomJoin: true}));
-  await waitFor('luke connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
+  const b = await joined('mona', 'match-49');
+  const a = await joined('luke', 'match-49');
   await publishAV(a, 320, 240);
   const screen1 = await shareScreen(a, '#ff0000');
   assert.match(screen1, /^TR_/);
@@ -513,13 +524,10 @@ test('a screen share next to the camera: received and decoded, stopped, shared a
   await waitFor('mona hears luke', async () => (await received(b, 'audio')).samples > 0, 30_000);
 
   // a late joiner gets the screen share too
-  const c = await lkPage('nina');
-  await connect(c, url, await token('nina', {room: 'match-49', roomJoin: true}));
-  await waitFor('nina connected', () => c.evaluate(() => window.lk.result === 'connected'), 20_000);
+  const c = await joined('nina', 'match-49');
   await decodes(c, 'luke', 'screen_share', 'nina decodes luke\'s screen share', 10, RED);
   await decodes(c, 'luke', 'camera', 'nina decodes luke\'s camera');
-  await c.evaluate(() => window.lkRoom.disconnect());
-  await c.close();
+  await leaveAll([c]);
 
   // per track: mona unsubscribes from the screen share (the camera goes on), then subscribes
   // again; disables it (UpdateTrackSettings), then enables it
@@ -563,20 +571,12 @@ test('a screen share next to the camera: received and decoded, stopped, shared a
   await a.evaluate(() => window.lkRoom.localParticipant.setScreenShareEnabled(false));
   await stopped(3);
   await decodes(b, 'luke', 'camera', 'luke\'s camera after setScreenShareEnabled(false)');
-  for (const p of [a, b]) {
-    await p.evaluate(() => window.lkRoom.disconnect());
-    await p.close();
-  }
+  await leaveAll([a, b]);
 });
 
 test('a camera unpublished and published again (a new track): the other participant receives the new one', T, async () => {
-  const a = await lkPage('oscar');
-  const b = await lkPage('pia');
-  const url = server.base.replace('http', 'ws');
-  await connect(b, url, await token('pia', {room: 'match-50', roomJoin: true}));
-  await waitFor('pia connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
-  await connect(a, url, await token('oscar', {room: 'match-50', roomJoin: true}));
-  await waitFor('oscar connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
+  const b = await joined('pia', 'match-50');
+  const a = await joined('oscar', 'match-50');
   await publishAV(a, 320, 240);
   await decodes(b, 'oscar', 'camera', 'oscar\'s first camera decoded');
   await a.evaluate(async () => {
@@ -595,8 +595,5 @@ test('a camera unpublished and published again (a new track): the other particip
   await waitFor('pia subscribed to the new camera', () => b.evaluate((sid) =>
     window.lk.events.includes(`subscribedSource:oscar:camera:${sid}`), sid), 30_000);
   await decodes(b, 'oscar', 'camera', 'oscar\'s second camera decoded');
-  for (const p of [a, b]) {
-    await p.evaluate(() => window.lkRoom.disconnect());
-    await p.close();
-  }
+  await leaveAll([a, b]);
 });
