@@ -809,6 +809,9 @@ static void session_datagram(media_worker_t *w, session_t *s, uint8_t *buf, size
             for (int i = 0; s->call && i < MEDIA_CALL_CHILDREN; i++)
                 if (s->children[i] && atomic_load(&s->children[i]->media_ready))
                     relay_on_rtcp(w, s->children[i], buf, n); /* feedback on what it sent */
+            for (int i = 0; s->call && i < MEDIA_CALL_SOURCES; i++)
+                if (s->sources[i] && atomic_load(&s->sources[i]->media_ready))
+                    relay_on_rtcp(w, s->sources[i], buf, n); /* its tracks' sender reports */
         } else {
             int rc = srtp_session_unprotect_rtp(s->srtp_in, buf, &n);
             if (rc < 0) {
@@ -939,18 +942,26 @@ static void on_tick(evutil_socket_t fd, short what, void *ud)
             media_report_closed(s, "no_media");
         if (s->dtls_state == DTLS_CONNECTED && atomic_load(&s->dc_port))
             dc_session_flush(w, s); /* messages for the peer, SCTP's timers' packets */
-        session_t *kids[MEDIA_CALL_CHILDREN];
+        session_t *kids[MEDIA_CALL_CHILDREN + MEDIA_CALL_SOURCES];
         int nkids = 0;
         for (int i = 0; s->call && i < MEDIA_CALL_CHILDREN; i++)
             if (s->children[i] && atomic_load(&s->children[i]->media_ready))
                 session_ref(kids[nkids++] = s->children[i]);
+        for (int i = 0; s->call && atomic_load(&s->media_ready) && i < MEDIA_CALL_SOURCES; i++)
+            if (s->sources[i]) /* its RTCP context is made here if no packet made it yet */
+                session_ref(kids[nkids++] = s->sources[i]);
         pthread_mutex_unlock(&s->bind_lock);
         if (now - stun_ms > (uint64_t)g_media.consent_timeout_ms)
             media_report_closed(s, "ice_timeout");
         else if (atomic_load(&s->media_ready))
             relay_tick(w, s, now);
         for (int i = 0; i < nkids; i++) {
-            if (!atomic_load(&kids[i]->closed))
+            if (kids[i]->role == ROLE_PUBLISHER && !atomic_load(&kids[i]->media_ready)) {
+                pthread_mutex_lock(&kids[i]->relay->lock);
+                media_child_ready(w, kids[i]);
+                pthread_mutex_unlock(&kids[i]->relay->lock);
+            }
+            if (!atomic_load(&kids[i]->closed) && atomic_load(&kids[i]->media_ready))
                 relay_tick(w, kids[i], now);
             session_unref(kids[i]);
         }

@@ -50,6 +50,7 @@
 #define MEDIA_HASH_SLOTS      4096 /* buckets of the session and relay tables */
 #define MEDIA_TCC_RING        1024 /* publisher: transport-wide seqs awaiting feedback (50 ms) */
 #define MEDIA_CALL_CHILDREN   8    /* a call participant receives at most this many others */
+#define MEDIA_CALL_SOURCES    2    /* publishers a call peer has besides itself (a screen share) */
 
 enum media_kind { MEDIA_AUDIO = 0, MEDIA_VIDEO = 1, MEDIA_KINDS = 2 };
 enum media_role { ROLE_PUBLISHER = 1, ROLE_VIEWER = 2 };
@@ -249,7 +250,18 @@ struct session {
     dtls_srtp_keys_t *call_keys; /* parent: set once before media_ready */
     /* parent, paused: in the per-packet fields above */
     struct session *children[MEDIA_CALL_CHILDREN];
-    char child_mid[MEDIA_KINDS][32]; /* child: the parent's m-line it sends each kind on */
+    char child_mid[MEDIA_KINDS][32];  /* child: the parent's m-line it sends each kind on */
+    char msid[MEDIA_PARTICIPANT_LEN]; /* child: the msid stream of what it sends, "" participant */
+    /* parent: receive slots whose child ended (the track it carried is gone): answered inactive
+     * once before another track goes on them, since a browser announces a new remote track only
+     * on a slot that stopped receiving in between. Core loop thread only. */
+    char spent_mid[MEDIA_CALL_CHILDREN * MEDIA_KINDS][32];
+    /* A call peer's further publishers (sources): a track the calls plugin names (a screen
+     * share) goes to a publisher session of its own, in a relay of its own ("<stream>/<source
+     * participant>"), that shares the peer's transport as a child does (parent: the peer; the
+     * peer's RTP that none of its own tracks takes is offered to them: relay.c). Under the
+     * parent's bind_lock, a reference each. */
+    struct session *sources[MEDIA_CALL_SOURCES];
 
     /* data channels (datachannel.c, sctp.h) of a call participant's peer: dc_port is the
      * remote's a=sctp-port (0: no data channel m-line accepted; set by the core loop at an

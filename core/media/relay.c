@@ -214,8 +214,30 @@ static void tcc_feedback(media_worker_t *w, session_t *s, uint64_t now_us)
 
 /* ---- publisher RTP ------------------------------------------------------------------------- */
 
-/* Which track and layer an SSRC belongs to; learns new SSRCs from the payload type and,
- * for simulcast, from the rid / repaired-rid header extensions. */
+/* Whether a call peer's track may learn the new SSRC of pkt: its MID header extension (which
+ * browsers send until the SSRC is acknowledged) names the track's m-line. A peer with sources
+ * (a screen share on the same transport, whose payload types are the camera's) and a source
+ * itself learn only from packets that name their m-line; other call peers also from packets
+ * without a MID. */
+static int mid_fits(const session_t *s, const pub_track_t *t, const uint8_t *pkt,
+                    const rtp_header_t *h)
+{
+    if (!s->call && !s->parent)
+        return 1;
+    int strict = s->parent != NULL;
+    for (int i = 0; i < MEDIA_CALL_SOURCES && !strict; i++)
+        strict = s->sources[i] != NULL;
+    const uint8_t *v;
+    size_t vlen;
+    if (!t->ext_id[EXT_MID] || !h->ext_profile ||
+        rtp_ext_find(pkt, h, t->ext_id[EXT_MID], &v, &vlen) < 0)
+        return !strict;
+    return strlen(t->mid) == vlen && !memcmp(t->mid, v, vlen);
+}
+
+/* Which track and layer an SSRC belongs to; learns new SSRCs from the payload type (and the
+ * MID of a call peer's packet: mid_fits) and, for simulcast, from the rid / repaired-rid
+ * header extensions. */
 static int classify(session_t *s, uint8_t *pkt, const rtp_header_t *h, int *kind, int *layer,
                     int *is_rtx)
 {
@@ -234,7 +256,8 @@ static int classify(session_t *s, uint8_t *pkt, const rtp_header_t *h, int *kind
     }
     for (int k = 0; k < MEDIA_KINDS; k++) {
         pub_track_t *t = &s->pub[k];
-        if (!t->present || (h->pt != t->pt && (!t->rtx_pt || h->pt != t->rtx_pt)))
+        if (!t->present || (h->pt != t->pt && (!t->rtx_pt || h->pt != t->rtx_pt)) ||
+            !mid_fits(s, t, pkt, h))
             continue;
         int rtx = t->rtx_pt && h->pt == t->rtx_pt;
         int l = 0;
@@ -386,6 +409,31 @@ static inline void viewer_prefetch(const relay_t *r, size_t i, int kind)
         srtp_session_prefetch(r->viewers[i + PREFETCH_AHEAD]->srtp_out);
 }
 
+static void publisher_rtp(media_worker_t *w, session_t *s, relay_t *r, uint8_t *pkt, size_t len,
+                          rtp_header_t *h, int kind, int layer, int is_rtx, uint64_t now_us);
+
+/* A call peer's packet that none of its own tracks takes: one of its sources' (a screen
+ * share's), each in a relay of its own. 1 when one took it (forwarded, relay lock released). */
+static int source_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len, rtp_header_t *h,
+                      uint64_t now_us)
+{
+    for (int i = 0; i < MEDIA_CALL_SOURCES; i++) {
+        session_t *src = s->sources[i];
+        if (!src || atomic_load_explicit(&src->closed, memory_order_relaxed))
+            continue;
+        relay_t *r = src->relay;
+        int kind, layer, is_rtx;
+        pthread_mutex_lock(&r->lock);
+        if (r->publisher == src && media_child_ready(w, src) &&
+            classify(src, pkt, h, &kind, &layer, &is_rtx) == 0) {
+            publisher_rtp(w, src, r, pkt, len, h, kind, layer, is_rtx, now_us);
+            return 1;
+        }
+        pthread_mutex_unlock(&r->lock);
+    }
+    return 0;
+}
+
 void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
 {
     rtp_header_t h;
@@ -394,7 +442,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         return;
     }
     relay_t *r = s->relay;
-    uint64_t now_us = media_now_us(), now_ms = now_us / 1000u;
+    uint64_t now_us = media_now_us();
     pthread_mutex_lock(&r->lock);
     int kind, layer, is_rtx;
     /* the standby source (a backup, or a primary while its backup is active) is received,
@@ -404,9 +452,21 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         tcc_record(s, pkt, &h, now_us); /* every packet counts for the sender's estimate */
     if (!live || classify(s, pkt, &h, &kind, &layer, &is_rtx) < 0) {
         pthread_mutex_unlock(&r->lock);
+        if (live && s->call && source_rtp(w, s, pkt, len, &h, now_us))
+            return;                 /* a source's (its transport's feedback was recorded above) */
         worker_count(&w->drops, 1); /* unknown SSRC, or a replaced publisher */
         return;
     }
+    publisher_rtp(w, s, r, pkt, len, &h, kind, layer, is_rtx, now_us);
+}
+
+/* A classified packet of publisher s (relay r's lock held; released here): its track's
+ * bookkeeping, then the fan-out to the relay's viewers. h is the caller's (an RTX repair
+ * rewrites it). */
+static void publisher_rtp(media_worker_t *w, session_t *s, relay_t *r, uint8_t *pkt, size_t len,
+                          rtp_header_t *h, int kind, int layer, int is_rtx, uint64_t now_us)
+{
+    uint64_t now_ms = now_us / 1000u;
     pub_track_t *t = &s->pub[kind];
     pub_layer_t *L = &t->layers[layer];
     int repair = 0;
@@ -416,7 +476,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
          * (copies of packets sent before, or padding only) and late answers to our NACKs. */
         int c = L->ssrc ? rtp_rtx_classify(&L->seen, pkt, len, NULL) : RTP_RTX_REDUNDANT;
         size_t n = c == RTP_RTX_REPAIR ? rtp_unwrap_rtx(pkt, len, (uint8_t)t->pt, L->ssrc) : 0;
-        if (!n || rtp_parse(pkt, n, &h) < 0) {
+        if (!n || rtp_parse(pkt, n, h) < 0) {
             if (c != RTP_RTX_MALFORMED)
                 L->redundant++;
             pthread_mutex_unlock(&r->lock);
@@ -426,7 +486,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         repair = 1;
         L->repaired++;
     } else {
-        if (rtp_seen_mark(&L->seen, h.seq) != RTP_SEEN_NEW) {
+        if (rtp_seen_mark(&L->seen, h->seq) != RTP_SEEN_NEW) {
             /* twice (a network duplicate, or after its repair), or too late to matter */
             L->duplicates++;
             pthread_mutex_unlock(&r->lock);
@@ -434,10 +494,10 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         }
         /* the receiver report describes the original stream, as the publisher sent it (a
          * repair is counted as lost there, the way a browser receiver counts it) */
-        rtp_stats_update(&L->stats, h.seq, h.ts, h.payload_len, now_us);
-        L->frames += h.marker; /* health: the last packet of a video frame */
+        rtp_stats_update(&L->stats, h->seq, h->ts, h->payload_len, now_us);
+        L->frames += h->marker; /* health: the last packet of a video frame */
     }
-    rtp_loss_update(&L->loss, h.seq, now_ms);
+    rtp_loss_update(&L->loss, h->seq, now_ms);
     if (now_ms - L->window_start_ms >= 1000) {
         L->bitrate_bps =
             L->window_start_ms ? L->window_bytes * 8000 / (now_ms - L->window_start_ms) : 0;
@@ -448,30 +508,31 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
     L->last_packet_ms = now_ms;
     L->active = 1;
     if (L->buf)
-        rtx_buffer_put(L->buf, h.seq, pkt, len, now_ms);
+        rtx_buffer_put(L->buf, h->seq, pkt, len, now_ms);
     if (r->publisher != s) { /* the standby: its keyframes are counted, nothing forwarded */
         if (!repair && kind == MEDIA_VIDEO &&
-            rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len))
-            note_keyframe(L, h.ts, now_ms);
+            rtp_is_keyframe(t->codec, pkt + h->payload_off, h->payload_len))
+            note_keyframe(L, h->ts, now_ms);
         pthread_mutex_unlock(&r->lock);
         return;
     }
     if (r->taps)
         taps_feed(r, kind, layer, pkt, len);
-    if (kind == MEDIA_AUDIO && !repair && t->ext_id[EXT_AUDIO_LEVEL] && h.ext_profile &&
-        !atomic_load_explicit(&r->muted[MEDIA_AUDIO], memory_order_relaxed)) {
-        /* RFC 6464: the active speaker of the stream's room (room.c); a muted one is not heard */
+    if (kind == MEDIA_AUDIO && !repair && t->ext_id[EXT_AUDIO_LEVEL] && h->ext_profile &&
+        !atomic_load_explicit(&r->muted[MEDIA_AUDIO], memory_order_relaxed) && !s->parent) {
+        /* RFC 6464: the active speaker of the stream's room (room.c); a muted one is not heard,
+         * a call peer's source (a screen share's audio) is not a participant */
         const uint8_t *v;
         size_t vlen;
-        if (rtp_ext_find(pkt, &h, t->ext_id[EXT_AUDIO_LEVEL], &v, &vlen) == 0 && vlen >= 1 &&
+        if (rtp_ext_find(pkt, h, t->ext_id[EXT_AUDIO_LEVEL], &v, &vlen) == 0 && vlen >= 1 &&
             speaker_meter_add(&t->meter, v[0], now_ms))
             room_level_push(s->stream_id, s->participant, t->meter.level, now_ms);
     }
     /* a repaired keyframe packet is late: no switch starts on it */
     int key = !repair && kind == MEDIA_VIDEO &&
-              rtp_is_keyframe(t->codec, pkt + h.payload_off, h.payload_len);
+              rtp_is_keyframe(t->codec, pkt + h->payload_off, h->payload_len);
     if (key)
-        note_keyframe(L, h.ts, now_ms);
+        note_keyframe(L, h->ts, now_ms);
     if (atomic_load_explicit(&r->muted[kind], memory_order_relaxed)) {
         /* a participant's track muted by the owner (room.c): viewers get nothing of it */
         pthread_mutex_unlock(&r->lock);
@@ -489,7 +550,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
         if (repair) {
             /* nobody got the original: every viewer on this source is missing it */
             if (vt->source == L)
-                forward_one(w, v, vt, t, layer, pkt, len, &h, now_us, 1);
+                forward_one(w, v, vt, t, layer, pkt, len, h, now_us, 1);
             continue;
         }
         if (vt->source_pub && vt->source_pub != s->serial) {
@@ -516,7 +577,7 @@ void relay_on_rtp(media_worker_t *w, session_t *s, uint8_t *pkt, size_t len)
                 vt->pub_gen++;
             vt->source_pub = s->serial;
         }
-        forward_one(w, v, vt, t, layer, pkt, len, &h, now_us, 0);
+        forward_one(w, v, vt, t, layer, pkt, len, h, now_us, 0);
     }
     pthread_mutex_unlock(&r->lock);
 }

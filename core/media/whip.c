@@ -819,6 +819,40 @@ static void unpublished(int status, json_t *result, void *ud)
     free(ud);
 }
 
+/* Call peer p's receive slot mid is spent: the track it carried is gone (p->spent_mid). */
+static void call_slot_spent(session_t *p, const char *mid)
+{
+    for (size_t j = 0; mid[0] && j < sizeof p->spent_mid / sizeof p->spent_mid[0]; j++)
+        if (!p->spent_mid[j][0] || !strcmp(p->spent_mid[j], mid)) {
+            snprintf(p->spent_mid[j], sizeof p->spent_mid[j], "%s", mid);
+            break;
+        }
+}
+
+/* Child c of call peer p ended: the receive slots it sent on are spent. */
+static void call_slots_spent(session_t *p, const session_t *c)
+{
+    for (int k = 0; k < MEDIA_KINDS; k++)
+        if (c->view[k].present)
+            call_slot_spent(p, c->child_mid[k]);
+}
+
+/* A call peer's track of a kind is gone (relay r's lock held): its receivers' children give
+ * up their slot of it (spent), so that a track the peer publishes again goes on new slots,
+ * which browsers announce as a new track. */
+static void call_views_spent(relay_t *r, int kind)
+{
+    for (size_t i = 0; i < r->nviewers; i++) {
+        session_t *v = r->viewers[i];
+        if (!v->parent || !v->view[kind].present)
+            continue;
+        call_slot_spent(v->parent, v->child_mid[kind]);
+        memset(&v->view[kind], 0, sizeof v->view[kind]);
+        v->view[kind].source_layer = -1;
+        v->child_mid[kind][0] = 0;
+    }
+}
+
 void media_session_close(session_t *s, const char *reason)
 {
     if (atomic_exchange(&s->closed, 1))
@@ -829,24 +863,32 @@ void media_session_close(session_t *s, const char *reason)
     pthread_mutex_unlock(&g_media.lock);
     if (in_table)
         session_unref(s); /* the table's reference */
-    if (s->parent) {      /* a call child: off its parent's list */
+    if (s->parent) {      /* a call child or source: off its parent's lists */
         session_t *gone = NULL;
         pthread_mutex_lock(&s->parent->bind_lock);
         for (int i = 0; i < MEDIA_CALL_CHILDREN; i++)
             if (s->parent->children[i] == s) {
                 s->parent->children[i] = NULL;
                 gone = s;
+                call_slots_spent(s->parent, s);
+            }
+        for (int i = 0; i < MEDIA_CALL_SOURCES; i++)
+            if (s->parent->sources[i] == s) {
+                s->parent->sources[i] = NULL;
+                gone = s;
             }
         pthread_mutex_unlock(&s->parent->bind_lock);
         session_unref(gone);
     }
-    if (s->call) { /* a call participant: what it receives ends with it */
-        session_t *kids[MEDIA_CALL_CHILDREN];
+    if (s->call) { /* a call participant: what it receives and its sources end with it */
+        session_t *kids[MEDIA_CALL_CHILDREN + MEDIA_CALL_SOURCES];
         pthread_mutex_lock(&s->bind_lock);
-        memcpy(kids, s->children, sizeof kids);
+        memcpy(kids, s->children, sizeof s->children);
+        memcpy(kids + MEDIA_CALL_CHILDREN, s->sources, sizeof s->sources);
         memset(s->children, 0, sizeof s->children);
+        memset(s->sources, 0, sizeof s->sources);
         pthread_mutex_unlock(&s->bind_lock);
-        for (int i = 0; i < MEDIA_CALL_CHILDREN; i++)
+        for (int i = 0; i < MEDIA_CALL_CHILDREN + MEDIA_CALL_SOURCES; i++)
             if (kids[i]) {
                 media_session_close(kids[i], reason);
                 session_unref(kids[i]);
@@ -1730,10 +1772,100 @@ static int health_report_message(onair_wsmsg_t *m, void *ud)
  * (same ICE credentials and DTLS, or new ICE credentials for an ICE restart): new published
  * tracks are taken, those already taken stay, a stopped one leaves. Receive slots get the
  * other participants' tracks through child sessions (call_slot), else are answered inactive;
- * the data channel m-line is accepted (call_datachannel, datachannel.c). */
+ * the data channel m-line is accepted (call_datachannel, datachannel.c). A track the plugin names
+ * as a source's (a screen share, by its msid track id) is published by a source session of the peer
+ * (call_source): a publisher in a relay of its own "<stream>/<source participant>" that shares the
+ * peer's transport, so that a participant publishes a camera and a screen share at once. */
+
+/* The calls plugin's sources of a peer's offer (media.call_offer "sources"): the tracks (msid
+ * track ids) that go to a publisher of their own, participant of the room as given. */
+typedef struct {
+    const char *participant;
+    json_t *tracks;
+} call_src_t;
+
+/* The source an m-line's track belongs to (its msid track id in one's list), -1: the peer's. */
+static int call_src_of(const call_src_t *src, int nsrc, const sdp_media_t *m)
+{
+    for (int i = 0; i < nsrc && m->msid_track[0]; i++) {
+        size_t j;
+        json_t *v;
+        json_array_foreach(src[i].tracks, j, v)
+        {
+            if (json_is_string(v) && !strcmp(json_string_value(v), m->msid_track))
+                return i;
+        }
+    }
+    return -1;
+}
+
+/* A session of participant that sends over s's transport (a call child or source), holding a
+ * reference to s. */
+static session_t *call_kin(session_t *s, int role, const char *participant)
+{
+    session_t *x = media_session_new(role, s->stream_id);
+    if (!x)
+        return NULL;
+    snprintf(x->participant, sizeof x->participant, "%s", participant);
+    session_ref(s);
+    x->parent = s;
+    return x;
+}
+
+/* s's source publishing as participant (creating it: a publisher session sharing s's
+ * transport, in the relay "<stream>/<participant>"), or NULL. Core loop thread (the only one
+ * that changes s->sources). */
+static session_t *call_source(session_t *s, const char *participant)
+{
+    int free_slot = -1;
+    for (int i = 0; i < MEDIA_CALL_SOURCES; i++) {
+        session_t *x = s->sources[i];
+        if (x && !strcmp(x->participant, participant))
+            return x;
+        if (!x && free_slot < 0)
+            free_slot = i;
+    }
+    session_t *x = free_slot >= 0 ? call_kin(s, ROLE_PUBLISHER, participant) : NULL;
+    if (!x)
+        return NULL;
+    char key[MEDIA_STREAM_ID_LEN];
+    room_key(key, sizeof key, s->stream_id, participant);
+    pthread_mutex_lock(&g_media.lock);
+    relay_t *r = relay_get(key);
+    if (r)
+        snprintf(r->participant, sizeof r->participant, "%s", participant);
+    pthread_mutex_unlock(&g_media.lock);
+    x->relay = r;
+    if (!r || media_publisher_attach(x) != ONAIR_OK) {
+        session_unref(x);
+        return NULL;
+    }
+    pthread_mutex_lock(&s->bind_lock);
+    s->sources[free_slot] = x; /* the creation's reference */
+    pthread_mutex_unlock(&s->bind_lock);
+    LOG_INFO("media", "call session %s: source %s (session %s)", s->id, participant, x->id);
+    return x;
+}
+
+/* Whether publisher x (s or one of its sources) keeps its track t after offer o: its m-line
+ * still sends, and still for x (the track's source in the offer is x's). */
+static int call_track_stays(const session_t *s, const session_t *x, const pub_track_t *t,
+                            const sdp_t *o, const call_src_t *src, int nsrc)
+{
+    const sdp_media_t *m = NULL;
+    for (int i = 0; i < o->n_media && !m; i++)
+        if (!strcmp(o->media[i].mid, t->mid))
+            m = &o->media[i];
+    sdp_dir_t d = m ? sdp_media_dir(m) : SDP_DIR_INACTIVE;
+    if (!m || !(m->port || m->bundle_only) || (d != SDP_DIR_SENDONLY && d != SDP_DIR_SENDRECV))
+        return 0;
+    int si = call_src_of(src, nsrc, m);
+    return x == s ? si < 0 : si >= 0 && !strcmp(src[si].participant, x->participant);
+}
 
 /* Plan a call participant's offer into opts (s's tracks filled; live: s is registered, so
- * its tracks change under the relay's lock). */
+ * its tracks change under the relay's lock). The tracks of src go to s's sources (live only:
+ * a first offer's are rejected). */
 static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
                      json_t *subscribed);
 
@@ -1760,27 +1892,33 @@ static int call_datachannel(session_t *s, const sdp_media_t *m, sdp_answer_media
 }
 
 static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int live,
-                     int may_publish, json_t *subs, json_t *subscribed, char *err, size_t elen)
+                     int may_publish, const call_src_t *src, int nsrc, json_t *subs,
+                     json_t *subscribed, char *err, size_t elen)
 {
     int accepted = 0, fp_taken = s->remote_fingerprint[0] != 0;
     opts->n_media = o->n_media;
     pub_extmaps(opts);
     /* a published track whose m-line no longer sends (unpublished: the client stopped its
-     * sender) is gone from the relay; its kind may be published again on another m-line */
+     * sender) is gone from the relay; its kind may be published again on another m-line. A
+     * source that loses a track ends (its receivers' children with it): one published again
+     * is a new source, whose receivers start afresh. */
+    for (int i = 0; live && i < MEDIA_CALL_SOURCES; i++) {
+        session_t *x = s->sources[i];
+        for (int k = 0; x && k < MEDIA_KINDS; k++)
+            if (x->pub[k].present && !call_track_stays(s, x, &x->pub[k], o, src, nsrc)) {
+                media_session_close(x, "unpublished");
+                break;
+            }
+    }
     for (int k = 0; live && k < MEDIA_KINDS; k++) {
         pub_track_t *t = &s->pub[k];
-        const sdp_media_t *m = NULL;
-        for (int i = 0; t->present && i < o->n_media && !m; i++)
-            if (!strcmp(o->media[i].mid, t->mid))
-                m = &o->media[i];
-        sdp_dir_t d = m ? sdp_media_dir(m) : SDP_DIR_INACTIVE;
-        if (!t->present ||
-            (m && (m->port || m->bundle_only) && (d == SDP_DIR_SENDONLY || d == SDP_DIR_SENDRECV)))
+        if (!t->present || call_track_stays(s, s, t, o, src, nsrc))
             continue;
         pub_track_t gone;
         pthread_mutex_lock(&s->relay->lock);
         gone = *t;
         memset(t, 0, sizeof *t);
+        call_views_spent(s->relay, k);
         pthread_mutex_unlock(&s->relay->lock);
         for (int l = 0; l < gone.nlayers; l++)
             rtx_buffer_free(gone.layers[l].buf);
@@ -1803,11 +1941,18 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
             continue; /* rejected: not audio or video, or another data m-line */
         if (dir == SDP_DIR_SENDONLY || dir == SDP_DIR_SENDRECV) {
             const sdp_codec_t *c = pub_codec(m, kind);
-            pub_track_t *cur = &s->pub[kind];
-            if (!c || !may_publish)
+            int si = call_src_of(src, nsrc, m);
+            /* the publisher it goes to: s, or a source (none in a first offer, or no room) */
+            session_t *x = !c || !may_publish ? NULL
+                           : si < 0           ? s
+                           : live             ? call_source(s, src[si].participant)
+                                              : NULL;
+            int locked = live; /* s and its sources are registered: their tracks are shared */
+            if (!x)
                 continue; /* rejected: nothing the relay forwards, or no right to publish */
+            pub_track_t *cur = &x->pub[kind];
             if (cur->present && strcmp(cur->mid, m->mid) != 0)
-                continue; /* one track of each kind per participant */
+                continue; /* one track of each kind per publisher */
             if (cur->present) {
                 /* taken before: the same answer (its payload type must still be offered) */
                 const sdp_codec_t *same = sdp_media_codec(m, cur->pt);
@@ -1823,16 +1968,17 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
                 am->simulcast_recv = cur->simulcast;
             } else {
                 pub_track_t t = {0};
+                /* s: transport-cc is the transport's (s records every packet's arrival) */
                 if (take_pub_track(s, &t, m, c, am, err, elen) < 0) {
                     for (int l = 0; l < t.nlayers; l++)
                         rtx_buffer_free(t.layers[l].buf);
                     return -1;
                 }
-                if (live)
-                    pthread_mutex_lock(&s->relay->lock);
+                if (locked)
+                    pthread_mutex_lock(&x->relay->lock);
                 *cur = t;
-                if (live)
-                    pthread_mutex_unlock(&s->relay->lock);
+                if (locked)
+                    pthread_mutex_unlock(&x->relay->lock);
             }
         } else if (!(live && dir == SDP_DIR_RECVONLY && call_slot(s, m, am, subs, subscribed))) {
             /* a receive slot with nothing to send on it (yet), or an inactive m-line */
@@ -1853,6 +1999,12 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
         }
         accepted++;
     }
+    /* a source that took nothing (its m-line refused) ends */
+    for (int i = 0; live && i < MEDIA_CALL_SOURCES; i++) {
+        session_t *x = s->sources[i];
+        if (x && !x->pub[MEDIA_AUDIO].present && !x->pub[MEDIA_VIDEO].present)
+            media_session_close(x, "unpublished");
+    }
     if (!accepted) {
         snprintf(err, elen, "the offer has no audio or video m-line the relay can take");
         return -1;
@@ -1862,7 +2014,7 @@ static int plan_call(session_t *s, const sdp_t *o, sdp_answer_opts_t *opts, int 
 
 /* s's child for participant's relay r (creating it), or NULL. Core loop thread (the only one
  * that changes s->children). */
-static session_t *call_child(session_t *s, relay_t *r, const char *participant)
+static session_t *call_child(session_t *s, relay_t *r, const char *participant, const char *msid)
 {
     int free_slot = -1;
     for (int i = 0; i < MEDIA_CALL_CHILDREN; i++) {
@@ -1872,12 +2024,10 @@ static session_t *call_child(session_t *s, relay_t *r, const char *participant)
         if (!c && free_slot < 0)
             free_slot = i;
     }
-    session_t *c = free_slot >= 0 ? media_session_new(ROLE_VIEWER, s->stream_id) : NULL;
+    session_t *c = free_slot >= 0 ? call_kin(s, ROLE_VIEWER, participant) : NULL;
     if (!c)
         return NULL;
-    snprintf(c->participant, sizeof c->participant, "%s", participant);
-    session_ref(s);
-    c->parent = s;
+    snprintf(c->msid, sizeof c->msid, "%s", msid ? msid : "");
     pthread_mutex_lock(&g_media.lock);
     c->relay = relay_get(r->stream_id); /* the same relay, a reference of the child's */
     pthread_mutex_unlock(&g_media.lock);
@@ -1903,12 +2053,20 @@ static session_t *call_child(session_t *s, relay_t *r, const char *participant)
 }
 
 /* A call participant's receive slot m: what it was given before (the same mid), else the first
- * of subs ([{"participant", "audio"?, "video"?: track sid, or false: not wanted}]) whose relay
- * has a publisher sending that kind and not sent to s yet. 1 with am filled and {"mid",
- * "participant", "kind"} appended to subscribed, 0: nothing for it. */
+ * of subs ([{"participant", "stream"?, "audio"?, "video"?: track sid, or false: not wanted}])
+ * whose relay has a publisher sending that kind and not sent to s yet. participant names the
+ * relay (a participant's, or a participant's source), stream the msid stream id the client
+ * sees (the participant a source belongs to; default participant). A spent slot (its track
+ * ended) gets nothing this time. 1 with am filled and {"mid", "participant", "kind"} appended
+ * to subscribed, 0: nothing for it. */
 static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am, json_t *subs,
                      json_t *subscribed)
 {
+    for (size_t j = 0; j < sizeof s->spent_mid / sizeof s->spent_mid[0]; j++)
+        if (s->spent_mid[j][0] && !strcmp(s->spent_mid[j], m->mid)) {
+            s->spent_mid[j][0] = 0; /* inactive this time, free for a new track next time */
+            return 0;
+        }
     int kind = kind_of(m);
     const char *kname = kind == MEDIA_AUDIO ? "audio" : "video";
     session_t *child = NULL;
@@ -1947,7 +2105,8 @@ static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am,
             sends = r->publisher && r->publisher->pub[kind].present;
             pthread_mutex_unlock(&r->lock);
         }
-        session_t *c = sends ? call_child(s, r, p) : NULL;
+        session_t *c =
+            sends ? call_child(s, r, p, json_string_value(json_object_get(sub, "stream"))) : NULL;
         if (r) {
             pthread_mutex_lock(&g_media.lock);
             relay_put(r); /* a child has its own */
@@ -1966,12 +2125,14 @@ static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am,
             snprintf(c->child_mid[kind], sizeof c->child_mid[kind], "%s", m->mid);
             child = c;
             track = tr;
+            if (kind == MEDIA_VIDEO && atomic_load(&c->media_ready))
+                atomic_store(&c->relay->keyframe_wanted, 1); /* a picture for the new slot */
         }
         pthread_mutex_unlock(&c->relay->lock);
     }
     if (!child)
         return 0;
-    am->msid_stream = child->participant;
+    am->msid_stream = room_participant_ok(child->msid) ? child->msid : child->participant;
     if (room_participant_ok(track)) /* a LiveKit track sid: TR_... */
         am->msid_track = track;
     json_array_append_new(subscribed, json_pack("{s:s,s:s,s:s}", "mid", m->mid, "participant",
@@ -1979,10 +2140,13 @@ static int call_slot(session_t *s, const sdp_media_t *m, sdp_answer_media_t *am,
     return 1;
 }
 
-/* media.call_offer {"stream", "participant", "sdp", "session"?, "publish"?: false, "subscribe"?}
- * -> {"session", "sdp", "subscribed", "published": {"audio", "video"}}: the
+/* media.call_offer {"stream", "participant", "sdp", "session"?, "publish"?: false, "subscribe"?,
+ * "sources"?: [{"participant", "tracks": [msid track id]}]} -> {"session", "sdp", "subscribed",
+ * "published": {"audio", "video"}, "sources": [{"participant", "audio", "video"}]}: the
  * answer to a call participant's offer; without "session" a new peer (replacing one of the
- * same participant), with it a renegotiation of that peer. The calls plugin only. */
+ * same participant), with it a renegotiation of that peer, whose m-lines sending a track of
+ * sources go to a publisher of that source (a screen share: its own relay, the peer's
+ * transport). The calls plugin only. */
 static int svc_call_offer(onair_service_call_t *call, void *ud)
 {
     (void)ud;
@@ -2001,6 +2165,25 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
         return services_answer(
             call, ONAIR_EINVAL,
             json_pack("{s:s}", "error", "stream, participant and sdp (the offer) are required"));
+    call_src_t src[MEDIA_CALL_SOURCES];
+    int nsrc = 0;
+    json_t *srcs = json_object_get(args, "sources"), *one;
+    size_t si;
+    json_array_foreach(srcs, si, one)
+    {
+        const char *p = json_string_value(json_object_get(one, "participant"));
+        json_t *tracks = json_object_get(one, "tracks");
+        int dup = 0;
+        for (int j = 0; j < nsrc && p; j++)
+            dup |= !strcmp(src[j].participant, p);
+        if (nsrc == MEDIA_CALL_SOURCES || !room_participant_ok(p) || !strcmp(p, participant) ||
+            dup || !json_is_array(tracks))
+            return services_answer(
+                call, ONAIR_EINVAL,
+                json_pack("{s:s}", "error",
+                          "sources: at most 2 {participant (another), tracks: [msid track ids]}"));
+        src[nsrc++] = (call_src_t){p, tracks};
+    }
     sdp_t *o = malloc(sizeof *o);
     if (!o)
         return services_answer(call, ONAIR_ENOMEM, json_pack("{s:s}", "error", "out of memory"));
@@ -2051,8 +2234,9 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
     if (!opts) {
         rc = ONAIR_ENOMEM;
         snprintf(err, sizeof err, "out of memory");
-    } else if (plan_call(s, o, opts, live, !json_is_false(json_object_get(args, "publish")),
-                         json_object_get(args, "subscribe"), subscribed, err, sizeof err) == 0) {
+    } else if (plan_call(s, o, opts, live, !json_is_false(json_object_get(args, "publish")), src,
+                         nsrc, json_object_get(args, "subscribe"), subscribed, err,
+                         sizeof err) == 0) {
         answer = sdp_answer(o, opts, err, sizeof err);
     }
     free(opts);
@@ -2087,9 +2271,19 @@ static int svc_call_offer(onair_service_call_t *call, void *ud)
         session_unref(s);
         return services_answer(call, rc, json_pack("{s:s}", "error", err));
     }
-    json_t *res = json_pack("{s:s,s:s,s:o,s:{s:b,s:b}}", "session", s->id, "sdp", answer,
-                            "subscribed", subscribed, "published", "audio",
-                            s->pub[MEDIA_AUDIO].present, "video", s->pub[MEDIA_VIDEO].present);
+    json_t *published = json_array(); /* its sources' tracks */
+    for (int i = 0; i < MEDIA_CALL_SOURCES && published; i++) {
+        const session_t *x = s->sources[i];
+        if (x)
+            json_array_append_new(published,
+                                  json_pack("{s:s,s:b,s:b}", "participant", x->participant, "audio",
+                                            x->pub[MEDIA_AUDIO].present, "video",
+                                            x->pub[MEDIA_VIDEO].present));
+    }
+    json_t *res =
+        json_pack("{s:s,s:s,s:o,s:{s:b,s:b},s:o*}", "session", s->id, "sdp", answer, "subscribed",
+                  subscribed, "published", "audio", s->pub[MEDIA_AUDIO].present, "video",
+                  s->pub[MEDIA_VIDEO].present, "sources", published);
     free(answer);
     session_unref(s); /* ours (a new one: the tables, the relay and its timer hold it) */
     return services_answer(call, ONAIR_OK, res);

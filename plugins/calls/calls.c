@@ -37,9 +37,9 @@ typedef struct conn {
     int offer_busy;
     char *next_offer;
     uint32_t next_offer_id;
-    unsigned
-        in_relay; /* kinds (1 audio, 2 video) the relay has of it: the room was asked for them */
-    int removed;  /* RemoveParticipant / DeleteRoom (Twirp) */
+    /* what the relay has of it (bit src * 2 + type: SLOT_*): the room was asked for them */
+    unsigned in_relay;
+    int removed;      /* RemoveParticipant / DeleteRoom (Twirp) */
     char speaker[24]; /* the active speaker it was told of last, "" none */
     int media_lost;   /* the relay ended its peer: told to reconnect */
     int data_refused; /* a data packet of it was not forwarded (logged once) */
@@ -306,20 +306,39 @@ static void media_close(calls_t *c, const char *session)
                       closed_done, NULL);
 }
 
-/* k's latest published track of a kind (0 audio, 1 video), or NULL. */
-static const lk_track_t *track_of(const conn_t *k, uint32_t type)
+/* A participant's tracks come from two sources: its camera and microphone (0), published by its
+ * peer in the relay "<room sid>/<participant sid>", and its screen share with its audio (1),
+ * published by a source of the peer in the relay "<room sid>/<participant sid>-screen"
+ * (media.call_offer "sources"). What the relay has of a participant is a bit per source and
+ * kind: 1 << (src * 2 + type). */
+enum { SRC_MAIN = 0, SRC_SCREEN = 1, NSRC = 2 };
+#define LK_SOURCE_SCREEN_SHARE       3 /* livekit_models.proto TrackSource */
+#define LK_SOURCE_SCREEN_SHARE_AUDIO 4
+
+static unsigned src_of(const lk_track_t *t)
 {
-    for (size_t i = k->s.ntracks; i-- > 0;)
-        if (k->s.tracks[i].type == type)
-            return &k->s.tracks[i];
-    return NULL;
+    return t->source == LK_SOURCE_SCREEN_SHARE || t->source == LK_SOURCE_SCREEN_SHARE_AUDIO
+               ? SRC_SCREEN
+               : SRC_MAIN;
 }
 
-static conn_t *conn_by_participant(calls_t *c, const conn_t *k, const char *sid)
+static unsigned slot_bit(unsigned src, uint32_t type)
 {
-    for (conn_t *o = c->conns; o && sid; o = o->next)
-        if (same_room(o, k) && !strcmp(o->s.participant_sid, sid))
-            return o;
+    return 1u << (src * 2 + type);
+}
+
+/* The relay participant of k's source: its sid, or its sid + "-screen". */
+static void source_id(const conn_t *k, unsigned src, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s", k->s.participant_sid, src == SRC_SCREEN ? "-screen" : "");
+}
+
+/* k's latest published track of a source and kind (0 audio, 1 video), or NULL. */
+static const lk_track_t *track_of(const conn_t *k, unsigned src, uint32_t type)
+{
+    for (size_t i = k->s.ntracks; i-- > 0;)
+        if (k->s.tracks[i].type == type && src_of(&k->s.tracks[i]) == src)
+            return &k->s.tracks[i];
     return NULL;
 }
 
@@ -334,17 +353,18 @@ static int wants(const conn_t *k, const lk_track_t *t)
     return sub && !(bits & SEL_DISABLED);
 }
 
-/* Whether k receives o's track of a type; one in the relay before its add_track arrived
- * follows autoSubscribe. */
-static int wants_kind(const conn_t *k, const conn_t *o, uint32_t type)
+/* Whether k receives o's track of a source and type; one in the relay before its add_track
+ * arrived follows autoSubscribe. */
+static int wants_kind(const conn_t *k, const conn_t *o, unsigned src, uint32_t type)
 {
-    const lk_track_t *t = track_of(o, type);
+    const lk_track_t *t = track_of(o, src, type);
     return t ? wants(k, t) : k->s.grant.can_subscribe && k->s.join.auto_subscribe;
 }
 
-/* What k receives: the room's other participants' tracks ([{"participant", "audio"?,
- * "video"?}]; hidden participants' are not sent); a kind k does not want is false (the relay
- * puts nothing on a receive slot for it). */
+/* What k receives: the room's other participants' tracks ([{"participant", "stream"?,
+ * "audio"?, "video"?}] per source: participant is the source's relay, stream the participant
+ * sid the client sees; hidden participants' are not sent); a kind k does not want is false
+ * (the relay puts nothing on a receive slot for it). */
 static json_t *subscriptions(calls_t *c, const conn_t *k)
 {
     json_t *subs = json_array();
@@ -353,18 +373,42 @@ static json_t *subscriptions(calls_t *c, const conn_t *k)
     for (conn_t *o = c->conns; o && subs; o = o->next) {
         if (!same_room(o, k) || !o->s.ntracks || o->s.grant.hidden)
             continue;
-        json_t *one = json_pack("{s:s}", "participant", o->s.participant_sid);
-        for (uint32_t type = 0; type < 2 && one; type++) {
-            const lk_track_t *t = track_of(o, type);
-            const char *kind = type ? "video" : "audio";
-            if (t && !wants(k, t))
-                json_object_set_new(one, kind, json_false());
-            else if (t && !t->muted)
-                json_object_set_new(one, kind, json_string(t->sid));
+        for (unsigned src = 0; src < NSRC; src++) {
+            if (src == SRC_SCREEN && !track_of(o, src, 0) && !track_of(o, src, 1))
+                continue;
+            char id[40];
+            source_id(o, src, id, sizeof id);
+            json_t *one = json_pack("{s:s}", "participant", id);
+            if (one && src != SRC_MAIN)
+                json_object_set_new(one, "stream", json_string(o->s.participant_sid));
+            for (uint32_t type = 0; type < 2 && one; type++) {
+                const lk_track_t *t = track_of(o, src, type);
+                const char *kind = type ? "video" : "audio";
+                if (t && !wants(k, t))
+                    json_object_set_new(one, kind, json_false());
+                else if (t && !t->muted)
+                    json_object_set_new(one, kind, json_string(t->sid));
+            }
+            json_array_append_new(subs, one);
         }
-        json_array_append_new(subs, one);
     }
     return subs;
+}
+
+/* The participant of k's room and the source whose relay participant id is id, or NULL. */
+static conn_t *conn_by_source(calls_t *c, const conn_t *k, const char *id, unsigned *src)
+{
+    size_t n = id ? strlen(id) : 0;
+    for (conn_t *o = c->conns; o && id; o = o->next) {
+        size_t pn = strlen(o->s.participant_sid);
+        if (!same_room(o, k) || n < pn || memcmp(id, o->s.participant_sid, pn) != 0)
+            continue;
+        if (n == pn || !strcmp(id + pn, "-screen")) {
+            *src = n == pn ? SRC_MAIN : SRC_SCREEN;
+            return o;
+        }
+    }
+    return NULL;
 }
 
 /* k's new tracks are in the relay (published: the kinds it has now): every other participant
@@ -374,10 +418,11 @@ static json_t *subscriptions(calls_t *c, const conn_t *k)
  * track leaves k's list and the room gets the update (TrackUnpublished); k itself knows. */
 static void tracks_gone(calls_t *c, conn_t *k, unsigned gone)
 {
-    for (uint32_t type = 0; type < 2; type++) {
-        const lk_track_t *t = (gone >> type) & 1 ? track_of(k, type) : NULL;
+    for (unsigned bit = 0; bit < 2 * NSRC; bit++) {
+        const lk_track_t *t = (gone >> bit) & 1 ? track_of(k, bit / 2, bit % 2) : NULL;
         if (!t)
             continue;
+        uint32_t type = t->type;
         size_t i = (size_t)(t - k->s.tracks);
         publish_event(
             c, "calls.track_unpublished", k,
@@ -390,13 +435,15 @@ static void tracks_gone(calls_t *c, conn_t *k, unsigned gone)
     }
 }
 
-/* Everyone else in k's room with a peer that wants these kinds (1 audio, 2 video) of k is
- * asked for receive slots (media_sections_requirement). */
+/* Everyone else in k's room with a peer that wants these tracks (slot bits) of k is asked for
+ * receive slots (media_sections_requirement). */
 static void ask_room(calls_t *c, const conn_t *k, unsigned kinds)
 {
     lk_buf_t b = {0};
     for (conn_t *o = c->conns; o && kinds; o = o->next) {
-        uint32_t n[2] = {(kinds & 1) && wants_kind(o, k, 0), (kinds & 2) && wants_kind(o, k, 1)};
+        uint32_t n[2] = {0, 0};
+        for (unsigned bit = 0; bit < 2 * NSRC; bit++)
+            n[bit % 2] += (kinds >> bit) & 1 && wants_kind(o, k, bit / 2, bit % 2);
         if (same_room(o, k) && o->media[0] && (n[0] || n[1])) {
             lk_encode_media_sections(&b, n[0], n[1]);
             send_buf(o->id, &b);
@@ -416,9 +463,9 @@ static void ask_reoffers(calls_t *c, conn_t *k, int first, unsigned published)
     uint32_t m[2] = {0, 0};
     int any = 0;
     for (conn_t *o = c->conns; o; o = o->next) /* what the relay has of the others */
-        for (uint32_t type = 0; type < 2 && same_room(o, k); type++)
-            if (((o->in_relay >> type) & 1) && wants_kind(k, o, type))
-                m[type]++, any = 1;
+        for (unsigned bit = 0; bit < 2 * NSRC && same_room(o, k); bit++)
+            if (((o->in_relay >> bit) & 1) && wants_kind(k, o, bit / 2, bit % 2))
+                m[bit % 2]++, any = 1;
     if (!any)
         return;
     lk_encode_media_sections(&b, m[0], m[1]);
@@ -562,9 +609,10 @@ static void offer_answered(int status, json_t *result, void *ud)
         json_t *one = json_array_get(subscribed, i);
         const char *mid = json_string_value(json_object_get(one, "mid"));
         const char *kind = json_string_value(json_object_get(one, "kind"));
+        unsigned src = SRC_MAIN;
         conn_t *o =
-            conn_by_participant(c, k, json_string_value(json_object_get(one, "participant")));
-        const lk_track_t *t = o && kind ? track_of(o, strcmp(kind, "audio") ? 1 : 0) : NULL;
+            conn_by_source(c, k, json_string_value(json_object_get(one, "participant")), &src);
+        const lk_track_t *t = o && kind ? track_of(o, src, strcmp(kind, "audio") ? 1 : 0) : NULL;
         if (mid && t) {
             pairs[2 * np] = mid;
             pairs[2 * np + 1] = t->sid;
@@ -576,10 +624,21 @@ static void offer_answered(int status, json_t *result, void *ud)
     free(pairs);
     send_buf(k->id, &out);
     free(op);
-    json_t *pub = json_object_get(result, "published");
-    ask_reoffers(c, k, first,
-                 (json_is_true(json_object_get(pub, "audio")) ? 1u : 0u) |
-                     (json_is_true(json_object_get(pub, "video")) ? 2u : 0u));
+    json_t *pub = json_object_get(result, "published"), *one;
+    unsigned published = (json_is_true(json_object_get(pub, "audio")) ? 1u : 0u) |
+                         (json_is_true(json_object_get(pub, "video")) ? 2u : 0u);
+    char screen[40];
+    size_t si;
+    source_id(k, SRC_SCREEN, screen, sizeof screen);
+    json_array_foreach(json_object_get(result, "sources"), si, one)
+    {
+        const char *id = json_string_value(json_object_get(one, "participant"));
+        if (!id || strcmp(id, screen) != 0)
+            continue;
+        published |= (json_is_true(json_object_get(one, "audio")) ? slot_bit(SRC_SCREEN, 0) : 0) |
+                     (json_is_true(json_object_get(one, "video")) ? slot_bit(SRC_SCREEN, 1) : 0);
+    }
+    ask_reoffers(c, k, first, published);
     if (k->next_offer) {
         char *next = k->next_offer;
         k->next_offer = NULL;
@@ -610,6 +669,18 @@ static void send_offer(calls_t *c, conn_t *k, const char *sdp, uint32_t offer_id
     json_object_set_new(args, "subscribe", subscriptions(c, k));
     if (!k->s.grant.can_publish) /* its sendonly m-lines are refused (port 0) */
         json_object_set_new(args, "publish", json_false());
+    /* its screen share's m-lines (msid track id = add_track cid) go to a source of its own */
+    json_t *screen = json_array();
+    for (size_t i = 0; i < k->s.ntracks && screen; i++)
+        if (src_of(&k->s.tracks[i]) == SRC_SCREEN && k->s.tracks[i].type < 2)
+            json_array_append_new(screen, json_string(k->s.tracks[i].cid));
+    if (json_array_size(screen)) {
+        char id[40];
+        source_id(k, SRC_SCREEN, id, sizeof id);
+        json_object_set_new(args, "sources",
+                            json_pack("[{s:s, s:O}]", "participant", id, "tracks", screen));
+    }
+    json_decref(screen);
     *op = (offer_op_t){c, k->id, offer_id};
     k->offer_busy = 1;
     if (api->service_call(c->self, "media.call_offer", args, offer_answered, op) != ONAIR_OK) {
@@ -769,11 +840,12 @@ static void select_tracks(calls_t *c, conn_t *k, const lk_signal_req_t *req)
                       (bits >> SEL_LAYER_SHIFT) != (was >> SEL_LAYER_SHIFT);
         api->log(c->self, ONAIR_LOG_DEBUG, "%s: %s of %s %s, layer cap %d", k->s.grant.identity,
                  t->sid, o->s.grant.identity, after ? "received" : "not received", cap);
-        if ((before == after && !new_cap) || !k->media[0] || t != track_of(o, t->type))
+        if ((before == after && !new_cap) || !k->media[0] || t != track_of(o, src_of(t), t->type))
             continue;
         pause_op_t *op = malloc(sizeof *op);
-        json_t *args =
-            json_pack("{s:s, s:s}", "session", k->media, "participant", o->s.participant_sid);
+        char id[40];
+        source_id(o, src_of(t), id, sizeof id);
+        json_t *args = json_pack("{s:s, s:s}", "session", k->media, "participant", id);
         if (args && before != after)
             json_object_set_new(args, t->type ? "video" : "audio", json_boolean(!after));
         if (args && new_cap)
@@ -811,8 +883,8 @@ static void ws_message(onair_conn_t id, const void *data, size_t len, int binary
         const lk_track_t *t = &k->s.tracks[k->s.ntracks - 1];
         /* signalled after the relay had it (an offer with the track came first): the others
          * that were asked then had nothing to map it to, ask them now */
-        if (t->type < 2 && ((k->in_relay >> t->type) & 1))
-            ask_room(c, k, 1u << t->type);
+        if (t->type < 2 && (k->in_relay & slot_bit(src_of(t), t->type)))
+            ask_room(c, k, slot_bit(src_of(t), t->type));
         publish_event(c, "calls.track_published", k,
                       json_pack("{s:s, s:s, s:s}", "track_sid", t->sid, "kind",
                                 t->type == 0   ? "audio"

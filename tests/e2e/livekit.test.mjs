@@ -6,7 +6,9 @@
 // room.connect() completes (the relay answers the single peer connection's offers), camera and
 // microphone are published, and two clients in a room decode each other's video and audio;
 // selective subscriptions (autoSubscribe off, setSubscribed, setEnabled) and setVideoDimensions
-// (the simulcast layer received).
+// (the simulcast layer received); a screen share next to the camera (a second video: received,
+// decoded, stopped, shared again, by a late joiner, subscribed per track); a camera published
+// again after its unpublish.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); tests/livekit installed (npm ci)
 import {test, before, after} from 'node:test';
@@ -74,14 +76,21 @@ function connect(page, url, tok, autoSubscribe = true) {
     const lk = window.lk = {events: [], result: null};
     room.on(RoomEvent.ParticipantConnected, (p) => lk.events.push('connected:' + p.identity));
     room.on(RoomEvent.ParticipantDisconnected, (p) => lk.events.push('disconnected:' + p.identity));
-    room.on(RoomEvent.TrackUnpublished, (pub, p) => lk.events.push(`unpublished:${p.identity}:${pub.kind}`));
+    room.on(RoomEvent.TrackUnpublished, (pub, p) => {
+      lk.events.push(`unpublished:${p.identity}:${pub.kind}`);
+      lk.events.push(`unpublishedSource:${p.identity}:${pub.source}`);
+    });
     room.on(RoomEvent.TrackPublished, (pub, p) => lk.events.push(`published:${p.identity}:${pub.kind}`));
     room.on(RoomEvent.ActiveSpeakersChanged, (speakers) =>
       lk.events.push('speakers:' + speakers.map((p) => p.identity).join(',')));
     room.on(RoomEvent.TrackSubscribed, (track, pub, p) => {
       lk.events.push(`subscribed:${p.identity}:${track.kind}:${pub.trackSid}`);
+      lk.events.push(`subscribedSource:${p.identity}:${pub.source}:${pub.trackSid}`);
+      (lk.receivers ||= {})[`${p.identity}:${pub.source}`] = track.receiver;
       const el = track.attach();
-      el.id = `${p.identity}-${track.kind}`;
+      // a screen share is a second video: its element by its source
+      el.id = pub.source === 'screen_share' ? `${p.identity}-screen_share` : `${p.identity}-${track.kind}`;
+      document.getElementById(el.id)?.remove();
       el.muted = true;
       document.body.appendChild(el);
     });
@@ -219,12 +228,13 @@ function remotePub(page, identity, kind, method, arg) {
   }, [identity, kind, method, arg]);
 }
 
-// Nothing of a kind arrives any more: once what was in flight is in, the bytes stand still.
-async function standsStill(page, kind) {
+// Nothing of a kind arrives any more: once what was in flight is in, the bytes stand still
+// (measure: of one track instead).
+async function standsStill(page, kind, measure = () => received(page, kind)) {
   await sleep(1500);
-  const before = await received(page, kind);
+  const before = await measure();
   await sleep(2500);
-  const after = await received(page, kind);
+  const after = await measure();
   assert.equal(after.bytes, before.bytes, `${kind} still arrives: ${JSON.stringify([before, after])}`);
   return after;
 }
@@ -405,4 +415,185 @@ test('UpdateTrackSettings: setVideoDimensions caps the simulcast layer a receive
     await p.evaluate(() => window.lkRoom.disconnect());
     await p.close();
   }
+});
+
+// ---- screen share: a second video of a participant, next to its camera ----------------------
+
+// A canvas of one solid colour published as a screen share (Track.Source.ScreenShare): the
+// page repaints it so that it keeps producing frames.
+function shareScreen(page, colour) {
+  return page.evaluate(async (colour) => {
+    const {Track} = window.LivekitClient;
+    const canvas = document.createElement('canvas');
+    canvas.width = 640;
+    canvas.height = 360;
+    const ctx = canvas.getContext('2d');
+    const paint = () => { ctx.fillStyle = colour; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+    paint();
+    clearInterval(window.screenPaint);
+    window.screenPaint = setInterval(paint, 50);
+    const mst = canvas.captureStream(20).getVideoTracks()[0];
+    const pub = await window.lkRoom.localParticipant.publishTrack(mst,
+      {source: Track.Source.ScreenShare, name: 'screen'});
+    window.screenTrack = pub.track;
+    return pub.trackSid;
+  }, colour);
+}
+
+// What the page decodes of one remote track (by source): framesDecoded and bytes of its own
+// receiver (the last one it was subscribed on: kept while unsubscribed), and the colour at the
+// centre of its picture.
+function trackView(page, identity, source) {
+  return page.evaluate(async ([identity, source]) => {
+    const receiver = window.lk.receivers?.[`${identity}:${source}`];
+    if (!receiver) return {frames: 0, bytes: 0};
+    let frames = 0, bytes = 0;
+    (await receiver.getStats()).forEach((r) => {
+      if (r.type !== 'inbound-rtp') return;
+      frames += r.framesDecoded || 0;
+      bytes += r.bytesReceived || 0;
+    });
+    const el = document.getElementById(source === 'screen_share' ? `${identity}-screen_share` : `${identity}-video`);
+    let rgb = null;
+    if (el && el.videoWidth) {
+      const c = document.createElement('canvas');
+      c.width = el.videoWidth;
+      c.height = el.videoHeight;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(el, 0, 0);
+      rgb = [...ctx.getImageData(c.width >> 1, c.height >> 1, 1, 1).data.slice(0, 3)];
+    }
+    return {frames, bytes, rgb, width: el?.videoWidth || 0};
+  }, [identity, source]);
+}
+
+const RED = (rgb) => !!rgb && rgb[0] > 180 && rgb[1] < 80 && rgb[2] < 80;
+const BLUE = (rgb) => !!rgb && rgb[2] > 180 && rgb[0] < 80 && rgb[1] < 80;
+
+// Frames of a track keep coming: more than `more` new ones (and the picture check, if given).
+async function decodes(page, identity, source, what, more = 10, ok = () => true) {
+  const start = (await trackView(page, identity, source)).frames;
+  let last = null;
+  await waitFor(what, async () => {
+    last = await trackView(page, identity, source);
+    return last.frames > start + more && ok(last.rgb);
+  }, 45_000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
+  return last;
+}
+
+// A page of identity connected to room (room.connect() resolved); leaveAll: they disconnect.
+async function joined(identity, room) {
+  const page = await lkPage(identity);
+  await connect(page, server.base.replace('http', 'ws'), await token(identity, {room, roomJoin: true}));
+  await waitFor(`${identity} connected`, () => page.evaluate(() => window.lk.result === 'connected'), 20_000);
+  return page;
+}
+
+async function leaveAll(pages) {
+  for (const p of pages) {
+    await p.evaluate(() => window.lkRoom.disconnect());
+    await p.close();
+  }
+}
+
+function screenPub(page, identity, method, arg) {
+  return page.evaluate(([identity, method, arg]) => {
+    const p = window.lkRoom.remoteParticipants.get(identity);
+    [...p.trackPublications.values()].find((t) => t.source === 'screen_share')[method](arg);
+  }, [identity, method, arg]);
+}
+
+test('a screen share next to the camera: received and decoded, stopped, shared again, by a late joiner, per track', T, async () => {
+  const b = await joined('mona', 'match-49');
+  const a = await joined('luke', 'match-49');
+  await publishAV(a, 320, 240);
+  const screen1 = await shareScreen(a, '#ff0000');
+  assert.match(screen1, /^TR_/);
+  // mona subscribes to all three with their sources, and decodes both videos: the camera
+  // (Chromium's fake one) and the red canvas
+  await waitFor('mona subscribed to camera, microphone and screen share', () => b.evaluate(() =>
+    ['camera', 'microphone', 'screen_share'].every((s) =>
+      window.lk.events.some((e) => e.startsWith(`subscribedSource:luke:${s}:TR_`)))), 30_000);
+  let ev = await b.evaluate(() => window.lk.events);
+  assert.ok(ev.includes(`subscribedSource:luke:screen_share:${screen1}`), ev.join());
+  assert.ok(ev.some((e) => /^subscribed:luke:video:TR_/.test(e)), ev.join());
+  const cam = await decodes(b, 'luke', 'camera', 'luke\'s camera decoded');
+  const scr = await decodes(b, 'luke', 'screen_share', 'luke\'s screen share decoded (red)', 10, RED);
+  assert.ok(cam.rgb && !RED(cam.rgb), `the camera looks like the screen: ${JSON.stringify(cam)}`);
+  assert.ok(scr.width > 0, JSON.stringify(scr));
+  await waitFor('mona hears luke', async () => (await received(b, 'audio')).samples > 0, 30_000);
+
+  // a late joiner gets the screen share too
+  const c = await joined('nina', 'match-49');
+  await decodes(c, 'luke', 'screen_share', 'nina decodes luke\'s screen share', 10, RED);
+  await decodes(c, 'luke', 'camera', 'nina decodes luke\'s camera');
+  await leaveAll([c]);
+
+  // per track: mona unsubscribes from the screen share (the camera goes on), then subscribes
+  // again; disables it (UpdateTrackSettings), then enables it
+  for (const method of ['setSubscribed', 'setEnabled']) {
+    await screenPub(b, 'luke', method, false);
+    await standsStill(b, 'screen_share', () => trackView(b, 'luke', 'screen_share'));
+    await decodes(b, 'luke', 'camera', `luke's camera goes on after ${method}(false) on the screen`);
+    await screenPub(b, 'luke', method, true);
+    await decodes(b, 'luke', 'screen_share', `luke's screen share again after ${method}(true)`, 10, RED);
+  }
+
+  // luke stops the screen share: mona sees it unpublished, the camera keeps decoding
+  const stopped = (n) => waitFor(`mona sees screen share ${n} unpublished`, () => b.evaluate((n) =>
+    window.lk.events.filter((e) => e === 'unpublishedSource:luke:screen_share').length === n, n), 15_000);
+  const stopCanvas = () => a.evaluate(async () => {
+    clearInterval(window.screenPaint);
+    await window.lkRoom.localParticipant.unpublishTrack(window.screenTrack);
+  });
+  await stopCanvas();
+  await stopped(1);
+  ev = await b.evaluate(() => window.lk.events);
+  assert.ok(!ev.includes('unpublishedSource:luke:camera'), ev.join());
+  await decodes(b, 'luke', 'camera', 'luke\'s camera after the screen share stopped');
+
+  // a second screen share (blue) works again
+  const screen2 = await shareScreen(a, '#0000ff');
+  assert.notEqual(screen2, screen1);
+  await waitFor('mona subscribed to the second screen share', () => b.evaluate((sid) =>
+    window.lk.events.includes(`subscribedSource:luke:screen_share:${sid}`), screen2), 30_000);
+  await decodes(b, 'luke', 'screen_share', 'luke\'s second screen share decoded (blue)', 10, BLUE);
+  await decodes(b, 'luke', 'camera', 'luke\'s camera with the second screen share');
+
+  // livekit-client's own screen share (getDisplayMedia: Chromium's fake screen), on and off
+  await stopCanvas();
+  await stopped(2);
+  const screen3 = await a.evaluate(async () =>
+    (await window.lkRoom.localParticipant.setScreenShareEnabled(true)).trackSid);
+  await waitFor('mona subscribed to setScreenShareEnabled\'s screen share', () => b.evaluate((sid) =>
+    window.lk.events.includes(`subscribedSource:luke:screen_share:${sid}`), screen3), 30_000);
+  await decodes(b, 'luke', 'screen_share', 'luke\'s captured screen decoded');
+  await a.evaluate(() => window.lkRoom.localParticipant.setScreenShareEnabled(false));
+  await stopped(3);
+  await decodes(b, 'luke', 'camera', 'luke\'s camera after setScreenShareEnabled(false)');
+  await leaveAll([a, b]);
+});
+
+test('a camera unpublished and published again (a new track): the other participant receives the new one', T, async () => {
+  const b = await joined('pia', 'match-50');
+  const a = await joined('oscar', 'match-50');
+  await publishAV(a, 320, 240);
+  await decodes(b, 'oscar', 'camera', 'oscar\'s first camera decoded');
+  await a.evaluate(async () => {
+    const lp = window.lkRoom.localParticipant;
+    await lp.unpublishTrack([...lp.videoTrackPublications.values()][0].track);
+  });
+  await waitFor('pia sees the camera unpublished', () =>
+    b.evaluate(() => window.lk.events.includes('unpublishedSource:oscar:camera')), 15_000);
+  const sid = await a.evaluate(async () => {
+    const {createLocalVideoTrack} = window.LivekitClient;
+    const t = await createLocalVideoTrack({resolution: {width: 320, height: 240}});
+    return (await window.lkRoom.localParticipant.publishTrack(t)).trackSid;
+  });
+  // its old receive slot is given up (a browser announces a new track only on a slot that
+  // stopped receiving): the new camera comes on a new one, as a new TrackSubscribed
+  await waitFor('pia subscribed to the new camera', () => b.evaluate((sid) =>
+    window.lk.events.includes(`subscribedSource:oscar:camera:${sid}`), sid), 30_000);
+  await decodes(b, 'oscar', 'camera', 'oscar\'s second camera decoded');
+  await leaveAll([a, b]);
 });

@@ -378,12 +378,14 @@ def test_status(srv):
 FP = ":".join(["AB"] * 32)
 
 
-def lk_offer(ufrag, send=(), recv=("audio", "video"), data=True):
+def lk_offer(ufrag, send=(), recv=("audio", "video"), data=True, cids=(), stopped=()):
     """An offer shaped like livekit-client's single peer connection: a data channel, receive
-    slots (recvonly) and the published tracks (sendonly), all in one BUNDLE."""
+    slots (recvonly) and the published tracks (sendonly; cids: their msid track ids, the
+    add_track cids; the i-th of send in stopped: inactive, its sender removed), all in one
+    BUNDLE."""
     sections, mids = [], []
 
-    def section(kind, direction):
+    def section(kind, direction, cid=None):
         mid = str(len(mids))
         mids.append(mid)
         common = [f"a=ice-ufrag:{ufrag}", "a=ice-pwd:clientpassword0123456789",
@@ -391,6 +393,8 @@ def lk_offer(ufrag, send=(), recv=("audio", "video"), data=True):
         if kind == "application":
             return ["m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 0.0.0.0",
                     *common, "a=sctp-port:5000"]
+        if cid:
+            common.append(f"a=msid:- {cid}")
         if kind == "audio":
             lines = ["m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", *common,
                      f"a={direction}", "a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10"]
@@ -404,8 +408,9 @@ def lk_offer(ufrag, send=(), recv=("audio", "video"), data=True):
         sections.append(section("application", None))
     for k in recv:
         sections.append(section(k, "recvonly"))
-    for k in send:
-        sections.append(section(k, "sendonly"))
+    for i, k in enumerate(send):
+        sections.append(section(k, "inactive" if i in stopped else "sendonly",
+                                cids[i] if i < len(cids) else None))
     head = ["v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE " + " ".join(mids)]
     return "\r\n".join(head + [ln for s in sections for ln in s]) + "\r\n"
 
@@ -620,6 +625,105 @@ def test_rtc_tracks_in_the_join_offer(srv):
                 assert set(pairs) == {"1", "2"} and all(t.startswith("TR_")
                                                         for t in pairs.values())
     asyncio.run(run())
+
+
+def add_track(cid, kind, source):
+    """SignalRequest.add_track {cid, name, type, source}"""
+    return pb_bytes(4, pb_bytes(1, cid.encode()) + pb_bytes(2, cid.encode()) + pb_varint(3 << 3) +
+                    pb_varint(kind) + pb_varint(8 << 3) + pb_varint(source))
+
+
+def published_sid(msg):
+    """SignalResponse.track_published -> the track's sid"""
+    resp, = pb_get(msg, 6)
+    info, = pb_get(resp, 2)
+    return pb_get(info, 1)[0].decode()
+
+
+def slot_msid(lines):
+    """The (stream, track) of an answer's m-line's a=msid."""
+    ln = next(x for x in lines if x.startswith("a=msid:"))
+    stream, track = ln[7:].split()
+    return stream, track
+
+
+def test_rtc_screen_share_offers(srv):
+    """A participant publishes a microphone, a camera and a screen share (add_track source
+    SCREEN_SHARE; its m-line's msid track id is the cid): the relay takes all three m-lines (the
+    screen's goes to a source of the peer, a relay of its own); another participant is asked for
+    receive slots and gets the three tracks on them (mid-to-track map, msid stream = the
+    publisher's participant sid); the screen share stopped (its m-line inactive) leaves the
+    other's slot, which is answered inactive once; a second screen share (a new track, a new
+    m-line) is taken and received on another slot."""
+    import asyncio
+    import websockets
+    bob, alice = mint({"identity": "bob", "grant": {"room": "match-14", "roomJoin": True}},
+                      {"identity": "alice", "grant": {"room": "match-14", "roomJoin": True}})
+    recv = signal_receiver({})
+
+    def offer(oid, sdp):
+        return pb_bytes(1, pb_bytes(1, b"offer") + pb_bytes(2, sdp.encode()) + pb_varint(3 << 3) +
+                        pb_varint(oid))
+
+    async def run():
+        url_b = rtc_url(srv, bob, join_param_with(lk_offer("bbbb"), 1))
+        url_a = rtc_url(srv, alice, join_param_with(lk_offer("aaaa"), 1))
+        async with websockets.connect(url_b, max_size=None) as b, \
+                websockets.connect(url_a, max_size=None) as a:
+            for ws in (b, a):
+                await recv(ws, 1)
+                await recv(ws, 2)
+            sids = {}
+            for cid, kind, source in (("mic", 0, 2), ("cam", 1, 1), ("scr", 1, 3)):
+                await b.send(add_track(cid, kind, source))
+                sids[cid] = published_sid(await recv(b, 6))
+            pub = ("audio", "video", "video")
+            await b.send(offer(2, lk_offer("bbbb", send=pub, cids=("mic", "cam", "scr"))))
+            sdp_b, oid, _ = answer_of(await recv(b, 2))
+            mb = sections(sdp_b)
+            assert oid == 2
+            # mids 3 (mic), 4 (camera), 5 (screen): all taken, none refused
+            assert [mb[m][1] for m in "345"] == ["recvonly"] * 3 and mb["5"][0] != 0, sdp_b
+            bob_sid = None
+            await recv(a, 25)  # media_sections_requirement: receive slots for bob's tracks
+            await a.send(offer(2, lk_offer("aaaa", recv=("audio", "video", "video"))))
+            sdp_a, _, pairs = answer_of(await recv(a, 2))
+            ma = sections(sdp_a)
+            assert sorted(pairs.values()) == sorted(sids.values()), (pairs, sids)
+            for mid, track in pairs.items():
+                assert ma[mid][1] == "sendonly"
+                stream, msid_track = slot_msid(ma[mid][2])
+                assert msid_track == track
+                bob_sid = bob_sid or stream
+                assert stream == bob_sid and stream.startswith("PA_") and "-" not in stream
+            screen_mid = next(m for m, t in pairs.items() if t == sids["scr"])
+
+            # bob stops the screen share (its m-line inactive), then shares again (a new track
+            # on a new m-line) before alice offers again
+            await b.send(offer(3, lk_offer("bbbb", send=pub, cids=("mic", "cam", "scr"),
+                                           stopped=(2,))))
+            assert sections(answer_of(await recv(b, 2))[0])["5"][1] == "inactive"
+            await b.send(add_track("scr2", 1, 3))
+            sids["scr2"] = published_sid(await recv(b, 6))
+            await b.send(offer(4, lk_offer("bbbb", send=pub + ("video",),
+                                           cids=("mic", "cam", "scr", "scr2"), stopped=(2,))))
+            mb = sections(answer_of(await recv(b, 2))[0])
+            assert mb["5"][1] == "inactive" and mb["6"][1] == "recvonly"
+            # alice's slot of the first one is answered inactive (a browser announces a new
+            # track only on a slot that stopped receiving); the second goes on a new slot
+            await recv(a, 25)
+            await a.send(offer(3, lk_offer("aaaa", recv=("audio", "video", "video", "video"))))
+            sdp_a, _, pairs = answer_of(await recv(a, 2))
+            assert sections(sdp_a)[screen_mid][1] == "inactive"
+            assert sorted(pairs.values()) == sorted([sids["mic"], sids["cam"], sids["scr2"]])
+            mid2 = next(m for m, t in pairs.items() if t == sids["scr2"])
+            assert mid2 == "4" and slot_msid(sections(sdp_a)[mid2][2]) == (bob_sid, sids["scr2"])
+            # the next answer keeps it there (the spent slot is free again, still empty)
+            await a.send(offer(4, lk_offer("aaaa", recv=("audio", "video", "video", "video"))))
+            sdp_a, _, pairs2 = answer_of(await recv(a, 2))
+            assert pairs2 == pairs and sections(sdp_a)[screen_mid][1] == "inactive"
+    asyncio.run(run())
+    assert srv.wait_log(r"source PA_\w+-screen")
 
 
 def test_rtc_media_no_publish_grant(srv):

@@ -2,8 +2,10 @@
  * stream ("<stream>/<participant>"), participant ids are checked, ending a stream's
  * participants ends exactly that stream's co-hosts (never the main host's relay, never another
  * stream's whose id shares a prefix), one participant can be ended alone, and a participant's
- * mute state (per kind, unmuting video asks for a keyframe). Sessions here have no transport:
- * they are put on relays the way whip.c does, and closed by room_end. */
+ * mute state (per kind, unmuting video asks for a keyframe); a call peer's packets go to its own
+ * tracks or to its source's (a screen share on the same transport), by SSRC learnt from the MID.
+ * Sessions here have no transport: they are put on relays the way whip.c does, and closed by
+ * room_end. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -304,6 +306,113 @@ static void test_speaker_settings(void **state)
     assert_int_equal(interval, 300);
 }
 
+/* An RTP packet of a VP8 track (payload type pt; 97: an RTX one, the payload leads with the
+ * original's seq), with the MID header extension (one-byte form, id 1) unless mid is NULL. */
+static size_t call_packet(uint8_t *p, uint8_t pt, uint16_t seq, uint32_t ssrc, const char *mid)
+{
+    memset(p, 0, 64);
+    p[0] = (uint8_t)(0x80 | (mid ? 0x10 : 0));
+    rtp_set_pt(p, pt);
+    rtp_set_seq(p, seq);
+    rtp_set_ts(p, seq * 3000u);
+    rtp_set_ssrc(p, ssrc);
+    size_t n = 12;
+    if (mid) {
+        size_t ml = strlen(mid), words = (1 + ml + 3) / 4;
+        p[12] = 0xBE;
+        p[13] = 0xDE;
+        p[15] = (uint8_t)words;
+        p[16] = (uint8_t)(1 << 4 | (ml - 1));
+        memcpy(p + 17, mid, ml);
+        n = 16 + words * 4;
+    }
+    if (pt == 97) { /* RTX: the original sequence number first */
+        p[n++] = (uint8_t)((seq - 1000) >> 8);
+        p[n++] = (uint8_t)(seq - 1000);
+    }
+    for (int i = 0; i < 8; i++)
+        p[n++] = (uint8_t)(0x10 + i);
+    return n;
+}
+
+/* A video track on m-line mid as whip.c's take_pub_track makes it: VP8 on 96, RTX on 97, the
+ * MID extension on id 1. */
+static void call_video(session_t *s, const char *mid)
+{
+    pub_track_t *t = &s->pub[MEDIA_VIDEO];
+    t->present = 1;
+    t->kind = MEDIA_VIDEO;
+    snprintf(t->mid, sizeof t->mid, "%s", mid);
+    t->codec = RTP_CODEC_VP8;
+    t->pt = 96;
+    t->rtx_pt = 97;
+    t->clock = 90000;
+    t->nlayers = 1;
+    t->ext_id[EXT_MID] = 1;
+}
+
+static void test_call_sources(void **state)
+{
+    (void)state;
+    static media_worker_t w;
+    uint8_t pkt[64];
+    /* a call peer with its camera on mid 4 and a source (its screen share) on mid 5 */
+    session_t *peer = publish("RM_t", "PA_t"), *src = publish("RM_t", "PA_t-screen");
+    peer->call = 1;
+    call_video(peer, "4");
+    call_video(src, "5");
+    session_ref(peer);
+    src->parent = peer;
+    session_ref(src);
+    peer->sources[0] = src;
+    atomic_store(&src->media_ready, 1); /* its outbound context is made (media_child_ready) */
+    pub_layer_t *cam = &peer->pub[MEDIA_VIDEO].layers[0], *scr = &src->pub[MEDIA_VIDEO].layers[0];
+
+    /* each new SSRC goes to the track its MID names, whatever came first */
+    relay_on_rtp(&w, peer, pkt, call_packet(pkt, 96, 500, 0x5C5C, "5"));
+    assert_int_equal(scr->ssrc, 0x5C5C);
+    assert_int_equal(cam->ssrc, 0);
+    relay_on_rtp(&w, peer, pkt, call_packet(pkt, 96, 1000, 0xCA3E, "4"));
+    assert_int_equal(cam->ssrc, 0xCA3E);
+    assert_int_equal(scr->ssrc, 0x5C5C);
+    uint64_t drops = atomic_load(&w.drops);
+    assert_int_equal(drops, 0);
+    /* known SSRCs without a MID (once acknowledged, browsers leave it out) go on */
+    relay_on_rtp(&w, peer, pkt, call_packet(pkt, 96, 501, 0x5C5C, NULL));
+    relay_on_rtp(&w, peer, pkt, call_packet(pkt, 96, 1001, 0xCA3E, NULL));
+    assert_int_equal(scr->stats.packets, 2);
+    assert_int_equal(cam->stats.packets, 2);
+    /* an unknown SSRC without a MID is nobody's (the payload types are the same) */
+    relay_on_rtp(&w, peer, pkt, call_packet(pkt, 96, 7, 0x0BAD, NULL));
+    assert_int_equal(atomic_load(&w.drops), drops + 1);
+    assert_int_equal(cam->ssrc, 0xCA3E);
+    assert_int_equal(scr->ssrc, 0x5C5C);
+    /* RTX by its MID too: the screen's repair SSRC is the source's */
+    relay_on_rtp(&w, peer, pkt, call_packet(pkt, 97, 1499, 0x7E7E, "5"));
+    assert_int_equal(scr->rtx_ssrc, 0x7E7E);
+    assert_int_equal(cam->rtx_ssrc, 0);
+    /* a packet naming another m-line than the peer's and its source's: nobody's */
+    relay_on_rtp(&w, peer, pkt, call_packet(pkt, 96, 9, 0x0DD, "7"));
+    assert_int_equal(atomic_load(&w.drops), drops + 2);
+
+    /* a call peer without sources learns from the payload type when there is no MID, as
+     * before */
+    session_t *lone = publish("RM_t", "PA_u");
+    lone->call = 1;
+    call_video(lone, "4");
+    relay_on_rtp(&w, lone, pkt, call_packet(pkt, 96, 3, 0x1234, NULL));
+    assert_int_equal(lone->pub[MEDIA_VIDEO].layers[0].ssrc, 0x1234);
+
+    /* the peer's end ends its source (room_end closes the relays' sessions) */
+    assert_int_equal(room_end("RM_t", "PA_t", "left"), 1);
+    assert_true(closed(src));
+    assert_null(peer->sources[0]);
+    assert_int_equal(room_end("RM_t", NULL, "left"), 1);
+    session_unref(src);
+    session_unref(peer);
+    session_unref(lone);
+}
+
 int main(void)
 {
     /* the tables engine.c's start sets up (no workers, no sockets here) */
@@ -320,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_mute),
         cmocka_unit_test(test_speaker_settings),
         cmocka_unit_test(test_track_watchers),
+        cmocka_unit_test(test_call_sources),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     free(g_media.by_ufrag);
