@@ -56,6 +56,7 @@
  */
 #include "net.h"
 #include "dispatch.h"
+#include "net_ev.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -474,6 +475,7 @@ struct net {
      * written once (coalesced) after the drain instead of once per message */
     int batching;
     struct pss *batch;
+    void *evloop; /* this thread's libev loop (server.event_loop: libev), or NULL: lws' poll */
     lws_sorted_usec_list_t tick;
     uint64_t tick_due; /* when tick fires; 0: not scheduled */
     pthread_t thread;
@@ -2906,6 +2908,8 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         drain_cmds(n);
+        if (n->evloop && atomic_load(&n->stop))
+            net_ev_break(n->evloop); /* net_thread_main returns */
         return 0;
     case LWS_CALLBACK_HTTP:
         conn_ready(wsi);
@@ -3210,6 +3214,10 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
 static void *net_thread_main(void *arg)
 {
     net_t *n = arg;
+    if (n->evloop) {
+        net_ev_run(n->evloop); /* lws' callbacks run from it until stop */
+        return NULL;
+    }
     while (!atomic_load(&n->stop))
         if (lws_service(n->ctx, 0) < 0) {
             LOG_ERROR("http", "the network service loop failed; no longer serving");
@@ -3310,6 +3318,20 @@ static struct lws_context *ctx_create(net_t *n, int port)
         info.ssl_cert_filepath = n->tls_cert;
         info.ssl_private_key_filepath = n->tls_key;
     }
+    if (n->cfg.event_loop_libev && (n->evloop = net_ev_loop_new())) {
+        void *loops[1] = {n->evloop};
+        struct lws_context_creation_info ev = info;
+        ev.foreign_loops = loops;
+        ev.options |= LWS_SERVER_OPTION_LIBEV;
+        struct lws_context *ctx = lws_create_context(&ev);
+        if (ctx)
+            return ctx;
+        net_ev_loop_free(n->evloop);
+        n->evloop = NULL;
+        log_limited("http.no_libev", ONAIR_LOG_WARN,
+                    "libwebsockets could not run on libev (is libwebsockets-evlib-ev installed?): "
+                    "using its poll() loop");
+    }
     return lws_create_context(&info);
 }
 
@@ -3348,6 +3370,8 @@ static void stop_threads(net_t *n)
             lws_context_destroy(ctx);
             set_ctx(w, NULL);
         }
+        net_ev_loop_free(w->evloop); /* after the context: lws' watchers were on it */
+        w->evloop = NULL;
         if (w->lfd >= 0) {
             close(w->lfd);
             w->lfd = -1;
