@@ -10,6 +10,8 @@
  *                   n->cmds on LWS_CALLBACK_EVENT_WAIT_CANCELLED.
  *   Both queues are a mutex + singly linked list; the waker is only poked when the
  *   queue goes from "nobody signalled" to "signalled", so a burst costs one wakeup.
+ *   A network thread waits in lws' poll() or, with server.event_loop: libev, in a libev
+ *   (epoll) loop of its own that lws runs on as a foreign loop (net_ev.h).
  *
  * Ids (requests and WebSocket connections): slot index in the low 32 bits, the
  * slot's generation in the high 32 bits (never 0), so an id whose connection is gone
@@ -3265,6 +3267,15 @@ static int port_free(const char *host, int port)
 
 /* One thread's lws context, listening on port (0: pick one; CONTEXT_PORT_NO_LISTEN_SERVER:
  * the thread's own listener is adopted later). */
+/* Every 100 ms on a libev loop: a wake-up through lws' cancel pipe, after which lws services
+ * its timer list (ours and its own timeouts) and re-arms its libev timer. */
+static void ev_kick(void *ud)
+{
+    net_t *n = ud;
+    if (n->ctx)
+        lws_cancel_service(n->ctx);
+}
+
 static struct lws_context *ctx_create(net_t *n, int port)
 {
     n->protocols[0] = (struct lws_protocols){
@@ -3318,8 +3329,8 @@ static struct lws_context *ctx_create(net_t *n, int port)
         info.ssl_cert_filepath = n->tls_cert;
         info.ssl_private_key_filepath = n->tls_key;
     }
-    if (n->cfg.event_loop_libev && (n->evloop = net_ev_loop_new())) {
-        void *loops[1] = {n->evloop};
+    if (n->cfg.event_loop_libev && (n->evloop = net_ev_loop_new(ev_kick, n, 100))) {
+        void *loops[1] = {net_ev_loop_of(n->evloop)};
         struct lws_context_creation_info ev = info;
         ev.foreign_loops = loops;
         ev.options |= LWS_SERVER_OPTION_LIBEV;
@@ -3437,6 +3448,8 @@ int net_start(net_t *n)
         }
     }
     n->port = port;
+    LOG_INFO("http", "%d network thread%s on %s", n->nworkers, n->nworkers == 1 ? "" : "s",
+             n->workers[0]->evloop ? "libev (epoll)" : "poll()");
     if (n->port <= 0) {
         LOG_ERROR("http", "cannot find the bound port");
         stop_threads(n);

@@ -2,24 +2,65 @@
 #include "net_ev.h"
 
 #include <ev.h>
+#include <stddef.h>
+#include <stdlib.h>
 
-void *net_ev_loop_new(void)
+typedef struct {
+    struct ev_loop *loop;
+    ev_timer kick;
+    void (*fn)(void *ud);
+    void *ud;
+} net_ev_t;
+
+static void on_kick(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    return ev_loop_new(EVBACKEND_EPOLL);
+    (void)loop;
+    (void)revents;
+    net_ev_t *e = (net_ev_t *)((char *)w - offsetof(net_ev_t, kick));
+    e->fn(e->ud);
 }
 
-void net_ev_run(void *loop)
+void *net_ev_loop_new(void (*kick)(void *ud), void *ud, unsigned kick_ms)
 {
-    ev_run((struct ev_loop *)loop, 0);
+    net_ev_t *e = calloc(1, sizeof *e);
+    if (!e || !(e->loop = ev_loop_new(EVBACKEND_EPOLL))) {
+        free(e);
+        return NULL;
+    }
+    e->fn = kick;
+    e->ud = ud;
+    if (kick) {
+        ev_timer_init(&e->kick, on_kick, kick_ms / 1000.0, kick_ms / 1000.0);
+        ev_timer_start(e->loop, &e->kick);
+        ev_unref(e->loop); /* the kick alone does not keep the loop running */
+    }
+    return e;
 }
 
-void net_ev_break(void *loop)
+void *net_ev_loop_of(void *h)
 {
-    ev_break((struct ev_loop *)loop, EVBREAK_ALL);
+    return ((net_ev_t *)h)->loop;
 }
 
-void net_ev_loop_free(void *loop)
+void net_ev_run(void *h)
 {
-    if (loop)
-        ev_loop_destroy((struct ev_loop *)loop);
+    ev_run(((net_ev_t *)h)->loop, 0);
+}
+
+void net_ev_break(void *h)
+{
+    ev_break(((net_ev_t *)h)->loop, EVBREAK_ALL);
+}
+
+void net_ev_loop_free(void *h)
+{
+    net_ev_t *e = h;
+    if (!e)
+        return;
+    if (e->fn) {
+        ev_ref(e->loop);
+        ev_timer_stop(e->loop, &e->kick);
+    }
+    ev_loop_destroy(e->loop);
+    free(e);
 }

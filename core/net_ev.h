@@ -8,8 +8,11 @@
 #ifndef ONAIR_NET_EV_H
 #define ONAIR_NET_EV_H
 
-/* A new epoll loop, or NULL. */
-void *net_ev_loop_new(void);
+/* A new epoll loop, or NULL. With kick: called every kick_ms on the loop's thread while it
+ * runs (lws on libev re-arms its timer list only after I/O: a kick makes some). */
+void *net_ev_loop_new(void (*kick)(void *ud), void *ud, unsigned kick_ms);
+/* The struct ev_loop * (lws' foreign loop). */
+void *net_ev_loop_of(void *h);
 /* Runs the loop until net_ev_break (the thread that runs it). */
 void net_ev_run(void *loop);
 /* Makes net_ev_run return (from a callback running in that loop). */
