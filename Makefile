@@ -7,7 +7,7 @@ CMAKE_FLAGS ?=
 
 RUN_PACKAGES = build-essential cmake pkg-config libevent-dev libwebsockets-dev libyaml-dev \
 	libjansson-dev libjwt-dev libssl-dev libsqlite3-dev libmongoc-dev libbson-dev libsodium-dev \
-	libcurl4-openssl-dev zlib1g-dev libusrsctp-dev libavformat-dev libavcodec-dev libswscale-dev libswresample-dev tzdata
+	libcurl4-openssl-dev zlib1g-dev libusrsctp-dev libev-dev libwebsockets-evlib-ev libavformat-dev libavcodec-dev libswscale-dev libswresample-dev tzdata
 TEST_PACKAGES = $(RUN_PACKAGES) libcmocka-dev libsrtp2-dev abigail-tools python3 python3-pytest openssl \
 	python3-websockets python3-aiosmtpd python3-cryptography python3-icalendar curl \
 	clang-format chromium ffmpeg nginx-light libnginx-mod-rtmp simple-whip-client gstreamer1.0-nice gstreamer1.0-plugins-bad \

@@ -275,6 +275,7 @@ int host_start(struct host *h, settings_t *s)
         .access_log = settings_bool(s, "logging.access_log"),
         .raw_ws_paths = api_raw_ws_paths(),
         .network_threads = (int)settings_int(s, "server.network_threads"),
+        .event_loop_libev = !strcmp(settings_string(s, "server.event_loop"), "libev"),
     };
     if (nc.network_threads <= 0) { /* one per online CPU */
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -10,6 +10,8 @@
  *                   n->cmds on LWS_CALLBACK_EVENT_WAIT_CANCELLED.
  *   Both queues are a mutex + singly linked list; the waker is only poked when the
  *   queue goes from "nobody signalled" to "signalled", so a burst costs one wakeup.
+ *   A network thread waits in lws' poll() or, with server.event_loop: libev, in a libev
+ *   (epoll) loop of its own that lws runs on as a foreign loop (net_ev.h).
  *
  * Ids (requests and WebSocket connections): slot index in the low 32 bits, the
  * slot's generation in the high 32 bits (never 0), so an id whose connection is gone
@@ -56,6 +58,7 @@
  */
 #include "net.h"
 #include "dispatch.h"
+#include "net_ev.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -474,6 +477,7 @@ struct net {
      * written once (coalesced) after the drain instead of once per message */
     int batching;
     struct pss *batch;
+    void *evloop; /* this thread's libev loop (server.event_loop: libev), or NULL: lws' poll */
     lws_sorted_usec_list_t tick;
     uint64_t tick_due; /* when tick fires; 0: not scheduled */
     pthread_t thread;
@@ -2906,6 +2910,8 @@ static int lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         drain_cmds(n);
+        if (n->evloop && atomic_load(&n->stop))
+            net_ev_break(n->evloop); /* net_thread_main returns */
         return 0;
     case LWS_CALLBACK_HTTP:
         conn_ready(wsi);
@@ -3210,6 +3216,10 @@ net_t *net_new(struct event_base *core_base, const net_config_t *cfg, const rout
 static void *net_thread_main(void *arg)
 {
     net_t *n = arg;
+    if (n->evloop) {
+        net_ev_run(n->evloop); /* lws' callbacks run from it until stop */
+        return NULL;
+    }
     while (!atomic_load(&n->stop))
         if (lws_service(n->ctx, 0) < 0) {
             LOG_ERROR("http", "the network service loop failed; no longer serving");
@@ -3257,6 +3267,15 @@ static int port_free(const char *host, int port)
 
 /* One thread's lws context, listening on port (0: pick one; CONTEXT_PORT_NO_LISTEN_SERVER:
  * the thread's own listener is adopted later). */
+/* Every 100 ms on a libev loop: a wake-up through lws' cancel pipe, after which lws services
+ * its timer list (ours and its own timeouts) and re-arms its libev timer. */
+static void ev_kick(void *ud)
+{
+    net_t *n = ud;
+    if (n->ctx)
+        lws_cancel_service(n->ctx);
+}
+
 static struct lws_context *ctx_create(net_t *n, int port)
 {
     n->protocols[0] = (struct lws_protocols){
@@ -3310,6 +3329,20 @@ static struct lws_context *ctx_create(net_t *n, int port)
         info.ssl_cert_filepath = n->tls_cert;
         info.ssl_private_key_filepath = n->tls_key;
     }
+    if (n->cfg.event_loop_libev && (n->evloop = net_ev_loop_new(ev_kick, n, 100))) {
+        void *loops[1] = {net_ev_loop_of(n->evloop)};
+        struct lws_context_creation_info ev = info;
+        ev.foreign_loops = loops;
+        ev.options |= LWS_SERVER_OPTION_LIBEV;
+        struct lws_context *ctx = lws_create_context(&ev);
+        if (ctx)
+            return ctx;
+        net_ev_loop_free(n->evloop);
+        n->evloop = NULL;
+        log_limited("http.no_libev", ONAIR_LOG_WARN,
+                    "libwebsockets could not run on libev (is libwebsockets-evlib-ev installed?): "
+                    "using its poll() loop");
+    }
     return lws_create_context(&info);
 }
 
@@ -3348,6 +3381,8 @@ static void stop_threads(net_t *n)
             lws_context_destroy(ctx);
             set_ctx(w, NULL);
         }
+        net_ev_loop_free(w->evloop); /* after the context: lws' watchers were on it */
+        w->evloop = NULL;
         if (w->lfd >= 0) {
             close(w->lfd);
             w->lfd = -1;
@@ -3413,6 +3448,8 @@ int net_start(net_t *n)
         }
     }
     n->port = port;
+    LOG_INFO("http", "%d network thread%s on %s", n->nworkers, n->nworkers == 1 ? "" : "s",
+             n->workers[0]->evloop ? "libev (epoll)" : "poll()");
     if (n->port <= 0) {
         LOG_ERROR("http", "cannot find the bound port");
         stop_threads(n);

@@ -53,6 +53,8 @@ typedef struct net_config {
      * (SO_REUSEPORT: the kernel spreads the connections); a connection stays on its thread.
      * 0 or 1: one. */
     int network_threads;
+    /* 1: the network threads run libwebsockets on libev loops (net_ev.h); 0: lws' poll() */
+    int event_loop_libev;
 } net_config_t;
 
 typedef struct net_header {

@@ -53,6 +53,10 @@ const onair_config_key_t core_schema[] = {
     KEY(.key = "server.network_threads", .type = ONAIR_CFG_INT, .default_value = "0", RANGE(0, 64),
         .doc = "Threads serving HTTP and WebSocket connections, each with its own listener on "
                "the port (0: one per online CPU)."),
+    KEY(.key = "server.event_loop", .type = ONAIR_CFG_STRING, .default_value = "libev",
+        .choices = "libev|poll",
+        .doc = "What the network threads wait on: libev (epoll, libwebsockets' evlib plugin; "
+               "falls back to poll when the plugin is missing) or poll (libwebsockets' own)."),
     KEY(.key = "server.work_threads", .type = ONAIR_CFG_INT, .default_value = "4", RANGE(1, 64),
         .doc = "Threads of the pool that runs blocking work (storage, files)."),
     KEY(.key = "server.work_queue", .type = ONAIR_CFG_INT, .default_value = "1024",

@@ -10,11 +10,13 @@
 import asyncio
 import json
 import os
+import re
 import select
 import socket
 import struct
 import time
 
+import pytest
 import websockets
 
 from test_websocket import answer_pings, call, frame, next_of, raw_ws, run
@@ -31,9 +33,14 @@ def read_frames(s, until_eof_s=15):
     return [(b0 & 0x0F, p) for b0, p in parse_frames(data)[0]]
 
 
-def test_peer_that_never_answers_a_ping_is_closed(server_factory):
+@pytest.mark.parametrize("event_loop", ["libev", "poll"])
+def test_peer_that_never_answers_a_ping_is_closed(server_factory, event_loop):
+    """On either server.event_loop: onaird's deadlines (lws timers) fire on both (lws on libev
+    services its timer list only after I/O: net.c kicks it every 100 ms)."""
     s = server_factory(plugins={"testkit": {}, "hello": {}},
-                       core={"server": {"ws_ping_interval": 1}}).start()
+                       core={"server": {"ws_ping_interval": 1, "event_loop": event_loop}}).start()
+    want = "libev (epoll)" if event_loop == "libev" else "poll()"
+    assert re.search(r"\d+ network threads? on " + re.escape(want), s.log()), s.log()
     sk, head = raw_ws(s.port)
     assert b" 101 " in head.split(b"\r\n")[0], head
     frames = read_frames(sk)
@@ -42,9 +49,10 @@ def test_peer_that_never_answers_a_ping_is_closed(server_factory):
     assert any(op == 0x9 for op, _ in frames), frames  # it was pinged first
 
 
-def test_peer_that_answers_pings_stays_open(server_factory):
+@pytest.mark.parametrize("event_loop", ["libev", "poll"])
+def test_peer_that_answers_pings_stays_open(server_factory, event_loop):
     s = server_factory(plugins={"testkit": {}, "hello": {}},
-                       core={"server": {"ws_ping_interval": 1}}).start()
+                       core={"server": {"ws_ping_interval": 1, "event_loop": event_loop}}).start()
     sk, head = raw_ws(s.port)
     assert b" 101 " in head.split(b"\r\n")[0], head
     pings = answer_pings(sk, 5)  # several ping intervals and pong deadlines
