@@ -670,6 +670,21 @@ static void mail_done(int status, void *ud)
     onair_flow_cb(status, NULL, ud);
 }
 
+/* The challenge of a mail that failed is closed (or could not be): 502 mail_failed. */
+static void mail_failed(onair_flow_t *f, int status, json_t *result)
+{
+    (void)result;
+    op_t *op = (op_t *)f;
+    if (status != ONAIR_OK)
+        api->log(op->st->self, ONAIR_LOG_WARN, "could not close challenge %s", op->challenge_id);
+    char d[sizeof op->mail_err + 64];
+    snprintf(d, sizeof d, "%s: %s",
+             op->transport == MAIL_SMTP ? "the mail server did not take the message"
+                                        : "the mail could not be written",
+             op->mail_err);
+    onair_flow_problem(f, 502, "mail_failed", d, NULL);
+}
+
 static void mailed(onair_flow_t *f, int status, json_t *result)
 {
     op_t *op = (op_t *)f;
@@ -691,15 +706,13 @@ static void mailed(onair_flow_t *f, int status, json_t *result)
         return onair_flow_reply(
             f, 202, json_pack("{s:b,s:I}", "sent", 1, "expires_in", (json_int_t)op->ttl_s));
     }
-    close_challenge(st, op->challenge_id);
     api->log(st->self, ONAIR_LOG_WARN, "verification mail for user %s via %s failed: %s",
              op->user_id, where, op->mail_err);
-    char d[sizeof op->mail_err + 64];
-    snprintf(d, sizeof d, "%s: %s",
-             op->transport == MAIL_SMTP ? "the mail server did not take the message"
-                                        : "the mail could not be written",
-             op->mail_err);
-    onair_flow_problem(f, 502, "mail_failed", d, NULL);
+    /* the answer waits for the challenge to be closed: a status read right after the 502
+     * must not find it pending */
+    json_t *spec = json_pack("{s:{s:s},s:{s:{s:b}}}", "filter", "_id", op->challenge_id, "update",
+                             "$set", "used", 1);
+    ONAIR_THEN(f, mail_failed, api->store_update(st->coll, spec, onair_flow_cb, f));
 }
 
 static char *dup_config(ver_t *st, const char *key)
