@@ -11,62 +11,13 @@
 // again after its unpublish.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); tests/livekit installed (npm ci)
-import {test, before, after} from 'node:test';
+import {test} from 'node:test';
 import assert from 'node:assert/strict';
-import {join} from 'node:path';
-import {existsSync} from 'node:fs';
-import {readFile} from 'node:fs/promises';
-import {launch, waitFor, sleep} from './lib/browser.mjs';
-import {Onaird, haveOnaird, PLUGIN_DIR, REPO} from './lib/onaird.mjs';
+import {waitFor, sleep} from './lib/browser.mjs';
+import {livekitSuite} from './lib/livekit.mjs';
 
-const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
-const LK = join(REPO, 'tests', 'livekit', 'node_modules');
-const have = haveOnaird() && existsSync(join(PLUGIN_DIR, 'calls.so')) &&
-  existsSync(join(LK, 'livekit-client')) && existsSync(join(LK, 'livekit-server-sdk'));
-const skip = have ? false : `no onaird, ${PLUGIN_DIR}/calls.so or tests/livekit/node_modules`;
-if (skip && REQUIRE)
-  test('onaird, the calls plugin and tests/livekit are there (ONAIR_E2E_REQUIRE=1)', () => assert.fail(skip));
-
-const T = {timeout: 120_000, skip: skip || false};
-const KEY = 'APIe2eCalls';
-const SECRET = 'e2e-calls-secret-0123456789abcdefghijkl';
-let server = null;
-let browser = null;
-let AccessToken = null;
-
-before(async () => {
-  if (skip) return;
-  ({AccessToken} = await import(join(LK, 'livekit-server-sdk', 'dist', 'index.js')));
-  server = new Onaird({core: {server: {max_header_bytes: 32768}}, plugins: {
-    calls: {path: join(PLUGIN_DIR, 'calls.so'), config: {api_key: KEY, api_secret: SECRET}},
-  }});
-  await server.start();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  if (!server) return;
-  // a sanitizer build (make sanitize) reports on stderr at exit: read it to its end
-  const drained = new Promise((r) => server.proc.stderr.once('close', r));
-  await server.stop();
-  await drained;
-  assert.doesNotMatch(server.log(), /(Address|Leak|UndefinedBehavior)Sanitizer|runtime error:/);
-});
-
-async function token(identity, grant, ttl = '10m') {
-  const at = new AccessToken(KEY, SECRET, {identity, name: identity.toUpperCase(), ttl});
-  at.addGrant(grant);
-  return at.toJwt();
-}
-
-async function lkPage(name) {
-  const page = await browser.newPage(name);
-  await page.addScriptTag({content: await readFile(join(LK, 'livekit-client', 'dist',
-                                                         'livekit-client.umd.js'), 'utf8')});
-  await page.waitForFunction(() => !!window.LivekitClient, null, {timeout: 10_000});
-  return page;
-}
+const suite = livekitSuite('APIe2eCalls', 'e2e-calls-secret-0123456789abcdefghijkl');
+const {T} = suite;
 
 // room.connect() in the page; the page's window.lk keeps what the app would see.
 function connect(page, url, tok, autoSubscribe = true) {
@@ -111,9 +62,9 @@ function connect(page, url, tok, autoSubscribe = true) {
 }
 
 test('livekit-client joins over /rtc/v1: JoinResponse understood (room, identity, permissions)', T, async () => {
-  const page = await lkPage('alice');
-  const tok = await token('alice', {room: 'match-42', roomJoin: true, canPublish: true});
-  await connect(page, server.base.replace('http', 'ws'), tok);
+  const page = await suite.page('alice');
+  const tok = await suite.token('alice', {room: 'match-42', roomJoin: true, canPublish: true});
+  await connect(page, suite.server.base.replace('http', 'ws'), tok);
   await waitFor('SignalConnected', () => page.evaluate(() => window.lk.events.includes('signalConnected')), 15_000);
   const lk = await page.evaluate(() => window.lk);
   assert.equal(lk.name, 'match-42');
@@ -122,7 +73,7 @@ test('livekit-client joins over /rtc/v1: JoinResponse understood (room, identity
   assert.match(lk.sid, /^PA_/);
   assert.equal(lk.canPublish, true);
   assert.ok(lk.serverVersion);
-  assert.match(server.log(), /alice joined room match-42/);
+  assert.match(suite.server.log(), /alice joined room match-42/);
   // the relay answered the offer that came with the join: ICE and DTLS connect
   await waitFor('room.connect() resolves', () => page.evaluate(() => window.lk.result !== null), 20_000);
   assert.equal(await page.evaluate(() => window.lk.result), 'connected');
@@ -157,24 +108,24 @@ test('livekit-client joins over /rtc/v1: JoinResponse understood (room, identity
 });
 
 test('an expired token: livekit-client reports LiveKit\'s reason (from /rtc/v1/validate)', T, async () => {
-  const page = await lkPage('bob');
-  const tok = await token('bob', {room: 'match-42', roomJoin: true}, -60);
-  await connect(page, server.base.replace('http', 'ws'), tok);
+  const page = await suite.page('bob');
+  const tok = await suite.token('bob', {room: 'match-42', roomJoin: true}, -60);
+  await connect(page, suite.server.base.replace('http', 'ws'), tok);
   await waitFor('connect() fails', () => page.evaluate(() => window.lk.result !== null), 20_000);
   const lk = await page.evaluate(() => window.lk);
   assert.equal(lk.events.length, 0);
   assert.match(lk.result.error, /token is expired/);
-  assert.match(server.log(), /join refused from .*: token is expired/);
+  assert.match(suite.server.log(), /join refused from .*: token is expired/);
   await page.close();
 });
 
 test('two livekit-clients in a room know each other: join response and participant updates', T, async () => {
-  const a = await lkPage('alice');
-  const b = await lkPage('bob');
-  const url = server.base.replace('http', 'ws');
-  await connect(a, url, await token('alice', {room: 'match-43', roomJoin: true}));
+  const a = await suite.page('alice');
+  const b = await suite.page('bob');
+  const url = suite.server.base.replace('http', 'ws');
+  await connect(a, url, await suite.token('alice', {room: 'match-43', roomJoin: true}));
   await waitFor('alice signalled', () => a.evaluate(() => window.lk.events.includes('signalConnected')), 15_000);
-  await connect(b, url, await token('bob', {room: 'match-43', roomJoin: true}));
+  await connect(b, url, await suite.token('bob', {room: 'match-43', roomJoin: true}));
   await waitFor('bob signalled', () => b.evaluate(() => window.lk.events.includes('signalConnected')), 15_000);
   await waitFor('bob knows alice', () => b.evaluate(() =>
     [...window.lkRoom.remoteParticipants.values()].some((p) => p.identity === 'alice')), 10_000);
@@ -248,13 +199,13 @@ async function publishAV(page, width, height) {
 }
 
 test('a call: two livekit-clients publish camera and microphone and decode each other', T, async () => {
-  const a = await lkPage('alice');
-  const b = await lkPage('bob');
-  const url = server.base.replace('http', 'ws');
-  await connect(a, url, await token('alice', {room: 'match-44', roomJoin: true}));
+  const a = await suite.page('alice');
+  const b = await suite.page('bob');
+  const url = suite.server.base.replace('http', 'ws');
+  await connect(a, url, await suite.token('alice', {room: 'match-44', roomJoin: true}));
   await waitFor('alice connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
   await publishAV(a, 320, 240);
-  await connect(b, url, await token('bob', {room: 'match-44', roomJoin: true}));
+  await connect(b, url, await suite.token('bob', {room: 'match-44', roomJoin: true}));
   await waitFor('bob connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
   await publishAV(b, 320, 240);
   // each subscribes to the other's tracks (the server's answers carry them on receive slots,
@@ -296,11 +247,11 @@ test('a call: two livekit-clients publish camera and microphone and decode each 
 test('two clients that join and publish at the same moment still receive each other', T, async () => {
   // the race: one's tracks are signalled (add_track) before its offer with them is answered;
   // the others are asked to offer again only once the relay has the tracks
-  const a = await lkPage('carol');
-  const b = await lkPage('dave');
-  const url = server.base.replace('http', 'ws');
-  const [ta, tb] = await Promise.all([token('carol', {room: 'match-45', roomJoin: true}),
-    token('dave', {room: 'match-45', roomJoin: true})]);
+  const a = await suite.page('carol');
+  const b = await suite.page('dave');
+  const url = suite.server.base.replace('http', 'ws');
+  const [ta, tb] = await Promise.all([suite.token('carol', {room: 'match-45', roomJoin: true}),
+    suite.token('dave', {room: 'match-45', roomJoin: true})]);
   await Promise.all([connect(a, url, ta), connect(b, url, tb)]);
   await Promise.all([a, b].map((p) => waitFor('connected', () => p.evaluate(() => window.lk.result === 'connected'), 20_000)));
   await Promise.all([publishAV(a, 320, 240), publishAV(b, 320, 240)]);
@@ -320,10 +271,10 @@ test('two clients that join and publish at the same moment still receive each ot
 test('three in a room: each decodes the other two', T, async () => {
   const names = ['erin', 'frank', 'grace'];
   const pages = [];
-  const url = server.base.replace('http', 'ws');
+  const url = suite.server.base.replace('http', 'ws');
   for (const n of names) {
-    const p = await lkPage(n);
-    await connect(p, url, await token(n, {room: 'match-46', roomJoin: true}));
+    const p = await suite.page(n);
+    await connect(p, url, await suite.token(n, {room: 'match-46', roomJoin: true}));
     await waitFor(`${n} connected`, () => p.evaluate(() => window.lk.result === 'connected'), 20_000);
     await publishAV(p, 320, 240);
     pages.push(p);
@@ -342,13 +293,13 @@ test('three in a room: each decodes the other two', T, async () => {
 });
 
 test('selective subscriptions: autoSubscribe off, setSubscribed and setEnabled on a remote track', T, async () => {
-  const a = await lkPage('hank');
-  const b = await lkPage('iris');
-  const url = server.base.replace('http', 'ws');
-  await connect(a, url, await token('hank', {room: 'match-47', roomJoin: true}));
+  const a = await suite.page('hank');
+  const b = await suite.page('iris');
+  const url = suite.server.base.replace('http', 'ws');
+  await connect(a, url, await suite.token('hank', {room: 'match-47', roomJoin: true}));
   await waitFor('hank connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
   await publishAV(a, 320, 240);
-  await connect(b, url, await token('iris', {room: 'match-47', roomJoin: true}), false);
+  await connect(b, url, await suite.token('iris', {room: 'match-47', roomJoin: true}), false);
   await waitFor('iris connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
   // iris knows hank's two tracks but receives neither
   await waitFor('iris sees hank\'s tracks', () => b.evaluate(() => {
@@ -392,13 +343,13 @@ test('selective subscriptions: autoSubscribe off, setSubscribed and setEnabled o
 });
 
 test('UpdateTrackSettings: setVideoDimensions caps the simulcast layer a receiver gets', T, async () => {
-  const a = await lkPage('jack');
-  const b = await lkPage('kate');
-  const url = server.base.replace('http', 'ws');
-  await connect(a, url, await token('jack', {room: 'match-48', roomJoin: true}));
+  const a = await suite.page('jack');
+  const b = await suite.page('kate');
+  const url = suite.server.base.replace('http', 'ws');
+  await connect(a, url, await suite.token('jack', {room: 'match-48', roomJoin: true}));
   await waitFor('jack connected', () => a.evaluate(() => window.lk.result === 'connected'), 20_000);
   await publishAV(a, 640, 480); // livekit-client's simulcast: three layers up to 640x480
-  await connect(b, url, await token('kate', {room: 'match-48', roomJoin: true}));
+  await connect(b, url, await suite.token('kate', {room: 'match-48', roomJoin: true}));
   await waitFor('kate connected', () => b.evaluate(() => window.lk.result === 'connected'), 20_000);
   let last = null;
   const size = async (ok, what) => waitFor(what, async () => {
@@ -483,8 +434,8 @@ async function decodes(page, identity, source, what, more = 10, ok = () => true)
 
 // A page of identity connected to room (room.connect() resolved); leaveAll: they disconnect.
 async function joined(identity, room) {
-  const page = await lkPage(identity);
-  await connect(page, server.base.replace('http', 'ws'), await token(identity, {room, roomJoin: true}));
+  const page = await suite.page(identity);
+  await connect(page, suite.server.base.replace('http', 'ws'), await suite.token(identity, {room, roomJoin: true}));
   await waitFor(`${identity} connected`, () => page.evaluate(() => window.lk.result === 'connected'), 20_000);
   return page;
 }

@@ -7,63 +7,19 @@
 // (performRpc) work on top.
 //
 //   ONAIRD, ONAIR_PLUGIN_DIR (build/plugins); tests/livekit installed (npm ci)
-import {test, before, after} from 'node:test';
+import {test} from 'node:test';
 import assert from 'node:assert/strict';
-import {join} from 'node:path';
-import {existsSync} from 'node:fs';
-import {readFile} from 'node:fs/promises';
-import {launch, waitFor, sleep} from './lib/browser.mjs';
-import {Onaird, haveOnaird, PLUGIN_DIR, REPO} from './lib/onaird.mjs';
+import {waitFor, sleep} from './lib/browser.mjs';
+import {livekitSuite} from './lib/livekit.mjs';
 
-const REQUIRE = process.env.ONAIR_E2E_REQUIRE === '1';
-const LK = join(REPO, 'tests', 'livekit', 'node_modules');
-const have = haveOnaird() && existsSync(join(PLUGIN_DIR, 'calls.so')) &&
-  existsSync(join(LK, 'livekit-client')) && existsSync(join(LK, 'livekit-server-sdk'));
-const skip = have ? false : `no onaird, ${PLUGIN_DIR}/calls.so or tests/livekit/node_modules`;
-if (skip && REQUIRE)
-  test('onaird, the calls plugin and tests/livekit are there (ONAIR_E2E_REQUIRE=1)', () => assert.fail(skip));
-
-const T = {timeout: 120_000, skip: skip || false};
-const KEY = 'APIe2eData';
-const SECRET = 'e2e-data-secret-0123456789abcdefghijklmn';
-let server = null;
-let browser = null;
-let AccessToken = null;
-
-before(async () => {
-  if (skip) return;
-  ({AccessToken} = await import(join(LK, 'livekit-server-sdk', 'dist', 'index.js')));
-  server = new Onaird({core: {server: {max_header_bytes: 32768}}, plugins: {
-    calls: {path: join(PLUGIN_DIR, 'calls.so'), config: {api_key: KEY, api_secret: SECRET}},
-  }});
-  await server.start();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  if (!server) return;
-  // a sanitizer build reports on stderr at exit: read it to its end
-  const drained = new Promise((r) => server.proc.stderr.once('close', r));
-  await server.stop();
-  await drained;
-  assert.doesNotMatch(server.log(), /(Address|Leak|UndefinedBehavior)Sanitizer|runtime error:/);
-});
-
-async function token(identity, grant) {
-  const at = new AccessToken(KEY, SECRET, {identity, name: identity.toUpperCase(), ttl: '10m'});
-  at.addGrant(grant);
-  return at.toJwt();
-}
+const suite = livekitSuite('APIe2eData', 'e2e-data-secret-0123456789abcdefghijklmn');
+const {T} = suite;
 
 // A page in the room: what it receives is kept in window.lk (DataReceived, text streams), and
 // it answers the RPC method "greet".
 async function enter(name, room, grant = {}) {
-  const page = await browser.newPage(name);
-  await page.addScriptTag({content: await readFile(join(LK, 'livekit-client', 'dist',
-                                                         'livekit-client.umd.js'), 'utf8')});
-  await page.waitForFunction(() => !!window.LivekitClient, null, {timeout: 10_000});
-  const tok = await token(name, {room, roomJoin: true, ...grant});
+  const page = await suite.page(name);
+  const tok = await suite.token(name, {room, roomJoin: true, ...grant});
   await page.evaluate(([url, tok]) => {
     const {Room, RoomEvent} = window.LivekitClient;
     const room = window.lkRoom = new Room();
@@ -77,7 +33,7 @@ async function enter(name, room, grant = {}) {
     room.registerRpcMethod('greet', async (d) => `hello ${d.callerIdentity}, you said ${d.payload}`);
     room.connect(url, tok).then(() => (lk.result = 'connected'),
       (e) => (lk.result = {error: String(e && e.message)}));
-  }, [server.base.replace('http', 'ws'), tok]);
+  }, [suite.server.base.replace('http', 'ws'), tok]);
   await waitFor(`${name} connected`, () => page.evaluate(() => window.lk.result), 20_000);
   assert.equal(await page.evaluate(() => window.lk.result), 'connected');
   return page;
@@ -165,7 +121,7 @@ test('a participant without canPublishData is not heard; it still receives', T, 
   // livekit-client itself does not check the grant: its packet reaches the server, which
   // drops it (and says so once)
   await publish(dan, 'from dan', {reliable: true});
-  await waitFor('the server refusing dan\'s packet', () => /dan in match-dc2: data packets not forwarded \(no canPublishData\)/.test(server.log()), 15_000);
+  await waitFor('the server refusing dan\'s packet', () => /dan in match-dc2: data packets not forwarded \(no canPublishData\)/.test(suite.server.log()), 15_000);
   assert.deepEqual((await got(erin)).map((d) => d.text), []);
   // dan still receives
   await publish(erin, 'from erin', {reliable: true});
