@@ -1223,13 +1223,35 @@ static int request_over_limit(onair_req_t *r, const char *name)
     return 1;
 }
 
+/* The route's handler, and the host's answer when it gave none. A network thread's request
+ * (r->here) must be answered before the handler returns: ONAIR_PENDING is not allowed there. */
+static void run_handler(onair_req_t *r)
+{
+    const route_entry_t *route = r->nr->route;
+    r->in_handler = 1;
+    int rc = route->r.handler(r, route->r.ud);
+    r->in_handler = 0;
+    if (r->answered) {
+        req_free(r);
+        return;
+    }
+    if (rc == ONAIR_PENDING && !r->here)
+        return;
+    if (rc < 0 && rc != ONAIR_PENDING) {
+        api_reply_error(r, rc, NULL);
+        return;
+    }
+    log_msg(route->owner ? route->owner->name : "core", ONAIR_LOG_ERROR,
+            "handler of %s returned %d without answering%s", route->label, rc,
+            r->here ? " (ONAIR_ROUTE_ANY_THREAD)" : "");
+    api_reply_problem(r, 500, "internal", "the handler did not answer");
+}
+
 /* After authentication: access checks, then the handler. */
 static void request_dispatch(onair_req_t *r)
 {
     const route_entry_t *route = r->nr->route;
-    /* (a network thread's request does not read the owner's state, which the core loop
-     * writes: it is served from the plugin's start until the network stops at shutdown) */
-    if (!r->here && route->owner && route->owner->state != PLUGIN_STARTED) {
+    if (route->owner && route->owner->state != PLUGIN_STARTED) {
         api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
         return;
     }
@@ -1250,22 +1272,7 @@ static void request_dispatch(onair_req_t *r)
         answer_body_error(ONAIR_TARGET_REQ(r), &e);
         return;
     }
-    r->in_handler = 1;
-    int rc = route->r.handler(r, route->r.ud);
-    r->in_handler = 0;
-    if (r->answered) {
-        req_free(r);
-        return;
-    }
-    if (rc == ONAIR_PENDING)
-        return;
-    if (rc < 0) {
-        api_reply_error(r, rc, NULL);
-        return;
-    }
-    log_msg(route->owner ? route->owner->name : "core", ONAIR_LOG_ERROR,
-            "handler of %s returned %d without answering", route->label, rc);
-    api_reply_problem(r, 500, "internal", "the handler did not answer");
+    run_handler(r);
 }
 
 /* A 401/503 for a token that did not authenticate. */
@@ -1301,60 +1308,46 @@ static void request_authenticated(int status, onair_user_t *user, const char *co
     request_dispatch(r);
 }
 
-/* On a network thread (net.h on_request_here): a public ONAIR_ROUTE_ANY_THREAD route's request
- * without body or credentials. Nothing here touches the core loop's state: no pending list,
- * no authentication, no rate limit. */
-void api_on_request_here(net_request_t *nr, void *ud)
+/* A request's state: on the pending list unless a network thread runs it (here); NULL when
+ * it is answered already (out of memory, or shutting down). */
+static onair_req_t *req_start(struct host *h, net_request_t *nr, int here)
 {
-    struct host *h = ud;
     onair_req_t *r = calloc(1, sizeof *r);
     if (!r) {
         net_respond(h->net, nr->id, 503, NULL, NULL, NULL, 0);
         net_request_free(nr);
-        return;
+        return NULL;
     }
     r->nr = nr;
-    r->here = 1;
+    r->here = here;
+    if (!here) {
+        LIST_ADD(g_reqs, r);
+        g_npending++;
+    }
     if (atomic_load(&h->draining)) {
         api_resp_header(r, "Connection", "close");
         api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
-        return;
+        return NULL;
     }
-    const route_entry_t *route = nr->route;
-    r->in_handler = 1;
-    int rc = route->r.handler(r, route->r.ud);
-    r->in_handler = 0;
-    if (r->answered) {
-        req_free(r);
-        return;
-    }
-    if (rc < 0 && rc != ONAIR_PENDING) {
-        api_reply_error(r, rc, NULL);
-        return;
-    }
-    log_msg(route->owner ? route->owner->name : "core", ONAIR_LOG_ERROR,
-            "handler of %s (ONAIR_ROUTE_ANY_THREAD) returned %d without answering", route->label,
-            rc);
-    api_reply_problem(r, 500, "internal", "the handler did not answer");
+    return r;
+}
+
+/* On a network thread (net.h on_request_here): a public ONAIR_ROUTE_ANY_THREAD route's request
+ * without body or credentials (net.c answer_here), so none of request_dispatch's checks apply;
+ * nothing here touches the core loop's state (pending list, accounts, rate limits, the
+ * plugins' states: served from the plugin's start until the network stops at shutdown). */
+void api_on_request_here(net_request_t *nr, void *ud)
+{
+    onair_req_t *r = req_start(ud, nr, 1);
+    if (r)
+        run_handler(r);
 }
 
 void api_on_request(net_request_t *nr, void *ud)
 {
-    struct host *h = ud;
-    onair_req_t *r = calloc(1, sizeof *r);
-    if (!r) {
-        net_respond(h->net, nr->id, 503, NULL, NULL, NULL, 0);
-        net_request_free(nr);
+    onair_req_t *r = req_start(ud, nr, 0);
+    if (!r)
         return;
-    }
-    r->nr = nr;
-    LIST_ADD(g_reqs, r);
-    g_npending++;
-    if (atomic_load(&h->draining)) {
-        api_resp_header(r, "Connection", "close");
-        api_reply_problem(r, 503, "shutting_down", "the server is shutting down");
-        return;
-    }
     const char *authz = net_request_header(nr, "authorization");
     if (!authz || (nr->route->r.flags & ROUTE_CORE_OWN_AUTH)) {
         request_dispatch(r);
